@@ -1,0 +1,59 @@
+import { errors } from 'oidc-provider';
+import type { Adapter, AdapterFactory, AdapterPayload } from 'oidc-provider';
+
+import { StorageUnavailableError } from './errors.js';
+import type { StorageHealth } from './health.js';
+import type { ModelName, Storage } from './types.js';
+import { MODEL_NAMES } from './types.js';
+
+/** 503 `temporarily_unavailable`: what a client sees while storage cannot be reached. */
+export function temporarilyUnavailable(): InstanceType<typeof errors.TemporarilyUnavailable> {
+  const err = new errors.TemporarilyUnavailable('the authorization server cannot reach its storage; retry shortly');
+  // Built as a 400 (so oidc-provider exposes it), then raised to 503 as RFC 6749 §5.2 practice and RFC 9110 suggest.
+  Object.assign(err, { status: 503, statusCode: 503 });
+  return err;
+}
+
+const USED: Partial<Record<ModelName, string>> = {
+  AuthorizationCode: 'authorization code already used',
+  RefreshToken: 'refresh token already used',
+  PushedAuthorizationRequest: 'pushed authorization request already used',
+  DeviceCode: 'device code already used',
+};
+
+const isModel = (name: string): name is ModelName => (MODEL_NAMES as readonly string[]).includes(name);
+
+/** oidc-provider's adapter factory over an agentauth Storage: one adapter per model. */
+export function oidcAdapterFactory(storage: Storage, health?: StorageHealth): AdapterFactory {
+  async function failClosed<T>(fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (err) {
+      if (err instanceof StorageUnavailableError) {
+        health?.markDown(err);
+        throw temporarilyUnavailable();
+      }
+      throw err;
+    }
+  }
+
+  return (name: string): Adapter => {
+    if (!isModel(name)) throw new Error(`agentauth storage has no model named ${name}`);
+    const store = storage.model(name);
+    return {
+      upsert: (id: string, payload: AdapterPayload, expiresIn?: number) => failClosed(() => store.upsert(id, payload, expiresIn)),
+      find: (id: string) => failClosed(() => store.find(id)),
+      findByUid: (uid: string) => failClosed(() => store.findByUid(uid)),
+      findByUserCode: (userCode: string) => failClosed(() => store.findByUserCode(userCode)),
+      destroy: (id: string) => failClosed(() => store.destroy(id)),
+      revokeByGrantId: (grantId: string) => failClosed(() => store.revokeByGrantId(grantId)),
+      consume: (id: string) =>
+        failClosed(async () => {
+          if (!(await store.consume(id))) {
+            // Lost the race for a single-use artefact (or it was already used): exactly one caller may win.
+            throw new errors.InvalidGrant(USED[name] ?? `${name} already used`);
+          }
+        }),
+    };
+  };
+}

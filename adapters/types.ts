@@ -1,0 +1,67 @@
+import type { AdapterPayload } from 'oidc-provider';
+
+export type { AdapterPayload };
+
+/** The oidc-provider model names agentauth persists (one store each). */
+export const MODEL_NAMES = [
+  'Session', 'AccessToken', 'AuthorizationCode', 'RefreshToken', 'DeviceCode', 'ClientCredentials', 'Client',
+  'InitialAccessToken', 'RegistrationAccessToken', 'Interaction', 'ReplayDetection', 'PushedAuthorizationRequest',
+  'Grant', 'BackchannelAuthenticationRequest', 'PreAuthorizedCode',
+] as const;
+
+export type ModelName = (typeof MODEL_NAMES)[number];
+
+/**
+ * Storage for one oidc-provider model. Every method validates the values it is given before they reach a query
+ * (see validate.ts); an invalid identifier finds nothing. Expired records are never returned.
+ */
+export interface ModelStore {
+  upsert(id: string, payload: AdapterPayload, expiresIn?: number): Promise<void>;
+  find(id: string): Promise<AdapterPayload | undefined>;
+  findByUid(uid: string): Promise<AdapterPayload | undefined>;
+  findByUserCode(userCode: string): Promise<AdapterPayload | undefined>;
+  /**
+   * Marks the record consumed. Atomic: of any number of concurrent calls for one id, exactly one returns true;
+   * the rest (and any call for a missing, expired or already consumed record) return false.
+   */
+  consume(id: string): Promise<boolean>;
+  destroy(id: string): Promise<void>;
+  revokeByGrantId(grantId: string): Promise<void>;
+}
+
+/** A signing key as persisted: the public JWK in clear, the private JWK sealed under the key-encryption key. */
+export interface StoredKey {
+  kid: string;
+  /** Ordering and the single-writer guard: inserting a key whose seq is taken fails. */
+  seq: number;
+  alg: 'ES256' | 'EdDSA';
+  state: 'active';
+  createdAt: string;
+  publicJwk: Record<string, string>;
+  sealed: SealedSecret;
+}
+
+export interface SealedSecret {
+  /** Which key-encryption key sealed it (a fingerprint, not the key). */
+  kekId: string;
+  iv: string;
+  ciphertext: string;
+  tag: string;
+}
+
+export interface KeyStore {
+  list(): Promise<StoredKey[]>;
+  /** Inserts a key; false when another key already holds `seq` (someone else won the race). */
+  insert(key: StoredKey): Promise<boolean>;
+}
+
+export interface Storage {
+  readonly kind: 'mongodb' | 'embedded';
+  /** Creates indexes (idempotent) and starts expiry sweeps where the server has no TTL indexes. */
+  init(): Promise<void>;
+  model(name: ModelName): ModelStore;
+  readonly keys: KeyStore;
+  /** Resolves when storage answers; rejects with StorageUnavailableError otherwise. */
+  ping(): Promise<void>;
+  close(): Promise<void>;
+}

@@ -1,0 +1,70 @@
+import { randomBytes } from 'node:crypto';
+import { mkdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+
+import { KeyMaterialError } from './errors.js';
+import { KEK_BYTES } from './seal.js';
+
+export interface KekSource {
+  /** AGENTAUTH_KEK: base64 of 32 bytes. */
+  kek?: string | undefined;
+  /** AGENTAUTH_KEK_FILE: a file holding base64 of 32 bytes. */
+  kekFile?: string | undefined;
+}
+
+export interface ResolvedKek {
+  kek: Buffer;
+  /** Where it came from, for the start-up log (never the key itself). */
+  origin: 'AGENTAUTH_KEK' | 'AGENTAUTH_KEK_FILE' | 'data-dir' | 'generated';
+  path?: string;
+}
+
+export function decodeKek(text: string, setting: string): Buffer {
+  const trimmed = text.trim();
+  const bytes = Buffer.from(trimmed, 'base64');
+  if (!/^[A-Za-z0-9+/_-]+={0,2}$/.test(trimmed) || bytes.length !== KEK_BYTES) {
+    throw new KeyMaterialError(`${setting} must be ${KEK_BYTES} bytes encoded as base64 (e.g. \`openssl rand -base64 32\`)`);
+  }
+  return bytes;
+}
+
+async function readKekFile(path: string, setting: string): Promise<Buffer> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (err) {
+    throw new KeyMaterialError(`${setting}: cannot read ${path} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+  }
+  return decodeKek(text, setting);
+}
+
+/** The KEK named by configuration, if any. */
+export async function configuredKek(source: KekSource): Promise<ResolvedKek | undefined> {
+  if (source.kek !== undefined) return { kek: decodeKek(source.kek, 'AGENTAUTH_KEK'), origin: 'AGENTAUTH_KEK' };
+  if (source.kekFile !== undefined) {
+    return { kek: await readKekFile(source.kekFile, 'AGENTAUTH_KEK_FILE'), origin: 'AGENTAUTH_KEK_FILE', path: source.kekFile };
+  }
+  return undefined;
+}
+
+/**
+ * The embedded store's KEK: configured, else `<dataDir>/kek`. A new one is generated (mode 0600) only when the data
+ * directory holds no keys yet; with keys present and no KEK, start-up is refused rather than orphaning them.
+ */
+export async function embeddedKek(source: KekSource, dataDir: string, keysExist: boolean): Promise<ResolvedKek> {
+  const configured = await configuredKek(source);
+  if (configured) return configured;
+  const path = join(dataDir, 'kek');
+  const exists = await stat(path).then(() => true, () => false);
+  if (exists) return { kek: await readKekFile(path, `key-encryption key file ${path}`), origin: 'data-dir', path };
+  if (keysExist) {
+    throw new KeyMaterialError(
+      `signing keys exist in ${dataDir} but no key-encryption key was found (${path} is missing and neither ` +
+        'AGENTAUTH_KEK nor AGENTAUTH_KEK_FILE is set); refusing to start rather than replace the keys',
+    );
+  }
+  const kek = randomBytes(KEK_BYTES);
+  await mkdir(dataDir, { recursive: true, mode: 0o700 });
+  await writeFile(path, `${kek.toString('base64')}\n`, { mode: 0o600, flag: 'wx' });
+  return { kek, origin: 'generated', path };
+}

@@ -1,0 +1,114 @@
+import { randomUUID } from 'node:crypto';
+import Koa from 'koa';
+import mount from 'koa-mount';
+import type { Provider } from 'oidc-provider';
+
+import type { StorageHealth } from '../adapters/health.js';
+import { StorageUnavailableError } from '../adapters/errors.js';
+import type { Keyring } from '../keys/keyring.js';
+import type { Logger } from './logger.js';
+
+export interface AppDeps {
+  provider: Provider;
+  health: StorageHealth;
+  keyring: Keyring;
+  cookieKeys: string[];
+  log: Logger;
+}
+
+/** Paths that never need storage: served even while storage is down, so resource servers can still verify tokens. */
+const STORAGE_FREE = new Set(['/healthz', '/readyz', '/jwks', '/.well-known/openid-configuration', '/.well-known/oauth-authorization-server']);
+
+const RETRY_AFTER_SECONDS = '5';
+
+function unavailableBody(reason: string) {
+  return { error: 'temporarily_unavailable', error_description: reason };
+}
+
+/** One JSON log line per request: method, path (never the query string), status, latency. */
+function requestLog(log: Logger): Koa.Middleware {
+  return async (ctx, next) => {
+    const started = process.hrtime.bigint();
+    const { method, path } = ctx;
+    const id = randomUUID();
+    ctx.set('X-Request-Id', id);
+    try {
+      await next();
+    } finally {
+      const ms = Number(process.hrtime.bigint() - started) / 1e6;
+      log.info({ req_id: id, method, path, status: ctx.status, ms: Math.round(ms * 100) / 100 }, 'request');
+    }
+  };
+}
+
+/** Last line of defence for agentauth's own routes: RFC-shaped JSON errors, never a stack trace. */
+function errorShield(log: Logger, health: StorageHealth): Koa.Middleware {
+  return async (ctx, next) => {
+    try {
+      await next();
+    } catch (err) {
+      if (err instanceof StorageUnavailableError) {
+        health.markDown(err);
+        ctx.status = 503;
+        ctx.body = unavailableBody('the authorization server cannot reach its storage; retry shortly');
+      } else {
+        log.error({ err }, 'unhandled error');
+        ctx.status = 500;
+        ctx.body = { error: 'server_error', error_description: 'an unexpected error occurred' };
+      }
+    }
+    if (ctx.status === 503) ctx.set('Retry-After', RETRY_AFTER_SECONDS);
+  };
+}
+
+function probes(health: StorageHealth, keyring: Keyring): Koa.Middleware {
+  return async (ctx, next) => {
+    if (ctx.path === '/healthz' && (ctx.method === 'GET' || ctx.method === 'HEAD')) {
+      ctx.body = { status: 'ok' };
+      return;
+    }
+    if (ctx.path === '/readyz' && (ctx.method === 'GET' || ctx.method === 'HEAD')) {
+      const storage = await health.check();
+      const keys = keyring.keys.length > 0;
+      ctx.status = storage && keys ? 200 : 503;
+      ctx.body = {
+        status: storage && keys ? 'ready' : 'unavailable',
+        storage: storage ? 'ok' : 'unreachable',
+        keys: keys ? 'loaded' : 'missing',
+      };
+      return;
+    }
+    await next();
+  };
+}
+
+/** Fail closed: while storage is down, nothing that issues or accepts a credential runs. */
+function storageGate(health: StorageHealth): Koa.Middleware {
+  return async (ctx, next) => {
+    if (!health.up && !STORAGE_FREE.has(ctx.path)) {
+      ctx.status = 503;
+      ctx.body = unavailableBody('the authorization server cannot reach its storage; retry shortly');
+      return;
+    }
+    await next();
+  };
+}
+
+/** RFC 8414 metadata at its own well-known path: the same document as OIDC discovery (same issuer). */
+const authorizationServerMetadata: Koa.Middleware = async (ctx, next) => {
+  if (ctx.path === '/.well-known/oauth-authorization-server') ctx.path = '/.well-known/openid-configuration';
+  await next();
+};
+
+export function createApp({ provider, health, keyring, cookieKeys, log }: AppDeps): Koa {
+  const app = new Koa();
+  // Same keys as the provider's cookies: required when the provider is mounted (see shared notes).
+  app.keys = cookieKeys;
+  app.use(requestLog(log));
+  app.use(errorShield(log, health));
+  app.use(probes(health, keyring));
+  app.use(storageGate(health));
+  app.use(authorizationServerMetadata);
+  app.use(mount(provider));
+  return app;
+}

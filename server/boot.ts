@@ -1,0 +1,102 @@
+import type Koa from 'koa';
+import type { Provider } from 'oidc-provider';
+
+import { StorageHealth } from '../adapters/health.js';
+import { EmbeddedStorage } from '../adapters/memory.js';
+import { MongoStorage } from '../adapters/mongodb.js';
+import type { Storage } from '../adapters/types.js';
+import { KeyMaterialError } from '../keys/errors.js';
+import { configuredKek, embeddedKek } from '../keys/kek.js';
+import type { ResolvedKek } from '../keys/kek.js';
+import { Keyring } from '../keys/keyring.js';
+import { deriveKey } from '../keys/seal.js';
+import { createApp } from './app.js';
+import type { Config } from './config.js';
+import type { Logger } from './logger.js';
+import { createProvider } from './provider.js';
+
+export interface Agentauth {
+  config: Config;
+  app: Koa;
+  provider: Provider;
+  storage: Storage;
+  health: StorageHealth;
+  keyring: Keyring;
+  /** Stops background work and closes storage. */
+  close(): Promise<void>;
+}
+
+export function openStorage(config: Config): Storage {
+  if (config.mongodb) {
+    return new MongoStorage({
+      uri: config.mongodb.uri,
+      dbName: config.mongodb.dbName,
+      timeoutMs: config.storage.timeoutMs,
+      sweepIntervalMs: config.storage.sweepIntervalMs,
+    });
+  }
+  return new EmbeddedStorage({ dataDir: config.dataDir, sweepIntervalMs: config.storage.sweepIntervalMs });
+}
+
+async function resolveKek(config: Config, storage: Storage, log: Logger): Promise<ResolvedKek> {
+  const source = { kek: config.kek, kekFile: config.kekFile };
+  if (storage.kind === 'mongodb') {
+    const kek = await configuredKek(source);
+    if (!kek) {
+      throw new KeyMaterialError(
+        'AGENTAUTH_KEK or AGENTAUTH_KEK_FILE is required with MONGODB_URI: every instance must unseal the same shared keys',
+      );
+    }
+    return kek;
+  }
+  const keysExist = (await storage.keys.list()).length > 0;
+  const kek = await embeddedKek(source, config.dataDir, keysExist);
+  if (kek.origin === 'generated') {
+    log.warn(
+      { path: kek.path },
+      'generated a key-encryption key in the data directory (mode 0600); in production set AGENTAUTH_KEK or AGENTAUTH_KEK_FILE instead',
+    );
+  }
+  return kek;
+}
+
+/** Builds a ready-to-serve agentauth: storage initialised, keys loaded (or generated once), provider and app composed. */
+export async function boot(config: Config, log: Logger): Promise<Agentauth> {
+  const storage = openStorage(config);
+  if (storage.kind === 'embedded') {
+    log.warn(
+      { store: 'embedded', dataDir: config.dataDir },
+      'embedded store: clients, grants and tokens live in this process and do not survive a restart (signing keys do, in the data directory); set MONGODB_URI for persistent storage',
+    );
+  }
+  try {
+    await storage.init();
+    const { kek, origin } = await resolveKek(config, storage, log);
+    const keyring = await Keyring.load(storage.keys, kek, config.keyAlg, {
+      generated: (kid, alg) => log.info({ kid, alg }, 'generated the first signing key'),
+    });
+    log.info({ kid: keyring.active.kid, alg: keyring.active.alg, keys: keyring.keys.length, kek: origin, store: storage.kind }, 'signing keys loaded');
+
+    const cookieKeys = [deriveKey(kek, 'cookies').toString('base64url')];
+    const health = new StorageHealth(storage);
+    health.onChange((up, reason) => (up ? log.info('storage reachable again') : log.error({ reason }, 'storage unreachable')));
+    health.start();
+    const provider = createProvider({ config, storage, health, keyring, cookieKeys, log });
+    const app = createApp({ provider, health, keyring, cookieKeys, log });
+    return {
+      config,
+      app,
+      provider,
+      storage,
+      health,
+      keyring,
+      async close() {
+        health.stop();
+        await storage.close();
+      },
+    };
+  } catch (err) {
+    await storage.close().catch(() => undefined);
+    throw err;
+  }
+}

@@ -1,0 +1,57 @@
+#!/usr/bin/env node
+import { Command, CommanderError } from 'commander';
+
+import { StorageUnavailableError } from '../adapters/errors.js';
+import { KeyMaterialError } from '../keys/errors.js';
+import { ConfigError, loadConfig } from './config.js';
+import { createLogger } from './logger.js';
+import { start } from './start.js';
+
+function fail(err: unknown): never {
+  if (err instanceof ConfigError) {
+    process.stderr.write(`agentauth: invalid configuration: ${err.message}\n`);
+    process.exit(2);
+  }
+  if (err instanceof KeyMaterialError || err instanceof StorageUnavailableError) {
+    process.stderr.write(`agentauth: cannot start: ${err.message}\n`);
+    process.exit(1);
+  }
+  process.stderr.write(`agentauth: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.exit(1);
+}
+
+async function startCommand(): Promise<void> {
+  const config = loadConfig();
+  const log = createLogger(config.logLevel);
+  const running = await start(config, log);
+  const onSignal = (signal: NodeJS.Signals) => {
+    log.info({ signal }, 'signal received');
+    running.shutdown().then(
+      () => process.exit(0),
+      (err: unknown) => {
+        log.error({ err }, 'shutdown failed');
+        process.exit(1);
+      },
+    );
+  };
+  process.once('SIGTERM', onSignal);
+  process.once('SIGINT', onSignal);
+}
+
+const program = new Command()
+  .name('agentauth')
+  .description('OAuth 2 authorization server for AI agents')
+  .exitOverride()
+  .showHelpAfterError();
+
+program
+  .command('start')
+  .description('start the server (configuration: environment variables and the JSON file named by AGENTAUTH_CONFIG)')
+  .action(startCommand);
+
+try {
+  await program.parseAsync(process.argv);
+} catch (err) {
+  if (err instanceof CommanderError) process.exit(err.exitCode);
+  fail(err);
+}

@@ -1,0 +1,188 @@
+import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { z } from 'zod';
+
+/** A configuration value is wrong. The message names the setting and never echoes a secret. */
+export class ConfigError extends Error {
+  readonly code = 'invalid_configuration';
+
+  constructor(message: string) {
+    super(message);
+    this.name = 'ConfigError';
+  }
+}
+
+const vschar = /^[\x20-\x7e]+$/;
+const scopeToken = /^[\x21\x23-\x5b\x5d-\x7e]+$/; // RFC 6749 §3.3 scope-token (NQCHAR)
+
+const absoluteUri = z.string().refine((v) => {
+  const u = URL.parse(v);
+  return u !== null && !u.hash && !v.includes('#');
+}, 'must be an absolute URI without a fragment (RFC 8707)');
+
+const resourceServerSchema = z.strictObject({
+  identifier: absoluteUri,
+  name: z.string().min(1).optional(),
+  scopes: z.array(z.string().regex(scopeToken, 'must be an RFC 6749 scope-token')).min(1),
+  accessTokenTTL: z.number().int().min(1).max(3600).default(300),
+  accessTokenFormat: z.enum(['jwt']).default('jwt'),
+  signingAlg: z.enum(['ES256', 'EdDSA']).optional(),
+});
+
+const clientSchema = z
+  .strictObject({
+    client_id: z
+      .string()
+      .min(1)
+      .max(255)
+      .regex(vschar, 'must be visible ASCII (RFC 6749 VSCHAR)')
+      .refine((v) => !v.startsWith('$'), 'must not start with "$"'),
+    client_name: z.string().min(1).optional(),
+    client_secret: z.string().min(32, 'must be at least 32 characters').regex(vschar, 'must be visible ASCII').optional(),
+    token_endpoint_auth_method: z.enum(['client_secret_basic', 'client_secret_post', 'private_key_jwt']).default('client_secret_basic'),
+    jwks: z.strictObject({ keys: z.array(z.record(z.string(), z.unknown())).min(1) }).optional(),
+    grant_types: z.array(z.enum(['client_credentials'])).min(1).default(['client_credentials']),
+    scope: z.string().regex(/^[\x21\x23-\x5b\x5d-\x7e]+( [\x21\x23-\x5b\x5d-\x7e]+)*$/, 'must be space-separated scope-tokens').optional(),
+  })
+  .superRefine((c, ctx) => {
+    const secretMethod = c.token_endpoint_auth_method.startsWith('client_secret');
+    if (secretMethod && !c.client_secret) {
+      ctx.addIssue({ code: 'custom', path: ['client_secret'], message: `is required for ${c.token_endpoint_auth_method}` });
+    }
+    if (!secretMethod && c.client_secret) {
+      ctx.addIssue({ code: 'custom', path: ['client_secret'], message: `must not be set for ${c.token_endpoint_auth_method}` });
+    }
+    if (c.token_endpoint_auth_method === 'private_key_jwt' && !c.jwks) {
+      ctx.addIssue({ code: 'custom', path: ['jwks'], message: 'is required for private_key_jwt' });
+    }
+  });
+
+/** What the optional JSON file named by AGENTAUTH_CONFIG may hold. */
+const fileSchema = z.strictObject({
+  resourceServers: z.array(resourceServerSchema).default([]),
+  clients: z.array(clientSchema).default([]),
+  storage: z
+    .strictObject({
+      timeoutMs: z.number().int().min(100).max(60_000).default(2000),
+      sweepIntervalMs: z.number().int().min(1000).default(60_000),
+    })
+    .prefault({}),
+  shutdownTimeoutMs: z.number().int().min(0).max(300_000).default(10_000),
+});
+
+const port = z
+  .string()
+  .regex(/^\d+$/, 'must be an integer from 1 to 65535')
+  .transform(Number)
+  .refine((n) => n >= 1 && n <= 65535, 'must be an integer from 1 to 65535');
+
+const envSchema = z.object({
+  PORT: port.optional(),
+  HOST: z.string().min(1).optional(),
+  ISSUER: z
+    .string()
+    .refine((v) => {
+      const u = URL.parse(v);
+      return u !== null && (u.protocol === 'https:' || u.protocol === 'http:') && !u.search && !u.hash && !v.endsWith('?');
+    }, 'must be an http(s) URL with no query or fragment')
+    .optional(),
+  MONGODB_URI: z.string().regex(/^mongodb(\+srv)?:\/\//, 'must start with mongodb:// or mongodb+srv://').optional(),
+  MONGODB_DB: z.string().regex(/^[A-Za-z0-9_-]{1,63}$/, 'must be 1-63 letters, digits, "_" or "-"').optional(),
+  AGENTAUTH_CONFIG: z.string().min(1).optional(),
+  AGENTAUTH_DATA_DIR: z.string().min(1).optional(),
+  AGENTAUTH_KEK: z.string().min(1).optional(),
+  AGENTAUTH_KEK_FILE: z.string().min(1).optional(),
+  AGENTAUTH_KEY_ALG: z.enum(['ES256', 'EdDSA']).optional(),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).optional(),
+});
+
+export type ResourceServerConfig = z.infer<typeof resourceServerSchema>;
+export type StaticClientConfig = z.infer<typeof clientSchema>;
+
+export interface Config {
+  port: number;
+  host: string | undefined;
+  issuer: string;
+  mongodb: { uri: string; dbName: string | undefined } | undefined;
+  dataDir: string;
+  kek: string | undefined;
+  kekFile: string | undefined;
+  keyAlg: 'ES256' | 'EdDSA';
+  logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+  configFile: string | undefined;
+  resourceServers: ResourceServerConfig[];
+  clients: StaticClientConfig[];
+  storage: { timeoutMs: number; sweepIntervalMs: number };
+  shutdownTimeoutMs: number;
+}
+
+function describe(prefix: string, error: z.ZodError): string {
+  return error.issues
+    .map((issue) => {
+      const path = issue.path.reduce<string>(
+        (acc, seg) => (typeof seg === 'number' ? `${acc}[${seg}]` : acc ? `${acc}.${String(seg)}` : String(seg)),
+        '',
+      );
+      return `${prefix}${path}: ${issue.message}`;
+    })
+    .join('; ');
+}
+
+function readConfigFile(path: string): unknown {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new ConfigError(`AGENTAUTH_CONFIG: cannot read ${path} (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
+  }
+  try {
+    return JSON.parse(text) as unknown;
+  } catch (err) {
+    throw new ConfigError(`AGENTAUTH_CONFIG: ${path} is not valid JSON (${(err as Error).message})`);
+  }
+}
+
+/** Reads and validates configuration once: environment variables, then the JSON file AGENTAUTH_CONFIG names. */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const present = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== ''));
+  const parsedEnv = envSchema.safeParse(present);
+  if (!parsedEnv.success) throw new ConfigError(describe('', parsedEnv.error));
+  const e = parsedEnv.data;
+  if (e.AGENTAUTH_KEK && e.AGENTAUTH_KEK_FILE) {
+    throw new ConfigError('AGENTAUTH_KEK_FILE: set either AGENTAUTH_KEK or AGENTAUTH_KEK_FILE, not both');
+  }
+
+  const configFile = e.AGENTAUTH_CONFIG ? resolve(e.AGENTAUTH_CONFIG) : undefined;
+  const parsedFile = fileSchema.safeParse(configFile ? readConfigFile(configFile) : {});
+  if (!parsedFile.success) throw new ConfigError(describe('AGENTAUTH_CONFIG ', parsedFile.error));
+  const file = parsedFile.data;
+
+  const ids = new Set<string>();
+  file.resourceServers.forEach((rs, i) => {
+    if (ids.has(rs.identifier)) throw new ConfigError(`AGENTAUTH_CONFIG resourceServers[${i}].identifier: duplicate ${rs.identifier}`);
+    ids.add(rs.identifier);
+  });
+  const clientIds = new Set<string>();
+  file.clients.forEach((c, i) => {
+    if (clientIds.has(c.client_id)) throw new ConfigError(`AGENTAUTH_CONFIG clients[${i}].client_id: duplicate ${c.client_id}`);
+    clientIds.add(c.client_id);
+  });
+
+  const listenPort = e.PORT ?? 3000;
+  return {
+    port: listenPort,
+    host: e.HOST,
+    issuer: (e.ISSUER ?? `http://localhost:${listenPort}`).replace(/\/$/, ''),
+    mongodb: e.MONGODB_URI ? { uri: e.MONGODB_URI, dbName: e.MONGODB_DB } : undefined,
+    dataDir: resolve(e.AGENTAUTH_DATA_DIR ?? '.agentauth'),
+    kek: e.AGENTAUTH_KEK,
+    kekFile: e.AGENTAUTH_KEK_FILE,
+    keyAlg: e.AGENTAUTH_KEY_ALG ?? 'ES256',
+    logLevel: e.LOG_LEVEL ?? 'info',
+    configFile,
+    resourceServers: file.resourceServers,
+    clients: file.clients,
+    storage: file.storage,
+    shutdownTimeoutMs: file.shutdownTimeoutMs,
+  };
+}

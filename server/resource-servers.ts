@@ -1,0 +1,44 @@
+import { errors } from 'oidc-provider';
+import type { ResourceServer } from 'oidc-provider';
+
+import type { SigningAlg } from '../keys/generate.js';
+import type { ResourceServerConfig } from './config.js';
+
+/** Longest life of an access token that is not sender-constrained (design invariant 3). */
+export const MAX_BEARER_TTL = 300;
+
+/** Resource servers declared in configuration, looked up by their exact identifier URI (RFC 8707). */
+export class ResourceServerRegistry {
+  readonly #byId: Map<string, ResourceServerConfig>;
+
+  constructor(servers: readonly ResourceServerConfig[], private readonly defaultAlg: SigningAlg) {
+    this.#byId = new Map(servers.map((rs) => [rs.identifier, rs]));
+  }
+
+  get size(): number {
+    return this.#byId.size;
+  }
+
+  /** The resource to use when a request names none: the only one configured, else the request is refused. */
+  defaultResource(): string {
+    const [only, ...rest] = this.#byId.keys();
+    if (only !== undefined && rest.length === 0) return only;
+    throw new errors.InvalidTarget(
+      this.#byId.size === 0
+        ? 'no resource servers are configured on this authorization server'
+        : 'the resource parameter is required: name the resource server (RFC 8707) the token is for',
+    );
+  }
+
+  info(identifier: string): ResourceServer {
+    const rs = this.#byId.get(identifier);
+    if (!rs) throw new errors.InvalidTarget(`unknown resource: ${identifier} is not a resource server of this authorization server`);
+    return {
+      scope: rs.scopes.join(' '),
+      audience: rs.identifier,
+      accessTokenTTL: rs.accessTokenTTL,
+      accessTokenFormat: rs.accessTokenFormat,
+      jwt: { sign: { alg: rs.signingAlg ?? this.defaultAlg } },
+    };
+  }
+}

@@ -1,0 +1,53 @@
+import { createServer } from 'node:http';
+import type { Server } from 'node:http';
+
+import { boot } from './boot.js';
+import type { Agentauth } from './boot.js';
+import type { Config } from './config.js';
+import type { Logger } from './logger.js';
+
+export interface Running {
+  agentauth: Agentauth;
+  server: Server;
+  /** Stop accepting, let in-flight requests finish (up to shutdownTimeoutMs), close storage. */
+  shutdown(): Promise<void>;
+}
+
+export async function start(config: Config, log: Logger): Promise<Running> {
+  const agentauth = await boot(config, log);
+  const server = createServer(agentauth.app.callback());
+  server.keepAliveTimeout = 5000;
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(config.port, config.host, () => resolve());
+  });
+  log.info({ issuer: config.issuer, port: config.port, host: config.host ?? '(all interfaces)' }, 'agentauth listening');
+
+  let stopping: Promise<void> | undefined;
+  const shutdown = () => {
+    stopping ??= (async () => {
+      log.info('shutting down: no new connections, finishing in-flight requests');
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      // Idle keep-alive sockets would hold close() open; in-flight ones are left to finish.
+      const sweep = setInterval(() => server.closeIdleConnections(), 50);
+      server.closeIdleConnections();
+      let forced = false;
+      const deadline = new Promise<void>((resolve) =>
+        setTimeout(() => {
+          forced = true;
+          resolve();
+        }, config.shutdownTimeoutMs).unref(),
+      );
+      await Promise.race([closed, deadline]);
+      clearInterval(sweep);
+      if (forced) {
+        log.warn({ timeoutMs: config.shutdownTimeoutMs }, 'in-flight requests did not finish in time; closing their connections');
+        server.closeAllConnections();
+      }
+      await agentauth.close();
+      log.info('stopped');
+    })();
+    return stopping;
+  };
+  return { agentauth, server, shutdown };
+}

@@ -1,0 +1,229 @@
+import type { CommandStartedEvent } from 'mongodb';
+import { errors } from 'oidc-provider';
+
+import { InvalidStorageValueError } from '../../adapters/errors.js';
+import { MongoStorage } from '../../adapters/mongodb.js';
+import { oidcAdapterFactory } from '../../adapters/oidc-adapter.js';
+import type { AdapterPayload, ModelName, Storage, StoredKey } from '../../adapters/types.js';
+import { MODEL_NAMES } from '../../adapters/types.js';
+import { FACTORIES, mongoUri, recordContractRun } from '../support/storages.js';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const rid = () => Math.random().toString(36).slice(2) + Date.now().toString(36);
+
+/** Requests can put objects, arrays and operator strings where identifiers belong. None may reach a query. */
+const HOSTILE: unknown[] = [{ $gt: '' }, { $ne: null }, ['a', 'b'], '$where', '$gt', '', 'a\u0000b', 'tab\there', 'x'.repeat(5000), 42, null];
+
+describe.each(FACTORIES)('storage contract: $name', (factory) => {
+  let storage: Storage;
+  let testsRun = 0;
+  const commands: CommandStartedEvent[] = [];
+
+  beforeAll(async () => {
+    storage = factory.create('contract');
+    if (storage instanceof MongoStorage) storage.client.on('commandStarted', (e) => commands.push(e));
+    await storage.init();
+  });
+
+  afterEach(() => {
+    testsRun += 1;
+  });
+
+  afterAll(async () => {
+    let server: Record<string, unknown> = {};
+    if (storage instanceof MongoStorage) {
+      const info = await storage.db.command({ buildInfo: 1 });
+      const hello = await storage.db.command({ hello: 1 });
+      server = { version: info.version, maxWireVersion: hello.maxWireVersion, ttlIndexes: storage.ttlSupported, uri: mongoUri().replace(/\/\/[^@]*@/, '//***@') };
+    }
+    recordContractRun({ backend: factory.name, testsRun, server, at: new Date().toISOString() });
+    await storage.close();
+  });
+
+  describe.each(MODEL_NAMES.map((m) => [m]))('%s', (model: ModelName) => {
+    test('upsert then find returns a copy of the payload; destroy removes it', async () => {
+      const store = storage.model(model);
+      const id = rid();
+      const payload: AdapterPayload = { kind: model, jti: id, grantId: `g-${id}`, exp: 2_000_000_000 };
+      await store.upsert(id, payload, 60);
+      const found = await store.find(id);
+      expect(found).toEqual(payload);
+      found!.kind = 'mutated';
+      expect((await store.find(id))?.kind).toBe(model);
+      await store.upsert(id, { ...payload, scope: 'read' }, 60);
+      expect((await store.find(id))?.scope).toBe('read');
+      await store.destroy(id);
+      expect(await store.find(id)).toBeUndefined();
+    });
+
+    test('revokeByGrantId removes every record of that grant and nothing else', async () => {
+      const store = storage.model(model);
+      const grantId = `g-${rid()}`;
+      const [a, b, other] = [rid(), rid(), rid()];
+      await store.upsert(a, { grantId, kind: model }, 60);
+      await store.upsert(b, { grantId, kind: model }, 60);
+      await store.upsert(other, { grantId: `${grantId}-other`, kind: model }, 60);
+      await store.revokeByGrantId(grantId);
+      expect(await store.find(a)).toBeUndefined();
+      expect(await store.find(b)).toBeUndefined();
+      expect(await store.find(other)).toBeDefined();
+    });
+
+    test('findByUid and findByUserCode find by those fields only', async () => {
+      const store = storage.model(model);
+      const id = rid();
+      const uid = `uid-${id}`;
+      const userCode = `UC-${id}`;
+      await store.upsert(id, { uid, userCode, kind: model }, 60);
+      expect((await store.findByUid(uid))?.uid).toBe(uid);
+      expect((await store.findByUserCode(userCode))?.userCode).toBe(userCode);
+      expect(await store.findByUid(`${uid}-nope`)).toBeUndefined();
+      expect(await store.findByUserCode(`${userCode}-nope`)).toBeUndefined();
+    });
+  });
+
+  test('payload maps keyed by URLs (keys with "." and ":") round-trip unchanged', async () => {
+    const store = storage.model('Grant');
+    const id = rid();
+    const payload: AdapterPayload = {
+      kind: 'Grant',
+      resources: { 'https://api.example.com/v1': 'read write', 'urn:example:x.y': 'a' },
+      rejected: { $weird: 'value' } as unknown as AdapterPayload['rejected'],
+    };
+    await store.upsert(id, payload, 60);
+    expect(await store.find(id)).toEqual(payload);
+  });
+
+  test('expired records are never returned by any lookup, and are reclaimed', async () => {
+    const store = storage.model('Session');
+    const id = rid();
+    const uid = `uid-${id}`;
+    await store.upsert(id, { uid, kind: 'Session', grantId: `g-${id}` }, 1);
+    expect(await store.find(id)).toBeDefined();
+    await sleep(1100);
+    expect(await store.find(id)).toBeUndefined();
+    expect(await store.findByUid(uid)).toBeUndefined();
+    expect(await store.consume(id)).toBe(false);
+
+    if (storage instanceof MongoStorage) {
+      const raw = storage.db.collection('oidc_Session');
+      if (storage.ttlSupported) {
+        const ttl = (await raw.indexes()).find((i) => i.name === 'expiresAt_1');
+        expect(ttl?.expireAfterSeconds).toBe(0);
+      } else {
+        // No TTL indexes on this server (FerretDB v1): the sweep reclaims what reads already ignore.
+        expect(await raw.countDocuments({ _id: id as never })).toBe(1);
+        expect(await storage.sweep()).toBeGreaterThanOrEqual(1);
+        expect(await raw.countDocuments({ _id: id as never })).toBe(0);
+      }
+    }
+  });
+
+  test('records without an expiry never expire', async () => {
+    const store = storage.model('Client');
+    const id = rid();
+    await store.upsert(id, { client_id: id });
+    expect((await store.find(id))?.client_id).toBe(id);
+  });
+
+  test('consume is atomic: 20 concurrent consumes of one authorization code give exactly one success', async () => {
+    const store = storage.model('AuthorizationCode');
+    const id = rid();
+    await store.upsert(id, { kind: 'AuthorizationCode', grantId: `g-${id}` }, 60);
+    const results = await Promise.all(Array.from({ length: 20 }, () => store.consume(id)));
+    expect(results.filter(Boolean)).toHaveLength(1);
+    expect(typeof (await store.find(id))?.consumed).toBe('number');
+    expect(await store.consume(id)).toBe(false);
+  });
+
+  test('through the oidc-provider adapter, the 19 losers get invalid_grant', async () => {
+    const adapter = oidcAdapterFactory(storage)('AuthorizationCode');
+    const id = rid();
+    await adapter.upsert(id, { kind: 'AuthorizationCode' }, 60);
+    const settled = await Promise.allSettled(Array.from({ length: 20 }, () => adapter.consume(id)));
+    expect(settled.filter((s) => s.status === 'fulfilled')).toHaveLength(1);
+    const rejected = settled.filter((s): s is PromiseRejectedResult => s.status === 'rejected');
+    expect(rejected).toHaveLength(19);
+    for (const r of rejected) {
+      expect(r.reason).toBeInstanceOf(errors.InvalidGrant);
+      expect((r.reason as { error_detail?: string }).error_detail).toBe('authorization code already used');
+    }
+  });
+
+  test('consume of a missing record fails', async () => {
+    expect(await storage.model('RefreshToken').consume(rid())).toBe(false);
+  });
+
+  test('objects, arrays and $-prefixed strings never reach the driver', async () => {
+    const store = storage.model('AccessToken');
+    commands.length = 0;
+    for (const bad of HOSTILE) {
+      expect(await store.find(bad as string)).toBeUndefined();
+      expect(await store.findByUid(bad as string)).toBeUndefined();
+      expect(await store.findByUserCode(bad as string)).toBeUndefined();
+      expect(await store.consume(bad as string)).toBe(false);
+      await store.destroy(bad as string);
+      await store.revokeByGrantId(bad as string);
+      await expect(store.upsert(bad as string, { kind: 'AccessToken' }, 60)).rejects.toBeInstanceOf(InvalidStorageValueError);
+    }
+    await expect(store.upsert(rid(), { kind: 'AccessToken', grantId: { $gt: '' } as unknown as string }, 60)).rejects.toBeInstanceOf(
+      InvalidStorageValueError,
+    );
+    await expect(store.upsert(rid(), { kind: 'Session', uid: '$x' }, 60)).rejects.toBeInstanceOf(InvalidStorageValueError);
+    if (storage instanceof MongoStorage) {
+      expect(commands.map((c) => c.commandName)).toEqual([]);
+    }
+  });
+
+  test('signing keys: insert, list in order, and a taken seq is refused', async () => {
+    const key = (kid: string, seq: number): StoredKey => ({
+      kid,
+      seq,
+      alg: 'ES256',
+      state: 'active',
+      createdAt: new Date().toISOString(),
+      publicJwk: { kty: 'EC', kid },
+      sealed: { kekId: 'k', iv: 'i', ciphertext: 'c', tag: 't' },
+    });
+    expect(await storage.keys.list()).toEqual([]);
+    expect(await storage.keys.insert(key('two', 2))).toBe(true);
+    expect(await storage.keys.insert(key('one', 1))).toBe(true);
+    expect(await storage.keys.insert(key('other-one', 1))).toBe(false);
+    expect((await storage.keys.list()).map((k) => k.kid)).toEqual(['one', 'two']);
+  });
+
+  test('signing keys: concurrent inserts of one seq give exactly one winner', async () => {
+    const results = await Promise.all(
+      Array.from({ length: 10 }, (_, i) =>
+        storage.keys.insert({
+          kid: `race-${i}`,
+          seq: 100,
+          alg: 'ES256',
+          state: 'active',
+          createdAt: new Date().toISOString(),
+          publicJwk: {},
+          sealed: { kekId: 'k', iv: 'i', ciphertext: 'c', tag: 't' },
+        }),
+      ),
+    );
+    expect(results.filter(Boolean)).toHaveLength(1);
+  });
+
+  test('init is idempotent: a second start changes no index', async () => {
+    const again = factory.create('idempotent');
+    try {
+      await again.init();
+      const snapshot = async () => {
+        if (!(again instanceof MongoStorage)) return 'embedded';
+        const names = (await again.db.listCollections().toArray()).map((c) => c.name).sort();
+        return Promise.all(names.map(async (n) => [n, await again.db.collection(n).indexes()]));
+      };
+      const before = await snapshot();
+      await again.init();
+      expect(await snapshot()).toEqual(before);
+      if (again instanceof MongoStorage) expect(JSON.stringify(before)).toContain('expiresAt_1');
+    } finally {
+      await again.close();
+    }
+  });
+});

@@ -1,0 +1,64 @@
+// Starts and stops the FerretDB test server (a real MongoDB wire-protocol database) for the test suite.
+import { execFileSync, spawn } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { createServer, connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const here = dirname(fileURLToPath(import.meta.url));
+
+/** Path of the FerretDB test binary: $AGENTAUTH_FERRETDB_BIN, else built (and cached) by test/ferretdb/build.sh. */
+export function ferretdbBinary() {
+  if (process.env.AGENTAUTH_FERRETDB_BIN) return process.env.AGENTAUTH_FERRETDB_BIN;
+  return execFileSync('bash', [join(here, '..', 'ferretdb', 'build.sh')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] }).trim();
+}
+
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+function canConnect(port) {
+  return new Promise((resolve) => {
+    const sock = connect(port, '127.0.0.1');
+    sock.once('connect', () => { sock.destroy(); resolve(true); });
+    sock.once('error', () => resolve(false));
+  });
+}
+
+/**
+ * Starts FerretDB on 127.0.0.1:`port` with its SQLite files in `dir` and resolves once it accepts connections.
+ * Returns { port, dir, uri, pid, stop() }; stop() sends SIGTERM and resolves when the process has exited.
+ */
+export async function startFerretdb({ bin = ferretdbBinary(), port, dir } = {}) {
+  port ??= await freePort();
+  dir ??= mkdtempSync(join(tmpdir(), 'agentauth-ferretdb-'));
+  const child = spawn(bin, ['-listen', `127.0.0.1:${port}`, '-dir', dir], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (d) => { stderr = (stderr + d).slice(-4000); });
+  const exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+  const deadline = Date.now() + 20000;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`FerretDB exited at start (${child.exitCode}): ${stderr}`);
+    if (await canConnect(port)) break;
+    if (Date.now() > deadline) { child.kill('SIGKILL'); throw new Error(`FerretDB did not listen on ${port}: ${stderr}`); }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return {
+    port,
+    dir,
+    pid: child.pid,
+    uri: `mongodb://127.0.0.1:${port}/`,
+    async stop() {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+      await exited;
+    },
+  };
+}

@@ -1,0 +1,167 @@
+import { readFileSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import { request } from 'node:http';
+import { join } from 'node:path';
+
+import { mongoUri } from '../support/storages.js';
+import { newKek, runCli, startServer, tempDir, uniqueDbName, writeConfig } from '../support/server.js';
+
+const SECRET = 'lifecycle-client-secret-0123456789abcdef';
+const CONFIG = {
+  resourceServers: [{ identifier: 'https://api.example.com', scopes: ['read'] }],
+  clients: [{ client_id: 'svc', client_secret: SECRET }],
+};
+
+describe('SIGTERM', () => {
+  test('stops accepting, finishes the in-flight request, closes storage and exits 0', async () => {
+    const dir = tempDir();
+    const server = await startServer({
+      AGENTAUTH_CONFIG: writeConfig(dir, CONFIG),
+      MONGODB_URI: mongoUri(),
+      MONGODB_DB: uniqueDbName('sigterm'),
+      AGENTAUTH_KEK: newKek(),
+    });
+    const body = 'grant_type=client_credentials&scope=read';
+    // A request in flight: headers sent, body only half sent when SIGTERM arrives.
+    const inFlight = new Promise<{ status: number; json: Record<string, unknown> }>((resolve, reject) => {
+      const req = request(
+        `${server.url}/token`,
+        {
+          method: 'POST',
+          headers: {
+            authorization: `Basic ${Buffer.from(`svc:${SECRET}`).toString('base64')}`,
+            'content-type': 'application/x-www-form-urlencoded',
+            'content-length': Buffer.byteLength(body),
+          },
+        },
+        (res) => {
+          let text = '';
+          res.on('data', (d: Buffer) => (text += d));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, json: JSON.parse(text) as Record<string, unknown> }));
+        },
+      );
+      req.on('error', reject);
+      req.write(body.slice(0, 10));
+      setTimeout(() => {
+        server.child.kill('SIGTERM');
+        setTimeout(() => req.end(body.slice(10)), 300);
+      }, 200);
+    });
+    const done = await inFlight;
+    expect(done.status).toBe(200);
+    expect(typeof done.json.access_token).toBe('string');
+    expect(await server.exited).toBe(0);
+    await expect(fetch(`${server.url}/healthz`)).rejects.toThrow();
+    expect(server.output()).toContain('"stopped"');
+  });
+});
+
+describe('start-up refusals', () => {
+  test.each([
+    ['PORT=abc', { PORT: 'abc' }, /^agentauth: invalid configuration: PORT: /],
+    ['PORT=70000', { PORT: '70000' }, /^agentauth: invalid configuration: PORT: /],
+    ['ISSUER with a query', { ISSUER: 'https://as.example.com/?x=1' }, /^agentauth: invalid configuration: ISSUER: /],
+    ['MONGODB_URI not a mongodb URL', { MONGODB_URI: 'http://localhost' }, /^agentauth: invalid configuration: MONGODB_URI: /],
+    ['AGENTAUTH_KEK and AGENTAUTH_KEK_FILE both set', { AGENTAUTH_KEK: newKek(), AGENTAUTH_KEK_FILE: '/x' }, /^agentauth: invalid configuration: AGENTAUTH_KEK_FILE: /],
+  ])('%s exits non-zero with one line naming the setting', async (_label, env, message) => {
+    const res = await runCli(['start'], { AGENTAUTH_DATA_DIR: join(tempDir(), 'data'), ...env });
+    expect(res.code).toBe(2);
+    expect(res.stderr.trim().split('\n')).toHaveLength(1);
+    expect(res.stderr).toMatch(message);
+  });
+
+  test('an unparsable AGENTAUTH_CONFIG, and a wrong value inside it, are named', async () => {
+    const dir = tempDir();
+    const broken = join(dir, 'broken.json');
+    writeFileSync(broken, '{ "resourceServers": [');
+    let res = await runCli(['start'], { AGENTAUTH_CONFIG: broken, AGENTAUTH_DATA_DIR: join(dir, 'data') });
+    expect(res.code).toBe(2);
+    expect(res.stderr).toMatch(/^agentauth: invalid configuration: AGENTAUTH_CONFIG: .*broken\.json is not valid JSON/);
+    expect(res.stderr.trim().split('\n')).toHaveLength(1);
+
+    const bad = writeConfig(dir, { resourceServers: [{ identifier: 'https://api.example.com', scopes: ['read'], accessTokenTTL: 'long' }] });
+    res = await runCli(['start'], { AGENTAUTH_CONFIG: bad, AGENTAUTH_DATA_DIR: join(dir, 'data') });
+    expect(res.code).toBe(2);
+    expect(res.stderr).toMatch(/^agentauth: invalid configuration: AGENTAUTH_CONFIG resourceServers\[0\]\.accessTokenTTL: /);
+
+    res = await runCli(['start'], { AGENTAUTH_CONFIG: join(dir, 'missing.json'), AGENTAUTH_DATA_DIR: join(dir, 'data') });
+    expect(res.code).toBe(2);
+    expect(res.stderr).toMatch(/^agentauth: invalid configuration: AGENTAUTH_CONFIG: cannot read/);
+  });
+
+  test('a client secret is never echoed in a configuration error', async () => {
+    const dir = tempDir();
+    const cfg = writeConfig(dir, { clients: [{ client_id: 'svc', client_secret: 'short-secret-value' }] });
+    const res = await runCli(['start'], { AGENTAUTH_CONFIG: cfg, AGENTAUTH_DATA_DIR: join(dir, 'data') });
+    expect(res.code).toBe(2);
+    expect(res.stderr).toMatch(/clients\[0\]\.client_secret: must be at least 32 characters/);
+    expect(res.stderr).not.toContain('short-secret-value');
+  });
+});
+
+describe('key material', () => {
+  test('embedded: the first start generates one key and a 0600 KEK; later starts load the same key', async () => {
+    const dataDir = join(tempDir(), 'data');
+    let server = await startServer({ AGENTAUTH_DATA_DIR: dataDir });
+    const first = (await (await fetch(`${server.url}/jwks`)).json()) as { keys: Array<{ kid: string }> };
+    expect(server.output()).toMatch(/"generated the first signing key"/);
+    expect(server.output()).toContain('embedded store: clients, grants and tokens live in this process and do not survive a restart');
+    expect(await server.stop()).toBe(0);
+    expect(statSync(join(dataDir, 'kek')).mode & 0o777).toBe(0o600);
+    expect(statSync(join(dataDir, 'keys.json')).mode & 0o777).toBe(0o600);
+    const stored = readFileSync(join(dataDir, 'keys.json'), 'utf8');
+    expect(stored).not.toMatch(/"d"\s*:/); // the private key is sealed, not stored in clear
+
+    server = await startServer({ AGENTAUTH_DATA_DIR: dataDir });
+    const second = (await (await fetch(`${server.url}/jwks`)).json()) as { keys: Array<{ kid: string }> };
+    expect(second.keys.map((k) => k.kid)).toEqual(first.keys.map((k) => k.kid));
+    expect(await server.stop()).toBe(0);
+  });
+
+  test('embedded: keys present but the KEK file gone, or a different KEK, refuses to start and keeps the keys', async () => {
+    const dataDir = join(tempDir(), 'data');
+    const server = await startServer({ AGENTAUTH_DATA_DIR: dataDir });
+    await server.stop();
+    const keysBefore = readFileSync(join(dataDir, 'keys.json'), 'utf8');
+
+    let res = await runCli(['start'], { AGENTAUTH_DATA_DIR: dataDir, AGENTAUTH_KEK: newKek() });
+    expect(res.code).toBe(1);
+    expect(res.stderr).toMatch(/^agentauth: cannot start: key .* was sealed under another key-encryption key/);
+
+    unlinkSync(join(dataDir, 'kek'));
+    res = await runCli(['start'], { AGENTAUTH_DATA_DIR: dataDir });
+    expect(res.code).toBe(1);
+    expect(res.stderr).toMatch(/signing keys exist in .* but no key-encryption key was found/);
+    expect(readFileSync(join(dataDir, 'keys.json'), 'utf8')).toBe(keysBefore);
+  });
+
+  test('mongodb: KEK required; keys shared; a wrong KEK refuses to start and generates nothing', async () => {
+    const base = { MONGODB_URI: mongoUri(), MONGODB_DB: uniqueDbName('keys'), AGENTAUTH_DATA_DIR: join(tempDir(), 'data') };
+    let res = await runCli(['start'], base);
+    expect(res.code).toBe(1);
+    expect(res.stderr).toMatch(/AGENTAUTH_KEK or AGENTAUTH_KEK_FILE is required with MONGODB_URI/);
+
+    const kekFile = join(tempDir(), 'kek');
+    writeFileSync(kekFile, `${newKek()}\n`, { mode: 0o600 });
+    const server = await startServer({ ...base, AGENTAUTH_KEK_FILE: kekFile });
+    const jwks = (await (await fetch(`${server.url}/jwks`)).json()) as { keys: Array<{ kid: string }> };
+    const other = await startServer({ ...base, AGENTAUTH_KEK_FILE: kekFile });
+    const otherJwks = (await (await fetch(`${other.url}/jwks`)).json()) as { keys: Array<{ kid: string }> };
+    expect(otherJwks.keys.map((k) => k.kid)).toEqual(jwks.keys.map((k) => k.kid));
+    expect(other.output()).not.toContain('generated the first signing key');
+    await Promise.all([server.stop(), other.stop()]);
+
+    res = await runCli(['start'], { ...base, AGENTAUTH_KEK: newKek() });
+    expect(res.code).toBe(1);
+    expect(res.stderr).toMatch(/sealed under another key-encryption key/);
+    const again = await startServer({ ...base, AGENTAUTH_KEK_FILE: kekFile });
+    const againJwks = (await (await fetch(`${again.url}/jwks`)).json()) as { keys: Array<{ kid: string }> };
+    expect(againJwks.keys.map((k) => k.kid)).toEqual(jwks.keys.map((k) => k.kid));
+    await again.stop();
+  });
+
+  test('a malformed AGENTAUTH_KEK is refused by name', async () => {
+    const res = await runCli(['start'], { AGENTAUTH_DATA_DIR: join(tempDir(), 'data'), AGENTAUTH_KEK: 'dG9vLXNob3J0' });
+    expect(res.code).toBe(1);
+    expect(res.stderr).toMatch(/^agentauth: cannot start: AGENTAUTH_KEK must be 32 bytes encoded as base64/);
+  });
+});

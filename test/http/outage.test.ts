@@ -1,0 +1,90 @@
+import { startFerretdb } from '../support/ferretdb.js';
+import type { FerretdbProcess } from '../support/ferretdb.js';
+import { newKek, startServer, tempDir, uniqueDbName, writeConfig } from '../support/server.js';
+import type { RunningServer } from '../support/server.js';
+
+const SECRET = 'outage-client-secret-0123456789abcdef0123';
+/** storage.timeoutMs in this test: every storage call gives up after it. */
+const STORAGE_TIMEOUT_MS = 1000;
+/** The bound we promise: a health check interval (1 s) plus a storage timeout, plus slack for a loaded CI machine. */
+const BOUND_MS = 1000 + STORAGE_TIMEOUT_MS + 3000;
+
+async function tokenRequest(url: string) {
+  const started = Date.now();
+  const res = await fetch(`${url}/token`, {
+    method: 'POST',
+    headers: { authorization: `Basic ${Buffer.from(`svc:${SECRET}`).toString('base64')}`, 'content-type': 'application/x-www-form-urlencoded' },
+    body: 'grant_type=client_credentials&scope=read',
+    signal: AbortSignal.timeout(30_000),
+  });
+  return { status: res.status, retryAfter: res.headers.get('retry-after'), body: (await res.json()) as Record<string, unknown>, ms: Date.now() - started };
+}
+
+async function readyz(url: string) {
+  const res = await fetch(`${url}/readyz`, { signal: AbortSignal.timeout(30_000) });
+  return { status: res.status, body: (await res.json()) as Record<string, unknown> };
+}
+
+async function until<T>(what: string, fn: () => Promise<T>, ok: (v: T) => boolean, withinMs: number): Promise<{ value: T; ms: number }> {
+  const started = Date.now();
+  for (;;) {
+    const value = await fn();
+    if (ok(value)) return { value, ms: Date.now() - started };
+    if (Date.now() - started > withinMs) throw new Error(`${what} not reached within ${withinMs} ms (last: ${JSON.stringify(value)})`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+describe('MongoDB outage and recovery (a dedicated FerretDB stopped and restarted inside the test)', () => {
+  let db: FerretdbProcess;
+  let server: RunningServer;
+
+  beforeAll(async () => {
+    db = await startFerretdb();
+    const dir = tempDir();
+    const config = writeConfig(dir, {
+      resourceServers: [{ identifier: 'https://api.example.com', scopes: ['read'] }],
+      clients: [{ client_id: 'svc', client_secret: SECRET }],
+      storage: { timeoutMs: STORAGE_TIMEOUT_MS },
+    });
+    server = await startServer({ AGENTAUTH_CONFIG: config, MONGODB_URI: db.uri, MONGODB_DB: uniqueDbName('outage'), AGENTAUTH_KEK: newKek() });
+  });
+
+  afterAll(async () => {
+    await server?.stop();
+    await db?.stop();
+  });
+
+  test('503 within a bounded time while the server is down, never 200 once detected, and recovery without a restart', async () => {
+    expect((await readyz(server.url)).status).toBe(200);
+    expect((await tokenRequest(server.url)).status).toBe(200);
+
+    await db.stop();
+
+    // The token endpoint stops issuing within the bound, answering 503 temporarily_unavailable (never a hang, never 500).
+    const down = await until('token endpoint 503', () => tokenRequest(server.url), (r) => r.status === 503, BOUND_MS);
+    expect(down.ms).toBeLessThanOrEqual(BOUND_MS);
+    expect(down.value.body.error).toBe('temporarily_unavailable');
+    expect(down.value.retryAfter).toBe('5');
+
+    const ready = await readyz(server.url);
+    expect(ready.status).toBe(503);
+    expect(ready.body).toMatchObject({ status: 'unavailable', storage: 'unreachable' });
+
+    // While it stays down, every answer is a prompt 503: never a 200, never a 500, never a hang.
+    for (let i = 0; i < 5; i += 1) {
+      const r = await tokenRequest(server.url);
+      expect(r.status).toBe(503);
+      expect(r.ms).toBeLessThanOrEqual(BOUND_MS);
+    }
+    // Discovery and JWKS need no storage: resource servers can keep verifying tokens.
+    expect((await fetch(`${server.url}/jwks`)).status).toBe(200);
+
+    // Same port, same files: the server comes back and agentauth recovers on its own.
+    db = await startFerretdb({ port: db.port, dir: db.dir });
+    await until('readyz 200', () => readyz(server.url), (r) => r.status === 200, 15_000);
+    await until('token 200', () => tokenRequest(server.url), (r) => r.status === 200, 15_000);
+    expect(server.child.exitCode).toBeNull();
+    expect(server.output()).toContain('storage reachable again');
+  });
+});

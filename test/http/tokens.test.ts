@@ -1,0 +1,126 @@
+import { createRemoteJWKSet, decodeProtectedHeader, jwtVerify } from 'jose';
+
+import { MAX_BEARER_TTL } from '../../server/resource-servers.js';
+import { mongoUri } from '../support/storages.js';
+import { logLines, newKek, startServer, tempDir, uniqueDbName, writeConfig } from '../support/server.js';
+import type { RunningServer } from '../support/server.js';
+
+const RESOURCE = 'https://api.example.com';
+const SECRET = 'a-very-long-client-secret-0123456789abcdef';
+const CONFIG = {
+  resourceServers: [
+    { identifier: RESOURCE, scopes: ['read', 'write'], accessTokenTTL: 600 },
+    { identifier: 'https://other.example.com', scopes: ['other'] },
+  ],
+  clients: [{ client_id: 'svc-1', client_secret: SECRET, grant_types: ['client_credentials'] }],
+};
+
+async function clientCredentials(url: string, body: Record<string, string>) {
+  const res = await fetch(`${url}/token`, {
+    method: 'POST',
+    headers: { authorization: `Basic ${Buffer.from(`svc-1:${SECRET}`).toString('base64')}`, 'content-type': 'application/x-www-form-urlencoded' },
+    body: new URLSearchParams({ grant_type: 'client_credentials', ...body }),
+  });
+  return { status: res.status, body: (await res.json()) as Record<string, unknown> };
+}
+
+const backends = [
+  ['embedded', () => ({})],
+  ['mongodb', () => ({ MONGODB_URI: mongoUri(), MONGODB_DB: uniqueDbName('tokens'), AGENTAUTH_KEK: newKek() })],
+] as const;
+
+describe.each(backends)('tokens on the %s store', (_name, storeEnv) => {
+  let env: Record<string, string>;
+  let server: RunningServer | undefined;
+
+  beforeAll(() => {
+    const dir = tempDir();
+    env = { AGENTAUTH_CONFIG: writeConfig(dir, CONFIG), AGENTAUTH_DATA_DIR: `${dir}/data`, ...storeEnv() };
+  });
+
+  afterEach(async () => {
+    await server?.stop();
+    server = undefined;
+  });
+
+  test('client_credentials gives an ES256 at+jwt with jti and aud that still verifies against /jwks after a restart', async () => {
+    server = await startServer(env);
+    const issuer = server.url;
+    const { status, body } = await clientCredentials(issuer, { resource: RESOURCE, scope: 'read' });
+    expect(status).toBe(200);
+    expect(body.token_type).toBe('Bearer');
+    // A bearer token never lives more than five minutes, whatever the resource server asks for.
+    expect(body.expires_in).toBe(MAX_BEARER_TTL);
+    const token = body.access_token as string;
+    const header = decodeProtectedHeader(token);
+    expect(header).toMatchObject({ alg: 'ES256', typ: 'at+jwt' });
+
+    const firstJwks = (await (await fetch(`${issuer}/jwks`)).json()) as { keys: Array<{ kid: string; d?: string }> };
+    expect(firstJwks.keys.map((k) => k.kid)).toEqual([header.kid]);
+    expect(firstJwks.keys.every((k) => k.d === undefined)).toBe(true);
+
+    const verify = async () =>
+      jwtVerify(token, createRemoteJWKSet(new URL(`${issuer}/jwks`)), { issuer, audience: RESOURCE, typ: 'at+jwt' });
+    const { payload } = await verify();
+    expect(payload).toMatchObject({ client_id: 'svc-1', sub: 'svc-1', scope: 'read', aud: RESOURCE });
+    expect(typeof payload.jti).toBe('string');
+    expect(payload.exp! - payload.iat!).toBe(MAX_BEARER_TTL);
+
+    // Neither the secret nor the token may appear in the logs.
+    expect(server.output()).not.toContain(SECRET);
+    expect(server.output()).not.toContain(token);
+    const requestLine = logLines(server.output()).find((l) => l.msg === 'request' && l.path === '/token');
+    expect(requestLine).toMatchObject({ method: 'POST', status: 200 });
+    expect(typeof requestLine?.ms).toBe('number');
+
+    expect(await server.stop()).toBe(0);
+    server = await startServer(env, server.port);
+    expect(server.output()).not.toContain('generated the first signing key');
+    const secondJwks = (await (await fetch(`${issuer}/jwks`)).json()) as { keys: Array<{ kid: string }> };
+    expect(secondJwks.keys.map((k) => k.kid)).toEqual([header.kid]);
+    await expect(verify()).resolves.toBeDefined();
+  });
+
+  test('an unknown resource gets invalid_target; several resource servers and no resource gets invalid_target', async () => {
+    server = await startServer(env);
+    const unknown = await clientCredentials(server.url, { resource: 'https://evil.example.com', scope: 'read' });
+    expect(unknown.status).toBe(400);
+    expect(unknown.body.error).toBe('invalid_target');
+    const none = await clientCredentials(server.url, { scope: 'read' });
+    expect(none.status).toBe(400);
+    expect(none.body.error).toBe('invalid_target');
+    expect(none.body.error_description).toMatch(/resource parameter is required/);
+  });
+
+  test('wrong client secret gets invalid_client; the token endpoint never answers 500 to malformed input', async () => {
+    server = await startServer(env);
+    const wrong = await fetch(`${server.url}/token`, {
+      method: 'POST',
+      headers: { authorization: `Basic ${Buffer.from('svc-1:not-the-secret').toString('base64')}`, 'content-type': 'application/x-www-form-urlencoded' },
+      body: 'grant_type=client_credentials&resource=https%3A%2F%2Fapi.example.com',
+    });
+    expect(wrong.status).toBe(401);
+    expect(((await wrong.json()) as { error: string }).error).toBe('invalid_client');
+
+    const hostile = [
+      'grant_type=client_credentials&client_id[$gt]=&client_secret[$ne]=x',
+      'grant_type=client_credentials&client_id=%24where&client_secret=x',
+      'grant_type=authorization_code&code[$gt]=&client_id=svc-1&client_secret=x',
+      'grant_type=refresh_token&refresh_token=%24ne&client_id=svc-1',
+      'grant_type=client_credentials&client_id=a&client_id=b',
+      '{"grant_type":{"$gt":""}}',
+    ];
+    for (const body of hostile) {
+      const res = await fetch(`${server.url}/token`, {
+        method: 'POST',
+        headers: { 'content-type': body.startsWith('{') ? 'application/json' : 'application/x-www-form-urlencoded' },
+        body,
+      });
+      expect(res.status).toBeGreaterThanOrEqual(400);
+      expect(res.status).toBeLessThan(500);
+      const json = (await res.json()) as { error: string };
+      expect(['invalid_request', 'invalid_client', 'unsupported_grant_type', 'invalid_grant']).toContain(json.error);
+      expect(JSON.stringify(json)).not.toMatch(/at .*\.js:\d+/);
+    }
+  });
+});

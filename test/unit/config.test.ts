@@ -1,0 +1,74 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+import { ConfigError, loadConfig } from '../../server/config.js';
+
+function withFile(content: unknown): string {
+  const path = join(mkdtempSync(join(tmpdir(), 'cfg-')), 'c.json');
+  writeFileSync(path, typeof content === 'string' ? content : JSON.stringify(content));
+  return path;
+}
+
+const message = (env: NodeJS.ProcessEnv) => {
+  try {
+    loadConfig(env);
+  } catch (err) {
+    expect(err).toBeInstanceOf(ConfigError);
+    return (err as Error).message;
+  }
+  throw new Error('expected a ConfigError');
+};
+
+describe('loadConfig', () => {
+  test('defaults: port 3000, issuer http://localhost:3000, embedded store in ./.agentauth, ES256', () => {
+    const c = loadConfig({});
+    expect(c).toMatchObject({ port: 3000, issuer: 'http://localhost:3000', mongodb: undefined, keyAlg: 'ES256', logLevel: 'info', shutdownTimeoutMs: 10_000 });
+    expect(c.dataDir).toBe(join(process.cwd(), '.agentauth'));
+    expect(c.storage).toEqual({ timeoutMs: 2000, sweepIntervalMs: 60_000 });
+  });
+
+  test('ISSUER follows PORT unless set; a trailing slash is dropped', () => {
+    expect(loadConfig({ PORT: '8080' }).issuer).toBe('http://localhost:8080');
+    expect(loadConfig({ ISSUER: 'https://as.example.com/' }).issuer).toBe('https://as.example.com');
+  });
+
+  test('resource server and client defaults are applied', () => {
+    const c = loadConfig({
+      AGENTAUTH_CONFIG: withFile({
+        resourceServers: [{ identifier: 'https://api.example.com', scopes: ['read'] }],
+        clients: [{ client_id: 'c', client_secret: 'x'.repeat(32) }],
+      }),
+    });
+    expect(c.resourceServers[0]).toEqual({ identifier: 'https://api.example.com', scopes: ['read'], accessTokenTTL: 300, accessTokenFormat: 'jwt' });
+    expect(c.clients[0]).toMatchObject({ token_endpoint_auth_method: 'client_secret_basic', grant_types: ['client_credentials'] });
+  });
+
+  test.each([
+    [{ PORT: 'abc' }, /^PORT: must be an integer from 1 to 65535/],
+    [{ PORT: '0' }, /^PORT: /],
+    [{ ISSUER: 'ftp://x' }, /^ISSUER: /],
+    [{ ISSUER: 'https://x/#frag' }, /^ISSUER: /],
+    [{ MONGODB_DB: 'bad.name' }, /^MONGODB_DB: /],
+    [{ AGENTAUTH_KEY_ALG: 'RS256' }, /^AGENTAUTH_KEY_ALG: /],
+    [{ LOG_LEVEL: 'loud' }, /^LOG_LEVEL: /],
+  ])('%j is refused by name', (env, pattern) => {
+    expect(message(env)).toMatch(pattern);
+  });
+
+  test.each([
+    [{ resourceServers: [{ identifier: 'not a uri', scopes: ['a'] }] }, /resourceServers\[0\]\.identifier: must be an absolute URI/],
+    [{ resourceServers: [{ identifier: 'https://a.example#x', scopes: ['a'] }] }, /resourceServers\[0\]\.identifier/],
+    [{ resourceServers: [{ identifier: 'https://a.example', scopes: ['bad scope'] }] }, /resourceServers\[0\]\.scopes\[0\]/],
+    [{ resourceServers: [{ identifier: 'https://a.example', scopes: ['a'], accessTokenTTL: 86400 }] }, /accessTokenTTL/],
+    [{ resourceServers: [{ identifier: 'https://a.example', scopes: ['a'] }, { identifier: 'https://a.example', scopes: ['b'] }] }, /resourceServers\[1\]\.identifier: duplicate/],
+    [{ clients: [{ client_id: '$bad', client_secret: 'x'.repeat(32) }] }, /clients\[0\]\.client_id/],
+    [{ clients: [{ client_id: 'c' }] }, /clients\[0\]\.client_secret: is required for client_secret_basic/],
+    [{ clients: [{ client_id: 'c', token_endpoint_auth_method: 'private_key_jwt' }] }, /clients\[0\]\.jwks: is required for private_key_jwt/],
+    [{ clients: [{ client_id: 'c', client_secret: 'x'.repeat(32), grant_types: ['implicit'] }] }, /clients\[0\]\.grant_types\[0\]/],
+    [{ unknownSetting: true }, /AGENTAUTH_CONFIG : Unrecognized key|unknownSetting/],
+    [{ storage: { timeoutMs: 5 } }, /storage\.timeoutMs/],
+  ])('config file %j is refused by path', (file, pattern) => {
+    expect(message({ AGENTAUTH_CONFIG: withFile(file) })).toMatch(pattern);
+  });
+});

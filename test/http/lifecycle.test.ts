@@ -2,6 +2,8 @@ import { readFileSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { join } from 'node:path';
 
+import { createRemoteJWKSet, decodeProtectedHeader, jwtVerify } from 'jose';
+
 import { mongoUri } from '../support/storages.js';
 import { newKek, runCli, startServer, tempDir, uniqueDbName, writeConfig } from '../support/server.js';
 
@@ -157,6 +159,26 @@ describe('key material', () => {
     const againJwks = (await (await fetch(`${again.url}/jwks`)).json()) as { keys: Array<{ kid: string }> };
     expect(againJwks.keys.map((k) => k.kid)).toEqual(jwks.keys.map((k) => k.kid));
     await again.stop();
+  });
+
+  test('EdDSA: AGENTAUTH_KEY_ALG=EdDSA generates an Ed25519 key that signs access tokens', async () => {
+    const dir = tempDir();
+    const server = await startServer({ AGENTAUTH_DATA_DIR: join(dir, 'data'), AGENTAUTH_KEY_ALG: 'EdDSA', AGENTAUTH_CONFIG: writeConfig(dir, CONFIG) });
+    try {
+      const res = await fetch(`${server.url}/token`, {
+        method: 'POST',
+        headers: { authorization: `Basic ${Buffer.from(`svc:${SECRET}`).toString('base64')}`, 'content-type': 'application/x-www-form-urlencoded' },
+        body: 'grant_type=client_credentials&scope=read',
+      });
+      const { access_token: token } = (await res.json()) as { access_token: string };
+      expect(decodeProtectedHeader(token)).toMatchObject({ alg: 'EdDSA', typ: 'at+jwt' });
+      const { payload } = await jwtVerify(token, createRemoteJWKSet(new URL(`${server.url}/jwks`)), { issuer: server.url });
+      expect(payload.aud).toBe('https://api.example.com');
+      const jwks = (await (await fetch(`${server.url}/jwks`)).json()) as { keys: Array<{ kty: string; crv: string }> };
+      expect(jwks.keys[0]).toMatchObject({ kty: 'OKP', crv: 'Ed25519' });
+    } finally {
+      await server.stop();
+    }
   });
 
   test('a malformed AGENTAUTH_KEK is refused by name', async () => {

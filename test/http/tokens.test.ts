@@ -1,4 +1,5 @@
-import { createRemoteJWKSet, decodeProtectedHeader, jwtVerify } from 'jose';
+import { randomUUID } from 'node:crypto';
+import { calculateJwkThumbprint, createRemoteJWKSet, decodeProtectedHeader, exportJWK, generateKeyPair, jwtVerify, SignJWT } from 'jose';
 
 import { MAX_BEARER_TTL } from '../../server/resource-servers.js';
 import { mongoUri } from '../support/storages.js';
@@ -15,10 +16,14 @@ const CONFIG = {
   clients: [{ client_id: 'svc-1', client_secret: SECRET, grant_types: ['client_credentials'] }],
 };
 
-async function clientCredentials(url: string, body: Record<string, string>) {
+async function clientCredentials(url: string, body: Record<string, string>, extraHeaders: Record<string, string> = {}) {
   const res = await fetch(`${url}/token`, {
     method: 'POST',
-    headers: { authorization: `Basic ${Buffer.from(`svc-1:${SECRET}`).toString('base64')}`, 'content-type': 'application/x-www-form-urlencoded' },
+    headers: {
+      authorization: `Basic ${Buffer.from(`svc-1:${SECRET}`).toString('base64')}`,
+      'content-type': 'application/x-www-form-urlencoded',
+      ...extraHeaders,
+    },
     body: new URLSearchParams({ grant_type: 'client_credentials', ...body }),
   });
   return { status: res.status, body: (await res.json()) as Record<string, unknown> };
@@ -79,6 +84,25 @@ describe.each(backends)('tokens on the %s store', (_name, storeEnv) => {
     const secondJwks = (await (await fetch(`${issuer}/jwks`)).json()) as { keys: Array<{ kid: string }> };
     expect(secondJwks.keys.map((k) => k.kid)).toEqual([header.kid]);
     await expect(verify()).resolves.toBeDefined();
+  });
+
+  test('a DPoP-bound token carries cnf.jkt and the resource server TTL; the five-minute cap is for bearer tokens only', async () => {
+    server = await startServer(env);
+    const { publicKey, privateKey } = await generateKeyPair('ES256');
+    const jwk = await exportJWK(publicKey);
+    const proof = await new SignJWT({ htm: 'POST', htu: `${server.url}/token`, jti: randomUUID() })
+      .setProtectedHeader({ alg: 'ES256', typ: 'dpop+jwt', jwk })
+      .setIssuedAt()
+      .sign(privateKey);
+    const { status, body } = await clientCredentials(server.url, { resource: RESOURCE, scope: 'read' }, { DPoP: proof });
+    expect(status).toBe(200);
+    expect(body.token_type).toBe('DPoP');
+    expect(body.expires_in).toBe(600);
+    const { payload } = await jwtVerify(body.access_token as string, createRemoteJWKSet(new URL(`${server.url}/jwks`)), {
+      issuer: server.url,
+      audience: RESOURCE,
+    });
+    expect(payload.cnf).toEqual({ jkt: await calculateJwkThumbprint(jwk) });
   });
 
   test('an unknown resource gets invalid_target; several resource servers and no resource gets invalid_target', async () => {

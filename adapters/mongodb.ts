@@ -144,8 +144,8 @@ class MongoKeyStore implements KeyStore {
 
 export interface MongoStorageOptions {
   uri: string;
-  /** Database name; defaults to the one in the URI, else `agentauth`. */
-  dbName?: string;
+  /** Database name. */
+  dbName: string;
   /** Bound on how long any storage call may wait for the server (server selection, connect, socket). */
   timeoutMs?: number;
   sweepIntervalMs?: number;

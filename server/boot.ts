@@ -77,12 +77,22 @@ export async function boot(config: Config, log: Logger): Promise<Agentauth> {
     });
     log.info({ kid: keyring.active.kid, alg: keyring.active.alg, keys: keyring.keys.length, kek: origin, store: storage.kind }, 'signing keys loaded');
 
+    const algs = new Set(keyring.keys.map((k) => k.alg));
+    config.resourceServers.forEach((rs, i) => {
+      if (rs.signingAlg && !algs.has(rs.signingAlg)) {
+        throw new KeyMaterialError(
+          `resourceServers[${i}].signingAlg is ${rs.signingAlg} but the signing keys are ${[...algs].join(', ')}; remove signingAlg or set AGENTAUTH_KEY_ALG before the first start`,
+        );
+      }
+    });
     const cookieKeys = [deriveKey(kek, 'cookies').toString('base64url')];
     const health = new StorageHealth(storage);
     health.onChange((up, reason) => (up ? log.info('storage reachable again') : log.error({ reason }, 'storage unreachable')));
     health.start();
     const provider = createProvider({ config, storage, health, keyring, cookieKeys, log });
     const app = createApp({ provider, health, keyring, cookieKeys, log });
+    provider.proxy = config.trustProxy;
+    app.proxy = config.trustProxy;
     return {
       config,
       app,

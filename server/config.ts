@@ -83,7 +83,7 @@ const envSchema = z.object({
     .string()
     .refine((v) => {
       const u = URL.parse(v);
-      return u !== null && (u.protocol === 'https:' || u.protocol === 'http:') && !u.search && !u.hash && !v.endsWith('?');
+      return u !== null && (u.protocol === 'https:' || u.protocol === 'http:') && !u.search && !v.includes('?') && !v.includes('#');
     }, 'must be an http(s) URL with no query or fragment')
     .optional(),
   MONGODB_URI: z.string().regex(/^mongodb(\+srv)?:\/\//, 'must start with mongodb:// or mongodb+srv://').optional(),
@@ -93,6 +93,7 @@ const envSchema = z.object({
   AGENTAUTH_KEK: z.string().min(1).optional(),
   AGENTAUTH_KEK_FILE: z.string().min(1).optional(),
   AGENTAUTH_KEY_ALG: z.enum(['ES256', 'EdDSA']).optional(),
+  TRUST_PROXY: z.enum(['true', 'false']).optional(),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).optional(),
 });
 
@@ -103,7 +104,9 @@ export interface Config {
   port: number;
   host: string | undefined;
   issuer: string;
-  mongodb: { uri: string; dbName: string | undefined } | undefined;
+  /** Trust X-Forwarded-Proto/-Host/-For from a reverse proxy in front of agentauth. */
+  trustProxy: boolean;
+  mongodb: { uri: string; dbName: string } | undefined;
   dataDir: string;
   kek: string | undefined;
   kekFile: string | undefined;
@@ -114,6 +117,13 @@ export interface Config {
   clients: StaticClientConfig[];
   storage: { timeoutMs: number; sweepIntervalMs: number };
   shutdownTimeoutMs: number;
+}
+
+/** The database named in the path of a mongodb:// URI, if any. */
+function databaseInUri(uri: string): string | undefined {
+  const afterHosts = uri.replace(/^mongodb(\+srv)?:\/\/[^/]*/, '');
+  const name = afterHosts.replace(/^\//, '').split('?')[0];
+  return name ? decodeURIComponent(name) : undefined;
 }
 
 function describe(prefix: string, error: z.ZodError): string {
@@ -173,7 +183,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     port: listenPort,
     host: e.HOST,
     issuer: (e.ISSUER ?? `http://localhost:${listenPort}`).replace(/\/$/, ''),
-    mongodb: e.MONGODB_URI ? { uri: e.MONGODB_URI, dbName: e.MONGODB_DB } : undefined,
+    trustProxy: e.TRUST_PROXY === 'true',
+    mongodb: e.MONGODB_URI ? { uri: e.MONGODB_URI, dbName: e.MONGODB_DB ?? databaseInUri(e.MONGODB_URI) ?? 'agentauth' } : undefined,
     dataDir: resolve(e.AGENTAUTH_DATA_DIR ?? '.agentauth'),
     kek: e.AGENTAUTH_KEK,
     kekFile: e.AGENTAUTH_KEK_FILE,

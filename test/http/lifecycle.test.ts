@@ -90,6 +90,14 @@ describe('start-up refusals', () => {
     expect(res.stderr).toMatch(/^agentauth: invalid configuration: AGENTAUTH_CONFIG: cannot read/);
   });
 
+  test('a resource server signingAlg with no matching signing key is refused at start, not at the first token', async () => {
+    const dir = tempDir();
+    const cfg = writeConfig(dir, { resourceServers: [{ identifier: 'https://api.example.com', scopes: ['read'], signingAlg: 'EdDSA' }] });
+    const res = await runCli(['start'], { AGENTAUTH_CONFIG: cfg, AGENTAUTH_DATA_DIR: join(dir, 'data') });
+    expect(res.code).toBe(1);
+    expect(res.stderr).toMatch(/^agentauth: cannot start: resourceServers\[0\]\.signingAlg is EdDSA but the signing keys are ES256/);
+  });
+
   test('a client secret is never echoed in a configuration error', async () => {
     const dir = tempDir();
     const cfg = writeConfig(dir, { clients: [{ client_id: 'svc', client_secret: 'short-secret-value' }] });
@@ -97,6 +105,23 @@ describe('start-up refusals', () => {
     expect(res.code).toBe(2);
     expect(res.stderr).toMatch(/clients\[0\]\.client_secret: must be at least 32 characters/);
     expect(res.stderr).not.toContain('short-secret-value');
+  });
+});
+
+describe('behind a reverse proxy', () => {
+  test('X-Forwarded-Proto/-Host shape endpoint URLs only when TRUST_PROXY=true', async () => {
+    const forwarded = { 'x-forwarded-proto': 'https', 'x-forwarded-host': 'as.example.com' };
+    const env = { AGENTAUTH_DATA_DIR: join(tempDir(), 'data'), ISSUER: 'https://as.example.com' };
+    let server = await startServer(env);
+    let meta = (await (await fetch(`${server.url}/.well-known/oauth-authorization-server`, { headers: forwarded })).json()) as Record<string, string>;
+    expect(meta.issuer).toBe('https://as.example.com');
+    expect(meta.token_endpoint).toBe(`http://localhost:${server.port}/token`);
+    await server.stop();
+    server = await startServer({ ...env, TRUST_PROXY: 'true' });
+    meta = (await (await fetch(`${server.url}/.well-known/oauth-authorization-server`, { headers: forwarded })).json()) as Record<string, string>;
+    expect(meta.token_endpoint).toBe('https://as.example.com/token');
+    expect(meta.jwks_uri).toBe('https://as.example.com/jwks');
+    await server.stop();
   });
 });
 

@@ -28,6 +28,19 @@ describe('loadConfig', () => {
     expect(c.storage).toEqual({ timeoutMs: 2000, sweepIntervalMs: 60_000 });
   });
 
+  test('MONGODB_DB: explicit, else the database in the URI path, else agentauth', () => {
+    expect(loadConfig({ MONGODB_URI: 'mongodb://h:27017/', MONGODB_DB: 'x' }).mongodb?.dbName).toBe('x');
+    expect(loadConfig({ MONGODB_URI: 'mongodb://u:p@h1,h2/prod?replicaSet=rs0' }).mongodb?.dbName).toBe('prod');
+    expect(loadConfig({ MONGODB_URI: 'mongodb+srv://cluster.example.net/?retryWrites=true' }).mongodb?.dbName).toBe('agentauth');
+    expect(loadConfig({ MONGODB_URI: 'mongodb://h' }).mongodb?.dbName).toBe('agentauth');
+  });
+
+  test('TRUST_PROXY is off unless set to true', () => {
+    expect(loadConfig({}).trustProxy).toBe(false);
+    expect(loadConfig({ TRUST_PROXY: 'true' }).trustProxy).toBe(true);
+    expect(message({ TRUST_PROXY: 'yes' })).toMatch(/^TRUST_PROXY: /);
+  });
+
   test('ISSUER follows PORT unless set; a trailing slash is dropped', () => {
     expect(loadConfig({ PORT: '8080' }).issuer).toBe('http://localhost:8080');
     expect(loadConfig({ ISSUER: 'https://as.example.com/' }).issuer).toBe('https://as.example.com');
@@ -49,6 +62,8 @@ describe('loadConfig', () => {
     [{ PORT: '0' }, /^PORT: /],
     [{ ISSUER: 'ftp://x' }, /^ISSUER: /],
     [{ ISSUER: 'https://x/#frag' }, /^ISSUER: /],
+    [{ ISSUER: 'https://x#' }, /^ISSUER: /],
+    [{ ISSUER: 'https://x?' }, /^ISSUER: /],
     [{ MONGODB_DB: 'bad.name' }, /^MONGODB_DB: /],
     [{ AGENTAUTH_KEY_ALG: 'RS256' }, /^AGENTAUTH_KEY_ALG: /],
     [{ LOG_LEVEL: 'loud' }, /^LOG_LEVEL: /],

@@ -1,4 +1,4 @@
-import type { AdapterPayload, KeyStore, ModelName, ModelStore, Storage } from './types.js';
+import type { AdapterPayload, KeyStore, ModelName, ModelStore, NonceStore, RevokedTokenStore, Storage } from './types.js';
 import { MODEL_NAMES } from './types.js';
 import { checkKey, isValidKey } from './validate.js';
 import { FileKeyStore } from './file-keys.js';
@@ -21,8 +21,13 @@ class MemoryModelStore implements ModelStore {
   readonly #byGrant = new Map<string, Set<string>>();
   readonly #byUid = new Map<string, string>();
   readonly #byUserCode = new Map<string, string>();
+  readonly #byClient = new Map<string, Set<string>>();
 
   async upsert(id: string, payload: AdapterPayload, expiresIn?: number): Promise<void> {
+    this.#put(id, payload, expiresIn);
+  }
+
+  #put(id: string, payload: AdapterPayload, expiresIn?: number): void {
     checkKey('id', id);
     if (payload.grantId !== undefined) checkKey('grantId', payload.grantId);
     if (payload.uid !== undefined) checkKey('uid', payload.uid);
@@ -33,6 +38,11 @@ class MemoryModelStore implements ModelStore {
     if (typeof copy.grantId === 'string') {
       let set = this.#byGrant.get(copy.grantId);
       if (!set) this.#byGrant.set(copy.grantId, (set = new Set()));
+      set.add(id);
+    }
+    if (typeof copy.clientId === 'string') {
+      let set = this.#byClient.get(copy.clientId);
+      if (!set) this.#byClient.set(copy.clientId, (set = new Set()));
       set.add(id);
     }
     if (typeof copy.uid === 'string') this.#byUid.set(copy.uid, id);
@@ -80,6 +90,22 @@ class MemoryModelStore implements ModelStore {
     this.#byGrant.delete(grantId);
   }
 
+  async revokeByClientId(clientId: string): Promise<void> {
+    if (!isValidKey(clientId)) return;
+    const ids = this.#byClient.get(clientId);
+    if (!ids) return;
+    for (const id of [...ids]) await this.destroy(id);
+    this.#byClient.delete(clientId);
+  }
+
+  async insertOnce(id: string, payload: AdapterPayload, expiresIn: number): Promise<boolean> {
+    checkKey('id', id);
+    if (live(this.#entries.get(id))) return false;
+    // No await between the check and the set: atomic on the event loop.
+    this.#put(id, payload, expiresIn);
+    return true;
+  }
+
   /** Drops expired entries so memory does not grow with dead tokens. */
   sweep(t = now()): void {
     for (const [id, e] of this.#entries) {
@@ -99,8 +125,46 @@ class MemoryModelStore implements ModelStore {
       set?.delete(id);
       if (set?.size === 0) this.#byGrant.delete(grantId);
     }
+    const { clientId } = old.payload;
+    if (typeof clientId === 'string') {
+      const set = this.#byClient.get(clientId);
+      set?.delete(id);
+      if (set?.size === 0) this.#byClient.delete(clientId);
+    }
     if (typeof uid === 'string' && this.#byUid.get(uid) === id) this.#byUid.delete(uid);
     if (typeof userCode === 'string' && this.#byUserCode.get(userCode) === id) this.#byUserCode.delete(userCode);
+  }
+}
+
+/** Expiring single-use entries in memory: the denylist and the nonces of the embedded store. */
+class MemoryExpiringSet implements RevokedTokenStore, NonceStore {
+  readonly #entries = new Map<string, number>();
+
+  async revoke(jti: string, exp: number): Promise<void> {
+    checkKey('jti', jti);
+    this.#entries.set(jti, Math.max(exp * 1000, this.#entries.get(jti) ?? 0));
+  }
+
+  async isRevoked(jti: string): Promise<boolean> {
+    if (!isValidKey(jti)) return false;
+    const until = this.#entries.get(jti);
+    return until !== undefined && until > now();
+  }
+
+  async issue(nonce: string, ttlSeconds: number): Promise<void> {
+    checkKey('nonce', nonce);
+    this.#entries.set(nonce, now() + ttlSeconds * 1000);
+  }
+
+  async consume(nonce: string): Promise<boolean> {
+    if (!isValidKey(nonce)) return false;
+    const until = this.#entries.get(nonce);
+    this.#entries.delete(nonce);
+    return until !== undefined && until > now();
+  }
+
+  sweep(t = now()): void {
+    for (const [k, until] of this.#entries) if (until <= t) this.#entries.delete(k);
   }
 }
 
@@ -114,12 +178,20 @@ export interface EmbeddedStorageOptions {
 export class EmbeddedStorage implements Storage {
   readonly kind = 'embedded' as const;
   readonly keys: KeyStore;
+  readonly revokedTokens: RevokedTokenStore;
+  readonly nonces: NonceStore;
+  readonly #expiring: MemoryExpiringSet[];
   readonly #models = new Map<ModelName, MemoryModelStore>();
   readonly #sweepIntervalMs: number;
   #timer: NodeJS.Timeout | undefined;
 
   constructor(options: EmbeddedStorageOptions) {
     this.keys = new FileKeyStore(options.dataDir);
+    const revoked = new MemoryExpiringSet();
+    const nonces = new MemoryExpiringSet();
+    this.revokedTokens = revoked;
+    this.nonces = nonces;
+    this.#expiring = [revoked, nonces];
     this.#sweepIntervalMs = options.sweepIntervalMs ?? 60_000;
     for (const name of MODEL_NAMES) this.#models.set(name, new MemoryModelStore());
   }
@@ -139,6 +211,7 @@ export class EmbeddedStorage implements Storage {
   sweep(): void {
     const t = now();
     for (const store of this.#models.values()) store.sweep(t);
+    for (const set of this.#expiring) set.sweep(t);
   }
 
   async ping(): Promise<void> {}

@@ -2,7 +2,7 @@ import { MongoClient, MongoServerError } from 'mongodb';
 import type { Collection, Db, Filter } from 'mongodb';
 
 import { StorageUnavailableError } from './errors.js';
-import type { AdapterPayload, KeyStore, ModelName, ModelStore, Storage, StoredKey } from './types.js';
+import type { AdapterPayload, KeyStore, ModelName, ModelStore, NonceStore, RevokedTokenStore, Storage, StoredKey } from './types.js';
 import { MODEL_NAMES } from './types.js';
 import { checkKey, isValidKey } from './validate.js';
 
@@ -14,6 +14,7 @@ interface RecordDoc {
   grantId?: string;
   uid?: string;
   userCode?: string;
+  clientId?: string;
   consumed?: number;
 }
 
@@ -33,6 +34,8 @@ const DUPLICATE_KEY = 11000;
 const collectionName = (model: ModelName) => `oidc_${model}`;
 const CONSUMED = 'oidc_consumed';
 const KEYS = 'signing_keys';
+const REVOKED = 'revoked_tokens';
+const NONCES = 'nonces';
 
 function unavailable(op: string, err: unknown): StorageUnavailableError {
   if (err instanceof StorageUnavailableError) return err;
@@ -65,15 +68,47 @@ class MongoModelStore implements ModelStore {
     private readonly consumed: Collection<ConsumedDoc>,
   ) {}
 
-  async upsert(id: string, payload: AdapterPayload, expiresIn?: number): Promise<void> {
+  #toDoc(id: string, payload: AdapterPayload, expiresIn?: number): RecordDoc {
     checkKey('id', id);
     const doc: RecordDoc = { _id: id, payload: JSON.stringify(payload) };
     if (expiresIn) doc.expiresAt = new Date(Date.now() + expiresIn * 1000);
     if (payload.grantId !== undefined) doc.grantId = checkKey('grantId', payload.grantId);
     if (payload.uid !== undefined) doc.uid = checkKey('uid', payload.uid);
     if (payload.userCode !== undefined) doc.userCode = checkKey('userCode', payload.userCode);
+    if (payload.clientId !== undefined) doc.clientId = checkKey('clientId', payload.clientId);
     if (typeof payload.consumed === 'number') doc.consumed = payload.consumed;
+    return doc;
+  }
+
+  async upsert(id: string, payload: AdapterPayload, expiresIn?: number): Promise<void> {
+    const doc = this.#toDoc(id, payload, expiresIn);
     await guard('upsert', () => this.records.replaceOne({ _id: id }, doc, { upsert: true }));
+  }
+
+  async insertOnce(id: string, payload: AdapterPayload, expiresIn: number): Promise<boolean> {
+    const doc = this.#toDoc(id, payload, expiresIn);
+    try {
+      await this.records.insertOne(doc);
+      return true;
+    } catch (err) {
+      if (!(err instanceof MongoServerError && err.code === DUPLICATE_KEY)) throw unavailable('insertOnce', err);
+    }
+    // The id is taken. If that record has expired (no TTL index, not yet swept), replace it and retry once:
+    // deleting only the expired document keeps a live one safe, and the insert stays the single point of truth.
+    const removed = await guard('insertOnce', () => this.records.deleteOne({ _id: id, expiresAt: { $lte: new Date() } }));
+    if (removed.deletedCount === 0) return false;
+    try {
+      await this.records.insertOne(doc);
+      return true;
+    } catch (err) {
+      if (err instanceof MongoServerError && err.code === DUPLICATE_KEY) return false;
+      throw unavailable('insertOnce', err);
+    }
+  }
+
+  async revokeByClientId(clientId: string): Promise<void> {
+    if (!isValidKey(clientId)) return;
+    await guard('revokeByClientId', () => this.records.deleteMany({ clientId }));
   }
 
   async find(id: string): Promise<AdapterPayload | undefined> {
@@ -122,6 +157,57 @@ class MongoModelStore implements ModelStore {
   }
 }
 
+interface ExpiringDoc {
+  _id: string;
+  expiresAt: Date;
+}
+
+class MongoRevokedTokens implements RevokedTokenStore {
+  constructor(private readonly col: Collection<ExpiringDoc>) {}
+
+  async revoke(jti: string, exp: number): Promise<void> {
+    checkKey('jti', jti);
+    try {
+      await this.col.insertOne({ _id: jti, expiresAt: new Date(exp * 1000) });
+    } catch (err) {
+      if (err instanceof MongoServerError && err.code === DUPLICATE_KEY) return; // already revoked: idempotent
+      throw unavailable('revoke', err);
+    }
+  }
+
+  async isRevoked(jti: string): Promise<boolean> {
+    if (!isValidKey(jti)) return false;
+    return (await guard('isRevoked', () => this.col.findOne({ _id: jti, expiresAt: { $gt: new Date() } }))) !== null;
+  }
+}
+
+/** Nonces: issued as documents; consumed by inserting a marker with a unique id, so exactly one use wins. */
+class MongoNonces implements NonceStore {
+  constructor(
+    private readonly issued: Collection<ExpiringDoc>,
+    private readonly consumed: Collection<ConsumedDoc>,
+  ) {}
+
+  async issue(nonce: string, ttlSeconds: number): Promise<void> {
+    checkKey('nonce', nonce);
+    await guard('nonce.issue', () => this.issued.insertOne({ _id: nonce, expiresAt: new Date(Date.now() + ttlSeconds * 1000) }));
+  }
+
+  async consume(nonce: string): Promise<boolean> {
+    if (!isValidKey(nonce)) return false;
+    const doc = await guard('nonce.consume', () => this.issued.findOne({ _id: nonce, expiresAt: { $gt: new Date() } }));
+    if (!doc) return false;
+    try {
+      await this.consumed.insertOne({ _id: `nonce:${nonce}`, at: new Date(), expiresAt: doc.expiresAt });
+    } catch (err) {
+      if (err instanceof MongoServerError && err.code === DUPLICATE_KEY) return false;
+      throw unavailable('nonce.consume', err);
+    }
+    await guard('nonce.consume', () => this.issued.deleteOne({ _id: nonce }));
+    return true;
+  }
+}
+
 class MongoKeyStore implements KeyStore {
   constructor(private readonly keys: Collection<KeyDoc>) {}
 
@@ -151,20 +237,27 @@ export interface MongoStorageOptions {
   sweepIntervalMs?: number;
 }
 
+/** Collections whose documents carry `expiresAt`. */
+const EXPIRING = [...MODEL_NAMES.map(collectionName), CONSUMED, 'revoked_tokens', 'nonces'];
+
 /** Index layout per collection: `expiresAt` everywhere (TTL where supported), plus the lookup fields a model uses. */
 const LOOKUP_INDEXES: Partial<Record<ModelName, Array<keyof RecordDoc>>> = {
   Session: ['uid'],
-  DeviceCode: ['userCode', 'grantId'],
-  AccessToken: ['grantId'],
-  AuthorizationCode: ['grantId'],
-  RefreshToken: ['grantId'],
-  BackchannelAuthenticationRequest: ['grantId'],
-  Grant: ['grantId'],
+  DeviceCode: ['userCode', 'grantId', 'clientId'],
+  AccessToken: ['grantId', 'clientId'],
+  AuthorizationCode: ['grantId', 'clientId'],
+  RefreshToken: ['grantId', 'clientId'],
+  BackchannelAuthenticationRequest: ['grantId', 'clientId'],
+  Grant: ['grantId', 'clientId'],
+  ClientCredentials: ['clientId'],
+  PushedAuthorizationRequest: ['clientId'],
 };
 
 export class MongoStorage implements Storage {
   readonly kind = 'mongodb' as const;
   readonly keys: KeyStore;
+  readonly revokedTokens: RevokedTokenStore;
+  readonly nonces: NonceStore;
   readonly client: MongoClient;
   readonly db: Db;
   readonly #models = new Map<ModelName, MongoModelStore>();
@@ -189,6 +282,8 @@ export class MongoStorage implements Storage {
       this.#models.set(name, new MongoModelStore(name, this.db.collection<RecordDoc>(collectionName(name)), consumed));
     }
     this.keys = new MongoKeyStore(this.db.collection<KeyDoc>(KEYS));
+    this.revokedTokens = new MongoRevokedTokens(this.db.collection<ExpiringDoc>(REVOKED));
+    this.nonces = new MongoNonces(this.db.collection<ExpiringDoc>(NONCES), consumed);
   }
 
   /** Whether the server honoured TTL indexes at init (false on FerretDB v1: expiry is then swept). */
@@ -198,8 +293,7 @@ export class MongoStorage implements Storage {
 
   async init(): Promise<void> {
     await guard('connect', () => this.client.connect());
-    const expiring = [...MODEL_NAMES.map(collectionName), CONSUMED];
-    for (const name of expiring) await this.#expiryIndex(name);
+    for (const name of EXPIRING) await this.#expiryIndex(name);
     for (const [model, fields] of Object.entries(LOOKUP_INDEXES) as Array<[ModelName, string[]]>) {
       for (const field of fields) {
         await guard('createIndex', () => this.db.collection(collectionName(model)).createIndex({ [field]: 1 }, { name: `${field}_1` }));
@@ -231,7 +325,7 @@ export class MongoStorage implements Storage {
   async sweep(): Promise<number> {
     const cutoff = new Date();
     let deleted = 0;
-    for (const name of [...MODEL_NAMES.map(collectionName), CONSUMED]) {
+    for (const name of EXPIRING) {
       const res = await guard('sweep', () => this.db.collection(name).deleteMany({ expiresAt: { $lte: cutoff } }));
       deleted += res.deletedCount;
     }

@@ -27,6 +27,27 @@ export interface ModelStore {
   consume(id: string): Promise<boolean>;
   destroy(id: string): Promise<void>;
   revokeByGrantId(grantId: string): Promise<void>;
+  /** Removes every record whose payload names this client (grants, codes, tokens). */
+  revokeByClientId(clientId: string): Promise<void>;
+  /**
+   * Stores the record only if no live record has this id. Atomic: of concurrent calls for one id exactly one
+   * returns true. Used for replay detection (DPoP proof and client assertion `jti`s).
+   */
+  insertOnce(id: string, payload: AdapterPayload, expiresIn: number): Promise<boolean>;
+}
+
+/** Denylist of revoked JWT access tokens, by `jti`, kept until the token's own expiry. */
+export interface RevokedTokenStore {
+  /** Idempotent. `exp` is the token's expiry (epoch seconds); the entry is kept until then. */
+  revoke(jti: string, exp: number): Promise<void>;
+  isRevoked(jti: string): Promise<boolean>;
+}
+
+/** Single-use nonces (EIP-4361 sign-in): issued with a TTL, consumed atomically once. */
+export interface NonceStore {
+  issue(nonce: string, ttlSeconds: number): Promise<void>;
+  /** True for exactly one caller, and only while the nonce is issued and unexpired. */
+  consume(nonce: string): Promise<boolean>;
 }
 
 /** A signing key as persisted: the public JWK in clear, the private JWK sealed under the key-encryption key. */
@@ -61,6 +82,8 @@ export interface Storage {
   init(): Promise<void>;
   model(name: ModelName): ModelStore;
   readonly keys: KeyStore;
+  readonly revokedTokens: RevokedTokenStore;
+  readonly nonces: NonceStore;
   /** Resolves when storage answers; rejects with StorageUnavailableError otherwise. */
   ping(): Promise<void>;
   close(): Promise<void>;

@@ -25,9 +25,11 @@ const resourceServerSchema = z.strictObject({
   name: z.string().min(1).optional(),
   scopes: z.array(z.string().regex(scopeToken, 'must be an RFC 6749 scope-token')).min(1),
   accessTokenTTL: z.number().int().min(1).max(3600).default(300),
-  accessTokenFormat: z.enum(['jwt']).default('jwt'),
+  accessTokenFormat: z.enum(['jwt', 'opaque']).default('jwt'),
   signingAlg: z.enum(['ES256', 'EdDSA']).optional(),
 });
+
+const redirectUri = z.string().min(1).max(2000);
 
 const clientSchema = z
   .strictObject({
@@ -39,10 +41,13 @@ const clientSchema = z
       .refine((v) => !v.startsWith('$'), 'must not start with "$"'),
     client_name: z.string().min(1).optional(),
     client_secret: z.string().min(32, 'must be at least 32 characters').regex(vschar, 'must be visible ASCII').optional(),
-    token_endpoint_auth_method: z.enum(['client_secret_basic', 'client_secret_post', 'private_key_jwt']).default('client_secret_basic'),
+    token_endpoint_auth_method: z.enum(['none', 'client_secret_basic', 'client_secret_post', 'private_key_jwt']).default('client_secret_basic'),
     jwks: z.strictObject({ keys: z.array(z.record(z.string(), z.unknown())).min(1) }).optional(),
-    grant_types: z.array(z.enum(['client_credentials'])).min(1).default(['client_credentials']),
+    grant_types: z.array(z.enum(['client_credentials', 'authorization_code', 'refresh_token'])).min(1).default(['client_credentials']),
+    redirect_uris: z.array(redirectUri).default([]),
     scope: z.string().regex(/^[\x21\x23-\x5b\x5d-\x7e]+( [\x21\x23-\x5b\x5d-\x7e]+)*$/, 'must be space-separated scope-tokens').optional(),
+    tier: z.string().min(1).optional(),
+    dpop_bound_access_tokens: z.boolean().optional(),
   })
   .superRefine((c, ctx) => {
     const secretMethod = c.token_endpoint_auth_method.startsWith('client_secret');
@@ -57,6 +62,43 @@ const clientSchema = z
     }
   });
 
+const tierSchema = z.strictObject({
+  /** Longest access-token life for this tier; bearer tokens are further capped by maxBearerTokenTTL. */
+  accessTokenTTL: z.number().int().min(1).max(3600),
+  /** A refresh token unused this long expires; each rotation starts a new idle period. */
+  refreshTokenIdleTTL: z.number().int().min(60).max(90 * 86400),
+  /** No refresh token of a grant lives past this many seconds after the grant's first token. */
+  refreshTokenAbsoluteTTL: z.number().int().min(60).max(365 * 86400),
+  /** `required`: every token request must carry a DPoP proof (clients get dpop_bound_access_tokens). */
+  dpop: z.enum(['required', 'optional']),
+  /** Require a server-provided DPoP nonce (RFC 9449 §8) in proofs. */
+  dpopNonce: z.boolean(),
+});
+
+/** The tiers agentauth ships; a tier of the same name in the config file replaces one of these. */
+export const DEFAULT_TIERS = {
+  standard: { accessTokenTTL: 300, refreshTokenIdleTTL: 86_400, refreshTokenAbsoluteTTL: 7 * 86_400, dpop: 'optional', dpopNonce: false },
+  bound: { accessTokenTTL: 900, refreshTokenIdleTTL: 86_400, refreshTokenAbsoluteTTL: 30 * 86_400, dpop: 'required', dpopNonce: false },
+  strict: { accessTokenTTL: 300, refreshTokenIdleTTL: 3600, refreshTokenAbsoluteTTL: 86_400, dpop: 'required', dpopNonce: true },
+} as const satisfies Record<string, z.infer<typeof tierSchema>>;
+
+export const REGISTRABLE_AUTH_METHODS = ['none', 'private_key_jwt', 'client_secret_basic', 'client_secret_post'] as const;
+export const REGISTRABLE_GRANT_TYPES = ['authorization_code', 'refresh_token', 'client_credentials'] as const;
+
+const registrationSchema = z.strictObject({
+  /** `open`: anyone may register (quota per IP); `token`: an initial access token is required; `off`: no DCR. */
+  mode: z.enum(['open', 'token', 'off']).default('open'),
+  quota: z
+    .strictObject({ max: z.number().int().min(1).default(20), windowSeconds: z.number().int().min(1).default(3600) })
+    .prefault({}),
+  allowedAuthMethods: z.array(z.enum(REGISTRABLE_AUTH_METHODS)).min(1).default(['none', 'private_key_jwt', 'client_secret_basic']),
+  allowedGrantTypes: z.array(z.enum(REGISTRABLE_GRANT_TYPES)).min(1).default(['authorization_code', 'refresh_token', 'client_credentials']),
+  /** Tier of clients registered without an initial access token naming one. */
+  defaultTier: z.string().min(1).default('standard'),
+  /** Lifetime of initial access tokens created by `agentauth clients iat create` without --expires-in. */
+  initialAccessTokenTTL: z.number().int().min(60).max(30 * 86400).default(86400),
+});
+
 /** What the optional JSON file named by AGENTAUTH_CONFIG may hold. */
 const fileSchema = z.strictObject({
   resourceServers: z.array(resourceServerSchema).default([]),
@@ -68,6 +110,16 @@ const fileSchema = z.strictObject({
     })
     .prefault({}),
   shutdownTimeoutMs: z.number().int().min(0).max(300_000).default(10_000),
+  registration: registrationSchema.prefault({}),
+  tiers: z.record(z.string().regex(/^[a-z0-9][a-z0-9_-]{0,31}$/, 'tier names are 1-32 of a-z 0-9 _ -'), tierSchema).default({}),
+  /** Cap for access tokens that are not sender-constrained; may only be lowered from 300 s. */
+  maxBearerTokenTTL: z.number().int().min(1).max(300, 'may only be lowered: a bearer access token never lives more than 300 s').default(300),
+  dpop: z
+    .strictObject({
+      /** base64 of 32 bytes, identical on every instance; derived from the KEK when unset. */
+      nonceSecret: z.string().optional(),
+    })
+    .prefault({}),
 });
 
 const port = z
@@ -98,6 +150,8 @@ const envSchema = z.object({
 });
 
 export type ResourceServerConfig = z.infer<typeof resourceServerSchema>;
+export type TierConfig = z.infer<typeof tierSchema>;
+export type RegistrationConfig = z.infer<typeof registrationSchema>;
 export type StaticClientConfig = z.infer<typeof clientSchema>;
 
 export interface Config {
@@ -117,6 +171,10 @@ export interface Config {
   clients: StaticClientConfig[];
   storage: { timeoutMs: number; sweepIntervalMs: number };
   shutdownTimeoutMs: number;
+  registration: RegistrationConfig;
+  tiers: Record<string, TierConfig>;
+  maxBearerTokenTTL: number;
+  dpopNonceSecret: string | undefined;
 }
 
 /** The database named in the path of a mongodb:// URI, if any. */
@@ -178,6 +236,28 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     clientIds.add(c.client_id);
   });
 
+  const tiers: Record<string, TierConfig> = { ...DEFAULT_TIERS, ...file.tiers };
+  if (!tiers[file.registration.defaultTier]) {
+    throw new ConfigError(`AGENTAUTH_CONFIG registration.defaultTier: no tier named ${file.registration.defaultTier} (tiers: ${Object.keys(tiers).join(', ')})`);
+  }
+  file.clients.forEach((c, i) => {
+    if (c.tier !== undefined && !tiers[c.tier]) {
+      throw new ConfigError(`AGENTAUTH_CONFIG clients[${i}].tier: no tier named ${c.tier} (tiers: ${Object.keys(tiers).join(', ')})`);
+    }
+  });
+  for (const [name, tier] of Object.entries(file.tiers)) {
+    if (tier.refreshTokenIdleTTL > tier.refreshTokenAbsoluteTTL) {
+      throw new ConfigError(`AGENTAUTH_CONFIG tiers.${name}.refreshTokenIdleTTL: must not exceed refreshTokenAbsoluteTTL`);
+    }
+    if (tier.dpopNonce && tier.dpop !== 'required') {
+      throw new ConfigError(`AGENTAUTH_CONFIG tiers.${name}.dpopNonce: nonces need dpop "required"`);
+    }
+  }
+  if (file.dpop.nonceSecret !== undefined) {
+    const raw = Buffer.from(file.dpop.nonceSecret, 'base64');
+    if (raw.length !== 32) throw new ConfigError('AGENTAUTH_CONFIG dpop.nonceSecret: must be 32 bytes encoded as base64');
+  }
+
   const listenPort = e.PORT ?? 3000;
   return {
     port: listenPort,
@@ -195,5 +275,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     clients: file.clients,
     storage: file.storage,
     shutdownTimeoutMs: file.shutdownTimeoutMs,
+    registration: file.registration,
+    tiers,
+    maxBearerTokenTTL: file.maxBearerTokenTTL,
+    dpopNonceSecret: file.dpop.nonceSecret,
   };
 }

@@ -150,6 +150,62 @@ describe.each(FACTORIES)('storage contract: $name', (factory) => {
     }
   });
 
+  test('insertOnce is atomic: 20 concurrent inserts of one id give exactly one success (DPoP / assertion replay)', async () => {
+    const store = storage.model('ReplayDetection');
+    const id = rid();
+    const results = await Promise.all(Array.from({ length: 20 }, () => store.insertOnce(id, { kind: 'ReplayDetection', iss: 'x' }, 60)));
+    expect(results.filter(Boolean)).toHaveLength(1);
+    expect(await store.insertOnce(id, { kind: 'ReplayDetection' }, 60)).toBe(false);
+  });
+
+  test('insertOnce succeeds again once the earlier record has expired', async () => {
+    const store = storage.model('ReplayDetection');
+    const id = rid();
+    expect(await store.insertOnce(id, { kind: 'ReplayDetection' }, 1)).toBe(true);
+    await sleep(1100);
+    expect(await store.insertOnce(id, { kind: 'ReplayDetection' }, 60)).toBe(true);
+    expect(await store.insertOnce(id, { kind: 'ReplayDetection' }, 60)).toBe(false);
+  });
+
+  test('revokeByClientId removes that client\'s grants, codes and tokens, and nothing of other clients', async () => {
+    const clientId = `c-${rid()}`;
+    const ids: Array<[ModelName, string]> = (['Grant', 'AccessToken', 'RefreshToken', 'AuthorizationCode', 'ClientCredentials'] as const).map((m) => [m, rid()]);
+    for (const [m, id] of ids) await storage.model(m).upsert(id, { kind: m, clientId, grantId: `g-${id}` }, 60);
+    const other = rid();
+    await storage.model('RefreshToken').upsert(other, { kind: 'RefreshToken', clientId: `${clientId}-other` }, 60);
+    for (const [m] of ids) await storage.model(m).revokeByClientId(clientId);
+    for (const [m, id] of ids) expect(await storage.model(m).find(id)).toBeUndefined();
+    expect(await storage.model('RefreshToken').find(other)).toBeDefined();
+  });
+
+  test('revoked-token denylist: idempotent revoke, kept until exp, unknown jti not revoked', async () => {
+    const jti = rid();
+    const exp = Math.floor(Date.now() / 1000) + 60;
+    expect(await storage.revokedTokens.isRevoked(jti)).toBe(false);
+    await storage.revokedTokens.revoke(jti, exp);
+    await storage.revokedTokens.revoke(jti, exp);
+    expect(await storage.revokedTokens.isRevoked(jti)).toBe(true);
+    const short = rid();
+    await storage.revokedTokens.revoke(short, Math.floor(Date.now() / 1000) + 1);
+    await sleep(1100);
+    expect(await storage.revokedTokens.isRevoked(short)).toBe(false);
+    expect(await storage.revokedTokens.isRevoked({ $gt: '' } as unknown as string)).toBe(false);
+  });
+
+  test('nonces: 20 concurrent consumes give exactly one success; unknown and expired nonces fail', async () => {
+    const nonce = rid();
+    await storage.nonces.issue(nonce, 60);
+    const results = await Promise.all(Array.from({ length: 20 }, () => storage.nonces.consume(nonce)));
+    expect(results.filter(Boolean)).toHaveLength(1);
+    expect(await storage.nonces.consume(nonce)).toBe(false);
+    expect(await storage.nonces.consume(rid())).toBe(false);
+    const short = rid();
+    await storage.nonces.issue(short, 1);
+    await sleep(1100);
+    expect(await storage.nonces.consume(short)).toBe(false);
+    expect(await storage.nonces.consume({ $ne: null } as unknown as string)).toBe(false);
+  });
+
   test('consume of a missing record fails', async () => {
     expect(await storage.model('RefreshToken').consume(rid())).toBe(false);
   });
@@ -164,6 +220,10 @@ describe.each(FACTORIES)('storage contract: $name', (factory) => {
       expect(await store.consume(bad as string)).toBe(false);
       await store.destroy(bad as string);
       await store.revokeByGrantId(bad as string);
+      await store.revokeByClientId(bad as string);
+      await expect(store.insertOnce(bad as string, { kind: 'AccessToken' }, 60)).rejects.toBeInstanceOf(InvalidStorageValueError);
+      expect(await storage.revokedTokens.isRevoked(bad as string)).toBe(false);
+      expect(await storage.nonces.consume(bad as string)).toBe(false);
       await expect(store.upsert(bad as string, { kind: 'AccessToken' }, 60)).rejects.toBeInstanceOf(InvalidStorageValueError);
     }
     await expect(store.upsert(rid(), { kind: 'AccessToken', grantId: { $gt: '' } as unknown as string }, 60)).rejects.toBeInstanceOf(

@@ -24,7 +24,14 @@ const USED: Partial<Record<ModelName, string>> = {
 const isModel = (name: string): name is ModelName => (MODEL_NAMES as readonly string[]).includes(name);
 
 /** oidc-provider's adapter factory over an agentauth Storage: one adapter per model. */
-export function oidcAdapterFactory(storage: Storage, health?: StorageHealth): AdapterFactory {
+export interface AdapterOptions {
+  /** Client secrets are replaced by their keyed hash before a Client record is stored. */
+  clientSecrets?: { hash(secret: string): string };
+}
+
+const HASHED = /^hmac-sha256:/;
+
+export function oidcAdapterFactory(storage: Storage, health?: StorageHealth, options: AdapterOptions = {}): AdapterFactory {
   async function failClosed<T>(fn: () => Promise<T>): Promise<T> {
     try {
       return await fn();
@@ -41,7 +48,13 @@ export function oidcAdapterFactory(storage: Storage, health?: StorageHealth): Ad
     if (!isModel(name)) throw new Error(`agentauth storage has no model named ${name}`);
     const store = storage.model(name);
     return {
-      upsert: (id: string, payload: AdapterPayload, expiresIn?: number) => failClosed(() => store.upsert(id, payload, expiresIn)),
+      upsert: (id: string, payload: AdapterPayload, expiresIn?: number) => {
+        const { clientSecrets } = options;
+        if (name === 'Client' && clientSecrets && typeof payload.client_secret === 'string' && !HASHED.test(payload.client_secret)) {
+          payload = { ...payload, client_secret: clientSecrets.hash(payload.client_secret) };
+        }
+        return failClosed(() => store.upsert(id, payload, expiresIn));
+      },
       find: (id: string) => failClosed(() => store.find(id)),
       findByUid: (uid: string) => failClosed(() => store.findByUid(uid)),
       findByUserCode: (userCode: string) => failClosed(() => store.findByUserCode(userCode)),

@@ -7,6 +7,8 @@ import type { StorageHealth } from '../adapters/health.js';
 import { StorageUnavailableError } from '../adapters/errors.js';
 import type { Keyring } from '../keys/keyring.js';
 import type { Logger } from './logger.js';
+import { registrationGuard } from './registration-routes.js';
+import type { RegistrationGuardDeps } from './registration-routes.js';
 
 export interface AppDeps {
   provider: Provider;
@@ -14,6 +16,7 @@ export interface AppDeps {
   keyring: Keyring;
   cookieKeys: string[];
   log: Logger;
+  registration: RegistrationGuardDeps;
 }
 
 /** Paths that never need storage: served even while storage is down, so resource servers can still verify tokens. */
@@ -100,7 +103,7 @@ const authorizationServerMetadata: Koa.Middleware = async (ctx, next) => {
   await next();
 };
 
-export function createApp({ provider, health, keyring, cookieKeys, log }: AppDeps): Koa {
+export function createApp({ provider, health, keyring, cookieKeys, log, registration }: AppDeps): Koa {
   const app = new Koa();
   // Same keys as the provider's cookies: required when the provider is mounted (see shared notes).
   app.keys = cookieKeys;
@@ -109,6 +112,7 @@ export function createApp({ provider, health, keyring, cookieKeys, log }: AppDep
   app.use(probes(health, keyring));
   app.use(storageGate(health));
   app.use(authorizationServerMetadata);
+  app.use(registrationGuard(registration));
   app.use(mount(provider));
   return app;
 }

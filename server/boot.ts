@@ -13,10 +13,21 @@ import { deriveKey } from '../keys/seal.js';
 import { createApp } from './app.js';
 import type { Config } from './config.js';
 import type { Logger } from './logger.js';
-import { createProvider } from './provider.js';
+import { ClientSecretHasher } from './client-secrets.js';
+import { createProvider, OIDC_SCOPES, tierLimits } from './provider.js';
+import type { RegistrationPolicy } from './policies/registration.js';
+
+function registrationPolicy(config: Config): RegistrationPolicy {
+  return {
+    allowedAuthMethods: config.registration.allowedAuthMethods,
+    allowedGrantTypes: config.registration.allowedGrantTypes,
+    knownScopes: new Set([...OIDC_SCOPES, ...config.resourceServers.flatMap((rs) => rs.scopes)]),
+  };
+}
 
 export interface Agentauth {
   config: Config;
+  hasher: ClientSecretHasher;
   app: Koa;
   provider: Provider;
   storage: Storage;
@@ -86,15 +97,19 @@ export async function boot(config: Config, log: Logger): Promise<Agentauth> {
       }
     });
     const cookieKeys = [deriveKey(kek, 'cookies').toString('base64url')];
+    const hasher = new ClientSecretHasher(deriveKey(kek, 'client-secrets'));
+    // Identical on every instance that shares the KEK (or set explicitly in the config file).
+    const dpopNonceSecret = config.dpopNonceSecret ? Buffer.from(config.dpopNonceSecret, 'base64') : deriveKey(kek, 'dpop-nonce');
     const health = new StorageHealth(storage);
     health.onChange((up, reason) => (up ? log.info('storage reachable again') : log.error({ reason }, 'storage unreachable')));
     health.start();
-    const provider = createProvider({ config, storage, health, keyring, cookieKeys, log });
-    const app = createApp({ provider, health, keyring, cookieKeys, log });
+    const provider = createProvider({ config, storage, health, keyring, cookieKeys, hasher, dpopNonceSecret, log });
+    const app = createApp({ provider, health, keyring, cookieKeys, log, registration: { provider, storage, registration: config.registration, policy: registrationPolicy(config), limits: tierLimits(config), hasher, log } });
     provider.proxy = config.trustProxy;
     app.proxy = config.trustProxy;
     return {
       config,
+      hasher,
       app,
       provider,
       storage,

@@ -1,13 +1,20 @@
-import { Provider } from 'oidc-provider';
+import { createHash } from 'node:crypto';
+import { errors, Provider } from 'oidc-provider';
 import type { ClientMetadata, Configuration, KoaContextWithOIDC } from 'oidc-provider';
 
-import { oidcAdapterFactory } from '../adapters/oidc-adapter.js';
+import { StorageUnavailableError } from '../adapters/errors.js';
 import type { StorageHealth } from '../adapters/health.js';
+import { oidcAdapterFactory, temporarilyUnavailable } from '../adapters/oidc-adapter.js';
 import type { Storage } from '../adapters/types.js';
 import type { Keyring } from '../keys/keyring.js';
+import { ClientSecretHasher } from './client-secrets.js';
 import type { Config } from './config.js';
 import type { Logger } from './logger.js';
-import { MAX_BEARER_TTL, ResourceServerRegistry } from './resource-servers.js';
+import { TIER_FIELD, accessTokenLifetime, refreshTokenLifetime, tierOf } from './policies/tiers.js';
+import type { TierLimits } from './policies/tiers.js';
+import { tierFromPolicies, tierPolicyName } from './registration-routes.js';
+import { ResourceServerRegistry } from './resource-servers.js';
+import { prepareStructuredTokenSupport, registerStructuredTokenSupport } from './structured-tokens.js';
 
 export interface ProviderDeps {
   config: Config;
@@ -15,48 +22,83 @@ export interface ProviderDeps {
   health: StorageHealth;
   keyring: Keyring;
   cookieKeys: string[];
+  hasher: ClientSecretHasher;
+  dpopNonceSecret: Buffer;
   log: Logger;
 }
 
-interface TtlToken {
+/** Scopes of OpenID Connect itself; everything else belongs to a resource server. */
+export const OIDC_SCOPES = ['openid'];
+
+interface TokenLike {
   resourceServer?: { accessTokenTTL?: number };
   isSenderConstrained?: () => boolean;
+  iiat?: number;
+  grantId?: string;
 }
 
-/** Access-token lifetime: the resource server's TTL, and never more than five minutes for a bearer token. */
-function accessTokenTtl(_ctx: KoaContextWithOIDC, token: TtlToken): number {
-  const ttl = token.resourceServer?.accessTokenTTL ?? MAX_BEARER_TTL;
-  const bound = typeof token.isSenderConstrained === 'function' && token.isSenderConstrained();
-  return bound ? ttl : Math.min(ttl, MAX_BEARER_TTL);
+interface ClientLike {
+  metadata(): Record<string, unknown>;
+  clientAuthMethod?: string;
+  grantTypeAllowed(type: string): boolean;
 }
 
-function staticClients(config: Config): ClientMetadata[] {
+export function tierLimits(config: Config): TierLimits {
+  return { tiers: config.tiers, defaultTier: config.registration.defaultTier, maxBearerTokenTTL: config.maxBearerTokenTTL };
+}
+
+function staticClients(config: Config, hasher: ClientSecretHasher): ClientMetadata[] {
   return config.clients.map((c) => ({
     client_id: c.client_id,
     ...(c.client_name ? { client_name: c.client_name } : {}),
-    ...(c.client_secret ? { client_secret: c.client_secret } : {}),
+    // Even secrets from the config file are held only as hashes in memory and compared in constant time.
+    ...(c.client_secret ? { client_secret: hasher.hash(c.client_secret) } : {}),
     ...(c.jwks ? { jwks: c.jwks as unknown as ClientMetadata['jwks'] } : {}),
     ...(c.scope ? { scope: c.scope } : {}),
+    ...(c.dpop_bound_access_tokens !== undefined ? { dpop_bound_access_tokens: c.dpop_bound_access_tokens } : {}),
     token_endpoint_auth_method: c.token_endpoint_auth_method,
     grant_types: c.grant_types,
-    response_types: [],
-    redirect_uris: [],
+    response_types: c.grant_types.includes('authorization_code') ? ['code'] : [],
+    redirect_uris: c.redirect_uris,
+    [TIER_FIELD]: c.tier ?? config.registration.defaultTier,
   }));
 }
 
-export function providerConfiguration({ config, storage, health, keyring, cookieKeys }: ProviderDeps): Configuration {
+export function providerConfiguration(deps: ProviderDeps): Configuration {
+  const { config, storage, health, keyring, cookieKeys, hasher } = deps;
+  const limits = tierLimits(config);
   const resources = new ResourceServerRegistry(config.resourceServers, keyring.active.alg);
-  const allScopes = [...new Set(config.resourceServers.flatMap((rs) => rs.scopes))];
+  const allScopes = [...new Set([...OIDC_SCOPES, ...config.resourceServers.flatMap((rs) => rs.scopes)])];
+  const alg = keyring.active.alg;
+  const tierFor = (client: unknown) => tierOf(limits, client as ClientLike | undefined);
+
+  const accessTtl = (_ctx: KoaContextWithOIDC, token: TokenLike, client: ClientLike) =>
+    accessTokenLifetime(limits, tierFor(client), token.resourceServer?.accessTokenTTL, token.isSenderConstrained?.() === true);
+
+  const registrationOn = config.registration.mode !== 'off';
+  // Initial access tokens (token mode) carry a policy that assigns their client's tier.
+  const tierPolicies = Object.fromEntries(
+    Object.keys(config.tiers).map((name) => [
+      tierPolicyName(name),
+      (_ctx: KoaContextWithOIDC, properties: ClientMetadata) => {
+        properties[TIER_FIELD] = name;
+      },
+    ]),
+  );
   return {
-    adapter: oidcAdapterFactory(storage, health),
-    clients: staticClients(config),
+    adapter: oidcAdapterFactory(storage, health, { clientSecrets: hasher }),
+    clients: staticClients(config, hasher),
     jwks: keyring.providerJwks() as Configuration['jwks'],
     cookies: { keys: cookieKeys },
-    scopes: ['openid', ...allScopes],
+    scopes: allScopes,
+    claims: { openid: ['sub'] },
+    responseTypes: ['code'],
+    clientAuthMethods: ['none', 'client_secret_basic', 'client_secret_post', 'private_key_jwt'],
     clientDefaults: {
-      grant_types: ['client_credentials'],
-      response_types: [],
-      id_token_signed_response_alg: keyring.active.alg,
+      grant_types: ['authorization_code'],
+      response_types: ['code'],
+      id_token_signed_response_alg: alg,
+      introspection_signed_response_alg: alg,
       token_endpoint_auth_method: 'client_secret_basic',
     },
     enabledJWA: {
@@ -64,21 +106,90 @@ export function providerConfiguration({ config, storage, health, keyring, cookie
       userinfoSigningAlgValues: ['ES256', 'EdDSA'],
       introspectionSigningAlgValues: ['ES256', 'EdDSA'],
       authorizationSigningAlgValues: ['ES256', 'EdDSA'],
+      // Asymmetric only: client_secret_jwt would need the secret in plaintext, and secrets are stored hashed.
+      clientAuthSigningAlgValues: ['ES256', 'ES384', 'EdDSA', 'PS256', 'RS256'],
+      dPoPSigningAlgValues: ['ES256', 'EdDSA'],
+    },
+    extraClientMetadata: {
+      properties: [TIER_FIELD],
+      // Runs whenever client metadata is built: at registration, on update, and on every load from storage.
+      validator(ctx, key, value, metadata) {
+        if (key !== TIER_FIELD) return;
+        const route = (ctx as KoaContextWithOIDC | undefined)?.oidc?.route;
+        let tier: string;
+        if (route === 'registration') {
+          tier = tierFromPolicies((ctx as KoaContextWithOIDC).oidc.entities.InitialAccessToken?.policies) ?? limits.defaultTier;
+        } else if (route === 'client_update') {
+          tier = ((ctx as KoaContextWithOIDC).oidc.client?.metadata()[TIER_FIELD] as string | undefined) ?? limits.defaultTier;
+        } else {
+          tier = typeof value === 'string' ? value : limits.defaultTier;
+        }
+        const settings = limits.tiers[tier];
+        if (!settings) throw new errors.InvalidClientMetadata(`${TIER_FIELD} ${tier} is not a configured tier`);
+        const m = metadata as unknown as Record<string, unknown>;
+        m[TIER_FIELD] = tier;
+        if (settings.dpop === 'required') m.dpop_bound_access_tokens = true;
+      },
     },
     features: {
       devInteractions: { enabled: false },
       clientCredentials: { enabled: true },
+      introspection: { enabled: true },
+      revocation: { enabled: true },
+      jwtIntrospection: { enabled: true },
+      userinfo: { enabled: true },
+      rpInitiatedLogout: { enabled: true },
+      registration: {
+        enabled: registrationOn,
+        initialAccessToken: config.registration.mode === 'token',
+        issueRegistrationAccessToken: true,
+        ...(config.registration.mode === 'token' ? { policies: tierPolicies } : {}),
+      },
+      registrationManagement: { enabled: registrationOn, rotateRegistrationAccessToken: true },
+      dPoP: {
+        enabled: true,
+        nonceSecret: deps.dpopNonceSecret,
+        requireNonce: (ctx: KoaContextWithOIDC) => {
+          const { client } = ctx.oidc;
+          return client ? tierFor(client).dpopNonce : false;
+        },
+      },
       resourceIndicators: {
         enabled: true,
-        defaultResource: async () => resources.defaultResource(),
+        defaultResource: async (ctx) => {
+          // A request for OpenID scopes only (userinfo) names no resource; any other request needs exactly one.
+          const scope = String(ctx.oidc.params?.scope ?? '');
+          if (scope && scope.split(' ').every((s) => OIDC_SCOPES.includes(s))) return undefined;
+          return resources.defaultResource();
+        },
         getResourceServerInfo: async (_ctx, identifier) => resources.info(identifier),
         useGrantedResource: async () => true,
       },
     },
     pkce: { required: () => true },
+    issueRefreshToken: async (ctx, client) => {
+      if (!client.grantTypeAllowed('refresh_token')) return false;
+      // A public client's refresh token must be DPoP-bound (RFC 9449 §5); a confidential one is bound to its credentials.
+      if (client.clientAuthMethod === 'none') return Boolean((ctx.oidc as unknown as { dPoP?: unknown }).dPoP);
+      return true;
+    },
+    rotateRefreshToken: () => true,
+    extraTokenClaims: async (_ctx, token) => {
+      const { grantId } = token as unknown as TokenLike;
+      return grantId ? { grant_id: grantId } : undefined;
+    },
     ttl: {
-      AccessToken: accessTokenTtl as never,
-      ClientCredentials: accessTokenTtl as never,
+      AccessToken: accessTtl as never,
+      ClientCredentials: accessTtl as never,
+      RefreshToken: ((_ctx: KoaContextWithOIDC, token: TokenLike, client: ClientLike) => refreshTokenLifetime(tierFor(client), token.iiat)) as never,
+      Grant: ((_ctx: KoaContextWithOIDC, _token: unknown, client: ClientLike) => tierFor(client).refreshTokenAbsoluteTTL) as never,
+      AuthorizationCode: 60,
+      Interaction: 600,
+      Session: 86_400,
+      IdToken: 300,
+    },
+    interactions: {
+      url: (_ctx, interaction) => `/interaction/${interaction.uid}`,
     },
     findAccount: async (_ctx, sub) => ({ accountId: sub, claims: async () => ({ sub }) }),
     renderError: async (ctx, out) => {
@@ -90,16 +201,48 @@ export function providerConfiguration({ config, storage, health, keyring, cookie
 
 /** oidc-provider configured for agentauth, with its events logged (reasons included, credentials never). */
 export function createProvider(deps: ProviderDeps): Provider {
+  prepareStructuredTokenSupport();
   const provider = new Provider(deps.config.issuer, providerConfiguration(deps));
-  const { log } = deps;
+  registerStructuredTokenSupport(provider, {
+    issuer: deps.config.issuer,
+    jwks: () => deps.keyring.publicJwks() as never,
+    revoked: deps.storage.revokedTokens,
+  });
+
+  const { hasher, health, storage, log } = deps;
+  // Secrets are stored as keyed hashes; compare the presented secret's hash in constant time.
+  provider.Client.prototype.compareClientSecret = function compareClientSecret(this: { clientSecret?: string }, actual: string) {
+    return hasher.matches(actual, this.clientSecret);
+  } as never;
+
+  // oidc-provider's replay check is find-then-save; make it one atomic insert so two concurrent uses of a DPoP
+  // proof or client assertion jti (on any instance sharing the store) give exactly one success.
+  const replay = storage.model('ReplayDetection');
+  (provider.ReplayDetection as unknown as { unique: (iss: string, jti: string, exp: number) => Promise<boolean> }).unique = async (iss, jti, exp) => {
+    const id = createHash('sha256').update(`${iss}${jti}`).digest('base64url');
+    try {
+      return await replay.insertOnce(id, { kind: 'ReplayDetection', jti: id, iss }, Math.max(1, exp - Math.floor(Date.now() / 1000)));
+    } catch (err) {
+      if (err instanceof StorageUnavailableError) {
+        health.markDown(err);
+        throw temporarilyUnavailable();
+      }
+      throw err;
+    }
+  };
+
   const detail = (err: unknown) => {
     const e = err as { error?: string; error_description?: string; error_detail?: string; status?: number };
     return { error: e.error, error_description: e.error_description, error_detail: e.error_detail, status: e.status };
   };
-  provider.on('grant.error', (_ctx, err) => log.info({ event: 'grant.error', ...detail(err) }, 'token request refused'));
+  for (const event of ['grant.error', 'registration_create.error', 'registration_update.error', 'introspection.error', 'revocation.error', 'userinfo.error', 'authorization.error']) {
+    (provider as unknown as NodeJS.EventEmitter).on(event, (_ctx: unknown, err: unknown) => log.info({ event, ...detail(err) }, 'request refused'));
+  }
   provider.on('server_error', (_ctx, err) => log.error({ event: 'server_error', err }, 'server error'));
   provider.on('grant.success', (ctx) =>
     log.info({ event: 'grant.success', client_id: ctx.oidc.client?.clientId, grant_type: ctx.oidc.params?.grant_type }, 'token issued'),
   );
+  provider.on('grant.revoked', (_ctx, grantId) => log.info({ event: 'grant.revoked', grant_id: grantId }, 'grant revoked'));
+  provider.on('registration_create.success', (_ctx, client) => log.info({ event: 'client.registered', client_id: client.clientId }, 'client registered'));
   return provider;
 }

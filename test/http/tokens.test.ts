@@ -13,7 +13,9 @@ const CONFIG = {
     { identifier: RESOURCE, scopes: ['read', 'write'], accessTokenTTL: 600 },
     { identifier: 'https://other.example.com', scopes: ['other'] },
   ],
-  clients: [{ client_id: 'svc-1', client_secret: SECRET, grant_types: ['client_credentials'] }],
+  clients: [{ client_id: 'svc-1', client_secret: SECRET, grant_types: ['client_credentials'], tier: 'long' }],
+  // A tier allowing 15-minute access tokens: only a sender-constrained token may use more than five minutes of it.
+  tiers: { long: { accessTokenTTL: 900, refreshTokenIdleTTL: 3600, refreshTokenAbsoluteTTL: 86400, dpop: 'optional', dpopNonce: false } },
 };
 
 async function clientCredentials(url: string, body: Record<string, string>, extraHeaders: Record<string, string> = {}) {

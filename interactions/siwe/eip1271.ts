@@ -1,0 +1,89 @@
+import { FetchRequest, Interface, JsonRpcProvider, isError } from 'ethers';
+
+import { SiweVerificationError } from './errors.js';
+import type { Eip1271Verifier } from './verify.js';
+
+/** `bytes4(keccak256("isValidSignature(bytes32,bytes)"))`, returned by a contract that accepts the signature. */
+export const EIP1271_MAGIC_VALUE = '0x1626ba7e';
+
+const ABI = new Interface(['function isValidSignature(bytes32 hash, bytes signature) view returns (bytes4)']);
+
+/**
+ * An EIP-1271 verifier that asks the contract wallet over JSON-RPC (`eth_call` of `isValidSignature`), one endpoint
+ * per chain id. The signature is valid only if the call returns the magic value; a revert, an account without code
+ * or any other answer means "not valid". An unconfigured chain, a transport or node error, or no answer within
+ * `timeoutMs` throws SiweVerificationError('contract-wallet'): the signature could not be checked.
+ */
+export function createEip1271Verifier(endpoints: Record<number, string>, timeoutMs: number): Eip1271Verifier {
+  const providers = new Map<number, JsonRpcProvider>();
+  const providerFor = (chainId: number): JsonRpcProvider => {
+    let provider = providers.get(chainId);
+    if (!provider) {
+      const url = Object.hasOwn(endpoints, chainId) ? endpoints[chainId] : undefined;
+      if (url === undefined) {
+        throw new SiweVerificationError(
+          'contract-wallet',
+          `no JSON-RPC endpoint configured for chain ${chainId}; contract wallets cannot be verified on it`,
+        );
+      }
+      const request = new FetchRequest(url);
+      request.timeout = timeoutMs;
+      // staticNetwork: never probe eth_chainId; batchMaxCount 1: send each call at once, unbatched.
+      provider = new JsonRpcProvider(request, chainId, { staticNetwork: true, batchMaxCount: 1 });
+      providers.set(chainId, provider);
+    }
+    return provider;
+  };
+
+  return async (chainId, address, digest, signature) => {
+    const provider = providerFor(chainId);
+    const data = ABI.encodeFunctionData('isValidSignature', [digest, signature]);
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new SiweVerificationError('contract-wallet', `the JSON-RPC endpoint for chain ${chainId} did not answer within ${timeoutMs} ms`)),
+        timeoutMs,
+      );
+    });
+    let result: string;
+    try {
+      result = await Promise.race([provider.call({ to: address, data }), timeout]);
+    } catch (err) {
+      if (err instanceof SiweVerificationError) throw err;
+      if (isRevert(err)) return false;
+      throw new SiweVerificationError(
+        'contract-wallet',
+        `the EIP-1271 call to ${address} on chain ${chainId} failed: ${describeRpcError(err)}`,
+        address,
+        { cause: err },
+      );
+    } finally {
+      clearTimeout(timer);
+    }
+    try {
+      return ABI.decodeFunctionResult('isValidSignature', result)[0] === EIP1271_MAGIC_VALUE;
+    } catch {
+      return false; // no code at the address ("0x"), or an answer that is not a bytes4
+    }
+  };
+}
+
+/**
+ * ethers reports every JSON-RPC error of an eth_call as CALL_EXCEPTION, including node trouble ("header not
+ * found", rate limits); only an error the node describes as a revert (EIP-1474 code 3, or "revert" in the message)
+ * is the contract's answer.
+ */
+function isRevert(err: unknown): boolean {
+  if (!isError(err, 'CALL_EXCEPTION')) return false;
+  const rpc = (err.info as { error?: { code?: unknown; message?: unknown } } | undefined)?.error;
+  return rpc?.code === 3 || (typeof rpc?.message === 'string' && /revert/i.test(rpc.message));
+}
+
+/** A short description without the request payload (which holds the signature). */
+function describeRpcError(err: unknown): string {
+  const rpc = (err as { info?: { error?: { code?: unknown; message?: unknown } } }).info?.error;
+  if (rpc && typeof rpc.message === 'string') return `JSON-RPC error ${String(rpc.code)}: ${rpc.message.slice(0, 200)}`;
+  const e = err as { code?: unknown; shortMessage?: unknown };
+  if (typeof e.shortMessage === 'string') return `${String(e.code)}: ${e.shortMessage.slice(0, 200)}`;
+  return typeof e.code === 'string' ? e.code : 'unexpected error';
+}

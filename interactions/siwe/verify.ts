@@ -1,0 +1,230 @@
+import { getAddress, hashMessage, verifyMessage } from 'ethers';
+
+import type { NonceStore } from '../../adapters/types.js';
+import { SiweVerificationError } from './errors.js';
+import type { SiweRule } from './errors.js';
+import { parseSiweMessage } from './message.js';
+import type { SiweMessage } from './message.js';
+
+export { SiweVerificationError };
+export type { SiweRule };
+
+export interface SiweRules {
+  /** Allowed `domain` values (RFC 3986 authority: host[:port]); compared case-insensitively. */
+  domains: readonly string[];
+  /** Allowed origins for `uri` (and for `scheme://domain` when the message names a scheme). */
+  origins: readonly string[];
+  chainIds: readonly number[];
+  /** How far in the past `Issued At` may be. */
+  issuedAtWindowSeconds: number;
+  /** Tolerance for `Issued At` in the future, for `Expiration Time` and for `Not Before`. */
+  clockSkewSeconds: number;
+}
+
+/**
+ * EIP-1271 check of a contract wallet's signature over `digest` (the EIP-191 `hashMessage` of the message).
+ * Resolves false when the contract refuses it; throws SiweVerificationError('contract-wallet') when it cannot ask
+ * (no JSON-RPC endpoint for the chain, or the call fails or times out).
+ */
+export interface Eip1271Verifier {
+  (chainId: number, address: string, digest: string, signature: string): Promise<boolean>;
+}
+
+export interface VerifiedSiwe {
+  /** EIP-55 checksummed. */
+  address: string;
+  chainId: number;
+  /** `did:pkh:eip155:<chainId>:<EIP-55 address>` */
+  sub: string;
+  resources: string[];
+  statement?: string;
+  nonce: string;
+  issuedAt: Date;
+  expirationTime?: Date;
+  requestId?: string;
+  method: 'eip191' | 'eip1271';
+}
+
+export interface SiweInput {
+  message: string;
+  /** 0x-prefixed hex: a 65-byte EOA signature, or a contract wallet's signature bytes. */
+  signature: string;
+  /** Resources the message must list: signing it is the user's consent to them. */
+  requiredResources?: readonly string[];
+}
+
+export interface SiweDeps {
+  nonces: NonceStore;
+  eip1271?: Eip1271Verifier;
+  now?: () => Date;
+}
+
+/** Longest signature accepted (contract wallets' signatures can hold several owners' signatures). */
+export const MAX_SIGNATURE_BYTES = 16 * 1024;
+
+const EOA_SIGNATURE = /^0x[0-9a-fA-F]{130}$/;
+const HEX_BYTES = /^0x(?:[0-9a-fA-F]{2})+$/;
+
+/**
+ * Verifies a Sign-In with Ethereum (EIP-4361) message and its signature. The message is parsed first (a
+ * `message-format` failure consumes nothing); then its nonce is consumed, so every later attempt with it fails,
+ * whether or not this one succeeds; then domain, uri, version, chain id, times and resources are checked against
+ * `rules`, and last the signature: EIP-191 for an externally owned account, else EIP-1271 through `deps.eip1271`.
+ */
+export async function verifySiwe(input: SiweInput, rules: SiweRules, deps: SiweDeps): Promise<VerifiedSiwe> {
+  const msg = parseSiweMessage(input.message);
+  const fail = (rule: SiweRule, message: string) => new SiweVerificationError(rule, message, msg.address);
+
+  if (!(await deps.nonces.consume(msg.nonce))) {
+    throw fail('nonce', `nonce ${msg.nonce} was not issued by this server, has expired, or was already used; request a new nonce and sign again`);
+  }
+
+  checkDomain(msg, rules, fail);
+  checkUri(msg, rules, fail);
+  if (msg.version !== '1') throw fail('version', `Version is "${msg.version}"; expected "1"`);
+  if (!rules.chainIds.includes(msg.chainId)) {
+    throw fail('chain-id', `Chain ID ${msg.chainId} is not accepted; expected one of: ${list(rules.chainIds.map(String))}`);
+  }
+  checkTimes(msg, rules, deps.now?.() ?? new Date(), fail);
+  const missing = (input.requiredResources ?? []).filter((r) => !msg.resources.includes(r));
+  if (missing.length > 0) {
+    throw fail(
+      'resources',
+      `the message's Resources must list ${list(missing)} exactly (signing it is the consent to that access); ` +
+        `it lists ${msg.resources.length > 0 ? list(msg.resources) : 'none'}`,
+    );
+  }
+
+  const method = await checkSignature(input.message, input.signature, msg, deps.eip1271, fail);
+  const address = getAddress(msg.address);
+  const out: VerifiedSiwe = {
+    address,
+    chainId: msg.chainId,
+    sub: `did:pkh:eip155:${msg.chainId}:${address}`,
+    resources: [...msg.resources],
+    nonce: msg.nonce,
+    issuedAt: msg.issuedAt,
+    method,
+  };
+  if (msg.statement !== undefined) out.statement = msg.statement;
+  if (msg.expirationTime) out.expirationTime = msg.expirationTime;
+  if (msg.requestId !== undefined) out.requestId = msg.requestId;
+  return out;
+}
+
+type Fail = (rule: SiweRule, message: string) => SiweVerificationError;
+
+function checkDomain(msg: SiweMessage, rules: SiweRules, fail: Fail): void {
+  const allowed = rules.domains.map((d) => d.toLowerCase());
+  if (!allowed.includes(msg.domain.toLowerCase())) {
+    throw fail('domain', `domain "${msg.domain}" is not accepted by this server; expected one of: ${list(rules.domains)}`);
+  }
+  if (msg.scheme !== undefined) {
+    const origin = originOf(`${msg.scheme}://${msg.domain}`);
+    if (origin === undefined || !normalizedOrigins(rules).includes(origin)) {
+      throw fail('domain', `"${msg.scheme}://${msg.domain}" (scheme and domain) is not an accepted origin; expected one of: ${list(rules.origins)}`);
+    }
+  }
+}
+
+function checkUri(msg: SiweMessage, rules: SiweRules, fail: Fail): void {
+  const origin = originOf(msg.uri);
+  if (origin === undefined || !normalizedOrigins(rules).includes(origin)) {
+    throw fail('uri', `URI "${msg.uri}" is not on an accepted origin (got ${origin ?? 'no origin'}); expected a URL on one of: ${list(rules.origins)}`);
+  }
+}
+
+function checkTimes(msg: SiweMessage, rules: SiweRules, now: Date, fail: Fail): void {
+  const t = now.getTime();
+  const skew = rules.clockSkewSeconds * 1000;
+  const issued = msg.issuedAt.getTime();
+  if (issued < t - rules.issuedAtWindowSeconds * 1000) {
+    throw fail(
+      'issued-at',
+      `Issued At ${msg.issuedAt.toISOString()} is more than ${rules.issuedAtWindowSeconds} s before the server's time ` +
+        `${now.toISOString()}; sign a freshly built message`,
+    );
+  }
+  if (issued > t + skew) {
+    throw fail(
+      'issued-at',
+      `Issued At ${msg.issuedAt.toISOString()} is more than ${rules.clockSkewSeconds} s after the server's time ` +
+        `${now.toISOString()}; check the signing device's clock`,
+    );
+  }
+  if (msg.expirationTime && t >= msg.expirationTime.getTime() + skew) {
+    throw fail('expiration-time', `the message expired at ${msg.expirationTime.toISOString()} (server time ${now.toISOString()})`);
+  }
+  if (msg.notBefore && t < msg.notBefore.getTime() - skew) {
+    throw fail('not-before', `the message is not valid before ${msg.notBefore.toISOString()} (server time ${now.toISOString()})`);
+  }
+}
+
+async function checkSignature(
+  message: string,
+  signature: unknown,
+  msg: SiweMessage,
+  eip1271: Eip1271Verifier | undefined,
+  fail: Fail,
+): Promise<'eip191' | 'eip1271'> {
+  if (typeof signature !== 'string' || !HEX_BYTES.test(signature) || signature.length > 2 + 2 * MAX_SIGNATURE_BYTES) {
+    throw fail('signature', `the signature must be 0x-prefixed hex bytes (65 bytes for an account key, at most ${MAX_SIGNATURE_BYTES} for a contract wallet)`);
+  }
+  let recovered: string | undefined;
+  if (EOA_SIGNATURE.test(signature)) {
+    try {
+      recovered = verifyMessage(message, signature);
+    } catch {
+      recovered = undefined; // not a valid secp256k1 signature (bad v, r or s); may still be a contract wallet's
+    }
+  }
+  if (recovered !== undefined && recovered.toLowerCase() === msg.address.toLowerCase()) return 'eip191';
+
+  if (!eip1271) {
+    throw fail(
+      'signature',
+      `the signature does not belong to ${msg.address}${recovered ? ` (it was made by ${recovered})` : ''}; ` +
+        `if ${msg.address} is a contract wallet, verifying it (EIP-1271) needs a JSON-RPC endpoint configured for chain ${msg.chainId}`,
+    );
+  }
+  let valid: boolean;
+  try {
+    valid = await eip1271(msg.chainId, getAddress(msg.address), hashMessage(message), signature);
+  } catch (err) {
+    if (err instanceof SiweVerificationError) {
+      throw new SiweVerificationError(err.rule, err.message, msg.address, { cause: err.cause });
+    }
+    throw new SiweVerificationError(
+      'contract-wallet',
+      `could not ask the contract at ${msg.address} on chain ${msg.chainId} to verify the signature (EIP-1271)`,
+      msg.address,
+      { cause: err },
+    );
+  }
+  if (!valid) {
+    throw fail(
+      'signature',
+      `the signature is not valid for ${msg.address}: it is not that account's key signature` +
+        `${recovered ? ` (it was made by ${recovered})` : ''}, and the contract wallet at that address on chain ` +
+        `${msg.chainId} did not accept it (EIP-1271)`,
+    );
+  }
+  return 'eip1271';
+}
+
+function originOf(url: string): string | undefined {
+  try {
+    const origin = new URL(url).origin;
+    return origin === 'null' ? undefined : origin;
+  } catch {
+    return undefined;
+  }
+}
+
+function normalizedOrigins(rules: SiweRules): string[] {
+  return rules.origins.map((o) => originOf(o) ?? o);
+}
+
+function list(values: readonly string[]): string {
+  return values.length > 0 ? values.join(', ') : '(none configured)';
+}

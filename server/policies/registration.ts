@@ -1,0 +1,138 @@
+import { errors } from 'oidc-provider';
+
+import type { RegistrationConfig, TierConfig } from '../config.js';
+import { TIER_FIELD } from './tiers.js';
+
+/**
+ * Client metadata agentauth accepts at registration (RFC 7591 §2, RFC 9449 §5.2, OIDC registration fields that
+ * matter to agents). Anything else is refused by name rather than silently dropped.
+ */
+const SUPPORTED = new Set([
+  'redirect_uris', 'token_endpoint_auth_method', 'grant_types', 'response_types', 'client_name', 'client_uri', 'logo_uri',
+  'scope', 'contacts', 'tos_uri', 'policy_uri', 'jwks', 'software_id', 'software_version', 'dpop_bound_access_tokens',
+  'token_endpoint_auth_signing_alg', 'post_logout_redirect_uris', 'application_type', 'id_token_signed_response_alg',
+]);
+/** Only on RFC 7592 updates, where the client echoes what it was issued. */
+const UPDATE_ONLY = new Set(['client_id', 'client_secret', TIER_FIELD]);
+const WHY_NOT: Record<string, string> = {
+  jwks_uri: 'is not supported: send the public keys inline as "jwks" (agentauth does not fetch client-supplied URLs)',
+  software_statement: 'is not supported',
+  sector_identifier_uri: 'is not supported (agentauth does not fetch client-supplied URLs)',
+  request_uris: 'is not supported',
+  [TIER_FIELD]: 'is assigned by the authorization server (registration policy or initial access token), not chosen by the client',
+};
+
+const LOOPBACK_HOSTS = new Set(['127.0.0.1', '[::1]', 'localhost']);
+
+export interface RegistrationPolicy {
+  allowedAuthMethods: RegistrationConfig['allowedAuthMethods'];
+  allowedGrantTypes: RegistrationConfig['allowedGrantTypes'];
+  /** Every scope a client may register: all resource-server scopes plus the OpenID ones agentauth serves. */
+  knownScopes: ReadonlySet<string>;
+}
+
+const metadataError = (field: string, problem: string) => new errors.InvalidClientMetadata(`${field} ${problem}`);
+const redirectError = (field: string, problem: string) => new errors.InvalidRedirectUri(`${field} ${problem}`);
+
+function stringArray(body: Record<string, unknown>, field: string): string[] | undefined {
+  const v = body[field];
+  if (v === undefined) return undefined;
+  if (!Array.isArray(v) || v.some((x) => typeof x !== 'string')) throw metadataError(field, 'must be an array of strings');
+  return v as string[];
+}
+
+/** Exact redirect URIs only, https or loopback http (RFC 8252 §7.3), no fragment, no credentials, no wildcard. */
+export function checkRedirectUri(field: string, uri: string): void {
+  const u = URL.parse(uri);
+  if (!u) throw redirectError(field, `must contain absolute URIs (got ${JSON.stringify(uri)})`);
+  if (uri.includes('#')) throw redirectError(field, 'must not contain a fragment');
+  if (u.username || u.password) throw redirectError(field, 'must not contain user credentials');
+  if (uri.includes('*')) throw redirectError(field, 'must be exact URIs; wildcards are not allowed');
+  if (u.protocol === 'https:') return;
+  if (u.protocol === 'http:' && LOOPBACK_HOSTS.has(u.hostname)) return;
+  throw redirectError(field, `must use https, or http on a loopback host (127.0.0.1, [::1], localhost); got ${u.protocol}//${u.host}`);
+}
+
+function checkHttpsUri(field: string, value: unknown): void {
+  if (typeof value !== 'string' || URL.parse(value)?.protocol !== 'https:') throw metadataError(field, 'must be an https URL');
+}
+
+/**
+ * Validates a registration (or RFC 7592 update) request body against agentauth's policy and the client's tier.
+ * Pure: no I/O. Throws invalid_client_metadata / invalid_redirect_uri naming the field. Returns the body with the
+ * tier's defaults applied (e.g. dpop_bound_access_tokens for tiers that require DPoP).
+ */
+export function checkRegistrationRequest(
+  input: unknown,
+  policy: RegistrationPolicy,
+  tier: TierConfig,
+  options: { update: boolean },
+): Record<string, unknown> {
+  if (typeof input !== 'object' || input === null || Array.isArray(input)) {
+    throw new errors.InvalidClientMetadata('the request body must be a JSON object of client metadata');
+  }
+  const body = { ...(input as Record<string, unknown>) };
+
+  for (const field of Object.keys(body)) {
+    if (SUPPORTED.has(field) || (options.update && UPDATE_ONLY.has(field))) continue;
+    throw metadataError(field, WHY_NOT[field] ?? 'is not a supported client metadata field');
+  }
+
+  const method = body.token_endpoint_auth_method ?? 'client_secret_basic';
+  if (typeof method !== 'string' || !(policy.allowedAuthMethods as readonly string[]).includes(method)) {
+    throw metadataError('token_endpoint_auth_method', `must be one of ${policy.allowedAuthMethods.join(', ')} (got ${JSON.stringify(method)})`);
+  }
+
+  const grantTypes = stringArray(body, 'grant_types') ?? ['authorization_code'];
+  for (const g of grantTypes) {
+    if (!(policy.allowedGrantTypes as readonly string[]).includes(g)) {
+      throw metadataError('grant_types', `may only contain ${policy.allowedGrantTypes.join(', ')} (got ${JSON.stringify(g)})`);
+    }
+  }
+  if (grantTypes.includes('client_credentials') && method === 'none') {
+    throw metadataError('grant_types', 'client_credentials needs an authenticated client: a token_endpoint_auth_method other than none');
+  }
+  if (grantTypes.includes('refresh_token') && !grantTypes.includes('authorization_code')) {
+    throw metadataError('grant_types', 'refresh_token is only issued with authorization_code');
+  }
+
+  const responseTypes = stringArray(body, 'response_types') ?? (grantTypes.includes('authorization_code') ? ['code'] : []);
+  if (responseTypes.some((r) => r !== 'code')) throw metadataError('response_types', 'may only contain "code"');
+  if (grantTypes.includes('authorization_code') !== responseTypes.includes('code')) {
+    throw metadataError('response_types', 'must be ["code"] exactly when grant_types contains authorization_code');
+  }
+
+  const redirectUris = stringArray(body, 'redirect_uris') ?? [];
+  if (grantTypes.includes('authorization_code') && redirectUris.length === 0) {
+    throw redirectError('redirect_uris', 'are required for the authorization_code grant');
+  }
+  for (const uri of redirectUris) checkRedirectUri('redirect_uris', uri);
+  for (const uri of stringArray(body, 'post_logout_redirect_uris') ?? []) checkRedirectUri('post_logout_redirect_uris', uri);
+
+  if (body.scope !== undefined) {
+    if (typeof body.scope !== 'string') throw metadataError('scope', 'must be a space-separated string');
+    for (const s of body.scope.split(' ')) {
+      if (!policy.knownScopes.has(s)) throw metadataError('scope', `contains ${JSON.stringify(s)}, which no resource server of this authorization server defines`);
+    }
+  }
+
+  for (const field of ['client_uri', 'logo_uri', 'tos_uri', 'policy_uri']) if (body[field] !== undefined) checkHttpsUri(field, body[field]);
+  for (const field of ['client_name', 'software_id', 'software_version']) {
+    const v = body[field];
+    if (v !== undefined && (typeof v !== 'string' || v.length === 0 || v.length > 200)) throw metadataError(field, 'must be a string of 1 to 200 characters');
+  }
+  stringArray(body, 'contacts');
+  if (body.application_type !== undefined && body.application_type !== 'web' && body.application_type !== 'native') {
+    throw metadataError('application_type', 'must be web or native');
+  }
+  if (method === 'private_key_jwt' && body.jwks === undefined) throw metadataError('jwks', 'is required for private_key_jwt');
+  if (body.jwks !== undefined && method !== 'private_key_jwt') throw metadataError('jwks', 'is only used with private_key_jwt');
+
+  const bound = body.dpop_bound_access_tokens;
+  if (bound !== undefined && typeof bound !== 'boolean') throw metadataError('dpop_bound_access_tokens', 'must be a boolean');
+  if (tier.dpop === 'required') {
+    if (bound === false) throw metadataError('dpop_bound_access_tokens', 'must be true: this client\'s tier requires DPoP-bound tokens');
+    body.dpop_bound_access_tokens = true;
+  }
+  return body;
+}

@@ -1,0 +1,41 @@
+import type { TierConfig } from '../config.js';
+
+/** Client metadata field (an extension, RFC 7591 §2) that records a client's token tier. Set by policy, never by the client. */
+export const TIER_FIELD = 'agentauth_tier';
+
+export interface TierLimits {
+  tiers: Readonly<Record<string, TierConfig>>;
+  defaultTier: string;
+  /** Cap for access tokens that are not sender-constrained (≤ 300 s). */
+  maxBearerTokenTTL: number;
+}
+
+export interface TieredClient {
+  metadata(): Record<string, unknown>;
+}
+
+/** The tier a client belongs to; a client whose tier no longer exists fails closed with an error. */
+export function tierOf(limits: TierLimits, client: TieredClient | undefined): TierConfig & { name: string } {
+  const name = (client?.metadata()[TIER_FIELD] as string | undefined) ?? limits.defaultTier;
+  const tier = limits.tiers[name];
+  if (!tier) throw new Error(`client tier ${name} is not configured`);
+  return { name, ...tier };
+}
+
+/**
+ * Access-token lifetime: the resource server's TTL, never more than the tier allows, and never more than
+ * maxBearerTokenTTL unless the token is sender-constrained (DPoP-bound).
+ */
+export function accessTokenLifetime(limits: TierLimits, tier: TierConfig, resourceServerTTL: number | undefined, senderConstrained: boolean): number {
+  const ttl = Math.min(resourceServerTTL ?? tier.accessTokenTTL, tier.accessTokenTTL);
+  return senderConstrained ? ttl : Math.min(ttl, limits.maxBearerTokenTTL);
+}
+
+/**
+ * Refresh-token lifetime: the tier's idle lifetime, cut so no refresh token of a grant outlives the tier's absolute
+ * lifetime counted from the grant's first refresh token (`iiat`).
+ */
+export function refreshTokenLifetime(tier: TierConfig, initialIssuedAt: number | undefined, now = Math.floor(Date.now() / 1000)): number {
+  const remaining = tier.refreshTokenAbsoluteTTL - (initialIssuedAt === undefined ? 0 : now - initialIssuedAt);
+  return Math.max(1, Math.min(tier.refreshTokenIdleTTL, remaining));
+}

@@ -1,0 +1,158 @@
+import { decodeProtectedHeader, errors as joseErrors, jwtVerify, createLocalJWKSet } from 'jose';
+import type { JSONWebKeySet, JWTPayload } from 'jose';
+import type { KoaContextWithOIDC, Provider } from 'oidc-provider';
+import introspectionHandlers from 'oidc-provider/lib/actions/introspection.js';
+import revocationHandlers from 'oidc-provider/lib/actions/revocation.js';
+
+import type { RevokedTokenStore } from '../adapters/types.js';
+
+/**
+ * oidc-provider answers `unsupported_token_type` when a JWT access token is introspected or revoked, because it does
+ * not persist them. agentauth keeps the library's endpoint pipelines (parameter parsing, client authentication,
+ * RFC 9701 signed responses) and replaces only the two steps that refuse JWTs:
+ *   - introspection: verify the JWT against agentauth's own keys, then check the denylist, that the client still
+ *     exists and that the grant it came from still exists;
+ *   - revocation: record the `jti` in the persisted denylist until the token's `exp`.
+ * This relies on the shape of oidc-provider 9.13.3's internals (pinned exactly); `installStructuredTokenSupport`
+ * refuses to start if that shape changed.
+ */
+
+export interface JwtAccessTokenClaims extends JWTPayload {
+  client_id: string;
+  scope?: string;
+  cnf?: { jkt?: string };
+  grant_id?: string;
+}
+
+export interface StructuredTokenDeps {
+  issuer: string;
+  /** Public keys agentauth signs access tokens with (every state still published). */
+  jwks: () => JSONWebKeySet;
+  revoked: RevokedTokenStore;
+}
+
+const perProvider = new WeakMap<Provider, StructuredTokenDeps>();
+const PATCHED = Symbol.for('agentauth.structured-tokens');
+
+function isJwt(token: unknown): token is string {
+  if (typeof token !== 'string') return false;
+  try {
+    return Boolean(decodeProtectedHeader(token));
+  } catch {
+    return false;
+  }
+}
+
+/** Verifies a JWT access token agentauth issued; undefined if it is not one (bad signature, wrong type, expired). */
+export async function verifyAccessToken(token: string, deps: StructuredTokenDeps): Promise<JwtAccessTokenClaims | undefined> {
+  try {
+    const { payload } = await jwtVerify<JwtAccessTokenClaims>(token, createLocalJWKSet(deps.jwks()), {
+      issuer: deps.issuer,
+      typ: 'at+jwt',
+      algorithms: ['ES256', 'EdDSA'],
+      requiredClaims: ['jti', 'exp', 'client_id'],
+    });
+    return typeof payload.jti === 'string' && typeof payload.client_id === 'string' ? payload : undefined;
+  } catch (err) {
+    if (err instanceof joseErrors.JOSEError) return undefined;
+    throw err;
+  }
+}
+
+async function introspectJwt(ctx: KoaContextWithOIDC, deps: StructuredTokenDeps): Promise<Record<string, unknown>> {
+  const inactive = { active: false };
+  const { provider, client } = ctx.oidc;
+  const claims = await verifyAccessToken(String(ctx.oidc.params?.token), deps);
+  if (!claims || !client) return inactive;
+  // The same rule oidc-provider applies to opaque tokens: a public client may introspect only its own tokens.
+  if (client.clientAuthMethod === 'none' && claims.client_id !== client.clientId) return inactive;
+  if (await deps.revoked.isRevoked(claims.jti!)) return inactive;
+  if (!(await provider.Client.find(claims.client_id))) return inactive;
+  if (claims.grant_id !== undefined) {
+    const grant = await provider.Grant.find(claims.grant_id, { ignoreExpiration: true });
+    if (!grant || grant.isExpired || grant.clientId !== claims.client_id || grant.accountId !== claims.sub) return inactive;
+  }
+  return {
+    active: true,
+    iss: claims.iss,
+    sub: claims.sub,
+    client_id: claims.client_id,
+    aud: claims.aud,
+    scope: claims.scope,
+    exp: claims.exp,
+    iat: claims.iat,
+    jti: claims.jti,
+    ...(claims.cnf ? { cnf: claims.cnf } : {}),
+    token_type: claims.cnf?.jkt ? 'DPoP' : 'Bearer',
+  };
+}
+
+async function revokeJwt(ctx: KoaContextWithOIDC, deps: StructuredTokenDeps): Promise<void> {
+  const claims = await verifyAccessToken(String(ctx.oidc.params?.token), deps);
+  // RFC 7009 §2.2: unknown, invalid or expired tokens, and tokens of another client, answer 200 and change nothing.
+  if (!claims || claims.client_id !== ctx.oidc.client?.clientId) return;
+  await deps.revoked.revoke(claims.jti!, claims.exp!);
+  ctx.oidc.provider.emit('agentauth.jwt_revoked', ctx, claims);
+}
+
+function depsFor(ctx: KoaContextWithOIDC): StructuredTokenDeps {
+  const deps = perProvider.get(ctx.oidc.provider);
+  if (!deps) throw new Error('structured-token support is not registered for this provider');
+  return deps;
+}
+
+function replaceStep(list: Array<{ name: string }>, name: string, endpoint: string): number {
+  const i = list.findIndex((h) => h.name === name);
+  if (i < 0) {
+    throw new Error(
+      `oidc-provider's ${endpoint} endpoint no longer has a "${name}" step; agentauth's JWT ${endpoint} support must be updated for this oidc-provider version`,
+    );
+  }
+  return i;
+}
+
+/** Patches the two endpoint pipelines once per process (idempotent). */
+function patchPipelines(): void {
+  const marker = introspectionHandlers as unknown as Record<symbol, boolean>;
+  if (marker[PATCHED]) return;
+
+  const passThrough = Object.defineProperty(async (_ctx: KoaContextWithOIDC, next: () => Promise<void>) => next(), 'name', {
+    value: 'acceptStructuredTokens',
+  });
+
+  const ri = replaceStep(introspectionHandlers, 'rejectStructuredTokens', 'introspection');
+  const render = replaceStep(introspectionHandlers, 'renderTokenResponse', 'introspection');
+  const originalRender = introspectionHandlers[render]!;
+  introspectionHandlers[ri] = passThrough;
+  introspectionHandlers[render] = Object.defineProperty(
+    async (ctx: KoaContextWithOIDC, next: () => Promise<void>) => {
+      if (!isJwt(ctx.oidc.params?.token)) return originalRender(ctx, next);
+      ctx.body = await introspectJwt(ctx, depsFor(ctx));
+    },
+    'name',
+    { value: 'renderTokenResponse' },
+  );
+
+  const rr = replaceStep(revocationHandlers, 'rejectStructuredTokens', 'revocation');
+  const revokeStep = replaceStep(revocationHandlers, 'revokeToken', 'revocation');
+  const originalRevoke = revocationHandlers[revokeStep]!;
+  revocationHandlers[rr] = passThrough;
+  revocationHandlers[revokeStep] = Object.defineProperty(
+    async (ctx: KoaContextWithOIDC, next: () => Promise<void>) => {
+      if (!isJwt(ctx.oidc.params?.token)) return originalRevoke(ctx, next);
+      await revokeJwt(ctx, depsFor(ctx));
+    },
+    'name',
+    { value: 'revokeToken' },
+  );
+  marker[PATCHED] = true;
+}
+
+/** Call before `new Provider(...)`: the pipelines are copied into the router when the provider is built. */
+export function prepareStructuredTokenSupport(): void {
+  patchPipelines();
+}
+
+export function registerStructuredTokenSupport(provider: Provider, deps: StructuredTokenDeps): void {
+  perProvider.set(provider, deps);
+}

@@ -1,0 +1,419 @@
+import { Wallet, hashMessage } from 'ethers';
+
+import type { NonceStore } from '../../adapters/types.js';
+import { buildSiweMessage, parseSiweMessage } from '../../interactions/siwe/message.js';
+import type { SiweMessageFields } from '../../interactions/siwe/message.js';
+import { NONCE_LENGTH, generateNonce } from '../../interactions/siwe/nonce.js';
+import { SiweVerificationError, verifySiwe } from '../../interactions/siwe/verify.js';
+import type { Eip1271Verifier, SiweRule, SiweRules } from '../../interactions/siwe/verify.js';
+
+// Hardhat's well-known development accounts #0 and #1: fixed keys, so signatures are deterministic (RFC 6979).
+const alice = new Wallet('0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80');
+const bob = new Wallet('0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d');
+const ALICE = '0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266';
+const BOB = '0x70997970C51812dc3A010C7d01b50e0d17dc79C8';
+
+const NOW = new Date('2025-06-01T12:00:00.000Z');
+const at = (seconds: number) => new Date(NOW.getTime() + seconds * 1000);
+
+const rules: SiweRules = {
+  domains: ['auth.example.com', 'localhost:3000'],
+  origins: ['https://auth.example.com', 'http://localhost:3000'],
+  chainIds: [1, 8453],
+  issuedAtWindowSeconds: 300,
+  clockSkewSeconds: 60,
+};
+
+/** In-memory single-use nonces; records every consume call. */
+function nonceStore(...issued: string[]) {
+  const live = new Set(issued);
+  const consumed: string[] = [];
+  const store: NonceStore = {
+    async issue(nonce) {
+      live.add(nonce);
+    },
+    async consume(nonce) {
+      consumed.push(nonce);
+      return live.delete(nonce);
+    },
+  };
+  return { store, consumed, live };
+}
+
+function fields(overrides: Partial<SiweMessageFields> = {}): SiweMessageFields {
+  return {
+    domain: 'auth.example.com',
+    address: ALICE,
+    statement: 'Sign in to agentauth.',
+    uri: 'https://auth.example.com/interaction/Xk2',
+    chainId: 1,
+    nonce: 'Nonce0000000000000000001',
+    issuedAt: at(-10),
+    ...overrides,
+  };
+}
+
+/** A message built from `overrides`, signed by `signer`, with its nonce issued. */
+function signed(overrides: Partial<SiweMessageFields> = {}, signer: Wallet = alice) {
+  const f = fields(overrides);
+  const message = buildSiweMessage(f);
+  return { message, signature: signer.signMessageSync(message), nonces: nonceStore(f.nonce) };
+}
+
+/** Signs raw text (for messages buildSiweMessage refuses to produce). */
+function signedText(message: string, nonce: string, signer: Wallet = alice) {
+  return { message, signature: signer.signMessageSync(message), nonces: nonceStore(nonce) };
+}
+
+async function refusal(promise: Promise<unknown>, rule: SiweRule): Promise<SiweVerificationError> {
+  const err = await promise.then(
+    () => {
+      throw new Error(`expected a ${rule} refusal, but verification succeeded`);
+    },
+    (e: unknown) => e,
+  );
+  expect(err).toBeInstanceOf(SiweVerificationError);
+  const siwe = err as SiweVerificationError;
+  expect({ rule: siwe.rule, message: siwe.message }).toEqual({ rule, message: expect.any(String) });
+  expect(siwe.code).toBe('siwe_verification_failed');
+  return siwe;
+}
+
+const now = () => NOW;
+
+/** An EIP-1271 verifier stub with a fixed answer that records its calls. */
+function eip1271Stub(answer: boolean) {
+  const calls: Parameters<Eip1271Verifier>[] = [];
+  const verifier: Eip1271Verifier = async (...args) => {
+    calls.push(args);
+    return answer;
+  };
+  return { verifier, calls };
+}
+
+describe('generateNonce', () => {
+  test('24 alphanumeric characters (EIP-4361 nonce grammar), fresh each time, every character reachable', () => {
+    const nonces = Array.from({ length: 2000 }, generateNonce);
+    expect(NONCE_LENGTH).toBe(24);
+    for (const n of nonces) expect(n).toMatch(/^[A-Za-z0-9]{24}$/);
+    expect(new Set(nonces).size).toBe(nonces.length);
+    expect(new Set(nonces.join('')).size).toBe(62);
+    const message = buildSiweMessage(fields({ nonce: nonces[0]! }));
+    expect(parseSiweMessage(message).nonce).toBe(nonces[0]);
+  });
+});
+
+describe('buildSiweMessage', () => {
+  test('writes the exact EIP-4361 text, and it parses back to the same fields', () => {
+    const f = fields({
+      expirationTime: at(300),
+      notBefore: at(-20),
+      requestId: 'interaction-Xk2',
+      resources: ['https://api.example.com/mcp', 'urn:agentauth:scope:read'],
+    });
+    const message = buildSiweMessage(f);
+    expect(message).toBe(
+      [
+        'auth.example.com wants you to sign in with your Ethereum account:',
+        ALICE,
+        '',
+        'Sign in to agentauth.',
+        '',
+        'URI: https://auth.example.com/interaction/Xk2',
+        'Version: 1',
+        'Chain ID: 1',
+        'Nonce: Nonce0000000000000000001',
+        'Issued At: 2025-06-01T11:59:50.000Z',
+        'Expiration Time: 2025-06-01T12:05:00.000Z',
+        'Not Before: 2025-06-01T11:59:40.000Z',
+        'Request ID: interaction-Xk2',
+        'Resources:',
+        '- https://api.example.com/mcp',
+        '- urn:agentauth:scope:read',
+      ].join('\n'),
+    );
+    expect(parseSiweMessage(message)).toEqual({
+      domain: f.domain,
+      address: ALICE,
+      statement: f.statement,
+      uri: f.uri,
+      version: '1',
+      chainId: 1,
+      nonce: f.nonce,
+      issuedAt: f.issuedAt,
+      expirationTime: f.expirationTime,
+      notBefore: f.notBefore,
+      requestId: f.requestId,
+      resources: f.resources,
+    });
+  });
+
+  test('without a statement the statement line is left out (three line feeds between address and URI)', () => {
+    const { statement: _s, ...rest } = fields();
+    const message = buildSiweMessage({ ...rest, scheme: 'https' });
+    expect(message.startsWith(`https://auth.example.com wants you to sign in with your Ethereum account:\n${ALICE}\n\n\nURI: `)).toBe(true);
+    const parsed = parseSiweMessage(message);
+    expect(parsed.statement).toBeUndefined();
+    expect(parsed.scheme).toBe('https');
+    expect(parsed.resources).toEqual([]);
+  });
+
+  test('refuses fields that do not form a valid message (lowercase address, line break in the statement)', () => {
+    expect(() => buildSiweMessage(fields({ address: ALICE.toLowerCase() }))).toThrow(/invalid EIP-55 address/);
+    expect(() => buildSiweMessage(fields({ statement: 'two\nlines' }))).toThrow(TypeError);
+  });
+});
+
+describe('verifySiwe: valid signatures', () => {
+  test('an EOA signature (EIP-191) verifies; sub is did:pkh with the EIP-55 address; the nonce is consumed', async () => {
+    const { message, signature, nonces } = signed({ resources: ['https://api.example.com/mcp'] });
+    // A fixed vector: a change in message text, hashing or signing would change this.
+    expect(signature).toBe(
+      '0x71762b199e9c2ae558bbf3fc2b26fd971d187d25f3c974edea99f3e000da77554f8fdd4de2f5d4a5bbf34db40c6f9d1ebed3d0b5cd9a4d92e7f0ac79d876a7af1c',
+    );
+    const out = await verifySiwe({ message, signature, requiredResources: ['https://api.example.com/mcp'] }, rules, { nonces: nonces.store, now });
+    expect(out).toEqual({
+      address: ALICE,
+      chainId: 1,
+      sub: `did:pkh:eip155:1:${ALICE}`,
+      resources: ['https://api.example.com/mcp'],
+      statement: 'Sign in to agentauth.',
+      nonce: 'Nonce0000000000000000001',
+      issuedAt: at(-10),
+      method: 'eip191',
+    });
+    expect(nonces.consumed).toEqual(['Nonce0000000000000000001']);
+    expect(nonces.live.size).toBe(0);
+  });
+
+  test('a second key, another chain, another allowed domain and origin, with expiry and not-before', async () => {
+    const { message, signature, nonces } = signed(
+      {
+        domain: 'localhost:3000',
+        address: BOB,
+        uri: 'http://localhost:3000/',
+        chainId: 8453,
+        nonce: 'abcdefgh',
+        expirationTime: at(120),
+        notBefore: at(-5),
+        requestId: 'req-1',
+      },
+      bob,
+    );
+    const eip1271 = eip1271Stub(true);
+    const out = await verifySiwe({ message, signature }, rules, { nonces: nonces.store, now, eip1271: eip1271.verifier });
+    expect(out).toMatchObject({
+      address: BOB,
+      chainId: 8453,
+      sub: `did:pkh:eip155:8453:${BOB}`,
+      method: 'eip191',
+      expirationTime: at(120),
+      requestId: 'req-1',
+    });
+    expect(eip1271.calls).toEqual([]);
+  });
+
+  test('the reference vector from spruceid/siwe (test/validation_positive.json) verifies: builder and verifier agree with another implementation', async () => {
+    const message = buildSiweMessage({
+      domain: 'login.xyz',
+      address: '0x9D85ca56217D2bb651b00f15e694EB7E713637D4',
+      statement: 'Sign-In With Ethereum Example Statement',
+      uri: 'https://login.xyz',
+      chainId: 1,
+      nonce: 'bTyXgcQxn2htgkjJn',
+      issuedAt: new Date('2022-01-27T17:09:38.578Z'),
+      expirationTime: new Date('2100-01-07T14:31:43.952Z'),
+    });
+    const signature =
+      '0xdc35c7f8ba2720df052e0092556456127f00f7707eaa8e3bbff7e56774e7f2e05a093cfc9e02964c33d86e8e066e221b7d153d27e5a2e97ccd5ca7d3f2ce06cb1b';
+    const out = await verifySiwe(
+      { message, signature },
+      { ...rules, domains: ['login.xyz'], origins: ['https://login.xyz'] },
+      { nonces: nonceStore('bTyXgcQxn2htgkjJn').store, now: () => new Date('2022-01-27T17:10:00Z') },
+    );
+    expect(out.sub).toBe('did:pkh:eip155:1:0x9D85ca56217D2bb651b00f15e694EB7E713637D4');
+  });
+
+  test('times within the clock skew are accepted', async () => {
+    for (const f of [{ issuedAt: at(30) }, { issuedAt: at(-200), expirationTime: at(-30) }, { notBefore: at(30) }]) {
+      const { message, signature, nonces } = signed(f);
+      await expect(verifySiwe({ message, signature }, rules, { nonces: nonces.store, now })).resolves.toMatchObject({ address: ALICE });
+    }
+  });
+});
+
+describe('verifySiwe: one refusal per rule', () => {
+  test('message-format: not EIP-4361 text, CRLF line ends, a trailing newline, not a string; none consumes a nonce', async () => {
+    const { message, signature, nonces } = signed();
+    const bad: unknown[] = ['hello', message.replaceAll('\n', '\r\n'), `${message}\n`, { message }, message.replace('Chain ID: 1', 'Chain ID: one')];
+    for (const text of bad) {
+      const err = await refusal(verifySiwe({ message: text as string, signature }, rules, { nonces: nonces.store, now }), 'message-format');
+      expect(err.message).not.toContain(signature.slice(2, 20));
+    }
+    expect(nonces.consumed).toEqual([]);
+    // The nonce is still there for a well-formed attempt.
+    await expect(verifySiwe({ message, signature }, rules, { nonces: nonces.store, now })).resolves.toMatchObject({ method: 'eip191' });
+  });
+
+  test('message-format: a lowercase (non-EIP-55) address is refused by the parser, even with a valid signature for it', async () => {
+    const text = buildSiweMessage(fields()).replace(ALICE, ALICE.toLowerCase());
+    const { message, signature, nonces } = signedText(text, fields().nonce);
+    const err = await refusal(verifySiwe({ message, signature }, rules, { nonces: nonces.store, now }), 'message-format');
+    expect(err.message).toMatch(/line 2: invalid EIP-55 address/);
+    expect(nonces.consumed).toEqual([]);
+  });
+
+  test('domain: another site, or a scheme that does not match an accepted origin', async () => {
+    let s = signed({ domain: 'evil.example.net' });
+    let err = await refusal(verifySiwe(s, rules, { nonces: s.nonces.store, now }), 'domain');
+    expect(err.message).toContain('"evil.example.net"');
+    expect(err.message).toContain('auth.example.com, localhost:3000');
+    expect(err.address).toBe(ALICE);
+
+    s = signed({ scheme: 'http' });
+    err = await refusal(verifySiwe(s, rules, { nonces: s.nonces.store, now }), 'domain');
+    expect(err.message).toContain('http://auth.example.com');
+  });
+
+  test('uri: a URL on another origin, or a URI with no origin', async () => {
+    let s = signed({ uri: 'https://evil.example.net/auth.example.com' });
+    const err = await refusal(verifySiwe(s, rules, { nonces: s.nonces.store, now }), 'uri');
+    expect(err.message).toContain('https://evil.example.net');
+    s = signed({ uri: 'urn:example:auth.example.com' });
+    await refusal(verifySiwe(s, rules, { nonces: s.nonces.store, now }), 'uri');
+    // The default port is the same origin.
+    s = signed({ uri: 'https://auth.example.com:443/x' });
+    await expect(verifySiwe(s, rules, { nonces: s.nonces.store, now })).resolves.toMatchObject({ address: ALICE });
+  });
+
+  test('version: the grammar only admits "1", so another version is a message-format refusal (the version rule is unreachable through the parser)', async () => {
+    const text = buildSiweMessage(fields()).replace('Version: 1', 'Version: 2');
+    const { message, signature, nonces } = signedText(text, fields().nonce);
+    const err = await refusal(verifySiwe({ message, signature }, rules, { nonces: nonces.store, now }), 'message-format');
+    expect(err.message).toContain('invalid version');
+  });
+
+  test('chain-id: a chain the server does not accept', async () => {
+    const s = signed({ chainId: 5 });
+    const err = await refusal(verifySiwe(s, rules, { nonces: s.nonces.store, now }), 'chain-id');
+    expect(err.message).toBe('Chain ID 5 is not accepted; expected one of: 1, 8453');
+  });
+
+  test('nonce: one this server never issued', async () => {
+    const s = signed();
+    const err = await refusal(verifySiwe(s, rules, { nonces: nonceStore('SomeOtherNonce00').store, now }), 'nonce');
+    expect(err.message).toMatch(/was not issued by this server, has expired, or was already used/);
+  });
+
+  test('nonce: replaying a message that verified fails', async () => {
+    const s = signed();
+    await verifySiwe(s, rules, { nonces: s.nonces.store, now });
+    await refusal(verifySiwe(s, rules, { nonces: s.nonces.store, now }), 'nonce');
+  });
+
+  test('issued-at: older than the window, or further in the future than the clock skew', async () => {
+    let s = signed({ issuedAt: at(-301) });
+    let err = await refusal(verifySiwe(s, rules, { nonces: s.nonces.store, now }), 'issued-at');
+    expect(err.message).toContain('more than 300 s before');
+    s = signed({ issuedAt: at(61) });
+    err = await refusal(verifySiwe(s, rules, { nonces: s.nonces.store, now }), 'issued-at');
+    expect(err.message).toContain('more than 60 s after');
+  });
+
+  test('expiration-time: passed (beyond the clock skew)', async () => {
+    const s = signed({ issuedAt: at(-200), expirationTime: at(-61) });
+    const err = await refusal(verifySiwe(s, rules, { nonces: s.nonces.store, now }), 'expiration-time');
+    expect(err.message).toContain('expired at 2025-06-01T11:58:59.000Z');
+  });
+
+  test('not-before: not reached (beyond the clock skew)', async () => {
+    const s = signed({ notBefore: at(120) });
+    await refusal(verifySiwe(s, rules, { nonces: s.nonces.store, now }), 'not-before');
+  });
+
+  test('resources: a requested resource the user did not sign for (exact match only)', async () => {
+    const s = signed({ resources: ['https://api.example.com/mcp/'] });
+    const err = await refusal(
+      verifySiwe({ ...s, requiredResources: ['https://api.example.com/mcp'] }, rules, { nonces: s.nonces.store, now }),
+      'resources',
+    );
+    expect(err.message).toContain('must list https://api.example.com/mcp exactly');
+    expect(err.message).toContain('it lists https://api.example.com/mcp/');
+  });
+
+  test('signature: made by another key; the message says so and mentions contract wallets, never the signature', async () => {
+    const s = signed({}, bob);
+    const err = await refusal(verifySiwe(s, rules, { nonces: s.nonces.store, now }), 'signature');
+    expect(err.message).toContain(`does not belong to ${ALICE}`);
+    expect(err.message).toContain(`made by ${BOB}`);
+    expect(err.message).toContain('JSON-RPC endpoint configured for chain 1');
+    expect(err.message).not.toContain(s.signature.slice(2, 20));
+  });
+
+  test('signature: malformed (not hex, truncated, not a curve point, compact EIP-2098 form)', async () => {
+    const good = signed();
+    for (const signature of ['not-a-signature', '0x', '0x1234', good.signature.slice(0, -2), `0x${'00'.repeat(65)}`, good.signature.slice(0, 130), 42]) {
+      const s = signed();
+      await refusal(verifySiwe({ message: s.message, signature: signature as string }, rules, { nonces: s.nonces.store, now }), 'signature');
+    }
+  });
+
+  test('contract wallet: the EIP-1271 verifier says no → signature', async () => {
+    const s = signed({}, bob);
+    const eip1271 = eip1271Stub(false);
+    const err = await refusal(verifySiwe(s, rules, { nonces: s.nonces.store, now, eip1271: eip1271.verifier }), 'signature');
+    expect(err.message).toContain('did not accept it (EIP-1271)');
+    expect(eip1271.calls).toEqual([[1, ALICE, hashMessage(s.message), s.signature]]);
+  });
+
+  test('contract wallet: the EIP-1271 verifier cannot check (no endpoint, RPC failure) → contract-wallet', async () => {
+    const s = signed({}, bob);
+    const eip1271: Eip1271Verifier = async () => {
+      throw new SiweVerificationError('contract-wallet', 'no JSON-RPC endpoint configured for chain 1; contract wallets cannot be verified on it');
+    };
+    const err = await refusal(verifySiwe(s, rules, { nonces: s.nonces.store, now, eip1271 }), 'contract-wallet');
+    expect(err.message).toContain('no JSON-RPC endpoint configured for chain 1');
+    expect(err.address).toBe(ALICE);
+
+    const t = signed({}, bob);
+    const broken: Eip1271Verifier = async () => {
+      throw new Error(`socket hang up while sending ${t.signature}`);
+    };
+    const wrapped = await refusal(verifySiwe(t, rules, { nonces: t.nonces.store, now, eip1271: broken }), 'contract-wallet');
+    expect(wrapped.message).not.toContain(t.signature.slice(2, 20));
+  });
+
+  test('contract wallet: the EIP-1271 verifier accepts → method eip1271', async () => {
+    const s = signed({}, bob);
+    const eip1271 = eip1271Stub(true);
+    const out = await verifySiwe(s, rules, { nonces: s.nonces.store, now, eip1271: eip1271.verifier });
+    expect(out).toMatchObject({ address: ALICE, sub: `did:pkh:eip155:1:${ALICE}`, method: 'eip1271' });
+    // A signature of any length is passed through to the contract (here: not a 65-byte ECDSA signature).
+    const t = signed();
+    const long = `0x${'ab'.repeat(200)}`;
+    await expect(
+      verifySiwe({ message: t.message, signature: long }, rules, { nonces: t.nonces.store, now, eip1271: eip1271.verifier }),
+    ).resolves.toMatchObject({ method: 'eip1271' });
+    expect(eip1271.calls.at(-1)).toEqual([1, ALICE, hashMessage(t.message), long]);
+  });
+});
+
+describe('verifySiwe: the nonce is burnt by any attempt that gets past parsing', () => {
+  test.each<[string, Partial<SiweMessageFields>, SiweRule]>([
+    ['domain', { domain: 'evil.example.net' }, 'domain'],
+    ['chain', { chainId: 5 }, 'chain-id'],
+    ['expired', { issuedAt: at(-200), expirationTime: at(-100) }, 'expiration-time'],
+  ])('after a %s refusal, a corrected message with the same nonce is refused as nonce', async (_label, bad, rule) => {
+    const attempt = signed(bad);
+    await refusal(verifySiwe(attempt, rules, { nonces: attempt.nonces.store, now }), rule);
+    const retry = signed();
+    await refusal(verifySiwe(retry, rules, { nonces: attempt.nonces.store, now }), 'nonce');
+  });
+
+  test('a wrong signature also burns the nonce', async () => {
+    const attempt = signed({}, bob);
+    await refusal(verifySiwe(attempt, rules, { nonces: attempt.nonces.store, now }), 'signature');
+    const retry = signed();
+    await refusal(verifySiwe(retry, rules, { nonces: attempt.nonces.store, now }), 'nonce');
+  });
+});

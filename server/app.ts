@@ -8,6 +8,8 @@ import { StorageUnavailableError } from '../adapters/errors.js';
 import type { Keyring } from '../keys/keyring.js';
 import type { Logger } from './logger.js';
 import { registrationGuard } from './registration-routes.js';
+import { interactionRoutes } from '../interactions/routes.js';
+import type { InteractionDeps } from '../interactions/routes.js';
 import type { RegistrationGuardDeps } from './registration-routes.js';
 
 export interface AppDeps {
@@ -17,6 +19,7 @@ export interface AppDeps {
   cookieKeys: string[];
   log: Logger;
   registration: RegistrationGuardDeps;
+  interactions: InteractionDeps;
 }
 
 /** Paths that never need storage: served even while storage is down, so resource servers can still verify tokens. */
@@ -103,7 +106,7 @@ const authorizationServerMetadata: Koa.Middleware = async (ctx, next) => {
   await next();
 };
 
-export function createApp({ provider, health, keyring, cookieKeys, log, registration }: AppDeps): Koa {
+export function createApp({ provider, health, keyring, cookieKeys, log, registration, interactions }: AppDeps): Koa {
   const app = new Koa();
   // Same keys as the provider's cookies: required when the provider is mounted (see shared notes).
   app.keys = cookieKeys;
@@ -113,6 +116,7 @@ export function createApp({ provider, health, keyring, cookieKeys, log, registra
   app.use(storageGate(health));
   app.use(authorizationServerMetadata);
   app.use(registrationGuard(registration));
+  app.use(interactionRoutes(interactions));
   app.use(mount(provider));
   return app;
 }

@@ -14,6 +14,7 @@ import { createApp } from './app.js';
 import type { Config } from './config.js';
 import type { Logger } from './logger.js';
 import { ClientSecretHasher } from './client-secrets.js';
+import { createWalletSignIn } from '../interactions/wallet-signin.js';
 import { createProvider, OIDC_SCOPES, tierLimits } from './provider.js';
 import type { RegistrationPolicy } from './policies/registration.js';
 
@@ -103,8 +104,11 @@ export async function boot(config: Config, log: Logger): Promise<Agentauth> {
     const health = new StorageHealth(storage);
     health.onChange((up, reason) => (up ? log.info('storage reachable again') : log.error({ reason }, 'storage unreachable')));
     health.start();
+    const wallet = createWalletSignIn(config.wallet, config.issuer, storage.nonces);
     const provider = createProvider({ config, storage, health, keyring, cookieKeys, hasher, dpopNonceSecret, log });
-    const app = createApp({ provider, health, keyring, cookieKeys, log, registration: { provider, storage, registration: config.registration, policy: registrationPolicy(config), limits: tierLimits(config), hasher, log } });
+    const app = createApp({ provider, health, keyring, cookieKeys, log, registration: { provider, storage, registration: config.registration, policy: registrationPolicy(config), limits: tierLimits(config), hasher, log },
+      interactions: { provider, wallet, issuer: config.issuer, oidcScopes: OIDC_SCOPES, log },
+    });
     provider.proxy = config.trustProxy;
     app.proxy = config.trustProxy;
     return {

@@ -6,6 +6,8 @@ import { KeyMaterialError } from '../keys/errors.js';
 import { ConfigError, loadConfig } from './config.js';
 import { createLogger } from './logger.js';
 import { start } from './start.js';
+import { boot } from './boot.js';
+import { createInitialAccessToken } from './initial-access-tokens.js';
 
 function fail(err: unknown): never {
   if (err instanceof ConfigError) {
@@ -48,6 +50,26 @@ program
   .command('start')
   .description('start the server (configuration: environment variables and the JSON file named by AGENTAUTH_CONFIG)')
   .action(startCommand);
+
+const clients = program.command('clients').description('manage OAuth clients');
+const iat = clients.command('iat').description('initial access tokens for dynamic client registration (RFC 7591 §3)');
+iat
+  .command('create')
+  .description('create an initial access token and print it (registration mode "token")')
+  .option('--tier <tier>', 'token tier assigned to the client that registers with it')
+  .option('--expires-in <seconds>', 'lifetime in seconds (default: registration.initialAccessTokenTTL)')
+  .action(async (opts: { tier?: string; expiresIn?: string }) => {
+    const config = loadConfig();
+    const log = createLogger('warn', process.stderr);
+    const agentauth = await boot(config, log);
+    try {
+      const { token, expiresIn, tier } = await createInitialAccessToken(agentauth, opts);
+      process.stdout.write(`${token}\n`);
+      process.stderr.write(`initial access token for tier ${tier}, expires in ${expiresIn} s; register with: Authorization: Bearer <token>\n`);
+    } finally {
+      await agentauth.close();
+    }
+  });
 
 try {
   await program.parseAsync(process.argv);

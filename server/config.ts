@@ -99,6 +99,24 @@ const registrationSchema = z.strictObject({
   initialAccessTokenTTL: z.number().int().min(60).max(30 * 86400).default(86400),
 });
 
+const walletSchema = z.strictObject({
+  /** Chains whose accounts may sign in, by EIP-155 chain id; rpcUrl enables EIP-1271 contract wallets on that chain. */
+  chains: z
+    .record(
+      z.string().regex(/^[1-9][0-9]{0,15}$/, 'chain ids are positive integers'),
+      z.strictObject({ rpcUrl: z.string().regex(/^https?:\/\//, 'must be an http(s) JSON-RPC URL').optional() }),
+    )
+    .default({ '1': {} }),
+  /** Extra EIP-4361 `domain` values accepted besides the issuer's host. */
+  domains: z.array(z.string().min(1)).default([]),
+  /** Extra origins accepted for the message `uri` besides the issuer's origin. */
+  origins: z.array(z.string().regex(/^https?:\/\/[^/]+$/, 'must be an origin such as https://app.example.com')).default([]),
+  issuedAtWindowSeconds: z.number().int().min(10).max(3600).default(300),
+  clockSkewSeconds: z.number().int().min(0).max(300).default(60),
+  nonceTTL: z.number().int().min(30).max(3600).default(300),
+  rpcTimeoutMs: z.number().int().min(100).max(30_000).default(5000),
+});
+
 /** What the optional JSON file named by AGENTAUTH_CONFIG may hold. */
 const fileSchema = z.strictObject({
   resourceServers: z.array(resourceServerSchema).default([]),
@@ -114,6 +132,7 @@ const fileSchema = z.strictObject({
   tiers: z.record(z.string().regex(/^[a-z0-9][a-z0-9_-]{0,31}$/, 'tier names are 1-32 of a-z 0-9 _ -'), tierSchema).default({}),
   /** Cap for access tokens that are not sender-constrained; may only be lowered from 300 s. */
   maxBearerTokenTTL: z.number().int().min(1).max(300, 'may only be lowered: a bearer access token never lives more than 300 s').default(300),
+  wallet: walletSchema.prefault({}),
   dpop: z
     .strictObject({
       /** base64 of 32 bytes, identical on every instance; derived from the KEK when unset. */
@@ -152,6 +171,7 @@ const envSchema = z.object({
 export type ResourceServerConfig = z.infer<typeof resourceServerSchema>;
 export type TierConfig = z.infer<typeof tierSchema>;
 export type RegistrationConfig = z.infer<typeof registrationSchema>;
+export type WalletConfig = z.infer<typeof walletSchema>;
 export type StaticClientConfig = z.infer<typeof clientSchema>;
 
 export interface Config {
@@ -175,6 +195,7 @@ export interface Config {
   tiers: Record<string, TierConfig>;
   maxBearerTokenTTL: number;
   dpopNonceSecret: string | undefined;
+  wallet: WalletConfig;
 }
 
 /** The database named in the path of a mongodb:// URI, if any. */
@@ -279,5 +300,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     tiers,
     maxBearerTokenTTL: file.maxBearerTokenTTL,
     dpopNonceSecret: file.dpop.nonceSecret,
+    wallet: file.wallet,
   };
 }

@@ -1,0 +1,207 @@
+import type Koa from 'koa';
+import { errors } from 'oidc-provider';
+import type { InteractionResults, Provider } from 'oidc-provider';
+
+import { asset } from './assets.js';
+import { SiweVerificationError } from './siwe/errors.js';
+import { consentPage, errorPage, loginPage } from './views.js';
+import type { AccessRequest } from './views.js';
+import type { WalletSignIn } from './wallet-signin.js';
+
+export const NONCE_PATH = '/wallet/nonce';
+const BODY_LIMIT = 64 * 1024;
+
+export interface InteractionLog {
+  info(obj: object, msg: string): void;
+  warn(obj: object, msg: string): void;
+}
+
+export interface InteractionDeps {
+  provider: Provider;
+  wallet: WalletSignIn;
+  issuer: string;
+  oidcScopes: readonly string[];
+  log: InteractionLog;
+}
+
+type Details = Awaited<ReturnType<Provider['interactionDetails']>>;
+
+const toArray = (v: unknown): string[] => (Array.isArray(v) ? v.map(String) : typeof v === 'string' && v ? [v] : []);
+
+async function readBody(ctx: Koa.Context): Promise<Record<string, unknown>> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of ctx.req) {
+    size += (chunk as Buffer).length;
+    if (size > BODY_LIMIT) throw new errors.InvalidRequest('request body too large');
+    chunks.push(chunk as Buffer);
+  }
+  const text = Buffer.concat(chunks).toString('utf8');
+  if (ctx.is('application/json')) {
+    try {
+      const parsed = JSON.parse(text) as unknown;
+      return parsed && typeof parsed === 'object' && !Array.isArray(parsed) ? (parsed as Record<string, unknown>) : {};
+    } catch {
+      throw new errors.InvalidRequest('the request body is not valid JSON');
+    }
+  }
+  return Object.fromEntries(new URLSearchParams(text));
+}
+
+const wantsJson = (ctx: Koa.Context) => ctx.accepts('html', 'json') === 'json';
+
+/** Login (EIP-4361 wallet sign-in) and consent for the authorization code flow, plus the nonce endpoint. */
+export function interactionRoutes(deps: InteractionDeps): Koa.Middleware {
+  const { provider, wallet, issuer, log } = deps;
+  const issuerUrl = new URL(issuer);
+
+  async function accessRequest(details: Details): Promise<AccessRequest> {
+    const params = details.params as Record<string, unknown>;
+    const client = await provider.Client.find(String(params.client_id));
+    if (!client) throw new errors.InvalidClient('the client of this request no longer exists');
+    const scopes = toArray(typeof params.scope === 'string' ? params.scope.split(' ') : []).filter((s) => !deps.oidcScopes.includes(s));
+    const missing = (details.prompt.details as { missingResourceScopes?: Record<string, string[]> }).missingResourceScopes;
+    const resources = missing
+      ? Object.entries(missing).map(([resource, s]) => ({ resource, scopes: s }))
+      : toArray(params.resource).map((resource) => ({ resource, scopes }));
+    const meta = client.metadata();
+    return {
+      clientName: typeof meta.client_name === 'string' ? meta.client_name : client.clientId,
+      clientId: client.clientId,
+      redirectHost: URL.parse(String(params.redirect_uri))?.host ?? '',
+      resources,
+      dpopBound: Boolean(params.dpop_jkt) || meta.dpop_bound_access_tokens === true,
+    };
+  }
+
+  async function finish(ctx: Koa.Context, result: InteractionResults): Promise<void> {
+    const redirectTo = await provider.interactionResult(ctx.req, ctx.res, result, { mergeWithLastSubmission: false });
+    if (wantsJson(ctx)) {
+      ctx.body = { redirect_to: redirectTo };
+    } else {
+      ctx.status = 303;
+      ctx.redirect(redirectTo);
+    }
+  }
+
+  function fail(ctx: Koa.Context, status: number, title: string, error: string, description: string): void {
+    ctx.status = status;
+    if (wantsJson(ctx)) ctx.body = { error, error_description: description };
+    else ctx.body = errorPage(title, description);
+  }
+
+  return async (ctx, next) => {
+    if (ctx.path === NONCE_PATH) {
+      if (ctx.method !== 'POST') {
+        ctx.status = 405;
+        ctx.set('Allow', 'POST');
+        ctx.body = { error: 'invalid_request', error_description: `use POST ${NONCE_PATH}` };
+        return;
+      }
+      const { nonce, expiresIn } = await wallet.issueNonce();
+      ctx.set('Cache-Control', 'no-store');
+      ctx.body = { nonce, expires_in: expiresIn };
+      return;
+    }
+
+    const assetMatch = /^\/interaction-assets\/([a-z0-9.-]+)$/.exec(ctx.path);
+    if (assetMatch && ctx.method === 'GET') {
+      const found = asset(assetMatch[1]!);
+      if (!found) return next();
+      ctx.type = found.type;
+      ctx.set('Cache-Control', 'public, max-age=3600');
+      ctx.body = found.body;
+      return;
+    }
+
+    const m = /^\/interaction\/([A-Za-z0-9_-]+)(?:\/(login|confirm|abort))?$/.exec(ctx.path);
+    if (!m) return next();
+    const [, uid, action] = m as unknown as [string, string, string | undefined];
+    ctx.set('Cache-Control', 'no-store');
+    ctx.set('Content-Security-Policy', "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; frame-ancestors 'none'; base-uri 'none'");
+    ctx.set('X-Frame-Options', 'DENY');
+    ctx.set('Referrer-Policy', 'no-referrer');
+
+    let details: Details;
+    try {
+      details = await provider.interactionDetails(ctx.req, ctx.res);
+    } catch (err) {
+      if (err instanceof errors.OIDCProviderError && err.statusCode < 500) {
+        return fail(ctx, 400, 'Sign-in expired', 'invalid_request', 'This sign-in request has expired or was opened in another browser; go back to the application and start again.');
+      }
+      throw err;
+    }
+    if (details.uid !== uid) return fail(ctx, 400, 'Sign-in expired', 'invalid_request', 'This page does not belong to the current sign-in request.');
+    const prompt = details.prompt.name;
+
+    try {
+      if (!action && ctx.method === 'GET') {
+        const request = await accessRequest(details);
+        ctx.type = 'html';
+        if (prompt === 'login') {
+          ctx.body = loginPage({ ...request, uid, domain: issuerUrl.host, uri: issuerUrl.origin, chainIds: [...wallet.rules.chainIds] });
+        } else if (prompt === 'consent') {
+          ctx.body = consentPage({ ...request, uid, account: String(details.session?.accountId ?? '') });
+        } else {
+          return fail(ctx, 400, 'Unsupported request', 'invalid_request', `agentauth cannot satisfy the "${prompt}" prompt`);
+        }
+        return;
+      }
+      if (ctx.method !== 'POST' || !action) return next();
+
+      if (action === 'abort') {
+        return await finish(ctx, { error: 'access_denied', error_description: 'the user denied the request' });
+      }
+
+      if (action === 'login') {
+        if (prompt !== 'login') return fail(ctx, 400, 'Already signed in', 'invalid_request', 'this request is not waiting for a sign-in');
+        const body = await readBody(ctx);
+        const { message, signature } = body;
+        if (typeof message !== 'string' || typeof signature !== 'string') {
+          return fail(ctx, 400, 'Sign-in failed', 'invalid_request', 'message and signature are required');
+        }
+        const required = toArray((details.params as Record<string, unknown>).resource);
+        try {
+          const verified = await wallet.verify(message, signature, required);
+          log.info({ event: 'login.succeeded', sub: verified.sub, method: verified.method, client_id: details.params.client_id }, 'wallet sign-in succeeded');
+          return await finish(ctx, { login: { accountId: verified.sub, amr: ['eip4361'] } });
+        } catch (err) {
+          if (!(err instanceof SiweVerificationError)) throw err;
+          log.warn({ event: 'login.failed', rule: err.rule, address: err.address, reason: err.message }, 'wallet sign-in refused');
+          const description = `${err.rule}: ${err.message}`;
+          if (wantsJson(ctx)) {
+            ctx.status = 400;
+            ctx.body = { error: 'access_denied', error_description: description, rule: err.rule };
+          } else {
+            const request = await accessRequest(details);
+            ctx.status = 400;
+            ctx.type = 'html';
+            ctx.body = loginPage({ ...request, uid, domain: issuerUrl.host, uri: issuerUrl.origin, chainIds: [...wallet.rules.chainIds], error: description });
+          }
+          return;
+        }
+      }
+
+      // action === 'confirm'
+      if (prompt !== 'consent') return fail(ctx, 400, 'Nothing to approve', 'invalid_request', 'this request is not waiting for consent');
+      const accountId = details.session?.accountId;
+      const clientId = String(details.params.client_id);
+      if (!accountId) return fail(ctx, 400, 'Sign-in expired', 'invalid_request', 'sign in again');
+      const grant = details.grantId ? await provider.Grant.find(details.grantId) : new provider.Grant({ accountId, clientId });
+      if (!grant) return fail(ctx, 400, 'Sign-in expired', 'invalid_request', 'the grant of this request no longer exists');
+      const missing = details.prompt.details as { missingOIDCScope?: string[]; missingOIDCClaims?: string[]; missingResourceScopes?: Record<string, string[]> };
+      if (missing.missingOIDCScope) grant.addOIDCScope(missing.missingOIDCScope.join(' '));
+      if (missing.missingOIDCClaims) grant.addOIDCClaims(missing.missingOIDCClaims);
+      for (const [resource, scopes] of Object.entries(missing.missingResourceScopes ?? {})) grant.addResourceScope(resource, scopes.join(' '));
+      const grantId = await grant.save();
+      log.info({ event: 'consent.given', sub: accountId, client_id: clientId }, 'consent given');
+      return await finish(ctx, { consent: details.grantId ? {} : { grantId } });
+    } catch (err) {
+      if (err instanceof errors.OIDCProviderError && err.statusCode < 500) {
+        const e = err as InstanceType<typeof errors.OIDCProviderError> & { error_description?: string };
+        return fail(ctx, e.statusCode, 'Request refused', e.message, e.error_description ?? e.message);
+      }
+      throw err;
+    }
+  };
+}

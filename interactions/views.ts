@@ -1,0 +1,110 @@
+/** Server-rendered login and consent pages. Scripts and styles come from agentauth itself (see assets.ts). */
+
+const escapes: Record<string, string> = { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' };
+export const esc = (s: unknown) => String(s).replace(/[&<>"']/g, (c) => escapes[c]!);
+
+/** JSON for a <script type="application/json"> block: `<` escaped so the data cannot close the element. */
+const jsonData = (v: unknown) => JSON.stringify(v).replace(/</g, '\\u003c');
+
+function layout(title: string, body: string, scripts: string[] = []): string {
+  return `<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>${esc(title)}</title>
+<link rel="stylesheet" href="/interaction-assets/style.css">
+</head>
+<body>
+<main>
+${body}
+</main>
+${scripts.map((s) => `<script src="${esc(s)}"></script>`).join('\n')}
+</body>
+</html>`;
+}
+
+export interface AccessRequest {
+  clientName: string;
+  clientId: string;
+  redirectHost: string;
+  /** resource indicator → scopes requested on it */
+  resources: Array<{ resource: string; scopes: string[] }>;
+  dpopBound: boolean;
+}
+
+function accessList(req: AccessRequest): string {
+  if (req.resources.length === 0) return '<p>No resource server access is requested.</p>';
+  return `<ul class="resources">${req.resources
+    .map(
+      (r) =>
+        `<li><span class="resource">${esc(r.resource)}</span>${
+          r.scopes.length ? `<ul class="scopes">${r.scopes.map((s) => `<li><code>${esc(s)}</code></li>`).join('')}</ul>` : ''
+        }</li>`,
+    )
+    .join('')}</ul>`;
+}
+
+export interface LoginView extends AccessRequest {
+  uid: string;
+  domain: string;
+  uri: string;
+  chainIds: number[];
+  error?: string | undefined;
+}
+
+export function loginPage(v: LoginView): string {
+  const data = {
+    uid: v.uid,
+    domain: v.domain,
+    uri: v.uri,
+    chainIds: v.chainIds,
+    clientName: v.clientName,
+    resources: v.resources.map((r) => r.resource),
+    scopes: [...new Set(v.resources.flatMap((r) => r.scopes))],
+    nonceUrl: '/wallet/nonce',
+    loginUrl: `/interaction/${encodeURIComponent(v.uid)}/login`,
+  };
+  return layout(
+    `Sign in – ${v.clientName}`,
+    `<h1>Sign in with your wallet</h1>
+<p><strong>${esc(v.clientName)}</strong> asks to access, on your behalf:</p>
+${accessList(v)}
+<p>Your wallet will ask you to sign a message (EIP-4361). Signing costs nothing and sends no transaction; the message names the resources above, and signing it is your consent to them.</p>
+<p id="status" class="${v.error ? 'error' : 'info'}" role="status">${v.error ? esc(v.error) : ''}</p>
+<noscript><p class="error">This page needs JavaScript and a browser wallet. Agents without a browser can use the wallet-signature grant.</p></noscript>
+<button id="connect" type="button">Connect wallet and sign in</button>
+<form method="post" action="/interaction/${esc(encodeURIComponent(v.uid))}/abort"><button type="submit" class="secondary">Cancel</button></form>
+<script type="application/json" id="login-data">${jsonData(data)}</script>`,
+    ['/interaction-assets/ethers.umd.min.js', '/interaction-assets/login.js'],
+  );
+}
+
+export interface ConsentView extends AccessRequest {
+  uid: string;
+  account: string;
+}
+
+export function consentPage(v: ConsentView): string {
+  const action = (what: string) => `/interaction/${esc(encodeURIComponent(v.uid))}/${what}`;
+  return layout(
+    `Allow access – ${v.clientName}`,
+    `<h1>Allow access?</h1>
+<p>Signed in as <code>${esc(v.account)}</code>.</p>
+<p><strong>${esc(v.clientName)}</strong> <span class="muted">(${esc(v.clientId)})</span> will receive tokens at <strong>${esc(v.redirectHost)}</strong> for:</p>
+${accessList(v)}
+<p>${
+      v.dpopBound
+        ? 'Tokens will be <strong>DPoP-bound</strong>: only the holder of the client\'s key can use them.'
+        : 'Tokens will be <strong>bearer tokens</strong> (not bound to a key); each access token lives at most a few minutes.'
+    }</p>
+<div class="actions">
+<form method="post" action="${action('confirm')}"><button type="submit" id="approve">Approve</button></form>
+<form method="post" action="${action('abort')}"><button type="submit" id="deny" class="secondary">Deny</button></form>
+</div>`,
+  );
+}
+
+export function errorPage(title: string, message: string): string {
+  return layout(title, `<h1>${esc(title)}</h1><p class="error">${esc(message)}</p>`);
+}

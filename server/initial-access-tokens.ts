@@ -1,0 +1,32 @@
+import type { Agentauth } from './boot.js';
+import { ConfigError } from './config.js';
+import { tierPolicyName } from './registration-routes.js';
+
+export interface CreatedInitialAccessToken {
+  token: string;
+  expiresIn: number;
+  tier: string;
+}
+
+/** Mints an initial access token (RFC 7591 §3) that expires, and assigns its client a tier. */
+export async function createInitialAccessToken(
+  agentauth: Pick<Agentauth, 'provider' | 'config' | 'storage'>,
+  opts: { tier?: string | undefined; expiresIn?: string | undefined },
+): Promise<CreatedInitialAccessToken> {
+  const { config, provider } = agentauth;
+  if (config.registration.mode !== 'token') {
+    throw new ConfigError(`registration.mode: initial access tokens are only used in "token" mode (it is "${config.registration.mode}")`);
+  }
+  if (agentauth.storage.kind !== 'mongodb') {
+    throw new ConfigError('MONGODB_URI: initial access tokens must be stored where the server reads them; the embedded store lives inside the server process');
+  }
+  const tier = opts.tier ?? config.registration.defaultTier;
+  if (!config.tiers[tier]) throw new ConfigError(`--tier: no tier named ${tier} (tiers: ${Object.keys(config.tiers).join(', ')})`);
+  const expiresIn = opts.expiresIn === undefined ? config.registration.initialAccessTokenTTL : Number(opts.expiresIn);
+  if (!Number.isInteger(expiresIn) || expiresIn < 1 || expiresIn > 30 * 86400) {
+    throw new ConfigError('--expires-in: must be a whole number of seconds from 1 to 2592000 (30 days)');
+  }
+  const IAT = provider.InitialAccessToken as unknown as new (init: { expiresIn: number; policies: string[] }) => { save(): Promise<string> };
+  const token = await new IAT({ expiresIn, policies: [tierPolicyName(tier)] }).save();
+  return { token, expiresIn, tier };
+}

@@ -1,0 +1,93 @@
+import type { Wallet } from 'ethers';
+
+import { buildSiweMessage } from '../../interactions/siwe/message.js';
+
+/** A minimal browser stand-in: follows redirects by hand and keeps cookies, so tests drive the real pages over HTTP. */
+export class UserAgent {
+  readonly cookies = new Map<string, string>();
+
+  async fetch(url: URL | string, init: RequestInit = {}): Promise<Response> {
+    const headers = new Headers(init.headers);
+    if (this.cookies.size) headers.set('cookie', [...this.cookies].map(([k, v]) => `${k}=${v}`).join('; '));
+    const res = await fetch(url, { ...init, headers, redirect: 'manual' });
+    for (const line of res.headers.getSetCookie()) {
+      const [pair, ...attrs] = line.split(';');
+      const eq = pair!.indexOf('=');
+      const name = pair!.slice(0, eq).trim();
+      const value = pair!.slice(eq + 1).trim();
+      const expired = attrs.some((a) => /^\s*expires=/i.test(a) && Date.parse(a.split('=')[1]!) < Date.now()) || attrs.some((a) => /^\s*max-age=0/i.test(a));
+      if (expired || value === '') this.cookies.delete(name);
+      else this.cookies.set(name, value);
+    }
+    return res;
+  }
+}
+
+export interface WalletLoginOptions {
+  wallet: Wallet;
+  chainId?: number;
+  consent?: 'approve' | 'deny';
+  /** Change the message before it is signed (to test refusals). */
+  tamper?: (fields: Parameters<typeof buildSiweMessage>[0]) => Parameters<typeof buildSiweMessage>[0];
+  agent?: UserAgent;
+}
+
+export interface AuthorizeOutcome {
+  /** The final redirect to the client's redirect_uri (code or error in its query). */
+  callback: URL;
+  agent: UserAgent;
+  /** HTML of every interaction page seen, in order. */
+  pages: string[];
+}
+
+/** Follows an authorization request through the wallet login and consent pages to the client's redirect_uri. */
+export async function authorizeWithWallet(authorizationUrl: URL, redirectUri: string, opts: WalletLoginOptions): Promise<AuthorizeOutcome> {
+  const agent = opts.agent ?? new UserAgent();
+  const pages: string[] = [];
+  let next: { url: URL; init?: RequestInit } = { url: authorizationUrl };
+  for (let hop = 0; hop < 20; hop += 1) {
+    const res = await agent.fetch(next.url, next.init);
+    if (res.status >= 300 && res.status < 400) {
+      const location = new URL(res.headers.get('location')!, next.url);
+      if (location.href.startsWith(redirectUri)) return { callback: location, agent, pages };
+      next = { url: location };
+      continue;
+    }
+    const html = await res.text();
+    if (res.status !== 200) throw new Error(`unexpected ${res.status} at ${next.url.pathname}: ${html.slice(0, 500)}`);
+    pages.push(html);
+    const dataMatch = /<script type="application\/json" id="login-data">(.*?)<\/script>/s.exec(html);
+    if (dataMatch) {
+      const data = JSON.parse(dataMatch[1]!) as { domain: string; uri: string; resources: string[]; nonceUrl: string; loginUrl: string; uid: string };
+      const origin = next.url.origin;
+      const { nonce } = (await (await agent.fetch(new URL(data.nonceUrl, origin), { method: 'POST' })).json()) as { nonce: string };
+      let fields: Parameters<typeof buildSiweMessage>[0] = {
+        domain: data.domain,
+        address: opts.wallet.address,
+        statement: 'Sign in to agentauth tests.',
+        uri: data.uri,
+        chainId: opts.chainId ?? 1,
+        nonce,
+        issuedAt: new Date(),
+        requestId: data.uid,
+        resources: data.resources,
+      };
+      if (opts.tamper) fields = opts.tamper(fields);
+      const message = buildSiweMessage(fields);
+      const signature = await opts.wallet.signMessage(message);
+      next = {
+        url: new URL(data.loginUrl, origin),
+        init: { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ message, signature }).toString() },
+      };
+      continue;
+    }
+    const approve = /action="([^"]+\/confirm)"/.exec(html);
+    const deny = /action="([^"]+\/abort)"/.exec(html);
+    if (approve && deny) {
+      next = { url: new URL((opts.consent === 'deny' ? deny : approve)[1]!, next.url), init: { method: 'POST' } };
+      continue;
+    }
+    throw new Error(`no login or consent form at ${next.url.pathname}: ${html.slice(0, 500)}`);
+  }
+  throw new Error('too many redirects');
+}

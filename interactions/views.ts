@@ -96,7 +96,7 @@ ${accessList(v)}
 <p>${
       v.dpopBound
         ? 'Tokens will be <strong>DPoP-bound</strong>: only the holder of the client\'s key can use them.'
-        : 'Tokens will be <strong>bearer tokens</strong> (not bound to a key); each access token lives at most a few minutes.'
+        : 'Tokens are DPoP-bound only if the application proves possession of its key when it fetches them; otherwise they are <strong>bearer tokens</strong>, and each access token lives at most five minutes.'
     }</p>
 <div class="actions">
 <form method="post" action="${action('confirm')}"><button type="submit" id="approve">Approve</button></form>

@@ -170,7 +170,8 @@ export function providerConfiguration(deps: ProviderDeps): Configuration {
     issueRefreshToken: async (ctx, client) => {
       if (!client.grantTypeAllowed('refresh_token')) return false;
       // A public client's refresh token must be DPoP-bound (RFC 9449 §5); a confidential one is bound to its credentials.
-      if (client.clientAuthMethod === 'none') return Boolean((ctx.oidc as unknown as { dPoP?: unknown }).dPoP);
+      // (The proof was already verified by the grant handler, so its presence means the refresh token gets bound.)
+      if (client.clientAuthMethod === 'none') return Boolean(ctx.get('DPoP'));
       return true;
     },
     rotateRefreshToken: () => true,

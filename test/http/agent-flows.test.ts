@@ -1,0 +1,179 @@
+import { Wallet } from 'ethers';
+import { createRemoteJWKSet, decodeJwt, decodeProtectedHeader, jwtVerify } from 'jose';
+import * as oidc from 'openid-client';
+
+import { authorizeWithWallet } from '../support/user-agent.js';
+import type { UserAgent } from '../support/user-agent.js';
+import { baseConfig, insecure, introspect, OPAQUE_RESOURCE, REDIRECT, RESOURCE, startAgentServer } from '../support/agent-server.js';
+import type { AgentServer } from '../support/agent-server.js';
+
+const wallet = new Wallet('0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d');
+const SUB = `did:pkh:eip155:1:${wallet.address}`;
+
+describe('agents with openid-client v6: registration, authorization code + PKCE + DPoP, refresh, introspection, revocation', () => {
+  let as: AgentServer;
+  let issuer: string;
+  let config: oidc.Configuration;
+
+  beforeAll(async () => {
+    as = await startAgentServer(baseConfig());
+    issuer = as.server.url;
+    config = await oidc.dynamicClientRegistration(
+      new URL(issuer),
+      {
+        client_name: 'Test agent',
+        redirect_uris: [REDIRECT],
+        grant_types: ['authorization_code', 'refresh_token'],
+        response_types: ['code'],
+        token_endpoint_auth_method: 'none',
+        scope: 'read write files',
+      },
+      oidc.None(),
+      insecure,
+    );
+  });
+
+  afterAll(async () => {
+    await as?.server.stop();
+  });
+
+  async function login(resource: string, scope: string, agent?: UserAgent) {
+    const dpop = oidc.getDPoPHandle(config, await oidc.randomDPoPKeyPair('ES256'));
+    const verifier = oidc.randomPKCECodeVerifier();
+    const state = oidc.randomState();
+    const url = oidc.buildAuthorizationUrl(config, {
+      redirect_uri: REDIRECT,
+      scope,
+      resource,
+      state,
+      code_challenge: await oidc.calculatePKCECodeChallenge(verifier),
+      code_challenge_method: 'S256',
+    });
+    const outcome = await authorizeWithWallet(url, REDIRECT, { wallet, ...(agent ? { agent } : {}) });
+    const tokens = await oidc.authorizationCodeGrant(config, outcome.callback, { pkceCodeVerifier: verifier, expectedState: state }, { resource }, { DPoP: dpop });
+    return { tokens, dpop, outcome };
+  }
+
+  test('discovery advertises exactly what is supported', async () => {
+    const meta = (await (await fetch(`${issuer}/.well-known/oauth-authorization-server`)).json()) as Record<string, unknown>;
+    expect(meta.code_challenge_methods_supported).toEqual(['S256']);
+    expect(meta.dpop_signing_alg_values_supported).toEqual(['ES256', 'EdDSA']);
+    expect(meta.authorization_response_iss_parameter_supported).toBe(true);
+    expect(meta.registration_endpoint).toBe(`${issuer}/reg`);
+    expect(meta.introspection_endpoint).toBe(`${issuer}/token/introspection`);
+    expect(meta.revocation_endpoint).toBe(`${issuer}/token/revocation`);
+    expect([...(meta.grant_types_supported as string[])].sort()).toEqual(['authorization_code', 'client_credentials', 'refresh_token']);
+    expect(meta.response_types_supported).toEqual(['code']);
+    expect(meta.token_endpoint_auth_methods_supported).toEqual(['none', 'client_secret_basic', 'client_secret_post', 'private_key_jwt']);
+  });
+
+  test('the registered public client gets the standard tier and no secret', () => {
+    const meta = config.clientMetadata();
+    expect(meta.client_secret).toBeUndefined();
+    expect(meta.agentauth_tier).toBe('standard');
+    expect(typeof meta.registration_access_token).toBe('string');
+  });
+
+  test('code + PKCE + DPoP: a DPoP-bound, audience-bound ES256 JWT and a DPoP-bound rotating refresh token', async () => {
+    const { tokens, outcome } = await login(RESOURCE, 'read');
+    expect(outcome.pages.some((p) => p.includes('Connect wallet and sign in'))).toBe(true);
+    expect(outcome.pages.some((p) => p.includes('Allow access?') && p.includes('Test agent') && p.includes(RESOURCE) && p.includes('127.0.0.1:65000') && p.includes('<code>read</code>') && p.includes('bearer tokens'))).toBe(true);
+    expect(tokens.token_type).toBe('dpop');
+    expect(tokens.expires_in).toBe(300);
+    expect(typeof tokens.refresh_token).toBe('string');
+    const header = decodeProtectedHeader(tokens.access_token);
+    expect(header).toMatchObject({ typ: 'at+jwt', alg: 'ES256' });
+    const { payload } = await jwtVerify(tokens.access_token, createRemoteJWKSet(new URL(`${issuer}/jwks`)), { issuer, audience: RESOURCE });
+    expect(payload).toMatchObject({ sub: SUB, client_id: config.clientMetadata().client_id, scope: 'read', aud: RESOURCE });
+    expect(typeof payload.jti).toBe('string');
+    expect(typeof (payload.cnf as { jkt: string }).jkt).toBe('string');
+  });
+
+  test('refresh rotates every time; presenting a rotated refresh token again revokes the whole grant, JWT access tokens included', async () => {
+    const { tokens, dpop } = await login(RESOURCE, 'read write');
+    const second = await oidc.refreshTokenGrant(config, tokens.refresh_token!, { resource: RESOURCE }, { DPoP: dpop });
+    expect(second.refresh_token).toBeDefined();
+    expect(second.refresh_token).not.toBe(tokens.refresh_token);
+    expect((await introspect(issuer, second.access_token)).active).toBe(true);
+
+    await expect(oidc.refreshTokenGrant(config, tokens.refresh_token!, { resource: RESOURCE }, { DPoP: dpop })).rejects.toMatchObject({ error: 'invalid_grant' });
+    await expect(oidc.refreshTokenGrant(config, second.refresh_token!, { resource: RESOURCE }, { DPoP: dpop })).rejects.toMatchObject({ error: 'invalid_grant' });
+    expect(await introspect(issuer, second.access_token)).toEqual({ active: false });
+    expect(await introspect(issuer, tokens.access_token)).toEqual({ active: false });
+  });
+
+  test('10 concurrent refreshes of one refresh token give exactly one success', async () => {
+    const { tokens, dpop } = await login(RESOURCE, 'read');
+    const results = await Promise.allSettled(
+      Array.from({ length: 10 }, () => oidc.refreshTokenGrant(config, tokens.refresh_token!, { resource: RESOURCE }, { DPoP: dpop })),
+    );
+    expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(1);
+    for (const r of results.filter((x): x is PromiseRejectedResult => x.status === 'rejected')) {
+      expect(r.reason).toMatchObject({ error: 'invalid_grant' });
+    }
+  });
+
+  test('introspection (RFC 7662) of JWT and opaque access tokens and refresh tokens; RFC 9701 signed responses', async () => {
+    const { tokens } = await login(RESOURCE, 'read');
+    const jwt = await introspect(issuer, tokens.access_token);
+    const claims = decodeJwt(tokens.access_token);
+    expect(jwt).toMatchObject({
+      active: true, sub: SUB, client_id: config.clientMetadata().client_id, aud: RESOURCE, scope: 'read',
+      exp: claims.exp, iat: claims.iat, jti: claims.jti, token_type: 'DPoP', cnf: claims.cnf,
+    });
+    // The client itself, through openid-client.
+    expect((await oidc.tokenIntrospection(config, tokens.access_token)).active).toBe(true);
+    expect(await oidc.tokenIntrospection(config, tokens.refresh_token!)).toMatchObject({ active: true, client_id: config.clientMetadata().client_id });
+
+    const signed = await introspect(issuer, tokens.access_token, 'application/token-introspection+jwt');
+    expect(signed.type).toMatch(/^application\/token-introspection\+jwt/);
+    const { payload } = await jwtVerify(signed.jwt as string, createRemoteJWKSet(new URL(`${issuer}/jwks`)), { issuer });
+    expect((payload.token_introspection as { active: boolean; jti: string }).jti).toBe(claims.jti);
+
+    const opaque = await login(OPAQUE_RESOURCE, 'files');
+    expect(opaque.tokens.access_token.split('.')).toHaveLength(1);
+    expect(await introspect(issuer, opaque.tokens.access_token)).toMatchObject({ active: true, aud: OPAQUE_RESOURCE, scope: 'files', token_type: 'DPoP' });
+  });
+
+  test('revocation (RFC 7009): a revoked JWT access token introspects inactive; idempotent; unknown tokens answer 200', async () => {
+    const { tokens, dpop } = await login(RESOURCE, 'read');
+    await oidc.tokenRevocation(config, tokens.access_token);
+    await oidc.tokenRevocation(config, tokens.access_token);
+    expect(await introspect(issuer, tokens.access_token)).toEqual({ active: false });
+    // Revoking an access token alone leaves the grant: the refresh token still works.
+    await expect(oidc.refreshTokenGrant(config, tokens.refresh_token!, { resource: RESOURCE }, { DPoP: dpop })).resolves.toBeDefined();
+    await expect(oidc.tokenRevocation(config, 'not-a-token-we-issued')).resolves.toBeUndefined();
+    await expect(oidc.tokenRevocation(config, 'eyJhbGciOiJub25lIn0.eyJqdGkiOiJ4In0.')).resolves.toBeUndefined();
+  });
+
+  test('revoking a refresh token revokes the whole grant, JWT access tokens included', async () => {
+    const { tokens, dpop } = await login(RESOURCE, 'read');
+    await oidc.tokenRevocation(config, tokens.refresh_token!);
+    expect(await introspect(issuer, tokens.access_token)).toEqual({ active: false });
+    await expect(oidc.refreshTokenGrant(config, tokens.refresh_token!, { resource: RESOURCE }, { DPoP: dpop })).rejects.toMatchObject({ error: 'invalid_grant' });
+  });
+
+  test('a grant already given is not asked again', async () => {
+    const first = await login(RESOURCE, 'read');
+    const again = await login(RESOURCE, 'read', first.outcome.agent);
+    expect(again.outcome.pages.some((p) => p.includes('Allow access?'))).toBe(false);
+    expect(again.outcome.pages.some((p) => p.includes('Connect wallet'))).toBe(false);
+  });
+
+  test('RP-initiated logout revokes the grant, JWT access tokens included', async () => {
+    const { tokens, dpop, outcome } = await login(RESOURCE, 'read');
+    const agent = outcome.agent;
+    const start = await agent.fetch(`${issuer}/session/end?client_id=${encodeURIComponent(config.clientMetadata().client_id)}`);
+    const html = await start.text();
+    const xsrf = /name="xsrf" value="([^"]+)"/.exec(html)?.[1];
+    expect(xsrf).toBeDefined();
+    const confirm = await agent.fetch(`${issuer}/session/end/confirm`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ xsrf: xsrf!, logout: 'yes' }).toString(),
+    });
+    expect([200, 303]).toContain(confirm.status);
+    expect(await introspect(issuer, tokens.access_token)).toEqual({ active: false });
+    await expect(oidc.refreshTokenGrant(config, tokens.refresh_token!, { resource: RESOURCE }, { DPoP: dpop })).rejects.toMatchObject({ error: 'invalid_grant' });
+  });
+});

@@ -1,0 +1,67 @@
+import * as oidc from 'openid-client';
+
+import { mongoUri } from './storages.js';
+import { newKek, startServer, tempDir, uniqueDbName, writeConfig } from './server.js';
+import type { RunningServer } from './server.js';
+
+export const RESOURCE = 'https://api.example.com';
+export const OPAQUE_RESOURCE = 'https://opaque.example.com';
+export const RS_CLIENT = { id: 'resource-server', secret: 'resource-server-secret-0123456789abcdefgh' };
+export const REDIRECT = 'http://127.0.0.1:65000/callback';
+
+export function baseConfig(extra: Record<string, unknown> = {}): Record<string, unknown> {
+  return {
+    resourceServers: [
+      { identifier: RESOURCE, scopes: ['read', 'write'], accessTokenTTL: 300 },
+      { identifier: OPAQUE_RESOURCE, scopes: ['files'], accessTokenFormat: 'opaque' },
+    ],
+    // A resource server's own credentials, used to introspect tokens (RFC 7662).
+    clients: [{ client_id: RS_CLIENT.id, client_secret: RS_CLIENT.secret, grant_types: ['client_credentials'] }],
+    ...extra,
+  };
+}
+
+export interface AgentServer {
+  server: RunningServer;
+  env: Record<string, string>;
+  dbName: string;
+}
+
+export async function startAgentServer(config: Record<string, unknown> = baseConfig(), env: Record<string, string> = {}): Promise<AgentServer> {
+  const dbName = uniqueDbName('agent');
+  const fullEnv = {
+    AGENTAUTH_CONFIG: writeConfig(tempDir(), config),
+    MONGODB_URI: mongoUri(),
+    MONGODB_DB: dbName,
+    AGENTAUTH_KEK: newKek(),
+    ...env,
+  };
+  return { server: await startServer(fullEnv), env: fullEnv, dbName };
+}
+
+/** openid-client options for a plain-http test issuer. */
+export const insecure = { execute: [oidc.allowInsecureRequests] };
+
+export async function register(issuer: string, metadata: Record<string, unknown>, init: RequestInit = {}): Promise<{ status: number; body: Record<string, unknown>; headers: Headers }> {
+  const res = await fetch(`${issuer}/reg`, {
+    method: 'POST',
+    ...init,
+    headers: { 'content-type': 'application/json', ...(init.headers as Record<string, string> | undefined) },
+    body: JSON.stringify(metadata),
+  });
+  return { status: res.status, body: (await res.json()) as Record<string, unknown>, headers: res.headers };
+}
+
+export async function introspect(issuer: string, token: string, accept = 'application/json'): Promise<Record<string, unknown>> {
+  const res = await fetch(`${issuer}/token/introspection`, {
+    method: 'POST',
+    headers: {
+      authorization: `Basic ${Buffer.from(`${RS_CLIENT.id}:${RS_CLIENT.secret}`).toString('base64')}`,
+      'content-type': 'application/x-www-form-urlencoded',
+      accept,
+    },
+    body: new URLSearchParams({ token }),
+  });
+  if (res.status !== 200) throw new Error(`introspection answered ${res.status}: ${await res.text()}`);
+  return accept === 'application/json' ? ((await res.json()) as Record<string, unknown>) : { jwt: await res.text(), type: res.headers.get('content-type') };
+}

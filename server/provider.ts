@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { decodeJwt } from 'jose';
 import { errors, Provider } from 'oidc-provider';
 import type { ClientMetadata, Configuration, KoaContextWithOIDC } from 'oidc-provider';
 
@@ -200,6 +201,19 @@ export function providerConfiguration(deps: ProviderDeps): Configuration {
   };
 }
 
+/** Whether `jti` is the jti of the DPoP proof on the token request being handled (not a client assertion's). */
+function isTokenEndpointDpopProof(jti: string): boolean {
+  const ctx = Provider.ctx as KoaContextWithOIDC | undefined;
+  if (!ctx || ctx.oidc?.route !== 'token') return false;
+  const header = ctx.get('DPoP');
+  if (!header) return false;
+  try {
+    return decodeJwt(header).jti === jti;
+  } catch {
+    return false;
+  }
+}
+
 /** oidc-provider configured for agentauth, with its events logged (reasons included, credentials never). */
 export function createProvider(deps: ProviderDeps): Provider {
   prepareStructuredTokenSupport();
@@ -222,7 +236,12 @@ export function createProvider(deps: ProviderDeps): Provider {
   (provider.ReplayDetection as unknown as { unique: (iss: string, jti: string, exp: number) => Promise<boolean> }).unique = async (iss, jti, exp) => {
     const id = createHash('sha256').update(`${iss}${jti}`).digest('base64url');
     try {
-      return await replay.insertOnce(id, { kind: 'ReplayDetection', jti: id, iss }, Math.max(1, exp - Math.floor(Date.now() / 1000)));
+      const unique = await replay.insertOnce(id, { kind: 'ReplayDetection', jti: id, iss }, Math.max(1, exp - Math.floor(Date.now() / 1000)));
+      if (!unique && isTokenEndpointDpopProof(jti)) {
+        // oidc-provider reports this as invalid_grant; RFC 9449 §5 makes a replayed proof an invalid DPoP proof.
+        throw new errors.InvalidDpopProof('DPoP proof JWT replay detected: each proof (its jti) may be used once');
+      }
+      return unique;
     } catch (err) {
       if (err instanceof StorageUnavailableError) {
         health.markDown(err);

@@ -1,0 +1,213 @@
+import { createHash, createPrivateKey, randomUUID } from 'node:crypto';
+import { Wallet } from 'ethers';
+import { exportJWK, generateKeyPair, SignJWT } from 'jose';
+import type { JWK } from 'jose';
+
+type SigningKey = Parameters<SignJWT['sign']>[0];
+import * as oidc from 'openid-client';
+
+import { baseConfig, insecure, REDIRECT, RESOURCE, RS_CLIENT, startAgentServer } from '../support/agent-server.js';
+import type { AgentServer } from '../support/agent-server.js';
+import { startServer } from '../support/server.js';
+import type { RunningServer } from '../support/server.js';
+import { authorizeWithWallet } from '../support/user-agent.js';
+
+const wallet = new Wallet('0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a');
+const now = () => Math.floor(Date.now() / 1000);
+const b64 = (s: string) => Buffer.from(s).toString('base64url');
+
+interface ProofOptions {
+  htm?: string;
+  htu: string;
+  iat?: number;
+  jti?: string;
+  alg?: string;
+  typ?: string;
+  jwk?: JWK;
+  ath?: string;
+  nonce?: string;
+}
+
+async function keyPair() {
+  const { publicKey, privateKey } = await generateKeyPair('ES256', { extractable: true });
+  return { privateKey: privateKey as SigningKey, jwk: await exportJWK(publicKey), privateJwk: await exportJWK(privateKey) };
+}
+
+async function proof(key: { privateKey: SigningKey; jwk: JWK }, o: ProofOptions): Promise<string> {
+  return new SignJWT({ htm: o.htm ?? 'POST', htu: o.htu, iat: o.iat ?? now(), jti: o.jti ?? randomUUID(), ...(o.ath ? { ath: o.ath } : {}), ...(o.nonce ? { nonce: o.nonce } : {}) })
+    .setProtectedHeader({ alg: o.alg ?? 'ES256', typ: o.typ ?? 'dpop+jwt', jwk: o.jwk ?? key.jwk })
+    .sign(key.privateKey);
+}
+
+async function ccRequest(url: string, dpop: string | undefined, issuer = url) {
+  const res = await fetch(`${url}/token`, {
+    method: 'POST',
+    headers: {
+      authorization: `Basic ${Buffer.from(`${RS_CLIENT.id}:${RS_CLIENT.secret}`).toString('base64')}`,
+      'content-type': 'application/x-www-form-urlencoded',
+      ...(dpop ? { dpop } : {}),
+      ...(issuer !== url ? { 'x-forwarded-proto': new URL(issuer).protocol.slice(0, -1), 'x-forwarded-host': new URL(issuer).host } : {}),
+    },
+    body: new URLSearchParams({ grant_type: 'client_credentials', resource: RESOURCE, scope: 'read' }),
+  });
+  return { status: res.status, body: (await res.json()) as Record<string, unknown> };
+}
+
+describe('DPoP (RFC 9449) at the token and userinfo endpoints', () => {
+  let as: AgentServer;
+  let url: string;
+
+  beforeAll(async () => {
+    as = await startAgentServer(baseConfig());
+    url = as.server.url;
+  });
+  afterAll(async () => {
+    await as?.server.stop();
+  });
+
+  test('a valid proof binds the access token (cnf.jkt, token_type DPoP)', async () => {
+    const key = await keyPair();
+    const res = await ccRequest(url, await proof(key, { htu: `${url}/token` }));
+    expect(res.status).toBe(200);
+    expect(res.body.token_type).toBe('DPoP');
+  });
+
+  const bad: Array<[string, (k: Awaited<ReturnType<typeof keyPair>>, url: string) => Promise<string>]> = [
+    ['wrong htm', (k, u) => proof(k, { htu: `${u}/token`, htm: 'GET' })],
+    ['wrong htu', (k, u) => proof(k, { htu: `${u}/other` })],
+    ['htu of another server', (k) => proof(k, { htu: 'https://evil.example.com/token' })],
+    ['wrong typ', (k, u) => proof(k, { htu: `${u}/token`, typ: 'JWT' })],
+    [
+      'alg none',
+      async (k, u) => `${b64(JSON.stringify({ alg: 'none', typ: 'dpop+jwt', jwk: k.jwk }))}.${b64(JSON.stringify({ htm: 'POST', htu: `${u}/token`, iat: now(), jti: randomUUID() }))}.`,
+    ],
+    [
+      'HS256 (a symmetric key)',
+      async (k, u) =>
+        new SignJWT({ htm: 'POST', htu: `${u}/token`, iat: now(), jti: randomUUID() })
+          .setProtectedHeader({ alg: 'HS256', typ: 'dpop+jwt', jwk: { kty: 'oct', k: b64('0123456789abcdef0123456789abcdef') } as JWK })
+          .sign(new TextEncoder().encode('0123456789abcdef0123456789abcdef')),
+    ],
+    ['a private key in the jwk header', (k, u) => proof(k, { htu: `${u}/token`, jwk: k.privateJwk })],
+    ['signed by a key other than the one in the header', async (k, u) => proof({ privateKey: (await keyPair()).privateKey, jwk: k.jwk }, { htu: `${u}/token` })],
+    ['a malformed proof', async () => 'not.a.jwt'],
+  ];
+
+  test.each(bad)('%s is refused with invalid_dpop_proof', async (_label, make) => {
+    const res = await ccRequest(url, await make(await keyPair(), url));
+    expect(res.status).toBe(400);
+    expect(res.body.error).toBe('invalid_dpop_proof');
+  });
+
+  test.each([
+    ['stale iat (10 minutes old)', -600],
+    ['future iat (10 minutes ahead)', 600],
+  ])('%s is refused with use_dpop_nonce and a fresh DPoP-Nonce (RFC 9449 §8), and a nonce-bearing retry succeeds', async (_label, offset) => {
+    const key = await keyPair();
+    const res = await fetch(`${url}/token`, {
+      method: 'POST',
+      headers: {
+        authorization: `Basic ${Buffer.from(`${RS_CLIENT.id}:${RS_CLIENT.secret}`).toString('base64')}`,
+        'content-type': 'application/x-www-form-urlencoded',
+        dpop: await proof(key, { htu: `${url}/token`, iat: now() + offset }),
+      },
+      body: new URLSearchParams({ grant_type: 'client_credentials', resource: RESOURCE, scope: 'read' }),
+    });
+    expect(res.status).toBe(400);
+    expect(((await res.json()) as { error: string }).error).toBe('use_dpop_nonce');
+    const nonce = res.headers.get('dpop-nonce');
+    expect(nonce).toMatch(/^[A-Za-z0-9_-]+$/);
+    // The clock-skewed client retries with the server's nonce, as RFC 9449 §8 intends.
+    expect((await ccRequest(url, await proof(key, { htu: `${url}/token`, iat: now() + offset, nonce: nonce! }))).status).toBe(200);
+  });
+
+  test('a replayed proof jti is refused, also when the replays race', async () => {
+    const key = await keyPair();
+    const p = await proof(key, { htu: `${url}/token` });
+    expect((await ccRequest(url, p)).status).toBe(200);
+    const again = await ccRequest(url, p);
+    expect(again.status).toBe(400);
+    expect(again.body).toMatchObject({ error: 'invalid_dpop_proof', error_description: expect.stringMatching(/replay detected/) });
+
+    const racing = await proof(key, { htu: `${url}/token` });
+    const results = await Promise.all(Array.from({ length: 10 }, () => ccRequest(url, racing)));
+    expect(results.filter((r) => r.status === 200)).toHaveLength(1);
+  });
+
+  describe('with an authorization code grant', () => {
+    let config: oidc.Configuration;
+
+    beforeAll(async () => {
+      config = await oidc.dynamicClientRegistration(
+        new URL(url),
+        { redirect_uris: [REDIRECT], grant_types: ['authorization_code', 'refresh_token'], token_endpoint_auth_method: 'none', scope: 'openid read' },
+        oidc.None(),
+        insecure,
+      );
+    });
+
+    async function codeFlow(scope: string, resource?: string) {
+      const keys = await oidc.randomDPoPKeyPair('ES256');
+      const dpop = oidc.getDPoPHandle(config, keys);
+      const verifier = oidc.randomPKCECodeVerifier();
+      const params: Record<string, string> = { redirect_uri: REDIRECT, scope, code_challenge: await oidc.calculatePKCECodeChallenge(verifier), code_challenge_method: 'S256' };
+      if (resource) params.resource = resource;
+      const { callback } = await authorizeWithWallet(oidc.buildAuthorizationUrl(config, params), REDIRECT, { wallet });
+      const tokens = await oidc.authorizationCodeGrant(config, callback, { pkceCodeVerifier: verifier }, resource ? { resource } : {}, { DPoP: dpop });
+      return { tokens, dpop, keys };
+    }
+
+    test('a refresh with a proof from a different key is refused; the bound key still works', async () => {
+      const { tokens, dpop } = await codeFlow('read', RESOURCE);
+      const otherHandle = oidc.getDPoPHandle(config, await oidc.randomDPoPKeyPair('ES256'));
+      await expect(oidc.refreshTokenGrant(config, tokens.refresh_token!, { resource: RESOURCE }, { DPoP: otherHandle })).rejects.toMatchObject({
+        error: expect.stringMatching(/^invalid_(grant|dpop_proof)$/),
+      });
+      await expect(oidc.refreshTokenGrant(config, tokens.refresh_token!, { resource: RESOURCE }, { DPoP: dpop })).resolves.toBeDefined();
+    });
+
+    test('userinfo: the DPoP-bound token works with its proof and is refused when presented as Bearer', async () => {
+      const { tokens, dpop } = await codeFlow('openid');
+      const info = await oidc.fetchUserInfo(config, tokens.access_token, oidc.skipSubjectCheck, { DPoP: dpop });
+      expect(info.sub).toBe(`did:pkh:eip155:1:${wallet.address}`);
+      const asBearer = await fetch(`${url}/me`, { headers: { authorization: `Bearer ${tokens.access_token}` } });
+      expect(asBearer.status).toBe(401);
+      expect(asBearer.headers.get('www-authenticate')).toMatch(/invalid_token/);
+      // The right proof with the wrong scheme is refused too.
+      const ath = createHash('sha256').update(tokens.access_token).digest('base64url');
+      const k = await keyPair();
+      const stranger = await fetch(`${url}/me`, {
+        headers: { authorization: `DPoP ${tokens.access_token}`, dpop: await proof(k, { htm: 'GET', htu: `${url}/me`, ath }) },
+      });
+      expect(stranger.status).toBe(401);
+    });
+  });
+});
+
+describe('DPoP proof replay across two server processes sharing one MongoDB', () => {
+  let a: RunningServer;
+  let b: RunningServer;
+  const issuer = 'https://as.example.com';
+
+  beforeAll(async () => {
+    const first = await startAgentServer(baseConfig(), { ISSUER: issuer, TRUST_PROXY: 'true' });
+    a = first.server;
+    b = await startServer(first.env);
+  });
+  afterAll(async () => {
+    await Promise.all([a?.stop(), b?.stop()]);
+  });
+
+  test('a proof used at one instance is refused at the other; racing replays give exactly one success', async () => {
+    const key = await keyPair();
+    const htu = `${issuer}/token`;
+    const p = await proof(key, { htu });
+    expect((await ccRequest(a.url, p, issuer)).status).toBe(200);
+    const replay = await ccRequest(b.url, p, issuer);
+    expect(replay.status).toBe(400);
+
+    const racing = await proof(key, { htu });
+    const results = await Promise.all(Array.from({ length: 10 }, (_, i) => ccRequest(i % 2 ? a.url : b.url, racing, issuer)));
+    expect(results.filter((r) => r.status === 200)).toHaveLength(1);
+  });
+});

@@ -258,6 +258,14 @@ export function createProvider(deps: ProviderDeps): Provider {
   for (const event of ['grant.error', 'registration_create.error', 'registration_update.error', 'introspection.error', 'revocation.error', 'userinfo.error', 'authorization.error']) {
     (provider as unknown as NodeJS.EventEmitter).on(event, (_ctx: unknown, err: unknown) => log.info({ event, ...detail(err) }, 'request refused'));
   }
+  // Token-endpoint errors carry their reason only in error_detail ("grant request is invalid" otherwise);
+  // client developers need it to act ("PKCE verification failed", "DPoP proof JWT not provided", ...).
+  (provider as unknown as NodeJS.EventEmitter).on('grant.error', (ctx: KoaContextWithOIDC, err: { error_detail?: unknown }) => {
+    const body = ctx.body as Record<string, unknown> | undefined;
+    if (body && typeof body === 'object' && typeof err.error_detail === 'string' && body.error_description === 'grant request is invalid') {
+      body.error_description = err.error_detail;
+    }
+  });
   provider.on('server_error', (_ctx, err) => log.error({ event: 'server_error', err }, 'server error'));
   provider.on('grant.success', (ctx) =>
     log.info({ event: 'grant.success', client_id: ctx.oidc.client?.clientId, grant_type: ctx.oidc.params?.grant_type }, 'token issued'),

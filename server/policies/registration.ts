@@ -32,7 +32,8 @@ export interface RegistrationPolicy {
 }
 
 const metadataError = (field: string, problem: string) => new errors.InvalidClientMetadata(`${field} ${problem}`);
-const redirectError = (field: string, problem: string) => new errors.InvalidRedirectUri(`${field} ${problem}`);
+// RFC 7591 §3.2.2 invalid_redirect_uri (oidc-provider's InvalidRedirectUri is the authorization-endpoint variant with a fixed text).
+const redirectError = (field: string, problem: string) => new errors.CustomOIDCProviderError('invalid_redirect_uri', `${field} ${problem}`);
 
 function stringArray(body: Record<string, unknown>, field: string): string[] | undefined {
   const v = body[field];

@@ -1,0 +1,257 @@
+import { MongoClient } from 'mongodb';
+import * as oidc from 'openid-client';
+
+import { baseConfig, insecure, introspect, register, REDIRECT, RESOURCE, startAgentServer } from '../support/agent-server.js';
+import type { AgentServer } from '../support/agent-server.js';
+import { runCli } from '../support/server.js';
+import { mongoUri } from '../support/storages.js';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+describe('dynamic client registration (RFC 7591) under agentauth policy', () => {
+  let as: AgentServer;
+  let issuer: string;
+  let mongo: MongoClient;
+
+  beforeAll(async () => {
+    as = await startAgentServer(baseConfig({ registration: { quota: { max: 1000 } } }));
+    issuer = as.server.url;
+    mongo = await new MongoClient(mongoUri()).connect();
+  });
+  afterAll(async () => {
+    await as?.server.stop();
+    await mongo?.close();
+  });
+
+  const clientCount = () => mongo.db(as.dbName).collection('oidc_Client').countDocuments();
+  const valid = { redirect_uris: [REDIRECT], token_endpoint_auth_method: 'none', grant_types: ['authorization_code', 'refresh_token'] };
+
+  test.each([
+    ['an unknown field', { ...valid, foo: 'bar' }, 'invalid_client_metadata', /^foo is not a supported client metadata field/],
+    ['jwks_uri', { ...valid, jwks_uri: 'https://client.example.com/jwks' }, 'invalid_client_metadata', /^jwks_uri is not supported/],
+    ['a self-chosen tier', { ...valid, agentauth_tier: 'strict' }, 'invalid_client_metadata', /^agentauth_tier is assigned by the authorization server/],
+    ['software_statement', { ...valid, software_statement: 'eyJ...' }, 'invalid_client_metadata', /^software_statement/],
+    ['client_secret_jwt', { ...valid, token_endpoint_auth_method: 'client_secret_jwt' }, 'invalid_client_metadata', /^token_endpoint_auth_method must be one of none, private_key_jwt, client_secret_basic/],
+    ['implicit', { ...valid, grant_types: ['implicit'] }, 'invalid_client_metadata', /^grant_types may only contain/],
+    ['client_credentials for a public client', { ...valid, grant_types: ['client_credentials'], redirect_uris: [] }, 'invalid_client_metadata', /^grant_types client_credentials needs an authenticated client/],
+    ['response_types token', { ...valid, response_types: ['token'] }, 'invalid_client_metadata', /^response_types/],
+    ['an unknown scope', { ...valid, scope: 'read admin' }, 'invalid_client_metadata', /^scope contains "admin"/],
+    ['a non-boolean dpop_bound_access_tokens', { ...valid, dpop_bound_access_tokens: 'yes' }, 'invalid_client_metadata', /^dpop_bound_access_tokens must be a boolean/],
+    ['an http redirect URI that is not loopback', { ...valid, redirect_uris: ['http://client.example.com/cb'] }, 'invalid_redirect_uri', /^redirect_uris must use https, or http on a loopback host/],
+    ['a custom-scheme redirect URI', { ...valid, redirect_uris: ['com.example.app:/cb'] }, 'invalid_redirect_uri', /^redirect_uris must use https/],
+    ['a wildcard redirect URI', { ...valid, redirect_uris: ['https://*.example.com/cb'] }, 'invalid_redirect_uri', /wildcards/],
+    ['a redirect URI with a fragment', { ...valid, redirect_uris: ['https://client.example.com/cb#x'] }, 'invalid_redirect_uri', /fragment/],
+    ['no redirect URI for authorization_code', { ...valid, redirect_uris: [] }, 'invalid_redirect_uri', /required/],
+    ['a JSON array instead of an object', [valid], 'invalid_client_metadata', /JSON object/],
+  ])('%s is refused with the RFC error naming the field, and registers nothing', async (_label, body, error, description) => {
+    const before = await clientCount();
+    const res = await register(issuer, body as Record<string, unknown>);
+    expect(res.status).toBe(400);
+    expect(res.body.error).toBe(error);
+    expect(res.body.error_description).toMatch(description);
+    expect(await clientCount()).toBe(before);
+  });
+
+  test('a body that is not JSON is invalid_request', async () => {
+    const res = await fetch(`${issuer}/reg`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"redirect_uris": [' });
+    expect(res.status).toBe(400);
+    expect(((await res.json()) as { error: string }).error).toBe('invalid_request');
+  });
+
+  test('all resource-server scopes are registrable', async () => {
+    const res = await register(issuer, { ...valid, scope: 'read write files' });
+    expect(res.status).toBe(201);
+    expect(res.body.scope).toBe('read write files');
+  });
+
+  test('confidential client: secret returned once and stored hashed; RFC 7592 read/update rotate the registration access token; delete revokes its tokens', async () => {
+    const created = await register(issuer, {
+      client_name: 'Confidential agent',
+      grant_types: ['client_credentials'],
+      response_types: [],
+      token_endpoint_auth_method: 'client_secret_basic',
+      scope: 'read',
+    });
+    expect(created.status).toBe(201);
+    const clientId = created.body.client_id as string;
+    const secret = created.body.client_secret as string;
+    let rat = created.body.registration_access_token as string;
+    const clientUri = created.body.registration_client_uri as string;
+    expect(secret.length).toBeGreaterThanOrEqual(43);
+
+    const stored = await mongo.db(as.dbName).collection('oidc_Client').findOne({ _id: clientId as never });
+    const payload = JSON.parse(stored!.payload as string) as Record<string, string>;
+    expect(payload.client_secret).toMatch(/^hmac-sha256:/);
+    expect(JSON.stringify(stored)).not.toContain(secret);
+
+    const config = new oidc.Configuration(await oidc.discovery(new URL(issuer), clientId, undefined, oidc.ClientSecretBasic(secret), insecure).then((c) => c.serverMetadata()), clientId, secret, oidc.ClientSecretBasic(secret));
+    oidc.allowInsecureRequests(config);
+    const cc = await oidc.clientCredentialsGrant(config, { resource: RESOURCE, scope: 'read' });
+    expect((await introspect(issuer, cc.access_token)).active).toBe(true);
+    await expect(
+      oidc.clientCredentialsGrant(new oidc.Configuration(config.serverMetadata(), clientId, 'wrong', oidc.ClientSecretBasic('wrong-secret')), { resource: RESOURCE }),
+    ).rejects.toThrow();
+
+    // RFC 7592 read: no secret in the answer (it is stored hashed), and a new registration access token.
+    const read = await fetch(clientUri, { headers: { authorization: `Bearer ${rat}` } });
+    expect(read.status).toBe(200);
+    const readBody = (await read.json()) as Record<string, unknown>;
+    expect(readBody.client_secret).toBeUndefined();
+    expect(readBody.registration_access_token).not.toBe(rat);
+    expect((await fetch(clientUri, { headers: { authorization: `Bearer ${rat}` } })).status).toBe(401);
+    rat = readBody.registration_access_token as string;
+
+    // RFC 7592 update: the client echoes its secret; a wrong secret or a changed tier is refused.
+    const update = (body: Record<string, unknown>, token = rat) =>
+      fetch(clientUri, { method: 'PUT', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    const base = { client_id: clientId, grant_types: ['client_credentials'], response_types: [], token_endpoint_auth_method: 'client_secret_basic', scope: 'read write' };
+    let res = await update({ ...base, client_secret: 'not-the-secret' });
+    expect(res.status).toBe(400);
+    expect(((await res.json()) as { error: string }).error).toBe('invalid_request');
+    res = await update({ ...base, client_secret: secret, agentauth_tier: 'strict' });
+    expect(res.status).toBe(400);
+    expect(((await res.json()) as { error: string }).error).toBe('invalid_client_metadata');
+    res = await update({ ...base, client_secret: secret, agentauth_tier: 'standard', client_name: 'Renamed agent' });
+    expect(res.status).toBe(200);
+    const updated = (await res.json()) as Record<string, unknown>;
+    expect(updated).toMatchObject({ client_name: 'Renamed agent', scope: 'read write', agentauth_tier: 'standard' });
+    expect(updated.client_secret).toBeUndefined();
+    expect(updated.registration_access_token).not.toBe(rat);
+    rat = updated.registration_access_token as string;
+    // The secret still works after the update.
+    const cc2 = await oidc.clientCredentialsGrant(config, { resource: RESOURCE, scope: 'write' });
+
+    // RFC 7592 delete: every token issued to the client stops being valid.
+    const del = await fetch(clientUri, { method: 'DELETE', headers: { authorization: `Bearer ${rat}` } });
+    expect(del.status).toBe(204);
+    expect(await introspect(issuer, cc.access_token)).toEqual({ active: false });
+    expect(await introspect(issuer, cc2.access_token)).toEqual({ active: false });
+    const after = await fetch(`${issuer}/token`, {
+      method: 'POST',
+      headers: { authorization: `Basic ${Buffer.from(`${clientId}:${secret}`).toString('base64')}`, 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ grant_type: 'client_credentials', resource: RESOURCE }),
+    });
+    expect(after.status).toBe(401);
+    expect(((await after.json()) as { error: string }).error).toBe('invalid_client');
+  });
+
+  test('PKCE plain is refused; PKCE is required; an unknown resource gets invalid_target', async () => {
+    const created = await register(issuer, valid);
+    const clientId = created.body.client_id as string;
+    const authorize = async (params: Record<string, string>) => {
+      const url = new URL(`${issuer}/auth`);
+      for (const [k, v] of Object.entries({ client_id: clientId, redirect_uri: REDIRECT, response_type: 'code', scope: 'read', ...params })) url.searchParams.set(k, v);
+      const res = await fetch(url, { redirect: 'manual' });
+      expect(res.status).toBe(303);
+      return new URL(res.headers.get('location')!);
+    };
+    let cb = await authorize({ code_challenge: 'x'.repeat(43), code_challenge_method: 'plain', resource: RESOURCE });
+    expect(cb.searchParams.get('error')).toBe('invalid_request');
+    expect(cb.searchParams.get('error_description')).toMatch(/code_challenge_method/);
+    cb = await authorize({ resource: RESOURCE });
+    expect(cb.searchParams.get('error')).toBe('invalid_request');
+    expect(cb.searchParams.get('error_description')).toMatch(/requires PKCE/);
+    cb = await authorize({ code_challenge: 'x'.repeat(43), code_challenge_method: 'S256', resource: 'https://unknown.example.com' });
+    expect(cb.searchParams.get('error')).toBe('invalid_target');
+  });
+});
+
+describe('open registration quota', () => {
+  let as: AgentServer;
+  beforeAll(async () => {
+    as = await startAgentServer(baseConfig({ registration: { quota: { max: 2, windowSeconds: 60 } } }));
+  });
+  afterAll(async () => {
+    await as?.server.stop();
+  });
+
+  test('past the per-IP quota registration answers 429 with Retry-After', async () => {
+    const body = { redirect_uris: [REDIRECT], token_endpoint_auth_method: 'none' };
+    expect((await register(as.server.url, body)).status).toBe(201);
+    expect((await register(as.server.url, body)).status).toBe(201);
+    const third = await register(as.server.url, body);
+    expect(third.status).toBe(429);
+    expect(Number(third.headers.get('retry-after'))).toBeGreaterThan(0);
+    expect(Number(third.headers.get('retry-after'))).toBeLessThanOrEqual(60);
+    expect(third.body.error_description).toMatch(/quota/);
+  });
+});
+
+describe('token mode: initial access tokens assign tiers', () => {
+  let as: AgentServer;
+  const cli = (args: string[]) => runCli(['clients', 'iat', 'create', ...args], as.env);
+
+  beforeAll(async () => {
+    as = await startAgentServer(baseConfig({ registration: { mode: 'token' } }));
+  });
+  afterAll(async () => {
+    await as?.server.stop();
+  });
+
+  const confidential = { grant_types: ['client_credentials'], response_types: [], token_endpoint_auth_method: 'client_secret_basic', scope: 'read' };
+
+  test('registration without an initial access token is refused', async () => {
+    const res = await register(as.server.url, confidential);
+    expect(res.status).toBe(401);
+    expect(res.body.error).toBe('invalid_token');
+  });
+
+  test('an IAT for the strict tier: DPoP required, server nonces required', async () => {
+    const created = await cli(['--tier', 'strict', '--expires-in', '600']);
+    expect(created.code).toBe(0);
+    const iat = created.stdout.trim();
+    expect(iat).toMatch(/^[A-Za-z0-9_-]{20,}$/);
+    expect(created.stderr).toMatch(/tier strict, expires in 600 s/);
+
+    const res = await register(as.server.url, confidential, { headers: { authorization: `Bearer ${iat}` } });
+    expect(res.status).toBe(201);
+    expect(res.body).toMatchObject({ agentauth_tier: 'strict', dpop_bound_access_tokens: true });
+    const clientId = res.body.client_id as string;
+    const secret = res.body.client_secret as string;
+
+    const server = (await oidc.discovery(new URL(as.server.url), clientId, undefined, oidc.ClientSecretBasic(secret), insecure)).serverMetadata();
+    const config = new oidc.Configuration(server, clientId, secret, oidc.ClientSecretBasic(secret));
+    oidc.allowInsecureRequests(config);
+    // No DPoP proof: refused.
+    await expect(oidc.clientCredentialsGrant(config, { resource: RESOURCE, scope: 'read' })).rejects.toMatchObject({
+      error: 'invalid_grant',
+      error_description: 'DPoP proof JWT not provided',
+    });
+    // A proof without the server's nonce: use_dpop_nonce with a DPoP-Nonce header, which openid-client retries with.
+    const raw = await fetch(`${as.server.url}/token`, {
+      method: 'POST',
+      headers: {
+        authorization: `Basic ${Buffer.from(`${encodeURIComponent(clientId)}:${encodeURIComponent(secret)}`).toString('base64')}`,
+        'content-type': 'application/x-www-form-urlencoded',
+        dpop: await dpopProofFor(`${as.server.url}/token`),
+      },
+      body: new URLSearchParams({ grant_type: 'client_credentials', resource: RESOURCE, scope: 'read' }),
+    });
+    expect(raw.status).toBe(400);
+    expect(((await raw.json()) as { error: string }).error).toBe('use_dpop_nonce');
+    expect(raw.headers.get('dpop-nonce')).toBeTruthy();
+    const dpop = oidc.getDPoPHandle(config, await oidc.randomDPoPKeyPair('ES256'));
+    const tokens = await oidc.clientCredentialsGrant(config, { resource: RESOURCE, scope: 'read' }, { DPoP: dpop });
+    expect(tokens.token_type).toBe('dpop');
+    expect(tokens.expires_in).toBe(300);
+  });
+
+  test('initial access tokens expire; an unknown tier is refused by the CLI', async () => {
+    const short = await cli(['--expires-in', '1']);
+    expect(short.code).toBe(0);
+    await sleep(1500);
+    const res = await register(as.server.url, confidential, { headers: { authorization: `Bearer ${short.stdout.trim()}` } });
+    expect(res.status).toBe(401);
+    const unknown = await cli(['--tier', 'platinum']);
+    expect(unknown.code).toBe(2);
+    expect(unknown.stderr).toMatch(/--tier: no tier named platinum/);
+  });
+});
+
+async function dpopProofFor(htu: string): Promise<string> {
+  const { SignJWT, exportJWK, generateKeyPair } = await import('jose');
+  const { publicKey, privateKey } = await generateKeyPair('ES256');
+  return new SignJWT({ htm: 'POST', htu, iat: Math.floor(Date.now() / 1000), jti: crypto.randomUUID() })
+    .setProtectedHeader({ alg: 'ES256', typ: 'dpop+jwt', jwk: await exportJWK(publicKey) })
+    .sign(privateKey);
+}

@@ -1,6 +1,6 @@
 import { createHash, createPrivateKey, randomUUID } from 'node:crypto';
 import { Wallet } from 'ethers';
-import { exportJWK, generateKeyPair, SignJWT } from 'jose';
+import { calculateJwkThumbprint, exportJWK, generateKeyPair, SignJWT } from 'jose';
 import type { JWK } from 'jose';
 
 type SigningKey = Parameters<SignJWT['sign']>[0];
@@ -164,6 +164,24 @@ describe('DPoP (RFC 9449) at the token and userinfo endpoints', () => {
         error: expect.stringMatching(/^invalid_(grant|dpop_proof)$/),
       });
       await expect(oidc.refreshTokenGrant(config, tokens.refresh_token!, { resource: RESOURCE }, { DPoP: dpop })).resolves.toBeDefined();
+    });
+
+    test('dpop_jkt on the authorization request binds the code to that key: another key cannot redeem it', async () => {
+      const bound = await oidc.randomDPoPKeyPair('ES256');
+      const other = oidc.getDPoPHandle(config, await oidc.randomDPoPKeyPair('ES256'));
+      const verifier = oidc.randomPKCECodeVerifier();
+      const url = oidc.buildAuthorizationUrl(config, {
+        redirect_uri: REDIRECT,
+        scope: 'read',
+        resource: RESOURCE,
+        code_challenge: await oidc.calculatePKCECodeChallenge(verifier),
+        code_challenge_method: 'S256',
+        dpop_jkt: await calculateJwkThumbprint(await exportJWK(bound.publicKey)),
+      });
+      const { callback } = await authorizeWithWallet(url, REDIRECT, { wallet });
+      await expect(oidc.authorizationCodeGrant(config, callback, { pkceCodeVerifier: verifier }, { resource: RESOURCE }, { DPoP: other })).rejects.toMatchObject({
+        error: 'invalid_grant',
+      });
     });
 
     test('userinfo: the DPoP-bound token works with its proof and is refused when presented as Bearer', async () => {

@@ -1,5 +1,6 @@
 import type { NonceStore } from '../adapters/types.js';
 import { createEip1271Verifier } from './siwe/eip1271.js';
+import { SiweVerificationError } from './siwe/errors.js';
 import { generateNonce } from './siwe/nonce.js';
 import { verifySiwe } from './siwe/verify.js';
 import type { SiweRules, VerifiedSiwe } from './siwe/verify.js';
@@ -34,7 +35,18 @@ export function createWalletSignIn(settings: WalletSettings, issuer: string, non
   const endpoints = Object.fromEntries(
     Object.entries(settings.chains).flatMap(([id, chain]) => (chain.rpcUrl ? [[Number(id), chain.rpcUrl]] : [])),
   ) as Record<number, string>;
-  const eip1271 = createEip1271Verifier(endpoints, settings.rpcTimeoutMs);
+  const contractWallets = createEip1271Verifier(endpoints, settings.rpcTimeoutMs);
+  // Without an endpoint for the chain, an EIP-191 mismatch is simply a wrong signature (with a hint for contract wallets).
+  const eip1271: typeof contractWallets = async (chainId, address, digest, signature) => {
+    if (endpoints[chainId] === undefined) {
+      throw new SiweVerificationError(
+        'signature',
+        `the signature was not made by ${address}'s key (EIP-191); if ${address} is a contract wallet, it cannot be verified on chain ${chainId} because no JSON-RPC endpoint is configured for it (wallet.chains.${chainId}.rpcUrl)`,
+        address,
+      );
+    }
+    return contractWallets(chainId, address, digest, signature);
+  };
   return {
     rules,
     async issueNonce() {

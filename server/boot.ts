@@ -15,6 +15,7 @@ import type { Config } from './config.js';
 import type { Logger } from './logger.js';
 import { ClientSecretHasher } from './client-secrets.js';
 import { createWalletSignIn } from '../interactions/wallet-signin.js';
+import { registerWalletGrant } from './grants/wallet-signature.js';
 import { createProvider, OIDC_SCOPES, tierLimits } from './provider.js';
 import type { RegistrationPolicy } from './policies/registration.js';
 
@@ -106,6 +107,7 @@ export async function boot(config: Config, log: Logger): Promise<Agentauth> {
     health.start();
     const wallet = createWalletSignIn(config.wallet, config.issuer, storage.nonces);
     const provider = createProvider({ config, storage, health, keyring, cookieKeys, hasher, dpopNonceSecret, log });
+    registerWalletGrant(provider, wallet, log);
     const app = createApp({ provider, health, keyring, cookieKeys, log, registration: { provider, storage, registration: config.registration, policy: registrationPolicy(config), limits: tierLimits(config), hasher, log },
       interactions: { provider, wallet, issuer: config.issuer, oidcScopes: OIDC_SCOPES, log },
     });

@@ -29,6 +29,10 @@ const resourceServerSchema = z.strictObject({
   signingAlg: z.enum(['ES256', 'EdDSA']).optional(),
 });
 
+/** The headless wallet sign-in grant (agentauth's own URN namespace), advertised in discovery. */
+export const WALLET_GRANT_TYPE = 'urn:agentauth:params:oauth:grant-type:wallet-signature';
+export const REGISTRABLE_GRANT_TYPES = ['authorization_code', 'refresh_token', 'client_credentials', WALLET_GRANT_TYPE] as const;
+
 const redirectUri = z.string().min(1).max(2000);
 
 const clientSchema = z
@@ -43,7 +47,7 @@ const clientSchema = z
     client_secret: z.string().min(32, 'must be at least 32 characters').regex(vschar, 'must be visible ASCII').optional(),
     token_endpoint_auth_method: z.enum(['none', 'client_secret_basic', 'client_secret_post', 'private_key_jwt']).default('client_secret_basic'),
     jwks: z.strictObject({ keys: z.array(z.record(z.string(), z.unknown())).min(1) }).optional(),
-    grant_types: z.array(z.enum(['client_credentials', 'authorization_code', 'refresh_token'])).min(1).default(['client_credentials']),
+    grant_types: z.array(z.enum(REGISTRABLE_GRANT_TYPES)).min(1).default(['client_credentials']),
     redirect_uris: z.array(redirectUri).default([]),
     scope: z.string().regex(/^[\x21\x23-\x5b\x5d-\x7e]+( [\x21\x23-\x5b\x5d-\x7e]+)*$/, 'must be space-separated scope-tokens').optional(),
     tier: z.string().min(1).optional(),
@@ -83,7 +87,6 @@ export const DEFAULT_TIERS = {
 } as const satisfies Record<string, z.infer<typeof tierSchema>>;
 
 export const REGISTRABLE_AUTH_METHODS = ['none', 'private_key_jwt', 'client_secret_basic', 'client_secret_post'] as const;
-export const REGISTRABLE_GRANT_TYPES = ['authorization_code', 'refresh_token', 'client_credentials'] as const;
 
 const registrationSchema = z.strictObject({
   /** `open`: anyone may register (quota per IP); `token`: an initial access token is required; `off`: no DCR. */
@@ -92,7 +95,7 @@ const registrationSchema = z.strictObject({
     .strictObject({ max: z.number().int().min(1).default(20), windowSeconds: z.number().int().min(1).default(3600) })
     .prefault({}),
   allowedAuthMethods: z.array(z.enum(REGISTRABLE_AUTH_METHODS)).min(1).default(['none', 'private_key_jwt', 'client_secret_basic']),
-  allowedGrantTypes: z.array(z.enum(REGISTRABLE_GRANT_TYPES)).min(1).default(['authorization_code', 'refresh_token', 'client_credentials']),
+  allowedGrantTypes: z.array(z.enum(REGISTRABLE_GRANT_TYPES)).min(1).default([...REGISTRABLE_GRANT_TYPES]),
   /** Tier of clients registered without an initial access token naming one. */
   defaultTier: z.string().min(1).default('standard'),
   /** Lifetime of initial access tokens created by `agentauth clients iat create` without --expires-in. */

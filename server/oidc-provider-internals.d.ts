@@ -12,3 +12,25 @@ declare module 'oidc-provider/lib/actions/revocation.js' {
   const handlers: Handler[];
   export default handlers;
 }
+declare module 'oidc-provider/lib/helpers/grants.js' {
+  import type { KoaContextWithOIDC, Provider, ResourceServer } from 'oidc-provider';
+  export interface DPoPResult {
+    thumbprint: string;
+    jti: string;
+    iat: number;
+  }
+  export interface ResolvedResourceServer extends ResourceServer {
+    identifier(): string;
+    scope: string;
+  }
+  export function validateDpop(provider: Provider, ctx: KoaContextWithOIDC): Promise<DPoPResult | undefined>;
+  export function checkDpopRequired(provider: Provider, ctx: KoaContextWithOIDC, dPoP: DPoPResult | undefined): void;
+  export function checkDpopReplay(provider: Provider, ctx: KoaContextWithOIDC, dPoP: DPoPResult, clientId: string): Promise<void>;
+  export function resolveRequestedResources(provider: Provider, ctx: KoaContextWithOIDC): Promise<ResolvedResourceServer[]>;
+  export function validateClientScope(provider: Provider, ctx: KoaContextWithOIDC): Set<string>;
+  export function applyRefreshTokenBindings(provider: Provider, ctx: KoaContextWithOIDC, accessToken: unknown, refreshToken: unknown): unknown;
+  export function buildTokenResponse(
+    provider: Provider,
+    response: { accessToken: string; expiresIn: number; refreshToken?: string | undefined; scope?: string | undefined; tokenType: string },
+  ): Record<string, unknown>;
+}

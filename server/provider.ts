@@ -11,6 +11,7 @@ import type { Keyring } from '../keys/keyring.js';
 import { ClientSecretHasher } from './client-secrets.js';
 import type { Config } from './config.js';
 import type { Logger } from './logger.js';
+import { shouldIssueRefreshToken } from './policies/refresh.js';
 import { TIER_FIELD, accessTokenLifetime, refreshTokenLifetime, tierOf } from './policies/tiers.js';
 import type { TierLimits } from './policies/tiers.js';
 import { tierFromPolicies, tierPolicyName } from './registration-routes.js';
@@ -168,13 +169,8 @@ export function providerConfiguration(deps: ProviderDeps): Configuration {
       },
     },
     pkce: { required: () => true },
-    issueRefreshToken: async (ctx, client) => {
-      if (!client.grantTypeAllowed('refresh_token')) return false;
-      // A public client's refresh token must be DPoP-bound (RFC 9449 §5); a confidential one is bound to its credentials.
-      // (The proof was already verified by the grant handler, so its presence means the refresh token gets bound.)
-      if (client.clientAuthMethod === 'none') return Boolean(ctx.get('DPoP'));
-      return true;
-    },
+    // (The grant handler has already verified the proof, so its presence means the refresh token gets bound.)
+    issueRefreshToken: async (ctx, client) => shouldIssueRefreshToken(client, Boolean(ctx.get('DPoP'))),
     rotateRefreshToken: () => true,
     extraTokenClaims: async (_ctx, token) => {
       const { grantId } = token as unknown as TokenLike;

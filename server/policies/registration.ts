@@ -1,5 +1,6 @@
 import { errors } from 'oidc-provider';
 
+import { WALLET_GRANT_TYPE } from '../config.js';
 import type { RegistrationConfig, TierConfig } from '../config.js';
 import { TIER_FIELD } from './tiers.js';
 
@@ -93,8 +94,8 @@ export function checkRegistrationRequest(
   if (grantTypes.includes('client_credentials') && method === 'none') {
     throw metadataError('grant_types', 'client_credentials needs an authenticated client: a token_endpoint_auth_method other than none');
   }
-  if (grantTypes.includes('refresh_token') && !grantTypes.includes('authorization_code')) {
-    throw metadataError('grant_types', 'refresh_token is only issued with authorization_code');
+  if (grantTypes.includes('refresh_token') && !grantTypes.some((g) => g === 'authorization_code' || g === WALLET_GRANT_TYPE)) {
+    throw metadataError('grant_types', `refresh_token is only issued with authorization_code or ${WALLET_GRANT_TYPE}`);
   }
 
   const responseTypes = stringArray(body, 'response_types') ?? (grantTypes.includes('authorization_code') ? ['code'] : []);

@@ -1,0 +1,101 @@
+import { errors } from 'oidc-provider';
+import type { KoaContextWithOIDC, Provider } from 'oidc-provider';
+import {
+  applyRefreshTokenBindings,
+  buildTokenResponse,
+  checkDpopRequired,
+  checkDpopReplay,
+  resolveRequestedResources,
+  validateClientScope,
+  validateDpop,
+} from 'oidc-provider/lib/helpers/grants.js';
+
+import { shouldIssueRefreshToken } from '../policies/refresh.js';
+import { SiweVerificationError } from '../../interactions/siwe/errors.js';
+import type { WalletSignIn } from '../../interactions/wallet-signin.js';
+
+import { WALLET_GRANT_TYPE } from '../config.js';
+
+export { WALLET_GRANT_TYPE };
+
+export interface WalletGrantLog {
+  info(obj: object, msg: string): void;
+  warn(obj: object, msg: string): void;
+}
+
+interface TokenModel {
+  save(): Promise<string>;
+  setThumbprint(kind: 'jkt', value: string): void;
+  resourceServer?: unknown;
+  scope?: string;
+  expiration: number;
+  tokenType: string;
+}
+
+/**
+ * An agent that holds a wallet key signs an EIP-4361 message (nonce from POST /wallet/nonce) and trades it, with its
+ * signature, for tokens: the same verification as the login page, client authentication per the client's method,
+ * DPoP binding, the client's tier, and a refresh token under the same rules as the other grants. The message's
+ * `resources` must list the requested resource: the signature is the account holder's consent to it.
+ */
+export function registerWalletGrant(provider: Provider, wallet: WalletSignIn, log: WalletGrantLog): void {
+  async function handler(ctx: KoaContextWithOIDC): Promise<void> {
+    const client = ctx.oidc.client!;
+    const params = ctx.oidc.params as Record<string, unknown>;
+    const dPoP = await validateDpop(provider, ctx);
+    checkDpopRequired(provider, ctx, dPoP);
+
+    const message = params.message;
+    const signature = params.signature;
+    if (typeof message !== 'string' || !message) throw new errors.InvalidRequest('missing required parameter "message" (an EIP-4361 message)');
+    if (typeof signature !== 'string' || !signature) throw new errors.InvalidRequest('missing required parameter "signature" (0x-prefixed hex)');
+
+    const resourceServers = await resolveRequestedResources(provider, ctx);
+    if (resourceServers.length !== 1) throw new errors.InvalidTarget('exactly one resource must be requested with this grant');
+    const resourceServer = resourceServers[0]!;
+    const resource = resourceServer.identifier();
+    const requested = [...validateClientScope(provider, ctx)];
+    const allowed = new Set(resourceServer.scope.split(' '));
+    const scope = requested.filter((s) => allowed.has(s)).join(' ') || undefined;
+
+    let sub: string;
+    try {
+      const verified = await wallet.verify(message, signature, [resource]);
+      sub = verified.sub;
+      log.info({ event: 'login.succeeded', sub, method: verified.method, client_id: client.clientId, via: 'grant' }, 'wallet sign-in succeeded');
+    } catch (err) {
+      if (!(err instanceof SiweVerificationError)) throw err;
+      log.warn({ event: 'login.failed', rule: err.rule, address: err.address, client_id: client.clientId, reason: err.message }, 'wallet sign-in refused');
+      throw new errors.InvalidGrant(`${err.rule}: ${err.message}`);
+    }
+
+    // Each signed message is a fresh consent: a grant of exactly the requested resource and scopes.
+    const grant = new provider.Grant({ accountId: sub, clientId: client.clientId });
+    if (scope) grant.addResourceScope(resource, scope);
+    const grantId = await grant.save();
+
+    const AccessToken = provider.AccessToken as unknown as new (init: Record<string, unknown>) => TokenModel;
+    const at = new AccessToken({ accountId: sub, client, grantId, gty: WALLET_GRANT_TYPE, scope });
+    at.resourceServer = resourceServer;
+    at.scope = scope;
+    if (dPoP) {
+      await checkDpopReplay(provider, ctx, dPoP, client.clientId);
+      at.setThumbprint('jkt', dPoP.thumbprint);
+    }
+    ctx.oidc.entity('AccessToken', at as never);
+    const accessToken = await at.save();
+
+    let refreshToken: string | undefined;
+    if (shouldIssueRefreshToken(client, Boolean(dPoP))) {
+      const RefreshToken = provider.RefreshToken as unknown as new (init: Record<string, unknown>) => TokenModel;
+      const rt = new RefreshToken({ accountId: sub, client, grantId, gty: WALLET_GRANT_TYPE, scope, resource, rotations: 0 });
+      applyRefreshTokenBindings(provider, ctx, at, rt);
+      ctx.oidc.entity('RefreshToken', rt as never);
+      refreshToken = await rt.save();
+    }
+
+    ctx.body = buildTokenResponse(provider, { accessToken, expiresIn: at.expiration, refreshToken, scope, tokenType: at.tokenType });
+  }
+
+  provider.registerGrantType(WALLET_GRANT_TYPE, handler as never, ['message', 'signature', 'resource', 'scope']);
+}

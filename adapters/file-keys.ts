@@ -2,7 +2,7 @@ import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import { StorageUnavailableError } from './errors.js';
-import type { KeyStore, StoredKey } from './types.js';
+import type { KeyStore, KeyTransition, StoredKey } from './types.js';
 
 /**
  * Signing keys for the embedded store, kept in `<dataDir>/keys.json` (mode 0600; private keys inside are sealed
@@ -11,43 +11,61 @@ import type { KeyStore, StoredKey } from './types.js';
  */
 export class FileKeyStore implements KeyStore {
   readonly #file: string;
+  readonly #transitionsFile: string;
   #queue: Promise<unknown> = Promise.resolve();
 
   constructor(readonly dataDir: string) {
     this.#file = join(dataDir, 'keys.json');
+    this.#transitionsFile = join(dataDir, 'key-transitions.json');
   }
 
-  async list(): Promise<StoredKey[]> {
+  async #read<T>(file: string): Promise<T[]> {
     let text: string;
     try {
-      text = await readFile(this.#file, 'utf8');
+      text = await readFile(file, 'utf8');
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
-      throw new StorageUnavailableError(`cannot read ${this.#file}: ${(err as Error).message}`, { cause: err });
+      throw new StorageUnavailableError(`cannot read ${file}: ${(err as Error).message}`, { cause: err });
     }
     let parsed: unknown;
     try {
       parsed = JSON.parse(text);
     } catch (err) {
-      throw new StorageUnavailableError(`${this.#file} is not valid JSON; restore it from a backup`, { cause: err });
+      throw new StorageUnavailableError(`${file} is not valid JSON; restore it from a backup`, { cause: err });
     }
-    if (!Array.isArray(parsed)) throw new StorageUnavailableError(`${this.#file} must hold a JSON array of keys`);
-    return (parsed as StoredKey[]).sort((a, b) => a.seq - b.seq);
+    if (!Array.isArray(parsed)) throw new StorageUnavailableError(`${file} must hold a JSON array`);
+    return parsed as T[];
   }
 
-  insert(key: StoredKey): Promise<boolean> {
-    // Serialise writers within the process; one process owns an embedded data directory.
+  /** Appends one entry unless `taken` says it conflicts; serialised within the process (one process owns a data directory). */
+  #append<T>(file: string, entry: T, taken: (existing: T[]) => boolean): Promise<boolean> {
     const run = this.#queue.then(async () => {
-      const keys = await this.list();
-      if (keys.some((k) => k.seq === key.seq || k.kid === key.kid)) return false;
-      keys.push(key);
+      const entries = await this.#read<T>(file);
+      if (taken(entries)) return false;
+      entries.push(entry);
       await mkdir(this.dataDir, { recursive: true, mode: 0o700 });
-      const tmp = `${this.#file}.${process.pid}.tmp`;
-      await writeFile(tmp, `${JSON.stringify(keys, null, 2)}\n`, { mode: 0o600 });
-      await rename(tmp, this.#file);
+      const tmp = `${file}.${process.pid}.tmp`;
+      await writeFile(tmp, `${JSON.stringify(entries, null, 2)}\n`, { mode: 0o600 });
+      await rename(tmp, file);
       return true;
     });
     this.#queue = run.catch(() => undefined);
     return run;
+  }
+
+  async list(): Promise<StoredKey[]> {
+    return (await this.#read<StoredKey>(this.#file)).sort((a, b) => a.seq - b.seq);
+  }
+
+  insert(key: StoredKey): Promise<boolean> {
+    return this.#append(this.#file, key, (keys) => keys.some((k) => k.seq === key.seq || k.kid === key.kid));
+  }
+
+  transitions(): Promise<KeyTransition[]> {
+    return this.#read<KeyTransition>(this.#transitionsFile);
+  }
+
+  addTransition(t: KeyTransition): Promise<boolean> {
+    return this.#append(this.#transitionsFile, t, (all) => all.some((x) => x.kid === t.kid && x.type === t.type));
   }
 }

@@ -1,4 +1,4 @@
-import type { AdapterPayload, KeyStore, ModelName, ModelStore, NonceStore, RevokedTokenStore, Storage } from './types.js';
+import type { AdapterPayload, AuditRecord, AuditStore, KeyStore, ModelName, ModelStore, NonceStore, RevokedTokenStore, Storage } from './types.js';
 import { MODEL_NAMES } from './types.js';
 import { checkKey, isValidKey } from './validate.js';
 import { FileKeyStore } from './file-keys.js';
@@ -168,6 +168,30 @@ class MemoryExpiringSet implements RevokedTokenStore, NonceStore {
   }
 }
 
+/** The embedded store's audit log: in process memory, like its tokens (gone on restart). */
+class MemoryAuditStore implements AuditStore {
+  readonly #records: AuditRecord[] = [];
+
+  async head(): Promise<AuditRecord | undefined> {
+    const last = this.#records.at(-1);
+    return last ? structuredClone(last) : undefined;
+  }
+
+  async insertBatch(records: AuditRecord[]): Promise<number> {
+    let inserted = 0;
+    for (const r of records) {
+      if (r.seq !== this.#records.length + 1) break;
+      this.#records.push(structuredClone(r));
+      inserted += 1;
+    }
+    return inserted;
+  }
+
+  async list(fromSeq: number, limit: number): Promise<AuditRecord[]> {
+    return this.#records.slice(Math.max(0, fromSeq - 1), Math.max(0, fromSeq - 1) + limit).map((r) => structuredClone(r));
+  }
+}
+
 export interface EmbeddedStorageOptions {
   /** Where signing keys are kept so they survive restarts. */
   dataDir: string;
@@ -180,6 +204,7 @@ export class EmbeddedStorage implements Storage {
   readonly keys: KeyStore;
   readonly revokedTokens: RevokedTokenStore;
   readonly nonces: NonceStore;
+  readonly audit: AuditStore = new MemoryAuditStore();
   readonly #expiring: MemoryExpiringSet[];
   readonly #models = new Map<ModelName, MemoryModelStore>();
   readonly #sweepIntervalMs: number;

@@ -2,7 +2,7 @@ import { MongoClient, MongoServerError } from 'mongodb';
 import type { Collection, Db, Filter } from 'mongodb';
 
 import { StorageUnavailableError } from './errors.js';
-import type { AdapterPayload, KeyStore, ModelName, ModelStore, NonceStore, RevokedTokenStore, Storage, StoredKey } from './types.js';
+import type { AdapterPayload, AuditRecord, AuditStore, KeyStore, KeyTransition, ModelName, ModelStore, NonceStore, RevokedTokenStore, Storage, StoredKey } from './types.js';
 import { MODEL_NAMES } from './types.js';
 import { checkKey, isValidKey } from './validate.js';
 
@@ -208,8 +208,69 @@ class MongoNonces implements NonceStore {
   }
 }
 
+interface TransitionDoc extends KeyTransition {
+  _id: string;
+}
+
+interface AuditDoc extends Omit<AuditRecord, 'seq' | 'details'> {
+  _id: number;
+  /** JSON text: details may hold keys with "." (URLs), which stored documents cannot. */
+  details: string;
+}
+
+class MongoAuditStore implements AuditStore {
+  constructor(private readonly col: Collection<AuditDoc>) {}
+
+  static #toRecord({ _id, details, ...rest }: AuditDoc): AuditRecord {
+    return { seq: _id, ...rest, details: JSON.parse(details) as Record<string, unknown> };
+  }
+
+  async head(): Promise<AuditRecord | undefined> {
+    const doc = await guard('audit.head', () => this.col.find({}).sort({ _id: -1 }).limit(1).next());
+    return doc ? MongoAuditStore.#toRecord(doc) : undefined;
+  }
+
+  async insertBatch(records: AuditRecord[]): Promise<number> {
+    let inserted = 0;
+    // One insert per record, in order: a unique _id per seq is the only guarantee both MongoDB and FerretDB keep.
+    for (const { seq, details, ...rest } of records) {
+      try {
+        await this.col.insertOne({ _id: seq, ...rest, details: JSON.stringify(details) });
+        inserted += 1;
+      } catch (err) {
+        if (err instanceof MongoServerError && err.code === DUPLICATE_KEY) break;
+        throw unavailable('audit.insert', err);
+      }
+    }
+    return inserted;
+  }
+
+  async list(fromSeq: number, limit: number): Promise<AuditRecord[]> {
+    const docs = await guard('audit.list', () => this.col.find({ _id: { $gte: fromSeq } }).sort({ _id: 1 }).limit(limit).toArray());
+    return docs.map((d) => MongoAuditStore.#toRecord(d));
+  }
+}
+
 class MongoKeyStore implements KeyStore {
-  constructor(private readonly keys: Collection<KeyDoc>) {}
+  constructor(
+    private readonly keys: Collection<KeyDoc>,
+    private readonly transitionsCol: Collection<TransitionDoc>,
+  ) {}
+
+  async transitions(): Promise<KeyTransition[]> {
+    const docs = await guard('keys.transitions', () => this.transitionsCol.find({}).toArray());
+    return docs.map(({ _id, ...t }) => t);
+  }
+
+  async addTransition(t: KeyTransition): Promise<boolean> {
+    try {
+      await this.transitionsCol.insertOne({ _id: `${t.kid}:${t.type}`, ...t });
+      return true;
+    } catch (err) {
+      if (err instanceof MongoServerError && err.code === DUPLICATE_KEY) return false;
+      throw unavailable('keys.addTransition', err);
+    }
+  }
 
   async list(): Promise<StoredKey[]> {
     const docs = await guard('keys.list', () => this.keys.find({}).sort({ seq: 1 }).toArray());
@@ -251,6 +312,7 @@ const LOOKUP_INDEXES: Partial<Record<ModelName, Array<keyof RecordDoc>>> = {
   Grant: ['grantId', 'clientId'],
   ClientCredentials: ['clientId'],
   PushedAuthorizationRequest: ['clientId'],
+  RegistrationAccessToken: ['clientId'],
 };
 
 export class MongoStorage implements Storage {
@@ -258,6 +320,7 @@ export class MongoStorage implements Storage {
   readonly keys: KeyStore;
   readonly revokedTokens: RevokedTokenStore;
   readonly nonces: NonceStore;
+  readonly audit: AuditStore;
   readonly client: MongoClient;
   readonly db: Db;
   readonly #models = new Map<ModelName, MongoModelStore>();
@@ -281,7 +344,8 @@ export class MongoStorage implements Storage {
     for (const name of MODEL_NAMES) {
       this.#models.set(name, new MongoModelStore(name, this.db.collection<RecordDoc>(collectionName(name)), consumed));
     }
-    this.keys = new MongoKeyStore(this.db.collection<KeyDoc>(KEYS));
+    this.keys = new MongoKeyStore(this.db.collection<KeyDoc>(KEYS), this.db.collection<TransitionDoc>('key_transitions'));
+    this.audit = new MongoAuditStore(this.db.collection<AuditDoc>('audit_events'));
     this.revokedTokens = new MongoRevokedTokens(this.db.collection<ExpiringDoc>(REVOKED));
     this.nonces = new MongoNonces(this.db.collection<ExpiringDoc>(NONCES), consumed);
   }

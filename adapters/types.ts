@@ -56,7 +56,8 @@ export interface StoredKey {
   /** Ordering and the single-writer guard: inserting a key whose seq is taken fails. */
   seq: number;
   alg: 'ES256' | 'EdDSA';
-  state: 'active';
+  /** Legacy marker from the first releases; states are derived from KeyTransitions (keys/lifecycle.ts). */
+  state?: 'active';
   createdAt: string;
   publicJwk: Record<string, string>;
   sealed: SealedSecret;
@@ -70,10 +71,48 @@ export interface SealedSecret {
   tag: string;
 }
 
+/** A scheduled change of a key's state. Immutable; one per (kid, type), so writing one twice changes nothing. */
+export interface KeyTransition {
+  kid: string;
+  type: 'activate' | 'retire';
+  /** ISO time from which the transition is in effect (may be in the future: a scheduled activation). */
+  at: string;
+  /** When it was recorded, and by what (CLI, automatic rotation). */
+  recordedAt: string;
+  reason?: string;
+}
+
 export interface KeyStore {
   list(): Promise<StoredKey[]>;
   /** Inserts a key; false when another key already holds `seq` (someone else won the race). */
   insert(key: StoredKey): Promise<boolean>;
+  transitions(): Promise<KeyTransition[]>;
+  /** Records a transition; false when that (kid, type) was already recorded. */
+  addTransition(t: KeyTransition): Promise<boolean>;
+}
+
+/** One event of the hash-chained audit log. `hash` covers every other field (see server/audit/chain.ts). */
+export interface AuditRecord {
+  seq: number;
+  time: string;
+  type: string;
+  client_id?: string;
+  sub?: string;
+  details: Record<string, unknown>;
+  prev_hash: string;
+  hash: string;
+}
+
+export interface AuditStore {
+  /** The record with the highest seq, or undefined when the log is empty. */
+  head(): Promise<AuditRecord | undefined>;
+  /**
+   * Inserts records with consecutive seqs, in order, each with a unique seq. Returns how many were inserted from
+   * the start of the list before a seq was found taken (another writer got there first); 0 if the first was taken.
+   */
+  insertBatch(records: AuditRecord[]): Promise<number>;
+  /** Records with seq ≥ fromSeq, ascending, at most `limit`. */
+  list(fromSeq: number, limit: number): Promise<AuditRecord[]>;
 }
 
 export interface Storage {
@@ -84,6 +123,7 @@ export interface Storage {
   readonly keys: KeyStore;
   readonly revokedTokens: RevokedTokenStore;
   readonly nonces: NonceStore;
+  readonly audit: AuditStore;
   /** Resolves when storage answers; rejects with StorageUnavailableError otherwise. */
   ping(): Promise<void>;
   close(): Promise<void>;

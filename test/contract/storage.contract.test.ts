@@ -269,6 +269,31 @@ describe.each(FACTORIES)('storage contract: $name', (factory) => {
     expect(results.filter(Boolean)).toHaveLength(1);
   });
 
+  test('key transitions: recorded once per (kid, type), listed back', async () => {
+    const t = { kid: 'k1', type: 'activate' as const, at: new Date().toISOString(), recordedAt: new Date().toISOString() };
+    expect(await storage.keys.addTransition(t)).toBe(true);
+    expect(await storage.keys.addTransition({ ...t, at: new Date(0).toISOString() })).toBe(false);
+    expect(await storage.keys.addTransition({ ...t, type: 'retire' })).toBe(true);
+    const all = await storage.keys.transitions();
+    expect(all.filter((x) => x.kid === 'k1').map((x) => [x.type, x.at]).sort()).toEqual([['activate', t.at], ['retire', t.at]].sort());
+  });
+
+  test('audit records: consecutive seqs only, a taken seq stops the batch, concurrent writers never share a seq', async () => {
+    const rec = (seq: number, writer: string) => ({
+      seq, time: new Date().toISOString(), type: 'test', details: { writer, 'https://x.example': 1 }, prev_hash: 'p', hash: `${writer}-${seq}`,
+    });
+    expect(await storage.audit.head()).toBeUndefined();
+    expect(await storage.audit.insertBatch([rec(1, 'a'), rec(2, 'a')])).toBe(2);
+    expect(await storage.audit.insertBatch([rec(2, 'b'), rec(3, 'b')])).toBe(0);
+    const racers = await Promise.all(['c', 'd', 'e', 'f'].map((w) => storage.audit.insertBatch([rec(3, w), rec(4, w)])));
+    expect(racers.reduce((a, b) => a + b, 0)).toBeGreaterThanOrEqual(1);
+    const all = await storage.audit.list(1, 100);
+    expect(all.map((r) => r.seq)).toEqual(Array.from({ length: all.length }, (_, i) => i + 1));
+    expect(all[0]?.details).toEqual({ writer: 'a', 'https://x.example': 1 });
+    expect((await storage.audit.head())?.seq).toBe(all.length);
+    expect((await storage.audit.list(2, 1)).map((r) => r.seq)).toEqual([2]);
+  });
+
   test('init is idempotent: a second start changes no index', async () => {
     const again = factory.create('idempotent');
     try {

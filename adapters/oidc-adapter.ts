@@ -14,6 +14,22 @@ export function temporarilyUnavailable(): InstanceType<typeof errors.Temporarily
   return err;
 }
 
+/**
+ * Runs a storage call made inside oidc-provider's request pipeline (where any other error would render as a 500):
+ * storage failures become 503 temporarily_unavailable, and mark storage down.
+ */
+export async function failClosedInProvider<T>(fn: () => Promise<T>, health?: { markDown(err: unknown): void }): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    if (err instanceof StorageUnavailableError) {
+      health?.markDown(err);
+      throw temporarilyUnavailable();
+    }
+    throw err;
+  }
+}
+
 const USED: Partial<Record<ModelName, string>> = {
   AuthorizationCode: 'authorization code already used',
   RefreshToken: 'refresh token already used',
@@ -32,17 +48,7 @@ export interface AdapterOptions {
 const HASHED = /^hmac-sha256:/;
 
 export function oidcAdapterFactory(storage: Storage, health?: StorageHealth, options: AdapterOptions = {}): AdapterFactory {
-  async function failClosed<T>(fn: () => Promise<T>): Promise<T> {
-    try {
-      return await fn();
-    } catch (err) {
-      if (err instanceof StorageUnavailableError) {
-        health?.markDown(err);
-        throw temporarilyUnavailable();
-      }
-      throw err;
-    }
-  }
+  const failClosed = <T>(fn: () => Promise<T>) => failClosedInProvider(fn, health);
 
   return (name: string): Adapter => {
     if (!isModel(name)) throw new Error(`agentauth storage has no model named ${name}`);

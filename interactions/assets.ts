@@ -22,8 +22,8 @@ const LOGIN_JS = `(() => {
   const status = document.getElementById('status');
   const button = document.getElementById('connect');
   const show = (text, error) => { status.textContent = text; status.className = error ? 'error' : 'info'; };
-  // EIP-4361 statements cannot hold some characters; keep the client's name readable without them.
-  const clean = (s) => String(s).replace(/["%<>\\\\^\`{|}\\r\\n]/g, '').slice(0, 200);
+  // EIP-4361 statements are printable ASCII without some characters; keep the client's name readable without them.
+  const clean = (s) => String(s).replace(/[^\\x20-\\x7e]|["%<>\\\\^\`{|}]/g, '').slice(0, 200);
   if (!window.ethereum || typeof window.ethereum.request !== 'function') {
     show('No browser wallet was found. Install an EIP-1193 wallet (window.ethereum) such as MetaMask, or, for an agent, use the wallet-signature grant instead.', true);
     button.disabled = true;

@@ -163,6 +163,10 @@ export function interactionRoutes(deps: InteractionDeps): Koa.Middleware {
         const required = toArray((details.params as Record<string, unknown>).resource);
         try {
           const verified = await wallet.verify(message, signature, required);
+          if (verified.requestId !== undefined && verified.requestId !== uid) {
+            // A message signed for another sign-in (its Request ID names that interaction) does not log in this one.
+            throw new SiweVerificationError('message-format', `Request ID ${verified.requestId} names another sign-in request than this one (${uid})`, verified.address);
+          }
           log.info({ event: 'login.succeeded', sub: verified.sub, method: verified.method, client_id: details.params.client_id }, 'wallet sign-in succeeded');
           return await finish(ctx, { login: { accountId: verified.sub, amr: ['eip4361'] } });
         } catch (err) {

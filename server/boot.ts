@@ -107,7 +107,7 @@ export async function boot(config: Config, log: Logger): Promise<Agentauth> {
     health.start();
     const wallet = createWalletSignIn(config.wallet, config.issuer, storage.nonces);
     const provider = createProvider({ config, storage, health, keyring, cookieKeys, hasher, dpopNonceSecret, log });
-    registerWalletGrant(provider, wallet, log);
+    registerWalletGrant(provider, wallet, log, health);
     const app = createApp({ provider, health, keyring, cookieKeys, log, registration: { provider, storage, registration: config.registration, policy: registrationPolicy(config), limits: tierLimits(config), hasher, log },
       interactions: { provider, wallet, issuer: config.issuer, oidcScopes: OIDC_SCOPES, log },
     });

@@ -7,7 +7,7 @@ import { ConfigError, loadConfig } from './config.js';
 import { createLogger } from './logger.js';
 import { start } from './start.js';
 import { boot } from './boot.js';
-import { createInitialAccessToken } from './initial-access-tokens.js';
+import { checkInitialAccessTokenRequest, createInitialAccessToken } from './initial-access-tokens.js';
 
 function fail(err: unknown): never {
   if (err instanceof ConfigError) {
@@ -60,10 +60,11 @@ iat
   .option('--expires-in <seconds>', 'lifetime in seconds (default: registration.initialAccessTokenTTL)')
   .action(async (opts: { tier?: string; expiresIn?: string }) => {
     const config = loadConfig();
+    const request = checkInitialAccessTokenRequest(config, opts);
     const log = createLogger('warn', process.stderr);
     const agentauth = await boot(config, log);
     try {
-      const { token, expiresIn, tier } = await createInitialAccessToken(agentauth, opts);
+      const { token, expiresIn, tier } = await createInitialAccessToken(agentauth, request);
       process.stdout.write(`${token}\n`);
       process.stderr.write(`initial access token for tier ${tier}, expires in ${expiresIn} s; register with: Authorization: Bearer <token>\n`);
     } finally {

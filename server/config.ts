@@ -64,6 +64,19 @@ const clientSchema = z
     if (c.token_endpoint_auth_method === 'private_key_jwt' && !c.jwks) {
       ctx.addIssue({ code: 'custom', path: ['jwks'], message: 'is required for private_key_jwt' });
     }
+    if (c.token_endpoint_auth_method === 'none' && c.grant_types.includes('client_credentials')) {
+      ctx.addIssue({ code: 'custom', path: ['grant_types'], message: 'client_credentials needs an authenticated client: set a token_endpoint_auth_method other than none' });
+    }
+    if (c.grant_types.includes('authorization_code') && c.redirect_uris.length === 0) {
+      ctx.addIssue({ code: 'custom', path: ['redirect_uris'], message: 'are required for the authorization_code grant' });
+    }
+    c.redirect_uris.forEach((uri, i) => {
+      const u = URL.parse(uri);
+      const loopback = u?.protocol === 'http:' && ['127.0.0.1', '[::1]', 'localhost'].includes(u.hostname);
+      if (!u || uri.includes('#') || uri.includes('*') || u.username || u.password || !(u.protocol === 'https:' || loopback)) {
+        ctx.addIssue({ code: 'custom', path: ['redirect_uris', i], message: 'must be an exact https URI, or http on a loopback host, without fragment or credentials' });
+      }
+    });
   });
 
 const tierSchema = z.strictObject({

@@ -1,5 +1,6 @@
 import type { Agentauth } from './boot.js';
 import { ConfigError } from './config.js';
+import type { Config } from './config.js';
 import { tierPolicyName } from './registration-routes.js';
 
 export interface CreatedInitialAccessToken {
@@ -8,16 +9,17 @@ export interface CreatedInitialAccessToken {
   tier: string;
 }
 
-/** Mints an initial access token (RFC 7591 §3) that expires, and assigns its client a tier. */
-export async function createInitialAccessToken(
-  agentauth: Pick<Agentauth, 'provider' | 'config' | 'storage'>,
-  opts: { tier?: string | undefined; expiresIn?: string | undefined },
-): Promise<CreatedInitialAccessToken> {
-  const { config, provider } = agentauth;
+export interface InitialAccessTokenRequest {
+  tier: string;
+  expiresIn: number;
+}
+
+/** Checks a request before anything is opened (so a refused run never touches storage or generates keys). */
+export function checkInitialAccessTokenRequest(config: Config, opts: { tier?: string | undefined; expiresIn?: string | undefined }): InitialAccessTokenRequest {
   if (config.registration.mode !== 'token') {
     throw new ConfigError(`registration.mode: initial access tokens are only used in "token" mode (it is "${config.registration.mode}")`);
   }
-  if (agentauth.storage.kind !== 'mongodb') {
+  if (!config.mongodb) {
     throw new ConfigError('MONGODB_URI: initial access tokens must be stored where the server reads them; the embedded store lives inside the server process');
   }
   const tier = opts.tier ?? config.registration.defaultTier;
@@ -26,7 +28,15 @@ export async function createInitialAccessToken(
   if (!Number.isInteger(expiresIn) || expiresIn < 1 || expiresIn > 30 * 86400) {
     throw new ConfigError('--expires-in: must be a whole number of seconds from 1 to 2592000 (30 days)');
   }
-  const IAT = provider.InitialAccessToken as unknown as new (init: { expiresIn: number; policies: string[] }) => { save(): Promise<string> };
+  return { tier, expiresIn };
+}
+
+/** Mints an initial access token (RFC 7591 §3) that expires, and assigns its client a tier. */
+export async function createInitialAccessToken(
+  agentauth: Pick<Agentauth, 'provider'>,
+  { tier, expiresIn }: InitialAccessTokenRequest,
+): Promise<CreatedInitialAccessToken> {
+  const IAT = agentauth.provider.InitialAccessToken as unknown as new (init: { expiresIn: number; policies: string[] }) => { save(): Promise<string> };
   const token = await new IAT({ expiresIn, policies: [tierPolicyName(tier)] }).save();
   return { token, expiresIn, tier };
 }

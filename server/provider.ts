@@ -110,7 +110,8 @@ export function providerConfiguration(deps: ProviderDeps): Configuration {
       authorizationSigningAlgValues: ['ES256', 'EdDSA'],
       // Asymmetric only: client_secret_jwt would need the secret in plaintext, and secrets are stored hashed.
       clientAuthSigningAlgValues: ['ES256', 'ES384', 'EdDSA', 'PS256', 'RS256'],
-      dPoPSigningAlgValues: ['ES256', 'EdDSA'],
+      // Ed25519 is the fully-specified name for EdDSA over Ed25519 (RFC 9864); openid-client v6 uses it.
+      dPoPSigningAlgValues: ['ES256', 'EdDSA', 'Ed25519'],
     },
     extraClientMetadata: {
       properties: [TIER_FIELD],
@@ -136,7 +137,7 @@ export function providerConfiguration(deps: ProviderDeps): Configuration {
     features: {
       devInteractions: { enabled: false },
       clientCredentials: { enabled: true },
-      introspection: { enabled: true },
+      introspection: { enabled: true, allowedPolicy: async (ctx, client, token) => mayIntrospect(client, (token as { clientId?: string }).clientId) },
       revocation: { enabled: true },
       jwtIntrospection: { enabled: true },
       userinfo: { enabled: true },
@@ -183,7 +184,9 @@ export function providerConfiguration(deps: ProviderDeps): Configuration {
       Grant: ((_ctx: KoaContextWithOIDC, _token: unknown, client: ClientLike) => tierFor(client).refreshTokenAbsoluteTTL) as never,
       AuthorizationCode: 60,
       Interaction: 600,
-      Session: 86_400,
+      // Code-flow tokens end with their sign-in session (so RP-initiated logout revokes them); the session record
+      // therefore lives as long as the longest refresh lifetime any tier allows. The tier still caps each token.
+      Session: Math.max(...Object.values(config.tiers).map((t) => t.refreshTokenAbsoluteTTL)),
       IdToken: 300,
     },
     interactions: {
@@ -195,6 +198,16 @@ export function providerConfiguration(deps: ProviderDeps): Configuration {
       ctx.body = out;
     },
   };
+}
+
+/**
+ * Who may introspect a token: the client it was issued to, or a confidential client declared in the configuration
+ * file (resource servers are configured by the operator). Agents that registered themselves cannot read each
+ * other's tokens.
+ */
+export function mayIntrospect(caller: { clientId: string; clientAuthMethod?: string; noManage?: boolean }, tokenClientId: string | undefined): boolean {
+  if (caller.clientId === tokenClientId) return true;
+  return caller.noManage === true && caller.clientAuthMethod !== 'none';
 }
 
 /** Whether `jti` is the jti of the DPoP proof on the token request being handled (not a client assertion's). */
@@ -218,6 +231,8 @@ export function createProvider(deps: ProviderDeps): Provider {
     issuer: deps.config.issuer,
     jwks: () => deps.keyring.publicJwks() as never,
     revoked: deps.storage.revokedTokens,
+    health: deps.health,
+    mayIntrospect,
   });
 
   const { hasher, health, storage, log } = deps;
@@ -265,6 +280,9 @@ export function createProvider(deps: ProviderDeps): Provider {
   provider.on('server_error', (_ctx, err) => log.error({ event: 'server_error', err }, 'server error'));
   provider.on('grant.success', (ctx) =>
     log.info({ event: 'grant.success', client_id: ctx.oidc.client?.clientId, grant_type: ctx.oidc.params?.grant_type }, 'token issued'),
+  );
+  (provider as unknown as NodeJS.EventEmitter).on('agentauth.jwt_revoked', (_ctx: unknown, claims: { jti?: string; client_id?: string }) =>
+    log.info({ event: 'token.revoked', jti: claims.jti, client_id: claims.client_id }, 'JWT access token revoked'),
   );
   provider.on('grant.revoked', (_ctx, grantId) => log.info({ event: 'grant.revoked', grant_id: grantId }, 'grant revoked'));
   provider.on('registration_create.success', (_ctx, client) => log.info({ event: 'client.registered', client_id: client.clientId }, 'client registered'));

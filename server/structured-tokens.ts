@@ -4,6 +4,7 @@ import type { KoaContextWithOIDC, Provider } from 'oidc-provider';
 import introspectionHandlers from 'oidc-provider/lib/actions/introspection.js';
 import revocationHandlers from 'oidc-provider/lib/actions/revocation.js';
 
+import { failClosedInProvider } from '../adapters/oidc-adapter.js';
 import type { RevokedTokenStore } from '../adapters/types.js';
 
 /**
@@ -29,6 +30,8 @@ export interface StructuredTokenDeps {
   /** Public keys agentauth signs access tokens with (every state still published). */
   jwks: () => JSONWebKeySet;
   revoked: RevokedTokenStore;
+  health?: { markDown(err: unknown): void };
+  mayIntrospect: (caller: { clientId: string; clientAuthMethod?: string; noManage?: boolean }, tokenClientId: string) => boolean;
 }
 
 const perProvider = new WeakMap<Provider, StructuredTokenDeps>();
@@ -64,9 +67,9 @@ async function introspectJwt(ctx: KoaContextWithOIDC, deps: StructuredTokenDeps)
   const { provider, client } = ctx.oidc;
   const claims = await verifyAccessToken(String(ctx.oidc.params?.token), deps);
   if (!claims || !client) return inactive;
-  // The same rule oidc-provider applies to opaque tokens: a public client may introspect only its own tokens.
-  if (client.clientAuthMethod === 'none' && claims.client_id !== client.clientId) return inactive;
-  if (await deps.revoked.isRevoked(claims.jti!)) return inactive;
+  // The same rule as for opaque tokens (server/provider.ts mayIntrospect).
+  if (!deps.mayIntrospect(client as never, claims.client_id)) return inactive;
+  if (await failClosedInProvider(() => deps.revoked.isRevoked(claims.jti!), deps.health)) return inactive;
   if (!(await provider.Client.find(claims.client_id))) return inactive;
   if (claims.grant_id !== undefined) {
     const grant = await provider.Grant.find(claims.grant_id, { ignoreExpiration: true });
@@ -91,7 +94,7 @@ async function revokeJwt(ctx: KoaContextWithOIDC, deps: StructuredTokenDeps): Pr
   const claims = await verifyAccessToken(String(ctx.oidc.params?.token), deps);
   // RFC 7009 §2.2: unknown, invalid or expired tokens, and tokens of another client, answer 200 and change nothing.
   if (!claims || claims.client_id !== ctx.oidc.client?.clientId) return;
-  await deps.revoked.revoke(claims.jti!, claims.exp!);
+  await failClosedInProvider(() => deps.revoked.revoke(claims.jti!, claims.exp!), deps.health);
   ctx.oidc.provider.emit('agentauth.jwt_revoked', ctx, claims);
 }
 

@@ -1,4 +1,4 @@
-/** The EIP-4361 check that refused a sign-in; one per verification step, in the order they run. */
+/** The EIP-4361 check that refused a sign-in; one per verification step (message-format, then nonce, then the rest in this order). */
 export type SiweRule =
   | 'message-format'
   | 'domain'

@@ -10,6 +10,7 @@ import {
   validateDpop,
 } from 'oidc-provider/lib/helpers/grants.js';
 
+import { failClosedInProvider } from '../../adapters/oidc-adapter.js';
 import { shouldIssueRefreshToken } from '../policies/refresh.js';
 import { SiweVerificationError } from '../../interactions/siwe/errors.js';
 import type { WalletSignIn } from '../../interactions/wallet-signin.js';
@@ -38,7 +39,7 @@ interface TokenModel {
  * DPoP binding, the client's tier, and a refresh token under the same rules as the other grants. The message's
  * `resources` must list the requested resource: the signature is the account holder's consent to it.
  */
-export function registerWalletGrant(provider: Provider, wallet: WalletSignIn, log: WalletGrantLog): void {
+export function registerWalletGrant(provider: Provider, wallet: WalletSignIn, log: WalletGrantLog, health?: { markDown(err: unknown): void }): void {
   async function handler(ctx: KoaContextWithOIDC): Promise<void> {
     const client = ctx.oidc.client!;
     const params = ctx.oidc.params as Record<string, unknown>;
@@ -60,7 +61,7 @@ export function registerWalletGrant(provider: Provider, wallet: WalletSignIn, lo
 
     let sub: string;
     try {
-      const verified = await wallet.verify(message, signature, [resource]);
+      const verified = await failClosedInProvider(() => wallet.verify(message, signature, [resource]), health);
       sub = verified.sub;
       log.info({ event: 'login.succeeded', sub, method: verified.method, client_id: client.clientId, via: 'grant' }, 'wallet sign-in succeeded');
     } catch (err) {

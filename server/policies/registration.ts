@@ -130,6 +130,11 @@ export function checkRegistrationRequest(
   if (method === 'private_key_jwt' && body.jwks === undefined) throw metadataError('jwks', 'is required for private_key_jwt');
   if (body.jwks !== undefined && method !== 'private_key_jwt') throw metadataError('jwks', 'is only used with private_key_jwt');
 
+  // Write the defaults back: oidc-provider's own defaults differ (response_types ["code"]).
+  body.grant_types = grantTypes;
+  body.response_types = responseTypes;
+  body.redirect_uris = redirectUris;
+
   const bound = body.dpop_bound_access_tokens;
   if (bound !== undefined && typeof bound !== 'boolean') throw metadataError('dpop_bound_access_tokens', 'must be a boolean');
   if (tier.dpop === 'required') {

@@ -57,7 +57,7 @@ describe('agents with openid-client v6: registration, authorization code + PKCE 
   test('discovery advertises exactly what is supported', async () => {
     const meta = (await (await fetch(`${issuer}/.well-known/oauth-authorization-server`)).json()) as Record<string, unknown>;
     expect(meta.code_challenge_methods_supported).toEqual(['S256']);
-    expect(meta.dpop_signing_alg_values_supported).toEqual(['ES256', 'EdDSA']);
+    expect(meta.dpop_signing_alg_values_supported).toEqual(['ES256', 'EdDSA', 'Ed25519']);
     expect(meta.authorization_response_iss_parameter_supported).toBe(true);
     expect(meta.registration_endpoint).toBe(`${issuer}/reg`);
     expect(meta.introspection_endpoint).toBe(`${issuer}/token/introspection`);

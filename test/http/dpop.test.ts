@@ -121,6 +121,15 @@ describe('DPoP (RFC 9449) at the token and userinfo endpoints', () => {
     expect((await ccRequest(url, await proof(key, { htu: `${url}/token`, iat: now() + offset, nonce: nonce! }))).status).toBe(200);
   });
 
+  test('openid-client EdDSA keys (alg "Ed25519", RFC 9864) are accepted', async () => {
+    const server = (await oidc.discovery(new URL(url), RS_CLIENT.id, undefined, oidc.ClientSecretBasic(RS_CLIENT.secret), insecure)).serverMetadata();
+    const config = new oidc.Configuration(server, RS_CLIENT.id, RS_CLIENT.secret, oidc.ClientSecretBasic(RS_CLIENT.secret));
+    oidc.allowInsecureRequests(config);
+    const dpop = oidc.getDPoPHandle(config, await oidc.randomDPoPKeyPair('EdDSA'));
+    const tokens = await oidc.clientCredentialsGrant(config, { resource: RESOURCE, scope: 'read' }, { DPoP: dpop });
+    expect(tokens.token_type).toBe('dpop');
+  });
+
   test('a replayed proof jti is refused, also when the replays race', async () => {
     const key = await keyPair();
     const p = await proof(key, { htu: `${url}/token` });

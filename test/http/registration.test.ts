@@ -135,6 +135,59 @@ describe('dynamic client registration (RFC 7591) under agentauth policy', () => 
     expect(((await after.json()) as { error: string }).error).toBe('invalid_client');
   });
 
+  test('RFC 7592 update reveals nothing about a client until its registration access token is valid', async () => {
+    const created = await register(issuer, { grant_types: ['client_credentials'], token_endpoint_auth_method: 'client_secret_basic' });
+    const uri = created.body.registration_client_uri as string;
+    const put = (auth: string | undefined, secret: string) =>
+      fetch(uri, {
+        method: 'PUT',
+        headers: { 'content-type': 'application/json', ...(auth ? { authorization: auth } : {}) },
+        body: JSON.stringify({ client_id: created.body.client_id, client_secret: secret, grant_types: ['client_credentials'], token_endpoint_auth_method: 'client_secret_basic' }),
+      });
+    for (const auth of [undefined, 'Bearer not-a-registration-token']) {
+      const wrong = await put(auth, 'wrong-secret');
+      const right = await put(auth, created.body.client_secret as string);
+      expect(wrong.status).toBe(401);
+      expect(right.status).toBe(401);
+    }
+  });
+
+  test('a client_credentials client registers without sending response_types, and a PUT that makes a public client confidential returns its new secret once', async () => {
+    const cc = await register(issuer, { grant_types: ['client_credentials'], token_endpoint_auth_method: 'client_secret_basic' });
+    expect(cc.status).toBe(201);
+    expect(cc.body.response_types).toEqual([]);
+
+    const pub = await register(issuer, valid);
+    const res = await fetch(pub.body.registration_client_uri as string, {
+      method: 'PUT',
+      headers: { authorization: `Bearer ${pub.body.registration_access_token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ ...valid, client_id: pub.body.client_id, token_endpoint_auth_method: 'client_secret_basic' }),
+    });
+    expect(res.status).toBe(200);
+    const updated = (await res.json()) as Record<string, unknown>;
+    expect(typeof updated.client_secret).toBe('string');
+    expect(updated.client_secret).not.toMatch(/^hmac-sha256:/);
+  });
+
+  test('a self-registered confidential client cannot introspect another client\'s tokens; the configured resource server can', async () => {
+    const a = await register(issuer, { grant_types: ['client_credentials'], token_endpoint_auth_method: 'client_secret_basic', scope: 'read' });
+    const b = await register(issuer, { grant_types: ['client_credentials'], token_endpoint_auth_method: 'client_secret_basic', scope: 'read' });
+    const basic = (r: typeof a) => `Basic ${Buffer.from(`${r.body.client_id}:${r.body.client_secret}`).toString('base64')}`;
+    const tokenRes = await fetch(`${issuer}/token`, {
+      method: 'POST',
+      headers: { authorization: basic(a), 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ grant_type: 'client_credentials', resource: RESOURCE, scope: 'read' }),
+    });
+    const { access_token: token } = (await tokenRes.json()) as { access_token: string };
+    const asB = await fetch(`${issuer}/token/introspection`, {
+      method: 'POST',
+      headers: { authorization: basic(b), 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ token }),
+    });
+    expect(await asB.json()).toEqual({ active: false });
+    expect((await introspect(issuer, token)).active).toBe(true);
+  });
+
   test('PKCE plain is refused; PKCE is required; an unknown resource gets invalid_target', async () => {
     const created = await register(issuer, valid);
     const clientId = created.body.client_id as string;

@@ -81,6 +81,9 @@ describe('loadConfig', () => {
     [{ clients: [{ client_id: 'c' }] }, /clients\[0\]\.client_secret: is required for client_secret_basic/],
     [{ clients: [{ client_id: 'c', token_endpoint_auth_method: 'private_key_jwt' }] }, /clients\[0\]\.jwks: is required for private_key_jwt/],
     [{ clients: [{ client_id: 'c', client_secret: 'x'.repeat(32), grant_types: ['implicit'] }] }, /clients\[0\]\.grant_types\[0\]/],
+    [{ clients: [{ client_id: 'c', token_endpoint_auth_method: 'none', grant_types: ['client_credentials'] }] }, /clients\[0\]\.grant_types: client_credentials needs an authenticated client/],
+    [{ clients: [{ client_id: 'c', token_endpoint_auth_method: 'none', grant_types: ['authorization_code'] }] }, /clients\[0\]\.redirect_uris: are required/],
+    [{ clients: [{ client_id: 'c', token_endpoint_auth_method: 'none', grant_types: ['authorization_code'], redirect_uris: ['http://example.com/cb'] }] }, /clients\[0\]\.redirect_uris\[0\]: must be an exact https URI/],
     [{ unknownSetting: true }, /AGENTAUTH_CONFIG : Unrecognized key|unknownSetting/],
     [{ storage: { timeoutMs: 5 } }, /storage\.timeoutMs/],
   ])('config file %j is refused by path', (file, pattern) => {

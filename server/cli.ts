@@ -6,6 +6,8 @@ import { KeyMaterialError } from '../keys/errors.js';
 import { ConfigError, loadConfig } from './config.js';
 import { createLogger } from './logger.js';
 import { start } from './start.js';
+import { registerAuditCommands } from './cli-audit.js';
+import { registerKeyCommands } from './cli-keys.js';
 import { boot } from './boot.js';
 import { checkInitialAccessTokenRequest, createInitialAccessToken } from './initial-access-tokens.js';
 
@@ -71,6 +73,9 @@ iat
       await agentauth.close();
     }
   });
+
+registerAuditCommands(program);
+registerKeyCommands(program);
 
 try {
   await program.parseAsync(process.argv);

@@ -1,9 +1,11 @@
 import type { JWK } from 'jose';
 
-import type { KeyStore, StoredKey } from '../adapters/types.js';
+import type { KeyStore, KeyTransition, StoredKey } from '../adapters/types.js';
 import { KeyMaterialError } from './errors.js';
 import { generateSigningKey } from './generate.js';
 import type { SigningAlg } from './generate.js';
+import { deriveKeyView, publishedKids } from './lifecycle.js';
+import type { KeyTimeline, KeyView, LifecyclePolicy } from './lifecycle.js';
 import { seal, unseal } from './seal.js';
 
 export interface LoadedKey {
@@ -18,52 +20,131 @@ export interface KeyringEvents {
   generated?: (kid: string, alg: SigningAlg) => void;
 }
 
-/** The signing keys this process holds, unsealed. The active key is the newest; all are published. */
-export class Keyring {
-  private constructor(readonly keys: readonly LoadedKey[]) {}
+/** A key as auditors see it: its public JWK and the window in which it signed and was published. */
+export interface ArchivedKey {
+  kid: string;
+  alg: SigningAlg;
+  state: KeyTimeline['state'];
+  created_at: string;
+  activates_at?: string | undefined;
+  retired_at?: string | undefined;
+  published_until?: string | undefined;
+  jwk: JWK;
+}
 
+/** Seals a freshly generated key for storage. */
+export async function newStoredKey(kek: Buffer, alg: SigningAlg, seq: number, now = new Date()): Promise<StoredKey> {
+  const fresh = await generateSigningKey(alg);
+  return {
+    kid: fresh.kid,
+    seq,
+    alg,
+    createdAt: now.toISOString(),
+    publicJwk: fresh.publicJwk as Record<string, string>,
+    sealed: seal(kek, JSON.stringify(fresh.privateJwk), fresh.kid),
+  };
+}
+
+export function archiveView(stored: readonly StoredKey[], view: KeyView): ArchivedKey[] {
+  return view.timelines.map((t) => ({
+    kid: t.kid,
+    alg: t.alg,
+    state: t.state,
+    created_at: t.createdAt.toISOString(),
+    activates_at: t.activatesAt?.toISOString(),
+    retired_at: t.retiredAt?.toISOString(),
+    published_until: t.publishedUntil?.toISOString(),
+    jwk: { ...(stored.find((s) => s.kid === t.kid)!.publicJwk as JWK) },
+  }));
+}
+
+/**
+ * The signing keys this process holds. States come from storage (keys/lifecycle.ts); `refresh()` re-reads them so
+ * every instance follows rotations without a restart. Only published keys are unsealed; archived private keys are
+ * never needed again and stay sealed in storage.
+ */
+export class Keyring {
+  #stored: StoredKey[] = [];
+  #transitions: KeyTransition[] = [];
+  readonly #unsealed = new Map<string, LoadedKey>();
+
+  private constructor(
+    private readonly store: KeyStore,
+    private readonly kek: Buffer,
+    private readonly policy: LifecyclePolicy,
+  ) {}
+
+  view(now = new Date()): KeyView {
+    return deriveKeyView(this.#stored, this.#transitions, now, this.policy);
+  }
+
+  /** The signing key now. */
   get active(): LoadedKey {
-    const key = this.keys.at(-1);
-    if (!key) throw new KeyMaterialError('no signing key is loaded');
+    const signer = this.view().signer;
+    const key = signer && this.#unsealed.get(signer.kid);
+    if (!key) throw new KeyMaterialError('no active signing key: run `agentauth keys rotate --immediately`');
     return key;
   }
 
-  /** The private JWK set in the order oidc-provider should prefer them (active first). */
+  /** Published keys (next, active, retired), the signer first. */
+  get keys(): LoadedKey[] {
+    return publishedKids(this.view()).flatMap((kid) => this.#unsealed.get(kid) ?? []);
+  }
+
   providerJwks(): { keys: JWK[] } {
-    return { keys: [...this.keys].reverse().map((k) => ({ ...k.privateJwk })) };
+    return { keys: this.keys.map((k) => ({ ...k.privateJwk })) };
   }
 
   publicJwks(): { keys: JWK[] } {
-    return { keys: [...this.keys].reverse().map((k) => ({ ...k.publicJwk })) };
+    return { keys: this.keys.map((k) => ({ ...k.publicJwk })) };
+  }
+
+  archive(now = new Date()): ArchivedKey[] {
+    return archiveView(this.#stored, this.view(now));
+  }
+
+  /** Changes whenever the signer or the published set changes. */
+  fingerprint(now = new Date()): string {
+    const view = this.view(now);
+    return `${view.signer?.kid ?? '-'}|${publishedKids(view).join(',')}`;
+  }
+
+  /** Re-reads keys and transitions from storage and unseals newly published keys. */
+  async refresh(): Promise<void> {
+    const [stored, transitions] = await Promise.all([this.store.list(), this.store.transitions()]);
+    const view = deriveKeyView(stored, transitions, new Date(), this.policy);
+    for (const kid of publishedKids(view)) {
+      if (this.#unsealed.has(kid)) continue;
+      const s = stored.find((k) => k.kid === kid)!;
+      const privateJwk = JSON.parse(unseal(this.kek, s.sealed, s.kid)) as JWK;
+      if (privateJwk.kid !== s.kid) throw new KeyMaterialError(`stored key ${s.kid} unseals to a different key id`);
+      this.#unsealed.set(kid, { kid: s.kid, alg: s.alg, seq: s.seq, publicJwk: s.publicJwk as JWK, privateJwk });
+    }
+    this.#stored = stored;
+    this.#transitions = transitions;
   }
 
   /**
-   * Loads every stored key and unseals it under `kek`. On empty storage one key is generated, sealed and stored
-   * first (and reported through `events.generated`); if another instance wins that race, its key is used.
-   * Keys sealed under another KEK, or altered, refuse the load: a replacement is never generated silently.
+   * Loads the keys and unseals the published ones under `kek`. On empty storage one key is generated and activated
+   * (reported through `events.generated`); if another instance wins that race, its key is used. Keys sealed under
+   * another KEK, or altered, refuse the load: a replacement is never generated silently.
    */
-  static async load(store: KeyStore, kek: Buffer, alg: SigningAlg, events: KeyringEvents = {}): Promise<Keyring> {
-    let stored = await store.list();
-    if (stored.length === 0) {
-      const fresh = await generateSigningKey(alg);
-      const record: StoredKey = {
-        kid: fresh.kid,
-        seq: 1,
-        alg,
-        state: 'active',
-        createdAt: new Date().toISOString(),
-        publicJwk: fresh.publicJwk as Record<string, string>,
-        sealed: seal(kek, JSON.stringify(fresh.privateJwk), fresh.kid),
-      };
-      if (await store.insert(record)) events.generated?.(fresh.kid, alg);
-      stored = await store.list();
-      if (stored.length === 0) throw new KeyMaterialError('a signing key was stored but cannot be read back');
+  static async load(store: KeyStore, kek: Buffer, alg: SigningAlg, policy: LifecyclePolicy, events: KeyringEvents = {}): Promise<Keyring> {
+    if ((await store.list()).length === 0) {
+      const record = await newStoredKey(kek, alg, 1);
+      if (await store.insert(record)) {
+        await store.addTransition({ kid: record.kid, type: 'activate', at: record.createdAt, recordedAt: record.createdAt, reason: 'first key' });
+        events.generated?.(record.kid, alg);
+      }
     }
-    const keys = stored.map((s): LoadedKey => {
-      const privateJwk = JSON.parse(unseal(kek, s.sealed, s.kid)) as JWK;
-      if (privateJwk.kid !== s.kid) throw new KeyMaterialError(`stored key ${s.kid} unseals to a different key id`);
-      return { kid: s.kid, alg: s.alg, seq: s.seq, publicJwk: s.publicJwk, privateJwk };
-    });
-    return new Keyring(keys);
+    const ring = new Keyring(store, kek, policy);
+    await ring.refresh();
+    if (ring.#stored.length === 0) throw new KeyMaterialError('a signing key was stored but cannot be read back');
+    // Refuse to start on keys this KEK cannot open, even if none is published (e.g. all archived).
+    if (ring.#unsealed.size === 0) {
+      const newest = ring.#stored.at(-1)!;
+      unseal(kek, newest.sealed, newest.kid);
+    }
+    return ring;
   }
 }

@@ -23,7 +23,8 @@ export interface AppDeps {
 }
 
 /** Paths that never need storage: served even while storage is down, so resource servers can still verify tokens. */
-const STORAGE_FREE = new Set(['/healthz', '/readyz', '/jwks', '/.well-known/openid-configuration', '/.well-known/oauth-authorization-server']);
+export const KEY_ARCHIVE_PATH = '/keys';
+const STORAGE_FREE = new Set(['/healthz', '/readyz', '/jwks', KEY_ARCHIVE_PATH, '/.well-known/openid-configuration', '/.well-known/oauth-authorization-server']);
 
 const RETRY_AFTER_SECONDS = '5';
 
@@ -71,6 +72,12 @@ function probes(health: StorageHealth, keyring: Keyring): Koa.Middleware {
   return async (ctx, next) => {
     if (ctx.path === '/healthz' && (ctx.method === 'GET' || ctx.method === 'HEAD')) {
       ctx.body = { status: 'ok' };
+      return;
+    }
+    if (ctx.path === KEY_ARCHIVE_PATH && (ctx.method === 'GET' || ctx.method === 'HEAD')) {
+      // Every key agentauth ever signed with, with the window it signed in and was published: for auditors.
+      ctx.set('Cache-Control', 'public, max-age=60');
+      ctx.body = { keys: keyring.archive() };
       return;
     }
     if (ctx.path === '/readyz' && (ctx.method === 'GET' || ctx.method === 'HEAD')) {

@@ -11,7 +11,9 @@ import type { ResolvedKek } from '../keys/kek.js';
 import { Keyring } from '../keys/keyring.js';
 import { deriveKey } from '../keys/seal.js';
 import { createApp } from './app.js';
+import { retireGraceSeconds } from './config.js';
 import type { Config } from './config.js';
+import { KeyWatcher } from './key-watcher.js';
 import type { Logger } from './logger.js';
 import { ClientSecretHasher } from './client-secrets.js';
 import { createWalletSignIn } from '../interactions/wallet-signin.js';
@@ -85,7 +87,8 @@ export async function boot(config: Config, log: Logger): Promise<Agentauth> {
   try {
     await storage.init();
     const { kek, origin } = await resolveKek(config, storage, log);
-    const keyring = await Keyring.load(storage.keys, kek, config.keyAlg, {
+    const policy = { retireGraceSeconds: retireGraceSeconds(config) };
+    const keyring = await Keyring.load(storage.keys, kek, config.keyAlg, policy, {
       generated: (kid, alg) => log.info({ kid, alg }, 'generated the first signing key'),
     });
     log.info({ kid: keyring.active.kid, alg: keyring.active.alg, keys: keyring.keys.length, kek: origin, store: storage.kind }, 'signing keys loaded');
@@ -108,6 +111,8 @@ export async function boot(config: Config, log: Logger): Promise<Agentauth> {
     const wallet = createWalletSignIn(config.wallet, config.issuer, storage.nonces);
     const provider = createProvider({ config, storage, health, keyring, cookieKeys, hasher, dpopNonceSecret, log });
     registerWalletGrant(provider, wallet, log, health);
+    const watcher = new KeyWatcher({ keyring, provider, store: storage.keys, kek, policy, keys: config.keys, alg: config.keyAlg, log });
+    watcher.start();
     const app = createApp({ provider, health, keyring, cookieKeys, log, registration: { provider, storage, registration: config.registration, policy: registrationPolicy(config), limits: tierLimits(config), hasher, log },
       interactions: { provider, wallet, issuer: config.issuer, oidcScopes: OIDC_SCOPES, log },
     });
@@ -122,6 +127,7 @@ export async function boot(config: Config, log: Logger): Promise<Agentauth> {
       health,
       keyring,
       async close() {
+        watcher.stop();
         health.stop();
         await storage.close();
       },

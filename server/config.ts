@@ -149,6 +149,18 @@ const fileSchema = z.strictObject({
   /** Cap for access tokens that are not sender-constrained; may only be lowered from 300 s. */
   maxBearerTokenTTL: z.number().int().min(1).max(300, 'may only be lowered: a bearer access token never lives more than 300 s').default(300),
   wallet: walletSchema.prefault({}),
+  keys: z
+    .strictObject({
+      /** Seconds a new key is published before it signs (verifiers refresh their JWKS caches meanwhile). */
+      publishDelaySeconds: z.number().int().min(0).max(86_400).default(600),
+      /** How often each instance re-reads the key states (and so how soon it follows a rotation). */
+      refreshIntervalSeconds: z.number().int().min(1).max(3600).default(10),
+      /** Clock skew and JWKS cache slack added to the longest token lifetime before a retired key is archived. */
+      clockSkewSeconds: z.number().int().min(0).max(3600).default(300),
+      /** Rotate automatically this long after the current key started signing (off when unset). */
+      rotationIntervalSeconds: z.number().int().min(5).max(366 * 86_400).optional(),
+    })
+    .prefault({}),
   dpop: z
     .strictObject({
       /** base64 of 32 bytes, identical on every instance; derived from the KEK when unset. */
@@ -188,6 +200,12 @@ export type ResourceServerConfig = z.infer<typeof resourceServerSchema>;
 export type TierConfig = z.infer<typeof tierSchema>;
 export type RegistrationConfig = z.infer<typeof registrationSchema>;
 export type WalletConfig = z.infer<typeof walletSchema>;
+export interface KeysConfig {
+  publishDelaySeconds: number;
+  refreshIntervalSeconds: number;
+  clockSkewSeconds: number;
+  rotationIntervalSeconds?: number | undefined;
+}
 export type StaticClientConfig = z.infer<typeof clientSchema>;
 
 export interface Config {
@@ -212,6 +230,13 @@ export interface Config {
   maxBearerTokenTTL: number;
   dpopNonceSecret: string | undefined;
   wallet: WalletConfig;
+  keys: KeysConfig;
+}
+
+/** Seconds a retired key stays published: the longest token any key can sign, plus clock skew. */
+export function retireGraceSeconds(config: Pick<Config, 'tiers' | 'resourceServers' | 'keys'>): number {
+  const lifetimes = [300, ...Object.values(config.tiers).map((t) => t.accessTokenTTL), ...config.resourceServers.map((rs) => rs.accessTokenTTL)];
+  return Math.max(...lifetimes) + config.keys.clockSkewSeconds;
 }
 
 /** The database named in the path of a mongodb:// URI, if any. */
@@ -317,5 +342,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     maxBearerTokenTTL: file.maxBearerTokenTTL,
     dpopNonceSecret: file.dpop.nonceSecret,
     wallet: file.wallet,
+    keys: file.keys,
   };
 }

@@ -34,3 +34,8 @@ declare module 'oidc-provider/lib/helpers/grants.js' {
     response: { accessToken: string; expiresIn: number; refreshToken?: string | undefined; scope?: string | undefined; tokenType: string },
   ): Record<string, unknown>;
 }
+declare module 'oidc-provider/lib/helpers/initialize_keystore.js' {
+  import type { Provider } from 'oidc-provider';
+  /** Rebuilds the provider's signing keystore and its published JWKS from a private JWK set. */
+  export default function initializeKeystore(this: Provider, jwks: { keys: object[] }): void;
+}

@@ -69,7 +69,7 @@ function staticClients(config: Config, hasher: ClientSecretHasher): ClientMetada
 export function providerConfiguration(deps: ProviderDeps): Configuration {
   const { config, storage, health, keyring, cookieKeys, hasher } = deps;
   const limits = tierLimits(config);
-  const resources = new ResourceServerRegistry(config.resourceServers, keyring.active.alg);
+  const resources = new ResourceServerRegistry(config.resourceServers, () => keyring.active);
   const allScopes = [...new Set([...OIDC_SCOPES, ...config.resourceServers.flatMap((rs) => rs.scopes)])];
   const alg = keyring.active.alg;
   const tierFor = (client: unknown) => tierOf(limits, client as ClientLike | undefined);

@@ -11,7 +11,7 @@ export const MAX_BEARER_TTL = 300;
 export class ResourceServerRegistry {
   readonly #byId: Map<string, ResourceServerConfig>;
 
-  constructor(servers: readonly ResourceServerConfig[], private readonly defaultAlg: SigningAlg) {
+  constructor(servers: readonly ResourceServerConfig[], private readonly signingKey: () => { alg: SigningAlg; kid: string }) {
     this.#byId = new Map(servers.map((rs) => [rs.identifier, rs]));
   }
 
@@ -38,7 +38,8 @@ export class ResourceServerRegistry {
       audience: rs.identifier,
       accessTokenTTL: rs.accessTokenTTL,
       accessTokenFormat: rs.accessTokenFormat,
-      jwt: { sign: { alg: rs.signingAlg ?? this.defaultAlg } },
+      // The current signing key, read per token so a rotation takes effect without a restart.
+      jwt: { sign: rs.signingAlg && rs.signingAlg !== this.signingKey().alg ? { alg: rs.signingAlg } : { alg: this.signingKey().alg, kid: this.signingKey().kid } },
     };
   }
 }

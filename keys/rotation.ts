@@ -1,0 +1,65 @@
+import type { KeyStore } from '../adapters/types.js';
+import { KeyMaterialError } from './errors.js';
+import type { SigningAlg } from './generate.js';
+import { newStoredKey } from './keyring.js';
+import { deriveKeyView } from './lifecycle.js';
+import type { LifecyclePolicy } from './lifecycle.js';
+
+export interface RotationResult {
+  status: 'scheduled' | 'already-scheduled' | 'activated';
+  kid: string;
+  activatesAt: Date;
+  /** The key that stops signing when `kid` activates. */
+  replaces?: string | undefined;
+}
+
+export interface RotateOptions {
+  alg: SigningAlg;
+  /** Seconds between publishing the new key and signing with it (verifiers refresh their JWKS caches meanwhile). */
+  publishDelaySeconds: number;
+  /** Activate the new key now (key compromise); pending next keys are retired. */
+  immediately?: boolean;
+  reason?: string;
+  now?: Date;
+}
+
+/**
+ * Zero-downtime rotation: a new key is published now and activates after `publishDelaySeconds`; the current key
+ * is retired at that moment by the activation itself (keys/lifecycle.ts). Writes are inserts with unique ids, so
+ * concurrent rotations (two operators, or every instance's automatic rotation) create one new key, not several.
+ */
+export async function rotateKeys(store: KeyStore, kek: Buffer, policy: LifecyclePolicy, opts: RotateOptions): Promise<RotationResult> {
+  const now = opts.now ?? new Date();
+  const [keys, transitions] = await Promise.all([store.list(), store.transitions()]);
+  const view = deriveKeyView(keys, transitions, now, policy);
+  const pending = view.timelines.filter((t) => t.state === 'next');
+  if (!opts.immediately) {
+    const scheduled = pending.find((t) => t.activatesAt !== undefined);
+    if (scheduled) return { status: 'already-scheduled', kid: scheduled.kid, activatesAt: scheduled.activatesAt!, replaces: view.signer?.kid };
+  }
+  const seq = Math.max(0, ...keys.map((k) => k.seq)) + 1;
+  const record = await newStoredKey(kek, opts.alg, seq, now);
+  if (!(await store.insert(record))) {
+    throw new KeyMaterialError('another rotation stored a key at the same moment; run `agentauth keys list` and rotate again if needed');
+  }
+  const activatesAt = opts.immediately ? now : new Date(now.getTime() + opts.publishDelaySeconds * 1000);
+  const stamp = { recordedAt: now.toISOString(), ...(opts.reason ? { reason: opts.reason } : {}) };
+  if (opts.immediately) {
+    for (const p of pending) await store.addTransition({ kid: p.kid, type: 'retire', at: now.toISOString(), ...stamp });
+  }
+  await store.addTransition({ kid: record.kid, type: 'activate', at: activatesAt.toISOString(), ...stamp });
+  return { status: opts.immediately ? 'activated' : 'scheduled', kid: record.kid, activatesAt, replaces: view.signer?.kid };
+}
+
+/** Retires a key now. The signing key cannot be retired without a successor: rotate instead. */
+export async function retireKey(store: KeyStore, kid: string, policy: LifecyclePolicy, reason?: string, now = new Date()): Promise<void> {
+  const [keys, transitions] = await Promise.all([store.list(), store.transitions()]);
+  const view = deriveKeyView(keys, transitions, now, policy);
+  const key = view.timelines.find((t) => t.kid === kid);
+  if (!key) throw new KeyMaterialError(`no key ${kid}`);
+  if (key.state === 'retired' || key.state === 'archived') return;
+  if (view.signer?.kid === kid) {
+    throw new KeyMaterialError(`${kid} is the signing key; run \`agentauth keys rotate\` (or --immediately) to replace it first`);
+  }
+  await store.addTransition({ kid, type: 'retire', at: now.toISOString(), recordedAt: now.toISOString(), ...(reason ? { reason } : {}) });
+}

@@ -2,6 +2,7 @@ import type Koa from 'koa';
 import { errors } from 'oidc-provider';
 import type { InteractionResults, Provider } from 'oidc-provider';
 
+import { auditLater } from '../server/audit/trail.js';
 import { asset } from './assets.js';
 import { SiweVerificationError } from './siwe/errors.js';
 import { consentPage, errorPage, loginPage } from './views.js';
@@ -168,10 +169,12 @@ export function interactionRoutes(deps: InteractionDeps): Koa.Middleware {
             throw new SiweVerificationError('message-format', `Request ID ${verified.requestId} names another sign-in request than this one (${uid})`, verified.address);
           }
           log.info({ event: 'login.succeeded', sub: verified.sub, method: verified.method, client_id: details.params.client_id }, 'wallet sign-in succeeded');
+          auditLater(ctx, { type: 'login.succeeded', sub: verified.sub, client_id: String(details.params.client_id), details: { address: verified.address, chain_id: verified.chainId, method: verified.method, via: 'interaction' } });
           return await finish(ctx, { login: { accountId: verified.sub, amr: ['eip4361'] } });
         } catch (err) {
           if (!(err instanceof SiweVerificationError)) throw err;
           log.warn({ event: 'login.failed', rule: err.rule, address: err.address, reason: err.message }, 'wallet sign-in refused');
+          auditLater(ctx, { type: 'login.failed', client_id: String(details.params.client_id), details: { address: err.address, rule: err.rule, reason: err.message, via: 'interaction' } });
           const description = `${err.rule}: ${err.message}`;
           if (wantsJson(ctx)) {
             ctx.status = 400;

@@ -8,6 +8,8 @@ import { StorageUnavailableError } from '../adapters/errors.js';
 import type { Keyring } from '../keys/keyring.js';
 import type { Logger } from './logger.js';
 import { registrationGuard } from './registration-routes.js';
+import { auditTrail } from './audit/trail.js';
+import type { AuditRecorder } from './audit/trail.js';
 import { interactionRoutes } from '../interactions/routes.js';
 import type { InteractionDeps } from '../interactions/routes.js';
 import type { RegistrationGuardDeps } from './registration-routes.js';
@@ -20,6 +22,7 @@ export interface AppDeps {
   log: Logger;
   registration: RegistrationGuardDeps;
   interactions: InteractionDeps;
+  audit: AuditRecorder;
 }
 
 /** Paths that never need storage: served even while storage is down, so resource servers can still verify tokens. */
@@ -113,12 +116,13 @@ const authorizationServerMetadata: Koa.Middleware = async (ctx, next) => {
   await next();
 };
 
-export function createApp({ provider, health, keyring, cookieKeys, log, registration, interactions }: AppDeps): Koa {
+export function createApp({ provider, health, keyring, cookieKeys, log, registration, interactions, audit }: AppDeps): Koa {
   const app = new Koa();
   // Same keys as the provider's cookies: required when the provider is mounted (see shared notes).
   app.keys = cookieKeys;
   app.use(requestLog(log));
   app.use(errorShield(log, health));
+  app.use(auditTrail(audit, log));
   app.use(probes(health, keyring));
   app.use(storageGate(health));
   app.use(authorizationServerMetadata);

@@ -14,6 +14,8 @@ import { createApp } from './app.js';
 import { retireGraceSeconds } from './config.js';
 import type { Config } from './config.js';
 import { KeyWatcher } from './key-watcher.js';
+import { AuditLog } from './audit/log.js';
+import { auditProviderEvents } from './audit/provider-events.js';
 import type { Logger } from './logger.js';
 import { ClientSecretHasher } from './client-secrets.js';
 import { createWalletSignIn } from '../interactions/wallet-signin.js';
@@ -53,7 +55,7 @@ export function openStorage(config: Config): Storage {
   return new EmbeddedStorage({ dataDir: config.dataDir, sweepIntervalMs: config.storage.sweepIntervalMs });
 }
 
-async function resolveKek(config: Config, storage: Storage, log: Logger): Promise<ResolvedKek> {
+export async function resolveKek(config: Config, storage: Storage, log: Logger): Promise<ResolvedKek> {
   const source = { kek: config.kek, kekFile: config.kekFile };
   if (storage.kind === 'mongodb') {
     const kek = await configuredKek(source);
@@ -88,9 +90,15 @@ export async function boot(config: Config, log: Logger): Promise<Agentauth> {
     await storage.init();
     const { kek, origin } = await resolveKek(config, storage, log);
     const policy = { retireGraceSeconds: retireGraceSeconds(config) };
+    const audit = new AuditLog(storage.audit);
+    let generated: { kid: string; alg: string } | undefined;
     const keyring = await Keyring.load(storage.keys, kek, config.keyAlg, policy, {
-      generated: (kid, alg) => log.info({ kid, alg }, 'generated the first signing key'),
+      generated: (kid, alg) => {
+        generated = { kid, alg };
+        log.info({ kid, alg }, 'generated the first signing key');
+      },
     });
+    if (generated) await audit.record({ type: 'key.generated', details: { ...generated, reason: 'first start on empty storage' } });
     log.info({ kid: keyring.active.kid, alg: keyring.active.alg, keys: keyring.keys.length, kek: origin, store: storage.kind }, 'signing keys loaded');
 
     const algs = new Set(keyring.keys.map((k) => k.alg));
@@ -111,10 +119,15 @@ export async function boot(config: Config, log: Logger): Promise<Agentauth> {
     const wallet = createWalletSignIn(config.wallet, config.issuer, storage.nonces);
     const provider = createProvider({ config, storage, health, keyring, cookieKeys, hasher, dpopNonceSecret, log });
     registerWalletGrant(provider, wallet, log, health);
-    const watcher = new KeyWatcher({ keyring, provider, store: storage.keys, kek, policy, keys: config.keys, alg: config.keyAlg, log });
+    auditProviderEvents(provider);
+    const watcher = new KeyWatcher({
+      keyring, provider, store: storage.keys, kek, policy, keys: config.keys, alg: config.keyAlg, log,
+      audit: (type, details) => audit.record({ type, details }),
+    });
     watcher.start();
     const app = createApp({ provider, health, keyring, cookieKeys, log, registration: { provider, storage, registration: config.registration, policy: registrationPolicy(config), limits: tierLimits(config), hasher, log },
       interactions: { provider, wallet, issuer: config.issuer, oidcScopes: OIDC_SCOPES, log },
+      audit,
     });
     provider.proxy = config.trustProxy;
     app.proxy = config.trustProxy;
@@ -129,6 +142,7 @@ export async function boot(config: Config, log: Logger): Promise<Agentauth> {
       async close() {
         watcher.stop();
         health.stop();
+        await audit.close();
         await storage.close();
       },
     };

@@ -1,4 +1,236 @@
+import { once } from 'node:events';
+import { createReadStream, createWriteStream, renameSync, rmSync } from 'node:fs';
+import type { WriteStream } from 'node:fs';
+import { createInterface } from 'node:readline';
+
+import { InvalidArgumentError } from 'commander';
 import type { Command } from 'commander';
 
-/** `agentauth audit tail|export|verify` (being written). */
-export function registerAuditCommands(_program: Command): void {}
+import { StorageUnavailableError } from '../adapters/errors.js';
+import type { AuditRecord, AuditStore } from '../adapters/types.js';
+import { ChainVerifier, GENESIS_HASH } from './audit/chain.js';
+import type { ChainVerification } from './audit/chain.js';
+import { openStorage } from './boot.js';
+import { ConfigError, loadConfig } from './config.js';
+
+/** Records read from storage per round trip. */
+const PAGE = 1000;
+
+function positiveInteger(value: string): number {
+  const n = Number(value);
+  if (!/^\d+$/.test(value) || !Number.isSafeInteger(n) || n < 1) throw new InvalidArgumentError('must be a whole number of at least 1');
+  return n;
+}
+
+/**
+ * Opens storage only (no keys, no server), runs `fn` on the audit store and closes storage again. The embedded
+ * store keeps the log in the running server's memory, which this process cannot see: refused as a configuration
+ * error (exit 2).
+ */
+async function withAuditStore<T>(fn: (store: AuditStore) => Promise<T>): Promise<T> {
+  const config = loadConfig();
+  if (!config.mongodb) {
+    throw new ConfigError(
+      'MONGODB_URI: the audit commands read the log from MongoDB; with the embedded store the log lives in the running ' +
+        "server's memory, which another process cannot read (`agentauth audit verify --file <export>` needs no storage)",
+    );
+  }
+  const storage = openStorage(config);
+  try {
+    await storage.init();
+    return await fn(storage.audit);
+  } finally {
+    await storage.close();
+  }
+}
+
+/** Records with seq ≥ from, ascending, a page at a time. */
+async function* records(store: AuditStore, from = 1): AsyncGenerator<AuditRecord> {
+  let next = from;
+  for (;;) {
+    const page = await store.list(next, PAGE);
+    if (page.length === 0) return;
+    yield* page;
+    next = page.at(-1)!.seq + 1;
+    if (page.length < PAGE) return;
+  }
+}
+
+/** One record as a JSON line, fields in a fixed order; fields agentauth did not write are kept (verify flags them). */
+function recordLine(record: AuditRecord): string {
+  const { seq, time, type, client_id: clientId, sub, details, prev_hash: prevHash, hash, ...extra } = record;
+  return `${JSON.stringify({ seq, time, type, client_id: clientId, sub, details, prev_hash: prevHash, hash, ...extra })}\n`;
+}
+
+async function write(out: NodeJS.WritableStream, text: string): Promise<void> {
+  if (!out.write(text)) await once(out, 'drain');
+}
+
+function headText(seq: number | undefined, hash: string | undefined): string {
+  return `head seq ${seq ?? 0} hash ${hash ?? GENESIS_HASH}`;
+}
+
+async function tail(opts: { lines: number }): Promise<void> {
+  await withAuditStore(async (store) => {
+    const head = await store.head();
+    if (!head) {
+      process.stderr.write('the audit log is empty\n');
+      return;
+    }
+    for await (const record of records(store, Math.max(1, head.seq - opts.lines + 1))) {
+      if (record.seq > head.seq) break;
+      await write(process.stdout, recordLine(record));
+    }
+  });
+}
+
+async function exportLog(opts: { out?: string }): Promise<void> {
+  await withAuditStore(async (store) => {
+    // A file is written under a temporary name and renamed when complete: a failed export leaves no partial file.
+    const tmp = opts.out ? `${opts.out}.tmp-${process.pid}` : undefined;
+    const file: WriteStream | undefined = tmp ? createWriteStream(tmp, { flags: 'wx', mode: 0o600 }) : undefined;
+    const out: NodeJS.WritableStream = file ?? process.stdout;
+    let count = 0;
+    let last: AuditRecord | undefined;
+    try {
+      if (file) await once(file, 'open');
+      for await (const record of records(store)) {
+        await write(out, recordLine(record));
+        count += 1;
+        last = record;
+      }
+      if (file) {
+        file.end();
+        await once(file, 'close');
+        renameSync(tmp!, opts.out!);
+      }
+    } catch (err) {
+      if (file) {
+        file.destroy();
+        rmSync(tmp!, { force: true });
+      }
+      throw err;
+    }
+    process.stderr.write(`exported ${count} audit records${opts.out ? ` to ${opts.out}` : ''}; ${headText(last?.seq, last?.hash)}\n`);
+  });
+}
+
+function report(result: ChainVerification, unreadable: string[]): void {
+  if (result.ok && unreadable.length === 0) {
+    process.stdout.write(`audit log OK: ${result.checked} records, ${headText(result.headSeq, result.headHash)}\n`);
+    return;
+  }
+  for (const line of unreadable) process.stdout.write(`${line}\n`);
+  for (const p of result.problems) process.stdout.write(`seq ${p.seq}: ${p.kind}: ${p.detail}\n`);
+  const count = result.problems.length + unreadable.length;
+  process.stdout.write(
+    `audit log FAILED: ${count} problem${count === 1 ? '' : 's'} in ${result.checked} records, ${headText(result.headSeq, result.headHash)}\n`,
+  );
+  process.exitCode = 1;
+}
+
+async function verifyFile(path: string): Promise<void> {
+  const verifier = new ChainVerifier();
+  const unreadable: string[] = [];
+  const input = createReadStream(path, { encoding: 'utf8' });
+  const opened = once(input, 'open');
+  opened.catch(() => undefined);
+  try {
+    await opened;
+  } catch (err) {
+    throw new Error(`audit verify --file: cannot read ${path} (${(err as NodeJS.ErrnoException).code ?? String(err)})`);
+  }
+  let lineNo = 0;
+  for await (const line of createInterface({ input, crlfDelay: Infinity })) {
+    lineNo += 1;
+    if (line.trim() === '') continue;
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(line);
+    } catch {
+      unreadable.push(`line ${lineNo}: edited: not JSON`);
+      continue;
+    }
+    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+      unreadable.push(`line ${lineNo}: edited: not a JSON object`);
+      continue;
+    }
+    verifier.push(parsed as AuditRecord);
+  }
+  report(verifier.result(), unreadable);
+}
+
+/**
+ * Like records(), but a stored record that cannot even be decoded (its details are not JSON text) is reported
+ * instead of ending the read: after a page fails, records are read one at a time until past the broken one.
+ */
+class Undecodable {
+  constructor(
+    readonly seq: number,
+    readonly error: string,
+  ) {}
+}
+
+async function* decodable(store: AuditStore): AsyncGenerator<AuditRecord | Undecodable> {
+  let next = 1;
+  for (;;) {
+    let page: AuditRecord[];
+    try {
+      page = await store.list(next, PAGE);
+    } catch (err) {
+      if (err instanceof StorageUnavailableError) throw err;
+      try {
+        page = await store.list(next, 1);
+      } catch (one) {
+        if (one instanceof StorageUnavailableError) throw one;
+        yield new Undecodable(next, one instanceof Error ? one.message : String(one));
+        next += 1;
+        continue;
+      }
+    }
+    if (page.length === 0) return;
+    yield* page;
+    next = page.at(-1)!.seq + 1;
+  }
+}
+
+async function verify(opts: { file?: string }): Promise<void> {
+  if (opts.file !== undefined) {
+    await verifyFile(opts.file);
+    return;
+  }
+  await withAuditStore(async (store) => {
+    const verifier = new ChainVerifier();
+    const unreadable: string[] = [];
+    for await (const item of decodable(store)) {
+      if (item instanceof Undecodable) unreadable.push(`seq ${item.seq}: edited: cannot be decoded (${item.error})`);
+      else verifier.push(item);
+    }
+    report(verifier.result(), unreadable);
+  });
+}
+
+/** `agentauth audit tail|export|verify`: read, export and verify the hash-chained audit log in MongoDB. */
+export function registerAuditCommands(program: Command): void {
+  const audit = program
+    .command('audit')
+    .description('read, export and verify the hash-chained audit log (needs MONGODB_URI, except verify --file)');
+
+  audit
+    .command('tail')
+    .description('print the newest audit records as JSON lines, oldest first')
+    .option('-n, --lines <n>', 'how many records', positiveInteger, 20)
+    .action(tail);
+
+  audit
+    .command('export')
+    .description('write every audit record as JSON lines in seq order; prints the head (keep it to detect truncation later)')
+    .option('--out <file>', 'write to this file instead of stdout (written in full, then renamed into place)')
+    .action(exportLog);
+
+  audit
+    .command('verify')
+    .description('check the hash chain: exit 0 with the head when intact, exit 1 listing each problem otherwise')
+    .option('--file <file>', 'verify a file written by `audit export` instead of the stored log (no storage needed)')
+    .action(verify);
+}

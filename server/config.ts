@@ -235,8 +235,12 @@ export interface Config {
 
 /** Seconds a retired key stays published: the longest token any key can sign, plus clock skew. */
 export function retireGraceSeconds(config: Pick<Config, 'tiers' | 'resourceServers' | 'keys'>): number {
-  const lifetimes = [300, ...Object.values(config.tiers).map((t) => t.accessTokenTTL), ...config.resourceServers.map((rs) => rs.accessTokenTTL)];
-  return Math.max(...lifetimes) + config.keys.clockSkewSeconds;
+  return longestSignedTokenLifetime(config) + config.keys.clockSkewSeconds;
+}
+
+/** The longest life of anything agentauth signs: access tokens (tiers, resource servers); ID tokens never live longer. */
+export function longestSignedTokenLifetime(config: Pick<Config, 'tiers' | 'resourceServers'>): number {
+  return Math.max(...Object.values(config.tiers).map((t) => t.accessTokenTTL), ...config.resourceServers.map((rs) => rs.accessTokenTTL));
 }
 
 /** The database named in the path of a mongodb:// URI, if any. */

@@ -9,6 +9,7 @@ import { oidcAdapterFactory, temporarilyUnavailable } from '../adapters/oidc-ada
 import type { Storage } from '../adapters/types.js';
 import type { Keyring } from '../keys/keyring.js';
 import { ClientSecretHasher } from './client-secrets.js';
+import { longestSignedTokenLifetime } from './config.js';
 import type { Config } from './config.js';
 import type { Logger } from './logger.js';
 import { shouldIssueRefreshToken } from './policies/refresh.js';
@@ -187,7 +188,8 @@ export function providerConfiguration(deps: ProviderDeps): Configuration {
       // Code-flow tokens end with their sign-in session (so RP-initiated logout revokes them); the session record
       // therefore lives as long as the longest refresh lifetime any tier allows. The tier still caps each token.
       Session: Math.max(...Object.values(config.tiers).map((t) => t.refreshTokenAbsoluteTTL)),
-      IdToken: 300,
+      // ID tokens (and signed introspection responses) never outlive the longest access token, so key archival math holds.
+      IdToken: Math.min(300, longestSignedTokenLifetime(config)),
     },
     interactions: {
       url: (_ctx, interaction) => `/interaction/${interaction.uid}`,

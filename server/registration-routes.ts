@@ -4,6 +4,7 @@ import type { KoaContextWithOIDC, Provider } from 'oidc-provider';
 
 import type { ModelName, Storage } from '../adapters/types.js';
 import type { RegistrationConfig } from './config.js';
+import { auditLater } from './audit/trail.js';
 import { ClientSecretHasher } from './client-secrets.js';
 import type { Logger } from './logger.js';
 import { WindowLimiter } from './policies/rate-limit.js';
@@ -159,6 +160,7 @@ export function registrationGuard(deps: RegistrationGuardDeps): Koa.Middleware {
         if (ctx.status === 204) {
           for (const model of CLIENT_OWNED) await deps.storage.model(model).revokeByClientId(clientId);
           deps.log.info({ event: 'client.deleted', client_id: clientId }, 'client deleted; its grants and tokens are revoked');
+          auditLater(ctx, { type: 'client.deleted', client_id: clientId, details: { revoked: CLIENT_OWNED } });
         }
         return;
       }

@@ -11,6 +11,7 @@ import {
 } from 'oidc-provider/lib/helpers/grants.js';
 
 import { failClosedInProvider } from '../../adapters/oidc-adapter.js';
+import { auditLater } from '../audit/trail.js';
 import { shouldIssueRefreshToken } from '../policies/refresh.js';
 import { SiweVerificationError } from '../../interactions/siwe/errors.js';
 import type { WalletSignIn } from '../../interactions/wallet-signin.js';
@@ -64,9 +65,11 @@ export function registerWalletGrant(provider: Provider, wallet: WalletSignIn, lo
       const verified = await failClosedInProvider(() => wallet.verify(message, signature, [resource]), health);
       sub = verified.sub;
       log.info({ event: 'login.succeeded', sub, method: verified.method, client_id: client.clientId, via: 'grant' }, 'wallet sign-in succeeded');
+      auditLater(ctx as never, { type: 'login.succeeded', sub, client_id: client.clientId, details: { address: verified.address, chain_id: verified.chainId, method: verified.method, via: 'grant' } });
     } catch (err) {
       if (!(err instanceof SiweVerificationError)) throw err;
       log.warn({ event: 'login.failed', rule: err.rule, address: err.address, client_id: client.clientId, reason: err.message }, 'wallet sign-in refused');
+      auditLater(ctx as never, { type: 'login.failed', client_id: client.clientId, details: { address: err.address, rule: err.rule, reason: err.message, via: 'grant' } });
       throw new errors.InvalidGrant(`${err.rule}: ${err.message}`);
     }
 

@@ -1,0 +1,168 @@
+/**
+ * Appends events to the hash-chained audit log (server/audit/chain.ts) through an AuditStore.
+ *
+ * One writer per AuditLog drains a queue: everything queued when a write starts goes into one batch (up to
+ * maxBatch), chained after the cached head and inserted with `insertBatch`. Seqs are unique in the store, so when
+ * another process appended first the insert stops at the taken seq; the log then re-reads the head, re-chains the
+ * events not yet written and tries again. There is no lock and no transaction: the unique seq is the only guarantee
+ * needed, and both MongoDB and FerretDB keep it.
+ *
+ * `record()` resolves only once its own record is in the store, and rejects with the store's error
+ * (StorageUnavailableError) when it cannot be written: callers fail closed and do not perform, or report success
+ * for, an action whose audit record was refused. A rejected record may still have been written (a write can fail
+ * after the server applied it), so the log may hold an event for an action that then failed; never the reverse.
+ *
+ * What goes into an event is the caller's responsibility: identifiers (client_id, sub, jti, kid, grant id), reasons
+ * and outcomes only, never tokens, secrets, assertions, key material or anything else that grants access.
+ */
+import { StorageUnavailableError } from '../../adapters/errors.js';
+import type { AuditRecord, AuditStore } from '../../adapters/types.js';
+import { chainRecords, normalizeEvent } from './chain.js';
+import type { AuditEventInput } from './chain.js';
+
+export interface AuditLogOptions {
+  /** Most events written in one batch (default 256). */
+  maxBatch?: number;
+  /** Clock for record times (default: the system clock). */
+  now?: () => Date;
+  /** How many times a batch is re-chained after other writers took its seqs before its events are refused (default 50). */
+  maxAttempts?: number;
+}
+
+interface Pending {
+  event: AuditEventInput;
+  resolve(record: AuditRecord): void;
+  reject(err: unknown): void;
+}
+
+/** The AuditLog was closed; nothing more is accepted. */
+export class AuditLogClosedError extends Error {
+  readonly code = 'audit_log_closed';
+
+  constructor() {
+    super('the audit log is closed');
+    this.name = 'AuditLogClosedError';
+  }
+}
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+export class AuditLog {
+  readonly #store: AuditStore;
+  readonly #maxBatch: number;
+  readonly #maxAttempts: number;
+  readonly #now: () => Date;
+  #queue: Pending[] = [];
+  /** The writer while it runs. It never rejects: failures go to the events' own promises. */
+  #writer: Promise<void> | undefined;
+  /** Last record known to be in the store; only trusted while #headKnown. */
+  #head: AuditRecord | undefined;
+  #headKnown = false;
+  #closed = false;
+
+  constructor(store: AuditStore, opts: AuditLogOptions = {}) {
+    this.#store = store;
+    this.#maxBatch = Math.max(1, Math.floor(opts.maxBatch ?? 256));
+    this.#maxAttempts = Math.max(1, Math.floor(opts.maxAttempts ?? 50));
+    this.#now = opts.now ?? (() => new Date());
+  }
+
+  /**
+   * Appends one event. Resolves with the stored record once it is durably in the store; rejects with
+   * InvalidAuditEventError (bad input, nothing queued), the store's error (usually StorageUnavailableError), or
+   * AuditLogClosedError after close().
+   */
+  record(event: AuditEventInput): Promise<AuditRecord> {
+    if (this.#closed) return Promise.reject(new AuditLogClosedError());
+    let normalized: AuditEventInput;
+    try {
+      normalized = normalizeEvent(event);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return new Promise<AuditRecord>((resolve, reject) => {
+      this.#queue.push({ event: normalized, resolve, reject });
+      this.#startWriter();
+    });
+  }
+
+  /** Resolves once every event queued so far has been written or refused. */
+  async flush(): Promise<void> {
+    while (this.#writer) await this.#writer;
+  }
+
+  /** Refuses new events, then waits for the queued ones. Does not close the store. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    await this.flush();
+  }
+
+  #startWriter(): void {
+    if (this.#writer) return;
+    this.#writer = this.#drain().finally(() => {
+      this.#writer = undefined;
+      // An event queued between the drain's last look at the queue and now.
+      if (this.#queue.length > 0) this.#startWriter();
+    });
+  }
+
+  async #drain(): Promise<void> {
+    // Let the caller's synchronous burst of record() calls queue up first: they then share one batch.
+    await Promise.resolve();
+    while (this.#queue.length > 0) {
+      const batch = this.#queue.splice(0, this.#maxBatch);
+      try {
+        await this.#write(batch);
+      } catch (err) {
+        // #write settles every event itself; this only guards against a bug leaving them pending.
+        for (const p of batch) p.reject(err);
+      }
+    }
+  }
+
+  async #write(batch: Pending[]): Promise<void> {
+    let pending = batch;
+    let conflicts = 0;
+    while (pending.length > 0) {
+      let records: AuditRecord[];
+      let inserted: number;
+      let ownFound = false;
+      try {
+        if (!this.#headKnown) {
+          this.#head = await this.#store.head();
+          this.#headKnown = true;
+        }
+        records = chainRecords(this.#head, pending.map((p) => p.event), this.#now);
+        inserted = await this.#store.insertBatch(records);
+        if (inserted < records.length) {
+          // A taken seq. After an ambiguous failure a retried write can find its own record there: that one counts.
+          const [there] = await this.#store.list(records[inserted]!.seq, 1);
+          if (there?.hash === records[inserted]!.hash) {
+            inserted += 1;
+            ownFound = true;
+          }
+        }
+      } catch (err) {
+        this.#headKnown = false;
+        for (const p of pending) p.reject(err);
+        return;
+      }
+      for (let i = 0; i < inserted; i += 1) pending[i]!.resolve(records[i]!);
+      if (inserted > 0) this.#head = records[inserted - 1];
+      if (inserted === records.length) return;
+      pending = pending.slice(inserted);
+      // Our own record at the taken seq: the chain is intact, carry on after it. Otherwise re-read the head.
+      if (ownFound) continue;
+      this.#headKnown = false;
+      conflicts += 1;
+      if (conflicts >= this.#maxAttempts) {
+        const err = new StorageUnavailableError(
+          `audit log: ${pending.length} event(s) not written after ${conflicts} attempts: other writers kept taking the next seq`,
+        );
+        for (const p of pending) p.reject(err);
+        return;
+      }
+      await sleep(Math.random() * Math.min(2 ** conflicts, 20));
+    }
+  }
+}

@@ -1,0 +1,54 @@
+import { createHash } from 'node:crypto';
+import { Provider } from 'oidc-provider';
+import type { KoaContextWithOIDC } from 'oidc-provider';
+
+import { TIER_FIELD } from '../policies/tiers.js';
+import { auditLater } from './trail.js';
+
+const sha256 = (value: string) => createHash('sha256').update(value).digest('hex');
+type Emitter = NodeJS.EventEmitter;
+
+/** Turns oidc-provider's events into audit events queued on the current request (written by auditTrail). */
+export function auditProviderEvents(provider: Provider): void {
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- event payloads are typed at each listener
+  const on = (event: string, fn: (...args: any[]) => void) => (provider as unknown as Emitter).on(event, fn);
+  const current = () => Provider.ctx as (KoaContextWithOIDC & { state: Record<string, unknown> }) | undefined;
+
+  on('grant.revoked', (ctx: KoaContextWithOIDC & { state: Record<string, unknown> }, grantId: string) => {
+    const clientId = ctx.oidc?.client?.clientId;
+    const base = { ...(clientId ? { client_id: clientId } : {}) };
+    if (ctx.oidc?.route === 'token' && ctx.oidc.params?.grant_type === 'refresh_token') {
+      auditLater(ctx, { type: 'refresh.reuse_detected', ...base, details: { grant_id: grantId } });
+    }
+    auditLater(ctx, { type: 'grant.revoked', ...base, details: { grant_id: grantId, route: ctx.oidc?.route } });
+  });
+
+  on('agentauth.jwt_revoked', (ctx: KoaContextWithOIDC & { state: Record<string, unknown> }, claims: { jti?: string; client_id?: string; sub?: string }) => {
+    auditLater(ctx, { type: 'token.revoked', ...(claims.client_id ? { client_id: claims.client_id } : {}), ...(claims.sub ? { sub: claims.sub } : {}), details: { jti: claims.jti, format: 'jwt' } });
+  });
+
+  for (const kind of ['access_token', 'client_credentials', 'refresh_token']) {
+    on(`${kind}.destroyed`, (token: { jti: string; clientId?: string; accountId?: string }) => {
+      const ctx = current();
+      if (ctx?.oidc?.route !== 'revocation') return;
+      // An opaque token's id is the token itself: only its hash is recorded.
+      auditLater(ctx, {
+        type: 'token.revoked',
+        ...(token.clientId ? { client_id: token.clientId } : {}),
+        ...(token.accountId ? { sub: token.accountId } : {}),
+        details: { kind, sha256: sha256(token.jti), format: 'opaque' },
+      });
+    });
+  }
+
+  const clientEvent = (type: string) => (ctx: KoaContextWithOIDC & { state: Record<string, unknown> }, client: { clientId: string; metadata(): Record<string, unknown> }) => {
+    const m = client.metadata();
+    auditLater(ctx, {
+      type,
+      client_id: client.clientId,
+      details: { tier: m[TIER_FIELD], token_endpoint_auth_method: m.token_endpoint_auth_method, grant_types: m.grant_types, scope: m.scope },
+    });
+  };
+  on('registration_create.success', clientEvent('client.registered'));
+  on('registration_update.success', clientEvent('client.updated'));
+}

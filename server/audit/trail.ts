@@ -1,0 +1,87 @@
+import { createHash } from 'node:crypto';
+import type Koa from 'koa';
+import { decodeJwt, decodeProtectedHeader } from 'jose';
+
+import type { AuditEventInput } from './chain.js';
+
+/** Anything that durably appends an audit event (server/audit/log.ts AuditLog). */
+export interface AuditRecorder {
+  record(event: AuditEventInput): Promise<unknown>;
+}
+
+export interface AuditTrailLog {
+  error(obj: object, msg: string): void;
+}
+
+const sha256 = (value: string) => createHash('sha256').update(value).digest('hex');
+
+/**
+ * Queues an audit event for the request being handled. Any layer may call it (interaction routes, the wallet grant,
+ * oidc-provider event listeners); the trail middleware writes them all before the response leaves.
+ */
+export function auditLater(ctx: { state: Record<string, unknown> } | undefined, event: AuditEventInput): void {
+  if (!ctx) return;
+  const list = (ctx.state.auditEvents ??= []) as AuditEventInput[];
+  list.push(event);
+}
+
+/** What an issued token looks like in the audit log: identifiers and a hash, never the token itself. */
+export function tokenIssuedEvent(token: string, kind: 'access_token' | 'refresh_token', context: { grant_type?: string; client_id?: string }): AuditEventInput {
+  const details: Record<string, unknown> = { token_type_issued: kind, sha256: sha256(token), grant_type: context.grant_type };
+  let sub: string | undefined;
+  let clientId = context.client_id;
+  if (kind === 'access_token') {
+    try {
+      const header = decodeProtectedHeader(token);
+      const claims = decodeJwt(token);
+      Object.assign(details, {
+        format: 'jwt',
+        jti: claims.jti,
+        aud: claims.aud,
+        scope: claims.scope,
+        exp: claims.exp,
+        jkt: (claims.cnf as { jkt?: string } | undefined)?.jkt,
+        kid: header.kid,
+        grant_id: claims.grant_id,
+      });
+      sub = typeof claims.sub === 'string' ? claims.sub : undefined;
+      clientId = typeof claims.client_id === 'string' ? claims.client_id : clientId;
+    } catch {
+      details.format = 'opaque';
+    }
+  }
+  return { type: 'token.issued', ...(clientId ? { client_id: clientId } : {}), ...(sub ? { sub } : {}), details };
+}
+
+/**
+ * Writes the request's audit events before its response is sent. Token responses are recorded here (one
+ * token.issued per token, plus refresh.rotated). If the write fails, a successful response is replaced by 503
+ * temporarily_unavailable: a token nobody recorded is never handed out, and an acknowledged event is never lost.
+ */
+export function auditTrail(recorder: AuditRecorder, log: AuditTrailLog): Koa.Middleware {
+  return async (ctx, next) => {
+    await next();
+    const events = ((ctx.state.auditEvents as AuditEventInput[] | undefined) ?? []).slice();
+    if (ctx.path === '/token' && ctx.method === 'POST' && ctx.status === 200 && ctx.body && typeof ctx.body === 'object') {
+      const body = ctx.body as Record<string, unknown>;
+      const oidc = (ctx as unknown as { oidc?: { params?: Record<string, unknown>; client?: { clientId: string } } }).oidc;
+      const context = { grant_type: String(oidc?.params?.grant_type ?? ''), client_id: oidc?.client?.clientId };
+      if (typeof body.access_token === 'string') events.push(tokenIssuedEvent(body.access_token, 'access_token', context));
+      if (typeof body.refresh_token === 'string') events.push(tokenIssuedEvent(body.refresh_token, 'refresh_token', context));
+      if (context.grant_type === 'refresh_token') {
+        events.push({ type: 'refresh.rotated', ...(context.client_id ? { client_id: context.client_id } : {}), details: {} });
+      }
+    }
+    if (events.length === 0) return;
+    try {
+      await Promise.all(events.map((e) => recorder.record(e)));
+    } catch (err) {
+      log.error({ err: err instanceof Error ? err.message : String(err), events: events.map((e) => e.type) }, 'audit events could not be written');
+      if (ctx.status < 400) {
+        ctx.status = 503;
+        ctx.set('Retry-After', '5');
+        ctx.body = { error: 'temporarily_unavailable', error_description: 'the authorization server cannot record this request in its audit log; retry shortly' };
+      }
+    }
+  };
+}

@@ -1,0 +1,78 @@
+import { compactVerify, decodeJwt, decodeProtectedHeader, importJWK } from 'jose';
+import type { JWK } from 'jose';
+
+import type { Storage } from '../adapters/types.js';
+import type { ArchivedKey } from '../keys/keyring.js';
+
+export interface VerificationReport {
+  signature: 'valid' | 'invalid';
+  reason?: string;
+  kid?: string | undefined;
+  key_state?: string | undefined;
+  key_window?: { activates_at?: string | undefined; retired_at?: string | undefined } | undefined;
+  header?: Record<string, unknown>;
+  claims?: Record<string, unknown>;
+  expired?: boolean;
+  expires_at?: string | undefined;
+  /** Only when storage was consulted. */
+  revoked?: boolean;
+  revocation?: string[];
+}
+
+/**
+ * Offline verification of a token agentauth signed, against its key archive (every key it ever used, archived ones
+ * included). A key that was never agentauth's, or a signature that does not match, is reported invalid; validity of
+ * the signature is independent of expiry.
+ */
+export async function verifyAgainstArchive(token: string, archive: readonly ArchivedKey[], now = new Date()): Promise<VerificationReport> {
+  let header: Record<string, unknown>;
+  try {
+    header = decodeProtectedHeader(token) as Record<string, unknown>;
+  } catch {
+    return { signature: 'invalid', reason: 'not a JWS compact serialisation' };
+  }
+  const kid = typeof header.kid === 'string' ? header.kid : undefined;
+  const key = archive.find((k) => k.kid === kid);
+  if (!key) return { signature: 'invalid', reason: `key ${kid ?? '(no kid)'} was never one of this agentauth's signing keys`, kid, header };
+  if (header.alg !== key.alg) return { signature: 'invalid', reason: `header alg ${String(header.alg)} is not the key's alg ${key.alg}`, kid, header };
+  try {
+    await compactVerify(token, await importJWK(key.jwk as JWK, key.alg), { algorithms: [key.alg] });
+  } catch (err) {
+    return { signature: 'invalid', reason: `signature does not verify with key ${key.kid} (${(err as Error).message})`, kid, header };
+  }
+  const claims = decodeJwt(token) as Record<string, unknown>;
+  const exp = typeof claims.exp === 'number' ? claims.exp : undefined;
+  return {
+    signature: 'valid',
+    kid,
+    key_state: key.state,
+    key_window: { activates_at: key.activates_at, retired_at: key.retired_at },
+    header,
+    claims,
+    expired: exp !== undefined && exp * 1000 <= now.getTime(),
+    expires_at: exp !== undefined ? new Date(exp * 1000).toISOString() : undefined,
+  };
+}
+
+/**
+ * Whether storage says the token was revoked: the jti denylist (kept until exp), and the audit log, which keeps
+ * token, grant and client revocations forever (so this still answers long after the token expired).
+ */
+export async function revocationFacts(storage: Storage, claims: Record<string, unknown>): Promise<string[]> {
+  const facts: string[] = [];
+  const jti = typeof claims.jti === 'string' ? claims.jti : undefined;
+  const grantId = typeof claims.grant_id === 'string' ? claims.grant_id : undefined;
+  const clientId = typeof claims.client_id === 'string' ? claims.client_id : undefined;
+  if (jti && (await storage.revokedTokens.isRevoked(jti))) facts.push(`jti ${jti} is on the revocation denylist`);
+  for (let from = 1; ; ) {
+    const page = await storage.audit.list(from, 1000);
+    for (const r of page) {
+      if (r.type === 'token.revoked' && jti && r.details.jti === jti) facts.push(`token revoked at ${r.time} (audit seq ${r.seq})`);
+      if (r.type === 'grant.revoked' && grantId && r.details.grant_id === grantId) facts.push(`grant ${grantId} revoked at ${r.time} (audit seq ${r.seq})`);
+      if (r.type === 'client.deleted' && clientId && r.client_id === clientId) facts.push(`client ${clientId} deleted at ${r.time} (audit seq ${r.seq})`);
+    }
+    if (page.length < 1000) break;
+    from = page.at(-1)!.seq + 1;
+  }
+  return [...new Set(facts)];
+}

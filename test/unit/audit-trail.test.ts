@@ -1,0 +1,71 @@
+import Koa from 'koa';
+import request from 'supertest';
+
+import { StorageUnavailableError } from '../../adapters/errors.js';
+import type { AuditEventInput } from '../../server/audit/chain.js';
+import { auditLater, auditTrail, tokenIssuedEvent } from '../../server/audit/trail.js';
+
+function appWith(recorder: { record(e: AuditEventInput): Promise<unknown> }, respond: (ctx: Koa.Context) => void) {
+  const app = new Koa();
+  const errors: string[] = [];
+  app.use(auditTrail(recorder, { error: (_o, msg) => errors.push(msg) }));
+  app.use(async (ctx) => respond(ctx));
+  return { app, errors };
+}
+
+// An unsigned JWT-shaped token is enough: the trail only decodes identifiers from it.
+const b64 = (o: object) => Buffer.from(JSON.stringify(o)).toString('base64url');
+const jwt = `${b64({ alg: 'ES256', typ: 'at+jwt', kid: 'k1' })}.${b64({ jti: 'j1', sub: 's', client_id: 'c', aud: 'https://api', scope: 'read', cnf: { jkt: 't' } })}.sig`;
+
+describe('auditTrail', () => {
+  test('records token.issued for each token in a token response before it is sent, without the token', async () => {
+    const recorded: AuditEventInput[] = [];
+    const { app } = appWith({ record: async (e) => recorded.push(e) }, (ctx) => {
+      ctx.body = { access_token: jwt, refresh_token: 'opaque-refresh-value', token_type: 'DPoP' };
+    });
+    const res = await request(app.callback()).post('/token');
+    expect(res.status).toBe(200);
+    expect(recorded.map((e) => [e.type, e.details?.token_type_issued])).toEqual([['token.issued', 'access_token'], ['token.issued', 'refresh_token']]);
+    expect(recorded[0]).toMatchObject({ client_id: 'c', sub: 's', details: { jti: 'j1', aud: 'https://api', kid: 'k1', jkt: 't', format: 'jwt' } });
+    expect(JSON.stringify(recorded)).not.toContain('opaque-refresh-value');
+    expect(JSON.stringify(recorded)).not.toContain(jwt);
+  });
+
+  test('a token response whose events cannot be written becomes 503 temporarily_unavailable: no unrecorded token leaves', async () => {
+    const { app, errors } = appWith({ record: async () => Promise.reject(new StorageUnavailableError('down')) }, (ctx) => {
+      ctx.body = { access_token: jwt, token_type: 'Bearer' };
+    });
+    const res = await request(app.callback()).post('/token');
+    expect(res.status).toBe(503);
+    expect(res.headers['retry-after']).toBe('5');
+    expect(res.body).toEqual({ error: 'temporarily_unavailable', error_description: expect.stringMatching(/audit log/) });
+    expect(JSON.stringify(res.body)).not.toContain(jwt);
+    expect(errors).toHaveLength(1);
+  });
+
+  test('events queued by any layer are written; a failed write leaves an error response as it was', async () => {
+    const recorded: AuditEventInput[] = [];
+    const ok = appWith({ record: async (e) => recorded.push(e) }, (ctx) => {
+      auditLater(ctx, { type: 'login.failed', details: { rule: 'nonce' } });
+      ctx.status = 400;
+      ctx.body = { error: 'access_denied' };
+    });
+    expect((await request(ok.app.callback()).post('/interaction/x/login')).status).toBe(400);
+    expect(recorded).toEqual([{ type: 'login.failed', details: { rule: 'nonce' } }]);
+
+    const failing = appWith({ record: async () => Promise.reject(new Error('down')) }, (ctx) => {
+      auditLater(ctx, { type: 'login.failed', details: {} });
+      ctx.status = 400;
+      ctx.body = { error: 'access_denied' };
+    });
+    const res = await request(failing.app.callback()).post('/interaction/x/login');
+    expect(res.status).toBe(400);
+    expect(failing.errors).toHaveLength(1);
+  });
+
+  test('opaque access tokens are recorded by hash only', () => {
+    const e = tokenIssuedEvent('opaque-access-token-value', 'access_token', { client_id: 'c', grant_type: 'client_credentials' });
+    expect(e.details).toMatchObject({ format: 'opaque', sha256: expect.stringMatching(/^[0-9a-f]{64}$/) });
+    expect(JSON.stringify(e)).not.toContain('opaque-access-token-value');
+  });
+});

@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+import cluster from 'node:cluster';
 import { Command, CommanderError } from 'commander';
 
 import { StorageUnavailableError } from '../adapters/errors.js';
@@ -24,8 +25,16 @@ function fail(err: unknown): never {
   process.exit(1);
 }
 
-async function startCommand(): Promise<void> {
+async function startCommand(opts: { workers?: string }): Promise<void> {
   const config = loadConfig();
+  const workers = opts.workers === undefined ? 1 : Number(opts.workers);
+  if (!Number.isInteger(workers) || workers < 1 || workers > 64) throw new ConfigError('--workers: must be a whole number from 1 to 64');
+  if (workers > 1 && cluster.isPrimary) {
+    if (!config.mongodb) {
+      throw new ConfigError('--workers: several workers need MONGODB_URI; the embedded store lives inside one process');
+    }
+    return startPrimary(workers, createLogger(config.logLevel));
+  }
   const log = createLogger(config.logLevel);
   const running = await start(config, log);
   const onSignal = (signal: NodeJS.Signals) => {
@@ -42,6 +51,34 @@ async function startCommand(): Promise<void> {
   process.once('SIGINT', onSignal);
 }
 
+/**
+ * The cluster primary: forks the workers (they share the listening port), restarts none on purpose (a crashing
+ * worker is a bug to see, not to hide), and on SIGTERM/SIGINT lets every worker drain before exiting 0.
+ */
+function startPrimary(workers: number, log: ReturnType<typeof createLogger>): Promise<void> {
+  log.info({ workers }, 'starting workers');
+  for (let i = 0; i < workers; i += 1) cluster.fork();
+  let stopping = false;
+  cluster.on('exit', (worker, code, signal) => {
+    if (!stopping) {
+      log.error({ pid: worker.process.pid, code, signal }, 'worker exited; stopping the others');
+      stopping = true;
+      for (const w of Object.values(cluster.workers ?? {})) w?.process.kill('SIGTERM');
+      process.exitCode = 1;
+    }
+    if (Object.keys(cluster.workers ?? {}).length === 0) process.exit(process.exitCode ?? 0);
+  });
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, 'signal received; stopping workers');
+    for (const w of Object.values(cluster.workers ?? {})) w?.process.kill('SIGTERM');
+  };
+  process.once('SIGTERM', onSignal);
+  process.once('SIGINT', onSignal);
+  return Promise.resolve();
+}
+
 const program = new Command()
   .name('agentauth')
   .description('OAuth 2 authorization server for AI agents')
@@ -51,6 +88,7 @@ const program = new Command()
 program
   .command('start')
   .description('start the server (configuration: environment variables and the JSON file named by AGENTAUTH_CONFIG)')
+  .option('--workers <n>', 'worker processes sharing the port (node:cluster); more than one needs MONGODB_URI')
   .action(startCommand);
 
 const clients = program.command('clients').description('manage OAuth clients');

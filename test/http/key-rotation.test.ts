@@ -93,6 +93,12 @@ describe('key rotation with two server processes on one MongoDB', () => {
       expect(mine.filter((s) => s.at > activatesAt + FOLLOW_BOUND_MS).every((s) => s.kid === newKid)).toBe(true);
     }
 
+    // Both processes appended audit events throughout (every token issued): one valid chain.
+    const chain = await runCli(['audit', 'verify'], as.env);
+    expect(chain.code).toBe(0);
+    expect(chain.stdout).toMatch(/audit log OK: \d+ records/);
+    expect(Number(/OK: (\d+) records/.exec(chain.stdout)![1])).toBeGreaterThanOrEqual(seen.length);
+
     // Retired, still published: the old token's signature verifies against JWKS (at its own time, it has expired).
     const claims = decodeJwt(oldToken);
     const atIssue = new Date(claims.iat! * 1000);

@@ -3,6 +3,7 @@ import { errors } from 'oidc-provider';
 import type { InteractionResults, Provider } from 'oidc-provider';
 
 import { auditLater } from '../server/audit/trail.js';
+import { parseJsonBody, readBodyText } from '../server/request-body.js';
 import { asset } from './assets.js';
 import { SiweVerificationError } from './siwe/errors.js';
 import { consentPage, errorPage, loginPage } from './views.js';
@@ -30,23 +31,10 @@ type Details = Awaited<ReturnType<Provider['interactionDetails']>>;
 const toArray = (v: unknown): string[] => (Array.isArray(v) ? v.map(String) : typeof v === 'string' && v ? [v] : []);
 
 async function readBody(ctx: Koa.Context): Promise<Record<string, unknown>> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of ctx.req) {
-    size += (chunk as Buffer).length;
-    if (size > BODY_LIMIT) throw new errors.InvalidRequest('request body too large');
-    chunks.push(chunk as Buffer);
-  }
-  const text = Buffer.concat(chunks).toString('utf8');
-  if (ctx.is('application/json')) {
-    try {
-      const parsed = JSON.parse(text) as unknown;
-      return parsed && typeof parsed === 'object' && !Array.isArray(parsed) ? (parsed as Record<string, unknown>) : {};
-    } catch {
-      throw new errors.InvalidRequest('the request body is not valid JSON');
-    }
-  }
-  return Object.fromEntries(new URLSearchParams(text));
+  const text = await readBodyText(ctx, BODY_LIMIT);
+  if (!ctx.is('application/json')) return Object.fromEntries(new URLSearchParams(text));
+  const parsed = parseJsonBody(text);
+  return parsed && typeof parsed === 'object' && !Array.isArray(parsed) ? (parsed as Record<string, unknown>) : {};
 }
 
 const wantsJson = (ctx: Koa.Context) => ctx.accepts('html', 'json') === 'json';

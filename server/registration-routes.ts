@@ -5,6 +5,7 @@ import type { KoaContextWithOIDC, Provider } from 'oidc-provider';
 import type { ModelName, Storage } from '../adapters/types.js';
 import type { RegistrationConfig } from './config.js';
 import { auditLater } from './audit/trail.js';
+import { parseJsonBody, readBodyText } from './request-body.js';
 import { ClientSecretHasher } from './client-secrets.js';
 import type { Logger } from './logger.js';
 import { WindowLimiter } from './policies/rate-limit.js';
@@ -45,18 +46,7 @@ async function readJson(ctx: Koa.Context): Promise<unknown> {
   if (!ctx.is('application/json')) {
     throw new errors.InvalidRequest(`only application/json bodies are supported on ${ctx.method} ${ctx.path}`);
   }
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of ctx.req) {
-    size += (chunk as Buffer).length;
-    if (size > BODY_LIMIT) throw new errors.InvalidRequest('request body too large');
-    chunks.push(chunk as Buffer);
-  }
-  try {
-    return JSON.parse(Buffer.concat(chunks).toString('utf8')) as unknown;
-  } catch {
-    throw new errors.InvalidRequest('the request body is not valid JSON');
-  }
+  return parseJsonBody(await readBodyText(ctx, BODY_LIMIT));
 }
 
 /** Hands the parsed body to oidc-provider, which reads `ctx.request.body` once the request stream is consumed. */

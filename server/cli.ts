@@ -18,7 +18,7 @@ function fail(err: unknown): never {
     process.exit(2);
   }
   if (err instanceof KeyMaterialError || err instanceof StorageUnavailableError) {
-    process.stderr.write(`agentauth: cannot start: ${err.message}\n`);
+    process.stderr.write(`agentauth: ${process.argv[2] === 'start' ? 'cannot start: ' : ''}${err.message}\n`);
     process.exit(1);
   }
   process.stderr.write(`agentauth: ${err instanceof Error ? err.message : String(err)}\n`);

@@ -134,21 +134,26 @@ export class AuditLog {
         }
         records = chainRecords(this.#head, pending.map((p) => p.event), this.#now);
         inserted = await this.#store.insertBatch(records);
-        if (inserted < records.length) {
-          // A taken seq. After an ambiguous failure a retried write can find its own record there: that one counts.
-          const [there] = await this.#store.list(records[inserted]!.seq, 1);
-          if (there?.hash === records[inserted]!.hash) {
-            inserted += 1;
-            ownFound = true;
-          }
-        }
       } catch (err) {
         this.#headKnown = false;
         for (const p of pending) p.reject(err);
         return;
       }
+      if (inserted < records.length) {
+        // A taken seq. After an ambiguous failure a retried write can find its own record there: that one counts.
+        try {
+          const [there] = await this.#store.list(records[inserted]!.seq, 1);
+          if (there?.hash === records[inserted]!.hash) {
+            inserted += 1;
+            ownFound = true;
+          }
+        } catch {
+          // Treated as a conflict: the head is re-read next, and a store that is down rejects the events then.
+        }
+      }
       for (let i = 0; i < inserted; i += 1) pending[i]!.resolve(records[i]!);
-      if (inserted > 0) this.#head = records[inserted - 1];
+      // A copy: callers own the records they get back.
+      if (inserted > 0) this.#head = { ...records[inserted - 1]! };
       if (inserted === records.length) return;
       pending = pending.slice(inserted);
       // Our own record at the taken seq: the chain is intact, carry on after it. Otherwise re-read the head.

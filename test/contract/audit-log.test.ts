@@ -1,0 +1,279 @@
+import { StorageUnavailableError } from '../../adapters/errors.js';
+import { MongoStorage } from '../../adapters/mongodb.js';
+import type { AuditRecord, AuditStore, Storage } from '../../adapters/types.js';
+import { InvalidAuditEventError, computeHash, verifyChain } from '../../server/audit/chain.js';
+import { AuditLog, AuditLogClosedError } from '../../server/audit/log.js';
+import { uniqueDbName } from '../support/server.js';
+import { FACTORIES, mongoUri } from '../support/storages.js';
+
+/** Every record in the store, ascending. */
+async function all(store: AuditStore): Promise<AuditRecord[]> {
+  const out: AuditRecord[] = [];
+  for (let from = 1; ; ) {
+    const page = await store.list(from, 500);
+    if (page.length === 0) return out;
+    out.push(...page);
+    from = page.at(-1)!.seq + 1;
+  }
+}
+
+/** Counts calls to the store, to show batching and head caching. */
+class CountingStore implements AuditStore {
+  heads = 0;
+  batches: number[] = [];
+
+  constructor(private readonly inner: AuditStore) {}
+
+  head() {
+    this.heads += 1;
+    return this.inner.head();
+  }
+
+  insertBatch(records: AuditRecord[]) {
+    this.batches.push(records.length);
+    return this.inner.insertBatch(records);
+  }
+
+  list(fromSeq: number, limit: number) {
+    return this.inner.list(fromSeq, limit);
+  }
+}
+
+function expectOneValidChain(records: AuditRecord[], length: number): void {
+  expect(records.map((r) => r.seq)).toEqual(Array.from({ length }, (_, i) => i + 1));
+  expect(verifyChain(records)).toMatchObject({ ok: true, checked: length, headSeq: length, problems: [] });
+}
+
+describe.each(FACTORIES)('AuditLog on $name storage', (factory) => {
+  let storage: Storage;
+
+  beforeEach(async () => {
+    storage = factory.create('auditlog');
+    await storage.init();
+  });
+
+  afterEach(async () => {
+    if (storage instanceof MongoStorage) await storage.db.dropDatabase().catch(() => undefined);
+    await storage.close();
+  });
+
+  test('appends records that form a valid chain and round-trip exactly', async () => {
+    const log = new AuditLog(storage.audit);
+    const first = await log.record({ type: 'client.registered', client_id: 'agent-1', details: { 'https://api.example.com': ['read'], tier: 'default' } });
+    const second = await log.record({ type: 'token.issued', client_id: 'agent-1', sub: 'user-1', details: { jti: 'j1', exp: 1_900_000_000 } });
+    const third = await log.record({ type: 'key.rotated' });
+    await log.close();
+
+    expect(first).toMatchObject({ seq: 1, type: 'client.registered', client_id: 'agent-1' });
+    expect(second.prev_hash).toBe(first.hash);
+    expect(third).toMatchObject({ seq: 3, prev_hash: second.hash, details: {} });
+    expect(third).not.toHaveProperty('client_id');
+    const stored = await all(storage.audit);
+    expect(stored).toEqual([first, second, third]);
+    for (const r of stored) expect(computeHash(r)).toBe(r.hash);
+    expectOneValidChain(stored, 3);
+    expect((await storage.audit.head())?.hash).toBe(third.hash);
+  });
+
+  test('200 concurrent record() calls: one valid chain, no gaps, each caller gets its own record, few writes', async () => {
+    const counting = new CountingStore(storage.audit);
+    const log = new AuditLog(counting);
+    const results = await Promise.all(
+      Array.from({ length: 200 }, (_, i) => log.record({ type: 'token.issued', client_id: `c${i % 7}`, details: { i } })),
+    );
+    const stored = await all(storage.audit);
+    expectOneValidChain(stored, 200);
+    expect(results.map((r) => r.details.i)).toEqual(Array.from({ length: 200 }, (_, i) => i));
+    for (const r of results) expect(stored[r.seq - 1]).toEqual(r);
+    // Everything queued before a write starts goes in one batch.
+    expect(counting.batches).toEqual([200]);
+    expect(counting.heads).toBe(1);
+  });
+
+  test('batches are capped at maxBatch and the head is read once, then cached', async () => {
+    const counting = new CountingStore(storage.audit);
+    const log = new AuditLog(counting, { maxBatch: 16 });
+    await Promise.all(Array.from({ length: 40 }, (_, i) => log.record({ type: 'token.issued', details: { i } })));
+    for (let i = 0; i < 3; i += 1) await log.record({ type: 'token.revoked', details: { i } });
+    expect(counting.batches).toEqual([16, 16, 8, 1, 1, 1]);
+    expect(counting.heads).toBe(1);
+    expectOneValidChain(await all(storage.audit), 43);
+  });
+
+  test('a log appended by an earlier writer is continued, not restarted', async () => {
+    const before = new AuditLog(storage.audit);
+    await before.record({ type: 'client.registered', details: { n: 1 } });
+    await before.close();
+    const after = new AuditLog(storage.audit);
+    expect((await after.record({ type: 'client.deleted', details: { n: 2 } })).seq).toBe(2);
+    expectOneValidChain(await all(storage.audit), 2);
+  });
+
+  test('two AuditLog instances (two writers) appending concurrently keep one chain with every event exactly once', async () => {
+    // Two writers on one store: for MongoDB, two clients on the same database, as two server processes would be.
+    const otherStorage: Storage =
+      storage instanceof MongoStorage ? new MongoStorage({ uri: mongoUri(), dbName: storage.db.databaseName, timeoutMs: 3000 }) : storage;
+    if (otherStorage !== storage) await otherStorage.init();
+    try {
+      const storeA = new CountingStore(storage.audit);
+      const storeB = new CountingStore(otherStorage.audit);
+      const a = new AuditLog(storeA, { maxBatch: 8 });
+      const b = new AuditLog(storeB, { maxBatch: 8 });
+      const calls: Array<Promise<AuditRecord>> = [];
+      for (let i = 0; i < 100; i += 1) {
+        calls.push(a.record({ type: 'token.issued', details: { writer: 'a', i } }));
+        calls.push(b.record({ type: 'token.issued', details: { writer: 'b', i } }));
+        if (i % 10 === 0) await new Promise((r) => setImmediate(r));
+      }
+      const results = await Promise.all(calls);
+      const stored = await all(storage.audit);
+      expectOneValidChain(stored, 200);
+      const ids = stored.map((r) => `${String(r.details.writer)}-${String(r.details.i)}`);
+      expect(new Set(ids).size).toBe(200);
+      expect(ids.sort()).toEqual([...['a', 'b'].flatMap((w) => Array.from({ length: 100 }, (_, i) => `${w}-${i}`))].sort());
+      for (const r of results) expect(stored[r.seq - 1]).toEqual(r);
+      // The writers did collide (a head re-read after a taken seq), and recovered.
+      expect(storeA.heads + storeB.heads).toBeGreaterThan(2);
+      expect([...storeA.batches, ...storeB.batches].reduce((x, y) => x + y, 0)).toBeGreaterThan(200);
+    } finally {
+      if (otherStorage !== storage) await otherStorage.close();
+    }
+  });
+
+  test('invalid events are refused before anything is written', async () => {
+    const log = new AuditLog(storage.audit);
+    await expect(log.record({ type: 'Not A Type' })).rejects.toBeInstanceOf(InvalidAuditEventError);
+    await expect(log.record({ type: 'token.issued', details: { n: 10n } as unknown as Record<string, unknown> })).rejects.toBeInstanceOf(InvalidAuditEventError);
+    await expect(log.record({ type: 'token.issued', details: { at: new Date() } })).rejects.toThrow(/toISOString/);
+    expect(await storage.audit.head()).toBeUndefined();
+    await log.record({ type: 'token.issued' });
+    expect((await storage.audit.head())?.seq).toBe(1);
+  });
+
+  test('after close() nothing more is accepted, and what was queued is written', async () => {
+    const log = new AuditLog(storage.audit);
+    const queued = log.record({ type: 'token.issued' });
+    await log.close();
+    await expect(queued).resolves.toMatchObject({ seq: 1 });
+    await expect(log.record({ type: 'token.issued' })).rejects.toBeInstanceOf(AuditLogClosedError);
+  });
+});
+
+describe('AuditLog when the store fails', () => {
+  test('record() rejects with StorageUnavailableError when MongoDB is gone', async () => {
+    const storage = new MongoStorage({ uri: mongoUri(), dbName: uniqueDbName('auditdown'), timeoutMs: 1000 });
+    await storage.init();
+    const log = new AuditLog(storage.audit);
+    await log.record({ type: 'token.issued' });
+    await storage.db.dropDatabase();
+    await storage.close();
+    const failing = await Promise.allSettled([log.record({ type: 'token.revoked' }), log.record({ type: 'token.revoked' })]);
+    for (const r of failing) {
+      expect(r.status).toBe('rejected');
+      expect((r as PromiseRejectedResult).reason).toBeInstanceOf(StorageUnavailableError);
+    }
+  });
+
+  test('each record() rejects with the store error; a later record re-reads the head and succeeds', async () => {
+    const storage = FACTORIES[0]!.create('flaky');
+    const inner = storage.audit;
+    let failInserts = 1;
+    let heads = 0;
+    const flaky: AuditStore = {
+      head: () => {
+        heads += 1;
+        return inner.head();
+      },
+      insertBatch: async (records) => {
+        if (failInserts > 0) {
+          failInserts -= 1;
+          throw new StorageUnavailableError('MongoDB audit.insert failed (connection reset)');
+        }
+        return inner.insertBatch(records);
+      },
+      list: (from, limit) => inner.list(from, limit),
+    };
+    const log = new AuditLog(flaky);
+    const results = await Promise.allSettled([log.record({ type: 'token.issued' }), log.record({ type: 'token.issued' })]);
+    expect(results.map((r) => r.status)).toEqual(['rejected', 'rejected']);
+    expect((results[0] as PromiseRejectedResult).reason.message).toContain('connection reset');
+    expect(await inner.head()).toBeUndefined();
+    await expect(log.record({ type: 'token.revoked' })).resolves.toMatchObject({ seq: 1 });
+    expect(heads).toBe(2);
+    await storage.close();
+  });
+
+  test('record() resolves only once its record is in the store', async () => {
+    const storage = FACTORIES[0]!.create('gated');
+    const inner = storage.audit;
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const gated: AuditStore = {
+      head: () => inner.head(),
+      insertBatch: async (records) => {
+        await gate;
+        return inner.insertBatch(records);
+      },
+      list: (from, limit) => inner.list(from, limit),
+    };
+    const log = new AuditLog(gated);
+    let settled = false;
+    const pending = log.record({ type: 'token.issued' }).then((r) => {
+      settled = true;
+      return r;
+    });
+    await new Promise((r) => setTimeout(r, 50));
+    expect(settled).toBe(false);
+    release();
+    const record = await pending;
+    expect((await inner.head())?.hash).toBe(record.hash);
+    await storage.close();
+  });
+
+  test('a writer that keeps losing the race gives up after maxAttempts with StorageUnavailableError', async () => {
+    const storage = FACTORIES[0]!.create('contended');
+    const inner = storage.audit;
+    let stolen = 0;
+    // Another writer that always gets there first: before each of our inserts, it appends a record of its own.
+    const rival = new AuditLog(inner);
+    const contended: AuditStore = {
+      head: () => inner.head(),
+      insertBatch: async (records) => {
+        await rival.record({ type: 'token.issued', details: { rival: (stolen += 1) } });
+        return inner.insertBatch(records);
+      },
+      list: (from, limit) => inner.list(from, limit),
+    };
+    const log = new AuditLog(contended, { maxAttempts: 5 });
+    await expect(log.record({ type: 'token.revoked' })).rejects.toThrow(StorageUnavailableError);
+    expect(stolen).toBe(5);
+    expectOneValidChain(await all(inner), 5);
+    await storage.close();
+  });
+
+  test('a write that was applied but reported as a conflict (a retried insert) is not written twice', async () => {
+    const storage = FACTORIES[0]!.create('retried');
+    const inner = storage.audit;
+    let first = true;
+    const retried: AuditStore = {
+      head: () => inner.head(),
+      insertBatch: async (records) => {
+        if (first) {
+          // The first insert lands, but the answer is lost and the retry finds the seq taken.
+          first = false;
+          await inner.insertBatch(records.slice(0, 1));
+          return 0;
+        }
+        return inner.insertBatch(records);
+      },
+      list: (from, limit) => inner.list(from, limit),
+    };
+    const log = new AuditLog(retried);
+    const [a, b] = await Promise.all([log.record({ type: 'token.issued', details: { n: 1 } }), log.record({ type: 'token.issued', details: { n: 2 } })]);
+    expect([a.seq, b.seq]).toEqual([1, 2]);
+    const stored = await all(inner);
+    expectOneValidChain(stored, 2);
+    expect(stored.map((r) => r.details.n)).toEqual([1, 2]);
+    await storage.close();
+  });
+});

@@ -1,0 +1,293 @@
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+
+import type { Collection } from 'mongodb';
+
+import { MongoStorage } from '../../adapters/mongodb.js';
+import type { AuditRecord } from '../../adapters/types.js';
+import { computeHash } from '../../server/audit/chain.js';
+import { AuditLog } from '../../server/audit/log.js';
+import { runCli, tempDir, uniqueDbName } from '../support/server.js';
+import { mongoUri } from '../support/storages.js';
+
+/** How MongoAuditStore keeps a record: _id = seq, details as JSON text. */
+interface AuditDoc {
+  _id: number;
+  time: string;
+  type: string;
+  client_id?: string;
+  sub?: string;
+  details: string;
+  prev_hash: string;
+  hash: string;
+}
+
+const toDoc = ({ seq, details, ...rest }: AuditRecord): AuditDoc => ({ _id: seq, ...rest, details: JSON.stringify(details) });
+const toRecord = ({ _id, details, ...rest }: AuditDoc): AuditRecord => ({ seq: _id, ...rest, details: JSON.parse(details) as Record<string, unknown> });
+const rehash = (r: AuditRecord): AuditRecord => ({ ...r, hash: computeHash(r) });
+
+describe('agentauth audit tail|export|verify against MongoDB', () => {
+  const dbName = uniqueDbName('auditcli');
+  const env = () => ({ MONGODB_URI: mongoUri(), MONGODB_DB: dbName });
+  const dir = tempDir('agentauth-audit-');
+  let storage: MongoStorage;
+  let events: Collection<AuditDoc>;
+  let original: AuditDoc[];
+  let written: AuditRecord[];
+
+  const verify = (...args: string[]) => runCli(['audit', 'verify', ...args], env());
+
+  beforeAll(async () => {
+    storage = new MongoStorage({ uri: mongoUri(), dbName, timeoutMs: 3000 });
+    await storage.init();
+    const log = new AuditLog(storage.audit);
+    written = [];
+    written.push(await log.record({ type: 'client.registered', client_id: 'agent-1', details: { tier: 'default', 'https://api.example.com': ['read'] } }));
+    written.push(...(await Promise.all([
+      log.record({ type: 'token.issued', client_id: 'agent-1', sub: 'user-1', details: { jti: 'j-1' } }),
+      log.record({ type: 'token.issued', client_id: 'agent-1', sub: 'user-2', details: { jti: 'j-2' } }),
+      log.record({ type: 'token.revoked', client_id: 'agent-1', details: { jti: 'j-1', reason: 'logout' } }),
+    ])));
+    written.push(await log.record({ type: 'key.rotated', details: { kid: 'k-2', replaces: 'k-1' } }));
+    written.push(await log.record({ type: 'client.deleted', client_id: 'agent-1' }));
+    await log.close();
+    events = storage.db.collection<AuditDoc>('audit_events');
+    original = await events.find({}).sort({ _id: 1 }).toArray();
+    expect(original).toHaveLength(6);
+  });
+
+  /** Puts the stored log back as it was written. */
+  async function restore(): Promise<void> {
+    await events.deleteMany({});
+    await events.insertMany(original);
+  }
+
+  afterEach(restore);
+
+  afterAll(async () => {
+    await storage.db.dropDatabase().catch(() => undefined);
+    await storage.close();
+  });
+
+  const head = () => written.at(-1)!;
+  const okLine = (n: number, seq: number, hash: string) => `audit log OK: ${n} records, head seq ${seq} hash ${hash}\n`;
+
+  test('verify: an intact log exits 0 with the OK line and its head', async () => {
+    const res = await verify();
+    expect(res.stderr).toBe('');
+    expect(res.stdout).toBe(okLine(6, 6, head().hash));
+    expect(res.code).toBe(0);
+  });
+
+  test('tail -n 2 prints the last two records as JSON lines; the default prints up to 20', async () => {
+    const two = await runCli(['audit', 'tail', '-n', '2'], env());
+    expect(two.code).toBe(0);
+    const lines = two.stdout.trim().split('\n').map((l) => JSON.parse(l) as AuditRecord);
+    expect(lines).toEqual(written.slice(4));
+    expect(two.stdout.split('\n')[0]).toMatch(/^\{"seq":5,"time":"[^"]+","type":"key.rotated","details":/);
+
+    const all = await runCli(['audit', 'tail'], env());
+    expect(all.code).toBe(0);
+    expect(all.stdout.trim().split('\n').map((l) => JSON.parse(l) as AuditRecord)).toEqual(written);
+
+    const long = await runCli(['audit', 'tail', '--lines', '3'], env());
+    expect(long.stdout.trim().split('\n').map((l) => (JSON.parse(l) as AuditRecord).seq)).toEqual([4, 5, 6]);
+  });
+
+  test('tail refuses a line count that is not a positive whole number', async () => {
+    const res = await runCli(['audit', 'tail', '-n', '0'], env());
+    expect(res.code).toBe(1);
+    expect(res.stderr).toContain('at least 1');
+    expect(res.stdout).toBe('');
+  });
+
+  test('export --out writes every record; verify --file checks it; export to stdout is the same', async () => {
+    const file = join(dir, 'export.jsonl');
+    const res = await runCli(['audit', 'export', '--out', file], env());
+    expect(res.code).toBe(0);
+    expect(res.stderr).toContain(`exported 6 audit records to ${file}; head seq 6 hash ${head().hash}`);
+    const text = readFileSync(file, 'utf8');
+    expect(text.trim().split('\n').map((l) => JSON.parse(l) as AuditRecord)).toEqual(written);
+
+    const checked = await runCli(['audit', 'verify', '--file', file], {});
+    expect(checked.stdout).toBe(okLine(6, 6, head().hash));
+    expect(checked.code).toBe(0);
+
+    const stdout = await runCli(['audit', 'export'], env());
+    expect(stdout.code).toBe(0);
+    expect(stdout.stdout).toBe(text);
+  });
+
+  describe('tampering in MongoDB is detected', () => {
+    test('an edited event (details changed, hash left) → exit 1 naming the seq and "edited"', async () => {
+      await events.updateOne({ _id: 3 }, { $set: { details: JSON.stringify({ jti: 'j-999' }) } });
+      const res = await verify();
+      expect(res.code).toBe(1);
+      expect(res.stdout).toContain('seq 3: edited: content does not match its hash');
+      expect(res.stdout).toContain('audit log FAILED: 1 problem in 6 records');
+    });
+
+    test('an event rewritten and re-hashed → the next link breaks', async () => {
+      const forged = rehash({ ...toRecord(original[2]!), details: { jti: 'j-999' } });
+      await events.replaceOne({ _id: 3 }, toDoc(forged));
+      const res = await verify();
+      expect(res.code).toBe(1);
+      expect(res.stdout).toContain('seq 4: broken-link');
+    });
+
+    test('details that are no longer JSON → edited at that seq, the rest still verified', async () => {
+      await events.updateOne({ _id: 4 }, { $set: { details: '{"jti":' } });
+      const res = await verify();
+      expect(res.code).toBe(1);
+      expect(res.stdout).toContain('seq 4: edited: cannot be decoded');
+      expect(res.stdout).toContain('seq 4: deleted');
+    });
+
+    test('a deleted event → exit 1 naming the seq and "deleted"', async () => {
+      await events.deleteOne({ _id: 3 });
+      const res = await verify();
+      expect(res.code).toBe(1);
+      expect(res.stdout).toContain('seq 3: deleted: missing');
+      expect(res.stdout).not.toContain('broken-link');
+    });
+
+    test('a forged event spliced in, the rest renumbered and re-hashed → "inserted"', async () => {
+      const records = original.map(toRecord);
+      const forged = rehash({ ...records[2]!, type: 'client.registered', client_id: 'evil', details: { forged: true }, prev_hash: records[1]!.hash });
+      const shifted = records.slice(2).map((r) => rehash({ ...r, seq: r.seq + 1 }));
+      await events.deleteMany({});
+      await events.insertMany([...records.slice(0, 2), forged, ...shifted].map(toDoc));
+      const res = await verify();
+      expect(res.code).toBe(1);
+      expect(res.stdout).toContain('seq 3: inserted: not part of the chain: seq 4 links past it to seq 2');
+    });
+
+    test('a forged event spliced in with the rest only renumbered → "inserted"', async () => {
+      const records = original.map(toRecord);
+      const forged = rehash({ ...records[2]!, details: { forged: true }, prev_hash: records[1]!.hash });
+      await events.deleteMany({});
+      await events.insertMany([...records.slice(0, 2), forged, ...records.slice(2).map((r) => ({ ...r, seq: r.seq + 1 }))].map(toDoc));
+      const res = await verify();
+      expect(res.code).toBe(1);
+      expect(res.stdout).toMatch(/seq 4: inserted: seq 3 appears more than once/);
+    });
+
+    test('two events swapped (contents exchanged between seqs) → "reordered"', async () => {
+      const { _id: _a, ...third } = original[2]!;
+      const { _id: _b, ...fourth } = original[3]!;
+      await events.replaceOne({ _id: 3 }, fourth);
+      await events.replaceOne({ _id: 4 }, third);
+      const res = await verify();
+      expect(res.code).toBe(1);
+      expect(res.stdout).toContain('seq 4: reordered');
+      expect(res.stdout).toContain('seq 3: edited: seq was changed: its hash is that of seq 4');
+    });
+
+    test('a field added to a stored event → edited', async () => {
+      await events.updateOne({ _id: 2 }, { $set: { note: 'hello' } });
+      const res = await verify();
+      expect(res.code).toBe(1);
+      expect(res.stdout).toContain('seq 2: edited: malformed: unexpected field note');
+    });
+
+    test('truncation leaves a valid chain: only the head in the OK line shows it', async () => {
+      await events.deleteOne({ _id: 6 });
+      const res = await verify();
+      expect(res.code).toBe(0);
+      expect(res.stdout).toBe(okLine(5, 5, written[4]!.hash));
+      expect(res.stdout).not.toContain(head().hash);
+    });
+  });
+
+  describe('tampering with an exported file is detected', () => {
+    let lines: string[];
+
+    beforeAll(async () => {
+      const file = join(dir, 'pristine.jsonl');
+      const res = await runCli(['audit', 'export', '--out', file], env());
+      expect(res.code).toBe(0);
+      lines = readFileSync(file, 'utf8').trim().split('\n');
+      expect(lines).toHaveLength(6);
+    });
+
+    const verifyLines = async (name: string, content: string[]) => {
+      const file = join(dir, name);
+      writeFileSync(file, `${content.join('\n')}\n`);
+      return runCli(['audit', 'verify', '--file', file], {});
+    };
+
+    test('an edited line → exit 1, "edited"', async () => {
+      const edited = [...lines];
+      edited[2] = edited[2]!.replace('"j-2"', '"j-3"');
+      expect(edited[2]).not.toBe(lines[2]);
+      const res = await verifyLines('edited.jsonl', edited);
+      expect(res.code).toBe(1);
+      expect(res.stdout).toContain('seq 3: edited');
+    });
+
+    test('a deleted line → exit 1, "deleted"', async () => {
+      const res = await verifyLines('deleted.jsonl', lines.filter((_, i) => i !== 3));
+      expect(res.code).toBe(1);
+      expect(res.stdout).toContain('seq 4: deleted');
+    });
+
+    test('two lines swapped → exit 1, "reordered"', async () => {
+      const swapped = [lines[0]!, lines[2]!, lines[1]!, ...lines.slice(3)];
+      const res = await verifyLines('swapped.jsonl', swapped);
+      expect(res.code).toBe(1);
+      expect(res.stdout).toContain('seq 2: reordered: comes after seq 3');
+    });
+
+    test('a line duplicated → exit 1, "inserted"', async () => {
+      const res = await verifyLines('dup.jsonl', [...lines.slice(0, 3), lines[2]!, ...lines.slice(3)]);
+      expect(res.code).toBe(1);
+      expect(res.stdout).toContain('seq 3: inserted');
+    });
+
+    test('a line that is not JSON → exit 1 naming the line', async () => {
+      const broken = [...lines];
+      broken[1] = broken[1]!.slice(0, 20);
+      const res = await verifyLines('broken.jsonl', broken);
+      expect(res.code).toBe(1);
+      expect(res.stdout).toContain('line 2: edited: not JSON');
+    });
+
+    test('an untouched copy still verifies', async () => {
+      const res = await verifyLines('copy.jsonl', lines);
+      expect(res.code).toBe(0);
+      expect(res.stdout).toBe(okLine(6, 6, head().hash));
+    });
+  });
+});
+
+describe('agentauth audit: refusals', () => {
+  test('with the embedded store the log is in the server process: exit 2 with a clear message', async () => {
+    for (const cmd of [['tail'], ['export'], ['verify']]) {
+      const res = await runCli(['audit', ...cmd], { AGENTAUTH_DATA_DIR: tempDir() });
+      expect(res.code).toBe(2);
+      expect(res.stderr).toContain('MONGODB_URI');
+      expect(res.stderr).toContain("server's memory");
+      expect(res.stdout).toBe('');
+    }
+  });
+
+  test('verify --file of a missing file exits 1 and says so', async () => {
+    const res = await runCli(['audit', 'verify', '--file', join(tempDir(), 'nope.jsonl')], {});
+    expect(res.code).toBe(1);
+    expect(res.stderr).toContain('cannot read');
+    expect(res.stderr).toContain('ENOENT');
+  });
+
+  test('an empty log verifies with no head', async () => {
+    const res = await runCli(['audit', 'verify'], { MONGODB_URI: mongoUri(), MONGODB_DB: uniqueDbName('auditempty') });
+    expect(res.code).toBe(0);
+    expect(res.stdout).toBe(`audit log OK: 0 records, head seq 0 hash ${'0'.repeat(64)}\n`);
+  });
+
+  test('MongoDB unreachable → exit 1 with a storage error, not a stack trace', async () => {
+    const res = await runCli(['audit', 'verify'], { MONGODB_URI: 'mongodb://127.0.0.1:9/', AGENTAUTH_CONFIG: undefined });
+    expect(res.code).toBe(1);
+    expect(res.stderr).toMatch(/MongoDB connect failed/);
+    expect(res.stderr).not.toMatch(/\n\s+at /);
+  });
+});

@@ -51,9 +51,11 @@ export function deriveKeyView(keys: readonly StoredKey[], transitions: readonly 
     return { key: k, activatesAt, explicitRetire: time(byKid(k.kid, 'retire')?.at) };
   });
 
-  // Activated keys in activation order: each is implicitly retired when the next one activates.
+  // Activated keys in activation order: each is implicitly retired when the next one activates. A key retired at or
+  // before its activation time (a cancelled rotation) never activates, so it supersedes nothing.
+  const cancelled = (b: (typeof base)[number]) => b.explicitRetire !== undefined && b.activatesAt !== undefined && b.explicitRetire <= b.activatesAt;
   const activated = base
-    .filter((b) => b.activatesAt !== undefined && b.activatesAt <= now)
+    .filter((b) => b.activatesAt !== undefined && b.activatesAt <= now && !cancelled(b))
     .sort((a, b) => a.activatesAt!.getTime() - b.activatesAt!.getTime() || a.key.seq - b.key.seq);
   const superseded = new Map<string, Date>();
   activated.forEach((b, i) => {
@@ -71,7 +73,7 @@ export function deriveKeyView(keys: readonly StoredKey[], transitions: readonly 
       publishedUntil = new Date(retiredAt.getTime() + graceMs);
       state = now < publishedUntil ? 'retired' : 'archived';
       if (state === 'retired') changes.push(publishedUntil);
-    } else if (activatesAt && activatesAt <= now) {
+    } else if (activatesAt && activatesAt <= now && !(explicitRetire && explicitRetire <= activatesAt)) {
       state = 'active';
     } else {
       state = 'next';

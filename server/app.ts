@@ -85,7 +85,8 @@ function probes(health: StorageHealth, keyring: Keyring): Koa.Middleware {
     }
     if (ctx.path === '/readyz' && (ctx.method === 'GET' || ctx.method === 'HEAD')) {
       const storage = await health.check();
-      const keys = keyring.keys.length > 0;
+      // Ready only with a key that signs now (not merely published ones).
+      const keys = keyring.view().signer !== undefined && keyring.keys.length > 0;
       ctx.status = storage && keys ? 200 : 503;
       ctx.body = {
         status: storage && keys ? 'ready' : 'unavailable',

@@ -47,8 +47,9 @@ async function startCommand(opts: { workers?: string }): Promise<void> {
       },
     );
   };
-  process.once('SIGTERM', onSignal);
-  process.once('SIGINT', onSignal);
+  // `on`, not `once`: a second signal (systemd sends one to every process of the group) must not kill a draining process.
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
 }
 
 /**
@@ -74,8 +75,8 @@ function startPrimary(workers: number, log: ReturnType<typeof createLogger>): Pr
     log.info({ signal }, 'signal received; stopping workers');
     for (const w of Object.values(cluster.workers ?? {})) w?.process.kill('SIGTERM');
   };
-  process.once('SIGTERM', onSignal);
-  process.once('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
   return Promise.resolve();
 }
 

@@ -7,7 +7,8 @@ import type { RunningServer } from '../support/server.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const SHORT = { accessTokenTTL: 3, refreshTokenIdleTTL: 60, refreshTokenAbsoluteTTL: 120, dpop: 'optional', dpopNonce: false };
-const KEYS = { publishDelaySeconds: 2, refreshIntervalSeconds: 1, clockSkewSeconds: 1 };
+// Retire grace = 3 s tokens + 8 s skew: long enough that the "retired but published" checks hold on a loaded machine.
+const KEYS = { publishDelaySeconds: 2, refreshIntervalSeconds: 1, clockSkewSeconds: 8 };
 /** How late an instance may start signing with the new key after its activation time (refresh interval + slack). */
 const FOLLOW_BOUND_MS = KEYS.refreshIntervalSeconds * 1000 + 1500;
 
@@ -93,16 +94,16 @@ describe('key rotation with two server processes on one MongoDB', () => {
       expect(mine.filter((s) => s.at > activatesAt + FOLLOW_BOUND_MS).every((s) => s.kid === newKid)).toBe(true);
     }
 
+    // Retired, still published: the old token's signature verifies against JWKS (at its own time, it has expired).
+    const claims = decodeJwt(oldToken);
+    const atIssue = new Date(claims.iat! * 1000);
+    await expect(jwtVerify(oldToken, createRemoteJWKSet(new URL(`${b.url}/jwks`)), { issuer, currentDate: atIssue })).resolves.toBeDefined();
+
     // Both processes appended audit events throughout (every token issued): one valid chain.
     const chain = await runCli(['audit', 'verify'], as.env);
     expect(chain.code).toBe(0);
     expect(chain.stdout).toMatch(/audit log OK: \d+ records/);
     expect(Number(/OK: (\d+) records/.exec(chain.stdout)![1])).toBeGreaterThanOrEqual(seen.length);
-
-    // Retired, still published: the old token's signature verifies against JWKS (at its own time, it has expired).
-    const claims = decodeJwt(oldToken);
-    const atIssue = new Date(claims.iat! * 1000);
-    await expect(jwtVerify(oldToken, createRemoteJWKSet(new URL(`${b.url}/jwks`)), { issuer, currentDate: atIssue })).resolves.toBeDefined();
 
     // Archived after the longest token lifetime plus skew: gone from JWKS, still verifiable offline.
     const list = await runCli(['keys', 'list'], as.env);

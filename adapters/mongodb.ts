@@ -1,4 +1,4 @@
-import { MongoClient, MongoServerError } from 'mongodb';
+import { MongoBulkWriteError, MongoClient, MongoServerError } from 'mongodb';
 import type { Collection, Db, Filter } from 'mongodb';
 
 import { StorageUnavailableError } from './errors.js';
@@ -231,18 +231,20 @@ class MongoAuditStore implements AuditStore {
   }
 
   async insertBatch(records: AuditRecord[]): Promise<number> {
-    let inserted = 0;
-    // One insert per record, in order: a unique _id per seq is the only guarantee both MongoDB and FerretDB keep.
-    for (const { seq, details, ...rest } of records) {
-      try {
-        await this.col.insertOne({ _id: seq, ...rest, details: JSON.stringify(details) });
-        inserted += 1;
-      } catch (err) {
-        if (err instanceof MongoServerError && err.code === DUPLICATE_KEY) break;
-        throw unavailable('audit.insert', err);
+    if (records.length === 0) return 0;
+    // One ordered insertMany: documents after the first taken seq are not inserted, so the count that went in is
+    // always a prefix of the batch. A unique _id per seq is the guarantee both MongoDB and FerretDB keep.
+    const docs = records.map(({ seq, details, ...rest }) => ({ _id: seq, ...rest, details: JSON.stringify(details) }));
+    try {
+      const res = await this.col.insertMany(docs, { ordered: true });
+      return res.insertedCount;
+    } catch (err) {
+      if (err instanceof MongoBulkWriteError && err.writeErrors && (Array.isArray(err.writeErrors) ? err.writeErrors : [err.writeErrors]).every((e) => e.code === DUPLICATE_KEY)) {
+        return err.insertedCount;
       }
+      if (err instanceof MongoServerError && err.code === DUPLICATE_KEY) return 0;
+      throw unavailable('audit.insert', err);
     }
-    return inserted;
   }
 
   async list(fromSeq: number, limit: number): Promise<AuditRecord[]> {

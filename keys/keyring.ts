@@ -74,8 +74,16 @@ export class Keyring {
     private readonly policy: LifecyclePolicy,
   ) {}
 
+  #cache: { view: KeyView; until: number; publicJwks?: { keys: JWK[] } } | undefined;
+
+  /** Key states at `now`. The current view is cached until the next change by time or the next refresh. */
   view(now = new Date()): KeyView {
-    return deriveKeyView(this.#stored, this.#transitions, now, this.policy);
+    const t = now.getTime();
+    const c = this.#cache;
+    if (c && t < c.until && t >= c.view.computedAt) return c.view;
+    const view = deriveKeyView(this.#stored, this.#transitions, now, this.policy);
+    this.#cache = { view, until: view.nextChange?.getTime() ?? Number.POSITIVE_INFINITY };
+    return view;
   }
 
   /** The signing key now. */
@@ -95,8 +103,12 @@ export class Keyring {
     return { keys: this.keys.map((k) => ({ ...k.privateJwk })) };
   }
 
+  /** The published public keys; the same object until the published set changes (callers may cache by identity). */
   publicJwks(): { keys: JWK[] } {
-    return { keys: this.keys.map((k) => ({ ...k.publicJwk })) };
+    this.view();
+    const c = this.#cache!;
+    c.publicJwks ??= { keys: this.keys.map((k) => ({ ...k.publicJwk })) };
+    return c.publicJwks;
   }
 
   archive(now = new Date()): ArchivedKey[] {
@@ -122,6 +134,7 @@ export class Keyring {
     }
     this.#stored = stored;
     this.#transitions = transitions;
+    this.#cache = undefined;
   }
 
   /**

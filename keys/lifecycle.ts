@@ -36,6 +36,8 @@ export interface KeyView {
   signer: KeyTimeline | undefined;
   /** The next moment any key's state changes by time alone (an activation or an archival), if any. */
   nextChange: Date | undefined;
+  /** The time the view was computed for (epoch ms). */
+  computedAt: number;
 }
 
 const time = (iso: string | undefined) => (iso === undefined ? undefined : new Date(iso));
@@ -88,7 +90,7 @@ export function deriveKeyView(keys: readonly StoredKey[], transitions: readonly 
   const signer = active.sort((a, b) => (b.activatesAt?.getTime() ?? 0) - (a.activatesAt?.getTime() ?? 0) || b.seq - a.seq)[0];
   for (const t of active) if (t !== signer) t.state = 'retired';
   const nextChange = changes.sort((a, b) => a.getTime() - b.getTime())[0];
-  return { timelines: timelines.sort((a, b) => a.seq - b.seq), signer, nextChange };
+  return { timelines: timelines.sort((a, b) => a.seq - b.seq), signer, nextChange, computedAt: now.getTime() };
 }
 
 /** Keys that belong in the JWKS: next, active and retired (not archived), the signer first. */

@@ -46,10 +46,21 @@ function isJwt(token: unknown): token is string {
   }
 }
 
+/** The local JWK set for the current published keys, rebuilt only when they change (key import is the costly part). */
+const jwkSets = new WeakMap<StructuredTokenDeps, { source: JSONWebKeySet; set: ReturnType<typeof createLocalJWKSet> }>();
+function localJwks(deps: StructuredTokenDeps): ReturnType<typeof createLocalJWKSet> {
+  const source = deps.jwks();
+  const cached = jwkSets.get(deps);
+  if (cached && cached.source === source) return cached.set;
+  const set = createLocalJWKSet(source);
+  jwkSets.set(deps, { source, set });
+  return set;
+}
+
 /** Verifies a JWT access token agentauth issued; undefined if it is not one (bad signature, wrong type, expired). */
 export async function verifyAccessToken(token: string, deps: StructuredTokenDeps): Promise<JwtAccessTokenClaims | undefined> {
   try {
-    const { payload } = await jwtVerify<JwtAccessTokenClaims>(token, createLocalJWKSet(deps.jwks()), {
+    const { payload } = await jwtVerify<JwtAccessTokenClaims>(token, localJwks(deps), {
       issuer: deps.issuer,
       typ: 'at+jwt',
       algorithms: ['ES256', 'EdDSA'],

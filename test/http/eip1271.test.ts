@@ -3,11 +3,11 @@ import { createRemoteJWKSet, jwtVerify } from 'jose';
 import * as oidc from 'openid-client';
 
 import { createEip1271Verifier, EIP1271_MAGIC_VALUE } from '../../interactions/siwe/eip1271.js';
-import { buildSiweMessage } from '../../interactions/siwe/message.js';
 import type { SiweMessageFields } from '../../interactions/siwe/message.js';
 import { baseConfig, insecure, introspect, RESOURCE, startAgentServer } from '../support/agent-server.js';
 import type { AgentServer } from '../support/agent-server.js';
 import { compileOwnerWallet, deployOwnerWallet, startEvm } from '../support/evm.js';
+import { signedSiwe } from '../support/wallet.js';
 import type { Evm } from '../support/evm.js';
 
 const GRANT = 'urn:agentauth:params:oauth:grant-type:wallet-signature';
@@ -93,21 +93,8 @@ describe('EIP-1271 contract wallets on a local EVM (ganache, OwnerWallet.sol com
     }
 
     /** An EIP-4361 message for `address` (the contract wallet by default, on the local chain), signed by `signer`. */
-    async function signed(signer: Wallet, change: Partial<SiweMessageFields> = {}): Promise<{ message: string; signature: string }> {
-      const fields: SiweMessageFields = {
-        domain: new URL(issuer).host,
-        address: contractWallet,
-        statement: 'Grant the agent access to the API.',
-        uri: issuer,
-        chainId: evm.chainId,
-        nonce: await nonce(),
-        issuedAt: new Date(),
-        resources: [RESOURCE],
-        ...change,
-      };
-      const message = buildSiweMessage(fields);
-      return { message, signature: await signer.signMessage(message) };
-    }
+    const signed = async (signer: Wallet, change: Partial<SiweMessageFields> = {}) =>
+      signedSiwe(issuer, signer, { address: contractWallet, chainId: evm.chainId, nonce: await nonce(), ...change });
 
     test('the owner’s signature signs in as the contract wallet: a DPoP-bound token whose sub is the contract’s did:pkh', async () => {
       const dpop = oidc.getDPoPHandle(client, await oidc.randomDPoPKeyPair('ES256'));

@@ -2,8 +2,8 @@ import { Wallet } from 'ethers';
 import { createRemoteJWKSet, jwtVerify } from 'jose';
 import * as oidc from 'openid-client';
 
-import { buildSiweMessage } from '../../interactions/siwe/message.js';
 import type { SiweMessageFields } from '../../interactions/siwe/message.js';
+import { signedSiwe } from '../support/wallet.js';
 import { baseConfig, insecure, introspect, RESOURCE, startAgentServer } from '../support/agent-server.js';
 import type { AgentServer } from '../support/agent-server.js';
 
@@ -51,21 +51,8 @@ describe('headless wallet-signature grant, driven by openid-client', () => {
     return body.nonce;
   }
 
-  async function signed(key: Wallet, change: Partial<SiweMessageFields> = {}, signer: Wallet = key) {
-    const fields: SiweMessageFields = {
-      domain: new URL(issuer).host,
-      address: key.address,
-      statement: 'Grant the agent access to the API.',
-      uri: issuer,
-      chainId: 1,
-      nonce: await nonce(),
-      issuedAt: new Date(),
-      resources: [RESOURCE],
-      ...change,
-    };
-    const message = buildSiweMessage(fields);
-    return { message, signature: await signer.signMessage(message) };
-  }
+  const signed = async (key: Wallet, change: Partial<SiweMessageFields> = {}, signer: Wallet = key) =>
+    signedSiwe(issuer, signer, { address: key.address, nonce: await nonce(), ...change });
 
   test('discovery advertises the grant type', async () => {
     expect(publicClient.serverMetadata().grant_types_supported).toContain(GRANT);

@@ -1,6 +1,7 @@
-import type { AdapterPayload, AuditRecord, AuditStore, KeyStore, ModelName, ModelStore, NonceStore, RevokedTokenStore, Storage } from './types.js';
+import type { AdapterPayload, AuditStore, KeyStore, ModelName, ModelStore, NonceStore, RevokedTokenStore, Storage } from './types.js';
 import { MODEL_NAMES } from './types.js';
 import { checkKey, isValidKey } from './validate.js';
+import { FileAuditStore } from './file-audit.js';
 import { FileKeyStore } from './file-keys.js';
 
 interface Entry {
@@ -168,30 +169,6 @@ class MemoryExpiringSet implements RevokedTokenStore, NonceStore {
   }
 }
 
-/** The embedded store's audit log: in process memory, like its tokens (gone on restart). */
-class MemoryAuditStore implements AuditStore {
-  readonly #records: AuditRecord[] = [];
-
-  async head(): Promise<AuditRecord | undefined> {
-    const last = this.#records.at(-1);
-    return last ? structuredClone(last) : undefined;
-  }
-
-  async insertBatch(records: AuditRecord[]): Promise<number> {
-    let inserted = 0;
-    for (const r of records) {
-      if (r.seq !== this.#records.length + 1) break;
-      this.#records.push(structuredClone(r));
-      inserted += 1;
-    }
-    return inserted;
-  }
-
-  async list(fromSeq: number, limit: number): Promise<AuditRecord[]> {
-    return this.#records.slice(Math.max(0, fromSeq - 1), Math.max(0, fromSeq - 1) + limit).map((r) => structuredClone(r));
-  }
-}
-
 export interface EmbeddedStorageOptions {
   /** Where signing keys are kept so they survive restarts. */
   dataDir: string;
@@ -204,7 +181,7 @@ export class EmbeddedStorage implements Storage {
   readonly keys: KeyStore;
   readonly revokedTokens: RevokedTokenStore;
   readonly nonces: NonceStore;
-  readonly audit: AuditStore = new MemoryAuditStore();
+  readonly audit: AuditStore;
   readonly #expiring: MemoryExpiringSet[];
   readonly #models = new Map<ModelName, MemoryModelStore>();
   readonly #sweepIntervalMs: number;
@@ -212,6 +189,7 @@ export class EmbeddedStorage implements Storage {
 
   constructor(options: EmbeddedStorageOptions) {
     this.keys = new FileKeyStore(options.dataDir);
+    this.audit = new FileAuditStore(options.dataDir);
     const revoked = new MemoryExpiringSet();
     const nonces = new MemoryExpiringSet();
     this.revokedTokens = revoked;

@@ -11,7 +11,7 @@ import type { AuditRecord, AuditStore } from '../adapters/types.js';
 import { ChainVerifier, GENESIS_HASH } from './audit/chain.js';
 import type { ChainVerification } from './audit/chain.js';
 import { openStorage } from './boot.js';
-import { ConfigError, loadConfig } from './config.js';
+import { loadConfig } from './config.js';
 
 /** Records read from storage per round trip. */
 const PAGE = 1000;
@@ -23,18 +23,11 @@ function positiveInteger(value: string): number {
 }
 
 /**
- * Opens storage only (no keys, no server), runs `fn` on the audit store and closes storage again. The embedded
- * store keeps the log in the running server's memory, which this process cannot see: refused as a configuration
- * error (exit 2).
+ * Opens storage only (no keys, no server), runs `fn` on the audit store and closes storage again. With the embedded
+ * store that is the audit.jsonl file in the data directory.
  */
 async function withAuditStore<T>(fn: (store: AuditStore) => Promise<T>): Promise<T> {
   const config = loadConfig();
-  if (!config.mongodb) {
-    throw new ConfigError(
-      'MONGODB_URI: the audit commands read the log from MongoDB; with the embedded store the log lives in the running ' +
-        "server's memory, which another process cannot read (`agentauth audit verify --file <export>` needs no storage)",
-    );
-  }
   const storage = openStorage(config);
   try {
     await storage.init();

@@ -130,10 +130,6 @@ export function registerKeyCommands(program: Command): void {
         report = await withStorage(async (storage, config) => {
           const r = await verifyAgainstArchive(token, await archiveFromStorage(storage, config));
           if (r.signature !== 'valid' || !r.claims) return r;
-          if (storage.kind === 'embedded') {
-            // The embedded store keeps revocations and the audit log in the server's memory: nothing to read here.
-            return { ...r, revocation: ['unknown: the embedded store keeps revocations in the running server\'s memory; use MONGODB_URI'] };
-          }
           const revocation = await revocationFacts(storage, r.claims);
           return { ...r, revoked: revocation.length > 0, revocation };
         });

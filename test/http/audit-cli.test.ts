@@ -7,7 +7,7 @@ import { MongoStorage } from '../../adapters/mongodb.js';
 import type { AuditRecord } from '../../adapters/types.js';
 import { computeHash } from '../../server/audit/chain.js';
 import { AuditLog } from '../../server/audit/log.js';
-import { runCli, tempDir, uniqueDbName } from '../support/server.js';
+import { runCli, startServer, tempDir, uniqueDbName, writeConfig } from '../support/server.js';
 import { mongoUri } from '../support/storages.js';
 
 /** How MongoAuditStore keeps a record: _id = seq, details as JSON text. */
@@ -260,17 +260,36 @@ describe('agentauth audit tail|export|verify against MongoDB', () => {
   });
 });
 
-describe('agentauth audit: refusals', () => {
-  test('with the embedded store the log is in the server process: exit 2 with a clear message', async () => {
-    for (const cmd of [['tail'], ['export'], ['verify']]) {
-      const res = await runCli(['audit', ...cmd], { AGENTAUTH_DATA_DIR: tempDir() });
-      expect(res.code).toBe(2);
-      expect(res.stderr).toContain('MONGODB_URI');
-      expect(res.stderr).toContain("server's memory");
-      expect(res.stdout).toBe('');
+describe('agentauth audit on the embedded store', () => {
+  test('the log is a file in the data directory: it survives a restart, keeps one chain, and the CLI verifies it', async () => {
+    const dir = tempDir();
+    const env = {
+      AGENTAUTH_DATA_DIR: join(dir, 'data'),
+      AGENTAUTH_CONFIG: writeConfig(dir, {
+        resourceServers: [{ identifier: 'https://api.example.com', scopes: ['read'] }],
+        clients: [{ client_id: 'svc', client_secret: 'embedded-audit-secret-0123456789abcdef' }],
+      }),
+    };
+    const issue = (url: string) =>
+      fetch(`${url}/token`, {
+        method: 'POST',
+        headers: { authorization: `Basic ${Buffer.from('svc:embedded-audit-secret-0123456789abcdef').toString('base64')}`, 'content-type': 'application/x-www-form-urlencoded' },
+        body: 'grant_type=client_credentials&scope=read',
+      });
+    for (let round = 0; round < 2; round += 1) {
+      const server = await startServer(env);
+      expect((await issue(server.url)).status).toBe(200);
+      expect(await server.stop()).toBe(0);
     }
+    const verified = await runCli(['audit', 'verify'], env);
+    expect(verified.code).toBe(0);
+    expect(verified.stdout).toMatch(/^audit log OK: 3 records/);
+    const tail = await runCli(['audit', 'tail', '-n', '3'], env);
+    expect(tail.stdout.trim().split('\n').map((l) => (JSON.parse(l) as AuditRecord).type)).toEqual(['key.generated', 'token.issued', 'token.issued']);
   });
+});
 
+describe('agentauth audit: refusals', () => {
   test('verify --file of a missing file exits 1 and says so', async () => {
     const res = await runCli(['audit', 'verify', '--file', join(tempDir(), 'nope.jsonl')], {});
     expect(res.code).toBe(1);

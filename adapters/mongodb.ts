@@ -1,5 +1,5 @@
 import { MongoBulkWriteError, MongoClient, MongoServerError } from 'mongodb';
-import type { Collection, Db, Filter } from 'mongodb';
+import type { Collection, Db } from 'mongodb';
 
 import { StorageUnavailableError } from './errors.js';
 import type { AdapterPayload, AuditRecord, AuditStore, KeyStore, KeyTransition, ModelName, ModelStore, NonceStore, RevokedTokenStore, Storage, StoredKey } from './types.js';
@@ -52,7 +52,13 @@ async function guard<T>(op: string, fn: () => Promise<T>): Promise<T> {
   }
 }
 
-const notExpired = (): Filter<RecordDoc> => ({ $or: [{ expiresAt: { $gt: new Date() } }, { expiresAt: { $exists: false } }] });
+/**
+ * Expiry is checked on every document read, in code, after a lookup by `_id` (or by `uid`/`userCode`). The result is
+ * what an `expiresAt` filter would give, but FerretDB's SQLite backend evaluates such filters by scanning the
+ * collection, while an `_id` lookup is cheap on both servers.
+ */
+const live = <T extends { expiresAt?: Date }>(doc: T | null, now = Date.now()): T | null =>
+  doc && (doc.expiresAt === undefined || doc.expiresAt.getTime() > now) ? doc : null;
 
 function toPayload(doc: RecordDoc | null): AdapterPayload | undefined {
   if (!doc) return undefined;
@@ -82,6 +88,13 @@ class MongoModelStore implements ModelStore {
 
   async upsert(id: string, payload: AdapterPayload, expiresIn?: number): Promise<void> {
     const doc = this.#toDoc(id, payload, expiresIn);
+    // Most upserts create a record (a new token, grant, code): insert first, replace only when the id exists.
+    try {
+      await this.records.insertOne(doc);
+      return;
+    } catch (err) {
+      if (!(err instanceof MongoServerError && err.code === DUPLICATE_KEY)) throw unavailable('upsert', err);
+    }
     await guard('upsert', () => this.records.replaceOne({ _id: id }, doc, { upsert: true }));
   }
 
@@ -113,22 +126,22 @@ class MongoModelStore implements ModelStore {
 
   async find(id: string): Promise<AdapterPayload | undefined> {
     if (!isValidKey(id)) return undefined;
-    return toPayload(await guard('find', () => this.records.findOne({ _id: id, ...notExpired() })));
+    return toPayload(live(await guard('find', () => this.records.findOne({ _id: id }))));
   }
 
   async findByUid(uid: string): Promise<AdapterPayload | undefined> {
     if (!isValidKey(uid)) return undefined;
-    return toPayload(await guard('findByUid', () => this.records.findOne({ uid, ...notExpired() })));
+    return toPayload(live(await guard('findByUid', () => this.records.findOne({ uid }))));
   }
 
   async findByUserCode(userCode: string): Promise<AdapterPayload | undefined> {
     if (!isValidKey(userCode)) return undefined;
-    return toPayload(await guard('findByUserCode', () => this.records.findOne({ userCode, ...notExpired() })));
+    return toPayload(live(await guard('findByUserCode', () => this.records.findOne({ userCode }))));
   }
 
   async consume(id: string): Promise<boolean> {
     if (!isValidKey(id)) return false;
-    const doc = await guard('consume', () => this.records.findOne({ _id: id, ...notExpired() }));
+    const doc = live(await guard('consume', () => this.records.findOne({ _id: id })));
     if (!doc || doc.consumed !== undefined) return false;
     const at = new Date();
     try {
@@ -177,7 +190,7 @@ class MongoRevokedTokens implements RevokedTokenStore {
 
   async isRevoked(jti: string): Promise<boolean> {
     if (!isValidKey(jti)) return false;
-    return (await guard('isRevoked', () => this.col.findOne({ _id: jti, expiresAt: { $gt: new Date() } }))) !== null;
+    return live(await guard('isRevoked', () => this.col.findOne({ _id: jti }))) !== null;
   }
 }
 
@@ -195,7 +208,7 @@ class MongoNonces implements NonceStore {
 
   async consume(nonce: string): Promise<boolean> {
     if (!isValidKey(nonce)) return false;
-    const doc = await guard('nonce.consume', () => this.issued.findOne({ _id: nonce, expiresAt: { $gt: new Date() } }));
+    const doc = live(await guard('nonce.consume', () => this.issued.findOne({ _id: nonce })));
     if (!doc) return false;
     try {
       await this.consumed.insertOne({ _id: `nonce:${nonce}`, at: new Date(), expiresAt: doc.expiresAt });
@@ -203,7 +216,7 @@ class MongoNonces implements NonceStore {
       if (err instanceof MongoServerError && err.code === DUPLICATE_KEY) return false;
       throw unavailable('nonce.consume', err);
     }
-    await guard('nonce.consume', () => this.issued.deleteOne({ _id: nonce }));
+    // The marker makes it single-use; the issued record expires with the nonce and is swept then.
     return true;
   }
 }

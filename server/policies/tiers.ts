@@ -14,12 +14,24 @@ export interface TieredClient {
   metadata(): Record<string, unknown>;
 }
 
+type Tier = TierConfig & { name: string };
+/** Per limits object, the tier of each client instance (oidc-provider builds a new instance when metadata changes). */
+const resolved = new WeakMap<TierLimits, WeakMap<object, Tier>>();
+
 /** The tier a client belongs to; a client whose tier no longer exists fails closed with an error. */
-export function tierOf(limits: TierLimits, client: TieredClient | undefined): TierConfig & { name: string } {
+export function tierOf(limits: TierLimits, client: TieredClient | undefined): Tier {
+  let cache = resolved.get(limits);
+  const hit = client && cache?.get(client);
+  if (hit) return hit;
   const name = (client?.metadata()[TIER_FIELD] as string | undefined) ?? limits.defaultTier;
   const tier = limits.tiers[name];
   if (!tier) throw new Error(`client tier ${name} is not configured`);
-  return { name, ...tier };
+  const result = { name, ...tier };
+  if (client) {
+    if (!cache) resolved.set(limits, (cache = new WeakMap()));
+    cache.set(client, result);
+  }
+  return result;
 }
 
 /**

@@ -1,4 +1,5 @@
-import { appendFile, mkdir, readFile } from 'node:fs/promises';
+import { mkdir, open, readFile } from 'node:fs/promises';
+import type { FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import { StorageUnavailableError } from './errors.js';
@@ -14,6 +15,8 @@ export class FileAuditStore implements AuditStore {
   #head: AuditRecord | undefined;
   #loaded = false;
   #queue: Promise<unknown> = Promise.resolve();
+  /** Kept open for appending: one write per batch, no open/close per write. */
+  #handle: FileHandle | undefined;
 
   constructor(private readonly dataDir: string) {
     this.#file = join(dataDir, 'audit.jsonl');
@@ -62,8 +65,11 @@ export class FileAuditStore implements AuditStore {
       }
       if (accepted.length === 0) return 0;
       try {
-        await mkdir(this.dataDir, { recursive: true, mode: 0o700 });
-        await appendFile(this.#file, accepted.map((r) => `${JSON.stringify(r)}\n`).join(''), { mode: 0o600 });
+        if (!this.#handle) {
+          await mkdir(this.dataDir, { recursive: true, mode: 0o700 });
+          this.#handle = await open(this.#file, 'a', 0o600);
+        }
+        await this.#handle.write(accepted.map((r) => `${JSON.stringify(r)}\n`).join(''));
       } catch (err) {
         throw new StorageUnavailableError(`cannot append to ${this.#file}: ${(err as Error).message}`, { cause: err });
       }
@@ -72,6 +78,12 @@ export class FileAuditStore implements AuditStore {
     });
     this.#queue = run.catch(() => undefined);
     return run;
+  }
+
+  async close(): Promise<void> {
+    await this.#queue;
+    await this.#handle?.close();
+    this.#handle = undefined;
   }
 
   async list(fromSeq: number, limit: number): Promise<AuditRecord[]> {

@@ -1,4 +1,4 @@
-import type { AdapterPayload, AuditStore, KeyStore, ModelName, ModelStore, NonceStore, RevokedTokenStore, Storage } from './types.js';
+import type { AdapterPayload, KeyStore, ModelName, ModelStore, NonceStore, RevokedTokenStore, Storage } from './types.js';
 import { MODEL_NAMES } from './types.js';
 import { checkKey, isValidKey } from './validate.js';
 import { FileAuditStore } from './file-audit.js';
@@ -181,7 +181,7 @@ export class EmbeddedStorage implements Storage {
   readonly keys: KeyStore;
   readonly revokedTokens: RevokedTokenStore;
   readonly nonces: NonceStore;
-  readonly audit: AuditStore;
+  readonly audit: FileAuditStore;
   readonly #expiring: MemoryExpiringSet[];
   readonly #models = new Map<ModelName, MemoryModelStore>();
   readonly #sweepIntervalMs: number;
@@ -222,5 +222,6 @@ export class EmbeddedStorage implements Storage {
   async close(): Promise<void> {
     if (this.#timer) clearInterval(this.#timer);
     this.#timer = undefined;
+    await this.audit.close();
   }
 }

@@ -1,7 +1,8 @@
-import { getAddress, hashMessage, verifyMessage } from 'ethers';
+import { getAddress, hashMessage } from 'ethers';
 
 import type { NonceStore } from '../../adapters/types.js';
 import { SiweVerificationError } from './errors.js';
+import { recoverSigner } from './recover.js';
 import type { SiweRule } from './errors.js';
 import { parseSiweMessage } from './message.js';
 import type { SiweMessage } from './message.js';
@@ -173,7 +174,7 @@ async function checkSignature(
   let recovered: string | undefined;
   if (EOA_SIGNATURE.test(signature)) {
     try {
-      recovered = verifyMessage(message, signature);
+      recovered = recoverSigner(message, signature);
     } catch {
       recovered = undefined; // not a valid secp256k1 signature (bad v, r or s); may still be a contract wallet's
     }

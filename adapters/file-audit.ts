@@ -3,6 +3,7 @@ import type { FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import { StorageUnavailableError } from './errors.js';
+import { jsonCopy } from './json-copy.js';
 import type { AuditRecord, AuditStore } from './types.js';
 
 /**
@@ -50,7 +51,7 @@ export class FileAuditStore implements AuditStore {
 
   async head(): Promise<AuditRecord | undefined> {
     await this.#load();
-    return this.#head ? structuredClone(this.#head) : undefined;
+    return this.#head ? jsonCopy(this.#head) : undefined;
   }
 
   insertBatch(records: AuditRecord[]): Promise<number> {

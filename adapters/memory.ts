@@ -3,6 +3,7 @@ import { MODEL_NAMES } from './types.js';
 import { checkKey, isValidKey } from './validate.js';
 import { FileAuditStore } from './file-audit.js';
 import { FileKeyStore } from './file-keys.js';
+import { jsonCopy } from './json-copy.js';
 
 interface Entry {
   payload: AdapterPayload;
@@ -15,7 +16,7 @@ const live = (e: Entry | undefined, t = now()): e is Entry => e !== undefined &&
 
 /**
  * The embedded store's model storage: plain maps in this process, no entry limit, with the same semantics as the
- * MongoDB store (copies in and out, expiry on read plus a sweep, atomic consume). Nothing survives a restart.
+ * MongoDB store (JSON copies in and out, expiry on read plus a sweep, atomic consume). Nothing survives a restart.
  */
 class MemoryModelStore implements ModelStore {
   readonly #entries = new Map<string, Entry>();
@@ -34,7 +35,7 @@ class MemoryModelStore implements ModelStore {
     if (payload.uid !== undefined) checkKey('uid', payload.uid);
     if (payload.userCode !== undefined) checkKey('userCode', payload.userCode);
     this.#unindex(id);
-    const copy = structuredClone(payload);
+    const copy = jsonCopy(payload);
     this.#entries.set(id, { payload: copy, expiresAt: expiresIn ? now() + expiresIn * 1000 : undefined });
     if (typeof copy.grantId === 'string') {
       let set = this.#byGrant.get(copy.grantId);
@@ -53,7 +54,7 @@ class MemoryModelStore implements ModelStore {
   async find(id: string): Promise<AdapterPayload | undefined> {
     if (!isValidKey(id)) return undefined;
     const e = this.#entries.get(id);
-    return live(e) ? structuredClone(e.payload) : undefined;
+    return live(e) ? jsonCopy(e.payload) : undefined;
   }
 
   async findByUid(uid: string): Promise<AdapterPayload | undefined> {

@@ -1,4 +1,5 @@
-import { createHmac, timingSafeEqual } from 'node:crypto';
+import { createHmac, createSecretKey, timingSafeEqual } from 'node:crypto';
+import type { KeyObject } from 'node:crypto';
 
 const PREFIX = 'hmac-sha256:';
 
@@ -9,14 +10,19 @@ const PREFIX = 'hmac-sha256:';
  * hash is sufficient; a slow password hash would only cost CPU on every client authentication.
  */
 export class ClientSecretHasher {
-  constructor(private readonly pepper: Buffer) {}
+  /** Imported once: every client authentication hashes with it. */
+  readonly #pepper: KeyObject;
+
+  constructor(pepper: Buffer) {
+    this.#pepper = createSecretKey(pepper);
+  }
 
   static isHashed(value: unknown): boolean {
     return typeof value === 'string' && value.startsWith(PREFIX);
   }
 
   hash(secret: string): string {
-    return PREFIX + createHmac('sha256', this.pepper).update(secret, 'utf8').digest('base64url');
+    return PREFIX + createHmac('sha256', this.#pepper).update(secret, 'utf8').digest('base64url');
   }
 
   /** Constant-time comparison of a presented secret with a stored hash. */

@@ -149,8 +149,15 @@ export function computeHash(record: Omit<AuditRecord, 'hash'> & { hash?: string 
   return createHash('sha256').update(canonicalJson(hashedFields(record)), 'utf8').digest('hex');
 }
 
+/** An event checked by {@link normalizeEvent}: a private copy of its data and the canonical JSON of its details. */
+export interface NormalizedEvent extends AuditEventInput {
+  details: Record<string, unknown>;
+  /** canonicalJson(details), computed once: the hash of the record embeds it as is. */
+  readonly detailsJson: string;
+}
+
 /** Checks an event and returns a copy holding only what will be stored (details as plain JSON data). */
-export function normalizeEvent(event: AuditEventInput): AuditEventInput & { details: Record<string, unknown> } {
+export function normalizeEvent(event: AuditEventInput): NormalizedEvent {
   if (typeof event !== 'object' || event === null) throw new InvalidAuditEventError('audit event: must be an object');
   const { type, client_id: clientId, sub, details } = event;
   if (typeof type !== 'string' || type.length > MAX_TYPE_LENGTH || !EVENT_TYPE.test(type)) {
@@ -173,34 +180,51 @@ export function normalizeEvent(event: AuditEventInput): AuditEventInput & { deta
   if (text.length > MAX_DETAILS_LENGTH) {
     throw new InvalidAuditEventError(`audit event details: ${text.length} characters of JSON, more than ${MAX_DETAILS_LENGTH}`);
   }
-  const normalized: AuditEventInput & { details: Record<string, unknown> } = { type, details: JSON.parse(text) as Record<string, unknown> };
+  const normalized: NormalizedEvent = { type, details: JSON.parse(text) as Record<string, unknown>, detailsJson: text };
   if (clientId !== undefined) normalized.client_id = clientId;
   if (sub !== undefined) normalized.sub = sub;
   return normalized;
 }
 
 /**
+ * The canonical JSON that {@link computeHash} hashes, written out directly for a record built from a normalized
+ * event (keys in canonical order: client_id, details, prev_hash, seq, sub, time, type), so a new record costs one
+ * serialisation of its details instead of three. A unit test holds it equal to canonicalJson of the same fields.
+ */
+function hashTextOf(seq: number, time: string, event: NormalizedEvent, prevHash: string): string {
+  const clientId = event.client_id !== undefined ? `"client_id":${JSON.stringify(event.client_id)},` : '';
+  const sub = event.sub !== undefined ? `"sub":${JSON.stringify(event.sub)},` : '';
+  return `{${clientId}"details":${event.detailsJson},"prev_hash":${JSON.stringify(prevHash)},"seq":${seq},${sub}"time":${JSON.stringify(time)},"type":${JSON.stringify(event.type)}}`;
+}
+
+const isNormalized = (event: AuditEventInput): event is NormalizedEvent => typeof (event as Partial<NormalizedEvent>).detailsJson === 'string';
+
+/**
  * Turns events into records that continue the chain after `head` (undefined: an empty log): consecutive seqs, each
  * linked to the one before, stamped with `now()`. Throws InvalidAuditEventError for an event that cannot be stored.
+ * Events already passed through {@link normalizeEvent} are not checked again.
  */
 export function chainRecords(head: AuditRecord | undefined, events: AuditEventInput[], now: () => Date = () => new Date()): AuditRecord[] {
   let seq = head?.seq ?? 0;
   let prevHash = head?.hash ?? GENESIS_HASH;
-  return events.map((event) => {
-    const { type, client_id: clientId, sub, details } = normalizeEvent(event);
+  return events.map((input) => {
+    const event = isNormalized(input) ? input : normalizeEvent(input);
     seq += 1;
-    const record: Omit<AuditRecord, 'hash'> = {
+    const time = now().toISOString();
+    const hash = createHash('sha256').update(hashTextOf(seq, time, event, prevHash), 'utf8').digest('hex');
+    const record: AuditRecord = {
       seq,
-      time: now().toISOString(),
-      type,
-      ...(clientId !== undefined ? { client_id: clientId } : {}),
-      ...(sub !== undefined ? { sub } : {}),
-      details,
+      time,
+      type: event.type,
+      ...(event.client_id !== undefined ? { client_id: event.client_id } : {}),
+      ...(event.sub !== undefined ? { sub: event.sub } : {}),
+      // The normalized event's private copy: only the one record that gets stored is ever handed out with it.
+      details: event.details,
       prev_hash: prevHash,
+      hash,
     };
-    const hash = computeHash(record);
     prevHash = hash;
-    return { ...record, hash };
+    return record;
   });
 }
 

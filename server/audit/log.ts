@@ -18,7 +18,7 @@
 import { StorageUnavailableError } from '../../adapters/errors.js';
 import type { AuditRecord, AuditStore } from '../../adapters/types.js';
 import { chainRecords, normalizeEvent } from './chain.js';
-import type { AuditEventInput } from './chain.js';
+import type { AuditEventInput, NormalizedEvent } from './chain.js';
 
 export interface AuditLogOptions {
   /** Most events written in one batch (default 256). */
@@ -30,7 +30,7 @@ export interface AuditLogOptions {
 }
 
 interface Pending {
-  event: AuditEventInput;
+  event: NormalizedEvent;
   resolve(record: AuditRecord): void;
   reject(err: unknown): void;
 }
@@ -74,7 +74,7 @@ export class AuditLog {
    */
   record(event: AuditEventInput): Promise<AuditRecord> {
     if (this.#closed) return Promise.reject(new AuditLogClosedError());
-    let normalized: AuditEventInput;
+    let normalized: NormalizedEvent;
     try {
       normalized = normalizeEvent(event);
     } catch (err) {

@@ -1,6 +1,5 @@
 import { createHash } from 'node:crypto';
 import type Koa from 'koa';
-import { decodeJwt, decodeProtectedHeader } from 'jose';
 
 import type { AuditEventInput } from './chain.js';
 
@@ -25,30 +24,44 @@ export function auditLater(ctx: { state: Record<string, unknown> } | undefined, 
   list.push(event);
 }
 
+/** The header and claims of a compact JWS, undecoded when the token is not one (an opaque token). No verification. */
+function jwtParts(token: string): { header: Record<string, unknown>; claims: Record<string, unknown> } | undefined {
+  const first = token.indexOf('.');
+  const second = token.indexOf('.', first + 1);
+  if (first <= 0 || second < 0 || token.indexOf('.', second + 1) >= 0) return undefined;
+  try {
+    // The token was signed by this server a moment ago: plain base64url + JSON is enough to read it back.
+    const header: unknown = JSON.parse(Buffer.from(token.slice(0, first), 'base64url').toString('utf8'));
+    const claims: unknown = JSON.parse(Buffer.from(token.slice(first + 1, second), 'base64url').toString('utf8'));
+    if (typeof header !== 'object' || header === null || typeof claims !== 'object' || claims === null) return undefined;
+    return { header: header as Record<string, unknown>, claims: claims as Record<string, unknown> };
+  } catch {
+    return undefined;
+  }
+}
+
 /** What an issued token looks like in the audit log: identifiers and a hash, never the token itself. */
 export function tokenIssuedEvent(token: string, kind: 'access_token' | 'refresh_token', context: { grant_type?: string; client_id?: string }): AuditEventInput {
   const details: Record<string, unknown> = { token_type_issued: kind, sha256: sha256(token), grant_type: context.grant_type };
   let sub: string | undefined;
   let clientId = context.client_id;
-  if (kind === 'access_token') {
-    try {
-      const header = decodeProtectedHeader(token);
-      const claims = decodeJwt(token);
-      Object.assign(details, {
-        format: 'jwt',
-        jti: claims.jti,
-        aud: claims.aud,
-        scope: claims.scope,
-        exp: claims.exp,
-        jkt: (claims.cnf as { jkt?: string } | undefined)?.jkt,
-        kid: header.kid,
-        grant_id: claims.grant_id,
-      });
-      sub = typeof claims.sub === 'string' ? claims.sub : undefined;
-      clientId = typeof claims.client_id === 'string' ? claims.client_id : clientId;
-    } catch {
-      details.format = 'opaque';
-    }
+  const jwt = kind === 'access_token' ? jwtParts(token) : undefined;
+  if (jwt) {
+    const { header, claims } = jwt;
+    Object.assign(details, {
+      format: 'jwt',
+      jti: claims.jti,
+      aud: claims.aud,
+      scope: claims.scope,
+      exp: claims.exp,
+      jkt: (claims.cnf as { jkt?: unknown } | undefined)?.jkt,
+      kid: header.kid,
+      grant_id: claims.grant_id,
+    });
+    sub = typeof claims.sub === 'string' ? claims.sub : undefined;
+    clientId = typeof claims.client_id === 'string' ? claims.client_id : clientId;
+  } else if (kind === 'access_token') {
+    details.format = 'opaque';
   }
   return { type: 'token.issued', ...(clientId ? { client_id: clientId } : {}), ...(sub ? { sub } : {}), details };
 }

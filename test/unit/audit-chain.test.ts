@@ -6,6 +6,7 @@ import {
   canonicalJson,
   chainRecords,
   computeHash,
+  normalizeEvent,
   verifyChain,
 } from '../../server/audit/chain.js';
 import type { AuditEventInput, ChainProblem } from '../../server/audit/chain.js';
@@ -106,6 +107,32 @@ describe('computeHash', () => {
     ['prev_hash', { prev_hash: 'f'.repeat(64) }],
   ])('changes when %s changes', (_field, change) => {
     expect(computeHash({ ...base, ...change })).not.toBe(base.hash);
+  });
+});
+
+describe('chainRecords: the hash of a new record', () => {
+  // chainRecords writes the hashed text out directly (one serialisation of the details per event); it must be the
+  // very text computeHash derives from the stored record, or records would not verify.
+  const awkward: AuditEventInput[] = [
+    { type: 'token.issued', details: {} },
+    { type: 'token.issued', client_id: 'c"1\\', details: { z: 1, a: [1, { y: null, b: true }], 'é': 'ü\u2028\n' } },
+    { type: 'wallet.signed_in', sub: 'did:pkh:eip155:1:0xAbC', details: { nested: { deeper: { n: -0.5e-7 } }, emoji: '🔑' } },
+    { type: 'client.registered', client_id: 'x', sub: 'y', details: { undefinedMember: undefined, '': 'empty key', 'a b': [[]] } },
+  ];
+
+  test('equals computeHash of the stored fields, for raw and for normalized events', () => {
+    for (const input of [awkward, awkward.map((e) => normalizeEvent(e))]) {
+      const records = chainRecords(undefined, input, clock());
+      for (const r of records) expect(r.hash).toBe(computeHash(r));
+      expect(verifyChain(records).ok).toBe(true);
+    }
+  });
+
+  test('records hold only the stored fields (no working copies such as the canonical details text)', () => {
+    for (const r of chainRecords(undefined, awkward.map((e) => normalizeEvent(e)), clock())) {
+      expect(Object.keys(r).sort()).toEqual(expect.arrayContaining(['details', 'hash', 'prev_hash', 'seq', 'time', 'type']));
+      expect(Object.keys(r).filter((k) => !['seq', 'time', 'type', 'client_id', 'sub', 'details', 'prev_hash', 'hash'].includes(k))).toEqual([]);
+    }
   });
 });
 

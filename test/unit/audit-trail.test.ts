@@ -68,4 +68,18 @@ describe('auditTrail', () => {
     expect(e.details).toMatchObject({ format: 'opaque', sha256: expect.stringMatching(/^[0-9a-f]{64}$/) });
     expect(JSON.stringify(e)).not.toContain('opaque-access-token-value');
   });
+
+  test('JWT access tokens are recorded by their identifiers (jti, kid, aud, cnf.jkt) and hash, never the token', () => {
+    const part = (o: object) => Buffer.from(JSON.stringify(o)).toString('base64url');
+    const jwt = `${part({ alg: 'ES256', typ: 'at+jwt', kid: 'k1' })}.${part({
+      jti: 'j1', sub: 'did:pkh:eip155:1:0xA', client_id: 'agent-1', aud: 'https://api.example.com', scope: 'read', exp: 2000000000,
+      cnf: { jkt: 'thumb' },
+    })}.c2lnbmF0dXJl`;
+    const e = tokenIssuedEvent(jwt, 'access_token', { client_id: 'ignored-when-claimed', grant_type: 'client_credentials' });
+    expect(e).toMatchObject({ type: 'token.issued', client_id: 'agent-1', sub: 'did:pkh:eip155:1:0xA' });
+    expect(e.details).toMatchObject({ format: 'jwt', jti: 'j1', kid: 'k1', aud: 'https://api.example.com', scope: 'read', exp: 2000000000, jkt: 'thumb' });
+    expect(JSON.stringify(e)).not.toContain(jwt);
+    // Not a compact JWS (too many parts, undecodable parts): recorded as opaque.
+    for (const odd of [`${jwt}.extra`, 'a.b.c', '..']) expect(tokenIssuedEvent(odd, 'access_token', {}).details).toMatchObject({ format: 'opaque' });
+  });
 });

@@ -3,7 +3,6 @@ import type { Provider } from 'oidc-provider';
 
 import { StorageHealth } from '../adapters/health.js';
 import { EmbeddedStorage } from '../adapters/memory.js';
-import { MongoStorage } from '../adapters/mongodb.js';
 import type { Storage } from '../adapters/types.js';
 import { KeyMaterialError } from '../keys/errors.js';
 import { configuredKek, embeddedKek } from '../keys/kek.js';
@@ -43,8 +42,13 @@ export interface Agentauth {
   close(): Promise<void>;
 }
 
-export function openStorage(config: Config): Storage {
+/**
+ * The configured store. The MongoDB driver (and BSON's 17 MB serialisation buffer) is loaded only when MongoDB is
+ * configured: the embedded store does not pay for it in memory.
+ */
+export async function openStorage(config: Config): Promise<Storage> {
   if (config.mongodb) {
+    const { MongoStorage } = await import('../adapters/mongodb.js');
     return new MongoStorage({
       uri: config.mongodb.uri,
       dbName: config.mongodb.dbName,
@@ -79,7 +83,7 @@ export async function resolveKek(config: Config, storage: Storage, log: Logger):
 
 /** Builds a ready-to-serve agentauth: storage initialised, keys loaded (or generated once), provider and app composed. */
 export async function boot(config: Config, log: Logger): Promise<Agentauth> {
-  const storage = openStorage(config);
+  const storage = await openStorage(config);
   if (storage.kind === 'embedded') {
     log.warn(
       { store: 'embedded', dataDir: config.dataDir },

@@ -28,7 +28,7 @@ function positiveInteger(value: string): number {
  */
 async function withAuditStore<T>(fn: (store: AuditStore) => Promise<T>): Promise<T> {
   const config = loadConfig();
-  const storage = openStorage(config);
+  const storage = await openStorage(config);
   try {
     await storage.init();
     return await fn(storage.audit);

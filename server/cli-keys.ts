@@ -16,7 +16,7 @@ import type { AuditEventInput } from './audit/chain.js';
 
 async function withStorage<T>(fn: (storage: Storage, config: Config) => Promise<T>): Promise<T> {
   const config = loadConfig();
-  const storage = openStorage(config);
+  const storage = await openStorage(config);
   try {
     await storage.init();
     return await fn(storage, config);

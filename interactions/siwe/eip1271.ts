@@ -1,4 +1,4 @@
-import { FetchRequest, Interface, JsonRpcProvider, isError } from 'ethers';
+import type { Interface, JsonRpcProvider } from 'ethers';
 
 import { SiweVerificationError } from './errors.js';
 import type { Eip1271Verifier } from './verify.js';
@@ -6,7 +6,17 @@ import type { Eip1271Verifier } from './verify.js';
 /** `bytes4(keccak256("isValidSignature(bytes32,bytes)"))`, returned by a contract that accepts the signature. */
 export const EIP1271_MAGIC_VALUE = '0x1626ba7e';
 
-const ABI = new Interface(['function isValidSignature(bytes32 hash, bytes signature) view returns (bytes4)']);
+type Ethers = typeof import('ethers');
+
+/** ethers, loaded on the first contract-wallet check (≈ 15 MB that processes never asked to verify one do not pay). */
+let ethersModule: Promise<{ ethers: Ethers; abi: Interface }> | undefined;
+function loadEthers(): Promise<{ ethers: Ethers; abi: Interface }> {
+  ethersModule ??= import('ethers').then((ethers) => ({
+    ethers,
+    abi: new ethers.Interface(['function isValidSignature(bytes32 hash, bytes signature) view returns (bytes4)']),
+  }));
+  return ethersModule;
+}
 
 /**
  * An EIP-1271 verifier that asks the contract wallet over JSON-RPC (`eth_call` of `isValidSignature`), one endpoint
@@ -16,7 +26,7 @@ const ABI = new Interface(['function isValidSignature(bytes32 hash, bytes signat
  */
 export function createEip1271Verifier(endpoints: Record<number, string>, timeoutMs: number): Eip1271Verifier {
   const providers = new Map<number, JsonRpcProvider>();
-  const providerFor = (chainId: number): JsonRpcProvider => {
+  const providerFor = ({ FetchRequest, JsonRpcProvider: Provider }: Ethers, chainId: number): JsonRpcProvider => {
     let provider = providers.get(chainId);
     if (!provider) {
       const url = Object.hasOwn(endpoints, chainId) ? endpoints[chainId] : undefined;
@@ -29,14 +39,15 @@ export function createEip1271Verifier(endpoints: Record<number, string>, timeout
       const request = new FetchRequest(url);
       request.timeout = timeoutMs;
       // staticNetwork: never probe eth_chainId; batchMaxCount 1: send each call at once, unbatched.
-      provider = new JsonRpcProvider(request, chainId, { staticNetwork: true, batchMaxCount: 1 });
+      provider = new Provider(request, chainId, { staticNetwork: true, batchMaxCount: 1 });
       providers.set(chainId, provider);
     }
     return provider;
   };
 
   return async (chainId, address, digest, signature) => {
-    const provider = providerFor(chainId);
+    const { ethers, abi: ABI } = await loadEthers();
+    const provider = providerFor(ethers, chainId);
     const data = ABI.encodeFunctionData('isValidSignature', [digest, signature]);
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<never>((_, reject) => {
@@ -50,7 +61,7 @@ export function createEip1271Verifier(endpoints: Record<number, string>, timeout
       result = await Promise.race([provider.call({ to: address, data }), timeout]);
     } catch (err) {
       if (err instanceof SiweVerificationError) throw err;
-      if (isRevert(err)) return false;
+      if (isRevert(ethers, err)) return false;
       throw new SiweVerificationError(
         'contract-wallet',
         `the EIP-1271 call to ${address} on chain ${chainId} failed: ${describeRpcError(err)}`,
@@ -73,7 +84,7 @@ export function createEip1271Verifier(endpoints: Record<number, string>, timeout
  * found", rate limits); only an error the node describes as a revert (EIP-1474 code 3, or "revert" in the message)
  * is the contract's answer.
  */
-function isRevert(err: unknown): boolean {
+function isRevert({ isError }: Ethers, err: unknown): boolean {
   if (!isError(err, 'CALL_EXCEPTION')) return false;
   const rpc = (err.info as { error?: { code?: unknown; message?: unknown } } | undefined)?.error;
   return rpc?.code === 3 || (typeof rpc?.message === 'string' && /revert/i.test(rpc.message));

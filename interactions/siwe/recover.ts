@@ -1,5 +1,6 @@
 import { createRequire } from 'node:module';
-import { getAddress, getBytes, hashMessage, keccak256, verifyMessage } from 'ethers';
+
+import { addressOfPublicKey, eip191Digest } from './eth.js';
 
 /** libsecp256k1's recovery through the `secp256k1` package's prebuilt native binding (no JavaScript fallback). */
 interface NativeSecp256k1 {
@@ -22,6 +23,7 @@ function loadNative(): NativeSecp256k1 | null {
 
 /** secp256k1 group order / 2: signatures with a larger s are malleable and refused (as ethers refuses them). */
 const HALF_N = 0x7fffffffffffffffffffffffffffffff5d576e7357a4501ddfe92f46681b20a0n;
+const SIGNATURE_65 = /^0x[0-9a-fA-F]{130}$/;
 
 export type RecoveryPath = 'native' | 'ethers';
 
@@ -32,27 +34,28 @@ export function recoveryPath(): RecoveryPath {
 
 /**
  * The address whose key made an EIP-191 personal_sign `signature` (65 bytes r‖s‖v) over `message`. libsecp256k1
- * (native, ≈ 0.1 ms) where its prebuilt binding loads, else ethers' pure-JS recovery (≈ 2 ms); both give the same
- * answers on the same input: the native path is only taken for the canonical form (v 27/28 or 0/1, low s) and
- * anything else is left to ethers, which throws on what it refuses. `path` forces one implementation (tests).
+ * (native, ≈ 0.1 ms) where its prebuilt binding loads, else ethers' pure-JS recovery (≈ 2 ms, ethers loaded on first
+ * use); both give the same answers on the same input: the native path is only taken for the canonical form (v 27/28
+ * or 0/1, low s) and anything else is left to ethers, which throws on what it refuses. `path` forces one
+ * implementation (tests).
  */
-export function recoverSigner(message: string, signature: string, path: RecoveryPath = recoveryPath()): string {
+export async function recoverSigner(message: string, signature: string, path: RecoveryPath = recoveryPath()): Promise<string> {
   const lib = path === 'native' ? loadNative() : null;
-  const sig = getBytes(signature);
-  if (lib && sig.length === 65) {
+  if (lib && SIGNATURE_65.test(signature)) {
+    const sig = Buffer.from(signature.slice(2), 'hex');
     const v = sig[64]!;
     const recid = v === 27 || v === 28 ? v - 27 : v === 0 || v === 1 ? v : -1;
-    const s = BigInt(`0x${Buffer.from(sig.subarray(32, 64)).toString('hex')}`);
+    const s = BigInt(`0x${sig.subarray(32, 64).toString('hex')}`);
     if (recid >= 0 && s <= HALF_N && s > 0n) {
-      const digest = getBytes(hashMessage(message));
       let pub: Uint8Array | undefined;
       try {
-        pub = lib.ecdsaRecover(sig.subarray(0, 64), recid, digest, false);
+        pub = lib.ecdsaRecover(sig.subarray(0, 64), recid, eip191Digest(message), false);
       } catch {
         pub = undefined; // r or s out of range: no key recovers; ethers says the same below
       }
-      if (pub) return getAddress(`0x${keccak256(pub.subarray(1)).slice(-40)}`);
+      if (pub) return addressOfPublicKey(pub);
     }
   }
+  const { verifyMessage } = await import('ethers');
   return verifyMessage(message, signature);
 }

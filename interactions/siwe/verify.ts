@@ -1,7 +1,7 @@
-import { getAddress, hashMessage } from 'ethers';
 
 import type { NonceStore } from '../../adapters/types.js';
 import { SiweVerificationError } from './errors.js';
+import { checksumAddress, eip191Digest, toHex } from './eth.js';
 import { recoverSigner } from './recover.js';
 import type { SiweRule } from './errors.js';
 import { parseSiweMessage } from './message.js';
@@ -97,7 +97,7 @@ export async function verifySiwe(input: SiweInput, rules: SiweRules, deps: SiweD
   }
 
   const method = await checkSignature(input.message, input.signature, msg, deps.eip1271, fail);
-  const address = getAddress(msg.address);
+  const address = checksumAddress(msg.address);
   const out: VerifiedSiwe = {
     address,
     chainId: msg.chainId,
@@ -174,7 +174,7 @@ async function checkSignature(
   let recovered: string | undefined;
   if (EOA_SIGNATURE.test(signature)) {
     try {
-      recovered = recoverSigner(message, signature);
+      recovered = await recoverSigner(message, signature);
     } catch {
       recovered = undefined; // not a valid secp256k1 signature (bad v, r or s); may still be a contract wallet's
     }
@@ -190,7 +190,7 @@ async function checkSignature(
   }
   let valid: boolean;
   try {
-    valid = await eip1271(msg.chainId, getAddress(msg.address), hashMessage(message), signature);
+    valid = await eip1271(msg.chainId, checksumAddress(msg.address), toHex(eip191Digest(message)), signature);
   } catch (err) {
     if (err instanceof SiweVerificationError) {
       throw new SiweVerificationError(err.rule, err.message, msg.address, { cause: err.cause });

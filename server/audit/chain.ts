@@ -81,44 +81,70 @@ function isPlainObject(value: object): boolean {
   return proto === null || Object.getPrototypeOf(proto) === null;
 }
 
-function canonical(value: unknown, path: string, ancestors: Set<object>): string {
+/** A value that is not JSON data, found at `path` (JSONPath-like, relative until the top adds `$`). */
+class NotJsonError extends TypeError {
+  constructor(
+    readonly path: string,
+    readonly reason: string,
+  ) {
+    super(`$${path}: ${reason}`);
+  }
+}
+
+/** Prefixes the path of an error raised below `segment` (paths are only built when something is wrong). */
+function under(segment: string, err: unknown): never {
+  if (err instanceof NotJsonError) throw new NotJsonError(`${segment}${err.path}`, err.reason);
+  throw err;
+}
+
+function canonical(value: unknown, ancestors: Set<object>): string {
   if (value === null) return 'null';
   switch (typeof value) {
     case 'string':
     case 'boolean':
       return JSON.stringify(value);
     case 'number':
-      if (!Number.isFinite(value)) throw new TypeError(`${path}: ${value} is not a JSON number`);
+      if (!Number.isFinite(value)) throw new NotJsonError('', `${value} is not a JSON number`);
       return JSON.stringify(value);
     case 'object':
       break;
     default:
-      throw new TypeError(`${path}: a ${typeof value} is not a JSON value`);
+      throw new NotJsonError('', `a ${typeof value} is not a JSON value`);
   }
-  if (ancestors.has(value)) throw new TypeError(`${path}: circular reference`);
+  if (ancestors.has(value)) throw new NotJsonError('', 'circular reference');
   ancestors.add(value);
   try {
     if (Array.isArray(value)) {
-      const items: string[] = [];
+      let out = '[';
       for (let i = 0; i < value.length; i += 1) {
         const item: unknown = value[i];
-        if (item === undefined) throw new TypeError(`${path}[${i}]: undefined is not a JSON value`);
-        items.push(canonical(item, `${path}[${i}]`, ancestors));
+        if (item === undefined) throw new NotJsonError(`[${i}]`, 'undefined is not a JSON value');
+        try {
+          out += (i > 0 ? ',' : '') + canonical(item, ancestors);
+        } catch (err) {
+          under(`[${i}]`, err);
+        }
       }
-      return `[${items.join(',')}]`;
+      return `${out}]`;
     }
     if (!isPlainObject(value)) {
       const name = (value as { constructor?: { name?: string } }).constructor?.name ?? 'object';
-      throw new TypeError(`${path}: a ${name} is not plain JSON data${value instanceof Date ? ' (use toISOString())' : ''}`);
+      throw new NotJsonError('', `a ${name} is not plain JSON data${value instanceof Date ? ' (use toISOString())' : ''}`);
     }
     const keys = Object.keys(value).sort();
-    const members: string[] = [];
+    let out = '{';
+    let first = true;
     for (const key of keys) {
       const member = (value as Record<string, unknown>)[key];
       if (member === undefined) continue; // as JSON.stringify: an absent member
-      members.push(`${JSON.stringify(key)}:${canonical(member, `${path}.${key}`, ancestors)}`);
+      try {
+        out += `${first ? '' : ','}${JSON.stringify(key)}:${canonical(member, ancestors)}`;
+      } catch (err) {
+        under(`.${key}`, err);
+      }
+      first = false;
     }
-    return `{${members.join(',')}}`;
+    return `${out}}`;
   } finally {
     ancestors.delete(value);
   }
@@ -131,7 +157,7 @@ function canonical(value: unknown, path: string, ancestors: Set<object>): string
  * class instances, cycles) throws a TypeError naming the path.
  */
 export function canonicalJson(value: unknown): string {
-  return canonical(value, '$', new Set());
+  return canonical(value, new Set());
 }
 
 /** The fields the hash covers, with absent optional fields left out (never present as undefined or null). */

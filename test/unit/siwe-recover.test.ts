@@ -1,14 +1,15 @@
-import { Signature, Wallet } from 'ethers';
+import { Signature, Wallet, getAddress, hashMessage } from 'ethers';
 
+import { checksumAddress, eip191Digest, toHex } from '../../interactions/siwe/eth.js';
 import { recoverSigner, recoveryPath } from '../../interactions/siwe/recover.js';
 
 const N = 0xfffffffffffffffffffffffffffffffebaaedce6af48a03bbfd25e8cd0364141n;
 const hex = (n: bigint) => n.toString(16).padStart(64, '0');
 
 /** What a recovery answers: the address, or that it refused. */
-function outcome(message: string, signature: string, path: 'native' | 'ethers'): string {
+async function outcome(message: string, signature: string, path: 'native' | 'ethers'): Promise<string> {
   try {
-    return recoverSigner(message, signature, path);
+    return await recoverSigner(message, signature, path);
   } catch {
     return 'refused';
   }
@@ -24,8 +25,8 @@ describe('EIP-191 signer recovery: the native libsecp256k1 path gives the same a
       const wallet = new Wallet(Wallet.createRandom().privateKey);
       const message = `agentauth test ${i}\nnonce ${Math.random().toString(36)}`;
       const signature = await wallet.signMessage(message);
-      expect(outcome(message, signature, 'native')).toBe(wallet.address);
-      expect(outcome(message, signature, 'ethers')).toBe(wallet.address);
+      expect(await outcome(message, signature, 'native')).toBe(wallet.address);
+      expect(await outcome(message, signature, 'ethers')).toBe(wallet.address);
     }
   });
 
@@ -47,10 +48,33 @@ describe('EIP-191 signer recovery: the native libsecp256k1 path gives the same a
       `0x${r}${hex(N + 1n).slice(-64)}${v.toString(16)}`, // s beyond n (wraps)
     ];
     for (const variant of variants) {
-      expect(outcome(message, variant, 'native')).toBe(outcome(message, variant, 'ethers'));
+      expect(await outcome(message, variant, 'native')).toBe(await outcome(message, variant, 'ethers'));
     }
-    expect(outcome('another message', sig.serialized, 'native')).toBe(outcome('another message', sig.serialized, 'ethers'));
-    expect(outcome('another message', sig.serialized, 'native')).not.toBe(wallet.address);
-    expect(outcome(message, variants[3]!, 'native')).toBe('refused');
+    expect(await outcome('another message', sig.serialized, 'native')).toBe(await outcome('another message', sig.serialized, 'ethers'));
+    expect(await outcome('another message', sig.serialized, 'native')).not.toBe(wallet.address);
+    expect(await outcome(message, variants[3]!, 'native')).toBe('refused');
+  });
+});
+
+describe('the Ethereum primitives of the hot path (interactions/siwe/eth.ts) answer as ethers does', () => {
+  test('EIP-191 digest equals ethers.hashMessage, for ASCII, multi-byte and empty messages', () => {
+    const messages = ['', 'a', 'example.com wants you to sign in with your Ethereum account:\n0xabc', 'é ü 🔑 \u2028 中文', 'x'.repeat(5000)];
+    for (let i = 0; i < 50; i += 1) messages.push(Math.random().toString(36).repeat(i));
+    for (const m of messages) expect(toHex(eip191Digest(m))).toBe(hashMessage(m));
+  });
+
+  test('EIP-55 checksum equals ethers.getAddress for 200 random addresses given in any case', () => {
+    for (let i = 0; i < 200; i += 1) {
+      const address = Wallet.createRandom().address;
+      expect(checksumAddress(address.toLowerCase())).toBe(getAddress(address.toLowerCase()));
+      expect(checksumAddress(address)).toBe(address);
+      expect(checksumAddress(`0x${address.slice(2).toUpperCase()}`)).toBe(address);
+    }
+  });
+
+  test('anything but 0x + 40 hex digits is refused', () => {
+    for (const bad of ['', '0x', `0x${'a'.repeat(39)}`, `0x${'a'.repeat(41)}`, `${'a'.repeat(42)}`, `0x${'g'.repeat(40)}`]) {
+      expect(() => checksumAddress(bad)).toThrow(TypeError);
+    }
   });
 });

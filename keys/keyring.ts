@@ -148,6 +148,14 @@ export class Keyring {
       if (await store.insert(record)) {
         await store.addTransition({ kid: record.kid, type: 'activate', at: record.createdAt, recordedAt: record.createdAt, reason: 'first key' });
         events.generated?.(record.kid, alg);
+      } else {
+        // Another instance (a second worker starting alongside) stored the first key a moment ago and may not have
+        // activated it yet. Record the same activation: transitions are unique per (kid, type), so whichever write
+        // comes first stands and the other is a no-op, and neither instance starts without a signer.
+        const first = (await store.list()).find((k) => k.seq === 1);
+        if (first) {
+          await store.addTransition({ kid: first.kid, type: 'activate', at: first.createdAt, recordedAt: new Date().toISOString(), reason: 'first key' });
+        }
       }
     }
     const ring = new Keyring(store, kek, policy);

@@ -4,17 +4,20 @@ import { join } from 'node:path';
 
 import { StorageUnavailableError } from './errors.js';
 import { jsonCopy } from './json-copy.js';
+import { DEFAULT_AUDIT_CHAIN, chainOf } from './types.js';
 import type { AuditRecord, AuditStore } from './types.js';
 
 /**
- * The embedded store's audit log: an append-only JSON-lines file in the data directory (mode 0600). Only the head is
- * kept in memory, so the log neither grows the process nor disappears on restart; the CLI reads the same file.
- * One process owns a data directory, so appends are serialised in-process.
+ * The embedded store's audit log: an append-only JSON-lines file in the data directory (mode 0600). Only the heads
+ * of the chains this process appends to are kept in memory, so the log neither grows the process nor disappears on
+ * restart; the CLI reads the same file. Appends are serialised in-process; another process (the CLI) appends its
+ * own chain to the same file with single `write` calls on an O_APPEND descriptor, which leaves this process's
+ * chain heads valid.
  */
 export class FileAuditStore implements AuditStore {
   readonly #file: string;
-  #head: AuditRecord | undefined;
-  #loaded = false;
+  /** Heads of the chains this process has appended to or looked up (a chain is read from the file once). */
+  readonly #heads = new Map<string, AuditRecord | undefined>();
   #queue: Promise<unknown> = Promise.resolve();
   /** Kept open for appending: one write per batch, no open/close per write. */
   #handle: FileHandle | undefined;
@@ -43,24 +46,29 @@ export class FileAuditStore implements AuditStore {
       });
   }
 
-  async #load(): Promise<void> {
-    if (this.#loaded) return;
-    this.#head = (await this.#readAll()).at(-1);
-    this.#loaded = true;
+  async #headOf(chain: string): Promise<AuditRecord | undefined> {
+    if (!this.#heads.has(chain)) {
+      let head: AuditRecord | undefined;
+      for (const r of await this.#readAll()) if (chainOf(r) === chain && (!head || r.seq > head.seq)) head = r;
+      this.#heads.set(chain, head);
+    }
+    return this.#heads.get(chain);
   }
 
-  async head(): Promise<AuditRecord | undefined> {
-    await this.#load();
-    return this.#head ? jsonCopy(this.#head) : undefined;
+  async head(chain: string = DEFAULT_AUDIT_CHAIN): Promise<AuditRecord | undefined> {
+    const head = await this.#headOf(chain);
+    return head ? jsonCopy(head) : undefined;
   }
 
   insertBatch(records: AuditRecord[]): Promise<number> {
     const run = this.#queue.then(async () => {
-      await this.#load();
+      if (records.length === 0) return 0;
+      const chain = chainOf(records[0]!);
+      const head = await this.#headOf(chain);
       const accepted: AuditRecord[] = [];
-      let next = (this.#head?.seq ?? 0) + 1;
+      let next = (head?.seq ?? 0) + 1;
       for (const r of records) {
-        if (r.seq !== next) break;
+        if (r.seq !== next || chainOf(r) !== chain) break;
         accepted.push(r);
         next += 1;
       }
@@ -74,7 +82,7 @@ export class FileAuditStore implements AuditStore {
       } catch (err) {
         throw new StorageUnavailableError(`cannot append to ${this.#file}: ${(err as Error).message}`, { cause: err });
       }
-      this.#head = accepted.at(-1);
+      this.#heads.set(chain, accepted.at(-1));
       return accepted.length;
     });
     this.#queue = run.catch(() => undefined);
@@ -87,7 +95,11 @@ export class FileAuditStore implements AuditStore {
     this.#handle = undefined;
   }
 
-  async list(fromSeq: number, limit: number): Promise<AuditRecord[]> {
-    return (await this.#readAll()).filter((r) => r.seq >= fromSeq).slice(0, limit);
+  async list(fromSeq: number, limit: number, chain: string = DEFAULT_AUDIT_CHAIN): Promise<AuditRecord[]> {
+    return (await this.#readAll()).filter((r) => chainOf(r) === chain && r.seq >= fromSeq).slice(0, limit);
+  }
+
+  async chains(): Promise<string[]> {
+    return [...new Set((await this.#readAll()).map((r) => chainOf(r)))].sort();
   }
 }

@@ -1,9 +1,9 @@
 import { MongoBulkWriteError, MongoClient, MongoServerError } from 'mongodb';
-import type { Collection, Db } from 'mongodb';
+import type { Collection, Db, Filter } from 'mongodb';
 
 import { StorageUnavailableError } from './errors.js';
 import type { AdapterPayload, AuditRecord, AuditStore, KeyStore, KeyTransition, ModelName, ModelStore, NonceStore, RevokedTokenStore, Storage, StoredKey } from './types.js';
-import { MODEL_NAMES } from './types.js';
+import { AUDIT_CHAIN_ID, DEFAULT_AUDIT_CHAIN, MODEL_NAMES, chainOf } from './types.js';
 import { checkKey, isValidKey } from './validate.js';
 
 /** How a record sits in MongoDB. The payload is kept as JSON text: its maps are keyed by URLs (which hold `.`). */
@@ -226,28 +226,48 @@ interface TransitionDoc extends KeyTransition {
 }
 
 interface AuditDoc extends Omit<AuditRecord, 'seq' | 'details'> {
-  _id: number;
+  /** The default chain: the seq itself (as records were always stored). A named chain: `<chain>/<seq, 15 digits>`. */
+  _id: number | string;
+  /** Named chains only (the _id of the default chain is its seq). */
+  seq?: number;
   /** JSON text: details may hold keys with "." (URLs), which stored documents cannot. */
   details: string;
 }
 
+const SEQ_DIGITS = 15;
+const auditId = (chain: string, seq: number): number | string =>
+  chain === DEFAULT_AUDIT_CHAIN ? seq : `${chain}/${String(seq).padStart(SEQ_DIGITS, '0')}`;
+
+/**
+ * Audit records, one document per record, keyed so that one chain is one `_id` range: the default chain's numeric
+ * ids (a range query on numbers matches no strings), a named chain's `<chain>/<padded seq>` strings (chain ids hold
+ * no `/`, so `[chain/, chain0)` holds exactly that chain, in seq order). Uniqueness per chain and seq is `_id`'s own.
+ */
 class MongoAuditStore implements AuditStore {
   constructor(private readonly col: Collection<AuditDoc>) {}
 
-  static #toRecord({ _id, details, ...rest }: AuditDoc): AuditRecord {
-    return { seq: _id, ...rest, details: JSON.parse(details) as Record<string, unknown> };
+  static #toRecord({ _id, seq, details, ...rest }: AuditDoc): AuditRecord {
+    return { ...rest, seq: typeof _id === 'number' ? _id : Number(seq), details: JSON.parse(details) as Record<string, unknown> } as AuditRecord;
   }
 
-  async head(): Promise<AuditRecord | undefined> {
-    const doc = await guard('audit.head', () => this.col.find({}).sort({ _id: -1 }).limit(1).next());
+  static #range(chain: string, fromSeq: number): Filter<AuditDoc> {
+    if (chain === DEFAULT_AUDIT_CHAIN) return { _id: { $gte: fromSeq } };
+    return { _id: { $gte: auditId(chain, Math.max(0, fromSeq)), $lt: `${chain}0` } };
+  }
+
+  async head(chain: string = DEFAULT_AUDIT_CHAIN): Promise<AuditRecord | undefined> {
+    const doc = await guard('audit.head', () => this.col.find(MongoAuditStore.#range(chain, 0)).sort({ _id: -1 }).limit(1).next());
     return doc ? MongoAuditStore.#toRecord(doc) : undefined;
   }
 
   async insertBatch(records: AuditRecord[]): Promise<number> {
     if (records.length === 0) return 0;
     // One ordered insertMany: documents after the first taken seq are not inserted, so the count that went in is
-    // always a prefix of the batch. A unique _id per seq is the guarantee both MongoDB and FerretDB keep.
-    const docs = records.map(({ seq, details, ...rest }) => ({ _id: seq, ...rest, details: JSON.stringify(details) }));
+    // always a prefix of the batch. A unique _id per chain and seq is the guarantee both MongoDB and FerretDB keep.
+    const docs = records.map(({ seq, details, ...rest }) => {
+      const chain = chainOf(rest);
+      return { _id: auditId(chain, seq), ...(chain === DEFAULT_AUDIT_CHAIN ? {} : { seq }), ...rest, details: JSON.stringify(details) };
+    });
     try {
       const res = await this.col.insertMany(docs, { ordered: true });
       return res.insertedCount;
@@ -260,9 +280,17 @@ class MongoAuditStore implements AuditStore {
     }
   }
 
-  async list(fromSeq: number, limit: number): Promise<AuditRecord[]> {
-    const docs = await guard('audit.list', () => this.col.find({ _id: { $gte: fromSeq } }).sort({ _id: 1 }).limit(limit).toArray());
+  async list(fromSeq: number, limit: number, chain: string = DEFAULT_AUDIT_CHAIN): Promise<AuditRecord[]> {
+    const docs = await guard('audit.list', () => this.col.find(MongoAuditStore.#range(chain, fromSeq)).sort({ _id: 1 }).limit(limit).toArray());
     return docs.map((d) => MongoAuditStore.#toRecord(d));
+  }
+
+  async chains(): Promise<string[]> {
+    const [named, hasDefault] = await guard('audit.chains', () =>
+      Promise.all([this.col.distinct('chain', { chain: { $exists: true } }), this.col.findOne(MongoAuditStore.#range(DEFAULT_AUDIT_CHAIN, 0), { projection: { _id: 1 } })]),
+    );
+    const ids = (named as unknown[]).filter((c): c is string => typeof c === 'string' && AUDIT_CHAIN_ID.test(c));
+    return [...(hasDefault ? [DEFAULT_AUDIT_CHAIN] : []), ...ids.sort()];
   }
 }
 

@@ -91,8 +91,19 @@ export interface KeyStore {
   addTransition(t: KeyTransition): Promise<boolean>;
 }
 
+/**
+ * The audit log is a set of hash chains, one per writer (a server process, the CLI), so that writers never contend
+ * for one head. `DEFAULT_AUDIT_CHAIN` ('') is the chain of records that name none: logs written before writers had
+ * chains, and writers that are not given one.
+ */
+export const DEFAULT_AUDIT_CHAIN = '';
+/** A writer's chain id: letters, digits and `.`, `_`, `:`, `#`, `-` (no `/`, which the MongoDB store uses). */
+export const AUDIT_CHAIN_ID = /^[A-Za-z0-9._:#-]{1,100}$/;
+
 /** One event of the hash-chained audit log. `hash` covers every other field (see server/audit/chain.ts). */
 export interface AuditRecord {
+  /** The writer's chain; absent for the default chain. seq and prev_hash are per chain. */
+  chain?: string;
   seq: number;
   time: string;
   type: string;
@@ -103,16 +114,22 @@ export interface AuditRecord {
   hash: string;
 }
 
+/** The chain a record belongs to ('' for the default chain). */
+export const chainOf = (record: { chain?: unknown }): string => (typeof record.chain === 'string' ? record.chain : DEFAULT_AUDIT_CHAIN);
+
 export interface AuditStore {
-  /** The record with the highest seq, or undefined when the log is empty. */
-  head(): Promise<AuditRecord | undefined>;
+  /** The record with the highest seq in `chain` (default: the default chain), or undefined when it is empty. */
+  head(chain?: string): Promise<AuditRecord | undefined>;
   /**
-   * Inserts records with consecutive seqs, in order, each with a unique seq. Returns how many were inserted from
-   * the start of the list before a seq was found taken (another writer got there first); 0 if the first was taken.
+   * Inserts records of one chain with consecutive seqs, in order, each with a unique seq in that chain. Returns how
+   * many were inserted from the start of the list before a seq was found taken (another writer of the same chain
+   * got there first); 0 if the first was taken.
    */
   insertBatch(records: AuditRecord[]): Promise<number>;
-  /** Records with seq ≥ fromSeq, ascending, at most `limit`. */
-  list(fromSeq: number, limit: number): Promise<AuditRecord[]>;
+  /** Records of `chain` (default: the default chain) with seq ≥ fromSeq, ascending, at most `limit`. */
+  list(fromSeq: number, limit: number, chain?: string): Promise<AuditRecord[]>;
+  /** Every chain that holds at least one record, sorted ('' for the default chain). */
+  chains(): Promise<string[]>;
 }
 
 export interface Storage {

@@ -14,6 +14,7 @@ import { retireGraceSeconds } from './config.js';
 import type { Config } from './config.js';
 import { KeyWatcher } from './key-watcher.js';
 import { AuditLog } from './audit/log.js';
+import { writerChain } from './audit/writer-chain.js';
 import { auditProviderEvents } from './audit/provider-events.js';
 import type { Logger } from './logger.js';
 import { ClientSecretHasher } from './client-secrets.js';
@@ -94,7 +95,7 @@ export async function boot(config: Config, log: Logger): Promise<Agentauth> {
     await storage.init();
     const { kek, origin } = await resolveKek(config, storage, log);
     const policy = { retireGraceSeconds: retireGraceSeconds(config) };
-    const audit = new AuditLog(storage.audit);
+    const audit = new AuditLog(storage.audit, { chain: writerChain({ server: { port: config.port } }, config.auditChain) });
     let generated: { kid: string; alg: string } | undefined;
     const keyring = await Keyring.load(storage.keys, kek, config.keyAlg, policy, {
       generated: (kid, alg) => {

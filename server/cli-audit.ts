@@ -7,9 +7,10 @@ import { InvalidArgumentError } from 'commander';
 import type { Command } from 'commander';
 
 import { StorageUnavailableError } from '../adapters/errors.js';
+import { DEFAULT_AUDIT_CHAIN } from '../adapters/types.js';
 import type { AuditRecord, AuditStore } from '../adapters/types.js';
-import { ChainVerifier, GENESIS_HASH } from './audit/chain.js';
-import type { ChainVerification } from './audit/chain.js';
+import { GENESIS_HASH, LogVerifier } from './audit/chain.js';
+import type { LogVerification } from './audit/chain.js';
 import { openStorage } from './boot.js';
 import { loadConfig } from './config.js';
 
@@ -37,11 +38,11 @@ async function withAuditStore<T>(fn: (store: AuditStore) => Promise<T>): Promise
   }
 }
 
-/** Records with seq ≥ from, ascending, a page at a time. */
-async function* records(store: AuditStore, from = 1): AsyncGenerator<AuditRecord> {
+/** Records of one chain with seq ≥ from, ascending, a page at a time. */
+async function* records(store: AuditStore, chain: string, from = 1): AsyncGenerator<AuditRecord> {
   let next = from;
   for (;;) {
-    const page = await store.list(next, PAGE);
+    const page = await store.list(next, PAGE, chain);
     if (page.length === 0) return;
     yield* page;
     next = page.at(-1)!.seq + 1;
@@ -51,29 +52,51 @@ async function* records(store: AuditStore, from = 1): AsyncGenerator<AuditRecord
 
 /** One record as a JSON line, fields in a fixed order; fields agentauth did not write are kept (verify flags them). */
 function recordLine(record: AuditRecord): string {
-  const { seq, time, type, client_id: clientId, sub, details, prev_hash: prevHash, hash, ...extra } = record;
-  return `${JSON.stringify({ seq, time, type, client_id: clientId, sub, details, prev_hash: prevHash, hash, ...extra })}\n`;
+  const { chain, seq, time, type, client_id: clientId, sub, details, prev_hash: prevHash, hash, ...extra } = record;
+  return `${JSON.stringify({ chain, seq, time, type, client_id: clientId, sub, details, prev_hash: prevHash, hash, ...extra })}\n`;
 }
 
 async function write(out: NodeJS.WritableStream, text: string): Promise<void> {
   if (!out.write(text)) await once(out, 'drain');
 }
 
-function headText(seq: number | undefined, hash: string | undefined): string {
-  return `head seq ${seq ?? 0} hash ${hash ?? GENESIS_HASH}`;
+interface Head {
+  chain: string;
+  seq: number | undefined;
+  hash: string | undefined;
 }
+
+/**
+ * The heads to keep for truncation checks: `head seq N hash H` for a log of only the default chain (or none),
+ * otherwise one `<chain> seq N hash H` per chain.
+ */
+function headsText(heads: Head[]): string {
+  if (heads.length === 0 || (heads.length === 1 && heads[0]!.chain === DEFAULT_AUDIT_CHAIN)) {
+    return `head seq ${heads[0]?.seq ?? 0} hash ${heads[0]?.hash ?? GENESIS_HASH}`;
+  }
+  return `heads ${heads.map((h) => `${h.chain || '(default)'} seq ${h.seq ?? 0} hash ${h.hash ?? GENESIS_HASH}`).join(', ')}`;
+}
+
+const chainsCount = (n: number, named: boolean) => (named ? ` in ${n} chain${n === 1 ? '' : 's'}` : '');
 
 async function tail(opts: { lines: number }): Promise<void> {
   await withAuditStore(async (store) => {
-    const head = await store.head();
-    if (!head) {
+    // The newest records of every chain, merged by time.
+    const newest: AuditRecord[] = [];
+    for (const chain of await store.chains()) {
+      const head = await store.head(chain);
+      if (!head) continue;
+      for await (const record of records(store, chain, Math.max(1, head.seq - opts.lines + 1))) {
+        if (record.seq > head.seq) break;
+        newest.push(record);
+      }
+    }
+    if (newest.length === 0) {
       process.stderr.write('the audit log is empty\n');
       return;
     }
-    for await (const record of records(store, Math.max(1, head.seq - opts.lines + 1))) {
-      if (record.seq > head.seq) break;
-      await write(process.stdout, recordLine(record));
-    }
+    newest.sort((a, b) => (a.time < b.time ? -1 : a.time > b.time ? 1 : (a.chain ?? '').localeCompare(b.chain ?? '') || a.seq - b.seq));
+    for (const record of newest.slice(-opts.lines)) await write(process.stdout, recordLine(record));
   });
 }
 
@@ -84,13 +107,18 @@ async function exportLog(opts: { out?: string }): Promise<void> {
     const file: WriteStream | undefined = tmp ? createWriteStream(tmp, { flags: 'wx', mode: 0o600 }) : undefined;
     const out: NodeJS.WritableStream = file ?? process.stdout;
     let count = 0;
-    let last: AuditRecord | undefined;
+    const heads: Head[] = [];
     try {
       if (file) await once(file, 'open');
-      for await (const record of records(store)) {
-        await write(out, recordLine(record));
-        count += 1;
-        last = record;
+      // Chain after chain, each in seq order.
+      for (const chain of await store.chains()) {
+        let last: AuditRecord | undefined;
+        for await (const record of records(store, chain)) {
+          await write(out, recordLine(record));
+          count += 1;
+          last = record;
+        }
+        if (last) heads.push({ chain, seq: last.seq, hash: last.hash });
       }
       if (file) {
         file.end();
@@ -104,26 +132,34 @@ async function exportLog(opts: { out?: string }): Promise<void> {
       }
       throw err;
     }
-    process.stderr.write(`exported ${count} audit records${opts.out ? ` to ${opts.out}` : ''}; ${headText(last?.seq, last?.hash)}\n`);
+    process.stderr.write(`exported ${count} audit records${opts.out ? ` to ${opts.out}` : ''}; ${headsText(heads)}\n`);
   });
 }
 
-function report(result: ChainVerification, unreadable: string[]): void {
+function report(result: LogVerification, unreadable: string[]): void {
+  const heads = result.chains.map((c) => ({ chain: c.chain, seq: c.verification.headSeq, hash: c.verification.headHash }));
+  const named = result.chains.some((c) => c.chain !== DEFAULT_AUDIT_CHAIN);
   if (result.ok && unreadable.length === 0) {
-    process.stdout.write(`audit log OK: ${result.checked} records, ${headText(result.headSeq, result.headHash)}\n`);
+    process.stdout.write(`audit log OK: ${result.checked} records${chainsCount(result.chains.length, named)}, ${headsText(heads)}\n`);
     return;
   }
   for (const line of unreadable) process.stdout.write(`${line}\n`);
-  for (const p of result.problems) process.stdout.write(`seq ${p.seq}: ${p.kind}: ${p.detail}\n`);
-  const count = result.problems.length + unreadable.length;
+  let problems = 0;
+  for (const { chain, verification } of result.chains) {
+    for (const p of verification.problems) {
+      problems += 1;
+      process.stdout.write(`${chain ? `chain ${chain} ` : ''}seq ${p.seq}: ${p.kind}: ${p.detail}\n`);
+    }
+  }
+  const count = problems + unreadable.length;
   process.stdout.write(
-    `audit log FAILED: ${count} problem${count === 1 ? '' : 's'} in ${result.checked} records, ${headText(result.headSeq, result.headHash)}\n`,
+    `audit log FAILED: ${count} problem${count === 1 ? '' : 's'} in ${result.checked} records${chainsCount(result.chains.length, named)}, ${headsText(heads)}\n`,
   );
   process.exitCode = 1;
 }
 
 async function verifyFile(path: string): Promise<void> {
-  const verifier = new ChainVerifier();
+  const verifier = new LogVerifier();
   const unreadable: string[] = [];
   const input = createReadStream(path, { encoding: 'utf8' });
   const opened = once(input, 'open');
@@ -164,16 +200,16 @@ class Undecodable {
   ) {}
 }
 
-async function* decodable(store: AuditStore): AsyncGenerator<AuditRecord | Undecodable> {
+async function* decodable(store: AuditStore, chain: string): AsyncGenerator<AuditRecord | Undecodable> {
   let next = 1;
   for (;;) {
     let page: AuditRecord[];
     try {
-      page = await store.list(next, PAGE);
+      page = await store.list(next, PAGE, chain);
     } catch (err) {
       if (err instanceof StorageUnavailableError) throw err;
       try {
-        page = await store.list(next, 1);
+        page = await store.list(next, 1, chain);
       } catch (one) {
         if (one instanceof StorageUnavailableError) throw one;
         yield new Undecodable(next, one instanceof Error ? one.message : String(one));
@@ -193,11 +229,13 @@ async function verify(opts: { file?: string }): Promise<void> {
     return;
   }
   await withAuditStore(async (store) => {
-    const verifier = new ChainVerifier();
+    const verifier = new LogVerifier();
     const unreadable: string[] = [];
-    for await (const item of decodable(store)) {
-      if (item instanceof Undecodable) unreadable.push(`seq ${item.seq}: edited: cannot be decoded (${item.error})`);
-      else verifier.push(item);
+    for (const chain of await store.chains()) {
+      for await (const item of decodable(store, chain)) {
+        if (item instanceof Undecodable) unreadable.push(`${chain ? `chain ${chain} ` : ''}seq ${item.seq}: edited: cannot be decoded (${item.error})`);
+        else verifier.push(item);
+      }
     }
     report(verifier.result(), unreadable);
   });
@@ -217,13 +255,13 @@ export function registerAuditCommands(program: Command): void {
 
   audit
     .command('export')
-    .description('write every audit record as JSON lines in seq order; prints the head (keep it to detect truncation later)')
+    .description('write every audit record as JSON lines, chain after chain in seq order; prints the heads (keep them to detect truncation later)')
     .option('--out <file>', 'write to this file instead of stdout (written in full, then renamed into place)')
     .action(exportLog);
 
   audit
     .command('verify')
-    .description('check the hash chain: exit 0 with the head when intact, exit 1 listing each problem otherwise')
+    .description('check every hash chain: exit 0 with the heads when intact, exit 1 listing each problem otherwise')
     .option('--file <file>', 'verify a file written by `audit export` instead of the stored log (no storage needed)')
     .action(verify);
 }

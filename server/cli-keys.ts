@@ -12,6 +12,7 @@ import { createLogger } from './logger.js';
 import { revocationFacts, verifyAgainstArchive } from './token-verification.js';
 import type { Storage } from '../adapters/types.js';
 import { AuditLog } from './audit/log.js';
+import { writerChain } from './audit/writer-chain.js';
 import type { AuditEventInput } from './audit/chain.js';
 
 async function withStorage<T>(fn: (storage: Storage, config: Config) => Promise<T>): Promise<T> {
@@ -42,9 +43,9 @@ function readArchive(file: string): ArchivedKey[] {
   return keys as ArchivedKey[];
 }
 
-/** Appends one event to the shared audit log (the server's instances chain onto it). */
+/** Appends one event to the audit log, on the CLI's own chain (server processes write theirs). */
 async function recordAudit(storage: Storage, event: AuditEventInput): Promise<void> {
-  const audit = new AuditLog(storage.audit);
+  const audit = new AuditLog(storage.audit, { chain: writerChain('cli') });
   try {
     await audit.record(event);
   } finally {

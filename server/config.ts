@@ -2,6 +2,8 @@ import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { z } from 'zod';
 
+import { AUDIT_CHAIN_ID } from '../adapters/types.js';
+
 /** A configuration value is wrong. The message names the setting and never echoes a secret. */
 export class ConfigError extends Error {
   readonly code = 'invalid_configuration';
@@ -192,6 +194,7 @@ const envSchema = z.object({
   AGENTAUTH_KEK: z.string().min(1).optional(),
   AGENTAUTH_KEK_FILE: z.string().min(1).optional(),
   AGENTAUTH_KEY_ALG: z.enum(['ES256', 'EdDSA']).optional(),
+  AGENTAUTH_AUDIT_CHAIN: z.string().regex(AUDIT_CHAIN_ID, 'must be 1-100 letters, digits, ".", "_", ":", "#" or "-"').optional(),
   TRUST_PROXY: z.enum(['true', 'false']).optional(),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).optional(),
 });
@@ -219,6 +222,8 @@ export interface Config {
   kek: string | undefined;
   kekFile: string | undefined;
   keyAlg: 'ES256' | 'EdDSA';
+  /** This server process's audit chain (default: server/audit/writer-chain.ts). */
+  auditChain: string | undefined;
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
   configFile: string | undefined;
   resourceServers: ResourceServerConfig[];
@@ -335,6 +340,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     kek: e.AGENTAUTH_KEK,
     kekFile: e.AGENTAUTH_KEK_FILE,
     keyAlg: e.AGENTAUTH_KEY_ALG ?? 'ES256',
+    auditChain: e.AGENTAUTH_AUDIT_CHAIN,
     logLevel: e.LOG_LEVEL ?? 'info',
     configFile,
     resourceServers: file.resourceServers,

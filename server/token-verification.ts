@@ -64,15 +64,18 @@ export async function revocationFacts(storage: Storage, claims: Record<string, u
   const grantId = typeof claims.grant_id === 'string' ? claims.grant_id : undefined;
   const clientId = typeof claims.client_id === 'string' ? claims.client_id : undefined;
   if (jti && (await storage.revokedTokens.isRevoked(jti))) facts.push(`jti ${jti} is on the revocation denylist`);
-  for (let from = 1; ; ) {
-    const page = await storage.audit.list(from, 1000);
-    for (const r of page) {
-      if (r.type === 'token.revoked' && jti && r.details.jti === jti) facts.push(`token revoked at ${r.time} (audit seq ${r.seq})`);
-      if (r.type === 'grant.revoked' && grantId && r.details.grant_id === grantId) facts.push(`grant ${grantId} revoked at ${r.time} (audit seq ${r.seq})`);
-      if (r.type === 'client.deleted' && clientId && r.client_id === clientId) facts.push(`client ${clientId} deleted at ${r.time} (audit seq ${r.seq})`);
+  for (const chain of await storage.audit.chains()) {
+    const where = (seq: number) => `audit ${chain ? `chain ${chain} ` : ''}seq ${seq}`;
+    for (let from = 1; ; ) {
+      const page = await storage.audit.list(from, 1000, chain);
+      for (const r of page) {
+        if (r.type === 'token.revoked' && jti && r.details.jti === jti) facts.push(`token revoked at ${r.time} (${where(r.seq)})`);
+        if (r.type === 'grant.revoked' && grantId && r.details.grant_id === grantId) facts.push(`grant ${grantId} revoked at ${r.time} (${where(r.seq)})`);
+        if (r.type === 'client.deleted' && clientId && r.client_id === clientId) facts.push(`client ${clientId} deleted at ${r.time} (${where(r.seq)})`);
+      }
+      if (page.length < 1000) break;
+      from = page.at(-1)!.seq + 1;
     }
-    if (page.length < 1000) break;
-    from = page.at(-1)!.seq + 1;
   }
   return [...new Set(facts)];
 }

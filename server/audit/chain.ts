@@ -14,6 +14,7 @@
  */
 import { createHash } from 'node:crypto';
 
+import { AUDIT_CHAIN_ID, DEFAULT_AUDIT_CHAIN, chainOf } from '../../adapters/types.js';
 import type { AuditRecord } from '../../adapters/types.js';
 
 /** `prev_hash` of the first record (seq 1). */
@@ -73,7 +74,7 @@ const MAX_ID_LENGTH = 1024;
 /** Canonical JSON length limit for `details`: the log is for facts, not payloads. */
 export const MAX_DETAILS_LENGTH = 32 * 1024;
 const HEX_HASH = /^[0-9a-f]{64}$/;
-const RECORD_FIELDS = new Set(['seq', 'time', 'type', 'client_id', 'sub', 'details', 'prev_hash', 'hash']);
+const RECORD_FIELDS = new Set(['chain', 'seq', 'time', 'type', 'client_id', 'sub', 'details', 'prev_hash', 'hash']);
 
 /** An object literal or Object.create(null), from any realm (structuredClone and vm contexts have their own Object). */
 function isPlainObject(value: object): boolean {
@@ -163,6 +164,7 @@ export function canonicalJson(value: unknown): string {
 /** The fields the hash covers, with absent optional fields left out (never present as undefined or null). */
 function hashedFields(record: Omit<AuditRecord, 'hash'>): Record<string, unknown> {
   const fields: Record<string, unknown> = { seq: record.seq, time: record.time, type: record.type };
+  if (record.chain !== undefined && record.chain !== null) fields.chain = record.chain;
   if (record.client_id !== undefined && record.client_id !== null) fields.client_id = record.client_id;
   if (record.sub !== undefined && record.sub !== null) fields.sub = record.sub;
   fields.details = record.details;
@@ -170,7 +172,7 @@ function hashedFields(record: Omit<AuditRecord, 'hash'>): Record<string, unknown
   return fields;
 }
 
-/** Hex SHA-256 of the canonical JSON of { seq, time, type, client_id?, sub?, details, prev_hash }. */
+/** Hex SHA-256 of the canonical JSON of { chain?, seq, time, type, client_id?, sub?, details, prev_hash }. */
 export function computeHash(record: Omit<AuditRecord, 'hash'> & { hash?: string }): string {
   return createHash('sha256').update(canonicalJson(hashedFields(record)), 'utf8').digest('hex');
 }
@@ -214,13 +216,14 @@ export function normalizeEvent(event: AuditEventInput): NormalizedEvent {
 
 /**
  * The canonical JSON that {@link computeHash} hashes, written out directly for a record built from a normalized
- * event (keys in canonical order: client_id, details, prev_hash, seq, sub, time, type), so a new record costs one
+ * event (keys in canonical order: chain, client_id, details, prev_hash, seq, sub, time, type), so a new record costs one
  * serialisation of its details instead of three. A unit test holds it equal to canonicalJson of the same fields.
  */
-function hashTextOf(seq: number, time: string, event: NormalizedEvent, prevHash: string): string {
+function hashTextOf(chain: string, seq: number, time: string, event: NormalizedEvent, prevHash: string): string {
+  const chainMember = chain !== DEFAULT_AUDIT_CHAIN ? `"chain":${JSON.stringify(chain)},` : '';
   const clientId = event.client_id !== undefined ? `"client_id":${JSON.stringify(event.client_id)},` : '';
   const sub = event.sub !== undefined ? `"sub":${JSON.stringify(event.sub)},` : '';
-  return `{${clientId}"details":${event.detailsJson},"prev_hash":${JSON.stringify(prevHash)},"seq":${seq},${sub}"time":${JSON.stringify(time)},"type":${JSON.stringify(event.type)}}`;
+  return `{${chainMember}${clientId}"details":${event.detailsJson},"prev_hash":${JSON.stringify(prevHash)},"seq":${seq},${sub}"time":${JSON.stringify(time)},"type":${JSON.stringify(event.type)}}`;
 }
 
 const isNormalized = (event: AuditEventInput): event is NormalizedEvent => typeof (event as Partial<NormalizedEvent>).detailsJson === 'string';
@@ -230,15 +233,22 @@ const isNormalized = (event: AuditEventInput): event is NormalizedEvent => typeo
  * linked to the one before, stamped with `now()`. Throws InvalidAuditEventError for an event that cannot be stored.
  * Events already passed through {@link normalizeEvent} are not checked again.
  */
-export function chainRecords(head: AuditRecord | undefined, events: AuditEventInput[], now: () => Date = () => new Date()): AuditRecord[] {
+export function chainRecords(
+  head: AuditRecord | undefined,
+  events: AuditEventInput[],
+  now: () => Date = () => new Date(),
+  chain: string = DEFAULT_AUDIT_CHAIN,
+): AuditRecord[] {
+  if (chain !== DEFAULT_AUDIT_CHAIN && !AUDIT_CHAIN_ID.test(chain)) throw new InvalidAuditEventError(`audit chain id ${JSON.stringify(chain)} must match ${AUDIT_CHAIN_ID.source}`);
   let seq = head?.seq ?? 0;
   let prevHash = head?.hash ?? GENESIS_HASH;
   return events.map((input) => {
     const event = isNormalized(input) ? input : normalizeEvent(input);
     seq += 1;
     const time = now().toISOString();
-    const hash = createHash('sha256').update(hashTextOf(seq, time, event, prevHash), 'utf8').digest('hex');
+    const hash = createHash('sha256').update(hashTextOf(chain, seq, time, event, prevHash), 'utf8').digest('hex');
     const record: AuditRecord = {
+      ...(chain !== DEFAULT_AUDIT_CHAIN ? { chain } : {}),
       seq,
       time,
       type: event.type,
@@ -258,6 +268,7 @@ export function chainRecords(head: AuditRecord | undefined, events: AuditEventIn
 function malformed(record: Record<string, unknown>): string | undefined {
   const extra = Object.keys(record).filter((k) => !RECORD_FIELDS.has(k));
   if (extra.length > 0) return `unexpected field${extra.length > 1 ? 's' : ''} ${extra.join(', ')}`;
+  if (record.chain !== undefined && (typeof record.chain !== 'string' || !AUDIT_CHAIN_ID.test(record.chain))) return 'chain is not a chain id';
   if (typeof record.time !== 'string') return 'time is not a string';
   if (typeof record.type !== 'string') return 'type is not a string';
   for (const field of ['client_id', 'sub'] as const) {
@@ -473,6 +484,47 @@ export class ChainVerifier {
  */
 export function verifyChain(records: AuditRecord[], opts?: VerifyOptions): ChainVerification {
   const verifier = new ChainVerifier(opts);
+  for (const record of records) verifier.push(record);
+  return verifier.result();
+}
+
+/** The verdict over a log of several writers' chains: each chain verified on its own. */
+export interface LogVerification {
+  ok: boolean;
+  checked: number;
+  /** Per chain, sorted by chain id ('' is the default chain). */
+  chains: Array<{ chain: string; verification: ChainVerification }>;
+}
+
+/**
+ * Verifies records of any number of chains, given in any interleaving of chains as long as each chain's records come
+ * in stored (ascending seq) order: each record goes to its chain's {@link ChainVerifier}. A record moved to another
+ * chain (its `chain` field changed) no longer matches its hash and is reported as edited there, and leaves a gap in
+ * its own chain. Removing a whole chain, like truncating one, shows only against heads exported earlier.
+ */
+export class LogVerifier {
+  readonly #chains = new Map<string, ChainVerifier>();
+  #checked = 0;
+
+  push(record: AuditRecord): void {
+    this.#checked += 1;
+    const chain = chainOf(record);
+    let verifier = this.#chains.get(chain);
+    if (!verifier) this.#chains.set(chain, (verifier = new ChainVerifier()));
+    verifier.push(record);
+  }
+
+  result(): LogVerification {
+    const chains = [...this.#chains.entries()]
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+      .map(([chain, verifier]) => ({ chain, verification: verifier.result() }));
+    return { ok: chains.every((c) => c.verification.ok), checked: this.#checked, chains };
+  }
+}
+
+/** {@link LogVerifier} in one call. */
+export function verifyLog(records: AuditRecord[]): LogVerification {
+  const verifier = new LogVerifier();
   for (const record of records) verifier.push(record);
   return verifier.result();
 }

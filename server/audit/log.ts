@@ -2,8 +2,9 @@
  * Appends events to the hash-chained audit log (server/audit/chain.ts) through an AuditStore.
  *
  * One writer per AuditLog drains a queue: everything queued when a write starts goes into one batch (up to
- * maxBatch), chained after the cached head and inserted with `insertBatch`. Seqs are unique in the store, so when
- * another process appended first the insert stops at the taken seq; the log then re-reads the head, re-chains the
+ * maxBatch), chained after the cached head of this log's chain and inserted with `insertBatch`. Each server process
+ * (and the CLI) writes its own chain, so writers do not normally meet; should two share a chain, seqs are unique per
+ * chain in the store, so the insert stops at a seq the other took; the log then re-reads the head, re-chains the
  * events not yet written and tries again. There is no lock and no transaction: the unique seq is the only guarantee
  * needed, and both MongoDB and FerretDB keep it.
  *
@@ -16,6 +17,7 @@
  * and outcomes only, never tokens, secrets, assertions, key material or anything else that grants access.
  */
 import { StorageUnavailableError } from '../../adapters/errors.js';
+import { AUDIT_CHAIN_ID, DEFAULT_AUDIT_CHAIN } from '../../adapters/types.js';
 import type { AuditRecord, AuditStore } from '../../adapters/types.js';
 import { chainRecords, normalizeEvent } from './chain.js';
 import type { AuditEventInput, NormalizedEvent } from './chain.js';
@@ -27,6 +29,11 @@ export interface AuditLogOptions {
   now?: () => Date;
   /** How many times a batch is re-chained after other writers took its seqs before its events are refused (default 50). */
   maxAttempts?: number;
+  /**
+   * This writer's chain (default: the default chain). Give every concurrent writer its own (server processes,
+   * the CLI): writers of one chain contend for its head, and under load the slower one starves.
+   */
+  chain?: string;
 }
 
 interface Pending {
@@ -52,6 +59,7 @@ export class AuditLog {
   readonly #maxBatch: number;
   readonly #maxAttempts: number;
   readonly #now: () => Date;
+  readonly #chain: string;
   #queue: Pending[] = [];
   /** The writer while it runs. It never rejects: failures go to the events' own promises. */
   #writer: Promise<void> | undefined;
@@ -65,6 +73,15 @@ export class AuditLog {
     this.#maxBatch = Math.max(1, Math.floor(opts.maxBatch ?? 256));
     this.#maxAttempts = Math.max(1, Math.floor(opts.maxAttempts ?? 50));
     this.#now = opts.now ?? (() => new Date());
+    this.#chain = opts.chain ?? DEFAULT_AUDIT_CHAIN;
+    if (this.#chain !== DEFAULT_AUDIT_CHAIN && !AUDIT_CHAIN_ID.test(this.#chain)) {
+      throw new TypeError(`audit chain id ${JSON.stringify(this.#chain)} must match ${AUDIT_CHAIN_ID.source}`);
+    }
+  }
+
+  /** The chain this log appends to ('' for the default chain). */
+  get chain(): string {
+    return this.#chain;
   }
 
   /**
@@ -129,10 +146,10 @@ export class AuditLog {
       let ownFound = false;
       try {
         if (!this.#headKnown) {
-          this.#head = await this.#store.head();
+          this.#head = await this.#store.head(this.#chain);
           this.#headKnown = true;
         }
-        records = chainRecords(this.#head, pending.map((p) => p.event), this.#now);
+        records = chainRecords(this.#head, pending.map((p) => p.event), this.#now, this.#chain);
         inserted = await this.#store.insertBatch(records);
       } catch (err) {
         this.#headKnown = false;
@@ -142,7 +159,7 @@ export class AuditLog {
       if (inserted < records.length) {
         // A taken seq. After an ambiguous failure a retried write can find its own record there: that one counts.
         try {
-          const [there] = await this.#store.list(records[inserted]!.seq, 1);
+          const [there] = await this.#store.list(records[inserted]!.seq, 1, this.#chain);
           if (there?.hash === records[inserted]!.hash) {
             inserted += 1;
             ownFound = true;

@@ -1,16 +1,16 @@
 import { StorageUnavailableError } from '../../adapters/errors.js';
 import { MongoStorage } from '../../adapters/mongodb.js';
 import type { AuditRecord, AuditStore, Storage } from '../../adapters/types.js';
-import { InvalidAuditEventError, computeHash, verifyChain } from '../../server/audit/chain.js';
+import { InvalidAuditEventError, computeHash, verifyChain, verifyLog } from '../../server/audit/chain.js';
 import { AuditLog, AuditLogClosedError } from '../../server/audit/log.js';
 import { uniqueDbName } from '../support/server.js';
 import { FACTORIES, mongoUri } from '../support/storages.js';
 
 /** Every record in the store, ascending. */
-async function all(store: AuditStore): Promise<AuditRecord[]> {
+async function all(store: AuditStore, chain?: string): Promise<AuditRecord[]> {
   const out: AuditRecord[] = [];
   for (let from = 1; ; ) {
-    const page = await store.list(from, 500);
+    const page = await store.list(from, 500, chain);
     if (page.length === 0) return out;
     out.push(...page);
     from = page.at(-1)!.seq + 1;
@@ -24,9 +24,9 @@ class CountingStore implements AuditStore {
 
   constructor(private readonly inner: AuditStore) {}
 
-  head() {
+  head(chain?: string) {
     this.heads += 1;
-    return this.inner.head();
+    return this.inner.head(chain);
   }
 
   insertBatch(records: AuditRecord[]) {
@@ -34,8 +34,12 @@ class CountingStore implements AuditStore {
     return this.inner.insertBatch(records);
   }
 
-  list(fromSeq: number, limit: number) {
-    return this.inner.list(fromSeq, limit);
+  list(fromSeq: number, limit: number, chain?: string) {
+    return this.inner.list(fromSeq, limit, chain);
+  }
+
+  chains() {
+    return this.inner.chains();
   }
 }
 
@@ -140,6 +144,54 @@ describe.each(FACTORIES)('AuditLog on $name storage', (factory) => {
     }
   });
 
+  test('writers with their own chains (server processes, the CLI) never collide, and every chain verifies', async () => {
+    const otherStorage: Storage =
+      storage instanceof MongoStorage ? new MongoStorage({ uri: mongoUri(), dbName: storage.db.databaseName, timeoutMs: 3000 }) : storage;
+    if (otherStorage !== storage) await otherStorage.init();
+    try {
+      const storeA = new CountingStore(storage.audit);
+      const storeB = new CountingStore(otherStorage.audit);
+      const a = new AuditLog(storeA, { maxBatch: 8, chain: 'host-a#1' });
+      const b = new AuditLog(storeB, { maxBatch: 8, chain: 'host-a#2' });
+      const legacy = new AuditLog(storage.audit); // the default chain, as logs written before chains existed
+      const calls: Array<Promise<AuditRecord>> = [legacy.record({ type: 'key.generated', details: {} })];
+      for (let i = 0; i < 100; i += 1) {
+        calls.push(a.record({ type: 'token.issued', details: { writer: 'a', i } }));
+        calls.push(b.record({ type: 'token.issued', details: { writer: 'b', i } }));
+        if (i % 10 === 0) await new Promise((r) => setImmediate(r));
+      }
+      const results = await Promise.all(calls);
+      // One head read per writer: no seq was ever taken by the other.
+      expect(storeA.heads).toBe(1);
+      expect(storeB.heads).toBe(1);
+      expect([...storeA.batches, ...storeB.batches].reduce((x, y) => x + y, 0)).toBe(200);
+      expect(await storage.audit.chains()).toEqual(['', 'host-a#1', 'host-a#2']);
+      const chainA = await all(storage.audit, 'host-a#1');
+      const chainB = await all(storage.audit, 'host-a#2');
+      expectOneValidChain(chainA, 100);
+      expectOneValidChain(chainB, 100);
+      expect(chainA.every((r) => r.chain === 'host-a#1' && r.details.writer === 'a')).toBe(true);
+      expect(await all(storage.audit)).toHaveLength(1);
+      expect((await storage.audit.head('host-a#2'))?.seq).toBe(100);
+      expect(await storage.audit.head('no-such-chain')).toBeUndefined();
+      for (const r of results) {
+        const [stored] = await storage.audit.list(r.seq, 1, r.chain ?? '');
+        expect(stored).toEqual(r);
+      }
+      // Interleaved as a reader might see them, the whole log verifies chain by chain.
+      const mixed = chainA.flatMap((r, i) => [r, chainB[i]!]);
+      expect(verifyLog(mixed)).toMatchObject({ ok: true, checked: 200 });
+      // A record moved to the other chain (its chain field rewritten) breaks its hash there and leaves a gap here.
+      const moved = { ...chainA[10]!, chain: 'host-a#2' };
+      const tampered = verifyLog([...chainA.filter((_, i) => i !== 10), ...chainB, moved]);
+      expect(tampered.ok).toBe(false);
+      expect(tampered.chains.find((c) => c.chain === 'host-a#1')?.verification.problems).toEqual([expect.objectContaining({ seq: 11, kind: 'deleted' })]);
+      expect(tampered.chains.find((c) => c.chain === 'host-a#2')?.verification.problems.some((p) => p.kind === 'edited')).toBe(true);
+    } finally {
+      if (otherStorage !== storage) await otherStorage.close();
+    }
+  });
+
   test('invalid events are refused before anything is written', async () => {
     const log = new AuditLog(storage.audit);
     await expect(log.record({ type: 'Not A Type' })).rejects.toBeInstanceOf(InvalidAuditEventError);
@@ -192,6 +244,7 @@ describe('AuditLog when the store fails', () => {
         return inner.insertBatch(records);
       },
       list: (from, limit) => inner.list(from, limit),
+      chains: () => inner.chains(),
     };
     const log = new AuditLog(flaky);
     const results = await Promise.allSettled([log.record({ type: 'token.issued' }), log.record({ type: 'token.issued' })]);
@@ -215,6 +268,7 @@ describe('AuditLog when the store fails', () => {
         return inner.insertBatch(records);
       },
       list: (from, limit) => inner.list(from, limit),
+      chains: () => inner.chains(),
     };
     const log = new AuditLog(gated);
     let settled = false;
@@ -243,6 +297,7 @@ describe('AuditLog when the store fails', () => {
         return inner.insertBatch(records);
       },
       list: (from, limit) => inner.list(from, limit),
+      chains: () => inner.chains(),
     };
     const log = new AuditLog(contended, { maxAttempts: 5 });
     await expect(log.record({ type: 'token.revoked' })).rejects.toThrow(StorageUnavailableError);
@@ -267,6 +322,7 @@ describe('AuditLog when the store fails', () => {
         return inner.insertBatch(records);
       },
       list: (from, limit) => inner.list(from, limit),
+      chains: () => inner.chains(),
     };
     const log = new AuditLog(retried);
     const [a, b] = await Promise.all([log.record({ type: 'token.issued', details: { n: 1 } }), log.record({ type: 'token.issued', details: { n: 2 } })]);

@@ -261,7 +261,7 @@ describe('agentauth audit tail|export|verify against MongoDB', () => {
 });
 
 describe('agentauth audit on the embedded store', () => {
-  test('the log is a file in the data directory: it survives a restart, keeps one chain, and the CLI verifies it', async () => {
+  test('the log is a file in the data directory: it survives a restart and the CLI verifies it', async () => {
     const dir = tempDir();
     const env = {
       AGENTAUTH_DATA_DIR: join(dir, 'data'),
@@ -286,6 +286,50 @@ describe('agentauth audit on the embedded store', () => {
     expect(verified.stdout).toMatch(/^audit log OK: 3 records/);
     const tail = await runCli(['audit', 'tail', '-n', '3'], env);
     expect(tail.stdout.trim().split('\n').map((l) => (JSON.parse(l) as AuditRecord).type)).toEqual(['key.generated', 'token.issued', 'token.issued']);
+  });
+
+  test('the CLI appends its own chain to the file of a running server: the server keeps issuing; tampering is reported per chain', async () => {
+    const dir = tempDir();
+    const env = {
+      AGENTAUTH_DATA_DIR: join(dir, 'data'),
+      AGENTAUTH_CONFIG: writeConfig(dir, {
+        resourceServers: [{ identifier: 'https://api.example.com', scopes: ['read'] }],
+        clients: [{ client_id: 'svc', client_secret: 'embedded-audit-secret-0123456789abcdef' }],
+      }),
+    };
+    const issue = (url: string) =>
+      fetch(`${url}/token`, {
+        method: 'POST',
+        headers: { authorization: `Basic ${Buffer.from('svc:embedded-audit-secret-0123456789abcdef').toString('base64')}`, 'content-type': 'application/x-www-form-urlencoded' },
+        body: 'grant_type=client_credentials&scope=read',
+      });
+    const server = await startServer(env);
+    try {
+      expect((await issue(server.url)).status).toBe(200);
+      // A key command while the server runs: its audit event goes on the CLI's chain, in the same file.
+      const rotated = await runCli(['keys', 'rotate'], env);
+      expect(rotated.code).toBe(0);
+      // The server's cached head of its own chain is still right: the next token is issued and recorded.
+      expect((await issue(server.url)).status).toBe(200);
+    } finally {
+      await server.stop();
+    }
+    const verified = await runCli(['audit', 'verify'], env);
+    expect(verified.code).toBe(0);
+    expect(verified.stdout).toMatch(/^audit log OK: 4 records in 2 chains, heads \S+#cli seq 1 hash [0-9a-f]{64}, \S+:\d+#0 seq 3 hash [0-9a-f]{64}\n$/);
+
+    // Edit the server chain's second record in the file: reported with its chain.
+    const file = join(dir, 'data', 'audit.jsonl');
+    const lines = readFileSync(file, 'utf8').trim().split('\n');
+    const index = lines.findIndex((l) => { const r = JSON.parse(l) as AuditRecord; return r.seq === 2 && !r.chain?.endsWith('#cli'); });
+    const edited = JSON.parse(lines[index]!) as AuditRecord;
+    edited.details = { ...edited.details, grant_type: 'forged' };
+    lines[index] = JSON.stringify(edited);
+    writeFileSync(file, `${lines.join('\n')}\n`);
+    const failed = await runCli(['audit', 'verify'], env);
+    expect(failed.code).toBe(1);
+    expect(failed.stdout).toContain(`chain ${edited.chain} seq 2: edited: content does not match its hash`);
+    expect(failed.stdout).toMatch(/audit log FAILED: 1 problem in 4 records in 2 chains/);
   });
 });
 

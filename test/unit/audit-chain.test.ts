@@ -356,3 +356,21 @@ describe('verifyChain', () => {
     ]);
   });
 });
+
+describe('writer chains', () => {
+  test('server processes get <host>:<port>#<worker>, the CLI <host>#cli, a configured id wins; all valid chain ids', async () => {
+    const { writerChain } = await import('../../server/audit/writer-chain.js');
+    const { AUDIT_CHAIN_ID } = await import('../../adapters/types.js');
+    const server = writerChain({ server: { port: 3000 } });
+    const cli = writerChain('cli');
+    expect(server).toMatch(/^[A-Za-z0-9._-]+:3000#0$/);
+    expect(cli).toMatch(/^[A-Za-z0-9._-]+#cli$/);
+    expect(writerChain({ server: { port: 3001 } })).not.toBe(server);
+    expect(writerChain({ server: { port: 3000 } }, 'api-1')).toBe('api-1');
+    for (const id of [server, cli]) expect(id).toMatch(AUDIT_CHAIN_ID);
+  });
+
+  test('chainRecords refuses an invalid chain id', () => {
+    expect(() => chainRecords(undefined, events(1), clock(), 'a/b')).toThrow(InvalidAuditEventError);
+  });
+});

@@ -66,6 +66,8 @@ describe('loadConfig', () => {
     [{ ISSUER: 'https://x?' }, /^ISSUER: /],
     [{ MONGODB_DB: 'bad.name' }, /^MONGODB_DB: /],
     [{ AGENTAUTH_KEY_ALG: 'RS256' }, /^AGENTAUTH_KEY_ALG: /],
+    [{ AGENTAUTH_AUDIT_CHAIN: 'has/slash' }, /^AGENTAUTH_AUDIT_CHAIN: must be 1-100 letters/],
+    [{ AGENTAUTH_AUDIT_CHAIN: 'x'.repeat(101) }, /^AGENTAUTH_AUDIT_CHAIN: /],
     [{ LOG_LEVEL: 'loud' }, /^LOG_LEVEL: /],
   ])('%j is refused by name', (env, pattern) => {
     expect(message(env)).toMatch(pattern);

@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import { decodeJwt } from 'jose';
 import { errors, Provider } from 'oidc-provider';
 import type { ClientMetadata, Configuration, KoaContextWithOIDC } from 'oidc-provider';
@@ -247,7 +247,7 @@ export function createProvider(deps: ProviderDeps): Provider {
   // proof or client assertion jti (on any instance sharing the store) give exactly one success.
   const replay = storage.model('ReplayDetection');
   (provider.ReplayDetection as unknown as { unique: (iss: string, jti: string, exp: number) => Promise<boolean> }).unique = async (iss, jti, exp) => {
-    const id = createHash('sha256').update(`${iss}${jti}`).digest('base64url');
+    const id = hash('sha256', `${iss}${jti}`, 'base64url');
     try {
       const unique = await replay.insertOnce(id, { kind: 'ReplayDetection', jti: id, iss }, Math.max(1, exp - Math.floor(Date.now() / 1000)));
       if (!unique && isTokenEndpointDpopProof(jti)) {

@@ -12,7 +12,10 @@
  * keeps heads exported earlier (`agentauth audit export` prints it; the exported file holds it) somewhere the
  * server cannot write, and checks that the current log still contains that head unchanged and has not shrunk below it.
  */
-import { createHash } from 'node:crypto';
+import { createHash, hash } from 'node:crypto';
+
+/** One-shot SHA-256 (node:crypto `hash`, cheaper than a Hash object for short inputs). */
+const sha256Hex = (text: string): string => hash('sha256', text, 'hex');
 
 import { AUDIT_CHAIN_ID, DEFAULT_AUDIT_CHAIN, chainOf } from '../../adapters/types.js';
 import type { AuditRecord } from '../../adapters/types.js';
@@ -246,7 +249,7 @@ export function chainRecords(
     const event = isNormalized(input) ? input : normalizeEvent(input);
     seq += 1;
     const time = now().toISOString();
-    const hash = createHash('sha256').update(hashTextOf(chain, seq, time, event, prevHash), 'utf8').digest('hex');
+    const hash = sha256Hex(hashTextOf(chain, seq, time, event, prevHash));
     const record: AuditRecord = {
       ...(chain !== DEFAULT_AUDIT_CHAIN ? { chain } : {}),
       seq,

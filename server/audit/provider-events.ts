@@ -1,11 +1,11 @@
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import { Provider } from 'oidc-provider';
 import type { KoaContextWithOIDC } from 'oidc-provider';
 
 import { TIER_FIELD } from '../policies/tiers.js';
 import { auditLater } from './trail.js';
 
-const sha256 = (value: string) => createHash('sha256').update(value).digest('hex');
+const sha256 = (value: string) => hash('sha256', value, 'hex');
 type Emitter = NodeJS.EventEmitter;
 
 /** Turns oidc-provider's events into audit events queued on the current request (written by auditTrail). */

@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import type Koa from 'koa';
 
 import type { AuditEventInput } from './chain.js';
@@ -12,7 +12,7 @@ export interface AuditTrailLog {
   error(obj: object, msg: string): void;
 }
 
-const sha256 = (value: string) => createHash('sha256').update(value).digest('hex');
+const sha256 = (value: string) => hash('sha256', value, 'hex');
 
 /**
  * Queues an audit event for the request being handled. Any layer may call it (interaction routes, the wallet grant,

@@ -23,7 +23,7 @@ const USAGE = `usage: node bench/run.mjs [options]     (npm run bench -- [option
   --warmup N            warm-up seconds per run (default 2)
   --connections N       concurrent connections (default 16)
   --rounds N            alternate bare and embedded N times per scenario and report the median
-                        (default: 3 for cc_dpop, whose ratio to bare is a target; 1 for the others)
+                        (default: 5 for cc_dpop, whose ratio to bare is a target; 1 for the others)
   --only a,b            scenarios: ${SCENARIOS.map((s) => s.id).join(', ')}, workers
   --targets a,b         servers: embedded, mongodb, bare (default all)
   --compare FILE        print the changes against a saved results file

@@ -50,7 +50,7 @@ export const SCENARIOS = [
     estimate: 1500,
     poolFactor: 2.5,
     // Its ratio to bare is a target: alternate bare and embedded three times and report the medians.
-    rounds: 3,
+    rounds: 5,
     verify: has('"token_type":"DPoP"'),
     async prepare() {
       return { keys: dpopKeys(32) };

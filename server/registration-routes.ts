@@ -2,9 +2,10 @@ import type Koa from 'koa';
 import { errors } from 'oidc-provider';
 import type { KoaContextWithOIDC, Provider } from 'oidc-provider';
 
-import type { ModelName, Storage } from '../adapters/types.js';
+import type { Storage } from '../adapters/types.js';
 import type { RegistrationConfig } from './config.js';
 import { auditLater } from './audit/trail.js';
+import { revokeClientRecords } from './client-revocation.js';
 import { parseJsonBody, readBodyText } from './request-body.js';
 import { ClientSecretHasher } from './client-secrets.js';
 import type { Logger } from './logger.js';
@@ -16,12 +17,6 @@ import type { TierLimits } from './policies/tiers.js';
 
 const BODY_LIMIT = 56 * 1024;
 const TIER_POLICY_PREFIX = 'tier:';
-
-/** Models whose records carry a clientId: what deleting a client revokes. */
-const CLIENT_OWNED: ModelName[] = [
-  'Grant', 'AccessToken', 'RefreshToken', 'AuthorizationCode', 'ClientCredentials', 'DeviceCode',
-  'BackchannelAuthenticationRequest', 'PushedAuthorizationRequest', 'RegistrationAccessToken',
-];
 
 export const tierPolicyName = (tier: string) => `${TIER_POLICY_PREFIX}${tier}`;
 export const tierFromPolicies = (policies: readonly string[] | undefined) =>
@@ -148,9 +143,9 @@ export function registrationGuard(deps: RegistrationGuardDeps): Koa.Middleware {
       if (clientId && ctx.method === 'DELETE') {
         await next();
         if (ctx.status === 204) {
-          for (const model of CLIENT_OWNED) await deps.storage.model(model).revokeByClientId(clientId);
+          const revoked = await revokeClientRecords(deps.storage, clientId);
           deps.log.info({ event: 'client.deleted', client_id: clientId }, 'client deleted; its grants and tokens are revoked');
-          auditLater(ctx, { type: 'client.deleted', client_id: clientId, details: { revoked: CLIENT_OWNED } });
+          auditLater(ctx, { type: 'client.deleted', client_id: clientId, details: { revoked: [...revoked] } });
         }
         return;
       }

@@ -42,10 +42,14 @@ export async function startFerretdb({ bin = ferretdbBinary(), port, dir } = {}) 
   dir ??= mkdtempSync(join(tmpdir(), 'agentauth-ferretdb-'));
   const child = spawn(bin, ['-listen', `127.0.0.1:${port}`, '-dir', dir], { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
+  let spawnError;
+  // A binary that cannot be run (missing, not executable) is reported here, not as an uncaught 'error' event.
+  child.once('error', (err) => { spawnError = err; });
   child.stderr.on('data', (d) => { stderr = (stderr + d).slice(-4000); });
   const exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
   const deadline = Date.now() + 20000;
   for (;;) {
+    if (spawnError) throw new Error(`cannot start FerretDB (${bin}): ${spawnError.message}`);
     if (child.exitCode !== null) throw new Error(`FerretDB exited at start (${child.exitCode}): ${stderr}`);
     if (await canConnect(port)) break;
     if (Date.now() > deadline) { child.kill('SIGKILL'); throw new Error(`FerretDB did not listen on ${port}: ${stderr}`); }

@@ -148,15 +148,16 @@ export class Keyring {
       if (await store.insert(record)) {
         await store.addTransition({ kid: record.kid, type: 'activate', at: record.createdAt, recordedAt: record.createdAt, reason: 'first key' });
         events.generated?.(record.kid, alg);
-      } else {
-        // Another instance (a second worker starting alongside) stored the first key a moment ago and may not have
-        // activated it yet. Record the same activation: transitions are unique per (kid, type), so whichever write
-        // comes first stands and the other is a no-op, and neither instance starts without a signer.
-        const first = (await store.list()).find((k) => k.seq === 1);
-        if (first) {
-          await store.addTransition({ kid: first.kid, type: 'activate', at: first.createdAt, recordedAt: new Date().toISOString(), reason: 'first key' });
-        }
       }
+    }
+    // Another instance starting at the same moment (a second worker) may have stored the first key and not yet
+    // activated it, or have died between the two writes. Record the same activation: transitions are unique per
+    // (kid, type), so whichever write comes first stands and the other is a no-op. Only for a lone first key with
+    // no transitions at all: anything else is a keyring this process must not second-guess.
+    const [stored, transitions] = await Promise.all([store.list(), store.transitions()]);
+    const first = stored[0];
+    if (stored.length === 1 && first?.seq === 1 && transitions.length === 0) {
+      await store.addTransition({ kid: first.kid, type: 'activate', at: first.createdAt, recordedAt: new Date().toISOString(), reason: 'first key' });
     }
     const ring = new Keyring(store, kek, policy);
     await ring.refresh();

@@ -50,16 +50,41 @@ describe.each(FACTORIES)('first start on empty storage, several instances at onc
     expect(await storage.keys.addTransition({ kid: winner.kid, type: 'activate', at: winner.createdAt, recordedAt: winner.createdAt, reason: 'first key' })).toBe(false);
   });
 
-  test('four instances loading at once: one key stored, generated once, active on all four', async () => {
+  test('an instance that finds the first key stored but not yet activated (or its writer dead) activates it and starts', async () => {
     const storage = await fresh();
     const kek = randomBytes(32);
+    const orphan = await newStoredKey(kek, 'ES256', 1);
+    expect(await storage.keys.insert(orphan)).toBe(true); // and no activation: its writer is slow, or gone
     const generated: string[] = [];
-    const rings = await Promise.all(
-      Array.from({ length: 4 }, () => Keyring.load(storage.keys, kek, 'ES256', policy, { generated: (kid) => generated.push(kid) })),
-    );
-    const stored = await storage.keys.list();
-    expect(stored).toHaveLength(1);
-    expect(generated).toEqual([stored[0]!.kid]);
-    for (const ring of rings) expect(ring.active.kid).toBe(stored[0]!.kid);
+    const ring = await Keyring.load(storage.keys, kek, 'ES256', policy, { generated: (kid) => generated.push(kid) });
+    expect(generated).toEqual([]);
+    expect(ring.active.kid).toBe(orphan.kid);
+    expect((await storage.keys.transitions()).filter((t) => t.kid === orphan.kid).map((t) => t.type)).toEqual(['activate']);
+  });
+
+  test('a keyring that is not a lone first key is never activated on its behalf', async () => {
+    const storage = await fresh();
+    const kek = randomBytes(32);
+    // Two keys and no transitions (not something agentauth writes): refuse rather than guess which one signs.
+    expect(await storage.keys.insert(await newStoredKey(kek, 'ES256', 1))).toBe(true);
+    expect(await storage.keys.insert(await newStoredKey(kek, 'ES256', 2))).toBe(true);
+    const ring = await Keyring.load(storage.keys, kek, 'ES256', policy);
+    expect(() => ring.active).toThrow(/no active signing key/);
+    expect(await storage.keys.transitions()).toEqual([]);
+  });
+
+  test('four instances loading at once, five times over: one key stored, generated once, active on all four', async () => {
+    for (let round = 0; round < 5; round += 1) {
+      const storage = await fresh();
+      const kek = randomBytes(32);
+      const generated: string[] = [];
+      const rings = await Promise.all(
+        Array.from({ length: 4 }, () => Keyring.load(storage.keys, kek, 'ES256', policy, { generated: (kid) => generated.push(kid) })),
+      );
+      const stored = await storage.keys.list();
+      expect(stored).toHaveLength(1);
+      expect(generated).toEqual([stored[0]!.kid]);
+      for (const ring of rings) expect(ring.active.kid).toBe(stored[0]!.kid);
+    }
   });
 });

@@ -145,15 +145,12 @@ export class Keyring {
   static async load(store: KeyStore, kek: Buffer, alg: SigningAlg, policy: LifecyclePolicy, events: KeyringEvents = {}): Promise<Keyring> {
     if ((await store.list()).length === 0) {
       const record = await newStoredKey(kek, alg, 1);
-      if (await store.insert(record)) {
-        await store.addTransition({ kid: record.kid, type: 'activate', at: record.createdAt, recordedAt: record.createdAt, reason: 'first key' });
-        events.generated?.(record.kid, alg);
-      }
+      if (await store.insert(record)) events.generated?.(record.kid, alg);
     }
-    // Another instance starting at the same moment (a second worker) may have stored the first key and not yet
-    // activated it, or have died between the two writes. Record the same activation: transitions are unique per
-    // (kid, type), so whichever write comes first stands and the other is a no-op. Only for a lone first key with
-    // no transitions at all: anything else is a keyring this process must not second-guess.
+    // A lone first key with no transitions is activated here, by whoever sees it: the instance that stored it, or
+    // another starting at the same moment (a second worker) before the storer got to it, or after it died between
+    // the two writes. Transitions are unique per (kid, type), so whichever write comes first stands and the rest are
+    // no-ops. Any other keyring is one this process must not second-guess.
     const [stored, transitions] = await Promise.all([store.list(), store.transitions()]);
     const first = stored[0];
     if (stored.length === 1 && first?.seq === 1 && transitions.length === 0) {

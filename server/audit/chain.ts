@@ -1,24 +1,25 @@
 /**
- * The hash chain of the audit log: pure functions over records, no I/O.
+ * The hash chains of the audit log: pure functions over records, no I/O. Each writer appends to its own chain
+ * (`chain`, absent for the default chain); seqs and links are per chain, and {@link LogVerifier} checks each.
  *
- * Every record carries `prev_hash` (the `hash` of the record with the previous seq; {@link GENESIS_HASH} for seq 1)
- * and `hash`, the hex SHA-256 of the canonical JSON of every other field (seq included). Changing, removing,
- * splicing in or moving a record in the middle of the log therefore breaks a hash or a link that
+ * Every record carries `prev_hash` (the `hash` of the record with the previous seq in its chain; {@link GENESIS_HASH}
+ * for seq 1) and `hash`, the hex SHA-256 of the canonical JSON of every other field (seq and chain included).
+ * Changing, removing, splicing in or moving a record in the middle of a chain therefore breaks a hash or a link that
  * {@link verifyChain} reports.
  *
  * What a chain without a secret cannot show: anyone who can write the store can also compute SHA-256, so removing
  * the newest records (truncation), or rewriting every record from some point up to the head with fresh hashes and
- * links, leaves a chain that verifies. Verification therefore reports the head (`headSeq`, `headHash`): an operator
+ * links, leaves a chain that verifies. Verification therefore reports each chain's head (`headSeq`, `headHash`): an operator
  * keeps heads exported earlier (`agentauth audit export` prints it; the exported file holds it) somewhere the
  * server cannot write, and checks that the current log still contains that head unchanged and has not shrunk below it.
  */
-import { createHash, hash } from 'node:crypto';
-
-/** One-shot SHA-256 (node:crypto `hash`, cheaper than a Hash object for short inputs). */
-const sha256Hex = (text: string): string => hash('sha256', text, 'hex');
+import { hash } from 'node:crypto';
 
 import { AUDIT_CHAIN_ID, DEFAULT_AUDIT_CHAIN, chainOf } from '../../adapters/types.js';
 import type { AuditRecord } from '../../adapters/types.js';
+
+/** One-shot SHA-256 (node:crypto `hash`, cheaper than a Hash object for short inputs). */
+const sha256Hex = (text: string): string => hash('sha256', text, 'hex');
 
 /** `prev_hash` of the first record (seq 1). */
 export const GENESIS_HASH = '0'.repeat(64);
@@ -177,7 +178,7 @@ function hashedFields(record: Omit<AuditRecord, 'hash'>): Record<string, unknown
 
 /** Hex SHA-256 of the canonical JSON of { chain?, seq, time, type, client_id?, sub?, details, prev_hash }. */
 export function computeHash(record: Omit<AuditRecord, 'hash'> & { hash?: string }): string {
-  return createHash('sha256').update(canonicalJson(hashedFields(record)), 'utf8').digest('hex');
+  return sha256Hex(canonicalJson(hashedFields(record)));
 }
 
 /** An event checked by {@link normalizeEvent}: a private copy of its data and the canonical JSON of its details. */

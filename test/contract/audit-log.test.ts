@@ -48,6 +48,14 @@ function expectOneValidChain(records: AuditRecord[], length: number): void {
   expect(verifyChain(records)).toMatchObject({ ok: true, checked: length, headSeq: length, problems: [] });
 }
 
+/** A second process's view of the same store: for MongoDB, another client on the same database. */
+async function secondWriter(storage: Storage): Promise<Storage> {
+  if (!(storage instanceof MongoStorage)) return storage;
+  const other = new MongoStorage({ uri: mongoUri(), dbName: storage.db.databaseName, timeoutMs: 3000 });
+  await other.init();
+  return other;
+}
+
 describe.each(FACTORIES)('AuditLog on $name storage', (factory) => {
   let storage: Storage;
 
@@ -115,9 +123,7 @@ describe.each(FACTORIES)('AuditLog on $name storage', (factory) => {
 
   test('two AuditLog instances (two writers) appending concurrently keep one chain with every event exactly once', async () => {
     // Two writers on one store: for MongoDB, two clients on the same database, as two server processes would be.
-    const otherStorage: Storage =
-      storage instanceof MongoStorage ? new MongoStorage({ uri: mongoUri(), dbName: storage.db.databaseName, timeoutMs: 3000 }) : storage;
-    if (otherStorage !== storage) await otherStorage.init();
+    const otherStorage = await secondWriter(storage);
     try {
       const storeA = new CountingStore(storage.audit);
       const storeB = new CountingStore(otherStorage.audit);
@@ -145,9 +151,7 @@ describe.each(FACTORIES)('AuditLog on $name storage', (factory) => {
   });
 
   test('writers with their own chains (server processes, the CLI) never collide, and every chain verifies', async () => {
-    const otherStorage: Storage =
-      storage instanceof MongoStorage ? new MongoStorage({ uri: mongoUri(), dbName: storage.db.databaseName, timeoutMs: 3000 }) : storage;
-    if (otherStorage !== storage) await otherStorage.init();
+    const otherStorage = await secondWriter(storage);
     try {
       const storeA = new CountingStore(storage.audit);
       const storeB = new CountingStore(otherStorage.audit);

@@ -261,7 +261,8 @@ describe('agentauth audit tail|export|verify against MongoDB', () => {
 });
 
 describe('agentauth audit on the embedded store', () => {
-  test('the log is a file in the data directory: it survives a restart and the CLI verifies it', async () => {
+  /** A data directory with one confidential client, and a client_credentials request against a server on it. */
+  function embeddedSetup() {
     const dir = tempDir();
     const env = {
       AGENTAUTH_DATA_DIR: join(dir, 'data'),
@@ -276,6 +277,11 @@ describe('agentauth audit on the embedded store', () => {
         headers: { authorization: `Basic ${Buffer.from('svc:embedded-audit-secret-0123456789abcdef').toString('base64')}`, 'content-type': 'application/x-www-form-urlencoded' },
         body: 'grant_type=client_credentials&scope=read',
       });
+    return { dir, env, issue };
+  }
+
+  test('the log is a file in the data directory: it survives a restart and the CLI verifies it', async () => {
+    const { env, issue } = embeddedSetup();
     for (let round = 0; round < 2; round += 1) {
       const server = await startServer(env);
       expect((await issue(server.url)).status).toBe(200);
@@ -289,20 +295,7 @@ describe('agentauth audit on the embedded store', () => {
   });
 
   test('the CLI appends its own chain to the file of a running server: the server keeps issuing; tampering is reported per chain', async () => {
-    const dir = tempDir();
-    const env = {
-      AGENTAUTH_DATA_DIR: join(dir, 'data'),
-      AGENTAUTH_CONFIG: writeConfig(dir, {
-        resourceServers: [{ identifier: 'https://api.example.com', scopes: ['read'] }],
-        clients: [{ client_id: 'svc', client_secret: 'embedded-audit-secret-0123456789abcdef' }],
-      }),
-    };
-    const issue = (url: string) =>
-      fetch(`${url}/token`, {
-        method: 'POST',
-        headers: { authorization: `Basic ${Buffer.from('svc:embedded-audit-secret-0123456789abcdef').toString('base64')}`, 'content-type': 'application/x-www-form-urlencoded' },
-        body: 'grant_type=client_credentials&scope=read',
-      });
+    const { dir, env, issue } = embeddedSetup();
     const server = await startServer(env);
     try {
       expect((await issue(server.url)).status).toBe(200);

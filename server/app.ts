@@ -7,12 +7,10 @@ import type { StorageHealth } from '../adapters/health.js';
 import { StorageUnavailableError } from '../adapters/errors.js';
 import type { Keyring } from '../keys/keyring.js';
 import type { Logger } from './logger.js';
-import { registrationGuard } from './registration-routes.js';
 import { auditTrail } from './audit/trail.js';
 import type { AuditRecorder } from './audit/trail.js';
 import { interactionRoutes } from '../interactions/routes.js';
 import type { InteractionDeps } from '../interactions/routes.js';
-import type { RegistrationGuardDeps } from './registration-routes.js';
 
 export interface AppDeps {
   provider: Provider;
@@ -20,7 +18,6 @@ export interface AppDeps {
   keyring: Keyring;
   cookieKeys: string[];
   log: Logger;
-  registration: RegistrationGuardDeps;
   interactions: InteractionDeps;
   audit: AuditRecorder;
 }
@@ -117,7 +114,7 @@ const authorizationServerMetadata: Koa.Middleware = async (ctx, next) => {
   await next();
 };
 
-export function createApp({ provider, health, keyring, cookieKeys, log, registration, interactions, audit }: AppDeps): Koa {
+export function createApp({ provider, health, keyring, cookieKeys, log, interactions, audit }: AppDeps): Koa {
   const app = new Koa();
   // Same keys as the provider's cookies: required when the provider is mounted (see shared notes).
   app.keys = cookieKeys;
@@ -127,7 +124,6 @@ export function createApp({ provider, health, keyring, cookieKeys, log, registra
   app.use(probes(health, keyring));
   app.use(storageGate(health));
   app.use(authorizationServerMetadata);
-  app.use(registrationGuard(registration));
   app.use(interactionRoutes(interactions));
   app.use(mount(provider));
   return app;

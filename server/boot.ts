@@ -20,16 +20,7 @@ import type { Logger } from './logger.js';
 import { ClientSecretHasher } from './client-secrets.js';
 import { createWalletSignIn } from '../interactions/wallet-signin.js';
 import { registerWalletGrant } from './grants/wallet-signature.js';
-import { createProvider, OIDC_SCOPES, tierLimits } from './provider.js';
-import type { RegistrationPolicy } from './policies/registration.js';
-
-function registrationPolicy(config: Config): RegistrationPolicy {
-  return {
-    allowedAuthMethods: config.registration.allowedAuthMethods,
-    allowedGrantTypes: config.registration.allowedGrantTypes,
-    knownScopes: new Set([...OIDC_SCOPES, ...config.resourceServers.flatMap((rs) => rs.scopes)]),
-  };
-}
+import { createProvider, OIDC_SCOPES } from './provider.js';
 
 export interface Agentauth {
   config: Config;
@@ -130,7 +121,7 @@ export async function boot(config: Config, log: Logger): Promise<Agentauth> {
       audit: (type, details) => audit.record({ type, details }),
     });
     watcher.start();
-    const app = createApp({ provider, health, keyring, cookieKeys, log, registration: { provider, storage, registration: config.registration, policy: registrationPolicy(config), limits: tierLimits(config), hasher, log },
+    const app = createApp({ provider, health, keyring, cookieKeys, log,
       interactions: { provider, wallet, issuer: config.issuer, oidcScopes: OIDC_SCOPES, log },
       audit,
     });

@@ -111,6 +111,19 @@ const registrationSchema = z.strictObject({
     .prefault({}),
   allowedAuthMethods: z.array(z.enum(REGISTRABLE_AUTH_METHODS)).min(1).default(['none', 'private_key_jwt', 'client_secret_basic']),
   allowedGrantTypes: z.array(z.enum(REGISTRABLE_GRANT_TYPES)).min(1).default([...REGISTRABLE_GRANT_TYPES]),
+  /**
+   * What a client registered anonymously (open mode: no initial access token) may do without a person's consent.
+   * Default: nothing. Such a client gets tokens only through flows a person signs or consents to (authorization code,
+   * the wallet grant); `client_credentials` is machine access nobody consented to, so the operator opts in.
+   */
+  anonymous: z
+    .strictObject({
+      /** Whether anonymous registrations may use the client_credentials grant at all. */
+      clientCredentials: z.boolean().default(false),
+      /** The scopes such a client may receive through client_credentials (an allowlist; empty: none). */
+      clientCredentialsScopes: z.array(z.string().min(1)).default([]),
+    })
+    .prefault({}),
   /** Tier of clients registered without an initial access token naming one. */
   defaultTier: z.string().min(1).default('standard'),
   /** Lifetime of initial access tokens created by `agentauth clients iat create` without --expires-in. */
@@ -305,6 +318,13 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   file.clients.forEach((c, i) => {
     if (clientIds.has(c.client_id)) throw new ConfigError(`AGENTAUTH_CONFIG clients[${i}].client_id: duplicate ${c.client_id}`);
     clientIds.add(c.client_id);
+  });
+
+  const knownScopes = new Set(file.resourceServers.flatMap((rs) => rs.scopes));
+  file.registration.anonymous.clientCredentialsScopes.forEach((scope, i) => {
+    if (!knownScopes.has(scope)) {
+      throw new ConfigError(`AGENTAUTH_CONFIG registration.anonymous.clientCredentialsScopes[${i}]: ${JSON.stringify(scope)} is not a scope of any resource server`);
+    }
   });
 
   const tiers: Record<string, TierConfig> = { ...DEFAULT_TIERS, ...file.tiers };

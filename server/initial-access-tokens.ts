@@ -1,7 +1,7 @@
 import type { Agentauth } from './boot.js';
 import { ConfigError } from './config.js';
 import type { Config } from './config.js';
-import { tierPolicyName } from './registration-routes.js';
+import { tierPolicyName } from './policies/tiers.js';
 
 export interface CreatedInitialAccessToken {
   token: string;

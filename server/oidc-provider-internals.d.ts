@@ -39,3 +39,12 @@ declare module 'oidc-provider/lib/helpers/initialize_keystore.js' {
   /** Rebuilds the provider's signing keystore and its published JWKS from a private JWK set. */
   export default function initializeKeystore(this: Provider, jwks: { keys: object[] }): void;
 }
+declare module 'oidc-provider/lib/actions/registration.js' {
+  import type { KoaContextWithOIDC } from 'oidc-provider';
+  type Handler = ((ctx: KoaContextWithOIDC, next: () => Promise<void>) => unknown) & { name: string };
+  /** The RFC 7591 / 7592 actions' steps (registration, client, client_update, client_delete routes). */
+  export const post: Handler[];
+  export const get: Handler[];
+  export const put: Handler[];
+  export const del: Handler[];
+}

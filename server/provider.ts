@@ -15,7 +15,11 @@ import type { Logger } from './logger.js';
 import { shouldIssueRefreshToken } from './policies/refresh.js';
 import { TIER_FIELD, accessTokenLifetime, refreshTokenLifetime, tierOf } from './policies/tiers.js';
 import type { TierLimits } from './policies/tiers.js';
-import { tierFromPolicies, tierPolicyName } from './registration-routes.js';
+import { prepareRegistrationSteps, registerRegistrationSteps } from './http/registration-steps.js';
+import { revokeClientRecords } from './client-revocation.js';
+import { REGISTRATION_FIELD, registrationOrigin, unattendedScopes } from './policies/registration.js';
+import type { RegistrationPolicy } from './policies/registration.js';
+import { tierFromPolicies, tierPolicyName } from './policies/tiers.js';
 import { ResourceServerRegistry } from './resource-servers.js';
 import { prepareStructuredTokenSupport, registerStructuredTokenSupport } from './structured-tokens.js';
 
@@ -60,11 +64,42 @@ function staticClients(config: Config, hasher: ClientSecretHasher): ClientMetada
     ...(c.scope ? { scope: c.scope } : {}),
     ...(c.dpop_bound_access_tokens !== undefined ? { dpop_bound_access_tokens: c.dpop_bound_access_tokens } : {}),
     token_endpoint_auth_method: c.token_endpoint_auth_method,
+    [REGISTRATION_FIELD]: 'operator',
     grant_types: c.grant_types,
     response_types: c.grant_types.includes('authorization_code') ? ['code'] : [],
     redirect_uris: c.redirect_uris,
     [TIER_FIELD]: c.tier ?? config.registration.defaultTier,
   }));
+}
+
+/** The registration policy's inputs, from configuration (pure). */
+export function registrationPolicy(config: Config): RegistrationPolicy {
+  return {
+    allowedAuthMethods: config.registration.allowedAuthMethods,
+    allowedGrantTypes: config.registration.allowedGrantTypes,
+    knownScopes: new Set([...OIDC_SCOPES, ...config.resourceServers.flatMap((rs) => rs.scopes)]),
+    anonymous: config.registration.anonymous,
+  };
+}
+
+/**
+ * client_credentials is machine access that no person consented to: an anonymously registered client gets it only
+ * if the operator enabled it, and only with the allowlisted scopes (RFC 6749 §5.2 unauthorized_client / invalid_scope).
+ * Called from the resource-server lookup oidc-provider runs for every client_credentials token.
+ */
+function checkUnattendedAccess(ctx: KoaContextWithOIDC, anonymous: Config['registration']['anonymous']): void {
+  const { client, params, route } = ctx.oidc;
+  if (route !== 'token' || params?.grant_type !== 'client_credentials' || !client) return;
+  const allowed = unattendedScopes(registrationOrigin(client.metadata() as Record<string, unknown>), anonymous);
+  if (allowed === 'any') return;
+  if (allowed === undefined) {
+    throw new errors.UnauthorizedClient('client_credentials is not available to clients registered without an initial access token on this server');
+  }
+  const requested = String(params.scope ?? '').split(' ').filter(Boolean);
+  const refused = requested.filter((s) => !allowed.has(s));
+  if (refused.length > 0) {
+    throw new errors.InvalidScope(`clients registered without an initial access token may not receive ${refused.join(' ')} through client_credentials`, refused.join(' '));
+  }
 }
 
 export function providerConfiguration(deps: ProviderDeps): Configuration {
@@ -115,9 +150,18 @@ export function providerConfiguration(deps: ProviderDeps): Configuration {
       dPoPSigningAlgValues: ['ES256', 'EdDSA', 'Ed25519'],
     },
     extraClientMetadata: {
-      properties: [TIER_FIELD],
+      properties: [TIER_FIELD, REGISTRATION_FIELD],
       // Runs whenever client metadata is built: at registration, on update, and on every load from storage.
       validator(ctx, key, value, metadata) {
+        if (key === REGISTRATION_FIELD) {
+          // Recorded from what oidc-provider resolved, never from what the client sent.
+          const oidc = (ctx as KoaContextWithOIDC | undefined)?.oidc;
+          const m = metadata as unknown as Record<string, unknown>;
+          if (oidc?.route === 'registration') m[REGISTRATION_FIELD] = oidc.entities.InitialAccessToken ? 'initial_access_token' : 'anonymous';
+          else if (oidc?.route === 'client_update') m[REGISTRATION_FIELD] = registrationOrigin((oidc.client?.metadata() ?? {}) as Record<string, unknown>);
+          else m[REGISTRATION_FIELD] = registrationOrigin({ [REGISTRATION_FIELD]: value });
+          return;
+        }
         if (key !== TIER_FIELD) return;
         const route = (ctx as KoaContextWithOIDC | undefined)?.oidc?.route;
         let tier: string;
@@ -166,7 +210,10 @@ export function providerConfiguration(deps: ProviderDeps): Configuration {
           if (scope && scope.split(' ').every((s) => OIDC_SCOPES.includes(s))) return undefined;
           return resources.defaultResource();
         },
-        getResourceServerInfo: async (_ctx, identifier) => resources.info(identifier),
+        getResourceServerInfo: async (ctx, identifier) => {
+          checkUnattendedAccess(ctx, config.registration.anonymous);
+          return resources.info(identifier);
+        },
         useGrantedResource: async () => true,
       },
     },
@@ -228,7 +275,18 @@ function isTokenEndpointDpopProof(jti: string): boolean {
 /** oidc-provider configured for agentauth, with its events logged (reasons included, credentials never). */
 export function createProvider(deps: ProviderDeps): Provider {
   prepareStructuredTokenSupport();
+  prepareRegistrationSteps();
   const provider = new Provider(deps.config.issuer, providerConfiguration(deps));
+  registerRegistrationSteps(provider, {
+    registration: deps.config.registration,
+    policy: registrationPolicy(deps.config),
+    limits: tierLimits(deps.config),
+    hasher: deps.hasher,
+    registrationAccessTokens: deps.storage.model('RegistrationAccessToken'),
+    revokeClient: (clientId) => revokeClientRecords(deps.storage, clientId),
+    health: deps.health,
+    log: deps.log,
+  });
   registerStructuredTokenSupport(provider, {
     issuer: deps.config.issuer,
     jwks: () => deps.keyring.publicJwks() as never,

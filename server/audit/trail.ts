@@ -75,9 +75,10 @@ export function auditTrail(recorder: AuditRecorder, log: AuditTrailLog): Koa.Mid
   return async (ctx, next) => {
     await next();
     const events = ((ctx.state.auditEvents as AuditEventInput[] | undefined) ?? []).slice();
-    if (ctx.path === '/token' && ctx.method === 'POST' && ctx.status === 200 && ctx.body && typeof ctx.body === 'object') {
+    // Bound to the route oidc-provider resolved (`token`), so /token, /TOKEN and /token/ are all recorded.
+    const oidc = (ctx as unknown as { oidc?: { route?: string; params?: Record<string, unknown>; client?: { clientId: string } } }).oidc;
+    if (oidc?.route === 'token' && ctx.status === 200 && ctx.body && typeof ctx.body === 'object') {
       const body = ctx.body as Record<string, unknown>;
-      const oidc = (ctx as unknown as { oidc?: { params?: Record<string, unknown>; client?: { clientId: string } } }).oidc;
       const context = { grant_type: String(oidc?.params?.grant_type ?? ''), client_id: oidc?.client?.clientId };
       if (typeof body.access_token === 'string') events.push(tokenIssuedEvent(body.access_token, 'access_token', context));
       if (typeof body.refresh_token === 'string') events.push(tokenIssuedEvent(body.refresh_token, 'refresh_token', context));

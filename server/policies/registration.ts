@@ -13,24 +13,65 @@ const SUPPORTED = new Set([
   'scope', 'contacts', 'tos_uri', 'policy_uri', 'jwks', 'software_id', 'software_version', 'dpop_bound_access_tokens',
   'token_endpoint_auth_signing_alg', 'post_logout_redirect_uris', 'application_type', 'id_token_signed_response_alg',
 ]);
-/** Only on RFC 7592 updates, where the client echoes what it was issued. */
-const UPDATE_ONLY = new Set(['client_id', 'client_secret', TIER_FIELD]);
+/**
+ * Client metadata field (an extension, RFC 7591 §2) that records how a client was registered; set by the server,
+ * never by the client: `anonymous` (open registration, no initial access token), `initial_access_token` (registered
+ * with a token the operator minted) or `operator` (a client from the configuration file).
+ */
+export const REGISTRATION_FIELD = 'agentauth_registration';
+export const REGISTRATION_ORIGINS = ['anonymous', 'initial_access_token', 'operator'] as const;
+export type RegistrationOrigin = (typeof REGISTRATION_ORIGINS)[number];
+
+/** How a stored client was registered; a client stored before the field existed is treated as anonymous (fail closed). */
+export function registrationOrigin(metadata: Record<string, unknown>): RegistrationOrigin {
+  const v = metadata[REGISTRATION_FIELD];
+  return (REGISTRATION_ORIGINS as readonly unknown[]).includes(v) ? (v as RegistrationOrigin) : 'anonymous';
+}
+
+/**
+ * RFC 7592 §2.2: an update carries every field the server returned. These the server sets itself; the client may
+ * echo them unchanged (they are then left as they are) but never change them.
+ */
+const SERVER_ASSIGNED = new Set([TIER_FIELD, REGISTRATION_FIELD]);
+/** RFC 7592 §2.2 says the client MUST NOT send these; an unchanged echo of the read response is tolerated and dropped. */
+const ECHO_ONLY = new Set(['registration_access_token', 'registration_client_uri', 'client_secret_expires_at', 'client_id_issued_at']);
 const WHY_NOT: Record<string, string> = {
   jwks_uri: 'is not supported: send the public keys inline as "jwks" (agentauth does not fetch client-supplied URLs)',
   software_statement: 'is not supported',
   sector_identifier_uri: 'is not supported (agentauth does not fetch client-supplied URLs)',
   request_uris: 'is not supported',
   [TIER_FIELD]: 'is assigned by the authorization server (registration policy or initial access token), not chosen by the client',
+  [REGISTRATION_FIELD]: 'is recorded by the authorization server, not chosen by the client',
 };
 
 const LOOPBACK_HOSTS = new Set(['127.0.0.1', '[::1]', 'localhost']);
+const OIDC_ONLY = new Set(['openid']);
 
 export interface RegistrationPolicy {
   allowedAuthMethods: RegistrationConfig['allowedAuthMethods'];
   allowedGrantTypes: RegistrationConfig['allowedGrantTypes'];
   /** Every scope a client may register: all resource-server scopes plus the OpenID ones agentauth serves. */
   knownScopes: ReadonlySet<string>;
+  /** What anonymously registered clients may do without a person's consent (registration.anonymous). */
+  anonymous: RegistrationConfig['anonymous'];
 }
+
+/** Registration: how the client is being registered. Update: the client's current metadata (its read response). */
+export type RegistrationRequestContext =
+  | { update: false; origin: RegistrationOrigin }
+  | { update: true; current: Record<string, unknown>; presentedToken?: string; clientUri?: string };
+
+/**
+ * Scopes a client may receive without a person's consent (client_credentials): for anonymous registrations only the
+ * operator's allowlist, and only if the operator enabled the grant for them; `'any'` for clients the operator vouched
+ * for (initial access token, configuration file). `undefined`: client_credentials is not available at all.
+ */
+export function unattendedScopes(origin: RegistrationOrigin, anonymous: RegistrationConfig['anonymous']): ReadonlySet<string> | 'any' | undefined {
+  if (origin !== 'anonymous') return 'any';
+  return anonymous.clientCredentials ? new Set(anonymous.clientCredentialsScopes) : undefined;
+}
+
+const sameJson = (a: unknown, b: unknown): boolean => JSON.stringify(a) === JSON.stringify(b);
 
 const metadataError = (field: string, problem: string) => new errors.InvalidClientMetadata(`${field} ${problem}`);
 // RFC 7591 §3.2.2 invalid_redirect_uri (oidc-provider's InvalidRedirectUri is the authorization-endpoint variant with a fixed text).
@@ -55,6 +96,14 @@ export function checkRedirectUri(field: string, uri: string): void {
   throw redirectError(field, `must use https, or http on a loopback host (127.0.0.1, [::1], localhost); got ${u.protocol}//${u.host}`);
 }
 
+/** The value the server returned for `field` in the client's read response, if it returns that field at all. */
+function echoedValue(context: Extract<RegistrationRequestContext, { update: true }>, field: string): { known: boolean; value?: unknown } {
+  if (field === 'registration_access_token') return { known: context.presentedToken !== undefined, value: context.presentedToken };
+  if (field === 'registration_client_uri') return { known: context.clientUri !== undefined, value: context.clientUri };
+  if (Object.hasOwn(context.current, field)) return { known: true, value: context.current[field] };
+  return { known: false };
+}
+
 function checkHttpsUri(field: string, value: unknown): void {
   if (typeof value !== 'string' || URL.parse(value)?.protocol !== 'https:') throw metadataError(field, 'must be an https URL');
 }
@@ -68,15 +117,30 @@ export function checkRegistrationRequest(
   input: unknown,
   policy: RegistrationPolicy,
   tier: TierConfig,
-  options: { update: boolean },
+  context: RegistrationRequestContext,
 ): Record<string, unknown> {
   if (typeof input !== 'object' || input === null || Array.isArray(input)) {
     throw new errors.InvalidClientMetadata('the request body must be a JSON object of client metadata');
   }
   const body = { ...(input as Record<string, unknown>) };
+  const origin = context.update ? registrationOrigin(context.current) : context.origin;
 
   for (const field of Object.keys(body)) {
-    if (SUPPORTED.has(field) || (options.update && UPDATE_ONLY.has(field))) continue;
+    if (SUPPORTED.has(field)) continue;
+    if (context.update) {
+      if (field === 'client_id' || field === 'client_secret') continue; // checked against the client by the caller
+      const echoed = echoedValue(context, field);
+      if (echoed.known) {
+        if (!sameJson(body[field], echoed.value)) {
+          throw metadataError(field, SERVER_ASSIGNED.has(field) || ECHO_ONLY.has(field)
+            ? 'is assigned by the authorization server and cannot be changed by the client'
+            : 'cannot be changed: agentauth does not support setting it (send back the value the server returned, or leave it out)');
+        }
+        // Returned by the server, sent back unchanged (RFC 7592 §2.2): the server's value stands.
+        delete body[field];
+        continue;
+      }
+    }
     throw metadataError(field, WHY_NOT[field] ?? 'is not a supported client metadata field');
   }
 
@@ -93,6 +157,9 @@ export function checkRegistrationRequest(
   }
   if (grantTypes.includes('client_credentials') && method === 'none') {
     throw metadataError('grant_types', 'client_credentials needs an authenticated client: a token_endpoint_auth_method other than none');
+  }
+  if (grantTypes.includes('client_credentials') && unattendedScopes(origin, policy.anonymous) === undefined) {
+    throw metadataError('grant_types', 'client_credentials is not available to clients registered without an initial access token on this server (the operator enables it with registration.anonymous.clientCredentials); use authorization_code, or ask the operator for an initial access token');
   }
   if (grantTypes.includes('refresh_token') && !grantTypes.some((g) => g === 'authorization_code' || g === WALLET_GRANT_TYPE)) {
     throw metadataError('grant_types', `refresh_token is only issued with authorization_code or ${WALLET_GRANT_TYPE}`);
@@ -116,6 +183,13 @@ export function checkRegistrationRequest(
     for (const s of body.scope.split(' ')) {
       if (!policy.knownScopes.has(s)) throw metadataError('scope', `contains ${JSON.stringify(s)}, which no resource server of this authorization server defines`);
     }
+    const unattended = unattendedScopes(origin, policy.anonymous);
+    if (grantTypes.includes('client_credentials') && unattended !== 'any' && unattended !== undefined && !grantTypes.includes('authorization_code')) {
+      const extra = body.scope.split(' ').filter((s) => !unattended.has(s) && !OIDC_ONLY.has(s));
+      if (extra.length > 0) {
+        throw metadataError('scope', `contains ${extra.map((s) => JSON.stringify(s)).join(', ')}, which clients registered without an initial access token may not receive through client_credentials (allowed: ${[...unattended].join(' ') || 'none'})`);
+      }
+    }
   }
 
   for (const field of ['client_uri', 'logo_uri', 'tos_uri', 'policy_uri']) if (body[field] !== undefined) checkHttpsUri(field, body[field]);
@@ -134,6 +208,11 @@ export function checkRegistrationRequest(
   body.grant_types = grantTypes;
   body.response_types = responseTypes;
   body.redirect_uris = redirectUris;
+
+  if (context.update) {
+    // Unsupported and server-assigned fields were checked above; those are kept as stored.
+    for (const field of SERVER_ASSIGNED) delete body[field];
+  }
 
   const bound = body.dpop_bound_access_tokens;
   if (bound !== undefined && typeof bound !== 'boolean') throw metadataError('dpop_bound_access_tokens', 'must be a boolean');

@@ -3,6 +3,12 @@ import type { TierConfig } from '../config.js';
 /** Client metadata field (an extension, RFC 7591 §2) that records a client's token tier. Set by policy, never by the client. */
 export const TIER_FIELD = 'agentauth_tier';
 
+const TIER_POLICY_PREFIX = 'tier:';
+/** The initial-access-token policy (oidc-provider `features.registration.policies`) that assigns a tier. */
+export const tierPolicyName = (tier: string) => `${TIER_POLICY_PREFIX}${tier}`;
+export const tierFromPolicies = (policies: readonly string[] | undefined) =>
+  policies?.find((p) => p.startsWith(TIER_POLICY_PREFIX))?.slice(TIER_POLICY_PREFIX.length);
+
 export interface TierLimits {
   tiers: Readonly<Record<string, TierConfig>>;
   defaultTier: string;

@@ -14,7 +14,9 @@ describe('dynamic client registration (RFC 7591) under agentauth policy', () => 
   let mongo: MongoClient;
 
   beforeAll(async () => {
-    as = await startAgentServer(baseConfig({ registration: { quota: { max: 1000 } } }));
+    // This operator lets anonymous registrations use client_credentials, with two allowlisted scopes (the default is
+    // no client_credentials at all: see 'default registration policy' below).
+    as = await startAgentServer(baseConfig({ registration: { quota: { max: 1000 }, anonymous: { clientCredentials: true, clientCredentialsScopes: ['read', 'write'] } } }));
     issuer = as.server.url;
     mongo = await new MongoClient(mongoUri()).connect();
   });
@@ -42,7 +44,10 @@ describe('dynamic client registration (RFC 7591) under agentauth policy', () => 
     ['a wildcard redirect URI', { ...valid, redirect_uris: ['https://*.example.com/cb'] }, 'invalid_redirect_uri', /wildcards/],
     ['a redirect URI with a fragment', { ...valid, redirect_uris: ['https://client.example.com/cb#x'] }, 'invalid_redirect_uri', /fragment/],
     ['no redirect URI for authorization_code', { ...valid, redirect_uris: [] }, 'invalid_redirect_uri', /required/],
-    ['a JSON array instead of an object', [valid], 'invalid_client_metadata', /JSON object/],
+    ['a self-chosen registration origin', { ...valid, agentauth_registration: 'operator' }, 'invalid_client_metadata', /^agentauth_registration is recorded by the authorization server/],
+    ['client_credentials with a scope outside the anonymous allowlist', { grant_types: ['client_credentials'], token_endpoint_auth_method: 'client_secret_basic', scope: 'read files' }, 'invalid_client_metadata', /^scope contains "files", which clients registered without an initial access token may not receive/],
+    // oidc-provider's own check, before any policy: the body is not a metadata object at all.
+    ['a JSON array instead of an object', [valid], 'invalid_request', /must be a JSON object/],
   ])('%s is refused with the RFC error naming the field, and registers nothing', async (_label, body, error, description) => {
     const before = await clientCount();
     const res = await register(issuer, body as Record<string, unknown>);
@@ -206,6 +211,54 @@ describe('dynamic client registration (RFC 7591) under agentauth policy', () => 
     expect(cb.searchParams.get('error_description')).toMatch(/requires PKCE/);
     cb = await authorize({ code_challenge: 'x'.repeat(43), code_challenge_method: 'S256', resource: 'https://unknown.example.com' });
     expect(cb.searchParams.get('error')).toBe('invalid_target');
+  });
+});
+
+describe('default registration policy: anonymous clients get no machine access nobody consented to', () => {
+  let as: AgentServer;
+  let issuer: string;
+  afterAll(async () => {
+    await as?.server.stop();
+  });
+
+  test('by default an anonymous registration cannot use client_credentials; a client the operator vouched for can', async () => {
+    as = await startAgentServer(baseConfig({ registration: { quota: { max: 100 } } }));
+    issuer = as.server.url;
+    const res = await register(issuer, { grant_types: ['client_credentials'], token_endpoint_auth_method: 'client_secret_basic', scope: 'read' });
+    expect(res.status).toBe(400);
+    expect(res.body).toMatchObject({ error: 'invalid_client_metadata' });
+    expect(res.body.error_description).toMatch(/^grant_types client_credentials is not available to clients registered without an initial access token/);
+    // Registering for authorization_code (a person consents) still works, and PUT cannot add client_credentials.
+    const pub = await register(issuer, { redirect_uris: [REDIRECT], token_endpoint_auth_method: 'client_secret_basic', grant_types: ['authorization_code'] });
+    expect(pub.status).toBe(201);
+    const put = await fetch(pub.body.registration_client_uri as string, {
+      method: 'PUT',
+      headers: { authorization: `Bearer ${pub.body.registration_access_token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ client_id: pub.body.client_id, client_secret: pub.body.client_secret, redirect_uris: [REDIRECT], token_endpoint_auth_method: 'client_secret_basic', grant_types: ['authorization_code', 'client_credentials'], response_types: ['code'] }),
+    });
+    expect(put.status).toBe(400);
+    expect(((await put.json()) as { error_description: string }).error_description).toMatch(/client_credentials is not available/);
+  });
+
+  test('at the token endpoint an anonymous client gets only the allowlisted scopes (invalid_scope otherwise)', async () => {
+    await as?.server.stop();
+    as = await startAgentServer(baseConfig({ registration: { quota: { max: 100 }, anonymous: { clientCredentials: true, clientCredentialsScopes: ['read'] } } }));
+    issuer = as.server.url;
+    // Registered for both flows, so its `scope` may hold what a person may consent to; unattended access stays narrow.
+    const c = await register(issuer, { redirect_uris: [REDIRECT], grant_types: ['authorization_code', 'client_credentials'], token_endpoint_auth_method: 'client_secret_basic', scope: 'read write' });
+    expect(c.status).toBe(201);
+    const token = (scope: string) =>
+      fetch(`${issuer}/token`, {
+        method: 'POST',
+        headers: { authorization: `Basic ${Buffer.from(`${c.body.client_id}:${c.body.client_secret}`).toString('base64')}`, 'content-type': 'application/x-www-form-urlencoded' },
+        body: new URLSearchParams({ grant_type: 'client_credentials', resource: RESOURCE, scope }),
+      });
+    const ok = await token('read');
+    expect(ok.status).toBe(200);
+    expect(((await ok.json()) as { scope: string }).scope).toBe('read');
+    const wide = await token('read write');
+    expect(wide.status).toBe(400);
+    expect(await wide.json()).toMatchObject({ error: 'invalid_scope' });
   });
 });
 

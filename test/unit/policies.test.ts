@@ -1,7 +1,7 @@
 import { errors } from 'oidc-provider';
 
 import { DEFAULT_TIERS } from '../../server/config.js';
-import { checkRedirectUri, checkRegistrationRequest } from '../../server/policies/registration.js';
+import { checkRedirectUri, checkRegistrationRequest, registrationOrigin, unattendedScopes } from '../../server/policies/registration.js';
 import type { RegistrationPolicy } from '../../server/policies/registration.js';
 import { accessTokenLifetime, refreshTokenLifetime, tierOf } from '../../server/policies/tiers.js';
 import { WindowLimiter } from '../../server/policies/rate-limit.js';
@@ -10,8 +10,11 @@ const limits = { tiers: DEFAULT_TIERS, defaultTier: 'standard', maxBearerTokenTT
 const policy: RegistrationPolicy = {
   allowedAuthMethods: ['none', 'private_key_jwt', 'client_secret_basic'],
   allowedGrantTypes: ['authorization_code', 'refresh_token', 'client_credentials'],
-  knownScopes: new Set(['openid', 'read']),
+  knownScopes: new Set(['openid', 'read', 'write']),
+  anonymous: { clientCredentials: false, clientCredentialsScopes: [] },
 };
+const anon = { update: false, origin: 'anonymous' } as const;
+const vouched = { update: false, origin: 'initial_access_token' } as const;
 
 describe('tiers', () => {
   test('bearer access tokens never exceed maxBearerTokenTTL; bound ones get the tier and resource server TTL', () => {
@@ -53,23 +56,59 @@ describe('registration policy (pure)', () => {
   const ok = { redirect_uris: ['https://client.example.com/cb'], token_endpoint_auth_method: 'none' };
 
   test('applies the tier default: a DPoP-requiring tier sets dpop_bound_access_tokens and refuses false', () => {
-    expect(checkRegistrationRequest(ok, policy, DEFAULT_TIERS.bound, { update: false }).dpop_bound_access_tokens).toBe(true);
-    expect(refusal(() => checkRegistrationRequest({ ...ok, dpop_bound_access_tokens: false }, policy, DEFAULT_TIERS.bound, { update: false }))).toMatch(
+    expect(checkRegistrationRequest(ok, policy, DEFAULT_TIERS.bound, anon).dpop_bound_access_tokens).toBe(true);
+    expect(refusal(() => checkRegistrationRequest({ ...ok, dpop_bound_access_tokens: false }, policy, DEFAULT_TIERS.bound, anon))).toMatch(
       /^invalid_client_metadata: dpop_bound_access_tokens must be true/,
     );
-    expect(checkRegistrationRequest(ok, policy, DEFAULT_TIERS.standard, { update: false }).dpop_bound_access_tokens).toBeUndefined();
+    expect(checkRegistrationRequest(ok, policy, DEFAULT_TIERS.standard, anon).dpop_bound_access_tokens).toBeUndefined();
   });
 
   test('update-only fields are accepted only on RFC 7592 updates', () => {
-    expect(refusal(() => checkRegistrationRequest({ ...ok, client_id: 'x' }, policy, DEFAULT_TIERS.standard, { update: false }))).toMatch(
+    expect(refusal(() => checkRegistrationRequest({ ...ok, client_id: 'x' }, policy, DEFAULT_TIERS.standard, anon))).toMatch(
       /^invalid_client_metadata: client_id is not a supported/,
     );
-    expect(checkRegistrationRequest({ ...ok, client_id: 'x' }, policy, DEFAULT_TIERS.standard, { update: true }).client_id).toBe('x');
+    expect(checkRegistrationRequest({ ...ok, client_id: 'x' }, policy, DEFAULT_TIERS.standard, { update: true, current: {} }).client_id).toBe('x');
+  });
+
+  test('an RFC 7592 update may send back every field the server returned, unchanged, but change none it assigns', () => {
+    const current = { ...ok, client_id: 'x', require_auth_time: false, subject_type: 'public', agentauth_tier: 'standard', agentauth_registration: 'anonymous', client_id_issued_at: 5 };
+    const update = { update: true, current, presentedToken: 'rat', clientUri: 'https://as.example.com/reg/x' } as const;
+    const echoed = checkRegistrationRequest({ ...current, registration_access_token: 'rat', registration_client_uri: 'https://as.example.com/reg/x' }, policy, DEFAULT_TIERS.standard, update);
+    for (const field of ['require_auth_time', 'subject_type', 'agentauth_tier', 'agentauth_registration', 'client_id_issued_at', 'registration_access_token', 'registration_client_uri']) {
+      expect(echoed).not.toHaveProperty(field);
+    }
+    expect(refusal(() => checkRegistrationRequest({ ...current, require_auth_time: true }, policy, DEFAULT_TIERS.standard, update))).toMatch(/^invalid_client_metadata: require_auth_time cannot be changed/);
+    expect(refusal(() => checkRegistrationRequest({ ...current, agentauth_tier: 'strict' }, policy, DEFAULT_TIERS.standard, update))).toMatch(/^invalid_client_metadata: agentauth_tier is assigned by the authorization server/);
+    expect(refusal(() => checkRegistrationRequest({ ...current, agentauth_registration: 'operator' }, policy, DEFAULT_TIERS.standard, update))).toMatch(/^invalid_client_metadata: agentauth_registration is assigned/);
+    expect(refusal(() => checkRegistrationRequest({ ...current, registration_access_token: 'other' }, policy, DEFAULT_TIERS.standard, update))).toMatch(/^invalid_client_metadata: registration_access_token is assigned/);
+    expect(refusal(() => checkRegistrationRequest({ ...current, id_token_encrypted_response_alg: 'RSA-OAEP' }, policy, DEFAULT_TIERS.standard, update))).toMatch(/^invalid_client_metadata: id_token_encrypted_response_alg is not a supported/);
+  });
+
+  test('anonymous registrations get no client_credentials unless the operator enables it, and then only allowlisted scopes', () => {
+    const cc = { token_endpoint_auth_method: 'client_secret_basic', grant_types: ['client_credentials'], scope: 'read' };
+    expect(refusal(() => checkRegistrationRequest(cc, policy, DEFAULT_TIERS.standard, anon))).toMatch(/^invalid_client_metadata: grant_types client_credentials is not available to clients registered without an initial access token/);
+    expect(checkRegistrationRequest(cc, policy, DEFAULT_TIERS.standard, vouched).grant_types).toEqual(['client_credentials']);
+    const open = { ...policy, anonymous: { clientCredentials: true, clientCredentialsScopes: ['read'] } };
+    expect(checkRegistrationRequest(cc, open, DEFAULT_TIERS.standard, anon).scope).toBe('read');
+    expect(refusal(() => checkRegistrationRequest({ ...cc, scope: 'read write' }, open, DEFAULT_TIERS.standard, anon))).toMatch(/^invalid_client_metadata: scope contains "write", which clients registered without an initial access token may not receive/);
+    // An update cannot turn an anonymous client into one with client_credentials.
+    const current = { redirect_uris: [], token_endpoint_auth_method: 'client_secret_basic', grant_types: ['authorization_code'], agentauth_registration: 'anonymous' };
+    expect(refusal(() => checkRegistrationRequest({ ...cc, client_id: 'x' }, policy, DEFAULT_TIERS.standard, { update: true, current }))).toMatch(/client_credentials is not available/);
+  });
+
+  test('unattended scopes: any for vouched clients, the allowlist for anonymous ones if enabled, else none', () => {
+    expect(unattendedScopes('operator', policy.anonymous)).toBe('any');
+    expect(unattendedScopes('initial_access_token', policy.anonymous)).toBe('any');
+    expect(unattendedScopes('anonymous', policy.anonymous)).toBeUndefined();
+    expect(unattendedScopes('anonymous', { clientCredentials: true, clientCredentialsScopes: ['read'] })).toEqual(new Set(['read']));
+    expect(registrationOrigin({})).toBe('anonymous');
+    expect(registrationOrigin({ agentauth_registration: 'bogus' })).toBe('anonymous');
+    expect(registrationOrigin({ agentauth_registration: 'operator' })).toBe('operator');
   });
 
   test('errors carry the RFC 7591 codes', () => {
     try {
-      checkRegistrationRequest({ ...ok, foo: 1 }, policy, DEFAULT_TIERS.standard, { update: false });
+      checkRegistrationRequest({ ...ok, foo: 1 }, policy, DEFAULT_TIERS.standard, anon);
     } catch (err) {
       expect(err).toBeInstanceOf(errors.InvalidClientMetadata);
     }

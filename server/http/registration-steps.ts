@@ -1,0 +1,213 @@
+import type { KoaContextWithOIDC, Provider } from 'oidc-provider';
+import { errors } from 'oidc-provider';
+import * as registration from 'oidc-provider/lib/actions/registration.js';
+
+import type { ModelStore } from '../../adapters/types.js';
+import { failClosedInProvider } from '../../adapters/oidc-adapter.js';
+import { auditLater } from '../audit/trail.js';
+import { ClientSecretHasher } from '../client-secrets.js';
+import type { RegistrationConfig } from '../config.js';
+import type { Logger } from '../logger.js';
+import { WindowLimiter } from '../policies/rate-limit.js';
+import { checkRegistrationRequest } from '../policies/registration.js';
+import type { RegistrationPolicy } from '../policies/registration.js';
+import { tierFromPolicies, tierOf } from '../policies/tiers.js';
+import type { TierLimits } from '../policies/tiers.js';
+
+/**
+ * agentauth's registration policy as steps of oidc-provider's own RFC 7591/7592 actions (the `registration`,
+ * `client`, `client_update` and `client_delete` routes), so that every spelling of a request the router accepts
+ * (`/reg`, `/REG`, `/Reg/`, any Authorization scheme case) meets the same rules: the per-IP quota and the metadata
+ * policy at registration, single-use registration access tokens that rotate on every read and update, secrets that
+ * are never returned once hashed, and revocation of everything a deleted client held.
+ *
+ * The steps are inserted, by name, into the action lists oidc-provider 9.13.3 exports (pinned exactly;
+ * test/unit/oidc-provider-internals.test.ts fails on upgrade); `prepareRegistrationSteps` refuses to start if a step
+ * it anchors on is missing.
+ */
+
+export interface RegistrationStepDeps {
+  registration: RegistrationConfig;
+  policy: RegistrationPolicy;
+  limits: TierLimits;
+  hasher: ClientSecretHasher;
+  /** Registration access tokens: consumed atomically (one marker insert) so a token works exactly once. */
+  registrationAccessTokens: ModelStore;
+  /** Revokes everything a deleted client held (server/client-revocation.ts). */
+  revokeClient(clientId: string): Promise<readonly string[]>;
+  health: { markDown(err: unknown): void };
+  log: Logger;
+}
+
+type Next = () => Promise<void>;
+type Step = ((ctx: KoaContextWithOIDC, next: Next) => Promise<unknown>) & { name: string };
+
+interface Registered {
+  deps: RegistrationStepDeps;
+  limiter: WindowLimiter;
+}
+
+const SECRET_STAND_IN = 'x'.repeat(43);
+const perProvider = new WeakMap<Provider, Registered>();
+const PATCHED = Symbol.for('agentauth.registration-steps');
+
+function stateFor(ctx: KoaContextWithOIDC): Registered {
+  const state = perProvider.get(ctx.oidc.provider);
+  if (!state) throw new Error('agentauth registration steps are not registered for this provider');
+  return state;
+}
+
+const named = (name: string, fn: (ctx: KoaContextWithOIDC, next: Next) => Promise<unknown>): Step =>
+  Object.defineProperty(fn, 'name', { value: name }) as Step;
+
+function indexOf(list: Step[], name: string, action: string): number {
+  const i = list.findIndex((h) => h.name === name);
+  if (i < 0) {
+    throw new Error(`oidc-provider's registration ${action} action no longer has a "${name}" step; agentauth's registration policy must be updated for this oidc-provider version`);
+  }
+  return i;
+}
+
+/** Inserts `step` right after (or before) the step named `anchor`. */
+function insert(list: Step[], anchor: string, where: 'after' | 'before', step: Step, action: string): void {
+  const i = indexOf(list, anchor, action);
+  list.splice(where === 'after' ? i + 1 : i, 0, step);
+}
+
+/** The client's metadata as a read (GET) returns it: the stored secret is a hash and is never returned. */
+function readView(metadata: Record<string, unknown>): Record<string, unknown> {
+  const view = { ...metadata };
+  if (ClientSecretHasher.isHashed(view.client_secret)) {
+    delete view.client_secret;
+    delete view.client_secret_expires_at;
+  }
+  return view;
+}
+
+/**
+ * Uses up the registration access token presented on this request: exactly one of any number of concurrent
+ * requests with the same token gets past this step (one atomic insert on every store), the rest are `invalid_token`.
+ */
+async function consumeRegistrationAccessToken(ctx: KoaContextWithOIDC, deps: RegistrationStepDeps): Promise<void> {
+  const rat = ctx.oidc.entities.RegistrationAccessToken as { jti: string; consumed?: unknown } | undefined;
+  if (!rat) throw new errors.InvalidToken('registration access token not found');
+  const won = rat.consumed === undefined && (await failClosedInProvider(() => deps.registrationAccessTokens.consume(rat.jti), deps.health));
+  if (!won) throw new errors.InvalidToken('registration access token already used: every read or update returns a new one');
+}
+
+/** Issues the successor of the registration access token that this request used up, with the same policies. */
+async function rotatedRegistrationAccessToken(ctx: KoaContextWithOIDC): Promise<string> {
+  const { provider, client } = ctx.oidc;
+  const old = ctx.oidc.entities.RegistrationAccessToken as { policies?: string[]; destroy(): Promise<void> };
+  const RAT = provider.RegistrationAccessToken as unknown as new (init: { client: unknown; policies?: string[] }) => { save(): Promise<string> };
+  const value = await new RAT({ client, ...(old.policies ? { policies: old.policies } : {}) }).save();
+  await old.destroy();
+  return value;
+}
+
+/** Replaces the request body oidc-provider parsed (its later steps read `ctx.oidc.body`). */
+const setBody = (ctx: KoaContextWithOIDC, body: Record<string, unknown>) => {
+  (ctx.oidc as unknown as { body: unknown }).body = body;
+};
+
+const quotaStep = named('agentauthRegistrationQuota', async (ctx, next) => {
+  const { deps, limiter } = stateFor(ctx);
+  if (deps.registration.mode === 'open') {
+    const { allowed, retryAfter } = limiter.hit(ctx.ip);
+    if (!allowed) {
+      const { max, windowSeconds } = deps.registration.quota;
+      ctx.set('Retry-After', String(retryAfter));
+      const err = new errors.CustomOIDCProviderError('temporarily_unavailable', `registration quota of ${max} per ${windowSeconds} s exceeded for this address; retry after ${retryAfter} s`);
+      throw Object.assign(err, { status: 429, statusCode: 429 });
+    }
+  }
+  await next();
+});
+
+const registrationPolicyStep = named('agentauthRegistrationPolicy', async (ctx, next) => {
+  const { deps } = stateFor(ctx);
+  const iat = ctx.oidc.entities.InitialAccessToken as { policies?: string[] } | undefined;
+  const tierName = tierFromPolicies(iat?.policies) ?? deps.registration.defaultTier;
+  const tier = deps.limits.tiers[tierName] ?? tierOf(deps.limits, undefined);
+  setBody(ctx, checkRegistrationRequest(ctx.oidc.body, deps.policy, tier, { update: false, origin: iat ? 'initial_access_token' : 'anonymous' }));
+  await next();
+});
+
+const readStep = named('agentauthRotateOnRead', async (ctx, next) => {
+  const { deps } = stateFor(ctx);
+  if (ctx.oidc.client?.noManage) return next(); // oidc-provider answers 403 for clients from the configuration file
+  await consumeRegistrationAccessToken(ctx, deps);
+  await next();
+  const body = ctx.body as Record<string, unknown>;
+  ctx.body = { ...readView(body), registration_access_token: await rotatedRegistrationAccessToken(ctx) };
+});
+
+const updatePolicyStep = named('agentauthUpdatePolicy', async (ctx, next) => {
+  const { deps } = stateFor(ctx);
+  const client = ctx.oidc.client!;
+  const current = readView(client.metadata() as Record<string, unknown>);
+  const checked = checkRegistrationRequest(ctx.oidc.body, deps.policy, tierOf(deps.limits, client), {
+    update: true,
+    current,
+    presentedToken: ctx.oidc.getAccessToken(),
+    clientUri: ctx.oidc.urlFor('client', { clientId: client.clientId }),
+  });
+  if ('client_secret' in checked) {
+    // The stored secret is a keyed hash: compare the presented one in constant time, then leave it as stored.
+    if (!deps.hasher.matches(checked.client_secret, client.clientSecret)) {
+      throw new errors.InvalidRequest("provided client_secret does not match the authenticated client's one");
+    }
+    delete checked.client_secret;
+  }
+  setBody(ctx, checked);
+  await next();
+});
+
+const updateStep = named('agentauthRotateOnUpdate', async (ctx, next) => {
+  const { deps } = stateFor(ctx);
+  if (ctx.oidc.client?.noManage) return next();
+  // Everything oidc-provider would refuse is refused before the token is used up (a refused update keeps it).
+  const { provider, client } = ctx.oidc;
+  await (provider.Client as unknown as { validate(m: Record<string, unknown>): Promise<void> }).validate({
+    client_id: client!.clientId,
+    client_id_issued_at: client!.clientIdIssuedAt,
+    // A client that becomes confidential gets its secret from oidc-provider afterwards: validate with a stand-in.
+    client_secret: client!.clientSecret ?? SECRET_STAND_IN,
+    ...(ctx.oidc.body as Record<string, unknown>),
+  });
+  await consumeRegistrationAccessToken(ctx, deps);
+  await next();
+  // oidc-provider rotates the token (rotateRegistrationAccessToken); a secret it generated for a new
+  // authentication method is returned once, a stored one never.
+  if (ctx.status === 200 && ctx.body && typeof ctx.body === 'object') ctx.body = readView(ctx.body as Record<string, unknown>);
+});
+
+const deleteStep = named('agentauthRevokeOnDelete', async (ctx, next) => {
+  const { deps } = stateFor(ctx);
+  if (ctx.oidc.client?.noManage) return next();
+  await consumeRegistrationAccessToken(ctx, deps);
+  const clientId = ctx.oidc.client!.clientId;
+  await next();
+  if (ctx.status !== 204) return;
+  const revoked = await failClosedInProvider(() => deps.revokeClient(clientId), deps.health);
+  deps.log.info({ event: 'client.deleted', client_id: clientId }, 'client deleted; its grants and tokens are revoked');
+  auditLater(ctx, { type: 'client.deleted', client_id: clientId, details: { revoked: [...revoked] } });
+});
+
+/** Patches oidc-provider's registration actions once per process (idempotent). Call before `new Provider(...)`. */
+export function prepareRegistrationSteps(): void {
+  const lists = registration as unknown as { post: Step[]; get: Step[]; put: Step[]; del: Step[] };
+  const marker = lists.post as unknown as Record<symbol, boolean>;
+  if (marker[PATCHED]) return;
+  insert(lists.post, 'bound selectiveBody', 'before', quotaStep, 'create');
+  insert(lists.post, 'validateInitialAccessToken', 'after', registrationPolicyStep, 'create');
+  insert(lists.get, 'clientReadResponse', 'before', readStep, 'read');
+  insert(lists.put, 'validateJsonBody', 'after', updatePolicyStep, 'update');
+  insert(lists.put, 'clientUpdateResponse', 'before', updateStep, 'update');
+  insert(lists.del, 'clientRemoveResponse', 'before', deleteStep, 'delete');
+  marker[PATCHED] = true;
+}
+
+export function registerRegistrationSteps(provider: Provider, deps: RegistrationStepDeps): void {
+  perProvider.set(provider, { deps, limiter: new WindowLimiter(deps.registration.quota.max, deps.registration.quota.windowSeconds) });
+}

@@ -39,10 +39,27 @@ const USED: Partial<Record<ModelName, string>> = {
 
 const isModel = (name: string): name is ModelName => (MODEL_NAMES as readonly string[]).includes(name);
 
+/** Single-use artefacts a grant is redeemed with: a lost race for one of them is a reuse, and revokes the grant. */
+const GRANT_SOURCES: ReadonlySet<ModelName> = new Set(['AuthorizationCode', 'RefreshToken', 'DeviceCode', 'BackchannelAuthenticationRequest']);
+/** Every model whose records belong to a grant (oidc-provider's helpers/revoke.js, plus the grant itself). */
+const GRANT_FAMILY: readonly ModelName[] = ['AccessToken', 'RefreshToken', 'AuthorizationCode', 'DeviceCode', 'BackchannelAuthenticationRequest', 'PreAuthorizedCode'];
+
 /** oidc-provider's adapter factory over an agentauth Storage: one adapter per model. */
 export interface AdapterOptions {
   /** Client secrets are replaced by their keyed hash before a Client record is stored. */
   clientSecrets?: { hash(secret: string): string };
+  /** Told when a lost consume race revoked a grant (for the audit trail and the log). */
+  onGrantRevoked?: (grantId: string, reason: string) => void;
+}
+
+/**
+ * Revokes the grant a reused single-use artefact belongs to: every token and code issued from it, and the grant
+ * record itself. Tokens the race's winner saves afterwards still name the grant, which no longer exists, so
+ * oidc-provider refuses them at refresh, introspection and userinfo (RFC 6749 §4.1.2, RFC 9700 §4.14.2).
+ */
+async function revokeGrantFamily(storage: Storage, grantId: string): Promise<void> {
+  await storage.model('Grant').destroy(grantId);
+  await Promise.all(GRANT_FAMILY.map((model) => storage.model(model).revokeByGrantId(grantId)));
 }
 
 const HASHED = /^hmac-sha256:/;
@@ -68,10 +85,18 @@ export function oidcAdapterFactory(storage: Storage, health?: StorageHealth, opt
       revokeByGrantId: (grantId: string) => failClosed(() => store.revokeByGrantId(grantId)),
       consume: (id: string) =>
         failClosed(async () => {
-          if (!(await store.consume(id))) {
-            // Lost the race for a single-use artefact (or it was already used): exactly one caller may win.
-            throw new errors.InvalidGrant(USED[name] ?? `${name} already used`);
+          if (await store.consume(id)) return;
+          // Lost the race for a single-use artefact (or it was already used): exactly one caller may win. Every
+          // caller that gets here passed oidc-provider's own "already consumed" check, so this is a concurrent reuse:
+          // revoke the whole grant, as a sequential reuse does (the winner's new tokens included).
+          if (GRANT_SOURCES.has(name)) {
+            const grantId = (await store.find(id))?.grantId;
+            if (typeof grantId === 'string') {
+              await revokeGrantFamily(storage, grantId);
+              options.onGrantRevoked?.(grantId, `${USED[name] ?? `${name} already used`} (concurrent use)`);
+            }
           }
+          throw new errors.InvalidGrant(USED[name] ?? `${name} already used`);
         }),
     };
   };

@@ -124,7 +124,15 @@ export function providerConfiguration(deps: ProviderDeps): Configuration {
     ]),
   );
   return {
-    adapter: oidcAdapterFactory(storage, health, { clientSecrets: hasher }),
+    adapter: oidcAdapterFactory(storage, health, {
+      clientSecrets: hasher,
+      // The request being handled (oidc-provider's async context) gets the same grant.revoked event a sequential
+      // reuse emits, so the audit trail records the revocation either way.
+      onGrantRevoked: (grantId) => {
+        const ctx = Provider.ctx as KoaContextWithOIDC | undefined;
+        if (ctx?.oidc) ctx.oidc.provider.emit('grant.revoked', ctx, grantId);
+      },
+    }),
     clients: staticClients(config, hasher),
     jwks: keyring.providerJwks() as Configuration['jwks'],
     cookies: { keys: cookieKeys },

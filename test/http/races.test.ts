@@ -1,0 +1,175 @@
+import { Wallet } from 'ethers';
+import * as oidc from 'openid-client';
+
+import { MongoStorage } from '../../adapters/mongodb.js';
+import type { AuditRecord } from '../../adapters/types.js';
+import { authorizeWithWallet } from '../support/user-agent.js';
+import { baseConfig, introspect, register, REDIRECT, RESOURCE, RS_CLIENT, startAgentServer } from '../support/agent-server.js';
+import type { AgentServer } from '../support/agent-server.js';
+import { mongoUri } from '../support/storages.js';
+
+/**
+ * Design invariant 2 on the MongoDB wire protocol (FerretDB here, whose filtered updates are not atomic): for every
+ * single-use item, 50 concurrent uses give exactly one success, five times over, and a concurrent reuse revokes what
+ * a sequential one revokes. Each round fires all 50 requests at once over separate connections.
+ */
+const CONCURRENCY = 50;
+const ROUNDS = 5;
+const wallet = new Wallet('0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a');
+
+const basic = (id: string, secret: string) => `Basic ${Buffer.from(`${encodeURIComponent(id)}:${encodeURIComponent(secret)}`).toString('base64')}`;
+const form = (params: Record<string, string>) => new URLSearchParams(params).toString();
+
+async function all(n: number, fire: (i: number) => Promise<Response>): Promise<Array<{ status: number; body: Record<string, unknown> }>> {
+  return Promise.all(
+    Array.from({ length: n }, async (_, i) => {
+      const res = await fire(i);
+      const text = await res.text();
+      return { status: res.status, body: text ? (JSON.parse(text) as Record<string, unknown>) : {} };
+    }),
+  );
+}
+
+const statuses = (results: Array<{ status: number }>) => results.map((r) => r.status).sort().join(',');
+
+describe(`single use under ${CONCURRENCY} concurrent requests, ${ROUNDS} rounds, on the MongoDB wire protocol`, () => {
+  let as: AgentServer;
+  let issuer: string;
+  let storage: MongoStorage;
+
+  beforeAll(async () => {
+    as = await startAgentServer(baseConfig({ registration: { quota: { max: 1000 } } }));
+    issuer = as.server.url;
+    storage = new MongoStorage({ uri: mongoUri(), dbName: as.dbName });
+    await storage.init();
+  });
+  afterAll(async () => {
+    await as?.server.stop();
+    await storage?.close();
+  });
+
+  /** A confidential code-flow client (no DPoP, so every request may be identical) and one signed-in authorization. */
+  async function codeFor(): Promise<{ clientId: string; secret: string; code: string; verifier: string }> {
+    const created = await register(issuer, { redirect_uris: [REDIRECT], grant_types: ['authorization_code', 'refresh_token'], token_endpoint_auth_method: 'client_secret_basic', scope: 'read' });
+    expect(created.status).toBe(201);
+    const clientId = created.body.client_id as string;
+    const secret = created.body.client_secret as string;
+    const verifier = oidc.randomPKCECodeVerifier();
+    const url = new URL(`${issuer}/auth`);
+    const params = { client_id: clientId, response_type: 'code', redirect_uri: REDIRECT, scope: 'read', resource: RESOURCE, code_challenge: await oidc.calculatePKCECodeChallenge(verifier), code_challenge_method: 'S256' };
+    for (const [k, v] of Object.entries(params)) url.searchParams.set(k, v);
+    const { callback } = await authorizeWithWallet(url, REDIRECT, { wallet });
+    const code = callback.searchParams.get('code');
+    expect(code).toBeTruthy();
+    return { clientId, secret, code: code!, verifier };
+  }
+
+  const redeem = (c: { clientId: string; secret: string; code: string; verifier: string }) =>
+    fetch(`${issuer}/token`, {
+      method: 'POST',
+      headers: { authorization: basic(c.clientId, c.secret), 'content-type': 'application/x-www-form-urlencoded' },
+      body: form({ grant_type: 'authorization_code', code: c.code, code_verifier: c.verifier, redirect_uri: REDIRECT, resource: RESOURCE }),
+    });
+  const refresh = (clientId: string, secret: string, token: string) =>
+    fetch(`${issuer}/token`, {
+      method: 'POST',
+      headers: { authorization: basic(clientId, secret), 'content-type': 'application/x-www-form-urlencoded' },
+      body: form({ grant_type: 'refresh_token', refresh_token: token, resource: RESOURCE }),
+    });
+
+  async function auditTypes(): Promise<AuditRecord[]> {
+    const out: AuditRecord[] = [];
+    for (const chain of await storage.audit.chains()) out.push(...(await storage.audit.list(1, 1_000_000, chain)));
+    return out;
+  }
+
+  test.each(Array.from({ length: ROUNDS }, (_, i) => [i + 1]))('authorization code, round %i: one success, and the winner\'s tokens are revoked (RFC 6749 §4.1.2)', async () => {
+    const c = await codeFor();
+    const results = await all(CONCURRENCY, () => redeem(c));
+    const winners = results.filter((r) => r.status === 200);
+    expect(winners).toHaveLength(1);
+    expect(results.filter((r) => r.status === 400).every((r) => r.body.error === 'invalid_grant')).toBe(true);
+    expect(statuses(results)).toBe([...Array(CONCURRENCY - 1).fill('400'), '200'].sort().join(','));
+    const won = winners[0]!.body as { access_token: string; refresh_token: string };
+    expect(await introspect(issuer, won.access_token)).toEqual({ active: false });
+    const again = await refresh(c.clientId, c.secret, won.refresh_token);
+    expect(again.status).toBe(400);
+    expect(((await again.json()) as { error: string }).error).toBe('invalid_grant');
+  });
+
+  test.each(Array.from({ length: ROUNDS }, (_, i) => [i + 1]))('refresh token, round %i: one success, and the whole family is revoked, the winner\'s new tokens too', async () => {
+    const c = await codeFor();
+    const first = (await (await redeem(c)).json()) as { access_token: string; refresh_token: string };
+    expect((await introspect(issuer, first.access_token)).active).toBe(true);
+    const results = await all(CONCURRENCY, () => refresh(c.clientId, c.secret, first.refresh_token));
+    const winners = results.filter((r) => r.status === 200);
+    expect(winners).toHaveLength(1);
+    expect(results.filter((r) => r.status !== 200).every((r) => r.status === 400 && r.body.error === 'invalid_grant')).toBe(true);
+    const won = winners[0]!.body as { access_token: string; refresh_token: string };
+    expect(await introspect(issuer, first.access_token)).toEqual({ active: false });
+    expect(await introspect(issuer, won.access_token)).toEqual({ active: false });
+    const next = await refresh(c.clientId, c.secret, won.refresh_token);
+    expect(next.status).toBe(400);
+    expect(((await next.json()) as { error: string }).error).toBe('invalid_grant');
+  });
+
+  test('a concurrent reuse is audited like a sequential one', async () => {
+    const records = await auditTypes();
+    expect(records.filter((r) => r.type === 'grant.revoked').length).toBeGreaterThanOrEqual(2 * ROUNDS);
+    expect(records.filter((r) => r.type === 'refresh.reuse_detected').length).toBeGreaterThanOrEqual(ROUNDS);
+  });
+
+  test.each(Array.from({ length: ROUNDS }, (_, i) => [i + 1]))('registration access token read, round %i: one success, one working successor', async () => {
+    const created = await register(issuer, { redirect_uris: [REDIRECT], token_endpoint_auth_method: 'none', grant_types: ['authorization_code'] });
+    const uri = created.body.registration_client_uri as string;
+    const rat = created.body.registration_access_token as string;
+    const results = await all(CONCURRENCY, () => fetch(uri, { headers: { authorization: `Bearer ${rat}` } }));
+    const winners = results.filter((r) => r.status === 200);
+    expect(winners).toHaveLength(1);
+    expect(results.filter((r) => r.status !== 200).every((r) => r.status === 401 && r.body.error === 'invalid_token')).toBe(true);
+    expect(await storage.db.collection('oidc_RegistrationAccessToken').countDocuments({ clientId: created.body.client_id as string })).toBe(1);
+    const successor = winners[0]!.body.registration_access_token as string;
+    expect((await fetch(uri, { headers: { authorization: `Bearer ${successor}` } })).status).toBe(200);
+  });
+
+  test.each(Array.from({ length: ROUNDS }, (_, i) => [i + 1]))('registration access token update, round %i: one success, one working successor', async () => {
+    const body = { redirect_uris: [REDIRECT], token_endpoint_auth_method: 'none', grant_types: ['authorization_code'] };
+    const created = await register(issuer, body);
+    const uri = created.body.registration_client_uri as string;
+    const rat = created.body.registration_access_token as string;
+    const results = await all(CONCURRENCY, (i) =>
+      fetch(uri, { method: 'PUT', headers: { authorization: `Bearer ${rat}`, 'content-type': 'application/json' }, body: JSON.stringify({ ...body, client_id: created.body.client_id, client_name: `update ${i}` }) }),
+    );
+    const winners = results.filter((r) => r.status === 200);
+    expect(winners).toHaveLength(1);
+    expect(results.filter((r) => r.status !== 200).every((r) => r.status === 401 && r.body.error === 'invalid_token')).toBe(true);
+    // Only the winner's update was applied.
+    const successor = winners[0]!.body.registration_access_token as string;
+    const read = (await (await fetch(uri, { headers: { authorization: `Bearer ${successor}` } })).json()) as Record<string, unknown>;
+    expect(read.client_name).toBe(winners[0]!.body.client_name);
+  });
+
+  test.each(Array.from({ length: ROUNDS }, (_, i) => [i + 1]))('DPoP proof jti, round %i: one token for one proof', async () => {
+    const key = await oidc.randomDPoPKeyPair('ES256');
+    const config = new oidc.Configuration({ issuer, token_endpoint: `${issuer}/token` }, RS_CLIENT.id, RS_CLIENT.secret);
+    // One proof, built once, sent 50 times (oauth4webapi-style: htm, htu, iat, jti).
+    let proof: string | undefined;
+    const capture: typeof fetch = async (_url, init) => {
+      proof = new Headers(init?.headers).get('dpop') ?? undefined;
+      return new Response(JSON.stringify({ access_token: 'x', token_type: 'DPoP' }), { headers: { 'content-type': 'application/json' } });
+    };
+    config[oidc.customFetch] = capture as never;
+    oidc.allowInsecureRequests(config);
+    await oidc.clientCredentialsGrant(config, { resource: RESOURCE }, { DPoP: oidc.getDPoPHandle(config, key) }).catch(() => undefined);
+    expect(proof).toBeTruthy();
+    const results = await all(CONCURRENCY, () =>
+      fetch(`${issuer}/token`, {
+        method: 'POST',
+        headers: { authorization: basic(RS_CLIENT.id, RS_CLIENT.secret), 'content-type': 'application/x-www-form-urlencoded', dpop: proof! },
+        body: form({ grant_type: 'client_credentials', resource: RESOURCE, scope: 'read' }),
+      }),
+    );
+    expect(results.filter((r) => r.status === 200)).toHaveLength(1);
+    expect(results.filter((r) => r.status !== 200).every((r) => r.status === 400 && r.body.error === 'invalid_dpop_proof')).toBe(true);
+  });
+});

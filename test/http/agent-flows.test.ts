@@ -104,15 +104,19 @@ describe('agents with openid-client v6: registration, authorization code + PKCE 
     expect(await introspect(issuer, tokens.access_token)).toEqual({ active: false });
   });
 
-  test('10 concurrent refreshes of one refresh token give exactly one success', async () => {
+  test('10 concurrent refreshes of one refresh token give exactly one success, and the reuse revokes the grant, the winner\'s tokens too', async () => {
     const { tokens, dpop } = await login(RESOURCE, 'read');
     const results = await Promise.allSettled(
       Array.from({ length: 10 }, () => oidc.refreshTokenGrant(config, tokens.refresh_token!, { resource: RESOURCE }, { DPoP: dpop })),
     );
-    expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(1);
+    const won = results.filter((r): r is PromiseFulfilledResult<oidc.TokenEndpointResponse & oidc.TokenEndpointResponseHelpers> => r.status === 'fulfilled');
+    expect(won).toHaveLength(1);
     for (const r of results.filter((x): x is PromiseRejectedResult => x.status === 'rejected')) {
       expect(r.reason).toMatchObject({ error: 'invalid_grant' });
     }
+    // The losers were a reuse of a rotated refresh token: the grant is gone, with everything issued from it.
+    expect(await introspect(issuer, won[0]!.value.access_token)).toEqual({ active: false });
+    await expect(oidc.refreshTokenGrant(config, won[0]!.value.refresh_token!, { resource: RESOURCE }, { DPoP: dpop })).rejects.toMatchObject({ error: 'invalid_grant' });
   });
 
   test('introspection (RFC 7662) of JWT and opaque access tokens and refresh tokens; RFC 9701 signed responses', async () => {

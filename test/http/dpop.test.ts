@@ -1,6 +1,6 @@
 import { createHash, createPrivateKey, randomUUID } from 'node:crypto';
 import { Wallet } from 'ethers';
-import { calculateJwkThumbprint, exportJWK, generateKeyPair, SignJWT } from 'jose';
+import { calculateJwkThumbprint, decodeJwt, exportJWK, generateKeyPair, SignJWT } from 'jose';
 import type { JWK } from 'jose';
 
 type SigningKey = Parameters<SignJWT['sign']>[0];
@@ -191,6 +191,24 @@ describe('DPoP (RFC 9449) at the token and userinfo endpoints', () => {
       await expect(oidc.authorizationCodeGrant(config, callback, { pkceCodeVerifier: verifier }, { resource: RESOURCE }, { DPoP: other })).rejects.toMatchObject({
         error: 'invalid_grant',
       });
+    });
+
+    test('a code bound with dpop_jkt is redeemed by its own key, and the tokens are bound to that key', async () => {
+      const bound = await oidc.randomDPoPKeyPair('ES256');
+      const jkt = await calculateJwkThumbprint(await exportJWK(bound.publicKey));
+      const verifier = oidc.randomPKCECodeVerifier();
+      const url = oidc.buildAuthorizationUrl(config, {
+        redirect_uri: REDIRECT,
+        scope: 'read',
+        resource: RESOURCE,
+        code_challenge: await oidc.calculatePKCECodeChallenge(verifier),
+        code_challenge_method: 'S256',
+        dpop_jkt: jkt,
+      });
+      const { callback } = await authorizeWithWallet(url, REDIRECT, { wallet });
+      const tokens = await oidc.authorizationCodeGrant(config, callback, { pkceCodeVerifier: verifier }, { resource: RESOURCE }, { DPoP: oidc.getDPoPHandle(config, bound) });
+      expect(tokens.token_type).toBe('dpop');
+      expect((decodeJwt(tokens.access_token).cnf as { jkt: string }).jkt).toBe(jkt);
     });
 
     test('userinfo: the DPoP-bound token works with its proof and is refused when presented as Bearer', async () => {

@@ -59,7 +59,7 @@ describe('the audit trail records who got which token, and never a token', () =>
     const second = await oidc.genericGrantRequest(config, GRANT, { ...(await signIn()), resource: RESOURCE, scope: 'read' }, { DPoP: dpop });
     await oidc.tokenRevocation(config, second.access_token);
 
-    const confidential = await register(issuer, { grant_types: ['client_credentials'], token_endpoint_auth_method: 'client_secret_basic' });
+    const confidential = await register(issuer, { redirect_uris: ['https://client.example.com/cb'], token_endpoint_auth_method: 'client_secret_basic' });
     await fetch(confidential.body.registration_client_uri as string, { method: 'DELETE', headers: { authorization: `Bearer ${confidential.body.registration_access_token}` } });
 
     const records = await all();

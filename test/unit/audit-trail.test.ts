@@ -13,6 +13,9 @@ function appWith(recorder: { record(e: AuditEventInput): Promise<unknown> }, res
   return { app, errors };
 }
 
+/** What oidc-provider's router leaves on the context of a token request (the resolved route, whatever the spelling). */
+const routedToToken = (ctx: Koa.Context) => Object.assign(ctx, { oidc: { route: 'token', params: { grant_type: 'authorization_code' }, client: { clientId: 'c' } } });
+
 // An unsigned JWT-shaped token is enough: the trail only decodes identifiers from it.
 const b64 = (o: object) => Buffer.from(JSON.stringify(o)).toString('base64url');
 const jwt = `${b64({ alg: 'ES256', typ: 'at+jwt', kid: 'k1' })}.${b64({ jti: 'j1', sub: 's', client_id: 'c', aud: 'https://api', scope: 'read', cnf: { jkt: 't' } })}.sig`;
@@ -21,9 +24,10 @@ describe('auditTrail', () => {
   test('records token.issued for each token in a token response before it is sent, without the token', async () => {
     const recorded: AuditEventInput[] = [];
     const { app } = appWith({ record: async (e) => recorded.push(e) }, (ctx) => {
+      routedToToken(ctx);
       ctx.body = { access_token: jwt, refresh_token: 'opaque-refresh-value', token_type: 'DPoP' };
     });
-    const res = await request(app.callback()).post('/token');
+    const res = await request(app.callback()).post('/TOKEN/');
     expect(res.status).toBe(200);
     expect(recorded.map((e) => [e.type, e.details?.token_type_issued])).toEqual([['token.issued', 'access_token'], ['token.issued', 'refresh_token']]);
     expect(recorded[0]).toMatchObject({ client_id: 'c', sub: 's', details: { jti: 'j1', aud: 'https://api', kid: 'k1', jkt: 't', format: 'jwt' } });
@@ -31,8 +35,18 @@ describe('auditTrail', () => {
     expect(JSON.stringify(recorded)).not.toContain(jwt);
   });
 
+  test('a token-shaped response on a route that is not the token endpoint is not recorded as issuance', async () => {
+    const recorded: AuditEventInput[] = [];
+    const { app } = appWith({ record: async (e) => recorded.push(e) }, (ctx) => {
+      ctx.body = { access_token: jwt, token_type: 'Bearer' };
+    });
+    expect((await request(app.callback()).post('/token')).status).toBe(200);
+    expect(recorded).toEqual([]);
+  });
+
   test('a token response whose events cannot be written becomes 503 temporarily_unavailable: no unrecorded token leaves', async () => {
     const { app, errors } = appWith({ record: async () => Promise.reject(new StorageUnavailableError('down')) }, (ctx) => {
+      routedToToken(ctx);
       ctx.body = { access_token: jwt, token_type: 'Bearer' };
     });
     const res = await request(app.callback()).post('/token');

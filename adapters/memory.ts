@@ -138,8 +138,8 @@ class MemoryModelStore implements ModelStore {
   }
 }
 
-/** Expiring single-use entries in memory: the denylist and the nonces of the embedded store. */
-class MemoryExpiringSet implements RevokedTokenStore, NonceStore {
+/** Expiring entries in memory: the denylist of the embedded store. */
+class MemoryExpiringSet implements RevokedTokenStore {
   readonly #entries = new Map<string, number>();
 
   async revoke(jti: string, exp: number): Promise<void> {
@@ -153,20 +153,48 @@ class MemoryExpiringSet implements RevokedTokenStore, NonceStore {
     return until !== undefined && until > now();
   }
 
-  async issue(nonce: string, ttlSeconds: number): Promise<void> {
+  sweep(t = now()): void {
+    for (const [k, until] of this.#entries) if (until <= t) this.#entries.delete(k);
+  }
+}
+
+/** The nonces of the embedded store, with their bindings, consumed flags and attempt counters. */
+class MemoryNonces implements NonceStore {
+  readonly #nonces = new Map<string, { until: number; binding: string; consumed: boolean }>();
+  readonly #attempts = new Map<string, { until: number; taken: number }>();
+
+  async issue(nonce: string, ttlSeconds: number, binding: string): Promise<void> {
     checkKey('nonce', nonce);
-    this.#entries.set(nonce, now() + ttlSeconds * 1000);
+    checkKey('nonce binding', binding);
+    this.#nonces.set(nonce, { until: now() + ttlSeconds * 1000, binding, consumed: false });
+  }
+
+  async boundTo(nonce: string): Promise<string | undefined> {
+    if (!isValidKey(nonce)) return undefined;
+    const entry = this.#nonces.get(nonce);
+    return entry && entry.until > now() ? entry.binding : undefined;
   }
 
   async consume(nonce: string): Promise<boolean> {
     if (!isValidKey(nonce)) return false;
-    const until = this.#entries.get(nonce);
-    this.#entries.delete(nonce);
-    return until !== undefined && until > now();
+    const entry = this.#nonces.get(nonce);
+    if (!entry || entry.until <= now() || entry.consumed) return false;
+    entry.consumed = true;
+    return true;
+  }
+
+  async takeAttempt(key: string, limit: number, ttlSeconds: number): Promise<boolean> {
+    checkKey('attempt key', key);
+    const entry = this.#attempts.get(key) ?? { until: now() + ttlSeconds * 1000, taken: 0 };
+    this.#attempts.set(key, entry);
+    if (entry.taken >= limit) return false;
+    entry.taken += 1;
+    return true;
   }
 
   sweep(t = now()): void {
-    for (const [k, until] of this.#entries) if (until <= t) this.#entries.delete(k);
+    for (const [k, e] of this.#nonces) if (e.until <= t) this.#nonces.delete(k);
+    for (const [k, e] of this.#attempts) if (e.until <= t) this.#attempts.delete(k);
   }
 }
 
@@ -183,7 +211,7 @@ export class EmbeddedStorage implements Storage {
   readonly revokedTokens: RevokedTokenStore;
   readonly nonces: NonceStore;
   readonly audit: FileAuditStore;
-  readonly #expiring: MemoryExpiringSet[];
+  readonly #expiring: Array<{ sweep(t: number): void }>;
   readonly #models = new Map<ModelName, MemoryModelStore>();
   readonly #sweepIntervalMs: number;
   #timer: NodeJS.Timeout | undefined;
@@ -192,7 +220,7 @@ export class EmbeddedStorage implements Storage {
     this.keys = new FileKeyStore(options.dataDir);
     this.audit = new FileAuditStore(options.dataDir);
     const revoked = new MemoryExpiringSet();
-    const nonces = new MemoryExpiringSet();
+    const nonces = new MemoryNonces();
     this.revokedTokens = revoked;
     this.nonces = nonces;
     this.#expiring = [revoked, nonces];

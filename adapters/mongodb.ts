@@ -194,16 +194,31 @@ class MongoRevokedTokens implements RevokedTokenStore {
   }
 }
 
-/** Nonces: issued as documents; consumed by inserting a marker with a unique id, so exactly one use wins. */
+interface NonceDoc extends ExpiringDoc {
+  binding: string;
+}
+
+/**
+ * Nonces: issued as documents with their binding; consumed by inserting a marker with a unique id, so exactly one use
+ * wins. Attempt slots are markers too (`attempt:<n>:<key>`, n = 1..limit): a unique insert per slot is atomic on
+ * MongoDB and on FerretDB, where a filtered update (a counter) is not.
+ */
 class MongoNonces implements NonceStore {
   constructor(
-    private readonly issued: Collection<ExpiringDoc>,
+    private readonly issued: Collection<NonceDoc>,
     private readonly consumed: Collection<ConsumedDoc>,
   ) {}
 
-  async issue(nonce: string, ttlSeconds: number): Promise<void> {
+  async issue(nonce: string, ttlSeconds: number, binding: string): Promise<void> {
     checkKey('nonce', nonce);
-    await guard('nonce.issue', () => this.issued.insertOne({ _id: nonce, expiresAt: new Date(Date.now() + ttlSeconds * 1000) }));
+    checkKey('nonce binding', binding);
+    await guard('nonce.issue', () => this.issued.insertOne({ _id: nonce, binding, expiresAt: new Date(Date.now() + ttlSeconds * 1000) }));
+  }
+
+  async boundTo(nonce: string): Promise<string | undefined> {
+    if (!isValidKey(nonce)) return undefined;
+    const doc = live(await guard('nonce.boundTo', () => this.issued.findOne({ _id: nonce })));
+    return typeof doc?.binding === 'string' ? doc.binding : undefined;
   }
 
   async consume(nonce: string): Promise<boolean> {
@@ -218,6 +233,22 @@ class MongoNonces implements NonceStore {
     }
     // The marker makes it single-use; the issued record expires with the nonce and is swept then.
     return true;
+  }
+
+  async takeAttempt(key: string, limit: number, ttlSeconds: number): Promise<boolean> {
+    checkKey('attempt key', key);
+    const at = new Date();
+    const expiresAt = new Date(at.getTime() + ttlSeconds * 1000);
+    for (let n = 1; n <= limit; n += 1) {
+      try {
+        await this.consumed.insertOne({ _id: `attempt:${n}:${key}`, at, expiresAt });
+        return true;
+      } catch (err) {
+        if (!(err instanceof MongoServerError && err.code === DUPLICATE_KEY)) throw unavailable('nonce.takeAttempt', err);
+      }
+      // Slot n is taken. An expired marker that the sweep has not removed yet still counts: the count errs on refusing.
+    }
+    return false;
   }
 }
 
@@ -390,7 +421,7 @@ export class MongoStorage implements Storage {
     this.keys = new MongoKeyStore(this.db.collection<KeyDoc>(KEYS), this.db.collection<TransitionDoc>('key_transitions'));
     this.audit = new MongoAuditStore(this.db.collection<AuditDoc>('audit_events'));
     this.revokedTokens = new MongoRevokedTokens(this.db.collection<ExpiringDoc>(REVOKED));
-    this.nonces = new MongoNonces(this.db.collection<ExpiringDoc>(NONCES), consumed);
+    this.nonces = new MongoNonces(this.db.collection<NonceDoc>(NONCES), consumed);
   }
 
   /** Whether the server honoured TTL indexes at init (false on FerretDB v1: expiry is then swept). */

@@ -43,11 +43,21 @@ export interface RevokedTokenStore {
   isRevoked(jti: string): Promise<boolean>;
 }
 
-/** Single-use nonces (EIP-4361 sign-in): issued with a TTL, consumed atomically once. */
+/**
+ * Single-use nonces (EIP-4361 sign-in): issued with a TTL for one purpose (`binding`, e.g. `client:<client_id>`),
+ * consumed atomically once; plus bounded attempt counters for the sign-ins that use them.
+ */
 export interface NonceStore {
-  issue(nonce: string, ttlSeconds: number): Promise<void>;
+  issue(nonce: string, ttlSeconds: number, binding: string): Promise<void>;
+  /** What an issued, unexpired nonce is bound to (whether or not it was consumed); undefined for any other value. */
+  boundTo(nonce: string): Promise<string | undefined>;
   /** True for exactly one caller, and only while the nonce is issued and unexpired. */
   consume(nonce: string): Promise<boolean>;
+  /**
+   * Takes one of `limit` attempt slots for `key`, kept `ttlSeconds`. Atomic: of any number of calls for one key
+   * (concurrent or not), exactly min(calls, limit) return true while the slots live; the rest return false.
+   */
+  takeAttempt(key: string, limit: number, ttlSeconds: number): Promise<boolean>;
 }
 
 /** A signing key as persisted: the public JWK in clear, the private JWK sealed under the key-encryption key. */

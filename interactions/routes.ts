@@ -3,6 +3,7 @@ import { errors } from 'oidc-provider';
 import type { InteractionResults, Provider } from 'oidc-provider';
 
 import { auditLater } from '../server/audit/trail.js';
+import { WALLET_GRANT_TYPE } from '../server/config.js';
 import { parseJsonBody, readBodyText } from '../server/request-body.js';
 import { asset } from './assets.js';
 import { SiweVerificationError } from './siwe/errors.js';
@@ -87,8 +88,33 @@ export function interactionRoutes(deps: InteractionDeps): Koa.Middleware {
         ctx.body = { error: 'invalid_request', error_description: `use POST ${NONCE_PATH}` };
         return;
       }
-      const { nonce, expiresIn } = await wallet.issueNonce();
+      // A nonce for the wallet-signature grant, bound to the client that names itself here: only a token request
+      // authenticated as that client can redeem it. (The login page gets its nonces from /interaction/<uid>/nonce.)
       ctx.set('Cache-Control', 'no-store');
+      const clientId = (await readBody(ctx)).client_id;
+      if (typeof clientId !== 'string' || clientId === '') {
+        ctx.status = 400;
+        ctx.body = {
+          error: 'invalid_request',
+          error_description: `missing required parameter "client_id": a nonce from ${NONCE_PATH} is bound to the client that will redeem it through the wallet-signature grant`,
+        };
+        return;
+      }
+      const client = await provider.Client.find(clientId).catch((err: unknown) => {
+        if (err instanceof errors.OIDCProviderError && err.statusCode < 500) return undefined;
+        throw err;
+      });
+      if (!client) {
+        ctx.status = 400;
+        ctx.body = { error: 'invalid_client', error_description: `client_id "${clientId.slice(0, 200)}" is not a registered client` };
+        return;
+      }
+      if (!client.grantTypes?.includes(WALLET_GRANT_TYPE)) {
+        ctx.status = 400;
+        ctx.body = { error: 'unauthorized_client', error_description: `client ${client.clientId} is not registered for the wallet-signature grant (${WALLET_GRANT_TYPE})` };
+        return;
+      }
+      const { nonce, expiresIn } = await wallet.issueNonce({ client: client.clientId });
       ctx.body = { nonce, expires_in: expiresIn };
       return;
     }
@@ -103,7 +129,7 @@ export function interactionRoutes(deps: InteractionDeps): Koa.Middleware {
       return;
     }
 
-    const m = /^\/interaction\/([A-Za-z0-9_-]+)(?:\/(login|confirm|abort))?$/.exec(ctx.path);
+    const m = /^\/interaction\/([A-Za-z0-9_-]+)(?:\/(login|confirm|abort|nonce))?$/.exec(ctx.path);
     if (!m) return next();
     const [, uid, action] = m as unknown as [string, string, string | undefined];
     ctx.set('Cache-Control', 'no-store');
@@ -142,6 +168,14 @@ export function interactionRoutes(deps: InteractionDeps): Koa.Middleware {
         return await finish(ctx, { error: 'access_denied', error_description: 'the user denied the request' });
       }
 
+      if (action === 'nonce') {
+        // A nonce bound to this sign-in request: only a login on this interaction can redeem it.
+        if (prompt !== 'login') return fail(ctx, 400, 'Already signed in', 'invalid_request', 'this request is not waiting for a sign-in');
+        const { nonce, expiresIn } = await wallet.issueNonce({ interaction: uid });
+        ctx.body = { nonce, expires_in: expiresIn };
+        return;
+      }
+
       if (action === 'login') {
         if (prompt !== 'login') return fail(ctx, 400, 'Already signed in', 'invalid_request', 'this request is not waiting for a sign-in');
         const body = await readBody(ctx);
@@ -151,11 +185,8 @@ export function interactionRoutes(deps: InteractionDeps): Koa.Middleware {
         }
         const required = toArray((details.params as Record<string, unknown>).resource);
         try {
-          const verified = await wallet.verify(message, signature, required);
-          if (verified.requestId !== undefined && verified.requestId !== uid) {
-            // A message signed for another sign-in (its Request ID names that interaction) does not log in this one.
-            throw new SiweVerificationError('message-format', `Request ID ${verified.requestId} names another sign-in request than this one (${uid})`, verified.address);
-          }
+          // The nonce must come from this page, and a Request ID must name it (another sign-in's message does not log in this one).
+          const verified = await wallet.verify(message, signature, { binding: { interaction: uid }, requiredResources: required });
           log.info({ event: 'login.succeeded', sub: verified.sub, method: verified.method, client_id: details.params.client_id }, 'wallet sign-in succeeded');
           auditLater(ctx, { type: 'login.succeeded', sub: verified.sub, client_id: String(details.params.client_id), details: { address: verified.address, chain_id: verified.chainId, method: verified.method, via: 'interaction' } });
           return await finish(ctx, { login: { accountId: verified.sub, amr: ['eip4361'] } });

@@ -62,7 +62,7 @@ export function loginPage(v: LoginView): string {
     clientName: v.clientName,
     resources: v.resources.map((r) => r.resource),
     scopes: [...new Set(v.resources.flatMap((r) => r.scopes))],
-    nonceUrl: '/wallet/nonce',
+    nonceUrl: `/interaction/${encodeURIComponent(v.uid)}/nonce`,
     loginUrl: `/interaction/${encodeURIComponent(v.uid)}/login`,
   };
   return layout(

@@ -71,10 +71,10 @@ export async function clientCredentialsToken(url, { opaque = false, dpop } = {})
   return res.json;
 }
 
-/** Fresh wallet nonces from POST /wallet/nonce. */
-export async function walletNonces(url, count) {
+/** Fresh wallet nonces from POST /wallet/nonce, bound to the client that will redeem them. */
+export async function walletNonces(url, count, clientId) {
   return mapLimit(Array.from({ length: count }), 16, async () => {
-    const res = await post(`${url}/wallet/nonce`, {}, '');
+    const res = await post(`${url}/wallet/nonce`, { 'content-type': FORM }, form({ client_id: clientId }));
     if (res.status !== 200 || typeof res.json?.nonce !== 'string') throw new Error(`POST /wallet/nonce answered ${res.status}: ${res.text}`);
     return res.json.nonce;
   });
@@ -86,10 +86,11 @@ export function wallets(n = 8) {
 }
 
 /** Form bodies for the wallet-signature grant: one EIP-4361 message per nonce, signed (EIP-191) before the run. */
-export async function walletGrantBodies(url, signers, count) {
+export async function walletGrantBodies(url, signers, count, clientId) {
   // agentauth's own EIP-4361 builder (compiled by `npm run build`).
   const { buildSiweMessage } = await import('../../dist/interactions/siwe/message.js');
-  const nonces = await walletNonces(url, count);
+  const { scopeResource } = await import('../../dist/interactions/siwe/binding.js');
+  const nonces = await walletNonces(url, count, clientId);
   const { host } = new URL(url);
   const issuedAt = new Date();
   return nonces.map((nonce, i) => {
@@ -102,7 +103,7 @@ export async function walletGrantBodies(url, signers, count) {
       chainId: 1,
       nonce,
       issuedAt,
-      resources: [RESOURCE],
+      resources: [RESOURCE, scopeResource('read')],
     });
     return form({ grant_type: WALLET_GRANT, message, signature: signer.signMessageSync(message), resource: RESOURCE, scope: 'read' });
   });
@@ -110,7 +111,7 @@ export async function walletGrantBodies(url, signers, count) {
 
 /** Refresh tokens to start rotation chains from: agentauth mints them through its wallet grant. */
 export async function agentauthRefreshTokens(url, count) {
-  const bodies = await walletGrantBodies(url, wallets(4), count);
+  const bodies = await walletGrantBodies(url, wallets(4), count, REFRESH_AGENT.id);
   return mapLimit(bodies, 8, async (body) => {
     const res = await post(`${url}/token`, { authorization: basic(REFRESH_AGENT), 'content-type': FORM }, body);
     if (res.status !== 200 || typeof res.json?.refresh_token !== 'string') throw new Error(`wallet grant (refresh agent) answered ${res.status}: ${res.text}`);

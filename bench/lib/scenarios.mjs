@@ -143,7 +143,7 @@ export const SCENARIOS = [
       return { signers: wallets(8) };
     },
     async pool(server, state, count) {
-      const bodies = await walletGrantBodies(server.url, state.signers, count);
+      const bodies = await walletGrantBodies(server.url, state.signers, count, WALLET_AGENT.id);
       const headers = { authorization: basic(WALLET_AGENT), 'content-type': FORM };
       return consumeInOrder(bodies, (body) => ({ path: '/token', headers, body }));
     },

@@ -1,15 +1,23 @@
-/** The EIP-4361 check that refused a sign-in; one per verification step (message-format, then nonce, then the rest in this order). */
+/**
+ * The check that refused a sign-in; one per verification step. The cheap ones come first (message-format for size
+ * and line structure, attempts, domain, uri, request-id, nonce, nonce-binding), then the grammar parse
+ * (message-format), then the rest in this order (see verify.ts).
+ */
 export type SiweRule =
   | 'message-format'
+  | 'attempts'
   | 'domain'
   | 'uri'
+  | 'request-id'
+  | 'nonce'
+  | 'nonce-binding'
   | 'version'
   | 'chain-id'
-  | 'nonce'
   | 'issued-at'
   | 'expiration-time'
   | 'not-before'
   | 'resources'
+  | 'scope'
   | 'signature'
   | 'contract-wallet';
 

@@ -1,9 +1,10 @@
 import { ParsedMessage } from '@spruceid/siwe-parser';
 
 import { SiweVerificationError } from './errors.js';
+import { MAX_MESSAGE_LENGTH, outlineSiweMessage } from './outline.js';
+import type { SiweOutline } from './outline.js';
 
-/** Longest message accepted for parsing (the ABNF parser's cost grows with the input). */
-export const MAX_MESSAGE_LENGTH = 32 * 1024;
+export { MAX_MESSAGE_LENGTH };
 
 /** The fields of an EIP-4361 message, for building one. Dates are written as RFC 3339 in UTC. */
 export interface SiweMessageFields {
@@ -73,19 +74,24 @@ export function buildSiweMessage(fields: SiweMessageFields): string {
 
 /**
  * Parses EIP-4361 text with @spruceid/siwe-parser (an ABNF parser of the EIP's grammar, including the EIP-55 address
- * checksum and calendar-valid dates). Anything it refuses, or that cannot be represented (a leap second, a chain id
- * beyond 2^53), is a `message-format` SiweVerificationError.
+ * checksum and calendar-valid dates), after the size and line-structure checks of outline.ts, which it never skips:
+ * no text over the cap or out of shape reaches the parser. Anything refused, or that cannot be represented (a leap
+ * second, a chain id beyond 2^53), is a `message-format` SiweVerificationError. `outline` is the message's outline
+ * when the caller has already taken it.
  */
-export function parseSiweMessage(message: unknown): SiweMessage {
-  if (typeof message !== 'string') throw formatError(`the message must be a string, got ${typeof message}`);
-  if (message.length > MAX_MESSAGE_LENGTH) {
-    throw formatError(`the message is ${message.length} characters long; at most ${MAX_MESSAGE_LENGTH} are accepted`);
-  }
+export function parseSiweMessage(message: unknown, outline?: SiweOutline): SiweMessage {
+  const lines = outline ?? outlineSiweMessage(message);
+  const text = message as string;
   let parsed: ParsedMessage;
   try {
-    parsed = new ParsedMessage(message);
+    parsed = new ParsedMessage(text);
   } catch (err) {
     throw formatError(`the message is not a valid EIP-4361 message: ${describeParserError(err)}`);
+  }
+  // The outline read these fields off the same lines; the cheap checks relied on them, so they must agree.
+  if (parsed.domain !== lines.domain || parsed.uri !== lines.uri || parsed.nonce !== lines.nonce || parsed.scheme !== lines.scheme ||
+    parsed.requestId !== lines.requestId) {
+    throw formatError('the message parses to other domain, URI, nonce or Request ID values than its lines show', parsed.address);
   }
   if (!Number.isSafeInteger(parsed.chainId)) {
     throw formatError(`Chain ID ${parsed.chainId} is not a usable chain id`, parsed.address);

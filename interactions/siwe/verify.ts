@@ -4,8 +4,11 @@ import { SiweVerificationError } from './errors.js';
 import { checksumAddress, eip191Digest, toHex } from './eth.js';
 import { recoverSigner } from './recover.js';
 import type { SiweRule } from './errors.js';
+import { describeBinding, signedScopes } from './binding.js';
 import { parseSiweMessage } from './message.js';
 import type { SiweMessage } from './message.js';
+import { outlineSiweMessage } from './outline.js';
+import type { SiweOutline } from './outline.js';
 
 export { SiweVerificationError };
 export type { SiweRule };
@@ -38,6 +41,8 @@ export interface VerifiedSiwe {
   /** `did:pkh:eip155:<chainId>:<EIP-55 address>` */
   sub: string;
   resources: string[];
+  /** The scopes the message signs (`urn:agentauth:scope:<scope>` resources). */
+  scopes: string[];
   statement?: string;
   nonce: string;
   issuedAt: Date;
@@ -50,8 +55,14 @@ export interface SiweInput {
   message: string;
   /** 0x-prefixed hex: a 65-byte EOA signature, or a contract wallet's signature bytes. */
   signature: string;
+  /** What the message's nonce must have been issued for (the nonce store's binding, see binding.ts). */
+  nonceBinding: string;
+  /** When set, a `Request ID` in the message must equal it (the login page's interaction uid). */
+  requestId?: string;
   /** Resources the message must list: signing it is the user's consent to them. */
   requiredResources?: readonly string[];
+  /** Scopes about to be granted: each must be signed as a `urn:agentauth:scope:<scope>` resource. */
+  requiredScopes?: readonly string[];
 }
 
 export interface SiweDeps {
@@ -66,22 +77,54 @@ export const MAX_SIGNATURE_BYTES = 16 * 1024;
 const EOA_SIGNATURE = /^0x[0-9a-fA-F]{130}$/;
 const HEX_BYTES = /^0x(?:[0-9a-fA-F]{2})+$/;
 
+/** Attempts one nonce allows (each one that gets past the cheap checks takes one); then the nonce is burnt. */
+export const MAX_ATTEMPTS_PER_NONCE = 5;
+/** How long attempt counters are kept: longer than any nonce (`nonceTTL` is at most 3600 s) or interaction lives. */
+export const ATTEMPT_TTL_SECONDS = 3600;
+
 /**
- * Verifies a Sign-In with Ethereum (EIP-4361) message and its signature. The message is parsed first (a
- * `message-format` failure consumes nothing); then its nonce is consumed, so every later attempt with it fails,
- * whether or not this one succeeds; then domain, uri, version, chain id, times and resources are checked against
- * `rules`, and last the signature: EIP-191 for an externally owned account, else EIP-1271 through `deps.eip1271`.
+ * Verifies a Sign-In with Ethereum (EIP-4361) message and its signature, cheapest checks first:
+ * 1. size and line structure (outline.ts: linear, no parse), then domain, URI and Request ID read off those lines;
+ * 2. the nonce: issued, unexpired, and bound to `input.nonceBinding` (one storage read);
+ * 3. one of the nonce's MAX_ATTEMPTS_PER_NONCE attempt slots; when none is left the nonce is burnt;
+ * 4. the full grammar parse (a `message-format` failure here uses an attempt, not the nonce);
+ * 5. the nonce is consumed, so every later attempt with it fails whether or not this one succeeds;
+ * 6. version, chain id, times, resources and scopes against `rules` and `input`;
+ * 7. last the signature: EIP-191 for an externally owned account, else EIP-1271 through `deps.eip1271`.
+ * Steps 1 and 2 consume nothing.
  */
 export async function verifySiwe(input: SiweInput, rules: SiweRules, deps: SiweDeps): Promise<VerifiedSiwe> {
-  const msg = parseSiweMessage(input.message);
+  const outline = outlineSiweMessage(input.message);
+  const early = (rule: SiweRule, message: string) => new SiweVerificationError(rule, message, outline.address);
+  checkDomain(outline, rules, early);
+  checkUri(outline, rules, early);
+  if (input.requestId !== undefined && outline.requestId !== undefined && outline.requestId !== input.requestId) {
+    throw early('request-id', `Request ID ${outline.requestId} names another sign-in request than this one (${input.requestId}); sign the message this page builds`);
+  }
+
+  const boundTo = await deps.nonces.boundTo(outline.nonce);
+  if (boundTo === undefined) {
+    throw early('nonce', `nonce ${outline.nonce} was not issued by this server or has expired; request a new nonce and sign again`);
+  }
+  if (boundTo !== input.nonceBinding) {
+    throw early(
+      'nonce-binding',
+      `nonce ${outline.nonce} was issued for another ${boundTo.startsWith('client:') ? 'client' : 'sign-in request'}, not for ` +
+        `${describeBinding(input.nonceBinding)}; a nonce is redeemed only where it was requested`,
+    );
+  }
+  if (!(await deps.nonces.takeAttempt(`nonce:${outline.nonce}`, MAX_ATTEMPTS_PER_NONCE, ATTEMPT_TTL_SECONDS))) {
+    await deps.nonces.consume(outline.nonce);
+    throw early('attempts', `nonce ${outline.nonce} has been tried ${MAX_ATTEMPTS_PER_NONCE} times and is now used up; request a new nonce and sign again`);
+  }
+
+  const msg = parseSiweMessage(input.message, outline);
   const fail = (rule: SiweRule, message: string) => new SiweVerificationError(rule, message, msg.address);
 
   if (!(await deps.nonces.consume(msg.nonce))) {
-    throw fail('nonce', `nonce ${msg.nonce} was not issued by this server, has expired, or was already used; request a new nonce and sign again`);
+    throw fail('nonce', `nonce ${msg.nonce} was already used; request a new nonce and sign again`);
   }
 
-  checkDomain(msg, rules, fail);
-  checkUri(msg, rules, fail);
   if (msg.version !== '1') throw fail('version', `Version is "${msg.version}"; expected "1"`);
   if (!rules.chainIds.includes(msg.chainId)) {
     throw fail('chain-id', `Chain ID ${msg.chainId} is not accepted; expected one of: ${list(rules.chainIds.map(String))}`);
@@ -96,6 +139,16 @@ export async function verifySiwe(input: SiweInput, rules: SiweRules, deps: SiweD
     );
   }
 
+  const scopes = signedScopes(msg.resources);
+  const unsigned = (input.requiredScopes ?? []).filter((sc) => !scopes.includes(sc));
+  if (unsigned.length > 0) {
+    throw fail(
+      'scope',
+      `the message does not sign scope ${list(unsigned)}: each scope granted must be listed in Resources as ` +
+        `urn:agentauth:scope:<scope>; it signs ${scopes.length > 0 ? list(scopes) : 'no scope'}`,
+    );
+  }
+
   const method = await checkSignature(input.message, input.signature, msg, deps.eip1271, fail);
   const address = checksumAddress(msg.address);
   const out: VerifiedSiwe = {
@@ -103,6 +156,7 @@ export async function verifySiwe(input: SiweInput, rules: SiweRules, deps: SiweD
     chainId: msg.chainId,
     sub: `did:pkh:eip155:${msg.chainId}:${address}`,
     resources: [...msg.resources],
+    scopes,
     nonce: msg.nonce,
     issuedAt: msg.issuedAt,
     method,
@@ -115,7 +169,7 @@ export async function verifySiwe(input: SiweInput, rules: SiweRules, deps: SiweD
 
 type Fail = (rule: SiweRule, message: string) => SiweVerificationError;
 
-function checkDomain(msg: SiweMessage, rules: SiweRules, fail: Fail): void {
+function checkDomain(msg: SiweOutline, rules: SiweRules, fail: Fail): void {
   const allowed = rules.domains.map((d) => d.toLowerCase());
   if (!allowed.includes(msg.domain.toLowerCase())) {
     throw fail('domain', `domain "${msg.domain}" is not accepted by this server; expected one of: ${list(rules.domains)}`);
@@ -128,7 +182,7 @@ function checkDomain(msg: SiweMessage, rules: SiweRules, fail: Fail): void {
   }
 }
 
-function checkUri(msg: SiweMessage, rules: SiweRules, fail: Fail): void {
+function checkUri(msg: SiweOutline, rules: SiweRules, fail: Fail): void {
   const origin = originOf(msg.uri);
   if (origin === undefined || !normalizedOrigins(rules).includes(origin)) {
     throw fail('uri', `URI "${msg.uri}" is not on an accepted origin (got ${origin ?? 'no origin'}); expected a URL on one of: ${list(rules.origins)}`);

@@ -35,10 +35,12 @@ interface TokenModel {
 }
 
 /**
- * An agent that holds a wallet key signs an EIP-4361 message (nonce from POST /wallet/nonce) and trades it, with its
- * signature, for tokens: the same verification as the login page, client authentication per the client's method,
- * DPoP binding, the client's tier, and a refresh token under the same rules as the other grants. The message's
- * `resources` must list the requested resource: the signature is the account holder's consent to it.
+ * An agent that holds a wallet key signs an EIP-4361 message (nonce from POST /wallet/nonce with its client_id) and
+ * trades it, with its signature, for tokens: the same verification as the login page, client authentication per the
+ * client's method, DPoP binding, the client's tier, and a refresh token under the same rules as the other grants.
+ * The signature is the account holder's consent: the nonce must have been issued for this client, the message's
+ * `resources` must list the requested resource, and every scope granted must be signed there as
+ * `urn:agentauth:scope:<scope>` (RFC 6749 §5.2 invalid_scope otherwise: there is no consent page to widen it).
  */
 export function registerWalletGrant(provider: Provider, wallet: WalletSignIn, log: WalletGrantLog, health?: { markDown(err: unknown): void }): void {
   async function handler(ctx: KoaContextWithOIDC): Promise<void> {
@@ -62,7 +64,8 @@ export function registerWalletGrant(provider: Provider, wallet: WalletSignIn, lo
 
     let sub: string;
     try {
-      const verified = await failClosedInProvider(() => wallet.verify(message, signature, [resource]), health);
+      const purpose = { binding: { client: client.clientId }, requiredResources: [resource], requiredScopes: scope ? scope.split(' ') : [] };
+      const verified = await failClosedInProvider(() => wallet.verify(message, signature, purpose), health);
       sub = verified.sub;
       log.info({ event: 'login.succeeded', sub, method: verified.method, client_id: client.clientId, via: 'grant' }, 'wallet sign-in succeeded');
       auditLater(ctx as never, { type: 'login.succeeded', sub, client_id: client.clientId, details: { address: verified.address, chain_id: verified.chainId, method: verified.method, via: 'grant' } });
@@ -70,6 +73,7 @@ export function registerWalletGrant(provider: Provider, wallet: WalletSignIn, lo
       if (!(err instanceof SiweVerificationError)) throw err;
       log.warn({ event: 'login.failed', rule: err.rule, address: err.address, client_id: client.clientId, reason: err.message }, 'wallet sign-in refused');
       auditLater(ctx as never, { type: 'login.failed', client_id: client.clientId, details: { address: err.address, rule: err.rule, reason: err.message, via: 'grant' } });
+      if (err.rule === 'scope') throw new errors.InvalidScope(`scope: ${err.message}`, scope ?? '');
       throw new errors.InvalidGrant(`${err.rule}: ${err.message}`);
     }
 

@@ -194,16 +194,46 @@ describe.each(FACTORIES)('storage contract: $name', (factory) => {
 
   test('nonces: 20 concurrent consumes give exactly one success; unknown and expired nonces fail', async () => {
     const nonce = rid();
-    await storage.nonces.issue(nonce, 60);
+    await storage.nonces.issue(nonce, 60, 'client:c1');
     const results = await Promise.all(Array.from({ length: 20 }, () => storage.nonces.consume(nonce)));
     expect(results.filter(Boolean)).toHaveLength(1);
     expect(await storage.nonces.consume(nonce)).toBe(false);
     expect(await storage.nonces.consume(rid())).toBe(false);
     const short = rid();
-    await storage.nonces.issue(short, 1);
+    await storage.nonces.issue(short, 1, 'client:c1');
     await sleep(1100);
     expect(await storage.nonces.consume(short)).toBe(false);
     expect(await storage.nonces.consume({ $ne: null } as unknown as string)).toBe(false);
+  });
+
+  test('nonces: boundTo answers the binding of an issued, unexpired nonce (consumed or not) and nothing else', async () => {
+    const a = rid();
+    const b = rid();
+    await storage.nonces.issue(a, 60, 'interaction:uid-1');
+    await storage.nonces.issue(b, 60, 'client:https://agent.example.com/id');
+    expect(await storage.nonces.boundTo(a)).toBe('interaction:uid-1');
+    expect(await storage.nonces.boundTo(b)).toBe('client:https://agent.example.com/id');
+    expect(await storage.nonces.consume(a)).toBe(true);
+    expect(await storage.nonces.boundTo(a)).toBe('interaction:uid-1');
+    expect(await storage.nonces.boundTo(rid())).toBeUndefined();
+    const short = rid();
+    await storage.nonces.issue(short, 1, 'client:c1');
+    await sleep(1100);
+    expect(await storage.nonces.boundTo(short)).toBeUndefined();
+    for (const bad of HOSTILE) expect(await storage.nonces.boundTo(bad as string)).toBeUndefined();
+    await expect(storage.nonces.issue(rid(), 60, { $ne: null } as unknown as string)).rejects.toBeInstanceOf(InvalidStorageValueError);
+  });
+
+  test('attempt slots: of 20 concurrent takes for one key exactly `limit` succeed, later takes fail, other keys are separate', async () => {
+    const key = `nonce:${rid()}`;
+    const results = await Promise.all(Array.from({ length: 20 }, () => storage.nonces.takeAttempt(key, 5, 60)));
+    expect(results.filter(Boolean)).toHaveLength(5);
+    expect(await storage.nonces.takeAttempt(key, 5, 60)).toBe(false);
+    const other = `interaction:${rid()}`;
+    expect(await storage.nonces.takeAttempt(other, 2, 60)).toBe(true);
+    expect(await storage.nonces.takeAttempt(other, 2, 60)).toBe(true);
+    expect(await storage.nonces.takeAttempt(other, 2, 60)).toBe(false);
+    await expect(storage.nonces.takeAttempt({ $gt: '' } as unknown as string, 5, 60)).rejects.toBeInstanceOf(InvalidStorageValueError);
   });
 
   test('consume of a missing record fails', async () => {

@@ -4,12 +4,14 @@ import * as oidc from 'openid-client';
 
 import { MongoStorage } from '../../adapters/mongodb.js';
 import type { AuditRecord } from '../../adapters/types.js';
+import { scopeResource } from '../../interactions/siwe/binding.js';
 import { buildSiweMessage } from '../../interactions/siwe/message.js';
 import { verifyLog } from '../../server/audit/chain.js';
 import { baseConfig, insecure, register, RESOURCE, startAgentServer } from '../support/agent-server.js';
 import type { AgentServer } from '../support/agent-server.js';
 import { runCli } from '../support/server.js';
 import { mongoUri } from '../support/storages.js';
+import { fetchNonce } from '../support/wallet.js';
 
 const GRANT = 'urn:agentauth:params:oauth:grant-type:wallet-signature';
 const wallet = new Wallet('0x8b3a350cf5c34c9194ca85829a2df0ec3153be0318b5e2d3348e872092edffba');
@@ -48,8 +50,8 @@ describe('the audit trail records who got which token, and never a token', () =>
     const clientId = config.clientMetadata().client_id;
     const dpop = oidc.getDPoPHandle(config, await oidc.randomDPoPKeyPair('ES256'));
     const signIn = async (signer: Wallet = wallet) => {
-      const { nonce } = (await (await fetch(`${issuer}/wallet/nonce`, { method: 'POST' })).json()) as { nonce: string };
-      const message = buildSiweMessage({ domain: new URL(issuer).host, address: wallet.address, uri: issuer, chainId: 1, nonce, issuedAt: new Date(), resources: [RESOURCE] });
+      const nonce = await fetchNonce(issuer, clientId);
+      const message = buildSiweMessage({ domain: new URL(issuer).host, address: wallet.address, uri: issuer, chainId: 1, nonce, issuedAt: new Date(), resources: [RESOURCE, scopeResource('read')] });
       return { message, signature: await signer.signMessage(message) };
     };
     const tokens = await oidc.genericGrantRequest(config, GRANT, { ...(await signIn()), resource: RESOURCE, scope: 'read' }, { DPoP: dpop });

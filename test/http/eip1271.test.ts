@@ -7,7 +7,7 @@ import type { SiweMessageFields } from '../../interactions/siwe/message.js';
 import { baseConfig, insecure, introspect, RESOURCE, startAgentServer } from '../support/agent-server.js';
 import type { AgentServer } from '../support/agent-server.js';
 import { compileOwnerWallet, deployOwnerWallet, startEvm } from '../support/evm.js';
-import { signedSiwe } from '../support/wallet.js';
+import { fetchNonce, signedSiwe } from '../support/wallet.js';
 import type { Evm } from '../support/evm.js';
 
 const GRANT = 'urn:agentauth:params:oauth:grant-type:wallet-signature';
@@ -87,9 +87,7 @@ describe('EIP-1271 contract wallets on a local EVM (ganache, OwnerWallet.sol com
     });
 
     async function nonce(): Promise<string> {
-      const res = await fetch(`${issuer}/wallet/nonce`, { method: 'POST' });
-      expect(res.status).toBe(200);
-      return ((await res.json()) as { nonce: string }).nonce;
+      return fetchNonce(issuer, client.clientMetadata().client_id);
     }
 
     /** An EIP-4361 message for `address` (the contract wallet by default, on the local chain), signed by `signer`. */

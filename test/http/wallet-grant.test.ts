@@ -2,10 +2,12 @@ import { Wallet } from 'ethers';
 import { createRemoteJWKSet, jwtVerify } from 'jose';
 import * as oidc from 'openid-client';
 
+import { scopeResource } from '../../interactions/siwe/binding.js';
 import type { SiweMessageFields } from '../../interactions/siwe/message.js';
-import { signedSiwe } from '../support/wallet.js';
-import { baseConfig, insecure, introspect, RESOURCE, startAgentServer } from '../support/agent-server.js';
+import { fetchNonce, signedSiwe } from '../support/wallet.js';
+import { baseConfig, insecure, introspect, REDIRECT, register, RESOURCE, startAgentServer } from '../support/agent-server.js';
 import type { AgentServer } from '../support/agent-server.js';
+import { logLines } from '../support/server.js';
 
 const GRANT = 'urn:agentauth:params:oauth:grant-type:wallet-signature';
 const agentKey = new Wallet('0x7c852118294e51e653712a81e05800f419141751be58f605c371e15141b007a6');
@@ -15,17 +17,16 @@ describe('headless wallet-signature grant, driven by openid-client', () => {
   let as: AgentServer;
   let issuer: string;
   let publicClient: oidc.Configuration;
+  let otherClient: oidc.Configuration;
   let confidential: oidc.Configuration;
+  const publicId = () => publicClient.clientMetadata().client_id;
 
   beforeAll(async () => {
     as = await startAgentServer(baseConfig());
     issuer = as.server.url;
-    publicClient = await oidc.dynamicClientRegistration(
-      new URL(issuer),
-      { grant_types: [GRANT, 'refresh_token'], response_types: [], redirect_uris: [], token_endpoint_auth_method: 'none', scope: 'read write' },
-      oidc.None(),
-      insecure,
-    );
+    const publicMeta = { grant_types: [GRANT, 'refresh_token'], response_types: [], redirect_uris: [], token_endpoint_auth_method: 'none', scope: 'read write' };
+    publicClient = await oidc.dynamicClientRegistration(new URL(issuer), publicMeta, oidc.None(), insecure);
+    otherClient = await oidc.dynamicClientRegistration(new URL(issuer), publicMeta, oidc.None(), insecure);
     const reg = await oidc.dynamicClientRegistration(
       new URL(issuer),
       { grant_types: [GRANT], response_types: [], redirect_uris: [], token_endpoint_auth_method: 'client_secret_basic', scope: 'read' },
@@ -40,9 +41,9 @@ describe('headless wallet-signature grant, driven by openid-client', () => {
     await as?.server.stop();
   });
 
-  async function nonce(): Promise<string> {
-    // An agent fetches the nonce without a browser.
-    const res = await fetch(`${issuer}/wallet/nonce`, { method: 'POST' });
+  async function nonce(clientId: string = publicId()): Promise<string> {
+    // An agent fetches the nonce without a browser, naming the client that will redeem it.
+    const res = await fetch(`${issuer}/wallet/nonce`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: `client_id=${encodeURIComponent(clientId)}` });
     expect(res.status).toBe(200);
     expect(res.headers.get('cache-control')).toBe('no-store');
     const body = (await res.json()) as { nonce: string; expires_in: number };
@@ -51,11 +52,57 @@ describe('headless wallet-signature grant, driven by openid-client', () => {
     return body.nonce;
   }
 
-  const signed = async (key: Wallet, change: Partial<SiweMessageFields> = {}, signer: Wallet = key) =>
-    signedSiwe(issuer, signer, { address: key.address, nonce: await nonce(), ...change });
+  const signed = async (key: Wallet, change: Partial<SiweMessageFields> = {}, signer: Wallet = key, clientId: string = publicId()) =>
+    signedSiwe(issuer, signer, { address: key.address, nonce: await nonce(clientId), ...change });
+
+  /**
+   * Sends one grant request and returns the error it got, with the login.failed records that this request (and no
+   * earlier one) added to the server log, once they are there.
+   */
+  async function refusedOnce(client: oidc.Configuration, params: Record<string, string>): Promise<{ error: Record<string, unknown>; failed: Array<Record<string, unknown>> }> {
+    const mark = as.server.output().length;
+    const error = (await oidc.genericGrantRequest(client, GRANT, params).then(
+      () => {
+        throw new Error('expected the grant request to be refused');
+      },
+      (e: unknown) => e,
+    )) as Record<string, unknown>;
+    const deadline = Date.now() + 3000;
+    let failed: Array<Record<string, unknown>> = [];
+    while (Date.now() < deadline) {
+      failed = logLines(as.server.output().slice(mark)).filter((l) => l.event === 'login.failed');
+      if (failed.length > 0) break;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    return { error, failed };
+  }
 
   test('discovery advertises the grant type', async () => {
     expect(publicClient.serverMetadata().grant_types_supported).toContain(GRANT);
+  });
+
+  test('the nonce endpoint needs the client_id of a registered client allowed the grant', async () => {
+    const post = (body: string, type = 'application/x-www-form-urlencoded') =>
+      fetch(`${issuer}/wallet/nonce`, { method: 'POST', headers: { 'content-type': type }, body }).then(async (r) => ({ status: r.status, body: (await r.json()) as Record<string, string> }));
+    await expect(post('')).resolves.toEqual({
+      status: 400,
+      body: { error: 'invalid_request', error_description: expect.stringMatching(/^missing required parameter "client_id"/) },
+    });
+    await expect(post('client_id=no-such-client')).resolves.toEqual({
+      status: 400,
+      body: { error: 'invalid_client', error_description: 'client_id "no-such-client" is not a registered client' },
+    });
+    const codeOnly = await register(issuer, { redirect_uris: [REDIRECT], grant_types: ['authorization_code'], response_types: ['code'], token_endpoint_auth_method: 'none' });
+    const codeClientId = codeOnly.body.client_id as string;
+    await expect(post(`client_id=${codeClientId}`)).resolves.toEqual({
+      status: 400,
+      body: { error: 'unauthorized_client', error_description: `client ${codeClientId} is not registered for the wallet-signature grant (${GRANT})` },
+    });
+    // JSON works as well as a form.
+    const json = await post(JSON.stringify({ client_id: publicId() }), 'application/json');
+    expect(json.status).toBe(200);
+    expect(json.body.nonce).toMatch(/^[A-Za-z0-9]{24}$/);
+    expect((await fetch(`${issuer}/wallet/nonce`)).status).toBe(405);
   });
 
   test('a public client with DPoP gets a DPoP-bound token for the wallet account, and a refresh token that rotates', async () => {
@@ -80,11 +127,12 @@ describe('headless wallet-signature grant, driven by openid-client', () => {
   });
 
   test('a confidential client authenticates with its secret', async () => {
-    const tokens = await oidc.genericGrantRequest(confidential, GRANT, { ...(await signed(agentKey)), resource: RESOURCE, scope: 'read' });
-    expect((await introspect(issuer, tokens.access_token)).client_id).toBe(confidential.clientMetadata().client_id);
+    const clientId = confidential.clientMetadata().client_id;
+    const tokens = await oidc.genericGrantRequest(confidential, GRANT, { ...(await signed(agentKey, {}, agentKey, clientId)), resource: RESOURCE, scope: 'read' });
+    expect((await introspect(issuer, tokens.access_token)).client_id).toBe(clientId);
   });
 
-  const refused: Array<[string, () => Promise<Record<string, string>>, RegExp]> = [
+  const refused: Array<[string, () => Promise<Record<string, string>>, string]> = [
     [
       'a replayed nonce',
       async () => {
@@ -92,23 +140,66 @@ describe('headless wallet-signature grant, driven by openid-client', () => {
         await oidc.genericGrantRequest(publicClient, GRANT, { ...once, resource: RESOURCE });
         return once;
       },
-      /^nonce: /,
+      'nonce',
     ],
-    ['a wrong domain', () => signed(agentKey, { domain: 'evil.example.com' }), /^domain: /],
-    ['an expired message', () => signed(agentKey, { issuedAt: new Date(Date.now() - 120_000), expirationTime: new Date(Date.now() - 61_000) }), /^expiration-time: /],
-    ['a message issued too long ago', () => signed(agentKey, { issuedAt: new Date(Date.now() - 10 * 60_000) }), /^issued-at: /],
-    ['a resource missing from resources', () => signed(agentKey, { resources: ['https://other.example.com'] }), /^resources: /],
-    ['a signature by another key', () => signed(agentKey, {}, otherKey), /^signature: /],
-    ['a chain that is not allowed', () => signed(agentKey, { chainId: 5 }), /^chain-id: /],
+    ['a nonce agentauth never issued', () => signedSiwe(issuer, agentKey, { address: agentKey.address, nonce: 'NeverIssued0000000000000' }), 'nonce'],
+    ['a wrong domain', () => signed(agentKey, { domain: 'evil.example.com' }), 'domain'],
+    ['a URI on another origin', () => signed(agentKey, { uri: 'https://evil.example.com/' }), 'uri'],
+    ['an expired message', () => signed(agentKey, { issuedAt: new Date(Date.now() - 120_000), expirationTime: new Date(Date.now() - 61_000) }), 'expiration-time'],
+    ['a message issued too long ago', () => signed(agentKey, { issuedAt: new Date(Date.now() - 10 * 60_000) }), 'issued-at'],
+    ['a message not valid yet', () => signed(agentKey, { notBefore: new Date(Date.now() + 10 * 60_000) }), 'not-before'],
+    ['a resource missing from resources', () => signed(agentKey, { resources: ['https://other.example.com'] }), 'resources'],
+    ['a signature by another key', () => signed(agentKey, {}, otherKey), 'signature'],
+    ['a chain that is not allowed', () => signed(agentKey, { chainId: 5 }), 'chain-id'],
+    ['a message that does not parse', async () => {
+      const s = await signed(agentKey);
+      return { ...s, message: s.message.replace('Chain ID: 1', 'Chain ID: one') };
+    }, 'message-format'],
   ];
 
-  test.each(refused)('refused: %s (invalid_grant naming the rule)', async (_label, make, rule) => {
+  test.each(refused)('refused: %s (invalid_grant naming the rule, one login.failed record with that rule)', async (_label, make, rule) => {
     const params = { ...(await make()), resource: RESOURCE };
-    await expect(oidc.genericGrantRequest(publicClient, GRANT, params)).rejects.toMatchObject({
+    const { error, failed } = await refusedOnce(publicClient, params);
+    expect(error).toMatchObject({ error: 'invalid_grant', error_description: expect.stringMatching(new RegExp(`^${rule}: `)) });
+    expect(failed).toEqual([expect.objectContaining({ event: 'login.failed', rule, client_id: publicId() })]);
+  });
+
+  test('cross-client: a message whose nonce was issued for client A is refused for client B (nonce-binding) and stays usable by A', async () => {
+    const forA = await signed(agentKey, { resources: [RESOURCE, scopeResource('read'), scopeResource('write')] });
+    const otherId = otherClient.clientMetadata().client_id;
+    const { error, failed } = await refusedOnce(otherClient, { ...forA, resource: RESOURCE, scope: 'write' });
+    expect(error).toMatchObject({
       error: 'invalid_grant',
-      error_description: expect.stringMatching(rule),
+      error_description: expect.stringMatching(new RegExp(`^nonce-binding: nonce \\w+ was issued for another client, not for client ${otherId}`)),
     });
-    expect(as.server.output()).toMatch(/"event":"login.failed"/);
+    expect(failed).toEqual([expect.objectContaining({ rule: 'nonce-binding', client_id: otherId })]);
+    // B's refusal took nothing from A: the nonce was neither consumed nor charged.
+    const tokens = await oidc.genericGrantRequest(publicClient, GRANT, { ...forA, resource: RESOURCE, scope: 'read write' });
+    expect(tokens.scope).toBe('read write');
+  });
+
+  test('scope escalation: a scope the message does not sign is refused with invalid_scope; the signed scopes are granted', async () => {
+    const readOnly = await signed(agentKey); // signs urn:agentauth:scope:read only
+    const { error, failed } = await refusedOnce(publicClient, { ...readOnly, resource: RESOURCE, scope: 'read write' });
+    expect(error).toMatchObject({ error: 'invalid_scope', error_description: expect.stringMatching(/^scope: the message does not sign scope write: /) });
+    expect(failed).toEqual([expect.objectContaining({ rule: 'scope' })]);
+    // A message that signs no scope gets a token without scope only.
+    const noScope = await signed(agentKey, { resources: [RESOURCE] });
+    expect((await refusedOnce(publicClient, { ...noScope, resource: RESOURCE, scope: 'read' })).error).toMatchObject({ error: 'invalid_scope' });
+    const none = await oidc.genericGrantRequest(publicClient, GRANT, { ...(await signed(agentKey, { resources: [RESOURCE] })), resource: RESOURCE });
+    expect(none.scope).toBeUndefined();
+  });
+
+  test('too many failed attempts: after 5 attempts on one nonce it is used up, even for a valid message', async () => {
+    const valid = await signed(agentKey);
+    const malformed = { ...valid, message: valid.message.replace('Chain ID: 1', 'Chain ID: one') };
+    for (let i = 0; i < 5; i += 1) {
+      const { error } = await refusedOnce(publicClient, { ...malformed, resource: RESOURCE });
+      expect(error).toMatchObject({ error_description: expect.stringMatching(/^message-format: /) });
+    }
+    const { error, failed } = await refusedOnce(publicClient, { ...valid, resource: RESOURCE, scope: 'read' });
+    expect(error).toMatchObject({ error: 'invalid_grant', error_description: expect.stringMatching(/^attempts: nonce \w+ has been tried 5 times and is now used up/) });
+    expect(failed).toEqual([expect.objectContaining({ rule: 'attempts' })]);
   });
 
   test('missing parameters and unknown resources are refused with the RFC codes', async () => {

@@ -32,6 +32,45 @@ export interface WalletLoginOptions {
   agent?: UserAgent;
 }
 
+/** An interaction page answered with something other than a page to continue from (a refused sign-in, an error page). */
+export class InteractionRefused extends Error {
+  constructor(
+    readonly status: number,
+    readonly path: string,
+    readonly body: string,
+  ) {
+    super(`unexpected ${status} at ${path}: ${body.slice(0, 500)}`);
+    this.name = 'InteractionRefused';
+  }
+}
+
+/** What the login page hands its script (see interactions/views.ts). */
+export interface LoginData {
+  uid: string;
+  domain: string;
+  uri: string;
+  resources: string[];
+  nonceUrl: string;
+  loginUrl: string;
+}
+
+/** Follows an authorization request to its login page; returns the page's data, its URL and the agent holding the cookies. */
+export async function openLoginPage(authorizationUrl: URL, agent: UserAgent = new UserAgent()): Promise<{ agent: UserAgent; data: LoginData; pageUrl: URL }> {
+  let url = authorizationUrl;
+  for (let hop = 0; hop < 10; hop += 1) {
+    const res = await agent.fetch(url);
+    if (res.status >= 300 && res.status < 400) {
+      url = new URL(res.headers.get('location')!, url);
+      continue;
+    }
+    const html = await res.text();
+    const dataMatch = /<script type="application\/json" id="login-data">(.*?)<\/script>/s.exec(html);
+    if (res.status !== 200 || !dataMatch) throw new InteractionRefused(res.status, url.pathname, html);
+    return { agent, data: JSON.parse(dataMatch[1]!) as LoginData, pageUrl: url };
+  }
+  throw new Error('too many redirects');
+}
+
 export interface AuthorizeOutcome {
   /** The final redirect to the client's redirect_uri (code or error in its query). */
   callback: URL;
@@ -54,11 +93,11 @@ export async function authorizeWithWallet(authorizationUrl: URL, redirectUri: st
       continue;
     }
     const html = await res.text();
-    if (res.status !== 200) throw new Error(`unexpected ${res.status} at ${next.url.pathname}: ${html.slice(0, 500)}`);
+    if (res.status !== 200) throw new InteractionRefused(res.status, next.url.pathname, html);
     pages.push(html);
     const dataMatch = /<script type="application\/json" id="login-data">(.*?)<\/script>/s.exec(html);
     if (dataMatch) {
-      const data = JSON.parse(dataMatch[1]!) as { domain: string; uri: string; resources: string[]; nonceUrl: string; loginUrl: string; uid: string };
+      const data = JSON.parse(dataMatch[1]!) as LoginData;
       const origin = next.url.origin;
       const { nonce } = (await (await agent.fetch(new URL(data.nonceUrl, origin), { method: 'POST' })).json()) as { nonce: string };
       let fields: Parameters<typeof buildSiweMessage>[0] = {

@@ -105,7 +105,12 @@ describe('createEip1271Verifier', () => {
     mode = 'magic';
     const nonce = 'ContractWalletNonce0001';
     const live = new Set([nonce]);
-    const nonces: NonceStore = { issue: async (n) => void live.add(n), consume: async (n) => live.delete(n) };
+    const nonces: NonceStore = {
+      issue: async (n) => void live.add(n),
+      boundTo: async (n) => (live.has(n) ? 'client:agent' : undefined),
+      consume: async (n) => live.delete(n),
+      takeAttempt: async () => true,
+    };
     const now = new Date('2025-06-01T12:00:00Z');
     const message = buildSiweMessage({
       domain: 'auth.example.com',
@@ -118,7 +123,7 @@ describe('createEip1271Verifier', () => {
     // An owner key's signature: it does not recover to the contract address, so EIP-1271 decides.
     const signature = new Wallet('0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d').signMessageSync(message);
     const out = await verifySiwe(
-      { message, signature },
+      { message, signature, nonceBinding: 'client:agent' },
       { domains: ['auth.example.com'], origins: ['https://auth.example.com'], chainIds: [8453], issuedAtWindowSeconds: 300, clockSkewSeconds: 60 },
       { nonces, now: () => now, eip1271: createEip1271Verifier({ 8453: url }, 2000) },
     );

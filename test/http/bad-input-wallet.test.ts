@@ -1,0 +1,158 @@
+import { Wallet } from 'ethers';
+import * as oidc from 'openid-client';
+
+import { buildSiweMessage } from '../../interactions/siwe/message.js';
+import { MAX_MESSAGE_LENGTH } from '../../interactions/siwe/outline.js';
+import { baseConfig, insecure, REDIRECT, RESOURCE, startAgentServer } from '../support/agent-server.js';
+import type { AgentServer } from '../support/agent-server.js';
+import { openLoginPage } from '../support/user-agent.js';
+import type { LoginData, UserAgent } from '../support/user-agent.js';
+import { fetchNonce, signedSiwe } from '../support/wallet.js';
+
+const GRANT = 'urn:agentauth:params:oauth:grant-type:wallet-signature';
+const wallet = new Wallet('0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d');
+
+/** Bad input to the wallet sign-in, one case per point: each gets a 400 naming the rule and changes nothing else. */
+describe('bad input to the wallet sign-in', () => {
+  let as: AgentServer;
+  let issuer: string;
+  let webClient: oidc.Configuration;
+  let agentClient: oidc.Configuration;
+
+  beforeAll(async () => {
+    as = await startAgentServer(baseConfig());
+    issuer = as.server.url;
+    webClient = await oidc.dynamicClientRegistration(
+      new URL(issuer),
+      { client_name: 'Web agent', redirect_uris: [REDIRECT], grant_types: ['authorization_code'], response_types: ['code'], token_endpoint_auth_method: 'none', scope: 'read' },
+      oidc.None(),
+      insecure,
+    );
+    agentClient = await oidc.dynamicClientRegistration(
+      new URL(issuer),
+      { grant_types: [GRANT], response_types: [], redirect_uris: [], token_endpoint_auth_method: 'none', scope: 'read' },
+      oidc.None(),
+      insecure,
+    );
+  });
+  afterAll(async () => {
+    await as?.server.stop();
+  });
+
+  /** A login page of a fresh authorization request. */
+  async function loginPage(): Promise<{ agent: UserAgent; data: LoginData }> {
+    const url = oidc.buildAuthorizationUrl(webClient, {
+      redirect_uri: REDIRECT,
+      scope: 'read',
+      resource: RESOURCE,
+      state: oidc.randomState(),
+      code_challenge: await oidc.calculatePKCECodeChallenge(oidc.randomPKCECodeVerifier()),
+      code_challenge_method: 'S256',
+    });
+    return openLoginPage(url);
+  }
+
+  async function pageNonce(agent: UserAgent, data: LoginData): Promise<string> {
+    const res = await agent.fetch(new URL(data.nonceUrl, issuer), { method: 'POST', headers: { accept: 'application/json' } });
+    expect(res.status).toBe(200);
+    return ((await res.json()) as { nonce: string }).nonce;
+  }
+
+  /** The message the login page's script would build, with `nonce`. */
+  const pageMessage = (data: LoginData, nonce: string) =>
+    buildSiweMessage({ domain: data.domain, address: wallet.address, uri: data.uri, chainId: 1, nonce, issuedAt: new Date(), requestId: data.uid, resources: data.resources });
+
+  async function postLogin(agent: UserAgent, data: LoginData, message: string, signature?: string): Promise<{ status: number; body: Record<string, unknown> }> {
+    const res = await agent.fetch(new URL(data.loginUrl, issuer), {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', accept: 'application/json' },
+      body: JSON.stringify({ message, signature: signature ?? (await wallet.signMessage(message)) }),
+    });
+    return { status: res.status, body: (await res.json()) as Record<string, unknown> };
+  }
+
+  test('an oversized message is refused as message-format before it is parsed, and the nonce stays usable', async () => {
+    const { agent, data } = await loginPage();
+    const nonce = await pageNonce(agent, data);
+    const valid = pageMessage(data, nonce);
+    const huge = valid.replace(`Request ID: ${data.uid}`, `Request ID: ${data.uid}${'a'.repeat(33_000)}`);
+    expect(huge.length).toBeGreaterThan(32 * 1024);
+    await expect(postLogin(agent, data, huge, '0x00')).resolves.toEqual({
+      status: 400,
+      body: {
+        error: 'access_denied',
+        rule: 'message-format',
+        error_description: `message-format: the message is ${huge.length} characters long; at most ${MAX_MESSAGE_LENGTH} are accepted`,
+      },
+    });
+    // The same refusal at the grant, as invalid_grant.
+    await expect(oidc.genericGrantRequest(agentClient, GRANT, { message: huge, signature: '0x00', resource: RESOURCE })).rejects.toMatchObject({
+      error: 'invalid_grant',
+      error_description: expect.stringMatching(/^message-format: the message is \d+ characters long; at most 4096 are accepted$/),
+    });
+    const ok = await postLogin(agent, data, valid);
+    expect(ok.status).toBe(200);
+    expect(ok.body.redirect_to).toEqual(expect.any(String));
+  });
+
+  test('a malformed message (CRLF line ends) is refused as message-format with what to fix, and the nonce stays usable', async () => {
+    const { agent, data } = await loginPage();
+    const valid = pageMessage(data, await pageNonce(agent, data));
+    const crlf = valid.replaceAll('\n', '\r\n');
+    await expect(postLogin(agent, data, crlf)).resolves.toEqual({
+      status: 400,
+      body: {
+        error: 'access_denied',
+        rule: 'message-format',
+        error_description: 'message-format: the message may contain only printable ASCII characters and LF line ends (no CR, tabs or non-ASCII text)',
+      },
+    });
+    expect((await postLogin(agent, data, valid)).status).toBe(200);
+  });
+
+  test('exhausted attempts: after 5 attempts on one login page the sixth is refused (rule attempts), even with a valid message', async () => {
+    const { agent, data } = await loginPage();
+    const nonce = await pageNonce(agent, data);
+    const wrongSigner = new Wallet(Wallet.createRandom().privateKey);
+    for (let i = 0; i < 5; i += 1) {
+      // Each failure burns its nonce; a careless page retries with fresh ones, all from this page.
+      const message = pageMessage(data, await pageNonce(agent, data));
+      const refused = await postLogin(agent, data, message, await wrongSigner.signMessage(message));
+      expect(refused).toMatchObject({ status: 400, body: { rule: 'signature' } });
+    }
+    await expect(postLogin(agent, data, pageMessage(data, nonce))).resolves.toEqual({
+      status: 400,
+      body: {
+        error: 'access_denied',
+        rule: 'attempts',
+        error_description: 'attempts: this sign-in request has had 5 sign-in attempts and accepts no more; go back to the application and start again',
+      },
+    });
+    // The page stays refused; nothing was signed in.
+    expect((await postLogin(agent, data, pageMessage(data, nonce))).body.rule).toBe('attempts');
+  });
+
+  test('cross-bound nonces: a grant nonce on the login page and a login-page nonce at the grant are refused as nonce-binding', async () => {
+    const { agent, data } = await loginPage();
+    const agentId = agentClient.clientMetadata().client_id;
+    const grantNonce = await fetchNonce(issuer, agentId);
+    await expect(postLogin(agent, data, pageMessage(data, grantNonce))).resolves.toEqual({
+      status: 400,
+      body: {
+        error: 'access_denied',
+        rule: 'nonce-binding',
+        error_description: `nonce-binding: nonce ${grantNonce} was issued for another client, not for this sign-in request; a nonce is redeemed only where it was requested`,
+      },
+    });
+    const loginNonce = await pageNonce(agent, data);
+    const signed = await signedSiwe(issuer, wallet, { address: wallet.address, nonce: loginNonce });
+    await expect(oidc.genericGrantRequest(agentClient, GRANT, { ...signed, resource: RESOURCE, scope: 'read' })).rejects.toMatchObject({
+      error: 'invalid_grant',
+      error_description: `nonce-binding: nonce ${loginNonce} was issued for another sign-in request, not for client ${agentId}; a nonce is redeemed only where it was requested`,
+    });
+    // Neither nonce was used up by the refusal: each still works where it was issued.
+    expect((await postLogin(agent, data, pageMessage(data, loginNonce))).status).toBe(200);
+    const tokens = await oidc.genericGrantRequest(agentClient, GRANT, { ...(await signedSiwe(issuer, wallet, { address: wallet.address, nonce: grantNonce })), resource: RESOURCE, scope: 'read' });
+    expect(tokens.scope).toBe('read');
+  });
+});

@@ -1,0 +1,135 @@
+import { Wallet } from 'ethers';
+import * as oidc from 'openid-client';
+
+import { buildSiweMessage } from '../../interactions/siwe/message.js';
+import { baseConfig, insecure, REDIRECT, RESOURCE, startAgentServer } from '../support/agent-server.js';
+import type { AgentServer } from '../support/agent-server.js';
+import { authorizeWithWallet, InteractionRefused, openLoginPage, UserAgent } from '../support/user-agent.js';
+import type { LoginData } from '../support/user-agent.js';
+
+const wallet = new Wallet('0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d');
+
+/** The login route accepts a sign-in only for its own interaction, with its own nonce, at the login step. */
+describe('login route bindings', () => {
+  let as: AgentServer;
+  let issuer: string;
+  let config: oidc.Configuration;
+
+  beforeAll(async () => {
+    as = await startAgentServer(baseConfig());
+    issuer = as.server.url;
+    config = await oidc.dynamicClientRegistration(
+      new URL(issuer),
+      { client_name: 'Web agent', redirect_uris: [REDIRECT], grant_types: ['authorization_code'], response_types: ['code'], token_endpoint_auth_method: 'none', scope: 'read' },
+      oidc.None(),
+      insecure,
+    );
+  });
+  afterAll(async () => {
+    await as?.server.stop();
+  });
+
+  async function authorizationUrl(): Promise<{ url: URL; verifier: string; state: string }> {
+    const verifier = oidc.randomPKCECodeVerifier();
+    const state = oidc.randomState();
+    const url = oidc.buildAuthorizationUrl(config, {
+      redirect_uri: REDIRECT,
+      scope: 'read',
+      resource: RESOURCE,
+      state,
+      code_challenge: await oidc.calculatePKCECodeChallenge(verifier),
+      code_challenge_method: 'S256',
+    });
+    return { url, verifier, state };
+  }
+
+  async function pageNonce(agent: UserAgent, data: LoginData): Promise<string> {
+    const res = await agent.fetch(new URL(data.nonceUrl, issuer), { method: 'POST', headers: { accept: 'application/json' } });
+    expect(res.status).toBe(200);
+    return ((await res.json()) as { nonce: string }).nonce;
+  }
+
+  /** Runs the browser flow and returns the refusal it ends in. */
+  async function refusedFlow(opts: Parameters<typeof authorizeWithWallet>[2]): Promise<InteractionRefused> {
+    const { url } = await authorizationUrl();
+    const err = await authorizeWithWallet(url, REDIRECT, opts).then(
+      () => new Error('expected the sign-in to be refused'),
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(InteractionRefused);
+    return err as InteractionRefused;
+  }
+
+  test('a tamper that keeps every binding (an Expiration Time added) signs in, and the code redeems', async () => {
+    const { url, verifier, state } = await authorizationUrl();
+    const { callback } = await authorizeWithWallet(url, REDIRECT, { wallet, tamper: (f) => ({ ...f, expirationTime: new Date(Date.now() + 60_000) }) });
+    const tokens = await oidc.authorizationCodeGrant(config, callback, { pkceCodeVerifier: verifier, expectedState: state }, { resource: RESOURCE });
+    expect(tokens.scope).toBe('read');
+  });
+
+  test('a Request ID naming another sign-in is refused (request-id), even with this page’s own nonce', async () => {
+    const other = await openLoginPage((await authorizationUrl()).url);
+    const err = await refusedFlow({ wallet, tamper: (f) => ({ ...f, requestId: other.data.uid }) });
+    expect(err.status).toBe(400);
+    expect(err.path).toMatch(/^\/interaction\/[\w-]+\/login$/);
+    expect(err.body).toContain(`request-id: Request ID ${other.data.uid} names another sign-in request than this one`);
+  });
+
+  test('a nonce from another sign-in is refused (nonce-binding), even with this page’s Request ID', async () => {
+    const other = await openLoginPage((await authorizationUrl()).url);
+    const otherNonce = await pageNonce(other.agent, other.data);
+    const err = await refusedFlow({ wallet, tamper: (f) => ({ ...f, nonce: otherNonce }) });
+    expect(err.status).toBe(400);
+    expect(err.body).toContain(`nonce-binding: nonce ${otherNonce} was issued for another sign-in request, not for this sign-in request`);
+    // The other sign-in's nonce is untouched: its own page still signs in with it.
+    const { agent, data } = other;
+    const message = buildSiweMessage({ domain: data.domain, address: wallet.address, uri: data.uri, chainId: 1, nonce: otherNonce, issuedAt: new Date(), requestId: data.uid, resources: data.resources });
+    const res = await agent.fetch(new URL(data.loginUrl, issuer), {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', accept: 'application/json' },
+      body: JSON.stringify({ message, signature: await wallet.signMessage(message) }),
+    });
+    expect(res.status).toBe(200);
+  });
+
+  test('consent before sign-in is refused and changes nothing: the sign-in then proceeds normally', async () => {
+    const { url, verifier, state } = await authorizationUrl();
+    const { agent, data } = await openLoginPage(url);
+    const confirm = await agent.fetch(new URL(`/interaction/${data.uid}/confirm`, issuer), { method: 'POST', headers: { accept: 'application/json' } });
+    expect(confirm.status).toBe(400);
+    expect(await confirm.json()).toEqual({ error: 'invalid_request', error_description: 'this request is not waiting for consent' });
+    // Same browser, same request: the login page is still there and completes.
+    const { callback } = await authorizeWithWallet(url, REDIRECT, { wallet, agent });
+    const tokens = await oidc.authorizationCodeGrant(config, callback, { pkceCodeVerifier: verifier, expectedState: state }, { resource: RESOURCE });
+    expect(tokens.scope).toBe('read');
+  });
+
+  test('a mismatched interaction: a sign-in posted to a page that is not the browser’s current request is refused', async () => {
+    const agent = new UserAgent();
+    const first = await openLoginPage((await authorizationUrl()).url, agent);
+    const nonce = await pageNonce(agent, first.data);
+    // The same browser starts a second request: its interaction cookie now names the second one.
+    const second = await openLoginPage((await authorizationUrl()).url, agent);
+    expect(second.data.uid).not.toBe(first.data.uid);
+    const { data } = first;
+    const message = buildSiweMessage({ domain: data.domain, address: wallet.address, uri: data.uri, chainId: 1, nonce, issuedAt: new Date(), requestId: data.uid, resources: data.resources });
+    const res = await agent.fetch(new URL(data.loginUrl, issuer), {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', accept: 'application/json' },
+      body: JSON.stringify({ message, signature: await wallet.signMessage(message) }),
+    });
+    expect(res.status).toBe(400);
+    expect(await res.json()).toEqual({ error: 'invalid_request', error_description: 'This page does not belong to the current sign-in request.' });
+    // A nonce for the first page cannot be had through the second page's cookie either.
+    const nonceRes = await agent.fetch(new URL(data.nonceUrl, issuer), { method: 'POST', headers: { accept: 'application/json' } });
+    expect(nonceRes.status).toBe(400);
+  });
+
+  test('consent denied: the client gets access_denied and no code', async () => {
+    const { url } = await authorizationUrl();
+    const { callback, pages } = await authorizeWithWallet(url, REDIRECT, { wallet, consent: 'deny' });
+    expect(pages).toHaveLength(2); // the login page, then the consent page
+    expect(callback.searchParams.get('error')).toBe('access_denied');
+    expect(callback.searchParams.get('code')).toBeNull();
+  });
+});

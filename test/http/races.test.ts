@@ -7,6 +7,7 @@ import { authorizeWithWallet } from '../support/user-agent.js';
 import { baseConfig, introspect, register, REDIRECT, RESOURCE, RS_CLIENT, startAgentServer } from '../support/agent-server.js';
 import type { AgentServer } from '../support/agent-server.js';
 import { mongoUri } from '../support/storages.js';
+import { fetchNonce, signedSiwe } from '../support/wallet.js';
 
 /**
  * Design invariant 2 on the MongoDB wire protocol (FerretDB here, whose filtered updates are not atomic): for every
@@ -15,6 +16,7 @@ import { mongoUri } from '../support/storages.js';
  */
 const CONCURRENCY = 50;
 const ROUNDS = 5;
+const WALLET_GRANT = 'urn:agentauth:params:oauth:grant-type:wallet-signature';
 const wallet = new Wallet('0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a');
 
 const basic = (id: string, secret: string) => `Basic ${Buffer.from(`${encodeURIComponent(id)}:${encodeURIComponent(secret)}`).toString('base64')}`;
@@ -147,6 +149,22 @@ describe(`single use under ${CONCURRENCY} concurrent requests, ${ROUNDS} rounds,
     const successor = winners[0]!.body.registration_access_token as string;
     const read = (await (await fetch(uri, { headers: { authorization: `Bearer ${successor}` } })).json()) as Record<string, unknown>;
     expect(read.client_name).toBe(winners[0]!.body.client_name);
+  });
+
+  test.each(Array.from({ length: ROUNDS }, (_, i) => [i + 1]))('wallet sign-in nonce, round %i: one signed message yields one token', async () => {
+    const created = await register(issuer, { grant_types: [WALLET_GRANT], token_endpoint_auth_method: 'client_secret_basic', scope: 'read' });
+    expect(created.status).toBe(201);
+    const c = { id: created.body.client_id as string, secret: created.body.client_secret as string };
+    const signed = await signedSiwe(issuer, wallet, { address: wallet.address, nonce: await fetchNonce(issuer, c.id) });
+    const results = await all(CONCURRENCY, () =>
+      fetch(`${issuer}/token`, {
+        method: 'POST',
+        headers: { authorization: basic(c.id, c.secret), 'content-type': 'application/x-www-form-urlencoded' },
+        body: form({ grant_type: WALLET_GRANT, ...signed, resource: RESOURCE, scope: 'read' }),
+      }),
+    );
+    expect(results.filter((r) => r.status === 200)).toHaveLength(1);
+    expect(results.filter((r) => r.status !== 200).every((r) => r.status === 400 && r.body.error === 'invalid_grant')).toBe(true);
   });
 
   test.each(Array.from({ length: ROUNDS }, (_, i) => [i + 1]))('DPoP proof jti, round %i: one token for one proof', async () => {

@@ -19,7 +19,7 @@ import type { JWK } from 'jose';
 import type { KeyStore, KeyTransition, SealedSecret, StoredKey } from '../adapters/types.js';
 import { KeyMaterialError } from './errors.js';
 import { SIGNING_ALGS } from './generate.js';
-import { deriveKey, unseal } from './seal.js';
+import { assertSealedUnder, deriveKey, unseal } from './seal.js';
 
 const KEY_RECORD_V1 = 'agentauth/key-record/v1';
 const TRANSITION_V1 = 'agentauth/key-transition/v1';
@@ -157,6 +157,8 @@ export interface VerifiedKeySet {
 export function verifyKeySet(kek: Buffer, keys: readonly unknown[], transitions: readonly unknown[]): VerifiedKeySet {
   const trustedKeys = keys.map((raw) => {
     const k = checkKeyShape(raw);
+    // The usual cause of a MAC that does not verify is a KEK that is not the one the store was written with: say so.
+    if (k.mac !== undefined) assertSealedUnder(kek, k.sealed, k.kid);
     if (!macMatches(kek, keyRecordText(k), k.mac)) {
       throw new KeyMaterialError(
         `stored key ${k.kid} is refused: ${k.mac === undefined ? 'it carries no integrity MAC' : 'its integrity MAC does not verify under this KEK'}; ` +

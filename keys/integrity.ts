@@ -17,7 +17,7 @@ import { calculateJwkThumbprint } from 'jose';
 import type { JWK } from 'jose';
 
 import type { KeyStore, KeyTransition, SealedSecret, StoredKey } from '../adapters/types.js';
-import { KeyMaterialError } from './errors.js';
+import { KeyIntegrityError } from './errors.js';
 import { SIGNING_ALGS } from './generate.js';
 import { assertSealedUnder, deriveKey, unseal } from './seal.js';
 
@@ -80,7 +80,7 @@ function trustedTransition(t: KeyTransition): KeyTransition {
 function checkKeyShape(raw: unknown): StoredKey {
   const k = raw as Partial<StoredKey>;
   const kid = isRecord(raw) ? label(raw.kid) : '(not a record)';
-  const bad = (what: string) => new KeyMaterialError(`stored key ${kid} is refused: ${what}; the key store was altered (see docs/operations.md, "Signing keys")`);
+  const bad = (what: string) => new KeyIntegrityError(`stored key ${kid} is refused: ${what}; the key store was altered (see docs/operations.md, "Integrity of the key store")`);
   if (!isRecord(raw) || !isString(k.kid) || k.kid.length === 0) throw bad('it has no kid');
   if (!Number.isSafeInteger(k.seq) || k.seq! < 1) throw bad('its seq is not a positive integer');
   if (!SIGNING_ALGS.includes(k.alg as StoredKey['alg'])) throw bad(`its alg ${label(k.alg)} is not one agentauth uses`);
@@ -94,7 +94,7 @@ function checkKeyShape(raw: unknown): StoredKey {
 function checkTransitionShape(raw: unknown): KeyTransition {
   const t = raw as Partial<KeyTransition>;
   const id = isRecord(raw) ? `${label(raw.kid)}:${label(raw.type)}` : '(not a record)';
-  const bad = (what: string) => new KeyMaterialError(`key transition ${id} is refused: ${what}; the key store was altered (see docs/operations.md, "Signing keys")`);
+  const bad = (what: string) => new KeyIntegrityError(`key transition ${id} is refused: ${what}; the key store was altered (see docs/operations.md, "Integrity of the key store")`);
   if (!isRecord(raw) || !isString(t.kid) || (t.type !== 'activate' && t.type !== 'retire')) throw bad('it names no key or no known transition type');
   if (!isTime(t.at) || !isTime(t.recordedAt)) throw bad('its times are not times');
   if (t.reason !== undefined && !isString(t.reason)) throw bad('its reason is not text');
@@ -108,7 +108,7 @@ function checkTransitionShape(raw: unknown): KeyTransition {
  */
 export async function checkKeyPair(kek: Buffer, k: StoredKey): Promise<JWK> {
   const refuse = (what: string) =>
-    new KeyMaterialError(`stored key ${k.kid} is refused: ${what}; the key store was altered (see docs/operations.md, "Signing keys")`);
+    new KeyIntegrityError(`stored key ${k.kid} is refused: ${what}; the key store was altered (see docs/operations.md, "Integrity of the key store")`);
   const present = PRIVATE_MEMBERS.filter((m) => m in k.publicJwk);
   if (present.length > 0) throw refuse(`its public JWK holds private members (${present.join(', ')})`);
   const want = KEY_TYPE[k.alg];
@@ -119,15 +119,16 @@ export async function checkKeyPair(kek: Buffer, k: StoredKey): Promise<JWK> {
   try {
     thumbprint = await calculateJwkThumbprint(k.publicJwk as JWK, 'sha256');
   } catch (cause) {
-    throw new KeyMaterialError(`stored key ${k.kid} is refused: its public JWK is not a valid key`, { cause });
+    throw new KeyIntegrityError(`stored key ${k.kid} is refused: its public JWK is not a valid key`, { cause });
   }
   if (thumbprint !== k.kid) throw refuse(`its kid is not the thumbprint of its public JWK (${thumbprint})`);
 
+  assertSealedUnder(kek, k.sealed, k.kid); // another KEK is a configuration error, reported as such
   let text: string;
   try {
-    text = unseal(kek, k.sealed, k.kid); // says whether the KEK is another or the ciphertext (or its kid) was altered
+    text = unseal(kek, k.sealed, k.kid);
   } catch (err) {
-    throw new KeyMaterialError(`stored key ${k.kid} is refused: ${(err as Error).message}`, { cause: err });
+    throw new KeyIntegrityError(`stored key ${k.kid} is refused: ${(err as Error).message}`, { cause: err });
   }
   let privateJwk: JWK;
   let derived: JsonWebKey;
@@ -135,7 +136,7 @@ export async function checkKeyPair(kek: Buffer, k: StoredKey): Promise<JWK> {
     privateJwk = JSON.parse(text) as JWK;
     derived = createPublicKey(createPrivateKey({ key: privateJwk as JsonWebKey, format: 'jwk' })).export({ format: 'jwk' });
   } catch (cause) {
-    throw new KeyMaterialError(`stored key ${k.kid} is refused: its sealed private key is not a usable JWK`, { cause });
+    throw new KeyIntegrityError(`stored key ${k.kid} is refused: its sealed private key is not a usable JWK`, { cause });
   }
   if (privateJwk.kid !== k.kid) throw refuse('its sealed private key belongs to another kid');
   for (const member of ['kty', 'crv', 'x', 'y'] as const) {
@@ -151,7 +152,7 @@ export interface VerifiedKeySet {
 }
 
 /**
- * Checks every record's shape and MAC under `kek`; throws a KeyMaterialError naming the first record refused. Key
+ * Checks every record's shape and MAC under `kek`; throws a KeyIntegrityError naming the first record refused. Key
  * pairs are not unsealed here: callers run {@link checkKeyPair} on keys they have not checked before.
  */
 export function verifyKeySet(kek: Buffer, keys: readonly unknown[], transitions: readonly unknown[]): VerifiedKeySet {
@@ -160,9 +161,9 @@ export function verifyKeySet(kek: Buffer, keys: readonly unknown[], transitions:
     // The usual cause of a MAC that does not verify is a KEK that is not the one the store was written with: say so.
     if (k.mac !== undefined) assertSealedUnder(kek, k.sealed, k.kid);
     if (!macMatches(kek, keyRecordText(k), k.mac)) {
-      throw new KeyMaterialError(
+      throw new KeyIntegrityError(
         `stored key ${k.kid} is refused: ${k.mac === undefined ? 'it carries no integrity MAC' : 'its integrity MAC does not verify under this KEK'}; ` +
-          'the key store was altered, or written under another KEK (see docs/operations.md, "Signing keys")',
+          'the key store was altered, or written under another KEK (see docs/operations.md, "Integrity of the key store")',
       );
     }
     return trustedKey(k);
@@ -170,9 +171,9 @@ export function verifyKeySet(kek: Buffer, keys: readonly unknown[], transitions:
   const trustedTransitions = transitions.map((raw) => {
     const t = checkTransitionShape(raw);
     if (!macMatches(kek, transitionText(t), t.mac)) {
-      throw new KeyMaterialError(
+      throw new KeyIntegrityError(
         `key transition ${transitionId(t)} is refused: ${t.mac === undefined ? 'it carries no integrity MAC' : 'its integrity MAC does not verify under this KEK'}; ` +
-          'the key store was altered, or written under another KEK (see docs/operations.md, "Signing keys")',
+          'the key store was altered, or written under another KEK (see docs/operations.md, "Integrity of the key store")',
       );
     }
     return trustedTransition(t);
@@ -222,7 +223,7 @@ export async function upgradeKeyStore(store: KeyStore, kek: Buffer): Promise<Upg
   // Every key is checked before anything is written: a refused key leaves the store as it was.
   for (const k of bare) {
     if (!legacyStore && k.state !== undefined) {
-      throw new KeyMaterialError(`stored key ${k.kid} is refused: it carries no integrity MAC and a legacy state in a store whose keys have MACs; the key store was altered`);
+      throw new KeyIntegrityError(`stored key ${k.kid} is refused: it carries no integrity MAC and a legacy state in a store whose keys have MACs; the key store was altered`);
     }
     await checkKeyPair(kek, k);
   }

@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { EmbeddedStorage } from '../../adapters/memory.js';
 import { MongoStorage } from '../../adapters/mongodb.js';
 import type { Storage } from '../../adapters/types.js';
-import { KeyMaterialError } from '../../keys/errors.js';
+import { KeyIntegrityError } from '../../keys/errors.js';
 import { checkKeyPair, macKeyRecord, macTransition, readCheckedKeys } from '../../keys/integrity.js';
 import { Keyring, newStoredKey } from '../../keys/keyring.js';
 import type { KeyringEvents } from '../../keys/keyring.js';
@@ -63,7 +63,7 @@ describe.each(BACKENDS)('key store integrity: $name', (backend) => {
   async function expectRefused(s: Awaited<ReturnType<typeof rotated>>, name: RegExp, foreignKid?: string) {
     const before = s.ring.publicJwks();
     await expect(Keyring.load(s.storage.keys, s.kek, 'ES256', policy)).rejects.toThrow(name);
-    await expect(Keyring.load(s.storage.keys, s.kek, 'ES256', policy)).rejects.toBeInstanceOf(KeyMaterialError);
+    await expect(Keyring.load(s.storage.keys, s.kek, 'ES256', policy)).rejects.toBeInstanceOf(KeyIntegrityError);
     await expect(s.ring.refresh()).rejects.toThrow(name);
     expect(s.ring.publicJwks()).toBe(before);
     expect(s.ring.archive().map((k) => k.kid).sort()).toEqual([s.first, s.second].sort());

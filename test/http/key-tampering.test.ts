@@ -1,6 +1,8 @@
 // Someone who can write the key store but does not hold the KEK tries to make agentauth trust a key of theirs. The
 // running server, a server starting on the tampered store, and `agentauth verify` must all refuse it.
 import { randomBytes } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 
 import { decodeProtectedHeader } from 'jose';
 import { MongoClient } from 'mongodb';
@@ -192,6 +194,8 @@ describe('a key store written before records carried integrity MACs', () => {
     } finally {
       await server.stop();
     }
+    const audit = (await readFile(join(dataDir, 'audit.jsonl'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as { type: string; details: unknown });
+    expect(audit.filter((r) => r.type === 'key.integrity_upgraded').map((r) => r.details)).toEqual([{ keys: [key.kid], transitions: [`${key.kid}:activate`] }]);
     expect((await raw.keys())[0]).toMatchObject({ ...key, mac: expect.any(String) });
     expect((await raw.transitions())[0]).toMatchObject({ kid: key.kid, mac: expect.any(String) });
 

@@ -37,12 +37,14 @@ export class FileKeyStore implements KeyStore {
     return parsed as T[];
   }
 
-  /** Appends one entry unless `taken` says it conflicts; serialised within the process (one process owns a data directory). */
-  #append<T>(file: string, entry: T, taken: (existing: T[]) => boolean): Promise<boolean> {
+  /**
+   * Rewrites `file` with what `change` makes of its entries, unless it answers false; serialised within the process
+   * (one process owns a data directory).
+   */
+  #change<T>(file: string, change: (entries: T[]) => boolean): Promise<boolean> {
     const run = this.#queue.then(async () => {
       const entries = await this.#read<T>(file);
-      if (taken(entries)) return false;
-      entries.push(entry);
+      if (!change(entries)) return false;
       await mkdir(this.dataDir, { recursive: true, mode: 0o700 });
       const tmp = `${file}.${process.pid}.tmp`;
       await writeFile(tmp, `${JSON.stringify(entries, null, 2)}\n`, { mode: 0o600 });
@@ -51,6 +53,21 @@ export class FileKeyStore implements KeyStore {
     });
     this.#queue = run.catch(() => undefined);
     return run;
+  }
+
+  /** Appends one entry unless `taken` says it conflicts. */
+  #append<T>(file: string, entry: T, taken: (existing: T[]) => boolean): Promise<boolean> {
+    return this.#change<T>(file, (entries) => !taken(entries) && entries.push(entry) > 0);
+  }
+
+  /** Sets `mac` on the first entry `match` picks, if it has none. */
+  async #addMac<T extends { mac?: string }>(file: string, match: (entry: T) => boolean, mac: string): Promise<void> {
+    await this.#change<T>(file, (entries) => {
+      const entry = entries.find(match);
+      if (!entry || entry.mac !== undefined) return false;
+      entry.mac = mac;
+      return true;
+    });
   }
 
   async list(): Promise<StoredKey[]> {
@@ -67,5 +84,13 @@ export class FileKeyStore implements KeyStore {
 
   addTransition(t: KeyTransition): Promise<boolean> {
     return this.#append(this.#transitionsFile, t, (all) => all.some((x) => x.kid === t.kid && x.type === t.type));
+  }
+
+  addKeyMac(kid: string, mac: string): Promise<void> {
+    return this.#addMac<StoredKey>(this.#file, (k) => k.kid === kid, mac);
+  }
+
+  addTransitionMac(kid: string, type: KeyTransition['type'], mac: string): Promise<void> {
+    return this.#addMac<KeyTransition>(this.#transitionsFile, (t) => t.kid === kid && t.type === type, mac);
   }
 }

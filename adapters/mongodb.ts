@@ -361,6 +361,14 @@ class MongoKeyStore implements KeyStore {
       throw unavailable('keys.insert', err);
     }
   }
+
+  async addKeyMac(kid: string, mac: string): Promise<void> {
+    await guard('keys.addKeyMac', () => this.keys.updateOne({ _id: kid, mac: { $exists: false } }, { $set: { mac } }));
+  }
+
+  async addTransitionMac(kid: string, type: KeyTransition['type'], mac: string): Promise<void> {
+    await guard('keys.addTransitionMac', () => this.transitionsCol.updateOne({ _id: `${kid}:${type}`, mac: { $exists: false } }, { $set: { mac } }));
+  }
 }
 
 export interface MongoStorageOptions {

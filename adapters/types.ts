@@ -71,6 +71,8 @@ export interface StoredKey {
   createdAt: string;
   publicJwk: Record<string, string>;
   sealed: SealedSecret;
+  /** Integrity MAC under a KEK-derived key (keys/integrity.ts); absent only in stores written before it existed. */
+  mac?: string;
 }
 
 export interface SealedSecret {
@@ -90,6 +92,8 @@ export interface KeyTransition {
   /** When it was recorded, and by what (CLI, automatic rotation). */
   recordedAt: string;
   reason?: string;
+  /** Integrity MAC under a KEK-derived key (keys/integrity.ts); absent only in stores written before it existed. */
+  mac?: string;
 }
 
 export interface KeyStore {
@@ -99,6 +103,10 @@ export interface KeyStore {
   transitions(): Promise<KeyTransition[]>;
   /** Records a transition; false when that (kid, type) was already recorded. */
   addTransition(t: KeyTransition): Promise<boolean>;
+  /** Sets the MAC of a key stored without one (the one-time upgrade); a key that has a MAC keeps it. */
+  addKeyMac(kid: string, mac: string): Promise<void>;
+  /** Sets the MAC of a transition stored without one; a transition that has a MAC keeps it. */
+  addTransitionMac(kid: string, type: KeyTransition['type'], mac: string): Promise<void>;
 }
 
 /**

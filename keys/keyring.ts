@@ -6,7 +6,9 @@ import { generateSigningKey } from './generate.js';
 import type { SigningAlg } from './generate.js';
 import { deriveKeyView, publishedKids } from './lifecycle.js';
 import type { KeyTimeline, KeyView, LifecyclePolicy } from './lifecycle.js';
-import { seal, unseal } from './seal.js';
+import { checkKeyPair, keyRecordText, macKeyRecord, macTransition, readVerifiedKeys, upgradeKeyStore } from './integrity.js';
+import type { UpgradeReport } from './integrity.js';
+import { seal } from './seal.js';
 
 export interface LoadedKey {
   kid: string;
@@ -18,6 +20,8 @@ export interface LoadedKey {
 
 export interface KeyringEvents {
   generated?: (kid: string, alg: SigningAlg) => void;
+  /** A store from before key records carried integrity MACs was upgraded (keys/integrity.ts). */
+  upgraded?: (report: UpgradeReport) => void;
 }
 
 /** A key as auditors see it: its public JWK and the window in which it signed and was published. */
@@ -32,17 +36,17 @@ export interface ArchivedKey {
   jwk: JWK;
 }
 
-/** Seals a freshly generated key for storage. */
+/** Seals a freshly generated key for storage, with its integrity MAC. */
 export async function newStoredKey(kek: Buffer, alg: SigningAlg, seq: number, now = new Date()): Promise<StoredKey> {
   const fresh = await generateSigningKey(alg);
-  return {
+  return macKeyRecord(kek, {
     kid: fresh.kid,
     seq,
     alg,
     createdAt: now.toISOString(),
     publicJwk: fresh.publicJwk as Record<string, string>,
     sealed: seal(kek, JSON.stringify(fresh.privateJwk), fresh.kid),
-  };
+  });
 }
 
 export function archiveView(stored: readonly StoredKey[], view: KeyView): ArchivedKey[] {
@@ -60,13 +64,17 @@ export function archiveView(stored: readonly StoredKey[], view: KeyView): Archiv
 
 /**
  * The signing keys this process holds. States come from storage (keys/lifecycle.ts); `refresh()` re-reads them so
- * every instance follows rotations without a restart. Only published keys are unsealed; archived private keys are
+ * every instance follows rotations without a restart. Every record must carry a valid integrity MAC, and every key is
+ * checked once against its sealed private key (keys/integrity.ts); a refused record refuses the whole refresh, so
+ * the keyring only ever holds a key set that verified. Only published private keys are kept; archived ones are
  * never needed again and stay sealed in storage.
  */
 export class Keyring {
   #stored: StoredKey[] = [];
   #transitions: KeyTransition[] = [];
-  readonly #unsealed = new Map<string, LoadedKey>();
+  #unsealed = new Map<string, LoadedKey>();
+  /** kid → the canonical text of the record whose key pair was checked. */
+  #checked = new Map<string, string>();
 
   private constructor(
     private readonly store: KeyStore,
@@ -121,17 +129,29 @@ export class Keyring {
     return `${view.signer?.kid ?? '-'}|${publishedKids(view).join(',')}`;
   }
 
-  /** Re-reads keys and transitions from storage and unseals newly published keys. */
+  /**
+   * Re-reads keys and transitions from storage, verifies them (MACs; key pairs not checked before), and unseals
+   * newly published keys. Throws a KeyMaterialError naming the record refused, and then changes nothing.
+   */
   async refresh(): Promise<void> {
-    const [stored, transitions] = await Promise.all([this.store.list(), this.store.transitions()]);
-    const view = deriveKeyView(stored, transitions, new Date(), this.policy);
-    for (const kid of publishedKids(view)) {
-      if (this.#unsealed.has(kid)) continue;
-      const s = stored.find((k) => k.kid === kid)!;
-      const privateJwk = JSON.parse(unseal(this.kek, s.sealed, s.kid)) as JWK;
-      if (privateJwk.kid !== s.kid) throw new KeyMaterialError(`stored key ${s.kid} unseals to a different key id`);
-      this.#unsealed.set(kid, { kid: s.kid, alg: s.alg, seq: s.seq, publicJwk: s.publicJwk as JWK, privateJwk });
+    const { keys: stored, transitions } = await readVerifiedKeys(this.store, this.kek);
+    const published = new Set(publishedKids(deriveKeyView(stored, transitions, new Date(), this.policy)));
+    const checked = new Map<string, string>();
+    const unsealed = new Map<string, LoadedKey>();
+    for (const s of stored) {
+      const text = keyRecordText(s);
+      const known = this.#checked.get(s.kid) === text;
+      const held = known ? this.#unsealed.get(s.kid) : undefined;
+      checked.set(s.kid, text);
+      if (known && (held || !published.has(s.kid))) {
+        if (held && published.has(s.kid)) unsealed.set(s.kid, held);
+        continue;
+      }
+      const privateJwk = await checkKeyPair(this.kek, s);
+      if (published.has(s.kid)) unsealed.set(s.kid, { kid: s.kid, alg: s.alg, seq: s.seq, publicJwk: s.publicJwk as JWK, privateJwk });
     }
+    this.#checked = checked;
+    this.#unsealed = unsealed;
     this.#stored = stored;
     this.#transitions = transitions;
     this.#cache = undefined;
@@ -139,10 +159,13 @@ export class Keyring {
 
   /**
    * Loads the keys and unseals the published ones under `kek`. On empty storage one key is generated and activated
-   * (reported through `events.generated`); if another instance wins that race, its key is used. Keys sealed under
-   * another KEK, or altered, refuse the load: a replacement is never generated silently.
+   * (reported through `events.generated`); if another instance wins that race, its key is used. A store written
+   * before records carried MACs is upgraded first (`events.upgraded`). Keys sealed under another KEK, or any record
+   * altered, refuse the load: a replacement is never generated silently.
    */
   static async load(store: KeyStore, kek: Buffer, alg: SigningAlg, policy: LifecyclePolicy, events: KeyringEvents = {}): Promise<Keyring> {
+    const upgraded = await upgradeKeyStore(store, kek);
+    if (upgraded.keys.length > 0 || upgraded.transitions.length > 0) events.upgraded?.(upgraded);
     if ((await store.list()).length === 0) {
       const record = await newStoredKey(kek, alg, 1);
       if (await store.insert(record)) events.generated?.(record.kid, alg);
@@ -154,16 +177,12 @@ export class Keyring {
     const [stored, transitions] = await Promise.all([store.list(), store.transitions()]);
     const first = stored[0];
     if (stored.length === 1 && first?.seq === 1 && transitions.length === 0) {
-      await store.addTransition({ kid: first.kid, type: 'activate', at: first.createdAt, recordedAt: new Date().toISOString(), reason: 'first key' });
+      await store.addTransition(macTransition(kek, { kid: first.kid, type: 'activate', at: first.createdAt, recordedAt: new Date().toISOString(), reason: 'first key' }));
     }
     const ring = new Keyring(store, kek, policy);
     await ring.refresh();
+    // refresh() has checked every key, archived ones included, against its sealed private key under this KEK.
     if (ring.#stored.length === 0) throw new KeyMaterialError('a signing key was stored but cannot be read back');
-    // Refuse to start on keys this KEK cannot open, even if none is published (e.g. all archived).
-    if (ring.#unsealed.size === 0) {
-      const newest = ring.#stored.at(-1)!;
-      unseal(kek, newest.sealed, newest.kid);
-    }
     return ring;
   }
 }

@@ -1,6 +1,7 @@
 import type { KeyStore } from '../adapters/types.js';
 import { KeyMaterialError } from './errors.js';
 import type { SigningAlg } from './generate.js';
+import { macTransition, readVerifiedKeys } from './integrity.js';
 import { newStoredKey } from './keyring.js';
 import { deriveKeyView } from './lifecycle.js';
 import type { LifecyclePolicy } from './lifecycle.js';
@@ -30,7 +31,7 @@ export interface RotateOptions {
  */
 export async function rotateKeys(store: KeyStore, kek: Buffer, policy: LifecyclePolicy, opts: RotateOptions): Promise<RotationResult> {
   const now = opts.now ?? new Date();
-  const [keys, transitions] = await Promise.all([store.list(), store.transitions()]);
+  const { keys, transitions } = await readVerifiedKeys(store, kek);
   const view = deriveKeyView(keys, transitions, now, policy);
   const pending = view.timelines.filter((t) => t.state === 'next');
   if (!opts.immediately) {
@@ -45,15 +46,15 @@ export async function rotateKeys(store: KeyStore, kek: Buffer, policy: Lifecycle
   const activatesAt = opts.immediately ? now : new Date(now.getTime() + opts.publishDelaySeconds * 1000);
   const stamp = { recordedAt: now.toISOString(), ...(opts.reason ? { reason: opts.reason } : {}) };
   if (opts.immediately) {
-    for (const p of pending) await store.addTransition({ kid: p.kid, type: 'retire', at: now.toISOString(), ...stamp });
+    for (const p of pending) await store.addTransition(macTransition(kek, { kid: p.kid, type: 'retire', at: now.toISOString(), ...stamp }));
   }
-  await store.addTransition({ kid: record.kid, type: 'activate', at: activatesAt.toISOString(), ...stamp });
+  await store.addTransition(macTransition(kek, { kid: record.kid, type: 'activate', at: activatesAt.toISOString(), ...stamp }));
   return { status: opts.immediately ? 'activated' : 'scheduled', kid: record.kid, activatesAt, replaces: view.signer?.kid };
 }
 
 /** Retires a key now. The signing key cannot be retired without a successor: rotate instead. */
-export async function retireKey(store: KeyStore, kid: string, policy: LifecyclePolicy, reason?: string, now = new Date()): Promise<void> {
-  const [keys, transitions] = await Promise.all([store.list(), store.transitions()]);
+export async function retireKey(store: KeyStore, kek: Buffer, kid: string, policy: LifecyclePolicy, reason?: string, now = new Date()): Promise<void> {
+  const { keys, transitions } = await readVerifiedKeys(store, kek);
   const view = deriveKeyView(keys, transitions, now, policy);
   const key = view.timelines.find((t) => t.kid === kid);
   if (!key) throw new KeyMaterialError(`no key ${kid}`);
@@ -61,5 +62,5 @@ export async function retireKey(store: KeyStore, kid: string, policy: LifecycleP
   if (view.signer?.kid === kid) {
     throw new KeyMaterialError(`${kid} is the signing key; run \`agentauth keys rotate\` (or --immediately) to replace it first`);
   }
-  await store.addTransition({ kid, type: 'retire', at: now.toISOString(), recordedAt: now.toISOString(), ...(reason ? { reason } : {}) });
+  await store.addTransition(macTransition(kek, { kid, type: 'retire', at: now.toISOString(), recordedAt: now.toISOString(), ...(reason ? { reason } : {}) }));
 }

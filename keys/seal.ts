@@ -29,13 +29,18 @@ export function seal(kek: Buffer, plaintext: string, aad: string): SealedSecret 
   };
 }
 
-export function unseal(kek: Buffer, sealed: SealedSecret, aad: string): string {
+/** Refuses, naming both fingerprints, a secret sealed under another KEK (before anything tries to open it). */
+export function assertSealedUnder(kek: Buffer, sealed: SealedSecret, aad: string): void {
   if (sealed.kekId !== kekId(kek)) {
     throw new KeyMaterialError(
       `key ${aad} was sealed under another key-encryption key (kekId ${sealed.kekId}, configured ${kekId(kek)}); ` +
         'set AGENTAUTH_KEK or AGENTAUTH_KEK_FILE to the key it was created with',
     );
   }
+}
+
+export function unseal(kek: Buffer, sealed: SealedSecret, aad: string): string {
+  assertSealedUnder(kek, sealed, aad);
   try {
     const decipher = createDecipheriv('aes-256-gcm', deriveKey(kek, 'seal'), Buffer.from(sealed.iv, 'base64url'));
     decipher.setAAD(Buffer.from(aad, 'utf8'));

@@ -7,6 +7,7 @@ import type { Storage } from '../adapters/types.js';
 import { KeyMaterialError } from '../keys/errors.js';
 import { configuredKek, embeddedKek } from '../keys/kek.js';
 import type { ResolvedKek } from '../keys/kek.js';
+import type { UpgradeReport } from '../keys/integrity.js';
 import { Keyring } from '../keys/keyring.js';
 import { deriveKey } from '../keys/seal.js';
 import { createApp } from './app.js';
@@ -88,12 +89,18 @@ export async function boot(config: Config, log: Logger): Promise<Agentauth> {
     const policy = { retireGraceSeconds: retireGraceSeconds(config) };
     const audit = new AuditLog(storage.audit, { chain: writerChain({ server: { port: config.port } }, config.auditChain) });
     let generated: { kid: string; alg: string } | undefined;
+    let upgraded: UpgradeReport | undefined;
     const keyring = await Keyring.load(storage.keys, kek, config.keyAlg, policy, {
       generated: (kid, alg) => {
         generated = { kid, alg };
         log.info({ kid, alg }, 'generated the first signing key');
       },
+      upgraded: (report) => {
+        upgraded = report;
+        log.warn({ event: 'keys.integrity_upgraded', ...report }, 'key store upgraded: integrity MACs written for records stored without one (keys checked against their sealed private keys)');
+      },
     });
+    if (upgraded) await audit.record({ type: 'key.integrity_upgraded', details: { ...upgraded } });
     if (generated) await audit.record({ type: 'key.generated', details: { ...generated, reason: 'first start on empty storage' } });
     log.info({ kid: keyring.active.kid, alg: keyring.active.alg, keys: keyring.keys.length, kek: origin, store: storage.kind }, 'signing keys loaded');
 

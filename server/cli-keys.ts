@@ -1,6 +1,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import type { Command } from 'commander';
 
+import { readCheckedKeys, upgradeKeyStore } from '../keys/integrity.js';
 import { archiveView } from '../keys/keyring.js';
 import type { ArchivedKey } from '../keys/keyring.js';
 import { deriveKeyView } from '../keys/lifecycle.js';
@@ -26,8 +27,24 @@ async function withStorage<T>(fn: (storage: Storage, config: Config) => Promise<
   }
 }
 
+/**
+ * The KEK, once the key store has had its one-time integrity upgrade (keys/integrity.ts; a no-op once done). Every
+ * command that reads or writes keys holds it: without it, no key record can be told from one written by someone else.
+ */
+async function keyKek(storage: Storage, config: Config): Promise<Buffer> {
+  const log = createLogger('warn', process.stderr);
+  const { kek } = await resolveKek(config, storage, log);
+  const upgraded = await upgradeKeyStore(storage.keys, kek);
+  if (upgraded.keys.length > 0 || upgraded.transitions.length > 0) {
+    log.warn({ event: 'keys.integrity_upgraded', keys: upgraded.keys, transitions: upgraded.transitions }, 'key store upgraded: integrity MACs written for records stored without one');
+  }
+  return kek;
+}
+
+/** Every key with its windows, from records whose MACs and key pairs verified under the KEK. */
 async function archiveFromStorage(storage: Storage, config: Config): Promise<ArchivedKey[]> {
-  const [keys, transitions] = await Promise.all([storage.keys.list(), storage.keys.transitions()]);
+  if ((await storage.keys.list()).length === 0) return []; // nothing to trust, and no KEK to generate for it
+  const { keys, transitions } = await readCheckedKeys(storage.keys, await keyKek(storage, config));
   return archiveView(keys, deriveKeyView(keys, transitions, new Date(), { retireGraceSeconds: retireGraceSeconds(config) }));
 }
 
@@ -78,7 +95,7 @@ export function registerKeyCommands(program: Command): void {
     .option('--immediately', 'activate the new key now (key compromise); verifiers with a cached JWKS refetch on the unknown kid')
     .action((opts: { immediately?: boolean }) =>
       withStorage(async (storage, config) => {
-        const { kek } = await resolveKek(config, storage, createLogger('warn', process.stderr));
+        const kek = await keyKek(storage, config);
         const result = await rotateKeys(storage.keys, kek, { retireGraceSeconds: retireGraceSeconds(config) }, {
           alg: config.keyAlg,
           publishDelaySeconds: config.keys.publishDelaySeconds,
@@ -100,7 +117,7 @@ export function registerKeyCommands(program: Command): void {
     .description('retire a key that is not the signing key (it stays published until its tokens have expired)')
     .action((kid: string) =>
       withStorage(async (storage, config) => {
-        await retireKey(storage.keys, kid, { retireGraceSeconds: retireGraceSeconds(config) }, 'operator');
+        await retireKey(storage.keys, await keyKek(storage, config), kid, { retireGraceSeconds: retireGraceSeconds(config) }, 'operator');
         await recordAudit(storage, { type: 'key.retired', details: { kid, by: 'cli' } });
         out({ retired: kid });
       }),
@@ -121,8 +138,8 @@ export function registerKeyCommands(program: Command): void {
 
   program
     .command('verify <token>')
-    .description('verify a token agentauth signed, offline, against the key archive in storage or an exported file')
-    .option('--archive <file>', 'an archive written by `agentauth keys export --public` (no storage needed)')
+    .description('verify a token agentauth signed, against the key archive in storage (needs the KEK) or an exported file')
+    .option('--archive <file>', 'an archive written by `agentauth keys export --public` (no storage, no KEK: trusts the file as given)')
     .action(async (token: string, opts: { archive?: string }) => {
       let report;
       if (opts.archive) {

@@ -2,6 +2,7 @@ import type { Provider } from 'oidc-provider';
 import initializeKeystore from 'oidc-provider/lib/helpers/initialize_keystore.js';
 
 import type { KeyStore } from '../adapters/types.js';
+import { KeyIntegrityError } from '../keys/errors.js';
 import type { SigningAlg } from '../keys/generate.js';
 import type { Keyring } from '../keys/keyring.js';
 import type { LifecyclePolicy } from '../keys/lifecycle.js';
@@ -72,6 +73,11 @@ export class KeyWatcher {
       await this.#autoRotate();
       this.apply();
     } catch (err) {
+      if (err instanceof KeyIntegrityError) {
+        // Someone wrote the key store without the KEK: an incident, not an outage (docs/operations.md).
+        log.error({ event: 'keys.refused', err: err.message }, 'signing keys in storage failed their integrity check; keeping the current ones');
+        return;
+      }
       log.error({ err: err instanceof Error ? err.message : String(err) }, 'could not refresh signing keys; keeping the current ones');
     } finally {
       this.#running = false;

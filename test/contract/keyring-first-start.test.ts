@@ -40,6 +40,8 @@ describe.each(FACTORIES)('first start on empty storage, several instances at onc
       insert: (key) => real.insert(key),
       transitions: () => real.transitions(),
       addTransition: (t) => real.addTransition(t),
+      addKeyMac: (kid, mac) => real.addKeyMac(kid, mac),
+      addTransitionMac: (kid, type, mac) => real.addTransitionMac(kid, type, mac),
     };
     const generated: string[] = [];
     const ring = await Keyring.load(racing, kek, 'ES256', policy, { generated: (kid) => generated.push(kid) });

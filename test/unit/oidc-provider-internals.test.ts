@@ -3,9 +3,12 @@ import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 
 import introspection from 'oidc-provider/lib/actions/introspection.js';
+import * as registration from 'oidc-provider/lib/actions/registration.js';
 import revocation from 'oidc-provider/lib/actions/revocation.js';
 import * as grants from 'oidc-provider/lib/helpers/grants.js';
 import initializeKeystore from 'oidc-provider/lib/helpers/initialize_keystore.js';
+
+import { prepareRegistrationSteps } from '../../server/http/registration-steps.js';
 
 /**
  * agentauth patches or calls these internals of oidc-provider (server/structured-tokens.ts, server/key-watcher.ts,
@@ -28,6 +31,26 @@ describe('oidc-provider internals agentauth relies on', () => {
     expect(names(introspection).some((n) => n === 'rejectStructuredTokens' || n === 'acceptStructuredTokens')).toBe(true);
     expect(names(revocation)).toEqual(expect.arrayContaining(['revokeToken']));
     expect(names(revocation).some((n) => n === 'rejectStructuredTokens' || n === 'acceptStructuredTokens')).toBe(true);
+  });
+
+  test('the registration actions still have the steps agentauth inserts its own next to (server/http/registration-steps.ts)', () => {
+    const names = (list: Array<{ name: string }>) => list.map((h) => h.name);
+    expect(names(registration.post)).toEqual(expect.arrayContaining(['bound selectiveBody', 'validateInitialAccessToken', 'registrationResponse']));
+    expect(names(registration.get)).toEqual(expect.arrayContaining(['validateRegistrationAccessToken', 'clientReadResponse']));
+    expect(names(registration.put)).toEqual(expect.arrayContaining(['validateRegistrationAccessToken', 'validateJsonBody', 'equalChecks', 'clientUpdateResponse']));
+    expect(names(registration.del)).toEqual(expect.arrayContaining(['validateRegistrationAccessToken', 'clientRemoveResponse']));
+    // Once patched (idempotent), each step sits where the policy must run: before the step that answers.
+    prepareRegistrationSteps();
+    prepareRegistrationSteps();
+    const post = names(registration.post);
+    expect(post.filter((n) => n === 'agentauthRegistrationQuota')).toHaveLength(1);
+    expect(post.indexOf('agentauthRegistrationQuota')).toBeLessThan(post.indexOf('bound selectiveBody'));
+    expect(post.indexOf('agentauthRegistrationPolicy')).toBe(post.indexOf('validateInitialAccessToken') + 1);
+    expect(names(registration.get).indexOf('agentauthRotateOnRead')).toBe(names(registration.get).indexOf('clientReadResponse') - 1);
+    const put = names(registration.put);
+    expect(put.indexOf('agentauthUpdatePolicy')).toBeLessThan(put.indexOf('equalChecks'));
+    expect(put.indexOf('agentauthRotateOnUpdate')).toBe(put.indexOf('clientUpdateResponse') - 1);
+    expect(names(registration.del).indexOf('agentauthRevokeOnDelete')).toBe(names(registration.del).indexOf('clientRemoveResponse') - 1);
   });
 
   test('the grant helpers and the keystore initialiser have the shapes called', () => {

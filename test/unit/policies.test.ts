@@ -90,6 +90,46 @@ describe('registration policy (pure)', () => {
     if (allowed) expect(() => checkRedirectUri('redirect_uris', uri)).not.toThrow();
     else expect(refusal(() => checkRedirectUri('redirect_uris', uri))).toMatch(/^invalid_redirect_uri: redirect_uris /);
   });
+
+  test.each([
+    ['a trailing newline', 'https://client.example.com/cb\n', /printable ASCII.*"\\n" \(U\+000A\)/],
+    ['a NUL character', 'https://client.example.com/c\u0000b', /printable ASCII.*\(U\+0000\)/],
+    ['a tab inside the host', 'https://client.exa\tmple.com/cb', /printable ASCII.*\(U\+0009\)/],
+    ['a space', 'https://client.example.com/my cb', /printable ASCII.*\(U\+0020\)/],
+    ['full-width host characters', 'https://\uff43lient.example.com/cb', /printable ASCII.*xn--.*\(U\+FF43\)/],
+    ['a non-ASCII path', 'https://client.example.com/caf\u00e9', /printable ASCII.*\(U\+00E9\)/],
+    ['a malformed percent-escape', 'https://client.example.com/%ZZ', /malformed percent-escape at "%ZZ"/],
+    ['a lone percent sign at the end', 'https://client.example.com/cb%', /malformed percent-escape at "%"/],
+    ['an upper-case host', 'https://Client.Example.com/cb', /normalised form: register "https:\/\/client\.example\.com\/cb"/],
+    ['an upper-case scheme', 'HTTPS://client.example.com/cb', /normalised form: register "https:\/\/client\.example\.com\/cb"/],
+    ['the default port', 'https://client.example.com:443/cb', /normalised form: register "https:\/\/client\.example\.com\/cb"/],
+    ['no path', 'https://client.example.com', /normalised form: register "https:\/\/client\.example\.com\/"/],
+    ['dot segments', 'https://client.example.com/a/../cb', /normalised form: register "https:\/\/client\.example\.com\/cb"/],
+    ['backslashes', 'https:\\\\client.example.com\\cb', /normalised form: register "https:\/\/client\.example\.com\/cb"/],
+    ['a decimal IPv4 loopback', 'http://2130706433/cb', /normalised form: register "http:\/\/127\.0\.0\.1\/cb"/],
+  ])('a redirect URI with %s is refused, naming the problem', (_label, uri, description) => {
+    const why = refusal(() => checkRedirectUri('redirect_uris', uri));
+    expect(why).toMatch(/^invalid_redirect_uri: redirect_uris /);
+    expect(why).toMatch(description);
+  });
+
+  test.each([
+    'https://client.example.com/cb?x=%2F&y=1',
+    'https://xn--caf-dma.example/cb',
+    'http://[::1]:8080/cb',
+    'https://client.example.com/',
+  ])('a normalised printable-ASCII redirect URI is accepted: %s', (uri) => {
+    expect(() => checkRedirectUri('redirect_uris', uri)).not.toThrow();
+  });
+
+  test('post_logout_redirect_uris meet the same rules at registration', () => {
+    expect(refusal(() => checkRegistrationRequest({ ...ok, post_logout_redirect_uris: ['https://client.example.com/bye\n'] }, policy, DEFAULT_TIERS.standard, { update: false }))).toMatch(
+      /^invalid_redirect_uri: post_logout_redirect_uris must be printable ASCII/,
+    );
+    expect(refusal(() => checkRegistrationRequest({ ...ok, redirect_uris: ['https://client.example.com/%zz'] }, policy, DEFAULT_TIERS.standard, { update: false }))).toMatch(
+      /^invalid_redirect_uri: redirect_uris contains a malformed percent-escape/,
+    );
+  });
 });
 
 describe('WindowLimiter', () => {
@@ -102,3 +142,4 @@ describe('WindowLimiter', () => {
     expect(l.hit('a', 60_000).allowed).toBe(true);
   });
 });
+

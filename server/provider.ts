@@ -13,6 +13,7 @@ import { longestSignedTokenLifetime } from './config.js';
 import type { Config } from './config.js';
 import type { Logger } from './logger.js';
 import { shouldIssueRefreshToken } from './policies/refresh.js';
+import { checkRefreshTarget } from './policies/refresh-request.js';
 import { TIER_FIELD, accessTokenLifetime, refreshTokenLifetime, tierOf } from './policies/tiers.js';
 import type { TierLimits } from './policies/tiers.js';
 import { tierFromPolicies, tierPolicyName } from './registration-routes.js';
@@ -32,6 +33,12 @@ export interface ProviderDeps {
 
 /** Scopes of OpenID Connect itself; everything else belongs to a resource server. */
 export const OIDC_SCOPES = ['openid'];
+
+/** A request for OpenID scopes only (userinfo) names no resource. */
+function asksOidcScopesOnly(ctx: KoaContextWithOIDC): boolean {
+  const scope = String(ctx.oidc.params?.scope ?? '');
+  return Boolean(scope) && scope.split(' ').every((s) => OIDC_SCOPES.includes(s));
+}
 
 interface TokenLike {
   resourceServer?: { accessTokenTTL?: number };
@@ -162,8 +169,7 @@ export function providerConfiguration(deps: ProviderDeps): Configuration {
         enabled: true,
         defaultResource: async (ctx) => {
           // A request for OpenID scopes only (userinfo) names no resource; any other request needs exactly one.
-          const scope = String(ctx.oidc.params?.scope ?? '');
-          if (scope && scope.split(' ').every((s) => OIDC_SCOPES.includes(s))) return undefined;
+          if (asksOidcScopesOnly(ctx)) return undefined;
           return resources.defaultResource();
         },
         getResourceServerInfo: async (_ctx, identifier) => resources.info(identifier),
@@ -173,7 +179,13 @@ export function providerConfiguration(deps: ProviderDeps): Configuration {
     pkce: { required: () => true },
     // (The grant handler has already verified the proof, so its presence means the refresh token gets bound.)
     issueRefreshToken: async (ctx, client) => shouldIssueRefreshToken(client, Boolean(ctx.get('DPoP'))),
-    rotateRefreshToken: () => true,
+    // Called by the refresh grant just before it uses up the refresh token: a target the token cannot serve is refused
+    // here, leaving the token usable (its retry is then not a reuse that revokes the grant).
+    rotateRefreshToken: (ctx) => {
+      const token = ctx.oidc.entities.RefreshToken as { resource?: string | string[] } | undefined;
+      checkRefreshTarget({ requested: ctx.oidc.params?.resource as string | string[] | undefined, granted: token?.resource, oidcScopesOnly: asksOidcScopesOnly(ctx) });
+      return true;
+    },
     extraTokenClaims: async (_ctx, token) => {
       const { grantId } = token as unknown as TokenLike;
       return grantId ? { grant_id: grantId } : undefined;

@@ -5,6 +5,7 @@ import { checkRedirectUri, checkRegistrationRequest } from '../../server/policie
 import type { RegistrationPolicy } from '../../server/policies/registration.js';
 import { accessTokenLifetime, refreshTokenLifetime, tierOf } from '../../server/policies/tiers.js';
 import { WindowLimiter } from '../../server/policies/rate-limit.js';
+import { checkRefreshTarget } from '../../server/policies/refresh-request.js';
 
 const limits = { tiers: DEFAULT_TIERS, defaultTier: 'standard', maxBearerTokenTTL: 300 };
 const policy: RegistrationPolicy = {
@@ -143,3 +144,42 @@ describe('WindowLimiter', () => {
   });
 });
 
+describe('refresh request target (pure)', () => {
+  const A = 'https://a.example.com';
+  const B = 'https://b.example.com';
+
+  test.each([
+    ['the granted resource', A, A],
+    ['no resource on a single-resource token', undefined, A],
+    ['no resource on a token without resources', undefined, undefined],
+    ['one of several granted resources', B, [A, B]],
+  ])('naming %s is accepted', (_label, requested, granted) => {
+    expect(() => checkRefreshTarget({ requested, granted, oidcScopesOnly: false })).not.toThrow();
+  });
+
+  test('a resource the token was not granted is invalid_target, naming both', () => {
+    expect(refusal(() => checkRefreshTarget({ requested: B, granted: A, oidcScopesOnly: false }))).toBe(
+      `invalid_target: resource ${B} was not granted to this refresh token; it covers ${A}`,
+    );
+    expect(refusal(() => checkRefreshTarget({ requested: A, granted: undefined, oidcScopesOnly: false }))).toMatch(/covers no resource$/);
+  });
+
+  test('more than one resource in one refresh is invalid_target', () => {
+    expect(refusal(() => checkRefreshTarget({ requested: [A, B], granted: [A, B], oidcScopesOnly: false }))).toMatch(/^invalid_target: name one resource per refresh request \(got 2\)/);
+  });
+
+  test('a token for several resources needs the resource named, unless only OpenID scopes are asked for', () => {
+    expect(refusal(() => checkRefreshTarget({ requested: undefined, granted: [A, B], oidcScopesOnly: false }))).toMatch(/^invalid_target: this refresh token covers several resources/);
+    expect(() => checkRefreshTarget({ requested: undefined, granted: [A, B], oidcScopesOnly: true })).not.toThrow();
+  });
+
+  test('refusals are oidc-provider InvalidTarget errors (400)', () => {
+    expect.assertions(2);
+    try {
+      checkRefreshTarget({ requested: B, granted: A, oidcScopesOnly: false });
+    } catch (err) {
+      expect(err).toBeInstanceOf(errors.InvalidTarget);
+      expect((err as { statusCode: number }).statusCode).toBe(400);
+    }
+  });
+});

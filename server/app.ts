@@ -13,6 +13,9 @@ import type { AuditRecorder } from './audit/trail.js';
 import { interactionRoutes } from '../interactions/routes.js';
 import type { InteractionDeps } from '../interactions/routes.js';
 import type { RegistrationGuardDeps } from './registration-routes.js';
+import { declaredBodyLimit, drainUnreadBody } from './http/body-limit.js';
+import { hostCheck } from './http/host-check.js';
+import { percentEscapeCheck } from './http/path-escapes.js';
 
 export interface AppDeps {
   provider: Provider;
@@ -122,6 +125,11 @@ export function createApp({ provider, health, keyring, cookieKeys, log, registra
   // Same keys as the provider's cookies: required when the provider is mounted (see shared notes).
   app.keys = cookieKeys;
   app.use(requestLog(log));
+  app.use(drainUnreadBody);
+  // Malformed requests end here, before any route or oidc-provider sees them (4xx, never a 500).
+  app.use(hostCheck);
+  app.use(percentEscapeCheck);
+  app.use(declaredBodyLimit);
   app.use(errorShield(log, health));
   app.use(auditTrail(audit, log));
   app.use(probes(health, keyring));

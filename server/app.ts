@@ -16,6 +16,7 @@ import type { RegistrationGuardDeps } from './registration-routes.js';
 import { declaredBodyLimit, drainUnreadBody } from './http/body-limit.js';
 import { hostCheck } from './http/host-check.js';
 import { percentEscapeCheck } from './http/path-escapes.js';
+import { securityHeaders } from './http/security-headers.js';
 
 export interface AppDeps {
   provider: Provider;
@@ -126,6 +127,7 @@ export function createApp({ provider, health, keyring, cookieKeys, log, registra
   app.keys = cookieKeys;
   app.use(requestLog(log));
   app.use(drainUnreadBody);
+  app.use(securityHeaders);
   // Malformed requests end here, before any route or oidc-provider sees them (4xx, never a 500).
   app.use(hostCheck);
   app.use(percentEscapeCheck);

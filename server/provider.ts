@@ -19,6 +19,7 @@ import type { TierLimits } from './policies/tiers.js';
 import { tierFromPolicies, tierPolicyName } from './registration-routes.js';
 import { ResourceServerRegistry } from './resource-servers.js';
 import { prepareStructuredTokenSupport, registerStructuredTokenSupport } from './structured-tokens.js';
+import { logoutSource, postLogoutSuccessSource, renderError } from '../interactions/provider-pages.js';
 
 export interface ProviderDeps {
   config: Config;
@@ -149,7 +150,7 @@ export function providerConfiguration(deps: ProviderDeps): Configuration {
       revocation: { enabled: true },
       jwtIntrospection: { enabled: true },
       userinfo: { enabled: true },
-      rpInitiatedLogout: { enabled: true },
+      rpInitiatedLogout: { enabled: true, logoutSource, postLogoutSuccessSource },
       registration: {
         enabled: registrationOn,
         initialAccessToken: config.registration.mode === 'token',
@@ -207,10 +208,7 @@ export function providerConfiguration(deps: ProviderDeps): Configuration {
       url: (_ctx, interaction) => `/interaction/${interaction.uid}`,
     },
     findAccount: async (_ctx, sub) => ({ accountId: sub, claims: async () => ({ sub }) }),
-    renderError: async (ctx, out) => {
-      ctx.type = 'json';
-      ctx.body = out;
-    },
+    renderError,
   };
 }
 

@@ -14,7 +14,7 @@ import { interactionRoutes } from '../interactions/routes.js';
 import type { InteractionDeps } from '../interactions/routes.js';
 import type { RegistrationGuardDeps } from './registration-routes.js';
 import { declaredBodyLimit, drainUnreadBody } from './http/body-limit.js';
-import { hostCheck } from './http/host-check.js';
+import { requestOriginCheck } from './http/request-origin.js';
 import { percentEscapeCheck } from './http/path-escapes.js';
 import { securityHeaders } from './http/security-headers.js';
 
@@ -129,7 +129,7 @@ export function createApp({ provider, health, keyring, cookieKeys, log, registra
   app.use(drainUnreadBody);
   app.use(securityHeaders);
   // Malformed requests end here, before any route or oidc-provider sees them (4xx, never a 500).
-  app.use(hostCheck);
+  app.use(requestOriginCheck);
   app.use(percentEscapeCheck);
   app.use(declaredBodyLimit);
   app.use(errorShield(log, health));

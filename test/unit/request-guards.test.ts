@@ -1,4 +1,4 @@
-import { isValidHost } from '../../server/http/host-check.js';
+import { isValidHost } from '../../server/http/request-origin.js';
 import { hasWellFormedEscapes } from '../../server/http/path-escapes.js';
 
 describe('Host header values', () => {

@@ -4,6 +4,7 @@ import type { InteractionResults, Provider } from 'oidc-provider';
 
 import { auditLater } from '../server/audit/trail.js';
 import { WALLET_GRANT_TYPE } from '../server/config.js';
+import { SECURITY_HEADERS } from '../server/http/security-headers.js';
 import { parseJsonBody, readBodyText } from '../server/request-body.js';
 import { asset } from './assets.js';
 import { SiweVerificationError } from './siwe/errors.js';
@@ -133,9 +134,7 @@ export function interactionRoutes(deps: InteractionDeps): Koa.Middleware {
     if (!m) return next();
     const [, uid, action] = m as unknown as [string, string, string | undefined];
     ctx.set('Cache-Control', 'no-store');
-    ctx.set('Content-Security-Policy', "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; frame-ancestors 'none'; base-uri 'none'");
-    ctx.set('X-Frame-Options', 'DENY');
-    ctx.set('Referrer-Policy', 'no-referrer');
+    ctx.set(SECURITY_HEADERS);
 
     let details: Details;
     try {

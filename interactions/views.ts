@@ -108,3 +108,24 @@ ${accessList(v)}
 export function errorPage(title: string, message: string): string {
   return layout(title, `<h1>${esc(title)}</h1><p class="error">${esc(message)}</p>`);
 }
+
+/**
+ * RP-initiated logout confirmation. `form` is oidc-provider's hidden form (its action and anti-forgery token); the
+ * buttons submit it, "logout=yes" ending the whole session, the other only this client's part of it.
+ */
+export function logoutPage(form: string, clientName: string | undefined): string {
+  return layout(
+    'Sign out?',
+    `<h1>Sign out?</h1>
+<p>${clientName ? `<strong>${esc(clientName)}</strong> asks to sign you out.` : 'An application asks to sign you out.'} Signing out ends your sign-in here and revokes the access you gave to the applications you signed in to.</p>
+${form}
+<div class="actions">
+<button autofocus type="submit" form="op.logoutForm" value="yes" name="logout">Yes, sign me out</button>
+<button type="submit" form="op.logoutForm" class="secondary">No, stay signed in</button>
+</div>`,
+  );
+}
+
+export function loggedOutPage(clientName: string | undefined): string {
+  return layout('Signed out', `<h1>Signed out</h1><p>You are signed out${clientName ? ` of <strong>${esc(clientName)}</strong>` : ''}. You can close this page.</p>`);
+}

@@ -11,6 +11,10 @@ import { auditTrail } from './audit/trail.js';
 import type { AuditRecorder } from './audit/trail.js';
 import { interactionRoutes } from '../interactions/routes.js';
 import type { InteractionDeps } from '../interactions/routes.js';
+import { declaredBodyLimit, drainUnreadBody } from './http/body-limit.js';
+import { requestOriginCheck } from './http/request-origin.js';
+import { percentEscapeCheck } from './http/path-escapes.js';
+import { securityHeaders } from './http/security-headers.js';
 
 export interface AppDeps {
   provider: Provider;
@@ -119,6 +123,12 @@ export function createApp({ provider, health, keyring, cookieKeys, log, interact
   // Same keys as the provider's cookies: required when the provider is mounted (see shared notes).
   app.keys = cookieKeys;
   app.use(requestLog(log));
+  app.use(drainUnreadBody);
+  app.use(securityHeaders);
+  // Malformed requests end here, before any route or oidc-provider sees them (4xx, never a 500).
+  app.use(requestOriginCheck);
+  app.use(percentEscapeCheck);
+  app.use(declaredBodyLimit);
   app.use(errorShield(log, health));
   app.use(auditTrail(audit, log));
   app.use(probes(health, keyring));

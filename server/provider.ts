@@ -13,6 +13,7 @@ import { longestSignedTokenLifetime } from './config.js';
 import type { Config } from './config.js';
 import type { Logger } from './logger.js';
 import { shouldIssueRefreshToken } from './policies/refresh.js';
+import { checkRefreshTarget } from './policies/refresh-request.js';
 import { TIER_FIELD, accessTokenLifetime, refreshTokenLifetime, tierOf } from './policies/tiers.js';
 import type { TierLimits } from './policies/tiers.js';
 import { prepareRegistrationSteps, registerRegistrationSteps } from './http/registration-steps.js';
@@ -22,6 +23,7 @@ import type { RegistrationPolicy } from './policies/registration.js';
 import { tierFromPolicies, tierPolicyName } from './policies/tiers.js';
 import { ResourceServerRegistry } from './resource-servers.js';
 import { prepareStructuredTokenSupport, registerStructuredTokenSupport } from './structured-tokens.js';
+import { logoutSource, postLogoutSuccessSource, renderError } from '../interactions/provider-pages.js';
 
 export interface ProviderDeps {
   config: Config;
@@ -36,6 +38,12 @@ export interface ProviderDeps {
 
 /** Scopes of OpenID Connect itself; everything else belongs to a resource server. */
 export const OIDC_SCOPES = ['openid'];
+
+/** A request for OpenID scopes only (userinfo) names no resource. */
+function asksOidcScopesOnly(ctx: KoaContextWithOIDC): boolean {
+  const scope = String(ctx.oidc.params?.scope ?? '');
+  return Boolean(scope) && scope.split(' ').every((s) => OIDC_SCOPES.includes(s));
+}
 
 interface TokenLike {
   resourceServer?: { accessTokenTTL?: number };
@@ -194,7 +202,7 @@ export function providerConfiguration(deps: ProviderDeps): Configuration {
       revocation: { enabled: true },
       jwtIntrospection: { enabled: true },
       userinfo: { enabled: true },
-      rpInitiatedLogout: { enabled: true },
+      rpInitiatedLogout: { enabled: true, logoutSource, postLogoutSuccessSource },
       registration: {
         enabled: registrationOn,
         initialAccessToken: config.registration.mode === 'token',
@@ -214,8 +222,7 @@ export function providerConfiguration(deps: ProviderDeps): Configuration {
         enabled: true,
         defaultResource: async (ctx) => {
           // A request for OpenID scopes only (userinfo) names no resource; any other request needs exactly one.
-          const scope = String(ctx.oidc.params?.scope ?? '');
-          if (scope && scope.split(' ').every((s) => OIDC_SCOPES.includes(s))) return undefined;
+          if (asksOidcScopesOnly(ctx)) return undefined;
           return resources.defaultResource();
         },
         getResourceServerInfo: async (ctx, identifier) => {
@@ -228,7 +235,13 @@ export function providerConfiguration(deps: ProviderDeps): Configuration {
     pkce: { required: () => true },
     // (The grant handler has already verified the proof, so its presence means the refresh token gets bound.)
     issueRefreshToken: async (ctx, client) => shouldIssueRefreshToken(client, Boolean(ctx.get('DPoP'))),
-    rotateRefreshToken: () => true,
+    // Called by the refresh grant just before it uses up the refresh token: a target the token cannot serve is refused
+    // here, leaving the token usable (its retry is then not a reuse that revokes the grant).
+    rotateRefreshToken: (ctx) => {
+      const token = ctx.oidc.entities.RefreshToken as { resource?: string | string[] } | undefined;
+      checkRefreshTarget({ requested: ctx.oidc.params?.resource as string | string[] | undefined, granted: token?.resource, oidcScopesOnly: asksOidcScopesOnly(ctx) });
+      return true;
+    },
     extraTokenClaims: async (_ctx, token) => {
       const { grantId } = token as unknown as TokenLike;
       return grantId ? { grant_id: grantId } : undefined;
@@ -250,10 +263,7 @@ export function providerConfiguration(deps: ProviderDeps): Configuration {
       url: (_ctx, interaction) => `/interaction/${interaction.uid}`,
     },
     findAccount: async (_ctx, sub) => ({ accountId: sub, claims: async () => ({ sub }) }),
-    renderError: async (ctx, out) => {
-      ctx.type = 'json';
-      ctx.body = out;
-    },
+    renderError,
   };
 }
 

@@ -1,13 +1,25 @@
 import type Koa from 'koa';
 import { errors } from 'oidc-provider';
 
-/** Reads a request body as text, refusing more than `limit` bytes with invalid_request. */
+/** RFC 9110 §15.5.14: the request content is larger than the server is willing to process. */
+export const CONTENT_TOO_LARGE = 413;
+
+const tooLarge = (limit: number) =>
+  new errors.InvalidRequest(`the request body exceeds the ${limit} bytes this endpoint accepts`, CONTENT_TOO_LARGE);
+
+/**
+ * Reads a request body as text, refusing more than `limit` bytes with 413 invalid_request: at once when the declared
+ * Content-Length says so, else as soon as the count passes the limit. A refused body is left unread, not destroyed,
+ * so the connection can still carry the answer (see server/http/body-limit.ts for what happens to the rest).
+ */
 export async function readBodyText(ctx: Koa.Context, limit: number): Promise<string> {
+  const declared = ctx.request.length;
+  if (declared !== undefined && declared > limit) throw tooLarge(limit);
   const chunks: Buffer[] = [];
   let size = 0;
-  for await (const chunk of ctx.req) {
+  for await (const chunk of ctx.req.iterator({ destroyOnReturn: false })) {
     size += (chunk as Buffer).length;
-    if (size > limit) throw new errors.InvalidRequest('request body too large');
+    if (size > limit) throw tooLarge(limit);
     chunks.push(chunk as Buffer);
   }
   return Buffer.concat(chunks).toString('utf8');

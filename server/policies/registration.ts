@@ -84,10 +84,27 @@ function stringArray(body: Record<string, unknown>, field: string): string[] | u
   return v as string[];
 }
 
-/** Exact redirect URIs only, https or loopback http (RFC 8252 §7.3), no fragment, no credentials, no wildcard. */
+/** The first character of `uri` outside printable ASCII (U+0021 to U+007E), described by its code point. */
+function firstNonAscii(uri: string): string | undefined {
+  const bad = /[^\x21-\x7e]/u.exec(uri)?.[0];
+  return bad === undefined ? undefined : `${JSON.stringify(bad)} (U+${bad.codePointAt(0)!.toString(16).toUpperCase().padStart(4, '0')})`;
+}
+
+/**
+ * Exact redirect URIs only, https or loopback http (RFC 8252 §7.3), no fragment, no credentials, no wildcard; written
+ * in printable ASCII and in the normalised form a WHATWG URL parser gives (so the URI stored is the one a browser
+ * comes back with, and nothing the parser would strip, such as a trailing newline, hides in it).
+ */
 export function checkRedirectUri(field: string, uri: string): void {
+  const bad = firstNonAscii(uri);
+  if (bad) {
+    throw redirectError(field, `must be printable ASCII without spaces (URIs are; internationalised host names go in their xn-- form); ${JSON.stringify(uri)} contains ${bad}`);
+  }
+  const escape = /%(?![0-9A-Fa-f]{2})/.exec(uri);
+  if (escape) throw redirectError(field, `contains a malformed percent-escape at ${JSON.stringify(uri.slice(escape.index, escape.index + 3))}: % must start an escape of two hex digits`);
   const u = URL.parse(uri);
   if (!u) throw redirectError(field, `must contain absolute URIs (got ${JSON.stringify(uri)})`);
+  if (u.href !== uri) throw redirectError(field, `must be in normalised form: register ${JSON.stringify(u.href)} instead of ${JSON.stringify(uri)}`);
   if (uri.includes('#')) throw redirectError(field, 'must not contain a fragment');
   if (u.username || u.password) throw redirectError(field, 'must not contain user credentials');
   if (uri.includes('*')) throw redirectError(field, 'must be exact URIs; wildcards are not allowed');

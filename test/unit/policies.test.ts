@@ -5,6 +5,7 @@ import { checkRedirectUri, checkRegistrationRequest, registrationOrigin, unatten
 import type { RegistrationPolicy } from '../../server/policies/registration.js';
 import { accessTokenLifetime, refreshTokenLifetime, tierOf } from '../../server/policies/tiers.js';
 import { WindowLimiter } from '../../server/policies/rate-limit.js';
+import { checkRefreshTarget } from '../../server/policies/refresh-request.js';
 
 const limits = { tiers: DEFAULT_TIERS, defaultTier: 'standard', maxBearerTokenTTL: 300 };
 const policy: RegistrationPolicy = {
@@ -129,6 +130,46 @@ describe('registration policy (pure)', () => {
     if (allowed) expect(() => checkRedirectUri('redirect_uris', uri)).not.toThrow();
     else expect(refusal(() => checkRedirectUri('redirect_uris', uri))).toMatch(/^invalid_redirect_uri: redirect_uris /);
   });
+
+  test.each([
+    ['a trailing newline', 'https://client.example.com/cb\n', /printable ASCII.*"\\n" \(U\+000A\)/],
+    ['a NUL character', 'https://client.example.com/c\u0000b', /printable ASCII.*\(U\+0000\)/],
+    ['a tab inside the host', 'https://client.exa\tmple.com/cb', /printable ASCII.*\(U\+0009\)/],
+    ['a space', 'https://client.example.com/my cb', /printable ASCII.*\(U\+0020\)/],
+    ['full-width host characters', 'https://\uff43lient.example.com/cb', /printable ASCII.*xn--.*\(U\+FF43\)/],
+    ['a non-ASCII path', 'https://client.example.com/caf\u00e9', /printable ASCII.*\(U\+00E9\)/],
+    ['a malformed percent-escape', 'https://client.example.com/%ZZ', /malformed percent-escape at "%ZZ"/],
+    ['a lone percent sign at the end', 'https://client.example.com/cb%', /malformed percent-escape at "%"/],
+    ['an upper-case host', 'https://Client.Example.com/cb', /normalised form: register "https:\/\/client\.example\.com\/cb"/],
+    ['an upper-case scheme', 'HTTPS://client.example.com/cb', /normalised form: register "https:\/\/client\.example\.com\/cb"/],
+    ['the default port', 'https://client.example.com:443/cb', /normalised form: register "https:\/\/client\.example\.com\/cb"/],
+    ['no path', 'https://client.example.com', /normalised form: register "https:\/\/client\.example\.com\/"/],
+    ['dot segments', 'https://client.example.com/a/../cb', /normalised form: register "https:\/\/client\.example\.com\/cb"/],
+    ['backslashes', 'https:\\\\client.example.com\\cb', /normalised form: register "https:\/\/client\.example\.com\/cb"/],
+    ['a decimal IPv4 loopback', 'http://2130706433/cb', /normalised form: register "http:\/\/127\.0\.0\.1\/cb"/],
+  ])('a redirect URI with %s is refused, naming the problem', (_label, uri, description) => {
+    const why = refusal(() => checkRedirectUri('redirect_uris', uri));
+    expect(why).toMatch(/^invalid_redirect_uri: redirect_uris /);
+    expect(why).toMatch(description);
+  });
+
+  test.each([
+    'https://client.example.com/cb?x=%2F&y=1',
+    'https://xn--caf-dma.example/cb',
+    'http://[::1]:8080/cb',
+    'https://client.example.com/',
+  ])('a normalised printable-ASCII redirect URI is accepted: %s', (uri) => {
+    expect(() => checkRedirectUri('redirect_uris', uri)).not.toThrow();
+  });
+
+  test('post_logout_redirect_uris meet the same rules at registration', () => {
+    expect(refusal(() => checkRegistrationRequest({ ...ok, post_logout_redirect_uris: ['https://client.example.com/bye\n'] }, policy, DEFAULT_TIERS.standard, anon))).toMatch(
+      /^invalid_redirect_uri: post_logout_redirect_uris must be printable ASCII/,
+    );
+    expect(refusal(() => checkRegistrationRequest({ ...ok, redirect_uris: ['https://client.example.com/%zz'] }, policy, DEFAULT_TIERS.standard, anon))).toMatch(
+      /^invalid_redirect_uri: redirect_uris contains a malformed percent-escape/,
+    );
+  });
 });
 
 describe('WindowLimiter', () => {
@@ -139,5 +180,45 @@ describe('WindowLimiter', () => {
     expect(l.hit('a', 2000)).toEqual({ allowed: false, retryAfter: 58 });
     expect(l.hit('b', 2000).allowed).toBe(true);
     expect(l.hit('a', 60_000).allowed).toBe(true);
+  });
+});
+
+describe('refresh request target (pure)', () => {
+  const A = 'https://a.example.com';
+  const B = 'https://b.example.com';
+
+  test.each([
+    ['the granted resource', A, A],
+    ['no resource on a single-resource token', undefined, A],
+    ['no resource on a token without resources', undefined, undefined],
+    ['one of several granted resources', B, [A, B]],
+  ])('naming %s is accepted', (_label, requested, granted) => {
+    expect(() => checkRefreshTarget({ requested, granted, oidcScopesOnly: false })).not.toThrow();
+  });
+
+  test('a resource the token was not granted is invalid_target, naming both', () => {
+    expect(refusal(() => checkRefreshTarget({ requested: B, granted: A, oidcScopesOnly: false }))).toBe(
+      `invalid_target: resource ${B} was not granted to this refresh token; it covers ${A}`,
+    );
+    expect(refusal(() => checkRefreshTarget({ requested: A, granted: undefined, oidcScopesOnly: false }))).toMatch(/covers no resource$/);
+  });
+
+  test('more than one resource in one refresh is invalid_target', () => {
+    expect(refusal(() => checkRefreshTarget({ requested: [A, B], granted: [A, B], oidcScopesOnly: false }))).toMatch(/^invalid_target: name one resource per refresh request \(got 2\)/);
+  });
+
+  test('a token for several resources needs the resource named, unless only OpenID scopes are asked for', () => {
+    expect(refusal(() => checkRefreshTarget({ requested: undefined, granted: [A, B], oidcScopesOnly: false }))).toMatch(/^invalid_target: this refresh token covers several resources/);
+    expect(() => checkRefreshTarget({ requested: undefined, granted: [A, B], oidcScopesOnly: true })).not.toThrow();
+  });
+
+  test('refusals are oidc-provider InvalidTarget errors (400)', () => {
+    expect.assertions(2);
+    try {
+      checkRefreshTarget({ requested: B, granted: A, oidcScopesOnly: false });
+    } catch (err) {
+      expect(err).toBeInstanceOf(errors.InvalidTarget);
+      expect((err as { statusCode: number }).statusCode).toBe(400);
+    }
   });
 });

@@ -1,0 +1,56 @@
+import { isIPv6 } from 'node:net';
+import type Koa from 'koa';
+
+/** RFC 3986 §3.2.2 reg-name characters (IPv4 addresses are a subset), without percent-encoding. */
+const REG_NAME = /^[A-Za-z0-9\-._~!$&'()*+,;=]{1,253}$/;
+const PORT = /^[0-9]{0,5}$/;
+
+/**
+ * Whether `value` is a Host header value: uri-host [ ":" port ] (RFC 9110 §7.2), where uri-host is a reg-name, an
+ * IPv4 address or a bracketed IPv6 address, and the whole forms an http URL authority a WHATWG URL parser accepts
+ * (oidc-provider resolves its endpoint URLs against it).
+ */
+export function isValidHost(value: string): boolean {
+  let port = '';
+  if (value.startsWith('[')) {
+    const end = value.indexOf(']');
+    if (end < 0 || !isIPv6(value.slice(1, end))) return false;
+    const rest = value.slice(end + 1);
+    if (rest !== '' && !rest.startsWith(':')) return false;
+    port = rest.slice(1);
+  } else {
+    const colon = value.lastIndexOf(':');
+    if (!REG_NAME.test(colon >= 0 ? value.slice(0, colon) : value)) return false;
+    if (colon >= 0) port = value.slice(colon + 1);
+  }
+  if (!PORT.test(port) || (port !== '' && Number(port) > 65535)) return false;
+  return URL.canParse(`http://${value}/`);
+}
+
+const shown = (value: string) => JSON.stringify(value.length > 100 ? `${value.slice(0, 100)}…` : value);
+
+function refuse(ctx: Koa.Context, description: string): void {
+  ctx.status = 400;
+  ctx.body = { error: 'invalid_request', error_description: description };
+}
+
+/**
+ * Refuses, with 400 invalid_request, a request whose origin (the scheme and host Koa and oidc-provider build URLs
+ * from: ctx.protocol and ctx.host) is malformed, before anything builds a URL from it:
+ *   - a Host header that is not a valid host[:port];
+ *   - behind a trusted proxy (TRUST_PROXY=true), an X-Forwarded-Host that is not one, or an X-Forwarded-Proto other
+ *     than http or https (which would otherwise be advertised in discovery, or make URL building throw).
+ * A request without a Host header (HTTP/1.0) is left to Node, which already refuses HTTP/1.1 requests that lack one.
+ */
+export const requestOriginCheck: Koa.Middleware = async (ctx, next) => {
+  const header = ctx.get('host');
+  for (const [name, value] of [['Host', header], ['X-Forwarded-Host', ctx.host !== header ? ctx.host : '']] as const) {
+    if (value !== '' && !isValidHost(value)) {
+      return refuse(ctx, `the ${name} header must be a host name or IP address with an optional port (got ${shown(value)})`);
+    }
+  }
+  if (!/^https?$/i.test(ctx.protocol)) {
+    return refuse(ctx, `the X-Forwarded-Proto header must be http or https (got ${shown(ctx.protocol)})`);
+  }
+  await next();
+};

@@ -1,0 +1,34 @@
+import { errors } from 'oidc-provider';
+
+/** What a refresh request asks for, and what its refresh token was granted. */
+export interface RefreshTarget {
+  /** The request's `resource` parameter(s) (RFC 8707 §2.2), as oidc-provider parsed them. */
+  requested: string | readonly string[] | undefined;
+  /** The resource(s) the refresh token was granted for. */
+  granted: string | readonly string[] | undefined;
+  /** Whether the request asks only for OpenID scopes (userinfo), which names no resource. */
+  oidcScopesOnly: boolean;
+}
+
+const list = (v: string | readonly string[] | undefined): string[] => (v === undefined ? [] : typeof v === 'string' ? [v] : [...v]);
+
+/**
+ * Refuses, with invalid_target, a refresh request whose resource the refresh token cannot serve (RFC 8707 §2.2: the
+ * requested resource must be one the grant covers; one access token is for one resource). Pure; it is called before
+ * the refresh token is used up, so a refused request leaves the token usable and its retry is not a reuse.
+ */
+export function checkRefreshTarget({ requested, granted, oidcScopesOnly }: RefreshTarget): void {
+  const asked = list(requested);
+  const covered = list(granted);
+  const coveredText = covered.length ? covered.join(', ') : 'no resource';
+  if (asked.length > 1) {
+    throw new errors.InvalidTarget(`name one resource per refresh request (got ${asked.length}); this refresh token covers ${coveredText}`);
+  }
+  const [resource] = asked;
+  if (resource !== undefined && !covered.includes(resource)) {
+    throw new errors.InvalidTarget(`resource ${resource} was not granted to this refresh token; it covers ${coveredText}`);
+  }
+  if (resource === undefined && covered.length > 1 && !oidcScopesOnly) {
+    throw new errors.InvalidTarget(`this refresh token covers several resources (${coveredText}): name one with the resource parameter`);
+  }
+}

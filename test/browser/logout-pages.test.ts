@@ -1,0 +1,115 @@
+import { Wallet } from 'ethers';
+import * as oidc from 'openid-client';
+import type { Browser, BrowserContext, Page } from 'playwright-core';
+
+import { launchChromium } from '../support/browser.js';
+import { baseConfig, insecure, REDIRECT, RESOURCE, startAgentServer } from '../support/agent-server.js';
+import type { AgentServer } from '../support/agent-server.js';
+import { authorizeWithWallet } from '../support/user-agent.js';
+
+// The pages oidc-provider renders at /session/end, in a real browser under the Content-Security-Policy every response
+// carries: they must work (the auto-submitting form's inline script is allowed by its hash, the confirmation buttons
+// submit their form) and load nothing the policy refuses.
+
+const user = new Wallet('0x92db14e403b83dfe3df233f83dfa3a0d7096f21ca9b0d6d6b8d88b2b4ec1564e');
+
+describe('logout and error pages in a browser, under the CSP', () => {
+  let as: AgentServer;
+  let issuer: string;
+  let browser: Browser;
+
+  beforeAll(async () => {
+    as = await startAgentServer(baseConfig());
+    issuer = as.server.url;
+    browser = await launchChromium();
+  });
+  afterAll(async () => {
+    await browser?.close();
+    await as?.server.stop();
+  });
+
+  /**
+   * A page that records console errors (CSP violations are reported there; "Failed to load resource" is left to the
+   * response check), failed requests, and error responses other than the favicon Chromium asks for by itself.
+   */
+  async function watchedPage(context: BrowserContext): Promise<{ page: Page; problems: string[] }> {
+    const page = await context.newPage();
+    const problems: string[] = [];
+    page.on('console', (m) => {
+      if (m.type() === 'error' && !m.text().startsWith('Failed to load resource')) problems.push(m.text());
+    });
+    page.on('requestfailed', (r) => problems.push(`failed: ${r.url()}`));
+    page.on('response', (r) => {
+      if (r.status() >= 400 && new URL(r.url()).pathname !== '/favicon.ico') problems.push(`${r.status()}: ${r.url()}`);
+    });
+    return { page, problems };
+  }
+
+  /** The computed max-width of <main>: set only by agentauth's stylesheet, so it shows the stylesheet applied. */
+  const mainMaxWidth = (page: Page) =>
+    page.locator('main').evaluate((el) => (globalThis as unknown as { getComputedStyle(e: unknown): { maxWidth: string } }).getComputedStyle(el).maxWidth);
+
+  test('without a session, /SESSION/END/ auto-submits (its inline script allowed by hash) and lands on the success page', async () => {
+    const context = await browser.newContext();
+    try {
+      const { page, problems } = await watchedPage(context);
+      await page.goto(`${issuer}/SESSION/END/`);
+      await page.waitForURL((u) => u.pathname === '/session/end/success');
+      await expect(page.locator('h1').textContent()).resolves.toBe('Signed out');
+      // The stylesheet is agentauth's own, and the policy lets it apply.
+      await expect(mainMaxWidth(page)).resolves.toBe('544px');
+      expect(problems).toEqual([]);
+    } finally {
+      await context.close();
+    }
+  });
+
+  test('signed in, the confirmation page signs out with its button, then shows the success page', async () => {
+    const config = await oidc.dynamicClientRegistration(
+      new URL(issuer),
+      { client_name: 'Browser logout agent', redirect_uris: [REDIRECT], grant_types: ['authorization_code'], response_types: ['code'], token_endpoint_auth_method: 'none', scope: 'read' },
+      oidc.None(),
+      insecure,
+    );
+    const verifier = oidc.randomPKCECodeVerifier();
+    const url = oidc.buildAuthorizationUrl(config, {
+      redirect_uri: REDIRECT,
+      scope: 'read',
+      resource: RESOURCE,
+      code_challenge: await oidc.calculatePKCECodeChallenge(verifier),
+      code_challenge_method: 'S256',
+    });
+    // Sign in over HTTP, then hand the session cookies to the browser.
+    const { agent } = await authorizeWithWallet(url, REDIRECT, { wallet: user });
+    const context = await browser.newContext();
+    try {
+      await context.addCookies([...agent.cookies].map(([name, value]) => ({ name, value, url: issuer })));
+      const { page, problems } = await watchedPage(context);
+      await page.goto(`${issuer}/session/end?client_id=${encodeURIComponent(config.clientMetadata().client_id)}`);
+      await expect(page.locator('h1').textContent()).resolves.toBe('Sign out?');
+      await expect(page.locator('main').textContent()).resolves.toContain('Browser logout agent');
+      await page.getByRole('button', { name: 'Yes, sign me out' }).click();
+      await page.waitForURL((u) => u.pathname === '/session/end/success');
+      await expect(page.locator('h1').textContent()).resolves.toBe('Signed out');
+      expect(problems).toEqual([]);
+    } finally {
+      await context.close();
+    }
+  });
+
+  test("oidc-provider's error page is agentauth's, styled, and says what went wrong", async () => {
+    const context = await browser.newContext();
+    try {
+      const { page, problems } = await watchedPage(context);
+      const res = await page.goto(`${issuer}/session/end?client_id=nobody`);
+      expect(res?.status()).toBe(400);
+      await expect(page.locator('h1').textContent()).resolves.toBe('Request refused');
+      await expect(page.locator('p.error').textContent()).resolves.toMatch(/\(invalid_client\)\.$/);
+      await expect(mainMaxWidth(page)).resolves.toBe('544px');
+      // The page's own 400 is the only error: nothing was blocked.
+      expect(problems).toEqual([`400: ${issuer}/session/end?client_id=nobody`]);
+    } finally {
+      await context.close();
+    }
+  });
+});

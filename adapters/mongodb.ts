@@ -272,7 +272,10 @@ class MongoAuditStore implements AuditStore {
       const res = await this.col.insertMany(docs, { ordered: true });
       return res.insertedCount;
     } catch (err) {
-      if (err instanceof MongoBulkWriteError && err.writeErrors && (Array.isArray(err.writeErrors) ? err.writeErrors : [err.writeErrors]).every((e) => e.code === DUPLICATE_KEY)) {
+      // Only duplicate seqs mean "the rest is taken". A bulk error with no write errors (the connection dropped
+      // mid-write) is a storage failure: `every` on an empty list would have called it a conflict.
+      const writeErrors = err instanceof MongoBulkWriteError && err.writeErrors ? [err.writeErrors].flat() : [];
+      if (err instanceof MongoBulkWriteError && writeErrors.length > 0 && writeErrors.every((e) => e.code === DUPLICATE_KEY)) {
         return err.insertedCount;
       }
       if (err instanceof MongoServerError && err.code === DUPLICATE_KEY) return 0;

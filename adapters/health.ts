@@ -1,9 +1,12 @@
+import { deadline } from './deadline.js';
 import { StorageUnavailableError } from './errors.js';
 import type { Storage } from './types.js';
 
 /**
  * Whether storage answers, kept current without a round trip per request: a ping every `intervalMs`, plus any
  * failed operation marking it down at once. Routes that issue or accept credentials refuse while it is down.
+ * A ping that does not answer within `pingTimeoutMs` counts as a failure, so a hung database is seen as down within
+ * `intervalMs + pingTimeoutMs` and the ping loop itself never stalls.
  */
 export class StorageHealth {
   #up = true;
@@ -11,7 +14,11 @@ export class StorageHealth {
   #timer: NodeJS.Timeout | undefined;
   #listeners = new Set<(up: boolean, reason?: string) => void>();
 
-  constructor(private readonly storage: Storage, private readonly intervalMs = 1000) {}
+  constructor(
+    private readonly storage: Storage,
+    private readonly intervalMs = 1000,
+    private readonly pingTimeoutMs = 2000,
+  ) {}
 
   get up(): boolean {
     return this.#up;
@@ -28,8 +35,11 @@ export class StorageHealth {
   start(): void {
     if (this.#timer) return;
     const tick = async () => {
-      await this.check();
-      if (this.#timer) this.#timer = setTimeout(tick, this.intervalMs).unref();
+      try {
+        await this.check();
+      } finally {
+        if (this.#timer) this.#timer = setTimeout(tick, this.intervalMs).unref();
+      }
     };
     this.#timer = setTimeout(tick, this.intervalMs).unref();
   }
@@ -42,7 +52,7 @@ export class StorageHealth {
   /** Pings storage now and records the answer. */
   async check(): Promise<boolean> {
     try {
-      await this.storage.ping();
+      await deadline(this.storage.ping(), this.pingTimeoutMs, 'storage ping');
       this.#set(true);
     } catch (err) {
       this.#set(false, err instanceof StorageUnavailableError ? err.message : String(err));

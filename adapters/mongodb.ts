@@ -1,6 +1,7 @@
 import { MongoBulkWriteError, MongoClient, MongoServerError } from 'mongodb';
 import type { Collection, Db, Filter } from 'mongodb';
 
+import { deadline, withDeadline } from './deadline.js';
 import { StorageUnavailableError } from './errors.js';
 import type { AdapterPayload, AuditRecord, AuditStore, KeyStore, KeyTransition, ModelName, ModelStore, NonceStore, RevokedTokenStore, Storage, StoredKey } from './types.js';
 import { AUDIT_CHAIN_ID, DEFAULT_AUDIT_CHAIN, MODEL_NAMES, chainOf } from './types.js';
@@ -303,7 +304,10 @@ class MongoAuditStore implements AuditStore {
       const res = await this.col.insertMany(docs, { ordered: true });
       return res.insertedCount;
     } catch (err) {
-      if (err instanceof MongoBulkWriteError && err.writeErrors && (Array.isArray(err.writeErrors) ? err.writeErrors : [err.writeErrors]).every((e) => e.code === DUPLICATE_KEY)) {
+      // Only duplicate seqs mean "the rest is taken". A bulk error with no write errors (the connection dropped
+      // mid-write) is a storage failure: `every` on an empty list would have called it a conflict.
+      const writeErrors = err instanceof MongoBulkWriteError && err.writeErrors ? [err.writeErrors].flat() : [];
+      if (err instanceof MongoBulkWriteError && writeErrors.length > 0 && writeErrors.every((e) => e.code === DUPLICATE_KEY)) {
         return err.insertedCount;
       }
       if (err instanceof MongoServerError && err.code === DUPLICATE_KEY) return 0;
@@ -375,9 +379,25 @@ export interface MongoStorageOptions {
   uri: string;
   /** Database name. */
   dbName: string;
-  /** Bound on how long any storage call may wait for the server (server selection, connect, socket). */
+  /**
+   * Bound on how long any storage call may take as a whole (server selection, connection checkout, every round trip
+   * it makes): a server that hangs fails the call after this long. Index creation and expiry sweeps are not bounded by it.
+   */
   timeoutMs?: number;
   sweepIntervalMs?: number;
+  /** Called when the client is replaced after pings kept failing (see `ping`), with the last ping's error. */
+  onReconnect?: (reason: string) => void;
+}
+
+/** One MongoClient and the stores over its collections; replaced as a whole when the client is replaced. */
+interface Connection {
+  client: MongoClient;
+  db: Db;
+  models: Map<ModelName, ModelStore>;
+  keys: KeyStore;
+  audit: AuditStore;
+  revokedTokens: RevokedTokenStore;
+  nonces: NonceStore;
 }
 
 /** Collections whose documents carry `expiresAt`. */
@@ -403,33 +423,60 @@ export class MongoStorage implements Storage {
   readonly revokedTokens: RevokedTokenStore;
   readonly nonces: NonceStore;
   readonly audit: AuditStore;
-  readonly client: MongoClient;
-  readonly db: Db;
-  readonly #models = new Map<ModelName, MongoModelStore>();
+  readonly #models = new Map<ModelName, ModelStore>();
+  readonly #options: MongoStorageOptions;
   readonly #sweepIntervalMs: number;
   readonly #timeoutMs: number;
+  readonly #reconnectAfterMs: number;
+  #conn: Connection;
+  /** When the current run of failed pings began (undefined while pings succeed). */
+  #failingSince: number | undefined;
   #ttlSupported: boolean | undefined;
   #timer: NodeJS.Timeout | undefined;
 
   constructor(options: MongoStorageOptions) {
+    this.#options = options;
     this.#timeoutMs = options.timeoutMs ?? 2000;
     this.#sweepIntervalMs = options.sweepIntervalMs ?? 60_000;
-    this.client = new MongoClient(options.uri, {
+    this.#reconnectAfterMs = Math.max(5000, 3 * this.#timeoutMs);
+    this.#conn = this.#open();
+    // What callers hold: each call goes to the current client's store and is bounded by timeoutMs as a whole.
+    const bounded = <T extends object>(current: () => T, label: string) => withDeadline(current, this.#timeoutMs, `MongoDB ${label}`);
+    for (const name of MODEL_NAMES) this.#models.set(name, bounded(() => this.#conn.models.get(name)!, name));
+    this.keys = bounded(() => this.#conn.keys, 'keys');
+    this.audit = bounded(() => this.#conn.audit, 'audit');
+    this.revokedTokens = bounded(() => this.#conn.revokedTokens, 'revokedTokens');
+    this.nonces = bounded(() => this.#conn.nonces, 'nonces');
+  }
+
+  #open(): Connection {
+    const client = new MongoClient(this.#options.uri, {
       serverSelectionTimeoutMS: this.#timeoutMs,
       connectTimeoutMS: this.#timeoutMs,
       socketTimeoutMS: this.#timeoutMs * 5,
       waitQueueTimeoutMS: this.#timeoutMs,
       appName: 'agentauth',
     });
-    this.db = this.client.db(options.dbName);
-    const consumed = this.db.collection<ConsumedDoc>(CONSUMED);
-    for (const name of MODEL_NAMES) {
-      this.#models.set(name, new MongoModelStore(name, this.db.collection<RecordDoc>(collectionName(name)), consumed));
-    }
-    this.keys = new MongoKeyStore(this.db.collection<KeyDoc>(KEYS), this.db.collection<TransitionDoc>('key_transitions'));
-    this.audit = new MongoAuditStore(this.db.collection<AuditDoc>('audit_events'));
-    this.revokedTokens = new MongoRevokedTokens(this.db.collection<ExpiringDoc>(REVOKED));
-    this.nonces = new MongoNonces(this.db.collection<NonceDoc>(NONCES), consumed);
+    const db = client.db(this.#options.dbName);
+    const consumed = db.collection<ConsumedDoc>(CONSUMED);
+    return {
+      client,
+      db,
+      models: new Map(MODEL_NAMES.map((name) => [name, new MongoModelStore(name, db.collection<RecordDoc>(collectionName(name)), consumed)])),
+      keys: new MongoKeyStore(db.collection<KeyDoc>(KEYS), db.collection<TransitionDoc>('key_transitions')),
+      audit: new MongoAuditStore(db.collection<AuditDoc>('audit_events')),
+      revokedTokens: new MongoRevokedTokens(db.collection<ExpiringDoc>(REVOKED)),
+      nonces: new MongoNonces(db.collection<NonceDoc>(NONCES), consumed),
+    };
+  }
+
+  /** The current client (replaced when pings keep failing; see `ping`). */
+  get client(): MongoClient {
+    return this.#conn.client;
+  }
+
+  get db(): Db {
+    return this.#conn.db;
   }
 
   /** Whether the server honoured TTL indexes at init (false on FerretDB v1: expiry is then swept). */
@@ -484,13 +531,46 @@ export class MongoStorage implements Storage {
     return store;
   }
 
+  /**
+   * Pings the server, bounded by timeoutMs. When pings have failed for `max(5 s, 3 × timeoutMs)` the client is
+   * replaced by a new one: a MongoClient can stay stuck after its server vanished mid-operation (an operation, or
+   * its server monitor, waiting on a connection that closed under it never settles), and then fails every call
+   * even once the server is back. A new client starts from nothing; the old one is closed in the background.
+   */
   async ping(): Promise<void> {
-    await guard('ping', () => this.db.command({ ping: 1 }, { timeoutMS: this.#timeoutMs }));
+    // The signal makes the driver give up on (and close) a connection to a server that does not answer.
+    const signal = AbortSignal.timeout(this.#timeoutMs);
+    const { client, db } = this.#conn;
+    try {
+      // connect() is a no-op on a connected client; on a new client, or one whose first (automatic) connect failed
+      // and left it closed for good, it opens a fresh connection to the server.
+      const ping = async () => {
+        await client.connect();
+        return db.command({ ping: 1 }, { signal });
+      };
+      await deadline(guard('ping', ping), this.#timeoutMs, 'MongoDB ping');
+      this.#failingSince = undefined;
+    } catch (err) {
+      const now = Date.now();
+      this.#failingSince ??= now;
+      if (now - this.#failingSince >= this.#reconnectAfterMs) {
+        this.#failingSince = now;
+        this.#reconnect(err instanceof Error ? err.message : String(err));
+      }
+      throw err;
+    }
+  }
+
+  #reconnect(reason: string): void {
+    const old = this.#conn;
+    this.#conn = this.#open();
+    void deadline(old.client.close(), this.#timeoutMs, 'MongoDB close').catch(() => undefined);
+    this.#options.onReconnect?.(reason);
   }
 
   async close(): Promise<void> {
     if (this.#timer) clearInterval(this.#timer);
     this.#timer = undefined;
-    await this.client.close();
+    await this.#conn.client.close();
   }
 }

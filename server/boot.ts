@@ -39,7 +39,7 @@ export interface Agentauth {
  * The configured store. The MongoDB driver (and BSON's 17 MB serialisation buffer) is loaded only when MongoDB is
  * configured: the embedded store does not pay for it in memory.
  */
-export async function openStorage(config: Config): Promise<Storage> {
+export async function openStorage(config: Config, log?: Logger): Promise<Storage> {
   if (config.mongodb) {
     const { MongoStorage } = await import('../adapters/mongodb.js');
     return new MongoStorage({
@@ -47,6 +47,7 @@ export async function openStorage(config: Config): Promise<Storage> {
       dbName: config.mongodb.dbName,
       timeoutMs: config.storage.timeoutMs,
       sweepIntervalMs: config.storage.sweepIntervalMs,
+      onReconnect: (reason) => log?.warn({ reason }, 'storage: pings kept failing; replaced the MongoDB client with a new one'),
     });
   }
   return new EmbeddedStorage({ dataDir: config.dataDir, sweepIntervalMs: config.storage.sweepIntervalMs });
@@ -76,7 +77,7 @@ export async function resolveKek(config: Config, storage: Storage, log: Logger):
 
 /** Builds a ready-to-serve agentauth: storage initialised, keys loaded (or generated once), provider and app composed. */
 export async function boot(config: Config, log: Logger): Promise<Agentauth> {
-  const storage = await openStorage(config);
+  const storage = await openStorage(config, log);
   if (storage.kind === 'embedded') {
     log.warn(
       { store: 'embedded', dataDir: config.dataDir },
@@ -116,7 +117,7 @@ export async function boot(config: Config, log: Logger): Promise<Agentauth> {
     const hasher = new ClientSecretHasher(deriveKey(kek, 'client-secrets'));
     // Identical on every instance that shares the KEK (or set explicitly in the config file).
     const dpopNonceSecret = config.dpopNonceSecret ? Buffer.from(config.dpopNonceSecret, 'base64') : deriveKey(kek, 'dpop-nonce');
-    const health = new StorageHealth(storage);
+    const health = new StorageHealth(storage, 1000, config.storage.timeoutMs);
     health.onChange((up, reason) => (up ? log.info('storage reachable again') : log.error({ reason }, 'storage unreachable')));
     health.start();
     const wallet = createWalletSignIn(config.wallet, config.issuer, storage.nonces);

@@ -155,6 +155,9 @@ export class AuditLog {
       } catch (err) {
         this.#headKnown = false;
         for (const p of pending) p.reject(err);
+        // Events queued while this write was failing (a hung store: up to storage.timeoutMs) would wait that long
+        // again behind it; the store just failed, so they are refused with it and their requests fail closed now.
+        if (err instanceof StorageUnavailableError) for (const p of this.#queue.splice(0)) p.reject(err);
         return;
       }
       if (inserted < records.length) {

@@ -35,7 +35,13 @@ function canConnect(port) {
 
 /**
  * Starts FerretDB on 127.0.0.1:`port` with its SQLite files in `dir` and resolves once it accepts connections.
- * Returns { port, dir, uri, pid, stop() }; stop() sends SIGTERM and resolves when the process has exited.
+ * Returns { port, dir, uri, pid, stop(), pause(), resume(), kill() }:
+ * - stop() sends SIGTERM (after SIGCONT, should it be paused) and resolves when the process has exited;
+ * - pause() sends SIGSTOP: the process hangs, but the kernel still accepts connections on its port, so clients see a
+ *   database that answers nothing (not a refused connection);
+ * - resume() sends SIGCONT;
+ * - kill() sends SIGKILL (a crash: no clean shutdown) and resolves when the process has exited.
+ * To restart a stopped or killed server on the same port with the same data, call startFerretdb({ port, dir }) again.
  */
 export async function startFerretdb({ bin = ferretdbBinary(), port, dir } = {}) {
   port ??= await freePort();
@@ -55,13 +61,31 @@ export async function startFerretdb({ bin = ferretdbBinary(), port, dir } = {}) 
     if (Date.now() > deadline) { child.kill('SIGKILL'); throw new Error(`FerretDB did not listen on ${port}: ${stderr}`); }
     await new Promise((r) => setTimeout(r, 50));
   }
+  const running = () => child.exitCode === null && child.signalCode === null;
+  const signal = (sig) => {
+    if (!running()) throw new Error(`FerretDB on ${port} is not running (cannot send ${sig})`);
+    child.kill(sig);
+  };
   return {
     port,
     dir,
     pid: child.pid,
     uri: `mongodb://127.0.0.1:${port}/`,
     async stop() {
-      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+      if (running()) {
+        child.kill('SIGCONT');
+        child.kill('SIGTERM');
+      }
+      await exited;
+    },
+    pause() {
+      signal('SIGSTOP');
+    },
+    resume() {
+      signal('SIGCONT');
+    },
+    async kill() {
+      if (running()) child.kill('SIGKILL');
       await exited;
     },
   };

@@ -1,0 +1,98 @@
+import { StorageUnavailableError } from '../../adapters/errors.js';
+import { MongoStorage } from '../../adapters/mongodb.js';
+import { startFerretdb } from '../support/ferretdb.js';
+import type { FerretdbProcess } from '../support/ferretdb.js';
+import { uniqueDbName } from '../support/server.js';
+
+/**
+ * MongoStorage against a database of the test's own that hangs (SIGSTOP) and that crashes and comes back
+ * (SIGKILL, restart on the same port and files): calls are bounded by timeoutMs, and after pings have failed for
+ * max(5 s, 3 × timeoutMs) the client is replaced by a new one that serves once the server is back.
+ */
+
+const TIMEOUT_MS = 500;
+/** max(5 s, 3 × timeoutMs) */
+const REPLACE_AFTER_MS = 5000;
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+async function settle(call: Promise<unknown>): Promise<{ err: unknown; ms: number }> {
+  const started = Date.now();
+  try {
+    await call;
+    return { err: undefined, ms: Date.now() - started };
+  } catch (err) {
+    return { err, ms: Date.now() - started };
+  }
+}
+
+describe('MongoStorage when its server hangs, or crashes and restarts', () => {
+  let db: FerretdbProcess;
+  let storage: MongoStorage;
+  const replaced: string[] = [];
+
+  beforeAll(async () => {
+    db = await startFerretdb();
+    storage = new MongoStorage({ uri: db.uri, dbName: uniqueDbName('faults'), timeoutMs: TIMEOUT_MS, onReconnect: (reason) => replaced.push(reason) });
+    await storage.init();
+  });
+
+  afterAll(async () => {
+    await storage?.close();
+    await db?.stop();
+  });
+
+  test('a hung server fails every call, and the ping, with StorageUnavailableError after timeoutMs, not later', async () => {
+    await storage.model('Grant').upsert('g1', { kind: 'Grant' }, 60);
+    db.pause();
+    try {
+      const calls = await Promise.all([
+        settle(storage.ping()),
+        settle(storage.model('Grant').find('g1')),
+        settle(storage.model('AuthorizationCode').consume('c1')),
+        settle(storage.audit.head()),
+        settle(storage.keys.list()),
+      ]);
+      for (const { err, ms } of calls) {
+        expect(err).toBeInstanceOf(StorageUnavailableError);
+        expect(ms).toBeLessThanOrEqual(TIMEOUT_MS + 1000);
+      }
+    } finally {
+      db.resume();
+    }
+    expect(await storage.model('Grant').find('g1')).toMatchObject({ kind: 'Grant' });
+  });
+
+  test(`after pings have failed for ${REPLACE_AFTER_MS} ms the client is replaced, and the new one serves once the server is back`, async () => {
+    const first = storage.client;
+    await db.kill();
+    const down = Date.now();
+    // Failing pings, but not yet for long enough: the client is kept.
+    while (Date.now() - down < REPLACE_AFTER_MS - 1500) {
+      await expect(storage.ping()).rejects.toBeInstanceOf(StorageUnavailableError);
+      await sleep(250);
+    }
+    expect(storage.client).toBe(first);
+    expect(replaced).toEqual([]);
+    // Failing for longer: replaced, and the reason reported.
+    while (Date.now() - down < REPLACE_AFTER_MS + 1500) {
+      await expect(storage.ping()).rejects.toBeInstanceOf(StorageUnavailableError);
+      await sleep(250);
+    }
+    expect(storage.client).not.toBe(first);
+    expect(replaced.length).toBeGreaterThanOrEqual(1);
+    expect(replaced[0]).toMatch(/MongoDB ping/);
+
+    db = await startFerretdb({ port: db.port, dir: db.dir });
+    const back = Date.now();
+    for (;;) {
+      const { err } = await settle(storage.ping());
+      if (!err) break;
+      if (Date.now() - back > 10_000) throw new Error(`storage did not come back: ${String(err)}`);
+      await sleep(250);
+    }
+    // Same data, through the new client.
+    expect(await storage.model('Grant').find('g1')).toMatchObject({ kind: 'Grant' });
+    await storage.model('Grant').upsert('g2', { kind: 'Grant' }, 60);
+    expect(await storage.model('Grant').find('g2')).toMatchObject({ kind: 'Grant' });
+  });
+});

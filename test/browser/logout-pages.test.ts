@@ -88,9 +88,11 @@ describe('logout and error pages in a browser, under the CSP', () => {
       await page.goto(`${issuer}/session/end?client_id=${encodeURIComponent(config.clientMetadata().client_id)}`);
       await expect(page.locator('h1').textContent()).resolves.toBe('Sign out?');
       await expect(page.locator('main').textContent()).resolves.toContain('Browser logout agent');
+      await page.screenshot({ path: '/tmp/agentauth-browser-logout-confirm.png', fullPage: true });
       await page.getByRole('button', { name: 'Yes, sign me out' }).click();
       await page.waitForURL((u) => u.pathname === '/session/end/success');
       await expect(page.locator('h1').textContent()).resolves.toBe('Signed out');
+      await page.screenshot({ path: '/tmp/agentauth-browser-logout-done.png', fullPage: true });
       expect(problems).toEqual([]);
     } finally {
       await context.close();
@@ -106,6 +108,7 @@ describe('logout and error pages in a browser, under the CSP', () => {
       await expect(page.locator('h1').textContent()).resolves.toBe('Request refused');
       await expect(page.locator('p.error').textContent()).resolves.toMatch(/\(invalid_client\)\.$/);
       await expect(mainMaxWidth(page)).resolves.toBe('544px');
+      await page.screenshot({ path: '/tmp/agentauth-browser-error.png', fullPage: true });
       // The page's own 400 is the only error: nothing was blocked.
       expect(problems).toEqual([`400: ${issuer}/session/end?client_id=nobody`]);
     } finally {

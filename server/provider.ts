@@ -95,10 +95,18 @@ export function registrationPolicy(config: Config): RegistrationPolicy {
  * if the operator enabled it, and only with the allowlisted scopes (RFC 6749 §5.2 unauthorized_client / invalid_scope).
  * Called from the resource-server lookup oidc-provider runs for every client_credentials token.
  */
+/** How each client instance was registered (oidc-provider builds a new instance when metadata changes). */
+const origins = new WeakMap<object, ReturnType<typeof registrationOrigin>>();
+function originOf(client: { metadata(): unknown }): ReturnType<typeof registrationOrigin> {
+  let origin = origins.get(client);
+  if (origin === undefined) origins.set(client, (origin = registrationOrigin(client.metadata() as Record<string, unknown>)));
+  return origin;
+}
+
 function checkUnattendedAccess(ctx: KoaContextWithOIDC, anonymous: Config['registration']['anonymous']): void {
   const { client, params, route } = ctx.oidc;
   if (route !== 'token' || params?.grant_type !== 'client_credentials' || !client) return;
-  const allowed = unattendedScopes(registrationOrigin(client.metadata() as Record<string, unknown>), anonymous);
+  const allowed = unattendedScopes(originOf(client), anonymous);
   if (allowed === 'any') return;
   if (allowed === undefined) {
     throw new errors.UnauthorizedClient('client_credentials is not available to clients registered without an initial access token on this server');

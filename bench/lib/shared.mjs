@@ -30,8 +30,9 @@ export function agentauthConfig() {
       { client_id: WALLET_AGENT.id, client_secret: WALLET_AGENT.secret, grant_types: [WALLET_GRANT] },
       { client_id: REFRESH_AGENT.id, client_secret: REFRESH_AGENT.secret, grant_types: [WALLET_GRANT, 'refresh_token'] },
     ],
-    // The default quota (20 per hour per address) would answer 429 to a benchmark from one address.
-    registration: { mode: 'open', quota: { max: 100_000_000, windowSeconds: 3600 } },
+    // The default quota (20 per hour per address) would answer 429 to a benchmark from one address; the registered
+    // body asks for client_credentials, which anonymous registrations get only when the operator allows it.
+    registration: { mode: 'open', quota: { max: 100_000_000, windowSeconds: 3600 }, anonymous: { clientCredentials: true, clientCredentialsScopes: ['read'] } },
     // Messages are signed before the run starts; leave room for signing and the run itself.
     wallet: { nonceTTL: 900, issuedAtWindowSeconds: 900 },
   };

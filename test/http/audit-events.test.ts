@@ -10,6 +10,7 @@ import { verifyLog } from '../../server/audit/chain.js';
 import { baseConfig, insecure, register, RESOURCE, startAgentServer } from '../support/agent-server.js';
 import type { AgentServer } from '../support/agent-server.js';
 import { runCli } from '../support/server.js';
+import { allAuditRecords } from '../support/audit.js';
 import { mongoUri } from '../support/storages.js';
 import { fetchNonce } from '../support/wallet.js';
 
@@ -32,11 +33,7 @@ describe('the audit trail records who got which token, and never a token', () =>
   });
 
   /** Every chain's records: the server's and the CLI's (keys commands). */
-  const all = async (): Promise<AuditRecord[]> => {
-    const out: AuditRecord[] = [];
-    for (const chain of await storage.audit.chains()) out.push(...(await storage.audit.list(1, 10_000, chain)));
-    return out;
-  };
+  const all = (): Promise<AuditRecord[]> => allAuditRecords(storage.audit);
 
   test('registration, issuance, rotation, reuse, revocation, logins and keys are recorded in chains that verify', async () => {
     const issuer = as.server.url;

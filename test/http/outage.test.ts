@@ -1,6 +1,6 @@
 import { startFerretdb } from '../support/ferretdb.js';
 import type { FerretdbProcess } from '../support/ferretdb.js';
-import { newKek, startServer, tempDir, uniqueDbName, writeConfig } from '../support/server.js';
+import { startOnOwnDatabase } from '../support/own-database.js';
 import type { RunningServer } from '../support/server.js';
 
 const SECRET = 'outage-client-secret-0123456789abcdef0123';
@@ -40,14 +40,7 @@ describe('MongoDB outage and recovery (a dedicated FerretDB stopped and restarte
   let server: RunningServer;
 
   beforeAll(async () => {
-    db = await startFerretdb();
-    const dir = tempDir();
-    const config = writeConfig(dir, {
-      resourceServers: [{ identifier: 'https://api.example.com', scopes: ['read'] }],
-      clients: [{ client_id: 'svc', client_secret: SECRET }],
-      storage: { timeoutMs: STORAGE_TIMEOUT_MS },
-    });
-    server = await startServer({ AGENTAUTH_CONFIG: config, MONGODB_URI: db.uri, MONGODB_DB: uniqueDbName('outage'), AGENTAUTH_KEK: newKek() });
+    ({ db, server } = await startOnOwnDatabase('outage', SECRET, STORAGE_TIMEOUT_MS));
   });
 
   afterAll(async () => {

@@ -2,7 +2,7 @@ import { Wallet } from 'ethers';
 import * as oidc from 'openid-client';
 
 import { MongoStorage } from '../../adapters/mongodb.js';
-import type { AuditRecord } from '../../adapters/types.js';
+import { allAuditRecords } from '../support/audit.js';
 import { authorizeWithWallet } from '../support/user-agent.js';
 import { baseConfig, introspect, register, REDIRECT, RESOURCE, RS_CLIENT, startAgentServer } from '../support/agent-server.js';
 import type { AgentServer } from '../support/agent-server.js';
@@ -79,12 +79,6 @@ describe(`single use under ${CONCURRENCY} concurrent requests, ${ROUNDS} rounds,
       body: form({ grant_type: 'refresh_token', refresh_token: token, resource: RESOURCE }),
     });
 
-  async function auditTypes(): Promise<AuditRecord[]> {
-    const out: AuditRecord[] = [];
-    for (const chain of await storage.audit.chains()) out.push(...(await storage.audit.list(1, 1_000_000, chain)));
-    return out;
-  }
-
   test.each(Array.from({ length: ROUNDS }, (_, i) => [i + 1]))('authorization code, round %i: one success, and the winner\'s tokens are revoked (RFC 6749 §4.1.2)', async () => {
     const c = await codeFor();
     const results = await all(CONCURRENCY, () => redeem(c));
@@ -116,7 +110,7 @@ describe(`single use under ${CONCURRENCY} concurrent requests, ${ROUNDS} rounds,
   });
 
   test('a concurrent reuse is audited like a sequential one', async () => {
-    const records = await auditTypes();
+    const records = await allAuditRecords(storage.audit);
     expect(records.filter((r) => r.type === 'grant.revoked').length).toBeGreaterThanOrEqual(2 * ROUNDS);
     expect(records.filter((r) => r.type === 'refresh.reuse_detected').length).toBeGreaterThanOrEqual(ROUNDS);
   });

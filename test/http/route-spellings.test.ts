@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 
 import { MongoStorage } from '../../adapters/mongodb.js';
-import type { AuditRecord } from '../../adapters/types.js';
+import { allAuditRecords } from '../support/audit.js';
 import { baseConfig, introspect, register, REDIRECT, RESOURCE, RS_CLIENT, startAgentServer } from '../support/agent-server.js';
 import type { AgentServer } from '../support/agent-server.js';
 import { runCli } from '../support/server.js';
@@ -130,8 +130,7 @@ describe('every spelling of a registration request meets the same rules (open mo
     expect(await introspect(issuer, token)).toEqual({ active: false });
     expect(await storage.db.collection('oidc_Client').countDocuments({ _id: id as never })).toBe(0);
     expect(await storage.db.collection('oidc_RegistrationAccessToken').countDocuments({ clientId: id })).toBe(0);
-    const records: AuditRecord[] = [];
-    for (const chain of await storage.audit.chains()) records.push(...(await storage.audit.list(1, 100_000, chain)));
+    const records = await allAuditRecords(storage.audit);
     expect(records.filter((r) => r.type === 'client.deleted' && r.client_id === id)).toHaveLength(1);
   });
 });
@@ -198,8 +197,7 @@ describe('every spelling of the token endpoint writes the token.issued audit rec
     });
     expect(res.status).toBe(200);
     const { access_token: token } = (await res.json()) as { access_token: string };
-    const records: AuditRecord[] = [];
-    for (const chain of await storage.audit.chains()) records.push(...(await storage.audit.list(1, 100_000, chain)));
+    const records = await allAuditRecords(storage.audit);
     const issued = records.filter((r) => r.type === 'token.issued' && r.details.sha256 === sha256(token));
     expect(issued).toHaveLength(1);
     expect(issued[0]!.client_id).toBe(RS_CLIENT.id);

@@ -1,6 +1,6 @@
 import { startFerretdb } from '../support/ferretdb.js';
 import type { FerretdbProcess } from '../support/ferretdb.js';
-import { newKek, startServer, tempDir, uniqueDbName, writeConfig } from '../support/server.js';
+import { startOnOwnDatabase } from '../support/own-database.js';
 import type { RunningServer } from '../support/server.js';
 
 /**
@@ -132,14 +132,7 @@ describe('storage faults: a hung, then a crashed and restarted MongoDB server, t
   let server: RunningServer;
 
   beforeAll(async () => {
-    db = await startFerretdb();
-    const dir = tempDir();
-    const config = writeConfig(dir, {
-      resourceServers: [{ identifier: 'https://api.example.com', scopes: ['read'] }],
-      clients: [{ client_id: 'svc', client_secret: SECRET }],
-      storage: { timeoutMs: STORAGE_TIMEOUT_MS },
-    });
-    server = await startServer({ AGENTAUTH_CONFIG: config, MONGODB_URI: db.uri, MONGODB_DB: uniqueDbName('faults'), AGENTAUTH_KEK: newKek() });
+    ({ db, server } = await startOnOwnDatabase('faults', SECRET, STORAGE_TIMEOUT_MS));
   });
 
   afterAll(async () => {

@@ -90,11 +90,6 @@ export function registrationPolicy(config: Config): RegistrationPolicy {
   };
 }
 
-/**
- * client_credentials is machine access that no person consented to: an anonymously registered client gets it only
- * if the operator enabled it, and only with the allowlisted scopes (RFC 6749 §5.2 unauthorized_client / invalid_scope).
- * Called from the resource-server lookup oidc-provider runs for every client_credentials token.
- */
 /** How each client instance was registered (oidc-provider builds a new instance when metadata changes). */
 const origins = new WeakMap<object, ReturnType<typeof registrationOrigin>>();
 function originOf(client: { metadata(): unknown }): ReturnType<typeof registrationOrigin> {
@@ -103,6 +98,12 @@ function originOf(client: { metadata(): unknown }): ReturnType<typeof registrati
   return origin;
 }
 
+/**
+ * client_credentials is machine access that no person consented to: an anonymously registered client gets it only
+ * if the operator enabled it, and only with the allowlisted scopes (RFC 6749 §5.2 unauthorized_client / invalid_scope).
+ * Called from the two resource hooks oidc-provider runs for every client_credentials request: the resource-server
+ * lookup when a resource is named, the default resource when none is.
+ */
 function checkUnattendedAccess(ctx: KoaContextWithOIDC, anonymous: Config['registration']['anonymous']): void {
   const { client, params, route } = ctx.oidc;
   if (route !== 'token' || params?.grant_type !== 'client_credentials' || !client) return;
@@ -229,6 +230,7 @@ export function providerConfiguration(deps: ProviderDeps): Configuration {
       resourceIndicators: {
         enabled: true,
         defaultResource: async (ctx) => {
+          checkUnattendedAccess(ctx, config.registration.anonymous);
           // A request for OpenID scopes only (userinfo) names no resource; any other request needs exactly one.
           if (asksOidcScopesOnly(ctx)) return undefined;
           return resources.defaultResource();

@@ -3,7 +3,8 @@ import * as oidc from 'openid-client';
 
 import { baseConfig, insecure, introspect, register, REDIRECT, RESOURCE, startAgentServer } from '../support/agent-server.js';
 import type { AgentServer } from '../support/agent-server.js';
-import { runCli } from '../support/server.js';
+import { runCli, startServer, tempDir, writeConfig } from '../support/server.js';
+import type { RunningServer } from '../support/server.js';
 import { mongoUri } from '../support/storages.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -259,6 +260,36 @@ describe('default registration policy: anonymous clients get no machine access n
     const wide = await token('read write');
     expect(wide.status).toBe(400);
     expect(await wide.json()).toMatchObject({ error: 'invalid_scope' });
+  });
+});
+
+describe('an operator who withdraws anonymous client_credentials', () => {
+  let first: AgentServer | undefined;
+  let second: RunningServer | undefined;
+  afterAll(async () => {
+    await first?.server.stop();
+    await second?.stop();
+  });
+
+  test('clients registered while it was allowed are refused at the token endpoint, with or without a resource', async () => {
+    first = await startAgentServer(baseConfig({ registration: { anonymous: { clientCredentials: true, clientCredentialsScopes: ['read'] } } }));
+    const c = await register(first.server.url, { grant_types: ['client_credentials'], token_endpoint_auth_method: 'client_secret_basic', scope: 'read' });
+    expect(c.status).toBe(201);
+    await first.server.stop();
+    // Same database and KEK, new configuration: the default (no anonymous client_credentials).
+    second = await startServer({ ...first.env, AGENTAUTH_CONFIG: writeConfig(tempDir(), baseConfig()) });
+    const token = (params: Record<string, string>) =>
+      fetch(`${second!.url}/token`, {
+        method: 'POST',
+        headers: { authorization: `Basic ${Buffer.from(`${c.body.client_id}:${c.body.client_secret}`).toString('base64')}`, 'content-type': 'application/x-www-form-urlencoded' },
+        body: new URLSearchParams({ grant_type: 'client_credentials', ...params }),
+      });
+    const attempts: Array<Record<string, string>> = [{ resource: RESOURCE, scope: 'read' }, { scope: 'read' }, { scope: 'openid' }, {}];
+    for (const params of attempts) {
+      const res = await token(params);
+      expect(res.status).toBe(400);
+      expect(await res.json()).toMatchObject({ error: 'unauthorized_client' });
+    }
   });
 });
 

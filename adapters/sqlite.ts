@@ -88,6 +88,8 @@ CREATE TABLE IF NOT EXISTS audit_records (
 
 /** Tables whose rows carry `expires_at`: the sweep's work list. */
 const EXPIRING = ['oidc_records', 'revoked_tokens', 'nonces', 'attempts'] as const;
+/** Rows one sweep statement deletes at most. */
+const SWEEP_BATCH = 500;
 
 interface SqliteError extends Error {
   errcode?: number;
@@ -493,6 +495,7 @@ export class SqliteStorage implements Storage {
   readonly #sweepIntervalMs: number;
   #conn: Connection | undefined;
   #timer: NodeJS.Timeout | undefined;
+  #sweeping = false;
 
   constructor(options: SqliteStorageOptions) {
     this.dataDir = options.dataDir;
@@ -522,11 +525,14 @@ export class SqliteStorage implements Storage {
     if (!this.#conn) this.#conn = this.#open();
     if (!this.#timer) {
       this.#timer = setInterval(() => {
-        try {
-          this.sweep();
-        } catch {
-          // Reads filter on expiry; a failed sweep only delays reclaiming space. The next one retries.
-        }
+        if (this.#sweeping) return;
+        this.#sweeping = true;
+        // Reads filter on expiry; a failed sweep only delays reclaiming space, and the next one retries.
+        void this.sweep()
+          .catch(() => undefined)
+          .finally(() => {
+            this.#sweeping = false;
+          });
       }, this.#sweepIntervalMs);
       this.#timer.unref();
     }
@@ -577,12 +583,25 @@ export class SqliteStorage implements Storage {
     return store;
   }
 
-  /** Deletes expired rows; reads never return them anyway, this only reclaims space. Returns how many went. */
-  sweep(): number {
-    const conn = this.#connection();
-    const now = Date.now();
+  /**
+   * Deletes expired rows; reads never return them anyway, this only reclaims space. Works in batches of
+   * SWEEP_BATCH rows, yielding between them, so that no statement holds the write lock (or this event loop) for long
+   * however much has expired. Returns how many rows went.
+   */
+  async sweep(): Promise<number> {
     let deleted = 0;
-    for (const table of EXPIRING) deleted += conn.run('sweep', `DELETE FROM ${table} WHERE expires_at <= ?`, now);
+    for (const table of EXPIRING) {
+      for (;;) {
+        const n = this.#connection().run(
+          'sweep',
+          `DELETE FROM ${table} WHERE rowid IN (SELECT rowid FROM ${table} WHERE expires_at <= ? LIMIT ${SWEEP_BATCH})`,
+          Date.now(),
+        );
+        deleted += n;
+        if (n < SWEEP_BATCH) break;
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+    }
     return deleted;
   }
 

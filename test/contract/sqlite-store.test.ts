@@ -78,6 +78,32 @@ describe('SQLite store: the file', () => {
     expect(await again.audit.chains()).toEqual(['host#1']);
   });
 
+  test('the periodic sweep deletes expired rows of every table, in batches, and keeps live ones', async () => {
+    const dataDir = tempDir('agentauth-sqlite-sweep-');
+    const storage = new SqliteStorage({ dataDir, sweepIntervalMs: 50 });
+    opened.push(storage);
+    await storage.init();
+    const past = Date.now() - 1000;
+    const insert = storage.db.prepare("INSERT INTO oidc_records (model, id, payload, expires_at) VALUES ('AccessToken', ?, '{}', ?)");
+    storage.db.exec('BEGIN');
+    for (let i = 0; i < 1200; i += 1) insert.run(`old-${i}`, past);
+    storage.db.exec('COMMIT');
+    storage.db.prepare('INSERT INTO revoked_tokens (jti, expires_at) VALUES (?, ?)').run('old-jti', past);
+    storage.db.prepare("INSERT INTO nonces (nonce, binding, expires_at) VALUES (?, 'client:c', ?)").run('old-nonce', past);
+    storage.db.prepare('INSERT INTO attempts (key, taken, expires_at) VALUES (?, 1, ?)').run('old-key', past);
+    await storage.model('AccessToken').upsert('live', { kind: 'AccessToken' }, 600);
+    await storage.model('Client').upsert('forever', { client_id: 'forever' });
+    await storage.revokedTokens.revoke('live-jti', Math.floor(Date.now() / 1000) + 600);
+    const count = (table: string) => (storage.db.prepare(`SELECT count(*) AS n FROM ${table}`).get() as { n: number }).n;
+    for (let waited = 0; count('oidc_records') > 2 && waited < 5000; waited += 50) await new Promise((r) => setTimeout(r, 50));
+    expect(count('oidc_records')).toBe(2);
+    expect(count('revoked_tokens')).toBe(1);
+    expect(count('nonces')).toBe(0);
+    expect(count('attempts')).toBe(0);
+    expect(await storage.model('AccessToken').find('live')).toEqual({ kind: 'AccessToken' });
+    expect(await storage.revokedTokens.isRevoked('live-jti')).toBe(true);
+  });
+
   test('attempt slots start over once their window has passed, even before the sweep', async () => {
     const storage = await open();
     const key = `nonce:${rid()}`;

@@ -37,6 +37,10 @@ describe.each(FACTORIES)('storage contract: $name', (factory) => {
       const hello = await storage.db.command({ hello: 1 });
       server = { version: info.version, maxWireVersion: hello.maxWireVersion, ttlIndexes: storage.ttlSupported, uri: mongoUri().replace(/\/\/[^@]*@/, '//***@') };
     }
+    if (storage instanceof SqliteStorage) {
+      const one = (sql: string) => Object.values((storage as SqliteStorage).db.prepare(sql).get() as Record<string, unknown>)[0];
+      server = { version: one('SELECT sqlite_version()'), journalMode: one('PRAGMA journal_mode'), synchronous: one('PRAGMA synchronous'), file: storage.file };
+    }
     recordContractRun({ backend: factory.name, testsRun, server, at: new Date().toISOString() });
     await storage.close();
   });
@@ -122,7 +126,7 @@ describe.each(FACTORIES)('storage contract: $name', (factory) => {
       // The row is still in the file until the sweep reclaims it; reads above filtered it out on expires_at.
       const count = () => (storage as SqliteStorage).db.prepare("SELECT count(*) AS n FROM oidc_records WHERE model = 'Session' AND id = ?").get(id) as { n: number };
       expect(count().n).toBe(1);
-      expect(storage.sweep()).toBeGreaterThanOrEqual(1);
+      expect(await storage.sweep()).toBeGreaterThanOrEqual(1);
       expect(count().n).toBe(0);
     }
   });

@@ -128,7 +128,7 @@ class Connection {
     return stmt;
   }
 
-  /** Runs a write; resolves to the number of rows it changed. */
+  /** Runs a write; returns the number of rows it changed (how a single-use statement says whether it won). */
   run(op: string, sql: string, ...params: SQLInputValue[]): number {
     try {
       return Number(this.#prepare(sql).run(...params).changes);

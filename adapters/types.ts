@@ -151,7 +151,7 @@ export interface AuditStore {
 }
 
 export interface Storage {
-  readonly kind: 'mongodb' | 'embedded';
+  readonly kind: 'mongodb' | 'embedded' | 'sqlite';
   /** Creates indexes (idempotent) and starts expiry sweeps where the server has no TTL indexes. */
   init(): Promise<void>;
   model(name: ModelName): ModelStore;

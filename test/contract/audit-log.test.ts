@@ -1,5 +1,6 @@
 import { StorageUnavailableError } from '../../adapters/errors.js';
 import { MongoStorage } from '../../adapters/mongodb.js';
+import { SqliteStorage } from '../../adapters/sqlite.js';
 import type { AuditRecord, AuditStore, Storage } from '../../adapters/types.js';
 import { InvalidAuditEventError, computeHash, verifyChain, verifyLog } from '../../server/audit/chain.js';
 import { AuditLog, AuditLogClosedError } from '../../server/audit/log.js';
@@ -48,8 +49,14 @@ function expectOneValidChain(records: AuditRecord[], length: number): void {
   expect(verifyChain(records)).toMatchObject({ ok: true, checked: length, headSeq: length, problems: [] });
 }
 
-/** A second process's view of the same store: for MongoDB, another client on the same database. */
+/** A second process's view of the same store: for MongoDB, another client on the same database; for SQLite, another connection to the file. */
 async function secondWriter(storage: Storage): Promise<Storage> {
+  if (storage instanceof SqliteStorage) {
+    // Another connection to the same file, as a second server process (or the CLI) has.
+    const other = new SqliteStorage({ dataDir: storage.dataDir });
+    await other.init();
+    return other;
+  }
   if (!(storage instanceof MongoStorage)) return storage;
   const other = new MongoStorage({ uri: mongoUri(), dbName: storage.db.databaseName, timeoutMs: 3000 });
   await other.init();

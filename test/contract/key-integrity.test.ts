@@ -2,13 +2,14 @@ import { randomBytes } from 'node:crypto';
 
 import { EmbeddedStorage } from '../../adapters/memory.js';
 import { MongoStorage } from '../../adapters/mongodb.js';
+import { SqliteStorage } from '../../adapters/sqlite.js';
 import type { Storage } from '../../adapters/types.js';
 import { KeyIntegrityError } from '../../keys/errors.js';
 import { checkKeyPair, macKeyRecord, macTransition, readCheckedKeys } from '../../keys/integrity.js';
 import { Keyring, newStoredKey } from '../../keys/keyring.js';
 import type { KeyringEvents } from '../../keys/keyring.js';
 import { retireKey, rotateKeys } from '../../keys/rotation.js';
-import { attackerKey, injectedKey, rawFileKeys, rawMongoKeys } from '../support/raw-keys.js';
+import { attackerKey, injectedKey, rawFileKeys, rawMongoKeys, rawSqliteKeys } from '../support/raw-keys.js';
 import type { RawKey, RawKeyStore, RawTransition } from '../support/raw-keys.js';
 import { tempDir, uniqueDbName } from '../support/server.js';
 import { mongoUri } from '../support/storages.js';
@@ -17,7 +18,7 @@ const policy = { retireGraceSeconds: 3600 };
 const HOUR = 3600_000;
 
 interface Backend {
-  name: 'embedded' | 'mongodb';
+  name: 'embedded' | 'sqlite' | 'mongodb';
   open(): { storage: Storage; raw: RawKeyStore };
 }
 
@@ -27,6 +28,13 @@ const BACKENDS: Backend[] = [
     open() {
       const dataDir = tempDir('agentauth-keys-');
       return { storage: new EmbeddedStorage({ dataDir }), raw: rawFileKeys(dataDir) };
+    },
+  },
+  {
+    name: 'sqlite',
+    open() {
+      const storage = new SqliteStorage({ dataDir: tempDir('agentauth-keys-sqlite-') });
+      return { storage, raw: rawSqliteKeys(() => storage.db) };
     },
   },
   {

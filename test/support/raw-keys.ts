@@ -5,6 +5,7 @@ import { join } from 'node:path';
 
 import { importJWK, SignJWT } from 'jose';
 import type { Db } from 'mongodb';
+import type { DatabaseSync } from 'node:sqlite';
 
 import type { KeyTransition, StoredKey } from '../../adapters/types.js';
 import { generateSigningKey } from '../../keys/generate.js';
@@ -48,6 +49,46 @@ export function rawMongoKeys(db: Db): RawKeyStore {
     async writeTransitions(records) {
       await transitions.deleteMany({});
       if (records.length > 0) await transitions.insertMany(records.map((t) => ({ _id: `${t.kid}:${t.type}`, ...t })));
+    },
+  };
+}
+
+/** The SQLite store's tables (`signing_keys`, `key_transitions`), edited with SQL. */
+export function rawSqliteKeys(db: () => DatabaseSync): RawKeyStore {
+  const withMac = <T>(record: string, mac: string | null): T => ({ ...(JSON.parse(record) as object), ...(mac === null ? {} : { mac }) }) as T;
+  const split = (record: Record<string, unknown>, ...columns: string[]) => {
+    const rest = { ...record };
+    for (const c of columns) delete rest[c];
+    return JSON.stringify(rest);
+  };
+  const replaceAll = (table: string, rows: Array<Array<string | number | null>>, sql: string) => {
+    db().exec('BEGIN IMMEDIATE');
+    db().exec(`DELETE FROM ${table}`);
+    for (const row of rows) db().prepare(sql).run(...row);
+    db().exec('COMMIT');
+  };
+  return {
+    keys: async () =>
+      (db().prepare('SELECT kid, record, mac FROM signing_keys ORDER BY seq').all() as Array<{ kid: string; record: string; mac: string | null }>).map(
+        (r) => ({ ...withMac<RawKey>(r.record, r.mac), kid: r.kid }),
+      ),
+    transitions: async () =>
+      (db().prepare('SELECT record, mac FROM key_transitions ORDER BY rowid').all() as Array<{ record: string; mac: string | null }>).map((r) =>
+        withMac<RawTransition>(r.record, r.mac),
+      ),
+    async writeKeys(records) {
+      replaceAll(
+        'signing_keys',
+        records.map((k) => [k.kid, k.seq, split(k, 'kid', 'mac'), typeof k.mac === 'string' ? k.mac : null]),
+        'INSERT INTO signing_keys (kid, seq, record, mac) VALUES (?, ?, ?, ?)',
+      );
+    },
+    async writeTransitions(records) {
+      replaceAll(
+        'key_transitions',
+        records.map((t) => [t.kid, t.type, split(t, 'mac'), typeof t.mac === 'string' ? t.mac : null]),
+        'INSERT INTO key_transitions (kid, type, record, mac) VALUES (?, ?, ?, ?)',
+      );
     },
   };
 }

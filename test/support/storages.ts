@@ -3,11 +3,12 @@ import { join } from 'node:path';
 
 import { EmbeddedStorage } from '../../adapters/memory.js';
 import { MongoStorage } from '../../adapters/mongodb.js';
+import { SqliteStorage } from '../../adapters/sqlite.js';
 import type { Storage } from '../../adapters/types.js';
 import { tempDir, uniqueDbName } from './server.js';
 
 export interface StorageFactory {
-  name: 'embedded' | 'mongodb';
+  name: 'embedded' | 'mongodb' | 'sqlite';
   create(label: string): Storage;
 }
 
@@ -27,7 +28,12 @@ export const mongoFactory: StorageFactory = {
   create: (label) => new MongoStorage({ uri: mongoUri(), dbName: uniqueDbName(label), timeoutMs: 3000 }),
 };
 
-export const FACTORIES: StorageFactory[] = [embeddedFactory, mongoFactory];
+export const sqliteFactory: StorageFactory = {
+  name: 'sqlite',
+  create: () => new SqliteStorage({ dataDir: tempDir('agentauth-sqlite-') }),
+};
+
+export const FACTORIES: StorageFactory[] = [embeddedFactory, sqliteFactory, mongoFactory];
 
 /** Records, for .ci/run, which backend and server the storage contract suite ran against and how many tests ran. */
 export function recordContractRun(entry: Record<string, unknown>): void {

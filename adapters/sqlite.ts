@@ -1,0 +1,626 @@
+import { closeSync, mkdirSync, openSync } from 'node:fs';
+import { join } from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
+import type { SQLInputValue, StatementSync } from 'node:sqlite';
+
+import { StorageUnavailableError } from './errors.js';
+import type { AdapterPayload, AuditRecord, AuditStore, KeyStore, KeyTransition, ModelName, ModelStore, NonceStore, RevokedTokenStore, Storage, StoredKey } from './types.js';
+import { AUDIT_CHAIN_ID, DEFAULT_AUDIT_CHAIN, MODEL_NAMES, chainOf } from './types.js';
+import { checkKey, isValidKey } from './validate.js';
+
+/** The one database file in the data directory (plus SQLite's `-wal` and `-shm` beside it while it is open). */
+export const SQLITE_FILE = 'agentauth.sqlite';
+
+/** The layout this code writes; a file with a higher `user_version` was written by a newer agentauth and is refused. */
+const SCHEMA_VERSION = 1;
+
+/**
+ * The layout. Every payload is JSON text, as in the MongoDB store; the columns beside it are what is looked up or
+ * filtered on. Times are epoch milliseconds. No foreign keys: each table stands alone, as each collection does.
+ *
+ * - `oidc_records`: every oidc-provider model, keyed by (model, id); `expires_at` NULL means no expiry (clients).
+ * - `revoked_tokens`, `nonces`, `attempts`: the denylist, sign-in nonces and attempt counters.
+ * - `signing_keys`, `key_transitions`: insert-only; `seq` unique (the single-writer guard), MACs set at most once.
+ * - `audit_records`: one row per record, unique per (chain, seq); the default chain is ''.
+ */
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS oidc_records (
+  model TEXT NOT NULL,
+  id TEXT NOT NULL,
+  payload TEXT NOT NULL,
+  expires_at INTEGER,
+  grant_id TEXT,
+  uid TEXT,
+  user_code TEXT,
+  client_id TEXT,
+  consumed INTEGER,
+  PRIMARY KEY (model, id)
+);
+CREATE INDEX IF NOT EXISTS oidc_records_expires_at ON oidc_records (expires_at) WHERE expires_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS oidc_records_grant_id ON oidc_records (model, grant_id) WHERE grant_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS oidc_records_client_id ON oidc_records (model, client_id) WHERE client_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS oidc_records_uid ON oidc_records (model, uid) WHERE uid IS NOT NULL;
+CREATE INDEX IF NOT EXISTS oidc_records_user_code ON oidc_records (model, user_code) WHERE user_code IS NOT NULL;
+
+CREATE TABLE IF NOT EXISTS revoked_tokens (
+  jti TEXT PRIMARY KEY,
+  expires_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS revoked_tokens_expires_at ON revoked_tokens (expires_at);
+
+CREATE TABLE IF NOT EXISTS nonces (
+  nonce TEXT PRIMARY KEY,
+  binding TEXT NOT NULL,
+  expires_at INTEGER NOT NULL,
+  consumed INTEGER
+);
+CREATE INDEX IF NOT EXISTS nonces_expires_at ON nonces (expires_at);
+
+CREATE TABLE IF NOT EXISTS attempts (
+  key TEXT PRIMARY KEY,
+  taken INTEGER NOT NULL,
+  expires_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS attempts_expires_at ON attempts (expires_at);
+
+CREATE TABLE IF NOT EXISTS signing_keys (
+  kid TEXT PRIMARY KEY,
+  seq INTEGER NOT NULL UNIQUE,
+  record TEXT NOT NULL,
+  mac TEXT
+);
+
+CREATE TABLE IF NOT EXISTS key_transitions (
+  kid TEXT NOT NULL,
+  type TEXT NOT NULL,
+  record TEXT NOT NULL,
+  mac TEXT,
+  PRIMARY KEY (kid, type)
+);
+
+CREATE TABLE IF NOT EXISTS audit_records (
+  chain TEXT NOT NULL,
+  seq INTEGER NOT NULL,
+  record TEXT NOT NULL,
+  PRIMARY KEY (chain, seq)
+) WITHOUT ROWID;
+`;
+
+/** Tables whose rows carry `expires_at`: the sweep's work list. */
+const EXPIRING = ['oidc_records', 'revoked_tokens', 'nonces', 'attempts'] as const;
+/** Rows one sweep statement deletes at most. */
+const SWEEP_BATCH = 500;
+
+interface SqliteError extends Error {
+  errcode?: number;
+  errstr?: string;
+}
+
+/**
+ * Every failure of the database becomes StorageUnavailableError, so that callers fail closed (503), as with MongoDB:
+ * SQLITE_BUSY after busy_timeout (another process held the write lock too long), I/O errors, a full disk, a file that
+ * is not a database, a closed database. Constraint violations that mean "taken" never get here: the statements that
+ * can meet one say `ON CONFLICT` and report through `changes`.
+ */
+function unavailable(op: string, err: unknown): StorageUnavailableError {
+  if (err instanceof StorageUnavailableError) return err;
+  const e = err as SqliteError;
+  const detail = typeof e?.errcode === 'number' ? `SQLite error ${e.errcode}: ${e.message}` : err instanceof Error ? `${err.name}: ${err.message}` : String(err);
+  return new StorageUnavailableError(`SQLite ${op} failed (${detail})`, { cause: err });
+}
+
+/**
+ * One connection and its prepared statements. Every method runs synchronously on the calling thread and is short:
+ * one indexed statement, or one small transaction. A call that meets another process's write lock waits at most
+ * busy_timeout, and then fails as StorageUnavailableError.
+ */
+class Connection {
+  readonly #statements = new Map<string, StatementSync>();
+
+  constructor(readonly db: DatabaseSync) {}
+
+  #prepare(sql: string): StatementSync {
+    let stmt = this.#statements.get(sql);
+    if (!stmt) {
+      stmt = this.db.prepare(sql);
+      this.#statements.set(sql, stmt);
+    }
+    return stmt;
+  }
+
+  /** Runs a write; returns the number of rows it changed (how a single-use statement says whether it won). */
+  run(op: string, sql: string, ...params: SQLInputValue[]): number {
+    try {
+      return Number(this.#prepare(sql).run(...params).changes);
+    } catch (err) {
+      throw unavailable(op, err);
+    }
+  }
+
+  get<T>(op: string, sql: string, ...params: SQLInputValue[]): T | undefined {
+    try {
+      return this.#prepare(sql).get(...params) as T | undefined;
+    } catch (err) {
+      throw unavailable(op, err);
+    }
+  }
+
+  all<T>(op: string, sql: string, ...params: SQLInputValue[]): T[] {
+    try {
+      return this.#prepare(sql).all(...params) as T[];
+    } catch (err) {
+      throw unavailable(op, err);
+    }
+  }
+
+  /**
+   * Runs `fn` in one write transaction. BEGIN IMMEDIATE takes the write lock first (waiting up to busy_timeout), so
+   * a transaction never has to upgrade a read lock, which in WAL mode can fail at once with SQLITE_BUSY.
+   */
+  transaction<T>(op: string, fn: () => T): T {
+    try {
+      this.db.exec('BEGIN IMMEDIATE');
+    } catch (err) {
+      throw unavailable(op, err);
+    }
+    try {
+      const result = fn();
+      this.db.exec('COMMIT');
+      return result;
+    } catch (err) {
+      try {
+        if (this.db.isTransaction) this.db.exec('ROLLBACK');
+      } catch {
+        // The connection is broken; the error below says why.
+      }
+      throw unavailable(op, err);
+    }
+  }
+}
+
+interface RecordRow {
+  payload: string;
+  consumed: number | null;
+}
+
+function toPayload(row: RecordRow | undefined): AdapterPayload | undefined {
+  if (!row) return undefined;
+  const payload = JSON.parse(row.payload) as AdapterPayload;
+  if (row.consumed !== null) payload.consumed = row.consumed;
+  return payload;
+}
+
+/** The live-record condition every read and every single-use write carries: expiry is never left to the sweep. */
+const LIVE = '(expires_at IS NULL OR expires_at > ?)';
+
+class SqliteModelStore implements ModelStore {
+  constructor(
+    private readonly model: ModelName,
+    private readonly conn: () => Connection,
+  ) {}
+
+  /** The row's values, validated: the id and the looked-up fields are identifiers (validate.ts) or absent. */
+  #row(id: string, payload: AdapterPayload, expiresIn?: number): SQLInputValue[] {
+    checkKey('id', id);
+    const field = (name: string, value: unknown) => (value === undefined ? null : checkKey(name, value));
+    return [
+      this.model,
+      id,
+      JSON.stringify(payload),
+      expiresIn ? Date.now() + expiresIn * 1000 : null,
+      field('grantId', payload.grantId),
+      field('uid', payload.uid),
+      field('userCode', payload.userCode),
+      field('clientId', payload.clientId),
+      typeof payload.consumed === 'number' ? payload.consumed : null,
+    ];
+  }
+
+  async upsert(id: string, payload: AdapterPayload, expiresIn?: number): Promise<void> {
+    const row = this.#row(id, payload, expiresIn);
+    this.conn().run(
+      'upsert',
+      `INSERT INTO oidc_records (model, id, payload, expires_at, grant_id, uid, user_code, client_id, consumed)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+       ON CONFLICT (model, id) DO UPDATE SET payload = excluded.payload, expires_at = excluded.expires_at,
+         grant_id = excluded.grant_id, uid = excluded.uid, user_code = excluded.user_code, client_id = excluded.client_id,
+         consumed = excluded.consumed`,
+      ...row,
+    );
+  }
+
+  async insertOnce(id: string, payload: AdapterPayload, expiresIn: number): Promise<boolean> {
+    const row = this.#row(id, payload, expiresIn);
+    // One statement: insert, or take over the id only if its record has expired (not yet swept). SQLite runs one
+    // writer at a time across every connection and process, so of concurrent calls exactly one changes a row.
+    const changed = this.conn().run(
+      'insertOnce',
+      `INSERT INTO oidc_records (model, id, payload, expires_at, grant_id, uid, user_code, client_id, consumed)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+       ON CONFLICT (model, id) DO UPDATE SET payload = excluded.payload, expires_at = excluded.expires_at,
+         grant_id = excluded.grant_id, uid = excluded.uid, user_code = excluded.user_code, client_id = excluded.client_id,
+         consumed = excluded.consumed
+       WHERE oidc_records.expires_at IS NOT NULL AND oidc_records.expires_at <= ?`,
+      ...row,
+      Date.now(),
+    );
+    return changed === 1;
+  }
+
+  async find(id: string): Promise<AdapterPayload | undefined> {
+    if (!isValidKey(id)) return undefined;
+    return toPayload(this.conn().get<RecordRow>('find', `SELECT payload, consumed FROM oidc_records WHERE model = ? AND id = ? AND ${LIVE}`, this.model, id, Date.now()));
+  }
+
+  async findByUid(uid: string): Promise<AdapterPayload | undefined> {
+    if (!isValidKey(uid)) return undefined;
+    return toPayload(this.conn().get<RecordRow>('findByUid', `SELECT payload, consumed FROM oidc_records WHERE model = ? AND uid = ? AND ${LIVE} LIMIT 1`, this.model, uid, Date.now()));
+  }
+
+  async findByUserCode(userCode: string): Promise<AdapterPayload | undefined> {
+    if (!isValidKey(userCode)) return undefined;
+    return toPayload(
+      this.conn().get<RecordRow>('findByUserCode', `SELECT payload, consumed FROM oidc_records WHERE model = ? AND user_code = ? AND ${LIVE} LIMIT 1`, this.model, userCode, Date.now()),
+    );
+  }
+
+  async consume(id: string): Promise<boolean> {
+    if (!isValidKey(id)) return false;
+    const now = Date.now();
+    // One UPDATE whose WHERE holds the whole condition (live, not yet consumed). SQLite serialises writers across
+    // connections and processes, and a statement sees the effects of the one before it: exactly one call changes the row.
+    const changed = this.conn().run(
+      'consume',
+      `UPDATE oidc_records SET consumed = ? WHERE model = ? AND id = ? AND consumed IS NULL AND ${LIVE}`,
+      Math.floor(now / 1000),
+      this.model,
+      id,
+      now,
+    );
+    return changed === 1;
+  }
+
+  async destroy(id: string): Promise<void> {
+    if (!isValidKey(id)) return;
+    this.conn().run('destroy', 'DELETE FROM oidc_records WHERE model = ? AND id = ?', this.model, id);
+  }
+
+  async revokeByGrantId(grantId: string): Promise<void> {
+    if (!isValidKey(grantId)) return;
+    this.conn().run('revokeByGrantId', 'DELETE FROM oidc_records WHERE model = ? AND grant_id = ?', this.model, grantId);
+  }
+
+  async revokeByClientId(clientId: string): Promise<void> {
+    if (!isValidKey(clientId)) return;
+    this.conn().run('revokeByClientId', 'DELETE FROM oidc_records WHERE model = ? AND client_id = ?', this.model, clientId);
+  }
+}
+
+class SqliteRevokedTokens implements RevokedTokenStore {
+  constructor(private readonly conn: () => Connection) {}
+
+  async revoke(jti: string, exp: number): Promise<void> {
+    checkKey('jti', jti);
+    // Idempotent; a second revocation with a later exp keeps the entry longer, never shorter.
+    this.conn().run(
+      'revoke',
+      'INSERT INTO revoked_tokens (jti, expires_at) VALUES (?, ?) ON CONFLICT (jti) DO UPDATE SET expires_at = max(expires_at, excluded.expires_at)',
+      jti,
+      exp * 1000,
+    );
+  }
+
+  async isRevoked(jti: string): Promise<boolean> {
+    if (!isValidKey(jti)) return false;
+    return this.conn().get('isRevoked', 'SELECT 1 AS revoked FROM revoked_tokens WHERE jti = ? AND expires_at > ?', jti, Date.now()) !== undefined;
+  }
+}
+
+/**
+ * Nonces with their binding and consumed time, and attempt counters. Consume and takeAttempt are single statements
+ * whose WHERE holds the whole condition; SQLite's one-writer-at-a-time makes each atomic across processes.
+ */
+class SqliteNonces implements NonceStore {
+  constructor(private readonly conn: () => Connection) {}
+
+  async issue(nonce: string, ttlSeconds: number, binding: string): Promise<void> {
+    checkKey('nonce', nonce);
+    checkKey('nonce binding', binding);
+    const now = Date.now();
+    // A live nonce is never re-issued (that would clear its consumed mark); an expired, unswept one may be.
+    const changed = this.conn().run(
+      'nonce.issue',
+      `INSERT INTO nonces (nonce, binding, expires_at, consumed) VALUES (?, ?, ?, NULL)
+       ON CONFLICT (nonce) DO UPDATE SET binding = excluded.binding, expires_at = excluded.expires_at, consumed = NULL
+       WHERE nonces.expires_at <= ?`,
+      nonce,
+      binding,
+      now + ttlSeconds * 1000,
+      now,
+    );
+    if (changed !== 1) throw new StorageUnavailableError('SQLite nonce.issue failed (the nonce is already issued)');
+  }
+
+  async boundTo(nonce: string): Promise<string | undefined> {
+    if (!isValidKey(nonce)) return undefined;
+    return this.conn().get<{ binding: string }>('nonce.boundTo', 'SELECT binding FROM nonces WHERE nonce = ? AND expires_at > ?', nonce, Date.now())?.binding;
+  }
+
+  async consume(nonce: string): Promise<boolean> {
+    if (!isValidKey(nonce)) return false;
+    const now = Date.now();
+    return this.conn().run('nonce.consume', 'UPDATE nonces SET consumed = ? WHERE nonce = ? AND consumed IS NULL AND expires_at > ?', now, nonce, now) === 1;
+  }
+
+  async takeAttempt(key: string, limit: number, ttlSeconds: number): Promise<boolean> {
+    checkKey('attempt key', key);
+    if (!(limit >= 1)) return false;
+    const now = Date.now();
+    // One statement: the first take creates the counter; later ones increment it while it is below the limit. A
+    // counter whose window has passed (not yet swept) starts over, as a swept one would.
+    const changed = this.conn().run(
+      'nonce.takeAttempt',
+      `INSERT INTO attempts (key, taken, expires_at) VALUES (?, 1, ?)
+       ON CONFLICT (key) DO UPDATE SET
+         taken = CASE WHEN attempts.expires_at <= ? THEN 1 ELSE attempts.taken + 1 END,
+         expires_at = CASE WHEN attempts.expires_at <= ? THEN excluded.expires_at ELSE attempts.expires_at END
+       WHERE attempts.expires_at <= ? OR attempts.taken < ?`,
+      key,
+      now + ttlSeconds * 1000,
+      now,
+      now,
+      now,
+      limit,
+    );
+    return changed === 1;
+  }
+}
+
+/** JSON of a record without the fields that have columns of their own. */
+function recordText<T extends object>(record: T, ...columns: Array<keyof T>): string {
+  const rest = { ...record } as Record<string, unknown>;
+  for (const c of columns) delete rest[c as string];
+  return JSON.stringify(rest);
+}
+
+class SqliteKeyStore implements KeyStore {
+  constructor(private readonly conn: () => Connection) {}
+
+  async list(): Promise<StoredKey[]> {
+    const rows = this.conn().all<{ kid: string; record: string; mac: string | null }>('keys.list', 'SELECT kid, record, mac FROM signing_keys ORDER BY seq');
+    return rows.map((r) => ({ kid: r.kid, ...(JSON.parse(r.record) as Omit<StoredKey, 'kid'>), ...(r.mac === null ? {} : { mac: r.mac }) }));
+  }
+
+  async insert(key: StoredKey): Promise<boolean> {
+    // A taken kid or seq (both unique) means another writer got there first: nothing changes and the answer is false.
+    const changed = this.conn().run(
+      'keys.insert',
+      'INSERT INTO signing_keys (kid, seq, record, mac) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING',
+      key.kid,
+      key.seq,
+      recordText(key, 'kid', 'mac'),
+      key.mac ?? null,
+    );
+    return changed === 1;
+  }
+
+  async transitions(): Promise<KeyTransition[]> {
+    const rows = this.conn().all<{ record: string; mac: string | null }>('keys.transitions', 'SELECT record, mac FROM key_transitions ORDER BY rowid');
+    return rows.map((r) => ({ ...(JSON.parse(r.record) as KeyTransition), ...(r.mac === null ? {} : { mac: r.mac }) }));
+  }
+
+  async addTransition(t: KeyTransition): Promise<boolean> {
+    const changed = this.conn().run(
+      'keys.addTransition',
+      'INSERT INTO key_transitions (kid, type, record, mac) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING',
+      t.kid,
+      t.type,
+      recordText(t, 'mac'),
+      t.mac ?? null,
+    );
+    return changed === 1;
+  }
+
+  async addKeyMac(kid: string, mac: string): Promise<void> {
+    this.conn().run('keys.addKeyMac', 'UPDATE signing_keys SET mac = ? WHERE kid = ? AND mac IS NULL', mac, kid);
+  }
+
+  async addTransitionMac(kid: string, type: KeyTransition['type'], mac: string): Promise<void> {
+    this.conn().run('keys.addTransitionMac', 'UPDATE key_transitions SET mac = ? WHERE kid = ? AND type = ? AND mac IS NULL', mac, kid, type);
+  }
+}
+
+class SqliteAuditStore implements AuditStore {
+  constructor(private readonly conn: () => Connection) {}
+
+  async head(chain: string = DEFAULT_AUDIT_CHAIN): Promise<AuditRecord | undefined> {
+    const row = this.conn().get<{ record: string }>('audit.head', 'SELECT record FROM audit_records WHERE chain = ? ORDER BY seq DESC LIMIT 1', chain);
+    return row ? (JSON.parse(row.record) as AuditRecord) : undefined;
+  }
+
+  async insertBatch(records: AuditRecord[]): Promise<number> {
+    if (records.length === 0) return 0;
+    const conn = this.conn();
+    // One transaction: the records up to the first taken (chain, seq) go in, the rest do not, and the count is that prefix.
+    return conn.transaction('audit.insert', () => {
+      let inserted = 0;
+      for (const r of records) {
+        const changed = conn.run('audit.insert', 'INSERT INTO audit_records (chain, seq, record) VALUES (?, ?, ?) ON CONFLICT DO NOTHING', chainOf(r), r.seq, JSON.stringify(r));
+        if (changed === 0) break;
+        inserted += 1;
+      }
+      return inserted;
+    });
+  }
+
+  async list(fromSeq: number, limit: number, chain: string = DEFAULT_AUDIT_CHAIN): Promise<AuditRecord[]> {
+    const rows = this.conn().all<{ record: string }>('audit.list', 'SELECT record FROM audit_records WHERE chain = ? AND seq >= ? ORDER BY seq LIMIT ?', chain, fromSeq, limit);
+    return rows.map((r) => JSON.parse(r.record) as AuditRecord);
+  }
+
+  async chains(): Promise<string[]> {
+    const rows = this.conn().all<{ chain: string }>('audit.chains', 'SELECT DISTINCT chain FROM audit_records');
+    const ids = rows.map((r) => r.chain).filter((c) => c === DEFAULT_AUDIT_CHAIN || AUDIT_CHAIN_ID.test(c));
+    return ids.sort();
+  }
+}
+
+export interface SqliteStorageOptions {
+  /** The data directory; the database is `<dataDir>/agentauth.sqlite`. */
+  dataDir: string;
+  /**
+   * How long a call waits for another process's write lock before it fails as StorageUnavailableError (SQLite's
+   * busy_timeout). The wait blocks this process's event loop, so keep it short.
+   */
+  busyTimeoutMs?: number;
+  sweepIntervalMs?: number;
+}
+
+/**
+ * The embedded store on SQLite (`node:sqlite`, built into Node 22): one database file in the data directory, WAL
+ * journal, `synchronous=FULL`. Several processes may open the same file (server workers, the CLI); SQLite lets one
+ * write at a time and the others wait up to busy_timeout. See docs/operations.md, "The SQLite store".
+ */
+export class SqliteStorage implements Storage {
+  readonly kind = 'sqlite' as const;
+  readonly dataDir: string;
+  /** `<dataDir>/agentauth.sqlite`. */
+  readonly file: string;
+  readonly keys: KeyStore;
+  readonly revokedTokens: RevokedTokenStore;
+  readonly nonces: NonceStore;
+  readonly audit: AuditStore;
+  readonly #models = new Map<ModelName, ModelStore>();
+  readonly #busyTimeoutMs: number;
+  readonly #sweepIntervalMs: number;
+  #conn: Connection | undefined;
+  #timer: NodeJS.Timeout | undefined;
+  #sweeping = false;
+
+  constructor(options: SqliteStorageOptions) {
+    this.dataDir = options.dataDir;
+    this.file = join(options.dataDir, SQLITE_FILE);
+    this.#busyTimeoutMs = options.busyTimeoutMs ?? 2000;
+    this.#sweepIntervalMs = options.sweepIntervalMs ?? 60_000;
+    const conn = () => this.#connection();
+    for (const name of MODEL_NAMES) this.#models.set(name, new SqliteModelStore(name, conn));
+    this.keys = new SqliteKeyStore(conn);
+    this.revokedTokens = new SqliteRevokedTokens(conn);
+    this.nonces = new SqliteNonces(conn);
+    this.audit = new SqliteAuditStore(conn);
+  }
+
+  #connection(): Connection {
+    if (!this.#conn) throw new StorageUnavailableError(`SQLite store ${this.file} is not open (init() not called, or closed)`);
+    return this.#conn;
+  }
+
+  /** The open database (for backups and tests); StorageUnavailableError when the store is not open. */
+  get db(): DatabaseSync {
+    return this.#connection().db;
+  }
+
+  /** Opens the file (creating it, mode 0600, in a 0700 directory), sets the journal up and creates the tables. */
+  async init(): Promise<void> {
+    if (!this.#conn) this.#conn = this.#open();
+    if (!this.#timer) {
+      this.#timer = setInterval(() => {
+        if (this.#sweeping) return;
+        this.#sweeping = true;
+        // Reads filter on expiry; a failed sweep only delays reclaiming space, and the next one retries.
+        void this.sweep()
+          .catch(() => undefined)
+          .finally(() => {
+            this.#sweeping = false;
+          });
+      }, this.#sweepIntervalMs);
+      this.#timer.unref();
+    }
+  }
+
+  #open(): Connection {
+    let db: DatabaseSync;
+    try {
+      mkdirSync(this.dataDir, { recursive: true, mode: 0o700 });
+      // Created here with mode 0600; SQLite gives its -wal and -shm files the database file's mode.
+      closeSync(openSync(this.file, 'a', 0o600));
+      db = new DatabaseSync(this.file, { timeout: this.#busyTimeoutMs, enableForeignKeyConstraints: false });
+    } catch (err) {
+      throw unavailable(`open ${this.file}`, err);
+    }
+    try {
+      // WAL: readers never block the writer and the writer never blocks readers, across processes; a commit is an
+      // append to the -wal file. synchronous=FULL rather than NORMAL: in WAL mode NORMAL skips the fsync at each
+      // commit (it syncs only at checkpoints), so a transaction acknowledged just before a power loss or kernel panic
+      // can be rolled back on the next open. FULL fsyncs the WAL at every commit, so a write that returned has reached
+      // the disk: "nothing acknowledged is lost" holds for a machine crash too, not only a process crash.
+      const mode = db.prepare('PRAGMA journal_mode = WAL').get() as { journal_mode?: string } | undefined;
+      if (mode?.journal_mode !== 'wal') throw new Error(`journal_mode is ${String(mode?.journal_mode)}, not wal (a file system without shared memory?)`);
+      db.exec('PRAGMA synchronous = FULL');
+      const conn = new Connection(db);
+      conn.transaction('create tables', () => {
+        const version = Number((db.prepare('PRAGMA user_version').get() as { user_version: number }).user_version);
+        if (version > SCHEMA_VERSION) {
+          throw new Error(`${this.file} has schema version ${version}, newer than this agentauth understands (${SCHEMA_VERSION}); upgrade agentauth`);
+        }
+        db.exec(SCHEMA);
+        if (version < SCHEMA_VERSION) db.exec(`PRAGMA user_version = ${SCHEMA_VERSION}`);
+      });
+      return conn;
+    } catch (err) {
+      try {
+        db.close();
+      } catch {
+        // already unusable
+      }
+      throw unavailable(`open ${this.file}`, err);
+    }
+  }
+
+  model(name: ModelName): ModelStore {
+    const store = this.#models.get(name);
+    if (!store) throw new Error(`unknown model ${name}`);
+    return store;
+  }
+
+  /**
+   * Deletes expired rows; reads never return them anyway, this only reclaims space. Works in batches of
+   * SWEEP_BATCH rows, yielding between them, so that no statement holds the write lock (or this event loop) for long
+   * however much has expired. Returns how many rows went.
+   */
+  async sweep(): Promise<number> {
+    let deleted = 0;
+    for (const table of EXPIRING) {
+      for (;;) {
+        const n = this.#connection().run(
+          'sweep',
+          `DELETE FROM ${table} WHERE rowid IN (SELECT rowid FROM ${table} WHERE expires_at <= ? LIMIT ${SWEEP_BATCH})`,
+          Date.now(),
+        );
+        deleted += n;
+        if (n < SWEEP_BATCH) break;
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+    }
+    return deleted;
+  }
+
+  /** Reads the schema from the file: fails when the file cannot be read or the store is not open. */
+  async ping(): Promise<void> {
+    this.#connection().get('ping', 'SELECT count(*) AS n FROM sqlite_schema');
+  }
+
+  async close(): Promise<void> {
+    if (this.#timer) clearInterval(this.#timer);
+    this.#timer = undefined;
+    const conn = this.#conn;
+    this.#conn = undefined;
+    if (conn) {
+      try {
+        conn.db.close();
+      } catch (err) {
+        throw unavailable('close', err);
+      }
+    }
+  }
+}

@@ -1,0 +1,262 @@
+// What the SQLite store adds to the storage contract (which storage.contract.test.ts runs on it): the file and its
+// journal settings, durability across reopening, failing closed when the file is locked, unreadable or closed, and
+// single use that stays atomic between separate processes on one file.
+import { spawn } from 'node:child_process';
+import { existsSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { DatabaseSync } from 'node:sqlite';
+
+import { StorageUnavailableError } from '../../adapters/errors.js';
+import { oidcAdapterFactory } from '../../adapters/oidc-adapter.js';
+import { SQLITE_FILE, SqliteStorage } from '../../adapters/sqlite.js';
+import { ROOT, tempDir } from '../support/server.js';
+
+const rid = () => Math.random().toString(36).slice(2) + Date.now().toString(36);
+
+const opened: SqliteStorage[] = [];
+async function open(dataDir = tempDir('agentauth-sqlite-'), busyTimeoutMs?: number): Promise<SqliteStorage> {
+  const storage = new SqliteStorage({ dataDir, busyTimeoutMs });
+  opened.push(storage);
+  await storage.init();
+  return storage;
+}
+
+afterAll(async () => {
+  await Promise.all(opened.map((s) => s.close()));
+});
+
+describe('SQLite store: the file', () => {
+  test('one database file in the data directory, WAL journal, synchronous=FULL, busy_timeout set, mode 0600', async () => {
+    const storage = await open(undefined, 1234);
+    expect(storage.file).toBe(join(storage.dataDir, SQLITE_FILE));
+    const pragma = (name: string) => Object.values(storage.db.prepare(`PRAGMA ${name}`).get() as Record<string, unknown>)[0];
+    expect(pragma('journal_mode')).toBe('wal');
+    expect(pragma('synchronous')).toBe(2); // FULL
+    expect(pragma('busy_timeout')).toBe(1234);
+    expect(pragma('foreign_keys')).toBe(0);
+    await storage.model('Client').upsert(rid(), { client_id: 'c' });
+    expect(statSync(storage.file).mode & 0o777).toBe(0o600);
+    expect(statSync(`${storage.file}-wal`).mode & 0o777).toBe(0o600);
+  });
+
+  test('everything written is there after close and reopen: clients, tokens, revocations, nonces, keys, audit', async () => {
+    const first = await open();
+    const clientId = `client-${rid()}`;
+    const code = rid();
+    const jti = rid();
+    const nonce = rid();
+    const exp = Math.floor(Date.now() / 1000) + 600;
+    await first.model('Client').upsert(clientId, { client_id: clientId, redirect_uris: ['https://a.example/cb'] });
+    await first.model('AuthorizationCode').upsert(code, { kind: 'AuthorizationCode', grantId: 'g1', clientId }, 600);
+    expect(await first.model('AuthorizationCode').consume(code)).toBe(true);
+    await first.revokedTokens.revoke(jti, exp);
+    await first.nonces.issue(nonce, 600, `client:${clientId}`);
+    expect(await first.nonces.consume(nonce)).toBe(true);
+    expect(await first.nonces.takeAttempt('k', 1, 600)).toBe(true);
+    const key = { kid: 'k1', seq: 1, alg: 'ES256' as const, createdAt: new Date().toISOString(), publicJwk: { kty: 'EC' }, sealed: { kekId: 'k', iv: 'i', ciphertext: 'c', tag: 't' } };
+    expect(await first.keys.insert(key)).toBe(true);
+    await first.keys.addKeyMac('k1', 'mac-1');
+    expect(await first.keys.addTransition({ kid: 'k1', type: 'activate', at: key.createdAt, recordedAt: key.createdAt })).toBe(true);
+    const record = { chain: 'host#1', seq: 1, time: key.createdAt, type: 'test', details: { 'https://x.example': [1] }, prev_hash: 'p', hash: 'h' };
+    expect(await first.audit.insertBatch([record])).toBe(1);
+    await first.close();
+
+    const again = await open(first.dataDir);
+    expect((await again.model('Client').find(clientId))?.redirect_uris).toEqual(['https://a.example/cb']);
+    expect(typeof (await again.model('AuthorizationCode').find(code))?.consumed).toBe('number');
+    expect(await again.model('AuthorizationCode').consume(code)).toBe(false);
+    expect(await again.revokedTokens.isRevoked(jti)).toBe(true);
+    expect(await again.nonces.consume(nonce)).toBe(false);
+    expect(await again.nonces.boundTo(nonce)).toBe(`client:${clientId}`);
+    expect(await again.nonces.takeAttempt('k', 1, 600)).toBe(false);
+    expect(await again.keys.list()).toEqual([{ ...key, mac: 'mac-1' }]);
+    await again.keys.addKeyMac('k1', 'mac-2');
+    expect((await again.keys.list())[0]?.mac).toBe('mac-1');
+    expect((await again.keys.transitions()).map((t) => [t.kid, t.type])).toEqual([['k1', 'activate']]);
+    expect(await again.audit.list(1, 10, 'host#1')).toEqual([record]);
+    expect(await again.audit.chains()).toEqual(['host#1']);
+  });
+
+  test('the periodic sweep deletes expired rows of every table, in batches, and keeps live ones', async () => {
+    const dataDir = tempDir('agentauth-sqlite-sweep-');
+    const storage = new SqliteStorage({ dataDir, sweepIntervalMs: 50 });
+    opened.push(storage);
+    await storage.init();
+    const past = Date.now() - 1000;
+    const insert = storage.db.prepare("INSERT INTO oidc_records (model, id, payload, expires_at) VALUES ('AccessToken', ?, '{}', ?)");
+    storage.db.exec('BEGIN');
+    for (let i = 0; i < 1200; i += 1) insert.run(`old-${i}`, past);
+    storage.db.exec('COMMIT');
+    storage.db.prepare('INSERT INTO revoked_tokens (jti, expires_at) VALUES (?, ?)').run('old-jti', past);
+    storage.db.prepare("INSERT INTO nonces (nonce, binding, expires_at) VALUES (?, 'client:c', ?)").run('old-nonce', past);
+    storage.db.prepare('INSERT INTO attempts (key, taken, expires_at) VALUES (?, 1, ?)').run('old-key', past);
+    await storage.model('AccessToken').upsert('live', { kind: 'AccessToken' }, 600);
+    await storage.model('Client').upsert('forever', { client_id: 'forever' });
+    await storage.revokedTokens.revoke('live-jti', Math.floor(Date.now() / 1000) + 600);
+    const count = (table: string) => (storage.db.prepare(`SELECT count(*) AS n FROM ${table}`).get() as { n: number }).n;
+    for (let waited = 0; count('oidc_records') > 2 && waited < 5000; waited += 50) await new Promise((r) => setTimeout(r, 50));
+    expect(count('oidc_records')).toBe(2);
+    expect(count('revoked_tokens')).toBe(1);
+    expect(count('nonces')).toBe(0);
+    expect(count('attempts')).toBe(0);
+    expect(await storage.model('AccessToken').find('live')).toEqual({ kind: 'AccessToken' });
+    expect(await storage.revokedTokens.isRevoked('live-jti')).toBe(true);
+  });
+
+  test('attempt slots start over once their window has passed, even before the sweep', async () => {
+    const storage = await open();
+    const key = `nonce:${rid()}`;
+    expect(await storage.nonces.takeAttempt(key, 1, 1)).toBe(true);
+    expect(await storage.nonces.takeAttempt(key, 1, 1)).toBe(false);
+    await new Promise((r) => setTimeout(r, 1100));
+    expect(await storage.nonces.takeAttempt(key, 1, 60)).toBe(true);
+    expect(await storage.nonces.takeAttempt(key, 1, 60)).toBe(false);
+    expect(await storage.nonces.takeAttempt(rid(), 0, 60)).toBe(false);
+  });
+
+  test('a live nonce is not issued twice (its consumed mark would be lost)', async () => {
+    const storage = await open();
+    const nonce = rid();
+    await storage.nonces.issue(nonce, 60, 'client:a');
+    expect(await storage.nonces.consume(nonce)).toBe(true);
+    await expect(storage.nonces.issue(nonce, 60, 'client:b')).rejects.toBeInstanceOf(StorageUnavailableError);
+    expect(await storage.nonces.boundTo(nonce)).toBe('client:a');
+    expect(await storage.nonces.consume(nonce)).toBe(false);
+  });
+});
+
+describe('SQLite store: fails closed', () => {
+  test('a write that waits longer than busy_timeout for another writer fails as StorageUnavailableError (503 through the oidc adapter); reads go on', async () => {
+    const storage = await open(undefined, 150);
+    const id = rid();
+    await storage.model('AuthorizationCode').upsert(id, { kind: 'AuthorizationCode' }, 60);
+    // Another process holding the write lock (a long transaction, a stuck writer): here, a second connection.
+    const other = new DatabaseSync(storage.file);
+    other.exec('BEGIN IMMEDIATE');
+    try {
+      await expect(storage.model('AuthorizationCode').consume(id)).rejects.toBeInstanceOf(StorageUnavailableError);
+      await expect(storage.model('Session').upsert(rid(), { kind: 'Session' }, 60)).rejects.toThrow(/SQLite upsert failed \(SQLite error 5: database is locked\)/);
+      await expect(storage.audit.insertBatch([{ seq: 1, time: 't', type: 'x', details: {}, prev_hash: 'p', hash: 'h' }])).rejects.toBeInstanceOf(StorageUnavailableError);
+      const adapter = oidcAdapterFactory(storage)('AuthorizationCode');
+      await expect(adapter.consume(id)).rejects.toMatchObject({ statusCode: 503, error: 'temporarily_unavailable' });
+      // WAL: readers are not blocked by the writer.
+      expect((await storage.model('AuthorizationCode').find(id))?.consumed).toBeUndefined();
+    } finally {
+      other.exec('ROLLBACK');
+      other.close();
+    }
+    expect(await storage.model('AuthorizationCode').consume(id)).toBe(true);
+    expect(await storage.audit.insertBatch([{ seq: 1, time: 't', type: 'x', details: {}, prev_hash: 'p', hash: 'h' }])).toBe(1);
+  });
+
+  test('a data directory whose database file is not a database: init fails as StorageUnavailableError naming the file', async () => {
+    const dataDir = tempDir('agentauth-sqlite-bad-');
+    writeFileSync(join(dataDir, SQLITE_FILE), 'this is not an SQLite database, just text that is long enough to have a header'.repeat(20));
+    const storage = new SqliteStorage({ dataDir });
+    await expect(storage.init()).rejects.toBeInstanceOf(StorageUnavailableError);
+    await expect(storage.init()).rejects.toThrow(SQLITE_FILE);
+  });
+
+  test('a file written by a newer agentauth (higher schema version) is refused', async () => {
+    const dataDir = tempDir('agentauth-sqlite-new-');
+    const db = new DatabaseSync(join(dataDir, SQLITE_FILE));
+    db.exec('PRAGMA user_version = 99');
+    db.close();
+    await expect(new SqliteStorage({ dataDir }).init()).rejects.toThrow(/schema version 99, newer than this agentauth understands/);
+  });
+
+  test('before init and after close every call fails as StorageUnavailableError, ping included', async () => {
+    const dataDir = tempDir('agentauth-sqlite-closed-');
+    const unopened = new SqliteStorage({ dataDir });
+    await expect(unopened.model('Client').find('x')).rejects.toBeInstanceOf(StorageUnavailableError);
+    await expect(unopened.ping()).rejects.toBeInstanceOf(StorageUnavailableError);
+    const storage = await open(dataDir);
+    await expect(storage.ping()).resolves.toBeUndefined();
+    await storage.close();
+    await expect(storage.ping()).rejects.toBeInstanceOf(StorageUnavailableError);
+    await expect(storage.revokedTokens.isRevoked('x')).rejects.toBeInstanceOf(StorageUnavailableError);
+    await expect(storage.keys.list()).rejects.toBeInstanceOf(StorageUnavailableError);
+    await expect(storage.nonces.consume('x')).rejects.toBeInstanceOf(StorageUnavailableError);
+  });
+});
+
+describe('SQLite store: single use across processes', () => {
+  const RACER = join(ROOT, 'test', 'support', 'sqlite-racer.mjs');
+  const IDS = 30;
+  const PER_PROCESS = 25;
+
+  beforeAll(() => {
+    if (!existsSync(join(ROOT, 'dist', 'adapters', 'sqlite.js'))) throw new Error('dist/adapters/sqlite.js is missing: run `npm run build` first');
+  });
+
+  interface RacerResult {
+    pid: number;
+    won: Record<string, number>;
+    errors: string[];
+    started: number;
+    finished: number;
+  }
+
+  /** Two processes on one file, each running PER_PROCESS concurrent `op`s on every id, started at the same moment. */
+  async function race(dataDir: string, op: string, ids: string[]): Promise<RacerResult[]> {
+    const children = [0, 1].map(() => spawn(process.execPath, ['--no-warnings', RACER, dataDir, op, String(PER_PROCESS), ...ids], { stdio: ['pipe', 'pipe', 'inherit'] }));
+    const outputs = children.map(async (child) => {
+      const lines: string[] = [];
+      const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
+      for await (const line of createInterface({ input: child.stdout! })) lines.push(line);
+      expect(await exited).toBe(0);
+      return lines;
+    });
+    const ready = children.map(
+      (child) => new Promise<void>((resolve, reject) => {
+        child.stdout!.once('data', (chunk: Buffer) => (String(chunk).startsWith('ready') ? resolve() : reject(new Error(String(chunk)))));
+        child.once('exit', () => reject(new Error('racer exited before it was ready')));
+      }),
+    );
+    await Promise.all(ready);
+    const at = Date.now() + 300;
+    for (const child of children) child.stdin!.end(`go ${at}\n`);
+    const results = (await Promise.all(outputs)).map((lines) => JSON.parse(lines.at(-1)!) as RacerResult);
+    // The race was real: each racer began before the other had finished.
+    const [a, b] = results as [RacerResult, RacerResult];
+    expect(a.started).toBeLessThan(b.finished);
+    expect(b.started).toBeLessThan(a.finished);
+    return results;
+  }
+
+  function totals(results: RacerResult[], ids: string[]): number[] {
+    for (const r of results) expect(r.errors).toEqual([]);
+    return ids.map((id) => results.reduce((sum, r) => sum + (r.won[id] ?? 0), 0));
+  }
+
+  test('authorization codes: of 2 × 25 concurrent consumes per code, exactly one succeeds', async () => {
+    const storage = await open();
+    const ids = Array.from({ length: IDS }, () => rid());
+    for (const id of ids) await storage.model('AuthorizationCode').upsert(id, { kind: 'AuthorizationCode' }, 600);
+    const results = await race(storage.dataDir, 'consume', ids);
+    expect(totals(results, ids)).toEqual(ids.map(() => 1));
+    for (const id of ids) expect(typeof (await storage.model('AuthorizationCode').find(id))?.consumed).toBe('number');
+  });
+
+  test('replay detection: of 2 × 25 concurrent insertOnce per jti, exactly one succeeds', async () => {
+    const storage = await open();
+    const ids = Array.from({ length: IDS }, () => rid());
+    const results = await race(storage.dataDir, 'insertOnce', ids);
+    expect(totals(results, ids)).toEqual(ids.map(() => 1));
+    // The stored record is the winner's.
+    for (const id of ids) {
+      const winner = results.find((r) => r.won[id] === 1)!;
+      expect((await storage.model('ReplayDetection').find(id))?.iss).toBe(`pid-${winner.pid}`);
+    }
+  });
+
+  test('nonces: of 2 × 25 concurrent consumes per nonce, exactly one succeeds; attempt slots: exactly 5 of 50 per key', async () => {
+    const storage = await open();
+    const nonces = Array.from({ length: IDS }, () => rid());
+    for (const n of nonces) await storage.nonces.issue(n, 600, 'client:c1');
+    expect(totals(await race(storage.dataDir, 'nonce', nonces), nonces)).toEqual(nonces.map(() => 1));
+    const keys = Array.from({ length: IDS }, () => `nonce:${rid()}`);
+    expect(totals(await race(storage.dataDir, 'attempt', keys), keys)).toEqual(keys.map(() => 5));
+  });
+});

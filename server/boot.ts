@@ -2,6 +2,7 @@ import type Koa from 'koa';
 import type { Provider } from 'oidc-provider';
 
 import { StorageHealth } from '../adapters/health.js';
+import { importLegacyLayout } from '../adapters/legacy-import.js';
 import { EmbeddedStorage } from '../adapters/memory.js';
 import type { Storage } from '../adapters/types.js';
 import { KeyMaterialError } from '../keys/errors.js';
@@ -50,7 +51,39 @@ export async function openStorage(config: Config, log?: Logger): Promise<Storage
       onReconnect: (reason) => log?.warn({ reason }, 'storage: pings kept failing; replaced the MongoDB client with a new one'),
     });
   }
-  return new EmbeddedStorage({ dataDir: config.dataDir, sweepIntervalMs: config.storage.sweepIntervalMs });
+  if (config.store === 'memory') return new EmbeddedStorage({ dataDir: config.dataDir, sweepIntervalMs: config.storage.sweepIntervalMs });
+  quietSqliteWarning();
+  const { SqliteStorage } = await import('../adapters/sqlite.js');
+  return new SqliteStorage({ dataDir: config.dataDir, busyTimeoutMs: config.storage.timeoutMs, sweepIntervalMs: config.storage.sweepIntervalMs });
+}
+
+/**
+ * Node 22 flags node:sqlite as experimental and says so on stderr once per process, in every CLI command too. The
+ * module is the store agentauth ships (docs/operations.md says why); that one warning is dropped, every other stays.
+ */
+function quietSqliteWarning(): void {
+  const emit = process.emitWarning.bind(process) as (...args: unknown[]) => void;
+  process.emitWarning = ((warning: unknown, ...rest: unknown[]) => {
+    const text = warning instanceof Error ? warning.message : String(warning);
+    if (text.startsWith('SQLite is an experimental feature')) return;
+    emit(warning, ...rest);
+  }) as typeof process.emitWarning;
+}
+
+/**
+ * Opens the configured store for use: creates its tables or indexes and, for the SQLite store, imports a data
+ * directory still in the previous layout (keys.json, key-transitions.json, audit.jsonl) once, with a log line.
+ */
+export async function initStorage(config: Config, storage: Storage, log?: { warn(obj: object, msg: string): void }): Promise<void> {
+  await storage.init();
+  if (storage.kind !== 'sqlite') return;
+  const report = await importLegacyLayout(config.dataDir, storage);
+  if (report) {
+    log?.warn(
+      { event: 'storage.imported', dataDir: config.dataDir, ...report },
+      `imported the previous data-directory layout into the SQLite store (${report.keys} keys, ${report.transitions} key transitions, ${report.auditRecords} audit records); the old files are kept as *.imported`,
+    );
+  }
 }
 
 export async function resolveKek(config: Config, storage: Storage, log: Logger): Promise<ResolvedKek> {
@@ -80,12 +113,14 @@ export async function boot(config: Config, log: Logger): Promise<Agentauth> {
   const storage = await openStorage(config, log);
   if (storage.kind === 'embedded') {
     log.warn(
-      { store: 'embedded', dataDir: config.dataDir },
-      'embedded store: clients, grants and tokens live in this process and do not survive a restart (signing keys do, in the data directory); set MONGODB_URI for persistent storage',
+      { store: 'memory', dataDir: config.dataDir },
+      'THROWAWAY STORE (AGENTAUTH_STORE=memory): clients, grants, tokens and revocations live in this process and are LOST on exit (signing keys and the audit log are files in the data directory); unset AGENTAUTH_STORE for the durable SQLite store',
     );
+  } else if (storage.kind === 'sqlite') {
+    log.info({ store: 'sqlite', dataDir: config.dataDir }, 'storage: SQLite in the data directory');
   }
   try {
-    await storage.init();
+    await initStorage(config, storage, log);
     const { kek, origin } = await resolveKek(config, storage, log);
     const policy = { retireGraceSeconds: retireGraceSeconds(config) };
     const audit = new AuditLog(storage.audit, { chain: writerChain({ server: { port: config.port } }, config.auditChain) });

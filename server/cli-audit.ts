@@ -11,7 +11,7 @@ import { DEFAULT_AUDIT_CHAIN } from '../adapters/types.js';
 import type { AuditRecord, AuditStore } from '../adapters/types.js';
 import { GENESIS_HASH, LogVerifier } from './audit/chain.js';
 import type { LogVerification } from './audit/chain.js';
-import { openStorage } from './boot.js';
+import { initStorage, openStorage } from './boot.js';
 import { loadConfig } from './config.js';
 
 /** Records read from storage per round trip. */
@@ -31,7 +31,7 @@ async function withAuditStore<T>(fn: (store: AuditStore) => Promise<T>): Promise
   const config = loadConfig();
   const storage = await openStorage(config);
   try {
-    await storage.init();
+    await initStorage(config, storage, { warn: (_obj: object, msg: string) => void process.stderr.write(`agentauth: ${msg}\n`) });
     return await fn(storage.audit);
   } finally {
     await storage.close();
@@ -245,7 +245,7 @@ async function verify(opts: { file?: string }): Promise<void> {
 export function registerAuditCommands(program: Command): void {
   const audit = program
     .command('audit')
-    .description('read, export and verify the hash-chained audit log (needs MONGODB_URI, except verify --file)');
+    .description('read, export and verify the hash-chained audit log (from the configured store: MongoDB, SQLite in the data directory, or audit.jsonl with the memory store)');
 
   audit
     .command('tail')

@@ -6,7 +6,7 @@ import { archiveView } from '../keys/keyring.js';
 import type { ArchivedKey } from '../keys/keyring.js';
 import { deriveKeyView } from '../keys/lifecycle.js';
 import { retireKey, rotateKeys } from '../keys/rotation.js';
-import { openStorage, resolveKek } from './boot.js';
+import { initStorage, openStorage, resolveKek } from './boot.js';
 import { ConfigError, loadConfig, retireGraceSeconds } from './config.js';
 import type { Config } from './config.js';
 import { createLogger } from './logger.js';
@@ -20,7 +20,7 @@ async function withStorage<T>(fn: (storage: Storage, config: Config) => Promise<
   const config = loadConfig();
   const storage = await openStorage(config);
   try {
-    await storage.init();
+    await initStorage(config, storage, { warn: (_obj: object, msg: string) => void process.stderr.write(`agentauth: ${msg}\n`) });
     return await fn(storage, config);
   } finally {
     await storage.close();

@@ -30,8 +30,8 @@ async function startCommand(opts: { workers?: string }): Promise<void> {
   const workers = opts.workers === undefined ? 1 : Number(opts.workers);
   if (!Number.isInteger(workers) || workers < 1 || workers > 64) throw new ConfigError('--workers: must be a whole number from 1 to 64');
   if (workers > 1 && cluster.isPrimary) {
-    if (!config.mongodb) {
-      throw new ConfigError('--workers: several workers need MONGODB_URI; the embedded store lives inside one process');
+    if (config.store === 'memory') {
+      throw new ConfigError('--workers: several workers need a shared store (SQLite, the default, or MONGODB_URI); AGENTAUTH_STORE=memory lives inside one process');
     }
     return startPrimary(workers, createLogger(config.logLevel));
   }
@@ -89,7 +89,7 @@ const program = new Command()
 program
   .command('start')
   .description('start the server (configuration: environment variables and the JSON file named by AGENTAUTH_CONFIG)')
-  .option('--workers <n>', 'worker processes sharing the port (node:cluster); more than one needs MONGODB_URI')
+  .option('--workers <n>', 'worker processes sharing the port (node:cluster) and the store; not with AGENTAUTH_STORE=memory')
   .action(startCommand);
 
 const clients = program.command('clients').description('manage OAuth clients');

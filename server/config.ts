@@ -204,6 +204,8 @@ const envSchema = z.object({
   MONGODB_DB: z.string().regex(/^[A-Za-z0-9_-]{1,63}$/, 'must be 1-63 letters, digits, "_" or "-"').optional(),
   AGENTAUTH_CONFIG: z.string().min(1).optional(),
   AGENTAUTH_DATA_DIR: z.string().min(1).optional(),
+  /** Without MONGODB_URI: `sqlite` (default, durable) or `memory` (a throwaway store that forgets everything on exit). */
+  AGENTAUTH_STORE: z.enum(['sqlite', 'memory']).optional(),
   AGENTAUTH_KEK: z.string().min(1).optional(),
   AGENTAUTH_KEK_FILE: z.string().min(1).optional(),
   AGENTAUTH_KEY_ALG: z.enum(['ES256', 'EdDSA']).optional(),
@@ -231,6 +233,8 @@ export interface Config {
   /** Trust X-Forwarded-Proto/-Host/-For from a reverse proxy in front of agentauth. */
   trustProxy: boolean;
   mongodb: { uri: string; dbName: string } | undefined;
+  /** Where everything is stored: MongoDB when MONGODB_URI is set, else SQLite in the data directory, or memory on request. */
+  store: 'mongodb' | 'sqlite' | 'memory';
   dataDir: string;
   kek: string | undefined;
   kekFile: string | undefined;
@@ -300,6 +304,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const parsedEnv = envSchema.safeParse(present);
   if (!parsedEnv.success) throw new ConfigError(describe('', parsedEnv.error));
   const e = parsedEnv.data;
+  if (e.MONGODB_URI && e.AGENTAUTH_STORE) {
+    throw new ConfigError(`AGENTAUTH_STORE: ${e.AGENTAUTH_STORE} is the store used without MONGODB_URI; unset one of the two`);
+  }
   if (e.AGENTAUTH_KEK && e.AGENTAUTH_KEK_FILE) {
     throw new ConfigError('AGENTAUTH_KEK_FILE: set either AGENTAUTH_KEK or AGENTAUTH_KEK_FILE, not both');
   }
@@ -356,6 +363,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     issuer: (e.ISSUER ?? `http://localhost:${listenPort}`).replace(/\/$/, ''),
     trustProxy: e.TRUST_PROXY === 'true',
     mongodb: e.MONGODB_URI ? { uri: e.MONGODB_URI, dbName: e.MONGODB_DB ?? databaseInUri(e.MONGODB_URI) ?? 'agentauth' } : undefined,
+    store: e.MONGODB_URI ? 'mongodb' : (e.AGENTAUTH_STORE ?? 'sqlite'),
     dataDir: resolve(e.AGENTAUTH_DATA_DIR ?? '.agentauth'),
     kek: e.AGENTAUTH_KEK,
     kekFile: e.AGENTAUTH_KEK_FILE,

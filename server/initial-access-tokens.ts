@@ -19,8 +19,8 @@ export function checkInitialAccessTokenRequest(config: Config, opts: { tier?: st
   if (config.registration.mode !== 'token') {
     throw new ConfigError(`registration.mode: initial access tokens are only used in "token" mode (it is "${config.registration.mode}")`);
   }
-  if (!config.mongodb) {
-    throw new ConfigError('MONGODB_URI: initial access tokens must be stored where the server reads them; the embedded store lives inside the server process');
+  if (config.store === 'memory') {
+    throw new ConfigError('AGENTAUTH_STORE: initial access tokens must be stored where the server reads them; the memory store lives inside the server process');
   }
   const tier = opts.tier ?? config.registration.defaultTier;
   if (!config.tiers[tier]) throw new ConfigError(`--tier: no tier named ${tier} (tiers: ${Object.keys(config.tiers).join(', ')})`);

@@ -1,11 +1,11 @@
 import { Wallet } from 'ethers';
-import * as oidc from 'openid-client';
 
 import { MongoStorage } from '../../adapters/mongodb.js';
 import { allAuditRecords } from '../support/audit.js';
-import { authorizeWithWallet } from '../support/user-agent.js';
 import { baseConfig, introspect, register, REDIRECT, RESOURCE, RS_CLIENT, startAgentServer } from '../support/agent-server.js';
 import type { AgentServer } from '../support/agent-server.js';
+import { all, basic, codeFor as signedInCode, form, oneDpopProof, redemption, refreshing, statuses } from '../support/races.js';
+import type { CodeGrant } from '../support/races.js';
 import { mongoUri } from '../support/storages.js';
 import { fetchNonce, signedSiwe } from '../support/wallet.js';
 
@@ -18,21 +18,6 @@ const CONCURRENCY = 50;
 const ROUNDS = 5;
 const WALLET_GRANT = 'urn:agentauth:params:oauth:grant-type:wallet-signature';
 const wallet = new Wallet('0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a');
-
-const basic = (id: string, secret: string) => `Basic ${Buffer.from(`${encodeURIComponent(id)}:${encodeURIComponent(secret)}`).toString('base64')}`;
-const form = (params: Record<string, string>) => new URLSearchParams(params).toString();
-
-async function all(n: number, fire: (i: number) => Promise<Response>): Promise<Array<{ status: number; body: Record<string, unknown> }>> {
-  return Promise.all(
-    Array.from({ length: n }, async (_, i) => {
-      const res = await fire(i);
-      const text = await res.text();
-      return { status: res.status, body: text ? (JSON.parse(text) as Record<string, unknown>) : {} };
-    }),
-  );
-}
-
-const statuses = (results: Array<{ status: number }>) => results.map((r) => r.status).sort().join(',');
 
 describe(`single use under ${CONCURRENCY} concurrent requests, ${ROUNDS} rounds, on the MongoDB wire protocol`, () => {
   let as: AgentServer;
@@ -50,33 +35,19 @@ describe(`single use under ${CONCURRENCY} concurrent requests, ${ROUNDS} rounds,
     await storage?.close();
   });
 
-  /** A confidential code-flow client (no DPoP, so every request may be identical) and one signed-in authorization. */
-  async function codeFor(): Promise<{ clientId: string; secret: string; code: string; verifier: string }> {
-    const created = await register(issuer, { redirect_uris: [REDIRECT], grant_types: ['authorization_code', 'refresh_token'], token_endpoint_auth_method: 'client_secret_basic', scope: 'read' });
-    expect(created.status).toBe(201);
-    const clientId = created.body.client_id as string;
-    const secret = created.body.client_secret as string;
-    const verifier = oidc.randomPKCECodeVerifier();
-    const url = new URL(`${issuer}/auth`);
-    const params = { client_id: clientId, response_type: 'code', redirect_uri: REDIRECT, scope: 'read', resource: RESOURCE, code_challenge: await oidc.calculatePKCECodeChallenge(verifier), code_challenge_method: 'S256' };
-    for (const [k, v] of Object.entries(params)) url.searchParams.set(k, v);
-    const { callback } = await authorizeWithWallet(url, REDIRECT, { wallet });
-    const code = callback.searchParams.get('code');
-    expect(code).toBeTruthy();
-    return { clientId, secret, code: code!, verifier };
-  }
+  const codeFor = () => signedInCode(issuer, wallet);
 
-  const redeem = (c: { clientId: string; secret: string; code: string; verifier: string }) =>
+  const redeem = (c: CodeGrant) =>
     fetch(`${issuer}/token`, {
       method: 'POST',
       headers: { authorization: basic(c.clientId, c.secret), 'content-type': 'application/x-www-form-urlencoded' },
-      body: form({ grant_type: 'authorization_code', code: c.code, code_verifier: c.verifier, redirect_uri: REDIRECT, resource: RESOURCE }),
+      body: redemption(c),
     });
   const refresh = (clientId: string, secret: string, token: string) =>
     fetch(`${issuer}/token`, {
       method: 'POST',
       headers: { authorization: basic(clientId, secret), 'content-type': 'application/x-www-form-urlencoded' },
-      body: form({ grant_type: 'refresh_token', refresh_token: token, resource: RESOURCE }),
+      body: refreshing(token),
     });
 
   test.each(Array.from({ length: ROUNDS }, (_, i) => [i + 1]))('authorization code, round %i: one success, and the winner\'s tokens are revoked (RFC 6749 §4.1.2)', async () => {
@@ -162,22 +133,11 @@ describe(`single use under ${CONCURRENCY} concurrent requests, ${ROUNDS} rounds,
   });
 
   test.each(Array.from({ length: ROUNDS }, (_, i) => [i + 1]))('DPoP proof jti, round %i: one token for one proof', async () => {
-    const key = await oidc.randomDPoPKeyPair('ES256');
-    const config = new oidc.Configuration({ issuer, token_endpoint: `${issuer}/token` }, RS_CLIENT.id, RS_CLIENT.secret);
-    // One proof, built once, sent 50 times (oauth4webapi-style: htm, htu, iat, jti).
-    let proof: string | undefined;
-    const capture: typeof fetch = async (_url, init) => {
-      proof = new Headers(init?.headers).get('dpop') ?? undefined;
-      return new Response(JSON.stringify({ access_token: 'x', token_type: 'DPoP' }), { headers: { 'content-type': 'application/json' } });
-    };
-    config[oidc.customFetch] = capture as never;
-    oidc.allowInsecureRequests(config);
-    await oidc.clientCredentialsGrant(config, { resource: RESOURCE }, { DPoP: oidc.getDPoPHandle(config, key) }).catch(() => undefined);
-    expect(proof).toBeTruthy();
+    const proof = await oneDpopProof(issuer, RS_CLIENT.id, RS_CLIENT.secret);
     const results = await all(CONCURRENCY, () =>
       fetch(`${issuer}/token`, {
         method: 'POST',
-        headers: { authorization: basic(RS_CLIENT.id, RS_CLIENT.secret), 'content-type': 'application/x-www-form-urlencoded', dpop: proof! },
+        headers: { authorization: basic(RS_CLIENT.id, RS_CLIENT.secret), 'content-type': 'application/x-www-form-urlencoded', dpop: proof },
         body: form({ grant_type: 'client_credentials', resource: RESOURCE, scope: 'read' }),
       }),
     );

@@ -72,10 +72,13 @@ export interface RunningServer {
   exited: Promise<number | null>;
 }
 
-/** Starts `agentauth start` as a real process and resolves once it logs that it is listening. */
-export async function startServer(env: Record<string, string | undefined>, port?: number): Promise<RunningServer> {
+/**
+ * Starts `agentauth start` as a real process and resolves once it logs that it is listening (with `--workers N` in
+ * `args`, once `listening` processes have: pass N).
+ */
+export async function startServer(env: Record<string, string | undefined>, port?: number, opts: { args?: string[]; listening?: number } = {}): Promise<RunningServer> {
   const p = port ?? (await freePort());
-  const child = spawn(process.execPath, [CLI, 'start'], {
+  const child = spawn(process.execPath, [CLI, 'start', ...(opts.args ?? [])], {
     env: cleanEnv({ PORT: String(p), ...env }),
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -84,7 +87,7 @@ export async function startServer(env: Record<string, string | undefined>, port?
   child.stderr!.on('data', (d: Buffer) => (out += d));
   const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
   const deadline = Date.now() + 20_000;
-  while (!out.includes('"agentauth listening"')) {
+  while (out.split('"agentauth listening"').length - 1 < (opts.listening ?? 1)) {
     if (child.exitCode !== null) throw new Error(`agentauth exited at start (${child.exitCode}): ${out}`);
     if (Date.now() > deadline) {
       child.kill('SIGKILL');

@@ -140,8 +140,10 @@ describe('agentauth backup on the SQLite store, and a restore as docs/operations
     mkdirSync(dataB, { mode: 0o700 });
     copyFileSync(out, join(dataB, 'agentauth.sqlite'));
     chmodSync(join(dataB, 'agentauth.sqlite'), 0o600);
-    writeFileSync(join(dataB, 'kek'), readFileSync(join(dir, 'a', 'kek')), { mode: 0o600 });
     const envB = { AGENTAUTH_CONFIG: config, AGENTAUTH_DATA_DIR: dataB };
+    // Without the KEK the restored keys cannot be unsealed: the server refuses to start rather than make new ones.
+    await expect(startServer(envB, portA)).rejects.toThrow(/signing keys exist in .* but no key-encryption key was found/);
+    writeFileSync(join(dataB, 'kek'), readFileSync(join(dir, 'a', 'kek')), { mode: 0o600 });
     // On the same port, so with the same issuer, as a restored server would be.
     server = await startServer(envB, portA);
     const b = server.url;

@@ -14,7 +14,7 @@ class BackupRefused extends Error {
 }
 
 /** What is in a backup: a sanity count an operator can compare with what they expect. */
-export interface BackupCounts {
+interface BackupCounts {
   clients: number;
   keys: number;
   auditRecords: number;

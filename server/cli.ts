@@ -9,6 +9,7 @@ import { createLogger } from './logger.js';
 import { start } from './start.js';
 import { registerAuditCommands } from './cli-audit.js';
 import { registerKeyCommands } from './cli-keys.js';
+import { registerBackupCommands } from './cli-backup.js';
 import { boot } from './boot.js';
 import { checkInitialAccessTokenRequest, createInitialAccessToken } from './initial-access-tokens.js';
 
@@ -115,6 +116,7 @@ iat
 
 registerAuditCommands(program);
 registerKeyCommands(program);
+registerBackupCommands(program);
 
 try {
   await program.parseAsync(process.argv);

@@ -1,9 +1,11 @@
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import type { DatabaseSync } from 'node:sqlite';
 
 import type { Collection } from 'mongodb';
 
 import { MongoStorage } from '../../adapters/mongodb.js';
+import { SqliteStorage } from '../../adapters/sqlite.js';
 import type { AuditRecord } from '../../adapters/types.js';
 import { computeHash } from '../../server/audit/chain.js';
 import { AuditLog } from '../../server/audit/log.js';
@@ -260,6 +262,17 @@ describe('agentauth audit tail|export|verify against MongoDB', () => {
   });
 });
 
+/** Runs `fn` on the SQLite store of `dataDir` (no server running), through a connection of its own. */
+async function withSqlite<T>(dataDir: string, fn: (db: DatabaseSync) => T): Promise<T> {
+  const storage = new SqliteStorage({ dataDir });
+  await storage.init();
+  try {
+    return fn(storage.db);
+  } finally {
+    await storage.close();
+  }
+}
+
 describe('agentauth audit on the embedded store', () => {
   /** A data directory with one confidential client, and a client_credentials request against a server on it. */
   function embeddedSetup() {
@@ -280,13 +293,15 @@ describe('agentauth audit on the embedded store', () => {
     return { dir, env, issue };
   }
 
-  test('the log is a file in the data directory: it survives a restart and the CLI verifies it', async () => {
-    const { env, issue } = embeddedSetup();
+  test('the log is in the SQLite file of the data directory: it survives a restart and the CLI verifies it', async () => {
+    const { dir, env, issue } = embeddedSetup();
     for (let round = 0; round < 2; round += 1) {
       const server = await startServer(env);
       expect((await issue(server.url)).status).toBe(200);
       expect(await server.stop()).toBe(0);
     }
+    expect(existsSync(join(dir, 'data', 'agentauth.sqlite'))).toBe(true);
+    expect(existsSync(join(dir, 'data', 'audit.jsonl'))).toBe(false);
     const verified = await runCli(['audit', 'verify'], env);
     expect(verified.code).toBe(0);
     expect(verified.stdout).toMatch(/^audit log OK: 3 records/);
@@ -294,7 +309,7 @@ describe('agentauth audit on the embedded store', () => {
     expect(tail.stdout.trim().split('\n').map((l) => (JSON.parse(l) as AuditRecord).type)).toEqual(['key.generated', 'token.issued', 'token.issued']);
   });
 
-  test('the CLI appends its own chain to the file of a running server: the server keeps issuing; tampering is reported per chain', async () => {
+  test('the CLI appends its own chain to the SQLite store of a running server: the server keeps issuing; tampering is reported per chain', async () => {
     const { dir, env, issue } = embeddedSetup();
     const server = await startServer(env);
     try {
@@ -311,14 +326,14 @@ describe('agentauth audit on the embedded store', () => {
     expect(verified.code).toBe(0);
     expect(verified.stdout).toMatch(/^audit log OK: 4 records in 2 chains, heads \S+#cli seq 1 hash [0-9a-f]{64}, \S+:\d+#0 seq 3 hash [0-9a-f]{64}\n$/);
 
-    // Edit the server chain's second record in the file: reported with its chain.
-    const file = join(dir, 'data', 'audit.jsonl');
-    const lines = readFileSync(file, 'utf8').trim().split('\n');
-    const index = lines.findIndex((l) => { const r = JSON.parse(l) as AuditRecord; return r.seq === 2 && !r.chain?.endsWith('#cli'); });
-    const edited = JSON.parse(lines[index]!) as AuditRecord;
-    edited.details = { ...edited.details, grant_type: 'forged' };
-    lines[index] = JSON.stringify(edited);
-    writeFileSync(file, `${lines.join('\n')}\n`);
+    // Edit the server chain's second record in the SQLite file, with SQL and the hash left as it was: reported with its chain.
+    const edited = await withSqlite(join(dir, 'data'), (db) => {
+      const row = db.prepare("SELECT chain, record FROM audit_records WHERE seq = 2 AND chain NOT LIKE '%#cli'").get() as { chain: string; record: string };
+      const record = JSON.parse(row.record) as AuditRecord;
+      record.details = { ...record.details, grant_type: 'forged' };
+      expect(db.prepare('UPDATE audit_records SET record = ? WHERE chain = ? AND seq = 2').run(JSON.stringify(record), row.chain).changes).toBe(1);
+      return record;
+    });
     const failed = await runCli(['audit', 'verify'], env);
     expect(failed.code).toBe(1);
     expect(failed.stdout).toContain(`chain ${edited.chain} seq 2: edited: content does not match its hash`);

@@ -43,7 +43,7 @@ export async function importLegacyLayout(dataDir: string, storage: Pick<Storage,
   if (stored.size > 0 && foreign.length > 0) {
     // Two key sets for one server: importing would lose one of them (their seqs collide). The operator decides.
     throw new Error(
-      `the store already holds signing keys and ${join(dataDir, 'keys.json')} holds others (${foreign.map((k) => k.kid).join(', ')}); move one of them away and start again`,
+      `the store already holds signing keys (${[...stored].join(', ')}) and ${join(dataDir, 'keys.json')} holds others (${foreign.map((k) => k.kid).join(', ')}); move one of them away and start again`,
     );
   }
   // Transitions before keys: a key never appears without the transitions that date it.

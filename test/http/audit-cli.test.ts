@@ -1,9 +1,11 @@
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import type { DatabaseSync } from 'node:sqlite';
 
 import type { Collection } from 'mongodb';
 
 import { MongoStorage } from '../../adapters/mongodb.js';
+import { SqliteStorage } from '../../adapters/sqlite.js';
 import type { AuditRecord } from '../../adapters/types.js';
 import { computeHash } from '../../server/audit/chain.js';
 import { AuditLog } from '../../server/audit/log.js';
@@ -260,11 +262,23 @@ describe('agentauth audit tail|export|verify against MongoDB', () => {
   });
 });
 
+/** Runs `fn` on the SQLite store of `dataDir` (no server running), through a connection of its own. */
+async function withSqlite<T>(dataDir: string, fn: (db: DatabaseSync) => T): Promise<T> {
+  const storage = new SqliteStorage({ dataDir });
+  await storage.init();
+  try {
+    return fn(storage.db);
+  } finally {
+    await storage.close();
+  }
+}
+
 describe('agentauth audit on the embedded store', () => {
   /** A data directory with one confidential client, and a client_credentials request against a server on it. */
-  function embeddedSetup() {
+  function embeddedSetup(extraEnv: Record<string, string> = {}) {
     const dir = tempDir();
     const env = {
+      ...extraEnv,
       AGENTAUTH_DATA_DIR: join(dir, 'data'),
       AGENTAUTH_CONFIG: writeConfig(dir, {
         resourceServers: [{ identifier: 'https://api.example.com', scopes: ['read'] }],
@@ -280,13 +294,15 @@ describe('agentauth audit on the embedded store', () => {
     return { dir, env, issue };
   }
 
-  test('the log is a file in the data directory: it survives a restart and the CLI verifies it', async () => {
-    const { env, issue } = embeddedSetup();
+  test('the log is in the SQLite file of the data directory: it survives a restart and the CLI verifies it', async () => {
+    const { dir, env, issue } = embeddedSetup();
     for (let round = 0; round < 2; round += 1) {
       const server = await startServer(env);
       expect((await issue(server.url)).status).toBe(200);
       expect(await server.stop()).toBe(0);
     }
+    expect(existsSync(join(dir, 'data', 'agentauth.sqlite'))).toBe(true);
+    expect(existsSync(join(dir, 'data', 'audit.jsonl'))).toBe(false);
     const verified = await runCli(['audit', 'verify'], env);
     expect(verified.code).toBe(0);
     expect(verified.stdout).toMatch(/^audit log OK: 3 records/);
@@ -294,12 +310,36 @@ describe('agentauth audit on the embedded store', () => {
     expect(tail.stdout.trim().split('\n').map((l) => (JSON.parse(l) as AuditRecord).type)).toEqual(['key.generated', 'token.issued', 'token.issued']);
   });
 
-  test('the CLI appends its own chain to the file of a running server: the server keeps issuing; tampering is reported per chain', async () => {
-    const { dir, env, issue } = embeddedSetup();
+  /** Edits the details of the server chain's record at seq 2, leaving its hash: returns the record as edited. */
+  type EditServerRecord = (dataDir: string) => Promise<AuditRecord>;
+  const editInSqlite: EditServerRecord = (dataDir) =>
+    withSqlite(dataDir, (db) => {
+      const row = db.prepare("SELECT chain, record FROM audit_records WHERE seq = 2 AND chain NOT LIKE '%#cli'").get() as { chain: string; record: string };
+      const record = JSON.parse(row.record) as AuditRecord;
+      record.details = { ...record.details, grant_type: 'forged' };
+      expect(db.prepare('UPDATE audit_records SET record = ? WHERE chain = ? AND seq = 2').run(JSON.stringify(record), row.chain).changes).toBe(1);
+      return record;
+    });
+  const editInAuditJsonl: EditServerRecord = async (dataDir) => {
+    const file = join(dataDir, 'audit.jsonl');
+    const lines = readFileSync(file, 'utf8').trim().split('\n');
+    const index = lines.findIndex((l) => { const r = JSON.parse(l) as AuditRecord; return r.seq === 2 && !r.chain?.endsWith('#cli'); });
+    const edited = JSON.parse(lines[index]!) as AuditRecord;
+    edited.details = { ...edited.details, grant_type: 'forged' };
+    lines[index] = JSON.stringify(edited);
+    writeFileSync(file, `${lines.join('\n')}\n`);
+    return edited;
+  };
+
+  test.each<{ store: string; env: Record<string, string>; edit: EditServerRecord }>([
+    { store: 'SQLite (the default)', env: {}, edit: editInSqlite },
+    { store: 'memory (AGENTAUTH_STORE=memory, audit.jsonl)', env: { AGENTAUTH_STORE: 'memory' }, edit: editInAuditJsonl },
+  ])('$store: the CLI appends its own chain to the store of a running server; the server keeps issuing; tampering is reported per chain', async ({ env: storeEnv, edit }) => {
+    const { dir, env, issue } = embeddedSetup(storeEnv);
     const server = await startServer(env);
     try {
       expect((await issue(server.url)).status).toBe(200);
-      // A key command while the server runs: its audit event goes on the CLI's chain, in the same file.
+      // A key command while the server runs: its audit event goes on the CLI's chain, in the same store.
       const rotated = await runCli(['keys', 'rotate'], env);
       expect(rotated.code).toBe(0);
       // The server's cached head of its own chain is still right: the next token is issued and recorded.
@@ -311,14 +351,8 @@ describe('agentauth audit on the embedded store', () => {
     expect(verified.code).toBe(0);
     expect(verified.stdout).toMatch(/^audit log OK: 4 records in 2 chains, heads \S+#cli seq 1 hash [0-9a-f]{64}, \S+:\d+#0 seq 3 hash [0-9a-f]{64}\n$/);
 
-    // Edit the server chain's second record in the file: reported with its chain.
-    const file = join(dir, 'data', 'audit.jsonl');
-    const lines = readFileSync(file, 'utf8').trim().split('\n');
-    const index = lines.findIndex((l) => { const r = JSON.parse(l) as AuditRecord; return r.seq === 2 && !r.chain?.endsWith('#cli'); });
-    const edited = JSON.parse(lines[index]!) as AuditRecord;
-    edited.details = { ...edited.details, grant_type: 'forged' };
-    lines[index] = JSON.stringify(edited);
-    writeFileSync(file, `${lines.join('\n')}\n`);
+    // Edit the server chain's second record where the store keeps it, hash left as it was: reported with its chain.
+    const edited = await edit(join(dir, 'data'));
     const failed = await runCli(['audit', 'verify'], env);
     expect(failed.code).toBe(1);
     expect(failed.stdout).toContain(`chain ${edited.chain} seq 2: edited: content does not match its hash`);

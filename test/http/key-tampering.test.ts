@@ -1,19 +1,19 @@
 // Someone who can write the key store but does not hold the KEK tries to make agentauth trust a key of theirs. The
 // running server, a server starting on the tampered store, and `agentauth verify` must all refuse it.
 import { randomBytes } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { readdir } from 'node:fs/promises';
 
 import { decodeProtectedHeader } from 'jose';
 import { MongoClient } from 'mongodb';
 
 import { FileKeyStore } from '../../adapters/file-keys.js';
 import { MongoStorage } from '../../adapters/mongodb.js';
+import { SqliteStorage } from '../../adapters/sqlite.js';
 import type { KeyStore } from '../../adapters/types.js';
 import { checkKeyPair, macKeyRecord, macTransition, readCheckedKeys } from '../../keys/integrity.js';
 import { newStoredKey } from '../../keys/keyring.js';
 import { baseConfig, introspect, RESOURCE, RS_CLIENT } from '../support/agent-server.js';
-import { attackerKey, injectedKey, rawFileKeys, rawMongoKeys, signAccessToken } from '../support/raw-keys.js';
+import { attackerKey, injectedKey, rawFileKeys, rawMongoKeys, rawSqliteKeys, signAccessToken } from '../support/raw-keys.js';
 import type { RawKey, RawKeyStore, RawTransition } from '../support/raw-keys.js';
 import { logLines, runCli, startServer, tempDir, uniqueDbName, writeConfig } from '../support/server.js';
 import type { RunningServer } from '../support/server.js';
@@ -25,16 +25,33 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const HOUR = 3600_000;
 
 interface Backend {
-  name: 'embedded' | 'mongodb';
+  name: 'sqlite' | 'memory' | 'mongodb';
   setup(): Promise<{ env: Record<string, string>; raw: RawKeyStore; keys: KeyStore; close(): Promise<void> }>;
 }
 
 const BACKENDS: Backend[] = [
   {
-    name: 'embedded',
+    // The embedded store as shipped: the tables of <dataDir>/agentauth.sqlite, written with SQL from another process
+    // while the server runs on the same file.
+    name: 'sqlite',
     async setup() {
       const dataDir = tempDir('agentauth-tamper-');
-      return { env: { AGENTAUTH_DATA_DIR: dataDir }, raw: rawFileKeys(dataDir), keys: new FileKeyStore(dataDir), close: async () => undefined };
+      const storage = new SqliteStorage({ dataDir });
+      await storage.init();
+      return { env: { AGENTAUTH_DATA_DIR: dataDir }, raw: rawSqliteKeys(() => storage.db), keys: storage.keys, close: () => storage.close() };
+    },
+  },
+  {
+    // The throwaway store (AGENTAUTH_STORE=memory) keeps its keys in keys.json and key-transitions.json.
+    name: 'memory',
+    async setup() {
+      const dataDir = tempDir('agentauth-tamper-');
+      return {
+        env: { AGENTAUTH_DATA_DIR: dataDir, AGENTAUTH_STORE: 'memory' },
+        raw: rawFileKeys(dataDir),
+        keys: new FileKeyStore(dataDir),
+        close: async () => undefined,
+      };
     },
   },
   {
@@ -176,32 +193,47 @@ describe.each(BACKENDS)('key-store tampering without the KEK: $name', (backend) 
 });
 
 describe('a key store written before records carried integrity MACs', () => {
-  test('embedded: the first start checks and upgrades it once, logs it, and serves its key; the next start finds nothing to do', async () => {
+  test('embedded: a pre-MAC keys.json is imported into SQLite, the first start checks and upgrades it once, logs it, and serves its key; the next start finds nothing to do', async () => {
     const dataDir = tempDir('agentauth-legacy-');
     const kek = randomBytes(32);
     const { mac: _m, ...key } = await newStoredKey(kek, 'ES256', 1, new Date(Date.now() - HOUR));
-    const raw = rawFileKeys(dataDir);
-    await raw.writeKeys([key as RawKey]);
-    await raw.writeTransitions([{ kid: key.kid, type: 'activate', at: key.createdAt, recordedAt: key.createdAt, reason: 'first key' }]);
+    // The previous layout, as a release before integrity MACs wrote it: keys.json and key-transitions.json, no MACs.
+    const legacy = rawFileKeys(dataDir);
+    await legacy.writeKeys([key as RawKey]);
+    await legacy.writeTransitions([{ kid: key.kid, type: 'activate', at: key.createdAt, recordedAt: key.createdAt, reason: 'first key' }]);
     const env = { AGENTAUTH_DATA_DIR: dataDir, AGENTAUTH_KEK: kek.toString('base64') };
 
     let server = await startServer(env);
     try {
-      const upgraded = logLines(server.output()).find((l) => l.event === 'keys.integrity_upgraded');
+      const lines = logLines(server.output());
+      expect(lines.find((l) => l.event === 'storage.imported')).toMatchObject({ keys: 1, transitions: 1, auditRecords: 0 });
+      const upgraded = lines.find((l) => l.event === 'keys.integrity_upgraded');
       expect(upgraded).toMatchObject({ keys: [key.kid], transitions: [`${key.kid}:activate`] });
       const jwks = (await (await fetch(`${server.url}/jwks`)).json()) as { keys: Array<{ kid: string }> };
       expect(jwks.keys.map((k) => k.kid)).toEqual([key.kid]);
     } finally {
       await server.stop();
     }
-    const audit = (await readFile(join(dataDir, 'audit.jsonl'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as { type: string; details: unknown });
-    expect(audit.filter((r) => r.type === 'key.integrity_upgraded').map((r) => r.details)).toEqual([{ keys: [key.kid], transitions: [`${key.kid}:activate`] }]);
-    expect((await raw.keys())[0]).toMatchObject({ ...key, mac: expect.any(String) });
-    expect((await raw.transitions())[0]).toMatchObject({ kid: key.kid, mac: expect.any(String) });
+    const files = await readdir(dataDir);
+    expect(files).toEqual(expect.arrayContaining(['keys.json.imported', 'key-transitions.json.imported']));
+    expect(files).not.toContain('keys.json');
+
+    const storage = new SqliteStorage({ dataDir });
+    await storage.init();
+    try {
+      const audit = (await Promise.all((await storage.audit.chains()).map((chain) => storage.audit.list(1, 1000, chain)))).flat();
+      expect(audit.filter((r) => r.type === 'key.integrity_upgraded').map((r) => r.details)).toEqual([{ keys: [key.kid], transitions: [`${key.kid}:activate`] }]);
+      const raw = rawSqliteKeys(() => storage.db);
+      expect(await raw.keys()).toEqual([{ ...key, mac: expect.any(String) }]);
+      expect(await raw.transitions()).toEqual([expect.objectContaining({ kid: key.kid, type: 'activate', mac: expect.any(String) })]);
+    } finally {
+      await storage.close();
+    }
 
     server = await startServer(env);
     try {
       expect(server.output()).not.toContain('keys.integrity_upgraded');
+      expect(server.output()).not.toContain('storage.imported');
       const listed = await runCli(['keys', 'list'], env);
       expect(listed.code).toBe(0);
       expect(listed.stdout).toContain(`${key.kid}  ES256  active`);

@@ -1,9 +1,11 @@
-import { readFileSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { join } from 'node:path';
 
 import { createRemoteJWKSet, decodeProtectedHeader, jwtVerify } from 'jose';
 
+import { SqliteStorage } from '../../adapters/sqlite.js';
+import { rawSqliteKeys } from '../support/raw-keys.js';
 import { mongoUri } from '../support/storages.js';
 import { newKek, runCli, startServer, tempDir, uniqueDbName, writeConfig } from '../support/server.js';
 
@@ -12,6 +14,18 @@ const CONFIG = {
   resourceServers: [{ identifier: 'https://api.example.com', scopes: ['read'] }],
   clients: [{ client_id: 'svc', client_secret: SECRET }],
 };
+
+/** The signing_keys and key_transitions rows of the SQLite store in `dataDir`, read with SQL while no server runs. */
+async function readSqliteKeys(dataDir: string) {
+  const storage = new SqliteStorage({ dataDir });
+  await storage.init();
+  try {
+    const raw = rawSqliteKeys(() => storage.db);
+    return { keys: await raw.keys(), transitions: await raw.transitions() };
+  } finally {
+    await storage.close();
+  }
+}
 
 describe('SIGTERM', () => {
   test('stops accepting, finishes the in-flight request, closes storage and exits 0', async () => {
@@ -126,21 +140,25 @@ describe('behind a reverse proxy', () => {
 });
 
 describe('key material', () => {
-  test('embedded: the first start generates one key and a 0600 KEK; later starts load the same key', async () => {
+  test('embedded: the first start generates one key and a 0600 KEK in a 0600 SQLite file; later starts load the same key', async () => {
     const dataDir = join(tempDir(), 'data');
     let server = await startServer({ AGENTAUTH_DATA_DIR: dataDir });
     const first = (await (await fetch(`${server.url}/jwks`)).json()) as { keys: Array<{ kid: string }> };
     expect(server.output()).toMatch(/"generated the first signing key"/);
-    expect(server.output()).toContain('embedded store: clients, grants and tokens live in this process and do not survive a restart');
+    expect(server.output()).toContain('"storage: SQLite in the data directory"');
+    expect(server.output()).not.toContain('THROWAWAY STORE');
     expect(await server.stop()).toBe(0);
     expect(statSync(join(dataDir, 'kek')).mode & 0o777).toBe(0o600);
-    expect(statSync(join(dataDir, 'keys.json')).mode & 0o777).toBe(0o600);
-    const stored = readFileSync(join(dataDir, 'keys.json'), 'utf8');
-    expect(stored).not.toMatch(/"d"\s*:/); // the private key is sealed, not stored in clear
+    expect(statSync(join(dataDir, 'agentauth.sqlite')).mode & 0o777).toBe(0o600);
+    expect(existsSync(join(dataDir, 'keys.json'))).toBe(false); // the keys are in the SQLite file, not the old layout
+    const stored = await readSqliteKeys(dataDir);
+    expect(stored.keys.map((k) => k.kid)).toEqual(first.keys.map((k) => k.kid));
+    expect(JSON.stringify(stored.keys)).not.toMatch(/"d"\s*:/); // the private key is sealed, not stored in clear
 
     server = await startServer({ AGENTAUTH_DATA_DIR: dataDir });
     const second = (await (await fetch(`${server.url}/jwks`)).json()) as { keys: Array<{ kid: string }> };
     expect(second.keys.map((k) => k.kid)).toEqual(first.keys.map((k) => k.kid));
+    expect(server.output()).not.toContain('generated the first signing key');
     expect(await server.stop()).toBe(0);
   });
 
@@ -148,7 +166,8 @@ describe('key material', () => {
     const dataDir = join(tempDir(), 'data');
     const server = await startServer({ AGENTAUTH_DATA_DIR: dataDir });
     await server.stop();
-    const keysBefore = readFileSync(join(dataDir, 'keys.json'), 'utf8');
+    const keysBefore = await readSqliteKeys(dataDir);
+    expect(keysBefore.keys).toHaveLength(1);
 
     let res = await runCli(['start'], { AGENTAUTH_DATA_DIR: dataDir, AGENTAUTH_KEK: newKek() });
     expect(res.code).toBe(1);
@@ -156,6 +175,32 @@ describe('key material', () => {
 
     unlinkSync(join(dataDir, 'kek'));
     res = await runCli(['start'], { AGENTAUTH_DATA_DIR: dataDir });
+    expect(res.code).toBe(1);
+    expect(res.stderr).toMatch(/signing keys exist in .* but no key-encryption key was found/);
+    expect(existsSync(join(dataDir, 'kek'))).toBe(false); // no new KEK generated beside keys it cannot open
+    expect(await readSqliteKeys(dataDir)).toEqual(keysBefore);
+  });
+
+  test('memory (AGENTAUTH_STORE=memory): announced as throwaway; keys and KEK are files in the data directory, loaded again by later starts', async () => {
+    const dataDir = join(tempDir(), 'data');
+    const env = { AGENTAUTH_DATA_DIR: dataDir, AGENTAUTH_STORE: 'memory' };
+    let server = await startServer(env);
+    const first = (await (await fetch(`${server.url}/jwks`)).json()) as { keys: Array<{ kid: string }> };
+    expect(server.output()).toContain('THROWAWAY STORE (AGENTAUTH_STORE=memory)');
+    expect(await server.stop()).toBe(0);
+    expect(existsSync(join(dataDir, 'agentauth.sqlite'))).toBe(false);
+    expect(statSync(join(dataDir, 'kek')).mode & 0o777).toBe(0o600);
+    expect(statSync(join(dataDir, 'keys.json')).mode & 0o777).toBe(0o600);
+    expect(readFileSync(join(dataDir, 'keys.json'), 'utf8')).not.toMatch(/"d"\s*:/);
+
+    server = await startServer(env);
+    const second = (await (await fetch(`${server.url}/jwks`)).json()) as { keys: Array<{ kid: string }> };
+    expect(second.keys.map((k) => k.kid)).toEqual(first.keys.map((k) => k.kid));
+    expect(await server.stop()).toBe(0);
+
+    const keysBefore = readFileSync(join(dataDir, 'keys.json'), 'utf8');
+    unlinkSync(join(dataDir, 'kek'));
+    const res = await runCli(['start'], env);
     expect(res.code).toBe(1);
     expect(res.stderr).toMatch(/signing keys exist in .* but no key-encryption key was found/);
     expect(readFileSync(join(dataDir, 'keys.json'), 'utf8')).toBe(keysBefore);

@@ -21,11 +21,26 @@ const message = (env: NodeJS.ProcessEnv) => {
 };
 
 describe('loadConfig', () => {
-  test('defaults: port 3000, issuer http://localhost:3000, embedded store in ./.agentauth, ES256', () => {
+  test('defaults: port 3000, issuer http://localhost:3000, SQLite store in ./.agentauth, ES256', () => {
     const c = loadConfig({});
-    expect(c).toMatchObject({ port: 3000, issuer: 'http://localhost:3000', mongodb: undefined, keyAlg: 'ES256', logLevel: 'info', shutdownTimeoutMs: 10_000 });
+    expect(c).toMatchObject({ port: 3000, issuer: 'http://localhost:3000', mongodb: undefined, store: 'sqlite', keyAlg: 'ES256', logLevel: 'info', shutdownTimeoutMs: 10_000 });
     expect(c.dataDir).toBe(join(process.cwd(), '.agentauth'));
     expect(c.storage).toEqual({ timeoutMs: 2000, sweepIntervalMs: 60_000 });
+  });
+
+  test('AGENTAUTH_STORE: SQLite by default, memory on request, MongoDB whenever MONGODB_URI is set', () => {
+    expect(loadConfig({}).store).toBe('sqlite');
+    expect(loadConfig({ AGENTAUTH_STORE: 'sqlite' }).store).toBe('sqlite');
+    expect(loadConfig({ AGENTAUTH_STORE: 'memory' }).store).toBe('memory');
+    expect(loadConfig({ AGENTAUTH_STORE: 'memory' }).mongodb).toBeUndefined();
+    expect(loadConfig({ MONGODB_URI: 'mongodb://h/' }).store).toBe('mongodb');
+    expect(loadConfig({ MONGODB_URI: 'mongodb://h/', AGENTAUTH_STORE: '' }).store).toBe('mongodb'); // empty is unset
+  });
+
+  test('AGENTAUTH_STORE: an unknown store, or any store beside MONGODB_URI, is refused naming AGENTAUTH_STORE', () => {
+    expect(message({ AGENTAUTH_STORE: 'mongo' })).toMatch(/^AGENTAUTH_STORE: .*"sqlite"\|"memory"/);
+    expect(message({ AGENTAUTH_STORE: 'memory', MONGODB_URI: 'mongodb://h/' })).toMatch(/^AGENTAUTH_STORE: memory is the store used without MONGODB_URI; unset one of the two/);
+    expect(message({ AGENTAUTH_STORE: 'sqlite', MONGODB_URI: 'mongodb://h/' })).toMatch(/^AGENTAUTH_STORE: sqlite .*MONGODB_URI/);
   });
 
   test('MONGODB_DB: explicit, else the database in the URI path, else agentauth', () => {

@@ -474,6 +474,12 @@ export interface SqliteStorageOptions {
    */
   busyTimeoutMs?: number;
   sweepIntervalMs?: number;
+  /**
+   * `full` (default): every commit is fsynced, so an acknowledged write survives a machine crash too. `normal`: in WAL
+   * mode commits reach the operating system but are fsynced only at checkpoints, so an acknowledged write survives a
+   * process crash, and a power loss or kernel panic may roll back the last transactions.
+   */
+  synchronous?: 'full' | 'normal';
 }
 
 /**
@@ -493,6 +499,7 @@ export class SqliteStorage implements Storage {
   readonly #models = new Map<ModelName, ModelStore>();
   readonly #busyTimeoutMs: number;
   readonly #sweepIntervalMs: number;
+  readonly #synchronous: 'full' | 'normal';
   #conn: Connection | undefined;
   #timer: NodeJS.Timeout | undefined;
   #sweeping = false;
@@ -502,6 +509,7 @@ export class SqliteStorage implements Storage {
     this.file = join(options.dataDir, SQLITE_FILE);
     this.#busyTimeoutMs = options.busyTimeoutMs ?? 2000;
     this.#sweepIntervalMs = options.sweepIntervalMs ?? 60_000;
+    this.#synchronous = options.synchronous ?? 'full';
     const conn = () => this.#connection();
     for (const name of MODEL_NAMES) this.#models.set(name, new SqliteModelStore(name, conn));
     this.keys = new SqliteKeyStore(conn);
@@ -556,7 +564,7 @@ export class SqliteStorage implements Storage {
       // the disk: "nothing acknowledged is lost" holds for a machine crash too, not only a process crash.
       const mode = db.prepare('PRAGMA journal_mode = WAL').get() as { journal_mode?: string } | undefined;
       if (mode?.journal_mode !== 'wal') throw new Error(`journal_mode is ${String(mode?.journal_mode)}, not wal (a file system without shared memory?)`);
-      db.exec('PRAGMA synchronous = FULL');
+      db.exec(this.#synchronous === 'normal' ? 'PRAGMA synchronous = NORMAL' : 'PRAGMA synchronous = FULL');
       const conn = new Connection(db);
       conn.transaction('create tables', () => {
         const version = Number((db.prepare('PRAGMA user_version').get() as { user_version: number }).user_version);

@@ -54,7 +54,12 @@ export async function openStorage(config: Config, log?: Logger): Promise<Storage
   if (config.store === 'memory') return new EmbeddedStorage({ dataDir: config.dataDir, sweepIntervalMs: config.storage.sweepIntervalMs });
   quietSqliteWarning();
   const { SqliteStorage } = await import('../adapters/sqlite.js');
-  return new SqliteStorage({ dataDir: config.dataDir, busyTimeoutMs: config.storage.timeoutMs, sweepIntervalMs: config.storage.sweepIntervalMs });
+  return new SqliteStorage({
+    dataDir: config.dataDir,
+    busyTimeoutMs: config.storage.timeoutMs,
+    sweepIntervalMs: config.storage.sweepIntervalMs,
+    synchronous: config.storage.sqliteSynchronous,
+  });
 }
 
 /**

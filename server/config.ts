@@ -156,6 +156,11 @@ const fileSchema = z.strictObject({
     .strictObject({
       timeoutMs: z.number().int().min(100).max(60_000).default(2000),
       sweepIntervalMs: z.number().int().min(1000).default(60_000),
+      /**
+       * SQLite store only: `full` fsyncs every commit (an acknowledged write survives a machine crash); `normal`
+       * fsyncs at checkpoints only (it survives a process crash; a power loss may roll back the last commits).
+       */
+      sqliteSynchronous: z.enum(['full', 'normal']).default('full'),
     })
     .prefault({}),
   shutdownTimeoutMs: z.number().int().min(0).max(300_000).default(10_000),
@@ -245,7 +250,7 @@ export interface Config {
   configFile: string | undefined;
   resourceServers: ResourceServerConfig[];
   clients: StaticClientConfig[];
-  storage: { timeoutMs: number; sweepIntervalMs: number };
+  storage: { timeoutMs: number; sweepIntervalMs: number; sqliteSynchronous: 'full' | 'normal' };
   shutdownTimeoutMs: number;
   registration: RegistrationConfig;
   tiers: Record<string, TierConfig>;

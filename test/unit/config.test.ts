@@ -25,7 +25,13 @@ describe('loadConfig', () => {
     const c = loadConfig({});
     expect(c).toMatchObject({ port: 3000, issuer: 'http://localhost:3000', mongodb: undefined, store: 'sqlite', keyAlg: 'ES256', logLevel: 'info', shutdownTimeoutMs: 10_000 });
     expect(c.dataDir).toBe(join(process.cwd(), '.agentauth'));
-    expect(c.storage).toEqual({ timeoutMs: 2000, sweepIntervalMs: 60_000 });
+    expect(c.storage).toEqual({ timeoutMs: 2000, sweepIntervalMs: 60_000, sqliteSynchronous: 'full' });
+  });
+
+  test('storage.sqliteSynchronous: full by default (every commit fsynced), normal on request, nothing else', () => {
+    expect(loadConfig({}).storage.sqliteSynchronous).toBe('full');
+    expect(loadConfig({ AGENTAUTH_CONFIG: withFile({ storage: { sqliteSynchronous: 'normal' } }) }).storage.sqliteSynchronous).toBe('normal');
+    expect(message({ AGENTAUTH_CONFIG: withFile({ storage: { sqliteSynchronous: 'off' } }) })).toMatch(/storage\.sqliteSynchronous/);
   });
 
   test('AGENTAUTH_STORE: SQLite by default, memory on request, MongoDB whenever MONGODB_URI is set', () => {

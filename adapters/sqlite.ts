@@ -1,4 +1,6 @@
-import { closeSync, mkdirSync, openSync } from 'node:fs';
+import { closeSync, existsSync, fsyncSync, mkdirSync, openSync } from 'node:fs';
+import { open as openFile, stat } from 'node:fs/promises';
+import type { FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import type { SQLInputValue, StatementSync } from 'node:sqlite';
@@ -123,18 +125,34 @@ interface Group {
 
 /**
  * Group commit. Writes are run at once, inside one write transaction per event-loop turn that is committed on the
- * next `setImmediate`; each write's promise resolves only after that commit (see `durable`). So a turn in which ten
- * requests each insert a replay record and an audit batch pays one commit (one fsync with synchronous=FULL) instead
- * of twenty, and still nothing is acknowledged before it is on disk. Each write is still one statement, so single
- * use stays atomic: statements of one connection see each other's effects, and other processes wait for the write
- * lock. A failed commit fails every write of its group (none was acknowledged). Reads made while a group is open see
- * its writes, as reads on this connection always have.
+ * next `setImmediate`; each write's promise resolves only after that commit is durable (see `durable`). So a turn in
+ * which ten requests each insert a replay record and an audit batch pays one commit and one fsync instead of twenty,
+ * and still nothing is acknowledged before it is on disk. Each write is still one statement, so single use stays
+ * atomic: statements of one connection see each other's effects, and other processes wait for the write lock. A
+ * failed commit (or a failed fsync) fails every write of its group (none was acknowledged). Reads made while a group
+ * is open see its writes, as reads on this connection always have.
+ *
+ * The fsync runs off the event loop. The connection runs with `synchronous=NORMAL`, so COMMIT appends the group's
+ * frames to the -wal file (a write into the operating system's cache, tens of microseconds) without syncing it; then
+ * `WalSync` fsyncs the -wal file on libuv's thread pool, and the groups that committed before that fsync began are
+ * acknowledged when it completes. That is what `synchronous=FULL` guarantees (the WAL is on disk before the commit is
+ * reported), without blocking every request in the process for the length of each fsync, as node:sqlite's
+ * synchronous COMMIT under FULL does. Groups that commit while an fsync runs wait for the next one, which covers them
+ * all (a second level of grouping). With `synchronous: 'normal'` there is no WalSync and a group is acknowledged at
+ * COMMIT.
  */
 class Connection {
   readonly #statements = new Map<string, StatementSync>();
   #group: Group | undefined;
+  /** Groups committed but not yet covered by a completed fsync of the WAL. */
+  #unsynced: Group[] = [];
+  /** The fsync in flight, if any. */
+  #syncing: Promise<void> | undefined;
 
-  constructor(readonly db: DatabaseSync) {}
+  constructor(
+    readonly db: DatabaseSync,
+    readonly walSync?: WalSync,
+  ) {}
 
   /** Opens this turn's write transaction (taking the write lock, waiting up to busy_timeout) unless one is open. */
   #open(op: string): void {
@@ -161,7 +179,12 @@ class Connection {
     this.#group = undefined;
     try {
       this.db.exec('COMMIT');
-      group.resolve();
+      if (this.walSync) {
+        this.#unsynced.push(group);
+        this.#sync();
+      } else {
+        group.resolve();
+      }
     } catch (err) {
       try {
         if (this.db.isTransaction) this.db.exec('ROLLBACK');
@@ -169,6 +192,36 @@ class Connection {
         // the connection is broken; the error says why
       }
       group.reject(unavailable('commit', err));
+    }
+  }
+
+  /**
+   * Starts an fsync of the WAL unless one is running; when it completes, acknowledges the groups that had committed
+   * before it began, and starts the next one for those that committed meanwhile.
+   */
+  #sync(): void {
+    if (this.#syncing || this.#unsynced.length === 0 || !this.walSync) return;
+    const groups = this.#unsynced;
+    this.#unsynced = [];
+    this.#syncing = this.walSync.sync().then(
+      () => {
+        for (const g of groups) g.resolve();
+      },
+      (err: unknown) => {
+        for (const g of groups) g.reject(unavailable('fsync of the WAL', err));
+      },
+    );
+    void this.#syncing.finally(() => {
+      this.#syncing = undefined;
+      this.#sync();
+    });
+  }
+
+  /** Resolves once every group committed so far is durable (before the connection closes). */
+  async settled(): Promise<void> {
+    while (this.#syncing || this.#unsynced.length > 0) {
+      if (!this.#syncing) this.#sync();
+      await this.#syncing;
     }
   }
 
@@ -287,6 +340,48 @@ class Connection {
       }
       throw unavailable(op, err);
     }
+  }
+}
+
+/** fsync(2) on a file or directory, synchronously (used once, when the store opens). */
+function fsyncPath(path: string): void {
+  const fd = openSync(path, 'r');
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
+ * fsyncs the database's `-wal` file for Connection's group commit, on libuv's thread pool. Keeps one handle open, and
+ * opens the file again if SQLite has replaced it since (the inode at the path changed: after the last connection of
+ * every process closed, the WAL is deleted and a new one is created on the next write).
+ */
+export class WalSync {
+  #handle: FileHandle | undefined;
+  #ino: bigint | undefined;
+
+  constructor(
+    readonly path: string,
+    readonly fsync: (handle: FileHandle) => Promise<void> = (handle) => handle.sync(),
+  ) {}
+
+  async sync(): Promise<void> {
+    const { ino } = await stat(this.path, { bigint: true });
+    if (!this.#handle || this.#ino !== ino) {
+      await this.close();
+      this.#handle = await openFile(this.path, 'r+');
+      this.#ino = (await this.#handle.stat({ bigint: true })).ino;
+    }
+    await this.fsync(this.#handle);
+  }
+
+  async close(): Promise<void> {
+    const handle = this.#handle;
+    this.#handle = undefined;
+    this.#ino = undefined;
+    await handle?.close();
   }
 }
 
@@ -595,11 +690,13 @@ export interface SqliteStorageOptions {
    * process crash, and a power loss or kernel panic may roll back the last transactions.
    */
   synchronous?: 'full' | 'normal';
+  /** How `full` fsyncs the WAL (tests observe or fail it here); default `FileHandle.sync()`, that is fsync(2). */
+  walFsync?: (handle: FileHandle) => Promise<void>;
 }
 
 /**
  * The embedded store on SQLite (`node:sqlite`, built into Node 22): one database file in the data directory, WAL
- * journal, `synchronous=FULL`. Several processes may open the same file (server workers, the CLI); SQLite lets one
+ * journal, every commit fsynced before it is acknowledged (see Connection). Several processes may open the same file (server workers, the CLI); SQLite lets one
  * write at a time and the others wait up to busy_timeout. See docs/operations.md, "The SQLite store".
  */
 export class SqliteStorage implements Storage {
@@ -615,6 +712,7 @@ export class SqliteStorage implements Storage {
   readonly #busyTimeoutMs: number;
   readonly #sweepIntervalMs: number;
   readonly #synchronous: 'full' | 'normal';
+  readonly #walFsync: ((handle: FileHandle) => Promise<void>) | undefined;
   #conn: Connection | undefined;
   #timer: NodeJS.Timeout | undefined;
   #sweeping = false;
@@ -625,6 +723,7 @@ export class SqliteStorage implements Storage {
     this.#busyTimeoutMs = options.busyTimeoutMs ?? 2000;
     this.#sweepIntervalMs = options.sweepIntervalMs ?? 60_000;
     this.#synchronous = options.synchronous ?? 'full';
+    this.#walFsync = options.walFsync;
     const conn = () => this.#connection();
     for (const name of MODEL_NAMES) this.#models.set(name, new SqliteModelStore(name, conn));
     this.keys = new SqliteKeyStore(conn);
@@ -689,14 +788,16 @@ export class SqliteStorage implements Storage {
     }
     try {
       // WAL: readers never block the writer and the writer never blocks readers, across processes; a commit is an
-      // append to the -wal file. synchronous=FULL rather than NORMAL: in WAL mode NORMAL skips the fsync at each
-      // commit (it syncs only at checkpoints), so a transaction acknowledged just before a power loss or kernel panic
-      // can be rolled back on the next open. FULL fsyncs the WAL at every commit, so a write that returned has reached
-      // the disk: "nothing acknowledged is lost" holds for a machine crash too, not only a process crash.
+      // append to the -wal file. The pragma is NORMAL in both modes: COMMIT writes the WAL without syncing it. With
+      // `full` (the default) Connection then fsyncs the WAL off the event loop and acknowledges a write only after
+      // that fsync, which is the guarantee of synchronous=FULL (a write that returned has reached the disk, so
+      // "nothing acknowledged is lost" holds for a machine crash too) without FULL's fsync inside every COMMIT, which
+      // node:sqlite runs on the event loop. With `normal` nothing more is synced: a write that returned survives a
+      // process crash, and a power loss can roll back the last transactions.
       const mode = db.prepare('PRAGMA journal_mode = WAL').get() as { journal_mode?: string } | undefined;
       if (mode?.journal_mode !== 'wal') throw new Error(`journal_mode is ${String(mode?.journal_mode)}, not wal (a file system without shared memory?)`);
-      db.exec(this.#synchronous === 'normal' ? 'PRAGMA synchronous = NORMAL' : 'PRAGMA synchronous = FULL');
-      const conn = new Connection(db);
+      db.exec('PRAGMA synchronous = NORMAL');
+      const conn = new Connection(db, this.#synchronous === 'full' ? new WalSync(`${this.file}-wal`, this.#walFsync) : undefined);
       conn.transaction('create tables', () => {
         const version = Number((db.prepare('PRAGMA user_version').get() as { user_version: number }).user_version);
         if (version > SCHEMA_VERSION) {
@@ -705,6 +806,11 @@ export class SqliteStorage implements Storage {
         db.exec(SCHEMA);
         if (version < SCHEMA_VERSION) db.exec(`PRAGMA user_version = ${SCHEMA_VERSION}`);
       });
+      if (this.#synchronous === 'full') {
+        // The tables (committed above without a sync), the files and their directory entries may be new: make them
+        // durable before anything is acknowledged.
+        for (const path of [`${this.file}-wal`, this.file, this.dataDir]) if (existsSync(path)) fsyncPath(path);
+      }
       return conn;
     } catch (err) {
       try {
@@ -758,12 +864,19 @@ export class SqliteStorage implements Storage {
     if (conn && open?.conn === conn && --open.refs > 0) {
       // Others in this process still use the connection: only make sure this store's writes are committed.
       conn.flush();
+      await conn.settled();
       return;
     }
     OPEN.delete(this.file);
     if (conn) {
       try {
         conn.flush();
+      } catch (err) {
+        throw unavailable('close', err);
+      }
+      await conn.settled();
+      await conn.walSync?.close().catch(() => undefined);
+      try {
         conn.db.close();
       } catch (err) {
         throw unavailable('close', err);

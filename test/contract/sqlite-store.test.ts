@@ -2,7 +2,8 @@
 // journal settings, durability across reopening, failing closed when the file is locked, unreadable or closed, and
 // single use that stays atomic between separate processes on one file.
 import { spawn } from 'node:child_process';
-import { existsSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, readlinkSync, statSync, writeFileSync } from 'node:fs';
+import type { FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { DatabaseSync } from 'node:sqlite';
@@ -27,12 +28,12 @@ afterAll(async () => {
 });
 
 describe('SQLite store: the file', () => {
-  test('one database file in the data directory, WAL journal, synchronous=FULL, busy_timeout set, mode 0600', async () => {
+  test('one database file in the data directory, WAL journal, synchronous=NORMAL (the fsync is agentauth\'s, below), busy_timeout set, mode 0600', async () => {
     const storage = await open(undefined, 1234);
     expect(storage.file).toBe(join(storage.dataDir, SQLITE_FILE));
     const pragma = (name: string) => Object.values(storage.db.prepare(`PRAGMA ${name}`).get() as Record<string, unknown>)[0];
     expect(pragma('journal_mode')).toBe('wal');
-    expect(pragma('synchronous')).toBe(2); // FULL
+    expect(pragma('synchronous')).toBe(1); // NORMAL: COMMIT does not fsync; the group commit below does
     expect(pragma('busy_timeout')).toBe(1234);
     expect(pragma('foreign_keys')).toBe(0);
     await storage.model('Client').upsert(rid(), { client_id: 'c' });
@@ -95,7 +96,9 @@ describe('SQLite store: the file', () => {
     await storage.model('Client').upsert('forever', { client_id: 'forever' });
     await storage.revokedTokens.revoke('live-jti', Math.floor(Date.now() / 1000) + 600);
     const count = (table: string) => (storage.db.prepare(`SELECT count(*) AS n FROM ${table}`).get() as { n: number }).n;
-    for (let waited = 0; count('oidc_records') > 2 && waited < 5000; waited += 50) await new Promise((r) => setTimeout(r, 50));
+    // One sweep goes through the tables in turn, each batch acknowledged after its fsync: wait for the last table.
+    const swept = () => count('oidc_records') === 2 && count('revoked_tokens') === 1 && count('nonces') === 0 && count('attempts') === 0;
+    for (let waited = 0; !swept() && waited < 5000; waited += 50) await new Promise((r) => setTimeout(r, 50));
     expect(count('oidc_records')).toBe(2);
     expect(count('revoked_tokens')).toBe(1);
     expect(count('nonces')).toBe(0);
@@ -178,6 +181,131 @@ describe('SQLite store: fails closed', () => {
     await expect(storage.revokedTokens.isRevoked('x')).rejects.toBeInstanceOf(StorageUnavailableError);
     await expect(storage.keys.list()).rejects.toBeInstanceOf(StorageUnavailableError);
     await expect(storage.nonces.consume('x')).rejects.toBeInstanceOf(StorageUnavailableError);
+  });
+});
+
+describe('SQLite store: a write is acknowledged only once the WAL is fsynced', () => {
+  /** An fsync the test completes by hand, recording which file each call synced. */
+  function heldFsync() {
+    const calls: { file: string; release: () => void; fail: (err: Error) => void }[] = [];
+    const walFsync = (handle: FileHandle) =>
+      new Promise<void>((release, fail) => {
+        calls.push({ file: readlinkSync(`/proc/self/fd/${handle.fd}`), release, fail });
+      });
+    return { calls, walFsync };
+  }
+  const turns = async (n: number) => {
+    for (let i = 0; i < n; i++) await new Promise((resolve) => setImmediate(resolve));
+  };
+  /** Waits (up to 5 s) until `n` fsyncs have started: each starts after a stat and, the first time, an open. */
+  const fsyncsStarted = async (calls: unknown[], n: number) => {
+    for (const deadline = Date.now() + 5000; calls.length < n && Date.now() < deadline; ) await new Promise((resolve) => setTimeout(resolve, 5));
+    expect(calls).toHaveLength(n);
+    await new Promise((resolve) => setTimeout(resolve, 50)); // and no more than n
+    expect(calls).toHaveLength(n);
+  };
+  /** Whether another connection (another process, say) sees the revocation: it was committed, acknowledged or not. */
+  const committed = (file: string, jti: string) => {
+    const other = new DatabaseSync(file, { readOnly: true });
+    try {
+      return other.prepare('SELECT count(*) AS n FROM revoked_tokens WHERE jti = ?').get(jti)?.n === 1;
+    } finally {
+      other.close();
+    }
+  };
+  const exp = () => Math.floor(Date.now() / 1000) + 600;
+
+  test('default (full): the commit happens at once, the acknowledgement waits for the fsync of agentauth.sqlite-wal', async () => {
+    const { calls, walFsync } = heldFsync();
+    const storage = new SqliteStorage({ dataDir: tempDir('agentauth-sqlite-fsync-'), walFsync });
+    opened.push(storage);
+    await storage.init();
+    const jti = rid();
+    let acknowledged = false;
+    const write = storage.revokedTokens.revoke(jti, exp()).then(() => {
+      acknowledged = true;
+    });
+    await fsyncsStarted(calls, 1);
+    expect(calls[0].file).toBe(`${storage.file}-wal`);
+    expect(committed(storage.file, jti)).toBe(true);
+    expect(acknowledged).toBe(false);
+    calls[0].release();
+    await write;
+    expect(acknowledged).toBe(true);
+  });
+
+  test('groups that commit while an fsync runs are acknowledged by the next one: two fsyncs for three turns of writes', async () => {
+    const { calls, walFsync } = heldFsync();
+    const storage = new SqliteStorage({ dataDir: tempDir('agentauth-sqlite-fsync-'), walFsync });
+    opened.push(storage);
+    await storage.init();
+    const jtis = [rid(), rid(), rid()];
+    const state = jtis.map(() => 'pending');
+    const writes: Promise<void>[] = [];
+    for (const [i, jti] of jtis.entries()) {
+      writes.push(storage.revokedTokens.revoke(jti, exp()).then(() => void (state[i] = 'acknowledged')));
+      await turns(2); // a group of its own
+    }
+    expect(jtis.map((jti) => committed(storage.file, jti))).toEqual([true, true, true]);
+    await fsyncsStarted(calls, 1); // the first group's fsync; the others wait for it to finish
+    expect(state).toEqual(['pending', 'pending', 'pending']);
+    calls[0].release();
+    await writes[0];
+    await fsyncsStarted(calls, 2);
+    expect(state).toEqual(['acknowledged', 'pending', 'pending']);
+    calls[1].release();
+    await Promise.all(writes);
+    expect(calls).toHaveLength(2);
+  });
+
+  test('a failed fsync fails (503) every write it was to acknowledge; the next write is acknowledged by the next fsync', async () => {
+    const { calls, walFsync } = heldFsync();
+    const storage = new SqliteStorage({ dataDir: tempDir('agentauth-sqlite-fsync-'), walFsync });
+    opened.push(storage);
+    await storage.init();
+    const failed = Promise.allSettled([storage.revokedTokens.revoke(rid(), exp()), storage.model('Session').upsert(rid(), { kind: 'Session' }, 60)]);
+    await fsyncsStarted(calls, 1);
+    calls[0].fail(Object.assign(new Error('EIO: i/o error, fsync'), { code: 'EIO' }));
+    const results = await failed;
+    for (const r of results) {
+      expect(r.status).toBe('rejected');
+      expect((r as PromiseRejectedResult).reason).toBeInstanceOf(StorageUnavailableError);
+      expect(String((r as PromiseRejectedResult).reason.message)).toMatch(/fsync of the WAL failed .*EIO/);
+    }
+    const adapter = oidcAdapterFactory(storage)('Session');
+    const through = adapter.upsert(rid(), { kind: 'Session' } as never, 60);
+    await fsyncsStarted(calls, 2);
+    calls[1].fail(new Error('EIO: i/o error, fsync'));
+    await expect(through).rejects.toMatchObject({ statusCode: 503, error: 'temporarily_unavailable' });
+    const next = storage.revokedTokens.revoke(rid(), exp());
+    await fsyncsStarted(calls, 3);
+    calls[2].release();
+    await expect(next).resolves.toBeUndefined();
+  });
+
+  test('close waits for the fsync of writes already committed', async () => {
+    const { calls, walFsync } = heldFsync();
+    const storage = new SqliteStorage({ dataDir: tempDir('agentauth-sqlite-fsync-'), walFsync });
+    await storage.init();
+    const write = storage.revokedTokens.revoke(rid(), exp());
+    let closed = false;
+    const closing = storage.close().then(() => void (closed = true));
+    await fsyncsStarted(calls, 1);
+    expect(closed).toBe(false);
+    calls[0].release();
+    await write;
+    await closing;
+    expect(closed).toBe(true);
+  });
+
+  test('synchronous: normal never fsyncs: a write is acknowledged at commit', async () => {
+    const { calls, walFsync } = heldFsync();
+    const storage = new SqliteStorage({ dataDir: tempDir('agentauth-sqlite-fsync-'), walFsync, synchronous: 'normal' });
+    opened.push(storage);
+    await storage.init();
+    await storage.revokedTokens.revoke(rid(), exp());
+    await storage.model('Client').upsert(rid(), { client_id: 'c' });
+    expect(calls).toHaveLength(0);
   });
 });
 

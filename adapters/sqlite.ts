@@ -1,11 +1,10 @@
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync } from 'node:fs';
-import { open as openFile, stat } from 'node:fs/promises';
-import type { FileHandle } from 'node:fs/promises';
+import { closeSync, existsSync, fsync, fsyncSync, mkdirSync, openSync } from 'node:fs';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import type { SQLInputValue, StatementSync } from 'node:sqlite';
 
 import { StorageUnavailableError } from './errors.js';
+import { Checkpointer } from './sqlite-checkpointer.js';
 import type { AdapterPayload, AuditRecord, AuditStore, KeyStore, KeyTransition, ModelName, ModelStore, NonceStore, RevokedTokenStore, Storage, StoredKey } from './types.js';
 import { AUDIT_CHAIN_ID, DEFAULT_AUDIT_CHAIN, MODEL_NAMES, chainOf } from './types.js';
 import { checkKey, isValidKey } from './validate.js';
@@ -149,10 +148,13 @@ class Connection {
   /** The fsync in flight, if any. */
   #syncing: Promise<void> | undefined;
 
-  constructor(
-    readonly db: DatabaseSync,
-    readonly walSync?: WalSync,
-  ) {}
+  /** Runs the WAL checkpoints (see Checkpointer); set once the tables exist. */
+  checkpointer: Checkpointer | undefined;
+
+  /** With `synchronous: 'full'`: fsyncs the WAL before a group is acknowledged; set once the WAL exists. */
+  walSync: WalSync | undefined;
+
+  constructor(readonly db: DatabaseSync) {}
 
   /** Opens this turn's write transaction (taking the write lock, waiting up to busy_timeout) unless one is open. */
   #open(op: string): void {
@@ -353,35 +355,37 @@ function fsyncPath(path: string): void {
   }
 }
 
+/** fsync(2) on a file descriptor, on libuv's thread pool. */
+function fsyncFd(fd: number): Promise<void> {
+  return new Promise((resolve, reject) => fsync(fd, (err) => (err ? reject(err) : resolve())));
+}
+
 /**
- * fsyncs the database's `-wal` file for Connection's group commit, on libuv's thread pool. Keeps one handle open, and
- * opens the file again if SQLite has replaced it since (the inode at the path changed: after the last connection of
- * every process closed, the WAL is deleted and a new one is created on the next write).
+ * fsyncs the database's `-wal` file for Connection's group commit, on libuv's thread pool, through one descriptor
+ * opened with the connection. The file it names stays the WAL for as long as that connection is open: SQLite deletes
+ * (and later recreates) a WAL only when the last connection to the database closes, and otherwise reuses or
+ * truncates it in place.
  */
 export class WalSync {
-  #handle: FileHandle | undefined;
-  #ino: bigint | undefined;
+  readonly #fd: number;
+  #closed = false;
 
   constructor(
     readonly path: string,
-    readonly fsync: (handle: FileHandle) => Promise<void> = (handle) => handle.sync(),
-  ) {}
-
-  async sync(): Promise<void> {
-    const { ino } = await stat(this.path, { bigint: true });
-    if (!this.#handle || this.#ino !== ino) {
-      await this.close();
-      this.#handle = await openFile(this.path, 'r+');
-      this.#ino = (await this.#handle.stat({ bigint: true })).ino;
-    }
-    await this.fsync(this.#handle);
+    readonly fsync: (fd: number) => Promise<void> = fsyncFd,
+  ) {
+    this.#fd = openSync(path, 'r+');
   }
 
-  async close(): Promise<void> {
-    const handle = this.#handle;
-    this.#handle = undefined;
-    this.#ino = undefined;
-    await handle?.close();
+  sync(): Promise<void> {
+    if (this.#closed) return Promise.reject(new Error(`${this.path} is closed`));
+    return this.fsync(this.#fd);
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    closeSync(this.#fd);
   }
 }
 
@@ -672,6 +676,11 @@ class SqliteAuditStore implements AuditStore {
   }
 }
 
+/** How often the checkpoint worker folds the WAL back into the database file. */
+const CHECKPOINT_INTERVAL_MS = 100;
+/** SQLite's default automatic checkpoint threshold, restored if the checkpoint worker is lost. */
+const SQLITE_AUTOCHECKPOINT_PAGES = 1000;
+
 /** Open connections of this process, by file (see SqliteStorage.#acquire). */
 const OPEN = new Map<string, { conn: Connection; refs: number }>();
 
@@ -690,8 +699,8 @@ export interface SqliteStorageOptions {
    * process crash, and a power loss or kernel panic may roll back the last transactions.
    */
   synchronous?: 'full' | 'normal';
-  /** How `full` fsyncs the WAL (tests observe or fail it here); default `FileHandle.sync()`, that is fsync(2). */
-  walFsync?: (handle: FileHandle) => Promise<void>;
+  /** How `full` fsyncs the WAL, given its descriptor (tests observe or fail it here); default fsync(2) off the event loop. */
+  walFsync?: (fd: number) => Promise<void>;
 }
 
 /**
@@ -712,7 +721,7 @@ export class SqliteStorage implements Storage {
   readonly #busyTimeoutMs: number;
   readonly #sweepIntervalMs: number;
   readonly #synchronous: 'full' | 'normal';
-  readonly #walFsync: ((handle: FileHandle) => Promise<void>) | undefined;
+  readonly #walFsync: ((fd: number) => Promise<void>) | undefined;
   #conn: Connection | undefined;
   #timer: NodeJS.Timeout | undefined;
   #sweeping = false;
@@ -735,6 +744,11 @@ export class SqliteStorage implements Storage {
   #connection(): Connection {
     if (!this.#conn) throw new StorageUnavailableError(`SQLite store ${this.file} is not open (init() not called, or closed)`);
     return this.#conn;
+  }
+
+  /** The worker that runs this process's WAL checkpoints on the file (tests). */
+  get checkpointer(): Checkpointer | undefined {
+    return this.#connection().checkpointer;
   }
 
   /** The open database (for backups and tests); StorageUnavailableError when the store is not open. */
@@ -797,7 +811,7 @@ export class SqliteStorage implements Storage {
       const mode = db.prepare('PRAGMA journal_mode = WAL').get() as { journal_mode?: string } | undefined;
       if (mode?.journal_mode !== 'wal') throw new Error(`journal_mode is ${String(mode?.journal_mode)}, not wal (a file system without shared memory?)`);
       db.exec('PRAGMA synchronous = NORMAL');
-      const conn = new Connection(db, this.#synchronous === 'full' ? new WalSync(`${this.file}-wal`, this.#walFsync) : undefined);
+      const conn = new Connection(db);
       conn.transaction('create tables', () => {
         const version = Number((db.prepare('PRAGMA user_version').get() as { user_version: number }).user_version);
         if (version > SCHEMA_VERSION) {
@@ -810,7 +824,16 @@ export class SqliteStorage implements Storage {
         // The tables (committed above without a sync), the files and their directory entries may be new: make them
         // durable before anything is acknowledged.
         for (const path of [`${this.file}-wal`, this.file, this.dataDir]) if (existsSync(path)) fsyncPath(path);
+        conn.walSync = new WalSync(`${this.file}-wal`, this.#walFsync);
       }
+      db.exec('PRAGMA wal_autocheckpoint = 0');
+      conn.checkpointer = new Checkpointer(this.file, CHECKPOINT_INTERVAL_MS, () => {
+        try {
+          db.exec(`PRAGMA wal_autocheckpoint = ${SQLITE_AUTOCHECKPOINT_PAGES}`);
+        } catch {
+          // the connection is closed or broken: nothing left to checkpoint from here
+        }
+      });
       return conn;
     } catch (err) {
       try {
@@ -875,7 +898,8 @@ export class SqliteStorage implements Storage {
         throw unavailable('close', err);
       }
       await conn.settled();
-      await conn.walSync?.close().catch(() => undefined);
+      await conn.checkpointer?.stop();
+      conn.walSync?.close();
       try {
         conn.db.close();
       } catch (err) {

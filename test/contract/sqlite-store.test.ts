@@ -3,7 +3,6 @@
 // single use that stays atomic between separate processes on one file.
 import { spawn } from 'node:child_process';
 import { existsSync, readlinkSync, statSync, writeFileSync } from 'node:fs';
-import type { FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { DatabaseSync } from 'node:sqlite';
@@ -188,16 +187,16 @@ describe('SQLite store: a write is acknowledged only once the WAL is fsynced', (
   /** An fsync the test completes by hand, recording which file each call synced. */
   function heldFsync() {
     const calls: { file: string; release: () => void; fail: (err: Error) => void }[] = [];
-    const walFsync = (handle: FileHandle) =>
+    const walFsync = (fd: number) =>
       new Promise<void>((release, fail) => {
-        calls.push({ file: readlinkSync(`/proc/self/fd/${handle.fd}`), release, fail });
+        calls.push({ file: readlinkSync(`/proc/self/fd/${fd}`), release, fail });
       });
     return { calls, walFsync };
   }
   const turns = async (n: number) => {
     for (let i = 0; i < n; i++) await new Promise((resolve) => setImmediate(resolve));
   };
-  /** Waits (up to 5 s) until `n` fsyncs have started: each starts after a stat and, the first time, an open. */
+  /** Waits (up to 5 s) until `n` fsyncs have started, then a little longer to see that no more do. */
   const fsyncsStarted = async (calls: unknown[], n: number) => {
     for (const deadline = Date.now() + 5000; calls.length < n && Date.now() < deadline; ) await new Promise((resolve) => setTimeout(resolve, 5));
     expect(calls).toHaveLength(n);
@@ -226,10 +225,10 @@ describe('SQLite store: a write is acknowledged only once the WAL is fsynced', (
       acknowledged = true;
     });
     await fsyncsStarted(calls, 1);
-    expect(calls[0].file).toBe(`${storage.file}-wal`);
+    expect(calls[0]!.file).toBe(`${storage.file}-wal`);
     expect(committed(storage.file, jti)).toBe(true);
     expect(acknowledged).toBe(false);
-    calls[0].release();
+    calls[0]!.release();
     await write;
     expect(acknowledged).toBe(true);
   });
@@ -249,11 +248,11 @@ describe('SQLite store: a write is acknowledged only once the WAL is fsynced', (
     expect(jtis.map((jti) => committed(storage.file, jti))).toEqual([true, true, true]);
     await fsyncsStarted(calls, 1); // the first group's fsync; the others wait for it to finish
     expect(state).toEqual(['pending', 'pending', 'pending']);
-    calls[0].release();
+    calls[0]!.release();
     await writes[0];
     await fsyncsStarted(calls, 2);
     expect(state).toEqual(['acknowledged', 'pending', 'pending']);
-    calls[1].release();
+    calls[1]!.release();
     await Promise.all(writes);
     expect(calls).toHaveLength(2);
   });
@@ -265,7 +264,7 @@ describe('SQLite store: a write is acknowledged only once the WAL is fsynced', (
     await storage.init();
     const failed = Promise.allSettled([storage.revokedTokens.revoke(rid(), exp()), storage.model('Session').upsert(rid(), { kind: 'Session' }, 60)]);
     await fsyncsStarted(calls, 1);
-    calls[0].fail(Object.assign(new Error('EIO: i/o error, fsync'), { code: 'EIO' }));
+    calls[0]!.fail(Object.assign(new Error('EIO: i/o error, fsync'), { code: 'EIO' }));
     const results = await failed;
     for (const r of results) {
       expect(r.status).toBe('rejected');
@@ -275,11 +274,11 @@ describe('SQLite store: a write is acknowledged only once the WAL is fsynced', (
     const adapter = oidcAdapterFactory(storage)('Session');
     const through = adapter.upsert(rid(), { kind: 'Session' } as never, 60);
     await fsyncsStarted(calls, 2);
-    calls[1].fail(new Error('EIO: i/o error, fsync'));
+    calls[1]!.fail(new Error('EIO: i/o error, fsync'));
     await expect(through).rejects.toMatchObject({ statusCode: 503, error: 'temporarily_unavailable' });
     const next = storage.revokedTokens.revoke(rid(), exp());
     await fsyncsStarted(calls, 3);
-    calls[2].release();
+    calls[2]!.release();
     await expect(next).resolves.toBeUndefined();
   });
 
@@ -292,7 +291,7 @@ describe('SQLite store: a write is acknowledged only once the WAL is fsynced', (
     const closing = storage.close().then(() => void (closed = true));
     await fsyncsStarted(calls, 1);
     expect(closed).toBe(false);
-    calls[0].release();
+    calls[0]!.release();
     await write;
     await closing;
     expect(closed).toBe(true);
@@ -306,6 +305,48 @@ describe('SQLite store: a write is acknowledged only once the WAL is fsynced', (
     await storage.revokedTokens.revoke(rid(), exp());
     await storage.model('Client').upsert(rid(), { client_id: 'c' });
     expect(calls).toHaveLength(0);
+  });
+});
+
+describe('SQLite store: WAL checkpoints run in a worker thread', () => {
+  const pragma = (storage: SqliteStorage, name: string) => Object.values(storage.db.prepare(`PRAGMA ${name}`).get() as Record<string, unknown>)[0];
+  const until = async (cond: () => boolean, ms = 5000) => {
+    for (const deadline = Date.now() + ms; !cond() && Date.now() < deadline; ) await new Promise((resolve) => setTimeout(resolve, 20));
+    return cond();
+  };
+  /** Writes enough rows that the WAL holds pages the database file does not have yet. */
+  const fill = async (storage: SqliteStorage, groups = 20) => {
+    const exp = Math.floor(Date.now() / 1000) + 600;
+    for (let i = 0; i < groups; i++) await Promise.all(Array.from({ length: 50 }, () => storage.revokedTokens.revoke(`${rid()}-${'x'.repeat(200)}`, exp)));
+  };
+
+  test('the event loop never checkpoints (wal_autocheckpoint=0); the worker folds the WAL into the database file by itself', async () => {
+    const storage = await open();
+    await storage.checkpointer!.ready;
+    expect(pragma(storage, 'wal_autocheckpoint')).toBe(0);
+    const before = statSync(storage.file).size;
+    await fill(storage);
+    // Only a checkpoint writes the database file itself; this connection never runs one.
+    expect(await until(() => statSync(storage.file).size > before + 100_000)).toBe(true);
+  });
+
+  test('a worker that dies hands checkpoints back to SQLite (wal_autocheckpoint=1000), and writes go on', async () => {
+    const storage = await open();
+    await storage.checkpointer!.ready;
+    await storage.checkpointer!.kill();
+    expect(await until(() => pragma(storage, 'wal_autocheckpoint') === 1000)).toBe(true);
+    const before = statSync(storage.file).size;
+    await fill(storage, 400); // well over 1000 pages of WAL: SQLite checkpoints inside a commit
+    expect(statSync(storage.file).size).toBeGreaterThan(before + 100_000);
+  });
+
+  test('close stops the worker, and the last connection leaves no -wal file behind', async () => {
+    const storage = new SqliteStorage({ dataDir: tempDir('agentauth-sqlite-close-') });
+    await storage.init();
+    await storage.checkpointer!.ready;
+    await storage.revokedTokens.revoke(rid(), Math.floor(Date.now() / 1000) + 600);
+    await storage.close();
+    expect(existsSync(`${storage.file}-wal`)).toBe(false);
   });
 });
 

@@ -1,10 +1,10 @@
-import { closeSync, existsSync, fsync, fsyncSync, mkdirSync, openSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync } from 'node:fs';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import type { SQLInputValue, StatementSync } from 'node:sqlite';
 
 import { StorageUnavailableError } from './errors.js';
-import { Checkpointer } from './sqlite-checkpointer.js';
+import { SqliteWriter } from './sqlite-writer.js';
 import type { AdapterPayload, AuditRecord, AuditStore, KeyStore, KeyTransition, ModelName, ModelStore, NonceStore, RevokedTokenStore, Storage, StoredKey } from './types.js';
 import { AUDIT_CHAIN_ID, DEFAULT_AUDIT_CHAIN, MODEL_NAMES, chainOf } from './types.js';
 import { checkKey, isValidKey } from './validate.js';
@@ -111,173 +111,32 @@ function unavailable(op: string, err: unknown): StorageUnavailableError {
 }
 
 /**
- * One connection and its prepared statements. Every method runs synchronously on the calling thread and is short:
- * one indexed statement, or one small transaction. A call that meets another process's write lock waits at most
- * busy_timeout, and then fails as StorageUnavailableError.
- */
-interface Group {
-  /** Settles when the group's transaction has committed (durably, per `synchronous`), or failed. */
-  done: Promise<void>;
-  resolve(): void;
-  reject(err: unknown): void;
-}
-
-/**
- * Group commit. Writes are run at once, inside one write transaction per event-loop turn that is committed on the
- * next `setImmediate`; each write's promise resolves only after that commit is durable (see `durable`). So a turn in
- * which ten requests each insert a replay record and an audit batch pays one commit and one fsync instead of twenty,
- * and still nothing is acknowledged before it is on disk. Each write is still one statement, so single use stays
- * atomic: statements of one connection see each other's effects, and other processes wait for the write lock. A
- * failed commit (or a failed fsync) fails every write of its group (none was acknowledged). Reads made while a group
- * is open see its writes, as reads on this connection always have.
- *
- * The fsync runs off the event loop. The connection runs with `synchronous=NORMAL`, so COMMIT appends the group's
- * frames to the -wal file (a write into the operating system's cache, tens of microseconds) without syncing it; then
- * `WalSync` fsyncs the -wal file on libuv's thread pool, and the groups that committed before that fsync began are
- * acknowledged when it completes. That is what `synchronous=FULL` guarantees (the WAL is on disk before the commit is
- * reported), without blocking every request in the process for the length of each fsync, as node:sqlite's
- * synchronous COMMIT under FULL does. Groups that commit while an fsync runs wait for the next one, which covers them
- * all (a second level of grouping). With `synchronous: 'normal'` there is no WalSync and a group is acknowledged at
- * COMMIT.
+ * This process's access to the file: a connection on the event loop for reads (short indexed statements; in WAL mode
+ * a reader never waits for a writer), and a SqliteWriter whose thread runs every write (see sqlite-writer.ts). A
+ * write's promise resolves once its transaction has committed (and, with `full`, its WAL is fsynced), so a read made
+ * after a write was acknowledged sees it.
  */
 class Connection {
   readonly #statements = new Map<string, StatementSync>();
-  #group: Group | undefined;
-  /** Groups committed but not yet covered by a completed fsync of the WAL. */
-  #unsynced: Group[] = [];
-  /** The fsync in flight, if any. */
-  #syncing: Promise<void> | undefined;
 
-  /** Runs the WAL checkpoints (see Checkpointer); set once the tables exist. */
-  checkpointer: Checkpointer | undefined;
+  constructor(
+    readonly db: DatabaseSync,
+    readonly writer: SqliteWriter,
+  ) {}
 
-  /** With `synchronous: 'full'`: fsyncs the WAL before a group is acknowledged; set once the WAL exists. */
-  walSync: WalSync | undefined;
-
-  constructor(readonly db: DatabaseSync) {}
-
-  /** Opens this turn's write transaction (taking the write lock, waiting up to busy_timeout) unless one is open. */
-  #open(op: string): void {
-    if (this.#group) return;
-    try {
-      this.db.exec('BEGIN IMMEDIATE');
-    } catch (err) {
-      throw unavailable(op, err);
-    }
-    let resolve!: () => void;
-    let reject!: (err: unknown) => void;
-    const done = new Promise<void>((res, rej) => {
-      resolve = res;
-      reject = rej;
-    });
-    done.catch(() => undefined); // each writer awaits it; an unobserved failure is not an unhandled rejection
-    const group: Group = { done, resolve, reject };
-    this.#group = group;
-    setImmediate(() => this.#commit(group));
-  }
-
-  #commit(group: Group): void {
-    if (this.#group !== group) return; // already failed
-    this.#group = undefined;
-    try {
-      this.db.exec('COMMIT');
-      if (this.walSync) {
-        this.#unsynced.push(group);
-        this.#sync();
-      } else {
-        group.resolve();
-      }
-    } catch (err) {
-      try {
-        if (this.db.isTransaction) this.db.exec('ROLLBACK');
-      } catch {
-        // the connection is broken; the error says why
-      }
-      group.reject(unavailable('commit', err));
-    }
-  }
-
-  /**
-   * Starts an fsync of the WAL unless one is running; when it completes, acknowledges the groups that had committed
-   * before it began, and starts the next one for those that committed meanwhile.
-   */
-  #sync(): void {
-    if (this.#syncing || this.#unsynced.length === 0 || !this.walSync) return;
-    const groups = this.#unsynced;
-    this.#unsynced = [];
-    this.#syncing = this.walSync.sync().then(
-      () => {
-        for (const g of groups) g.resolve();
-      },
-      (err: unknown) => {
-        for (const g of groups) g.reject(unavailable('fsync of the WAL', err));
-      },
-    );
-    void this.#syncing.finally(() => {
-      this.#syncing = undefined;
-      this.#sync();
-    });
-  }
-
-  /** Resolves once every group committed so far is durable (before the connection closes). */
-  async settled(): Promise<void> {
-    while (this.#syncing || this.#unsynced.length > 0) {
-      if (!this.#syncing) this.#sync();
-      await this.#syncing;
-    }
-  }
-
-  /** SQLite ended the open transaction itself (an I/O error, a full disk): every write of the group has failed. */
-  #lost(err: unknown): void {
-    const group = this.#group;
-    if (!group || this.db.isTransaction) return;
-    this.#group = undefined;
-    group.reject(unavailable('transaction', err));
-  }
-
-  /** Resolves once every write made so far on this connection is committed. */
-  durable(): Promise<void> {
-    return this.#group?.done ?? Promise.resolve();
-  }
-
-  /** Commits the open group now (before closing the connection). */
-  flush(): void {
-    if (this.#group) this.#commit(this.#group);
-  }
-
-  /** A write, acknowledged once committed: the number of rows it changed. */
+  /** One write statement, acknowledged once committed: the number of rows it changed. */
   async write(op: string, sql: string, ...params: SQLInputValue[]): Promise<number> {
-    const changed = this.run(op, sql, ...params);
-    await this.durable();
-    return changed;
+    const [changed] = await this.writer.run(op, [{ sql, params }]);
+    return Number(changed);
   }
 
   /**
-   * Runs `fn` (several writes) as one unit inside this turn's transaction (a savepoint): all of it or none of it,
-   * acknowledged once committed.
+   * Several write statements as one unit, run in order until the first that changes no row (all of them or that
+   * prefix, atomically); acknowledged once committed. Returns how many changed a row before that.
    */
-  async batch<T>(op: string, fn: () => T): Promise<T> {
-    this.#open(op);
-    let result: T;
-    try {
-      this.db.exec('SAVEPOINT batch');
-      result = fn();
-      this.db.exec('RELEASE batch');
-    } catch (err) {
-      try {
-        if (this.db.isTransaction) {
-          this.db.exec('ROLLBACK TO batch');
-          this.db.exec('RELEASE batch');
-        } else {
-          this.#lost(err);
-        }
-      } catch {
-        // the connection is broken; the error says why
-      }
-      throw unavailable(op, err);
-    }
-    await this.durable();
-    return result;
+  async writePrefix(op: string, statements: { sql: string; params: SQLInputValue[] }[]): Promise<number> {
+    const out = await this.writer.run(op, statements, true);
+    return out.filter((changed) => Number(changed) > 0).length;
   }
 
   #prepare(sql: string): StatementSync {
@@ -287,20 +146,6 @@ class Connection {
       this.#statements.set(sql, stmt);
     }
     return stmt;
-  }
-
-  /**
-   * Runs a write in this turn's transaction; returns the number of rows it changed (how a single-use statement says
-   * whether it won). Not yet durable: callers acknowledge only after `durable()` (or use `write`).
-   */
-  run(op: string, sql: string, ...params: SQLInputValue[]): number {
-    this.#open(op);
-    try {
-      return Number(this.#prepare(sql).run(...params).changes);
-    } catch (err) {
-      this.#lost(err);
-      throw unavailable(op, err);
-    }
   }
 
   get<T>(op: string, sql: string, ...params: SQLInputValue[]): T | undefined {
@@ -320,9 +165,10 @@ class Connection {
   }
 
   /**
-   * Runs `fn` in a write transaction of its own, committed before it returns (used when the store is opened, before
-   * any group). BEGIN IMMEDIATE takes the write lock first (waiting up to busy_timeout), so a transaction never has
-   * to upgrade a read lock, which in WAL mode can fail at once with SQLITE_BUSY.
+   * Runs `fn` in a write transaction on the event loop's connection, committed before it returns: only when the
+   * store is opened (creating the tables), before the writer thread starts. BEGIN IMMEDIATE takes the write lock
+   * first (waiting up to busy_timeout), so a transaction never has to upgrade a read lock, which in WAL mode can fail
+   * at once with SQLITE_BUSY.
    */
   transaction<T>(op: string, fn: () => T): T {
     try {
@@ -342,50 +188,6 @@ class Connection {
       }
       throw unavailable(op, err);
     }
-  }
-}
-
-/** fsync(2) on a file or directory, synchronously (used once, when the store opens). */
-function fsyncPath(path: string): void {
-  const fd = openSync(path, 'r');
-  try {
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-}
-
-/** fsync(2) on a file descriptor, on libuv's thread pool. */
-function fsyncFd(fd: number): Promise<void> {
-  return new Promise((resolve, reject) => fsync(fd, (err) => (err ? reject(err) : resolve())));
-}
-
-/**
- * fsyncs the database's `-wal` file for Connection's group commit, on libuv's thread pool, through one descriptor
- * opened with the connection. The file it names stays the WAL for as long as that connection is open: SQLite deletes
- * (and later recreates) a WAL only when the last connection to the database closes, and otherwise reuses or
- * truncates it in place.
- */
-export class WalSync {
-  readonly #fd: number;
-  #closed = false;
-
-  constructor(
-    readonly path: string,
-    readonly fsync: (fd: number) => Promise<void> = fsyncFd,
-  ) {
-    this.#fd = openSync(path, 'r+');
-  }
-
-  sync(): Promise<void> {
-    if (this.#closed) return Promise.reject(new Error(`${this.path} is closed`));
-    return this.fsync(this.#fd);
-  }
-
-  close(): void {
-    if (this.#closed) return;
-    this.#closed = true;
-    closeSync(this.#fd);
   }
 }
 
@@ -651,17 +453,12 @@ class SqliteAuditStore implements AuditStore {
 
   async insertBatch(records: AuditRecord[]): Promise<number> {
     if (records.length === 0) return 0;
-    const conn = this.conn();
-    // One transaction: the records up to the first taken (chain, seq) go in, the rest do not, and the count is that prefix.
-    return conn.batch('audit.insert', () => {
-      let inserted = 0;
-      for (const r of records) {
-        const changed = conn.run('audit.insert', 'INSERT INTO audit_records (chain, seq, record) VALUES (?, ?, ?) ON CONFLICT DO NOTHING', chainOf(r), r.seq, JSON.stringify(r));
-        if (changed === 0) break;
-        inserted += 1;
-      }
-      return inserted;
-    });
+    // One job: the records up to the first taken (chain, seq) go in, the rest do not, and the count is that prefix.
+    const sql = 'INSERT INTO audit_records (chain, seq, record) VALUES (?, ?, ?) ON CONFLICT DO NOTHING';
+    return this.conn().writePrefix(
+      'audit.insert',
+      records.map((r) => ({ sql, params: [chainOf(r), r.seq, JSON.stringify(r)] })),
+    );
   }
 
   async list(fromSeq: number, limit: number, chain: string = DEFAULT_AUDIT_CHAIN): Promise<AuditRecord[]> {
@@ -676,11 +473,6 @@ class SqliteAuditStore implements AuditStore {
   }
 }
 
-/** How often the checkpoint worker folds the WAL back into the database file. */
-const CHECKPOINT_INTERVAL_MS = 100;
-/** SQLite's default automatic checkpoint threshold, restored if the checkpoint worker is lost. */
-const SQLITE_AUTOCHECKPOINT_PAGES = 1000;
-
 /** Open connections of this process, by file (see SqliteStorage.#acquire). */
 const OPEN = new Map<string, { conn: Connection; refs: number }>();
 
@@ -688,25 +480,26 @@ export interface SqliteStorageOptions {
   /** The data directory; the database is `<dataDir>/agentauth.sqlite`. */
   dataDir: string;
   /**
-   * How long a call waits for another process's write lock before it fails as StorageUnavailableError (SQLite's
-   * busy_timeout). The wait blocks this process's event loop, so keep it short.
+   * How long a write waits for another process's write lock before it fails as StorageUnavailableError (SQLite's
+   * busy_timeout, in the writer thread: the event loop does not wait).
    */
   busyTimeoutMs?: number;
+  /** How long a write may go unanswered by the writer thread before it fails (default: busyTimeoutMs + 2 s). */
+  writeTimeoutMs?: number;
   sweepIntervalMs?: number;
   /**
-   * `full` (default): every commit is fsynced, so an acknowledged write survives a machine crash too. `normal`: in WAL
-   * mode commits reach the operating system but are fsynced only at checkpoints, so an acknowledged write survives a
-   * process crash, and a power loss or kernel panic may roll back the last transactions.
+   * `full` (default): every commit is fsynced before it is acknowledged, so an acknowledged write survives a machine
+   * crash too. `normal`: in WAL mode commits reach the operating system but are fsynced only at checkpoints, so an
+   * acknowledged write survives a process crash, and a power loss or kernel panic may roll back the last transactions.
    */
   synchronous?: 'full' | 'normal';
-  /** How `full` fsyncs the WAL, given its descriptor (tests observe or fail it here); default fsync(2) off the event loop. */
-  walFsync?: (fd: number) => Promise<void>;
 }
 
 /**
  * The embedded store on SQLite (`node:sqlite`, built into Node 22): one database file in the data directory, WAL
- * journal, every commit fsynced before it is acknowledged (see Connection). Several processes may open the same file (server workers, the CLI); SQLite lets one
- * write at a time and the others wait up to busy_timeout. See docs/operations.md, "The SQLite store".
+ * journal, writes on a thread of their own, every commit fsynced before it is acknowledged (see Connection and
+ * SqliteWriter). Several processes may open the same file (server workers, the CLI); SQLite lets one write at a time
+ * and the others wait up to busy_timeout. See docs/operations.md, "The SQLite store".
  */
 export class SqliteStorage implements Storage {
   readonly kind = 'sqlite' as const;
@@ -720,8 +513,8 @@ export class SqliteStorage implements Storage {
   readonly #models = new Map<ModelName, ModelStore>();
   readonly #busyTimeoutMs: number;
   readonly #sweepIntervalMs: number;
+  readonly #writeTimeoutMs: number;
   readonly #synchronous: 'full' | 'normal';
-  readonly #walFsync: ((fd: number) => Promise<void>) | undefined;
   #conn: Connection | undefined;
   #timer: NodeJS.Timeout | undefined;
   #sweeping = false;
@@ -731,8 +524,8 @@ export class SqliteStorage implements Storage {
     this.file = join(options.dataDir, SQLITE_FILE);
     this.#busyTimeoutMs = options.busyTimeoutMs ?? 2000;
     this.#sweepIntervalMs = options.sweepIntervalMs ?? 60_000;
+    this.#writeTimeoutMs = options.writeTimeoutMs ?? this.#busyTimeoutMs + 2000;
     this.#synchronous = options.synchronous ?? 'full';
-    this.#walFsync = options.walFsync;
     const conn = () => this.#connection();
     for (const name of MODEL_NAMES) this.#models.set(name, new SqliteModelStore(name, conn));
     this.keys = new SqliteKeyStore(conn);
@@ -746,9 +539,9 @@ export class SqliteStorage implements Storage {
     return this.#conn;
   }
 
-  /** The worker that runs this process's WAL checkpoints on the file (tests). */
-  get checkpointer(): Checkpointer | undefined {
-    return this.#connection().checkpointer;
+  /** The thread that runs this process's writes to the file (tests). */
+  get writer(): SqliteWriter {
+    return this.#connection().writer;
   }
 
   /** The open database (for backups and tests); StorageUnavailableError when the store is not open. */
@@ -758,7 +551,16 @@ export class SqliteStorage implements Storage {
 
   /** Opens the file (creating it, mode 0600, in a 0700 directory), sets the journal up and creates the tables. */
   async init(): Promise<void> {
-    if (!this.#conn) this.#conn = this.#acquire();
+    if (!this.#conn) {
+      const conn = this.#acquire();
+      try {
+        await conn.writer.start();
+      } catch (err) {
+        await this.#release(conn);
+        throw err;
+      }
+      this.#conn = conn;
+    }
     if (!this.#timer) {
       this.#timer = setInterval(() => {
         if (this.#sweeping) return;
@@ -775,9 +577,8 @@ export class SqliteStorage implements Storage {
   }
 
   /**
-   * This process's connection to the file, shared by every SqliteStorage opened on it. One connection per process is
-   * required by group commit: a second connection in the same thread would wait for the write lock that the first
-   * holds until its next turn, which that wait itself prevents.
+   * This process's connection to the file and its writer thread, shared by every SqliteStorage opened on it: one
+   * thread per file, and the group commit gathers the writes of all of them.
    */
   #acquire(): Connection {
     const open = OPEN.get(this.file);
@@ -802,16 +603,15 @@ export class SqliteStorage implements Storage {
     }
     try {
       // WAL: readers never block the writer and the writer never blocks readers, across processes; a commit is an
-      // append to the -wal file. The pragma is NORMAL in both modes: COMMIT writes the WAL without syncing it. With
-      // `full` (the default) Connection then fsyncs the WAL off the event loop and acknowledges a write only after
-      // that fsync, which is the guarantee of synchronous=FULL (a write that returned has reached the disk, so
-      // "nothing acknowledged is lost" holds for a machine crash too) without FULL's fsync inside every COMMIT, which
-      // node:sqlite runs on the event loop. With `normal` nothing more is synced: a write that returned survives a
-      // process crash, and a power loss can roll back the last transactions.
+      // append to the -wal file. This connection only reads (and creates the tables below); the writer thread's
+      // connection sets `synchronous` (FULL by default: a commit returns once the WAL is fsynced).
       const mode = db.prepare('PRAGMA journal_mode = WAL').get() as { journal_mode?: string } | undefined;
       if (mode?.journal_mode !== 'wal') throw new Error(`journal_mode is ${String(mode?.journal_mode)}, not wal (a file system without shared memory?)`);
-      db.exec('PRAGMA synchronous = NORMAL');
-      const conn = new Connection(db);
+      db.exec('PRAGMA synchronous = FULL');
+      const conn = new Connection(
+        db,
+        new SqliteWriter({ file: this.file, busyTimeoutMs: this.#busyTimeoutMs, synchronous: this.#synchronous, timeoutMs: this.#writeTimeoutMs }),
+      );
       conn.transaction('create tables', () => {
         const version = Number((db.prepare('PRAGMA user_version').get() as { user_version: number }).user_version);
         if (version > SCHEMA_VERSION) {
@@ -819,20 +619,6 @@ export class SqliteStorage implements Storage {
         }
         db.exec(SCHEMA);
         if (version < SCHEMA_VERSION) db.exec(`PRAGMA user_version = ${SCHEMA_VERSION}`);
-      });
-      if (this.#synchronous === 'full') {
-        // The tables (committed above without a sync), the files and their directory entries may be new: make them
-        // durable before anything is acknowledged.
-        for (const path of [`${this.file}-wal`, this.file, this.dataDir]) if (existsSync(path)) fsyncPath(path);
-        conn.walSync = new WalSync(`${this.file}-wal`, this.#walFsync);
-      }
-      db.exec('PRAGMA wal_autocheckpoint = 0');
-      conn.checkpointer = new Checkpointer(this.file, CHECKPOINT_INTERVAL_MS, () => {
-        try {
-          db.exec(`PRAGMA wal_autocheckpoint = ${SQLITE_AUTOCHECKPOINT_PAGES}`);
-        } catch {
-          // the connection is closed or broken: nothing left to checkpoint from here
-        }
       });
       return conn;
     } catch (err) {
@@ -883,28 +669,23 @@ export class SqliteStorage implements Storage {
     this.#timer = undefined;
     const conn = this.#conn;
     this.#conn = undefined;
+    if (conn) await this.#release(conn);
+  }
+
+  /**
+   * Drops this store's reference to the process's connection; the last one lets the writer thread commit what it
+   * holds and exit, then closes the reading connection (SQLite then folds the WAL into the file and deletes it, if no
+   * other process has the file open).
+   */
+  async #release(conn: Connection): Promise<void> {
     const open = OPEN.get(this.file);
-    if (conn && open?.conn === conn && --open.refs > 0) {
-      // Others in this process still use the connection: only make sure this store's writes are committed.
-      conn.flush();
-      await conn.settled();
-      return;
-    }
-    OPEN.delete(this.file);
-    if (conn) {
-      try {
-        conn.flush();
-      } catch (err) {
-        throw unavailable('close', err);
-      }
-      await conn.settled();
-      await conn.checkpointer?.stop();
-      conn.walSync?.close();
-      try {
-        conn.db.close();
-      } catch (err) {
-        throw unavailable('close', err);
-      }
+    if (open?.conn === conn && --open.refs > 0) return;
+    if (open?.conn === conn) OPEN.delete(this.file);
+    await conn.writer.close();
+    try {
+      conn.db.close();
+    } catch (err) {
+      throw unavailable('close', err);
     }
   }
 }

@@ -157,8 +157,8 @@ const fileSchema = z.strictObject({
       timeoutMs: z.number().int().min(100).max(60_000).default(2000),
       sweepIntervalMs: z.number().int().min(1000).default(60_000),
       /**
-       * SQLite store only: `full` fsyncs the WAL after every commit before acknowledging it (an acknowledged write
-       * survives a machine crash); `normal` acknowledges at commit and fsyncs at checkpoints only (it survives a process crash; a power loss may roll back the last commits).
+       * SQLite store only: `full` fsyncs the WAL at every commit, before the write is acknowledged (an acknowledged
+       * write survives a machine crash); `normal` fsyncs at checkpoints only (it survives a process crash; a power loss may roll back the last commits).
        */
       sqliteSynchronous: z.enum(['full', 'normal']).default('full'),
     })

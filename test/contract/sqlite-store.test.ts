@@ -2,7 +2,7 @@
 // journal settings, durability across reopening, failing closed when the file is locked, unreadable or closed, and
 // single use that stays atomic between separate processes on one file.
 import { spawn } from 'node:child_process';
-import { existsSync, readlinkSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { DatabaseSync } from 'node:sqlite';
@@ -27,12 +27,12 @@ afterAll(async () => {
 });
 
 describe('SQLite store: the file', () => {
-  test('one database file in the data directory, WAL journal, synchronous=NORMAL (the fsync is agentauth\'s, below), busy_timeout set, mode 0600', async () => {
+  test('one database file in the data directory, WAL journal, synchronous=FULL, busy_timeout set, mode 0600', async () => {
     const storage = await open(undefined, 1234);
     expect(storage.file).toBe(join(storage.dataDir, SQLITE_FILE));
     const pragma = (name: string) => Object.values(storage.db.prepare(`PRAGMA ${name}`).get() as Record<string, unknown>)[0];
     expect(pragma('journal_mode')).toBe('wal');
-    expect(pragma('synchronous')).toBe(1); // NORMAL: COMMIT does not fsync; the group commit below does
+    expect(pragma('synchronous')).toBe(2); // FULL (this connection only reads; the writer thread's is checked below)
     expect(pragma('busy_timeout')).toBe(1234);
     expect(pragma('foreign_keys')).toBe(0);
     await storage.model('Client').upsert(rid(), { client_id: 'c' });
@@ -183,170 +183,118 @@ describe('SQLite store: fails closed', () => {
   });
 });
 
-describe('SQLite store: a write is acknowledged only once the WAL is fsynced', () => {
-  /** An fsync the test completes by hand, recording which file each call synced. */
-  function heldFsync() {
-    const calls: { file: string; release: () => void; fail: (err: Error) => void }[] = [];
-    const walFsync = (fd: number) =>
-      new Promise<void>((release, fail) => {
-        calls.push({ file: readlinkSync(`/proc/self/fd/${fd}`), release, fail });
-      });
-    return { calls, walFsync };
-  }
-  const turns = async (n: number) => {
-    for (let i = 0; i < n; i++) await new Promise((resolve) => setImmediate(resolve));
-  };
-  /** Waits (up to 5 s) until `n` fsyncs have started, then a little longer to see that no more do. */
-  const fsyncsStarted = async (calls: unknown[], n: number) => {
-    for (const deadline = Date.now() + 5000; calls.length < n && Date.now() < deadline; ) await new Promise((resolve) => setTimeout(resolve, 5));
-    expect(calls).toHaveLength(n);
-    await new Promise((resolve) => setTimeout(resolve, 50)); // and no more than n
-    expect(calls).toHaveLength(n);
-  };
-  /** Whether another connection (another process, say) sees the revocation: it was committed, acknowledged or not. */
-  const committed = (file: string, jti: string) => {
-    const other = new DatabaseSync(file, { readOnly: true });
+describe('SQLite store: writes run on a thread of their own', () => {
+  const exp = () => Math.floor(Date.now() / 1000) + 600;
+  /** The writer thread's own setting, read through its connection. */
+  const writerPragma = async (storage: SqliteStorage, name: string) =>
+    Object.values(((await storage.writer.run('pragma', [{ sql: `PRAGMA ${name}`, params: [], read: true }])) as Record<string, unknown>[])[0]!)[0];
+
+  test('the writer commits with synchronous=FULL by default (the WAL is fsynced before a write is acknowledged), NORMAL when configured', async () => {
+    const full = await open();
+    expect(await writerPragma(full, 'synchronous')).toBe(2);
+    const normal = new SqliteStorage({ dataDir: tempDir('agentauth-sqlite-normal-'), synchronous: 'normal' });
+    opened.push(normal);
+    await normal.init();
+    expect(await writerPragma(normal, 'synchronous')).toBe(1);
+  });
+
+  test('an acknowledged write is committed: another connection (another process) sees it at once', async () => {
+    const storage = await open();
+    const jti = rid();
+    await storage.revokedTokens.revoke(jti, exp());
+    const other = new DatabaseSync(storage.file, { readOnly: true });
     try {
-      return other.prepare('SELECT count(*) AS n FROM revoked_tokens WHERE jti = ?').get(jti)?.n === 1;
+      expect(other.prepare('SELECT count(*) AS n FROM revoked_tokens WHERE jti = ?').get(jti)?.n).toBe(1);
     } finally {
       other.close();
     }
-  };
-  const exp = () => Math.floor(Date.now() / 1000) + 600;
+  });
 
-  test('default (full): the commit happens at once, the acknowledgement waits for the fsync of agentauth.sqlite-wal', async () => {
-    const { calls, walFsync } = heldFsync();
-    const storage = new SqliteStorage({ dataDir: tempDir('agentauth-sqlite-fsync-'), walFsync });
+  test('a write waiting for another process\'s lock does not stop the event loop: timers fire and reads answer meanwhile; then it fails (503)', async () => {
+    const storage = await open(undefined, 400);
+    const id = rid();
+    await storage.model('Session').upsert(id, { kind: 'Session' }, 60);
+    const other = new DatabaseSync(storage.file);
+    other.exec('BEGIN IMMEDIATE');
+    try {
+      const write = storage.revokedTokens.revoke(rid(), exp());
+      write.catch(() => undefined);
+      let ticks = 0;
+      const timer = setInterval(() => (ticks += 1), 10);
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      clearInterval(timer);
+      expect(ticks).toBeGreaterThanOrEqual(5); // with the write on the event loop, not one tick would run while it waited
+      expect(await storage.model('Session').find(id)).toEqual({ kind: 'Session' });
+      await expect(write).rejects.toThrow(/SQLite revoke failed \(SQLite error 5: database is locked\)/);
+    } finally {
+      other.exec('ROLLBACK');
+      other.close();
+    }
+    await expect(storage.revokedTokens.revoke(rid(), exp())).resolves.toBeUndefined();
+  });
+
+  test('a write the thread does not answer within writeTimeoutMs fails (503) instead of hanging', async () => {
+    const dataDir = tempDir('agentauth-sqlite-hung-');
+    const storage = new SqliteStorage({ dataDir, busyTimeoutMs: 5000, writeTimeoutMs: 300 });
     opened.push(storage);
     await storage.init();
+    const other = new DatabaseSync(storage.file);
+    other.exec('BEGIN IMMEDIATE');
+    try {
+      const started = Date.now();
+      await expect(storage.revokedTokens.revoke(rid(), exp())).rejects.toThrow(/no answer from the writer thread within 300 ms/);
+      expect(Date.now() - started).toBeLessThan(4000);
+    } finally {
+      other.exec('ROLLBACK');
+      other.close();
+    }
+  });
+
+  test('a writer thread that dies fails what it held (503); the next write starts a new thread', async () => {
+    const storage = await open();
+    const other = new DatabaseSync(storage.file);
+    other.exec('BEGIN IMMEDIATE'); // the job waits in the thread for this lock, so the kill finds it in flight
+    const held = storage.revokedTokens.revoke(rid(), exp());
+    held.catch(() => undefined);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    await storage.writer.kill();
+    other.exec('ROLLBACK');
+    other.close();
+    await expect(held).rejects.toThrow(/SQLite revoke failed \(the SQLite writer thread exited/);
     const jti = rid();
-    let acknowledged = false;
-    const write = storage.revokedTokens.revoke(jti, exp()).then(() => {
-      acknowledged = true;
-    });
-    await fsyncsStarted(calls, 1);
-    expect(calls[0]!.file).toBe(`${storage.file}-wal`);
-    expect(committed(storage.file, jti)).toBe(true);
-    expect(acknowledged).toBe(false);
-    calls[0]!.release();
-    await write;
-    expect(acknowledged).toBe(true);
+    await storage.revokedTokens.revoke(jti, exp());
+    expect(await storage.revokedTokens.isRevoked(jti)).toBe(true);
   });
 
-  test('groups that commit while an fsync runs are acknowledged by the next one: two fsyncs for three turns of writes', async () => {
-    const { calls, walFsync } = heldFsync();
-    const storage = new SqliteStorage({ dataDir: tempDir('agentauth-sqlite-fsync-'), walFsync });
-    opened.push(storage);
-    await storage.init();
-    const jtis = [rid(), rid(), rid()];
-    const state = jtis.map(() => 'pending');
-    const writes: Promise<void>[] = [];
-    for (const [i, jti] of jtis.entries()) {
-      writes.push(storage.revokedTokens.revoke(jti, exp()).then(() => void (state[i] = 'acknowledged')));
-      await turns(2); // a group of its own
-    }
-    expect(jtis.map((jti) => committed(storage.file, jti))).toEqual([true, true, true]);
-    await fsyncsStarted(calls, 1); // the first group's fsync; the others wait for it to finish
-    expect(state).toEqual(['pending', 'pending', 'pending']);
-    calls[0]!.release();
-    await writes[0];
-    await fsyncsStarted(calls, 2);
-    expect(state).toEqual(['acknowledged', 'pending', 'pending']);
-    calls[1]!.release();
-    await Promise.all(writes);
-    expect(calls).toHaveLength(2);
-  });
-
-  test('a failed fsync fails (503) every write it was to acknowledge; the next write is acknowledged by the next fsync', async () => {
-    const { calls, walFsync } = heldFsync();
-    const storage = new SqliteStorage({ dataDir: tempDir('agentauth-sqlite-fsync-'), walFsync });
-    opened.push(storage);
-    await storage.init();
-    const failed = Promise.allSettled([storage.revokedTokens.revoke(rid(), exp()), storage.model('Session').upsert(rid(), { kind: 'Session' }, 60)]);
-    await fsyncsStarted(calls, 1);
-    calls[0]!.fail(Object.assign(new Error('EIO: i/o error, fsync'), { code: 'EIO' }));
-    const results = await failed;
-    for (const r of results) {
-      expect(r.status).toBe('rejected');
-      expect((r as PromiseRejectedResult).reason).toBeInstanceOf(StorageUnavailableError);
-      expect(String((r as PromiseRejectedResult).reason.message)).toMatch(/fsync of the WAL failed .*EIO/);
-    }
-    const adapter = oidcAdapterFactory(storage)('Session');
-    const through = adapter.upsert(rid(), { kind: 'Session' } as never, 60);
-    await fsyncsStarted(calls, 2);
-    calls[1]!.fail(new Error('EIO: i/o error, fsync'));
-    await expect(through).rejects.toMatchObject({ statusCode: 503, error: 'temporarily_unavailable' });
-    const next = storage.revokedTokens.revoke(rid(), exp());
-    await fsyncsStarted(calls, 3);
-    calls[2]!.release();
-    await expect(next).resolves.toBeUndefined();
-  });
-
-  test('close waits for the fsync of writes already committed', async () => {
-    const { calls, walFsync } = heldFsync();
-    const storage = new SqliteStorage({ dataDir: tempDir('agentauth-sqlite-fsync-'), walFsync });
-    await storage.init();
-    const write = storage.revokedTokens.revoke(rid(), exp());
-    let closed = false;
-    const closing = storage.close().then(() => void (closed = true));
-    await fsyncsStarted(calls, 1);
-    expect(closed).toBe(false);
-    calls[0]!.release();
-    await write;
-    await closing;
-    expect(closed).toBe(true);
-  });
-
-  test('synchronous: normal never fsyncs: a write is acknowledged at commit', async () => {
-    const { calls, walFsync } = heldFsync();
-    const storage = new SqliteStorage({ dataDir: tempDir('agentauth-sqlite-fsync-'), walFsync, synchronous: 'normal' });
-    opened.push(storage);
-    await storage.init();
-    await storage.revokedTokens.revoke(rid(), exp());
-    await storage.model('Client').upsert(rid(), { client_id: 'c' });
-    expect(calls).toHaveLength(0);
-  });
-});
-
-describe('SQLite store: WAL checkpoints run in a worker thread', () => {
-  const pragma = (storage: SqliteStorage, name: string) => Object.values(storage.db.prepare(`PRAGMA ${name}`).get() as Record<string, unknown>)[0];
-  const until = async (cond: () => boolean, ms = 5000) => {
-    for (const deadline = Date.now() + ms; !cond() && Date.now() < deadline; ) await new Promise((resolve) => setTimeout(resolve, 20));
-    return cond();
-  };
-  /** Writes enough rows that the WAL holds pages the database file does not have yet. */
-  const fill = async (storage: SqliteStorage, groups = 20) => {
-    const exp = Math.floor(Date.now() / 1000) + 600;
-    for (let i = 0; i < groups; i++) await Promise.all(Array.from({ length: 50 }, () => storage.revokedTokens.revoke(`${rid()}-${'x'.repeat(200)}`, exp)));
-  };
-
-  test('the event loop never checkpoints (wal_autocheckpoint=0); the worker folds the WAL into the database file by itself', async () => {
+  test('writes of one turn share one transaction, each in a savepoint: a failing write leaves the others of its group committed', async () => {
     const storage = await open();
-    await storage.checkpointer!.ready;
-    expect(pragma(storage, 'wal_autocheckpoint')).toBe(0);
-    const before = statSync(storage.file).size;
-    await fill(storage);
-    // Only a checkpoint writes the database file itself; this connection never runs one.
-    expect(await until(() => statSync(storage.file).size > before + 100_000)).toBe(true);
+    const jtis = [rid(), rid()];
+    const results = await Promise.allSettled([
+      storage.revokedTokens.revoke(jtis[0]!, exp()),
+      // A job whose second statement fails: its first statement is rolled back with it, and only it fails.
+      storage.writer.run('broken job', [
+        { sql: 'INSERT INTO revoked_tokens (jti, expires_at) VALUES (?, ?)', params: ['from-the-broken-job', exp() * 1000] },
+        { sql: 'INSERT INTO no_such_table VALUES (1)', params: [] },
+      ]),
+      storage.revokedTokens.revoke(jtis[1]!, exp()),
+    ]);
+    expect(results.map((r) => r.status)).toEqual(['fulfilled', 'rejected', 'fulfilled']);
+    expect(String((results[1] as PromiseRejectedResult).reason)).toMatch(/SQLite broken job failed \(SQLite error 1: no such table: no_such_table\)/);
+    expect(await storage.revokedTokens.isRevoked(jtis[0]!)).toBe(true);
+    expect(await storage.revokedTokens.isRevoked(jtis[1]!)).toBe(true);
+    expect(await storage.revokedTokens.isRevoked('from-the-broken-job')).toBe(false);
   });
 
-  test('a worker that dies hands checkpoints back to SQLite (wal_autocheckpoint=1000), and writes go on', async () => {
-    const storage = await open();
-    await storage.checkpointer!.ready;
-    await storage.checkpointer!.kill();
-    expect(await until(() => pragma(storage, 'wal_autocheckpoint') === 1000)).toBe(true);
-    const before = statSync(storage.file).size;
-    await fill(storage, 400); // well over 1000 pages of WAL: SQLite checkpoints inside a commit
-    expect(statSync(storage.file).size).toBeGreaterThan(before + 100_000);
-  });
-
-  test('close stops the worker, and the last connection leaves no -wal file behind', async () => {
+  test('close lets the thread commit what it holds; the last connection leaves no -wal file behind', async () => {
     const storage = new SqliteStorage({ dataDir: tempDir('agentauth-sqlite-close-') });
     await storage.init();
-    await storage.checkpointer!.ready;
-    await storage.revokedTokens.revoke(rid(), Math.floor(Date.now() / 1000) + 600);
+    const jti = rid();
+    const write = storage.revokedTokens.revoke(jti, exp());
     await storage.close();
+    await write;
     expect(existsSync(`${storage.file}-wal`)).toBe(false);
+    const reopened = await open(storage.dataDir);
+    expect(await reopened.revokedTokens.isRevoked(jti)).toBe(true);
   });
 });
 

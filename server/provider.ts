@@ -24,6 +24,10 @@ import { tierFromPolicies, tierPolicyName } from './policies/tiers.js';
 import { ResourceServerRegistry } from './resource-servers.js';
 import { prepareStructuredTokenSupport, registerStructuredTokenSupport } from './structured-tokens.js';
 import { logoutSource, postLogoutSuccessSource, renderError } from '../interactions/provider-pages.js';
+import { NONCE_PATH } from '../interactions/routes.js';
+
+/** How clients may authenticate, at the token, introspection and revocation endpoints alike. */
+const CLIENT_AUTH_METHODS = ['none', 'client_secret_basic', 'client_secret_post', 'private_key_jwt'] as const;
 
 export interface ProviderDeps {
   config: Config;
@@ -156,7 +160,16 @@ export function providerConfiguration(deps: ProviderDeps): Configuration {
     scopes: allScopes,
     claims: { openid: ['sub'] },
     responseTypes: ['code'],
-    clientAuthMethods: ['none', 'client_secret_basic', 'client_secret_post', 'private_key_jwt'],
+    clientAuthMethods: [...CLIENT_AUTH_METHODS],
+    // RFC 8414 metadata oidc-provider does not write itself. The introspection and revocation endpoints take the same
+    // client authentication as the token endpoint (one clientAuthMethods for all three); without these keys a client
+    // would have to assume client_secret_basic only (RFC 8414 §2). The wallet nonce endpoint is agentauth's own: the
+    // wallet-signature grant needs a nonce from it (docs/agents.md).
+    discovery: {
+      introspection_endpoint_auth_methods_supported: [...CLIENT_AUTH_METHODS],
+      revocation_endpoint_auth_methods_supported: [...CLIENT_AUTH_METHODS],
+      agentauth_wallet_nonce_endpoint: new URL(NONCE_PATH, `${config.issuer}/`).href,
+    },
     clientDefaults: {
       grant_types: ['authorization_code'],
       response_types: ['code'],

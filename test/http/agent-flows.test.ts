@@ -67,6 +67,19 @@ describe('agents with openid-client v6: registration, authorization code + PKCE 
     ]);
     expect(meta.response_types_supported).toEqual(['code']);
     expect(meta.token_endpoint_auth_methods_supported).toEqual(['none', 'client_secret_basic', 'client_secret_post', 'private_key_jwt']);
+    // The same methods at introspection and revocation (RFC 8414 §2 would otherwise imply client_secret_basic only).
+    expect(meta.introspection_endpoint_auth_methods_supported).toEqual(meta.token_endpoint_auth_methods_supported);
+    expect(meta.revocation_endpoint_auth_methods_supported).toEqual(meta.token_endpoint_auth_methods_supported);
+    // The wallet-signature grant's nonce endpoint, and it is the endpoint there (this client is not registered for
+    // that grant, and the endpoint says so; test/http/wallet-grant.test.ts gets nonces from it).
+    expect(meta.agentauth_wallet_nonce_endpoint).toBe(`${issuer}/wallet/nonce`);
+    const nonce = await fetch(meta.agentauth_wallet_nonce_endpoint as string, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ client_id: config.clientMetadata().client_id }),
+    });
+    expect(nonce.status).toBe(400);
+    expect(await nonce.json()).toMatchObject({ error: 'unauthorized_client', error_description: expect.stringContaining('wallet-signature grant') });
   });
 
   test('the registered public client gets the standard tier and no secret', () => {

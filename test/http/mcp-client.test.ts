@@ -5,6 +5,7 @@ import { randomBytes } from 'node:crypto';
 
 import { auth, discoverAuthorizationServerMetadata, extractWWWAuthenticateParams, refreshAuthorization } from '@modelcontextprotocol/sdk/client/auth.js';
 import type { OAuthClientProvider } from '@modelcontextprotocol/sdk/client/auth.js';
+import { ClientCredentialsProvider } from '@modelcontextprotocol/sdk/client/auth-extensions.js';
 import { InvalidGrantError } from '@modelcontextprotocol/sdk/server/auth/errors.js';
 import type { OAuthClientInformationMixed, OAuthClientMetadata, OAuthTokens } from '@modelcontextprotocol/sdk/shared/auth.js';
 import { Wallet } from 'ethers';
@@ -369,5 +370,76 @@ describe('the official MCP TypeScript SDK OAuth client (auth()) against agentaut
     expect(q.get('resource')).toBe(mcp.resource);
     expect(q.get('scope')).toBe(MCP_SCOPE);
     expect(q.get('code_challenge_method')).toBe('S256');
+  });
+});
+
+describe('the MCP SDK without a person: a confidential client with client_credentials, and the DCR fallback', () => {
+  const mcp = new McpResource();
+  const wire: WireRecord[] = [];
+  const fetchFn = recordingFetch(wire);
+  const M2M = { id: 'mcp-m2m-agent', secret: 'mcp-m2m-agent-secret-0123456789abcdefghij' };
+  let as: AgentServer;
+  let issuer: string;
+
+  const paths = (records: WireRecord[]) => records.map((r) => `${r.method} ${r.url.replace(issuer, '{as}').replace(mcp.origin, '{mcp}')} ${r.status}`);
+
+  beforeAll(async () => {
+    await mcp.listen();
+    const base = baseConfig({
+      resourceServers: [{ identifier: mcp.resource, name: 'Test MCP server', scopes: [MCP_SCOPE], accessTokenTTL: 300 }],
+    });
+    as = await startAgentServer({
+      ...base,
+      clients: [...(base.clients as Record<string, unknown>[]), { client_id: M2M.id, client_secret: M2M.secret, grant_types: ['client_credentials'], scope: MCP_SCOPE }],
+    });
+    issuer = as.server.url;
+    mcp.issuer = issuer;
+  });
+
+  afterAll(async () => {
+    await as?.server.stop();
+    await mcp.close();
+  });
+
+  test('ClientCredentialsProvider: RFC 9728 + RFC 8414 discovery, client_credentials with client_secret_basic and the resource; the MCP server accepts the token', async () => {
+    const provider = new ClientCredentialsProvider({ clientId: M2M.id, clientSecret: M2M.secret, expectedIssuer: issuer, scope: MCP_SCOPE });
+    expect(await auth(provider, { serverUrl: mcp.resource, fetchFn })).toBe('AUTHORIZED');
+    expect(paths(wire)).toEqual([
+      'GET {mcp}/.well-known/oauth-protected-resource/mcp 200',
+      'GET {as}/.well-known/oauth-authorization-server 200',
+      'POST {as}/token 200',
+    ]);
+    expect(wire[2]!.clientAuth).toBe('basic');
+    expect(wire[2]!.form).toMatchObject({ grant_type: 'client_credentials', resource: mcp.resource, scope: MCP_SCOPE });
+    const tokens = provider.tokens()!;
+    expect(tokens.token_type).toMatch(/^bearer$/i);
+    expect(tokens.refresh_token).toBeUndefined(); // client_credentials: the agent asks again
+    expect(decodeProtectedHeader(tokens.access_token)).toMatchObject({ alg: 'ES256', typ: 'at+jwt' });
+    expect(decodeJwt(tokens.access_token)).toMatchObject({ aud: mcp.resource, client_id: M2M.id, scope: MCP_SCOPE });
+    const call = await fetch(mcp.resource, { method: 'POST', headers: { authorization: `Bearer ${tokens.access_token}` } });
+    expect(call.status).toBe(200);
+    expect((await introspect(issuer, tokens.access_token)).active).toBe(true);
+  });
+
+  test('ClientCredentialsProvider with a wrong secret: the SDK surfaces invalid_client and gets no token', async () => {
+    const provider = new ClientCredentialsProvider({ clientId: M2M.id, clientSecret: `${M2M.secret}-wrong`, expectedIssuer: issuer, scope: MCP_SCOPE });
+    await expect(auth(provider, { serverUrl: mcp.resource, fetchFn })).rejects.toThrow(/client authentication failed|invalid_client/i);
+    expect(provider.tokens()).toBeUndefined();
+  });
+
+  test('a provider offering a client ID metadata document URL falls back to dynamic registration when the server does not advertise support', async () => {
+    const meta = (await (await fetch(`${issuer}/.well-known/oauth-authorization-server`)).json()) as Record<string, unknown>;
+    expect(meta.client_id_metadata_document_supported).toBeUndefined();
+    const provider = Object.assign(new MemoryProvider(`${mcp.origin}/callback`), { clientMetadataUrl: 'https://agent.example.com/mcp-client.json' });
+    const before = wire.length;
+    expect(await auth(provider, { serverUrl: mcp.resource, fetchFn })).toBe('REDIRECT');
+    expect(paths(wire.slice(before))).toEqual([
+      'GET {mcp}/.well-known/oauth-protected-resource/mcp 200',
+      'GET {as}/.well-known/oauth-authorization-server 200',
+      'POST {as}/reg 201',
+    ]);
+    const clientId = provider.info!.client_id;
+    expect(clientId).not.toBe(provider.clientMetadataUrl);
+    expect(provider.authorizationUrl!.searchParams.get('client_id')).toBe(clientId);
   });
 });

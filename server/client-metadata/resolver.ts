@@ -50,8 +50,9 @@ export function installClientMetadataDocuments(provider: Provider, deps: ClientM
   const { settings, log } = deps;
   const cache = new ExpiringLru<ClientInstance>(settings.cache.maxEntries);
   const inflight = new Map<string, Promise<ClientInstance>>();
-  // oidc-provider's authorization error handler looks the client up again after a failure: one fetch per request.
-  const failedThisRequest = new WeakMap<object, Map<string, Error>>();
+  // One resolution per request, whatever the document's caching headers say: oidc-provider looks a client up more
+  // than once in some requests (its authorization error handler does so again after a failure).
+  const thisRequest = new WeakMap<object, Map<string, Promise<ClientInstance>>>();
 
   async function fetchAndBuild(clientId: string, url: URL): Promise<ClientInstance> {
     try {
@@ -98,17 +99,11 @@ export function installClientMetadataDocuments(provider: Provider, deps: ClientM
   Client.find = async (id: unknown) => {
     if (typeof id !== 'string' || !looksLikeMetadataUrl(id) || deps.staticClientIds.has(id)) return builtinFind(id);
     const ctx = Provider.ctx as object | undefined;
-    const earlier = ctx && failedThisRequest.get(ctx)?.get(id);
-    if (earlier) throw earlier;
-    try {
-      return await resolve(id);
-    } catch (err) {
-      if (ctx) {
-        let failed = failedThisRequest.get(ctx);
-        if (!failed) failedThisRequest.set(ctx, (failed = new Map()));
-        failed.set(id, err as Error);
-      }
-      throw err;
-    }
+    if (!ctx) return resolve(id);
+    let seen = thisRequest.get(ctx);
+    if (!seen) thisRequest.set(ctx, (seen = new Map()));
+    let result = seen.get(id);
+    if (!result) seen.set(id, (result = resolve(id)));
+    return result;
   };
 }

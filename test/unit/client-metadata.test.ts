@@ -5,7 +5,11 @@ import { fetchMetadataDocument, MetadataFetchError } from '../../server/client-m
 import type { FetchTestOverrides } from '../../server/client-metadata/fetch.js';
 import { hostRefusal } from '../../server/client-metadata/host-policy.js';
 import { checkMetadataDocument, MetadataDocumentError, redirectsAllLoopback } from '../../server/client-metadata/policy.js';
-import { DEFAULT_TIERS } from '../../server/config.js';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+import { ConfigError, DEFAULT_TIERS, loadConfig } from '../../server/config.js';
 import type { RegistrationPolicy } from '../../server/policies/registration.js';
 import { makeTestPki, startDocumentServer } from '../support/metadata-documents.js';
 import type { DocumentServer, TestPki } from '../support/metadata-documents.js';
@@ -261,5 +265,36 @@ describe('client ID metadata documents: the fetcher against a local https server
   test('an unresolvable name is refused with the name', async () => {
     const none = { ...test_, resolve: async () => [] };
     expect(await fetchRefusal(docs.url('agent.test', '/ok.json'), none)).toMatch(/agent\.test of the client_id URL could not be resolved/);
+  });
+});
+
+describe('client ID metadata documents: configuration', () => {
+  const load = (file: unknown) => {
+    const path = join(mkdtempSync(join(tmpdir(), 'cfg-cimd-')), 'c.json');
+    writeFileSync(path, JSON.stringify(file));
+    return loadConfig({ AGENTAUTH_CONFIG: path }).clientIdMetadataDocuments;
+  };
+
+  test('on by default with open registration, off by default with token or no registration; an explicit setting wins', () => {
+    expect(load({})).toEqual({
+      enabled: true, allowedHosts: [], deniedHosts: [], maxBytes: 5120, timeoutMs: 3000,
+      cache: { defaultTTL: 300, minTTL: 30, maxTTL: 86_400, maxEntries: 1000 },
+    });
+    expect(load({ registration: { mode: 'token' } }).enabled).toBe(false);
+    expect(load({ registration: { mode: 'off' } }).enabled).toBe(false);
+    expect(load({ registration: { mode: 'token' }, clientIdMetadataDocuments: { enabled: true } }).enabled).toBe(true);
+    expect(load({ clientIdMetadataDocuments: { enabled: false } }).enabled).toBe(false);
+  });
+
+  test('host patterns are lower-cased; anything else than a host or *.suffix is refused, naming the setting', () => {
+    expect(load({ clientIdMetadataDocuments: { allowedHosts: ['*.Example.COM', 'agent.example.org'] } }).allowedHosts).toEqual(['*.example.com', 'agent.example.org']);
+    expect(() => load({ clientIdMetadataDocuments: { deniedHosts: ['https://evil.test/'] } })).toThrow(/clientIdMetadataDocuments\.deniedHosts\[0\]: must be a host name/);
+    expect(() => load({ clientIdMetadataDocuments: { allowedHosts: ['a.*.test'] } })).toThrow(ConfigError);
+  });
+
+  test('limits are bounded and minTTL may not exceed maxTTL', () => {
+    expect(() => load({ clientIdMetadataDocuments: { maxBytes: 10_000_000 } })).toThrow(/clientIdMetadataDocuments\.maxBytes/);
+    expect(() => load({ clientIdMetadataDocuments: { timeoutMs: 60_000 } })).toThrow(/clientIdMetadataDocuments\.timeoutMs/);
+    expect(() => load({ clientIdMetadataDocuments: { cache: { minTTL: 600, maxTTL: 60 } } })).toThrow(/cache\.minTTL: must not exceed maxTTL/);
   });
 });

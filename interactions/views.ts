@@ -86,8 +86,8 @@ export function loginPage(v: LoginView): string {
     `Sign in – ${v.clientName}`,
     `<h1>Sign in with your wallet</h1>
 <p><strong>${esc(v.clientName)}</strong> asks to access, on your behalf:</p>
-${documentNotice(v)}
 ${accessList(v)}
+${documentNotice(v)}
 <p>Your wallet will ask you to sign a message (EIP-4361). Signing costs nothing and sends no transaction; the message names the resources above, and signing it is your consent to them.</p>
 <p id="status" class="${v.error ? 'error' : 'info'}" role="status">${v.error ? esc(v.error) : ''}</p>
 <noscript><p class="error">This page needs JavaScript and a browser wallet. Agents without a browser can use the wallet-signature grant.</p></noscript>
@@ -110,8 +110,8 @@ export function consentPage(v: ConsentView): string {
     `<h1>Allow access?</h1>
 <p>Signed in as <code>${esc(v.account)}</code>.</p>
 <p><strong>${esc(v.clientName)}</strong> <span class="muted">(${esc(v.clientId)})</span> will receive tokens at <strong>${esc(v.redirectHost)}</strong> for:</p>
-${documentNotice(v)}
 ${accessList(v)}
+${documentNotice(v)}
 <p>${
       v.dpopBound
         ? 'Tokens will be <strong>DPoP-bound</strong>: only the holder of the client\'s key can use them.'

@@ -1,15 +1,13 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { join } from 'node:path';
 
 import { Wallet } from 'ethers';
 import { createRemoteJWKSet, jwtVerify } from 'jose';
 
 import { baseConfig, REDIRECT, RESOURCE } from '../support/agent-server.js';
-import { makeTestPki, startDocumentServer, TEST_NAMES } from '../support/metadata-documents.js';
-import type { CimdTestSwitch, DocumentServer, TestPki } from '../support/metadata-documents.js';
-import { logLines, newKek, ROOT, startServer, tempDir, uniqueDbName, writeConfig } from '../support/server.js';
+import { makeTestPki, startCimdServer, startDocumentServer, testSwitchFor } from '../support/metadata-documents.js';
+import type { DocumentServer, TestPki } from '../support/metadata-documents.js';
+import { logLines } from '../support/server.js';
 import type { RunningServer } from '../support/server.js';
-import { mongoUri } from '../support/storages.js';
 import { authorizeWithWallet, openLoginPage } from '../support/user-agent.js';
 
 // Client ID metadata documents end to end: agentauth started through the test-only entry point
@@ -17,17 +15,6 @@ import { authorizeWithWallet, openLoginPage } from '../support/user-agent.js';
 // connect to 127.0.0.1; the documents come from a local https server.
 
 const wallet = new Wallet('0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d');
-const ENTRY = join(ROOT, 'test', 'support', 'cimd-server.mjs');
-
-async function startCimdServer(config: Record<string, unknown>, testSwitch: CimdTestSwitch): Promise<RunningServer> {
-  const env = {
-    AGENTAUTH_CONFIG: writeConfig(tempDir(), config),
-    MONGODB_URI: mongoUri(),
-    MONGODB_DB: uniqueDbName('cimd'),
-    AGENTAUTH_KEK: newKek(),
-  };
-  return startServer(env, undefined, { entry: [ENTRY, JSON.stringify(testSwitch)] });
-}
 
 const pkce = () => {
   const verifier = randomBytes(32).toString('base64url');
@@ -74,8 +61,7 @@ describe('client ID metadata documents (https client_id URLs) over HTTP', () => 
     pki = makeTestPki();
     docs = await startDocumentServer(pki);
     // loopback.test resolves to a loopback address the test switch does not permit.
-    const hosts = Object.fromEntries(TEST_NAMES.map((n) => [n, n === 'loopback.test' ? '127.0.0.2' : '127.0.0.1']));
-    const testSwitch = { ca: pki.caPem, hosts, allowAddresses: ['127.0.0.1'] };
+    const testSwitch = testSwitchFor(pki);
     const limits = { timeoutMs: 1000, deniedHosts: ['denied.test'] };
     [on, off, allowList] = await Promise.all([
       startCimdServer(baseConfig({ clientIdMetadataDocuments: limits }), testSwitch),

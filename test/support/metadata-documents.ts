@@ -5,7 +5,9 @@ import type { Server } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 
-import { tempDir } from './server.js';
+import { newKek, ROOT, startServer, tempDir, uniqueDbName, writeConfig } from './server.js';
+import type { RunningServer } from './server.js';
+import { mongoUri } from './storages.js';
 
 /** Made-up names the tests resolve themselves (never through DNS); the leaf certificate covers all of them. */
 export const TEST_NAMES = ['agent.test', 'other.test', 'loopback.test', 'sub.allowed.test', 'allowed.test', 'denied.test'];
@@ -100,4 +102,24 @@ export interface CimdTestSwitch {
   hosts: Record<string, string>;
   /** special-use addresses the test server may be reached on */
   allowAddresses: string[];
+}
+
+/** The test-only entry point (see the file): agentauth with the fetcher's test switch. */
+export const CIMD_ENTRY = join(ROOT, 'test', 'support', 'cimd-server.mjs');
+
+/** Starts agentauth (MongoDB store, own database) through the test-only entry point, with `config` as its file. */
+export async function startCimdServer(config: Record<string, unknown>, testSwitch: CimdTestSwitch): Promise<RunningServer> {
+  const env = {
+    AGENTAUTH_CONFIG: writeConfig(tempDir(), config),
+    MONGODB_URI: mongoUri(),
+    MONGODB_DB: uniqueDbName('cimd'),
+    AGENTAUTH_KEK: newKek(),
+  };
+  return startServer(env, undefined, { entry: [CIMD_ENTRY, JSON.stringify(testSwitch)] });
+}
+
+/** Every TEST_NAME resolves to 127.0.0.1 (the document server), except loopback.test: 127.0.0.2, which the switch does not permit. */
+export function testSwitchFor(pki: TestPki): CimdTestSwitch {
+  const hosts = Object.fromEntries(TEST_NAMES.map((n) => [n, n === 'loopback.test' ? '127.0.0.2' : '127.0.0.1']));
+  return { ca: pki.caPem, hosts, allowAddresses: ['127.0.0.1'] };
 }

@@ -1,4 +1,11 @@
 import { createHash, randomBytes } from 'node:crypto';
+import { createServer } from 'node:http';
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+
+import { auth } from '@modelcontextprotocol/sdk/client/auth.js';
+import type { OAuthClientProvider } from '@modelcontextprotocol/sdk/client/auth.js';
+import type { OAuthClientInformationMixed, OAuthClientMetadata, OAuthTokens } from '@modelcontextprotocol/sdk/shared/auth.js';
 
 import { Wallet } from 'ethers';
 import { createRemoteJWKSet, jwtVerify } from 'jose';
@@ -243,5 +250,77 @@ describe('client ID metadata documents (https client_id URLs) over HTTP', () => 
     const lines = logLines(on.output());
     expect(lines.filter((l) => l.event === 'server_error')).toEqual([]);
     expect(lines.filter((l) => l.event === 'client_metadata_document.refused').length).toBeGreaterThan(5);
+  });
+});
+
+describe('the MCP TypeScript SDK (auth() with clientMetadataUrl) against a metadata-document client', () => {
+  const SCOPE = 'mcp:tools';
+  let pki: TestPki;
+  let docs: DocumentServer;
+  let as: RunningServer;
+  let prm: Server;
+  let resource: string;
+
+  beforeAll(async () => {
+    pki = makeTestPki();
+    docs = await startDocumentServer(pki);
+    // A stand-in MCP server that only serves its RFC 9728 metadata naming agentauth (filled in once it runs).
+    let issuer = '';
+    prm = createServer((req, res) => {
+      if ((req.url ?? '').startsWith('/.well-known/oauth-protected-resource')) {
+        res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ resource, authorization_servers: [issuer], scopes_supported: [SCOPE] }));
+      } else res.writeHead(404).end();
+    });
+    await new Promise<void>((r) => prm.listen(0, '127.0.0.1', r));
+    resource = `http://127.0.0.1:${(prm.address() as AddressInfo).port}/mcp`;
+    as = await startCimdServer(baseConfig({ resourceServers: [{ identifier: resource, scopes: [SCOPE] }] }), testSwitchFor(pki));
+    issuer = as.url;
+  });
+
+  afterAll(async () => {
+    await as?.stop();
+    await docs?.close();
+    if (prm) await new Promise((r) => prm.close(r));
+  });
+
+  test('the SDK uses the URL as client_id (no registration), and authorization code + PKCE gets an access token for the MCP server', async () => {
+    const path = '/mcp/client.json';
+    const clientMetadataUrl = docs.url('agent.test', path);
+    const metadata = { client_name: 'MCP SDK metadata client', redirect_uris: [REDIRECT], grant_types: ['authorization_code', 'refresh_token'], response_types: ['code'], token_endpoint_auth_method: 'none', scope: SCOPE };
+    docs.serveJson(path, { client_id: clientMetadataUrl, ...metadata }, { 'cache-control': 'max-age=3600' });
+    const state: { info?: OAuthClientInformationMixed; tokens?: OAuthTokens; verifier?: string; url?: URL } = {};
+    const provider: OAuthClientProvider = {
+      clientMetadataUrl,
+      get redirectUrl() { return REDIRECT; },
+      get clientMetadata() { return metadata as OAuthClientMetadata; },
+      clientInformation: () => state.info,
+      saveClientInformation: (info) => { state.info = info; },
+      tokens: () => state.tokens,
+      saveTokens: (t) => { state.tokens = t; },
+      redirectToAuthorization: (url) => { state.url = url; },
+      saveCodeVerifier: (v) => { state.verifier = v; },
+      codeVerifier: () => state.verifier!,
+    };
+    const requests: string[] = [];
+    const fetchFn = async (url: string | URL, init?: RequestInit) => {
+      const res = await fetch(url, init);
+      requests.push(`${init?.method ?? 'GET'} ${new URL(String(url)).pathname} ${res.status}`);
+      return res;
+    };
+
+    expect(await auth(provider, { serverUrl: resource, fetchFn })).toBe('REDIRECT');
+    expect(requests.some((r) => r.startsWith('POST /reg'))).toBe(false);
+    expect(state.info).toEqual(expect.objectContaining({ client_id: clientMetadataUrl }));
+    expect(state.url!.searchParams.get('client_id')).toBe(clientMetadataUrl);
+    expect(state.url!.searchParams.get('code_challenge_method')).toBe('S256');
+
+    const outcome = await authorizeWithWallet(state.url!, REDIRECT, { wallet });
+    const code = outcome.callback.searchParams.get('code');
+    expect(code).toEqual(expect.any(String));
+    expect(await auth(provider, { serverUrl: resource, authorizationCode: code!, fetchFn })).toBe('AUTHORIZED');
+    const { payload } = await jwtVerify(state.tokens!.access_token, createRemoteJWKSet(new URL(`${as.url}/jwks`)), { issuer: as.url, audience: resource });
+    expect(payload.client_id).toBe(clientMetadataUrl);
+    expect(payload.scope).toBe(SCOPE);
+    expect(docs.hits(path)).toBe(1);
   });
 });

@@ -105,7 +105,8 @@ export async function fetchMetadataDocument(url: URL, limits: FetchLimits, test?
       maxHeaderSize: 16 * 1024,
       signal: deadline,
     });
-    req.once('error', (err) => fail(deadline.aborted ? timeoutError(limits) : err));
+    // `on`, not `once`: a destroyed request or response may report more than one error; `fail` settles once.
+    req.on('error', (err) => fail(deadline.aborted ? timeoutError(limits) : err));
     req.once('response', (res) => {
       const status = res.statusCode ?? 0;
       if (status >= 300 && status < 400) {
@@ -124,7 +125,7 @@ export async function fetchMetadataDocument(url: URL, limits: FetchLimits, test?
         if (received > limits.maxBytes) return fail(tooLarge(limits));
         chunks.push(chunk);
       });
-      res.once('error', (err) => fail(deadline.aborted ? timeoutError(limits) : err));
+      res.on('error', (err) => fail(deadline.aborted ? timeoutError(limits) : err));
       res.once('end', () => {
         if (received > limits.maxBytes) return;
         resolve({

@@ -28,6 +28,12 @@ interface ClientClass {
   new (metadata: Record<string, unknown>): ClientInstance;
 }
 
+/**
+ * Routes where the client looked up is the owner of a token being checked, not the caller: there a document that can
+ * no longer be used makes the client unknown (the token is inactive, userinfo refuses it), not the caller's error.
+ */
+const TOKEN_OWNER_ROUTES = new Set(['introspection', 'revocation', 'userinfo']);
+
 const refuse = (clientId: string, reason: string) =>
   new errors.InvalidClient(`client_id ${clientId.slice(0, 300)} is a client ID metadata document URL that cannot be used: ${reason}`);
 
@@ -98,12 +104,16 @@ export function installClientMetadataDocuments(provider: Provider, deps: ClientM
 
   Client.find = async (id: unknown) => {
     if (typeof id !== 'string' || !looksLikeMetadataUrl(id) || deps.staticClientIds.has(id)) return builtinFind(id);
-    const ctx = Provider.ctx as object | undefined;
+    const ctx = Provider.ctx as { oidc?: { route?: string } } | undefined;
     if (!ctx) return resolve(id);
     let seen = thisRequest.get(ctx);
     if (!seen) thisRequest.set(ctx, (seen = new Map()));
     let result = seen.get(id);
     if (!result) seen.set(id, (result = resolve(id)));
-    return result;
+    if (!TOKEN_OWNER_ROUTES.has(ctx.oidc?.route ?? '')) return result;
+    return result.catch((err: unknown) => {
+      if (err instanceof errors.InvalidClient) return undefined;
+      throw err;
+    });
   };
 }

@@ -10,7 +10,7 @@ import type { OAuthClientInformationMixed, OAuthClientMetadata, OAuthTokens } fr
 import { Wallet } from 'ethers';
 import { createRemoteJWKSet, jwtVerify } from 'jose';
 
-import { baseConfig, REDIRECT, RESOURCE } from '../support/agent-server.js';
+import { baseConfig, introspect, REDIRECT, RESOURCE } from '../support/agent-server.js';
 import { makeTestPki, startCimdServer, startDocumentServer, testSwitchFor } from '../support/metadata-documents.js';
 import type { DocumentServer, TestPki } from '../support/metadata-documents.js';
 import { logLines } from '../support/server.js';
@@ -120,6 +120,24 @@ describe('client ID metadata documents (https client_id URLs) over HTTP', () => 
     }
     const fetched = logLines(on.output()).filter((l) => l.event === 'client_metadata_document.fetched' && l.client_id === clientId);
     expect(fetched).toEqual([expect.objectContaining({ cache_seconds: 600 })]);
+  });
+
+  test('a token of a client whose document can no longer be used introspects as inactive (200), not as an error', async () => {
+    const path = '/introspected.json';
+    docs.serveJson(path, doc(path), { 'cache-control': 'no-store' });
+    const clientId = docs.url('agent.test', path);
+    const { verifier, challenge } = pkce();
+    const outcome = await authorizeWithWallet(authorizationUrl(on.url, clientId, challenge), REDIRECT, { wallet });
+    const res = await fetch(`${on.url}/token`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ grant_type: 'authorization_code', code: outcome.callback.searchParams.get('code')!, redirect_uri: REDIRECT, code_verifier: verifier, client_id: clientId, resource: RESOURCE }),
+    });
+    expect(res.status).toBe(200);
+    const token = String(((await res.json()) as Record<string, unknown>).access_token);
+    expect(await introspect(on.url, token)).toEqual(expect.objectContaining({ active: true, client_id: clientId }));
+    docs.serve(path, { status: 404 });
+    expect(await introspect(on.url, token)).toEqual({ active: false });
   });
 
   test('no-store documents are fetched again on every request; cacheable ones are not', async () => {

@@ -2,7 +2,7 @@
 // document fetcher the test switch (an extra trusted CA, a name→address map instead of DNS, and addresses it may
 // connect to although they are special-use) from argv[2]. The shipped CLI (server/cli.ts) has no way to pass these:
 // they exist only as an in-process argument of start()/boot(), which no configuration file or environment variable
-// reaches. This file is under test/, outside the build (tsconfig.build.json) and the package.
+// reaches. This file is under test/, outside the build (tsconfig.build.json), and nothing in server/ imports it.
 import { loadConfig } from '../../dist/server/config.js';
 import { createLogger } from '../../dist/server/logger.js';
 import { start } from '../../dist/server/start.js';

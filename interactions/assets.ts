@@ -14,6 +14,8 @@ button { font: inherit; padding: .6rem 1.1rem; border-radius: 6px; border: 1px s
 button.secondary { background: #fff; color: #0b5fff; } button:disabled { opacity: .5; cursor: default; }
 form { display: inline; } .actions { margin-top: 1rem; }
 .error { color: #b3261e; } .info { color: #1b1f24; } code { word-break: break-all; }
+.client-source { font-size: .95rem; } .client-host { font-family: ui-monospace, monospace; overflow-wrap: anywhere; }
+.warning { background: #fff4e5; border: 1px solid #b26a00; border-left-width: 4px; color: #5f3700; padding: .6rem .8rem; border-radius: 6px; }
 `;
 
 const LOGIN_JS = `(() => {

@@ -10,6 +10,8 @@ import { asset } from './assets.js';
 import { SiweVerificationError } from './siwe/errors.js';
 import { consentPage, errorPage, loginPage } from './views.js';
 import type { AccessRequest } from './views.js';
+import { METADATA_DOCUMENT_ORIGIN, redirectsAllLoopback } from '../server/client-metadata/policy.js';
+import { REGISTRATION_FIELD } from '../server/policies/registration.js';
 import type { WalletSignIn } from './wallet-signin.js';
 
 export const NONCE_PATH = '/wallet/nonce';
@@ -39,6 +41,13 @@ async function readBody(ctx: Koa.Context): Promise<Record<string, unknown>> {
   return parsed && typeof parsed === 'object' && !Array.isArray(parsed) ? (parsed as Record<string, unknown>) : {};
 }
 
+/** For a client identified by a metadata document: the host that published it, and whether it redirects only to localhost. */
+function metadataDocumentFacts(clientId: string, meta: Record<string, unknown>): Pick<AccessRequest, 'documentHost' | 'loopbackOnly'> {
+  if (meta[REGISTRATION_FIELD] !== METADATA_DOCUMENT_ORIGIN) return {};
+  const redirects = Array.isArray(meta.redirect_uris) ? (meta.redirect_uris as string[]) : [];
+  return { documentHost: URL.parse(clientId)?.host ?? clientId, loopbackOnly: redirectsAllLoopback(redirects) };
+}
+
 const wantsJson = (ctx: Koa.Context) => ctx.accepts('html', 'json') === 'json';
 
 /** Login (EIP-4361 wallet sign-in) and consent for the authorization code flow, plus the nonce endpoint. */
@@ -59,6 +68,7 @@ export function interactionRoutes(deps: InteractionDeps): Koa.Middleware {
     return {
       clientName: typeof meta.client_name === 'string' ? meta.client_name : client.clientId,
       clientId: client.clientId,
+      ...metadataDocumentFacts(client.clientId, meta),
       redirectHost: URL.parse(String(params.redirect_uri))?.host ?? '',
       resources,
       dpopBound: Boolean(params.dpop_jkt) || meta.dpop_bound_access_tokens === true,

@@ -31,6 +31,23 @@ export interface AccessRequest {
   /** resource indicator → scopes requested on it */
   resources: Array<{ resource: string; scopes: string[] }>;
   dpopBound: boolean;
+  /** Client identified by a client ID metadata document: the host of its client_id URL (who published it). */
+  documentHost?: string | undefined;
+  /** Every redirect URI of that document is on localhost / a loopback address. */
+  loopbackOnly?: boolean | undefined;
+}
+
+/**
+ * Who vouches for a client identified by a metadata document: only the host that serves the document; its name and
+ * logo are whatever the document says. A document whose redirects all go to localhost can be published by anyone for
+ * any program on the person's machine, so that is said plainly.
+ */
+function documentNotice(req: AccessRequest): string {
+  if (!req.documentHost) return '';
+  const source = `<p class="client-source">This application identifies itself with a document published by <strong class="client-host">${esc(req.documentHost)}</strong>. The name above is what that document says; only the host is verified.</p>`;
+  if (!req.loopbackOnly) return source;
+  return `${source}
+<p class="warning" role="alert" id="localhost-warning"><strong>Warning:</strong> this application sends you back only to <code>localhost</code>, a program on this computer. Anyone can publish such a document under any name; continue only if you just started this application yourself, on this device.</p>`;
 }
 
 function accessList(req: AccessRequest): string {
@@ -70,6 +87,7 @@ export function loginPage(v: LoginView): string {
     `<h1>Sign in with your wallet</h1>
 <p><strong>${esc(v.clientName)}</strong> asks to access, on your behalf:</p>
 ${accessList(v)}
+${documentNotice(v)}
 <p>Your wallet will ask you to sign a message (EIP-4361). Signing costs nothing and sends no transaction; the message names the resources above, and signing it is your consent to them.</p>
 <p id="status" class="${v.error ? 'error' : 'info'}" role="status">${v.error ? esc(v.error) : ''}</p>
 <noscript><p class="error">This page needs JavaScript and a browser wallet. Agents without a browser can use the wallet-signature grant.</p></noscript>
@@ -93,6 +111,7 @@ export function consentPage(v: ConsentView): string {
 <p>Signed in as <code>${esc(v.account)}</code>.</p>
 <p><strong>${esc(v.clientName)}</strong> <span class="muted">(${esc(v.clientId)})</span> will receive tokens at <strong>${esc(v.redirectHost)}</strong> for:</p>
 ${accessList(v)}
+${documentNotice(v)}
 <p>${
       v.dpopBound
         ? 'Tokens will be <strong>DPoP-bound</strong>: only the holder of the client\'s key can use them.'

@@ -23,6 +23,7 @@ import { ClientSecretHasher } from './client-secrets.js';
 import { createWalletSignIn } from '../interactions/wallet-signin.js';
 import { registerWalletGrant } from './grants/wallet-signature.js';
 import { createProvider, OIDC_SCOPES } from './provider.js';
+import type { FetchTestOverrides } from './client-metadata/fetch.js';
 
 export interface Agentauth {
   config: Config;
@@ -114,7 +115,12 @@ export async function resolveKek(config: Config, storage: Storage, log: Logger):
 }
 
 /** Builds a ready-to-serve agentauth: storage initialised, keys loaded (or generated once), provider and app composed. */
-export async function boot(config: Config, log: Logger): Promise<Agentauth> {
+/** In-process options no configuration file or environment variable can set (tests pass them; the CLI never does). */
+export interface BootOptions {
+  clientMetadataTest?: FetchTestOverrides;
+}
+
+export async function boot(config: Config, log: Logger, options: BootOptions = {}): Promise<Agentauth> {
   const storage = await openStorage(config, log);
   if (storage.kind === 'embedded') {
     log.warn(
@@ -161,7 +167,7 @@ export async function boot(config: Config, log: Logger): Promise<Agentauth> {
     health.onChange((up, reason) => (up ? log.info('storage reachable again') : log.error({ reason }, 'storage unreachable')));
     health.start();
     const wallet = createWalletSignIn(config.wallet, config.issuer, storage.nonces);
-    const provider = createProvider({ config, storage, health, keyring, cookieKeys, hasher, dpopNonceSecret, log });
+    const provider = createProvider({ config, storage, health, keyring, cookieKeys, hasher, dpopNonceSecret, log, clientMetadataTest: options.clientMetadataTest });
     registerWalletGrant(provider, wallet, log, health);
     auditProviderEvents(provider);
     const watcher = new KeyWatcher({

@@ -3,6 +3,7 @@ import { resolve } from 'node:path';
 import { z } from 'zod';
 
 import { AUDIT_CHAIN_ID } from '../adapters/types.js';
+import { HOST_PATTERN } from './client-metadata/host-policy.js';
 
 /** A configuration value is wrong. The message names the setting and never echoes a secret. */
 export class ConfigError extends Error {
@@ -130,6 +131,30 @@ const registrationSchema = z.strictObject({
   initialAccessTokenTTL: z.number().int().min(60).max(30 * 86400).default(86400),
 });
 
+const hostPattern = z.string().transform((v) => v.toLowerCase()).pipe(z.string().regex(HOST_PATTERN, 'must be a host name (agent.example.com) or a suffix pattern (*.example.com)'));
+
+/** Client ID metadata documents (https URLs as client_id); docs/configuration.md and server/client-metadata/. */
+const clientMetadataDocumentsSchema = z.strictObject({
+  /** Default: on when registration.mode is "open" (anyone may already become a client), off otherwise. */
+  enabled: z.boolean().optional(),
+  /** When non-empty, documents are fetched only from these hosts. */
+  allowedHosts: z.array(hostPattern).default([]),
+  /** Never fetched from these hosts (wins over allowedHosts). */
+  deniedHosts: z.array(hostPattern).default([]),
+  /** Largest document accepted, in bytes. */
+  maxBytes: z.number().int().min(256).max(65_536).default(5120),
+  /** The whole fetch (DNS, connect, TLS, body) must finish within this. */
+  timeoutMs: z.number().int().min(100).max(10_000).default(3000),
+  cache: z
+    .strictObject({
+      defaultTTL: z.number().int().min(0).max(7 * 86_400).default(300),
+      minTTL: z.number().int().min(0).max(86_400).default(30),
+      maxTTL: z.number().int().min(1).max(7 * 86_400).default(86_400),
+      maxEntries: z.number().int().min(1).max(100_000).default(1000),
+    })
+    .prefault({}),
+});
+
 const walletSchema = z.strictObject({
   /** Chains whose accounts may sign in, by EIP-155 chain id; rpcUrl enables EIP-1271 contract wallets on that chain. */
   chains: z
@@ -165,6 +190,7 @@ const fileSchema = z.strictObject({
     .prefault({}),
   shutdownTimeoutMs: z.number().int().min(0).max(300_000).default(10_000),
   registration: registrationSchema.prefault({}),
+  clientIdMetadataDocuments: clientMetadataDocumentsSchema.prefault({}),
   tiers: z.record(z.string().regex(/^[a-z0-9][a-z0-9_-]{0,31}$/, 'tier names are 1-32 of a-z 0-9 _ -'), tierSchema).default({}),
   /** Cap for access tokens that are not sender-constrained; may only be lowered from 300 s. */
   maxBearerTokenTTL: z.number().int().min(1).max(300, 'may only be lowered: a bearer access token never lives more than 300 s').default(300),
@@ -223,6 +249,7 @@ export type ResourceServerConfig = z.infer<typeof resourceServerSchema>;
 export type TierConfig = z.infer<typeof tierSchema>;
 export type RegistrationConfig = z.infer<typeof registrationSchema>;
 export type WalletConfig = z.infer<typeof walletSchema>;
+export type ClientMetadataDocumentsConfig = Omit<z.infer<typeof clientMetadataDocumentsSchema>, 'enabled'> & { enabled: boolean };
 export interface KeysConfig {
   publishDelaySeconds: number;
   refreshIntervalSeconds: number;
@@ -253,6 +280,7 @@ export interface Config {
   storage: { timeoutMs: number; sweepIntervalMs: number; sqliteSynchronous: 'full' | 'normal' };
   shutdownTimeoutMs: number;
   registration: RegistrationConfig;
+  clientIdMetadataDocuments: ClientMetadataDocumentsConfig;
   tiers: Record<string, TierConfig>;
   maxBearerTokenTTL: number;
   dpopNonceSecret: string | undefined;
@@ -356,6 +384,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       throw new ConfigError(`AGENTAUTH_CONFIG tiers.${name}.dpopNonce: nonces need dpop "required"`);
     }
   }
+  const cimdCache = file.clientIdMetadataDocuments.cache;
+  if (cimdCache.minTTL > cimdCache.maxTTL) throw new ConfigError('AGENTAUTH_CONFIG clientIdMetadataDocuments.cache.minTTL: must not exceed maxTTL');
   if (file.dpop.nonceSecret !== undefined) {
     const raw = Buffer.from(file.dpop.nonceSecret, 'base64');
     if (raw.length !== 32) throw new ConfigError('AGENTAUTH_CONFIG dpop.nonceSecret: must be 32 bytes encoded as base64');
@@ -381,6 +411,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     storage: file.storage,
     shutdownTimeoutMs: file.shutdownTimeoutMs,
     registration: file.registration,
+    clientIdMetadataDocuments: {
+      ...file.clientIdMetadataDocuments,
+      enabled: file.clientIdMetadataDocuments.enabled ?? file.registration.mode === 'open',
+    },
     tiers,
     maxBearerTokenTTL: file.maxBearerTokenTTL,
     dpopNonceSecret: file.dpop.nonceSecret,

@@ -22,6 +22,8 @@ import { REGISTRATION_FIELD, registrationOrigin, unattendedScopes } from './poli
 import type { RegistrationPolicy } from './policies/registration.js';
 import { tierFromPolicies, tierPolicyName } from './policies/tiers.js';
 import { ResourceServerRegistry } from './resource-servers.js';
+import { installClientMetadataDocuments } from './client-metadata/resolver.js';
+import type { FetchTestOverrides } from './client-metadata/fetch.js';
 import { prepareStructuredTokenSupport, registerStructuredTokenSupport } from './structured-tokens.js';
 import { logoutSource, postLogoutSuccessSource, renderError } from '../interactions/provider-pages.js';
 import { NONCE_PATH } from '../interactions/routes.js';
@@ -38,6 +40,8 @@ export interface ProviderDeps {
   hasher: ClientSecretHasher;
   dpopNonceSecret: Buffer;
   log: Logger;
+  /** Test-only fetch overrides for client ID metadata documents (server/client-metadata/fetch.ts); never from configuration. */
+  clientMetadataTest?: FetchTestOverrides | undefined;
 }
 
 /** Scopes of OpenID Connect itself; everything else belongs to a resource server. */
@@ -232,6 +236,8 @@ export function providerConfiguration(deps: ProviderDeps): Configuration {
         ...(config.registration.mode === 'token' ? { policies: tierPolicies } : {}),
       },
       registrationManagement: { enabled: registrationOn, rotateRegistrationAccessToken: true },
+      // Advertised in discovery; resolution is agentauth's own (server/client-metadata/resolver.ts), so the built-in fetch is refused.
+      clientIdMetadataDocument: { enabled: config.clientIdMetadataDocuments.enabled, ack: 'draft-02', allowFetch: async () => false },
       dPoP: {
         enabled: true,
         nonceSecret: deps.dpopNonceSecret,
@@ -328,6 +334,17 @@ export function createProvider(deps: ProviderDeps): Provider {
     health: deps.health,
     log: deps.log,
   });
+  if (deps.config.clientIdMetadataDocuments.enabled) {
+    const tierName = deps.config.registration.defaultTier;
+    installClientMetadataDocuments(provider, {
+      settings: deps.config.clientIdMetadataDocuments,
+      policy: registrationPolicy(deps.config),
+      tier: { name: tierName, settings: deps.config.tiers[tierName]! },
+      staticClientIds: new Set(deps.config.clients.map((c) => c.client_id)),
+      log: deps.log,
+      test: deps.clientMetadataTest,
+    });
+  }
   registerStructuredTokenSupport(provider, {
     issuer: deps.config.issuer,
     jwks: () => deps.keyring.publicJwks() as never,

@@ -2,7 +2,7 @@ import { createServer } from 'node:http';
 import type { Server } from 'node:http';
 
 import { boot } from './boot.js';
-import type { Agentauth } from './boot.js';
+import type { Agentauth, BootOptions } from './boot.js';
 import type { Config } from './config.js';
 import type { Logger } from './logger.js';
 
@@ -13,8 +13,8 @@ export interface Running {
   shutdown(): Promise<void>;
 }
 
-export async function start(config: Config, log: Logger): Promise<Running> {
-  const agentauth = await boot(config, log);
+export async function start(config: Config, log: Logger, options: BootOptions = {}): Promise<Running> {
+  const agentauth = await boot(config, log, options);
   const server = createServer(agentauth.app.callback());
   server.keepAliveTimeout = 5000;
   await new Promise<void>((resolve, reject) => {

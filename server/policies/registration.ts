@@ -16,10 +16,11 @@ const SUPPORTED = new Set([
 /**
  * Client metadata field (an extension, RFC 7591 §2) that records how a client was registered; set by the server,
  * never by the client: `anonymous` (open registration, no initial access token), `initial_access_token` (registered
- * with a token the operator minted) or `operator` (a client from the configuration file).
+ * with a token the operator minted), `operator` (a client from the configuration file) or `client_id_metadata_document`
+ * (a client identified by the https URL of its metadata document; server/client-metadata/).
  */
 export const REGISTRATION_FIELD = 'agentauth_registration';
-export const REGISTRATION_ORIGINS = ['anonymous', 'initial_access_token', 'operator'] as const;
+export const REGISTRATION_ORIGINS = ['anonymous', 'initial_access_token', 'operator', 'client_id_metadata_document'] as const;
 export type RegistrationOrigin = (typeof REGISTRATION_ORIGINS)[number];
 
 /** How a stored client was registered; a client stored before the field existed is treated as anonymous (fail closed). */
@@ -67,6 +68,8 @@ export type RegistrationRequestContext =
  * for (initial access token, configuration file). `undefined`: client_credentials is not available at all.
  */
 export function unattendedScopes(origin: RegistrationOrigin, anonymous: RegistrationConfig['anonymous']): ReadonlySet<string> | 'any' | undefined {
+  // Anyone can publish a metadata document: such a client never gets machine access nobody consented to.
+  if (origin === 'client_id_metadata_document') return undefined;
   if (origin !== 'anonymous') return 'any';
   return anonymous.clientCredentials ? new Set(anonymous.clientCredentialsScopes) : undefined;
 }

@@ -76,9 +76,10 @@ export interface RunningServer {
  * Starts `agentauth start` as a real process and resolves once it logs that it is listening (with `--workers N` in
  * `args`, once `listening` processes have: pass N).
  */
-export async function startServer(env: Record<string, string | undefined>, port?: number, opts: { args?: string[]; listening?: number } = {}): Promise<RunningServer> {
+export async function startServer(env: Record<string, string | undefined>, port?: number, opts: { args?: string[]; listening?: number; entry?: string[] } = {}): Promise<RunningServer> {
   const p = port ?? (await freePort());
-  const child = spawn(process.execPath, [CLI, 'start', ...(opts.args ?? [])], {
+  // `entry`: another script to run instead of `agentauth start` (a test-only entry point under test/support/).
+  const child = spawn(process.execPath, opts.entry ?? [CLI, 'start', ...(opts.args ?? [])], {
     env: cleanEnv({ PORT: String(p), ...env }),
     stdio: ['ignore', 'pipe', 'pipe'],
   });

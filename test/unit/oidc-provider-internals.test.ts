@@ -62,4 +62,20 @@ describe('oidc-provider internals agentauth relies on', () => {
     expect(typeof initializeKeystore).toBe('function');
     expect(initializeKeystore.length).toBe(1);
   });
+
+  test('client ID metadata documents: the experimental flag, discovery, and every client lookup through Client.find (server/client-metadata/resolver.ts)', () => {
+    const lib = join(dirname(createRequire(import.meta.url).resolve('oidc-provider')));
+    const read = (file: string) => readFileSync(join(lib, file), 'utf8');
+    // The acknowledged version in server/provider.ts (ack: 'draft-02'); a new draft changes it and the ack must be re-checked.
+    expect(read('helpers/features.js')).toMatch(/clientIdMetadataDocument: \{\s+name: 'OAuth Client ID Metadata Document',\s+version: 'draft-02',/);
+    expect(read('actions/discovery.js')).toContain('if (features.clientIdMetadataDocument.enabled) {\n    ctx.body.client_id_metadata_document_supported = true;');
+    // agentauth replaces provider.Client.find: every lookup of a client by id must go through it.
+    const model = read('models/client.js');
+    expect(model).toMatch(/static async find\(id\) \{/);
+    expect(model).toContain('return resolveClientByMetadataDocument(provider, id);');
+    const callers = ['shared/authorization_error_handler.js', 'shared/access_token.js', 'shared/client_auth.js', 'provider.js', 'actions/interaction.js', 'actions/end_session.js', 'actions/introspection.js', 'actions/code_verification.js', 'actions/authorization/client.js', 'actions/registration.js'];
+    for (const file of callers) expect(read(file)).toMatch(/(provider|this)\.Client\.find\(/);
+    // The built-in resolver is reached only from Client.find.
+    expect(read('helpers/add_client.js')).not.toContain('resolveClientByMetadataDocument');
+  });
 });

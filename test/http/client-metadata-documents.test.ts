@@ -1,0 +1,344 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { createServer } from 'node:http';
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+
+import { auth } from '@modelcontextprotocol/sdk/client/auth.js';
+import type { OAuthClientProvider } from '@modelcontextprotocol/sdk/client/auth.js';
+import type { OAuthClientInformationMixed, OAuthClientMetadata, OAuthTokens } from '@modelcontextprotocol/sdk/shared/auth.js';
+
+import { Wallet } from 'ethers';
+import { createRemoteJWKSet, jwtVerify } from 'jose';
+
+import { baseConfig, introspect, REDIRECT, RESOURCE } from '../support/agent-server.js';
+import { makeTestPki, startCimdServer, startDocumentServer, testSwitchFor } from '../support/metadata-documents.js';
+import type { DocumentServer, TestPki } from '../support/metadata-documents.js';
+import { logLines } from '../support/server.js';
+import type { RunningServer } from '../support/server.js';
+import { authorizeWithWallet, openLoginPage } from '../support/user-agent.js';
+
+// Client ID metadata documents end to end: agentauth started through the test-only entry point
+// (test/support/cimd-server.mjs) that hands the fetcher a test CA, a resolver for made-up names and permission to
+// connect to 127.0.0.1; the documents come from a local https server.
+
+const wallet = new Wallet('0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d');
+
+const pkce = () => {
+  const verifier = randomBytes(32).toString('base64url');
+  return { verifier, challenge: createHash('sha256').update(verifier).digest('base64url') };
+};
+
+function authorizationUrl(issuer: string, clientId: string, challenge: string, redirectUri = REDIRECT): URL {
+  const url = new URL(`${issuer}/auth`);
+  for (const [k, v] of Object.entries({
+    client_id: clientId, response_type: 'code', redirect_uri: redirectUri, scope: 'read', resource: RESOURCE,
+    state: randomBytes(8).toString('hex'), code_challenge: challenge, code_challenge_method: 'S256',
+  })) url.searchParams.set(k, v);
+  return url;
+}
+
+/** What the token endpoint answers a request naming `clientId` (the client is resolved before the grant is looked at). */
+async function tokenEndpoint(issuer: string, clientId: string): Promise<{ status: number; body: Record<string, unknown> }> {
+  const res = await fetch(`${issuer}/token`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    body: new URLSearchParams({ grant_type: 'authorization_code', code: 'not-a-code', redirect_uri: REDIRECT, code_verifier: 'x'.repeat(43), client_id: clientId }),
+  });
+  return { status: res.status, body: (await res.json()) as Record<string, unknown> };
+}
+
+describe('client ID metadata documents (https client_id URLs) over HTTP', () => {
+  let pki: TestPki;
+  let docs: DocumentServer;
+  let on: RunningServer;
+  let off: RunningServer;
+  let allowList: RunningServer;
+  const doc = (path: string, extra: Record<string, unknown> = {}, name = 'agent.test') => ({
+    client_id: docs.url(name, path),
+    client_name: 'Metadata test agent',
+    redirect_uris: [REDIRECT],
+    grant_types: ['authorization_code', 'refresh_token'],
+    response_types: ['code'],
+    token_endpoint_auth_method: 'none',
+    scope: 'read',
+    ...extra,
+  });
+
+  beforeAll(async () => {
+    pki = makeTestPki();
+    docs = await startDocumentServer(pki);
+    // loopback.test resolves to a loopback address the test switch does not permit.
+    const testSwitch = testSwitchFor(pki);
+    const limits = { timeoutMs: 1000, deniedHosts: ['denied.test'] };
+    [on, off, allowList] = await Promise.all([
+      startCimdServer(baseConfig({ clientIdMetadataDocuments: limits }), testSwitch),
+      startCimdServer(baseConfig({ clientIdMetadataDocuments: { enabled: false } }), testSwitch),
+      startCimdServer(baseConfig({ clientIdMetadataDocuments: { allowedHosts: ['*.allowed.test'] } }), testSwitch),
+    ]);
+  });
+
+  afterAll(async () => {
+    await Promise.all([on?.stop(), off?.stop(), allowList?.stop()]);
+    await docs?.close();
+  });
+
+  test('discovery advertises client_id_metadata_document_supported in both metadata documents, and not when off', async () => {
+    for (const path of ['/.well-known/oauth-authorization-server', '/.well-known/openid-configuration']) {
+      const meta = (await (await fetch(`${on.url}${path}`)).json()) as Record<string, unknown>;
+      expect(meta.client_id_metadata_document_supported).toBe(true);
+      const offMeta = (await (await fetch(`${off.url}${path}`)).json()) as Record<string, unknown>;
+      expect(offMeta).not.toHaveProperty('client_id_metadata_document_supported');
+    }
+  });
+
+  test('authorization code + PKCE with a metadata-document client (public, no DPoP) gets tokens', async () => {
+    const path = '/happy/client.json';
+    docs.serveJson(path, doc(path), { 'cache-control': 'max-age=600' });
+    const clientId = docs.url('agent.test', path);
+    const { verifier, challenge } = pkce();
+    const outcome = await authorizeWithWallet(authorizationUrl(on.url, clientId, challenge), REDIRECT, { wallet });
+    const code = outcome.callback.searchParams.get('code');
+    expect(code).toEqual(expect.any(String));
+    const res = await fetch(`${on.url}/token`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ grant_type: 'authorization_code', code: code!, redirect_uri: REDIRECT, code_verifier: verifier, client_id: clientId, resource: RESOURCE }),
+    });
+    const tokens = (await res.json()) as Record<string, unknown>;
+    expect(res.status).toBe(200);
+    expect(tokens.token_type).toBe('Bearer');
+    const { payload } = await jwtVerify(String(tokens.access_token), createRemoteJWKSet(new URL(`${on.url}/jwks`)), { issuer: on.url, audience: RESOURCE });
+    expect(payload.client_id).toBe(clientId);
+    expect(payload.sub).toBe(`did:pkh:eip155:1:${wallet.address}`);
+    // The whole flow (authorization, login, consent, token) fetched the document once: max-age=600 was honoured.
+    expect(docs.hits(path)).toBe(1);
+    // The pages named the host that published the document; its only redirect is on 127.0.0.1, so they warned.
+    expect(outcome.pages.length).toBeGreaterThanOrEqual(2);
+    for (const html of outcome.pages) {
+      expect(html).toContain(`published by <strong class="client-host">agent.test:${docs.port}</strong>`);
+      expect(html).toContain('id="localhost-warning"');
+    }
+    const fetched = logLines(on.output()).filter((l) => l.event === 'client_metadata_document.fetched' && l.client_id === clientId);
+    expect(fetched).toEqual([expect.objectContaining({ cache_seconds: 600 })]);
+  });
+
+  test('a token of a client whose document can no longer be used introspects as inactive (200), not as an error', async () => {
+    const path = '/introspected.json';
+    docs.serveJson(path, doc(path), { 'cache-control': 'no-store' });
+    const clientId = docs.url('agent.test', path);
+    const { verifier, challenge } = pkce();
+    const outcome = await authorizeWithWallet(authorizationUrl(on.url, clientId, challenge), REDIRECT, { wallet });
+    const res = await fetch(`${on.url}/token`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ grant_type: 'authorization_code', code: outcome.callback.searchParams.get('code')!, redirect_uri: REDIRECT, code_verifier: verifier, client_id: clientId, resource: RESOURCE }),
+    });
+    expect(res.status).toBe(200);
+    const token = String(((await res.json()) as Record<string, unknown>).access_token);
+    expect(await introspect(on.url, token)).toEqual(expect.objectContaining({ active: true, client_id: clientId }));
+    docs.serve(path, { status: 404 });
+    expect(await introspect(on.url, token)).toEqual({ active: false });
+  });
+
+  test('no-store documents are fetched again on every request; cacheable ones are not', async () => {
+    docs.serveJson('/nostore.json', doc('/nostore.json'), { 'cache-control': 'no-store' });
+    docs.serveJson('/cached.json', doc('/cached.json'), { 'cache-control': 'public, max-age=300' });
+    for (const [path, expected] of [['/nostore.json', 2], ['/cached.json', 1]] as const) {
+      for (let i = 0; i < 2; i += 1) {
+        const res = await fetch(authorizationUrl(on.url, docs.url('agent.test', path), pkce().challenge), { redirect: 'manual' });
+        expect(res.status).toBe(303);
+        expect(new URL(res.headers.get('location')!, on.url).pathname).toMatch(/^\/interaction\//);
+      }
+      expect(docs.hits(path)).toBe(expected);
+    }
+  });
+
+  test('a document whose redirect URIs are not all on localhost gets the host line and no warning', async () => {
+    const path = '/web.json';
+    const redirect = 'https://app.agent.test/callback';
+    docs.serveJson(path, doc(path, { redirect_uris: [redirect, REDIRECT] }));
+    const { agent, data, pageUrl } = await openLoginPage(authorizationUrl(on.url, docs.url('agent.test', path), pkce().challenge));
+    expect(data.uid).toEqual(expect.any(String));
+    const html = await (await agent.fetch(pageUrl)).text();
+    expect(html).toContain('class="client-host">agent.test:');
+    expect(html).not.toContain('localhost-warning');
+  });
+
+  test.each([
+    ['a private IP literal', 'https://10.0.0.1/client.json', /10\.0\.0\.1, which is in a special-use IPv4 range \(private\)/],
+    ['an IPv6 loopback literal', 'https://[::1]/x', /::1, which is in a special-use IPv6 range \(loopback\)/],
+    ['a cloud metadata address', 'https://169.254.169.254/latest/client.json', /linkLocal/],
+  ])('%s as client_id is refused with invalid_client, never fetched', async (_what, clientId, reason) => {
+    const { status, body } = await tokenEndpoint(on.url, clientId);
+    expect(status).toBe(400);
+    expect(body.error).toBe('invalid_client');
+    expect(body.error_description).toMatch(reason);
+  });
+
+  test('a name that resolves to loopback (not permitted by the test switch) is refused and never reached', async () => {
+    docs.serveJson('/loop.json', doc('/loop.json', {}, 'loopback.test'));
+    const { status, body } = await tokenEndpoint(on.url, docs.url('loopback.test', '/loop.json'));
+    expect(status).toBe(400);
+    expect(body.error).toBe('invalid_client');
+    expect(body.error_description).toMatch(/loopback\.test of the client_id URL resolves to 127\.0\.0\.2, which is in a special-use IPv4 range \(loopback\)/);
+    expect(docs.hits('/loop.json')).toBe(0);
+  });
+
+  test('a redirect to a private address is not followed', async () => {
+    docs.serve('/moved.json', { status: 302, headers: { location: 'https://10.0.0.1/client.json' } });
+    const { status, body } = await tokenEndpoint(on.url, docs.url('agent.test', '/moved.json'));
+    expect(status).toBe(400);
+    expect(body.error).toBe('invalid_client');
+    expect(body.error_description).toMatch(/answered 302 \(a redirect to https:\/\/10\.0\.0\.1\/client\.json\); redirects are not followed/);
+  });
+
+  test('an oversized body is refused', async () => {
+    docs.serveJson('/big.json', doc('/big.json', { client_name: 'x'.repeat(150), contacts: Array.from({ length: 400 }, (_, i) => `admin${i}@agent.test`) }));
+    const { status, body } = await tokenEndpoint(on.url, docs.url('agent.test', '/big.json'));
+    expect(status).toBe(400);
+    expect(body.error_description).toMatch(/larger than 5120 bytes/);
+  });
+
+  test('a body trickled slowly is cut off at the time limit', async () => {
+    docs.serve('/slow.json', { body: JSON.stringify(doc('/slow.json')), trickleMs: 40 });
+    const { status, body } = await tokenEndpoint(on.url, docs.url('agent.test', '/slow.json'));
+    expect(status).toBe(400);
+    expect(body.error_description).toMatch(/took longer than 1000 ms/);
+  });
+
+  test('a document whose client_id differs from its URL is refused', async () => {
+    docs.serveJson('/mismatch.json', doc('/other.json'));
+    const { status, body } = await tokenEndpoint(on.url, docs.url('agent.test', '/mismatch.json'));
+    expect(status).toBe(400);
+    expect(body.error).toBe('invalid_client');
+    expect(body.error_description).toMatch(/the client_id in the document \(".*\/other\.json"\) must equal the URL it is served from/);
+  });
+
+  test('the authorization endpoint answers a refused document with a 400 page naming the reason (no redirect, no 500)', async () => {
+    docs.serveJson('/mismatch2.json', doc('/other.json'));
+    const res = await fetch(authorizationUrl(on.url, docs.url('agent.test', '/mismatch2.json'), pkce().challenge), { headers: { accept: 'text/html' }, redirect: 'manual' });
+    expect(res.status).toBe(400);
+    const html = await res.text();
+    expect(html).toContain('must equal the URL it is served from');
+    expect(html).toContain('(invalid_client)');
+    expect(docs.hits('/mismatch2.json')).toBe(1);
+  });
+
+  test.each([
+    ['client_credentials', { grant_types: ['client_credentials'], response_types: [], redirect_uris: [] }, /grant_types may only contain authorization_code and refresh_token/],
+    ['client_secret_basic', { token_endpoint_auth_method: 'client_secret_basic' }, /client_secret_basic uses a shared secret/],
+    ['a client_secret', { client_secret: 's'.repeat(40) }, /client_secret must not appear/],
+    ['private_key_jwt', { token_endpoint_auth_method: 'private_key_jwt', jwks: { keys: [{ kty: 'EC', crv: 'P-256', x: 'a', y: 'b' }] } }, /must be "none"/],
+    ['an http redirect off loopback', { redirect_uris: ['http://agent.test/cb'] }, /redirect_uris must use https, or http on a loopback host/],
+    ['an unknown scope', { scope: 'admin' }, /scope contains "admin", which no resource server/],
+  ])('a document asking for %s is refused by the registration policy', async (what, extra, reason) => {
+    const path = `/policy-${what.replace(/\W+/g, '-')}.json`;
+    docs.serveJson(path, doc(path, extra));
+    const { status, body } = await tokenEndpoint(on.url, docs.url('agent.test', path));
+    expect(status).toBe(400);
+    expect(body.error).toBe('invalid_client');
+    expect(body.error_description).toMatch(reason);
+  });
+
+  test('denied hosts are refused without a fetch; with allowedHosts only matching hosts are fetched', async () => {
+    docs.serveJson('/d.json', doc('/d.json', {}, 'denied.test'));
+    const denied = await tokenEndpoint(on.url, docs.url('denied.test', '/d.json'));
+    expect(denied.body.error_description).toMatch(/host denied\.test is denied by this authorization server/);
+    expect(docs.hits('/d.json')).toBe(0);
+
+    docs.serveJson('/a.json', doc('/a.json', {}, 'sub.allowed.test'));
+    docs.serveJson('/n.json', doc('/n.json', {}, 'agent.test'));
+    const refused = await tokenEndpoint(allowList.url, docs.url('agent.test', '/n.json'));
+    expect(refused.body.error_description).toMatch(/host agent\.test is not among the hosts/);
+    expect(docs.hits('/n.json')).toBe(0);
+    const res = await fetch(authorizationUrl(allowList.url, docs.url('sub.allowed.test', '/a.json'), pkce().challenge), { redirect: 'manual' });
+    expect(res.status).toBe(303);
+    expect(docs.hits('/a.json')).toBe(1);
+  });
+
+  test('with the feature off a URL client_id is an unknown client, and nothing is fetched', async () => {
+    docs.serveJson('/off.json', doc('/off.json'));
+    const { status, body } = await tokenEndpoint(off.url, docs.url('agent.test', '/off.json'));
+    expect(status).toBe(401);
+    expect(body.error).toBe('invalid_client');
+    expect(docs.hits('/off.json')).toBe(0);
+  });
+
+  test('the server logged every refusal with its reason and never a server error', () => {
+    const lines = logLines(on.output());
+    expect(lines.filter((l) => l.event === 'server_error')).toEqual([]);
+    expect(lines.filter((l) => l.event === 'client_metadata_document.refused').length).toBeGreaterThan(5);
+  });
+});
+
+describe('the MCP TypeScript SDK (auth() with clientMetadataUrl) against a metadata-document client', () => {
+  const SCOPE = 'mcp:tools';
+  let pki: TestPki;
+  let docs: DocumentServer;
+  let as: RunningServer;
+  let prm: Server;
+  let resource: string;
+
+  beforeAll(async () => {
+    pki = makeTestPki();
+    docs = await startDocumentServer(pki);
+    // A stand-in MCP server that only serves its RFC 9728 metadata naming agentauth (filled in once it runs).
+    let issuer = '';
+    prm = createServer((req, res) => {
+      if ((req.url ?? '').startsWith('/.well-known/oauth-protected-resource')) {
+        res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ resource, authorization_servers: [issuer], scopes_supported: [SCOPE] }));
+      } else res.writeHead(404).end();
+    });
+    await new Promise<void>((r) => prm.listen(0, '127.0.0.1', r));
+    resource = `http://127.0.0.1:${(prm.address() as AddressInfo).port}/mcp`;
+    as = await startCimdServer(baseConfig({ resourceServers: [{ identifier: resource, scopes: [SCOPE] }] }), testSwitchFor(pki));
+    issuer = as.url;
+  });
+
+  afterAll(async () => {
+    await as?.stop();
+    await docs?.close();
+    if (prm) await new Promise((r) => prm.close(r));
+  });
+
+  test('the SDK uses the URL as client_id (no registration), and authorization code + PKCE gets an access token for the MCP server', async () => {
+    const path = '/mcp/client.json';
+    const clientMetadataUrl = docs.url('agent.test', path);
+    const metadata = { client_name: 'MCP SDK metadata client', redirect_uris: [REDIRECT], grant_types: ['authorization_code', 'refresh_token'], response_types: ['code'], token_endpoint_auth_method: 'none', scope: SCOPE };
+    docs.serveJson(path, { client_id: clientMetadataUrl, ...metadata }, { 'cache-control': 'max-age=3600' });
+    const state: { info?: OAuthClientInformationMixed; tokens?: OAuthTokens; verifier?: string; url?: URL } = {};
+    const provider: OAuthClientProvider = {
+      clientMetadataUrl,
+      get redirectUrl() { return REDIRECT; },
+      get clientMetadata() { return metadata as OAuthClientMetadata; },
+      clientInformation: () => state.info,
+      saveClientInformation: (info) => { state.info = info; },
+      tokens: () => state.tokens,
+      saveTokens: (t) => { state.tokens = t; },
+      redirectToAuthorization: (url) => { state.url = url; },
+      saveCodeVerifier: (v) => { state.verifier = v; },
+      codeVerifier: () => state.verifier!,
+    };
+    const requests: string[] = [];
+    const fetchFn = async (url: string | URL, init?: RequestInit) => {
+      const res = await fetch(url, init);
+      requests.push(`${init?.method ?? 'GET'} ${new URL(String(url)).pathname} ${res.status}`);
+      return res;
+    };
+
+    expect(await auth(provider, { serverUrl: resource, fetchFn })).toBe('REDIRECT');
+    expect(requests.some((r) => r.startsWith('POST /reg'))).toBe(false);
+    expect(state.info).toEqual(expect.objectContaining({ client_id: clientMetadataUrl }));
+    expect(state.url!.searchParams.get('client_id')).toBe(clientMetadataUrl);
+    expect(state.url!.searchParams.get('code_challenge_method')).toBe('S256');
+
+    const outcome = await authorizeWithWallet(state.url!, REDIRECT, { wallet });
+    const code = outcome.callback.searchParams.get('code');
+    expect(code).toEqual(expect.any(String));
+    expect(await auth(provider, { serverUrl: resource, authorizationCode: code!, fetchFn })).toBe('AUTHORIZED');
+    const { payload } = await jwtVerify(state.tokens!.access_token, createRemoteJWKSet(new URL(`${as.url}/jwks`)), { issuer: as.url, audience: resource });
+    expect(payload.client_id).toBe(clientMetadataUrl);
+    expect(payload.scope).toBe(SCOPE);
+    expect(docs.hits(path)).toBe(1);
+  });
+});

@@ -391,6 +391,8 @@ describe('the MCP SDK without a person: a confidential client with client_creden
     as = await startAgentServer({
       ...base,
       clients: [...(base.clients as Record<string, unknown>[]), { client_id: M2M.id, client_secret: M2M.secret, grant_types: ['client_credentials'], scope: MCP_SCOPE }],
+      // Metadata documents off (an operator's choice), so the SDK must fall back to dynamic registration.
+      clientIdMetadataDocuments: { enabled: false },
     });
     issuer = as.server.url;
     mcp.issuer = issuer;

@@ -244,7 +244,7 @@ export function providerConfiguration(deps: ProviderDeps): Configuration {
     },
     pkce: { required: () => true },
     // (The grant handler has already verified the proof, so its presence means the refresh token gets bound.)
-    issueRefreshToken: async (ctx, client) => shouldIssueRefreshToken(client, Boolean(ctx.get('DPoP'))),
+    issueRefreshToken: async (ctx, client) => shouldIssueRefreshToken(client, Boolean(ctx.get('DPoP')), tierFor(client).publicClientRefresh),
     // Called by the refresh grant just before it uses up the refresh token: a target the token cannot serve is refused
     // here, leaving the token usable (its retry is then not a reuse that revokes the grant).
     rotateRefreshToken: (ctx) => {

@@ -3,7 +3,7 @@ import { errors } from 'oidc-provider';
 
 import { InvalidStorageValueError } from '../../adapters/errors.js';
 import { MongoStorage } from '../../adapters/mongodb.js';
-import { oidcAdapterFactory } from '../../adapters/oidc-adapter.js';
+import { RefreshTokenRaceLost, oidcAdapterFactory } from '../../adapters/oidc-adapter.js';
 import { SqliteStorage } from '../../adapters/sqlite.js';
 import type { AdapterPayload, ModelName, Storage, StoredKey } from '../../adapters/types.js';
 import { MODEL_NAMES } from '../../adapters/types.js';
@@ -216,6 +216,20 @@ describe.each(FACTORIES)('storage contract: $name', (factory) => {
     expect(await store.setSuccessor(id, rid())).toBe(true);
     await new Promise((r) => setTimeout(r, 1100));
     expect(await store.consumption(id)).toBeUndefined();
+  });
+
+  test('through the oidc-provider adapter with deferRefreshTokenReuse, a lost refresh-token race revokes nothing', async () => {
+    const adapter = oidcAdapterFactory(storage, undefined, { deferRefreshTokenReuse: true })('RefreshToken');
+    const id = rid();
+    const grantId = `g-${id}`;
+    await adapter.upsert(id, { kind: 'RefreshToken', grantId }, 60);
+    const sibling = rid();
+    await storage.model('AccessToken').upsert(sibling, { kind: 'AccessToken', grantId }, 60);
+    const settled = await Promise.allSettled(Array.from({ length: 10 }, () => adapter.consume(id)));
+    expect(settled.filter((s) => s.status === 'fulfilled')).toHaveLength(1);
+    for (const r of settled.filter((s): s is PromiseRejectedResult => s.status === 'rejected')) expect(r.reason).toBeInstanceOf(RefreshTokenRaceLost);
+    expect(await storage.model('RefreshToken').find(id)).toBeDefined();
+    expect(await storage.model('AccessToken').find(sibling)).toBeDefined();
   });
 
   test('insertOnce is atomic: 20 concurrent inserts of one id give exactly one success (DPoP / assertion replay)', async () => {

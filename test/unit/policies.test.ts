@@ -240,7 +240,7 @@ describe('refresh-token issuance (pure)', () => {
     expect(shouldIssueRefreshToken(client('client_secret_basic', false), false, 'rotate')).toBe(false);
   });
 
-  test('the shipped tiers: standard rotates bearer public refresh; strict demands DPoP', () => {
+  test('the shipped tiers: standard rotates bearer public refresh with a 5 s grace; strict demands DPoP and has no grace', () => {
     expect(DEFAULT_TIERS.standard).toMatchObject({ publicClientRefresh: 'rotate', refreshGraceSeconds: 5 });
     expect(DEFAULT_TIERS.strict).toMatchObject({ publicClientRefresh: 'dpop', refreshGraceSeconds: 0 });
   });

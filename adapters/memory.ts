@@ -1,4 +1,4 @@
-import type { AdapterPayload, KeyStore, ModelName, ModelStore, NonceStore, RevokedTokenStore, Storage } from './types.js';
+import type { AdapterPayload, Consumption, KeyStore, ModelName, ModelStore, NonceStore, RevokedTokenStore, Storage } from './types.js';
 import { MODEL_NAMES } from './types.js';
 import { checkKey, isValidKey } from './validate.js';
 import { FileAuditStore } from './file-audit.js';
@@ -9,6 +9,8 @@ interface Entry {
   payload: AdapterPayload;
   /** epoch ms; undefined = no expiry */
   expiresAt: number | undefined;
+  /** The record that replaced this consumed one (setSuccessor). */
+  successor?: string;
 }
 
 const now = () => Date.now();
@@ -76,6 +78,23 @@ class MemoryModelStore implements ModelStore {
     if (!live(e) || e.payload.consumed !== undefined) return false;
     e.payload.consumed = Math.floor(now() / 1000);
     return true;
+  }
+
+  async setSuccessor(id: string, successor: string): Promise<boolean> {
+    if (!isValidKey(id)) return false;
+    checkKey('successor', successor);
+    // Check-and-set with no await in between: atomic on the event loop. Kept beside the payload, not in it.
+    const e = this.#entries.get(id);
+    if (!live(e) || e.payload.consumed === undefined || e.successor !== undefined) return false;
+    e.successor = successor;
+    return true;
+  }
+
+  async consumption(id: string): Promise<Consumption | undefined> {
+    if (!isValidKey(id)) return undefined;
+    const e = this.#entries.get(id);
+    if (!live(e) || typeof e.payload.consumed !== 'number') return undefined;
+    return e.successor === undefined ? { at: e.payload.consumed } : { at: e.payload.consumed, successor: e.successor };
   }
 
   async destroy(id: string): Promise<void> {

@@ -3,7 +3,7 @@ import type { Collection, Db, Filter } from 'mongodb';
 
 import { deadline, withDeadline } from './deadline.js';
 import { StorageUnavailableError } from './errors.js';
-import type { AdapterPayload, AuditRecord, AuditStore, KeyStore, KeyTransition, ModelName, ModelStore, NonceStore, RevokedTokenStore, Storage, StoredKey } from './types.js';
+import type { AdapterPayload, AuditRecord, Consumption, AuditStore, KeyStore, KeyTransition, ModelName, ModelStore, NonceStore, RevokedTokenStore, Storage, StoredKey } from './types.js';
 import { AUDIT_CHAIN_ID, DEFAULT_AUDIT_CHAIN, MODEL_NAMES, chainOf } from './types.js';
 import { checkKey, isValidKey } from './validate.js';
 
@@ -24,6 +24,8 @@ interface ConsumedDoc {
   _id: string;
   at: Date;
   expiresAt: Date;
+  /** On a successor marker (`<model>:<id>:successor`): the id of the record that replaced the consumed one. */
+  successor?: string;
 }
 
 interface KeyDoc extends Omit<StoredKey, 'kid'> {
@@ -158,6 +160,36 @@ class MongoModelStore implements ModelStore {
     // Only the single winner of the insert gets here, so this plain update races with no one.
     await guard('consume', () => this.records.updateOne({ _id: id }, { $set: { consumed: Math.floor(at.getTime() / 1000) } }));
     return true;
+  }
+
+  /** A second marker, also a unique insert (updates are not atomic on FerretDB): the first successor recorded stays. */
+  async setSuccessor(id: string, successor: string): Promise<boolean> {
+    if (!isValidKey(id)) return false;
+    checkKey('successor', successor);
+    const mark = live(await guard('setSuccessor', () => this.consumed.findOne({ _id: `${this.model}:${id}` })));
+    if (!mark) return false;
+    try {
+      await this.consumed.insertOne({ _id: `${this.model}:${id}:successor`, at: new Date(), expiresAt: mark.expiresAt, successor });
+      return true;
+    } catch (err) {
+      if (err instanceof MongoServerError && err.code === DUPLICATE_KEY) return false;
+      throw unavailable('setSuccessor', err);
+    }
+  }
+
+  /** Read from the markers, which are the single-use decision (the record's own `consumed` field follows them). */
+  async consumption(id: string): Promise<Consumption | undefined> {
+    if (!isValidKey(id)) return undefined;
+    const key = `${this.model}:${id}`;
+    const marks = await guard('consumption', () => this.consumed.find({ _id: { $in: [key, `${key}:successor`] } }).toArray());
+    const now = Date.now();
+    const mark = marks.find((m) => m._id === key && live(m, now));
+    if (!mark) return undefined;
+    const record = live(await guard('consumption', () => this.records.findOne({ _id: id })), now);
+    if (!record) return undefined;
+    const at = Math.floor(mark.at.getTime() / 1000);
+    const successor = marks.find((m) => m._id === `${key}:successor` && live(m, now))?.successor;
+    return successor === undefined ? { at } : { at, successor };
   }
 
   async destroy(id: string): Promise<void> {

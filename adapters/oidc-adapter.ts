@@ -50,6 +50,18 @@ export interface AdapterOptions {
   clientSecrets?: { hash(secret: string): string };
   /** Told when a lost consume race revoked a grant (for the audit trail and the log). */
   onGrantRevoked?: (grantId: string, reason: string) => void;
+  /**
+   * A lost consume race for a refresh token throws RefreshTokenRaceLost and revokes nothing: the refresh grant
+   * (server/grants/refresh-grace.ts) decides, from the token's consumption mark, between its grace and revocation.
+   */
+  deferRefreshTokenReuse?: boolean;
+}
+
+/** A concurrent use of a refresh token lost the consume race; nothing was revoked yet (see deferRefreshTokenReuse). */
+export class RefreshTokenRaceLost extends errors.InvalidGrant {
+  constructor() {
+    super('refresh token already used');
+  }
 }
 
 /**
@@ -86,6 +98,7 @@ export function oidcAdapterFactory(storage: Storage, health?: StorageHealth, opt
       consume: (id: string) =>
         failClosed(async () => {
           if (await store.consume(id)) return;
+          if (name === 'RefreshToken' && options.deferRefreshTokenReuse) throw new RefreshTokenRaceLost();
           // Lost the race for a single-use artefact (or it was already used): exactly one caller may win. Every
           // caller that gets here passed oidc-provider's own "already consumed" check, so this is a concurrent reuse:
           // revoke the whole grant, as a sequential reuse does (the winner's new tokens included).

@@ -5,7 +5,7 @@ import type { SQLInputValue, StatementSync } from 'node:sqlite';
 
 import { StorageUnavailableError } from './errors.js';
 import { SqliteWriter } from './sqlite-writer.js';
-import type { AdapterPayload, AuditRecord, AuditStore, KeyStore, KeyTransition, ModelName, ModelStore, NonceStore, RevokedTokenStore, Storage, StoredKey } from './types.js';
+import type { AdapterPayload, AuditRecord, AuditStore, Consumption, KeyStore, KeyTransition, ModelName, ModelStore, NonceStore, RevokedTokenStore, Storage, StoredKey } from './types.js';
 import { AUDIT_CHAIN_ID, DEFAULT_AUDIT_CHAIN, MODEL_NAMES, chainOf } from './types.js';
 import { checkKey, isValidKey } from './validate.js';
 
@@ -196,9 +196,16 @@ interface RecordRow {
   consumed: number | null;
 }
 
+/**
+ * Where a consumed record's successor (ModelStore.setSuccessor) is kept: a member of the stored JSON payload, written
+ * by one conditional UPDATE and never handed back as part of the payload. No schema change, so older files read as before.
+ */
+const SUCCESSOR = '$.__agentauth_successor';
+
 function toPayload(row: RecordRow | undefined): AdapterPayload | undefined {
   if (!row) return undefined;
   const payload = JSON.parse(row.payload) as AdapterPayload;
+  delete payload.__agentauth_successor;
   if (row.consumed !== null) payload.consumed = row.consumed;
   return payload;
 }
@@ -291,6 +298,36 @@ class SqliteModelStore implements ModelStore {
       now,
     );
     return changed === 1;
+  }
+
+  async setSuccessor(id: string, successor: string): Promise<boolean> {
+    if (!isValidKey(id)) return false;
+    checkKey('successor', successor);
+    // One UPDATE whose WHERE holds the whole condition (live, consumed, no successor yet): exactly one call changes the row.
+    const changed = await this.conn().write(
+      'setSuccessor',
+      `UPDATE oidc_records SET payload = json_set(payload, '${SUCCESSOR}', ?)
+       WHERE model = ? AND id = ? AND consumed IS NOT NULL AND json_extract(payload, '${SUCCESSOR}') IS NULL AND ${LIVE}`,
+      successor,
+      this.model,
+      id,
+      Date.now(),
+    );
+    return changed === 1;
+  }
+
+  async consumption(id: string): Promise<Consumption | undefined> {
+    if (!isValidKey(id)) return undefined;
+    const row = this.conn().get<{ consumed: number; successor: string | null }>(
+      'consumption',
+      `SELECT consumed, json_extract(payload, '${SUCCESSOR}') AS successor FROM oidc_records
+       WHERE model = ? AND id = ? AND consumed IS NOT NULL AND ${LIVE}`,
+      this.model,
+      id,
+      Date.now(),
+    );
+    if (!row) return undefined;
+    return typeof row.successor === 'string' ? { at: row.consumed, successor: row.successor } : { at: row.consumed };
   }
 
   async destroy(id: string): Promise<void> {

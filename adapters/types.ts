@@ -25,6 +25,18 @@ export interface ModelStore {
    * the rest (and any call for a missing, expired or already consumed record) return false.
    */
   consume(id: string): Promise<boolean>;
+  /**
+   * Records, once, the id of the record that replaced a consumed one (a rotated refresh token's successor). Atomic:
+   * of concurrent calls for one id at most one returns true; a call for a missing, expired or unconsumed record, or
+   * one whose successor is already recorded, returns false and changes nothing.
+   */
+  setSuccessor(id: string, successor: string): Promise<boolean>;
+  /**
+   * When a live record was consumed (epoch seconds) and, if recorded, its successor; undefined when the record is
+   * missing, expired or not consumed. Reads the store's own single-use mark, so it is current as soon as consume
+   * has returned true to someone.
+   */
+  consumption(id: string): Promise<Consumption | undefined>;
   destroy(id: string): Promise<void>;
   revokeByGrantId(grantId: string): Promise<void>;
   /** Removes every record whose payload names this client (grants, codes, tokens). */
@@ -34,6 +46,12 @@ export interface ModelStore {
    * returns true. Used for replay detection (DPoP proof and client assertion `jti`s).
    */
   insertOnce(id: string, payload: AdapterPayload, expiresIn: number): Promise<boolean>;
+}
+
+/** A consumed record's single-use mark: when it was used up, and what replaced it. */
+export interface Consumption {
+  at: number;
+  successor?: string;
 }
 
 /** Denylist of revoked JWT access tokens, by `jti`, kept until the token's own expiry. */

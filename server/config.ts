@@ -93,13 +93,24 @@ const tierSchema = z.strictObject({
   dpop: z.enum(['required', 'optional']),
   /** Require a server-provided DPoP nonce (RFC 9449 §8) in proofs. */
   dpopNonce: z.boolean(),
+  /**
+   * Refresh tokens for public clients (token_endpoint_auth_method `none`) that send no DPoP proof. `rotate` (default):
+   * a bearer refresh token, single use, rotated on every refresh with reuse detection, bounded by the idle and
+   * absolute lifetimes above. `dpop`: such a client gets no refresh token; only a DPoP-bound one is issued.
+   */
+  publicClientRefresh: z.enum(['rotate', 'dpop']).default('rotate'),
+  /**
+   * Seconds after a refresh token is rotated during which the same token, presented again by the same client (with
+   * the same DPoP key if bound), gets the successor it was rotated to instead of revoking the grant. 0: strict.
+   */
+  refreshGraceSeconds: z.number().int().min(0).max(60).default(5),
 });
 
 /** The tiers agentauth ships; a tier of the same name in the config file replaces one of these. */
 export const DEFAULT_TIERS = {
-  standard: { accessTokenTTL: 300, refreshTokenIdleTTL: 86_400, refreshTokenAbsoluteTTL: 7 * 86_400, dpop: 'optional', dpopNonce: false },
-  bound: { accessTokenTTL: 900, refreshTokenIdleTTL: 86_400, refreshTokenAbsoluteTTL: 30 * 86_400, dpop: 'required', dpopNonce: false },
-  strict: { accessTokenTTL: 300, refreshTokenIdleTTL: 3600, refreshTokenAbsoluteTTL: 86_400, dpop: 'required', dpopNonce: true },
+  standard: { accessTokenTTL: 300, refreshTokenIdleTTL: 86_400, refreshTokenAbsoluteTTL: 7 * 86_400, dpop: 'optional', dpopNonce: false, publicClientRefresh: 'rotate', refreshGraceSeconds: 5 },
+  bound: { accessTokenTTL: 900, refreshTokenIdleTTL: 86_400, refreshTokenAbsoluteTTL: 30 * 86_400, dpop: 'required', dpopNonce: false, publicClientRefresh: 'dpop', refreshGraceSeconds: 5 },
+  strict: { accessTokenTTL: 300, refreshTokenIdleTTL: 3600, refreshTokenAbsoluteTTL: 86_400, dpop: 'required', dpopNonce: true, publicClientRefresh: 'dpop', refreshGraceSeconds: 0 },
 } as const satisfies Record<string, z.infer<typeof tierSchema>>;
 
 export const REGISTRABLE_AUTH_METHODS = ['none', 'private_key_jwt', 'client_secret_basic', 'client_secret_post'] as const;

@@ -48,3 +48,10 @@ declare module 'oidc-provider/lib/actions/registration.js' {
   export const put: Handler[];
   export const del: Handler[];
 }
+declare module 'oidc-provider/lib/actions/grants/refresh_token.js' {
+  import type { KoaContextWithOIDC, Provider } from 'oidc-provider';
+  /** The built-in refresh_token grant handler, before oidc-provider binds it to the provider and its grant helpers. */
+  export function handler(provider: Provider, helpers: Record<string, (...args: never[]) => unknown>, ctx: KoaContextWithOIDC): Promise<void>;
+  export const parameters: Set<string>;
+  export const grantType: 'refresh_token';
+}

@@ -13,6 +13,7 @@ import { longestSignedTokenLifetime } from './config.js';
 import type { Config } from './config.js';
 import type { Logger } from './logger.js';
 import { shouldIssueRefreshToken } from './policies/refresh.js';
+import { installRefreshGrace, isGraceReissue } from './grants/refresh-grace.js';
 import { checkRefreshTarget } from './policies/refresh-request.js';
 import { TIER_FIELD, accessTokenLifetime, refreshTokenLifetime, tierOf } from './policies/tiers.js';
 import type { TierLimits } from './policies/tiers.js';
@@ -151,6 +152,7 @@ export function providerConfiguration(deps: ProviderDeps): Configuration {
   return {
     adapter: oidcAdapterFactory(storage, health, {
       clientSecrets: hasher,
+      deferRefreshTokenReuse: true,
       // The request being handled (oidc-provider's async context) gets the same grant.revoked event a sequential
       // reuse emits, so the audit trail records the revocation either way.
       onGrantRevoked: (grantId) => {
@@ -263,13 +265,15 @@ export function providerConfiguration(deps: ProviderDeps): Configuration {
     },
     pkce: { required: () => true },
     // (The grant handler has already verified the proof, so its presence means the refresh token gets bound.)
-    issueRefreshToken: async (ctx, client) => shouldIssueRefreshToken(client, Boolean(ctx.get('DPoP'))),
+    issueRefreshToken: async (ctx, client) => shouldIssueRefreshToken(client, Boolean(ctx.get('DPoP')), tierFor(client).publicClientRefresh),
     // Called by the refresh grant just before it uses up the refresh token: a target the token cannot serve is refused
     // here, leaving the token usable (its retry is then not a reuse that revokes the grant).
     rotateRefreshToken: (ctx) => {
       const token = ctx.oidc.entities.RefreshToken as { resource?: string | string[] } | undefined;
       checkRefreshTarget({ requested: ctx.oidc.params?.resource as string | string[] | undefined, granted: token?.resource, oidcScopesOnly: asksOidcScopesOnly(ctx) });
-      return true;
+      // A grace re-issue hands back the existing successor as it is: the caller that rotated holds it too, and rotating
+      // it here would turn that caller's next use into a reuse.
+      return !isGraceReissue(ctx);
     },
     extraTokenClaims: async (_ctx, token) => {
       const { grantId } = token as unknown as TokenLike;
@@ -354,6 +358,13 @@ export function createProvider(deps: ProviderDeps): Provider {
   });
 
   const { hasher, health, storage, log } = deps;
+  // Reuse of a just-rotated refresh token within the tier's grace gets its successor (server/grants/refresh-grace.ts).
+  const graceLimits = tierLimits(deps.config);
+  installRefreshGrace(provider, {
+    refreshTokens: storage.model('RefreshToken'),
+    graceSeconds: (client) => tierOf(graceLimits, client as unknown as ClientLike).refreshGraceSeconds,
+    health,
+  });
   // Secrets are stored as keyed hashes; compare the presented secret's hash in constant time.
   provider.Client.prototype.compareClientSecret = function compareClientSecret(this: { clientSecret?: string }, actual: string) {
     return hasher.matches(actual, this.clientSecret);

@@ -83,7 +83,9 @@ export function auditTrail(recorder: AuditRecorder, log: AuditTrailLog): Koa.Mid
       if (typeof body.access_token === 'string') events.push(tokenIssuedEvent(body.access_token, 'access_token', context));
       if (typeof body.refresh_token === 'string') events.push(tokenIssuedEvent(body.refresh_token, 'refresh_token', context));
       if (context.grant_type === 'refresh_token') {
-        events.push({ type: 'refresh.rotated', ...(context.client_id ? { client_id: context.client_id } : {}), details: {} });
+        // A grace re-issue (server/grants/refresh-grace.ts) handed back an existing successor: no rotation happened.
+        const grace = ctx.state.refreshGrace !== undefined;
+        events.push({ type: grace ? 'refresh.grace_reissued' : 'refresh.rotated', ...(context.client_id ? { client_id: context.client_id } : {}), details: grace ? (ctx.state.refreshGrace as Record<string, unknown>) : {} });
       }
     }
     if (events.length === 0) return;

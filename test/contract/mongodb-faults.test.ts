@@ -49,6 +49,8 @@ describe('MongoStorage when its server hangs, or crashes and restarts', () => {
         settle(storage.ping()),
         settle(storage.model('Grant').find('g1')),
         settle(storage.model('AuthorizationCode').consume('c1')),
+        settle(storage.model('RefreshToken').consumption('r1')),
+        settle(storage.model('RefreshToken').setSuccessor('r1', 'r2')),
         settle(storage.audit.head()),
         settle(storage.keys.list()),
       ]);

@@ -138,6 +138,7 @@ describe('SQLite store: fails closed', () => {
     other.exec('BEGIN IMMEDIATE');
     try {
       await expect(storage.model('AuthorizationCode').consume(id)).rejects.toBeInstanceOf(StorageUnavailableError);
+      await expect(storage.model('RefreshToken').setSuccessor(id, rid())).rejects.toBeInstanceOf(StorageUnavailableError);
       await expect(storage.model('Session').upsert(rid(), { kind: 'Session' }, 60)).rejects.toThrow(/SQLite upsert failed \(SQLite error 5: database is locked\)/);
       await expect(storage.audit.insertBatch([{ seq: 1, time: 't', type: 'x', details: {}, prev_hash: 'p', hash: 'h' }])).rejects.toBeInstanceOf(StorageUnavailableError);
       const adapter = oidcAdapterFactory(storage)('AuthorizationCode');

@@ -3,7 +3,7 @@ import { errors } from 'oidc-provider';
 
 import { InvalidStorageValueError } from '../../adapters/errors.js';
 import { MongoStorage } from '../../adapters/mongodb.js';
-import { oidcAdapterFactory } from '../../adapters/oidc-adapter.js';
+import { RefreshTokenRaceLost, oidcAdapterFactory } from '../../adapters/oidc-adapter.js';
 import { SqliteStorage } from '../../adapters/sqlite.js';
 import type { AdapterPayload, ModelName, Storage, StoredKey } from '../../adapters/types.js';
 import { MODEL_NAMES } from '../../adapters/types.js';
@@ -160,6 +160,76 @@ describe.each(FACTORIES)('storage contract: $name', (factory) => {
       expect(r.reason).toBeInstanceOf(errors.InvalidGrant);
       expect((r.reason as { error_detail?: string }).error_detail).toBe('authorization code already used');
     }
+  });
+
+  test('consumption: undefined until consumed; then when, and no successor', async () => {
+    const store = storage.model('RefreshToken');
+    const id = rid();
+    await store.upsert(id, { kind: 'RefreshToken', grantId: `g-${id}` }, 60);
+    expect(await store.consumption(id)).toBeUndefined();
+    const before = Math.floor(Date.now() / 1000);
+    expect(await store.consume(id)).toBe(true);
+    const mark = await store.consumption(id);
+    expect(mark).toEqual({ at: expect.any(Number) });
+    expect(mark!.at).toBeGreaterThanOrEqual(before);
+    expect(mark!.at).toBeLessThanOrEqual(Math.floor(Date.now() / 1000));
+    expect(await store.consumption(rid())).toBeUndefined();
+  });
+
+  test('setSuccessor is atomic: of 20 concurrent calls for one consumed token exactly one records its successor', async () => {
+    const store = storage.model('RefreshToken');
+    const id = rid();
+    await store.upsert(id, { kind: 'RefreshToken', grantId: `g-${id}` }, 60);
+    expect(await store.consume(id)).toBe(true);
+    const candidates = Array.from({ length: 20 }, () => rid());
+    const results = await Promise.all(candidates.map((successor) => store.setSuccessor(id, successor)));
+    expect(results.filter(Boolean)).toHaveLength(1);
+    const winner = candidates[results.indexOf(true)];
+    expect((await store.consumption(id))?.successor).toBe(winner);
+    expect(await store.setSuccessor(id, rid())).toBe(false);
+    expect((await store.consumption(id))?.successor).toBe(winner);
+    // The successor is kept beside the record, not handed back in its payload.
+    expect(await store.find(id)).toEqual({ kind: 'RefreshToken', grantId: `g-${id}`, consumed: expect.any(Number) });
+  });
+
+  test('setSuccessor refuses an unconsumed, missing or revoked record; consumption forgets a revoked one', async () => {
+    const store = storage.model('RefreshToken');
+    const id = rid();
+    await store.upsert(id, { kind: 'RefreshToken', grantId: `g-${id}` }, 60);
+    expect(await store.setSuccessor(id, rid())).toBe(false);
+    expect(await store.consumption(id)).toBeUndefined();
+    expect(await store.setSuccessor(rid(), rid())).toBe(false);
+    expect(await store.consume(id)).toBe(true);
+    expect(await store.setSuccessor(id, rid())).toBe(true);
+    await store.revokeByGrantId(`g-${id}`);
+    expect(await store.consumption(id)).toBeUndefined();
+    expect(await store.setSuccessor(id, rid())).toBe(false);
+    await expect(store.setSuccessor(id, { $ne: null } as unknown as string)).rejects.toBeInstanceOf(InvalidStorageValueError);
+    expect(await store.consumption({ $ne: null } as unknown as string)).toBeUndefined();
+  });
+
+  test('an expired consumed record has no consumption', async () => {
+    const store = storage.model('RefreshToken');
+    const id = rid();
+    await store.upsert(id, { kind: 'RefreshToken', grantId: `g-${id}` }, 1);
+    expect(await store.consume(id)).toBe(true);
+    expect(await store.setSuccessor(id, rid())).toBe(true);
+    await new Promise((r) => setTimeout(r, 1100));
+    expect(await store.consumption(id)).toBeUndefined();
+  });
+
+  test('through the oidc-provider adapter with deferRefreshTokenReuse, a lost refresh-token race revokes nothing', async () => {
+    const adapter = oidcAdapterFactory(storage, undefined, { deferRefreshTokenReuse: true })('RefreshToken');
+    const id = rid();
+    const grantId = `g-${id}`;
+    await adapter.upsert(id, { kind: 'RefreshToken', grantId }, 60);
+    const sibling = rid();
+    await storage.model('AccessToken').upsert(sibling, { kind: 'AccessToken', grantId }, 60);
+    const settled = await Promise.allSettled(Array.from({ length: 10 }, () => adapter.consume(id)));
+    expect(settled.filter((s) => s.status === 'fulfilled')).toHaveLength(1);
+    for (const r of settled.filter((s): s is PromiseRejectedResult => s.status === 'rejected')) expect(r.reason).toBeInstanceOf(RefreshTokenRaceLost);
+    expect(await storage.model('RefreshToken').find(id)).toBeDefined();
+    expect(await storage.model('AccessToken').find(sibling)).toBeDefined();
   });
 
   test('insertOnce is atomic: 20 concurrent inserts of one id give exactly one success (DPoP / assertion replay)', async () => {

@@ -4,7 +4,7 @@ import * as oidc from 'openid-client';
 
 import { authorizeWithWallet } from '../support/user-agent.js';
 import type { UserAgent } from '../support/user-agent.js';
-import { baseConfig, insecure, introspect, OPAQUE_RESOURCE, REDIRECT, RESOURCE, startAgentServer } from '../support/agent-server.js';
+import { baseConfig, STRICT_REFRESH_TIERS, insecure, introspect, OPAQUE_RESOURCE, REDIRECT, RESOURCE, startAgentServer } from '../support/agent-server.js';
 import type { AgentServer } from '../support/agent-server.js';
 
 const wallet = new Wallet('0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d');
@@ -16,7 +16,7 @@ describe('agents with openid-client v6: registration, authorization code + PKCE 
   let config: oidc.Configuration;
 
   beforeAll(async () => {
-    as = await startAgentServer(baseConfig());
+    as = await startAgentServer(baseConfig({ tiers: STRICT_REFRESH_TIERS }));
     issuer = as.server.url;
     config = await oidc.dynamicClientRegistration(
       new URL(issuer),

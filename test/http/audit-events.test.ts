@@ -7,7 +7,7 @@ import type { AuditRecord } from '../../adapters/types.js';
 import { scopeResource } from '../../interactions/siwe/binding.js';
 import { buildSiweMessage } from '../../interactions/siwe/message.js';
 import { verifyLog } from '../../server/audit/chain.js';
-import { baseConfig, insecure, register, RESOURCE, startAgentServer } from '../support/agent-server.js';
+import { baseConfig, STRICT_REFRESH_TIERS, insecure, register, RESOURCE, startAgentServer } from '../support/agent-server.js';
 import type { AgentServer } from '../support/agent-server.js';
 import { runCli } from '../support/server.js';
 import { allAuditRecords } from '../support/audit.js';
@@ -23,7 +23,7 @@ describe('the audit trail records who got which token, and never a token', () =>
   let storage: MongoStorage;
 
   beforeAll(async () => {
-    as = await startAgentServer(baseConfig());
+    as = await startAgentServer(baseConfig({ tiers: STRICT_REFRESH_TIERS }));
     storage = new MongoStorage({ uri: mongoUri(), dbName: as.dbName });
     await storage.init();
   });

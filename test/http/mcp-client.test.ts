@@ -12,7 +12,7 @@ import { Wallet } from 'ethers';
 import { createRemoteJWKSet, decodeJwt, decodeProtectedHeader, jwtVerify } from 'jose';
 
 import { authorizeWithWallet } from '../support/user-agent.js';
-import { baseConfig, introspect, startAgentServer } from '../support/agent-server.js';
+import { baseConfig, introspect, startAgentServer, STRICT_REFRESH_TIERS } from '../support/agent-server.js';
 import type { AgentServer } from '../support/agent-server.js';
 
 const wallet = new Wallet('0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d');
@@ -208,6 +208,8 @@ describe('the official MCP TypeScript SDK OAuth client (auth()) against agentaut
     as = await startAgentServer(
       baseConfig({
         resourceServers: [{ identifier: mcp.resource, name: 'Test MCP server', scopes: [MCP_SCOPE, 'mcp:prompts'], accessTokenTTL: 300 }],
+        // The reuse test below expects an immediate reuse to revoke: no refresh grace.
+        tiers: STRICT_REFRESH_TIERS,
       }),
     );
     issuer = as.server.url;

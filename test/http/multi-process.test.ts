@@ -2,7 +2,7 @@ import { decodeProtectedHeader } from 'jose';
 import { Wallet } from 'ethers';
 
 import { freePort } from '../support/ferretdb.js';
-import { baseConfig, introspect, register, REDIRECT, RESOURCE, RS_CLIENT } from '../support/agent-server.js';
+import { baseConfig, STRICT_REFRESH_TIERS, introspect, register, REDIRECT, RESOURCE, RS_CLIENT } from '../support/agent-server.js';
 import { all, basic, codeFor, form, oneDpopProof, redemption, refreshing, statuses } from '../support/races.js';
 import { newKek, runCli, startServer, tempDir, writeConfig } from '../support/server.js';
 import type { RunningServer } from '../support/server.js';
@@ -33,7 +33,7 @@ function sharedEnv(issuer: string, extra: Record<string, string> = {}): Record<s
   return {
     AGENTAUTH_DATA_DIR: tempDir('agentauth-multi-'),
     AGENTAUTH_KEK: newKek(),
-    AGENTAUTH_CONFIG: writeConfig(tempDir(), baseConfig({ registration: { quota: { max: 10_000 } }, keys: { refreshIntervalSeconds: 1 } })),
+    AGENTAUTH_CONFIG: writeConfig(tempDir(), baseConfig({ registration: { quota: { max: 10_000 } }, keys: { refreshIntervalSeconds: 1 }, tiers: STRICT_REFRESH_TIERS })),
     ISSUER: issuer,
     ...extra,
   };

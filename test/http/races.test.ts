@@ -2,7 +2,7 @@ import { Wallet } from 'ethers';
 
 import { MongoStorage } from '../../adapters/mongodb.js';
 import { allAuditRecords } from '../support/audit.js';
-import { baseConfig, introspect, register, REDIRECT, RESOURCE, RS_CLIENT, startAgentServer } from '../support/agent-server.js';
+import { baseConfig, STRICT_REFRESH_TIERS, introspect, register, REDIRECT, RESOURCE, RS_CLIENT, startAgentServer } from '../support/agent-server.js';
 import type { AgentServer } from '../support/agent-server.js';
 import { all, basic, codeFor as signedInCode, form, oneDpopProof, redemption, refreshing, statuses } from '../support/races.js';
 import type { CodeGrant } from '../support/races.js';
@@ -25,7 +25,7 @@ describe(`single use under ${CONCURRENCY} concurrent requests, ${ROUNDS} rounds,
   let storage: MongoStorage;
 
   beforeAll(async () => {
-    as = await startAgentServer(baseConfig({ registration: { quota: { max: 1000 } } }));
+    as = await startAgentServer(baseConfig({ registration: { quota: { max: 1000 } }, tiers: STRICT_REFRESH_TIERS }));
     issuer = as.server.url;
     storage = new MongoStorage({ uri: mongoUri(), dbName: as.dbName });
     await storage.init();

@@ -1,5 +1,6 @@
 import * as oidc from 'openid-client';
 
+import { DEFAULT_TIERS } from '../../server/config.js';
 import { mongoUri } from './storages.js';
 import { newKek, startServer, tempDir, uniqueDbName, writeConfig } from './server.js';
 import type { RunningServer } from './server.js';
@@ -20,6 +21,12 @@ export function baseConfig(extra: Record<string, unknown> = {}): Record<string, 
     ...extra,
   };
 }
+
+/**
+ * The shipped tiers without the refresh grace (refreshGraceSeconds 0): for tests of reuse detection itself, where any
+ * second use of a rotated refresh token must revoke the grant. The grace has its own tests (public-refresh.test.ts).
+ */
+export const STRICT_REFRESH_TIERS = Object.fromEntries(Object.entries(DEFAULT_TIERS).map(([name, tier]) => [name, { ...tier, refreshGraceSeconds: 0 }]));
 
 export interface AgentServer {
   server: RunningServer;

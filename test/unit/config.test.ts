@@ -28,6 +28,17 @@ describe('loadConfig', () => {
     expect(c.storage).toEqual({ timeoutMs: 2000, sweepIntervalMs: 60_000, sqliteSynchronous: 'full' });
   });
 
+  test('tiers: publicClientRefresh and refreshGraceSeconds default to rotate and 5 s; bad values are refused naming the setting', () => {
+    const base = { accessTokenTTL: 300, refreshTokenIdleTTL: 3600, refreshTokenAbsoluteTTL: 86400, dpop: 'optional', dpopNonce: false };
+    const tiers = loadConfig({ AGENTAUTH_CONFIG: withFile({ tiers: { mine: base } }) }).tiers;
+    expect(tiers.mine).toMatchObject({ publicClientRefresh: 'rotate', refreshGraceSeconds: 5 });
+    expect(loadConfig({ AGENTAUTH_CONFIG: withFile({ tiers: { mine: { ...base, publicClientRefresh: 'dpop', refreshGraceSeconds: 0 } } }) }).tiers.mine)
+      .toMatchObject({ publicClientRefresh: 'dpop', refreshGraceSeconds: 0 });
+    expect(message({ AGENTAUTH_CONFIG: withFile({ tiers: { mine: { ...base, refreshGraceSeconds: 61 } } }) })).toContain('tiers.mine.refreshGraceSeconds');
+    expect(message({ AGENTAUTH_CONFIG: withFile({ tiers: { mine: { ...base, refreshGraceSeconds: -1 } } }) })).toContain('tiers.mine.refreshGraceSeconds');
+    expect(message({ AGENTAUTH_CONFIG: withFile({ tiers: { mine: { ...base, publicClientRefresh: 'bearer' } } }) })).toContain('tiers.mine.publicClientRefresh');
+  });
+
   test('storage.sqliteSynchronous: full by default (every commit fsynced), normal on request, nothing else', () => {
     expect(loadConfig({}).storage.sqliteSynchronous).toBe('full');
     expect(loadConfig({ AGENTAUTH_CONFIG: withFile({ storage: { sqliteSynchronous: 'normal' } }) }).storage.sqliteSynchronous).toBe('normal');

@@ -5,6 +5,7 @@ import { dirname, join } from 'node:path';
 import introspection from 'oidc-provider/lib/actions/introspection.js';
 import * as registration from 'oidc-provider/lib/actions/registration.js';
 import revocation from 'oidc-provider/lib/actions/revocation.js';
+import * as refreshGrant from 'oidc-provider/lib/actions/grants/refresh_token.js';
 import * as grants from 'oidc-provider/lib/helpers/grants.js';
 import initializeKeystore from 'oidc-provider/lib/helpers/initialize_keystore.js';
 
@@ -12,7 +13,7 @@ import { prepareRegistrationSteps } from '../../server/http/registration-steps.j
 
 /**
  * agentauth patches or calls these internals of oidc-provider (server/structured-tokens.ts, server/key-watcher.ts,
- * server/grants/wallet-signature.ts). They are not public API: this test fails on any upgrade, so whoever upgrades
+ * server/grants/wallet-signature.ts, server/grants/refresh-grace.ts). They are not public API: this test fails on any upgrade, so whoever upgrades
  * re-checks each use before changing the pinned version in package.json.
  */
 describe('oidc-provider internals agentauth relies on', () => {
@@ -77,5 +78,21 @@ describe('oidc-provider internals agentauth relies on', () => {
     for (const file of callers) expect(read(file)).toMatch(/(provider|this)\.Client\.find\(/);
     // The built-in resolver is reached only from Client.find.
     expect(read('helpers/add_client.js')).not.toContain('resolveClientByMetadataDocument');
+  });
+
+  test('the built-in refresh_token grant that server/grants/refresh-grace.ts wraps: its export, parameters and hooks', () => {
+    expect(refreshGrant.grantType).toBe('refresh_token');
+    expect(refreshGrant.handler.length).toBe(3);
+    expect([...refreshGrant.parameters].sort()).toEqual(['refresh_token', 'scope']);
+    // The grace decision sits in RefreshToken.find and the lost race in consume: the handler must still call both,
+    // find before its "already used" branch, and ask rotateRefreshToken before consuming.
+    const require = createRequire(import.meta.url);
+    const source = readFileSync(join(dirname(require.resolve('oidc-provider')), 'actions', 'grants', 'refresh_token.js'), 'utf8');
+    const at = (s: string) => source.indexOf(s);
+    expect(at('await RefreshToken.find(refreshTokenValue')).toBeGreaterThan(-1);
+    expect(at('await RefreshToken.find(refreshTokenValue')).toBeLessThan(at('if (refreshToken.consumed)'));
+    expect(at('checkDpopReplay(ctx')).toBeLessThan(at('if (refreshToken.consumed)'));
+    expect(at('rotateRefreshToken(ctx)')).toBeLessThan(at('await refreshToken.consume()'));
+    expect(at('ctx.oidc.entity(\'RotatedRefreshToken\', refreshToken)')).toBeGreaterThan(at('await refreshToken.consume()'));
   });
 });

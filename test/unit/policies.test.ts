@@ -6,6 +6,7 @@ import type { RegistrationPolicy } from '../../server/policies/registration.js';
 import { accessTokenLifetime, refreshTokenLifetime, tierOf } from '../../server/policies/tiers.js';
 import { WindowLimiter } from '../../server/policies/rate-limit.js';
 import { checkRefreshTarget } from '../../server/policies/refresh-request.js';
+import { shouldIssueRefreshToken } from '../../server/policies/refresh.js';
 
 const limits = { tiers: DEFAULT_TIERS, defaultTier: 'standard', maxBearerTokenTTL: 300 };
 const policy: RegistrationPolicy = {
@@ -220,5 +221,27 @@ describe('refresh request target (pure)', () => {
       expect(err).toBeInstanceOf(errors.InvalidTarget);
       expect((err as { statusCode: number }).statusCode).toBe(400);
     }
+  });
+});
+
+describe('refresh-token issuance (pure)', () => {
+  const client = (clientAuthMethod: string, refresh = true) => ({ clientAuthMethod, grantTypeAllowed: (t: string) => refresh || t !== 'refresh_token' });
+
+  test('a public client without DPoP gets a rotating bearer refresh token only where its tier says rotate', () => {
+    expect(shouldIssueRefreshToken(client('none'), false, 'rotate')).toBe(true);
+    expect(shouldIssueRefreshToken(client('none'), false, 'dpop')).toBe(false);
+    expect(shouldIssueRefreshToken(client('none'), false)).toBe(false);
+  });
+
+  test('a DPoP-bound public client and an authenticating client always get one; a client not allowed the grant never', () => {
+    expect(shouldIssueRefreshToken(client('none'), true, 'dpop')).toBe(true);
+    expect(shouldIssueRefreshToken(client('private_key_jwt'), false, 'dpop')).toBe(true);
+    expect(shouldIssueRefreshToken(client('none', false), true, 'rotate')).toBe(false);
+    expect(shouldIssueRefreshToken(client('client_secret_basic', false), false, 'rotate')).toBe(false);
+  });
+
+  test('the shipped tiers: standard rotates bearer public refresh with a 5 s grace; strict demands DPoP and has no grace', () => {
+    expect(DEFAULT_TIERS.standard).toMatchObject({ publicClientRefresh: 'rotate', refreshGraceSeconds: 5 });
+    expect(DEFAULT_TIERS.strict).toMatchObject({ publicClientRefresh: 'dpop', refreshGraceSeconds: 0 });
   });
 });

@@ -273,6 +273,21 @@ describe('client ID metadata documents (https client_id URLs) over HTTP', () => 
 
 describe('the MCP TypeScript SDK (auth() with clientMetadataUrl) against a metadata-document client', () => {
   const SCOPE = 'mcp:tools';
+  const ACCESS_TTL = 3;
+  const state: { info?: OAuthClientInformationMixed; tokens?: OAuthTokens; verifier?: string; url?: URL } = {};
+  const requests: string[] = [];
+  const fetchFn = async (url: string | URL, init?: RequestInit) => {
+    const res = await fetch(url, init);
+    requests.push(`${init?.method ?? 'GET'} ${new URL(String(url)).pathname} ${res.status}`);
+    return res;
+  };
+  let provider: OAuthClientProvider;
+  /** What an MCP server that verifies locally does with a token: signature, issuer, audience, expiry. */
+  const accepted = async (token: string) =>
+    jwtVerify(token, createRemoteJWKSet(new URL(`${as.url}/jwks`)), { issuer: as.url, audience: resource }).then(
+      () => true,
+      () => false,
+    );
   let pki: TestPki;
   let docs: DocumentServer;
   let as: RunningServer;
@@ -291,7 +306,8 @@ describe('the MCP TypeScript SDK (auth() with clientMetadataUrl) against a metad
     });
     await new Promise<void>((r) => prm.listen(0, '127.0.0.1', r));
     resource = `http://127.0.0.1:${(prm.address() as AddressInfo).port}/mcp`;
-    as = await startCimdServer(baseConfig({ resourceServers: [{ identifier: resource, scopes: [SCOPE] }] }), testSwitchFor(pki));
+    // Access tokens for the MCP server live ACCESS_TTL seconds, so that the test below outlives several of them.
+    as = await startCimdServer(baseConfig({ resourceServers: [{ identifier: resource, scopes: [SCOPE], accessTokenTTL: ACCESS_TTL }] }), testSwitchFor(pki));
     issuer = as.url;
   });
 
@@ -306,8 +322,7 @@ describe('the MCP TypeScript SDK (auth() with clientMetadataUrl) against a metad
     const clientMetadataUrl = docs.url('agent.test', path);
     const metadata = { client_name: 'MCP SDK metadata client', redirect_uris: [REDIRECT], grant_types: ['authorization_code', 'refresh_token'], response_types: ['code'], token_endpoint_auth_method: 'none', scope: SCOPE };
     docs.serveJson(path, { client_id: clientMetadataUrl, ...metadata }, { 'cache-control': 'max-age=3600' });
-    const state: { info?: OAuthClientInformationMixed; tokens?: OAuthTokens; verifier?: string; url?: URL } = {};
-    const provider: OAuthClientProvider = {
+    provider = {
       clientMetadataUrl,
       get redirectUrl() { return REDIRECT; },
       get clientMetadata() { return metadata as OAuthClientMetadata; },
@@ -319,13 +334,6 @@ describe('the MCP TypeScript SDK (auth() with clientMetadataUrl) against a metad
       saveCodeVerifier: (v) => { state.verifier = v; },
       codeVerifier: () => state.verifier!,
     };
-    const requests: string[] = [];
-    const fetchFn = async (url: string | URL, init?: RequestInit) => {
-      const res = await fetch(url, init);
-      requests.push(`${init?.method ?? 'GET'} ${new URL(String(url)).pathname} ${res.status}`);
-      return res;
-    };
-
     expect(await auth(provider, { serverUrl: resource, fetchFn })).toBe('REDIRECT');
     expect(requests.some((r) => r.startsWith('POST /reg'))).toBe(false);
     expect(state.info).toEqual(expect.objectContaining({ client_id: clientMetadataUrl }));
@@ -341,4 +349,41 @@ describe('the MCP TypeScript SDK (auth() with clientMetadataUrl) against a metad
     expect(payload.scope).toBe(SCOPE);
     expect(docs.hits(path)).toBe(1);
   });
+
+  test('then it keeps refreshing without the person, for longer than several access-token lifetimes: a public client without DPoP, rotating refresh tokens', async () => {
+    expect(state.tokens?.refresh_token).toEqual(expect.any(String)); // a public, bearer client got a refresh token
+    expect(state.tokens!.token_type).toMatch(/^bearer$/i);
+    expect(state.tokens!.expires_in).toBeLessThanOrEqual(ACCESS_TTL);
+    const started = Date.now();
+    const refreshTokens = [state.tokens!.refresh_token!];
+    for (let round = 0; round < 3; round++) {
+      const old = state.tokens!;
+      // Wait until the access token has expired: the MCP server refuses it from then on.
+      await new Promise((resolve) => setTimeout(resolve, (ACCESS_TTL + 1) * 1000));
+      expect(await accepted(old.access_token)).toBe(false);
+      // The SDK's auth() sees the saved refresh token and refreshes: no authorization request, no wallet, no page.
+      const before = requests.length;
+      expect(await auth(provider, { serverUrl: resource, fetchFn })).toBe('AUTHORIZED');
+      expect(requests.slice(before).filter((r) => r.startsWith('POST /token'))).toEqual(['POST /token 200']);
+      expect(requests.slice(before).some((r) => r.startsWith('GET /auth') || r.startsWith('POST /reg'))).toBe(false);
+      const fresh = state.tokens!;
+      expect(fresh.access_token).not.toBe(old.access_token);
+      expect(await accepted(fresh.access_token)).toBe(true);
+      // Rotation: a new refresh token every time.
+      expect(fresh.refresh_token).toEqual(expect.any(String));
+      expect(refreshTokens).not.toContain(fresh.refresh_token);
+      refreshTokens.push(fresh.refresh_token!);
+    }
+    expect(Date.now() - started).toBeGreaterThan(3 * ACCESS_TTL * 1000);
+    expect((await introspect(as.url, state.tokens!.access_token)).active).toBe(true);
+    // The first refresh token, rotated long ago (outside the grace window), is refused, and its reuse revokes the grant.
+    const reuse = await fetch(`${as.url}/token`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ grant_type: 'refresh_token', refresh_token: refreshTokens[0]!, client_id: state.info!.client_id }),
+    });
+    expect(reuse.status).toBe(400);
+    expect(((await reuse.json()) as { error: string }).error).toBe('invalid_grant');
+    expect((await introspect(as.url, state.tokens!.access_token)).active).toBe(false);
+  }, 60_000);
 });

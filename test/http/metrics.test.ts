@@ -1,19 +1,22 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import type { Server } from 'node:http';
+import { Wallet } from 'ethers';
 import { exportJWK, generateKeyPair, SignJWT } from 'jose';
+import * as oidc from 'openid-client';
 
 import { loadConfig } from '../../server/config.js';
 import { createLogger } from '../../server/logger.js';
 import { metricsRoute } from '../../server/metrics/route.js';
 import { start } from '../../server/start.js';
 import type { Running } from '../../server/start.js';
-import { baseConfig, introspect, register, RESOURCE, RS_CLIENT } from '../support/agent-server.js';
+import { baseConfig, introspect, register, REDIRECT, RESOURCE, RS_CLIENT } from '../support/agent-server.js';
 import { freePort } from '../support/ferretdb.js';
 import { metricsListener, scrape, total } from '../support/metrics.js';
 import type { Sample } from '../support/metrics.js';
 import { basic, form } from '../support/races.js';
 import { mongoUri } from '../support/storages.js';
 import { newKek, tempDir, uniqueDbName, writeConfig } from '../support/server.js';
+import { authorizeWithWallet } from '../support/user-agent.js';
 
 /**
  * Prometheus metrics (issue 13 item 2): two servers run in this process, one on MongoDB (FerretDB) and one on the
@@ -33,6 +36,34 @@ async function startInProcess(store: 'mongodb' | 'sqlite'): Promise<{ running: R
 
 const tokenRequest = (url: string, auth: string, params: Record<string, string>, headers: Record<string, string> = {}) =>
   fetch(`${url}/token`, { method: 'POST', headers: { authorization: auth, 'content-type': 'application/x-www-form-urlencoded', ...headers }, body: form(params) });
+
+const wallet = new Wallet('0x8b3a350cf5c34c9194ca85829a2df0ec3153be0318b5e2d3348e872092edffba');
+
+/** A public client signed in by the wallet holder (the real login and consent pages), then one refresh. */
+async function codeFlowAndRefresh(url: string): Promise<void> {
+  const created = await register(url, { redirect_uris: [REDIRECT], grant_types: ['authorization_code', 'refresh_token'], token_endpoint_auth_method: 'none', scope: 'read' });
+  expect(created.status).toBe(201);
+  const clientId = created.body.client_id as string;
+  const verifier = oidc.randomPKCECodeVerifier();
+  const auth = new URL(`${url}/auth`);
+  const params = { client_id: clientId, response_type: 'code', redirect_uri: REDIRECT, scope: 'read', resource: RESOURCE, code_challenge: await oidc.calculatePKCECodeChallenge(verifier), code_challenge_method: 'S256' };
+  for (const [k, v] of Object.entries(params)) auth.searchParams.set(k, v);
+  const { callback } = await authorizeWithWallet(auth, REDIRECT, { wallet });
+  const redeemed = await fetch(`${url}/token`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    body: form({ grant_type: 'authorization_code', code: callback.searchParams.get('code')!, code_verifier: verifier, redirect_uri: REDIRECT, resource: RESOURCE, client_id: clientId }),
+  });
+  const tokens = (await redeemed.json()) as { refresh_token?: string };
+  expect(redeemed.status).toBe(200);
+  expect(typeof tokens.refresh_token).toBe('string');
+  const refreshed = await fetch(`${url}/token`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    body: form({ grant_type: 'refresh_token', refresh_token: tokens.refresh_token!, resource: RESOURCE, client_id: clientId }),
+  });
+  expect(refreshed.status).toBe(200);
+}
 
 async function dpopProof(htu: string): Promise<string> {
   const { publicKey, privateKey } = await generateKeyPair('ES256');
@@ -114,6 +145,9 @@ describe('Prometheus metrics', () => {
       expect(page.status).toBe(400);
       expect(page.headers.get('content-type')).toMatch(/^text\/html/);
 
+      // A person's sign-in on the login and consent pages, the code redeemed, the refresh token rotated.
+      await codeFlowAndRefresh(url);
+
       // agentauth's own routes, and a path nobody serves.
       expect((await fetch(`${url}/healthz`)).status).toBe(200);
       expect((await fetch(`${url}/.well-known/oauth-authorization-server`)).status).toBe(200);
@@ -128,16 +162,20 @@ describe('Prometheus metrics', () => {
     const delta = (name: string, where: Record<string, string>) => total(after, name, where) - total(before, name, where);
 
     test('requests are counted by the route oidc-provider resolved, method and status', () => {
-      expect(delta('agentauth_http_requests_total', { route: 'registration', method: 'POST', status: '201' })).toBe(1);
-      // Bearer, DPoP and the /TOKEN spelling; then the two refusals.
-      expect(delta('agentauth_http_requests_total', { route: 'token', method: 'POST', status: '200' })).toBe(3);
+      expect(delta('agentauth_http_requests_total', { route: 'registration', method: 'POST', status: '201' })).toBe(2);
+      // Bearer, DPoP, the /TOKEN spelling, the code redemption and the refresh; then the two refusals.
+      expect(delta('agentauth_http_requests_total', { route: 'token', method: 'POST', status: '200' })).toBe(5);
       expect(delta('agentauth_http_requests_total', { route: 'token', method: 'POST', status: '401' })).toBe(1);
       expect(delta('agentauth_http_requests_total', { route: 'token', method: 'POST', status: '400' })).toBe(1);
       expect(delta('agentauth_http_requests_total', { route: 'introspection', method: 'POST', status: '200' })).toBe(1);
       expect(delta('agentauth_http_requests_total', { route: 'healthz', method: 'GET', status: '200' })).toBe(1);
       expect(delta('agentauth_http_requests_total', { route: 'oauth_authorization_server_metadata', method: 'GET', status: '200' })).toBe(1);
       // The latency histogram counts the same requests.
-      expect(delta('agentauth_http_request_duration_seconds_count', { route: 'token', method: 'POST', status_class: '2xx' })).toBe(3);
+      expect(delta('agentauth_http_request_duration_seconds_count', { route: 'token', method: 'POST', status_class: '2xx' })).toBe(5);
+      // The sign-in went through oidc-provider's authorization endpoint and agentauth's interaction pages.
+      expect(delta('agentauth_http_requests_total', { route: 'authorization', method: 'GET' })).toBeGreaterThanOrEqual(1);
+      expect(delta('agentauth_http_requests_total', { route: 'interaction', method: 'GET', status: '200' })).toBeGreaterThanOrEqual(1);
+      expect(delta('agentauth_http_requests_total', { route: 'interaction_login', method: 'POST' })).toBe(1);
       expect(delta('agentauth_http_request_duration_seconds_count', { route: 'token', method: 'POST', status_class: '4xx' })).toBe(2);
       expect(total(after, 'agentauth_http_request_duration_seconds_bucket', { route: 'token', le: '+Inf' })).toBe(total(after, 'agentauth_http_request_duration_seconds_count', { route: 'token' }));
     });
@@ -154,8 +192,14 @@ describe('Prometheus metrics', () => {
       const cc = { grant_type: 'client_credentials', tier: 'standard', token_type: 'access_token' };
       expect(delta('agentauth_tokens_issued_total', { ...cc, binding: 'bearer' })).toBe(2);
       expect(delta('agentauth_tokens_issued_total', { ...cc, binding: 'dpop' })).toBe(1);
+      // The public client's tokens: bearer (no DPoP), a refresh token with each access token.
+      const pub = { tier: 'standard', binding: 'bearer' };
+      expect(delta('agentauth_tokens_issued_total', { ...pub, grant_type: 'authorization_code', token_type: 'access_token' })).toBe(1);
+      expect(delta('agentauth_tokens_issued_total', { ...pub, grant_type: 'authorization_code', token_type: 'refresh_token' })).toBe(1);
+      expect(delta('agentauth_tokens_issued_total', { ...pub, grant_type: 'refresh_token', token_type: 'access_token' })).toBe(1);
+      expect(delta('agentauth_tokens_issued_total', { ...pub, grant_type: 'refresh_token', token_type: 'refresh_token' })).toBe(1);
       // Refused requests issued nothing.
-      expect(delta('agentauth_tokens_issued_total', {})).toBe(3);
+      expect(delta('agentauth_tokens_issued_total', {})).toBe(7);
     });
 
     test('refusals are counted by route and OAuth error code', () => {
@@ -179,8 +223,8 @@ describe('Prometheus metrics', () => {
     });
 
     test('audit writes are timed and the backlog is exposed', () => {
-      // One token.issued per token handed out, plus the registration.
-      expect(delta('agentauth_audit_write_duration_seconds_count', { outcome: 'ok' })).toBeGreaterThanOrEqual(4);
+      // One token.issued per token handed out, plus the registrations.
+      expect(delta('agentauth_audit_write_duration_seconds_count', { outcome: 'ok' })).toBeGreaterThanOrEqual(9);
       expect(delta('agentauth_audit_write_duration_seconds_count', { outcome: 'error' })).toBe(0);
       expect(after.some((s) => s.name === 'agentauth_audit_backlog')).toBe(true);
       expect(total(after, 'agentauth_audit_backlog')).toBe(0);

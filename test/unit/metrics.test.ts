@@ -3,7 +3,10 @@ import { EmbeddedStorage } from '../../adapters/memory.js';
 import type { ModelStore } from '../../adapters/types.js';
 import { AuditLog } from '../../server/audit/log.js';
 import { measuredAudit } from '../../server/metrics/audit.js';
-import { routeLabel } from '../../server/metrics/http.js';
+import type Koa from 'koa';
+
+import { PENDING_TOKENS, requestMetrics, routeLabel } from '../../server/metrics/http.js';
+import type { PendingToken } from '../../server/metrics/http.js';
 import { createMetrics } from '../../server/metrics/registry.js';
 import { measuredStorage } from '../../server/metrics/storage.js';
 import { parseExposition, total } from '../support/metrics.js';
@@ -41,6 +44,42 @@ describe('route labels', () => {
   test('a route name that is not a plain identifier is "other", never echoed', () => {
     expect(routeLabel('/x', { route: '/x?y=1' })).toBe('other');
     expect(routeLabel('/x', { route: 42 })).toBe('other');
+  });
+});
+
+describe('request metrics', () => {
+  const token: PendingToken = { grant_type: 'client_credentials', tier: 'standard', binding: 'dpop', token_type: 'access_token' };
+  /** Runs the middleware around a handler that mints one token and answers `status` with `body`. */
+  async function run(metrics: ReturnType<typeof createMetrics>, status: number, body: unknown): Promise<void> {
+    const ctx = { path: '/token', method: 'POST', status: 404, body: undefined as unknown, state: {} as Record<string, unknown>, oidc: { route: 'token' } };
+    await requestMetrics(metrics)(ctx as unknown as Koa.Context, async () => {
+      ctx.state[PENDING_TOKENS] = [token];
+      ctx.status = status;
+      ctx.body = body;
+    });
+  }
+
+  test('a token is counted once its response is a success', async () => {
+    const metrics = createMetrics();
+    await run(metrics, 200, { access_token: 'x', token_type: 'DPoP' });
+    const s = await samples(metrics);
+    expect(total(s, 'agentauth_tokens_issued_total', { ...token })).toBe(1);
+    expect(total(s, 'agentauth_refusals_total')).toBe(0);
+  });
+
+  test('a token minted for a request that then failed (its audit record refused: 503) is not counted', async () => {
+    const metrics = createMetrics();
+    await run(metrics, 503, { error: 'temporarily_unavailable', error_description: 'audit log unavailable' });
+    const s = await samples(metrics);
+    expect(total(s, 'agentauth_tokens_issued_total')).toBe(0);
+    expect(total(s, 'agentauth_refusals_total', { route: 'token', error: 'temporarily_unavailable' })).toBe(1);
+    expect(total(s, 'agentauth_http_requests_total', { route: 'token', method: 'POST', status: '503' })).toBe(1);
+  });
+
+  test('an error code that is not a plain OAuth code is counted as "other"', async () => {
+    const metrics = createMetrics();
+    await run(metrics, 400, { error: 'Bad <script>' });
+    expect(total(await samples(metrics), 'agentauth_refusals_total', { route: 'token', error: 'other' })).toBe(1);
   });
 });
 

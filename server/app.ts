@@ -15,6 +15,8 @@ import { declaredBodyLimit, drainUnreadBody } from './http/body-limit.js';
 import { requestOriginCheck } from './http/request-origin.js';
 import { percentEscapeCheck } from './http/path-escapes.js';
 import { securityHeaders } from './http/security-headers.js';
+import { requestMetrics } from './metrics/http.js';
+import type { Metrics } from './metrics/registry.js';
 
 export interface AppDeps {
   provider: Provider;
@@ -24,6 +26,8 @@ export interface AppDeps {
   log: Logger;
   interactions: InteractionDeps;
   audit: AuditRecorder;
+  /** Requests, refusals and tokens issued are counted here (server/metrics/). */
+  metrics?: Metrics;
 }
 
 /** Paths that never need storage: served even while storage is down, so resource servers can still verify tokens. */
@@ -118,11 +122,12 @@ const authorizationServerMetadata: Koa.Middleware = async (ctx, next) => {
   await next();
 };
 
-export function createApp({ provider, health, keyring, cookieKeys, log, interactions, audit }: AppDeps): Koa {
+export function createApp({ provider, health, keyring, cookieKeys, log, interactions, audit, metrics }: AppDeps): Koa {
   const app = new Koa();
   // Same keys as the provider's cookies: required when the provider is mounted (see shared notes).
   app.keys = cookieKeys;
   app.use(requestLog(log));
+  if (metrics) app.use(requestMetrics(metrics));
   app.use(drainUnreadBody);
   app.use(securityHeaders);
   // Malformed requests end here, before any route or oidc-provider sees them (4xx, never a 500).

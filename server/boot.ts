@@ -24,6 +24,12 @@ import { createWalletSignIn } from '../interactions/wallet-signin.js';
 import { registerWalletGrant } from './grants/wallet-signature.js';
 import { createProvider, OIDC_SCOPES } from './provider.js';
 import type { FetchTestOverrides } from './client-metadata/fetch.js';
+import { createMetrics } from './metrics/registry.js';
+import type { Metrics } from './metrics/registry.js';
+import { measuredStorage } from './metrics/storage.js';
+import { measuredAudit } from './metrics/audit.js';
+import { observeKeyStates } from './metrics/keys.js';
+import { observeProviderEvents } from './metrics/provider-events.js';
 
 export interface Agentauth {
   config: Config;
@@ -33,6 +39,8 @@ export interface Agentauth {
   storage: Storage;
   health: StorageHealth;
   keyring: Keyring;
+  /** This server's Prometheus registry and series (serve with metricsRoute(metrics.registry), server/metrics/route.ts). */
+  metrics: Metrics;
   /** Stops background work and closes storage. */
   close(): Promise<void>;
 }
@@ -121,7 +129,8 @@ export interface BootOptions {
 }
 
 export async function boot(config: Config, log: Logger, options: BootOptions = {}): Promise<Agentauth> {
-  const storage = await openStorage(config, log);
+  const metrics = createMetrics();
+  const storage = measuredStorage(await openStorage(config, log), metrics);
   if (storage.kind === 'embedded') {
     log.warn(
       { store: 'memory', dataDir: config.dataDir },
@@ -134,7 +143,7 @@ export async function boot(config: Config, log: Logger, options: BootOptions = {
     await initStorage(config, storage, log);
     const { kek, origin } = await resolveKek(config, storage, log);
     const policy = { retireGraceSeconds: retireGraceSeconds(config) };
-    const audit = new AuditLog(storage.audit, { chain: writerChain({ server: { port: config.port } }, config.auditChain) });
+    const audit = measuredAudit(new AuditLog(storage.audit, { chain: writerChain({ server: { port: config.port } }, config.auditChain) }), metrics);
     let generated: { kid: string; alg: string } | undefined;
     let upgraded: UpgradeReport | undefined;
     const keyring = await Keyring.load(storage.keys, kek, config.keyAlg, policy, {
@@ -149,6 +158,7 @@ export async function boot(config: Config, log: Logger, options: BootOptions = {
     });
     if (upgraded) await audit.record({ type: 'key.integrity_upgraded', details: { ...upgraded } });
     if (generated) await audit.record({ type: 'key.generated', details: { ...generated, reason: 'first start on empty storage' } });
+    observeKeyStates(keyring, metrics);
     log.info({ kid: keyring.active.kid, alg: keyring.active.alg, keys: keyring.keys.length, kek: origin, store: storage.kind }, 'signing keys loaded');
 
     const algs = new Set(keyring.keys.map((k) => k.alg));
@@ -170,6 +180,7 @@ export async function boot(config: Config, log: Logger, options: BootOptions = {
     const provider = createProvider({ config, storage, health, keyring, cookieKeys, hasher, dpopNonceSecret, log, clientMetadataTest: options.clientMetadataTest });
     registerWalletGrant(provider, wallet, log, health);
     auditProviderEvents(provider);
+    observeProviderEvents(provider);
     const watcher = new KeyWatcher({
       keyring, provider, store: storage.keys, kek, policy, keys: config.keys, alg: config.keyAlg, log,
       audit: (type, details) => audit.record({ type, details }),
@@ -178,6 +189,7 @@ export async function boot(config: Config, log: Logger, options: BootOptions = {
     const app = createApp({ provider, health, keyring, cookieKeys, log,
       interactions: { provider, wallet, issuer: config.issuer, oidcScopes: OIDC_SCOPES, log },
       audit,
+      metrics,
     });
     provider.proxy = config.trustProxy;
     app.proxy = config.trustProxy;
@@ -189,6 +201,7 @@ export async function boot(config: Config, log: Logger, options: BootOptions = {
       storage,
       health,
       keyring,
+      metrics,
       async close() {
         watcher.stop();
         health.stop();

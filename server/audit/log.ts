@@ -67,6 +67,8 @@ export class AuditLog {
   #head: AuditRecord | undefined;
   #headKnown = false;
   #closed = false;
+  /** Events in the batch being written (for `backlog`). */
+  #writing = 0;
 
   constructor(store: AuditStore, opts: AuditLogOptions = {}) {
     this.#store = store;
@@ -103,6 +105,11 @@ export class AuditLog {
     });
   }
 
+  /** Events accepted and not yet written or refused: queued, plus the batch being written (a metrics gauge). */
+  get backlog(): number {
+    return this.#queue.length + this.#writing;
+  }
+
   /** Resolves once every event queued so far has been written or refused. */
   async flush(): Promise<void> {
     while (this.#writer) await this.#writer;
@@ -129,11 +136,14 @@ export class AuditLog {
     await new Promise<void>((resolve) => setImmediate(resolve));
     while (this.#queue.length > 0) {
       const batch = this.#queue.splice(0, this.#maxBatch);
+      this.#writing = batch.length;
       try {
         await this.#write(batch);
       } catch (err) {
         // #write settles every event itself; this only guards against a bug leaving them pending.
         for (const p of batch) p.reject(err);
+      } finally {
+        this.#writing = 0;
       }
     }
   }

@@ -155,9 +155,10 @@ describe('the Dockerfile, replayed', () => {
     child.stdout.on('data', (d: Buffer) => (out += d));
     child.stderr.on('data', (d: Buffer) => (out += d));
     const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
-    const healthcheck = () => {
-      const probe = execForm(only(finalStage, 'HEALTHCHECK').rest.replace(/^CMD /, ''))!;
-      return run(process.execPath, probe.slice(1), { cwd: app, env }).then(() => 0, (err: { code?: number }) => err.code ?? -1);
+    const healthcheck = (probeArg?: string) => {
+      const probe = execForm(only(finalStage, 'HEALTHCHECK').rest.replace(/^CMD /, ''))!.slice(1);
+      if (probeArg !== undefined) probe[1] = probeArg;
+      return run(process.execPath, probe, { cwd: app, env }).then(() => 0, (err: { code?: number }) => err.code ?? -1);
     };
     try {
       const deadline = Date.now() + 30_000;
@@ -177,6 +178,10 @@ describe('the Dockerfile, replayed', () => {
       });
       expect(token.status).toBe(200);
       expect(await healthcheck()).toBe(0);
+      // The readiness variant (Compose, Swarm) and a probe it does not know (a usage error, exit 2).
+      expect(await healthcheck('/readyz')).toBe(0);
+      expect(await healthcheck('/jwks')).toBe(2);
+      expect(out).toMatch(/"request_id":"healthcheck"[^\n]*"path":"\/readyz"/);
     } finally {
       child.kill('SIGTERM');
     }

@@ -1,4 +1,3 @@
-import { randomUUID } from 'node:crypto';
 import Koa from 'koa';
 import mount from 'koa-mount';
 import type { Provider } from 'oidc-provider';
@@ -13,6 +12,7 @@ import { interactionRoutes } from '../interactions/routes.js';
 import type { InteractionDeps } from '../interactions/routes.js';
 import { declaredBodyLimit, drainUnreadBody } from './http/body-limit.js';
 import { requestOriginCheck } from './http/request-origin.js';
+import { requestId } from './http/request-id.js';
 import { percentEscapeCheck } from './http/path-escapes.js';
 import { securityHeaders } from './http/security-headers.js';
 import { requestMetrics } from './metrics/http.js';
@@ -40,18 +40,16 @@ function unavailableBody(reason: string) {
   return { error: 'temporarily_unavailable', error_description: reason };
 }
 
-/** One JSON log line per request: method, path (never the query string), status, latency. */
+/** One JSON log line per request: method, path (never the query string), status, latency (request_id and ip: see requestId). */
 function requestLog(log: Logger): Koa.Middleware {
   return async (ctx, next) => {
     const started = process.hrtime.bigint();
     const { method, path } = ctx;
-    const id = randomUUID();
-    ctx.set('X-Request-Id', id);
     try {
       await next();
     } finally {
       const ms = Number(process.hrtime.bigint() - started) / 1e6;
-      log.info({ req_id: id, method, path, status: ctx.status, ms: Math.round(ms * 100) / 100 }, 'request');
+      log.info({ method, path, status: ctx.status, ms: Math.round(ms * 100) / 100 }, 'request');
     }
   };
 }
@@ -126,6 +124,8 @@ export function createApp({ provider, health, keyring, cookieKeys, log, interact
   const app = new Koa();
   // Same keys as the provider's cookies: required when the provider is mounted (see shared notes).
   app.keys = cookieKeys;
+  // First: every log line and audit record of the request carries its id (server/http/request-id.ts).
+  app.use(requestId);
   app.use(requestLog(log));
   if (metrics) app.use(requestMetrics(metrics));
   app.use(drainUnreadBody);

@@ -1,17 +1,36 @@
+import cluster from 'node:cluster';
 import { pino } from 'pino';
 import type { Logger } from 'pino';
+
+import { currentRequest } from './http/request-id.js';
 
 export type { Logger };
 
 /**
- * JSON logs, one object per line. Anything that could carry a credential is redacted by path as a second line of
- * defence; the first is never logging request bodies, query strings or authorization headers at all.
+ * The cluster worker id of this process under `agentauth start --workers N` (1..N), else 0: a single-process
+ * server, the cluster primary and the CLI. The same number ends the process's audit chain id (server/audit/writer-chain.ts).
+ */
+export function workerId(): number {
+  return cluster.worker?.id ?? 0;
+}
+
+/** `request_id` and `ip` of the request being handled (server/http/request-id.ts), on every line written while it is. */
+function requestFields(): Record<string, string> {
+  const request = currentRequest();
+  return request ? { request_id: request.requestId, ip: request.ip } : {};
+}
+
+/**
+ * JSON logs, one object per line, each with `pid` and `worker`, and `request_id` and `ip` when written while a
+ * request is handled. Anything that could carry a credential is redacted by path as a second line of defence; the
+ * first is never logging request bodies, query strings or authorization headers at all.
  */
 export function createLogger(level: string, destination?: NodeJS.WritableStream): Logger {
   return pino(
     {
       level,
-      base: { service: 'agentauth' },
+      base: { service: 'agentauth', pid: process.pid, worker: workerId() },
+      mixin: requestFields,
       timestamp: pino.stdTimeFunctions.isoTime,
       formatters: { level: (label) => ({ level: label }) },
       redact: {

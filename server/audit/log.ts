@@ -13,12 +13,18 @@
  * for, an action whose audit record was refused. A rejected record may still have been written (a write can fail
  * after the server applied it), so the log may hold an event for an action that then failed; never the reverse.
  *
+ * An event recorded while a request is handled gets that request's id as `details.request_id` (unless the caller
+ * set one), the id its log lines and X-Request-Id response header carry (server/http/request-id.ts). It is part of
+ * the hashed details like any other field, so records without it (written before, or outside any request) verify
+ * as they always did.
+ *
  * What goes into an event is the caller's responsibility: identifiers (client_id, sub, jti, kid, grant id), reasons
  * and outcomes only, never tokens, secrets, assertions, key material or anything else that grants access.
  */
 import { StorageUnavailableError } from '../../adapters/errors.js';
 import { AUDIT_CHAIN_ID, DEFAULT_AUDIT_CHAIN } from '../../adapters/types.js';
 import type { AuditRecord, AuditStore } from '../../adapters/types.js';
+import { currentRequest } from '../http/request-id.js';
 import { chainRecords, normalizeEvent } from './chain.js';
 import type { AuditEventInput, NormalizedEvent } from './chain.js';
 
@@ -50,6 +56,15 @@ export class AuditLogClosedError extends Error {
     super('the audit log is closed');
     this.name = 'AuditLogClosedError';
   }
+}
+
+/** The event with the current request's id in its details (see the header comment). */
+function withRequestId(event: AuditEventInput): AuditEventInput {
+  const request = currentRequest();
+  if (!request || typeof event !== 'object' || event === null) return event;
+  const details = event.details;
+  if (details !== undefined && (typeof details !== 'object' || details === null || Array.isArray(details) || 'request_id' in details)) return event;
+  return { ...event, details: { ...details, request_id: request.requestId } };
 }
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
@@ -95,7 +110,7 @@ export class AuditLog {
     if (this.#closed) return Promise.reject(new AuditLogClosedError());
     let normalized: NormalizedEvent;
     try {
-      normalized = normalizeEvent(event);
+      normalized = normalizeEvent(withRequestId(event));
     } catch (err) {
       return Promise.reject(err);
     }

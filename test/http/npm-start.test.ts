@@ -1,0 +1,77 @@
+/**
+ * `npm start`, the documented way to run a checkout, stops the way `agentauth start` does: SIGTERM or SIGINT sent to
+ * the npm process alone (as a supervisor or `docker stop` sends it to a container's main process) reaches the
+ * server, which drains its in-flight request and exits 0, and npm exits 0 after it.
+ */
+import { execFileSync } from 'node:child_process';
+import { realpathSync } from 'node:fs';
+import { request } from 'node:http';
+import { join } from 'node:path';
+
+import { logLines, startServer, tempDir, writeConfig } from '../support/server.js';
+
+const SECRET = 'npm-start-client-secret-0123456789abcdef';
+const CONFIG = {
+  resourceServers: [{ identifier: 'https://api.example.com', scopes: ['read'] }],
+  clients: [{ client_id: 'svc', client_secret: SECRET }],
+};
+
+/** npm's own script (npm-cli.js), run on this Node 22 as `npm start` would be. */
+const NPM_CLI = realpathSync(execFileSync('sh', ['-c', 'command -v npm'], { encoding: 'utf8' }).trim());
+
+describe.each(['SIGTERM', 'SIGINT'] as const)('%s to `npm start`', (signal) => {
+  test('reaches the server: the in-flight request completes, the server stops, npm exits 0', async () => {
+    const dir = tempDir();
+    const server = await startServer(
+      { AGENTAUTH_CONFIG: writeConfig(dir, CONFIG), AGENTAUTH_DATA_DIR: join(dir, 'data') },
+      undefined,
+      { entry: [NPM_CLI, 'start', '--silent'] },
+    );
+    const serverPid = logLines(server.output()).find((l) => l.msg === 'agentauth listening')?.pid as number;
+    // npm runs the server as its child process, not in its own process.
+    expect(serverPid).toEqual(expect.any(Number));
+    expect(serverPid).not.toBe(server.child.pid);
+
+    const body = 'grant_type=client_credentials&scope=read';
+    let stoppedBeforeAnswer = false;
+    // A request in flight: headers sent, body only half sent when the signal arrives.
+    const inFlight = new Promise<{ status: number; json: Record<string, unknown> }>((resolve, reject) => {
+      const req = request(
+        `${server.url}/token`,
+        {
+          method: 'POST',
+          headers: {
+            authorization: `Basic ${Buffer.from(`svc:${SECRET}`).toString('base64')}`,
+            'content-type': 'application/x-www-form-urlencoded',
+            'content-length': Buffer.byteLength(body),
+          },
+        },
+        (res) => {
+          stoppedBeforeAnswer = server.output().includes('"stopped"');
+          let text = '';
+          res.on('data', (d: Buffer) => (text += d));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, json: JSON.parse(text) as Record<string, unknown> }));
+        },
+      );
+      req.on('error', reject);
+      req.write(body.slice(0, 10));
+      setTimeout(() => {
+        // To npm only, not to its process group.
+        server.child.kill(signal);
+        setTimeout(() => req.end(body.slice(10)), 300);
+      }, 200);
+    });
+    const done = await inFlight;
+    expect(done.status).toBe(200);
+    expect(typeof done.json.access_token).toBe('string');
+    expect(stoppedBeforeAnswer).toBe(false);
+
+    expect(await server.exited).toBe(0);
+    const lines = logLines(server.output());
+    expect(lines.find((l) => l.msg === 'signal received')).toMatchObject({ signal, pid: serverPid });
+    expect(lines.at(-1)).toMatchObject({ msg: 'stopped', pid: serverPid });
+    // The server process is gone (not left listening as an orphan) and the port is free.
+    expect(() => process.kill(serverPid, 0)).toThrow(expect.objectContaining({ code: 'ESRCH' }));
+    await expect(fetch(`${server.url}/healthz`)).rejects.toThrow();
+  });
+});

@@ -4,16 +4,18 @@ import { newKek, startServer, tempDir, uniqueDbName, writeConfig } from '../supp
 import type { RunningServer } from '../support/server.js';
 import { mongoUri } from '../support/storages.js';
 import { WALLET_GRANT_TYPE } from '../../server/config.js';
+import { openLoginPage } from '../support/user-agent.js';
 
 /**
  * Limits counted in the store (server/limits/): two `agentauth start` processes on one data directory share one
  * count, a restart keeps it, and a refusal is 429 with Retry-After and an RFC-shaped body. The same on FerretDB.
  */
+const WEB_CLIENT = { client_id: 'web-agent', token_endpoint_auth_method: 'none', grant_types: ['authorization_code'], redirect_uris: ['http://127.0.0.1:65000/callback'], scope: 'read' };
 const WALLET_CLIENT = { client_id: 'wallet-agent', client_secret: 'wallet-agent-secret-0123456789abcdefghij', grant_types: [WALLET_GRANT_TYPE] };
 const config = baseConfig({
-  clients: [{ client_id: RS_CLIENT.id, client_secret: RS_CLIENT.secret, grant_types: ['client_credentials'] }, WALLET_CLIENT],
+  clients: [{ client_id: RS_CLIENT.id, client_secret: RS_CLIENT.secret, grant_types: ['client_credentials'] }, WALLET_CLIENT, WEB_CLIENT],
   registration: { quota: { max: 3, windowSeconds: 3600 } },
-  limits: { tokenRequestsPerClient: { max: 2, windowSeconds: 3600 }, walletNoncesPerAddress: { max: 2, windowSeconds: 3600 } },
+  limits: { tokenRequestsPerClient: { max: 2, windowSeconds: 3600 }, walletNoncesPerAddress: { max: 2, windowSeconds: 3600 }, signInAttemptsPerAddress: { max: 2, windowSeconds: 3600 } },
 });
 const client = { redirect_uris: ['http://127.0.0.1:65000/callback'], token_endpoint_auth_method: 'none' };
 const basic = (id: string, secret: string) => `Basic ${Buffer.from(`${id}:${secret}`).toString('base64')}`;
@@ -88,6 +90,23 @@ describe.each([
     expect((await nonceRequest(issuer)).status).toBe(200);
     expect((await nonceRequest(viaB())).status).toBe(200);
     expectRefused(await nonceRequest(viaB()), 'slow_down', 3600);
+  });
+
+  test('wallet sign-in attempts per address: 2 across login pages, the 3rd is 429 slow_down before the message is read', async () => {
+    const authorize = () =>
+      new URL(
+        `/auth?${new URLSearchParams({ client_id: WEB_CLIENT.client_id, response_type: 'code', redirect_uri: WEB_CLIENT.redirect_uris[0]!, scope: 'read', resource: 'https://api.example.com', state: 's', code_challenge: 'E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM', code_challenge_method: 'S256' })}`,
+        issuer,
+      );
+    const attempt = async () => {
+      const { agent, data } = await openLoginPage(authorize());
+      const res = await agent.fetch(new URL(data.loginUrl, issuer), { method: 'POST', headers: { 'content-type': 'application/json', accept: 'application/json' }, body: JSON.stringify({ message: 'not a SIWE message', signature: '0x00' }) });
+      return { status: res.status, retryAfter: res.headers.get('retry-after'), body: (await res.json()) as Record<string, unknown> };
+    };
+    const first = await attempt();
+    expect(first.status).toBe(400); // refused as a sign-in, but counted
+    expect((await attempt()).status).toBe(400);
+    expectRefused(await attempt(), 'slow_down', 3600);
   });
 
   test('after both processes restart, the counts are still there', async () => {

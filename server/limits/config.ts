@@ -15,8 +15,11 @@ const windowSchema = (max: number, windowSeconds: number) =>
  * restarts (server/limits/window.ts). The registration quota is `registration.quota`, counted the same way.
  */
 export const limitsSchema = z.strictObject({
-  /** Token requests per authenticated client (every grant type), at the token endpoint: refused with 429 slow_down. */
-  tokenRequestsPerClient: windowSchema(600, 60),
+  /**
+   * Token requests per authenticated client (every grant type), at the token endpoint: refused with 429 slow_down.
+   * Off by default: it costs store operations on every token request (docs/operations.md, "Shared limits").
+   */
+  tokenRequestsPerClient: windowSchema(0, 60),
   /** Wallet nonces issued per client IP (`POST /wallet/nonce` and the login page's nonce): 429 slow_down. */
   walletNoncesPerAddress: windowSchema(60, 60),
   /** Wallet sign-in attempts per client IP on login pages (`POST /interaction/<uid>/login`): 429 slow_down. */

@@ -272,7 +272,22 @@ class MongoNonces implements NonceStore {
     checkKey('attempt key', key);
     const at = new Date();
     const expiresAt = new Date(at.getTime() + ttlSeconds * 1000);
-    for (let n = 1; n <= limit; n += 1) {
+    // Slots fill from 1 upward, so for large limits a binary search over point reads (by _id) finds the first free
+    // one: about log2(limit) reads instead of one failed insert per slot already taken (a limit of hundreds per
+    // window would otherwise cost hundreds of inserts). The inserts below stay the only thing that takes a slot.
+    let low = 1;
+    let high = limit > 8 ? limit + 1 : 1;
+    try {
+      while (low < high) {
+        const mid = Math.floor((low + high) / 2);
+        if (await this.consumed.findOne({ _id: `attempt:${mid}:${key}` }, { projection: { _id: 1 } })) low = mid + 1;
+        else high = mid;
+      }
+    } catch (err) {
+      throw unavailable('nonce.takeAttempt', err);
+    }
+    const present = low - 1;
+    for (let n = present + 1; n <= limit; n += 1) {
       try {
         await this.consumed.insertOne({ _id: `attempt:${n}:${key}`, at, expiresAt });
         return true;

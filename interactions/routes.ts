@@ -13,6 +13,8 @@ import type { AccessRequest } from './views.js';
 import { METADATA_DOCUMENT_ORIGIN, redirectsAllLoopback } from '../server/client-metadata/policy.js';
 import { REGISTRATION_FIELD } from '../server/policies/registration.js';
 import type { WalletSignIn } from './wallet-signin.js';
+import { describeRefusal, refuse } from '../server/limits/refusal.js';
+import type { SharedWindowLimit } from '../server/limits/window.js';
 
 export const NONCE_PATH = '/wallet/nonce';
 const BODY_LIMIT = 64 * 1024;
@@ -28,6 +30,8 @@ export interface InteractionDeps {
   issuer: string;
   oidcScopes: readonly string[];
   log: InteractionLog;
+  /** Per client IP, counted in the store (server/limits/): nonces issued, and login attempts. */
+  limits?: { walletNonces: SharedWindowLimit; signInAttempts: SharedWindowLimit };
 }
 
 type Details = Awaited<ReturnType<Provider['interactionDetails']>>;
@@ -91,6 +95,15 @@ export function interactionRoutes(deps: InteractionDeps): Koa.Middleware {
     else ctx.body = errorPage(title, description);
   }
 
+  /** True when the request is within `limit` for its client IP; otherwise answers 429 slow_down and returns false. */
+  async function within(ctx: Koa.Context, limit: SharedWindowLimit | undefined, what: string): Promise<boolean> {
+    if (!limit?.enabled) return true;
+    const decision = await limit.hit(ctx.ip);
+    if (decision.allowed) return true;
+    refuse(ctx, 'slow_down', describeRefusal(limit, `${what} from this address`, decision), decision.retryAfter);
+    return false;
+  }
+
   return async (ctx, next) => {
     if (ctx.path === NONCE_PATH) {
       if (ctx.method !== 'POST') {
@@ -125,6 +138,7 @@ export function interactionRoutes(deps: InteractionDeps): Koa.Middleware {
         ctx.body = { error: 'unauthorized_client', error_description: `client ${client.clientId} is not registered for the wallet-signature grant (${WALLET_GRANT_TYPE})` };
         return;
       }
+      if (!(await within(ctx, deps.limits?.walletNonces, 'wallet nonces'))) return;
       const { nonce, expiresIn } = await wallet.issueNonce({ client: client.clientId });
       ctx.body = { nonce, expires_in: expiresIn };
       return;
@@ -180,6 +194,7 @@ export function interactionRoutes(deps: InteractionDeps): Koa.Middleware {
       if (action === 'nonce') {
         // A nonce bound to this sign-in request: only a login on this interaction can redeem it.
         if (prompt !== 'login') return fail(ctx, 400, 'Already signed in', 'invalid_request', 'this request is not waiting for a sign-in');
+        if (!(await within(ctx, deps.limits?.walletNonces, 'wallet nonces'))) return;
         const { nonce, expiresIn } = await wallet.issueNonce({ interaction: uid });
         ctx.body = { nonce, expires_in: expiresIn };
         return;
@@ -187,6 +202,7 @@ export function interactionRoutes(deps: InteractionDeps): Koa.Middleware {
 
       if (action === 'login') {
         if (prompt !== 'login') return fail(ctx, 400, 'Already signed in', 'invalid_request', 'this request is not waiting for a sign-in');
+        if (!(await within(ctx, deps.limits?.signInAttempts, 'wallet sign-in attempts'))) return;
         const body = await readBody(ctx);
         const { message, signature } = body;
         if (typeof message !== 'string' || typeof signature !== 'string') {

@@ -21,6 +21,7 @@ import { auditProviderEvents } from './audit/provider-events.js';
 import type { Logger } from './logger.js';
 import { ClientSecretHasher } from './client-secrets.js';
 import { createWalletSignIn } from '../interactions/wallet-signin.js';
+import { SharedWindowLimit } from './limits/window.js';
 import { registerWalletGrant } from './grants/wallet-signature.js';
 import { createProvider, OIDC_SCOPES } from './provider.js';
 import type { FetchTestOverrides } from './client-metadata/fetch.js';
@@ -187,7 +188,10 @@ export async function boot(config: Config, log: Logger, options: BootOptions = {
     });
     watcher.start();
     const app = createApp({ provider, health, keyring, cookieKeys, log,
-      interactions: { provider, wallet, issuer: config.issuer, oidcScopes: OIDC_SCOPES, log },
+      interactions: { provider, wallet, issuer: config.issuer, oidcScopes: OIDC_SCOPES, log, limits: {
+        walletNonces: new SharedWindowLimit(storage.nonces, 'wallet-nonce', config.limits.walletNoncesPerAddress),
+        signInAttempts: new SharedWindowLimit(storage.nonces, 'sign-in', config.limits.signInAttemptsPerAddress),
+      } },
       audit,
       metrics,
     });

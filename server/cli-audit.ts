@@ -11,8 +11,8 @@ import { DEFAULT_AUDIT_CHAIN } from '../adapters/types.js';
 import type { AuditRecord, AuditStore } from '../adapters/types.js';
 import { GENESIS_HASH, LogVerifier } from './audit/chain.js';
 import type { LogVerification } from './audit/chain.js';
-import { initStorage, openStorage } from './boot.js';
-import { loadConfig } from './config.js';
+import { answer, CliUsageError, EXIT, withJson, withStore } from './cli-context.js';
+import type { CliContext } from './cli-context.js';
 
 /** Records read from storage per round trip. */
 const PAGE = 1000;
@@ -25,17 +25,10 @@ function positiveInteger(value: string): number {
 
 /**
  * Opens storage only (no keys, no server), runs `fn` on the audit store and closes storage again. With the embedded
- * store that is the audit.jsonl file in the data directory.
+ * store that is the audit.jsonl file in the data directory. Refuses (exit 2) where there is no store.
  */
-async function withAuditStore<T>(fn: (store: AuditStore) => Promise<T>): Promise<T> {
-  const config = loadConfig();
-  const storage = await openStorage(config);
-  try {
-    await initStorage(config, storage, { warn: (_obj: object, msg: string) => void process.stderr.write(`agentauth: ${msg}\n`) });
-    return await fn(storage.audit);
-  } finally {
-    await storage.close();
-  }
+async function withAuditStore<T>(command: string, fn: (store: AuditStore, ctx: CliContext) => Promise<T>): Promise<T> {
+  return withStore({ command }, (storage, _config, ctx) => fn(storage.audit, ctx));
 }
 
 /** Records of one chain with seq ≥ from, ascending, a page at a time. */
@@ -79,8 +72,8 @@ function headsText(heads: Head[]): string {
 
 const chainsCount = (n: number, named: boolean) => (named ? ` in ${n} chain${n === 1 ? '' : 's'}` : '');
 
-async function tail(opts: { lines: number }): Promise<void> {
-  await withAuditStore(async (store) => {
+async function tail(opts: { lines: number; json?: boolean }): Promise<void> {
+  await withAuditStore('audit tail', async (store, ctx) => {
     // The newest records of every chain, merged by time.
     const newest: AuditRecord[] = [];
     for (const chain of await store.chains()) {
@@ -92,7 +85,8 @@ async function tail(opts: { lines: number }): Promise<void> {
       }
     }
     if (newest.length === 0) {
-      process.stderr.write('the audit log is empty\n');
+      // Nothing on stdout (JSON lines: zero lines), and where it looked on stderr.
+      process.stderr.write(`agentauth: the audit log in ${ctx.location} is empty (store ${ctx.store}, data directory ${ctx.data_dir})\n`);
       return;
     }
     newest.sort((a, b) => (a.time < b.time ? -1 : a.time > b.time ? 1 : (a.chain ?? '').localeCompare(b.chain ?? '') || a.seq - b.seq));
@@ -100,8 +94,8 @@ async function tail(opts: { lines: number }): Promise<void> {
   });
 }
 
-async function exportLog(opts: { out?: string }): Promise<void> {
-  await withAuditStore(async (store) => {
+async function exportLog(opts: { out?: string; json?: boolean }): Promise<void> {
+  await withAuditStore('audit export', async (store, ctx) => {
     // A file is written under a temporary name and renamed when complete: a failed export leaves no partial file.
     const tmp = opts.out ? `${opts.out}.tmp-${process.pid}` : undefined;
     const file: WriteStream | undefined = tmp ? createWriteStream(tmp, { flags: 'wx', mode: 0o600 }) : undefined;
@@ -133,13 +127,25 @@ async function exportLog(opts: { out?: string }): Promise<void> {
       throw err;
     }
     process.stderr.write(`exported ${count} audit records${opts.out ? ` to ${opts.out}` : ''}; ${headsText(heads)}\n`);
+    // With --out, stdout is free for the summary; without, it holds the records themselves (JSON lines).
+    if (opts.out && opts.json) answer(true, ctx, { out: opts.out, records: count, heads }, () => '');
   });
 }
 
-function report(result: LogVerification, unreadable: string[]): void {
+function report(result: LogVerification, unreadable: string[], json: boolean, source: Record<string, unknown>): void {
   const heads = result.chains.map((c) => ({ chain: c.chain, seq: c.verification.headSeq, hash: c.verification.headHash }));
   const named = result.chains.some((c) => c.chain !== DEFAULT_AUDIT_CHAIN);
-  if (result.ok && unreadable.length === 0) {
+  const ok = result.ok && unreadable.length === 0;
+  if (!ok) process.exitCode = EXIT.negative;
+  if (json) {
+    const problems = [
+      ...unreadable.map((detail) => ({ detail })),
+      ...result.chains.flatMap(({ chain, verification }) => verification.problems.map((p) => ({ chain, seq: p.seq, kind: p.kind, detail: p.detail }))),
+    ];
+    answer(true, undefined, { ok, records: result.checked, heads, problems, source }, () => '');
+    return;
+  }
+  if (ok) {
     process.stdout.write(`audit log OK: ${result.checked} records${chainsCount(result.chains.length, named)}, ${headsText(heads)}\n`);
     return;
   }
@@ -155,10 +161,10 @@ function report(result: LogVerification, unreadable: string[]): void {
   process.stdout.write(
     `audit log FAILED: ${count} problem${count === 1 ? '' : 's'} in ${result.checked} records${chainsCount(result.chains.length, named)}, ${headsText(heads)}\n`,
   );
-  process.exitCode = 1;
 }
 
-async function verifyFile(path: string): Promise<void> {
+async function verifyFile(path: string, json: boolean): Promise<void> {
+  process.stderr.write(`agentauth: audit verify: the file ${path} (no store)\n`);
   const verifier = new LogVerifier();
   const unreadable: string[] = [];
   const input = createReadStream(path, { encoding: 'utf8' });
@@ -167,7 +173,7 @@ async function verifyFile(path: string): Promise<void> {
   try {
     await opened;
   } catch (err) {
-    throw new Error(`audit verify --file: cannot read ${path} (${(err as NodeJS.ErrnoException).code ?? String(err)})`);
+    throw new CliUsageError(`audit verify --file: cannot read ${path} (${(err as NodeJS.ErrnoException).code ?? String(err)})`);
   }
   let lineNo = 0;
   for await (const line of createInterface({ input, crlfDelay: Infinity })) {
@@ -186,7 +192,7 @@ async function verifyFile(path: string): Promise<void> {
     }
     verifier.push(parsed as AuditRecord);
   }
-  report(verifier.result(), unreadable);
+  report(verifier.result(), unreadable, json, { file: path });
 }
 
 /**
@@ -223,12 +229,12 @@ async function* decodable(store: AuditStore, chain: string): AsyncGenerator<Audi
   }
 }
 
-async function verify(opts: { file?: string }): Promise<void> {
+async function verify(opts: { file?: string; json?: boolean }): Promise<void> {
   if (opts.file !== undefined) {
-    await verifyFile(opts.file);
+    await verifyFile(opts.file, opts.json === true);
     return;
   }
-  await withAuditStore(async (store) => {
+  await withAuditStore('audit verify', async (store, ctx) => {
     const verifier = new LogVerifier();
     const unreadable: string[] = [];
     for (const chain of await store.chains()) {
@@ -237,7 +243,7 @@ async function verify(opts: { file?: string }): Promise<void> {
         else verifier.push(item);
       }
     }
-    report(verifier.result(), unreadable);
+    report(verifier.result(), unreadable, opts.json === true, { ...ctx });
   });
 }
 
@@ -247,20 +253,17 @@ export function registerAuditCommands(program: Command): void {
     .command('audit')
     .description('read, export and verify the hash-chained audit log (from the configured store: MongoDB, SQLite in the data directory, or audit.jsonl with the memory store)');
 
-  audit
-    .command('tail')
+  withJson(audit.command('tail'))
     .description('print the newest audit records as JSON lines, oldest first')
     .option('-n, --lines <n>', 'how many records', positiveInteger, 20)
     .action(tail);
 
-  audit
-    .command('export')
+  withJson(audit.command('export'))
     .description('write every audit record as JSON lines, chain after chain in seq order; prints the heads (keep them to detect truncation later)')
     .option('--out <file>', 'write to this file instead of stdout (written in full, then renamed into place)')
     .action(exportLog);
 
-  audit
-    .command('verify')
+  withJson(audit.command('verify'))
     .description('check every hash chain: exit 0 with the heads when intact, exit 1 listing each problem otherwise')
     .option('--file <file>', 'verify a file written by `audit export` instead of the stored log (no storage needed)')
     .action(verify);

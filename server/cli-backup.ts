@@ -5,6 +5,7 @@ import type { DatabaseSync } from 'node:sqlite';
 import type { Command } from 'commander';
 
 import { openStorage } from './boot.js';
+import { answer, announce, describeContext, EXIT, withJson } from './cli-context.js';
 import { loadConfig } from './config.js';
 import type { Config } from './config.js';
 
@@ -96,13 +97,15 @@ async function copyInto(source: DatabaseSync, tmp: string): Promise<void> {
   }
 }
 
-async function backupCommand(opts: { out?: string; force?: boolean }): Promise<void> {
+async function backupCommand(opts: { out?: string; force?: boolean; json?: boolean }): Promise<void> {
   // Checked here rather than by commander, so that a missing --out is one line and exit 2 like the other refusals.
   if (opts.out === undefined) throw new BackupRefused('--out FILE is required (the backup file to write)');
   const config = loadConfig();
   const out = resolve(opts.out);
   const why = refusal(config);
   if (why) throw new BackupRefused(why);
+  const ctx = describeContext(config);
+  announce(ctx);
   const storage = await openStorage(config);
   const { SqliteStorage } = await import('../adapters/sqlite.js');
   if (!(storage instanceof SqliteStorage)) throw new BackupRefused(`the configured store is ${storage.kind}, not SQLite`);
@@ -132,26 +135,26 @@ async function backupCommand(opts: { out?: string; force?: boolean }): Promise<v
     await storage.close();
   }
   const size = statSync(out).size;
-  process.stdout.write(
-    `backup written: ${out} (${size} bytes, mode 0600; integrity_check ok): ${counts.clients} clients, ${counts.keys} signing keys, ${counts.auditRecords} audit records\n`,
+  answer(opts.json === true, ctx, { out, bytes: size, integrity_check: 'ok', ...counts }, () =>
+    `backup written: ${out} (${size} bytes, mode 0600; integrity_check ok): ${counts.clients} clients, ${counts.keys} signing keys, ${counts.auditRecords} audit records`,
   );
   process.stderr.write('the backup does not contain the KEK: keep AGENTAUTH_KEK or the kek file apart from it; to restore, see docs/operations.md, "Backup and restore"\n');
 }
 
 /** `agentauth backup --out FILE [--force]`: an online copy of the SQLite store, checked before it is reported. */
 export function registerBackupCommands(program: Command): void {
-  program
-    .command('backup')
+  withJson(program.command('backup'))
     .description('copy the SQLite store to FILE (mode 0600) while servers run, check it, and print its counts; restore: docs/operations.md')
     .option('--out <file>', 'the backup file to write (required)')
     .option('--force', 'replace FILE if it exists')
-    .action(async (opts: { out?: string; force?: boolean }) => {
+    .action(async (opts: { out?: string; force?: boolean; json?: boolean }) => {
       try {
         await backupCommand(opts);
       } catch (err) {
         if (!(err instanceof BackupRefused)) throw err;
         process.stderr.write(`agentauth backup: ${err.message}\n`);
-        process.exitCode = 2;
+        if (opts.json) answer(true, undefined, { error: 'usage', error_description: err.message, exit_code: EXIT.usage }, () => '');
+        process.exitCode = EXIT.usage;
       }
     });
 }

@@ -1,4 +1,5 @@
 import { readFileSync, writeFileSync } from 'node:fs';
+import { decodeJwt } from 'jose';
 import type { Command } from 'commander';
 
 import { readCheckedKeys, upgradeKeyStore } from '../keys/integrity.js';
@@ -6,8 +7,10 @@ import { archiveView } from '../keys/keyring.js';
 import type { ArchivedKey } from '../keys/keyring.js';
 import { deriveKeyView } from '../keys/lifecycle.js';
 import { retireKey, rotateKeys } from '../keys/rotation.js';
-import { initStorage, openStorage, resolveKek } from './boot.js';
-import { ConfigError, loadConfig, retireGraceSeconds } from './config.js';
+import { resolveKek } from './boot.js';
+import { ConfigError, retireGraceSeconds } from './config.js';
+import { answer, CliUsageError, EXIT, requireInitialised, withJson, withStore } from './cli-context.js';
+import type { CliContext } from './cli-context.js';
 import type { Config } from './config.js';
 import { createLogger } from './logger.js';
 import { revocationFacts, verifyAgainstArchive } from './token-verification.js';
@@ -15,17 +18,6 @@ import type { Storage } from '../adapters/types.js';
 import { AuditLog } from './audit/log.js';
 import { writerChain } from './audit/writer-chain.js';
 import type { AuditEventInput } from './audit/chain.js';
-
-async function withStorage<T>(fn: (storage: Storage, config: Config) => Promise<T>): Promise<T> {
-  const config = loadConfig();
-  const storage = await openStorage(config);
-  try {
-    await initStorage(config, storage, { warn: (_obj: object, msg: string) => void process.stderr.write(`agentauth: ${msg}\n`) });
-    return await fn(storage, config);
-  } finally {
-    await storage.close();
-  }
-}
 
 /**
  * The KEK, once the key store has had its one-time integrity upgrade (keys/integrity.ts; a no-op once done). Every
@@ -48,7 +40,7 @@ async function archiveFromStorage(storage: Storage, config: Config): Promise<Arc
   return archiveView(keys, deriveKeyView(keys, transitions, new Date(), { retireGraceSeconds: retireGraceSeconds(config) }));
 }
 
-function readArchive(file: string): ArchivedKey[] {
+function readArchiveFile(file: string): { issuer: unknown; keys: ArchivedKey[] } {
   let parsed: unknown;
   try {
     parsed = JSON.parse(readFileSync(file, 'utf8'));
@@ -57,7 +49,7 @@ function readArchive(file: string): ArchivedKey[] {
   }
   const keys = (parsed as { keys?: unknown }).keys;
   if (!Array.isArray(keys)) throw new ConfigError(`--archive: ${file} must hold {"keys": [...]} as written by \`agentauth keys export --public\``);
-  return keys as ArchivedKey[];
+  return { issuer: (parsed as { issuer?: unknown }).issuer, keys: keys as ArchivedKey[] };
 }
 
 /** Appends one event to the audit log, on the CLI's own chain (server processes write theirs). */
@@ -70,31 +62,54 @@ async function recordAudit(storage: Storage, event: AuditEventInput): Promise<vo
   }
 }
 
-const out = (value: unknown) => process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
+type JsonOpt = { json?: boolean };
+
+function keyLine(k: ArchivedKey): string {
+  return [k.kid, k.alg, k.state.padEnd(8), `created ${k.created_at}`, `activates ${k.activates_at ?? '-'}`, `retired ${k.retired_at ?? '-'}`, `published until ${k.published_until ?? '-'}`].join('  ');
+}
+
+/** What a token was checked against, for the report: the store and issuer, or the archive file. */
+function checkedAgainst(ctx: CliContext | undefined, archive: { file: string; issuer: unknown } | undefined, keys: readonly ArchivedKey[]): Record<string, unknown> {
+  const kids = keys.map((k) => k.kid);
+  if (archive) return { archive: archive.file, issuer: typeof archive.issuer === 'string' ? archive.issuer : null, kids };
+  return { store: ctx!.store, location: ctx!.location, data_dir: ctx!.data_dir, issuer: ctx!.issuer, issuer_source: ctx!.issuer_source, kids };
+}
+
+/** Why a signature may be invalid here and valid at the server: the token names another issuer than the one checked. */
+function issuerHint(token: string, issuer: string | null): string | undefined {
+  let iss: unknown;
+  try {
+    iss = decodeJwt(token).iss; // unverified: only to explain a mismatch
+  } catch {
+    return undefined;
+  }
+  if (typeof iss === 'string' && issuer !== null && iss !== issuer) {
+    return `the token's issuer is ${iss}, but the keys checked are those of ${issuer}: run verify with the server's environment (AGENTAUTH_DATA_DIR or MONGODB_URI/MONGODB_DB, ISSUER)`;
+  }
+  return undefined;
+}
 
 /** `agentauth keys list|rotate|retire|export` and `agentauth verify <token>`. */
 export function registerKeyCommands(program: Command): void {
   const keys = program.command('keys').description('signing keys: states, rotation, retirement, public archive');
 
-  keys
-    .command('list')
+  withJson(keys.command('list'))
     .description('every key with its state (next, active, retired, archived) and windows')
-    .action(() =>
-      withStorage(async (storage, config) => {
-        for (const k of await archiveFromStorage(storage, config)) {
-          process.stdout.write(
-            [k.kid, k.alg, k.state.padEnd(8), `created ${k.created_at}`, `activates ${k.activates_at ?? '-'}`, `retired ${k.retired_at ?? '-'}`, `published until ${k.published_until ?? '-'}`].join('  ') + '\n',
-          );
-        }
+    .action((opts: JsonOpt) =>
+      withStore({ command: 'keys list' }, async (storage, config, ctx) => {
+        const list = await archiveFromStorage(storage, config);
+        if (list.length === 0) process.stderr.write(`agentauth: no signing keys in ${ctx.location}\n`);
+        answer(opts.json === true, ctx, { keys: list }, () => list.map(keyLine).join('\n'));
       }),
     );
 
-  keys
-    .command('rotate')
+  withJson(keys.command('rotate'))
     .description('publish a new key now; it signs after keys.publishDelaySeconds and the current key retires then')
     .option('--immediately', 'activate the new key now (key compromise); verifiers with a cached JWKS refetch on the unknown kid')
-    .action((opts: { immediately?: boolean }) =>
-      withStorage(async (storage, config) => {
+    .option('--init', 'allow creating the store, a key-encryption key (embedded stores) and the first key where there is none')
+    .action((opts: JsonOpt & { immediately?: boolean; init?: boolean }) =>
+      withStore({ command: 'keys rotate', init: opts.init === true }, async (storage, config, ctx) => {
+        await requireInitialised(storage, ctx, { command: 'keys rotate', init: opts.init === true });
         const kek = await keyKek(storage, config);
         const result = await rotateKeys(storage.keys, kek, { retireGraceSeconds: retireGraceSeconds(config) }, {
           alg: config.keyAlg,
@@ -108,51 +123,88 @@ export function registerKeyCommands(program: Command): void {
             details: { kid: result.kid, activates_at: result.activatesAt.toISOString(), replaces: result.replaces, immediately: opts.immediately === true, by: 'cli' },
           });
         }
-        out({ ...result, activatesAt: result.activatesAt.toISOString() });
+        const value = { ...result, activatesAt: result.activatesAt.toISOString() };
+        answer(opts.json === true, ctx, value, () =>
+          result.status === 'already-scheduled'
+            ? `a rotation is already scheduled: key ${result.kid} activates at ${value.activatesAt} (nothing changed)`
+            : `new key ${result.kid} (${config.keyAlg}) activates at ${value.activatesAt}${result.replaces ? `, replacing ${String(result.replaces)}` : ''}`,
+        );
       }),
     );
 
-  keys
-    .command('retire <kid>')
+  withJson(keys.command('retire <kid>'))
     .description('retire a key that is not the signing key (it stays published until its tokens have expired)')
-    .action((kid: string) =>
-      withStorage(async (storage, config) => {
+    .action((kid: string, opts: JsonOpt) =>
+      withStore({ command: 'keys retire' }, async (storage, config, ctx) => {
+        await requireInitialised(storage, ctx, { command: 'keys retire' });
+        if (!(await storage.keys.list()).some((k) => k.kid === kid)) {
+          process.stderr.write(`agentauth: keys retire: no key ${kid} in ${ctx.location}\n`);
+          answer(opts.json === true, ctx, { retired: null, error: 'not_found', kid }, () => '');
+          process.exitCode = EXIT.negative;
+          return;
+        }
         await retireKey(storage.keys, await keyKek(storage, config), kid, { retireGraceSeconds: retireGraceSeconds(config) }, 'operator');
         await recordAudit(storage, { type: 'key.retired', details: { kid, by: 'cli' } });
-        out({ retired: kid });
+        answer(opts.json === true, ctx, { retired: kid }, () => `retired ${kid}`);
       }),
     );
 
-  keys
-    .command('export')
+  withJson(keys.command('export'))
     .description('write the public key archive (every key ever used, with its windows), as served at GET /keys')
     .requiredOption('--public', 'public keys only (the only kind that is ever exported)')
     .option('--out <file>', 'write to this file instead of standard output')
-    .action((opts: { out?: string }) =>
-      withStorage(async (storage, config) => {
-        const archive = { issuer: config.issuer, exported_at: new Date().toISOString(), keys: await archiveFromStorage(storage, config) };
-        if (opts.out) writeFileSync(opts.out, `${JSON.stringify(archive, null, 2)}\n`);
-        else out(archive);
+    .option('--issuer <url>', 'the issuer to write into the archive (default: ISSUER; one of the two is required)')
+    .action((opts: JsonOpt & { out?: string; issuer?: string }) =>
+      withStore({ command: 'keys export', ...(opts.issuer !== undefined ? { issuer: opts.issuer.replace(/\/$/, '') } : {}) }, async (storage, config, ctx) => {
+        if (ctx.issuer_source === 'default') {
+          throw new CliUsageError(`keys export: ISSUER is not set; the archive names the issuer of the tokens it verifies, so set ISSUER (or --issuer) to the server's issuer rather than the default ${ctx.issuer}`);
+        }
+        await requireInitialised(storage, ctx, { command: 'keys export' });
+        const archive = { issuer: ctx.issuer, exported_at: new Date().toISOString(), keys: await archiveFromStorage(storage, config) };
+        if (opts.out) {
+          writeFileSync(opts.out, `${JSON.stringify(archive, null, 2)}\n`);
+          answer(opts.json === true, ctx, { out: opts.out, issuer: archive.issuer, keys: archive.keys.length }, () => `wrote ${archive.keys.length} public keys of ${archive.issuer} to ${opts.out}`);
+        } else {
+          // The archive itself is the answer (text or --json alike): the context went to stderr.
+          process.stdout.write(`${JSON.stringify(archive, null, 2)}\n`);
+        }
       }),
     );
 
-  program
-    .command('verify <token>')
-    .description('verify a token agentauth signed, against the key archive in storage (needs the KEK) or an exported file')
+  withJson(program.command('verify <token>'))
+    .description('verify a token agentauth signed, against the key archive in storage (needs the KEK) or an exported file; exit 1 when invalid')
     .option('--archive <file>', 'an archive written by `agentauth keys export --public` (no storage, no KEK: trusts the file as given)')
-    .action(async (token: string, opts: { archive?: string }) => {
-      let report;
+    .action(async (token: string, opts: JsonOpt & { archive?: string }) => {
+      let report: Record<string, unknown> & { signature: string; claims?: Record<string, unknown> | undefined; header?: Record<string, unknown> | undefined };
+      let against: Record<string, unknown>;
       if (opts.archive) {
-        report = await verifyAgainstArchive(token, readArchive(opts.archive));
+        const file = readArchiveFile(opts.archive);
+        process.stderr.write(`agentauth: verify: against the archive ${opts.archive} (issuer ${String(file.issuer ?? 'not recorded')}, ${file.keys.length} keys); no store\n`);
+        report = { ...(await verifyAgainstArchive(token, file.keys)) };
+        against = checkedAgainst(undefined, { file: opts.archive, issuer: file.issuer }, file.keys);
       } else {
-        report = await withStorage(async (storage, config) => {
-          const r = await verifyAgainstArchive(token, await archiveFromStorage(storage, config));
-          if (r.signature !== 'valid' || !r.claims) return r;
+        [report, against] = await withStore({ command: 'verify' }, async (storage, config, ctx) => {
+          await requireInitialised(storage, ctx, { command: 'verify' });
+          const archive = await archiveFromStorage(storage, config);
+          const r: typeof report = { ...(await verifyAgainstArchive(token, archive)) };
+          const checked = checkedAgainst(ctx, undefined, archive);
+          if (r.signature !== 'valid' || !r.claims) return [r, checked];
           const revocation = await revocationFacts(storage, r.claims);
-          return { ...r, revoked: revocation.length > 0, revocation };
+          return [{ ...r, revoked: revocation.length > 0, revocation }, checked];
         });
       }
-      out(report);
-      if (report.signature !== 'valid') process.exitCode = 1;
+      const hint = issuerHint(token, (against.issuer as string | null) ?? null);
+      const full = { ...report, checked_against: against, ...(hint ? { hint } : {}) };
+      answer(opts.json === true, undefined, full, () =>
+        [
+          `signature ${report.signature}${report.reason ? `: ${String(report.reason)}` : ''}`,
+          ...Object.entries(report)
+            .filter(([k]) => k !== 'signature' && k !== 'reason')
+            .map(([k, v]) => `${k}: ${typeof v === 'string' ? v : JSON.stringify(v)}`),
+          `checked against: ${against.archive ? `archive ${String(against.archive)}` : `${String(against.store)} ${String(against.location)}`}, issuer ${String(against.issuer)}, keys ${(against.kids as string[]).join(', ') || '(none)'}`,
+          ...(hint ? [`hint: ${hint}`] : []),
+        ].join('\n'),
+      );
+      if (report.signature !== 'valid') process.exitCode = EXIT.negative;
     });
 }

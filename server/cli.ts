@@ -12,18 +12,34 @@ import { registerKeyCommands } from './cli-keys.js';
 import { registerBackupCommands } from './cli-backup.js';
 import { boot } from './boot.js';
 import { checkInitialAccessTokenRequest, createInitialAccessToken } from './initial-access-tokens.js';
+import { answer, CliUsageError, EXIT, packageVersion, requireInitialised, withJson, withStore } from './cli-context.js';
 
+const wantsJson = () => process.argv.includes('--json');
+
+/** The error kinds a command can end with, as the `error` of its JSON answer under --json. */
+function errorKind(err: unknown): string {
+  if (err instanceof ConfigError) return 'invalid_configuration';
+  if (err instanceof CliUsageError) return 'usage';
+  if (err instanceof StorageUnavailableError) return 'storage_unavailable';
+  if (err instanceof KeyMaterialError) return 'key_material';
+  return 'failed';
+}
+
+/**
+ * Every error that ends a command: one line on stderr (and under --json a JSON answer on stdout), exit code 2. Exit
+ * code 1 is kept for negative answers, which commands set themselves (docs/operations.md, "The command line").
+ */
 function fail(err: unknown): never {
-  if (err instanceof ConfigError) {
-    process.stderr.write(`agentauth: invalid configuration: ${err.message}\n`);
-    process.exit(2);
-  }
-  if (err instanceof KeyMaterialError || err instanceof StorageUnavailableError) {
-    process.stderr.write(`agentauth: ${process.argv[2] === 'start' ? 'cannot start: ' : ''}${err.message}\n`);
-    process.exit(1);
-  }
-  process.stderr.write(`agentauth: ${err instanceof Error ? err.message : String(err)}\n`);
-  process.exit(1);
+  const message = err instanceof Error ? err.message : String(err);
+  const line =
+    err instanceof ConfigError
+      ? `invalid configuration: ${message}`
+      : err instanceof KeyMaterialError || err instanceof StorageUnavailableError
+        ? `${process.argv[2] === 'start' ? 'cannot start: ' : ''}${message}`
+        : message;
+  process.stderr.write(`agentauth: ${line}\n`);
+  if (wantsJson()) process.stdout.write(`${JSON.stringify({ error: errorKind(err), error_description: line, exit_code: EXIT.usage })}\n`);
+  process.exit(EXIT.usage);
 }
 
 async function startCommand(opts: { workers?: string }): Promise<void> {
@@ -84,6 +100,7 @@ function startPrimary(workers: number, log: ReturnType<typeof createLogger>): Pr
 const program = new Command()
   .name('agentauth')
   .description('OAuth 2 authorization server for AI agents')
+  .version(packageVersion(), '-V, --version', 'print the version and exit')
   .exitOverride()
   .showHelpAfterError();
 
@@ -95,19 +112,23 @@ program
 
 const clients = program.command('clients').description('manage OAuth clients');
 const iat = clients.command('iat').description('initial access tokens for dynamic client registration (RFC 7591 §3)');
-iat
-  .command('create')
+withJson(iat.command('create'))
   .description('create an initial access token and print it (registration mode "token")')
   .option('--tier <tier>', 'token tier assigned to the client that registers with it')
   .option('--expires-in <seconds>', 'lifetime in seconds (default: registration.initialAccessTokenTTL)')
-  .action(async (opts: { tier?: string; expiresIn?: string }) => {
+  .action(async (opts: { tier?: string; expiresIn?: string; json?: boolean }) => {
     const config = loadConfig();
     const request = checkInitialAccessTokenRequest(config, opts);
+    // The store must be one a server has run on: boot() would otherwise create a store, a KEK and a first key.
+    const ctx = await withStore({ command: 'clients iat create' }, async (storage, _config, c) => {
+      await requireInitialised(storage, c, { command: 'clients iat create' });
+      return c;
+    });
     const log = createLogger('warn', process.stderr);
     const agentauth = await boot(config, log);
     try {
       const { token, expiresIn, tier } = await createInitialAccessToken(agentauth, request);
-      process.stdout.write(`${token}\n`);
+      answer(opts.json === true, ctx, { initial_access_token: token, tier, expires_in: expiresIn }, () => token);
       process.stderr.write(`initial access token for tier ${tier}, expires in ${expiresIn} s; register with: Authorization: Bearer <token>\n`);
     } finally {
       await agentauth.close();
@@ -121,6 +142,11 @@ registerBackupCommands(program);
 try {
   await program.parseAsync(process.argv);
 } catch (err) {
-  if (err instanceof CommanderError) process.exit(err.exitCode);
+  if (err instanceof CommanderError) {
+    // Help and --version end with 0; every parse error (unknown command or option, bad value) is a usage error.
+    if (err.exitCode === 0) process.exit(EXIT.ok);
+    if (wantsJson()) process.stdout.write(`${JSON.stringify({ error: 'usage', error_description: err.message, exit_code: EXIT.usage })}\n`);
+    process.exit(EXIT.usage);
+  }
   fail(err);
 }

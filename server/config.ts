@@ -4,6 +4,8 @@ import { z } from 'zod';
 
 import { AUDIT_CHAIN_ID } from '../adapters/types.js';
 import { HOST_PATTERN } from './client-metadata/host-policy.js';
+import { limitsSchema } from './limits/config.js';
+import type { LimitsConfig } from './limits/config.js';
 
 /** A configuration value is wrong. The message names the setting and never echoes a secret. */
 export class ConfigError extends Error {
@@ -206,6 +208,8 @@ const fileSchema = z.strictObject({
   /** Cap for access tokens that are not sender-constrained; may only be lowered from 300 s. */
   maxBearerTokenTTL: z.number().int().min(1).max(300, 'may only be lowered: a bearer access token never lives more than 300 s').default(300),
   wallet: walletSchema.prefault({}),
+  /** Request limits shared across instances (server/limits/config.ts). */
+  limits: limitsSchema.prefault({}),
   keys: z
     .strictObject({
       /** Seconds a new key is published before it signs (verifiers refresh their JWKS caches meanwhile). */
@@ -297,6 +301,7 @@ export interface Config {
   dpopNonceSecret: string | undefined;
   wallet: WalletConfig;
   keys: KeysConfig;
+  limits: LimitsConfig;
 }
 
 /** Seconds a retired key stays published: the longest token any key can sign, plus clock skew. */
@@ -431,5 +436,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     dpopNonceSecret: file.dpop.nonceSecret,
     wallet: file.wallet,
     keys: file.keys,
+    limits: file.limits,
   };
 }

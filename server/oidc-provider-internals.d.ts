@@ -55,3 +55,10 @@ declare module 'oidc-provider/lib/actions/grants/refresh_token.js' {
   export const parameters: Set<string>;
   export const grantType: 'refresh_token';
 }
+declare module 'oidc-provider/lib/actions/token.js' {
+  import type { KoaContextWithOIDC } from 'oidc-provider';
+  type Handler = ((ctx: KoaContextWithOIDC, next: () => Promise<void>) => unknown) & { name: string };
+  /** The token endpoint's steps (server/limits/token-steps.ts inserts the per-client limit after client authentication). */
+  const handlers: Handler[];
+  export default handlers;
+}

@@ -18,6 +18,8 @@ import { checkRefreshTarget } from './policies/refresh-request.js';
 import { TIER_FIELD, accessTokenLifetime, refreshTokenLifetime, tierOf } from './policies/tiers.js';
 import type { TierLimits } from './policies/tiers.js';
 import { prepareRegistrationSteps, registerRegistrationSteps } from './http/registration-steps.js';
+import { prepareTokenLimitStep, registerTokenLimit } from './limits/token-steps.js';
+import { SharedWindowLimit } from './limits/window.js';
 import { revokeClientRecords } from './client-revocation.js';
 import { REGISTRATION_FIELD, registrationOrigin, unattendedScopes } from './policies/registration.js';
 import type { RegistrationPolicy } from './policies/registration.js';
@@ -327,7 +329,9 @@ function isTokenEndpointDpopProof(jti: string): boolean {
 export function createProvider(deps: ProviderDeps): Provider {
   prepareStructuredTokenSupport();
   prepareRegistrationSteps();
+  prepareTokenLimitStep();
   const provider = new Provider(deps.config.issuer, providerConfiguration(deps));
+  registerTokenLimit(provider, { limit: new SharedWindowLimit(deps.storage.nonces, 'token', deps.config.limits.tokenRequestsPerClient), health: deps.health });
   registerRegistrationSteps(provider, {
     registration: deps.config.registration,
     policy: registrationPolicy(deps.config),
@@ -337,6 +341,7 @@ export function createProvider(deps: ProviderDeps): Provider {
     revokeClient: (clientId) => revokeClientRecords(deps.storage, clientId),
     health: deps.health,
     log: deps.log,
+    quota: new SharedWindowLimit(deps.storage.nonces, 'registration', deps.config.registration.quota),
   });
   if (deps.config.clientIdMetadataDocuments.enabled) {
     const tierName = deps.config.registration.defaultTier;

@@ -8,7 +8,8 @@ import { auditLater } from '../audit/trail.js';
 import { ClientSecretHasher } from '../client-secrets.js';
 import type { RegistrationConfig } from '../config.js';
 import type { Logger } from '../logger.js';
-import { WindowLimiter } from '../policies/rate-limit.js';
+import { describeRefusal, limitError } from '../limits/refusal.js';
+import type { SharedWindowLimit } from '../limits/window.js';
 import { checkRegistrationRequest } from '../policies/registration.js';
 import type { RegistrationPolicy } from '../policies/registration.js';
 import { tierFromPolicies, tierOf } from '../policies/tiers.js';
@@ -37,6 +38,8 @@ export interface RegistrationStepDeps {
   revokeClient(clientId: string): Promise<readonly string[]>;
   health: { markDown(err: unknown): void };
   log: Logger;
+  /** The per-IP registration quota, counted in the store (server/limits/). */
+  quota: SharedWindowLimit;
 }
 
 type Next = () => Promise<void>;
@@ -44,7 +47,6 @@ type Step = ((ctx: KoaContextWithOIDC, next: Next) => Promise<unknown>) & { name
 
 interface Registered {
   deps: RegistrationStepDeps;
-  limiter: WindowLimiter;
 }
 
 const SECRET_STAND_IN = 'x'.repeat(43);
@@ -111,14 +113,11 @@ const setBody = (ctx: KoaContextWithOIDC, body: Record<string, unknown>) => {
 };
 
 const quotaStep = named('agentauthRegistrationQuota', async (ctx, next) => {
-  const { deps, limiter } = stateFor(ctx);
+  const { deps } = stateFor(ctx);
   if (deps.registration.mode === 'open') {
-    const { allowed, retryAfter } = limiter.hit(ctx.ip);
-    if (!allowed) {
-      const { max, windowSeconds } = deps.registration.quota;
-      ctx.set('Retry-After', String(retryAfter));
-      const err = new errors.CustomOIDCProviderError('temporarily_unavailable', `registration quota of ${max} per ${windowSeconds} s exceeded for this address; retry after ${retryAfter} s`);
-      throw Object.assign(err, { status: 429, statusCode: 429 });
+    const decision = await failClosedInProvider(() => deps.quota.hit(ctx.ip), deps.health);
+    if (!decision.allowed) {
+      throw limitError(ctx, 'temporarily_unavailable', describeRefusal(deps.quota, 'registration quota for this address', decision), decision.retryAfter);
     }
   }
   await next();
@@ -209,5 +208,5 @@ export function prepareRegistrationSteps(): void {
 }
 
 export function registerRegistrationSteps(provider: Provider, deps: RegistrationStepDeps): void {
-  perProvider.set(provider, { deps, limiter: new WindowLimiter(deps.registration.quota.max, deps.registration.quota.windowSeconds) });
+  perProvider.set(provider, { deps });
 }

@@ -318,6 +318,14 @@ describe.each(FACTORIES)('storage contract: $name', (factory) => {
     await expect(storage.nonces.takeAttempt({ $gt: '' } as unknown as string, 5, 60)).rejects.toBeInstanceOf(InvalidStorageValueError);
   });
 
+  test('attempt slots with a large limit (the shared request limits): of 10 sequential then 60 concurrent takes, exactly 40 in all succeed', async () => {
+    const key = `limit:test:${rid()}`;
+    for (let i = 0; i < 10; i += 1) expect(await storage.nonces.takeAttempt(key, 40, 60)).toBe(true);
+    const results = await Promise.all(Array.from({ length: 60 }, () => storage.nonces.takeAttempt(key, 40, 60)));
+    expect(results.filter(Boolean)).toHaveLength(30);
+    expect(await storage.nonces.takeAttempt(key, 40, 60)).toBe(false);
+  });
+
   test('consume of a missing record fails', async () => {
     expect(await storage.model('RefreshToken').consume(rid())).toBe(false);
   });

@@ -74,9 +74,9 @@ describe('agentauth audit tail|export|verify against MongoDB', () => {
   const head = () => written.at(-1)!;
   const okLine = (n: number, seq: number, hash: string) => `audit log OK: ${n} records, head seq ${seq} hash ${hash}\n`;
 
-  test('verify: an intact log exits 0 with the OK line and its head', async () => {
+  test('verify: an intact log exits 0 with the OK line and its head; stderr only says which store it read', async () => {
     const res = await verify();
-    expect(res.stderr).toBe('');
+    expect(res.stderr).toBe(`agentauth: store mongodb ${mongoUri().replace(/\/[^/]*$/, '')}/${dbName}, data directory ${join(process.cwd(), '.agentauth')}, issuer http://localhost:3000 (default: ISSUER is not set)\n`);
     expect(res.stdout).toBe(okLine(6, 6, head().hash));
     expect(res.code).toBe(0);
   });
@@ -96,9 +96,9 @@ describe('agentauth audit tail|export|verify against MongoDB', () => {
     expect(long.stdout.trim().split('\n').map((l) => (JSON.parse(l) as AuditRecord).seq)).toEqual([4, 5, 6]);
   });
 
-  test('tail refuses a line count that is not a positive whole number', async () => {
+  test('tail refuses a line count that is not a positive whole number (a usage error: exit 2)', async () => {
     const res = await runCli(['audit', 'tail', '-n', '0'], env());
-    expect(res.code).toBe(1);
+    expect(res.code).toBe(2);
     expect(res.stderr).toContain('at least 1');
     expect(res.stdout).toBe('');
   });
@@ -361,9 +361,9 @@ describe('agentauth audit on the embedded store', () => {
 });
 
 describe('agentauth audit: refusals', () => {
-  test('verify --file of a missing file exits 1 and says so', async () => {
+  test('verify --file of a missing file exits 2 (usage) and says so', async () => {
     const res = await runCli(['audit', 'verify', '--file', join(tempDir(), 'nope.jsonl')], {});
-    expect(res.code).toBe(1);
+    expect(res.code).toBe(2);
     expect(res.stderr).toContain('cannot read');
     expect(res.stderr).toContain('ENOENT');
   });
@@ -374,9 +374,9 @@ describe('agentauth audit: refusals', () => {
     expect(res.stdout).toBe(`audit log OK: 0 records, head seq 0 hash ${'0'.repeat(64)}\n`);
   });
 
-  test('MongoDB unreachable → exit 1 with a storage error, not a stack trace', async () => {
+  test('MongoDB unreachable → exit 2 (the command could not run) with a storage error, not a stack trace', async () => {
     const res = await runCli(['audit', 'verify'], { MONGODB_URI: 'mongodb://127.0.0.1:9/', AGENTAUTH_CONFIG: undefined });
-    expect(res.code).toBe(1);
+    expect(res.code).toBe(2);
     expect(res.stderr).toMatch(/MongoDB connect failed/);
     expect(res.stderr).not.toMatch(/\n\s+at /);
   });

@@ -197,7 +197,7 @@ describe('agentauth backup on the SQLite store, and a restore as docs/operations
       const refused = await runCli(['backup', '--out', out], env);
       expect(refused.code).toBe(2);
       expect(refused.stdout).toBe('');
-      expect(refused.stderr).toBe(`agentauth backup: ${out} already exists; pass --force to replace it\n`);
+      expect(refused.stderr).toContain(`agentauth backup: ${out} already exists; pass --force to replace it\n`);
       expect(readFileSync(out, 'utf8')).toBe('keep me');
 
       const forced = await runCli(['backup', '--out', out, '--force'], env);
@@ -212,7 +212,7 @@ describe('agentauth backup on the SQLite store, and a restore as docs/operations
       const before = readFileSync(live);
       const res = await runCli(['backup', '--out', live, '--force'], env);
       expect(res.code).toBe(2);
-      expect(res.stderr).toBe(`agentauth backup: --out ${live} is the live store itself; write the backup somewhere else\n`);
+      expect(res.stderr).toContain(`agentauth backup: --out ${live} is the live store itself; write the backup somewhere else\n`);
       expect(readFileSync(live).equals(before)).toBe(true);
     });
 
@@ -239,7 +239,7 @@ describe('agentauth backup on the SQLite store, and a restore as docs/operations
       const out = join(refusalDir, 'empty.sqlite');
       const res = await runCli(['backup', '--out', out], { ...env, AGENTAUTH_DATA_DIR: empty });
       expect(res.code).toBe(2);
-      expect(res.stderr).toBe(`agentauth backup: no SQLite store at ${join(empty, 'agentauth.sqlite')} (nothing to back up; is AGENTAUTH_DATA_DIR the server's data directory?)\n`);
+      expect(res.stderr).toContain(`agentauth backup: no SQLite store at ${join(empty, 'agentauth.sqlite')} (nothing to back up; is AGENTAUTH_DATA_DIR the server's data directory?)\n`);
       expect(existsSync(empty)).toBe(false);
       expect(existsSync(out)).toBe(false);
     });
@@ -247,7 +247,7 @@ describe('agentauth backup on the SQLite store, and a restore as docs/operations
     test('--out is required', async () => {
       const res = await runCli(['backup'], env);
       expect(res.code).toBe(2);
-      expect(res.stderr).toBe('agentauth backup: --out FILE is required (the backup file to write)\n');
+      expect(res.stderr).toContain('agentauth backup: --out FILE is required (the backup file to write)\n');
     });
   });
 });

@@ -130,7 +130,7 @@ describe('SIGKILL under load on the SQLite store, then a restart on the same dat
     // A key rotation by the CLI (a second process on the same file) while the load runs.
     await sleep(LOAD_MS / 4);
     const oldKid = decodeProtectedHeader(kept[0] ?? revoked[0]!).kid!;
-    const rotated = await runCli(['keys', 'rotate', '--immediately'], env, 30_000);
+    const rotated = await runCli(['keys', 'rotate', '--immediately', '--json'], env, 30_000);
     expect(rotated.code).toBe(0);
     const newKid = (JSON.parse(rotated.stdout) as { kid: string }).kid;
     expect(newKid).not.toBe(oldKid);
@@ -190,7 +190,7 @@ describe('SIGKILL under load on the SQLite store, then a restart on the same dat
       [byKid(newKid, kept) ?? byKid(newKid, revoked), undefined],
     ] as const) {
       expect(token).toBeDefined();
-      const verified = await runCli(['verify', token!], env);
+      const verified = await runCli(['verify', token!, '--json'], env);
       expect(verified.code).toBe(0);
       const report = JSON.parse(verified.stdout) as Record<string, unknown>;
       expect(report).toMatchObject({ signature: 'valid', kid: decodeProtectedHeader(token!).kid });

@@ -65,7 +65,7 @@ describe('key rotation with two server processes on one MongoDB', () => {
       }
     })();
 
-    const rotated = await runCli(['keys', 'rotate'], as.env);
+    const rotated = await runCli(['keys', 'rotate', '--json'], as.env);
     expect(rotated.code).toBe(0);
     const rotation = JSON.parse(rotated.stdout) as { status: string; kid: string; activatesAt: string; replaces: string };
     expect(rotation).toMatchObject({ status: 'scheduled', replaces: oldKid });
@@ -120,7 +120,7 @@ describe('key rotation with two server processes on one MongoDB', () => {
     const archive = (await (await fetch(`${a.url}/keys`)).json()) as { keys: Array<{ kid: string; state: string }> };
     expect(archive.keys.find((k) => k.kid === oldKid)?.state).toBe('archived');
 
-    const verified = await runCli(['verify', oldToken], as.env);
+    const verified = await runCli(['verify', oldToken, '--json'], as.env);
     expect(verified.code).toBe(0);
     const report = JSON.parse(verified.stdout) as Record<string, unknown>;
     expect(report).toMatchObject({ signature: 'valid', kid: oldKid, key_state: 'archived', expired: true, revoked: true });
@@ -128,8 +128,8 @@ describe('key rotation with two server processes on one MongoDB', () => {
 
     // The same from an exported archive file, without storage.
     const file = `${tempDir()}/keys.json`;
-    expect((await runCli(['keys', 'export', '--public', '--out', file], as.env)).code).toBe(0);
-    const offline = await runCli(['verify', oldToken, '--archive', file], {});
+    expect((await runCli(['keys', 'export', '--public', '--out', file, '--issuer', as.server.url], as.env)).code).toBe(0);
+    const offline = await runCli(['verify', oldToken, '--archive', file, '--json'], {});
     expect(offline.code).toBe(0);
     expect(JSON.parse(offline.stdout)).toMatchObject({ signature: 'valid', key_state: 'archived', expired: true });
   });
@@ -142,7 +142,7 @@ describe('key rotation with two server processes on one MongoDB', () => {
       .setIssuer(as.server.url)
       .setExpirationTime('5m')
       .sign(privateKey);
-    const res = await runCli(['verify', forged], as.env);
+    const res = await runCli(['verify', forged, '--json'], as.env);
     expect(res.code).toBe(1);
     expect(JSON.parse(res.stdout)).toMatchObject({ signature: 'invalid', reason: expect.stringMatching(/never one of this agentauth's signing keys/) });
 
@@ -150,7 +150,7 @@ describe('key rotation with two server processes on one MongoDB', () => {
     const real = (await token(as.server.url)).token!;
     const [h, p] = real.split('.');
     const tampered = `${h}.${p}.${Buffer.from('x'.repeat(64)).toString('base64url')}`;
-    const bad = await runCli(['verify', tampered], as.env);
+    const bad = await runCli(['verify', tampered, '--json'], as.env);
     expect(bad.code).toBe(1);
     expect(JSON.parse(bad.stdout)).toMatchObject({ signature: 'invalid' });
   });

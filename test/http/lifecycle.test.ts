@@ -108,7 +108,7 @@ describe('start-up refusals', () => {
     const dir = tempDir();
     const cfg = writeConfig(dir, { resourceServers: [{ identifier: 'https://api.example.com', scopes: ['read'], signingAlg: 'EdDSA' }] });
     const res = await runCli(['start'], { AGENTAUTH_CONFIG: cfg, AGENTAUTH_DATA_DIR: join(dir, 'data') });
-    expect(res.code).toBe(1);
+    expect(res.code).toBe(2);
     expect(res.stderr).toMatch(/^agentauth: cannot start: resourceServers\[0\]\.signingAlg is EdDSA but the signing keys are ES256/);
   });
 
@@ -170,12 +170,12 @@ describe('key material', () => {
     expect(keysBefore.keys).toHaveLength(1);
 
     let res = await runCli(['start'], { AGENTAUTH_DATA_DIR: dataDir, AGENTAUTH_KEK: newKek() });
-    expect(res.code).toBe(1);
+    expect(res.code).toBe(2);
     expect(res.stderr).toMatch(/^agentauth: cannot start: key .* was sealed under another key-encryption key/);
 
     unlinkSync(join(dataDir, 'kek'));
     res = await runCli(['start'], { AGENTAUTH_DATA_DIR: dataDir });
-    expect(res.code).toBe(1);
+    expect(res.code).toBe(2);
     expect(res.stderr).toMatch(/signing keys exist in .* but no key-encryption key was found/);
     expect(existsSync(join(dataDir, 'kek'))).toBe(false); // no new KEK generated beside keys it cannot open
     expect(await readSqliteKeys(dataDir)).toEqual(keysBefore);
@@ -201,7 +201,7 @@ describe('key material', () => {
     const keysBefore = readFileSync(join(dataDir, 'keys.json'), 'utf8');
     unlinkSync(join(dataDir, 'kek'));
     const res = await runCli(['start'], env);
-    expect(res.code).toBe(1);
+    expect(res.code).toBe(2);
     expect(res.stderr).toMatch(/signing keys exist in .* but no key-encryption key was found/);
     expect(readFileSync(join(dataDir, 'keys.json'), 'utf8')).toBe(keysBefore);
   });
@@ -209,7 +209,7 @@ describe('key material', () => {
   test('mongodb: KEK required; keys shared; a wrong KEK refuses to start and generates nothing', async () => {
     const base = { MONGODB_URI: mongoUri(), MONGODB_DB: uniqueDbName('keys'), AGENTAUTH_DATA_DIR: join(tempDir(), 'data') };
     let res = await runCli(['start'], base);
-    expect(res.code).toBe(1);
+    expect(res.code).toBe(2);
     expect(res.stderr).toMatch(/AGENTAUTH_KEK or AGENTAUTH_KEK_FILE is required with MONGODB_URI/);
 
     const kekFile = join(tempDir(), 'kek');
@@ -223,7 +223,7 @@ describe('key material', () => {
     await Promise.all([server.stop(), other.stop()]);
 
     res = await runCli(['start'], { ...base, AGENTAUTH_KEK: newKek() });
-    expect(res.code).toBe(1);
+    expect(res.code).toBe(2);
     expect(res.stderr).toMatch(/sealed under another key-encryption key/);
     const again = await startServer({ ...base, AGENTAUTH_KEK_FILE: kekFile });
     const againJwks = (await (await fetch(`${again.url}/jwks`)).json()) as { keys: Array<{ kid: string }> };
@@ -253,7 +253,7 @@ describe('key material', () => {
 
   test('a malformed AGENTAUTH_KEK is refused by name', async () => {
     const res = await runCli(['start'], { AGENTAUTH_DATA_DIR: join(tempDir(), 'data'), AGENTAUTH_KEK: 'dG9vLXNob3J0' });
-    expect(res.code).toBe(1);
+    expect(res.code).toBe(2);
     expect(res.stderr).toMatch(/^agentauth: cannot start: AGENTAUTH_KEK must be 32 bytes encoded as base64/);
   });
 });

@@ -174,7 +174,7 @@ describe('the CLI next to two running servers on one SQLite file', () => {
 
     await sleep(300);
     const oldKid = seen.find((s) => s.kid)!.kid!;
-    const rotated = await runCli(['keys', 'rotate', '--immediately'], c.env);
+    const rotated = await runCli(['keys', 'rotate', '--immediately', '--json'], c.env);
     expect(rotated.code).toBe(0);
     const newKid = (JSON.parse(rotated.stdout) as { kid: string }).kid;
     expect(newKid).not.toBe(oldKid);

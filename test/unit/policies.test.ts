@@ -1,10 +1,15 @@
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
 import { errors } from 'oidc-provider';
 
 import { DEFAULT_TIERS } from '../../server/config.js';
 import { checkRedirectUri, checkRegistrationRequest, registrationOrigin, unattendedScopes } from '../../server/policies/registration.js';
 import type { RegistrationPolicy } from '../../server/policies/registration.js';
 import { accessTokenLifetime, refreshTokenLifetime, tierOf } from '../../server/policies/tiers.js';
-import { WindowLimiter } from '../../server/policies/rate-limit.js';
+import { EmbeddedStorage } from '../../adapters/memory.js';
+import { SharedWindowLimit } from '../../server/limits/window.js';
 import { checkRefreshTarget } from '../../server/policies/refresh-request.js';
 import { shouldIssueRefreshToken } from '../../server/policies/refresh.js';
 
@@ -173,14 +178,30 @@ describe('registration policy (pure)', () => {
   });
 });
 
-describe('WindowLimiter', () => {
-  test('counts per key within a window and says when to retry', () => {
-    const l = new WindowLimiter(2, 60);
-    expect(l.hit('a', 0).allowed).toBe(true);
-    expect(l.hit('a', 1000).allowed).toBe(true);
-    expect(l.hit('a', 2000)).toEqual({ allowed: false, retryAfter: 58 });
-    expect(l.hit('b', 2000).allowed).toBe(true);
-    expect(l.hit('a', 60_000).allowed).toBe(true);
+describe('SharedWindowLimit (on the store\'s atomic counter)', () => {
+  test('counts per subject within an epoch-aligned window, says when the window ends, and starts over in the next', async () => {
+    const storage = new EmbeddedStorage({ dataDir: mkdtempSync(join(tmpdir(), 'agentauth-limit-')) });
+    await storage.init();
+    const l = new SharedWindowLimit(storage.nonces, 'test', { max: 2, windowSeconds: 60 });
+    const t0 = 1_800_000_000_000 - (1_800_000_000_000 % 60_000); // the start of a window
+    expect(await l.hit('a', t0)).toEqual({ allowed: true, retryAfter: 60 });
+    expect((await l.hit('a', t0 + 1000)).allowed).toBe(true);
+    expect(await l.hit('a', t0 + 2000)).toEqual({ allowed: false, retryAfter: 58 });
+    expect((await l.hit('b', t0 + 2000)).allowed).toBe(true);
+    expect((await l.hit('a', t0 + 60_000)).allowed).toBe(true);
+    await storage.close();
+  });
+
+  test('max 0 turns the limit off without touching the store', async () => {
+    const store = { takeAttempt: () => Promise.reject(new Error('must not be called')) };
+    const l = new SharedWindowLimit(store, 'off', { max: 0, windowSeconds: 60 });
+    expect(l.enabled).toBe(false);
+    expect((await l.hit('a')).allowed).toBe(true);
+  });
+
+  test('a storage error propagates (callers fail closed)', async () => {
+    const store = { takeAttempt: () => Promise.reject(new Error('down')) };
+    await expect(new SharedWindowLimit(store, 'down', { max: 5, windowSeconds: 60 }).hit('a')).rejects.toThrow('down');
   });
 });
 

@@ -1,0 +1,148 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+import type { Command } from 'commander';
+
+import type { Storage } from '../adapters/types.js';
+import { initStorage, openStorage } from './boot.js';
+import { loadConfig } from './config.js';
+import type { Config } from './config.js';
+
+/**
+ * What every CLI command shares: which store, data directory and issuer it used (said on stderr, and in the JSON
+ * answer with --json), the refusal to create a store where none is, and the exit codes of docs/operations.md,
+ * "The command line": 0 success, 1 a negative answer (token invalid, audit chain broken, not found), 2 a usage or
+ * configuration error, or a command that could not run as asked (no store there, storage unreachable, wrong KEK).
+ */
+export const EXIT = { ok: 0, negative: 1, usage: 2 } as const;
+
+/** A usage or configuration error found by a command itself: one line on stderr, exit code 2. */
+export class CliUsageError extends Error {
+  readonly code = 'usage';
+}
+
+/** The SQLite store's file in the data directory (adapters/sqlite.ts SQLITE_FILE; not imported: that loads node:sqlite). */
+const SQLITE_FILE = 'agentauth.sqlite';
+
+export interface CliContext {
+  store: 'sqlite' | 'mongodb' | 'memory';
+  /** The SQLite file, `mongodb://<hosts>/<db>` (never credentials), or the memory store's data directory. */
+  location: string;
+  data_dir: string;
+  issuer: string;
+  /** Where the issuer came from: ISSUER, --issuer, or the default (ISSUER unset: it may not be the server's). */
+  issuer_source: 'ISSUER' | '--issuer' | 'default';
+}
+
+function mongoLocation(uri: string, dbName: string): string {
+  const hosts = /^mongodb(?:\+srv)?:\/\/(?:[^@/]*@)?([^/?]+)/.exec(uri)?.[1] ?? '?';
+  return `mongodb://${hosts}/${dbName}`;
+}
+
+export function describeContext(config: Config, issuerOverride?: string): CliContext {
+  const location = config.mongodb
+    ? mongoLocation(config.mongodb.uri, config.mongodb.dbName)
+    : config.store === 'memory'
+      ? config.dataDir
+      : join(config.dataDir, SQLITE_FILE);
+  const issuer_source = issuerOverride !== undefined ? '--issuer' : process.env.ISSUER ? 'ISSUER' : 'default';
+  return { store: config.store, location, data_dir: config.dataDir, issuer: issuerOverride ?? config.issuer, issuer_source };
+}
+
+export function contextLine(ctx: CliContext): string {
+  const issuer = ctx.issuer_source === 'default' ? `${ctx.issuer} (default: ISSUER is not set)` : ctx.issuer;
+  return `agentauth: store ${ctx.store} ${ctx.location}, data directory ${ctx.data_dir}, issuer ${issuer}\n`;
+}
+
+/** Says on stderr which store, data directory and issuer the command uses (in every mode: stdout stays the answer). */
+export function announce(ctx: CliContext): void {
+  process.stderr.write(contextLine(ctx));
+}
+
+/** Writes the command's answer: a JSON document (with the context) under --json, else the text lines. */
+export function answer(json: boolean, ctx: CliContext | undefined, value: Record<string, unknown>, text: () => string): void {
+  if (json) process.stdout.write(`${JSON.stringify(ctx ? { ...value, context: ctx } : value, null, 2)}\n`);
+  else {
+    const t = text();
+    if (t !== '') process.stdout.write(t.endsWith('\n') ? t : `${t}\n`);
+  }
+}
+
+/**
+ * Whether the configured store is there at all. Only SQLite and the memory store can tell before opening (a file, a
+ * directory); a MongoDB database is judged by its contents (see `requireInitialised`).
+ */
+function storeMissing(ctx: CliContext): string | undefined {
+  if (ctx.store === 'mongodb') return undefined;
+  const path = ctx.store === 'sqlite' ? ctx.location : ctx.data_dir;
+  return existsSync(path) ? undefined : path;
+}
+
+/** Refuses (exit 2) when the configured SQLite file or memory-store directory does not exist and --init was not given. */
+export function refuseMissingStore(ctx: CliContext, opts: StoreOptions): void {
+  const missing = storeMissing(ctx);
+  if (missing && !opts.init) {
+    throw new CliUsageError(
+      `${opts.command}: there is no agentauth store at ${missing} (AGENTAUTH_DATA_DIR=${ctx.data_dir}); is this the server's data directory? ` +
+        (opts.init === false ? 'pass --init to create a new store here' : 'nothing was created'),
+    );
+  }
+}
+
+export interface StoreOptions {
+  /** Create the store (and with it a KEK and the first key, for the commands that do) where none is. */
+  init?: boolean;
+  /** What the command is, for the refusal: `keys rotate`, `audit tail`, ... */
+  command: string;
+}
+
+/**
+ * Opens the configured store for a command, and refuses (exit 2) to create one where none is unless `--init` was
+ * given: a command pointed at the wrong data directory says so instead of leaving a new empty store behind.
+ */
+export async function withStore<T>(opts: StoreOptions & { issuer?: string }, fn: (storage: Storage, config: Config, ctx: CliContext) => Promise<T>): Promise<T> {
+  const config = loadConfig();
+  const ctx = describeContext(config, opts.issuer);
+  announce(ctx);
+  refuseMissingStore(ctx, opts);
+  const storage = await openStorage(config);
+  try {
+    await initStorage(config, storage, { warn: (_obj: object, msg: string) => void process.stderr.write(`agentauth: ${msg}\n`) });
+    return await fn(storage, config, ctx);
+  } finally {
+    await storage.close();
+  }
+}
+
+/**
+ * For commands that change keys: the store must already hold signing keys (a server has started on it), unless
+ * `--init` was given. Without this, `keys rotate` on an empty database would create a KEK and a first key.
+ */
+export async function requireInitialised(storage: Storage, ctx: CliContext, opts: StoreOptions): Promise<void> {
+  if (opts.init) return;
+  if ((await storage.keys.list()).length > 0) return;
+  throw new CliUsageError(
+    `${opts.command}: the store ${ctx.location} holds no signing keys (no agentauth server has run on it); check AGENTAUTH_DATA_DIR / MONGODB_URI / MONGODB_DB, ` +
+      `or pass --init to create ${ctx.store === 'mongodb' ? 'the first key' : 'a key-encryption key and the first key'} here`,
+  );
+}
+
+/** `--json` on a command: its answer as one JSON document on stdout (JSON lines for `audit tail|export`), nothing else. */
+export function withJson(cmd: Command): Command {
+  return cmd.option('--json', 'machine-readable answer on stdout (JSON); messages stay on stderr');
+}
+
+/** This package's version, from its package.json (two levels up from dist/server/, one from server/). */
+export function packageVersion(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (let i = 0; i < 4; i += 1) {
+    const file = join(dir, 'package.json');
+    if (existsSync(file)) {
+      const pkg = JSON.parse(readFileSync(file, 'utf8')) as { name?: string; version?: string };
+      if (pkg.name === 'agentauth' && pkg.version) return pkg.version;
+    }
+    dir = dirname(dir);
+  }
+  return 'unknown';
+}

@@ -1,0 +1,186 @@
+import { existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+
+import { generateKeyPair, SignJWT } from 'jose';
+
+import { newKek, runCli, ROOT, tempDir, uniqueDbName, writeConfig } from '../support/server.js';
+import { mongoUri } from '../support/storages.js';
+
+/**
+ * The command line cannot misfire (docs/operations.md, "The command line"): commands that change keys refuse to
+ * create a store or KEK without --init, every command says which store, data directory and issuer it used, --json
+ * puts one machine-readable answer on stdout and nothing else, and the exit codes are 0 success, 1 a negative
+ * answer, 2 a usage or configuration error.
+ */
+const VERSION = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }).version;
+const ISSUER = 'https://auth.example.com';
+const contextLine = (dataDir: string, issuer = ISSUER) => `agentauth: store sqlite ${join(dataDir, 'agentauth.sqlite')}, data directory ${dataDir}, issuer ${issuer}\n`;
+const json = (stdout: string) => JSON.parse(stdout) as Record<string, unknown>;
+
+describe('agentauth --version and usage errors', () => {
+  test('--version prints the package version and exits 0', async () => {
+    const res = await runCli(['--version'], {});
+    expect(res).toMatchObject({ code: 0, stdout: `${VERSION}\n` });
+  });
+
+  test('an unknown command or option is a usage error: exit 2; under --json the error is JSON on stdout', async () => {
+    expect((await runCli(['frobnicate'], {})).code).toBe(2);
+    const res = await runCli(['keys', 'list', '--nope', '--json'], {});
+    expect(res.code).toBe(2);
+    expect(json(res.stdout)).toMatchObject({ error: 'usage', exit_code: 2 });
+    expect(res.stderr).toContain("unknown option '--nope'");
+  });
+
+  test('an invalid configuration is exit 2', async () => {
+    const res = await runCli(['keys', 'list'], { PORT: 'x' });
+    expect(res.code).toBe(2);
+    expect(res.stderr).toMatch(/^agentauth: invalid configuration: PORT/);
+  });
+});
+
+describe('commands that change keys refuse to create a store or KEK without --init', () => {
+  test('keys rotate on a data directory that does not exist: exit 2, names the path, creates nothing', async () => {
+    const dataDir = join(tempDir(), 'not-here');
+    const res = await runCli(['keys', 'rotate'], { AGENTAUTH_DATA_DIR: dataDir, ISSUER });
+    expect(res.code).toBe(2);
+    expect(res.stdout).toBe('');
+    expect(res.stderr).toContain(contextLine(dataDir));
+    expect(res.stderr).toContain(`keys rotate: there is no agentauth store at ${join(dataDir, 'agentauth.sqlite')}`);
+    expect(res.stderr).toContain('pass --init');
+    expect(existsSync(dataDir)).toBe(false);
+  });
+
+  test('keys rotate on an empty existing directory: exit 2, the directory stays empty (no KEK, no store)', async () => {
+    const dataDir = tempDir();
+    const res = await runCli(['keys', 'rotate', '--immediately'], { AGENTAUTH_DATA_DIR: dataDir });
+    expect(res.code).toBe(2);
+    expect(readdirSync(dataDir)).toEqual([]);
+  });
+
+  test('with --init it creates the store, a KEK and the first key; later rotations need no --init', async () => {
+    const dataDir = join(tempDir(), 'data');
+    const first = await runCli(['keys', 'rotate', '--init', '--json'], { AGENTAUTH_DATA_DIR: dataDir, ISSUER });
+    expect(first.code).toBe(0);
+    expect(existsSync(join(dataDir, 'kek'))).toBe(true);
+    const created = json(first.stdout);
+    expect(created).toMatchObject({ kid: expect.any(String), context: { store: 'sqlite', data_dir: dataDir, issuer: ISSUER, issuer_source: 'ISSUER' } });
+    const again = await runCli(['keys', 'rotate', '--json'], { AGENTAUTH_DATA_DIR: dataDir, ISSUER });
+    expect(again.code).toBe(0);
+    expect(json(again.stdout).status).toBeDefined();
+  });
+
+  test('keys rotate on a MongoDB database where no server has run: exit 2, no key written; --init writes one', async () => {
+    const env = { MONGODB_URI: mongoUri(), MONGODB_DB: uniqueDbName('cli_empty'), AGENTAUTH_KEK: newKek() };
+    const refused = await runCli(['keys', 'rotate'], env);
+    expect(refused.code).toBe(2);
+    expect(refused.stderr).toMatch(/keys rotate: the store mongodb:\/\/\S+\/t_cli_empty_\w+ holds no signing keys/);
+    const listed = await runCli(['keys', 'list', '--json'], env);
+    expect(listed.code).toBe(0);
+    expect(json(listed.stdout).keys).toEqual([]);
+    expect((await runCli(['keys', 'rotate', '--init'], env)).code).toBe(0);
+    expect((json((await runCli(['keys', 'list', '--json'], env)).stdout).keys as unknown[]).length).toBe(1);
+  });
+
+  test('keys retire: an empty store is exit 2, an unknown kid in a real store is a negative answer (exit 1)', async () => {
+    const empty = tempDir();
+    expect((await runCli(['keys', 'retire', 'abc'], { AGENTAUTH_DATA_DIR: empty })).code).toBe(2);
+    const dataDir = join(tempDir(), 'data');
+    expect((await runCli(['keys', 'rotate', '--init'], { AGENTAUTH_DATA_DIR: dataDir })).code).toBe(0);
+    const res = await runCli(['keys', 'retire', 'no-such-kid', '--json'], { AGENTAUTH_DATA_DIR: dataDir });
+    expect(res.code).toBe(1);
+    expect(json(res.stdout)).toMatchObject({ error: 'not_found', kid: 'no-such-kid' });
+  });
+});
+
+describe('every command says where it looked; --json answers are JSON only', () => {
+  const dataDir = join(tempDir(), 'data');
+  const env = { AGENTAUTH_DATA_DIR: dataDir, ISSUER };
+  let kid: string;
+
+  beforeAll(async () => {
+    const res = await runCli(['keys', 'rotate', '--init', '--immediately', '--json'], env);
+    expect(res.code).toBe(0);
+    kid = json(res.stdout).kid as string;
+  });
+
+  test.each([
+    [['keys', 'list', '--json']],
+    [['keys', 'rotate', '--json']],
+    [['audit', 'verify', '--json']],
+    [['backup', '--out', '%OUT%', '--json']],
+    [['clients', 'iat', 'create', '--json']],
+  ])('%j: the context line on stderr, one JSON document with the context on stdout', async (args) => {
+    const res = await runCli(args.map((a) => (a === '%OUT%' ? join(tempDir(), 'backup.sqlite') : a)), {
+      ...env,
+      AGENTAUTH_CONFIG: writeConfig(tempDir(), { registration: { mode: 'token' } }),
+    });
+    expect(res.code).toBe(0);
+    expect(res.stderr).toContain(contextLine(dataDir));
+    const answer = json(res.stdout);
+    if (args[0] !== 'audit') expect(answer.context).toEqual({ store: 'sqlite', location: join(dataDir, 'agentauth.sqlite'), data_dir: dataDir, issuer: ISSUER, issuer_source: 'ISSUER' });
+    else expect(answer).toMatchObject({ ok: true, source: { location: join(dataDir, 'agentauth.sqlite'), issuer: ISSUER } });
+  });
+
+  test('audit tail --json and audit export print JSON lines only on stdout, and name the store on stderr', async () => {
+    for (const args of [['audit', 'tail', '--json'], ['audit', 'export']]) {
+      const res = await runCli(args, env);
+      expect(res.code).toBe(0);
+      expect(res.stderr).toContain(contextLine(dataDir));
+      for (const line of res.stdout.trim().split('\n')) expect(JSON.parse(line)).toMatchObject({ seq: expect.any(Number), hash: expect.any(String) });
+    }
+  });
+
+  test('audit tail on an empty log: exit 0, nothing on stdout, and stderr says where it looked', async () => {
+    const db = uniqueDbName('cli_tail');
+    const res = await runCli(['audit', 'tail'], { MONGODB_URI: mongoUri(), MONGODB_DB: db, ISSUER });
+    expect(res.code).toBe(0);
+    expect(res.stdout).toBe('');
+    expect(res.stderr).toMatch(new RegExp(`the audit log in mongodb://\\S+/${db} is empty`));
+  });
+
+  test('audit tail on a data directory that does not exist: exit 2, and nothing is created', async () => {
+    const missing = join(tempDir(), 'missing');
+    const res = await runCli(['audit', 'tail'], { AGENTAUTH_DATA_DIR: missing });
+    expect(res.code).toBe(2);
+    expect(res.stderr).toContain(`there is no agentauth store at ${join(missing, 'agentauth.sqlite')}`);
+    expect(existsSync(missing)).toBe(false);
+  });
+
+  test('keys export writes the configured issuer, or --issuer; with neither it refuses (exit 2) rather than guess', async () => {
+    const archive = await runCli(['keys', 'export', '--public'], env);
+    expect(archive.code).toBe(0);
+    expect(json(archive.stdout)).toMatchObject({ issuer: ISSUER, keys: expect.arrayContaining([expect.objectContaining({ kid })]) });
+    const other = await runCli(['keys', 'export', '--public', '--issuer', 'https://other.example.com/'], { AGENTAUTH_DATA_DIR: dataDir });
+    expect(json(other.stdout).issuer).toBe('https://other.example.com');
+    const refused = await runCli(['keys', 'export', '--public'], { AGENTAUTH_DATA_DIR: dataDir });
+    expect(refused.code).toBe(2);
+    expect(refused.stderr).toContain('keys export: ISSUER is not set');
+    expect(refused.stdout).toBe('');
+  });
+
+  test('verify says which store, issuer and keys it checked; a token of another issuer is invalid (exit 1) with a hint', async () => {
+    const { privateKey } = await generateKeyPair('ES256');
+    const foreign = await new SignJWT({ sub: 'x' }).setProtectedHeader({ alg: 'ES256', kid }).setIssuer('https://elsewhere.example.com').setExpirationTime('5m').sign(privateKey);
+    const res = await runCli(['verify', foreign, '--json'], env);
+    expect(res.code).toBe(1);
+    const report = json(res.stdout);
+    expect(report).toMatchObject({
+      signature: 'invalid',
+      checked_against: { store: 'sqlite', location: join(dataDir, 'agentauth.sqlite'), issuer: ISSUER, kids: expect.arrayContaining([kid]) },
+      hint: expect.stringContaining("the token's issuer is https://elsewhere.example.com, but the keys checked are those of https://auth.example.com"),
+    });
+    const text = await runCli(['verify', foreign], env);
+    expect(text.code).toBe(1);
+    expect(text.stdout).toContain(`checked against: sqlite ${join(dataDir, 'agentauth.sqlite')}, issuer ${ISSUER}, keys `);
+    expect(text.stdout).toContain(kid);
+  });
+
+  test('verify against a data directory with no store: exit 2 naming it, not "invalid"', async () => {
+    const empty = tempDir();
+    mkdirSync(join(empty, 'sub'));
+    const res = await runCli(['verify', 'a.b.c'], { AGENTAUTH_DATA_DIR: join(empty, 'sub') });
+    expect(res.code).toBe(2);
+    expect(res.stdout).toBe('');
+    expect(res.stderr).toContain(`there is no agentauth store at ${join(empty, 'sub', 'agentauth.sqlite')}`);
+  });
+});

@@ -201,6 +201,13 @@ class MongoModelStore implements ModelStore {
     if (!isValidKey(grantId)) return;
     await guard('revokeByGrantId', () => this.records.deleteMany({ grantId }));
   }
+
+  async list(after: string | undefined, limit: number): Promise<Array<{ id: string; payload: AdapterPayload }>> {
+    const filter: Filter<RecordDoc> = after === undefined ? {} : { _id: { $gt: after } };
+    const docs = await guard('list', () => this.records.find(filter).sort({ _id: 1 }).limit(Math.max(1, limit)).toArray());
+    const now = Date.now();
+    return docs.flatMap((d) => (live(d, now) ? [{ id: d._id, payload: toPayload(d)! }] : [])).slice(0, Math.max(0, limit));
+  }
 }
 
 interface ExpiringDoc {

@@ -23,6 +23,7 @@ import { ClientSecretHasher } from './client-secrets.js';
 import { createWalletSignIn } from '../interactions/wallet-signin.js';
 import { registerWalletGrant } from './grants/wallet-signature.js';
 import { createProvider, OIDC_SCOPES } from './provider.js';
+import { installDisabledClientCheck } from './admin/disabled-clients.js';
 import type { FetchTestOverrides } from './client-metadata/fetch.js';
 
 export interface Agentauth {
@@ -33,6 +34,8 @@ export interface Agentauth {
   storage: Storage;
   health: StorageHealth;
   keyring: Keyring;
+  /** This process's audit log (its own chain). */
+  audit: AuditLog;
   /** Stops background work and closes storage. */
   close(): Promise<void>;
 }
@@ -169,6 +172,7 @@ export async function boot(config: Config, log: Logger, options: BootOptions = {
     const wallet = createWalletSignIn(config.wallet, config.issuer, storage.nonces);
     const provider = createProvider({ config, storage, health, keyring, cookieKeys, hasher, dpopNonceSecret, log, clientMetadataTest: options.clientMetadataTest });
     registerWalletGrant(provider, wallet, log, health);
+    installDisabledClientCheck(provider, storage.model('Client'), health);
     auditProviderEvents(provider);
     const watcher = new KeyWatcher({
       keyring, provider, store: storage.keys, kek, policy, keys: config.keys, alg: config.keyAlg, log,
@@ -189,6 +193,7 @@ export async function boot(config: Config, log: Logger, options: BootOptions = {
       storage,
       health,
       keyring,
+      audit,
       async close() {
         watcher.stop();
         health.stop();

@@ -10,6 +10,7 @@ import { start } from './start.js';
 import { registerAuditCommands } from './cli-audit.js';
 import { registerKeyCommands } from './cli-keys.js';
 import { registerBackupCommands } from './cli-backup.js';
+import { registerClientCommands } from './cli-clients.js';
 import { boot } from './boot.js';
 import { checkInitialAccessTokenRequest, createInitialAccessToken } from './initial-access-tokens.js';
 
@@ -114,6 +115,7 @@ iat
     }
   });
 
+registerClientCommands(clients, iat);
 registerAuditCommands(program);
 registerKeyCommands(program);
 registerBackupCommands(program);

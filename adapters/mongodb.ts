@@ -203,10 +203,12 @@ class MongoModelStore implements ModelStore {
   }
 
   async list(after: string | undefined, limit: number): Promise<Array<{ id: string; payload: AdapterPayload }>> {
-    const filter: Filter<RecordDoc> = after === undefined ? {} : { _id: { $gt: after } };
-    const docs = await guard('list', () => this.records.find(filter).sort({ _id: 1 }).limit(Math.max(1, limit)).toArray());
-    const now = Date.now();
-    return docs.flatMap((d) => (live(d, now) ? [{ id: d._id, payload: toPayload(d)! }] : [])).slice(0, Math.max(0, limit));
+    if (limit < 1) return [];
+    // Expiry in the filter (not only in code), so that a page is never cut short by expired records not yet swept.
+    const now = new Date();
+    const filter: Filter<RecordDoc> = { $or: [{ expiresAt: { $exists: false } }, { expiresAt: { $gt: now } }], ...(after === undefined ? {} : { _id: { $gt: after } }) };
+    const docs = await guard('list', () => this.records.find(filter).sort({ _id: 1 }).limit(limit).toArray());
+    return docs.flatMap((d) => (live(d, now.getTime()) ? [{ id: d._id, payload: toPayload(d)! }] : []));
   }
 }
 

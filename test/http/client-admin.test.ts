@@ -2,7 +2,8 @@ import { randomBytes } from 'node:crypto';
 
 import type { AuditRecord } from '../../adapters/types.js';
 import { freePort } from '../support/ferretdb.js';
-import { baseConfig, OPAQUE_RESOURCE, RESOURCE, RS_CLIENT, register } from '../support/agent-server.js';
+import { baseConfig, OPAQUE_RESOURCE, RESOURCE, RS_CLIENT, register, startAgentServer } from '../support/agent-server.js';
+import type { AgentServer } from '../support/agent-server.js';
 import { newKek, runCli, startServer, tempDir, writeConfig } from '../support/server.js';
 import type { RunningServer } from '../support/server.js';
 
@@ -372,5 +373,46 @@ describe('configuration', () => {
     const r = await runCli(['start'], { ...envB, PORT: String(await freePort()), AGENTAUTH_ADMIN_TOKEN: 'too-short' });
     expect(r.code).toBe(2);
     expect(r.stderr).toMatch(/AGENTAUTH_ADMIN_TOKEN: the admin token must be at least 32 characters/);
+  });
+});
+
+describe('on MongoDB (MONGODB_URI)', () => {
+  let as: AgentServer;
+  let adminUrl: string;
+  beforeAll(async () => {
+    const adminPort = await freePort();
+    as = await startAgentServer(baseConfig({ registration: { mode: 'token' }, admin: { port: adminPort } }), { AGENTAUTH_ADMIN_TOKEN: ADMIN_TOKEN });
+    adminUrl = `http://127.0.0.1:${adminPort}`;
+  });
+  afterAll(async () => {
+    await as?.server.stop();
+  });
+
+  test('disable through the admin API, list and delete through the CLI, on the shared database', async () => {
+    const iat = await runCli(['clients', 'iat', 'create'], as.env);
+    expect(iat.code).toBe(0);
+    const reg = await register(as.server.url, { grant_types: ['client_credentials'], token_endpoint_auth_method: 'client_secret_basic', scope: 'read' }, { headers: { authorization: `Bearer ${iat.stdout.trim()}` } });
+    expect(reg.status).toBe(201);
+    const c = { id: reg.body.client_id as string, secret: reg.body.client_secret as string };
+    const jwt = await tokenRequest(as.server.url, c);
+    expect(jwt.status).toBe(200);
+
+    expect((await admin(adminUrl, 'GET', '/admin/clients', 'not-the-admin-token')).status).toBe(401);
+    expect((await admin(adminUrl, 'POST', `/admin/clients/${encodeURIComponent(c.id)}/disable`)).status).toBe(200);
+    const refused = await tokenRequest(as.server.url, c);
+    expect([refused.status, refused.body.error]).toEqual([401, 'invalid_client']);
+    expect((await introspectAt(as.server.url, jwt.body.access_token as string)).active).toBe(false);
+
+    const list = await runCli(['clients', 'list'], as.env);
+    expect(list.code).toBe(0);
+    expect(list.stderr).toContain(`using the MongoDB database ${as.dbName}`);
+    expect(JSON.parse(list.stdout)).toEqual(expect.arrayContaining([expect.objectContaining({ client_id: c.id, disabled: true })]));
+    expect((await runCli(['clients', 'list'], { ...as.env, AGENTAUTH_KEK: undefined })).code).toBe(1);
+
+    expect((await runCli(['clients', 'delete', c.id], as.env)).code).toBe(0);
+    expect((await admin(adminUrl, 'GET', `/admin/clients/${encodeURIComponent(c.id)}`)).status).toBe(404);
+    const iats = await runCli(['clients', 'iat', 'list'], as.env);
+    expect(iats.code).toBe(0);
+    expect(iats.stdout).not.toContain(iat.stdout.trim());
   });
 });

@@ -19,6 +19,7 @@ import { TIER_FIELD, accessTokenLifetime, refreshTokenLifetime, tierOf } from '.
 import type { TierLimits } from './policies/tiers.js';
 import { prepareRegistrationSteps, registerRegistrationSteps } from './http/registration-steps.js';
 import { revokeClientRecords } from './client-revocation.js';
+import { tokensRevokedBefore } from './admin/disabled-clients.js';
 import { REGISTRATION_FIELD, registrationOrigin, unattendedScopes } from './policies/registration.js';
 import type { RegistrationPolicy } from './policies/registration.js';
 import { tierFromPolicies, tierPolicyName } from './policies/tiers.js';
@@ -355,6 +356,7 @@ export function createProvider(deps: ProviderDeps): Provider {
     revoked: deps.storage.revokedTokens,
     health: deps.health,
     mayIntrospect,
+    tokensRevokedBefore: tokensRevokedBefore(deps.storage.model('Client')),
   });
 
   const { hasher, health, storage, log } = deps;

@@ -8,7 +8,7 @@ import type { ClientSecretHasher } from '../client-secrets.js';
 import type { StaticClientConfig } from '../config.js';
 import { REGISTRATION_FIELD } from '../policies/registration.js';
 import { tierFromPolicies } from '../policies/tiers.js';
-import { DISABLED_AT_FIELD, DISABLED_FIELD, isDisabled } from './disabled-clients.js';
+import { DISABLED_AT_FIELD, DISABLED_FIELD, REVOKED_BEFORE_FIELD, isDisabled } from './disabled-clients.js';
 import { conflict, invalidRequest, notFound } from './errors.js';
 
 /** Who performed an administration action, as the audit record names it. */
@@ -62,7 +62,7 @@ function invalidRequestThrow(what: string): never {
 }
 
 function registeredView(clientId: string, payload: AdapterPayload): ClientView {
-  const metadata = Object.fromEntries(Object.entries(payload).filter(([k]) => !HIDDEN.has(k) && k !== DISABLED_FIELD && k !== DISABLED_AT_FIELD));
+  const metadata = Object.fromEntries(Object.entries(payload).filter(([k]) => !HIDDEN.has(k) && k !== DISABLED_FIELD && k !== DISABLED_AT_FIELD && k !== REVOKED_BEFORE_FIELD));
   const disabledAt = payload[DISABLED_AT_FIELD];
   return {
     client_id: clientId,
@@ -124,7 +124,10 @@ export class ClientAdmin {
   async disable(clientId: string, actor: AdminActor): Promise<ClientView> {
     const payload = await this.#registered(clientId);
     const already = isDisabled(payload);
-    const disabled = already ? payload : { ...payload, [DISABLED_FIELD]: true, [DISABLED_AT_FIELD]: new Date().toISOString() };
+    const now = new Date();
+    const disabled = already
+      ? payload
+      : { ...payload, [DISABLED_FIELD]: true, [DISABLED_AT_FIELD]: now.toISOString(), [REVOKED_BEFORE_FIELD]: Math.floor(now.getTime() / 1000) };
     await this.#audit('client.disabled', clientId, actor, { revoked: [...DISABLE_REVOKES], ...(already ? { already_disabled: true } : {}) });
     // The flag first, so nothing can be issued between the revocation and the flag.
     if (!already) await this.deps.storage.model('Client').upsert(clientId, disabled);

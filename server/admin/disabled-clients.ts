@@ -14,6 +14,20 @@ import { isValidKey } from '../../adapters/validate.js';
 export const DISABLED_FIELD = 'agentauth_disabled';
 export const DISABLED_AT_FIELD = 'agentauth_disabled_at';
 
+/**
+ * Epoch seconds of the client's last disable, kept after it is enabled again: its JWT access tokens issued until then
+ * stay inactive at introspection (those of client_credentials have no grant that the disable could delete).
+ */
+export const REVOKED_BEFORE_FIELD = 'agentauth_tokens_revoked_before';
+
+/** For JWT introspection (server/structured-tokens.ts): when the client's tokens were last revoked by a disable. */
+export function tokensRevokedBefore(clients: Pick<ModelStore, 'find'>): (clientId: string) => Promise<number | undefined> {
+  return async (clientId) => {
+    const value = (await clients.find(clientId))?.[REVOKED_BEFORE_FIELD];
+    return typeof value === 'number' ? value : undefined;
+  };
+}
+
 export const isDisabled = (payload: AdapterPayload | undefined): boolean => payload?.[DISABLED_FIELD] === true;
 
 function disabledClientError(route: string, id: string): Error {

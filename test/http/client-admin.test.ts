@@ -212,8 +212,14 @@ describe('client administration through the admin API', () => {
     expect(enabled.status).toBe(200);
     expect(enabled.body).toMatchObject({ disabled: false });
     expect((await tokenRequestAtB(c)).status).toBe(200);
-    // Stored tokens were removed by the disable and stay revoked.
+    // What the disable revoked stays revoked: the stored opaque token was removed, and the JWT (client_credentials:
+    // no grant behind it) was issued before the disable.
     expect((await introspectAtB(opaqueToken)).active).toBe(false);
+    expect((await introspectAtB(jwtToken)).active).toBe(false);
+    // Tokens are dated in whole seconds, and one dated in the second of the disable counts as issued before it.
+    await new Promise((r) => setTimeout(r, 1000));
+    const fresh = await tokenRequest(a.url, c);
+    expect((await introspectAtB(fresh.body.access_token as string)).active).toBe(true);
   });
 
   test('rotate-secret answers the new secret once; the old one stops working at once everywhere', async () => {

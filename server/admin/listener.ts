@@ -13,6 +13,15 @@ import { AdminTokenCheck, bearerCredential } from './token.js';
 
 const REALM = 'Bearer realm="agentauth-admin"';
 
+function isDecodable(path: string): boolean {
+  try {
+    decodeURIComponent(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 export interface AdminAppDeps {
   token: string;
   routes: readonly AdminRoute[];
@@ -44,6 +53,11 @@ export function createAdminApp({ token, routes, health, log }: AdminAppDeps): Ko
     const started = process.hrtime.bigint();
     try {
       ctx.set('Cache-Control', 'no-store');
+      if (!isDecodable(ctx.path)) {
+        ctx.status = 400;
+        ctx.body = { error: 'invalid_request', error_description: 'the path has a malformed percent-encoding' };
+        return;
+      }
       const { match, allowed } = matchRoute(routes, ctx.method, ctx.path);
       if (!match) {
         ctx.status = allowed.length > 0 ? 405 : 404;
@@ -106,9 +120,14 @@ export async function startAdminListener(admin: AdminConfig & { port: number }, 
   log.info({ host: admin.host, port: admin.port }, 'admin API listening');
   return {
     server,
+    // Like the public listener: in-flight requests finish, idle keep-alive connections are closed as they go idle.
     close: () =>
       new Promise<void>((resolve) => {
-        server.close(() => resolve());
+        const sweep = setInterval(() => server.closeIdleConnections(), 50).unref();
+        server.close(() => {
+          clearInterval(sweep);
+          resolve();
+        });
         server.closeIdleConnections();
       }),
   };

@@ -422,3 +422,15 @@ describe('on MongoDB (MONGODB_URI)', () => {
     expect(iats.stdout).not.toContain(iat.stdout.trim());
   });
 });
+
+describe('shutdown', () => {
+  test('SIGTERM closes the admin listener with the public one, keep-alive connections included, and exits 0', async () => {
+    const adminPort = await freePort();
+    const s = await startServer({ ...env, AGENTAUTH_CONFIG: writeConfig(tempDir(), { ...baseConfig({ registration: { mode: 'token' } }), admin: { port: adminPort } }) });
+    const url = `http://127.0.0.1:${adminPort}`;
+    // fetch keeps the connection alive after the answer.
+    expect((await admin(url, 'GET', '/admin/clients')).status).toBe(200);
+    expect(await s.stop('SIGTERM')).toBe(0);
+    await expect(fetch(`${url}/admin/health`)).rejects.toThrow();
+  });
+});

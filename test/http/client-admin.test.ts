@@ -207,6 +207,10 @@ describe('client administration through the admin API', () => {
     expect((await introspectAtB(opaqueToken)).active).toBe(false);
     expect((await tokenRequest(a.url, c)).status).toBe(401);
     expect((await admin(adminB, 'GET', `/admin/clients/${encodeURIComponent(c.id)}`)).body).toMatchObject({ disabled: true });
+    // The authorization endpoint too: no sign-in starts for it.
+    const auth = await fetch(`${b.url}/auth?${new URLSearchParams({ client_id: c.id, response_type: 'code', scope: 'read', code_challenge: 'x'.repeat(43), code_challenge_method: 'S256' })}`, { headers: atB('/auth').headers, redirect: 'manual' });
+    expect(auth.status).toBe(400);
+    expect(await auth.text()).toContain('is disabled by the operator');
 
     const enabled = await admin(adminB, 'POST', `/admin/clients/${encodeURIComponent(c.id)}/enable`);
     expect(enabled.status).toBe(200);

@@ -55,10 +55,7 @@ export const iatFingerprint = (tokenId: string) => hash('sha256', tokenId, 'base
 const iso = (epochSeconds: unknown) => (typeof epochSeconds === 'number' ? new Date(epochSeconds * 1000).toISOString() : undefined);
 
 function checkClientId(clientId: string): void {
-  if (!isValidKey(clientId)) invalidRequestThrow('client id must be 1-2048 visible ASCII characters, not starting with "$"');
-}
-function invalidRequestThrow(what: string): never {
-  throw invalidRequest(what);
+  if (!isValidKey(clientId)) throw invalidRequest('client id must be 1-2048 visible ASCII characters, not starting with "$"');
 }
 
 function registeredView(clientId: string, payload: AdapterPayload): ClientView {

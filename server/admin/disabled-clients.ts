@@ -45,8 +45,11 @@ const CALLER_ROUTES = new Set([
   'device_authorization', 'resume', 'end_session', 'end_session_confirm',
 ]);
 
+/** The fields only administration writes. */
+const ADMIN_FIELDS = [DISABLED_FIELD, DISABLED_AT_FIELD, REVOKED_BEFORE_FIELD] as const;
+
 interface ClientModel {
-  adapter: { find(id: string): Promise<AdapterPayload | undefined> };
+  adapter: { find(id: string): Promise<AdapterPayload | undefined>; upsert(id: string, payload: AdapterPayload, expiresIn?: number): Promise<void> };
   find(id: unknown): Promise<unknown>;
 }
 
@@ -70,6 +73,13 @@ export function installDisabledClientCheck(provider: Provider, clients: ModelSto
   hiding.find = async (id: string) => {
     const payload = await adapter.find(id);
     return isDisabled(payload) ? undefined : payload;
+  };
+  // oidc-provider writes a client back from the metadata it knows (an RFC 7592 update), which has none of these
+  // fields: carry them over from the stored record, so no update by the client clears them.
+  hiding.upsert = async (id: string, payload: AdapterPayload, expiresIn?: number) => {
+    const stored = await failClosedInProvider(() => clients.find(id), health);
+    const kept = Object.fromEntries(ADMIN_FIELDS.flatMap((f) => (stored?.[f] === undefined ? [] : [[f, stored[f]]])));
+    return adapter.upsert(id, { ...payload, ...kept }, expiresIn);
   };
   Object.defineProperty(Client, 'adapter', { configurable: true, get: () => hiding });
 

@@ -25,6 +25,7 @@ let envB: Record<string, string>;
 interface Registered {
   id: string;
   secret: string;
+  registration?: Record<string, unknown>;
 }
 
 async function admin(base: string, method: string, path: string, token: string | null = ADMIN_TOKEN): Promise<{ status: number; body: Record<string, unknown>; text: string; headers: Headers }> {
@@ -62,7 +63,7 @@ async function registerClient(metadata: Record<string, unknown> = {}): Promise<R
   const iat = await newIat();
   const r = await register(a.url, { grant_types: ['client_credentials'], token_endpoint_auth_method: 'client_secret_basic', scope: 'read files', ...metadata }, { headers: { authorization: `Bearer ${iat}` } });
   expect(r.status).toBe(201);
-  return { id: r.body.client_id as string, secret: r.body.client_secret as string };
+  return { id: r.body.client_id as string, secret: r.body.client_secret as string, registration: r.body };
 }
 
 /** Every audit record, through `agentauth audit export` (node:sqlite cannot be loaded inside jest). */
@@ -223,6 +224,18 @@ describe('client administration through the admin API', () => {
     // Tokens are dated in whole seconds, and one dated in the second of the disable counts as issued before it.
     await new Promise((r) => setTimeout(r, 1000));
     const fresh = await tokenRequest(a.url, c);
+    expect((await introspectAtB(fresh.body.access_token as string)).active).toBe(true);
+
+    // The client's own RFC 7592 update (kept through the disable) does not clear what the disable recorded.
+    const reg = c.registration!;
+    const put = await fetch(reg.registration_client_uri as string, {
+      method: 'PUT',
+      headers: { authorization: `Bearer ${reg.registration_access_token as string}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ client_id: c.id, client_secret: c.secret, grant_types: ['client_credentials'], token_endpoint_auth_method: 'client_secret_basic', scope: 'read files', client_name: 'updated' }),
+    });
+    expect(put.status).toBe(200);
+    expect((await admin(adminA, 'GET', `/admin/clients/${encodeURIComponent(c.id)}`)).body).toMatchObject({ disabled: false, metadata: { client_name: 'updated' } });
+    expect((await introspectAtB(jwtToken)).active).toBe(false);
     expect((await introspectAtB(fresh.body.access_token as string)).active).toBe(true);
   });
 

@@ -50,6 +50,7 @@ export async function start(config: Config, log: Logger, options: BootOptions & 
       if (forced) {
         log.warn({ timeoutMs: config.shutdownTimeoutMs }, 'in-flight requests did not finish in time; closing their connections');
         server.closeAllConnections();
+        admin?.server.closeAllConnections();
       }
       await adminClosed;
       await agentauth.close();

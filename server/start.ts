@@ -45,7 +45,7 @@ export async function start(config: Config, log: Logger, options: BootOptions & 
           resolve();
         }, config.shutdownTimeoutMs).unref(),
       );
-      await Promise.race([closed, deadline]);
+      await Promise.race([Promise.all([closed, adminClosed]), deadline]);
       clearInterval(sweep);
       if (forced) {
         log.warn({ timeoutMs: config.shutdownTimeoutMs }, 'in-flight requests did not finish in time; closing their connections');

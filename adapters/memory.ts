@@ -127,6 +127,15 @@ class MemoryModelStore implements ModelStore {
     return true;
   }
 
+  async list(after: string | undefined, limit: number): Promise<Array<{ id: string; payload: AdapterPayload }>> {
+    const t = now();
+    return [...this.#entries.entries()]
+      .filter(([id, e]) => live(e, t) && (after === undefined || id > after))
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+      .slice(0, Math.max(0, limit))
+      .map(([id, e]) => ({ id, payload: jsonCopy(e.payload) }));
+  }
+
   /** Drops expired entries so memory does not grow with dead tokens. */
   sweep(t = now()): void {
     for (const [id, e] of this.#entries) {

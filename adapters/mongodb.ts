@@ -201,6 +201,15 @@ class MongoModelStore implements ModelStore {
     if (!isValidKey(grantId)) return;
     await guard('revokeByGrantId', () => this.records.deleteMany({ grantId }));
   }
+
+  async list(after: string | undefined, limit: number): Promise<Array<{ id: string; payload: AdapterPayload }>> {
+    if (limit < 1) return [];
+    // Expiry in the filter (not only in code), so that a page is never cut short by expired records not yet swept.
+    const now = new Date();
+    const filter: Filter<RecordDoc> = { $or: [{ expiresAt: { $exists: false } }, { expiresAt: { $gt: now } }], ...(after === undefined ? {} : { _id: { $gt: after } }) };
+    const docs = await guard('list', () => this.records.find(filter).sort({ _id: 1 }).limit(limit).toArray());
+    return docs.flatMap((d) => (live(d, now.getTime()) ? [{ id: d._id, payload: toPayload(d)! }] : []));
+  }
 }
 
 interface ExpiringDoc {

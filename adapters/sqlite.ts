@@ -272,6 +272,15 @@ class SqliteModelStore implements ModelStore {
     return toPayload(this.conn().get<RecordRow>('find', `SELECT payload, consumed FROM oidc_records WHERE model = ? AND id = ? AND ${LIVE}`, this.model, id, Date.now()));
   }
 
+  async list(after: string | undefined, limit: number): Promise<Array<{ id: string; payload: AdapterPayload }>> {
+    const rows = this.conn().all<RecordRow & { id: string }>(
+      'list',
+      `SELECT id, payload, consumed FROM oidc_records WHERE model = ? AND id > ? AND ${LIVE} ORDER BY id LIMIT ?`,
+      this.model, after ?? '', Date.now(), Math.max(0, limit),
+    );
+    return rows.map((r) => ({ id: r.id, payload: toPayload(r)! }));
+  }
+
   async findByUid(uid: string): Promise<AdapterPayload | undefined> {
     if (!isValidKey(uid)) return undefined;
     return toPayload(this.conn().get<RecordRow>('findByUid', `SELECT payload, consumed FROM oidc_records WHERE model = ? AND uid = ? AND ${LIVE} LIMIT 1`, this.model, uid, Date.now()));

@@ -46,6 +46,8 @@ export interface ModelStore {
    * returns true. Used for replay detection (DPoP proof and client assertion `jti`s).
    */
   insertOnce(id: string, payload: AdapterPayload, expiresIn: number): Promise<boolean>;
+  /** Live records in ascending id order, ids after `after` (exclusive), at most `limit`: for administration (clients, IATs). */
+  list(after: string | undefined, limit: number): Promise<Array<{ id: string; payload: AdapterPayload }>>;
 }
 
 /** A consumed record's single-use mark: when it was used up, and what replaced it. */

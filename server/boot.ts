@@ -24,6 +24,7 @@ import { createWalletSignIn } from '../interactions/wallet-signin.js';
 import { SharedWindowLimit } from './limits/window.js';
 import { registerWalletGrant } from './grants/wallet-signature.js';
 import { createProvider, OIDC_SCOPES } from './provider.js';
+import { installDisabledClientCheck } from './admin/disabled-clients.js';
 import type { FetchTestOverrides } from './client-metadata/fetch.js';
 import { createMetrics } from './metrics/registry.js';
 import type { Metrics } from './metrics/registry.js';
@@ -42,6 +43,8 @@ export interface Agentauth {
   keyring: Keyring;
   /** This server's Prometheus registry and series (serve with metricsRoute(metrics.registry), server/metrics/route.ts). */
   metrics: Metrics;
+  /** This process's audit log (its own chain). */
+  audit: Pick<AuditLog, 'record' | 'close'>;
   /** Stops background work and closes storage. */
   close(): Promise<void>;
 }
@@ -180,6 +183,7 @@ export async function boot(config: Config, log: Logger, options: BootOptions = {
     const wallet = createWalletSignIn(config.wallet, config.issuer, storage.nonces);
     const provider = createProvider({ config, storage, health, keyring, cookieKeys, hasher, dpopNonceSecret, log, clientMetadataTest: options.clientMetadataTest });
     registerWalletGrant(provider, wallet, log, health);
+    installDisabledClientCheck(provider, storage.model('Client'), health);
     auditProviderEvents(provider);
     observeProviderEvents(provider);
     const watcher = new KeyWatcher({
@@ -206,6 +210,7 @@ export async function boot(config: Config, log: Logger, options: BootOptions = {
       health,
       keyring,
       metrics,
+      audit,
       async close() {
         watcher.stop();
         health.stop();

@@ -10,6 +10,7 @@ import { start } from './start.js';
 import { registerAuditCommands } from './cli-audit.js';
 import { registerKeyCommands } from './cli-keys.js';
 import { registerBackupCommands } from './cli-backup.js';
+import { registerClientCommands } from './cli-clients.js';
 import { boot } from './boot.js';
 import { checkInitialAccessTokenRequest, createInitialAccessToken } from './initial-access-tokens.js';
 import { answer, CliUsageError, EXIT, packageVersion, requireInitialised, withJson, withStore } from './cli-context.js';
@@ -135,6 +136,7 @@ withJson(iat.command('create'))
     }
   });
 
+registerClientCommands(clients, iat);
 registerAuditCommands(program);
 registerKeyCommands(program);
 registerBackupCommands(program);

@@ -6,6 +6,8 @@ import { AUDIT_CHAIN_ID } from '../adapters/types.js';
 import { HOST_PATTERN } from './client-metadata/host-policy.js';
 import { limitsSchema } from './limits/config.js';
 import type { LimitsConfig } from './limits/config.js';
+import { adminSchema } from './admin/config.js';
+import type { AdminConfig } from './admin/config.js';
 
 /** A configuration value is wrong. The message names the setting and never echoes a secret. */
 export class ConfigError extends Error {
@@ -222,6 +224,7 @@ const fileSchema = z.strictObject({
       rotationIntervalSeconds: z.number().int().min(5).max(366 * 86_400).optional(),
     })
     .prefault({}),
+  admin: adminSchema,
   dpop: z
     .strictObject({
       /** base64 of 32 bytes, identical on every instance; derived from the KEK when unset. */
@@ -257,6 +260,7 @@ const envSchema = z.object({
   AGENTAUTH_KEY_ALG: z.enum(['ES256', 'EdDSA']).optional(),
   AGENTAUTH_AUDIT_CHAIN: z.string().regex(AUDIT_CHAIN_ID, 'must be 1-100 letters, digits, ".", "_", ":", "#" or "-"').optional(),
   TRUST_PROXY: z.enum(['true', 'false']).optional(),
+  AGENTAUTH_ADMIN_TOKEN: z.string().min(1).optional(),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).optional(),
 });
 
@@ -302,6 +306,8 @@ export interface Config {
   wallet: WalletConfig;
   keys: KeysConfig;
   limits: LimitsConfig;
+  /** The admin listener (server/admin/). */
+  admin: AdminConfig;
 }
 
 /** Seconds a retired key stays published: the longest token any key can sign, plus clock skew. */
@@ -437,5 +443,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     wallet: file.wallet,
     keys: file.keys,
     limits: file.limits,
+    admin: { host: file.admin.host, port: file.admin.port, tokenFile: file.admin.tokenFile === undefined ? undefined : resolve(file.admin.tokenFile), token: e.AGENTAUTH_ADMIN_TOKEN },
   };
 }

@@ -21,6 +21,7 @@ import { prepareRegistrationSteps, registerRegistrationSteps } from './http/regi
 import { prepareTokenLimitStep, registerTokenLimit } from './limits/token-steps.js';
 import { SharedWindowLimit } from './limits/window.js';
 import { revokeClientRecords } from './client-revocation.js';
+import { tokensRevokedBefore } from './admin/disabled-clients.js';
 import { REGISTRATION_FIELD, registrationOrigin, unattendedScopes } from './policies/registration.js';
 import type { RegistrationPolicy } from './policies/registration.js';
 import { tierFromPolicies, tierPolicyName } from './policies/tiers.js';
@@ -360,6 +361,7 @@ export function createProvider(deps: ProviderDeps): Provider {
     revoked: deps.storage.revokedTokens,
     health: deps.health,
     mayIntrospect,
+    tokensRevokedBefore: tokensRevokedBefore(deps.storage.model('Client')),
   });
 
   const { hasher, health, storage, log } = deps;

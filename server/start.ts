@@ -5,6 +5,8 @@ import { boot } from './boot.js';
 import type { Agentauth, BootOptions } from './boot.js';
 import type { Config } from './config.js';
 import type { Logger } from './logger.js';
+import { startAdmin } from './admin/start-admin.js';
+import type { AdminRoute } from './admin/routes.js';
 
 export interface Running {
   agentauth: Agentauth;
@@ -13,8 +15,12 @@ export interface Running {
   shutdown(): Promise<void>;
 }
 
-export async function start(config: Config, log: Logger, options: BootOptions = {}): Promise<Running> {
+export async function start(config: Config, log: Logger, options: BootOptions & { adminRoutes?: AdminRoute[] } = {}): Promise<Running> {
   const agentauth = await boot(config, log, options);
+  const admin = await startAdmin(agentauth, log, options.adminRoutes).catch(async (err: unknown) => {
+    await agentauth.close();
+    throw err;
+  });
   const server = createServer(agentauth.app.callback());
   server.keepAliveTimeout = 5000;
   await new Promise<void>((resolve, reject) => {
@@ -28,6 +34,7 @@ export async function start(config: Config, log: Logger, options: BootOptions = 
     stopping ??= (async () => {
       log.info('shutting down: no new connections, finishing in-flight requests');
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      const adminClosed = admin?.close();
       // Idle keep-alive sockets would hold close() open; in-flight ones are left to finish.
       const sweep = setInterval(() => server.closeIdleConnections(), 50);
       server.closeIdleConnections();
@@ -38,12 +45,14 @@ export async function start(config: Config, log: Logger, options: BootOptions = 
           resolve();
         }, config.shutdownTimeoutMs).unref(),
       );
-      await Promise.race([closed, deadline]);
+      await Promise.race([Promise.all([closed, adminClosed]), deadline]);
       clearInterval(sweep);
       if (forced) {
         log.warn({ timeoutMs: config.shutdownTimeoutMs }, 'in-flight requests did not finish in time; closing their connections');
         server.closeAllConnections();
+        admin?.server.closeAllConnections();
       }
+      await adminClosed;
       await agentauth.close();
       log.info('stopped');
     })();

@@ -32,6 +32,8 @@ export interface StructuredTokenDeps {
   revoked: RevokedTokenStore;
   health?: { markDown(err: unknown): void };
   mayIntrospect: (caller: { clientId: string; clientAuthMethod?: string; noManage?: boolean }, tokenClientId: string) => boolean;
+  /** Tokens of this client issued at or before this time (epoch s) are inactive: it was disabled then (server/admin/). */
+  tokensRevokedBefore?: (clientId: string) => Promise<number | undefined>;
 }
 
 const perProvider = new WeakMap<Provider, StructuredTokenDeps>();
@@ -82,6 +84,8 @@ async function introspectJwt(ctx: KoaContextWithOIDC, deps: StructuredTokenDeps)
   if (!deps.mayIntrospect(client as never, claims.client_id)) return inactive;
   if (await failClosedInProvider(() => deps.revoked.isRevoked(claims.jti!), deps.health)) return inactive;
   if (!(await provider.Client.find(claims.client_id))) return inactive;
+  const revokedBefore = deps.tokensRevokedBefore && (await failClosedInProvider(() => deps.tokensRevokedBefore!(claims.client_id), deps.health));
+  if (revokedBefore !== undefined && (claims.iat ?? 0) <= revokedBefore) return inactive;
   if (claims.grant_id !== undefined) {
     const grant = await provider.Grant.find(claims.grant_id, { ignoreExpiration: true });
     if (!grant || grant.isExpired || grant.clientId !== claims.client_id || grant.accountId !== claims.sub) return inactive;

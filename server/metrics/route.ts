@@ -1,6 +1,6 @@
 import type { Registry } from 'prom-client';
 
-import type { AdminRoute } from './admin-route.js';
+import type { AdminRoute } from '../admin/routes.js';
 
 /**
  * GET /metrics on the admin listener: the registry in Prometheus text format. Needs the admin credential unless

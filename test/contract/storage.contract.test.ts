@@ -260,6 +260,25 @@ describe.each(FACTORIES)('storage contract: $name', (factory) => {
     expect(await storage.model('RefreshToken').find(other)).toBeDefined();
   });
 
+  test('list: live records in id order after a cursor, up to a limit, expired ones skipped (pages are never cut short by them)', async () => {
+    const store = storage.model('InitialAccessToken');
+    const prefix = `L-${rid()}-`;
+    for (const suffix of ['c', 'a', 'b']) await store.upsert(`${prefix}${suffix}`, { kind: 'InitialAccessToken', jti: `${prefix}${suffix}` }, 60);
+    await store.upsert(`${prefix}bb`, { kind: 'InitialAccessToken', jti: `${prefix}bb` }, 1);
+    await store.upsert(`${prefix}b0`, { kind: 'InitialAccessToken', jti: `${prefix}b0` }, 1);
+    await new Promise((r) => setTimeout(r, 1100));
+    const mine = (page: Array<{ id: string }>) => page.map((r) => r.id).filter((id) => id.startsWith(prefix));
+    const all = await store.list(prefix, 1000);
+    expect(mine(all)).toEqual([`${prefix}a`, `${prefix}b`, `${prefix}c`]);
+    expect(all.find((r) => r.id === `${prefix}a`)?.payload).toEqual({ kind: 'InitialAccessToken', jti: `${prefix}a` });
+    // After b come the two expired records, then c: a page of one must still be c.
+    expect((await store.list(`${prefix}b`, 1)).map((r) => r.id)).toEqual([`${prefix}c`]);
+    expect(await store.list(`${prefix}a`, 0)).toEqual([]);
+    const ids = (await store.list(undefined, 100_000)).map((r) => r.id);
+    expect(ids).toEqual([...ids].sort());
+    expect(ids).toEqual(expect.arrayContaining([`${prefix}a`, `${prefix}b`, `${prefix}c`]));
+  });
+
   test('revoked-token denylist: idempotent revoke, kept until exp, unknown jti not revoked', async () => {
     const jti = rid();
     const exp = Math.floor(Date.now() / 1000) + 60;

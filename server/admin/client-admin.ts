@@ -1,0 +1,223 @@
+import { hash, randomBytes } from 'node:crypto';
+
+import type { AdapterPayload, ModelName, Storage } from '../../adapters/types.js';
+import { isValidKey } from '../../adapters/validate.js';
+import type { AuditEventInput } from '../audit/chain.js';
+import { CLIENT_OWNED, revokeClientRecords } from '../client-revocation.js';
+import type { ClientSecretHasher } from '../client-secrets.js';
+import type { StaticClientConfig } from '../config.js';
+import { REGISTRATION_FIELD } from '../policies/registration.js';
+import { tierFromPolicies } from '../policies/tiers.js';
+import { DISABLED_AT_FIELD, DISABLED_FIELD, REVOKED_BEFORE_FIELD, isDisabled } from './disabled-clients.js';
+import { conflict, invalidRequest, notFound } from './errors.js';
+
+/** Who performed an administration action, as the audit record names it. */
+export type AdminActor = { kind: 'cli' } | { kind: 'admin_api'; remoteAddress: string };
+
+/** A client as administration shows it: its metadata without secrets (no secret, no secret hash, no tokens). */
+export interface ClientView {
+  client_id: string;
+  /** `configuration` for clients declared in the configuration file; else how it registered. */
+  source: 'configuration' | 'registered';
+  disabled: boolean;
+  disabled_at?: string;
+  has_secret: boolean;
+  metadata: Record<string, unknown>;
+}
+
+/** An initial access token as administration shows it: a fingerprint of the token, never the token. */
+export interface IatView {
+  id: string;
+  tier: string | undefined;
+  issued_at: string | undefined;
+  expires_at: string | undefined;
+}
+
+export interface ClientAdminDeps {
+  storage: Pick<Storage, 'model'>;
+  hasher: ClientSecretHasher;
+  /** Clients of the configuration file: shown, never changed here (the file is where they are defined). */
+  staticClients: readonly StaticClientConfig[];
+  /** Writes one audit record; resolves once it is stored (fail closed: a refused record fails the action). */
+  audit(event: AuditEventInput): Promise<unknown>;
+}
+
+/** Never shown: the secret's hash, and anything that grants access. */
+const HIDDEN = new Set(['client_secret', 'registration_access_token']);
+/** What disabling removes: everything the client holds except its registration access token (kept for after enable). */
+const DISABLE_REVOKES: readonly ModelName[] = CLIENT_OWNED.filter((m) => m !== 'RegistrationAccessToken');
+const PAGE = 500;
+const SECRET_AUTH_METHODS = new Set(['client_secret_basic', 'client_secret_post']);
+
+/** The handle an initial access token is listed and revoked by: a SHA-256 fingerprint (the token's id is the token). */
+export const iatFingerprint = (tokenId: string) => hash('sha256', tokenId, 'base64url').slice(0, 22);
+
+const iso = (epochSeconds: unknown) => (typeof epochSeconds === 'number' ? new Date(epochSeconds * 1000).toISOString() : undefined);
+
+function checkClientId(clientId: string): void {
+  if (!isValidKey(clientId)) throw invalidRequest('client id must be 1-2048 visible ASCII characters, not starting with "$"');
+}
+
+function registeredView(clientId: string, payload: AdapterPayload): ClientView {
+  const metadata = Object.fromEntries(Object.entries(payload).filter(([k]) => !HIDDEN.has(k) && k !== DISABLED_FIELD && k !== DISABLED_AT_FIELD && k !== REVOKED_BEFORE_FIELD));
+  const disabledAt = payload[DISABLED_AT_FIELD];
+  return {
+    client_id: clientId,
+    source: 'registered',
+    disabled: isDisabled(payload),
+    ...(isDisabled(payload) && typeof disabledAt === 'string' ? { disabled_at: disabledAt } : {}),
+    has_secret: typeof payload.client_secret === 'string',
+    metadata,
+  };
+}
+
+function staticView(c: StaticClientConfig): ClientView {
+  const metadata = Object.fromEntries(Object.entries(c).filter(([k]) => !HIDDEN.has(k)));
+  return { client_id: c.client_id, source: 'configuration', disabled: false, has_secret: c.client_secret !== undefined, metadata: { ...metadata, [REGISTRATION_FIELD]: 'operator' } };
+}
+
+/**
+ * Client administration on the configured store, shared by the CLI (server/cli-clients.ts) and the admin API
+ * (server/admin/client-routes.ts). Registered clients only: clients of the configuration file are listed and shown
+ * but changed in the file (a change here would be undone by the next start of any instance).
+ */
+export class ClientAdmin {
+  constructor(private readonly deps: ClientAdminDeps) {}
+
+  #static(clientId: string): StaticClientConfig | undefined {
+    return this.deps.staticClients.find((c) => c.client_id === clientId);
+  }
+
+  async #registered(clientId: string): Promise<AdapterPayload> {
+    checkClientId(clientId);
+    const payload = await this.deps.storage.model('Client').find(clientId);
+    if (payload) return payload;
+    if (this.#static(clientId)) {
+      throw conflict(`client ${clientId} is declared in the configuration file (AGENTAUTH_CONFIG clients); change or remove it there and restart`);
+    }
+    throw notFound(`no client ${clientId}`);
+  }
+
+  async list(): Promise<ClientView[]> {
+    const views = this.deps.staticClients.map(staticView);
+    const store = this.deps.storage.model('Client');
+    for (let after: string | undefined; ; ) {
+      const page = await store.list(after, PAGE);
+      for (const { id, payload } of page) if (!this.#static(id)) views.push(registeredView(id, payload));
+      if (page.length < PAGE) break;
+      after = page.at(-1)!.id;
+    }
+    return views;
+  }
+
+  async show(clientId: string): Promise<ClientView> {
+    checkClientId(clientId);
+    const configured = this.#static(clientId);
+    if (configured) return staticView(configured);
+    return registeredView(clientId, await this.#registered(clientId));
+  }
+
+  /** Stops issuance at once (every instance) and revokes the client's grants, tokens and codes. */
+  async disable(clientId: string, actor: AdminActor): Promise<ClientView> {
+    const payload = await this.#registered(clientId);
+    const already = isDisabled(payload);
+    const now = new Date();
+    const disabled = already
+      ? payload
+      : { ...payload, [DISABLED_FIELD]: true, [DISABLED_AT_FIELD]: now.toISOString(), [REVOKED_BEFORE_FIELD]: Math.floor(now.getTime() / 1000) };
+    await this.#audit('client.disabled', clientId, actor, { revoked: [...DISABLE_REVOKES], ...(already ? { already_disabled: true } : {}) });
+    // The flag first, so nothing can be issued between the revocation and the flag.
+    if (!already) await this.deps.storage.model('Client').upsert(clientId, disabled);
+    for (const model of DISABLE_REVOKES) await this.deps.storage.model(model).revokeByClientId(clientId);
+    return registeredView(clientId, disabled);
+  }
+
+  /** Restores issuance. Grants and tokens revoked by the disable stay revoked. */
+  async enable(clientId: string, actor: AdminActor): Promise<ClientView> {
+    const payload = await this.#registered(clientId);
+    const enabled = { ...payload };
+    delete enabled[DISABLED_FIELD];
+    delete enabled[DISABLED_AT_FIELD];
+    await this.#audit('client.enabled', clientId, actor, isDisabled(payload) ? {} : { already_enabled: true });
+    if (isDisabled(payload)) await this.deps.storage.model('Client').upsert(clientId, enabled);
+    return registeredView(clientId, enabled);
+  }
+
+  /** Removes the client and revokes everything it held (server/client-revocation.ts), registration access tokens included. */
+  async delete(clientId: string, actor: AdminActor): Promise<void> {
+    await this.#registered(clientId);
+    // The type RFC 7592 DELETE records too: `agentauth verify` finds deleted clients by it.
+    await this.#audit('client.deleted', clientId, actor, { revoked: [...CLIENT_OWNED] });
+    await this.deps.storage.model('Client').destroy(clientId);
+    await revokeClientRecords(this.deps.storage, clientId);
+  }
+
+  /** Replaces a confidential client's secret; the new secret is returned once and stored only as a keyed hash. */
+  async rotateSecret(clientId: string, actor: AdminActor): Promise<{ client: ClientView; clientSecret: string }> {
+    const payload = await this.#registered(clientId);
+    const method = typeof payload.token_endpoint_auth_method === 'string' ? payload.token_endpoint_auth_method : 'client_secret_basic';
+    if (!SECRET_AUTH_METHODS.has(method) || typeof payload.client_secret !== 'string') {
+      throw conflict(`client ${clientId} authenticates with ${method} and has no client secret to rotate`);
+    }
+    const clientSecret = randomBytes(64).toString('base64url');
+    const rotated = { ...payload, client_secret: this.deps.hasher.hash(clientSecret) };
+    await this.#audit('client.secret_rotated', clientId, actor, {});
+    await this.deps.storage.model('Client').upsert(clientId, rotated);
+    return { client: registeredView(clientId, rotated), clientSecret };
+  }
+
+  async listIats(): Promise<IatView[]> {
+    const store = this.deps.storage.model('InitialAccessToken');
+    const views: IatView[] = [];
+    for (let after: string | undefined; ; ) {
+      const page = await store.list(after, PAGE);
+      for (const { id, payload } of page) {
+        views.push({
+          id: iatFingerprint(id),
+          tier: tierFromPolicies(Array.isArray(payload.policies) ? (payload.policies as string[]) : undefined),
+          issued_at: iso(payload.iat),
+          expires_at: iso(payload.exp),
+        });
+      }
+      if (page.length < PAGE) break;
+      after = page.at(-1)!.id;
+    }
+    return views;
+  }
+
+  /** Revokes an initial access token by its fingerprint (as listed) or by the token itself. */
+  async revokeIat(idOrToken: string, actor: AdminActor): Promise<IatView> {
+    if (!/^[A-Za-z0-9_-]{1,256}$/.test(idOrToken)) {
+      throw invalidRequest('an initial access token id is the fingerprint `clients iat list` shows (base64url)');
+    }
+    const store = this.deps.storage.model('InitialAccessToken');
+    let tokenId: string | undefined;
+    if (await store.find(idOrToken)) tokenId = idOrToken;
+    for (let after: string | undefined; tokenId === undefined; ) {
+      const page = await store.list(after, PAGE);
+      tokenId = page.find((r) => iatFingerprint(r.id) === idOrToken)?.id;
+      if (page.length < PAGE) break;
+      after = page.at(-1)!.id;
+    }
+    if (tokenId === undefined) throw notFound(`no initial access token ${idOrToken}`);
+    const payload = (await store.find(tokenId)) ?? {};
+    const view: IatView = {
+      id: iatFingerprint(tokenId),
+      tier: tierFromPolicies(Array.isArray(payload.policies) ? (payload.policies as string[]) : undefined),
+      issued_at: iso(payload.iat),
+      expires_at: iso(payload.exp),
+    };
+    await this.#audit('registration.iat_revoked', undefined, actor, { iat_id: view.id, ...(view.tier ? { tier: view.tier } : {}) });
+    await store.destroy(tokenId);
+    return view;
+  }
+
+  /**
+   * Written before the change (fail closed, as server/audit/log.ts asks): a refused record leaves the store as it
+   * was; the log may then name an action whose write failed, never the reverse.
+   */
+  async #audit(type: string, clientId: string | undefined, actor: AdminActor, details: Record<string, unknown>): Promise<void> {
+    const who = actor.kind === 'cli' ? { actor: 'cli' } : { actor: 'admin_api', remote_address: actor.remoteAddress };
+    await this.deps.audit({ type, ...(clientId ? { client_id: clientId } : {}), details: { ...who, ...details } });
+  }
+}

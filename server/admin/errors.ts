@@ -1,0 +1,15 @@
+/** A refused administration request: the HTTP status the admin API answers and a code, as OAuth errors carry. */
+export class AdminError extends Error {
+  constructor(
+    readonly status: 400 | 404 | 409,
+    readonly code: 'invalid_request' | 'not_found' | 'conflict',
+    message: string,
+  ) {
+    super(message);
+    this.name = 'AdminError';
+  }
+}
+
+export const notFound = (what: string) => new AdminError(404, 'not_found', what);
+export const invalidRequest = (what: string) => new AdminError(400, 'invalid_request', what);
+export const conflict = (what: string) => new AdminError(409, 'conflict', what);

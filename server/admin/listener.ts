@@ -1,0 +1,137 @@
+import { createServer } from 'node:http';
+import type { Server } from 'node:http';
+import Koa from 'koa';
+
+import type { StorageHealth } from '../../adapters/health.js';
+import { StorageUnavailableError } from '../../adapters/errors.js';
+import { requestId } from '../http/request-id.js';
+import type { Logger } from '../logger.js';
+import type { AdminConfig } from './config.js';
+import { AdminError } from './errors.js';
+import { matchRoute } from './routes.js';
+import type { AdminRoute } from './routes.js';
+import { AdminTokenCheck, bearerCredential } from './token.js';
+
+const REALM = 'Bearer realm="agentauth-admin"';
+
+function isDecodable(path: string): boolean {
+  try {
+    decodeURIComponent(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export interface AdminAppDeps {
+  token: string;
+  routes: readonly AdminRoute[];
+  health: Pick<StorageHealth, 'markDown' | 'up'>;
+  log: Logger;
+}
+
+/** `GET /admin/health`: the admin listener answers (no credential needed; says nothing but whether storage is up). */
+export function adminHealthRoute(health: Pick<StorageHealth, 'up'>): AdminRoute {
+  return {
+    method: 'GET',
+    path: '/admin/health',
+    auth: 'none',
+    handle(ctx) {
+      ctx.body = { status: 'ok', storage: health.up ? 'ok' : 'unreachable' };
+    },
+  };
+}
+
+/**
+ * The admin API: a Koa app of its own, never mounted on the public listener. Every `auth: 'admin'` route needs
+ * `Authorization: Bearer <admin token>` (compared in constant time); a missing or wrong one is 401 with
+ * WWW-Authenticate (RFC 6750 §3), before the route runs or its path parameters are looked at.
+ */
+export function createAdminApp({ token, routes, health, log }: AdminAppDeps): Koa {
+  const check = new AdminTokenCheck(token);
+  const app = new Koa();
+  // The same request id as the public listener: on the log lines and the audit records of every admin action.
+  app.use(requestId);
+  app.use(async (ctx) => {
+    const started = process.hrtime.bigint();
+    try {
+      ctx.set('Cache-Control', 'no-store');
+      if (!isDecodable(ctx.path)) {
+        ctx.status = 400;
+        ctx.body = { error: 'invalid_request', error_description: 'the path has a malformed percent-encoding' };
+        return;
+      }
+      const { match, allowed } = matchRoute(routes, ctx.method, ctx.path);
+      if (!match) {
+        ctx.status = allowed.length > 0 ? 405 : 404;
+        if (allowed.length > 0) ctx.set('Allow', allowed.join(', '));
+        ctx.body = allowed.length > 0
+          ? { error: 'invalid_request', error_description: `${ctx.method} is not allowed on ${ctx.path} (allowed: ${allowed.join(', ')})` }
+          : { error: 'not_found', error_description: `no admin route ${ctx.path}` };
+        return;
+      }
+      if (match.route.auth === 'admin') {
+        const presented = bearerCredential(ctx.get('Authorization'));
+        if (presented === undefined || !check.matches(presented)) {
+          ctx.status = 401;
+          ctx.set('WWW-Authenticate', presented === undefined ? REALM : `${REALM}, error="invalid_token"`);
+          ctx.body = {
+            error: presented === undefined ? 'invalid_request' : 'invalid_token',
+            error_description: presented === undefined ? 'the admin API needs Authorization: Bearer <admin token>' : 'the admin token is not valid',
+          };
+          log.warn({ event: 'admin.refused', method: ctx.method, path: ctx.path, remote_address: ctx.ip }, 'admin request refused: no valid admin token');
+          return;
+        }
+      }
+      ctx.params = match.params;
+      await match.route.handle(ctx);
+    } catch (err) {
+      if (err instanceof AdminError) {
+        ctx.status = err.status;
+        ctx.body = { error: err.code, error_description: err.message };
+      } else if (err instanceof StorageUnavailableError) {
+        health.markDown(err);
+        ctx.status = 503;
+        ctx.set('Retry-After', '5');
+        ctx.body = { error: 'temporarily_unavailable', error_description: 'the authorization server cannot reach its storage; retry shortly' };
+      } else {
+        log.error({ err }, 'admin API: unhandled error');
+        ctx.status = 500;
+        ctx.body = { error: 'server_error', error_description: 'an unexpected error occurred' };
+      }
+    } finally {
+      const ms = Number(process.hrtime.bigint() - started) / 1e6;
+      log.info({ listener: 'admin', method: ctx.method, path: ctx.path, status: ctx.status, ms: Math.round(ms * 100) / 100 }, 'admin request');
+    }
+  });
+  return app;
+}
+
+export interface AdminListener {
+  server: Server;
+  close(): Promise<void>;
+}
+
+/** Starts the admin listener on `admin.host:admin.port` (loopback by default). */
+export async function startAdminListener(admin: AdminConfig & { port: number }, app: Koa, log: Logger): Promise<AdminListener> {
+  const server = createServer(app.callback());
+  server.keepAliveTimeout = 5000;
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(admin.port, admin.host, () => resolve());
+  });
+  log.info({ host: admin.host, port: admin.port }, 'admin API listening');
+  return {
+    server,
+    // Like the public listener: in-flight requests finish, idle keep-alive connections are closed as they go idle.
+    close: () =>
+      new Promise<void>((resolve) => {
+        const sweep = setInterval(() => server.closeIdleConnections(), 50).unref();
+        server.close(() => {
+          clearInterval(sweep);
+          resolve();
+        });
+        server.closeIdleConnections();
+      }),
+  };
+}

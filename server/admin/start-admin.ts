@@ -1,0 +1,36 @@
+import type { Agentauth } from '../boot.js';
+import { ConfigError } from '../config.js';
+import type { Logger } from '../logger.js';
+import { metricsRoute } from '../metrics/route.js';
+import { ClientAdmin } from './client-admin.js';
+import { clientAdminRoutes } from './client-routes.js';
+import { adminHealthRoute, createAdminApp, startAdminListener } from './listener.js';
+import type { AdminListener } from './listener.js';
+import type { AdminRoute } from './routes.js';
+import { resolveAdminToken } from './token.js';
+
+/**
+ * The admin listener of a server process, when `admin.port` is set: client administration, health, this process's
+ * Prometheus metrics (GET /metrics, admin credential) and any admin routes handed in (`routes`). Refuses to start without an admin token.
+ */
+export async function startAdmin(agentauth: Agentauth, log: Logger, routes: readonly AdminRoute[] = []): Promise<AdminListener | undefined> {
+  const { admin } = agentauth.config;
+  if (admin.port === undefined) return undefined;
+  const token = resolveAdminToken(admin);
+  if (token === undefined) {
+    throw new ConfigError('AGENTAUTH_CONFIG admin.port: the admin listener needs an admin token; set AGENTAUTH_ADMIN_TOKEN or admin.tokenFile');
+  }
+  const clients = new ClientAdmin({
+    storage: agentauth.storage,
+    hasher: agentauth.hasher,
+    staticClients: agentauth.config.clients,
+    audit: (event) => agentauth.audit.record(event),
+  });
+  const app = createAdminApp({
+    token,
+    routes: [adminHealthRoute(agentauth.health), ...clientAdminRoutes(clients), metricsRoute(agentauth.metrics.registry), ...routes],
+    health: agentauth.health,
+    log,
+  });
+  return startAdminListener({ ...admin, port: admin.port }, app, log);
+}

@@ -1,0 +1,62 @@
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+
+import { ConfigError } from '../config.js';
+import type { AdminConfig } from './config.js';
+
+/** Shortest admin token accepted: a random value of at least 192 bits in any common encoding. */
+export const MIN_ADMIN_TOKEN_LENGTH = 32;
+
+/**
+ * The admin bearer token, from AGENTAUTH_ADMIN_TOKEN or the file `admin.tokenFile` names (surrounding whitespace
+ * dropped); undefined when neither is set. Refuses a short token or an unreadable file, naming the setting.
+ */
+export function resolveAdminToken(admin: Pick<AdminConfig, 'token' | 'tokenFile'>): string | undefined {
+  let token: string;
+  let setting: string;
+  if (admin.token !== undefined) {
+    token = admin.token.trim();
+    setting = 'AGENTAUTH_ADMIN_TOKEN';
+  } else if (admin.tokenFile !== undefined) {
+    setting = `AGENTAUTH_CONFIG admin.tokenFile (${admin.tokenFile})`;
+    try {
+      token = readFileSync(admin.tokenFile, 'utf8').trim();
+    } catch (err) {
+      throw new ConfigError(`${setting}: cannot read the admin token (${(err as Error).message})`);
+    }
+  } else {
+    return undefined;
+  }
+  if (token.length < MIN_ADMIN_TOKEN_LENGTH || /\s/.test(token)) {
+    throw new ConfigError(`${setting}: the admin token must be at least ${MIN_ADMIN_TOKEN_LENGTH} characters with no spaces (e.g. openssl rand -base64 32)`);
+  }
+  return token;
+}
+
+/**
+ * Compares a presented bearer token with the admin token in constant time: both are reduced to an HMAC under a
+ * per-process random key first, so neither their contents nor their lengths show in the comparison's timing.
+ */
+export class AdminTokenCheck {
+  readonly #key = randomBytes(32);
+  readonly #expected: Buffer;
+
+  constructor(token: string) {
+    this.#expected = this.#digest(token);
+  }
+
+  #digest(value: string): Buffer {
+    return createHmac('sha256', this.#key).update(value, 'utf8').digest();
+  }
+
+  matches(presented: string): boolean {
+    return timingSafeEqual(this.#digest(presented), this.#expected);
+  }
+}
+
+/** The credential of an `Authorization` header using the Bearer scheme (case-insensitive, RFC 7235); else undefined. */
+export function bearerCredential(header: string | undefined): string | undefined {
+  if (!header) return undefined;
+  const m = /^bearer +([A-Za-z0-9\-._~+/]+=*) *$/i.exec(header);
+  return m?.[1];
+}

@@ -1,0 +1,137 @@
+import type { Command } from 'commander';
+
+import type { Storage } from '../adapters/types.js';
+import { readCheckedKeys, upgradeKeyStore } from '../keys/integrity.js';
+import { deriveKey } from '../keys/seal.js';
+import { AuditLog } from './audit/log.js';
+import { writerChain } from './audit/writer-chain.js';
+import { initStorage, openStorage, resolveKek } from './boot.js';
+import { ClientSecretHasher } from './client-secrets.js';
+import { ConfigError, loadConfig } from './config.js';
+import type { Config } from './config.js';
+import { createLogger } from './logger.js';
+import { ClientAdmin } from './admin/client-admin.js';
+import type { AdminActor } from './admin/client-admin.js';
+import { AdminError } from './admin/errors.js';
+
+const CLI: AdminActor = { kind: 'cli' };
+const out = (value: unknown): void => void process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
+const note = (text: string): void => void process.stderr.write(`agentauth: ${text}\n`);
+
+function where(config: Config, storage: Storage): string {
+  if (storage.kind === 'mongodb') return `MongoDB database ${config.mongodb!.dbName}`;
+  return `${storage.kind === 'sqlite' ? 'SQLite' : 'embedded'} store in ${config.dataDir}`;
+}
+
+/**
+ * Opens the configured store for client administration. The credential is the server's key-encryption key: the
+ * store must already hold signing keys (a server started on it) and the KEK must verify them (keys/integrity.ts),
+ * so a wrong or missing KEK, or a wrong data directory, changes nothing. The KEK also keys the client-secret hashes.
+ */
+async function withClientAdmin(fn: (admin: ClientAdmin) => Promise<void>): Promise<void> {
+  const config = loadConfig();
+  if (config.store === 'memory') {
+    throw new ConfigError('AGENTAUTH_STORE: clients of the memory store live inside the server process; administer them through its admin API');
+  }
+  const storage = await openStorage(config);
+  const audit = new AuditLog(storage.audit, { chain: writerChain('cli') });
+  try {
+    await initStorage(config, storage, { warn: (_obj: object, msg: string) => note(msg) });
+    if ((await storage.keys.list()).length === 0) {
+      throw new ConfigError(`the ${where(config, storage)} holds no signing keys: it is not the store of a server that has started (check AGENTAUTH_DATA_DIR or MONGODB_URI)`);
+    }
+    const { kek } = await resolveKek(config, storage, createLogger('warn', process.stderr));
+    await upgradeKeyStore(storage.keys, kek);
+    await readCheckedKeys(storage.keys, kek);
+    note(`using the ${where(config, storage)} (issuer ${config.issuer})`);
+    const admin = new ClientAdmin({
+      storage,
+      hasher: new ClientSecretHasher(deriveKey(kek, 'client-secrets')),
+      staticClients: config.clients,
+      audit: (event) => audit.record(event),
+    });
+    await fn(admin);
+  } catch (err) {
+    if (!(err instanceof AdminError)) throw err;
+    note(err.message);
+    // A request that names nothing (not found, not changeable) is a negative answer; malformed input is a usage error.
+    process.exitCode = err.code === 'invalid_request' ? 2 : 1;
+  } finally {
+    await audit.close();
+    await storage.close();
+  }
+}
+
+/**
+ * `agentauth clients list|show|disable|enable|delete|rotate-secret` and `agentauth clients iat list|revoke`, on the
+ * `clients` and `clients iat` commands of server/cli.ts. Output is JSON on stdout (with or without `--json`); secrets are never printed except
+ * the new secret of rotate-secret, once.
+ */
+export function registerClientCommands(clients: Command, iat: Command): void {
+  clients
+    .command('list')
+    .option('--json', 'answer in JSON on stdout (these commands always do; accepted like on every command)')
+    .description('list clients: registered ones and those of the configuration file (no secrets)')
+    .action(() => withClientAdmin(async (admin) => out(await admin.list())));
+  clients
+    .command('show <client_id>')
+    .option('--json', 'answer in JSON on stdout (these commands always do; accepted like on every command)')
+    .description("show one client's metadata and state (no secrets)")
+    .action((id: string) => withClientAdmin(async (admin) => out(await admin.show(id))));
+  clients
+    .command('disable <client_id>')
+    .option('--json', 'answer in JSON on stdout (these commands always do; accepted like on every command)')
+    .description('stop token issuance to a client at once, on every instance, and revoke its grants and tokens')
+    .action((id: string) =>
+      withClientAdmin(async (admin) => {
+        out(await admin.disable(id, CLI));
+        note(`client ${id} disabled; its grants and tokens are revoked`);
+      }),
+    );
+  clients
+    .command('enable <client_id>')
+    .option('--json', 'answer in JSON on stdout (these commands always do; accepted like on every command)')
+    .description('let a disabled client obtain tokens again (tokens revoked by the disable stay revoked)')
+    .action((id: string) =>
+      withClientAdmin(async (admin) => {
+        out(await admin.enable(id, CLI));
+        note(`client ${id} enabled`);
+      }),
+    );
+  clients
+    .command('delete <client_id>')
+    .option('--json', 'answer in JSON on stdout (these commands always do; accepted like on every command)')
+    .description('delete a registered client and revoke everything it held')
+    .action((id: string) =>
+      withClientAdmin(async (admin) => {
+        await admin.delete(id, CLI);
+        note(`client ${id} deleted; its grants, tokens and registration access tokens are revoked`);
+      }),
+    );
+  clients
+    .command('rotate-secret <client_id>')
+    .option('--json', 'answer in JSON on stdout (these commands always do; accepted like on every command)')
+    .description('give a confidential client a new secret (printed once; the old one stops working at once)')
+    .action((id: string) =>
+      withClientAdmin(async (admin) => {
+        const { client, clientSecret } = await admin.rotateSecret(id, CLI);
+        out({ ...client, client_secret: clientSecret });
+        note(`client ${id}: new secret printed once above; it is stored only as a hash`);
+      }),
+    );
+  iat
+    .command('list')
+    .option('--json', 'answer in JSON on stdout (these commands always do; accepted like on every command)')
+    .description('list live initial access tokens by fingerprint (the tokens themselves are never shown)')
+    .action(() => withClientAdmin(async (admin) => out(await admin.listIats())));
+  iat
+    .command('revoke <id>')
+    .option('--json', 'answer in JSON on stdout (these commands always do; accepted like on every command)')
+    .description('revoke an initial access token, by the fingerprint `clients iat list` shows or by the token')
+    .action((id: string) =>
+      withClientAdmin(async (admin) => {
+        out(await admin.revokeIat(id, CLI));
+        note('initial access token revoked');
+      }),
+    );
+}

@@ -1,0 +1,478 @@
+import { randomBytes } from 'node:crypto';
+
+import type { AuditRecord } from '../../adapters/types.js';
+import { freePort } from '../support/ferretdb.js';
+import { baseConfig, OPAQUE_RESOURCE, RESOURCE, RS_CLIENT, register, startAgentServer } from '../support/agent-server.js';
+import type { AgentServer } from '../support/agent-server.js';
+import { newKek, runCli, startServer, tempDir, writeConfig } from '../support/server.js';
+import type { RunningServer } from '../support/server.js';
+
+/**
+ * Client administration (issue 13 item 1): the admin API on its own loopback listener and `agentauth clients ...`,
+ * on two `agentauth start` processes sharing one SQLite data directory. A disable through one process's admin API
+ * (or the CLI) takes effect at once in the other: token requests refused, old tokens introspected inactive.
+ */
+const ADMIN_TOKEN = randomBytes(32).toString('base64url');
+const basic = (id: string, secret: string) => `Basic ${Buffer.from(`${encodeURIComponent(id)}:${encodeURIComponent(secret)}`).toString('base64')}`;
+
+let a: RunningServer;
+let b: RunningServer;
+let adminA: string;
+let adminB: string;
+let env: Record<string, string>;
+let envB: Record<string, string>;
+
+interface Registered {
+  id: string;
+  secret: string;
+  registration?: Record<string, unknown>;
+}
+
+async function admin(base: string, method: string, path: string, token: string | null = ADMIN_TOKEN): Promise<{ status: number; body: Record<string, unknown>; text: string; headers: Headers }> {
+  const res = await fetch(`${base}${path}`, { method, headers: token === null ? {} : { authorization: `Bearer ${token}` } });
+  const text = await res.text();
+  return { status: res.status, body: text ? (JSON.parse(text) as Record<string, unknown>) : {}, text, headers: res.headers };
+}
+
+async function tokenRequest(issuer: string, client: Registered, resource = RESOURCE, scope = 'read'): Promise<{ status: number; body: Record<string, unknown> }> {
+  const res = await fetch(`${issuer}/token`, {
+    method: 'POST',
+    headers: { authorization: basic(client.id, client.secret), 'content-type': 'application/x-www-form-urlencoded' },
+    body: new URLSearchParams({ grant_type: 'client_credentials', resource, scope }),
+  });
+  return { status: res.status, body: (await res.json()) as Record<string, unknown> };
+}
+
+async function introspectAt(issuer: string, token: string): Promise<Record<string, unknown>> {
+  const res = await fetch(`${issuer}/token/introspection`, {
+    method: 'POST',
+    headers: { authorization: basic(RS_CLIENT.id, RS_CLIENT.secret), 'content-type': 'application/x-www-form-urlencoded' },
+    body: new URLSearchParams({ token }),
+  });
+  expect(res.status).toBe(200);
+  return (await res.json()) as Record<string, unknown>;
+}
+
+async function newIat(): Promise<string> {
+  const r = await runCli(['clients', 'iat', 'create'], env);
+  expect(r.code).toBe(0);
+  return r.stdout.trim();
+}
+
+async function registerClient(metadata: Record<string, unknown> = {}): Promise<Registered> {
+  const iat = await newIat();
+  const r = await register(a.url, { grant_types: ['client_credentials'], token_endpoint_auth_method: 'client_secret_basic', scope: 'read files', ...metadata }, { headers: { authorization: `Bearer ${iat}` } });
+  expect(r.status).toBe(201);
+  return { id: r.body.client_id as string, secret: r.body.client_secret as string, registration: r.body };
+}
+
+/** Every audit record, through `agentauth audit export` (node:sqlite cannot be loaded inside jest). */
+async function auditRecords(): Promise<AuditRecord[]> {
+  const r = await runCli(['audit', 'export'], env);
+  expect(r.code).toBe(0);
+  return r.stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as AuditRecord);
+}
+
+beforeAll(async () => {
+  const [portA, portB, adminPortA, adminPortB] = [await freePort(), await freePort(), await freePort(), await freePort()];
+  const config = baseConfig({ registration: { mode: 'token', quota: { max: 1000 } } });
+  env = {
+    AGENTAUTH_DATA_DIR: tempDir('agentauth-admin-'),
+    AGENTAUTH_KEK: newKek(),
+    AGENTAUTH_ADMIN_TOKEN: ADMIN_TOKEN,
+    ISSUER: `http://localhost:${portA}`,
+    TRUST_PROXY: 'true',
+    AGENTAUTH_CONFIG: writeConfig(tempDir(), { ...config, admin: { port: adminPortA } }),
+  };
+  envB = { ...env, AGENTAUTH_CONFIG: writeConfig(tempDir(), { ...config, admin: { port: adminPortB } }) };
+  a = await startServer(env, portA);
+  b = await startServer(envB, portB);
+  adminA = `http://127.0.0.1:${adminPortA}`;
+  adminB = `http://127.0.0.1:${adminPortB}`;
+});
+
+afterAll(async () => {
+  await Promise.all([a?.stop(), b?.stop()]);
+});
+
+/** Server B answers under A's public name (as behind one proxy), so A's issuer and token audiences hold there too. */
+const atB = (path: string) => ({ url: `${b.url}${path}`, headers: { 'x-forwarded-host': new URL(a.url).host } });
+async function tokenRequestAtB(client: Registered): Promise<{ status: number; body: Record<string, unknown> }> {
+  const t = atB('/token');
+  const res = await fetch(t.url, {
+    method: 'POST',
+    headers: { ...t.headers, authorization: basic(client.id, client.secret), 'content-type': 'application/x-www-form-urlencoded' },
+    body: new URLSearchParams({ grant_type: 'client_credentials', resource: RESOURCE, scope: 'read' }),
+  });
+  return { status: res.status, body: (await res.json()) as Record<string, unknown> };
+}
+async function introspectAtB(token: string): Promise<Record<string, unknown>> {
+  const t = atB('/token/introspection');
+  const res = await fetch(t.url, {
+    method: 'POST',
+    headers: { ...t.headers, authorization: basic(RS_CLIENT.id, RS_CLIENT.secret), 'content-type': 'application/x-www-form-urlencoded' },
+    body: new URLSearchParams({ token }),
+  });
+  expect(res.status).toBe(200);
+  return (await res.json()) as Record<string, unknown>;
+}
+
+describe('the admin listener', () => {
+  test('is a separate listener: the public port serves no admin route', async () => {
+    expect((await fetch(`${a.url}/admin/clients`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })).status).toBe(404);
+    expect((await admin(adminA, 'GET', '/admin/health', null)).body).toEqual({ status: 'ok', storage: 'ok' });
+  });
+
+  test.each([
+    ['no Authorization header', null, 'invalid_request', 'Bearer realm="agentauth-admin"'],
+    ['a wrong token', `${ADMIN_TOKEN.slice(0, -2)}xx`, 'invalid_token', 'Bearer realm="agentauth-admin", error="invalid_token"'],
+    ['a token of another length', 'short', 'invalid_token', 'Bearer realm="agentauth-admin", error="invalid_token"'],
+  ])('refuses %s with 401 and WWW-Authenticate, on every admin route', async (_name, token, error, challenge) => {
+    for (const [method, path] of [['GET', '/admin/clients'], ['GET', '/admin/clients/x'], ['POST', '/admin/clients/x/disable'], ['POST', '/admin/clients/x/enable'], ['POST', '/admin/clients/x/rotate-secret'], ['DELETE', '/admin/clients/x'], ['GET', '/admin/iats'], ['DELETE', '/admin/iats/x']] as const) {
+      const r = await admin(adminA, method, path, token);
+      expect([path, r.status]).toEqual([path, 401]);
+      expect(r.headers.get('www-authenticate')).toBe(challenge);
+      expect(r.body.error).toBe(error);
+    }
+  });
+
+  test('refuses another scheme (Basic with the token as password)', async () => {
+    const res = await fetch(`${adminA}/admin/clients`, { headers: { authorization: basic('admin', ADMIN_TOKEN) } });
+    expect(res.status).toBe(401);
+  });
+
+  test('serves this process\'s Prometheus metrics at GET /metrics, with the admin credential only, and echoes a request id', async () => {
+    expect((await admin(adminA, 'GET', '/metrics', null)).status).toBe(401);
+    expect((await admin(adminA, 'GET', '/metrics', 'not-the-admin-token')).status).toBe(401);
+    await fetch(`${a.url}/.well-known/oauth-authorization-server`);
+    const res = await fetch(`${adminA}/metrics`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}`, 'x-request-id': 'scrape-1' } });
+    expect(res.status).toBe(200);
+    expect(res.headers.get('content-type')).toMatch(/^text\/plain; version=0\.0\.4/);
+    expect(res.headers.get('x-request-id')).toBe('scrape-1');
+    const text = await res.text();
+    expect(text).toMatch(/^agentauth_http_requests_total\{[^}]*route="oauth_authorization_server_metadata"[^}]*\} [1-9]/m);
+    expect(text).toMatch(/^agentauth_signing_keys\{state="active"\} 1$/m);
+    expect(text).toMatch(/^process_cpu_user_seconds_total /m);
+  });
+
+  test('unknown routes are 404, a known path with another method 405 with Allow', async () => {
+    expect((await admin(adminA, 'GET', '/admin/nothing')).status).toBe(404);
+    const r = await admin(adminA, 'PUT', '/admin/clients');
+    expect(r.status).toBe(405);
+    expect(r.headers.get('allow')).toBe('GET');
+  });
+});
+
+describe('client administration through the admin API', () => {
+  test('list and show give metadata and state, never a secret or its hash', async () => {
+    const c = await registerClient({ client_name: 'listed agent' });
+    const list = await admin(adminA, 'GET', '/admin/clients');
+    expect(list.status).toBe(200);
+    const views = list.body.clients as Array<Record<string, unknown>>;
+    expect(views.find((v) => v.client_id === c.id)).toMatchObject({ source: 'registered', disabled: false, has_secret: true, metadata: { client_name: 'listed agent' } });
+    expect(views.find((v) => v.client_id === RS_CLIENT.id)).toMatchObject({ source: 'configuration', has_secret: true });
+    const shown = await admin(adminB, 'GET', `/admin/clients/${encodeURIComponent(c.id)}`);
+    expect(shown.status).toBe(200);
+    expect(shown.body).toMatchObject({ client_id: c.id, disabled: false });
+    for (const text of [list.text, shown.text]) {
+      expect(text).not.toContain(c.secret);
+      expect(text).not.toContain(RS_CLIENT.secret);
+      expect(text).not.toContain('hmac-sha256');
+      expect(text).not.toContain('client_secret"');
+      expect(text).not.toContain('registration_access_token');
+    }
+  });
+
+  test('an unknown client is 404, a malformed id 400, a client of the configuration file 409 for changes', async () => {
+    const unknown = await admin(adminA, 'GET', '/admin/clients/no-such-client');
+    expect(unknown.status).toBe(404);
+    expect(unknown.body).toEqual({ error: 'not_found', error_description: 'no client no-such-client' });
+    for (const [method, path] of [['POST', '/admin/clients/no-such-client/disable'], ['POST', '/admin/clients/no-such-client/enable'], ['POST', '/admin/clients/no-such-client/rotate-secret'], ['DELETE', '/admin/clients/no-such-client']] as const) {
+      expect((await admin(adminA, method, path)).status).toBe(404);
+    }
+    const malformed = await admin(adminA, 'GET', '/admin/clients/%24where');
+    expect(malformed.status).toBe(400);
+    expect(malformed.body.error).toBe('invalid_request');
+    expect((await admin(adminA, 'GET', '/admin/clients/%C3%A9t%C3%A9')).status).toBe(400);
+    const configured = await admin(adminA, 'POST', `/admin/clients/${RS_CLIENT.id}/disable`);
+    expect(configured.status).toBe(409);
+    expect(configured.body.error_description).toMatch(/configuration file/);
+  });
+
+  test('disable through one process takes effect at once in the other: tokens refused, old tokens inactive; enable restores issuance only', async () => {
+    const c = await registerClient();
+    const jwt = await tokenRequest(a.url, c);
+    const opaque = await tokenRequest(a.url, c, OPAQUE_RESOURCE, 'files');
+    expect([jwt.status, opaque.status]).toEqual([200, 200]);
+    const jwtToken = jwt.body.access_token as string;
+    const opaqueToken = opaque.body.access_token as string;
+    expect((await introspectAtB(jwtToken)).active).toBe(true);
+    expect((await introspectAtB(opaqueToken)).active).toBe(true);
+
+    const disabled = await admin(adminA, 'POST', `/admin/clients/${encodeURIComponent(c.id)}/disable`);
+    expect(disabled.status).toBe(200);
+    expect(disabled.body).toMatchObject({ client_id: c.id, disabled: true });
+
+    // Process B, right away: no token, and the tokens issued by A are inactive.
+    const refused = await tokenRequestAtB(c);
+    expect(refused.status).toBe(401);
+    expect(refused.body.error).toBe('invalid_client');
+    expect(refused.body.error_description).toBe(`client ${c.id} is disabled by the operator of this authorization server`);
+    expect((await introspectAtB(jwtToken)).active).toBe(false);
+    expect((await introspectAtB(opaqueToken)).active).toBe(false);
+    expect((await tokenRequest(a.url, c)).status).toBe(401);
+    expect((await admin(adminB, 'GET', `/admin/clients/${encodeURIComponent(c.id)}`)).body).toMatchObject({ disabled: true });
+    // The authorization endpoint too: no sign-in starts for it.
+    const auth = await fetch(`${b.url}/auth?${new URLSearchParams({ client_id: c.id, response_type: 'code', scope: 'read', code_challenge: 'x'.repeat(43), code_challenge_method: 'S256' })}`, { headers: atB('/auth').headers, redirect: 'manual' });
+    expect(auth.status).toBe(400);
+    expect(await auth.text()).toContain('is disabled by the operator');
+
+    const enabled = await admin(adminB, 'POST', `/admin/clients/${encodeURIComponent(c.id)}/enable`);
+    expect(enabled.status).toBe(200);
+    expect(enabled.body).toMatchObject({ disabled: false });
+    expect((await tokenRequestAtB(c)).status).toBe(200);
+    // What the disable revoked stays revoked: the stored opaque token was removed, and the JWT (client_credentials:
+    // no grant behind it) was issued before the disable.
+    expect((await introspectAtB(opaqueToken)).active).toBe(false);
+    expect((await introspectAtB(jwtToken)).active).toBe(false);
+    // Tokens are dated in whole seconds, and one dated in the second of the disable counts as issued before it.
+    await new Promise((r) => setTimeout(r, 1000));
+    const fresh = await tokenRequest(a.url, c);
+    expect((await introspectAtB(fresh.body.access_token as string)).active).toBe(true);
+
+    // The client's own RFC 7592 update (kept through the disable) does not clear what the disable recorded.
+    const reg = c.registration!;
+    const put = await fetch(reg.registration_client_uri as string, {
+      method: 'PUT',
+      headers: { authorization: `Bearer ${reg.registration_access_token as string}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ client_id: c.id, client_secret: c.secret, grant_types: ['client_credentials'], token_endpoint_auth_method: 'client_secret_basic', scope: 'read files', client_name: 'updated' }),
+    });
+    expect(put.status).toBe(200);
+    expect((await admin(adminA, 'GET', `/admin/clients/${encodeURIComponent(c.id)}`)).body).toMatchObject({ disabled: false, metadata: { client_name: 'updated' } });
+    expect((await introspectAtB(jwtToken)).active).toBe(false);
+    expect((await introspectAtB(fresh.body.access_token as string)).active).toBe(true);
+  });
+
+  test('rotate-secret answers the new secret once; the old one stops working at once everywhere', async () => {
+    const c = await registerClient();
+    const r = await admin(adminA, 'POST', `/admin/clients/${encodeURIComponent(c.id)}/rotate-secret`);
+    expect(r.status).toBe(200);
+    expect(r.headers.get('cache-control')).toBe('no-store');
+    const secret = r.body.client_secret as string;
+    expect(secret).toMatch(/^[A-Za-z0-9_-]{80,}$/);
+    expect(secret).not.toBe(c.secret);
+    const old = await tokenRequestAtB(c);
+    expect([old.status, old.body.error]).toEqual([401, 'invalid_client']);
+    expect((await tokenRequestAtB({ id: c.id, secret })).status).toBe(200);
+    expect((await admin(adminA, 'GET', `/admin/clients/${encodeURIComponent(c.id)}`)).text).not.toContain(secret);
+
+    const configured = await admin(adminA, 'POST', `/admin/clients/${RS_CLIENT.id}/rotate-secret`);
+    expect(configured.status).toBe(409);
+    const pub = await registerClient({ token_endpoint_auth_method: 'none', grant_types: ['authorization_code'], redirect_uris: ['http://127.0.0.1:65000/cb'], scope: 'read' });
+    const none = await admin(adminA, 'POST', `/admin/clients/${encodeURIComponent(pub.id)}/rotate-secret`);
+    expect(none.status).toBe(409);
+    expect(none.body.error_description).toMatch(/authenticates with none and has no client secret/);
+  });
+
+  test('delete removes the client and revokes what it held; a second delete is 404', async () => {
+    const c = await registerClient();
+    const opaque = (await tokenRequest(a.url, c, OPAQUE_RESOURCE, 'files')).body.access_token as string;
+    const jwt = (await tokenRequest(a.url, c)).body.access_token as string;
+    const del = await admin(adminB, 'DELETE', `/admin/clients/${encodeURIComponent(c.id)}`);
+    expect(del.status).toBe(204);
+    expect((await admin(adminA, 'GET', `/admin/clients/${encodeURIComponent(c.id)}`)).status).toBe(404);
+    expect((await tokenRequest(a.url, c)).status).toBe(401);
+    expect((await introspectAt(a.url, opaque)).active).toBe(false);
+    expect((await introspectAt(a.url, jwt)).active).toBe(false);
+    expect((await admin(adminB, 'DELETE', `/admin/clients/${encodeURIComponent(c.id)}`)).status).toBe(404);
+  });
+
+  test('initial access tokens: listed by fingerprint only, revoked by it; a revoked one registers nothing', async () => {
+    const iat = await newIat();
+    const list = await admin(adminA, 'GET', '/admin/iats');
+    expect(list.status).toBe(200);
+    expect(list.text).not.toContain(iat);
+    const entries = list.body.initial_access_tokens as Array<Record<string, unknown>>;
+    expect(entries.length).toBeGreaterThan(0);
+    for (const e of entries) expect(e).toMatchObject({ id: expect.stringMatching(/^[A-Za-z0-9_-]{22}$/), tier: 'standard' });
+    const before = new Set(entries.map((e) => e.id));
+
+    const cli = await runCli(['clients', 'iat', 'list'], env);
+    expect(cli.code).toBe(0);
+    expect(cli.stdout).not.toContain(iat);
+    const cliIds = (JSON.parse(cli.stdout) as Array<{ id: string }>).map((e) => e.id);
+    expect(new Set(cliIds)).toEqual(before);
+
+    // Find this token's fingerprint: the one entry that disappears when it is revoked by value through the CLI.
+    const other = await newIat();
+    const revokedByValue = await runCli(['clients', 'iat', 'revoke', other], env);
+    expect(revokedByValue.code).toBe(0);
+    expect(revokedByValue.stdout).not.toContain(other);
+    const fp = (JSON.parse(revokedByValue.stdout) as { id: string }).id;
+    expect((await register(a.url, { grant_types: ['client_credentials'], token_endpoint_auth_method: 'client_secret_basic', scope: 'read' }, { headers: { authorization: `Bearer ${other}` } })).status).toBe(401);
+
+    const target = [...before][0]!;
+    const r = await admin(adminA, 'DELETE', `/admin/iats/${target}`);
+    expect(r.status).toBe(200);
+    expect(r.body.id).toBe(target);
+    expect(((await admin(adminA, 'GET', '/admin/iats')).body.initial_access_tokens as Array<{ id: string }>).map((e) => e.id)).not.toContain(target);
+    expect((await admin(adminA, 'DELETE', `/admin/iats/${target}`)).status).toBe(404);
+    expect((await admin(adminA, 'DELETE', `/admin/iats/${fp}`)).status).toBe(404);
+    expect((await admin(adminA, 'DELETE', '/admin/iats/not%20an%20id')).status).toBe(400);
+  });
+});
+
+describe('agentauth clients (CLI) on the same store', () => {
+  test('refused without the key-encryption key, and with a wrong one; nothing changes', async () => {
+    const c = await registerClient();
+    // A missing or wrong KEK is a configuration error: exit 2 (docs/operations.md, "The command line").
+    const without = await runCli(['clients', 'disable', c.id], { ...env, AGENTAUTH_KEK: undefined });
+    expect(without.code).toBe(2);
+    expect(without.stderr).toMatch(/no key-encryption key was found/);
+    const wrong = await runCli(['clients', 'disable', c.id], { ...env, AGENTAUTH_KEK: newKek() });
+    expect(wrong.code).toBe(2);
+    expect(wrong.stdout).toBe('');
+    expect((await tokenRequest(a.url, c)).status).toBe(200);
+    const list = await runCli(['clients', 'list'], { ...env, AGENTAUTH_DATA_DIR: tempDir('agentauth-empty-') });
+    expect(list.code).toBe(2);
+    expect(list.stderr).toMatch(/holds no signing keys/);
+  });
+
+  test('--json is accepted as on every command (the answer is JSON on stdout either way)', async () => {
+    const c = await registerClient();
+    const r = await runCli(['clients', 'show', c.id, '--json'], env);
+    expect(r.code).toBe(0);
+    expect(JSON.parse(r.stdout)).toMatchObject({ client_id: c.id });
+    const list = await runCli(['clients', 'iat', 'list', '--json'], env);
+    expect(list.code).toBe(0);
+    expect(Array.isArray(JSON.parse(list.stdout))).toBe(true);
+  });
+
+  test('disable through the CLI takes effect at once in both servers; show, enable, rotate-secret and delete do what they say', async () => {
+    const c = await registerClient();
+    const jwt = (await tokenRequest(a.url, c)).body.access_token as string;
+    const disabled = await runCli(['clients', 'disable', c.id], env);
+    expect([disabled.code, disabled.stderr]).toEqual([0, expect.stringContaining('disabled')]);
+    expect(JSON.parse(disabled.stdout)).toMatchObject({ client_id: c.id, disabled: true });
+    expect(disabled.stderr).toContain(`using the SQLite store in ${env.AGENTAUTH_DATA_DIR}`);
+    expect((await tokenRequestAtB(c)).status).toBe(401);
+    expect((await tokenRequest(a.url, c)).status).toBe(401);
+    expect((await introspectAtB(jwt)).active).toBe(false);
+
+    const shown = await runCli(['clients', 'show', c.id], env);
+    expect(shown.code).toBe(0);
+    expect(JSON.parse(shown.stdout)).toMatchObject({ client_id: c.id, disabled: true });
+    expect(shown.stdout).not.toContain('hmac-sha256');
+
+    expect((await runCli(['clients', 'enable', c.id], env)).code).toBe(0);
+    expect((await tokenRequestAtB(c)).status).toBe(200);
+
+    const rotated = await runCli(['clients', 'rotate-secret', c.id], env);
+    expect(rotated.code).toBe(0);
+    const secret = (JSON.parse(rotated.stdout) as { client_secret: string }).client_secret;
+    expect((await tokenRequest(a.url, c)).status).toBe(401);
+    expect((await tokenRequestAtB({ id: c.id, secret })).status).toBe(200);
+
+    const list = await runCli(['clients', 'list'], env);
+    expect(list.code).toBe(0);
+    expect((JSON.parse(list.stdout) as Array<{ client_id: string }>).map((v) => v.client_id)).toContain(c.id);
+    expect(list.stdout).not.toContain(secret);
+    expect(list.stdout).not.toContain('hmac-sha256');
+
+    expect((await runCli(['clients', 'delete', c.id], env)).code).toBe(0);
+    expect((await tokenRequest(a.url, { id: c.id, secret })).status).toBe(401);
+  });
+
+  test('an unknown client exits 1, a malformed id 2, a client of the configuration file 1, each saying why', async () => {
+    const unknown = await runCli(['clients', 'show', 'no-such-client'], env);
+    expect([unknown.code, unknown.stderr.trim().split('\n').at(-1)]).toEqual([1, 'agentauth: no client no-such-client']);
+    expect((await runCli(['clients', 'delete', 'no-such-client'], env)).code).toBe(1);
+    const malformed = await runCli(['clients', 'disable', '$ne'], env);
+    expect(malformed.code).toBe(2);
+    expect(malformed.stderr).toMatch(/client id must be/);
+    const configured = await runCli(['clients', 'delete', RS_CLIENT.id], env);
+    expect(configured.code).toBe(1);
+    expect(configured.stderr).toMatch(/declared in the configuration file/);
+    expect((await runCli(['clients', 'iat', 'revoke', 'AAAAAAAAAAAAAAAAAAAAAA'], env)).code).toBe(1);
+  });
+});
+
+describe('audit records', () => {
+  test('every admin action is recorded with its actor (cli, or admin_api and the remote address)', async () => {
+    const records = await auditRecords();
+    const of = (type: string) => records.filter((r) => r.type === type);
+    for (const type of ['client.disabled', 'client.enabled', 'client.secret_rotated', 'client.deleted', 'registration.iat_revoked']) {
+      expect([type, of(type).some((r) => r.details.actor === 'cli')]).toEqual([type, true]);
+      expect([type, of(type).some((r) => r.details.actor === 'admin_api' && r.details.remote_address === '127.0.0.1')]).toEqual([type, true]);
+    }
+    for (const r of [...of('client.disabled'), ...of('client.deleted')]) expect(typeof r.client_id).toBe('string');
+    expect(JSON.stringify(records)).not.toContain('hmac-sha256');
+  });
+});
+
+describe('configuration', () => {
+  test('an admin port without an admin token refuses to start (exit 2, naming the settings)', async () => {
+    const r = await runCli(['start'], { ...envB, PORT: String(await freePort()), AGENTAUTH_ADMIN_TOKEN: undefined, AGENTAUTH_CONFIG: writeConfig(tempDir(), { ...baseConfig(), admin: { port: await freePort() } }) });
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/admin\.port: the admin listener needs an admin token; set AGENTAUTH_ADMIN_TOKEN or admin\.tokenFile/);
+  });
+
+  test('a short admin token is refused', async () => {
+    const r = await runCli(['start'], { ...envB, PORT: String(await freePort()), AGENTAUTH_ADMIN_TOKEN: 'too-short' });
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/AGENTAUTH_ADMIN_TOKEN: the admin token must be at least 32 characters/);
+  });
+});
+
+describe('on MongoDB (MONGODB_URI)', () => {
+  let as: AgentServer;
+  let adminUrl: string;
+  beforeAll(async () => {
+    const adminPort = await freePort();
+    as = await startAgentServer(baseConfig({ registration: { mode: 'token' }, admin: { port: adminPort } }), { AGENTAUTH_ADMIN_TOKEN: ADMIN_TOKEN });
+    adminUrl = `http://127.0.0.1:${adminPort}`;
+  });
+  afterAll(async () => {
+    await as?.server.stop();
+  });
+
+  test('disable through the admin API, list and delete through the CLI, on the shared database', async () => {
+    const iat = await runCli(['clients', 'iat', 'create'], as.env);
+    expect(iat.code).toBe(0);
+    const reg = await register(as.server.url, { grant_types: ['client_credentials'], token_endpoint_auth_method: 'client_secret_basic', scope: 'read' }, { headers: { authorization: `Bearer ${iat.stdout.trim()}` } });
+    expect(reg.status).toBe(201);
+    const c = { id: reg.body.client_id as string, secret: reg.body.client_secret as string };
+    const jwt = await tokenRequest(as.server.url, c);
+    expect(jwt.status).toBe(200);
+
+    expect((await admin(adminUrl, 'GET', '/admin/clients', 'not-the-admin-token')).status).toBe(401);
+    expect((await admin(adminUrl, 'POST', `/admin/clients/${encodeURIComponent(c.id)}/disable`)).status).toBe(200);
+    const refused = await tokenRequest(as.server.url, c);
+    expect([refused.status, refused.body.error]).toEqual([401, 'invalid_client']);
+    expect((await introspectAt(as.server.url, jwt.body.access_token as string)).active).toBe(false);
+
+    const list = await runCli(['clients', 'list'], as.env);
+    expect(list.code).toBe(0);
+    expect(list.stderr).toContain(`using the MongoDB database ${as.dbName}`);
+    expect(JSON.parse(list.stdout)).toEqual(expect.arrayContaining([expect.objectContaining({ client_id: c.id, disabled: true })]));
+    expect((await runCli(['clients', 'list'], { ...as.env, AGENTAUTH_KEK: undefined })).code).toBe(2);
+
+    expect((await runCli(['clients', 'delete', c.id], as.env)).code).toBe(0);
+    expect((await admin(adminUrl, 'GET', `/admin/clients/${encodeURIComponent(c.id)}`)).status).toBe(404);
+    const iats = await runCli(['clients', 'iat', 'list'], as.env);
+    expect(iats.code).toBe(0);
+    expect(iats.stdout).not.toContain(iat.stdout.trim());
+  });
+});
+
+describe('shutdown', () => {
+  test('SIGTERM closes the admin listener with the public one, keep-alive connections included, and exits 0', async () => {
+    const adminPort = await freePort();
+    const s = await startServer({ ...env, AGENTAUTH_CONFIG: writeConfig(tempDir(), { ...baseConfig({ registration: { mode: 'token' } }), admin: { port: adminPort } }) });
+    const url = `http://127.0.0.1:${adminPort}`;
+    // fetch keeps the connection alive after the answer.
+    expect((await admin(url, 'GET', '/admin/clients')).status).toBe(200);
+    expect(await s.stop('SIGTERM')).toBe(0);
+    await expect(fetch(`${url}/admin/health`)).rejects.toThrow();
+  });
+});

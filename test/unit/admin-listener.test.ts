@@ -1,0 +1,97 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import request from 'supertest';
+
+import { ConfigError } from '../../server/config.js';
+import { createLogger } from '../../server/logger.js';
+import { createAdminApp } from '../../server/admin/listener.js';
+import { matchRoute } from '../../server/admin/routes.js';
+import type { AdminRoute } from '../../server/admin/routes.js';
+import { AdminTokenCheck, bearerCredential, resolveAdminToken } from '../../server/admin/token.js';
+
+const TOKEN = 'a'.repeat(20) + 'B'.repeat(20);
+const log = createLogger('silent');
+
+describe('admin routes: matching', () => {
+  const routes: AdminRoute[] = [
+    { method: 'GET', path: '/admin/clients/:id', auth: 'admin', handle: () => undefined },
+    { method: 'DELETE', path: '/admin/clients/:id', auth: 'admin', handle: () => undefined },
+  ];
+
+  test('a :name segment matches one non-empty segment, percent-decoded', () => {
+    expect(matchRoute(routes, 'GET', '/admin/clients/https%3A%2F%2Fagent.example%2Fc')?.match?.params).toEqual({ id: 'https://agent.example/c' });
+    expect(matchRoute(routes, 'HEAD', '/admin/clients/x')?.match?.route.method).toBe('GET');
+    expect(matchRoute(routes, 'GET', '/admin/clients/').match).toBeUndefined();
+    expect(matchRoute(routes, 'GET', '/admin/clients/a/b').match).toBeUndefined();
+    expect(matchRoute(routes, 'GET', '/ADMIN/clients/a').match).toBeUndefined();
+  });
+
+  test('the same path under other methods is reported (for 405 Allow)', () => {
+    expect(matchRoute(routes, 'POST', '/admin/clients/x')).toEqual({ allowed: ['GET', 'DELETE'] });
+    expect(matchRoute(routes, 'GET', '/elsewhere')).toEqual({ allowed: [] });
+  });
+});
+
+describe('admin token', () => {
+  test('Bearer credentials: scheme case-insensitive, one token68, nothing else', () => {
+    expect(bearerCredential(`Bearer ${TOKEN}`)).toBe(TOKEN);
+    expect(bearerCredential(`bearer ${TOKEN}`)).toBe(TOKEN);
+    expect(bearerCredential(`Basic ${TOKEN}`)).toBeUndefined();
+    expect(bearerCredential(`Bearer ${TOKEN} extra`)).toBeUndefined();
+    expect(bearerCredential('Bearer')).toBeUndefined();
+    expect(bearerCredential(undefined)).toBeUndefined();
+  });
+
+  test('the check accepts exactly the token', () => {
+    const check = new AdminTokenCheck(TOKEN);
+    expect(check.matches(TOKEN)).toBe(true);
+    expect(check.matches(`${TOKEN}x`)).toBe(false);
+    expect(check.matches(TOKEN.slice(1))).toBe(false);
+    expect(check.matches('')).toBe(false);
+  });
+
+  test('from the variable or the file; short, spaced or unreadable ones are refused naming the setting', () => {
+    expect(resolveAdminToken({ token: undefined, tokenFile: undefined })).toBeUndefined();
+    expect(resolveAdminToken({ token: ` ${TOKEN}\n`, tokenFile: undefined })).toBe(TOKEN);
+    const dir = mkdtempSync(join(tmpdir(), 'agentauth-admin-token-'));
+    writeFileSync(join(dir, 'token'), `${TOKEN}\n`);
+    expect(resolveAdminToken({ token: undefined, tokenFile: join(dir, 'token') })).toBe(TOKEN);
+    expect(() => resolveAdminToken({ token: 'short', tokenFile: undefined })).toThrow(new ConfigError('AGENTAUTH_ADMIN_TOKEN: the admin token must be at least 32 characters with no spaces (e.g. openssl rand -base64 32)'));
+    expect(() => resolveAdminToken({ token: `${TOKEN} ${TOKEN}`, tokenFile: undefined })).toThrow(ConfigError);
+    expect(() => resolveAdminToken({ token: undefined, tokenFile: join(dir, 'missing') })).toThrow(/admin\.tokenFile .*cannot read the admin token/);
+  });
+});
+
+describe('admin app', () => {
+  const seen: string[] = [];
+  const app = createAdminApp({
+    token: TOKEN,
+    log,
+    health: { up: true, markDown: () => undefined },
+    routes: [
+      { method: 'GET', path: '/open', auth: 'none', handle: (ctx) => void (ctx.body = { ok: true }) },
+      { method: 'GET', path: '/x/:id', auth: 'admin', handle: (ctx) => void (seen.push((ctx.params as { id: string }).id), (ctx.body = { id: (ctx.params as { id: string }).id })) },
+      { method: 'GET', path: '/boom', auth: 'admin', handle: () => { throw new Error('internal detail'); } },
+    ],
+  }).callback();
+
+  test('an auth "none" route needs no token; an admin route runs only with the token', async () => {
+    expect((await request(app).get('/open')).body).toEqual({ ok: true });
+    const refused = await request(app).get('/x/secret-id');
+    expect(refused.status).toBe(401);
+    expect(refused.headers['www-authenticate']).toBe('Bearer realm="agentauth-admin"');
+    expect(seen).toEqual([]);
+    const ok = await request(app).get('/x/abc').set('Authorization', `Bearer ${TOKEN}`);
+    expect([ok.status, ok.body]).toEqual([200, { id: 'abc' }]);
+    expect(ok.headers['cache-control']).toBe('no-store');
+  });
+
+  test('a malformed percent-encoding is 400; an unexpected error is a 500 without its detail', async () => {
+    const bad = await request(app).get('/x/%E0%A4%A').set('Authorization', `Bearer ${TOKEN}`);
+    expect([bad.status, bad.body.error]).toEqual([400, 'invalid_request']);
+    const boom = await request(app).get('/boom').set('Authorization', `Bearer ${TOKEN}`);
+    expect(boom.status).toBe(500);
+    expect(JSON.stringify(boom.body)).not.toContain('internal detail');
+  });
+});

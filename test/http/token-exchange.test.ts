@@ -1,0 +1,184 @@
+import { hash } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
+
+import { calculateJwkThumbprint, decodeJwt, exportJWK } from 'jose';
+import * as oidc from 'openid-client';
+
+import { insecure } from '../support/agent-server.js';
+import { mongoUri } from '../support/storages.js';
+import { newKek, startServer, tempDir, uniqueDbName, writeConfig } from '../support/server.js';
+import type { RunningServer } from '../support/server.js';
+
+const EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
+const AT_TYPE = 'urn:ietf:params:oauth:token-type:access_token';
+const SKILL_A = 'https://skill-a.example.com';
+const SKILL_B = 'https://skill-b.example.com'; // opaque tokens
+const SKILL_C = 'https://skill-c.example.com';
+const SHORT = 'https://short.example.com'; // one-second tokens
+const RS = { id: 'resource-server', secret: 'resource-server-secret-0123456789abcdefgh' };
+const secretOf = (id: string) => `${id}-secret-0123456789abcdefghijklmnop`;
+const staticClient = (id: string, grants: string[]) => ({ client_id: id, client_secret: secretOf(id), grant_types: grants, tier: 'bound' });
+
+const CONFIG = {
+  resourceServers: [
+    { identifier: SKILL_A, scopes: ['read', 'write'] },
+    { identifier: SKILL_B, scopes: ['read', 'write'], accessTokenFormat: 'opaque' },
+    { identifier: SKILL_C, scopes: ['read', 'write'] },
+    { identifier: SHORT, scopes: ['read'], accessTokenTTL: 1 },
+  ],
+  clients: [
+    { client_id: RS.id, client_secret: RS.secret, grant_types: ['client_credentials'] },
+    staticClient('agent', ['client_credentials', EXCHANGE]),
+    staticClient('skill-a', [EXCHANGE]),
+    staticClient('skill-b', [EXCHANGE]),
+    staticClient('skill-c', [EXCHANGE]),
+    staticClient('rogue', [EXCHANGE]),
+  ],
+  tokenExchange: {
+    maxDepth: 2,
+    rules: [
+      { clients: ['skill-a'], from: [SKILL_A, SHORT], to: [SKILL_B], nextActor: 'skill-b' },
+      { clients: ['skill-b'], from: [SKILL_B], to: [SKILL_C], scopes: ['read'] },
+      { clients: ['skill-c'], from: [SKILL_C], to: [SKILL_A] },
+      { clients: ['rogue'], from: [SKILL_B], to: [SKILL_C] },
+      { clients: ['agent'], from: [SKILL_A], to: [SKILL_B] },
+    ],
+  },
+};
+
+const backends = [
+  ['SQLite', () => ({})],
+  ['MongoDB (FerretDB)', () => ({ MONGODB_URI: mongoUri(), MONGODB_DB: uniqueDbName('exchange') })],
+] as const;
+
+describe.each(backends)('RFC 8693 token exchange on %s', (_name, storeEnv) => {
+  let server: RunningServer;
+  let issuer: string;
+  let meta: oidc.ServerMetadata;
+  const clients = new Map<string, { config: oidc.Configuration; dpop: oidc.DPoPHandle; jkt: string }>();
+
+  async function client(id: string, secret = secretOf(id)) {
+    const config = new oidc.Configuration(meta, id, secret, oidc.ClientSecretBasic(secret));
+    oidc.allowInsecureRequests(config);
+    const keys = await oidc.randomDPoPKeyPair('ES256', { extractable: true });
+    const jkt = await calculateJwkThumbprint(await exportJWK(keys.publicKey));
+    return { config, dpop: oidc.getDPoPHandle(config, keys), jkt };
+  }
+
+  beforeAll(async () => {
+    const dir = tempDir();
+    server = await startServer({ AGENTAUTH_CONFIG: writeConfig(dir, CONFIG), AGENTAUTH_DATA_DIR: `${dir}/data`, AGENTAUTH_KEK: newKek(), ...storeEnv() });
+    issuer = server.url;
+    meta = (await oidc.discovery(new URL(issuer), RS.id, undefined, oidc.ClientSecretBasic(RS.secret), insecure)).serverMetadata();
+    for (const id of ['agent', 'skill-a', 'skill-b', 'skill-c', 'rogue']) clients.set(id, await client(id));
+  });
+
+  afterAll(async () => {
+    await server?.stop();
+  });
+
+  const c = (id: string) => clients.get(id)!;
+
+  async function agentToken(resource = SKILL_A, scope = 'read write'): Promise<string> {
+    const agent = c('agent');
+    return (await oidc.clientCredentialsGrant(agent.config, { resource, scope }, { DPoP: agent.dpop })).access_token;
+  }
+
+  async function exchange(id: string, subjectToken: string, params: Record<string, string>, dpop: oidc.DPoPHandle | undefined = c(id).dpop) {
+    return oidc.genericGrantRequest(c(id).config, EXCHANGE, { subject_token: subjectToken, subject_token_type: AT_TYPE, ...params }, dpop ? { DPoP: dpop } : {});
+  }
+
+  async function refusal(promise: Promise<unknown>): Promise<{ status?: number; error?: string; error_description?: string }> {
+    try {
+      await promise;
+    } catch (err) {
+      const e = err as { status?: number; error?: string; error_description?: string };
+      return { status: e.status, error: e.error, error_description: e.error_description };
+    }
+    throw new Error('the exchange was expected to be refused but succeeded');
+  }
+
+  async function introspect(token: string): Promise<Record<string, unknown>> {
+    const rs = new oidc.Configuration(meta, RS.id, RS.secret, oidc.ClientSecretBasic(RS.secret));
+    oidc.allowInsecureRequests(rs);
+    return (await oidc.tokenIntrospection(rs, token)) as unknown as Record<string, unknown>;
+  }
+
+  test('discovery advertises the token-exchange grant', () => {
+    expect(meta.grant_types_supported).toContain(EXCHANGE);
+  });
+
+  test('agent → skill A → skill B: each hop narrows, binds to its own key, and nests act; introspection shows the chain', async () => {
+    const t0 = await agentToken();
+    // Hop 1: skill A received t0 (audience skill A) and exchanges it for a token for skill B (opaque).
+    const hop1 = await exchange('skill-a', t0, { resource: SKILL_B, scope: 'read write' });
+    expect(hop1.token_type).toBe('dpop');
+    expect(hop1.issued_token_type).toBe(AT_TYPE);
+    expect(hop1.scope).toBe('read write');
+    const i1 = await introspect(hop1.access_token);
+    expect(i1).toMatchObject({ active: true, sub: 'agent', client_id: 'skill-a', aud: SKILL_B, scope: 'read write', act: { client_id: 'skill-a' } });
+    expect((i1.cnf as { jkt: string }).jkt).toBe(c('skill-a').jkt);
+    expect((i1.act as Record<string, unknown>).act).toBeUndefined();
+
+    // Hop 2: skill B exchanges the opaque token for a JWT for skill C; its rule allows read only.
+    const hop2 = await exchange('skill-b', hop1.access_token, { audience: SKILL_C });
+    expect(hop2.scope).toBe('read');
+    const claims = decodeJwt(hop2.access_token);
+    expect(claims).toMatchObject({ sub: 'agent', client_id: 'skill-b', aud: SKILL_C, scope: 'read', act: { client_id: 'skill-b', act: { client_id: 'skill-a' } } });
+    expect((claims.cnf as { jkt: string }).jkt).toBe(c('skill-b').jkt);
+    // The parent link for cascade revocation: the SHA-256 of the parent token's jti (an opaque token's value is its jti).
+    expect(claims.agentauth_parent).toBe(hash('sha256', hop1.access_token, 'hex'));
+    expect(claims.exp! - claims.iat!).toBeLessThanOrEqual(900);
+    const i2 = await introspect(hop2.access_token);
+    expect(i2).toMatchObject({ active: true, sub: 'agent', client_id: 'skill-b', act: { client_id: 'skill-b', act: { client_id: 'skill-a' } } });
+
+    // A third hop would make the chain three actors deep; this server allows two.
+    const tooDeep = await refusal(exchange('skill-c', hop2.access_token, { resource: SKILL_A, scope: 'read' }));
+    expect(tooDeep).toMatchObject({ status: 400, error: 'invalid_grant', error_description: expect.stringMatching(/3 actors deep.*at most 2/) });
+  });
+
+  test('refusals: wider scope, audience not allowed, may_act, another key, revoked, expired, unknown token type', async () => {
+    const t0 = await agentToken(SKILL_A, 'read');
+    // Wider than the subject token (read only).
+    expect(await refusal(exchange('skill-a', t0, { resource: SKILL_B, scope: 'read write' }))).toMatchObject({
+      status: 400, error: 'invalid_scope', error_description: expect.stringMatching(/write is wider/),
+    });
+    const hop1 = await exchange('skill-a', await agentToken(), { resource: SKILL_B });
+    // Wider than the hop's rule (skill B may pass on read only).
+    expect(await refusal(exchange('skill-b', hop1.access_token, { resource: SKILL_C, scope: 'read write' }))).toMatchObject({ status: 400, error: 'invalid_scope' });
+    // An audience no rule allows for this client.
+    expect(await refusal(exchange('skill-a', t0, { resource: SKILL_C }))).toMatchObject({
+      status: 400, error: 'invalid_target', error_description: expect.stringMatching(/may not exchange a token for https:\/\/skill-a\.example\.com into one for https:\/\/skill-c\.example\.com/),
+    });
+    // hop1 carries may_act { client_id: skill-b }: the rogue client is allowed that hop by policy but not named.
+    expect((await introspect(hop1.access_token)).may_act).toEqual({ client_id: 'skill-b' });
+    expect(await refusal(exchange('rogue', hop1.access_token, { resource: SKILL_C }))).toMatchObject({
+      status: 400, error: 'invalid_grant', error_description: expect.stringMatching(/may_act does not name client rogue/),
+    });
+    // The holder of a DPoP-bound token may not move it to another key by exchanging it.
+    const other = await client('agent');
+    expect(await refusal(exchange('agent', await agentToken(), { resource: SKILL_B }, other.dpop))).toMatchObject({
+      status: 400, error: 'invalid_grant', error_description: expect.stringMatching(/bound to another key/),
+    });
+    // ...with its own key it may (its rule allows skill A → skill B).
+    expect((await exchange('agent', await agentToken(), { resource: SKILL_B })).issued_token_type).toBe(AT_TYPE);
+    // A revoked subject token (JWT through the denylist).
+    const revoked = await agentToken();
+    await oidc.tokenRevocation(c('agent').config, revoked);
+    expect(await refusal(exchange('skill-a', revoked, { resource: SKILL_B }))).toMatchObject({
+      status: 400, error: 'invalid_grant', error_description: expect.stringMatching(/not an active access token/),
+    });
+    // A revoked opaque subject token.
+    const opaque = await exchange('skill-a', await agentToken(), { resource: SKILL_B });
+    await oidc.tokenRevocation(c('skill-a').config, opaque.access_token);
+    expect(await refusal(exchange('skill-b', opaque.access_token, { resource: SKILL_C }))).toMatchObject({ status: 400, error: 'invalid_grant' });
+    // An expired subject token (the SHORT resource's tokens live one second).
+    const short = await agentToken(SHORT, 'read');
+    await sleep(2100);
+    expect(await refusal(exchange('skill-a', short, { resource: SKILL_B }))).toMatchObject({
+      status: 400, error: 'invalid_grant', error_description: expect.stringMatching(/expired, revoked, or not one/),
+    });
+    // Only access tokens are issued.
+    expect(await refusal(exchange('skill-a', t0, { resource: SKILL_B, requested_token_type: 'urn:ietf:params:oauth:token-type:id_token' }))).toMatchObject({ status: 400, error: 'invalid_request' });
+  });
+});

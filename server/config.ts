@@ -412,6 +412,14 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     }
   });
 
+  file.tokenExchange.rules.forEach((rule, i) => {
+    for (const key of ['from', 'to'] as const) {
+      const unknown = rule[key].find((id) => !ids.has(id));
+      if (unknown !== undefined) throw new ConfigError(`AGENTAUTH_CONFIG tokenExchange.rules[${i}].${key}: ${unknown} is not a configured resource server identifier`);
+    }
+    if (rule.clients === undefined && rule.tiers === undefined) throw new ConfigError(`AGENTAUTH_CONFIG tokenExchange.rules[${i}]: name the clients or the tiers the rule is for`);
+  });
+
   const tiers: Record<string, TierConfig> = { ...DEFAULT_TIERS, ...file.tiers };
   if (!tiers[file.registration.defaultTier]) {
     throw new ConfigError(`AGENTAUTH_CONFIG registration.defaultTier: no tier named ${file.registration.defaultTier} (tiers: ${Object.keys(tiers).join(', ')})`);

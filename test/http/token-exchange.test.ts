@@ -4,7 +4,11 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { calculateJwkThumbprint, decodeJwt, exportJWK } from 'jose';
 import * as oidc from 'openid-client';
 
-import { insecure } from '../support/agent-server.js';
+import { MongoStorage } from '../../adapters/mongodb.js';
+import { SqliteStorage } from '../../adapters/sqlite.js';
+import type { Storage } from '../../adapters/types.js';
+import { insecure, register } from '../support/agent-server.js';
+import { allAuditRecords } from '../support/audit.js';
 import { mongoUri } from '../support/storages.js';
 import { newKek, startServer, tempDir, uniqueDbName, writeConfig } from '../support/server.js';
 import type { RunningServer } from '../support/server.js';
@@ -46,12 +50,14 @@ const CONFIG = {
   },
 };
 
-const backends = [
-  ['SQLite', () => ({})],
-  ['MongoDB (FerretDB)', () => ({ MONGODB_URI: mongoUri(), MONGODB_DB: uniqueDbName('exchange') })],
-] as const;
+type Env = Record<string, string>;
+const backends: Array<[string, () => Env, (env: Env) => Storage]> = [
+  ['SQLite', () => ({}), (env) => new SqliteStorage({ dataDir: env.AGENTAUTH_DATA_DIR! })],
+  ['MongoDB (FerretDB)', () => ({ MONGODB_URI: mongoUri(), MONGODB_DB: uniqueDbName('exchange') }), (env) => new MongoStorage({ uri: env.MONGODB_URI!, dbName: env.MONGODB_DB! })],
+];
 
-describe.each(backends)('RFC 8693 token exchange on %s', (_name, storeEnv) => {
+describe.each(backends)('RFC 8693 token exchange on %s', (_name, storeEnv, openStorage) => {
+  let env: Env;
   let server: RunningServer;
   let issuer: string;
   let meta: oidc.ServerMetadata;
@@ -67,7 +73,8 @@ describe.each(backends)('RFC 8693 token exchange on %s', (_name, storeEnv) => {
 
   beforeAll(async () => {
     const dir = tempDir();
-    server = await startServer({ AGENTAUTH_CONFIG: writeConfig(dir, CONFIG), AGENTAUTH_DATA_DIR: `${dir}/data`, AGENTAUTH_KEK: newKek(), ...storeEnv() });
+    env = { AGENTAUTH_CONFIG: writeConfig(dir, CONFIG), AGENTAUTH_DATA_DIR: `${dir}/data`, AGENTAUTH_KEK: newKek(), ...storeEnv() };
+    server = await startServer(env);
     issuer = server.url;
     meta = (await oidc.discovery(new URL(issuer), RS.id, undefined, oidc.ClientSecretBasic(RS.secret), insecure)).serverMetadata();
     for (const id of ['agent', 'skill-a', 'skill-b', 'skill-c', 'rogue']) clients.set(id, await client(id));
@@ -180,5 +187,35 @@ describe.each(backends)('RFC 8693 token exchange on %s', (_name, storeEnv) => {
     });
     // Only access tokens are issued.
     expect(await refusal(exchange('skill-a', t0, { resource: SKILL_B, requested_token_type: 'urn:ietf:params:oauth:token-type:id_token' }))).toMatchObject({ status: 400, error: 'invalid_request' });
+  });
+
+  test('each exchange is audited as token.exchanged, linking the new token and its parent by hash', async () => {
+    const t0 = await agentToken();
+    const hop1 = await exchange('skill-a', t0, { resource: SKILL_B });
+    const storage = openStorage(env);
+    await storage.init();
+    try {
+      const records = await allAuditRecords(storage.audit);
+      const exchanged = records.find((r) => r.type === 'token.exchanged' && (r.details as Record<string, unknown>).sha256 === hash('sha256', hop1.access_token, 'hex'));
+      expect(exchanged).toMatchObject({
+        client_id: 'skill-a',
+        sub: 'agent',
+        details: { parent_jti_sha256: hash('sha256', decodeJwt(t0).jti!, 'hex'), parent_client_id: 'agent', from: SKILL_A, to: SKILL_B, depth: 1 },
+      });
+      // Never the token itself.
+      expect(JSON.stringify(records)).not.toContain(hop1.access_token);
+    } finally {
+      await storage.close();
+    }
+  });
+
+  test('a client registered anonymously may not exchange (tokenExchange.allowAnonymous is off)', async () => {
+    const reg = await register(issuer, { grant_types: [EXCHANGE], response_types: [], redirect_uris: [], token_endpoint_auth_method: 'none' });
+    expect(reg.status).toBe(201);
+    const anon = new oidc.Configuration(meta, reg.body.client_id as string, undefined, oidc.None());
+    oidc.allowInsecureRequests(anon);
+    const dpop = oidc.getDPoPHandle(anon, await oidc.randomDPoPKeyPair('ES256'));
+    const err = await refusal(oidc.genericGrantRequest(anon, EXCHANGE, { subject_token: await agentToken(), subject_token_type: AT_TYPE, resource: SKILL_B }, { DPoP: dpop }));
+    expect(err).toMatchObject({ status: 400, error: 'unauthorized_client', error_description: expect.stringMatching(/registered anonymously may not exchange/) });
   });
 });

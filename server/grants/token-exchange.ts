@@ -3,7 +3,7 @@ import { hash } from 'node:crypto';
 import { decodeProtectedHeader } from 'jose';
 import { errors } from 'oidc-provider';
 import type { KoaContextWithOIDC, Provider } from 'oidc-provider';
-import { buildTokenResponse, checkDpopReplay, checkDpopRequired, resolveRequestedResources, validateDpop } from 'oidc-provider/lib/helpers/grants.js';
+import { buildTokenResponse, checkDpopReplay, checkDpopRequired, resolveRequestedResources, validateClientScope, validateDpop } from 'oidc-provider/lib/helpers/grants.js';
 
 import { failClosedInProvider } from '../../adapters/oidc-adapter.js';
 import { auditLater } from '../audit/trail.js';
@@ -181,6 +181,9 @@ export function registerTokenExchangeGrant(provider: Provider, deps: TokenExchan
     const resourceServer = resourceServers[0]!;
     const resource = resourceServer.identifier();
     const requestedScope = typeof params.scope === 'string' && params.scope ? params.scope.split(' ') : undefined;
+    // The client's own registered scope (if any) caps what it may carry, as for every other grant.
+    if (requestedScope) validateClientScope(provider, ctx);
+    const clientScope = client.scope ? new Set(client.scope.split(' ')) : undefined;
 
     // §2.1: the subject and actor tokens.
     const subject = await activeSubject(provider, subjectToken, deps);
@@ -204,7 +207,7 @@ export function registerTokenExchangeGrant(provider: Provider, deps: TokenExchan
           ...(typeof metadata[REGISTRATION_FIELD] === 'string' ? { registration: metadata[REGISTRATION_FIELD] } : {}),
           ...(dPoP ? { jkt: dPoP.thumbprint } : {}),
         },
-        { resource, scopes: resourceServer.scope.split(' ') },
+        { resource, scopes: resourceServer.scope.split(' ').filter((sc) => !clientScope || clientScope.has(sc)) },
         requestedScope,
       );
     } catch (err) {

@@ -37,6 +37,7 @@ const CONFIG = {
     staticClient('skill-b', [EXCHANGE]),
     staticClient('skill-c', [EXCHANGE]),
     staticClient('rogue', [EXCHANGE]),
+    { ...staticClient('skill-n', [EXCHANGE]), scope: 'read' },
   ],
   tokenExchange: {
     maxDepth: 2,
@@ -46,6 +47,7 @@ const CONFIG = {
       { clients: ['skill-c'], from: [SKILL_C], to: [SKILL_A] },
       { clients: ['rogue'], from: [SKILL_B], to: [SKILL_C] },
       { clients: ['agent'], from: [SKILL_A], to: [SKILL_B] },
+      { clients: ['skill-n'], from: [SKILL_A], to: [SKILL_B] },
     ],
   },
 };
@@ -77,7 +79,7 @@ describe.each(backends)('RFC 8693 token exchange on %s', (_name, storeEnv, openS
     server = await startServer(env);
     issuer = server.url;
     meta = (await oidc.discovery(new URL(issuer), RS.id, undefined, oidc.ClientSecretBasic(RS.secret), insecure)).serverMetadata();
-    for (const id of ['agent', 'skill-a', 'skill-b', 'skill-c', 'rogue']) clients.set(id, await client(id));
+    for (const id of ['agent', 'skill-a', 'skill-b', 'skill-c', 'rogue', 'skill-n']) clients.set(id, await client(id));
   });
 
   afterAll(async () => {
@@ -217,5 +219,10 @@ describe.each(backends)('RFC 8693 token exchange on %s', (_name, storeEnv, openS
     const dpop = oidc.getDPoPHandle(anon, await oidc.randomDPoPKeyPair('ES256'));
     const err = await refusal(oidc.genericGrantRequest(anon, EXCHANGE, { subject_token: await agentToken(), subject_token_type: AT_TYPE, resource: SKILL_B }, { DPoP: dpop }));
     expect(err).toMatchObject({ status: 400, error: 'unauthorized_client', error_description: expect.stringMatching(/registered anonymously may not exchange/) });
+  });
+
+  test("the exchanging client's registered scope caps the new token too", async () => {
+    expect((await exchange('skill-n', await agentToken(), { resource: SKILL_B })).scope).toBe('read');
+    expect(await refusal(exchange('skill-n', await agentToken(), { resource: SKILL_B, scope: 'read write' }))).toMatchObject({ status: 400, error: 'invalid_scope' });
   });
 });

@@ -225,4 +225,11 @@ describe.each(backends)('RFC 8693 token exchange on %s', (_name, storeEnv, openS
     expect((await exchange('skill-n', await agentToken(), { resource: SKILL_B })).scope).toBe('read');
     expect(await refusal(exchange('skill-n', await agentToken(), { resource: SKILL_B, scope: 'read write' }))).toMatchObject({ status: 400, error: 'invalid_scope' });
   });
+
+  test('an opaque client credentials token is a subject too, and its act chain starts with the exchanging client', async () => {
+    const opaque = await agentToken(SKILL_B, 'read');
+    expect(opaque.split('.')).toHaveLength(1);
+    const next = await exchange('skill-b', opaque, { resource: SKILL_C });
+    expect(decodeJwt(next.access_token)).toMatchObject({ sub: 'agent', client_id: 'skill-b', scope: 'read', act: { client_id: 'skill-b' }, agentauth_parent: hash('sha256', opaque, 'hex') });
+  });
 });

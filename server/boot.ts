@@ -23,6 +23,7 @@ import { ClientSecretHasher } from './client-secrets.js';
 import { createWalletSignIn } from '../interactions/wallet-signin.js';
 import { SharedWindowLimit } from './limits/window.js';
 import { registerWalletGrant } from './grants/wallet-signature.js';
+import { registerTokenExchangeGrant } from './grants/token-exchange.js';
 import { createProvider, OIDC_SCOPES } from './provider.js';
 import { installDisabledClientCheck } from './admin/disabled-clients.js';
 import type { FetchTestOverrides } from './client-metadata/fetch.js';
@@ -183,6 +184,7 @@ export async function boot(config: Config, log: Logger, options: BootOptions = {
     const wallet = createWalletSignIn(config.wallet, config.issuer, storage.nonces);
     const provider = createProvider({ config, storage, health, keyring, cookieKeys, hasher, dpopNonceSecret, log, clientMetadataTest: options.clientMetadataTest });
     registerWalletGrant(provider, wallet, log, health);
+    registerTokenExchangeGrant(provider, { policy: config.tokenExchange, health });
     installDisabledClientCheck(provider, storage.model('Client'), health);
     auditProviderEvents(provider);
     observeProviderEvents(provider);

@@ -38,7 +38,8 @@ const resourceServerSchema = z.strictObject({
 
 /** The headless wallet sign-in grant (agentauth's own URN namespace), advertised in discovery. */
 export const WALLET_GRANT_TYPE = 'urn:agentauth:params:oauth:grant-type:wallet-signature';
-export const REGISTRABLE_GRANT_TYPES = ['authorization_code', 'refresh_token', 'client_credentials', WALLET_GRANT_TYPE] as const;
+export const TOKEN_EXCHANGE_GRANT_TYPE = 'urn:ietf:params:oauth:grant-type:token-exchange';
+export const REGISTRABLE_GRANT_TYPES = ['authorization_code', 'refresh_token', 'client_credentials', WALLET_GRANT_TYPE, TOKEN_EXCHANGE_GRANT_TYPE] as const;
 
 const redirectUri = z.string().min(1).max(2000);
 
@@ -225,6 +226,26 @@ const fileSchema = z.strictObject({
     })
     .prefault({}),
   admin: adminSchema,
+  /** RFC 8693 token exchange (server/policies/delegation.ts): who may exchange a token for which next resource. */
+  tokenExchange: z
+    .strictObject({
+      maxDepth: z.number().int().min(1).max(10).default(3),
+      allowAnonymous: z.boolean().default(false),
+      rules: z
+        .array(
+          z.strictObject({
+            clients: z.array(z.string().min(1)).optional(),
+            tiers: z.array(z.string().min(1)).optional(),
+            from: z.array(z.string().min(1)).min(1),
+            to: z.array(z.string().min(1)).min(1),
+            scopes: z.array(z.string().min(1)).optional(),
+            /** The issued token carries may_act naming this client: only it may exchange the token further. */
+            nextActor: z.string().min(1).optional(),
+          }),
+        )
+        .default([]),
+    })
+    .prefault({}),
   dpop: z
     .strictObject({
       /** base64 of 32 bytes, identical on every instance; derived from the KEK when unset. */
@@ -308,7 +329,9 @@ export interface Config {
   limits: LimitsConfig;
   /** The admin listener (server/admin/). */
   admin: AdminConfig;
+  tokenExchange: TokenExchangeConfig;
 }
+export type TokenExchangeConfig = z.infer<typeof fileSchema>['tokenExchange'];
 
 /** Seconds a retired key stays published: the longest token any key can sign, plus clock skew. */
 export function retireGraceSeconds(config: Pick<Config, 'tiers' | 'resourceServers' | 'keys'>): number {
@@ -389,6 +412,14 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     }
   });
 
+  file.tokenExchange.rules.forEach((rule, i) => {
+    for (const key of ['from', 'to'] as const) {
+      const unknown = rule[key].find((id) => !ids.has(id));
+      if (unknown !== undefined) throw new ConfigError(`AGENTAUTH_CONFIG tokenExchange.rules[${i}].${key}: ${unknown} is not a configured resource server identifier`);
+    }
+    if (rule.clients === undefined && rule.tiers === undefined) throw new ConfigError(`AGENTAUTH_CONFIG tokenExchange.rules[${i}]: name the clients or the tiers the rule is for`);
+  });
+
   const tiers: Record<string, TierConfig> = { ...DEFAULT_TIERS, ...file.tiers };
   if (!tiers[file.registration.defaultTier]) {
     throw new ConfigError(`AGENTAUTH_CONFIG registration.defaultTier: no tier named ${file.registration.defaultTier} (tiers: ${Object.keys(tiers).join(', ')})`);
@@ -443,6 +474,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     wallet: file.wallet,
     keys: file.keys,
     limits: file.limits,
+    tokenExchange: file.tokenExchange,
     admin: { host: file.admin.host, port: file.admin.port, tokenFile: file.admin.tokenFile === undefined ? undefined : resolve(file.admin.tokenFile), token: e.AGENTAUTH_ADMIN_TOKEN },
   };
 }

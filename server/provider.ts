@@ -29,6 +29,7 @@ import { ResourceServerRegistry } from './resource-servers.js';
 import { installClientMetadataDocuments } from './client-metadata/resolver.js';
 import type { FetchTestOverrides } from './client-metadata/fetch.js';
 import { prepareStructuredTokenSupport, registerStructuredTokenSupport } from './structured-tokens.js';
+import { delegationClaims } from './grants/token-exchange.js';
 import { logoutSource, postLogoutSuccessSource, renderError } from '../interactions/provider-pages.js';
 import { NONCE_PATH } from '../interactions/routes.js';
 
@@ -280,7 +281,9 @@ export function providerConfiguration(deps: ProviderDeps): Configuration {
     },
     extraTokenClaims: async (_ctx, token) => {
       const { grantId } = token as unknown as TokenLike;
-      return grantId ? { grant_id: grantId } : undefined;
+      // Set by the token-exchange grant (server/grants/token-exchange.ts) before the token is saved.
+      const delegation = delegationClaims((token as { extra?: unknown }).extra);
+      return grantId || delegation ? { ...(grantId ? { grant_id: grantId } : {}), ...delegation } : undefined;
     },
     ttl: {
       AccessToken: accessTtl as never,

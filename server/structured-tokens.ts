@@ -23,6 +23,8 @@ export interface JwtAccessTokenClaims extends JWTPayload {
   scope?: string;
   cnf?: { jkt?: string };
   grant_id?: string;
+  act?: Record<string, unknown>;
+  may_act?: Record<string, unknown>;
 }
 
 export interface StructuredTokenDeps {
@@ -75,21 +77,36 @@ export async function verifyAccessToken(token: string, deps: StructuredTokenDeps
   }
 }
 
+/** The claims of a JWT access token that is active now (signature, exp, denylist, client, grant); undefined otherwise. */
+async function activeClaims(provider: Provider, token: string, deps: StructuredTokenDeps): Promise<JwtAccessTokenClaims | undefined> {
+  const claims = await verifyAccessToken(token, deps);
+  if (!claims) return undefined;
+  if (await failClosedInProvider(() => deps.revoked.isRevoked(claims.jti!), deps.health)) return undefined;
+  if (!(await provider.Client.find(claims.client_id))) return undefined;
+  const revokedBefore = deps.tokensRevokedBefore && (await failClosedInProvider(() => deps.tokensRevokedBefore!(claims.client_id), deps.health));
+  if (revokedBefore !== undefined && (claims.iat ?? 0) <= revokedBefore) return undefined;
+  if (claims.grant_id !== undefined) {
+    const grant = await provider.Grant.find(claims.grant_id, { ignoreExpiration: true });
+    if (!grant || grant.isExpired || grant.clientId !== claims.client_id || grant.accountId !== claims.sub) return undefined;
+  }
+  return claims;
+}
+
+/** For the token-exchange grant (server/grants/token-exchange.ts): the same activity checks introspection applies. */
+export async function activeJwtAccessToken(provider: Provider, token: string): Promise<JwtAccessTokenClaims | undefined> {
+  const deps = perProvider.get(provider);
+  if (!deps) throw new Error('structured-token support is not registered for this provider');
+  return activeClaims(provider, token, deps);
+}
+
 async function introspectJwt(ctx: KoaContextWithOIDC, deps: StructuredTokenDeps): Promise<Record<string, unknown>> {
   const inactive = { active: false };
   const { provider, client } = ctx.oidc;
-  const claims = await verifyAccessToken(String(ctx.oidc.params?.token), deps);
-  if (!claims || !client) return inactive;
+  if (!client) return inactive;
+  const claims = await activeClaims(provider, String(ctx.oidc.params?.token), deps);
+  if (!claims) return inactive;
   // The same rule as for opaque tokens (server/provider.ts mayIntrospect).
   if (!deps.mayIntrospect(client as never, claims.client_id)) return inactive;
-  if (await failClosedInProvider(() => deps.revoked.isRevoked(claims.jti!), deps.health)) return inactive;
-  if (!(await provider.Client.find(claims.client_id))) return inactive;
-  const revokedBefore = deps.tokensRevokedBefore && (await failClosedInProvider(() => deps.tokensRevokedBefore!(claims.client_id), deps.health));
-  if (revokedBefore !== undefined && (claims.iat ?? 0) <= revokedBefore) return inactive;
-  if (claims.grant_id !== undefined) {
-    const grant = await provider.Grant.find(claims.grant_id, { ignoreExpiration: true });
-    if (!grant || grant.isExpired || grant.clientId !== claims.client_id || grant.accountId !== claims.sub) return inactive;
-  }
   return {
     active: true,
     iss: claims.iss,
@@ -101,6 +118,8 @@ async function introspectJwt(ctx: KoaContextWithOIDC, deps: StructuredTokenDeps)
     iat: claims.iat,
     jti: claims.jti,
     ...(claims.cnf ? { cnf: claims.cnf } : {}),
+    // RFC 8693 §4.1: who acts for the subject, the whole chain (exchanged tokens only).
+    ...(claims.act ? { act: claims.act } : {}),
     token_type: claims.cnf?.jkt ? 'DPoP' : 'Bearer',
   };
 }

@@ -64,6 +64,7 @@ describe('agents with openid-client v6: registration, authorization code + PKCE 
     expect(meta.revocation_endpoint).toBe(`${issuer}/token/revocation`);
     expect([...(meta.grant_types_supported as string[])].sort()).toEqual([
       'authorization_code', 'client_credentials', 'refresh_token', 'urn:agentauth:params:oauth:grant-type:wallet-signature',
+      'urn:ietf:params:oauth:grant-type:token-exchange',
     ]);
     expect(meta.response_types_supported).toEqual(['code']);
     expect(meta.token_endpoint_auth_methods_supported).toEqual(['none', 'client_secret_basic', 'client_secret_post', 'private_key_jwt']);

@@ -120,6 +120,9 @@ describe('loadConfig', () => {
     [{ clients: [{ client_id: 'c', token_endpoint_auth_method: 'none', grant_types: ['authorization_code'], redirect_uris: ['http://example.com/cb'] }] }, /clients\[0\]\.redirect_uris\[0\]: must be an exact https URI/],
     [{ unknownSetting: true }, /AGENTAUTH_CONFIG : Unrecognized key|unknownSetting/],
     [{ storage: { timeoutMs: 5 } }, /storage\.timeoutMs/],
+    [{ resourceServers: [{ identifier: 'https://a.example.com', scopes: ['r'] }], tokenExchange: { rules: [{ clients: ['x'], from: ['https://a.example.com'], to: ['https://nowhere.example.com'] }] } }, /tokenExchange\.rules\[0\]\.to: https:\/\/nowhere\.example\.com is not a configured resource server/],
+    [{ resourceServers: [{ identifier: 'https://a.example.com', scopes: ['r'] }], tokenExchange: { rules: [{ from: ['https://a.example.com'], to: ['https://a.example.com'] }] } }, /tokenExchange\.rules\[0\]: name the clients or the tiers/],
+    [{ tokenExchange: { maxDepth: 0 } }, /tokenExchange\.maxDepth/],
   ])('config file %j is refused by path', (file, pattern) => {
     expect(message({ AGENTAUTH_CONFIG: withFile(file) })).toMatch(pattern);
   });

@@ -1,0 +1,251 @@
+import { hash } from 'node:crypto';
+
+import { decodeProtectedHeader } from 'jose';
+import { errors } from 'oidc-provider';
+import type { KoaContextWithOIDC, Provider } from 'oidc-provider';
+import { buildTokenResponse, checkDpopReplay, checkDpopRequired, resolveRequestedResources, validateClientScope, validateDpop } from 'oidc-provider/lib/helpers/grants.js';
+
+import { failClosedInProvider } from '../../adapters/oidc-adapter.js';
+import { auditLater } from '../audit/trail.js';
+import { TOKEN_EXCHANGE_GRANT_TYPE } from '../config.js';
+import type { TokenExchangeConfig } from '../config.js';
+import { DelegationRefusal, decideExchange } from '../policies/delegation.js';
+import type { ActClaim, SubjectFacts } from '../policies/delegation.js';
+import { REGISTRATION_FIELD } from '../policies/registration.js';
+import { TIER_FIELD } from '../policies/tiers.js';
+import { activeJwtAccessToken } from '../structured-tokens.js';
+
+export { TOKEN_EXCHANGE_GRANT_TYPE };
+
+export const ACCESS_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:access_token';
+export const JWT_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:jwt';
+const SUBJECT_TOKEN_TYPES = new Set([ACCESS_TOKEN_TYPE, JWT_TOKEN_TYPE]);
+
+const sha256 = (value: string) => hash('sha256', value, 'hex');
+
+/**
+ * The claims an exchanged token carries besides the standard ones, stored with it (opaque) or signed into it (JWT):
+ * `act` (RFC 8693 §4.1, the whole chain) and `agentauth_parent`, the SHA-256 of the parent token's `jti`, which links
+ * every exchanged token to the token it was derived from (for cascade revocation). Called from `extraTokenClaims`.
+ */
+export function delegationClaims(extra: unknown): { act: ActClaim; agentauth_parent: string; may_act?: { client_id: string } } | undefined {
+  if (!extra || typeof extra !== 'object') return undefined;
+  const { act, agentauth_parent: parent, may_act: mayAct } = extra as Record<string, unknown>;
+  if (!act || typeof act !== 'object' || typeof parent !== 'string') return undefined;
+  return { act: act as ActClaim, agentauth_parent: parent, ...(objectClaim(mayAct) ? { may_act: mayAct as { client_id: string } } : {}) };
+}
+
+export interface TokenExchangeDeps {
+  policy: TokenExchangeConfig;
+  health?: { markDown(err: unknown): void };
+}
+
+interface OpaqueAccessToken {
+  jti: string;
+  accountId?: string;
+  clientId: string;
+  aud?: string | string[];
+  scope?: string;
+  jkt?: string;
+  grantId?: string;
+  extra?: Record<string, unknown>;
+  isValid?: boolean;
+}
+
+interface ActiveSubject extends SubjectFacts {
+  jti: string;
+  sub: string;
+}
+
+interface TokenModel {
+  save(): Promise<string>;
+  setThumbprint(kind: 'jkt', value: string): void;
+  resourceServer?: unknown;
+  scope?: string;
+  extra?: Record<string, unknown>;
+  expiration: number;
+  tokenType: string;
+}
+
+function isJwt(token: string): boolean {
+  try {
+    return Boolean(decodeProtectedHeader(token));
+  } catch {
+    return false;
+  }
+}
+
+function singleAudience(aud: unknown): string | undefined {
+  if (typeof aud === 'string') return aud;
+  if (Array.isArray(aud) && aud.length === 1 && typeof aud[0] === 'string') return aud[0];
+  return undefined;
+}
+
+function objectClaim(value: unknown): Record<string, unknown> | undefined {
+  return value && typeof value === 'object' && !Array.isArray(value) ? (value as Record<string, unknown>) : undefined;
+}
+
+/** An agentauth access token (JWT or opaque) that is active now, as the facts the delegation policy needs. */
+async function activeSubject(provider: Provider, token: string, deps: TokenExchangeDeps): Promise<ActiveSubject | undefined> {
+  if (isJwt(token)) {
+    const claims = await activeJwtAccessToken(provider, token);
+    const audience = claims && singleAudience(claims.aud);
+    if (!claims || !audience) return undefined;
+    return {
+      jti: claims.jti!,
+      sub: claims.sub ?? claims.client_id,
+      audience,
+      clientId: claims.client_id,
+      scope: claims.scope ? claims.scope.split(' ') : [],
+      ...(objectClaim(claims.act) ? { act: claims.act as ActClaim } : {}),
+      ...(objectClaim(claims.may_act) ? { mayAct: claims.may_act as SubjectFacts['mayAct'] } : {}),
+      ...(claims.cnf?.jkt ? { jkt: claims.cnf.jkt } : {}),
+    };
+  }
+  const find = async (model: unknown) => (model as { find(v: string): Promise<OpaqueAccessToken | undefined> }).find(token);
+  const at = (await failClosedInProvider(() => find(provider.AccessToken), deps.health)) ?? (await failClosedInProvider(() => find(provider.ClientCredentials), deps.health));
+  if (!at || at.isValid === false) return undefined;
+  const audience = singleAudience(at.aud);
+  if (!audience) return undefined;
+  if (!(await provider.Client.find(at.clientId))) return undefined;
+  if (at.grantId) {
+    const grant = await provider.Grant.find(at.grantId, { ignoreExpiration: true });
+    if (!grant || grant.isExpired || grant.clientId !== at.clientId) return undefined;
+  }
+  const extra = at.extra ?? {};
+  return {
+    jti: at.jti,
+    sub: at.accountId ?? at.clientId,
+    audience,
+    clientId: at.clientId,
+    scope: at.scope ? at.scope.split(' ') : [],
+    ...(objectClaim(extra.act) ? { act: extra.act as ActClaim } : {}),
+    ...(objectClaim(extra.may_act) ? { mayAct: extra.may_act as SubjectFacts['mayAct'] } : {}),
+    ...(at.jkt ? { jkt: at.jkt } : {}),
+  };
+}
+
+function oauthError(refusal: DelegationRefusal, scope: string): Error {
+  switch (refusal.code) {
+    case 'invalid_target':
+      return new errors.InvalidTarget(refusal.message);
+    case 'invalid_scope':
+      return new errors.InvalidScope(refusal.message, scope);
+    case 'invalid_request':
+      return new errors.InvalidRequest(refusal.message);
+    case 'unauthorized_client':
+      return new errors.UnauthorizedClient(refusal.message);
+    default:
+      return new errors.InvalidGrant(refusal.message);
+  }
+}
+
+/**
+ * RFC 8693 token exchange. A client that received an agentauth access token (the subject token) trades it for one for
+ * the next resource: the same subject, the exchanging client as the current actor (`act`, nesting the earlier ones),
+ * scopes no wider than the subject token's and the hop's policy, DPoP-bound to the exchanging client's key when it
+ * sends a proof. Who may exchange what is the operator's `tokenExchange` policy (server/policies/delegation.ts).
+ * Public clients may exchange only with a DPoP proof, so the new token is never a bearer token held by nobody.
+ */
+export function registerTokenExchangeGrant(provider: Provider, deps: TokenExchangeDeps): void {
+  async function handler(ctx: KoaContextWithOIDC): Promise<void> {
+    const client = ctx.oidc.client!;
+    const params = ctx.oidc.params as Record<string, unknown>;
+    const dPoP = await validateDpop(provider, ctx);
+    checkDpopRequired(provider, ctx, dPoP);
+    if (client.clientAuthMethod === 'none' && !dPoP) {
+      throw new errors.InvalidRequest('a public client may exchange tokens only with a DPoP proof (the new token is bound to its key)');
+    }
+
+    // §2.1: the request.
+    const subjectToken = params.subject_token;
+    const subjectTokenType = params.subject_token_type;
+    if (typeof subjectToken !== 'string' || !subjectToken) throw new errors.InvalidRequest('missing required parameter "subject_token" (an access token this server issued)');
+    if (typeof subjectTokenType !== 'string' || !SUBJECT_TOKEN_TYPES.has(subjectTokenType)) {
+      throw new errors.InvalidRequest(`subject_token_type must be ${ACCESS_TOKEN_TYPE} or ${JWT_TOKEN_TYPE}`);
+    }
+    if (params.requested_token_type !== undefined && params.requested_token_type !== ACCESS_TOKEN_TYPE) {
+      throw new errors.InvalidRequest(`requested_token_type: only ${ACCESS_TOKEN_TYPE} is issued`);
+    }
+    if (params.actor_token !== undefined && params.actor_token_type === undefined) throw new errors.InvalidRequest('actor_token_type is required with actor_token');
+    if (params.actor_token === undefined && params.actor_token_type !== undefined) throw new errors.InvalidRequest('actor_token_type given without actor_token');
+    const { audience } = params;
+    if (audience !== undefined) {
+      if (typeof audience !== 'string') throw new errors.InvalidTarget('name exactly one audience');
+      if (params.resource !== undefined && params.resource !== audience) throw new errors.InvalidTarget('resource and audience name different targets; name exactly one');
+      params.resource = audience;
+    }
+    if (params.resource === undefined) throw new errors.InvalidTarget('name the next resource with "resource" (or "audience")');
+    const resourceServers = await resolveRequestedResources(provider, ctx);
+    if (resourceServers.length !== 1) throw new errors.InvalidTarget('exactly one resource must be requested with this grant');
+    const resourceServer = resourceServers[0]!;
+    const resource = resourceServer.identifier();
+    const requestedScope = typeof params.scope === 'string' && params.scope ? params.scope.split(' ') : undefined;
+    // The client's own registered scope (if any) caps what it may carry, as for every other grant.
+    if (requestedScope) validateClientScope(provider, ctx);
+    const clientScope = client.scope ? new Set(client.scope.split(' ')) : undefined;
+
+    // §2.1: the subject and actor tokens.
+    const subject = await activeSubject(provider, subjectToken, deps);
+    if (!subject) throw new errors.InvalidGrant('subject_token is not an active access token of this server (expired, revoked, or not one)');
+    if (params.actor_token !== undefined) {
+      if (!SUBJECT_TOKEN_TYPES.has(String(params.actor_token_type))) throw new errors.InvalidRequest(`actor_token_type must be ${ACCESS_TOKEN_TYPE} or ${JWT_TOKEN_TYPE}`);
+      const actor = await activeSubject(provider, String(params.actor_token), deps);
+      if (!actor || actor.clientId !== client.clientId) throw new errors.InvalidGrant('actor_token is not an active access token issued to the exchanging client');
+    }
+
+    // Policy: what may be issued for this hop.
+    const metadata = client.metadata() as Record<string, unknown>;
+    let decision;
+    try {
+      decision = decideExchange(
+        deps.policy,
+        subject,
+        {
+          clientId: client.clientId,
+          ...(typeof metadata[TIER_FIELD] === 'string' ? { tier: metadata[TIER_FIELD] } : {}),
+          ...(typeof metadata[REGISTRATION_FIELD] === 'string' ? { registration: metadata[REGISTRATION_FIELD] } : {}),
+          ...(dPoP ? { jkt: dPoP.thumbprint } : {}),
+        },
+        { resource, scopes: resourceServer.scope.split(' ').filter((sc) => !clientScope || clientScope.has(sc)) },
+        requestedScope,
+      );
+    } catch (err) {
+      if (err instanceof DelegationRefusal) throw oauthError(err, requestedScope?.join(' ') ?? '');
+      throw err;
+    }
+    const scope = decision.scope.join(' ');
+
+    // Issue: a grant of exactly this hop for the exchanging client, and the access token.
+    const grant = new provider.Grant({ accountId: subject.sub, clientId: client.clientId });
+    grant.addResourceScope(resource, scope);
+    const grantId = await grant.save();
+
+    const parent = sha256(subject.jti);
+    const AccessToken = provider.AccessToken as unknown as new (init: Record<string, unknown>) => TokenModel;
+    const at = new AccessToken({ accountId: subject.sub, client, grantId, gty: TOKEN_EXCHANGE_GRANT_TYPE, scope });
+    at.resourceServer = resourceServer;
+    at.scope = scope;
+    at.extra = { act: decision.act, agentauth_parent: parent, ...(decision.mayAct ? { may_act: decision.mayAct } : {}) };
+    if (dPoP) {
+      await checkDpopReplay(provider, ctx, dPoP, client.clientId);
+      at.setThumbprint('jkt', dPoP.thumbprint);
+    }
+    ctx.oidc.entity('AccessToken', at as never);
+    const accessToken = await at.save();
+
+    auditLater(ctx as never, {
+      type: 'token.exchanged',
+      sub: subject.sub,
+      client_id: client.clientId,
+      details: { sha256: sha256(accessToken), parent_jti_sha256: parent, parent_client_id: subject.clientId, from: subject.audience, to: resource, scope, depth: decision.depth },
+    });
+    ctx.body = { ...buildTokenResponse(provider, { accessToken, expiresIn: at.expiration, scope, tokenType: at.tokenType }), issued_token_type: ACCESS_TOKEN_TYPE };
+  }
+
+  provider.registerGrantType(
+    TOKEN_EXCHANGE_GRANT_TYPE,
+    handler as never,
+    ['subject_token', 'subject_token_type', 'actor_token', 'actor_token_type', 'requested_token_type', 'resource', 'audience', 'scope'],
+  );
+}

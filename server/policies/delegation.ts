@@ -1,0 +1,111 @@
+import type { TokenExchangeConfig } from '../config.js';
+
+/**
+ * RFC 8693 token exchange as a pure decision: given the verified subject token, the exchanging client and the
+ * requested target and scope, either what may be issued or the refusal with its OAuth error code. No I/O here.
+ */
+
+export type DelegationErrorCode = 'invalid_request' | 'invalid_grant' | 'invalid_target' | 'invalid_scope' | 'unauthorized_client';
+
+export class DelegationRefusal extends Error {
+  constructor(readonly code: DelegationErrorCode, message: string) {
+    super(message);
+    this.name = 'DelegationRefusal';
+  }
+}
+
+/** RFC 8693 §4.1 actor claim: the current actor, with the earlier ones nested inside. */
+export interface ActClaim {
+  client_id?: string;
+  sub?: string;
+  act?: ActClaim;
+}
+
+export interface SubjectFacts {
+  /** The resource the subject token was issued for (its `aud`). */
+  audience: string;
+  scope: string[];
+  clientId: string;
+  act?: ActClaim;
+  mayAct?: { client_id?: string; sub?: string };
+  /** DPoP key thumbprint the subject token is bound to. */
+  jkt?: string;
+}
+
+export interface ExchangerFacts {
+  clientId: string;
+  tier?: string;
+  /** `agentauth_registration`: how the client was registered (anonymous, initial_access_token, static...). */
+  registration?: string;
+  /** Thumbprint of the DPoP key the exchange request proves, if any. */
+  jkt?: string;
+}
+
+export interface DelegationDecision {
+  scope: string[];
+  act: ActClaim;
+  /** RFC 8693 §4.4 for the issued token, when the hop's rule names the only client that may exchange it next. */
+  mayAct?: { client_id: string };
+  depth: number;
+}
+
+/** Number of actors in a chain (`act` nested n deep is depth n). */
+export function chainDepth(act: ActClaim | undefined): number {
+  let n = 0;
+  for (let a = act; a; a = a.act) n++;
+  return n;
+}
+
+export function decideExchange(
+  policy: TokenExchangeConfig,
+  subject: SubjectFacts,
+  exchanger: ExchangerFacts,
+  target: { resource: string; scopes: string[] },
+  requestedScope: string[] | undefined,
+): DelegationDecision {
+  if (exchanger.registration === 'anonymous' && !policy.allowAnonymous) {
+    throw new DelegationRefusal('unauthorized_client', 'clients registered anonymously may not exchange tokens on this server (the operator enables it with tokenExchange.allowAnonymous)');
+  }
+  // §4.4 may_act: when present, only the named party may act for the subject.
+  if (subject.mayAct) {
+    const named = (subject.mayAct.client_id !== undefined && subject.mayAct.client_id === exchanger.clientId) || (subject.mayAct.sub !== undefined && subject.mayAct.sub === exchanger.clientId);
+    if (!named) throw new DelegationRefusal('invalid_grant', `the subject token's may_act does not name client ${exchanger.clientId}`);
+  }
+  // A bound token stays with its key: its own holder may not re-bind it to a different key by exchanging it.
+  if (subject.jkt && subject.clientId === exchanger.clientId && subject.jkt !== exchanger.jkt) {
+    throw new DelegationRefusal('invalid_grant', 'the subject token is DPoP-bound to another key: send the exchange request with a DPoP proof of the key the subject token is bound to');
+  }
+  const rules = policy.rules.filter(
+    (r) => (r.clients === undefined || r.clients.includes(exchanger.clientId)) && (r.tiers === undefined || (exchanger.tier !== undefined && r.tiers.includes(exchanger.tier))) && (r.clients !== undefined || r.tiers !== undefined),
+  );
+  const fromRules = rules.filter((r) => r.from.includes(subject.audience));
+  if (fromRules.length === 0) {
+    throw new DelegationRefusal('invalid_grant', `client ${exchanger.clientId} may not act for tokens issued for ${subject.audience} (no tokenExchange rule names it with that resource in "from")`);
+  }
+  const hop = fromRules.filter((r) => r.to.includes(target.resource));
+  if (hop.length === 0) {
+    throw new DelegationRefusal('invalid_target', `client ${exchanger.clientId} may not exchange a token for ${subject.audience} into one for ${target.resource} (no tokenExchange rule allows that hop)`);
+  }
+  const depth = chainDepth(subject.act) + 1;
+  if (depth > policy.maxDepth) {
+    throw new DelegationRefusal('invalid_grant', `the delegation chain would be ${depth} actors deep; this server allows at most ${policy.maxDepth} (tokenExchange.maxDepth)`);
+  }
+  const hopScopes = new Set(hop.flatMap((r) => r.scopes ?? target.scopes));
+  const subjectScopes = new Set(subject.scope);
+  const allowed = target.scopes.filter((s) => subjectScopes.has(s) && hopScopes.has(s));
+  let scope: string[];
+  if (requestedScope === undefined) {
+    scope = allowed;
+  } else {
+    const beyond = requestedScope.filter((s) => !allowed.includes(s));
+    if (beyond.length > 0) {
+      throw new DelegationRefusal('invalid_scope', `scope ${beyond.join(' ')} is wider than this hop allows: at most ${allowed.join(' ') || '(none)'} (the subject token's scopes, the target's scopes and the tokenExchange rule)`);
+    }
+    scope = requestedScope;
+  }
+  if (scope.length === 0) throw new DelegationRefusal('invalid_scope', `no scope of the subject token (${subject.scope.join(' ') || 'none'}) may be carried to ${target.resource}`);
+  const act: ActClaim = { client_id: exchanger.clientId, ...(subject.act ? { act: subject.act } : {}) };
+  const next = [...new Set(hop.map((r) => r.nextActor))];
+  const mayAct = next.length === 1 && next[0] !== undefined ? { client_id: next[0] } : undefined;
+  return { scope, act, depth, ...(mayAct ? { mayAct } : {}) };
+}

@@ -1,0 +1,235 @@
+import { hash } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
+
+import { calculateJwkThumbprint, decodeJwt, exportJWK } from 'jose';
+import * as oidc from 'openid-client';
+
+import { MongoStorage } from '../../adapters/mongodb.js';
+import { SqliteStorage } from '../../adapters/sqlite.js';
+import type { Storage } from '../../adapters/types.js';
+import { insecure, register } from '../support/agent-server.js';
+import { allAuditRecords } from '../support/audit.js';
+import { mongoUri } from '../support/storages.js';
+import { newKek, startServer, tempDir, uniqueDbName, writeConfig } from '../support/server.js';
+import type { RunningServer } from '../support/server.js';
+
+const EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
+const AT_TYPE = 'urn:ietf:params:oauth:token-type:access_token';
+const SKILL_A = 'https://skill-a.example.com';
+const SKILL_B = 'https://skill-b.example.com'; // opaque tokens
+const SKILL_C = 'https://skill-c.example.com';
+const SHORT = 'https://short.example.com'; // one-second tokens
+const RS = { id: 'resource-server', secret: 'resource-server-secret-0123456789abcdefgh' };
+const secretOf = (id: string) => `${id}-secret-0123456789abcdefghijklmnop`;
+const staticClient = (id: string, grants: string[]) => ({ client_id: id, client_secret: secretOf(id), grant_types: grants, tier: 'bound' });
+
+const CONFIG = {
+  resourceServers: [
+    { identifier: SKILL_A, scopes: ['read', 'write'] },
+    { identifier: SKILL_B, scopes: ['read', 'write'], accessTokenFormat: 'opaque' },
+    { identifier: SKILL_C, scopes: ['read', 'write'] },
+    { identifier: SHORT, scopes: ['read'], accessTokenTTL: 1 },
+  ],
+  clients: [
+    { client_id: RS.id, client_secret: RS.secret, grant_types: ['client_credentials'] },
+    staticClient('agent', ['client_credentials', EXCHANGE]),
+    staticClient('skill-a', [EXCHANGE]),
+    staticClient('skill-b', [EXCHANGE]),
+    staticClient('skill-c', [EXCHANGE]),
+    staticClient('rogue', [EXCHANGE]),
+    { ...staticClient('skill-n', [EXCHANGE]), scope: 'read' },
+  ],
+  tokenExchange: {
+    maxDepth: 2,
+    rules: [
+      { clients: ['skill-a'], from: [SKILL_A, SHORT], to: [SKILL_B], nextActor: 'skill-b' },
+      { clients: ['skill-b'], from: [SKILL_B], to: [SKILL_C], scopes: ['read'] },
+      { clients: ['skill-c'], from: [SKILL_C], to: [SKILL_A] },
+      { clients: ['rogue'], from: [SKILL_B], to: [SKILL_C] },
+      { clients: ['agent'], from: [SKILL_A], to: [SKILL_B] },
+      { clients: ['skill-n'], from: [SKILL_A], to: [SKILL_B] },
+    ],
+  },
+};
+
+type Env = Record<string, string>;
+const backends: Array<[string, () => Env, (env: Env) => Storage]> = [
+  ['SQLite', () => ({}), (env) => new SqliteStorage({ dataDir: env.AGENTAUTH_DATA_DIR! })],
+  ['MongoDB (FerretDB)', () => ({ MONGODB_URI: mongoUri(), MONGODB_DB: uniqueDbName('exchange') }), (env) => new MongoStorage({ uri: env.MONGODB_URI!, dbName: env.MONGODB_DB! })],
+];
+
+describe.each(backends)('RFC 8693 token exchange on %s', (_name, storeEnv, openStorage) => {
+  let env: Env;
+  let server: RunningServer;
+  let issuer: string;
+  let meta: oidc.ServerMetadata;
+  const clients = new Map<string, { config: oidc.Configuration; dpop: oidc.DPoPHandle; jkt: string }>();
+
+  async function client(id: string, secret = secretOf(id)) {
+    const config = new oidc.Configuration(meta, id, secret, oidc.ClientSecretBasic(secret));
+    oidc.allowInsecureRequests(config);
+    const keys = await oidc.randomDPoPKeyPair('ES256', { extractable: true });
+    const jkt = await calculateJwkThumbprint(await exportJWK(keys.publicKey));
+    return { config, dpop: oidc.getDPoPHandle(config, keys), jkt };
+  }
+
+  beforeAll(async () => {
+    const dir = tempDir();
+    env = { AGENTAUTH_CONFIG: writeConfig(dir, CONFIG), AGENTAUTH_DATA_DIR: `${dir}/data`, AGENTAUTH_KEK: newKek(), ...storeEnv() };
+    server = await startServer(env);
+    issuer = server.url;
+    meta = (await oidc.discovery(new URL(issuer), RS.id, undefined, oidc.ClientSecretBasic(RS.secret), insecure)).serverMetadata();
+    for (const id of ['agent', 'skill-a', 'skill-b', 'skill-c', 'rogue', 'skill-n']) clients.set(id, await client(id));
+  });
+
+  afterAll(async () => {
+    await server?.stop();
+  });
+
+  const c = (id: string) => clients.get(id)!;
+
+  async function agentToken(resource = SKILL_A, scope = 'read write'): Promise<string> {
+    const agent = c('agent');
+    return (await oidc.clientCredentialsGrant(agent.config, { resource, scope }, { DPoP: agent.dpop })).access_token;
+  }
+
+  async function exchange(id: string, subjectToken: string, params: Record<string, string>, dpop: oidc.DPoPHandle | undefined = c(id).dpop) {
+    return oidc.genericGrantRequest(c(id).config, EXCHANGE, { subject_token: subjectToken, subject_token_type: AT_TYPE, ...params }, dpop ? { DPoP: dpop } : {});
+  }
+
+  async function refusal(promise: Promise<unknown>): Promise<{ status?: number; error?: string; error_description?: string }> {
+    try {
+      await promise;
+    } catch (err) {
+      const e = err as { status?: number; error?: string; error_description?: string };
+      return { status: e.status, error: e.error, error_description: e.error_description };
+    }
+    throw new Error('the exchange was expected to be refused but succeeded');
+  }
+
+  async function introspect(token: string): Promise<Record<string, unknown>> {
+    const rs = new oidc.Configuration(meta, RS.id, RS.secret, oidc.ClientSecretBasic(RS.secret));
+    oidc.allowInsecureRequests(rs);
+    return (await oidc.tokenIntrospection(rs, token)) as unknown as Record<string, unknown>;
+  }
+
+  test('discovery advertises the token-exchange grant', () => {
+    expect(meta.grant_types_supported).toContain(EXCHANGE);
+  });
+
+  test('agent → skill A → skill B: each hop narrows, binds to its own key, and nests act; introspection shows the chain', async () => {
+    const t0 = await agentToken();
+    // Hop 1: skill A received t0 (audience skill A) and exchanges it for a token for skill B (opaque).
+    const hop1 = await exchange('skill-a', t0, { resource: SKILL_B, scope: 'read write' });
+    expect(hop1.token_type).toBe('dpop');
+    expect(hop1.issued_token_type).toBe(AT_TYPE);
+    expect(hop1.scope).toBe('read write');
+    const i1 = await introspect(hop1.access_token);
+    expect(i1).toMatchObject({ active: true, sub: 'agent', client_id: 'skill-a', aud: SKILL_B, scope: 'read write', act: { client_id: 'skill-a' } });
+    expect((i1.cnf as { jkt: string }).jkt).toBe(c('skill-a').jkt);
+    expect((i1.act as Record<string, unknown>).act).toBeUndefined();
+
+    // Hop 2: skill B exchanges the opaque token for a JWT for skill C; its rule allows read only.
+    const hop2 = await exchange('skill-b', hop1.access_token, { audience: SKILL_C });
+    expect(hop2.scope).toBe('read');
+    const claims = decodeJwt(hop2.access_token);
+    expect(claims).toMatchObject({ sub: 'agent', client_id: 'skill-b', aud: SKILL_C, scope: 'read', act: { client_id: 'skill-b', act: { client_id: 'skill-a' } } });
+    expect((claims.cnf as { jkt: string }).jkt).toBe(c('skill-b').jkt);
+    // The parent link for cascade revocation: the SHA-256 of the parent token's jti (an opaque token's value is its jti).
+    expect(claims.agentauth_parent).toBe(hash('sha256', hop1.access_token, 'hex'));
+    expect(claims.exp! - claims.iat!).toBeLessThanOrEqual(900);
+    const i2 = await introspect(hop2.access_token);
+    expect(i2).toMatchObject({ active: true, sub: 'agent', client_id: 'skill-b', act: { client_id: 'skill-b', act: { client_id: 'skill-a' } } });
+
+    // A third hop would make the chain three actors deep; this server allows two.
+    const tooDeep = await refusal(exchange('skill-c', hop2.access_token, { resource: SKILL_A, scope: 'read' }));
+    expect(tooDeep).toMatchObject({ status: 400, error: 'invalid_grant', error_description: expect.stringMatching(/3 actors deep.*at most 2/) });
+  });
+
+  test('refusals: wider scope, audience not allowed, may_act, another key, revoked, expired, unknown token type', async () => {
+    const t0 = await agentToken(SKILL_A, 'read');
+    // Wider than the subject token (read only).
+    expect(await refusal(exchange('skill-a', t0, { resource: SKILL_B, scope: 'read write' }))).toMatchObject({
+      status: 400, error: 'invalid_scope', error_description: expect.stringMatching(/write is wider/),
+    });
+    const hop1 = await exchange('skill-a', await agentToken(), { resource: SKILL_B });
+    // Wider than the hop's rule (skill B may pass on read only).
+    expect(await refusal(exchange('skill-b', hop1.access_token, { resource: SKILL_C, scope: 'read write' }))).toMatchObject({ status: 400, error: 'invalid_scope' });
+    // An audience no rule allows for this client.
+    expect(await refusal(exchange('skill-a', t0, { resource: SKILL_C }))).toMatchObject({
+      status: 400, error: 'invalid_target', error_description: expect.stringMatching(/may not exchange a token for https:\/\/skill-a\.example\.com into one for https:\/\/skill-c\.example\.com/),
+    });
+    // hop1 carries may_act { client_id: skill-b }: the rogue client is allowed that hop by policy but not named.
+    expect((await introspect(hop1.access_token)).may_act).toEqual({ client_id: 'skill-b' });
+    expect(await refusal(exchange('rogue', hop1.access_token, { resource: SKILL_C }))).toMatchObject({
+      status: 400, error: 'invalid_grant', error_description: expect.stringMatching(/may_act does not name client rogue/),
+    });
+    // The holder of a DPoP-bound token may not move it to another key by exchanging it.
+    const other = await client('agent');
+    expect(await refusal(exchange('agent', await agentToken(), { resource: SKILL_B }, other.dpop))).toMatchObject({
+      status: 400, error: 'invalid_grant', error_description: expect.stringMatching(/bound to another key/),
+    });
+    // ...with its own key it may (its rule allows skill A → skill B).
+    expect((await exchange('agent', await agentToken(), { resource: SKILL_B })).issued_token_type).toBe(AT_TYPE);
+    // A revoked subject token (JWT through the denylist).
+    const revoked = await agentToken();
+    await oidc.tokenRevocation(c('agent').config, revoked);
+    expect(await refusal(exchange('skill-a', revoked, { resource: SKILL_B }))).toMatchObject({
+      status: 400, error: 'invalid_grant', error_description: expect.stringMatching(/not an active access token/),
+    });
+    // A revoked opaque subject token.
+    const opaque = await exchange('skill-a', await agentToken(), { resource: SKILL_B });
+    await oidc.tokenRevocation(c('skill-a').config, opaque.access_token);
+    expect(await refusal(exchange('skill-b', opaque.access_token, { resource: SKILL_C }))).toMatchObject({ status: 400, error: 'invalid_grant' });
+    // An expired subject token (the SHORT resource's tokens live one second).
+    const short = await agentToken(SHORT, 'read');
+    await sleep(2100);
+    expect(await refusal(exchange('skill-a', short, { resource: SKILL_B }))).toMatchObject({
+      status: 400, error: 'invalid_grant', error_description: expect.stringMatching(/expired, revoked, or not one/),
+    });
+    // Only access tokens are issued.
+    expect(await refusal(exchange('skill-a', t0, { resource: SKILL_B, requested_token_type: 'urn:ietf:params:oauth:token-type:id_token' }))).toMatchObject({ status: 400, error: 'invalid_request' });
+  });
+
+  test('each exchange is audited as token.exchanged, linking the new token and its parent by hash', async () => {
+    const t0 = await agentToken();
+    const hop1 = await exchange('skill-a', t0, { resource: SKILL_B });
+    const storage = openStorage(env);
+    await storage.init();
+    try {
+      const records = await allAuditRecords(storage.audit);
+      const exchanged = records.find((r) => r.type === 'token.exchanged' && (r.details as Record<string, unknown>).sha256 === hash('sha256', hop1.access_token, 'hex'));
+      expect(exchanged).toMatchObject({
+        client_id: 'skill-a',
+        sub: 'agent',
+        details: { parent_jti_sha256: hash('sha256', decodeJwt(t0).jti!, 'hex'), parent_client_id: 'agent', from: SKILL_A, to: SKILL_B, depth: 1 },
+      });
+      // Never the token itself.
+      expect(JSON.stringify(records)).not.toContain(hop1.access_token);
+    } finally {
+      await storage.close();
+    }
+  });
+
+  test('a client registered anonymously may not exchange (tokenExchange.allowAnonymous is off)', async () => {
+    const reg = await register(issuer, { grant_types: [EXCHANGE], response_types: [], redirect_uris: [], token_endpoint_auth_method: 'none' });
+    expect(reg.status).toBe(201);
+    const anon = new oidc.Configuration(meta, reg.body.client_id as string, undefined, oidc.None());
+    oidc.allowInsecureRequests(anon);
+    const dpop = oidc.getDPoPHandle(anon, await oidc.randomDPoPKeyPair('ES256'));
+    const err = await refusal(oidc.genericGrantRequest(anon, EXCHANGE, { subject_token: await agentToken(), subject_token_type: AT_TYPE, resource: SKILL_B }, { DPoP: dpop }));
+    expect(err).toMatchObject({ status: 400, error: 'unauthorized_client', error_description: expect.stringMatching(/registered anonymously may not exchange/) });
+  });
+
+  test("the exchanging client's registered scope caps the new token too", async () => {
+    expect((await exchange('skill-n', await agentToken(), { resource: SKILL_B })).scope).toBe('read');
+    expect(await refusal(exchange('skill-n', await agentToken(), { resource: SKILL_B, scope: 'read write' }))).toMatchObject({ status: 400, error: 'invalid_scope' });
+  });
+
+  test('an opaque client credentials token is a subject too, and its act chain starts with the exchanging client', async () => {
+    const opaque = await agentToken(SKILL_B, 'read');
+    expect(opaque.split('.')).toHaveLength(1);
+    const next = await exchange('skill-b', opaque, { resource: SKILL_C });
+    expect(decodeJwt(next.access_token)).toMatchObject({ sub: 'agent', client_id: 'skill-b', scope: 'read', act: { client_id: 'skill-b' }, agentauth_parent: hash('sha256', opaque, 'hex') });
+  });
+});

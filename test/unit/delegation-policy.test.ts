@@ -1,0 +1,69 @@
+import { DelegationRefusal, chainDepth, decideExchange } from '../../server/policies/delegation.js';
+import type { TokenExchangeConfig } from '../../server/config.js';
+
+const A = 'https://a.example.com';
+const B = 'https://b.example.com';
+const policy: TokenExchangeConfig = {
+  maxDepth: 2,
+  allowAnonymous: false,
+  rules: [
+    { clients: ['skill-a'], from: [A], to: [B], scopes: ['read'] },
+    { tiers: ['partners'], from: [A], to: [B] },
+  ],
+};
+const subject = { audience: A, scope: ['read', 'write'], clientId: 'agent' };
+const target = { resource: B, scopes: ['read', 'write'] };
+
+function refusal(fn: () => unknown): DelegationRefusal {
+  try {
+    fn();
+  } catch (err) {
+    if (err instanceof DelegationRefusal) return err;
+    throw err;
+  }
+  throw new Error('expected a refusal');
+}
+
+describe('delegation policy (RFC 8693 token exchange)', () => {
+  test('a named client gets the intersection of the subject scopes, the target scopes and its rule, and starts the act chain', () => {
+    const d = decideExchange(policy, subject, { clientId: 'skill-a' }, target, undefined);
+    expect(d).toEqual({ scope: ['read'], act: { client_id: 'skill-a' }, depth: 1 });
+  });
+
+  test('a tier rule applies to clients of that tier only', () => {
+    expect(decideExchange(policy, subject, { clientId: 'x', tier: 'partners' }, target, ['write']).scope).toEqual(['write']);
+    expect(refusal(() => decideExchange(policy, subject, { clientId: 'x', tier: 'standard' }, target, undefined)).code).toBe('invalid_grant');
+  });
+
+  test('the chain nests the earlier actors and stops at maxDepth', () => {
+    const d = decideExchange(policy, { ...subject, act: { client_id: 'first' } }, { clientId: 'skill-a' }, target, undefined);
+    expect(d.act).toEqual({ client_id: 'skill-a', act: { client_id: 'first' } });
+    expect(chainDepth(d.act)).toBe(2);
+    const deep = refusal(() => decideExchange(policy, { ...subject, act: d.act }, { clientId: 'skill-a' }, target, undefined));
+    expect(deep.code).toBe('invalid_grant');
+    expect(deep.message).toMatch(/3 actors deep/);
+  });
+
+  test('anonymous registrations may not exchange unless the operator allows it', () => {
+    expect(refusal(() => decideExchange(policy, subject, { clientId: 'skill-a', registration: 'anonymous' }, target, undefined)).code).toBe('unauthorized_client');
+    expect(decideExchange({ ...policy, allowAnonymous: true }, subject, { clientId: 'skill-a', registration: 'anonymous' }, target, undefined).scope).toEqual(['read']);
+  });
+
+  test('may_act names the only client that may act; a holder may not move a bound token to another key', () => {
+    expect(refusal(() => decideExchange(policy, { ...subject, mayAct: { client_id: 'other' } }, { clientId: 'skill-a' }, target, undefined)).message).toMatch(/may_act/);
+    expect(decideExchange(policy, { ...subject, mayAct: { client_id: 'skill-a' } }, { clientId: 'skill-a' }, target, undefined).scope).toEqual(['read']);
+    const bound = { ...subject, clientId: 'skill-a', jkt: 'k1' };
+    expect(refusal(() => decideExchange(policy, bound, { clientId: 'skill-a', jkt: 'k2' }, target, undefined)).message).toMatch(/bound to another key/);
+    expect(decideExchange(policy, bound, { clientId: 'skill-a', jkt: 'k1' }, target, undefined).scope).toEqual(['read']);
+  });
+
+  test('a wider scope is invalid_scope, another target invalid_target', () => {
+    expect(refusal(() => decideExchange(policy, subject, { clientId: 'skill-a' }, target, ['read', 'write'])).code).toBe('invalid_scope');
+    expect(refusal(() => decideExchange(policy, subject, { clientId: 'skill-a' }, { resource: 'https://c.example.com', scopes: ['read'] }, undefined)).code).toBe('invalid_target');
+  });
+
+  test('a rule naming neither clients nor tiers matches nobody', () => {
+    const open: TokenExchangeConfig = { ...policy, rules: [{ from: [A], to: [B] }] };
+    expect(refusal(() => decideExchange(open, subject, { clientId: 'skill-a' }, target, undefined)).code).toBe('invalid_grant');
+  });
+});

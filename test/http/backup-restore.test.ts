@@ -4,20 +4,9 @@ import { DatabaseSync } from 'node:sqlite';
 
 import { createRemoteJWKSet, decodeProtectedHeader, jwtVerify } from 'jose';
 
-import { RESOURCE, baseConfig, introspect, register } from '../support/agent-server.js';
+import { RESOURCE, baseConfig, basicAuth as basic, clientCredentialsToken as clientCredentials, introspect, register } from '../support/agent-server.js';
 import { runCli, startServer, tempDir, writeConfig } from '../support/server.js';
 import type { RunningServer } from '../support/server.js';
-
-const basic = (id: string, secret: string) => `Basic ${Buffer.from(`${id}:${secret}`).toString('base64')}`;
-
-async function clientCredentials(issuer: string, id: string, secret: string): Promise<{ status: number; body: Record<string, unknown> }> {
-  const res = await fetch(`${issuer}/token`, {
-    method: 'POST',
-    headers: { authorization: basic(id, secret), 'content-type': 'application/x-www-form-urlencoded' },
-    body: new URLSearchParams({ grant_type: 'client_credentials', resource: RESOURCE, scope: 'read' }),
-  });
-  return { status: res.status, body: (await res.json()) as Record<string, unknown> };
-}
 
 async function revoke(issuer: string, id: string, secret: string, token: string): Promise<number> {
   const res = await fetch(`${issuer}/token/revocation`, {

@@ -1,5 +1,4 @@
 import { existsSync, readFileSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
-import { request } from 'node:http';
 import { join } from 'node:path';
 
 import { createRemoteJWKSet, decodeProtectedHeader, jwtVerify } from 'jose';
@@ -8,6 +7,7 @@ import { SqliteStorage } from '../../adapters/sqlite.js';
 import { rawSqliteKeys } from '../support/raw-keys.js';
 import { mongoUri } from '../support/storages.js';
 import { newKek, runCli, startServer, tempDir, uniqueDbName, writeConfig } from '../support/server.js';
+import { tokenRequestAcrossSignal } from '../support/drain.js';
 
 const SECRET = 'lifecycle-client-secret-0123456789abcdef';
 const CONFIG = {
@@ -36,32 +36,8 @@ describe('SIGTERM', () => {
       MONGODB_DB: uniqueDbName('sigterm'),
       AGENTAUTH_KEK: newKek(),
     });
-    const body = 'grant_type=client_credentials&scope=read';
-    // A request in flight: headers sent, body only half sent when SIGTERM arrives.
-    const inFlight = new Promise<{ status: number; json: Record<string, unknown> }>((resolve, reject) => {
-      const req = request(
-        `${server.url}/token`,
-        {
-          method: 'POST',
-          headers: {
-            authorization: `Basic ${Buffer.from(`svc:${SECRET}`).toString('base64')}`,
-            'content-type': 'application/x-www-form-urlencoded',
-            'content-length': Buffer.byteLength(body),
-          },
-        },
-        (res) => {
-          let text = '';
-          res.on('data', (d: Buffer) => (text += d));
-          res.on('end', () => resolve({ status: res.statusCode ?? 0, json: JSON.parse(text) as Record<string, unknown> }));
-        },
-      );
-      req.on('error', reject);
-      req.write(body.slice(0, 10));
-      setTimeout(() => {
-        server.child.kill('SIGTERM');
-        setTimeout(() => req.end(body.slice(10)), 300);
-      }, 200);
-    });
+    // A request in flight: headers sent, body only half sent when the signal arrives.
+    const inFlight = tokenRequestAcrossSignal(server.url, { id: 'svc', secret: SECRET }, () => server.child.kill('SIGTERM'));
     const done = await inFlight;
     expect(done.status).toBe(200);
     expect(typeof done.json.access_token).toBe('string');

@@ -5,10 +5,10 @@
  */
 import { execFileSync } from 'node:child_process';
 import { realpathSync } from 'node:fs';
-import { request } from 'node:http';
 import { join } from 'node:path';
 
 import { logLines, startServer, tempDir, writeConfig } from '../support/server.js';
+import { tokenRequestAcrossSignal } from '../support/drain.js';
 
 const SECRET = 'npm-start-client-secret-0123456789abcdef';
 const CONFIG = {
@@ -32,34 +32,11 @@ describe.each(['SIGTERM', 'SIGINT'] as const)('%s to `npm start`', (signal) => {
     expect(serverPid).toEqual(expect.any(Number));
     expect(serverPid).not.toBe(server.child.pid);
 
-    const body = 'grant_type=client_credentials&scope=read';
     let stoppedBeforeAnswer = false;
-    // A request in flight: headers sent, body only half sent when the signal arrives.
-    const inFlight = new Promise<{ status: number; json: Record<string, unknown> }>((resolve, reject) => {
-      const req = request(
-        `${server.url}/token`,
-        {
-          method: 'POST',
-          headers: {
-            authorization: `Basic ${Buffer.from(`svc:${SECRET}`).toString('base64')}`,
-            'content-type': 'application/x-www-form-urlencoded',
-            'content-length': Buffer.byteLength(body),
-          },
-        },
-        (res) => {
-          stoppedBeforeAnswer = server.output().includes('"stopped"');
-          let text = '';
-          res.on('data', (d: Buffer) => (text += d));
-          res.on('end', () => resolve({ status: res.statusCode ?? 0, json: JSON.parse(text) as Record<string, unknown> }));
-        },
-      );
-      req.on('error', reject);
-      req.write(body.slice(0, 10));
-      setTimeout(() => {
-        // To npm only, not to its process group.
-        server.child.kill(signal);
-        setTimeout(() => req.end(body.slice(10)), 300);
-      }, 200);
+    // A request in flight: headers sent, body only half sent when the signal arrives, sent to npm only (not to its
+    // process group).
+    const inFlight = tokenRequestAcrossSignal(server.url, { id: 'svc', secret: SECRET }, () => server.child.kill(signal), () => {
+      stoppedBeforeAnswer = server.output().includes('"stopped"');
     });
     const done = await inFlight;
     expect(done.status).toBe(200);

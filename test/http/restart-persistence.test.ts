@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 
-import { baseConfig, register, REDIRECT, RESOURCE } from '../support/agent-server.js';
+import { baseConfig, clientCredentialsToken as clientCredentials, register, REDIRECT, RESOURCE } from '../support/agent-server.js';
 import { startServer, tempDir, writeConfig } from '../support/server.js';
 import type { RunningServer } from '../support/server.js';
 
@@ -9,17 +9,6 @@ import type { RunningServer } from '../support/server.js';
  * The README's first run on the embedded default: `agentauth start` on a data directory (no MONGODB_URI, no
  * AGENTAUTH_KEK: the KEK is generated in the data directory), register clients, restart, and they are still there.
  */
-const basic = (id: string, secret: string) => `Basic ${Buffer.from(`${encodeURIComponent(id)}:${encodeURIComponent(secret)}`).toString('base64')}`;
-
-async function clientCredentials(issuer: string, id: string, secret: string): Promise<{ status: number; body: Record<string, unknown> }> {
-  const res = await fetch(`${issuer}/token`, {
-    method: 'POST',
-    headers: { authorization: basic(id, secret), 'content-type': 'application/x-www-form-urlencoded' },
-    body: new URLSearchParams({ grant_type: 'client_credentials', resource: RESOURCE, scope: 'read' }),
-  });
-  return { status: res.status, body: (await res.json()) as Record<string, unknown> };
-}
-
 describe('a registered client outlives a restart of the default store', () => {
   const dataDir = tempDir('agentauth-restart-');
   const env = {

@@ -72,3 +72,16 @@ export async function introspect(issuer: string, token: string, accept = 'applic
   if (res.status !== 200) throw new Error(`introspection answered ${res.status}: ${await res.text()}`);
   return accept === 'application/json' ? ((await res.json()) as Record<string, unknown>) : { jwt: await res.text(), type: res.headers.get('content-type') };
 }
+
+/** HTTP Basic client authentication, with id and secret form-encoded first (RFC 6749 §2.3.1). */
+export const basicAuth = (id: string, secret: string) => `Basic ${Buffer.from(`${encodeURIComponent(id)}:${encodeURIComponent(secret)}`).toString('base64')}`;
+
+/** A client_credentials token request for RESOURCE with scope `read`, authenticated with HTTP Basic. */
+export async function clientCredentialsToken(issuer: string, id: string, secret: string): Promise<{ status: number; body: Record<string, unknown> }> {
+  const res = await fetch(`${issuer}/token`, {
+    method: 'POST',
+    headers: { authorization: basicAuth(id, secret), 'content-type': 'application/x-www-form-urlencoded' },
+    body: new URLSearchParams({ grant_type: 'client_credentials', resource: RESOURCE, scope: 'read' }),
+  });
+  return { status: res.status, body: (await res.json()) as Record<string, unknown> };
+}

@@ -75,11 +75,15 @@ export function registerClientCommands(clients: Command, iat: Command): void {
     .action(() => withClientAdmin(async (admin) => out(await admin.list())));
   clients
     .command('show <client_id>')
+    // Generated ids are base64url and may begin with '-': read them as the argument, not as an option.
+    .allowUnknownOption()
     .option('--json', 'answer in JSON on stdout (these commands always do; accepted like on every command)')
     .description("show one client's metadata and state (no secrets)")
     .action((id: string) => withClientAdmin(async (admin) => out(await admin.show(id))));
   clients
     .command('disable <client_id>')
+    // Generated ids are base64url and may begin with '-': read them as the argument, not as an option.
+    .allowUnknownOption()
     .option('--json', 'answer in JSON on stdout (these commands always do; accepted like on every command)')
     .description('stop token issuance to a client at once, on every instance, and revoke its grants and tokens')
     .action((id: string) =>
@@ -90,6 +94,8 @@ export function registerClientCommands(clients: Command, iat: Command): void {
     );
   clients
     .command('enable <client_id>')
+    // Generated ids are base64url and may begin with '-': read them as the argument, not as an option.
+    .allowUnknownOption()
     .option('--json', 'answer in JSON on stdout (these commands always do; accepted like on every command)')
     .description('let a disabled client obtain tokens again (tokens revoked by the disable stay revoked)')
     .action((id: string) =>
@@ -100,6 +106,8 @@ export function registerClientCommands(clients: Command, iat: Command): void {
     );
   clients
     .command('delete <client_id>')
+    // Generated ids are base64url and may begin with '-': read them as the argument, not as an option.
+    .allowUnknownOption()
     .option('--json', 'answer in JSON on stdout (these commands always do; accepted like on every command)')
     .description('delete a registered client and revoke everything it held')
     .action((id: string) =>
@@ -110,6 +118,8 @@ export function registerClientCommands(clients: Command, iat: Command): void {
     );
   clients
     .command('rotate-secret <client_id>')
+    // Generated ids are base64url and may begin with '-': read them as the argument, not as an option.
+    .allowUnknownOption()
     .option('--json', 'answer in JSON on stdout (these commands always do; accepted like on every command)')
     .description('give a confidential client a new secret (printed once; the old one stops working at once)')
     .action((id: string) =>
@@ -126,6 +136,8 @@ export function registerClientCommands(clients: Command, iat: Command): void {
     .action(() => withClientAdmin(async (admin) => out(await admin.listIats())));
   iat
     .command('revoke <id>')
+    // Generated ids are base64url and may begin with '-': read them as the argument, not as an option.
+    .allowUnknownOption()
     .option('--json', 'answer in JSON on stdout (these commands always do; accepted like on every command)')
     .description('revoke an initial access token, by the fingerprint `clients iat list` shows or by the token')
     .action((id: string) =>

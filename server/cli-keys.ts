@@ -133,6 +133,8 @@ export function registerKeyCommands(program: Command): void {
     );
 
   withJson(keys.command('retire <kid>'))
+    // Key ids are base64url thumbprints and may begin with '-': read them as the argument, not as an option.
+    .allowUnknownOption()
     .description('retire a key that is not the signing key (it stays published until its tokens have expired)')
     .action((kid: string, opts: JsonOpt) =>
       withStore({ command: 'keys retire' }, async (storage, config, ctx) => {

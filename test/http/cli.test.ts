@@ -89,6 +89,10 @@ describe('commands that change keys refuse to create a store or KEK without --in
     const res = await runCli(['keys', 'retire', 'no-such-kid', '--json'], { AGENTAUTH_DATA_DIR: dataDir });
     expect(res.code).toBe(1);
     expect(json(res.stdout)).toMatchObject({ error: 'not_found', kid: 'no-such-kid' });
+    // A kid that begins with '-' (base64url thumbprints can) is the argument, not an option.
+    const dash = await runCli(['keys', 'retire', '-no-such-kid', '--json'], { AGENTAUTH_DATA_DIR: dataDir });
+    expect(dash.code).toBe(1);
+    expect(json(dash.stdout)).toMatchObject({ error: 'not_found', kid: '-no-such-kid' });
   });
 });
 

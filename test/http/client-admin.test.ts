@@ -338,6 +338,15 @@ describe('agentauth clients (CLI) on the same store', () => {
     expect(list.stderr).toMatch(/holds no signing keys/);
   });
 
+  test('a client id that begins with "-" (base64url ids can) is read as the id, not as an option', async () => {
+    const r = await runCli(['clients', 'show', '-abcdefghijklmnopqrstuvwxyz0123'], env);
+    expect(r.code).toBe(1);
+    expect(r.stderr).not.toMatch(/unknown option/);
+    expect(r.stderr).toMatch(/-abcdefghijklmnopqrstuvwxyz0123/);
+    // A misspelt option next to an id is still refused as a usage error.
+    expect((await runCli(['clients', 'show', '--jsn', 'abc'], env)).code).toBe(2);
+  });
+
   test('--json is accepted as on every command (the answer is JSON on stdout either way)', async () => {
     const c = await registerClient();
     const r = await runCli(['clients', 'show', c.id, '--json'], env);

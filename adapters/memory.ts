@@ -1,6 +1,6 @@
 import type { AdapterPayload, Consumption, KeyStore, ModelName, ModelStore, NonceStore, RevokedTokenStore, Storage } from './types.js';
 import { MODEL_NAMES } from './types.js';
-import { checkKey, isValidKey } from './validate.js';
+import { checkKey, checkLookup, isValidKey } from './validate.js';
 import { FileAuditStore } from './file-audit.js';
 import { FileKeyStore } from './file-keys.js';
 import { jsonCopy } from './json-copy.js';
@@ -179,6 +179,12 @@ class MemoryExpiringSet implements RevokedTokenStore {
     if (!isValidKey(jti)) return false;
     const until = this.#entries.get(jti);
     return until !== undefined && until > now();
+  }
+
+  async anyRevoked(ids: readonly string[]): Promise<boolean> {
+    checkLookup(ids);
+    const t = now();
+    return ids.some((id) => isValidKey(id) && (this.#entries.get(id) ?? 0) > t);
   }
 
   sweep(t = now()): void {

@@ -5,7 +5,7 @@ import { deadline, withDeadline } from './deadline.js';
 import { StorageUnavailableError } from './errors.js';
 import type { AdapterPayload, AuditRecord, Consumption, AuditStore, KeyStore, KeyTransition, ModelName, ModelStore, NonceStore, RevokedTokenStore, Storage, StoredKey } from './types.js';
 import { AUDIT_CHAIN_ID, DEFAULT_AUDIT_CHAIN, MODEL_NAMES, chainOf } from './types.js';
-import { checkKey, isValidKey } from './validate.js';
+import { checkKey, checkLookup, isValidKey } from './validate.js';
 
 /** How a record sits in MongoDB. The payload is kept as JSON text: its maps are keyed by URLs (which hold `.`). */
 interface RecordDoc {
@@ -233,6 +233,13 @@ class MongoRevokedTokens implements RevokedTokenStore {
   async isRevoked(jti: string): Promise<boolean> {
     if (!isValidKey(jti)) return false;
     return live(await guard('isRevoked', () => this.col.findOne({ _id: jti }))) !== null;
+  }
+
+  async anyRevoked(ids: readonly string[]): Promise<boolean> {
+    const valid = checkLookup(ids).filter(isValidKey);
+    if (valid.length === 0) return false;
+    if (valid.length === 1) return this.isRevoked(valid[0]!);
+    return (await guard('anyRevoked', () => this.col.findOne({ _id: { $in: valid }, expiresAt: { $gt: new Date() } }))) !== null;
   }
 }
 

@@ -7,7 +7,7 @@ import { StorageUnavailableError } from './errors.js';
 import { SqliteWriter } from './sqlite-writer.js';
 import type { AdapterPayload, AuditRecord, AuditStore, Consumption, KeyStore, KeyTransition, ModelName, ModelStore, NonceStore, RevokedTokenStore, Storage, StoredKey } from './types.js';
 import { AUDIT_CHAIN_ID, DEFAULT_AUDIT_CHAIN, MODEL_NAMES, chainOf } from './types.js';
-import { checkKey, isValidKey } from './validate.js';
+import { checkKey, checkLookup, isValidKey } from './validate.js';
 
 /** The one database file in the data directory (plus SQLite's `-wal` and `-shm` beside it while it is open). */
 export const SQLITE_FILE = 'agentauth.sqlite';
@@ -372,6 +372,13 @@ class SqliteRevokedTokens implements RevokedTokenStore {
   async isRevoked(jti: string): Promise<boolean> {
     if (!isValidKey(jti)) return false;
     return this.conn().get('isRevoked', 'SELECT 1 AS revoked FROM revoked_tokens WHERE jti = ? AND expires_at > ?', jti, Date.now()) !== undefined;
+  }
+
+  async anyRevoked(ids: readonly string[]): Promise<boolean> {
+    const valid = checkLookup(ids).filter(isValidKey);
+    if (valid.length === 0) return false;
+    const sql = `SELECT 1 AS revoked FROM revoked_tokens WHERE jti IN (${valid.map(() => '?').join(', ')}) AND expires_at > ? LIMIT 1`;
+    return this.conn().get('anyRevoked', sql, ...valid, Date.now()) !== undefined;
   }
 }
 

@@ -61,7 +61,15 @@ export interface RevokedTokenStore {
   /** Idempotent. `exp` is the token's expiry (epoch seconds); the entry is kept until then. */
   revoke(jti: string, exp: number): Promise<void>;
   isRevoked(jti: string): Promise<boolean>;
+  /**
+   * True when any of these ids is on the list (one lookup for a token's own jti and the marks of its lineage, see
+   * server/revocation-lineage.ts). Invalid ids match nothing; at most MAX_REVOKED_LOOKUP ids.
+   */
+  anyRevoked(ids: readonly string[]): Promise<boolean>;
 }
+
+/** Most ids one anyRevoked call takes: a token's jti, its grant, and three marks per ancestor at the deepest chain. */
+export const MAX_REVOKED_LOOKUP = 64;
 
 /**
  * Single-use nonces (EIP-4361 sign-in): issued with a TTL for one purpose (`binding`, e.g. `client:<client_id>`),

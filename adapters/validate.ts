@@ -1,6 +1,7 @@
 import formats from '@node-oauth/formats';
 
 import { InvalidStorageValueError } from './errors.js';
+import { MAX_REVOKED_LOOKUP } from './types.js';
 
 /** Longest identifier accepted as a storage key. Generated ids are 43 characters; client ids may be URLs. */
 export const MAX_KEY_LENGTH = 2048;
@@ -35,4 +36,11 @@ export function isValidKey(value: unknown): value is string {
   } catch {
     return false;
   }
+}
+
+/** Checks the id list of a bulk lookup (RevokedTokenStore.anyRevoked): an array of at most MAX_REVOKED_LOOKUP entries. */
+export function checkLookup(ids: unknown): readonly unknown[] {
+  if (!Array.isArray(ids)) throw new InvalidStorageValueError('ids', 'must be an array');
+  if (ids.length > MAX_REVOKED_LOOKUP) throw new InvalidStorageValueError('ids', `must hold at most ${MAX_REVOKED_LOOKUP} ids`);
+  return ids;
 }

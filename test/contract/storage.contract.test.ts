@@ -6,7 +6,7 @@ import { MongoStorage } from '../../adapters/mongodb.js';
 import { RefreshTokenRaceLost, oidcAdapterFactory } from '../../adapters/oidc-adapter.js';
 import { SqliteStorage } from '../../adapters/sqlite.js';
 import type { AdapterPayload, ModelName, Storage, StoredKey } from '../../adapters/types.js';
-import { MODEL_NAMES } from '../../adapters/types.js';
+import { MAX_REVOKED_LOOKUP, MODEL_NAMES } from '../../adapters/types.js';
 import { FACTORIES, mongoUri, recordContractRun } from '../support/storages.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -291,6 +291,27 @@ describe.each(FACTORIES)('storage contract: $name', (factory) => {
     await sleep(1100);
     expect(await storage.revokedTokens.isRevoked(short)).toBe(false);
     expect(await storage.revokedTokens.isRevoked({ $gt: '' } as unknown as string)).toBe(false);
+  });
+
+  test('revoked-token denylist: anyRevoked finds one live id among many, ignores expired and invalid ids, bounds the list', async () => {
+    const [a, b, c, gone] = [rid(), rid(), rid(), rid()];
+    const exp = Math.floor(Date.now() / 1000) + 60;
+    expect(await storage.revokedTokens.anyRevoked([])).toBe(false);
+    expect(await storage.revokedTokens.anyRevoked([a, b, c])).toBe(false);
+    await storage.revokedTokens.revoke(b, exp);
+    await storage.revokedTokens.revoke(gone, Math.floor(Date.now() / 1000) + 1);
+    expect(await storage.revokedTokens.anyRevoked([a, b, c])).toBe(true);
+    expect(await storage.revokedTokens.anyRevoked([b])).toBe(true);
+    expect(await storage.revokedTokens.anyRevoked([a, c])).toBe(false);
+    await sleep(1100);
+    expect(await storage.revokedTokens.anyRevoked([a, gone, c])).toBe(false);
+    // Hostile entries match nothing and do not hide a real match next to them.
+    const hostile = [{ $gt: '' }, ['x'], '$where', ''] as unknown as string[];
+    expect(await storage.revokedTokens.anyRevoked(hostile)).toBe(false);
+    expect(await storage.revokedTokens.anyRevoked([...hostile, b])).toBe(true);
+    const many = Array.from({ length: MAX_REVOKED_LOOKUP }, () => rid());
+    expect(await storage.revokedTokens.anyRevoked([...many.slice(1), b])).toBe(true);
+    await expect(storage.revokedTokens.anyRevoked([...many, b])).rejects.toBeInstanceOf(InvalidStorageValueError);
   });
 
   test('nonces: 20 concurrent consumes give exactly one success; unknown and expired nonces fail', async () => {

@@ -55,7 +55,24 @@ export interface AdapterOptions {
    * (server/grants/refresh-grace.ts) decides, from the token's consumption mark, between its grace and revocation.
    */
   deferRefreshTokenReuse?: boolean;
+  /** Cascade revocation (server/revocation-lineage.ts): told of every revocation the adapter carries out. */
+  revocation?: RevocationHooks;
 }
+
+/**
+ * What revocation looks like at the adapter, the one place every revocation path of oidc-provider and agentauth goes
+ * through: an access token destroyed (RFC 7009), a grant's tokens removed or the grant itself (refresh-token
+ * revocation or reuse, code reuse, logout). Each is told before the records go, so a failure leaves them in place.
+ */
+export interface RevocationHooks {
+  tokenRevoked(jti: string): Promise<void>;
+  grantRevoked(grantId: string): Promise<void>;
+  /** Whether a stored access token may be handed to oidc-provider (false: a token it was derived from is revoked). */
+  accessTokenActive(payload: AdapterPayload): Promise<boolean>;
+}
+
+/** The models whose records are access tokens (opaque ones are stored; JWTs are not). */
+const ACCESS_TOKENS: ReadonlySet<ModelName> = new Set(['AccessToken', 'ClientCredentials']);
 
 /** A concurrent use of a refresh token lost the consume race; nothing was revoked yet (see deferRefreshTokenReuse). */
 export class RefreshTokenRaceLost extends errors.InvalidGrant {
@@ -69,7 +86,8 @@ export class RefreshTokenRaceLost extends errors.InvalidGrant {
  * record itself. Tokens the race's winner saves afterwards still name the grant, which no longer exists, so
  * oidc-provider refuses them at refresh, introspection and userinfo (RFC 6749 §4.1.2, RFC 9700 §4.14.2).
  */
-async function revokeGrantFamily(storage: Storage, grantId: string): Promise<void> {
+async function revokeGrantFamily(storage: Storage, grantId: string, hooks: RevocationHooks | undefined): Promise<void> {
+  await hooks?.grantRevoked(grantId);
   await storage.model('Grant').destroy(grantId);
   await Promise.all(GRANT_FAMILY.map((model) => storage.model(model).revokeByGrantId(grantId)));
 }
@@ -82,6 +100,7 @@ export function oidcAdapterFactory(storage: Storage, health?: StorageHealth, opt
   return (name: string): Adapter => {
     if (!isModel(name)) throw new Error(`agentauth storage has no model named ${name}`);
     const store = storage.model(name);
+    const hooks = options.revocation;
     return {
       upsert: (id: string, payload: AdapterPayload, expiresIn?: number) => {
         const { clientSecrets } = options;
@@ -90,11 +109,26 @@ export function oidcAdapterFactory(storage: Storage, health?: StorageHealth, opt
         }
         return failClosed(() => store.upsert(id, payload, expiresIn));
       },
-      find: (id: string) => failClosed(() => store.find(id)),
+      find: (id: string) =>
+        failClosed(async () => {
+          const payload = await store.find(id);
+          if (!payload || !hooks || !ACCESS_TOKENS.has(name)) return payload;
+          return (await hooks.accessTokenActive(payload)) ? payload : undefined;
+        }),
       findByUid: (uid: string) => failClosed(() => store.findByUid(uid)),
       findByUserCode: (userCode: string) => failClosed(() => store.findByUserCode(userCode)),
-      destroy: (id: string) => failClosed(() => store.destroy(id)),
-      revokeByGrantId: (grantId: string) => failClosed(() => store.revokeByGrantId(grantId)),
+      destroy: (id: string) =>
+        failClosed(async () => {
+          if (hooks && ACCESS_TOKENS.has(name)) await hooks.tokenRevoked(id);
+          if (hooks && name === 'Grant') await hooks.grantRevoked(id);
+          await store.destroy(id);
+        }),
+      revokeByGrantId: (grantId: string) =>
+        failClosed(async () => {
+          // oidc-provider calls this for every token model of a revoked grant; AccessToken's call is always among them.
+          if (hooks && name === 'AccessToken') await hooks.grantRevoked(grantId);
+          await store.revokeByGrantId(grantId);
+        }),
       consume: (id: string) =>
         failClosed(async () => {
           if (await store.consume(id)) return;
@@ -105,7 +139,7 @@ export function oidcAdapterFactory(storage: Storage, health?: StorageHealth, opt
           if (GRANT_SOURCES.has(name)) {
             const grantId = (await store.find(id))?.grantId;
             if (typeof grantId === 'string') {
-              await revokeGrantFamily(storage, grantId);
+              await revokeGrantFamily(storage, grantId, options.revocation);
               options.onGrantRevoked?.(grantId, `${USED[name] ?? `${name} already used`} (concurrent use)`);
             }
           }

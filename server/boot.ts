@@ -184,7 +184,7 @@ export async function boot(config: Config, log: Logger, options: BootOptions = {
     const wallet = createWalletSignIn(config.wallet, config.issuer, storage.nonces);
     const provider = createProvider({ config, storage, health, keyring, cookieKeys, hasher, dpopNonceSecret, log, clientMetadataTest: options.clientMetadataTest });
     registerWalletGrant(provider, wallet, log, health);
-    registerTokenExchangeGrant(provider, { policy: config.tokenExchange, health });
+    registerTokenExchangeGrant(provider, { policy: config.tokenExchange, clients: storage.model('Client'), health });
     installDisabledClientCheck(provider, storage.model('Client'), health);
     auditProviderEvents(provider);
     observeProviderEvents(provider);

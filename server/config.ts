@@ -27,11 +27,14 @@ const absoluteUri = z.string().refine((v) => {
   return u !== null && !u.hash && !v.includes('#');
 }, 'must be an absolute URI without a fragment (RFC 8707)');
 
+/** The longest access-token lifetime any setting may configure (tiers, resource servers). */
+export const MAX_ACCESS_TOKEN_TTL = 3600;
+
 const resourceServerSchema = z.strictObject({
   identifier: absoluteUri,
   name: z.string().min(1).optional(),
   scopes: z.array(z.string().regex(scopeToken, 'must be an RFC 6749 scope-token')).min(1),
-  accessTokenTTL: z.number().int().min(1).max(3600).default(300),
+  accessTokenTTL: z.number().int().min(1).max(MAX_ACCESS_TOKEN_TTL).default(300),
   accessTokenFormat: z.enum(['jwt', 'opaque']).default('jwt'),
   signingAlg: z.enum(['ES256', 'EdDSA']).optional(),
 });
@@ -89,7 +92,7 @@ const clientSchema = z
 
 const tierSchema = z.strictObject({
   /** Longest access-token life for this tier; bearer tokens are further capped by maxBearerTokenTTL. */
-  accessTokenTTL: z.number().int().min(1).max(3600),
+  accessTokenTTL: z.number().int().min(1).max(MAX_ACCESS_TOKEN_TTL),
   /** A refresh token unused this long expires; each rotation starts a new idle period. */
   refreshTokenIdleTTL: z.number().int().min(60).max(90 * 86400),
   /** No refresh token of a grant lives past this many seconds after the grant's first token. */

@@ -30,6 +30,7 @@ import { installClientMetadataDocuments } from './client-metadata/resolver.js';
 import type { FetchTestOverrides } from './client-metadata/fetch.js';
 import { prepareStructuredTokenSupport, registerStructuredTokenSupport } from './structured-tokens.js';
 import { delegationClaims } from './grants/token-exchange.js';
+import { revocationHooks } from './revocation-lineage.js';
 import { logoutSource, postLogoutSuccessSource, renderError } from '../interactions/provider-pages.js';
 import { NONCE_PATH } from '../interactions/routes.js';
 
@@ -163,6 +164,7 @@ export function providerConfiguration(deps: ProviderDeps): Configuration {
         const ctx = Provider.ctx as KoaContextWithOIDC | undefined;
         if (ctx?.oidc) ctx.oidc.provider.emit('grant.revoked', ctx, grantId);
       },
+      revocation: revocationHooks(storage.revokedTokens),
     }),
     clients: staticClients(config, hasher),
     jwks: keyring.providerJwks() as Configuration['jwks'],
@@ -342,7 +344,8 @@ export function createProvider(deps: ProviderDeps): Provider {
     limits: tierLimits(deps.config),
     hasher: deps.hasher,
     registrationAccessTokens: deps.storage.model('RegistrationAccessToken'),
-    revokeClient: (clientId) => revokeClientRecords(deps.storage, clientId),
+    clients: deps.storage.model('Client'),
+    revokeClient: (clientId, record) => revokeClientRecords(deps.storage, clientId, record),
     health: deps.health,
     log: deps.log,
     quota: new SharedWindowLimit(deps.storage.nonces, 'registration', deps.config.registration.quota),

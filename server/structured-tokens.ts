@@ -6,6 +6,7 @@ import revocationHandlers from 'oidc-provider/lib/actions/revocation.js';
 
 import { failClosedInProvider } from '../adapters/oidc-adapter.js';
 import type { RevokedTokenStore } from '../adapters/types.js';
+import { LINEAGE_CLAIM, grantMark, lineageOf, tokenMark } from './revocation-lineage.js';
 
 /**
  * oidc-provider answers `unsupported_token_type` when a JWT access token is introspected or revoked, because it does
@@ -25,6 +26,7 @@ export interface JwtAccessTokenClaims extends JWTPayload {
   grant_id?: string;
   act?: Record<string, unknown>;
   may_act?: Record<string, unknown>;
+  agentauth_lineage?: string[];
 }
 
 export interface StructuredTokenDeps {
@@ -77,11 +79,17 @@ export async function verifyAccessToken(token: string, deps: StructuredTokenDeps
   }
 }
 
-/** The claims of a JWT access token that is active now (signature, exp, denylist, client, grant); undefined otherwise. */
+/**
+ * The claims of a JWT access token that is active now (signature, exp, client, grant, and one denylist lookup for its
+ * jti, its grant's revocation mark and, for an exchanged token, the marks of its lineage); undefined otherwise.
+ */
 async function activeClaims(provider: Provider, token: string, deps: StructuredTokenDeps): Promise<JwtAccessTokenClaims | undefined> {
   const claims = await verifyAccessToken(token, deps);
   if (!claims) return undefined;
-  if (await failClosedInProvider(() => deps.revoked.isRevoked(claims.jti!), deps.health)) return undefined;
+  const lineage = lineageOf(claims[LINEAGE_CLAIM]);
+  if (!lineage) return undefined;
+  const marks = [claims.jti!, ...(typeof claims.grant_id === 'string' ? [grantMark(claims.grant_id)] : []), ...lineage];
+  if (await failClosedInProvider(() => deps.revoked.anyRevoked(marks), deps.health)) return undefined;
   if (!(await provider.Client.find(claims.client_id))) return undefined;
   const revokedBefore = deps.tokensRevokedBefore && (await failClosedInProvider(() => deps.tokensRevokedBefore!(claims.client_id), deps.health));
   if (revokedBefore !== undefined && (claims.iat ?? 0) <= revokedBefore) return undefined;
@@ -128,7 +136,11 @@ async function revokeJwt(ctx: KoaContextWithOIDC, deps: StructuredTokenDeps): Pr
   const claims = await verifyAccessToken(String(ctx.oidc.params?.token), deps);
   // RFC 7009 §2.2: unknown, invalid or expired tokens, and tokens of another client, answer 200 and change nothing.
   if (!claims || claims.client_id !== ctx.oidc.client?.clientId) return;
-  await failClosedInProvider(() => deps.revoked.revoke(claims.jti!, claims.exp!), deps.health);
+  await failClosedInProvider(async () => {
+    // The mark first: tokens exchanged from this one (server/revocation-lineage.ts) expire with it at the latest.
+    await deps.revoked.revoke(tokenMark(claims.jti!), claims.exp!);
+    await deps.revoked.revoke(claims.jti!, claims.exp!);
+  }, deps.health);
   ctx.oidc.provider.emit('agentauth.jwt_revoked', ctx, claims);
 }
 

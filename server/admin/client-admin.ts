@@ -4,6 +4,7 @@ import type { AdapterPayload, ModelName, Storage } from '../../adapters/types.js
 import { isValidKey } from '../../adapters/validate.js';
 import type { AuditEventInput } from '../audit/chain.js';
 import { CLIENT_OWNED, revokeClientRecords } from '../client-revocation.js';
+import { RevocationMarks } from '../revocation-lineage.js';
 import type { ClientSecretHasher } from '../client-secrets.js';
 import type { StaticClientConfig } from '../config.js';
 import { REGISTRATION_FIELD } from '../policies/registration.js';
@@ -34,7 +35,7 @@ export interface IatView {
 }
 
 export interface ClientAdminDeps {
-  storage: Pick<Storage, 'model'>;
+  storage: Pick<Storage, 'model' | 'revokedTokens'>;
   hasher: ClientSecretHasher;
   /** Clients of the configuration file: shown, never changed here (the file is where they are defined). */
   staticClients: readonly StaticClientConfig[];
@@ -126,7 +127,9 @@ export class ClientAdmin {
       ? payload
       : { ...payload, [DISABLED_FIELD]: true, [DISABLED_AT_FIELD]: now.toISOString(), [REVOKED_BEFORE_FIELD]: Math.floor(now.getTime() / 1000) };
     await this.#audit('client.disabled', clientId, actor, { revoked: [...DISABLE_REVOKES], ...(already ? { already_disabled: true } : {}) });
-    // The flag first, so nothing can be issued between the revocation and the flag.
+    // The mark of the generation ending here first (tokens exchanged from this client's tokens go with them, see
+    // server/revocation-lineage.ts), then the flag, so nothing can be issued between the revocation and the flag.
+    if (!already) await new RevocationMarks(this.deps.storage.revokedTokens).client(clientId, payload);
     if (!already) await this.deps.storage.model('Client').upsert(clientId, disabled);
     for (const model of DISABLE_REVOKES) await this.deps.storage.model(model).revokeByClientId(clientId);
     return registeredView(clientId, disabled);
@@ -145,11 +148,11 @@ export class ClientAdmin {
 
   /** Removes the client and revokes everything it held (server/client-revocation.ts), registration access tokens included. */
   async delete(clientId: string, actor: AdminActor): Promise<void> {
-    await this.#registered(clientId);
+    const record = await this.#registered(clientId);
     // The type RFC 7592 DELETE records too: `agentauth verify` finds deleted clients by it.
     await this.#audit('client.deleted', clientId, actor, { revoked: [...CLIENT_OWNED] });
     await this.deps.storage.model('Client').destroy(clientId);
-    await revokeClientRecords(this.deps.storage, clientId);
+    await revokeClientRecords(this.deps.storage, clientId, record);
   }
 
   /** Replaces a confidential client's secret; the new secret is returned once and stored only as a keyed hash. */

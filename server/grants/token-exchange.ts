@@ -6,6 +6,7 @@ import type { KoaContextWithOIDC, Provider } from 'oidc-provider';
 import { buildTokenResponse, checkDpopReplay, checkDpopRequired, resolveRequestedResources, validateClientScope, validateDpop } from 'oidc-provider/lib/helpers/grants.js';
 
 import { failClosedInProvider } from '../../adapters/oidc-adapter.js';
+import type { ModelStore } from '../../adapters/types.js';
 import { auditLater } from '../audit/trail.js';
 import { TOKEN_EXCHANGE_GRANT_TYPE } from '../config.js';
 import type { TokenExchangeConfig } from '../config.js';
@@ -13,6 +14,7 @@ import { DelegationRefusal, decideExchange } from '../policies/delegation.js';
 import type { ActClaim, SubjectFacts } from '../policies/delegation.js';
 import { REGISTRATION_FIELD } from '../policies/registration.js';
 import { TIER_FIELD } from '../policies/tiers.js';
+import { LINEAGE_CLAIM, MAX_LINEAGE, childLineage, clientGeneration, lineageOf } from '../revocation-lineage.js';
 import { activeJwtAccessToken } from '../structured-tokens.js';
 
 export { TOKEN_EXCHANGE_GRANT_TYPE };
@@ -28,20 +30,32 @@ const sha256 = (value: string) => hash('sha256', value, 'hex');
  * `act` (RFC 8693 §4.1, the whole chain) and `agentauth_parent`, the SHA-256 of the parent token's `jti`, which links
  * every exchanged token to the token it was derived from (for cascade revocation). Called from `extraTokenClaims`.
  */
-export function delegationClaims(extra: unknown): { act: ActClaim; agentauth_parent: string; may_act?: { client_id: string } } | undefined {
+export function delegationClaims(
+  extra: unknown,
+): { act: ActClaim; agentauth_parent: string; agentauth_lineage: readonly string[]; may_act?: { client_id: string } } | undefined {
   if (!extra || typeof extra !== 'object') return undefined;
-  const { act, agentauth_parent: parent, may_act: mayAct } = extra as Record<string, unknown>;
-  if (!act || typeof act !== 'object' || typeof parent !== 'string') return undefined;
-  return { act: act as ActClaim, agentauth_parent: parent, ...(objectClaim(mayAct) ? { may_act: mayAct as { client_id: string } } : {}) };
+  const { act, agentauth_parent: parent, may_act: mayAct, [LINEAGE_CLAIM]: lineageClaim } = extra as Record<string, unknown>;
+  const lineage = lineageOf(lineageClaim);
+  if (!act || typeof act !== 'object' || typeof parent !== 'string' || !lineage) return undefined;
+  return {
+    act: act as ActClaim,
+    agentauth_parent: parent,
+    agentauth_lineage: lineage,
+    ...(objectClaim(mayAct) ? { may_act: mayAct as { client_id: string } } : {}),
+  };
 }
 
 export interface TokenExchangeDeps {
   policy: TokenExchangeConfig;
+  /** Stored client records: the generation a subject token's client is in (server/revocation-lineage.ts). */
+  clients: Pick<ModelStore, 'find'>;
   health?: { markDown(err: unknown): void };
 }
 
 interface OpaqueAccessToken {
   jti: string;
+  iat: number;
+  exp: number;
   accountId?: string;
   clientId: string;
   aud?: string | string[];
@@ -55,6 +69,10 @@ interface OpaqueAccessToken {
 interface ActiveSubject extends SubjectFacts {
   jti: string;
   sub: string;
+  iat: number;
+  exp: number;
+  grantId?: string | undefined;
+  lineage: readonly string[];
 }
 
 interface TokenModel {
@@ -64,6 +82,7 @@ interface TokenModel {
   scope?: string;
   extra?: Record<string, unknown>;
   expiration: number;
+  expiresIn: number;
   tokenType: string;
 }
 
@@ -90,9 +109,14 @@ async function activeSubject(provider: Provider, token: string, deps: TokenExcha
   if (isJwt(token)) {
     const claims = await activeJwtAccessToken(provider, token);
     const audience = claims && singleAudience(claims.aud);
-    if (!claims || !audience) return undefined;
+    const lineage = claims && lineageOf(claims[LINEAGE_CLAIM]);
+    if (!claims || !audience || !lineage || typeof claims.iat !== 'number' || typeof claims.exp !== 'number') return undefined;
     return {
       jti: claims.jti!,
+      iat: claims.iat,
+      exp: claims.exp,
+      grantId: claims.grant_id,
+      lineage,
       sub: claims.sub ?? claims.client_id,
       audience,
       clientId: claims.client_id,
@@ -113,8 +137,15 @@ async function activeSubject(provider: Provider, token: string, deps: TokenExcha
     if (!grant || grant.isExpired || grant.clientId !== at.clientId) return undefined;
   }
   const extra = at.extra ?? {};
+  // The adapter hands out no token whose lineage is revoked; a malformed one is not active either.
+  const lineage = lineageOf(extra[LINEAGE_CLAIM]);
+  if (!lineage) return undefined;
   return {
     jti: at.jti,
+    iat: at.iat,
+    exp: at.exp,
+    grantId: at.grantId,
+    lineage,
     sub: at.accountId ?? at.clientId,
     audience,
     clientId: at.clientId,
@@ -188,6 +219,10 @@ export function registerTokenExchangeGrant(provider: Provider, deps: TokenExchan
     // §2.1: the subject and actor tokens.
     const subject = await activeSubject(provider, subjectToken, deps);
     if (!subject) throw new errors.InvalidGrant('subject_token is not an active access token of this server (expired, revoked, or not one)');
+    // Read after the checks above: a disable of the subject's client from now on marks this generation (and revokes
+    // what is issued below); one that happened before shows here as a generation at or after the token's issue.
+    const generation = clientGeneration(await failClosedInProvider(() => deps.clients.find(subject.clientId), deps.health));
+    if (generation > 0 && subject.iat <= generation) throw new errors.InvalidGrant('subject_token was revoked (its client was disabled)');
     if (params.actor_token !== undefined) {
       if (!SUBJECT_TOKEN_TYPES.has(String(params.actor_token_type))) throw new errors.InvalidRequest(`actor_token_type must be ${ACCESS_TOKEN_TYPE} or ${JWT_TOKEN_TYPE}`);
       const actor = await activeSubject(provider, String(params.actor_token), deps);
@@ -226,11 +261,20 @@ export function registerTokenExchangeGrant(provider: Provider, deps: TokenExchan
     const at = new AccessToken({ accountId: subject.sub, client, grantId, gty: TOKEN_EXCHANGE_GRANT_TYPE, scope });
     at.resourceServer = resourceServer;
     at.scope = scope;
-    at.extra = { act: decision.act, agentauth_parent: parent, ...(decision.mayAct ? { may_act: decision.mayAct } : {}) };
+    const lineage = childLineage({ ...subject, clientGeneration: generation });
+    if (lineage.length > MAX_LINEAGE) throw new errors.InvalidGrant('subject_token is too deep in its delegation chain to be exchanged again');
+    at.extra = {
+      act: decision.act,
+      agentauth_parent: parent,
+      [LINEAGE_CLAIM]: lineage,
+      ...(decision.mayAct ? { may_act: decision.mayAct } : {}),
+    };
     if (dPoP) {
       await checkDpopReplay(provider, ctx, dPoP, client.clientId);
       at.setThumbprint('jkt', dPoP.thumbprint);
     }
+    // Never outlives the token it was exchanged from (so a revocation mark outlives every descendant).
+    at.expiresIn = Math.max(1, Math.min(at.expiration, subject.exp - Math.floor(Date.now() / 1000)));
     ctx.oidc.entity('AccessToken', at as never);
     const accessToken = await at.save();
 

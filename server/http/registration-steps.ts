@@ -2,7 +2,7 @@ import type { KoaContextWithOIDC, Provider } from 'oidc-provider';
 import { errors } from 'oidc-provider';
 import * as registration from 'oidc-provider/lib/actions/registration.js';
 
-import type { ModelStore } from '../../adapters/types.js';
+import type { AdapterPayload, ModelStore } from '../../adapters/types.js';
 import { failClosedInProvider } from '../../adapters/oidc-adapter.js';
 import { auditLater } from '../audit/trail.js';
 import { ClientSecretHasher } from '../client-secrets.js';
@@ -34,8 +34,10 @@ export interface RegistrationStepDeps {
   hasher: ClientSecretHasher;
   /** Registration access tokens: consumed atomically (one marker insert) so a token works exactly once. */
   registrationAccessTokens: ModelStore;
-  /** Revokes everything a deleted client held (server/client-revocation.ts). */
-  revokeClient(clientId: string): Promise<readonly string[]>;
+  /** Stored client records, read before a delete (the revocation marks the generation the client was in). */
+  clients: Pick<ModelStore, 'find'>;
+  /** Revokes everything a deleted client held (server/client-revocation.ts); `record` is its record before the delete. */
+  revokeClient(clientId: string, record: AdapterPayload | undefined): Promise<readonly string[]>;
   health: { markDown(err: unknown): void };
   log: Logger;
   /** The per-IP registration quota, counted in the store (server/limits/). */
@@ -186,9 +188,10 @@ const deleteStep = named('agentauthRevokeOnDelete', async (ctx, next) => {
   if (ctx.oidc.client?.noManage) return next();
   await consumeRegistrationAccessToken(ctx, deps);
   const clientId = ctx.oidc.client!.clientId;
+  const record = await failClosedInProvider(() => deps.clients.find(clientId), deps.health);
   await next();
   if (ctx.status !== 204) return;
-  const revoked = await failClosedInProvider(() => deps.revokeClient(clientId), deps.health);
+  const revoked = await failClosedInProvider(() => deps.revokeClient(clientId, record), deps.health);
   deps.log.info({ event: 'client.deleted', client_id: clientId }, 'client deleted; its grants and tokens are revoked');
   auditLater(ctx, { type: 'client.deleted', client_id: clientId, details: { revoked: [...revoked] } });
 });

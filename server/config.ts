@@ -27,6 +27,9 @@ const absoluteUri = z.string().refine((v) => {
   return u !== null && !u.hash && !v.includes('#');
 }, 'must be an absolute URI without a fragment (RFC 8707)');
 
+/** Most entries of a client's token_exchange_resources. */
+export const MAX_EXCHANGE_RESOURCES = 50;
+
 /** The longest access-token lifetime any setting may configure (tiers, resource servers). */
 export const MAX_ACCESS_TOKEN_TTL = 3600;
 
@@ -63,6 +66,8 @@ const clientSchema = z
     scope: z.string().regex(/^[\x21\x23-\x5b\x5d-\x7e]+( [\x21\x23-\x5b\x5d-\x7e]+)*$/, 'must be space-separated scope-tokens').optional(),
     tier: z.string().min(1).optional(),
     dpop_bound_access_tokens: z.boolean().optional(),
+    /** The only resources this client may exchange tokens into (narrows the tokenExchange rules; metadata of the same name). */
+    token_exchange_resources: z.array(absoluteUri).min(1).max(MAX_EXCHANGE_RESOURCES).optional(),
   })
   .superRefine((c, ctx) => {
     const secretMethod = c.token_endpoint_auth_method.startsWith('client_secret');
@@ -430,6 +435,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   file.clients.forEach((c, i) => {
     if (c.tier !== undefined && !tiers[c.tier]) {
       throw new ConfigError(`AGENTAUTH_CONFIG clients[${i}].tier: no tier named ${c.tier} (tiers: ${Object.keys(tiers).join(', ')})`);
+    }
+    const unknown = c.token_exchange_resources?.find((id) => !ids.has(id));
+    if (unknown !== undefined) throw new ConfigError(`AGENTAUTH_CONFIG clients[${i}].token_exchange_resources: ${unknown} is not a configured resource server identifier`);
+    if (c.token_exchange_resources && new Set(c.token_exchange_resources).size !== c.token_exchange_resources.length) {
+      throw new ConfigError(`AGENTAUTH_CONFIG clients[${i}].token_exchange_resources: must not repeat a resource`);
     }
   });
   for (const [name, tier] of Object.entries(file.tiers)) {

@@ -9,7 +9,7 @@ import { oidcAdapterFactory, temporarilyUnavailable } from '../adapters/oidc-ada
 import type { Storage } from '../adapters/types.js';
 import type { Keyring } from '../keys/keyring.js';
 import { ClientSecretHasher } from './client-secrets.js';
-import { longestSignedTokenLifetime } from './config.js';
+import { MAX_EXCHANGE_RESOURCES, longestSignedTokenLifetime } from './config.js';
 import type { Config } from './config.js';
 import type { Logger } from './logger.js';
 import { shouldIssueRefreshToken } from './policies/refresh.js';
@@ -30,6 +30,7 @@ import { installClientMetadataDocuments } from './client-metadata/resolver.js';
 import type { FetchTestOverrides } from './client-metadata/fetch.js';
 import { prepareStructuredTokenSupport, registerStructuredTokenSupport } from './structured-tokens.js';
 import { delegationClaims } from './grants/token-exchange.js';
+import { EXCHANGE_RESOURCES_FIELD, exchangeResourcesProblem } from './policies/delegation.js';
 import { revocationHooks } from './revocation-lineage.js';
 import { logoutSource, postLogoutSuccessSource, renderError } from '../interactions/provider-pages.js';
 import { NONCE_PATH } from '../interactions/routes.js';
@@ -91,6 +92,7 @@ function staticClients(config: Config, hasher: ClientSecretHasher): ClientMetada
     response_types: c.grant_types.includes('authorization_code') ? ['code'] : [],
     redirect_uris: c.redirect_uris,
     [TIER_FIELD]: c.tier ?? config.registration.defaultTier,
+    ...(c.token_exchange_resources ? { [EXCHANGE_RESOURCES_FIELD]: c.token_exchange_resources } : {}),
   }));
 }
 
@@ -138,6 +140,7 @@ export function providerConfiguration(deps: ProviderDeps): Configuration {
   const limits = tierLimits(config);
   const resources = new ResourceServerRegistry(config.resourceServers, () => keyring.active);
   const allScopes = [...new Set([...OIDC_SCOPES, ...config.resourceServers.flatMap((rs) => rs.scopes)])];
+  const resourceIdentifiers = new Set(config.resourceServers.map((rs) => rs.identifier));
   const alg = keyring.active.alg;
   const tierFor = (client: unknown) => tierOf(limits, client as ClientLike | undefined);
 
@@ -200,9 +203,15 @@ export function providerConfiguration(deps: ProviderDeps): Configuration {
       dPoPSigningAlgValues: ['ES256', 'EdDSA', 'Ed25519'],
     },
     extraClientMetadata: {
-      properties: [TIER_FIELD, REGISTRATION_FIELD],
+      properties: [TIER_FIELD, REGISTRATION_FIELD, EXCHANGE_RESOURCES_FIELD],
       // Runs whenever client metadata is built: at registration, on update, and on every load from storage.
       validator(ctx, key, value, metadata) {
+        if (key === EXCHANGE_RESOURCES_FIELD) {
+          if (value === undefined) return;
+          const problem = exchangeResourcesProblem(value, resourceIdentifiers, MAX_EXCHANGE_RESOURCES);
+          if (problem) throw new errors.InvalidClientMetadata(`${EXCHANGE_RESOURCES_FIELD} ${problem}`);
+          return;
+        }
         if (key === REGISTRATION_FIELD) {
           // Recorded from what oidc-provider resolved, never from what the client sent.
           const oidc = (ctx as KoaContextWithOIDC | undefined)?.oidc;

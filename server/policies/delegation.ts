@@ -5,6 +5,21 @@ import type { TokenExchangeConfig } from '../config.js';
  * requested target and scope, either what may be issued or the refusal with its OAuth error code. No I/O here.
  */
 
+/** Client metadata (registration, or a client of the configuration file): the only resources it may exchange into. */
+export const EXCHANGE_RESOURCES_FIELD = 'token_exchange_resources';
+
+/**
+ * Checks a client's token_exchange_resources: a non-empty array of at most `max` distinct resource server identifiers
+ * this server has; returns what is wrong (for invalid_client_metadata), or undefined.
+ */
+export function exchangeResourcesProblem(value: unknown, known: ReadonlySet<string>, max: number): string | undefined {
+  if (!Array.isArray(value) || value.length === 0 || value.length > max) return `must be an array of 1 to ${max} resource identifiers`;
+  const unknown = value.find((v) => typeof v !== 'string' || !known.has(v));
+  if (unknown !== undefined) return `${JSON.stringify(unknown).slice(0, 200)} is not a resource server of this authorization server`;
+  if (new Set(value).size !== value.length) return 'must not repeat a resource';
+  return undefined;
+}
+
 export type DelegationErrorCode = 'invalid_request' | 'invalid_grant' | 'invalid_target' | 'invalid_scope' | 'unauthorized_client';
 
 export class DelegationRefusal extends Error {
@@ -39,6 +54,8 @@ export interface ExchangerFacts {
   registration?: string;
   /** Thumbprint of the DPoP key the exchange request proves, if any. */
   jkt?: string;
+  /** `token_exchange_resources` of the client's metadata: the only targets it may exchange into, when present. */
+  resources?: readonly string[];
 }
 
 export interface DelegationDecision {
@@ -81,6 +98,12 @@ export function decideExchange(
   const fromRules = rules.filter((r) => r.from.includes(subject.audience));
   if (fromRules.length === 0) {
     throw new DelegationRefusal('invalid_grant', `client ${exchanger.clientId} may not act for tokens issued for ${subject.audience} (no tokenExchange rule names it with that resource in "from")`);
+  }
+  if (exchanger.resources && !exchanger.resources.includes(target.resource)) {
+    throw new DelegationRefusal(
+      'invalid_target',
+      `client ${exchanger.clientId} may exchange tokens only into ones for ${exchanger.resources.join(', ')} (its token_exchange_resources), not ${target.resource}`,
+    );
   }
   const hop = fromRules.filter((r) => r.to.includes(target.resource));
   if (hop.length === 0) {

@@ -38,6 +38,8 @@ const CONFIG = {
     staticClient('skill-c', [EXCHANGE]),
     staticClient('rogue', [EXCHANGE]),
     { ...staticClient('skill-n', [EXCHANGE]), scope: 'read' },
+    // Allowed skill A → skill B and → skill C by its rule; its own metadata narrows that to skill C.
+    { ...staticClient('skill-x', [EXCHANGE]), token_exchange_resources: [SKILL_C] },
   ],
   tokenExchange: {
     maxDepth: 2,
@@ -48,6 +50,7 @@ const CONFIG = {
       { clients: ['rogue'], from: [SKILL_B], to: [SKILL_C] },
       { clients: ['agent'], from: [SKILL_A], to: [SKILL_B] },
       { clients: ['skill-n'], from: [SKILL_A], to: [SKILL_B] },
+      { clients: ['skill-x'], from: [SKILL_A], to: [SKILL_B, SKILL_C] },
     ],
   },
 };
@@ -79,7 +82,7 @@ describe.each(backends)('RFC 8693 token exchange on %s', (_name, storeEnv, openS
     server = await startServer(env);
     issuer = server.url;
     meta = (await oidc.discovery(new URL(issuer), RS.id, undefined, oidc.ClientSecretBasic(RS.secret), insecure)).serverMetadata();
-    for (const id of ['agent', 'skill-a', 'skill-b', 'skill-c', 'rogue', 'skill-n']) clients.set(id, await client(id));
+    for (const id of ['agent', 'skill-a', 'skill-b', 'skill-c', 'rogue', 'skill-n', 'skill-x']) clients.set(id, await client(id));
   });
 
   afterAll(async () => {
@@ -224,6 +227,22 @@ describe.each(backends)('RFC 8693 token exchange on %s', (_name, storeEnv, openS
   test("the exchanging client's registered scope caps the new token too", async () => {
     expect((await exchange('skill-n', await agentToken(), { resource: SKILL_B })).scope).toBe('read');
     expect(await refusal(exchange('skill-n', await agentToken(), { resource: SKILL_B, scope: 'read write' }))).toMatchObject({ status: 400, error: 'invalid_scope' });
+  });
+
+  test("a client's token_exchange_resources (configuration file or registration metadata) narrow what its rules allow", async () => {
+    expect((await exchange('skill-x', await agentToken(), { resource: SKILL_C })).issued_token_type).toBe(AT_TYPE);
+    expect(await refusal(exchange('skill-x', await agentToken(), { resource: SKILL_B }))).toMatchObject({
+      status: 400, error: 'invalid_target', error_description: expect.stringMatching(/only into ones for https:\/\/skill-c\.example\.com \(its token_exchange_resources\)/),
+    });
+    // At registration: only resource servers of this server, echoed back as registered.
+    const ok = await register(issuer, { grant_types: [EXCHANGE], response_types: [], redirect_uris: [], token_endpoint_auth_method: 'none', token_exchange_resources: [SKILL_B] });
+    expect(ok.status).toBe(201);
+    expect(ok.body.token_exchange_resources).toEqual([SKILL_B]);
+    for (const bad of [['https://elsewhere.example.com'], [], 'https://skill-b.example.com', [SKILL_B, SKILL_B], [{ $gt: '' }]]) {
+      const refused = await register(issuer, { grant_types: [EXCHANGE], response_types: [], redirect_uris: [], token_endpoint_auth_method: 'none', token_exchange_resources: bad });
+      expect(refused.status).toBe(400);
+      expect(refused.body).toMatchObject({ error: 'invalid_client_metadata', error_description: expect.stringMatching(/^token_exchange_resources /) });
+    }
   });
 
   test('an opaque client credentials token is a subject too, and its act chain starts with the exchanging client', async () => {

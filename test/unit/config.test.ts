@@ -123,6 +123,9 @@ describe('loadConfig', () => {
     [{ resourceServers: [{ identifier: 'https://a.example.com', scopes: ['r'] }], tokenExchange: { rules: [{ clients: ['x'], from: ['https://a.example.com'], to: ['https://nowhere.example.com'] }] } }, /tokenExchange\.rules\[0\]\.to: https:\/\/nowhere\.example\.com is not a configured resource server/],
     [{ resourceServers: [{ identifier: 'https://a.example.com', scopes: ['r'] }], tokenExchange: { rules: [{ from: ['https://a.example.com'], to: ['https://a.example.com'] }] } }, /tokenExchange\.rules\[0\]: name the clients or the tiers/],
     [{ tokenExchange: { maxDepth: 0 } }, /tokenExchange\.maxDepth/],
+    [{ resourceServers: [{ identifier: 'https://a.example.com', scopes: ['r'] }], clients: [{ client_id: 'c', client_secret: 'x'.repeat(32), token_exchange_resources: ['https://nowhere.example.com'] }] }, /clients\[0\]\.token_exchange_resources: https:\/\/nowhere\.example\.com is not a configured resource server/],
+    [{ resourceServers: [{ identifier: 'https://a.example.com', scopes: ['r'] }], clients: [{ client_id: 'c', client_secret: 'x'.repeat(32), token_exchange_resources: ['https://a.example.com', 'https://a.example.com'] }] }, /clients\[0\]\.token_exchange_resources: must not repeat/],
+    [{ clients: [{ client_id: 'c', client_secret: 'x'.repeat(32), token_exchange_resources: [] }] }, /clients\[0\]\.token_exchange_resources/],
   ])('config file %j is refused by path', (file, pattern) => {
     expect(message({ AGENTAUTH_CONFIG: withFile(file) })).toMatch(pattern);
   });

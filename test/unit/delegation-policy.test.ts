@@ -1,4 +1,4 @@
-import { DelegationRefusal, chainDepth, decideExchange } from '../../server/policies/delegation.js';
+import { DelegationRefusal, chainDepth, decideExchange, exchangeResourcesProblem } from '../../server/policies/delegation.js';
 import type { TokenExchangeConfig } from '../../server/config.js';
 
 const A = 'https://a.example.com';
@@ -55,6 +55,26 @@ describe('delegation policy (RFC 8693 token exchange)', () => {
     const bound = { ...subject, clientId: 'skill-a', jkt: 'k1' };
     expect(refusal(() => decideExchange(policy, bound, { clientId: 'skill-a', jkt: 'k2' }, target, undefined)).message).toMatch(/bound to another key/);
     expect(decideExchange(policy, bound, { clientId: 'skill-a', jkt: 'k1' }, target, undefined).scope).toEqual(['read']);
+  });
+
+  test("the client's token_exchange_resources narrow the rules (never widen them)", () => {
+    expect(decideExchange(policy, subject, { clientId: 'skill-a', resources: [B] }, target, undefined).scope).toEqual(['read']);
+    const narrowed = refusal(() => decideExchange(policy, subject, { clientId: 'skill-a', resources: ['https://c.example.com'] }, target, undefined));
+    expect(narrowed.code).toBe('invalid_target');
+    expect(narrowed.message).toMatch(/only into ones for https:\/\/c\.example\.com \(its token_exchange_resources\), not https:\/\/b\.example\.com/);
+    // Naming a resource no rule allows for this client gives nothing.
+    expect(refusal(() => decideExchange(policy, subject, { clientId: 'nobody', resources: [B] }, target, undefined)).code).toBe('invalid_grant');
+  });
+
+  test('token_exchange_resources metadata: 1 to max distinct known resources', () => {
+    const known = new Set([A, B]);
+    expect(exchangeResourcesProblem([A, B], known, 5)).toBeUndefined();
+    expect(exchangeResourcesProblem([], known, 5)).toMatch(/array of 1 to 5/);
+    expect(exchangeResourcesProblem(A, known, 5)).toMatch(/array of 1 to 5/);
+    expect(exchangeResourcesProblem([A, B, A], known, 2)).toMatch(/array of 1 to 2/);
+    expect(exchangeResourcesProblem([A, A], known, 5)).toMatch(/not repeat/);
+    expect(exchangeResourcesProblem([A, 'https://evil.example.com'], known, 5)).toMatch(/"https:\/\/evil\.example\.com" is not a resource server/);
+    expect(exchangeResourcesProblem([A, { $gt: '' }], known, 5)).toMatch(/is not a resource server/);
   });
 
   test('a wider scope is invalid_scope, another target invalid_target', () => {

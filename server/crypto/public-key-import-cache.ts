@@ -107,6 +107,12 @@ export function importCacheKey(args: readonly unknown[]): string | undefined {
   return canonicalJson([keyData, algorithm, extractable, usages]);
 }
 
+function deepFreeze(value: unknown): void {
+  if (typeof value !== 'object' || value === null || Object.isFrozen(value)) return;
+  Object.freeze(value);
+  for (const member of Object.values(value)) deepFreeze(member);
+}
+
 export interface PublicKeyImportCache {
   readonly hits: number;
   readonly misses: number;
@@ -145,7 +151,13 @@ export function installPublicKeyImportCache(subtle: Subtle = globalThis.crypto.s
     // a member changed meanwhile) can differ from the cache key.
     const [keyData, algorithm, extractable, usages] = JSON.parse(cacheKey) as [unknown, unknown, boolean, unknown[]];
     const key = await original(args[0], keyData, algorithm, extractable, usages);
-    if (key.type === 'public') keys.set(cacheKey, key);
+    if (key.type === 'public') {
+      // One key object is now shared by every caller: its algorithm and usages (plain JS objects in Node) are frozen
+      // so that no caller can change them for the others.
+      deepFreeze(key.algorithm);
+      Object.freeze(key.usages);
+      keys.set(cacheKey, key);
+    }
     return key;
   }
 

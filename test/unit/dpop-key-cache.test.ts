@@ -179,7 +179,7 @@ describe('what the cache keys on and what it keeps out', () => {
     expect(canonicalJson(Number.NaN)).toBeUndefined();
   });
 
-  test('a private key imported through the wrapper is imported, not cached', async () => {
+  test('a private key is imported, not cached; a cached public key is shared, frozen; the cache is bounded', async () => {
     const subtle = Object.create(Object.getPrototypeOf(globalThis.crypto.subtle) as object) as webcrypto.SubtleCrypto;
     // A separate object whose importKey is the real one, so this test owns its cache.
     Object.defineProperty(subtle, 'importKey', { value: globalThis.crypto.subtle.importKey.bind(globalThis.crypto.subtle), writable: true, configurable: true });
@@ -189,10 +189,17 @@ describe('what the cache keys on and what it keeps out', () => {
     expect(imported.type).toBe('private');
     expect(own.size).toBe(0);
     expect(own.misses).toBe(0);
+    // A cached key is shared: what a caller could change on it is frozen.
+    const jwk = ecKey().jwk;
+    const shared = await subtle.importKey('jwk', jwk, ecdsa, true, ['verify']);
+    expect(await subtle.importKey('jwk', { ...jwk }, { ...ecdsa }, true, ['verify'])).toBe(shared);
+    expect(Object.isFrozen(shared.usages)).toBe(true);
+    expect(Object.isFrozen(shared.algorithm)).toBe(true);
+    own.clear();
     // Bounded: the fifth distinct public key evicts the least recently used.
     for (let i = 0; i < 5; i += 1) await subtle.importKey('jwk', ecKey().jwk, ecdsa, true, ['verify']);
     expect(own.size).toBe(4);
-    expect(own.misses).toBe(5);
+    expect(own.misses).toBe(6);
   });
 
   test('LruMap keeps the most recently used entries', () => {

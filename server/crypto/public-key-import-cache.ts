@@ -25,7 +25,7 @@ type Subtle = webcrypto.SubtleCrypto;
 type ImportKey = Subtle['importKey'];
 type CryptoKey = webcrypto.CryptoKey;
 
-/** Distinct public keys kept. An agent's DPoP key is one entry (≈ 1–2 KB with its native key); 1,000 ≈ 2 MB at most. */
+/** Distinct public keys kept. An agent's DPoP key is one entry (measured for P-256: ≈ 0.9 KB of heap, ≈ 6 KB of RSS with its native key); 1,000 ≈ 6 MB at most. */
 export const PUBLIC_KEY_CACHE_SIZE = 1000;
 
 const CACHEABLE_KTY = new Set(['EC', 'OKP', 'RSA', 'AKP']);

@@ -39,26 +39,38 @@ async function proof(key: { privateKey: SigningKey; jwk: JWK }, o: ProofOptions)
     .sign(key.privateKey);
 }
 
-async function ccRequest(url: string, dpop: string | undefined, issuer = url) {
+async function ccRequest(url: string, dpop: string | undefined, issuer = url, client = RS_CLIENT) {
   const res = await fetch(`${url}/token`, {
     method: 'POST',
     headers: {
-      authorization: `Basic ${Buffer.from(`${RS_CLIENT.id}:${RS_CLIENT.secret}`).toString('base64')}`,
+      authorization: `Basic ${Buffer.from(`${client.id}:${client.secret}`).toString('base64')}`,
       'content-type': 'application/x-www-form-urlencoded',
       ...(dpop ? { dpop } : {}),
       ...(issuer !== url ? { 'x-forwarded-proto': new URL(issuer).protocol.slice(0, -1), 'x-forwarded-host': new URL(issuer).host } : {}),
     },
     body: new URLSearchParams({ grant_type: 'client_credentials', resource: RESOURCE, scope: 'read' }),
   });
-  return { status: res.status, body: (await res.json()) as Record<string, unknown> };
+  return { status: res.status, body: (await res.json()) as Record<string, unknown>, nonce: res.headers.get('dpop-nonce') };
 }
+
+/** A proof with exactly the given header and claims (none added), signed by `privateKey`. */
+const rawProof = (privateKey: SigningKey, header: Record<string, unknown>, claims: Record<string, unknown>) =>
+  new SignJWT(claims).setProtectedHeader(header as { alg: string }).sign(privateKey);
+
+/** A client of the shipped `strict` tier: DPoP and server nonces required. */
+const STRICT_CLIENT = { id: 'strict-agent', secret: 'strict-agent-secret-0123456789abcdefghijkl' };
 
 describe('DPoP (RFC 9449) at the token and userinfo endpoints', () => {
   let as: AgentServer;
   let url: string;
 
   beforeAll(async () => {
-    as = await startAgentServer(baseConfig());
+    const config = baseConfig();
+    config.clients = [
+      ...(config.clients as unknown[]),
+      { client_id: STRICT_CLIENT.id, client_secret: STRICT_CLIENT.secret, grant_types: ['client_credentials'], tier: 'strict' },
+    ];
+    as = await startAgentServer(config);
     url = as.server.url;
   });
   afterAll(async () => {
@@ -143,6 +155,91 @@ describe('DPoP (RFC 9449) at the token and userinfo endpoints', () => {
     expect(results.filter((r) => r.status === 200)).toHaveLength(1);
   });
 
+  describe('a proof key already seen: imported once, then served from the key cache, with every check still made', () => {
+    // Each case first uses the key in a valid request (so the server has imported and cached it), then sends a bad
+    // proof under that same key: the cache must never stand in for a check.
+    let key: Awaited<ReturnType<typeof keyPair>>;
+    beforeEach(async () => {
+      key = await keyPair();
+      expect((await ccRequest(url, await proof(key, { htu: `${url}/token` }))).status).toBe(200);
+    });
+    const claims = () => ({ htm: 'POST', htu: `${url}/token`, iat: now(), jti: randomUUID() });
+    const refused = async (dpop: string, description: RegExp, error = 'invalid_dpop_proof') => {
+      const res = await ccRequest(url, dpop);
+      expect(res.status).toBe(400);
+      expect(res.body).toMatchObject({ error, error_description: expect.stringMatching(description) });
+    };
+
+    test('the same key keeps working for new proofs', async () => {
+      for (let i = 0; i < 3; i += 1) expect((await ccRequest(url, await proof(key, { htu: `${url}/token` }))).status).toBe(200);
+    });
+
+    test('typ: a proof typed JWT is refused', async () => {
+      await refused(await proof(key, { htu: `${url}/token`, typ: 'JWT' }), /invalid DPoP key binding/);
+    });
+
+    test('alg: an algorithm outside the allowed list is refused', async () => {
+      const [, payload] = (await proof(key, { htu: `${url}/token` })).split('.');
+      await refused(`${b64(JSON.stringify({ alg: 'ES512', typ: 'dpop+jwt', jwk: key.jwk }))}.${payload}.AAAA`, /invalid DPoP key binding/);
+    });
+
+    test('the embedded key must be public: the same key sent with its private member is refused', async () => {
+      await refused(await proof(key, { htu: `${url}/token`, jwk: key.privateJwk }), /invalid DPoP key binding/);
+    });
+
+    test('signature: a proof signed by another key under the seen key is refused', async () => {
+      await refused(await rawProof((await keyPair()).privateKey, { alg: 'ES256', typ: 'dpop+jwt', jwk: key.jwk }, claims()), /invalid DPoP key binding/);
+    });
+
+    test('signature: a valid proof whose claims were changed after signing is refused', async () => {
+      const [header, , signature] = (await proof(key, { htu: `${url}/token` })).split('.');
+      await refused(`${header}.${b64(JSON.stringify(claims()))}.${signature}`, /invalid DPoP key binding/);
+    });
+
+    test('htm: a proof for GET is refused at POST /token', async () => {
+      await refused(await proof(key, { htu: `${url}/token`, htm: 'GET' }), /htm mismatch/);
+    });
+
+    test('htu: a proof for another URL is refused', async () => {
+      await refused(await proof(key, { htu: `${url}/token/introspection` }), /htu mismatch/);
+    });
+
+    test('iat: a proof 10 minutes old is refused (use_dpop_nonce), and one without iat is invalid', async () => {
+      const stale = await ccRequest(url, await proof(key, { htu: `${url}/token`, iat: now() - 600 }));
+      expect(stale).toMatchObject({ status: 400, body: { error: 'use_dpop_nonce' } });
+      expect(stale.nonce).toMatch(/^[A-Za-z0-9_-]+$/);
+      const { iat: _iat, ...noIat } = claims();
+      await refused(await rawProof(key.privateKey, { alg: 'ES256', typ: 'dpop+jwt', jwk: key.jwk }, noIat), /must have a iat number/);
+    });
+
+    test('jti: a proof without a jti is refused', async () => {
+      const { jti: _jti, ...noJti } = claims();
+      await refused(await rawProof(key.privateKey, { alg: 'ES256', typ: 'dpop+jwt', jwk: key.jwk }, noJti), /must have a jti string/);
+    });
+
+    test('nonce: a nonce the server did not issue is refused with use_dpop_nonce', async () => {
+      await refused(await proof(key, { htu: `${url}/token`, nonce: 'not-a-server-nonce' }), /invalid nonce/, 'use_dpop_nonce');
+    });
+
+    test('nonce where the tier requires one: refused without, accepted with the server nonce, for the same key', async () => {
+      const strict = await keyPair();
+      const first = await ccRequest(url, await proof(strict, { htu: `${url}/token` }), url, STRICT_CLIENT);
+      expect(first).toMatchObject({ status: 400, body: { error: 'use_dpop_nonce' } });
+      expect(first.nonce).toMatch(/^[A-Za-z0-9_-]+$/);
+      const ok = await ccRequest(url, await proof(strict, { htu: `${url}/token`, nonce: first.nonce! }), url, STRICT_CLIENT);
+      expect(ok.status).toBe(200);
+      // The key is now imported; a proof under it without a nonce is still refused.
+      const again = await ccRequest(url, await proof(strict, { htu: `${url}/token` }), url, STRICT_CLIENT);
+      expect(again).toMatchObject({ status: 400, body: { error: 'use_dpop_nonce', error_description: expect.stringMatching(/nonce is required/) } });
+    });
+
+    test('replay: a proof used once is refused the second time', async () => {
+      const p = await proof(key, { htu: `${url}/token` });
+      expect((await ccRequest(url, p)).status).toBe(200);
+      await refused(p, /replay detected/);
+    });
+  });
+
   describe('with an authorization code grant', () => {
     let config: oidc.Configuration;
 
@@ -225,6 +322,24 @@ describe('DPoP (RFC 9449) at the token and userinfo endpoints', () => {
         headers: { authorization: `DPoP ${tokens.access_token}`, dpop: await proof(k, { htm: 'GET', htu: `${url}/me`, ath }) },
       });
       expect(stranger.status).toBe(401);
+    });
+
+    test("userinfo, with the key already used at the token endpoint: a proof whose ath is another token's hash is refused, the right one accepted", async () => {
+      const { tokens, keys } = await codeFlow('openid');
+      const jwk = await exportJWK(keys.publicKey);
+      const athOf = (token: string) => createHash('sha256').update(token).digest('base64url');
+      const userinfo = async (ath: string) =>
+        fetch(`${url}/me`, {
+          headers: {
+            authorization: `DPoP ${tokens.access_token}`,
+            dpop: await rawProof(keys.privateKey, { alg: 'ES256', typ: 'dpop+jwt', jwk }, { htm: 'GET', htu: `${url}/me`, iat: now(), jti: randomUUID(), ath }),
+          },
+        });
+      const wrong = await userinfo(athOf(`${tokens.access_token}x`));
+      expect(wrong.status).toBe(401);
+      expect(wrong.headers.get('www-authenticate')).toMatch(/invalid_dpop_proof/);
+      expect(wrong.headers.get('www-authenticate')).toMatch(/ath mismatch/);
+      expect((await userinfo(athOf(tokens.access_token))).status).toBe(200);
     });
   });
 });

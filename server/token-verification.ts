@@ -3,6 +3,7 @@ import type { JWK } from 'jose';
 
 import type { Storage } from '../adapters/types.js';
 import type { ArchivedKey } from '../keys/keyring.js';
+import { LINEAGE_CLAIM, grantMark, lineageOf } from './revocation-lineage.js';
 
 export interface VerificationReport {
   signature: 'valid' | 'invalid';
@@ -64,6 +65,10 @@ export async function revocationFacts(storage: Storage, claims: Record<string, u
   const grantId = typeof claims.grant_id === 'string' ? claims.grant_id : undefined;
   const clientId = typeof claims.client_id === 'string' ? claims.client_id : undefined;
   if (jti && (await storage.revokedTokens.isRevoked(jti))) facts.push(`jti ${jti} is on the revocation denylist`);
+  if (grantId && (await storage.revokedTokens.anyRevoked([grantMark(grantId)]))) facts.push(`grant ${grantId} has a revocation mark (its tokens were revoked)`);
+  const lineage = lineageOf(claims[LINEAGE_CLAIM]);
+  if (lineage === undefined) facts.push(`${LINEAGE_CLAIM} is malformed: the token counts as revoked`);
+  else if (await storage.revokedTokens.anyRevoked(lineage)) facts.push('a token, grant or client this token was exchanged from (RFC 8693) was revoked: its lineage is marked');
   for (const chain of await storage.audit.chains()) {
     const where = (seq: number) => `audit ${chain ? `chain ${chain} ` : ''}seq ${seq}`;
     for (let from = 1; ; ) {

@@ -40,6 +40,16 @@ const TOKEN_EVENTS: Array<[string, PendingToken['token_type']]> = [
  * once the response is a success), and the OAuth error of a refused request is noted for requests whose error is
  * not in a JSON body (rendered pages, redirects).
  */
+/**
+ * The tier label of a client instance, read once per instance: `metadata()` rebuilds the whole snake_case metadata
+ * object (≈ 20 µs), and oidc-provider builds a new instance whenever a client's metadata changes.
+ */
+const tierLabels = new WeakMap<object, unknown>();
+function tierLabel(client: { metadata(): Record<string, unknown> }): unknown {
+  if (!tierLabels.has(client)) tierLabels.set(client, client.metadata()[TIER_FIELD]);
+  return tierLabels.get(client);
+}
+
 export function observeProviderEvents(provider: Provider): void {
   const emitter = provider as unknown as Emitter;
   const current = () => Provider.ctx as unknown as RequestView | undefined;
@@ -56,7 +66,7 @@ export function observeProviderEvents(provider: Provider): void {
       const ctx = current();
       if (!ctx?.state) return;
       const oidc = ctx.oidc;
-      const tier = oidc?.client?.metadata()[TIER_FIELD];
+      const tier = oidc?.client && tierLabel(oidc.client);
       const grantType = oidc?.route === 'token' ? oidc.params?.grant_type : oidc?.route;
       const pending = (ctx.state[PENDING_TOKENS] ??= []) as PendingToken[];
       pending.push({

@@ -131,6 +131,11 @@ describe.each(backends)('cascade revocation down an exchange chain on %s', (_nam
     expect(await states(c)).toEqual([false, false, false]);
     await exchangeRefused('skill-a', c.t0);
     await exchangeRefused('skill-b', c.hop1);
+    // `agentauth verify` says why the last one is revoked.
+    const verified = await runCli(['verify', c.hop2, '--json'], env);
+    const report = JSON.parse(verified.stdout) as { revoked?: boolean; revocation?: string[] };
+    expect(report.revoked).toBe(true);
+    expect(report.revocation).toEqual(expect.arrayContaining([expect.stringMatching(/exchanged from \(RFC 8693\) was revoked/)]));
   });
 
   test('revoking the middle token (opaque) cascades down only: its parent stays active and can be exchanged again', async () => {

@@ -68,6 +68,8 @@ const clientSchema = z
     dpop_bound_access_tokens: z.boolean().optional(),
     /** The only resources this client may exchange tokens into (narrows the tokenExchange rules; metadata of the same name). */
     token_exchange_resources: z.array(absoluteUri).min(1).max(MAX_EXCHANGE_RESOURCES).optional(),
+    /** The deepest delegation chain this client takes part in (lowers tokenExchange.maxDepth; metadata of the same name). */
+    token_exchange_max_depth: z.number().int().min(1).max(10).optional(),
   })
   .superRefine((c, ctx) => {
     const secretMethod = c.token_endpoint_auth_method.startsWith('client_secret');

@@ -30,7 +30,7 @@ import { installClientMetadataDocuments } from './client-metadata/resolver.js';
 import type { FetchTestOverrides } from './client-metadata/fetch.js';
 import { prepareStructuredTokenSupport, registerStructuredTokenSupport } from './structured-tokens.js';
 import { delegationClaims } from './grants/token-exchange.js';
-import { EXCHANGE_RESOURCES_FIELD, exchangeResourcesProblem } from './policies/delegation.js';
+import { EXCHANGE_MAX_DEPTH_FIELD, EXCHANGE_RESOURCES_FIELD, exchangeMaxDepthProblem, exchangeResourcesProblem } from './policies/delegation.js';
 import { revocationHooks } from './revocation-lineage.js';
 import { logoutSource, postLogoutSuccessSource, renderError } from '../interactions/provider-pages.js';
 import { NONCE_PATH } from '../interactions/routes.js';
@@ -93,6 +93,7 @@ function staticClients(config: Config, hasher: ClientSecretHasher): ClientMetada
     redirect_uris: c.redirect_uris,
     [TIER_FIELD]: c.tier ?? config.registration.defaultTier,
     ...(c.token_exchange_resources ? { [EXCHANGE_RESOURCES_FIELD]: c.token_exchange_resources } : {}),
+    ...(c.token_exchange_max_depth !== undefined ? { [EXCHANGE_MAX_DEPTH_FIELD]: c.token_exchange_max_depth } : {}),
   }));
 }
 
@@ -203,13 +204,18 @@ export function providerConfiguration(deps: ProviderDeps): Configuration {
       dPoPSigningAlgValues: ['ES256', 'EdDSA', 'Ed25519'],
     },
     extraClientMetadata: {
-      properties: [TIER_FIELD, REGISTRATION_FIELD, EXCHANGE_RESOURCES_FIELD],
+      properties: [TIER_FIELD, REGISTRATION_FIELD, EXCHANGE_RESOURCES_FIELD, EXCHANGE_MAX_DEPTH_FIELD],
       // Runs whenever client metadata is built: at registration, on update, and on every load from storage.
       validator(ctx, key, value, metadata) {
         if (key === EXCHANGE_RESOURCES_FIELD) {
           if (value === undefined) return;
           const problem = exchangeResourcesProblem(value, resourceIdentifiers, MAX_EXCHANGE_RESOURCES);
           if (problem) throw new errors.InvalidClientMetadata(`${EXCHANGE_RESOURCES_FIELD} ${problem}`);
+          return;
+        }
+        if (key === EXCHANGE_MAX_DEPTH_FIELD) {
+          const problem = value === undefined ? undefined : exchangeMaxDepthProblem(value);
+          if (problem) throw new errors.InvalidClientMetadata(`${EXCHANGE_MAX_DEPTH_FIELD} ${problem}`);
           return;
         }
         if (key === REGISTRATION_FIELD) {

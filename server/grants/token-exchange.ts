@@ -10,7 +10,7 @@ import type { ModelStore } from '../../adapters/types.js';
 import { auditLater } from '../audit/trail.js';
 import { TOKEN_EXCHANGE_GRANT_TYPE } from '../config.js';
 import type { TokenExchangeConfig } from '../config.js';
-import { DelegationRefusal, EXCHANGE_RESOURCES_FIELD, decideExchange } from '../policies/delegation.js';
+import { DelegationRefusal, EXCHANGE_MAX_DEPTH_FIELD, EXCHANGE_RESOURCES_FIELD, decideExchange } from '../policies/delegation.js';
 import type { ActClaim, SubjectFacts } from '../policies/delegation.js';
 import { REGISTRATION_FIELD } from '../policies/registration.js';
 import { TIER_FIELD } from '../policies/tiers.js';
@@ -241,6 +241,7 @@ export function registerTokenExchangeGrant(provider: Provider, deps: TokenExchan
           ...(typeof metadata[TIER_FIELD] === 'string' ? { tier: metadata[TIER_FIELD] } : {}),
           ...(typeof metadata[REGISTRATION_FIELD] === 'string' ? { registration: metadata[REGISTRATION_FIELD] } : {}),
           ...(Array.isArray(metadata[EXCHANGE_RESOURCES_FIELD]) ? { resources: metadata[EXCHANGE_RESOURCES_FIELD] as string[] } : {}),
+          ...(typeof metadata[EXCHANGE_MAX_DEPTH_FIELD] === 'number' ? { maxDepth: metadata[EXCHANGE_MAX_DEPTH_FIELD] } : {}),
           ...(dPoP ? { jkt: dPoP.thumbprint } : {}),
         },
         { resource, scopes: resourceServer.scope.split(' ').filter((sc) => !clientScope || clientScope.has(sc)) },

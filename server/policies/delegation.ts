@@ -7,6 +7,14 @@ import type { TokenExchangeConfig } from '../config.js';
 
 /** Client metadata (registration, or a client of the configuration file): the only resources it may exchange into. */
 export const EXCHANGE_RESOURCES_FIELD = 'token_exchange_resources';
+/** Client metadata: the deepest chain (actors, its own hop included) this client takes part in; never above tokenExchange.maxDepth. */
+export const EXCHANGE_MAX_DEPTH_FIELD = 'token_exchange_max_depth';
+/** The largest maxDepth there is (tokenExchange.maxDepth's own bound). */
+export const MAX_CHAIN_DEPTH = 10;
+
+export function exchangeMaxDepthProblem(value: unknown): string | undefined {
+  return Number.isInteger(value) && (value as number) >= 1 && (value as number) <= MAX_CHAIN_DEPTH ? undefined : `must be an integer from 1 to ${MAX_CHAIN_DEPTH}`;
+}
 
 /**
  * Checks a client's token_exchange_resources: a non-empty array of at most `max` distinct resource server identifiers
@@ -56,6 +64,8 @@ export interface ExchangerFacts {
   jkt?: string;
   /** `token_exchange_resources` of the client's metadata: the only targets it may exchange into, when present. */
   resources?: readonly string[];
+  /** `token_exchange_max_depth` of the client's metadata: lowers tokenExchange.maxDepth for its hops. */
+  maxDepth?: number;
 }
 
 export interface DelegationDecision {
@@ -112,6 +122,9 @@ export function decideExchange(
   const depth = chainDepth(subject.act) + 1;
   if (depth > policy.maxDepth) {
     throw new DelegationRefusal('invalid_grant', `the delegation chain would be ${depth} actors deep; this server allows at most ${policy.maxDepth} (tokenExchange.maxDepth)`);
+  }
+  if (exchanger.maxDepth !== undefined && depth > exchanger.maxDepth) {
+    throw new DelegationRefusal('invalid_grant', `the delegation chain would be ${depth} actors deep; client ${exchanger.clientId} takes part in chains of at most ${exchanger.maxDepth} (its token_exchange_max_depth)`);
   }
   const hopScopes = new Set(hop.flatMap((r) => r.scopes ?? target.scopes));
   const subjectScopes = new Set(subject.scope);

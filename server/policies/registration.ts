@@ -13,7 +13,7 @@ const SUPPORTED = new Set([
   'scope', 'contacts', 'tos_uri', 'policy_uri', 'jwks', 'software_id', 'software_version', 'dpop_bound_access_tokens',
   'token_endpoint_auth_signing_alg', 'post_logout_redirect_uris', 'application_type', 'id_token_signed_response_alg',
   // agentauth's extension (RFC 7591 §2): the only resources the client may exchange tokens into (RFC 8693).
-  'token_exchange_resources',
+  'token_exchange_resources', 'token_exchange_max_depth',
 ]);
 /**
  * Client metadata field (an extension, RFC 7591 §2) that records how a client was registered; set by the server,

@@ -40,6 +40,8 @@ const CONFIG = {
     { ...staticClient('skill-n', [EXCHANGE]), scope: 'read' },
     // Allowed skill A → skill B and → skill C by its rule; its own metadata narrows that to skill C.
     { ...staticClient('skill-x', [EXCHANGE]), token_exchange_resources: [SKILL_C] },
+    // Takes part in chains of one actor only (itself), below the server's maxDepth of 2.
+    { ...staticClient('skill-d', [EXCHANGE]), token_exchange_max_depth: 1 },
   ],
   tokenExchange: {
     maxDepth: 2,
@@ -51,6 +53,7 @@ const CONFIG = {
       { clients: ['agent'], from: [SKILL_A], to: [SKILL_B] },
       { clients: ['skill-n'], from: [SKILL_A], to: [SKILL_B] },
       { clients: ['skill-x'], from: [SKILL_A], to: [SKILL_B, SKILL_C] },
+      { clients: ['skill-d'], from: [SKILL_B], to: [SKILL_C] },
     ],
   },
 };
@@ -82,7 +85,7 @@ describe.each(backends)('RFC 8693 token exchange on %s', (_name, storeEnv, openS
     server = await startServer(env);
     issuer = server.url;
     meta = (await oidc.discovery(new URL(issuer), RS.id, undefined, oidc.ClientSecretBasic(RS.secret), insecure)).serverMetadata();
-    for (const id of ['agent', 'skill-a', 'skill-b', 'skill-c', 'rogue', 'skill-n', 'skill-x']) clients.set(id, await client(id));
+    for (const id of ['agent', 'skill-a', 'skill-b', 'skill-c', 'rogue', 'skill-n', 'skill-x', 'skill-d']) clients.set(id, await client(id));
   });
 
   afterAll(async () => {
@@ -242,6 +245,24 @@ describe.each(backends)('RFC 8693 token exchange on %s', (_name, storeEnv, openS
       const refused = await register(issuer, { grant_types: [EXCHANGE], response_types: [], redirect_uris: [], token_endpoint_auth_method: 'none', token_exchange_resources: bad });
       expect(refused.status).toBe(400);
       expect(refused.body).toMatchObject({ error: 'invalid_client_metadata', error_description: expect.stringMatching(/^token_exchange_resources /) });
+    }
+  });
+
+  test("a client's token_exchange_max_depth lowers the chain depth it takes part in", async () => {
+    // The agent's own token for skill B: skill D's hop is the first actor.
+    expect((await exchange('skill-d', await agentToken(SKILL_B, 'read'), { resource: SKILL_C })).issued_token_type).toBe(AT_TYPE);
+    // A token the agent exchanged for skill B already has one actor: skill D's hop would be the second.
+    const hop1 = await exchange('agent', await agentToken(), { resource: SKILL_B });
+    expect(await refusal(exchange('skill-d', hop1.access_token, { resource: SKILL_C }))).toMatchObject({
+      status: 400, error: 'invalid_grant', error_description: expect.stringMatching(/2 actors deep; client skill-d takes part in chains of at most 1/),
+    });
+    const ok = await register(issuer, { grant_types: [EXCHANGE], response_types: [], redirect_uris: [], token_endpoint_auth_method: 'none', token_exchange_max_depth: 2 });
+    expect(ok.status).toBe(201);
+    expect(ok.body.token_exchange_max_depth).toBe(2);
+    for (const bad of [0, 11, 1.5, '2']) {
+      const refused = await register(issuer, { grant_types: [EXCHANGE], response_types: [], redirect_uris: [], token_endpoint_auth_method: 'none', token_exchange_max_depth: bad });
+      expect(refused.status).toBe(400);
+      expect(refused.body).toMatchObject({ error: 'invalid_client_metadata', error_description: expect.stringMatching(/^token_exchange_max_depth must be an integer from 1 to 10/) });
     }
   });
 

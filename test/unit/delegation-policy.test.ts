@@ -1,4 +1,4 @@
-import { DelegationRefusal, chainDepth, decideExchange, exchangeResourcesProblem } from '../../server/policies/delegation.js';
+import { DelegationRefusal, chainDepth, decideExchange, exchangeMaxDepthProblem, exchangeResourcesProblem } from '../../server/policies/delegation.js';
 import type { TokenExchangeConfig } from '../../server/config.js';
 
 const A = 'https://a.example.com';
@@ -64,6 +64,17 @@ describe('delegation policy (RFC 8693 token exchange)', () => {
     expect(narrowed.message).toMatch(/only into ones for https:\/\/c\.example\.com \(its token_exchange_resources\), not https:\/\/b\.example\.com/);
     // Naming a resource no rule allows for this client gives nothing.
     expect(refusal(() => decideExchange(policy, subject, { clientId: 'nobody', resources: [B] }, target, undefined)).code).toBe('invalid_grant');
+  });
+
+  test("the client's token_exchange_max_depth lowers the server's maxDepth for its hops", () => {
+    expect(decideExchange(policy, subject, { clientId: 'skill-a', maxDepth: 1 }, target, undefined).depth).toBe(1);
+    const deep = refusal(() => decideExchange(policy, { ...subject, act: { client_id: 'first' } }, { clientId: 'skill-a', maxDepth: 1 }, target, undefined));
+    expect(deep.code).toBe('invalid_grant');
+    expect(deep.message).toMatch(/2 actors deep; client skill-a takes part in chains of at most 1 \(its token_exchange_max_depth\)/);
+    // It never raises the server's limit.
+    expect(refusal(() => decideExchange(policy, { ...subject, act: { client_id: 'b', act: { client_id: 'a' } } }, { clientId: 'skill-a', maxDepth: 5 }, target, undefined)).message).toMatch(/tokenExchange\.maxDepth/);
+    expect(exchangeMaxDepthProblem(3)).toBeUndefined();
+    for (const bad of [0, 11, 2.5, '3', null]) expect(exchangeMaxDepthProblem(bad)).toMatch(/integer from 1 to 10/);
   });
 
   test('token_exchange_resources metadata: 1 to max distinct known resources', () => {

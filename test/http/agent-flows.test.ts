@@ -2,7 +2,7 @@ import { Wallet } from 'ethers';
 import { createRemoteJWKSet, decodeJwt, decodeProtectedHeader, jwtVerify } from 'jose';
 import * as oidc from 'openid-client';
 
-import { authorizeWithWallet } from '../support/user-agent.js';
+import { authorizeWithWallet, logOut } from '../support/user-agent.js';
 import type { UserAgent } from '../support/user-agent.js';
 import { baseConfig, STRICT_REFRESH_TIERS, insecure, introspect, OPAQUE_RESOURCE, REDIRECT, RESOURCE, startAgentServer } from '../support/agent-server.js';
 import type { AgentServer } from '../support/agent-server.js';
@@ -183,16 +183,7 @@ describe('agents with openid-client v6: registration, authorization code + PKCE 
   test('RP-initiated logout revokes the grant, JWT access tokens included', async () => {
     const { tokens, dpop, outcome } = await login(RESOURCE, 'read');
     const agent = outcome.agent;
-    const start = await agent.fetch(`${issuer}/session/end?client_id=${encodeURIComponent(config.clientMetadata().client_id)}`);
-    const html = await start.text();
-    const xsrf = /name="xsrf" value="([^"]+)"/.exec(html)?.[1];
-    expect(xsrf).toBeDefined();
-    const confirm = await agent.fetch(`${issuer}/session/end/confirm`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/x-www-form-urlencoded' },
-      body: new URLSearchParams({ xsrf: xsrf!, logout: 'yes' }).toString(),
-    });
-    expect([200, 303]).toContain(confirm.status);
+    expect([200, 303]).toContain(await logOut(agent, issuer, config.clientMetadata().client_id));
     expect(await introspect(issuer, tokens.access_token)).toEqual({ active: false });
     await expect(oidc.refreshTokenGrant(config, tokens.refresh_token!, { resource: RESOURCE }, { DPoP: dpop })).rejects.toMatchObject({ error: 'invalid_grant' });
   });

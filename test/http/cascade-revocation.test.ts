@@ -4,9 +4,9 @@ import * as oidc from 'openid-client';
 
 import { insecure, register } from '../support/agent-server.js';
 import { mongoUri } from '../support/storages.js';
-import { newKek, runCli, startServer, tempDir, uniqueDbName, writeConfig } from '../support/server.js';
+import { runCli, startConfigured, uniqueDbName } from '../support/server.js';
 import type { RunningServer } from '../support/server.js';
-import { authorizeWithWallet } from '../support/user-agent.js';
+import { authorizeWithWallet, logOut } from '../support/user-agent.js';
 
 /**
  * Issue 14 item 2: revoking a token (RFC 7009), a grant, a client, or the person's sign-in session makes every token
@@ -71,9 +71,7 @@ describe.each(backends)('cascade revocation down an exchange chain on %s', (_nam
   }
 
   beforeAll(async () => {
-    const dir = tempDir();
-    env = { AGENTAUTH_CONFIG: writeConfig(dir, CONFIG), AGENTAUTH_DATA_DIR: `${dir}/data`, AGENTAUTH_KEK: newKek(), ...storeEnv() };
-    server = await startServer(env);
+    ({ env, server } = await startConfigured(CONFIG, storeEnv()));
     issuer = server.url;
     meta = (await oidc.discovery(new URL(issuer), RS.id, undefined, oidc.ClientSecretBasic(RS.secret), insecure)).serverMetadata();
     for (const id of ['agent', 'skill-a', 'skill-b']) handles.set(id, await handle(id, secretOf(id)));
@@ -259,15 +257,7 @@ describe.each(backends)('cascade revocation down an exchange chain on %s', (_nam
     test("the person's logout (RP-initiated) cascades down the chain", async () => {
       const { tokens, agent } = await signIn();
       const c = await chain(tokens.access_token);
-      const start = await agent.fetch(`${issuer}/session/end?client_id=${encodeURIComponent(app.clientMetadata().client_id)}`);
-      const xsrf = /name="xsrf" value="([^"]+)"/.exec(await start.text())?.[1];
-      expect(xsrf).toBeDefined();
-      const confirm = await agent.fetch(`${issuer}/session/end/confirm`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/x-www-form-urlencoded' },
-        body: new URLSearchParams({ xsrf: xsrf!, logout: 'yes' }).toString(),
-      });
-      expect([200, 303]).toContain(confirm.status);
+      expect([200, 303]).toContain(await logOut(agent, issuer, app.clientMetadata().client_id));
       expect(await states(c)).toEqual([false, false, false]);
     });
   });

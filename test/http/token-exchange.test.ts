@@ -10,7 +10,7 @@ import type { Storage } from '../../adapters/types.js';
 import { insecure, register } from '../support/agent-server.js';
 import { allAuditRecords } from '../support/audit.js';
 import { mongoUri } from '../support/storages.js';
-import { newKek, startServer, tempDir, uniqueDbName, writeConfig } from '../support/server.js';
+import { startConfigured, uniqueDbName } from '../support/server.js';
 import type { RunningServer } from '../support/server.js';
 
 const EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
@@ -80,9 +80,7 @@ describe.each(backends)('RFC 8693 token exchange on %s', (_name, storeEnv, openS
   }
 
   beforeAll(async () => {
-    const dir = tempDir();
-    env = { AGENTAUTH_CONFIG: writeConfig(dir, CONFIG), AGENTAUTH_DATA_DIR: `${dir}/data`, AGENTAUTH_KEK: newKek(), ...storeEnv() };
-    server = await startServer(env);
+    ({ env, server } = await startConfigured(CONFIG, storeEnv()));
     issuer = server.url;
     meta = (await oidc.discovery(new URL(issuer), RS.id, undefined, oidc.ClientSecretBasic(RS.secret), insecure)).serverMetadata();
     for (const id of ['agent', 'skill-a', 'skill-b', 'skill-c', 'rogue', 'skill-n', 'skill-x', 'skill-d']) clients.set(id, await client(id));

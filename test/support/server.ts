@@ -109,6 +109,16 @@ export async function startServer(env: Record<string, string | undefined>, port?
   };
 }
 
+/**
+ * Starts `agentauth start` with this configuration file, a fresh data directory and KEK, and the store's environment
+ * (none for SQLite, MONGODB_URI/MONGODB_DB for MongoDB); returns the environment too, for the CLI next to it.
+ */
+export async function startConfigured(config: unknown, storeEnv: Record<string, string> = {}): Promise<{ env: Record<string, string>; server: RunningServer }> {
+  const dir = tempDir();
+  const env = { AGENTAUTH_CONFIG: writeConfig(dir, config), AGENTAUTH_DATA_DIR: `${dir}/data`, AGENTAUTH_KEK: newKek(), ...storeEnv };
+  return { env, server: await startServer(env) };
+}
+
 /** Parsed JSON log lines the server wrote. */
 export function logLines(output: string): Array<Record<string, unknown>> {
   return output

@@ -130,3 +130,16 @@ export async function authorizeWithWallet(authorizationUrl: URL, redirectUri: st
   }
   throw new Error('too many redirects');
 }
+
+/** RP-initiated logout as the person does it: the end-session page, then its confirmation form. Returns the final status. */
+export async function logOut(agent: UserAgent, issuer: string, clientId: string): Promise<number> {
+  const start = await agent.fetch(`${issuer}/session/end?client_id=${encodeURIComponent(clientId)}`);
+  const xsrf = /name="xsrf" value="([^"]+)"/.exec(await start.text())?.[1];
+  if (!xsrf) throw new Error('the end-session page has no xsrf field');
+  const confirm = await agent.fetch(`${issuer}/session/end/confirm`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    body: new URLSearchParams({ xsrf, logout: 'yes' }).toString(),
+  });
+  return confirm.status;
+}

@@ -22,6 +22,8 @@ const USAGE = `usage: node bench/run.mjs [options]     (npm run bench -- [option
   --seconds N           measured seconds per run (default 8)
   --warmup N            warm-up seconds per run (default 2)
   --connections N       concurrent connections (default 16)
+  --rate N              offer at most N requests per second in the measured window (default: as many as answered);
+                        CPU per request at a load that does not saturate the machine
   --rounds N            alternate bare and embedded N times per scenario and report the median
                         (default: 5 for cc_dpop, whose ratio to bare is a target; 1 for the others);
                         for "workers", alternate --workers 1 and --workers 2 N times per store (default 3; 1 with --quick)
@@ -45,6 +47,7 @@ const { values: opt } = parseArgs({
     seconds: { type: 'string' },
     warmup: { type: 'string' },
     connections: { type: 'string' },
+    rate: { type: 'string' },
     rounds: { type: 'string' },
     only: { type: 'string' },
     targets: { type: 'string' },
@@ -70,6 +73,7 @@ const options = {
   seconds: Number(opt.seconds ?? (opt.quick ? 2 : 8)),
   warmup: Number(opt.warmup ?? (opt.quick ? 1 : 2)),
   connections: Number(opt.connections ?? 16),
+  rate: opt.rate ? Number(opt.rate) : undefined,
   rounds: opt.rounds ? Number(opt.rounds) : undefined,
   quick: opt.quick,
   profile: opt.profile,
@@ -170,8 +174,8 @@ async function measure(scenario, target, ctx) {
     const state = (await scenario.prepare?.(server, options)) ?? {};
     const factor = scenario.poolFactor ?? 2;
     const poolSize = (rate, seconds) => Math.ceil(rate * seconds * factor) + options.connections * 4;
-    const drive = (pool, seconds) =>
-      runLoad({ url: server.url, seconds, connections: options.connections, next: pool.next, verify: scenario.verify, onResponse: pool.onResponse });
+    const drive = (pool, seconds, rate) =>
+      runLoad({ url: server.url, seconds, connections: options.connections, next: pool.next, verify: scenario.verify, onResponse: pool.onResponse, rate });
 
     let pool = await scenario.pool(server, state, poolSize(ctx.estimates.get(scenario.id) ?? scenario.estimate ?? 2000, options.warmup));
     const warm = await drive(pool, options.warmup);
@@ -187,7 +191,7 @@ async function measure(scenario, target, ctx) {
     const threadsBefore = pids.map(threadCpuMicros);
     const ferretBefore = ctx.ferret?.pid ? cpuMicros(ctx.ferret.pid) : 0;
     const machineBefore = machineTicks();
-    const res = await drive(pool, options.seconds);
+    const res = await drive(pool, options.seconds, options.rate);
     const machine = machineShare(machineBefore, machineTicks());
     served.count += res.requests;
     const cpuAfter = pids.map(cpuMicros);

@@ -240,7 +240,7 @@ export function renderMarkdown(results) {
   const { table, notes } = mainTable(results);
   const parts = [
     `Run of ${results.date} on ${m.cpu}, ${m.cores} cores, ${m.memoryGb} GB, Node.js ${m.node}, ${m.os}; ` +
-      `${o.seconds} s measured after ${o.warmup} s warm-up per run, ${o.connections} connections, autocannon on 127.0.0.1 in the same machine` +
+      `${o.seconds} s measured after ${o.warmup} s warm-up per run, ${o.connections} connections${o.rate ? ` offering at most ${o.rate} requests/s` : ''}, autocannon on 127.0.0.1 in the same machine` +
       `${o.quick ? ' (**--quick smoke run: figures are indicative only**)' : ''}${o.profile ? ' (**--profile: servers ran under --cpu-prof, figures are slowed down**)' : ''}` +
       `${o.serverEnv && Object.keys(o.serverEnv).length ? `; server environment ${Object.entries(o.serverEnv).map(([k, v]) => `${k}=${v}`).join(' ')}` : ''}` +
       `${results.commit ? `; agentauth at ${results.commit}` : ''}. ${noise(results)}`,

@@ -52,10 +52,11 @@ function describe(err) {
 // Waiting for another writer (another process on the same file: server workers, the CLI). SQLite's own busy handler
 // sleeps ever longer between tries (up to 100 ms), while a busy writer of another process takes the lock again within
 // microseconds of each commit: under sustained load from two workers one of them could wait out busy_timeout and fail
-// (503). So: try again every POLL_MS, and while another writer has been seen lately, leave the lock free for GAP_MS
-// after each commit before taking it again, so that whoever waits gets it next.
-const POLL_MS = 0.2;
-const GAP_MS = 1;
+// (503). So: try again after 0.1 ms, doubling up to POLL_MAX_MS (a failed try costs tens of microseconds of CPU), and
+// while another writer has been seen lately, leave the lock free for GAP_MS after each commit before taking it again,
+// longer than the waiter's longest pause, so that whoever waits gets it next.
+const POLL_MAX_MS = 1;
+const GAP_MS = 1.5;
 const sleeper = new Int32Array(new SharedArrayBuffer(4));
 const pause = (ms) => Atomics.wait(sleeper, 0, 0, ms);
 let contendedUntil = 0;
@@ -65,14 +66,14 @@ function begin() {
   const now = performance.now();
   if (now < contendedUntil && now - committedAt < GAP_MS) pause(GAP_MS - (now - committedAt));
   const deadline = performance.now() + busyTimeoutMs;
-  for (;;) {
+  for (let wait = 0.1; ; wait = Math.min(wait * 2, POLL_MAX_MS)) {
     try {
       db.exec('BEGIN IMMEDIATE');
       return;
     } catch (err) {
       if (!isBusy(err) || performance.now() >= deadline) throw err;
       contendedUntil = performance.now() + 1000;
-      pause(POLL_MS);
+      pause(wait);
     }
   }
 }

@@ -226,7 +226,11 @@ async function measure(scenario, target, ctx, { warmup = options.warmup } = {}) 
       processes: pids.length,
       perProcessCpuMicros: pids.length > 1 ? perProcess.map(Math.round) : undefined,
       // Per process: main thread (the event loop) and the other threads (GC helpers, libuv pool, the SQLite writer).
-      threadCpuMicros: threadsAfter.map((t, i) => ({ main: Math.round(t.main - threadsBefore[i].main), other: Math.round(t.other - threadsBefore[i].other) })),
+      // (Two readings a few microseconds apart, in 10 ms ticks: clamp the difference so that neither part is negative.)
+      threadCpuMicros: threadsAfter.map((t, i) => {
+        const main = Math.max(0, Math.min(perProcess[i], t.main - threadsBefore[i].main));
+        return { main: Math.round(main), other: Math.round(Math.max(0, perProcess[i] - main)) };
+      }),
       rss: { maxMb: round(rss.maxMb), sumMb: round(rss.sumMb), perProcessMb: rss.perProcessMb.map((v) => round(v)) },
       loadGeneratorCpuMicrosPerRequest: round(res.loadGeneratorCpuMicros / answered),
       // Whole machine during the window: busy share of all cores, and steal (time the hypervisor took away).

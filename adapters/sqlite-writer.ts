@@ -30,7 +30,8 @@ const { DatabaseSync } = require('node:sqlite');
 const { file, busyTimeoutMs, synchronous } = workerData;
 let db;
 try {
-  db = new DatabaseSync(file, { timeout: busyTimeoutMs, enableForeignKeyConstraints: false });
+  // No busy handler (timeout 0): BEGIN IMMEDIATE waits up to busyTimeoutMs for another process's write lock in begin().
+  db = new DatabaseSync(file, { timeout: 0, enableForeignKeyConstraints: false });
   db.exec(synchronous === 'normal' ? 'PRAGMA synchronous = NORMAL' : 'PRAGMA synchronous = FULL');
 } catch (err) {
   parentPort.postMessage({ fatal: describe(err) });
@@ -47,6 +48,34 @@ function prepare(sql) {
 }
 function describe(err) {
   return { message: err && err.message ? String(err.message) : String(err), errcode: typeof err?.errcode === 'number' ? err.errcode : undefined };
+}
+// Waiting for another writer (another process on the same file: server workers, the CLI). SQLite's own busy handler
+// sleeps ever longer between tries (up to 100 ms), while a busy writer of another process takes the lock again within
+// microseconds of each commit: under sustained load from two workers one of them could wait out busy_timeout and fail
+// (503). So: try again after 0.1 ms, doubling up to POLL_MAX_MS (a failed try costs tens of microseconds of CPU), and
+// while another writer has been seen lately, leave the lock free for GAP_MS after each commit before taking it again,
+// longer than the waiter's longest pause, so that whoever waits gets it next.
+const POLL_MAX_MS = 1;
+const GAP_MS = 1.5;
+const sleeper = new Int32Array(new SharedArrayBuffer(4));
+const pause = (ms) => Atomics.wait(sleeper, 0, 0, ms);
+let contendedUntil = 0;
+let committedAt = 0;
+const isBusy = (err) => typeof err?.errcode === 'number' && (err.errcode & 0xff) === 5;
+function begin() {
+  const now = performance.now();
+  if (now < contendedUntil && now - committedAt < GAP_MS) pause(GAP_MS - (now - committedAt));
+  const deadline = performance.now() + busyTimeoutMs;
+  for (let wait = 0.1; ; wait = Math.min(wait * 2, POLL_MAX_MS)) {
+    try {
+      db.exec('BEGIN IMMEDIATE');
+      return;
+    } catch (err) {
+      if (!isBusy(err) || performance.now() >= deadline) throw err;
+      contendedUntil = performance.now() + 1000;
+      pause(wait);
+    }
+  }
 }
 let queue = [];
 let scheduled = false;
@@ -71,7 +100,7 @@ function flush() {
   if (jobs.length === 0) return;
   const results = [];
   try {
-    db.exec('BEGIN IMMEDIATE');
+    begin();
   } catch (err) {
     const error = describe(err);
     parentPort.postMessage(jobs.map((j) => ({ id: j.id, error })));
@@ -103,6 +132,7 @@ function flush() {
   }
   try {
     db.exec('COMMIT');
+    committedAt = performance.now();
   } catch (err) {
     const error = describe(err);
     try { if (db.isTransaction) db.exec('ROLLBACK'); } catch {}

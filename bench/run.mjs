@@ -10,7 +10,7 @@ import { MongoClient } from 'mongodb';
 
 import { ferretdbBinary, startFerretdb } from '../test/support/ferretdb.js';
 import { runLoad } from './lib/load.mjs';
-import { cpuMicros, machineShare, machineTicks, peakRss, processTree } from './lib/proc.mjs';
+import { cpuMicros, machineShare, machineTicks, peakRss, processTree, threadCpuMicros } from './lib/proc.mjs';
 import { machineInfo, renderComparison, renderMarkdown, writeDocs } from './lib/report.mjs';
 import { SCENARIOS } from './lib/scenarios.mjs';
 import { ROOT, startAgentauth, startBare } from './lib/servers.mjs';
@@ -22,8 +22,11 @@ const USAGE = `usage: node bench/run.mjs [options]     (npm run bench -- [option
   --seconds N           measured seconds per run (default 8)
   --warmup N            warm-up seconds per run (default 2)
   --connections N       concurrent connections (default 16)
+  --rate N              offer at most N requests per second in the measured window (default: as many as answered);
+                        CPU per request at a load that does not saturate the machine
   --rounds N            alternate bare and embedded N times per scenario and report the median
-                        (default: 5 for cc_dpop, whose ratio to bare is a target; 1 for the others)
+                        (default: 5 for cc_dpop, whose ratio to bare is a target; 1 for the others);
+                        for "workers", alternate --workers 1 and --workers 2 N times per store (default 3; 1 with --quick)
   --only a,b            scenarios: ${SCENARIOS.map((s) => s.id).join(', ')}, workers
   --targets a,b         servers: embedded, mongodb, bare (default all)
   --compare FILE        print the changes against a saved results file
@@ -44,6 +47,7 @@ const { values: opt } = parseArgs({
     seconds: { type: 'string' },
     warmup: { type: 'string' },
     connections: { type: 'string' },
+    rate: { type: 'string' },
     rounds: { type: 'string' },
     only: { type: 'string' },
     targets: { type: 'string' },
@@ -69,6 +73,7 @@ const options = {
   seconds: Number(opt.seconds ?? (opt.quick ? 2 : 8)),
   warmup: Number(opt.warmup ?? (opt.quick ? 1 : 2)),
   connections: Number(opt.connections ?? 16),
+  rate: opt.rate ? Number(opt.rate) : undefined,
   rounds: opt.rounds ? Number(opt.rounds) : undefined,
   quick: opt.quick,
   profile: opt.profile,
@@ -144,11 +149,12 @@ async function startTarget(target, scenario, ferret) {
   const profileDir = options.profile ? join(RESULTS_DIR, 'profiles', `${scenario.id}-${target}`) : undefined;
   if (profileDir) rmSync(profileDir, { recursive: true, force: true });
   if (target === 'bare') return { server: await startBare({ profileDir, env: options.serverEnv }), profileDir };
-  const workers = target === 'mongodb-w1' ? 1 : target === 'mongodb-w2' ? 2 : undefined;
+  // "embedded-w2": agentauth start --workers 2 on the embedded store (SQLite file shared by the workers).
+  const workers = /-w(\d+)$/.exec(target)?.[1];
   const server = await startAgentauth({
     config: agentauthConfig(),
     mongoUri: target.startsWith('mongodb') ? ferret.uri : undefined,
-    workers,
+    workers: workers === undefined ? undefined : Number(workers),
     profileDir,
     logLevel: options.logLevel,
     label: `${scenario.id}_${target}`,
@@ -159,7 +165,7 @@ async function startTarget(target, scenario, ferret) {
 }
 
 /** One fresh server, prepared, warmed up and measured for one scenario. */
-async function measure(scenario, target, ctx) {
+async function measure(scenario, target, ctx, { warmup = options.warmup } = {}) {
   const t0 = Date.now();
   const { server, profileDir } = await startTarget(target, scenario, ctx.ferret);
   const base = { scenario: scenario.id, target };
@@ -168,11 +174,11 @@ async function measure(scenario, target, ctx) {
     const state = (await scenario.prepare?.(server, options)) ?? {};
     const factor = scenario.poolFactor ?? 2;
     const poolSize = (rate, seconds) => Math.ceil(rate * seconds * factor) + options.connections * 4;
-    const drive = (pool, seconds) =>
-      runLoad({ url: server.url, seconds, connections: options.connections, next: pool.next, verify: scenario.verify, onResponse: pool.onResponse });
+    const drive = (pool, seconds, rate) =>
+      runLoad({ url: server.url, seconds, connections: options.connections, next: pool.next, verify: scenario.verify, onResponse: pool.onResponse, rate });
 
-    let pool = await scenario.pool(server, state, poolSize(ctx.estimates.get(scenario.id) ?? scenario.estimate ?? 2000, options.warmup));
-    const warm = await drive(pool, options.warmup);
+    let pool = await scenario.pool(server, state, poolSize(ctx.estimates.get(scenario.id) ?? scenario.estimate ?? 2000, warmup));
+    const warm = await drive(pool, warmup);
     served.count += warm.requests;
     // Size the measured run's unique material on what the warm-up achieved (it only rises once warm).
     pool = await scenario.pool(server, state, poolSize(Math.max(warm.rps, ctx.estimates.get(scenario.id) ?? scenario.estimate ?? 50), options.seconds));
@@ -182,12 +188,14 @@ async function measure(scenario, target, ctx) {
     const countsBefore = mongoDb ? await collectionCounts(ctx.mongo, mongoDb) : undefined;
     const opsBefore = server.probeDir ? await probeCounts(server.probeDir, pids) : undefined;
     const cpuBefore = pids.map(cpuMicros);
+    const threadsBefore = pids.map(threadCpuMicros);
     const ferretBefore = ctx.ferret?.pid ? cpuMicros(ctx.ferret.pid) : 0;
     const machineBefore = machineTicks();
-    const res = await drive(pool, options.seconds);
+    const res = await drive(pool, options.seconds, options.rate);
     const machine = machineShare(machineBefore, machineTicks());
     served.count += res.requests;
     const cpuAfter = pids.map(cpuMicros);
+    const threadsAfter = pids.map(threadCpuMicros);
     const ferretCpu = ctx.ferret?.pid ? cpuMicros(ctx.ferret.pid) - ferretBefore : undefined;
     const rss = peakRss(pids);
     const perProcess = cpuAfter.map((a, i) => a - cpuBefore[i]);
@@ -217,6 +225,12 @@ async function measure(scenario, target, ctx) {
       serverCores: round(serverCpu / 1e6 / res.elapsedSeconds, 2),
       processes: pids.length,
       perProcessCpuMicros: pids.length > 1 ? perProcess.map(Math.round) : undefined,
+      // Per process: main thread (the event loop) and the other threads (GC helpers, libuv pool, the SQLite writer).
+      // (Two readings a few microseconds apart, in 10 ms ticks: clamp the difference so that neither part is negative.)
+      threadCpuMicros: threadsAfter.map((t, i) => {
+        const main = Math.max(0, Math.min(perProcess[i], t.main - threadsBefore[i].main));
+        return { main: Math.round(main), other: Math.round(Math.max(0, perProcess[i] - main)) };
+      }),
       rss: { maxMb: round(rss.maxMb), sumMb: round(rss.sumMb), perProcessMb: rss.perProcessMb.map((v) => round(v)) },
       loadGeneratorCpuMicrosPerRequest: round(res.loadGeneratorCpuMicros / answered),
       // Whole machine during the window: busy share of all cores, and steal (time the hypervisor took away).
@@ -245,6 +259,8 @@ async function measure(scenario, target, ctx) {
       };
     }
     ctx.estimates.set(scenario.id, Math.max(res.rps, ctx.estimates.get(scenario.id) ?? 0));
+    // With --log-level above silent, a run with failures shows what the server logged about them.
+    if (run.non2xx + run.errors + run.timeouts > 0 && options.logLevel !== 'silent') log(`server output of ${scenario.id} on ${target} (last lines):\n${server.output().slice(-3000)}`);
     log(
       `${scenario.id} on ${target}: ${Math.round(run.rps)} req/s, p50 ${run.p50} ms, p99 ${run.p99} ms, ${run.cpuMicrosPerRequest} µs CPU/req, ` +
         `RSS ${run.rss.maxMb} MB, failed ${run.non2xx + run.mismatches + run.errors + run.timeouts}${run.exhausted ? ' (pool used up)' : ''} ` +
@@ -277,14 +293,15 @@ function median(list) {
   if (list.length === 1) return list[0];
   const sorted = [...good].sort((a, b) => a.rps - b.rps);
   const pick = sorted[Math.floor((sorted.length - 1) / 2)];
-  return { ...pick, rounds: list.map((r) => (r.error ? { error: r.error } : { rps: r.rps, p50: r.p50, p99: r.p99, cpuMicrosPerRequest: r.cpuMicrosPerRequest, rssMb: r.rss?.maxMb, machineSteal: r.machineSteal })) };
+  return { ...pick, rounds: list.map((r) => (r.error ? { error: r.error } : { rps: r.rps, p50: r.p50, p99: r.p99, cpuMicrosPerRequest: r.cpuMicrosPerRequest, rssMb: r.rss?.maxMb, machineSteal: r.machineSteal, perProcessCpuMicros: r.perProcessCpuMicros })) };
 }
 
 async function runAll() {
   const selected = SCENARIOS.filter((s) => !only || only.has(s.id));
   let wantTarget = (t) => !targetFilter || targetFilter.has(t);
-  const workersWanted = (!only || only.has('workers')) && wantTarget('mongodb');
-  const needMongo = workersWanted || selected.some((s) => s.targets.includes('mongodb')) && wantTarget('mongodb');
+  // The workers scenario: cc_dpop against --workers 1 and --workers 2, on each store selected by --targets.
+  const workerStores = !only || only.has('workers') ? ['embedded', 'mongodb'].filter(wantTarget) : [];
+  const needMongo = workerStores.includes('mongodb') || (selected.some((s) => s.targets.includes('mongodb')) && wantTarget('mongodb'));
   const ctx = { estimates: new Map(), ferret: undefined, mongo: undefined };
   const started = Date.now();
   let mongoSkipped;
@@ -329,9 +346,18 @@ async function runAll() {
       for (const list of Object.values(samples)) if (list.length) runs.push(median(list));
       if (scenario.targets.includes('mongodb') && wantTarget('mongodb')) runs.push(await measure(scenario, 'mongodb', ctx));
     }
-    if (workersWanted && !mongoSkipped) {
-      const scenario = SCENARIOS.find((s) => s.id === 'cc_dpop');
-      for (const target of ['mongodb-w1', 'mongodb-w2']) runs.push(await measure(scenario, target, ctx));
+    const dpop = SCENARIOS.find((s) => s.id === 'cc_dpop');
+    for (const store of workerStores.filter(wantTarget)) {
+      // 1 and 2 workers back to back, alternating: CPU per request is compared within each round.
+      const rounds = options.rounds ?? (options.quick ? 1 : 3);
+      // Every worker compiles the hot path for itself, from its share of the warm-up: three times the warm-up (unless
+      // --warmup or --quick says otherwise), so that two workers are about as warm as one process.
+      const warmup = opt.warmup || options.quick ? options.warmup : options.warmup * 3;
+      const samples = { 1: [], 2: [] };
+      for (let i = 0; i < rounds; i += 1) {
+        for (const n of [1, 2]) samples[n].push(await measure(dpop, `${store}-w${n}`, ctx, { warmup }));
+      }
+      runs.push(median(samples[1]), median(samples[2]));
     }
   } finally {
     await ctx.mongo?.close();

@@ -1,4 +1,6 @@
 #!/usr/bin/env node
+// First: sets V8's heap growth for `start` before the rest of agentauth loads (server/heap-policy.ts).
+import { heapPolicy } from './heap-policy.js';
 import cluster from 'node:cluster';
 import { Command, CommanderError } from 'commander';
 
@@ -44,6 +46,7 @@ function fail(err: unknown): never {
 }
 
 async function startCommand(opts: { workers?: string }): Promise<void> {
+  if (heapPolicy?.error) throw new ConfigError(heapPolicy.error);
   const config = loadConfig();
   const workers = opts.workers === undefined ? 1 : Number(opts.workers);
   if (!Number.isInteger(workers) || workers < 1 || workers > 64) throw new ConfigError('--workers: must be a whole number from 1 to 64');
@@ -54,6 +57,7 @@ async function startCommand(opts: { workers?: string }): Promise<void> {
     return startPrimary(workers, createLogger(config.logLevel));
   }
   const log = createLogger(config.logLevel);
+  log.debug({ heapGrowthPercent: heapPolicy?.growthPercent, heapPolicy: heapPolicy?.left ?? 'applied' }, 'V8 old-generation growth');
   const running = await start(config, log);
   const onSignal = (signal: NodeJS.Signals) => {
     log.info({ signal }, 'signal received');

@@ -2,14 +2,15 @@
 import autocannon from 'autocannon';
 
 /**
- * Drives `url` for `seconds` with `connections` keep-alive connections. `next()` returns the next request
+ * Drives `url` for `seconds` with `connections` keep-alive connections (at most `rate` requests per second over all of
+ * them when given, else as fast as the server answers). `next()` returns the next request
  * ({ method, path, headers, body }) or undefined once the pre-generated pool is used up: from then on only cheap
  * `GET /healthz` requests go out (never used-up material), they are not counted, the measured window ends at that
  * moment, and the result says `exhausted`.
  * A response counts as a success only if it is 2xx and `verify(body)` accepts it (a 200 `{"active":false}` is not
  * a success); `onResponse(status, body)` sees every response (refresh rotation feeds the new token back).
  */
-export function runLoad({ url, seconds, connections, next, verify, onResponse }) {
+export function runLoad({ url, seconds, connections, next, verify, onResponse, rate }) {
   let exhaustedAt;
   let instance;
   let ok = 0;
@@ -41,7 +42,7 @@ export function runLoad({ url, seconds, connections, next, verify, onResponse })
   const cpuBefore = process.cpuUsage();
   return new Promise((resolve, reject) => {
     instance = autocannon(
-      { url, connections, duration: seconds, pipelining: 1, timeout: 30, requests: [request] },
+      { url, connections, duration: seconds, pipelining: 1, timeout: 30, requests: [request], ...(rate ? { overallRate: rate } : {}) },
       (err, result) => {
         if (err) return reject(err);
         const end = exhaustedAt ?? process.hrtime.bigint();

@@ -32,6 +32,16 @@ export function cpuMicros(pid) {
   }
 }
 
+/**
+ * utime + stime of one process's main thread (its tid is its pid) and of all its other threads together (V8's GC and
+ * compiler helpers, libuv's pool, worker threads such as the SQLite writer), in microseconds.
+ */
+export function threadCpuMicros(pid) {
+  // /proc/<pid>/task/<pid>/stat has the same layout as /proc/<pid>/stat, for the main thread alone.
+  const main = cpuMicros(`${pid}/task/${pid}`);
+  return { main, other: Math.max(0, cpuMicros(pid) - main) };
+}
+
 /** Direct children of `pid` (cluster workers of a primary), from /proc/<pid>/task/<tid>/children or a /proc scan. */
 export function childPids(pid) {
   const found = new Set();

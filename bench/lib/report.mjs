@@ -25,6 +25,8 @@ const TARGET_LABEL = {
   bare: 'bare oidc-provider',
   'mongodb-w1': 'agentauth --workers 1, FerretDB',
   'mongodb-w2': 'agentauth --workers 2, FerretDB',
+  'embedded-w1': 'agentauth --workers 1, embedded store',
+  'embedded-w2': 'agentauth --workers 2, embedded store',
 };
 
 const int = (n) => (n === undefined || n === null || Number.isNaN(n) ? '–' : Math.round(n).toLocaleString('en-US'));
@@ -87,7 +89,7 @@ function mainTable(results) {
   const marks = ['¹', '²', '³', '⁴', '⁵'];
   for (const s of results.scenarios.filter((x) => results.runs.some((r) => r.scenario === x.id))) {
     const mark = s.bareNote ? marks[notes.length] : '';
-    for (const r of results.runs.filter((x) => x.scenario === s.id && !x.target.startsWith('mongodb-w'))) {
+    for (const r of results.runs.filter((x) => x.scenario === s.id && !/-w\d+$/.test(x.target))) {
       if (r.error) {
         lines.push(`| ${s.id} | ${label(results, r.target)} | error | | | ${r.error.split('\n')[0].slice(0, 120)} | | | |`);
         continue;
@@ -124,25 +126,55 @@ function storageTable(results) {
   return lines.join('\n');
 }
 
+/**
+ * CPU per request of `--workers 2` over `--workers 1` on one store: the median of the per-round ratios when the two
+ * alternated (each pair ran back to back), else the ratio of the two runs.
+ */
+export function workersCpuRatio(results, store) {
+  const w1 = find(results, 'cc_dpop', `${store}-w1`);
+  const w2 = find(results, 'cc_dpop', `${store}-w2`);
+  if (!w1 || !w2) return undefined;
+  if (w1.rounds && w2.rounds && w1.rounds.length === w2.rounds.length) {
+    const ratios = w2.rounds
+      .map((x, i) => (x.cpuMicrosPerRequest && w1.rounds[i].cpuMicrosPerRequest ? x.cpuMicrosPerRequest / w1.rounds[i].cpuMicrosPerRequest : undefined))
+      .filter((x) => x !== undefined)
+      .sort((a, b) => a - b);
+    if (ratios.length) return ratios[Math.floor((ratios.length - 1) / 2)];
+  }
+  return w2.cpuMicrosPerRequest / w1.cpuMicrosPerRequest;
+}
+
+const WORKER_STORES = [
+  ['embedded', 'embedded store (SQLite)'],
+  ['mongodb', 'MongoDB wire (FerretDB)'],
+];
+
+/** CPU of each process (primary first), main thread + other threads, per request answered. */
+function perProcessText(r) {
+  if (!r.threadCpuMicros) return '–';
+  const answered = Math.max(1, r.requests);
+  return r.threadCpuMicros.map((t) => `${int((t.main + t.other) / answered)} (${int(t.main / answered)} + ${int(t.other / answered)})`).join(', ');
+}
+
 function workersTable(results) {
-  const w1 = find(results, 'cc_dpop', 'mongodb-w1');
-  const w2 = find(results, 'cc_dpop', 'mongodb-w2');
-  if (!w1 && !w2) return '';
+  const rows = WORKER_STORES.flatMap(([store, name]) => [1, 2].map((n) => ({ store, name, n, r: find(results, 'cc_dpop', `${store}-w${n}`) }))).filter((x) => x.r);
+  if (rows.length === 0) return '';
   const lines = [
-    '| workers | req/s | p50 ms | p99 ms | failed | server CPU µs/req (all processes) | FerretDB CPU µs/req | peak RSS MB | vs 1 worker |',
-    '| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: |',
+    '| store | workers | req/s | p50 ms | p99 ms | failed | server CPU µs/req (all processes) | per process µs/req: total (main thread + other threads) | FerretDB CPU µs/req | peak RSS MB | req/s vs 1 worker | CPU/req vs 1 worker |',
+    '| --- | ---: | ---: | ---: | ---: | --- | ---: | --- | ---: | ---: | ---: | ---: |',
   ];
-  for (const [n, r] of [[1, w1], [2, w2]]) {
-    if (!r) continue;
+  for (const { store, name, n, r } of rows) {
+    const w1 = find(results, 'cc_dpop', `${store}-w1`);
     lines.push(
-      `| ${n} | ${int(r.rps)} | ${ms(r.p50)} | ${ms(r.p99)} | ${failures(r)} | ${int(r.cpuMicrosPerRequest)} | ${int(r.storage?.ferretCpuMicrosPerRequest)} | ${rssCell(r)} | ${n === 2 && w1 ? ratio(r.rps / w1.rps) : ''} |`,
+      `| ${name} | ${n} | ${rpsCell(r)} | ${ms(r.p50)} | ${ms(r.p99)} | ${failures(r)} | ${int(r.cpuMicrosPerRequest)} | ${perProcessText(r)} | ${int(r.storage?.ferretCpuMicrosPerRequest)} | ${rssCell(r)} | ${n === 2 && w1 ? ratio(r.rps / w1.rps) : ''} | ${n === 2 ? ratio(workersCpuRatio(results, store)) : ''} |`,
     );
   }
-  if (w2?.perProcessCpuMicros) {
-    lines.push('', `Per-process CPU during the 2-worker run (primary first): ${w2.perProcessCpuMicros.map((us) => `${(us / 1e6).toFixed(2)} s`).join(', ')} of ${w2.elapsedSeconds} s.`);
-  }
-  for (const [n, r] of [[1, w1], [2, w2]]) {
-    if (r?.storage?.opsPerRequest) lines.push('', `Driver calls per request, ${n} worker${n > 1 ? 's' : ''}: ${opsText(r.storage.opsPerRequest, 0.001)}.`);
+  lines.push(
+    '',
+    'Per process: the primary first (with 2 workers), then each worker; "other threads" are V8\'s GC and compiler helpers, libuv\'s pool and the SQLite writer thread. CPU/req vs 1 worker: the median of the per-round ratios when the runs alternated.',
+  );
+  for (const { n, name, r } of rows) {
+    if (r?.storage?.opsPerRequest) lines.push('', `Driver calls per request, ${name}, ${n} worker${n > 1 ? 's' : ''}: ${opsText(r.storage.opsPerRequest, 0.001)}.`);
   }
   return lines.join('\n');
 }
@@ -182,9 +214,16 @@ export function targets(results) {
       worst.mb <= 200,
     );
   } else add('peak RSS ≤ 200 MB under load (per process)', '–', undefined);
-  const w1 = find(results, 'cc_dpop', 'mongodb-w1');
-  const w2 = find(results, 'cc_dpop', 'mongodb-w2');
-  add('2 workers ≥ 1.6× 1 worker (DPoP client_credentials, MongoDB wire)', w1 && w2 ? `${int(w2.rps)} vs ${int(w1.rps)} req/s = ${ratio(w2.rps / w1.rps)}` : '–', w1 && w2 ? w2.rps / w1.rps >= 1.6 : undefined);
+  for (const [store, name] of WORKER_STORES) {
+    const w1 = find(results, 'cc_dpop', `${store}-w1`);
+    const w2 = find(results, 'cc_dpop', `${store}-w2`);
+    const cpu = workersCpuRatio(results, store);
+    add(
+      `2 workers' CPU per request within 10 % of 1 worker's (DPoP client_credentials, ${name})`,
+      w1 && w2 ? `${int(w2.cpuMicrosPerRequest)} vs ${int(w1.cpuMicrosPerRequest)} µs/req: ${ratio(cpu)}${w1.rounds ? ' (median of the per-round ratios)' : ''}; ${int(w2.rps)} vs ${int(w1.rps)} req/s` : '–',
+      w1 && w2 ? cpu <= 1.1 : undefined,
+    );
+  }
   return out;
 }
 
@@ -201,7 +240,7 @@ export function renderMarkdown(results) {
   const { table, notes } = mainTable(results);
   const parts = [
     `Run of ${results.date} on ${m.cpu}, ${m.cores} cores, ${m.memoryGb} GB, Node.js ${m.node}, ${m.os}; ` +
-      `${o.seconds} s measured after ${o.warmup} s warm-up per run, ${o.connections} connections, autocannon on 127.0.0.1 in the same machine` +
+      `${o.seconds} s measured after ${o.warmup} s warm-up per run, ${o.connections} connections${o.rate ? ` offering at most ${o.rate} requests/s` : ''}, autocannon on 127.0.0.1 in the same machine` +
       `${o.quick ? ' (**--quick smoke run: figures are indicative only**)' : ''}${o.profile ? ' (**--profile: servers ran under --cpu-prof, figures are slowed down**)' : ''}` +
       `${o.serverEnv && Object.keys(o.serverEnv).length ? `; server environment ${Object.entries(o.serverEnv).map(([k, v]) => `${k}=${v}`).join(' ')}` : ''}` +
       `${results.commit ? `; agentauth at ${results.commit}` : ''}. ${noise(results)}`,
@@ -218,8 +257,8 @@ export function renderMarkdown(results) {
   const storage = storageTable(results);
   if (storage) parts.push('', '### MongoDB wire server (FerretDB v1, SQLite): where the time goes', '', storage, '', 'storage share: FerretDB CPU / (agentauth CPU + FerretDB CPU) during the measured window. driver calls: MongoDB driver operations per request sent, counted inside the server process(es) by bench/lib/mongo-probe.mjs (an insertMany is one call however many documents it carries).');
   const workers = workersTable(results);
-  if (workers) parts.push('', '### `agentauth start --workers N` (DPoP client_credentials, FerretDB)', '', workers);
-  parts.push('', '### Targets (issue 6)', '', '| target | measured | status |', '| --- | --- | --- |', ...targets(results).map((t) => `| ${t.target} | ${t.measured} | ${t.status} |`));
+  if (workers) parts.push('', '### `agentauth start --workers N` (DPoP client_credentials)', '', workers);
+  parts.push('', '### Targets (issues 6 and 15)', '', '| target | measured | status |', '| --- | --- | --- |', ...targets(results).map((t) => `| ${t.target} | ${t.measured} | ${t.status} |`));
   return parts.join('\n');
 }
 

@@ -35,6 +35,8 @@ export function agentauthConfig() {
     registration: { mode: 'open', quota: { max: 100_000_000, windowSeconds: 3600 }, anonymous: { clientCredentials: true, clientCredentialsScopes: ['read'] } },
     // Messages are signed before the run starts; leave room for signing and the run itself.
     wallet: { nonceTTL: 900, issuedAtWindowSeconds: 900 },
+    // The wallet scenario takes thousands of nonces from one address (the default, 60 a minute, answers 429).
+    limits: { walletNoncesPerAddress: { max: 0 } },
   };
 }
 

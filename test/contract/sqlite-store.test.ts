@@ -10,6 +10,7 @@ import { DatabaseSync } from 'node:sqlite';
 import { StorageUnavailableError } from '../../adapters/errors.js';
 import { oidcAdapterFactory } from '../../adapters/oidc-adapter.js';
 import { SQLITE_FILE, SqliteStorage } from '../../adapters/sqlite.js';
+import { SqliteWriter } from '../../adapters/sqlite-writer.js';
 import { ROOT, tempDir } from '../support/server.js';
 
 const rid = () => Math.random().toString(36).slice(2) + Date.now().toString(36);
@@ -232,6 +233,39 @@ describe('SQLite store: writes run on a thread of their own', () => {
       other.close();
     }
     await expect(storage.revokedTokens.revoke(rid(), exp())).resolves.toBeUndefined();
+  });
+
+  test('two writers that keep one file busy (two workers, or a worker and the CLI) each get the lock in turn: none waits out busy_timeout', async () => {
+    // Each writer is a thread with its own connection, as each process of `agentauth start --workers 2` has. With
+    // SQLite's own busy handler (sleeps growing to 100 ms) the waiting one kept missing the moments the other left the
+    // lock free, and failed with "database is locked" (a 503) although the other's transactions each took milliseconds.
+    const storage = await open();
+    const writers = [0, 1].map(() => new SqliteWriter({ file: storage.file, busyTimeoutMs: 100, synchronous: 'full', timeoutMs: 2100 }));
+    try {
+      await Promise.all(writers.map((w) => w.start()));
+      const until = Date.now() + 1500;
+      const outcomes = await Promise.all(
+        writers.map(async (writer) => {
+          const seen = { committed: 0, failed: [] as string[] };
+          while (Date.now() < until) {
+            const round = await Promise.allSettled(
+              Array.from({ length: 16 }, () => writer.run('revoke', [{ sql: 'INSERT INTO revoked_tokens (jti, expires_at) VALUES (?, ?)', params: [rid(), exp()] }])),
+            );
+            for (const r of round) {
+              if (r.status === 'fulfilled') seen.committed += 1;
+              else seen.failed.push(String((r.reason as Error).message));
+            }
+          }
+          return seen;
+        }),
+      );
+      for (const o of outcomes) {
+        expect(o.failed).toEqual([]);
+        expect(o.committed).toBeGreaterThan(100);
+      }
+    } finally {
+      await Promise.all(writers.map((w) => w.close()));
+    }
   });
 
   test('a write the thread does not answer within writeTimeoutMs fails (503) instead of hanging', async () => {

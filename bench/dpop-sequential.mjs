@@ -5,16 +5,12 @@
 // cache (docs/performance.md); compare builds by pointing --cli at another dist/server/cli.js.
 //
 //   node bench/dpop-sequential.mjs [--requests 2000] [--keys 32] [--rounds 3] [--concurrency 1] [--cli dist/server/cli.js] [--cpu-prof DIR]
-import { spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 
-import { freePort } from '../test/support/ferretdb.js';
 import { dpopKeys, dpopProofs, form, mapLimit } from './lib/fixtures.mjs';
 import { cpuMicros } from './lib/proc.mjs';
+import { startAgentauth } from './lib/servers.mjs';
 import { AGENT, RESOURCE, agentauthConfig, basic } from './lib/shared.mjs';
 
 const { values: opts } = parseArgs({
@@ -28,46 +24,9 @@ const { values: opts } = parseArgs({
   },
 });
 const requests = Number(opts.requests);
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-async function startServer() {
-  const port = await freePort();
-  const dir = mkdtempSync(join(tmpdir(), 'agentauth-dpop-measure-'));
-  writeFileSync(join(dir, 'agentauth.json'), JSON.stringify(agentauthConfig()));
-  const url = `http://127.0.0.1:${port}`;
-  const env = {
-    PATH: process.env.PATH,
-    HOME: process.env.HOME,
-    PORT: String(port),
-    HOST: '127.0.0.1',
-    ISSUER: url,
-    LOG_LEVEL: 'silent',
-    AGENTAUTH_CONFIG: join(dir, 'agentauth.json'),
-    AGENTAUTH_DATA_DIR: join(dir, 'data'),
-    AGENTAUTH_KEK: randomBytes(32).toString('base64'),
-  };
-  const prof = opts['cpu-prof'] ? ['--cpu-prof', `--cpu-prof-dir=${resolve(opts['cpu-prof'])}`] : [];
-  const child = spawn(process.execPath, [...prof, resolve(opts.cli), 'start'], { env, stdio: ['ignore', 'ignore', 'inherit'] });
-  for (let i = 0; ; i += 1) {
-    try {
-      if ((await fetch(`${url}/readyz`)).ok) break;
-    } catch {
-      // not listening yet
-    }
-    if (i > 600) throw new Error('agentauth did not become ready');
-    await sleep(50);
-  }
-  return {
-    url,
-    pid: child.pid,
-    async stop() {
-      const exited = new Promise((r) => child.once('exit', r));
-      child.kill('SIGTERM');
-      await exited;
-      rmSync(dir, { recursive: true, force: true });
-    },
-  };
-}
+const startServer = () =>
+  startAgentauth({ config: agentauthConfig(), cli: resolve(opts.cli), ...(opts['cpu-prof'] ? { profileDir: resolve(opts['cpu-prof']) } : {}) });
 
 async function send(url, proofs) {
   const headers = { authorization: basic(AGENT), 'content-type': 'application/x-www-form-urlencoded' };

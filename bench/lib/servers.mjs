@@ -76,11 +76,11 @@ function handle(kind, url, port, proc, extra = {}, tempDirs = []) {
 }
 
 /**
- * `agentauth start [--workers N]` with a fresh data directory (embedded store) or a fresh database on the MongoDB-wire
+ * `agentauth start [--workers N]` (`cli`: another build's dist/server/cli.js, to compare) with a fresh data directory (embedded store) or a fresh database on the MongoDB-wire
  * server, logging off (LOG_LEVEL=silent, as bare oidc-provider logs nothing either). Ready once /readyz answers 200
  * and, with workers, once all of them are forked and have had time to boot.
  */
-export async function startAgentauth({ config, mongoUri, workers, profileDir, logLevel = 'silent', label = 'run', env: extraEnv = {}, probeDir }) {
+export async function startAgentauth({ config, mongoUri, workers, profileDir, logLevel = 'silent', label = 'run', env: extraEnv = {}, probeDir, cli = CLI }) {
   const port = await freePort();
   const dir = mkdtempSync(join(tmpdir(), 'agentauth-bench-'));
   const configPath = join(dir, 'agentauth.json');
@@ -105,7 +105,7 @@ export async function startAgentauth({ config, mongoUri, workers, profileDir, lo
     env.BENCH_MONGO_PROBE_DIR = probeDir;
     env.NODE_OPTIONS = `${env.NODE_OPTIONS ?? ''} --import=${pathToFileURL(PROBE).href}`.trim();
   }
-  const args = [...profileArgs(profileDir), CLI, 'start', ...(workers ? ['--workers', String(workers)] : [])];
+  const args = [...profileArgs(profileDir), cli, 'start', ...(workers ? ['--workers', String(workers)] : [])];
   const proc = spawnServer(args, env);
   await waitReady(url, proc.child, proc.output, { path: '/readyz' });
   if (workers && workers > 1) {

@@ -13,6 +13,7 @@ import type { InteractionDeps } from '../interactions/routes.js';
 import { declaredBodyLimit, drainUnreadBody } from './http/body-limit.js';
 import { requestOriginCheck } from './http/request-origin.js';
 import { requestId } from './http/request-id.js';
+import type { HandlersInFlight } from './http/in-flight.js';
 import { percentEscapeCheck } from './http/path-escapes.js';
 import { securityHeaders } from './http/security-headers.js';
 import { requestMetrics } from './metrics/http.js';
@@ -28,6 +29,8 @@ export interface AppDeps {
   audit: AuditRecorder;
   /** Requests, refusals and tokens issued are counted here (server/metrics/). */
   metrics?: Metrics;
+  /** Handlers still running, for shutdown to wait for (server/http/in-flight.ts). */
+  inFlight?: HandlersInFlight;
 }
 
 /** Paths that never need storage: served even while storage is down, so resource servers can still verify tokens. */
@@ -120,11 +123,12 @@ const authorizationServerMetadata: Koa.Middleware = async (ctx, next) => {
   await next();
 };
 
-export function createApp({ provider, health, keyring, cookieKeys, log, interactions, audit, metrics }: AppDeps): Koa {
+export function createApp({ provider, health, keyring, cookieKeys, log, interactions, audit, metrics, inFlight }: AppDeps): Koa {
   const app = new Koa();
   // Same keys as the provider's cookies: required when the provider is mounted (see shared notes).
   app.keys = cookieKeys;
-  // First: every log line and audit record of the request carries its id (server/http/request-id.ts).
+  if (inFlight) app.use(inFlight.middleware);
+  // Then: every log line and audit record of the request carries its id (server/http/request-id.ts).
   app.use(requestId);
   app.use(requestLog(log));
   if (metrics) app.use(requestMetrics(metrics));

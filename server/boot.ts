@@ -12,6 +12,7 @@ import type { UpgradeReport } from '../keys/integrity.js';
 import { Keyring } from '../keys/keyring.js';
 import { deriveKey } from '../keys/seal.js';
 import { createApp } from './app.js';
+import { HandlersInFlight } from './http/in-flight.js';
 import { retireGraceSeconds } from './config.js';
 import type { Config } from './config.js';
 import { KeyWatcher } from './key-watcher.js';
@@ -47,6 +48,8 @@ export interface Agentauth {
   metrics: Metrics;
   /** This process's audit log (its own chain). */
   audit: Pick<AuditLog, 'record' | 'close'>;
+  /** Handlers of the public app still running (shutdown waits for them before closing the audit log and storage). */
+  inFlight: HandlersInFlight;
   /** Stops background work and closes storage. */
   close(): Promise<void>;
 }
@@ -196,7 +199,8 @@ export async function boot(config: Config, log: Logger, options: BootOptions = {
       audit: (type, details) => audit.record({ type, details }),
     });
     watcher.start();
-    const app = createApp({ provider, health, keyring, cookieKeys, log,
+    const inFlight = new HandlersInFlight();
+    const app = createApp({ provider, health, keyring, cookieKeys, log, inFlight,
       interactions: { provider, wallet, issuer: config.issuer, oidcScopes: OIDC_SCOPES, log, limits: {
         walletNonces: new SharedWindowLimit(storage.nonces, 'wallet-nonce', config.limits.walletNoncesPerAddress),
         signInAttempts: new SharedWindowLimit(storage.nonces, 'sign-in', config.limits.signInAttemptsPerAddress),
@@ -210,6 +214,7 @@ export async function boot(config: Config, log: Logger, options: BootOptions = {
       config,
       hasher,
       app,
+      inFlight,
       provider,
       storage,
       health,

@@ -45,7 +45,8 @@ export async function start(config: Config, log: Logger, options: BootOptions & 
           resolve();
         }, config.shutdownTimeoutMs).unref(),
       );
-      await Promise.race([Promise.all([closed, adminClosed]), deadline]);
+      // Connections closed is not enough: a handler whose client went away still runs (server/http/in-flight.ts).
+      await Promise.race([Promise.all([closed, adminClosed, agentauth.inFlight.idle()]), deadline]);
       clearInterval(sweep);
       if (forced) {
         log.warn({ timeoutMs: config.shutdownTimeoutMs }, 'in-flight requests did not finish in time; closing their connections');

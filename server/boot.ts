@@ -2,12 +2,8 @@ import type Koa from 'koa';
 import type { Provider } from 'oidc-provider';
 
 import { StorageHealth } from '../adapters/health.js';
-import { importLegacyLayout } from '../adapters/legacy-import.js';
-import { EmbeddedStorage } from '../adapters/memory.js';
 import type { Storage } from '../adapters/types.js';
 import { KeyMaterialError } from '../keys/errors.js';
-import { configuredKek, embeddedKek } from '../keys/kek.js';
-import type { ResolvedKek } from '../keys/kek.js';
 import type { UpgradeReport } from '../keys/integrity.js';
 import { Keyring } from '../keys/keyring.js';
 import { deriveKey } from '../keys/seal.js';
@@ -36,6 +32,10 @@ import { measuredAudit } from './metrics/audit.js';
 import { observeKeyStates } from './metrics/keys.js';
 import { observeProviderEvents } from './metrics/provider-events.js';
 
+// The storage set-up lives in a module of its own, so that the CLI's storage commands need not load the provider.
+export { initStorage, openStorage, resolveKek } from './storage-setup.js';
+import { initStorage, openStorage, resolveKek } from './storage-setup.js';
+
 export interface Agentauth {
   config: Config;
   hasher: ClientSecretHasher;
@@ -52,83 +52,6 @@ export interface Agentauth {
   inFlight: HandlersInFlight;
   /** Stops background work and closes storage. */
   close(): Promise<void>;
-}
-
-/**
- * The configured store. The MongoDB driver (and BSON's 17 MB serialisation buffer) is loaded only when MongoDB is
- * configured: the embedded store does not pay for it in memory.
- */
-export async function openStorage(config: Config, log?: Logger): Promise<Storage> {
-  if (config.mongodb) {
-    const { MongoStorage } = await import('../adapters/mongodb.js');
-    return new MongoStorage({
-      uri: config.mongodb.uri,
-      dbName: config.mongodb.dbName,
-      timeoutMs: config.storage.timeoutMs,
-      sweepIntervalMs: config.storage.sweepIntervalMs,
-      onReconnect: (reason) => log?.warn({ reason }, 'storage: pings kept failing; replaced the MongoDB client with a new one'),
-    });
-  }
-  if (config.store === 'memory') return new EmbeddedStorage({ dataDir: config.dataDir, sweepIntervalMs: config.storage.sweepIntervalMs });
-  quietSqliteWarning();
-  const { SqliteStorage } = await import('../adapters/sqlite.js');
-  return new SqliteStorage({
-    dataDir: config.dataDir,
-    busyTimeoutMs: config.storage.timeoutMs,
-    sweepIntervalMs: config.storage.sweepIntervalMs,
-    synchronous: config.storage.sqliteSynchronous,
-  });
-}
-
-/**
- * Node 22 flags node:sqlite as experimental and says so on stderr once per process, in every CLI command too. The
- * module is the store agentauth ships (docs/operations.md says why); that one warning is dropped, every other stays.
- */
-function quietSqliteWarning(): void {
-  const emit = process.emitWarning.bind(process) as (...args: unknown[]) => void;
-  process.emitWarning = ((warning: unknown, ...rest: unknown[]) => {
-    const text = warning instanceof Error ? warning.message : String(warning);
-    if (text.startsWith('SQLite is an experimental feature')) return;
-    emit(warning, ...rest);
-  }) as typeof process.emitWarning;
-}
-
-/**
- * Opens the configured store for use: creates its tables or indexes and, for the SQLite store, imports a data
- * directory still in the previous layout (keys.json, key-transitions.json, audit.jsonl) once, with a log line.
- */
-export async function initStorage(config: Config, storage: Storage, log?: { warn(obj: object, msg: string): void }): Promise<void> {
-  await storage.init();
-  if (storage.kind !== 'sqlite') return;
-  const report = await importLegacyLayout(config.dataDir, storage);
-  if (report) {
-    log?.warn(
-      { event: 'storage.imported', dataDir: config.dataDir, ...report },
-      `imported the previous data-directory layout into the SQLite store (${report.keys} keys, ${report.transitions} key transitions, ${report.auditRecords} audit records); the old files are kept as *.imported`,
-    );
-  }
-}
-
-export async function resolveKek(config: Config, storage: Storage, log: Logger): Promise<ResolvedKek> {
-  const source = { kek: config.kek, kekFile: config.kekFile };
-  if (storage.kind === 'mongodb') {
-    const kek = await configuredKek(source);
-    if (!kek) {
-      throw new KeyMaterialError(
-        'AGENTAUTH_KEK or AGENTAUTH_KEK_FILE is required with MONGODB_URI: every instance must unseal the same shared keys',
-      );
-    }
-    return kek;
-  }
-  const keysExist = (await storage.keys.list()).length > 0;
-  const kek = await embeddedKek(source, config.dataDir, keysExist);
-  if (kek.origin === 'generated') {
-    log.warn(
-      { path: kek.path },
-      'generated a key-encryption key in the data directory (mode 0600); in production set AGENTAUTH_KEK or AGENTAUTH_KEK_FILE instead',
-    );
-  }
-  return kek;
 }
 
 /** Builds a ready-to-serve agentauth: storage initialised, keys loaded (or generated once), provider and app composed. */

@@ -4,7 +4,7 @@ import type { DatabaseSync } from 'node:sqlite';
 
 import type { Command } from 'commander';
 
-import { openStorage } from './boot.js';
+import { openStorage } from './storage-setup.js';
 import { answer, announce, describeContext, EXIT, withJson } from './cli-context.js';
 import { loadConfig } from './config.js';
 import type { Config } from './config.js';

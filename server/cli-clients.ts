@@ -5,7 +5,7 @@ import { readCheckedKeys, upgradeKeyStore } from '../keys/integrity.js';
 import { deriveKey } from '../keys/seal.js';
 import { AuditLog } from './audit/log.js';
 import { writerChain } from './audit/writer-chain.js';
-import { initStorage, openStorage, resolveKek } from './boot.js';
+import { initStorage, openStorage, resolveKek } from './storage-setup.js';
 import { ClientSecretHasher } from './client-secrets.js';
 import { ConfigError, loadConfig } from './config.js';
 import type { Config } from './config.js';

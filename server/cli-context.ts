@@ -5,7 +5,7 @@ import { fileURLToPath } from 'node:url';
 import type { Command } from 'commander';
 
 import type { Storage } from '../adapters/types.js';
-import { initStorage, openStorage } from './boot.js';
+import { initStorage, openStorage } from './storage-setup.js';
 import { loadConfig } from './config.js';
 import type { Config } from './config.js';
 

@@ -7,7 +7,7 @@ import { archiveView } from '../keys/keyring.js';
 import type { ArchivedKey } from '../keys/keyring.js';
 import { deriveKeyView } from '../keys/lifecycle.js';
 import { retireKey, rotateKeys } from '../keys/rotation.js';
-import { resolveKek } from './boot.js';
+import { resolveKek } from './storage-setup.js';
 import { ConfigError, retireGraceSeconds } from './config.js';
 import { answer, CliUsageError, EXIT, requireInitialised, withJson, withStore } from './cli-context.js';
 import type { CliContext } from './cli-context.js';

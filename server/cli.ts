@@ -8,12 +8,10 @@ import { StorageUnavailableError } from '../adapters/errors.js';
 import { KeyMaterialError } from '../keys/errors.js';
 import { ConfigError, loadConfig } from './config.js';
 import { createLogger } from './logger.js';
-import { start } from './start.js';
 import { registerAuditCommands } from './cli-audit.js';
 import { registerKeyCommands } from './cli-keys.js';
 import { registerBackupCommands } from './cli-backup.js';
 import { registerClientCommands } from './cli-clients.js';
-import { boot } from './boot.js';
 import { checkInitialAccessTokenRequest, createInitialAccessToken } from './initial-access-tokens.js';
 import { answer, CliUsageError, EXIT, packageVersion, requireInitialised, withJson, withStore } from './cli-context.js';
 
@@ -58,6 +56,8 @@ async function startCommand(opts: { workers?: string }): Promise<void> {
   }
   const log = createLogger(config.logLevel);
   log.debug({ heapGrowthPercent: heapPolicy?.growthPercent, heapPolicy: heapPolicy?.left ?? 'applied' }, 'V8 old-generation growth');
+  // Loaded here, not at the top: the cluster primary and the other commands do without the provider and the app.
+  const { start } = await import('./start.js');
   const running = await start(config, log);
   const onSignal = (signal: NodeJS.Signals) => {
     log.info({ signal }, 'signal received');
@@ -130,6 +130,7 @@ withJson(iat.command('create'))
       return c;
     });
     const log = createLogger('warn', process.stderr);
+    const { boot } = await import('./boot.js');
     const agentauth = await boot(config, log);
     try {
       const { token, expiresIn, tier } = await createInitialAccessToken(agentauth, request);

@@ -3,7 +3,7 @@ import { hash } from 'node:crypto';
 import type { RevocationHooks } from '../adapters/oidc-adapter.js';
 import type { AdapterPayload, RevokedTokenStore } from '../adapters/types.js';
 import { MAX_REVOKED_LOOKUP } from '../adapters/types.js';
-import { REVOKED_BEFORE_FIELD } from './admin/disabled-clients.js';
+import { REVOKED_BEFORE_FIELD } from './admin/client-fields.js';
 import { MAX_ACCESS_TOKEN_TTL } from './config.js';
 
 /**

@@ -7,9 +7,9 @@ import { CLIENT_OWNED, revokeClientRecords } from '../client-revocation.js';
 import { RevocationMarks } from '../revocation-lineage.js';
 import type { ClientSecretHasher } from '../client-secrets.js';
 import type { StaticClientConfig } from '../config.js';
-import { REGISTRATION_FIELD } from '../policies/registration.js';
+import { REGISTRATION_FIELD } from '../policies/registration-origin.js';
 import { tierFromPolicies } from '../policies/tiers.js';
-import { DISABLED_AT_FIELD, DISABLED_FIELD, REVOKED_BEFORE_FIELD, isDisabled } from './disabled-clients.js';
+import { DISABLED_AT_FIELD, DISABLED_FIELD, REVOKED_BEFORE_FIELD, isDisabled } from './client-fields.js';
 import { conflict, invalidRequest, notFound } from './errors.js';
 
 /** Who performed an administration action, as the audit record names it. */

@@ -15,21 +15,11 @@ const SUPPORTED = new Set([
   // agentauth's extension (RFC 7591 §2): the only resources the client may exchange tokens into (RFC 8693).
   'token_exchange_resources', 'token_exchange_max_depth',
 ]);
-/**
- * Client metadata field (an extension, RFC 7591 §2) that records how a client was registered; set by the server,
- * never by the client: `anonymous` (open registration, no initial access token), `initial_access_token` (registered
- * with a token the operator minted), `operator` (a client from the configuration file) or `client_id_metadata_document`
- * (a client identified by the https URL of its metadata document; server/client-metadata/).
- */
-export const REGISTRATION_FIELD = 'agentauth_registration';
-export const REGISTRATION_ORIGINS = ['anonymous', 'initial_access_token', 'operator', 'client_id_metadata_document'] as const;
-export type RegistrationOrigin = (typeof REGISTRATION_ORIGINS)[number];
-
-/** How a stored client was registered; a client stored before the field existed is treated as anonymous (fail closed). */
-export function registrationOrigin(metadata: Record<string, unknown>): RegistrationOrigin {
-  const v = metadata[REGISTRATION_FIELD];
-  return (REGISTRATION_ORIGINS as readonly unknown[]).includes(v) ? (v as RegistrationOrigin) : 'anonymous';
-}
+// The registration-origin field is in a module of its own, which the CLI uses without loading oidc-provider.
+export { REGISTRATION_FIELD, REGISTRATION_ORIGINS, registrationOrigin } from './registration-origin.js';
+export type { RegistrationOrigin } from './registration-origin.js';
+import { REGISTRATION_FIELD, registrationOrigin } from './registration-origin.js';
+import type { RegistrationOrigin } from './registration-origin.js';
 
 /**
  * RFC 7592 §2.2: an update carries every field the server returned. These the server sets itself; the client may

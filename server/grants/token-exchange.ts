@@ -104,56 +104,67 @@ function objectClaim(value: unknown): Record<string, unknown> | undefined {
   return value && typeof value === 'object' && !Array.isArray(value) ? (value as Record<string, unknown>) : undefined;
 }
 
+/** What both token formats say about an active subject token, before it is read as delegation facts. */
+interface SubjectView {
+  jti: string;
+  iat: number;
+  exp: number;
+  grantId?: string | undefined;
+  sub: string;
+  clientId: string;
+  aud: unknown;
+  scope?: string | undefined;
+  jkt?: string | undefined;
+  /** The JWT's claims, or the opaque token's stored `extra`: `act`, `may_act` and the lineage. */
+  delegation: Record<string, unknown>;
+}
+
+/** The facts the delegation policy needs; undefined when the token is not for exactly one audience or its lineage is malformed. */
+function subjectFacts(view: SubjectView): ActiveSubject | undefined {
+  const audience = singleAudience(view.aud);
+  const lineage = lineageOf(view.delegation[LINEAGE_CLAIM]);
+  if (!audience || !lineage) return undefined;
+  const { act, may_act: mayAct } = view.delegation;
+  return {
+    jti: view.jti,
+    iat: view.iat,
+    exp: view.exp,
+    grantId: view.grantId,
+    lineage,
+    sub: view.sub,
+    audience,
+    clientId: view.clientId,
+    scope: view.scope ? view.scope.split(' ') : [],
+    ...(objectClaim(act) ? { act: act as ActClaim } : {}),
+    ...(objectClaim(mayAct) ? { mayAct: mayAct as SubjectFacts['mayAct'] } : {}),
+    ...(view.jkt ? { jkt: view.jkt } : {}),
+  };
+}
+
 /** An agentauth access token (JWT or opaque) that is active now, as the facts the delegation policy needs. */
 async function activeSubject(provider: Provider, token: string, deps: TokenExchangeDeps): Promise<ActiveSubject | undefined> {
   if (isJwt(token)) {
     const claims = await activeJwtAccessToken(provider, token);
-    const audience = claims && singleAudience(claims.aud);
-    const lineage = claims && lineageOf(claims[LINEAGE_CLAIM]);
-    if (!claims || !audience || !lineage || typeof claims.iat !== 'number' || typeof claims.exp !== 'number') return undefined;
-    return {
-      jti: claims.jti!,
-      iat: claims.iat,
-      exp: claims.exp,
-      grantId: claims.grant_id,
-      lineage,
-      sub: claims.sub ?? claims.client_id,
-      audience,
-      clientId: claims.client_id,
-      scope: claims.scope ? claims.scope.split(' ') : [],
-      ...(objectClaim(claims.act) ? { act: claims.act as ActClaim } : {}),
-      ...(objectClaim(claims.may_act) ? { mayAct: claims.may_act as SubjectFacts['mayAct'] } : {}),
-      ...(claims.cnf?.jkt ? { jkt: claims.cnf.jkt } : {}),
-    };
+    if (!claims || typeof claims.iat !== 'number' || typeof claims.exp !== 'number') return undefined;
+    return subjectFacts({
+      jti: claims.jti!, iat: claims.iat, exp: claims.exp, grantId: claims.grant_id, sub: claims.sub ?? claims.client_id,
+      clientId: claims.client_id, aud: claims.aud, scope: claims.scope, jkt: claims.cnf?.jkt, delegation: claims,
+    });
   }
   const find = async (model: unknown) => (model as { find(v: string): Promise<OpaqueAccessToken | undefined> }).find(token);
   const at = (await failClosedInProvider(() => find(provider.AccessToken), deps.health)) ?? (await failClosedInProvider(() => find(provider.ClientCredentials), deps.health));
-  if (!at || at.isValid === false) return undefined;
-  const audience = singleAudience(at.aud);
-  if (!audience) return undefined;
+  // Cheap checks first: a token for several audiences is refused before the client and grant are read.
+  if (!at || at.isValid === false || !singleAudience(at.aud)) return undefined;
   if (!(await provider.Client.find(at.clientId))) return undefined;
   if (at.grantId) {
     const grant = await provider.Grant.find(at.grantId, { ignoreExpiration: true });
     if (!grant || grant.isExpired || grant.clientId !== at.clientId) return undefined;
   }
-  const extra = at.extra ?? {};
-  // The adapter hands out no token whose lineage is revoked; a malformed one is not active either.
-  const lineage = lineageOf(extra[LINEAGE_CLAIM]);
-  if (!lineage) return undefined;
-  return {
-    jti: at.jti,
-    iat: at.iat,
-    exp: at.exp,
-    grantId: at.grantId,
-    lineage,
-    sub: at.accountId ?? at.clientId,
-    audience,
-    clientId: at.clientId,
-    scope: at.scope ? at.scope.split(' ') : [],
-    ...(objectClaim(extra.act) ? { act: extra.act as ActClaim } : {}),
-    ...(objectClaim(extra.may_act) ? { mayAct: extra.may_act as SubjectFacts['mayAct'] } : {}),
-    ...(at.jkt ? { jkt: at.jkt } : {}),
-  };
+  // The adapter hands out no token whose lineage is revoked; a malformed one is not active either (subjectFacts).
+  return subjectFacts({
+    jti: at.jti, iat: at.iat, exp: at.exp, grantId: at.grantId, sub: at.accountId ?? at.clientId,
+    clientId: at.clientId, aud: at.aud, scope: at.scope, jkt: at.jkt, delegation: at.extra ?? {},
+  });
 }
 
 function oauthError(refusal: DelegationRefusal, scope: string): Error {

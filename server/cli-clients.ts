@@ -67,24 +67,23 @@ async function withClientAdmin(fn: (admin: ClientAdmin) => Promise<void>): Promi
  * `clients` and `clients iat` commands of server/cli.ts. Output is JSON on stdout (with or without `--json`); secrets are never printed except
  * the new secret of rotate-secret, once.
  */
+/**
+ * A subcommand answering in JSON (`--json` accepted like on every command). One whose argument is an id reads an id
+ * beginning with '-' as the argument, not as an option: generated ids are base64url and may begin with '-'.
+ */
+function subcommand(parent: Command, spec: string): Command {
+  const command = parent.command(spec).option('--json', 'answer in JSON on stdout (these commands always do; accepted like on every command)');
+  return spec.includes('<') ? command.allowUnknownOption() : command;
+}
+
 export function registerClientCommands(clients: Command, iat: Command): void {
-  clients
-    .command('list')
-    .option('--json', 'answer in JSON on stdout (these commands always do; accepted like on every command)')
+  subcommand(clients, 'list')
     .description('list clients: registered ones and those of the configuration file (no secrets)')
     .action(() => withClientAdmin(async (admin) => out(await admin.list())));
-  clients
-    .command('show <client_id>')
-    // Generated ids are base64url and may begin with '-': read them as the argument, not as an option.
-    .allowUnknownOption()
-    .option('--json', 'answer in JSON on stdout (these commands always do; accepted like on every command)')
+  subcommand(clients, 'show <client_id>')
     .description("show one client's metadata and state (no secrets)")
     .action((id: string) => withClientAdmin(async (admin) => out(await admin.show(id))));
-  clients
-    .command('disable <client_id>')
-    // Generated ids are base64url and may begin with '-': read them as the argument, not as an option.
-    .allowUnknownOption()
-    .option('--json', 'answer in JSON on stdout (these commands always do; accepted like on every command)')
+  subcommand(clients, 'disable <client_id>')
     .description('stop token issuance to a client at once, on every instance, and revoke its grants and tokens')
     .action((id: string) =>
       withClientAdmin(async (admin) => {
@@ -92,11 +91,7 @@ export function registerClientCommands(clients: Command, iat: Command): void {
         note(`client ${id} disabled; its grants and tokens are revoked`);
       }),
     );
-  clients
-    .command('enable <client_id>')
-    // Generated ids are base64url and may begin with '-': read them as the argument, not as an option.
-    .allowUnknownOption()
-    .option('--json', 'answer in JSON on stdout (these commands always do; accepted like on every command)')
+  subcommand(clients, 'enable <client_id>')
     .description('let a disabled client obtain tokens again (tokens revoked by the disable stay revoked)')
     .action((id: string) =>
       withClientAdmin(async (admin) => {
@@ -104,11 +99,7 @@ export function registerClientCommands(clients: Command, iat: Command): void {
         note(`client ${id} enabled`);
       }),
     );
-  clients
-    .command('delete <client_id>')
-    // Generated ids are base64url and may begin with '-': read them as the argument, not as an option.
-    .allowUnknownOption()
-    .option('--json', 'answer in JSON on stdout (these commands always do; accepted like on every command)')
+  subcommand(clients, 'delete <client_id>')
     .description('delete a registered client and revoke everything it held')
     .action((id: string) =>
       withClientAdmin(async (admin) => {
@@ -116,11 +107,7 @@ export function registerClientCommands(clients: Command, iat: Command): void {
         note(`client ${id} deleted; its grants, tokens and registration access tokens are revoked`);
       }),
     );
-  clients
-    .command('rotate-secret <client_id>')
-    // Generated ids are base64url and may begin with '-': read them as the argument, not as an option.
-    .allowUnknownOption()
-    .option('--json', 'answer in JSON on stdout (these commands always do; accepted like on every command)')
+  subcommand(clients, 'rotate-secret <client_id>')
     .description('give a confidential client a new secret (printed once; the old one stops working at once)')
     .action((id: string) =>
       withClientAdmin(async (admin) => {
@@ -129,16 +116,10 @@ export function registerClientCommands(clients: Command, iat: Command): void {
         note(`client ${id}: new secret printed once above; it is stored only as a hash`);
       }),
     );
-  iat
-    .command('list')
-    .option('--json', 'answer in JSON on stdout (these commands always do; accepted like on every command)')
+  subcommand(iat, 'list')
     .description('list live initial access tokens by fingerprint (the tokens themselves are never shown)')
     .action(() => withClientAdmin(async (admin) => out(await admin.listIats())));
-  iat
-    .command('revoke <id>')
-    // Generated ids are base64url and may begin with '-': read them as the argument, not as an option.
-    .allowUnknownOption()
-    .option('--json', 'answer in JSON on stdout (these commands always do; accepted like on every command)')
+  subcommand(iat, 'revoke <id>')
     .description('revoke an initial access token, by the fingerprint `clients iat list` shows or by the token')
     .action((id: string) =>
       withClientAdmin(async (admin) => {

@@ -1,5 +1,7 @@
 #!/usr/bin/env node
-// First: sets V8's heap growth for `start` before the rest of agentauth loads (server/heap-policy.ts).
+// First: for `start`, re-executes this process with Node's AsyncContextFrame when it is off (server/async-context.ts).
+import { ASYNC_CONTEXT_FLAG, asyncContext, runningOnAsyncContextFrame } from './async-context.js';
+// Then: sets V8's heap growth for `start` before the rest of agentauth loads (server/heap-policy.ts).
 import { heapPolicy } from './heap-policy.js';
 import cluster from 'node:cluster';
 import { Command, CommanderError } from 'commander';
@@ -45,6 +47,7 @@ function fail(err: unknown): never {
 
 async function startCommand(opts: { workers?: string }): Promise<void> {
   if (heapPolicy?.error) throw new ConfigError(heapPolicy.error);
+  if (asyncContext?.action === 'refuse') throw new ConfigError(asyncContext.error);
   const config = loadConfig();
   const workers = opts.workers === undefined ? 1 : Number(opts.workers);
   if (!Number.isInteger(workers) || workers < 1 || workers > 64) throw new ConfigError('--workers: must be a whole number from 1 to 64');
@@ -55,6 +58,7 @@ async function startCommand(opts: { workers?: string }): Promise<void> {
     return startPrimary(workers, createLogger(config.logLevel));
   }
   const log = createLogger(config.logLevel);
+  logAsyncContext(log);
   log.debug({ heapGrowthPercent: heapPolicy?.growthPercent, heapPolicy: heapPolicy?.left ?? 'applied' }, 'V8 old-generation growth');
   // Loaded here, not at the top: the cluster primary and the other commands do without the provider and the app.
   const { start } = await import('./start.js');
@@ -72,6 +76,17 @@ async function startCommand(opts: { workers?: string }): Promise<void> {
   // `on`, not `once`: a second signal (systemd sends one to every process of the group) must not kill a draining process.
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
+}
+
+/** Says which AsyncLocalStorage implementation this process runs on; a warning when it is async_hooks not by choice. */
+function logAsyncContext(log: ReturnType<typeof createLogger>): void {
+  const mode = runningOnAsyncContextFrame() ? 'frame' : 'hooks';
+  const reason = asyncContext?.action === 'keep' ? asyncContext.reason : undefined;
+  if (mode === 'hooks' && reason !== 'disabled') {
+    log.warn({ asyncContext: mode, reason }, `AsyncLocalStorage runs on async_hooks (slower: a promise hook on every promise): start Node with ${ASYNC_CONTEXT_FLAG}`);
+  } else {
+    log.info({ asyncContext: mode, reason }, 'AsyncLocalStorage implementation');
+  }
 }
 
 /**

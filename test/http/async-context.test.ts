@@ -114,4 +114,18 @@ describe('agentauth start runs on AsyncContextFrame', () => {
       await server.stop();
     }
   });
+
+  test('where it cannot re-execute (or already did, without the flag taking): it runs on async_hooks and warns, never loops', async () => {
+    const server = await startServer({ AGENTAUTH_DATA_DIR: join(tempDir(), 'data'), AGENTAUTH_ASYNC_CONTEXT_REEXEC: '1' });
+    try {
+      expect(cmdline(server.child.pid!)).not.toContain('--experimental-async-context-frame');
+      const [line] = modeLine(server);
+      expect(line).toMatchObject({ level: 'warn', asyncContext: 'hooks', reason: 'unsupported' });
+      expect(line!.msg).toMatch(/start Node with --experimental-async-context-frame/);
+      const res = await fetch(`${server.url}/.well-known/openid-configuration`);
+      expect(res.status).toBe(200);
+    } finally {
+      await server.stop();
+    }
+  });
 });

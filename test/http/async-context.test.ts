@@ -21,6 +21,17 @@ const CONFIG = {
 const cmdline = (pid: number) => readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(Boolean);
 const modeLine = (server: RunningServer) => logLines(server.output()).filter((l) => l.msg === 'AsyncLocalStorage implementation' || typeof l.asyncContext === 'string');
 
+/** Starts `agentauth start` with `env`, checks it was not re-executed (no flag in its command line), runs `check`, stops it. */
+async function notReexecuted(env: Record<string, string>, check: (server: RunningServer, mode: Array<Record<string, unknown>>) => Promise<void> | void): Promise<void> {
+  const server = await startServer({ AGENTAUTH_DATA_DIR: join(tempDir(), 'data'), ...env });
+  try {
+    expect(cmdline(server.child.pid!)).not.toContain('--experimental-async-context-frame');
+    await check(server, modeLine(server));
+  } finally {
+    await server.stop();
+  }
+}
+
 function tokenRequest(url: string, requestId: string): Promise<Response> {
   return fetch(`${url}/token`, {
     method: 'POST',
@@ -90,13 +101,9 @@ describe('agentauth start runs on AsyncContextFrame', () => {
   });
 
   test('AGENTAUTH_ASYNC_CONTEXT=hooks keeps async_hooks, no re-execution; another value is a configuration error', async () => {
-    const server = await startServer({ AGENTAUTH_DATA_DIR: join(tempDir(), 'data'), AGENTAUTH_ASYNC_CONTEXT: 'hooks' });
-    try {
-      expect(cmdline(server.child.pid!)).not.toContain('--experimental-async-context-frame');
-      expect(modeLine(server)).toEqual([expect.objectContaining({ level: 'info', asyncContext: 'hooks', reason: 'disabled' })]);
-    } finally {
-      await server.stop();
-    }
+    await notReexecuted({ AGENTAUTH_ASYNC_CONTEXT: 'hooks' }, (_, mode) => {
+      expect(mode).toEqual([expect.objectContaining({ level: 'info', asyncContext: 'hooks', reason: 'disabled' })]);
+    });
     for (const bad of ['fast', 'HOOKS', 'frame ']) {
       const res = await runCli(['start'], { AGENTAUTH_ASYNC_CONTEXT: bad, AGENTAUTH_DATA_DIR: tempDir(), PORT: '18999' });
       expect(res.code).toBe(2);
@@ -105,27 +112,16 @@ describe('agentauth start runs on AsyncContextFrame', () => {
   });
 
   test('already started with the flag (command line or NODE_OPTIONS): no re-execution', async () => {
-    const server = await startServer({ AGENTAUTH_DATA_DIR: join(tempDir(), 'data'), NODE_OPTIONS: '--experimental-async-context-frame' });
-    try {
-      expect(cmdline(server.child.pid!)).not.toContain('--experimental-async-context-frame');
-      expect(modeLine(server)).toEqual([expect.objectContaining({ asyncContext: 'frame', reason: 'flag' })]);
-      expect(server.output()).not.toMatch(/AGENTAUTH_ASYNC_CONTEXT_REEXEC/);
-    } finally {
-      await server.stop();
-    }
+    await notReexecuted({ NODE_OPTIONS: '--experimental-async-context-frame' }, (_, mode) => {
+      expect(mode).toEqual([expect.objectContaining({ asyncContext: 'frame', reason: 'flag' })]);
+    });
   });
 
   test('where it cannot re-execute (or already did, without the flag taking): it runs on async_hooks and warns, never loops', async () => {
-    const server = await startServer({ AGENTAUTH_DATA_DIR: join(tempDir(), 'data'), AGENTAUTH_ASYNC_CONTEXT_REEXEC: '1' });
-    try {
-      expect(cmdline(server.child.pid!)).not.toContain('--experimental-async-context-frame');
-      const [line] = modeLine(server);
+    await notReexecuted({ AGENTAUTH_ASYNC_CONTEXT_REEXEC: '1' }, async (server, [line]) => {
       expect(line).toMatchObject({ level: 'warn', asyncContext: 'hooks', reason: 'unsupported' });
       expect(line!.msg).toMatch(/start Node with --experimental-async-context-frame/);
-      const res = await fetch(`${server.url}/.well-known/openid-configuration`);
-      expect(res.status).toBe(200);
-    } finally {
-      await server.stop();
-    }
+      expect((await fetch(`${server.url}/.well-known/openid-configuration`)).status).toBe(200);
+    });
   });
 });

@@ -1,4 +1,4 @@
-import { AsyncLocalStorage } from 'node:async_hooks';
+import { nodeOptionsText } from './node-options.js';
 
 /**
  * `agentauth start` runs with Node's AsyncContextFrame implementation of `AsyncLocalStorage`.
@@ -46,7 +46,7 @@ export function planAsyncContext(facts: ProcessFacts): AsyncContextPlan {
   if (wanted !== undefined && wanted !== '' && wanted !== 'frame' && wanted !== 'hooks') {
     return { action: 'refuse', error: `AGENTAUTH_ASYNC_CONTEXT: must be "frame" (the default) or "hooks", not ${JSON.stringify(wanted.slice(0, 20))}` };
   }
-  const options = `${facts.execArgv.join(' ')} ${facts.env.NODE_OPTIONS ?? ''}`;
+  const options = nodeOptionsText(facts.execArgv, facts.env);
   const major = Number(facts.nodeVersion.replace(/^v/, '').split('.')[0]);
   if (major >= 24) return { action: 'keep', mode: FLAG_OFF_IN(options) ? 'hooks' : 'frame', reason: 'node-default' };
   if (FLAG_IN(options)) return { action: 'keep', mode: 'frame', reason: 'flag' };
@@ -54,11 +54,6 @@ export function planAsyncContext(facts: ProcessFacts): AsyncContextPlan {
   // The marker stops a loop should a Node ever accept the flag and not report it in execArgv.
   if (!facts.canExecve || facts.env[MARKER] === '1') return { action: 'keep', mode: 'hooks', reason: 'unsupported' };
   return { action: 'reexec', argv: [facts.argv[0]!, ASYNC_CONTEXT_FLAG, ...facts.execArgv, ...facts.argv.slice(1)] };
-}
-
-/** True when this process's `AsyncLocalStorage` is the AsyncContextFrame one (the async_hooks one propagates by hook). */
-export function runningOnAsyncContextFrame(): boolean {
-  return typeof (AsyncLocalStorage.prototype as { _propagate?: unknown })._propagate !== 'function';
 }
 
 /** The plan applied to this process: for `start`, re-executes it with the flag (and never returns) when needed. */
@@ -71,14 +66,13 @@ function apply(): AsyncContextPlan {
     nodeVersion: process.version,
     canExecve: typeof execve === 'function' && process.platform !== 'win32',
   });
-  if (plan.action === 'reexec' && execve) {
-    try {
-      execve.call(process, process.execPath, plan.argv, { ...process.env, [MARKER]: '1' });
-    } catch {
-      return { action: 'keep', mode: 'hooks', reason: 'unsupported' };
-    }
+  if (plan.action !== 'reexec' || !execve) return plan;
+  try {
+    execve.call(process, process.execPath, plan.argv, { ...process.env, [MARKER]: '1' });
+  } catch {
+    // Not replaced (the exec itself failed): carry on as we are.
   }
-  return plan;
+  return { action: 'keep', mode: 'hooks', reason: 'unsupported' };
 }
 
 /**

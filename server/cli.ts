@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // First: for `start`, re-executes this process with Node's AsyncContextFrame when it is off (server/async-context.ts).
-import { ASYNC_CONTEXT_FLAG, asyncContext, runningOnAsyncContextFrame } from './async-context.js';
+import { ASYNC_CONTEXT_FLAG, asyncContext } from './async-context.js';
 // Then: sets V8's heap growth for `start` before the rest of agentauth loads (server/heap-policy.ts).
 import { heapPolicy } from './heap-policy.js';
 import cluster from 'node:cluster';
@@ -80,8 +80,8 @@ async function startCommand(opts: { workers?: string }): Promise<void> {
 
 /** Says which AsyncLocalStorage implementation this process runs on; a warning when it is async_hooks not by choice. */
 function logAsyncContext(log: ReturnType<typeof createLogger>): void {
-  const mode = runningOnAsyncContextFrame() ? 'frame' : 'hooks';
-  const reason = asyncContext?.action === 'keep' ? asyncContext.reason : undefined;
+  if (asyncContext?.action !== 'keep') return;
+  const { mode, reason } = asyncContext;
   if (mode === 'hooks' && reason !== 'disabled') {
     log.warn({ asyncContext: mode, reason }, `AsyncLocalStorage runs on async_hooks (slower: a promise hook on every promise): start Node with ${ASYNC_CONTEXT_FLAG}`);
   } else {

@@ -1,5 +1,7 @@
 import { setFlagsFromString } from 'node:v8';
 
+import { nodeOptionsText } from './node-options.js';
+
 /**
  * How far V8 lets the old generation grow past what survived the last full collection before it collects again, in
  * percent: 100 lets it double.
@@ -41,7 +43,7 @@ export function applyHeapPolicy(env: NodeJS.ProcessEnv = process.env, execArgv: 
     percent = Number(raw);
   }
   if (percent === 0) return { left: 'disabled' };
-  if (OPERATOR_HEAP_FLAGS.test(`${execArgv.join(' ')} ${env.NODE_OPTIONS ?? ''}`)) return { left: 'operator-flags' };
+  if (OPERATOR_HEAP_FLAGS.test(nodeOptionsText(execArgv, env))) return { left: 'operator-flags' };
   setFlagsFromString(`--heap-growing-percent=${percent}`);
   return { growthPercent: percent };
 }

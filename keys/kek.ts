@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { mkdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { link, mkdir, open, readFile, stat, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import { KeyMaterialError } from './errors.js';
@@ -63,8 +63,40 @@ export async function embeddedKek(source: KekSource, dataDir: string, keysExist:
         'AGENTAUTH_KEK nor AGENTAUTH_KEK_FILE is set); refusing to start rather than replace the keys',
     );
   }
-  const kek = randomBytes(KEK_BYTES);
   await mkdir(dataDir, { recursive: true, mode: 0o700 });
-  await writeFile(path, `${kek.toString('base64')}\n`, { mode: 0o600, flag: 'wx' });
-  return { kek, origin: 'generated', path };
+  const kek = randomBytes(KEK_BYTES);
+  if (await publishKekFile(path, kek)) return { kek, origin: 'generated', path };
+  // Another process (a sibling `--workers` worker, or a CLI command) generated it first: use theirs.
+  return { kek: await readKekFile(path, `key-encryption key file ${path}`), origin: 'data-dir', path };
+}
+
+/**
+ * Writes the new KEK to a private temporary file, syncs it, and links it into place. `link` fails with EEXIST when the
+ * file already exists, so of several processes starting on one empty data directory exactly one KEK wins, and a reader
+ * never sees a half-written file. Returns false when another process's KEK was there first.
+ */
+async function publishKekFile(path: string, kek: Buffer): Promise<boolean> {
+  const temp = `${path}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`;
+  const file = await open(temp, 'wx', 0o600);
+  try {
+    await file.writeFile(`${kek.toString('base64')}\n`);
+    await file.sync();
+  } finally {
+    await file.close();
+  }
+  try {
+    await link(temp, path);
+    return true;
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'EEXIST') return false;
+    if (code !== 'EPERM' && code !== 'ENOTSUP' && code !== 'ENOSYS') throw err;
+    // A file system without hard links: an exclusive create still lets only one process win.
+    return writeFile(path, `${kek.toString('base64')}\n`, { mode: 0o600, flag: 'wx' }).then(
+      () => true,
+      (e: NodeJS.ErrnoException) => { if (e.code === 'EEXIST') return false; throw e; },
+    );
+  } finally {
+    await unlink(temp).catch(() => undefined);
+  }
 }

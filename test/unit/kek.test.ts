@@ -1,0 +1,61 @@
+import { execFile } from 'node:child_process';
+import { mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+
+import { embeddedKek } from '../../keys/kek.js';
+import { ROOT } from '../support/server.js';
+
+const run = promisify(execFile);
+
+describe('the embedded store generates its key-encryption key once, whoever starts first', () => {
+  let dir: string;
+  beforeEach(async () => { dir = await mkdtemp(join(tmpdir(), 'agentauth-kek-')); });
+  afterEach(async () => { await rm(dir, { recursive: true, force: true }); });
+
+  test('twelve concurrent starts on an empty data directory all get one KEK; exactly one generated it', async () => {
+    const dataDir = join(dir, 'data');
+    const results = await Promise.all(Array.from({ length: 12 }, () => embeddedKek({}, dataDir, false)));
+    expect(results.filter((r) => r.origin === 'generated')).toHaveLength(1);
+    expect(results.filter((r) => r.origin === 'data-dir')).toHaveLength(11);
+    const onDisk = Buffer.from((await readFile(join(dataDir, 'kek'), 'utf8')).trim(), 'base64');
+    for (const r of results) expect(r.kek.equals(onDisk)).toBe(true);
+    expect((await stat(join(dataDir, 'kek'))).mode & 0o777).toBe(0o600);
+    expect(await readdir(dataDir)).toEqual(['kek']); // no temporary file left behind
+  });
+
+  test('separate processes racing on one data directory (as --workers does) agree on the KEK', async () => {
+    const dataDir = join(dir, 'data');
+    // Each child loads the module, then waits for one shared instant, so the starts overlap as closely as workers' do.
+    const goAt = Date.now() + 1500;
+    const script = `import(${JSON.stringify(join(ROOT, 'dist', 'keys', 'kek.js'))}).then(async (m) => {
+      while (Date.now() < ${goAt});
+      const r = await m.embeddedKek({}, ${JSON.stringify(dataDir)}, false);
+      process.stdout.write(JSON.stringify({ origin: r.origin, kek: r.kek.toString('base64') }));
+    })`;
+    const outs = await Promise.all(Array.from({ length: 6 }, () => run(process.execPath, ['-e', script])));
+    const results = outs.map((o) => JSON.parse(o.stdout) as { origin: string; kek: string });
+    expect(results.filter((r) => r.origin === 'generated')).toHaveLength(1);
+    expect(new Set(results.map((r) => r.kek)).size).toBe(1);
+    expect(results[0]!.kek).toBe((await readFile(join(dataDir, 'kek'), 'utf8')).trim());
+  });
+
+  test('an existing kek file is read, never replaced', async () => {
+    const kek = Buffer.alloc(32, 7);
+    await writeFile(join(dir, 'kek'), `${kek.toString('base64')}\n`, { mode: 0o600 });
+    const r = await embeddedKek({}, dir, true);
+    expect(r.origin).toBe('data-dir');
+    expect(r.kek.equals(kek)).toBe(true);
+  });
+
+  test('keys without a kek file: refused, and no new KEK is written that would orphan them', async () => {
+    await expect(embeddedKek({}, dir, true)).rejects.toThrow(/signing keys exist .* refusing to start rather than replace the keys/);
+    expect(await readdir(dir)).toEqual([]);
+  });
+
+  test('a malformed kek file is refused with what it must hold', async () => {
+    await writeFile(join(dir, 'kek'), 'not a key\n');
+    await expect(embeddedKek({}, dir, false)).rejects.toThrow(/must be 32 bytes encoded as base64/);
+  });
+});

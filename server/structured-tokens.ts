@@ -43,8 +43,13 @@ export interface StructuredTokenDeps {
 const perProvider = new WeakMap<Provider, StructuredTokenDeps>();
 const PATCHED = Symbol.for('agentauth.structured-tokens');
 
-function isJwt(token: unknown): token is string {
-  if (typeof token !== 'string') return false;
+/**
+ * Whether a presented token is a JWT (its first segment decodes to a JSON object), rather than one of oidc-provider's
+ * opaque tokens. Opaque tokens never contain a dot, so they are told apart before jose's decode, which throws (an
+ * Error with its stack trace, ≈ 12 µs) on every one of them.
+ */
+export function isJwt(token: unknown): token is string {
+  if (typeof token !== 'string' || !token.includes('.')) return false;
   try {
     return Boolean(decodeProtectedHeader(token));
   } catch {

@@ -1,6 +1,5 @@
 import { hash } from 'node:crypto';
 
-import { decodeProtectedHeader } from 'jose';
 import { errors } from 'oidc-provider';
 import type { KoaContextWithOIDC, Provider } from 'oidc-provider';
 import { buildTokenResponse, checkDpopReplay, checkDpopRequired, resolveRequestedResources, validateClientScope, validateDpop } from 'oidc-provider/lib/helpers/grants.js';
@@ -15,7 +14,7 @@ import type { ActClaim, SubjectFacts } from '../policies/delegation.js';
 import { REGISTRATION_FIELD } from '../policies/registration.js';
 import { TIER_FIELD } from '../policies/tiers.js';
 import { LINEAGE_CLAIM, MAX_LINEAGE, childLineage, clientGeneration, lineageOf } from '../revocation-lineage.js';
-import { activeJwtAccessToken } from '../structured-tokens.js';
+import { activeJwtAccessToken, isJwt } from '../structured-tokens.js';
 
 export { TOKEN_EXCHANGE_GRANT_TYPE };
 
@@ -84,14 +83,6 @@ interface TokenModel {
   expiration: number;
   expiresIn: number;
   tokenType: string;
-}
-
-function isJwt(token: string): boolean {
-  try {
-    return Boolean(decodeProtectedHeader(token));
-  } catch {
-    return false;
-  }
 }
 
 function singleAudience(aud: unknown): string | undefined {

@@ -156,9 +156,12 @@ async function probeCounts(probeDir, pids) {
 async function startTarget(target, scenario, ferret) {
   const profileDir = options.profile ? join(RESULTS_DIR, 'profiles', `${scenario.id}-${target}`) : undefined;
   if (profileDir) rmSync(profileDir, { recursive: true, force: true });
-  if (target === 'bare') return { server: await startBare({ profileDir, env: options.serverEnv }), profileDir };
-  // "embedded-w2": agentauth start --workers 2 on the embedded store (SQLite file shared by the workers).
+  // "embedded-w2": agentauth start --workers 2 on the embedded store (SQLite file shared by the workers); "bare-w2":
+  // bare oidc-provider in 2 cluster workers (the workers scenario's reference, bench/bare-cluster.mjs).
   const workers = /-w(\d+)$/.exec(target)?.[1];
+  if (target.startsWith('bare')) {
+    return { server: await startBare({ profileDir, env: options.serverEnv, workers: workers === undefined ? undefined : Number(workers) }), profileDir };
+  }
   const server = await startAgentauth({
     config: agentauthConfig(),
     mongoUri: target.startsWith('mongodb') ? ferret.uri : undefined,
@@ -308,7 +311,8 @@ async function runAll() {
   const selected = SCENARIOS.filter((s) => !only || only.has(s.id));
   let wantTarget = (t) => !targetFilter || targetFilter.has(t);
   // The workers scenario: cc_dpop against --workers 1 and --workers 2, on each store selected by --targets.
-  const workerStores = !only || only.has('workers') ? ['embedded', 'mongodb'].filter(wantTarget) : [];
+  // Bare oidc-provider in 1 and 2 processes is the reference: what a second process costs on this machine anyway.
+  const workerStores = !only || only.has('workers') ? ['embedded', 'mongodb', 'bare'].filter(wantTarget) : [];
   const needMongo = workerStores.includes('mongodb') || (selected.some((s) => s.targets.includes('mongodb')) && wantTarget('mongodb'));
   const ctx = { estimates: new Map(), ferret: undefined, mongo: undefined };
   const started = Date.now();

@@ -27,6 +27,8 @@ const TARGET_LABEL = {
   'mongodb-w2': 'agentauth --workers 2, FerretDB',
   'embedded-w1': 'agentauth --workers 1, embedded store',
   'embedded-w2': 'agentauth --workers 2, embedded store',
+  'bare-w1': 'bare oidc-provider, 1 process',
+  'bare-w2': 'bare oidc-provider, 2 cluster workers',
 };
 
 const int = (n) => (n === undefined || n === null || Number.isNaN(n) ? '–' : Math.round(n).toLocaleString('en-US'));
@@ -147,6 +149,8 @@ export function workersCpuRatio(results, store) {
 const WORKER_STORES = [
   ['embedded', 'embedded store (SQLite)'],
   ['mongodb', 'MongoDB wire (FerretDB)'],
+  // The reference, not a target: bench/bare-cluster.mjs (in-memory adapter per worker, nothing shared).
+  ['bare', 'bare oidc-provider (reference)'],
 ];
 
 /** CPU of each process (primary first), main thread + other threads, per request answered. */
@@ -171,7 +175,7 @@ function workersTable(results) {
   }
   lines.push(
     '',
-    'Per process: the primary first (with 2 workers), then each worker; "other threads" are V8\'s GC and compiler helpers, libuv\'s pool and the SQLite writer thread. CPU/req vs 1 worker: the median of the per-round ratios when the runs alternated.',
+    'Per process: the primary first (with 2 workers), then each worker; "other threads" are V8\'s GC and compiler helpers, libuv\'s pool and the SQLite writer thread. CPU/req vs 1 worker: the median of the per-round ratios when the runs alternated. Bare oidc-provider (bench/bare-cluster.mjs, each worker with its own in-memory adapter, nothing shared) is the reference: what a second process costs on this machine whatever the server.',
   );
   for (const { n, name, r } of rows) {
     if (r?.storage?.opsPerRequest) lines.push('', `Driver calls per request, ${name}, ${n} worker${n > 1 ? 's' : ''}: ${opsText(r.storage.opsPerRequest, 0.001)}.`);
@@ -203,7 +207,7 @@ export function targets(results) {
   const wallet = find(results, 'wallet', 'embedded');
   const walletM = find(results, 'wallet', 'mongodb');
   add('wallet grant ≥ 500/s', wallet ? `${int(wallet.rps)} req/s embedded${walletM ? `, ${int(walletM.rps)} MongoDB wire` : ''}` : '–', wallet ? wallet.rps >= 500 : undefined);
-  const agentauthRuns = results.runs.filter((r) => r.target !== 'bare' && !r.error && r.rss);
+  const agentauthRuns = results.runs.filter((r) => !r.target.startsWith('bare') && !r.error && r.rss);
   if (agentauthRuns.length) {
     const per = agentauthRuns.map((r) => ({ r, mb: r.processes > 1 ? r.rss.maxMb : r.rss.maxMb }));
     const worst = per.reduce((a, b) => (b.mb > a.mb ? b : a));
@@ -214,7 +218,7 @@ export function targets(results) {
       worst.mb <= 200,
     );
   } else add('peak RSS ≤ 200 MB under load (per process)', '–', undefined);
-  for (const [store, name] of WORKER_STORES) {
+  for (const [store, name] of WORKER_STORES.filter(([store]) => store !== 'bare')) {
     const w1 = find(results, 'cc_dpop', `${store}-w1`);
     const w2 = find(results, 'cc_dpop', `${store}-w2`);
     const cpu = workersCpuRatio(results, store);

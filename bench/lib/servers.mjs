@@ -13,6 +13,7 @@ import { childPids } from './proc.mjs';
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const CLI = join(ROOT, 'dist', 'server', 'cli.js');
 const BARE = join(ROOT, 'bench', 'bare-provider.mjs');
+const BARE_CLUSTER = join(ROOT, 'bench', 'bare-cluster.mjs');
 const PROBE = join(ROOT, 'bench', 'lib', 'mongo-probe.mjs');
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -41,6 +42,18 @@ async function waitReady(url, child, output, { path, timeoutMs = 30_000 }) {
     }
     await sleep(50);
   }
+}
+
+/** A cluster primary's workers: all forked, and time for the ones the readiness probe did not reach to finish booting. */
+async function waitForChildren(proc, workers, name) {
+  const deadline = Date.now() + 30_000;
+  while (childPids(proc.child.pid).length < workers) {
+    if (Date.now() > deadline) throw new Error(`${name}: fewer than ${workers} workers after 30 s: ${proc.output()}`);
+    await sleep(50);
+  }
+  // Workers boot side by side; the readiness probe answered for one of them. Give the others time to finish booting
+  // (the warm-up that follows also runs against all of them; per-worker CPU in the results shows each served).
+  await sleep(1500);
 }
 
 function spawnServer(args, env) {
@@ -108,25 +121,23 @@ export async function startAgentauth({ config, mongoUri, workers, profileDir, lo
   const args = [...profileArgs(profileDir), cli, 'start', ...(workers ? ['--workers', String(workers)] : [])];
   const proc = spawnServer(args, env);
   await waitReady(url, proc.child, proc.output, { path: '/readyz' });
-  if (workers && workers > 1) {
-    const deadline = Date.now() + 30_000;
-    while (childPids(proc.child.pid).length < workers) {
-      if (Date.now() > deadline) throw new Error(`agentauth: fewer than ${workers} workers after 30 s: ${proc.output()}`);
-      await sleep(50);
-    }
-    // Workers boot side by side; /readyz answered for one of them. Give the others time to finish booting
-    // (the warm-up that follows also runs against all of them; per-worker CPU in the results shows each served).
-    await sleep(1500);
-  }
+  if (workers > 1) await waitForChildren(proc, workers, 'agentauth');
   return handle('agentauth', url, port, proc, { dbName, workers: workers ?? 1, probeDir }, [dir, ...(probeDir ? [probeDir] : [])]);
 }
 
 /** bench/bare-provider.mjs: oidc-provider as its README configures it, in-memory adapter, same resource server and clients. */
-export async function startBare({ profileDir, env: extraEnv = {} } = {}) {
+/**
+ * bench/bare-provider.mjs: oidc-provider as its README configures it, in-memory adapter, same resource server and
+ * clients. With `workers` (the workers scenario's reference), bench/bare-cluster.mjs runs that many of it under
+ * node:cluster; with 2 or more, every worker must answer before the server counts as ready.
+ */
+export async function startBare({ profileDir, env: extraEnv = {}, workers } = {}) {
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
   const env = { PATH: process.env.PATH, HOME: process.env.HOME, PORT: String(port), ISSUER: url, ...extraEnv };
-  const proc = spawnServer([...profileArgs(profileDir), BARE], env);
+  if (workers !== undefined) env.BARE_WORKERS = String(workers);
+  const proc = spawnServer([...profileArgs(profileDir), workers === undefined ? BARE : BARE_CLUSTER], env);
   await waitReady(url, proc.child, proc.output, { path: '/.well-known/openid-configuration' });
-  return handle('bare', url, port, proc);
+  if (workers > 1) await waitForChildren(proc, workers, 'bare oidc-provider');
+  return handle('bare', url, port, proc, { workers: workers ?? 1 });
 }

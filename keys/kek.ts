@@ -76,10 +76,11 @@ export async function embeddedKek(source: KekSource, dataDir: string, keysExist:
  * never sees a half-written file. Returns false when another process's KEK was there first.
  */
 async function publishKekFile(path: string, kek: Buffer): Promise<boolean> {
+  const text = `${kek.toString('base64')}\n`;
   const temp = `${path}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`;
   const file = await open(temp, 'wx', 0o600);
   try {
-    await file.writeFile(`${kek.toString('base64')}\n`);
+    await file.writeFile(text);
     await file.sync();
   } finally {
     await file.close();
@@ -92,7 +93,7 @@ async function publishKekFile(path: string, kek: Buffer): Promise<boolean> {
     if (code === 'EEXIST') return false;
     if (code !== 'EPERM' && code !== 'ENOTSUP' && code !== 'ENOSYS') throw err;
     // A file system without hard links: an exclusive create still lets only one process win.
-    return writeFile(path, `${kek.toString('base64')}\n`, { mode: 0o600, flag: 'wx' }).then(
+    return writeFile(path, text, { mode: 0o600, flag: 'wx' }).then(
       () => true,
       (e: NodeJS.ErrnoException) => { if (e.code === 'EEXIST') return false; throw e; },
     );

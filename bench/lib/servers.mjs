@@ -125,7 +125,6 @@ export async function startAgentauth({ config, mongoUri, workers, profileDir, lo
   return handle('agentauth', url, port, proc, { dbName, workers: workers ?? 1, probeDir }, [dir, ...(probeDir ? [probeDir] : [])]);
 }
 
-/** bench/bare-provider.mjs: oidc-provider as its README configures it, in-memory adapter, same resource server and clients. */
 /**
  * bench/bare-provider.mjs: oidc-provider as its README configures it, in-memory adapter, same resource server and
  * clients. With `workers` (the workers scenario's reference), bench/bare-cluster.mjs runs that many of it under

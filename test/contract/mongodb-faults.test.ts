@@ -43,7 +43,7 @@ describe('MongoStorage when its server hangs, or crashes and restarts', () => {
 
   test('a hung server fails every call, and the ping, with StorageUnavailableError after timeoutMs, not later', async () => {
     await storage.model('Grant').upsert('g1', { kind: 'Grant' }, 60);
-    db.pause();
+    await db.pause();
     try {
       const calls = await Promise.all([
         settle(storage.ping()),

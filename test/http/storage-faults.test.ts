@@ -154,7 +154,7 @@ describe('storage faults: a hung, then a crashed and restarted MongoDB server, t
       for (let cycle = 1; cycle <= CYCLES; cycle += 1) {
         // A hung database: the process is stopped, its port still accepts connections, nothing is answered.
         let from = Date.now();
-        db.pause();
+        await db.pause();
         await sleep(HOLD_MS);
         readyDown.push({ cycle, kind: 'pause', ...(await readyz(server.url)) });
         windows.push({ kind: 'pause', cycle, from, to: Date.now() });

@@ -5,8 +5,11 @@ export interface FerretdbProcess {
   uri: string;
   /** SIGTERM (after SIGCONT if paused); resolves once exited. */
   stop(): Promise<void>;
-  /** SIGSTOP: the database hangs; connections are still accepted by the kernel but nothing is answered. */
-  pause(): void;
+  /**
+   * SIGSTOP, resolved once every thread has stopped (kill returns before that, and on a loaded machine the other
+   * threads go on answering for milliseconds): the database hangs; the kernel still accepts connections, nothing is answered.
+   */
+  pause(): Promise<void>;
   /** SIGCONT. */
   resume(): void;
   /** SIGKILL (a crash); resolves once exited. Restart with startFerretdb({ port, dir }). */

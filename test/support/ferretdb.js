@@ -1,6 +1,6 @@
 // Starts and stops the FerretDB test server (a real MongoDB wire-protocol database) for the test suite.
 import { execFileSync, spawn } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
 import { createServer, connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -25,6 +25,32 @@ export function freePort() {
   });
 }
 
+/** The state letter of each thread of `pid` (R, S, D, T, ...), from /proc; a thread that has just exited is left out. */
+function threadStates(pid) {
+  return readdirSync(`/proc/${pid}/task`).flatMap((tid) => {
+    try {
+      const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+      return [stat[stat.lastIndexOf(')') + 2]];
+    } catch {
+      return [];
+    }
+  });
+}
+
+/**
+ * Resolves once every thread of `pid` is stopped. kill(SIGSTOP) returns before that: one thread takes the signal and
+ * then stops the others, and until it has run (on a loaded machine, milliseconds later) the rest go on serving.
+ */
+async function untilStopped(pid, timeoutMs = 5000) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const states = threadStates(pid);
+    if (states.length > 0 && states.every((s) => s === 'T' || s === 't')) return;
+    if (Date.now() > deadline) throw new Error(`FerretDB (pid ${pid}) not stopped ${timeoutMs} ms after SIGSTOP: thread states ${states.join('')}`);
+    await new Promise((r) => setTimeout(r, 1));
+  }
+}
+
 function canConnect(port) {
   return new Promise((resolve) => {
     const sock = connect(port, '127.0.0.1');
@@ -37,8 +63,8 @@ function canConnect(port) {
  * Starts FerretDB on 127.0.0.1:`port` with its SQLite files in `dir` and resolves once it accepts connections.
  * Returns { port, dir, uri, pid, stop(), pause(), resume(), kill() }:
  * - stop() sends SIGTERM (after SIGCONT, should it be paused) and resolves when the process has exited;
- * - pause() sends SIGSTOP: the process hangs, but the kernel still accepts connections on its port, so clients see a
- *   database that answers nothing (not a refused connection);
+ * - pause() sends SIGSTOP and resolves once every thread has stopped: the process hangs, but the kernel still accepts
+ *   connections on its port, so clients see a database that answers nothing (not a refused connection);
  * - resume() sends SIGCONT;
  * - kill() sends SIGKILL (a crash: no clean shutdown) and resolves when the process has exited.
  * To restart a stopped or killed server on the same port with the same data, call startFerretdb({ port, dir }) again.
@@ -78,8 +104,9 @@ export async function startFerretdb({ bin = ferretdbBinary(), port, dir } = {}) 
       }
       await exited;
     },
-    pause() {
+    async pause() {
       signal('SIGSTOP');
+      await untilStopped(child.pid);
     },
     resume() {
       signal('SIGCONT');

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { link, mkdir, open, readFile, stat, unlink, writeFile } from 'node:fs/promises';
+import { link, mkdir, open, readdir, readFile, stat, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import { KeyMaterialError } from './errors.js';
@@ -28,14 +28,56 @@ export function decodeKek(text: string, setting: string): Buffer {
   return bytes;
 }
 
-async function readKekFile(path: string, setting: string): Promise<Buffer> {
-  let text: string;
-  try {
-    text = await readFile(path, 'utf8');
-  } catch (err) {
-    throw new KeyMaterialError(`${setting}: cannot read ${path} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+/** Length of a KEK file's text: base64 of KEK_BYTES bytes. */
+const KEK_TEXT_LENGTH = Math.ceil(KEK_BYTES / 3) * 4;
+/** How long a reader waits for a KEK file another process is still writing (see publishKekFile's fallback). */
+const PARTIAL_WAIT_MS = 2000;
+
+async function readKekFile(path: string, setting: string, waitForWriter = false): Promise<Buffer> {
+  const deadline = Date.now() + PARTIAL_WAIT_MS;
+  for (;;) {
+    let text: string;
+    try {
+      text = await readFile(path, 'utf8');
+    } catch (err) {
+      throw new KeyMaterialError(`${setting}: cannot read ${path} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+    }
+    try {
+      return decodeKek(text, setting);
+    } catch (err) {
+      // A file shorter than a key may be one another process is still writing (only on a file system without hard
+      // links, where the new KEK is created in place): wait for it, briefly. A full-length malformed file fails at once.
+      if (!waitForWriter || text.trim().length >= KEK_TEXT_LENGTH || Date.now() > deadline) throw err;
+    }
+    await new Promise((r) => setTimeout(r, 20));
   }
-  return decodeKek(text, setting);
+}
+
+/** `kek.<pid>.<hex>.tmp`: publishKekFile's temporary file. */
+const KEK_TEMP = /^kek\.(\d+)\.[0-9a-f]{12}\.tmp$/;
+
+/**
+ * Removes temporary KEK files left by a process that died while generating the KEK (it unlinks its own otherwise).
+ * Each holds key material: either a KEK that never got published, or a second link to the published one. A file
+ * whose process is still running is that process's to remove.
+ */
+async function sweepKekTemps(dataDir: string): Promise<void> {
+  const names = await readdir(dataDir).catch(() => [] as string[]);
+  for (const name of names) {
+    const m = KEK_TEMP.exec(name);
+    if (!m || processAlive(Number(m[1]))) continue;
+    await unlink(join(dataDir, name)).catch(() => undefined);
+  }
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    // EPERM: it exists, owned by someone else.
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
 }
 
 /** The KEK named by configuration, if any. */
@@ -55,8 +97,9 @@ export async function embeddedKek(source: KekSource, dataDir: string, keysExist:
   const configured = await configuredKek(source);
   if (configured) return configured;
   const path = join(dataDir, 'kek');
+  await sweepKekTemps(dataDir);
   const exists = await stat(path).then(() => true, () => false);
-  if (exists) return { kek: await readKekFile(path, `key-encryption key file ${path}`), origin: 'data-dir', path };
+  if (exists) return { kek: await readKekFile(path, `key-encryption key file ${path}`, !keysExist), origin: 'data-dir', path };
   if (keysExist) {
     throw new KeyMaterialError(
       `signing keys exist in ${dataDir} but no key-encryption key was found (${path} is missing and neither ` +
@@ -67,7 +110,7 @@ export async function embeddedKek(source: KekSource, dataDir: string, keysExist:
   const kek = randomBytes(KEK_BYTES);
   if (await publishKekFile(path, kek)) return { kek, origin: 'generated', path };
   // Another process (a sibling `--workers` worker, or a CLI command) generated it first: use theirs.
-  return { kek: await readKekFile(path, `key-encryption key file ${path}`), origin: 'data-dir', path };
+  return { kek: await readKekFile(path, `key-encryption key file ${path}`, true), origin: 'data-dir', path };
 }
 
 /**
@@ -92,7 +135,8 @@ async function publishKekFile(path: string, kek: Buffer): Promise<boolean> {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'EEXIST') return false;
     if (code !== 'EPERM' && code !== 'ENOTSUP' && code !== 'ENOSYS') throw err;
-    // A file system without hard links: an exclusive create still lets only one process win.
+    // A file system without hard links: an exclusive create still lets only one process win. Its file can be read
+    // before it is complete; readKekFile waits for a short one to fill.
     return writeFile(path, text, { mode: 0o600, flag: 'wx' }).then(
       () => true,
       (e: NodeJS.ErrnoException) => { if (e.code === 'EEXIST') return false; throw e; },

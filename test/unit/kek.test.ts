@@ -54,6 +54,38 @@ describe('the embedded store generates its key-encryption key once, whoever star
     expect(await readdir(dir)).toEqual([]);
   });
 
+  test('temporary KEK files left by a process that died while generating are removed; a running process\'s are not', async () => {
+    const dead = (await run(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'])).stdout;
+    const stale = `kek.${dead}.0123456789ab.tmp`;
+    const live = `kek.${process.pid}.ba9876543210.tmp`;
+    await writeFile(join(dir, stale), `${Buffer.alloc(32, 1).toString('base64')}\n`, { mode: 0o600 });
+    await writeFile(join(dir, live), `${Buffer.alloc(32, 2).toString('base64')}\n`, { mode: 0o600 });
+    await writeFile(join(dir, 'kek.notes.tmp'), 'not ours\n');
+    const r = await embeddedKek({}, dir, false);
+    expect(r.origin).toBe('generated');
+    expect((await readdir(dir)).sort()).toEqual(['kek', 'kek.notes.tmp', live].sort());
+  });
+
+  test('a kek file still being written (no hard links: created in place) is waited for, then read', async () => {
+    const kek = Buffer.alloc(32, 9);
+    const text = `${kek.toString('base64')}\n`;
+    await writeFile(join(dir, 'kek'), text.slice(0, 20), { mode: 0o600 });
+    setTimeout(() => void writeFile(join(dir, 'kek'), text, { mode: 0o600 }), 300);
+    const r = await embeddedKek({}, dir, false);
+    expect(r.origin).toBe('data-dir');
+    expect(r.kek.equals(kek)).toBe(true);
+  });
+
+  test('a short kek file that never fills is refused after the wait; with keys already stored, at once', async () => {
+    await writeFile(join(dir, 'kek'), 'c2hvcnQ=\n', { mode: 0o600 });
+    let started = Date.now();
+    await expect(embeddedKek({}, dir, false)).rejects.toThrow(/must be 32 bytes encoded as base64/);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(1900);
+    started = Date.now();
+    await expect(embeddedKek({}, dir, true)).rejects.toThrow(/must be 32 bytes encoded as base64/);
+    expect(Date.now() - started).toBeLessThan(1000);
+  });
+
   test('a malformed kek file is refused with what it must hold', async () => {
     await writeFile(join(dir, 'kek'), 'not a key\n');
     await expect(embeddedKek({}, dir, false)).rejects.toThrow(/must be 32 bytes encoded as base64/);

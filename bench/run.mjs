@@ -304,7 +304,7 @@ function median(list) {
   if (list.length === 1) return list[0];
   const sorted = [...good].sort((a, b) => a.rps - b.rps);
   const pick = sorted[Math.floor((sorted.length - 1) / 2)];
-  return { ...pick, rounds: list.map((r) => (r.error ? { error: r.error } : { rps: r.rps, p50: r.p50, p99: r.p99, cpuMicrosPerRequest: r.cpuMicrosPerRequest, rssMb: r.rss?.maxMb, machineSteal: r.machineSteal, perProcessCpuMicros: r.perProcessCpuMicros })) };
+  return { ...pick, rounds: list.map((r) => (r.error ? { error: r.error } : { rps: r.rps, p50: r.p50, p99: r.p99, requests: r.requests, cpuMicrosPerRequest: r.cpuMicrosPerRequest, threadCpuMicros: r.threadCpuMicros, rssMb: r.rss?.maxMb, machineSteal: r.machineSteal, perProcessCpuMicros: r.perProcessCpuMicros })) };
 }
 
 async function runAll() {

@@ -16,5 +16,7 @@ export interface FerretdbProcess {
   kill(): Promise<void>;
 }
 export function ferretdbBinary(): string;
+/** The state letter of each thread of `pid` (R, S, D, T, ...), from /proc/<pid>/task. */
+export function threadStates(pid: number): string[];
 export function freePort(): Promise<number>;
 export function startFerretdb(options?: { bin?: string; port?: number; dir?: string }): Promise<FerretdbProcess>;

@@ -26,7 +26,7 @@ export function freePort() {
 }
 
 /** The state letter of each thread of `pid` (R, S, D, T, ...), from /proc; a thread that has just exited is left out. */
-function threadStates(pid) {
+export function threadStates(pid) {
   return readdirSync(`/proc/${pid}/task`).flatMap((tid) => {
     try {
       const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');

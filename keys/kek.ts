@@ -94,10 +94,11 @@ export async function configuredKek(source: KekSource): Promise<ResolvedKek | un
  * directory holds no keys yet; with keys present and no KEK, start-up is refused rather than orphaning them.
  */
 export async function embeddedKek(source: KekSource, dataDir: string, keysExist: boolean): Promise<ResolvedKek> {
+  // Leftovers of a crashed first start go whichever KEK is used now (an operator may have configured one since).
+  await sweepKekTemps(dataDir);
   const configured = await configuredKek(source);
   if (configured) return configured;
   const path = join(dataDir, 'kek');
-  await sweepKekTemps(dataDir);
   const exists = await stat(path).then(() => true, () => false);
   if (exists) return { kek: await readKekFile(path, `key-encryption key file ${path}`, !keysExist), origin: 'data-dir', path };
   if (keysExist) {

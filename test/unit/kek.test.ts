@@ -66,6 +66,14 @@ describe('the embedded store generates its key-encryption key once, whoever star
     expect((await readdir(dir)).sort()).toEqual(['kek', 'kek.notes.tmp', live].sort());
   });
 
+  test('those temporary files are removed also when the KEK is now configured (AGENTAUTH_KEK)', async () => {
+    const dead = (await run(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'])).stdout;
+    await writeFile(join(dir, `kek.${dead}.0123456789ab.tmp`), `${Buffer.alloc(32, 1).toString('base64')}\n`, { mode: 0o600 });
+    const r = await embeddedKek({ kek: Buffer.alloc(32, 3).toString('base64') }, dir, false);
+    expect(r.origin).toBe('AGENTAUTH_KEK');
+    expect(await readdir(dir)).toEqual([]);
+  });
+
   test('a kek file still being written (no hard links: created in place) is waited for, then read', async () => {
     const kek = Buffer.alloc(32, 9);
     const text = `${kek.toString('base64')}\n`;

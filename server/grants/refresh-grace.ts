@@ -11,7 +11,8 @@ import type { Consumption, ModelStore } from '../../adapters/types.js';
  *
  * oidc-provider's own handler still does every check and issues every token; this module decides only what a reuse
  * of a rotated refresh token gets:
- * - the winner of a rotation records its successor's id with the consumed token (ModelStore.setSuccessor, once);
+ * - the winner of a rotation records its successor's id with the consumed token (ModelStore.setSuccessor, once), as
+ *   the successor is saved;
  * - a reuse of exactly that token, by the same client, within the tier's `refreshGraceSeconds` after it was consumed,
  *   is answered as a refresh with the recorded successor that does not rotate it: the same successor refresh token
  *   comes back (with a new access token), so concurrent callers converge on one live token;
@@ -142,13 +143,25 @@ export function installRefreshGrace(provider: Provider, deps: RefreshGraceDeps):
       ctx.state.refreshGrace = { grace: true };
       return;
     }
-    // A rotation happened: record its successor with the consumed token, for a reuse within the grace window.
-    const { RotatedRefreshToken: rotated, RefreshToken: next } = ctx.oidc.entities as { RotatedRefreshToken?: { jti: string }; RefreshToken?: { jti: string } };
-    const client = ctx.oidc.client;
-    if (rotated && next && rotated.jti !== next.jti && client && deps.graceSeconds(client) > 0) {
-      await failClosed(() => deps.refreshTokens.setSuccessor(rotated.jti, next.jti));
-    }
   }
+
+  // A rotation records its successor with the consumed token, for a reuse within the grace window. The record is
+  // written in the same event-loop turn as the successor itself, so that on the embedded store both travel to the
+  // writer thread together and share one commit (one fsync, not two, per refresh); the answer waits for both.
+  type SavedToken = { jti?: string; generateTokenId(): string };
+  const prototype = (provider.RefreshToken as unknown as { prototype: SavedToken & { save(...args: unknown[]): Promise<string> } }).prototype;
+  const save = prototype.save;
+  prototype.save = async function saveRecordingSuccessor(this: SavedToken, ...args: unknown[]): Promise<string> {
+    const ctx = Provider.ctx as KoaContextWithOIDC | undefined;
+    const entities = ctx && states.has(ctx) ? (ctx.oidc.entities as { RotatedRefreshToken?: { jti: string }; RefreshToken?: unknown }) : undefined;
+    const rotated = entities?.RotatedRefreshToken;
+    const client = ctx?.oidc.client;
+    if (!rotated || entities.RefreshToken !== this || !client || deps.graceSeconds(client) <= 0) return save.apply(this, args);
+    this.jti ??= this.generateTokenId(); // what save() does first; the successor's id is needed now
+    if (this.jti === rotated.jti) return save.apply(this, args);
+    const [value] = await Promise.all([save.apply(this, args), failClosed(() => deps.refreshTokens.setSuccessor(rotated.jti, this.jti!))]);
+    return value;
+  };
 
   provider.registerGrantType('refresh_token', handler as never, ['refresh_token', 'scope', 'resource'], ['resource']);
 }

@@ -8,7 +8,8 @@ import autocannon from 'autocannon';
  * `GET /healthz` requests go out (never used-up material), they are not counted, the measured window ends at that
  * moment, and the result says `exhausted`.
  * A response counts as a success only if it is 2xx and `verify(body)` accepts it (a 200 `{"active":false}` is not
- * a success); `onResponse(status, body)` sees every response (refresh rotation feeds the new token back).
+ * a success); `onResponse(status, body, context)` sees every response (refresh rotation feeds the new token back);
+ * `context` is the connection's, the object `next(context)` was given for the request being answered.
  */
 export function runLoad({ url, seconds, connections, next, verify, onResponse, rate }) {
   let exhaustedAt;
@@ -16,8 +17,8 @@ export function runLoad({ url, seconds, connections, next, verify, onResponse, r
   let ok = 0;
   let unexpected = 0;
   const request = {
-    setupRequest(req) {
-      const r = exhaustedAt === undefined ? next() : undefined;
+    setupRequest(req, context) {
+      const r = exhaustedAt === undefined ? next(context) : undefined;
       if (!r) {
         if (exhaustedAt === undefined) {
           exhaustedAt = process.hrtime.bigint();
@@ -27,13 +28,13 @@ export function runLoad({ url, seconds, connections, next, verify, onResponse, r
       }
       return { ...req, method: r.method ?? 'POST', path: r.path, headers: r.headers, body: r.body };
     },
-    onResponse(status, body) {
+    onResponse(status, body, context) {
       if (exhaustedAt !== undefined) return;
       if (status >= 200 && status < 300) {
         if (!verify || verify(body)) ok += 1;
         else unexpected += 1;
       }
-      onResponse?.(status, body);
+      onResponse?.(status, body, context);
     },
   };
   // autocannon's own histogram keeps whole milliseconds; keep every 2xx latency to report sub-millisecond percentiles.

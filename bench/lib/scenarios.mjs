@@ -110,11 +110,15 @@ export const SCENARIOS = [
       const headers = { authorization: basic(REFRESH_AGENT), 'content-type': FORM };
       const { queue } = state;
       return {
-        next: () => {
+        next: (context) => {
           const token = queue.shift();
+          if (context) context.refreshToken = token;
           return token === undefined ? undefined : { path: '/token', headers, body: form({ grant_type: 'refresh_token', refresh_token: token, resource: RESOURCE }) };
         },
-        onResponse: (status, body) => {
+        onResponse: (status, body, context) => {
+          // A 503 (storage slow or down) is retried with the same token, as a client would: the chain goes on, with
+          // the successor if the rotation did happen (the refresh grace), and the 503 still counts as a failure.
+          if (status === 503 && context?.refreshToken) queue.push(context.refreshToken);
           if (status !== 200) return;
           const m = /"refresh_token":"([^"]+)"/.exec(body);
           if (m) queue.push(m[1]);

@@ -90,6 +90,13 @@ class MemoryModelStore implements ModelStore {
     return true;
   }
 
+  async rotate(consumedId: string, id: string, payload: AdapterPayload, expiresIn: number | undefined, recordSuccessor: boolean): Promise<boolean> {
+    if (!(await this.consume(consumedId))) return false;
+    await this.upsert(id, payload, expiresIn);
+    if (recordSuccessor) await this.setSuccessor(consumedId, id);
+    return true;
+  }
+
   async consumption(id: string): Promise<Consumption | undefined> {
     if (!isValidKey(id)) return undefined;
     const e = this.#entries.get(id);

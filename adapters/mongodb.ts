@@ -177,6 +177,14 @@ class MongoModelStore implements ModelStore {
     }
   }
 
+  /** The consume decides (a unique insert); the successor and its grace record follow it. */
+  async rotate(consumedId: string, id: string, payload: AdapterPayload, expiresIn: number | undefined, recordSuccessor: boolean): Promise<boolean> {
+    if (!(await this.consume(consumedId))) return false;
+    await this.upsert(id, payload, expiresIn);
+    if (recordSuccessor) await this.setSuccessor(consumedId, id);
+    return true;
+  }
+
   /** Read from the markers, which are the single-use decision (the record's own `consumed` field follows them). */
   async consumption(id: string): Promise<Consumption | undefined> {
     if (!isValidKey(id)) return undefined;

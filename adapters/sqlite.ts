@@ -213,6 +213,17 @@ function toPayload(row: RecordRow | undefined): AdapterPayload | undefined {
 /** The live-record condition every read and every single-use write carries: expiry is never left to the sweep. */
 const LIVE = '(expires_at IS NULL OR expires_at > ?)';
 
+const UPSERT = `INSERT INTO oidc_records (model, id, payload, expires_at, grant_id, uid, user_code, client_id, consumed)
+  VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+  ON CONFLICT (model, id) DO UPDATE SET payload = excluded.payload, expires_at = excluded.expires_at,
+    grant_id = excluded.grant_id, uid = excluded.uid, user_code = excluded.user_code, client_id = excluded.client_id,
+    consumed = excluded.consumed`;
+/** Params: consumed (epoch s), model, id, now (ms). */
+const CONSUME = `UPDATE oidc_records SET consumed = ? WHERE model = ? AND id = ? AND consumed IS NULL AND ${LIVE}`;
+/** Params: successor, model, id, now (ms). */
+const SET_SUCCESSOR = `UPDATE oidc_records SET payload = json_set(payload, '${SUCCESSOR}', ?)
+  WHERE model = ? AND id = ? AND consumed IS NOT NULL AND json_extract(payload, '${SUCCESSOR}') IS NULL AND ${LIVE}`;
+
 class SqliteModelStore implements ModelStore {
   constructor(
     private readonly model: ModelName,
@@ -237,16 +248,7 @@ class SqliteModelStore implements ModelStore {
   }
 
   async upsert(id: string, payload: AdapterPayload, expiresIn?: number): Promise<void> {
-    const row = this.#row(id, payload, expiresIn);
-    await this.conn().write(
-      'upsert',
-      `INSERT INTO oidc_records (model, id, payload, expires_at, grant_id, uid, user_code, client_id, consumed)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-       ON CONFLICT (model, id) DO UPDATE SET payload = excluded.payload, expires_at = excluded.expires_at,
-         grant_id = excluded.grant_id, uid = excluded.uid, user_code = excluded.user_code, client_id = excluded.client_id,
-         consumed = excluded.consumed`,
-      ...row,
-    );
+    await this.conn().write('upsert', UPSERT, ...this.#row(id, payload, expiresIn));
   }
 
   async insertOnce(id: string, payload: AdapterPayload, expiresIn: number): Promise<boolean> {
@@ -298,14 +300,7 @@ class SqliteModelStore implements ModelStore {
     const now = Date.now();
     // One UPDATE whose WHERE holds the whole condition (live, not yet consumed). SQLite serialises writers across
     // connections and processes, and a statement sees the effects of the one before it: exactly one call changes the row.
-    const changed = await this.conn().write(
-      'consume',
-      `UPDATE oidc_records SET consumed = ? WHERE model = ? AND id = ? AND consumed IS NULL AND ${LIVE}`,
-      Math.floor(now / 1000),
-      this.model,
-      id,
-      now,
-    );
+    const changed = await this.conn().write('consume', CONSUME, Math.floor(now / 1000), this.model, id, now);
     return changed === 1;
   }
 
@@ -313,16 +308,22 @@ class SqliteModelStore implements ModelStore {
     if (!isValidKey(id)) return false;
     checkKey('successor', successor);
     // One UPDATE whose WHERE holds the whole condition (live, consumed, no successor yet): exactly one call changes the row.
-    const changed = await this.conn().write(
-      'setSuccessor',
-      `UPDATE oidc_records SET payload = json_set(payload, '${SUCCESSOR}', ?)
-       WHERE model = ? AND id = ? AND consumed IS NOT NULL AND json_extract(payload, '${SUCCESSOR}') IS NULL AND ${LIVE}`,
-      successor,
-      this.model,
-      id,
-      Date.now(),
-    );
+    const changed = await this.conn().write('setSuccessor', SET_SUCCESSOR, successor, this.model, id, Date.now());
     return changed === 1;
+  }
+
+  /** consume, upsert and setSuccessor as one job: the statements after the consume run only if it changed the row. */
+  async rotate(consumedId: string, id: string, payload: AdapterPayload, expiresIn: number | undefined, recordSuccessor: boolean): Promise<boolean> {
+    if (!isValidKey(consumedId)) return false;
+    const row = this.#row(id, payload, expiresIn);
+    if (recordSuccessor) checkKey('successor', id);
+    const now = Date.now();
+    const changed = await this.conn().writePrefix('rotate', [
+      { sql: CONSUME, params: [Math.floor(now / 1000), this.model, consumedId, now] },
+      { sql: UPSERT, params: row },
+      ...(recordSuccessor ? [{ sql: SET_SUCCESSOR, params: [id, this.model, consumedId, now] }] : []),
+    ]);
+    return changed >= 1;
   }
 
   async consumption(id: string): Promise<Consumption | undefined> {

@@ -32,6 +32,13 @@ export interface ModelStore {
    */
   setSuccessor(id: string, successor: string): Promise<boolean>;
   /**
+   * A rotation: consume `consumedId` and, only if this call consumed it, store `id` (as upsert would) and, with
+   * `recordSuccessor`, record `id` as its successor (setSuccessor). True when this call consumed it; false (nothing
+   * stored) otherwise, as consume. Single use is as atomic as consume's; on the embedded store the three writes are
+   * also one commit, on MongoDB they follow the consume in order.
+   */
+  rotate(consumedId: string, id: string, payload: AdapterPayload, expiresIn: number | undefined, recordSuccessor: boolean): Promise<boolean>;
+  /**
    * When a live record was consumed (epoch seconds) and, if recorded, its successor; undefined when the record is
    * missing, expired or not consumed. Reads the store's own single-use mark, so it is current as soon as consume
    * has returned true to someone.

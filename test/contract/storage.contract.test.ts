@@ -208,6 +208,54 @@ describe.each(FACTORIES)('storage contract: $name', (factory) => {
     expect(await store.consumption({ $ne: null } as unknown as string)).toBeUndefined();
   });
 
+  test('rotate is atomic: of 50 concurrent rotations of one token exactly one consumes it, stores its successor and records it', async () => {
+    const store = storage.model('RefreshToken');
+    for (let round = 0; round < 3; round += 1) {
+      const id = rid();
+      await store.upsert(id, { kind: 'RefreshToken', grantId: `g-${id}` }, 60);
+      const successors = Array.from({ length: 50 }, () => rid());
+      const results = await Promise.all(
+        successors.map((next) => store.rotate(id, next, { kind: 'RefreshToken', grantId: `g-${id}`, rotations: 1 }, 60, true)),
+      );
+      expect(results.filter(Boolean)).toHaveLength(1);
+      const winner = successors[results.indexOf(true)]!;
+      expect(await store.find(winner)).toEqual({ kind: 'RefreshToken', grantId: `g-${id}`, rotations: 1 });
+      // The losers stored nothing: no second live token for the grant.
+      for (const loser of successors.filter((s) => s !== winner)) expect(await store.find(loser)).toBeUndefined();
+      expect(await store.consumption(id)).toEqual({ at: expect.any(Number), successor: winner });
+      expect(await store.consume(id)).toBe(false);
+    }
+  });
+
+  test('rotate refuses a consumed, missing, expired or hostile token and then stores nothing; without recordSuccessor it records none', async () => {
+    const store = storage.model('RefreshToken');
+    const id = rid();
+    await store.upsert(id, { kind: 'RefreshToken', grantId: `g-${id}` }, 60);
+    expect(await store.consume(id)).toBe(true);
+    const next = rid();
+    expect(await store.rotate(id, next, { kind: 'RefreshToken', grantId: `g-${id}` }, 60, true)).toBe(false);
+    expect(await store.find(next)).toBeUndefined();
+    expect(await store.consumption(id)).toEqual({ at: expect.any(Number) });
+    for (const missing of [rid(), ...HOSTILE]) {
+      const other = rid();
+      expect(await store.rotate(missing as string, other, { kind: 'RefreshToken' }, 60, true)).toBe(false);
+      expect(await store.find(other)).toBeUndefined();
+    }
+    const short = rid();
+    await store.upsert(short, { kind: 'RefreshToken', grantId: `g-${short}` }, 1);
+    await new Promise((r) => setTimeout(r, 1100));
+    const afterExpiry = rid();
+    expect(await store.rotate(short, afterExpiry, { kind: 'RefreshToken' }, 60, true)).toBe(false);
+    expect(await store.find(afterExpiry)).toBeUndefined();
+
+    const plain = rid();
+    await store.upsert(plain, { kind: 'RefreshToken', grantId: `g-${plain}` }, 60);
+    const plainNext = rid();
+    expect(await store.rotate(plain, plainNext, { kind: 'RefreshToken', grantId: `g-${plain}` }, 60, false)).toBe(true);
+    expect(await store.find(plainNext)).toEqual({ kind: 'RefreshToken', grantId: `g-${plain}` });
+    expect(await store.consumption(plain)).toEqual({ at: expect.any(Number) });
+  });
+
   test('an expired consumed record has no consumption', async () => {
     const store = storage.model('RefreshToken');
     const id = rid();

@@ -55,6 +55,12 @@ export interface AdapterOptions {
    * (server/grants/refresh-grace.ts) decides, from the token's consumption mark, between its grace and revocation.
    */
   deferRefreshTokenReuse?: boolean;
+  /**
+   * Asked when a refresh token is stored: the rotation it completes, if any (server/grants/refresh-grace.ts defers
+   * the rotated token's consume to this moment). The store then consumes, stores and records the successor in one
+   * rotate call, and a lost consume throws RefreshTokenRaceLost (nothing stored).
+   */
+  refreshTokenRotation?: (id: string) => { consumes: string; recordSuccessor: boolean } | undefined;
   /** Cascade revocation (server/revocation-lineage.ts): told of every revocation the adapter carries out. */
   revocation?: RevocationHooks;
 }
@@ -106,6 +112,12 @@ export function oidcAdapterFactory(storage: Storage, health?: StorageHealth, opt
         const { clientSecrets } = options;
         if (name === 'Client' && clientSecrets && typeof payload.client_secret === 'string' && !HASHED.test(payload.client_secret)) {
           payload = { ...payload, client_secret: clientSecrets.hash(payload.client_secret) };
+        }
+        const rotation = name === 'RefreshToken' ? options.refreshTokenRotation?.(id) : undefined;
+        if (rotation) {
+          return failClosed(async () => {
+            if (!(await store.rotate(rotation.consumes, id, payload, expiresIn, rotation.recordSuccessor))) throw new RefreshTokenRaceLost();
+          });
         }
         return failClosed(() => store.upsert(id, payload, expiresIn));
       },

@@ -13,7 +13,7 @@ import { MAX_EXCHANGE_RESOURCES, longestSignedTokenLifetime } from './config.js'
 import type { Config } from './config.js';
 import type { Logger } from './logger.js';
 import { shouldIssueRefreshToken } from './policies/refresh.js';
-import { installRefreshGrace, isGraceReissue } from './grants/refresh-grace.js';
+import { installRefreshGrace, isGraceReissue, pendingRotation } from './grants/refresh-grace.js';
 import { checkRefreshTarget } from './policies/refresh-request.js';
 import { TIER_FIELD, accessTokenLifetime, refreshTokenLifetime, tierOf } from './policies/tiers.js';
 import type { TierLimits } from './policies/tiers.js';
@@ -162,6 +162,7 @@ export function providerConfiguration(deps: ProviderDeps): Configuration {
     adapter: oidcAdapterFactory(storage, health, {
       clientSecrets: hasher,
       deferRefreshTokenReuse: true,
+      refreshTokenRotation: pendingRotation,
       // The request being handled (oidc-provider's async context) gets the same grant.revoked event a sequential
       // reuse emits, so the audit trail records the revocation either way.
       onGrantRevoked: (grantId) => {

@@ -11,8 +11,8 @@ import type { Consumption, ModelStore } from '../../adapters/types.js';
  *
  * oidc-provider's own handler still does every check and issues every token; this module decides only what a reuse
  * of a rotated refresh token gets:
- * - the winner of a rotation records its successor's id with the consumed token (ModelStore.setSuccessor, once), as
- *   the successor is saved;
+ * - the winner of a rotation records its successor's id with the consumed token (ModelStore.rotate: consume, store
+ *   and record in one call);
  * - a reuse of exactly that token, by the same client, within the tier's `refreshGraceSeconds` after it was consumed,
  *   is answered as a refresh with the recorded successor that does not rotate it: the same successor refresh token
  *   comes back (with a new access token), so concurrent callers converge on one live token;
@@ -39,9 +39,32 @@ interface RefreshState {
   graceFrom?: string;
   /** The DPoP proof of this request has been checked against replay once (a re-run must not count it twice). */
   replayChecked: boolean;
+  /** A rotation whose consume waits for its successor's save (see consumeWithItsSuccessor below). */
+  rotation?: PendingRotation;
+}
+
+interface PendingRotation {
+  consumes: string;
+  token: { jti: string; emit(event: string): void };
+  recordSuccessor: boolean;
+  /** Set once the store has consumed, stored and recorded (adapters/oidc-adapter.ts refreshTokenRotation). */
+  stored: boolean;
 }
 
 const states = new WeakMap<object, RefreshState>();
+
+/**
+ * For the oidc adapter (refreshTokenRotation): the rotation that storing refresh token `id` completes in the request
+ * being handled, if any. The successor oidc-provider saves is the request's RefreshToken entity.
+ */
+export function pendingRotation(id: string): { consumes: string; recordSuccessor: boolean } | undefined {
+  const ctx = Provider.ctx as KoaContextWithOIDC | undefined;
+  const rotation = ctx ? states.get(ctx)?.rotation : undefined;
+  if (!rotation || rotation.stored || (ctx!.oidc.entities as { RefreshToken?: { jti?: string } }).RefreshToken?.jti !== id) return undefined;
+  if (id === rotation.consumes) return undefined;
+  rotation.stored = true;
+  return { consumes: rotation.consumes, recordSuccessor: rotation.recordSuccessor };
+}
 
 /** True while the request is a grace re-issue: the refresh grant must not rotate the successor it hands back. */
 export function isGraceReissue(ctx: object): boolean {
@@ -143,23 +166,50 @@ export function installRefreshGrace(provider: Provider, deps: RefreshGraceDeps):
       ctx.state.refreshGrace = { grace: true };
       return;
     }
+    // A consume deferred to a save that never came (not oidc-provider 9.13.3's order): done now, before the answer.
+    const left = state.rotation;
+    if (left) {
+      state.rotation = undefined;
+      await consume.call(left.token);
+    }
   }
 
-  // A rotation records its successor with the consumed token, for a reuse within the grace window. The record is
-  // written in the same event-loop turn as the successor itself, so that on the embedded store both travel to the
-  // writer thread together and share one commit (one fsync, not two, per refresh); the answer waits for both.
-  type SavedToken = { jti?: string; generateTokenId(): string };
-  const prototype = (provider.RefreshToken as unknown as { prototype: SavedToken & { save(...args: unknown[]): Promise<string> } }).prototype;
+  // A rotation consumes the presented token, stores its successor and records the successor with the consumed token
+  // (for a reuse within the grace window). oidc-provider consumes first and saves the successor right after, with
+  // nothing in between; the consume is deferred to that save, so that the store does all three in one rotate call:
+  // on the embedded store one job in one commit (it took up to three), whose later writes happen only if the consume
+  // won. A lost consume throws RefreshTokenRaceLost from the save, which the handler above runs again.
+  type RefreshTokenInstance = { jti: string; emit(event: string): void };
+  const prototype = (provider.RefreshToken as unknown as {
+    prototype: RefreshTokenInstance & { consume(): Promise<void>; save(...args: unknown[]): Promise<string> };
+  }).prototype;
+  const consume = prototype.consume;
   const save = prototype.save;
-  prototype.save = async function saveRecordingSuccessor(this: SavedToken, ...args: unknown[]): Promise<string> {
+  prototype.consume = async function consumeWithItsSuccessor(this: RefreshTokenInstance): Promise<void> {
     const ctx = Provider.ctx as KoaContextWithOIDC | undefined;
-    const entities = ctx && states.has(ctx) ? (ctx.oidc.entities as { RotatedRefreshToken?: { jti: string }; RefreshToken?: unknown }) : undefined;
-    const rotated = entities?.RotatedRefreshToken;
+    const state = ctx && states.get(ctx);
     const client = ctx?.oidc.client;
-    if (!rotated || entities.RefreshToken !== this || !client || deps.graceSeconds(client) <= 0) return save.apply(this, args);
-    this.jti ??= this.generateTokenId(); // what save() does first; the successor's id is needed now
-    if (this.jti === rotated.jti) return save.apply(this, args);
-    const [value] = await Promise.all([save.apply(this, args), failClosed(() => deps.refreshTokens.setSuccessor(rotated.jti, this.jti!))]);
+    if (!state || !client || state.graceFrom !== undefined) return consume.call(this);
+    state.rotation = { consumes: this.jti, token: this, recordSuccessor: deps.graceSeconds(client) > 0, stored: false };
+  };
+  prototype.save = async function saveCompletingRotation(this: RefreshTokenInstance, ...args: unknown[]): Promise<string> {
+    const ctx = Provider.ctx as KoaContextWithOIDC | undefined;
+    const state = ctx && states.get(ctx);
+    const rotation = state?.rotation;
+    if (!rotation) return save.apply(this, args);
+    let value: string;
+    try {
+      value = await save.apply(this, args); // the adapter's upsert asks pendingRotation() and completes the rotation
+    } finally {
+      if (state.rotation === rotation) state.rotation = undefined;
+    }
+    if (!rotation.stored) {
+      // Not completed by the store (another token was saved first): consume the old way, then record the successor.
+      await consume.call(rotation.token);
+      if (rotation.recordSuccessor) await failClosed(() => deps.refreshTokens.setSuccessor(rotation.consumes, this.jti));
+      return value;
+    }
+    rotation.token.emit('consumed'); // what oidc-provider's consume emits once the adapter has consumed
     return value;
   };
 

@@ -94,5 +94,11 @@ describe('oidc-provider internals agentauth relies on', () => {
     expect(at('checkDpopReplay(ctx')).toBeLessThan(at('if (refreshToken.consumed)'));
     expect(at('rotateRefreshToken(ctx)')).toBeLessThan(at('await refreshToken.consume()'));
     expect(at('ctx.oidc.entity(\'RotatedRefreshToken\', refreshToken)')).toBeGreaterThan(at('await refreshToken.consume()'));
+    // The rotation's consume is deferred to the successor's save: between the two, nothing awaits, and the successor
+    // is the RefreshToken entity when it is saved (pendingRotation matches it by jti).
+    const between = source.slice(at('await refreshToken.consume()') + 'await refreshToken.consume()'.length, at('refreshTokenValue = await refreshToken.save()'));
+    expect(between.length).toBeGreaterThan(0);
+    expect(between).not.toMatch(/\bawait\b/);
+    expect(between).toContain("ctx.oidc.entity('RefreshToken', refreshToken);");
   });
 });

@@ -3,6 +3,7 @@ import type { Collection, Db, Filter } from 'mongodb';
 
 import { deadline, withDeadline } from './deadline.js';
 import { StorageUnavailableError } from './errors.js';
+import { rotateInOrder } from './rotation.js';
 import type { AdapterPayload, AuditRecord, Consumption, AuditStore, KeyStore, KeyTransition, ModelName, ModelStore, NonceStore, RevokedTokenStore, Storage, StoredKey } from './types.js';
 import { AUDIT_CHAIN_ID, DEFAULT_AUDIT_CHAIN, MODEL_NAMES, chainOf } from './types.js';
 import { checkKey, checkLookup, isValidKey } from './validate.js';
@@ -177,12 +178,8 @@ class MongoModelStore implements ModelStore {
     }
   }
 
-  /** The consume decides (a unique insert); the successor and its grace record follow it. */
-  async rotate(consumedId: string, id: string, payload: AdapterPayload, expiresIn: number | undefined, recordSuccessor: boolean): Promise<boolean> {
-    if (!(await this.consume(consumedId))) return false;
-    await this.upsert(id, payload, expiresIn);
-    if (recordSuccessor) await this.setSuccessor(consumedId, id);
-    return true;
+  rotate(consumedId: string, id: string, payload: AdapterPayload, expiresIn: number | undefined, recordSuccessor: boolean): Promise<boolean> {
+    return rotateInOrder(this, consumedId, id, payload, expiresIn, recordSuccessor);
   }
 
   /** Read from the markers, which are the single-use decision (the record's own `consumed` field follows them). */

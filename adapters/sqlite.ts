@@ -315,8 +315,7 @@ class SqliteModelStore implements ModelStore {
   /** consume, upsert and setSuccessor as one job: the statements after the consume run only if it changed the row. */
   async rotate(consumedId: string, id: string, payload: AdapterPayload, expiresIn: number | undefined, recordSuccessor: boolean): Promise<boolean> {
     if (!isValidKey(consumedId)) return false;
-    const row = this.#row(id, payload, expiresIn);
-    if (recordSuccessor) checkKey('successor', id);
+    const row = this.#row(id, payload, expiresIn); // checks id too
     const now = Date.now();
     const changed = await this.conn().writePrefix('rotate', [
       { sql: CONSUME, params: [Math.floor(now / 1000), this.model, consumedId, now] },

@@ -141,7 +141,17 @@ export function installRefreshGrace(provider: Provider, deps: RefreshGraceDeps):
     if (state) state.replayChecked = true;
   }) as never;
 
-  const run = (ctx: KoaContextWithOIDC) => builtinRefreshGrant(provider, helpers, ctx);
+  const run = async (ctx: KoaContextWithOIDC) => {
+    await builtinRefreshGrant(provider, helpers, ctx);
+    // A consume deferred to a save that never came (not oidc-provider 9.13.3's order): done now, inside the run, so
+    // that a lost race here is re-run like any other.
+    const state = states.get(ctx);
+    const left = state?.rotation;
+    if (left) {
+      state!.rotation = undefined;
+      await consume.call(left.token);
+    }
+  };
 
   async function handler(ctx: KoaContextWithOIDC): Promise<void> {
     const presented = ctx.oidc.params?.refresh_token;
@@ -165,12 +175,6 @@ export function installRefreshGrace(provider: Provider, deps: RefreshGraceDeps):
       await run(ctx);
       ctx.state.refreshGrace = { grace: true };
       return;
-    }
-    // A consume deferred to a save that never came (not oidc-provider 9.13.3's order): done now, before the answer.
-    const left = state.rotation;
-    if (left) {
-      state.rotation = undefined;
-      await consume.call(left.token);
     }
   }
 

@@ -23,6 +23,7 @@ import { registerWalletGrant } from './grants/wallet-signature.js';
 import { registerTokenExchangeGrant } from './grants/token-exchange.js';
 import { createProvider, OIDC_SCOPES } from './provider.js';
 import { installPublicKeyImportCache } from './crypto/public-key-import-cache.js';
+import { installSyncDigest } from './crypto/sync-digest.js';
 import { installDisabledClientCheck } from './admin/disabled-clients.js';
 import type { FetchTestOverrides } from './client-metadata/fetch.js';
 import { createMetrics } from './metrics/registry.js';
@@ -63,6 +64,7 @@ export interface BootOptions {
 export async function boot(config: Config, log: Logger, options: BootOptions = {}): Promise<Agentauth> {
   // Before the provider exists: DPoP proof keys (and any public JWK) are imported once, not on every request.
   installPublicKeyImportCache();
+  installSyncDigest();
   const metrics = createMetrics();
   const storage = measuredStorage(await openStorage(config, log), metrics);
   if (storage.kind === 'embedded') {

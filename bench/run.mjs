@@ -45,6 +45,7 @@ const USAGE = `usage: node bench/run.mjs [options]     (npm run bench -- [option
   --profile             run the servers under node --cpu-prof; profiles and summaries in bench/results/profiles/
   --log-level LEVEL     agentauth LOG_LEVEL (default silent; bare oidc-provider never logs)
   --server-env K=V,...  extra environment for every server process (e.g. NODE_OPTIONS=--max-old-space-size=128)
+  --cli FILE            run agentauth from another build's dist/server/cli.js (bench/ablate.mjs uses it)
 environment:
   BENCH_MONGODB_URI     use this MongoDB for the MongoDB-wire runs instead of starting FerretDB
 `;
@@ -67,6 +68,7 @@ const { values: opt } = parseArgs({
     profile: { type: 'boolean', default: false },
     'log-level': { type: 'string', default: 'silent' },
     'server-env': { type: 'string' },
+    cli: { type: 'string' },
     help: { type: 'boolean', default: false },
   },
 });
@@ -171,6 +173,7 @@ async function startTarget(target, scenario, ferret) {
     label: `${scenario.id}_${target}`,
     env: options.serverEnv,
     probeDir: target.startsWith('mongodb') ? mkdtempSync(join(tmpdir(), 'agentauth-bench-probe-')) : undefined,
+    ...(opt.cli ? { cli: resolve(opt.cli) } : {}),
   });
   return { server, profileDir };
 }
@@ -407,7 +410,7 @@ if (!opt.from) {
     log(`saved: ${path}`);
   }
 }
-const fullRun = !options.quick && !options.profile && !only && !targetFilter && !opt.from && !opt['server-env'];
+const fullRun = !options.quick && !options.profile && !only && !targetFilter && !opt.from && !opt['server-env'] && !opt.cli;
 if (!opt['no-docs'] && (opt.docs ?? fullRun)) {
   writeDocs(DOCS, markdown);
   log(`rewrote the results section of ${DOCS}`);

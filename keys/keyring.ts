@@ -6,7 +6,7 @@ import { generateSigningKey } from './generate.js';
 import type { SigningAlg } from './generate.js';
 import { deriveKeyView, publishedKids } from './lifecycle.js';
 import type { KeyTimeline, KeyView, LifecyclePolicy } from './lifecycle.js';
-import { checkKeyPair, keyRecordText, macKeyRecord, macTransition, readVerifiedKeys, upgradeKeyStore } from './integrity.js';
+import { checkKeyPair, keyRecordText, macKeyRecord, macTransition, readVerifiedKeys, transitionText, upgradeKeyStore } from './integrity.js';
 import type { UpgradeReport } from './integrity.js';
 import { seal } from './seal.js';
 
@@ -75,6 +75,8 @@ export class Keyring {
   #unsealed = new Map<string, LoadedKey>();
   /** kid → the canonical text of the record whose key pair was checked. */
   #checked = new Map<string, string>();
+  /** The canonical text of every record and transition last read: a refresh that finds the same keeps the view. */
+  #storedText = '';
 
   private constructor(
     private readonly store: KeyStore,
@@ -154,7 +156,13 @@ export class Keyring {
     this.#unsealed = unsealed;
     this.#stored = stored;
     this.#transitions = transitions;
-    this.#cache = undefined;
+    // The view (and the published key set derived from it) only changes with what is stored or with time, which the
+    // cached view already follows (its `until`). Keeping it when storage is unchanged keeps `publicJwks()` the same
+    // object, so what is derived from it (the JWT verification key set, the verified-token cache) is not rebuilt on
+    // every refresh (every 10 s by default).
+    const storedText = JSON.stringify([stored.map(keyRecordText), transitions.map(transitionText)]);
+    if (storedText !== this.#storedText) this.#cache = undefined;
+    this.#storedText = storedText;
   }
 
   /**

@@ -13,7 +13,7 @@ import type { webcrypto } from 'node:crypto';
  *
  * What is computed here: `digest(algorithm, data)` with `algorithm` 'SHA-256', 'SHA-384' or 'SHA-512' (a string or
  * `{ name }`, any letter case, as WebCrypto normalises it) and `data` an ArrayBuffer or a view of one. Anything else
- * (SHA-1, other names, a SharedArrayBuffer, a wrong argument count or type) goes to WebCrypto's own `digest`, which
+ * (SHA-1, other names or spellings, a SharedArrayBuffer, a wrong argument count or type) goes to WebCrypto's own `digest`, which
  * answers or rejects as it always did. The result is a new ArrayBuffer, as WebCrypto's, and errors reject the
  * promise rather than throwing.
  */
@@ -22,6 +22,7 @@ type Subtle = webcrypto.SubtleCrypto;
 type Digest = Subtle['digest'];
 
 const NODE_NAMES: Readonly<Record<string, string>> = { 'SHA-256': 'sha256', 'SHA-384': 'sha384', 'SHA-512': 'sha512' };
+const SHA2 = /^sha-(256|384|512)$/i;
 
 /** Node's name for a WebCrypto digest algorithm this module computes itself, else undefined. */
 export function syncDigestName(algorithm: unknown): string | undefined {
@@ -31,7 +32,10 @@ export function syncDigestName(algorithm: unknown): string | undefined {
     const own = Object.getOwnPropertyDescriptor(algorithm, 'name');
     name = own && 'value' in own ? own.value : undefined;
   }
-  return typeof name === 'string' ? NODE_NAMES[name.toUpperCase()] : undefined;
+  // ASCII case-insensitive, as the WebCrypto specification matches names: a regular expression without the `u` flag
+  // never folds a non-ASCII character into an ASCII one. Node's own WebCrypto upper-cases the whole name (so it takes
+  // 'ſha-256' for 'SHA-256'); such a name goes to it, and gets its answer.
+  return typeof name === 'string' && SHA2.test(name) ? NODE_NAMES[name.toUpperCase()] : undefined;
 }
 
 /** The bytes of `data` when it is an ArrayBuffer or a view of one (not shared memory), else undefined. */

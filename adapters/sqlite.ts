@@ -97,6 +97,34 @@ interface SqliteError extends Error {
   errstr?: string;
 }
 
+/** SQLITE_BUSY, whatever its extended code (BUSY_RECOVERY, BUSY_SNAPSHOT, ...), also as the cause of a StorageUnavailableError. */
+function isBusy(err: unknown): boolean {
+  const sqlite = (err instanceof StorageUnavailableError ? err.cause : err) as SqliteError | undefined;
+  return typeof sqlite?.errcode === 'number' && (sqlite.errcode & 0xff) === 5;
+}
+
+const sleeper = new Int32Array(new SharedArrayBuffer(4));
+
+/**
+ * Runs `step` of opening the file again while it fails with SQLITE_BUSY, for up to `timeoutMs`, blocking (it runs
+ * once, at start, before anything is served). Needed because SQLite answers some lock conflicts with SQLITE_BUSY at
+ * once, without its busy handler: when waiting could deadlock, as when several processes switch a new file to WAL at
+ * the same moment (`agentauth start --workers N` on a fresh data directory), each holding the shared lock the others
+ * need released.
+ */
+function whileBusy<T>(timeoutMs: number, step: () => T): T {
+  const deadline = performance.now() + timeoutMs;
+  for (let wait = 1; ; wait = Math.min(wait * 2, 50)) {
+    try {
+      return step();
+    } catch (err) {
+      if (!isBusy(err) || performance.now() >= deadline) throw err;
+      // Randomised, so that processes that collided once do not collide again in step.
+      Atomics.wait(sleeper, 0, 0, wait * (0.5 + Math.random()));
+    }
+  }
+}
+
 /**
  * Every failure of the database becomes StorageUnavailableError, so that callers fail closed (503), as with MongoDB:
  * SQLITE_BUSY after busy_timeout (another process held the write lock too long), I/O errors, a full disk, a file that
@@ -658,21 +686,21 @@ export class SqliteStorage implements Storage {
       // WAL: readers never block the writer and the writer never blocks readers, across processes; a commit is an
       // append to the -wal file. This connection only reads (and creates the tables below); the writer thread's
       // connection sets `synchronous` (FULL by default: a commit returns once the WAL is fsynced).
-      const mode = db.prepare('PRAGMA journal_mode = WAL').get() as { journal_mode?: string } | undefined;
+      const mode = whileBusy(this.#busyTimeoutMs, () => db.prepare('PRAGMA journal_mode = WAL').get()) as { journal_mode?: string } | undefined;
       if (mode?.journal_mode !== 'wal') throw new Error(`journal_mode is ${String(mode?.journal_mode)}, not wal (a file system without shared memory?)`);
       db.exec('PRAGMA synchronous = FULL');
       const conn = new Connection(
         db,
         new SqliteWriter({ file: this.file, busyTimeoutMs: this.#busyTimeoutMs, synchronous: this.#synchronous, timeoutMs: this.#writeTimeoutMs }),
       );
-      conn.transaction('create tables', () => {
+      whileBusy(this.#busyTimeoutMs, () => conn.transaction('create tables', () => {
         const version = Number((db.prepare('PRAGMA user_version').get() as { user_version: number }).user_version);
         if (version > SCHEMA_VERSION) {
           throw new Error(`${this.file} has schema version ${version}, newer than this agentauth understands (${SCHEMA_VERSION}); upgrade agentauth`);
         }
         db.exec(SCHEMA);
         if (version < SCHEMA_VERSION) db.exec(`PRAGMA user_version = ${SCHEMA_VERSION}`);
-      });
+      }));
       return conn;
     } catch (err) {
       try {

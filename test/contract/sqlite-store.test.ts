@@ -129,6 +129,52 @@ describe('SQLite store: the file', () => {
   });
 });
 
+describe('SQLite store: several processes opening a new data directory at once', () => {
+  const OPENER = join(ROOT, 'test', 'support', 'sqlite-opener.mjs');
+  const PROCESSES = 4;
+  const ROUNDS = 8;
+
+  /** PROCESSES openers of one fresh data directory, released at the same moment; what each printed last. */
+  async function openTogether(dataDir: string): Promise<Array<{ ok: boolean; error?: string }>> {
+    const children = Array.from({ length: PROCESSES }, () => spawn(process.execPath, ['--no-warnings', OPENER, dataDir], { stdio: ['pipe', 'pipe', 'inherit'] }));
+    const outputs = children.map(async (child) => {
+      const lines: string[] = [];
+      const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
+      for await (const line of createInterface({ input: child.stdout! })) lines.push(line);
+      expect(await exited).toBe(0);
+      return JSON.parse(lines.at(-1)!) as { ok: boolean; error?: string };
+    });
+    await Promise.all(
+      children.map(
+        (child) => new Promise<void>((resolve, reject) => {
+          child.stdout!.once('data', (chunk: Buffer) => (String(chunk).startsWith('ready') ? resolve() : reject(new Error(String(chunk)))));
+          child.once('exit', () => reject(new Error('opener exited before it was ready')));
+        }),
+      ),
+    );
+    const at = Date.now() + 300;
+    for (const child of children) child.stdin!.end(`go ${at}\n`);
+    return Promise.all(outputs);
+  }
+
+  // SQLite refuses some of these at once with SQLITE_BUSY, without waiting busy_timeout (switching a new file to WAL,
+  // where waiting could deadlock): before the fix, 13 of 30 such rounds had an opener fail "database is locked".
+  test(`${PROCESSES} processes opening one new data directory at the same moment all open it and write (${ROUNDS} rounds): agentauth start --workers ${PROCESSES} on a fresh directory`, async () => {
+    for (let round = 0; round < ROUNDS; round += 1) {
+      const dataDir = tempDir('agentauth-sqlite-open-');
+      const results = await openTogether(dataDir);
+      expect(results).toEqual(Array.from({ length: PROCESSES }, () => ({ ok: true })));
+      const db = new DatabaseSync(join(dataDir, SQLITE_FILE), { readOnly: true });
+      try {
+        expect((db.prepare('PRAGMA journal_mode').get() as { journal_mode: string }).journal_mode).toBe('wal');
+        expect((db.prepare("SELECT count(*) AS n FROM oidc_records WHERE model = 'ReplayDetection' AND id LIKE 'opener-%'").get() as { n: number }).n).toBe(PROCESSES);
+      } finally {
+        db.close();
+      }
+    }
+  }, 120_000);
+});
+
 describe('SQLite store: fails closed', () => {
   test('a write that waits longer than busy_timeout for another writer fails as StorageUnavailableError (503 through the oidc adapter); reads go on', async () => {
     const storage = await open(undefined, 150);

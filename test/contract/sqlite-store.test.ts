@@ -27,6 +27,31 @@ afterAll(async () => {
   await Promise.all(opened.map((s) => s.close()));
 });
 
+/**
+ * `count` processes of `script` (test/support/start-signal.mjs), released at the same moment once all are ready; the
+ * lines each printed, once it has exited 0.
+ */
+async function releaseTogether(script: string, args: string[], count: number): Promise<string[][]> {
+  const children = Array.from({ length: count }, () => spawn(process.execPath, ['--no-warnings', script, ...args], { stdio: ['pipe', 'pipe', 'inherit'] }));
+  const outputs = children.map(async (child) => {
+    const lines: string[] = [];
+    const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
+    for await (const line of createInterface({ input: child.stdout! })) lines.push(line);
+    expect(await exited).toBe(0);
+    return lines;
+  });
+  const ready = children.map(
+    (child) => new Promise<void>((resolve, reject) => {
+      child.stdout!.once('data', (chunk: Buffer) => (String(chunk).startsWith('ready') ? resolve() : reject(new Error(String(chunk)))));
+      child.once('exit', () => reject(new Error(`${script} exited before it was ready`)));
+    }),
+  );
+  await Promise.all(ready);
+  const at = Date.now() + 300;
+  for (const child of children) child.stdin!.end(`go ${at}\n`);
+  return Promise.all(outputs);
+}
+
 describe('SQLite store: the file', () => {
   test('one database file in the data directory, WAL journal, synchronous=FULL, busy_timeout set, mode 0600', async () => {
     const storage = await open(undefined, 1234);
@@ -136,25 +161,8 @@ describe('SQLite store: several processes opening a new data directory at once',
 
   /** PROCESSES openers of one fresh data directory, released at the same moment; what each printed last. */
   async function openTogether(dataDir: string): Promise<Array<{ ok: boolean; error?: string }>> {
-    const children = Array.from({ length: PROCESSES }, () => spawn(process.execPath, ['--no-warnings', OPENER, dataDir], { stdio: ['pipe', 'pipe', 'inherit'] }));
-    const outputs = children.map(async (child) => {
-      const lines: string[] = [];
-      const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
-      for await (const line of createInterface({ input: child.stdout! })) lines.push(line);
-      expect(await exited).toBe(0);
-      return JSON.parse(lines.at(-1)!) as { ok: boolean; error?: string };
-    });
-    await Promise.all(
-      children.map(
-        (child) => new Promise<void>((resolve, reject) => {
-          child.stdout!.once('data', (chunk: Buffer) => (String(chunk).startsWith('ready') ? resolve() : reject(new Error(String(chunk)))));
-          child.once('exit', () => reject(new Error('opener exited before it was ready')));
-        }),
-      ),
-    );
-    const at = Date.now() + 300;
-    for (const child of children) child.stdin!.end(`go ${at}\n`);
-    return Promise.all(outputs);
+    const outputs = await releaseTogether(OPENER, [dataDir], PROCESSES);
+    return outputs.map((lines) => JSON.parse(lines.at(-1)!) as { ok: boolean; error?: string });
   }
 
   // SQLite refuses some of these at once with SQLITE_BUSY, without waiting busy_timeout (switching a new file to WAL,
@@ -398,24 +406,8 @@ describe('SQLite store: single use across processes', () => {
 
   /** Two processes on one file, each running PER_PROCESS concurrent `op`s on every id, started at the same moment. */
   async function race(dataDir: string, op: string, ids: string[]): Promise<RacerResult[]> {
-    const children = [0, 1].map(() => spawn(process.execPath, ['--no-warnings', RACER, dataDir, op, String(PER_PROCESS), ...ids], { stdio: ['pipe', 'pipe', 'inherit'] }));
-    const outputs = children.map(async (child) => {
-      const lines: string[] = [];
-      const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
-      for await (const line of createInterface({ input: child.stdout! })) lines.push(line);
-      expect(await exited).toBe(0);
-      return lines;
-    });
-    const ready = children.map(
-      (child) => new Promise<void>((resolve, reject) => {
-        child.stdout!.once('data', (chunk: Buffer) => (String(chunk).startsWith('ready') ? resolve() : reject(new Error(String(chunk)))));
-        child.once('exit', () => reject(new Error('racer exited before it was ready')));
-      }),
-    );
-    await Promise.all(ready);
-    const at = Date.now() + 300;
-    for (const child of children) child.stdin!.end(`go ${at}\n`);
-    const results = (await Promise.all(outputs)).map((lines) => JSON.parse(lines.at(-1)!) as RacerResult);
+    const outputs = await releaseTogether(RACER, [dataDir, op, String(PER_PROCESS), ...ids], 2);
+    const results = outputs.map((lines) => JSON.parse(lines.at(-1)!) as RacerResult);
     // The race was real: each racer began before the other had finished.
     const [a, b] = results as [RacerResult, RacerResult];
     expect(a.started).toBeLessThan(b.finished);

@@ -1,10 +1,10 @@
 // A separate process racing on one SQLite file, for test/contract/sqlite-store.test.ts. It opens the store from the
-// built adapter (dist/, so `npm run build` first), prints "ready", waits for "go <epoch ms>" on stdin and then for that
-// moment (both racers get the same one), then goes through the ids in its own random order, starting `per` concurrent
+// built adapter (dist/, so `npm run build` first), waits for the moment both racers are given
+// (test/support/start-signal.mjs), then goes through the ids in its own random order, starting `per` concurrent
 // single-use operations of the kind named by `op` on each and yielding to the event loop between ids, and prints what
 // it won, and when it started and finished, as one JSON line.
 //   node test/support/sqlite-racer.mjs <dataDir> <op> <per> <id>...
-import { createInterface } from 'node:readline';
+import { readyThenGo } from './start-signal.mjs';
 
 const [dataDir, op, perText, ...ids] = process.argv.slice(2);
 const per = Number(perText);
@@ -21,18 +21,7 @@ const attempt = {
 }[op];
 if (!attempt) throw new Error(`unknown op ${op}`);
 
-process.stdout.write('ready\n');
-let at = Date.now();
-for await (const line of createInterface({ input: process.stdin })) {
-  const match = /^go (\d+)$/.exec(line);
-  if (match) {
-    at = Number(match[1]);
-    break;
-  }
-}
-while (Date.now() < at) {
-  // Spin to the shared start time: a timer could fire a few milliseconds late in one racer and not the other.
-}
+await readyThenGo();
 
 const order = [...ids].sort(() => Math.random() - 0.5);
 const won = {};

@@ -106,14 +106,13 @@ function isBusy(err: unknown): boolean {
 const sleeper = new Int32Array(new SharedArrayBuffer(4));
 
 /**
- * Runs `step` of opening the file again while it fails with SQLITE_BUSY, for up to `timeoutMs`, blocking (it runs
- * once, at start, before anything is served). Needed because SQLite answers some lock conflicts with SQLITE_BUSY at
+ * Runs `step` of opening the file again while it fails with SQLITE_BUSY, until `deadline` (performance.now()),
+ * blocking (it runs once, at start, before anything is served). Needed because SQLite answers some lock conflicts with SQLITE_BUSY at
  * once, without its busy handler: when waiting could deadlock, as when several processes switch a new file to WAL at
  * the same moment (`agentauth start --workers N` on a fresh data directory), each holding the shared lock the others
  * need released.
  */
-function whileBusy<T>(timeoutMs: number, step: () => T): T {
-  const deadline = performance.now() + timeoutMs;
+function whileBusy<T>(deadline: number, step: () => T): T {
   for (let wait = 1; ; wait = Math.min(wait * 2, 50)) {
     try {
       return step();
@@ -686,14 +685,17 @@ export class SqliteStorage implements Storage {
       // WAL: readers never block the writer and the writer never blocks readers, across processes; a commit is an
       // append to the -wal file. This connection only reads (and creates the tables below); the writer thread's
       // connection sets `synchronous` (FULL by default: a commit returns once the WAL is fsynced).
-      const mode = whileBusy(this.#busyTimeoutMs, () => db.prepare('PRAGMA journal_mode = WAL').get()) as { journal_mode?: string } | undefined;
+      // One deadline for every step of the open, so that a file kept busy fails it within about busyTimeoutMs (plus
+      // the busy handler's own wait in the last try of the transaction below).
+      const deadline = performance.now() + this.#busyTimeoutMs;
+      const mode = whileBusy(deadline, () => db.prepare('PRAGMA journal_mode = WAL').get()) as { journal_mode?: string } | undefined;
       if (mode?.journal_mode !== 'wal') throw new Error(`journal_mode is ${String(mode?.journal_mode)}, not wal (a file system without shared memory?)`);
       db.exec('PRAGMA synchronous = FULL');
       const conn = new Connection(
         db,
         new SqliteWriter({ file: this.file, busyTimeoutMs: this.#busyTimeoutMs, synchronous: this.#synchronous, timeoutMs: this.#writeTimeoutMs }),
       );
-      whileBusy(this.#busyTimeoutMs, () => conn.transaction('create tables', () => {
+      whileBusy(deadline, () => conn.transaction('create tables', () => {
         const version = Number((db.prepare('PRAGMA user_version').get() as { user_version: number }).user_version);
         if (version > SCHEMA_VERSION) {
           throw new Error(`${this.file} has schema version ${version}, newer than this agentauth understands (${SCHEMA_VERSION}); upgrade agentauth`);

@@ -414,6 +414,20 @@ describe.each(FACTORIES)('storage contract: $name', (factory) => {
     expect(await storage.nonces.takeAttempt(key, 40, 60)).toBe(false);
   });
 
+  test('attempt slots with a limit that does not split evenly (21): each of 21 sequential takes succeeds and later ones are refused; of 5 sequential then 30 concurrent takes, exactly 21 succeed', async () => {
+    // On MongoDB, 21 slots are two ranges of 10 and 11 that fill independently: a take may refuse only when both are full.
+    for (let round = 0; round < 3; round += 1) {
+      const sequential = `limit:uneven:${rid()}`;
+      for (let i = 0; i < 21; i += 1) expect(await storage.nonces.takeAttempt(sequential, 21, 60)).toBe(true);
+      expect(await Promise.all(Array.from({ length: 10 }, () => storage.nonces.takeAttempt(sequential, 21, 60)))).toEqual(Array(10).fill(false));
+    }
+    const key = `limit:uneven:${rid()}`;
+    for (let i = 0; i < 5; i += 1) expect(await storage.nonces.takeAttempt(key, 21, 60)).toBe(true);
+    const results = await Promise.all(Array.from({ length: 30 }, () => storage.nonces.takeAttempt(key, 21, 60)));
+    expect(results.filter(Boolean)).toHaveLength(16);
+    for (let i = 0; i < 4; i += 1) expect(await storage.nonces.takeAttempt(key, 21, 60)).toBe(false);
+  });
+
   test('consume of a missing record fails', async () => {
     expect(await storage.model('RefreshToken').consume(rid())).toBe(false);
   });

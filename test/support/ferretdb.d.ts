@@ -18,5 +18,8 @@ export interface FerretdbProcess {
 export function ferretdbBinary(): string;
 /** The state letter of each thread of `pid` (R, S, D, T, ...), from /proc/<pid>/task. */
 export function threadStates(pid: number): string[];
+export const PORT_BASE: number;
+export const PORT_SLICE: number;
+export function portSlice(): { first: number; size: number };
 export function freePort(): Promise<number>;
 export function startFerretdb(options?: { bin?: string; port?: number; dir?: string }): Promise<FerretdbProcess>;

@@ -14,14 +14,38 @@ export function ferretdbBinary() {
   return execFileSync('bash', [join(here, '..', 'ferretdb', 'build.sh')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] }).trim();
 }
 
-export function freePort() {
+// Ports for the servers tests start. The kernel hands out ports from its ephemeral range (32768-60999 here) to every
+// bind(0) and every outgoing connection, so a port found free there and released can be taken by any of them before
+// the server that was meant to listen on it does (CI once saw EADDRINUSE that way). These come from below that range,
+// and each Jest worker (JEST_WORKER_ID 1, 2, ...; 0 for the main process, the bench and scripts) draws from its own
+// slice, so two workers never pick the same port. Within a slice, a test file starts at a random place and walks on,
+// so files that follow one another in a worker do not reuse the ports the one before used.
+export const PORT_BASE = 20_000;
+export const PORT_SLICE = 1_500;
+const PORT_SLICES = 8; // 20000-31999: below the ephemeral range's usual start (32768)
+const slice = Number(process.env.JEST_WORKER_ID ?? 0) % PORT_SLICES;
+let nextOffset = Math.floor(Math.random() * PORT_SLICE);
+
+/** The port range this process draws from: [first, first + PORT_SLICE). */
+export function portSlice() {
+  return { first: PORT_BASE + slice * PORT_SLICE, size: PORT_SLICE };
+}
+
+/** A port in this process's slice that nothing listens on (checked by listening on it, on every interface). */
+export async function freePort() {
+  const { first, size } = portSlice();
+  for (let tries = 0; tries < size; tries++) {
+    const port = first + (nextOffset++ % size);
+    if (await canListen(port)) return port;
+  }
+  throw new Error(`no free port in ${first}-${first + size - 1}`);
+}
+
+function canListen(port) {
   return new Promise((resolve, reject) => {
     const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
+    srv.once('error', (err) => (err.code === 'EADDRINUSE' || err.code === 'EACCES' ? resolve(false) : reject(err)));
+    srv.listen(port, () => srv.close(() => resolve(true)));
   });
 }
 

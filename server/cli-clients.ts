@@ -13,6 +13,7 @@ import { createLogger } from './logger.js';
 import { ClientAdmin } from './admin/client-admin.js';
 import type { AdminActor } from './admin/client-admin.js';
 import { AdminError } from './admin/errors.js';
+import { describeContext, refuseMissingStore } from './cli-context.js';
 
 const CLI: AdminActor = { kind: 'cli' };
 const out = (value: unknown): void => void process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
@@ -33,6 +34,8 @@ async function withClientAdmin(fn: (admin: ClientAdmin) => Promise<void>): Promi
   if (config.store === 'memory') {
     throw new ConfigError('AGENTAUTH_STORE: clients of the memory store live inside the server process; administer them through its admin API');
   }
+  // Pointed at a data directory with no store, say so instead of leaving a new, empty SQLite file behind.
+  refuseMissingStore(describeContext(config), { command: 'clients' });
   const storage = await openStorage(config);
   const audit = new AuditLog(storage.audit, { chain: writerChain('cli') });
   try {

@@ -121,6 +121,9 @@ const program = new Command()
   .name('agentauth')
   .description('OAuth 2 authorization server for AI agents')
   .version(packageVersion(), '-V, --version', 'print the version and exit')
+  // The program's own options (-V) only before a command: after it, commander would read an id that begins with
+  // '-V' (generated ids are base64url) as `-V` and print the version instead of running the command.
+  .enablePositionalOptions()
   .exitOverride()
   .showHelpAfterError();
 

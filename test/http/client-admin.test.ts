@@ -1,4 +1,6 @@
 import { randomBytes } from 'node:crypto';
+import { readdirSync } from 'node:fs';
+import { join } from 'node:path';
 
 import type { AuditRecord } from '../../adapters/types.js';
 import { freePort } from '../support/ferretdb.js';
@@ -333,9 +335,13 @@ describe('agentauth clients (CLI) on the same store', () => {
     expect(wrong.code).toBe(2);
     expect(wrong.stdout).toBe('');
     expect((await tokenRequest(a.url, c)).status).toBe(200);
-    const list = await runCli(['clients', 'list'], { ...env, AGENTAUTH_DATA_DIR: tempDir('agentauth-empty-') });
+    // Pointed at a directory with no store: refused, and no empty store is left behind.
+    const emptyDir = tempDir('agentauth-empty-');
+    const list = await runCli(['clients', 'list'], { ...env, AGENTAUTH_DATA_DIR: emptyDir });
     expect(list.code).toBe(2);
-    expect(list.stderr).toMatch(/holds no signing keys/);
+    expect(list.stderr).toContain(`clients: there is no agentauth store at ${join(emptyDir, 'agentauth.sqlite')}`);
+    expect(list.stderr).toMatch(/nothing was created/);
+    expect(readdirSync(emptyDir)).toEqual([]);
   });
 
   test('a client id that begins with "-" (base64url ids can) is read as the id, not as an option', async () => {
@@ -347,10 +353,24 @@ describe('agentauth clients (CLI) on the same store', () => {
     expect((await runCli(['clients', 'show', '--jsn', 'abc'], env)).code).toBe(2);
   });
 
+  test('an id that begins with a short option of the program or the command ("-V", "-h") is read as the id by every command that takes one', async () => {
+    // CI once saw `clients show <id> --json` print the version: the generated id began with "-V", which commander read
+    // as the program's -V. Ids are base64url, so one in 4,096 begins so.
+    for (const id of ['-Vabcdefghijklmnopqrstuvwxyz012', '-habcdefghijklmnopqrstuvwxyz012', '-Jabcdefghijklmnopqrstuvwxyz012']) {
+      for (const command of [['clients', 'show'], ['clients', 'disable'], ['clients', 'enable'], ['clients', 'delete'], ['clients', 'rotate-secret'], ['clients', 'iat', 'revoke']]) {
+        const r = await runCli([...command, id, '--json'], env);
+        expect({ command, id, code: r.code }).toEqual({ command, id, code: 1 });
+        expect(r.stdout).not.toMatch(/^\d+\.\d+\.\d+/); // not the version
+        expect(r.stdout).not.toMatch(/Usage:/); // not the help
+        expect(r.stderr).toContain(id);
+      }
+    }
+  });
+
   test('--json is accepted as on every command (the answer is JSON on stdout either way)', async () => {
     const c = await registerClient();
     const r = await runCli(['clients', 'show', c.id, '--json'], env);
-    expect(r.code).toBe(0);
+    expect({ id: c.id, code: r.code, stdout: r.stdout.slice(0, 20) }).toMatchObject({ code: 0, stdout: expect.stringMatching(/^\{/) });
     expect(JSON.parse(r.stdout)).toMatchObject({ client_id: c.id });
     const list = await runCli(['clients', 'iat', 'list', '--json'], env);
     expect(list.code).toBe(0);

@@ -146,7 +146,21 @@ describe('storage faults: a hung, then a crashed and restarted MongoDB server, t
     const readyDown: Array<{ cycle: number; kind: string; status: number; ms: number }> = [];
     const recoveries: number[] = [];
     const recover = async () => {
-      const ms = await until('token 200 and /readyz 200 again', async () => (await readyz(server.url)).status === 200 && (await tokenRequest(server.url)).status === 200, RECOVERY_MS);
+      // On failure, say what the last probes answered and what the server logged (the cause is otherwise lost).
+      let last = '';
+      const ms = await until(
+        'token 200 and /readyz 200 again',
+        async () => {
+          const ready = await readyz(server.url);
+          const token = ready.status === 200 ? await tokenRequest(server.url) : undefined;
+          last = `last /readyz ${ready.status}, last token ${token ? `${token.status} ${String(token.error ?? '')}` : 'not tried'}`;
+          return ready.status === 200 && token?.status === 200;
+        },
+        RECOVERY_MS,
+      ).catch((err: Error) => {
+        const log = server.output().trim().split('\n').slice(-12).join('\n');
+        throw new Error(`${err.message} (database on port ${db.port}; ${last}); the server's last log lines:\n${log}`);
+      });
       recoveries.push(ms);
     };
     try {

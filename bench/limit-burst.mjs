@@ -3,7 +3,8 @@
 // (MongoStorage.nonces.takeAttempt, as the shared limits call it), `--runs` times with a fresh key, optionally while
 // another client writes in a loop (`--load N`: N concurrent inserts at all times). Prints per run the burst's wall
 // time, how many takes were granted (always min(limit, takes)) and the driver calls the burst made, failed
-// (duplicate-key) inserts among them. Starts its own FerretDB test server unless `--uri` is given. `npm run build` first.
+// (duplicate-key) inserts among them. Starts its own FerretDB test server unless `--uri` is given (then it works in a
+// new database of its own, dropped at the end). `npm run build` first.
 //
 //   node bench/limit-burst.mjs --limit 40 --takes 60 --runs 5 --load 4
 //   node bench/limit-burst.mjs --limit 1000 --takes 60 --runs 5 --load 4
@@ -49,7 +50,13 @@ const ferret = opts.uri ? undefined : await startFerretdb();
 const uri = opts.uri ?? ferret.uri;
 const dbName = `bench_limits_${randomBytes(4).toString('hex')}`;
 const storage = new MongoStorage({ uri, dbName, timeoutMs: 3000 });
-await storage.init();
+try {
+  await storage.init();
+} catch (err) {
+  console.error(`limit-burst: ${err instanceof Error ? err.message : String(err)}`);
+  await ferret?.stop();
+  process.exit(1);
+}
 
 let loading = load > 0;
 const raw = new MongoClient(uri);
@@ -59,7 +66,7 @@ const loaders = Array.from({ length: load }, async () => {
 });
 
 await storage.nonces.takeAttempt(`warm-${randomBytes(4).toString('hex')}`, limit, 60); // connection pool, indexes
-console.log(`limit ${limit}, ${takes} concurrent takes, ${runs} runs, ${load} concurrent background inserts, ${opts.uri ? uri : 'FerretDB test server'}`);
+console.log(`limit ${limit}, ${takes} concurrent takes, ${runs} runs, ${load} concurrent background inserts, ${opts.uri ? `${uri.replace(/\/\/[^@/]*@/, '//')} (credentials not shown), database ${dbName} (dropped at the end)` : 'FerretDB test server'}`);
 for (let run = 1; run <= runs; run += 1) {
   const key = `burst-${randomBytes(6).toString('hex')}`;
   Object.assign(calls, { insertOne: 0, duplicate: 0, findOne: 0 });

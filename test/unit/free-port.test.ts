@@ -32,17 +32,21 @@ describe('test ports', () => {
 
   it('skip a port something already listens on', async () => {
     const { first, size } = portSlice();
-    // Occupy the whole slice but one port: freePort must walk past every occupied one to it.
-    const held = await freePort();
+    // freePort walks the slice one port at a time: occupy the next 20 ports of the walk, and it must pass them all.
+    const last = await freePort();
+    const next = (i: number) => first + ((last - first + i) % size);
+    const occupied: number[] = [];
     const servers = [];
-    for (let p = first; p < first + size; p++) {
-      if (p === held) continue;
+    for (let i = 1; i <= 20; i++) {
       const srv = createServer();
-      const ok = await new Promise<boolean>((resolve) => srv.once('error', () => resolve(false)).listen(p, () => resolve(true)));
+      const ok = await new Promise<boolean>((resolve) => srv.once('error', () => resolve(false)).listen(next(i), () => resolve(true)));
       if (ok) servers.push(srv);
+      occupied.push(next(i));
     }
     try {
-      expect(await freePort()).toBe(held);
+      const port = await freePort();
+      expect(occupied).not.toContain(port);
+      expect(port).toBe(next(21)); // the first port past them (nothing else listens in the test slices)
     } finally {
       await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
     }

@@ -5,7 +5,7 @@ import { readCheckedKeys, upgradeKeyStore } from '../keys/integrity.js';
 import { deriveKey } from '../keys/seal.js';
 import { AuditLog } from './audit/log.js';
 import { writerChain } from './audit/writer-chain.js';
-import { initStorage, openStorage, resolveKek } from './storage-setup.js';
+import { resolveKek } from './storage-setup.js';
 import { ClientSecretHasher } from './client-secrets.js';
 import { ConfigError, loadConfig } from './config.js';
 import type { Config } from './config.js';
@@ -13,7 +13,7 @@ import { createLogger } from './logger.js';
 import { ClientAdmin } from './admin/client-admin.js';
 import type { AdminActor } from './admin/client-admin.js';
 import { AdminError } from './admin/errors.js';
-import { describeContext, refuseMissingStore } from './cli-context.js';
+import { withStore } from './cli-context.js';
 
 const CLI: AdminActor = { kind: 'cli' };
 const out = (value: unknown): void => void process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
@@ -30,39 +30,36 @@ function where(config: Config, storage: Storage): string {
  * so a wrong or missing KEK, or a wrong data directory, changes nothing. The KEK also keys the client-secret hashes.
  */
 async function withClientAdmin(fn: (admin: ClientAdmin) => Promise<void>): Promise<void> {
-  const config = loadConfig();
-  if (config.store === 'memory') {
+  if (loadConfig().store === 'memory') {
     throw new ConfigError('AGENTAUTH_STORE: clients of the memory store live inside the server process; administer them through its admin API');
   }
-  // Pointed at a data directory with no store, say so instead of leaving a new, empty SQLite file behind.
-  refuseMissingStore(describeContext(config), { command: 'clients' });
-  const storage = await openStorage(config);
-  const audit = new AuditLog(storage.audit, { chain: writerChain('cli') });
-  try {
-    await initStorage(config, storage, { warn: (_obj: object, msg: string) => note(msg) });
-    if ((await storage.keys.list()).length === 0) {
-      throw new ConfigError(`the ${where(config, storage)} holds no signing keys: it is not the store of a server that has started (check AGENTAUTH_DATA_DIR or MONGODB_URI)`);
+  // As every command: says which store it uses, and refuses (creating nothing) where there is none.
+  await withStore({ command: 'clients' }, async (storage, config) => {
+    const audit = new AuditLog(storage.audit, { chain: writerChain('cli') });
+    try {
+      if ((await storage.keys.list()).length === 0) {
+        throw new ConfigError(`the ${where(config, storage)} holds no signing keys: it is not the store of a server that has started (check AGENTAUTH_DATA_DIR or MONGODB_URI)`);
+      }
+      const { kek } = await resolveKek(config, storage, createLogger('warn', process.stderr));
+      await upgradeKeyStore(storage.keys, kek);
+      await readCheckedKeys(storage.keys, kek);
+      note(`using the ${where(config, storage)} (issuer ${config.issuer})`);
+      const admin = new ClientAdmin({
+        storage,
+        hasher: new ClientSecretHasher(deriveKey(kek, 'client-secrets')),
+        staticClients: config.clients,
+        audit: (event) => audit.record(event),
+      });
+      await fn(admin);
+    } catch (err) {
+      if (!(err instanceof AdminError)) throw err;
+      note(err.message);
+      // A request that names nothing (not found, not changeable) is a negative answer; malformed input is a usage error.
+      process.exitCode = err.code === 'invalid_request' ? 2 : 1;
+    } finally {
+      await audit.close();
     }
-    const { kek } = await resolveKek(config, storage, createLogger('warn', process.stderr));
-    await upgradeKeyStore(storage.keys, kek);
-    await readCheckedKeys(storage.keys, kek);
-    note(`using the ${where(config, storage)} (issuer ${config.issuer})`);
-    const admin = new ClientAdmin({
-      storage,
-      hasher: new ClientSecretHasher(deriveKey(kek, 'client-secrets')),
-      staticClients: config.clients,
-      audit: (event) => audit.record(event),
-    });
-    await fn(admin);
-  } catch (err) {
-    if (!(err instanceof AdminError)) throw err;
-    note(err.message);
-    // A request that names nothing (not found, not changeable) is a negative answer; malformed input is a usage error.
-    process.exitCode = err.code === 'invalid_request' ? 2 : 1;
-  } finally {
-    await audit.close();
-    await storage.close();
-  }
+  });
 }
 
 /**

@@ -339,6 +339,8 @@ describe('agentauth clients (CLI) on the same store', () => {
     const emptyDir = tempDir('agentauth-empty-');
     const list = await runCli(['clients', 'list'], { ...env, AGENTAUTH_DATA_DIR: emptyDir });
     expect(list.code).toBe(2);
+    // Like every command, it first says which store it uses.
+    expect(list.stderr.startsWith(`agentauth: store sqlite ${join(emptyDir, 'agentauth.sqlite')}, data directory ${emptyDir}`)).toBe(true);
     expect(list.stderr).toContain(`clients: there is no agentauth store at ${join(emptyDir, 'agentauth.sqlite')}`);
     expect(list.stderr).toMatch(/nothing was created/);
     expect(readdirSync(emptyDir)).toEqual([]);

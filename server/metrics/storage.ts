@@ -28,11 +28,13 @@ type AsyncMethods = Record<string, (...args: never[]) => Promise<unknown>>;
 function measured<T extends object>(target: T, ops: readonly (keyof T & string)[], labels: { backend: string; store: string }, metrics: Metrics): T {
   const wrapped: AsyncMethods = {};
   for (const operation of ops) {
-    const original = (target as unknown as AsyncMethods)[operation]!;
     wrapped[operation] = async (...args: never[]) => {
       const end = metrics.storageDuration.startTimer({ ...labels, operation });
       try {
-        return await original.apply(target, args);
+        // Looked up on every call, never kept: a store can be a view of a replaceable target (MongoStorage's stores
+        // follow its current client, which is replaced after pings kept failing). A method kept from the start went on
+        // calling the first, closed client: every call failed with MongoNotConnectedError while /readyz said 200.
+        return await (target as unknown as AsyncMethods)[operation]!.apply(target, args);
       } catch (err) {
         metrics.storageErrors.inc({ ...labels, operation, error: storageErrorKind(err) });
         throw err;

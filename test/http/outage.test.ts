@@ -82,4 +82,20 @@ describe('MongoDB outage and recovery (a dedicated FerretDB stopped and restarte
     expect(server.child.exitCode).toBeNull();
     expect(server.output()).toContain('storage reachable again');
   });
+
+  test('a database down long enough that agentauth replaces its MongoDB client: every store follows the new client, tokens and their audit records come back', async () => {
+    expect((await tokenRequest(server.url)).status).toBe(200);
+    const replacedBefore = server.output().split('replaced the MongoDB client').length - 1;
+    // Pings fail for max(5 s, 3 × storage.timeoutMs) before the client is replaced: stay down past that.
+    await db.kill();
+    await until('the MongoDB client replaced', async () => server.output().split('replaced the MongoDB client').length - 1, (n) => n > replacedBefore, 20_000);
+    db = await startFerretdb({ port: db.port, dir: db.dir });
+    await until('readyz 200', () => readyz(server.url), (r) => r.status === 200, 15_000);
+    // CI once saw /readyz 200 and every token 503 for good here: the stores kept calling the first, closed client
+    // (MongoNotConnectedError on the audit record) while the ping used the new one.
+    const { value } = await until('token 200', () => tokenRequest(server.url), (r) => r.status === 200, 15_000);
+    expect(value.body.access_token).toEqual(expect.any(String));
+    for (let i = 0; i < 5; i += 1) expect((await tokenRequest(server.url)).status).toBe(200);
+    expect(server.output()).not.toContain('MongoNotConnectedError');
+  });
 });

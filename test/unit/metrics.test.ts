@@ -1,6 +1,7 @@
 import { StorageUnavailableError } from '../../adapters/errors.js';
 import { EmbeddedStorage } from '../../adapters/memory.js';
-import type { ModelStore } from '../../adapters/types.js';
+import type { ModelName, ModelStore } from '../../adapters/types.js';
+import { withDeadline } from '../../adapters/deadline.js';
 import { AuditLog } from '../../server/audit/log.js';
 import { measuredAudit } from '../../server/metrics/audit.js';
 import type Koa from 'koa';
@@ -110,6 +111,37 @@ describe('storage metrics', () => {
     expect(count('nonces', 'consume')).toBe(2);
     expect(count('nonces', 'issue')).toBe(1);
     expect(total(s, 'agentauth_storage_errors_total')).toBe(0);
+  });
+
+  test('every store follows a storage whose stores are replaced (MongoStorage after a client replacement)', async () => {
+    // MongoStorage hands out views (withDeadline) that look up its current connection's stores on every call; the
+    // metrics layer must not pin the methods of the first one.
+    const second = new EmbeddedStorage({ dataDir: tempDir('agentauth-metrics-unit-') });
+    await second.init();
+    let current = inner;
+    const views = {
+      keys: withDeadline(() => current.keys, 1000, 'keys'),
+      audit: withDeadline(() => current.audit, 1000, 'audit'),
+      nonces: withDeadline(() => current.nonces, 1000, 'nonces'),
+      revokedTokens: withDeadline(() => current.revokedTokens, 1000, 'revokedTokens'),
+      model: (name: ModelName) => withDeadline(() => current.model(name), 1000, name),
+    };
+    const replaceable = new Proxy(inner, { get: (t, prop) => (prop in views ? views[prop as keyof typeof views] : Reflect.get(t, prop)) });
+    const storage = measuredStorage(replaceable, createMetrics());
+    try {
+      await storage.nonces.issue('before', 60, 'client:a');
+      await storage.model('Client').upsert('client-before', { client_id: 'client-before' });
+      current = second;
+      await storage.nonces.issue('after', 60, 'client:a');
+      await storage.model('Client').upsert('client-after', { client_id: 'client-after' });
+      expect(await second.nonces.boundTo('after')).toBe('client:a');
+      expect(await inner.nonces.boundTo('after')).toBeUndefined();
+      expect(await second.model('Client').find('client-after')).toEqual({ client_id: 'client-after' });
+      expect(await inner.model('Client').find('client-after')).toBeUndefined();
+      expect(await storage.model('Client').find('client-before')).toBeUndefined(); // read from the new store too
+    } finally {
+      await second.close();
+    }
   });
 
   test('failures are counted by error kind and rethrown as they were', async () => {

@@ -11,10 +11,11 @@
 import { randomBytes } from 'node:crypto';
 import { parseArgs } from 'node:util';
 
-import { Collection, MongoClient, MongoServerError } from 'mongodb';
+import { MongoClient } from 'mongodb';
 
 import { MongoStorage } from '../dist/adapters/mongodb.js';
 import { startFerretdb } from '../test/support/ferretdb.js';
+import { countDriverOps } from './lib/mongo-probe.mjs';
 
 const { values: opts } = parseArgs({
   options: {
@@ -27,24 +28,9 @@ const { values: opts } = parseArgs({
 });
 const [limit, takes, runs, load] = [opts.limit, opts.takes, opts.runs, opts.load].map(Number);
 
-// Count the store's driver calls (the bench's own load goes through `raw`, which is not counted while `counting`).
-const calls = { insertOne: 0, duplicate: 0, findOne: 0 };
-let counting = false;
-const { insertOne, findOne } = Collection.prototype;
-Collection.prototype.insertOne = async function (...args) {
-  if (!counting || this.collectionName === 'bench_load') return insertOne.apply(this, args);
-  calls.insertOne += 1;
-  try {
-    return await insertOne.apply(this, args);
-  } catch (err) {
-    if (err instanceof MongoServerError && err.code === 11000) calls.duplicate += 1;
-    throw err;
-  }
-};
-Collection.prototype.findOne = function (...args) {
-  if (counting && this.collectionName !== 'bench_load') calls.findOne += 1;
-  return findOne.apply(this, args);
-};
+// Count the store's driver calls (bench/lib/mongo-probe.mjs); the background load's collection is left out.
+const counts = countDriverOps({ skip: (name) => name === 'bench_load' });
+const count = (key) => Object.entries(counts).reduce((n, [k, v]) => (k.endsWith(key) ? n + v : n), 0);
 
 const ferret = opts.uri ? undefined : await startFerretdb();
 const uri = opts.uri ?? ferret.uri;
@@ -69,15 +55,13 @@ await storage.nonces.takeAttempt(`warm-${randomBytes(4).toString('hex')}`, limit
 console.log(`limit ${limit}, ${takes} concurrent takes, ${runs} runs, ${load} concurrent background inserts, ${opts.uri ? `${uri.replace(/\/\/[^@/]*@/, '//')} (credentials not shown), database ${dbName} (dropped at the end)` : 'FerretDB test server'}`);
 for (let run = 1; run <= runs; run += 1) {
   const key = `burst-${randomBytes(6).toString('hex')}`;
-  Object.assign(calls, { insertOne: 0, duplicate: 0, findOne: 0 });
-  counting = true;
+  for (const k of Object.keys(counts)) delete counts[k];
   const started = process.hrtime.bigint();
   const granted = (await Promise.all(Array.from({ length: takes }, () => storage.nonces.takeAttempt(key, limit, 60)))).filter(Boolean).length;
   const ms = Number(process.hrtime.bigint() - started) / 1e6;
-  counting = false;
   console.log(
     `run ${run}: ${ms.toFixed(0)} ms, granted ${granted} (expected ${Math.min(limit, takes)}), ` +
-      `inserts ${calls.insertOne} (${calls.duplicate} failed), point reads ${calls.findOne}`,
+      `inserts ${count('.insertOne')} (${count('.insertOne!duplicate')} failed), point reads ${count('.findOne')}`,
   );
 }
 loading = false;

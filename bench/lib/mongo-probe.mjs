@@ -6,22 +6,27 @@ import { writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 
-const dir = process.env.BENCH_MONGO_PROBE_DIR;
-if (dir) {
+const OPS = ['insertOne', 'insertMany', 'findOne', 'find', 'updateOne', 'updateMany', 'replaceOne', 'deleteOne', 'deleteMany', 'findOneAndUpdate', 'findOneAndDelete', 'countDocuments', 'aggregate'];
+
+/**
+ * Wraps the driver's Collection methods of this process and returns the counts they keep: `<collection>.<op>` per
+ * call, and `<collection>.<op>!duplicate` / `!error` per failed one. `skip(collectionName)` leaves a collection out.
+ * Also used in-process by bench/limit-burst.mjs.
+ */
+export function countDriverOps({ skip = () => false } = {}) {
   const require = createRequire(import.meta.url);
   const { Collection } = require('mongodb');
   const counts = {};
   const bump = (key) => {
     counts[key] = (counts[key] ?? 0) + 1;
   };
-  const OPS = ['insertOne', 'insertMany', 'findOne', 'find', 'updateOne', 'updateMany', 'replaceOne', 'deleteOne', 'deleteMany', 'findOneAndUpdate', 'findOneAndDelete', 'countDocuments', 'aggregate'];
   // findOne calls find, insertMany calls bulkWrite, ...: count only the outermost call (inner ones are synchronous).
   let depth = 0;
   for (const op of [...OPS, 'bulkWrite']) {
     const original = Collection.prototype[op];
     if (typeof original !== 'function') continue;
     Collection.prototype[op] = function probed(...args) {
-      if (depth > 0) return original.apply(this, args);
+      if (depth > 0 || skip(this.collectionName)) return original.apply(this, args);
       const key = `${this.collectionName}.${op}`;
       bump(key);
       let out;
@@ -37,6 +42,12 @@ if (dir) {
       return out;
     };
   }
+  return counts;
+}
+
+const dir = process.env.BENCH_MONGO_PROBE_DIR;
+if (dir) {
+  const counts = countDriverOps();
   const dump = () => writeFileSync(join(dir, `ops-${process.pid}.json`), JSON.stringify({ pid: process.pid, at: Date.now(), counts }));
   process.on('SIGUSR2', dump);
   process.on('exit', dump);

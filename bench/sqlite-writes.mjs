@@ -6,7 +6,6 @@
 // token per commit; higher concurrency shows how a commit's fixed cost spreads over a larger group. `npm run build` first.
 //
 //   for c in 1 2 4 16; do node bench/sqlite-writes.mjs --concurrency $c; done
-import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -14,6 +13,7 @@ import { parseArgs } from 'node:util';
 
 import { SqliteStorage } from '../dist/adapters/sqlite.js';
 import { threadCpuMicros } from './lib/proc.mjs';
+import { tokenWrites } from './lib/token-writes.mjs';
 
 const { values: opts } = parseArgs({
   options: { concurrency: { type: 'string', default: '1' }, tokens: { type: 'string', default: '8000' } },
@@ -24,17 +24,7 @@ const tokens = Number(opts.tokens);
 const dataDir = mkdtempSync(join(tmpdir(), 'agentauth-sqlite-writes-'));
 const storage = new SqliteStorage({ dataDir });
 await storage.init();
-const replay = storage.model('ReplayDetection');
-let seq = 0;
-const token = async () => {
-  const jti = randomBytes(16).toString('base64url');
-  await Promise.all([
-    replay.insertOnce(jti, { iat: Math.floor(Date.now() / 1000), jti }, 120),
-    storage.audit.insertBatch([
-      { seq: ++seq, time: new Date().toISOString(), type: 'token.issued', client_id: 'agent', details: { jti, grant_type: 'client_credentials', aud: 'https://api.example' }, prev_hash: 'a'.repeat(64), hash: 'b'.repeat(64) },
-    ]),
-  ]);
-};
+const token = tokenWrites(storage);
 
 for (let i = 0; i < 2000; i += 1) await token(); // warm-up: JIT, statements prepared, file grown
 const before = threadCpuMicros(process.pid);

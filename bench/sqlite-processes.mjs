@@ -29,7 +29,11 @@ const { values: opts } = parseArgs({
 });
 
 if (opts.child) {
+  // Node 22's one "SQLite is an experimental feature" warning, once per child, is noise here; any other still prints.
   process.removeAllListeners('warning');
+  process.on('warning', (w) => {
+    if (!String(w.message).startsWith('SQLite is an experimental feature')) console.warn(w);
+  });
   const { SqliteStorage } = await import('../dist/adapters/sqlite.js');
   const storage = new SqliteStorage({ dataDir: opts.dir });
   await storage.init();
@@ -37,10 +41,11 @@ if (opts.child) {
   const token = tokenWrites(storage, `bench:1#${opts.child}`);
   const rate = Number(opts.rate);
   let done = 0;
+  let failed = 0;
   let inFlight = 0;
   let stopping = false;
   process.on('message', (m) => {
-    if (m === 'count') process.send({ done });
+    if (m === 'count') process.send({ done, failed });
     if (m === 'stop') stopping = true;
   });
   // Every 2 ms, the tokens due by now: a steady rate whatever each one takes.
@@ -50,10 +55,17 @@ if (opts.child) {
     const due = Math.floor(((performance.now() - started) / 1000) * rate);
     for (; launched < due; launched += 1) {
       inFlight += 1;
-      token().then(() => {
-        done += 1;
-        inFlight -= 1;
-      });
+      // A write that fails (a 503 in the server) is counted, not thrown: the run goes on and says so.
+      token().then(
+        () => {
+          done += 1;
+          inFlight -= 1;
+        },
+        () => {
+          failed += 1;
+          inFlight -= 1;
+        },
+      );
     }
     await new Promise((resolve) => setTimeout(resolve, 2));
   }
@@ -71,13 +83,17 @@ if (opts.child) {
       kid.once('message', resolve);
       kid.send(what);
     });
-  const count = async () => (await Promise.all(kids.map((k) => ask(k, 'count')))).reduce((n, m) => n + m.done, 0);
+  const count = async () => {
+    const answers = await Promise.all(kids.map((k) => ask(k, 'count')));
+    return { done: answers.reduce((n, m) => n + m.done, 0), failed: answers.reduce((n, m) => n + m.failed, 0) };
+  };
   await new Promise((resolve) => setTimeout(resolve, 4000)); // warm-up: JIT, statements prepared, files grown
-  const before = { cpu: kids.map((k) => threadCpuMicros(k.pid)), done: await count() };
+  const before = { cpu: kids.map((k) => threadCpuMicros(k.pid)), ...(await count()) };
   await new Promise((resolve) => setTimeout(resolve, Number(opts.seconds) * 1000));
-  const after = { cpu: kids.map((k) => threadCpuMicros(k.pid)), done: await count() };
+  const after = { cpu: kids.map((k) => threadCpuMicros(k.pid)), ...(await count()) };
   await Promise.all(kids.map((k) => ask(k, 'stop')));
   const tokens = after.done - before.done;
+  const failures = after.failed - before.failed;
   let main = 0;
   let other = 0;
   kids.forEach((_, i) => {
@@ -86,7 +102,8 @@ if (opts.child) {
   });
   console.log(
     `${procs} process${procs > 1 ? 'es' : ''}${procs > 1 ? (opts.shared ? ', one file' : ', a file each') : ''}, ${opts.rate} tokens/s: ${tokens} tokens measured; ` +
-      `CPU per token: main threads ${(main / tokens).toFixed(0)} µs, other threads ${(other / tokens).toFixed(0)} µs, total ${((main + other) / tokens).toFixed(0)} µs`,
+      `CPU per token: main threads ${(main / tokens).toFixed(0)} µs, other threads ${(other / tokens).toFixed(0)} µs, total ${((main + other) / tokens).toFixed(0)} µs` +
+      (failures > 0 ? `; ${failures} tokens' writes FAILED (the figures are not comparable)` : ''),
   );
   rmSync(base, { recursive: true, force: true });
 }

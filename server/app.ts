@@ -11,6 +11,7 @@ import type { AuditRecorder } from './audit/trail.js';
 import { interactionRoutes } from '../interactions/routes.js';
 import type { InteractionDeps } from '../interactions/routes.js';
 import { declaredBodyLimit, drainUnreadBody } from './http/body-limit.js';
+import { bodyReceiptClock } from './http/body-received.js';
 import { requestOriginCheck } from './http/request-origin.js';
 import { requestId } from './http/request-id.js';
 import type { HandlersInFlight } from './http/in-flight.js';
@@ -133,6 +134,8 @@ export function createApp({ provider, health, keyring, cookieKeys, log, interact
   app.use(requestLog(log));
   if (metrics) app.use(requestMetrics(metrics));
   app.use(drainUnreadBody);
+  // The time each body was fully received, for windows measured at receipt (server/http/body-received.ts).
+  app.use(bodyReceiptClock);
   app.use(securityHeaders);
   // Malformed requests end here, before any route or oidc-provider sees them (4xx, never a 500).
   app.use(requestOriginCheck);

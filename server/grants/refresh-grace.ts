@@ -5,6 +5,7 @@ import * as grantHelpers from 'oidc-provider/lib/helpers/grants.js';
 
 import { RefreshTokenRaceLost, failClosedInProvider } from '../../adapters/oidc-adapter.js';
 import type { Consumption, ModelStore } from '../../adapters/types.js';
+import { bodyReceivedAt } from '../http/body-received.js';
 
 /**
  * The refresh_token grant with a reuse grace (RFC 9700 §4.14.2 leaves the reuse policy to the server).
@@ -13,9 +14,10 @@ import type { Consumption, ModelStore } from '../../adapters/types.js';
  * of a rotated refresh token gets:
  * - the winner of a rotation records its successor's id with the consumed token (ModelStore.rotate: consume, store
  *   and record in one call);
- * - a reuse of exactly that token, by the same client, within the tier's `refreshGraceSeconds` after it was consumed,
- *   is answered as a refresh with the recorded successor that does not rotate it: the same successor refresh token
- *   comes back (with a new access token), so concurrent callers converge on one live token;
+ * - a reuse of exactly that token, by the same client, received within the tier's `refreshGraceSeconds` after it was
+ *   consumed (when the request's body arrived, server/http/body-received.ts, not when storage let the server handle
+ *   it) is answered as a refresh with the recorded successor that does not rotate it: the same successor refresh
+ *   token comes back (with a new access token), so concurrent callers converge on one live token;
  * - any other reuse (outside the window, grace 0, no successor recorded in time, or the successor itself already
  *   used) goes to oidc-provider's handler, which revokes the whole grant.
  * A concurrent use that loses the consume race (adapters/oidc-adapter.ts, deferRefreshTokenReuse) is run again: it
@@ -96,7 +98,8 @@ export function installRefreshGrace(provider: Provider, deps: RefreshGraceDeps):
     // Only for the client the token was issued to (a mismatch is refused by the handler's own check, with no revocation).
     if (!client || token.clientId !== client.clientId) return undefined;
     const grace = deps.graceSeconds(client);
-    if (grace <= 0 || Math.floor(Date.now() / 1000) - mark.at > grace) return undefined;
+    // Measured when this request's body (the token) was received, not when storage let the server get to it.
+    if (grace <= 0 || Math.floor(bodyReceivedAt(ctx.req) / 1000) - mark.at > grace) return undefined;
     let successor = mark.successor;
     const until = Date.now() + waitMs;
     while (successor === undefined && Date.now() < until) {

@@ -11,11 +11,16 @@ import type Koa from 'koa';
  */
 const received = new WeakMap<IncomingMessage, number>();
 
+/** The 'end' listener: one function for every request, no closure or once() wrapper allocated per request. */
+function bodyEnded(this: IncomingMessage): void {
+  received.set(this, Date.now());
+}
+
 /** Records the end of the body of every request that has one (the listener only watches; it reads nothing). */
-export const bodyReceiptClock: Koa.Middleware = async (ctx, next) => {
+export const bodyReceiptClock: Koa.Middleware = (ctx, next) => {
   const { req } = ctx;
-  if (!req.complete) req.once('end', () => received.set(req, Date.now()));
-  await next();
+  if (!req.complete) req.on('end', bodyEnded);
+  return next();
 };
 
 /** The time (ms since the epoch) `req`'s body was fully received; now, when no receipt was recorded. */

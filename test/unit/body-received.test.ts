@@ -1,0 +1,64 @@
+import type { IncomingMessage } from 'node:http';
+import { Readable } from 'node:stream';
+
+import { bodyReceiptClock, bodyReceivedAt } from '../../server/http/body-received.js';
+
+/** A request stream whose body has not arrived yet (as IncomingMessage before its last chunk). */
+function pendingRequest(): IncomingMessage {
+  const req = new Readable({ read() {} }) as unknown as IncomingMessage;
+  req.complete = false;
+  return req;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const readToEnd = async (req: IncomingMessage) => {
+  for await (const chunk of req) void chunk;
+};
+
+describe('bodyReceivedAt (server/http/body-received.ts)', () => {
+  test('is the moment the body ended, however much later the request is handled', async () => {
+    const req = pendingRequest();
+    await bodyReceiptClock({ req } as never, () => Promise.resolve());
+    (req as unknown as Readable).push('grant_type=refresh_token');
+    (req as unknown as Readable).push(null);
+    const before = Date.now();
+    await readToEnd(req);
+    const after = Date.now();
+    await sleep(120);
+    const at = bodyReceivedAt(req);
+    expect(at).toBeGreaterThanOrEqual(before);
+    expect(at).toBeLessThanOrEqual(after);
+    expect(Date.now() - at).toBeGreaterThanOrEqual(100);
+  });
+
+  test('is the end of the body, not the start of the request: a body that arrives late is dated late', async () => {
+    const req = pendingRequest();
+    const started = Date.now();
+    await bodyReceiptClock({ req } as never, () => Promise.resolve());
+    (req as unknown as Readable).push('grant_type=refresh_token&');
+    await sleep(120);
+    (req as unknown as Readable).push('refresh_token=x');
+    (req as unknown as Readable).push(null);
+    await readToEnd(req);
+    expect(bodyReceivedAt(req) - started).toBeGreaterThanOrEqual(100);
+  });
+
+  test('without a recorded receipt (no layer, or a body never read) it is now', async () => {
+    const unread = pendingRequest();
+    await bodyReceiptClock({ req: unread } as never, () => Promise.resolve());
+    await sleep(50);
+    const before = Date.now();
+    expect(bodyReceivedAt(unread)).toBeGreaterThanOrEqual(before);
+    const other = pendingRequest();
+    await sleep(20);
+    const now = Date.now();
+    expect(bodyReceivedAt(other)).toBeGreaterThanOrEqual(now);
+  });
+
+  test('a request already complete when the layer runs gets no listener', async () => {
+    const req = pendingRequest();
+    req.complete = true;
+    await bodyReceiptClock({ req } as never, () => Promise.resolve());
+    expect((req as unknown as Readable).listenerCount('end')).toBe(0);
+  });
+});

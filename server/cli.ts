@@ -9,6 +9,7 @@ import { Command, CommanderError } from 'commander';
 import { StorageUnavailableError } from '../adapters/errors.js';
 import { KeyMaterialError } from '../keys/errors.js';
 import { ConfigError, loadConfig } from './config.js';
+import type { Running } from './start.js';
 import { createLogger } from './logger.js';
 import { registerAuditCommands } from './cli-audit.js';
 import { registerKeyCommands } from './cli-keys.js';
@@ -58,14 +59,15 @@ async function startCommand(opts: { workers?: string }): Promise<void> {
     return startPrimary(workers, createLogger(config.logLevel));
   }
   const log = createLogger(config.logLevel);
-  logAsyncContext(log);
-  log.debug({ heapGrowthPercent: heapPolicy?.growthPercent, heapPolicy: heapPolicy?.left ?? 'applied' }, 'V8 old-generation growth');
-  // Loaded here, not at the top: the cluster primary and the other commands do without the provider and the app.
-  const { start } = await import('./start.js');
-  const running = await start(config, log);
-  const onSignal = (signal: NodeJS.Signals) => {
+  // The handlers go in before anything is started. Installed after start() (as they were), a SIGTERM sent as soon as
+  // "agentauth listening" was logged could arrive before them and kill the process by the signal's default action,
+  // with no drain and no exit code: a test saw it on a loaded CI machine, and an orchestrator can do the same.
+  let running: Running | undefined;
+  let requested: NodeJS.Signals | undefined;
+  let startDeadline: NodeJS.Timeout | undefined;
+  const stop = (signal: NodeJS.Signals) => {
     log.info({ signal }, 'signal received');
-    running.shutdown().then(
+    running!.shutdown().then(
       () => process.exit(0),
       (err: unknown) => {
         log.error({ err }, 'shutdown failed');
@@ -73,9 +75,28 @@ async function startCommand(opts: { workers?: string }): Promise<void> {
       },
     );
   };
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (running) return stop(signal);
+    // Still starting: stop as soon as start() is done (a failed start exits by itself); should it hang, stop after
+    // the drain timeout anyway, since nothing has been served yet.
+    if (requested) return;
+    requested = signal;
+    log.info({ signal }, 'signal received while starting; stopping once started');
+    startDeadline = setTimeout(() => {
+      log.error({ timeoutMs: config.shutdownTimeoutMs }, 'start did not finish in time after the signal; exiting');
+      process.exit(1);
+    }, config.shutdownTimeoutMs).unref();
+  };
   // `on`, not `once`: a second signal (systemd sends one to every process of the group) must not kill a draining process.
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
+  logAsyncContext(log);
+  log.debug({ heapGrowthPercent: heapPolicy?.growthPercent, heapPolicy: heapPolicy?.left ?? 'applied' }, 'V8 old-generation growth');
+  // Loaded here, not at the top: the cluster primary and the other commands do without the provider and the app.
+  const { start } = await import('./start.js');
+  running = await start(config, log);
+  clearTimeout(startDeadline);
+  if (requested) stop(requested);
 }
 
 /** Says which AsyncLocalStorage implementation this process runs on; a warning when it is async_hooks not by choice. */

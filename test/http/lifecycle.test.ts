@@ -45,6 +45,23 @@ describe('SIGTERM', () => {
     await expect(fetch(`${server.url}/healthz`)).rejects.toThrow();
     expect(server.output()).toContain('"stopped"');
   });
+
+  test('a SIGTERM that arrives while the server is still starting stops it once started, with exit 0, not the signal', async () => {
+    const dir = tempDir();
+    // Resolved at a line logged after the handlers are installed and before storage, keys and the listener are up.
+    const server = await startServer({ AGENTAUTH_CONFIG: writeConfig(dir, CONFIG), AGENTAUTH_DATA_DIR: tempDir('agentauth-sigterm-') }, undefined, {
+      until: '"AsyncLocalStorage implementation"',
+    });
+    expect(server.output()).not.toContain('"agentauth listening"');
+    server.child.kill('SIGTERM');
+    expect(await server.exited).toBe(0);
+    expect(server.child.signalCode).toBeNull();
+    const out = server.output();
+    expect(out).toContain('"signal received while starting; stopping once started"');
+    // Started all the way (keys, storage), then drained and closed like any other stop.
+    expect(out.indexOf('"agentauth listening"')).toBeGreaterThan(out.indexOf('"signal received while starting; stopping once started"'));
+    expect(out).toContain('"stopped"');
+  });
 });
 
 describe('start-up refusals', () => {

@@ -76,7 +76,11 @@ export interface RunningServer {
  * Starts `agentauth start` as a real process and resolves once it logs that it is listening (with `--workers N` in
  * `args`, once `listening` processes have: pass N).
  */
-export async function startServer(env: Record<string, string | undefined>, port?: number, opts: { args?: string[]; listening?: number; entry?: string[] } = {}): Promise<RunningServer> {
+export async function startServer(
+  env: Record<string, string | undefined>,
+  port?: number,
+  opts: { args?: string[]; listening?: number; entry?: string[]; until?: string } = {},
+): Promise<RunningServer> {
   const p = port ?? (await freePort());
   // `entry`: another script to run instead of `agentauth start` (a test-only entry point under test/support/).
   const child = spawn(process.execPath, opts.entry ?? [CLI, 'start', ...(opts.args ?? [])], {
@@ -88,7 +92,9 @@ export async function startServer(env: Record<string, string | undefined>, port?
   child.stderr!.on('data', (d: Buffer) => (out += d));
   const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
   const deadline = Date.now() + 20_000;
-  while (out.split('"agentauth listening"').length - 1 < (opts.listening ?? 1)) {
+  // `until`: resolve at another log message instead (quoted as in the JSON line), e.g. one logged while starting.
+  const until = opts.until ?? '"agentauth listening"';
+  while (out.split(until).length - 1 < (opts.listening ?? 1)) {
     if (child.exitCode !== null) throw new Error(`agentauth exited at start (${child.exitCode}): ${out}`);
     if (Date.now() > deadline) {
       child.kill('SIGKILL');

@@ -78,54 +78,66 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const usable = (r: RaceResult) => r.status === 200 && typeof r.body.access_token === 'string' && typeof r.body.refresh_token === 'string';
 const cleanRefusal = (r: RaceResult) => r.status === 400 && r.body.error === 'invalid_grant';
 
+/**
+ * A server on `store` whose standard tier has these settings, for one describe block: started in its beforeAll,
+ * stopped in its afterAll. `auditTypes` lists a client's refresh.* audit records from the same store.
+ */
+function serverWithTier(store: Store, standard: Record<string, unknown>) {
+  const handle = {} as { server: RunningServer; storage: Storage; issuer: string };
+  beforeAll(async () => {
+    Object.assign(handle, await start(store, standard));
+    handle.issuer = handle.server.url;
+  });
+  afterAll(async () => {
+    await handle.server?.stop();
+    await handle.storage?.close();
+  });
+  const auditTypes = async (clientId: string) =>
+    (await allAuditRecords(handle.storage.audit)).filter((r) => r.client_id === clientId && r.type.startsWith('refresh.')).map((r) => r.type).sort();
+  return {
+    get issuer() {
+      return handle.issuer;
+    },
+    auditTypes,
+  };
+}
+
 describe.each<[Store]>([['sqlite'], ['mongodb']])('public clients without DPoP on %s', (store) => {
   describe(`tier grace ${GRACE} s, rotation allowed (the default)`, () => {
-    let server: RunningServer;
-    let storage: Storage;
-    let issuer: string;
-    beforeAll(async () => {
-      ({ server, storage } = await start(store, { refreshGraceSeconds: GRACE }));
-      issuer = server.url;
-    });
-    afterAll(async () => {
-      await server?.stop();
-      await storage?.close();
-    });
-    const auditTypes = async (clientId: string) =>
-      (await allAuditRecords(storage.audit)).filter((r) => r.client_id === clientId && r.type.startsWith('refresh.')).map((r) => r.type).sort();
+    const srv = serverWithTier(store, { refreshGraceSeconds: GRACE });
 
     test('get a bearer refresh token that rotates on every use; access tokens stay bearer and short', async () => {
-      const { clientId, tokens } = await signIn(issuer);
+      const { clientId, tokens } = await signIn(srv.issuer);
       expect(tokens.token_type).toBe('Bearer');
       expect(tokens.expires_in).toBeLessThanOrEqual(300);
       expect(typeof tokens.refresh_token).toBe('string');
-      const first = await refreshed(issuer, clientId, tokens.refresh_token!);
+      const first = await refreshed(srv.issuer, clientId, tokens.refresh_token!);
       expect(first.status).toBe(200);
       expect(first.body.refresh_token).not.toBe(tokens.refresh_token);
-      const second = await refreshed(issuer, clientId, first.body.refresh_token as string);
+      const second = await refreshed(srv.issuer, clientId, first.body.refresh_token as string);
       expect(second.status).toBe(200);
       expect(second.body.refresh_token).not.toBe(first.body.refresh_token);
       expect(second.body.expires_in).toBeLessThanOrEqual(300);
     });
 
     test('a reuse within the grace window gets the same successor and revokes nothing', async () => {
-      const { clientId, tokens } = await signIn(issuer);
-      const first = await refreshed(issuer, clientId, tokens.refresh_token!);
+      const { clientId, tokens } = await signIn(srv.issuer);
+      const first = await refreshed(srv.issuer, clientId, tokens.refresh_token!);
       expect(first.status).toBe(200);
-      const retry = await refreshed(issuer, clientId, tokens.refresh_token!);
+      const retry = await refreshed(srv.issuer, clientId, tokens.refresh_token!);
       expect(retry.status).toBe(200);
       expect(retry.body.refresh_token).toBe(first.body.refresh_token);
       expect(retry.body.access_token).not.toBe(first.body.access_token);
-      expect(await introspect(issuer, retry.body.access_token as string)).toMatchObject({ active: true, client_id: clientId });
+      expect(await introspect(srv.issuer, retry.body.access_token as string)).toMatchObject({ active: true, client_id: clientId });
       // The successor still works (once), so the grant was not revoked.
-      const next = await refreshed(issuer, clientId, first.body.refresh_token as string);
+      const next = await refreshed(srv.issuer, clientId, first.body.refresh_token as string);
       expect(next.status).toBe(200);
       // The audit trail tells the grace re-issue from the two rotations.
-      expect(await auditTypes(clientId)).toEqual(['refresh.grace_reissued', 'refresh.rotated', 'refresh.rotated']);
+      expect(await srv.auditTypes(clientId)).toEqual(['refresh.grace_reissued', 'refresh.rotated', 'refresh.rotated']);
     });
 
     test('a DPoP-bound refresh token stays bound in the grace: another key is refused without revoking, the bound key gets the successor', async () => {
-      const { config, dpop, tokens } = await signInWithDpop(issuer);
+      const { config, dpop, tokens } = await signInWithDpop(srv.issuer);
       expect(tokens.token_type.toLowerCase()).toBe('dpop');
       const first = await oidc.refreshTokenGrant(config, tokens.refresh_token!, { resource: RESOURCE }, { DPoP: dpop });
       const other = oidc.getDPoPHandle(config, await oidc.randomDPoPKeyPair('ES256'));
@@ -140,51 +152,51 @@ describe.each<[Store]>([['sqlite'], ['mongodb']])('public clients without DPoP o
     });
 
     test('the idle lifetime bounds each refresh token, the absolute lifetime bounds the rotated ones', async () => {
-      const { clientId, tokens } = await signIn(issuer);
-      const original = await introspect(issuer, tokens.refresh_token!);
+      const { clientId, tokens } = await signIn(srv.issuer);
+      const original = await introspect(srv.issuer, tokens.refresh_token!);
       expect(original).toMatchObject({ active: true, client_id: clientId });
       const signedInAt = original.iat as number;
       expect(original.exp).toBe(signedInAt + IDLE);
       await sleep(2500);
-      const first = await refreshed(issuer, clientId, tokens.refresh_token!);
-      const rotated = await introspect(issuer, first.body.refresh_token as string);
+      const first = await refreshed(srv.issuer, clientId, tokens.refresh_token!);
+      const rotated = await introspect(srv.issuer, first.body.refresh_token as string);
       expect(rotated.active).toBe(true);
       expect(rotated.exp).toBeLessThanOrEqual(signedInAt + ABSOLUTE);
       expect(rotated.exp).toBeLessThan((rotated.iat as number) + IDLE);
     });
 
     test('a reuse after the window revokes the grant: the successor fails too', async () => {
-      const { clientId, tokens } = await signIn(issuer);
-      const first = await refreshed(issuer, clientId, tokens.refresh_token!);
+      const { clientId, tokens } = await signIn(srv.issuer);
+      const first = await refreshed(srv.issuer, clientId, tokens.refresh_token!);
       expect(first.status).toBe(200);
       await sleep((GRACE + 2) * 1000);
-      const reuse = await refreshed(issuer, clientId, tokens.refresh_token!);
+      const reuse = await refreshed(srv.issuer, clientId, tokens.refresh_token!);
       expect(reuse.status).toBe(400);
       expect(reuse.body.error).toBe('invalid_grant');
-      const successor = await refreshed(issuer, clientId, first.body.refresh_token as string);
+      const successor = await refreshed(srv.issuer, clientId, first.body.refresh_token as string);
       expect(successor.status).toBe(400);
       expect(successor.body.error).toBe('invalid_grant');
     });
 
     test('a reuse within the window after the successor itself was used revokes the grant', async () => {
-      const { clientId, tokens } = await signIn(issuer);
-      const first = await refreshed(issuer, clientId, tokens.refresh_token!);
-      const second = await refreshed(issuer, clientId, first.body.refresh_token as string);
+      const { clientId, tokens } = await signIn(srv.issuer);
+      const first = await refreshed(srv.issuer, clientId, tokens.refresh_token!);
+      const second = await refreshed(srv.issuer, clientId, first.body.refresh_token as string);
       expect(second.status).toBe(200);
-      const reuse = await refreshed(issuer, clientId, tokens.refresh_token!);
+      const reuse = await refreshed(srv.issuer, clientId, tokens.refresh_token!);
       expect(reuse.status).toBe(400);
-      const latest = await refreshed(issuer, clientId, second.body.refresh_token as string);
+      const latest = await refreshed(srv.issuer, clientId, second.body.refresh_token as string);
       expect(latest.status).toBe(400);
     });
 
     test('another client presenting the rotated token gets nothing and revokes nothing', async () => {
-      const { clientId, tokens } = await signIn(issuer);
-      const other = await signIn(issuer);
-      const first = await refreshed(issuer, clientId, tokens.refresh_token!);
-      const stolen = await refreshed(issuer, other.clientId, tokens.refresh_token!);
+      const { clientId, tokens } = await signIn(srv.issuer);
+      const other = await signIn(srv.issuer);
+      const first = await refreshed(srv.issuer, clientId, tokens.refresh_token!);
+      const stolen = await refreshed(srv.issuer, other.clientId, tokens.refresh_token!);
       expect(stolen.status).toBe(400);
       expect(stolen.body.error).toBe('invalid_grant');
-      expect((await refreshed(issuer, clientId, first.body.refresh_token as string)).status).toBe(200);
+      expect((await refreshed(srv.issuer, clientId, first.body.refresh_token as string)).status).toBe(200);
     });
   });
 
@@ -193,35 +205,23 @@ describe.each<[Store]>([['sqlite'], ['mongodb']])('public clients without DPoP o
   // 2 s, 50 refreshes on FerretDB under load were received up to 3 s after the rotation, and the late ones revoked
   // the grant, as they must outside the window.
   describe(`tier grace ${BURST_GRACE} s: a burst of refreshes with one token`, () => {
-    let server: RunningServer;
-    let storage: Storage;
-    let issuer: string;
-    beforeAll(async () => {
-      ({ server, storage } = await start(store, { refreshGraceSeconds: BURST_GRACE }));
-      issuer = server.url;
-    });
-    afterAll(async () => {
-      await server?.stop();
-      await storage?.close();
-    });
-    const auditTypes = async (clientId: string) =>
-      (await allAuditRecords(storage.audit)).filter((r) => r.client_id === clientId && r.type.startsWith('refresh.')).map((r) => r.type).sort();
+    const srv = serverWithTier(store, { refreshGraceSeconds: BURST_GRACE });
 
     test.each(Array.from({ length: ROUNDS }, (_, i) => [i + 1]))(`${CONCURRENCY} concurrent refreshes with one token, round %i: usable tokens or clean 4xx, one live successor`, async () => {
-      const { clientId, tokens } = await signIn(issuer);
-      const results = await all(CONCURRENCY, () => refresh(issuer, clientId, tokens.refresh_token!));
+      const { clientId, tokens } = await signIn(srv.issuer);
+      const results = await all(CONCURRENCY, () => refresh(srv.issuer, clientId, tokens.refresh_token!));
       expect(results.filter((r) => !usable(r) && !cleanRefusal(r))).toEqual([]);
       const answered = results.filter(usable);
       const successors = new Set(answered.map((r) => r.body.refresh_token as string));
       expect(successors.size).toBe(1);
       // Every access token handed out is live; one answer was the rotation, the others grace re-issues.
-      for (const r of answered.slice(0, 3)) expect((await introspect(issuer, r.body.access_token as string)).active).toBe(true);
-      const types = await auditTypes(clientId);
+      for (const r of answered.slice(0, 3)) expect((await introspect(srv.issuer, r.body.access_token as string)).active).toBe(true);
+      const types = await srv.auditTypes(clientId);
       expect(types.filter((t) => t === 'refresh.rotated')).toHaveLength(1);
       expect(types.filter((t) => t === 'refresh.grace_reissued')).toHaveLength(answered.length - 1);
       // The family is consistent: the one successor works, once, and rotates on.
       const [successor] = [...successors];
-      const next = await refreshed(issuer, clientId, successor!);
+      const next = await refreshed(srv.issuer, clientId, successor!);
       expect(next.status).toBe(200);
       expect(next.body.refresh_token).not.toBe(successor);
     });

@@ -8,6 +8,7 @@ import { rawSqliteKeys } from '../support/raw-keys.js';
 import { mongoUri } from '../support/storages.js';
 import { newKek, runCli, startServer, tempDir, uniqueDbName, writeConfig } from '../support/server.js';
 import { tokenRequestAcrossSignal } from '../support/drain.js';
+import { startFerretdb } from '../support/ferretdb.js';
 
 const SECRET = 'lifecycle-client-secret-0123456789abcdef';
 const CONFIG = {
@@ -61,6 +62,27 @@ describe('SIGTERM', () => {
     // Started all the way (keys, storage), then drained and closed like any other stop.
     expect(out.indexOf('"agentauth listening"')).toBeGreaterThan(out.indexOf('"signal received while starting; stopping once started"'));
     expect(out).toContain('"stopped"');
+  });
+
+  test('a start that hangs after the signal (its database answers nothing) ends with exit 1 once shutdownTimeoutMs has passed', async () => {
+    const db = await startFerretdb();
+    try {
+      await db.pause();
+      const config = writeConfig(tempDir(), { ...CONFIG, shutdownTimeoutMs: 500, storage: { timeoutMs: 10_000 } });
+      const server = await startServer({ AGENTAUTH_CONFIG: config, MONGODB_URI: db.uri, MONGODB_DB: uniqueDbName('sigtermhang'), AGENTAUTH_KEK: newKek() }, undefined, {
+        until: '"AsyncLocalStorage implementation"',
+      });
+      const signalled = Date.now();
+      server.child.kill('SIGTERM');
+      expect(await server.exited).toBe(1);
+      // Bounded by shutdownTimeoutMs (500 ms), far inside the storage timeout the start was waiting on (10 s).
+      expect(Date.now() - signalled).toBeLessThan(5000);
+      expect(server.output()).toContain('"start did not finish in time after the signal; exiting"');
+      expect(server.output()).not.toContain('"agentauth listening"');
+    } finally {
+      db.resume();
+      await db.stop();
+    }
   });
 });
 

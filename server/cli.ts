@@ -65,9 +65,9 @@ async function startCommand(opts: { workers?: string }): Promise<void> {
   let running: Running | undefined;
   let requested: NodeJS.Signals | undefined;
   let startDeadline: NodeJS.Timeout | undefined;
-  const stop = (signal: NodeJS.Signals) => {
+  const stop = (server: Running, signal: NodeJS.Signals) => {
     log.info({ signal }, 'signal received');
-    running!.shutdown().then(
+    server.shutdown().then(
       () => process.exit(0),
       (err: unknown) => {
         log.error({ err }, 'shutdown failed');
@@ -76,7 +76,7 @@ async function startCommand(opts: { workers?: string }): Promise<void> {
     );
   };
   const onSignal = (signal: NodeJS.Signals) => {
-    if (running) return stop(signal);
+    if (running) return stop(running, signal);
     // Still starting: stop as soon as start() is done (a failed start exits by itself); should it hang, stop after
     // the drain timeout anyway, since nothing has been served yet.
     if (requested) return;
@@ -96,7 +96,7 @@ async function startCommand(opts: { workers?: string }): Promise<void> {
   const { start } = await import('./start.js');
   running = await start(config, log);
   clearTimeout(startDeadline);
-  if (requested) stop(requested);
+  if (requested) stop(running, requested);
 }
 
 /** Says which AsyncLocalStorage implementation this process runs on; a warning when it is async_hooks not by choice. */

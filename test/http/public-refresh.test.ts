@@ -98,6 +98,9 @@ function serverWithTier(store: Store, standard: Record<string, unknown>) {
     get issuer() {
       return handle.issuer;
     },
+    get storage() {
+      return handle.storage;
+    },
     auditTypes,
   };
 }
@@ -228,51 +231,33 @@ describe.each<[Store]>([['sqlite'], ['mongodb']])('public clients without DPoP o
   });
 
   describe('tier grace 0 (strict)', () => {
-    let server: RunningServer;
-    let storage: Storage;
-    let issuer: string;
-    beforeAll(async () => {
-      ({ server, storage } = await start(store, { refreshGraceSeconds: 0 }));
-      issuer = server.url;
-    });
-    afterAll(async () => {
-      await server?.stop();
-      await storage?.close();
-    });
+    const srv = serverWithTier(store, { refreshGraceSeconds: 0 });
 
     test('an immediate reuse revokes the grant', async () => {
-      const { clientId, tokens } = await signIn(issuer);
-      const first = await refreshed(issuer, clientId, tokens.refresh_token!);
+      const { clientId, tokens } = await signIn(srv.issuer);
+      const first = await refreshed(srv.issuer, clientId, tokens.refresh_token!);
       expect(first.status).toBe(200);
-      expect((await refreshed(issuer, clientId, tokens.refresh_token!)).status).toBe(400);
-      expect((await refreshed(issuer, clientId, first.body.refresh_token as string)).status).toBe(400);
+      expect((await refreshed(srv.issuer, clientId, tokens.refresh_token!)).status).toBe(400);
+      expect((await refreshed(srv.issuer, clientId, first.body.refresh_token as string)).status).toBe(400);
     });
 
     test(`${CONCURRENCY} concurrent refreshes: one success, the rest clean 4xx, and the grant ends revoked`, async () => {
-      const { clientId, tokens } = await signIn(issuer);
-      const results = await all(CONCURRENCY, () => refresh(issuer, clientId, tokens.refresh_token!));
+      const { clientId, tokens } = await signIn(srv.issuer);
+      const results = await all(CONCURRENCY, () => refresh(srv.issuer, clientId, tokens.refresh_token!));
       expect(results.filter((r) => !usable(r) && !cleanRefusal(r))).toEqual([]);
       const winners = results.filter(usable);
       expect(winners).toHaveLength(1);
-      expect((await refreshed(issuer, clientId, winners[0]!.body.refresh_token as string)).status).toBe(400);
-      expect((await introspect(issuer, winners[0]!.body.refresh_token as string)).active).toBe(false);
-      expect((await allAuditRecords(storage.audit)).some((r) => r.client_id === clientId && r.type === 'refresh.reuse_detected')).toBe(true);
+      expect((await refreshed(srv.issuer, clientId, winners[0]!.body.refresh_token as string)).status).toBe(400);
+      expect((await introspect(srv.issuer, winners[0]!.body.refresh_token as string)).active).toBe(false);
+      expect((await allAuditRecords(srv.storage.audit)).some((r) => r.client_id === clientId && r.type === 'refresh.reuse_detected')).toBe(true);
     });
   });
 
   describe('a tier that demands DPoP for refresh', () => {
-    let server: RunningServer;
-    let storage: Storage;
-    beforeAll(async () => {
-      ({ server, storage } = await start(store, { publicClientRefresh: 'dpop' }));
-    });
-    afterAll(async () => {
-      await server?.stop();
-      await storage?.close();
-    });
+    const srv = serverWithTier(store, { publicClientRefresh: 'dpop' });
 
     test('gives a bearer public client no refresh token', async () => {
-      const { tokens } = await signIn(server.url);
+      const { tokens } = await signIn(srv.issuer);
       expect(tokens.token_type).toBe('Bearer');
       expect(tokens.refresh_token).toBeUndefined();
     });

@@ -1,9 +1,7 @@
 import type { Wallet } from 'ethers';
-import * as oidc from 'openid-client';
 
 import { register, REDIRECT, RESOURCE } from './agent-server.js';
-import { form } from './races.js';
-import { authorizeWithWallet } from './user-agent.js';
+import { form, walletCode } from './races.js';
 
 /** A public client without DPoP (the MCP SDK's default client): sign-in through the code flow, and its refreshes. */
 
@@ -19,12 +17,7 @@ export async function signInPublic(issuer: string, wallet: Wallet): Promise<{ cl
   const created = await register(issuer, { redirect_uris: [REDIRECT], grant_types: ['authorization_code', 'refresh_token'], token_endpoint_auth_method: 'none', scope: 'read' });
   if (created.status !== 201) throw new Error(`registration answered ${created.status}: ${JSON.stringify(created.body)}`);
   const clientId = created.body.client_id as string;
-  const verifier = oidc.randomPKCECodeVerifier();
-  const url = new URL(`${issuer}/auth`);
-  const params = { client_id: clientId, response_type: 'code', redirect_uri: REDIRECT, scope: 'read', resource: RESOURCE, code_challenge: await oidc.calculatePKCECodeChallenge(verifier), code_challenge_method: 'S256' };
-  for (const [k, v] of Object.entries(params)) url.searchParams.set(k, v);
-  const { callback } = await authorizeWithWallet(url, REDIRECT, { wallet });
-  const code = callback.searchParams.get('code')!;
+  const { code, verifier } = await walletCode(issuer, clientId, wallet);
   const res = await fetch(`${issuer}/token`, {
     method: 'POST',
     headers: { 'content-type': 'application/x-www-form-urlencoded' },

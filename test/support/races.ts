@@ -43,6 +43,11 @@ export async function codeFor(issuer: string, wallet: Wallet): Promise<CodeGrant
   if (created.status !== 201) throw new Error(`registration answered ${created.status}: ${JSON.stringify(created.body)}`);
   const clientId = created.body.client_id as string;
   const secret = created.body.client_secret as string;
+  return { clientId, secret, ...(await walletCode(issuer, clientId, wallet)) };
+}
+
+/** `wallet` signs in through the login pages for `clientId` (PKCE S256, scope read, RESOURCE): an unredeemed code and its verifier. */
+export async function walletCode(issuer: string, clientId: string, wallet: Wallet): Promise<{ code: string; verifier: string }> {
   const verifier = oidc.randomPKCECodeVerifier();
   const url = new URL(`${issuer}/auth`);
   const params = { client_id: clientId, response_type: 'code', redirect_uri: REDIRECT, scope: 'read', resource: RESOURCE, code_challenge: await oidc.calculatePKCECodeChallenge(verifier), code_challenge_method: 'S256' };
@@ -50,7 +55,7 @@ export async function codeFor(issuer: string, wallet: Wallet): Promise<CodeGrant
   const { callback } = await authorizeWithWallet(url, REDIRECT, { wallet });
   const code = callback.searchParams.get('code');
   if (!code) throw new Error(`no code in ${callback.href}`);
-  return { clientId, secret, code, verifier };
+  return { code, verifier };
 }
 
 /** The form of a code redemption for `c`. */

@@ -1,3 +1,5 @@
+import { availableParallelism } from 'node:os';
+
 import type Koa from 'koa';
 import type { Provider } from 'oidc-provider';
 
@@ -22,6 +24,7 @@ import { SharedWindowLimit } from './limits/window.js';
 import { registerWalletGrant } from './grants/wallet-signature.js';
 import { registerTokenExchangeGrant } from './grants/token-exchange.js';
 import { createProvider, OIDC_SCOPES } from './provider.js';
+import { inlineSignaturesInstalled, installInlineSignatures, signaturesInline } from './crypto/inline-signatures.js';
 import { installPublicKeyImportCache } from './crypto/public-key-import-cache.js';
 import { installSyncDigest } from './crypto/sync-digest.js';
 import { installDisabledClientCheck } from './admin/disabled-clients.js';
@@ -55,16 +58,24 @@ export interface Agentauth {
   close(): Promise<void>;
 }
 
-/** Builds a ready-to-serve agentauth: storage initialised, keys loaded (or generated once), provider and app composed. */
-/** In-process options no configuration file or environment variable can set (tests pass them; the CLI never does). */
+/** In-process options no configuration file or environment variable can set (tests pass them; the CLI passes `processes`, its `--workers`). */
 export interface BootOptions {
   clientMetadataTest?: FetchTestOverrides;
+  /** How many agentauth processes serve on this machine (`--workers N`; 1 if not given): decides where signatures are computed. */
+  processes?: number;
 }
 
+/** Builds a ready-to-serve agentauth: storage initialised, keys loaded (or generated once), provider and app composed. */
 export async function boot(config: Config, log: Logger, options: BootOptions = {}): Promise<Agentauth> {
   // Before the provider exists: DPoP proof keys (and any public JWK) are imported once, not on every request.
   installPublicKeyImportCache();
   installSyncDigest();
+  const processes = options.processes ?? 1;
+  if (signaturesInline(processes)) installInlineSignatures();
+  log.info(
+    { signatures: inlineSignaturesInstalled() ? 'event loop' : 'thread pool', processes, cores: availableParallelism() },
+    'where ECDSA and Ed25519 signatures are computed',
+  );
   const metrics = createMetrics();
   const storage = measuredStorage(await openStorage(config, log), metrics);
   if (storage.kind === 'embedded') {

@@ -94,7 +94,7 @@ async function startCommand(opts: { workers?: string }): Promise<void> {
   log.debug({ heapGrowthPercent: heapPolicy?.growthPercent, heapPolicy: heapPolicy?.left ?? 'applied' }, 'V8 old-generation growth');
   // Loaded here, not at the top: the cluster primary and the other commands do without the provider and the app.
   const { start } = await import('./start.js');
-  running = await start(config, log);
+  running = await start(config, log, { processes: workers });
   clearTimeout(startDeadline);
   if (requested) stop(running, requested);
 }

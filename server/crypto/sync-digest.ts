@@ -39,7 +39,7 @@ export function syncDigestName(algorithm: unknown): string | undefined {
 }
 
 /** The bytes of `data` when it is an ArrayBuffer or a view of one (not shared memory), else undefined. */
-function bytesOf(data: unknown): Uint8Array | undefined {
+export function bytesOf(data: unknown): Uint8Array | undefined {
   if (data instanceof ArrayBuffer) return new Uint8Array(data);
   if (ArrayBuffer.isView(data) && data.buffer instanceof ArrayBuffer) return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
   return undefined;

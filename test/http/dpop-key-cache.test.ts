@@ -1,7 +1,12 @@
 import { generateKeyPairSync, randomUUID, sign } from 'node:crypto';
 import type { KeyObject } from 'node:crypto';
+import { availableParallelism } from 'node:os';
+
+import { calculateJwkThumbprint, createRemoteJWKSet, jwtVerify } from 'jose';
+import type { JWK } from 'jose';
 
 import { loadConfig } from '../../server/config.js';
+import { installInlineSignatures } from '../../server/crypto/inline-signatures.js';
 import { installPublicKeyImportCache } from '../../server/crypto/public-key-import-cache.js';
 import type { PublicKeyImportCache } from '../../server/crypto/public-key-import-cache.js';
 import { createLogger } from '../../server/logger.js';
@@ -52,7 +57,8 @@ describe('the DPoP key cache in a running agentauth', () => {
   beforeAll(async () => {
     const port = await freePort();
     const env = { AGENTAUTH_CONFIG: writeConfig(tempDir(), CONFIG), AGENTAUTH_KEK: newKek(), AGENTAUTH_DATA_DIR: tempDir('agentauth-dpop-cache-'), PORT: String(port), HOST: '127.0.0.1' };
-    running = await start(loadConfig(env), createLogger('silent'));
+    // As many processes as cores, as `--workers N` with N ≥ cores: boot also computes signatures on the event loop.
+    running = await start(loadConfig(env), createLogger('silent'), { processes: availableParallelism() });
     url = `http://127.0.0.1:${port}`;
     // boot() installed it; installing again hands back the same cache.
     cache = installPublicKeyImportCache();
@@ -95,5 +101,20 @@ describe('the DPoP key cache in a running agentauth', () => {
     expect(forged).toMatchObject({ status: 400, body: { error: 'invalid_dpop_proof' } });
     expect(cache.misses).toBe(before.misses);
     expect(cache.hits).toBe(before.hits + 1);
+  });
+
+  test('with as many processes as cores, boot also put the inline ECDSA/Ed25519 sign and verify in front of WebCrypto: proofs are verified and tokens signed on the event loop', async () => {
+    const subtle = globalThis.crypto.subtle;
+    expect(Object.getOwnPropertyDescriptor(subtle, Symbol.for('agentauth.inlineSignatures'))?.value).toBe(true);
+    expect(installInlineSignatures()).toBe(false);
+    // The token signed that way verifies against the server's published keys (jose's WebCrypto-free check aside,
+    // test/unit/inline-signatures.test.ts compares both directions with WebCrypto itself).
+    const key = ecKey();
+    const issued = await token({ grant_type: 'client_credentials', resource: API_A, scope: 'read' }, proof(key, `${url}/token`));
+    expect(issued.status).toBe(200);
+    const metadata = (await (await fetch(`${url}/.well-known/oauth-authorization-server`)).json()) as { issuer: string; jwks_uri: string };
+    const jwks = createRemoteJWKSet(new URL(metadata.jwks_uri.replace(metadata.issuer, url)));
+    const { payload } = await jwtVerify(issued.body.access_token as string, jwks, { issuer: metadata.issuer, audience: API_A });
+    expect(payload.cnf).toEqual({ jkt: await calculateJwkThumbprint(key.jwk as JWK) });
   });
 });

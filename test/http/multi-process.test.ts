@@ -1,10 +1,12 @@
+import { availableParallelism } from 'node:os';
+
 import { decodeProtectedHeader } from 'jose';
 import { Wallet } from 'ethers';
 
 import { freePort } from '../support/ferretdb.js';
 import { baseConfig, STRICT_REFRESH_TIERS, introspect, register, REDIRECT, RESOURCE, RS_CLIENT } from '../support/agent-server.js';
 import { all, basic, codeFor, form, oneDpopProof, redemption, refreshing, statuses } from '../support/races.js';
-import { newKek, runCli, startServer, tempDir, writeConfig } from '../support/server.js';
+import { logLines, newKek, runCli, startServer, tempDir, writeConfig } from '../support/server.js';
 import type { RunningServer } from '../support/server.js';
 
 /**
@@ -134,6 +136,15 @@ describe.each([
     expect(results.filter((r) => r.status === 401).every((r) => r.body.error === 'invalid_token')).toBe(true);
     const successor = results.find((r) => r.status === 200)!.body.registration_access_token as string;
     expect((await read(1, successor)).status).toBe(200);
+  });
+
+  test('each process says where it computes signatures: on its event loop when the processes leave no core to the thread pool', () => {
+    const workers = c.servers.length === 1;
+    const lines = c.servers.flatMap((s) => logLines(s.output()).filter((l) => l.msg === 'where ECDSA and Ed25519 signatures are computed'));
+    // Two worker processes of one server know there are two; two servers started one by one each count itself.
+    const processes = workers ? 2 : 1;
+    const expected = processes >= availableParallelism() ? 'event loop' : 'thread pool';
+    expect(lines).toEqual(Array.from({ length: 2 }, () => expect.objectContaining({ level: 'info', signatures: expected, processes, cores: availableParallelism() })));
   });
 
   test('every process served and wrote its own audit chain, and the chains verify', async () => {

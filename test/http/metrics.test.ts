@@ -2,7 +2,6 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import type { Server } from 'node:http';
 import { Wallet } from 'ethers';
 import { exportJWK, generateKeyPair, SignJWT } from 'jose';
-import * as oidc from 'openid-client';
 
 import { loadConfig } from '../../server/config.js';
 import { createLogger } from '../../server/logger.js';
@@ -13,10 +12,9 @@ import { baseConfig, introspect, register, REDIRECT, RESOURCE, RS_CLIENT } from 
 import { freePort } from '../support/ferretdb.js';
 import { metricsListener, scrape, total } from '../support/metrics.js';
 import type { Sample } from '../support/metrics.js';
-import { basic, form } from '../support/races.js';
+import { basic, form, walletCode } from '../support/races.js';
 import { mongoUri } from '../support/storages.js';
 import { newKek, tempDir, uniqueDbName, writeConfig } from '../support/server.js';
-import { authorizeWithWallet } from '../support/user-agent.js';
 
 /**
  * Prometheus metrics (issue 13 item 2): two servers run in this process, one on MongoDB (FerretDB) and one on the
@@ -44,15 +42,11 @@ async function codeFlowAndRefresh(url: string): Promise<void> {
   const created = await register(url, { redirect_uris: [REDIRECT], grant_types: ['authorization_code', 'refresh_token'], token_endpoint_auth_method: 'none', scope: 'read' });
   expect(created.status).toBe(201);
   const clientId = created.body.client_id as string;
-  const verifier = oidc.randomPKCECodeVerifier();
-  const auth = new URL(`${url}/auth`);
-  const params = { client_id: clientId, response_type: 'code', redirect_uri: REDIRECT, scope: 'read', resource: RESOURCE, code_challenge: await oidc.calculatePKCECodeChallenge(verifier), code_challenge_method: 'S256' };
-  for (const [k, v] of Object.entries(params)) auth.searchParams.set(k, v);
-  const { callback } = await authorizeWithWallet(auth, REDIRECT, { wallet });
+  const { code, verifier } = await walletCode(url, clientId, wallet);
   const redeemed = await fetch(`${url}/token`, {
     method: 'POST',
     headers: { 'content-type': 'application/x-www-form-urlencoded' },
-    body: form({ grant_type: 'authorization_code', code: callback.searchParams.get('code')!, code_verifier: verifier, redirect_uri: REDIRECT, resource: RESOURCE, client_id: clientId }),
+    body: form({ grant_type: 'authorization_code', code, code_verifier: verifier, redirect_uri: REDIRECT, resource: RESOURCE, client_id: clientId }),
   });
   const tokens = (await redeemed.json()) as { refresh_token?: string };
   expect(redeemed.status).toBe(200);

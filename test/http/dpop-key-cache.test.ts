@@ -107,8 +107,8 @@ describe('the DPoP key cache in a running agentauth', () => {
     const subtle = globalThis.crypto.subtle;
     expect(Object.getOwnPropertyDescriptor(subtle, Symbol.for('agentauth.inlineSignatures'))?.value).toBe(true);
     expect(installInlineSignatures()).toBe(false);
-    // The token signed that way verifies against the server's published keys (jose's WebCrypto-free check aside,
-    // test/unit/inline-signatures.test.ts compares both directions with WebCrypto itself).
+    // A token signed that way (its DPoP proof verified that way too) verifies against the server's published keys;
+    // test/unit/inline-signatures.test.ts compares both directions with WebCrypto itself.
     const key = ecKey();
     const issued = await token({ grant_type: 'client_credentials', resource: API_A, scope: 'read' }, proof(key, `${url}/token`));
     expect(issued.status).toBe(200);

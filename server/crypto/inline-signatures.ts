@@ -2,7 +2,7 @@ import { KeyObject, sign as nodeSign, verify as nodeVerify } from 'node:crypto';
 import { availableParallelism } from 'node:os';
 import type { webcrypto } from 'node:crypto';
 
-import { bytesOf, syncDigestName } from './sync-digest.js';
+import { bytesOf, ownData, syncDigestName } from './sync-digest.js';
 
 /**
  * WebCrypto's `sign` and `verify` for ECDSA and Ed25519 computed at once on the calling thread, instead of as a job on
@@ -33,9 +33,10 @@ import { bytesOf, syncDigestName } from './sync-digest.js';
  * 22 against 34 µs to sign, 53 against 70 to verify an ES256 JWT), but all of it lands on the event loop, which the
  * thread pool would have spared by running it on another core. A server process whose event loop is its bottleneck
  * and that has cores to spare answers fewer tokens inline (one process on 2 cores: about 7 % fewer DPoP tokens per
- * second, with 11 % less CPU per token; docs/performance.md, eleventh round). So `boot()` installs this only when the server's processes are at least as
- * many as the cores (`signaturesInline`): `--workers N` with N ≥ cores, or one process on one core, where every core
- * already runs an event loop and the thread pool's extra CPU comes out of theirs.
+ * second, with 11 % less CPU per token; docs/performance.md, eleventh round). So `boot()` installs this only when
+ * the server's processes are at least as many as the cores (`signaturesInline`): `--workers N` with N ≥ cores, or
+ * one process on one core, where every core already runs an event loop and the thread pool's extra CPU comes out of
+ * theirs.
  */
 
 type Subtle = webcrypto.SubtleCrypto;
@@ -48,21 +49,15 @@ interface Inline {
   keyAlgorithm: 'ECDSA' | 'Ed25519';
 }
 
-/** An own data member of a plain object, else undefined (a getter or an inherited member is WebCrypto's to read). */
-function own(object: object, member: string): unknown {
-  const descriptor = Object.getOwnPropertyDescriptor(object, member);
-  return descriptor && 'value' in descriptor ? descriptor.value : undefined;
-}
-
 /** What this module computes for `algorithm`, or undefined when WebCrypto must answer. */
 export function inlineAlgorithm(algorithm: unknown): Inline | undefined {
   if (typeof algorithm === 'string') return /^ed25519$/i.test(algorithm) ? { hash: null, keyAlgorithm: 'Ed25519' } : undefined;
   if (typeof algorithm !== 'object' || algorithm === null || Array.isArray(algorithm)) return undefined;
-  const name = own(algorithm, 'name');
+  const name = ownData(algorithm, 'name');
   if (typeof name !== 'string') return undefined;
   if (/^ed25519$/i.test(name)) return { hash: null, keyAlgorithm: 'Ed25519' };
   if (!/^ecdsa$/i.test(name)) return undefined;
-  const hash = syncDigestName(own(algorithm, 'hash'));
+  const hash = syncDigestName(ownData(algorithm, 'hash'));
   return hash === undefined ? undefined : { hash, keyAlgorithm: 'ECDSA' };
 }
 

@@ -24,14 +24,15 @@ type Digest = Subtle['digest'];
 const NODE_NAMES: Readonly<Record<string, string>> = { 'SHA-256': 'sha256', 'SHA-384': 'sha384', 'SHA-512': 'sha512' };
 const SHA2 = /^sha-(256|384|512)$/i;
 
+/** An own data member of `object`, else undefined: a getter or an inherited member goes to WebCrypto, which reads it its way. */
+export function ownData(object: object, member: string): unknown {
+  const descriptor = Object.getOwnPropertyDescriptor(object, member);
+  return descriptor && 'value' in descriptor ? descriptor.value : undefined;
+}
+
 /** Node's name for a WebCrypto digest algorithm this module computes itself, else undefined. */
 export function syncDigestName(algorithm: unknown): string | undefined {
-  let name: unknown = algorithm;
-  if (typeof algorithm === 'object' && algorithm !== null && !Array.isArray(algorithm)) {
-    // Only the own data member `name`: a getter or an inherited one goes to WebCrypto, which reads it its way.
-    const own = Object.getOwnPropertyDescriptor(algorithm, 'name');
-    name = own && 'value' in own ? own.value : undefined;
-  }
+  const name = typeof algorithm === 'object' && algorithm !== null && !Array.isArray(algorithm) ? ownData(algorithm, 'name') : algorithm;
   // ASCII case-insensitive, as the WebCrypto specification matches names: a regular expression without the `u` flag
   // never folds a non-ASCII character into an ASCII one. Node's own WebCrypto upper-cases the whole name (so it takes
   // 'ſha-256' for 'SHA-256'); such a name goes to it, and gets its answer.

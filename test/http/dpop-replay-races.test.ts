@@ -1,0 +1,157 @@
+import { randomUUID } from 'node:crypto';
+
+import { Wallet } from 'ethers';
+import { calculateJwkThumbprint, exportJWK, generateKeyPair, SignJWT } from 'jose';
+import * as oidc from 'openid-client';
+
+import { MongoStorage } from '../../adapters/mongodb.js';
+import { SqliteStorage } from '../../adapters/sqlite.js';
+import type { Storage } from '../../adapters/types.js';
+import { allAuditRecords } from '../support/audit.js';
+import { baseConfig, insecure, OPAQUE_RESOURCE, REDIRECT, RESOURCE, RS_CLIENT, STRICT_REFRESH_TIERS } from '../support/agent-server.js';
+import { all, basic, form, statuses } from '../support/races.js';
+import { startConfigured, uniqueDbName } from '../support/server.js';
+import type { RunningServer } from '../support/server.js';
+import { mongoUri } from '../support/storages.js';
+import { authorizeWithWallet } from '../support/user-agent.js';
+
+/**
+ * Design invariants 2 and 5 for DPoP proofs at the token endpoint, in one server process, on both stores (the
+ * embedded store's race across processes is in multi-process.test.ts, MongoDB's across instances in dpop.test.ts): a
+ * proof sent 50 times at once gives one token and 49 `invalid_dpop_proof`, and the refused requests leave nothing
+ * behind: no token.issued record, no stored opaque token, no refresh token used up.
+ */
+const CONCURRENCY = 50;
+const ROUNDS = 3;
+const wallet = new Wallet('0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a');
+const REPLAY = /^DPoP proof JWT replay detected: each proof \(its jti\) may be used once$/;
+
+type SigningKey = Parameters<SignJWT['sign']>[0];
+
+async function dpopKey() {
+  const pair = await generateKeyPair('ES256', { extractable: true });
+  const jwk = await exportJWK(pair.publicKey);
+  return { pair, privateKey: pair.privateKey as SigningKey, jwk, jkt: await calculateJwkThumbprint(jwk) };
+}
+type DpopKey = Awaited<ReturnType<typeof dpopKey>>;
+
+/** One proof for POST `${issuer}/token`, to be sent as many times as a test likes. */
+const proofFor = (key: DpopKey, issuer: string) =>
+  new SignJWT({ htm: 'POST', htu: `${issuer}/token`, iat: Math.floor(Date.now() / 1000), jti: randomUUID() })
+    .setProtectedHeader({ alg: 'ES256', typ: 'dpop+jwt', jwk: key.jwk })
+    .sign(key.privateKey);
+
+const backends = [
+  ['embedded (SQLite)', (): { env: Record<string, string>; open(dataDir: string, env: Record<string, string>): Storage } => ({
+    env: {},
+    open: (dataDir) => new SqliteStorage({ dataDir }),
+  })],
+  ['MongoDB wire (FerretDB)', (): { env: Record<string, string>; open(dataDir: string, env: Record<string, string>): Storage } => ({
+    env: { MONGODB_URI: mongoUri(), MONGODB_DB: uniqueDbName('replay-races') },
+    open: (_dataDir, env) => new MongoStorage({ uri: env.MONGODB_URI!, dbName: env.MONGODB_DB! }),
+  })],
+] as const;
+
+describe.each(backends)('DPoP proof replay at the token endpoint, %s', (_name, backend) => {
+  let server: RunningServer;
+  let issuer: string;
+  let storage: Storage;
+
+  beforeAll(async () => {
+    const b = backend();
+    const started = await startConfigured(baseConfig({ tiers: STRICT_REFRESH_TIERS, registration: { quota: { max: 1000 } } }), b.env);
+    server = started.server;
+    issuer = server.url;
+    storage = b.open(started.env.AGENTAUTH_DATA_DIR!, started.env);
+    await storage.init();
+  });
+  afterAll(async () => {
+    await server?.stop();
+    await storage?.close();
+  });
+
+  const clientCredentials = (proof: string, resource = RESOURCE, scope = 'read') =>
+    fetch(`${issuer}/token`, {
+      method: 'POST',
+      headers: { authorization: basic(RS_CLIENT.id, RS_CLIENT.secret), 'content-type': 'application/x-www-form-urlencoded', dpop: proof },
+      body: form({ grant_type: 'client_credentials', resource, scope }),
+    });
+  const issuedTo = async (jkt: string) =>
+    (await allAuditRecords(storage.audit)).filter((r) => r.type === 'token.issued' && (r.details as { jkt?: string }).jkt === jkt);
+
+  test.each(Array.from({ length: ROUNDS }, (_, i) => [i + 1]))('JWT access token, round %i: one proof sent 50 times at once gives one token and one token.issued record', async () => {
+    const key = await dpopKey();
+    const proof = await proofFor(key, issuer);
+    const results = await all(CONCURRENCY, () => clientCredentials(proof));
+    expect(statuses(results)).toBe([...Array(CONCURRENCY - 1).fill('400'), '200'].sort().join(','));
+    for (const r of results.filter((x) => x.status === 400)) {
+      expect(r.body).toEqual({ error: 'invalid_dpop_proof', error_description: expect.stringMatching(REPLAY) });
+    }
+    const won = results.find((r) => r.status === 200)!.body as { access_token: string; token_type: string };
+    expect(won.token_type).toBe('DPoP');
+    // The 49 refused requests were refused before any token was built: none is recorded.
+    const issued = await issuedTo(key.jkt);
+    expect(issued).toHaveLength(1);
+    expect(issued[0]!.details.jti).toBe(JSON.parse(Buffer.from(won.access_token.split('.')[1]!, 'base64url').toString()).jti);
+  });
+
+  test('opaque access token: of 50 requests with one proof, one token is stored and it is the one handed out', async () => {
+    const key = await dpopKey();
+    const proof = await proofFor(key, issuer);
+    const results = await all(CONCURRENCY, () => clientCredentials(proof, OPAQUE_RESOURCE, 'files'));
+    expect(statuses(results)).toBe([...Array(CONCURRENCY - 1).fill('400'), '200'].sort().join(','));
+    expect(results.filter((r) => r.status === 400).every((r) => r.body.error === 'invalid_dpop_proof')).toBe(true);
+    const won = results.find((r) => r.status === 200)!.body as { access_token: string };
+    const stored = (await storage.model('ClientCredentials').list(undefined, 100_000)).filter((r) => r.payload.jkt === key.jkt);
+    expect(stored.map((r) => r.id)).toEqual([won.access_token]);
+  });
+
+  test('a proof used once is refused the second time, and the refused request records nothing', async () => {
+    const key = await dpopKey();
+    const proof = await proofFor(key, issuer);
+    expect((await clientCredentials(proof)).status).toBe(200);
+    const again = await clientCredentials(proof);
+    expect(again.status).toBe(400);
+    expect(await again.json()).toEqual({ error: 'invalid_dpop_proof', error_description: expect.stringMatching(REPLAY) });
+    expect(await issuedTo(key.jkt)).toHaveLength(1);
+    // The same key goes on working with fresh proofs.
+    expect((await clientCredentials(await proofFor(key, issuer))).status).toBe(200);
+  });
+
+  test('a proof replayed on a refresh request changes nothing: the refresh token it came with is not used up', async () => {
+    const key = await dpopKey();
+    const config = await oidc.dynamicClientRegistration(
+      new URL(issuer),
+      { redirect_uris: [REDIRECT], grant_types: ['authorization_code', 'refresh_token'], token_endpoint_auth_method: 'none', scope: 'openid read' },
+      oidc.None(),
+      insecure,
+    );
+    const handle = oidc.getDPoPHandle(config, key.pair);
+    // Two grants of one public client, both bound to the same DPoP key (no refresh grace: a second use revokes).
+    const grant = async () => {
+      const verifier = oidc.randomPKCECodeVerifier();
+      const url = oidc.buildAuthorizationUrl(config, {
+        redirect_uri: REDIRECT, scope: 'read', resource: RESOURCE, code_challenge: await oidc.calculatePKCECodeChallenge(verifier), code_challenge_method: 'S256',
+      });
+      const { callback } = await authorizeWithWallet(url, REDIRECT, { wallet });
+      return oidc.authorizationCodeGrant(config, callback, { pkceCodeVerifier: verifier }, { resource: RESOURCE }, { DPoP: handle });
+    };
+    const [a, b] = [await grant(), await grant()];
+    const refresh = (token: string, proof: string) =>
+      fetch(`${issuer}/token`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-www-form-urlencoded', dpop: proof },
+        body: form({ grant_type: 'refresh_token', refresh_token: token, client_id: config.clientMetadata().client_id, resource: RESOURCE }),
+      });
+    const proof = await proofFor(key, issuer);
+    expect((await refresh(a.refresh_token!, proof)).status).toBe(200);
+    const replayed = await refresh(b.refresh_token!, proof);
+    expect(replayed.status).toBe(400);
+    expect(await replayed.json()).toEqual({ error: 'invalid_dpop_proof', error_description: expect.stringMatching(REPLAY) });
+    // b's refresh token was not consumed by the refused request: with a fresh proof it rotates normally (had it been
+    // used, this would be a reuse, answered invalid_grant, and b's grant revoked).
+    const fresh = await refresh(b.refresh_token!, await proofFor(key, issuer));
+    expect(fresh.status).toBe(200);
+    expect(((await fresh.json()) as { refresh_token?: string }).refresh_token).toEqual(expect.any(String));
+  });
+});

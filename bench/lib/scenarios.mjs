@@ -10,13 +10,15 @@ import {
   walletGrantBodies,
   wallets,
 } from './fixtures.mjs';
-import { AGENT, REFRESH_AGENT, REGISTRATION_BODY, RESOURCE, RS, WALLET_AGENT, basic } from './shared.mjs';
+import { AGENT, OPAQUE_RESOURCE, REFRESH_AGENT, REGISTRATION_BODY, RESOURCE, RS, WALLET_AGENT, basic } from './shared.mjs';
 
 const FORM = 'application/x-www-form-urlencoded';
 const has = (needle) => (body) => typeof body === 'string' && body.includes(needle);
 
 const ccBody = form({ grant_type: 'client_credentials', resource: RESOURCE, scope: 'read' });
 const ccHeaders = { authorization: basic(AGENT), 'content-type': FORM };
+// The opaque resource: the server stores each token it issues (oidc-provider's ClientCredentials model).
+const ccOpaqueBody = form({ grant_type: 'client_credentials', resource: OPAQUE_RESOURCE, scope: 'files' });
 
 /** A pool that hands out the same request forever (nothing in it needs to be unique). */
 const constant = (request) => ({ next: () => request });
@@ -67,6 +69,16 @@ export const SCENARIOS = [
     verify: has('"token_type":"Bearer"'),
     async pool() {
       return constant({ path: '/token', headers: ccHeaders, body: ccBody });
+    },
+  },
+  {
+    id: 'cc_opaque',
+    title: 'client_credentials, bearer opaque access token (stored by the server)',
+    targets: ['embedded', 'mongodb', 'bare'],
+    // A bearer token with no dot in it: an opaque reference, not a JWT.
+    verify: (body) => has('"token_type":"Bearer"')(body) && /"access_token":"[A-Za-z0-9_-]+"/.test(body),
+    async pool() {
+      return constant({ path: '/token', headers: ccHeaders, body: ccOpaqueBody });
     },
   },
   {

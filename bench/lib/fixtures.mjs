@@ -60,12 +60,16 @@ async function post(url, headers, body) {
 export const form = (params) => new URLSearchParams(params).toString();
 const FORM = 'application/x-www-form-urlencoded';
 
+/** The client_credentials request body: for the JWT API, or (`opaque`) for the opaque resource, whose tokens the server stores. */
+export const clientCredentialsBody = (opaque = false) =>
+  form(opaque ? { grant_type: 'client_credentials', resource: OPAQUE_RESOURCE, scope: 'files' } : { grant_type: 'client_credentials', resource: RESOURCE, scope: 'read' });
+
 /** A client_credentials token from `url` (JWT for the API, or opaque for the opaque resource). */
 export async function clientCredentialsToken(url, { opaque = false, dpop } = {}) {
   const res = await post(
     `${url}/token`,
     { authorization: basic(AGENT), 'content-type': FORM, ...(dpop ? { dpop } : {}) },
-    form(opaque ? { grant_type: 'client_credentials', resource: OPAQUE_RESOURCE, scope: 'files' } : { grant_type: 'client_credentials', resource: RESOURCE, scope: 'read' }),
+    clientCredentialsBody(opaque),
   );
   if (res.status !== 200 || typeof res.json?.access_token !== 'string') throw new Error(`client_credentials at ${url} answered ${res.status}: ${res.text}`);
   return res.json;

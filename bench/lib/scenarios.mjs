@@ -3,6 +3,7 @@
 import {
   agentauthRefreshTokens,
   bareRefreshTokens,
+  clientCredentialsBody,
   clientCredentialsToken,
   dpopKeys,
   dpopProofs,
@@ -10,15 +11,14 @@ import {
   walletGrantBodies,
   wallets,
 } from './fixtures.mjs';
-import { AGENT, OPAQUE_RESOURCE, REFRESH_AGENT, REGISTRATION_BODY, RESOURCE, RS, WALLET_AGENT, basic } from './shared.mjs';
+import { AGENT, REFRESH_AGENT, REGISTRATION_BODY, RESOURCE, RS, WALLET_AGENT, basic } from './shared.mjs';
 
 const FORM = 'application/x-www-form-urlencoded';
 const has = (needle) => (body) => typeof body === 'string' && body.includes(needle);
 
-const ccBody = form({ grant_type: 'client_credentials', resource: RESOURCE, scope: 'read' });
+const ccBody = clientCredentialsBody();
 const ccHeaders = { authorization: basic(AGENT), 'content-type': FORM };
-// The opaque resource: the server stores each token it issues (oidc-provider's ClientCredentials model).
-const ccOpaqueBody = form({ grant_type: 'client_credentials', resource: OPAQUE_RESOURCE, scope: 'files' });
+const ccOpaqueBody = clientCredentialsBody(true);
 
 /** A pool that hands out the same request forever (nothing in it needs to be unique). */
 const constant = (request) => ({ next: () => request });

@@ -284,7 +284,8 @@ export function renderMarkdown(results) {
       'peak RSS: VmHWM of the server process (for several processes: the sum, and the largest one).',
   ];
   const storage = storageTable(results);
-  if (storage) parts.push('', '### MongoDB wire server (FerretDB v1, SQLite): where the time goes', '', storage, '', 'storage share: FerretDB CPU / (agentauth CPU + FerretDB CPU) during the measured window. driver calls: MongoDB driver operations per request sent, counted inside the server process(es) by bench/lib/mongo-probe.mjs (an insertMany is one call however many documents it carries).');
+  if (storage) parts.push('', '### MongoDB wire server (FerretDB v1, SQLite): where the time goes', '', storage, '', 'storage share: FerretDB CPU / (agentauth CPU + FerretDB CPU) during the measured window. driver calls: MongoDB driver operations per request sent, counted inside the server process(es) by bench/lib/mongo-probe.mjs (an insertMany is one call however many documents it carries). ' +
+    'FerretDB v1 reads a whole collection for every lookup, even by `_id`: these figures hold for the small collections of a bench run, and grow with them (`node bench/ferretdb-lookups.mjs`; docs/operations.md, "FerretDB v1 is for tests").');
   const workers = workersTable(results);
   if (workers) parts.push('', '### `agentauth start --workers N` (DPoP client_credentials)', '', workers);
   parts.push('', '### Targets (issues 6 and 15)', '', '| target | measured | status |', '| --- | --- | --- |', ...targets(results).map((t) => `| ${t.target} | ${t.measured} | ${t.status} |`));

@@ -460,6 +460,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   }
 
   const listenPort = e.PORT ?? 3000;
+  if (file.admin.port === listenPort) {
+    // Never the public port: the admin API must not be reachable where clients are, and two listeners on one port
+    // would otherwise fail later, at listen, with EADDRINUSE.
+    throw new ConfigError(`AGENTAUTH_CONFIG admin.port: must differ from PORT (${listenPort}), which serves the public endpoints`);
+  }
   return {
     port: listenPort,
     host: e.HOST,

@@ -39,6 +39,14 @@ describe('loadConfig', () => {
     expect(message({ AGENTAUTH_CONFIG: withFile({ tiers: { mine: { ...base, publicClientRefresh: 'bearer' } } }) })).toContain('tiers.mine.publicClientRefresh');
   });
 
+  test('admin.port: any port but the public one; the same as PORT (default or set) is refused naming both settings', () => {
+    expect(loadConfig({ PORT: '3000', AGENTAUTH_CONFIG: withFile({ admin: { port: 3001 } }) }).admin.port).toBe(3001);
+    expect(message({ PORT: '3001', AGENTAUTH_CONFIG: withFile({ admin: { port: 3001 } }) })).toBe(
+      'AGENTAUTH_CONFIG admin.port: must differ from PORT (3001), which serves the public endpoints',
+    );
+    expect(message({ AGENTAUTH_CONFIG: withFile({ admin: { port: 3000 } }) })).toMatch(/^AGENTAUTH_CONFIG admin\.port: must differ from PORT \(3000\)/);
+  });
+
   test('storage.sqliteSynchronous: full by default (every commit fsynced), normal on request, nothing else', () => {
     expect(loadConfig({}).storage.sqliteSynchronous).toBe('full');
     expect(loadConfig({ AGENTAUTH_CONFIG: withFile({ storage: { sqliteSynchronous: 'normal' } }) }).storage.sqliteSynchronous).toBe('normal');

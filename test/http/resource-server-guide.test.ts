@@ -1,0 +1,180 @@
+import { spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+
+import * as oidc from 'openid-client';
+import ts from 'typescript';
+
+import { baseConfig, insecure, RESOURCE, RS_CLIENT } from '../support/agent-server.js';
+import { freePort } from '../support/ferretdb.js';
+import { ROOT, startConfigured } from '../support/server.js';
+import type { RunningServer } from '../support/server.js';
+
+/**
+ * docs/resource-servers.md's example resource server (`protect.ts`, `introspect.ts` and `server.ts`, taken from the
+ * guide as written), type-checked with the project's strict settings and run against a live agentauth, called by
+ * openid-client as an agent would. A guide whose code no longer works with agentauth fails here: it did, for agents
+ * whose DPoP key is Ed25519 (openid-client's `alg: "Ed25519"`), which the guide's algorithm list refused.
+ */
+
+const GUIDE = readFileSync(join(ROOT, 'docs', 'resource-servers.md'), 'utf8');
+
+/** The ```ts block the guide introduces as (`name` ...). */
+function guideBlock(name: string): string {
+  const named = GUIDE.indexOf(`(\`${name}\``);
+  if (named < 0) throw new Error(`docs/resource-servers.md no longer names ${name}`);
+  const start = GUIDE.indexOf('```ts\n', named);
+  const end = GUIDE.indexOf('\n```', start + 6);
+  return GUIDE.slice(start + 6, end + 1);
+}
+
+const FILES = ['protect', 'introspect', 'server'] as const;
+// Inside the repository, so that the guide's imports (jose, node types) resolve from its node_modules.
+const dir = join(ROOT, 'test-results', `resource-server-guide-${randomUUID()}`);
+
+let as: RunningServer;
+let issuerMetadata: Record<string, unknown>;
+
+beforeAll(async () => {
+  mkdirSync(dir, { recursive: true });
+  for (const name of FILES) writeFileSync(join(dir, `${name}.ts`), guideBlock(`${name}.ts`));
+  ({ server: as } = await startConfigured(baseConfig()));
+  issuerMetadata = (await (await fetch(`${as.url}/.well-known/oauth-authorization-server`)).json()) as Record<string, unknown>;
+});
+
+afterAll(async () => {
+  await as?.stop();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+test('the guide\'s code type-checks under the project\'s strict settings', () => {
+  const program = ts.createProgram(
+    FILES.map((name) => join(dir, `${name}.ts`)),
+    {
+      strict: true, noUncheckedIndexedAccess: true, target: ts.ScriptTarget.ES2023, lib: ['lib.es2023.d.ts', 'lib.dom.d.ts'],
+      module: ts.ModuleKind.NodeNext, moduleResolution: ts.ModuleResolutionKind.NodeNext, types: ['node'], skipLibCheck: true, noEmit: true,
+    },
+  );
+  const problems = ts.getPreEmitDiagnostics(program).map((d) => ts.flattenDiagnosticMessageText(d.messageText, '\n'));
+  expect(problems).toEqual([]);
+});
+
+describe.each([
+  ['verifying JWTs locally', '0'],
+  ['introspecting', '1'],
+])('the guide\'s resource server, %s', (_mode, introspect) => {
+  let rs: ChildProcess;
+  let rsUrl: string;
+  let output = '';
+
+  beforeAll(async () => {
+    const jsDir = join(dir, `js-${introspect}`);
+    mkdirSync(jsDir, { recursive: true });
+    for (const name of FILES) {
+      const { outputText } = ts.transpileModule(readFileSync(join(dir, `${name}.ts`), 'utf8'), {
+        compilerOptions: { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2023, verbatimModuleSyntax: false },
+      });
+      writeFileSync(join(jsDir, `${name}.js`), outputText);
+    }
+    const port = await freePort();
+    rsUrl = `http://127.0.0.1:${port}`;
+    rs = spawn(process.execPath, [join(jsDir, 'server.js')], {
+      env: {
+        PATH: process.env.PATH, PORT: String(port), ISSUER: as.url, RESOURCE, PUBLIC_ORIGIN: rsUrl, INTROSPECT: introspect,
+        RS_CLIENT_ID: RS_CLIENT.id, RS_CLIENT_SECRET: RS_CLIENT.secret,
+      },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    rs.stdout!.on('data', (d: Buffer) => (output += d));
+    rs.stderr!.on('data', (d: Buffer) => (output += d));
+    const deadline = Date.now() + 15_000;
+    for (;;) {
+      const up = await fetch(`${rsUrl}/.well-known/oauth-protected-resource`).then((r) => r.ok, () => false);
+      if (up) break;
+      if (rs.exitCode !== null || Date.now() > deadline) throw new Error(`the guide's server did not start: ${output}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  });
+
+  afterAll(() => {
+    rs?.kill();
+  });
+
+  /**
+   * openid-client as an agent configures it, with a DPoP key of `alg` (none: a bearer token). `proofs` holds every DPoP
+   * header it sent to the resource server.
+   */
+  async function agent(alg?: 'ES256' | 'EdDSA') {
+    const server = (await oidc.discovery(new URL(as.url), RS_CLIENT.id, undefined, oidc.ClientSecretBasic(RS_CLIENT.secret), insecure)).serverMetadata();
+    const config = new oidc.Configuration(server, RS_CLIENT.id, RS_CLIENT.secret, oidc.ClientSecretBasic(RS_CLIENT.secret));
+    oidc.allowInsecureRequests(config);
+    const proofs: string[] = [];
+    config[oidc.customFetch] = (url, options) => {
+      const proof = new Headers(options.headers).get('dpop');
+      if (proof && url.startsWith(rsUrl)) proofs.push(proof);
+      return fetch(url, options);
+    };
+    const dpop = alg ? oidc.getDPoPHandle(config, await oidc.randomDPoPKeyPair(alg)) : undefined;
+    const tokens = await oidc.clientCredentialsGrant(config, { resource: RESOURCE, scope: 'read' }, dpop ? { DPoP: dpop } : undefined);
+    const call = () => oidc.fetchProtectedResource(config, tokens.access_token, new URL(`${rsUrl}/data`), 'GET', undefined, undefined, dpop ? { DPoP: dpop } : undefined);
+    return { config, tokens, call, proofs };
+  }
+
+  test('its metadata advertises the DPoP algorithms agentauth itself accepts', async () => {
+    const metadata = (await (await fetch(`${rsUrl}/.well-known/oauth-protected-resource`)).json()) as Record<string, unknown>;
+    expect(metadata).toMatchObject({ resource: RESOURCE, authorization_servers: [as.url] });
+    expect(metadata.dpop_signing_alg_values_supported).toEqual(issuerMetadata.dpop_signing_alg_values_supported);
+  });
+
+  test.each(['ES256', 'EdDSA'] as const)('a DPoP-bound token from an agent with an %s key (openid-client) is accepted', async (alg) => {
+    const { tokens, call } = await agent(alg);
+    expect(tokens.token_type).toBe('dpop');
+    const res = await call();
+    expect(res.status).toBe(200);
+    expect(await res.json()).toEqual({ sub: RS_CLIENT.id, client_id: RS_CLIENT.id });
+  });
+
+  test('a bearer token is accepted with the Bearer scheme', async () => {
+    const { tokens, call } = await agent();
+    expect(tokens.token_type).toBe('bearer');
+    expect((await call()).status).toBe(200);
+  });
+
+  test('a DPoP-bound token sent as a bearer token, and a replayed proof, are refused with 401', async () => {
+    const { tokens, call, proofs } = await agent('ES256');
+    const asBearer = await fetch(`${rsUrl}/data`, { headers: { authorization: `Bearer ${tokens.access_token}` } });
+    expect(asBearer.status).toBe(401);
+    expect(asBearer.headers.get('www-authenticate')).toMatch(/Bearer [^,]*, error="invalid_token"/);
+
+    expect((await call()).status).toBe(200);
+    expect(proofs).toHaveLength(1);
+    const replayed = await fetch(`${rsUrl}/data`, { headers: { authorization: `DPoP ${tokens.access_token}`, dpop: proofs[0]! } });
+    expect(replayed.status).toBe(401);
+    expect(replayed.headers.get('www-authenticate')).toMatch(/error="invalid_dpop_proof", error_description="DPoP proof replayed"/);
+  });
+
+  test(introspect === '1' ? 'a revoked token is refused at once' : 'a revoked token is still accepted until it expires, as the guide says of local verification', async () => {
+    const { config, tokens, call } = await agent('ES256');
+    expect((await call()).status).toBe(200);
+    await oidc.tokenRevocation(config, tokens.access_token);
+    if (introspect === '0') {
+      expect((await call()).status).toBe(200);
+      return;
+    }
+    const refused = await call().then(() => undefined, (err: unknown) => err);
+    expect(refused).toBeInstanceOf(oidc.WWWAuthenticateChallengeError);
+    const challenge = refused as oidc.WWWAuthenticateChallengeError;
+    expect(challenge.status).toBe(401);
+    expect(challenge.cause.find((c) => c.scheme === 'dpop')?.parameters).toMatchObject({ error: 'invalid_token', error_description: 'token is not active' });
+  });
+
+  test('no credentials: 401 with a challenge per scheme, each naming the metadata', async () => {
+    const res = await fetch(`${rsUrl}/data`);
+    expect(res.status).toBe(401);
+    const challenges = res.headers.get('www-authenticate') ?? '';
+    expect(challenges).toContain(`DPoP resource_metadata="${rsUrl}/.well-known/oauth-protected-resource"`);
+    expect(challenges).toContain(`Bearer resource_metadata="${rsUrl}/.well-known/oauth-protected-resource"`);
+  });
+});

@@ -1,15 +1,14 @@
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { randomUUID } from 'node:crypto';
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 import * as oidc from 'openid-client';
-import ts from 'typescript';
 
 import { baseConfig, insecure, RESOURCE, RS_CLIENT } from '../support/agent-server.js';
 import { freePort } from '../support/ferretdb.js';
-import { ROOT, startConfigured } from '../support/server.js';
+import { guideBlock, guideDir, toJavaScript, typeProblems } from '../support/guide.js';
+import { startConfigured } from '../support/server.js';
 import type { RunningServer } from '../support/server.js';
 
 /**
@@ -19,27 +18,14 @@ import type { RunningServer } from '../support/server.js';
  * whose DPoP key is Ed25519 (openid-client's `alg: "Ed25519"`), which the guide's algorithm list refused.
  */
 
-const GUIDE = readFileSync(join(ROOT, 'docs', 'resource-servers.md'), 'utf8');
-
-/** The ```ts block the guide introduces as (`name` ...). */
-function guideBlock(name: string): string {
-  const named = GUIDE.indexOf(`(\`${name}\``);
-  if (named < 0) throw new Error(`docs/resource-servers.md no longer names ${name}`);
-  const start = GUIDE.indexOf('```ts\n', named);
-  const end = GUIDE.indexOf('\n```', start + 6);
-  return GUIDE.slice(start + 6, end + 1);
-}
-
 const FILES = ['protect', 'introspect', 'server'] as const;
-// Inside the repository, so that the guide's imports (jose, node types) resolve from its node_modules.
-const dir = join(ROOT, 'test-results', `resource-server-guide-${randomUUID()}`);
+let dir: string;
 
 let as: RunningServer;
 let issuerMetadata: Record<string, unknown>;
 
 beforeAll(async () => {
-  mkdirSync(dir, { recursive: true });
-  for (const name of FILES) writeFileSync(join(dir, `${name}.ts`), guideBlock(`${name}.ts`));
+  dir = guideDir('resource-server-guide', Object.fromEntries(FILES.map((name) => [`${name}.ts`, guideBlock('resource-servers.md', `(\`${name}.ts\``)])));
   ({ server: as } = await startConfigured(baseConfig()));
   issuerMetadata = (await (await fetch(`${as.url}/.well-known/oauth-authorization-server`)).json()) as Record<string, unknown>;
 });
@@ -50,15 +36,7 @@ afterAll(async () => {
 });
 
 test('the guide\'s code type-checks under the project\'s strict settings', () => {
-  const program = ts.createProgram(
-    FILES.map((name) => join(dir, `${name}.ts`)),
-    {
-      strict: true, noUncheckedIndexedAccess: true, target: ts.ScriptTarget.ES2023, lib: ['lib.es2023.d.ts', 'lib.dom.d.ts'],
-      module: ts.ModuleKind.NodeNext, moduleResolution: ts.ModuleResolutionKind.NodeNext, types: ['node'], skipLibCheck: true, noEmit: true,
-    },
-  );
-  const problems = ts.getPreEmitDiagnostics(program).map((d) => ts.flattenDiagnosticMessageText(d.messageText, '\n'));
-  expect(problems).toEqual([]);
+  expect(typeProblems(FILES.map((name) => join(dir, `${name}.ts`)))).toEqual([]);
 });
 
 describe.each([
@@ -72,12 +50,7 @@ describe.each([
   beforeAll(async () => {
     const jsDir = join(dir, `js-${introspect}`);
     mkdirSync(jsDir, { recursive: true });
-    for (const name of FILES) {
-      const { outputText } = ts.transpileModule(readFileSync(join(dir, `${name}.ts`), 'utf8'), {
-        compilerOptions: { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2023, verbatimModuleSyntax: false },
-      });
-      writeFileSync(join(jsDir, `${name}.js`), outputText);
-    }
+    for (const name of FILES) writeFileSync(join(jsDir, `${name}.js`), toJavaScript(readFileSync(join(dir, `${name}.ts`), 'utf8')));
     const port = await freePort();
     rsUrl = `http://127.0.0.1:${port}`;
     rs = spawn(process.execPath, [join(jsDir, 'server.js')], {

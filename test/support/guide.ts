@@ -1,0 +1,45 @@
+import { randomUUID } from 'node:crypto';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+
+import ts from 'typescript';
+
+import { ROOT } from './server.js';
+
+/**
+ * Code from the guides in docs/, taken as written, for tests that run it against agentauth: a guide whose example no
+ * longer works with the server fails its test instead of misleading its readers.
+ */
+
+/** The ```ts block that follows the first occurrence of `marker` in docs/<doc>. */
+export function guideBlock(doc: string, marker: string): string {
+  const text = readFileSync(join(ROOT, 'docs', doc), 'utf8');
+  const at = text.indexOf(marker);
+  if (at < 0) throw new Error(`docs/${doc} no longer contains ${JSON.stringify(marker)}`);
+  const start = text.indexOf('```ts\n', at);
+  if (start < 0) throw new Error(`docs/${doc} has no ts code block after ${JSON.stringify(marker)}`);
+  const end = text.indexOf('\n```', start + 6);
+  return text.slice(start + 6, end + 1);
+}
+
+/** A fresh directory inside the repository (so that the guide's imports resolve from its node_modules), with `files`. */
+export function guideDir(label: string, files: Record<string, string>): string {
+  const dir = join(ROOT, 'test-results', `${label}-${randomUUID()}`);
+  mkdirSync(dir, { recursive: true });
+  for (const [name, content] of Object.entries(files)) writeFileSync(join(dir, name), content);
+  return dir;
+}
+
+/** The compiler's complaints about `files` under the project's strict settings (none: an empty list). */
+export function typeProblems(files: string[]): string[] {
+  const program = ts.createProgram(files, {
+    strict: true, noUncheckedIndexedAccess: true, target: ts.ScriptTarget.ES2023, lib: ['lib.es2023.d.ts', 'lib.dom.d.ts'],
+    module: ts.ModuleKind.NodeNext, moduleResolution: ts.ModuleResolutionKind.NodeNext, types: ['node'], skipLibCheck: true, noEmit: true,
+  });
+  return ts.getPreEmitDiagnostics(program).map((d) => `${d.file ? `${d.file.fileName.split('/').pop()}: ` : ''}${ts.flattenDiagnosticMessageText(d.messageText, '\n')}`);
+}
+
+/** `source` as plain JavaScript (ES modules), types removed. */
+export function toJavaScript(source: string): string {
+  return ts.transpileModule(source, { compilerOptions: { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2023, verbatimModuleSyntax: false } }).outputText;
+}

@@ -1,13 +1,14 @@
-import { spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 
 import { Wallet } from 'ethers';
 
 import { baseConfig } from '../support/agent-server.js';
 import { guideBlock, guideDir, typeProblems } from '../support/guide.js';
-import { runCli, startConfigured } from '../support/server.js';
+import { logLines, runCli, startConfigured } from '../support/server.js';
 import type { RunningServer } from '../support/server.js';
 import { authorizeWithWallet } from '../support/user-agent.js';
 
@@ -20,6 +21,7 @@ import { authorizeWithWallet } from '../support/user-agent.js';
  * that the call came with `Authorization: DPoP` and a proof.
  */
 
+const run = promisify(execFile);
 const REDIRECT_URI = 'http://127.0.0.1:8765/callback'; // the guide's
 const WALLET = new Wallet('0x47e179ec197488593b187f80a00eb0da91f1b9d0b13f8733639f19c30a34926a');
 
@@ -86,4 +88,40 @@ test('`node agent.ts` registers, signs the person in, calls the API, refreshes, 
   expect(lines).toContain('API answered 200');
   expect(stdout).toMatch(/active: true,[\s\S]*token_type: 'DPoP'/); // the guide: { active: true, ..., token_type: 'DPoP' }
   expect(lines.at(-1)).toBe('dpop 300'); // the guide: 'dpop' 300
+});
+
+describe('the guide\'s DPoP exchange without a library (jose), for a client whose tier requires server nonces', () => {
+  const STRICT_AGENT = { id: 'strict-agent', secret: 'strict-agent-secret-0123456789abcdefghij' };
+  let strict: RunningServer;
+  let jsDir: string;
+
+  beforeAll(async () => {
+    // The guide's code as written, then one line of the test's own that shows what it ended with.
+    const source = `${guideBlock('agents.md', 'The same exchange without a library')}\nconsole.log(JSON.stringify({ status: res.status, tokens }));\n`;
+    jsDir = guideDir('agents-guide-dpop', { 'dpop.ts': source });
+    ({ server: strict } = await startConfigured(
+      baseConfig({ clients: [{ client_id: STRICT_AGENT.id, client_secret: STRICT_AGENT.secret, grant_types: ['client_credentials'], tier: 'strict' }] }),
+    ));
+  });
+
+  afterAll(async () => {
+    await strict?.stop();
+    rmSync(jsDir, { recursive: true, force: true });
+  });
+
+  test('it type-checks under the project\'s strict settings', () => {
+    expect(typeProblems([join(jsDir, 'dpop.ts')])).toEqual([]);
+  });
+
+  test('its first request is answered use_dpop_nonce, and its one retry with the server\'s nonce gets a DPoP-bound token', async () => {
+    const { stdout } = await run(process.execPath, [join(jsDir, 'dpop.ts')], {
+      env: { PATH: process.env.PATH, AGENTAUTH_ISSUER: strict.url, CLIENT_ID: STRICT_AGENT.id, CLIENT_SECRET: STRICT_AGENT.secret },
+      timeout: 30_000,
+    });
+    const { status, tokens } = JSON.parse(stdout.trim().split('\n').at(-1)!) as { status: number; tokens: Record<string, unknown> };
+    expect(status).toBe(200);
+    expect(tokens).toMatchObject({ token_type: 'DPoP', scope: 'read', access_token: expect.any(String) });
+    const nonces = logLines(strict.output()).filter((l) => l.event === 'grant.error' && l.error === 'use_dpop_nonce');
+    expect(nonces).toHaveLength(1);
+  });
 });

@@ -1,4 +1,4 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -138,3 +138,38 @@ describe('loadConfig', () => {
     expect(message({ AGENTAUTH_CONFIG: withFile(file) })).toMatch(pattern);
   });
 });
+
+describe('docs/configuration.md', () => {
+  const doc = readFileSync(join(process.cwd(), 'docs', 'configuration.md'), 'utf8');
+  /** Every ```json block of the page, in order. */
+  const blocks = [...doc.matchAll(/^```json\n([\s\S]*?)\n```$/gm)].map((m) => m[1]!);
+
+  test('"The JSON file" lists every member with its default: loading it gives what an empty file gives', () => {
+    const listing = blocks[0]!;
+    expect(doc.indexOf(listing)).toBeGreaterThan(doc.indexOf('## The JSON file'));
+    const { configFile: _a, ...fromListing } = loadConfig({ AGENTAUTH_CONFIG: withFile(listing) });
+    const { configFile: _b, ...fromNothing } = loadConfig({ AGENTAUTH_CONFIG: withFile({}) });
+    expect(fromListing).toEqual(fromNothing);
+    // And the listing names every top-level member the schema has.
+    expect(Object.keys(JSON.parse(listing) as object).sort()).toEqual(
+      ['resourceServers', 'clients', 'registration', 'clientIdMetadataDocuments', 'tiers', 'maxBearerTokenTTL', 'dpop', 'tokenExchange', 'wallet', 'limits', 'keys', 'storage', 'admin', 'shutdownTimeoutMs'].sort(),
+    );
+  });
+
+  test('every example on the page is a configuration the server accepts', () => {
+    expect(blocks.length).toBeGreaterThanOrEqual(4);
+    const resourceServers = [
+      { identifier: 'https://skill-a.example.com', scopes: ['read'] },
+      { identifier: 'https://skill-b.example.com', scopes: ['read'] },
+      { identifier: 'https://skill-c.example.com', scopes: ['read'] },
+    ];
+    for (const block of blocks) {
+      // A fragment ("member": value) is completed into a file; the token-exchange example needs its resource servers.
+      const parsed = JSON.parse(block.trimStart().startsWith('{') ? block : `{${block}}`) as Record<string, unknown>;
+      const file = parsed.tokenExchange && !parsed.resourceServers ? { resourceServers, clients: [{ client_id: 'skill-a', client_secret: 'x'.repeat(32) }], ...parsed } : parsed;
+      const env = (file.admin as { port?: number } | undefined)?.port ? { AGENTAUTH_ADMIN_TOKEN: 'a'.repeat(32) } : {};
+      expect(() => loadConfig({ AGENTAUTH_CONFIG: withFile(file), ...env })).not.toThrow();
+    }
+  });
+});
+

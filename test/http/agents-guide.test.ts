@@ -1,13 +1,12 @@
-import { execFile, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 
 import { Wallet } from 'ethers';
 
 import { baseConfig } from '../support/agent-server.js';
-import { guideBlock, guideDir, typeProblems } from '../support/guide.js';
+import { guideBlock, guideDir, runGuideScript, typeProblems } from '../support/guide.js';
 import { logLines, runCli, startConfigured } from '../support/server.js';
 import type { RunningServer } from '../support/server.js';
 import { authorizeWithWallet } from '../support/user-agent.js';
@@ -21,7 +20,6 @@ import { authorizeWithWallet } from '../support/user-agent.js';
  * that the call came with `Authorization: DPoP` and a proof.
  */
 
-const run = promisify(execFile);
 const REDIRECT_URI = 'http://127.0.0.1:8765/callback'; // the guide's
 const WALLET = new Wallet('0x47e179ec197488593b187f80a00eb0da91f1b9d0b13f8733639f19c30a34926a');
 
@@ -114,10 +112,7 @@ describe('the guide\'s DPoP exchange without a library (jose), for a client whos
   });
 
   test('its first request is answered use_dpop_nonce, and its one retry with the server\'s nonce gets a DPoP-bound token', async () => {
-    const { stdout } = await run(process.execPath, [join(jsDir, 'dpop.ts')], {
-      env: { PATH: process.env.PATH, AGENTAUTH_ISSUER: strict.url, CLIENT_ID: STRICT_AGENT.id, CLIENT_SECRET: STRICT_AGENT.secret },
-      timeout: 30_000,
-    });
+    const stdout = await runGuideScript(join(jsDir, 'dpop.ts'), { AGENTAUTH_ISSUER: strict.url, CLIENT_ID: STRICT_AGENT.id, CLIENT_SECRET: STRICT_AGENT.secret });
     const { status, tokens } = JSON.parse(stdout.trim().split('\n').at(-1)!) as { status: number; tokens: Record<string, unknown> };
     expect(status).toBe(200);
     expect(tokens).toMatchObject({ token_type: 'DPoP', scope: 'read', access_token: expect.any(String) });

@@ -1,12 +1,10 @@
-import { execFile } from 'node:child_process';
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 
 import { Wallet } from 'ethers';
 
 import { baseConfig } from '../support/agent-server.js';
-import { guideBlock, guideDir, typeProblems } from '../support/guide.js';
+import { guideBlock, guideDir, runGuideScript, typeProblems } from '../support/guide.js';
 import { startConfigured } from '../support/server.js';
 import type { RunningServer } from '../support/server.js';
 
@@ -16,7 +14,6 @@ import type { RunningServer } from '../support/server.js';
  * live agentauth. What it prints must be what the guide's comments say it prints.
  */
 
-const run = promisify(execFile);
 const WALLET = new Wallet('0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d');
 
 let as: RunningServer;
@@ -37,10 +34,7 @@ test('the guide\'s script type-checks under the project\'s strict settings', () 
 });
 
 test('`node agent.ts` registers, signs in with the wallet and refreshes, printing what the guide says', async () => {
-  const { stdout } = await run(process.execPath, [join(dir, 'agent.ts')], {
-    env: { PATH: process.env.PATH, AGENTAUTH_ISSUER: as.url, AGENT_WALLET_KEY: WALLET.privateKey },
-    timeout: 30_000,
-  });
+  const stdout = await runGuideScript(join(dir, 'agent.ts'), { AGENTAUTH_ISSUER: as.url, AGENT_WALLET_KEY: WALLET.privateKey });
   const lines = stdout.trim().split('\n');
   expect(lines).toEqual([
     expect.stringMatching(/^registered [A-Za-z0-9_-]+$/),

@@ -1,6 +1,8 @@
+import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 
 import ts from 'typescript';
 
@@ -42,4 +44,10 @@ export function typeProblems(files: string[]): string[] {
 /** `source` as plain JavaScript (ES modules), types removed. */
 export function toJavaScript(source: string): string {
   return ts.transpileModule(source, { compilerOptions: { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2023, verbatimModuleSyntax: false } }).outputText;
+}
+
+/** Runs a guide's script as the guide says (`node <file>`: Node 22 strips the types), with PATH and `env` only; its standard output. */
+export async function runGuideScript(file: string, env: Record<string, string>): Promise<string> {
+  const { stdout } = await promisify(execFile)(process.execPath, [file], { env: { PATH: process.env.PATH, ...env }, timeout: 30_000 });
+  return stdout;
 }

@@ -62,7 +62,7 @@ async function guard<T>(op: string, fn: () => Promise<T>): Promise<T> {
  * Expiry is checked on every document read, in code, after a lookup by `_id` (or by `uid`/`userCode`). The result is
  * what an `expiresAt` filter would give, without a second condition in the query: on MongoDB the lookup is one index
  * seek either way. FerretDB v1's SQLite backend reads the whole collection for every lookup, even by `_id` (measured:
- * the time grows with the collection, about 1.3-3.8 µs per document), so there a lookup costs in proportion to the
+ * the time grows with the collection, about 1-4 µs per document), so there a lookup costs in proportion to the
  * collection's size: `node bench/ferretdb-lookups.mjs`, and docs/operations.md, "FerretDB v1 is for tests".
  */
 const live = <T extends { expiresAt?: Date }>(doc: T | null, now = Date.now()): T | null =>

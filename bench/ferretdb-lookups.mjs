@@ -38,10 +38,10 @@ async function grow(from, n) {
   }
 }
 
-/** Median ms of `calls` calls (each awaited before the next), or the error the store answered with. */
-async function time(fn) {
+/** Median ms of `n` calls (each awaited before the next), or the error the store answered with. */
+async function time(fn, n = calls) {
   const ms = [];
-  for (let i = 0; i < calls; i += 1) {
+  for (let i = 0; i < n; i += 1) {
     const started = process.hrtime.bigint();
     try {
       await fn(i);
@@ -67,7 +67,16 @@ for (const n of sizes) {
     'revokedTokens.isRevoked (_id)': await time((i) => storage.revokedTokens.isRevoked(`jti-${id(i)}`)),
     'revokedTokens.anyRevoked, 2 ids (a JWT with a grant: _id $in)': await time((i) => storage.revokedTokens.anyRevoked([`nope-${i}`, `grant:${i}`])),
     'AccessToken.revokeByGrantId (grantId, indexed)': await time((i) => storage.model('AccessToken').revokeByGrantId(`none-${i}`)),
-    'audit.head (a restart, or a write after a failed one)': await time(() => storage.audit.head(CHAIN)),
+    'audit.head, as at a start (a store just opened)': await time(async () => {
+      const fresh = new MongoStorage({ uri: ferret.uri, dbName: 'lookups', timeoutMs: 2000 });
+      try {
+        await fresh.audit.head(CHAIN);
+      } finally {
+        await fresh.close();
+      }
+    }, Math.min(calls, 5)),
+    'audit.head, after a failed write (the store that wrote)': await time(() => storage.audit.head(CHAIN)),
+    'audit.list, a page of 1,000 (audit verify and export)': await time((i) => storage.audit.list(Math.max(1, n - 1000 * (i + 1)), 1000, CHAIN)),
   });
   console.error(`[ferretdb-lookups] ${n} documents done`);
 }

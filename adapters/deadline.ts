@@ -1,7 +1,9 @@
 import { StorageUnavailableError } from './errors.js';
 
 /**
- * Settles with `call`, or rejects with StorageUnavailableError once `ms` have passed, whichever comes first.
+ * Settles with `call`, or rejects with StorageUnavailableError once `ms` have passed, whichever comes first. Every
+ * caller's `ms` is the configured `storage.timeoutMs`, which the message names, so that an operator who meets it
+ * (a slow database, a store grown past what its server answers in time) knows which setting bounds it.
  * A database that accepts connections but never answers (hung, paused, a half-open network path) is thus a failure
  * after `ms`, not a request that waits for the driver's own socket timeouts. The abandoned call keeps running in the
  * background and may still apply a write: like any timed-out call, its outcome is unknown to the caller.
@@ -9,7 +11,7 @@ import { StorageUnavailableError } from './errors.js';
 export function deadline<T>(call: Promise<T>, ms: number, op: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const expired = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new StorageUnavailableError(`${op} timed out after ${ms} ms`)), ms);
+    timer = setTimeout(() => reject(new StorageUnavailableError(`${op} timed out after ${ms} ms (storage.timeoutMs)`)), ms);
   });
   // A late failure of the abandoned call is nobody's to handle.
   call.catch(() => undefined);

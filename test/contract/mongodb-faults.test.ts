@@ -58,6 +58,8 @@ describe('MongoStorage when its server hangs, or crashes and restarts', () => {
         expect(err).toBeInstanceOf(StorageUnavailableError);
         expect(ms).toBeLessThanOrEqual(TIMEOUT_MS + 1000);
       }
+      // Naming the setting that bounds it, for the operator who reads it in a log or in "agentauth: cannot start: ...".
+      expect((calls[5]!.err as Error).message).toBe(`MongoDB audit.head timed out after ${TIMEOUT_MS} ms (storage.timeoutMs)`);
     } finally {
       db.resume();
     }

@@ -485,6 +485,19 @@ export interface MongoStorageOptions {
   sweepIntervalMs?: number;
   /** Called when the client is replaced after pings kept failing (see `ping`), with the last ping's error. */
   onReconnect?: (reason: string) => void;
+  /** Called once at `init` when the server is FerretDB 1.x (see `ferretdbV1Warning`), with its version. */
+  onFerretdbV1?: (version: string) => void;
+}
+
+/**
+ * The version of a FerretDB 1.x server from its `buildInfo` answer (FerretDB adds `ferretdbVersion`; MongoDB does
+ * not), else undefined. FerretDB v1 with its SQLite backend reads a whole collection for every lookup, so lookups slow
+ * down as collections grow, and a deployment stops being able to start at about 50,000 audit records
+ * (docs/operations.md, "FerretDB v1 is for tests"). A build that does not know its version says "unknown": no warning.
+ */
+export function ferretdbV1Version(buildInfo: Record<string, unknown>): string | undefined {
+  const version = buildInfo.ferretdbVersion;
+  return typeof version === 'string' && /^v?1\.\d/.test(version) ? version : undefined;
 }
 
 /** One MongoClient and the stores over its collections; replaced as a whole when the client is replaced. */
@@ -584,6 +597,12 @@ export class MongoStorage implements Storage {
 
   async init(): Promise<void> {
     await guard('connect', () => this.client.connect());
+    if (this.#options.onFerretdbV1) {
+      // Advisory only: a server that does not answer buildInfo is not refused for it.
+      const info = await this.db.command({ buildInfo: 1 }).catch(() => undefined);
+      const version = info && ferretdbV1Version(info);
+      if (version) this.#options.onFerretdbV1(version);
+    }
     for (const name of EXPIRING) await this.#expiryIndex(name);
     for (const [model, fields] of Object.entries(LOOKUP_INDEXES) as Array<[ModelName, string[]]>) {
       for (const field of fields) {

@@ -25,6 +25,11 @@ export async function openStorage(config: Config, log?: Logger): Promise<Storage
       timeoutMs: config.storage.timeoutMs,
       sweepIntervalMs: config.storage.sweepIntervalMs,
       onReconnect: (reason) => log?.warn({ reason }, 'storage: pings kept failing; replaced the MongoDB client with a new one'),
+      onFerretdbV1: (version) =>
+        log?.warn(
+          { event: 'storage.ferretdb_v1', version },
+          'storage: the MongoDB-wire server is FerretDB v1, which reads a whole collection for every lookup: fine for tests, not for production volumes (docs/operations.md, "FerretDB v1 is for tests")',
+        ),
     });
   }
   if (config.store === 'memory') return new EmbeddedStorage({ dataDir: config.dataDir, sweepIntervalMs: config.storage.sweepIntervalMs });

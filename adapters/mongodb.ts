@@ -485,7 +485,7 @@ export interface MongoStorageOptions {
   sweepIntervalMs?: number;
   /** Called when the client is replaced after pings kept failing (see `ping`), with the last ping's error. */
   onReconnect?: (reason: string) => void;
-  /** Called once at `init` when the server is FerretDB 1.x (see `ferretdbV1Warning`), with its version. */
+  /** Called once at `init` when the server is FerretDB 1.x (see `ferretdbV1Version`), with its version. */
   onFerretdbV1?: (version: string) => void;
 }
 

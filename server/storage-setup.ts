@@ -28,7 +28,7 @@ export async function openStorage(config: Config, log?: Logger): Promise<Storage
       onFerretdbV1: (version) =>
         log?.warn(
           { event: 'storage.ferretdb_v1', version },
-          'storage: the MongoDB-wire server is FerretDB v1, which reads a whole collection for every lookup: fine for tests, not for production volumes (docs/operations.md, "FerretDB v1 is for tests")',
+          'storage: the MongoDB-wire server is FerretDB v1, whose SQLite backend reads a whole collection for every lookup: fine for tests, not for production volumes (docs/operations.md, "FerretDB v1 is for tests")',
         ),
     });
   }

@@ -32,12 +32,14 @@ export function guideDir(label: string, files: Record<string, string>): string {
   return dir;
 }
 
-/** The compiler's complaints about `files` under the project's strict settings (none: an empty list). */
+/**
+ * The compiler's complaints about `files` under the project's own settings (tsconfig.json: strict, NodeNext, ...),
+ * with Node's types only (a guide's reader has no jest) and nothing emitted; none: an empty list.
+ */
 export function typeProblems(files: string[]): string[] {
-  const program = ts.createProgram(files, {
-    strict: true, noUncheckedIndexedAccess: true, target: ts.ScriptTarget.ES2023, lib: ['lib.es2023.d.ts', 'lib.dom.d.ts'],
-    module: ts.ModuleKind.NodeNext, moduleResolution: ts.ModuleResolutionKind.NodeNext, types: ['node'], skipLibCheck: true, noEmit: true,
-  });
+  const tsconfig = ts.readConfigFile(join(ROOT, 'tsconfig.json'), ts.sys.readFile);
+  const { options } = ts.parseJsonConfigFileContent(tsconfig.config, ts.sys, ROOT);
+  const program = ts.createProgram(files, { ...options, types: ['node'], noEmit: true, sourceMap: false, rootDir: undefined, outDir: undefined });
   return ts.getPreEmitDiagnostics(program).map((d) => `${d.file ? `${d.file.fileName.split('/').pop()}: ` : ''}${ts.flattenDiagnosticMessageText(d.messageText, '\n')}`);
 }
 

@@ -1,16 +1,19 @@
 import { createHash, randomBytes } from 'node:crypto';
+import { rmSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
 
 import { auth } from '@modelcontextprotocol/sdk/client/auth.js';
 import type { OAuthClientProvider } from '@modelcontextprotocol/sdk/client/auth.js';
-import type { OAuthClientInformationMixed, OAuthClientMetadata, OAuthTokens } from '@modelcontextprotocol/sdk/shared/auth.js';
+import type { OAuthClientInformationMixed, OAuthTokens } from '@modelcontextprotocol/sdk/shared/auth.js';
 
 import { Wallet } from 'ethers';
 import { createRemoteJWKSet, jwtVerify } from 'jose';
 
 import { baseConfig, introspect, REDIRECT, RESOURCE } from '../support/agent-server.js';
+import { guideBlock, guideDir, toJavaScript, typeProblems } from '../support/guide.js';
 import { makeTestPki, startCimdServer, startDocumentServer, testSwitchFor } from '../support/metadata-documents.js';
 import type { DocumentServer, TestPki } from '../support/metadata-documents.js';
 import { logLines } from '../support/server.js';
@@ -271,10 +274,31 @@ describe('client ID metadata documents (https client_id URLs) over HTTP', () => 
   });
 });
 
+/**
+ * docs/agents.md ("### With the MCP TypeScript SDK") shows an `OAuthClientProvider` that the guide says this test runs.
+ * It does: the fragment is type-checked against the installed SDK, then its object itself (the block as JavaScript,
+ * with the `stored` and `openBrowser` the fragment leaves to the reader supplied here) is what auth() is given below.
+ */
+const SDK_GUIDE_BLOCK = guideBlock('agents.md', '### With the MCP TypeScript SDK');
+/** What the fragment uses without declaring it: a store that starts empty, and a way to open the person's browser. */
+const SDK_GUIDE_PRELUDE = `import type { OAuthClientInformationMixed, OAuthTokens } from '@modelcontextprotocol/sdk/shared/auth.js';
+declare global {
+  const stored: { client?: OAuthClientInformationMixed; tokens?: OAuthTokens; verifier?: string };
+  function openBrowser(url: URL): void;
+}
+`;
+/** The guide's clientMetadataUrl, the one value the test replaces (see guideProvider). */
+const SDK_GUIDE_DOCUMENT_URL = 'https://agent.example.com/oauth/client.json';
+
 describe('the MCP TypeScript SDK (auth() with clientMetadataUrl) against a metadata-document client', () => {
-  const SCOPE = 'mcp:tools';
+  const DOCUMENT_PATH = new URL(SDK_GUIDE_DOCUMENT_URL).pathname;
+  /** The scopes the guide's clientMetadata asks for: the stand-in MCP server's, at agentauth and in its RFC 9728 metadata. */
+  const SCOPES = ['read', 'write'];
   const ACCESS_TTL = 3;
-  const state: { info?: OAuthClientInformationMixed; tokens?: OAuthTokens; verifier?: string; url?: URL } = {};
+  /** The fragment's `stored` (empty at first, as the prelude declares it) and every URL its `openBrowser` was given. */
+  const stored: { client?: OAuthClientInformationMixed; tokens?: OAuthTokens; verifier?: string } = {};
+  const opened: URL[] = [];
+  const openBrowser = (url: URL) => { opened.push(url); };
   const requests: string[] = [];
   const fetchFn = async (url: string | URL, init?: RequestInit) => {
     const res = await fetch(url, init);
@@ -294,6 +318,23 @@ describe('the MCP TypeScript SDK (auth() with clientMetadataUrl) against a metad
   let prm: Server;
   let resource: string;
 
+  /**
+   * The guide's provider object: its block as JavaScript, evaluated with this test's `stored` and `openBrowser`. One
+   * substitution: clientMetadataUrl names the same path on this test's local https document server (agent.test, which
+   * the test switch resolves to 127.0.0.1), because agentauth must fetch the document, and agent.example.com is not
+   * ours. Everything else (clientMetadata, the redirect URI, the callbacks) is the guide's.
+   */
+  function guideProvider(documentUrl: string): OAuthClientProvider {
+    // The type-only import leaves `export {};` behind, and nothing else of a module.
+    const js = toJavaScript(SDK_GUIDE_BLOCK).replace(/^export \{\};\n/m, '');
+    if (/^\s*(import|export)\b/m.test(js)) throw new Error(`the guide's block is no longer a plain object definition:\n${js}`);
+    const parts = js.split(`'${SDK_GUIDE_DOCUMENT_URL}'`);
+    if (parts.length !== 2) throw new Error(`the guide's block no longer sets clientMetadataUrl to '${SDK_GUIDE_DOCUMENT_URL}' once:\n${js}`);
+    const evaluate = new Function('stored', 'openBrowser', `${parts.join(JSON.stringify(documentUrl))}\nreturn provider;`);
+    // Its type is held to OAuthClientProvider by the type-check test below.
+    return evaluate(stored, openBrowser) as OAuthClientProvider;
+  }
+
   beforeAll(async () => {
     pki = makeTestPki();
     docs = await startDocumentServer(pki);
@@ -301,13 +342,13 @@ describe('the MCP TypeScript SDK (auth() with clientMetadataUrl) against a metad
     let issuer = '';
     prm = createServer((req, res) => {
       if ((req.url ?? '').startsWith('/.well-known/oauth-protected-resource')) {
-        res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ resource, authorization_servers: [issuer], scopes_supported: [SCOPE] }));
+        res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ resource, authorization_servers: [issuer], scopes_supported: SCOPES }));
       } else res.writeHead(404).end();
     });
     await new Promise<void>((r) => prm.listen(0, '127.0.0.1', r));
     resource = `http://127.0.0.1:${(prm.address() as AddressInfo).port}/mcp`;
     // Access tokens for the MCP server live ACCESS_TTL seconds, so that the test below outlives several of them.
-    as = await startCimdServer(baseConfig({ resourceServers: [{ identifier: resource, scopes: [SCOPE], accessTokenTTL: ACCESS_TTL }] }), testSwitchFor(pki));
+    as = await startCimdServer(baseConfig({ resourceServers: [{ identifier: resource, scopes: SCOPES, accessTokenTTL: ACCESS_TTL }] }), testSwitchFor(pki));
     issuer = as.url;
   });
 
@@ -317,47 +358,54 @@ describe('the MCP TypeScript SDK (auth() with clientMetadataUrl) against a metad
     if (prm) await new Promise((r) => prm.close(r));
   });
 
-  test('the SDK uses the URL as client_id (no registration), and authorization code + PKCE gets an access token for the MCP server', async () => {
-    const path = '/mcp/client.json';
-    const clientMetadataUrl = docs.url('agent.test', path);
-    const metadata = { client_name: 'MCP SDK metadata client', redirect_uris: [REDIRECT], grant_types: ['authorization_code', 'refresh_token'], response_types: ['code'], token_endpoint_auth_method: 'none', scope: SCOPE };
-    docs.serveJson(path, { client_id: clientMetadataUrl, ...metadata }, { 'cache-control': 'max-age=3600' });
-    provider = {
-      clientMetadataUrl,
-      get redirectUrl() { return REDIRECT; },
-      get clientMetadata() { return metadata as OAuthClientMetadata; },
-      clientInformation: () => state.info,
-      saveClientInformation: (info) => { state.info = info; },
-      tokens: () => state.tokens,
-      saveTokens: (t) => { state.tokens = t; },
-      redirectToAuthorization: (url) => { state.url = url; },
-      saveCodeVerifier: (v) => { state.verifier = v; },
-      codeVerifier: () => state.verifier!,
-    };
+  test('the guide\'s provider (docs/agents.md) type-checks as the installed SDK\'s OAuthClientProvider, with only `stored` and `openBrowser` declared', () => {
+    // The annotation is what makes the check mean something: without it, any object would pass.
+    expect(SDK_GUIDE_BLOCK).toContain('const provider: OAuthClientProvider = {');
+    const dir = guideDir('mcp-sdk-guide', { 'provider.ts': SDK_GUIDE_BLOCK, 'prelude.ts': SDK_GUIDE_PRELUDE });
+    try {
+      expect(typeProblems([join(dir, 'provider.ts'), join(dir, 'prelude.ts')])).toEqual([]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('with the guide\'s provider, the SDK uses the URL as client_id (no registration), and authorization code + PKCE gets an access token for the MCP server', async () => {
+    const clientMetadataUrl = docs.url('agent.test', DOCUMENT_PATH);
+    provider = guideProvider(clientMetadataUrl);
+    expect(provider.clientMetadataUrl).toBe(clientMetadataUrl);
+    // The hosted document: the guide's clientMetadata with client_id, as the guide's comment says to keep them.
+    docs.serveJson(DOCUMENT_PATH, { client_id: clientMetadataUrl, ...provider.clientMetadata }, { 'cache-control': 'max-age=3600' });
     expect(await auth(provider, { serverUrl: resource, fetchFn })).toBe('REDIRECT');
     expect(requests.some((r) => r.startsWith('POST /reg'))).toBe(false);
-    expect(state.info).toEqual(expect.objectContaining({ client_id: clientMetadataUrl }));
-    expect(state.url!.searchParams.get('client_id')).toBe(clientMetadataUrl);
-    expect(state.url!.searchParams.get('code_challenge_method')).toBe('S256');
+    // What the guide's comment says saveClientInformation gets: { client_id: <the URL>, issuer } (the issuer as the
+    // MCP server's metadata names it).
+    expect(stored.client).toEqual({ client_id: clientMetadataUrl, issuer: as.url });
+    expect(opened).toHaveLength(1);
+    const url = opened[0]!;
+    expect(url.searchParams.get('client_id')).toBe(clientMetadataUrl);
+    expect(url.searchParams.get('redirect_uri')).toBe('http://127.0.0.1:8765/callback'); // the guide's
+    expect(url.searchParams.get('code_challenge_method')).toBe('S256');
+    expect(url.searchParams.get('resource')).toBe(resource);
+    expect(stored.verifier).toEqual(expect.any(String));
 
-    const outcome = await authorizeWithWallet(state.url!, REDIRECT, { wallet });
+    const outcome = await authorizeWithWallet(url, String(provider.redirectUrl), { wallet });
     const code = outcome.callback.searchParams.get('code');
     expect(code).toEqual(expect.any(String));
     expect(await auth(provider, { serverUrl: resource, authorizationCode: code!, fetchFn })).toBe('AUTHORIZED');
-    const { payload } = await jwtVerify(state.tokens!.access_token, createRemoteJWKSet(new URL(`${as.url}/jwks`)), { issuer: as.url, audience: resource });
+    const { payload } = await jwtVerify(stored.tokens!.access_token, createRemoteJWKSet(new URL(`${as.url}/jwks`)), { issuer: as.url, audience: resource });
     expect(payload.client_id).toBe(clientMetadataUrl);
-    expect(payload.scope).toBe(SCOPE);
-    expect(docs.hits(path)).toBe(1);
+    expect(payload.scope).toBe(SCOPES.join(' '));
+    expect(docs.hits(DOCUMENT_PATH)).toBe(1);
   });
 
   test('then it keeps refreshing without the person, for longer than several access-token lifetimes: a public client without DPoP, rotating refresh tokens', async () => {
-    expect(state.tokens?.refresh_token).toEqual(expect.any(String)); // a public, bearer client got a refresh token
-    expect(state.tokens!.token_type).toMatch(/^bearer$/i);
-    expect(state.tokens!.expires_in).toBeLessThanOrEqual(ACCESS_TTL);
+    expect(stored.tokens?.refresh_token).toEqual(expect.any(String)); // a public, bearer client got a refresh token
+    expect(stored.tokens!.token_type).toMatch(/^bearer$/i);
+    expect(stored.tokens!.expires_in).toBeLessThanOrEqual(ACCESS_TTL);
     const started = Date.now();
-    const refreshTokens = [state.tokens!.refresh_token!];
+    const refreshTokens = [stored.tokens!.refresh_token!];
     for (let round = 0; round < 3; round++) {
-      const old = state.tokens!;
+      const old = stored.tokens!;
       // Wait until the access token has expired: the MCP server refuses it from then on.
       await new Promise((resolve) => setTimeout(resolve, (ACCESS_TTL + 1) * 1000));
       expect(await accepted(old.access_token)).toBe(false);
@@ -366,7 +414,7 @@ describe('the MCP TypeScript SDK (auth() with clientMetadataUrl) against a metad
       expect(await auth(provider, { serverUrl: resource, fetchFn })).toBe('AUTHORIZED');
       expect(requests.slice(before).filter((r) => r.startsWith('POST /token'))).toEqual(['POST /token 200']);
       expect(requests.slice(before).some((r) => r.startsWith('GET /auth') || r.startsWith('POST /reg'))).toBe(false);
-      const fresh = state.tokens!;
+      const fresh = stored.tokens!;
       expect(fresh.access_token).not.toBe(old.access_token);
       expect(await accepted(fresh.access_token)).toBe(true);
       // Rotation: a new refresh token every time.
@@ -375,15 +423,15 @@ describe('the MCP TypeScript SDK (auth() with clientMetadataUrl) against a metad
       refreshTokens.push(fresh.refresh_token!);
     }
     expect(Date.now() - started).toBeGreaterThan(3 * ACCESS_TTL * 1000);
-    expect((await introspect(as.url, state.tokens!.access_token)).active).toBe(true);
+    expect((await introspect(as.url, stored.tokens!.access_token)).active).toBe(true);
     // The first refresh token, rotated long ago (outside the grace window), is refused, and its reuse revokes the grant.
     const reuse = await fetch(`${as.url}/token`, {
       method: 'POST',
       headers: { 'content-type': 'application/x-www-form-urlencoded' },
-      body: new URLSearchParams({ grant_type: 'refresh_token', refresh_token: refreshTokens[0]!, client_id: state.info!.client_id }),
+      body: new URLSearchParams({ grant_type: 'refresh_token', refresh_token: refreshTokens[0]!, client_id: stored.client!.client_id }),
     });
     expect(reuse.status).toBe(400);
     expect(((await reuse.json()) as { error: string }).error).toBe('invalid_grant');
-    expect((await introspect(as.url, state.tokens!.access_token)).active).toBe(false);
+    expect((await introspect(as.url, stored.tokens!.access_token)).active).toBe(false);
   }, 60_000);
 });

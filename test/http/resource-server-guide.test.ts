@@ -2,10 +2,12 @@ import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 
+import { decodeJwt, errors } from 'jose';
 import * as oidc from 'openid-client';
 
-import { baseConfig, insecure, RESOURCE, RS_CLIENT } from '../support/agent-server.js';
+import { basicAuth, baseConfig, clientCredentialsToken, insecure, introspect, RESOURCE, RS_CLIENT } from '../support/agent-server.js';
 import { freePort } from '../support/ferretdb.js';
 import { guideBlock, guideDir, toJavaScript, typeProblems } from '../support/guide.js';
 import { startConfigured } from '../support/server.js';
@@ -15,7 +17,8 @@ import type { RunningServer } from '../support/server.js';
  * docs/resource-servers.md's example resource server (`protect.ts`, `introspect.ts` and `server.ts`, taken from the
  * guide as written), type-checked with the project's strict settings and run against a live agentauth, called by
  * openid-client as an agent would. A guide whose code no longer works with agentauth fails here: it did, for agents
- * whose DPoP key is Ed25519 (openid-client's `alg: "Ed25519"`), which the guide's algorithm list refused.
+ * whose DPoP key is Ed25519 (openid-client's `alg: "Ed25519"`), which the guide's algorithm list refused. The guide's
+ * `introspectSigned` (RFC 9701) is tested the same way, in its own block below.
  */
 
 const FILES = ['protect', 'introspect', 'server'] as const;
@@ -149,5 +152,99 @@ describe.each([
     const challenges = res.headers.get('www-authenticate') ?? '';
     expect(challenges).toContain(`DPoP resource_metadata="${rsUrl}/.well-known/oauth-protected-resource"`);
     expect(challenges).toContain(`Bearer resource_metadata="${rsUrl}/.well-known/oauth-protected-resource"`);
+  });
+});
+
+/**
+ * The guide's `introspectSigned` ("### Signed introspection responses (RFC 9701)"), type-checked as written, then
+ * loaded into this process as JavaScript and called against the live agentauth. Its two constants are the only
+ * substitution (the guide hard-codes https://auth.example.com and its own client `api-example`): ISSUER becomes this
+ * agentauth, CLIENT_ID the resource-server client that baseConfig() registers, whose secret is API_EXAMPLE_SECRET.
+ */
+describe('the guide\'s signed introspection (introspectSigned)', () => {
+  const GUIDE_ISSUER = "const ISSUER = 'https://auth.example.com';";
+  const GUIDE_CLIENT_ID = "const CLIENT_ID = 'api-example';";
+  let file: string;
+  let introspectSigned: (token: string) => Promise<Record<string, unknown>>;
+
+  /** `source` with the one line `line` replaced by `replacement`; throws unless the guide has that line exactly once. */
+  function substitute(source: string, line: string, replacement: string): string {
+    const parts = source.split(line);
+    if (parts.length !== 2) throw new Error(`docs/resource-servers.md's signed introspection block no longer has ${JSON.stringify(line)} once`);
+    return parts.join(replacement);
+  }
+
+  beforeAll(async () => {
+    const source = guideBlock('resource-servers.md', '### Signed introspection responses (RFC 9701)');
+    file = join(dir, 'introspect-signed.ts');
+    writeFileSync(file, source);
+    const live = substitute(substitute(source, GUIDE_ISSUER, `const ISSUER = ${JSON.stringify(as.url)};`), GUIDE_CLIENT_ID, `const CLIENT_ID = ${JSON.stringify(RS_CLIENT.id)};`);
+    const jsFile = join(dir, 'introspect-signed.js');
+    writeFileSync(jsFile, toJavaScript(live));
+    // The module reads the secret once, when it is loaded.
+    process.env.API_EXAMPLE_SECRET = RS_CLIENT.secret;
+    ({ introspectSigned } = (await import(pathToFileURL(jsFile).href)) as { introspectSigned: typeof introspectSigned });
+  });
+
+  afterAll(() => {
+    delete process.env.API_EXAMPLE_SECRET;
+  });
+
+  /** A fresh client_credentials access token for RESOURCE (scope read), the resource-server client's own. */
+  async function accessToken(): Promise<string> {
+    const { status, body } = await clientCredentialsToken(as.url, RS_CLIENT.id, RS_CLIENT.secret);
+    expect(status).toBe(200);
+    return String(body.access_token);
+  }
+
+  test('it type-checks under the project\'s strict settings', () => {
+    expect(typeProblems([file])).toEqual([]);
+  });
+
+  test('a live access token: the verified answer is active, with the token\'s client_id and aud, the same as the JSON answer', async () => {
+    const token = await accessToken();
+    const claims = decodeJwt(token);
+    const answer = await introspectSigned(token);
+    expect(answer).toMatchObject({ active: true, client_id: claims.client_id, aud: claims.aud });
+    expect(claims).toMatchObject({ client_id: RS_CLIENT.id, aud: RESOURCE });
+    expect(answer).toEqual(await introspect(as.url, token));
+  });
+
+  test('a revoked token: the verified answer is active: false', async () => {
+    const token = await accessToken();
+    expect((await introspectSigned(token)).active).toBe(true);
+    const revoked = await fetch(`${as.url}/token/revocation`, {
+      method: 'POST',
+      headers: { authorization: basicAuth(RS_CLIENT.id, RS_CLIENT.secret), 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ token }),
+    });
+    expect(revoked.status).toBe(200);
+    expect(await introspectSigned(token)).toEqual({ active: false });
+  });
+
+  test('an answer whose signature was altered on the way is refused by the guide\'s jwtVerify', async () => {
+    // The guide's function calls the global fetch, so the test stands in for an intermediary there: agentauth's real
+    // signed answer for a live token, with one character of its signature changed (the first one: the last may carry
+    // only padding bits, which would leave the signature's bytes as they were). The JWKS is fetched untouched.
+    const token = await accessToken();
+    const realFetch = globalThis.fetch;
+    const tampered: string[] = [];
+    globalThis.fetch = async (input, init) => {
+      const res = await realFetch(input, init);
+      const url = typeof input === 'string' ? input : input instanceof URL ? input.href : input.url;
+      if (url !== `${as.url}/token/introspection`) return res;
+      const [header, payload, signature] = (await res.text()).split('.');
+      const altered = `${signature![0] === 'A' ? 'B' : 'A'}${signature!.slice(1)}`;
+      tampered.push(altered);
+      return new Response(`${header}.${payload}.${altered}`, { status: res.status, headers: res.headers });
+    };
+    try {
+      await expect(introspectSigned(token)).rejects.toBeInstanceOf(errors.JWSSignatureVerificationFailed);
+    } finally {
+      globalThis.fetch = realFetch;
+    }
+    expect(tampered).toHaveLength(1);
+    // The same call without the intermediary is accepted: only the altered signature was refused.
+    expect((await introspectSigned(token)).active).toBe(true);
   });
 });

@@ -13,15 +13,32 @@ import { ROOT } from './server.js';
  * longer works with the server fails its test instead of misleading its readers.
  */
 
-/** The ```ts block that follows the first occurrence of `marker` in docs/<doc>. */
-export function guideBlock(doc: string, marker: string): string {
+/**
+ * The code block in one of `languages` (```sh, ```json, ...) that follows the first occurrence of `marker` in
+ * docs/<doc>, without its fences: the first such block after the marker.
+ */
+export function guideFencedBlock(doc: string, marker: string, languages: readonly string[]): string {
   const text = readFileSync(join(ROOT, 'docs', doc), 'utf8');
   const at = text.indexOf(marker);
   if (at < 0) throw new Error(`docs/${doc} no longer contains ${JSON.stringify(marker)}`);
-  const start = text.indexOf('```ts\n', at);
-  if (start < 0) throw new Error(`docs/${doc} has no ts code block after ${JSON.stringify(marker)}`);
-  const end = text.indexOf('\n```', start + 6);
-  return text.slice(start + 6, end + 1);
+  const opened = languages
+    .map((language) => ({ fence: `\`\`\`${language}\n`, start: text.indexOf(`\`\`\`${language}\n`, at) }))
+    .filter(({ start }) => start >= 0)
+    .sort((a, b) => a.start - b.start)[0];
+  if (!opened) throw new Error(`docs/${doc} has no ${languages.join(' or ')} code block after ${JSON.stringify(marker)}`);
+  const body = opened.start + opened.fence.length;
+  const end = text.indexOf('\n```', body);
+  return text.slice(body, end + 1);
+}
+
+/** The ```ts block that follows the first occurrence of `marker` in docs/<doc>. */
+export function guideBlock(doc: string, marker: string): string {
+  return guideFencedBlock(doc, marker, ['ts']);
+}
+
+/** The shell block (```sh or ```bash) that follows the first occurrence of `marker` in docs/<doc>. */
+export function guideShellBlock(doc: string, marker: string): string {
+  return guideFencedBlock(doc, marker, ['sh', 'bash']);
 }
 
 /** A fresh directory inside the repository (so that the guide's imports resolve from its node_modules), with `files`. */

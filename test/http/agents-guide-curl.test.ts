@@ -1,4 +1,3 @@
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFileSync, rmSync } from 'node:fs';
 import { delimiter, dirname, join } from 'node:path';
@@ -6,7 +5,7 @@ import { delimiter, dirname, join } from 'node:path';
 import { decodeJwt } from 'jose';
 
 import { freePort } from '../support/ferretdb.js';
-import { guideFencedBlock, guideShellBlock } from '../support/guide.js';
+import { guideFencedBlock, guideShellBlock, runShell } from '../support/guide.js';
 import { onPath } from '../support/provision.js';
 import { newKek, ROOT, startServer, tempDir, writeConfig } from '../support/server.js';
 import type { RunningServer } from '../support/server.js';
@@ -74,28 +73,9 @@ interface Answer {
   body: string;
 }
 
-/**
- * `bash -c script` with exactly `env`, its standard input /dev/null as in a script (a socket there, as Node's default
- * pipes are, makes bash source ~/.bashrc as for a remote shell), failing unless it exits 0.
- */
-function bash(script: string, env: Record<string, string>, cwd?: string): Promise<{ stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('bash', ['-c', script], { env, cwd, stdio: ['ignore', 'pipe', 'pipe'], timeout: 30_000 });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d));
-    child.stderr.on('data', (d: Buffer) => (stderr += d));
-    child.once('error', reject);
-    child.once('close', (code, signal) => {
-      if (code === 0) resolve({ stdout, stderr });
-      else reject(new Error(`bash -c exited with ${code ?? signal}: ${stdout}${stderr}\n${script}`));
-    });
-  });
-}
-
 /** Runs a shell block with `bash -c` and PATH plus `vars` only: the one curl request's status and printed body. */
 async function runCurl(block: string, vars: Record<string, string>): Promise<Answer> {
-  const { stdout, stderr } = await bash(`${CURL_STATUS}\n${block}`, { PATH, ...vars });
+  const { stdout, stderr } = await runShell(`${CURL_STATUS}\n${block}`, { PATH, ...vars });
   const statuses = stderr.split('\n').filter(Boolean);
   if (statuses.length !== 1 || !/^\d{3}$/.test(statuses[0]!)) throw new Error(`expected one curl request and its status, got stderr ${JSON.stringify(stderr)}:\n${block}`);
   return { status: Number(statuses[0]), body: stdout };
@@ -164,7 +144,7 @@ test('`agentauth clients iat create`, run from a checkout as docs/operations.md 
   const expiresIn = /--expires-in (\d+)/.exec(command)?.[1];
   expect([tier, expiresIn]).toEqual([expect.any(String), expect.any(String)]);
   // The operator's shell: the server's environment and configuration file, in the checkout.
-  const { stdout, stderr } = await bash(command, { PATH, ...as.env }, ROOT);
+  const { stdout, stderr } = await runShell(command, { PATH, ...as.env }, ROOT);
   expect(stdout).toMatch(/^[A-Za-z0-9_-]{20,}\n$/);
   expect(stderr).toContain(`initial access token for tier ${tier}, expires in ${expiresIn} s`);
   reader.INITIAL_ACCESS_TOKEN = stdout.trim();

@@ -9,7 +9,7 @@
  * `localhost:3000` in the curl line becomes that port) and the data directory (AGENTAUTH_DATA_DIR, a fresh one, not
  * the checkout's `.agentauth`).
  */
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { realpathSync, rmSync } from 'node:fs';
 import { delimiter, dirname, join } from 'node:path';
@@ -17,7 +17,7 @@ import { delimiter, dirname, join } from 'node:path';
 import { createRemoteJWKSet, jwtVerify } from 'jose';
 
 import { freePort } from '../support/ferretdb.js';
-import { guideFencedBlock, guideShellBlock } from '../support/guide.js';
+import { guideFencedBlock, guideShellBlock, runShell } from '../support/guide.js';
 import { onPath } from '../support/provision.js';
 import { startServer, tempDir, writeConfig } from '../support/server.js';
 import type { RunningServer } from '../support/server.js';
@@ -39,17 +39,8 @@ let url: string;
 let dir: string;
 
 /** The README's curl line, on this server's port, with SECRET replaced as the README says; what it prints. */
-function curl(line: string): Promise<string> {
-  const script = line.replace('SECRET', secret).replaceAll('http://localhost:3000', url);
-  return new Promise((resolve, reject) => {
-    const child = spawn('bash', ['-c', script], { env: { PATH }, stdio: ['ignore', 'pipe', 'pipe'], timeout: 20_000 });
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (d: Buffer) => (out += d));
-    child.stderr.on('data', (d: Buffer) => (err += d));
-    child.once('error', reject);
-    child.once('close', (code) => (code === 0 ? resolve(out) : reject(new Error(`curl exited with ${code}: ${err}\n${script}`))));
-  });
+async function curl(line: string): Promise<string> {
+  return (await runShell(line.replace('SECRET', secret).replaceAll('http://localhost:3000', url), { PATH })).stdout;
 }
 
 beforeAll(async () => {

@@ -1,4 +1,4 @@
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -69,4 +69,23 @@ export function toJavaScript(source: string): string {
 export async function runGuideScript(file: string, env: Record<string, string>): Promise<string> {
   const { stdout } = await promisify(execFile)(process.execPath, [file], { env: { PATH: process.env.PATH, ...env }, timeout: 30_000 });
   return stdout;
+}
+
+/**
+ * A guide's shell lines run as `bash -c script` with exactly `env`, failing unless bash exits 0. Standard input is
+ * /dev/null, as in a script: a socket there (Node's default pipes) makes bash source ~/.bashrc as for a remote shell.
+ */
+export function runShell(script: string, env: Record<string, string>, cwd?: string): Promise<{ stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('bash', ['-c', script], { env, cwd, stdio: ['ignore', 'pipe', 'pipe'], timeout: 30_000 });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d));
+    child.stderr.on('data', (d: Buffer) => (stderr += d));
+    child.once('error', reject);
+    child.once('close', (code, signal) => {
+      if (code === 0) resolve({ stdout, stderr });
+      else reject(new Error(`bash -c exited with ${code ?? signal}: ${stdout}${stderr}\n${script}`));
+    });
+  });
 }

@@ -71,11 +71,20 @@ export async function runGuideScript(file: string, env: Record<string, string>):
   return stdout;
 }
 
+/** How a shell script ended: its exit code (null when a signal ended it, named in `signal`) and what it printed. */
+export interface ShellResult {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+}
+
 /**
- * A guide's shell lines run as `bash -c script` with exactly `env`, failing unless bash exits 0. Standard input is
- * /dev/null, as in a script: a socket there (Node's default pipes) makes bash source ~/.bashrc as for a remote shell.
+ * A guide's shell lines run as `bash -c script` with exactly `env`, whatever bash exits with (for the failures a
+ * guide describes: exit codes of refused commands). Standard input is /dev/null, as in a script: a socket there
+ * (Node's default pipes) makes bash source ~/.bashrc as for a remote shell.
  */
-export function runShell(script: string, env: Record<string, string>, cwd?: string): Promise<{ stdout: string; stderr: string }> {
+export function runShellStatus(script: string, env: Record<string, string>, cwd?: string): Promise<ShellResult> {
   return new Promise((resolve, reject) => {
     const child = spawn('bash', ['-c', script], { env, cwd, stdio: ['ignore', 'pipe', 'pipe'], timeout: 30_000 });
     let stdout = '';
@@ -83,9 +92,13 @@ export function runShell(script: string, env: Record<string, string>, cwd?: stri
     child.stdout.on('data', (d: Buffer) => (stdout += d));
     child.stderr.on('data', (d: Buffer) => (stderr += d));
     child.once('error', reject);
-    child.once('close', (code, signal) => {
-      if (code === 0) resolve({ stdout, stderr });
-      else reject(new Error(`bash -c exited with ${code ?? signal}: ${stdout}${stderr}\n${script}`));
-    });
+    child.once('close', (code, signal) => resolve({ code, signal, stdout, stderr }));
   });
+}
+
+/** A guide's shell lines run as `bash -c script` with exactly `env` (see runShellStatus), failing unless bash exits 0. */
+export async function runShell(script: string, env: Record<string, string>, cwd?: string): Promise<{ stdout: string; stderr: string }> {
+  const { code, signal, stdout, stderr } = await runShellStatus(script, env, cwd);
+  if (code !== 0) throw new Error(`bash -c exited with ${code ?? signal}: ${stdout}${stderr}\n${script}`);
+  return { stdout, stderr };
 }

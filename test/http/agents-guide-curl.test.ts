@@ -1,14 +1,12 @@
 import { randomBytes } from 'node:crypto';
 import { readFileSync, rmSync } from 'node:fs';
-import { delimiter, dirname, join } from 'node:path';
+import { join } from 'node:path';
 
 import { decodeJwt } from 'jose';
 
-import { freePort } from '../support/ferretdb.js';
-import { guideFencedBlock, guideShellBlock, runShell } from '../support/guide.js';
+import { GUIDE_PATH, guideFencedBlock, guideShellBlock, replaceExactly, runShell } from '../support/guide.js';
 import { onPath } from '../support/provision.js';
-import { newKek, ROOT, startServer, tempDir, writeConfig } from '../support/server.js';
-import type { RunningServer } from '../support/server.js';
+import { ROOT, startOnLoopback } from '../support/server.js';
 
 /**
  * The shell examples of docs/agents.md (registration, RFC 7592 management, client credentials, revocation) and
@@ -27,17 +25,8 @@ import type { RunningServer } from '../support/server.js';
 
 const GUIDE_ISSUER = 'https://auth.example.com';
 const RESOURCE = 'https://api.example.com'; // the guide's resource server, configured as written below
-/** The project's Node first, for `node dist/server/cli.js` ("on the project's Node 22"); then the caller's PATH, for bash and curl. */
-const PATH = [dirname(process.execPath), process.env.PATH ?? ''].join(delimiter);
 
 type Json = Record<string, unknown>;
-
-/** `text` with `from` replaced by `to`; throws unless `from` occurs in it exactly `times` times. */
-function substitute(text: string, from: string, to: string, where: string, times = 1): string {
-  const parts = text.split(from);
-  if (parts.length - 1 !== times) throw new Error(`${where} should contain ${JSON.stringify(from)} ${times} time(s), found ${parts.length - 1}:\n${text}`);
-  return parts.join(to);
-}
 
 const agents = (marker: string) => guideShellBlock('agents.md', marker);
 const BLOCKS = {
@@ -75,7 +64,7 @@ interface Answer {
 
 /** Runs a shell block with `bash -c` and PATH plus `vars` only: the one curl request's status and printed body. */
 async function runCurl(block: string, vars: Record<string, string>): Promise<Answer> {
-  const { stdout, stderr } = await runShell(`${CURL_STATUS}\n${block}`, { PATH, ...vars });
+  const { stdout, stderr } = await runShell(`${CURL_STATUS}\n${block}`, { PATH: GUIDE_PATH, ...vars });
   const statuses = stderr.split('\n').filter(Boolean);
   if (statuses.length !== 1 || !/^\d{3}$/.test(statuses[0]!)) throw new Error(`expected one curl request and its status, got stderr ${JSON.stringify(stderr)}:\n${block}`);
   return { status: Number(statuses[0]), body: stdout };
@@ -93,27 +82,13 @@ function omit(object: Json, keys: string[]): Json {
   return Object.fromEntries(Object.entries(object).filter(([k]) => !keys.includes(k)));
 }
 
-interface Agentauth {
-  server: RunningServer;
-  url: string;
-  env: Record<string, string>;
-  dir: string;
-}
-
-/** `agentauth start` with `config`, a fresh data directory and KEK, listening on 127.0.0.1 with that as its issuer. */
-async function startAgentauth(config: Json): Promise<Agentauth> {
-  const port = await freePort();
-  const url = `http://127.0.0.1:${port}`;
-  const dir = tempDir();
-  const env = { AGENTAUTH_CONFIG: writeConfig(dir, config), AGENTAUTH_DATA_DIR: join(dir, 'data'), AGENTAUTH_KEK: newKek(), ISSUER: url, HOST: '127.0.0.1', PORT: String(port) };
-  return { server: await startServer(env, port), url, env, dir };
-}
+type Agentauth = Awaited<ReturnType<typeof startOnLoopback>>;
 
 /** The operator's `API_EXAMPLE_SECRET`: the guide's placeholder says `openssl rand -hex 32`. */
 const API_EXAMPLE_SECRET = randomBytes(32).toString('hex');
 /** docs/resource-servers.md's configuration of the resource servers and of `api-example`, with that secret. */
 const GUIDE_CONFIG = JSON.parse(
-  substitute(guideFencedBlock('resource-servers.md', '## Declaring the resource server', ['json']), '<at least 32 characters, e.g. openssl rand -hex 32>', API_EXAMPLE_SECRET, 'docs/resource-servers.md\'s configuration'),
+  replaceExactly(guideFencedBlock('resource-servers.md', '## Declaring the resource server', ['json']), '<at least 32 characters, e.g. openssl rand -hex 32>', API_EXAMPLE_SECRET, 'docs/resource-servers.md\'s configuration'),
 ) as Json;
 
 let as: Agentauth; // registration.mode "token": the guide's main path
@@ -125,11 +100,11 @@ let registered: Json;
 let lastRead: Json;
 
 /** A block of docs/agents.md with the guide's issuer replaced by `server`'s (`times`: how often the block names it). */
-const at = (server: Agentauth, block: string, name: string, times = 1) => substitute(block, GUIDE_ISSUER, server.url, `docs/agents.md's ${name} block`, times);
+const at = (server: Agentauth, block: string, name: string, times = 1) => replaceExactly(block, GUIDE_ISSUER, server.url, `docs/agents.md's ${name} block`, times);
 
 beforeAll(async () => {
-  if (!onPath('curl', PATH)) throw new Error('curl is not on PATH: install it (e.g. `sudo apt-get install curl`) to run the curl examples of docs/agents.md and docs/resource-servers.md');
-  [as, open] = await Promise.all([startAgentauth({ ...GUIDE_CONFIG, registration: { mode: 'token' } }), startAgentauth(GUIDE_CONFIG)]);
+  if (!onPath('curl', GUIDE_PATH)) throw new Error('curl is not on PATH: install it (e.g. `sudo apt-get install curl`) to run the curl examples of docs/agents.md and docs/resource-servers.md');
+  [as, open] = await Promise.all([startOnLoopback({ ...GUIDE_CONFIG, registration: { mode: 'token' } }), startOnLoopback(GUIDE_CONFIG)]);
 });
 
 afterAll(async () => {
@@ -139,12 +114,12 @@ afterAll(async () => {
 
 test('`agentauth clients iat create`, run from a checkout as docs/operations.md says, prints the token alone on standard output and its tier and lifetime on standard error', async () => {
   expect(readFileSync(join(ROOT, 'docs', 'operations.md'), 'utf8')).toContain('`agentauth <command>` (from a checkout: `node dist/server/cli.js <command>`)');
-  const command = substitute(BLOCKS.iatCreate, 'agentauth clients iat create ', 'node dist/server/cli.js clients iat create ', 'docs/agents.md\'s initial access token block');
+  const command = replaceExactly(BLOCKS.iatCreate, 'agentauth clients iat create ', 'node dist/server/cli.js clients iat create ', 'docs/agents.md\'s initial access token block');
   const tier = /--tier (\S+)/.exec(command)?.[1];
   const expiresIn = /--expires-in (\d+)/.exec(command)?.[1];
   expect([tier, expiresIn]).toEqual([expect.any(String), expect.any(String)]);
   // The operator's shell: the server's environment and configuration file, in the checkout.
-  const { stdout, stderr } = await runShell(command, { PATH, ...as.env }, ROOT);
+  const { stdout, stderr } = await runShell(command, { PATH: GUIDE_PATH, ...as.env }, ROOT);
   expect(stdout).toMatch(/^[A-Za-z0-9_-]{20,}\n$/);
   expect(stderr).toContain(`initial access token for tier ${tier}, expires in ${expiresIn} s`);
   reader.INITIAL_ACCESS_TOKEN = stdout.trim();
@@ -194,7 +169,7 @@ test('in open mode, the public client registers without a token: 201, no client_
 });
 
 test('in open mode, the confidential block without its authorization line (as the guide says to leave it out without a token) is refused: client_credentials needs an initial access token', async () => {
-  const block = substitute(at(open, BLOCKS.registerConfidential, 'confidential registration'), '  -H "authorization: Bearer $INITIAL_ACCESS_TOKEN" \\\n', '', 'docs/agents.md\'s confidential registration block');
+  const block = replaceExactly(at(open, BLOCKS.registerConfidential, 'confidential registration'), '  -H "authorization: Bearer $INITIAL_ACCESS_TOKEN" \\\n', '', 'docs/agents.md\'s confidential registration block');
   const answer = await runCurl(block, {});
   expect(answer.status).toBe(400);
   const body = json(answer);
@@ -218,7 +193,7 @@ test('read (RFC 7592): 200, the current metadata without client_secret and clien
 
 test('update (RFC 7592), with the reader\'s own client_id in the body: 200, client_name changed and nothing else, no client_secret; a read then shows the new name', async () => {
   // The guide's body names its example client; its reader puts in their own client_id, as this does.
-  const block = substitute(at(as, BLOCKS.update, 'update', 0), `"client_id": "${EXAMPLE_CLIENT_ID}"`, `"client_id": "${reader.CLIENT_ID}"`, 'docs/agents.md\'s update block');
+  const block = replaceExactly(at(as, BLOCKS.update, 'update', 0), `"client_id": "${EXAMPLE_CLIENT_ID}"`, `"client_id": "${reader.CLIENT_ID}"`, 'docs/agents.md\'s update block');
   const sent = JSON.parse(/-d '([^']*)'/.exec(block)![1]!) as Json;
   expect(sent.client_name).not.toBe(lastRead.client_name);
   const answer = await runCurl(block, reader);
@@ -268,7 +243,7 @@ test('client credentials, for a client registered again with the same initial ac
 
 test('introspection by the resource server (docs/resource-servers.md): 200, active, with the fields the guides list for a bearer JWT access token', async () => {
   reader.API_EXAMPLE_SECRET = API_EXAMPLE_SECRET;
-  const answer = await runCurl(substitute(BLOCKS.introspect, GUIDE_ISSUER, as.url, 'docs/resource-servers.md\'s introspection block'), reader);
+  const answer = await runCurl(replaceExactly(BLOCKS.introspect, GUIDE_ISSUER, as.url, 'docs/resource-servers.md\'s introspection block'), reader);
   expect(answer.status).toBe(200);
   const body = json(answer);
   // agents.md's example is a DPoP-bound token; cnf is only for those (resource-servers.md's table).
@@ -283,7 +258,7 @@ test('introspection by the resource server (docs/resource-servers.md): 200, acti
 test('revocation: 200 with an empty body; introspection of the revoked token then answers {"active": false} and nothing else', async () => {
   const answer = await runCurl(at(as, BLOCKS.revoke, 'revocation'), reader);
   expect(answer).toEqual({ status: 200, body: '' });
-  const introspected = await runCurl(substitute(BLOCKS.introspect, GUIDE_ISSUER, as.url, 'docs/resource-servers.md\'s introspection block'), reader);
+  const introspected = await runCurl(replaceExactly(BLOCKS.introspect, GUIDE_ISSUER, as.url, 'docs/resource-servers.md\'s introspection block'), reader);
   expect(introspected.status).toBe(200);
   expect(json(introspected)).toEqual({ active: false });
 });
@@ -292,7 +267,7 @@ test('delete revokes every token the client held: its access token, active befor
   const token = await runCurl(at(as, BLOCKS.clientCredentials, 'client credentials'), reader);
   expect(token.status).toBe(200);
   reader.ACCESS_TOKEN = String(json(token).access_token);
-  const introspect = () => runCurl(substitute(BLOCKS.introspect, GUIDE_ISSUER, as.url, 'docs/resource-servers.md\'s introspection block'), reader);
+  const introspect = () => runCurl(replaceExactly(BLOCKS.introspect, GUIDE_ISSUER, as.url, 'docs/resource-servers.md\'s introspection block'), reader);
   expect(json(await introspect()).active).toBe(true);
   expect(await runCurl(at(as, BLOCKS.remove, 'delete', 0), reader)).toEqual({ status: 204, body: '' });
   const after = await introspect();

@@ -13,7 +13,7 @@ import { Wallet } from 'ethers';
 import { createRemoteJWKSet, jwtVerify } from 'jose';
 
 import { baseConfig, introspect, REDIRECT, RESOURCE } from '../support/agent-server.js';
-import { guideBlock, guideDir, toJavaScript, typeProblems } from '../support/guide.js';
+import { guideBlock, guideDir, replaceExactly, toJavaScript, typeProblems } from '../support/guide.js';
 import { makeTestPki, startCimdServer, startDocumentServer, testSwitchFor } from '../support/metadata-documents.js';
 import type { DocumentServer, TestPki } from '../support/metadata-documents.js';
 import { logLines } from '../support/server.js';
@@ -328,9 +328,8 @@ describe('the MCP TypeScript SDK (auth() with clientMetadataUrl) against a metad
     // The type-only import leaves `export {};` behind, and nothing else of a module.
     const js = toJavaScript(SDK_GUIDE_BLOCK).replace(/^export \{\};\n/m, '');
     if (/^\s*(import|export)\b/m.test(js)) throw new Error(`the guide's block is no longer a plain object definition:\n${js}`);
-    const parts = js.split(`'${SDK_GUIDE_DOCUMENT_URL}'`);
-    if (parts.length !== 2) throw new Error(`the guide's block no longer sets clientMetadataUrl to '${SDK_GUIDE_DOCUMENT_URL}' once:\n${js}`);
-    const evaluate = new Function('stored', 'openBrowser', `${parts.join(JSON.stringify(documentUrl))}\nreturn provider;`);
+    const body = replaceExactly(js, `'${SDK_GUIDE_DOCUMENT_URL}'`, JSON.stringify(documentUrl), "docs/agents.md's MCP SDK provider (its clientMetadataUrl)");
+    const evaluate = new Function('stored', 'openBrowser', `${body}\nreturn provider;`);
     // Its type is held to OAuthClientProvider by the type-check test below.
     return evaluate(stored, openBrowser) as OAuthClientProvider;
   }

@@ -3,11 +3,9 @@
  * the npm process alone (as a supervisor or `docker stop` sends it to a container's main process) reaches the
  * server, which drains its in-flight request and exits 0, and npm exits 0 after it.
  */
-import { execFileSync } from 'node:child_process';
-import { realpathSync } from 'node:fs';
 import { join } from 'node:path';
 
-import { logLines, startServer, tempDir, writeConfig } from '../support/server.js';
+import { logLines, npmCli, startServer, tempDir, writeConfig } from '../support/server.js';
 import { tokenRequestAcrossSignal } from '../support/drain.js';
 
 const SECRET = 'npm-start-client-secret-0123456789abcdef';
@@ -16,8 +14,7 @@ const CONFIG = {
   clients: [{ client_id: 'svc', client_secret: SECRET }],
 };
 
-/** npm's own script (npm-cli.js), run on this Node 22 as `npm start` would be. */
-const NPM_CLI = realpathSync(execFileSync('sh', ['-c', 'command -v npm'], { encoding: 'utf8' }).trim());
+const NPM_CLI = npmCli();
 
 describe.each(['SIGTERM', 'SIGINT'] as const)('%s to `npm start`', (signal) => {
   test('reaches the server: the in-flight request completes, the server stops, npm exits 0', async () => {

@@ -1,15 +1,14 @@
 import { createHash } from 'node:crypto';
 import { readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { delimiter, dirname, join } from 'node:path';
+import { join } from 'node:path';
 
 import { decodeProtectedHeader } from 'jose';
 
 import type { AuditRecord } from '../../adapters/types.js';
 import { REDIRECT, RS_CLIENT, baseConfig, clientCredentialsToken, introspect, register } from '../support/agent-server.js';
-import { freePort } from '../support/ferretdb.js';
-import { guideShellBlock, runShellStatus } from '../support/guide.js';
+import { GUIDE_PATH, guideShellBlock, replaceExactly, runShellStatus } from '../support/guide.js';
 import type { ShellResult } from '../support/guide.js';
-import { CLI, newKek, ROOT, runCli, startServer, tempDir, writeConfig } from '../support/server.js';
+import { CLI, newKek, ROOT, runCli, startOnLoopback, tempDir } from '../support/server.js';
 import type { RunningServer } from '../support/server.js';
 
 /**
@@ -29,8 +28,6 @@ import type { RunningServer } from '../support/server.js';
  */
 
 const DOC = 'operations.md';
-/** The project's Node first (`node dist/server/cli.js`, on the project's Node 22), then the caller's PATH for bash and npm. */
-const PATH = [dirname(process.execPath), process.env.PATH ?? ''].join(delimiter);
 /** `agentauth` as docs/operations.md defines it for a checkout: `node dist/server/cli.js <command>`. */
 const SHIM = `agentauth() { node '${CLI}' "$@"; }`;
 const KEYS = { publishDelaySeconds: 2, refreshIntervalSeconds: 1 };
@@ -58,13 +55,6 @@ function lineOf(block: string, cmd: string): string {
   return lines[0]!;
 }
 
-/** `text` with `from` replaced by `to`; throws unless `from` occurs in it exactly once. */
-function substitute(text: string, from: string, to: string): string {
-  const parts = text.split(from);
-  if (parts.length !== 2) throw new Error(`docs/${DOC}: ${JSON.stringify(text)} should contain ${JSON.stringify(from)} once, found ${parts.length - 1}`);
-  return parts.join(to);
-}
-
 let server: RunningServer;
 let url: string;
 let dir: string;
@@ -73,8 +63,8 @@ let env: Record<string, string>;
 /** Runs `line` of the page (after `replacements`) in bash with the `agentauth` shim and the server's environment. */
 async function sh(line: string, replacements: Array<[string, string]> = [], opts: { cwd?: string; env?: Record<string, string>; shim?: boolean } = {}): Promise<ShellResult> {
   ran.add(line);
-  const script = replacements.reduce((text, [from, to]) => substitute(text, from, to), line);
-  return runShellStatus(opts.shim === false ? script : `${SHIM}\n${script}`, { PATH, HOME: process.env.HOME ?? '/', ...(opts.env ?? env) }, opts.cwd);
+  const script = replacements.reduce((text, [from, to]) => replaceExactly(text, from, to, `docs/${DOC}`), line);
+  return runShellStatus(opts.shim === false ? script : `${SHIM}\n${script}`, { PATH: GUIDE_PATH, HOME: process.env.HOME ?? '/', ...(opts.env ?? env) }, opts.cwd);
 }
 
 /** Expects exit 0, showing what the command wrote when it did not. */
@@ -132,7 +122,7 @@ const SHOWN = {
  * per key, oldest first.
  */
 async function keysList(): Promise<KeyLine[]> {
-  const r = ok(await runShellStatus(`${SHIM}\nagentauth keys list`, { PATH, ...env }));
+  const r = ok(await runShellStatus(`${SHIM}\nagentauth keys list`, { PATH: GUIDE_PATH, ...env }));
   return r.stdout
     .trimEnd()
     .split('\n')
@@ -181,20 +171,9 @@ function headsOf(records: AuditRecord[]): string {
 }
 
 beforeAll(async () => {
-  const port = await freePort();
-  url = `http://127.0.0.1:${port}`;
-  dir = tempDir('agentauth-operations-');
-  env = {
-    AGENTAUTH_CONFIG: writeConfig(dir, baseConfig({ registration: { mode: 'token' }, keys: KEYS })),
-    AGENTAUTH_DATA_DIR: join(dir, 'data'),
-    AGENTAUTH_KEK: newKek(),
-    ISSUER: url,
-    HOST: '127.0.0.1',
-    PORT: String(port),
-  };
+  ({ server, url, env, dir } = await startOnLoopback(baseConfig({ registration: { mode: 'token' }, keys: KEYS }), 'agentauth-operations-'));
   // The page's definition of `agentauth` in a checkout, which the shim follows.
   expect(PAGE).toContain('`agentauth <command>` (from a checkout: `node dist/server/cli.js <command>`)');
-  server = await startServer(env, port);
 });
 
 afterAll(async () => {
@@ -527,7 +506,7 @@ describe('Key rotation runbook', () => {
     // The message the page quotes: "The signing key is refused (`` <kid> is the signing key; ... ``)".
     const quoted = /The signing key is refused \(`` (<kid> is the signing key;.*?) ``\)/.exec(PAGE.replace(/\s*\n\s*/g, ' '))?.[1];
     expect(quoted).toBe('<kid> is the signing key; run `agentauth keys rotate` (or --immediately) to replace it first');
-    expect(refused.stderr).toContain(`agentauth: ${substitute(quoted!, '<kid>', signing)}\n`);
+    expect(refused.stderr).toContain(`agentauth: ${replaceExactly(quoted!, '<kid>', signing, `docs/${DOC}`)}\n`);
 
     const unknown = await sh(retireLine, [['<kid>', 'no-such-kid']]);
     expect([unknown.code, unknown.stdout]).toEqual([1, '']);

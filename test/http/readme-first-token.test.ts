@@ -9,42 +9,37 @@
  * `localhost:3000` in the curl line becomes that port) and the data directory (AGENTAUTH_DATA_DIR, a fresh one, not
  * the checkout's `.agentauth`).
  */
-import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { realpathSync, rmSync } from 'node:fs';
-import { delimiter, dirname, join } from 'node:path';
+import { rmSync } from 'node:fs';
+import { join } from 'node:path';
 
 import { createRemoteJWKSet, jwtVerify } from 'jose';
 
 import { freePort } from '../support/ferretdb.js';
-import { guideFencedBlock, guideShellBlock, runShell } from '../support/guide.js';
+import { GUIDE_PATH, guideFencedBlock, guideShellBlock, replaceExactly, runShell } from '../support/guide.js';
 import { onPath } from '../support/provision.js';
-import { startServer, tempDir, writeConfig } from '../support/server.js';
+import { npmCli, startServer, tempDir, writeConfig } from '../support/server.js';
 import type { RunningServer } from '../support/server.js';
 
 const README = '../README.md'; // guide paths are relative to docs/
 const MARKER = '## A first token';
 const PLACEHOLDER = 'replace-with-32-or-more-random-characters';
-/** npm's own script, run on this Node 22 as `npm start` would be (as test/http/npm-start.test.ts does). */
-const NPM_CLI = realpathSync(execFileSync('sh', ['-c', 'command -v npm'], { encoding: 'utf8' }).trim());
-/** The project's Node first (`npm start` runs `node`), then the caller's PATH for bash and curl. */
-const PATH = [dirname(process.execPath), process.env.PATH ?? ''].join(delimiter);
 
 const [startLine, curlLine] = guideShellBlock(README, MARKER).trim().split('\n');
 const secret = randomBytes(32).toString('hex');
-const config = JSON.parse(guideFencedBlock(README, MARKER, ['json']).replace(PLACEHOLDER, secret)) as { clients: Array<{ client_id: string; client_secret: string }> };
+const config = JSON.parse(replaceExactly(guideFencedBlock(README, MARKER, ['json']), PLACEHOLDER, secret, 'the README\'s agentauth.json')) as { clients: Array<{ client_id: string; client_secret: string }> };
 
 let server: RunningServer;
 let url: string;
 let dir: string;
 
-/** The README's curl line, on this server's port, with SECRET replaced as the README says; what it prints. */
-async function curl(line: string): Promise<string> {
-  return (await runShell(line.replace('SECRET', secret).replaceAll('http://localhost:3000', url), { PATH })).stdout;
+/** The README's curl line, on this server's port, with SECRET replaced as the README says (by `password`); what it prints. */
+async function curl(line: string, password = secret): Promise<string> {
+  return (await runShell(replaceExactly(replaceExactly(line, 'SECRET', password, 'the README\'s curl line'), 'http://localhost:3000', url, 'the README\'s curl line'), { PATH: GUIDE_PATH })).stdout;
 }
 
 beforeAll(async () => {
-  if (!onPath('curl', PATH)) throw new Error("curl is not on PATH: install it (e.g. `sudo apt-get install curl`) to run the README's first token");
+  if (!onPath('curl', GUIDE_PATH)) throw new Error("curl is not on PATH: install it (e.g. `sudo apt-get install curl`) to run the README's first token");
   // The README's page, read before anything runs: the commands this test runs are the ones it shows.
   expect(startLine).toBe('AGENTAUTH_CONFIG=agentauth.json npm start');
   expect(curlLine).toBe('curl -u svc-1:SECRET -d grant_type=client_credentials -d resource=https://api.example.com -d scope=read http://localhost:3000/token');
@@ -52,7 +47,7 @@ beforeAll(async () => {
   dir = tempDir();
   const port = await freePort();
   url = `http://localhost:${port}`;
-  server = await startServer({ AGENTAUTH_CONFIG: writeConfig(dir, config), AGENTAUTH_DATA_DIR: join(dir, 'data') }, port, { entry: [NPM_CLI, 'start', '--silent'] });
+  server = await startServer({ AGENTAUTH_CONFIG: writeConfig(dir, config), AGENTAUTH_DATA_DIR: join(dir, 'data') }, port, { entry: [npmCli(), 'start', '--silent'] });
 }, 60_000);
 
 afterAll(async () => {
@@ -71,10 +66,10 @@ test('the curl line answers what the README shows, a token for https://api.examp
 });
 
 test('with its one resource server, resource may be left out; a wrong secret is refused', async () => {
-  const withoutResource = JSON.parse(await curl(curlLine!.replace(' -d resource=https://api.example.com', ''))) as Record<string, unknown>;
+  const withoutResource = JSON.parse(await curl(replaceExactly(curlLine!, ' -d resource=https://api.example.com', '', 'the README\'s curl line'))) as Record<string, unknown>;
   expect(withoutResource).toMatchObject({ token_type: 'Bearer', scope: 'read' });
   const { payload } = await jwtVerify(String(withoutResource.access_token), createRemoteJWKSet(new URL(`${url}/jwks`)), { audience: 'https://api.example.com' });
   expect(payload.aud).toBe('https://api.example.com');
-  const refused = JSON.parse(await curl(curlLine!.replace('svc-1:SECRET', 'svc-1:not-the-secret'))) as Record<string, unknown>;
+  const refused = JSON.parse(await curl(curlLine!, 'not-the-secret')) as Record<string, unknown>;
   expect(refused.error).toBe('invalid_client');
 });

@@ -9,7 +9,7 @@ import * as oidc from 'openid-client';
 
 import { basicAuth, baseConfig, clientCredentialsToken, insecure, introspect, RESOURCE, RS_CLIENT } from '../support/agent-server.js';
 import { freePort } from '../support/ferretdb.js';
-import { guideBlock, guideDir, toJavaScript, typeProblems } from '../support/guide.js';
+import { guideBlock, guideDir, replaceExactly, toJavaScript, typeProblems } from '../support/guide.js';
 import { startConfigured } from '../support/server.js';
 import type { RunningServer } from '../support/server.js';
 
@@ -164,21 +164,15 @@ describe.each([
 describe('the guide\'s signed introspection (introspectSigned)', () => {
   const GUIDE_ISSUER = "const ISSUER = 'https://auth.example.com';";
   const GUIDE_CLIENT_ID = "const CLIENT_ID = 'api-example';";
+  const WHERE = 'docs/resource-servers.md\'s signed introspection block';
   let file: string;
   let introspectSigned: (token: string) => Promise<Record<string, unknown>>;
-
-  /** `source` with the one line `line` replaced by `replacement`; throws unless the guide has that line exactly once. */
-  function substitute(source: string, line: string, replacement: string): string {
-    const parts = source.split(line);
-    if (parts.length !== 2) throw new Error(`docs/resource-servers.md's signed introspection block no longer has ${JSON.stringify(line)} once`);
-    return parts.join(replacement);
-  }
 
   beforeAll(async () => {
     const source = guideBlock('resource-servers.md', '### Signed introspection responses (RFC 9701)');
     file = join(dir, 'introspect-signed.ts');
     writeFileSync(file, source);
-    const live = substitute(substitute(source, GUIDE_ISSUER, `const ISSUER = ${JSON.stringify(as.url)};`), GUIDE_CLIENT_ID, `const CLIENT_ID = ${JSON.stringify(RS_CLIENT.id)};`);
+    const live = replaceExactly(replaceExactly(source, GUIDE_ISSUER, `const ISSUER = ${JSON.stringify(as.url)};`, WHERE), GUIDE_CLIENT_ID, `const CLIENT_ID = ${JSON.stringify(RS_CLIENT.id)};`, WHERE);
     const jsFile = join(dir, 'introspect-signed.js');
     writeFileSync(jsFile, toJavaScript(live));
     // The module reads the secret once, when it is loaded.

@@ -1,7 +1,7 @@
 import { execFile, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { delimiter, dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 
 import ts from 'typescript';
@@ -29,6 +29,19 @@ export function guideFencedBlock(doc: string, marker: string, languages: readonl
   const body = opened.start + opened.fence.length;
   const end = text.indexOf('\n```', body);
   return text.slice(body, end + 1);
+}
+
+/** PATH for a guide's shell lines: the project's Node first (`node dist/server/cli.js`, `npm start`), then the caller's, for bash and curl. */
+export const GUIDE_PATH = [dirname(process.execPath), process.env.PATH ?? ''].join(delimiter);
+
+/**
+ * `text` with every `from` replaced by `to`, for the values a guide's reader fills in; throws, naming `where`, unless
+ * `from` occurs exactly `times` times, so a guide that moved or changed the value fails instead of running unreplaced.
+ */
+export function replaceExactly(text: string, from: string, to: string, where: string, times = 1): string {
+  const parts = text.split(from);
+  if (parts.length - 1 !== times) throw new Error(`${where} should contain ${JSON.stringify(from)} ${times} time(s), found ${parts.length - 1}:\n${text}`);
+  return parts.join(to);
 }
 
 /** The ```ts block that follows the first occurrence of `marker` in docs/<doc>. */

@@ -1,7 +1,7 @@
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, realpathSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -10,6 +10,11 @@ import { freePort } from './ferretdb.js';
 
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const CLI = join(ROOT, 'dist', 'server', 'cli.js');
+
+/** npm's own script (npm-cli.js), to run `npm start` on this Node 22 as a user's shell would. */
+export function npmCli(): string {
+  return realpathSync(execFileSync('sh', ['-c', 'command -v npm'], { encoding: 'utf8' }).trim());
+}
 
 export function tempDir(prefix = 'agentauth-test-'): string {
   return mkdtempSync(join(tmpdir(), prefix));
@@ -123,6 +128,18 @@ export async function startConfigured(config: unknown, storeEnv: Record<string, 
   const dir = tempDir();
   const env = { AGENTAUTH_CONFIG: writeConfig(dir, config), AGENTAUTH_DATA_DIR: `${dir}/data`, AGENTAUTH_KEK: newKek(), ...storeEnv };
   return { env, server: await startServer(env) };
+}
+
+/**
+ * As startConfigured, on 127.0.0.1 with that address as its ISSUER (for clients that must be told the issuer before
+ * the server starts: curl lines, the CLI next to it); returns its URL and its directory, for the caller to remove.
+ */
+export async function startOnLoopback(config: unknown, prefix?: string): Promise<{ server: RunningServer; url: string; env: Record<string, string>; dir: string }> {
+  const port = await freePort();
+  const url = `http://127.0.0.1:${port}`;
+  const dir = tempDir(prefix);
+  const env = { AGENTAUTH_CONFIG: writeConfig(dir, config), AGENTAUTH_DATA_DIR: join(dir, 'data'), AGENTAUTH_KEK: newKek(), ISSUER: url, HOST: '127.0.0.1', PORT: String(port) };
+  return { server: await startServer(env, port), url, env, dir };
 }
 
 /** Parsed JSON log lines the server wrote. */

@@ -598,8 +598,8 @@ export class MongoStorage implements Storage {
   async init(): Promise<void> {
     await guard('connect', () => this.client.connect());
     if (this.#options.onFerretdbV1) {
-      // Advisory only: a server that does not answer buildInfo is not refused for it.
-      const info = await this.db.command({ buildInfo: 1 }).catch(() => undefined);
+      // Advisory only: a server that does not answer buildInfo (within storage.timeoutMs) is not refused for it.
+      const info = await deadline(this.db.command({ buildInfo: 1 }), this.#timeoutMs, 'MongoDB buildInfo').catch(() => undefined);
       const version = info && ferretdbV1Version(info);
       if (version) this.#options.onFerretdbV1(version);
     }

@@ -14,21 +14,27 @@ import { ROOT } from './server.js';
  */
 
 /**
- * The code block in one of `languages` (```sh, ```json, ...) that follows the first occurrence of `marker` in
- * docs/<doc>, without its fences: the first such block after the marker.
+ * The code block in one of `languages` (```sh, ```json, ...; '' for a plain ```) that follows the first occurrence
+ * of `marker` in docs/<doc>, without its fences: the first such block after the end of the marker. A block indented
+ * under a list item is returned without that indentation.
  */
 export function guideFencedBlock(doc: string, marker: string, languages: readonly string[]): string {
   const text = readFileSync(join(ROOT, 'docs', doc), 'utf8');
   const at = text.indexOf(marker);
   if (at < 0) throw new Error(`docs/${doc} no longer contains ${JSON.stringify(marker)}`);
-  const opened = languages
-    .map((language) => ({ fence: `\`\`\`${language}\n`, start: text.indexOf(`\`\`\`${language}\n`, at) }))
-    .filter(({ start }) => start >= 0)
-    .sort((a, b) => a.start - b.start)[0];
+  // An opening fence starts its line, after the indentation of the list item it belongs to.
+  const fence = new RegExp(`^( *)\`\`\`(${languages.map((l) => l.replace(/[^a-z]/g, '')).join('|')})\n`, 'gm');
+  fence.lastIndex = at + marker.length;
+  const opened = fence.exec(text);
   if (!opened) throw new Error(`docs/${doc} has no ${languages.join(' or ')} code block after ${JSON.stringify(marker)}`);
-  const body = opened.start + opened.fence.length;
-  const end = text.indexOf('\n```', body);
-  return text.slice(body, end + 1);
+  const indent = opened[1]!;
+  const body = opened.index + opened[0].length;
+  const end = text.indexOf(`\n${indent}\`\`\``, body);
+  return text
+    .slice(body, end + 1)
+    .split('\n')
+    .map((line) => (line.startsWith(indent) ? line.slice(indent.length) : line))
+    .join('\n');
 }
 
 /** PATH for a guide's shell lines: the project's Node first (`node dist/server/cli.js`, `npm start`), then the caller's, for bash and curl. */

@@ -2,6 +2,12 @@
 // MongoDB wire-protocol server for agentauth's tests. Embedding it makes this
 // the main module, which avoids the upstream version-file panic of a plain
 // `go install`, and the embedded mode never sends telemetry.
+//
+// Embedded, FerretDB reports its version as "unknown" (it reads it from a
+// generated file only in its own builds). This server sets the version of the
+// FerretDB module it was built with instead, so that `buildInfo` answers with
+// the `ferretdbVersion` a release of that version reports, and agentauth's
+// start-up warning for FerretDB v1 (storage.ferretdb_v1) is tested against it.
 package main
 
 import (
@@ -11,10 +17,27 @@ import (
 	"log"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 
+	"github.com/FerretDB/FerretDB/build/version"
 	"github.com/FerretDB/FerretDB/ferretdb"
 )
+
+// ferretdbModuleVersion is the version of the FerretDB module in this binary's build information (go.mod's).
+func ferretdbModuleVersion() string {
+	info, ok := debug.ReadBuildInfo()
+	if !ok {
+		log.Fatal("ferretdb-test: no build information in the binary")
+	}
+	for _, dep := range info.Deps {
+		if dep.Path == "github.com/FerretDB/FerretDB" {
+			return dep.Version
+		}
+	}
+	log.Fatal("ferretdb-test: the FerretDB module is not in the build information")
+	return ""
+}
 
 func main() {
 	listen := flag.String("listen", "127.0.0.1:27017", "TCP address to listen on (keep it on loopback)")
@@ -28,6 +51,8 @@ func main() {
 	if err := os.MkdirAll(*dir, 0o700); err != nil {
 		log.Fatalf("ferretdb-test: %v", err)
 	}
+
+	version.Get().Version = ferretdbModuleVersion()
 
 	f, err := ferretdb.New(&ferretdb.Config{
 		Listener:  ferretdb.ListenerConfig{TCP: *listen},

@@ -56,7 +56,7 @@ async function startCommand(opts: { workers?: string }): Promise<void> {
     if (config.store === 'memory') {
       throw new ConfigError('--workers: several workers need a shared store (SQLite, the default, or MONGODB_URI); AGENTAUTH_STORE=memory lives inside one process');
     }
-    return startPrimary(workers, createLogger(config.logLevel));
+    return startPrimary(workers, createLogger(config.logLevel), { adminListener: config.admin.port !== undefined });
   }
   const log = createLogger(config.logLevel);
   // The handlers go in before anything is started. Installed after start() (as they were), a SIGTERM sent as soon as
@@ -114,8 +114,14 @@ function logAsyncContext(log: ReturnType<typeof createLogger>): void {
  * The cluster primary: forks the workers (they share the listening port), restarts none on purpose (a crashing
  * worker is a bug to see, not to hide), and on SIGTERM/SIGINT lets every worker drain before exiting 0.
  */
-function startPrimary(workers: number, log: ReturnType<typeof createLogger>): Promise<void> {
+async function startPrimary(workers: number, log: ReturnType<typeof createLogger>, opts: { adminListener: boolean }): Promise<void> {
   log.info({ workers }, 'starting workers');
+  if (opts.adminListener) {
+    // GET /metrics on any worker answers with every worker's metrics, gathered here (server/metrics/cluster.ts).
+    // Loaded only then: without an admin listener nothing serves metrics, and the primary stays as small as it was.
+    const { serveClusterMetrics } = await import('./metrics/cluster.js');
+    serveClusterMetrics();
+  }
   for (let i = 0; i < workers; i += 1) cluster.fork();
   let stopping = false;
   cluster.on('exit', (worker, code, signal) => {
@@ -135,7 +141,6 @@ function startPrimary(workers: number, log: ReturnType<typeof createLogger>): Pr
   };
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
-  return Promise.resolve();
 }
 
 const program = new Command()

@@ -1,6 +1,9 @@
+import cluster from 'node:cluster';
+
 import type { Agentauth } from '../boot.js';
 import { ConfigError } from '../config.js';
 import type { Logger } from '../logger.js';
+import { clusterMetricsGatherer } from '../metrics/cluster.js';
 import { metricsRoute } from '../metrics/route.js';
 import { ClientAdmin } from './client-admin.js';
 import { clientAdminRoutes } from './client-routes.js';
@@ -10,8 +13,8 @@ import type { AdminRoute } from './routes.js';
 import { resolveAdminToken } from './token.js';
 
 /**
- * The admin listener of a server process, when `admin.port` is set: client administration, health, this process's
- * Prometheus metrics (GET /metrics, admin credential) and any admin routes handed in (`routes`). Refuses to start without an admin token.
+ * The admin listener of a server process, when `admin.port` is set: client administration, health, the Prometheus
+ * metrics (GET /metrics, admin credential: this process's, or every worker's under `start --workers N`) and any admin routes handed in (`routes`). Refuses to start without an admin token.
  */
 export async function startAdmin(agentauth: Agentauth, log: Logger, routes: readonly AdminRoute[] = []): Promise<AdminListener | undefined> {
   const { admin } = agentauth.config;
@@ -28,7 +31,13 @@ export async function startAdmin(agentauth: Agentauth, log: Logger, routes: read
   });
   const app = createAdminApp({
     token,
-    routes: [adminHealthRoute(agentauth.health), ...clientAdminRoutes(clients), metricsRoute(agentauth.metrics.registry), ...routes],
+    routes: [
+      adminHealthRoute(agentauth.health),
+      ...clientAdminRoutes(clients),
+      // A worker of `start --workers N` serves every worker's metrics, gathered by the primary (server/metrics/cluster.ts).
+      metricsRoute(agentauth.metrics.registry, cluster.isWorker ? { gather: clusterMetricsGatherer(agentauth.metrics.registry) } : {}),
+      ...routes,
+    ],
     health: agentauth.health,
     log,
   });

@@ -95,6 +95,8 @@ export function createMetrics(): Metrics {
       help: 'Signing keys by lifecycle state (next, active, retired, archived)',
       labelNames: ['state'],
       registers,
+      // Every worker of `start --workers N` reads the same key store: gathered over the workers, the count, not a sum.
+      aggregator: 'max',
       collect() {
         const counts = keyStateSampler.current?.();
         if (!counts) return;

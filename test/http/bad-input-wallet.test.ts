@@ -5,7 +5,7 @@ import { buildSiweMessage } from '../../interactions/siwe/message.js';
 import { MAX_MESSAGE_LENGTH } from '../../interactions/siwe/outline.js';
 import { baseConfig, insecure, REDIRECT, RESOURCE, startAgentServer } from '../support/agent-server.js';
 import type { AgentServer } from '../support/agent-server.js';
-import { openLoginPage } from '../support/user-agent.js';
+import { openFreshLoginPage } from '../support/user-agent.js';
 import type { LoginData, UserAgent } from '../support/user-agent.js';
 import { fetchNonce, signedSiwe } from '../support/wallet.js';
 
@@ -41,15 +41,7 @@ describe('bad input to the wallet sign-in', () => {
 
   /** A login page of a fresh authorization request. */
   async function loginPage(): Promise<{ agent: UserAgent; data: LoginData }> {
-    const url = oidc.buildAuthorizationUrl(webClient, {
-      redirect_uri: REDIRECT,
-      scope: 'read',
-      resource: RESOURCE,
-      state: oidc.randomState(),
-      code_challenge: await oidc.calculatePKCECodeChallenge(oidc.randomPKCECodeVerifier()),
-      code_challenge_method: 'S256',
-    });
-    return openLoginPage(url);
+    return openFreshLoginPage(webClient, REDIRECT, RESOURCE);
   }
 
   async function pageNonce(agent: UserAgent, data: LoginData): Promise<string> {

@@ -10,7 +10,7 @@ import { baseConfig, insecure, REDIRECT, RESOURCE } from '../support/agent-serve
 import { guideFencedBlock, replaceExactly } from '../support/guide.js';
 import { startConfigured, tempDir } from '../support/server.js';
 import type { RunningServer } from '../support/server.js';
-import { openLoginPage } from '../support/user-agent.js';
+import { openFreshLoginPage } from '../support/user-agent.js';
 import { fetchNonce, signedSiwe } from '../support/wallet.js';
 
 /**
@@ -230,16 +230,7 @@ describe('docs/wallet-sign-in.md against a live agentauth', () => {
       oidc.None(),
       insecure,
     );
-    const { agent, data } = await openLoginPage(
-      oidc.buildAuthorizationUrl(web, {
-        redirect_uri: REDIRECT,
-        scope: 'read',
-        resource: RESOURCE,
-        state: oidc.randomState(),
-        code_challenge: await oidc.calculatePKCECodeChallenge(oidc.randomPKCECodeVerifier()),
-        code_challenge_method: 'S256',
-      }),
-    );
+    const { agent, data } = await openFreshLoginPage(web, REDIRECT, RESOURCE);
     const nonceRes = await agent.fetch(new URL(data.nonceUrl, issuer), { method: 'POST', headers: { accept: 'application/json' } });
     const { nonce } = (await nonceRes.json()) as { nonce: string };
     const message = buildSiweMessage({ domain: 'evil.example', address: wallet.address, uri: data.uri, chainId: 1, nonce, issuedAt: new Date(), requestId: data.uid, resources: data.resources });

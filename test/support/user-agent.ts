@@ -1,4 +1,5 @@
 import type { Wallet } from 'ethers';
+import * as oidc from 'openid-client';
 
 import { buildSiweMessage } from '../../interactions/siwe/message.js';
 
@@ -52,6 +53,19 @@ export interface LoginData {
   resources: string[];
   nonceUrl: string;
   loginUrl: string;
+}
+
+/** The login page of a fresh code-flow request by `client` (PKCE S256, scope `read`, one resource), in a new agent. */
+export async function openFreshLoginPage(client: oidc.Configuration, redirectUri: string, resource: string): Promise<{ agent: UserAgent; data: LoginData; pageUrl: URL }> {
+  const url = oidc.buildAuthorizationUrl(client, {
+    redirect_uri: redirectUri,
+    scope: 'read',
+    resource,
+    state: oidc.randomState(),
+    code_challenge: await oidc.calculatePKCECodeChallenge(oidc.randomPKCECodeVerifier()),
+    code_challenge_method: 'S256',
+  });
+  return openLoginPage(url);
 }
 
 /** Follows an authorization request to its login page; returns the page's data, its URL and the agent holding the cookies. */

@@ -3,6 +3,7 @@ import { MongoStorage } from '../../adapters/mongodb.js';
 import { startFerretdb } from '../support/ferretdb.js';
 import type { FerretdbProcess } from '../support/ferretdb.js';
 import { uniqueDbName } from '../support/server.js';
+import { watchStalls } from '../support/stalls.js';
 
 /**
  * MongoStorage against a database of the test's own that hangs (SIGSTOP) and that crashes and comes back
@@ -15,13 +16,21 @@ const TIMEOUT_MS = 500;
 const REPLACE_AFTER_MS = 5000;
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
+/** Latencies are net of the times this process stood still (test/support/stalls.ts), as in storage-faults.test.ts. */
+const stalls = watchStalls();
+afterAll(() => stalls.stop());
+
 async function settle(call: Promise<unknown>): Promise<{ err: unknown; ms: number }> {
   const started = Date.now();
+  const net = () => {
+    const ended = Date.now();
+    return ended - started - stalls.overlap(started, ended);
+  };
   try {
     await call;
-    return { err: undefined, ms: Date.now() - started };
+    return { err: undefined, ms: net() };
   } catch (err) {
-    return { err, ms: Date.now() - started };
+    return { err, ms: net() };
   }
 }
 

@@ -2,12 +2,16 @@ import { startFerretdb } from '../support/ferretdb.js';
 import type { FerretdbProcess } from '../support/ferretdb.js';
 import { startOnOwnDatabase } from '../support/own-database.js';
 import type { RunningServer } from '../support/server.js';
+import { watchStalls } from '../support/stalls.js';
 
 const SECRET = 'outage-client-secret-0123456789abcdef0123';
 /** storage.timeoutMs in this test: every storage call gives up after it. */
 const STORAGE_TIMEOUT_MS = 1000;
 /** The bound we promise (docs/operations.md): storage.timeoutMs + 1 s. */
 const BOUND_MS = STORAGE_TIMEOUT_MS + 1000;
+/** Latencies are net of the times this process stood still (test/support/stalls.ts), as in storage-faults.test.ts. */
+const stalls = watchStalls();
+afterAll(() => stalls.stop());
 
 async function tokenRequest(url: string) {
   const started = Date.now();
@@ -17,7 +21,9 @@ async function tokenRequest(url: string) {
     body: 'grant_type=client_credentials&scope=read',
     signal: AbortSignal.timeout(30_000),
   });
-  return { status: res.status, retryAfter: res.headers.get('retry-after'), body: (await res.json()) as Record<string, unknown>, ms: Date.now() - started };
+  const body = (await res.json()) as Record<string, unknown>;
+  const ended = Date.now();
+  return { status: res.status, retryAfter: res.headers.get('retry-after'), body, ms: ended - started - stalls.overlap(started, ended) };
 }
 
 async function readyz(url: string) {

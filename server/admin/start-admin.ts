@@ -14,7 +14,8 @@ import { resolveAdminToken } from './token.js';
 
 /**
  * The admin listener of a server process, when `admin.port` is set: client administration, health, the Prometheus
- * metrics (GET /metrics, admin credential: this process's, or every worker's under `start --workers N`) and any admin routes handed in (`routes`). Refuses to start without an admin token.
+ * metrics (GET /metrics, admin credential: this process's, or every worker's under `start --workers N`) and any admin
+ * routes handed in (`routes`). Refuses to start without an admin token.
  */
 export async function startAdmin(agentauth: Agentauth, log: Logger, routes: readonly AdminRoute[] = []): Promise<AdminListener | undefined> {
   const { admin } = agentauth.config;

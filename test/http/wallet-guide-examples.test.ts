@@ -1,7 +1,9 @@
+import { randomUUID } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 import { Wallet } from 'ethers';
+import * as jose from 'jose';
 import * as oidc from 'openid-client';
 
 import { buildSiweMessage, parseSiweMessage } from '../../interactions/siwe/message.js';
@@ -16,9 +18,9 @@ import { fetchNonce, signedSiwe } from '../support/wallet.js';
 /**
  * docs/wallet-sign-in.md's examples other than its complete script (wallet-guide.test.ts runs that one), taken from
  * the page as written: the configuration and its table of defaults and ranges, the nonce request and answer, the
- * EIP-4361 message, the registration body, and the two refusals it quotes. The page's example host
- * (auth.example.com) and its example nonce and client id are the only values replaced, each exactly where the page
- * has it.
+ * EIP-4361 message, the registration body, the token request and its response, and the two refusals it quotes. Only
+ * what a reader fills in is replaced, each exactly where the page has it: the example host (auth.example.com), nonce
+ * and client id, the message, signature and DPoP proof.
  */
 
 const DOC = 'wallet-sign-in.md';
@@ -221,6 +223,65 @@ describe('docs/wallet-sign-in.md against a live agentauth', () => {
       body: new URLSearchParams({ grant_type: GRANT, client_id: String(owner.client_id), ...signed, resource: RESOURCE, scope: 'read' }),
     });
     expect(owned.status).toBe(200);
+  });
+
+  test('the token request as the guide writes it, with a DPoP proof, gets the response the guide lists', async () => {
+    const { body: client } = await registerGuideClient();
+    const clientId = String(client.client_id);
+    const nonce = await fetchNonce(issuer, clientId);
+    const { message, signature } = await signedSiwe(issuer, wallet, { address: wallet.address, nonce });
+    const { publicKey, privateKey } = await jose.generateKeyPair('ES256');
+    const jwk = await jose.exportJWK(publicKey);
+    const proof = await new jose.SignJWT({ htm: 'POST', htu: `${issuer}/token`, iat: Math.floor(Date.now() / 1000), jti: randomUUID() })
+      .setProtectedHeader({ alg: 'ES256', typ: 'dpop+jwt', jwk })
+      .sign(privateKey);
+
+    const request = httpMessage(plainBlock('### The token request'));
+    expect(request.start).toBe('POST /token HTTP/1.1');
+    const headers = new Headers(
+      request.headers.filter(([name]) => name !== 'host').map(([name, value]): [string, string] => [name, name === 'dpop' ? replaceExactly(value, '<proof>', proof, 'the DPoP header') : value]),
+    );
+    // The body as written: one parameter a line, each after the first continuing with "&".
+    let body = request.body.split('\n').join('');
+    body = replaceExactly(body, '<client id>', encodeURIComponent(clientId), 'the token request');
+    body = replaceExactly(body, '<the EIP-4361 text, form-encoded>', encodeURIComponent(message), 'the token request');
+    body = replaceExactly(body, '0x<hex>', signature, 'the token request');
+    const res = await fetch(`${issuer}/token`, { method: 'POST', headers, body });
+    const answer = (await res.json()) as Record<string, unknown>;
+    expect(res.status).toBe(200);
+
+    // "token_type is DPoP (with cnf.jkt in the token) when the request carried a proof"
+    expect(answer.token_type).toBe('DPoP');
+    const claims = jose.decodeJwt(String(answer.access_token));
+    expect(claims).toMatchObject({
+      sub: `did:pkh:eip155:1:${wallet.address}`,
+      aud: RESOURCE,
+      client_id: clientId,
+      scope: 'read',
+      cnf: { jkt: await jose.calculateJwkThumbprint(jwk) },
+    });
+    expect(claims.jti).toEqual(expect.any(String));
+    expect(claims.grant_id).toEqual(expect.any(String));
+    expect(answer.expires_in).toEqual(expect.any(Number));
+    // "public clients (none) get [a refresh token] only when the request carried a DPoP proof"
+    expect(answer.refresh_token).toEqual(expect.any(String));
+  });
+
+  test('without a proof, the same request gets a Bearer token of at most 300 s and, for a public client, no refresh token', async () => {
+    const { body: client } = await registerGuideClient();
+    const clientId = String(client.client_id);
+    const { message, signature } = await signedSiwe(issuer, wallet, { address: wallet.address, nonce: await fetchNonce(issuer, clientId) });
+    const res = await fetch(`${issuer}/token`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ grant_type: GRANT, client_id: clientId, message, signature, resource: RESOURCE, scope: 'read' }),
+    });
+    const answer = (await res.json()) as Record<string, unknown>;
+    expect(res.status).toBe(200);
+    expect(answer.token_type).toBe('Bearer');
+    expect(Number(answer.expires_in)).toBeLessThanOrEqual(300);
+    expect(jose.decodeJwt(String(answer.access_token)).cnf).toBeUndefined();
+    expect(answer).not.toHaveProperty('refresh_token');
   });
 
   test('the login page refuses a message for another domain with the JSON the guide shows', async () => {

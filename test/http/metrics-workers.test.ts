@@ -97,6 +97,35 @@ describe('GET /metrics with --workers 2: every worker\'s metrics, whichever work
     expect(new Set(answeredBy)).toEqual(new Set([1, 2]));
   });
 
+  test('a worker that does not answer (stopped) gets the scrape a 503 within about 5 s from the other worker, and scrapes are whole again once it resumes', async () => {
+    const workers = new Map<number, number>();
+    for (const l of logLines(server.output())) if (typeof l.worker === 'number' && l.worker > 0) workers.set(l.worker, Number(l.pid));
+    expect(workers.size).toBe(2);
+    const stoppedPid = workers.get(1)!;
+    const scrape = () => {
+      const started = Date.now();
+      return onNewConnection(admin, '/metrics', { method: 'GET', headers: { authorization: `Bearer ${ADMIN_TOKEN}` } }).then((r) => ({ ...r, ms: Date.now() - started }));
+    };
+    process.kill(stoppedPid, 'SIGSTOP');
+    let both: Array<Promise<{ status: number; body: string; ms: number }>> = [];
+    let answered: { status: number; body: string; ms: number };
+    try {
+      // One connection may be handed to the stopped worker and wait for it; the other reaches the running one.
+      both = [scrape(), scrape()];
+      answered = await Promise.race(both);
+    } finally {
+      process.kill(stoppedPid, 'SIGCONT');
+    }
+    expect(answered.status).toBe(503);
+    expect(JSON.parse(answered.body)).toMatchObject({ error: 'temporarily_unavailable', error_description: expect.stringContaining("the workers' metrics could not be gathered") });
+    expect(answered.ms).toBeGreaterThanOrEqual(4500);
+    expect(answered.ms).toBeLessThan(8000);
+    await Promise.allSettled(both);
+    const whole = await scrape();
+    expect(whole.status).toBe(200);
+    expect(total(parseExposition(whole.body), 'agentauth_tokens_issued_total', { grant_type: 'client_credentials' })).toBe(TOKENS);
+  }, 30_000);
+
   test('the admin credential is still required', async () => {
     const res = await onNewConnection(admin, '/metrics', { method: 'GET', headers: {} });
     expect(res.status).toBe(401);

@@ -30,10 +30,11 @@ interface MetricsAnswer {
   error?: string;
 }
 
-const isRequest = (message: unknown): message is MetricsRequest =>
-  typeof message === 'object' && message !== null && (message as { type?: unknown }).type === REQUEST && typeof (message as { id?: unknown }).id === 'number';
-const isAnswer = (message: unknown): message is MetricsAnswer =>
-  typeof message === 'object' && message !== null && (message as { type?: unknown }).type === ANSWER && typeof (message as { id?: unknown }).id === 'number';
+/** Whether an IPC message is one of ours of this type (other messages share the channel: prom-client's, cluster's). */
+const isMessage = (message: unknown, type: string): boolean =>
+  typeof message === 'object' && message !== null && (message as { type?: unknown }).type === type && typeof (message as { id?: unknown }).id === 'number';
+const isRequest = (message: unknown): message is MetricsRequest => isMessage(message, REQUEST);
+const isAnswer = (message: unknown): message is MetricsAnswer => isMessage(message, ANSWER);
 
 /** In the primary: answers the workers' requests for the gathered metrics. Call once, before forking. */
 export function serveClusterMetrics(): void {

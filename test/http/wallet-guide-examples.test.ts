@@ -10,7 +10,7 @@ import { buildSiweMessage, parseSiweMessage } from '../../interactions/siwe/mess
 import { ConfigError, loadConfig } from '../../server/config.js';
 import { baseConfig, insecure, REDIRECT, RESOURCE } from '../support/agent-server.js';
 import { guideFencedBlock, replaceExactly } from '../support/guide.js';
-import { startConfigured, tempDir } from '../support/server.js';
+import { startConfigured, tempDir, writeConfig } from '../support/server.js';
 import type { RunningServer } from '../support/server.js';
 import { openFreshLoginPage } from '../support/user-agent.js';
 import { fetchNonce, signedSiwe } from '../support/wallet.js';
@@ -41,11 +41,7 @@ function httpMessage(block: string): { start: string; headers: Array<[string, st
   return { start: start!, headers, body: rest.join('\n\n') };
 }
 
-function configFile(content: unknown): string {
-  const file = join(tempDir('wallet-guide-config'), 'agentauth.json');
-  writeFileSync(file, JSON.stringify(content));
-  return file;
-}
+const configFile = (content: unknown): string => writeConfig(tempDir('wallet-guide-config'), content);
 
 describe('docs/wallet-sign-in.md: the configuration', () => {
   const example = JSON.parse(guideFencedBlock(DOC, '## Configuration', ['json'])) as { wallet: Record<string, unknown> };

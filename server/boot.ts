@@ -5,7 +5,6 @@ import type { Provider } from 'oidc-provider';
 
 import { StorageHealth } from '../adapters/health.js';
 import type { Storage } from '../adapters/types.js';
-import { KeyMaterialError } from '../keys/errors.js';
 import type { UpgradeReport } from '../keys/integrity.js';
 import { Keyring } from '../keys/keyring.js';
 import { deriveKey } from '../keys/seal.js';
@@ -24,6 +23,8 @@ import { SharedWindowLimit } from './limits/window.js';
 import { registerWalletGrant } from './grants/wallet-signature.js';
 import { registerTokenExchangeGrant } from './grants/token-exchange.js';
 import { createProvider, OIDC_SCOPES } from './provider.js';
+import { checkResourceServerAlgs } from './resource-servers.js';
+import { checkStaticClients } from './static-clients.js';
 import { inlineSignaturesInstalled, installInlineSignatures, signaturesInline } from './crypto/inline-signatures.js';
 import { installPublicKeyImportCache } from './crypto/public-key-import-cache.js';
 import { installSyncDigest } from './crypto/sync-digest.js';
@@ -108,14 +109,7 @@ export async function boot(config: Config, log: Logger, options: BootOptions = {
     observeKeyStates(keyring, metrics);
     log.info({ kid: keyring.active.kid, alg: keyring.active.alg, keys: keyring.keys.length, kek: origin, store: storage.kind }, 'signing keys loaded');
 
-    const algs = new Set(keyring.keys.map((k) => k.alg));
-    config.resourceServers.forEach((rs, i) => {
-      if (rs.signingAlg && !algs.has(rs.signingAlg)) {
-        throw new KeyMaterialError(
-          `resourceServers[${i}].signingAlg is ${rs.signingAlg} but the signing keys are ${[...algs].join(', ')}; remove signingAlg or set AGENTAUTH_KEY_ALG before the first start`,
-        );
-      }
-    });
+    checkResourceServerAlgs(config.resourceServers, keyring.keys.map((k) => k.alg));
     const cookieKeys = [deriveKey(kek, 'cookies').toString('base64url')];
     const hasher = new ClientSecretHasher(deriveKey(kek, 'client-secrets'));
     // Identical on every instance that shares the KEK (or set explicitly in the config file).
@@ -130,6 +124,7 @@ export async function boot(config: Config, log: Logger, options: BootOptions = {
     installDisabledClientCheck(provider, storage.model('Client'), health);
     auditProviderEvents(provider);
     observeProviderEvents(provider);
+    await checkStaticClients(provider, config.clients);
     const watcher = new KeyWatcher({
       keyring, provider, store: storage.keys, kek, policy, keys: config.keys, alg: config.keyAlg, log,
       audit: (type, details) => audit.record({ type, details }),

@@ -1,11 +1,27 @@
 import { errors } from 'oidc-provider';
 import type { ResourceServer } from 'oidc-provider';
 
+import { KeyMaterialError } from '../keys/errors.js';
 import type { SigningAlg } from '../keys/generate.js';
 import type { ResourceServerConfig } from './config.js';
 
 /** Longest life of an access token that is not sender-constrained (design invariant 3). */
 export const MAX_BEARER_TTL = 300;
+
+/**
+ * Refuses a resource server whose `signingAlg` no signing key has (`algs`: the stored keys' algorithms, or the one the
+ * first start will generate): its tokens could not be signed. `start` exits 2 with this message.
+ */
+export function checkResourceServerAlgs(servers: readonly ResourceServerConfig[], algs: readonly string[]): void {
+  const have = new Set(algs);
+  servers.forEach((rs, i) => {
+    if (rs.signingAlg && !have.has(rs.signingAlg)) {
+      throw new KeyMaterialError(
+        `resourceServers[${i}].signingAlg is ${rs.signingAlg} but the signing keys are ${[...have].join(', ')}; remove signingAlg or set AGENTAUTH_KEY_ALG before the first start`,
+      );
+    }
+  });
+}
 
 /** Resource servers declared in configuration, looked up by their exact identifier URI (RFC 8707). */
 export class ResourceServerRegistry {

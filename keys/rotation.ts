@@ -38,18 +38,21 @@ export async function rotateKeys(store: KeyStore, kek: Buffer, policy: Lifecycle
     const scheduled = pending.find((t) => t.activatesAt !== undefined);
     if (scheduled) return { status: 'already-scheduled', kid: scheduled.kid, activatesAt: scheduled.activatesAt!, replaces: view.signer?.kid };
   }
+  // With no key signing now (a store created by `keys rotate --init`), there is no cache to give time to and nothing
+  // to sign with meanwhile: a server would refuse to start until the key activated. The new key signs at once.
+  const immediately = opts.immediately === true || view.signer === undefined;
   const seq = Math.max(0, ...keys.map((k) => k.seq)) + 1;
   const record = await newStoredKey(kek, opts.alg, seq, now);
   if (!(await store.insert(record))) {
     throw new KeyMaterialError('another rotation stored a key at the same moment; run `agentauth keys list` and rotate again if needed');
   }
-  const activatesAt = opts.immediately ? now : new Date(now.getTime() + opts.publishDelaySeconds * 1000);
+  const activatesAt = immediately ? now : new Date(now.getTime() + opts.publishDelaySeconds * 1000);
   const stamp = { recordedAt: now.toISOString(), ...(opts.reason ? { reason: opts.reason } : {}) };
-  if (opts.immediately) {
+  if (immediately) {
     for (const p of pending) await store.addTransition(macTransition(kek, { kid: p.kid, type: 'retire', at: now.toISOString(), ...stamp }));
   }
   await store.addTransition(macTransition(kek, { kid: record.kid, type: 'activate', at: activatesAt.toISOString(), ...stamp }));
-  return { status: opts.immediately ? 'activated' : 'scheduled', kid: record.kid, activatesAt, replaces: view.signer?.kid };
+  return { status: immediately ? 'activated' : 'scheduled', kid: record.kid, activatesAt, replaces: view.signer?.kid };
 }
 
 /** Retires a key now. The signing key cannot be retired without a successor: rotate instead. */

@@ -57,16 +57,21 @@ describe('commands that change keys refuse to create a store or KEK without --in
     expect(readdirSync(dataDir)).toEqual([]);
   });
 
-  test('with --init it creates the store, a KEK and the first key; later rotations need no --init', async () => {
+  test('with --init it creates the store, a KEK and the first key, signing at once; later rotations need no --init and wait', async () => {
     const dataDir = join(tempDir(), 'data');
     const first = await runCli(['keys', 'rotate', '--init', '--json'], { AGENTAUTH_DATA_DIR: dataDir, ISSUER });
     expect(first.code).toBe(0);
     expect(existsSync(join(dataDir, 'kek'))).toBe(true);
     const created = json(first.stdout);
-    expect(created).toMatchObject({ kid: expect.any(String), context: { store: 'sqlite', data_dir: dataDir, issuer: ISSUER, issuer_source: 'ISSUER' } });
+    // No key signs yet, so there is no JWKS cache to give time to: the first key activates now, and a server started
+    // on this store serves at once (it used to refuse with "no active signing key" for keys.publishDelaySeconds).
+    expect(created).toMatchObject({ status: 'activated', kid: expect.any(String), context: { store: 'sqlite', data_dir: dataDir, issuer: ISSUER, issuer_source: 'ISSUER' } });
+    expect(Date.parse(created.activatesAt as string)).toBeLessThanOrEqual(Date.now());
     const again = await runCli(['keys', 'rotate', '--json'], { AGENTAUTH_DATA_DIR: dataDir, ISSUER });
     expect(again.code).toBe(0);
-    expect(json(again.stdout).status).toBeDefined();
+    // With a key signing, a rotation is published first and activates after keys.publishDelaySeconds (600 s).
+    expect(json(again.stdout)).toMatchObject({ status: 'scheduled', replaces: created.kid });
+    expect(Date.parse(json(again.stdout).activatesAt as string)).toBeGreaterThan(Date.now() + 590_000);
   });
 
   test('keys rotate on a MongoDB database where no server has run: exit 2, no key written; --init writes one', async () => {

@@ -595,12 +595,15 @@ export class MongoStorage implements Storage {
     return this.#ttlSupported;
   }
 
-  async init(): Promise<void> {
+  /** Connects to the server (bounded by timeoutMs): what init does first, and all `agentauth config check` does. */
+  async connect(): Promise<void> {
     await guard('connect', () => this.client.connect());
+  }
+
+  async init(): Promise<void> {
+    await this.connect();
     if (this.#options.onFerretdbV1) {
-      // Advisory only: a server that does not answer buildInfo (within storage.timeoutMs) is not refused for it.
-      const info = await deadline(this.db.command({ buildInfo: 1 }), this.#timeoutMs, 'MongoDB buildInfo').catch(() => undefined);
-      const version = info && ferretdbV1Version(info);
+      const version = await this.ferretdbV1();
       if (version) this.#options.onFerretdbV1(version);
     }
     for (const name of EXPIRING) await this.#expiryIndex(name);
@@ -614,6 +617,15 @@ export class MongoStorage implements Storage {
       this.#timer = setInterval(() => void this.sweep().catch(() => undefined), this.#sweepIntervalMs);
       this.#timer.unref();
     }
+  }
+
+  /**
+   * The server's version when it is FerretDB 1.x (see `ferretdbV1Version`), else undefined. Advisory only: a server
+   * that does not answer buildInfo within timeoutMs is taken as not FerretDB v1, never refused for it.
+   */
+  async ferretdbV1(): Promise<string | undefined> {
+    const info = await deadline(this.db.command({ buildInfo: 1 }), this.#timeoutMs, 'MongoDB buildInfo').catch(() => undefined);
+    return info && ferretdbV1Version(info);
   }
 
   async #expiryIndex(collection: string): Promise<void> {

@@ -1,4 +1,4 @@
-import { closeSync, mkdirSync, openSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync } from 'node:fs';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import type { SQLInputValue, StatementSync } from 'node:sqlite';
@@ -573,6 +573,11 @@ export interface SqliteStorageOptions {
    * acknowledged write survives a process crash, and a power loss or kernel panic may roll back the last transactions.
    */
   synchronous?: 'full' | 'normal';
+  /**
+   * Reads only (`agentauth config check`): opens a file that must already exist, creates neither it nor its tables,
+   * starts no writer thread and no sweep; every write fails with StorageUnavailableError.
+   */
+  readOnly?: boolean;
 }
 
 /**
@@ -595,6 +600,7 @@ export class SqliteStorage implements Storage {
   readonly #sweepIntervalMs: number;
   readonly #writeTimeoutMs: number;
   readonly #synchronous: 'full' | 'normal';
+  readonly #readOnly: boolean;
   #conn: Connection | undefined;
   #timer: NodeJS.Timeout | undefined;
   #sweeping = false;
@@ -606,6 +612,7 @@ export class SqliteStorage implements Storage {
     this.#sweepIntervalMs = options.sweepIntervalMs ?? 60_000;
     this.#writeTimeoutMs = options.writeTimeoutMs ?? this.#busyTimeoutMs + 2000;
     this.#synchronous = options.synchronous ?? 'full';
+    this.#readOnly = options.readOnly ?? false;
     const conn = () => this.#connection();
     for (const name of MODEL_NAMES) this.#models.set(name, new SqliteModelStore(name, conn));
     this.keys = new SqliteKeyStore(conn);
@@ -631,6 +638,10 @@ export class SqliteStorage implements Storage {
 
   /** Opens the file (creating it, mode 0600, in a 0700 directory), sets the journal up and creates the tables. */
   async init(): Promise<void> {
+    if (this.#readOnly) {
+      this.#conn ??= this.#openReadOnly();
+      return;
+    }
     if (!this.#conn) {
       const conn = this.#acquire();
       try {
@@ -714,6 +725,36 @@ export class SqliteStorage implements Storage {
     }
   }
 
+  /**
+   * A connection of its own that only reads: the file must exist (nothing is created), its layout must be one this
+   * code reads, and the writer is closed before any write can reach it. A read-write connection, not SQLite's
+   * read-only mode: closing it as the file's last connection removes the -wal and -shm files as a server's close does,
+   * where a read-only connection would leave them behind.
+   */
+  #openReadOnly(): Connection {
+    if (!existsSync(this.file)) throw new StorageUnavailableError(`SQLite open ${this.file} failed (there is no such file)`);
+    let db: DatabaseSync;
+    try {
+      db = new DatabaseSync(this.file, { timeout: this.#busyTimeoutMs, enableForeignKeyConstraints: false });
+    } catch (err) {
+      throw unavailable(`open ${this.file}`, err);
+    }
+    try {
+      const version = Number((db.prepare('PRAGMA user_version').get() as { user_version: number }).user_version);
+      if (version > SCHEMA_VERSION) {
+        throw new Error(`${this.file} has schema version ${version}, newer than this agentauth understands (${SCHEMA_VERSION}); upgrade agentauth`);
+      }
+      const tables = db.prepare("SELECT count(*) AS n FROM sqlite_schema WHERE type = 'table' AND name IN ('signing_keys', 'key_transitions')").get() as { n: number };
+      if (Number(tables.n) !== 2) throw new Error(`${this.file} is not an agentauth store (it has no signing_keys and key_transitions tables)`);
+    } catch (err) {
+      db.close();
+      throw unavailable(`open ${this.file}`, err);
+    }
+    const writer = new SqliteWriter({ file: this.file, busyTimeoutMs: this.#busyTimeoutMs, synchronous: this.#synchronous, timeoutMs: this.#writeTimeoutMs });
+    void writer.close(); // no thread was started: from now on every write is refused
+    return new Connection(db, writer);
+  }
+
   model(name: ModelName): ModelStore {
     const store = this.#models.get(name);
     if (!store) throw new Error(`unknown model ${name}`);
@@ -752,7 +793,8 @@ export class SqliteStorage implements Storage {
     this.#timer = undefined;
     const conn = this.#conn;
     this.#conn = undefined;
-    if (conn) await this.#release(conn);
+    if (conn && this.#readOnly) conn.db.close();
+    else if (conn) await this.#release(conn);
   }
 
   /**

@@ -89,6 +89,26 @@ export async function configuredKek(source: KekSource): Promise<ResolvedKek | un
   return undefined;
 }
 
+/** The data directory's KEK file (`<dataDir>/kek`), used when no KEK is configured. */
+export function dataDirKekPath(dataDir: string): string {
+  return join(dataDir, 'kek');
+}
+
+/** Why an embedded store whose keys exist cannot start without its KEK (start and `config check` say the same). */
+export function missingKekMessage(dataDir: string): string {
+  return (
+    `signing keys exist in ${dataDir} but no key-encryption key was found (${dataDirKekPath(dataDir)} is missing and neither ` +
+    'AGENTAUTH_KEK nor AGENTAUTH_KEK_FILE is set); refusing to start rather than replace the keys'
+  );
+}
+
+/** The KEK file of the data directory, read (never created): undefined when there is none. */
+export async function readDataDirKek(dataDir: string): Promise<ResolvedKek | undefined> {
+  const path = dataDirKekPath(dataDir);
+  if (!(await stat(path).then(() => true, () => false))) return undefined;
+  return { kek: await readKekFile(path, `key-encryption key file ${path}`), origin: 'data-dir', path };
+}
+
 /**
  * The embedded store's KEK: configured, else `<dataDir>/kek`. A new one is generated (mode 0600) only when the data
  * directory holds no keys yet; with keys present and no KEK, start-up is refused rather than orphaning them.
@@ -98,15 +118,10 @@ export async function embeddedKek(source: KekSource, dataDir: string, keysExist:
   await sweepKekTemps(dataDir);
   const configured = await configuredKek(source);
   if (configured) return configured;
-  const path = join(dataDir, 'kek');
+  const path = dataDirKekPath(dataDir);
   const exists = await stat(path).then(() => true, () => false);
   if (exists) return { kek: await readKekFile(path, `key-encryption key file ${path}`, !keysExist), origin: 'data-dir', path };
-  if (keysExist) {
-    throw new KeyMaterialError(
-      `signing keys exist in ${dataDir} but no key-encryption key was found (${path} is missing and neither ` +
-        'AGENTAUTH_KEK nor AGENTAUTH_KEK_FILE is set); refusing to start rather than replace the keys',
-    );
-  }
+  if (keysExist) throw new KeyMaterialError(missingKekMessage(dataDir));
   await mkdir(dataDir, { recursive: true, mode: 0o700 });
   const kek = randomBytes(KEK_BYTES);
   if (await publishKekFile(path, kek)) return { kek, origin: 'generated', path };

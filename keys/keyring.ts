@@ -10,6 +10,9 @@ import { checkKeyPair, keyRecordText, macKeyRecord, macTransition, readVerifiedK
 import type { UpgradeReport } from './integrity.js';
 import { seal } from './seal.js';
 
+/** Why a keyring with no key signing now cannot serve (start refuses with it; `config check` says the same). */
+export const NO_ACTIVE_KEY = 'no active signing key: run `agentauth keys rotate --immediately`';
+
 export interface LoadedKey {
   kid: string;
   alg: SigningAlg;
@@ -100,7 +103,7 @@ export class Keyring {
   get active(): LoadedKey {
     const signer = this.view().signer;
     const key = signer && this.#unsealed.get(signer.kid);
-    if (!key) throw new KeyMaterialError('no active signing key: run `agentauth keys rotate --immediately`');
+    if (!key) throw new KeyMaterialError(NO_ACTIVE_KEY);
     return key;
   }
 

@@ -8,12 +8,13 @@ import { Command, CommanderError } from 'commander';
 
 import { StorageUnavailableError } from '../adapters/errors.js';
 import { KeyMaterialError } from '../keys/errors.js';
-import { ConfigError, loadConfig } from './config.js';
+import { ConfigError, loadConfig, workersCount } from './config.js';
 import type { Running } from './start.js';
 import { createLogger } from './logger.js';
 import { registerAuditCommands } from './cli-audit.js';
 import { registerKeyCommands } from './cli-keys.js';
 import { registerBackupCommands } from './cli-backup.js';
+import { registerConfigCommands } from './cli-config.js';
 import { registerClientCommands } from './cli-clients.js';
 import { checkInitialAccessTokenRequest, createInitialAccessToken } from './initial-access-tokens.js';
 import { answer, CliUsageError, EXIT, packageVersion, requireInitialised, withJson, withStore } from './cli-context.js';
@@ -50,12 +51,8 @@ async function startCommand(opts: { workers?: string }): Promise<void> {
   if (heapPolicy?.error) throw new ConfigError(heapPolicy.error);
   if (asyncContext?.action === 'refuse') throw new ConfigError(asyncContext.error);
   const config = loadConfig();
-  const workers = opts.workers === undefined ? 1 : Number(opts.workers);
-  if (!Number.isInteger(workers) || workers < 1 || workers > 64) throw new ConfigError('--workers: must be a whole number from 1 to 64');
+  const workers = workersCount(opts.workers, config);
   if (workers > 1 && cluster.isPrimary) {
-    if (config.store === 'memory') {
-      throw new ConfigError('--workers: several workers need a shared store (SQLite, the default, or MONGODB_URI); AGENTAUTH_STORE=memory lives inside one process');
-    }
     return startPrimary(workers, createLogger(config.logLevel), { adminListener: config.admin.port !== undefined });
   }
   const log = createLogger(config.logLevel);
@@ -189,6 +186,7 @@ registerClientCommands(clients, iat);
 registerAuditCommands(program);
 registerKeyCommands(program);
 registerBackupCommands(program);
+registerConfigCommands(program);
 
 try {
   await program.parseAsync(process.argv);

@@ -343,6 +343,19 @@ export interface Config {
 }
 export type TokenExchangeConfig = z.infer<typeof fileSchema>['tokenExchange'];
 
+/**
+ * `start --workers N`: N from 1 to 64 (1 when not given); several workers need a store they can share, so not the
+ * memory store. Throws ConfigError (exit 2) otherwise.
+ */
+export function workersCount(value: string | undefined, config: Pick<Config, 'store'>): number {
+  const workers = value === undefined ? 1 : Number(value);
+  if (!Number.isInteger(workers) || workers < 1 || workers > 64) throw new ConfigError('--workers: must be a whole number from 1 to 64');
+  if (workers > 1 && config.store === 'memory') {
+    throw new ConfigError('--workers: several workers need a shared store (SQLite, the default, or MONGODB_URI); AGENTAUTH_STORE=memory lives inside one process');
+  }
+  return workers;
+}
+
 /** Seconds a retired key stays published: the longest token any key can sign, plus clock skew. */
 export function retireGraceSeconds(config: Pick<Config, 'tiers' | 'resourceServers' | 'keys'>): number {
   return longestSignedTokenLifetime(config) + config.keys.clockSkewSeconds;

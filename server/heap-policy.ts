@@ -28,20 +28,24 @@ export interface HeapPolicy {
   error?: string;
 }
 
+/** AGENTAUTH_HEAP_GROWTH_PERCENT read (default 100), or why it is refused (a string: `start` exits 2 with it). */
+export function heapGrowthPercent(env: NodeJS.ProcessEnv): number | string {
+  const raw = env.AGENTAUTH_HEAP_GROWTH_PERCENT;
+  if (raw === undefined || raw === '') return DEFAULT_HEAP_GROWTH_PERCENT;
+  if (!/^\d+$/.test(raw) || Number(raw) > 300) {
+    return `AGENTAUTH_HEAP_GROWTH_PERCENT: must be a whole number from 0 to 300 (0 leaves V8's own policy), not ${JSON.stringify(raw.slice(0, 20))}`;
+  }
+  return Number(raw);
+}
+
 /**
  * Caps the old generation's growth for this process (`AGENTAUTH_HEAP_GROWTH_PERCENT`, default 100; 0 leaves V8's own
  * adaptive policy), unless the operator sized the heap with `--max-old-space-size` (on the command line or in
  * NODE_OPTIONS), whose limit V8 then scales its growth to.
  */
 export function applyHeapPolicy(env: NodeJS.ProcessEnv = process.env, execArgv: readonly string[] = process.execArgv): HeapPolicy {
-  const raw = env.AGENTAUTH_HEAP_GROWTH_PERCENT;
-  let percent = DEFAULT_HEAP_GROWTH_PERCENT;
-  if (raw !== undefined && raw !== '') {
-    if (!/^\d+$/.test(raw) || Number(raw) > 300) {
-      return { error: `AGENTAUTH_HEAP_GROWTH_PERCENT: must be a whole number from 0 to 300 (0 leaves V8's own policy), not ${JSON.stringify(raw.slice(0, 20))}` };
-    }
-    percent = Number(raw);
-  }
+  const percent = heapGrowthPercent(env);
+  if (typeof percent === 'string') return { error: percent };
   if (percent === 0) return { left: 'disabled' };
   if (OPERATOR_HEAP_FLAGS.test(nodeOptionsText(execArgv, env))) return { left: 'operator-flags' };
   setFlagsFromString(`--heap-growing-percent=${percent}`);

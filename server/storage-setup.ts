@@ -47,7 +47,7 @@ export async function openStorage(config: Config, log?: Logger): Promise<Storage
  * Node 22 flags node:sqlite as experimental and says so on stderr once per process, in every CLI command too. The
  * module is the store agentauth ships (docs/operations.md says why); that one warning is dropped, every other stays.
  */
-function quietSqliteWarning(): void {
+export function quietSqliteWarning(): void {
   const emit = process.emitWarning.bind(process) as (...args: unknown[]) => void;
   process.emitWarning = ((warning: unknown, ...rest: unknown[]) => {
     const text = warning instanceof Error ? warning.message : String(warning);
@@ -72,15 +72,14 @@ export async function initStorage(config: Config, storage: Storage, log?: { warn
   }
 }
 
+/** Why a MongoDB store cannot start without a configured KEK (start and `config check` say the same). */
+export const MONGODB_NEEDS_KEK = 'AGENTAUTH_KEK or AGENTAUTH_KEK_FILE is required with MONGODB_URI: every instance must unseal the same shared keys';
+
 export async function resolveKek(config: Config, storage: Storage, log: Logger): Promise<ResolvedKek> {
   const source = { kek: config.kek, kekFile: config.kekFile };
   if (storage.kind === 'mongodb') {
     const kek = await configuredKek(source);
-    if (!kek) {
-      throw new KeyMaterialError(
-        'AGENTAUTH_KEK or AGENTAUTH_KEK_FILE is required with MONGODB_URI: every instance must unseal the same shared keys',
-      );
-    }
+    if (!kek) throw new KeyMaterialError(MONGODB_NEEDS_KEK);
     return kek;
   }
   const keysExist = (await storage.keys.list()).length > 0;

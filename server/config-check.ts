@@ -1,0 +1,344 @@
+import { randomBytes } from 'node:crypto';
+import { accessSync, constants, existsSync } from 'node:fs';
+import { dirname } from 'node:path';
+
+import { StorageUnavailableError } from '../adapters/errors.js';
+import { EmbeddedStorage } from '../adapters/memory.js';
+import { StorageHealth } from '../adapters/health.js';
+import type { KeyStore, KeyTransition, Storage, StoredKey } from '../adapters/types.js';
+import { KeyMaterialError } from '../keys/errors.js';
+import { configuredKek, dataDirKekPath, missingKekMessage, readDataDirKek } from '../keys/kek.js';
+import type { ResolvedKek } from '../keys/kek.js';
+import { readCheckedKeys } from '../keys/integrity.js';
+import { Keyring, NO_ACTIVE_KEY } from '../keys/keyring.js';
+import { deriveKeyView, publishedKids } from '../keys/lifecycle.js';
+import { deriveKey, KEK_BYTES } from '../keys/seal.js';
+import { resolveAdminToken } from './admin/token.js';
+import { planAsyncContext } from './async-context.js';
+import { describeContext } from './cli-context.js';
+import type { CliContext } from './cli-context.js';
+import { ClientSecretHasher } from './client-secrets.js';
+import { ConfigError, loadConfig, retireGraceSeconds, workersCount } from './config.js';
+import type { Config } from './config.js';
+import { heapGrowthPercent } from './heap-policy.js';
+import { createLogger } from './logger.js';
+import { checkResourceServerAlgs } from './resource-servers.js';
+import { MONGODB_NEEDS_KEK, openStorage, quietSqliteWarning } from './storage-setup.js';
+
+/*
+ * `agentauth config check`: everything `agentauth start` checks before it serves, checked without starting and
+ * without changing anything: no store, KEK or key is created, no table or index, nothing is written. Each failure is
+ * reported with the line `start` would print for it (after "agentauth: "), and the command exits with the code
+ * `start` would exit with: 2. What only a start can show (a port already taken, a store that fails later) is not
+ * claimed. docs/operations.md, "Checking a configuration".
+ */
+
+export type CheckStatus = 'ok' | 'warn' | 'fail';
+
+export interface CheckResult {
+  /** What was checked: node, configuration, start options, issuer, admin, store, kek, signing keys, resource servers, clients. */
+  check: string;
+  status: CheckStatus;
+  /** For a failure: the line `agentauth start` prints for it, after "agentauth: ". */
+  detail: string;
+}
+
+export interface CheckReport {
+  /** No check failed: `start` would get past everything checked here. */
+  ok: boolean;
+  checks: CheckResult[];
+  /** The store, data directory and issuer checked (absent when the configuration itself is invalid). */
+  context?: CliContext;
+}
+
+export interface CheckOptions {
+  /** `--workers N`, as `start` would be given it. */
+  workers?: string | undefined;
+  /** Called once the configuration is loaded, with the store, data directory and issuer it names (before any check of them). */
+  onContext?: (context: CliContext) => void;
+}
+
+const invalid = (err: ConfigError) => `invalid configuration: ${err.message}`;
+const cannotStart = (err: Error) => `cannot start: ${err.message}`;
+
+/** A KEK check's or key check's failure, as `start` words it; anything else is not a verdict and is thrown on. */
+function startLine(err: unknown): string {
+  if (err instanceof ConfigError) return invalid(err);
+  if (err instanceof KeyMaterialError) return cannotStart(err);
+  if (err instanceof StorageUnavailableError) return cannotStart(err);
+  throw err;
+}
+
+const plural = (n: number, noun: string) => `${n} ${noun}${n === 1 ? '' : 's'}`;
+
+const LOOPBACK = new Set(['localhost', '127.0.0.1', '[::1]']);
+
+export async function checkConfiguration(env: NodeJS.ProcessEnv, options: CheckOptions = {}): Promise<CheckReport> {
+  const checks: CheckResult[] = [];
+  const add = (check: string, status: CheckStatus, detail: string) => checks.push({ check, status, detail });
+  const report = (context?: CliContext): CheckReport => ({ ok: checks.every((c) => c.status !== 'fail'), checks, ...(context ? { context } : {}) });
+
+  const major = Number(process.versions.node.split('.')[0]);
+  add('node', major >= 22 ? 'ok' : 'fail', major >= 22 ? `Node.js ${process.version}` : `cannot start: Node.js 22 or newer is required, this is ${process.version}`);
+
+  let config: Config;
+  try {
+    config = loadConfig(env);
+    workersCount(options.workers, config);
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    add('configuration', 'fail', invalid(err));
+    return report();
+  }
+  const context = describeContext(config);
+  options.onContext?.(context);
+  add(
+    'configuration',
+    'ok',
+    `${config.configFile ? `environment and ${config.configFile}` : 'environment only (AGENTAUTH_CONFIG is not set)'}: ` +
+      `${plural(config.resourceServers.length, 'resource server')}, ${plural(config.clients.length, 'client')}, tiers ${Object.keys(config.tiers).join(', ')}, registration ${config.registration.mode}`,
+  );
+
+  const heap = heapGrowthPercent(env);
+  const asyncContext = planAsyncContext({ argv: ['node', 'agentauth', 'start'], execArgv: [], env, nodeVersion: process.version, canExecve: false });
+  if (typeof heap === 'string') add('start options', 'fail', invalid(new ConfigError(heap)));
+  else if (asyncContext.action === 'refuse') add('start options', 'fail', invalid(new ConfigError(asyncContext.error)));
+  else add('start options', 'ok', `heap growth ${heap === 0 ? "V8's own" : `${heap} %`}, async context ${env.AGENTAUTH_ASYNC_CONTEXT === 'hooks' ? 'hooks' : 'frame'}`);
+
+  checkIssuer(config, env, add);
+  checkAdmin(config, add);
+  const storage = await checkStore(config, add);
+  try {
+    const kek = await checkKek(config, storage, add);
+    const algs = await checkKeys(config, storage, kek, add);
+    if (algs) {
+      try {
+        checkResourceServerAlgs(config.resourceServers, algs);
+        add('resource servers', 'ok', `${config.resourceServers.length} configured${config.resourceServers.length ? `: ${config.resourceServers.map((rs) => rs.identifier).join(', ')}` : ''}`);
+      } catch (err) {
+        add('resource servers', 'fail', startLine(err));
+      }
+    }
+  } finally {
+    await storage.store?.close().catch(() => undefined);
+  }
+  await checkClients(config, add);
+  return report(context);
+}
+
+type Add = (check: string, status: CheckStatus, detail: string) => void;
+
+function checkIssuer(config: Config, env: NodeJS.ProcessEnv, add: Add): void {
+  const url = new URL(config.issuer);
+  if (!env.ISSUER) {
+    add('issuer', 'warn', `ISSUER is not set: tokens and discovery name ${config.issuer}; set ISSUER to the URL clients and resource servers use`);
+  } else if (url.protocol === 'http:' && !LOOPBACK.has(url.hostname)) {
+    add('issuer', 'warn', `${config.issuer} is plain http on a host other than loopback: OAuth 2 needs TLS between clients and the server (RFC 6749 §1.6, §3.1); give the https URL clients use (TRUST_PROXY=true behind a TLS-terminating proxy)`);
+  } else {
+    add('issuer', 'ok', config.issuer);
+  }
+}
+
+function checkAdmin(config: Config, add: Add): void {
+  if (config.admin.port === undefined) {
+    add('admin', 'ok', 'no admin listener (admin.port is not set)');
+    return;
+  }
+  try {
+    const token = resolveAdminToken(config.admin);
+    if (token === undefined) throw new ConfigError('AGENTAUTH_CONFIG admin.port: the admin listener needs an admin token; set AGENTAUTH_ADMIN_TOKEN or admin.tokenFile');
+    add('admin', 'ok', `listener on ${config.admin.host}:${config.admin.port}, token from ${config.admin.token !== undefined ? 'AGENTAUTH_ADMIN_TOKEN' : config.admin.tokenFile}`);
+  } catch (err) {
+    add('admin', 'fail', startLine(err));
+  }
+}
+
+interface StoreState {
+  /** `none-yet`: a first start creates it; `open`: opened for reading; `failed`: start would fail on it. */
+  state: 'none-yet' | 'open' | 'failed';
+  /** The store, opened for reading (state `open`). */
+  store?: Storage;
+}
+
+/** The nearest directory of `path` (itself or an ancestor) that exists: where a first start would create the rest. */
+function nearestExisting(path: string): string {
+  let dir = path;
+  while (!existsSync(dir) && dirname(dir) !== dir) dir = dirname(dir);
+  return dir;
+}
+
+async function checkStore(config: Config, add: Add): Promise<StoreState> {
+  if (config.store === 'memory') {
+    add('store', 'warn', `AGENTAUTH_STORE=memory: a throwaway store; clients, grants, tokens and revocations are lost when the process exits (signing keys and the audit log are files in ${config.dataDir})`);
+    return { state: 'open', store: new EmbeddedStorage({ dataDir: config.dataDir }) };
+  }
+  if (config.store === 'sqlite') {
+    const file = describeContext(config).location;
+    if (!existsSync(file)) {
+      const dir = nearestExisting(config.dataDir);
+      try {
+        accessSync(dir, constants.W_OK | constants.X_OK);
+      } catch (err) {
+        add('store', 'fail', `cannot start: SQLite open ${file} failed (${dir} is not writable: ${(err as NodeJS.ErrnoException).code ?? 'error'})`);
+        return { state: 'failed' };
+      }
+      add('store', 'ok', `no store yet: the first start creates ${file}`);
+      return { state: 'none-yet' };
+    }
+    try {
+      quietSqliteWarning();
+      const { SqliteStorage } = await import('../adapters/sqlite.js');
+      const store = new SqliteStorage({ dataDir: config.dataDir, busyTimeoutMs: config.storage.timeoutMs, readOnly: true });
+      await store.init();
+      add('store', 'ok', `SQLite ${file} (synchronous ${config.storage.sqliteSynchronous})`);
+      return { state: 'open', store };
+    } catch (err) {
+      add('store', 'fail', startLine(err));
+      return { state: 'failed' };
+    }
+  }
+  // MongoDB: the client connects on its first command; no index or collection is created (that is init's work).
+  const { MongoStorage } = await import('../adapters/mongodb.js');
+  const store = await openStorage(config);
+  try {
+    if (!(store instanceof MongoStorage)) throw new Error(`MONGODB_URI is set but the store is ${store.kind}`);
+    await store.connect();
+    const version = await store.ferretdbV1();
+    if (version) {
+      add('store', 'warn', `${describeContext(config).location} answers, but it is FerretDB ${version}, whose SQLite backend reads a whole collection for every lookup: fine for tests, not for production volumes (docs/operations.md, "FerretDB v1 is for tests")`);
+    } else {
+      add('store', 'ok', `${describeContext(config).location} answers`);
+    }
+    return { state: 'open', store };
+  } catch (err) {
+    await store.close().catch(() => undefined);
+    add('store', 'fail', startLine(err));
+    return { state: 'failed' };
+  }
+}
+
+/** The KEK start would use, read (never generated); undefined when there is none yet or it cannot be had. */
+async function checkKek(config: Config, storage: StoreState, add: Add): Promise<ResolvedKek | undefined> {
+  const source = { kek: config.kek, kekFile: config.kekFile };
+  try {
+    const configured = await configuredKek(source);
+    if (configured) {
+      add('kek', 'ok', `from ${configured.origin}${configured.path ? ` (${configured.path})` : ''}`);
+      return configured;
+    }
+    if (config.store === 'mongodb') throw new KeyMaterialError(MONGODB_NEEDS_KEK);
+    const inDataDir = await readDataDirKek(config.dataDir);
+    if (inDataDir) {
+      add('kek', 'warn', `from the data directory (${inDataDir.path}); in production set AGENTAUTH_KEK or AGENTAUTH_KEK_FILE instead`);
+      return inDataDir;
+    }
+    if (storage.state === 'failed') {
+      add('kek', 'warn', 'not checked: no KEK is configured and the store could not be opened to see whether it holds keys');
+      return undefined;
+    }
+    if (storage.store && (await storage.store.keys.list()).length > 0) throw new KeyMaterialError(missingKekMessage(config.dataDir));
+    add('kek', 'warn', `none yet: the first start generates one in ${dataDirKekPath(config.dataDir)} (mode 0600); in production set AGENTAUTH_KEK or AGENTAUTH_KEK_FILE instead`);
+    return undefined;
+  } catch (err) {
+    add('kek', 'fail', startLine(err));
+    return undefined;
+  }
+}
+
+/**
+ * The stored signing keys, each record's MAC and each key pair verified under the KEK as start verifies them. Returns
+ * the algorithms of the keys start would sign with (the configured one when the store has none yet), or undefined
+ * when the keys could not be read.
+ */
+async function checkKeys(config: Config, storage: StoreState, kek: ResolvedKek | undefined, add: Add): Promise<string[] | undefined> {
+  if (storage.state === 'failed') return undefined;
+  if (!storage.store) {
+    add('signing keys', 'ok', `none yet: the first start generates an ${config.keyAlg} key`);
+    return [config.keyAlg];
+  }
+  try {
+    const stored = await storage.store.keys.list();
+    if (stored.length === 0) {
+      add('signing keys', 'ok', `none yet: the first start generates an ${config.keyAlg} key`);
+      return [config.keyAlg];
+    }
+    if (!kek) return undefined; // the KEK check has said why
+    const algs = [...new Set(stored.map((k) => k.alg))];
+    if (stored.every((k) => k.mac === undefined)) {
+      add('signing keys', 'warn', `${plural(stored.length, 'key')} (${algs.join(', ')}) stored before key records carried integrity MACs: the next start checks each against its sealed private key and writes its MAC`);
+      return algs;
+    }
+    const set = await readCheckedKeys(storage.store.keys, kek.kek);
+    const view = deriveKeyView(set.keys, set.transitions, new Date(), { retireGraceSeconds: retireGraceSeconds(config) });
+    // Keyring.load activates a lone first key stored without transitions (a start that died between the two writes).
+    const lone = set.keys.length === 1 && set.keys[0]!.seq === 1 && set.transitions.length === 0;
+    const signer = view.signer?.kid ?? (lone ? set.keys[0]!.kid : undefined);
+    if (signer === undefined) throw new KeyMaterialError(NO_ACTIVE_KEY);
+    add('signing keys', 'ok', `${plural(set.keys.length, 'key')}, ${plural(set.transitions.length, 'transition')}: every record's MAC and every key pair verified under the KEK; signing with ${signer}`);
+    // What start checks resourceServers[].signingAlg against: the published keys (next, active, retired).
+    const published = new Set(lone ? [signer] : publishedKids(view));
+    return [...new Set(set.keys.filter((k) => published.has(k.kid)).map((k) => k.alg))];
+  } catch (err) {
+    add('signing keys', 'fail', startLine(err));
+    return undefined;
+  }
+}
+
+/** A KeyStore in memory: the scratch keyring `checkClients` builds its provider with. */
+class ScratchKeys implements KeyStore {
+  readonly #keys: StoredKey[] = [];
+  readonly #transitions: KeyTransition[] = [];
+
+  async list(): Promise<StoredKey[]> {
+    return [...this.#keys];
+  }
+
+  async insert(key: StoredKey): Promise<boolean> {
+    if (this.#keys.some((k) => k.seq === key.seq)) return false;
+    this.#keys.push(key);
+    return true;
+  }
+
+  async transitions(): Promise<KeyTransition[]> {
+    return [...this.#transitions];
+  }
+
+  async addTransition(t: KeyTransition): Promise<boolean> {
+    if (this.#transitions.some((x) => x.kid === t.kid && x.type === t.type)) return false;
+    this.#transitions.push(t);
+    return true;
+  }
+
+  async addKeyMac(): Promise<void> {}
+
+  async addTransitionMac(): Promise<void> {}
+}
+
+/**
+ * Every client of the configuration file built by oidc-provider as `start` builds it (server/static-clients.ts), on a
+ * provider made with this configuration, a scratch key and a store in memory: nothing of the real store is used.
+ */
+async function checkClients(config: Config, add: Add): Promise<void> {
+  const { createProvider } = await import('./provider.js');
+  const { checkStaticClients } = await import('./static-clients.js');
+  const kek = randomBytes(KEK_BYTES);
+  const storage = new EmbeddedStorage({ dataDir: config.dataDir });
+  const keys = new ScratchKeys();
+  const keyring = await Keyring.load(keys, kek, config.keyAlg, { retireGraceSeconds: retireGraceSeconds(config) });
+  const provider = createProvider({
+    config,
+    storage,
+    health: new StorageHealth(storage),
+    keyring,
+    cookieKeys: [deriveKey(kek, 'cookies').toString('base64url')],
+    hasher: new ClientSecretHasher(deriveKey(kek, 'client-secrets')),
+    dpopNonceSecret: deriveKey(kek, 'dpop-nonce'),
+    log: createLogger('silent'),
+  });
+  try {
+    await checkStaticClients(provider, config.clients);
+    add('clients', 'ok', `${config.clients.length} in the configuration file${config.clients.length ? ', each accepted by oidc-provider' : ''}`);
+  } catch (err) {
+    add('clients', 'fail', startLine(err));
+  }
+}

@@ -636,7 +636,10 @@ export class SqliteStorage implements Storage {
     return this.#connection().db;
   }
 
-  /** Opens the file (creating it, mode 0600, in a 0700 directory), sets the journal up and creates the tables. */
+  /**
+   * Opens the file (creating it, mode 0600, in a 0700 directory), sets the journal up and creates the tables; with
+   * `readOnly`, opens an existing file only (see `readOnly`).
+   */
   async init(): Promise<void> {
     if (this.#readOnly) {
       this.#conn ??= this.#openReadOnly();

@@ -124,7 +124,10 @@ export async function boot(config: Config, log: Logger, options: BootOptions = {
     installDisabledClientCheck(provider, storage.model('Client'), health);
     auditProviderEvents(provider);
     observeProviderEvents(provider);
-    await checkStaticClients(provider, config.clients);
+    await checkStaticClients(provider, config.clients).catch((err: unknown) => {
+      health.stop();
+      throw err;
+    });
     const watcher = new KeyWatcher({
       keyring, provider, store: storage.keys, kek, policy, keys: config.keys, alg: config.keyAlg, log,
       audit: (type, details) => audit.record({ type, details }),

@@ -119,10 +119,10 @@ export async function checkConfiguration(env: NodeJS.ProcessEnv, options: CheckO
         add('resource servers', 'fail', startLine(err));
       }
     }
+    await checkClients(config, storage, add);
   } finally {
     await storage.store?.close().catch(() => undefined);
   }
-  await checkClients(config, add);
   return report(context);
 }
 
@@ -314,31 +314,85 @@ class ScratchKeys implements KeyStore {
   async addTransitionMac(): Promise<void> {}
 }
 
+/** Registered clients checked at most (in pages of CLIENT_PAGE), and refused ones named at most. */
+const MAX_REGISTERED_CHECKED = 100_000;
+const CLIENT_PAGE = 500;
+const NAMED_REFUSALS = 5;
+
+const reasonOf = (err: unknown): string => {
+  const e = err as { error_description?: unknown; message?: unknown };
+  return typeof e.error_description === 'string' ? e.error_description : String(e.message);
+};
+
 /**
- * Every client of the configuration file built by oidc-provider as `start` builds it (server/static-clients.ts), on a
- * provider made with this configuration, a scratch key and a store in memory: nothing of the real store is used.
+ * The clients, built by oidc-provider under this configuration as `start` and every request would build them, on a
+ * provider made with this configuration and a scratch signing key:
+ * - every client of the configuration file (server/static-clients.ts): one that oidc-provider refuses fails the check,
+ *   as it fails `start`;
+ * - every registered client of the store (when it exists), looked up through `provider.Client.find` as a request does,
+ *   reading only: one that oidc-provider refuses under this configuration (a scope of a resource server since
+ *   removed, say) would answer every request of its own with `invalid_client_metadata`. `start` does not look, so this
+ *   is a warning, naming the first few.
  */
-async function checkClients(config: Config, add: Add): Promise<void> {
+async function checkClients(config: Config, storage: StoreState, add: Add): Promise<void> {
   const { createProvider } = await import('./provider.js');
   const { checkStaticClients } = await import('./static-clients.js');
+  const { installDisabledClientCheck } = await import('./admin/disabled-clients.js');
   const kek = randomBytes(KEK_BYTES);
-  const storage = new EmbeddedStorage({ dataDir: config.dataDir });
-  const keys = new ScratchKeys();
-  const keyring = await Keyring.load(keys, kek, config.keyAlg, { retireGraceSeconds: retireGraceSeconds(config) });
+  const store = storage.store ?? new EmbeddedStorage({ dataDir: config.dataDir });
+  const keyring = await Keyring.load(new ScratchKeys(), kek, config.keyAlg, { retireGraceSeconds: retireGraceSeconds(config) });
+  const health = new StorageHealth(store);
   const provider = createProvider({
     config,
-    storage,
-    health: new StorageHealth(storage),
+    storage: store,
+    health,
     keyring,
     cookieKeys: [deriveKey(kek, 'cookies').toString('base64url')],
     hasher: new ClientSecretHasher(deriveKey(kek, 'client-secrets')),
     dpopNonceSecret: deriveKey(kek, 'dpop-nonce'),
     log: createLogger('silent'),
   });
+  installDisabledClientCheck(provider, store.model('Client'), health);
   try {
     await checkStaticClients(provider, config.clients);
     add('clients', 'ok', `${config.clients.length} in the configuration file${config.clients.length ? ', each accepted by oidc-provider' : ''}`);
   } catch (err) {
     add('clients', 'fail', startLine(err));
   }
+  if (!storage.store) return;
+
+  const staticIds = new Set(config.clients.map((c) => c.client_id));
+  const refused: string[] = [];
+  let checked = 0;
+  let truncated = false;
+  try {
+    for (let after: string | undefined; ; ) {
+      const page = await store.model('Client').list(after, CLIENT_PAGE);
+      for (const { id } of page) {
+        if (staticIds.has(id)) continue;
+        checked += 1;
+        await provider.Client.find(id).catch((err: unknown) => refused.push(`${id} (${reasonOf(err)})`));
+      }
+      if (page.length < CLIENT_PAGE) break;
+      if (checked >= MAX_REGISTERED_CHECKED) {
+        truncated = true;
+        break;
+      }
+      after = page.at(-1)!.id;
+    }
+  } catch (err) {
+    add('registered clients', 'fail', startLine(err));
+    return;
+  }
+  const scope = truncated ? `the first ${checked} registered clients` : plural(checked, 'registered client');
+  if (refused.length === 0) {
+    add('registered clients', 'ok', `${scope}${checked ? ', each accepted by oidc-provider under this configuration' : ''}`);
+    return;
+  }
+  const named = refused.slice(0, NAMED_REFUSALS).join(', ');
+  add(
+    'registered clients',
+    'warn',
+    `${refused.length} of ${scope} would be refused by oidc-provider under this configuration, every request of theirs answered invalid_client_metadata: ${named}${refused.length > NAMED_REFUSALS ? `, and ${refused.length - NAMED_REFUSALS} more` : ''}`,
+  );
 }

@@ -7,7 +7,7 @@ import { MongoClient } from 'mongodb';
 
 import { freePort } from '../support/ferretdb.js';
 import { guideFencedBlock } from '../support/guide.js';
-import { newKek, ROOT, runCli, tempDir, uniqueDbName, writeConfig } from '../support/server.js';
+import { newKek, ROOT, runCli, startServer, tempDir, uniqueDbName, writeConfig } from '../support/server.js';
 import type { CliResult } from '../support/server.js';
 import { mongoUri } from '../support/storages.js';
 
@@ -102,6 +102,7 @@ describe('agentauth config check: a configuration start accepts is exit 0', () =
       ['signing keys', 'ok'],
       ['resource servers', 'ok'],
       ['clients', 'ok'],
+      ['registered clients', 'ok'],
     ]);
     expect(byName(report, 'signing keys')!.detail).toMatch(/^1 key, 1 transition: every record's MAC and every key pair verified under the KEK; signing with [\w-]{43}$/);
     expect(byName(report, 'clients')!.detail).toBe('1 in the configuration file, each accepted by oidc-provider');
@@ -118,6 +119,8 @@ describe('agentauth config check: a configuration start accepts is exit 0', () =
     const lines = res.stdout.trimEnd().split('\n');
     expect(lines).toHaveLength(10);
     for (const line of lines) expect(line).toMatch(/^(ok|warn|fail) {2,3}[a-z ]+: \S/);
+    // A store that does not exist yet has no registered clients to check: no line for them.
+    expect(res.stdout).not.toContain('registered clients');
     expect(res.stdout).toContain('warn  issuer: ISSUER is not set: tokens and discovery name http://localhost:3000;');
   });
 
@@ -133,6 +136,53 @@ describe('agentauth config check: a configuration start accepts is exit 0', () =
     expect(byName(local.report, 'issuer')!.status).toBe('ok');
   });
 
+  test('registered clients that a changed configuration no longer accepts: a warning naming each, with oidc-provider\'s reason; start does not refuse', async () => {
+    const dir = tempDir();
+    const before = writeConfig(dir, { resourceServers: [{ identifier: RESOURCE, scopes: ['read', 'write'] }] });
+    const env = { AGENTAUTH_DATA_DIR: join(dir, 'data'), ISSUER, AGENTAUTH_KEK: newKek() };
+    const server = await startServer({ ...env, AGENTAUTH_CONFIG: before });
+    const register = async (scope: string) => {
+      const res = await fetch(`${server.url}/reg`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ redirect_uris: ['https://app.example.com/cb'], token_endpoint_auth_method: 'none', grant_types: ['authorization_code'], response_types: ['code'], scope }),
+      });
+      expect(res.status).toBe(201);
+      return ((await res.json()) as { client_id: string }).client_id;
+    };
+    const writer = await register('write');
+    const reader = await register('read');
+    await server.stop();
+
+    const unchanged = await check({ ...env, AGENTAUTH_CONFIG: before });
+    expect(byName(unchanged.report, 'registered clients')).toEqual({ check: 'registered clients', status: 'ok', detail: '2 registered clients, each accepted by oidc-provider under this configuration' });
+
+    const after = { ...env, AGENTAUTH_CONFIG: writeConfig(tempDir(), { resourceServers: [{ identifier: RESOURCE, scopes: ['read'] }] }) };
+    const { res, report } = await check(after);
+    expect(res.code).toBe(0);
+    expect(byName(report, 'registered clients')).toEqual({
+      check: 'registered clients',
+      status: 'warn',
+      detail: `1 of 2 registered clients would be refused by oidc-provider under this configuration, every request of theirs answered invalid_client_metadata: ${writer} (scope must only contain Authorization Server supported scope values)`,
+    });
+    expect(byName(report, 'registered clients')!.detail).not.toContain(reader);
+    // What the warning says: a server on the changed configuration starts, and that client's requests are refused.
+    const changed = await startServer(after);
+    try {
+      const authorize = (clientId: string) =>
+        fetch(
+          `${changed.url}/auth?${new URLSearchParams({ client_id: clientId, response_type: 'code', redirect_uri: 'https://app.example.com/cb', scope: 'read', code_challenge: 'E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM', code_challenge_method: 'S256', resource: RESOURCE })}`,
+          { redirect: 'manual' },
+        );
+      const refused = await authorize(writer);
+      expect(refused.status).toBe(400);
+      expect(await refused.json()).toMatchObject({ error: 'invalid_client_metadata', error_description: 'scope must only contain Authorization Server supported scope values' });
+      expect((await authorize(reader)).status).toBe(303);
+    } finally {
+      await changed.stop();
+    }
+  });
+
   test('the memory store: a warning, and a data directory that does not exist is not created', async () => {
     const dataDir = join(tempDir(), 'data');
     const { res, report } = await check({ AGENTAUTH_STORE: 'memory', AGENTAUTH_DATA_DIR: dataDir, ISSUER });
@@ -143,7 +193,7 @@ describe('agentauth config check: a configuration start accepts is exit 0', () =
   });
 
   test('docs/operations.md shows the checks the command makes, in its order, and its table names each of them', async () => {
-    const { report } = await check({ AGENTAUTH_DATA_DIR: join(tempDir(), 'data'), ISSUER });
+    const { report } = await check(await sqliteStore());
     const names = report.checks.map((c) => c.check);
     const example = guideFencedBlock('operations.md', '### Checking a configuration', ['']).trimEnd().split('\n');
     expect(example.map((line) => /^(?:ok|warn|fail) +([a-z ]+):/.exec(line)?.[1])).toEqual(names);

@@ -54,6 +54,8 @@ export interface CheckReport {
 export interface CheckOptions {
   /** `--workers N`, as `start` would be given it. */
   workers?: string | undefined;
+  /** The Node.js version to judge (tests); this process's by default. */
+  nodeVersion?: string;
   /** Called once the configuration is loaded, with the store, data directory and issuer it names (before any check of them). */
   onContext?: (context: CliContext) => void;
 }
@@ -78,8 +80,13 @@ export async function checkConfiguration(env: NodeJS.ProcessEnv, options: CheckO
   const add = (check: string, status: CheckStatus, detail: string) => checks.push({ check, status, detail });
   const report = (context?: CliContext): CheckReport => ({ ok: checks.every((c) => c.status !== 'fail'), checks, ...(context ? { context } : {}) });
 
-  const major = Number(process.versions.node.split('.')[0]);
-  add('node', major >= 22 ? 'ok' : 'fail', major >= 22 ? `Node.js ${process.version}` : `cannot start: Node.js 22 or newer is required, this is ${process.version}`);
+  const nodeVersion = options.nodeVersion ?? process.version;
+  if (!(Number(/^v?(\d+)\./.exec(nodeVersion)?.[1]) >= 22)) {
+    // The store's module (node:sqlite) and what start relies on are not there: nothing else can be checked as start would.
+    add('node', 'fail', `cannot start: Node.js 22 or newer is required, this is ${nodeVersion}`);
+    return report();
+  }
+  add('node', 'ok', `Node.js ${nodeVersion}`);
 
   let config: Config;
   try {

@@ -20,7 +20,7 @@ import type { CliContext } from './cli-context.js';
 import { ClientSecretHasher } from './client-secrets.js';
 import { ConfigError, loadConfig, retireGraceSeconds, workersCount } from './config.js';
 import type { Config } from './config.js';
-import { heapGrowthPercent } from './heap-policy.js';
+import { heapGrowthPercent, operatorSizedHeap } from './heap-policy.js';
 import { createLogger } from './logger.js';
 import { checkResourceServerAlgs } from './resource-servers.js';
 import { MONGODB_NEEDS_KEK, openStorage, quietSqliteWarning } from './storage-setup.js';
@@ -110,7 +110,7 @@ export async function checkConfiguration(env: NodeJS.ProcessEnv, options: CheckO
   const asyncContext = planAsyncContext({ argv: ['node', 'agentauth', 'start'], execArgv: [], env, nodeVersion: process.version, canExecve: false });
   if (typeof heap === 'string') add('start options', 'fail', invalid(new ConfigError(heap)));
   else if (asyncContext.action === 'refuse') add('start options', 'fail', invalid(new ConfigError(asyncContext.error)));
-  else add('start options', 'ok', `heap growth ${heap === 0 ? "V8's own" : `${heap} %`}, async context ${env.AGENTAUTH_ASYNC_CONTEXT === 'hooks' ? 'hooks' : 'frame'}`);
+  else add('start options', 'ok', `heap growth ${heap === 0 ? "V8's own" : operatorSizedHeap(env) ? "V8's own (NODE_OPTIONS sizes the heap)" : `${heap} %`}, async context ${env.AGENTAUTH_ASYNC_CONTEXT === 'hooks' ? 'hooks' : 'frame'}`);
 
   checkIssuer(config, env, add);
   checkAdmin(config, add);

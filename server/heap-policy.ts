@@ -28,6 +28,11 @@ export interface HeapPolicy {
   error?: string;
 }
 
+/** Whether the operator sized the heap (`--max-old-space-size`, on the command line or in NODE_OPTIONS): V8's policy then stands. */
+export function operatorSizedHeap(env: NodeJS.ProcessEnv, execArgv: readonly string[] = []): boolean {
+  return OPERATOR_HEAP_FLAGS.test(nodeOptionsText(execArgv, env));
+}
+
 /** AGENTAUTH_HEAP_GROWTH_PERCENT read (default 100), or why it is refused (a string: `start` exits 2 with it). */
 export function heapGrowthPercent(env: NodeJS.ProcessEnv): number | string {
   const raw = env.AGENTAUTH_HEAP_GROWTH_PERCENT;
@@ -47,7 +52,7 @@ export function applyHeapPolicy(env: NodeJS.ProcessEnv = process.env, execArgv: 
   const percent = heapGrowthPercent(env);
   if (typeof percent === 'string') return { error: percent };
   if (percent === 0) return { left: 'disabled' };
-  if (OPERATOR_HEAP_FLAGS.test(nodeOptionsText(execArgv, env))) return { left: 'operator-flags' };
+  if (operatorSizedHeap(env, execArgv)) return { left: 'operator-flags' };
   setFlagsFromString(`--heap-growing-percent=${percent}`);
   return { growthPercent: percent };
 }

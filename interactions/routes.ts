@@ -115,7 +115,18 @@ export function interactionRoutes(deps: InteractionDeps): Koa.Middleware {
       // A nonce for the wallet-signature grant, bound to the client that names itself here: only a token request
       // authenticated as that client can redeem it. (The login page gets its nonces from /interaction/<uid>/nonce.)
       ctx.set('Cache-Control', 'no-store');
-      const clientId = (await readBody(ctx)).client_id;
+      let body: Record<string, unknown>;
+      try {
+        body = await readBody(ctx);
+      } catch (err) {
+        // Malformed JSON, a body over the limit, a body cut short: the 400 or 413 readBody says, as JSON.
+        if (!(err instanceof errors.OIDCProviderError) || err.statusCode >= 500) throw err;
+        const e = err as InstanceType<typeof errors.OIDCProviderError> & { error_description?: string };
+        ctx.status = e.statusCode;
+        ctx.body = { error: e.message, error_description: e.error_description ?? e.message };
+        return;
+      }
+      const clientId = body.client_id;
       if (typeof clientId !== 'string' || clientId === '') {
         ctx.status = 400;
         ctx.body = {

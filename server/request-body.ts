@@ -17,10 +17,17 @@ export async function readBodyText(ctx: Koa.Context, limit: number): Promise<str
   if (declared !== undefined && declared > limit) throw tooLarge(limit);
   const chunks: Buffer[] = [];
   let size = 0;
-  for await (const chunk of ctx.req.iterator({ destroyOnReturn: false })) {
-    size += (chunk as Buffer).length;
-    if (size > limit) throw tooLarge(limit);
-    chunks.push(chunk as Buffer);
+  try {
+    for await (const chunk of ctx.req.iterator({ destroyOnReturn: false })) {
+      size += (chunk as Buffer).length;
+      if (size > limit) throw tooLarge(limit);
+      chunks.push(chunk as Buffer);
+    }
+  } catch (err) {
+    if (err instanceof errors.OIDCProviderError) throw err;
+    // The client closed the connection mid-body (Node's "aborted", ECONNRESET): a bad request that nobody is left to
+    // read the answer of, not a server error, so it is neither a 500 nor an error line in the log.
+    throw new errors.InvalidRequest('the request body was not received whole: the client closed the connection');
   }
   return Buffer.concat(chunks).toString('utf8');
 }

@@ -1,3 +1,5 @@
+import { connect } from 'node:net';
+
 import { Wallet } from 'ethers';
 import * as oidc from 'openid-client';
 
@@ -62,6 +64,54 @@ describe('bad input to the wallet sign-in', () => {
     });
     return { status: res.status, body: (await res.json()) as Record<string, unknown> };
   }
+
+  /** Raw bytes to the server on a connection of its own; resolves with what came back (or '' when it was closed). */
+  function rawRequest(bytes: string, opts: { closeAfterWrite?: boolean } = {}): Promise<string> {
+    return new Promise((resolve, reject) => {
+      const url = new URL(issuer);
+      const socket = connect(Number(url.port), url.hostname === 'localhost' ? '127.0.0.1' : url.hostname);
+      let answer = '';
+      socket.setEncoding('utf8');
+      socket.on('data', (d: string) => (answer += d));
+      socket.on('error', reject);
+      socket.on('close', () => resolve(answer));
+      socket.write(bytes, () => {
+        if (opts.closeAfterWrite) socket.destroy();
+      });
+      socket.setTimeout(10_000, () => socket.destroy());
+    });
+  }
+  const errorLines = () => as.server.output().split('\n').filter((l) => l.includes('"level":"error"'));
+
+  test('POST /wallet/nonce with a malformed or oversized body: 400 or 413 invalid_request as JSON, never a 500, and no error logged', async () => {
+    const post = (contentType: string, body: string) =>
+      fetch(`${issuer}/wallet/nonce`, { method: 'POST', headers: { 'content-type': contentType }, body });
+    const before = errorLines().length;
+    const broken = await post('application/json', '{');
+    expect(broken.status).toBe(400);
+    expect(await broken.json()).toEqual({ error: 'invalid_request', error_description: 'the request body is not valid JSON' });
+    const formAsJson = await post('application/json', `client_id=${agentClient.clientMetadata().client_id}`);
+    expect(formAsJson.status).toBe(400);
+    expect((await formAsJson.json()) as Record<string, unknown>).toMatchObject({ error: 'invalid_request' });
+    const declaredTooLarge = await post('application/x-www-form-urlencoded', `client_id=x&pad=${'a'.repeat(70_000)}`);
+    expect(declaredTooLarge.status).toBe(413);
+    // Announced by Content-Length: the server-wide body limit (server/http/body-limit.ts) refuses it before the route.
+    expect(await declaredTooLarge.json()).toEqual({ error: 'invalid_request', error_description: 'the request body (70016 bytes) exceeds the 65536 bytes any endpoint of this server accepts' });
+    // Chunked, so no Content-Length announces the size: refused once the count passes the limit.
+    const chunk = `client_id=x&pad=${'a'.repeat(70_000)}`;
+    const chunked = await rawRequest(
+      `POST /wallet/nonce HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/x-www-form-urlencoded\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n${chunk.length.toString(16)}\r\n${chunk}\r\n0\r\n\r\n`,
+    );
+    expect(chunked).toMatch(/^HTTP\/1\.1 413 /);
+    expect(chunked).toContain('"error":"invalid_request"');
+    // A body cut short by a client that goes away: nobody to answer, and nothing for the operator to look at.
+    await rawRequest(`POST /wallet/nonce HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\nabc`, { closeAfterWrite: true });
+    await new Promise((r) => setTimeout(r, 300));
+    expect(errorLines().slice(before)).toEqual([]);
+    // And the endpoint still serves a well-formed request.
+    const ok = await post('application/json', JSON.stringify({ client_id: agentClient.clientMetadata().client_id }));
+    expect(ok.status).toBe(200);
+  });
 
   test('an oversized message is refused as message-format before it is parsed, and the nonce stays usable', async () => {
     const { agent, data } = await loginPage();

@@ -255,6 +255,12 @@ export function registerTokenExchangeGrant(provider: Provider, deps: TokenExchan
     }
     const scope = decision.scope.join(' ');
 
+    // The last refusals come before anything is stored, so that a refused request leaves no grant behind: a chain
+    // too deep, then a replayed proof (whose check records the proof, the one write a refusal may leave).
+    const lineage = childLineage({ ...subject, clientGeneration: generation });
+    if (lineage.length > MAX_LINEAGE) throw new errors.InvalidGrant('subject_token is too deep in its delegation chain to be exchanged again');
+    if (dPoP) await checkDpopReplay(provider, ctx, dPoP, client.clientId);
+
     // Issue: a grant of exactly this hop for the exchanging client, and the access token.
     const grant = new provider.Grant({ accountId: subject.sub, clientId: client.clientId });
     grant.addResourceScope(resource, scope);
@@ -265,18 +271,13 @@ export function registerTokenExchangeGrant(provider: Provider, deps: TokenExchan
     const at = new AccessToken({ accountId: subject.sub, client, grantId, gty: TOKEN_EXCHANGE_GRANT_TYPE, scope });
     at.resourceServer = resourceServer;
     at.scope = scope;
-    const lineage = childLineage({ ...subject, clientGeneration: generation });
-    if (lineage.length > MAX_LINEAGE) throw new errors.InvalidGrant('subject_token is too deep in its delegation chain to be exchanged again');
     at.extra = {
       act: decision.act,
       agentauth_parent: parent,
       [LINEAGE_CLAIM]: lineage,
       ...(decision.mayAct ? { may_act: decision.mayAct } : {}),
     };
-    if (dPoP) {
-      await checkDpopReplay(provider, ctx, dPoP, client.clientId);
-      at.setThumbprint('jkt', dPoP.thumbprint);
-    }
+    if (dPoP) at.setThumbprint('jkt', dPoP.thumbprint);
     // Never outlives the token it was exchanged from (so a revocation mark outlives every descendant).
     at.expiresIn = Math.max(1, Math.min(at.expiration, subject.exp - Math.floor(Date.now() / 1000)));
     ctx.oidc.entity('AccessToken', at as never);

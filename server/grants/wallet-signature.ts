@@ -62,6 +62,10 @@ export function registerWalletGrant(provider: Provider, wallet: WalletSignIn, lo
     const allowed = new Set(resourceServer.scope.split(' '));
     const scope = requested.filter((s) => allowed.has(s)).join(' ') || undefined;
 
+    // A replayed proof is refused before anything changes: the nonce is not used up, no grant is stored and no
+    // sign-in is logged or audited (oidc-provider's refresh grant checks it before consuming the token, too).
+    if (dPoP) await checkDpopReplay(provider, ctx, dPoP, client.clientId);
+
     let sub: string;
     try {
       const purpose = { binding: { client: client.clientId }, requiredResources: [resource], requiredScopes: scope ? scope.split(' ') : [] };
@@ -86,10 +90,7 @@ export function registerWalletGrant(provider: Provider, wallet: WalletSignIn, lo
     const at = new AccessToken({ accountId: sub, client, grantId, gty: WALLET_GRANT_TYPE, scope });
     at.resourceServer = resourceServer;
     at.scope = scope;
-    if (dPoP) {
-      await checkDpopReplay(provider, ctx, dPoP, client.clientId);
-      at.setThumbprint('jkt', dPoP.thumbprint);
-    }
+    if (dPoP) at.setThumbprint('jkt', dPoP.thumbprint);
     ctx.oidc.entity('AccessToken', at as never);
     const accessToken = await at.save();
 

@@ -1,7 +1,7 @@
-import { hash } from 'node:crypto';
+import { hash, randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 
-import { calculateJwkThumbprint, decodeJwt, exportJWK } from 'jose';
+import { calculateJwkThumbprint, decodeJwt, exportJWK, generateKeyPair, SignJWT } from 'jose';
 import * as oidc from 'openid-client';
 
 import { MongoStorage } from '../../adapters/mongodb.js';
@@ -210,6 +210,37 @@ describe.each(backends)('RFC 8693 token exchange on %s', (_name, storeEnv, openS
       });
       // Never the token itself.
       expect(JSON.stringify(records)).not.toContain(hop1.access_token);
+    } finally {
+      await storage.close();
+    }
+  });
+
+  test('a replayed DPoP proof is refused before anything is stored: no grant is left behind by the refused exchanges', async () => {
+    const keys = await generateKeyPair('ES256');
+    const jwk = await exportJWK(keys.publicKey);
+    const proof = await new SignJWT({ htm: 'POST', htu: `${issuer}/token`, jti: randomUUID() })
+      .setProtectedHeader({ typ: 'dpop+jwt', alg: 'ES256', jwk })
+      .setIssuedAt()
+      .sign(keys.privateKey);
+    const subject = await agentToken();
+    const exchangeWith = () =>
+      fetch(`${issuer}/token`, {
+        method: 'POST',
+        headers: { authorization: `Basic ${Buffer.from(`skill-a:${secretOf('skill-a')}`).toString('base64')}`, 'content-type': 'application/x-www-form-urlencoded', dpop: proof },
+        body: new URLSearchParams({ grant_type: EXCHANGE, subject_token: subject, subject_token_type: AT_TYPE, resource: SKILL_B, scope: 'read' }),
+      });
+    const storage = openStorage(env);
+    await storage.init();
+    try {
+      const grants = async () => (await storage.model('Grant').list(undefined, 100_000)).length;
+      expect((await exchangeWith()).status).toBe(200);
+      const after = await grants();
+      for (let i = 0; i < 3; i += 1) {
+        const replay = await exchangeWith();
+        expect(replay.status).toBe(400);
+        expect(await replay.json()).toEqual({ error: 'invalid_dpop_proof', error_description: 'DPoP proof JWT replay detected: each proof (its jti) may be used once' });
+      }
+      expect(await grants()).toBe(after);
     } finally {
       await storage.close();
     }

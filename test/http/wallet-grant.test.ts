@@ -1,5 +1,8 @@
+import { randomUUID } from 'node:crypto';
+
 import { Wallet } from 'ethers';
-import { createRemoteJWKSet, jwtVerify } from 'jose';
+import { createRemoteJWKSet, exportJWK, generateKeyPair, jwtVerify, SignJWT } from 'jose';
+import { MongoClient } from 'mongodb';
 import * as oidc from 'openid-client';
 
 import { scopeResource } from '../../interactions/siwe/binding.js';
@@ -8,6 +11,9 @@ import { fetchNonce, signedSiwe } from '../support/wallet.js';
 import { baseConfig, insecure, introspect, REDIRECT, register, RESOURCE, startAgentServer } from '../support/agent-server.js';
 import type { AgentServer } from '../support/agent-server.js';
 import { logLines } from '../support/server.js';
+import { allAuditRecords } from '../support/audit.js';
+import { mongoUri } from '../support/storages.js';
+import { MongoStorage } from '../../adapters/mongodb.js';
 
 const GRANT = 'urn:agentauth:params:oauth:grant-type:wallet-signature';
 const agentKey = new Wallet('0x7c852118294e51e653712a81e05800f419141751be58f605c371e15141b007a6');
@@ -117,6 +123,46 @@ describe('headless wallet-signature grant, driven by openid-client', () => {
     const refreshed = await oidc.refreshTokenGrant(publicClient, tokens.refresh_token!, { resource: RESOURCE }, { DPoP: dpop });
     expect(refreshed.refresh_token).not.toBe(tokens.refresh_token);
     expect((await introspect(issuer, refreshed.access_token)).sub).toBe(`did:pkh:eip155:1:${agentKey.address}`);
+  });
+
+  test('a replayed DPoP proof is refused before anything changes: the nonce stays usable, no grant is stored, no sign-in is logged or audited', async () => {
+    const keys = await generateKeyPair('ES256');
+    const jwk = await exportJWK(keys.publicKey);
+    const proof = (jti: string) =>
+      new SignJWT({ htm: 'POST', htu: `${issuer}/token`, jti }).setProtectedHeader({ typ: 'dpop+jwt', alg: 'ES256', jwk }).setIssuedAt().sign(keys.privateKey);
+    const grantRequest = (signedMessage: { message: string; signature: string }, dpop: string) =>
+      fetch(`${issuer}/token`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-www-form-urlencoded', dpop },
+        body: new URLSearchParams({ grant_type: GRANT, client_id: publicId(), ...signedMessage, resource: RESOURCE, scope: 'read' }),
+      });
+    const mongo = await MongoClient.connect(mongoUri());
+    const grants = () => mongo.db(as.dbName).collection('oidc_Grant').countDocuments();
+    const signIns = (from: number) => logLines(as.server.output().slice(from)).filter((l) => l.event === 'login.succeeded').length;
+    const audited = async () => {
+      const storage = new MongoStorage({ uri: mongoUri(), dbName: as.dbName });
+      try {
+        return (await allAuditRecords(storage.audit)).filter((r) => r.type === 'login.succeeded').length;
+      } finally {
+        await storage.close();
+      }
+    };
+    try {
+      const reused = await proof(randomUUID());
+      expect((await grantRequest(await signed(agentKey), reused)).status).toBe(200);
+      await new Promise((r) => setTimeout(r, 300)); // the audit record of that sign-in is written after its answer
+      const before = { grants: await grants(), audited: await audited(), log: as.server.output().length };
+      const second = await signed(agentKey);
+      const replay = await grantRequest(second, reused);
+      expect(replay.status).toBe(400);
+      expect(await replay.json()).toEqual({ error: 'invalid_dpop_proof', error_description: 'DPoP proof JWT replay detected: each proof (its jti) may be used once' });
+      await new Promise((r) => setTimeout(r, 300));
+      expect({ grants: await grants(), audited: await audited(), signIns: signIns(before.log) }).toEqual({ grants: before.grants, audited: before.audited, signIns: 0 });
+      // The message's nonce was not used up by the refused request: with a fresh proof it signs in.
+      expect((await grantRequest(second, await proof(randomUUID()))).status).toBe(200);
+    } finally {
+      await mongo.close();
+    }
   });
 
   test('a public client without DPoP gets a short bearer token and no refresh token', async () => {

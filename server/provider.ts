@@ -19,6 +19,7 @@ import { TIER_FIELD, accessTokenLifetime, refreshTokenLifetime, tierOf } from '.
 import type { TierLimits } from './policies/tiers.js';
 import { prepareRegistrationSteps, registerRegistrationSteps } from './http/registration-steps.js';
 import { prepareTokenLimitStep, registerTokenLimit } from './limits/token-steps.js';
+import { prepareCodeResourceStep } from './grants/code-resource-step.js';
 import { SharedWindowLimit } from './limits/window.js';
 import { revokeClientRecords } from './client-revocation.js';
 import { tokensRevokedBefore } from './admin/disabled-clients.js';
@@ -352,6 +353,7 @@ export function createProvider(deps: ProviderDeps): Provider {
   prepareStructuredTokenSupport();
   prepareRegistrationSteps();
   prepareTokenLimitStep();
+  prepareCodeResourceStep();
   const provider = new Provider(deps.config.issuer, providerConfiguration(deps));
   registerTokenLimit(provider, { limit: new SharedWindowLimit(deps.storage.nonces, 'token', deps.config.limits.tokenRequestsPerClient), health: deps.health });
   registerRegistrationSteps(provider, {

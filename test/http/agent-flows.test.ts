@@ -83,6 +83,39 @@ describe('agents with openid-client v6: registration, authorization code + PKCE 
     expect(await nonce.json()).toMatchObject({ error: 'unauthorized_client', error_description: expect.stringContaining('wallet-signature grant') });
   });
 
+  test('a code exchanged with a resource it was not issued for is refused without using the code up: the corrected request gets the tokens', async () => {
+    const dpop = oidc.getDPoPHandle(config, await oidc.randomDPoPKeyPair('ES256'));
+    const verifier = oidc.randomPKCECodeVerifier();
+    const url = oidc.buildAuthorizationUrl(config, {
+      redirect_uri: REDIRECT,
+      scope: 'read',
+      resource: RESOURCE,
+      code_challenge: await oidc.calculatePKCECodeChallenge(verifier),
+      code_challenge_method: 'S256',
+    });
+    const { callback } = await authorizeWithWallet(url, REDIRECT, { wallet });
+    const code = callback.searchParams.get('code')!;
+    const exchange = (resource: string) =>
+      fetch(`${issuer}/token`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-www-form-urlencoded' },
+        body: new URLSearchParams({ grant_type: 'authorization_code', client_id: config.clientMetadata().client_id, code, code_verifier: verifier, redirect_uri: REDIRECT, resource }),
+      });
+    // Another configured resource server, an unknown one, and one that is not a URL: each refused as oidc-provider
+    // words it, none using the code up.
+    for (const wrong of [OPAQUE_RESOURCE, 'https://elsewhere.example.com', 'urn:x']) {
+      const refused = await exchange(wrong);
+      expect(refused.status).toBe(400);
+      expect(await refused.json()).toEqual({ error: 'invalid_target', error_description: 'resource indicator is missing, or unknown' });
+    }
+    const tokens = await oidc.authorizationCodeGrant(config, callback, { pkceCodeVerifier: verifier }, { resource: RESOURCE }, { DPoP: dpop });
+    expect(decodeJwt(tokens.access_token).aud).toBe(RESOURCE);
+    // Used once, the code is then spent as usual.
+    const again = await exchange(RESOURCE);
+    expect(again.status).toBe(400);
+    expect(((await again.json()) as { error: string }).error).toBe('invalid_grant');
+  });
+
   test('the registered public client gets the standard tier and no secret', () => {
     const meta = config.clientMetadata();
     expect(meta.client_secret).toBeUndefined();

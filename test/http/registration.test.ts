@@ -141,6 +141,26 @@ describe('dynamic client registration (RFC 7591) under agentauth policy', () => 
     expect(((await after.json()) as { error: string }).error).toBe('invalid_client');
   });
 
+  test('RFC 7592 §2.1: a registration access token sent for another client id is refused and revoked (docs/agents.md); the client keeps working', async () => {
+    const created = await register(issuer, valid);
+    const id = created.body.client_id as string;
+    const rat = created.body.registration_access_token as string;
+    const other = (await register(issuer, valid)).body.client_id as string;
+    const read = (clientId: string) => fetch(`${issuer}/reg/${encodeURIComponent(clientId)}`, { headers: { authorization: `Bearer ${rat}` } });
+    // Named another client, or none that exists: 401 client mismatch, and the token is gone.
+    for (const wrong of [other, `${id}x`]) {
+      const fresh = await register(issuer, valid);
+      const freshRat = fresh.body.registration_access_token as string;
+      const res = await fetch(`${issuer}/reg/${encodeURIComponent(wrong)}`, { headers: { authorization: `Bearer ${freshRat}` } });
+      expect(res.status).toBe(401);
+      expect(await res.json()).toEqual({ error: 'invalid_token', error_description: 'invalid token provided' });
+      const after = await fetch(`${issuer}/reg/${encodeURIComponent(fresh.body.client_id as string)}`, { headers: { authorization: `Bearer ${freshRat}` } });
+      expect(after.status).toBe(401);
+    }
+    // The client whose token was never misused still reads its registration.
+    expect((await read(id)).status).toBe(200);
+  });
+
   test('RFC 7592 update reveals nothing about a client until its registration access token is valid', async () => {
     const created = await register(issuer, { grant_types: ['client_credentials'], token_endpoint_auth_method: 'client_secret_basic' });
     const uri = created.body.registration_client_uri as string;

@@ -1,4 +1,6 @@
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
+
+import { Wallet } from 'ethers';
 
 import { MongoStorage } from '../../adapters/mongodb.js';
 import { allAuditRecords } from '../support/audit.js';
@@ -6,6 +8,7 @@ import { baseConfig, introspect, register, REDIRECT, RESOURCE, RS_CLIENT, startA
 import type { AgentServer } from '../support/agent-server.js';
 import { runCli } from '../support/server.js';
 import { mongoUri } from '../support/storages.js';
+import { authorizeWithWallet } from '../support/user-agent.js';
 
 /**
  * Design invariant 8: a rule cannot be walked around. oidc-provider's router folds path case and accepts one trailing
@@ -202,5 +205,40 @@ describe('every spelling of the token endpoint writes the token.issued audit rec
     expect(issued).toHaveLength(1);
     expect(issued[0]!.client_id).toBe(RS_CLIENT.id);
     expect((await introspect(as.server.url, token)).active).toBe(true);
+  });
+});
+
+describe('every spelling of the token endpoint refuses a code\'s wrong resource without using the code up', () => {
+  let as: AgentServer;
+  let clientId: string;
+  const wallet = new Wallet('0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d');
+  beforeAll(async () => {
+    as = await startAgentServer(baseConfig());
+    const created = await register(as.server.url, { ...PUBLIC, response_types: ['code'], scope: 'read' });
+    clientId = created.body.client_id as string;
+  });
+  afterAll(async () => {
+    await as?.server.stop();
+  });
+
+  test.each(TOKEN_SPELLINGS)('POST %s', async (path) => {
+    const verifier = randomBytes(32).toString('base64url');
+    const challenge = createHash('sha256').update(verifier).digest('base64url');
+    const url = new URL(`${as.server.url}/auth`);
+    url.search = new URLSearchParams({ client_id: clientId, response_type: 'code', redirect_uri: REDIRECT, scope: 'read', resource: RESOURCE, code_challenge: challenge, code_challenge_method: 'S256' }).toString();
+    const { callback } = await authorizeWithWallet(url, REDIRECT, { wallet });
+    const code = callback.searchParams.get('code')!;
+    const exchange = (resource: string) =>
+      fetch(`${as.server.url}${path}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-www-form-urlencoded' },
+        body: new URLSearchParams({ grant_type: 'authorization_code', client_id: clientId, code, code_verifier: verifier, redirect_uri: REDIRECT, resource }),
+      });
+    const refused = await exchange('https://elsewhere.example.com');
+    expect(refused.status).toBe(400);
+    expect(await refused.json()).toEqual({ error: 'invalid_target', error_description: 'resource indicator is missing, or unknown' });
+    const ok = await exchange(RESOURCE);
+    expect(ok.status).toBe(200);
+    expect(((await ok.json()) as { access_token?: string }).access_token).toEqual(expect.any(String));
   });
 });

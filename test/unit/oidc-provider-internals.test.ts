@@ -8,8 +8,11 @@ import revocation from 'oidc-provider/lib/actions/revocation.js';
 import * as refreshGrant from 'oidc-provider/lib/actions/grants/refresh_token.js';
 import * as grants from 'oidc-provider/lib/helpers/grants.js';
 import initializeKeystore from 'oidc-provider/lib/helpers/initialize_keystore.js';
+import tokenSteps from 'oidc-provider/lib/actions/token.js';
 
+import { prepareCodeResourceStep } from '../../server/grants/code-resource-step.js';
 import { prepareRegistrationSteps } from '../../server/http/registration-steps.js';
+import { prepareTokenLimitStep } from '../../server/limits/token-steps.js';
 
 /**
  * agentauth patches or calls these internals of oidc-provider (server/structured-tokens.ts, server/key-watcher.ts,
@@ -52,6 +55,24 @@ describe('oidc-provider internals agentauth relies on', () => {
     expect(put.indexOf('agentauthUpdatePolicy')).toBeLessThan(put.indexOf('equalChecks'));
     expect(put.indexOf('agentauthRotateOnUpdate')).toBe(put.indexOf('clientUpdateResponse') - 1);
     expect(names(registration.del).indexOf('agentauthRevokeOnDelete')).toBe(names(registration.del).indexOf('clientRemoveResponse') - 1);
+  });
+
+  test('the token action: the steps agentauth inserts (server/limits/token-steps.ts, server/grants/code-resource-step.ts) sit where they must', () => {
+    const names = () => (tokenSteps as Array<{ name: string }>).map((h) => h.name);
+    expect(names()).toEqual(expect.arrayContaining(['stripGrantIrrelevantParams', 'callTokenHandler']));
+    prepareTokenLimitStep();
+    prepareCodeResourceStep();
+    prepareCodeResourceStep();
+    const list = names();
+    expect(list.filter((n) => n === 'agentauthCodeResourceBeforeConsume')).toHaveLength(1);
+    expect(list.indexOf('agentauthCodeResourceBeforeConsume')).toBe(list.indexOf('callTokenHandler') - 1);
+    expect(list.indexOf('agentauthTokenRequestLimit')).toBe(list.indexOf('stripGrantIrrelevantParams') - 1);
+    // The rule the step applies before the code is consumed: oidc-provider's own, in resolve_resource.js, with its error.
+    const require = createRequire(import.meta.url);
+    const lib = dirname(require.resolve('oidc-provider'));
+    expect(readFileSync(join(lib, 'helpers', 'resolve_resource.js'), 'utf8')).toContain('if (resource && !model.resourceIndicators.has(resource)) {\n      throw new InvalidTarget();');
+    const code = readFileSync(join(lib, 'actions', 'grants', 'authorization_code.js'), 'utf8');
+    expect(code.indexOf("await consumeGrantSource(ctx, code, 'authorization code');")).toBeLessThan(code.indexOf('await issueTokens('));
   });
 
   test('the grant helpers and the keystore initialiser have the shapes called', () => {

@@ -39,11 +39,16 @@ function refuse(ctx: Koa.Context, description: string): void {
  * from: ctx.protocol and ctx.host) is malformed, before anything builds a URL from it:
  *   - a Host header that is not a valid host[:port];
  *   - behind a trusted proxy (TRUST_PROXY=true), an X-Forwarded-Host that is not one, or an X-Forwarded-Proto other
- *     than http or https (which would otherwise be advertised in discovery, or make URL building throw).
- * A request without a Host header (HTTP/1.0) is left to Node, which already refuses HTTP/1.1 requests that lack one.
+ *     than http or https (which would otherwise be advertised in discovery, or make URL building throw);
+ *   - an empty Host header, or none (HTTP/1.0; Node already refuses an HTTP/1.1 request without one): there is no
+ *     host to build URLs from, and discovery advertised `http://.well-known/token` and the like. The liveness and
+ *     readiness probes, which build no URL, still answer such a request.
  */
 export const requestOriginCheck: Koa.Middleware = async (ctx, next) => {
   const header = ctx.get('host');
+  if (header === '' && ctx.path !== '/healthz' && ctx.path !== '/readyz') {
+    return refuse(ctx, 'the Host header must name this server (RFC 9112 §3.2): the request has none, or an empty one');
+  }
   for (const [name, value] of [['Host', header], ['X-Forwarded-Host', ctx.host !== header ? ctx.host : '']] as const) {
     if (value !== '' && !isValidHost(value)) {
       return refuse(ctx, `the ${name} header must be a host name or IP address with an optional port (got ${shown(value)})`);

@@ -115,6 +115,13 @@ export function interactionRoutes(deps: InteractionDeps): Koa.Middleware {
       // A nonce for the wallet-signature grant, bound to the client that names itself here: only a token request
       // authenticated as that client can redeem it. (The login page gets its nonces from /interaction/<uid>/nonce.)
       ctx.set('Cache-Control', 'no-store');
+      // Only the two body types the guide shows: text/plain and multipart bodies, which a page on any origin can make
+      // a browser send without asking (no CORS preflight), are not read as a form.
+      if (!ctx.is('application/x-www-form-urlencoded', 'application/json')) {
+        ctx.status = 415;
+        ctx.body = { error: 'invalid_request', error_description: `send client_id in an application/x-www-form-urlencoded or application/json body (got ${JSON.stringify((ctx.get('content-type') || 'none').slice(0, 100))})` };
+        return;
+      }
       let body: Record<string, unknown>;
       try {
         body = await readBody(ctx);

@@ -108,7 +108,14 @@ describe('bad input to the wallet sign-in', () => {
     await rawRequest(`POST /wallet/nonce HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\nabc`, { closeAfterWrite: true });
     await new Promise((r) => setTimeout(r, 300));
     expect(errorLines().slice(before)).toEqual([]);
-    // And the endpoint still serves a well-formed request.
+    // Bodies a page on another origin can make a browser send without a preflight are not read as a form.
+    for (const [type, body] of [['text/plain', `client_id=${agentClient.clientMetadata().client_id}`], ['multipart/form-data; boundary=x', `--x\r\nContent-Disposition: form-data; name="client_id"\r\n\r\n${agentClient.clientMetadata().client_id}\r\n--x--\r\n`]] as const) {
+      const res = await post(type, body);
+      expect(res.status).toBe(415);
+      expect(await res.json()).toEqual({ error: 'invalid_request', error_description: `send client_id in an application/x-www-form-urlencoded or application/json body (got ${JSON.stringify(type)})` });
+    }
+    // And the endpoint still serves a well-formed request, as a form and as JSON.
+    expect((await post('application/x-www-form-urlencoded', `client_id=${agentClient.clientMetadata().client_id}`)).status).toBe(200);
     const ok = await post('application/json', JSON.stringify({ client_id: agentClient.clientMetadata().client_id }));
     expect(ok.status).toBe(200);
   });

@@ -173,7 +173,7 @@ describe('docs/wallet-sign-in.md against a live agentauth', () => {
     expect(answer.expires_in).toBe(example.expires_in);
   });
 
-  test('the nonce endpoint\'s refusals are the ones listed: no client_id, an unknown client, a client without the grant, another method', async () => {
+  test('the nonce endpoint\'s refusals are the ones listed: no client_id, an unknown client, a client without the grant, another method, another body type, a malformed body', async () => {
     const post = (body: string) =>
       fetch(`${issuer}/wallet/nonce`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body });
     const refused = async (res: Response) => ({ status: res.status, error: ((await res.json()) as { error?: string }).error });
@@ -189,6 +189,10 @@ describe('docs/wallet-sign-in.md against a live agentauth', () => {
     const get = await fetch(`${issuer}/wallet/nonce`);
     expect(get.status).toBe(405);
     expect(get.headers.get('allow')).toBe('POST');
+    const typed = await fetch(`${issuer}/wallet/nonce`, { method: 'POST', headers: { 'content-type': 'text/plain' }, body: 'client_id=x' });
+    await expect(refused(typed)).resolves.toEqual({ status: 415, error: 'invalid_request' });
+    const broken = await fetch(`${issuer}/wallet/nonce`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{' });
+    await expect(refused(broken)).resolves.toEqual({ status: 400, error: 'invalid_request' });
     // A JSON body works as well as a form.
     const { body: client } = await registerGuideClient();
     const json = await fetch(`${issuer}/wallet/nonce`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ client_id: client.client_id }) });

@@ -7,6 +7,7 @@ import { HOST_PATTERN } from './client-metadata/host-policy.js';
 import { limitsSchema } from './limits/config.js';
 import type { LimitsConfig } from './limits/config.js';
 import { adminSchema } from './admin/config.js';
+import { clientJwksProblem } from './policies/client-keys.js';
 import type { AdminConfig } from './admin/config.js';
 
 /** A configuration value is wrong. The message names the setting and never echoes a secret. */
@@ -82,6 +83,8 @@ const clientSchema = z
     if (c.token_endpoint_auth_method === 'private_key_jwt' && !c.jwks) {
       ctx.addIssue({ code: 'custom', path: ['jwks'], message: 'is required for private_key_jwt' });
     }
+    const jwksProblem = c.jwks === undefined ? undefined : clientJwksProblem(c.jwks);
+    if (jwksProblem) ctx.addIssue({ code: 'custom', path: ['jwks'], message: jwksProblem });
     if (c.token_endpoint_auth_method === 'none' && c.grant_types.includes('client_credentials')) {
       ctx.addIssue({ code: 'custom', path: ['grant_types'], message: 'client_credentials needs an authenticated client: set a token_endpoint_auth_method other than none' });
     }

@@ -62,3 +62,21 @@ declare module 'oidc-provider/lib/actions/token.js' {
   const handlers: Handler[];
   export default handlers;
 }
+declare module 'oidc-provider/lib/helpers/resolve_resource.js' {
+  import type { KoaContextWithOIDC } from 'oidc-provider';
+  /** The resource a token request resolves to for `model` (a code or refresh token): oidc-provider's own rule; throws InvalidTarget. */
+  export default function resolveResource(ctx: KoaContextWithOIDC, model: unknown, config: { userinfo: unknown; resourceIndicators: unknown }, scopes?: Set<string>): Promise<string | undefined>;
+}
+declare module 'oidc-provider/lib/helpers/weak_cache.js' {
+  import type { KoaContextWithOIDC, Provider } from 'oidc-provider';
+  interface Internals {
+    configuration: {
+      features: {
+        userinfo: unknown;
+        resourceIndicators: { getResourceServerInfo(ctx: KoaContextWithOIDC, resource: string, client: unknown): Promise<unknown> };
+      };
+    };
+  }
+  /** The provider's internal state (its resolved configuration among it). */
+  export default function instance(provider: Provider): Internals;
+}

@@ -3,6 +3,7 @@ import { errors } from 'oidc-provider';
 import { WALLET_GRANT_TYPE } from '../config.js';
 import type { RegistrationConfig, TierConfig } from '../config.js';
 import { TIER_FIELD } from './tiers.js';
+import { clientJwksProblem } from './client-keys.js';
 
 /**
  * Client metadata agentauth accepts at registration (RFC 7591 §2, RFC 9449 §5.2, OIDC registration fields that
@@ -215,6 +216,10 @@ export function checkRegistrationRequest(
   }
   if (method === 'private_key_jwt' && body.jwks === undefined) throw metadataError('jwks', 'is required for private_key_jwt');
   if (body.jwks !== undefined && method !== 'private_key_jwt') throw metadataError('jwks', 'is only used with private_key_jwt');
+  if (body.jwks !== undefined) {
+    const problem = clientJwksProblem(body.jwks);
+    if (problem) throw metadataError('jwks', problem);
+  }
 
   // Write the defaults back: oidc-provider's own defaults differ (response_types ["code"]).
   body.grant_types = grantTypes;

@@ -95,11 +95,14 @@ describe('agents with openid-client v6: registration, authorization code + PKCE 
     });
     const { callback } = await authorizeWithWallet(url, REDIRECT, { wallet });
     const code = callback.searchParams.get('code')!;
-    const exchange = (resource: string) =>
+    const exchange = (...resources: string[]) =>
       fetch(`${issuer}/token`, {
         method: 'POST',
         headers: { 'content-type': 'application/x-www-form-urlencoded' },
-        body: new URLSearchParams({ grant_type: 'authorization_code', client_id: config.clientMetadata().client_id, code, code_verifier: verifier, redirect_uri: REDIRECT, resource }),
+        body: new URLSearchParams([
+          ...Object.entries({ grant_type: 'authorization_code', client_id: config.clientMetadata().client_id, code, code_verifier: verifier, redirect_uri: REDIRECT }),
+          ...resources.map((r) => ['resource', r]),
+        ]),
       });
     // Another configured resource server, an unknown one, and one that is not a URL: each refused as oidc-provider
     // words it, none using the code up.
@@ -108,6 +111,10 @@ describe('agents with openid-client v6: registration, authorization code + PKCE 
       expect(refused.status).toBe(400);
       expect(await refused.json()).toEqual({ error: 'invalid_target', error_description: 'resource indicator is missing, or unknown' });
     }
+    // The resource repeated (oidc-provider accepts the parameter more than once, then cannot pick one): refused too.
+    const repeated = await exchange(RESOURCE, OPAQUE_RESOURCE);
+    expect(repeated.status).toBe(400);
+    expect(((await repeated.json()) as { error: string }).error).toBe('invalid_target');
     const tokens = await oidc.authorizationCodeGrant(config, callback, { pkceCodeVerifier: verifier }, { resource: RESOURCE }, { DPoP: dpop });
     expect(decodeJwt(tokens.access_token).aud).toBe(RESOURCE);
     // Used once, the code is then spent as usual.

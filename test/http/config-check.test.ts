@@ -20,6 +20,7 @@ const ISSUER = 'https://auth.example.com';
 const RESOURCE = 'https://api.example.com';
 const RS = { identifier: RESOURCE, scopes: ['read'] };
 const SECRET = 'a-client-secret-of-at-least-32-characters';
+const EC_KEY = { kty: 'EC', crv: 'P-256', x: 'dqdBR1-o537GmOtauLDCoSd6UwV-tdCwzx9yh7AzQ2Y', y: 'KzaeOkM1J4DiNJMx8QHD116wIZ2-Fl0wubjD5IB0pyw' };
 
 interface Check {
   check: string;
@@ -246,10 +247,10 @@ describe('agentauth config check: every refusal is start\'s own, with its exit c
       }),
     ],
     [
-      'a private_key_jwt client whose JWK oidc-provider cannot use',
+      'a private_key_jwt client whose JWK oidc-provider refuses (a usable key with an x5c that is not an array of strings)',
       async () => ({
         env: {
-          AGENTAUTH_CONFIG: writeConfig(tempDir(), { clients: [{ client_id: 'svc', token_endpoint_auth_method: 'private_key_jwt', jwks: { keys: [{ kty: 'EC', crv: 'P-256', x: 'bad' }] } }] }),
+          AGENTAUTH_CONFIG: writeConfig(tempDir(), { clients: [{ client_id: 'svc', token_endpoint_auth_method: 'private_key_jwt', jwks: { keys: [{ ...EC_KEY, x5c: [''] }] } }] }),
           AGENTAUTH_DATA_DIR: join(tempDir(), 'd'),
         },
         check: 'clients',

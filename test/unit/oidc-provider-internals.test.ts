@@ -71,6 +71,12 @@ describe('oidc-provider internals agentauth relies on', () => {
     const require = createRequire(import.meta.url);
     const lib = dirname(require.resolve('oidc-provider'));
     expect(readFileSync(join(lib, 'helpers', 'resolve_resource.js'), 'utf8')).toContain('if (resource && !model.resourceIndicators.has(resource)) {\n      throw new InvalidTarget();');
+    // The resolution the step runs early is the one issueTokens runs after consuming the code: resolve_resource with
+    // the configured userinfo and resourceIndicators and no scope, then getResourceServerInfo.
+    const grantAuthorization = readFileSync(join(lib, 'helpers', 'grant_authorization.js'), 'utf8');
+    expect(grantAuthorization).toContain('const resource = await resolveResource(ctx, source, { userinfo, resourceIndicators }, scope);');
+    expect(grantAuthorization).toContain('await resourceIndicators.getResourceServerInfo(ctx, resource, ctx.oidc.client),');
+    expect(readFileSync(join(lib, 'helpers', 'grant_common.js'), 'utf8')).toContain('await resolveAndApplyResource(ctx, source, at, grant);');
     const code = readFileSync(join(lib, 'actions', 'grants', 'authorization_code.js'), 'utf8');
     expect(code.indexOf("await consumeGrantSource(ctx, code, 'authorization code');")).toBeLessThan(code.indexOf('await issueTokens('));
   });

@@ -115,9 +115,11 @@ export function interactionRoutes(deps: InteractionDeps): Koa.Middleware {
       // A nonce for the wallet-signature grant, bound to the client that names itself here: only a token request
       // authenticated as that client can redeem it. (The login page gets its nonces from /interaction/<uid>/nonce.)
       ctx.set('Cache-Control', 'no-store');
-      // Only the two body types the guide shows: text/plain and multipart bodies, which a page on any origin can make
-      // a browser send without asking (no CORS preflight), are not read as a form.
-      if (!ctx.is('application/x-www-form-urlencoded', 'application/json')) {
+      // Only the two body types the guide shows are read: a text/plain or multipart body is not taken for a form (whose
+      // client_id would be found, or not, by accident), and is answered with what to send instead. A request with no
+      // body at all goes on to the missing client_id below.
+      const hasBody = (ctx.request.length ?? 0) > 0 || ctx.get('transfer-encoding') !== '';
+      if (hasBody && !ctx.is('application/x-www-form-urlencoded', 'application/json')) {
         ctx.status = 415;
         ctx.body = { error: 'invalid_request', error_description: `send client_id in an application/x-www-form-urlencoded or application/json body (got ${JSON.stringify((ctx.get('content-type') || 'none').slice(0, 100))})` };
         return;

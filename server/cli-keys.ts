@@ -120,7 +120,7 @@ export function registerKeyCommands(program: Command): void {
         if (result.status !== 'already-scheduled') {
           await recordAudit(storage, {
             type: 'key.rotated',
-            details: { kid: result.kid, activates_at: result.activatesAt.toISOString(), replaces: result.replaces, immediately: opts.immediately === true, by: 'cli' },
+            details: { kid: result.kid, activates_at: result.activatesAt.toISOString(), replaces: result.replaces, immediately: result.status === 'activated', by: 'cli' },
           });
         }
         const value = { ...result, activatesAt: result.activatesAt.toISOString() };

@@ -1,15 +1,18 @@
 import { randomBytes } from 'node:crypto';
 import { accessSync, constants, existsSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { dirname, join } from 'node:path';
+
+import { errors } from 'oidc-provider';
 
 import { StorageUnavailableError } from '../adapters/errors.js';
+import { LEGACY_FILES } from '../adapters/legacy-import.js';
 import { EmbeddedStorage } from '../adapters/memory.js';
 import { StorageHealth } from '../adapters/health.js';
 import type { KeyStore, KeyTransition, Storage, StoredKey } from '../adapters/types.js';
 import { KeyMaterialError } from '../keys/errors.js';
 import { configuredKek, dataDirKekPath, missingKekMessage, readDataDirKek } from '../keys/kek.js';
 import type { ResolvedKek } from '../keys/kek.js';
-import { readCheckedKeys } from '../keys/integrity.js';
+import { readCheckedKeys, upgradeKeyStore } from '../keys/integrity.js';
 import { Keyring, NO_ACTIVE_KEY } from '../keys/keyring.js';
 import { deriveKeyView, publishedKids } from '../keys/lifecycle.js';
 import { deriveKey, KEK_BYTES } from '../keys/seal.js';
@@ -71,6 +74,9 @@ function startLine(err: unknown): string {
   throw err;
 }
 
+/** package.json's `engines.node`. */
+const ENGINES = '>=22.12.0 <23';
+
 const plural = (n: number, noun: string) => `${n} ${noun}${n === 1 ? '' : 's'}`;
 
 const LOOPBACK = new Set(['localhost', '127.0.0.1', '[::1]']);
@@ -81,12 +87,14 @@ export async function checkConfiguration(env: NodeJS.ProcessEnv, options: CheckO
   const report = (context?: CliContext): CheckReport => ({ ok: checks.every((c) => c.status !== 'fail'), checks, ...(context ? { context } : {}) });
 
   const nodeVersion = options.nodeVersion ?? process.version;
-  if (!(Number(/^v?(\d+)\./.exec(nodeVersion)?.[1]) >= 22)) {
-    // The store's module (node:sqlite) and what start relies on are not there: nothing else can be checked as start would.
-    add('node', 'fail', `cannot start: Node.js 22 or newer is required, this is ${nodeVersion}`);
+  const [major = 0, minor = 0] = (/^v?(\d+)\.(\d+)\./.exec(nodeVersion) ?? []).slice(1).map(Number);
+  if (major < 22) {
+    // What start relies on (node:sqlite among it) is not there: nothing else can be checked as start would.
+    add('node', 'fail', `Node.js 22 is required (package.json engines: ${ENGINES}); this is ${nodeVersion}`);
     return report();
   }
-  add('node', 'ok', `Node.js ${nodeVersion}`);
+  if (major !== 22 || minor < 12) add('node', 'warn', `Node.js ${nodeVersion} is outside the versions agentauth is built and tested for (package.json engines: ${ENGINES})`);
+  else add('node', 'ok', `Node.js ${nodeVersion}`);
 
   let config: Config;
   try {
@@ -165,6 +173,8 @@ interface StoreState {
   state: 'none-yet' | 'open' | 'failed';
   /** The store, opened for reading (state `open`). */
   store?: Storage;
+  /** A data directory of the previous layout (keys.json, ...): `store` reads its files; start imports them. */
+  legacy?: boolean;
 }
 
 /** The nearest directory of `path` (itself or an ancestor) that exists: where a first start would create the rest. */
@@ -181,6 +191,12 @@ async function checkStore(config: Config, add: Add): Promise<StoreState> {
   }
   if (config.store === 'sqlite') {
     const file = describeContext(config).location;
+    const legacy = LEGACY_FILES.filter((name) => existsSync(join(config.dataDir, name)));
+    if (!existsSync(file) && legacy.length > 0) {
+      // The previous layout: start creates the SQLite store and imports these first, so its keys are the ones checked.
+      add('store', 'ok', `no SQLite store yet: the first start creates ${file} and imports the previous layout's ${legacy.join(', ')}`);
+      return { state: 'open', store: new EmbeddedStorage({ dataDir: config.dataDir }), legacy: true };
+    }
     if (!existsSync(file)) {
       const dir = nearestExisting(config.dataDir);
       try {
@@ -192,9 +208,16 @@ async function checkStore(config: Config, add: Add): Promise<StoreState> {
       add('store', 'ok', `no store yet: the first start creates ${file}`);
       return { state: 'none-yet' };
     }
+    let SqliteStorage: typeof import('../adapters/sqlite.js').SqliteStorage;
     try {
       quietSqliteWarning();
-      const { SqliteStorage } = await import('../adapters/sqlite.js');
+      ({ SqliteStorage } = await import('../adapters/sqlite.js'));
+    } catch (err) {
+      // This Node has no node:sqlite (start fails the same way, with this message).
+      add('store', 'fail', err instanceof Error ? err.message : String(err));
+      return { state: 'failed' };
+    }
+    try {
       const store = new SqliteStorage({ dataDir: config.dataDir, busyTimeoutMs: config.storage.timeoutMs, readOnly: true });
       await store.init();
       add('store', 'ok', `SQLite ${file} (synchronous ${config.storage.sqliteSynchronous})`);
@@ -270,18 +293,24 @@ async function checkKeys(config: Config, storage: StoreState, kek: ResolvedKek |
       return [config.keyAlg];
     }
     if (!kek) return undefined; // the KEK check has said why
-    const algs = [...new Set(stored.map((k) => k.alg))];
-    if (stored.every((k) => k.mac === undefined)) {
-      add('signing keys', 'warn', `${plural(stored.length, 'key')} (${algs.join(', ')}) stored before key records carried integrity MACs: the next start checks each against its sealed private key and writes its MAC`);
-      return algs;
-    }
-    const set = await readCheckedKeys(storage.store.keys, kek.kek);
+    // What start does first: the one-time upgrade of records stored before they carried MACs (each such key checked
+    // against its sealed private key), here on a copy in memory, so that it refuses what start would refuse and
+    // the store is left as it is.
+    const copy = new ScratchKeys(stored, await storage.store.keys.transitions());
+    const upgraded = await upgradeKeyStore(copy, kek.kek);
+    const set = await readCheckedKeys(copy, kek.kek);
     const view = deriveKeyView(set.keys, set.transitions, new Date(), { retireGraceSeconds: retireGraceSeconds(config) });
     // Keyring.load activates a lone first key stored without transitions (a start that died between the two writes).
     const lone = set.keys.length === 1 && set.keys[0]!.seq === 1 && set.transitions.length === 0;
     const signer = view.signer?.kid ?? (lone ? set.keys[0]!.kid : undefined);
     if (signer === undefined) throw new KeyMaterialError(NO_ACTIVE_KEY);
-    add('signing keys', 'ok', `${plural(set.keys.length, 'key')}, ${plural(set.transitions.length, 'transition')}: every record's MAC and every key pair verified under the KEK; signing with ${signer}`);
+    const upgrade = upgraded.keys.length + upgraded.transitions.length;
+    add(
+      'signing keys',
+      upgrade > 0 ? 'warn' : 'ok',
+      `${plural(set.keys.length, 'key')}, ${plural(set.transitions.length, 'transition')}: every record's MAC and every key pair verified under the KEK; signing with ${signer}` +
+        (upgrade > 0 ? `; ${plural(upgrade, 'record')} stored before records carried integrity MACs: the next start writes them` : ''),
+    );
     // What start checks resourceServers[].signingAlg against: the published keys (next, active, retired).
     const published = new Set(lone ? [signer] : publishedKids(view));
     return [...new Set(set.keys.filter((k) => published.has(k.kid)).map((k) => k.alg))];
@@ -293,8 +322,14 @@ async function checkKeys(config: Config, storage: StoreState, kek: ResolvedKek |
 
 /** A KeyStore in memory: the scratch keyring `checkClients` builds its provider with. */
 class ScratchKeys implements KeyStore {
-  readonly #keys: StoredKey[] = [];
-  readonly #transitions: KeyTransition[] = [];
+  readonly #keys: StoredKey[];
+  readonly #transitions: KeyTransition[];
+
+  /** Empty, or a copy of a store's records (to run start's one-time MAC upgrade on, leaving the store as it is). */
+  constructor(keys: readonly StoredKey[] = [], transitions: readonly KeyTransition[] = []) {
+    this.#keys = keys.map((k) => ({ ...k }));
+    this.#transitions = transitions.map((t) => ({ ...t }));
+  }
 
   async list(): Promise<StoredKey[]> {
     return [...this.#keys];
@@ -316,9 +351,15 @@ class ScratchKeys implements KeyStore {
     return true;
   }
 
-  async addKeyMac(): Promise<void> {}
+  async addKeyMac(kid: string, mac: string): Promise<void> {
+    const key = this.#keys.find((k) => k.kid === kid);
+    if (key && key.mac === undefined) key.mac = mac;
+  }
 
-  async addTransitionMac(): Promise<void> {}
+  async addTransitionMac(kid: string, type: KeyTransition['type'], mac: string): Promise<void> {
+    const t = this.#transitions.find((x) => x.kid === kid && x.type === type);
+    if (t && t.mac === undefined) t.mac = mac;
+  }
 }
 
 /** Registered clients checked at most (in pages of CLIENT_PAGE), and refused ones named at most. */
@@ -342,14 +383,15 @@ const reasonOf = (err: unknown): string => {
  *   is a warning, naming the first few.
  */
 async function checkClients(config: Config, storage: StoreState, add: Add): Promise<void> {
-  const { createProvider } = await import('./provider.js');
+  const { assembleProvider } = await import('./provider-assembly.js');
   const { checkStaticClients } = await import('./static-clients.js');
-  const { installDisabledClientCheck } = await import('./admin/disabled-clients.js');
+  const { createWalletSignIn } = await import('../interactions/wallet-signin.js');
   const kek = randomBytes(KEK_BYTES);
   const store = storage.store ?? new EmbeddedStorage({ dataDir: config.dataDir });
   const keyring = await Keyring.load(new ScratchKeys(), kek, config.keyAlg, { retireGraceSeconds: retireGraceSeconds(config) });
   const health = new StorageHealth(store);
-  const provider = createProvider({
+  // As start builds it (server/provider-assembly.ts): its grants registered, so that their grant types are accepted.
+  const provider = assembleProvider({
     config,
     storage: store,
     health,
@@ -358,15 +400,15 @@ async function checkClients(config: Config, storage: StoreState, add: Add): Prom
     hasher: new ClientSecretHasher(deriveKey(kek, 'client-secrets')),
     dpopNonceSecret: deriveKey(kek, 'dpop-nonce'),
     log: createLogger('silent'),
+    wallet: createWalletSignIn(config.wallet, config.issuer, store.nonces),
   });
-  installDisabledClientCheck(provider, store.model('Client'), health);
   try {
     await checkStaticClients(provider, config.clients);
     add('clients', 'ok', `${config.clients.length} in the configuration file${config.clients.length ? ', each accepted by oidc-provider' : ''}`);
   } catch (err) {
     add('clients', 'fail', startLine(err));
   }
-  if (!storage.store) return;
+  if (!storage.store || storage.legacy) return;
 
   const staticIds = new Set(config.clients.map((c) => c.client_id));
   const refused: string[] = [];
@@ -378,7 +420,11 @@ async function checkClients(config: Config, storage: StoreState, add: Add): Prom
       for (const { id } of page) {
         if (staticIds.has(id)) continue;
         checked += 1;
-        await provider.Client.find(id).catch((err: unknown) => refused.push(`${id} (${reasonOf(err)})`));
+        await provider.Client.find(id).catch((err: unknown) => {
+          // What oidc-provider refuses about the client itself; anything else (the store failing) ends the check.
+          if (!(err instanceof errors.InvalidClientMetadata)) throw err;
+          refused.push(`${id} (${reasonOf(err)})`);
+        });
       }
       if (page.length < CLIENT_PAGE) break;
       if (checked >= MAX_REGISTERED_CHECKED) {
@@ -388,7 +434,7 @@ async function checkClients(config: Config, storage: StoreState, add: Add): Prom
       after = page.at(-1)!.id;
     }
   } catch (err) {
-    add('registered clients', 'fail', startLine(err));
+    add('registered clients', 'fail', `the store's registered clients could not be read: ${err instanceof Error ? err.message : String(err)}`);
     return;
   }
   const scope = truncated ? `the first ${checked} registered clients` : plural(checked, 'registered client');

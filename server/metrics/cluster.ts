@@ -129,12 +129,14 @@ export class MetricsGatherer {
     }
     g.responses.push(message.metrics);
     if (g.waiting.size > 0) return;
-    AggregatorRegistry.aggregate(g.responses)
-      .metrics()
-      .then(
-        (text) => g.settle(undefined, text),
-        (err: unknown) => g.settle(err instanceof Error ? err : new Error(String(err))),
-      );
+    const failed = (err: unknown) => g.settle(err instanceof Error ? err : new Error(String(err)));
+    try {
+      // aggregate() throws at once on a series it cannot combine (an unknown aggregator): in the primary's message
+      // listener, uncaught, that would end the primary.
+      AggregatorRegistry.aggregate(g.responses).metrics().then((text) => g.settle(undefined, text), failed);
+    } catch (err) {
+      failed(err);
+    }
   }
 }
 

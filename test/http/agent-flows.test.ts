@@ -101,7 +101,7 @@ describe('agents with openid-client v6: registration, authorization code + PKCE 
         headers: { 'content-type': 'application/x-www-form-urlencoded' },
         body: new URLSearchParams([
           ...Object.entries({ grant_type: 'authorization_code', client_id: config.clientMetadata().client_id, code, code_verifier: verifier, redirect_uri: REDIRECT }),
-          ...resources.map((r) => ['resource', r]),
+          ...resources.map((r): [string, string] => ['resource', r]),
         ]),
       });
     // Another configured resource server, an unknown one, and one that is not a URL: each refused as oidc-provider

@@ -9,6 +9,7 @@ import { baseConfig, insecure, REDIRECT, RESOURCE, startAgentServer } from '../s
 import type { AgentServer } from '../support/agent-server.js';
 import { openFreshLoginPage } from '../support/user-agent.js';
 import type { LoginData, UserAgent } from '../support/user-agent.js';
+import { logLines } from '../support/server.js';
 import { fetchNonce, signedSiwe } from '../support/wallet.js';
 
 const GRANT = 'urn:agentauth:params:oauth:grant-type:wallet-signature';
@@ -104,9 +105,15 @@ describe('bad input to the wallet sign-in', () => {
     );
     expect(chunked).toMatch(/^HTTP\/1\.1 413 /);
     expect(chunked).toContain('"error":"invalid_request"');
-    // A body cut short by a client that goes away: nobody to answer, and nothing for the operator to look at.
-    await rawRequest(`POST /wallet/nonce HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\nabc`, { closeAfterWrite: true });
-    await new Promise((r) => setTimeout(r, 300));
+    // A body cut short by a client that goes away: nobody to answer, and nothing for the operator to look at. The
+    // request's own log line is written after any error line of it, so once it is there the error lines are complete.
+    const mark = as.server.output().length;
+    await rawRequest(`POST /wallet/nonce HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\nX-Request-Id: cut-short-body\r\n\r\nabc`, { closeAfterWrite: true });
+    const deadline = Date.now() + 5000;
+    while (!as.server.output().slice(mark).includes('cut-short-body') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    const cut = logLines(as.server.output().slice(mark)).filter((l) => JSON.stringify(l).includes('cut-short-body'));
+    expect(cut.length).toBeGreaterThan(0);
+    expect(cut.filter((l) => l.level === 'error')).toEqual([]);
     expect(errorLines().slice(before)).toEqual([]);
     // Bodies a page on another origin can make a browser send without a preflight are not read as a form.
     for (const [type, body] of [['text/plain', `client_id=${agentClient.clientMetadata().client_id}`], ['multipart/form-data; boundary=x', `--x\r\nContent-Disposition: form-data; name="client_id"\r\n\r\n${agentClient.clientMetadata().client_id}\r\n--x--\r\n`]] as const) {
@@ -114,6 +121,10 @@ describe('bad input to the wallet sign-in', () => {
       expect(res.status).toBe(415);
       expect(await res.json()).toEqual({ error: 'invalid_request', error_description: `send client_id in an application/x-www-form-urlencoded or application/json body (got ${JSON.stringify(type)})` });
     }
+    // No body at all is not a body of the wrong type: the answer says what is missing.
+    const bare = await fetch(`${issuer}/wallet/nonce`, { method: 'POST' });
+    expect(bare.status).toBe(400);
+    expect(((await bare.json()) as { error_description: string }).error_description).toMatch(/^missing required parameter "client_id"/);
     // And the endpoint still serves a well-formed request, as a form and as JSON.
     expect((await post('application/x-www-form-urlencoded', `client_id=${agentClient.clientMetadata().client_id}`)).status).toBe(200);
     const ok = await post('application/json', JSON.stringify({ client_id: agentClient.clientMetadata().client_id }));

@@ -267,6 +267,15 @@ describe('bad input gets an RFC-shaped 4xx, never a 500, and changes nothing', (
         expectOAuthError(res, 400, 'invalid_request', description);
       });
 
+      test('an X-Forwarded-Host that names no host (empty first value) is refused like an empty Host', async () => {
+        const res = await raw(proxied.server.port, 'GET', '/.well-known/openid-configuration', { 'x-forwarded-host': ', auth.example.com' });
+        expectOAuthError(res, 400, 'invalid_request', /^the Host header must name this server \(RFC 9112 §3\.2\)/);
+        // A blank X-Forwarded-Host is no forwarded host at all: the Host header is used, as Koa does.
+        const blank = await raw(proxied.server.port, 'GET', '/.well-known/openid-configuration', { 'x-forwarded-host': ' ' });
+        expect(blank.status).toBe(200);
+        expect(JSON.parse(blank.body).token_endpoint).toBe(`http://localhost:${proxied.server.port}/token`);
+      });
+
       test('well-formed forwarded headers are used for the endpoint URLs', async () => {
         const res = await raw(proxied.server.port, 'GET', '/.well-known/openid-configuration', { 'x-forwarded-host': 'auth.example.com', 'x-forwarded-proto': 'https' });
         expect(res.status).toBe(200);

@@ -67,6 +67,10 @@ describe('commands that change keys refuse to create a store or KEK without --in
     // on this store serves at once (it used to refuse with "no active signing key" for keys.publishDelaySeconds).
     expect(created).toMatchObject({ status: 'activated', kid: expect.any(String), context: { store: 'sqlite', data_dir: dataDir, issuer: ISSUER, issuer_source: 'ISSUER' } });
     expect(Date.parse(created.activatesAt as string)).toBeLessThanOrEqual(Date.now());
+    // Its audit record says so too.
+    const audit = await runCli(['audit', 'tail', '--json'], { AGENTAUTH_DATA_DIR: dataDir, ISSUER });
+    const rotated = audit.stdout.trim().split('\n').map((l) => JSON.parse(l) as { type: string; details: Record<string, unknown> }).find((r) => r.type === 'key.rotated');
+    expect(rotated?.details).toMatchObject({ kid: created.kid, immediately: true, by: 'cli' });
     const again = await runCli(['keys', 'rotate', '--json'], { AGENTAUTH_DATA_DIR: dataDir, ISSUER });
     expect(again.code).toBe(0);
     // With a key signing, a rotation is published first and activates after keys.publishDelaySeconds (600 s).

@@ -82,8 +82,13 @@ describe('agentauth config check: a configuration start accepts is exit 0', () =
       AGENTAUTH_KEK: newKek(),
       AGENTAUTH_ADMIN_TOKEN: 'an-admin-token-of-at-least-32-characters',
       AGENTAUTH_CONFIG: writeConfig(dir, {
-        resourceServers: [RS],
-        clients: [{ client_id: 'svc', client_secret: SECRET, scope: 'read' }],
+        resourceServers: [RS, { identifier: 'https://skill.example.com', scopes: ['read'] }],
+        // agentauth's own grants among them: accepted by the check as by start (their grant types are registered).
+        clients: [
+          { client_id: 'svc', client_secret: SECRET, scope: 'read', grant_types: ['client_credentials', 'urn:ietf:params:oauth:grant-type:token-exchange'] },
+          { client_id: 'wallet-agent', token_endpoint_auth_method: 'none', grant_types: ['urn:agentauth:params:oauth:grant-type:wallet-signature'] },
+        ],
+        tokenExchange: { rules: [{ clients: ['svc'], from: [RESOURCE], to: ['https://skill.example.com'] }] },
         admin: { port: await freePort() },
       }),
     });
@@ -106,7 +111,7 @@ describe('agentauth config check: a configuration start accepts is exit 0', () =
       ['registered clients', 'ok'],
     ]);
     expect(byName(report, 'signing keys')!.detail).toMatch(/^1 key, 1 transition: every record's MAC and every key pair verified under the KEK; signing with [\w-]{43}$/);
-    expect(byName(report, 'clients')!.detail).toBe('1 in the configuration file, each accepted by oidc-provider');
+    expect(byName(report, 'clients')!.detail).toBe('2 in the configuration file, each accepted by oidc-provider');
     expect(res.stderr).toContain('agentauth: config check: no problems\n');
     expect(JSON.stringify(report)).not.toContain(SECRET);
     expect(JSON.stringify(report)).not.toContain(env.AGENTAUTH_KEK);
@@ -184,6 +189,26 @@ describe('agentauth config check: a configuration start accepts is exit 0', () =
     } finally {
       await changed.stop();
     }
+  });
+
+  test('a data directory of the previous layout: its keys are the ones checked, as start imports them first', async () => {
+    const dataDir = join(tempDir(), 'data');
+    // The throwaway store still writes that layout: keys.json, key-transitions.json, audit.jsonl and a kek file.
+    expect((await runCli(['keys', 'rotate', '--init'], { AGENTAUTH_STORE: 'memory', AGENTAUTH_DATA_DIR: dataDir })).code).toBe(0);
+    const env = { AGENTAUTH_DATA_DIR: dataDir, ISSUER };
+    const { res, report } = await check(env);
+    expect(res.code).toBe(0);
+    expect(byName(report, 'store')!.detail).toMatch(/^no SQLite store yet: the first start creates \S+agentauth\.sqlite and imports the previous layout's keys\.json, key-transitions\.json, audit\.jsonl$/);
+    expect(byName(report, 'signing keys')!.detail).toMatch(/^1 key, 1 transition: every record's MAC and every key pair verified under the KEK; signing with /);
+    expect(byName(report, 'registered clients')).toBeUndefined();
+    expect(existsSync(join(dataDir, 'agentauth.sqlite'))).toBe(false);
+    // Without its KEK the imported keys cannot be used: refused by the check as start refuses (after importing).
+    rmSync(join(dataDir, 'kek'));
+    const refused = await check(env);
+    expect(refused.res.code).toBe(2);
+    const failure = failures(refused.report)[0]!;
+    expect(failure).toMatchObject({ check: 'kek', detail: expect.stringMatching(/^cannot start: signing keys exist in \S+ but no key-encryption key was found/) });
+    expect((await startRefuses(env)).stderr).toContain(`agentauth: ${failure.detail}`);
   });
 
   test('the memory store: a warning, and a data directory that does not exist is not created', async () => {

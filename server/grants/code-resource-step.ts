@@ -1,7 +1,8 @@
 import type { KoaContextWithOIDC } from 'oidc-provider';
-import tokenSteps from 'oidc-provider/lib/actions/token.js';
 import resolveResource from 'oidc-provider/lib/helpers/resolve_resource.js';
 import instance from 'oidc-provider/lib/helpers/weak_cache.js';
+
+import { insertTokenStep, namedTokenStep } from '../http/token-action.js';
 
 /**
  * An authorization code exchanged for a resource it cannot give is refused before the code is used up.
@@ -19,7 +20,6 @@ import instance from 'oidc-provider/lib/helpers/weak_cache.js';
  * a consumed one, revokes the grant as it should).
  */
 type Next = () => Promise<void>;
-type Step = ((ctx: KoaContextWithOIDC, next: Next) => Promise<unknown>) & { name: string };
 
 const PATCHED = Symbol.for('agentauth.code-resource-step');
 const ANCHOR = 'callTokenHandler';
@@ -30,32 +30,22 @@ interface CodeLike {
   isExpired?: boolean;
 }
 
-const codeResourceStep = Object.defineProperty(
-  async (ctx: KoaContextWithOIDC, next: Next) => {
-    const params = ctx.oidc.params as Record<string, unknown>;
-    const value = params.code;
-    if (params.grant_type === 'authorization_code' && typeof value === 'string' && value !== '') {
-      const { provider } = ctx.oidc;
-      const code = (await provider.AuthorizationCode.find(value, { ignoreExpiration: true })) as unknown as CodeLike | undefined;
-      if (code && !code.consumed && !code.isExpired && code.clientId === ctx.oidc.client?.clientId) {
-        const { userinfo, resourceIndicators } = instance(provider).configuration.features;
-        const resource = await resolveResource(ctx, code, { userinfo, resourceIndicators });
-        if (resource) await resourceIndicators.getResourceServerInfo(ctx, resource, ctx.oidc.client);
-      }
+const codeResourceStep = namedTokenStep('agentauthCodeResourceBeforeConsume', async (ctx: KoaContextWithOIDC, next: Next) => {
+  const params = ctx.oidc.params as Record<string, unknown>;
+  const value = params.code;
+  if (params.grant_type === 'authorization_code' && typeof value === 'string' && value !== '') {
+    const { provider } = ctx.oidc;
+    const code = (await provider.AuthorizationCode.find(value, { ignoreExpiration: true })) as unknown as CodeLike | undefined;
+    if (code && !code.consumed && !code.isExpired && code.clientId === ctx.oidc.client?.clientId) {
+      const { userinfo, resourceIndicators } = instance(provider).configuration.features;
+      const resource = await resolveResource(ctx, code, { userinfo, resourceIndicators });
+      if (resource) await resourceIndicators.getResourceServerInfo(ctx, resource, ctx.oidc.client);
     }
-    await next();
-  },
-  'name',
-  { value: 'agentauthCodeResourceBeforeConsume' },
-) as Step;
+  }
+  await next();
+});
 
 /** Patches oidc-provider's token action once per process (idempotent). Call before `new Provider(...)`. */
 export function prepareCodeResourceStep(): void {
-  const list = tokenSteps as Step[];
-  const marker = list as unknown as Record<symbol, boolean>;
-  if (marker[PATCHED]) return;
-  const i = list.findIndex((h) => h.name === ANCHOR);
-  if (i < 0) throw new Error(`oidc-provider's token action no longer has a "${ANCHOR}" step; agentauth's authorization code resource check must be updated for this oidc-provider version`);
-  list.splice(i, 0, codeResourceStep);
-  marker[PATCHED] = true;
+  insertTokenStep(codeResourceStep, ANCHOR, PATCHED, "agentauth's authorization code resource check");
 }

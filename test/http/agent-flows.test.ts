@@ -37,8 +37,8 @@ describe('agents with openid-client v6: registration, authorization code + PKCE 
     await as?.server.stop();
   });
 
-  async function login(resource: string, scope: string, agent?: UserAgent) {
-    const dpop = oidc.getDPoPHandle(config, await oidc.randomDPoPKeyPair('ES256'));
+  /** An authorization code for `resource` and `scope`, signed in with the wallet: the callback and its PKCE verifier. */
+  async function authorize(resource: string, scope: string, agent?: UserAgent) {
     const verifier = oidc.randomPKCECodeVerifier();
     const state = oidc.randomState();
     const url = oidc.buildAuthorizationUrl(config, {
@@ -50,6 +50,12 @@ describe('agents with openid-client v6: registration, authorization code + PKCE 
       code_challenge_method: 'S256',
     });
     const outcome = await authorizeWithWallet(url, REDIRECT, { wallet, ...(agent ? { agent } : {}) });
+    return { outcome, verifier, state };
+  }
+
+  async function login(resource: string, scope: string, agent?: UserAgent) {
+    const dpop = oidc.getDPoPHandle(config, await oidc.randomDPoPKeyPair('ES256'));
+    const { outcome, verifier, state } = await authorize(resource, scope, agent);
     const tokens = await oidc.authorizationCodeGrant(config, outcome.callback, { pkceCodeVerifier: verifier, expectedState: state }, { resource }, { DPoP: dpop });
     return { tokens, dpop, outcome };
   }
@@ -85,15 +91,7 @@ describe('agents with openid-client v6: registration, authorization code + PKCE 
 
   test('a code exchanged with a resource it was not issued for is refused without using the code up: the corrected request gets the tokens', async () => {
     const dpop = oidc.getDPoPHandle(config, await oidc.randomDPoPKeyPair('ES256'));
-    const verifier = oidc.randomPKCECodeVerifier();
-    const url = oidc.buildAuthorizationUrl(config, {
-      redirect_uri: REDIRECT,
-      scope: 'read',
-      resource: RESOURCE,
-      code_challenge: await oidc.calculatePKCECodeChallenge(verifier),
-      code_challenge_method: 'S256',
-    });
-    const { callback } = await authorizeWithWallet(url, REDIRECT, { wallet });
+    const { outcome: { callback }, verifier, state } = await authorize(RESOURCE, 'read');
     const code = callback.searchParams.get('code')!;
     const exchange = (...resources: string[]) =>
       fetch(`${issuer}/token`, {
@@ -115,7 +113,7 @@ describe('agents with openid-client v6: registration, authorization code + PKCE 
     const repeated = await exchange(RESOURCE, OPAQUE_RESOURCE);
     expect(repeated.status).toBe(400);
     expect(((await repeated.json()) as { error: string }).error).toBe('invalid_target');
-    const tokens = await oidc.authorizationCodeGrant(config, callback, { pkceCodeVerifier: verifier }, { resource: RESOURCE }, { DPoP: dpop });
+    const tokens = await oidc.authorizationCodeGrant(config, callback, { pkceCodeVerifier: verifier, expectedState: state }, { resource: RESOURCE }, { DPoP: dpop });
     expect(decodeJwt(tokens.access_token).aud).toBe(RESOURCE);
     // Used once, the code is then spent as usual.
     const again = await exchange(RESOURCE);

@@ -5,6 +5,7 @@ import { dirname, join } from 'node:path';
 import { errors } from 'oidc-provider';
 
 import { StorageUnavailableError } from '../adapters/errors.js';
+import { FileKeyStore } from '../adapters/file-keys.js';
 import { LEGACY_FILES } from '../adapters/legacy-import.js';
 import { EmbeddedStorage } from '../adapters/memory.js';
 import { StorageHealth } from '../adapters/health.js';
@@ -74,8 +75,8 @@ function startLine(err: unknown): string {
   throw err;
 }
 
-/** package.json's `engines.node`. */
-const ENGINES = '>=22.12.0 <23';
+/** package.json's `engines.node` (22.13 is the first Node 22 whose node:sqlite needs no flag). */
+const ENGINES = '>=22.13.0 <23';
 
 const plural = (n: number, noun: string) => `${n} ${noun}${n === 1 ? '' : 's'}`;
 
@@ -93,7 +94,7 @@ export async function checkConfiguration(env: NodeJS.ProcessEnv, options: CheckO
     add('node', 'fail', `Node.js 22 is required (package.json engines: ${ENGINES}); this is ${nodeVersion}`);
     return report();
   }
-  if (major !== 22 || minor < 12) add('node', 'warn', `Node.js ${nodeVersion} is outside the versions agentauth is built and tested for (package.json engines: ${ENGINES})`);
+  if (major !== 22 || minor < 13) add('node', 'warn', `Node.js ${nodeVersion} is outside the versions agentauth is built and tested for (package.json engines: ${ENGINES})`);
   else add('node', 'ok', `Node.js ${nodeVersion}`);
 
   let config: Config;
@@ -171,10 +172,10 @@ function checkAdmin(config: Config, add: Add): void {
 interface StoreState {
   /** `none-yet`: a first start creates it; `open`: opened for reading; `failed`: start would fail on it. */
   state: 'none-yet' | 'open' | 'failed';
-  /** The store, opened for reading (state `open`). */
+  /** The store, opened for reading (state `open`; absent for a data directory that holds only the previous layout). */
   store?: Storage;
-  /** A data directory of the previous layout (keys.json, ...): `store` reads its files; start imports them. */
-  legacy?: boolean;
+  /** The signing keys start will load (state `open`): the store's, or with the previous layout's files merged in. */
+  keys?: KeyStore;
 }
 
 /** The nearest directory of `path` (itself or an ancestor) that exists: where a first start would create the rest. */
@@ -184,49 +185,73 @@ function nearestExisting(path: string): string {
   return dir;
 }
 
-async function checkStore(config: Config, add: Add): Promise<StoreState> {
-  if (config.store === 'memory') {
-    add('store', 'warn', `AGENTAUTH_STORE=memory: a throwaway store; clients, grants, tokens and revocations are lost when the process exits (signing keys and the audit log are files in ${config.dataDir})`);
-    return { state: 'open', store: new EmbeddedStorage({ dataDir: config.dataDir }) };
+/**
+ * The SQLite store as start will open it: node:sqlite loads; the file opens read-only (or its directory lets a first
+ * start create it); and a data directory still holding the previous layout's files is judged as start's import will
+ * leave it (adapters/legacy-import.ts): refused when both hold different keys, else the store's keys and the files'
+ * merged, on a copy in memory, as the keys the later checks read.
+ */
+async function checkSqliteStore(config: Config, add: Add): Promise<StoreState> {
+  const file = describeContext(config).location;
+  let SqliteStorage: typeof import('../adapters/sqlite.js').SqliteStorage;
+  try {
+    quietSqliteWarning();
+    ({ SqliteStorage } = await import('../adapters/sqlite.js'));
+  } catch (err) {
+    // This Node has no node:sqlite: start fails the same way, with this message.
+    add('store', 'fail', err instanceof Error ? err.message : String(err));
+    return { state: 'failed' };
   }
-  if (config.store === 'sqlite') {
-    const file = describeContext(config).location;
-    const legacy = LEGACY_FILES.filter((name) => existsSync(join(config.dataDir, name)));
-    if (!existsSync(file) && legacy.length > 0) {
-      // The previous layout: start creates the SQLite store and imports these first, so its keys are the ones checked.
-      add('store', 'ok', `no SQLite store yet: the first start creates ${file} and imports the previous layout's ${legacy.join(', ')}`);
-      return { state: 'open', store: new EmbeddedStorage({ dataDir: config.dataDir }), legacy: true };
-    }
-    if (!existsSync(file)) {
-      const dir = nearestExisting(config.dataDir);
-      try {
-        accessSync(dir, constants.W_OK | constants.X_OK);
-      } catch (err) {
-        add('store', 'fail', `cannot start: SQLite open ${file} failed (${dir} is not writable: ${(err as NodeJS.ErrnoException).code ?? 'error'})`);
-        return { state: 'failed' };
-      }
-      add('store', 'ok', `no store yet: the first start creates ${file}`);
-      return { state: 'none-yet' };
-    }
-    let SqliteStorage: typeof import('../adapters/sqlite.js').SqliteStorage;
+  const legacy = LEGACY_FILES.filter((name) => existsSync(join(config.dataDir, name)));
+  let store: Storage | undefined;
+  if (existsSync(file)) {
     try {
-      quietSqliteWarning();
-      ({ SqliteStorage } = await import('../adapters/sqlite.js'));
-    } catch (err) {
-      // This Node has no node:sqlite (start fails the same way, with this message).
-      add('store', 'fail', err instanceof Error ? err.message : String(err));
-      return { state: 'failed' };
-    }
-    try {
-      const store = new SqliteStorage({ dataDir: config.dataDir, busyTimeoutMs: config.storage.timeoutMs, readOnly: true });
+      store = new SqliteStorage({ dataDir: config.dataDir, busyTimeoutMs: config.storage.timeoutMs, readOnly: true });
       await store.init();
-      add('store', 'ok', `SQLite ${file} (synchronous ${config.storage.sqliteSynchronous})`);
-      return { state: 'open', store };
     } catch (err) {
       add('store', 'fail', startLine(err));
       return { state: 'failed' };
     }
+  } else {
+    const dir = nearestExisting(config.dataDir);
+    try {
+      accessSync(dir, constants.W_OK | constants.X_OK);
+    } catch (err) {
+      add('store', 'fail', `cannot start: SQLite open ${file} failed (${dir} is not writable: ${(err as NodeJS.ErrnoException).code ?? 'error'})`);
+      return { state: 'failed' };
+    }
   }
+  if (legacy.length === 0) {
+    if (!store) {
+      add('store', 'ok', `no store yet: the first start creates ${file}`);
+      return { state: 'none-yet' };
+    }
+    add('store', 'ok', `SQLite ${file} (synchronous ${config.storage.sqliteSynchronous})`);
+    return { state: 'open', store, keys: store.keys };
+  }
+  // The previous layout's files: start imports them before anything reads the keys.
+  const files = new FileKeyStore(config.dataDir);
+  const keys = new ScratchKeys(store ? await store.keys.list() : [], store ? await store.keys.transitions() : []);
+  const stored = new Set((await keys.list()).map((k) => k.kid));
+  const foreign = (await files.list()).filter((k) => !stored.has(k.kid));
+  if (stored.size > 0 && foreign.length > 0) {
+    await store?.close();
+    add('store', 'fail', `the store already holds signing keys (${[...stored].join(', ')}) and ${join(config.dataDir, 'keys.json')} holds others (${foreign.map((k) => k.kid).join(', ')}); move one of them away and start again`);
+    return { state: 'failed' };
+  }
+  for (const t of await files.transitions()) await keys.addTransition(t);
+  for (const k of await files.list()) await keys.insert(k);
+  add('store', 'ok', `${store ? `SQLite ${file}` : `no SQLite store yet: the first start creates ${file}`}; the next start imports the previous layout's ${legacy.join(', ')}`);
+  return store ? { state: 'open', store, keys } : { state: 'open', keys };
+}
+
+async function checkStore(config: Config, add: Add): Promise<StoreState> {
+  if (config.store === 'memory') {
+    add('store', 'warn', `AGENTAUTH_STORE=memory: a throwaway store; clients, grants, tokens and revocations are lost when the process exits (signing keys and the audit log are files in ${config.dataDir})`);
+    const store = new EmbeddedStorage({ dataDir: config.dataDir });
+    return { state: 'open', store, keys: store.keys };
+  }
+  if (config.store === 'sqlite') return checkSqliteStore(config, add);
   // MongoDB: the client connects on its first command; no index or collection is created (that is init's work).
   const { MongoStorage } = await import('../adapters/mongodb.js');
   const store = await openStorage(config);
@@ -239,7 +264,7 @@ async function checkStore(config: Config, add: Add): Promise<StoreState> {
     } else {
       add('store', 'ok', `${describeContext(config).location} answers`);
     }
-    return { state: 'open', store };
+    return { state: 'open', store, keys: store.keys };
   } catch (err) {
     await store.close().catch(() => undefined);
     add('store', 'fail', startLine(err));
@@ -266,7 +291,7 @@ async function checkKek(config: Config, storage: StoreState, add: Add): Promise<
       add('kek', 'warn', 'not checked: no KEK is configured and the store could not be opened to see whether it holds keys');
       return undefined;
     }
-    if (storage.store && (await storage.store.keys.list()).length > 0) throw new KeyMaterialError(missingKekMessage(config.dataDir));
+    if (storage.keys && (await storage.keys.list()).length > 0) throw new KeyMaterialError(missingKekMessage(config.dataDir));
     add('kek', 'warn', `none yet: the first start generates one in ${dataDirKekPath(config.dataDir)} (mode 0600); in production set AGENTAUTH_KEK or AGENTAUTH_KEK_FILE instead`);
     return undefined;
   } catch (err) {
@@ -282,12 +307,12 @@ async function checkKek(config: Config, storage: StoreState, add: Add): Promise<
  */
 async function checkKeys(config: Config, storage: StoreState, kek: ResolvedKek | undefined, add: Add): Promise<string[] | undefined> {
   if (storage.state === 'failed') return undefined;
-  if (!storage.store) {
+  if (!storage.keys) {
     add('signing keys', 'ok', `none yet: the first start generates an ${config.keyAlg} key`);
     return [config.keyAlg];
   }
   try {
-    const stored = await storage.store.keys.list();
+    const stored = await storage.keys.list();
     if (stored.length === 0) {
       add('signing keys', 'ok', `none yet: the first start generates an ${config.keyAlg} key`);
       return [config.keyAlg];
@@ -296,7 +321,7 @@ async function checkKeys(config: Config, storage: StoreState, kek: ResolvedKek |
     // What start does first: the one-time upgrade of records stored before they carried MACs (each such key checked
     // against its sealed private key), here on a copy in memory, so that it refuses what start would refuse and
     // the store is left as it is.
-    const copy = new ScratchKeys(stored, await storage.store.keys.transitions());
+    const copy = new ScratchKeys(stored, await storage.keys.transitions());
     const upgraded = await upgradeKeyStore(copy, kek.kek);
     const set = await readCheckedKeys(copy, kek.kek);
     const view = deriveKeyView(set.keys, set.transitions, new Date(), { retireGraceSeconds: retireGraceSeconds(config) });
@@ -408,7 +433,7 @@ async function checkClients(config: Config, storage: StoreState, add: Add): Prom
   } catch (err) {
     add('clients', 'fail', startLine(err));
   }
-  if (!storage.store || storage.legacy) return;
+  if (!storage.store) return;
 
   const staticIds = new Set(config.clients.map((c) => c.client_id));
   const refused: string[] = [];

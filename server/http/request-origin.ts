@@ -48,7 +48,7 @@ export const requestOriginCheck: Koa.Middleware = async (ctx, next) => {
   const header = ctx.get('host');
   // ctx.host: the Host header, or behind a trusted proxy X-Forwarded-Host (its first value), as URLs are built from it.
   if (ctx.host === '' && ctx.path !== '/healthz' && ctx.path !== '/readyz') {
-    return refuse(ctx, 'the Host header must name this server (RFC 9112 §3.2): the request has none, or an empty one (or, behind a trusted proxy, an empty X-Forwarded-Host)');
+    return refuse(ctx, 'the Host header must name this server (RFC 9112 §3.2): the request has none, or an empty one (or, behind a trusted proxy, an X-Forwarded-Host whose first value is empty)');
   }
   for (const [name, value] of [['Host', header], ['X-Forwarded-Host', ctx.host !== header ? ctx.host : '']] as const) {
     if (value !== '' && !isValidHost(value)) {

@@ -8,11 +8,18 @@ export const MAX_CLIENT_KEYS = 10;
 const RSA_BITS = { min: 2048, max: 8192 };
 const EC_CURVES = new Set(['P-256', 'P-384']);
 
+/** The `alg` each key type may name: the client-assertion algorithms the token endpoint accepts (server/provider.ts). */
+function algsFor(jwk: Record<string, unknown>): readonly string[] {
+  if (jwk.kty === 'EC') return jwk.crv === 'P-384' ? ['ES384'] : ['ES256'];
+  if (jwk.kty === 'OKP') return ['EdDSA'];
+  return ['RS256', 'PS256'];
+}
+
 /**
  * Why a client's `jwks` cannot authenticate it with private_key_jwt, or undefined when every key can: at least one and
  * at most MAX_CLIENT_KEYS keys, each a public key node:crypto imports (EC on P-256 or P-384 for ES256/ES384, OKP
  * Ed25519 for EdDSA, RSA of 2048 to 8192 bits for RS256/PS256: the algorithms the token endpoint accepts), with no
- * private member. oidc-provider checks only the members' types, so a key of an unknown type, a point off its curve
+ * private member, and, where given, `use` "sig", `key_ops` ["verify"] and an `alg` of those for its type. oidc-provider checks only the members' types, so a key of an unknown type, a point off its curve
  * or an empty set registered, and every token request of that client then failed.
  */
 export function clientJwksProblem(jwks: unknown): string | undefined {
@@ -48,5 +55,13 @@ function keyProblem(key: unknown): string | undefined {
     const bits = imported.asymmetricKeyDetails?.modulusLength ?? 0;
     if (bits < RSA_BITS.min || bits > RSA_BITS.max) return `must have a modulus of ${RSA_BITS.min} to ${RSA_BITS.max} bits (it has ${bits})`;
   }
+  // Members that would make oidc-provider never pick the key to verify an assertion (its keystore's selectForVerify),
+  // or jose refuse to import it: the client would register and then never authenticate.
+  if (jwk.use !== undefined && jwk.use !== 'sig') return 'must have use "sig" if it has use (private_key_jwt verifies signatures with it)';
+  if (jwk.key_ops !== undefined && !(Array.isArray(jwk.key_ops) && jwk.key_ops.length === 1 && jwk.key_ops[0] === 'verify')) {
+    return 'must have key_ops ["verify"] if it has key_ops';
+  }
+  const algs = algsFor(jwk);
+  if (jwk.alg !== undefined && !algs.includes(jwk.alg as string)) return `must have alg ${algs.join(' or ')} for its key type if it has alg (got ${JSON.stringify(jwk.alg)})`;
   return undefined;
 }

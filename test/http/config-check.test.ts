@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { copyFileSync, existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 
@@ -198,7 +198,7 @@ describe('agentauth config check: a configuration start accepts is exit 0', () =
     const env = { AGENTAUTH_DATA_DIR: dataDir, ISSUER };
     const { res, report } = await check(env);
     expect(res.code).toBe(0);
-    expect(byName(report, 'store')!.detail).toMatch(/^no SQLite store yet: the first start creates \S+agentauth\.sqlite and imports the previous layout's keys\.json, key-transitions\.json, audit\.jsonl$/);
+    expect(byName(report, 'store')!.detail).toMatch(/^no SQLite store yet: the first start creates \S+agentauth\.sqlite; the next start imports the previous layout's keys\.json, key-transitions\.json, audit\.jsonl$/);
     expect(byName(report, 'signing keys')!.detail).toMatch(/^1 key, 1 transition: every record's MAC and every key pair verified under the KEK; signing with /);
     expect(byName(report, 'registered clients')).toBeUndefined();
     expect(existsSync(join(dataDir, 'agentauth.sqlite'))).toBe(false);
@@ -317,6 +317,16 @@ describe('agentauth config check: every refusal is start\'s own, with its exit c
         db.exec("DELETE FROM key_transitions WHERE kid = (SELECT kid FROM signing_keys WHERE seq = 1) AND type = 'activate'");
         db.close();
         return { env, check: 'signing keys', line: /^cannot start: no active signing key: run `agentauth keys rotate --immediately`$/ };
+      },
+    ],
+    [
+      'a SQLite store and files of the previous layout holding other keys (two key sets for one server)',
+      async () => {
+        const env = await sqliteStore();
+        const other = join(tempDir(), 'data');
+        expect((await runCli(['keys', 'rotate', '--init'], { AGENTAUTH_STORE: 'memory', AGENTAUTH_DATA_DIR: other })).code).toBe(0);
+        copyFileSync(join(other, 'keys.json'), join(env.AGENTAUTH_DATA_DIR!, 'keys.json'));
+        return { env, check: 'store', line: /^the store already holds signing keys \(\S+\) and \S+keys\.json holds others \(\S+\); move one of them away and start again$/ };
       },
     ],
     [

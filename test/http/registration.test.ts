@@ -47,6 +47,8 @@ describe('dynamic client registration (RFC 7591) under agentauth policy', () => 
     ['no redirect URI for authorization_code', { ...valid, redirect_uris: [] }, 'invalid_redirect_uri', /required/],
     ['a self-chosen registration origin', { ...valid, agentauth_registration: 'operator' }, 'invalid_client_metadata', /^agentauth_registration is recorded by the authorization server/],
     ['client_credentials with a scope outside the anonymous allowlist', { grant_types: ['client_credentials'], token_endpoint_auth_method: 'client_secret_basic', scope: 'read files' }, 'invalid_client_metadata', /^scope contains "files", which clients registered without an initial access token may not receive/],
+    ['private_key_jwt with an empty key set', { grant_types: ['client_credentials'], token_endpoint_auth_method: 'private_key_jwt', jwks: { keys: [] } }, 'invalid_client_metadata', /^jwks must hold at least one key$/],
+    ['private_key_jwt with a key of an unknown type', { grant_types: ['client_credentials'], token_endpoint_auth_method: 'private_key_jwt', jwks: { keys: [{ kty: 'XYZ' }] } }, 'invalid_client_metadata', /^jwks keys\[0\] must have kty EC, OKP or RSA$/],
     // oidc-provider's own check, before any policy: the body is not a metadata object at all.
     ['a JSON array instead of an object', [valid], 'invalid_request', /must be a JSON object/],
   ])('%s is refused with the RFC error naming the field, and registers nothing', async (_label, body, error, description) => {

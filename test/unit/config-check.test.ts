@@ -16,7 +16,8 @@ test.each(['v20.19.5', 'v18.20.8', 'not-a-version'])('Node.js %s: the check fail
 });
 
 test.each([
-  ['v22.12.0', 'ok', 'Node.js v22.12.0'],
+  ['v22.13.0', 'ok', 'Node.js v22.13.0'],
+  ['v22.12.0', 'warn', `Node.js v22.12.0 is outside the versions agentauth is built and tested for (package.json engines: ${ENGINES})`],
   ['v22.23.3', 'ok', 'Node.js v22.23.3'],
   ['v22.4.1', 'warn', `Node.js v22.4.1 is outside the versions agentauth is built and tested for (package.json engines: ${ENGINES})`],
   ['v24.1.0', 'warn', `Node.js v24.1.0 is outside the versions agentauth is built and tested for (package.json engines: ${ENGINES})`],

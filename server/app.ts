@@ -13,6 +13,7 @@ import type { InteractionDeps } from '../interactions/routes.js';
 import { declaredBodyLimit, drainUnreadBody } from './http/body-limit.js';
 import { bodyReceiptClock } from './http/body-received.js';
 import { requestOriginCheck } from './http/request-origin.js';
+import { unmatchedRequests } from './http/unmatched.js';
 import { requestId } from './http/request-id.js';
 import type { HandlersInFlight } from './http/in-flight.js';
 import { percentEscapeCheck } from './http/path-escapes.js';
@@ -147,6 +148,8 @@ export function createApp({ provider, health, keyring, cookieKeys, log, interact
   app.use(storageGate(health));
   app.use(authorizationServerMetadata);
   app.use(interactionRoutes(interactions));
+  // A request nothing answered: JSON, and 405 with Allow where oidc-provider routes the path for other methods.
+  app.use(unmatchedRequests(provider));
   app.use(mount(provider));
   return app;
 }

@@ -70,6 +70,8 @@ declare module 'oidc-provider/lib/helpers/resolve_resource.js' {
 declare module 'oidc-provider/lib/helpers/weak_cache.js' {
   import type { KoaContextWithOIDC, Provider } from 'oidc-provider';
   interface Internals {
+    /** oidc-provider's router (lib/helpers/router.js): the route a method and path resolve to, as requests are routed. */
+    router: { match(method: string, path: string): unknown };
     configuration: {
       features: {
         userinfo: unknown;

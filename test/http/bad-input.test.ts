@@ -206,6 +206,30 @@ describe('bad input gets an RFC-shaped 4xx, never a 500, and changes nothing', (
     });
   });
 
+  describe('a method or path no endpoint takes', () => {
+    test.each([
+      ['GET', '/token', 'POST, OPTIONS'],
+      ['PUT', '/TOKEN/', 'POST, OPTIONS'],
+      ['GET', '/tOkEn', 'POST, OPTIONS'],
+      ['GET', '/reg', 'POST'],
+      ['POST', '/jwks', 'GET, HEAD, OPTIONS'],
+      ['DELETE', '/token/introspection', 'POST, OPTIONS'],
+      ['GET', '/token/revocation/', 'POST, OPTIONS'],
+      ['POST', '/.well-known/openid-configuration', 'GET, HEAD, OPTIONS'],
+    ])('%s %s: 405 invalid_request as JSON, Allow naming what oidc-provider routes there (%s)', async (method, path, allow) => {
+      const res = await raw(port, method, path);
+      const body = expectOAuthError(res, 405, 'invalid_request', new RegExp(`^${method} is not accepted at ${path.replace(/[.]/g, '\\.')}; use `));
+      expect(res.headers.allow).toBe(allow);
+      expect(body.error_description).toMatch(/; use (GET|POST)$/);
+    });
+
+    test('a path nothing routes: 404 not_found as JSON, not a text page', async () => {
+      for (const path of ['/nope', '/interaction-assets/nope.js', '/token/x']) {
+        expectOAuthError(await raw(port, 'GET', path), 404, 'not_found', /^there is no endpoint at GET \//);
+      }
+    });
+  });
+
   describe('Host header', () => {
     test.each([
       ['a space', 'GET', '/session/end', 'a b'],

@@ -77,6 +77,9 @@ describe('oidc-provider internals agentauth relies on', () => {
     expect(grantAuthorization).toContain('const resource = await resolveResource(ctx, source, { userinfo, resourceIndicators }, scope);');
     expect(grantAuthorization).toContain('await resourceIndicators.getResourceServerInfo(ctx, resource, ctx.oidc.client),');
     expect(readFileSync(join(lib, 'helpers', 'grant_common.js'), 'utf8')).toContain('await resolveAndApplyResource(ctx, source, at, grant);');
+    // server/http/unmatched.ts asks the provider's router which methods a path has, as requests are routed.
+    expect(readFileSync(join(lib, 'helpers', 'router.js'), 'utf8')).toContain('  match(method, path) {');
+    expect(readFileSync(join(lib, 'helpers', 'initialize_app.js'), 'utf8')).toContain('instance(this).router = router;');
     const code = readFileSync(join(lib, 'actions', 'grants', 'authorization_code.js'), 'utf8');
     expect(code.indexOf("await consumeGrantSource(ctx, code, 'authorization code');")).toBeLessThan(code.indexOf('await issueTokens('));
   });

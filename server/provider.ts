@@ -1,4 +1,3 @@
-import { hash } from 'node:crypto';
 import { decodeJwt } from 'jose';
 import { errors, Provider } from 'oidc-provider';
 import type { ClientMetadata, Configuration, KoaContextWithOIDC } from 'oidc-provider';
@@ -19,7 +18,8 @@ import { TIER_FIELD, accessTokenLifetime, refreshTokenLifetime, tierOf } from '.
 import type { TierLimits } from './policies/tiers.js';
 import { prepareRegistrationSteps, registerRegistrationSteps } from './http/registration-steps.js';
 import { prepareTokenLimitStep, registerTokenLimit } from './limits/token-steps.js';
-import { prepareCodeResourceStep } from './grants/code-resource-step.js';
+import { prepareCodeChecksStep } from './grants/code-checks-step.js';
+import { replayedProof, replayId } from './dpop-replay.js';
 import { SharedWindowLimit } from './limits/window.js';
 import { revokeClientRecords } from './client-revocation.js';
 import { tokensRevokedBefore } from './admin/disabled-clients.js';
@@ -353,7 +353,7 @@ export function createProvider(deps: ProviderDeps): Provider {
   prepareStructuredTokenSupport();
   prepareRegistrationSteps();
   prepareTokenLimitStep();
-  prepareCodeResourceStep();
+  prepareCodeChecksStep();
   const provider = new Provider(deps.config.issuer, providerConfiguration(deps));
   registerTokenLimit(provider, { limit: new SharedWindowLimit(deps.storage.nonces, 'token', deps.config.limits.tokenRequestsPerClient), health: deps.health });
   registerRegistrationSteps(provider, {
@@ -405,13 +405,11 @@ export function createProvider(deps: ProviderDeps): Provider {
   // proof or client assertion jti (on any instance sharing the store) give exactly one success.
   const replay = storage.model('ReplayDetection');
   (provider.ReplayDetection as unknown as { unique: (iss: string, jti: string, exp: number) => Promise<boolean> }).unique = async (iss, jti, exp) => {
-    const id = hash('sha256', `${iss}${jti}`, 'base64url');
+    const id = replayId(iss, jti);
     try {
       const unique = await replay.insertOnce(id, { kind: 'ReplayDetection', jti: id, iss }, Math.max(1, exp - Math.floor(Date.now() / 1000)));
-      if (!unique && isTokenEndpointDpopProof(jti)) {
-        // oidc-provider reports this as invalid_grant; RFC 9449 §5 makes a replayed proof an invalid DPoP proof.
-        throw new errors.InvalidDpopProof('DPoP proof JWT replay detected: each proof (its jti) may be used once');
-      }
+      // oidc-provider reports this as invalid_grant; RFC 9449 §5 makes a replayed proof an invalid DPoP proof.
+      if (!unique && isTokenEndpointDpopProof(jti)) throw replayedProof();
       return unique;
     } catch (err) {
       if (err instanceof StorageUnavailableError) {

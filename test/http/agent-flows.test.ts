@@ -1,5 +1,7 @@
+import { randomUUID } from 'node:crypto';
+
 import { Wallet } from 'ethers';
-import { createRemoteJWKSet, decodeJwt, decodeProtectedHeader, jwtVerify } from 'jose';
+import { calculateJwkThumbprint, createRemoteJWKSet, decodeJwt, decodeProtectedHeader, exportJWK, generateKeyPair, jwtVerify, SignJWT } from 'jose';
 import * as oidc from 'openid-client';
 
 import { authorizeWithWallet, logOut } from '../support/user-agent.js';
@@ -38,7 +40,7 @@ describe('agents with openid-client v6: registration, authorization code + PKCE 
   });
 
   /** An authorization code for `resource` and `scope`, signed in with the wallet: the callback and its PKCE verifier. */
-  async function authorize(resource: string, scope: string, agent?: UserAgent) {
+  async function authorize(resource: string, scope: string, agent?: UserAgent, extra: Record<string, string> = {}) {
     const verifier = oidc.randomPKCECodeVerifier();
     const state = oidc.randomState();
     const url = oidc.buildAuthorizationUrl(config, {
@@ -48,6 +50,7 @@ describe('agents with openid-client v6: registration, authorization code + PKCE 
       state,
       code_challenge: await oidc.calculatePKCECodeChallenge(verifier),
       code_challenge_method: 'S256',
+      ...extra,
     });
     const outcome = await authorizeWithWallet(url, REDIRECT, { wallet, ...(agent ? { agent } : {}) });
     return { outcome, verifier, state };
@@ -119,6 +122,50 @@ describe('agents with openid-client v6: registration, authorization code + PKCE 
     const again = await exchange(RESOURCE);
     expect(again.status).toBe(400);
     expect(((await again.json()) as { error: string }).error).toBe('invalid_grant');
+  });
+
+  describe('a code refused for its DPoP proof is not used up: the corrected request gets the tokens', () => {
+    const proofFor = async (keys: Awaited<ReturnType<typeof generateKeyPair>>, jti = randomUUID()) =>
+      new SignJWT({ htm: 'POST', htu: `${issuer}/token`, jti })
+        .setProtectedHeader({ typ: 'dpop+jwt', alg: 'ES256', jwk: await exportJWK(keys.publicKey) })
+        .setIssuedAt()
+        .sign(keys.privateKey);
+    const redeem = (code: string, verifier: string, dpop?: string) =>
+      fetch(`${issuer}/token`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-www-form-urlencoded', ...(dpop ? { dpop } : {}) },
+        body: new URLSearchParams({ grant_type: 'authorization_code', client_id: config.clientMetadata().client_id, code, code_verifier: verifier, redirect_uri: REDIRECT, resource: RESOURCE }),
+      });
+    const codeOf = (callback: URL) => callback.searchParams.get('code')!;
+
+    test('a proof already used (replayed): invalid_dpop_proof, and the code still redeems with a fresh proof', async () => {
+      const keys = await generateKeyPair('ES256');
+      const used = await proofFor(keys);
+      const first = await authorize(RESOURCE, 'read');
+      expect((await redeem(codeOf(first.outcome.callback), first.verifier, used)).status).toBe(200);
+      const second = await authorize(RESOURCE, 'read');
+      const replay = await redeem(codeOf(second.outcome.callback), second.verifier, used);
+      expect(replay.status).toBe(400);
+      expect(await replay.json()).toEqual({ error: 'invalid_dpop_proof', error_description: 'DPoP proof JWT replay detected: each proof (its jti) may be used once' });
+      const ok = await redeem(codeOf(second.outcome.callback), second.verifier, await proofFor(keys));
+      expect(ok.status).toBe(200);
+      // And the grant behind the first code is intact: its refresh token still works.
+      expect(((await ok.json()) as { token_type: string }).token_type).toBe('DPoP');
+    });
+
+    test('a code bound with dpop_jkt: no proof, or another key\'s, is invalid_grant; the bound key then redeems it', async () => {
+      const bound = await generateKeyPair('ES256');
+      const other = await generateKeyPair('ES256');
+      const { outcome, verifier } = await authorize(RESOURCE, 'read', undefined, { dpop_jkt: await calculateJwkThumbprint(await exportJWK(bound.publicKey)) });
+      const code = codeOf(outcome.callback);
+      const missing = await redeem(code, verifier);
+      expect(missing.status).toBe(400);
+      expect(await missing.json()).toEqual({ error: 'invalid_grant', error_description: 'missing DPoP proof JWT' });
+      const wrongKey = await redeem(code, verifier, await proofFor(other));
+      expect(wrongKey.status).toBe(400);
+      expect(await wrongKey.json()).toEqual({ error: 'invalid_grant', error_description: 'DPoP proof key thumbprint does not match dpop_jkt' });
+      expect((await redeem(code, verifier, await proofFor(bound))).status).toBe(200);
+    });
   });
 
   test('the registered public client gets the standard tier and no secret', () => {

@@ -10,7 +10,7 @@ import * as grants from 'oidc-provider/lib/helpers/grants.js';
 import initializeKeystore from 'oidc-provider/lib/helpers/initialize_keystore.js';
 import tokenSteps from 'oidc-provider/lib/actions/token.js';
 
-import { prepareCodeResourceStep } from '../../server/grants/code-resource-step.js';
+import { prepareCodeChecksStep } from '../../server/grants/code-checks-step.js';
 import { prepareRegistrationSteps } from '../../server/http/registration-steps.js';
 import { prepareTokenLimitStep } from '../../server/limits/token-steps.js';
 
@@ -57,15 +57,15 @@ describe('oidc-provider internals agentauth relies on', () => {
     expect(names(registration.del).indexOf('agentauthRevokeOnDelete')).toBe(names(registration.del).indexOf('clientRemoveResponse') - 1);
   });
 
-  test('the token action: the steps agentauth inserts (server/limits/token-steps.ts, server/grants/code-resource-step.ts) sit where they must', () => {
+  test('the token action: the steps agentauth inserts (server/limits/token-steps.ts, server/grants/code-checks-step.ts) sit where they must', () => {
     const names = () => (tokenSteps as Array<{ name: string }>).map((h) => h.name);
     expect(names()).toEqual(expect.arrayContaining(['stripGrantIrrelevantParams', 'callTokenHandler']));
     prepareTokenLimitStep();
-    prepareCodeResourceStep();
-    prepareCodeResourceStep();
+    prepareCodeChecksStep();
+    prepareCodeChecksStep();
     const list = names();
-    expect(list.filter((n) => n === 'agentauthCodeResourceBeforeConsume')).toHaveLength(1);
-    expect(list.indexOf('agentauthCodeResourceBeforeConsume')).toBe(list.indexOf('callTokenHandler') - 1);
+    expect(list.filter((n) => n === 'agentauthCodeChecksBeforeConsume')).toHaveLength(1);
+    expect(list.indexOf('agentauthCodeChecksBeforeConsume')).toBe(list.indexOf('callTokenHandler') - 1);
     expect(list.indexOf('agentauthTokenRequestLimit')).toBe(list.indexOf('stripGrantIrrelevantParams') - 1);
     // The rule the step applies before the code is consumed: oidc-provider's own, in resolve_resource.js, with its error.
     const require = createRequire(import.meta.url);
@@ -80,6 +80,14 @@ describe('oidc-provider internals agentauth relies on', () => {
     // server/http/unmatched.ts asks the provider's router which methods a path has, as requests are routed.
     expect(readFileSync(join(lib, 'helpers', 'router.js'), 'utf8')).toContain('  match(method, path) {');
     expect(readFileSync(join(lib, 'helpers', 'initialize_app.js'), 'utf8')).toContain('instance(this).router = router;');
+    // The checks issueTokens makes after the code is consumed, which the step makes before: their order and errors.
+    const common = readFileSync(join(lib, 'helpers', 'grant_common.js'), 'utf8');
+    const order = ["throw new InvalidGrant('missing DPoP proof JWT');", 'await applyDpopBinding(provider, ctx, dPoP, at);', "throw new InvalidGrant('DPoP proof key thumbprint does not match dpop_jkt');", 'await resolveAndApplyResource(ctx, source, at, grant);'];
+    expect(order.map((s) => common.indexOf(s)).every((i, n, all) => i > 0 && (n === 0 || i > all[n - 1]!))).toBe(true);
+    // The replay record's id the step looks up (server/dpop-replay.ts replayId).
+    expect(readFileSync(join(lib, 'models', 'replay_detection.js'), 'utf8')).toContain("const id = crypto.hash('sha256', `${iss}${jti}`, 'base64url');");
+    // validateDpop keeps its result per request, so the handler reuses the step's.
+    expect(readFileSync(join(lib, 'helpers', 'validate_dpop.js'), 'utf8')).toContain('if (weakMap.has(ctx)) {');
     const code = readFileSync(join(lib, 'actions', 'grants', 'authorization_code.js'), 'utf8');
     expect(code.indexOf("await consumeGrantSource(ctx, code, 'authorization code');")).toBeLessThan(code.indexOf('await issueTokens('));
   });

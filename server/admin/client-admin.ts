@@ -11,6 +11,7 @@ import { REGISTRATION_FIELD } from '../policies/registration-origin.js';
 import { tierFromPolicies } from '../policies/tiers.js';
 import { DISABLED_AT_FIELD, DISABLED_FIELD, REVOKED_BEFORE_FIELD, isDisabled } from './client-fields.js';
 import { conflict, invalidRequest, notFound } from './errors.js';
+import { PerKeyQueue } from './per-key.js';
 
 /** Who performed an administration action, as the audit record names it. */
 export type AdminActor = { kind: 'cli' } | { kind: 'admin_api'; remoteAddress: string };
@@ -83,7 +84,28 @@ function staticView(c: StaticClientConfig): ClientView {
  * but changed in the file (a change here would be undone by the next start of any instance).
  */
 export class ClientAdmin {
+  /**
+   * Changes of one client, one after another. Each reads the record, decides, audits and writes it back; two run side
+   * by side (a rotate-secret answered while a delete or disable was between its read and its write) wrote a stale
+   * record back: the deleted client existed again, the disabled one was enabled, though both had been answered and
+   * audited. Changes made through another process (the CLI next to a server, another instance) are not queued here;
+   * each write re-reads the record just before it (see #rewrite), which leaves them only that moment's window.
+   */
+  readonly #changes = new PerKeyQueue();
+
   constructor(private readonly deps: ClientAdminDeps) {}
+
+  /**
+   * Writes `change` applied to the record as stored now (re-read right before the write), not to the copy read when
+   * the change began: what another process wrote meanwhile is kept, and a client deleted meanwhile stays deleted (404).
+   */
+  async #rewrite(clientId: string, change: (current: AdapterPayload) => AdapterPayload): Promise<AdapterPayload> {
+    const current = await this.deps.storage.model('Client').find(clientId);
+    if (!current) throw notFound(`no client ${clientId}`);
+    const next = change(current);
+    await this.deps.storage.model('Client').upsert(clientId, next);
+    return next;
+  }
 
   #static(clientId: string): StaticClientConfig | undefined {
     return this.deps.staticClients.find((c) => c.client_id === clientId);
@@ -120,53 +142,62 @@ export class ClientAdmin {
 
   /** Stops issuance at once (every instance) and revokes the client's grants, tokens and codes. */
   async disable(clientId: string, actor: AdminActor): Promise<ClientView> {
-    const payload = await this.#registered(clientId);
-    const already = isDisabled(payload);
-    const now = new Date();
-    const disabled = already
-      ? payload
-      : { ...payload, [DISABLED_FIELD]: true, [DISABLED_AT_FIELD]: now.toISOString(), [REVOKED_BEFORE_FIELD]: Math.floor(now.getTime() / 1000) };
-    await this.#audit('client.disabled', clientId, actor, { revoked: [...DISABLE_REVOKES], ...(already ? { already_disabled: true } : {}) });
-    // The mark of the generation ending here first (tokens exchanged from this client's tokens go with them, see
-    // server/revocation-lineage.ts), then the flag, so nothing can be issued between the revocation and the flag.
-    if (!already) await new RevocationMarks(this.deps.storage.revokedTokens).client(clientId, payload);
-    if (!already) await this.deps.storage.model('Client').upsert(clientId, disabled);
-    for (const model of DISABLE_REVOKES) await this.deps.storage.model(model).revokeByClientId(clientId);
-    return registeredView(clientId, disabled);
+    return this.#changes.run(clientId, async () => {
+      const payload = await this.#registered(clientId);
+      const already = isDisabled(payload);
+      const now = new Date();
+      const mark = { [DISABLED_FIELD]: true, [DISABLED_AT_FIELD]: now.toISOString(), [REVOKED_BEFORE_FIELD]: Math.floor(now.getTime() / 1000) };
+      await this.#audit('client.disabled', clientId, actor, { revoked: [...DISABLE_REVOKES], ...(already ? { already_disabled: true } : {}) });
+      // The mark of the generation ending here first (tokens exchanged from this client's tokens go with them, see
+      // server/revocation-lineage.ts), then the flag, so nothing can be issued between the revocation and the flag.
+      if (!already) await new RevocationMarks(this.deps.storage.revokedTokens).client(clientId, payload);
+      const disabled = already ? payload : await this.#rewrite(clientId, (current) => ({ ...current, ...mark }));
+      for (const model of DISABLE_REVOKES) await this.deps.storage.model(model).revokeByClientId(clientId);
+      return registeredView(clientId, disabled);
+    });
   }
 
   /** Restores issuance. Grants and tokens revoked by the disable stay revoked. */
   async enable(clientId: string, actor: AdminActor): Promise<ClientView> {
-    const payload = await this.#registered(clientId);
-    const enabled = { ...payload };
-    delete enabled[DISABLED_FIELD];
-    delete enabled[DISABLED_AT_FIELD];
-    await this.#audit('client.enabled', clientId, actor, isDisabled(payload) ? {} : { already_enabled: true });
-    if (isDisabled(payload)) await this.deps.storage.model('Client').upsert(clientId, enabled);
-    return registeredView(clientId, enabled);
+    return this.#changes.run(clientId, async () => {
+      const payload = await this.#registered(clientId);
+      const clear = (record: AdapterPayload) => {
+        const enabled = { ...record };
+        delete enabled[DISABLED_FIELD];
+        delete enabled[DISABLED_AT_FIELD];
+        return enabled;
+      };
+      await this.#audit('client.enabled', clientId, actor, isDisabled(payload) ? {} : { already_enabled: true });
+      const enabled = isDisabled(payload) ? await this.#rewrite(clientId, clear) : payload;
+      return registeredView(clientId, enabled);
+    });
   }
 
   /** Removes the client and revokes everything it held (server/client-revocation.ts), registration access tokens included. */
   async delete(clientId: string, actor: AdminActor): Promise<void> {
-    const record = await this.#registered(clientId);
-    // The type RFC 7592 DELETE records too: `agentauth verify` finds deleted clients by it.
-    await this.#audit('client.deleted', clientId, actor, { revoked: [...CLIENT_OWNED] });
-    await this.deps.storage.model('Client').destroy(clientId);
-    await revokeClientRecords(this.deps.storage, clientId, record);
+    return this.#changes.run(clientId, async () => {
+      const record = await this.#registered(clientId);
+      // The type RFC 7592 DELETE records too: `agentauth verify` finds deleted clients by it.
+      await this.#audit('client.deleted', clientId, actor, { revoked: [...CLIENT_OWNED] });
+      await this.deps.storage.model('Client').destroy(clientId);
+      await revokeClientRecords(this.deps.storage, clientId, record);
+    });
   }
 
   /** Replaces a confidential client's secret; the new secret is returned once and stored only as a keyed hash. */
   async rotateSecret(clientId: string, actor: AdminActor): Promise<{ client: ClientView; clientSecret: string }> {
-    const payload = await this.#registered(clientId);
-    const method = typeof payload.token_endpoint_auth_method === 'string' ? payload.token_endpoint_auth_method : 'client_secret_basic';
-    if (!SECRET_AUTH_METHODS.has(method) || typeof payload.client_secret !== 'string') {
-      throw conflict(`client ${clientId} authenticates with ${method} and has no client secret to rotate`);
-    }
-    const clientSecret = randomBytes(64).toString('base64url');
-    const rotated = { ...payload, client_secret: this.deps.hasher.hash(clientSecret) };
-    await this.#audit('client.secret_rotated', clientId, actor, {});
-    await this.deps.storage.model('Client').upsert(clientId, rotated);
-    return { client: registeredView(clientId, rotated), clientSecret };
+    return this.#changes.run(clientId, async () => {
+      const payload = await this.#registered(clientId);
+      const method = typeof payload.token_endpoint_auth_method === 'string' ? payload.token_endpoint_auth_method : 'client_secret_basic';
+      if (!SECRET_AUTH_METHODS.has(method) || typeof payload.client_secret !== 'string') {
+        throw conflict(`client ${clientId} authenticates with ${method} and has no client secret to rotate`);
+      }
+      const clientSecret = randomBytes(64).toString('base64url');
+      const hashed = this.deps.hasher.hash(clientSecret);
+      await this.#audit('client.secret_rotated', clientId, actor, {});
+      const rotated = await this.#rewrite(clientId, (current) => ({ ...current, client_secret: hashed }));
+      return { client: registeredView(clientId, rotated), clientSecret };
+    });
   }
 
   async listIats(): Promise<IatView[]> {

@@ -289,6 +289,40 @@ describe('client administration through the admin API', () => {
     expect((await admin(adminB, 'DELETE', `/admin/clients/${encodeURIComponent(c.id)}`)).status).toBe(404);
   });
 
+  test('concurrent changes of one client through one admin API run one after another: a delete or disable is never undone by a rotate-secret answered beside it', async () => {
+    const path = (c: Registered, action = '') => `/admin/clients/${encodeURIComponent(c.id)}${action}`;
+    for (let round = 0; round < 5; round += 1) {
+      // Delete and rotate-secret at the same moment: whichever runs first, the client ends deleted.
+      const deleted = await registerClient();
+      const [del, rot] = await Promise.all([admin(adminA, 'DELETE', path(deleted)), admin(adminA, 'POST', path(deleted, '/rotate-secret'))]);
+      expect(del.status).toBe(204);
+      expect([200, 404]).toContain(rot.status);
+      expect((await admin(adminA, 'GET', path(deleted))).status).toBe(404);
+      if (rot.status === 200) expect((await tokenRequest(a.url, { id: deleted.id, secret: rot.body.client_secret as string })).status).toBe(401);
+      // Disable and rotate-secret at the same moment: the client ends disabled, with either secret refused.
+      const disabled = await registerClient();
+      const [dis, rot2] = await Promise.all([admin(adminA, 'POST', path(disabled, '/disable')), admin(adminA, 'POST', path(disabled, '/rotate-secret'))]);
+      expect([dis.status, rot2.status]).toEqual([200, 200]);
+      expect((await admin(adminA, 'GET', path(disabled))).body.disabled).toBe(true);
+      const refused = await tokenRequest(a.url, { id: disabled.id, secret: rot2.body.client_secret as string });
+      expect([refused.status, refused.body.error]).toEqual([401, 'invalid_client']);
+    }
+    // 20 disables and 20 enables at once: the audit trail reads in the order they took effect, and the state is
+    // the last one's.
+    const flipped = await registerClient();
+    const answers = await Promise.all(Array.from({ length: 40 }, (_, i) => admin(adminA, 'POST', path(flipped, i % 2 ? '/enable' : '/disable'))));
+    expect(answers.every((r) => r.status === 200)).toBe(true);
+    const mine = (await auditRecords()).filter((r) => r.client_id === flipped.id && (r.type === 'client.disabled' || r.type === 'client.enabled'));
+    expect(mine).toHaveLength(40);
+    let state = false;
+    for (const r of mine) {
+      const already = Boolean(r.details.already_disabled ?? r.details.already_enabled);
+      expect(already).toBe(r.type === 'client.disabled' ? state : !state);
+      state = r.type === 'client.disabled';
+    }
+    expect((await admin(adminA, 'GET', path(flipped))).body.disabled).toBe(state);
+  });
+
   test('initial access tokens: listed by fingerprint only, revoked by it; a revoked one registers nothing', async () => {
     const iat = await newIat();
     const list = await admin(adminA, 'GET', '/admin/iats');

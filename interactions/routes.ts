@@ -32,6 +32,11 @@ export interface InteractionDeps {
   log: InteractionLog;
   /** Per client IP, counted in the store (server/limits/): nonces issued, and login attempts. */
   limits?: { walletNonces: SharedWindowLimit; signInAttempts: SharedWindowLimit };
+  /**
+   * Whether this is the first approval of interaction `uid` (atomic in the store, on every instance): only that one
+   * stores a grant. Without it every approval of one request is approved (the test set-ups that build no store).
+   */
+  consentOnce?: (uid: string) => Promise<boolean>;
 }
 
 type Details = Awaited<ReturnType<Provider['interactionDetails']>>;
@@ -258,6 +263,17 @@ export function interactionRoutes(deps: InteractionDeps): Koa.Middleware {
       const accountId = details.session?.accountId;
       const clientId = String(details.params.client_id);
       if (!accountId) return fail(ctx, 400, 'Sign-in expired', 'invalid_request', 'sign in again');
+      // One approval per request: a second (a double click, a second tab, a replayed form) stores no grant of its own,
+      // which nothing would use, and is sent on to the request's resume, where the first approval takes effect (or,
+      // if it has not been recorded yet, consent is asked again).
+      if (deps.consentOnce && !(await deps.consentOnce(uid))) {
+        if (wantsJson(ctx)) ctx.body = { redirect_to: details.returnTo };
+        else {
+          ctx.status = 303;
+          ctx.redirect(details.returnTo);
+        }
+        return;
+      }
       const grant = details.grantId ? await provider.Grant.find(details.grantId) : new provider.Grant({ accountId, clientId });
       if (!grant) return fail(ctx, 400, 'Sign-in expired', 'invalid_request', 'the grant of this request no longer exists');
       const missing = details.prompt.details as { missingOIDCScope?: string[]; missingOIDCClaims?: string[]; missingResourceScopes?: Record<string, string[]> };

@@ -55,10 +55,12 @@ export const errorCodeLabel = (code: unknown): string => (typeof code === 'strin
 
 /**
  * The OAuth error a refused request answered with: the JSON body's `error`, else what oidc-provider reported. A
- * response with no OAuth error (a plain 404 for an unknown path) is not a refusal; it is counted by status only.
+ * response with no OAuth error (the 404 `not_found` for a path nothing serves, server/http/unmatched.ts) is not a
+ * refusal; it is counted by status only.
  */
 function refusalCode(ctx: Koa.Context): string | undefined {
   const body: unknown = ctx.body;
+  if (ctx.status === 404 && (body as { error?: unknown } | undefined)?.error === 'not_found') return undefined;
   if (ctx.status >= 400 && body && typeof body === 'object' && !Buffer.isBuffer(body) && 'error' in body) {
     return errorCodeLabel((body as { error: unknown }).error);
   }

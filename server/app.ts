@@ -146,10 +146,10 @@ export function createApp({ provider, health, keyring, cookieKeys, log, interact
   app.use(auditTrail(audit, log));
   app.use(probes(health, keyring));
   app.use(storageGate(health));
-  app.use(authorizationServerMetadata);
-  app.use(interactionRoutes(interactions));
   // A request nothing answered: JSON, and 405 with Allow where oidc-provider routes the path for other methods.
   app.use(unmatchedRequests(provider));
+  app.use(authorizationServerMetadata);
+  app.use(interactionRoutes(interactions));
   app.use(mount(provider));
   return app;
 }

@@ -134,7 +134,7 @@ export async function boot(config: Config, log: Logger, options: BootOptions = {
         walletNonces: new SharedWindowLimit(storage.nonces, 'wallet-nonce', config.limits.walletNoncesPerAddress),
         signInAttempts: new SharedWindowLimit(storage.nonces, 'sign-in', config.limits.signInAttemptsPerAddress),
       },
-      // Interactions live an hour at most (oidc-provider's default TTL): the mark outlives the request it guards.
+      // Interactions live 600 s (server/provider.ts ttl.Interaction): the hour-long mark outlives the request it guards.
       consentOnce: (uid) => storage.nonces.takeAttempt(`consent:${uid}`, 1, 3600) },
       audit,
       metrics,

@@ -18,7 +18,7 @@ import { TIER_FIELD, accessTokenLifetime, refreshTokenLifetime, tierOf } from '.
 import type { TierLimits } from './policies/tiers.js';
 import { prepareRegistrationSteps, registerRegistrationSteps } from './http/registration-steps.js';
 import { prepareTokenLimitStep, registerTokenLimit } from './limits/token-steps.js';
-import { prepareCodeChecksStep } from './grants/code-checks-step.js';
+import { installCodeChecks } from './grants/code-checks.js';
 import { replayedProof, replayId } from './dpop-replay.js';
 import { SharedWindowLimit } from './limits/window.js';
 import { revokeClientRecords } from './client-revocation.js';
@@ -353,8 +353,8 @@ export function createProvider(deps: ProviderDeps): Provider {
   prepareStructuredTokenSupport();
   prepareRegistrationSteps();
   prepareTokenLimitStep();
-  prepareCodeChecksStep();
   const provider = new Provider(deps.config.issuer, providerConfiguration(deps));
+  installCodeChecks(provider);
   registerTokenLimit(provider, { limit: new SharedWindowLimit(deps.storage.nonces, 'token', deps.config.limits.tokenRequestsPerClient), health: deps.health });
   registerRegistrationSteps(provider, {
     registration: deps.config.registration,

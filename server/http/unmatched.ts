@@ -13,6 +13,9 @@ const METHODS = ['GET', 'POST', 'PUT', 'DELETE', 'OPTIONS'] as const;
 export function unmatchedRequests(provider: Provider): Koa.Middleware {
   const { router } = instance(provider);
   return async (ctx, next) => {
+    // The path as sent, for the answer (the routing below uses ctx.path, which may have been rewritten on the way:
+    // /.well-known/oauth-authorization-server is served as the OpenID discovery path).
+    const sent = ctx.path;
     await next();
     if (ctx.status !== 404 || ctx.body != null) return;
     const allowed: string[] = METHODS.filter((m) => m !== ctx.method && router.match(m, ctx.path) !== undefined);
@@ -21,10 +24,10 @@ export function unmatchedRequests(provider: Provider): Koa.Middleware {
     if (allowed.length > 0) {
       ctx.status = 405;
       ctx.set('Allow', allowed.join(', '));
-      ctx.body = { error: 'invalid_request', error_description: `${ctx.method} is not accepted at ${ctx.path.slice(0, 200)}; use ${allowed.filter((m) => m !== 'OPTIONS' && m !== 'HEAD').join(' or ')}` };
+      ctx.body = { error: 'invalid_request', error_description: `${ctx.method} is not accepted at ${sent.slice(0, 200)}; use ${allowed.filter((m) => m !== 'OPTIONS' && m !== 'HEAD').join(' or ')}` };
       return;
     }
     ctx.status = 404;
-    ctx.body = { error: 'not_found', error_description: `there is no endpoint at ${ctx.method} ${ctx.path.slice(0, 200)}` };
+    ctx.body = { error: 'not_found', error_description: `there is no endpoint at ${ctx.method} ${sent.slice(0, 200)}` };
   };
 }

@@ -112,6 +112,13 @@ describe('agents with openid-client v6: registration, authorization code + PKCE 
       expect(refused.status).toBe(400);
       expect(await refused.json()).toEqual({ error: 'invalid_target', error_description: 'resource indicator is missing, or unknown' });
     }
+    // Two faults at once get the error oidc-provider gives first (its PKCE check, before any check of the resource).
+    const twoFaults = await fetch(`${issuer}/token`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ grant_type: 'authorization_code', client_id: config.clientMetadata().client_id, code, code_verifier: oidc.randomPKCECodeVerifier(), redirect_uri: REDIRECT, resource: 'urn:x' }),
+    });
+    expect(await twoFaults.json()).toEqual({ error: 'invalid_grant', error_description: 'code_verifier does not match code_challenge' });
     // The resource repeated (oidc-provider accepts the parameter more than once, then cannot pick one): refused too.
     const repeated = await exchange(RESOURCE, OPAQUE_RESOURCE);
     expect(repeated.status).toBe(400);

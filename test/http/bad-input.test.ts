@@ -216,6 +216,7 @@ describe('bad input gets an RFC-shaped 4xx, never a 500, and changes nothing', (
       ['DELETE', '/token/introspection', 'POST, OPTIONS'],
       ['GET', '/token/revocation/', 'POST, OPTIONS'],
       ['POST', '/.well-known/openid-configuration', 'GET, HEAD, OPTIONS'],
+      ['POST', '/.well-known/oauth-authorization-server', 'GET, HEAD, OPTIONS'],
     ])('%s %s: 405 invalid_request as JSON, Allow naming what oidc-provider routes there (%s)', async (method, path, allow) => {
       const res = await raw(port, method, path);
       const body = expectOAuthError(res, 405, 'invalid_request', new RegExp(`^${method} is not accepted at ${path.replace(/[.]/g, '\\.')}; use `));

@@ -10,7 +10,6 @@ import * as grants from 'oidc-provider/lib/helpers/grants.js';
 import initializeKeystore from 'oidc-provider/lib/helpers/initialize_keystore.js';
 import tokenSteps from 'oidc-provider/lib/actions/token.js';
 
-import { prepareCodeChecksStep } from '../../server/grants/code-checks-step.js';
 import { prepareRegistrationSteps } from '../../server/http/registration-steps.js';
 import { prepareTokenLimitStep } from '../../server/limits/token-steps.js';
 
@@ -57,15 +56,13 @@ describe('oidc-provider internals agentauth relies on', () => {
     expect(names(registration.del).indexOf('agentauthRevokeOnDelete')).toBe(names(registration.del).indexOf('clientRemoveResponse') - 1);
   });
 
-  test('the token action: the steps agentauth inserts (server/limits/token-steps.ts, server/grants/code-checks-step.ts) sit where they must', () => {
+  test('the token action and the authorization code grant: where agentauth\'s token limit step (server/limits/token-steps.ts) and code checks (server/grants/code-checks.ts) go', () => {
     const names = () => (tokenSteps as Array<{ name: string }>).map((h) => h.name);
     expect(names()).toEqual(expect.arrayContaining(['stripGrantIrrelevantParams', 'callTokenHandler']));
     prepareTokenLimitStep();
-    prepareCodeChecksStep();
-    prepareCodeChecksStep();
+    prepareTokenLimitStep();
     const list = names();
-    expect(list.filter((n) => n === 'agentauthCodeChecksBeforeConsume')).toHaveLength(1);
-    expect(list.indexOf('agentauthCodeChecksBeforeConsume')).toBe(list.indexOf('callTokenHandler') - 1);
+    expect(list.filter((n) => n === 'agentauthTokenRequestLimit')).toHaveLength(1);
     expect(list.indexOf('agentauthTokenRequestLimit')).toBe(list.indexOf('stripGrantIrrelevantParams') - 1);
     // The rule the step applies before the code is consumed: oidc-provider's own, in resolve_resource.js, with its error.
     const require = createRequire(import.meta.url);
@@ -88,6 +85,8 @@ describe('oidc-provider internals agentauth relies on', () => {
     expect(readFileSync(join(lib, 'models', 'replay_detection.js'), 'utf8')).toContain("const id = crypto.hash('sha256', `${iss}${jti}`, 'base64url');");
     // validateDpop keeps its result per request, so the handler reuses the step's.
     expect(readFileSync(join(lib, 'helpers', 'validate_dpop.js'), 'utf8')).toContain('if (weakMap.has(ctx)) {');
+    // The code checks run in the code's consume(), called by consumeGrantSource once the grant's own checks passed.
+    expect(readFileSync(join(lib, 'helpers', 'grant_source.js'), 'utf8')).toContain('  await source.consume();\n}');
     const code = readFileSync(join(lib, 'actions', 'grants', 'authorization_code.js'), 'utf8');
     expect(code.indexOf("await consumeGrantSource(ctx, code, 'authorization code');")).toBeLessThan(code.indexOf('await issueTokens('));
   });

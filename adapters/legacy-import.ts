@@ -24,6 +24,11 @@ const exists = (path: string) =>
     () => false,
   );
 
+/** Why a store and a data directory's keys.json holding different keys are refused (start and `config check` say it alike). */
+export function twoKeySetsMessage(dataDir: string, storedKids: readonly string[], foreignKids: readonly string[]): string {
+  return `the store already holds signing keys (${storedKids.join(', ')}) and ${join(dataDir, 'keys.json')} holds others (${foreignKids.join(', ')}); move one of them away and start again`;
+}
+
 /**
  * Imports a data directory written in the previous layout (signing keys in `keys.json`, their transitions in
  * `key-transitions.json`, the audit log in `audit.jsonl`) into `storage`, once: records are copied as they are
@@ -42,9 +47,7 @@ export async function importLegacyLayout(dataDir: string, storage: Pick<Storage,
   const foreign = (await legacyKeys.list()).filter((k) => !stored.has(k.kid));
   if (stored.size > 0 && foreign.length > 0) {
     // Two key sets for one server: importing would lose one of them (their seqs collide). The operator decides.
-    throw new Error(
-      `the store already holds signing keys (${[...stored].join(', ')}) and ${join(dataDir, 'keys.json')} holds others (${foreign.map((k) => k.kid).join(', ')}); move one of them away and start again`,
-    );
+    throw new Error(twoKeySetsMessage(dataDir, [...stored], foreign.map((k) => k.kid)));
   }
   // Transitions before keys: a key never appears without the transitions that date it.
   for (const t of await legacyKeys.transitions()) if (await storage.keys.addTransition(t)) report.transitions += 1;

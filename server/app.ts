@@ -14,6 +14,7 @@ import { declaredBodyLimit, drainUnreadBody } from './http/body-limit.js';
 import { bodyReceiptClock } from './http/body-received.js';
 import { requestOriginCheck } from './http/request-origin.js';
 import { unmatchedRequests } from './http/unmatched.js';
+import { isProbeRequest, LIVENESS_PATH, READINESS_PATH } from './http/probe-paths.js';
 import { requestId } from './http/request-id.js';
 import type { HandlersInFlight } from './http/in-flight.js';
 import { percentEscapeCheck } from './http/path-escapes.js';
@@ -37,7 +38,7 @@ export interface AppDeps {
 
 /** Paths that never need storage: served even while storage is down, so resource servers can still verify tokens. */
 export const KEY_ARCHIVE_PATH = '/keys';
-const STORAGE_FREE = new Set(['/healthz', '/readyz', '/jwks', KEY_ARCHIVE_PATH, '/.well-known/openid-configuration', '/.well-known/oauth-authorization-server']);
+const STORAGE_FREE = new Set([LIVENESS_PATH, READINESS_PATH, '/jwks', KEY_ARCHIVE_PATH, '/.well-known/openid-configuration', '/.well-known/oauth-authorization-server']);
 
 const RETRY_AFTER_SECONDS = '5';
 
@@ -81,7 +82,7 @@ function errorShield(log: Logger, health: StorageHealth): Koa.Middleware {
 
 function probes(health: StorageHealth, keyring: Keyring): Koa.Middleware {
   return async (ctx, next) => {
-    if (ctx.path === '/healthz' && (ctx.method === 'GET' || ctx.method === 'HEAD')) {
+    if (isProbeRequest(ctx) && ctx.path === LIVENESS_PATH) {
       ctx.body = { status: 'ok' };
       return;
     }
@@ -91,7 +92,7 @@ function probes(health: StorageHealth, keyring: Keyring): Koa.Middleware {
       ctx.body = { keys: keyring.archive() };
       return;
     }
-    if (ctx.path === '/readyz' && (ctx.method === 'GET' || ctx.method === 'HEAD')) {
+    if (isProbeRequest(ctx) && ctx.path === READINESS_PATH) {
       const storage = await health.check();
       // Ready only with a key that signs now (not merely published ones).
       const keys = keyring.view().signer !== undefined && keyring.keys.length > 0;

@@ -6,7 +6,7 @@ import { errors } from 'oidc-provider';
 
 import { StorageUnavailableError } from '../adapters/errors.js';
 import { FileKeyStore } from '../adapters/file-keys.js';
-import { LEGACY_FILES } from '../adapters/legacy-import.js';
+import { LEGACY_FILES, twoKeySetsMessage } from '../adapters/legacy-import.js';
 import { EmbeddedStorage } from '../adapters/memory.js';
 import { StorageHealth } from '../adapters/health.js';
 import type { KeyStore, KeyTransition, Storage, StoredKey } from '../adapters/types.js';
@@ -236,7 +236,7 @@ async function checkSqliteStore(config: Config, add: Add): Promise<StoreState> {
   const foreign = (await files.list()).filter((k) => !stored.has(k.kid));
   if (stored.size > 0 && foreign.length > 0) {
     await store?.close();
-    add('store', 'fail', `the store already holds signing keys (${[...stored].join(', ')}) and ${join(config.dataDir, 'keys.json')} holds others (${foreign.map((k) => k.kid).join(', ')}); move one of them away and start again`);
+    add('store', 'fail', twoKeySetsMessage(config.dataDir, [...stored], foreign.map((k) => k.kid)));
     return { state: 'failed' };
   }
   for (const t of await files.transitions()) await keys.addTransition(t);

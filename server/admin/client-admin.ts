@@ -88,7 +88,8 @@ export class ClientAdmin {
    * Changes of one client, one after another. Each reads the record, decides, audits and writes it back; two run side
    * by side (a rotate-secret answered while a delete or disable was between its read and its write) wrote a stale
    * record back: the deleted client existed again, the disabled one was enabled, though both had been answered and
-   * audited. Changes made through another process (the CLI next to a server, another instance) are not queued here;
+   * audited. Changes made through another process (the CLI next to a server, another instance, another worker of
+   * `start --workers N`) are not queued here;
    * each write re-reads the record just before it (see #rewrite), which leaves them only that moment's window.
    */
   readonly #changes = new PerKeyQueue();

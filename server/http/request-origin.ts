@@ -1,6 +1,8 @@
 import { isIPv6 } from 'node:net';
 import type Koa from 'koa';
 
+import { isProbeRequest } from './probe-paths.js';
+
 /** RFC 3986 §3.2.2 reg-name characters (IPv4 addresses are a subset), without percent-encoding. */
 const REG_NAME = /^[A-Za-z0-9\-._~!$&'()*+,;=]{1,253}$/;
 const PORT = /^[0-9]{0,5}$/;
@@ -47,7 +49,7 @@ function refuse(ctx: Koa.Context, description: string): void {
 export const requestOriginCheck: Koa.Middleware = async (ctx, next) => {
   const header = ctx.get('host');
   // ctx.host: the Host header, or behind a trusted proxy X-Forwarded-Host (its first value), as URLs are built from it.
-  if (ctx.host === '' && ctx.path !== '/healthz' && ctx.path !== '/readyz') {
+  if (ctx.host === '' && !isProbeRequest(ctx)) {
     return refuse(ctx, 'the Host header must name this server (RFC 9112 §3.2): the request has none, or an empty one (or, behind a trusted proxy, an X-Forwarded-Host whose first value is empty)');
   }
   for (const [name, value] of [['Host', header], ['X-Forwarded-Host', ctx.host !== header ? ctx.host : '']] as const) {

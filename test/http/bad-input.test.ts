@@ -260,6 +260,10 @@ describe('bad input gets an RFC-shaped 4xx, never a 500, and changes nothing', (
       }
       expect((await raw(port, 'GET', '/healthz', { host: '' })).status).toBe(200);
       expect((await raw(port, 'GET', '/readyz', { host: '' })).status).toBe(200);
+      // Only what the probes themselves answer is exempt: other spellings and methods reach URL-building routes.
+      for (const [method, path] of [['GET', '/HEALTHZ'], ['GET', '/healthz/'], ['POST', '/readyz']] as const) {
+        expectOAuthError(await raw(port, method, path, { host: '' }), 400, 'invalid_request', /^the Host header must name this server/);
+      }
     });
 
     test('a valid Host with a port is served', async () => {

@@ -8,6 +8,7 @@ import { limitsSchema } from './limits/config.js';
 import type { LimitsConfig } from './limits/config.js';
 import { adminSchema } from './admin/config.js';
 import { clientJwksProblem } from './policies/client-keys.js';
+import { displayTextProblem } from './policies/display-text.js';
 import type { AdminConfig } from './admin/config.js';
 
 /** A configuration value is wrong. The message names the setting and never echoes a secret. */
@@ -58,7 +59,10 @@ const clientSchema = z
       .max(255)
       .regex(vschar, 'must be visible ASCII (RFC 6749 VSCHAR)')
       .refine((v) => !v.startsWith('$'), 'must not start with "$"'),
-    client_name: z.string().min(1).optional(),
+    client_name: z.string().optional().superRefine((v, ctx) => {
+      const problem = v === undefined ? undefined : displayTextProblem(v);
+      if (problem) ctx.addIssue({ code: 'custom', message: problem });
+    }),
     client_secret: z.string().min(32, 'must be at least 32 characters').regex(vschar, 'must be visible ASCII').optional(),
     token_endpoint_auth_method: z.enum(['none', 'client_secret_basic', 'client_secret_post', 'private_key_jwt']).default('client_secret_basic'),
     jwks: z.strictObject({ keys: z.array(z.record(z.string(), z.unknown())).min(1) }).optional(),

@@ -4,6 +4,7 @@ import { WALLET_GRANT_TYPE } from '../config.js';
 import type { RegistrationConfig, TierConfig } from '../config.js';
 import { TIER_FIELD } from './tiers.js';
 import { clientJwksProblem } from './client-keys.js';
+import { displayTextProblem } from './display-text.js';
 
 /**
  * Client metadata agentauth accepts at registration (RFC 7591 §2, RFC 9449 §5.2, OIDC registration fields that
@@ -37,6 +38,10 @@ const WHY_NOT: Record<string, string> = {
   [TIER_FIELD]: 'is assigned by the authorization server (registration policy or initial access token), not chosen by the client',
   [REGISTRATION_FIELD]: 'is recorded by the authorization server, not chosen by the client',
 };
+
+/** contacts: e-mail addresses (RFC 7591 §2), at most 320 characters each (RFC 3696 errata's 64 + 1 + 255). */
+const MAX_CONTACTS = 20;
+const MAX_CONTACT = 320;
 
 const LOOPBACK_HOSTS = new Set(['127.0.0.1', '[::1]', 'localhost']);
 const OIDC_ONLY = new Set(['openid']);
@@ -207,10 +212,15 @@ export function checkRegistrationRequest(
 
   for (const field of ['client_uri', 'logo_uri', 'tos_uri', 'policy_uri']) if (body[field] !== undefined) checkHttpsUri(field, body[field]);
   for (const field of ['client_name', 'software_id', 'software_version']) {
-    const v = body[field];
-    if (v !== undefined && (typeof v !== 'string' || v.length === 0 || v.length > 200)) throw metadataError(field, 'must be a string of 1 to 200 characters');
+    const problem = body[field] === undefined ? undefined : displayTextProblem(body[field]);
+    if (problem) throw metadataError(field, problem);
   }
-  stringArray(body, 'contacts');
+  const contacts = stringArray(body, 'contacts') ?? [];
+  if (contacts.length > MAX_CONTACTS) throw metadataError('contacts', `may list at most ${MAX_CONTACTS} addresses`);
+  for (const contact of contacts) {
+    const problem = displayTextProblem(contact, MAX_CONTACT);
+    if (problem) throw metadataError('contacts', `entries ${problem}`);
+  }
   if (body.application_type !== undefined && body.application_type !== 'web' && body.application_type !== 'native') {
     throw metadataError('application_type', 'must be web or native');
   }

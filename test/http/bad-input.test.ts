@@ -453,6 +453,62 @@ describe('bad input gets an RFC-shaped 4xx, never a 500, and changes nothing', (
     });
   });
 
+  describe('names people read, at registration', () => {
+    const valid = { token_endpoint_auth_method: 'none', grant_types: ['authorization_code'], redirect_uris: [REDIRECT] };
+
+    test.each([
+      ['client_name', 'a NUL character', 'Agent\u0000', /^client_name must not contain control.*U\+0000/],
+      ['client_name', 'a newline (a line of its own in the wallet\'s sign-in message)', 'Agent\nURI: https://evil.example', /^client_name must not contain control.*U\+000A/],
+      ['client_name', 'a right-to-left override', 'Evil Corp\u202E gnikcaB', /^client_name must not contain .*bidirectional.*U\+202E/],
+      ['client_name', 'a line separator', 'Agent\u2028Two', /U\+2028/],
+      ['client_name', 'a lone surrogate', 'Agent \ud800', /^client_name must be Unicode text/],
+      ['client_name', 'only spaces', '   ', /^client_name must not be blank/],
+      ['client_name', '201 characters', 'a'.repeat(201), /^client_name must be a string of 1 to 200 characters/],
+      ['software_id', 'a DEL character', 'id\u007f', /^software_id must not contain control.*U\+007F/],
+      ['software_version', 'a C1 control', '1.0\u0085', /^software_version must not contain control.*U\+0085/],
+    ])('%s with %s is refused with invalid_client_metadata naming the character, and nothing is stored', async (field, _label, value, description) => {
+      const before = await clients().countDocuments();
+      const res = await register(issuer, { ...valid, [field]: value });
+      expect(res.status).toBe(400);
+      expect(res.body.error).toBe('invalid_client_metadata');
+      expect(res.body.error_description).toMatch(description);
+      expect(await clients().countDocuments()).toBe(before);
+    });
+
+    test('contacts: at most 20 addresses, each readable text', async () => {
+      const before = await clients().countDocuments();
+      const many = await register(issuer, { ...valid, contacts: Array.from({ length: 21 }, (_, i) => `ops${i}@example.com`) });
+      expect(many.status).toBe(400);
+      expect(many.body).toMatchObject({ error: 'invalid_client_metadata', error_description: 'contacts may list at most 20 addresses' });
+      const control = await register(issuer, { ...valid, contacts: ['ops@example.com\r\nBcc: x@example.com'] });
+      expect(control.status).toBe(400);
+      expect(control.body.error_description).toMatch(/^contacts entries must not contain control.*U\+000D/);
+      expect(await clients().countDocuments()).toBe(before);
+    });
+
+    test('names in any script, emoji included, are accepted as sent', async () => {
+      const name = 'Agent \u00e9t\u00e9 \u30a8\u30fc\u30b8\u30a7\u30f3\u30c8 \u0627\u0644\u0648\u0643\u064a\u0644 \ud83e\udd16';
+      const res = await register(issuer, { ...valid, client_name: name, contacts: ['ops@example.com'] });
+      expect(res.status).toBe(201);
+      expect(res.body.client_name).toBe(name);
+      expect((await storedClient(res.body.client_id as string))?.client_name).toBe(name);
+    });
+
+    test('an RFC 7592 update to a name with a control character is refused and the stored name stays', async () => {
+      const created = await register(issuer, { ...valid, client_name: 'Agent' });
+      expect(created.status).toBe(201);
+      const id = created.body.client_id as string;
+      const res = await fetch(created.body.registration_client_uri as string, {
+        method: 'PUT',
+        headers: { authorization: `Bearer ${created.body.registration_access_token as string}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ client_id: id, ...valid, client_name: 'Agent\u0000' }),
+      });
+      expect(res.status).toBe(400);
+      expect(((await res.json()) as { error: string }).error).toBe('invalid_client_metadata');
+      expect((await storedClient(id))?.client_name).toBe('Agent');
+    });
+  });
+
   describe('security headers on every page, whatever the spelling', () => {
     const expectPageHeaders = (headers: Headers) => {
       expect(headers.get('content-security-policy')).toMatch(/^default-src 'none';\s*script-src 'self'/);

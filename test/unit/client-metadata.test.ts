@@ -161,6 +161,9 @@ describe('client ID metadata documents: the document through the registration po
     expect(refusal({ ...good, agentauth_tier: 'bound' })).toMatch(/^agentauth_tier is assigned by the authorization server/);
     expect(refusal({ ...good, agentauth_registration: 'operator' })).toMatch(/^agentauth_registration is recorded/);
     expect(refusal({ ...good, redirect_uris: [] })).toMatch(/required for the authorization_code grant/);
+    // A document's name is what the consent page and the wallet's sign-in message show.
+    expect(refusal({ ...good, client_name: 'Bank\u202Etneilc' })).toMatch(/^client_name must not contain .*U\+202E/);
+    expect(refusal({ ...good, client_name: 'Agent\nURI: https://evil.test' })).toMatch(/^client_name must not contain control.*U\+000A/);
   });
 
   test('not JSON, or not an object, is refused', () => {

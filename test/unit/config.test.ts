@@ -134,6 +134,9 @@ describe('loadConfig', () => {
     [{ resourceServers: [{ identifier: 'https://a.example.com', scopes: ['r'] }], clients: [{ client_id: 'c', client_secret: 'x'.repeat(32), token_exchange_resources: ['https://nowhere.example.com'] }] }, /clients\[0\]\.token_exchange_resources: https:\/\/nowhere\.example\.com is not a configured resource server/],
     [{ resourceServers: [{ identifier: 'https://a.example.com', scopes: ['r'] }], clients: [{ client_id: 'c', client_secret: 'x'.repeat(32), token_exchange_resources: ['https://a.example.com', 'https://a.example.com'] }] }, /clients\[0\]\.token_exchange_resources: must not repeat/],
     [{ clients: [{ client_id: 'c', client_secret: 'x'.repeat(32), token_exchange_resources: [] }] }, /clients\[0\]\.token_exchange_resources/],
+    [{ clients: [{ client_id: 'c', client_secret: 'x'.repeat(32), client_name: 'Agent\u202Eevil' }] }, /clients\[0\]\.client_name: must not contain control, line-separator or bidirectional-formatting characters \(found U\+202E\)/],
+    [{ clients: [{ client_id: 'c', client_secret: 'x'.repeat(32), client_name: 'Agent\u0000' }] }, /clients\[0\]\.client_name: .*U\+0000/],
+    [{ clients: [{ client_id: 'c', client_secret: 'x'.repeat(32), client_name: '' }] }, /clients\[0\]\.client_name: must be a string of 1 to 200 characters/],
   ])('config file %j is refused by path', (file, pattern) => {
     expect(message({ AGENTAUTH_CONFIG: withFile(file) })).toMatch(pattern);
   });

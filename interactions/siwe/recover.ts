@@ -33,20 +33,38 @@ export function recoveryPath(): RecoveryPath {
 }
 
 /**
+ * The recovery id a personal_sign `v` stands for: 27/28 as wallets send it, 0/1 as some hardware wallets do; -1 for
+ * anything else. ethers would also take EIP-155 transaction values (35 + 2 × chain id + parity, any chain id), so one
+ * signature would have unboundedly many spellings; a message signature has no chain id in its `v`, and a 65-byte
+ * signature with another `v` is a contract wallet's (Safe encodes its signature kinds in `v`, 0, 1 and above 30).
+ */
+export function recoveryId(v: number): number {
+  return v === 27 || v === 28 ? v - 27 : v === 0 || v === 1 ? v : -1;
+}
+
+/** A 65-byte signature whose `v` no account key's personal_sign produces. */
+export class NonCanonicalV extends Error {
+  constructor(readonly v: number) {
+    super(`v is ${v}; an account key's signature ends in v = 27 or 28 (0 or 1 also accepted)`);
+    this.name = 'NonCanonicalV';
+  }
+}
+
+/**
  * The address whose key made an EIP-191 personal_sign `signature` (65 bytes r‖s‖v) over `message`. libsecp256k1
  * (native, ≈ 0.1 ms) where its prebuilt binding loads, else ethers' pure-JS recovery (≈ 2 ms, ethers loaded on first
- * use); both give the same answers on the same input: the native path is only taken for the canonical form (v 27/28
- * or 0/1, low s) and anything else is left to ethers, which throws on what it refuses. `path` forces one
- * implementation (tests).
+ * use); both give the same answers on the same input: the native path is only taken for low s, and anything else is
+ * left to ethers, which throws on what it refuses. A `v` other than 27, 28, 0 or 1 is refused on both paths
+ * (NonCanonicalV). `path` forces one implementation (tests).
  */
 export async function recoverSigner(message: string, signature: string, path: RecoveryPath = recoveryPath()): Promise<string> {
+  const recid = SIGNATURE_65.test(signature) ? recoveryId(Number.parseInt(signature.slice(130), 16)) : undefined;
+  if (recid === -1) throw new NonCanonicalV(Number.parseInt(signature.slice(130), 16));
   const lib = path === 'native' ? loadNative() : null;
-  if (lib && SIGNATURE_65.test(signature)) {
+  if (lib && recid !== undefined) {
     const sig = Buffer.from(signature.slice(2), 'hex');
-    const v = sig[64]!;
-    const recid = v === 27 || v === 28 ? v - 27 : v === 0 || v === 1 ? v : -1;
     const s = BigInt(`0x${sig.subarray(32, 64).toString('hex')}`);
-    if (recid >= 0 && s <= HALF_N && s > 0n) {
+    if (s <= HALF_N && s > 0n) {
       let pub: Uint8Array | undefined;
       try {
         pub = lib.ecdsaRecover(sig.subarray(0, 64), recid, eip191Digest(message), false);

@@ -2,7 +2,7 @@
 import type { NonceStore } from '../../adapters/types.js';
 import { SiweVerificationError } from './errors.js';
 import { checksumAddress, eip191Digest, toHex } from './eth.js';
-import { recoverSigner } from './recover.js';
+import { NonCanonicalV, recoverSigner } from './recover.js';
 import type { SiweRule } from './errors.js';
 import { describeBinding, signedScopes } from './binding.js';
 import { parseSiweMessage } from './message.js';
@@ -226,11 +226,15 @@ async function checkSignature(
     throw fail('signature', `the signature must be 0x-prefixed hex bytes (65 bytes for an account key, at most ${MAX_SIGNATURE_BYTES} for a contract wallet)`);
   }
   let recovered: string | undefined;
+  /** Why a 65-byte signature is no account key's, when its `v` says so: told to the client if nothing else accepts it. */
+  let notAnAccountKey = '';
   if (EOA_SIGNATURE.test(signature)) {
     try {
       recovered = await recoverSigner(message, signature);
-    } catch {
-      recovered = undefined; // not a valid secp256k1 signature (bad v, r or s); may still be a contract wallet's
+    } catch (err) {
+      // Not a valid secp256k1 signature (bad v, r or s); may still be a contract wallet's.
+      recovered = undefined;
+      if (err instanceof NonCanonicalV) notAnAccountKey = ` (${err.message})`;
     }
   }
   if (recovered !== undefined && recovered.toLowerCase() === msg.address.toLowerCase()) return 'eip191';
@@ -238,7 +242,7 @@ async function checkSignature(
   if (!eip1271) {
     throw fail(
       'signature',
-      `the signature does not belong to ${msg.address}${recovered ? ` (it was made by ${recovered})` : ''}; ` +
+      `the signature does not belong to ${msg.address}${recovered ? ` (it was made by ${recovered})` : notAnAccountKey}; ` +
         `if ${msg.address} is a contract wallet, verifying it (EIP-1271) needs a JSON-RPC endpoint configured for chain ${msg.chainId}`,
     );
   }
@@ -260,7 +264,7 @@ async function checkSignature(
     throw fail(
       'signature',
       `the signature is not valid for ${msg.address}: it is not that account's key signature` +
-        `${recovered ? ` (it was made by ${recovered})` : ''}, and the contract wallet at that address on chain ` +
+        `${recovered ? ` (it was made by ${recovered})` : notAnAccountKey}, and the contract wallet at that address on chain ` +
         `${msg.chainId} did not accept it (EIP-1271)`,
     );
   }

@@ -1,7 +1,7 @@
 import { Signature, Wallet, getAddress, hashMessage } from 'ethers';
 
 import { checksumAddress, eip191Digest, toHex } from '../../interactions/siwe/eth.js';
-import { recoverSigner, recoveryPath } from '../../interactions/siwe/recover.js';
+import { NonCanonicalV, recoverSigner, recoveryPath } from '../../interactions/siwe/recover.js';
 
 const N = 0xfffffffffffffffffffffffffffffffebaaedce6af48a03bbfd25e8cd0364141n;
 const hex = (n: bigint) => n.toString(16).padStart(64, '0');
@@ -53,6 +53,25 @@ describe('EIP-191 signer recovery: the native libsecp256k1 path gives the same a
     expect(await outcome('another message', sig.serialized, 'native')).toBe(await outcome('another message', sig.serialized, 'ethers'));
     expect(await outcome('another message', sig.serialized, 'native')).not.toBe(wallet.address);
     expect(await outcome(message, variants[3]!, 'native')).toBe('refused');
+  });
+
+  test('one signature has two spellings (v 27/28 and 0/1), not the EIP-155 values ethers would also take', async () => {
+    const wallet = new Wallet('0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d');
+    const message = 'example.com wants you to sign in';
+    const sig = Signature.from(await wallet.signMessage(message));
+    const body = `0x${sig.r.slice(2)}${sig.s.slice(2)}`;
+    const parity = sig.v - 27;
+    const withV = (v: number) => `${body}${v.toString(16).padStart(2, '0')}`;
+    // ethers' own verifyMessage takes these (EIP-155: 35 + 2 × chain id + parity), as the first check shows.
+    const { verifyMessage } = await import('ethers');
+    expect(verifyMessage(message, withV(37 + parity))).toBe(wallet.address);
+    for (const path of ['native', 'ethers'] as const) {
+      expect(await outcome(message, withV(27 + parity), path)).toBe(wallet.address);
+      expect(await outcome(message, withV(parity), path)).toBe(wallet.address);
+      for (const v of [35 + parity, 37 + parity, 2, 29, 31, 32, 255]) {
+        await expect(recoverSigner(message, withV(v), path)).rejects.toThrow(new NonCanonicalV(v).message);
+      }
+    }
   });
 });
 

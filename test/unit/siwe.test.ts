@@ -376,6 +376,27 @@ describe('verifySiwe: one refusal per rule', () => {
     }
   });
 
+  test('signature: the holder\'s own signature with an EIP-155 v (37/38) is not an account key\'s; the message says which v is', async () => {
+    const s = signed();
+    const v = Number.parseInt(s.signature.slice(130), 16);
+    const eip155 = `${s.signature.slice(0, 130)}${(v + 10).toString(16)}`;
+    const err = await refusal(verifySiwe({ ...s, signature: eip155 }, rules, { nonces: s.nonces.store, now }), 'signature');
+    expect(err.message).toContain(`does not belong to ${ALICE} (v is ${v + 10}; an account key's signature ends in v = 27 or 28 (0 or 1 also accepted))`);
+    // The same 65 bytes go to the contract wallet check, where Safe's v values (above 30) mean something.
+    const t = signed();
+    const eip1271 = eip1271Stub(true);
+    const safeStyle = `${t.signature.slice(0, 130)}${(v + 4).toString(16)}`;
+    await expect(verifySiwe({ ...t, signature: safeStyle }, rules, { nonces: t.nonces.store, now, eip1271: eip1271.verifier })).resolves.toMatchObject({ method: 'eip1271' });
+    expect(eip1271.calls).toEqual([[1, ALICE, hashMessage(t.message), safeStyle]]);
+  });
+
+  test('signature: v as 0/1 (some hardware wallets) verifies as an account key\'s', async () => {
+    const s = signed();
+    const v = Number.parseInt(s.signature.slice(130), 16);
+    const zeroOne = `${s.signature.slice(0, 130)}0${v - 27}`;
+    await expect(verifySiwe({ ...s, signature: zeroOne }, rules, { nonces: s.nonces.store, now })).resolves.toMatchObject({ address: ALICE, method: 'eip191' });
+  });
+
   test('contract wallet: the EIP-1271 verifier says no → signature', async () => {
     const s = signed({}, bob);
     const eip1271 = eip1271Stub(false);

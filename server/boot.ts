@@ -3,6 +3,7 @@ import { availableParallelism } from 'node:os';
 import type Koa from 'koa';
 import type { Provider } from 'oidc-provider';
 
+import { EmbeddedStorage } from '../adapters/memory.js';
 import { StorageHealth } from '../adapters/health.js';
 import type { Storage } from '../adapters/types.js';
 import type { UpgradeReport } from '../keys/integrity.js';
@@ -23,6 +24,7 @@ import { SharedWindowLimit } from './limits/window.js';
 import { OIDC_SCOPES } from './provider.js';
 import { assembleProvider } from './provider-assembly.js';
 import { checkResourceServerAlgs } from './resource-servers.js';
+import { scratchProvider } from './scratch-provider.js';
 import { checkStaticClients } from './static-clients.js';
 import { inlineSignaturesInstalled, installInlineSignatures, signaturesInline } from './crypto/inline-signatures.js';
 import { installPublicKeyImportCache } from './crypto/public-key-import-cache.js';
@@ -75,6 +77,10 @@ export async function boot(config: Config, log: Logger, options: BootOptions = {
     { signatures: inlineSignaturesInstalled() ? 'event loop' : 'thread pool', processes, cores: availableParallelism() },
     'where ECDSA and Ed25519 signatures are computed',
   );
+  // A client of the file that oidc-provider refuses is refused before anything is opened or created: no data
+  // directory, KEK or first key is left behind by a start that was never going to serve. Asked of a provider on a
+  // throwaway key and an empty store; the provider that serves asks again below (its keys decide what it accepts).
+  if (config.clients.length > 0) await checkStaticClients(await scratchProvider(config, new EmbeddedStorage({ dataDir: config.dataDir })), config.clients);
   const metrics = createMetrics();
   const storage = measuredStorage(await openStorage(config, log), metrics);
   if (storage.kind === 'embedded') {

@@ -1,4 +1,3 @@
-import { randomBytes } from 'node:crypto';
 import { accessSync, constants, existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 
@@ -8,25 +7,22 @@ import { StorageUnavailableError } from '../adapters/errors.js';
 import { FileKeyStore } from '../adapters/file-keys.js';
 import { LEGACY_FILES, twoKeySetsMessage } from '../adapters/legacy-import.js';
 import { EmbeddedStorage } from '../adapters/memory.js';
-import { StorageHealth } from '../adapters/health.js';
-import type { KeyStore, KeyTransition, Storage, StoredKey } from '../adapters/types.js';
+import type { KeyStore, Storage } from '../adapters/types.js';
 import { KeyMaterialError } from '../keys/errors.js';
 import { configuredKek, dataDirKekPath, missingKekMessage, readDataDirKek } from '../keys/kek.js';
 import type { ResolvedKek } from '../keys/kek.js';
 import { readCheckedKeys, upgradeKeyStore } from '../keys/integrity.js';
 import { Keyring, NO_ACTIVE_KEY } from '../keys/keyring.js';
 import { deriveKeyView, publishedKids } from '../keys/lifecycle.js';
-import { deriveKey, KEK_BYTES } from '../keys/seal.js';
 import { resolveAdminToken } from './admin/token.js';
 import { planAsyncContext } from './async-context.js';
 import { describeContext } from './cli-context.js';
 import type { CliContext } from './cli-context.js';
-import { ClientSecretHasher } from './client-secrets.js';
 import { ConfigError, loadConfig, retireGraceSeconds, workersCount } from './config.js';
 import type { Config } from './config.js';
 import { heapGrowthPercent, operatorSizedHeap } from './heap-policy.js';
-import { createLogger } from './logger.js';
 import { checkResourceServerAlgs } from './resource-servers.js';
+import { ScratchKeys } from './scratch-provider.js';
 import { MONGODB_NEEDS_KEK, openStorage, quietSqliteWarning } from './storage-setup.js';
 
 /*
@@ -345,48 +341,6 @@ async function checkKeys(config: Config, storage: StoreState, kek: ResolvedKek |
   }
 }
 
-/** A KeyStore in memory: the scratch keyring `checkClients` builds its provider with. */
-class ScratchKeys implements KeyStore {
-  readonly #keys: StoredKey[];
-  readonly #transitions: KeyTransition[];
-
-  /** Empty, or a copy of a store's records (to run start's one-time MAC upgrade on, leaving the store as it is). */
-  constructor(keys: readonly StoredKey[] = [], transitions: readonly KeyTransition[] = []) {
-    this.#keys = keys.map((k) => ({ ...k }));
-    this.#transitions = transitions.map((t) => ({ ...t }));
-  }
-
-  async list(): Promise<StoredKey[]> {
-    return [...this.#keys];
-  }
-
-  async insert(key: StoredKey): Promise<boolean> {
-    if (this.#keys.some((k) => k.seq === key.seq)) return false;
-    this.#keys.push(key);
-    return true;
-  }
-
-  async transitions(): Promise<KeyTransition[]> {
-    return [...this.#transitions];
-  }
-
-  async addTransition(t: KeyTransition): Promise<boolean> {
-    if (this.#transitions.some((x) => x.kid === t.kid && x.type === t.type)) return false;
-    this.#transitions.push(t);
-    return true;
-  }
-
-  async addKeyMac(kid: string, mac: string): Promise<void> {
-    const key = this.#keys.find((k) => k.kid === kid);
-    if (key && key.mac === undefined) key.mac = mac;
-  }
-
-  async addTransitionMac(kid: string, type: KeyTransition['type'], mac: string): Promise<void> {
-    const t = this.#transitions.find((x) => x.kid === kid && x.type === type);
-    if (t && t.mac === undefined) t.mac = mac;
-  }
-}
-
 /** Registered clients checked at most (in pages of CLIENT_PAGE), and refused ones named at most. */
 const MAX_REGISTERED_CHECKED = 100_000;
 const CLIENT_PAGE = 500;
@@ -408,25 +362,10 @@ const reasonOf = (err: unknown): string => {
  *   is a warning, naming the first few.
  */
 async function checkClients(config: Config, storage: StoreState, add: Add): Promise<void> {
-  const { assembleProvider } = await import('./provider-assembly.js');
   const { checkStaticClients } = await import('./static-clients.js');
-  const { createWalletSignIn } = await import('../interactions/wallet-signin.js');
-  const kek = randomBytes(KEK_BYTES);
+  const { scratchProvider } = await import('./scratch-provider.js');
   const store = storage.store ?? new EmbeddedStorage({ dataDir: config.dataDir });
-  const keyring = await Keyring.load(new ScratchKeys(), kek, config.keyAlg, { retireGraceSeconds: retireGraceSeconds(config) });
-  const health = new StorageHealth(store);
-  // As start builds it (server/provider-assembly.ts): its grants registered, so that their grant types are accepted.
-  const provider = assembleProvider({
-    config,
-    storage: store,
-    health,
-    keyring,
-    cookieKeys: [deriveKey(kek, 'cookies').toString('base64url')],
-    hasher: new ClientSecretHasher(deriveKey(kek, 'client-secrets')),
-    dpopNonceSecret: deriveKey(kek, 'dpop-nonce'),
-    log: createLogger('silent'),
-    wallet: createWalletSignIn(config.wallet, config.issuer, store.nonces),
-  });
+  const provider = await scratchProvider(config, store);
   try {
     await checkStaticClients(provider, config.clients);
     add('clients', 'ok', `${config.clients.length} in the configuration file${config.clients.length ? ', each accepted by oidc-provider' : ''}`);

@@ -361,4 +361,21 @@ describe('agentauth config check: every refusal is start\'s own, with its exit c
     const expected = name === 'store' ? failure!.detail.slice(0, failure!.detail.indexOf('(')) : failure!.detail;
     expect(started.stderr).toContain(`agentauth: ${expected}`);
   });
+
+  test('start refuses a client of the file that oidc-provider refuses before it creates anything: no data directory, KEK or key; no collection on MongoDB', async () => {
+    const bad = writeConfig(tempDir(), { resourceServers: [RS], clients: [{ client_id: 'svc', client_secret: SECRET, scope: 'write' }] });
+    const line = 'agentauth: invalid configuration: AGENTAUTH_CONFIG clients[0] (svc): scope must only contain Authorization Server supported scope values';
+    const dataDir = join(tempDir(), 'never-created');
+    expect((await startRefuses({ AGENTAUTH_CONFIG: bad, AGENTAUTH_DATA_DIR: dataDir })).stderr).toContain(line);
+    expect(existsSync(dataDir)).toBe(false);
+
+    const dbName = uniqueDbName('cfgstatic');
+    expect((await startRefuses({ AGENTAUTH_CONFIG: bad, MONGODB_URI: mongoUri(), MONGODB_DB: dbName, AGENTAUTH_KEK: newKek() })).stderr).toContain(line);
+    const client = await MongoClient.connect(mongoUri());
+    try {
+      expect(await client.db(dbName).listCollections().toArray()).toEqual([]);
+    } finally {
+      await client.close();
+    }
+  });
 });

@@ -224,7 +224,10 @@ class MemoryNonces implements NonceStore {
 
   async takeAttempt(key: string, limit: number, ttlSeconds: number): Promise<boolean> {
     checkKey('attempt key', key);
-    const entry = this.#attempts.get(key) ?? { until: now() + ttlSeconds * 1000, taken: 0 };
+    const t = now();
+    // A counter whose window has passed (not yet swept) starts over, as a swept one would (and as on SQLite).
+    const held = this.#attempts.get(key);
+    const entry = held && held.until > t ? held : { until: t + ttlSeconds * 1000, taken: 0 };
     this.#attempts.set(key, entry);
     if (entry.taken >= limit) return false;
     entry.taken += 1;

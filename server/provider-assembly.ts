@@ -17,6 +17,6 @@ export function assembleProvider(deps: ProviderDeps & { wallet: WalletSignIn }):
   const provider = createProvider(deps);
   registerWalletGrant(provider, deps.wallet, deps.log, deps.health);
   registerTokenExchangeGrant(provider, { policy: deps.config.tokenExchange, clients: deps.storage.model('Client'), health: deps.health });
-  installDisabledClientCheck(provider, deps.storage.model('Client'), deps.health);
+  installDisabledClientCheck(provider, deps.storage.model('Client'), deps.storage.nonces, deps.health);
   return provider;
 }

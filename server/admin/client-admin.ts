@@ -10,7 +10,10 @@ import type { StaticClientConfig } from '../config.js';
 import { REGISTRATION_FIELD } from '../policies/registration-origin.js';
 import { tierFromPolicies } from '../policies/tiers.js';
 import { DISABLED_AT_FIELD, DISABLED_FIELD, REVOKED_BEFORE_FIELD, isDisabled } from './client-fields.js';
+import { ClientChangeInProgress, ClientGone, ClientWrites, REVISION_FIELD } from './client-writes.js';
+import type { ClientChange, ClientDecision } from './client-writes.js';
 import { conflict, invalidRequest, notFound } from './errors.js';
+import type { AdminError } from './errors.js';
 import { PerKeyQueue } from './per-key.js';
 
 /** Who performed an administration action, as the audit record names it. */
@@ -36,7 +39,7 @@ export interface IatView {
 }
 
 export interface ClientAdminDeps {
-  storage: Pick<Storage, 'model' | 'revokedTokens'>;
+  storage: Pick<Storage, 'model' | 'revokedTokens' | 'nonces'>;
   hasher: ClientSecretHasher;
   /** Clients of the configuration file: shown, never changed here (the file is where they are defined). */
   staticClients: readonly StaticClientConfig[];
@@ -61,7 +64,7 @@ function checkClientId(clientId: string): void {
 }
 
 function registeredView(clientId: string, payload: AdapterPayload): ClientView {
-  const metadata = Object.fromEntries(Object.entries(payload).filter(([k]) => !HIDDEN.has(k) && k !== DISABLED_FIELD && k !== DISABLED_AT_FIELD && k !== REVOKED_BEFORE_FIELD));
+  const metadata = Object.fromEntries(Object.entries(payload).filter(([k]) => !HIDDEN.has(k) && k !== DISABLED_FIELD && k !== DISABLED_AT_FIELD && k !== REVOKED_BEFORE_FIELD && k !== REVISION_FIELD));
   const disabledAt = payload[DISABLED_AT_FIELD];
   return {
     client_id: clientId,
@@ -85,27 +88,15 @@ function staticView(c: StaticClientConfig): ClientView {
  */
 export class ClientAdmin {
   /**
-   * Changes of one client, one after another. Each reads the record, decides, audits and writes it back; two run side
-   * by side (a rotate-secret answered while a delete or disable was between its read and its write) wrote a stale
-   * record back: the deleted client existed again, the disabled one was enabled, though both had been answered and
-   * audited. Changes made through another process (the CLI next to a server, another instance, another worker of
-   * `start --workers N`) are not queued here;
-   * each write re-reads the record just before it (see #rewrite), which leaves them only that moment's window.
+   * Changes of one client made here, one after another (they would otherwise only wait for each other's claims).
+   * Between processes (the CLI next to a server, other instances, the workers of `start --workers N`) and against
+   * the client's own RFC 7592 updates, each change is a compare-and-set on the stored record (client-writes.ts).
    */
   readonly #changes = new PerKeyQueue();
+  readonly #writes: ClientWrites;
 
-  constructor(private readonly deps: ClientAdminDeps) {}
-
-  /**
-   * Writes `change` applied to the record as stored now (re-read right before the write), not to the copy read when
-   * the change began: what another process wrote meanwhile is kept, and a client deleted meanwhile stays deleted (404).
-   */
-  async #rewrite(clientId: string, change: (current: AdapterPayload) => AdapterPayload): Promise<AdapterPayload> {
-    const current = await this.deps.storage.model('Client').find(clientId);
-    if (!current) throw notFound(`no client ${clientId}`);
-    const next = change(current);
-    await this.deps.storage.model('Client').upsert(clientId, next);
-    return next;
+  constructor(private readonly deps: ClientAdminDeps) {
+    this.#writes = new ClientWrites(deps.storage.model('Client'), deps.storage.nonces);
   }
 
   #static(clientId: string): StaticClientConfig | undefined {
@@ -116,10 +107,36 @@ export class ClientAdmin {
     checkClientId(clientId);
     const payload = await this.deps.storage.model('Client').find(clientId);
     if (payload) return payload;
+    throw this.#missing(clientId);
+  }
+
+  #missing(clientId: string): AdminError {
     if (this.#static(clientId)) {
-      throw conflict(`client ${clientId} is declared in the configuration file (AGENTAUTH_CONFIG clients); change or remove it there and restart`);
+      return conflict(`client ${clientId} is declared in the configuration file (AGENTAUTH_CONFIG clients); change or remove it there and restart`);
     }
-    throw notFound(`no client ${clientId}`);
+    return notFound(`no client ${clientId}`);
+  }
+
+  /**
+   * One change of a registered client, on the record as stored when it takes effect (client-writes.ts): `decide` may
+   * be shown a newer record than the one first read, and `commit` (the audit record, written before the change, fail
+   * closed as server/audit/log.ts asks) runs only for the change that is made.
+   */
+  async #change(
+    clientId: string,
+    decide: (current: AdapterPayload) => ClientDecision,
+    commit: (current: AdapterPayload, decision: ClientDecision) => Promise<void>,
+  ): Promise<ClientChange> {
+    checkClientId(clientId);
+    return this.#changes.run(clientId, async () => {
+      try {
+        return await this.#writes.change(clientId, decide, commit);
+      } catch (err) {
+        if (err instanceof ClientGone) throw this.#missing(clientId);
+        if (err instanceof ClientChangeInProgress) throw conflict(err.message);
+        throw err;
+      }
+    });
   }
 
   async list(): Promise<ClientView[]> {
@@ -143,62 +160,66 @@ export class ClientAdmin {
 
   /** Stops issuance at once (every instance) and revokes the client's grants, tokens and codes. */
   async disable(clientId: string, actor: AdminActor): Promise<ClientView> {
-    return this.#changes.run(clientId, async () => {
-      const payload = await this.#registered(clientId);
-      const already = isDisabled(payload);
-      const now = new Date();
-      const mark = { [DISABLED_FIELD]: true, [DISABLED_AT_FIELD]: now.toISOString(), [REVOKED_BEFORE_FIELD]: Math.floor(now.getTime() / 1000) };
-      await this.#audit('client.disabled', clientId, actor, { revoked: [...DISABLE_REVOKES], ...(already ? { already_disabled: true } : {}) });
-      // The mark of the generation ending here first (tokens exchanged from this client's tokens go with them, see
-      // server/revocation-lineage.ts), then the flag, so nothing can be issued between the revocation and the flag.
-      if (!already) await new RevocationMarks(this.deps.storage.revokedTokens).client(clientId, payload);
-      const disabled = already ? payload : await this.#rewrite(clientId, (current) => ({ ...current, ...mark }));
-      for (const model of DISABLE_REVOKES) await this.deps.storage.model(model).revokeByClientId(clientId);
-      return registeredView(clientId, disabled);
-    });
+    const now = new Date();
+    const mark = { [DISABLED_FIELD]: true, [DISABLED_AT_FIELD]: now.toISOString(), [REVOKED_BEFORE_FIELD]: Math.floor(now.getTime() / 1000) };
+    const change = await this.#change(
+      clientId,
+      (current) => (isDisabled(current) ? { keep: true } : { write: { ...current, ...mark } }),
+      async (current, decision) => {
+        const already = 'keep' in decision;
+        await this.#audit('client.disabled', clientId, actor, { revoked: [...DISABLE_REVOKES], ...(already ? { already_disabled: true } : {}) });
+        // The mark of the generation ending here first (tokens exchanged from this client's tokens go with them, see
+        // server/revocation-lineage.ts), then the flag, so nothing can be issued between the revocation and the flag.
+        if (!already) await new RevocationMarks(this.deps.storage.revokedTokens).client(clientId, current);
+      },
+    );
+    for (const model of DISABLE_REVOKES) await this.deps.storage.model(model).revokeByClientId(clientId);
+    return registeredView(clientId, change.after ?? change.before);
   }
 
   /** Restores issuance. Grants and tokens revoked by the disable stay revoked. */
   async enable(clientId: string, actor: AdminActor): Promise<ClientView> {
-    return this.#changes.run(clientId, async () => {
-      const payload = await this.#registered(clientId);
-      const clear = (record: AdapterPayload) => {
-        const enabled = { ...record };
+    const change = await this.#change(
+      clientId,
+      (current) => {
+        if (!isDisabled(current)) return { keep: true };
+        const enabled = { ...current };
         delete enabled[DISABLED_FIELD];
         delete enabled[DISABLED_AT_FIELD];
-        return enabled;
-      };
-      await this.#audit('client.enabled', clientId, actor, isDisabled(payload) ? {} : { already_enabled: true });
-      const enabled = isDisabled(payload) ? await this.#rewrite(clientId, clear) : payload;
-      return registeredView(clientId, enabled);
-    });
+        return { write: enabled };
+      },
+      (_current, decision) => this.#audit('client.enabled', clientId, actor, 'keep' in decision ? { already_enabled: true } : {}),
+    );
+    return registeredView(clientId, change.after ?? change.before);
   }
 
   /** Removes the client and revokes everything it held (server/client-revocation.ts), registration access tokens included. */
   async delete(clientId: string, actor: AdminActor): Promise<void> {
-    return this.#changes.run(clientId, async () => {
-      const record = await this.#registered(clientId);
+    const change = await this.#change(
+      clientId,
+      () => ({ destroy: true }),
       // The type RFC 7592 DELETE records too: `agentauth verify` finds deleted clients by it.
-      await this.#audit('client.deleted', clientId, actor, { revoked: [...CLIENT_OWNED] });
-      await this.deps.storage.model('Client').destroy(clientId);
-      await revokeClientRecords(this.deps.storage, clientId, record);
-    });
+      () => this.#audit('client.deleted', clientId, actor, { revoked: [...CLIENT_OWNED] }),
+    );
+    await revokeClientRecords(this.deps.storage, clientId, change.before);
   }
 
   /** Replaces a confidential client's secret; the new secret is returned once and stored only as a keyed hash. */
   async rotateSecret(clientId: string, actor: AdminActor): Promise<{ client: ClientView; clientSecret: string }> {
-    return this.#changes.run(clientId, async () => {
-      const payload = await this.#registered(clientId);
-      const method = typeof payload.token_endpoint_auth_method === 'string' ? payload.token_endpoint_auth_method : 'client_secret_basic';
-      if (!SECRET_AUTH_METHODS.has(method) || typeof payload.client_secret !== 'string') {
-        throw conflict(`client ${clientId} authenticates with ${method} and has no client secret to rotate`);
-      }
-      const clientSecret = randomBytes(64).toString('base64url');
-      const hashed = this.deps.hasher.hash(clientSecret);
-      await this.#audit('client.secret_rotated', clientId, actor, {});
-      const rotated = await this.#rewrite(clientId, (current) => ({ ...current, client_secret: hashed }));
-      return { client: registeredView(clientId, rotated), clientSecret };
-    });
+    const clientSecret = randomBytes(64).toString('base64url');
+    const hashed = this.deps.hasher.hash(clientSecret);
+    const change = await this.#change(
+      clientId,
+      (current) => {
+        const method = typeof current.token_endpoint_auth_method === 'string' ? current.token_endpoint_auth_method : 'client_secret_basic';
+        if (!SECRET_AUTH_METHODS.has(method) || typeof current.client_secret !== 'string') {
+          throw conflict(`client ${clientId} authenticates with ${method} and has no client secret to rotate`);
+        }
+        return { write: { ...current, client_secret: hashed } };
+      },
+      () => this.#audit('client.secret_rotated', clientId, actor, {}),
+    );
+    return { client: registeredView(clientId, change.after!), clientSecret };
   }
 
   async listIats(): Promise<IatView[]> {

@@ -2,8 +2,9 @@ import { errors, Provider } from 'oidc-provider';
 import type { KoaContextWithOIDC } from 'oidc-provider';
 
 import { failClosedInProvider } from '../../adapters/oidc-adapter.js';
-import type { AdapterPayload, ModelStore } from '../../adapters/types.js';
+import type { AdapterPayload, ModelStore, NonceStore } from '../../adapters/types.js';
 import { isValidKey } from '../../adapters/validate.js';
+import { ClientChangeInProgress, ClientGone, ClientWrites } from './client-writes.js';
 
 export { DISABLED_AT_FIELD, DISABLED_FIELD, REVOKED_BEFORE_FIELD, isDisabled, tokensRevokedBefore } from './client-fields.js';
 import { DISABLED_AT_FIELD, DISABLED_FIELD, REVOKED_BEFORE_FIELD, isDisabled } from './client-fields.js';
@@ -27,8 +28,42 @@ const CALLER_ROUTES = new Set([
 const ADMIN_FIELDS = [DISABLED_FIELD, DISABLED_AT_FIELD, REVOKED_BEFORE_FIELD] as const;
 
 interface ClientModel {
-  adapter: { find(id: string): Promise<AdapterPayload | undefined>; upsert(id: string, payload: AdapterPayload, expiresIn?: number): Promise<void> };
+  adapter: {
+    find(id: string): Promise<AdapterPayload | undefined>;
+    upsert(id: string, payload: AdapterPayload, expiresIn?: number): Promise<void>;
+    destroy(id: string): Promise<void>;
+  };
   find(id: unknown): Promise<unknown>;
+}
+
+/** The administration fields of a stored record, to carry over into what oidc-provider writes. */
+const adminFields = (stored: AdapterPayload) => Object.fromEntries(ADMIN_FIELDS.flatMap((f) => (stored[f] === undefined ? [] : [[f, stored[f]]])));
+
+/**
+ * What an RFC 7592 update writes, given what oidc-provider built (`update`, from the record it read when the request
+ * began, `read`) and the record as stored now (`stored`): the update, with what administration may have changed
+ * since taken from `stored`: the administration fields (which oidc-provider does not know, so no update clears
+ * them), and the secret, unless the update itself replaced it (oidc-provider generates one when a client moves to a
+ * secret method) or dropped it (a move to a method without one).
+ */
+export function clientUpdateOnStored(update: AdapterPayload, read: AdapterPayload | undefined, stored: AdapterPayload): AdapterPayload {
+  const secretKept = read !== undefined && update.client_secret === read.client_secret && stored.client_secret !== undefined;
+  return { ...update, ...adminFields(stored), ...(secretKept ? { client_secret: stored.client_secret } : {}) };
+}
+
+/** A change of a client's record made inside oidc-provider's pipeline: its outcomes as OAuth errors. */
+async function inProvider(fn: () => Promise<unknown>, health?: { markDown(err: unknown): void }): Promise<void> {
+  try {
+    await failClosedInProvider(fn, health);
+  } catch (err) {
+    if (err instanceof ClientGone) throw new errors.InvalidToken('the client was deleted while this request was being answered');
+    if (err instanceof ClientChangeInProgress) {
+      const busy = new errors.TemporarilyUnavailable(err.message);
+      Object.assign(busy, { status: 503, statusCode: 503 });
+      throw busy;
+    }
+    throw err;
+  }
 }
 
 /**
@@ -43,22 +78,48 @@ interface ClientModel {
  *     introspection in server/structured-tokens.ts), it is simply not found, so its tokens introspect inactive.
  * Disabling also removes the client's grants and tokens (server/admin/client-admin.ts), so enabling it again
  * restores issuance only.
+ *
+ * oidc-provider's own writes of a client (an RFC 7592 update or delete) go through `ClientWrites` (client-writes.ts),
+ * as administration's do: an update that read the record before a disable, a delete or a rotate-secret in any process
+ * decides again on the record as it is after it, so it never undoes one.
  */
-export function installDisabledClientCheck(provider: Provider, clients: ModelStore, health?: { markDown(err: unknown): void }): void {
+export function installDisabledClientCheck(provider: Provider, clients: ModelStore, claims: Pick<NonceStore, 'takeAttempt'>, health?: { markDown(err: unknown): void }): void {
   const Client = provider.Client as unknown as ClientModel;
   const adapter = Client.adapter;
+  // Reads from the store itself; writes through oidc-provider's adapter (server/adapters/oidc-adapter.ts), which
+  // hashes a client secret before it is stored.
+  const writes = new ClientWrites(
+    { find: (id) => clients.find(id), upsert: (id, payload, expiresIn) => adapter.upsert(id, payload, expiresIn), destroy: (id) => adapter.destroy(id) },
+    claims,
+  );
+  /** The record each request first read of a client: what an RFC 7592 update was decided on. */
+  const loaded = new WeakMap<object, Map<string, AdapterPayload>>();
   const hiding = Object.create(adapter) as ClientModel['adapter'];
   hiding.find = async (id: string) => {
     const payload = await adapter.find(id);
+    const ctx = Provider.ctx as object | undefined;
+    if (ctx && payload) {
+      const seen = loaded.get(ctx) ?? new Map<string, AdapterPayload>();
+      if (!seen.has(id)) seen.set(id, payload);
+      loaded.set(ctx, seen);
+    }
     return isDisabled(payload) ? undefined : payload;
   };
-  // oidc-provider writes a client back from the metadata it knows (an RFC 7592 update), which has none of these
-  // fields: carry them over from the stored record, so no update by the client clears them.
+  // oidc-provider writes a client back from the metadata it knows (an RFC 7592 update), built from the record it read
+  // when the request began; written onto the record as stored when the write happens (clientUpdateOnStored).
   hiding.upsert = async (id: string, payload: AdapterPayload, expiresIn?: number) => {
-    const stored = await failClosedInProvider(() => clients.find(id), health);
-    const kept = Object.fromEntries(ADMIN_FIELDS.flatMap((f) => (stored?.[f] === undefined ? [] : [[f, stored[f]]])));
-    return adapter.upsert(id, { ...payload, ...kept }, expiresIn);
+    const ctx = Provider.ctx as KoaContextWithOIDC | undefined;
+    if (ctx?.oidc?.route === 'registration') return inProvider(() => writes.create(id, payload, expiresIn), health);
+    const read = ctx ? loaded.get(ctx)?.get(id) : undefined;
+    return inProvider(() => writes.change(id, (stored) => ({ write: clientUpdateOnStored(payload, read, stored) })), health);
   };
+  hiding.destroy = async (id: string) =>
+    inProvider(
+      () => writes.change(id, () => ({ destroy: true })).catch((err: unknown) => {
+        if (!(err instanceof ClientGone)) throw err; // deleted meanwhile: what was asked
+      }),
+      health,
+    );
   Object.defineProperty(Client, 'adapter', { configurable: true, get: () => hiding });
 
   const find = Client.find.bind(Client);

@@ -323,6 +323,46 @@ describe('client administration through the admin API', () => {
     expect((await admin(adminA, 'GET', path(flipped))).body.disabled).toBe(state);
   });
 
+  test('changes of one client through two processes at once (each one\'s admin API, and the client\'s own RFC 7592 update) never undo a delete or a disable', async () => {
+    const path = (c: Registered, action = '') => `/admin/clients/${encodeURIComponent(c.id)}${action}`;
+    for (let round = 0; round < 5; round += 1) {
+      // Delete through A, rotate-secret through B: the client ends deleted in both.
+      const deleted = await registerClient();
+      const [del, rot] = await Promise.all([admin(adminA, 'DELETE', path(deleted)), admin(adminB, 'POST', path(deleted, '/rotate-secret'))]);
+      expect(del.status).toBe(204);
+      expect([200, 404]).toContain(rot.status);
+      expect((await admin(adminB, 'GET', path(deleted))).status).toBe(404);
+      expect((await admin(adminA, 'GET', path(deleted))).status).toBe(404);
+
+      // Disable through B while A answers a rotate-secret and the client's own update: it ends disabled, both changes
+      // kept (the update's name, the rotated secret's hash), and no secret works.
+      const disabled = await registerClient();
+      const reg = disabled.registration!;
+      const [dis, rot2, put] = await Promise.all([
+        admin(adminB, 'POST', path(disabled, '/disable')),
+        admin(adminA, 'POST', path(disabled, '/rotate-secret')),
+        fetch(reg.registration_client_uri as string, {
+          method: 'PUT',
+          headers: { authorization: `Bearer ${reg.registration_access_token as string}`, 'content-type': 'application/json' },
+          body: JSON.stringify({ client_id: disabled.id, client_secret: disabled.secret, grant_types: ['client_credentials'], token_endpoint_auth_method: 'client_secret_basic', scope: 'read files', client_name: `updated ${round}` }),
+        }),
+      ]);
+      expect([dis.status, rot2.status]).toEqual([200, 200]);
+      // The update either came first (200) or found the client disabled (401: the client is unknown to oidc-provider).
+      expect([200, 401]).toContain(put.status);
+      const shown = await admin(adminA, 'GET', path(disabled));
+      expect(shown.body.disabled).toBe(true);
+      if (put.status === 200) expect((shown.body.metadata as Record<string, unknown>).client_name).toBe(`updated ${round}`);
+      for (const secret of [disabled.secret, rot2.body.client_secret as string]) {
+        expect((await tokenRequest(b.url, { id: disabled.id, secret })).status).toBe(401);
+      }
+      // Enabled again: the rotated secret is the one that works, whichever order the update and the rotation took.
+      expect((await admin(adminB, 'POST', path(disabled, '/enable'))).status).toBe(200);
+      expect((await tokenRequest(b.url, { id: disabled.id, secret: rot2.body.client_secret as string })).status).toBe(200);
+      expect((await tokenRequest(b.url, { id: disabled.id, secret: disabled.secret })).status).toBe(401);
+    }
+  });
+
   test('initial access tokens: listed by fingerprint only, revoked by it; a revoked one registers nothing', async () => {
     const iat = await newIat();
     const list = await admin(adminA, 'GET', '/admin/iats');

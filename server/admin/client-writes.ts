@@ -1,0 +1,139 @@
+import { hash, randomBytes } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
+
+import type { AdapterPayload, ModelStore, NonceStore } from '../../adapters/types.js';
+
+/**
+ * A stored client's revision: a random token written with every change made here, so that every state a client's
+ * record passes through has a name no other state has. Records written before it existed are named by a hash of
+ * what is stored.
+ */
+export const REVISION_FIELD = 'agentauth_rev';
+
+/** What a change does to the record it was shown. */
+export type ClientDecision = { write: AdapterPayload } | { destroy: true } | { keep: true };
+
+export interface ClientChange {
+  /** The record as stored when the change was made (the one `decide` was shown). */
+  before: AdapterPayload;
+  decision: ClientDecision;
+  /** What was stored, revision included (for `write`). */
+  after?: AdapterPayload;
+}
+
+/** The client's record is gone (deleted by another change, or never there). */
+export class ClientGone extends Error {
+  constructor(readonly clientId: string) {
+    super(`no client ${clientId}`);
+    this.name = 'ClientGone';
+  }
+}
+
+/** Another change of the client held its record for longer than a change takes: it is running slowly, or died. */
+export class ClientChangeInProgress extends Error {
+  constructor(readonly clientId: string) {
+    super(`another change of client ${clientId} is in progress (or stopped halfway, which blocks changes for at most ${CLAIM_TTL_SECONDS} s); retry shortly`);
+    this.name = 'ClientChangeInProgress';
+  }
+}
+
+/**
+ * How long a claimed revision stays claimed: well beyond what the steps between a claim and its write take (an audit
+ * record and a write, each bounded by storage.timeoutMs, at most 10 s), so a claim never lapses under a live change;
+ * and the time after which a change that died between its claim and its write stops blocking the client.
+ */
+export const CLAIM_TTL_SECONDS = 60;
+/** How long a change that lost a claim waits for the winner's write before answering ClientChangeInProgress. */
+const WAIT_MS = 5_000;
+const POLL_MS = 20;
+/** Changes of one client that can win before a waiting one gives up (a bound, not a queue position). */
+const MAX_ROUNDS = 100;
+
+export function revisionOf(payload: AdapterPayload): string {
+  const stored = payload[REVISION_FIELD];
+  return typeof stored === 'string' ? stored : `h${hash('sha256', JSON.stringify(payload), 'base64url').slice(0, 22)}`;
+}
+
+const newRevision = () => randomBytes(16).toString('base64url');
+
+/**
+ * Every change of a stored client's record, from any process sharing the store (servers, `--workers`, the CLI):
+ * administration (server/admin/client-admin.ts) and oidc-provider's own writes (an RFC 7592 update or delete, through
+ * the Client adapter in server/admin/disabled-clients.ts).
+ *
+ * A change is a compare-and-set built on the store's unique inserts (the only atomic primitive FerretDB has, see
+ * NonceStore.takeAttempt): it reads the record, decides, then claims the record's current revision, once: of any
+ * number of changes shown that revision, in any number of processes, exactly one claims it, and only that one writes.
+ * The others wait for its write, read the new record and decide again. So no change is made to a record other than
+ * the one it was decided on: a client deleted stays deleted, a disabled one is not enabled by a rotate-secret or by
+ * the client's own update that read it before the disable.
+ */
+export class ClientWrites {
+  readonly #claimTtl: number;
+  readonly #waitMs: number;
+
+  constructor(
+    private readonly clients: Pick<ModelStore, 'find' | 'upsert' | 'destroy'>,
+    private readonly claims: Pick<NonceStore, 'takeAttempt'>,
+    /** Shorter bounds than CLAIM_TTL_SECONDS and WAIT_MS, for tests of a change that stops halfway. */
+    timing: { claimTtlSeconds?: number; waitMs?: number } = {},
+  ) {
+    this.#claimTtl = timing.claimTtlSeconds ?? CLAIM_TTL_SECONDS;
+    this.#waitMs = timing.waitMs ?? WAIT_MS;
+  }
+
+  /**
+   * Applies `decide` to the record as stored, atomically as above. `commit` runs once the change holds the record
+   * (claimed, or nothing to write) and before the write: the audit record goes there, so that it names a change that
+   * is about to be made, and, if it fails, nothing is written (the claim then lapses after CLAIM_TTL_SECONDS).
+   * Throws ClientGone when there is no record (or it was deleted meanwhile), ClientChangeInProgress when another
+   * change holds it too long, and whatever `decide` or `commit` throws.
+   */
+  async change(
+    clientId: string,
+    decide: (current: AdapterPayload) => ClientDecision,
+    commit?: (current: AdapterPayload, decision: ClientDecision) => Promise<void>,
+  ): Promise<ClientChange> {
+    for (let round = 0; round < MAX_ROUNDS; round += 1) {
+      const before = await this.clients.find(clientId);
+      if (!before) throw new ClientGone(clientId);
+      const decision = decide(before);
+      const revision = revisionOf(before);
+      if ('keep' in decision) {
+        await commit?.(before, decision);
+        return { before, decision };
+      }
+      if (await this.claims.takeAttempt(claimKey(clientId, revision), 1, this.#claimTtl)) {
+        await commit?.(before, decision);
+        if ('destroy' in decision) {
+          await this.clients.destroy(clientId);
+          return { before, decision };
+        }
+        const after = { ...decision.write, [REVISION_FIELD]: newRevision() };
+        await this.clients.upsert(clientId, after);
+        return { before, decision, after };
+      }
+      await this.#waitPast(clientId, revision);
+    }
+    throw new ClientChangeInProgress(clientId);
+  }
+
+  /** A record with no stored predecessor (a registration): written with its first revision. */
+  async create(clientId: string, payload: AdapterPayload, expiresIn?: number): Promise<void> {
+    await this.clients.upsert(clientId, { ...payload, [REVISION_FIELD]: newRevision() }, expiresIn);
+  }
+
+  /** Until the record is no longer at `revision` (changed, or deleted); ClientChangeInProgress after the wait. */
+  async #waitPast(clientId: string, revision: string): Promise<void> {
+    const deadline = Date.now() + this.#waitMs;
+    while (Date.now() < deadline) {
+      await sleep(POLL_MS);
+      const now = await this.clients.find(clientId);
+      if (!now || revisionOf(now) !== revision) return;
+    }
+    throw new ClientChangeInProgress(clientId);
+  }
+}
+
+/** One claim per (client, revision); the client id hashed, since ids may be 2,048 characters and keys are bounded. */
+const claimKey = (clientId: string, revision: string) => `client-rev:${hash('sha256', clientId, 'base64url')}:${revision}`;

@@ -8,6 +8,20 @@ import { auditLater } from './trail.js';
 const sha256 = (value: string) => hash('sha256', value, 'hex');
 type Emitter = NodeJS.EventEmitter;
 
+/**
+ * Whether this logout is the one oidc-provider makes by itself when a sign-in names another account than the
+ * browser session's (actions/authorization/resume.js): it then sends the browser to end_session_confirm with
+ * `logout=yes`, having recorded its own resume URL as where to go after, so the new account's request continues.
+ * That URL is compared with the one oidc-provider builds for the resume route, not matched as a string pattern.
+ * A person's own logout (RP-initiated) returns to a client's post_logout_redirect_uri or to the success page.
+ */
+function accountSwitch(ctx: KoaContextWithOIDC): boolean {
+  const after = (ctx.oidc.session?.state as { postLogoutRedirectUri?: unknown } | undefined)?.postLogoutRedirectUri;
+  if (typeof after !== 'string') return false;
+  const uid = after.slice(after.lastIndexOf('/') + 1);
+  return uid.length > 0 && ctx.oidc.urlFor('resume', { uid }) === after;
+}
+
 /** Turns oidc-provider's events into audit events queued on the current request (written by auditTrail). */
 export function auditProviderEvents(provider: Provider): void {
   // eslint-disable-next-line @typescript-eslint/no-explicit-any -- event payloads are typed at each listener
@@ -20,7 +34,9 @@ export function auditProviderEvents(provider: Provider): void {
     if (ctx.oidc?.route === 'token' && ctx.oidc.params?.grant_type === 'refresh_token') {
       auditLater(ctx, { type: 'refresh.reuse_detected', ...base, details: { grant_id: grantId } });
     }
-    auditLater(ctx, { type: 'grant.revoked', ...base, details: { grant_id: grantId, route: ctx.oidc?.route } });
+    const route = ctx.oidc?.route;
+    const reason = route === 'end_session_confirm' ? { reason: accountSwitch(ctx) ? 'account_switch' : 'logout' } : {};
+    auditLater(ctx, { type: 'grant.revoked', ...base, details: { grant_id: grantId, route, ...reason } });
   });
 
   on('agentauth.jwt_revoked', (ctx: KoaContextWithOIDC & { state: Record<string, unknown> }, claims: { jti?: string; client_id?: string; sub?: string }) => {

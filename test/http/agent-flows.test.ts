@@ -8,6 +8,7 @@ import { authorizeWithWallet, logOut } from '../support/user-agent.js';
 import type { UserAgent } from '../support/user-agent.js';
 import { baseConfig, STRICT_REFRESH_TIERS, insecure, introspect, OPAQUE_RESOURCE, REDIRECT, RESOURCE, startAgentServer } from '../support/agent-server.js';
 import type { AgentServer } from '../support/agent-server.js';
+import { runCli } from '../support/server.js';
 
 const wallet = new Wallet('0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d');
 const SUB = `did:pkh:eip155:1:${wallet.address}`;
@@ -272,11 +273,46 @@ describe('agents with openid-client v6: registration, authorization code + PKCE 
     expect(again.outcome.pages.some((p) => p.includes('Connect wallet'))).toBe(false);
   });
 
-  test('RP-initiated logout revokes the grant, JWT access tokens included', async () => {
+  /** Every audit record so far, through `agentauth audit export`. */
+  async function auditLog(): Promise<Array<{ type: string; hash: string; details: Record<string, unknown> }>> {
+    const r = await runCli(['audit', 'export'], as.env);
+    expect(r.code).toBe(0);
+    return r.stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as { type: string; hash: string; details: Record<string, unknown> });
+  }
+
+  /** The grant.revoked records written since `before` (a list auditLog returned). */
+  async function revokedSince(before: Array<{ hash: string }>): Promise<Array<Record<string, unknown>>> {
+    const seen = new Set(before.map((e) => e.hash));
+    return (await auditLog()).filter((e) => !seen.has(e.hash) && e.type === 'grant.revoked').map((e) => e.details);
+  }
+
+  test('RP-initiated logout revokes the grant, JWT access tokens included; the audit record says logout', async () => {
     const { tokens, dpop, outcome } = await login(RESOURCE, 'read');
+    const before = await auditLog();
     const agent = outcome.agent;
     expect([200, 303]).toContain(await logOut(agent, issuer, config.clientMetadata().client_id));
     expect(await introspect(issuer, tokens.access_token)).toEqual({ active: false });
     await expect(oidc.refreshTokenGrant(config, tokens.refresh_token!, { resource: RESOURCE }, { DPoP: dpop })).rejects.toMatchObject({ error: 'invalid_grant' });
+    expect(await revokedSince(before)).toEqual([expect.objectContaining({ route: 'end_session_confirm', reason: 'logout' })]);
+  });
+
+  test('signing in with another wallet in the same browser session ends the first account\'s session (oidc-provider), audited as an account switch, not as a logout', async () => {
+    const first = await login(RESOURCE, 'read');
+    const before = await auditLog();
+    const other = new Wallet(Wallet.createRandom().privateKey);
+    const verifier = oidc.randomPKCECodeVerifier();
+    const state = oidc.randomState();
+    const url = oidc.buildAuthorizationUrl(config, {
+      redirect_uri: REDIRECT, scope: 'read', resource: RESOURCE, state, prompt: 'login',
+      code_challenge: await oidc.calculatePKCECodeChallenge(verifier), code_challenge_method: 'S256',
+    });
+    const outcome = await authorizeWithWallet(url, REDIRECT, { wallet: other, agent: first.outcome.agent });
+    // oidc-provider's self-submitting logout form was on the way.
+    expect(outcome.pages.some((p) => p.includes('document.forms[0].submit()') && /action="[^"]*\/session\/end\/confirm"/.test(p))).toBe(true);
+    const dpop = oidc.getDPoPHandle(config, await oidc.randomDPoPKeyPair('ES256'));
+    const second = await oidc.authorizationCodeGrant(config, outcome.callback, { pkceCodeVerifier: verifier, expectedState: state }, { resource: RESOURCE }, { DPoP: dpop });
+    expect(decodeJwt(second.access_token).sub).toBe(`did:pkh:eip155:1:${other.address}`);
+    expect(await introspect(issuer, first.tokens.access_token)).toEqual({ active: false });
+    expect(await revokedSince(before)).toEqual([expect.objectContaining({ route: 'end_session_confirm', reason: 'account_switch' })]);
   });
 });

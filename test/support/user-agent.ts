@@ -134,6 +134,17 @@ export async function authorizeWithWallet(authorizationUrl: URL, redirectUri: st
       };
       continue;
     }
+    // oidc-provider's self-submitting form (response_modes/form_post.js), as a browser runs it: e.g. the logout it
+    // makes when a sign-in names another account than the session's.
+    const autoPost = /<form method="post" action="([^"]+)">([\s\S]*?)<\/form>/.exec(html);
+    if (autoPost && html.includes('document.forms[0].submit()')) {
+      const inputs = [...autoPost[2]!.matchAll(/<input type="hidden" name="([^"]+)" value="([^"]*)"\/>/g)].map((m): [string, string] => [m[1]!, unescapeHtml(m[2]!)]);
+      next = {
+        url: new URL(unescapeHtml(autoPost[1]!), next.url),
+        init: { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams(inputs).toString() },
+      };
+      continue;
+    }
     const approve = /action="([^"]+\/confirm)"/.exec(html);
     const deny = /action="([^"]+\/abort)"/.exec(html);
     if (approve && deny) {
@@ -144,6 +155,9 @@ export async function authorizeWithWallet(authorizationUrl: URL, redirectUri: st
   }
   throw new Error('too many redirects');
 }
+
+/** What oidc-provider's htmlSafe escapes, back. */
+const unescapeHtml = (v: string) => v.replace(/&(amp|lt|gt|quot|#39|#x27);/g, (_m, e: string) => ({ amp: '&', lt: '<', gt: '>', quot: '"', '#39': "'", '#x27': "'" })[e]!);
 
 /** RP-initiated logout as the person does it: the end-session page, then its confirmation form. Returns the final status. */
 export async function logOut(agent: UserAgent, issuer: string, clientId: string): Promise<number> {

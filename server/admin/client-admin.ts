@@ -126,16 +126,21 @@ export class ClientAdmin {
     clientId: string,
     decide: (current: AdapterPayload) => ClientDecision,
     commit: (current: AdapterPayload, decision: ClientDecision) => Promise<void>,
+    then?: (change: ClientChange) => Promise<void>,
   ): Promise<ClientChange> {
     checkClientId(clientId);
     return this.#changes.run(clientId, async () => {
+      let change: ClientChange;
       try {
-        return await this.#writes.change(clientId, decide, commit);
+        change = await this.#writes.change(clientId, decide, commit);
       } catch (err) {
         if (err instanceof ClientGone) throw this.#missing(clientId);
         if (err instanceof ClientChangeInProgress) throw conflict(err.message);
         throw err;
       }
+      // What follows the write (revoking what the client held) still runs before the next change of this client here.
+      await then?.(change);
+      return change;
     });
   }
 
@@ -160,11 +165,14 @@ export class ClientAdmin {
 
   /** Stops issuance at once (every instance) and revokes the client's grants, tokens and codes. */
   async disable(clientId: string, actor: AdminActor): Promise<ClientView> {
-    const now = new Date();
-    const mark = { [DISABLED_FIELD]: true, [DISABLED_AT_FIELD]: now.toISOString(), [REVOKED_BEFORE_FIELD]: Math.floor(now.getTime() / 1000) };
     const change = await this.#change(
       clientId,
-      (current) => (isDisabled(current) ? { keep: true } : { write: { ...current, ...mark } }),
+      (current) => {
+        if (isDisabled(current)) return { keep: true };
+        // Dated when decided (each round, right before the claim): JWT access tokens issued until then are refused.
+        const now = new Date();
+        return { write: { ...current, [DISABLED_FIELD]: true, [DISABLED_AT_FIELD]: now.toISOString(), [REVOKED_BEFORE_FIELD]: Math.floor(now.getTime() / 1000) } };
+      },
       async (current, decision) => {
         const already = 'keep' in decision;
         await this.#audit('client.disabled', clientId, actor, { revoked: [...DISABLE_REVOKES], ...(already ? { already_disabled: true } : {}) });
@@ -172,8 +180,10 @@ export class ClientAdmin {
         // server/revocation-lineage.ts), then the flag, so nothing can be issued between the revocation and the flag.
         if (!already) await new RevocationMarks(this.deps.storage.revokedTokens).client(clientId, current);
       },
+      async () => {
+        for (const model of DISABLE_REVOKES) await this.deps.storage.model(model).revokeByClientId(clientId);
+      },
     );
-    for (const model of DISABLE_REVOKES) await this.deps.storage.model(model).revokeByClientId(clientId);
     return registeredView(clientId, change.after ?? change.before);
   }
 
@@ -195,13 +205,13 @@ export class ClientAdmin {
 
   /** Removes the client and revokes everything it held (server/client-revocation.ts), registration access tokens included. */
   async delete(clientId: string, actor: AdminActor): Promise<void> {
-    const change = await this.#change(
+    await this.#change(
       clientId,
       () => ({ destroy: true }),
       // The type RFC 7592 DELETE records too: `agentauth verify` finds deleted clients by it.
       () => this.#audit('client.deleted', clientId, actor, { revoked: [...CLIENT_OWNED] }),
+      async (change) => void (await revokeClientRecords(this.deps.storage, clientId, change.before)),
     );
-    await revokeClientRecords(this.deps.storage, clientId, change.before);
   }
 
   /** Replaces a confidential client's secret; the new secret is returned once and stored only as a keyed hash. */

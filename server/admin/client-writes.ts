@@ -32,7 +32,7 @@ export class ClientGone extends Error {
 /** Another change of the client held its record for longer than a change takes: it is running slowly, or died. */
 export class ClientChangeInProgress extends Error {
   constructor(readonly clientId: string) {
-    super(`another change of client ${clientId} is in progress (or stopped halfway, which blocks changes for at most ${CLAIM_TTL_SECONDS} s); retry shortly`);
+    super(`another change of client ${clientId} is in progress, or stopped halfway (its process ended between claiming the record and writing it, which blocks changes of this client for about a minute); retry shortly`);
     this.name = 'ClientChangeInProgress';
   }
 }
@@ -40,12 +40,15 @@ export class ClientChangeInProgress extends Error {
 /**
  * How long a claimed revision stays claimed: well beyond what the steps between a claim and its write take (an audit
  * record and a write, each bounded by storage.timeoutMs, at most 10 s), so a claim never lapses under a live change;
- * and the time after which a change that died between its claim and its write stops blocking the client.
+ * and the time after which a change whose process ended between its claim and its write stops blocking the client
+ * (on MongoDB, once the expired marker is removed: by the TTL monitor, every 60 s, or by a server's sweep).
  */
 export const CLAIM_TTL_SECONDS = 60;
 /** How long a change that lost a claim waits for the winner's write before answering ClientChangeInProgress. */
 const WAIT_MS = 5_000;
+/** The waiting change reads the record after 20 ms, then at doubling intervals up to 250 ms. */
 const POLL_MS = 20;
+const MAX_POLL_MS = 250;
 /** Changes of one client that can win before a waiting one gives up (a bound, not a queue position). */
 const MAX_ROUNDS = 100;
 
@@ -85,7 +88,8 @@ export class ClientWrites {
   /**
    * Applies `decide` to the record as stored, atomically as above. `commit` runs once the change holds the record
    * (claimed, or nothing to write) and before the write: the audit record goes there, so that it names a change that
-   * is about to be made, and, if it fails, nothing is written (the claim then lapses after CLAIM_TTL_SECONDS).
+   * is about to be made, and, if it fails, the change is not made (the record is written back unchanged under a new
+   * revision, which frees it for the next change).
    * Throws ClientGone when there is no record (or it was deleted meanwhile), ClientChangeInProgress when another
    * change holds it too long, and whatever `decide` or `commit` throws.
    */
@@ -104,7 +108,15 @@ export class ClientWrites {
         return { before, decision };
       }
       if (await this.claims.takeAttempt(claimKey(clientId, revision), 1, this.#claimTtl)) {
-        await commit?.(before, decision);
+        try {
+          await commit?.(before, decision);
+        } catch (err) {
+          // Nothing is changed, but the record must not stay claimed: this change still holds it, so it writes the
+          // record back as it was, under a new revision (best effort: a store that refused the commit may refuse this
+          // too, and the claim then lapses).
+          await this.clients.upsert(clientId, { ...before, [REVISION_FIELD]: newRevision() }).catch(() => undefined);
+          throw err;
+        }
         if ('destroy' in decision) {
           await this.clients.destroy(clientId);
           return { before, decision };
@@ -126,8 +138,8 @@ export class ClientWrites {
   /** Until the record is no longer at `revision` (changed, or deleted); ClientChangeInProgress after the wait. */
   async #waitPast(clientId: string, revision: string): Promise<void> {
     const deadline = Date.now() + this.#waitMs;
-    while (Date.now() < deadline) {
-      await sleep(POLL_MS);
+    for (let pause = POLL_MS; Date.now() < deadline; pause = Math.min(pause * 2, MAX_POLL_MS)) {
+      await sleep(pause);
       const now = await this.clients.find(clientId);
       if (!now || revisionOf(now) !== revision) return;
     }

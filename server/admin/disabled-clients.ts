@@ -92,13 +92,14 @@ export function installDisabledClientCheck(provider: Provider, clients: ModelSto
     { find: (id) => clients.find(id), upsert: (id, payload, expiresIn) => adapter.upsert(id, payload, expiresIn), destroy: (id) => adapter.destroy(id) },
     claims,
   );
-  /** The record each request first read of a client: what an RFC 7592 update was decided on. */
+  /** The record an RFC 7592 update first read of its client: what the update was decided on. */
   const loaded = new WeakMap<object, Map<string, AdapterPayload>>();
   const hiding = Object.create(adapter) as ClientModel['adapter'];
   hiding.find = async (id: string) => {
     const payload = await adapter.find(id);
-    const ctx = Provider.ctx as object | undefined;
-    if (ctx && payload) {
+    // Kept for an RFC 7592 update only: every other route reads clients without writing them.
+    const ctx = Provider.ctx as KoaContextWithOIDC | undefined;
+    if (payload && ctx?.oidc?.route === 'client_update') {
       const seen = loaded.get(ctx) ?? new Map<string, AdapterPayload>();
       if (!seen.has(id)) seen.set(id, payload);
       loaded.set(ctx, seen);

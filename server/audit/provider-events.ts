@@ -13,11 +13,15 @@ type Emitter = NodeJS.EventEmitter;
  * browser session's (actions/authorization/resume.js): it then sends the browser to end_session_confirm with
  * `logout=yes`, having recorded its own resume URL as where to go after, so the new account's request continues.
  * That URL is compared with the one oidc-provider builds for the resume route, not matched as a string pattern.
- * A person's own logout (RP-initiated) returns to a client's post_logout_redirect_uri or to the success page.
+ * A person's own logout (RP-initiated) returns to a client's registered post_logout_redirect_uri or to the success
+ * page.
  */
 function accountSwitch(ctx: KoaContextWithOIDC): boolean {
   const after = (ctx.oidc.session?.state as { postLogoutRedirectUri?: unknown } | undefined)?.postLogoutRedirectUri;
   if (typeof after !== 'string') return false;
+  // A client may register any https URI as where to return after its logout, this server's own URLs included: one it
+  // registered is a logout it asked for, whatever it looks like.
+  if (ctx.oidc.client?.postLogoutRedirectUris?.includes(after)) return false;
   const uid = after.slice(after.lastIndexOf('/') + 1);
   return uid.length > 0 && ctx.oidc.urlFor('resume', { uid }) === after;
 }

@@ -11,6 +11,14 @@
 /** With the `u` flag a surrogate pair is one code point, so this matches lone surrogates only. */
 const LONE_SURROGATE = /\p{Cs}/u;
 const UNDISPLAYABLE = /[\p{Cc}\p{Zl}\p{Zp}\u061C\u200E\u200F\u202A-\u202E\u2066-\u2069]/u;
+/**
+ * Other format characters, which show nothing (U+200B ZERO WIDTH SPACE, U+2060 WORD JOINER, U+FEFF, U+00AD SOFT
+ * HYPHEN, ...) and would let two names that read the same differ. Kept: U+200C/U+200D (ZWNJ, ZWJ), which some scripts
+ * and emoji sequences need, and the tag characters U+E0020-U+E007F of emoji flag sequences.
+ */
+const INVISIBLE = /(?![\u200C\u200D\u{E0020}-\u{E007F}])\p{Cf}/u;
+/** Blank: nothing but white space and characters that show nothing (U+3164 HANGUL FILLER, U+115F, ...). */
+const BLANK = /^[\s\p{Default_Ignorable_Code_Point}]*$/u;
 
 export const MAX_DISPLAY_TEXT = 200;
 
@@ -19,9 +27,11 @@ export function displayTextProblem(value: unknown, maxLength = MAX_DISPLAY_TEXT)
   if (typeof value !== 'string' || value.length === 0 || value.length > maxLength) return `must be a string of 1 to ${maxLength} characters`;
   if (LONE_SURROGATE.test(value)) return 'must be Unicode text (it contains a lone surrogate)';
   const bad = UNDISPLAYABLE.exec(value)?.[0];
-  if (bad !== undefined) {
-    return `must not contain control, line-separator or bidirectional-formatting characters (found U+${bad.codePointAt(0)!.toString(16).toUpperCase().padStart(4, '0')})`;
-  }
-  if (value.trim().length === 0) return 'must not be blank';
+  if (bad !== undefined) return `must not contain control, line-separator or bidirectional-formatting characters (found ${codePoint(bad)})`;
+  const invisible = INVISIBLE.exec(value)?.[0];
+  if (invisible !== undefined) return `must not contain invisible format characters (found ${codePoint(invisible)})`;
+  if (BLANK.test(value)) return 'must not be blank';
   return undefined;
 }
+
+const codePoint = (c: string) => `U+${c.codePointAt(0)!.toString(16).toUpperCase().padStart(4, '0')}`;

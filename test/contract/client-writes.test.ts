@@ -77,16 +77,33 @@ describe.each(FACTORIES)('ClientWrites on $name storage', (factory) => {
     }
   });
 
-  test('a change that stops between its claim and its write (its audit record refused) writes nothing; others wait, then are told, and the client is free again once the claim lapses', async () => {
-    const [a, b] = [storage, other].map((s) => new ClientWrites(s.model('Client'), s.nonces, { claimTtlSeconds: 1, waitMs: 300 }));
-    await a!.create('halted', { client_id: 'halted', marks: [] });
-    const before = await storage.model('Client').find('halted');
+  test('a change whose commit fails (its audit record refused) changes nothing and leaves the client free for the next change at once', async () => {
+    await writers[0]!.create('refused', { client_id: 'refused', marks: [] });
+    const before = await storage.model('Client').find('refused');
     await expect(
-      a!.change('halted', (c) => ({ write: { ...c, marks: [1] } }), async () => {
+      writers[0]!.change('refused', (c) => ({ write: { ...c, marks: [1] } }), async () => {
         throw new Error('audit store refused the record');
       }),
     ).rejects.toThrow('audit store refused the record');
-    expect(await storage.model('Client').find('halted')).toEqual(before);
+    const after = await storage.model('Client').find('refused');
+    const { [REVISION_FIELD]: _r1, ...content } = after!;
+    const { [REVISION_FIELD]: _r0, ...was } = before!;
+    expect(content).toEqual(was);
+    await expect(writers[1]!.change('refused', (c) => ({ write: { ...c, marks: [2] } }))).resolves.toMatchObject({ after: { marks: [2] } });
+  });
+
+  test('a change that stops for good between its claim and its write (its process ended) writes nothing; others wait, are told, and the client is free again once the claim lapses', async () => {
+    const [a, b] = [storage, other].map((s) => new ClientWrites(s.model('Client'), s.nonces, { claimTtlSeconds: 1, waitMs: 300 }));
+    await a!.create('halted', { client_id: 'halted', marks: [] });
+    const before = await storage.model('Client').find('halted');
+    let claimed!: () => void;
+    const holding = new Promise<void>((resolve) => (claimed = resolve));
+    // The commit never returns: as if the process ended right after claiming.
+    void a!.change('halted', (c) => ({ write: { ...c, marks: [1] } }), async () => {
+      claimed();
+      await new Promise(() => undefined);
+    });
+    await holding;
     await expect(b!.change('halted', (c) => ({ write: { ...c, marks: [2] } }))).rejects.toBeInstanceOf(ClientChangeInProgress);
     expect(await storage.model('Client').find('halted')).toEqual(before);
     await new Promise((r) => setTimeout(r, 1100));

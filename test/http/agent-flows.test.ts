@@ -296,6 +296,31 @@ describe('agents with openid-client v6: registration, authorization code + PKCE 
     expect(await revokedSince(before)).toEqual([expect.objectContaining({ route: 'end_session_confirm', reason: 'logout' })]);
   });
 
+  test('a logout that returns to a post_logout_redirect_uri the client registered is audited as a logout, even one shaped like this server\'s resume URL', async () => {
+    const lookalike = `${issuer}/auth/${randomUUID()}`;
+    const spoofing = await oidc.dynamicClientRegistration(
+      new URL(issuer),
+      { redirect_uris: [REDIRECT], post_logout_redirect_uris: [lookalike], grant_types: ['authorization_code'], response_types: ['code'], token_endpoint_auth_method: 'none', scope: 'read' },
+      oidc.None(),
+      insecure,
+    );
+    const verifier = oidc.randomPKCECodeVerifier();
+    const url = oidc.buildAuthorizationUrl(spoofing, {
+      redirect_uri: REDIRECT, scope: 'read', resource: RESOURCE, code_challenge: await oidc.calculatePKCECodeChallenge(verifier), code_challenge_method: 'S256',
+    });
+    const { agent } = await authorizeWithWallet(url, REDIRECT, { wallet });
+    const before = await auditLog();
+    const start = await agent.fetch(`${issuer}/session/end?client_id=${encodeURIComponent(spoofing.clientMetadata().client_id)}&post_logout_redirect_uri=${encodeURIComponent(lookalike)}`);
+    const xsrf = /name="xsrf" value="([^"]+)"/.exec(await start.text())?.[1];
+    const confirm = await agent.fetch(`${issuer}/session/end/confirm`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ xsrf: xsrf!, logout: 'yes' }).toString(),
+    });
+    expect(confirm.headers.get('location')).toBe(lookalike);
+    expect(await revokedSince(before)).toEqual([expect.objectContaining({ route: 'end_session_confirm', reason: 'logout' })]);
+  });
+
   test('signing in with another wallet in the same browser session ends the first account\'s session (oidc-provider), audited as an account switch, not as a logout', async () => {
     const first = await login(RESOURCE, 'read');
     const before = await auditLog();

@@ -463,6 +463,9 @@ describe('bad input gets an RFC-shaped 4xx, never a 500, and changes nothing', (
       ['client_name', 'a line separator', 'Agent\u2028Two', /U\+2028/],
       ['client_name', 'a lone surrogate', 'Agent \ud800', /^client_name must be Unicode text/],
       ['client_name', 'only spaces', '   ', /^client_name must not be blank/],
+      ['client_name', 'a zero-width space (two names that read the same)', 'Agent\u200B', /^client_name must not contain invisible format characters \(found U\+200B\)/],
+      ['client_name', 'a soft hyphen', 'Pay\u00ADPal', /^client_name must not contain invisible format characters \(found U\+00AD\)/],
+      ['client_name', 'only a Hangul filler (shows nothing)', '\u3164', /^client_name must not be blank/],
       ['client_name', '201 characters', 'a'.repeat(201), /^client_name must be a string of 1 to 200 characters/],
       ['software_id', 'a DEL character', 'id\u007f', /^software_id must not contain control.*U\+007F/],
       ['software_version', 'a C1 control', '1.0\u0085', /^software_version must not contain control.*U\+0085/],
@@ -487,7 +490,8 @@ describe('bad input gets an RFC-shaped 4xx, never a 500, and changes nothing', (
     });
 
     test('names in any script, emoji included, are accepted as sent', async () => {
-      const name = 'Agent \u00e9t\u00e9 \u30a8\u30fc\u30b8\u30a7\u30f3\u30c8 \u0627\u0644\u0648\u0643\u064a\u0644 \ud83e\udd16';
+      // Accents, Japanese, Arabic, an emoji, and an emoji ZWJ sequence (U+200D is kept).
+      const name = 'Agent \u00e9t\u00e9 \u30a8\u30fc\u30b8\u30a7\u30f3\u30c8 \u0627\u0644\u0648\u0643\u064a\u0644 \ud83e\udd16 \ud83d\udc69\u200d\ud83d\udcbb';
       const res = await register(issuer, { ...valid, client_name: name, contacts: ['ops@example.com'] });
       expect(res.status).toBe(201);
       expect(res.body.client_name).toBe(name);

@@ -1,0 +1,131 @@
+import { randomBytes } from 'node:crypto';
+import { createServer } from 'node:http';
+import type { Server } from 'node:http';
+
+import { EmbeddedStorage } from '../../adapters/memory.js';
+import type { AdapterPayload } from '../../adapters/types.js';
+import { ClientAdmin } from '../../server/admin/client-admin.js';
+import { REVISION_FIELD } from '../../server/admin/client-writes.js';
+import { ClientSecretHasher } from '../../server/client-secrets.js';
+import { loadConfig } from '../../server/config.js';
+import { scratchProvider } from '../../server/scratch-provider.js';
+import { freePort } from '../support/ferretdb.js';
+import { tempDir, writeConfig } from '../support/server.js';
+
+/**
+ * An RFC 7592 update is built by oidc-provider from the client it read when the request began, and written later.
+ * Here the update is held, deterministically, between that read and its write (at its claim of the record,
+ * server/admin/client-writes.ts) while the operator rotates the client's secret: the update must not put the old
+ * secret back. The provider is agentauth's own (server/scratch-provider.ts, as `start` assembles it), served in this
+ * process on the in-memory store, so the store can be held at the right moment.
+ */
+describe('an RFC 7592 update that read the client before a rotate-secret, written after it', () => {
+  let server: Server;
+  let issuer: string;
+  let storage: EmbeddedStorage;
+  /** Set to hold the next claim of a client record; resolved by the test to let it go on. */
+  let hold: { reached: () => void; release: Promise<void> } | undefined;
+
+  beforeAll(async () => {
+    const port = await freePort();
+    issuer = `http://127.0.0.1:${port}`;
+    const dataDir = tempDir('agentauth-update-race-');
+    const config = loadConfig({
+      ISSUER: issuer,
+      AGENTAUTH_DATA_DIR: dataDir,
+      AGENTAUTH_STORE: 'memory',
+      AGENTAUTH_CONFIG: writeConfig(tempDir(), { resourceServers: [{ identifier: 'https://api.example.com', scopes: ['read'] }] }),
+    });
+    storage = new EmbeddedStorage({ dataDir });
+    await storage.init();
+    const takeAttempt = storage.nonces.takeAttempt.bind(storage.nonces);
+    storage.nonces.takeAttempt = async (key: string, limit: number, ttl: number) => {
+      const held = key.startsWith('client-rev:') ? hold : undefined;
+      if (held) {
+        hold = undefined;
+        held.reached();
+        await held.release;
+      }
+      return takeAttempt(key, limit, ttl);
+    };
+    const provider = await scratchProvider(config, storage);
+    server = createServer(provider.callback());
+    await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
+  });
+
+  afterAll(async () => {
+    await new Promise((resolve) => server?.close(resolve));
+    await storage?.close();
+  });
+
+  test('the rotated secret stays; the update\'s own change is written too; the record\'s revision is never shown', async () => {
+    const registered = await fetch(`${issuer}/reg`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ redirect_uris: ['https://client.example.com/cb'], token_endpoint_auth_method: 'client_secret_basic', scope: 'read', client_name: 'before' }),
+    });
+    expect(registered.status).toBe(201);
+    const reg = (await registered.json()) as Record<string, string>;
+    const clientId = reg.client_id!;
+    const stored = async () => (await storage.model('Client').find(clientId)) as AdapterPayload;
+    const original = (await stored()).client_secret;
+
+    let reached!: () => void;
+    const atClaim = new Promise<void>((resolve) => (reached = resolve));
+    let release!: () => void;
+    hold = { reached, release: new Promise<void>((resolve) => (release = resolve)) };
+    const update = fetch(reg.registration_client_uri!, {
+      method: 'PUT',
+      headers: { authorization: `Bearer ${reg.registration_access_token!}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ client_id: clientId, redirect_uris: ['https://client.example.com/cb'], token_endpoint_auth_method: 'client_secret_basic', scope: 'read', client_name: 'after' }),
+    });
+    await atClaim; // the update has read the client and is about to claim it
+
+    const admin = new ClientAdmin({ storage, hasher: new ClientSecretHasher(randomBytes(32)), staticClients: [], audit: async () => undefined });
+    const rotated = await admin.rotateSecret(clientId, { kind: 'cli' });
+    const rotatedHash = (await stored()).client_secret;
+    expect(rotatedHash).not.toBe(original);
+    expect(rotated.client.client_id).toBe(clientId);
+
+    release();
+    const res = await update;
+    expect(res.status).toBe(200);
+    const body = (await res.json()) as Record<string, unknown>;
+    expect(body.client_name).toBe('after');
+    expect(body).not.toHaveProperty(REVISION_FIELD);
+    expect(await stored()).toMatchObject({ client_name: 'after', client_secret: rotatedHash });
+
+    // The RFC 7592 read shows no revision either.
+    const read = await fetch(reg.registration_client_uri!, { headers: { authorization: `Bearer ${body.registration_access_token as string}` } });
+    expect(read.status).toBe(200);
+    const shown = (await read.json()) as Record<string, unknown>;
+    expect(shown).not.toHaveProperty(REVISION_FIELD);
+    expect(shown.client_name).toBe('after');
+  });
+
+  test('a disable made between the update\'s read and its write stays: the client is disabled after the update', async () => {
+    const registered = await fetch(`${issuer}/reg`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ redirect_uris: ['https://client.example.com/cb'], token_endpoint_auth_method: 'none', scope: 'read', client_name: 'before' }),
+    });
+    const reg = (await registered.json()) as Record<string, string>;
+    const clientId = reg.client_id!;
+    let reached!: () => void;
+    const atClaim = new Promise<void>((resolve) => (reached = resolve));
+    let release!: () => void;
+    hold = { reached, release: new Promise<void>((resolve) => (release = resolve)) };
+    const update = fetch(reg.registration_client_uri!, {
+      method: 'PUT',
+      headers: { authorization: `Bearer ${reg.registration_access_token!}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ client_id: clientId, redirect_uris: ['https://client.example.com/cb'], token_endpoint_auth_method: 'none', scope: 'read', client_name: 'after' }),
+    });
+    await atClaim;
+    const admin = new ClientAdmin({ storage, hasher: new ClientSecretHasher(randomBytes(32)), staticClients: [], audit: async () => undefined });
+    expect((await admin.disable(clientId, { kind: 'cli' })).disabled).toBe(true);
+    release();
+    expect((await update).status).toBe(200);
+    expect(await storage.model('Client').find(clientId)).toMatchObject({ client_name: 'after', agentauth_disabled: true });
+    expect((await admin.show(clientId)).disabled).toBe(true);
+  });
+});

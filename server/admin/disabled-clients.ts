@@ -40,13 +40,13 @@ interface ClientModel {
 const adminFields = (stored: AdapterPayload) => Object.fromEntries(ADMIN_FIELDS.flatMap((f) => (stored[f] === undefined ? [] : [[f, stored[f]]])));
 
 /**
- * What an RFC 7592 update writes, given what oidc-provider built (`update`, from the record it read when the request
- * began, `read`) and the record as stored now (`stored`): the update, with what administration may have changed
+ * What an RFC 7592 update writes, given what oidc-provider built (`update`, from the client it read when the request
+ * began, of which `read` holds the secret) and the record as stored now (`stored`): the update, with what administration may have changed
  * since taken from `stored`: the administration fields (which oidc-provider does not know, so no update clears
  * them), and the secret, unless the update itself replaced it (oidc-provider generates one when a client moves to a
  * secret method) or dropped it (a move to a method without one).
  */
-export function clientUpdateOnStored(update: AdapterPayload, read: AdapterPayload | undefined, stored: AdapterPayload): AdapterPayload {
+export function clientUpdateOnStored(update: AdapterPayload, read: { client_secret?: unknown } | undefined, stored: AdapterPayload): AdapterPayload {
   const secretKept = read !== undefined && update.client_secret === read.client_secret && stored.client_secret !== undefined;
   return { ...update, ...adminFields(stored), ...(secretKept ? { client_secret: stored.client_secret } : {}) };
 }
@@ -92,26 +92,19 @@ export function installDisabledClientCheck(provider: Provider, clients: ModelSto
     { find: (id) => clients.find(id), upsert: (id, payload, expiresIn) => adapter.upsert(id, payload, expiresIn), destroy: (id) => adapter.destroy(id) },
     claims,
   );
-  /** The record an RFC 7592 update first read of its client: what the update was decided on. */
-  const loaded = new WeakMap<object, Map<string, AdapterPayload>>();
   const hiding = Object.create(adapter) as ClientModel['adapter'];
   hiding.find = async (id: string) => {
     const payload = await adapter.find(id);
-    // Kept for an RFC 7592 update only: every other route reads clients without writing them.
-    const ctx = Provider.ctx as KoaContextWithOIDC | undefined;
-    if (payload && ctx?.oidc?.route === 'client_update') {
-      const seen = loaded.get(ctx) ?? new Map<string, AdapterPayload>();
-      if (!seen.has(id)) seen.set(id, payload);
-      loaded.set(ctx, seen);
-    }
     return isDisabled(payload) ? undefined : payload;
   };
-  // oidc-provider writes a client back from the metadata it knows (an RFC 7592 update), built from the record it read
-  // when the request began; written onto the record as stored when the write happens (clientUpdateOnStored).
+  // oidc-provider writes a client back from the metadata it knows (an RFC 7592 update), built from the client it read
+  // when the request began (ctx.oidc.client); written onto the record as stored when the write happens
+  // (clientUpdateOnStored).
   hiding.upsert = async (id: string, payload: AdapterPayload, expiresIn?: number) => {
     const ctx = Provider.ctx as KoaContextWithOIDC | undefined;
     if (ctx?.oidc?.route === 'registration') return inProvider(() => writes.create(id, payload, expiresIn), health);
-    const read = ctx ? loaded.get(ctx)?.get(id) : undefined;
+    const client = ctx?.oidc?.client;
+    const read = client?.clientId === id ? { client_secret: client.clientSecret } : undefined;
     return inProvider(() => writes.change(id, (stored) => ({ write: clientUpdateOnStored(payload, read, stored) })), health);
   };
   hiding.destroy = async (id: string) =>

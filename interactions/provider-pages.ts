@@ -1,6 +1,7 @@
 import type { Configuration, KoaContextWithOIDC } from 'oidc-provider';
 
 import { errorPage, loggedOutPage, logoutPage } from './views.js';
+import { shownClientName } from '../server/policies/display-text.js';
 
 /**
  * The pages oidc-provider renders itself, through its configuration hooks: the logout confirmation and success
@@ -11,7 +12,7 @@ import { errorPage, loggedOutPage, logoutPage } from './views.js';
 
 type RpInitiatedLogout = NonNullable<NonNullable<Configuration['features']>['rpInitiatedLogout']>;
 
-const clientName = (ctx: KoaContextWithOIDC) => ctx.oidc.client?.clientName ?? ctx.oidc.client?.clientId;
+const clientName = (ctx: KoaContextWithOIDC) => (ctx.oidc.client ? shownClientName(ctx.oidc.client.clientName, ctx.oidc.client.clientId) : undefined);
 
 export const logoutSource: NonNullable<RpInitiatedLogout['logoutSource']> = (ctx, form) => {
   ctx.type = 'html';

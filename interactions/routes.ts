@@ -12,6 +12,7 @@ import { consentPage, errorPage, loginPage } from './views.js';
 import type { AccessRequest } from './views.js';
 import { METADATA_DOCUMENT_ORIGIN, redirectsAllLoopback } from '../server/client-metadata/policy.js';
 import { REGISTRATION_FIELD } from '../server/policies/registration.js';
+import { shownClientName } from '../server/policies/display-text.js';
 import type { WalletSignIn } from './wallet-signin.js';
 import { describeRefusal, refuse } from '../server/limits/refusal.js';
 import type { SharedWindowLimit } from '../server/limits/window.js';
@@ -75,7 +76,7 @@ export function interactionRoutes(deps: InteractionDeps): Koa.Middleware {
       : toArray(params.resource).map((resource) => ({ resource, scopes }));
     const meta = client.metadata();
     return {
-      clientName: typeof meta.client_name === 'string' ? meta.client_name : client.clientId,
+      clientName: shownClientName(meta.client_name, client.clientId),
       clientId: client.clientId,
       ...metadataDocumentFacts(client.clientId, meta),
       redirectHost: URL.parse(String(params.redirect_uri))?.host ?? '',

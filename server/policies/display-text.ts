@@ -35,3 +35,12 @@ export function displayTextProblem(value: unknown, maxLength = MAX_DISPLAY_TEXT)
 }
 
 const codePoint = (c: string) => `U+${c.codePointAt(0)!.toString(16).toUpperCase().padStart(4, '0')}`;
+
+/**
+ * The name to show a person for a client: its `client_name` when registration would accept it today, else its id.
+ * Clients stored before this rule (or written to the store by other means) never put a control or bidirectional
+ * character on a page or in a wallet's sign-in message.
+ */
+export function shownClientName(clientName: unknown, clientId: string): string {
+  return typeof clientName === 'string' && displayTextProblem(clientName) === undefined ? clientName : clientId;
+}

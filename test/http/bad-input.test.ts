@@ -5,7 +5,7 @@ import { Wallet } from 'ethers';
 import { MongoClient } from 'mongodb';
 import * as oidc from 'openid-client';
 
-import { authorizeWithWallet } from '../support/user-agent.js';
+import { authorizeWithWallet, UserAgent } from '../support/user-agent.js';
 import { baseConfig, insecure, introspect, OPAQUE_RESOURCE, REDIRECT, register, RESOURCE, startAgentServer } from '../support/agent-server.js';
 import type { AgentServer } from '../support/agent-server.js';
 import { logLines } from '../support/server.js';
@@ -496,6 +496,24 @@ describe('bad input gets an RFC-shaped 4xx, never a 500, and changes nothing', (
       expect(res.status).toBe(201);
       expect(res.body.client_name).toBe(name);
       expect((await storedClient(res.body.client_id as string))?.client_name).toBe(name);
+    });
+
+    test('a client stored with such a name before this rule (a legacy record) is shown by its id on the login page and in the wallet\'s message', async () => {
+      const created = await register(issuer, { ...valid, scope: 'read', client_name: 'Agent' });
+      expect(created.status).toBe(201);
+      const id = created.body.client_id as string;
+      const legacy = { ...(await storedClient(id)), client_name: 'Bank\u202E tneilC' };
+      await clients().updateOne({ _id: id as never }, { $set: { payload: JSON.stringify(legacy) } });
+      const url = new URL(`${issuer}/auth`);
+      for (const [k, v] of Object.entries({ client_id: id, response_type: 'code', redirect_uri: REDIRECT, scope: 'read', resource: RESOURCE, state: 's', code_challenge: 'E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM', code_challenge_method: 'S256' })) url.searchParams.set(k, v);
+      const agent = new UserAgent();
+      const res = await agent.fetch(url);
+      const page = await agent.fetch(new URL(res.headers.get('location')!, issuer));
+      const html = await page.text();
+      expect(page.status).toBe(200);
+      expect(html).not.toContain('\u202E');
+      expect(html).toContain(`<title>Sign in – ${id}</title>`);
+      expect(html).toContain(`"clientName":"${id}"`);
     });
 
     test('an RFC 7592 update to a name with a control character is refused and the stored name stays', async () => {

@@ -6,6 +6,7 @@ import { errors } from 'oidc-provider';
 
 import { DEFAULT_TIERS } from '../../server/config.js';
 import { checkRedirectUri, checkRegistrationRequest, registrationOrigin, unattendedScopes } from '../../server/policies/registration.js';
+import { shownClientName } from '../../server/policies/display-text.js';
 import type { RegistrationPolicy } from '../../server/policies/registration.js';
 import { accessTokenLifetime, refreshTokenLifetime, tierOf } from '../../server/policies/tiers.js';
 import { EmbeddedStorage } from '../../adapters/memory.js';
@@ -264,5 +265,15 @@ describe('refresh-token issuance (pure)', () => {
   test('the shipped tiers: standard rotates bearer public refresh with a 5 s grace; strict demands DPoP and has no grace', () => {
     expect(DEFAULT_TIERS.standard).toMatchObject({ publicClientRefresh: 'rotate', refreshGraceSeconds: 5 });
     expect(DEFAULT_TIERS.strict).toMatchObject({ publicClientRefresh: 'dpop', refreshGraceSeconds: 0 });
+  });
+});
+
+describe('names shown to people (pure)', () => {
+  test('a client_name registration accepts is shown; anything else (a legacy record) is replaced by the client id', () => {
+    expect(shownClientName('Nightly report agent', 'c1')).toBe('Nightly report agent');
+    expect(shownClientName('Agent \u{1F916}', 'c1')).toBe('Agent \u{1F916}');
+    for (const bad of ['Bank\u202E tneilC', 'a\nURI: https://evil.test', 'x\u200B', '\u3164', '', 'a'.repeat(201), 42, undefined]) {
+      expect(shownClientName(bad, 'c1')).toBe('c1');
+    }
   });
 });

@@ -136,11 +136,23 @@ export class Keyring {
 
   /**
    * Re-reads keys and transitions from storage, verifies them (MACs; key pairs not checked before), and unseals
-   * newly published keys. Throws a KeyMaterialError naming the record refused, and then changes nothing.
+   * newly published keys. Throws a KeyMaterialError naming the record refused, or saying that what was read has no
+   * active signing key, and then changes nothing.
    */
   async refresh(): Promise<void> {
+    await this.#read(true);
+  }
+
+  /** `refresh`; `requireSigner: false` on load, where a store without a signer is refused by `active` (NO_ACTIVE_KEY). */
+  async #read(requireSigner: boolean): Promise<void> {
     const { keys: stored, transitions } = await readVerifiedKeys(this.store, this.kek);
-    const published = new Set(publishedKids(deriveKeyView(stored, transitions, new Date(), this.policy)));
+    const view = deriveKeyView(stored, transitions, new Date(), this.policy);
+    // A read with no signing key (an empty store, keys without their transitions: a store being restored or written
+    // by hand, read between two of its writes) is not adopted: this process would stop signing and publish nothing.
+    if (requireSigner && !view.signer) {
+      throw new KeyMaterialError(`the key store read holds no active signing key (${stored.length} keys, ${transitions.length} transitions); ${NO_ACTIVE_KEY}`);
+    }
+    const published = new Set(publishedKids(view));
     const checked = new Map<string, string>();
     const unsealed = new Map<string, LoadedKey>();
     for (const s of stored) {
@@ -191,8 +203,8 @@ export class Keyring {
       await store.addTransition(macTransition(kek, { kid: first.kid, type: 'activate', at: first.createdAt, recordedAt: new Date().toISOString(), reason: 'first key' }));
     }
     const ring = new Keyring(store, kek, policy);
-    await ring.refresh();
-    // refresh() has checked every key, archived ones included, against its sealed private key under this KEK.
+    await ring.#read(false);
+    // #read() has checked every key, archived ones included, against its sealed private key under this KEK.
     if (ring.#stored.length === 0) throw new KeyMaterialError('a signing key was stored but cannot be read back');
     return ring;
   }

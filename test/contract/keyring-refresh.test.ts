@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 
-import type { Storage } from '../../adapters/types.js';
+import type { KeyStore, Storage } from '../../adapters/types.js';
 import { Keyring } from '../../keys/keyring.js';
 import { rotateKeys } from '../../keys/rotation.js';
 import { FACTORIES } from '../support/storages.js';
@@ -41,5 +41,34 @@ describe.each(FACTORIES)('keyring refresh: $name', (factory) => {
 
     await ring.refresh();
     expect(ring.publicJwks()).toBe(second);
+  });
+
+  test('a read with no signing key (an empty store, keys without transitions: a store read between two writes) is refused; the keys in use stay', async () => {
+    const storage = factory.create('keyring-refresh');
+    opened.push(storage);
+    await storage.init();
+    const kek = randomBytes(32);
+    let view: 'stored' | 'empty' | 'no transitions' = 'stored';
+    const keys: KeyStore = {
+      ...storage.keys,
+      list: async () => (view === 'empty' ? [] : storage.keys.list()),
+      transitions: async () => (view === 'stored' ? storage.keys.transitions() : []),
+      insert: (k) => storage.keys.insert(k),
+      addTransition: (t) => storage.keys.addTransition(t),
+      addKeyMac: (kid, mac) => storage.keys.addKeyMac(kid, mac),
+      addTransitionMac: (kid, type, mac) => storage.keys.addTransitionMac(kid, type, mac),
+    };
+    const ring = await Keyring.load(keys, kek, 'ES256', policy);
+    const published = ring.publicJwks();
+    const signer = ring.active.kid;
+    for (const partial of ['empty', 'no transitions'] as const) {
+      view = partial;
+      await expect(ring.refresh()).rejects.toThrow(/the key store read holds no active signing key/);
+      expect(ring.active.kid).toBe(signer);
+      expect(ring.publicJwks()).toBe(published);
+    }
+    view = 'stored';
+    await ring.refresh();
+    expect(ring.active.kid).toBe(signer);
   });
 });

@@ -56,7 +56,12 @@ async function inProvider(fn: () => Promise<unknown>, health?: { markDown(err: u
   try {
     await failClosedInProvider(fn, health);
   } catch (err) {
-    if (err instanceof ClientGone) throw new errors.InvalidToken('the client was deleted while this request was being answered');
+    if (err instanceof ClientGone) {
+      // Its registration access token went with it (RFC 7592 §2.1: 401 invalid_token), said so for the developer.
+      const gone = new errors.InvalidToken('client deleted');
+      gone.error_description = 'the client was deleted while this request was being answered';
+      throw gone;
+    }
     if (err instanceof ClientChangeInProgress) {
       const busy = new errors.TemporarilyUnavailable(err.message);
       Object.assign(busy, { status: 503, statusCode: 503 });

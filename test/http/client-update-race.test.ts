@@ -58,37 +58,48 @@ describe('an RFC 7592 update that read the client before a rotate-secret, writte
     await storage?.close();
   });
 
-  test('the rotated secret stays; the update\'s own change is written too; the record\'s revision is never shown', async () => {
-    const registered = await fetch(`${issuer}/reg`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ redirect_uris: ['https://client.example.com/cb'], token_endpoint_auth_method: 'client_secret_basic', scope: 'read', client_name: 'before' }),
-    });
-    expect(registered.status).toBe(201);
-    const reg = (await registered.json()) as Record<string, string>;
-    const clientId = reg.client_id!;
-    const stored = async () => (await storage.model('Client').find(clientId)) as AdapterPayload;
-    const original = (await stored()).client_secret;
+  const metadata = (method: string, name: string) => ({ redirect_uris: ['https://client.example.com/cb'], token_endpoint_auth_method: method, scope: 'read', client_name: name });
+  const admin = () => new ClientAdmin({ storage, hasher: new ClientSecretHasher(randomBytes(32)), staticClients: [], audit: async () => undefined });
 
+  /** Registers a client with `method`, named "before". */
+  async function registerClient(method: string): Promise<Record<string, string>> {
+    const registered = await fetch(`${issuer}/reg`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(metadata(method, 'before')) });
+    expect(registered.status).toBe(201);
+    return (await registered.json()) as Record<string, string>;
+  }
+
+  /**
+   * Sends the client's RFC 7592 update (renaming it "after") and resolves once it has read the client and reached its
+   * claim of the record, where it is held: `release` lets it go on, `response` is its answer.
+   */
+  async function heldUpdate(reg: Record<string, string>, method: string): Promise<{ release: () => void; response: Promise<Response> }> {
     let reached!: () => void;
     const atClaim = new Promise<void>((resolve) => (reached = resolve));
     let release!: () => void;
     hold = { reached, release: new Promise<void>((resolve) => (release = resolve)) };
-    const update = fetch(reg.registration_client_uri!, {
+    const response = fetch(reg.registration_client_uri!, {
       method: 'PUT',
       headers: { authorization: `Bearer ${reg.registration_access_token!}`, 'content-type': 'application/json' },
-      body: JSON.stringify({ client_id: clientId, redirect_uris: ['https://client.example.com/cb'], token_endpoint_auth_method: 'client_secret_basic', scope: 'read', client_name: 'after' }),
+      body: JSON.stringify({ client_id: reg.client_id!, ...metadata(method, 'after') }),
     });
-    await atClaim; // the update has read the client and is about to claim it
+    await atClaim;
+    return { release, response };
+  }
 
-    const admin = new ClientAdmin({ storage, hasher: new ClientSecretHasher(randomBytes(32)), staticClients: [], audit: async () => undefined });
-    const rotated = await admin.rotateSecret(clientId, { kind: 'cli' });
+  test('the rotated secret stays; the update\'s own change is written too; the record\'s revision is never shown', async () => {
+    const reg = await registerClient('client_secret_basic');
+    const clientId = reg.client_id!;
+    const stored = async () => (await storage.model('Client').find(clientId)) as AdapterPayload;
+    const original = (await stored()).client_secret;
+    const update = await heldUpdate(reg, 'client_secret_basic'); // it has read the client and is about to claim it
+
+    const rotated = await admin().rotateSecret(clientId, { kind: 'cli' });
     const rotatedHash = (await stored()).client_secret;
     expect(rotatedHash).not.toBe(original);
     expect(rotated.client.client_id).toBe(clientId);
 
-    release();
-    const res = await update;
+    update.release();
+    const res = await update.response;
     expect(res.status).toBe(200);
     const body = (await res.json()) as Record<string, unknown>;
     expect(body.client_name).toBe('after');
@@ -104,28 +115,25 @@ describe('an RFC 7592 update that read the client before a rotate-secret, writte
   });
 
   test('a disable made between the update\'s read and its write stays: the client is disabled after the update', async () => {
-    const registered = await fetch(`${issuer}/reg`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ redirect_uris: ['https://client.example.com/cb'], token_endpoint_auth_method: 'none', scope: 'read', client_name: 'before' }),
-    });
-    const reg = (await registered.json()) as Record<string, string>;
+    const reg = await registerClient('none');
     const clientId = reg.client_id!;
-    let reached!: () => void;
-    const atClaim = new Promise<void>((resolve) => (reached = resolve));
-    let release!: () => void;
-    hold = { reached, release: new Promise<void>((resolve) => (release = resolve)) };
-    const update = fetch(reg.registration_client_uri!, {
-      method: 'PUT',
-      headers: { authorization: `Bearer ${reg.registration_access_token!}`, 'content-type': 'application/json' },
-      body: JSON.stringify({ client_id: clientId, redirect_uris: ['https://client.example.com/cb'], token_endpoint_auth_method: 'none', scope: 'read', client_name: 'after' }),
-    });
-    await atClaim;
-    const admin = new ClientAdmin({ storage, hasher: new ClientSecretHasher(randomBytes(32)), staticClients: [], audit: async () => undefined });
-    expect((await admin.disable(clientId, { kind: 'cli' })).disabled).toBe(true);
-    release();
-    expect((await update).status).toBe(200);
+    const update = await heldUpdate(reg, 'none');
+    expect((await admin().disable(clientId, { kind: 'cli' })).disabled).toBe(true);
+    update.release();
+    expect((await update.response).status).toBe(200);
     expect(await storage.model('Client').find(clientId)).toMatchObject({ client_name: 'after', agentauth_disabled: true });
-    expect((await admin.show(clientId)).disabled).toBe(true);
+    expect((await admin().show(clientId)).disabled).toBe(true);
+  });
+
+  test('a delete made between the update\'s read and its write stays: the update is refused, the client is not recreated', async () => {
+    const reg = await registerClient('none');
+    const clientId = reg.client_id!;
+    const update = await heldUpdate(reg, 'none');
+    await admin().delete(clientId, { kind: 'cli' });
+    update.release();
+    const res = await update.response;
+    expect(res.status).toBe(401);
+    expect(await res.json()).toMatchObject({ error: 'invalid_token', error_description: 'the client was deleted while this request was being answered' });
+    expect(await storage.model('Client').find(clientId)).toBeUndefined();
   });
 });

@@ -228,6 +228,8 @@ async function checkSignature(
   let recovered: string | undefined;
   /** Why a 65-byte signature is no account key's, when its `v` says so: told to the client if nothing else accepts it. */
   let notAnAccountKey = '';
+  /** What was found about the signature as an account key's, for a refusal that comes from the contract-wallet step. */
+  const found = () => (recovered ? `it was made by ${recovered}` : notAnAccountKey.slice(2, -1));
   if (EOA_SIGNATURE.test(signature)) {
     try {
       recovered = await recoverSigner(message, signature);
@@ -251,7 +253,9 @@ async function checkSignature(
     valid = await eip1271(msg.chainId, checksumAddress(msg.address), toHex(eip191Digest(message)), signature);
   } catch (err) {
     if (err instanceof SiweVerificationError) {
-      throw new SiweVerificationError(err.rule, err.message, msg.address, { cause: err.cause });
+      // A refusal of the signature itself (no endpoint for the chain, say) keeps what the account-key check found.
+      const detail = err.rule === 'signature' && found() ? `; ${found()}` : '';
+      throw new SiweVerificationError(err.rule, `${err.message}${detail}`, msg.address, { cause: err.cause });
     }
     throw new SiweVerificationError(
       'contract-wallet',

@@ -47,9 +47,20 @@ const adminFields = (stored: AdapterPayload) => Object.fromEntries(ADMIN_FIELDS.
  * secret method) or dropped it (a move to a method without one).
  */
 export function clientUpdateOnStored(update: AdapterPayload, read: { client_secret?: unknown } | undefined, stored: AdapterPayload): AdapterPayload {
+  const written: AdapterPayload = { ...update, ...adminFields(stored) };
+  // oidc-provider carries the secret over into a client that no longer authenticates with it; kept, it would work
+  // again after a move back to a secret method (which would then get no new secret).
+  if (!SECRET_METHODS.has(String(update.token_endpoint_auth_method ?? 'client_secret_basic'))) {
+    delete written.client_secret;
+    delete written.client_secret_expires_at;
+    return written;
+  }
   const secretKept = read !== undefined && update.client_secret === read.client_secret && stored.client_secret !== undefined;
-  return { ...update, ...adminFields(stored), ...(secretKept ? { client_secret: stored.client_secret } : {}) };
+  return secretKept ? { ...written, client_secret: stored.client_secret } : written;
 }
+
+/** The methods a client authenticates with its secret (agentauth does not offer client_secret_jwt). */
+const SECRET_METHODS = new Set(['client_secret_basic', 'client_secret_post']);
 
 /** A change of a client's record made inside oidc-provider's pipeline: its outcomes as OAuth errors. */
 async function inProvider(fn: () => Promise<unknown>, health?: { markDown(err: unknown): void }): Promise<void> {

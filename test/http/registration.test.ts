@@ -197,6 +197,45 @@ describe('dynamic client registration (RFC 7591) under agentauth policy', () => 
     expect(updated.client_secret).not.toMatch(/^hmac-sha256:/);
   });
 
+  test('a PUT to a method without a secret drops the secret; a PUT back gets a new one, and the old one never works again', async () => {
+    const confidential = { redirect_uris: [REDIRECT], grant_types: ['authorization_code'], token_endpoint_auth_method: 'client_secret_basic' };
+    const created = await register(issuer, confidential);
+    expect(created.status).toBe(201);
+    const id = created.body.client_id as string;
+    const first = created.body.client_secret as string;
+    const put = async (token: string, method: string) => {
+      const res = await fetch(created.body.registration_client_uri as string, {
+        method: 'PUT',
+        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ ...confidential, client_id: id, token_endpoint_auth_method: method }),
+      });
+      expect(res.status).toBe(200);
+      return (await res.json()) as Record<string, unknown>;
+    };
+    /** A code request with a made-up code: the secret authenticates (invalid_grant) or does not (invalid_client). */
+    const authenticates = async (secret: string) => {
+      const res = await fetch(`${issuer}/token`, {
+        method: 'POST',
+        headers: { authorization: `Basic ${Buffer.from(`${id}:${secret}`).toString('base64')}`, 'content-type': 'application/x-www-form-urlencoded' },
+        body: new URLSearchParams({ grant_type: 'authorization_code', code: 'made-up', redirect_uri: REDIRECT, code_verifier: 'x'.repeat(43) }),
+      });
+      return ((await res.json()) as { error: string }).error;
+    };
+    expect(await authenticates(first)).toBe('invalid_grant');
+
+    const toNone = await put(created.body.registration_access_token as string, 'none');
+    expect(toNone).not.toHaveProperty('client_secret');
+    const stored = await mongo.db(as.dbName).collection('oidc_Client').findOne({ _id: id as never });
+    expect(JSON.parse(stored!.payload as string)).not.toHaveProperty('client_secret');
+
+    const back = await put(toNone.registration_access_token as string, 'client_secret_basic');
+    const second = back.client_secret as string;
+    expect(typeof second).toBe('string');
+    expect(second).not.toBe(first);
+    expect(await authenticates(first)).toBe('invalid_client');
+    expect(await authenticates(second)).toBe('invalid_grant');
+  });
+
   test('a self-registered confidential client cannot introspect another client\'s tokens; the configured resource server can', async () => {
     const a = await register(issuer, { grant_types: ['client_credentials'], token_endpoint_auth_method: 'client_secret_basic', scope: 'read' });
     const b = await register(issuer, { grant_types: ['client_credentials'], token_endpoint_auth_method: 'client_secret_basic', scope: 'read' });

@@ -33,9 +33,13 @@ describe('clientUpdateOnStored: an RFC 7592 update written onto the record as st
     expect(clientUpdateOnStored(moved, read, { ...read, client_secret: 'hmac-sha256:rotated' })).toEqual(moved);
   });
 
-  test('a move to a method without a secret stores none, whatever is stored', () => {
+  test('a move to a method without a secret stores none, whatever is stored, even where oidc-provider carries the old one over', () => {
     const toNone = { client_id: 'c', token_endpoint_auth_method: 'none' };
     expect(clientUpdateOnStored(toNone, read, { ...read, client_secret: 'hmac-sha256:rotated' })).toEqual(toNone);
+    const carried = { ...toNone, client_secret: 'hmac-sha256:old', client_secret_expires_at: 0 };
+    expect(clientUpdateOnStored(carried, read, { ...read })).toEqual(toNone);
+    const toKeys = { client_id: 'c', token_endpoint_auth_method: 'private_key_jwt', client_secret: 'hmac-sha256:old' };
+    expect(clientUpdateOnStored(toKeys, read, { ...read })).toEqual({ client_id: 'c', token_endpoint_auth_method: 'private_key_jwt' });
   });
 
   test('without the record the request read (never the case for an update), the update\'s own secret is written', () => {

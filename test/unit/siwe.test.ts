@@ -390,6 +390,19 @@ describe('verifySiwe: one refusal per rule', () => {
     expect(eip1271.calls).toEqual([[1, ALICE, hashMessage(t.message), safeStyle]]);
   });
 
+  test('signature: when the contract-wallet step refuses the signature itself (no endpoint for the chain), the refusal keeps what the account-key check found', async () => {
+    const noEndpoint: Eip1271Verifier = async (chainId, address) => {
+      throw new SiweVerificationError('signature', `the signature was not made by ${address}'s key (EIP-191); no JSON-RPC endpoint is configured for chain ${chainId}`, address);
+    };
+    const s = signed();
+    const v = Number.parseInt(s.signature.slice(130), 16);
+    const err = await refusal(verifySiwe({ ...s, signature: `${s.signature.slice(0, 130)}${(v + 10).toString(16)}` }, rules, { nonces: s.nonces.store, now, eip1271: noEndpoint }), 'signature');
+    expect(err.message).toBe(`the signature was not made by ${ALICE}'s key (EIP-191); no JSON-RPC endpoint is configured for chain 1; v is ${v + 10}; an account key's signature ends in v = 27 or 28 (0 or 1 also accepted)`);
+    const t = signed({}, bob);
+    const other = await refusal(verifySiwe(t, rules, { nonces: t.nonces.store, now, eip1271: noEndpoint }), 'signature');
+    expect(other.message).toMatch(new RegExp(`; it was made by ${BOB}$`));
+  });
+
   test('signature: v as 0/1 (some hardware wallets) verifies as an account key\'s', async () => {
     const s = signed();
     const v = Number.parseInt(s.signature.slice(130), 16);

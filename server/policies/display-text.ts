@@ -1,36 +1,54 @@
 /**
  * Client metadata that people read (RFC 7591 §2: `client_name`, and the `software_id`/`software_version` shown to
  * operators), on the consent page, in the sign-in message a wallet shows (EIP-4361 statement), in `clients list`.
- *
- * Refused: control characters (C0, DEL, C1: `\u0000`, a newline that would start a line of its own in the wallet's
- * message), line and paragraph separators, and the bidirectional formatting characters that make text read other
- * than it is stored (U+202E "RIGHT-TO-LEFT OVERRIDE" turns "Evil Corp\u202E gnikcaB" into a name that reads as
- * another's; CVE-2021-42574 class). Also a string with a lone surrogate, which is not Unicode text at all and which
- * the stores would silently rewrite (BSON and SQLite keep UTF-8).
+ * Any script is welcome; what is refused is text that does not read as it is stored:
+ *   - control characters (C0, DEL, C1: `\u0000`, a newline that would start a line of its own in the wallet's
+ *     message), line and paragraph separators;
+ *   - the bidirectional formatting characters that make text read other than it is stored (U+202E "RIGHT-TO-LEFT
+ *     OVERRIDE" turns "Evil Corp\u202E gnikcaB" into a name that reads as another's; CVE-2021-42574 class);
+ *   - characters that show nothing (format and default-ignorable code points: U+200B, U+2060, U+FEFF, U+00AD, U+3164
+ *     HANGUL FILLER, tag characters that spell hidden ASCII, ...), which would let two names that read the same differ
+ *     or carry text a person cannot see, except those scripts and emoji need: ZWNJ and ZWJ, variation selectors, and
+ *     tag characters inside an emoji flag sequence;
+ *   - unassigned, private-use and noncharacter code points, U+FFFD (what a byte sequence that was not UTF-8 became),
+ *     lone surrogates (not Unicode text at all; the stores would silently rewrite them);
+ *   - long runs of combining marks (text that overflows the lines around it), white space at either end, and text
+ *     that shows nothing at all.
+ * Length is counted in user-perceived characters (grapheme clusters), so 200 means 200 in any script.
  */
-/** With the `u` flag a surrogate pair is one code point, so this matches lone surrogates only. */
 const LONE_SURROGATE = /\p{Cs}/u;
 const UNDISPLAYABLE = /[\p{Cc}\p{Zl}\p{Zp}\u061C\u200E\u200F\u202A-\u202E\u2066-\u2069]/u;
-/**
- * Other format characters, which show nothing (U+200B ZERO WIDTH SPACE, U+2060 WORD JOINER, U+FEFF, U+00AD SOFT
- * HYPHEN, ...) and would let two names that read the same differ. Kept: U+200C/U+200D (ZWNJ, ZWJ), which some scripts
- * and emoji sequences need, and the tag characters U+E0020-U+E007F of emoji flag sequences.
- */
-const INVISIBLE = /(?![\u200C\u200D\u{E0020}-\u{E007F}])\p{Cf}/u;
-/** Blank: nothing but white space and characters that show nothing (U+3164 HANGUL FILLER, U+115F, ...). */
-const BLANK = /^[\s\p{Default_Ignorable_Code_Point}]*$/u;
+/** An emoji tag sequence (a subdivision flag such as England's): U+1F3F4, tag characters, CANCEL TAG. */
+const EMOJI_TAG_SEQUENCE = /\u{1F3F4}[\u{E0020}-\u{E007E}]+\u{E007F}/gu;
+/** Invisible: format or default-ignorable, except ZWNJ, ZWJ and the variation selectors. */
+const INVISIBLE = /(?![\u200C\u200D\uFE00-\uFE0F\u{E0100}-\u{E01EF}])[\p{Cf}\p{Default_Ignorable_Code_Point}]/u;
+const UNASSIGNED_OR_PRIVATE = /[\p{Cn}\p{Co}]/u;
+const COMBINING_RUN = /\p{M}{6,}/u;
+/** Blank: nothing but white space, characters that show nothing, and U+2800 BRAILLE PATTERN BLANK. */
+const BLANK = /^[\s\p{Default_Ignorable_Code_Point}\u2800]*$/u;
 
 export const MAX_DISPLAY_TEXT = 200;
+/** UTF-16 code units per allowed character, at most (a bound checked before the text is segmented). */
+const UNITS_PER_CHARACTER = 5;
+const graphemes = new Intl.Segmenter('und', { granularity: 'grapheme' });
 
-/** Why `value` cannot be shown to a person, or undefined when it can. */
+/** Why `value` cannot be shown to a person, or undefined when it can. `maxLength` counts grapheme clusters. */
 export function displayTextProblem(value: unknown, maxLength = MAX_DISPLAY_TEXT): string | undefined {
-  if (typeof value !== 'string' || value.length === 0 || value.length > maxLength) return `must be a string of 1 to ${maxLength} characters`;
+  const length = `must be a string of 1 to ${maxLength} characters`;
+  if (typeof value !== 'string' || value.length === 0 || value.length > maxLength * UNITS_PER_CHARACTER) return length;
   if (LONE_SURROGATE.test(value)) return 'must be Unicode text (it contains a lone surrogate)';
   const bad = UNDISPLAYABLE.exec(value)?.[0];
   if (bad !== undefined) return `must not contain control, line-separator or bidirectional-formatting characters (found ${codePoint(bad)})`;
-  const invisible = INVISIBLE.exec(value)?.[0];
-  if (invisible !== undefined) return `must not contain invisible format characters (found ${codePoint(invisible)})`;
+  const invisible = INVISIBLE.exec(value.replace(EMOJI_TAG_SEQUENCE, ''))?.[0];
+  if (invisible !== undefined) return `must not contain invisible characters (found ${codePoint(invisible)})`;
+  if (value.includes('\uFFFD')) return 'must not contain U+FFFD (a byte sequence that was not valid UTF-8 becomes it): send UTF-8';
+  const odd = UNASSIGNED_OR_PRIVATE.exec(value)?.[0];
+  if (odd !== undefined) return `must not contain unassigned, private-use or noncharacter code points (found ${codePoint(odd)})`;
+  if (COMBINING_RUN.test(value)) return 'must not stack more than 5 combining marks on one character';
   if (BLANK.test(value)) return 'must not be blank';
+  if (/^\s|\s$/u.test(value)) return 'must not begin or end with white space';
+  let count = 0;
+  for (const _ of graphemes.segment(value)) if (++count > maxLength) return length;
   return undefined;
 }
 

@@ -463,9 +463,18 @@ describe('bad input gets an RFC-shaped 4xx, never a 500, and changes nothing', (
       ['client_name', 'a line separator', 'Agent\u2028Two', /U\+2028/],
       ['client_name', 'a lone surrogate', 'Agent \ud800', /^client_name must be Unicode text/],
       ['client_name', 'only spaces', '   ', /^client_name must not be blank/],
-      ['client_name', 'a zero-width space (two names that read the same)', 'Agent\u200B', /^client_name must not contain invisible format characters \(found U\+200B\)/],
-      ['client_name', 'a soft hyphen', 'Pay\u00ADPal', /^client_name must not contain invisible format characters \(found U\+00AD\)/],
-      ['client_name', 'only a Hangul filler (shows nothing)', '\u3164', /^client_name must not be blank/],
+      ['client_name', 'a zero-width space (two names that read the same)', 'Agent\u200B', /^client_name must not contain invisible characters \(found U\+200B\)/],
+      ['client_name', 'a soft hyphen', 'Pay\u00ADPal', /^client_name must not contain invisible characters \(found U\+00AD\)/],
+      ['client_name', 'only a Hangul filler (shows nothing)', '\u3164', /^client_name must not contain invisible characters \(found U\+3164\)/],
+      ['client_name', 'a Hangul filler between letters', 'Goo\u3164gle', /^client_name must not contain invisible characters \(found U\+3164\)/],
+      ['client_name', 'tag characters spelling hidden ASCII', 'Acme\u{E0049}\u{E0067}\u{E006E}', /^client_name must not contain invisible characters \(found U\+E0049\)/],
+      ['client_name', 'only braille blanks', '\u2800\u2800\u2800', /^client_name must not be blank/],
+      ['client_name', 'U+FFFD (bytes that were not UTF-8)', 'Agent \uFFFD', /^client_name must not contain U\+FFFD/],
+      ['client_name', 'a private-use character', 'Agent \uE000', /^client_name must not contain unassigned, private-use or noncharacter code points \(found U\+E000\)/],
+      ['client_name', 'a noncharacter', 'Agent \uFDD0', /found U\+FDD0/],
+      ['client_name', 'a stack of combining marks', `Agent a${'\u0301'.repeat(20)}`, /^client_name must not stack more than 5 combining marks/],
+      ['client_name', 'a leading space', ' Agent', /^client_name must not begin or end with white space/],
+      ['client_name', '201 emoji', '\u{1F916}'.repeat(201), /^client_name must be a string of 1 to 200 characters/],
       ['client_name', '201 characters', 'a'.repeat(201), /^client_name must be a string of 1 to 200 characters/],
       ['software_id', 'a DEL character', 'id\u007f', /^software_id must not contain control.*U\+007F/],
       ['software_version', 'a C1 control', '1.0\u0085', /^software_version must not contain control.*U\+0085/],
@@ -487,6 +496,14 @@ describe('bad input gets an RFC-shaped 4xx, never a 500, and changes nothing', (
       expect(control.status).toBe(400);
       expect(control.body.error_description).toMatch(/^contacts entries must not contain control.*U\+000D/);
       expect(await clients().countDocuments()).toBe(before);
+    });
+
+    test('200 characters are 200 user-perceived characters in any script: 200 emoji, 66 Devanagari conjuncts of three code points', async () => {
+      for (const name of ['\u{1F916}'.repeat(200), '\u0915\u094D\u0937'.repeat(66), '\u2764\uFE0F Team \u{1F3F4}\u{E0067}\u{E0062}\u{E0065}\u{E006E}\u{E0067}\u{E007F}']) {
+        const res = await register(issuer, { ...valid, client_name: name });
+        expect(res.status).toBe(201);
+        expect(res.body.client_name).toBe(name);
+      }
     });
 
     test('names in any script, emoji included, are accepted as sent', async () => {

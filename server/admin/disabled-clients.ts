@@ -4,6 +4,7 @@ import type { KoaContextWithOIDC } from 'oidc-provider';
 import { failClosedInProvider } from '../../adapters/oidc-adapter.js';
 import type { AdapterPayload, ModelStore, NonceStore } from '../../adapters/types.js';
 import { isValidKey } from '../../adapters/validate.js';
+import { beforeClientWrite } from './client-write-hook.js';
 import { ClientChangeInProgress, ClientGone, ClientWrites } from './client-writes.js';
 
 export { DISABLED_AT_FIELD, DISABLED_FIELD, REVOKED_BEFORE_FIELD, isDisabled, tokensRevokedBefore } from './client-fields.js';
@@ -121,15 +122,20 @@ export function installDisabledClientCheck(provider: Provider, clients: ModelSto
     if (ctx?.oidc?.route === 'registration') return inProvider(() => writes.create(id, payload, expiresIn), health);
     const client = ctx?.oidc?.client;
     const read = client?.clientId === id ? { client_secret: client.clientSecret } : undefined;
-    return inProvider(() => writes.change(id, (stored) => ({ write: clientUpdateOnStored(payload, read, stored) })), health);
+    return inProvider(() => writes.change(id, (stored) => ({ write: clientUpdateOnStored(payload, read, stored) }), beforeClientWrite(ctx)), health);
   };
-  hiding.destroy = async (id: string) =>
-    inProvider(
-      () => writes.change(id, () => ({ destroy: true })).catch((err: unknown) => {
-        if (!(err instanceof ClientGone)) throw err; // deleted meanwhile: what was asked
+  hiding.destroy = async (id: string) => {
+    const before = beforeClientWrite(Provider.ctx as KoaContextWithOIDC | undefined);
+    return inProvider(
+      () => writes.change(id, () => ({ destroy: true }), before).catch(async (err: unknown) => {
+        if (!(err instanceof ClientGone)) throw err;
+        // Deleted meanwhile, which is what was asked; but by this request only if its token is still unused (two
+        // deletes sent with one token: one succeeds, the other is told the token was used).
+        await before?.();
       }),
       health,
     );
+  };
   Object.defineProperty(Client, 'adapter', { configurable: true, get: () => hiding });
 
   const find = Client.find.bind(Client);

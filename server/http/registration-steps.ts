@@ -4,6 +4,7 @@ import * as registration from 'oidc-provider/lib/actions/registration.js';
 
 import type { AdapterPayload, ModelStore } from '../../adapters/types.js';
 import { failClosedInProvider } from '../../adapters/oidc-adapter.js';
+import { setBeforeClientWrite } from '../admin/client-write-hook.js';
 import { auditLater } from '../audit/trail.js';
 import { ClientSecretHasher } from '../client-secrets.js';
 import type { RegistrationConfig } from '../config.js';
@@ -176,7 +177,8 @@ const updateStep = named('agentauthRotateOnUpdate', async (ctx, next) => {
     client_secret: client!.clientSecret ?? SECRET_STAND_IN,
     ...(ctx.oidc.body as Record<string, unknown>),
   });
-  await consumeRegistrationAccessToken(ctx, deps);
+  // Used up when the update holds the client's record, just before it writes (client-write-hook.ts).
+  setBeforeClientWrite(ctx, () => consumeRegistrationAccessToken(ctx, deps));
   await next();
   // oidc-provider rotates the token (rotateRegistrationAccessToken); a secret it generated for a new
   // authentication method is returned once, a stored one never.
@@ -186,9 +188,10 @@ const updateStep = named('agentauthRotateOnUpdate', async (ctx, next) => {
 const deleteStep = named('agentauthRevokeOnDelete', async (ctx, next) => {
   const { deps } = stateFor(ctx);
   if (ctx.oidc.client?.noManage) return next();
-  await consumeRegistrationAccessToken(ctx, deps);
   const clientId = ctx.oidc.client!.clientId;
   const record = await failClosedInProvider(() => deps.clients.find(clientId), deps.health);
+  // Used up when the delete holds the client's record, just before it removes it (client-write-hook.ts).
+  setBeforeClientWrite(ctx, () => consumeRegistrationAccessToken(ctx, deps));
   await next();
   if (ctx.status !== 204) return;
   const revoked = await failClosedInProvider(() => deps.revokeClient(clientId, record), deps.health);

@@ -125,6 +125,27 @@ describe('an RFC 7592 update that read the client before a rotate-secret, writte
     expect((await admin().show(clientId)).disabled).toBe(true);
   });
 
+  test('an update that waits too long for another change (one that stopped halfway) answers 503 and keeps its registration access token', async () => {
+    const reg = await registerClient('client_secret_basic');
+    // An operator's change that claims the record and never gets further (its audit record never written).
+    const stuck = new ClientAdmin({ storage, hasher: new ClientSecretHasher(randomBytes(32)), staticClients: [], audit: () => new Promise(() => undefined) });
+    void stuck.rotateSecret(reg.client_id!, { kind: 'cli' });
+    await new Promise((r) => setTimeout(r, 100));
+    const started = Date.now();
+    const res = await fetch(reg.registration_client_uri!, {
+      method: 'PUT',
+      headers: { authorization: `Bearer ${reg.registration_access_token!}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ client_id: reg.client_id!, ...metadata('client_secret_basic', 'after') }),
+    });
+    expect(res.status).toBe(503);
+    expect(await res.json()).toMatchObject({ error: 'temporarily_unavailable', error_description: expect.stringMatching(/^another change of client \S+ is in progress/) });
+    expect(Date.now() - started).toBeGreaterThanOrEqual(4_900);
+    expect((await storage.model('Client').find(reg.client_id!))?.client_name).toBe('before');
+    // The token was not used up: a read with it succeeds.
+    const read = await fetch(reg.registration_client_uri!, { headers: { authorization: `Bearer ${reg.registration_access_token!}` } });
+    expect(read.status).toBe(200);
+  }, 20_000);
+
   test('a delete made between the update\'s read and its write stays: the update is refused, the client is not recreated', async () => {
     const reg = await registerClient('none');
     const clientId = reg.client_id!;

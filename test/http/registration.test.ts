@@ -197,6 +197,31 @@ describe('dynamic client registration (RFC 7591) under agentauth policy', () => 
     expect(updated.client_secret).not.toMatch(/^hmac-sha256:/);
   });
 
+  test('RFC 7592 with one registration access token sent many times at once: exactly one read, one update, one delete succeeds; the update stored is the winner\'s', async () => {
+    const created = await register(issuer, valid);
+    expect(created.status).toBe(201);
+    const uri = created.body.registration_client_uri as string;
+    const id = created.body.client_id as string;
+    const send = (method: string, token: string, body?: Record<string, unknown>) =>
+      fetch(uri, { method, headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, ...(body ? { body: JSON.stringify(body) } : {}) });
+    const statuses = async (responses: Response[]) => responses.map((r) => r.status).sort();
+
+    const reads = await Promise.all(Array.from({ length: 10 }, () => send('GET', created.body.registration_access_token as string)));
+    expect(await statuses(reads)).toEqual([200, ...Array(9).fill(401)]);
+    const token = (await reads.find((r) => r.status === 200)!.json() as { registration_access_token: string }).registration_access_token;
+
+    const updates = await Promise.all(Array.from({ length: 20 }, (_, i) => send('PUT', token, { ...valid, client_id: id, client_name: `update ${i}` })));
+    expect(await statuses(updates)).toEqual([200, ...Array(19).fill(401)]);
+    const winner = (await updates.find((r) => r.status === 200)!.json()) as { client_name: string; registration_access_token: string };
+    for (const loser of updates.filter((r) => r.status === 401)) expect(((await loser.json()) as { error: string }).error).toBe('invalid_token');
+    const stored = await mongo.db(as.dbName).collection('oidc_Client').findOne({ _id: id as never });
+    expect(JSON.parse(stored!.payload as string).client_name).toBe(winner.client_name);
+
+    const deletes = await Promise.all(Array.from({ length: 10 }, () => send('DELETE', winner.registration_access_token)));
+    expect(await statuses(deletes)).toEqual([204, ...Array(9).fill(401)]);
+    expect(await mongo.db(as.dbName).collection('oidc_Client').findOne({ _id: id as never })).toBeNull();
+  });
+
   test('a PUT to a method without a secret drops the secret; a PUT back gets a new one, and the old one never works again', async () => {
     const confidential = { redirect_uris: [REDIRECT], grant_types: ['authorization_code'], token_endpoint_auth_method: 'client_secret_basic' };
     const created = await register(issuer, confidential);

@@ -42,10 +42,10 @@ const adminFields = (stored: AdapterPayload) => Object.fromEntries(ADMIN_FIELDS.
 
 /**
  * What an RFC 7592 update writes, given what oidc-provider built (`update`, from the client it read when the request
- * began, of which `read` holds the secret) and the record as stored now (`stored`): the update, with what administration may have changed
- * since taken from `stored`: the administration fields (which oidc-provider does not know, so no update clears
- * them), and the secret, unless the update itself replaced it (oidc-provider generates one when a client moves to a
- * secret method) or dropped it (a move to a method without one).
+ * began, of which `read` holds the secret) and the record as stored now (`stored`): the update, with what
+ * administration may have changed since taken from `stored`: the administration fields (which oidc-provider does not
+ * know, so no update clears them), and the secret, unless the update itself replaced it (oidc-provider generates one
+ * when a client moves to a secret method) or moved to a method without one (then no secret is kept at all).
  */
 export function clientUpdateOnStored(update: AdapterPayload, read: { client_secret?: unknown } | undefined, stored: AdapterPayload): AdapterPayload {
   const written: AdapterPayload = { ...update, ...adminFields(stored) };
@@ -103,7 +103,7 @@ async function inProvider(fn: () => Promise<unknown>, health?: { markDown(err: u
 export function installDisabledClientCheck(provider: Provider, clients: ModelStore, claims: Pick<NonceStore, 'takeAttempt'>, health?: { markDown(err: unknown): void }): void {
   const Client = provider.Client as unknown as ClientModel;
   const adapter = Client.adapter;
-  // Reads from the store itself; writes through oidc-provider's adapter (server/adapters/oidc-adapter.ts), which
+  // Reads from the store itself; writes through oidc-provider's adapter (adapters/oidc-adapter.ts), which
   // hashes a client secret before it is stored.
   const writes = new ClientWrites(
     { find: (id) => clients.find(id), upsert: (id, payload, expiresIn) => adapter.upsert(id, payload, expiresIn), destroy: (id) => adapter.destroy(id) },

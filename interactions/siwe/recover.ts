@@ -58,8 +58,9 @@ export class NonCanonicalV extends Error {
  * (NonCanonicalV). `path` forces one implementation (tests).
  */
 export async function recoverSigner(message: string, signature: string, path: RecoveryPath = recoveryPath()): Promise<string> {
-  const recid = SIGNATURE_65.test(signature) ? recoveryId(Number.parseInt(signature.slice(130), 16)) : undefined;
-  if (recid === -1) throw new NonCanonicalV(Number.parseInt(signature.slice(130), 16));
+  const v = SIGNATURE_65.test(signature) ? Number.parseInt(signature.slice(130), 16) : undefined;
+  const recid = v === undefined ? undefined : recoveryId(v);
+  if (v !== undefined && recid === -1) throw new NonCanonicalV(v);
   const lib = path === 'native' ? loadNative() : null;
   if (lib && recid !== undefined) {
     const sig = Buffer.from(signature.slice(2), 'hex');

@@ -75,6 +75,22 @@ async function auditRecords(): Promise<AuditRecord[]> {
   return r.stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as AuditRecord);
 }
 
+const clientPath = (c: Registered, action = '') => `/admin/clients/${encodeURIComponent(c.id)}${action}`;
+
+/**
+ * Delete through A's admin API and rotate-secret through `rotateVia` at the same moment: whichever runs first, the
+ * client ends deleted as both processes see it, and a secret the rotation answered does not work.
+ */
+async function deleteBesideRotate(rotateVia: string): Promise<void> {
+  const deleted = await registerClient();
+  const [del, rot] = await Promise.all([admin(adminA, 'DELETE', clientPath(deleted)), admin(rotateVia, 'POST', clientPath(deleted, '/rotate-secret'))]);
+  expect(del.status).toBe(204);
+  expect([200, 404]).toContain(rot.status);
+  expect((await admin(adminA, 'GET', clientPath(deleted))).status).toBe(404);
+  expect((await admin(adminB, 'GET', clientPath(deleted))).status).toBe(404);
+  if (rot.status === 200) expect((await tokenRequest(a.url, { id: deleted.id, secret: rot.body.client_secret as string })).status).toBe(401);
+}
+
 beforeAll(async () => {
   const [portA, portB, adminPortA, adminPortB] = [await freePort(), await freePort(), await freePort(), await freePort()];
   const config = baseConfig({ registration: { mode: 'token', quota: { max: 1000 } } });
@@ -290,15 +306,9 @@ describe('client administration through the admin API', () => {
   });
 
   test('concurrent changes of one client through one admin API run one after another: a delete or disable is never undone by a rotate-secret answered beside it', async () => {
-    const path = (c: Registered, action = '') => `/admin/clients/${encodeURIComponent(c.id)}${action}`;
+    const path = clientPath;
     for (let round = 0; round < 5; round += 1) {
-      // Delete and rotate-secret at the same moment: whichever runs first, the client ends deleted.
-      const deleted = await registerClient();
-      const [del, rot] = await Promise.all([admin(adminA, 'DELETE', path(deleted)), admin(adminA, 'POST', path(deleted, '/rotate-secret'))]);
-      expect(del.status).toBe(204);
-      expect([200, 404]).toContain(rot.status);
-      expect((await admin(adminA, 'GET', path(deleted))).status).toBe(404);
-      if (rot.status === 200) expect((await tokenRequest(a.url, { id: deleted.id, secret: rot.body.client_secret as string })).status).toBe(401);
+      await deleteBesideRotate(adminA);
       // Disable and rotate-secret at the same moment: the client ends disabled, with either secret refused.
       const disabled = await registerClient();
       const [dis, rot2] = await Promise.all([admin(adminA, 'POST', path(disabled, '/disable')), admin(adminA, 'POST', path(disabled, '/rotate-secret'))]);
@@ -324,15 +334,9 @@ describe('client administration through the admin API', () => {
   });
 
   test('changes of one client through two processes at once (each one\'s admin API, and the client\'s own RFC 7592 update) never undo a delete or a disable', async () => {
-    const path = (c: Registered, action = '') => `/admin/clients/${encodeURIComponent(c.id)}${action}`;
+    const path = clientPath;
     for (let round = 0; round < 5; round += 1) {
-      // Delete through A, rotate-secret through B: the client ends deleted in both.
-      const deleted = await registerClient();
-      const [del, rot] = await Promise.all([admin(adminA, 'DELETE', path(deleted)), admin(adminB, 'POST', path(deleted, '/rotate-secret'))]);
-      expect(del.status).toBe(204);
-      expect([200, 404]).toContain(rot.status);
-      expect((await admin(adminB, 'GET', path(deleted))).status).toBe(404);
-      expect((await admin(adminA, 'GET', path(deleted))).status).toBe(404);
+      await deleteBesideRotate(adminB);
 
       // Disable through B while A answers a rotate-secret and the client's own update: it ends disabled, both changes
       // kept (the update's name, the rotated secret's hash), and no secret works.

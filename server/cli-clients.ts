@@ -13,7 +13,7 @@ import { createLogger } from './logger.js';
 import { ClientAdmin } from './admin/client-admin.js';
 import type { AdminActor } from './admin/client-admin.js';
 import { AdminError } from './admin/errors.js';
-import { withStore } from './cli-context.js';
+import { answer, EXIT, withStore } from './cli-context.js';
 
 const CLI: AdminActor = { kind: 'cli' };
 const out = (value: unknown): void => void process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
@@ -55,7 +55,9 @@ async function withClientAdmin(fn: (admin: ClientAdmin) => Promise<void>): Promi
       if (!(err instanceof AdminError)) throw err;
       note(err.message);
       // A request that names nothing (not found, not changeable) is a negative answer; malformed input is a usage error.
-      process.exitCode = err.code === 'invalid_request' ? 2 : 1;
+      const exitCode = err.code === 'invalid_request' ? EXIT.usage : 1;
+      if (process.argv.includes('--json')) answer(true, undefined, { error: err.code, error_description: err.message, exit_code: exitCode }, () => '');
+      process.exitCode = exitCode;
     } finally {
       await audit.close();
     }

@@ -19,6 +19,9 @@ import { registerClientCommands } from './cli-clients.js';
 import { checkInitialAccessTokenRequest, createInitialAccessToken } from './initial-access-tokens.js';
 import { answer, CliUsageError, EXIT, packageVersion, requireInitialised, withJson, withStore } from './cli-context.js';
 
+/** What a worker of `start --workers N` tells the primary once it serves (both listeners listening). */
+const WORKER_STARTED = 'agentauth:worker-started';
+
 const wantsJson = () => process.argv.includes('--json');
 
 /** The error kinds a command can end with, as the `error` of its JSON answer under --json. */
@@ -53,6 +56,9 @@ async function startCommand(opts: { workers?: string }): Promise<void> {
   const config = loadConfig();
   const workers = workersCount(opts.workers, config);
   if (workers > 1 && cluster.isPrimary) {
+    // Checked here as well as in each worker: a bad admin token is one line and exit 2, before any worker starts.
+    const { adminListenerToken } = await import('./admin/start-admin.js');
+    adminListenerToken(config.admin);
     return startPrimary(workers, createLogger(config.logLevel), { adminListener: config.admin.port !== undefined });
   }
   const log = createLogger(config.logLevel);
@@ -93,6 +99,7 @@ async function startCommand(opts: { workers?: string }): Promise<void> {
   const { start } = await import('./start.js');
   running = await start(config, log, { processes: workers });
   clearTimeout(startDeadline);
+  if (cluster.isWorker) process.send?.(WORKER_STARTED);
   if (requested) stop(running, requested);
 }
 
@@ -109,7 +116,9 @@ function logAsyncContext(log: ReturnType<typeof createLogger>): void {
 
 /**
  * The cluster primary: forks the workers (they share the listening port), restarts none on purpose (a crashing
- * worker is a bug to see, not to hide), and on SIGTERM/SIGINT lets every worker drain before exiting 0.
+ * worker is a bug to see, not to hide), and on SIGTERM/SIGINT lets every worker drain before exiting 0. A worker that
+ * exits before it listened means the server could not start: exit 2, as `start` without workers; one that exits
+ * later, exit 1.
  */
 async function startPrimary(workers: number, log: ReturnType<typeof createLogger>, opts: { adminListener: boolean }): Promise<void> {
   log.info({ workers }, 'starting workers');
@@ -119,14 +128,20 @@ async function startPrimary(workers: number, log: ReturnType<typeof createLogger
     const { serveClusterMetrics } = await import('./metrics/cluster.js');
     serveClusterMetrics();
   }
+  const listened = new Set<number>();
+  cluster.on('message', (worker, message: unknown) => {
+    if (message === WORKER_STARTED) listened.add(worker.id);
+  });
   for (let i = 0; i < workers; i += 1) cluster.fork();
   let stopping = false;
   cluster.on('exit', (worker, code, signal) => {
     if (!stopping) {
-      log.error({ pid: worker.process.pid, code, signal }, 'worker exited; stopping the others');
+      const started = listened.has(worker.id);
+      // `pid` is the primary's own (every log line's); the worker's is `workerPid`.
+      log.error({ workerPid: worker.process.pid, code, signal, started }, 'worker exited; stopping the others');
       stopping = true;
       for (const w of Object.values(cluster.workers ?? {})) w?.process.kill('SIGTERM');
-      process.exitCode = 1;
+      process.exitCode = started ? 1 : EXIT.usage;
     }
     if (Object.keys(cluster.workers ?? {}).length === 0) process.exit(process.exitCode ?? 0);
   });

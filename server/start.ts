@@ -5,7 +5,7 @@ import { boot } from './boot.js';
 import type { Agentauth, BootOptions } from './boot.js';
 import type { Config } from './config.js';
 import type { Logger } from './logger.js';
-import { startAdmin } from './admin/start-admin.js';
+import { adminListenerToken, startAdmin } from './admin/start-admin.js';
 import type { AdminRoute } from './admin/routes.js';
 
 export interface Running {
@@ -16,8 +16,10 @@ export interface Running {
 }
 
 export async function start(config: Config, log: Logger, options: BootOptions & { adminRoutes?: AdminRoute[] } = {}): Promise<Running> {
+  // Before boot: a bad admin token must not leave a store, a KEK and a first key behind.
+  const adminToken = adminListenerToken(config.admin);
   const agentauth = await boot(config, log, options);
-  const admin = await startAdmin(agentauth, log, options.adminRoutes).catch(async (err: unknown) => {
+  const admin = await startAdmin(agentauth, log, adminToken, options.adminRoutes).catch(async (err: unknown) => {
     await agentauth.close();
     throw err;
   });

@@ -265,7 +265,7 @@ export class ClientAdmin {
       if (page.length < PAGE) break;
       after = page.at(-1)!.id;
     }
-    if (tokenId === undefined) throw notFound(`no initial access token ${idOrToken}`);
+    if (tokenId === undefined) throw notFound('no initial access token has that id (the fingerprint `clients iat list` shows) or is that token');
     const payload = (await store.find(tokenId)) ?? {};
     const view: IatView = {
       id: iatFingerprint(tokenId),

@@ -33,6 +33,6 @@ export function clientAdminRoutes(admin: ClientAdmin): AdminRoute[] {
       },
     },
     { method: 'GET', path: '/admin/iats', auth: 'admin', handle: async (ctx) => { ctx.body = { initial_access_tokens: await admin.listIats() }; } },
-    { method: 'DELETE', path: '/admin/iats/:id', auth: 'admin', handle: async (ctx) => { ctx.body = await admin.revokeIat(param(ctx, 'id'), actor(ctx)); } },
+    { method: 'DELETE', path: '/admin/iats/:id', auth: 'admin', secretParams: ['id'], handle: async (ctx) => { ctx.body = await admin.revokeIat(param(ctx, 'id'), actor(ctx)); } },
   ];
 }

@@ -147,6 +147,31 @@ export function installDisabledClientCheck(provider: Provider, clients: ModelSto
     const ctx = Provider.ctx as KoaContextWithOIDC | undefined;
     const route = ctx?.oidc?.route;
     if (route && CALLER_ROUTES.has(route) && !ctx.oidc.entities.Client) throw disabledClientError(route, id);
+    // RFC 7592 management of a disabled client with its own registration access token: refused, and the token kept
+    // (oidc-provider destroys a token whose client it cannot find, as for a leaked one; enabling the client must
+    // give it back its management). A token of another client is left to oidc-provider's rule.
+    if (route && MANAGEMENT_ROUTES.has(route) && (await registrationTokenOwner(ctx)) === id) throw disabledManagementError(id);
     return undefined;
   };
+}
+
+/** RFC 7592 client configuration endpoint routes (oidc-provider's names). */
+const MANAGEMENT_ROUTES = new Set(['client', 'client_update', 'client_delete']);
+
+/** The client id of the registration access token the request presents, if it is one that exists. */
+async function registrationTokenOwner(ctx: KoaContextWithOIDC): Promise<string | undefined> {
+  let presented: string;
+  try {
+    presented = ctx.oidc.getAccessToken();
+  } catch {
+    return undefined;
+  }
+  const token = await ctx.oidc.provider.RegistrationAccessToken.find(presented);
+  return token?.clientId;
+}
+
+function disabledManagementError(id: string): Error {
+  const err = new errors.InvalidToken('client is disabled');
+  err.error_description = `client ${id.slice(0, 300)} is disabled by the operator of this authorization server; its registration access token works again once it is enabled`;
+  return err;
 }

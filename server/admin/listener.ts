@@ -54,6 +54,8 @@ export function createAdminApp({ token, routes, health, log }: AdminAppDeps): Ko
   app.use(requestId);
   app.use(async (ctx) => {
     const started = process.hrtime.bigint();
+    // What the log lines show of the path: a secret path parameter (an initial access token) never appears.
+    let logged = ctx.path;
     try {
       ctx.set('Cache-Control', 'no-store');
       if (!isDecodable(ctx.path)) {
@@ -61,12 +63,14 @@ export function createAdminApp({ token, routes, health, log }: AdminAppDeps): Ko
         ctx.body = { error: 'invalid_request', error_description: 'the path has a malformed percent-encoding' };
         return;
       }
-      const { match, allowed } = matchRoute(routes, ctx.method, ctx.path);
+      const found = matchRoute(routes, ctx.method, ctx.path);
+      const { match, allowed } = found;
+      logged = found.logged;
       if (!match) {
         ctx.status = allowed.length > 0 ? 405 : 404;
         if (allowed.length > 0) ctx.set('Allow', allowed.join(', '));
         ctx.body = allowed.length > 0
-          ? { error: 'invalid_request', error_description: `${ctx.method} is not allowed on ${ctx.path} (allowed: ${allowed.join(', ')})` }
+          ? { error: 'invalid_request', error_description: `${ctx.method} is not allowed on ${logged} (allowed: ${allowed.join(', ')})` }
           : { error: 'not_found', error_description: `no admin route ${ctx.path}` };
         return;
       }
@@ -79,7 +83,7 @@ export function createAdminApp({ token, routes, health, log }: AdminAppDeps): Ko
             error: presented === undefined ? 'invalid_request' : 'invalid_token',
             error_description: presented === undefined ? 'the admin API needs Authorization: Bearer <admin token>' : 'the admin token is not valid',
           };
-          log.warn({ event: 'admin.refused', method: ctx.method, path: ctx.path, remote_address: ctx.ip }, 'admin request refused: no valid admin token');
+          log.warn({ event: 'admin.refused', method: ctx.method, path: logged, remote_address: ctx.ip }, 'admin request refused: no valid admin token');
           return;
         }
       }
@@ -101,7 +105,7 @@ export function createAdminApp({ token, routes, health, log }: AdminAppDeps): Ko
       }
     } finally {
       const ms = Number(process.hrtime.bigint() - started) / 1e6;
-      log.info({ listener: 'admin', method: ctx.method, path: ctx.path, status: ctx.status, ms: Math.round(ms * 100) / 100 }, 'admin request');
+      log.info({ listener: 'admin', method: ctx.method, path: logged, status: ctx.status, ms: Math.round(ms * 100) / 100 }, 'admin request');
     }
   });
   return app;

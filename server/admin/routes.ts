@@ -10,6 +10,8 @@ export interface AdminRoute {
   method: 'GET' | 'POST' | 'DELETE';
   path: string;
   auth: 'admin' | 'none';
+  /** Path parameters that may carry a secret (an initial access token): logged as `[redacted]`, never as sent. */
+  secretParams?: readonly string[];
   handle(ctx: Context): Promise<void> | void;
 }
 
@@ -18,18 +20,30 @@ export interface RouteMatch {
   params: Record<string, string>;
 }
 
-/** The route for a method and path, the routes for the path under other methods (for 405), or nothing (404). */
-export function matchRoute(routes: readonly AdminRoute[], method: string, path: string): { match?: RouteMatch; allowed: string[] } {
+/**
+ * The route for a method and path, the routes for the path under other methods (for 405), or nothing (404); and
+ * `logged`, the path as the log may show it (a secret path parameter of a route the path matches replaced).
+ */
+export function matchRoute(routes: readonly AdminRoute[], method: string, path: string): { match?: RouteMatch; allowed: string[]; logged: string } {
   const segments = path.split('/');
   const allowed: string[] = [];
+  let logged: string | undefined;
   for (const route of routes) {
-    const params = matchPath(route.path.split('/'), segments);
+    const pattern = route.path.split('/');
+    const params = matchPath(pattern, segments);
     if (!params) continue;
+    logged ??= loggedPath(route, pattern, segments);
     const m = method === 'HEAD' ? 'GET' : method;
-    if (route.method === m) return { match: { route, params }, allowed };
+    if (route.method === m) return { match: { route, params }, allowed, logged };
     allowed.push(route.method);
   }
-  return { allowed };
+  return { allowed, logged: logged ?? path };
+}
+
+function loggedPath(route: AdminRoute, pattern: string[], segments: string[]): string {
+  const secret = route.secretParams ?? [];
+  if (secret.length === 0) return segments.join('/');
+  return segments.map((s, i) => (secret.includes(pattern[i]!.slice(1)) && pattern[i]!.startsWith(':') ? '[redacted]' : s)).join('/');
 }
 
 function matchPath(pattern: string[], segments: string[]): Record<string, string> | undefined {

@@ -2,6 +2,7 @@ import cluster from 'node:cluster';
 
 import type { Agentauth } from '../boot.js';
 import { ConfigError } from '../config.js';
+import type { Config } from '../config.js';
 import type { Logger } from '../logger.js';
 import { clusterMetricsGatherer } from '../metrics/cluster.js';
 import { metricsRoute } from '../metrics/route.js';
@@ -13,17 +14,26 @@ import type { AdminRoute } from './routes.js';
 import { resolveAdminToken } from './token.js';
 
 /**
- * The admin listener of a server process, when `admin.port` is set: client administration, health, the Prometheus
- * metrics (GET /metrics, admin credential: this process's, or every worker's under `start --workers N`) and any admin
- * routes handed in (`routes`). Refuses to start without an admin token.
+ * The admin token the listener will require, when `admin.port` is set (undefined otherwise). Throws a ConfigError for
+ * a missing, short or unreadable token: `start` calls it before it opens storage, so that a bad token creates nothing.
  */
-export async function startAdmin(agentauth: Agentauth, log: Logger, routes: readonly AdminRoute[] = []): Promise<AdminListener | undefined> {
-  const { admin } = agentauth.config;
+export function adminListenerToken(admin: Pick<Config['admin'], 'port' | 'token' | 'tokenFile'>): string | undefined {
   if (admin.port === undefined) return undefined;
   const token = resolveAdminToken(admin);
   if (token === undefined) {
     throw new ConfigError('AGENTAUTH_CONFIG admin.port: the admin listener needs an admin token; set AGENTAUTH_ADMIN_TOKEN or admin.tokenFile');
   }
+  return token;
+}
+
+/**
+ * The admin listener of a server process, when `admin.port` is set: client administration, health, the Prometheus
+ * metrics (GET /metrics, admin credential: this process's, or every worker's under `start --workers N`) and any admin
+ * routes handed in (`routes`). `token` is what adminListenerToken() returned for this configuration.
+ */
+export async function startAdmin(agentauth: Agentauth, log: Logger, token: string | undefined, routes: readonly AdminRoute[] = []): Promise<AdminListener | undefined> {
+  const { admin } = agentauth.config;
+  if (admin.port === undefined || token === undefined) return undefined;
   const clients = new ClientAdmin({
     storage: agentauth.storage,
     hasher: agentauth.hasher,

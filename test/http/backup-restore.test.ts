@@ -1,4 +1,4 @@
-import { chmodSync, copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, linkSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 
@@ -203,6 +203,26 @@ describe('agentauth backup on the SQLite store, and a restore as docs/operations
       expect(res.code).toBe(2);
       expect(res.stderr).toContain(`agentauth backup: --out ${live} is the live store itself; write the backup somewhere else\n`);
       expect(readFileSync(live).equals(before)).toBe(true);
+
+      // Other spellings of the same file: through a link to the data directory, a `..` detour, its WAL, a hard link.
+      const linkedDir = join(refusalDir, 'data-link');
+      symlinkSync(join(refusalDir, 'data'), linkedDir);
+      const hardLink = join(refusalDir, 'hard-link.sqlite');
+      linkSync(live, hardLink);
+      const inode = statSync(live).ino;
+      for (const spelling of [
+        join(linkedDir, 'agentauth.sqlite'),
+        `${refusalDir}/data-link/../data/agentauth.sqlite`,
+        join(linkedDir, 'agentauth.sqlite-wal'),
+        hardLink,
+      ]) {
+        const other = await runCli(['backup', '--out', spelling, '--force'], env);
+        expect({ spelling, code: other.code }).toEqual({ spelling, code: 2 });
+        expect(other.stderr).toContain(`agentauth backup: --out ${spelling} is the live store itself; write the backup somewhere else\n`);
+        expect(statSync(live).ino).toBe(inode);
+      }
+      rmSync(hardLink);
+      rmSync(linkedDir);
     });
 
     test('with MONGODB_URI set it points to mongodump', async () => {

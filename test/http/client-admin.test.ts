@@ -271,6 +271,46 @@ describe('client administration through the admin API', () => {
     expect((await introspectAtB(fresh.body.access_token as string)).active).toBe(true);
   });
 
+  test('a disabled client\'s own registration access token is refused while it is disabled, and works again once it is enabled', async () => {
+    const c = await registerClient();
+    const other = await registerClient();
+    const reg = c.registration!;
+    const rat = reg.registration_access_token as string;
+    const otherRat = other.registration!.registration_access_token as string;
+    const id = encodeURIComponent(c.id);
+    // Every spelling oidc-provider's router takes for the configuration endpoint, on both processes.
+    const uris = [`${a.url}/reg/${id}`, `${a.url}/REG/${id}/`, `${b.url}/Reg/${id}`];
+    const manage = (uri: string, method: string, token: string) =>
+      fetch(uri, {
+        method,
+        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', 'x-forwarded-host': new URL(a.url).host },
+        ...(method === 'PUT' ? { body: JSON.stringify({ client_id: c.id, grant_types: ['client_credentials'], token_endpoint_auth_method: 'client_secret_basic', scope: 'read', client_name: 'while disabled' }) } : {}),
+      }).then(async (r) => ({ status: r.status, body: (await r.json().catch(() => ({}))) as Record<string, unknown> }));
+
+    expect((await admin(adminA, 'POST', clientPath(c, '/disable'))).status).toBe(200);
+    for (const uri of uris) {
+      for (const method of ['GET', 'PUT', 'DELETE']) {
+        const r = await manage(uri, method, rat);
+        expect({ uri, method, status: r.status, error: r.body.error }).toEqual({ uri, method, status: 401, error: 'invalid_token' });
+        expect(r.body.error_description).toBe(`client ${c.id} is disabled by the operator of this authorization server; its registration access token works again once it is enabled`);
+      }
+    }
+    // Nothing was changed by the refused update and delete.
+    expect((await admin(adminA, 'GET', clientPath(c))).body).toMatchObject({ disabled: true });
+    expect((await admin(adminA, 'GET', clientPath(c))).body.metadata).not.toMatchObject({ client_name: 'while disabled' });
+
+    expect((await admin(adminB, 'POST', clientPath(c, '/enable'))).status).toBe(200);
+    const read = await manage(uris[0]!, 'GET', rat);
+    expect(read.status).toBe(200);
+    expect(read.body.client_id).toBe(c.id);
+
+    // Another client's token at the disabled client's URI is still treated as leaked: refused and destroyed.
+    expect((await admin(adminA, 'POST', clientPath(c, '/disable'))).status).toBe(200);
+    expect((await manage(uris[0]!, 'GET', otherRat)).status).toBe(401);
+    expect((await manage(`${a.url}/reg/${encodeURIComponent(other.id)}`, 'GET', otherRat)).status).toBe(401);
+    expect((await admin(adminA, 'POST', clientPath(c, '/enable'))).status).toBe(200);
+  });
+
   test('rotate-secret answers the new secret once; the old one stops working at once everywhere', async () => {
     const c = await registerClient();
     const r = await admin(adminA, 'POST', `/admin/clients/${encodeURIComponent(c.id)}/rotate-secret`);
@@ -400,6 +440,25 @@ describe('client administration through the admin API', () => {
     expect((await admin(adminA, 'DELETE', `/admin/iats/${fp}`)).status).toBe(404);
     expect((await admin(adminA, 'DELETE', '/admin/iats/not%20an%20id')).status).toBe(400);
   });
+
+  test('an initial access token revoked by value through the admin API appears in no log line and no answer', async () => {
+    const token = await newIat();
+    const spellings = [token, encodeURIComponent(token).replace(/-/g, '%2D')];
+    const answers = [
+      await admin(adminA, 'DELETE', `/admin/iats/${spellings[1]}`),
+      await admin(adminA, 'DELETE', `/admin/iats/${token}`), // already revoked: 404
+      await admin(adminA, 'POST', `/admin/iats/${token}`), // wrong method: 405
+      await fetch(`${adminA}/admin/iats/${token}`, { method: 'DELETE', headers: { authorization: 'Bearer wrong-token' } }).then(async (r) => ({ status: r.status, text: await r.text() })),
+    ];
+    expect(answers.map((r) => r.status)).toEqual([200, 404, 405, 401]);
+    for (const r of answers) expect(r.text).not.toContain(token);
+    // The request log lines are there, with the parameter redacted.
+    const lines = a.output().split('\n').filter((l) => l.includes('/admin/iats/'));
+    expect(lines.filter((l) => l.includes('"path":"/admin/iats/[redacted]"')).length).toBeGreaterThanOrEqual(4);
+    expect(a.output()).not.toContain(token);
+    expect(a.output()).not.toContain(spellings[1]);
+    expect((await register(a.url, { grant_types: ['client_credentials'], token_endpoint_auth_method: 'client_secret_basic', scope: 'read' }, { headers: { authorization: `Bearer ${token}` } })).status).toBe(401);
+  });
 });
 
 describe('agentauth clients (CLI) on the same store', () => {
@@ -442,7 +501,10 @@ describe('agentauth clients (CLI) on the same store', () => {
         expect({ command, id, code: r.code }).toEqual({ command, id, code: 1 });
         expect(r.stdout).not.toMatch(/^\d+\.\d+\.\d+/); // not the version
         expect(r.stdout).not.toMatch(/Usage:/); // not the help
-        expect(r.stderr).toContain(id);
+        // Looked up as an id: a client is named in the refusal; an initial access token (which may be the token
+        // itself) is not echoed.
+        if (command.includes('iat')) expect(JSON.parse(r.stdout)).toMatchObject({ error: 'not_found', error_description: expect.stringMatching(/^no initial access token has that id/) });
+        else expect(r.stderr).toContain(id);
       }
     }
   });
@@ -503,6 +565,19 @@ describe('agentauth clients (CLI) on the same store', () => {
     expect(configured.code).toBe(1);
     expect(configured.stderr).toMatch(/declared in the configuration file/);
     expect((await runCli(['clients', 'iat', 'revoke', 'AAAAAAAAAAAAAAAAAAAAAA'], env)).code).toBe(1);
+
+    // Under --json the refusal is a JSON answer on stdout too, with the exit code it ends with.
+    const cases = [
+      [['clients', 'show', 'no-such-client', '--json'], 1, 'not_found'],
+      [['clients', 'show', '$x', '--json'], 2, 'invalid_request'],
+      [['clients', 'delete', RS_CLIENT.id, '--json'], 1, 'conflict'],
+      [['clients', 'iat', 'revoke', 'AAAAAAAAAAAAAAAAAAAAAA', '--json'], 1, 'not_found'],
+    ] as const;
+    for (const [args, code, error] of cases) {
+      const r = await runCli([...args], env);
+      expect({ args, code: r.code }).toEqual({ args, code });
+      expect(JSON.parse(r.stdout)).toEqual({ error, error_description: expect.any(String), exit_code: code });
+    }
   });
 });
 

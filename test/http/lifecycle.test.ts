@@ -100,6 +100,54 @@ describe('start-up refusals', () => {
     expect(res.stderr).toMatch(message);
   });
 
+  test('a missing or short admin token is refused before anything is created, with and without --workers', async () => {
+    const dir = tempDir();
+    const withPort = writeConfig(tempDir(), { admin: { port: 1 } });
+    const cases: Array<[string, Record<string, string>, RegExp]> = [
+      ['short token', { AGENTAUTH_CONFIG: withPort, AGENTAUTH_ADMIN_TOKEN: 'short' }, /^agentauth: invalid configuration: AGENTAUTH_ADMIN_TOKEN: the admin token must be at least 32 characters/],
+      ['no token', { AGENTAUTH_CONFIG: withPort }, /^agentauth: invalid configuration: AGENTAUTH_CONFIG admin\.port: the admin listener needs an admin token/],
+      ['unreadable token file', { AGENTAUTH_CONFIG: writeConfig(tempDir(), { admin: { port: 1, tokenFile: join(dir, 'missing') } }) }, /^agentauth: invalid configuration: AGENTAUTH_CONFIG admin\.tokenFile .*cannot read the admin token/],
+    ];
+    for (const [label, env, message] of cases) {
+      for (const args of [['start'], ['start', '--workers', '2']]) {
+        const dataDir = join(dir, `data-${label.replace(/ /g, '-')}-${args.length}`);
+        const res = await runCli(args, { AGENTAUTH_DATA_DIR: dataDir, ...env });
+        expect({ label, args, code: res.code }).toEqual({ label, args, code: 2 });
+        expect(res.stderr.trim().split('\n')).toHaveLength(1);
+        expect(res.stderr).toMatch(message);
+        // No store, KEK or first key: the data directory was never made.
+        expect({ label, args, created: existsSync(dataDir) }).toEqual({ label, args, created: false });
+      }
+    }
+  });
+
+  test('--workers: a worker that cannot start makes the primary exit 2, as one process would; its log line names the worker by workerPid', async () => {
+    const dataDir = join(tempDir(), 'data');
+    const server = await startServer({ AGENTAUTH_DATA_DIR: dataDir });
+    try {
+      // The port is taken by the running server: one process, then two workers.
+      const port = new URL(server.url).port;
+      const single = await runCli(['start'], { AGENTAUTH_DATA_DIR: dataDir, PORT: port });
+      expect(single.code).toBe(2);
+      const workers = await runCli(['start', '--workers', '2'], { AGENTAUTH_DATA_DIR: dataDir, PORT: port });
+      expect(workers.code).toBe(2);
+      expect(workers.stderr).toMatch(/EADDRINUSE/);
+      const exited = workers.stdout.split('\n').filter((l) => l.includes('worker exited; stopping the others')).map((l) => JSON.parse(l) as Record<string, unknown>);
+      expect(exited).toHaveLength(1);
+      // One `pid` key (the primary's own), and the worker's as workerPid.
+      const line = workers.stdout.split('\n').find((l) => l.includes('worker exited'))!;
+      expect(line.match(/"pid":/g)).toHaveLength(1);
+      expect(exited[0]).toMatchObject({ code: 2, started: false, workerPid: expect.any(Number), pid: expect.any(Number) });
+      expect(exited[0]!.workerPid).not.toBe(exited[0]!.pid);
+    } finally {
+      await server.stop();
+    }
+    // A wrong KEK for the keys in the store: each worker refuses; the primary exits 2.
+    const wrongKek = await runCli(['start', '--workers', '2'], { AGENTAUTH_DATA_DIR: dataDir, AGENTAUTH_KEK: newKek() });
+    expect(wrongKek.code).toBe(2);
+    expect(wrongKek.stderr).toMatch(/^agentauth: cannot start: key .* was sealed under another key-encryption key/);
+  });
+
   test('an unparsable AGENTAUTH_CONFIG, and a wrong value inside it, are named', async () => {
     const dir = tempDir();
     const broken = join(dir, 'broken.json');

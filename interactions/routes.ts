@@ -16,6 +16,7 @@ import { shownClientName } from '../server/policies/display-text.js';
 import type { WalletSignIn } from './wallet-signin.js';
 import { describeRefusal, refuse } from '../server/limits/refusal.js';
 import type { SharedWindowLimit } from '../server/limits/window.js';
+import { newGrant } from '../server/grants/new-grant.js';
 
 export const NONCE_PATH = '/wallet/nonce';
 const BODY_LIMIT = 64 * 1024;
@@ -275,7 +276,14 @@ export function interactionRoutes(deps: InteractionDeps): Koa.Middleware {
         }
         return;
       }
-      const grant = details.grantId ? await provider.Grant.find(details.grantId) : new provider.Grant({ accountId, clientId });
+      let grant: InstanceType<typeof provider.Grant> | undefined;
+      if (details.grantId) grant = await provider.Grant.find(details.grantId);
+      else {
+        // Built with the client, so that the grant lives as long as the client's tier says (server/grants/new-grant.ts).
+        const client = await provider.Client.find(clientId);
+        if (!client) return fail(ctx, 400, 'Request refused', 'invalid_client', 'the client of this request no longer exists');
+        grant = newGrant(provider, { accountId, client });
+      }
       if (!grant) return fail(ctx, 400, 'Sign-in expired', 'invalid_request', 'the grant of this request no longer exists');
       const missing = details.prompt.details as { missingOIDCScope?: string[]; missingOIDCClaims?: string[]; missingResourceScopes?: Record<string, string[]> };
       if (missing.missingOIDCScope) grant.addOIDCScope(missing.missingOIDCScope.join(' '));

@@ -271,6 +271,36 @@ const fileSchema = z.strictObject({
     .prefault({}),
 });
 
+type ExchangeRule = z.infer<typeof fileSchema>['tokenExchange']['rules'][number];
+
+const meets = (a: readonly string[] | undefined, b: readonly string[] | undefined) => a === undefined || b === undefined || a.some((x) => b.includes(x));
+
+/**
+ * Two rules that could both allow one client the same hop (a `from` and a `to` in common) while naming different
+ * next actors: the first such pair of indexes, or undefined. A client of the configuration file has a known tier
+ * (`tierOf` answers it); any other client id could be registered in any tier.
+ */
+export function nextActorConflict(rules: readonly ExchangeRule[], tierOf: (clientId: string) => string | undefined): [number, number] | undefined {
+  const sameClient = (a: ExchangeRule, b: ExchangeRule) => {
+    const candidates = a.clients && b.clients ? a.clients.filter((c) => b.clients!.includes(c)) : (a.clients ?? b.clients);
+    if (candidates === undefined) return meets(a.tiers, b.tiers);
+    return candidates.some((c) => {
+      const tier = tierOf(c);
+      if (tier === undefined) return meets(a.tiers, b.tiers);
+      return (a.tiers?.includes(tier) ?? true) && (b.tiers?.includes(tier) ?? true);
+    });
+  };
+  for (let j = 0; j < rules.length; j += 1) {
+    for (let i = 0; i < j; i += 1) {
+      const a = rules[i]!;
+      const b = rules[j]!;
+      if (a.nextActor === undefined || b.nextActor === undefined || a.nextActor === b.nextActor) continue;
+      if (meets(a.from, b.from) && meets(a.to, b.to) && sameClient(a, b)) return [i, j];
+    }
+  }
+  return undefined;
+}
+
 const port = z
   .string()
   .regex(/^\d+$/, 'must be an integer from 1 to 65535')
@@ -449,6 +479,16 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     }
     if (rule.clients === undefined && rule.tiers === undefined) throw new ConfigError(`AGENTAUTH_CONFIG tokenExchange.rules[${i}]: name the clients or the tiers the rule is for`);
   });
+  const conflict = nextActorConflict(file.tokenExchange.rules, (id) => {
+    const c = file.clients.find((entry) => entry.client_id === id);
+    return c ? (c.tier ?? file.registration.defaultTier) : undefined;
+  });
+  if (conflict) {
+    const [i, j] = conflict;
+    throw new ConfigError(
+      `AGENTAUTH_CONFIG tokenExchange.rules[${j}].nextActor: rules[${i}] and rules[${j}] can both allow one client the same hop, and name different next actors (${file.tokenExchange.rules[i]!.nextActor}, ${file.tokenExchange.rules[j]!.nextActor}); a token can name only one: make them agree, or make their clients, tiers or hops distinct`,
+    );
+  }
 
   const tiers: Record<string, TierConfig> = { ...DEFAULT_TIERS, ...file.tiers };
   if (!tiers[file.registration.defaultTier]) {

@@ -308,7 +308,10 @@ export function providerConfiguration(deps: ProviderDeps): Configuration {
       AccessToken: accessTtl as never,
       ClientCredentials: accessTtl as never,
       RefreshToken: ((_ctx: KoaContextWithOIDC, token: TokenLike, client: ClientLike) => refreshTokenLifetime(tierFor(client), token.iiat)) as never,
-      Grant: ((_ctx: KoaContextWithOIDC, _token: unknown, client: ClientLike) => tierFor(client).refreshTokenAbsoluteTTL) as never,
+      // The client a grant was built with (server/grants/new-grant.ts). oidc-provider's own code builds grants from a
+      // client id only, where the request's client is the grant's.
+      Grant: ((ctx: KoaContextWithOIDC | undefined, grant: { clientId?: string }, client: ClientLike | undefined) =>
+        tierFor(client ?? (ctx?.oidc?.client?.clientId === grant.clientId ? ctx?.oidc?.client : undefined)).refreshTokenAbsoluteTTL) as never,
       AuthorizationCode: 60,
       Interaction: 600,
       // Code-flow tokens end with their sign-in session (so RP-initiated logout revokes them); the session record

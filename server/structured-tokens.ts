@@ -126,11 +126,17 @@ export async function verifyAccessToken(token: string, deps: StructuredTokenDeps
   }
 }
 
+/** An active JWT access token: its claims, and when its grant expires (epoch s) if it has one. */
+export interface ActiveJwt {
+  claims: Readonly<JwtAccessTokenClaims>;
+  grantExp?: number | undefined;
+}
+
 /**
  * The claims of a JWT access token that is active now (signature, exp, client, grant, and one denylist lookup for its
  * jti, its grant's revocation mark and, for an exchanged token, the marks of its lineage); undefined otherwise.
  */
-async function activeClaims(provider: Provider, token: string, deps: StructuredTokenDeps): Promise<JwtAccessTokenClaims | undefined> {
+async function activeClaims(provider: Provider, token: string, deps: StructuredTokenDeps): Promise<ActiveJwt | undefined> {
   const claims = await verifyAccessToken(token, deps);
   if (!claims) return undefined;
   const lineage = lineageOf(claims[LINEAGE_CLAIM]);
@@ -143,12 +149,13 @@ async function activeClaims(provider: Provider, token: string, deps: StructuredT
   if (claims.grant_id !== undefined) {
     const grant = await provider.Grant.find(claims.grant_id, { ignoreExpiration: true });
     if (!grant || grant.isExpired || grant.clientId !== claims.client_id || grant.accountId !== claims.sub) return undefined;
+    return { claims, grantExp: grant.exp };
   }
-  return claims;
+  return { claims };
 }
 
 /** For the token-exchange grant (server/grants/token-exchange.ts): the same activity checks introspection applies. */
-export async function activeJwtAccessToken(provider: Provider, token: string): Promise<JwtAccessTokenClaims | undefined> {
+export async function activeJwtAccessToken(provider: Provider, token: string): Promise<ActiveJwt | undefined> {
   const deps = perProvider.get(provider);
   if (!deps) throw new Error('structured-token support is not registered for this provider');
   return activeClaims(provider, token, deps);
@@ -158,8 +165,9 @@ async function introspectJwt(ctx: KoaContextWithOIDC, deps: StructuredTokenDeps)
   const inactive = { active: false };
   const { provider, client } = ctx.oidc;
   if (!client) return inactive;
-  const claims = await activeClaims(provider, String(ctx.oidc.params?.token), deps);
-  if (!claims) return inactive;
+  const active = await activeClaims(provider, String(ctx.oidc.params?.token), deps);
+  if (!active) return inactive;
+  const { claims } = active;
   // The same rule as for opaque tokens (server/provider.ts mayIntrospect).
   if (!deps.mayIntrospect(client as never, claims.client_id)) return inactive;
   return {

@@ -9,12 +9,13 @@ import type { ModelStore } from '../../adapters/types.js';
 import { auditLater } from '../audit/trail.js';
 import { TOKEN_EXCHANGE_GRANT_TYPE } from '../config.js';
 import type { TokenExchangeConfig } from '../config.js';
-import { DelegationRefusal, EXCHANGE_MAX_DEPTH_FIELD, EXCHANGE_RESOURCES_FIELD, decideExchange } from '../policies/delegation.js';
-import type { ActClaim, SubjectFacts } from '../policies/delegation.js';
+import { DelegationRefusal, EXCHANGE_MAX_DEPTH_FIELD, EXCHANGE_RESOURCES_FIELD, checkExchanger, decideExchange } from '../policies/delegation.js';
+import type { ActClaim, ExchangerFacts, SubjectFacts } from '../policies/delegation.js';
 import { REGISTRATION_FIELD } from '../policies/registration.js';
 import { TIER_FIELD } from '../policies/tiers.js';
 import { LINEAGE_CLAIM, MAX_LINEAGE, childLineage, clientGeneration, lineageOf } from '../revocation-lineage.js';
 import { activeJwtAccessToken, isJwt } from '../structured-tokens.js';
+import { newGrant } from './new-grant.js';
 
 export { TOKEN_EXCHANGE_GRANT_TYPE };
 
@@ -71,10 +72,16 @@ interface ActiveSubject extends SubjectFacts {
   iat: number;
   exp: number;
   grantId?: string | undefined;
+  /** When the subject token's grant expires (epoch s); the token is inactive from then on, whatever its `exp`. */
+  grantExp?: number | undefined;
   lineage: readonly string[];
 }
 
+/** How much longer an exchanged token's grant lives than the token (the token's `iat` can be a second later). */
+const EXCHANGE_GRANT_MARGIN_SECONDS = 5;
+
 interface TokenModel {
+  grantId?: string;
   save(): Promise<string>;
   setThumbprint(kind: 'jkt', value: string): void;
   resourceServer?: unknown;
@@ -101,6 +108,7 @@ interface SubjectView {
   iat: number;
   exp: number;
   grantId?: string | undefined;
+  grantExp?: number | undefined;
   sub: string;
   clientId: string;
   aud: unknown;
@@ -121,6 +129,7 @@ function subjectFacts(view: SubjectView): ActiveSubject | undefined {
     iat: view.iat,
     exp: view.exp,
     grantId: view.grantId,
+    grantExp: view.grantExp,
     lineage,
     sub: view.sub,
     audience,
@@ -135,10 +144,12 @@ function subjectFacts(view: SubjectView): ActiveSubject | undefined {
 /** An agentauth access token (JWT or opaque) that is active now, as the facts the delegation policy needs. */
 async function activeSubject(provider: Provider, token: string, deps: TokenExchangeDeps): Promise<ActiveSubject | undefined> {
   if (isJwt(token)) {
-    const claims = await activeJwtAccessToken(provider, token);
-    if (!claims || typeof claims.iat !== 'number' || typeof claims.exp !== 'number') return undefined;
+    const active = await activeJwtAccessToken(provider, token);
+    if (!active) return undefined;
+    const { claims, grantExp } = active;
+    if (typeof claims.iat !== 'number' || typeof claims.exp !== 'number') return undefined;
     return subjectFacts({
-      jti: claims.jti!, iat: claims.iat, exp: claims.exp, grantId: claims.grant_id, sub: claims.sub ?? claims.client_id,
+      jti: claims.jti!, iat: claims.iat, exp: claims.exp, grantId: claims.grant_id, grantExp, sub: claims.sub ?? claims.client_id,
       clientId: claims.client_id, aud: claims.aud, scope: claims.scope, jkt: claims.cnf?.jkt, delegation: claims,
     });
   }
@@ -147,13 +158,15 @@ async function activeSubject(provider: Provider, token: string, deps: TokenExcha
   // Cheap checks first: a token for several audiences is refused before the client and grant are read.
   if (!at || at.isValid === false || !singleAudience(at.aud)) return undefined;
   if (!(await provider.Client.find(at.clientId))) return undefined;
+  let grantExp: number | undefined;
   if (at.grantId) {
     const grant = await provider.Grant.find(at.grantId, { ignoreExpiration: true });
     if (!grant || grant.isExpired || grant.clientId !== at.clientId) return undefined;
+    grantExp = grant.exp;
   }
   // The adapter hands out no token whose lineage is revoked; a malformed one is not active either (subjectFacts).
   return subjectFacts({
-    jti: at.jti, iat: at.iat, exp: at.exp, grantId: at.grantId, sub: at.accountId ?? at.clientId,
+    jti: at.jti, iat: at.iat, exp: at.exp, grantId: at.grantId, grantExp, sub: at.accountId ?? at.clientId,
     clientId: at.clientId, aud: at.aud, scope: at.scope, jkt: at.jkt, delegation: at.extra ?? {},
   });
 }
@@ -202,9 +215,11 @@ export function registerTokenExchangeGrant(provider: Provider, deps: TokenExchan
     }
     if (params.actor_token !== undefined && params.actor_token_type === undefined) throw new errors.InvalidRequest('actor_token_type is required with actor_token');
     if (params.actor_token === undefined && params.actor_token_type !== undefined) throw new errors.InvalidRequest('actor_token_type given without actor_token');
+    // RFC 8693 §2.1 and RFC 8707 allow several `resource` and `audience` parameters; this grant issues a token for one.
+    if (Array.isArray(params.resource)) throw new errors.InvalidTarget('name exactly one resource: this grant issues a token for one resource server');
     const { audience } = params;
     if (audience !== undefined) {
-      if (typeof audience !== 'string') throw new errors.InvalidTarget('name exactly one audience');
+      if (typeof audience !== 'string') throw new errors.InvalidTarget('name exactly one audience: this grant issues a token for one resource server');
       if (params.resource !== undefined && params.resource !== audience) throw new errors.InvalidTarget('resource and audience name different targets; name exactly one');
       params.resource = audience;
     }
@@ -217,6 +232,24 @@ export function registerTokenExchangeGrant(provider: Provider, deps: TokenExchan
     // The client's own registered scope (if any) caps what it may carry, as for every other grant.
     if (requestedScope) validateClientScope(provider, ctx);
     const clientScope = client.scope ? new Set(client.scope.split(' ')) : undefined;
+
+    // Who may exchange at all is decided before the subject token is read, so that a client that may not learns
+    // nothing about the tokens it presents.
+    const metadata = client.metadata() as Record<string, unknown>;
+    const exchanger: ExchangerFacts = {
+      clientId: client.clientId,
+      ...(typeof metadata[TIER_FIELD] === 'string' ? { tier: metadata[TIER_FIELD] } : {}),
+      ...(typeof metadata[REGISTRATION_FIELD] === 'string' ? { registration: metadata[REGISTRATION_FIELD] } : {}),
+      ...(Array.isArray(metadata[EXCHANGE_RESOURCES_FIELD]) ? { resources: metadata[EXCHANGE_RESOURCES_FIELD] as string[] } : {}),
+      ...(typeof metadata[EXCHANGE_MAX_DEPTH_FIELD] === 'number' ? { maxDepth: metadata[EXCHANGE_MAX_DEPTH_FIELD] } : {}),
+      ...(dPoP ? { jkt: dPoP.thumbprint } : {}),
+    };
+    try {
+      checkExchanger(deps.policy, exchanger);
+    } catch (err) {
+      if (err instanceof DelegationRefusal) throw oauthError(err, requestedScope?.join(' ') ?? '');
+      throw err;
+    }
 
     // §2.1: the subject and actor tokens.
     const subject = await activeSubject(provider, subjectToken, deps);
@@ -232,20 +265,12 @@ export function registerTokenExchangeGrant(provider: Provider, deps: TokenExchan
     }
 
     // Policy: what may be issued for this hop.
-    const metadata = client.metadata() as Record<string, unknown>;
     let decision;
     try {
       decision = decideExchange(
         deps.policy,
         subject,
-        {
-          clientId: client.clientId,
-          ...(typeof metadata[TIER_FIELD] === 'string' ? { tier: metadata[TIER_FIELD] } : {}),
-          ...(typeof metadata[REGISTRATION_FIELD] === 'string' ? { registration: metadata[REGISTRATION_FIELD] } : {}),
-          ...(Array.isArray(metadata[EXCHANGE_RESOURCES_FIELD]) ? { resources: metadata[EXCHANGE_RESOURCES_FIELD] as string[] } : {}),
-          ...(typeof metadata[EXCHANGE_MAX_DEPTH_FIELD] === 'number' ? { maxDepth: metadata[EXCHANGE_MAX_DEPTH_FIELD] } : {}),
-          ...(dPoP ? { jkt: dPoP.thumbprint } : {}),
-        },
+        exchanger,
         { resource, scopes: resourceServer.scope.split(' ').filter((sc) => !clientScope || clientScope.has(sc)) },
         requestedScope,
       );
@@ -261,14 +286,10 @@ export function registerTokenExchangeGrant(provider: Provider, deps: TokenExchan
     if (lineage.length > MAX_LINEAGE) throw new errors.InvalidGrant('subject_token is too deep in its delegation chain to be exchanged again');
     if (dPoP) await checkDpopReplay(provider, ctx, dPoP, client.clientId);
 
-    // Issue: a grant of exactly this hop for the exchanging client, and the access token.
-    const grant = new provider.Grant({ accountId: subject.sub, clientId: client.clientId });
-    grant.addResourceScope(resource, scope);
-    const grantId = await grant.save();
-
+    // Issue: the access token, and a grant of exactly this hop for the exchanging client that lives as long as it.
     const parent = sha256(subject.jti);
     const AccessToken = provider.AccessToken as unknown as new (init: Record<string, unknown>) => TokenModel;
-    const at = new AccessToken({ accountId: subject.sub, client, grantId, gty: TOKEN_EXCHANGE_GRANT_TYPE, scope });
+    const at = new AccessToken({ accountId: subject.sub, client, gty: TOKEN_EXCHANGE_GRANT_TYPE, scope });
     at.resourceServer = resourceServer;
     at.scope = scope;
     at.extra = {
@@ -278,8 +299,15 @@ export function registerTokenExchangeGrant(provider: Provider, deps: TokenExchan
       ...(decision.mayAct ? { may_act: decision.mayAct } : {}),
     };
     if (dPoP) at.setThumbprint('jkt', dPoP.thumbprint);
-    // Never outlives the token it was exchanged from (so a revocation mark outlives every descendant).
-    at.expiresIn = Math.max(1, Math.min(at.expiration, subject.exp - Math.floor(Date.now() / 1000)));
+    // Never outlives the token it was exchanged from, nor that token's grant (so a revocation mark outlives every
+    // descendant, and a chain ends where any of its grants ends).
+    const now = Math.floor(Date.now() / 1000);
+    at.expiresIn = Math.max(1, Math.min(at.expiration, subject.exp - now, (subject.grantExp ?? Infinity) - now));
+    // The grant exists for this token alone (no refresh token comes from it): it expires a little after the token,
+    // which is dated once more when saved, rather than after the tier's refresh lifetime.
+    const grant = newGrant(provider, { accountId: subject.sub, client, expiresIn: at.expiresIn + EXCHANGE_GRANT_MARGIN_SECONDS });
+    grant.addResourceScope(resource, scope);
+    at.grantId = await grant.save();
     ctx.oidc.entity('AccessToken', at as never);
     const accessToken = await at.save();
 
@@ -296,5 +324,7 @@ export function registerTokenExchangeGrant(provider: Provider, deps: TokenExchan
     TOKEN_EXCHANGE_GRANT_TYPE,
     handler as never,
     ['subject_token', 'subject_token_type', 'actor_token', 'actor_token_type', 'requested_token_type', 'resource', 'audience', 'scope'],
+    // Accepted more than once so that several get RFC 8693 §2.2.2's invalid_target, not "must not be provided twice".
+    ['resource', 'audience'],
   );
 }

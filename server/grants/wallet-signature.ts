@@ -17,6 +17,7 @@ import { SiweVerificationError } from '../../interactions/siwe/errors.js';
 import type { WalletSignIn } from '../../interactions/wallet-signin.js';
 
 import { WALLET_GRANT_TYPE } from '../config.js';
+import { newGrant } from './new-grant.js';
 
 export { WALLET_GRANT_TYPE };
 
@@ -82,7 +83,7 @@ export function registerWalletGrant(provider: Provider, wallet: WalletSignIn, lo
     }
 
     // Each signed message is a fresh consent: a grant of exactly the requested resource and scopes.
-    const grant = new provider.Grant({ accountId: sub, clientId: client.clientId });
+    const grant = newGrant(provider, { accountId: sub, client });
     if (scope) grant.addResourceScope(resource, scope);
     const grantId = await grant.save();
 

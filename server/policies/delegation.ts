@@ -83,6 +83,43 @@ export function chainDepth(act: ActClaim | undefined): number {
   return n;
 }
 
+/** The rules that name this client, by id or by tier. */
+function rulesFor(policy: TokenExchangeConfig, exchanger: ExchangerFacts): TokenExchangeConfig['rules'] {
+  return policy.rules.filter(
+    (r) => (r.clients === undefined || r.clients.includes(exchanger.clientId)) && (r.tiers === undefined || (exchanger.tier !== undefined && r.tiers.includes(exchanger.tier))) && (r.clients !== undefined || r.tiers !== undefined),
+  );
+}
+
+/**
+ * What can be refused from the exchanging client alone, before the subject token is looked at: a client that may not
+ * exchange at all learns nothing about the tokens it presents (whether one is active, what it is for).
+ */
+export function checkExchanger(policy: TokenExchangeConfig, exchanger: ExchangerFacts): void {
+  if (exchanger.registration === 'anonymous' && !policy.allowAnonymous) {
+    throw new DelegationRefusal('unauthorized_client', 'clients registered anonymously may not exchange tokens on this server (the operator enables it with tokenExchange.allowAnonymous)');
+  }
+  if (rulesFor(policy, exchanger).length === 0) {
+    throw new DelegationRefusal('unauthorized_client', `no tokenExchange rule of this server names client ${exchanger.clientId} (by its id or its tier): it may not exchange tokens`);
+  }
+}
+
+/**
+ * The `may_act` of a token issued for one hop: the next actor the hop's rules name. Rules that allow the same hop are
+ * alternatives, and a rule that names no next actor lets any client exchange the token further; so when some name
+ * one and others none, the named one is kept (the narrower token). Two different names cannot both be honoured by one
+ * token, and issuing it with neither would let anyone act next: the exchange is refused, naming the rules.
+ */
+function nextActorOf(hop: TokenExchangeConfig['rules']): { client_id: string } | undefined {
+  const named = [...new Set(hop.flatMap((r) => (r.nextActor === undefined ? [] : [r.nextActor])))];
+  if (named.length > 1) {
+    throw new DelegationRefusal(
+      'invalid_grant',
+      `the tokenExchange rules that allow this hop name different next actors (${named.join(', ')}); one token can name only one, so none is issued until the operator makes the rules agree`,
+    );
+  }
+  return named.length === 1 ? { client_id: named[0]! } : undefined;
+}
+
 export function decideExchange(
   policy: TokenExchangeConfig,
   subject: SubjectFacts,
@@ -90,9 +127,7 @@ export function decideExchange(
   target: { resource: string; scopes: string[] },
   requestedScope: string[] | undefined,
 ): DelegationDecision {
-  if (exchanger.registration === 'anonymous' && !policy.allowAnonymous) {
-    throw new DelegationRefusal('unauthorized_client', 'clients registered anonymously may not exchange tokens on this server (the operator enables it with tokenExchange.allowAnonymous)');
-  }
+  checkExchanger(policy, exchanger);
   // §4.4 may_act: when present, only the named party may act for the subject.
   if (subject.mayAct) {
     const named = (subject.mayAct.client_id !== undefined && subject.mayAct.client_id === exchanger.clientId) || (subject.mayAct.sub !== undefined && subject.mayAct.sub === exchanger.clientId);
@@ -102,10 +137,7 @@ export function decideExchange(
   if (subject.jkt && subject.clientId === exchanger.clientId && subject.jkt !== exchanger.jkt) {
     throw new DelegationRefusal('invalid_grant', 'the subject token is DPoP-bound to another key: send the exchange request with a DPoP proof of the key the subject token is bound to');
   }
-  const rules = policy.rules.filter(
-    (r) => (r.clients === undefined || r.clients.includes(exchanger.clientId)) && (r.tiers === undefined || (exchanger.tier !== undefined && r.tiers.includes(exchanger.tier))) && (r.clients !== undefined || r.tiers !== undefined),
-  );
-  const fromRules = rules.filter((r) => r.from.includes(subject.audience));
+  const fromRules = rulesFor(policy, exchanger).filter((r) => r.from.includes(subject.audience));
   if (fromRules.length === 0) {
     throw new DelegationRefusal('invalid_grant', `client ${exchanger.clientId} may not act for tokens issued for ${subject.audience} (no tokenExchange rule names it with that resource in "from")`);
   }
@@ -141,7 +173,6 @@ export function decideExchange(
   }
   if (scope.length === 0) throw new DelegationRefusal('invalid_scope', `no scope of the subject token (${subject.scope.join(' ') || 'none'}) may be carried to ${target.resource}`);
   const act: ActClaim = { client_id: exchanger.clientId, ...(subject.act ? { act: subject.act } : {}) };
-  const next = [...new Set(hop.map((r) => r.nextActor))];
-  const mayAct = next.length === 1 && next[0] !== undefined ? { client_id: next[0] } : undefined;
+  const mayAct = nextActorOf(hop);
   return { scope, act, depth, ...(mayAct ? { mayAct } : {}) };
 }

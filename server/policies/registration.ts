@@ -5,6 +5,7 @@ import type { RegistrationConfig, TierConfig } from '../config.js';
 import { TIER_FIELD } from './tiers.js';
 import { clientJwksProblem } from './client-keys.js';
 import { displayTextProblem } from './display-text.js';
+import { EXCHANGE_MAX_DEPTH_FIELD, EXCHANGE_RESOURCES_FIELD } from './delegation.js';
 
 /**
  * Client metadata agentauth accepts at registration (RFC 7591 §2, RFC 9449 §5.2, OIDC registration fields that
@@ -127,6 +128,32 @@ function checkHttpsUri(field: string, value: unknown): void {
 }
 
 /**
+ * What a client declared about token exchange only narrows with an update: token_exchange_resources may lose entries
+ * but not gain any or be left out, and token_exchange_max_depth may go down but not up or be left out. Whoever holds a
+ * registration access token (a leaked one too) cannot widen what a stolen secret of the client could reach; a client
+ * that needs more registers again.
+ */
+function checkExchangeNarrowing(body: Record<string, unknown>, current: Record<string, unknown>): void {
+  const resources = current[EXCHANGE_RESOURCES_FIELD];
+  if (Array.isArray(resources)) {
+    const next = body[EXCHANGE_RESOURCES_FIELD];
+    if (next === undefined) {
+      throw metadataError(EXCHANGE_RESOURCES_FIELD, `cannot be removed by an update: it can only be narrowed (send a subset of ${JSON.stringify(resources)}); register a new client to exchange into more resources`);
+    }
+    const added = Array.isArray(next) ? next.filter((r) => !resources.includes(r)) : [];
+    if (added.length > 0) {
+      throw metadataError(EXCHANGE_RESOURCES_FIELD, `can only be narrowed by an update: ${JSON.stringify(added).slice(0, 300)} ${added.length === 1 ? 'is' : 'are'} not in ${JSON.stringify(resources)}; register a new client to exchange into more resources`);
+    }
+  }
+  const depth = current[EXCHANGE_MAX_DEPTH_FIELD];
+  if (typeof depth === 'number') {
+    const next = body[EXCHANGE_MAX_DEPTH_FIELD];
+    if (next === undefined) throw metadataError(EXCHANGE_MAX_DEPTH_FIELD, `cannot be removed by an update: it can only be lowered (from ${depth}); register a new client for longer chains`);
+    if (typeof next === 'number' && next > depth) throw metadataError(EXCHANGE_MAX_DEPTH_FIELD, `can only be lowered by an update (from ${depth}, not raised to ${next}); register a new client for longer chains`);
+  }
+}
+
+/**
  * Validates a registration (or RFC 7592 update) request body against agentauth's policy and the client's tier.
  * Pure: no I/O. Throws invalid_client_metadata / invalid_redirect_uri naming the field. Returns the body with the
  * tier's defaults applied (e.g. dpop_bound_access_tokens for tiers that require DPoP).
@@ -239,6 +266,7 @@ export function checkRegistrationRequest(
   if (context.update) {
     // Unsupported and server-assigned fields were checked above; those are kept as stored.
     for (const field of SERVER_ASSIGNED) delete body[field];
+    checkExchangeNarrowing(body, context.current);
   }
 
   const bound = body.dpop_bound_access_tokens;

@@ -42,6 +42,8 @@ const CONFIG = {
     { ...staticClient('skill-x', [EXCHANGE]), token_exchange_resources: [SKILL_C] },
     // Takes part in chains of one actor only (itself), below the server's maxDepth of 2.
     { ...staticClient('skill-d', [EXCHANGE]), token_exchange_max_depth: 1 },
+    // Registered for the grant, but no rule names it.
+    staticClient('norule', [EXCHANGE]),
   ],
   tokenExchange: {
     maxDepth: 2,
@@ -83,7 +85,7 @@ describe.each(backends)('RFC 8693 token exchange on %s', (_name, storeEnv, openS
     ({ env, server } = await startConfigured(CONFIG, storeEnv()));
     issuer = server.url;
     meta = (await oidc.discovery(new URL(issuer), RS.id, undefined, oidc.ClientSecretBasic(RS.secret), insecure)).serverMetadata();
-    for (const id of ['agent', 'skill-a', 'skill-b', 'skill-c', 'rogue', 'skill-n', 'skill-x', 'skill-d']) clients.set(id, await client(id));
+    for (const id of ['agent', 'skill-a', 'skill-b', 'skill-c', 'rogue', 'skill-n', 'skill-x', 'skill-d', 'norule']) clients.set(id, await client(id));
   });
 
   afterAll(async () => {
@@ -254,6 +256,106 @@ describe.each(backends)('RFC 8693 token exchange on %s', (_name, storeEnv, openS
     const dpop = oidc.getDPoPHandle(anon, await oidc.randomDPoPKeyPair('ES256'));
     const err = await refusal(oidc.genericGrantRequest(anon, EXCHANGE, { subject_token: await agentToken(), subject_token_type: AT_TYPE, resource: SKILL_B }, { DPoP: dpop }));
     expect(err).toMatchObject({ status: 400, error: 'unauthorized_client', error_description: expect.stringMatching(/registered anonymously may not exchange/) });
+  });
+
+  test('a client that may not exchange learns nothing about the token it presents: the same refusal for a live one and garbage', async () => {
+    const live = await agentToken();
+    const opaque = await agentToken(SKILL_B, 'read');
+    const answers = [];
+    for (const token of [live, opaque, 'not-a-token', `${live.slice(0, -4)}AAAA`]) answers.push(await refusal(exchange('norule', token, { resource: SKILL_B })));
+    for (const a of answers) {
+      expect(a).toEqual({ status: 400, error: 'unauthorized_client', error_description: 'no tokenExchange rule of this server names client norule (by its id or its tier): it may not exchange tokens' });
+    }
+    // The anonymous client's refusal does not depend on the token either.
+    const reg = await register(issuer, { grant_types: [EXCHANGE], response_types: [], redirect_uris: [], token_endpoint_auth_method: 'none' });
+    const anon = new oidc.Configuration(meta, reg.body.client_id as string, undefined, oidc.None());
+    oidc.allowInsecureRequests(anon);
+    const dpop = oidc.getDPoPHandle(anon, await oidc.randomDPoPKeyPair('ES256'));
+    const anonAnswers = [];
+    for (const token of [live, 'not-a-token']) anonAnswers.push(await refusal(oidc.genericGrantRequest(anon, EXCHANGE, { subject_token: token, subject_token_type: AT_TYPE, resource: SKILL_B }, { DPoP: dpop })));
+    expect(anonAnswers[0]).toEqual(anonAnswers[1]);
+    expect(anonAnswers[0]!.error).toBe('unauthorized_client');
+  });
+
+  test('several resources or audiences are invalid_target (RFC 8693 §2.2.2), whichever way they are spelled', async () => {
+    const subject = await agentToken();
+    const send = (pairs: Array<[string, string]>) =>
+      oidc.genericGrantRequest(c('skill-x').config, EXCHANGE, new URLSearchParams([['subject_token', subject], ['subject_token_type', AT_TYPE], ...pairs]), { DPoP: c('skill-x').dpop });
+    for (const pairs of [
+      [['resource', SKILL_B], ['resource', SKILL_C]],
+      [['resource', SKILL_C], ['resource', SKILL_C]],
+      [['audience', SKILL_B], ['audience', SKILL_C]],
+      [['resource', SKILL_C], ['audience', SKILL_B]],
+      [['resource', SKILL_C], ['audience', SKILL_C], ['audience', SKILL_B]],
+    ] as Array<Array<[string, string]>>) {
+      const r = await refusal(send(pairs));
+      expect({ pairs, status: r.status, error: r.error }).toEqual({ pairs, status: 400, error: 'invalid_target' });
+      expect(r.error_description).toMatch(/^name exactly one (resource|audience)|resource and audience name different targets/);
+    }
+    // One of each naming the same resource is one resource.
+    expect((await send([['resource', SKILL_C], ['audience', SKILL_C]])).issued_token_type).toBe(AT_TYPE);
+  });
+
+  test('an exchanged token\'s grant lives as long as the token, not a refresh lifetime', async () => {
+    const hop1 = await exchange('skill-a', await agentToken(), { resource: SKILL_B });
+    const introspected = await introspect(hop1.access_token);
+    expect(introspected.active).toBe(true);
+    const storage = openStorage(env);
+    await storage.init();
+    try {
+      const opaque = await storage.model('AccessToken').find(hop1.access_token);
+      const grant = await storage.model('Grant').find(String(opaque?.grantId));
+      const tokenExp = Number(introspected.exp);
+      expect(typeof grant?.exp).toBe('number');
+      // A few seconds after the token (it is dated once more when saved), never the tier's 30 days.
+      expect(Number(grant!.exp) - tokenExp).toBeGreaterThanOrEqual(0);
+      expect(Number(grant!.exp) - tokenExp).toBeLessThanOrEqual(6);
+    } finally {
+      await storage.close();
+    }
+  });
+
+  test('an update of a registration narrows its token_exchange_resources and token_exchange_max_depth, never widens or drops them', async () => {
+    const body = { grant_types: [EXCHANGE], response_types: [], redirect_uris: [], token_endpoint_auth_method: 'none' };
+    const reg = await register(issuer, { ...body, token_exchange_resources: [SKILL_B, SKILL_C], token_exchange_max_depth: 2 });
+    expect(reg.status).toBe(201);
+    let rat = reg.body.registration_access_token as string;
+    const update = async (fields: Record<string, unknown>) => {
+      const r = await fetch(reg.body.registration_client_uri as string, {
+        method: 'PUT',
+        headers: { authorization: `Bearer ${rat}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ client_id: reg.body.client_id, ...body, ...fields }),
+      });
+      const answer = { status: r.status, body: (await r.json()) as Record<string, unknown> };
+      if (typeof answer.body.registration_access_token === 'string') rat = answer.body.registration_access_token;
+      return answer;
+    };
+    const refusals: Array<[Record<string, unknown>, RegExp]> = [
+      [{ token_exchange_max_depth: 2 }, /^token_exchange_resources cannot be removed by an update/],
+      [{ token_exchange_resources: [SKILL_B, SKILL_C, SKILL_A], token_exchange_max_depth: 2 }, /^token_exchange_resources can only be narrowed by an update: \["https:\/\/skill-a\.example\.com"\] is not in/],
+      [{ token_exchange_resources: [SKILL_A], token_exchange_max_depth: 2 }, /^token_exchange_resources can only be narrowed/],
+      [{ token_exchange_resources: [SKILL_B] }, /^token_exchange_max_depth cannot be removed by an update/],
+      [{ token_exchange_resources: [SKILL_B], token_exchange_max_depth: 3 }, /^token_exchange_max_depth can only be lowered by an update \(from 2, not raised to 3\)/],
+    ];
+    for (const [fields, message] of refusals) {
+      const r = await update(fields);
+      expect({ fields, status: r.status, error: r.body.error }).toEqual({ fields, status: 400, error: 'invalid_client_metadata' });
+      expect(r.body.error_description).toMatch(message);
+    }
+    // Narrowing is an update like any other; what was narrowed stays narrowed.
+    const narrowed = await update({ token_exchange_resources: [SKILL_C], token_exchange_max_depth: 1 });
+    expect(narrowed.status).toBe(200);
+    expect(narrowed.body).toMatchObject({ token_exchange_resources: [SKILL_C], token_exchange_max_depth: 1 });
+    expect((await update({ token_exchange_resources: [SKILL_B, SKILL_C], token_exchange_max_depth: 1 })).status).toBe(400);
+    // A registration that declared nothing may add a narrowing later.
+    const open = await register(issuer, body);
+    rat = open.body.registration_access_token as string;
+    const added = await fetch(open.body.registration_client_uri as string, {
+      method: 'PUT',
+      headers: { authorization: `Bearer ${rat}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ client_id: open.body.client_id, ...body, token_exchange_resources: [SKILL_B] }),
+    });
+    expect(added.status).toBe(200);
   });
 
   test("the exchanging client's registered scope caps the new token too", async () => {

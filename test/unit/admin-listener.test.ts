@@ -28,8 +28,19 @@ describe('admin routes: matching', () => {
   });
 
   test('the same path under other methods is reported (for 405 Allow)', () => {
-    expect(matchRoute(routes, 'POST', '/admin/clients/x')).toEqual({ allowed: ['GET', 'DELETE'] });
-    expect(matchRoute(routes, 'GET', '/elsewhere')).toEqual({ allowed: [] });
+    expect(matchRoute(routes, 'POST', '/admin/clients/x')).toEqual({ allowed: ['GET', 'DELETE'], logged: '/admin/clients/x' });
+    expect(matchRoute(routes, 'GET', '/elsewhere')).toEqual({ allowed: [], logged: '/elsewhere' });
+  });
+
+  test('a secret path parameter is never in the path the log shows, whatever the method', () => {
+    const secret: AdminRoute[] = [{ method: 'DELETE', path: '/admin/iats/:id', auth: 'admin', secretParams: ['id'], handle: () => undefined }];
+    for (const method of ['DELETE', 'GET', 'POST']) {
+      expect(matchRoute(secret, method, '/admin/iats/s3cr3t-token').logged).toBe('/admin/iats/[redacted]');
+      expect(matchRoute(secret, method, '/admin/iats/s3cr3t%2Dtoken').logged).toBe('/admin/iats/[redacted]');
+    }
+    expect(matchRoute(secret, 'DELETE', '/admin/iats/s3cr3t-token').match?.params).toEqual({ id: 's3cr3t-token' });
+    // A path no route matches is logged as it came (nothing in it was a parameter).
+    expect(matchRoute(secret, 'DELETE', '/admin/iats').logged).toBe('/admin/iats');
   });
 });
 

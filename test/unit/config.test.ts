@@ -131,6 +131,11 @@ describe('loadConfig', () => {
     [{ resourceServers: [{ identifier: 'https://a.example.com', scopes: ['r'] }], tokenExchange: { rules: [{ clients: ['x'], from: ['https://a.example.com'], to: ['https://nowhere.example.com'] }] } }, /tokenExchange\.rules\[0\]\.to: https:\/\/nowhere\.example\.com is not a configured resource server/],
     [{ resourceServers: [{ identifier: 'https://a.example.com', scopes: ['r'] }], tokenExchange: { rules: [{ from: ['https://a.example.com'], to: ['https://a.example.com'] }] } }, /tokenExchange\.rules\[0\]: name the clients or the tiers/],
     [{ tokenExchange: { maxDepth: 0 } }, /tokenExchange\.maxDepth/],
+    // Two rules that can allow one client the same hop with different next actors (one token names only one).
+    [{ resourceServers: [{ identifier: 'https://a.example.com', scopes: ['r'] }, { identifier: 'https://b.example.com', scopes: ['r'] }], tokenExchange: { rules: [{ clients: ['x'], from: ['https://a.example.com'], to: ['https://b.example.com'], nextActor: 'p' }, { clients: ['y', 'x'], from: ['https://a.example.com'], to: ['https://b.example.com', 'https://a.example.com'], nextActor: 'q' }] } }, /tokenExchange\.rules\[1\]\.nextActor: rules\[0\] and rules\[1\] can both allow one client the same hop, and name different next actors \(p, q\)/],
+    [{ resourceServers: [{ identifier: 'https://a.example.com', scopes: ['r'] }], tokenExchange: { rules: [{ tiers: ['standard'], from: ['https://a.example.com'], to: ['https://a.example.com'], nextActor: 'p' }, { tiers: ['bound', 'standard'], from: ['https://a.example.com'], to: ['https://a.example.com'], nextActor: 'q' }] } }, /rules\[0\] and rules\[1\] can both allow/],
+    // A client id not in the file could be registered in the tier the other rule names.
+    [{ resourceServers: [{ identifier: 'https://a.example.com', scopes: ['r'] }], tokenExchange: { rules: [{ clients: ['registered-id'], from: ['https://a.example.com'], to: ['https://a.example.com'], nextActor: 'p' }, { tiers: ['bound'], from: ['https://a.example.com'], to: ['https://a.example.com'], nextActor: 'q' }] } }, /rules\[0\] and rules\[1\] can both allow/],
     [{ resourceServers: [{ identifier: 'https://a.example.com', scopes: ['r'] }], clients: [{ client_id: 'c', client_secret: 'x'.repeat(32), token_exchange_resources: ['https://nowhere.example.com'] }] }, /clients\[0\]\.token_exchange_resources: https:\/\/nowhere\.example\.com is not a configured resource server/],
     [{ resourceServers: [{ identifier: 'https://a.example.com', scopes: ['r'] }], clients: [{ client_id: 'c', client_secret: 'x'.repeat(32), token_exchange_resources: ['https://a.example.com', 'https://a.example.com'] }] }, /clients\[0\]\.token_exchange_resources: must not repeat/],
     [{ clients: [{ client_id: 'c', client_secret: 'x'.repeat(32), token_exchange_resources: [] }] }, /clients\[0\]\.token_exchange_resources/],
@@ -157,6 +162,23 @@ describe('docs/configuration.md', () => {
     expect(Object.keys(JSON.parse(listing) as object).sort()).toEqual(
       ['resourceServers', 'clients', 'registration', 'clientIdMetadataDocuments', 'tiers', 'maxBearerTokenTTL', 'dpop', 'tokenExchange', 'wallet', 'limits', 'keys', 'storage', 'admin', 'shutdownTimeoutMs'].sort(),
     );
+  });
+
+  test('rules with different next actors are accepted where no client can meet both', () => {
+    const resourceServers = [{ identifier: 'https://a.example.com', scopes: ['r'] }, { identifier: 'https://b.example.com', scopes: ['r'] }];
+    const rule = (extra: Record<string, unknown>) => ({ from: ['https://a.example.com'], to: ['https://b.example.com'], ...extra });
+    for (const rules of [
+      [rule({ clients: ['x'], nextActor: 'p' }), rule({ clients: ['y'], nextActor: 'q' })],
+      [rule({ tiers: ['standard'], nextActor: 'p' }), rule({ tiers: ['bound'], nextActor: 'q' })],
+      [rule({ clients: ['x'], nextActor: 'p' }), { ...rule({ clients: ['x'], nextActor: 'q' }), from: ['https://b.example.com'] }],
+      [rule({ clients: ['x'], nextActor: 'p' }), rule({ clients: ['x'] })],
+      [rule({ clients: ['x'], nextActor: 'p' }), rule({ clients: ['x'], nextActor: 'p' })],
+      // x is a client of the file, in tier standard: a rule for tier bound never applies to it.
+      [rule({ clients: ['x'], nextActor: 'p' }), rule({ tiers: ['bound'], nextActor: 'q' })],
+    ]) {
+      const file = { resourceServers, clients: [{ client_id: 'x', client_secret: 'x'.repeat(32), tier: 'standard' }], tokenExchange: { rules } };
+      expect(() => loadConfig({ AGENTAUTH_CONFIG: withFile(file) })).not.toThrow();
+    }
   });
 
   test('every example on the page is a configuration the server accepts', () => {

@@ -1,4 +1,4 @@
-import { DelegationRefusal, chainDepth, decideExchange, exchangeMaxDepthProblem, exchangeResourcesProblem } from '../../server/policies/delegation.js';
+import { DelegationRefusal, chainDepth, checkExchanger, decideExchange, exchangeMaxDepthProblem, exchangeResourcesProblem } from '../../server/policies/delegation.js';
 import type { TokenExchangeConfig } from '../../server/config.js';
 
 const A = 'https://a.example.com';
@@ -32,7 +32,13 @@ describe('delegation policy (RFC 8693 token exchange)', () => {
 
   test('a tier rule applies to clients of that tier only', () => {
     expect(decideExchange(policy, subject, { clientId: 'x', tier: 'partners' }, target, ['write']).scope).toEqual(['write']);
-    expect(refusal(() => decideExchange(policy, subject, { clientId: 'x', tier: 'standard' }, target, undefined)).code).toBe('invalid_grant');
+    // A client no rule names may not exchange at all: unauthorized_client, decided before the subject token is read.
+    const none = refusal(() => decideExchange(policy, subject, { clientId: 'x', tier: 'standard' }, target, undefined));
+    expect([none.code, none.message]).toEqual(['unauthorized_client', 'no tokenExchange rule of this server names client x (by its id or its tier): it may not exchange tokens']);
+    expect(refusal(() => checkExchanger(policy, { clientId: 'x', tier: 'standard' })).code).toBe('unauthorized_client');
+    expect(() => checkExchanger(policy, { clientId: 'x', tier: 'partners' })).not.toThrow();
+    // Named by a rule, but not for tokens of this audience: invalid_grant.
+    expect(refusal(() => decideExchange(policy, { ...subject, audience: B }, { clientId: 'skill-a' }, target, undefined)).code).toBe('invalid_grant');
   });
 
   test('the chain nests the earlier actors and stops at maxDepth', () => {
@@ -63,7 +69,7 @@ describe('delegation policy (RFC 8693 token exchange)', () => {
     expect(narrowed.code).toBe('invalid_target');
     expect(narrowed.message).toMatch(/only into ones for https:\/\/c\.example\.com \(its token_exchange_resources\), not https:\/\/b\.example\.com/);
     // Naming a resource no rule allows for this client gives nothing.
-    expect(refusal(() => decideExchange(policy, subject, { clientId: 'nobody', resources: [B] }, target, undefined)).code).toBe('invalid_grant');
+    expect(refusal(() => decideExchange(policy, subject, { clientId: 'nobody', resources: [B] }, target, undefined)).code).toBe('unauthorized_client');
   });
 
   test("the client's token_exchange_max_depth lowers the server's maxDepth for its hops", () => {
@@ -95,6 +101,25 @@ describe('delegation policy (RFC 8693 token exchange)', () => {
 
   test('a rule naming neither clients nor tiers matches nobody', () => {
     const open: TokenExchangeConfig = { ...policy, rules: [{ from: [A], to: [B] }] };
-    expect(refusal(() => decideExchange(open, subject, { clientId: 'skill-a' }, target, undefined)).code).toBe('invalid_grant');
+    expect(refusal(() => decideExchange(open, subject, { clientId: 'skill-a' }, target, undefined)).code).toBe('unauthorized_client');
+  });
+
+  test('rules that allow one hop: the next actor one of them names is kept; two different ones refuse the exchange', () => {
+    const named = (nextActor?: string) => ({ clients: ['skill-a'], from: [A], to: [B], ...(nextActor ? { nextActor } : {}) });
+    const tierRule = (nextActor?: string) => ({ tiers: ['partners'], from: [A], to: [B], ...(nextActor ? { nextActor } : {}) });
+    const skillA = { clientId: 'skill-a', tier: 'partners' };
+    const decide = (rules: TokenExchangeConfig['rules']) => decideExchange({ ...policy, rules }, subject, skillA, target, undefined);
+    expect(decide([named('skill-b'), tierRule('skill-b')]).mayAct).toEqual({ client_id: 'skill-b' });
+    // One names a next actor, the other none: the token names it (never left without may_act).
+    expect(decide([named('skill-b'), tierRule()]).mayAct).toEqual({ client_id: 'skill-b' });
+    expect(decide([named(), tierRule('skill-c')]).mayAct).toEqual({ client_id: 'skill-c' });
+    expect(decide([named(), tierRule()]).mayAct).toBeUndefined();
+    // Different next actors: no token (issuing one without may_act would let anyone act next).
+    const conflict = refusal(() => decide([named('skill-b'), tierRule('skill-c')]));
+    expect(conflict.code).toBe('invalid_grant');
+    expect(conflict.message).toMatch(/name different next actors \(skill-b, skill-c\)/);
+    // Rules for another hop or another client do not take part.
+    expect(decideExchange({ ...policy, rules: [named('skill-b'), { ...tierRule('skill-c'), to: ['https://c.example.com'] }] }, subject, skillA, target, undefined).mayAct).toEqual({ client_id: 'skill-b' });
+    expect(decideExchange({ ...policy, rules: [named('skill-b'), tierRule('skill-c')] }, subject, { clientId: 'skill-a', tier: 'standard' }, target, undefined).mayAct).toEqual({ client_id: 'skill-b' });
   });
 });

@@ -62,16 +62,19 @@ const pause = (ms) => Atomics.wait(sleeper, 0, 0, ms);
 let contendedUntil = 0;
 let committedAt = 0;
 const isBusy = (err) => typeof err?.errcode === 'number' && (err.errcode & 0xff) === 5;
-function begin() {
+// Waits for the lock until busyTimeoutMs after the oldest job of the group was sent (Date.now() in both threads), not
+// after this try began: jobs that arrived while the previous group waited for the lock have waited already, and must
+// not wait a whole busy_timeout again (so no job waits much longer than busy_timeout for another process).
+function begin(oldestSentAt) {
   const now = performance.now();
   if (now < contendedUntil && now - committedAt < GAP_MS) pause(GAP_MS - (now - committedAt));
-  const deadline = performance.now() + busyTimeoutMs;
+  const deadline = Math.min(oldestSentAt, Date.now()) + busyTimeoutMs;
   for (let wait = 0.1; ; wait = Math.min(wait * 2, POLL_MAX_MS)) {
     try {
       db.exec('BEGIN IMMEDIATE');
       return;
     } catch (err) {
-      if (!isBusy(err) || performance.now() >= deadline) throw err;
+      if (!isBusy(err) || Date.now() >= deadline) throw err;
       contendedUntil = performance.now() + 1000;
       pause(wait);
     }
@@ -100,7 +103,9 @@ function flush() {
   if (jobs.length === 0) return;
   const results = [];
   try {
-    begin();
+    let oldest = Infinity;
+    for (const j of jobs) if (j.sentAt < oldest) oldest = j.sentAt;
+    begin(oldest);
   } catch (err) {
     const error = describe(err);
     parentPort.postMessage(jobs.map((j) => ({ id: j.id, error })));
@@ -202,7 +207,7 @@ export class SqliteWriter {
   #ready: Promise<void> = Promise.resolve();
   #closed = false;
   /** Jobs of this event-loop turn, posted to the thread together on the next `setImmediate` (one message, not one each). */
-  #outbox: { id: number; statements: WriteStatement[]; prefix: boolean }[] = [];
+  #outbox: { id: number; statements: WriteStatement[]; prefix: boolean; sentAt: number }[] = [];
 
   constructor(options: SqliteWriterOptions) {
     this.#options = options;
@@ -277,7 +282,8 @@ export class SqliteWriter {
       timer.unref();
       this.#pending.set(id, { op, resolve, reject, timer });
       if (this.#outbox.length === 0) setImmediate(() => this.#post());
-      this.#outbox.push({ id, statements, prefix });
+      // When the caller asked: the thread waits for another process's lock until busyTimeoutMs after that.
+      this.#outbox.push({ id, statements, prefix, sentAt: Date.now() });
     });
   }
 

@@ -786,9 +786,17 @@ export class SqliteStorage implements Storage {
     return deleted;
   }
 
-  /** Reads the schema from the file: fails when the file cannot be read or the store is not open. */
+  /**
+   * Reads the schema from the file (fails when the file cannot be read or the store is not open), then, unless the
+   * store is read-only, has the writer thread take the write lock for a statement that writes nothing: riding in the
+   * next group commit, it costs no commit of its own, and it fails while another process holds the lock past
+   * busy_timeout or the thread does not answer (a hung disk). So /readyz and the health checks see a store that
+   * cannot be written to as down, not only one that cannot be read.
+   */
   async ping(): Promise<void> {
-    this.#connection().get('ping', 'SELECT count(*) AS n FROM sqlite_schema');
+    const conn = this.#connection();
+    conn.get('ping', 'SELECT count(*) AS n FROM sqlite_schema');
+    if (!this.#readOnly) await conn.writer.run('ping', [{ sql: 'SELECT 1 AS ok', params: [], read: true }]);
   }
 
   async close(): Promise<void> {

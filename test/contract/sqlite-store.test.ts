@@ -200,12 +200,53 @@ describe('SQLite store: fails closed', () => {
       await expect(adapter.consume(id)).rejects.toMatchObject({ statusCode: 503, error: 'temporarily_unavailable' });
       // WAL: readers are not blocked by the writer.
       expect((await storage.model('AuthorizationCode').find(id))?.consumed).toBeUndefined();
+      // But the health ping is: a store nothing can be written to is down (/readyz 503), not only an unreadable one.
+      await expect(storage.ping()).rejects.toThrow(/SQLite ping failed \(SQLite error 5: database is locked\)/);
     } finally {
       other.exec('ROLLBACK');
       other.close();
     }
+    await expect(storage.ping()).resolves.toBeUndefined();
     expect(await storage.model('AuthorizationCode').consume(id)).toBe(true);
     expect(await storage.audit.insertBatch([{ seq: 1, time: 't', type: 'x', details: {}, prev_hash: 'p', hash: 'h' }])).toBe(1);
+  });
+
+  test('writes sent while others wait for another writer\'s lock wait at most busy_timeout from when they were sent, not twice', async () => {
+    const busy = 1500;
+    const storage = await open(undefined, busy);
+    const other = new DatabaseSync(storage.file);
+    other.exec('BEGIN IMMEDIATE');
+    try {
+      // The first write takes the thread into its wait for the lock; the others arrive during that wait, so they form
+      // the next group, which used to wait a whole busy_timeout of its own after the first group gave up.
+      const sent: Array<Promise<number>> = [];
+      const write = () => {
+        const at = Date.now();
+        return storage.model('Session').upsert(rid(), { kind: 'Session' }, 60).then(
+          () => {
+            throw new Error('a write succeeded while another connection held the write lock');
+          },
+          (err: unknown) => {
+            expect(err).toBeInstanceOf(StorageUnavailableError);
+            return Date.now() - at;
+          },
+        );
+      };
+      const start = Date.now();
+      sent.push(write());
+      for (const at of [200, 700, 1200]) {
+        await new Promise((r) => setTimeout(r, start + at - Date.now()));
+        sent.push(write());
+      }
+      const waited = await Promise.all(sent);
+      // Each failed within busy_timeout of being sent (plus the time to hand it to the thread and back), where the
+      // late ones used to wait until about 2 × busy_timeout.
+      for (const ms of waited) expect(ms).toBeLessThan(busy + 700);
+    } finally {
+      other.exec('ROLLBACK');
+      other.close();
+    }
+    await storage.model('Session').upsert(rid(), { kind: 'Session' }, 60);
   });
 
   test('a data directory whose database file is not a database: init fails as StorageUnavailableError naming the file', async () => {

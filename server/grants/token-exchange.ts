@@ -210,6 +210,10 @@ export function registerTokenExchangeGrant(provider: Provider, deps: TokenExchan
     if (typeof subjectTokenType !== 'string' || !SUBJECT_TOKEN_TYPES.has(subjectTokenType)) {
       throw new errors.InvalidRequest(`subject_token_type must be ${ACCESS_TOKEN_TYPE} or ${JWT_TOKEN_TYPE}`);
     }
+    // RFC 8693 §3: the jwt type says the token is a JWT. An opaque token is sent with the access_token type.
+    if (subjectTokenType === JWT_TOKEN_TYPE && !isJwt(subjectToken)) {
+      throw new errors.InvalidRequest(`subject_token_type ${JWT_TOKEN_TYPE} names a JWT, and subject_token is not one; send an opaque access token with ${ACCESS_TOKEN_TYPE}`);
+    }
     if (params.requested_token_type !== undefined && params.requested_token_type !== ACCESS_TOKEN_TYPE) {
       throw new errors.InvalidRequest(`requested_token_type: only ${ACCESS_TOKEN_TYPE} is issued`);
     }
@@ -228,7 +232,8 @@ export function registerTokenExchangeGrant(provider: Provider, deps: TokenExchan
     if (resourceServers.length !== 1) throw new errors.InvalidTarget('exactly one resource must be requested with this grant');
     const resourceServer = resourceServers[0]!;
     const resource = resourceServer.identifier();
-    const requestedScope = typeof params.scope === 'string' && params.scope ? params.scope.split(' ') : undefined;
+    // A scope named twice is one scope (RFC 6749 §3.3: the scope is a set).
+    const requestedScope = typeof params.scope === 'string' && params.scope ? [...new Set(params.scope.split(' '))] : undefined;
     // The client's own registered scope (if any) caps what it may carry, as for every other grant.
     if (requestedScope) validateClientScope(provider, ctx);
     const clientScope = client.scope ? new Set(client.scope.split(' ')) : undefined;
@@ -260,6 +265,9 @@ export function registerTokenExchangeGrant(provider: Provider, deps: TokenExchan
     if (generation > 0 && subject.iat <= generation) throw new errors.InvalidGrant('subject_token was revoked (its client was disabled)');
     if (params.actor_token !== undefined) {
       if (!SUBJECT_TOKEN_TYPES.has(String(params.actor_token_type))) throw new errors.InvalidRequest(`actor_token_type must be ${ACCESS_TOKEN_TYPE} or ${JWT_TOKEN_TYPE}`);
+      if (params.actor_token_type === JWT_TOKEN_TYPE && !isJwt(params.actor_token)) {
+        throw new errors.InvalidRequest(`actor_token_type ${JWT_TOKEN_TYPE} names a JWT, and actor_token is not one; send an opaque access token with ${ACCESS_TOKEN_TYPE}`);
+      }
       const actor = await activeSubject(provider, String(params.actor_token), deps);
       if (!actor || actor.clientId !== client.clientId) throw new errors.InvalidGrant('actor_token is not an active access token issued to the exchanging client');
     }

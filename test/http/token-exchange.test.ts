@@ -358,6 +358,19 @@ describe.each(backends)('RFC 8693 token exchange on %s', (_name, storeEnv, openS
     expect(added.status).toBe(200);
   });
 
+  test('the jwt token type is for JWTs only; a scope named twice is one scope', async () => {
+    const JWT_TYPE = 'urn:ietf:params:oauth:token-type:jwt';
+    const opaque = await agentToken(SKILL_B, 'read');
+    expect(await refusal(exchange('skill-b', opaque, { resource: SKILL_C, subject_token_type: JWT_TYPE }))).toMatchObject({
+      status: 400, error: 'invalid_request', error_description: expect.stringMatching(/^subject_token_type urn:ietf:params:oauth:token-type:jwt names a JWT, and subject_token is not one/),
+    });
+    // The same opaque token with the access_token type, and a JWT with either type, are exchanged.
+    expect((await exchange('skill-b', opaque, { resource: SKILL_C })).issued_token_type).toBe(AT_TYPE);
+    expect((await exchange('skill-a', await agentToken(), { resource: SKILL_B, subject_token_type: JWT_TYPE })).issued_token_type).toBe(AT_TYPE);
+    const twice = await exchange('skill-a', await agentToken(), { resource: SKILL_B, scope: 'read read' });
+    expect(twice.scope).toBe('read');
+  });
+
   test("the exchanging client's registered scope caps the new token too", async () => {
     expect((await exchange('skill-n', await agentToken(), { resource: SKILL_B })).scope).toBe('read');
     expect(await refusal(exchange('skill-n', await agentToken(), { resource: SKILL_B, scope: 'read write' }))).toMatchObject({ status: 400, error: 'invalid_scope' });

@@ -6,6 +6,7 @@ import type { Agentauth, BootOptions } from './boot.js';
 import type { Config } from './config.js';
 import type { Logger } from './logger.js';
 import { adminListenerToken, startAdmin } from './admin/start-admin.js';
+import { listen } from './http/listen.js';
 import type { AdminRoute } from './admin/routes.js';
 
 export interface Running {
@@ -25,10 +26,13 @@ export async function start(config: Config, log: Logger, options: BootOptions & 
   });
   const server = createServer(agentauth.app.callback());
   server.keepAliveTimeout = 5000;
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(config.port, config.host, () => resolve());
-  });
+  try {
+    await listen(server, config.port, config.host, 'PORT');
+  } catch (err) {
+    await admin?.close();
+    await agentauth.close();
+    throw err;
+  }
   log.info({ issuer: config.issuer, port: config.port, host: config.host ?? '(all interfaces)' }, 'agentauth listening');
 
   let stopping: Promise<void> | undefined;

@@ -11,6 +11,7 @@ import { AdminError } from './errors.js';
 import { matchRoute } from './routes.js';
 import type { AdminRoute } from './routes.js';
 import { AdminTokenCheck, bearerCredential } from './token.js';
+import { listen } from '../http/listen.js';
 
 const REALM = 'Bearer realm="agentauth-admin"';
 
@@ -120,10 +121,7 @@ export interface AdminListener {
 export async function startAdminListener(admin: AdminConfig & { port: number }, app: Koa, log: Logger): Promise<AdminListener> {
   const server = createServer(app.callback());
   server.keepAliveTimeout = 5000;
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(admin.port, admin.host, () => resolve());
-  });
+  await listen(server, admin.port, admin.host, 'AGENTAUTH_CONFIG admin.port');
   log.info({ host: admin.host, port: admin.port }, 'admin API listening');
   return {
     server,

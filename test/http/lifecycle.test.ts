@@ -8,7 +8,7 @@ import { rawSqliteKeys } from '../support/raw-keys.js';
 import { mongoUri } from '../support/storages.js';
 import { newKek, runCli, startServer, tempDir, uniqueDbName, writeConfig } from '../support/server.js';
 import { tokenRequestAcrossSignal } from '../support/drain.js';
-import { startFerretdb } from '../support/ferretdb.js';
+import { freePort, startFerretdb } from '../support/ferretdb.js';
 
 const SECRET = 'lifecycle-client-secret-0123456789abcdef';
 const CONFIG = {
@@ -129,6 +129,11 @@ describe('start-up refusals', () => {
       const port = new URL(server.url).port;
       const single = await runCli(['start'], { AGENTAUTH_DATA_DIR: dataDir, PORT: port });
       expect(single.code).toBe(2);
+      expect(single.stderr).toBe(`agentauth: PORT: cannot listen on (all interfaces):${port} (address already in use: another process listens there, EADDRINUSE)\n`);
+      // The admin listener's port too, named by its setting.
+      const adminClash = await runCli(['start'], { AGENTAUTH_DATA_DIR: dataDir, PORT: String(await freePort()), AGENTAUTH_ADMIN_TOKEN: 'a'.repeat(32), AGENTAUTH_CONFIG: writeConfig(tempDir(), { admin: { port: Number(port), host: '127.0.0.1' } }) });
+      expect(adminClash.code).toBe(2);
+      expect(adminClash.stderr).toBe(`agentauth: AGENTAUTH_CONFIG admin.port: cannot listen on 127.0.0.1:${port} (address already in use: another process listens there, EADDRINUSE)\n`);
       const workers = await runCli(['start', '--workers', '2'], { AGENTAUTH_DATA_DIR: dataDir, PORT: port });
       expect(workers.code).toBe(2);
       expect(workers.stderr).toMatch(/EADDRINUSE/);

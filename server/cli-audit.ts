@@ -11,7 +11,7 @@ import { DEFAULT_AUDIT_CHAIN } from '../adapters/types.js';
 import type { AuditRecord, AuditStore } from '../adapters/types.js';
 import { GENESIS_HASH, LogVerifier } from './audit/chain.js';
 import type { LogVerification } from './audit/chain.js';
-import { answer, CliUsageError, EXIT, withJson, withStore } from './cli-context.js';
+import { answer, checkOutFile, CliUsageError, EXIT, withJson, withStore } from './cli-context.js';
 import type { CliContext } from './cli-context.js';
 
 /** Records read from storage per round trip. */
@@ -95,6 +95,7 @@ async function tail(opts: { lines: number; json?: boolean }): Promise<void> {
 }
 
 async function exportLog(opts: { out?: string; json?: boolean }): Promise<void> {
+  if (opts.out !== undefined) checkOutFile(opts.out);
   await withAuditStore('audit export', async (store, ctx) => {
     // A file is written under a temporary name and renamed when complete: a failed export leaves no partial file.
     const tmp = opts.out ? `${opts.out}.tmp-${process.pid}` : undefined;

@@ -1,5 +1,5 @@
-import { existsSync, readFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import type { Command } from 'commander';
@@ -20,6 +20,14 @@ export const EXIT = { ok: 0, negative: 1, usage: 2 } as const;
 /** A usage or configuration error found by a command itself: one line on stderr, exit code 2. */
 export class CliUsageError extends Error {
   readonly code = 'usage';
+}
+
+/** Refuses an output file the command could not write, before anything is read or written (usage error, exit 2). */
+export function checkOutFile(path: string, flag = '--out'): void {
+  const dir = dirname(resolve(path));
+  if (existsSync(path) && statSync(path).isDirectory()) throw new CliUsageError(`${flag} ${path} is a directory; name the file to write`);
+  if (!existsSync(dir)) throw new CliUsageError(`${flag}: directory ${dir} does not exist`);
+  if (!statSync(dir).isDirectory()) throw new CliUsageError(`${flag}: ${dir} is not a directory`);
 }
 
 /** The SQLite store's file in the data directory (adapters/sqlite.ts SQLITE_FILE; not imported: that loads node:sqlite). */

@@ -9,7 +9,7 @@ import { deriveKeyView } from '../keys/lifecycle.js';
 import { retireKey, rotateKeys } from '../keys/rotation.js';
 import { resolveKek } from './storage-setup.js';
 import { ConfigError, retireGraceSeconds } from './config.js';
-import { answer, CliUsageError, EXIT, requireInitialised, withJson, withStore } from './cli-context.js';
+import { answer, checkOutFile, CliUsageError, EXIT, requireInitialised, withJson, withStore } from './cli-context.js';
 import type { CliContext } from './cli-context.js';
 import type { Config } from './config.js';
 import { createLogger } from './logger.js';
@@ -153,11 +153,12 @@ export function registerKeyCommands(program: Command): void {
 
   withJson(keys.command('export'))
     .description('write the public key archive (every key ever used, with its windows), as served at GET /keys')
-    .requiredOption('--public', 'public keys only (the only kind that is ever exported)')
+    .requiredOption('--public', 'required: public keys only (the only kind that is ever exported)')
     .option('--out <file>', 'write to this file instead of standard output')
     .option('--issuer <url>', 'the issuer to write into the archive (default: ISSUER; one of the two is required)')
     .action((opts: JsonOpt & { out?: string; issuer?: string }) =>
       withStore({ command: 'keys export', ...(opts.issuer !== undefined ? { issuer: opts.issuer.replace(/\/$/, '') } : {}) }, async (storage, config, ctx) => {
+        if (opts.out !== undefined) checkOutFile(opts.out);
         if (ctx.issuer_source === 'default') {
           throw new CliUsageError(`keys export: ISSUER is not set; the archive names the issuer of the tokens it verifies, so set ISSUER (or --issuer) to the server's issuer rather than the default ${ctx.issuer}`);
         }

@@ -118,6 +118,19 @@ describe('agentauth audit tail|export|verify against MongoDB', () => {
     const stdout = await runCli(['audit', 'export'], env());
     expect(stdout.code).toBe(0);
     expect(stdout.stdout).toBe(text);
+
+    // An --out that cannot be written is a usage error naming it, before anything is read; no file is left behind.
+    for (const [out, message] of [
+      [dir, `agentauth: --out ${dir} is a directory; name the file to write\n`],
+      [join(dir, 'missing', 'x.jsonl'), `agentauth: --out: directory ${join(dir, 'missing')} does not exist\n`],
+    ]) {
+      const refused = await runCli(['audit', 'export', '--out', out!], env());
+      expect({ out, code: refused.code }).toEqual({ out, code: 2 });
+      expect(refused.stderr.endsWith(message!)).toBe(true);
+      const keys = await runCli(['keys', 'export', '--public', '--out', out!], { ...env(), ISSUER: 'https://as.example.com' });
+      expect({ out, code: keys.code }).toEqual({ out, code: 2 });
+      expect(keys.stderr.endsWith(message!)).toBe(true);
+    }
   });
 
   describe('tampering in MongoDB is detected', () => {

@@ -250,7 +250,17 @@ export function providerConfiguration(deps: ProviderDeps): Configuration {
       devInteractions: { enabled: false },
       clientCredentials: { enabled: true },
       introspection: { enabled: true, allowedPolicy: async (ctx, client, token) => mayIntrospect(client, (token as { clientId?: string }).clientId) },
-      revocation: { enabled: true },
+      // RFC 7009 §2.1: only the client a token was issued to may revoke it. oidc-provider's default rule, stated here
+      // (the default prints a "you SHOULD change it" line at the first revocation): a public caller's request is
+      // answered 200 and changes nothing, a confidential caller is told (JWT revocation: server/structured-tokens.ts).
+      revocation: {
+        enabled: true,
+        allowedPolicy: async (_ctx, client, token) => {
+          if ((token as { clientId?: string }).clientId === client.clientId) return true;
+          if (client.clientAuthMethod === 'none') return false;
+          throw new errors.InvalidRequest('client is not authorized to revoke the presented token');
+        },
+      },
       jwtIntrospection: { enabled: true },
       userinfo: { enabled: true },
       rpInitiatedLogout: { enabled: true, logoutSource, postLogoutSuccessSource },

@@ -98,7 +98,7 @@ export function dataDirKekPath(dataDir: string): string {
 export function missingKekMessage(dataDir: string): string {
   return (
     `signing keys exist in ${dataDir} but no key-encryption key was found (${dataDirKekPath(dataDir)} is missing and neither ` +
-    'AGENTAUTH_KEK nor AGENTAUTH_KEK_FILE is set); refusing to start rather than replace the keys'
+    'AGENTAUTH_KEK nor AGENTAUTH_KEK_FILE is set); nothing was changed: agentauth never replaces keys it cannot open'
   );
 }
 

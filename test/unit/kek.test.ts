@@ -50,7 +50,7 @@ describe('the embedded store generates its key-encryption key once, whoever star
   });
 
   test('keys without a kek file: refused, and no new KEK is written that would orphan them', async () => {
-    await expect(embeddedKek({}, dir, true)).rejects.toThrow(/signing keys exist .* refusing to start rather than replace the keys/);
+    await expect(embeddedKek({}, dir, true)).rejects.toThrow(/signing keys exist .* nothing was changed: agentauth never replaces keys it cannot open/);
     expect(await readdir(dir)).toEqual([]);
   });
 

@@ -1,4 +1,4 @@
-import { closeSync, existsSync, mkdirSync, openSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import type { SQLInputValue, StatementSync } from 'node:sqlite';
@@ -145,11 +145,17 @@ function unavailable(op: string, err: unknown): StorageUnavailableError {
  */
 class Connection {
   readonly #statements = new Map<string, StatementSync>();
+  /** The file this connection opened (device and inode), to tell when the name no longer leads to it. */
+  readonly opened: { dev: number; ino: number } | undefined;
 
   constructor(
     readonly db: DatabaseSync,
     readonly writer: SqliteWriter,
-  ) {}
+    file?: string,
+  ) {
+    const st = file === undefined ? undefined : statSync(file, { throwIfNoEntry: false });
+    this.opened = st && { dev: st.dev, ino: st.ino };
+  }
 
   /** One write statement, acknowledged once committed: the number of rows it changed. */
   async write(op: string, sql: string, ...params: SQLInputValue[]): Promise<number> {
@@ -708,6 +714,7 @@ export class SqliteStorage implements Storage {
       const conn = new Connection(
         db,
         new SqliteWriter({ file: this.file, busyTimeoutMs: this.#busyTimeoutMs, synchronous: this.#synchronous, timeoutMs: this.#writeTimeoutMs }),
+        this.file,
       );
       whileBusy(deadline, () => conn.transaction('create tables', () => {
         const version = Number((db.prepare('PRAGMA user_version').get() as { user_version: number }).user_version);
@@ -795,6 +802,15 @@ export class SqliteStorage implements Storage {
    */
   async ping(): Promise<void> {
     const conn = this.#connection();
+    // An open file whose name was removed or now leads to another file (the data directory deleted, a backup copied
+    // over a running server's store) still answers every read and write, and everything written from then on is lost
+    // with the process: storage counts as down until the process is restarted on the file as it is now.
+    const now = statSync(this.file, { throwIfNoEntry: false });
+    if (conn.opened && (!now || now.dev !== conn.opened.dev || now.ino !== conn.opened.ino)) {
+      throw new StorageUnavailableError(
+        `SQLite store ${this.file} was ${now ? 'replaced by another file' : 'removed'} while this process had it open (what it writes now would be lost): restart agentauth on the store as it is now`,
+      );
+    }
     conn.get('ping', 'SELECT count(*) AS n FROM sqlite_schema');
     if (!this.#readOnly) await conn.writer.run('ping', [{ sql: 'SELECT 1 AS ok', params: [], read: true }]);
   }

@@ -2,7 +2,7 @@
 // journal settings, durability across reopening, failing closed when the file is locked, unreadable or closed, and
 // single use that stays atomic between separate processes on one file.
 import { spawn } from 'node:child_process';
-import { existsSync, statSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { DatabaseSync } from 'node:sqlite';
@@ -247,6 +247,24 @@ describe('SQLite store: fails closed', () => {
       other.close();
     }
     await storage.model('Session').upsert(rid(), { kind: 'Session' }, 60);
+  });
+
+  test('a store file removed or replaced under the open store: the ping fails, naming what happened', async () => {
+    for (const how of ['removed', 'replaced'] as const) {
+      const dataDir = tempDir('agentauth-sqlite-gone-');
+      const storage = await open(dataDir);
+      await storage.model('Session').upsert(rid(), { kind: 'Session' }, 60);
+      await expect(storage.ping()).resolves.toBeUndefined();
+      const file = join(dataDir, SQLITE_FILE);
+      if (how === 'removed') rmSync(dataDir, { recursive: true, force: true });
+      else {
+        // A copy put in its place (a restore onto a running server): the same content, another file.
+        copyFileSync(file, `${file}.copy`);
+        renameSync(`${file}.copy`, file);
+      }
+      await expect(storage.ping()).rejects.toThrow(new RegExp(`SQLite store .*${SQLITE_FILE} was ${how === 'removed' ? 'removed' : 'replaced by another file'} while this process had it open`));
+      await expect(storage.ping()).rejects.toBeInstanceOf(StorageUnavailableError);
+    }
   });
 
   test('a data directory whose database file is not a database: init fails as StorageUnavailableError naming the file', async () => {

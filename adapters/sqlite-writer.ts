@@ -62,20 +62,29 @@ const pause = (ms) => Atomics.wait(sleeper, 0, 0, ms);
 let contendedUntil = 0;
 let committedAt = 0;
 const isBusy = (err) => typeof err?.errcode === 'number' && (err.errcode & 0xff) === 5;
-// Waits for the lock until busyTimeoutMs after the oldest job of the group was sent (Date.now() in both threads), not
-// after this try began: jobs that arrived while the previous group waited for the lock have waited already, and must
-// not wait a whole busy_timeout again (so no job waits much longer than busy_timeout for another process).
-function begin(oldestSentAt) {
+// Takes the write lock for the group, waiting while another process holds it. Each job waits until its own deadline,
+// busyTimeoutMs after it was sent (job.deadline, on this thread's monotonic clock): a job whose deadline passes is
+// answered with the busy error and leaves the group, the others keep waiting. So jobs that arrived while an earlier
+// group waited do not wait a whole busy_timeout again, and a job sent just now still gets its full wait. Returns the
+// jobs still in the group (empty if none is left).
+function begin(jobs) {
   const now = performance.now();
   if (now < contendedUntil && now - committedAt < GAP_MS) pause(GAP_MS - (now - committedAt));
-  const deadline = Math.min(oldestSentAt, Date.now()) + busyTimeoutMs;
   for (let wait = 0.1; ; wait = Math.min(wait * 2, POLL_MAX_MS)) {
     try {
       db.exec('BEGIN IMMEDIATE');
-      return;
+      return jobs;
     } catch (err) {
-      if (!isBusy(err) || Date.now() >= deadline) throw err;
-      contendedUntil = performance.now() + 1000;
+      if (!isBusy(err)) throw err;
+      const at = performance.now();
+      const expired = jobs.filter((j) => j.deadline <= at);
+      if (expired.length > 0) {
+        const error = describe(err);
+        parentPort.postMessage(expired.map((j) => ({ id: j.id, error })));
+        jobs = jobs.filter((j) => j.deadline > at);
+        if (jobs.length === 0) return jobs;
+      }
+      contendedUntil = at + 1000;
       pause(wait);
     }
   }
@@ -98,14 +107,13 @@ function runJob(job) {
 }
 function flush() {
   scheduled = false;
-  const jobs = queue;
+  let jobs = queue;
   queue = [];
   if (jobs.length === 0) return;
   const results = [];
   try {
-    let oldest = Infinity;
-    for (const j of jobs) if (j.sentAt < oldest) oldest = j.sentAt;
-    begin(oldest);
+    jobs = begin(jobs);
+    if (jobs.length === 0) return;
   } catch (err) {
     const error = describe(err);
     parentPort.postMessage(jobs.map((j) => ({ id: j.id, error })));
@@ -155,7 +163,15 @@ parentPort.on('message', (message) => {
     return;
   }
   if (stopping) return;
-  for (const job of message) queue.push(job);
+  // A job's deadline for another process's lock: busyTimeoutMs after it was sent, less the time it took to get here
+  // (the only use of the wall clock, Date.now() in both threads; a clock step moves one deadline, within 0 and
+  // busyTimeoutMs).
+  const now = performance.now();
+  const wall = Date.now();
+  for (const job of message) {
+    job.deadline = now + Math.min(busyTimeoutMs, Math.max(0, busyTimeoutMs - (wall - job.sentAt)));
+    queue.push(job);
+  }
   if (!scheduled) {
     scheduled = true;
     setImmediate(flush);

@@ -265,6 +265,16 @@ export function interactionRoutes(deps: InteractionDeps): Koa.Middleware {
       const accountId = details.session?.accountId;
       const clientId = String(details.params.client_id);
       if (!accountId) return fail(ctx, 400, 'Sign-in expired', 'invalid_request', 'sign in again');
+      // What the approval would be written to, looked up first: a refusal here leaves the request as it was.
+      let grant: InstanceType<typeof provider.Grant> | undefined;
+      if (details.grantId) grant = await provider.Grant.find(details.grantId);
+      else {
+        // Built with the client, so that the grant lives as long as the client's tier says (server/grants/new-grant.ts).
+        const client = await provider.Client.find(clientId);
+        if (!client) return fail(ctx, 400, 'Request refused', 'invalid_client', 'the client of this request no longer exists');
+        grant = newGrant(provider, { accountId, client });
+      }
+      if (!grant) return fail(ctx, 400, 'Sign-in expired', 'invalid_request', 'the grant of this request no longer exists');
       // One approval per request: a second (a double click, a second tab, a replayed form) stores no grant of its own,
       // which nothing would use, and is sent on to the request's resume, where the first approval takes effect (or,
       // if it has not been recorded yet, consent is asked again).
@@ -276,15 +286,6 @@ export function interactionRoutes(deps: InteractionDeps): Koa.Middleware {
         }
         return;
       }
-      let grant: InstanceType<typeof provider.Grant> | undefined;
-      if (details.grantId) grant = await provider.Grant.find(details.grantId);
-      else {
-        // Built with the client, so that the grant lives as long as the client's tier says (server/grants/new-grant.ts).
-        const client = await provider.Client.find(clientId);
-        if (!client) return fail(ctx, 400, 'Request refused', 'invalid_client', 'the client of this request no longer exists');
-        grant = newGrant(provider, { accountId, client });
-      }
-      if (!grant) return fail(ctx, 400, 'Sign-in expired', 'invalid_request', 'the grant of this request no longer exists');
       const missing = details.prompt.details as { missingOIDCScope?: string[]; missingOIDCClaims?: string[]; missingResourceScopes?: Record<string, string[]> };
       if (missing.missingOIDCScope) grant.addOIDCScope(missing.missingOIDCScope.join(' '));
       if (missing.missingOIDCClaims) grant.addOIDCClaims(missing.missingOIDCClaims);

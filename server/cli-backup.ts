@@ -140,7 +140,10 @@ async function backupCommand(opts: { out?: string; force?: boolean; json?: boole
     (existsSync(out) && statSync(out).isDirectory() ? `--out ${opts.out} is a directory; name the backup file` : undefined) ??
     (existsSync(out) && !opts.force ? `${opts.out} already exists; pass --force to replace it` : undefined) ??
     (!existsSync(dirname(out)) ? `--out: directory ${dirname(out)} does not exist` : undefined);
-  if (problem) throw new BackupRefused(problem);
+  if (problem) {
+    await storage.close();
+    throw new BackupRefused(problem);
+  }
   // The copy is written and checked under a temporary name beside the destination, then renamed into place: a
   // failed or interrupted backup leaves no partial file under the name given, and --force replaces atomically.
   const tmp = resolve(dirname(out), `.${basename(out)}.tmp-${process.pid}`);

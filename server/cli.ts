@@ -57,7 +57,7 @@ async function startCommand(opts: { workers?: string }): Promise<void> {
   const workers = workersCount(opts.workers, config);
   if (workers > 1 && cluster.isPrimary) {
     // Checked here as well as in each worker: a bad admin token is one line and exit 2, before any worker starts.
-    const { adminListenerToken } = await import('./admin/start-admin.js');
+    const { adminListenerToken } = await import('./admin/token.js');
     adminListenerToken(config.admin);
     return startPrimary(workers, createLogger(config.logLevel), { adminListener: config.admin.port !== undefined });
   }

@@ -5,7 +5,8 @@ import { boot } from './boot.js';
 import type { Agentauth, BootOptions } from './boot.js';
 import type { Config } from './config.js';
 import type { Logger } from './logger.js';
-import { adminListenerToken, startAdmin } from './admin/start-admin.js';
+import { startAdmin } from './admin/start-admin.js';
+import { adminListenerToken } from './admin/token.js';
 import { listen } from './http/listen.js';
 import type { AdminRoute } from './admin/routes.js';
 
@@ -27,7 +28,7 @@ export async function start(config: Config, log: Logger, options: BootOptions & 
   const server = createServer(agentauth.app.callback());
   server.keepAliveTimeout = 5000;
   try {
-    await listen(server, config.port, config.host, 'PORT');
+    await listen(server, config.port, config.host, { port: 'PORT', host: 'HOST' });
   } catch (err) {
     await admin?.close();
     await agentauth.close();

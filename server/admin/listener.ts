@@ -8,7 +8,7 @@ import { requestId } from '../http/request-id.js';
 import type { Logger } from '../logger.js';
 import type { AdminConfig } from './config.js';
 import { AdminError } from './errors.js';
-import { matchRoute } from './routes.js';
+import { loggedPath, matchRoute } from './routes.js';
 import type { AdminRoute } from './routes.js';
 import { AdminTokenCheck, bearerCredential } from './token.js';
 import { listen } from '../http/listen.js';
@@ -55,8 +55,8 @@ export function createAdminApp({ token, routes, health, log }: AdminAppDeps): Ko
   app.use(requestId);
   app.use(async (ctx) => {
     const started = process.hrtime.bigint();
-    // What the log lines show of the path: a secret path parameter (an initial access token) never appears.
-    let logged = ctx.path;
+    // What the log lines and error answers show of the path: a secret path parameter (an initial access token) never.
+    const logged = loggedPath(routes, ctx.path);
     try {
       ctx.set('Cache-Control', 'no-store');
       if (!isDecodable(ctx.path)) {
@@ -64,15 +64,13 @@ export function createAdminApp({ token, routes, health, log }: AdminAppDeps): Ko
         ctx.body = { error: 'invalid_request', error_description: 'the path has a malformed percent-encoding' };
         return;
       }
-      const found = matchRoute(routes, ctx.method, ctx.path);
-      const { match, allowed } = found;
-      logged = found.logged;
+      const { match, allowed } = matchRoute(routes, ctx.method, ctx.path);
       if (!match) {
         ctx.status = allowed.length > 0 ? 405 : 404;
         if (allowed.length > 0) ctx.set('Allow', allowed.join(', '));
         ctx.body = allowed.length > 0
           ? { error: 'invalid_request', error_description: `${ctx.method} is not allowed on ${logged} (allowed: ${allowed.join(', ')})` }
-          : { error: 'not_found', error_description: `no admin route ${ctx.path}` };
+          : { error: 'not_found', error_description: `no admin route ${logged}` };
         return;
       }
       if (match.route.auth === 'admin') {
@@ -121,7 +119,7 @@ export interface AdminListener {
 export async function startAdminListener(admin: AdminConfig & { port: number }, app: Koa, log: Logger): Promise<AdminListener> {
   const server = createServer(app.callback());
   server.keepAliveTimeout = 5000;
-  await listen(server, admin.port, admin.host, 'AGENTAUTH_CONFIG admin.port');
+  await listen(server, admin.port, admin.host, { port: 'AGENTAUTH_CONFIG admin.port', host: 'AGENTAUTH_CONFIG admin.host' });
   log.info({ host: admin.host, port: admin.port }, 'admin API listening');
   return {
     server,

@@ -20,30 +20,38 @@ export interface RouteMatch {
   params: Record<string, string>;
 }
 
-/**
- * The route for a method and path, the routes for the path under other methods (for 405), or nothing (404); and
- * `logged`, the path as the log may show it (a secret path parameter of a route the path matches replaced).
- */
-export function matchRoute(routes: readonly AdminRoute[], method: string, path: string): { match?: RouteMatch; allowed: string[]; logged: string } {
+/** The route for a method and path, the routes for the path under other methods (for 405), or nothing (404). */
+export function matchRoute(routes: readonly AdminRoute[], method: string, path: string): { match?: RouteMatch; allowed: string[] } {
   const segments = path.split('/');
   const allowed: string[] = [];
-  let logged: string | undefined;
   for (const route of routes) {
-    const pattern = route.path.split('/');
-    const params = matchPath(pattern, segments);
+    const params = matchPath(route.path.split('/'), segments);
     if (!params) continue;
-    logged ??= loggedPath(route, pattern, segments);
     const m = method === 'HEAD' ? 'GET' : method;
-    if (route.method === m) return { match: { route, params }, allowed, logged };
+    if (route.method === m) return { match: { route, params }, allowed };
     allowed.push(route.method);
   }
-  return { allowed, logged: logged ?? path };
+  return { allowed };
 }
 
-function loggedPath(route: AdminRoute, pattern: string[], segments: string[]): string {
-  const secret = route.secretParams ?? [];
-  if (secret.length === 0) return segments.join('/');
-  return segments.map((s, i) => (secret.includes(pattern[i]!.slice(1)) && pattern[i]!.startsWith(':') ? '[redacted]' : s)).join('/');
+/**
+ * The path as log lines and error answers may show it. Where a route has a secret parameter (an initial access token),
+ * any path that begins like that route up to the parameter, in any spelling the caller might use (any case, empty
+ * segments, a trailing slash, a malformed escape), shows everything after that beginning as `[redacted]`: a near
+ * miss that matches no route is as likely to carry the secret as one that matches.
+ */
+export function loggedPath(routes: readonly AdminRoute[], path: string): string {
+  const given = path.split('/').filter((s) => s !== '');
+  for (const route of routes) {
+    const pattern = route.path.split('/').filter((s) => s !== '');
+    const first = pattern.findIndex((p) => p.startsWith(':') && (route.secretParams ?? []).includes(p.slice(1)));
+    if (first < 0 || given.length <= first) continue;
+    const prefix = pattern.slice(0, first);
+    if (prefix.every((p, i) => p.startsWith(':') || p.toLowerCase() === given[i]!.toLowerCase())) {
+      return `/${[...given.slice(0, first), '[redacted]'].join('/')}`;
+    }
+  }
+  return path;
 }
 
 function matchPath(pattern: string[], segments: string[]): Record<string, string> | undefined {

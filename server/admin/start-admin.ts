@@ -1,8 +1,6 @@
 import cluster from 'node:cluster';
 
 import type { Agentauth } from '../boot.js';
-import { ConfigError } from '../config.js';
-import type { Config } from '../config.js';
 import type { Logger } from '../logger.js';
 import { clusterMetricsGatherer } from '../metrics/cluster.js';
 import { metricsRoute } from '../metrics/route.js';
@@ -11,20 +9,6 @@ import { clientAdminRoutes } from './client-routes.js';
 import { adminHealthRoute, createAdminApp, startAdminListener } from './listener.js';
 import type { AdminListener } from './listener.js';
 import type { AdminRoute } from './routes.js';
-import { resolveAdminToken } from './token.js';
-
-/**
- * The admin token the listener will require, when `admin.port` is set (undefined otherwise). Throws a ConfigError for
- * a missing, short or unreadable token: `start` calls it before it opens storage, so that a bad token creates nothing.
- */
-export function adminListenerToken(admin: Pick<Config['admin'], 'port' | 'token' | 'tokenFile'>): string | undefined {
-  if (admin.port === undefined) return undefined;
-  const token = resolveAdminToken(admin);
-  if (token === undefined) {
-    throw new ConfigError('AGENTAUTH_CONFIG admin.port: the admin listener needs an admin token; set AGENTAUTH_ADMIN_TOKEN or admin.tokenFile');
-  }
-  return token;
-}
 
 /**
  * The admin listener of a server process, when `admin.port` is set: client administration, health, the Prometheus

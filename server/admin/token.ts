@@ -34,6 +34,20 @@ export function resolveAdminToken(admin: Pick<AdminConfig, 'token' | 'tokenFile'
 }
 
 /**
+ * The admin token the listener will require, when `admin.port` is set (undefined otherwise). Throws a ConfigError for
+ * a missing, short or unreadable token: `start` calls it before it opens storage, so that a bad token creates nothing,
+ * and the primary of `start --workers N` before it forks (this module loads no more than that needs).
+ */
+export function adminListenerToken(admin: Pick<AdminConfig, 'port' | 'token' | 'tokenFile'>): string | undefined {
+  if (admin.port === undefined) return undefined;
+  const token = resolveAdminToken(admin);
+  if (token === undefined) {
+    throw new ConfigError('AGENTAUTH_CONFIG admin.port: the admin listener needs an admin token; set AGENTAUTH_ADMIN_TOKEN or admin.tokenFile');
+  }
+  return token;
+}
+
+/**
  * Compares a presented bearer token with the admin token in constant time: both are reduced to an HMAC under a
  * per-process random key first, so neither their contents nor their lengths show in the comparison's timing.
  */

@@ -316,6 +316,10 @@ export function registerTokenExchangeGrant(provider: Provider, deps: TokenExchan
     const grant = newGrant(provider, { accountId: subject.sub, client, expiresIn: at.expiresIn + EXCHANGE_GRANT_MARGIN_SECONDS });
     grant.addResourceScope(resource, scope);
     at.grantId = await grant.save();
+    // The grant was dated when its write began; the token is dated now, which a slow write can make later than the
+    // margin: never past the grant's end (introspection would call it inactive before the expires_in it was given).
+    const left = (grant as unknown as { exp?: number }).exp;
+    if (typeof left === 'number') at.expiresIn = Math.max(1, Math.min(at.expiresIn, left - Math.floor(Date.now() / 1000)));
     ctx.oidc.entity('AccessToken', at as never);
     const accessToken = await at.save();
 

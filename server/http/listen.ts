@@ -20,10 +20,16 @@ export class ListenError extends Error {
   }
 }
 
-/** `server.listen(port, host)`, failing with a ListenError that names `setting` (e.g. "PORT", "admin.port"). */
-export function listen(server: Server, port: number, host: string | undefined, setting: string): Promise<void> {
+/**
+ * `server.listen(port, host)`, failing with a ListenError that names the setting at fault: the host's for an address
+ * this machine does not have, the port's otherwise (e.g. `{ port: 'PORT', host: 'HOST' }`).
+ */
+export function listen(server: Server, port: number, host: string | undefined, settings: { port: string; host: string }): Promise<void> {
   return new Promise<void>((resolve, reject) => {
-    server.once('error', (err: NodeJS.ErrnoException) => reject(new ListenError(setting, `${host ?? '(all interfaces)'}:${port}`, err.code, err)));
+    server.once('error', (err: NodeJS.ErrnoException) => {
+      const setting = err.code === 'EADDRNOTAVAIL' || err.code === 'ENOTFOUND' ? settings.host : settings.port;
+      reject(new ListenError(setting, `${host ?? '(all interfaces)'}:${port}`, err.code, err));
+    });
     server.listen(port, host, () => resolve());
   });
 }

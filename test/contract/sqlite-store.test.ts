@@ -249,6 +249,27 @@ describe('SQLite store: fails closed', () => {
     await storage.model('Session').upsert(rid(), { kind: 'Session' }, 60);
   });
 
+  test('a write sent late in another group\'s wait keeps its own wait: it succeeds when the lock comes free in time', async () => {
+    const busy = 1500;
+    const storage = await open(undefined, busy);
+    const other = new DatabaseSync(storage.file);
+    other.exec('BEGIN IMMEDIATE');
+    const start = Date.now();
+    const at = (ms: number) => new Promise((r) => setTimeout(r, start + ms - Date.now()));
+    const outcome = (p: Promise<unknown>) => p.then(() => 'written', (err: unknown) => (err instanceof StorageUnavailableError ? 'refused' : `other: ${String(err)}`));
+    const first = outcome(storage.model('Session').upsert(rid(), { kind: 'Session' }, 60));
+    await at(200);
+    // Sent while the first waits: these two form the next group, the older one's wait ends first.
+    const early = outcome(storage.model('Session').upsert(rid(), { kind: 'Session' }, 60));
+    await at(busy - 200);
+    const late = outcome(storage.model('Session').upsert(rid(), { kind: 'Session' }, 60));
+    // The lock comes free after the early one's wait ended and well inside the late one's.
+    await at(busy + 700);
+    other.exec('ROLLBACK');
+    other.close();
+    expect({ first: await first, early: await early, late: await late }).toEqual({ first: 'refused', early: 'refused', late: 'written' });
+  });
+
   test('a store file removed or replaced under the open store: the ping fails, naming what happened', async () => {
     for (const how of ['removed', 'replaced'] as const) {
       const dataDir = tempDir('agentauth-sqlite-gone-');

@@ -62,14 +62,19 @@ function confidential(id: string): oidc.Configuration {
   return config;
 }
 
+/** The stored grant of a JWT access token: seconds from now until it expires. */
+async function grantLifetime(accessToken: string): Promise<number> {
+  return (await grantExp(accessToken)) - Math.floor(Date.now() / 1000);
+}
+
 async function walletToken(clientId: string): Promise<string> {
   const { message, signature } = await signedSiwe(server.url, wallet, { address: wallet.address, nonce: await fetchNonce(server.url, clientId) });
   const tokens = await oidc.genericGrantRequest(confidential(clientId), WALLET_GRANT, { message, signature, resource: RESOURCE, scope: 'read' });
   return tokens.access_token;
 }
 
-/** The stored grant of a JWT access token: seconds from now until it expires. */
-async function grantLifetime(accessToken: string): Promise<number> {
+/** When the stored grant of a JWT access token expires (epoch s). */
+async function grantExp(accessToken: string): Promise<number> {
   const grantId = decodeJwt(accessToken).grant_id;
   expect(typeof grantId).toBe('string');
   const storage = new SqliteStorage({ dataDir: env.AGENTAUTH_DATA_DIR! });
@@ -77,7 +82,7 @@ async function grantLifetime(accessToken: string): Promise<number> {
   try {
     const grant = await storage.model('Grant').find(grantId as string);
     expect(typeof grant?.exp).toBe('number');
-    return (grant!.exp as number) - Math.floor(Date.now() / 1000);
+    return grant!.exp as number;
   } finally {
     await storage.close();
   }
@@ -111,11 +116,13 @@ test('token exchange: the new token ends no later than the grant of the token it
   const exchanged = await oidc.genericGrantRequest(confidential('skill'), EXCHANGE, { subject_token: subject, subject_token_type: AT_TYPE, resource: NEXT });
   expect(exchanged.expires_in).toBeLessThanOrEqual(SHORT_GRANT);
   expect(exchanged.expires_in).toBeGreaterThan(SHORT_GRANT - 30);
-  const exchangedGrant = await grantLifetime(exchanged.access_token);
-  expect(exchangedGrant).toBeGreaterThanOrEqual(exchanged.expires_in!);
-  expect(exchangedGrant).toBeLessThanOrEqual(exchanged.expires_in! + 6);
+  // Its grant ends with it (a few seconds later), measured against the token's own exp, not the clock.
+  const tokenExp = decodeJwt(exchanged.access_token).exp!;
+  const exchangedGrant = await grantExp(exchanged.access_token);
+  expect(exchangedGrant - tokenExp).toBeGreaterThanOrEqual(0);
+  expect(exchangedGrant - tokenExp).toBeLessThanOrEqual(6);
   // From a token whose grant outlives it, the token's own lifetime is the bound (and the tier's 300 s).
   const fromLong = await oidc.genericGrantRequest(confidential('skill'), EXCHANGE, { subject_token: await walletToken('long-wallet'), subject_token_type: AT_TYPE, resource: NEXT });
   expect(fromLong.expires_in).toBeGreaterThan(240);
-  expect(await grantLifetime(fromLong.access_token)).toBeLessThanOrEqual(fromLong.expires_in! + 6);
+  expect((await grantExp(fromLong.access_token)) - decodeJwt(fromLong.access_token).exp!).toBeLessThanOrEqual(6);
 });

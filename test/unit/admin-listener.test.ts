@@ -6,7 +6,7 @@ import request from 'supertest';
 import { ConfigError } from '../../server/config.js';
 import { createLogger } from '../../server/logger.js';
 import { createAdminApp } from '../../server/admin/listener.js';
-import { matchRoute } from '../../server/admin/routes.js';
+import { loggedPath, matchRoute } from '../../server/admin/routes.js';
 import type { AdminRoute } from '../../server/admin/routes.js';
 import { AdminTokenCheck, bearerCredential, resolveAdminToken } from '../../server/admin/token.js';
 
@@ -28,19 +28,24 @@ describe('admin routes: matching', () => {
   });
 
   test('the same path under other methods is reported (for 405 Allow)', () => {
-    expect(matchRoute(routes, 'POST', '/admin/clients/x')).toEqual({ allowed: ['GET', 'DELETE'], logged: '/admin/clients/x' });
-    expect(matchRoute(routes, 'GET', '/elsewhere')).toEqual({ allowed: [], logged: '/elsewhere' });
+    expect(matchRoute(routes, 'POST', '/admin/clients/x')).toEqual({ allowed: ['GET', 'DELETE'] });
+    expect(matchRoute(routes, 'GET', '/elsewhere')).toEqual({ allowed: [] });
   });
 
-  test('a secret path parameter is never in the path the log shows, whatever the method', () => {
-    const secret: AdminRoute[] = [{ method: 'DELETE', path: '/admin/iats/:id', auth: 'admin', secretParams: ['id'], handle: () => undefined }];
-    for (const method of ['DELETE', 'GET', 'POST']) {
-      expect(matchRoute(secret, method, '/admin/iats/s3cr3t-token').logged).toBe('/admin/iats/[redacted]');
-      expect(matchRoute(secret, method, '/admin/iats/s3cr3t%2Dtoken').logged).toBe('/admin/iats/[redacted]');
+  test('a secret path parameter is never in the path logs and answers show, whatever the spelling', () => {
+    const secret: AdminRoute[] = [
+      ...routes,
+      { method: 'GET', path: '/admin/iats', auth: 'admin', handle: () => undefined },
+      { method: 'DELETE', path: '/admin/iats/:id', auth: 'admin', secretParams: ['id'], handle: () => undefined },
+    ];
+    for (const path of ['/admin/iats/s3cr3t', '/admin/iats/s3cr3t%2D', '/admin/iats/s3cr3t/', '/admin/iats//s3cr3t', '/admin//iats/s3cr3t', '/ADMIN/Iats/s3cr3t', '/admin/iats/s3cr3t%', '/admin/iats/s3cr3t/more']) {
+      const shown = loggedPath(secret, path);
+      expect({ path, shown: shown.includes('s3cr3t') }).toEqual({ path, shown: false });
+      expect(shown).toMatch(/^\/(admin|ADMIN)\/(iats|Iats)\/\[redacted\]$/);
     }
-    expect(matchRoute(secret, 'DELETE', '/admin/iats/s3cr3t-token').match?.params).toEqual({ id: 's3cr3t-token' });
-    // A path no route matches is logged as it came (nothing in it was a parameter).
-    expect(matchRoute(secret, 'DELETE', '/admin/iats').logged).toBe('/admin/iats');
+    // Paths with no secret in them are shown as they came.
+    for (const path of ['/admin/iats', '/admin/iats/', '/admin/clients/x', '/elsewhere/x/y']) expect(loggedPath(secret, path)).toBe(path);
+    expect(matchRoute(secret, 'DELETE', '/admin/iats/s3cr3t').match?.params).toEqual({ id: 's3cr3t' });
   });
 });
 

@@ -19,6 +19,9 @@ export function checkClientIdUrl(clientId: string): { url: URL } | { problem: st
   if (rawPath.split('/').some((seg) => /^(\.|%2e){1,2}$/i.test(seg))) return { problem: 'must not contain dot path segments ("." or "..")' };
   if (clientId.includes('#')) return { problem: 'must not contain a fragment' };
   if (url.username || url.password) return { problem: 'must not contain user credentials' };
+  // "host." names the same host as "host" in DNS and in TLS, but not in the operator's allowedHosts and deniedHosts:
+  // one spelling per host, without the trailing dot.
+  if (url.hostname.endsWith('.')) return { problem: `must name its host without a trailing dot (${url.hostname.slice(0, -1)})` };
   if (url.href !== clientId) return { problem: `is not in normalised form (${JSON.stringify(url.href)})` };
   if (url.pathname === '/') return { problem: 'must contain a path to the document, not just "/"' };
   return { url };

@@ -12,7 +12,8 @@ export interface HostRules {
 export const HOST_PATTERN = /^(\*\.)?[a-z0-9-]+(\.[a-z0-9-]+)*$|^\[[0-9a-f:.]+\]$|^[0-9.]+$/;
 
 export function hostMatches(host: string, pattern: string): boolean {
-  const h = host.toLowerCase();
+  // "host." is the fully qualified spelling of "host" (DNS and TLS read them alike): it matches what "host" matches.
+  const h = host.toLowerCase().replace(/\.$/, '');
   const p = pattern.toLowerCase();
   if (p.startsWith('*.')) return h.endsWith(p.slice(1)) && h.length > p.length - 1;
   return h === p;

@@ -3,6 +3,7 @@ import { checkRegistrationRequest } from '../policies/registration.js';
 import type { RegistrationPolicy } from '../policies/registration.js';
 import { REGISTRATION_FIELD } from '../policies/registration.js';
 import { TIER_FIELD } from '../policies/tiers.js';
+import { jsonDepthExceeds, MAX_METADATA_DEPTH } from '../policies/json-depth.js';
 
 /** How agentauth records a client that identified itself with a metadata document (agentauth_registration). */
 export const METADATA_DOCUMENT_ORIGIN = 'client_id_metadata_document';
@@ -46,6 +47,7 @@ export function checkMetadataDocument(
     throw new MetadataDocumentError('the client ID metadata document is not valid JSON');
   }
   if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) throw new MetadataDocumentError('the client ID metadata document must be a JSON object');
+  if (jsonDepthExceeds(doc, MAX_METADATA_DEPTH)) throw new MetadataDocumentError(`the client ID metadata document nests more than ${MAX_METADATA_DEPTH} levels deep; client metadata nests 4 at most`);
   const { client_id: documentId, ...metadata } = doc as Record<string, unknown>;
   if (documentId !== clientId) {
     throw new MetadataDocumentError(`the client_id in the document (${JSON.stringify(documentId)?.slice(0, 300)}) must equal the URL it is served from (${JSON.stringify(clientId)}) exactly`);

@@ -5,6 +5,7 @@ import type { RegistrationConfig, TierConfig } from '../config.js';
 import { TIER_FIELD } from './tiers.js';
 import { clientJwksProblem } from './client-keys.js';
 import { displayTextProblem } from './display-text.js';
+import { jsonDepthExceeds, MAX_METADATA_DEPTH } from './json-depth.js';
 import { EXCHANGE_MAX_DEPTH_FIELD, EXCHANGE_RESOURCES_FIELD } from './delegation.js';
 
 /**
@@ -167,6 +168,9 @@ export function checkRegistrationRequest(
   if (typeof input !== 'object' || input === null || Array.isArray(input)) {
     throw new errors.InvalidClientMetadata('the request body must be a JSON object of client metadata');
   }
+  if (jsonDepthExceeds(input, MAX_METADATA_DEPTH)) {
+    throw new errors.InvalidClientMetadata(`the request body nests more than ${MAX_METADATA_DEPTH} levels deep; client metadata nests 4 at most`);
+  }
   const body = { ...(input as Record<string, unknown>) };
   const origin = context.update ? registrationOrigin(context.current) : context.origin;
 
@@ -186,7 +190,7 @@ export function checkRegistrationRequest(
         continue;
       }
     }
-    throw metadataError(field, WHY_NOT[field] ?? 'is not a supported client metadata field');
+    throw metadataError(field, (Object.hasOwn(WHY_NOT, field) ? WHY_NOT[field] : undefined) ?? 'is not a supported client metadata field');
   }
 
   const method = body.token_endpoint_auth_method ?? 'client_secret_basic';

@@ -453,6 +453,42 @@ describe('bad input gets an RFC-shaped 4xx, never a 500, and changes nothing', (
     });
   });
 
+  describe('registration bodies built to break the code that reads them', () => {
+    const valid = { token_endpoint_auth_method: 'none', grant_types: ['authorization_code'], redirect_uris: [REDIRECT] };
+    const deep = (n: number) => `${'['.repeat(n)}"x"${']'.repeat(n)}`;
+    /** The valid body with `field` set to a value nested `n` levels deep (written by hand: JSON.stringify would overflow). */
+    const withDeep = (field: string, n: number, extra: Record<string, unknown> = {}) => `${JSON.stringify({ ...valid, ...extra }).slice(0, -1)},${JSON.stringify(field)}:${deep(n)}}`;
+    const post = (url: string, method: string, body: string, auth?: string) =>
+      fetch(url, { method, headers: { 'content-type': 'application/json', ...(auth ? { authorization: `Bearer ${auth}` } : {}) }, body }).then(async (r) => ({ status: r.status, body: (await r.json()) as Record<string, unknown> }));
+
+    test.each(['id_token_signed_response_alg', 'token_exchange_resources', 'client_name', 'require_auth_time'])('%s nested 5,000 deep: 400 invalid_client_metadata, nothing stored', async (field) => {
+      const before = await clients().countDocuments();
+      const res = await post(`${issuer}/reg`, 'POST', withDeep(field, 5000));
+      expect(res).toEqual({ status: 400, body: { error: 'invalid_client_metadata', error_description: 'the request body nests more than 16 levels deep; client metadata nests 4 at most' } });
+      expect(await clients().countDocuments()).toBe(before);
+    });
+
+    test('jwks keys nested deep, and an RFC 7592 update with a deep echoed field, are refused the same way', async () => {
+      const jwks = `${JSON.stringify({ ...valid, token_endpoint_auth_method: 'private_key_jwt' }).slice(0, -1)},"jwks":{"keys":[{"kty":"EC","alg":${deep(5000)}}]}}`;
+      expect((await post(`${issuer}/reg`, 'POST', jwks)).body.error).toBe('invalid_client_metadata');
+      const created = await register(issuer, valid);
+      expect(created.status).toBe(201);
+      const update = await post(created.body.registration_client_uri as string, 'PUT', withDeep('require_auth_time', 5000, { client_id: created.body.client_id }), created.body.registration_access_token as string);
+      expect(update.status).toBe(400);
+      expect(update.body.error).toBe('invalid_client_metadata');
+      // The refused update changed nothing: the token still reads the registration.
+      const read = await fetch(created.body.registration_client_uri as string, { headers: { authorization: `Bearer ${created.body.registration_access_token as string}` } });
+      expect(read.status).toBe(200);
+    });
+
+    test('field names Object.prototype has (constructor, toString, __proto__) are unsupported fields, named as such', async () => {
+      for (const field of ['constructor', 'toString', 'valueOf', 'hasOwnProperty']) {
+        const res = await post(`${issuer}/reg`, 'POST', `${JSON.stringify(valid).slice(0, -1)},${JSON.stringify(field)}:1}`);
+        expect({ field, ...res }).toEqual({ field, status: 400, body: { error: 'invalid_client_metadata', error_description: `${field} is not a supported client metadata field` } });
+      }
+    });
+  });
+
   describe('names people read, at registration', () => {
     const valid = { token_endpoint_auth_method: 'none', grant_types: ['authorization_code'], redirect_uris: [REDIRECT] };
 

@@ -49,6 +49,10 @@ describe('client ID metadata documents: host rules and the client_id URL', () =>
     expect(hostRefusal('bad.allowed.test', rules)).toMatch(/denied .*bad\.allowed\.test/);
     expect(hostRefusal('anything.example', { allowedHosts: [], deniedHosts: ['*.evil.test'] })).toBeUndefined();
     expect(hostRefusal('x.evil.test', { allowedHosts: [], deniedHosts: ['*.evil.test'] })).toMatch(/denied/);
+    // The fully qualified spelling (a trailing dot) is the same host to DNS and TLS, so to the rules too.
+    expect(hostRefusal('x.evil.test.', { allowedHosts: [], deniedHosts: ['*.evil.test'] })).toMatch(/denied/);
+    expect(hostRefusal('bad.allowed.test.', rules)).toMatch(/denied/);
+    expect(hostRefusal('exact.test.', rules)).toBeUndefined();
   });
 
   test.each([
@@ -58,6 +62,8 @@ describe('client ID metadata documents: host rules and the client_id URL', () =>
     ['https://user:pw@agent.test/c.json', /credentials/],
     ['https://agent.test/a/%2e%2e/c.json', /dot path/],
     ['https://agent.test/a/../c.json', /dot path/],
+    ['https://agent.test./c.json', /must name its host without a trailing dot \(agent\.test\)/],
+    ['https://denied.test.:8443/c.json', /trailing dot/],
     ['https://agent.test/c.json#frag', /fragment/],
     ['https://AGENT.test/c.json', /normalised/],
   ])('%s is refused', (url, problem) => {
@@ -169,6 +175,12 @@ describe('client ID metadata documents: the document through the registration po
   test('not JSON, or not an object, is refused', () => {
     expect(() => checkMetadataDocument('{', ID, policy, tier)).toThrow(/not valid JSON/);
     expect(() => checkMetadataDocument('[]', ID, policy, tier)).toThrow(/must be a JSON object/);
+    // A client_id (or any member) nested thousands deep is refused as such, not by a stack overflow (a 500).
+    for (const field of ['client_id', 'grant_types', 'client_name']) {
+      const text = `{"redirect_uris":["https://agent.test/cb"],${JSON.stringify(field)}:${'['.repeat(20_000)}${']'.repeat(20_000)}}`;
+      expect(() => checkMetadataDocument(text, ID, policy, tier)).toThrow(MetadataDocumentError);
+      expect(() => checkMetadataDocument(text, ID, policy, tier)).toThrow(/nests more than 16 levels deep/);
+    }
   });
 
   test('localhost-only redirects are recognised', () => {

@@ -5,6 +5,14 @@ import type { Eip1271Verifier } from './verify.js';
 
 /** `bytes4(keccak256("isValidSignature(bytes32,bytes)"))`, returned by a contract that accepts the signature. */
 export const EIP1271_MAGIC_VALUE = '0x1626ba7e';
+/**
+ * The whole answer of a contract that accepts: the ABI encoding of the `bytes4` magic value, one 32-byte word padded
+ * with zeros. Nothing else counts. ethers' ABI decoder, used here before, read the first four bytes of any answer of
+ * whole words, so a contract whose answer merely began with the magic value was taken as accepting: the SHA-256
+ * precompile (0x…02), on every chain, for a signature ground (about 2^32 hashes) to make its hash begin so, which let
+ * anyone sign in as that address.
+ */
+export const EIP1271_ACCEPTED = `${EIP1271_MAGIC_VALUE}${'00'.repeat(28)}`;
 
 type Ethers = typeof import('ethers');
 
@@ -71,11 +79,8 @@ export function createEip1271Verifier(endpoints: Record<number, string>, timeout
     } finally {
       clearTimeout(timer);
     }
-    try {
-      return ABI.decodeFunctionResult('isValidSignature', result)[0] === EIP1271_MAGIC_VALUE;
-    } catch {
-      return false; // no code at the address ("0x"), or an answer that is not a bytes4
-    }
+    // No code at the address ("0x"), an answer of another length, or another word: not valid.
+    return typeof result === 'string' && result.toLowerCase() === EIP1271_ACCEPTED;
   };
 }
 

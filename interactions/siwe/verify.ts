@@ -241,6 +241,12 @@ async function checkSignature(
   }
   if (recovered !== undefined && recovered.toLowerCase() === msg.address.toLowerCase()) return 'eip191';
 
+  // Addresses 0x…0000 to 0x…ffff are the chain's own (the zero address, precompiles such as 0x…01 ecrecover, 0x…02
+  // SHA-256, 0x…04 identity, 0x…100 P-256): code nobody controls, which must never be asked whether a signature is
+  // someone's, and no wallet's key signs for them.
+  if (/^0x0{36}[0-9a-f]{4}$/i.test(msg.address)) {
+    throw fail('signature', `${msg.address} is a reserved system address (the zero address or a precompile), not an account anyone signs for`);
+  }
   if (!eip1271) {
     throw fail(
       'signature',

@@ -47,6 +47,19 @@ describe('EIP-1271 contract wallets on a local EVM (ganache, OwnerWallet.sol com
       await expect(verify(evm.chainId, contractWallet, digest, await ownerKey.signMessage(message))).resolves.toBe(true);
     });
 
+    test('false for the chain\'s precompiles, whose answers begin with the magic value without being it', async () => {
+      const verify = createEip1271Verifier({ [evm.chainId]: evm.rpcUrl }, 5000);
+      // The identity precompile (0x…04) returns its input, which begins with the function selector: the magic value.
+      // (The SHA-256 precompile's answer begins with it only for a ground signature: test/unit/siwe-eip1271.test.ts.)
+      const identity = '0x0000000000000000000000000000000000000004';
+      expect((await evm.provider.call({ to: identity, data: '0x1626ba7e' })).toLowerCase()).toBe(EIP1271_MAGIC_VALUE);
+      await expect(verify(evm.chainId, identity, digest, await strangerKey.signMessage(message))).resolves.toBe(false);
+      // SHA-256 (0x…02) and ecrecover (0x…01) answer a word of their own.
+      for (const precompile of ['0x0000000000000000000000000000000000000002', '0x0000000000000000000000000000000000000001']) {
+        await expect(verify(evm.chainId, precompile, digest, await strangerKey.signMessage(message))).resolves.toBe(false);
+      }
+    });
+
     test('false for a signature by another key, of the wrong length, or malleated (high s)', async () => {
       const verify = createEip1271Verifier({ [evm.chainId]: evm.rpcUrl }, 5000);
       await expect(verify(evm.chainId, contractWallet, digest, await strangerKey.signMessage(message))).resolves.toBe(false);

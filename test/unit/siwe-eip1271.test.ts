@@ -10,7 +10,7 @@ import { buildSiweMessage } from '../../interactions/siwe/message.js';
 import { SiweVerificationError, verifySiwe } from '../../interactions/siwe/verify.js';
 
 // A stand-in JSON-RPC node on localhost: answers eth_call according to `mode` and records what it was asked.
-type Mode = 'magic' | 'other' | 'no-code' | 'revert' | 'node-error' | 'http-500' | 'hang';
+type Mode = 'magic' | 'other' | 'no-code' | 'revert' | 'node-error' | 'http-500' | 'hang' | 'magic-then-junk' | 'identity' | 'magic-long' | 'magic-short';
 
 const abi = new Interface(['function isValidSignature(bytes32 hash, bytes signature) view returns (bytes4)']);
 const CONTRACT = '0x5FbDB2315678afecb367f032d93F642f64180aa3';
@@ -38,6 +38,13 @@ beforeAll(async () => {
       switch (mode) {
         case 'magic': return reply({ result: word(EIP1271_MAGIC_VALUE) });
         case 'other': return reply({ result: word('0xffffffff') });
+        // Answers that begin with the magic value and are not its ABI word: what the SHA-256 precompile returns for a
+        // ground signature, what the identity precompile returns (its input: the selector is the magic value), a
+        // word with more after it, and a bare bytes4.
+        case 'magic-then-junk': return reply({ result: `${EIP1271_MAGIC_VALUE}${'98f95d61'.repeat(7)}` });
+        case 'identity': return reply({ result: rpc.params[0].data });
+        case 'magic-long': return reply({ result: `${word(EIP1271_MAGIC_VALUE)}${'0'.repeat(64)}` });
+        case 'magic-short': return reply({ result: EIP1271_MAGIC_VALUE });
         case 'no-code': return reply({ result: '0x' });
         case 'revert': return reply({ error: { code: 3, message: 'execution reverted', data: '0x' } });
         case 'node-error': return reply({ error: { code: -32000, message: 'header not found' } });
@@ -77,7 +84,7 @@ describe('createEip1271Verifier', () => {
     expect(calls).toEqual([{ method: 'eth_call', to: CONTRACT.toLowerCase(), hash: DIGEST, signature: SIGNATURE }]);
   });
 
-  test.each<[Mode]>([['other'], ['no-code'], ['revert']])('%s: the contract does not accept the signature → false', async (m) => {
+  test.each<[Mode]>([['other'], ['no-code'], ['revert'], ['magic-then-junk'], ['identity'], ['magic-long'], ['magic-short']])('%s: the contract does not accept the signature → false', async (m) => {
     mode = m;
     const verify = createEip1271Verifier({ 1: url }, 2000);
     await expect(verify(1, CONTRACT, DIGEST, SIGNATURE)).resolves.toBe(false);
@@ -129,5 +136,31 @@ describe('createEip1271Verifier', () => {
     );
     expect(out).toMatchObject({ address: CONTRACT, sub: `did:pkh:eip155:8453:${CONTRACT}`, method: 'eip1271' });
     expect(calls).toEqual([{ method: 'eth_call', to: CONTRACT.toLowerCase(), hash: hashMessage(message), signature }]);
+  });
+
+  test('the zero address and the precompiles are never asked: nobody signs for 0x…0000 to 0x…ffff', async () => {
+    mode = 'magic'; // even a node that would answer the magic value
+    const now = new Date('2025-06-01T12:00:00Z');
+    for (const address of ['0x0000000000000000000000000000000000000000', '0x0000000000000000000000000000000000000002', '0x0000000000000000000000000000000000000004', '0x0000000000000000000000000000000000000100', '0x000000000000000000000000000000000000FFff']) {
+      const nonce = `ReservedNonce${address.slice(-4)}0001`;
+      const live = new Set([nonce]);
+      const nonces: NonceStore = {
+        issue: async (n) => void live.add(n),
+        boundTo: async (n) => (live.has(n) ? 'client:agent' : undefined),
+        consume: async (n) => live.delete(n),
+        takeAttempt: async () => true,
+      };
+      const message = buildSiweMessage({ domain: 'auth.example.com', address, uri: 'https://auth.example.com/', chainId: 8453, nonce, issuedAt: now });
+      const err = await verifySiwe(
+        { message, signature: SIGNATURE, nonceBinding: 'client:agent' },
+        { domains: ['auth.example.com'], origins: ['https://auth.example.com'], chainIds: [8453], issuedAtWindowSeconds: 300, clockSkewSeconds: 60 },
+        { nonces, now: () => now, eip1271: createEip1271Verifier({ 8453: url }, 2000) },
+      ).then(() => undefined, (e: unknown) => e);
+      expect(err).toBeInstanceOf(SiweVerificationError);
+      expect({ address, rule: (err as SiweVerificationError).rule, message: (err as SiweVerificationError).message }).toEqual({
+        address, rule: 'signature', message: expect.stringMatching(/is a reserved system address \(the zero address or a precompile\)/),
+      });
+    }
+    expect(calls).toEqual([]);
   });
 });

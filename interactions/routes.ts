@@ -87,7 +87,10 @@ export function interactionRoutes(deps: InteractionDeps): Koa.Middleware {
   }
 
   async function finish(ctx: Koa.Context, result: InteractionResults): Promise<void> {
-    const redirectTo = await provider.interactionResult(ctx.req, ctx.res, result, { mergeWithLastSubmission: false });
+    // Merged with what this sign-in request's earlier interaction submitted (oidc-provider's default): the consent
+    // keeps the login it follows, so a request that asks for a fresh login (prompt=login, max_age=0) is not sent back
+    // to sign in again after consent (with prompt=login consent, it never ended). An error is never merged.
+    const redirectTo = await provider.interactionResult(ctx.req, ctx.res, result);
     if (wantsJson(ctx)) {
       ctx.body = { redirect_to: redirectTo };
     } else {
@@ -172,7 +175,8 @@ export function interactionRoutes(deps: InteractionDeps): Koa.Middleware {
     }
 
     const assetMatch = /^\/interaction-assets\/([a-z0-9.-]+)$/.exec(ctx.path);
-    if (assetMatch && ctx.method === 'GET') {
+    // HEAD answers as GET does (RFC 9110 §9.3.2), without the body (Koa leaves it out).
+    if (assetMatch && (ctx.method === 'GET' || ctx.method === 'HEAD')) {
       const found = asset(assetMatch[1]!);
       if (!found) return next();
       ctx.type = found.type;
@@ -200,7 +204,7 @@ export function interactionRoutes(deps: InteractionDeps): Koa.Middleware {
     const prompt = details.prompt.name;
 
     try {
-      if (!action && ctx.method === 'GET') {
+      if (!action && (ctx.method === 'GET' || ctx.method === 'HEAD')) {
         const request = await accessRequest(details);
         ctx.type = 'html';
         if (prompt === 'login') {
@@ -217,6 +221,11 @@ export function interactionRoutes(deps: InteractionDeps): Koa.Middleware {
       if (action === 'abort') {
         return await finish(ctx, { error: 'access_denied', error_description: 'the user denied the request' });
       }
+      // The person denied this request: nothing else submitted on it (an approval or a sign-in sent before the browser
+      // followed the denial) undoes that.
+      if (details.result && 'error' in details.result) {
+        return fail(ctx, 400, 'Request denied', 'access_denied', 'this request was denied; go back to the application and start again');
+      }
 
       if (action === 'nonce') {
         // A nonce bound to this sign-in request: only a login on this interaction can redeem it.
@@ -230,6 +239,11 @@ export function interactionRoutes(deps: InteractionDeps): Koa.Middleware {
       if (action === 'login') {
         if (prompt !== 'login') return fail(ctx, 400, 'Already signed in', 'invalid_request', 'this request is not waiting for a sign-in');
         if (!(await within(ctx, deps.limits?.signInAttempts, 'wallet sign-in attempts'))) return;
+        // The page sends JSON; a form is read too. Any other body type (text/plain, which a cross-site form can send
+        // without asking) is refused with what to send, as at the nonce endpoint.
+        if (!ctx.is('application/json', 'application/x-www-form-urlencoded')) {
+          return fail(ctx, 415, 'Sign-in failed', 'invalid_request', `send message and signature as application/json or application/x-www-form-urlencoded (got ${JSON.stringify((ctx.get('content-type') || 'none').slice(0, 100))})`);
+        }
         const body = await readBody(ctx);
         const { message, signature } = body;
         if (typeof message !== 'string' || typeof signature !== 'string') {

@@ -132,19 +132,32 @@ export function errorPage(title: string, message: string): string {
  * RP-initiated logout confirmation. `form` is oidc-provider's hidden form (its action and anti-forgery token); the
  * buttons submit it, "logout=yes" ending the whole session, the other only this client's part of it.
  */
+/**
+ * oidc-provider's logout confirmation. Its form does one of two things: with `logout=yes` it ends the sign-in here and
+ * revokes the access given to every application; without, it signs the person out of the application that asked
+ * only (revoking the access given to it), or, when no application asked, does nothing. The buttons say which; to
+ * stay signed in everywhere the person closes the page.
+ */
 export function logoutPage(form: string, clientName: string | undefined): string {
+  const asker = clientName ? `<strong>${esc(clientName)}</strong>` : undefined;
   return layout(
     'Sign out?',
     `<h1>Sign out?</h1>
-<p>${clientName ? `<strong>${esc(clientName)}</strong> asks to sign you out.` : 'An application asks to sign you out.'} Signing out ends your sign-in here and revokes the access you gave to the applications you signed in to.</p>
+<p>${asker ? `${asker} asks to sign you out.` : 'An application asks to sign you out.'} Signing out everywhere ends your sign-in here and revokes the access you gave to every application you signed in to.${asker ? ` Signing out of ${asker} only revokes the access you gave to it.` : ''} To stay signed in, close this page.</p>
 ${form}
 <div class="actions">
-<button autofocus type="submit" form="op.logoutForm" value="yes" name="logout">Yes, sign me out</button>
-<button type="submit" form="op.logoutForm" class="secondary">No, stay signed in</button>
+<button autofocus type="submit" form="op.logoutForm" value="yes" name="logout">Sign out everywhere</button>
+${asker ? `<button type="submit" form="op.logoutForm" class="secondary">Sign out of ${asker} only</button>` : ''}
 </div>`,
   );
 }
 
+/** After a logout: of everything (no client named), or of the one application named (still signed in here). */
 export function loggedOutPage(clientName: string | undefined): string {
-  return layout('Signed out', `<h1>Signed out</h1><p>You are signed out${clientName ? ` of <strong>${esc(clientName)}</strong>` : ''}. You can close this page.</p>`);
+  return layout(
+    'Signed out',
+    clientName
+      ? `<h1>Signed out</h1><p>You are signed out of <strong>${esc(clientName)}</strong>, and its access is revoked. You are still signed in here for other applications. You can close this page.</p>`
+      : '<h1>Signed out</h1><p>You are signed out. You can close this page.</p>',
+  );
 }

@@ -89,10 +89,47 @@ describe('logout and error pages in a browser, under the CSP', () => {
       await expect(page.locator('h1').textContent()).resolves.toBe('Sign out?');
       await expect(page.locator('main').textContent()).resolves.toContain('Browser logout agent');
       await page.screenshot({ path: '/tmp/agentauth-browser-logout-confirm.png', fullPage: true });
-      await page.getByRole('button', { name: 'Yes, sign me out' }).click();
+      await expect(page.getByRole('button', { name: 'Sign out of Browser logout agent only' }).count()).resolves.toBe(1);
+      await page.getByRole('button', { name: 'Sign out everywhere' }).click();
       await page.waitForURL((u) => u.pathname === '/session/end/success');
       await expect(page.locator('h1').textContent()).resolves.toBe('Signed out');
       await page.screenshot({ path: '/tmp/agentauth-browser-logout-done.png', fullPage: true });
+      expect(problems).toEqual([]);
+    } finally {
+      await context.close();
+    }
+  });
+
+  test('"Sign out of <client> only" says so: the success page names the client, and the sign-in here stays', async () => {
+    const config = await oidc.dynamicClientRegistration(
+      new URL(issuer),
+      { client_name: 'Only this agent', redirect_uris: [REDIRECT], grant_types: ['authorization_code'], response_types: ['code'], token_endpoint_auth_method: 'none', scope: 'read' },
+      oidc.None(),
+      insecure,
+    );
+    const verifier = oidc.randomPKCECodeVerifier();
+    const url = oidc.buildAuthorizationUrl(config, {
+      redirect_uri: REDIRECT,
+      scope: 'read',
+      resource: RESOURCE,
+      code_challenge: await oidc.calculatePKCECodeChallenge(verifier),
+      code_challenge_method: 'S256',
+    });
+    const { agent } = await authorizeWithWallet(url, REDIRECT, { wallet: user });
+    const context = await browser.newContext();
+    try {
+      await context.addCookies([...agent.cookies].map(([name, value]) => ({ name, value, url: issuer })));
+      const { page, problems } = await watchedPage(context);
+      await page.goto(`${issuer}/session/end?client_id=${encodeURIComponent(config.clientMetadata().client_id)}`);
+      await expect(page.locator('main').textContent()).resolves.toContain('To stay signed in, close this page.');
+      await page.getByRole('button', { name: 'Sign out of Only this agent only' }).click();
+      await page.waitForURL((u) => u.pathname === '/session/end/success');
+      await expect(page.locator('main p').textContent()).resolves.toBe('You are signed out of Only this agent, and its access is revoked. You are still signed in here for other applications. You can close this page.');
+      await page.screenshot({ path: '/tmp/agentauth-browser-logout-client-only.png', fullPage: true });
+      // Still signed in here: a logout without a client asks again (with one button: nothing to sign out of "only").
+      await page.goto(`${issuer}/session/end`);
+      await expect(page.locator('h1').textContent()).resolves.toBe('Sign out?');
+      await expect(page.getByRole('button').allTextContents()).resolves.toEqual(['Sign out everywhere']);
       expect(problems).toEqual([]);
     } finally {
       await context.close();

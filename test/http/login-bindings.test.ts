@@ -125,6 +125,85 @@ describe('login route bindings', () => {
     expect(nonceRes.status).toBe(400);
   });
 
+  /** Signs in on the login page and follows the redirects to the consent page: its uid and the agent that holds it. */
+  async function toConsent(url: URL): Promise<{ agent: UserAgent; uid: string; html: string }> {
+    const { agent, data } = await openLoginPage(url);
+    const nonce = await pageNonce(agent, data);
+    const message = buildSiweMessage({ domain: data.domain, address: wallet.address, uri: data.uri, chainId: 1, nonce, issuedAt: new Date(), requestId: data.uid, resources: data.resources });
+    const login = await agent.fetch(new URL(data.loginUrl, issuer), {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', accept: 'application/json' },
+      body: JSON.stringify({ message, signature: await wallet.signMessage(message) }),
+    });
+    expect(login.status).toBe(200);
+    let next = new URL(((await login.json()) as { redirect_to: string }).redirect_to, issuer);
+    for (let hop = 0; hop < 10; hop += 1) {
+      const res = await agent.fetch(next);
+      if (res.status >= 300 && res.status < 400) {
+        next = new URL(res.headers.get('location')!, next);
+        continue;
+      }
+      const html = await res.text();
+      const uid = /action="\/interaction\/([\w-]+)\/confirm"/.exec(html)?.[1];
+      if (!uid) throw new Error(`no consent page at ${next.pathname}: ${html.slice(0, 300)}`);
+      return { agent, uid, html };
+    }
+    throw new Error('too many redirects');
+  }
+
+  test.each([
+    ['prompt=login', { prompt: 'login' }],
+    ['prompt=login consent', { prompt: 'login consent' }],
+  ])('%s: one sign-in, one approval, then the code (the consent keeps the login it follows)', async (_label, extra) => {
+    const verifier = oidc.randomPKCECodeVerifier();
+    const url = oidc.buildAuthorizationUrl(config, {
+      redirect_uri: REDIRECT, scope: 'read', resource: RESOURCE, code_challenge: await oidc.calculatePKCECodeChallenge(verifier), code_challenge_method: 'S256', ...extra,
+    });
+    const { callback, pages } = await authorizeWithWallet(url, REDIRECT, { wallet });
+    expect(callback.searchParams.get('error')).toBeNull();
+    expect(pages.map((p) => (p.includes('id="login-data"') ? 'login' : 'consent'))).toEqual(['login', 'consent']);
+    const tokens = await oidc.authorizationCodeGrant(config, callback, { pkceCodeVerifier: verifier }, { resource: RESOURCE });
+    expect(tokens.scope).toBe('read');
+  });
+
+  test('a denial sticks: an approval sent after Deny (before the browser followed it) is refused, and the client gets access_denied', async () => {
+    const { url } = await authorizationUrl();
+    const { agent, uid } = await toConsent(url);
+    const deny = await agent.fetch(new URL(`/interaction/${uid}/abort`, issuer), { method: 'POST' });
+    expect(deny.status).toBe(303);
+    const approve = await agent.fetch(new URL(`/interaction/${uid}/confirm`, issuer), { method: 'POST', headers: { accept: 'application/json' } });
+    expect(approve.status).toBe(400);
+    expect(await approve.json()).toEqual({ error: 'access_denied', error_description: 'this request was denied; go back to the application and start again' });
+    // Following the denial's redirect: the client gets the error, no code.
+    let next = new URL(deny.headers.get('location')!, issuer);
+    for (let hop = 0; hop < 10 && !next.href.startsWith(REDIRECT); hop += 1) {
+      const res = await agent.fetch(next);
+      next = new URL(res.headers.get('location')!, next);
+    }
+    expect(next.searchParams.get('error')).toBe('access_denied');
+    expect(next.searchParams.get('code')).toBeNull();
+  });
+
+  test('HEAD answers as GET on the interaction page and its assets; a login body that is neither JSON nor a form is 415', async () => {
+    const { url } = await authorizationUrl();
+    const { agent, data } = await openLoginPage(url);
+    for (const path of [`/interaction/${data.uid}`, '/interaction-assets/login.js']) {
+      const [get, head] = [await agent.fetch(new URL(path, issuer)), await agent.fetch(new URL(path, issuer), { method: 'HEAD' })];
+      expect({ path, head: head.status, type: head.headers.get('content-type') }).toEqual({ path, head: get.status, type: get.headers.get('content-type') });
+      expect(get.status).toBe(200);
+      expect(await head.text()).toBe('');
+    }
+    const nonce = await pageNonce(agent, data);
+    const message = buildSiweMessage({ domain: data.domain, address: wallet.address, uri: data.uri, chainId: 1, nonce, issuedAt: new Date(), requestId: data.uid, resources: data.resources });
+    const body = new URLSearchParams({ message, signature: await wallet.signMessage(message) }).toString();
+    const plain = await agent.fetch(new URL(data.loginUrl, issuer), { method: 'POST', headers: { 'content-type': 'text/plain', accept: 'application/json' }, body });
+    expect(plain.status).toBe(415);
+    expect(((await plain.json()) as { error_description: string }).error_description).toMatch(/^send message and signature as application\/json or application\/x-www-form-urlencoded \(got "text\/plain"\)/);
+    // The nonce was not used: the same message as a form signs in.
+    const form = await agent.fetch(new URL(data.loginUrl, issuer), { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded', accept: 'application/json' }, body });
+    expect(form.status).toBe(200);
+  });
+
   test('consent denied: the client gets access_denied and no code', async () => {
     const { url } = await authorizationUrl();
     const { callback, pages } = await authorizeWithWallet(url, REDIRECT, { wallet, consent: 'deny' });

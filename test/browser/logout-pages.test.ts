@@ -45,6 +45,31 @@ describe('logout and error pages in a browser, under the CSP', () => {
     return { page, problems };
   }
 
+  /**
+   * A client registered as `name`, a person signed in to it over HTTP, and a browser context holding that sign-in's
+   * cookies.
+   */
+  async function signedIn(name: string): Promise<{ clientId: string; context: BrowserContext }> {
+    const config = await oidc.dynamicClientRegistration(
+      new URL(issuer),
+      { client_name: name, redirect_uris: [REDIRECT], grant_types: ['authorization_code'], response_types: ['code'], token_endpoint_auth_method: 'none', scope: 'read' },
+      oidc.None(),
+      insecure,
+    );
+    const verifier = oidc.randomPKCECodeVerifier();
+    const url = oidc.buildAuthorizationUrl(config, {
+      redirect_uri: REDIRECT,
+      scope: 'read',
+      resource: RESOURCE,
+      code_challenge: await oidc.calculatePKCECodeChallenge(verifier),
+      code_challenge_method: 'S256',
+    });
+    const { agent } = await authorizeWithWallet(url, REDIRECT, { wallet: user });
+    const context = await browser.newContext();
+    await context.addCookies([...agent.cookies].map(([cookie, value]) => ({ name: cookie, value, url: issuer })));
+    return { clientId: config.clientMetadata().client_id, context };
+  }
+
   /** The computed max-width of <main>: set only by agentauth's stylesheet, so it shows the stylesheet applied. */
   const mainMaxWidth = (page: Page) =>
     page.locator('main').evaluate((el) => (globalThis as unknown as { getComputedStyle(e: unknown): { maxWidth: string } }).getComputedStyle(el).maxWidth);
@@ -65,27 +90,10 @@ describe('logout and error pages in a browser, under the CSP', () => {
   });
 
   test('signed in, the confirmation page signs out with its button, then shows the success page', async () => {
-    const config = await oidc.dynamicClientRegistration(
-      new URL(issuer),
-      { client_name: 'Browser logout agent', redirect_uris: [REDIRECT], grant_types: ['authorization_code'], response_types: ['code'], token_endpoint_auth_method: 'none', scope: 'read' },
-      oidc.None(),
-      insecure,
-    );
-    const verifier = oidc.randomPKCECodeVerifier();
-    const url = oidc.buildAuthorizationUrl(config, {
-      redirect_uri: REDIRECT,
-      scope: 'read',
-      resource: RESOURCE,
-      code_challenge: await oidc.calculatePKCECodeChallenge(verifier),
-      code_challenge_method: 'S256',
-    });
-    // Sign in over HTTP, then hand the session cookies to the browser.
-    const { agent } = await authorizeWithWallet(url, REDIRECT, { wallet: user });
-    const context = await browser.newContext();
+    const { clientId, context } = await signedIn('Browser logout agent');
     try {
-      await context.addCookies([...agent.cookies].map(([name, value]) => ({ name, value, url: issuer })));
       const { page, problems } = await watchedPage(context);
-      await page.goto(`${issuer}/session/end?client_id=${encodeURIComponent(config.clientMetadata().client_id)}`);
+      await page.goto(`${issuer}/session/end?client_id=${encodeURIComponent(clientId)}`);
       await expect(page.locator('h1').textContent()).resolves.toBe('Sign out?');
       await expect(page.locator('main').textContent()).resolves.toContain('Browser logout agent');
       await page.screenshot({ path: '/tmp/agentauth-browser-logout-confirm.png', fullPage: true });
@@ -101,26 +109,10 @@ describe('logout and error pages in a browser, under the CSP', () => {
   });
 
   test('"Sign out of <client> only" says so: the success page names the client, and the sign-in here stays', async () => {
-    const config = await oidc.dynamicClientRegistration(
-      new URL(issuer),
-      { client_name: 'Only this agent', redirect_uris: [REDIRECT], grant_types: ['authorization_code'], response_types: ['code'], token_endpoint_auth_method: 'none', scope: 'read' },
-      oidc.None(),
-      insecure,
-    );
-    const verifier = oidc.randomPKCECodeVerifier();
-    const url = oidc.buildAuthorizationUrl(config, {
-      redirect_uri: REDIRECT,
-      scope: 'read',
-      resource: RESOURCE,
-      code_challenge: await oidc.calculatePKCECodeChallenge(verifier),
-      code_challenge_method: 'S256',
-    });
-    const { agent } = await authorizeWithWallet(url, REDIRECT, { wallet: user });
-    const context = await browser.newContext();
+    const { clientId, context } = await signedIn('Only this agent');
     try {
-      await context.addCookies([...agent.cookies].map(([name, value]) => ({ name, value, url: issuer })));
       const { page, problems } = await watchedPage(context);
-      await page.goto(`${issuer}/session/end?client_id=${encodeURIComponent(config.clientMetadata().client_id)}`);
+      await page.goto(`${issuer}/session/end?client_id=${encodeURIComponent(clientId)}`);
       await expect(page.locator('main').textContent()).resolves.toContain('To stay signed in, close this page.');
       await page.getByRole('button', { name: 'Sign out of Only this agent only' }).click();
       await page.waitForURL((u) => u.pathname === '/session/end/success');

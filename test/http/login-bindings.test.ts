@@ -49,6 +49,21 @@ describe('login route bindings', () => {
     return ((await res.json()) as { nonce: string }).nonce;
   }
 
+  /** The wallet's signed EIP-4361 message for a login page, with `nonce`. */
+  async function signedFor(data: LoginData, nonce: string): Promise<{ message: string; signature: string }> {
+    const message = buildSiweMessage({ domain: data.domain, address: wallet.address, uri: data.uri, chainId: 1, nonce, issuedAt: new Date(), requestId: data.uid, resources: data.resources });
+    return { message, signature: await wallet.signMessage(message) };
+  }
+
+  /** Posts a signed message to a login page as its script does (JSON). */
+  async function postLogin(agent: UserAgent, data: LoginData, nonce: string): Promise<Response> {
+    return agent.fetch(new URL(data.loginUrl, issuer), {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', accept: 'application/json' },
+      body: JSON.stringify(await signedFor(data, nonce)),
+    });
+  }
+
   /** Runs the browser flow and returns the refusal it ends in. */
   async function refusedFlow(opts: Parameters<typeof authorizeWithWallet>[2]): Promise<InteractionRefused> {
     const { url } = await authorizationUrl();
@@ -82,13 +97,7 @@ describe('login route bindings', () => {
     expect(err.status).toBe(400);
     expect(err.body).toContain(`nonce-binding: nonce ${otherNonce} was issued for another sign-in request, not for this sign-in request`);
     // The other sign-in's nonce is untouched: its own page still signs in with it.
-    const { agent, data } = other;
-    const message = buildSiweMessage({ domain: data.domain, address: wallet.address, uri: data.uri, chainId: 1, nonce: otherNonce, issuedAt: new Date(), requestId: data.uid, resources: data.resources });
-    const res = await agent.fetch(new URL(data.loginUrl, issuer), {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', accept: 'application/json' },
-      body: JSON.stringify({ message, signature: await wallet.signMessage(message) }),
-    });
+    const res = await postLogin(other.agent, other.data, otherNonce);
     expect(res.status).toBe(200);
   });
 
@@ -112,12 +121,7 @@ describe('login route bindings', () => {
     const second = await openLoginPage((await authorizationUrl()).url, agent);
     expect(second.data.uid).not.toBe(first.data.uid);
     const { data } = first;
-    const message = buildSiweMessage({ domain: data.domain, address: wallet.address, uri: data.uri, chainId: 1, nonce, issuedAt: new Date(), requestId: data.uid, resources: data.resources });
-    const res = await agent.fetch(new URL(data.loginUrl, issuer), {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', accept: 'application/json' },
-      body: JSON.stringify({ message, signature: await wallet.signMessage(message) }),
-    });
+    const res = await postLogin(agent, data, nonce);
     expect(res.status).toBe(400);
     expect(await res.json()).toEqual({ error: 'invalid_request', error_description: 'This page does not belong to the current sign-in request.' });
     // A nonce for the first page cannot be had through the second page's cookie either.
@@ -128,13 +132,7 @@ describe('login route bindings', () => {
   /** Signs in on the login page and follows the redirects to the consent page: its uid and the agent that holds it. */
   async function toConsent(url: URL): Promise<{ agent: UserAgent; uid: string; html: string }> {
     const { agent, data } = await openLoginPage(url);
-    const nonce = await pageNonce(agent, data);
-    const message = buildSiweMessage({ domain: data.domain, address: wallet.address, uri: data.uri, chainId: 1, nonce, issuedAt: new Date(), requestId: data.uid, resources: data.resources });
-    const login = await agent.fetch(new URL(data.loginUrl, issuer), {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', accept: 'application/json' },
-      body: JSON.stringify({ message, signature: await wallet.signMessage(message) }),
-    });
+    const login = await postLogin(agent, data, await pageNonce(agent, data));
     expect(login.status).toBe(200);
     let next = new URL(((await login.json()) as { redirect_to: string }).redirect_to, issuer);
     for (let hop = 0; hop < 10; hop += 1) {
@@ -193,9 +191,7 @@ describe('login route bindings', () => {
       expect(get.status).toBe(200);
       expect(await head.text()).toBe('');
     }
-    const nonce = await pageNonce(agent, data);
-    const message = buildSiweMessage({ domain: data.domain, address: wallet.address, uri: data.uri, chainId: 1, nonce, issuedAt: new Date(), requestId: data.uid, resources: data.resources });
-    const body = new URLSearchParams({ message, signature: await wallet.signMessage(message) }).toString();
+    const body = new URLSearchParams(await signedFor(data, await pageNonce(agent, data))).toString();
     const plain = await agent.fetch(new URL(data.loginUrl, issuer), { method: 'POST', headers: { 'content-type': 'text/plain', accept: 'application/json' }, body });
     expect(plain.status).toBe(415);
     expect(((await plain.json()) as { error_description: string }).error_description).toMatch(/^send message and signature as application\/json or application\/x-www-form-urlencoded \(got "text\/plain"\)/);

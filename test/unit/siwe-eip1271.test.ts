@@ -68,6 +68,17 @@ beforeEach(() => {
   calls.length = 0;
 });
 
+/** A nonce store holding `nonce`, bound to the client `agent`, usable once. */
+function nonceStore(nonce: string): NonceStore {
+  const live = new Set([nonce]);
+  return {
+    issue: async (n) => void live.add(n),
+    boundTo: async (n) => (live.has(n) ? 'client:agent' : undefined),
+    consume: async (n) => live.delete(n),
+    takeAttempt: async () => true,
+  };
+}
+
 async function contractWalletError(promise: Promise<unknown>): Promise<SiweVerificationError> {
   const err = await promise.then(() => undefined, (e: unknown) => e);
   expect(err).toBeInstanceOf(SiweVerificationError);
@@ -111,13 +122,7 @@ describe('createEip1271Verifier', () => {
   test('end to end: a contract wallet signs in through verifySiwe (method eip1271) with the EIP-191 digest of the message', async () => {
     mode = 'magic';
     const nonce = 'ContractWalletNonce0001';
-    const live = new Set([nonce]);
-    const nonces: NonceStore = {
-      issue: async (n) => void live.add(n),
-      boundTo: async (n) => (live.has(n) ? 'client:agent' : undefined),
-      consume: async (n) => live.delete(n),
-      takeAttempt: async () => true,
-    };
+    const nonces = nonceStore(nonce);
     const now = new Date('2025-06-01T12:00:00Z');
     const message = buildSiweMessage({
       domain: 'auth.example.com',
@@ -143,13 +148,7 @@ describe('createEip1271Verifier', () => {
     const now = new Date('2025-06-01T12:00:00Z');
     for (const address of ['0x0000000000000000000000000000000000000000', '0x0000000000000000000000000000000000000002', '0x0000000000000000000000000000000000000004', '0x0000000000000000000000000000000000000100', '0x000000000000000000000000000000000000FFff']) {
       const nonce = `ReservedNonce${address.slice(-4)}0001`;
-      const live = new Set([nonce]);
-      const nonces: NonceStore = {
-        issue: async (n) => void live.add(n),
-        boundTo: async (n) => (live.has(n) ? 'client:agent' : undefined),
-        consume: async (n) => live.delete(n),
-        takeAttempt: async () => true,
-      };
+      const nonces = nonceStore(nonce);
       const message = buildSiweMessage({ domain: 'auth.example.com', address, uri: 'https://auth.example.com/', chainId: 8453, nonce, issuedAt: now });
       const err = await verifySiwe(
         { message, signature: SIGNATURE, nonceBinding: 'client:agent' },

@@ -90,14 +90,24 @@ function readView(metadata: Record<string, unknown>): Record<string, unknown> {
 }
 
 /**
+ * 401 invalid_token with this description for the client (oidc-provider's InvalidToken takes only a detail for its
+ * log, and answers "invalid token provided").
+ */
+function invalidToken(description: string): Error {
+  const err = new errors.InvalidToken(description);
+  err.error_description = description;
+  return err;
+}
+
+/**
  * Uses up the registration access token presented on this request: exactly one of any number of concurrent
  * requests with the same token gets past this step (one atomic insert on every store), the rest are `invalid_token`.
  */
 async function consumeRegistrationAccessToken(ctx: KoaContextWithOIDC, deps: RegistrationStepDeps): Promise<void> {
   const rat = ctx.oidc.entities.RegistrationAccessToken as { jti: string; consumed?: unknown } | undefined;
-  if (!rat) throw new errors.InvalidToken('registration access token not found');
+  if (!rat) throw invalidToken('registration access token not found');
   const won = rat.consumed === undefined && (await failClosedInProvider(() => deps.registrationAccessTokens.consume(rat.jti), deps.health));
-  if (!won) throw new errors.InvalidToken('registration access token already used: every read or update returns a new one');
+  if (!won) throw invalidToken('registration access token already used: every read or update returns a new one');
 }
 
 /** Issues the successor of the registration access token that this request used up, with the same policies. */

@@ -113,7 +113,7 @@ export function checkRedirectUri(field: string, uri: string): void {
   if (uri.includes('*')) throw redirectError(field, 'must be exact URIs; wildcards are not allowed');
   if (u.protocol === 'https:') return;
   if (u.protocol === 'http:' && LOOPBACK_HOSTS.has(u.hostname)) return;
-  throw redirectError(field, `must use https, or http on a loopback host (127.0.0.1, [::1], localhost); got ${u.protocol}//${u.host}`);
+  throw redirectError(field, `must use https, or http on a loopback host (127.0.0.1, [::1], localhost); got ${JSON.stringify(uri.slice(0, 200))}`);
 }
 
 /** The value the server returned for `field` in the client's read response, if it returns that field at all. */

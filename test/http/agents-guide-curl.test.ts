@@ -242,7 +242,7 @@ test('client credentials, for a client registered again with the same initial ac
 });
 
 test('introspection by the resource server (docs/resource-servers.md): 200, active, with the fields the guides list for a bearer JWT access token', async () => {
-  reader.API_EXAMPLE_SECRET = API_EXAMPLE_SECRET;
+  reader.RS_CLIENT_SECRET = API_EXAMPLE_SECRET;
   const answer = await runCurl(replaceExactly(BLOCKS.introspect, GUIDE_ISSUER, as.url, 'docs/resource-servers.md\'s introspection block'), reader);
   expect(answer.status).toBe(200);
   const body = json(answer);

@@ -94,6 +94,9 @@ describe(`single use under ${CONCURRENCY} concurrent requests, ${ROUNDS} rounds,
     const winners = results.filter((r) => r.status === 200);
     expect(winners).toHaveLength(1);
     expect(results.filter((r) => r.status !== 200).every((r) => r.status === 401 && r.body.error === 'invalid_token')).toBe(true);
+    // A loser is told why: its token was used up by another request at the same moment, or is already gone (rotated).
+    const said = new Set(results.filter((r) => r.status !== 200).map((r) => r.body.error_description));
+    for (const description of said) expect(['registration access token already used: every read or update returns a new one', 'invalid token provided']).toContain(description);
     expect(await storage.db.collection('oidc_RegistrationAccessToken').countDocuments({ clientId: created.body.client_id as string })).toBe(1);
     const successor = winners[0]!.body.registration_access_token as string;
     expect((await fetch(uri, { headers: { authorization: `Bearer ${successor}` } })).status).toBe(200);

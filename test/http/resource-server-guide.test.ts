@@ -9,7 +9,7 @@ import * as oidc from 'openid-client';
 
 import { basicAuth, baseConfig, clientCredentialsToken, insecure, introspect, RESOURCE, RS_CLIENT } from '../support/agent-server.js';
 import { freePort } from '../support/ferretdb.js';
-import { guideBlock, guideDir, replaceExactly, toJavaScript, typeProblems } from '../support/guide.js';
+import { guideBlock, guideDir, toJavaScript, typeProblems } from '../support/guide.js';
 import { startConfigured } from '../support/server.js';
 import type { RunningServer } from '../support/server.js';
 
@@ -146,25 +146,27 @@ describe.each([
     expect(challenge.cause.find((c) => c.scheme === 'dpop')?.parameters).toMatchObject({ error: 'invalid_token', error_description: 'token is not active' });
   });
 
-  test('no credentials: 401 with a challenge per scheme, each naming the metadata', async () => {
-    const res = await fetch(`${rsUrl}/data`);
-    expect(res.status).toBe(401);
-    const challenges = res.headers.get('www-authenticate') ?? '';
-    expect(challenges).toContain(`DPoP resource_metadata="${rsUrl}/.well-known/oauth-protected-resource"`);
-    expect(challenges).toContain(`Bearer resource_metadata="${rsUrl}/.well-known/oauth-protected-resource"`);
+  test('no credentials, or credentials of another scheme: 401 with a challenge per scheme, each naming the metadata, no error code', async () => {
+    for (const headers of [{}, { authorization: 'Basic eDp5' }, { authorization: 'Token abc' }] as Array<Record<string, string>>) {
+      const res = await fetch(`${rsUrl}/data`, { headers });
+      expect({ headers, status: res.status }).toEqual({ headers, status: 401 });
+      const challenges = res.headers.get('www-authenticate') ?? '';
+      expect(challenges).toContain(`DPoP resource_metadata="${rsUrl}/.well-known/oauth-protected-resource"`);
+      expect(challenges).toContain(`Bearer resource_metadata="${rsUrl}/.well-known/oauth-protected-resource"`);
+      expect(challenges).not.toContain('error=');
+    }
   });
 });
 
 /**
  * The guide's `introspectSigned` ("### Signed introspection responses (RFC 9701)"), type-checked as written, then
- * loaded into this process as JavaScript and called against the live agentauth. Its two constants are the only
- * substitution (the guide hard-codes https://auth.example.com and its own client `api-example`): ISSUER becomes this
- * agentauth, CLIENT_ID the resource-server client that baseConfig() registers, whose secret is API_EXAMPLE_SECRET.
+ * loaded into this process as JavaScript, unchanged, and called against the live agentauth. It reads the settings
+ * introspect.ts reads (ISSUER, RS_CLIENT_ID, RS_CLIENT_SECRET): this agentauth and the resource-server client that
+ * baseConfig() registers.
  */
 describe('the guide\'s signed introspection (introspectSigned)', () => {
-  const GUIDE_ISSUER = "const ISSUER = 'https://auth.example.com';";
-  const GUIDE_CLIENT_ID = "const CLIENT_ID = 'api-example';";
-  const WHERE = 'docs/resource-servers.md\'s signed introspection block';
+  const SETTINGS = ['ISSUER', 'RS_CLIENT_ID', 'RS_CLIENT_SECRET'] as const;
+  const saved = Object.fromEntries(SETTINGS.map((k) => [k, process.env[k]]));
   let file: string;
   let introspectSigned: (token: string) => Promise<Record<string, unknown>>;
 
@@ -172,16 +174,18 @@ describe('the guide\'s signed introspection (introspectSigned)', () => {
     const source = guideBlock('resource-servers.md', '### Signed introspection responses (RFC 9701)');
     file = join(dir, 'introspect-signed.ts');
     writeFileSync(file, source);
-    const live = replaceExactly(replaceExactly(source, GUIDE_ISSUER, `const ISSUER = ${JSON.stringify(as.url)};`, WHERE), GUIDE_CLIENT_ID, `const CLIENT_ID = ${JSON.stringify(RS_CLIENT.id)};`, WHERE);
     const jsFile = join(dir, 'introspect-signed.js');
-    writeFileSync(jsFile, toJavaScript(live));
-    // The module reads the secret once, when it is loaded.
-    process.env.API_EXAMPLE_SECRET = RS_CLIENT.secret;
+    writeFileSync(jsFile, toJavaScript(source));
+    // The module reads its settings once, when it is loaded.
+    Object.assign(process.env, { ISSUER: as.url, RS_CLIENT_ID: RS_CLIENT.id, RS_CLIENT_SECRET: RS_CLIENT.secret });
     ({ introspectSigned } = (await import(pathToFileURL(jsFile).href)) as { introspectSigned: typeof introspectSigned });
   });
 
   afterAll(() => {
-    delete process.env.API_EXAMPLE_SECRET;
+    for (const k of SETTINGS) {
+      if (saved[k] === undefined) delete process.env[k];
+      else process.env[k] = saved[k];
+    }
   });
 
   /** A fresh client_credentials access token for RESOURCE (scope read), the resource-server client's own. */

@@ -4,6 +4,7 @@ import type { JWK } from 'jose';
 import type { Storage } from '../adapters/types.js';
 import type { ArchivedKey } from '../keys/keyring.js';
 import { LINEAGE_CLAIM, grantMark, lineageOf } from './revocation-lineage.js';
+import { tokensRevokedBefore } from './admin/client-fields.js';
 
 export interface VerificationReport {
   signature: 'valid' | 'invalid';
@@ -64,7 +65,15 @@ export async function revocationFacts(storage: Storage, claims: Record<string, u
   const jti = typeof claims.jti === 'string' ? claims.jti : undefined;
   const grantId = typeof claims.grant_id === 'string' ? claims.grant_id : undefined;
   const clientId = typeof claims.client_id === 'string' ? claims.client_id : undefined;
+  const iat = typeof claims.iat === 'number' ? claims.iat : undefined;
   if (jti && (await storage.revokedTokens.isRevoked(jti))) facts.push(`jti ${jti} is on the revocation denylist`);
+  // A disable revokes every token the client was issued up to it (server/admin/client-admin.ts), also after an enable.
+  if (clientId) {
+    const revokedBefore = await tokensRevokedBefore(storage.model('Client'))(clientId);
+    if (revokedBefore !== undefined && (iat ?? 0) <= revokedBefore) {
+      facts.push(`client ${clientId} was disabled at ${new Date(revokedBefore * 1000).toISOString()}, after this token was issued: its tokens up to then are revoked`);
+    }
+  }
   if (grantId && (await storage.revokedTokens.anyRevoked([grantMark(grantId)]))) facts.push(`grant ${grantId} has a revocation mark (its tokens were revoked)`);
   const lineage = lineageOf(claims[LINEAGE_CLAIM]);
   if (lineage === undefined) facts.push(`${LINEAGE_CLAIM} is malformed: the token counts as revoked`);
@@ -77,6 +86,9 @@ export async function revocationFacts(storage: Storage, claims: Record<string, u
         if (r.type === 'token.revoked' && jti && r.details.jti === jti) facts.push(`token revoked at ${r.time} (${where(r.seq)})`);
         if (r.type === 'grant.revoked' && grantId && r.details.grant_id === grantId) facts.push(`grant ${grantId} revoked at ${r.time} (${where(r.seq)})`);
         if (r.type === 'client.deleted' && clientId && r.client_id === clientId) facts.push(`client ${clientId} deleted at ${r.time} (${where(r.seq)})`);
+        if (r.type === 'client.disabled' && clientId && r.client_id === clientId && (iat ?? 0) <= Math.floor(Date.parse(r.time) / 1000)) {
+          facts.push(`client ${clientId} disabled at ${r.time}, after this token was issued (${where(r.seq)})`);
+        }
       }
       if (page.length < 1000) break;
       from = page.at(-1)!.seq + 1;

@@ -238,6 +238,10 @@ describe('client administration through the admin API', () => {
     expect(refused.body.error_description).toBe(`client ${c.id} is disabled by the operator of this authorization server`);
     expect((await introspectAtB(jwtToken)).active).toBe(false);
     expect((await introspectAtB(opaqueToken)).active).toBe(false);
+    // `agentauth verify` with the store says so too: the signature is valid, the token revoked by the disable.
+    const verified = await runCli(['verify', jwtToken, '--json'], env);
+    expect(JSON.parse(verified.stdout)).toMatchObject({ signature: 'valid', revoked: true });
+    expect((JSON.parse(verified.stdout) as { revocation: string[] }).revocation).toEqual(expect.arrayContaining([expect.stringMatching(new RegExp(`^client ${c.id} was disabled at .*: its tokens up to then are revoked$`)), expect.stringMatching(/^client .* disabled at .*, after this token was issued \(audit/)]));
     expect((await tokenRequest(a.url, c)).status).toBe(401);
     expect((await admin(adminB, 'GET', `/admin/clients/${encodeURIComponent(c.id)}`)).body).toMatchObject({ disabled: true });
     // The authorization endpoint too: no sign-in starts for it.

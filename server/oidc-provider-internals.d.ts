@@ -34,6 +34,11 @@ declare module 'oidc-provider/lib/helpers/grants.js' {
     response: { accessToken: string; expiresIn: number; refreshToken?: string | undefined; scope?: string | undefined; tokenType: string },
   ): Record<string, unknown>;
 }
+declare module 'oidc-provider/lib/helpers/validate_dpop.js' {
+  import type { KoaContextWithOIDC, Provider } from 'oidc-provider';
+  /** The DPoP proof validateDpop verified on this request (payload and protected header), if any. */
+  export function getDpopJwt(provider: Provider, ctx: KoaContextWithOIDC): { payload: Record<string, unknown>; protectedHeader: Record<string, unknown> } | undefined;
+}
 declare module 'oidc-provider/lib/helpers/initialize_keystore.js' {
   import type { Provider } from 'oidc-provider';
   /** Rebuilds the provider's signing keystore and its published JWKS from a private JWK set. */

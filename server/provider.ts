@@ -1,6 +1,7 @@
 import { decodeJwt } from 'jose';
 import { errors, Provider } from 'oidc-provider';
 import type { ClientMetadata, Configuration, KoaContextWithOIDC } from 'oidc-provider';
+import { getDpopJwt } from 'oidc-provider/lib/helpers/validate_dpop.js';
 
 import { StorageUnavailableError } from '../adapters/errors.js';
 import type { StorageHealth } from '../adapters/health.js';
@@ -348,6 +349,26 @@ export function mayIntrospect(caller: { clientId: string; clientAuthMethod?: str
   return caller.noManage === true && caller.clientAuthMethod !== 'none';
 }
 
+/**
+ * oidc-provider accepts a DPoP proof without a nonce while its `iat` is within this many seconds of now, either way
+ * (CHALLENGE_OK_WINDOW in lib/helpers/challenge.js), and keeps its replay record for as long after its use.
+ */
+const DPOP_IAT_WINDOW_SECONDS = 300;
+
+/**
+ * Until when (epoch s) the DPoP proof on the request being handled would still be accepted, when `jti` is its jti and
+ * it carries no nonce: `iat` + the window. oidc-provider keeps a proof's replay record until use + the window, so a
+ * proof dated up to the window ahead would outlive its record and could be used again once it expired (RFC 9449 §11.1
+ * wants it refused for as long as it is accepted). A proof with a nonce is bounded by the nonce's shorter life.
+ */
+function dpopProofAcceptedUntil(provider: Provider, jti: string): number | undefined {
+  const ctx = Provider.ctx as KoaContextWithOIDC | undefined;
+  if (!ctx?.oidc) return undefined;
+  const payload = getDpopJwt(provider, ctx)?.payload;
+  if (!payload || payload.jti !== jti || payload.nonce !== undefined || typeof payload.iat !== 'number') return undefined;
+  return payload.iat + DPOP_IAT_WINDOW_SECONDS;
+}
+
 /** Whether `jti` is the jti of the DPoP proof on the token request being handled (not a client assertion's). */
 function isTokenEndpointDpopProof(jti: string): boolean {
   const ctx = Provider.ctx as KoaContextWithOIDC | undefined;
@@ -420,7 +441,8 @@ export function createProvider(deps: ProviderDeps): Provider {
   (provider.ReplayDetection as unknown as { unique: (iss: string, jti: string, exp: number) => Promise<boolean> }).unique = async (iss, jti, exp) => {
     const id = replayId(iss, jti);
     try {
-      const unique = await replay.insertOnce(id, { kind: 'ReplayDetection', jti: id, iss }, Math.max(1, exp - Math.floor(Date.now() / 1000)));
+      const until = Math.max(exp, dpopProofAcceptedUntil(provider, jti) ?? 0);
+      const unique = await replay.insertOnce(id, { kind: 'ReplayDetection', jti: id, iss }, Math.max(1, until - Math.floor(Date.now() / 1000)));
       // oidc-provider reports this as invalid_grant; RFC 9449 §5 makes a replayed proof an invalid DPoP proof.
       if (!unique && isTokenEndpointDpopProof(jti)) throw replayedProof();
       return unique;

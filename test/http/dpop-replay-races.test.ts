@@ -9,6 +9,7 @@ import { SqliteStorage } from '../../adapters/sqlite.js';
 import type { Storage } from '../../adapters/types.js';
 import { allAuditRecords } from '../support/audit.js';
 import { baseConfig, insecure, OPAQUE_RESOURCE, REDIRECT, RESOURCE, RS_CLIENT, STRICT_REFRESH_TIERS } from '../support/agent-server.js';
+import { replayId } from '../../server/dpop-replay.js';
 import { all, basic, form, statuses } from '../support/races.js';
 import { startConfigured, uniqueDbName } from '../support/server.js';
 import type { RunningServer } from '../support/server.js';
@@ -153,5 +154,53 @@ describe.each(backends)('DPoP proof replay at the token endpoint, %s', (_name, b
     const fresh = await refresh(b.refresh_token!, await proofFor(key, issuer));
     expect(fresh.status).toBe(200);
     expect(((await fresh.json()) as { refresh_token?: string }).refresh_token).toEqual(expect.any(String));
+  });
+});
+
+/**
+ * RFC 9449 §11.1: a proof is refused again for as long as it would be accepted. oidc-provider takes a proof without a
+ * nonce while its `iat` is within 300 s of now either way, and used to keep its replay record for 300 s after the use:
+ * a proof dated 290 s ahead was accepted again once its record expired. The record now lasts until `iat` + 300 s.
+ */
+describe('DPoP replay record: kept while the proof would be accepted (embedded store)', () => {
+  let server: RunningServer;
+  let storage: SqliteStorage;
+
+  beforeAll(async () => {
+    const started = await startConfigured(baseConfig());
+    server = started.server;
+    storage = new SqliteStorage({ dataDir: started.env.AGENTAUTH_DATA_DIR! });
+    await storage.init();
+  });
+  afterAll(async () => {
+    await server?.stop();
+    await storage?.close();
+  });
+
+  /** The replay record's expiry (epoch s) for a proof's jti used by RS_CLIENT. */
+  const recordExpiry = (jti: string): number => {
+    const row = storage.db.prepare("SELECT expires_at FROM oidc_records WHERE model = 'ReplayDetection' AND id = ?").get(replayId(RS_CLIENT.id, jti)) as { expires_at: number } | undefined;
+    expect(row).toBeDefined();
+    return Math.floor(row!.expires_at / 1000);
+  };
+
+  test.each([['dated now', 0], ['dated 290 s ahead', 290], ['dated 250 s ago', -250]])('a proof %s: its record lasts until max(use, iat) + 300 s', async (_label, offset) => {
+    const key = await dpopKey();
+    const jti = randomUUID();
+    const iat = Math.floor(Date.now() / 1000) + offset;
+    const proof = await new SignJWT({ htm: 'POST', htu: `${server.url}/token`, iat, jti }).setProtectedHeader({ alg: 'ES256', typ: 'dpop+jwt', jwk: key.jwk }).sign(key.privateKey);
+    const send = () =>
+      fetch(`${server.url}/token`, {
+        method: 'POST',
+        headers: { authorization: basic(RS_CLIENT.id, RS_CLIENT.secret), 'content-type': 'application/x-www-form-urlencoded', dpop: proof },
+        body: form({ grant_type: 'client_credentials', resource: RESOURCE, scope: 'read' }),
+      });
+    const usedAt = Math.floor(Date.now() / 1000);
+    expect((await send()).status).toBe(200);
+    const expiry = recordExpiry(jti);
+    // Never before the proof stops being accepted (iat + 300), nor before use + 300 as before; at most a few seconds more.
+    expect(expiry).toBeGreaterThanOrEqual(Math.max(iat, usedAt) + 300 - 1);
+    expect(expiry).toBeLessThanOrEqual(Math.max(iat, usedAt) + 300 + 5);
+    expect((await send()).status).toBe(400);
   });
 });

@@ -8,6 +8,7 @@ import revocation from 'oidc-provider/lib/actions/revocation.js';
 import * as refreshGrant from 'oidc-provider/lib/actions/grants/refresh_token.js';
 import * as grants from 'oidc-provider/lib/helpers/grants.js';
 import initializeKeystore from 'oidc-provider/lib/helpers/initialize_keystore.js';
+import * as validateDpopModule from 'oidc-provider/lib/helpers/validate_dpop.js';
 import tokenSteps from 'oidc-provider/lib/actions/token.js';
 
 import { prepareRegistrationSteps } from '../../server/http/registration-steps.js';
@@ -85,6 +86,15 @@ describe('oidc-provider internals agentauth relies on', () => {
     expect(readFileSync(join(lib, 'models', 'replay_detection.js'), 'utf8')).toContain("const id = crypto.hash('sha256', `${iss}${jti}`, 'base64url');");
     // validateDpop keeps its result per request, so the handler reuses the step's.
     expect(readFileSync(join(lib, 'helpers', 'validate_dpop.js'), 'utf8')).toContain('if (weakMap.has(ctx)) {');
+    // The replay record lasts while the proof would be accepted (server/provider.ts dpopProofAcceptedUntil): a proof
+    // without a nonce is taken while |now - iat| <= CHALLENGE_OK_WINDOW, and getDpopJwt hands back the verified proof.
+    const challenge = readFileSync(join(lib, 'helpers', 'challenge.js'), 'utf8');
+    expect(challenge).toContain('const STEP = 60;');
+    expect(challenge).toContain('export const CHALLENGE_OK_WINDOW = STEP * 5;');
+    const dpop = readFileSync(join(lib, 'helpers', 'validate_dpop.js'), 'utf8');
+    expect(dpop).toContain('const diff = Math.abs(now - payload.iat);');
+    expect(dpop).toContain('export function getDpopJwt(provider, ctx) {');
+    expect(typeof validateDpopModule.getDpopJwt).toBe('function');
     // The code checks run in the code's consume(), called by consumeGrantSource once the grant's own checks passed.
     expect(readFileSync(join(lib, 'helpers', 'grant_source.js'), 'utf8')).toContain('  await source.consume();\n}');
     const code = readFileSync(join(lib, 'actions', 'grants', 'authorization_code.js'), 'utf8');

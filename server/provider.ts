@@ -420,6 +420,15 @@ export function createProvider(deps: ProviderDeps): Provider {
     health: deps.health,
     mayIntrospect,
     tokensRevokedBefore: tokensRevokedBefore(deps.storage.model('Client')),
+    signedByUs: {
+      maxLifetime: longestSignedTokenLifetime(deps.config),
+      retiredAt: (kid) => {
+        const at = deps.keyring.view().timelines.find((t) => t.kid === kid)?.retiredAt;
+        return at && at.getTime() <= Date.now() ? Math.floor(at.getTime() / 1000) : undefined;
+      },
+      // Another instance signs with a retired key until its next key refresh; a few seconds more for clocks.
+      retireSlackSeconds: deps.config.keys.refreshIntervalSeconds + 5,
+    },
   });
 
   const { hasher, health, storage, log } = deps;

@@ -41,6 +41,14 @@ export interface StructuredTokenDeps {
   mayIntrospect: (caller: { clientId: string; clientAuthMethod?: string; noManage?: boolean }, tokenClientId: string) => boolean;
   /** Tokens of this client issued at or before this time (epoch s) are inactive: it was disabled then (server/admin/). */
   tokensRevokedBefore?: (clientId: string) => Promise<number | undefined>;
+  /**
+   * What agentauth itself never signs, refused even under a published key: a token living longer than `maxLifetime`
+   * seconds (`exp` − `iat`), and a token dated after its key stopped signing (`retiredAt(kid)`, epoch s) by more than
+   * `retireSlackSeconds` (how late another instance may still sign with it: its key refresh interval). Against a key
+   * that leaked: after `agentauth keys rotate --immediately`, tokens forged with it are refused unless dated before
+   * the rotation, and those expire within `maxLifetime` of it.
+   */
+  signedByUs?: { maxLifetime: number; retiredAt(kid: string): number | undefined; retireSlackSeconds: number };
 }
 
 const perProvider = new WeakMap<Provider, StructuredTokenDeps>();
@@ -109,13 +117,19 @@ export async function verifyAccessToken(token: string, deps: StructuredTokenDeps
   const seen = cacheKey === undefined ? undefined : state.verified.get(cacheKey);
   if (seen) return seen;
   try {
-    const { payload } = await jwtVerify<JwtAccessTokenClaims>(token, state.set, {
+    const { payload, protectedHeader } = await jwtVerify<JwtAccessTokenClaims>(token, state.set, {
       issuer: deps.issuer,
       typ: 'at+jwt',
       algorithms: ['ES256', 'EdDSA'],
-      requiredClaims: ['jti', 'exp', 'client_id'],
+      requiredClaims: ['jti', 'exp', 'iat', 'client_id'],
     });
     if (typeof payload.jti !== 'string' || typeof payload.client_id !== 'string') return undefined;
+    const ours = deps.signedByUs;
+    if (ours) {
+      if (payload.exp! - payload.iat! > ours.maxLifetime) return undefined;
+      const retiredAt = typeof protectedHeader.kid === 'string' ? ours.retiredAt(protectedHeader.kid) : undefined;
+      if (retiredAt !== undefined && payload.iat! > retiredAt + ours.retireSlackSeconds) return undefined;
+    }
     // jose refuses a token once `exp` <= now in whole seconds; the entry expires at exp * 1000 ms, the same instant.
     const now = Date.now();
     if (cacheKey !== undefined) state.verified.set(cacheKey, deepFreeze(payload), payload.exp! - now / 1000, now);

@@ -1,0 +1,78 @@
+import { decodeJwt, decodeProtectedHeader, importJWK, SignJWT } from 'jose';
+import type { JWK } from 'jose';
+
+import { SqliteStorage } from '../../adapters/sqlite.js';
+import { decodeKek } from '../../keys/kek.js';
+import { unseal } from '../../keys/seal.js';
+import { clientCredentialsToken, introspect, RESOURCE, RS_CLIENT } from '../support/agent-server.js';
+import { runCli, startConfigured } from '../support/server.js';
+import type { RunningServer } from '../support/server.js';
+
+/**
+ * A signing key that leaked: after `agentauth keys rotate --immediately` it stays published for the retire grace, so
+ * that tokens it signed before go on verifying, and a thief holding it can sign tokens that verify against /jwks.
+ * Introspection refuses what agentauth itself never signs: a token dated after its key stopped signing, and one that
+ * lives longer than any token agentauth issues. What is left is a token dated before the rotation, which expires
+ * within the longest access-token lifetime of it (docs/security.md, Known gaps).
+ */
+const TTL = 60;
+const TIER = { accessTokenTTL: TTL, refreshTokenIdleTTL: 60, refreshTokenAbsoluteTTL: 120, dpop: 'optional', dpopNonce: false };
+const CONFIG = {
+  resourceServers: [{ identifier: RESOURCE, scopes: ['read'], accessTokenTTL: TTL }],
+  clients: [{ client_id: RS_CLIENT.id, client_secret: RS_CLIENT.secret, grant_types: ['client_credentials'] }],
+  tiers: { standard: TIER, bound: { ...TIER, dpop: 'required' }, strict: { ...TIER, dpop: 'required', dpopNonce: true } },
+  keys: { refreshIntervalSeconds: 1 },
+};
+
+let server: RunningServer;
+let env: Record<string, string>;
+
+beforeAll(async () => {
+  ({ server, env } = await startConfigured(CONFIG));
+});
+afterAll(async () => {
+  await server?.stop();
+});
+
+/** The private key of `kid`, as a thief with the database and the KEK would have it. */
+async function stolenKey(kid: string) {
+  const storage = new SqliteStorage({ dataDir: env.AGENTAUTH_DATA_DIR! });
+  await storage.init();
+  try {
+    const record = (await storage.keys.list()).find((k) => k.kid === kid)!;
+    const jwk = JSON.parse(unseal(decodeKek(env.AGENTAUTH_KEK!, 'AGENTAUTH_KEK'), record.sealed, kid)) as JWK;
+    return importJWK(jwk, record.alg);
+  } finally {
+    await storage.close();
+  }
+}
+
+test('after an emergency rotation, introspection refuses tokens forged with the old key that agentauth could not have signed', async () => {
+  const { body } = await clientCredentialsToken(server.url, RS_CLIENT.id, RS_CLIENT.secret);
+  const issued = String(body.access_token);
+  const oldKid = decodeProtectedHeader(issued).kid!;
+  const claims = decodeJwt(issued);
+
+  const rotated = await runCli(['keys', 'rotate', '--immediately', '--json'], env);
+  expect(rotated.code).toBe(0);
+  const retiredAt = Math.floor(Date.now() / 1000);
+  // The server follows within its refresh interval: new tokens come from the new key.
+  const deadline = Date.now() + 10_000;
+  while (decodeProtectedHeader(String((await clientCredentialsToken(server.url, RS_CLIENT.id, RS_CLIENT.secret)).body.access_token)).kid === oldKid && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 200));
+  }
+
+  const key = await stolenKey(oldKid);
+  const forge = (iat: number, exp: number, jti: string) =>
+    new SignJWT({ ...claims, jti, iat, exp }).setProtectedHeader({ alg: 'ES256', typ: 'at+jwt', kid: oldKid }).sign(key);
+
+  // A token the old key signed before the rotation is still active: the key stays published for that.
+  expect((await introspect(server.url, issued)).active).toBe(true);
+  // Dated now, after the key stopped signing (beyond the refresh interval and a few seconds): refused.
+  const now = Math.floor(Date.now() / 1000);
+  expect((await introspect(server.url, await forge(retiredAt + 1 + 5 + 2, retiredAt + 1 + 5 + 2 + TTL, 'forged-after'))).active).toBe(false);
+  // Dated before the rotation but living longer than any token agentauth issues: refused.
+  expect((await introspect(server.url, await forge(now - 10, now - 10 + TTL * 50, 'forged-long'))).active).toBe(false);
+  // Dated before the rotation with an ordinary lifetime: still accepted until it expires (the gap that remains).
+  expect((await introspect(server.url, await forge(now - 10, now - 10 + TTL, 'forged-before'))).active).toBe(true);
+}, 60_000);

@@ -328,7 +328,8 @@ export function providerConfiguration(deps: ProviderDeps): Configuration {
       // Code-flow tokens end with their sign-in session (so RP-initiated logout revokes them); the session record
       // therefore lives as long as the longest refresh lifetime any tier allows. The tier still caps each token.
       Session: Math.max(...Object.values(config.tiers).map((t) => t.refreshTokenAbsoluteTTL)),
-      // ID tokens (and signed introspection responses) never outlive the longest access token, so key archival math holds.
+      // ID tokens never outlive the longest access token, so key archival math holds. (Signed introspection responses
+      // carry no exp: oidc-provider dates them with iat only.)
       IdToken: Math.min(300, longestSignedTokenLifetime(config)),
     },
     interactions: {

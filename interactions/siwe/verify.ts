@@ -84,7 +84,8 @@ export const ATTEMPT_TTL_SECONDS = 3600;
 
 /**
  * Verifies a Sign-In with Ethereum (EIP-4361) message and its signature, cheapest checks first:
- * 1. size and line structure (outline.ts: linear, no parse), then domain, URI and Request ID read off those lines;
+ * 1. size and line structure (outline.ts: linear, no parse), then domain, URI and Request ID read off those lines,
+ *    and the signature's form (0x hex, a length a signature can have);
  * 2. the nonce: issued, unexpired, and bound to `input.nonceBinding` (one storage read);
  * 3. one of the nonce's MAX_ATTEMPTS_PER_NONCE attempt slots; when none is left the nonce is burnt;
  * 4. the full grammar parse (a `message-format` failure here uses an attempt, not the nonce);
@@ -101,6 +102,8 @@ export async function verifySiwe(input: SiweInput, rules: SiweRules, deps: SiweD
   if (input.requestId !== undefined && outline.requestId !== undefined && outline.requestId !== input.requestId) {
     throw early('request-id', `Request ID ${outline.requestId} names another sign-in request than this one (${input.requestId}); sign the message this page builds`);
   }
+  // A signature that cannot be one is refused before the nonce is looked at: it uses no attempt and no nonce.
+  checkSignatureForm(input.signature, early);
 
   const boundTo = await deps.nonces.boundTo(outline.nonce);
   if (boundTo === undefined) {
@@ -215,6 +218,12 @@ function checkTimes(msg: SiweMessage, rules: SiweRules, now: Date, fail: Fail): 
   }
 }
 
+function checkSignatureForm(signature: unknown, fail: Fail): void {
+  if (typeof signature !== 'string' || !HEX_BYTES.test(signature) || signature.length > 2 + 2 * MAX_SIGNATURE_BYTES) {
+    throw fail('signature', `the signature must be 0x-prefixed hex bytes (65 bytes for an account key, at most ${MAX_SIGNATURE_BYTES} for a contract wallet)`);
+  }
+}
+
 async function checkSignature(
   message: string,
   signature: unknown,
@@ -222,9 +231,8 @@ async function checkSignature(
   eip1271: Eip1271Verifier | undefined,
   fail: Fail,
 ): Promise<'eip191' | 'eip1271'> {
-  if (typeof signature !== 'string' || !HEX_BYTES.test(signature) || signature.length > 2 + 2 * MAX_SIGNATURE_BYTES) {
-    throw fail('signature', `the signature must be 0x-prefixed hex bytes (65 bytes for an account key, at most ${MAX_SIGNATURE_BYTES} for a contract wallet)`);
-  }
+  checkSignatureForm(signature, fail);
+  if (typeof signature !== 'string') throw fail('signature', 'the signature must be a string');
   let recovered: string | undefined;
   /** Why a 65-byte signature is no account key's, when its `v` says so: told to the client if nothing else accepts it. */
   let notAnAccountKey = '';

@@ -462,6 +462,16 @@ describe('verifySiwe: the nonce is burnt by any attempt that gets past parsing',
     await refusal(verifySiwe(retry, rules, { nonces: attempt.nonces.store, now }), 'nonce');
   });
 
+  test('a signature that cannot be one (not hex, odd length, over 16 KiB, not a string) uses neither the nonce nor an attempt', async () => {
+    const { message, signature, nonces } = signed();
+    for (const bad of ['0xzz', 'ab'.repeat(65), '0x123', `0x${'ab'.repeat(16 * 1024 + 1)}`, 42, undefined]) {
+      await refusal(verifySiwe({ message, signature: bad as string, nonceBinding: BINDING }, rules, { nonces: nonces.store, now }), 'signature');
+    }
+    expect(nonces.consumed).toEqual([]);
+    // More refusals than the nonce has attempts, and the real signature still signs in with it.
+    await expect(verifySiwe({ message, signature, nonceBinding: BINDING }, rules, { nonces: nonces.store, now })).resolves.toMatchObject({ method: 'eip191' });
+  });
+
   test('a wrong signature also burns the nonce', async () => {
     const attempt = signed({}, bob);
     await refusal(verifySiwe(attempt, rules, { nonces: attempt.nonces.store, now }), 'signature');

@@ -47,7 +47,14 @@ const toArray = (v: unknown): string[] => (Array.isArray(v) ? v.map(String) : ty
 
 async function readBody(ctx: Koa.Context): Promise<Record<string, unknown>> {
   const text = await readBodyText(ctx, BODY_LIMIT);
-  if (!ctx.is('application/json')) return Object.fromEntries(new URLSearchParams(text));
+  if (!ctx.is('application/json')) {
+    // RFC 6749 §3.1: a parameter is sent once. Which of two values would count is not for the server to guess.
+    const params = new URLSearchParams(text);
+    const names = [...params.keys()];
+    const repeated = names.find((name, i) => names.indexOf(name) !== i);
+    if (repeated !== undefined) throw new errors.InvalidRequest(`parameter ${JSON.stringify(repeated.slice(0, 100))} must not be provided twice`);
+    return Object.fromEntries(params);
+  }
   const parsed = parseJsonBody(text);
   return parsed && typeof parsed === 'object' && !Array.isArray(parsed) ? (parsed as Record<string, unknown>) : {};
 }

@@ -125,6 +125,13 @@ describe('bad input to the wallet sign-in', () => {
     const bare = await fetch(`${issuer}/wallet/nonce`, { method: 'POST' });
     expect(bare.status).toBe(400);
     expect(((await bare.json()) as { error_description: string }).error_description).toMatch(/^missing required parameter "client_id"/);
+    // A parameter given twice (RFC 6749 §3.1), even with the same value, is refused rather than one of them picked.
+    const id = agentClient.clientMetadata().client_id;
+    for (const body of [`client_id=${id}&client_id=${id}`, `client_id=someone-else&client_id=${id}`]) {
+      const twice = await post('application/x-www-form-urlencoded', body);
+      expect(twice.status).toBe(400);
+      expect(await twice.json()).toEqual({ error: 'invalid_request', error_description: 'parameter "client_id" must not be provided twice' });
+    }
     // And the endpoint still serves a well-formed request, as a form and as JSON.
     expect((await post('application/x-www-form-urlencoded', `client_id=${agentClient.clientMetadata().client_id}`)).status).toBe(200);
     const ok = await post('application/json', JSON.stringify({ client_id: agentClient.clientMetadata().client_id }));

@@ -480,6 +480,18 @@ export function createProvider(deps: ProviderDeps): Provider {
       body.error_description = err.error_detail;
     }
   });
+  // A DPoP proof that fails jose's checks (its typ, alg, embedded key, signature) is answered "invalid DPoP key
+  // binding" whatever failed; the check that failed (jose's message, about the proof only) is what a developer needs.
+  for (const event of ['grant.error', 'userinfo.error']) {
+    (provider as unknown as NodeJS.EventEmitter).on(event, (ctx: KoaContextWithOIDC, err: { cause?: unknown }) => {
+      const body = ctx.body as Record<string, unknown> | undefined;
+      const cause = err.cause as { code?: unknown; message?: unknown } | undefined;
+      if (body && typeof body === 'object' && body.error === 'invalid_dpop_proof' && body.error_description === 'invalid DPoP key binding'
+        && typeof cause?.code === 'string' && cause.code.startsWith('ERR_J') && typeof cause.message === 'string') {
+        body.error_description = `invalid DPoP proof: ${cause.message.slice(0, 200)}`;
+      }
+    });
+  }
   provider.on('server_error', (_ctx, err) => log.error({ event: 'server_error', err }, 'server error'));
   provider.on('grant.success', (ctx) =>
     log.info({ event: 'grant.success', client_id: ctx.oidc.client?.clientId, grant_type: ctx.oidc.params?.grant_type }, 'token issued'),

@@ -105,11 +105,24 @@ describe('DPoP (RFC 9449) at the token and userinfo endpoints', () => {
     ['a malformed proof', async () => 'not.a.jwt'],
   ];
 
-  test.each(bad)('%s is refused with invalid_dpop_proof', async (_label, make) => {
+  test.each(bad)('%s is refused with invalid_dpop_proof, saying which check failed', async (label, make) => {
     const res = await ccRequest(url, await make(await keyPair(), url));
     expect(res.status).toBe(400);
     expect(res.body.error).toBe('invalid_dpop_proof');
+    // Never the bare "invalid DPoP key binding": the check that failed is named.
+    expect({ label, description: res.body.error_description }).toEqual({ label, description: SAYS[label] });
   });
+  const SAYS: Record<string, string> = {
+    'wrong htm': 'DPoP proof htm mismatch',
+    'wrong htu': 'DPoP proof htu mismatch',
+    'htu of another server': 'DPoP proof htu mismatch',
+    'wrong typ': 'invalid DPoP proof: unexpected "typ" JWT header value',
+    'alg none': 'invalid DPoP proof: "alg" (Algorithm) Header Parameter value not allowed',
+    'HS256 (a symmetric key)': 'invalid DPoP proof: "alg" (Algorithm) Header Parameter value not allowed',
+    'a private key in the jwk header': 'invalid DPoP proof: "jwk" (JSON Web Key) Header Parameter must be a public key',
+    'signed by a key other than the one in the header': 'invalid DPoP proof: signature verification failed',
+    'a malformed proof': 'invalid DPoP proof: JWS Protected Header is invalid',
+  };
 
   test.each([
     ['stale iat (10 minutes old)', -600],
@@ -175,25 +188,25 @@ describe('DPoP (RFC 9449) at the token and userinfo endpoints', () => {
     });
 
     test('typ: a proof typed JWT is refused', async () => {
-      await refused(await proof(key, { htu: `${url}/token`, typ: 'JWT' }), /invalid DPoP key binding/);
+      await refused(await proof(key, { htu: `${url}/token`, typ: 'JWT' }), /^invalid DPoP proof: unexpected "typ" JWT header value$/);
     });
 
     test('alg: an algorithm outside the allowed list is refused', async () => {
       const [, payload] = (await proof(key, { htu: `${url}/token` })).split('.');
-      await refused(`${b64(JSON.stringify({ alg: 'ES512', typ: 'dpop+jwt', jwk: key.jwk }))}.${payload}.AAAA`, /invalid DPoP key binding/);
+      await refused(`${b64(JSON.stringify({ alg: 'ES512', typ: 'dpop+jwt', jwk: key.jwk }))}.${payload}.AAAA`, /^invalid DPoP proof: "alg" \(Algorithm\) Header Parameter value not allowed$/);
     });
 
     test('the embedded key must be public: the same key sent with its private member is refused', async () => {
-      await refused(await proof(key, { htu: `${url}/token`, jwk: key.privateJwk }), /invalid DPoP key binding/);
+      await refused(await proof(key, { htu: `${url}/token`, jwk: key.privateJwk }), /^invalid DPoP proof: "jwk" \(JSON Web Key\) Header Parameter must be a public key$/);
     });
 
     test('signature: a proof signed by another key under the seen key is refused', async () => {
-      await refused(await rawProof((await keyPair()).privateKey, { alg: 'ES256', typ: 'dpop+jwt', jwk: key.jwk }, claims()), /invalid DPoP key binding/);
+      await refused(await rawProof((await keyPair()).privateKey, { alg: 'ES256', typ: 'dpop+jwt', jwk: key.jwk }, claims()), /^invalid DPoP proof: signature verification failed$/);
     });
 
     test('signature: a valid proof whose claims were changed after signing is refused', async () => {
       const [header, , signature] = (await proof(key, { htu: `${url}/token` })).split('.');
-      await refused(`${header}.${b64(JSON.stringify(claims()))}.${signature}`, /invalid DPoP key binding/);
+      await refused(`${header}.${b64(JSON.stringify(claims()))}.${signature}`, /^invalid DPoP proof: signature verification failed$/);
     });
 
     test('htm: a proof for GET is refused at POST /token', async () => {

@@ -50,9 +50,11 @@ async function readBody(ctx: Koa.Context): Promise<Record<string, unknown>> {
   if (!ctx.is('application/json')) {
     // RFC 6749 §3.1: a parameter is sent once. Which of two values would count is not for the server to guess.
     const params = new URLSearchParams(text);
-    const names = [...params.keys()];
-    const repeated = names.find((name, i) => names.indexOf(name) !== i);
-    if (repeated !== undefined) throw new errors.InvalidRequest(`parameter ${JSON.stringify(repeated.slice(0, 100))} must not be provided twice`);
+    const seen = new Set<string>();
+    for (const name of params.keys()) {
+      if (seen.has(name)) throw new errors.InvalidRequest(`parameter ${JSON.stringify(name.slice(0, 100))} must not be provided twice`);
+      seen.add(name);
+    }
     return Object.fromEntries(params);
   }
   const parsed = parseJsonBody(text);
@@ -262,7 +264,8 @@ export function interactionRoutes(deps: InteractionDeps): Koa.Middleware {
           const verified = await wallet.verify(message, signature, { binding: { interaction: uid }, requiredResources: required });
           log.info({ event: 'login.succeeded', sub: verified.sub, method: verified.method, client_id: details.params.client_id }, 'wallet sign-in succeeded');
           auditLater(ctx, { type: 'login.succeeded', sub: verified.sub, client_id: String(details.params.client_id), details: { address: verified.address, chain_id: verified.chainId, method: verified.method, via: 'interaction' } });
-          return await finish(ctx, { login: { accountId: verified.sub, amr: ['eip4361'] } });
+          // ts: when the person signed in, kept when the consent that follows is merged with this result (auth_time).
+          return await finish(ctx, { login: { accountId: verified.sub, amr: ['eip4361'], ts: Math.floor(Date.now() / 1000) } });
         } catch (err) {
           if (!(err instanceof SiweVerificationError)) throw err;
           log.warn({ event: 'login.failed', rule: err.rule, address: err.address, reason: err.message }, 'wallet sign-in refused');

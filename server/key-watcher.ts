@@ -73,6 +73,13 @@ export class KeyWatcher {
       await this.#autoRotate();
       this.apply();
     } catch (err) {
+      // The key states follow the clock whatever storage said: a scheduled activation still takes effect here, so this
+      // process does not sign with a key past its retirement (introspection refuses such tokens) while storage fails.
+      try {
+        this.apply();
+      } catch {
+        // no signer in the view: the current keystore stays
+      }
       if (err instanceof KeyIntegrityError) {
         // Someone wrote the key store without the KEK: an incident, not an outage (docs/operations.md).
         log.error({ event: 'keys.refused', err: err.message }, 'signing keys in storage failed their integrity check; keeping the current ones');

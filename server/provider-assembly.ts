@@ -10,8 +10,8 @@ import type { ProviderDeps } from './provider.js';
 
 /**
  * The provider as agentauth serves it: oidc-provider configured (server/provider.ts), agentauth's two grants
- * registered (oidc-provider then accepts their grant types in client metadata), and the disabled-client check and the
- * active key's algorithm (server/signing-alg.ts) on every client lookup. `start` (server/boot.ts) and `config check` (server/config-check.ts) both build it here, so a
+ * registered (oidc-provider then accepts their grant types in client metadata), the disabled-client check on every
+ * client lookup, and ID tokens signed with the active key's algorithm (server/signing-alg.ts). `start` (server/boot.ts) and `config check` (server/config-check.ts) both build it here, so a
  * client the check accepts is one the server accepts.
  */
 export function assembleProvider(deps: ProviderDeps & { wallet: WalletSignIn }): Provider {
@@ -19,6 +19,6 @@ export function assembleProvider(deps: ProviderDeps & { wallet: WalletSignIn }):
   registerWalletGrant(provider, deps.wallet, deps.log, deps.health);
   registerTokenExchangeGrant(provider, { policy: deps.config.tokenExchange, clients: deps.storage.model('Client'), health: deps.health });
   installDisabledClientCheck(provider, deps.storage.model('Client'), deps.storage.nonces, deps.health);
-  followActiveKeyAlg(provider, () => deps.keyring.active.alg);
+  followActiveKeyAlg(provider, { activeAlg: () => deps.keyring.active.alg, publishedAlgs: () => deps.keyring.keys.map((k) => k.alg) });
   return provider;
 }

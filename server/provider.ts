@@ -427,8 +427,8 @@ export function createProvider(deps: ProviderDeps): Provider {
         const at = deps.keyring.view().timelines.find((t) => t.kid === kid)?.retiredAt;
         return at && at.getTime() <= Date.now() ? Math.floor(at.getTime() / 1000) : undefined;
       },
-      // Another instance signs with a retired key until its next key refresh; a few seconds more for clocks.
-      retireSlackSeconds: deps.config.keys.refreshIntervalSeconds + 5,
+      // Another instance signs with a retired key until its next key refresh, by its own clock (keys.clockSkewSeconds).
+      retireSlackSeconds: deps.config.keys.refreshIntervalSeconds + deps.config.keys.clockSkewSeconds,
     },
   });
 

@@ -1,27 +1,62 @@
+import { decodeProtectedHeader } from 'jose';
 import type { Provider } from 'oidc-provider';
 
 /** The client properties oidc-provider reads to choose the key that signs an ID token or an introspection response. */
-const SIGNED_BY_THE_SERVER = ['idTokenSignedResponseAlg', 'introspectionSignedResponseAlg'] as const;
+const SIGNED_BY_THE_SERVER = new Set<PropertyKey>(['idTokenSignedResponseAlg', 'introspectionSignedResponseAlg']);
+
+interface IdTokenClass {
+  prototype: { client?: object; issue(...args: unknown[]): Promise<unknown> };
+  validate(jwt: string, client: object): Promise<unknown>;
+}
 
 /**
- * ID tokens and signed introspection responses (RFC 9701) are signed by the key that signs now, with its algorithm.
- * oidc-provider signs them with the first key of its key set whose algorithm is the client's
- * `id_token_signed_response_alg` / `introspection_signed_response_alg`, which default to the algorithm of the key that
- * signed when the server started and are stored with a registered client. After a rotation to another algorithm
- * (`AGENTAUTH_KEY_ALG`), the only key of the old algorithm is the retired one: it went on signing, and once archived
- * every such response failed (500). Every client oidc-provider looks up reads both properties from the active key
- * instead (an ID token algorithm a client registered is not kept across an algorithm change).
+ * `client` as oidc-provider's ID token code sees it: each of the two algorithms above replaced by what `alg` makes of
+ * the client's own value; nothing else changes.
  */
-export function followActiveKeyAlg(provider: Provider, activeAlg: () => string): void {
-  const Client = provider.Client as unknown as { find(...args: unknown[]): Promise<unknown> };
-  const find = Client.find.bind(Client);
-  const following = new WeakSet<object>();
-  Client.find = async (...args: unknown[]) => {
-    const client = await find(...args);
-    if (client && typeof client === 'object' && !following.has(client)) {
-      for (const prop of SIGNED_BY_THE_SERVER) Object.defineProperty(client, prop, { get: activeAlg, enumerable: true, configurable: true });
-      following.add(client);
+function withAlg(client: object, alg: (own: unknown) => string): object {
+  return new Proxy(client, {
+    get(target, prop) {
+      if (SIGNED_BY_THE_SERVER.has(prop)) return alg(Reflect.get(target, prop, target));
+      // Read on the client itself: its getters and methods use private fields a proxy does not have.
+      const value: unknown = Reflect.get(target, prop, target);
+      return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
+    },
+  });
+}
+
+/**
+ * ID tokens and signed introspection responses (RFC 9701) across a rotation to another algorithm
+ * (`AGENTAUTH_KEY_ALG`). oidc-provider signs them with the first published key whose algorithm is the client's
+ * `id_token_signed_response_alg` / `introspection_signed_response_alg` (registered, or the default of the key that
+ * signed when the client was built), and clients check the algorithm they registered (openid-client refuses an ID
+ * token of another). So while the old key is published, these go on being signed with it for such a client; once it is
+ * archived there is no key of that algorithm, and every such response failed with a 500: they are then signed by the
+ * active key, with its algorithm (IdToken#issue). An ID token presented back (`id_token_hint`, IdToken.validate) is
+ * checked with its own algorithm when that is a published key's, so hints from before and after the rotation both
+ * verify. The client's record is not changed: its registration reads back as stored.
+ */
+export function followActiveKeyAlg(provider: Provider, keys: { activeAlg(): string; publishedAlgs(): readonly string[] }): void {
+  const IdToken = provider.IdToken as unknown as IdTokenClass;
+  const issue = IdToken.prototype.issue;
+  IdToken.prototype.issue = async function issueWithActiveAlg(this: { client?: object }, ...args: unknown[]) {
+    const { client } = this;
+    if (!client) return issue.apply(this, args);
+    const published = keys.publishedAlgs();
+    this.client = withAlg(client, (own) => (typeof own === 'string' && (own.startsWith('HS') || published.includes(own)) ? own : keys.activeAlg()));
+    try {
+      return await issue.apply(this, args);
+    } finally {
+      this.client = client;
     }
-    return client;
+  };
+  const validate = IdToken.validate.bind(IdToken);
+  IdToken.validate = async (jwt: string, client: object) => {
+    let alg: unknown;
+    try {
+      alg = decodeProtectedHeader(jwt).alg;
+    } catch {
+      return validate(jwt, client); // oidc-provider refuses it as it always did
+    }
+    return typeof alg === 'string' && keys.publishedAlgs().includes(alg) ? validate(jwt, withAlg(client, () => alg as string)) : validate(jwt, client);
   };
 }

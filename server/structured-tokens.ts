@@ -42,11 +42,12 @@ export interface StructuredTokenDeps {
   /** Tokens of this client issued at or before this time (epoch s) are inactive: it was disabled then (server/admin/). */
   tokensRevokedBefore?: (clientId: string) => Promise<number | undefined>;
   /**
-   * What agentauth itself never signs, refused even under a published key: a token living longer than `maxLifetime`
-   * seconds (`exp` − `iat`), and a token dated after its key stopped signing (`retiredAt(kid)`, epoch s) by more than
-   * `retireSlackSeconds` (how late another instance may still sign with it: its key refresh interval). Against a key
-   * that leaked: after `agentauth keys rotate --immediately`, tokens forged with it are refused unless dated before
-   * the rotation, and those expire within `maxLifetime` of it.
+   * What agentauth itself never signs with a retired key, refused even while the key is published: a token dated after
+   * the key stopped signing (`retiredAt(kid)`, epoch s) by more than `retireSlackSeconds` (how late another instance may
+   * still sign with it: its key refresh interval and clock skew), and one living longer than `maxLifetime` seconds
+   * (`exp` − `iat`). Against a key that leaked: after `agentauth keys rotate --immediately`, tokens forged with it are
+   * refused unless dated before the rotation, and those expire within `maxLifetime` of it. Tokens of the signing key
+   * are not held to `maxLifetime`: one issued under a longer lifetime before a restart stays as it was issued.
    */
   signedByUs?: { maxLifetime: number; retiredAt(kid: string): number | undefined; retireSlackSeconds: number };
 }
@@ -111,9 +112,10 @@ const deepFreeze = <T>(value: T): T => {
  * Verifies a JWT access token agentauth issued; undefined if it is not one (bad signature, wrong type, expired). The
  * claims returned are frozen: the same object answers every request for the token until it expires.
  */
-export async function verifyAccessToken(token: string, deps: StructuredTokenDeps): Promise<Readonly<JwtAccessTokenClaims> | undefined> {
+export async function verifyAccessToken(token: string, deps: StructuredTokenDeps, opts: { retiredKeyChecks?: boolean } = {}): Promise<Readonly<JwtAccessTokenClaims> | undefined> {
   const state = keySetState(deps);
-  const cacheKey = token.length <= CACHEABLE_TOKEN_LENGTH ? createHash('sha256').update(token).digest('base64url') : undefined;
+  // Only what passed every check is cached (and answered from the cache): a check-less verification goes around it.
+  const cacheKey = token.length <= CACHEABLE_TOKEN_LENGTH && opts.retiredKeyChecks !== false ? createHash('sha256').update(token).digest('base64url') : undefined;
   const seen = cacheKey === undefined ? undefined : state.verified.get(cacheKey);
   if (seen) return seen;
   try {
@@ -124,11 +126,10 @@ export async function verifyAccessToken(token: string, deps: StructuredTokenDeps
       requiredClaims: ['jti', 'exp', 'iat', 'client_id'],
     });
     if (typeof payload.jti !== 'string' || typeof payload.client_id !== 'string') return undefined;
-    const ours = deps.signedByUs;
-    if (ours) {
-      if (payload.exp! - payload.iat! > ours.maxLifetime) return undefined;
-      const retiredAt = typeof protectedHeader.kid === 'string' ? ours.retiredAt(protectedHeader.kid) : undefined;
-      if (retiredAt !== undefined && payload.iat! > retiredAt + ours.retireSlackSeconds) return undefined;
+    const ours = opts.retiredKeyChecks === false ? undefined : deps.signedByUs;
+    const retiredAt = ours && typeof protectedHeader.kid === 'string' ? ours.retiredAt(protectedHeader.kid) : undefined;
+    if (ours && retiredAt !== undefined && (payload.iat! > retiredAt + ours.retireSlackSeconds || payload.exp! - payload.iat! > ours.maxLifetime)) {
+      return undefined;
     }
     // jose refuses a token once `exp` <= now in whole seconds; the entry expires at exp * 1000 ms, the same instant.
     const now = Date.now();
@@ -202,7 +203,9 @@ async function introspectJwt(ctx: KoaContextWithOIDC, deps: StructuredTokenDeps)
 }
 
 async function revokeJwt(ctx: KoaContextWithOIDC, deps: StructuredTokenDeps): Promise<void> {
-  const claims = await verifyAccessToken(String(ctx.oidc.params?.token), deps);
+  // The signature alone decides what may be revoked: a token forged with a retired key (inactive at introspection)
+  // is still put on the denylist, for whoever checks it.
+  const claims = await verifyAccessToken(String(ctx.oidc.params?.token), deps, { retiredKeyChecks: false });
   // RFC 7009 §2.2: unknown, invalid or expired tokens, and tokens of another client, answer 200 and change nothing.
   if (!claims || claims.client_id !== ctx.oidc.client?.clientId) return;
   await failClosedInProvider(async () => {

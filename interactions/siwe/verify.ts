@@ -102,8 +102,10 @@ export async function verifySiwe(input: SiweInput, rules: SiweRules, deps: SiweD
   if (input.requestId !== undefined && outline.requestId !== undefined && outline.requestId !== input.requestId) {
     throw early('request-id', `Request ID ${outline.requestId} names another sign-in request than this one (${input.requestId}); sign the message this page builds`);
   }
-  // A signature that cannot be one is refused before the nonce is looked at: it uses no attempt and no nonce.
+  // A signature that cannot be one, or an address nobody signs for, is refused before the nonce is looked at: it uses
+  // no attempt and no nonce.
   checkSignatureForm(input.signature, early);
+  checkNotReserved(outline.address, early);
 
   const boundTo = await deps.nonces.boundTo(outline.nonce);
   if (boundTo === undefined) {
@@ -218,6 +220,17 @@ function checkTimes(msg: SiweMessage, rules: SiweRules, now: Date, fail: Fail): 
   }
 }
 
+/**
+ * Addresses 0x…0000 to 0x…ffff are the chain's own (the zero address, precompiles such as 0x…01 ecrecover, 0x…02
+ * SHA-256, 0x…04 identity, 0x…100 P-256): code nobody controls, which must never be asked whether a signature is
+ * someone's, and no wallet's key signs for them.
+ */
+function checkNotReserved(address: string | undefined, fail: Fail): void {
+  if (address !== undefined && /^0x0{36}[0-9a-f]{4}$/i.test(address)) {
+    throw fail('signature', `${address} is a reserved system address (the zero address or a precompile), not an account anyone signs for`);
+  }
+}
+
 function checkSignatureForm(signature: unknown, fail: Fail): void {
   if (typeof signature !== 'string' || !HEX_BYTES.test(signature) || signature.length > 2 + 2 * MAX_SIGNATURE_BYTES) {
     throw fail('signature', `the signature must be 0x-prefixed hex bytes (65 bytes for an account key, at most ${MAX_SIGNATURE_BYTES} for a contract wallet)`);
@@ -249,12 +262,7 @@ async function checkSignature(
   }
   if (recovered !== undefined && recovered.toLowerCase() === msg.address.toLowerCase()) return 'eip191';
 
-  // Addresses 0x…0000 to 0x…ffff are the chain's own (the zero address, precompiles such as 0x…01 ecrecover, 0x…02
-  // SHA-256, 0x…04 identity, 0x…100 P-256): code nobody controls, which must never be asked whether a signature is
-  // someone's, and no wallet's key signs for them.
-  if (/^0x0{36}[0-9a-f]{4}$/i.test(msg.address)) {
-    throw fail('signature', `${msg.address} is a reserved system address (the zero address or a precompile), not an account anyone signs for`);
-  }
+  checkNotReserved(msg.address, fail);
   if (!eip1271) {
     throw fail(
       'signature',

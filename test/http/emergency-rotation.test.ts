@@ -21,7 +21,7 @@ const CONFIG = {
   resourceServers: [{ identifier: RESOURCE, scopes: ['read'], accessTokenTTL: TTL }],
   clients: [{ client_id: RS_CLIENT.id, client_secret: RS_CLIENT.secret, grant_types: ['client_credentials'] }],
   tiers: { standard: TIER, bound: { ...TIER, dpop: 'required' }, strict: { ...TIER, dpop: 'required', dpopNonce: true } },
-  keys: { refreshIntervalSeconds: 1 },
+  keys: { refreshIntervalSeconds: 1, clockSkewSeconds: 2 },
 };
 
 let server: RunningServer;
@@ -55,7 +55,8 @@ test('after an emergency rotation, introspection refuses tokens forged with the 
 
   const rotated = await runCli(['keys', 'rotate', '--immediately', '--json'], env);
   expect(rotated.code).toBe(0);
-  const retiredAt = Math.floor(Date.now() / 1000);
+  // The rotation's own time: the old key stopped signing when the new one activated.
+  const retiredAt = Math.floor(Date.parse((JSON.parse(rotated.stdout) as { activatesAt: string }).activatesAt) / 1000);
   // The server follows within its refresh interval: new tokens come from the new key.
   const deadline = Date.now() + 10_000;
   while (decodeProtectedHeader(String((await clientCredentialsToken(server.url, RS_CLIENT.id, RS_CLIENT.secret)).body.access_token)).kid === oldKid && Date.now() < deadline) {
@@ -68,11 +69,21 @@ test('after an emergency rotation, introspection refuses tokens forged with the 
 
   // A token the old key signed before the rotation is still active: the key stays published for that.
   expect((await introspect(server.url, issued)).active).toBe(true);
-  // Dated now, after the key stopped signing (beyond the refresh interval and a few seconds): refused.
-  const now = Math.floor(Date.now() / 1000);
-  expect((await introspect(server.url, await forge(retiredAt + 1 + 5 + 2, retiredAt + 1 + 5 + 2 + TTL, 'forged-after'))).active).toBe(false);
+  // Dated after the key stopped signing, beyond the refresh interval and the clock skew (1 + 2 s): refused.
+  const after = retiredAt + 1 + 2 + 2;
+  expect((await introspect(server.url, await forge(after, after + TTL, 'forged-after'))).active).toBe(false);
   // Dated before the rotation but living longer than any token agentauth issues: refused.
-  expect((await introspect(server.url, await forge(now - 10, now - 10 + TTL * 50, 'forged-long'))).active).toBe(false);
+  const before = retiredAt - 10;
+  expect((await introspect(server.url, await forge(before, before + TTL * 50, 'forged-long'))).active).toBe(false);
   // Dated before the rotation with an ordinary lifetime: still accepted until it expires (the gap that remains).
-  expect((await introspect(server.url, await forge(now - 10, now - 10 + TTL, 'forged-before'))).active).toBe(true);
+  const forgedBefore = await forge(before, before + TTL, 'forged-before');
+  expect((await introspect(server.url, forgedBefore)).active).toBe(true);
+  // Revocation goes by the signature alone: a refused forgery can still be put on the denylist, and this one is.
+  const revoke = await fetch(`${server.url}/token/revocation`, {
+    method: 'POST',
+    headers: { authorization: `Basic ${Buffer.from(`${RS_CLIENT.id}:${RS_CLIENT.secret}`).toString('base64')}`, 'content-type': 'application/x-www-form-urlencoded' },
+    body: new URLSearchParams({ token: forgedBefore }),
+  });
+  expect(revoke.status).toBe(200);
+  expect((await introspect(server.url, forgedBefore)).active).toBe(false);
 }, 60_000);

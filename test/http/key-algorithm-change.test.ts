@@ -1,13 +1,17 @@
+import { Wallet } from 'ethers';
 import { decodeProtectedHeader } from 'jose';
+import * as oidc from 'openid-client';
 
-import { clientCredentialsToken, introspect, RESOURCE, RS_CLIENT } from '../support/agent-server.js';
+import { clientCredentialsToken, insecure, introspect, REDIRECT, RESOURCE, RS_CLIENT } from '../support/agent-server.js';
 import { runCli, startConfigured } from '../support/server.js';
 import type { RunningServer } from '../support/server.js';
+import { authorizeWithWallet } from '../support/user-agent.js';
 
 /**
- * A rotation to another algorithm (AGENTAUTH_KEY_ALG) moves everything agentauth signs to the new key: access tokens
- * and signed introspection responses (RFC 9701) alike. The responses used to stay with the algorithm the server
- * started with, so the retired key went on signing them (and once it was archived they failed with a 500).
+ * A rotation to another algorithm (AGENTAUTH_KEY_ALG): access tokens move to the new key at once. ID tokens and signed
+ * introspection responses (RFC 9701) follow the algorithm the client registered (or was built with), which clients
+ * check: signed by the old key while it is published, then by the new one. They used to fail with a 500 once the old
+ * key was archived. ID tokens presented back as `id_token_hint` verify with the key that signed them.
  */
 const SHORT = { accessTokenTTL: 5, refreshTokenIdleTTL: 60, refreshTokenAbsoluteTTL: 120, dpop: 'optional', dpopNonce: false };
 const CONFIG = {
@@ -16,6 +20,7 @@ const CONFIG = {
   tiers: { standard: SHORT, bound: { ...SHORT, dpop: 'required' }, strict: { ...SHORT, dpop: 'required', dpopNonce: true } },
   keys: { refreshIntervalSeconds: 1, clockSkewSeconds: 1 },
 };
+const person = new Wallet('0x8b3a350cf5c34c9194ca85829a2df0ec3153be0318b5e2d3348e872092edffba');
 
 let server: RunningServer;
 let env: Record<string, string>;
@@ -27,24 +32,52 @@ afterAll(async () => {
   await server?.stop();
 });
 
+const header = (jwt: string) => {
+  const h = decodeProtectedHeader(jwt);
+  return { alg: h.alg, kid: h.kid };
+};
+
 async function signedBy(): Promise<{ token: { alg: unknown; kid: unknown }; introspection: { alg: unknown; kid: unknown } }> {
   const { status, body } = await clientCredentialsToken(server.url, RS_CLIENT.id, RS_CLIENT.secret);
   expect(status).toBe(200);
   const token = String(body.access_token);
-  const signed = await fetch(`${server.url}/token/introspection`, {
-    method: 'POST',
-    headers: { authorization: `Basic ${Buffer.from(`${RS_CLIENT.id}:${RS_CLIENT.secret}`).toString('base64')}`, 'content-type': 'application/x-www-form-urlencoded', accept: 'application/token-introspection+jwt' },
-    body: new URLSearchParams({ token }),
-  });
-  expect(signed.status).toBe(200);
-  const pick = (h: Record<string, unknown>) => ({ alg: h.alg, kid: h.kid });
-  return { token: pick(decodeProtectedHeader(token)), introspection: pick(decodeProtectedHeader(await signed.text())) };
+  const signed = await introspect(server.url, token, 'application/token-introspection+jwt');
+  return { token: header(token), introspection: header(String(signed.jwt)) };
 }
 
-test('after an ES256 → EdDSA rotation, access tokens and signed introspection responses are both signed by the new key, and stay so after the old one is archived', async () => {
+/** A person signed in to a public OpenID client: its ID token (redeemed by hand: openid-client checks the algorithm). */
+async function idToken(client: oidc.Configuration): Promise<string> {
+  const verifier = oidc.randomPKCECodeVerifier();
+  const url = oidc.buildAuthorizationUrl(client, { redirect_uri: REDIRECT, scope: 'openid read', resource: RESOURCE, code_challenge: await oidc.calculatePKCECodeChallenge(verifier), code_challenge_method: 'S256' });
+  const { callback } = await authorizeWithWallet(url, REDIRECT, { wallet: person });
+  const res = await fetch(`${server.url}/token`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    body: new URLSearchParams({ grant_type: 'authorization_code', code: callback.searchParams.get('code')!, redirect_uri: REDIRECT, code_verifier: verifier, client_id: client.clientMetadata().client_id, resource: RESOURCE }),
+  });
+  expect(res.status).toBe(200);
+  return ((await res.json()) as { id_token: string }).id_token;
+}
+
+/** What the logout page makes of an ID token presented as id_token_hint (no session here): its form, or a refusal. */
+async function logoutWithHint(hint: string): Promise<{ status: number; text: string }> {
+  const res = await fetch(`${server.url}/session/end?${new URLSearchParams({ id_token_hint: hint })}`, { headers: { accept: 'text/html' } });
+  return { status: res.status, text: await res.text() };
+}
+
+test('after an ES256 → EdDSA rotation: access tokens move at once; ID tokens and signed introspection follow once the old key is archived, never a 500; hints verify', async () => {
+  const client = await oidc.dynamicClientRegistration(
+    new URL(server.url),
+    { client_name: 'OpenID agent', redirect_uris: [REDIRECT], grant_types: ['authorization_code'], response_types: ['code'], token_endpoint_auth_method: 'none', scope: 'openid read' },
+    oidc.None(),
+    insecure,
+  );
+  const registered = client.clientMetadata();
   const before = await signedBy();
   expect(before.token.alg).toBe('ES256');
   expect(before.introspection).toEqual(before.token);
+  const oldIdToken = await idToken(client);
+  expect(header(oldIdToken)).toEqual(before.token);
 
   const rotated = await runCli(['keys', 'rotate', '--immediately', '--json'], { ...env, AGENTAUTH_KEY_ALG: 'EdDSA' });
   expect(rotated.code).toBe(0);
@@ -57,10 +90,25 @@ test('after an ES256 → EdDSA rotation, access tokens and signed introspection 
     after = await signedBy();
   }
   expect(after.token).toEqual({ alg: 'EdDSA', kid: newKid });
-  expect(after.introspection).toEqual({ alg: 'EdDSA', kid: newKid });
+  // The client checks the algorithm it registered (ES256): while the old key is published, that key signs for it.
+  expect(after.introspection).toEqual(before.token);
+  expect(header(await idToken(client))).toEqual(before.token);
+  expect((await logoutWithHint(oldIdToken)).status).toBe(200);
 
-  // Past the retire grace (5 s tokens + 1 s skew) the ES256 key is archived: signed introspection still answers.
+  // Past the retire grace (5 s tokens + 1 s skew) the ES256 key is archived: the new key signs everything.
   await new Promise((r) => setTimeout(r, 7000));
+  const jwks = (await (await fetch(`${server.url}/jwks`)).json()) as { keys: Array<{ kid: string }> };
+  expect(jwks.keys.map((k) => k.kid)).toEqual([newKid]);
   expect((await signedBy()).introspection).toEqual({ alg: 'EdDSA', kid: newKid });
-  expect((await introspect(server.url, (await clientCredentialsToken(server.url, RS_CLIENT.id, RS_CLIENT.secret)).body.access_token as string)).active).toBe(true);
+  const newIdToken = await idToken(client);
+  expect(header(newIdToken)).toEqual({ alg: 'EdDSA', kid: newKid });
+  // An EdDSA ID token is a valid hint although the client registered ES256: it is checked with its own key.
+  const page = await logoutWithHint(newIdToken);
+  expect({ status: page.status, refused: /could not validate|id_token_hint/i.test(page.text) }).toEqual({ status: 200, refused: false });
+  // A hint whose key is gone is refused (400), as any unverifiable hint is.
+  expect((await logoutWithHint(oldIdToken)).status).toBe(400);
+  // The client's registration reads back as stored.
+  const read = await fetch(registered.registration_client_uri as string, { headers: { authorization: `Bearer ${registered.registration_access_token as string}` } });
+  expect(read.status).toBe(200);
+  expect(await read.json()).toMatchObject({ id_token_signed_response_alg: 'ES256' });
 }, 60_000);

@@ -7,7 +7,7 @@ import { deadline, withDeadline } from './deadline.js';
 import { StorageUnavailableError } from './errors.js';
 import { rotateInOrder } from './rotation.js';
 import type { AdapterPayload, AuditRecord, Consumption, AuditStore, KeyStore, KeyTransition, ModelName, ModelStore, NonceStore, RevokedTokenStore, Storage, StoredKey } from './types.js';
-import { AUDIT_CHAIN_ID, DEFAULT_AUDIT_CHAIN, MODEL_NAMES, chainOf } from './types.js';
+import { AUDIT_CHAIN_ID, DEFAULT_AUDIT_CHAIN, MODEL_NAMES, chainOf, undecodableRecord } from './types.js';
 import { checkKey, checkLookup, isValidKey } from './validate.js';
 
 /** How a record sits in MongoDB. The payload is kept as JSON text: its maps are keyed by URLs (which hold `.`). */
@@ -377,7 +377,14 @@ class MongoAuditStore implements AuditStore {
   constructor(private readonly col: Collection<AuditDoc>) {}
 
   static #toRecord({ _id, seq, details, ...rest }: AuditDoc): AuditRecord {
-    return { ...rest, seq: typeof _id === 'number' ? _id : Number(seq), details: JSON.parse(details) as Record<string, unknown> } as AuditRecord;
+    // The seq of the key the record is stored under (as the SQLite store does with its row): paging goes by it.
+    const keyed = typeof _id === 'number' ? _id : Number(String(_id).slice(String(_id).lastIndexOf('/') + 1));
+    const at = Number.isSafeInteger(keyed) ? keyed : Number(seq);
+    try {
+      return { ...rest, seq: at, details: JSON.parse(details) as Record<string, unknown> } as AuditRecord;
+    } catch (err) {
+      return undecodableRecord(typeof _id === 'number' ? DEFAULT_AUDIT_CHAIN : String(_id).slice(0, String(_id).lastIndexOf('/')), at, err);
+    }
   }
 
   static #range(chain: string, fromSeq: number): Filter<AuditDoc> {
@@ -450,7 +457,8 @@ class MongoKeyStore implements KeyStore {
 
   async list(): Promise<StoredKey[]> {
     const docs = await guard('keys.list', () => this.keys.find({}).sort({ seq: 1 }).toArray());
-    return docs.map(({ _id, ...rest }) => ({ kid: _id, ...rest }));
+    // The document's key (_id) is its kid, whatever its content says (as the SQLite store does with its row).
+    return docs.map(({ _id, ...rest }) => ({ ...rest, kid: _id }));
   }
 
   async insert(key: StoredKey): Promise<boolean> {

@@ -6,7 +6,7 @@ import type { SQLInputValue, StatementSync } from 'node:sqlite';
 import { StorageUnavailableError } from './errors.js';
 import { SqliteWriter } from './sqlite-writer.js';
 import type { AdapterPayload, AuditRecord, AuditStore, Consumption, KeyStore, KeyTransition, ModelName, ModelStore, NonceStore, RevokedTokenStore, Storage, StoredKey } from './types.js';
-import { AUDIT_CHAIN_ID, DEFAULT_AUDIT_CHAIN, MODEL_NAMES, chainOf } from './types.js';
+import { AUDIT_CHAIN_ID, DEFAULT_AUDIT_CHAIN, MODEL_NAMES, chainOf, undecodableRecord } from './types.js';
 import { checkKey, checkLookup, isValidKey } from './validate.js';
 
 /** The one database file in the data directory (plus SQLite's `-wal` and `-shm` beside it while it is open). */
@@ -486,8 +486,10 @@ class SqliteKeyStore implements KeyStore {
   constructor(private readonly conn: () => Connection) {}
 
   async list(): Promise<StoredKey[]> {
-    const rows = this.conn().all<{ kid: string; record: string; mac: string | null }>('keys.list', 'SELECT kid, record, mac FROM signing_keys ORDER BY seq');
-    return rows.map((r) => ({ kid: r.kid, ...(JSON.parse(r.record) as Omit<StoredKey, 'kid'>), ...(r.mac === null ? {} : { mac: r.mac }) }));
+    // The row's own kid and seq (its keys) over whatever the record says: a record copied into another row is then
+    // read as what it claims to be somewhere it is not, and its MAC refuses it.
+    const rows = this.conn().all<{ kid: string; seq: number; record: string; mac: string | null }>('keys.list', 'SELECT kid, seq, record, mac FROM signing_keys ORDER BY seq');
+    return rows.map((r) => ({ ...(JSON.parse(r.record) as Omit<StoredKey, 'kid'>), kid: r.kid, seq: Number(r.seq), ...(r.mac === null ? {} : { mac: r.mac }) }));
   }
 
   async insert(key: StoredKey): Promise<boolean> {
@@ -504,8 +506,8 @@ class SqliteKeyStore implements KeyStore {
   }
 
   async transitions(): Promise<KeyTransition[]> {
-    const rows = this.conn().all<{ record: string; mac: string | null }>('keys.transitions', 'SELECT record, mac FROM key_transitions ORDER BY rowid');
-    return rows.map((r) => ({ ...(JSON.parse(r.record) as KeyTransition), ...(r.mac === null ? {} : { mac: r.mac }) }));
+    const rows = this.conn().all<{ kid: string; type: string; record: string; mac: string | null }>('keys.transitions', 'SELECT kid, type, record, mac FROM key_transitions ORDER BY rowid');
+    return rows.map((r) => ({ ...(JSON.parse(r.record) as KeyTransition), kid: r.kid, type: r.type as KeyTransition['type'], ...(r.mac === null ? {} : { mac: r.mac }) }));
   }
 
   async addTransition(t: KeyTransition): Promise<boolean> {
@@ -532,9 +534,22 @@ class SqliteKeyStore implements KeyStore {
 class SqliteAuditStore implements AuditStore {
   constructor(private readonly conn: () => Connection) {}
 
+  /**
+   * A stored record with the `seq` of its row, not of its content: where a record is stored is what paging and the
+   * next insert go by, and a record whose content says otherwise (a copy, an edit) then fails its hash when verified,
+   * instead of sending a reader back over the same rows forever.
+   */
+  static #toRecord(row: { seq: number; record: string }, chain: string): AuditRecord {
+    try {
+      return { ...(JSON.parse(row.record) as AuditRecord), seq: Number(row.seq) };
+    } catch (err) {
+      return undecodableRecord(chain, Number(row.seq), err);
+    }
+  }
+
   async head(chain: string = DEFAULT_AUDIT_CHAIN): Promise<AuditRecord | undefined> {
-    const row = this.conn().get<{ record: string }>('audit.head', 'SELECT record FROM audit_records WHERE chain = ? ORDER BY seq DESC LIMIT 1', chain);
-    return row ? (JSON.parse(row.record) as AuditRecord) : undefined;
+    const row = this.conn().get<{ seq: number; record: string }>('audit.head', 'SELECT seq, record FROM audit_records WHERE chain = ? ORDER BY seq DESC LIMIT 1', chain);
+    return row ? SqliteAuditStore.#toRecord(row, chain) : undefined;
   }
 
   async insertBatch(records: AuditRecord[]): Promise<number> {
@@ -548,8 +563,8 @@ class SqliteAuditStore implements AuditStore {
   }
 
   async list(fromSeq: number, limit: number, chain: string = DEFAULT_AUDIT_CHAIN): Promise<AuditRecord[]> {
-    const rows = this.conn().all<{ record: string }>('audit.list', 'SELECT record FROM audit_records WHERE chain = ? AND seq >= ? ORDER BY seq LIMIT ?', chain, fromSeq, limit);
-    return rows.map((r) => JSON.parse(r.record) as AuditRecord);
+    const rows = this.conn().all<{ seq: number; record: string }>('audit.list', 'SELECT seq, record FROM audit_records WHERE chain = ? AND seq >= ? ORDER BY seq LIMIT ?', chain, fromSeq, limit);
+    return rows.map((r) => SqliteAuditStore.#toRecord(r, chain));
   }
 
   async chains(): Promise<string[]> {

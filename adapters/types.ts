@@ -165,6 +165,16 @@ export interface AuditRecord {
   details: Record<string, unknown>;
   prev_hash: string;
   hash: string;
+  /**
+   * Set by a store only, never written: the stored record could not be read back (not JSON, details not JSON), and
+   * this says why. Such a record has only its `seq` (and chain): readers page past it, verification reports it.
+   */
+  undecodable?: string;
+}
+
+/** A stored record that could not be read back: its place, and why (see AuditRecord.undecodable). */
+export function undecodableRecord(chain: string, seq: number, err: unknown): AuditRecord {
+  return { ...(chain === DEFAULT_AUDIT_CHAIN ? {} : { chain }), seq, time: '', type: '', details: {}, prev_hash: '', hash: '', undecodable: err instanceof Error ? err.message : String(err) };
 }
 
 /** The chain a record belongs to ('' for the default chain). */

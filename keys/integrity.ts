@@ -178,6 +178,16 @@ export function verifyKeySet(kek: Buffer, keys: readonly unknown[], transitions:
     }
     return trustedTransition(t);
   });
+  // Each record is genuine; the set must be too: a genuine record copied into a second place (the same kid or seq
+  // twice, a transition twice) would make a key retire itself or another key's windows.
+  const repeated = (values: readonly string[]) => values.find((v, i) => values.indexOf(v) !== i);
+  const twiceKid = repeated(trustedKeys.map((k) => k.kid));
+  const twiceSeq = repeated(trustedKeys.map((k) => String(k.seq)));
+  const twiceTransition = repeated(trustedTransitions.map((t) => transitionId(t)));
+  if (twiceKid !== undefined || twiceSeq !== undefined || twiceTransition !== undefined) {
+    const what = twiceKid !== undefined ? `key ${twiceKid}` : twiceSeq !== undefined ? `key seq ${twiceSeq}` : `key transition ${twiceTransition}`;
+    throw new KeyIntegrityError(`${what} is stored twice; the key store was altered (see docs/operations.md, "Integrity of the key store")`);
+  }
   return { keys: trustedKeys.sort((a, b) => a.seq - b.seq), transitions: trustedTransitions };
 }
 

@@ -1,7 +1,7 @@
 import type { JWK } from 'jose';
 
 import type { KeyStore, KeyTransition, StoredKey } from '../adapters/types.js';
-import { KeyMaterialError } from './errors.js';
+import { KeyIntegrityError, KeyMaterialError } from './errors.js';
 import { generateSigningKey } from './generate.js';
 import type { SigningAlg } from './generate.js';
 import { deriveKeyView, publishedKids } from './lifecycle.js';
@@ -80,6 +80,8 @@ export class Keyring {
   #checked = new Map<string, string>();
   /** The canonical text of every record and transition last read: a refresh that finds the same keeps the view. */
   #storedText = '';
+  /** The newest key (by seq) this process has seen signing: no later read may make an older one sign again. */
+  #newestSigner: { kid: string; seq: number } | undefined;
 
   private constructor(
     private readonly store: KeyStore,
@@ -152,6 +154,16 @@ export class Keyring {
     if (requireSigner && !view.signer) {
       throw new KeyMaterialError(`the key store read holds no active signing key (${stored.length} keys, ${transitions.length} transitions); ${NO_ACTIVE_KEY}`);
     }
+    // Storage is only ever inserted into: a read in which a key older than one that already signed signs again lost a
+    // record (the newer key's activation, or the key itself), which only someone writing the database around
+    // agentauth can do. It would bring a retired key, perhaps one retired because it leaked, back to signing.
+    const newest = this.#newestSigner;
+    if (view.signer && newest && view.signer.seq < newest.seq) {
+      throw new KeyIntegrityError(
+        `the key store read makes key ${view.signer.kid} (seq ${view.signer.seq}) sign again after key ${newest.kid} (seq ${newest.seq}) replaced it: ` +
+          'a key or transition was removed from storage (see docs/operations.md, "Integrity of the key store")',
+      );
+    }
     const published = new Set(publishedKids(view));
     const checked = new Map<string, string>();
     const unsealed = new Map<string, LoadedKey>();
@@ -167,6 +179,7 @@ export class Keyring {
       const privateJwk = await checkKeyPair(this.kek, s);
       if (published.has(s.kid)) unsealed.set(s.kid, { kid: s.kid, alg: s.alg, seq: s.seq, publicJwk: s.publicJwk as JWK, privateJwk });
     }
+    if (view.signer && (!newest || view.signer.seq > newest.seq)) this.#newestSigner = { kid: view.signer.kid, seq: view.signer.seq };
     this.#checked = checked;
     this.#unsealed = unsealed;
     this.#stored = stored;

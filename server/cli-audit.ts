@@ -122,6 +122,8 @@ async function exportLog(opts: { out?: string; json?: boolean }): Promise<void> 
       }
     } catch (err) {
       if (file) {
+        // Writes still pending report their failure on the stream: it is this error that is reported, once.
+        file.on('error', () => undefined);
         file.destroy();
         rmSync(tmp!, { force: true });
       }
@@ -225,7 +227,7 @@ async function* decodable(store: AuditStore, chain: string): AsyncGenerator<Audi
       }
     }
     if (page.length === 0) return;
-    yield* page;
+    for (const record of page) yield record.undecodable === undefined ? record : new Undecodable(record.seq, record.undecodable);
     next = page.at(-1)!.seq + 1;
   }
 }

@@ -1,7 +1,8 @@
 import type { Command } from 'commander';
 
 import type { Storage } from '../adapters/types.js';
-import { readCheckedKeys, upgradeKeyStore } from '../keys/integrity.js';
+import { readCheckedKeys } from '../keys/integrity.js';
+import { upgradeKeyStoreRecorded } from './key-store-upgrade.js';
 import { deriveKey } from '../keys/seal.js';
 import { AuditLog } from './audit/log.js';
 import { writerChain } from './audit/writer-chain.js';
@@ -41,7 +42,7 @@ async function withClientAdmin(fn: (admin: ClientAdmin) => Promise<void>): Promi
         throw new ConfigError(`the ${where(config, storage)} holds no signing keys: it is not the store of a server that has started (check AGENTAUTH_DATA_DIR or MONGODB_URI)`);
       }
       const { kek } = await resolveKek(config, storage, createLogger('warn', process.stderr));
-      await upgradeKeyStore(storage.keys, kek);
+      await upgradeKeyStoreRecorded(storage, kek, createLogger('warn', process.stderr));
       await readCheckedKeys(storage.keys, kek);
       note(`using the ${where(config, storage)} (issuer ${config.issuer})`);
       const admin = new ClientAdmin({

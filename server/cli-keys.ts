@@ -2,7 +2,8 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { decodeJwt } from 'jose';
 import type { Command } from 'commander';
 
-import { readCheckedKeys, upgradeKeyStore } from '../keys/integrity.js';
+import { readCheckedKeys } from '../keys/integrity.js';
+import { upgradeKeyStoreRecorded } from './key-store-upgrade.js';
 import { archiveView } from '../keys/keyring.js';
 import type { ArchivedKey } from '../keys/keyring.js';
 import { deriveKeyView } from '../keys/lifecycle.js';
@@ -26,10 +27,7 @@ import type { AuditEventInput } from './audit/chain.js';
 async function keyKek(storage: Storage, config: Config): Promise<Buffer> {
   const log = createLogger('warn', process.stderr);
   const { kek } = await resolveKek(config, storage, log);
-  const upgraded = await upgradeKeyStore(storage.keys, kek);
-  if (upgraded.keys.length > 0 || upgraded.transitions.length > 0) {
-    log.warn({ event: 'keys.integrity_upgraded', keys: upgraded.keys, transitions: upgraded.transitions }, 'key store upgraded: integrity MACs written for records stored without one');
-  }
+  await upgradeKeyStoreRecorded(storage, kek, log);
   return kek;
 }
 

@@ -172,7 +172,13 @@ export class AuditLog {
       let ownFound = false;
       try {
         if (!this.#headKnown) {
-          this.#head = await this.#store.head(this.#chain);
+          const head = await this.#store.head(this.#chain);
+          // The chain's newest stored record cannot be read: nothing is chained onto it (the log fails closed, and
+          // `agentauth audit verify` names the record).
+          if (head?.undecodable !== undefined) {
+            throw new Error(`the newest audit record of this process's chain (seq ${head.seq}) cannot be read (${head.undecodable}); run agentauth audit verify`);
+          }
+          this.#head = head;
           this.#headKnown = true;
         }
         records = chainRecords(this.#head, pending.map((p) => p.event), this.#now, this.#chain);

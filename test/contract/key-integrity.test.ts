@@ -135,6 +135,43 @@ describe.each(BACKENDS)('key store integrity: $name', (backend) => {
     await expectRefused(s, new RegExp(`key transition ${s.second}:activate is refused: its integrity MAC does not verify`));
   });
 
+  test('a genuine record copied into a second place is refused, however its copy names itself', async () => {
+    const s = await rotated();
+    const keys = await s.raw.keys();
+    const active = keys.find((k) => k.kid === s.second)!;
+    if (backend.name === 'embedded') {
+      // The files hold whatever is written: the same record, MAC and all, twice.
+      await s.raw.writeKeys([...keys, { ...active }]);
+      await expectRefused(s, new RegExp(`key ${s.second} is stored twice`));
+      await s.raw.writeKeys(keys);
+      const transitions = await s.raw.transitions();
+      await s.raw.writeTransitions([...transitions, { ...transitions.find((t) => t.kid === s.second)! }]);
+      await expectRefused(s, new RegExp(`key transition ${s.second}:activate is stored twice`));
+      return;
+    }
+    // SQLite and MongoDB keep kids unique: the copy goes in under another key (row kid and seq, or _id) while its
+    // content still names the genuine kid and seq. The store's key is what the record is read as, so its MAC (which
+    // covers kid and seq) refuses it by the name it is stored under.
+    const { mac, kid: _kid, ...content } = active;
+    if (backend.name === 'sqlite') {
+      (s.storage as SqliteStorage).db.prepare('INSERT INTO signing_keys (kid, seq, record, mac) VALUES (?, ?, ?, ?)').run('copied-key', 99, JSON.stringify({ ...content, kid: s.second }), mac as string);
+    } else {
+      await (s.storage as MongoStorage).db.collection('signing_keys').insertOne({ _id: 'copied-key' as never, ...content, seq: 99, kid: s.second, mac });
+    }
+    await expectRefused(s, /stored key copied-key is refused: its integrity MAC does not verify/);
+  });
+
+  test('a removed activation (the newer key\'s) does not bring the retired key back to signing in a running keyring', async () => {
+    const s = await rotated();
+    const transitions = await s.raw.transitions();
+    await s.raw.writeTransitions(transitions.filter((t) => !(t.kid === s.second && t.type === 'activate')));
+    const before = s.ring.publicJwks();
+    await expect(s.ring.refresh()).rejects.toBeInstanceOf(KeyIntegrityError);
+    await expect(s.ring.refresh()).rejects.toThrow(new RegExp(`makes key ${s.first} \\(seq 1\\) sign again after key ${s.second} \\(seq 2\\) replaced it`));
+    expect(s.ring.active.kid).toBe(s.second);
+    expect(s.ring.publicJwks()).toBe(before);
+  });
+
   test('sealed private keys swapped between two records are refused', async () => {
     const s = await rotated();
     const keys = await s.raw.keys();

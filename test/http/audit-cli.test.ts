@@ -373,6 +373,46 @@ describe('agentauth audit on the embedded store', () => {
   });
 });
 
+describe('agentauth audit on a SQLite store whose rows were copied or broken (no server running)', () => {
+  test('a copied row and an unreadable row far ahead: verify ends at once naming both, export writes the rest and ends with one line', async () => {
+    const dir = tempDir();
+    const env = {
+      AGENTAUTH_DATA_DIR: join(dir, 'data'),
+      AGENTAUTH_CONFIG: writeConfig(dir, { resourceServers: [{ identifier: 'https://api.example.com', scopes: ['read'] }], clients: [{ client_id: 'svc', client_secret: 'embedded-audit-secret-0123456789abcdef' }] }),
+    };
+    const server = await startServer(env);
+    for (let i = 0; i < 3; i += 1) {
+      await fetch(`${server.url}/token`, {
+        method: 'POST',
+        headers: { authorization: `Basic ${Buffer.from('svc:embedded-audit-secret-0123456789abcdef').toString('base64')}`, 'content-type': 'application/x-www-form-urlencoded' },
+        body: 'grant_type=client_credentials&scope=read',
+      });
+    }
+    expect(await server.stop()).toBe(0);
+    const { chain, top } = await withSqlite(join(dir, 'data'), (db) => {
+      const head = db.prepare('SELECT chain, seq, record FROM audit_records ORDER BY seq DESC LIMIT 1').get() as { chain: string; seq: number; record: string };
+      // A copy of the newest record one seq further on (its content still says the old seq), and garbage far ahead.
+      db.prepare('INSERT INTO audit_records (chain, seq, record) VALUES (?, ?, ?)').run(head.chain, head.seq + 1, head.record);
+      db.prepare('INSERT INTO audit_records (chain, seq, record) VALUES (?, ?, ?)').run(head.chain, 1_000_000_000_000, 'x');
+      return { chain: head.chain, top: head.seq };
+    });
+    const started = Date.now();
+    const verified = await runCli(['audit', 'verify'], env, 20_000);
+    expect(Date.now() - started).toBeLessThan(15_000);
+    expect(verified.code).toBe(1);
+    expect(verified.stdout).toContain(`chain ${chain} seq ${top + 1}: edited`);
+    expect(verified.stdout).toContain(`chain ${chain} seq 1000000000000: edited: cannot be decoded`);
+    // One problem line per damaged row, not one per seq in between.
+    expect(verified.stdout.split('\n').filter((l) => l.includes('cannot be decoded'))).toHaveLength(1);
+    const out = join(dir, 'export.jsonl');
+    const exported = await runCli(['audit', 'export', '--out', out], env, 20_000);
+    expect({ code: exported.code, stack: /\n\s+at /.test(exported.stderr) }).toEqual({ code: 0, stack: false });
+    const lines = readFileSync(out, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as AuditRecord);
+    expect(lines.at(-1)).toMatchObject({ seq: 1_000_000_000_000, undecodable: expect.any(String) });
+    expect((await runCli(['audit', 'verify', '--file', out], {})).code).toBe(1);
+  }, 60_000);
+});
+
 describe('agentauth audit: refusals', () => {
   test('verify --file of a missing file exits 2 (usage) and says so', async () => {
     const res = await runCli(['audit', 'verify', '--file', join(tempDir(), 'nope.jsonl')], {});

@@ -4,7 +4,7 @@ import type { JWK } from 'jose';
 import { SqliteStorage } from '../../adapters/sqlite.js';
 import { decodeKek } from '../../keys/kek.js';
 import { unseal } from '../../keys/seal.js';
-import { clientCredentialsToken, introspect, RESOURCE, RS_CLIENT } from '../support/agent-server.js';
+import { clientCredentialsToken, fastKeysConfig, introspect, RS_CLIENT } from '../support/agent-server.js';
 import { runCli, startConfigured } from '../support/server.js';
 import type { RunningServer } from '../support/server.js';
 
@@ -16,13 +16,7 @@ import type { RunningServer } from '../support/server.js';
  * within the longest access-token lifetime of it (docs/security.md, Known gaps).
  */
 const TTL = 60;
-const TIER = { accessTokenTTL: TTL, refreshTokenIdleTTL: 60, refreshTokenAbsoluteTTL: 120, dpop: 'optional', dpopNonce: false };
-const CONFIG = {
-  resourceServers: [{ identifier: RESOURCE, scopes: ['read'], accessTokenTTL: TTL }],
-  clients: [{ client_id: RS_CLIENT.id, client_secret: RS_CLIENT.secret, grant_types: ['client_credentials'] }],
-  tiers: { standard: TIER, bound: { ...TIER, dpop: 'required' }, strict: { ...TIER, dpop: 'required', dpopNonce: true } },
-  keys: { refreshIntervalSeconds: 1, clockSkewSeconds: 2 },
-};
+const CONFIG = fastKeysConfig(TTL, 2);
 
 let server: RunningServer;
 let env: Record<string, string>;

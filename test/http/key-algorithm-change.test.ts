@@ -2,7 +2,7 @@ import { Wallet } from 'ethers';
 import { decodeProtectedHeader } from 'jose';
 import * as oidc from 'openid-client';
 
-import { clientCredentialsToken, insecure, introspect, REDIRECT, RESOURCE, RS_CLIENT } from '../support/agent-server.js';
+import { clientCredentialsToken, fastKeysConfig, insecure, introspect, REDIRECT, RESOURCE, RS_CLIENT } from '../support/agent-server.js';
 import { runCli, startConfigured } from '../support/server.js';
 import type { RunningServer } from '../support/server.js';
 import { authorizeWithWallet } from '../support/user-agent.js';
@@ -13,13 +13,7 @@ import { authorizeWithWallet } from '../support/user-agent.js';
  * check: signed by the old key while it is published, then by the new one. They used to fail with a 500 once the old
  * key was archived. ID tokens presented back as `id_token_hint` verify with the key that signed them.
  */
-const SHORT = { accessTokenTTL: 5, refreshTokenIdleTTL: 60, refreshTokenAbsoluteTTL: 120, dpop: 'optional', dpopNonce: false };
-const CONFIG = {
-  resourceServers: [{ identifier: RESOURCE, scopes: ['read'], accessTokenTTL: 5 }],
-  clients: [{ client_id: RS_CLIENT.id, client_secret: RS_CLIENT.secret, grant_types: ['client_credentials'] }],
-  tiers: { standard: SHORT, bound: { ...SHORT, dpop: 'required' }, strict: { ...SHORT, dpop: 'required', dpopNonce: true } },
-  keys: { refreshIntervalSeconds: 1, clockSkewSeconds: 1 },
-};
+const CONFIG = fastKeysConfig(5, 1);
 const person = new Wallet('0x8b3a350cf5c34c9194ca85829a2df0ec3153be0318b5e2d3348e872092edffba');
 
 let server: RunningServer;

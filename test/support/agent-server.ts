@@ -85,3 +85,17 @@ export async function clientCredentialsToken(issuer: string, id: string, secret:
   });
   return { status: res.status, body: (await res.json()) as Record<string, unknown> };
 }
+
+/**
+ * A configuration for key rotation tests: the resource server and its client, every access token living `ttl`
+ * seconds (so the retire grace is `ttl` + `clockSkewSeconds`), and keys re-read every second.
+ */
+export function fastKeysConfig(ttl: number, clockSkewSeconds: number): Record<string, unknown> {
+  const tier = { accessTokenTTL: ttl, refreshTokenIdleTTL: 60, refreshTokenAbsoluteTTL: 120, dpop: 'optional', dpopNonce: false };
+  return {
+    resourceServers: [{ identifier: RESOURCE, scopes: ['read'], accessTokenTTL: ttl }],
+    clients: [{ client_id: RS_CLIENT.id, client_secret: RS_CLIENT.secret, grant_types: ['client_credentials'] }],
+    tiers: { standard: tier, bound: { ...tier, dpop: 'required' }, strict: { ...tier, dpop: 'required', dpopNonce: true } },
+    keys: { refreshIntervalSeconds: 1, clockSkewSeconds },
+  };
+}

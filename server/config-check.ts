@@ -14,7 +14,7 @@ import type { ResolvedKek } from '../keys/kek.js';
 import { readCheckedKeys, upgradeKeyStore } from '../keys/integrity.js';
 import { Keyring, NO_ACTIVE_KEY } from '../keys/keyring.js';
 import { deriveKeyView, publishedKids } from '../keys/lifecycle.js';
-import { resolveAdminToken } from './admin/token.js';
+import { adminListenerToken } from './admin/token.js';
 import { planAsyncContext } from './async-context.js';
 import { describeContext } from './cli-context.js';
 import type { CliContext } from './cli-context.js';
@@ -157,8 +157,8 @@ function checkAdmin(config: Config, add: Add): void {
     return;
   }
   try {
-    const token = resolveAdminToken(config.admin);
-    if (token === undefined) throw new ConfigError('AGENTAUTH_CONFIG admin.port: the admin listener needs an admin token; set AGENTAUTH_ADMIN_TOKEN or admin.tokenFile');
+    // What start checks, with the same function, before it creates anything.
+    adminListenerToken(config.admin);
     add('admin', 'ok', `listener on ${config.admin.host}:${config.admin.port}, token from ${config.admin.token !== undefined ? 'AGENTAUTH_ADMIN_TOKEN' : config.admin.tokenFile}`);
   } catch (err) {
     add('admin', 'fail', startLine(err));

@@ -1,4 +1,3 @@
-import { decodeJwt } from 'jose';
 import { errors, Provider } from 'oidc-provider';
 import type { ClientMetadata, Configuration, KoaContextWithOIDC } from 'oidc-provider';
 import { getDpopJwt } from 'oidc-provider/lib/helpers/validate_dpop.js';
@@ -362,25 +361,19 @@ const DPOP_IAT_WINDOW_SECONDS = 300;
  * proof dated up to the window ahead would outlive its record and could be used again once it expired (RFC 9449 §11.1
  * wants it refused for as long as it is accepted). A proof with a nonce is bounded by the nonce's shorter life.
  */
-function dpopProofAcceptedUntil(provider: Provider, jti: string): number | undefined {
+function dpopProofAcceptedUntil(payload: Record<string, unknown>): number | undefined {
+  return payload.nonce === undefined && typeof payload.iat === 'number' ? payload.iat + DPOP_IAT_WINDOW_SECONDS : undefined;
+}
+
+/**
+ * The DPoP proof oidc-provider verified on the request being handled, when `jti` is its jti (not a client
+ * assertion's), and the route it was sent to.
+ */
+function requestDpopProof(provider: Provider, jti: string): { payload: Record<string, unknown>; route: string | undefined } | undefined {
   const ctx = Provider.ctx as KoaContextWithOIDC | undefined;
   if (!ctx?.oidc) return undefined;
   const payload = getDpopJwt(provider, ctx)?.payload;
-  if (!payload || payload.jti !== jti || payload.nonce !== undefined || typeof payload.iat !== 'number') return undefined;
-  return payload.iat + DPOP_IAT_WINDOW_SECONDS;
-}
-
-/** Whether `jti` is the jti of the DPoP proof on the token request being handled (not a client assertion's). */
-function isTokenEndpointDpopProof(jti: string): boolean {
-  const ctx = Provider.ctx as KoaContextWithOIDC | undefined;
-  if (!ctx || ctx.oidc?.route !== 'token') return false;
-  const header = ctx.get('DPoP');
-  if (!header) return false;
-  try {
-    return decodeJwt(header).jti === jti;
-  } catch {
-    return false;
-  }
+  return payload?.jti === jti ? { payload, route: ctx.oidc.route } : undefined;
 }
 
 /** oidc-provider configured for agentauth, with its events logged (reasons included, credentials never). */
@@ -451,10 +444,11 @@ export function createProvider(deps: ProviderDeps): Provider {
   (provider.ReplayDetection as unknown as { unique: (iss: string, jti: string, exp: number) => Promise<boolean> }).unique = async (iss, jti, exp) => {
     const id = replayId(iss, jti);
     try {
-      const until = Math.max(exp, dpopProofAcceptedUntil(provider, jti) ?? 0);
+      const proof = requestDpopProof(provider, jti);
+      const until = Math.max(exp, (proof && dpopProofAcceptedUntil(proof.payload)) ?? 0);
       const unique = await replay.insertOnce(id, { kind: 'ReplayDetection', jti: id, iss }, Math.max(1, until - Math.floor(Date.now() / 1000)));
       // oidc-provider reports this as invalid_grant; RFC 9449 §5 makes a replayed proof an invalid DPoP proof.
-      if (!unique && isTokenEndpointDpopProof(jti)) throw replayedProof();
+      if (!unique && proof?.route === 'token') throw replayedProof();
       return unique;
     } catch (err) {
       if (err instanceof StorageUnavailableError) {

@@ -231,21 +231,20 @@ function checkNotReserved(address: string | undefined, fail: Fail): void {
   }
 }
 
-function checkSignatureForm(signature: unknown, fail: Fail): void {
+function checkSignatureForm(signature: unknown, fail: Fail): asserts signature is string {
   if (typeof signature !== 'string' || !HEX_BYTES.test(signature) || signature.length > 2 + 2 * MAX_SIGNATURE_BYTES) {
     throw fail('signature', `the signature must be 0x-prefixed hex bytes (65 bytes for an account key, at most ${MAX_SIGNATURE_BYTES} for a contract wallet)`);
   }
 }
 
+/** Whose the signature is (its form and the address were checked first, in verifySiwe's step 1). */
 async function checkSignature(
   message: string,
-  signature: unknown,
+  signature: string,
   msg: SiweMessage,
   eip1271: Eip1271Verifier | undefined,
   fail: Fail,
 ): Promise<'eip191' | 'eip1271'> {
-  checkSignatureForm(signature, fail);
-  if (typeof signature !== 'string') throw fail('signature', 'the signature must be a string');
   let recovered: string | undefined;
   /** Why a 65-byte signature is no account key's, when its `v` says so: told to the client if nothing else accepts it. */
   let notAnAccountKey = '';
@@ -262,7 +261,6 @@ async function checkSignature(
   }
   if (recovered !== undefined && recovered.toLowerCase() === msg.address.toLowerCase()) return 'eip191';
 
-  checkNotReserved(msg.address, fail);
   if (!eip1271) {
     throw fail(
       'signature',

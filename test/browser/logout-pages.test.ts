@@ -1,11 +1,10 @@
 import { Wallet } from 'ethers';
-import * as oidc from 'openid-client';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 
 import { launchChromium } from '../support/browser.js';
-import { baseConfig, insecure, REDIRECT, RESOURCE, startAgentServer } from '../support/agent-server.js';
+import { baseConfig, REDIRECT, register, startAgentServer } from '../support/agent-server.js';
 import type { AgentServer } from '../support/agent-server.js';
-import { authorizeWithWallet } from '../support/user-agent.js';
+import { walletCode } from '../support/races.js';
 
 // The pages oidc-provider renders at /session/end, in a real browser under the Content-Security-Policy every response
 // carries: they must work (the auto-submitting form's inline script is allowed by its hash, the confirmation buttons
@@ -50,24 +49,13 @@ describe('logout and error pages in a browser, under the CSP', () => {
    * cookies.
    */
   async function signedIn(name: string): Promise<{ clientId: string; context: BrowserContext }> {
-    const config = await oidc.dynamicClientRegistration(
-      new URL(issuer),
-      { client_name: name, redirect_uris: [REDIRECT], grant_types: ['authorization_code'], response_types: ['code'], token_endpoint_auth_method: 'none', scope: 'read' },
-      oidc.None(),
-      insecure,
-    );
-    const verifier = oidc.randomPKCECodeVerifier();
-    const url = oidc.buildAuthorizationUrl(config, {
-      redirect_uri: REDIRECT,
-      scope: 'read',
-      resource: RESOURCE,
-      code_challenge: await oidc.calculatePKCECodeChallenge(verifier),
-      code_challenge_method: 'S256',
-    });
-    const { agent } = await authorizeWithWallet(url, REDIRECT, { wallet: user });
+    const created = await register(issuer, { client_name: name, redirect_uris: [REDIRECT], grant_types: ['authorization_code'], response_types: ['code'], token_endpoint_auth_method: 'none', scope: 'read' });
+    expect(created.status).toBe(201);
+    const clientId = created.body.client_id as string;
+    const { agent } = await walletCode(issuer, clientId, user);
     const context = await browser.newContext();
     await context.addCookies([...agent.cookies].map(([cookie, value]) => ({ name: cookie, value, url: issuer })));
-    return { clientId: config.clientMetadata().client_id, context };
+    return { clientId, context };
   }
 
   /** The computed max-width of <main>: set only by agentauth's stylesheet, so it shows the stylesheet applied. */

@@ -3,6 +3,7 @@ import * as oidc from 'openid-client';
 
 import { register, REDIRECT, RESOURCE } from './agent-server.js';
 import { authorizeWithWallet } from './user-agent.js';
+import type { UserAgent } from './user-agent.js';
 
 /** Helpers for single-use races: many concurrent requests, each over its own connection, and what they answered. */
 
@@ -47,15 +48,16 @@ export async function codeFor(issuer: string, wallet: Wallet): Promise<CodeGrant
 }
 
 /** `wallet` signs in through the login pages for `clientId` (PKCE S256, scope read, RESOURCE): an unredeemed code and its verifier. */
-export async function walletCode(issuer: string, clientId: string, wallet: Wallet): Promise<{ code: string; verifier: string }> {
+export async function walletCode(issuer: string, clientId: string, wallet: Wallet): Promise<{ code: string; verifier: string; agent: UserAgent }> {
   const verifier = oidc.randomPKCECodeVerifier();
   const url = new URL(`${issuer}/auth`);
   const params = { client_id: clientId, response_type: 'code', redirect_uri: REDIRECT, scope: 'read', resource: RESOURCE, code_challenge: await oidc.calculatePKCECodeChallenge(verifier), code_challenge_method: 'S256' };
   for (const [k, v] of Object.entries(params)) url.searchParams.set(k, v);
-  const { callback } = await authorizeWithWallet(url, REDIRECT, { wallet });
+  const { callback, agent } = await authorizeWithWallet(url, REDIRECT, { wallet });
   const code = callback.searchParams.get('code');
   if (!code) throw new Error(`no code in ${callback.href}`);
-  return { code, verifier };
+  // The browser stand-in that signed in: its cookies are the person's sign-in session here.
+  return { code, verifier, agent };
 }
 
 /** The form of a code redemption for `c`. */

@@ -35,6 +35,7 @@ import { EXCHANGE_MAX_DEPTH_FIELD, EXCHANGE_RESOURCES_FIELD, exchangeMaxDepthPro
 import { revocationHooks } from './revocation-lineage.js';
 import { logoutSource, postLogoutSuccessSource, renderError } from '../interactions/provider-pages.js';
 import { NONCE_PATH } from '../interactions/routes.js';
+import { explainBodyParseErrors } from './http/body-parse-errors.js';
 
 /** How clients may authenticate, at the token, introspection and revocation endpoints alike. */
 const CLIENT_AUTH_METHODS = ['none', 'client_secret_basic', 'client_secret_post', 'private_key_jwt'] as const;
@@ -383,6 +384,7 @@ export function createProvider(deps: ProviderDeps): Provider {
   prepareTokenLimitStep();
   const provider = new Provider(deps.config.issuer, providerConfiguration(deps));
   installCodeChecks(provider);
+  explainBodyParseErrors(provider);
   registerTokenLimit(provider, { limit: new SharedWindowLimit(deps.storage.nonces, 'token', deps.config.limits.tokenRequestsPerClient), health: deps.health });
   registerRegistrationSteps(provider, {
     registration: deps.config.registration,

@@ -17,7 +17,7 @@ interface TokenView {
 }
 
 /** Every error event oidc-provider 9.13.3 emits from its routes (lib/helpers/initialize_app.js, lib/shared/*). */
-const ERROR_EVENTS = [
+export const ERROR_EVENTS = [
   'authorization.error', 'server_error', 'grant.error', 'userinfo.error', 'jwks.error', 'discovery.error',
   'registration_create.error', 'registration_read.error', 'registration_update.error', 'registration_delete.error',
   'revocation.error', 'introspection.error', 'end_session.error', 'end_session_confirm.error',

@@ -11,6 +11,7 @@ import initializeKeystore from 'oidc-provider/lib/helpers/initialize_keystore.js
 import * as validateDpopModule from 'oidc-provider/lib/helpers/validate_dpop.js';
 import tokenSteps from 'oidc-provider/lib/actions/token.js';
 
+import { PROVIDER_BODY_LIMIT } from '../../server/http/body-parse-errors.js';
 import { prepareRegistrationSteps } from '../../server/http/registration-steps.js';
 import { prepareTokenLimitStep } from '../../server/limits/token-steps.js';
 
@@ -26,6 +27,15 @@ describe('oidc-provider internals agentauth relies on', () => {
     const ours = JSON.parse(readFileSync(join(process.cwd(), 'package.json'), 'utf8')) as { dependencies: Record<string, string> };
     expect(ours.dependencies['oidc-provider']).toBe('9.13.3');
     expect(pkg.version).toBe('9.13.3');
+  });
+
+  test('the body parser\'s limit and failure reasons are the ones server/http/body-parse-errors.ts explains', () => {
+    const require = createRequire(import.meta.url);
+    const source = readFileSync(join(dirname(require.resolve('oidc-provider')), 'shared', 'selective_body.js'), 'utf8');
+    expect(source).toContain(`const LIMIT = ${PROVIDER_BODY_LIMIT / 1024} * 1024;`);
+    expect(source).toContain("throw new Error('request entity too large')");
+    expect(source).toContain("throw new Error('request size did not match content length')");
+    expect(source).toContain("throw new InvalidRequest('failed to parse the request body', undefined, { cause })");
   });
 
   test('the introspection and revocation pipelines still have the steps that are replaced', () => {

@@ -174,6 +174,12 @@ const clientMetadataDocumentsSchema = z.strictObject({
   allowedHosts: z.array(hostPattern).default([]),
   /** Never fetched from these hosts (wins over allowedHosts). */
   deniedHosts: z.array(hostPattern).default([]),
+  /** Fetched only on these ports (the URL's, 443 when it names none). */
+  allowedPorts: z
+    .array(z.number().int().min(1).max(65_535))
+    .min(1)
+    .refine((ports) => new Set(ports).size === ports.length, 'must not list a port twice')
+    .default([443]),
   /** Largest document accepted, in bytes. */
   maxBytes: z.number().int().min(256).max(65_536).default(5120),
   /** The whole fetch (DNS, connect, TLS, body) must finish within this. */

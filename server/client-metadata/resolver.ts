@@ -7,7 +7,7 @@ import { cacheLifetime, ExpiringLru } from './cache.js';
 import { checkClientIdUrl, looksLikeMetadataUrl } from './client-id-url.js';
 import { fetchMetadataDocument, MetadataFetchError } from './fetch.js';
 import type { FetchTestOverrides } from './fetch.js';
-import { hostRefusal } from './host-policy.js';
+import { urlRefusal } from './host-policy.js';
 import { checkMetadataDocument, MetadataDocumentError } from './policy.js';
 
 export interface ClientMetadataDocumentDeps {
@@ -89,7 +89,7 @@ export function installClientMetadataDocuments(provider: Provider, deps: ClientM
     if (cached) return cached;
     const checked = checkClientIdUrl(clientId);
     if ('problem' in checked) throw refuse(clientId, `the URL ${checked.problem}`);
-    const hostProblem = hostRefusal(checked.url.hostname, settings);
+    const hostProblem = urlRefusal(checked.url, settings);
     if (hostProblem) {
       log.info({ event: 'client_metadata_document.refused', client_id: clientId, reason: hostProblem }, 'client ID metadata document refused');
       throw refuse(clientId, hostProblem);

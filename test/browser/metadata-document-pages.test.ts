@@ -33,7 +33,7 @@ describe('browser: pages for a client identified by a metadata document', () => 
     await new Promise<void>((resolve) => callback.listen(0, '127.0.0.1', resolve));
     redirectUri = `http://127.0.0.1:${(callback.address() as AddressInfo).port}/callback`;
     [browser, docs] = await Promise.all([launchChromium(), startDocumentServer(pki)]);
-    as = await startCimdServer(baseConfig(), testSwitchFor(pki));
+    as = await startCimdServer(baseConfig(), testSwitchFor(pki), docs.port);
   });
 
   afterAll(async () => {

@@ -74,9 +74,9 @@ describe('client ID metadata documents (https client_id URLs) over HTTP', () => 
     const testSwitch = testSwitchFor(pki);
     const limits = { timeoutMs: 1000, deniedHosts: ['denied.test'] };
     [on, off, allowList] = await Promise.all([
-      startCimdServer(baseConfig({ clientIdMetadataDocuments: limits }), testSwitch),
-      startCimdServer(baseConfig({ clientIdMetadataDocuments: { enabled: false } }), testSwitch),
-      startCimdServer(baseConfig({ clientIdMetadataDocuments: { allowedHosts: ['*.allowed.test'] } }), testSwitch),
+      startCimdServer(baseConfig({ clientIdMetadataDocuments: limits }), testSwitch, docs.port),
+      startCimdServer(baseConfig({ clientIdMetadataDocuments: { enabled: false } }), testSwitch, docs.port),
+      startCimdServer(baseConfig({ clientIdMetadataDocuments: { allowedHosts: ['*.allowed.test'] } }), testSwitch, docs.port),
     ]);
   });
 
@@ -259,6 +259,21 @@ describe('client ID metadata documents (https client_id URLs) over HTTP', () => 
     expect(docs.hits('/a.json')).toBe(1);
   });
 
+  test('a document on a port allowedPorts does not list is refused without a connection, whatever listens there', async () => {
+    docs.serveJson('/port.json', doc('/port.json'));
+    // The test servers allow 443 and the document server's port (the default is 443 alone).
+    for (const port of [docs.port + 1, 22]) {
+      const clientId = `https://agent.test:${port}/port.json`;
+      const { status, body } = await tokenEndpoint(on.url, clientId);
+      expect(status).toBe(400);
+      expect(body.error).toBe('invalid_client');
+      expect(body.error_description).toBe(
+        `client_id ${clientId} is a client ID metadata document URL that cannot be used: port ${port} is not among the ports this authorization server fetches client ID metadata documents on (clientIdMetadataDocuments.allowedPorts: 443, ${docs.port})`,
+      );
+    }
+    expect(docs.hits('/port.json')).toBe(0);
+  });
+
   test('with the feature off a URL client_id is an unknown client, and nothing is fetched', async () => {
     docs.serveJson('/off.json', doc('/off.json'));
     const { status, body } = await tokenEndpoint(off.url, docs.url('agent.test', '/off.json'));
@@ -347,7 +362,7 @@ describe('the MCP TypeScript SDK (auth() with clientMetadataUrl) against a metad
     await new Promise<void>((r) => prm.listen(0, '127.0.0.1', r));
     resource = `http://127.0.0.1:${(prm.address() as AddressInfo).port}/mcp`;
     // Access tokens for the MCP server live ACCESS_TTL seconds, so that the test below outlives several of them.
-    as = await startCimdServer(baseConfig({ resourceServers: [{ identifier: resource, scopes: SCOPES, accessTokenTTL: ACCESS_TTL }] }), testSwitchFor(pki));
+    as = await startCimdServer(baseConfig({ resourceServers: [{ identifier: resource, scopes: SCOPES, accessTokenTTL: ACCESS_TTL }] }), testSwitchFor(pki), docs.port);
     issuer = as.url;
   });
 

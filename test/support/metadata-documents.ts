@@ -107,10 +107,16 @@ export interface CimdTestSwitch {
 /** The test-only entry point (see the file): agentauth with the fetcher's test switch. */
 export const CIMD_ENTRY = join(ROOT, 'test', 'support', 'cimd-server.mjs');
 
-/** Starts agentauth (MongoDB store, own database) through the test-only entry point, with `config` as its file. */
-export async function startCimdServer(config: Record<string, unknown>, testSwitch: CimdTestSwitch): Promise<RunningServer> {
+/**
+ * Starts agentauth (MongoDB store, own database) through the test-only entry point, with `config` as its file; its
+ * documents are fetched on 443 and `docsPort` (the document server's: clientIdMetadataDocuments.allowedPorts) unless
+ * the config names the ports itself.
+ */
+export async function startCimdServer(config: Record<string, unknown>, testSwitch: CimdTestSwitch, docsPort: number): Promise<RunningServer> {
+  const cimd = (config.clientIdMetadataDocuments ?? {}) as Record<string, unknown>;
+  const withPorts = { ...config, clientIdMetadataDocuments: { allowedPorts: [443, docsPort], ...cimd } };
   const env = {
-    AGENTAUTH_CONFIG: writeConfig(tempDir(), config),
+    AGENTAUTH_CONFIG: writeConfig(tempDir(), withPorts),
     MONGODB_URI: mongoUri(),
     MONGODB_DB: uniqueDbName('cimd'),
     AGENTAUTH_KEK: newKek(),

@@ -3,7 +3,7 @@ import { cacheLifetime, ExpiringLru } from '../../server/client-metadata/cache.j
 import { checkClientIdUrl } from '../../server/client-metadata/client-id-url.js';
 import { fetchMetadataDocument, MetadataFetchError } from '../../server/client-metadata/fetch.js';
 import type { FetchTestOverrides } from '../../server/client-metadata/fetch.js';
-import { hostRefusal } from '../../server/client-metadata/host-policy.js';
+import { hostRefusal, urlRefusal } from '../../server/client-metadata/host-policy.js';
 import { checkMetadataDocument, MetadataDocumentError, redirectsAllLoopback } from '../../server/client-metadata/policy.js';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -43,6 +43,18 @@ describe('client ID metadata documents: host rules and the client_id URL', () =>
     expect(hostRefusal('allowed.test', rules)).toMatch(/not among the hosts/);
     expect(hostRefusal('notallowed.test', rules)).toMatch(/not among the hosts/);
     expect(hostRefusal('other.test', rules)).toMatch(/not among the hosts/);
+  });
+
+  test('the URL\'s port must be allowed: 443 when the URL names none, and the host rules come first', () => {
+    const ports = { allowedHosts: [], deniedHosts: ['denied.test'], allowedPorts: [443] };
+    expect(urlRefusal(new URL('https://agent.test/c.json'), ports)).toBeUndefined();
+    expect(urlRefusal(new URL('https://agent.test:443/c.json'), ports)).toBeUndefined();
+    expect(urlRefusal(new URL('https://agent.test:22/c.json'), ports)).toBe(
+      'port 22 is not among the ports this authorization server fetches client ID metadata documents on (clientIdMetadataDocuments.allowedPorts: 443)',
+    );
+    expect(urlRefusal(new URL('https://agent.test:8443/c.json'), { ...ports, allowedPorts: [8443] })).toBeUndefined();
+    expect(urlRefusal(new URL('https://agent.test/c.json'), { ...ports, allowedPorts: [8443] })).toMatch(/port 443 is not among/);
+    expect(urlRefusal(new URL('https://denied.test:22/c.json'), ports)).toMatch(/host denied\.test is denied/);
   });
 
   test('denied hosts win over allowed ones; no allowed list admits everything else', () => {
@@ -292,7 +304,7 @@ describe('client ID metadata documents: configuration', () => {
 
   test('on by default with open registration, off by default with token or no registration; an explicit setting wins', () => {
     expect(load({})).toEqual({
-      enabled: true, allowedHosts: [], deniedHosts: [], maxBytes: 5120, timeoutMs: 3000,
+      enabled: true, allowedHosts: [], deniedHosts: [], allowedPorts: [443], maxBytes: 5120, timeoutMs: 3000,
       cache: { defaultTTL: 300, minTTL: 30, maxTTL: 86_400, maxEntries: 1000 },
     });
     expect(load({ registration: { mode: 'token' } }).enabled).toBe(false);
@@ -305,6 +317,15 @@ describe('client ID metadata documents: configuration', () => {
     expect(load({ clientIdMetadataDocuments: { allowedHosts: ['*.Example.COM', 'agent.example.org'] } }).allowedHosts).toEqual(['*.example.com', 'agent.example.org']);
     expect(() => load({ clientIdMetadataDocuments: { deniedHosts: ['https://evil.test/'] } })).toThrow(/clientIdMetadataDocuments\.deniedHosts\[0\]: must be a host name/);
     expect(() => load({ clientIdMetadataDocuments: { allowedHosts: ['a.*.test'] } })).toThrow(ConfigError);
+  });
+
+  test('allowedPorts: 443 by default; a non-empty list of distinct ports 1-65535, naming the setting when refused', () => {
+    expect(load({ clientIdMetadataDocuments: { allowedPorts: [443, 8443] } }).allowedPorts).toEqual([443, 8443]);
+    expect(() => load({ clientIdMetadataDocuments: { allowedPorts: [] } })).toThrow(/clientIdMetadataDocuments\.allowedPorts/);
+    expect(() => load({ clientIdMetadataDocuments: { allowedPorts: [0] } })).toThrow(/clientIdMetadataDocuments\.allowedPorts\[0\]/);
+    expect(() => load({ clientIdMetadataDocuments: { allowedPorts: [65_536] } })).toThrow(/clientIdMetadataDocuments\.allowedPorts\[0\]/);
+    expect(() => load({ clientIdMetadataDocuments: { allowedPorts: [443, 443] } })).toThrow(/allowedPorts: must not list a port twice/);
+    expect(() => load({ clientIdMetadataDocuments: { allowedPorts: ['443'] } })).toThrow(ConfigError);
   });
 
   test('limits are bounded and minTTL may not exceed maxTTL', () => {

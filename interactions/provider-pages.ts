@@ -19,9 +19,20 @@ export const logoutSource: NonNullable<RpInitiatedLogout['logoutSource']> = (ctx
   ctx.body = logoutPage(form, clientName(ctx));
 };
 
-export const postLogoutSuccessSource: NonNullable<RpInitiatedLogout['postLogoutSuccessSource']> = (ctx) => {
+/**
+ * The page after a logout. oidc-provider names the client by the `client_id` in the URL, which anyone can link to, so
+ * the page goes by this browser's session instead: signed in here (a session with an account) and holding no sign-in
+ * for the named client, as after "Sign out of <client> only", it names the client; signed in otherwise (a link, not
+ * a logout), it says nothing was signed out; not signed in, it says so.
+ */
+export const postLogoutSuccessSource: NonNullable<RpInitiatedLogout['postLogoutSuccessSource']> = async (ctx) => {
+  const { client } = ctx.oidc;
+  const session = await ctx.oidc.provider.Session.get(ctx);
+  const name = clientName(ctx);
+  let outcome: Parameters<typeof loggedOutPage>[0] = 'signed out';
+  if (session.accountId) outcome = client && name && !session.authorizations?.[client.clientId] ? { signedOutOf: name } : 'still signed in';
   ctx.type = 'html';
-  ctx.body = loggedOutPage(clientName(ctx));
+  ctx.body = loggedOutPage(outcome);
 };
 
 /**

@@ -152,12 +152,18 @@ ${asker ? `<button type="submit" form="op.logoutForm" class="secondary">Sign out
   );
 }
 
-/** After a logout: of everything (no client named), or of the one application named (still signed in here). */
-export function loggedOutPage(clientName: string | undefined): string {
+/**
+ * The page at the end of a logout: signed out of everything, signed out of the one application named (still signed
+ * in here), or, for a browser still signed in with nothing signed out (the page reached by a link), that it is so.
+ */
+export function loggedOutPage(outcome: { signedOutOf: string } | 'signed out' | 'still signed in'): string {
+  if (outcome === 'still signed in') {
+    return layout('Still signed in', '<h1>Still signed in</h1><p>You are still signed in here: nothing was signed out. To sign out, use the sign-out of the application you signed in to. You can close this page.</p>');
+  }
   return layout(
     'Signed out',
-    clientName
-      ? `<h1>Signed out</h1><p>You are signed out of <strong>${esc(clientName)}</strong>, and its access is revoked. You are still signed in here for other applications. You can close this page.</p>`
+    typeof outcome === 'object'
+      ? `<h1>Signed out</h1><p>You are signed out of <strong>${esc(outcome.signedOutOf)}</strong>, and its access is revoked. You are still signed in here for other applications. You can close this page.</p>`
       : '<h1>Signed out</h1><p>You are signed out. You can close this page.</p>',
   );
 }

@@ -116,6 +116,33 @@ describe('logout and error pages in a browser, under the CSP', () => {
     }
   });
 
+  test('a link to the success page naming a client does not say the person was signed out of it unless they were', async () => {
+    const { clientId, context } = await signedIn('Still signed in agent');
+    const stranger = await browser.newContext();
+    try {
+      const success = `${issuer}/session/end/success?client_id=${encodeURIComponent(clientId)}`;
+      // Signed in to that client, nothing signed out: the page says so, and names no client.
+      const { page, problems } = await watchedPage(context);
+      await page.goto(success);
+      await expect(page.locator('h1').textContent()).resolves.toBe('Still signed in');
+      await expect(page.locator('main p').textContent()).resolves.toBe('You are still signed in here: nothing was signed out. To sign out, use the sign-out of the application you signed in to. You can close this page.');
+      await page.screenshot({ path: '/tmp/agentauth-browser-logout-still-signed-in.png', fullPage: true });
+      await page.goto(`${issuer}/session/end/success`);
+      await expect(page.locator('h1').textContent()).resolves.toBe('Still signed in');
+      // Not signed in here at all: the same.
+      const { page: other, problems: otherProblems } = await watchedPage(stranger);
+      await other.goto(success);
+      await expect(other.locator('main p').textContent()).resolves.toBe('You are signed out. You can close this page.');
+      await other.screenshot({ path: '/tmp/agentauth-browser-logout-spoofed.png', fullPage: true });
+      // The sign-in is untouched: a logout for the client still asks.
+      await page.goto(`${issuer}/session/end?client_id=${encodeURIComponent(clientId)}`);
+      await expect(page.getByRole('button', { name: 'Sign out of Still signed in agent only' }).count()).resolves.toBe(1);
+      expect([...problems, ...otherProblems]).toEqual([]);
+    } finally {
+      await Promise.all([context.close(), stranger.close()]);
+    }
+  });
+
   test("oidc-provider's error page is agentauth's, styled, and says what went wrong", async () => {
     const context = await browser.newContext();
     try {

@@ -23,7 +23,7 @@ import { replayedProof, replayId } from './dpop-replay.js';
 import { SharedWindowLimit } from './limits/window.js';
 import { revokeClientRecords } from './client-revocation.js';
 import { tokensRevokedBefore } from './admin/disabled-clients.js';
-import { REGISTRATION_FIELD, registrationOrigin, unattendedScopes } from './policies/registration.js';
+import { CLIENT_AUTH_SIGNING_ALGS, ID_TOKEN_SIGNING_ALGS, REGISTRATION_FIELD, registrationOrigin, unattendedScopes } from './policies/registration.js';
 import type { RegistrationPolicy } from './policies/registration.js';
 import { tierFromPolicies, tierPolicyName } from './policies/tiers.js';
 import { ResourceServerRegistry } from './resource-servers.js';
@@ -197,17 +197,18 @@ export function providerConfiguration(deps: ProviderDeps): Configuration {
       token_endpoint_auth_method: 'client_secret_basic',
     },
     enabledJWA: {
-      idTokenSigningAlgValues: ['ES256', 'EdDSA'],
+      idTokenSigningAlgValues: [...ID_TOKEN_SIGNING_ALGS],
       userinfoSigningAlgValues: ['ES256', 'EdDSA'],
       introspectionSigningAlgValues: ['ES256', 'EdDSA'],
       authorizationSigningAlgValues: ['ES256', 'EdDSA'],
       // Asymmetric only: client_secret_jwt would need the secret in plaintext, and secrets are stored hashed.
-      clientAuthSigningAlgValues: ['ES256', 'ES384', 'EdDSA', 'PS256', 'RS256'],
+      clientAuthSigningAlgValues: [...CLIENT_AUTH_SIGNING_ALGS],
       // Ed25519 is the fully-specified name for EdDSA over Ed25519 (RFC 9864); openid-client v6 uses it.
       dPoPSigningAlgValues: ['ES256', 'EdDSA', 'Ed25519'],
     },
     extraClientMetadata: {
-      properties: [TIER_FIELD, REGISTRATION_FIELD, EXCHANGE_RESOURCES_FIELD, EXCHANGE_MAX_DEPTH_FIELD],
+      // software_id and software_version (RFC 7591 §2) are not oidc-provider's own: listed here, or it drops them.
+      properties: [TIER_FIELD, REGISTRATION_FIELD, EXCHANGE_RESOURCES_FIELD, EXCHANGE_MAX_DEPTH_FIELD, 'software_id', 'software_version'],
       // Runs whenever client metadata is built: at registration, on update, and on every load from storage.
       validator(ctx, key, value, metadata) {
         if (key === EXCHANGE_RESOURCES_FIELD) {

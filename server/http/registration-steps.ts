@@ -136,8 +136,21 @@ const quotaStep = named('agentauthRegistrationQuota', async (ctx, next) => {
   await next();
 });
 
+/**
+ * oidc-provider reads a body without a Content-Type as no body at all (`{}`), so a client that left the header out
+ * was told its metadata lacked redirect_uris. Registration and update need the metadata, as JSON.
+ */
+function requireJsonBody(ctx: KoaContextWithOIDC): void {
+  if (ctx.is('application/json')) return;
+  const sent = ctx.get('content-type');
+  throw new errors.InvalidRequest(sent
+    ? `only application/json content-type bodies are supported on ${ctx.method} ${ctx.path.slice(0, 200)}`
+    : 'send the client metadata as a JSON object with Content-Type: application/json (the request has no Content-Type or no body)');
+}
+
 const registrationPolicyStep = named('agentauthRegistrationPolicy', async (ctx, next) => {
   const { deps } = stateFor(ctx);
+  requireJsonBody(ctx);
   const iat = ctx.oidc.entities.InitialAccessToken as { policies?: string[] } | undefined;
   const tierName = tierFromPolicies(iat?.policies) ?? deps.registration.defaultTier;
   const tier = deps.limits.tiers[tierName] ?? tierOf(deps.limits, undefined);
@@ -156,6 +169,7 @@ const readStep = named('agentauthRotateOnRead', async (ctx, next) => {
 
 const updatePolicyStep = named('agentauthUpdatePolicy', async (ctx, next) => {
   const { deps } = stateFor(ctx);
+  requireJsonBody(ctx);
   const client = ctx.oidc.client!;
   const current = readView(client.metadata() as Record<string, unknown>);
   const checked = checkRegistrationRequest(ctx.oidc.body, deps.policy, tierOf(deps.limits, client), {

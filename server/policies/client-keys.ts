@@ -9,7 +9,7 @@ const RSA_BITS = { min: 2048, max: 8192 };
 const EC_CURVES = new Set(['P-256', 'P-384']);
 
 /** The `alg` each key type may name: the client-assertion algorithms the token endpoint accepts (server/provider.ts). */
-function algsFor(jwk: Record<string, unknown>): readonly string[] {
+export function algsFor(jwk: Record<string, unknown>): readonly string[] {
   if (jwk.kty === 'EC') return jwk.crv === 'P-384' ? ['ES384'] : ['ES256'];
   if (jwk.kty === 'OKP') return ['EdDSA'];
   return ['RS256', 'PS256'];

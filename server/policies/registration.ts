@@ -3,7 +3,7 @@ import { errors } from 'oidc-provider';
 import { WALLET_GRANT_TYPE } from '../config.js';
 import type { RegistrationConfig, TierConfig } from '../config.js';
 import { TIER_FIELD } from './tiers.js';
-import { clientJwksProblem } from './client-keys.js';
+import { algsFor, clientJwksProblem } from './client-keys.js';
 import { displayTextProblem } from './display-text.js';
 import { jsonDepthExceeds, MAX_METADATA_DEPTH } from './json-depth.js';
 import { EXCHANGE_MAX_DEPTH_FIELD, EXCHANGE_RESOURCES_FIELD } from './delegation.js';
@@ -44,6 +44,14 @@ const WHY_NOT: Record<string, string> = {
 /** contacts: e-mail addresses (RFC 7591 §2), at most 320 characters each (RFC 3696 errata's 64 + 1 + 255). */
 const MAX_CONTACTS = 20;
 const MAX_CONTACT = 320;
+/** redirect_uris and post_logout_redirect_uris: at most this many each (a native app registers a few loopback ports). */
+export const MAX_REDIRECT_URIS = 20;
+/** client_uri, logo_uri, tos_uri, policy_uri: at most this many characters (what browsers and link previews handle). */
+const MAX_INFO_URI = 2000;
+/** The client-assertion algorithms the token endpoint accepts (enabledJWA.clientAuthSigningAlgValues, server/provider.ts). */
+export const CLIENT_AUTH_SIGNING_ALGS = ['ES256', 'ES384', 'EdDSA', 'PS256', 'RS256'] as const;
+/** The algorithms agentauth signs ID tokens with (enabledJWA.idTokenSigningAlgValues, server/provider.ts). */
+export const ID_TOKEN_SIGNING_ALGS = ['ES256', 'EdDSA'] as const;
 
 const LOOPBACK_HOSTS = new Set(['127.0.0.1', '[::1]', 'localhost']);
 const OIDC_ONLY = new Set(['openid']);
@@ -84,6 +92,8 @@ function stringArray(body: Record<string, unknown>, field: string): string[] | u
   const v = body[field];
   if (v === undefined) return undefined;
   if (!Array.isArray(v) || v.some((x) => typeof x !== 'string')) throw metadataError(field, 'must be an array of strings');
+  const twice = (v as string[]).find((x, i) => v.indexOf(x) !== i);
+  if (twice !== undefined) throw metadataError(field, `lists ${JSON.stringify(twice.slice(0, 200))} twice`);
   return v as string[];
 }
 
@@ -124,8 +134,41 @@ function echoedValue(context: Extract<RegistrationRequestContext, { update: true
   return { known: false };
 }
 
+/**
+ * client_uri, logo_uri, tos_uri, policy_uri: an absolute https URL as written (`https://` first: the WHATWG parser
+ * would also read `https:host` and strip spaces, tabs and newlines), in printable ASCII (no control, bidi or invisible
+ * characters hide in it), without user credentials, at most MAX_INFO_URI characters. Not normalised: the client's
+ * spelling is kept (`https://agent.example.com` without its slash).
+ */
 function checkHttpsUri(field: string, value: unknown): void {
-  if (typeof value !== 'string' || URL.parse(value)?.protocol !== 'https:') throw metadataError(field, 'must be an https URL');
+  if (typeof value !== 'string' || !/^https:\/\//i.test(value) || URL.parse(value)?.protocol !== 'https:') throw metadataError(field, 'must be an https URL');
+  if (value.length > MAX_INFO_URI) throw metadataError(field, `must be at most ${MAX_INFO_URI} characters (it has ${value.length})`);
+  const bad = firstNonAscii(value);
+  if (bad) throw metadataError(field, `must be printable ASCII without spaces (internationalised host names go in their xn-- form; other characters percent-encoded); it contains ${bad}`);
+  const url = URL.parse(value)!;
+  if (url.username || url.password) throw metadataError(field, 'must not contain user credentials');
+}
+
+/**
+ * The signing algorithms a client names: strings the server offers, and for private_key_jwt one that a registered key
+ * can sign with (otherwise the client registers and then never authenticates: oidc-provider picks verification keys by
+ * the assertion's alg).
+ */
+function checkAlgorithms(body: Record<string, unknown>, method: string): void {
+  const idTokenAlg = body.id_token_signed_response_alg;
+  if (idTokenAlg !== undefined && (typeof idTokenAlg !== 'string' || !(ID_TOKEN_SIGNING_ALGS as readonly string[]).includes(idTokenAlg))) {
+    throw metadataError('id_token_signed_response_alg', `must be one of ${ID_TOKEN_SIGNING_ALGS.join(', ')} (got ${JSON.stringify(idTokenAlg)?.slice(0, 100)})`);
+  }
+  const authAlg = body.token_endpoint_auth_signing_alg;
+  if (authAlg === undefined) return;
+  if (typeof authAlg !== 'string' || !(CLIENT_AUTH_SIGNING_ALGS as readonly string[]).includes(authAlg)) {
+    throw metadataError('token_endpoint_auth_signing_alg', `must be one of ${CLIENT_AUTH_SIGNING_ALGS.join(', ')} (got ${JSON.stringify(authAlg)?.slice(0, 100)})`);
+  }
+  if (method !== 'private_key_jwt') throw metadataError('token_endpoint_auth_signing_alg', 'is only used with private_key_jwt');
+  const keys = (body.jwks as { keys?: unknown[] } | undefined)?.keys ?? [];
+  if (!keys.some((key) => algsFor(key as Record<string, unknown>).includes(authAlg) && ((key as { alg?: unknown }).alg ?? authAlg) === authAlg)) {
+    throw metadataError('token_endpoint_auth_signing_alg', `is ${authAlg}, which none of the keys in jwks can sign with: the client could never authenticate`);
+  }
 }
 
 /**
@@ -199,6 +242,7 @@ export function checkRegistrationRequest(
   }
 
   const grantTypes = stringArray(body, 'grant_types') ?? ['authorization_code'];
+  if (grantTypes.length === 0) throw metadataError('grant_types', 'must contain at least one grant type (leave it out for ["authorization_code"])');
   for (const g of grantTypes) {
     if (!(policy.allowedGrantTypes as readonly string[]).includes(g)) {
       throw metadataError('grant_types', `may only contain ${policy.allowedGrantTypes.join(', ')} (got ${JSON.stringify(g)})`);
@@ -224,8 +268,11 @@ export function checkRegistrationRequest(
   if (grantTypes.includes('authorization_code') && redirectUris.length === 0) {
     throw redirectError('redirect_uris', 'are required for the authorization_code grant');
   }
-  for (const uri of redirectUris) checkRedirectUri('redirect_uris', uri);
-  for (const uri of stringArray(body, 'post_logout_redirect_uris') ?? []) checkRedirectUri('post_logout_redirect_uris', uri);
+  const postLogoutUris = stringArray(body, 'post_logout_redirect_uris') ?? [];
+  for (const [field, uris] of [['redirect_uris', redirectUris], ['post_logout_redirect_uris', postLogoutUris]] as const) {
+    if (uris.length > MAX_REDIRECT_URIS) throw redirectError(field, `may list at most ${MAX_REDIRECT_URIS} URIs (got ${uris.length})`);
+    for (const uri of uris) checkRedirectUri(field, uri);
+  }
 
   if (body.scope !== undefined) {
     if (typeof body.scope !== 'string') throw metadataError('scope', 'must be a space-separated string');
@@ -261,6 +308,7 @@ export function checkRegistrationRequest(
     const problem = clientJwksProblem(body.jwks);
     if (problem) throw metadataError('jwks', problem);
   }
+  checkAlgorithms(body, method);
 
   // Write the defaults back: oidc-provider's own defaults differ (response_types ["code"]).
   body.grant_types = grantTypes;

@@ -66,6 +66,50 @@ describe('dynamic client registration (RFC 7591) under agentauth policy', () => 
     expect(((await res.json()) as { error: string }).error).toBe('invalid_request');
   });
 
+  test('an object where an algorithm name goes is invalid_client_metadata at registration and update (it was a 500), and the update keeps its token', async () => {
+    for (const field of ['id_token_signed_response_alg', 'token_endpoint_auth_signing_alg']) {
+      const before = await clientCount();
+      const res = await register(issuer, { ...valid, [field]: { toString: 1 } });
+      expect(res.status).toBe(400);
+      expect(res.body.error).toBe('invalid_client_metadata');
+      expect(res.body.error_description).toMatch(new RegExp(`^${field} must be one of `));
+      expect(await clientCount()).toBe(before);
+    }
+    const created = await register(issuer, valid);
+    const uri = created.body.registration_client_uri as string;
+    const rat = created.body.registration_access_token as string;
+    const put = await fetch(uri, { method: 'PUT', headers: { authorization: `Bearer ${rat}`, 'content-type': 'application/json' }, body: JSON.stringify({ ...valid, client_id: created.body.client_id, id_token_signed_response_alg: { toString: 1 } }) });
+    expect(put.status).toBe(400);
+    expect(((await put.json()) as { error: string }).error).toBe('invalid_client_metadata');
+    expect((await fetch(uri, { headers: { authorization: `Bearer ${rat}` } })).status).toBe(200);
+  });
+
+  test('software_id and software_version are registered and returned (RFC 7591 §3.2.1), by reads and updates too', async () => {
+    const created = await register(issuer, { ...valid, software_id: '4NRB1-0XZABZI9E6-5SM3R', software_version: '2.1' });
+    expect(created.status).toBe(201);
+    expect(created.body).toMatchObject({ software_id: '4NRB1-0XZABZI9E6-5SM3R', software_version: '2.1' });
+    const read = await fetch(created.body.registration_client_uri as string, { headers: { authorization: `Bearer ${created.body.registration_access_token as string}` } });
+    const current = (await read.json()) as Record<string, unknown>;
+    expect(current).toMatchObject({ software_id: '4NRB1-0XZABZI9E6-5SM3R', software_version: '2.1' });
+    const { registration_access_token: rat, ...echo } = current;
+    const put = await fetch(created.body.registration_client_uri as string, { method: 'PUT', headers: { authorization: `Bearer ${rat as string}`, 'content-type': 'application/json' }, body: JSON.stringify({ ...echo, software_version: '2.2' }) });
+    expect(put.status).toBe(200);
+    expect(await put.json()).toMatchObject({ software_id: '4NRB1-0XZABZI9E6-5SM3R', software_version: '2.2' });
+  });
+
+  test('metadata sent without a Content-Type is refused as such (it was read as no metadata: "redirect_uris are required"), and so is a PUT', async () => {
+    const before = await clientCount();
+    const res = await fetch(`${issuer}/reg`, { method: 'POST', body: new Blob([JSON.stringify(valid)]) });
+    expect(res.headers.get('content-type')).toMatch(/json/);
+    expect(res.status).toBe(400);
+    expect(await res.json()).toEqual({ error: 'invalid_request', error_description: 'send the client metadata as a JSON object with Content-Type: application/json (the request has no Content-Type or no body)' });
+    expect(await clientCount()).toBe(before);
+    const created = await register(issuer, valid);
+    const put = await fetch(created.body.registration_client_uri as string, { method: 'PUT', headers: { authorization: `Bearer ${created.body.registration_access_token as string}` }, body: new Blob([JSON.stringify({ ...valid, client_id: created.body.client_id })]) });
+    expect(put.status).toBe(400);
+    expect(((await put.json()) as { error_description: string }).error_description).toMatch(/^send the client metadata as a JSON object/);
+  });
+
   test('all resource-server scopes are registrable', async () => {
     const res = await register(issuer, { ...valid, scope: 'read write files' });
     expect(res.status).toBe(201);

@@ -179,6 +179,64 @@ describe('registration policy (pure)', () => {
   });
 });
 
+describe('registration policy: types, URLs, algorithms and lists (pure)', () => {
+  const ok = { redirect_uris: ['https://client.example.com/cb'], token_endpoint_auth_method: 'none' };
+  const check = (body: Record<string, unknown>) => checkRegistrationRequest({ ...ok, ...body }, policy, DEFAULT_TIERS.standard, anon);
+  const p256 = { kty: 'EC', crv: 'P-256', x: 'f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU', y: 'x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0' };
+  const pkjwt = { token_endpoint_auth_method: 'private_key_jwt', grant_types: ['client_credentials'], redirect_uris: [], jwks: { keys: [p256] } };
+  const vouchedCheck = (body: Record<string, unknown>) => checkRegistrationRequest({ ...ok, ...body }, policy, DEFAULT_TIERS.standard, vouched);
+
+  // An object here reached oidc-provider, which turned it into a string and failed with a 500.
+  test.each([
+    ['id_token_signed_response_alg', { toString: 1 }, /^invalid_client_metadata: id_token_signed_response_alg must be one of ES256, EdDSA \(got \{"toString":1\}\)$/],
+    ['id_token_signed_response_alg', 'RS256', /must be one of ES256, EdDSA \(got "RS256"\)/],
+    ['token_endpoint_auth_signing_alg', { toString: 1 }, /^invalid_client_metadata: token_endpoint_auth_signing_alg must be one of ES256, ES384, EdDSA, PS256, RS256/],
+    ['token_endpoint_auth_signing_alg', 'HS256', /must be one of ES256, ES384, EdDSA, PS256, RS256 \(got "HS256"\)/],
+  ])('%s = %j is refused, naming the field', (field, value, description) => {
+    expect(refusal(() => vouchedCheck({ ...pkjwt, [field]: value }))).toMatch(description);
+  });
+
+  test('token_endpoint_auth_signing_alg must be one a registered key signs with, and only with private_key_jwt', () => {
+    expect(vouchedCheck({ ...pkjwt, token_endpoint_auth_signing_alg: 'ES256' }).token_endpoint_auth_signing_alg).toBe('ES256');
+    for (const alg of ['RS256', 'ES384', 'EdDSA']) {
+      expect(refusal(() => vouchedCheck({ ...pkjwt, token_endpoint_auth_signing_alg: alg }))).toBe(
+        `invalid_client_metadata: token_endpoint_auth_signing_alg is ${alg}, which none of the keys in jwks can sign with: the client could never authenticate`,
+      );
+    }
+    // A key that names its alg counts for that alg only.
+    expect(refusal(() => vouchedCheck({ ...pkjwt, jwks: { keys: [{ ...p256, alg: 'ES256' }] }, token_endpoint_auth_signing_alg: 'ES384' }))).toMatch(/none of the keys/);
+    expect(refusal(() => check({ token_endpoint_auth_signing_alg: 'ES256' }))).toBe('invalid_client_metadata: token_endpoint_auth_signing_alg is only used with private_key_jwt');
+  });
+
+  test.each([
+    ['https:example.com', /^invalid_client_metadata: client_uri must be an https URL$/],
+    [' \thttps://example.com/ ', /must be an https URL$/],
+    ['https://exa\nmple.com/', /must be printable ASCII without spaces .* it contains "\\n" \(U\+000A\)$/],
+    ['https://example.com/\u0000', /contains "\\u0000" \(U\+0000\)$/],
+    ['https://example.com/\u202egpj.exe', /contains "\u202e" \(U\+202E\)$/],
+    ['https://user:pass@example.com/', /must not contain user credentials$/],
+    [`https://example.com/${'a'.repeat(2000)}`, /must be at most 2000 characters \(it has 2020\)$/],
+  ])('client_uri %j is refused', (uri, description) => {
+    expect(refusal(() => check({ client_uri: uri }))).toMatch(description);
+    for (const field of ['logo_uri', 'tos_uri', 'policy_uri']) expect(refusal(() => check({ [field]: uri }))).toMatch(new RegExp(`^invalid_client_metadata: ${field} `));
+  });
+
+  test('an https URL is kept as the client wrote it', () => {
+    expect(check({ client_uri: 'https://agent.example.com', logo_uri: 'https://agent.example.com/logo.png?v=2' })).toMatchObject({ client_uri: 'https://agent.example.com', logo_uri: 'https://agent.example.com/logo.png?v=2' });
+  });
+
+  test('lists: no entry twice, grant_types not empty, at most 20 redirect URIs of each kind', () => {
+    expect(refusal(() => check({ redirect_uris: ['https://client.example.com/cb', 'https://client.example.com/cb'] }))).toBe('invalid_redirect_uri: redirect_uris lists "https://client.example.com/cb" twice');
+    expect(refusal(() => check({ grant_types: ['authorization_code', 'authorization_code'] }))).toMatch(/grant_types lists "authorization_code" twice/);
+    expect(refusal(() => check({ response_types: ['code', 'code'] }))).toMatch(/response_types lists "code" twice/);
+    expect(refusal(() => check({ grant_types: [] }))).toMatch(/grant_types must contain at least one grant type/);
+    const uris = (n: number) => Array.from({ length: n }, (_, i) => `http://127.0.0.1:${8000 + i}/cb`);
+    expect(check({ redirect_uris: uris(20) }).redirect_uris).toHaveLength(20);
+    expect(refusal(() => check({ redirect_uris: uris(21) }))).toBe('invalid_redirect_uri: redirect_uris may list at most 20 URIs (got 21)');
+    expect(refusal(() => check({ post_logout_redirect_uris: uris(21) }))).toBe('invalid_redirect_uri: post_logout_redirect_uris may list at most 20 URIs (got 21)');
+  });
+});
+
 describe('SharedWindowLimit (on the store\'s atomic counter)', () => {
   test('counts per subject within an epoch-aligned window, says when the window ends, and starts over in the next', async () => {
     const storage = new EmbeddedStorage({ dataDir: mkdtempSync(join(tmpdir(), 'agentauth-limit-')) });

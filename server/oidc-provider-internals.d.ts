@@ -38,6 +38,8 @@ declare module 'oidc-provider/lib/helpers/validate_dpop.js' {
   import type { KoaContextWithOIDC, Provider } from 'oidc-provider';
   /** The DPoP proof validateDpop verified on this request (payload and protected header), if any. */
   export function getDpopJwt(provider: Provider, ctx: KoaContextWithOIDC): { payload: Record<string, unknown>; protectedHeader: Record<string, unknown> } | undefined;
+  /** Verifies the request's DPoP proof once per request (later calls answer from its cache); undefined without one. */
+  export default function validateDpop(provider: Provider, ctx: KoaContextWithOIDC, accessToken?: string): Promise<{ thumbprint: string; jti: string; iat: number } | undefined>;
 }
 declare module 'oidc-provider/lib/helpers/initialize_keystore.js' {
   import type { Provider } from 'oidc-provider';

@@ -13,6 +13,7 @@ import type { Config } from './config.js';
 import type { Logger } from './logger.js';
 import { shouldIssueRefreshToken } from './policies/refresh.js';
 import { installRefreshGrace, isGraceReissue, pendingRotation } from './grants/refresh-grace.js';
+import { bindRotatedRefreshTokens } from './grants/refresh-binding.js';
 import { checkRefreshTarget } from './policies/refresh-request.js';
 import { TIER_FIELD, accessTokenLifetime, refreshTokenLifetime, tierOf } from './policies/tiers.js';
 import type { TierLimits } from './policies/tiers.js';
@@ -431,6 +432,8 @@ export function createProvider(deps: ProviderDeps): Provider {
   const { hasher, health, storage, log } = deps;
   // Reuse of a just-rotated refresh token within the tier's grace gets its successor (server/grants/refresh-grace.ts).
   const graceLimits = tierLimits(deps.config);
+  // A public client's bearer refresh token is bound at the first refresh that carries a DPoP proof (RFC 9449 §5).
+  bindRotatedRefreshTokens(provider);
   installRefreshGrace(provider, {
     refreshTokens: storage.model('RefreshToken'),
     graceSeconds: (client) => tierOf(graceLimits, client as unknown as ClientLike).refreshGraceSeconds,

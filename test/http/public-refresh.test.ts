@@ -154,6 +154,27 @@ describe.each<[Store]>([['sqlite'], ['mongodb']])('public clients without DPoP o
       expect(next.refresh_token).not.toBe(first.refresh_token);
     });
 
+    test('a bearer refresh token refreshed with a DPoP proof is rotated into one bound to that key (RFC 9449 §5): no proof or another key is then refused', async () => {
+      const { clientId, tokens } = await signIn(srv.issuer);
+      expect(tokens.token_type).toBe('Bearer');
+      const config = await oidc.discovery(new URL(srv.issuer), clientId, undefined, oidc.None(), insecure);
+      const key = oidc.getDPoPHandle(config, await oidc.randomDPoPKeyPair('ES256'));
+      const bound = await oidc.refreshTokenGrant(config, tokens.refresh_token!, { resource: RESOURCE }, { DPoP: key });
+      expect(bound.token_type.toLowerCase()).toBe('dpop');
+      const stored = await introspect(srv.issuer, bound.refresh_token!);
+      expect(stored).toMatchObject({ active: true, cnf: { jkt: expect.any(String) } });
+      // The attacker who copied it: without the key, and with a key of their own.
+      const bare = await refreshed(srv.issuer, clientId, bound.refresh_token!);
+      expect(bare.status).toBe(400);
+      expect(bare.body.error).toBe('invalid_grant');
+      const other = oidc.getDPoPHandle(config, await oidc.randomDPoPKeyPair('ES256'));
+      await expect(oidc.refreshTokenGrant(config, bound.refresh_token!, { resource: RESOURCE }, { DPoP: other })).rejects.toMatchObject({ error: 'invalid_grant' });
+      // Neither used it up: the key's holder still refreshes, and stays bound.
+      const next = await oidc.refreshTokenGrant(config, bound.refresh_token!, { resource: RESOURCE }, { DPoP: key });
+      expect(next.token_type.toLowerCase()).toBe('dpop');
+      expect((await introspect(srv.issuer, next.refresh_token!)).cnf).toEqual(stored.cnf);
+    });
+
     test('the idle lifetime bounds each refresh token, the absolute lifetime bounds the rotated ones', async () => {
       const { clientId, tokens } = await signIn(srv.issuer);
       const original = await introspect(srv.issuer, tokens.refresh_token!);

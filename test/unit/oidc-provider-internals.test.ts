@@ -105,6 +105,10 @@ describe('oidc-provider internals agentauth relies on', () => {
     expect(dpop).toContain('const diff = Math.abs(now - payload.iat);');
     expect(dpop).toContain('export function getDpopJwt(provider, ctx) {');
     expect(typeof validateDpopModule.getDpopJwt).toBe('function');
+    // A rotated refresh token takes the old one's binding, which server/grants/refresh-binding.ts fills in from the
+    // proof validateDpop verified (its default export, answering from the per-request cache above).
+    expect(readFileSync(join(lib, 'actions', 'grants', 'refresh_token.js'), 'utf8')).toContain('      jkt: refreshToken.jkt,');
+    expect(typeof validateDpopModule.default).toBe('function');
     // The code checks run in the code's consume(), called by consumeGrantSource once the grant's own checks passed.
     expect(readFileSync(join(lib, 'helpers', 'grant_source.js'), 'utf8')).toContain('  await source.consume();\n}');
     const code = readFileSync(join(lib, 'actions', 'grants', 'authorization_code.js'), 'utf8');

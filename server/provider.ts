@@ -300,6 +300,10 @@ export function providerConfiguration(deps: ProviderDeps): Configuration {
       },
     },
     pkce: { required: () => true },
+    // RFC 6749 §4.1.3: redirect_uri at the token endpoint is required when the authorization request had it, and must
+    // match. oidc-provider's default fills it in from a client's only registered URI, at /auth and at /token, so a code
+    // was redeemed without it; a client always names its redirect URI, as every OAuth library does.
+    allowOmittingSingleRegisteredRedirectUri: false,
     // (The grant handler has already verified the proof, so its presence means the refresh token gets bound.)
     issueRefreshToken: async (ctx, client) => shouldIssueRefreshToken(client, Boolean(ctx.get('DPoP')), tierFor(client).publicClientRefresh),
     // Called by the refresh grant just before it uses up the refresh token: a target the token cannot serve is refused

@@ -1,3 +1,4 @@
+import { Wallet } from 'ethers';
 import { MongoClient } from 'mongodb';
 import * as oidc from 'openid-client';
 
@@ -6,6 +7,9 @@ import type { AgentServer } from '../support/agent-server.js';
 import { runCli, startServer, tempDir, writeConfig } from '../support/server.js';
 import type { RunningServer } from '../support/server.js';
 import { mongoUri } from '../support/storages.js';
+import { walletCode } from '../support/races.js';
+
+const codeWallet = new Wallet('0x4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318');
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -342,6 +346,26 @@ describe('dynamic client registration (RFC 7591) under agentauth policy', () => 
     expect(cb.searchParams.get('error_description')).toMatch(/requires PKCE/);
     cb = await authorize({ code_challenge: 'x'.repeat(43), code_challenge_method: 'S256', resource: 'https://unknown.example.com' });
     expect(cb.searchParams.get('error')).toBe('invalid_target');
+  });
+
+  test('redirect_uri is required at /auth and when the code is redeemed (RFC 6749 §4.1.3), even for a client with one registered URI; a refused redemption leaves the code', async () => {
+    const created = await register(issuer, valid);
+    const clientId = created.body.client_id as string;
+    // Without it /auth cannot know where to send an error: the answer is the error page (JSON for this caller).
+    const url = new URL(`${issuer}/auth`);
+    for (const [k, v] of Object.entries({ client_id: clientId, response_type: 'code', scope: 'read', resource: RESOURCE, code_challenge: 'x'.repeat(43), code_challenge_method: 'S256' })) url.searchParams.set(k, v);
+    const res = await fetch(url, { redirect: 'manual' });
+    expect(res.status).toBe(400);
+    expect(await res.json()).toMatchObject({ error: 'invalid_request', error_description: "missing required parameter 'redirect_uri'" });
+
+    const { code, verifier } = await walletCode(issuer, clientId, codeWallet);
+    const redeem = (params: Record<string, string>) =>
+      fetch(`${issuer}/token`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ grant_type: 'authorization_code', client_id: clientId, code, code_verifier: verifier, resource: RESOURCE, ...params }) });
+    const without = await redeem({});
+    expect(without.status).toBe(400);
+    expect(await without.json()).toEqual({ error: 'invalid_request', error_description: "missing required parameter 'redirect_uri'" });
+    const redeemed = await redeem({ redirect_uri: REDIRECT });
+    expect(redeemed.status).toBe(200);
   });
 });
 

@@ -22,7 +22,8 @@ export function checkClientIdUrl(clientId: string): { url: URL } | { problem: st
   // "host." names the same host as "host" in DNS and in TLS, but not in the operator's allowedHosts and deniedHosts:
   // one spelling per host, without the trailing dot.
   if (url.hostname.endsWith('.')) return { problem: `must name its host without a trailing dot (${url.hostname.slice(0, -1)})` };
-  if (url.href !== clientId) return { problem: `is not in normalised form (${JSON.stringify(url.href)})` };
+  // Before the normalised form: "https://host" normalises to "https://host/", which would be refused next.
   if (url.pathname === '/') return { problem: 'must contain a path to the document, not just "/"' };
+  if (url.href !== clientId) return { problem: `is not in normalised form (${JSON.stringify(url.href)})` };
   return { url };
 }

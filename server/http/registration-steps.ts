@@ -171,7 +171,10 @@ const updatePolicyStep = named('agentauthUpdatePolicy', async (ctx, next) => {
   const { deps } = stateFor(ctx);
   requireJsonBody(ctx);
   const client = ctx.oidc.client!;
-  const current = readView(client.metadata() as Record<string, unknown>);
+  const metadata = client.metadata() as Record<string, unknown>;
+  // What the client may send back unchanged: its read response, and the registration response's
+  // client_secret_expires_at, which reads leave out with the secret (RFC 7592 §2.2 allows echoing either response).
+  const current = { ...readView(metadata), ...(metadata.client_secret_expires_at !== undefined ? { client_secret_expires_at: metadata.client_secret_expires_at } : {}) };
   const checked = checkRegistrationRequest(ctx.oidc.body, deps.policy, tierOf(deps.limits, client), {
     update: true,
     current,

@@ -101,6 +101,21 @@ describe('dynamic client registration (RFC 7591) under agentauth policy', () => 
     expect(await put.json()).toMatchObject({ software_id: '4NRB1-0XZABZI9E6-5SM3R', software_version: '2.2' });
   });
 
+  test('an update may send back the registration response itself (client_secret and client_secret_expires_at included); a changed client_secret_expires_at is refused by name', async () => {
+    const created = await register(issuer, { grant_types: ['client_credentials'], token_endpoint_auth_method: 'client_secret_basic', scope: 'read' });
+    expect(created.status).toBe(201);
+    expect(created.body.client_secret_expires_at).toBe(0);
+    const { registration_access_token: rat, ...registered } = created.body;
+    const put = (body: Record<string, unknown>, token: string) =>
+      fetch(created.body.registration_client_uri as string, { method: 'PUT', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    const changed = await put({ ...registered, client_secret_expires_at: 1 }, rat as string);
+    expect(changed.status).toBe(400);
+    expect(await changed.json()).toEqual({ error: 'invalid_client_metadata', error_description: 'client_secret_expires_at is assigned by the authorization server and cannot be changed by the client' });
+    const echoed = await put({ ...registered, client_name: 'Renamed agent' }, rat as string);
+    expect(echoed.status).toBe(200);
+    expect(await echoed.json()).toMatchObject({ client_id: created.body.client_id, client_name: 'Renamed agent' });
+  });
+
   test('metadata sent without a Content-Type is refused as such (it was read as no metadata: "redirect_uris are required"), and so is a PUT', async () => {
     const before = await clientCount();
     const res = await fetch(`${issuer}/reg`, { method: 'POST', body: new Blob([JSON.stringify(valid)]) });

@@ -69,8 +69,11 @@ describe('client ID metadata documents: host rules and the client_id URL', () =>
 
   test.each([
     ['http://agent.test/client.json', /https/],
-    ['https://agent.test', /normalised form/],
+    // Told what is missing (a path), not a normalised form ("https://agent.test/") that would be refused in turn.
+    ['https://agent.test', /^must contain a path to the document, not just "\/"$/],
+    ['https://agent.test:8443', /^must contain a path to the document/],
     ['https://agent.test/', /path/],
+    ['https://agent.test:443/c.json', /^is not in normalised form \("https:\/\/agent\.test\/c\.json"\)$/],
     ['https://user:pw@agent.test/c.json', /credentials/],
     ['https://agent.test/a/%2e%2e/c.json', /dot path/],
     ['https://agent.test/a/../c.json', /dot path/],

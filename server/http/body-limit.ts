@@ -10,8 +10,26 @@ import { CONTENT_TOO_LARGE } from '../request-body.js';
  */
 export const MAX_REQUEST_BODY = 64 * 1024;
 
-/** 413 invalid_request for a request whose Content-Length already says it is too large; nothing of it is read. */
+/** RFC 9110 §15.5.16: content in a coding the server does not decode. */
+const UNSUPPORTED_MEDIA_TYPE = 415;
+
+/**
+ * What a request's headers say of its body, checked before any endpoint runs: 413 invalid_request when the
+ * Content-Length is already too large, and 415 (with `Accept-Encoding: identity`, RFC 7694 §3) when the body is
+ * compressed or otherwise encoded: no endpoint decodes it, and oidc-provider read a gzip-labelled body as if it were
+ * plain. Nothing of such a body is read.
+ */
 export const declaredBodyLimit: Koa.Middleware = async (ctx, next) => {
+  const encoding = ctx.get('content-encoding').trim().toLowerCase();
+  if (encoding !== '' && encoding !== 'identity') {
+    ctx.status = UNSUPPORTED_MEDIA_TYPE;
+    ctx.set('Accept-Encoding', 'identity');
+    ctx.body = {
+      error: 'invalid_request',
+      error_description: `the request body is encoded (Content-Encoding: ${JSON.stringify(encoding.slice(0, 50))}); this server accepts unencoded bodies only`,
+    };
+    return;
+  }
   const declared = ctx.request.length;
   if (declared !== undefined && declared > MAX_REQUEST_BODY) {
     ctx.status = CONTENT_TOO_LARGE;

@@ -371,6 +371,18 @@ describe('bad input gets an RFC-shaped 4xx, never a 500, and changes nothing', (
       expect(await clients().countDocuments()).toBe(before);
     });
 
+    test.each([
+      ['/reg', 'application/json', 'gzip', JSON.stringify({ client_name: 'gz', grant_types: ['client_credentials'], token_endpoint_auth_method: 'client_secret_basic' })],
+      ['/REG/', 'application/json', 'br', JSON.stringify({ client_name: 'br', grant_types: ['client_credentials'], token_endpoint_auth_method: 'client_secret_basic' })],
+      ['/token', 'application/x-www-form-urlencoded', 'deflate', 'grant_type=client_credentials'],
+    ] as const)('a body with Content-Encoding to %s (%s, %s) gets 415 with Accept-Encoding: identity, and nothing is stored', async (path, type, encoding, body) => {
+      const before = await clients().countDocuments();
+      const res = await raw(port, 'POST', path, { 'content-type': type, 'content-encoding': encoding }, body);
+      expectOAuthError(res, 415, 'invalid_request', new RegExp(`^the request body is encoded \\(Content-Encoding: "${encoding}"\\); this server accepts unencoded bodies only$`));
+      expect(res.headers['accept-encoding']).toBe('identity');
+      expect(await clients().countDocuments()).toBe(before);
+    });
+
     // Between oidc-provider's limit (56 KiB) and the server's (64 KiB) the answer was "failed to parse the request body".
     test.each([
       ['/token', 'application/x-www-form-urlencoded', `grant_type=client_credentials&x=${'a'.repeat(60_000)}`],

@@ -9,7 +9,9 @@ import type { SharedWindowLimit } from './window.js';
  * Token requests per client, as a step of oidc-provider's token action inserted right after client authentication:
  * only a request that authenticated as the client counts against it (nobody can use up another client's allowance
  * by naming it), every route spelling and grant type meets it, and it is counted in the store (server/limits/window.ts).
- * A refusal is 429 `slow_down` with Retry-After.
+ * A public client (`none`) has no credential: naming it is all its authentication, and its client_id is public (it is
+ * in every authorization URL), so its requests are counted per client and client address. Anyone can still use up
+ * what their own address gets, not what the client's other users get. A refusal is 429 `slow_down` with Retry-After.
  */
 type Next = () => Promise<void>;
 
@@ -24,11 +26,14 @@ const ANCHOR = 'stripGrantIrrelevantParams';
 
 const tokenLimitStep = namedTokenStep('agentauthTokenRequestLimit', async (ctx: KoaContextWithOIDC, next: Next) => {
   const deps = perProvider.get(ctx.oidc.provider);
-  const clientId = ctx.oidc.client?.clientId;
-  if (deps?.limit.enabled && clientId !== undefined) {
-    const decision = await failClosedInProvider(() => deps.limit.hit(clientId), deps.health);
+  const client = ctx.oidc.client;
+  if (deps?.limit.enabled && client !== undefined) {
+    const publicClient = client.clientAuthMethod === 'none';
+    const subject = publicClient ? `${client.clientId} ${ctx.ip}` : client.clientId;
+    const decision = await failClosedInProvider(() => deps.limit.hit(subject), deps.health);
     if (!decision.allowed) {
-      throw limitError(ctx, 'slow_down', describeRefusal(deps.limit, `token requests of client ${clientId}`, decision), decision.retryAfter);
+      const what = publicClient ? `token requests of public client ${client.clientId} from this address` : `token requests of client ${client.clientId}`;
+      throw limitError(ctx, 'slow_down', describeRefusal(deps.limit, what, decision), decision.retryAfter);
     }
   }
   await next();

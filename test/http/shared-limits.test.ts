@@ -118,3 +118,37 @@ describe.each([
     expect((await nonceRequest(viaB())).status).toBe(429);
   });
 });
+
+describe('token requests of a public client are counted per client and address', () => {
+  let server: RunningServer;
+  beforeAll(async () => {
+    // Behind a proxy (TRUST_PROXY): X-Forwarded-For stands in for two people's addresses.
+    server = await startServer({ AGENTAUTH_DATA_DIR: tempDir('agentauth-limits-'), AGENTAUTH_KEK: newKek(), AGENTAUTH_CONFIG: writeConfig(tempDir(), config), TRUST_PROXY: 'true' });
+  });
+  afterAll(async () => {
+    await server?.stop();
+  });
+
+  /** A code redemption naming the public client, from `address`: all the authentication a public client has. */
+  const redeem = async (address: string) => {
+    const res = await fetch(`${server.url}/token`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded', 'x-forwarded-for': address },
+      body: new URLSearchParams({ grant_type: 'authorization_code', code: 'made-up', code_verifier: 'x'.repeat(43), redirect_uri: WEB_CLIENT.redirect_uris[0]!, client_id: WEB_CLIENT.client_id, resource: 'https://api.example.com' }),
+    });
+    return { status: res.status, retryAfter: res.headers.get('retry-after'), body: (await res.json()) as Record<string, unknown> };
+  };
+
+  test('whoever names the client uses up only their own address\'s allowance: the client\'s users elsewhere are not locked out', async () => {
+    // The attacker: made-up codes, each refused, each counted, then refused for the limit.
+    expect((await redeem('203.0.113.9')).body.error).toBe('invalid_grant');
+    expect((await redeem('203.0.113.9')).body.error).toBe('invalid_grant');
+    const limited = await redeem('203.0.113.9');
+    expectRefused(limited, 'slow_down', 3600);
+    expect(limited.body.error_description).toMatch(/^token requests of public client web-agent from this address: limit of 2 per 3600 s reached/);
+    // The person using the client from another address still gets to the grant (here: an unknown code).
+    const elsewhere = await redeem('198.51.100.7');
+    expect(elsewhere.status).toBe(400);
+    expect(elsewhere.body.error).toBe('invalid_grant');
+  });
+});

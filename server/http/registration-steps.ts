@@ -161,6 +161,9 @@ const registrationPolicyStep = named('agentauthRegistrationPolicy', async (ctx, 
 const readStep = named('agentauthRotateOnRead', async (ctx, next) => {
   const { deps } = stateFor(ctx);
   if (ctx.oidc.client?.noManage) return next(); // oidc-provider answers 403 for clients from the configuration file
+  // HEAD is GET without the content (oidc-provider's router answers it with the read): the token is checked, and
+  // neither used up nor rotated, since a successor could never reach the client.
+  if (ctx.method === 'HEAD') return next();
   await consumeRegistrationAccessToken(ctx, deps);
   await next();
   const body = ctx.body as Record<string, unknown>;

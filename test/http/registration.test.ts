@@ -116,6 +116,21 @@ describe('dynamic client registration (RFC 7591) under agentauth policy', () => 
     expect(await echoed.json()).toMatchObject({ client_id: created.body.client_id, client_name: 'Renamed agent' });
   });
 
+  test('HEAD on the configuration URI checks the registration access token without using it up (its successor could never arrive)', async () => {
+    const created = await register(issuer, valid);
+    const uri = created.body.registration_client_uri as string;
+    const rat = created.body.registration_access_token as string;
+    for (const path of [uri, uri.replace('/reg/', '/REG/')]) {
+      const head = await fetch(path, { method: 'HEAD', headers: { authorization: `Bearer ${rat}` } });
+      expect(head.status).toBe(200);
+      expect(await head.text()).toBe('');
+    }
+    expect((await fetch(uri, { method: 'HEAD', headers: { authorization: 'Bearer not-the-token' } })).status).toBe(401);
+    const read = await fetch(uri, { headers: { authorization: `Bearer ${rat}` } });
+    expect(read.status).toBe(200);
+    expect(((await read.json()) as Record<string, unknown>).registration_access_token).not.toBe(rat);
+  });
+
   test('metadata sent without a Content-Type is refused as such (it was read as no metadata: "redirect_uris are required"), and so is a PUT', async () => {
     const before = await clientCount();
     const res = await fetch(`${issuer}/reg`, { method: 'POST', body: new Blob([JSON.stringify(valid)]) });

@@ -6,19 +6,36 @@ import type { StorageHealth } from './health.js';
 import type { ModelName, Storage } from './types.js';
 import { MODEL_NAMES } from './types.js';
 
+/** The errors temporarilyUnavailable() made: a storage outage, whichever layer it reaches. */
+const OUTAGES = new WeakSet<object>();
+
 /** 503 `temporarily_unavailable`: what a client sees while storage cannot be reached. */
 export function temporarilyUnavailable(): InstanceType<typeof errors.TemporarilyUnavailable> {
   const err = new errors.TemporarilyUnavailable('the authorization server cannot reach its storage; retry shortly');
   // Built as a 400 (so oidc-provider exposes it), then raised to 503 as RFC 6749 §5.2 practice and RFC 9110 suggest.
   Object.assign(err, { status: 503, statusCode: 503 });
+  OUTAGES.add(err);
   return err;
 }
 
 /**
- * Runs a storage call made inside oidc-provider's request pipeline (where any other error would render as a 500):
- * storage failures become 503 temporarily_unavailable, and mark storage down.
+ * Whether `err` is a storage outage raised inside oidc-provider's pipeline and not rendered by it: one raised where its
+ * own error handling does not reach (agentauth's routes, the session save after the endpoint answered). The server's
+ * last-resort handler answers it 503 like any other outage, not 500.
  */
-export async function failClosedInProvider<T>(fn: () => Promise<T>, health?: { markDown(err: unknown): void }): Promise<T> {
+export function isStorageOutage(err: unknown): boolean {
+  return typeof err === 'object' && err !== null && OUTAGES.has(err);
+}
+
+/**
+ * Runs a storage call made inside oidc-provider's request pipeline (where any other error would render as a 500):
+ * storage failures become 503 temporarily_unavailable, and mark storage down. While storage is known to be down the
+ * call is not made: a request that saw one call time out would otherwise wait the whole timeout again for its next
+ * (a session save after a lookup), and answer after twice the bound. The health ping, which brings storage back up,
+ * does not go through here.
+ */
+export async function failClosedInProvider<T>(fn: () => Promise<T>, health?: { markDown(err: unknown): void; readonly up?: boolean }): Promise<T> {
+  if (health?.up === false) throw temporarilyUnavailable();
   try {
     return await fn();
   } catch (err) {

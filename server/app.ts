@@ -4,6 +4,7 @@ import type { Provider } from 'oidc-provider';
 
 import type { StorageHealth } from '../adapters/health.js';
 import { StorageUnavailableError } from '../adapters/errors.js';
+import { isStorageOutage } from '../adapters/oidc-adapter.js';
 import type { Keyring } from '../keys/keyring.js';
 import type { Logger } from './logger.js';
 import { auditTrail } from './audit/trail.js';
@@ -66,8 +67,8 @@ function errorShield(log: Logger, health: StorageHealth): Koa.Middleware {
     try {
       await next();
     } catch (err) {
-      if (err instanceof StorageUnavailableError) {
-        health.markDown(err);
+      if (err instanceof StorageUnavailableError || isStorageOutage(err)) {
+        if (err instanceof StorageUnavailableError) health.markDown(err);
         ctx.status = 503;
         ctx.body = unavailableBody('the authorization server cannot reach its storage; retry shortly');
       } else {

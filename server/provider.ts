@@ -37,6 +37,7 @@ import { revocationHooks } from './revocation-lineage.js';
 import { logoutSource, postLogoutSuccessSource, renderError } from '../interactions/provider-pages.js';
 import { NONCE_PATH } from '../interactions/routes.js';
 import { explainBodyParseErrors } from './http/body-parse-errors.js';
+import { whenRecorded } from './audit/trail.js';
 
 /** How clients may authenticate, at the token, introspection and revocation endpoints alike. */
 const CLIENT_AUTH_METHODS = ['none', 'client_secret_basic', 'client_secret_post', 'private_key_jwt'] as const;
@@ -497,9 +498,11 @@ export function createProvider(deps: ProviderDeps): Provider {
     });
   }
   provider.on('server_error', (_ctx, err) => log.error({ event: 'server_error', err }, 'server error'));
-  provider.on('grant.success', (ctx) =>
-    log.info({ event: 'grant.success', client_id: ctx.oidc.client?.clientId, grant_type: ctx.oidc.params?.grant_type }, 'token issued'),
-  );
+  // Logged once the token's audit record is durable: a token whose record could not be written is answered 503, not issued.
+  provider.on('grant.success', (ctx) => {
+    const fields = { event: 'grant.success', client_id: ctx.oidc.client?.clientId, grant_type: ctx.oidc.params?.grant_type };
+    whenRecorded(ctx as unknown as { state: Record<string, unknown> }, () => log.info(fields, 'token issued'));
+  });
   (provider as unknown as NodeJS.EventEmitter).on('agentauth.jwt_revoked', (_ctx: unknown, claims: { jti?: string; client_id?: string }) =>
     log.info({ event: 'token.revoked', jti: claims.jti, client_id: claims.client_id }, 'JWT access token revoked'),
   );

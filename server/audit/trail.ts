@@ -24,6 +24,17 @@ export function auditLater(ctx: { state: Record<string, unknown> } | undefined, 
   list.push(event);
 }
 
+/**
+ * Runs `fn` once the request's audit records are durable (at once if it has none), and never if they could not be
+ * written and the request was answered 503 instead: for what may only be said of a request that went through (the
+ * "token issued" log line).
+ */
+export function whenRecorded(ctx: { state: Record<string, unknown> } | undefined, fn: () => void): void {
+  if (!ctx) return;
+  const list = (ctx.state.afterAudit ??= []) as Array<() => void>;
+  list.push(fn);
+}
+
 /** The header and claims of a compact JWS, undecoded when the token is not one (an opaque token). No verification. */
 function jwtParts(token: string): { header: Record<string, unknown>; claims: Record<string, unknown> } | undefined {
   const first = token.indexOf('.');
@@ -88,9 +99,14 @@ export function auditTrail(recorder: AuditRecorder, log: AuditTrailLog): Koa.Mid
         events.push({ type: grace ? 'refresh.grace_reissued' : 'refresh.rotated', ...(context.client_id ? { client_id: context.client_id } : {}), details: grace ? (ctx.state.refreshGrace as Record<string, unknown>) : {} });
       }
     }
-    if (events.length === 0) return;
+    const after = (ctx.state.afterAudit as Array<() => void> | undefined) ?? [];
+    if (events.length === 0) {
+      for (const fn of after) fn();
+      return;
+    }
     try {
       await Promise.all(events.map((e) => recorder.record(e)));
+      for (const fn of after) fn();
     } catch (err) {
       log.error({ err: err instanceof Error ? err.message : String(err), events: events.map((e) => e.type) }, 'audit events could not be written');
       if (ctx.status < 400) {

@@ -3,6 +3,7 @@ import type { FerretdbProcess } from '../support/ferretdb.js';
 import { startOnOwnDatabase } from '../support/own-database.js';
 import type { RunningServer } from '../support/server.js';
 import { watchStalls } from '../support/stalls.js';
+import { openLoginPage } from '../support/user-agent.js';
 
 const SECRET = 'outage-client-secret-0123456789abcdef0123';
 /** storage.timeoutMs in this test: every storage call gives up after it. */
@@ -87,6 +88,45 @@ describe('MongoDB outage and recovery (a dedicated FerretDB stopped and restarte
     await until('token 200', () => tokenRequest(server.url), (r) => r.status === 200, 15_000);
     expect(server.child.exitCode).toBeNull();
     expect(server.output()).toContain('storage reachable again');
+  });
+
+  // These routes raised the outage where oidc-provider's error handling does not reach (agentauth's own routes, the
+  // session save after the endpoint answered): a 500 with a stack trace in the log, and for /auth and /session/end
+  // after twice the timeout, since the request's second storage call waited it out again.
+  test('a request that meets a hung database on any route gets 503 within the bound, never 500: /auth, /session/end, /wallet/nonce, the login page', async () => {
+    const reg = await fetch(`${server.url}/reg`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ redirect_uris: ['http://127.0.0.1:65000/cb'], token_endpoint_auth_method: 'none', grant_types: ['authorization_code', 'urn:agentauth:params:oauth:grant-type:wallet-signature'], scope: 'read' }),
+    });
+    expect(reg.status).toBe(201);
+    const clientId = ((await reg.json()) as { client_id: string }).client_id;
+    const authorize = new URL(`${server.url}/auth`);
+    for (const [k, v] of Object.entries({ client_id: clientId, response_type: 'code', redirect_uri: 'http://127.0.0.1:65000/cb', scope: 'read', resource: 'https://api.example.com', code_challenge: 'E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM', code_challenge_method: 'S256' })) authorize.searchParams.set(k, v);
+    const { agent, pageUrl } = await openLoginPage(authorize);
+    const routes: Array<[string, () => Promise<Response>]> = [
+      ['GET /auth', () => fetch(authorize, { redirect: 'manual', signal: AbortSignal.timeout(30_000) })],
+      ['GET /session/end', () => agent.fetch(`${server.url}/session/end`, { signal: AbortSignal.timeout(30_000) })],
+      ['POST /wallet/nonce', () => fetch(`${server.url}/wallet/nonce`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: `client_id=${clientId}`, signal: AbortSignal.timeout(30_000) })],
+      ['GET /interaction/<uid>', () => agent.fetch(pageUrl, { signal: AbortSignal.timeout(30_000) })],
+    ];
+    for (const [route, send] of routes) {
+      await until('readyz 200', () => readyz(server.url), (r) => r.status === 200, 15_000);
+      await db.pause();
+      try {
+        // The first request after the hang: nothing has marked storage down yet.
+        const started = Date.now();
+        const res = await send();
+        const ended = Date.now();
+        const ms = ended - started - stalls.overlap(started, ended);
+        expect({ route, status: res.status }).toEqual({ route, status: 503 });
+        expect(ms).toBeLessThanOrEqual(BOUND_MS);
+        expect(res.headers.get('retry-after')).toBe('5');
+      } finally {
+        db.resume();
+      }
+    }
+    expect(server.output()).not.toContain('unhandled error');
   });
 
   test('a database down long enough that agentauth replaces its MongoDB client: every store follows the new client, tokens and their audit records come back', async () => {

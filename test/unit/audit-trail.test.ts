@@ -3,7 +3,7 @@ import request from 'supertest';
 
 import { StorageUnavailableError } from '../../adapters/errors.js';
 import type { AuditEventInput } from '../../server/audit/chain.js';
-import { auditLater, auditTrail, tokenIssuedEvent } from '../../server/audit/trail.js';
+import { auditLater, auditTrail, tokenIssuedEvent, whenRecorded } from '../../server/audit/trail.js';
 
 function appWith(recorder: { record(e: AuditEventInput): Promise<unknown> }, respond: (ctx: Koa.Context) => void) {
   const app = new Koa();
@@ -55,6 +55,30 @@ describe('auditTrail', () => {
     expect(res.body).toEqual({ error: 'temporarily_unavailable', error_description: expect.stringMatching(/audit log/) });
     expect(JSON.stringify(res.body)).not.toContain(jwt);
     expect(errors).toHaveLength(1);
+  });
+
+  test('what waits for the records (the "token issued" log line) runs once they are written, and never when they are not', async () => {
+    for (const [recorder, status, ran] of [
+      [{ record: async () => undefined }, 200, true],
+      [{ record: async () => Promise.reject(new StorageUnavailableError('down')) }, 503, false],
+    ] as const) {
+      const said: string[] = [];
+      const { app } = appWith(recorder, (ctx) => {
+        routedToToken(ctx);
+        whenRecorded(ctx, () => said.push('token issued'));
+        ctx.body = { access_token: jwt, token_type: 'Bearer' };
+      });
+      expect((await request(app.callback()).post('/token')).status).toBe(status);
+      expect(said).toEqual(ran ? ['token issued'] : []);
+    }
+    // A request with no records to write runs it at once.
+    const said: string[] = [];
+    const { app } = appWith({ record: async () => Promise.reject(new Error('not called')) }, (ctx) => {
+      whenRecorded(ctx, () => said.push('done'));
+      ctx.body = { ok: true };
+    });
+    expect((await request(app.callback()).get('/x')).status).toBe(200);
+    expect(said).toEqual(['done']);
   });
 
   test('events queued by any layer are written; a failed write leaves an error response as it was', async () => {

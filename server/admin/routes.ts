@@ -38,7 +38,10 @@ export function matchRoute(routes: readonly AdminRoute[], method: string, path: 
  * The path as log lines and error answers may show it. Where a route has a secret parameter (an initial access token),
  * any path that begins like that route up to the parameter, in any spelling the caller might use (any case, empty
  * segments, a trailing slash, a malformed escape), shows everything after that beginning as `[redacted]`: a near
- * miss that matches no route is as likely to carry the secret as one that matches.
+ * miss that matches no route is as likely to carry the secret as one that matches. A path that matches a route with
+ * no secret parameter is shown as it came. Any other path (one no route answers: dot segments, escaped letters or
+ * slashes, `;` parameters, ...) shows only the segments that are words of the routes (`admin`, `iats`, ...), each
+ * other segment as `[redacted]`: no spelling the router does not take can carry a secret into the log.
  */
 export function loggedPath(routes: readonly AdminRoute[], path: string): string {
   const given = path.split('/').filter((s) => s !== '');
@@ -51,7 +54,18 @@ export function loggedPath(routes: readonly AdminRoute[], path: string): string 
       return `/${[...given.slice(0, first), '[redacted]'].join('/')}`;
     }
   }
-  return path;
+  const segments = path.split('/').slice(1);
+  if (routes.some((route) => matchPath(route.path.split('/').slice(1), segments) !== undefined)) return path;
+  const words = new Set(routes.flatMap((route) => route.path.split('/').filter((p) => p !== '' && !p.startsWith(':')).map((p) => p.toLowerCase())));
+  return `/${segments.map((segment) => (segment === '' || words.has(safeDecode(segment).toLowerCase()) ? segment : '[redacted]')).join('/')}`;
+}
+
+function safeDecode(segment: string): string {
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    return segment;
+  }
 }
 
 function matchPath(pattern: string[], segments: string[]): Record<string, string> | undefined {

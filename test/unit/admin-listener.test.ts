@@ -43,8 +43,22 @@ describe('admin routes: matching', () => {
       expect({ path, shown: shown.includes('s3cr3t') }).toEqual({ path, shown: false });
       expect(shown).toMatch(/^\/(admin|ADMIN)\/(iats|Iats)\/\[redacted\]$/);
     }
-    // Paths with no secret in them are shown as they came.
-    for (const path of ['/admin/iats', '/admin/iats/', '/admin/clients/x', '/elsewhere/x/y']) expect(loggedPath(secret, path)).toBe(path);
+    // Paths a route answers, with no secret in them, are shown as they came; so are the routes' own words.
+    for (const path of ['/admin/iats', '/admin/iats/', '/admin/clients/x', '/ADMIN/clients']) expect(loggedPath(secret, path)).toBe(path);
+    // Spellings the router does not take (dot segments, escaped letters or slashes, ;parameters) show only the routes'
+    // words: the log never gets the token, however the path was spelled.
+    for (const [path, shown] of [
+      ['/admin/./iats/s3cr3t', '/admin/[redacted]/iats/[redacted]'],
+      ['/admin/x/../iats/s3cr3t', '/admin/[redacted]/[redacted]/iats/[redacted]'],
+      ['/%61dmin/iats/s3cr3t', '/%61dmin/iats/[redacted]'],
+      ['/admin/%69ats/s3cr3t', '/admin/%69ats/[redacted]'],
+      ['/admin%2Fiats/s3cr3t', '/[redacted]/[redacted]'],
+      ['/admin/iats%2Fs3cr3t', '/admin/[redacted]'],
+      ['/admin/iats;s3cr3t', '/admin/[redacted]'],
+      ['/elsewhere/s3cr3t/y', '/[redacted]/[redacted]/[redacted]'],
+    ]) {
+      expect({ path, shown: loggedPath(secret, path!) }).toEqual({ path, shown });
+    }
     expect(matchRoute(secret, 'DELETE', '/admin/iats/s3cr3t').match?.params).toEqual({ id: 's3cr3t' });
   });
 });

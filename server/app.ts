@@ -5,6 +5,7 @@ import type { Provider } from 'oidc-provider';
 import type { StorageHealth } from '../adapters/health.js';
 import { StorageUnavailableError } from '../adapters/errors.js';
 import { isStorageOutage } from '../adapters/oidc-adapter.js';
+import instance from 'oidc-provider/lib/helpers/weak_cache.js';
 import type { Keyring } from '../keys/keyring.js';
 import type { Logger } from './logger.js';
 import { auditTrail } from './audit/trail.js';
@@ -109,10 +110,23 @@ function probes(health: StorageHealth, keyring: Keyring): Koa.Middleware {
   };
 }
 
-/** Fail closed: while storage is down, nothing that issues or accepts a credential runs. */
-function storageGate(health: StorageHealth): Koa.Middleware {
+/** oidc-provider's routes that need no storage: discovery (both well-known paths) and the JWKS, with their CORS preflights. */
+const STORAGE_FREE_ROUTES = new Set(['discovery', 'jwks', 'cors.discovery', 'cors.jwks']);
+
+/**
+ * Fail closed: while storage is down, nothing that issues or accepts a credential runs. What is served anyway is
+ * decided by the route oidc-provider's router resolves (`/JWKS`, `/jwks/` and `/.well-known/openid-configuration/`
+ * are the JWKS and discovery too), and by agentauth's own storage-free paths.
+ */
+function storageGate(health: StorageHealth, provider: Provider): Koa.Middleware {
+  const { router } = instance(provider);
+  const storageFree = (ctx: Koa.Context) => {
+    if (STORAGE_FREE.has(ctx.path)) return true;
+    const name = router.match(ctx.method === 'HEAD' ? 'GET' : ctx.method, ctx.path)?.route.name;
+    return name !== undefined && STORAGE_FREE_ROUTES.has(name);
+  };
   return async (ctx, next) => {
-    if (!health.up && !STORAGE_FREE.has(ctx.path)) {
+    if (!health.up && !storageFree(ctx)) {
       ctx.status = 503;
       ctx.body = unavailableBody('the authorization server cannot reach its storage; retry shortly');
       return;
@@ -147,7 +161,7 @@ export function createApp({ provider, health, keyring, cookieKeys, log, interact
   app.use(errorShield(log, health));
   app.use(auditTrail(audit, log));
   app.use(probes(health, keyring));
-  app.use(storageGate(health));
+  app.use(storageGate(health, provider));
   // A request nothing answered: JSON, and 405 with Allow where oidc-provider routes the path for other methods.
   app.use(unmatchedRequests(provider));
   app.use(authorizationServerMetadata);

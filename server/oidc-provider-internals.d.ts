@@ -78,7 +78,7 @@ declare module 'oidc-provider/lib/helpers/weak_cache.js' {
   import type { KoaContextWithOIDC, Provider } from 'oidc-provider';
   interface Internals {
     /** oidc-provider's router (lib/helpers/router.js): the route a method and path resolve to, as requests are routed. */
-    router: { match(method: string, path: string): unknown };
+    router: { match(method: string, path: string): { route: { name: string; path: string }; params: Record<string, string> } | undefined };
     configuration: {
       features: {
         userinfo: unknown;

@@ -79,8 +79,12 @@ describe('MongoDB outage and recovery (a dedicated FerretDB stopped and restarte
       expect(r.status).toBe(503);
       expect(r.ms).toBeLessThanOrEqual(BOUND_MS);
     }
-    // Discovery and JWKS need no storage: resource servers can keep verifying tokens.
-    expect((await fetch(`${server.url}/jwks`)).status).toBe(200);
+    // Discovery and JWKS need no storage: resource servers can keep verifying tokens, whatever the spelling the
+    // router takes (these got 503 while only the exact paths were let through).
+    for (const path of ['/jwks', '/JWKS', '/jwks/', '/.well-known/openid-configuration', '/.well-known/openid-configuration/', '/.WELL-KNOWN/openid-configuration', '/.well-known/oauth-authorization-server', '/.well-known/oauth-authorization-server/']) {
+      expect({ path, status: (await fetch(`${server.url}${path}`)).status }).toEqual({ path, status: 200 });
+    }
+    expect((await fetch(`${server.url}/jwks`, { method: 'HEAD' })).status).toBe(200);
 
     // Same port, same files: the server comes back and agentauth recovers on its own.
     db = await startFerretdb({ port: db.port, dir: db.dir });

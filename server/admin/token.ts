@@ -30,6 +30,12 @@ export function resolveAdminToken(admin: Pick<AdminConfig, 'token' | 'tokenFile'
   if (token.length < MIN_ADMIN_TOKEN_LENGTH || /\s/.test(token)) {
     throw new ConfigError(`${setting}: the admin token must be at least ${MIN_ADMIN_TOKEN_LENGTH} characters with no spaces (e.g. openssl rand -base64 32)`);
   }
+  // What an Authorization: Bearer header can carry (RFC 6750 §2.1 b64token, as bearerCredential reads it): any other
+  // character would make a token that starts the listener and never authenticates.
+  const bad = /[^A-Za-z0-9\-._~+/=]/.exec(token)?.[0] ?? (/=[^=]/.test(token) ? '=' : undefined);
+  if (bad !== undefined) {
+    throw new ConfigError(`${setting}: the admin token may contain only letters, digits and - . _ ~ + / (with = only at the end), as a Bearer token can (RFC 6750 §2.1); it contains ${JSON.stringify(bad)} (e.g. openssl rand -base64 32)`);
+  }
   return token;
 }
 

@@ -89,6 +89,15 @@ describe('admin token', () => {
     expect(resolveAdminToken({ token: undefined, tokenFile: join(dir, 'token') })).toBe(TOKEN);
     expect(() => resolveAdminToken({ token: 'short', tokenFile: undefined })).toThrow(new ConfigError('AGENTAUTH_ADMIN_TOKEN: the admin token must be at least 32 characters with no spaces (e.g. openssl rand -base64 32)'));
     expect(() => resolveAdminToken({ token: `${TOKEN} ${TOKEN}`, tokenFile: undefined })).toThrow(ConfigError);
+    // Every token the configuration accepts is one a Bearer header can carry: the rest started a listener that no
+    // request could ever authenticate to.
+    for (const [token, bad] of [[`pA$$w0rd!with:special#chars@2026-abcdefgh`, '$'], [`${TOKEN}"`, '"'], [`${TOKEN}é`, 'é'], [`${TOKEN}=x`, '=']]) {
+      expect(() => resolveAdminToken({ token, tokenFile: undefined })).toThrow(new ConfigError(`AGENTAUTH_ADMIN_TOKEN: the admin token may contain only letters, digits and - . _ ~ + / (with = only at the end), as a Bearer token can (RFC 6750 §2.1); it contains ${JSON.stringify(bad)} (e.g. openssl rand -base64 32)`));
+    }
+    for (const token of [`${TOKEN}-._~+/`, `${TOKEN}==`, Buffer.alloc(32, 7).toString('base64')]) {
+      expect(resolveAdminToken({ token, tokenFile: undefined })).toBe(token);
+      expect(bearerCredential(`Bearer ${token}`)).toBe(token);
+    }
     expect(() => resolveAdminToken({ token: undefined, tokenFile: join(dir, 'missing') })).toThrow(/admin\.tokenFile .*cannot read the admin token/);
   });
 });

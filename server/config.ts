@@ -322,6 +322,9 @@ const envSchema = z.object({
       const u = URL.parse(v);
       return u !== null && (u.protocol === 'https:' || u.protocol === 'http:') && !u.search && !v.includes('?') && !v.includes('#');
     }, 'must be an http(s) URL with no query or fragment')
+    // agentauth serves its endpoints at the root of its host: with a path in the issuer, discovery at the issuer's
+    // well-known URL (RFC 8414 §3, OIDC Discovery §4) and every endpoint URL would miss it, and clients refuse it.
+    .refine((v) => { const u = URL.parse(v); return u === null || u.pathname === '/' || u.pathname === ''; }, 'must have no path (https://auth.example.com, not https://auth.example.com/tenant): agentauth serves its endpoints at the root of its host; give it a host of its own')
     .optional(),
   MONGODB_URI: z.string().regex(/^mongodb(\+srv)?:\/\//, 'must start with mongodb:// or mongodb+srv://').optional(),
   MONGODB_DB: z.string().regex(/^[A-Za-z0-9_-]{1,63}$/, 'must be 1-63 letters, digits, "_" or "-"').optional(),

@@ -104,6 +104,9 @@ describe('loadConfig', () => {
     [{ ISSUER: 'https://x/#frag' }, /^ISSUER: /],
     [{ ISSUER: 'https://x#' }, /^ISSUER: /],
     [{ ISSUER: 'https://x?' }, /^ISSUER: /],
+    // Discovery and every endpoint URL would miss the path (openid-client refused the server either way).
+    [{ ISSUER: 'http://localhost:3000/tenant1' }, /^ISSUER: must have no path \(https:\/\/auth\.example\.com, not https:\/\/auth\.example\.com\/tenant\)/],
+    [{ ISSUER: 'https://as.example.com/a/' }, /^ISSUER: must have no path/],
     [{ MONGODB_DB: 'bad.name' }, /^MONGODB_DB: /],
     [{ AGENTAUTH_KEY_ALG: 'RS256' }, /^AGENTAUTH_KEY_ALG: /],
     [{ AGENTAUTH_AUDIT_CHAIN: 'has/slash' }, /^AGENTAUTH_AUDIT_CHAIN: must be 1-100 letters/],

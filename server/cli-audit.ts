@@ -95,8 +95,8 @@ async function tail(opts: { lines: number; json?: boolean }): Promise<void> {
 }
 
 async function exportLog(opts: { out?: string; json?: boolean }): Promise<void> {
-  if (opts.out !== undefined) checkOutFile(opts.out);
-  await withAuditStore('audit export', async (store, ctx) => {
+  await withStore({ command: 'audit export' }, async ({ audit: store }, config, ctx) => {
+    if (opts.out !== undefined) checkOutFile(opts.out, config);
     // A file is written under a temporary name and renamed when complete: a failed export leaves no partial file.
     const tmp = opts.out ? `${opts.out}.tmp-${process.pid}` : undefined;
     const file: WriteStream | undefined = tmp ? createWriteStream(tmp, { flags: 'wx', mode: 0o600 }) : undefined;

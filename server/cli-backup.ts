@@ -1,11 +1,12 @@
-import { closeSync, existsSync, fsyncSync, openSync, realpathSync, renameSync, rmSync, statSync } from 'node:fs';
-import { basename, dirname, join, resolve } from 'node:path';
+import { closeSync, existsSync, fsyncSync, openSync, renameSync, rmSync, statSync } from 'node:fs';
+import { basename, dirname, resolve } from 'node:path';
 import type { DatabaseSync } from 'node:sqlite';
 
 import type { Command } from 'commander';
 
 import { openStorage } from './storage-setup.js';
 import { answer, announce, describeContext, EXIT, withJson } from './cli-context.js';
+import { operatorFileProblem, operatorFiles } from './cli-out-files.js';
 import { loadConfig } from './config.js';
 import type { Config } from './config.js';
 
@@ -33,34 +34,6 @@ function refusal(config: Config): string | undefined {
 }
 
 /** The live database and the files SQLite keeps beside it: never a backup's destination, --force or not. */
-function liveFiles(db: string): string[] {
-  return [db, `${db}-wal`, `${db}-shm`, `${db}-journal`].map((f) => resolve(f));
-}
-
-/** `path` with its directory's symbolic links resolved (the name itself kept: the rename replaces that name). */
-function realName(path: string): string {
-  try {
-    return join(realpathSync(dirname(path)), basename(path));
-  } catch {
-    return resolve(path);
-  }
-}
-
-/**
- * Whether writing `out` would touch the live store: the same name once symbolic links in either directory are
- * resolved (a link to the data directory), or an existing file that is one of the live files under another name.
- */
-function isLiveStore(out: string, live: string): boolean {
-  const names = liveFiles(live);
-  if (names.map(realName).includes(realName(out))) return true;
-  const target = statSync(out, { throwIfNoEntry: false });
-  if (!target) return false;
-  return names.some((name) => {
-    const file = statSync(name, { throwIfNoEntry: false });
-    return file !== undefined && file.dev === target.dev && file.ino === target.ino;
-  });
-}
-
 /**
  * node:sqlite, loaded only when a backup runs (after openStorage has quieted its experimental warning), so that
  * every other command does not load it at start.
@@ -135,7 +108,7 @@ async function backupCommand(opts: { out?: string; force?: boolean; json?: boole
   if (!(storage instanceof SqliteStorage)) throw new BackupRefused(`the configured store is ${storage.kind}, not SQLite`);
   const live = storage.file;
   const problem =
-    (isLiveStore(out, live) ? `--out ${opts.out} is the live store itself; write the backup somewhere else` : undefined) ??
+    operatorFileProblem(opts.out, '--out', operatorFiles(config, live)) ??
     (!existsSync(live) ? `no SQLite store at ${live} (nothing to back up; is AGENTAUTH_DATA_DIR the server's data directory?)` : undefined) ??
     (existsSync(out) && statSync(out).isDirectory() ? `--out ${opts.out} is a directory; name the backup file` : undefined) ??
     (existsSync(out) && !opts.force ? `${opts.out} already exists; pass --force to replace it` : undefined) ??

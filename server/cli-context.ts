@@ -8,6 +8,7 @@ import type { Storage } from '../adapters/types.js';
 import { initStorage, openStorage } from './storage-setup.js';
 import { loadConfig } from './config.js';
 import type { Config } from './config.js';
+import { operatorFileProblem, operatorFiles } from './cli-out-files.js';
 
 /**
  * What every CLI command shares: which store, data directory and issuer it used (said on stderr, and in the JSON
@@ -23,8 +24,10 @@ export class CliUsageError extends Error {
 }
 
 /** Refuses an output file the command could not write, before anything is read or written (usage error, exit 2). */
-export function checkOutFile(path: string, flag = '--out'): void {
+export function checkOutFile(path: string, config: Config, flag = '--out'): void {
   const dir = dirname(resolve(path));
+  const replaces = operatorFileProblem(path, flag, operatorFiles(config));
+  if (replaces) throw new CliUsageError(replaces);
   if (existsSync(path) && statSync(path).isDirectory()) throw new CliUsageError(`${flag} ${path} is a directory; name the file to write`);
   if (!existsSync(dir)) throw new CliUsageError(`${flag}: directory ${dir} does not exist`);
   if (!statSync(dir).isDirectory()) throw new CliUsageError(`${flag}: ${dir} is not a directory`);

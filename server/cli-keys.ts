@@ -156,7 +156,7 @@ export function registerKeyCommands(program: Command): void {
     .option('--issuer <url>', 'the issuer to write into the archive (default: ISSUER; one of the two is required)')
     .action((opts: JsonOpt & { out?: string; issuer?: string }) =>
       withStore({ command: 'keys export', ...(opts.issuer !== undefined ? { issuer: opts.issuer.replace(/\/$/, '') } : {}) }, async (storage, config, ctx) => {
-        if (opts.out !== undefined) checkOutFile(opts.out);
+        if (opts.out !== undefined) checkOutFile(opts.out, config);
         if (ctx.issuer_source === 'default') {
           throw new CliUsageError(`keys export: ISSUER is not set; the archive names the issuer of the tokens it verifies, so set ISSUER (or --issuer) to the server's issuer rather than the default ${ctx.issuer}`);
         }

@@ -201,7 +201,7 @@ describe('agentauth backup on the SQLite store, and a restore as docs/operations
       const before = readFileSync(live);
       const res = await runCli(['backup', '--out', live, '--force'], env);
       expect(res.code).toBe(2);
-      expect(res.stderr).toContain(`agentauth backup: --out ${live} is the live store itself; write the backup somewhere else\n`);
+      expect(res.stderr).toContain(`agentauth backup: --out ${live} is the live store itself (${live}); write somewhere else\n`);
       expect(readFileSync(live).equals(before)).toBe(true);
 
       // Other spellings of the same file: through a link to the data directory, a `..` detour, its WAL, a hard link.
@@ -218,11 +218,43 @@ describe('agentauth backup on the SQLite store, and a restore as docs/operations
       ]) {
         const other = await runCli(['backup', '--out', spelling, '--force'], env);
         expect({ spelling, code: other.code }).toEqual({ spelling, code: 2 });
-        expect(other.stderr).toContain(`agentauth backup: --out ${spelling} is the live store itself; write the backup somewhere else\n`);
+        expect(other.stderr).toMatch(new RegExp(`^agentauth backup: --out ${spelling.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} is the live store itself \\(${live.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}(-wal)?\\); write somewhere else$`, 'm'));
         expect(statSync(live).ino).toBe(inode);
       }
       rmSync(hardLink);
       rmSync(linkedDir);
+    });
+
+    // `audit export --out` and `keys export --out` had no such check: they replaced the store or the KEK, exit 0, and
+    // the store (or every key in it) was gone.
+    test('no command writes its output over the store, the KEK or the configuration, by any spelling', async () => {
+      const data = join(refusalDir, 'data');
+      const live = join(data, 'agentauth.sqlite');
+      const kek = join(data, 'kek');
+      expect(existsSync(kek)).toBe(true);
+      const link = join(refusalDir, 'archive.json');
+      symlinkSync(live, link);
+      const before = { live: readFileSync(live), kek: readFileSync(kek), config: readFileSync(config) };
+      for (const [args, target, what] of [
+        [['audit', 'export', '--out', live], live, 'the live store itself'],
+        [['audit', 'export', '--out', kek], kek, 'the key-encryption key (KEK)'],
+        [['audit', 'export', '--out', config], config, 'the configuration file (AGENTAUTH_CONFIG)'],
+        [['keys', 'export', '--public', '--issuer', 'https://as.example.com', '--out', link], live, 'the live store itself'],
+        [['keys', 'export', '--public', '--issuer', 'https://as.example.com', '--out', kek], kek, 'the key-encryption key (KEK)'],
+        [['backup', '--out', kek, '--force'], kek, 'the key-encryption key (KEK)'],
+      ] as const) {
+        const res = await runCli([...args], env);
+        const out = args[args.indexOf('--out') + 1];
+        expect({ args, code: res.code, stdout: res.stdout }).toEqual({ args, code: 2, stdout: '' });
+        expect(res.stderr).toContain(`--out ${out} is ${what} (${target}); write somewhere else\n`);
+      }
+      expect(readFileSync(live).equals(before.live)).toBe(true);
+      expect(readFileSync(kek).equals(before.kek)).toBe(true);
+      expect(readFileSync(config).equals(before.config)).toBe(true);
+      rmSync(link);
+      // Elsewhere they still write.
+      const elsewhere = await runCli(['audit', 'export', '--out', join(refusalDir, 'audit.jsonl')], env);
+      expect(elsewhere.code).toBe(0);
     });
 
     test('with MONGODB_URI set it points to mongodump', async () => {

@@ -40,6 +40,7 @@ import { observeProviderEvents } from './metrics/provider-events.js';
 // The storage set-up lives in a module of its own, so that the CLI's storage commands need not load the provider.
 export { initStorage, openStorage, resolveKek } from './storage-setup.js';
 import { initStorage, openStorage, resolveKek } from './storage-setup.js';
+import { sealCredentialIds } from '../adapters/sealed-credential-ids.js';
 
 export interface Agentauth {
   config: Config;
@@ -94,6 +95,8 @@ export async function boot(config: Config, log: Logger, options: BootOptions = {
   try {
     await initStorage(config, storage, log);
     const { kek, origin } = await resolveKek(config, storage, log);
+    // Tokens, codes and registration access tokens are kept under keyed hashes of their values (adapters/sealed-credential-ids.ts).
+    const credentials = sealCredentialIds(storage, kek);
     const policy = { retireGraceSeconds: retireGraceSeconds(config) };
     const audit = measuredAudit(new AuditLog(storage.audit, { chain: writerChain({ server: { port: config.port } }, config.auditChain) }), metrics);
     let generated: { kid: string; alg: string } | undefined;
@@ -122,7 +125,7 @@ export async function boot(config: Config, log: Logger, options: BootOptions = {
     health.onChange((up, reason) => (up ? log.info('storage reachable again') : log.error({ reason }, 'storage unreachable')));
     health.start();
     const wallet = createWalletSignIn(config.wallet, config.issuer, storage.nonces);
-    const provider = assembleProvider({ config, storage, health, keyring, cookieKeys, hasher, dpopNonceSecret, log, clientMetadataTest: options.clientMetadataTest, wallet });
+    const provider = assembleProvider({ config, storage: credentials, health, keyring, cookieKeys, hasher, dpopNonceSecret, log, clientMetadataTest: options.clientMetadataTest, wallet });
     auditProviderEvents(provider);
     observeProviderEvents(provider);
     await checkStaticClients(provider, config.clients).catch((err: unknown) => {
@@ -153,7 +156,7 @@ export async function boot(config: Config, log: Logger, options: BootOptions = {
       app,
       inFlight,
       provider,
-      storage,
+      storage: credentials,
       health,
       keyring,
       metrics,

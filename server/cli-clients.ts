@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 
+import { sealCredentialIds } from '../adapters/sealed-credential-ids.js';
 import type { Storage } from '../adapters/types.js';
 import { readCheckedKeys } from '../keys/integrity.js';
 import { upgradeKeyStoreRecorded } from './key-store-upgrade.js';
@@ -46,7 +47,8 @@ async function withClientAdmin(fn: (admin: ClientAdmin) => Promise<void>): Promi
       await readCheckedKeys(storage.keys, kek);
       note(`using the ${where(config, storage)} (issuer ${config.issuer})`);
       const admin = new ClientAdmin({
-        storage,
+        // Initial access tokens are stored under keyed hashes, as the server stores them (adapters/sealed-credential-ids.ts).
+        storage: sealCredentialIds(storage, kek),
         hasher: new ClientSecretHasher(deriveKey(kek, 'client-secrets')),
         staticClients: config.clients,
         audit: (event) => audit.record(event),

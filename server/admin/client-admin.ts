@@ -1,7 +1,8 @@
-import { hash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 
 import type { AdapterPayload, ModelName, Storage } from '../../adapters/types.js';
 import { isValidKey } from '../../adapters/validate.js';
+import { credentialFingerprint, FINGERPRINT_FIELD } from '../../adapters/sealed-credential-ids.js';
 import type { AuditEventInput } from '../audit/chain.js';
 import { CLIENT_OWNED, revokeClientRecords } from '../client-revocation.js';
 import { RevocationMarks } from '../revocation-lineage.js';
@@ -55,7 +56,9 @@ const PAGE = 500;
 const SECRET_AUTH_METHODS = new Set(['client_secret_basic', 'client_secret_post']);
 
 /** The handle an initial access token is listed and revoked by: a SHA-256 fingerprint (the token's id is the token). */
-export const iatFingerprint = (tokenId: string) => hash('sha256', tokenId, 'base64url').slice(0, 22);
+/** The fingerprint an initial access token is listed by: kept with it, or (stored before it was) the SHA-256 of its id, the token. */
+const iatFingerprintOf = (record: { id: string; payload: AdapterPayload }): string =>
+  typeof record.payload[FINGERPRINT_FIELD] === 'string' ? (record.payload[FINGERPRINT_FIELD] as string) : credentialFingerprint(record.id);
 
 const iso = (epochSeconds: unknown) => (typeof epochSeconds === 'number' ? new Date(epochSeconds * 1000).toISOString() : undefined);
 
@@ -237,9 +240,10 @@ export class ClientAdmin {
     const views: IatView[] = [];
     for (let after: string | undefined; ; ) {
       const page = await store.list(after, PAGE);
-      for (const { id, payload } of page) {
+      for (const record of page) {
+        const { payload } = record;
         views.push({
-          id: iatFingerprint(id),
+          id: iatFingerprintOf(record),
           tier: tierFromPolicies(Array.isArray(payload.policies) ? (payload.policies as string[]) : undefined),
           issued_at: iso(payload.iat),
           expires_at: iso(payload.exp),
@@ -257,18 +261,20 @@ export class ClientAdmin {
       throw invalidRequest('an initial access token id is the fingerprint `clients iat list` shows (base64url)');
     }
     const store = this.deps.storage.model('InitialAccessToken');
-    let tokenId: string | undefined;
-    if (await store.find(idOrToken)) tokenId = idOrToken;
-    for (let after: string | undefined; tokenId === undefined; ) {
+    // Found by its fingerprint, or by the token (whose fingerprint it is): records are stored under a keyed hash of
+    // the token (adapters/sealed-credential-ids.ts), so the listing is searched either way.
+    const asToken = credentialFingerprint(idOrToken);
+    let found: { id: string; payload: AdapterPayload } | undefined;
+    for (let after: string | undefined; found === undefined; ) {
       const page = await store.list(after, PAGE);
-      tokenId = page.find((r) => iatFingerprint(r.id) === idOrToken)?.id;
+      found = page.find((r) => iatFingerprintOf(r) === idOrToken || iatFingerprintOf(r) === asToken);
       if (page.length < PAGE) break;
       after = page.at(-1)!.id;
     }
-    if (tokenId === undefined) throw notFound('no initial access token has that id (the fingerprint `clients iat list` shows) or is that token');
-    const payload = (await store.find(tokenId)) ?? {};
+    if (found === undefined) throw notFound('no initial access token has that id (the fingerprint `clients iat list` shows) or is that token');
+    const { id: tokenId, payload } = found;
     const view: IatView = {
-      id: iatFingerprint(tokenId),
+      id: iatFingerprintOf(found),
       tier: tierFromPolicies(Array.isArray(payload.policies) ? (payload.policies as string[]) : undefined),
       issued_at: iso(payload.iat),
       expires_at: iso(payload.exp),

@@ -12,6 +12,7 @@ import { baseConfig, insecure, OPAQUE_RESOURCE, REDIRECT, RESOURCE, RS_CLIENT, S
 import { replayId } from '../../server/dpop-replay.js';
 import { all, basic, form, statuses } from '../support/races.js';
 import { startConfigured, uniqueDbName } from '../support/server.js';
+import { sealCredentialIds, storedKeyOf } from '../../adapters/sealed-credential-ids.js';
 import type { RunningServer } from '../support/server.js';
 import { mongoUri } from '../support/storages.js';
 import { authorizeWithWallet } from '../support/user-agent.js';
@@ -63,7 +64,8 @@ describe.each(backends)('DPoP proof replay at the token endpoint, %s', (_name, b
     const started = await startConfigured(baseConfig({ tiers: STRICT_REFRESH_TIERS, registration: { quota: { max: 1000 } } }), b.env);
     server = started.server;
     issuer = server.url;
-    storage = b.open(started.env.AGENTAUTH_DATA_DIR!, started.env);
+    // Opened as the server opens it: credential records under keyed hashes of their values (same KEK).
+    storage = sealCredentialIds(b.open(started.env.AGENTAUTH_DATA_DIR!, started.env), Buffer.from(started.env.AGENTAUTH_KEK!, 'base64'));
     await storage.init();
   });
   afterAll(async () => {
@@ -103,8 +105,10 @@ describe.each(backends)('DPoP proof replay at the token endpoint, %s', (_name, b
     expect(statuses(results)).toBe([...Array(CONCURRENCY - 1).fill('400'), '200'].sort().join(','));
     expect(results.filter((r) => r.status === 400).every((r) => r.body.error === 'invalid_dpop_proof')).toBe(true);
     const won = results.find((r) => r.status === 200)!.body as { access_token: string };
-    const stored = (await storage.model('ClientCredentials').list(undefined, 100_000)).filter((r) => r.payload.jkt === key.jkt);
-    expect(stored.map((r) => r.id)).toEqual([won.access_token]);
+    const tokens = storage.model('ClientCredentials');
+    const stored = (await tokens.list(undefined, 100_000)).filter((r) => r.payload.jkt === key.jkt);
+    expect(stored.map((r) => r.id)).toEqual([storedKeyOf(tokens, won.access_token)]);
+    expect((await tokens.find(won.access_token))?.jkt).toBe(key.jkt);
   });
 
   test('a proof used once is refused the second time, and the refused request records nothing', async () => {

@@ -6,6 +6,7 @@ import * as oidc from 'openid-client';
 
 import { MongoStorage } from '../../adapters/mongodb.js';
 import { SqliteStorage } from '../../adapters/sqlite.js';
+import { sealCredentialIds } from '../../adapters/sealed-credential-ids.js';
 import type { Storage } from '../../adapters/types.js';
 import { insecure, register } from '../support/agent-server.js';
 import { allAuditRecords } from '../support/audit.js';
@@ -303,7 +304,8 @@ describe.each(backends)('RFC 8693 token exchange on %s', (_name, storeEnv, openS
     const storage = openStorage(env);
     await storage.init();
     try {
-      const opaque = await storage.model('AccessToken').find(hop1.access_token);
+      // Opaque tokens are stored under a keyed hash of their value: looked up through the same KEK as the server's.
+      const opaque = await sealCredentialIds(storage, Buffer.from(env.AGENTAUTH_KEK!, 'base64')).model('AccessToken').find(hop1.access_token);
       const grant = await storage.model('Grant').find(String(opaque?.grantId));
       const tokenExp = Number(introspected.exp);
       expect(typeof grant?.exp).toBe('number');

@@ -1,0 +1,194 @@
+import { createCipheriv, createDecipheriv, createHmac, createSecretKey, hash, randomBytes } from 'node:crypto';
+import type { KeyObject } from 'node:crypto';
+
+import type { AdapterPayload } from 'oidc-provider';
+
+import { deriveKey } from '../keys/seal.js';
+import type { Consumption, ModelName, ModelStore, Storage } from './types.js';
+
+/**
+ * The models whose record id is the credential itself: an opaque access token, a refresh token, an authorization
+ * code, a registration or initial access token is its own id (oidc-provider's `jti`), so a store keyed by it hands
+ * every live credential to whoever reads the database or a backup.
+ */
+export const CREDENTIAL_MODELS: ReadonlySet<ModelName> = new Set<ModelName>([
+  'AccessToken', 'ClientCredentials', 'RefreshToken', 'AuthorizationCode', 'RegistrationAccessToken', 'InitialAccessToken',
+  'DeviceCode', 'BackchannelAuthenticationRequest',
+]);
+
+/** Stored keys this module wrote start with this; oidc-provider's ids (base64url) never contain a dot. */
+const KEY_PREFIX = 'h1.';
+/**
+ * Whether an id presented to the store may name a record stored before ids were sealed (under the id itself). A
+ * stored key never can: whoever read one from the database would otherwise present it as the credential.
+ */
+const legacy = (id: string): boolean => !id.startsWith(KEY_PREFIX);
+/** A refresh token's own value, sealed, in its payload: what a reuse within the grace gets back as the successor. */
+const SEALED_VALUE = 'agentauth_sealed_value';
+/** An initial access token's public fingerprint, in its payload: what `clients iat list` shows and `revoke` takes. */
+export const FINGERPRINT_FIELD = 'agentauth_fingerprint';
+
+/** The fingerprint of a credential: the first 22 characters of the base64url SHA-256 of its value (not a credential). */
+export const credentialFingerprint = (value: string): string => hash('sha256', value, 'base64url').slice(0, 22);
+
+/**
+ * A credential model's store that keeps each record under HMAC-SHA256(id) with a key derived from the KEK, never under
+ * the id itself, and keeps no copy of the id in the payload (`jti` is dropped when stored and put back when read).
+ * A copy of the database, or a backup, then holds no token, code or registration access token that works: finding a
+ * record needs the credential, and forging one needs the KEK. One value has to come back out: the successor a
+ * rotated refresh token records, which a reuse within the grace hands back (server/grants/refresh-grace.ts). A refresh
+ * token therefore carries its own value sealed (AES-256-GCM under another KEK-derived key, bound to its stored key).
+ *
+ * Records stored before this (under the id itself) are still found, used up and destroyed under it, so an upgrade
+ * loses nothing; they go as they expire or are used (a registration access token is replaced at its next use).
+ */
+class SealedIdModelStore implements ModelStore {
+  constructor(
+    private readonly inner: ModelStore,
+    private readonly name: ModelName,
+    private readonly ids: KeyObject,
+    private readonly values: Buffer,
+  ) {}
+
+  /** The key a record with this id is stored under. */
+  keyOf(id: string): string {
+    return KEY_PREFIX + createHmac('sha256', this.ids).update(`${this.name}\0${id}`).digest('base64url');
+  }
+
+  #seal(value: string, key: string): string {
+    const iv = randomBytes(12);
+    const cipher = createCipheriv('aes-256-gcm', this.values, iv);
+    cipher.setAAD(Buffer.from(key));
+    const ciphertext = Buffer.concat([cipher.update(value, 'utf8'), cipher.final()]);
+    return [iv, ciphertext, cipher.getAuthTag()].map((b) => b.toString('base64url')).join('.');
+  }
+
+  #unseal(sealed: unknown, key: string): string | undefined {
+    if (typeof sealed !== 'string') return undefined;
+    const [iv, ciphertext, tag] = sealed.split('.').map((p) => Buffer.from(p, 'base64url'));
+    if (!iv || !ciphertext || !tag) return undefined;
+    try {
+      const decipher = createDecipheriv('aes-256-gcm', this.values, iv);
+      decipher.setAAD(Buffer.from(key));
+      decipher.setAuthTag(tag);
+      return Buffer.concat([decipher.update(ciphertext), decipher.final()]).toString('utf8');
+    } catch {
+      return undefined; // altered, or sealed under another KEK: the value is not handed out
+    }
+  }
+
+  /** The payload as stored: without the id, and for a refresh token with its value sealed. */
+  #stored(id: string, key: string, payload: AdapterPayload): AdapterPayload {
+    const { jti: _jti, ...rest } = payload as AdapterPayload & { jti?: unknown };
+    if (this.name === 'RefreshToken') return { ...rest, [SEALED_VALUE]: this.#seal(id, key) };
+    if (this.name === 'InitialAccessToken') return { ...rest, [FINGERPRINT_FIELD]: credentialFingerprint(id) };
+    return rest;
+  }
+
+  /** The payload as oidc-provider wrote it: the id back in place, the sealed value out. */
+  #read(id: string, payload: AdapterPayload | undefined): AdapterPayload | undefined {
+    if (!payload) return undefined;
+    const { [SEALED_VALUE]: _sealed, ...rest } = payload as AdapterPayload & Record<string, unknown>;
+    return { ...rest, jti: id } as AdapterPayload;
+  }
+
+  async upsert(id: string, payload: AdapterPayload, expiresIn?: number): Promise<void> {
+    const key = this.keyOf(id);
+    await this.inner.upsert(key, this.#stored(id, key, payload), expiresIn);
+  }
+
+  async find(id: string): Promise<AdapterPayload | undefined> {
+    const found = await this.inner.find(this.keyOf(id));
+    if (found) return this.#read(id, found);
+    return legacy(id) ? this.inner.find(id) : undefined; // stored before ids were sealed
+  }
+
+  findByUid(uid: string): Promise<AdapterPayload | undefined> {
+    return this.inner.findByUid(uid);
+  }
+
+  findByUserCode(userCode: string): Promise<AdapterPayload | undefined> {
+    return this.inner.findByUserCode(userCode);
+  }
+
+  async consume(id: string): Promise<boolean> {
+    return (await this.inner.consume(this.keyOf(id))) || (legacy(id) && this.inner.consume(id));
+  }
+
+  async setSuccessor(id: string, successor: string): Promise<boolean> {
+    const recorded = this.keyOf(successor);
+    return (await this.inner.setSuccessor(this.keyOf(id), recorded)) || (legacy(id) && this.inner.setSuccessor(id, recorded));
+  }
+
+  async rotate(consumedId: string, id: string, payload: AdapterPayload, expiresIn: number | undefined, recordSuccessor: boolean): Promise<boolean> {
+    const key = this.keyOf(id);
+    const stored = this.#stored(id, key, payload);
+    return (await this.inner.rotate(this.keyOf(consumedId), key, stored, expiresIn, recordSuccessor))
+      || (legacy(consumedId) && this.inner.rotate(consumedId, key, stored, expiresIn, recordSuccessor));
+  }
+
+  /** The successor comes back as the token it is (unsealed from its own record), or not at all. */
+  async consumption(id: string): Promise<Consumption | undefined> {
+    const mark = (await this.inner.consumption(this.keyOf(id))) ?? (legacy(id) ? await this.inner.consumption(id) : undefined);
+    if (!mark?.successor?.startsWith(KEY_PREFIX)) return mark; // none recorded yet, or recorded before ids were sealed
+    const value = this.#unseal((await this.inner.find(mark.successor))?.[SEALED_VALUE], mark.successor);
+    return value === undefined ? { at: mark.at } : { at: mark.at, successor: value };
+  }
+
+  async destroy(id: string): Promise<void> {
+    await this.inner.destroy(this.keyOf(id));
+    if (legacy(id)) await this.inner.destroy(id);
+  }
+
+  revokeByGrantId(grantId: string): Promise<void> {
+    return this.inner.revokeByGrantId(grantId);
+  }
+
+  revokeByClientId(clientId: string): Promise<void> {
+    return this.inner.revokeByClientId(clientId);
+  }
+
+  insertOnce(id: string, payload: AdapterPayload, expiresIn: number): Promise<boolean> {
+    const key = this.keyOf(id);
+    return this.inner.insertOnce(key, this.#stored(id, key, payload), expiresIn);
+  }
+
+  /** Records under their stored keys (what administration lists and fingerprints), payloads without the sealed value. */
+  async list(after: string | undefined, limit: number): Promise<Array<{ id: string; payload: AdapterPayload }>> {
+    return (await this.inner.list(after, limit)).map(({ id, payload }) => {
+      const { [SEALED_VALUE]: _sealed, ...rest } = payload as AdapterPayload & Record<string, unknown>;
+      return { id, payload: rest as AdapterPayload };
+    });
+  }
+}
+
+/** The stored key of a credential record, when `store` keeps them sealed (for listings that fingerprint stored keys). */
+export function storedKeyOf(store: ModelStore, id: string): string {
+  return store instanceof SealedIdModelStore ? store.keyOf(id) : id;
+}
+
+/**
+ * The same storage, with the credential models' records kept under keyed hashes of their ids (see SealedIdModelStore).
+ * Every other store, and what each store does, is unchanged.
+ */
+export function sealCredentialIds(storage: Storage, kek: Buffer): Storage {
+  const ids = createSecretKey(deriveKey(kek, 'credential-ids'));
+  const values = deriveKey(kek, 'credential-values');
+  const models = new Map<ModelName, ModelStore>();
+  const model = (name: ModelName): ModelStore => {
+    if (!CREDENTIAL_MODELS.has(name)) return storage.model(name);
+    let store = models.get(name);
+    if (!store) {
+      store = new SealedIdModelStore(storage.model(name), name, ids, values);
+      models.set(name, store);
+    }
+    return store;
+  };
+  return new Proxy(storage, {
+    get(target, prop) {
+      if (prop === 'model') return model;
+      const value = Reflect.get(target, prop) as unknown;
+      return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
+    },
+  });
+}

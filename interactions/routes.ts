@@ -226,8 +226,37 @@ export function interactionRoutes(deps: InteractionDeps): Koa.Middleware {
         return;
       }
       if (ctx.method !== 'POST' || !action) return next();
+      // The pages post only to themselves. A browser says where a post comes from: Fetch Metadata (Sec-Fetch-Site,
+      // which no page's script can set) and Origin, which the pages' Referrer-Policy (same-origin) has browsers fill
+      // with this origin on their own submissions ("null" only where a browser's Fetch Metadata vouches for the post).
+      // A form on another site, or on another origin of the same site (another port of this host), is refused,
+      // whatever the cookies' SameSite lets through. A caller that sends neither is not a browser, whose cookies a
+      // page elsewhere could spend, and is let through.
+      const site = ctx.get('sec-fetch-site');
+      const origin = ctx.get('origin');
+      const crossSite = site !== '' && site !== 'same-origin';
+      const crossOrigin = origin !== '' && origin !== issuerUrl.origin && !(origin === 'null' && site === 'same-origin');
+      if (crossSite || crossOrigin) {
+        return fail(ctx, 403, 'Request refused', 'invalid_request', 'this page only accepts submissions from its own pages (the request came from another origin)');
+      }
 
       if (action === 'abort') {
+        // One decision per request: a denial claims the request as an approval does (consentOnce), so an approval
+        // sent before it stands (its grant is saved) and one sent after it stores nothing.
+        // A second denial (a double click, the form sent twice) is sent on to the request's resume as a second
+        // approval is, where the first decision takes effect.
+        if (prompt === 'consent' && deps.consentOnce && !(await deps.consentOnce(uid))) {
+          const decided = (await provider.interactionDetails(ctx.req, ctx.res).catch(() => undefined))?.result;
+          if (decided && !('error' in decided)) {
+            return fail(ctx, 409, 'Already approved', 'invalid_request', 'this request was already approved, and the approval stands; to withdraw access, sign out of the application here');
+          }
+          if (wantsJson(ctx)) ctx.body = { redirect_to: details.returnTo };
+          else {
+            ctx.status = 303;
+            ctx.redirect(details.returnTo);
+          }
+          return;
+        }
         return await finish(ctx, { error: 'access_denied', error_description: 'the user denied the request' });
       }
       // The person denied this request: nothing else submitted on it (an approval or a sign-in sent before the browser

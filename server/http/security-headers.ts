@@ -5,14 +5,15 @@ import type Koa from 'koa';
  * and any page oidc-provider renders) has them whichever route, spelling or error path produced it:
  *   - a CSP that allows only agentauth's own scripts, styles and images, no framing, no <base>, no plugins;
  *     oidc-provider adds the hash of its one inline script (the auto-submitting form_post page) to script-src;
- *   - X-Frame-Options for browsers without frame-ancestors; no Referer leaking codes or URLs; no MIME sniffing.
+ *   - X-Frame-Options for browsers without frame-ancestors; no Referer leaking codes or URLs to another origin (a
+ *     page's own submissions carry its origin, which the interaction routes check); no MIME sniffing.
  * On JSON responses they are inert (and keep a JSON answer from being rendered or framed as a page).
  */
 export const SECURITY_HEADERS: Readonly<Record<string, string>> = Object.freeze({
   'Content-Security-Policy':
     "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; frame-ancestors 'none'; base-uri 'none'",
   'X-Frame-Options': 'DENY',
-  'Referrer-Policy': 'no-referrer',
+  'Referrer-Policy': 'same-origin',
   'X-Content-Type-Options': 'nosniff',
 });
 

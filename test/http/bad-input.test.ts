@@ -620,7 +620,7 @@ describe('bad input gets an RFC-shaped 4xx, never a 500, and changes nothing', (
       expect(headers.get('content-security-policy')).toMatch(/^default-src 'none';\s*script-src 'self'/);
       expect(headers.get('content-security-policy')).toMatch(/frame-ancestors 'none'/);
       expect(headers.get('x-frame-options')).toBe('DENY');
-      expect(headers.get('referrer-policy')).toBe('no-referrer');
+      expect(headers.get('referrer-policy')).toBe('same-origin');
       expect(headers.get('x-content-type-options')).toBe('nosniff');
     };
 

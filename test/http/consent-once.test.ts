@@ -95,4 +95,69 @@ describe('consent is given once per authorization request', () => {
     expect(tokens.access_token).toEqual(expect.any(String));
     expect(await grants()).toBe(before + 1);
   });
+
+  test('one decision per request: a Deny after an Approve is refused and the approval stands; an Approve after a Deny stores nothing', async () => {
+    // Approve, then Deny before the browser follows the approval: the approval (its grant saved) is what happened.
+    const approvedFirst = await consentForm(oidc.randomPKCECodeVerifier());
+    const approve = await approvedFirst.agent.fetch(approvedFirst.confirm, { method: 'POST' });
+    expect(approve.status).toBe(303);
+    const lateDeny = await approvedFirst.agent.fetch(new URL(approvedFirst.confirm.href.replace(/\/confirm$/, '/abort')), { method: 'POST', headers: { accept: 'application/json' } });
+    expect(lateDeny.status).toBe(409);
+    expect(await lateDeny.json()).toEqual({ error: 'invalid_request', error_description: 'this request was already approved, and the approval stands; to withdraw access, sign out of the application here' });
+    const callback = await toCallback(approvedFirst.agent, new URL(approve.headers.get('location')!, approvedFirst.confirm));
+    expect(callback.searchParams.get('code')).toEqual(expect.any(String));
+
+    // Deny, then Approve: the approval stores no grant and the client gets access_denied.
+    const deniedFirst = await consentForm(oidc.randomPKCECodeVerifier());
+    const before = await grants();
+    const deny = await deniedFirst.agent.fetch(new URL(deniedFirst.confirm.href.replace(/\/confirm$/, '/abort')), { method: 'POST' });
+    expect(deny.status).toBe(303);
+    const lateApprove = await deniedFirst.agent.fetch(deniedFirst.confirm, { method: 'POST' });
+    expect(lateApprove.status).toBeGreaterThanOrEqual(300);
+    expect(await grants()).toBe(before);
+    const denied = await toCallback(deniedFirst.agent, new URL(deny.headers.get('location')!, deniedFirst.confirm));
+    expect(denied.searchParams.get('error')).toBe('access_denied');
+  });
+
+  test('Deny sent twice, one after the other and five at once: every answer leads the browser on, and the client gets access_denied', async () => {
+    const before = await grants();
+    for (const concurrent of [1, 5]) {
+      const { agent, confirm } = await consentForm(oidc.randomPKCECodeVerifier());
+      const abort = new URL(confirm.href.replace(/\/confirm$/, '/abort'));
+      const first = await Promise.all(Array.from({ length: concurrent }, () => agent.fetch(abort, { method: 'POST' })));
+      const again = await agent.fetch(abort, { method: 'POST' });
+      // Every answer sends the browser to the request's resume (no "already approved" error); it follows the last.
+      const answers = [...first, again];
+      expect(answers.map((r) => r.status)).toEqual(answers.map(() => 303));
+      const locations = new Set(answers.map((r) => new URL(r.headers.get('location')!, abort).pathname));
+      expect(locations.size).toBe(1);
+      const callback = await toCallback(agent, new URL(again.headers.get('location')!, abort));
+      expect(callback.searchParams.get('error')).toBe('access_denied');
+      expect(callback.searchParams.get('code')).toBeNull();
+    }
+    expect(await grants()).toBe(before);
+  });
+
+  test('a post from another origin (another site, or another port of this host) is refused and decides nothing', async () => {
+    const { agent, confirm } = await consentForm(oidc.randomPKCECodeVerifier());
+    const before = await grants();
+    const abort = new URL(confirm.href.replace(/\/confirm$/, '/abort'));
+    for (const [target, headers] of [
+      [confirm, { origin: 'https://evil.example', 'sec-fetch-site': 'cross-site' }],
+      [confirm, { origin: `http://127.0.0.1:${Number(new URL(issuer).port) + 1}` }],
+      [confirm, { 'sec-fetch-site': 'same-site' }],
+      [abort, { origin: 'null' }],
+      [abort, { origin: 'null', 'sec-fetch-site': 'cross-site' }],
+      [confirm, { origin: 'https://evil.example', 'sec-fetch-site': 'same-origin' }],
+    ] as const) {
+      const res = await agent.fetch(target, { method: 'POST', headers: { ...headers, accept: 'application/json' } });
+      expect({ headers, status: res.status }).toEqual({ headers, status: 403 });
+      expect(((await res.json()) as { error_description: string }).error_description).toMatch(/only accepts submissions from its own pages/);
+    }
+    expect(await grants()).toBe(before);
+    // The page's own post, as a browser sends it, still approves.
+    const own = await agent.fetch(confirm, { method: 'POST', headers: { origin: new URL(issuer).origin, 'sec-fetch-site': 'same-origin' } });
+    expect(own.status).toBe(303);
+    expect(await grants()).toBe(before + 1);
+  });
 });

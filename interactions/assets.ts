@@ -43,8 +43,14 @@ const LOGIN_JS = `(() => {
       const nonceRes = await fetch(data.nonceUrl, { method: 'POST', headers: { accept: 'application/json' } });
       if (!nonceRes.ok) throw new Error('Could not get a sign-in nonce (HTTP ' + nonceRes.status + ').');
       const { nonce } = await nonceRes.json();
-      const statement = clean('Sign in to ' + data.domain + ' and allow ' + data.clientName + ' to access ' +
-        (data.resources.length ? data.resources.join(', ') : 'your account') + (data.scopes.length ? ' with scopes ' + data.scopes.join(' ') : '') + '.');
+      // The client's name is the client's own text: quoted, and shortened first, so that it can neither pose as
+      // agentauth's words nor push out what the signature grants (the resources and scopes) at the 200-character cut.
+      const head = clean('Sign in to ' + data.domain + ' and allow the application ');
+      const tail = clean(' to access ' + (data.resources.length ? data.resources.join(', ') : 'your account') + (data.scopes.length ? ' with scopes ' + data.scopes.join(' ') : '') + '.');
+      let name = clean(data.clientName).replace(/'/g, '');
+      const room = Math.max(8, 200 - head.length - tail.length - 2);
+      if (name.length > room) name = name.slice(0, room - 3) + '...';
+      const statement = (head + "'" + name + "'" + tail).slice(0, 200);
       const lines = [data.domain + ' wants you to sign in with your Ethereum account:', address, '', statement, '',
         'URI: ' + data.uri, 'Version: 1', 'Chain ID: ' + chainId, 'Nonce: ' + nonce, 'Issued At: ' + new Date().toISOString(),
         'Request ID: ' + data.uid];

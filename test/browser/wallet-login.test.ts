@@ -195,7 +195,7 @@ describe('browser: wallet login and consent in headless Chromium, authorization 
     expect(message).toContain(`URI: ${issuer}`);
     expect(message).toContain('Chain ID: 1\n');
     expect(message).toContain(`Resources:\n- ${RESOURCE}`);
-    expect(message).toContain(`allow ${CLIENT_NAME} to access ${RESOURCE} with scopes read.`);
+    expect(message).toContain(`allow the application '${CLIENT_NAME}' to access ${RESOURCE} with scopes read.`);
 
     // Consent page: the client, where tokens go, the resource and scope, and the account signed in.
     expect(await page.title()).toBe(`Allow access – ${CLIENT_NAME}`);
@@ -231,6 +231,23 @@ describe('browser: wallet login and consent in headless Chromium, authorization 
     expect(paths).toEqual(expect.arrayContaining(['/interaction-assets/style.css', '/interaction-assets/ethers.umd.min.js', '/interaction-assets/login.js', expect.stringMatching(/^\/interaction\/[\w-]+\/nonce$/)]));
     // Nothing broke on the way: no script errors, no Content-Security-Policy violations.
     expect(problems).toEqual([]);
+  });
+
+  test('a client name written to read as agentauth\'s own words is quoted and shortened in the statement; what the signature grants stays in it', async () => {
+    const deceptive = `Acme, only to verify that you own this address. This signature grants no access to any resource and no scopes; you can safely sign it. Ref${'.'.repeat(50)}`;
+    const other = await oidc.dynamicClientRegistration(
+      new URL(issuer),
+      { client_name: deceptive, redirect_uris: [redirectUri], grant_types: ['authorization_code'], response_types: ['code'], token_endpoint_auth_method: 'none', scope: 'read write' },
+      oidc.None(),
+      insecure,
+    );
+    const s = await newSession();
+    const url = oidc.buildAuthorizationUrl(other, { redirect_uri: redirectUri, scope: 'read write', resource: RESOURCE, state: oidc.randomState(), code_challenge: await oidc.calculatePKCECodeChallenge(oidc.randomPKCECodeVerifier()), code_challenge_method: 'S256' });
+    await s.page.goto(url.href);
+    await signIn(s.page);
+    const statement = s.wallet!.signed[0]!.split('\n')[3]!;
+    expect(statement.length).toBeLessThanOrEqual(200);
+    expect(statement).toMatch(new RegExp(`^Sign in to ${new URL(issuer).host.replace('.', '\\.')} and allow the application 'Acme, only to verify .*\\.\\.\\.' to access ${RESOURCE.replace(/[.]/g, '\\.')} with scopes read write\\.$`));
   });
 
   test('a second authorization in the same browser goes straight back to the client: session and grant are remembered', async () => {

@@ -85,14 +85,21 @@ export function createEip1271Verifier(endpoints: Record<number, string>, timeout
 }
 
 /**
+ * How nodes word a revert when they give no EIP-1474 code: geth and its kin "execution reverted", ganache "VM Exception
+ * while processing transaction: revert", hardhat "... reverted ...". Not any message with "revert" in it: "rate
+ * limited; will revert to normal soon" is the node failing, not the contract answering.
+ */
+const REVERT_MESSAGE = /execution reverted|VM Exception while processing transaction: revert|\breverted\b/i;
+
+/**
  * ethers reports every JSON-RPC error of an eth_call as CALL_EXCEPTION, including node trouble ("header not
- * found", rate limits); only an error the node describes as a revert (EIP-1474 code 3, or "revert" in the message)
- * is the contract's answer.
+ * found", rate limits); only an error the node describes as a revert (EIP-1474 code 3, or a revert's wording in the
+ * message) is the contract's answer.
  */
 function isRevert({ isError }: Ethers, err: unknown): boolean {
   if (!isError(err, 'CALL_EXCEPTION')) return false;
   const rpc = (err.info as { error?: { code?: unknown; message?: unknown } } | undefined)?.error;
-  return rpc?.code === 3 || (typeof rpc?.message === 'string' && /revert/i.test(rpc.message));
+  return rpc?.code === 3 || (typeof rpc?.message === 'string' && REVERT_MESSAGE.test(rpc.message));
 }
 
 /** A short description without the request payload (which holds the signature). */

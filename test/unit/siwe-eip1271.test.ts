@@ -10,7 +10,7 @@ import { buildSiweMessage } from '../../interactions/siwe/message.js';
 import { SiweVerificationError, verifySiwe } from '../../interactions/siwe/verify.js';
 
 // A stand-in JSON-RPC node on localhost: answers eth_call according to `mode` and records what it was asked.
-type Mode = 'magic' | 'other' | 'no-code' | 'revert' | 'node-error' | 'http-500' | 'hang' | 'magic-then-junk' | 'identity' | 'magic-long' | 'magic-short';
+type Mode = 'magic' | 'other' | 'no-code' | 'revert' | 'revert-message' | 'node-error' | 'node-error-revert-word' | 'http-500' | 'hang' | 'magic-then-junk' | 'identity' | 'magic-long' | 'magic-short';
 
 const abi = new Interface(['function isValidSignature(bytes32 hash, bytes signature) view returns (bytes4)']);
 const CONTRACT = '0x5FbDB2315678afecb367f032d93F642f64180aa3';
@@ -48,6 +48,9 @@ beforeAll(async () => {
         case 'no-code': return reply({ result: '0x' });
         case 'revert': return reply({ error: { code: 3, message: 'execution reverted', data: '0x' } });
         case 'node-error': return reply({ error: { code: -32000, message: 'header not found' } });
+        // A revert told only in words (ganache), and node trouble whose words merely contain "revert".
+        case 'revert-message': return reply({ error: { code: -32000, message: 'VM Exception while processing transaction: revert' } });
+        case 'node-error-revert-word': return reply({ error: { code: -32000, message: 'rate limited; will revert to normal soon' } });
         case 'http-500':
           res.statusCode = 500;
           return res.end('upstream down');
@@ -95,7 +98,7 @@ describe('createEip1271Verifier', () => {
     expect(calls).toEqual([{ method: 'eth_call', to: CONTRACT.toLowerCase(), hash: DIGEST, signature: SIGNATURE }]);
   });
 
-  test.each<[Mode]>([['other'], ['no-code'], ['revert'], ['magic-then-junk'], ['identity'], ['magic-long'], ['magic-short']])('%s: the contract does not accept the signature → false', async (m) => {
+  test.each<[Mode]>([['other'], ['no-code'], ['revert'], ['revert-message'], ['magic-then-junk'], ['identity'], ['magic-long'], ['magic-short']])('%s: the contract does not accept the signature → false', async (m) => {
     mode = m;
     const verify = createEip1271Verifier({ 1: url }, 2000);
     await expect(verify(1, CONTRACT, DIGEST, SIGNATURE)).resolves.toBe(false);
@@ -110,6 +113,7 @@ describe('createEip1271Verifier', () => {
 
   test.each<[Mode, RegExp]>([
     ['node-error', /header not found/],
+    ['node-error-revert-word', /JSON-RPC error -32000: rate limited; will revert to normal soon/],
     ['http-500', /chain 1 failed/],
     ['hang', /did not answer within 300 ms/],
   ])('%s: the signature could not be checked → contract-wallet', async (m, pattern) => {

@@ -62,14 +62,19 @@ describe.each(backends)('credentials at rest on %s', (_name, storeEnv, openStora
     await server?.stop();
   });
 
-  test('no token, refresh token or registration access token the server handed out is anywhere in the store, and each still works', async () => {
-    // An opaque access token (client_credentials), a public client's refresh tokens, a registration access token.
+  /** An opaque access token (client_credentials for the opaque resource). */
+  async function opaqueToken(): Promise<string> {
     const cc = await fetch(`${issuer}/token`, {
       method: 'POST',
       headers: { authorization: basicAuth(RS_CLIENT.id, RS_CLIENT.secret), 'content-type': 'application/x-www-form-urlencoded' },
       body: new URLSearchParams({ grant_type: 'client_credentials', resource: OPAQUE_RESOURCE, scope: 'files' }),
     });
-    const opaque = ((await cc.json()) as { access_token: string }).access_token;
+    return ((await cc.json()) as { access_token: string }).access_token;
+  }
+
+  test('no token, refresh token or registration access token the server handed out is anywhere in the store, and each still works', async () => {
+    // An opaque access token (client_credentials), a public client's refresh tokens, a registration access token.
+    const opaque = await opaqueToken();
     expect(opaque).not.toContain('.');
     const { clientId, tokens } = await signInPublic(issuer, wallet);
     const rotated = await publicRefreshed(issuer, clientId, tokens.refresh_token!);
@@ -95,12 +100,7 @@ describe.each(backends)('credentials at rest on %s', (_name, storeEnv, openStora
   });
 
   test('a stored key read from the database is not a credential: presented as the token, it is refused everywhere', async () => {
-    const cc = await fetch(`${issuer}/token`, {
-      method: 'POST',
-      headers: { authorization: basicAuth(RS_CLIENT.id, RS_CLIENT.secret), 'content-type': 'application/x-www-form-urlencoded' },
-      body: new URLSearchParams({ grant_type: 'client_credentials', resource: OPAQUE_RESOURCE, scope: 'files' }),
-    });
-    const opaque = ((await cc.json()) as { access_token: string }).access_token;
+    const opaque = await opaqueToken();
     const { clientId, tokens } = await signInPublic(issuer, wallet);
     const registered = await register(issuer, { redirect_uris: ['http://127.0.0.1:65000/cb'], token_endpoint_auth_method: 'none' });
     const rat = registered.body.registration_access_token as string;

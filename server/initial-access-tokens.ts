@@ -23,8 +23,8 @@ export function checkInitialAccessTokenRequest(config: Config, opts: { tier?: st
     throw new ConfigError('AGENTAUTH_STORE: initial access tokens must be stored where the server reads them; the memory store lives inside the server process');
   }
   const tier = opts.tier ?? config.registration.defaultTier;
-  if (!config.tiers[tier]) throw new ConfigError(`--tier: no tier named ${tier} (tiers: ${Object.keys(config.tiers).join(', ')})`);
-  const expiresIn = opts.expiresIn === undefined ? config.registration.initialAccessTokenTTL : Number(opts.expiresIn);
+  if (!Object.hasOwn(config.tiers, tier)) throw new ConfigError(`--tier: no tier named ${tier} (tiers: ${Object.keys(config.tiers).join(', ')})`);
+  const expiresIn = opts.expiresIn === undefined ? config.registration.initialAccessTokenTTL : /^[0-9]{1,8}$/.test(opts.expiresIn) ? Number(opts.expiresIn) : NaN;
   if (!Number.isInteger(expiresIn) || expiresIn < 1 || expiresIn > 30 * 86400) {
     throw new ConfigError('--expires-in: must be a whole number of seconds from 1 to 2592000 (30 days)');
   }

@@ -566,6 +566,24 @@ describe('token mode: initial access tokens assign tiers', () => {
     const unknown = await cli(['--tier', 'platinum']);
     expect(unknown.code).toBe(2);
     expect(unknown.stderr).toMatch(/--tier: no tier named platinum/);
+    // Names every object has are not tiers either.
+    for (const tier of ['__proto__', 'constructor', 'toString']) {
+      const inherited = await cli(['--tier', tier]);
+      expect({ tier, code: inherited.code }).toEqual({ tier, code: 2 });
+      expect(inherited.stderr).toContain(`--tier: no tier named ${tier}`);
+    }
+  });
+
+  test('--expires-in takes whole seconds written in decimal digits only', async () => {
+    for (const value of ['1e3', '0x10', '600.0', ' 600', '+600', '0', '2592001', '']) {
+      const refused = await cli(['--expires-in', value]);
+      expect({ value, code: refused.code }).toEqual({ value, code: 2 });
+      expect(refused.stderr).toContain('--expires-in: must be a whole number of seconds from 1 to 2592000 (30 days)');
+      expect(refused.stdout).toBe('');
+    }
+    const ok = await cli(['--expires-in', '2592000']);
+    expect(ok.code).toBe(0);
+    expect(ok.stderr).toMatch(/expires in 2592000 s/);
   });
 });
 

@@ -140,6 +140,11 @@ class SealedIdModelStore implements ModelStore {
     if (legacy(id)) await this.inner.destroy(id);
   }
 
+  /** Destroys the record stored under `key`, a key as `list` gives it (administration revoking a listed record). */
+  destroyStored(key: string): Promise<void> {
+    return this.inner.destroy(key);
+  }
+
   revokeByGrantId(grantId: string): Promise<void> {
     return this.inner.revokeByGrantId(grantId);
   }
@@ -162,9 +167,14 @@ class SealedIdModelStore implements ModelStore {
   }
 }
 
-/** The stored key of a credential record, when `store` keeps them sealed (for listings that fingerprint stored keys). */
+/** The stored key of a credential record, when `store` keeps them sealed (what `list` shows for it). */
 export function storedKeyOf(store: ModelStore, id: string): string {
   return store instanceof SealedIdModelStore ? store.keyOf(id) : id;
+}
+
+/** Destroys a record by the key `list` gave for it (its stored key when `store` keeps them sealed). */
+export function destroyListed(store: ModelStore, listedId: string): Promise<void> {
+  return store instanceof SealedIdModelStore ? store.destroyStored(listedId) : store.destroy(listedId);
 }
 
 /**

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 
 import type { AdapterPayload, ModelName, Storage } from '../../adapters/types.js';
 import { isValidKey } from '../../adapters/validate.js';
-import { credentialFingerprint, FINGERPRINT_FIELD } from '../../adapters/sealed-credential-ids.js';
+import { credentialFingerprint, destroyListed, FINGERPRINT_FIELD } from '../../adapters/sealed-credential-ids.js';
 import type { AuditEventInput } from '../audit/chain.js';
 import { CLIENT_OWNED, revokeClientRecords } from '../client-revocation.js';
 import { RevocationMarks } from '../revocation-lineage.js';
@@ -280,7 +280,7 @@ export class ClientAdmin {
       expires_at: iso(payload.exp),
     };
     await this.#audit('registration.iat_revoked', undefined, actor, { iat_id: view.id, ...(view.tier ? { tier: view.tier } : {}) });
-    await store.destroy(tokenId);
+    await destroyListed(store, tokenId);
     return view;
   }
 

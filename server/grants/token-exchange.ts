@@ -89,7 +89,20 @@ interface TokenModel {
   extra?: Record<string, unknown>;
   expiration: number;
   expiresIn: number;
+  iat?: number;
+  exp?: number;
   tokenType: string;
+}
+
+/**
+ * When an exchanged token is issued and when it ends (epoch s): `lifetime` from `issuedAt`, but never after any of
+ * `ceilings` (the subject token's end, its grant's, the new token's own grant's). Absolute, so however late the
+ * token is dated it cannot outlive what it came from; undefined when nothing of the lifetime is left.
+ */
+export function exchangedTokenDates(issuedAt: number, lifetime: number, ceilings: ReadonlyArray<number | undefined>): { iat: number; exp: number } | undefined {
+  let exp = issuedAt + lifetime;
+  for (const ceiling of ceilings) if (typeof ceiling === 'number' && ceiling < exp) exp = ceiling;
+  return exp > issuedAt ? { iat: issuedAt, exp } : undefined;
 }
 
 function singleAudience(aud: unknown): string | undefined {
@@ -316,10 +329,14 @@ export function registerTokenExchangeGrant(provider: Provider, deps: TokenExchan
     const grant = newGrant(provider, { accountId: subject.sub, client, expiresIn: at.expiresIn + EXCHANGE_GRANT_MARGIN_SECONDS });
     grant.addResourceScope(resource, scope);
     at.grantId = await grant.save();
-    // The grant was dated when its write began; the token is dated now, which a slow write can make later than the
-    // margin: never past the grant's end (introspection would call it inactive before the expires_in it was given).
-    const left = (grant as unknown as { exp?: number }).exp;
-    if (typeof left === 'number') at.expiresIn = Math.max(1, Math.min(at.expiresIn, left - Math.floor(Date.now() / 1000)));
+    // Dated absolutely, not as a lifetime counted from when the token is saved: a second that ticks between the
+    // sums above and the save would otherwise end the token a second after its subject. Never past the subject, its
+    // grant, or this token's own grant (dated when its write began; introspection ends the token with it).
+    const dates = exchangedTokenDates(Math.floor(Date.now() / 1000), at.expiresIn, [subject.exp, subject.grantExp, (grant as unknown as { exp?: number }).exp]);
+    if (!dates) throw new errors.InvalidGrant('subject_token expired while the exchange was being processed');
+    at.iat = dates.iat;
+    at.exp = dates.exp;
+    at.expiresIn = dates.exp - dates.iat;
     ctx.oidc.entity('AccessToken', at as never);
     const accessToken = await at.save();
 

@@ -19,10 +19,10 @@ export const CREDENTIAL_MODELS: ReadonlySet<ModelName> = new Set<ModelName>([
 /** Stored keys this module wrote start with this; oidc-provider's ids (base64url) never contain a dot. */
 const KEY_PREFIX = 'h1.';
 /**
- * Whether an id presented to the store may name a record stored before ids were sealed (under the id itself). A
- * stored key never can: whoever read one from the database would otherwise present it as the credential.
+ * Whether an id could name a record stored before ids were sealed (under the id itself). A stored key never can:
+ * whoever read one from the database would otherwise present it as the credential.
  */
-const legacy = (id: string): boolean => !id.startsWith(KEY_PREFIX);
+const unsealable = (id: string): boolean => !id.startsWith(KEY_PREFIX);
 /** A refresh token's own value, sealed, in its payload: what a reuse within the grace gets back as the successor. */
 const SEALED_VALUE = 'agentauth_sealed_value';
 /** An initial access token's public fingerprint, in its payload: what `clients iat list` shows and `revoke` takes. */
@@ -39,8 +39,10 @@ export const credentialFingerprint = (value: string): string => hash('sha256', v
  * rotated refresh token records, which a reuse within the grace hands back (server/grants/refresh-grace.ts). A refresh
  * token therefore carries its own value sealed (AES-256-GCM under another KEK-derived key, bound to its stored key).
  *
- * Records stored before this (under the id itself) are still found, used up and destroyed under it, so an upgrade
- * loses nothing; they go as they expire or are used (a registration access token is replaced at its next use).
+ * Records stored before this (under the id itself) are still found, used up and destroyed under it while
+ * `acceptUnsealed` holds, so an upgrade loses nothing; they go as they expire or are used (a registration access token
+ * is replaced at its next use). While it holds, whoever can write to the database can also plant a record under an id
+ * of their choosing and present that id: `storage.unsealedCredentials: refuse` closes that once the old ones are gone.
  */
 class SealedIdModelStore implements ModelStore {
   constructor(
@@ -48,7 +50,13 @@ class SealedIdModelStore implements ModelStore {
     private readonly name: ModelName,
     private readonly ids: KeyObject,
     private readonly values: Buffer,
+    private readonly acceptUnsealed: boolean,
   ) {}
+
+  /** Whether `id` is looked up under itself as well: a record stored before ids were sealed, while those are accepted. */
+  #legacy(id: string): boolean {
+    return this.acceptUnsealed && unsealable(id);
+  }
 
   /** The key a record with this id is stored under. */
   keyOf(id: string): string {
@@ -100,7 +108,7 @@ class SealedIdModelStore implements ModelStore {
   async find(id: string): Promise<AdapterPayload | undefined> {
     const found = await this.inner.find(this.keyOf(id));
     if (found) return this.#read(id, found);
-    return legacy(id) ? this.inner.find(id) : undefined; // stored before ids were sealed
+    return this.#legacy(id) ? this.inner.find(id) : undefined; // stored before ids were sealed
   }
 
   findByUid(uid: string): Promise<AdapterPayload | undefined> {
@@ -112,24 +120,24 @@ class SealedIdModelStore implements ModelStore {
   }
 
   async consume(id: string): Promise<boolean> {
-    return (await this.inner.consume(this.keyOf(id))) || (legacy(id) && this.inner.consume(id));
+    return (await this.inner.consume(this.keyOf(id))) || (this.#legacy(id) && this.inner.consume(id));
   }
 
   async setSuccessor(id: string, successor: string): Promise<boolean> {
     const recorded = this.keyOf(successor);
-    return (await this.inner.setSuccessor(this.keyOf(id), recorded)) || (legacy(id) && this.inner.setSuccessor(id, recorded));
+    return (await this.inner.setSuccessor(this.keyOf(id), recorded)) || (this.#legacy(id) && this.inner.setSuccessor(id, recorded));
   }
 
   async rotate(consumedId: string, id: string, payload: AdapterPayload, expiresIn: number | undefined, recordSuccessor: boolean): Promise<boolean> {
     const key = this.keyOf(id);
     const stored = this.#stored(id, key, payload);
     return (await this.inner.rotate(this.keyOf(consumedId), key, stored, expiresIn, recordSuccessor))
-      || (legacy(consumedId) && this.inner.rotate(consumedId, key, stored, expiresIn, recordSuccessor));
+      || (this.#legacy(consumedId) && this.inner.rotate(consumedId, key, stored, expiresIn, recordSuccessor));
   }
 
   /** The successor comes back as the token it is (unsealed from its own record), or not at all. */
   async consumption(id: string): Promise<Consumption | undefined> {
-    const mark = (await this.inner.consumption(this.keyOf(id))) ?? (legacy(id) ? await this.inner.consumption(id) : undefined);
+    const mark = (await this.inner.consumption(this.keyOf(id))) ?? (this.#legacy(id) ? await this.inner.consumption(id) : undefined);
     if (!mark?.successor?.startsWith(KEY_PREFIX)) return mark; // none recorded yet, or recorded before ids were sealed
     const value = this.#unseal((await this.inner.find(mark.successor))?.[SEALED_VALUE], mark.successor);
     return value === undefined ? { at: mark.at } : { at: mark.at, successor: value };
@@ -137,7 +145,7 @@ class SealedIdModelStore implements ModelStore {
 
   async destroy(id: string): Promise<void> {
     await this.inner.destroy(this.keyOf(id));
-    if (legacy(id)) await this.inner.destroy(id);
+    if (this.#legacy(id)) await this.inner.destroy(id);
   }
 
   /** Destroys the record stored under `key`, a key as `list` gives it (administration revoking a listed record). */
@@ -181,7 +189,7 @@ export function destroyListed(store: ModelStore, listedId: string): Promise<void
  * The same storage, with the credential models' records kept under keyed hashes of their ids (see SealedIdModelStore).
  * Every other store, and what each store does, is unchanged.
  */
-export function sealCredentialIds(storage: Storage, kek: Buffer): Storage {
+export function sealCredentialIds(storage: Storage, kek: Buffer, { acceptUnsealed }: { acceptUnsealed: boolean }): Storage {
   const ids = createSecretKey(deriveKey(kek, 'credential-ids'));
   const values = deriveKey(kek, 'credential-values');
   const models = new Map<ModelName, ModelStore>();
@@ -189,7 +197,7 @@ export function sealCredentialIds(storage: Storage, kek: Buffer): Storage {
     if (!CREDENTIAL_MODELS.has(name)) return storage.model(name);
     let store = models.get(name);
     if (!store) {
-      store = new SealedIdModelStore(storage.model(name), name, ids, values);
+      store = new SealedIdModelStore(storage.model(name), name, ids, values, acceptUnsealed);
       models.set(name, store);
     }
     return store;

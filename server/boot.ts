@@ -96,7 +96,7 @@ export async function boot(config: Config, log: Logger, options: BootOptions = {
     await initStorage(config, storage, log);
     const { kek, origin } = await resolveKek(config, storage, log);
     // Tokens, codes and registration access tokens are kept under keyed hashes of their values (adapters/sealed-credential-ids.ts).
-    const credentials = sealCredentialIds(storage, kek);
+    const credentials = sealCredentialIds(storage, kek, { acceptUnsealed: config.storage.unsealedCredentials === 'accept' });
     const policy = { retireGraceSeconds: retireGraceSeconds(config) };
     const audit = measuredAudit(new AuditLog(storage.audit, { chain: writerChain({ server: { port: config.port } }, config.auditChain) }), metrics);
     let generated: { kid: string; alg: string } | undefined;

@@ -48,7 +48,7 @@ async function withClientAdmin(fn: (admin: ClientAdmin) => Promise<void>): Promi
       note(`using the ${where(config, storage)} (issuer ${config.issuer})`);
       const admin = new ClientAdmin({
         // Initial access tokens are stored under keyed hashes, as the server stores them (adapters/sealed-credential-ids.ts).
-        storage: sealCredentialIds(storage, kek),
+        storage: sealCredentialIds(storage, kek, { acceptUnsealed: config.storage.unsealedCredentials === 'accept' }),
         hasher: new ClientSecretHasher(deriveKey(kek, 'client-secrets')),
         staticClients: config.clients,
         audit: (event) => audit.record(event),

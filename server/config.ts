@@ -225,6 +225,12 @@ const fileSchema = z.strictObject({
        * write survives a machine crash); `normal` fsyncs at checkpoints only (it survives a process crash; a power loss may roll back the last commits).
        */
       sqliteSynchronous: z.enum(['full', 'normal']).default('full'),
+      /**
+       * Tokens, codes and registration access tokens stored before credentials were kept under keyed hashes (under
+       * their own values): `accept` finds them (an upgrade loses none); `refuse` ignores them, so that whoever can
+       * write to the database cannot plant a record under a value of their choosing (adapters/sealed-credential-ids.ts).
+       */
+      unsealedCredentials: z.enum(['accept', 'refuse']).default('accept'),
     })
     .prefault({}),
   shutdownTimeoutMs: z.number().int().min(0).max(300_000).default(10_000),
@@ -373,7 +379,7 @@ export interface Config {
   configFile: string | undefined;
   resourceServers: ResourceServerConfig[];
   clients: StaticClientConfig[];
-  storage: { timeoutMs: number; sweepIntervalMs: number; sqliteSynchronous: 'full' | 'normal' };
+  storage: { timeoutMs: number; sweepIntervalMs: number; sqliteSynchronous: 'full' | 'normal'; unsealedCredentials: 'accept' | 'refuse' };
   shutdownTimeoutMs: number;
   registration: RegistrationConfig;
   clientIdMetadataDocuments: ClientMetadataDocumentsConfig;

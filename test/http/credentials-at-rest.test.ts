@@ -49,6 +49,22 @@ const backends: Array<[string, () => Env, (env: Env) => Storage, (env: Env) => P
   ],
 ];
 
+/**
+ * What a database writer without the KEK can do while unsealed records are accepted: copy a live record's payload
+ * under a value of their choosing (in the layout of earlier versions, the value as the id) and present that value.
+ */
+async function plant(env: Env, openStorage: (env: Env) => Storage, model: 'ClientCredentials' | 'RegistrationAccessToken', real: string, chosen: string): Promise<void> {
+  const storage = openStorage(env);
+  await storage.init();
+  try {
+    const payload = await sealCredentialIds(storage, Buffer.from(env.AGENTAUTH_KEK!, 'base64'), { acceptUnsealed: true }).model(model).find(real);
+    expect(payload?.jti).toBe(real);
+    await storage.model(model).upsert(chosen, { ...payload!, jti: chosen }, 3600);
+  } finally {
+    await storage.close();
+  }
+}
+
 describe.each(backends)('credentials at rest on %s', (_name, storeEnv, openStorage, dump) => {
   let env: Env;
   let server: RunningServer;
@@ -108,7 +124,7 @@ describe.each(backends)('credentials at rest on %s', (_name, storeEnv, openStora
     await storage.init();
     const keys: Record<string, string> = {};
     try {
-      const sealed = sealCredentialIds(storage, Buffer.from(env.AGENTAUTH_KEK!, 'base64'));
+      const sealed = sealCredentialIds(storage, Buffer.from(env.AGENTAUTH_KEK!, 'base64'), { acceptUnsealed: true });
       const keyOf = (model: 'ClientCredentials' | 'RefreshToken' | 'RegistrationAccessToken', id: string) =>
         (sealed.model(model) as unknown as { keyOf(id: string): string }).keyOf(id);
       keys.opaque = keyOf('ClientCredentials', opaque);
@@ -137,7 +153,7 @@ describe.each(backends)('credentials at rest on %s', (_name, storeEnv, openStora
     await storage.init();
     try {
       // Moved back to the layout of earlier versions: the token as the id, its jti in the payload.
-      const sealed = sealCredentialIds(storage, Buffer.from(env.AGENTAUTH_KEK!, 'base64')).model('RegistrationAccessToken');
+      const sealed = sealCredentialIds(storage, Buffer.from(env.AGENTAUTH_KEK!, 'base64'), { acceptUnsealed: true }).model('RegistrationAccessToken');
       const payload = await sealed.find(rat);
       expect(payload?.jti).toBe(rat);
       const raw = storage.model('RegistrationAccessToken');
@@ -153,5 +169,63 @@ describe.each(backends)('credentials at rest on %s', (_name, storeEnv, openStora
     const next = ((await read.json()) as { registration_access_token: string }).registration_access_token;
     expect((await fetch(uri, { headers: { authorization: `Bearer ${rat}` } })).status).toBe(401);
     expect((await fetch(uri, { headers: { authorization: `Bearer ${next}` } })).status).toBe(200);
+  });
+  test('while unsealed records are accepted (the default), one planted under a chosen value works: what `refuse` closes', async () => {
+    const opaque = await opaqueToken();
+    const chosen = `planted${Date.now()}abcdefghijklmnopqrstuvwxyz`;
+    await plant(env, openStorage, 'ClientCredentials', opaque, chosen);
+    expect((await introspect(issuer, chosen)).active).toBe(true);
+  });
+});
+
+describe.each(backends)('credentials at rest on %s, with storage.unsealedCredentials: refuse', (_name, storeEnv, openStorage) => {
+  let env: Env;
+  let server: RunningServer;
+  let issuer: string;
+
+  beforeAll(async () => {
+    const config = baseConfig();
+    ({ env, server } = await startConfigured({ ...config, storage: { ...(config as { storage?: object }).storage, unsealedCredentials: 'refuse' } }, storeEnv()));
+    issuer = server.url;
+  });
+  afterAll(async () => {
+    await server?.stop();
+  });
+
+  test('a record a database writer planted under a value of their choosing is no credential', async () => {
+    const cc = await fetch(`${issuer}/token`, {
+      method: 'POST',
+      headers: { authorization: basicAuth(RS_CLIENT.id, RS_CLIENT.secret), 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ grant_type: 'client_credentials', resource: OPAQUE_RESOURCE, scope: 'files' }),
+    });
+    const opaque = ((await cc.json()) as { access_token: string }).access_token;
+    const registered = await register(issuer, { redirect_uris: ['http://127.0.0.1:65000/cb'], token_endpoint_auth_method: 'none' });
+    const rat = registered.body.registration_access_token as string;
+    const chosen = `planted${Date.now()}abcdefghijklmnopqrstuvwxyz`;
+    await plant(env, openStorage, 'ClientCredentials', opaque, chosen);
+    await plant(env, openStorage, 'RegistrationAccessToken', rat, `${chosen}rat`);
+
+    expect((await introspect(issuer, chosen)).active).toBe(false);
+    const uri = registered.body.registration_client_uri as string;
+    expect((await fetch(uri, { headers: { authorization: `Bearer ${chosen}rat` } })).status).toBe(401);
+    // The credentials the server handed out work as before.
+    expect((await introspect(issuer, opaque)).active).toBe(true);
+    expect((await fetch(uri, { headers: { authorization: `Bearer ${rat}` } })).status).toBe(200);
+  });
+
+  test('a record stored under the token itself (before credentials were sealed) is no longer found', async () => {
+    const registered = await register(issuer, { redirect_uris: ['http://127.0.0.1:65000/cb'], token_endpoint_auth_method: 'none' });
+    const rat = registered.body.registration_access_token as string;
+    const storage = openStorage(env);
+    await storage.init();
+    try {
+      const sealed = sealCredentialIds(storage, Buffer.from(env.AGENTAUTH_KEK!, 'base64'), { acceptUnsealed: true }).model('RegistrationAccessToken');
+      const payload = await sealed.find(rat);
+      await storage.model('RegistrationAccessToken').upsert(rat, payload!, 3600);
+      await storage.model('RegistrationAccessToken').destroy((sealed as unknown as { keyOf(id: string): string }).keyOf(rat));
+    } finally {
+      await storage.close();
+    }
+    expect((await fetch(registered.body.registration_client_uri as string, { headers: { authorization: `Bearer ${rat}` } })).status).toBe(401);
   });
 });

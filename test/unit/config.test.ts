@@ -25,7 +25,13 @@ describe('loadConfig', () => {
     const c = loadConfig({});
     expect(c).toMatchObject({ port: 3000, issuer: 'http://localhost:3000', mongodb: undefined, store: 'sqlite', keyAlg: 'ES256', logLevel: 'info', shutdownTimeoutMs: 10_000 });
     expect(c.dataDir).toBe(join(process.cwd(), '.agentauth'));
-    expect(c.storage).toEqual({ timeoutMs: 2000, sweepIntervalMs: 60_000, sqliteSynchronous: 'full' });
+    expect(c.storage).toEqual({ timeoutMs: 2000, sweepIntervalMs: 60_000, sqliteSynchronous: 'full', unsealedCredentials: 'accept' });
+  });
+
+  test('storage.unsealedCredentials: accept (the default) or refuse; anything else is refused naming the setting', () => {
+    expect(loadConfig({ AGENTAUTH_CONFIG: withFile({ storage: { unsealedCredentials: 'refuse' } }) }).storage.unsealedCredentials).toBe('refuse');
+    expect(message({ AGENTAUTH_CONFIG: withFile({ storage: { unsealedCredentials: 'ignore' } }) })).toContain('storage.unsealedCredentials');
+    expect(message({ AGENTAUTH_CONFIG: withFile({ storage: { unsealedCredentials: true } }) })).toContain('storage.unsealedCredentials');
   });
 
   test('tiers: publicClientRefresh and refreshGraceSeconds default to rotate and 5 s; bad values are refused naming the setting', () => {

@@ -47,7 +47,8 @@ const LOGIN_JS = `(() => {
       // agentauth's words nor push out what the signature grants (the resources and scopes) at the 200-character cut.
       const head = clean('Sign in to ' + data.domain + ' and allow the application ');
       const tail = clean(' to access ' + (data.resources.length ? data.resources.join(', ') : 'your account') + (data.scopes.length ? ' with scopes ' + data.scopes.join(' ') : '') + '.');
-      let name = clean(data.clientName).replace(/'/g, '');
+      // A name of characters a SIWE statement cannot hold (any script but ASCII) leaves nothing: the client_id then.
+      let name = clean(data.clientName).replace(/'/g, '').trim() || clean(data.clientId).replace(/'/g, '');
       const room = Math.max(8, 200 - head.length - tail.length - 2);
       if (name.length > room) name = name.slice(0, room - 3) + '...';
       const statement = (head + "'" + name + "'" + tail).slice(0, 200);

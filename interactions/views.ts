@@ -77,6 +77,7 @@ export function loginPage(v: LoginView): string {
     uri: v.uri,
     chainIds: v.chainIds,
     clientName: v.clientName,
+    clientId: v.clientId,
     resources: v.resources.map((r) => r.resource),
     scopes: [...new Set(v.resources.flatMap((r) => r.scopes))],
     nonceUrl: `/interaction/${encodeURIComponent(v.uid)}/nonce`,

@@ -250,6 +250,22 @@ describe('browser: wallet login and consent in headless Chromium, authorization 
     expect(statement).toMatch(new RegExp(`^Sign in to ${new URL(issuer).host.replace('.', '\\.')} and allow the application 'Acme, only to verify .*\\.\\.\\.' to access ${RESOURCE.replace(/[.]/g, '\\.')} with scopes read write\\.$`));
   });
 
+  test('a client name with no character a SIWE statement can hold (not ASCII) is named by its client_id instead', async () => {
+    const other = await oidc.dynamicClientRegistration(
+      new URL(issuer),
+      { client_name: 'エージェント', redirect_uris: [redirectUri], grant_types: ['authorization_code'], response_types: ['code'], token_endpoint_auth_method: 'none', scope: 'read write' },
+      oidc.None(),
+      insecure,
+    );
+    const s = await newSession();
+    const url = oidc.buildAuthorizationUrl(other, { redirect_uri: redirectUri, scope: 'read write', resource: RESOURCE, state: oidc.randomState(), code_challenge: await oidc.calculatePKCECodeChallenge(oidc.randomPKCECodeVerifier()), code_challenge_method: 'S256' });
+    await s.page.goto(url.href);
+    expect(await s.page.locator('strong').first().textContent()).toBe('エージェント');
+    await signIn(s.page);
+    const statement = s.wallet!.signed[0]!.split('\n')[3]!;
+    expect(statement).toContain(`allow the application '${other.clientMetadata().client_id}' to access`);
+  });
+
   test('a second authorization in the same browser goes straight back to the client: session and grant are remembered', async () => {
     const s = await newSession();
     const first = await authorizationRequest('read');

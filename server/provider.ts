@@ -289,8 +289,10 @@ export function providerConfiguration(deps: ProviderDeps): Configuration {
         enabled: true,
         defaultResource: async (ctx) => {
           checkUnattendedAccess(ctx, config.registration.anonymous);
-          // A request for OpenID scopes only (userinfo) names no resource; any other request needs exactly one.
-          if (asksOidcScopesOnly(ctx)) return undefined;
+          // A request for OpenID scopes only (userinfo, a person's) names no resource; any other request needs exactly
+          // one. client_credentials has no person for userinfo to describe: its token is always for a resource server
+          // (an `openid`-only request took an opaque token with no audience that any resource server would accept).
+          if (asksOidcScopesOnly(ctx) && ctx.oidc.params?.grant_type !== 'client_credentials') return undefined;
           return resources.defaultResource();
         },
         getResourceServerInfo: async (ctx, identifier) => {

@@ -116,6 +116,22 @@ describe.each(backends)('tokens on the %s store', (_name, storeEnv) => {
     expect(none.status).toBe(400);
     expect(none.body.error).toBe('invalid_target');
     expect(none.body.error_description).toMatch(/resource parameter is required/);
+    // OpenID scopes alone name no resource either: there is no person for userinfo, so no token without an audience.
+    for (const scope of ['openid', 'openid profile']) {
+      const oidcOnly = await clientCredentials(server.url, { scope });
+      expect({ scope, status: oidcOnly.status, error: oidcOnly.body.error }).toEqual({ scope, status: 400, error: 'invalid_target' });
+    }
+  });
+
+  test('client_credentials for OpenID scopes only, with one resource server, is a token for that resource server', async () => {
+    const dir = tempDir();
+    server = await startServer({ ...env, AGENTAUTH_CONFIG: writeConfig(dir, { ...CONFIG, resourceServers: [CONFIG.resourceServers[0]] }) });
+    const { status, body } = await clientCredentials(server.url, { scope: 'openid' });
+    expect(status).toBe(200);
+    const token = body.access_token as string;
+    expect(token.split('.')).toHaveLength(3);
+    expect(JSON.parse(Buffer.from(token.split('.')[1]!, 'base64url').toString())).toMatchObject({ aud: RESOURCE, client_id: 'svc-1' });
+    expect(body.scope).toBeUndefined();
   });
 
   test('wrong client secret gets invalid_client; the token endpoint never answers 500 to malformed input', async () => {

@@ -65,6 +65,23 @@ async function plant(env: Env, openStorage: (env: Env) => Storage, model: 'Clien
   }
 }
 
+/** Moves a registration access token's record back to the layout of earlier versions: the token as the id, its jti in the payload. */
+async function unsealRegistrationToken(env: Env, openStorage: (env: Env) => Storage, rat: string): Promise<void> {
+  const storage = openStorage(env);
+  await storage.init();
+  try {
+    const sealed = sealCredentialIds(storage, Buffer.from(env.AGENTAUTH_KEK!, 'base64'), { acceptUnsealed: true }).model('RegistrationAccessToken');
+    const payload = await sealed.find(rat);
+    expect(payload?.jti).toBe(rat);
+    const raw = storage.model('RegistrationAccessToken');
+    expect(await raw.find(rat)).toBeUndefined();
+    await raw.upsert(rat, payload!, 3600);
+    await raw.destroy((sealed as unknown as { keyOf(id: string): string }).keyOf(rat));
+  } finally {
+    await storage.close();
+  }
+}
+
 describe.each(backends)('credentials at rest on %s', (_name, storeEnv, openStorage, dump) => {
   let env: Env;
   let server: RunningServer;
@@ -149,20 +166,7 @@ describe.each(backends)('credentials at rest on %s', (_name, storeEnv, openStora
   test('a record stored under the token itself (before this) is still found, used once, and replaced by a sealed one', async () => {
     const registered = await register(issuer, { redirect_uris: ['http://127.0.0.1:65000/cb'], token_endpoint_auth_method: 'none' });
     const rat = registered.body.registration_access_token as string;
-    const storage = openStorage(env);
-    await storage.init();
-    try {
-      // Moved back to the layout of earlier versions: the token as the id, its jti in the payload.
-      const sealed = sealCredentialIds(storage, Buffer.from(env.AGENTAUTH_KEK!, 'base64'), { acceptUnsealed: true }).model('RegistrationAccessToken');
-      const payload = await sealed.find(rat);
-      expect(payload?.jti).toBe(rat);
-      const raw = storage.model('RegistrationAccessToken');
-      expect(await raw.find(rat)).toBeUndefined();
-      await raw.upsert(rat, payload!, 3600);
-      await raw.destroy((sealed as unknown as { keyOf(id: string): string }).keyOf(rat));
-    } finally {
-      await storage.close();
-    }
+    await unsealRegistrationToken(env, openStorage, rat);
     const uri = registered.body.registration_client_uri as string;
     const read = await fetch(uri, { headers: { authorization: `Bearer ${rat}` } });
     expect(read.status).toBe(200);
@@ -216,16 +220,7 @@ describe.each(backends)('credentials at rest on %s, with storage.unsealedCredent
   test('a record stored under the token itself (before credentials were sealed) is no longer found', async () => {
     const registered = await register(issuer, { redirect_uris: ['http://127.0.0.1:65000/cb'], token_endpoint_auth_method: 'none' });
     const rat = registered.body.registration_access_token as string;
-    const storage = openStorage(env);
-    await storage.init();
-    try {
-      const sealed = sealCredentialIds(storage, Buffer.from(env.AGENTAUTH_KEK!, 'base64'), { acceptUnsealed: true }).model('RegistrationAccessToken');
-      const payload = await sealed.find(rat);
-      await storage.model('RegistrationAccessToken').upsert(rat, payload!, 3600);
-      await storage.model('RegistrationAccessToken').destroy((sealed as unknown as { keyOf(id: string): string }).keyOf(rat));
-    } finally {
-      await storage.close();
-    }
+    await unsealRegistrationToken(env, openStorage, rat);
     expect((await fetch(registered.body.registration_client_uri as string, { headers: { authorization: `Bearer ${rat}` } })).status).toBe(401);
   });
 });

@@ -1,3 +1,5 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+
 import type Koa from 'koa';
 import { errors } from 'oidc-provider';
 import type { InteractionResults, Provider } from 'oidc-provider';
@@ -42,6 +44,15 @@ export interface InteractionDeps {
 }
 
 type Details = Awaited<ReturnType<Provider['interactionDetails']>>;
+
+/**
+ * How long a Deny that lost the request to another decision waits for that decision to be saved, and how often it
+ * looks. The winner claims the request before it writes (the grant, then the interaction's result); a Deny landing
+ * in between would otherwise find no result and send the browser on as if nothing were approved. Past the bound the
+ * winner has failed or hung (each of its writes is bounded by storage.timeoutMs, 2 s by default).
+ */
+const DECISION_WAIT_MS = 3000;
+const DECISION_POLL_MS = 20;
 
 const toArray = (v: unknown): string[] => (Array.isArray(v) ? v.map(String) : typeof v === 'string' && v ? [v] : []);
 
@@ -246,7 +257,12 @@ export function interactionRoutes(deps: InteractionDeps): Koa.Middleware {
         // A second denial (a double click, the form sent twice) is sent on to the request's resume as a second
         // approval is, where the first decision takes effect.
         if (prompt === 'consent' && deps.consentOnce && !(await deps.consentOnce(uid))) {
-          const decided = (await provider.interactionDetails(ctx.req, ctx.res).catch(() => undefined))?.result;
+          // Another decision claimed the request: which one it was shows once it is saved.
+          let decided = details.result;
+          for (const until = Date.now() + DECISION_WAIT_MS; !decided && Date.now() < until; ) {
+            await sleep(DECISION_POLL_MS);
+            decided = (await provider.interactionDetails(ctx.req, ctx.res).catch(() => undefined))?.result;
+          }
           if (decided && !('error' in decided)) {
             return fail(ctx, 409, 'Already approved', 'invalid_request', 'this request was already approved, and the approval stands; to withdraw access, sign out of the application here');
           }

@@ -119,6 +119,33 @@ describe('consent is given once per authorization request', () => {
     expect(denied.searchParams.get('error')).toBe('access_denied');
   });
 
+  test('Approve and Deny sent together: whichever decides, the other answer says so (a Deny that lost to an approval still being saved gets 409, never a redirect)', async () => {
+    const outcomes: string[] = [];
+    for (let round = 0; round < 12; round += 1) {
+      const { agent, confirm } = await consentForm(oidc.randomPKCECodeVerifier());
+      const abort = new URL(confirm.href.replace(/\/confirm$/, '/abort'));
+      const [approve, deny] = await Promise.all([
+        agent.fetch(confirm, { method: 'POST' }),
+        // Staggered from 0 to 11 ms: the Deny lands before, during or after the approval's writes.
+        new Promise<void>((r) => setTimeout(r, round)).then(() => agent.fetch(abort, { method: 'POST' })),
+      ]);
+      expect(approve.status).toBe(303);
+      if (deny.status === 409) {
+        // The approval decided: it leads to a code.
+        const callback = await toCallback(agent, new URL(approve.headers.get('location')!, confirm));
+        expect({ round, code: callback.searchParams.has('code') }).toEqual({ round, code: true });
+        outcomes.push('approved');
+      } else {
+        // The denial decided: every answer leads to access_denied.
+        expect({ round, deny: deny.status }).toEqual({ round, deny: 303 });
+        const callback = await toCallback(agent, new URL(deny.headers.get('location')!, abort));
+        expect({ round, error: callback.searchParams.get('error'), code: callback.searchParams.get('code') }).toEqual({ round, error: 'access_denied', code: null });
+        outcomes.push('denied');
+      }
+    }
+    console.log(`approve and deny together: ${outcomes.join(' ')}`);
+  });
+
   test('Deny sent twice, one after the other and five at once: every answer leads the browser on, and the client gets access_denied', async () => {
     const before = await grants();
     for (const concurrent of [1, 5]) {

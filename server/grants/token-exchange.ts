@@ -333,7 +333,10 @@ export function registerTokenExchangeGrant(provider: Provider, deps: TokenExchan
     // sums above and the save would otherwise end the token a second after its subject. Never past the subject, its
     // grant, or this token's own grant (dated when its write began; introspection ends the token with it).
     const dates = exchangedTokenDates(Math.floor(Date.now() / 1000), at.expiresIn, [subject.exp, subject.grantExp, (grant as unknown as { exp?: number }).exp]);
-    if (!dates) throw new errors.InvalidGrant('subject_token expired while the exchange was being processed');
+    if (!dates) {
+      await grant.destroy(); // it exists for this token alone
+      throw new errors.InvalidGrant('subject_token expired while the exchange was being processed');
+    }
     at.iat = dates.iat;
     at.exp = dates.exp;
     at.expiresIn = dates.exp - dates.iat;

@@ -65,6 +65,16 @@ async function plant(env: Env, openStorage: (env: Env) => Storage, model: 'Clien
   }
 }
 
+/** An opaque access token (client_credentials for the opaque resource). */
+async function opaqueToken(issuer: string): Promise<string> {
+  const cc = await fetch(`${issuer}/token`, {
+    method: 'POST',
+    headers: { authorization: basicAuth(RS_CLIENT.id, RS_CLIENT.secret), 'content-type': 'application/x-www-form-urlencoded' },
+    body: new URLSearchParams({ grant_type: 'client_credentials', resource: OPAQUE_RESOURCE, scope: 'files' }),
+  });
+  return ((await cc.json()) as { access_token: string }).access_token;
+}
+
 /** Moves a registration access token's record back to the layout of earlier versions: the token as the id, its jti in the payload. */
 async function unsealRegistrationToken(env: Env, openStorage: (env: Env) => Storage, rat: string): Promise<void> {
   const storage = openStorage(env);
@@ -95,19 +105,9 @@ describe.each(backends)('credentials at rest on %s', (_name, storeEnv, openStora
     await server?.stop();
   });
 
-  /** An opaque access token (client_credentials for the opaque resource). */
-  async function opaqueToken(): Promise<string> {
-    const cc = await fetch(`${issuer}/token`, {
-      method: 'POST',
-      headers: { authorization: basicAuth(RS_CLIENT.id, RS_CLIENT.secret), 'content-type': 'application/x-www-form-urlencoded' },
-      body: new URLSearchParams({ grant_type: 'client_credentials', resource: OPAQUE_RESOURCE, scope: 'files' }),
-    });
-    return ((await cc.json()) as { access_token: string }).access_token;
-  }
-
   test('no token, refresh token or registration access token the server handed out is anywhere in the store, and each still works', async () => {
     // An opaque access token (client_credentials), a public client's refresh tokens, a registration access token.
-    const opaque = await opaqueToken();
+    const opaque = await opaqueToken(issuer);
     expect(opaque).not.toContain('.');
     const { clientId, tokens } = await signInPublic(issuer, wallet);
     const rotated = await publicRefreshed(issuer, clientId, tokens.refresh_token!);
@@ -133,7 +133,7 @@ describe.each(backends)('credentials at rest on %s', (_name, storeEnv, openStora
   });
 
   test('a stored key read from the database is not a credential: presented as the token, it is refused everywhere', async () => {
-    const opaque = await opaqueToken();
+    const opaque = await opaqueToken(issuer);
     const { clientId, tokens } = await signInPublic(issuer, wallet);
     const registered = await register(issuer, { redirect_uris: ['http://127.0.0.1:65000/cb'], token_endpoint_auth_method: 'none' });
     const rat = registered.body.registration_access_token as string;
@@ -175,7 +175,7 @@ describe.each(backends)('credentials at rest on %s', (_name, storeEnv, openStora
     expect((await fetch(uri, { headers: { authorization: `Bearer ${next}` } })).status).toBe(200);
   });
   test('while unsealed records are accepted (the default), one planted under a chosen value works: what `refuse` closes', async () => {
-    const opaque = await opaqueToken();
+    const opaque = await opaqueToken(issuer);
     const chosen = `planted${Date.now()}abcdefghijklmnopqrstuvwxyz`;
     await plant(env, openStorage, 'ClientCredentials', opaque, chosen);
     expect((await introspect(issuer, chosen)).active).toBe(true);
@@ -197,12 +197,7 @@ describe.each(backends)('credentials at rest on %s, with storage.unsealedCredent
   });
 
   test('a record a database writer planted under a value of their choosing is no credential', async () => {
-    const cc = await fetch(`${issuer}/token`, {
-      method: 'POST',
-      headers: { authorization: basicAuth(RS_CLIENT.id, RS_CLIENT.secret), 'content-type': 'application/x-www-form-urlencoded' },
-      body: new URLSearchParams({ grant_type: 'client_credentials', resource: OPAQUE_RESOURCE, scope: 'files' }),
-    });
-    const opaque = ((await cc.json()) as { access_token: string }).access_token;
+    const opaque = await opaqueToken(issuer);
     const registered = await register(issuer, { redirect_uris: ['http://127.0.0.1:65000/cb'], token_endpoint_auth_method: 'none' });
     const rat = registered.body.registration_access_token as string;
     const chosen = `planted${Date.now()}abcdefghijklmnopqrstuvwxyz`;

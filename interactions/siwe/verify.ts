@@ -118,8 +118,10 @@ export async function verifySiwe(input: SiweInput, rules: SiweRules, deps: SiweD
         `${describeBinding(input.nonceBinding)}; a nonce is redeemed only where it was requested`,
     );
   }
+  // Past the limit the nonce is spent: the counter outlives it (ATTEMPT_TTL_SECONDS ≥ any nonceTTL), so no later
+  // attempt gets this far. It is not consumed here, which would take it from an attempt already past this check
+  // whose signature is good (of 50 concurrent uses of one signed message, none then succeeded).
   if (!(await deps.nonces.takeAttempt(`nonce:${outline.nonce}`, MAX_ATTEMPTS_PER_NONCE, ATTEMPT_TTL_SECONDS))) {
-    await deps.nonces.consume(outline.nonce);
     throw early('attempts', `nonce ${outline.nonce} has been tried ${MAX_ATTEMPTS_PER_NONCE} times and is now used up; request a new nonce and sign again`);
   }
 

@@ -225,16 +225,45 @@ describe('nonce binding', () => {
 });
 
 describe('attempts per nonce', () => {
-  test(`${MAX_ATTEMPTS_PER_NONCE} malformed attempts leave the nonce; the next attempt, even a valid one, is refused and burns it`, async () => {
+  test(`${MAX_ATTEMPTS_PER_NONCE} malformed attempts spend the nonce: the next attempts, even valid ones, are refused`, async () => {
     const { store, consumed } = recordingStore();
     const malformed = buildSiweMessage(fields()).replace('Chain ID: 1', 'Chain ID: one');
     for (let i = 0; i < MAX_ATTEMPTS_PER_NONCE; i += 1) {
       await refusal(verifySiwe(input(malformed), rules, { nonces: store, now }), 'message-format');
     }
     expect(consumed.size).toBe(0);
-    const err = await refusal(verifySiwe(input(buildSiweMessage(fields())), rules, { nonces: store, now }), 'attempts');
-    expect(err.message).toBe(`nonce ${NONCE} has been tried 5 times and is now used up; request a new nonce and sign again`);
-    expect(consumed.has(NONCE)).toBe(true);
+    for (let i = 0; i < 3; i += 1) {
+      const err = await refusal(verifySiwe(input(buildSiweMessage(fields())), rules, { nonces: store, now }), 'attempts');
+      expect(err.message).toBe(`nonce ${NONCE} has been tried 5 times and is now used up; request a new nonce and sign again`);
+    }
+    // Spent by its count (kept longer than any nonce lives), not consumed: see the next test for why.
+    expect(consumed.size).toBe(0);
+  });
+
+  test('an attempt refused for the count does not take the nonce from a valid attempt already past the count', async () => {
+    const { store } = recordingStore();
+    const malformed = buildSiweMessage(fields()).replace('Chain ID: 1', 'Chain ID: one');
+    for (let i = 0; i < MAX_ATTEMPTS_PER_NONCE - 1; i += 1) await refusal(verifySiwe(input(malformed), rules, { nonces: store, now }), 'message-format');
+    // The fifth attempt (valid) is held just before it consumes the nonce; a sixth arrives and is refused meanwhile.
+    const consume = store.consume.bind(store);
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    let entered!: () => void;
+    const reached = new Promise<void>((r) => (entered = r));
+    let first = true;
+    store.consume = async (nonce) => {
+      if (first) {
+        first = false;
+        entered();
+        await held;
+      }
+      return consume(nonce);
+    };
+    const valid = verifySiwe(input(buildSiweMessage(fields())), rules, { nonces: store, now });
+    await reached;
+    await refusal(verifySiwe(input(buildSiweMessage(fields())), rules, { nonces: store, now }), 'attempts');
+    release();
+    await expect(valid).resolves.toMatchObject({ address: ALICE });
   });
 
   test('fewer failures leave room: a valid message after 4 malformed ones signs in', async () => {

@@ -102,4 +102,14 @@ export class FileAuditStore implements AuditStore {
   async chains(): Promise<string[]> {
     return [...new Set((await this.#readAll()).map((r) => chainOf(r)))].sort();
   }
+
+  async strays(limit: number): Promise<string[]> {
+    // `list` reaches every record whose seq compares ≥ 1 (as it compares them); the file's lines name the rest.
+    const found: string[] = [];
+    for (const [i, r] of (await this.#readAll()).entries()) {
+      if (found.length >= limit) break;
+      if (!(r.seq >= 1)) found.push(`record ${i + 1} of audit.jsonl (seq ${JSON.stringify(r.seq) ?? 'missing'})`);
+    }
+    return found;
+  }
 }

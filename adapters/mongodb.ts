@@ -432,6 +432,35 @@ class MongoAuditStore implements AuditStore {
     const ids = (named as unknown[]).filter((c): c is string => typeof c === 'string' && AUDIT_CHAIN_ID.test(c));
     return [...(hasDefault ? [DEFAULT_AUDIT_CHAIN] : []), ...ids.sort()];
   }
+  async strays(limit: number): Promise<string[]> {
+    // Classified here rather than by query operators FerretDB may not have: every _id is read (the _ids only), which
+    // is no more than verification reads anyway. Reached: a number ≥ 1 (the default chain), or `<chain>/<seq>` at or
+    // above seq 1 of a chain that `chains` names (chain ids hold no `/`, so the chain is what precedes the first one).
+    const chains = new Set(await this.chains());
+    const found: string[] = [];
+    const cursor = this.col.find({}, { projection: { _id: 1 } }).sort({ _id: 1 });
+    try {
+      for await (const { _id: id } of cursor) {
+        if (MongoAuditStore.#reached(id, chains)) continue;
+        found.push(`_id ${typeof id === 'string' || typeof id === 'number' ? JSON.stringify(id) : String(id)}`);
+        if (found.length >= limit) break;
+      }
+    } catch (err) {
+      throw unavailable('audit.strays', err);
+    } finally {
+      await cursor.close().catch(() => undefined);
+    }
+    return found;
+  }
+
+  static #reached(id: unknown, chains: ReadonlySet<string>): boolean {
+    if (typeof id === 'number') return id >= 1;
+    if (typeof id !== 'string') return false;
+    const slash = id.indexOf('/');
+    if (slash <= 0) return false;
+    const chain = id.slice(0, slash);
+    return chains.has(chain) && id >= String(auditId(chain, 1));
+  }
 }
 
 class MongoKeyStore implements KeyStore {
@@ -494,7 +523,12 @@ export interface MongoStorageOptions {
   /** Called when the client is replaced after pings kept failing (see `ping`), with the last ping's error. */
   onReconnect?: (reason: string) => void;
   /** Called once at `init` when the server is FerretDB 1.x (see `ferretdbV1Version`), with its version. */
-  onFerretdbV1?: (version: string) => void;
+  onFerretdbV1?: (version: string) => void;  /**
+   * Reads only (the `agentauth audit` commands): `init` connects and creates no index and starts no sweep, so a
+   * database user with read access alone (MongoDB's `read` role) is enough. Writes are not refused here: a read-only
+   * store is one its caller does not write to.
+   */
+  readOnly?: boolean;
 }
 
 /**
@@ -610,6 +644,7 @@ export class MongoStorage implements Storage {
 
   async init(): Promise<void> {
     await this.connect();
+    if (this.#options.readOnly) return;
     if (this.#options.onFerretdbV1) {
       const version = await this.ferretdbV1();
       if (version) this.#options.onFerretdbV1(version);

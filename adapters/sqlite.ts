@@ -569,10 +569,26 @@ class SqliteAuditStore implements AuditStore {
 
   async chains(): Promise<string[]> {
     const rows = this.conn().all<{ chain: string }>('audit.chains', 'SELECT DISTINCT chain FROM audit_records');
-    const ids = rows.map((r) => r.chain).filter((c) => c === DEFAULT_AUDIT_CHAIN || AUDIT_CHAIN_ID.test(c));
+    const ids = rows.map((r) => r.chain).filter(validChain);
     return ids.sort();
   }
+
+  async strays(limit: number): Promise<string[]> {
+    const conn = this.conn();
+    // A seq that `list` (seq >= 1) never reaches: numbers below 1. Text and blobs sort above every number in SQLite,
+    // so `list` does reach those, and verification reports them where they stand.
+    const rows = conn.all<{ chain: unknown; seq: unknown }>('audit.strays', "SELECT chain, seq FROM audit_records WHERE typeof(seq) IN ('integer', 'real') AND seq < 1 LIMIT ?", limit);
+    const named = conn.all<{ chain: unknown }>('audit.chains', 'SELECT DISTINCT chain FROM audit_records');
+    for (const { chain } of named) {
+      if (rows.length >= limit) break;
+      if (typeof chain === 'string' && validChain(chain)) continue;
+      rows.push(...conn.all<{ chain: unknown; seq: unknown }>('audit.strays', 'SELECT chain, seq FROM audit_records WHERE chain = ? ORDER BY seq LIMIT ?', chain as SQLInputValue, limit - rows.length));
+    }
+    return rows.slice(0, limit).map(({ chain, seq }) => `${chain === DEFAULT_AUDIT_CHAIN ? '' : `chain ${JSON.stringify(String(chain))} `}seq ${String(seq)}`);
+  }
 }
+
+const validChain = (chain: string): boolean => chain === DEFAULT_AUDIT_CHAIN || AUDIT_CHAIN_ID.test(chain);
 
 /** Open connections of this process, by file (see SqliteStorage.#acquire). */
 const OPEN = new Map<string, { conn: Connection; refs: number }>();

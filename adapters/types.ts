@@ -193,6 +193,12 @@ export interface AuditStore {
   list(fromSeq: number, limit: number, chain?: string): Promise<AuditRecord[]>;
   /** Every chain that holds at least one record, sorted ('' for the default chain). */
   chains(): Promise<string[]>;
+  /**
+   * Where stored records lie that no reading of the log reaches (`list` from seq 1 of each chain `chains` names):
+   * a seq below 1, a chain name agentauth never writes, a MongoDB `_id` of another shape. No agentauth writer puts a
+   * record there, so each was edited or planted. At most `limit`, each named as the store names its place.
+   */
+  strays(limit: number): Promise<string[]>;
 }
 
 export interface Storage {

@@ -24,11 +24,12 @@ function positiveInteger(value: string): number {
 }
 
 /**
- * Opens storage only (no keys, no server), runs `fn` on the audit store and closes storage again. With the embedded
- * store that is the audit.jsonl file in the data directory. Refuses (exit 2) where there is no store.
+ * Opens storage only (no keys, no server), for reading (nothing created: a read-only database user is enough), runs
+ * `fn` on the audit store and closes storage again. With the memory store that is the audit.jsonl file in the data
+ * directory. Refuses (exit 2) where there is no store.
  */
 async function withAuditStore<T>(command: string, fn: (store: AuditStore, ctx: CliContext) => Promise<T>): Promise<T> {
-  return withStore({ command }, (storage, _config, ctx) => fn(storage.audit, ctx));
+  return withStore({ command, readOnly: true }, (storage, _config, ctx) => fn(storage.audit, ctx));
 }
 
 /** Records of one chain with seq ≥ from, ascending, a page at a time. */
@@ -95,7 +96,7 @@ async function tail(opts: { lines: number; json?: boolean }): Promise<void> {
 }
 
 async function exportLog(opts: { out?: string; json?: boolean }): Promise<void> {
-  await withStore({ command: 'audit export' }, async ({ audit: store }, config, ctx) => {
+  await withStore({ command: 'audit export', readOnly: true }, async ({ audit: store }, config, ctx) => {
     if (opts.out !== undefined) checkOutFile(opts.out, config);
     // A file is written under a temporary name and renamed when complete: a failed export leaves no partial file.
     const tmp = opts.out ? `${opts.out}.tmp-${process.pid}` : undefined;
@@ -232,6 +233,9 @@ async function* decodable(store: AuditStore, chain: string): AsyncGenerator<Audi
   }
 }
 
+/** Records stored outside every chain that verify names one by one. */
+const MAX_STRAYS = 100;
+
 async function verify(opts: { file?: string; json?: boolean }): Promise<void> {
   if (opts.file !== undefined) {
     await verifyFile(opts.file, opts.json === true);
@@ -246,6 +250,10 @@ async function verify(opts: { file?: string; json?: boolean }): Promise<void> {
         else verifier.push(item);
       }
     }
+    // Records stored where no chain is read: a verification of the chains alone would pass over them in silence.
+    const strays = await store.strays(MAX_STRAYS + 1);
+    for (const place of strays.slice(0, MAX_STRAYS)) unreadable.push(`${place}: edited: stored outside every chain (seq below 1, or a chain name agentauth does not write); no reading of the log reaches it`);
+    if (strays.length > MAX_STRAYS) unreadable.push(`more records are stored outside every chain: only the first ${MAX_STRAYS} are named`);
     report(verifier.result(), unreadable, opts.json === true, { ...ctx });
   });
 }

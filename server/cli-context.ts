@@ -106,6 +106,11 @@ export interface StoreOptions {
   init?: boolean;
   /** What the command is, for the refusal: `keys rotate`, `audit tail`, ... */
   command: string;
+  /**
+   * The command only reads: storage is opened without creating anything (no table, no index, no writer thread, no
+   * import of an old data-directory layout), so a read-only database user is enough.
+   */
+  readOnly?: boolean;
 }
 
 /**
@@ -117,9 +122,11 @@ export async function withStore<T>(opts: StoreOptions & { issuer?: string }, fn:
   const ctx = describeContext(config, opts.issuer);
   announce(ctx);
   refuseMissingStore(ctx, opts);
-  const storage = await openStorage(config);
+  const readOnly = opts.readOnly === true;
+  const storage = await openStorage(config, undefined, { readOnly });
   try {
-    await initStorage(config, storage, { warn: (_obj: object, msg: string) => void process.stderr.write(`agentauth: ${msg}\n`) });
+    if (readOnly) await storage.init();
+    else await initStorage(config, storage, { warn: (_obj: object, msg: string) => void process.stderr.write(`agentauth: ${msg}\n`) });
     return await fn(storage, config, ctx);
   } finally {
     await storage.close();

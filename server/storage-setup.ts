@@ -16,7 +16,8 @@ import type { Logger } from './logger.js';
  * The configured store. The MongoDB driver (and BSON's 17 MB serialisation buffer) is loaded only when MongoDB is
  * configured: the embedded store does not pay for it in memory.
  */
-export async function openStorage(config: Config, log?: Logger): Promise<Storage> {
+export async function openStorage(config: Config, log?: Logger, opts: { readOnly?: boolean } = {}): Promise<Storage> {
+  const readOnly = opts.readOnly === true;
   if (config.mongodb) {
     const { MongoStorage } = await import('../adapters/mongodb.js');
     return new MongoStorage({
@@ -24,6 +25,7 @@ export async function openStorage(config: Config, log?: Logger): Promise<Storage
       dbName: config.mongodb.dbName,
       timeoutMs: config.storage.timeoutMs,
       sweepIntervalMs: config.storage.sweepIntervalMs,
+      readOnly,
       onReconnect: (reason) => log?.warn({ reason }, 'storage: pings kept failing; replaced the MongoDB client with a new one'),
       onFerretdbV1: (version) =>
         log?.warn(
@@ -40,6 +42,7 @@ export async function openStorage(config: Config, log?: Logger): Promise<Storage
     busyTimeoutMs: config.storage.timeoutMs,
     sweepIntervalMs: config.storage.sweepIntervalMs,
     synchronous: config.storage.sqliteSynchronous,
+    readOnly,
   });
 }
 

@@ -1,10 +1,14 @@
+import { appendFileSync } from 'node:fs';
+import { join } from 'node:path';
+
 import { StorageUnavailableError } from '../../adapters/errors.js';
+import { FileAuditStore } from '../../adapters/file-audit.js';
 import { MongoStorage } from '../../adapters/mongodb.js';
 import { SqliteStorage } from '../../adapters/sqlite.js';
 import type { AuditRecord, AuditStore, Storage } from '../../adapters/types.js';
 import { InvalidAuditEventError, computeHash, verifyChain, verifyLog } from '../../server/audit/chain.js';
 import { AuditLog, AuditLogClosedError } from '../../server/audit/log.js';
-import { uniqueDbName } from '../support/server.js';
+import { tempDir, uniqueDbName } from '../support/server.js';
 import { FACTORIES, mongoUri } from '../support/storages.js';
 
 /** Every record in the store, ascending. */
@@ -41,6 +45,10 @@ class CountingStore implements AuditStore {
 
   chains() {
     return this.inner.chains();
+  }
+
+  strays(limit: number) {
+    return this.inner.strays(limit);
   }
 }
 
@@ -198,6 +206,8 @@ describe.each(FACTORIES)('AuditLog on $name storage', (factory) => {
       expect(tampered.ok).toBe(false);
       expect(tampered.chains.find((c) => c.chain === 'host-a#1')?.verification.problems).toEqual([expect.objectContaining({ seq: 11, kind: 'deleted' })]);
       expect(tampered.chains.find((c) => c.chain === 'host-a#2')?.verification.problems.some((p) => p.kind === 'edited')).toBe(true);
+      // Every record the writers wrote is where a reading of the log reaches it.
+      expect(await storage.audit.strays(10)).toEqual([]);
     } finally {
       if (otherStorage !== storage) await otherStorage.close();
     }
@@ -256,6 +266,7 @@ describe('AuditLog when the store fails', () => {
       },
       list: (from, limit) => inner.list(from, limit),
       chains: () => inner.chains(),
+      strays: (limit) => inner.strays(limit),
     };
     const log = new AuditLog(flaky);
     const results = await Promise.allSettled([log.record({ type: 'token.issued' }), log.record({ type: 'token.issued' })]);
@@ -280,6 +291,7 @@ describe('AuditLog when the store fails', () => {
       },
       list: (from, limit) => inner.list(from, limit),
       chains: () => inner.chains(),
+      strays: (limit) => inner.strays(limit),
     };
     const log = new AuditLog(gated);
     let settled = false;
@@ -309,6 +321,7 @@ describe('AuditLog when the store fails', () => {
       },
       list: (from, limit) => inner.list(from, limit),
       chains: () => inner.chains(),
+      strays: (limit) => inner.strays(limit),
     };
     const log = new AuditLog(contended, { maxAttempts: 5 });
     await expect(log.record({ type: 'token.revoked' })).rejects.toThrow(StorageUnavailableError);
@@ -334,6 +347,7 @@ describe('AuditLog when the store fails', () => {
       },
       list: (from, limit) => inner.list(from, limit),
       chains: () => inner.chains(),
+      strays: (limit) => inner.strays(limit),
     };
     const log = new AuditLog(retried);
     const [a, b] = await Promise.all([log.record({ type: 'token.issued', details: { n: 1 } }), log.record({ type: 'token.issued', details: { n: 2 } })]);
@@ -342,5 +356,24 @@ describe('AuditLog when the store fails', () => {
     expectOneValidChain(stored, 2);
     expect(stored.map((r) => r.details.n)).toEqual([1, 2]);
     await storage.close();
+  });
+});
+
+describe('FileAuditStore (the embedded store\'s audit.jsonl): records no reading reaches', () => {
+  test('a line below seq 1 or without a seq is named; what writers append is not; the limit holds', async () => {
+    const dir = tempDir('agentauth-file-audit-');
+    const store = new FileAuditStore(dir);
+    const log = new AuditLog(store, { chain: 'host-f#1' });
+    await Promise.all([0, 1, 2].map((i) => log.record({ type: 'token.issued', details: { i } })));
+    await log.close();
+    await store.close();
+    expect(await store.strays(10)).toEqual([]);
+    const [first] = await store.list(1, 1, 'host-f#1');
+    const { seq: _seq, ...noSeq } = first!;
+    appendFileSync(join(dir, 'audit.jsonl'), `${JSON.stringify({ ...first, seq: 0 })}\n${JSON.stringify(noSeq)}\n${JSON.stringify({ ...first, seq: -3 })}\n`);
+    expect(await store.strays(10)).toEqual(['record 4 of audit.jsonl (seq 0)', 'record 5 of audit.jsonl (seq missing)', 'record 6 of audit.jsonl (seq -3)']);
+    expect(await store.strays(2)).toHaveLength(2);
+    // The chain itself still reads whole.
+    expectOneValidChain(await all(store, 'host-f#1'), 3);
   });
 });

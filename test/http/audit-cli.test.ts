@@ -2,6 +2,7 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { DatabaseSync } from 'node:sqlite';
 
+import { ObjectId } from 'mongodb';
 import type { Collection } from 'mongodb';
 
 import { MongoStorage } from '../../adapters/mongodb.js';
@@ -203,6 +204,39 @@ describe('agentauth audit tail|export|verify against MongoDB', () => {
       const res = await verify();
       expect(res.code).toBe(1);
       expect(res.stdout).toContain('seq 2: edited: malformed: unexpected field note');
+    });
+
+    test('records stored outside every chain (seq 0, an ObjectId, a chain name agentauth does not write, a chain no record names) → exit 1 naming each', async () => {
+      const raw = storage.db.collection<{ _id: unknown; [field: string]: unknown }>('audit_events');
+      const { _id: _x, ...planted } = toDoc(rehash({ ...toRecord(original[1]!), details: { jti: 'planted' } }));
+      const objectId = new ObjectId();
+      await raw.insertMany([
+        { ...planted, _id: 0 },
+        { ...planted, _id: objectId },
+        { ...planted, _id: 'not a chain/000000000000001', chain: 'not a chain', seq: 1 },
+        { ...planted, _id: 'ghost/000000000000001', seq: 1 },
+      ]);
+      const res = await verify();
+      expect(res.code).toBe(1);
+      const strays = res.stdout.split('\n').filter((l) => l.includes('stored outside every chain'));
+      // In _id order, which BSON sorts by type first (numbers, strings, then ObjectIds).
+      expect(strays.map((l) => l.slice(0, l.indexOf(': edited')))).toEqual(['_id 0', '_id "ghost/000000000000001"', '_id "not a chain/000000000000001"', `_id ${objectId.toHexString()}`]);
+      // The chain itself is intact: the strays are the only problems.
+      expect(res.stdout).toContain('audit log FAILED: 4 problems in 6 records');
+      const json = await verify('--json');
+      expect(json.code).toBe(1);
+      const body = JSON.parse(json.stdout) as { ok: boolean; records: number; problems: { detail: string }[] };
+      expect({ ok: body.ok, records: body.records, problems: body.problems.length }).toEqual({ ok: false, records: 6, problems: 4 });
+    });
+
+    test('a record moved to seq 0 → "deleted" where it was, and named where it went', async () => {
+      const { _id: _three, ...third } = original[2]!;
+      await events.deleteOne({ _id: 3 });
+      await events.insertOne({ ...third, _id: 0 });
+      const res = await verify();
+      expect(res.code).toBe(1);
+      expect(res.stdout).toContain('seq 3: deleted: missing');
+      expect(res.stdout).toContain('_id 0: edited: stored outside every chain');
     });
 
     test('truncation leaves a valid chain: only the head in the OK line shows it', async () => {
@@ -411,6 +445,102 @@ describe('agentauth audit on a SQLite store whose rows were copied or broken (no
     expect(lines.at(-1)).toMatchObject({ seq: 1_000_000_000_000, undecodable: expect.any(String) });
     expect((await runCli(['audit', 'verify', '--file', out], {})).code).toBe(1);
   }, 60_000);
+});
+
+describe('agentauth audit on a SQLite store with records outside every chain (no server running)', () => {
+  test('rows below seq 1 and rows under a chain name agentauth does not write → exit 1 naming each; an intact store passes', async () => {
+    const dir = tempDir();
+    const dataDir = join(dir, 'data');
+    const storage = new SqliteStorage({ dataDir });
+    await storage.init();
+    const log = new AuditLog(storage.audit, { chain: 'host:3000#1' });
+    for (let i = 0; i < 3; i += 1) await log.record({ type: 'token.issued', client_id: 'svc', details: { jti: `j-${i}` } });
+    await log.close();
+    await storage.close();
+    const env = { AGENTAUTH_DATA_DIR: dataDir };
+    const intact = await runCli(['audit', 'verify'], env);
+    expect({ code: intact.code, ok: intact.stdout.startsWith('audit log OK: 3 records') }).toEqual({ code: 0, ok: true });
+    await withSqlite(dataDir, (db) => {
+      const { record } = db.prepare('SELECT record FROM audit_records WHERE seq = 2').get() as { record: string };
+      const insert = db.prepare('INSERT INTO audit_records (chain, seq, record) VALUES (?, ?, ?)');
+      insert.run('host:3000#1', 0, record);
+      insert.run('host:3000#1', -7, record);
+      insert.run('', 0.5, record);
+      insert.run('bad chain/x', 1, record);
+      insert.run('bad chain/x', 2, record);
+    });
+    const res = await runCli(['audit', 'verify'], env);
+    expect(res.code).toBe(1);
+    const strays = res.stdout.split('\n').filter((l) => l.includes('stored outside every chain'));
+    expect(strays.map((l) => l.slice(0, l.indexOf(': edited'))).sort()).toEqual(
+      ['chain "bad chain/x" seq 1', 'chain "bad chain/x" seq 2', 'chain "host:3000#1" seq -7', 'chain "host:3000#1" seq 0', 'seq 0.5'].sort(),
+    );
+    expect(res.stdout).toContain('audit log FAILED: 5 problems in 3 records');
+  }, 30_000);
+});
+
+describe('agentauth audit only reads: it creates nothing in the store (a read-only database user is enough)', () => {
+  test('MongoDB: tail, export and verify work on a database holding only the audit collection, and leave no other collection or index behind', async () => {
+    const dbName = uniqueDbName('auditro');
+    // Connected only: no index or collection is created by this writer either.
+    const writer = new MongoStorage({ uri: mongoUri(), dbName, timeoutMs: 3000, readOnly: true });
+    await writer.init();
+    try {
+      const log = new AuditLog(writer.audit, { chain: 'host:3000#1' });
+      for (let i = 0; i < 3; i += 1) await log.record({ type: 'token.issued', client_id: 'svc', details: { jti: `j-${i}` } });
+      await log.close();
+      const shape = async () => {
+        const names = (await writer.db.listCollections().toArray()).map((c) => c.name).sort();
+        const indexes = await Promise.all(names.map(async (n) => [n, (await writer.db.collection(n).indexes()).map((i) => i.name)] as const));
+        return Object.fromEntries(indexes);
+      };
+      const before = await shape();
+      expect(before).toEqual({ audit_events: ['_id_'] });
+      const env = { MONGODB_URI: mongoUri(), MONGODB_DB: dbName };
+      const verified = await runCli(['audit', 'verify'], env);
+      expect({ code: verified.code, ok: verified.stdout.startsWith('audit log OK: 3 records') }).toEqual({ code: 0, ok: true });
+      const tail = await runCli(['audit', 'tail', '-n', '2'], env);
+      expect({ code: tail.code, lines: tail.stdout.trim().split('\n').length }).toEqual({ code: 0, lines: 2 });
+      const exported = await runCli(['audit', 'export'], env);
+      expect({ code: exported.code, lines: exported.stdout.trim().split('\n').length }).toEqual({ code: 0, lines: 3 });
+      expect(await shape()).toEqual(before);
+      // A command that writes still prepares the store as the server does (the contrast that makes the above mean something).
+      expect((await runCli(['keys', 'list'], env)).code).toBe(0);
+      expect(Object.keys(await shape()).length).toBeGreaterThan(1);
+    } finally {
+      await writer.db.dropDatabase().catch(() => undefined);
+      await writer.close();
+    }
+  }, 60_000);
+
+  test('SQLite: verify opens the file without its writer and does not create a table that is missing', async () => {
+    const dataDir = join(tempDir(), 'data');
+    const storage = new SqliteStorage({ dataDir });
+    await storage.init();
+    const log = new AuditLog(storage.audit, { chain: 'host:3000#1' });
+    for (let i = 0; i < 2; i += 1) await log.record({ type: 'token.issued', client_id: 'svc', details: { jti: `j-${i}` } });
+    await log.close();
+    await storage.close();
+    const tables = () => withSqlite(dataDir, (db) => (db.prepare("SELECT name FROM sqlite_schema WHERE type = 'table' AND name = 'nonces'").all() as unknown[]).length);
+    // withSqlite's own open re-creates it, so the table is dropped through a bare connection.
+    const { DatabaseSync } = await import('node:sqlite');
+    const drop = () => {
+      const db = new DatabaseSync(join(dataDir, 'agentauth.sqlite'));
+      db.exec('DROP TABLE nonces');
+      const left = (db.prepare("SELECT name FROM sqlite_schema WHERE type = 'table' AND name = 'nonces'").all() as unknown[]).length;
+      db.close();
+      return left;
+    };
+    expect(drop()).toBe(0);
+    const res = await runCli(['audit', 'verify'], { AGENTAUTH_DATA_DIR: dataDir });
+    expect({ code: res.code, ok: res.stdout.startsWith('audit log OK: 2 records') }).toEqual({ code: 0, ok: true });
+    const db = new DatabaseSync(join(dataDir, 'agentauth.sqlite'));
+    const after = (db.prepare("SELECT name FROM sqlite_schema WHERE type = 'table' AND name = 'nonces'").all() as unknown[]).length;
+    db.close();
+    expect(after).toBe(0);
+    // The server's own open puts it back (what a command that writes would do).
+    expect(await tables()).toBe(1);
+  }, 30_000);
 });
 
 describe('agentauth audit: refusals', () => {

@@ -25,6 +25,9 @@ class ArrayAuditStore implements AuditStore {
   async chains() {
     return this.records.length > 0 ? [''] : [];
   }
+  async strays() {
+    return [];
+  }
 }
 
 describe('requestIdFrom', () => {

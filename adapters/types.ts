@@ -121,7 +121,8 @@ export interface SealedSecret {
 /** A scheduled change of a key's state. Immutable; one per (kid, type), so writing one twice changes nothing. */
 export interface KeyTransition {
   kid: string;
-  type: 'activate' | 'retire';
+  /** `withdraw`: taken out of JWKS at once, its signatures no longer trusted (keys/lifecycle.ts). */
+  type: 'activate' | 'retire' | 'withdraw';
   /** ISO time from which the transition is in effect (may be in the future: a scheduled activation). */
   at: string;
   /** When it was recorded, and by what (CLI, automatic rotation). */

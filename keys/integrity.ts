@@ -95,7 +95,7 @@ function checkTransitionShape(raw: unknown): KeyTransition {
   const t = raw as Partial<KeyTransition>;
   const id = isRecord(raw) ? `${label(raw.kid)}:${label(raw.type)}` : '(not a record)';
   const bad = (what: string) => new KeyIntegrityError(`key transition ${id} is refused: ${what}; the key store was altered (see docs/operations.md, "Integrity of the key store")`);
-  if (!isRecord(raw) || !isString(t.kid) || (t.type !== 'activate' && t.type !== 'retire')) throw bad('it names no key or no known transition type');
+  if (!isRecord(raw) || !isString(t.kid) || (t.type !== 'activate' && t.type !== 'retire' && t.type !== 'withdraw')) throw bad('it names no key or no known transition type');
   if (!isTime(t.at) || !isTime(t.recordedAt)) throw bad('its times are not times');
   if (t.reason !== undefined && !isString(t.reason)) throw bad('its reason is not text');
   return t as KeyTransition;

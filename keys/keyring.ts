@@ -36,6 +36,8 @@ export interface ArchivedKey {
   activates_at?: string | undefined;
   retired_at?: string | undefined;
   published_until?: string | undefined;
+  /** Set when an operator withdrew the key: nothing it signed is trusted. */
+  withdrawn_at?: string | undefined;
   jwk: JWK;
 }
 
@@ -61,6 +63,7 @@ export function archiveView(stored: readonly StoredKey[], view: KeyView): Archiv
     activates_at: t.activatesAt?.toISOString(),
     retired_at: t.retiredAt?.toISOString(),
     published_until: t.publishedUntil?.toISOString(),
+    ...(t.withdrawnAt ? { withdrawn_at: t.withdrawnAt.toISOString() } : {}),
     jwk: { ...(stored.find((s) => s.kid === t.kid)!.publicJwk as JWK) },
   }));
 }

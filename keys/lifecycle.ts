@@ -9,8 +9,10 @@ import type { KeyTransition, StoredKey } from '../adapters/types.js';
  *   retired   superseded or retired by an operator; still published until every token it could have signed has
  *             expired, plus skew (publishedUntil)
  *   archived  no longer published; kept forever so `agentauth verify` can check what it signed
+ *   withdrawn taken out of JWKS by an operator before its time (a stolen key): never signs or is published again,
+ *             and nothing it signed is trusted (`agentauth verify` says so); kept, like an archived key
  */
-export type KeyState = 'next' | 'active' | 'retired' | 'archived';
+export type KeyState = 'next' | 'active' | 'retired' | 'archived' | 'withdrawn';
 
 export interface KeyTimeline {
   kid: string;
@@ -22,8 +24,10 @@ export interface KeyTimeline {
   activatesAt?: Date | undefined;
   /** When it stops (or stopped) signing. */
   retiredAt?: Date | undefined;
-  /** Last moment it is published in JWKS (retiredAt + grace). */
+  /** Last moment it is published in JWKS (retiredAt + grace, or when it was withdrawn if that came first). */
   publishedUntil?: Date | undefined;
+  /** When an operator withdrew it (`agentauth keys withdraw`). */
+  withdrawnAt?: Date | undefined;
 }
 
 export interface LifecyclePolicy {
@@ -50,12 +54,18 @@ export function deriveKeyView(keys: readonly StoredKey[], transitions: readonly 
     const hasTransitions = transitions.some((t) => t.kid === k.kid);
     // Keys from the first releases carry state 'active' and no transitions: active since creation.
     const activatesAt = time(byKid(k.kid, 'activate')?.at) ?? (!hasTransitions && k.state === 'active' ? new Date(k.createdAt) : undefined);
-    return { key: k, activatesAt, explicitRetire: time(byKid(k.kid, 'retire')?.at) };
+    // A withdrawal is recorded for the moment it is made; one dated ahead (the CLI's clock ahead of this one) counts
+    // from then, and is a change the view waits for.
+    const withdrawal = time(byKid(k.kid, 'withdraw')?.at);
+    return { key: k, activatesAt, explicitRetire: time(byKid(k.kid, 'retire')?.at), withdrawal, withdrawnAt: withdrawal && withdrawal <= now ? withdrawal : undefined };
   });
 
   // Activated keys in activation order: each is implicitly retired when the next one activates. A key retired at or
-  // before its activation time (a cancelled rotation) never activates, so it supersedes nothing.
-  const cancelled = (b: (typeof base)[number]) => b.explicitRetire !== undefined && b.activatesAt !== undefined && b.explicitRetire <= b.activatesAt;
+  // before its activation time (a cancelled rotation) never activates, so it supersedes nothing; nor does one withdrawn
+  // before it activated. A key withdrawn after it activated still superseded the keys before it: withdrawing it must
+  // not bring an older key back to signing.
+  const cancelled = (b: (typeof base)[number]) =>
+    b.activatesAt !== undefined && ((b.explicitRetire !== undefined && b.explicitRetire <= b.activatesAt) || (b.withdrawnAt !== undefined && b.withdrawnAt <= b.activatesAt));
   const activated = base
     .filter((b) => b.activatesAt !== undefined && b.activatesAt <= now && !cancelled(b))
     .sort((a, b) => a.activatesAt!.getTime() - b.activatesAt!.getTime() || a.key.seq - b.key.seq);
@@ -66,12 +76,16 @@ export function deriveKeyView(keys: readonly StoredKey[], transitions: readonly 
   });
 
   const changes: Date[] = [];
-  const timelines = base.map(({ key, activatesAt, explicitRetire }): KeyTimeline => {
+  const timelines = base.map(({ key, activatesAt, explicitRetire, withdrawal, withdrawnAt }): KeyTimeline => {
     const implicit = superseded.get(key.kid);
     const retiredAt = [explicitRetire, implicit].filter((d): d is Date => d !== undefined && d <= now).sort((a, b) => a.getTime() - b.getTime())[0];
     let state: KeyState;
     let publishedUntil: Date | undefined;
-    if (retiredAt) {
+    if (withdrawnAt) {
+      state = 'withdrawn';
+      const graceEnd = retiredAt ? new Date(retiredAt.getTime() + graceMs) : undefined;
+      publishedUntil = graceEnd && graceEnd < withdrawnAt ? graceEnd : withdrawnAt;
+    } else if (retiredAt) {
       publishedUntil = new Date(retiredAt.getTime() + graceMs);
       state = now < publishedUntil ? 'retired' : 'archived';
       if (state === 'retired') changes.push(publishedUntil);
@@ -82,7 +96,8 @@ export function deriveKeyView(keys: readonly StoredKey[], transitions: readonly 
       if (activatesAt) changes.push(activatesAt);
     }
     if (explicitRetire && explicitRetire > now) changes.push(explicitRetire);
-    return { kid: key.kid, alg: key.alg, seq: key.seq, state, createdAt: new Date(key.createdAt), activatesAt, retiredAt: retiredAt ?? explicitRetire, publishedUntil };
+    if (withdrawal && withdrawal > now) changes.push(withdrawal);
+    return { kid: key.kid, alg: key.alg, seq: key.seq, state, createdAt: new Date(key.createdAt), activatesAt, retiredAt: retiredAt ?? explicitRetire, publishedUntil, withdrawnAt };
   });
 
   const active = timelines.filter((t) => t.state === 'active');
@@ -93,8 +108,8 @@ export function deriveKeyView(keys: readonly StoredKey[], transitions: readonly 
   return { timelines: timelines.sort((a, b) => a.seq - b.seq), signer, nextChange, computedAt: now.getTime() };
 }
 
-/** Keys that belong in the JWKS: next, active and retired (not archived), the signer first. */
+/** Keys that belong in the JWKS: next, active and retired (not archived or withdrawn), the signer first. */
 export function publishedKids(view: KeyView): string[] {
-  const published = view.timelines.filter((t) => t.state !== 'archived');
+  const published = view.timelines.filter((t) => t.state !== 'archived' && t.state !== 'withdrawn');
   return [...(view.signer ? [view.signer.kid] : []), ...published.filter((t) => t !== view.signer).map((t) => t.kid)];
 }

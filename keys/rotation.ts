@@ -61,9 +61,27 @@ export async function retireKey(store: KeyStore, kek: Buffer, kid: string, polic
   const view = deriveKeyView(keys, transitions, now, policy);
   const key = view.timelines.find((t) => t.kid === kid);
   if (!key) throw new KeyMaterialError(`no key ${kid}`);
-  if (key.state === 'retired' || key.state === 'archived') return;
+  if (key.state === 'retired' || key.state === 'archived' || key.state === 'withdrawn') return;
   if (view.signer?.kid === kid) {
     throw new KeyMaterialError(`${kid} is the signing key; run \`agentauth keys rotate\` (or --immediately) to replace it first`);
   }
   await store.addTransition(macTransition(kek, { kid, type: 'retire', at: now.toISOString(), recordedAt: now.toISOString(), ...(reason ? { reason } : {}) }));
+}
+
+/**
+ * Withdraws a key now (its private key was stolen): it leaves JWKS at every instance's next key refresh instead of
+ * after the retire grace, never signs, and nothing it signed is trusted any more (introspection finds no key for it;
+ * `agentauth verify` says it was withdrawn). The signing key cannot be withdrawn: `rotate --immediately` first, so that
+ * a key stays to sign with. Returns false when it was already withdrawn (nothing changed).
+ */
+export async function withdrawKey(store: KeyStore, kek: Buffer, kid: string, policy: LifecyclePolicy, reason?: string, now = new Date()): Promise<boolean> {
+  const { keys, transitions } = await readVerifiedKeys(store, kek);
+  const view = deriveKeyView(keys, transitions, now, policy);
+  const key = view.timelines.find((t) => t.kid === kid);
+  if (!key) throw new KeyMaterialError(`no key ${kid}`);
+  if (key.state === 'withdrawn') return false;
+  if (view.signer?.kid === kid) {
+    throw new KeyMaterialError(`${kid} is the signing key; run \`agentauth keys rotate --immediately\` to replace it first, then withdraw it`);
+  }
+  return store.addTransition(macTransition(kek, { kid, type: 'withdraw', at: now.toISOString(), recordedAt: now.toISOString(), ...(reason ? { reason } : {}) }));
 }

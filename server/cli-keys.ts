@@ -7,7 +7,7 @@ import { upgradeKeyStoreRecorded } from './key-store-upgrade.js';
 import { archiveView } from '../keys/keyring.js';
 import type { ArchivedKey } from '../keys/keyring.js';
 import { deriveKeyView } from '../keys/lifecycle.js';
-import { retireKey, rotateKeys } from '../keys/rotation.js';
+import { retireKey, rotateKeys, withdrawKey } from '../keys/rotation.js';
 import { resolveKek } from './storage-setup.js';
 import { ConfigError, retireGraceSeconds } from './config.js';
 import { answer, checkOutFile, CliUsageError, EXIT, requireInitialised, withJson, withStore } from './cli-context.js';
@@ -63,7 +63,10 @@ async function recordAudit(storage: Storage, event: AuditEventInput): Promise<vo
 type JsonOpt = { json?: boolean };
 
 function keyLine(k: ArchivedKey): string {
-  return [k.kid, k.alg, k.state.padEnd(8), `created ${k.created_at}`, `activates ${k.activates_at ?? '-'}`, `retired ${k.retired_at ?? '-'}`, `published until ${k.published_until ?? '-'}`].join('  ');
+  return [
+    k.kid, k.alg, k.state.padEnd(8), `created ${k.created_at}`, `activates ${k.activates_at ?? '-'}`, `retired ${k.retired_at ?? '-'}`, `published until ${k.published_until ?? '-'}`,
+    ...(k.withdrawn_at ? [`withdrawn ${k.withdrawn_at}`] : []),
+  ].join('  ');
 }
 
 /** What a token was checked against, for the report: the store and issuer, or the archive file. */
@@ -89,10 +92,10 @@ function issuerHint(token: string, issuer: string | null): string | undefined {
 
 /** `agentauth keys list|rotate|retire|export` and `agentauth verify <token>`. */
 export function registerKeyCommands(program: Command): void {
-  const keys = program.command('keys').description('signing keys: states, rotation, retirement, public archive');
+  const keys = program.command('keys').description('signing keys: states, rotation, retirement, withdrawal, public archive');
 
   withJson(keys.command('list'))
-    .description('every key with its state (next, active, retired, archived) and windows')
+    .description('every key with its state (next, active, retired, archived, withdrawn) and windows')
     .action((opts: JsonOpt) =>
       withStore({ command: 'keys list' }, async (storage, config, ctx) => {
         const list = await archiveFromStorage(storage, config);
@@ -146,6 +149,29 @@ export function registerKeyCommands(program: Command): void {
         await retireKey(storage.keys, await keyKek(storage, config), kid, { retireGraceSeconds: retireGraceSeconds(config) }, 'operator');
         await recordAudit(storage, { type: 'key.retired', details: { kid, by: 'cli' } });
         answer(opts.json === true, ctx, { retired: kid }, () => `retired ${kid}`);
+      }),
+    );
+
+  withJson(keys.command('withdraw <kid>'))
+    .allowUnknownOption()
+    .description('take a key that is not the signing key out of /jwks now, not after the retire grace (its private key was stolen): nothing it signed is trusted any more')
+    .action((kid: string, opts: JsonOpt) =>
+      withStore({ command: 'keys withdraw' }, async (storage, config, ctx) => {
+        await requireInitialised(storage, ctx, { command: 'keys withdraw' });
+        if (!(await storage.keys.list()).some((k) => k.kid === kid)) {
+          process.stderr.write(`agentauth: keys withdraw: no key ${kid} in ${ctx.location}\n`);
+          answer(opts.json === true, ctx, { withdrawn: null, error: 'not_found', kid }, () => '');
+          process.exitCode = EXIT.negative;
+          return;
+        }
+        const changed = await withdrawKey(storage.keys, await keyKek(storage, config), kid, { retireGraceSeconds: retireGraceSeconds(config) }, 'operator');
+        if (changed) await recordAudit(storage, { type: 'key.withdrawn', details: { kid, by: 'cli' } });
+        const within = config.keys.refreshIntervalSeconds;
+        answer(opts.json === true, ctx, { withdrawn: kid, changed, refresh_interval_seconds: within }, () =>
+          changed
+            ? `withdrew ${kid}: every instance stops publishing it and accepting its tokens within ${within} s (keys.refreshIntervalSeconds)`
+            : `${kid} was already withdrawn (nothing changed)`,
+        );
       }),
     );
 
@@ -206,6 +232,6 @@ export function registerKeyCommands(program: Command): void {
           ...(hint ? [`hint: ${hint}`] : []),
         ].join('\n'),
       );
-      if (report.signature !== 'valid') process.exitCode = EXIT.negative;
+      if (report.signature !== 'valid' || report.untrusted !== undefined) process.exitCode = EXIT.negative;
     });
 }

@@ -12,6 +12,8 @@ export interface VerificationReport {
   kid?: string | undefined;
   key_state?: string | undefined;
   key_window?: { activates_at?: string | undefined; retired_at?: string | undefined } | undefined;
+  /** Set when the signature verifies with a key that was withdrawn: it proves nothing (the key may have been stolen). */
+  untrusted?: string;
   header?: Record<string, unknown>;
   claims?: Record<string, unknown>;
   expired?: boolean;
@@ -46,6 +48,9 @@ export async function verifyAgainstArchive(token: string, archive: readonly Arch
   const exp = typeof claims.exp === 'number' ? claims.exp : undefined;
   return {
     signature: 'valid',
+    ...(key.state === 'withdrawn'
+      ? { untrusted: `key ${key.kid} was withdrawn at ${key.withdrawn_at ?? '(time not recorded)'}: whoever stole it can sign anything, so its signature proves nothing` }
+      : {}),
     kid,
     key_state: key.state,
     key_window: { activates_at: key.activates_at, retired_at: key.retired_at },

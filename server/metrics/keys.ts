@@ -1,7 +1,7 @@
 import type { KeyState, KeyView } from '../../keys/lifecycle.js';
 import type { Metrics } from './registry.js';
 
-const STATES: readonly KeyState[] = ['next', 'active', 'retired', 'archived'];
+const STATES: readonly KeyState[] = ['next', 'active', 'retired', 'archived', 'withdrawn'];
 
 /** Signing keys by state at `now`; every state is present (0 when no key is in it), so alerts can test for 0. */
 export function keyStateCounts(view: KeyView): Record<KeyState, number> {

@@ -2,7 +2,8 @@ import { randomBytes } from 'node:crypto';
 
 import type { KeyStore, Storage } from '../../adapters/types.js';
 import { Keyring } from '../../keys/keyring.js';
-import { rotateKeys } from '../../keys/rotation.js';
+import { KeyMaterialError } from '../../keys/errors.js';
+import { rotateKeys, withdrawKey } from '../../keys/rotation.js';
 import { FACTORIES } from '../support/storages.js';
 
 const policy = { retireGraceSeconds: 3600 };
@@ -41,6 +42,30 @@ describe.each(FACTORIES)('keyring refresh: $name', (factory) => {
 
     await ring.refresh();
     expect(ring.publicJwks()).toBe(second);
+  });
+
+  test('a withdrawn key leaves the published set at the next refresh, once; the signing key cannot be withdrawn', async () => {
+    const storage = factory.create('keyring-refresh');
+    opened.push(storage);
+    await storage.init();
+    const kek = randomBytes(32);
+    const ring = await Keyring.load(storage.keys, kek, 'ES256', policy);
+    const stolen = ring.active.kid;
+    await expect(withdrawKey(storage.keys, kek, stolen, policy)).rejects.toThrow(KeyMaterialError);
+    const rotated = await rotateKeys(storage.keys, kek, policy, { alg: 'ES256', publishDelaySeconds: 3600, immediately: true });
+    await ring.refresh();
+    expect(ring.publicJwks().keys.map((k) => k.kid).sort()).toEqual([stolen, rotated.kid].sort());
+    // Two operators at once: one transition is stored, the other finds it there.
+    const results = await Promise.all([withdrawKey(storage.keys, kek, stolen, policy, 'a'), withdrawKey(storage.keys, kek, stolen, policy, 'b')]);
+    expect(results.filter(Boolean)).toHaveLength(1);
+    expect(await withdrawKey(storage.keys, kek, stolen, policy)).toBe(false);
+    await ring.refresh();
+    expect(ring.publicJwks().keys.map((k) => k.kid)).toEqual([rotated.kid]);
+    expect(ring.active.kid).toBe(rotated.kid);
+    expect(ring.archive().find((k) => k.kid === stolen)).toMatchObject({ state: 'withdrawn', withdrawn_at: expect.any(String) });
+    // Another instance starting on this store reads the withdraw transition (MAC and all) the same way.
+    const other = await Keyring.load(storage.keys, kek, 'ES256', policy);
+    expect(other.keys.map((k) => k.kid)).toEqual([rotated.kid]);
   });
 
   test('a read with no signing key (an empty store, keys without transitions: a store read between two writes) is refused; the keys in use stay', async () => {

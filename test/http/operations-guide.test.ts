@@ -38,6 +38,7 @@ const BLOCKS = {
   routine: guideShellBlock(DOC, '\n### Routine rotation\n'),
   emergency: guideShellBlock(DOC, '\n### Emergency rotation\n'),
   retire: guideShellBlock(DOC, '\n### Retiring a key\n'),
+  withdraw: guideShellBlock(DOC, '\n### Withdrawing a stolen key\n'),
   audit: guideShellBlock(DOC, '\n### Reading, exporting and verifying\n'),
 };
 /** Every command line of the blocks (comment lines aside); each test marks the lines it ran. */
@@ -107,10 +108,11 @@ interface KeyLine {
   activates: string;
   retired: string;
   publishedUntil: string;
+  withdrawn?: string;
 }
 
 /** A line of `keys list` as the page shows it ("Watching the keys"). */
-const KEY_LINE = /^(\S+) {2}(\S+) {2}(\S+) *\s{2}created (\S+) {2}activates (\S+) {2}retired (\S+) {2}published until (\S+)$/;
+const KEY_LINE = /^(\S+) {2}(\S+) {2}(\S+) *\s{2}created (\S+) {2}activates (\S+) {2}retired (\S+) {2}published until (\S+)(?: {2}withdrawn (\S+))?$/;
 /** The lines the page shows for `keys list`, `backup` and `keys rotate`, indented or wrapped as in the page. */
 const SHOWN = {
   keyLines: PAGE.split('\n').filter((l) => /^ {2}\S{43} {2}ES256 {2}/.test(l)).map((l) => l.slice(2)),
@@ -129,7 +131,7 @@ async function keysList(): Promise<KeyLine[]> {
     .map((l) => {
       const m = KEY_LINE.exec(l);
       if (!m) throw new Error(`keys list printed a line not in the documented form: ${JSON.stringify(l)}`);
-      return { kid: m[1]!, alg: m[2]!, state: m[3]!, created: m[4]!, activates: m[5]!, retired: m[6]!, publishedUntil: m[7]! };
+      return { kid: m[1]!, alg: m[2]!, state: m[3]!, created: m[4]!, activates: m[5]!, retired: m[6]!, publishedUntil: m[7]!, ...(m[8] ? { withdrawn: m[8] } : {}) };
     });
 }
 
@@ -518,6 +520,64 @@ describe('Key rotation runbook', () => {
   });
 });
 
+describe('Withdrawing a stolen key', () => {
+  test('rotate --immediately, then `keys withdraw <kid>`: the key leaves /jwks, its tokens introspect inactive, verify says untrusted (exit 1); the signing key is refused, an unknown kid exits 1, a second withdraw changes nothing', async () => {
+    const client = await newClient('withdraw');
+    const stolen = (await keysList()).find((k) => k.state === 'active')!.kid;
+    const signedByStolen = String((await token(client)).body.access_token);
+    expect(decodeProtectedHeader(signedByStolen).kid).toBe(stolen);
+    expect((await introspect(url, signedByStolen)).active).toBe(true);
+
+    const rotated = ok(await sh(lineOf(BLOCKS.withdraw, 'agentauth keys rotate --immediately')));
+    const fresh = /^new key (\S+) /.exec(rotated.stdout)![1]!;
+    expect((await signsWith(client, fresh, KEYS.refreshIntervalSeconds * 1000 + 3000)).at(-1)).toBe(fresh);
+    // Retired, not withdrawn: still published, and its genuine token still active.
+    expect(await jwksKids()).toContain(stolen);
+    expect((await introspect(url, signedByStolen)).active).toBe(true);
+
+    const withdrawLine = lineOf(BLOCKS.withdraw, 'agentauth keys withdraw <kid>');
+    const before = Date.now();
+    const r = ok(await sh(withdrawLine, [['<kid>', stolen]]));
+    expect(r.stdout).toBe(`withdrew ${stolen}: every instance stops publishing it and accepting its tokens within ${KEYS.refreshIntervalSeconds} s (keys.refreshIntervalSeconds)\n`);
+    const listed = (await keysList()).find((k) => k.kid === stolen)!;
+    expect(listed).toMatchObject({ state: 'withdrawn', publishedUntil: listed.withdrawn });
+    expect(Date.parse(listed.withdrawn!)).toBeGreaterThanOrEqual(before - 1000);
+
+    // Within refreshIntervalSeconds the server stops publishing it and introspects its token inactive.
+    const deadline = Date.now() + KEYS.refreshIntervalSeconds * 1000 + 3000;
+    while ((await jwksKids()).includes(stolen) && Date.now() < deadline) await new Promise((res) => setTimeout(res, 100));
+    expect(await jwksKids()).not.toContain(stolen);
+    expect(await introspect(url, signedByStolen)).toEqual({ active: false });
+    // The new key's tokens are unaffected.
+    expect((await introspect(url, String((await token(client)).body.access_token))).active).toBe(true);
+    const archive = (await (await fetch(`${url}/keys`)).json()) as { keys: Array<{ kid: string; state: string; withdrawn_at?: string }> };
+    expect(archive.keys.find((k) => k.kid === stolen)).toMatchObject({ state: 'withdrawn', withdrawn_at: listed.withdrawn });
+
+    const verified = await runCli(['verify', signedByStolen], env);
+    expect(verified.code).toBe(1);
+    expect(verified.stdout).toContain('signature valid\n');
+    expect(verified.stdout).toContain(`untrusted: key ${stolen} was withdrawn at ${listed.withdrawn}`);
+    const audit = (await auditRecords()).filter((x) => x.type === 'key.withdrawn');
+    expect(audit.map((x) => x.details)).toEqual([{ kid: stolen, by: 'cli' }]);
+
+    const again = ok(await sh(withdrawLine, [['<kid>', stolen]]));
+    expect(again.stdout).toBe(`${stolen} was already withdrawn (nothing changed)\n`);
+    expect((await auditRecords()).filter((x) => x.type === 'key.withdrawn')).toHaveLength(1);
+
+    const refused = await sh(withdrawLine, [['<kid>', fresh]]);
+    expect([refused.code, refused.stdout]).toEqual([2, '']);
+    const section = PAGE.slice(PAGE.indexOf('\n### Withdrawing a stolen key\n')).replace(/\s*\n\s*/g, ' ');
+    const quoted = /The signing key is refused \(`` (<kid> is the signing key;.*?) ``, exit 2\)/.exec(section)?.[1];
+    expect(quoted).toBe('<kid> is the signing key; run `agentauth keys rotate --immediately` to replace it first, then withdraw it');
+    expect(refused.stderr).toContain(`agentauth: ${replaceExactly(quoted!, '<kid>', fresh, `docs/${DOC}`)}\n`);
+    expect(states(await keysList())).toMatchObject({ [fresh]: 'active', [stolen]: 'withdrawn' });
+
+    const unknown = await sh(withdrawLine, [['<kid>', 'no-such-kid']]);
+    expect([unknown.code, unknown.stdout]).toEqual([1, '']);
+    expect(unknown.stderr).toContain(`agentauth: keys withdraw: no key no-such-kid in ${join(env.AGENTAUTH_DATA_DIR!, 'agentauth.sqlite')}`);
+  });
+});
+
 describe('Audit log: reading, exporting and verifying', () => {
   const line = (start: string) => lineOf(BLOCKS.audit, start);
   const work = tempDir('agentauth-audit-');
@@ -615,5 +675,5 @@ describe('Audit log: reading, exporting and verifying', () => {
 
 test('every command line of the blocks was run', () => {
   expect(ALL_LINES.filter((l) => !ran.has(l))).toEqual([]);
-  expect(ALL_LINES.length).toBe(18);
+  expect(ALL_LINES.length).toBe(20);
 });

@@ -53,4 +53,42 @@ describe('key lifecycle (derived from transitions and time)', () => {
     expect(view.signer).toBeUndefined();
     expect(states(keys, transitions, 80)).toEqual({ k1: 'retired', k2: 'retired' });
   });
+
+  describe('withdrawn keys (agentauth keys withdraw)', () => {
+    test('a retired key withdrawn mid-grace leaves JWKS at once, is published until then, and stays withdrawn forever', () => {
+      const transitions = [...rotation, tr('k1', 'withdraw', 70)];
+      expect(states(keys, transitions, 69)).toEqual({ k1: 'retired', k2: 'active' });
+      expect(states(keys, transitions, 70)).toEqual({ k1: 'withdrawn', k2: 'active' });
+      expect(states(keys, transitions, 10_000)).toEqual({ k1: 'withdrawn', k2: 'active' });
+      const view = deriveKeyView(keys, transitions, at(70), policy);
+      expect(publishedKids(view)).toEqual(['k2']);
+      expect(view.signer?.kid).toBe('k2');
+      expect(view.timelines.find((t) => t.kid === 'k1')).toMatchObject({ retiredAt: at(60), publishedUntil: at(70), withdrawnAt: at(70) });
+      // Before the withdrawal the view waits for it: a cached view must not keep publishing the key past it.
+      expect(deriveKeyView(keys, transitions, at(65), policy).nextChange).toEqual(at(70));
+    });
+
+    test('an archived key withdrawn keeps the end of its grace as published_until', () => {
+      const transitions = [...rotation, tr('k1', 'withdraw', 500)];
+      expect(deriveKeyView(keys, transitions, at(600), policy).timelines.find((t) => t.kid === 'k1')).toMatchObject({ state: 'withdrawn', publishedUntil: at(160), withdrawnAt: at(500) });
+    });
+
+    test('a scheduled key withdrawn before its activation never activates and supersedes nothing', () => {
+      const transitions = [...rotation, tr('k2', 'withdraw', 55)];
+      for (const s of [56, 61, 1000]) {
+        const view = deriveKeyView(keys, transitions, at(s), policy);
+        expect(view.signer?.kid).toBe('k1');
+        expect(publishedKids(view)).toEqual(['k1']);
+      }
+      expect(states(keys, transitions, 61)).toEqual({ k1: 'active', k2: 'withdrawn' });
+    });
+
+    test('a signer withdrawn (which the CLI refuses) leaves no signer: never an older key signing again', () => {
+      const transitions = [...rotation, tr('k2', 'withdraw', 70)];
+      const view = deriveKeyView(keys, transitions, at(80), policy);
+      expect(view.signer).toBeUndefined();
+      expect(states(keys, transitions, 80)).toEqual({ k1: 'retired', k2: 'withdrawn' });
+      expect(publishedKids(view)).toEqual(['k1']);
+    });
+  });
 });

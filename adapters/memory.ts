@@ -222,6 +222,15 @@ class MemoryNonces implements NonceStore {
     return true;
   }
 
+  async claim(key: string, value: string, ttlSeconds: number): Promise<string> {
+    checkKey('claim key', key);
+    checkKey('claim value', value);
+    const held = this.#nonces.get(key);
+    if (held && held.until > now()) return held.binding;
+    this.#nonces.set(key, { until: now() + ttlSeconds * 1000, binding: value, consumed: false });
+    return value;
+  }
+
   async takeAttempt(key: string, limit: number, ttlSeconds: number): Promise<boolean> {
     checkKey('attempt key', key);
     const t = now();

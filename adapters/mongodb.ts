@@ -293,6 +293,27 @@ class MongoNonces implements NonceStore {
     return true;
   }
 
+  async claim(key: string, value: string, ttlSeconds: number): Promise<string> {
+    checkKey('claim key', key);
+    checkKey('claim value', value);
+    for (let attempt = 0; attempt < 3; attempt += 1) {
+      const now = new Date();
+      try {
+        // A unique _id: of concurrent inserts exactly one goes in, on MongoDB and FerretDB alike.
+        await this.issued.insertOne({ _id: key, binding: value, expiresAt: new Date(now.getTime() + ttlSeconds * 1000) });
+        return value;
+      } catch (err) {
+        if (!(err instanceof MongoServerError && err.code === DUPLICATE_KEY)) throw unavailable('nonce.claim', err);
+      }
+      // Someone holds the key: its value, if it is still live. An expired, unswept holder is removed (only while
+      // expired) and the claim made again.
+      const held = await this.boundTo(key);
+      if (held !== undefined) return held;
+      await guard('nonce.claim', () => this.issued.deleteOne({ _id: key, expiresAt: { $lte: new Date() } }));
+    }
+    throw new StorageUnavailableError('MongoDB nonce.claim failed (the claim kept expiring as it was read)');
+  }
+
   async takeAttempt(key: string, limit: number, ttlSeconds: number): Promise<boolean> {
     checkKey('attempt key', key);
     const at = new Date();

@@ -451,6 +451,30 @@ class SqliteNonces implements NonceStore {
     return await this.conn().write('nonce.consume', 'UPDATE nonces SET consumed = ? WHERE nonce = ? AND consumed IS NULL AND expires_at > ?', now, nonce, now) === 1;
   }
 
+  async claim(key: string, value: string, ttlSeconds: number): Promise<string> {
+    checkKey('claim key', key);
+    checkKey('claim value', value);
+    for (let attempt = 0; attempt < 3; attempt += 1) {
+      const now = Date.now();
+      // Inserted unless a live row holds the key (an expired, unswept one is taken over); then whatever holds it is
+      // read back. The write lock orders claims: a row this one found was committed before it.
+      await this.conn().write(
+        'nonce.claim',
+        `INSERT INTO nonces (nonce, binding, expires_at, consumed) VALUES (?, ?, ?, NULL)
+         ON CONFLICT (nonce) DO UPDATE SET binding = excluded.binding, expires_at = excluded.expires_at, consumed = NULL
+         WHERE nonces.expires_at <= ?`,
+        key,
+        value,
+        now + ttlSeconds * 1000,
+        now,
+      );
+      const held = await this.boundTo(key);
+      if (held !== undefined) return held;
+      // The holder expired between the write and the read: claim again.
+    }
+    throw new StorageUnavailableError('SQLite nonce.claim failed (the claim kept expiring as it was read)');
+  }
+
   async takeAttempt(key: string, limit: number, ttlSeconds: number): Promise<boolean> {
     checkKey('attempt key', key);
     if (!(limit >= 1)) return false;

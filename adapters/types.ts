@@ -93,6 +93,13 @@ export interface NonceStore {
    * (concurrent or not), exactly min(calls, limit) return true while the slots live; the rest return false.
    */
   takeAttempt(key: string, limit: number, ttlSeconds: number): Promise<boolean>;
+  /**
+   * Records `value` under `key` for `ttlSeconds` unless a live value is already there, and returns the value that
+   * holds: `value` itself for exactly one of any number of calls for one key (concurrent or not, on every instance),
+   * the value of that one for all the others. A decision made once, whose losers learn what was decided. Keys share
+   * the nonces' namespace: use a prefix (`consent:`) that no nonce has.
+   */
+  claim(key: string, value: string, ttlSeconds: number): Promise<string>;
 }
 
 /** A signing key as persisted: the public JWK in clear, the private JWK sealed under the key-encryption key. */

@@ -1,4 +1,3 @@
-import { setTimeout as sleep } from 'node:timers/promises';
 
 import type Koa from 'koa';
 import { errors } from 'oidc-provider';
@@ -16,6 +15,7 @@ import { METADATA_DOCUMENT_ORIGIN, redirectsAllLoopback } from '../server/client
 import { REGISTRATION_FIELD } from '../server/policies/registration.js';
 import { shownClientName } from '../server/policies/display-text.js';
 import type { WalletSignIn } from './wallet-signin.js';
+import type { ConsentClaim, ConsentDecision } from './consent-claim.js';
 import { describeRefusal, refuse } from '../server/limits/refusal.js';
 import type { SharedWindowLimit } from '../server/limits/window.js';
 import { newGrant } from '../server/grants/new-grant.js';
@@ -37,22 +37,14 @@ export interface InteractionDeps {
   /** Per client IP, counted in the store (server/limits/): nonces issued, and login attempts. */
   limits?: { walletNonces: SharedWindowLimit; signInAttempts: SharedWindowLimit };
   /**
-   * Whether this is the first approval of interaction `uid` (atomic in the store, on every instance): only that one
-   * stores a grant. Without it every approval of one request is approved (the test set-ups that build no store).
+   * Claims interaction `uid` for one decision (atomic in the store, on every instance; interactions/consent-claim.ts):
+   * only the first Approve or Deny takes effect, and the others learn which one did. Without it every decision is
+   * taken as first (the test set-ups that build no store).
    */
-  consentOnce?: (uid: string) => Promise<boolean>;
+  consentClaim?: (uid: string, decision: ConsentDecision) => Promise<ConsentClaim>;
 }
 
 type Details = Awaited<ReturnType<Provider['interactionDetails']>>;
-
-/**
- * How long a Deny that lost the request to another decision waits for that decision to be saved, and how often it
- * looks. The winner claims the request before it writes (the grant, then the interaction's result); a Deny landing
- * in between would otherwise find no result and send the browser on as if nothing were approved. Past the bound the
- * winner has failed or hung (each of its writes is bounded by storage.timeoutMs, 2 s by default).
- */
-const DECISION_WAIT_MS = 3000;
-const DECISION_POLL_MS = 20;
 
 const toArray = (v: unknown): string[] => (Array.isArray(v) ? v.map(String) : typeof v === 'string' && v ? [v] : []);
 
@@ -252,18 +244,13 @@ export function interactionRoutes(deps: InteractionDeps): Koa.Middleware {
       }
 
       if (action === 'abort') {
-        // One decision per request: a denial claims the request as an approval does (consentOnce), so an approval
-        // sent before it stands (its grant is saved) and one sent after it stores nothing.
+        // One decision per request: a denial claims the request as an approval does, so an approval sent before it
+        // stands (its grant is saved, or being saved) and one sent after it stores nothing.
         // A second denial (a double click, the form sent twice) is sent on to the request's resume as a second
         // approval is, where the first decision takes effect.
-        if (prompt === 'consent' && deps.consentOnce && !(await deps.consentOnce(uid))) {
-          // Another decision claimed the request: which one it was shows once it is saved.
-          let decided = details.result;
-          for (const until = Date.now() + DECISION_WAIT_MS; !decided && Date.now() < until; ) {
-            await sleep(DECISION_POLL_MS);
-            decided = (await provider.interactionDetails(ctx.req, ctx.res).catch(() => undefined))?.result;
-          }
-          if (decided && !('error' in decided)) {
+        const claim = prompt === 'consent' && deps.consentClaim ? await deps.consentClaim(uid, 'deny') : undefined;
+        if (claim && !claim.won) {
+          if (claim.decision === 'approve') {
             return fail(ctx, 409, 'Already approved', 'invalid_request', 'this request was already approved, and the approval stands; to withdraw access, sign out of the application here');
           }
           if (wantsJson(ctx)) ctx.body = { redirect_to: details.returnTo };
@@ -346,8 +333,12 @@ export function interactionRoutes(deps: InteractionDeps): Koa.Middleware {
       if (!grant) return fail(ctx, 400, 'Sign-in expired', 'invalid_request', 'the grant of this request no longer exists');
       // One approval per request: a second (a double click, a second tab, a replayed form) stores no grant of its own,
       // which nothing would use, and is sent on to the request's resume, where the first approval takes effect (or,
-      // if it has not been recorded yet, consent is asked again).
-      if (deps.consentOnce && !(await deps.consentOnce(uid))) {
+      // if it has not been recorded yet, consent is asked again). An approval that comes after a denial is refused.
+      const claim = deps.consentClaim ? await deps.consentClaim(uid, 'approve') : undefined;
+      if (claim && !claim.won) {
+        if (claim.decision === 'deny') {
+          return fail(ctx, 400, 'Request denied', 'access_denied', 'this request was denied; go back to the application and start again');
+        }
         if (wantsJson(ctx)) ctx.body = { redirect_to: details.returnTo };
         else {
           ctx.status = 303;

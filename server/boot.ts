@@ -20,6 +20,7 @@ import { auditProviderEvents } from './audit/provider-events.js';
 import type { Logger } from './logger.js';
 import { ClientSecretHasher } from './client-secrets.js';
 import { createWalletSignIn } from '../interactions/wallet-signin.js';
+import { consentClaims } from '../interactions/consent-claim.js';
 import { SharedWindowLimit } from './limits/window.js';
 import { OIDC_SCOPES } from './provider.js';
 import { assembleProvider } from './provider-assembly.js';
@@ -144,7 +145,7 @@ export async function boot(config: Config, log: Logger, options: BootOptions = {
         signInAttempts: new SharedWindowLimit(storage.nonces, 'sign-in', config.limits.signInAttemptsPerAddress),
       },
       // Interactions live 600 s (server/provider.ts ttl.Interaction): the hour-long mark outlives the request it guards.
-      consentOnce: (uid) => storage.nonces.takeAttempt(`consent:${uid}`, 1, 3600) },
+      consentClaim: consentClaims(storage.nonces, 3600) },
       audit,
       metrics,
     });

@@ -406,6 +406,28 @@ describe.each(FACTORIES)('storage contract: $name', (factory) => {
     await expect(storage.nonces.takeAttempt({ $gt: '' } as unknown as string, 5, 60)).rejects.toBeInstanceOf(InvalidStorageValueError);
   });
 
+  test('claims: of 50 concurrent claims of one key, three rounds, exactly one records its value and every other gets that value; an expired claim is taken over', async () => {
+    for (let round = 0; round < 3; round += 1) {
+      const key = `consent:${rid()}`;
+      const values = Array.from({ length: 50 }, (_, i) => `${i % 2 === 0 ? 'approve' : 'deny'}.${round}-${i}`);
+      const held = await Promise.all(values.map((v) => storage.nonces.claim(key, v, 60)));
+      const winners = values.filter((v, i) => held[i] === v);
+      expect({ round, winners: winners.length }).toEqual({ round, winners: 1 });
+      expect(new Set(held)).toEqual(new Set(winners));
+      // Later claims, and a read of the key, see the same value.
+      expect(await storage.nonces.claim(key, 'deny.late', 60)).toBe(winners[0]);
+      expect(await storage.nonces.boundTo(key)).toBe(winners[0]);
+    }
+    const short = `consent:${rid()}`;
+    expect(await storage.nonces.claim(short, 'approve.first', 1)).toBe('approve.first');
+    expect(await storage.nonces.claim(short, 'deny.second', 60)).toBe('approve.first');
+    await sleep(1100);
+    expect(await storage.nonces.claim(short, 'deny.third', 60)).toBe('deny.third');
+    expect(await storage.nonces.claim(short, 'approve.fourth', 60)).toBe('deny.third');
+    await expect(storage.nonces.claim({ $ne: null } as unknown as string, 'approve.x', 60)).rejects.toBeInstanceOf(InvalidStorageValueError);
+    await expect(storage.nonces.claim(`consent:${rid()}`, { $gt: '' } as unknown as string, 60)).rejects.toBeInstanceOf(InvalidStorageValueError);
+  });
+
   test('attempt slots with a large limit (the shared request limits): of 10 sequential then 60 concurrent takes, exactly 40 in all succeed', async () => {
     const key = `limit:test:${rid()}`;
     for (let i = 0; i < 10; i += 1) expect(await storage.nonces.takeAttempt(key, 40, 60)).toBe(true);

@@ -119,7 +119,7 @@ describe('consent is given once per authorization request', () => {
     expect(denied.searchParams.get('error')).toBe('access_denied');
   });
 
-  test('Approve and Deny sent together: whichever decides, the other answer says so (a Deny that lost to an approval still being saved gets 409, never a redirect)', async () => {
+  test('Approve and Deny sent together: whichever decides, the other answer says so at once (a Deny that lost to an approval still being saved gets 409, an Approve that lost to a Deny gets 400 access_denied)', async () => {
     const outcomes: string[] = [];
     for (let round = 0; round < 12; round += 1) {
       const { agent, confirm } = await consentForm(oidc.randomPKCECodeVerifier());
@@ -129,15 +129,15 @@ describe('consent is given once per authorization request', () => {
         // Staggered from 0 to 11 ms: the Deny lands before, during or after the approval's writes.
         new Promise<void>((r) => setTimeout(r, round)).then(() => agent.fetch(abort, { method: 'POST' })),
       ]);
-      expect(approve.status).toBe(303);
       if (deny.status === 409) {
         // The approval decided: it leads to a code.
+        expect({ round, approve: approve.status }).toEqual({ round, approve: 303 });
         const callback = await toCallback(agent, new URL(approve.headers.get('location')!, confirm));
         expect({ round, code: callback.searchParams.has('code') }).toEqual({ round, code: true });
         outcomes.push('approved');
       } else {
-        // The denial decided: every answer leads to access_denied.
-        expect({ round, deny: deny.status }).toEqual({ round, deny: 303 });
+        // The denial decided: the approval is refused, and the denial leads to access_denied.
+        expect({ round, deny: deny.status, approve: approve.status }).toEqual({ round, deny: 303, approve: 400 });
         const callback = await toCallback(agent, new URL(deny.headers.get('location')!, abort));
         expect({ round, error: callback.searchParams.get('error'), code: callback.searchParams.get('code') }).toEqual({ round, error: 'access_denied', code: null });
         outcomes.push('denied');

@@ -79,6 +79,9 @@ function nonceStore(nonce: string): NonceStore {
     boundTo: async (n) => (live.has(n) ? 'client:agent' : undefined),
     consume: async (n) => live.delete(n),
     takeAttempt: async () => true,
+    claim: async () => {
+      throw new Error('not used');
+    },
   };
 }
 

@@ -52,6 +52,9 @@ function recordingStore(bindings: Record<string, string> = { [NONCE]: BINDING })
       attempts.set(key, n + 1);
       return true;
     },
+    async claim() {
+      throw new Error('not used');
+    },
   };
   return { store, calls, consumed };
 }

@@ -53,6 +53,9 @@ function nonceStore(...issued: string[]) {
       attempts.set(key, n + 1);
       return true;
     },
+    async claim() {
+      throw new Error('not used');
+    },
   };
   return { store, consumed, live, lookups, attempts };
 }

@@ -425,19 +425,24 @@ class SqliteNonces implements NonceStore {
   async issue(nonce: string, ttlSeconds: number, binding: string): Promise<void> {
     checkKey('nonce', nonce);
     checkKey('nonce binding', binding);
-    const now = Date.now();
     // A live nonce is never re-issued (that would clear its consumed mark); an expired, unswept one may be.
-    const changed = await this.conn().write(
-      'nonce.issue',
+    const changed = await this.#insertUnlessLive('nonce.issue', nonce, binding, ttlSeconds);
+    if (changed !== 1) throw new StorageUnavailableError('SQLite nonce.issue failed (the nonce is already issued)');
+  }
+
+  /** Inserts a row, or takes over an expired, unswept one; a live row is left as it is (0 rows changed). */
+  #insertUnlessLive(op: string, key: string, binding: string, ttlSeconds: number): Promise<number> {
+    const now = Date.now();
+    return this.conn().write(
+      op,
       `INSERT INTO nonces (nonce, binding, expires_at, consumed) VALUES (?, ?, ?, NULL)
        ON CONFLICT (nonce) DO UPDATE SET binding = excluded.binding, expires_at = excluded.expires_at, consumed = NULL
        WHERE nonces.expires_at <= ?`,
-      nonce,
+      key,
       binding,
       now + ttlSeconds * 1000,
       now,
     );
-    if (changed !== 1) throw new StorageUnavailableError('SQLite nonce.issue failed (the nonce is already issued)');
   }
 
   async boundTo(nonce: string): Promise<string | undefined> {
@@ -455,19 +460,9 @@ class SqliteNonces implements NonceStore {
     checkKey('claim key', key);
     checkKey('claim value', value);
     for (let attempt = 0; attempt < 3; attempt += 1) {
-      const now = Date.now();
-      // Inserted unless a live row holds the key (an expired, unswept one is taken over); then whatever holds it is
-      // read back. The write lock orders claims: a row this one found was committed before it.
-      await this.conn().write(
-        'nonce.claim',
-        `INSERT INTO nonces (nonce, binding, expires_at, consumed) VALUES (?, ?, ?, NULL)
-         ON CONFLICT (nonce) DO UPDATE SET binding = excluded.binding, expires_at = excluded.expires_at, consumed = NULL
-         WHERE nonces.expires_at <= ?`,
-        key,
-        value,
-        now + ttlSeconds * 1000,
-        now,
-      );
+      // Inserted unless a live row holds the key; then whatever holds it is read back. The write lock orders claims:
+      // a row this one found was committed before it.
+      await this.#insertUnlessLive('nonce.claim', key, value, ttlSeconds);
       const held = await this.boundTo(key);
       if (held !== undefined) return held;
       // The holder expired between the write and the read: claim again.

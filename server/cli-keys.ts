@@ -62,6 +62,19 @@ async function recordAudit(storage: Storage, event: AuditEventInput): Promise<vo
 
 type JsonOpt = { json?: boolean };
 
+/**
+ * For `keys retire|withdraw <kid>`: the store must hold keys (requireInitialised) and `kid` must be one of them; an
+ * unknown kid is a negative answer (exit 1, `{"retired"|"withdrawn": null, "error": "not_found"}`).
+ */
+async function knownKid(storage: Storage, ctx: CliContext, verb: 'retire' | 'withdraw', kid: string, opts: JsonOpt): Promise<boolean> {
+  await requireInitialised(storage, ctx, { command: `keys ${verb}` });
+  if ((await storage.keys.list()).some((k) => k.kid === kid)) return true;
+  process.stderr.write(`agentauth: keys ${verb}: no key ${kid} in ${ctx.location}\n`);
+  answer(opts.json === true, ctx, { [verb === 'retire' ? 'retired' : 'withdrawn']: null, error: 'not_found', kid }, () => '');
+  process.exitCode = EXIT.negative;
+  return false;
+}
+
 function keyLine(k: ArchivedKey): string {
   return [
     k.kid, k.alg, k.state.padEnd(8), `created ${k.created_at}`, `activates ${k.activates_at ?? '-'}`, `retired ${k.retired_at ?? '-'}`, `published until ${k.published_until ?? '-'}`,
@@ -139,13 +152,7 @@ export function registerKeyCommands(program: Command): void {
     .description('retire a key that is not the signing key (it stays published until its tokens have expired)')
     .action((kid: string, opts: JsonOpt) =>
       withStore({ command: 'keys retire' }, async (storage, config, ctx) => {
-        await requireInitialised(storage, ctx, { command: 'keys retire' });
-        if (!(await storage.keys.list()).some((k) => k.kid === kid)) {
-          process.stderr.write(`agentauth: keys retire: no key ${kid} in ${ctx.location}\n`);
-          answer(opts.json === true, ctx, { retired: null, error: 'not_found', kid }, () => '');
-          process.exitCode = EXIT.negative;
-          return;
-        }
+        if (!(await knownKid(storage, ctx, 'retire', kid, opts))) return;
         await retireKey(storage.keys, await keyKek(storage, config), kid, { retireGraceSeconds: retireGraceSeconds(config) }, 'operator');
         await recordAudit(storage, { type: 'key.retired', details: { kid, by: 'cli' } });
         answer(opts.json === true, ctx, { retired: kid }, () => `retired ${kid}`);
@@ -157,13 +164,7 @@ export function registerKeyCommands(program: Command): void {
     .description('take a key that is not the signing key out of /jwks now, not after the retire grace (its private key was stolen): nothing it signed is trusted any more')
     .action((kid: string, opts: JsonOpt) =>
       withStore({ command: 'keys withdraw' }, async (storage, config, ctx) => {
-        await requireInitialised(storage, ctx, { command: 'keys withdraw' });
-        if (!(await storage.keys.list()).some((k) => k.kid === kid)) {
-          process.stderr.write(`agentauth: keys withdraw: no key ${kid} in ${ctx.location}\n`);
-          answer(opts.json === true, ctx, { withdrawn: null, error: 'not_found', kid }, () => '');
-          process.exitCode = EXIT.negative;
-          return;
-        }
+        if (!(await knownKid(storage, ctx, 'withdraw', kid, opts))) return;
         const changed = await withdrawKey(storage.keys, await keyKek(storage, config), kid, { retireGraceSeconds: retireGraceSeconds(config) }, 'operator');
         if (changed) await recordAudit(storage, { type: 'key.withdrawn', details: { kid, by: 'cli' } });
         const within = config.keys.refreshIntervalSeconds;

@@ -1,4 +1,6 @@
 import type Koa from 'koa';
+import { parse as parseJson, traverse } from '@humanwhocodes/momoa';
+import type { ObjectNode } from '@humanwhocodes/momoa';
 import { errors } from 'oidc-provider';
 
 /** RFC 9110 §15.5.14: the request content is larger than the server is willing to process. */
@@ -29,14 +31,49 @@ export async function readBodyText(ctx: Koa.Context, limit: number): Promise<str
     // read the answer of, not a server error, so it is neither a 500 nor an error line in the log.
     throw new errors.InvalidRequest('the request body was not received whole: the client closed the connection');
   }
-  return Buffer.concat(chunks).toString('utf8');
+  try {
+    return UTF8.decode(Buffer.concat(chunks));
+  } catch {
+    // Replacement characters in place of what was sent would change the text (a signed message among it) unseen.
+    throw new errors.InvalidRequest('the request body is not valid UTF-8');
+  }
 }
 
-/** Parses JSON text, refusing malformed input with invalid_request. */
+const UTF8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+
+/**
+ * Parses JSON text, refusing malformed input with invalid_request, and an object that names a member twice
+ * (RFC 8259 §4 leaves the outcome to each parser; I-JSON, RFC 7493 §2.3, forbids it): which of two values counts is
+ * not for the server to guess, as with a form parameter sent twice.
+ */
 export function parseJsonBody(text: string): unknown {
+  let value: unknown;
   try {
-    return JSON.parse(text) as unknown;
+    value = JSON.parse(text) as unknown;
   } catch {
     throw new errors.InvalidRequest('the request body is not valid JSON');
   }
+  const twice = nameGivenTwice(text);
+  if (twice !== undefined) throw new errors.InvalidRequest(`the request body names ${JSON.stringify(twice.slice(0, 100))} twice in one object`);
+  return value;
+}
+
+/** The first member name that an object of `text` (valid JSON) gives twice, if any. */
+function nameGivenTwice(text: string): string | undefined {
+  let found: string | undefined;
+  traverse(parseJson(text, { mode: 'json' }), {
+    enter(node) {
+      if (found !== undefined || node.type !== 'Object') return;
+      const seen = new Set<string>();
+      for (const member of (node as ObjectNode).members) {
+        const name = member.name.type === 'String' ? member.name.value : member.name.name;
+        if (seen.has(name)) {
+          found = name;
+          return;
+        }
+        seen.add(name);
+      }
+    },
+  });
+  return found;
 }

@@ -132,6 +132,16 @@ describe('bad input to the wallet sign-in', () => {
       expect(twice.status).toBe(400);
       expect(await twice.json()).toEqual({ error: 'invalid_request', error_description: 'parameter "client_id" must not be provided twice' });
     }
+    // The same in JSON (RFC 7493 §2.3): a member named twice, however spelled, is refused, not one of them picked.
+    for (const body of [`{"client_id":"someone-else","client_id":"${id}"}`, `{"client_id":"someone-else","client\\u005fid":"${id}"}`]) {
+      const twice = await post('application/json', body);
+      expect({ body, status: twice.status }).toEqual({ body, status: 400 });
+      expect(await twice.json()).toEqual({ error: 'invalid_request', error_description: 'the request body names "client_id" twice in one object' });
+    }
+    // Bytes that are not UTF-8 are refused rather than read with replacement characters.
+    const notUtf8 = await fetch(`${issuer}/wallet/nonce`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: Buffer.concat([Buffer.from('{"client_id":"'), Buffer.from([0xc3, 0x28]), Buffer.from('"}')]) });
+    expect(notUtf8.status).toBe(400);
+    expect(await notUtf8.json()).toEqual({ error: 'invalid_request', error_description: 'the request body is not valid UTF-8' });
     // And the endpoint still serves a well-formed request, as a form and as JSON.
     expect((await post('application/x-www-form-urlencoded', `client_id=${agentClient.clientMetadata().client_id}`)).status).toBe(200);
     const ok = await post('application/json', JSON.stringify({ client_id: agentClient.clientMetadata().client_id }));

@@ -109,7 +109,7 @@ export class RefreshTokenRaceLost extends errors.InvalidGrant {
  * record itself. Tokens the race's winner saves afterwards still name the grant, which no longer exists, so
  * oidc-provider refuses them at refresh, introspection and userinfo (RFC 6749 §4.1.2, RFC 9700 §4.14.2).
  */
-async function revokeGrantFamily(storage: Storage, grantId: string, hooks: RevocationHooks | undefined): Promise<void> {
+export async function revokeGrantFamily(storage: Pick<Storage, 'model'>, grantId: string, hooks: Pick<RevocationHooks, 'grantRevoked'> | undefined): Promise<void> {
   await hooks?.grantRevoked(grantId);
   await storage.model('Grant').destroy(grantId);
   await Promise.all(GRANT_FAMILY.map((model) => storage.model(model).revokeByGrantId(grantId)));

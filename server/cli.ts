@@ -16,6 +16,7 @@ import { registerKeyCommands } from './cli-keys.js';
 import { registerBackupCommands } from './cli-backup.js';
 import { registerConfigCommands } from './cli-config.js';
 import { registerClientCommands } from './cli-clients.js';
+import { registerSubjectCommands } from './cli-subjects.js';
 import { checkInitialAccessTokenRequest, createInitialAccessToken } from './initial-access-tokens.js';
 import { answer, CliUsageError, EXIT, packageVersion, requireInitialised, withJson, withStore } from './cli-context.js';
 
@@ -202,6 +203,7 @@ registerAuditCommands(program);
 registerKeyCommands(program);
 registerBackupCommands(program);
 registerConfigCommands(program);
+registerSubjectCommands(program);
 
 try {
   await program.parseAsync(process.argv);

@@ -1,0 +1,40 @@
+import { revokeGrantFamily } from '../adapters/oidc-adapter.js';
+import type { ModelStore, Storage } from '../adapters/types.js';
+import { RevocationMarks } from './revocation-lineage.js';
+
+/** Records read per page while looking for a person's grants and sessions. */
+const PAGE = 500;
+
+export interface SubjectRevocation {
+  /** The grants revoked (each with every token and code issued from it). */
+  grants: string[];
+  /** The sign-in sessions ended. */
+  sessions: number;
+}
+
+/** Ids of the live records of `store` whose `accountId` is `sub`, read a page at a time. */
+async function recordsOf(store: ModelStore, sub: string): Promise<string[]> {
+  const ids: string[] = [];
+  for (let after: string | undefined; ; ) {
+    const page = await store.list(after, PAGE);
+    for (const { id, payload } of page) if (payload.accountId === sub) ids.push(id);
+    if (page.length < PAGE) return ids;
+    after = page.at(-1)!.id;
+  }
+}
+
+/**
+ * Revokes everything person `sub` has granted, across every client: each grant whose account is `sub` goes with every
+ * token and code issued from it (its revocation mark first, so that a JWT access token, or a token exchanged from one,
+ * is refused at introspection from then on), and each of the person's sign-in sessions is ended, so that the next
+ * authorization request asks them to sign in and consent again. Grants made after this are not touched. Finding them
+ * reads every stored grant and session (an operator's command, not a request's path).
+ */
+export async function revokeSubject(storage: Pick<Storage, 'model' | 'revokedTokens'>, sub: string): Promise<SubjectRevocation> {
+  const grants = await recordsOf(storage.model('Grant'), sub);
+  const marks = new RevocationMarks(storage.revokedTokens);
+  for (const grantId of grants) await revokeGrantFamily(storage, grantId, { grantRevoked: (id) => marks.grant(id) });
+  const sessions = await recordsOf(storage.model('Session'), sub);
+  for (const id of sessions) await storage.model('Session').destroy(id);
+  return { grants, sessions: sessions.length };
+}

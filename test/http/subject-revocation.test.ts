@@ -1,0 +1,137 @@
+import { Wallet } from 'ethers';
+import { decodeJwt } from 'jose';
+import * as oidc from 'openid-client';
+
+import type { AuditRecord } from '../../adapters/types.js';
+import { insecure } from '../support/agent-server.js';
+import { mongoUri } from '../support/storages.js';
+import { runCli, startConfigured, uniqueDbName } from '../support/server.js';
+import type { RunningServer } from '../support/server.js';
+import { UserAgent, authorizeWithWallet } from '../support/user-agent.js';
+
+/**
+ * `agentauth subjects revoke <sub>`: everything one person granted, across every client, goes at once (each grant with
+ * every token and code issued from it, and the person's sign-in sessions), and nothing of anyone else's.
+ */
+
+const API = 'https://api.example.com';
+const REDIRECT = 'http://127.0.0.1:65000/callback';
+const RS = { id: 'resource-server', secret: 'resource-server-secret-0123456789abcdefgh' };
+const alice = new Wallet('0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d');
+const bob = new Wallet('0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a');
+const subOf = (w: Wallet) => `did:pkh:eip155:1:${w.address}`;
+
+const CONFIG = {
+  resourceServers: [{ identifier: API, scopes: ['read', 'write'] }],
+  clients: [{ client_id: RS.id, client_secret: RS.secret, grant_types: ['client_credentials'] }],
+  registration: { mode: 'token' },
+};
+
+type Env = Record<string, string>;
+const backends: Array<[string, () => Env]> = [
+  ['SQLite', () => ({})],
+  ['MongoDB (FerretDB)', () => ({ MONGODB_URI: mongoUri(), MONGODB_DB: uniqueDbName('subjects') })],
+];
+
+describe.each(backends)('agentauth subjects revoke <sub> on %s', (_name, storeEnv) => {
+  let env: Env;
+  let server: RunningServer;
+  let meta: oidc.ServerMetadata;
+  const apps: oidc.Configuration[] = [];
+
+  beforeAll(async () => {
+    ({ env, server } = await startConfigured(CONFIG, storeEnv()));
+    meta = (await oidc.discovery(new URL(server.url), RS.id, undefined, oidc.ClientSecretBasic(RS.secret), insecure)).serverMetadata();
+    for (let i = 0; i < 2; i += 1) {
+      const iat = await runCli(['clients', 'iat', 'create'], env);
+      expect(iat.code).toBe(0);
+      apps.push(
+        await oidc.dynamicClientRegistration(
+          new URL(server.url),
+          { redirect_uris: [REDIRECT], grant_types: ['authorization_code', 'refresh_token'], response_types: ['code'], token_endpoint_auth_method: 'none', scope: 'read write' },
+          oidc.None(),
+          { ...insecure, initialAccessToken: iat.stdout.trim() },
+        ),
+      );
+    }
+  });
+
+  afterAll(async () => {
+    await server?.stop();
+  });
+
+  /** A person signs in with `wallet` in their browser (`agent`) and approves `app`: its tokens, and the pages seen. */
+  async function signIn(app: oidc.Configuration, wallet: Wallet, agent = new UserAgent()) {
+    const verifier = oidc.randomPKCECodeVerifier();
+    const state = oidc.randomState();
+    const url = oidc.buildAuthorizationUrl(app, {
+      redirect_uri: REDIRECT, scope: 'read write', resource: API, state,
+      code_challenge: await oidc.calculatePKCECodeChallenge(verifier), code_challenge_method: 'S256',
+    });
+    const outcome = await authorizeWithWallet(url, REDIRECT, { wallet, agent });
+    const tokens = await oidc.authorizationCodeGrant(app, outcome.callback, { pkceCodeVerifier: verifier, expectedState: state }, { resource: API });
+    return { tokens, agent, pages: outcome.pages };
+  }
+
+  async function active(token: string): Promise<boolean> {
+    const rs = new oidc.Configuration(meta, RS.id, RS.secret, oidc.ClientSecretBasic(RS.secret));
+    oidc.allowInsecureRequests(rs);
+    return (await oidc.tokenIntrospection(rs, token)).active;
+  }
+
+  async function refreshes(app: oidc.Configuration, refreshToken: string): Promise<boolean> {
+    try {
+      await oidc.refreshTokenGrant(app, refreshToken, { resource: API });
+      return true;
+    } catch (err) {
+      if (err instanceof oidc.ResponseBodyError && err.error === 'invalid_grant') return false;
+      throw err;
+    }
+  }
+
+  async function revocationEvents(): Promise<AuditRecord[]> {
+    const r = await runCli(['audit', 'export'], env);
+    expect(r.code).toBe(0);
+    return r.stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as AuditRecord).filter((x) => x.type === 'subject.revoked');
+  }
+
+  test("every grant of the person across both clients goes, with its tokens and their browser sessions; the other person's stay", async () => {
+    const a1 = await signIn(apps[0]!, alice);
+    const a2 = await signIn(apps[1]!, alice);
+    const b = await signIn(apps[0]!, bob);
+    expect(decodeJwt(a1.tokens.access_token).sub).toBe(subOf(alice));
+    for (const t of [a1, a2, b]) expect(await active(t.tokens.access_token)).toBe(true);
+
+    const r = await runCli(['subjects', 'revoke', subOf(alice)], env);
+    expect({ code: r.code, stdout: r.stdout }).toEqual({ code: 0, stdout: `revoked 2 grants of ${subOf(alice)} (with every token and code issued from them) and ended 2 sessions\n` });
+
+    // Alice's access tokens (JWTs, checked through their grant's revocation mark) and refresh tokens no longer work.
+    expect(await active(a1.tokens.access_token)).toBe(false);
+    expect(await active(a2.tokens.access_token)).toBe(false);
+    expect(await refreshes(apps[0]!, a1.tokens.refresh_token!)).toBe(false);
+    expect(await refreshes(apps[1]!, a2.tokens.refresh_token!)).toBe(false);
+    // Bob's do.
+    expect(await active(b.tokens.access_token)).toBe(true);
+    expect(await refreshes(apps[0]!, b.tokens.refresh_token!)).toBe(true);
+
+    // Alice's browser session ended: her next authorization request asks her to sign in again (the login page first).
+    const again = await signIn(apps[0]!, alice, a1.agent);
+    expect(again.pages[0]).toContain('id="login-data"');
+    expect(await active(again.tokens.access_token)).toBe(true);
+
+    const events = await revocationEvents();
+    expect(events.map((e) => ({ sub: e.sub, details: e.details }))).toEqual([{ sub: subOf(alice), details: { grants: 2, sessions: 2, by: 'cli' } }]);
+  });
+
+  test('a subject with nothing to revoke is a negative answer (exit 1) and records nothing; a malformed one is a usage error (exit 2)', async () => {
+    const before = (await revocationEvents()).length;
+    const none = await runCli(['subjects', 'revoke', 'did:pkh:eip155:1:0x0000000000000000000000000000000000000001', '--json'], env);
+    expect(none.code).toBe(1);
+    expect(none.stderr).toContain('agentauth: subjects revoke: no grant or session of "did:pkh:eip155:1:0x0000000000000000000000000000000000000001"');
+    expect(JSON.parse(none.stdout)).toMatchObject({ sub: 'did:pkh:eip155:1:0x0000000000000000000000000000000000000001', grants: [], sessions: 0 });
+    expect((await revocationEvents()).length).toBe(before);
+    const bad = await runCli(['subjects', 'revoke', 'a\nb'], env);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain('without control characters');
+  });
+});

@@ -1,9 +1,12 @@
+import { randomBytes } from 'node:crypto';
+
 import { Wallet } from 'ethers';
 import { decodeJwt } from 'jose';
 import * as oidc from 'openid-client';
 
 import type { AuditRecord } from '../../adapters/types.js';
 import { insecure } from '../support/agent-server.js';
+import { freePort } from '../support/ferretdb.js';
 import { mongoUri } from '../support/storages.js';
 import { runCli, startConfigured, uniqueDbName } from '../support/server.js';
 import type { RunningServer } from '../support/server.js';
@@ -19,7 +22,9 @@ const REDIRECT = 'http://127.0.0.1:65000/callback';
 const RS = { id: 'resource-server', secret: 'resource-server-secret-0123456789abcdefgh' };
 const alice = new Wallet('0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d');
 const bob = new Wallet('0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a');
+const carol = new Wallet('0x7c852118294e51e653712a81e05800f419141751be58f605c371e15141b007a6');
 const subOf = (w: Wallet) => `did:pkh:eip155:1:${w.address}`;
+const ADMIN_TOKEN = randomBytes(32).toString('base64url');
 
 const CONFIG = {
   resourceServers: [{ identifier: API, scopes: ['read', 'write'] }],
@@ -37,10 +42,13 @@ describe.each(backends)('agentauth subjects revoke <sub> on %s', (_name, storeEn
   let env: Env;
   let server: RunningServer;
   let meta: oidc.ServerMetadata;
+  let adminUrl: string;
   const apps: oidc.Configuration[] = [];
 
   beforeAll(async () => {
-    ({ env, server } = await startConfigured(CONFIG, storeEnv()));
+    const adminPort = await freePort();
+    adminUrl = `http://127.0.0.1:${adminPort}`;
+    ({ env, server } = await startConfigured({ ...CONFIG, admin: { port: adminPort } }, { ...storeEnv(), AGENTAUTH_ADMIN_TOKEN: ADMIN_TOKEN }));
     meta = (await oidc.discovery(new URL(server.url), RS.id, undefined, oidc.ClientSecretBasic(RS.secret), insecure)).serverMetadata();
     for (let i = 0; i < 2; i += 1) {
       const iat = await runCli(['clients', 'iat', 'create'], env);
@@ -120,7 +128,31 @@ describe.each(backends)('agentauth subjects revoke <sub> on %s', (_name, storeEn
     expect(await active(again.tokens.access_token)).toBe(true);
 
     const events = await revocationEvents();
-    expect(events.map((e) => ({ sub: e.sub, details: e.details }))).toEqual([{ sub: subOf(alice), details: { grants: 2, sessions: 2, by: 'cli' } }]);
+    expect(events.map((e) => ({ sub: e.sub, details: e.details }))).toEqual([{ sub: subOf(alice), details: { grants: 2, sessions: 2, actor: 'cli' } }]);
+  });
+
+  test('the admin API does the same: POST /admin/subjects/<sub>/revoke (admin token), 404 when nothing is found, 400 for a malformed subject', async () => {
+    const c = await signIn(apps[1]!, carol);
+    const b = await signIn(apps[1]!, bob);
+    const post = (sub: string, token = ADMIN_TOKEN) =>
+      fetch(`${adminUrl}/admin/subjects/${encodeURIComponent(sub)}/revoke`, { method: 'POST', headers: { authorization: `Bearer ${token}` } });
+    expect((await post(subOf(carol), 'wrong-token')).status).toBe(401);
+    expect(await active(c.tokens.access_token)).toBe(true);
+    const res = await post(subOf(carol));
+    expect(res.status).toBe(200);
+    const body = (await res.json()) as { sub: string; grants: string[]; sessions: number };
+    expect({ sub: body.sub, grants: body.grants.length, sessions: body.sessions }).toEqual({ sub: subOf(carol), grants: 1, sessions: 1 });
+    expect(await active(c.tokens.access_token)).toBe(false);
+    expect(await active(b.tokens.access_token)).toBe(true);
+    const event = (await revocationEvents()).find((e) => e.sub === subOf(carol));
+    expect(event?.details).toMatchObject({ grants: 1, sessions: 1, actor: 'admin_api', remote_address: expect.any(String) });
+
+    const none = await post(subOf(carol));
+    expect(none.status).toBe(404);
+    expect(await none.json()).toEqual({ error: 'not_found', error_description: `no grant or session of ${JSON.stringify(subOf(carol))}` });
+    const bad = await post('a\u0001b');
+    expect(bad.status).toBe(400);
+    expect(((await bad.json()) as { error: string }).error).toBe('invalid_request');
   });
 
   test('a subject with nothing to revoke is a negative answer (exit 1) and records nothing; a malformed one is a usage error (exit 2)', async () => {

@@ -1,0 +1,29 @@
+import type { Context } from 'koa';
+
+import type { Storage } from '../../adapters/types.js';
+import type { AuditEventInput } from '../audit/chain.js';
+import { revokeSubject, subjectProblem } from '../subject-revocation.js';
+import { invalidRequest, notFound } from './errors.js';
+import type { AdminRoute } from './routes.js';
+
+/** `POST /admin/subjects/:sub/revoke`: what `agentauth subjects revoke <sub>` does, on the admin listener. */
+export function subjectAdminRoutes(deps: { storage: Pick<Storage, 'model' | 'revokedTokens'>; audit: (event: AuditEventInput) => Promise<unknown> }): AdminRoute[] {
+  return [
+    {
+      method: 'POST',
+      path: '/admin/subjects/:sub/revoke',
+      auth: 'admin',
+      handle: async (ctx: Context) => {
+        const sub = (ctx.params as Record<string, string>).sub!;
+        const problem = subjectProblem(sub);
+        if (problem) throw invalidRequest(problem);
+        const remoteAddress = ctx.request.ip || ctx.req.socket.remoteAddress || 'unknown';
+        const result = await revokeSubject(deps.storage, sub, (found) =>
+          deps.audit({ type: 'subject.revoked', sub, details: { ...found, actor: 'admin_api', remote_address: remoteAddress } }),
+        );
+        if (!result) throw notFound(`no grant or session of ${JSON.stringify(sub)}`);
+        ctx.body = { sub, ...result };
+      },
+    },
+  ];
+}

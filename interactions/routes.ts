@@ -1,4 +1,3 @@
-
 import type Koa from 'koa';
 import { errors } from 'oidc-provider';
 import type { InteractionResults, Provider } from 'oidc-provider';

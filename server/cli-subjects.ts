@@ -5,6 +5,7 @@ import { writerChain } from './audit/writer-chain.js';
 import { answer, CliUsageError, EXIT, requireInitialised, withJson, withStore } from './cli-context.js';
 import { ConfigError, loadConfig } from './config.js';
 import { revokeSubject, subjectProblem } from './subject-revocation.js';
+import type { SubjectRevocation } from './subject-revocation.js';
 
 /** `agentauth subjects revoke <sub>`: everything one person granted, across every client. */
 export function registerSubjectCommands(program: Command): void {
@@ -21,7 +22,7 @@ export function registerSubjectCommands(program: Command): void {
       await withStore({ command: 'subjects revoke' }, async (storage, _config, ctx) => {
         await requireInitialised(storage, ctx, { command: 'subjects revoke' });
         const audit = new AuditLog(storage.audit, { chain: writerChain('cli') });
-        let result;
+        let result: SubjectRevocation | undefined;
         try {
           result = await revokeSubject(storage, sub, (found) => audit.record({ type: 'subject.revoked', sub, details: { ...found, actor: 'cli' } }));
         } finally {

@@ -453,6 +453,7 @@ class MongoAuditStore implements AuditStore {
     const ids = (named as unknown[]).filter((c): c is string => typeof c === 'string' && AUDIT_CHAIN_ID.test(c));
     return [...(hasDefault ? [DEFAULT_AUDIT_CHAIN] : []), ...ids.sort()];
   }
+
   async strays(limit: number): Promise<string[]> {
     // Classified here rather than by query operators FerretDB may not have: every _id is read (the _ids only), which
     // is no more than verification reads anyway. Reached: a number ≥ 1 (the default chain), or `<chain>/<seq>` at or
@@ -544,7 +545,8 @@ export interface MongoStorageOptions {
   /** Called when the client is replaced after pings kept failing (see `ping`), with the last ping's error. */
   onReconnect?: (reason: string) => void;
   /** Called once at `init` when the server is FerretDB 1.x (see `ferretdbV1Version`), with its version. */
-  onFerretdbV1?: (version: string) => void;  /**
+  onFerretdbV1?: (version: string) => void;
+  /**
    * Reads only (the `agentauth audit` commands): `init` connects and creates no index and starts no sweep, so a
    * database user with read access alone (MongoDB's `read` role) is enough. Writes are not refused here: a read-only
    * store is one its caller does not write to.

@@ -603,7 +603,9 @@ class SqliteAuditStore implements AuditStore {
       if (typeof chain === 'string' && validChain(chain)) continue;
       rows.push(...conn.all<{ chain: unknown; seq: unknown }>('audit.strays', 'SELECT chain, seq FROM audit_records WHERE chain = ? ORDER BY seq LIMIT ?', chain as SQLInputValue, limit - rows.length));
     }
-    return rows.slice(0, limit).map(({ chain, seq }) => `${chain === DEFAULT_AUDIT_CHAIN ? '' : `chain ${JSON.stringify(String(chain))} `}seq ${String(seq)}`);
+    // A row below seq 1 under an unknown chain name is found by both reads: it is named once.
+    const places = rows.map(({ chain, seq }) => `${chain === DEFAULT_AUDIT_CHAIN ? '' : `chain ${JSON.stringify(String(chain))} `}seq ${String(seq)}`);
+    return [...new Set(places)].slice(0, limit);
   }
 }
 

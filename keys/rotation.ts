@@ -1,10 +1,10 @@
-import type { KeyStore } from '../adapters/types.js';
+import type { KeyStore, KeyTransition } from '../adapters/types.js';
 import { KeyMaterialError } from './errors.js';
 import type { SigningAlg } from './generate.js';
 import { macTransition, readVerifiedKeys } from './integrity.js';
 import { newStoredKey } from './keyring.js';
 import { deriveKeyView } from './lifecycle.js';
-import type { LifecyclePolicy } from './lifecycle.js';
+import type { KeyState, LifecyclePolicy } from './lifecycle.js';
 
 export interface RotationResult {
   status: 'scheduled' | 'already-scheduled' | 'activated';
@@ -55,17 +55,28 @@ export async function rotateKeys(store: KeyStore, kek: Buffer, policy: Lifecycle
   return { status: immediately ? 'activated' : 'scheduled', kid: record.kid, activatesAt, replaces: view.signer?.kid };
 }
 
-/** Retires a key now. The signing key cannot be retired without a successor: rotate instead. */
-export async function retireKey(store: KeyStore, kek: Buffer, kid: string, policy: LifecyclePolicy, reason?: string, now = new Date()): Promise<void> {
+/** Key `kid` as the verified store has it at `now`, and whether it signs then; KeyMaterialError when there is none. */
+async function keyNow(store: KeyStore, kek: Buffer, kid: string, policy: LifecyclePolicy, now: Date): Promise<{ state: KeyState; signs: boolean }> {
   const { keys, transitions } = await readVerifiedKeys(store, kek);
   const view = deriveKeyView(keys, transitions, now, policy);
   const key = view.timelines.find((t) => t.kid === kid);
   if (!key) throw new KeyMaterialError(`no key ${kid}`);
+  return { state: key.state, signs: view.signer?.kid === kid };
+}
+
+/** The transition `type` for `kid` now, MACed under the KEK; false when one was already stored. */
+function addTransitionNow(store: KeyStore, kek: Buffer, kid: string, type: KeyTransition['type'], now: Date, reason?: string): Promise<boolean> {
+  return store.addTransition(macTransition(kek, { kid, type, at: now.toISOString(), recordedAt: now.toISOString(), ...(reason ? { reason } : {}) }));
+}
+
+/** Retires a key now. The signing key cannot be retired without a successor: rotate instead. */
+export async function retireKey(store: KeyStore, kek: Buffer, kid: string, policy: LifecyclePolicy, reason?: string, now = new Date()): Promise<void> {
+  const key = await keyNow(store, kek, kid, policy, now);
   if (key.state === 'retired' || key.state === 'archived' || key.state === 'withdrawn') return;
-  if (view.signer?.kid === kid) {
+  if (key.signs) {
     throw new KeyMaterialError(`${kid} is the signing key; run \`agentauth keys rotate\` (or --immediately) to replace it first`);
   }
-  await store.addTransition(macTransition(kek, { kid, type: 'retire', at: now.toISOString(), recordedAt: now.toISOString(), ...(reason ? { reason } : {}) }));
+  await addTransitionNow(store, kek, kid, 'retire', now, reason);
 }
 
 /**
@@ -75,13 +86,10 @@ export async function retireKey(store: KeyStore, kek: Buffer, kid: string, polic
  * a key stays to sign with. Returns false when it was already withdrawn (nothing changed).
  */
 export async function withdrawKey(store: KeyStore, kek: Buffer, kid: string, policy: LifecyclePolicy, reason?: string, now = new Date()): Promise<boolean> {
-  const { keys, transitions } = await readVerifiedKeys(store, kek);
-  const view = deriveKeyView(keys, transitions, now, policy);
-  const key = view.timelines.find((t) => t.kid === kid);
-  if (!key) throw new KeyMaterialError(`no key ${kid}`);
+  const key = await keyNow(store, kek, kid, policy, now);
   if (key.state === 'withdrawn') return false;
-  if (view.signer?.kid === kid) {
+  if (key.signs) {
     throw new KeyMaterialError(`${kid} is the signing key; run \`agentauth keys rotate --immediately\` to replace it first, then withdraw it`);
   }
-  return store.addTransition(macTransition(kek, { kid, type: 'withdraw', at: now.toISOString(), recordedAt: now.toISOString(), ...(reason ? { reason } : {}) }));
+  return addTransitionNow(store, kek, kid, 'withdraw', now, reason);
 }

@@ -52,11 +52,13 @@ function describe(err) {
 // Waiting for another writer (another process on the same file: server workers, the CLI). SQLite's own busy handler
 // sleeps ever longer between tries (up to 100 ms), while a busy writer of another process takes the lock again within
 // microseconds of each commit: under sustained load from two workers one of them could wait out busy_timeout and fail
-// (503). So: try again after 0.1 ms, doubling up to POLL_MAX_MS (a failed try costs tens of microseconds of CPU), and
-// while another writer has been seen lately, leave the lock free for GAP_MS after each commit before taking it again,
-// longer than the waiter's longest pause, so that whoever waits gets it next.
-const POLL_MAX_MS = 1;
-const GAP_MS = 1.5;
+// (503). So: try again after 0.1 ms, doubling up to POLL_MAX_MS (a failed try costs about 6 µs of CPU), and while
+// another writer has been seen lately, leave the lock free for GAP_MS after each commit before taking it again, longer
+// than the waiter's longest pause, so that whoever waits gets it next. Both are short because every token waits for
+// two commits in turn and each may wait for the other writer's: a gap of 1.5 ms (with pauses of up to 1 ms) held two
+// workers to 0.75-0.8x one process's tokens per second (docs/performance.md, twenty-second round).
+const POLL_MAX_MS = 0.25;
+const GAP_MS = 0.3;
 const sleeper = new Int32Array(new SharedArrayBuffer(4));
 const pause = (ms) => Atomics.wait(sleeper, 0, 0, ms);
 let contendedUntil = 0;

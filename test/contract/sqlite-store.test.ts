@@ -402,6 +402,39 @@ describe('SQLite store: writes run on a thread of their own', () => {
     }
   });
 
+  test('a writer with one write at a time is not starved by one that always has 64 queued (the CLI beside a busy worker)', async () => {
+    // The busy writer has jobs waiting at every commit, so it could take the lock again at once; the courtesy gap after
+    // each commit (longer than the waiter's longest pause) is what lets the other in before busy_timeout.
+    const storage = await open();
+    const writer = () => new SqliteWriter({ file: storage.file, busyTimeoutMs: 100, synchronous: 'full', timeoutMs: 2100 });
+    const busy = writer();
+    const light = writer();
+    try {
+      await Promise.all([busy.start(), light.start()]);
+      const until = Date.now() + 1500;
+      const insert = (writer: SqliteWriter) => writer.run('revoke', [{ sql: 'INSERT INTO revoked_tokens (jti, expires_at) VALUES (?, ?)', params: [rid(), exp()] }]);
+      const lane = async (writer: SqliteWriter, seen: { committed: number; failed: string[] }) => {
+        while (Date.now() < until) {
+          try {
+            await insert(writer);
+            seen.committed += 1;
+          } catch (err) {
+            seen.failed.push(String((err as Error).message));
+          }
+        }
+      };
+      const heavy = { committed: 0, failed: [] as string[] };
+      const lone = { committed: 0, failed: [] as string[] };
+      await Promise.all([...Array.from({ length: 64 }, () => lane(busy, heavy)), lane(light, lone)]);
+      expect(lone.failed).toEqual([]);
+      expect(heavy.failed).toEqual([]);
+      expect(lone.committed).toBeGreaterThan(50);
+      expect(heavy.committed).toBeGreaterThan(lone.committed);
+    } finally {
+      await Promise.all([busy.close(), light.close()]);
+    }
+  });
+
   test('a write the thread does not answer within writeTimeoutMs fails (503) instead of hanging', async () => {
     const dataDir = tempDir('agentauth-sqlite-hung-');
     const storage = new SqliteStorage({ dataDir, busyTimeoutMs: 5000, writeTimeoutMs: 300 });

@@ -52,13 +52,17 @@ function describe(err) {
 // Waiting for another writer (another process on the same file: server workers, the CLI). SQLite's own busy handler
 // sleeps ever longer between tries (up to 100 ms), while a busy writer of another process takes the lock again within
 // microseconds of each commit: under sustained load from two workers one of them could wait out busy_timeout and fail
-// (503). So: try again after 0.1 ms, doubling up to POLL_MAX_MS (a failed try costs about 6 µs of CPU), and while
-// another writer has been seen lately, leave the lock free for GAP_MS after each commit before taking it again, longer
-// than the waiter's longest pause, so that whoever waits gets it next. Both are short because every token waits for
-// two commits in turn and each may wait for the other writer's: a gap of 1.5 ms (with pauses of up to 1 ms) held two
-// workers to 0.75-0.8x one process's tokens per second (docs/performance.md, twenty-second round).
+// (503). So: try again after 0.1 ms, doubling up to POLL_MAX_MS, and while another writer has been seen lately, leave
+// the lock free for GAP_MS after each commit before taking it again, longer than the waiter's longest pause, so that
+// whoever waits gets it next. Both are short because every token waits for two commits in turn and each may wait for
+// the other writer's: a gap of 1.5 ms (with pauses of up to 1 ms) held two workers to 0.75-0.9x one process's tokens
+// per second (docs/performance.md, twenty-second round). A failed try costs about 6 µs of CPU, so a wait that lasts
+// beyond LONG_WAIT_MS (a lock held for long, not turns being taken) pauses up to POLL_LONG_MS: a second's wait costs
+// about 70 ms of CPU instead of 140.
 const POLL_MAX_MS = 0.25;
 const GAP_MS = 0.3;
+const LONG_WAIT_MS = 5;
+const POLL_LONG_MS = 1;
 const sleeper = new Int32Array(new SharedArrayBuffer(4));
 const pause = (ms) => Atomics.wait(sleeper, 0, 0, ms);
 let contendedUntil = 0;
@@ -72,7 +76,7 @@ const isBusy = (err) => typeof err?.errcode === 'number' && (err.errcode & 0xff)
 function begin(jobs) {
   const now = performance.now();
   if (now < contendedUntil && now - committedAt < GAP_MS) pause(GAP_MS - (now - committedAt));
-  for (let wait = 0.1; ; wait = Math.min(wait * 2, POLL_MAX_MS)) {
+  for (let wait = 0.1; ; wait = Math.min(wait * 2, performance.now() - now < LONG_WAIT_MS ? POLL_MAX_MS : POLL_LONG_MS)) {
     try {
       db.exec('BEGIN IMMEDIATE');
       return jobs;

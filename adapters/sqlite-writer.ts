@@ -58,7 +58,7 @@ function describe(err) {
 // the other writer's: a gap of 1.5 ms (with pauses of up to 1 ms) held two workers to 0.75-0.9x one process's tokens
 // per second (docs/performance.md, twenty-second round). A failed try costs about 6 µs of CPU, so a wait that lasts
 // beyond LONG_WAIT_MS (a lock held for long, not turns being taken) pauses up to POLL_LONG_MS: a second's wait costs
-// about 70 ms of CPU instead of 140.
+// 50-70 ms of CPU instead of 140.
 const POLL_MAX_MS = 0.25;
 const GAP_MS = 0.3;
 const LONG_WAIT_MS = 5;

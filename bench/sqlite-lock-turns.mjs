@@ -16,6 +16,8 @@ import { join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 
+import { quietSqliteWarning } from './lib/proc.mjs';
+
 const { values: opts } = parseArgs({
   options: {
     seconds: { type: 'string', default: '3' },
@@ -27,10 +29,7 @@ const { values: opts } = parseArgs({
   },
 });
 
-process.removeAllListeners('warning');
-process.on('warning', (w) => {
-  if (!String(w.message).startsWith('SQLite is an experimental feature')) console.warn(w);
-});
+quietSqliteWarning();
 
 if (opts.child) {
   const { SqliteWriter } = await import(pathToFileURL(join(resolve(opts.dist), 'adapters', 'sqlite-writer.js')).href);

@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 
-import { threadCpuMicros } from './lib/proc.mjs';
+import { quietSqliteWarning, threadCpuMicros } from './lib/proc.mjs';
 import { tokenWrites } from './lib/token-writes.mjs';
 
 const { values: opts } = parseArgs({
@@ -29,11 +29,7 @@ const { values: opts } = parseArgs({
 });
 
 if (opts.child) {
-  // Node 22's one "SQLite is an experimental feature" warning, once per child, is noise here; any other still prints.
-  process.removeAllListeners('warning');
-  process.on('warning', (w) => {
-    if (!String(w.message).startsWith('SQLite is an experimental feature')) console.warn(w);
-  });
+  quietSqliteWarning();
   const { SqliteStorage } = await import('../dist/adapters/sqlite.js');
   const storage = new SqliteStorage({ dataDir: opts.dir });
   await storage.init();

@@ -108,3 +108,11 @@ export function machineShare(a, b) {
   const total = b.total - a.total || 1;
   return { busy: (b.busy - a.busy) / total, steal: (b.steal - a.steal) / total };
 }
+
+/** Node 22's one "SQLite is an experimental feature" warning is noise in a bench script; any other still prints. */
+export function quietSqliteWarning() {
+  process.removeAllListeners('warning');
+  process.on('warning', (w) => {
+    if (!String(w.message).startsWith('SQLite is an experimental feature')) console.warn(w);
+  });
+}

@@ -406,9 +406,9 @@ describe('SQLite store: writes run on a thread of their own', () => {
     // The busy writer has jobs waiting at every commit, so it could take the lock again at once; the courtesy gap after
     // each commit (longer than the waiter's longest pause) is what lets the other in before busy_timeout.
     const storage = await open();
-    const writer = () => new SqliteWriter({ file: storage.file, busyTimeoutMs: 100, synchronous: 'full', timeoutMs: 2100 });
-    const busy = writer();
-    const light = writer();
+    const newWriter = () => new SqliteWriter({ file: storage.file, busyTimeoutMs: 100, synchronous: 'full', timeoutMs: 2100 });
+    const busy = newWriter();
+    const light = newWriter();
     try {
       await Promise.all([busy.start(), light.start()]);
       const until = Date.now() + 1500;

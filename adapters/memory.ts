@@ -231,6 +231,12 @@ class MemoryNonces implements NonceStore {
     return value;
   }
 
+  async release(key: string, value: string): Promise<void> {
+    checkKey('claim key', key);
+    checkKey('claim value', value);
+    if (this.#nonces.get(key)?.binding === value) this.#nonces.delete(key);
+  }
+
   async takeAttempt(key: string, limit: number, ttlSeconds: number): Promise<boolean> {
     checkKey('attempt key', key);
     const t = now();

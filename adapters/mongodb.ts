@@ -314,6 +314,13 @@ class MongoNonces implements NonceStore {
     throw new StorageUnavailableError('MongoDB nonce.claim failed (the claim kept expiring as it was read)');
   }
 
+  async release(key: string, value: string): Promise<void> {
+    checkKey('claim key', key);
+    checkKey('claim value', value);
+    // One filtered delete: a claim taken over by another value since is not this one's to withdraw.
+    await guard('nonce.release', () => this.issued.deleteOne({ _id: key, binding: value }));
+  }
+
   async takeAttempt(key: string, limit: number, ttlSeconds: number): Promise<boolean> {
     checkKey('attempt key', key);
     const at = new Date();

@@ -470,6 +470,13 @@ class SqliteNonces implements NonceStore {
     throw new StorageUnavailableError('SQLite nonce.claim failed (the claim kept expiring as it was read)');
   }
 
+  async release(key: string, value: string): Promise<void> {
+    checkKey('claim key', key);
+    checkKey('claim value', value);
+    // One statement: a claim taken over by another value since is not this one's to withdraw.
+    await this.conn().write('nonce.release', 'DELETE FROM nonces WHERE nonce = ? AND binding = ?', key, value);
+  }
+
   async takeAttempt(key: string, limit: number, ttlSeconds: number): Promise<boolean> {
     checkKey('attempt key', key);
     if (!(limit >= 1)) return false;

@@ -100,6 +100,11 @@ export interface NonceStore {
    * the nonces' namespace: use a prefix (`consent:`) that no nonce has.
    */
   claim(key: string, value: string, ttlSeconds: number): Promise<string>;
+  /**
+   * Withdraws a claim while it still holds `value` (a decision that could not be carried out), so that the key can be
+   * claimed again; a claim holding any other value is left as it is. Atomic: a compare-and-delete in the store.
+   */
+  release(key: string, value: string): Promise<void>;
 }
 
 /** A signing key as persisted: the public JWK in clear, the private JWK sealed under the key-encryption key. */

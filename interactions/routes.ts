@@ -110,6 +110,24 @@ export function interactionRoutes(deps: InteractionDeps): Koa.Middleware {
     }
   }
 
+  /**
+   * Carries out the decision a consent claim won. If that fails (the grant or the interaction's result could not be
+   * saved), the claim is withdrawn before the error goes on to its 503, so the person's next Approve or Deny is taken
+   * afresh; left in place, it would send every later one to a resume that finds no decision, until the request expired.
+   */
+  async function decide(claim: ConsentClaim | undefined, act: () => Promise<void>): Promise<void> {
+    try {
+      await act();
+    } catch (err) {
+      if (claim?.won) {
+        await claim.release().catch((releaseErr: unknown) => {
+          log.warn({ event: 'consent.claim_kept', reason: releaseErr instanceof Error ? releaseErr.message : String(releaseErr) }, 'a consent decision that failed could not be withdrawn');
+        });
+      }
+      throw err;
+    }
+  }
+
   function fail(ctx: Koa.Context, status: number, title: string, error: string, description: string): void {
     ctx.status = status;
     if (wantsJson(ctx)) ctx.body = { error, error_description: description };
@@ -259,7 +277,7 @@ export function interactionRoutes(deps: InteractionDeps): Koa.Middleware {
           }
           return;
         }
-        return await finish(ctx, { error: 'access_denied', error_description: 'the user denied the request' });
+        return await decide(claim, () => finish(ctx, { error: 'access_denied', error_description: 'the user denied the request' }));
       }
       // The person denied this request: nothing else submitted on it (an approval or a sign-in sent before the browser
       // followed the denial) undoes that.
@@ -349,9 +367,11 @@ export function interactionRoutes(deps: InteractionDeps): Koa.Middleware {
       if (missing.missingOIDCScope) grant.addOIDCScope(missing.missingOIDCScope.join(' '));
       if (missing.missingOIDCClaims) grant.addOIDCClaims(missing.missingOIDCClaims);
       for (const [resource, scopes] of Object.entries(missing.missingResourceScopes ?? {})) grant.addResourceScope(resource, scopes.join(' '));
-      const grantId = await grant.save();
-      log.info({ event: 'consent.given', sub: accountId, client_id: clientId }, 'consent given');
-      return await finish(ctx, { consent: details.grantId ? {} : { grantId } });
+      return await decide(claim, async () => {
+        const grantId = await grant.save();
+        log.info({ event: 'consent.given', sub: accountId, client_id: clientId }, 'consent given');
+        await finish(ctx, { consent: details.grantId ? {} : { grantId } });
+      });
     } catch (err) {
       if (err instanceof errors.OIDCProviderError && err.statusCode < 500) {
         const e = err as InstanceType<typeof errors.OIDCProviderError> & { error_description?: string };

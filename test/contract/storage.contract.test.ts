@@ -428,6 +428,31 @@ describe.each(FACTORIES)('storage contract: $name', (factory) => {
     await expect(storage.nonces.claim(`consent:${rid()}`, { $gt: '' } as unknown as string, 60)).rejects.toBeInstanceOf(InvalidStorageValueError);
   });
 
+  test('claims are withdrawn only by their holder: a release with another value changes nothing; the holder\'s frees the key, and of 50 concurrent claims after it exactly one wins', async () => {
+    const key = `consent:${rid()}`;
+    expect(await storage.nonces.claim(key, 'approve.first', 60)).toBe('approve.first');
+    // A loser (or anyone else) withdraws nothing, whatever it sends.
+    await storage.nonces.release(key, 'deny.second');
+    await storage.nonces.release(key, 'approve.firs');
+    expect(await storage.nonces.boundTo(key)).toBe('approve.first');
+    expect(await storage.nonces.claim(key, 'deny.third', 60)).toBe('approve.first');
+    // The holder's release frees the key: the next claims race afresh, and one of them wins.
+    await storage.nonces.release(key, 'approve.first');
+    expect(await storage.nonces.boundTo(key)).toBeUndefined();
+    const values = Array.from({ length: 50 }, (_, i) => `${i % 2 === 0 ? 'approve' : 'deny'}.again-${i}`);
+    const held = await Promise.all(values.map((v) => storage.nonces.claim(key, v, 60)));
+    const winners = values.filter((v, i) => held[i] === v);
+    expect(winners).toHaveLength(1);
+    expect(new Set(held)).toEqual(new Set(winners));
+    // Releasing a key nobody holds, or the old holder's value again, is harmless.
+    await storage.nonces.release(key, 'approve.first');
+    await storage.nonces.release(`consent:${rid()}`, 'approve.x');
+    expect(await storage.nonces.boundTo(key)).toBe(winners[0]);
+    await expect(storage.nonces.release({ $ne: null } as unknown as string, 'approve.x')).rejects.toBeInstanceOf(InvalidStorageValueError);
+    await expect(storage.nonces.release(key, { $gt: '' } as unknown as string)).rejects.toBeInstanceOf(InvalidStorageValueError);
+    expect(await storage.nonces.boundTo(key)).toBe(winners[0]);
+  });
+
   test('attempt slots with a large limit (the shared request limits): of 10 sequential then 60 concurrent takes, exactly 40 in all succeed', async () => {
     const key = `limit:test:${rid()}`;
     for (let i = 0; i < 10; i += 1) expect(await storage.nonces.takeAttempt(key, 40, 60)).toBe(true);

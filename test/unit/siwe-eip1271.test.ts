@@ -82,6 +82,9 @@ function nonceStore(nonce: string): NonceStore {
     claim: async () => {
       throw new Error('not used');
     },
+    release: async () => {
+      throw new Error('not used');
+    },
   };
 }
 

@@ -55,6 +55,9 @@ function recordingStore(bindings: Record<string, string> = { [NONCE]: BINDING })
     async claim() {
       throw new Error('not used');
     },
+    async release() {
+      throw new Error('not used');
+    },
   };
   return { store, calls, consumed };
 }

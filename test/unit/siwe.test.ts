@@ -56,6 +56,9 @@ function nonceStore(...issued: string[]) {
     async claim() {
       throw new Error('not used');
     },
+    async release() {
+      throw new Error('not used');
+    },
   };
   return { store, consumed, live, lookups, attempts };
 }

@@ -4,7 +4,7 @@ import { AuditLog } from './audit/log.js';
 import { writerChain } from './audit/writer-chain.js';
 import { answer, CliUsageError, EXIT, requireInitialised, withJson, withStore } from './cli-context.js';
 import { ConfigError, loadConfig } from './config.js';
-import { revokeSubject, subjectProblem } from './subject-revocation.js';
+import { parseSubject, revokeSubject } from './subject-revocation.js';
 import type { SubjectRevocation } from './subject-revocation.js';
 
 /** `agentauth subjects revoke <sub>`: everything one person granted, across every client. */
@@ -13,9 +13,10 @@ export function registerSubjectCommands(program: Command): void {
   withJson(subjects.command('revoke <sub>'))
     .allowUnknownOption()
     .description("revoke every grant of a person (the tokens' `sub`) across all clients, with every token and code issued from them, and end their sign-in sessions")
-    .action(async (sub: string, opts: { json?: boolean }) => {
-      const problem = subjectProblem(sub);
-      if (problem) throw new CliUsageError(`subjects revoke: ${problem}`);
+    .action(async (given: string, opts: { json?: boolean }) => {
+      const parsed = parseSubject(given);
+      if ('problem' in parsed) throw new CliUsageError(`subjects revoke: ${parsed.problem}`);
+      const { sub } = parsed;
       if (loadConfig().store === 'memory') {
         throw new ConfigError('AGENTAUTH_STORE: the grants of the memory store live inside the server process; revoke them through its admin API');
       }

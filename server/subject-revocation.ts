@@ -1,4 +1,5 @@
 import { revokeGrantFamily } from '../adapters/oidc-adapter.js';
+import { checksumAddress } from '../interactions/siwe/eth.js';
 import type { ModelStore, Storage } from '../adapters/types.js';
 import { RevocationMarks } from './revocation-lineage.js';
 
@@ -14,12 +15,29 @@ export interface SubjectRevocation {
   sessions: number;
 }
 
-/** Why `sub` cannot name a subject, or undefined when it can. */
-export function subjectProblem(sub: string): string | undefined {
+/** A wallet subject (interactions/siwe/verify.ts): the address part is stored in its EIP-55 case. */
+const WALLET_SUBJECT = /^(did:pkh:eip155:[0-9]{1,20}:)(0x[0-9a-fA-F]{40})$/;
+
+/**
+ * The subject `sub` names, as it is stored, or why it cannot name one. A wallet subject's address may be given in
+ * any one case (lower case, as many tools print it, or upper case) and is matched in its EIP-55 form, which is how
+ * every wallet subject is stored: the same account, whichever way it is written. A mixed-case address must be the
+ * EIP-55 form itself, since a wrong mixed case is what a mistyped address looks like. Anything else is matched
+ * exactly, as it appears in the tokens' `sub` claim.
+ */
+export function parseSubject(sub: string): { sub: string } | { problem: string } {
   if (sub.length === 0 || sub.length > MAX_SUB_LENGTH || /[\u0000-\u001f\u007f]/.test(sub)) {
-    return `the subject must be 1 to ${MAX_SUB_LENGTH} characters without control characters, as it appears in the tokens' sub claim`;
+    return { problem: `the subject must be 1 to ${MAX_SUB_LENGTH} characters without control characters, as it appears in the tokens' sub claim` };
   }
-  return undefined;
+  const wallet = WALLET_SUBJECT.exec(sub);
+  if (!wallet) return { sub };
+  const [, prefix, address] = wallet as unknown as [string, string, string];
+  const checksummed = checksumAddress(address);
+  const digits = address.slice(2);
+  if (digits !== digits.toLowerCase() && digits !== digits.toUpperCase() && address !== checksummed) {
+    return { problem: `the address ${address} has a mixed case that is not its EIP-55 checksum (${checksummed}): check it for a typo, or give it in lower case` };
+  }
+  return { sub: `${prefix}${checksummed}` };
 }
 
 /** Ids of the live records of `store` whose `accountId` is `sub`, read a page at a time. */

@@ -2,7 +2,7 @@ import type { Context } from 'koa';
 
 import type { Storage } from '../../adapters/types.js';
 import type { AuditEventInput } from '../audit/chain.js';
-import { revokeSubject, subjectProblem } from '../subject-revocation.js';
+import { parseSubject, revokeSubject } from '../subject-revocation.js';
 import { invalidRequest, notFound } from './errors.js';
 import type { AdminRoute } from './routes.js';
 
@@ -14,9 +14,9 @@ export function subjectAdminRoutes(deps: { storage: Pick<Storage, 'model' | 'rev
       path: '/admin/subjects/:sub/revoke',
       auth: 'admin',
       handle: async (ctx: Context) => {
-        const sub = (ctx.params as Record<string, string>).sub!;
-        const problem = subjectProblem(sub);
-        if (problem) throw invalidRequest(problem);
+        const parsed = parseSubject((ctx.params as Record<string, string>).sub!);
+        if ('problem' in parsed) throw invalidRequest(parsed.problem);
+        const { sub } = parsed;
         const remoteAddress = ctx.request.ip || ctx.req.socket.remoteAddress || 'unknown';
         const result = await revokeSubject(deps.storage, sub, (found) =>
           deps.audit({ type: 'subject.revoked', sub, details: { ...found, actor: 'admin_api', remote_address: remoteAddress } }),

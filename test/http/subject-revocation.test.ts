@@ -23,6 +23,7 @@ const RS = { id: 'resource-server', secret: 'resource-server-secret-0123456789ab
 const alice = new Wallet('0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d');
 const bob = new Wallet('0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a');
 const carol = new Wallet('0x7c852118294e51e653712a81e05800f419141751be58f605c371e15141b007a6');
+const dave = new Wallet('0x47e179ec197488593b187f80a00eb0da91f1b9d0b13f8733639f19c30a34926a');
 const subOf = (w: Wallet) => `did:pkh:eip155:1:${w.address}`;
 const ADMIN_TOKEN = randomBytes(32).toString('base64url');
 
@@ -165,5 +166,37 @@ describe.each(backends)('agentauth subjects revoke <sub> on %s', (_name, storeEn
     const bad = await runCli(['subjects', 'revoke', 'a\nb'], env);
     expect(bad.code).toBe(2);
     expect(bad.stderr).toContain('without control characters');
+  });
+
+  test("a wallet subject's address may be given in lower or upper case (the same account); a wrong mixed case is refused as a likely typo", async () => {
+    const d = await signIn(apps[0]!, dave);
+    expect(dave.address).not.toBe(dave.address.toLowerCase());
+    // A mixed case that is not the EIP-55 checksum: one letter's case flipped. Nothing is revoked or recorded.
+    const before = (await revocationEvents()).length;
+    const i = [...dave.address].findIndex((ch, at) => at > 1 && /[a-f]/i.test(ch));
+    const flipped = dave.address.slice(0, i) + (dave.address[i] === dave.address[i]!.toLowerCase() ? dave.address[i]!.toUpperCase() : dave.address[i]!.toLowerCase()) + dave.address.slice(i + 1);
+    const typo = await runCli(['subjects', 'revoke', `did:pkh:eip155:1:${flipped}`], env);
+    expect(typo.code).toBe(2);
+    expect(typo.stderr).toContain(`the address ${flipped} has a mixed case that is not its EIP-55 checksum (${dave.address})`);
+    const apiTypo = await fetch(`${adminUrl}/admin/subjects/${encodeURIComponent(`did:pkh:eip155:1:${flipped}`)}/revoke`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });
+    expect(apiTypo.status).toBe(400);
+    expect((await revocationEvents()).length).toBe(before);
+    expect(await active(d.tokens.access_token)).toBe(true);
+
+    // In lower case, as many tools print it: the person's grant goes, and the answer and the record name the subject
+    // as the tokens do.
+    const lower = await runCli(['subjects', 'revoke', `did:pkh:eip155:1:${dave.address.toLowerCase()}`, '--json'], env);
+    expect(lower.code).toBe(0);
+    expect(JSON.parse(lower.stdout)).toMatchObject({ sub: subOf(dave), grants: [expect.any(String)], sessions: 1 });
+    expect(await active(d.tokens.access_token)).toBe(false);
+    expect((await revocationEvents()).filter((e) => e.sub === subOf(dave)).map((e) => e.details)).toEqual([{ grants: 1, sessions: 1, actor: 'cli' }]);
+
+    // In upper case through the admin API, after a new sign-in: the same.
+    const again = await signIn(apps[0]!, dave);
+    const upper = `did:pkh:eip155:1:0x${dave.address.slice(2).toUpperCase()}`;
+    const res = await fetch(`${adminUrl}/admin/subjects/${encodeURIComponent(upper)}/revoke`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });
+    expect(res.status).toBe(200);
+    expect(await res.json()).toMatchObject({ sub: subOf(dave), sessions: 1 });
+    expect(await active(again.tokens.access_token)).toBe(false);
   });
 });

@@ -54,7 +54,7 @@ async function post(url, headers, body) {
   } catch {
     json = undefined;
   }
-  return { status: res.status, json, text };
+  return { status: res.status, headers: res.headers, json, text };
 }
 
 export const form = (params) => new URLSearchParams(params).toString();
@@ -75,12 +75,22 @@ export async function clientCredentialsToken(url, { opaque = false, dpop } = {})
   return res.json;
 }
 
-/** Fresh wallet nonces from POST /wallet/nonce, bound to the client that will redeem them. */
+/** 503s a fixture request is sent again after (waiting the answer's Retry-After, at most 5 s), as a client would. */
+const RETRIES_AFTER_503 = 5;
+
+/**
+ * Fresh wallet nonces from POST /wallet/nonce, bound to the client that will redeem them. A 503 (the store slow or
+ * briefly unreachable: a FerretDB v1 still working through the previous scenario's backlog, once) is retried after
+ * its Retry-After, as a client would; anything else ends the run.
+ */
 export async function walletNonces(url, count, clientId) {
   return mapLimit(Array.from({ length: count }), 16, async () => {
-    const res = await post(`${url}/wallet/nonce`, { 'content-type': FORM }, form({ client_id: clientId }));
-    if (res.status !== 200 || typeof res.json?.nonce !== 'string') throw new Error(`POST /wallet/nonce answered ${res.status}: ${res.text}`);
-    return res.json.nonce;
+    for (let attempt = 0; ; attempt += 1) {
+      const res = await post(`${url}/wallet/nonce`, { 'content-type': FORM }, form({ client_id: clientId }));
+      if (res.status === 200 && typeof res.json?.nonce === 'string') return res.json.nonce;
+      if (res.status !== 503 || attempt >= RETRIES_AFTER_503) throw new Error(`POST /wallet/nonce answered ${res.status}: ${res.text}`);
+      await new Promise((r) => setTimeout(r, Math.min(Number(res.headers.get('retry-after')) || 1, 5) * 1000));
+    }
   });
 }
 

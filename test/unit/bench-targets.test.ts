@@ -51,6 +51,18 @@ describe('bench targets table', () => {
     for (const p of ['opaque token (client_credentials)', 'JWT introspection, embedded', 'refresh rotation']) expect(row(rows, p).status).toBe('not measured');
   });
 
+  it("judges the workers' CPU per request against 1.10x and shows bare oidc-provider's own pair beside it when that ran", () => {
+    const workers = (store: string, w1: number, w2: number) => [
+      run('cc_dpop', `${store}-w1`, 2000, { cpuMicrosPerRequest: w1 }),
+      run('cc_dpop', `${store}-w2`, 2000, { cpuMicrosPerRequest: w2 }),
+    ];
+    const name = "2 workers' CPU per request within 10 % of 1 worker's (DPoP client_credentials, embedded store (SQLite))";
+    let rows = targets({ runs: [...workers('embedded', 600, 690), ...workers('bare', 500, 575)] });
+    expect(row(rows, name)).toMatchObject({ status: 'missed', measured: expect.stringMatching(/: 1\.15×; 2,000 vs 2,000 req\/s; bare oidc-provider's own 2 processes in the same run: 1\.15×$/) });
+    rows = targets({ runs: workers('embedded', 600, 630) });
+    expect(row(rows, name)).toMatchObject({ status: 'met', measured: expect.not.stringContaining('bare') });
+  });
+
   it("says that bare's JWT-introspection figure is its opaque introspection", () => {
     const rows = targets({ runs: [run('introspect_jwt', 'bare', 8000), run('introspect_jwt', 'embedded', 4000)] });
     expect(row(rows, 'JWT introspection, embedded ≥ 1.0× bare (issue 15)')).toMatchObject({ status: 'missed', measured: expect.stringContaining("bare's figure is its opaque introspection") });

@@ -1,6 +1,6 @@
 import type { Configuration, KoaContextWithOIDC } from 'oidc-provider';
 
-import { errorPage, loggedOutPage, logoutPage } from './views.js';
+import { errorPage, loggedOutPage, logoutPage, unavailablePage } from './views.js';
 import { shownClientName } from '../server/policies/display-text.js';
 
 /**
@@ -47,6 +47,10 @@ export const renderError: NonNullable<Configuration['renderError']> = (ctx, out)
     return;
   }
   ctx.type = 'html';
+  if (out.error === 'temporarily_unavailable') {
+    ctx.body = unavailablePage();
+    return;
+  }
   const description = out.error_description ?? 'the request was refused';
   ctx.body = errorPage('Request refused', `${description.charAt(0).toUpperCase()}${description.slice(1)} (${out.error}).`);
 };

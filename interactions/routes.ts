@@ -20,6 +20,8 @@ import type { SharedWindowLimit } from '../server/limits/window.js';
 import { newGrant } from '../server/grants/new-grant.js';
 
 export const NONCE_PATH = '/wallet/nonce';
+/** The pages' stylesheet and scripts: built in, so served whether or not storage answers. */
+export const ASSET_PATH = /^\/interaction-assets\/([a-z0-9.-]+)$/;
 const BODY_LIMIT = 64 * 1024;
 
 export interface InteractionLog {
@@ -203,7 +205,7 @@ export function interactionRoutes(deps: InteractionDeps): Koa.Middleware {
       return;
     }
 
-    const assetMatch = /^\/interaction-assets\/([a-z0-9.-]+)$/.exec(ctx.path);
+    const assetMatch = ASSET_PATH.exec(ctx.path);
     // HEAD answers as GET does (RFC 9110 §9.3.2), without the body (Koa leaves it out).
     if (assetMatch && (ctx.method === 'GET' || ctx.method === 'HEAD')) {
       const found = asset(assetMatch[1]!);

@@ -129,6 +129,11 @@ export function errorPage(title: string, message: string): string {
   return layout(title, `<h1>${esc(title)}</h1><p class="error">${esc(message)}</p>`);
 }
 
+/** What a person is shown while agentauth cannot reach its store (503 temporarily_unavailable), wherever they meet it. */
+export function unavailablePage(): string {
+  return errorPage('Temporarily unavailable', 'This sign-in service cannot reach its storage right now. Wait a few seconds and reload this page, or go back to the application and start again.');
+}
+
 /**
  * RP-initiated logout confirmation. `form` is oidc-provider's hidden form (its action and anti-forgery token); the
  * buttons submit it, "logout=yes" ending the whole session, the other only this client's part of it.

@@ -10,7 +10,8 @@ import type { Keyring } from '../keys/keyring.js';
 import type { Logger } from './logger.js';
 import { auditTrail } from './audit/trail.js';
 import type { AuditRecorder } from './audit/trail.js';
-import { interactionRoutes } from '../interactions/routes.js';
+import { ASSET_PATH, interactionRoutes } from '../interactions/routes.js';
+import { errorPage, unavailablePage } from '../interactions/views.js';
 import type { InteractionDeps } from '../interactions/routes.js';
 import { declaredBodyLimit, drainUnreadBody } from './http/body-limit.js';
 import { bodyReceiptClock } from './http/body-received.js';
@@ -44,8 +45,24 @@ const STORAGE_FREE = new Set([LIVENESS_PATH, READINESS_PATH, '/jwks', KEY_ARCHIV
 
 const RETRY_AFTER_SECONDS = '5';
 
-function unavailableBody(reason: string) {
-  return { error: 'temporarily_unavailable', error_description: reason };
+
+/**
+ * Answers a request agentauth cannot serve now (503) or could not serve (500): the RFC 6749 JSON error body, or, for a
+ * browser that asks for a page (a person on the authorization endpoint, the login or consent page, or the logout
+ * page), a page saying the same in words. The authorization endpoint cannot send `temporarily_unavailable` back to
+ * the client while the store that knows the client's redirect URIs is unreachable, so a person is told here instead.
+ */
+function failed(ctx: Koa.Context, status: 500 | 503): void {
+  ctx.status = status;
+  const body = status === 503
+    ? { error: 'temporarily_unavailable', error_description: 'the authorization server cannot reach its storage; retry shortly' }
+    : { error: 'server_error', error_description: 'an unexpected error occurred' };
+  if (ctx.accepts('json', 'html') !== 'html') {
+    ctx.body = body;
+    return;
+  }
+  ctx.type = 'html';
+  ctx.body = status === 503 ? unavailablePage() : errorPage('Something went wrong', 'This sign-in service could not finish your request. Go back to the application and start again.');
 }
 
 /** One JSON log line per request: method, path (never the query string), status, latency (request_id and ip: see requestId). */
@@ -70,12 +87,10 @@ function errorShield(log: Logger, health: StorageHealth): Koa.Middleware {
     } catch (err) {
       if (err instanceof StorageUnavailableError || isStorageOutage(err)) {
         if (err instanceof StorageUnavailableError) health.markDown(err);
-        ctx.status = 503;
-        ctx.body = unavailableBody('the authorization server cannot reach its storage; retry shortly');
+        failed(ctx, 503);
       } else {
         log.error({ err }, 'unhandled error');
-        ctx.status = 500;
-        ctx.body = { error: 'server_error', error_description: 'an unexpected error occurred' };
+        failed(ctx, 500);
       }
     }
     if (ctx.status === 503) ctx.set('Retry-After', RETRY_AFTER_SECONDS);
@@ -122,13 +137,14 @@ function storageGate(health: StorageHealth, provider: Provider): Koa.Middleware 
   const { router } = instance(provider);
   const storageFree = (ctx: Koa.Context) => {
     if (STORAGE_FREE.has(ctx.path)) return true;
+    // The pages' stylesheet and scripts, so that the page saying storage is down (and any page already open) is styled.
+    if ((ctx.method === 'GET' || ctx.method === 'HEAD') && ASSET_PATH.test(ctx.path)) return true;
     const name = router.match(ctx.method === 'HEAD' ? 'GET' : ctx.method, ctx.path)?.route.name;
     return name !== undefined && STORAGE_FREE_ROUTES.has(name);
   };
   return async (ctx, next) => {
     if (!health.up && !storageFree(ctx)) {
-      ctx.status = 503;
-      ctx.body = unavailableBody('the authorization server cannot reach its storage; retry shortly');
+      failed(ctx, 503);
       return;
     }
     await next();

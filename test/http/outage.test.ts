@@ -69,6 +69,13 @@ describe('MongoDB outage and recovery (a dedicated FerretDB stopped and restarte
     expect(first.body.error).toBe('temporarily_unavailable');
     expect(first.retryAfter).toBe('5');
 
+    // Storage is now known to be down, and the gate answers before any route runs: a browser loading a page gets the
+    // page, an API caller the JSON error.
+    for (const accept of ['text/html,application/xhtml+xml,*/*;q=0.8', '*/*']) {
+      const res = await fetch(`${server.url}/auth?client_id=any`, { headers: { accept }, redirect: 'manual', signal: AbortSignal.timeout(30_000) });
+      expect({ accept, status: res.status, type: res.headers.get('content-type') }).toEqual({ accept, status: 503, type: accept === '*/*' ? 'application/json; charset=utf-8' : 'text/html; charset=utf-8' });
+    }
+
     const ready = await readyz(server.url);
     expect(ready.status).toBe(503);
     expect(ready.body).toMatchObject({ status: 'unavailable', storage: 'unreachable' });
@@ -85,6 +92,11 @@ describe('MongoDB outage and recovery (a dedicated FerretDB stopped and restarte
       expect({ path, status: (await fetch(`${server.url}${path}`)).status }).toEqual({ path, status: 200 });
     }
     expect((await fetch(`${server.url}/jwks`, { method: 'HEAD' })).status).toBe(200);
+    // So are the pages' stylesheet and scripts, which the page saying storage is down loads.
+    for (const [method, path] of [['GET', '/interaction-assets/style.css'], ['HEAD', '/interaction-assets/login.js']] as const) {
+      expect({ method, path, status: (await fetch(`${server.url}${path}`, { method })).status }).toEqual({ method, path, status: 200 });
+    }
+    expect((await fetch(`${server.url}/interaction-assets/style.css`, { method: 'POST' })).status).toBe(503);
 
     // Same port, same files: the server comes back and agentauth recovers on its own.
     db = await startFerretdb({ port: db.port, dir: db.dir });
@@ -108,13 +120,17 @@ describe('MongoDB outage and recovery (a dedicated FerretDB stopped and restarte
     const authorize = new URL(`${server.url}/auth`);
     for (const [k, v] of Object.entries({ client_id: clientId, response_type: 'code', redirect_uri: 'http://127.0.0.1:65000/cb', scope: 'read', resource: 'https://api.example.com', code_challenge: 'E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM', code_challenge_method: 'S256' })) authorize.searchParams.set(k, v);
     const { agent, pageUrl } = await openLoginPage(authorize);
-    const routes: Array<[string, () => Promise<Response>]> = [
-      ['GET /auth', () => fetch(authorize, { redirect: 'manual', signal: AbortSignal.timeout(30_000) })],
-      ['GET /session/end', () => agent.fetch(`${server.url}/session/end`, { signal: AbortSignal.timeout(30_000) })],
-      ['POST /wallet/nonce', () => fetch(`${server.url}/wallet/nonce`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: `client_id=${clientId}`, signal: AbortSignal.timeout(30_000) })],
-      ['GET /interaction/<uid>', () => agent.fetch(pageUrl, { signal: AbortSignal.timeout(30_000) })],
+    // What a browser sends when a person follows a link or loads a page: it gets a page, not JSON.
+    const browser = { accept: 'text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8' };
+    const routes: Array<[string, () => Promise<Response>, 'json' | 'page']> = [
+      ['GET /auth', () => fetch(authorize, { redirect: 'manual', signal: AbortSignal.timeout(30_000) }), 'json'],
+      ['GET /auth (a browser)', () => fetch(authorize, { redirect: 'manual', headers: browser, signal: AbortSignal.timeout(30_000) }), 'page'],
+      ['GET /session/end', () => agent.fetch(`${server.url}/session/end`, { signal: AbortSignal.timeout(30_000) }), 'json'],
+      ['POST /wallet/nonce', () => fetch(`${server.url}/wallet/nonce`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: `client_id=${clientId}`, signal: AbortSignal.timeout(30_000) }), 'json'],
+      ['GET /interaction/<uid>', () => agent.fetch(pageUrl, { signal: AbortSignal.timeout(30_000) }), 'json'],
+      ['GET /interaction/<uid> (a browser)', () => agent.fetch(pageUrl, { headers: browser, signal: AbortSignal.timeout(30_000) }), 'page'],
     ];
-    for (const [route, send] of routes) {
+    for (const [route, send, kind] of routes) {
       await until('readyz 200', () => readyz(server.url), (r) => r.status === 200, 15_000);
       await db.pause();
       try {
@@ -126,11 +142,21 @@ describe('MongoDB outage and recovery (a dedicated FerretDB stopped and restarte
         expect({ route, status: res.status }).toEqual({ route, status: 503 });
         expect(ms).toBeLessThanOrEqual(BOUND_MS);
         expect(res.headers.get('retry-after')).toBe('5');
+        const text = await res.text();
+        if (kind === 'page') {
+          expect({ route, type: res.headers.get('content-type') }).toEqual({ route, type: 'text/html; charset=utf-8' });
+          expect(text).toContain('<h1>Temporarily unavailable</h1>');
+          expect(text).toContain('cannot reach its storage right now');
+        } else {
+          expect({ route, body: JSON.parse(text) as unknown }).toMatchObject({ route, body: { error: 'temporarily_unavailable', error_description: 'the authorization server cannot reach its storage; retry shortly' } });
+        }
       } finally {
         db.resume();
       }
     }
     expect(server.output()).not.toContain('unhandled error');
+    // Leave the server serving, as the next test expects: storage is marked down until its next good ping.
+    await until('readyz 200', () => readyz(server.url), (r) => r.status === 200, 15_000);
   });
 
   test('a database down long enough that agentauth replaces its MongoDB client: every store follows the new client, tokens and their audit records come back', async () => {

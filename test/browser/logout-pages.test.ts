@@ -1,7 +1,7 @@
 import { Wallet } from 'ethers';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 
-import { launchChromium } from '../support/browser.js';
+import { launchChromium, watchedPage } from '../support/browser.js';
 import { baseConfig, REDIRECT, register, startAgentServer } from '../support/agent-server.js';
 import type { AgentServer } from '../support/agent-server.js';
 import { walletCode } from '../support/races.js';
@@ -26,23 +26,6 @@ describe('logout and error pages in a browser, under the CSP', () => {
     await browser?.close();
     await as?.server.stop();
   });
-
-  /**
-   * A page that records console errors (CSP violations are reported there; "Failed to load resource" is left to the
-   * response check), failed requests, and error responses other than the favicon Chromium asks for by itself.
-   */
-  async function watchedPage(context: BrowserContext): Promise<{ page: Page; problems: string[] }> {
-    const page = await context.newPage();
-    const problems: string[] = [];
-    page.on('console', (m) => {
-      if (m.type() === 'error' && !m.text().startsWith('Failed to load resource')) problems.push(m.text());
-    });
-    page.on('requestfailed', (r) => problems.push(`failed: ${r.url()}`));
-    page.on('response', (r) => {
-      if (r.status() >= 400 && new URL(r.url()).pathname !== '/favicon.ico') problems.push(`${r.status()}: ${r.url()}`);
-    });
-    return { page, problems };
-  }
 
   /**
    * A client registered as `name`, a person signed in to it over HTTP, and a browser context holding that sign-in's

@@ -1,6 +1,6 @@
 import type { Browser } from 'playwright-core';
 
-import { launchChromium } from '../support/browser.js';
+import { launchChromium, watchedPage } from '../support/browser.js';
 import type { FerretdbProcess } from '../support/ferretdb.js';
 import { startOnOwnDatabase } from '../support/own-database.js';
 import type { RunningServer } from '../support/server.js';
@@ -36,16 +36,8 @@ describe('the page a browser gets while storage is down', () => {
     const authorize = new URL(`${server.url}/auth`);
     for (const [k, v] of Object.entries({ client_id: clientId, response_type: 'code', redirect_uri: 'http://127.0.0.1:65000/cb', scope: 'read', resource: 'https://api.example.com', code_challenge: 'E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM', code_challenge_method: 'S256' })) authorize.searchParams.set(k, v);
 
-    const page = await browser.newPage();
-    const problems: string[] = [];
-    page.on('console', (m) => {
-      if (m.type() === 'error' && !m.text().startsWith('Failed to load resource')) problems.push(m.text());
-    });
-    page.on('requestfailed', (r) => problems.push(`failed: ${r.url()}`));
     // Anything the page loads must load: only the page itself is answered 503.
-    page.on('response', (r) => {
-      if (r.status() >= 400 && r.url() !== authorize.href && new URL(r.url()).pathname !== '/favicon.ico') problems.push(`${r.status()}: ${r.url()}`);
-    });
+    const { page, problems } = await watchedPage(browser, [authorize.href]);
     await db.pause();
     try {
       const res = await page.goto(authorize.href);

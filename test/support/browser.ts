@@ -7,6 +7,24 @@ import type { Wallet } from 'ethers';
 export const CHROMIUM_PATH = '/usr/bin/chromium';
 
 /**
+ * A new page of `context` that records console errors (CSP violations are reported there; "Failed to load resource"
+ * is left to the response check), failed requests, and error responses other than the favicon Chromium asks for by
+ * itself and the URLs in `allowed` (a page expected to answer an error status itself).
+ */
+export async function watchedPage(context: Browser | BrowserContext, allowed: readonly string[] = []): Promise<{ page: Page; problems: string[] }> {
+  const page = await context.newPage();
+  const problems: string[] = [];
+  page.on('console', (m) => {
+    if (m.type() === 'error' && !m.text().startsWith('Failed to load resource')) problems.push(m.text());
+  });
+  page.on('requestfailed', (r) => problems.push(`failed: ${r.url()}`));
+  page.on('response', (r) => {
+    if (r.status() >= 400 && !allowed.includes(r.url()) && new URL(r.url()).pathname !== '/favicon.ico') problems.push(`${r.status()}: ${r.url()}`);
+  });
+  return { page, problems };
+}
+
+/**
  * Headless Chromium for the browser tests. `--no-sandbox` because the tests may run as root; the rest keeps the
  * browser from reaching anything but the loopback servers the tests start.
  */

@@ -90,7 +90,7 @@ const LAYERS = {
   escapes: 'percentEscapeCheck',
   'body-limit': 'declaredBodyLimit',
   'error-shield': 'errorShield(log, health)',
-  'storage-gate': 'storageGate(health)',
+  'storage-gate': 'storageGate(health, provider)',
   'as-metadata': 'authorizationServerMetadata',
   interactions: 'interactionRoutes(interactions)',
 };

@@ -38,11 +38,12 @@ const { values: opt } = parseArgs({
     rate: { type: 'string' },
     rounds: { type: 'string', default: '3' },
     variants: { type: 'string', default: 'full,audit-store,audit,layers,bare' },
+    check: { type: 'boolean', default: false },
     help: { type: 'boolean', default: false },
   },
 });
-if (opt.help || !opt.only || !opt.rate) {
-  process.stdout.write('usage: node bench/ablate.mjs --only SCENARIO --rate N [--rounds 3] [--variants full,audit-store,audit,layers,bare] (see the comment at the top of bench/ablate.mjs)\n');
+if (opt.help || (!opt.check && (!opt.only || !opt.rate))) {
+  process.stdout.write('usage: node bench/ablate.mjs --only SCENARIO --rate N [--rounds 3] [--variants full,audit-store,audit,layers,bare] (see the comment at the top of bench/ablate.mjs)\n       node bench/ablate.mjs --check   (only check that every edit still applies to dist/ once; test/unit/bench-ablate.test.ts)\n');
   process.exit(opt.help ? 0 : 2);
 }
 const KNOWN = new Set(['full', 'audit-store', 'audit-turn', 'audit-record', 'audit', 'layers', 'bare']);
@@ -124,6 +125,11 @@ for (const { file, find, replace } of EDITS) {
     process.exit(1);
   }
   writeFileSync(path, text.replace(find, replace));
+}
+
+if (opt.check) {
+  process.stdout.write(`bench/ablate.mjs: all ${EDITS.length} edits apply to dist/ once\n`);
+  process.exit(0);
 }
 
 const cli = join(dir, 'dist', 'server', 'cli.js');

@@ -1,6 +1,6 @@
 import type { Configuration, KoaContextWithOIDC } from 'oidc-provider';
 
-import { errorPage, loggedOutPage, logoutPage, unavailablePage } from './views.js';
+import { errorPage, loggedOutPage, logoutPage, prefersPage, unavailablePage } from './views.js';
 import { shownClientName } from '../server/policies/display-text.js';
 
 /**
@@ -41,7 +41,7 @@ export const postLogoutSuccessSource: NonNullable<RpInitiatedLogout['postLogoutS
  * RFC 6749 JSON error body.
  */
 export const renderError: NonNullable<Configuration['renderError']> = (ctx, out) => {
-  if (ctx.accepts('json', 'html') !== 'html') {
+  if (!prefersPage(ctx)) {
     ctx.type = 'json';
     ctx.body = out;
     return;

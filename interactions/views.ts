@@ -129,6 +129,14 @@ export function errorPage(title: string, message: string): string {
   return layout(title, `<h1>${esc(title)}</h1><p class="error">${esc(message)}</p>`);
 }
 
+/**
+ * Whether the caller asked for a page rather than JSON: a browser loading a page prefers `text/html`, while API
+ * clients (no `Accept`, any type, or JSON) keep the RFC-shaped JSON error body. One rule for every error answer.
+ */
+export function prefersPage(ctx: { accepts(...types: string[]): string | false }): boolean {
+  return ctx.accepts('json', 'html') === 'html';
+}
+
 /** What a person is shown while agentauth cannot reach its store (503 temporarily_unavailable), wherever they meet it. */
 export function unavailablePage(): string {
   return errorPage('Temporarily unavailable', 'This sign-in service cannot reach its storage right now. Wait a few seconds and reload this page, or go back to the application and start again.');

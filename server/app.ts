@@ -11,7 +11,7 @@ import type { Logger } from './logger.js';
 import { auditTrail } from './audit/trail.js';
 import type { AuditRecorder } from './audit/trail.js';
 import { ASSET_PATH, interactionRoutes } from '../interactions/routes.js';
-import { errorPage, unavailablePage } from '../interactions/views.js';
+import { errorPage, prefersPage, unavailablePage } from '../interactions/views.js';
 import type { InteractionDeps } from '../interactions/routes.js';
 import { declaredBodyLimit, drainUnreadBody } from './http/body-limit.js';
 import { bodyReceiptClock } from './http/body-received.js';
@@ -45,7 +45,6 @@ const STORAGE_FREE = new Set([LIVENESS_PATH, READINESS_PATH, '/jwks', KEY_ARCHIV
 
 const RETRY_AFTER_SECONDS = '5';
 
-
 /**
  * Answers a request agentauth cannot serve now (503) or could not serve (500): the RFC 6749 JSON error body, or, for a
  * browser that asks for a page (a person on the authorization endpoint, the login or consent page, or the logout
@@ -57,7 +56,7 @@ function failed(ctx: Koa.Context, status: 500 | 503): void {
   const body = status === 503
     ? { error: 'temporarily_unavailable', error_description: 'the authorization server cannot reach its storage; retry shortly' }
     : { error: 'server_error', error_description: 'an unexpected error occurred' };
-  if (ctx.accepts('json', 'html') !== 'html') {
+  if (!prefersPage(ctx)) {
     ctx.body = body;
     return;
   }

@@ -23,8 +23,10 @@ const KEY_PREFIX = 'h1.';
  * whoever read one from the database would otherwise present it as the credential.
  */
 const unsealable = (id: string): boolean => !id.startsWith(KEY_PREFIX);
-/** A refresh token's own value, sealed, in its payload: what a reuse within the grace gets back as the successor. */
+/** A refresh token's or device code's own value, sealed, in its payload: what a reuse within the grace gets back as the successor, and what a device code found by its user code gets back as its `jti`. */
 const SEALED_VALUE = 'agentauth_sealed_value';
+/** What a device code's sealed value is bound to: the user code it is found by. */
+const userCodeBinding = (userCode: string): string => `user-code\0${userCode}`;
 /** An initial access token's public fingerprint, in its payload: what `clients iat list` shows and `revoke` takes. */
 export const FINGERPRINT_FIELD = 'agentauth_fingerprint';
 
@@ -89,6 +91,9 @@ class SealedIdModelStore implements ModelStore {
   #stored(id: string, key: string, payload: AdapterPayload): AdapterPayload {
     const { jti: _jti, ...rest } = payload as AdapterPayload & { jti?: unknown };
     if (this.name === 'RefreshToken') return { ...rest, [SEALED_VALUE]: this.#seal(id, key) };
+    // A device code is also looked up by its user code, which gives the payload and not the stored key: its value is
+    // sealed to the user code instead, and findByUserCode checks it against the record stored under that value.
+    if (this.name === 'DeviceCode' && typeof payload.userCode === 'string') return { ...rest, [SEALED_VALUE]: this.#seal(id, userCodeBinding(payload.userCode)) };
     if (this.name === 'InitialAccessToken') return { ...rest, [FINGERPRINT_FIELD]: credentialFingerprint(id) };
     return rest;
   }
@@ -115,8 +120,18 @@ class SealedIdModelStore implements ModelStore {
     return this.inner.findByUid(uid);
   }
 
-  findByUserCode(userCode: string): Promise<AdapterPayload | undefined> {
-    return this.inner.findByUserCode(userCode);
+  /**
+   * A device code by the user code a person typed, with its `jti` back in place (oidc-provider's DeviceCode needs it to
+   * be consumed or saved again). The value comes from its sealed copy, and counts only if the record stored under it
+   * carries the same user code: a sealed value moved from another record is not handed out.
+   */
+  async findByUserCode(userCode: string): Promise<AdapterPayload | undefined> {
+    const payload = await this.inner.findByUserCode(userCode);
+    if (!payload) return undefined;
+    const value = this.#unseal((payload as AdapterPayload & Record<string, unknown>)[SEALED_VALUE], userCodeBinding(userCode));
+    if (value === undefined) return this.acceptUnsealed && typeof payload.jti === 'string' && unsealable(payload.jti) ? payload : undefined; // stored before ids were sealed
+    const found = await this.find(value);
+    return found?.userCode === userCode ? found : undefined;
   }
 
   async consume(id: string): Promise<boolean> {

@@ -40,8 +40,7 @@ import { observeProviderEvents } from './metrics/provider-events.js';
 
 // The storage set-up lives in a module of its own, so that the CLI's storage commands need not load the provider.
 export { initStorage, openStorage, resolveKek } from './storage-setup.js';
-import { initStorage, openStorage, resolveKek } from './storage-setup.js';
-import { sealCredentialIds } from '../adapters/sealed-credential-ids.js';
+import { credentialStorage, initStorage, openStorage, resolveKek } from './storage-setup.js';
 
 export interface Agentauth {
   config: Config;
@@ -97,7 +96,7 @@ export async function boot(config: Config, log: Logger, options: BootOptions = {
     await initStorage(config, storage, log);
     const { kek, origin } = await resolveKek(config, storage, log);
     // Tokens, codes and registration access tokens are kept under keyed hashes of their values (adapters/sealed-credential-ids.ts).
-    const credentials = sealCredentialIds(storage, kek, { acceptUnsealed: config.storage.unsealedCredentials === 'accept' });
+    const credentials = credentialStorage(config, storage, kek);
     const policy = { retireGraceSeconds: retireGraceSeconds(config) };
     const audit = measuredAudit(new AuditLog(storage.audit, { chain: writerChain({ server: { port: config.port } }, config.auditChain) }), metrics);
     let generated: { kid: string; alg: string } | undefined;

@@ -1,13 +1,12 @@
 import type { Command } from 'commander';
 
-import { sealCredentialIds } from '../adapters/sealed-credential-ids.js';
 import type { Storage } from '../adapters/types.js';
 import { readCheckedKeys } from '../keys/integrity.js';
 import { upgradeKeyStoreRecorded } from './key-store-upgrade.js';
 import { deriveKey } from '../keys/seal.js';
 import { AuditLog } from './audit/log.js';
 import { writerChain } from './audit/writer-chain.js';
-import { resolveKek } from './storage-setup.js';
+import { credentialStorage, resolveKek } from './storage-setup.js';
 import { ClientSecretHasher } from './client-secrets.js';
 import { ConfigError, loadConfig } from './config.js';
 import type { Config } from './config.js';
@@ -48,7 +47,7 @@ async function withClientAdmin(fn: (admin: ClientAdmin) => Promise<void>): Promi
       note(`using the ${where(config, storage)} (issuer ${config.issuer})`);
       const admin = new ClientAdmin({
         // Initial access tokens are stored under keyed hashes, as the server stores them (adapters/sealed-credential-ids.ts).
-        storage: sealCredentialIds(storage, kek, { acceptUnsealed: config.storage.unsealedCredentials === 'accept' }),
+        storage: credentialStorage(config, storage, kek),
         hasher: new ClientSecretHasher(deriveKey(kek, 'client-secrets')),
         staticClients: config.clients,
         audit: (event) => audit.record(event),

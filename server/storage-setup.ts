@@ -1,5 +1,6 @@
 import { importLegacyLayout } from '../adapters/legacy-import.js';
 import { EmbeddedStorage } from '../adapters/memory.js';
+import { sealCredentialIds } from '../adapters/sealed-credential-ids.js';
 import type { Storage } from '../adapters/types.js';
 import { KeyMaterialError } from '../keys/errors.js';
 import { configuredKek, embeddedKek } from '../keys/kek.js';
@@ -96,3 +97,12 @@ export async function resolveKek(config: Config, storage: Storage, log: Logger):
   return kek;
 }
 
+/**
+ * The storage with tokens, codes and registration and initial access tokens kept under keyed hashes of their values
+ * (adapters/sealed-credential-ids.ts), and records stored before ids were sealed still found while
+ * `storage.unsealedCredentials` is `accept`. The server and the CLI both open credentials through this, so the two
+ * never disagree on which stored ids they accept.
+ */
+export function credentialStorage(config: Pick<Config, 'storage'>, storage: Storage, kek: Buffer): Storage {
+  return sealCredentialIds(storage, kek, { acceptUnsealed: config.storage.unsealedCredentials === 'accept' });
+}

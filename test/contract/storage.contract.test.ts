@@ -1,9 +1,12 @@
+import { randomBytes } from 'node:crypto';
+
 import type { CommandStartedEvent } from 'mongodb';
 import { errors } from 'oidc-provider';
 
 import { InvalidStorageValueError } from '../../adapters/errors.js';
 import { MongoStorage } from '../../adapters/mongodb.js';
 import { RefreshTokenRaceLost, oidcAdapterFactory } from '../../adapters/oidc-adapter.js';
+import { sealCredentialIds } from '../../adapters/sealed-credential-ids.js';
 import { SqliteStorage } from '../../adapters/sqlite.js';
 import type { AdapterPayload, ModelName, Storage, StoredKey } from '../../adapters/types.js';
 import { MAX_REVOKED_LOOKUP, MODEL_NAMES } from '../../adapters/types.js';
@@ -473,6 +476,31 @@ describe.each(FACTORIES)('storage contract: $name', (factory) => {
     const results = await Promise.all(Array.from({ length: 30 }, () => storage.nonces.takeAttempt(key, 21, 60)));
     expect(results.filter(Boolean)).toHaveLength(16);
     for (let i = 0; i < 4; i += 1) expect(await storage.nonces.takeAttempt(key, 21, 60)).toBe(false);
+  });
+
+  test('sealed device codes: found by user code with their jti back, under the stored key only; a sealed value moved to another record, or one sealed under another KEK, is not handed out', async () => {
+    const kek = randomBytes(32);
+    const sealed = sealCredentialIds(storage, kek, { acceptUnsealed: false }).model('DeviceCode');
+    const [code, other] = [rid(), rid()];
+    const userCode = `UC-${code}`;
+    await sealed.upsert(code, { jti: code, kind: 'DeviceCode', userCode, grantId: `g-${code}` }, 60);
+    expect(await storage.model('DeviceCode').find(code)).toBeUndefined(); // not stored under the code itself
+    expect(await sealed.findByUserCode(userCode)).toEqual({ jti: code, kind: 'DeviceCode', userCode, grantId: `g-${code}` });
+    expect(await sealed.findByUserCode(`${userCode}-nope`)).toBeUndefined();
+    // The same sealed value copied into another record with another user code: bound to the first user code.
+    const raw = await storage.model('DeviceCode').findByUserCode(userCode);
+    await storage.model('DeviceCode').upsert(`h1.${other}`, { ...raw, userCode: `UC-${other}` }, 60);
+    expect(await sealed.findByUserCode(`UC-${other}`)).toBeUndefined();
+    // Another KEK cannot unseal it.
+    expect(await sealCredentialIds(storage, randomBytes(32), { acceptUnsealed: false }).model('DeviceCode').findByUserCode(userCode)).toBeUndefined();
+    // Once consumed and destroyed, it is gone by either lookup.
+    await sealed.destroy(code);
+    expect(await sealed.findByUserCode(userCode)).toBeUndefined();
+    // A device code stored before ids were sealed is found while unsealed ids are accepted, and not after.
+    const legacy = rid();
+    await storage.model('DeviceCode').upsert(legacy, { jti: legacy, kind: 'DeviceCode', userCode: `UC-${legacy}` }, 60);
+    expect((await sealCredentialIds(storage, kek, { acceptUnsealed: true }).model('DeviceCode').findByUserCode(`UC-${legacy}`))?.jti).toBe(legacy);
+    expect(await sealed.findByUserCode(`UC-${legacy}`)).toBeUndefined();
   });
 
   test('consume of a missing record fails', async () => {

@@ -16,6 +16,7 @@ import type { InteractionDeps } from '../interactions/routes.js';
 import { declaredBodyLimit, drainUnreadBody } from './http/body-limit.js';
 import { bodyReceiptClock } from './http/body-received.js';
 import { requestOriginCheck } from './http/request-origin.js';
+import { requestTarget } from './http/request-target.js';
 import { unmatchedRequests } from './http/unmatched.js';
 import { isProbeRequest, LIVENESS_PATH, READINESS_PATH } from './http/probe-paths.js';
 import { requestId } from './http/request-id.js';
@@ -160,6 +161,8 @@ export function createApp({ provider, health, keyring, cookieKeys, log, interact
   const app = new Koa();
   // Same keys as the provider's cookies: required when the provider is mounted (see shared notes).
   app.keys = cookieKeys;
+  // First: an absolute-form request target becomes the origin-form every layer reads (server/http/request-target.ts).
+  app.use(requestTarget);
   if (inFlight) app.use(inFlight.middleware);
   // Then: every log line and audit record of the request carries its id (server/http/request-id.ts).
   app.use(requestId);

@@ -2,6 +2,7 @@ import { isIPv6 } from 'node:net';
 import type Koa from 'koa';
 
 import { isProbeRequest } from './probe-paths.js';
+import { refusedTarget } from './request-target.js';
 
 /** RFC 3986 §3.2.2 reg-name characters (IPv4 addresses are a subset), without percent-encoding. */
 const REG_NAME = /^[A-Za-z0-9\-._~!$&'()*+,;=]{1,253}$/;
@@ -42,11 +43,14 @@ function refuse(ctx: Koa.Context, description: string): void {
  *   - a Host header that is not a valid host[:port];
  *   - behind a trusted proxy (TRUST_PROXY=true), an X-Forwarded-Host that is not one, or an X-Forwarded-Proto other
  *     than http or https (which would otherwise be advertised in discovery, or make URL building throw);
+ *   - an absolute-form request target that requestTarget refused (its authority replaces the Host header);
  *   - an empty Host header, or none (HTTP/1.0; Node already refuses an HTTP/1.1 request without one): there is no
  *     host to build URLs from, and discovery advertised `http://.well-known/token` and the like. The liveness and
  *     readiness probes, which build no URL, still answer such a request.
  */
 export const requestOriginCheck: Koa.Middleware = async (ctx, next) => {
+  const target = refusedTarget(ctx); // an absolute-form target that names no acceptable origin (request-target.ts)
+  if (target) return refuse(ctx, target);
   const header = ctx.get('host');
   // ctx.host: the Host header, or behind a trusted proxy X-Forwarded-Host (its first value), as URLs are built from it.
   if (ctx.host === '' && !isProbeRequest(ctx)) {

@@ -317,6 +317,58 @@ describe('bad input gets an RFC-shaped 4xx, never a 500, and changes nothing', (
     });
   });
 
+  describe('absolute-form request targets (RFC 9112 §3.2.2)', () => {
+    const regBody = JSON.stringify({ client_name: 'absolute-form', redirect_uris: [REDIRECT], token_endpoint_auth_method: 'client_secret_basic', scope: 'read' });
+
+    test.each([
+      ['an unclosed IPv6 bracket', 'GET', '/healthz', (p: number) => `http://[::1:${p}/healthz`, /^the request target must name a host name or IP address/],
+      ['a port out of range', 'GET', '/.well-known/openid-configuration', () => 'http://evil.example:70000/.well-known/openid-configuration', /^the request target must name a host name or IP address/],
+      ['no host', 'GET', '/.well-known/openid-configuration', () => 'http:///.well-known/openid-configuration', /^the request target must name a host name or IP address/],
+      ['user information', 'GET', '/.well-known/openid-configuration', (p: number) => `http://user:pw@localhost:${p}/.well-known/openid-configuration`, /^the request target must not carry user information/],
+      ['another scheme', 'POST', '/token', () => 'ftp://evil.example/token', /^the request target's scheme must be this connection's \(http\), got "ftp"/],
+      ['https, on a server reached over http', 'POST', '/token', (p: number) => `https://localhost:${p}/token`, /^the request target's scheme must be this connection's \(http\), got "https"/],
+    ])('with %s is 400 invalid_request, not a 500 (%s %s)', async (_label, method, _path, target, description) => {
+      const res = await raw(port, method, target(port), {}, method === 'POST' ? 'grant_type=client_credentials' : '');
+      expectOAuthError(res, 400, 'invalid_request', description);
+      expect(res.headers['x-request-id']).toBeDefined();
+      expect(res.headers['x-content-type-options']).toBe('nosniff');
+    });
+
+    test('a registration sent to a refused target stores no client, and a read of one leaves its registration access token usable', async () => {
+      const before = await clients().countDocuments();
+      const res = await raw(port, 'POST', 'http://evil.example:70000/reg', { 'content-type': 'application/json' }, regBody);
+      expectOAuthError(res, 400, 'invalid_request');
+      expect(await clients().countDocuments()).toBe(before);
+
+      const { status, body } = await register(issuer, JSON.parse(regBody));
+      expect(status).toBe(201);
+      const path = new URL(body.registration_client_uri as string).pathname;
+      const refused = await raw(port, 'GET', `http://evil.example:70000${path}`, { authorization: `Bearer ${body.registration_access_token as string}` });
+      expectOAuthError(refused, 400, 'invalid_request');
+      const read = await fetch(body.registration_client_uri as string, { headers: { authorization: `Bearer ${body.registration_access_token as string}` } });
+      expect(read.status).toBe(200);
+    });
+
+    test('a well-formed one is served as its path, under the host it names (which replaces the Host header), with the path as sent', async () => {
+      const same = await raw(port, 'GET', `http://localhost:${port}/.well-known/openid-configuration`, { host: 'ignored.example' });
+      expect(same.status).toBe(200);
+      expect(JSON.parse(same.body).token_endpoint).toBe(`http://localhost:${port}/token`);
+      const upper = await raw(port, 'GET', `HTTP://LOCALHOST:${port}/healthz`);
+      expect(upper.status).toBe(200);
+      const query = await raw(port, 'GET', `http://localhost:${port}?x=1`);
+      expectOAuthError(query, 404, 'not_found', /at GET \/$/);
+      // Dot segments are not resolved away: the same 404 as the origin-form spelling, not the token endpoint.
+      const dots = await raw(port, 'GET', `http://localhost:${port}/a/../jwks`);
+      const dotsOrigin = await raw(port, 'GET', '/a/../jwks');
+      expect([dots.status, JSON.parse(dots.body).error]).toEqual([dotsOrigin.status, JSON.parse(dotsOrigin.body).error]);
+      expect(dots.status).toBe(404);
+    });
+
+    test('none of these made the server log an error', () => {
+      expect(logLines(as.server.output()).filter((l) => l.level === 'error' || l.event === 'server_error')).toEqual([]);
+    });
+  });
+
   describe('oversized request bodies', () => {
     const big = Buffer.alloc(MIB3, 'a');
 

@@ -12,14 +12,28 @@ export const MAX_REQUEST_BODY = 64 * 1024;
 
 /** RFC 9110 §15.5.16: content in a coding the server does not decode. */
 const UNSUPPORTED_MEDIA_TYPE = 415;
+/** RFC 9112 §6.1: a transfer coding the server does not understand. */
+const NOT_IMPLEMENTED = 501;
 
 /**
- * What a request's headers say of its body, checked before any endpoint runs: 413 invalid_request when the
+ * What a request's headers say of its body, checked before any endpoint runs: 501 invalid_request for a transfer coding
+ * other than chunked (gzip, deflate, ... before it: RFC 9112 §6.1), 413 invalid_request when the
  * Content-Length is already too large, and 415 (with `Accept-Encoding: identity`, RFC 7694 §3) when the body is
  * compressed or otherwise encoded: no endpoint decodes it, and oidc-provider read a gzip-labelled body as if it were
  * plain. Nothing of such a body is read.
  */
 export const declaredBodyLimit: Koa.Middleware = async (ctx, next) => {
+  // Node's parser takes any codings before a final `chunked` and hands on the body with only `chunked` undone.
+  const codings = ctx.get('transfer-encoding').split(',').map((c) => c.trim().toLowerCase()).filter((c) => c !== '');
+  const unknown = codings.find((c) => c !== 'chunked');
+  if (unknown !== undefined) {
+    ctx.status = NOT_IMPLEMENTED;
+    ctx.body = {
+      error: 'invalid_request',
+      error_description: `the request body has a transfer coding this server does not decode (Transfer-Encoding: ${JSON.stringify(unknown.slice(0, 50))}); send it with chunked alone or a Content-Length (RFC 9112 §6.1)`,
+    };
+    return;
+  }
   const encoding = ctx.get('content-encoding').trim().toLowerCase();
   if (encoding !== '' && encoding !== 'identity') {
     ctx.status = UNSUPPORTED_MEDIA_TYPE;

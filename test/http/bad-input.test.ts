@@ -435,6 +435,25 @@ describe('bad input gets an RFC-shaped 4xx, never a 500, and changes nothing', (
       expect(await clients().countDocuments()).toBe(before);
     });
 
+    test.each([
+      ['/reg', 'application/json', 'gzip, chunked', JSON.stringify({ client_name: 'te', redirect_uris: [REDIRECT], token_endpoint_auth_method: 'client_secret_basic', scope: 'read' })],
+      ['/REG/', 'application/json', 'deflate,chunked', JSON.stringify({ client_name: 'te', redirect_uris: [REDIRECT], token_endpoint_auth_method: 'client_secret_basic', scope: 'read' })],
+      ['/token', 'application/x-www-form-urlencoded', 'foo, Chunked', 'grant_type=client_credentials'],
+    ] as const)('a body sent with another transfer coding before chunked to %s (%s, %s) gets 501, nothing is stored, and the connection serves the next request', async (path, type, codings, body) => {
+      const before = await clients().countDocuments();
+      const conn = new RawConnection(port);
+      try {
+        const chunk = Buffer.from(body);
+        conn.write(`POST ${path} HTTP/1.1\r\nhost: localhost:${port}\r\ncontent-type: ${type}\r\ntransfer-encoding: ${codings}\r\n\r\n${chunk.length.toString(16)}\r\n${body}\r\n0\r\n\r\n`);
+        const res = await conn.response();
+        expectOAuthError(res, 501, 'invalid_request', /^the request body has a transfer coding this server does not decode \(Transfer-Encoding: "(gzip|deflate|foo)"\); send it with chunked alone or a Content-Length \(RFC 9112 §6\.1\)$/);
+        await sameConnectionServes(conn);
+      } finally {
+        conn.destroy();
+      }
+      expect(await clients().countDocuments()).toBe(before);
+    });
+
     // Between oidc-provider's limit (56 KiB) and the server's (64 KiB) the answer was "failed to parse the request body".
     test.each([
       ['/token', 'application/x-www-form-urlencoded', `grant_type=client_credentials&x=${'a'.repeat(60_000)}`],

@@ -12,12 +12,19 @@ export const MAX_REQUEST_BODY = 64 * 1024;
 
 /** RFC 9110 §15.5.16: content in a coding the server does not decode. */
 const UNSUPPORTED_MEDIA_TYPE = 415;
+/** The charsets a body is read in: UTF-8, and US-ASCII, which is a subset of it. */
+const UTF8_CHARSETS: ReadonlySet<string> = new Set(['utf-8', 'utf8', 'us-ascii']);
+
+/** Whether the request carries a body (RFC 9112 §6.3): a non-zero Content-Length, or a Transfer-Encoding. */
+const hasBody = (ctx: Koa.Context): boolean => (ctx.request.length ?? 0) > 0 || ctx.get('transfer-encoding') !== '';
+
 /** RFC 9112 §6.1: a transfer coding the server does not understand. */
 const NOT_IMPLEMENTED = 501;
 
 /**
  * What a request's headers say of its body, checked before any endpoint runs: 501 invalid_request for a transfer coding
- * other than chunked (gzip, deflate, ... before it: RFC 9112 §6.1), 413 invalid_request when the
+ * other than chunked (gzip, deflate, ... before it: RFC 9112 §6.1), 415 invalid_request for a charset other than
+ * UTF-8 (and US-ASCII), 413 invalid_request when the
  * Content-Length is already too large, and 415 (with `Accept-Encoding: identity`, RFC 7694 §3) when the body is
  * compressed or otherwise encoded: no endpoint decodes it, and oidc-provider read a gzip-labelled body as if it were
  * plain. Nothing of such a body is read.
@@ -31,6 +38,17 @@ export const declaredBodyLimit: Koa.Middleware = async (ctx, next) => {
     ctx.body = {
       error: 'invalid_request',
       error_description: `the request body has a transfer coding this server does not decode (Transfer-Encoding: ${JSON.stringify(unknown.slice(0, 50))}); send it with chunked alone or a Content-Length (RFC 9112 §6.1)`,
+    };
+    return;
+  }
+  // oidc-provider reads `ctx.charset`, which Koa 3's context does not have: every body was read as UTF-8 whatever its
+  // Content-Type said. A body in another charset is refused instead of misread (RFC 6749 Appendix B: UTF-8).
+  const charset = ctx.request.charset.toLowerCase();
+  if (charset !== '' && !UTF8_CHARSETS.has(charset) && hasBody(ctx)) {
+    ctx.status = UNSUPPORTED_MEDIA_TYPE;
+    ctx.body = {
+      error: 'invalid_request',
+      error_description: `the request body's charset is not supported (charset=${JSON.stringify(charset.slice(0, 50))}): send it as utf-8`,
     };
     return;
   }

@@ -454,6 +454,31 @@ describe('bad input gets an RFC-shaped 4xx, never a 500, and changes nothing', (
       expect(await clients().countDocuments()).toBe(before);
     });
 
+    test.each([
+      ['/reg', 'application/json; charset=utf-16le', Buffer.from(JSON.stringify({ client_name: 'u16', redirect_uris: [REDIRECT], token_endpoint_auth_method: 'client_secret_basic', scope: 'read' }), 'utf16le')],
+      ['/REG/', 'application/json; charset=latin1', JSON.stringify({ client_name: 'l1', redirect_uris: [REDIRECT], token_endpoint_auth_method: 'client_secret_basic', scope: 'read' })],
+      ['/token', 'application/x-www-form-urlencoded; charset=bogus', 'grant_type=client_credentials'],
+      ['/token/introspection', 'application/x-www-form-urlencoded;charset="ISO-8859-1"', 'token=abc'],
+    ] as const)('a body to %s declared in another charset (%s) gets 415 saying to send utf-8, and nothing is stored', async (path, type, body) => {
+      const before = await clients().countDocuments();
+      const conn = new RawConnection(port);
+      try {
+        const bytes = Buffer.from(body);
+        conn.write(Buffer.concat([Buffer.from(`POST ${path} HTTP/1.1\r\nhost: localhost:${port}\r\ncontent-type: ${type}\r\ncontent-length: ${bytes.length}\r\n\r\n`), bytes]));
+        expectOAuthError(await conn.response(), 415, 'invalid_request', /^the request body's charset is not supported \(charset="[a-z0-9-]+"\): send it as utf-8$/);
+      } finally {
+        conn.destroy();
+      }
+      expect(await clients().countDocuments()).toBe(before);
+    });
+
+    test('a body declared as utf-8 or us-ascii, in any spelling, is read', async () => {
+      const metadata = JSON.stringify({ client_name: 'charset', redirect_uris: [REDIRECT], token_endpoint_auth_method: 'client_secret_basic', scope: 'read' });
+      for (const type of ['application/json; charset=UTF-8', 'application/json;charset="utf8"', 'application/json; charset=us-ascii']) {
+        expect((await raw(port, 'POST', '/reg', { 'content-type': type }, metadata)).status).toBe(201);
+      }
+    });
+
     // Between oidc-provider's limit (56 KiB) and the server's (64 KiB) the answer was "failed to parse the request body".
     test.each([
       ['/token', 'application/x-www-form-urlencoded', `grant_type=client_credentials&x=${'a'.repeat(60_000)}`],

@@ -256,7 +256,8 @@ export function providerConfiguration(deps: ProviderDeps): Configuration {
       introspection: { enabled: true, allowedPolicy: async (ctx, client, token) => mayIntrospect(client, (token as { clientId?: string }).clientId) },
       // RFC 7009 §2.1: only the client a token was issued to may revoke it. oidc-provider's default rule, stated here
       // (the default prints a "you SHOULD change it" line at the first revocation): a public caller's request is
-      // answered 200 and changes nothing, a confidential caller is told (JWT revocation: server/structured-tokens.ts).
+      // answered 200 and changes nothing, a confidential caller is told; JWT access tokens alike (revokeJwt in
+      // server/structured-tokens.ts).
       revocation: {
         enabled: true,
         allowedPolicy: async (_ctx, client, token) => {

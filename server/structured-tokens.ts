@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 
 import { decodeProtectedHeader, errors as joseErrors, jwtVerify, createLocalJWKSet } from 'jose';
 import type { JSONWebKeySet, JWTPayload } from 'jose';
+import { errors } from 'oidc-provider';
 import type { KoaContextWithOIDC, Provider } from 'oidc-provider';
 import introspectionHandlers from 'oidc-provider/lib/actions/introspection.js';
 import revocationHandlers from 'oidc-provider/lib/actions/revocation.js';
@@ -206,8 +207,14 @@ async function revokeJwt(ctx: KoaContextWithOIDC, deps: StructuredTokenDeps): Pr
   // The signature alone decides what may be revoked: a token forged with a retired key (inactive at introspection)
   // is still put on the denylist, for whoever checks it.
   const claims = await verifyAccessToken(String(ctx.oidc.params?.token), deps, { retiredKeyChecks: false });
-  // RFC 7009 §2.2: unknown, invalid or expired tokens, and tokens of another client, answer 200 and change nothing.
-  if (!claims || claims.client_id !== ctx.oidc.client?.clientId) return;
+  // RFC 7009 §2.2: unknown, invalid or expired tokens answer 200 and change nothing.
+  if (!claims) return;
+  // RFC 7009 §2.1: a token of another client is refused, with the rule and the answer oidc-provider's revocation
+  // policy gives an opaque one (server/provider.ts): a public caller gets 200, a confidential caller is told.
+  if (claims.client_id !== ctx.oidc.client?.clientId) {
+    if (ctx.oidc.client?.clientAuthMethod === 'none') return;
+    throw new errors.InvalidRequest('client is not authorized to revoke the presented token');
+  }
   await failClosedInProvider(async () => {
     // The mark first: tokens exchanged from this one (server/revocation-lineage.ts) expire with it at the latest.
     await deps.revoked.revoke(tokenMark(claims.jti!), claims.exp!);

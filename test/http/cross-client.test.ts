@@ -81,18 +81,33 @@ describe('cross-client misuse and escalation', () => {
 
   test.each([['JWT', RESOURCE, 'read'], ['opaque', OPAQUE_RESOURCE, 'files']])("B's revocation of A's %s access token and refresh token changes nothing (RFC 7009 §2.1)", async (_kind, resource, scope) => {
     const tokens = (await json(await redeem(a, await code(a, scope, resource), resource))).body;
-    for (const [value, stored] of [[tokens.access_token as string, _kind === 'opaque'], [tokens.refresh_token as string, true]] as const) {
+    for (const value of [tokens.access_token as string, tokens.refresh_token as string]) {
       const res = await fetch(`${issuer}/token/revocation`, {
         method: 'POST',
         headers: { authorization: basic(b.id, b.secret), 'content-type': 'application/x-www-form-urlencoded' },
         body: new URLSearchParams({ token: value }),
       });
-      // A stored token of another client: B is told it may not (RFC 7009 §2.1); a JWT: 200 and nothing happens.
-      if (stored) expect({ status: res.status, body: await res.json() }).toEqual({ status: 400, body: { error: 'invalid_request', error_description: 'client is not authorized to revoke the presented token' } });
-      else expect(res.status).toBe(200);
+      // A token of another client, JWT or stored: B, a confidential client, is told it may not (RFC 7009 §2.1).
+      expect({ status: res.status, body: await res.json() }).toEqual({ status: 400, body: { error: 'invalid_request', error_description: 'client is not authorized to revoke the presented token' } });
     }
     expect((await introspect(issuer, tokens.access_token as string)).active).toBe(true);
     expect((await introspect(issuer, tokens.refresh_token as string)).active).toBe(true);
+  });
+
+  test("a public client's revocation of A's JWT, opaque and refresh tokens answers 200 and changes nothing (RFC 7009 §2.1, as oidc-provider answers a public caller)", async () => {
+    const pub = await register(issuer, { redirect_uris: [REDIRECT], grant_types: ['authorization_code', 'refresh_token'], token_endpoint_auth_method: 'none', scope: 'read files' });
+    expect(pub.status).toBe(201);
+    const jwt = (await json(await redeem(a, await code(a, 'read')))).body;
+    const opaque = (await json(await redeem(a, await code(a, 'files', OPAQUE_RESOURCE), OPAQUE_RESOURCE))).body;
+    for (const value of [jwt.access_token, jwt.refresh_token, opaque.access_token] as string[]) {
+      const res = await fetch(`${issuer}/token/revocation`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-www-form-urlencoded' },
+        body: new URLSearchParams({ token: value, client_id: pub.body.client_id as string }),
+      });
+      expect(res.status).toBe(200);
+      expect((await introspect(issuer, value)).active).toBe(true);
+    }
   });
 
   test("A's registration access token at B's configuration URI is refused and reveals or changes nothing of B", async () => {

@@ -48,6 +48,8 @@ const MAX_CONTACT = 320;
 export const MAX_REDIRECT_URIS = 20;
 /** client_uri, logo_uri, tos_uri, policy_uri: at most this many characters (what browsers and link previews handle). */
 const MAX_INFO_URI = 2000;
+/** A redirect or post-logout redirect URI: at most this many characters, as the other URIs (browsers follow it). */
+const MAX_REDIRECT_URI = 2000;
 /** The client-assertion algorithms the token endpoint accepts (enabledJWA.clientAuthSigningAlgValues, server/provider.ts). */
 export const CLIENT_AUTH_SIGNING_ALGS = ['ES256', 'ES384', 'EdDSA', 'PS256', 'RS256'] as const;
 /** The algorithms agentauth signs ID tokens with (enabledJWA.idTokenSigningAlgValues, server/provider.ts). */
@@ -109,6 +111,7 @@ function firstNonAscii(uri: string): string | undefined {
  * comes back with, and nothing the parser would strip, such as a trailing newline, hides in it).
  */
 export function checkRedirectUri(field: string, uri: string): void {
+  if (uri.length > MAX_REDIRECT_URI) throw redirectError(field, `must contain URIs of at most ${MAX_REDIRECT_URI} characters (one has ${uri.length})`);
   const bad = firstNonAscii(uri);
   if (bad) {
     throw redirectError(field, `must be printable ASCII without spaces (URIs are; internationalised host names go in their xn-- form); ${JSON.stringify(uri)} contains ${bad}`);

@@ -546,6 +546,8 @@ describe('bad input gets an RFC-shaped 4xx, never a 500, and changes nothing', (
       ['the default port', 'https://client.example.com:443/cb', /normalised form/],
       ['no path', 'https://client.example.com', /normalised form: register "https:\/\/client\.example\.com\/"/],
       ['dot segments', 'http://127.0.0.1:65000/x/../callback', /normalised form: register "http:\/\/127\.0\.0\.1:65000\/callback"/],
+      ['2,001 characters', `https://client.example.com/${'a'.repeat(2001 - 'https://client.example.com/'.length)}`, /must contain URIs of at most 2000 characters \(one has 2001\)/],
+      ['50,000 characters', `https://client.example.com/${'a'.repeat(50_000)}`, /must contain URIs of at most 2000 characters/],
     ])('%s is refused with invalid_redirect_uri naming the problem, and nothing is stored', async (_label, uri, description) => {
       const before = await clients().countDocuments();
       const res = await register(issuer, { ...valid, redirect_uris: [REDIRECT, uri] });
@@ -554,6 +556,13 @@ describe('bad input gets an RFC-shaped 4xx, never a 500, and changes nothing', (
       expect(res.body.error_description).toMatch(/^redirect_uris /);
       expect(res.body.error_description).toMatch(description);
       expect(await clients().countDocuments()).toBe(before);
+    });
+
+    test('a redirect URI of 2,000 characters is accepted', async () => {
+      const uri = `https://client.example.com/${'a'.repeat(2000 - 'https://client.example.com/'.length)}`;
+      const res = await register(issuer, { ...valid, redirect_uris: [uri] });
+      expect(res.status).toBe(201);
+      expect(res.body.redirect_uris).toEqual([uri]);
     });
 
     test('post_logout_redirect_uris meet the same rules', async () => {

@@ -9,6 +9,7 @@ import { startAdmin } from './admin/start-admin.js';
 import { adminListenerToken } from './admin/token.js';
 import { listen } from './http/listen.js';
 import type { AdminRoute } from './admin/routes.js';
+import { answerParseErrors } from './http/client-error.js';
 
 export interface Running {
   agentauth: Agentauth;
@@ -26,6 +27,7 @@ export async function start(config: Config, log: Logger, options: BootOptions & 
     throw err;
   });
   const server = createServer(agentauth.app.callback());
+  answerParseErrors(server);
   server.keepAliveTimeout = 5000;
   try {
     await listen(server, config.port, config.host, { port: 'PORT', host: 'HOST' });

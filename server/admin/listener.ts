@@ -12,6 +12,7 @@ import { loggedPath, matchRoute } from './routes.js';
 import type { AdminRoute } from './routes.js';
 import { AdminTokenCheck, bearerCredential } from './token.js';
 import { listen } from '../http/listen.js';
+import { answerParseErrors } from '../http/client-error.js';
 
 const REALM = 'Bearer realm="agentauth-admin"';
 
@@ -118,6 +119,7 @@ export interface AdminListener {
 /** Starts the admin listener on `admin.host:admin.port` (loopback by default). */
 export async function startAdminListener(admin: AdminConfig & { port: number }, app: Koa, log: Logger): Promise<AdminListener> {
   const server = createServer(app.callback());
+  answerParseErrors(server);
   server.keepAliveTimeout = 5000;
   await listen(server, admin.port, admin.host, { port: 'AGENTAUTH_CONFIG admin.port', host: 'AGENTAUTH_CONFIG admin.host' });
   log.info({ host: admin.host, port: admin.port }, 'admin API listening');

@@ -317,6 +317,38 @@ describe('bad input gets an RFC-shaped 4xx, never a 500, and changes nothing', (
     });
   });
 
+  describe("requests Node's HTTP parser refuses", () => {
+    test('a request line and headers over 16 KiB get 431 with a JSON error saying what to do, and the connection is closed', async () => {
+      const conn = new RawConnection(port);
+      try {
+        conn.write(`GET /auth?state=${'a'.repeat(20_000)} HTTP/1.1\r\nhost: localhost:${port}\r\n\r\n`);
+        const res = await conn.response();
+        expectOAuthError(res, 431, 'invalid_request', /^the request line and header fields exceed the 16384 bytes this server reads: send long parameters in a POST body/);
+        expect(res.headers['x-content-type-options']).toBe('nosniff');
+        expect(res.headers.connection).toBe('close');
+        await conn.closedByServer();
+      } finally {
+        conn.destroy();
+      }
+    });
+
+    test.each([
+      ['a method with a character no method has', 'G@T /jwks HTTP/1.1'],
+      ['a header line without a colon', 'GET /jwks HTTP/1.1\r\nnot a header'],
+    ])('%s gets 400 with a JSON error naming what the parser saw', async (_label, head) => {
+      const conn = new RawConnection(port);
+      try {
+        conn.write(`${head}\r\nhost: localhost:${port}\r\n\r\n`);
+        const res = await conn.response();
+        expectOAuthError(res, 400, 'invalid_request', /^the request is not valid HTTP\/1\.1 \([A-Za-z ]+\)$/);
+        await conn.closedByServer();
+      } finally {
+        conn.destroy();
+      }
+      expect((await raw(port, 'GET', '/healthz')).status).toBe(200);
+    });
+  });
+
   describe('absolute-form request targets (RFC 9112 §3.2.2)', () => {
     const regBody = JSON.stringify({ client_name: 'absolute-form', redirect_uris: [REDIRECT], token_endpoint_auth_method: 'client_secret_basic', scope: 'read' });
 

@@ -31,8 +31,8 @@ const NOT_IMPLEMENTED = 501;
  */
 export const declaredBodyLimit: Koa.Middleware = async (ctx, next) => {
   // Node's parser takes any codings before a final `chunked` and hands on the body with only `chunked` undone.
-  const codings = ctx.get('transfer-encoding').split(',').map((c) => c.trim().toLowerCase()).filter((c) => c !== '');
-  const unknown = codings.find((c) => c !== 'chunked');
+  const te = ctx.get('transfer-encoding');
+  const unknown = te === '' ? undefined : te.split(',').map((c) => c.trim().toLowerCase()).find((c) => c !== '' && c !== 'chunked');
   if (unknown !== undefined) {
     ctx.status = NOT_IMPLEMENTED;
     ctx.body = {
@@ -43,7 +43,8 @@ export const declaredBodyLimit: Koa.Middleware = async (ctx, next) => {
   }
   // oidc-provider reads `ctx.charset`, which Koa 3's context does not have: every body was read as UTF-8 whatever its
   // Content-Type said. A body in another charset is refused instead of misread (RFC 6749 Appendix B: UTF-8).
-  const charset = ctx.request.charset.toLowerCase();
+  // Content-Type is parsed only when it names a parameter (most requests send none, or none at all).
+  const charset = ctx.get('content-type').includes(';') ? ctx.request.charset.toLowerCase() : '';
   if (charset !== '' && !UTF8_CHARSETS.has(charset) && hasBody(ctx)) {
     ctx.status = UNSUPPORTED_MEDIA_TYPE;
     ctx.body = {

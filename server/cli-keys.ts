@@ -9,7 +9,7 @@ import type { ArchivedKey } from '../keys/keyring.js';
 import { deriveKeyView } from '../keys/lifecycle.js';
 import { retireKey, rotateKeys, withdrawKey } from '../keys/rotation.js';
 import { resolveKek } from './storage-setup.js';
-import { ConfigError, retireGraceSeconds } from './config.js';
+import { ConfigError, issuerProblem, retireGraceSeconds } from './config.js';
 import { answer, checkOutFile, CliUsageError, EXIT, requireInitialised, withJson, withStore } from './cli-context.js';
 import type { CliContext } from './cli-context.js';
 import type { Config } from './config.js';
@@ -181,8 +181,12 @@ export function registerKeyCommands(program: Command): void {
     .requiredOption('--public', 'required: public keys only (the only kind that is ever exported)')
     .option('--out <file>', 'write to this file instead of standard output')
     .option('--issuer <url>', 'the issuer to write into the archive (default: ISSUER; one of the two is required)')
-    .action((opts: JsonOpt & { out?: string; issuer?: string }) =>
-      withStore({ command: 'keys export', ...(opts.issuer !== undefined ? { issuer: opts.issuer.replace(/\/$/, '') } : {}) }, async (storage, config, ctx) => {
+    .action((opts: JsonOpt & { out?: string; issuer?: string }) => {
+      // The rule ISSUER follows: an archive naming an issuer no server can have would verify nothing (refused before
+      // any store is opened).
+      const problem = opts.issuer !== undefined ? issuerProblem(opts.issuer) : undefined;
+      if (problem !== undefined) throw new CliUsageError(`keys export --issuer ${opts.issuer}: ${problem}`);
+      return withStore({ command: 'keys export', ...(opts.issuer !== undefined ? { issuer: opts.issuer.replace(/\/$/, '') } : {}) }, async (storage, config, ctx) => {
         if (opts.out !== undefined) checkOutFile(opts.out, config);
         if (ctx.issuer_source === 'default') {
           throw new CliUsageError(`keys export: ISSUER is not set; the archive names the issuer of the tokens it verifies, so set ISSUER (or --issuer) to the server's issuer rather than the default ${ctx.issuer}`);
@@ -196,8 +200,8 @@ export function registerKeyCommands(program: Command): void {
           // The archive itself is the answer (text or --json alike): the context went to stderr.
           process.stdout.write(`${JSON.stringify(archive, null, 2)}\n`);
         }
-      }),
-    );
+      });
+    });
 
   withJson(program.command('verify <token>'))
     .description('verify a token agentauth signed, against the key archive in storage (needs the KEK) or an exported file; exit 1 when invalid')

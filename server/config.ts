@@ -319,19 +319,30 @@ const port = z
   .transform(Number)
   .refine((n) => n >= 1 && n <= 65535, 'must be an integer from 1 to 65535');
 
+/**
+ * What an issuer must be, for ISSUER and for `keys export --issuer` (issuerProblem): an http(s) URL with no path,
+ * query or fragment.
+ */
+const issuerUrl = z
+  .string()
+  .refine((v) => {
+    const u = URL.parse(v);
+    return u !== null && (u.protocol === 'https:' || u.protocol === 'http:') && !u.search && !v.includes('?') && !v.includes('#');
+  }, 'must be an http(s) URL with no query or fragment')
+  // agentauth serves its endpoints at the root of its host: with a path in the issuer, discovery at the issuer's
+  // well-known URL (RFC 8414 §3, OIDC Discovery §4) and every endpoint URL would miss it, and clients refuse it.
+  .refine((v) => { const u = URL.parse(v); return u === null || u.pathname === '/' || u.pathname === ''; }, 'must have no path (https://auth.example.com, not https://auth.example.com/tenant): agentauth serves its endpoints at the root of its host; give it a host of its own');
+
+/** Why `value` cannot be agentauth's issuer (the ISSUER rule), or undefined when it can. */
+export function issuerProblem(value: string): string | undefined {
+  const parsed = issuerUrl.safeParse(value);
+  return parsed.success ? undefined : parsed.error.issues.map((i) => i.message).join('; ');
+}
+
 const envSchema = z.object({
   PORT: port.optional(),
   HOST: z.string().min(1).optional(),
-  ISSUER: z
-    .string()
-    .refine((v) => {
-      const u = URL.parse(v);
-      return u !== null && (u.protocol === 'https:' || u.protocol === 'http:') && !u.search && !v.includes('?') && !v.includes('#');
-    }, 'must be an http(s) URL with no query or fragment')
-    // agentauth serves its endpoints at the root of its host: with a path in the issuer, discovery at the issuer's
-    // well-known URL (RFC 8414 §3, OIDC Discovery §4) and every endpoint URL would miss it, and clients refuse it.
-    .refine((v) => { const u = URL.parse(v); return u === null || u.pathname === '/' || u.pathname === ''; }, 'must have no path (https://auth.example.com, not https://auth.example.com/tenant): agentauth serves its endpoints at the root of its host; give it a host of its own')
-    .optional(),
+  ISSUER: issuerUrl.optional(),
   MONGODB_URI: z.string().regex(/^mongodb(\+srv)?:\/\//, 'must start with mongodb:// or mongodb+srv://').optional(),
   MONGODB_DB: z.string().regex(/^[A-Za-z0-9_-]{1,63}$/, 'must be 1-63 letters, digits, "_" or "-"').optional(),
   AGENTAUTH_CONFIG: z.string().min(1).optional(),

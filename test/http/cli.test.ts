@@ -171,6 +171,33 @@ describe('every command says where it looked; --json answers are JSON only', () 
     expect(refused.stdout).toBe('');
   });
 
+  test('keys export --issuer follows the ISSUER rule: a path, query or fragment is a usage error (exit 2), before any store is opened', async () => {
+    for (const [issuer, why] of [
+      ['https://x.example.com/path', 'must have no path'],
+      ['https://x.example.com?tenant=a', 'must be an http(s) URL with no query or fragment'],
+      ['https://x.example.com#a', 'must be an http(s) URL with no query or fragment'],
+      ['x.example.com', 'must be an http(s) URL with no query or fragment'],
+    ]) {
+      const out = join(tempDir(), 'keys.json');
+      const res = await runCli(['keys', 'export', '--public', '--issuer', issuer!, '--out', out], { AGENTAUTH_DATA_DIR: dataDir });
+      expect(res.code).toBe(2);
+      expect(res.stdout).toBe('');
+      // One line, and no context line: the store was not opened.
+      expect(res.stderr.startsWith(`agentauth: keys export --issuer ${issuer}: ${why}`)).toBe(true);
+      expect(res.stderr.split('\n')).toEqual([expect.any(String), '']);
+      expect(existsSync(out)).toBe(false);
+    }
+    const asJson = await runCli(['keys', 'export', '--public', '--issuer', 'https://x.example.com/path', '--json'], { AGENTAUTH_DATA_DIR: dataDir });
+    expect(asJson.code).toBe(2);
+    expect(json(asJson.stdout)).toMatchObject({ error: 'usage', exit_code: 2, error_description: expect.stringContaining('must have no path') });
+    // A valid issuer (a trailing "/" is no path) is still written, without the "/".
+    const out = join(tempDir(), 'keys.json');
+    const valid = await runCli(['keys', 'export', '--public', '--issuer', 'https://x.example.com/', '--out', out, '--json'], { AGENTAUTH_DATA_DIR: dataDir });
+    expect(valid.code).toBe(0);
+    expect(json(valid.stdout)).toMatchObject({ out, issuer: 'https://x.example.com', keys: expect.any(Number) });
+    expect(json(readFileSync(out, 'utf8'))).toMatchObject({ issuer: 'https://x.example.com', keys: expect.arrayContaining([expect.objectContaining({ kid })]) });
+  });
+
   test('verify says which store, issuer and keys it checked; a token of another issuer is invalid (exit 1) with a hint', async () => {
     const { privateKey } = await generateKeyPair('ES256');
     const foreign = await new SignJWT({ sub: 'x' }).setProtectedHeader({ alg: 'ES256', kid }).setIssuer('https://elsewhere.example.com').setExpirationTime('5m').sign(privateKey);

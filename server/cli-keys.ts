@@ -82,7 +82,10 @@ function keyLine(k: ArchivedKey): string {
   ].join('  ');
 }
 
-/** What a token was checked against, for the report: the store and issuer, or the archive file. */
+/**
+ * What a token was checked against, for the report: the store and issuer, or the archive file and the issuer it
+ * records (null when it records none, as a file saved from GET /keys).
+ */
 function checkedAgainst(ctx: CliContext | undefined, archive: { file: string; issuer: unknown } | undefined, keys: readonly ArchivedKey[]): Record<string, unknown> {
   const kids = keys.map((k) => k.kid);
   if (archive) return { archive: archive.file, issuer: typeof archive.issuer === 'string' ? archive.issuer : null, kids };
@@ -233,7 +236,8 @@ export function registerKeyCommands(program: Command): void {
           ...Object.entries(report)
             .filter(([k]) => k !== 'signature' && k !== 'reason')
             .map(([k, v]) => `${k}: ${typeof v === 'string' ? v : JSON.stringify(v)}`),
-          `checked against: ${against.archive ? `archive ${String(against.archive)}` : `${String(against.store)} ${String(against.location)}`}, issuer ${String(against.issuer)}, keys ${(against.kids as string[]).join(', ') || '(none)'}`,
+          // An archive saved from GET /keys names no issuer (only `keys export` writes one): say so, not "issuer null".
+          `checked against: ${against.archive ? `archive ${String(against.archive)}` : `${String(against.store)} ${String(against.location)}`}, ${against.issuer === null ? 'issuer not recorded in the archive' : `issuer ${String(against.issuer)}`}, keys ${(against.kids as string[]).join(', ') || '(none)'}`,
           ...(hint ? [`hint: ${hint}`] : []),
         ].join('\n'),
       );

@@ -1,7 +1,7 @@
-import { existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
-import { generateKeyPair, SignJWT } from 'jose';
+import { calculateJwkThumbprint, exportJWK, generateKeyPair, SignJWT } from 'jose';
 
 import { newKek, runCli, ROOT, tempDir, uniqueDbName, writeConfig } from '../support/server.js';
 import { mongoUri } from '../support/storages.js';
@@ -196,6 +196,30 @@ describe('every command says where it looked; --json answers are JSON only', () 
     expect(valid.code).toBe(0);
     expect(json(valid.stdout)).toMatchObject({ out, issuer: 'https://x.example.com', keys: expect.any(Number) });
     expect(json(readFileSync(out, 'utf8'))).toMatchObject({ issuer: 'https://x.example.com', keys: expect.arrayContaining([expect.objectContaining({ kid })]) });
+  });
+
+  test('verify --archive on a file with no issuer (saved from GET /keys) says so, not "issuer null"; --json holds issuer: null', async () => {
+    const { privateKey, publicKey } = await generateKeyPair('ES256');
+    const jwk = await exportJWK(publicKey);
+    const ownKid = await calculateJwkThumbprint(jwk);
+    const token = await new SignJWT({ sub: 'x' }).setProtectedHeader({ alg: 'ES256', kid: ownKid }).setIssuer(ISSUER).setExpirationTime('5m').sign(privateKey);
+    // The shape GET /keys serves: {"keys": [...]}, no issuer.
+    const file = join(tempDir(), 'keys.json');
+    writeFileSync(file, JSON.stringify({ keys: [{ kid: ownKid, alg: 'ES256', state: 'active', created_at: new Date().toISOString(), jwk: { ...jwk, kid: ownKid } }] }));
+    const text = await runCli(['verify', token, '--archive', file], {});
+    expect(text.code).toBe(0);
+    expect(text.stdout).toContain('signature valid');
+    expect(text.stdout).toContain(`checked against: archive ${file}, issuer not recorded in the archive, keys ${ownKid}\n`);
+    expect(text.stdout).not.toContain('issuer null');
+    expect(text.stderr).toContain(`against the archive ${file} (issuer not recorded, 1 keys); no store`);
+    const asJson = await runCli(['verify', token, '--archive', file, '--json'], {});
+    expect(asJson.code).toBe(0);
+    const report = json(asJson.stdout);
+    expect(report).toMatchObject({ signature: 'valid', checked_against: { archive: file, issuer: null, kids: [ownKid] } });
+    expect(report.hint).toBeUndefined();
+    // An archive written by keys export names its issuer.
+    writeFileSync(file, JSON.stringify({ issuer: ISSUER, keys: json(readFileSync(file, 'utf8')).keys }));
+    expect((await runCli(['verify', token, '--archive', file], {})).stdout).toContain(`checked against: archive ${file}, issuer ${ISSUER}, keys ${ownKid}\n`);
   });
 
   test('verify says which store, issuer and keys it checked; a token of another issuer is invalid (exit 1) with a hint', async () => {

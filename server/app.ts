@@ -17,6 +17,7 @@ import { declaredBodyLimit, drainUnreadBody } from './http/body-limit.js';
 import { bodyReceiptClock } from './http/body-received.js';
 import { requestOriginCheck } from './http/request-origin.js';
 import { requestTarget } from './http/request-target.js';
+import { dpopHeaderCheck } from './http/dpop-header.js';
 import { unmatchedRequests } from './http/unmatched.js';
 import { isProbeRequest, LIVENESS_PATH, READINESS_PATH } from './http/probe-paths.js';
 import { requestId } from './http/request-id.js';
@@ -175,6 +176,7 @@ export function createApp({ provider, health, keyring, cookieKeys, log, interact
   // Malformed requests end here, before any route or oidc-provider sees them (4xx, never a 500).
   app.use(requestOriginCheck);
   app.use(percentEscapeCheck);
+  app.use(dpopHeaderCheck);
   app.use(declaredBodyLimit);
   app.use(errorShield(log, health));
   app.use(auditTrail(audit, log));

@@ -38,6 +38,7 @@ import { logoutSource, postLogoutSuccessSource, renderError } from '../interacti
 import { NONCE_PATH } from '../interactions/routes.js';
 import { explainBodyParseErrors } from './http/body-parse-errors.js';
 import { whenRecorded } from './audit/trail.js';
+import { dpopHeaderProblem } from './http/dpop-header.js';
 
 /** How clients may authenticate, at the token, introspection and revocation endpoints alike. */
 const CLIENT_AUTH_METHODS = ['none', 'client_secret_basic', 'client_secret_post', 'private_key_jwt'] as const;
@@ -490,9 +491,15 @@ export function createProvider(deps: ProviderDeps): Provider {
   });
   // A DPoP proof that fails jose's checks (its typ, alg, embedded key, signature) is answered "invalid DPoP key
   // binding" whatever failed; the check that failed (jose's message, about the proof only) is what a developer needs.
-  for (const event of ['grant.error', 'userinfo.error']) {
+  for (const event of ['grant.error', 'userinfo.error', 'pushed_authorization_request.error']) {
     (provider as unknown as NodeJS.EventEmitter).on(event, (ctx: KoaContextWithOIDC, err: { cause?: unknown }) => {
       const body = ctx.body as Record<string, unknown> | undefined;
+      // An empty DPoP header, or several (server/http/dpop-header.ts): what is wrong is the header, not a proof.
+      const header = dpopHeaderProblem(ctx.req);
+      if (header !== undefined && body && typeof body === 'object' && body.error === 'invalid_dpop_proof') {
+        body.error_description = header;
+        return;
+      }
       const cause = err.cause as { code?: unknown; message?: unknown } | undefined;
       if (body && typeof body === 'object' && body.error === 'invalid_dpop_proof' && body.error_description === 'invalid DPoP key binding'
         && typeof cause?.code === 'string' && cause.code.startsWith('ERR_J') && typeof cause.message === 'string') {

@@ -1,4 +1,5 @@
 import { createHash, createPrivateKey, randomUUID } from 'node:crypto';
+import { request as httpRequest } from 'node:http';
 import { Wallet } from 'ethers';
 import { calculateJwkThumbprint, decodeJwt, exportJWK, generateKeyPair, SignJWT } from 'jose';
 import type { JWK } from 'jose';
@@ -123,6 +124,43 @@ describe('DPoP (RFC 9449) at the token and userinfo endpoints', () => {
     'signed by a key other than the one in the header': 'invalid DPoP proof: signature verification failed',
     'a malformed proof': 'invalid DPoP proof: JWS Protected Header is invalid',
   };
+
+  /** A client_credentials request with exactly these DPoP header fields (fetch drops an empty one and joins repeats). */
+  const withDpopFields = (fields: string[]) =>
+    new Promise<{ status: number; body: Record<string, unknown> }>((resolve, reject) => {
+      const body = new URLSearchParams({ grant_type: 'client_credentials', resource: RESOURCE, scope: 'read' }).toString();
+      const req = httpRequest(`${url}/token`, {
+        method: 'POST',
+        headers: [
+          'host', new URL(url).host,
+          'authorization', `Basic ${Buffer.from(`${RS_CLIENT.id}:${RS_CLIENT.secret}`).toString('base64')}`,
+          'content-type', 'application/x-www-form-urlencoded',
+          'content-length', String(Buffer.byteLength(body)),
+          ...fields.flatMap((f) => ['DPoP', f]),
+        ],
+      }, (res) => {
+        let text = '';
+        res.setEncoding('utf8').on('data', (c: string) => (text += c)).on('end', () => resolve({ status: res.statusCode!, body: JSON.parse(text) as Record<string, unknown> }));
+      });
+      req.on('error', reject);
+      req.end(body);
+    });
+
+  test('an empty DPoP header is refused with invalid_dpop_proof saying so, not read as no proof (which got a bearer token)', async () => {
+    for (const empty of ['', ' ']) {
+      const res = await withDpopFields([empty]);
+      expect(res).toEqual({ status: 400, body: { error: 'invalid_dpop_proof', error_description: 'the DPoP header is empty: send one DPoP proof JWT, or no DPoP header (RFC 9449 §4.3)' } });
+    }
+    // Without the header at all, this client still gets its bearer token.
+    expect((await withDpopFields([])).status).toBe(200);
+  });
+
+  test('two DPoP header fields are refused with invalid_dpop_proof saying so, even when each holds a valid proof', async () => {
+    const key = await keyPair();
+    const res = await withDpopFields([await proof(key, { htu: `${url}/token` }), await proof(key, { htu: `${url}/token` })]);
+    expect(res).toEqual({ status: 400, body: { error: 'invalid_dpop_proof', error_description: 'the request has 2 DPoP header fields: send one DPoP proof JWT (RFC 9449 §4.3)' } });
+    expect((await withDpopFields([await proof(key, { htu: `${url}/token` })])).body.token_type).toBe('DPoP');
+  });
 
   test.each([
     ['stale iat (10 minutes old)', -600],

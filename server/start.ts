@@ -26,7 +26,9 @@ export async function start(config: Config, log: Logger, options: BootOptions & 
     await agentauth.close();
     throw err;
   });
-  const server = createServer(agentauth.app.callback());
+  // An HTTP/1.1 request without Host is refused by requestOriginCheck (server/http/request-origin.ts) with a JSON
+  // error naming the header, like an empty one; Node's own check answered a bare 400.
+  const server = createServer({ requireHostHeader: false }, agentauth.app.callback());
   answerParseErrors(server);
   server.keepAliveTimeout = 5000;
   try {

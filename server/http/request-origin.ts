@@ -44,9 +44,10 @@ function refuse(ctx: Koa.Context, description: string): void {
  *   - behind a trusted proxy (TRUST_PROXY=true), an X-Forwarded-Host that is not one, or an X-Forwarded-Proto other
  *     than http or https (which would otherwise be advertised in discovery, or make URL building throw);
  *   - an absolute-form request target that requestTarget refused (its authority replaces the Host header);
- *   - an empty Host header, or none (HTTP/1.0; Node already refuses an HTTP/1.1 request without one): there is no
- *     host to build URLs from, and discovery advertised `http://.well-known/token` and the like. The liveness and
- *     readiness probes, which build no URL, still answer such a request.
+ *   - an empty Host header, or none (HTTP/1.0, or HTTP/1.1, which server/start.ts lets past Node's own bare 400 so
+ *     that it is answered here): there is no host to build URLs from, and discovery advertised
+ *     `http://.well-known/token` and the like. The liveness and readiness probes, which build no URL, still answer
+ *     such a request.
  */
 export const requestOriginCheck: Koa.Middleware = async (ctx, next) => {
   const target = refusedTarget(ctx); // an absolute-form target that names no acceptable origin (request-target.ts)

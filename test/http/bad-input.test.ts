@@ -246,17 +246,19 @@ describe('bad input gets an RFC-shaped 4xx, never a 500, and changes nothing', (
       expectOAuthError(res, 400, 'invalid_request', /^the Host header must be a host name or IP address with an optional port/);
     });
 
-    test('an empty Host header, or none (HTTP/1.0), is 400 invalid_request: no endpoint URL is built from it; the probes still answer', async () => {
+    test('an empty Host header, or none (HTTP/1.0 or 1.1), is 400 invalid_request: no endpoint URL is built from it; the probes still answer', async () => {
       for (const path of ['/.well-known/openid-configuration', '/token', '/reg', '/jwks']) {
         const res = await raw(port, 'GET', path, { host: '' });
         expectOAuthError(res, 400, 'invalid_request', /^the Host header must name this server \(RFC 9112 §3\.2\)/);
       }
-      const conn = new RawConnection(port);
-      try {
-        conn.write('GET /.well-known/openid-configuration HTTP/1.0\r\n\r\n');
-        expectOAuthError(await conn.response(), 400, 'invalid_request', /^the Host header must name this server/);
-      } finally {
-        conn.destroy();
+      for (const version of ['1.0', '1.1']) {
+        const conn = new RawConnection(port);
+        try {
+          conn.write(`GET /.well-known/openid-configuration HTTP/${version}\r\n\r\n`);
+          expectOAuthError(await conn.response(), 400, 'invalid_request', /^the Host header must name this server/);
+        } finally {
+          conn.destroy();
+        }
       }
       expect((await raw(port, 'GET', '/healthz', { host: '' })).status).toBe(200);
       expect((await raw(port, 'GET', '/readyz', { host: '' })).status).toBe(200);

@@ -462,8 +462,9 @@ export function createProvider(deps: ProviderDeps): Provider {
       const proof = requestDpopProof(provider, jti);
       const until = Math.max(exp, (proof && dpopProofAcceptedUntil(proof.payload)) ?? 0);
       const unique = await replay.insertOnce(id, { kind: 'ReplayDetection', jti: id, iss }, Math.max(1, until - Math.floor(Date.now() / 1000)));
-      // oidc-provider reports this as invalid_grant; RFC 9449 §5 makes a replayed proof an invalid DPoP proof.
-      if (!unique && proof?.route === 'token') throw replayedProof();
+      // oidc-provider reports this as invalid_grant at the token endpoint and invalid_token at userinfo; RFC 9449 §5
+      // and §7.1 make a replayed proof an invalid DPoP proof at both.
+      if (!unique && (proof?.route === 'token' || proof?.route === 'userinfo')) throw replayedProof();
       return unique;
     } catch (err) {
       if (err instanceof StorageUnavailableError) {

@@ -392,6 +392,19 @@ describe('DPoP (RFC 9449) at the token and userinfo endpoints', () => {
       expect(wrong.headers.get('www-authenticate')).toMatch(/ath mismatch/);
       expect((await userinfo(athOf(tokens.access_token))).status).toBe(200);
     });
+
+    test('userinfo: a replayed proof is refused as an invalid DPoP proof (RFC 9449 §7.1), not as an invalid token', async () => {
+      const { tokens, keys } = await codeFlow('openid');
+      const jwk = await exportJWK(keys.publicKey);
+      const ath = createHash('sha256').update(tokens.access_token).digest('base64url');
+      const dpop = await rawProof(keys.privateKey, { alg: 'ES256', typ: 'dpop+jwt', jwk }, { htm: 'GET', htu: `${url}/me`, iat: now(), jti: randomUUID(), ath });
+      const call = () => fetch(`${url}/me`, { headers: { authorization: `DPoP ${tokens.access_token}`, dpop } });
+      expect((await call()).status).toBe(200);
+      const replay = await call();
+      expect(replay.status).toBe(401);
+      expect(await replay.json()).toEqual({ error: 'invalid_dpop_proof', error_description: 'DPoP proof JWT replay detected: each proof (its jti) may be used once' });
+      expect(replay.headers.get('www-authenticate')).toMatch(/^DPoP .*error="invalid_dpop_proof"/);
+    });
   });
 });
 

@@ -3,6 +3,8 @@ import { parse as parseJson, traverse } from '@humanwhocodes/momoa';
 import type { ObjectNode } from '@humanwhocodes/momoa';
 import { errors } from 'oidc-provider';
 
+import { jsonDepthExceeds, MAX_METADATA_DEPTH } from './policies/json-depth.js';
+
 /** RFC 9110 §15.5.14: the request content is larger than the server is willing to process. */
 export const CONTENT_TOO_LARGE = 413;
 
@@ -41,6 +43,9 @@ export async function readBodyText(ctx: Koa.Context, limit: number): Promise<str
 
 const UTF8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
+/** The deepest nesting a JSON request body may have (the pages' bodies are flat; client metadata nests 4 deep). */
+const MAX_BODY_DEPTH = MAX_METADATA_DEPTH;
+
 /**
  * Parses JSON text, refusing malformed input with invalid_request, and an object that names a member twice
  * (RFC 8259 §4 leaves the outcome to each parser; I-JSON, RFC 7493 §2.3, forbids it): which of two values counts is
@@ -53,6 +58,8 @@ export function parseJsonBody(text: string): unknown {
   } catch {
     throw new errors.InvalidRequest('the request body is not valid JSON');
   }
+  // Before the member-name check, whose parser recurses: a 10 KB body of nested arrays overflowed its stack (a 500).
+  if (jsonDepthExceeds(value, MAX_BODY_DEPTH)) throw new errors.InvalidRequest(`the request body nests deeper than ${MAX_BODY_DEPTH} levels`);
   const twice = nameGivenTwice(text);
   if (twice !== undefined) throw new errors.InvalidRequest(`the request body names ${JSON.stringify(twice.slice(0, 100))} twice in one object`);
   return value;

@@ -138,6 +138,14 @@ describe('bad input to the wallet sign-in', () => {
       expect({ body, status: twice.status }).toEqual({ body, status: 400 });
       expect(await twice.json()).toEqual({ error: 'invalid_request', error_description: 'the request body names "client_id" twice in one object' });
     }
+    // Nesting deep enough to overflow a recursive parser (10 KB of brackets) is refused, not a 500; 16 levels are read.
+    for (const body of ['['.repeat(5000) + ']'.repeat(5000), `{"client_id":${'{"a":'.repeat(3000)}1${'}'.repeat(3000)}}`, `{"client_id":"x","a":${'['.repeat(17)}${']'.repeat(17)}}`]) {
+      const deep = await post('application/json', body);
+      expect(deep.status).toBe(400);
+      expect(await deep.json()).toEqual({ error: 'invalid_request', error_description: 'the request body nests deeper than 16 levels' });
+    }
+    const sixteen = await post('application/json', `{"client_id":"${id}","a":${'['.repeat(15)}${']'.repeat(15)}}`);
+    expect(sixteen.status).toBe(200);
     // Bytes that are not UTF-8 are refused rather than read with replacement characters.
     const notUtf8 = await fetch(`${issuer}/wallet/nonce`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: Buffer.concat([Buffer.from('{"client_id":"'), Buffer.from([0xc3, 0x28]), Buffer.from('"}')]) });
     expect(notUtf8.status).toBe(400);
@@ -145,6 +153,20 @@ describe('bad input to the wallet sign-in', () => {
     // And the endpoint still serves a well-formed request, as a form and as JSON.
     expect((await post('application/x-www-form-urlencoded', `client_id=${agentClient.clientMetadata().client_id}`)).status).toBe(200);
     const ok = await post('application/json', JSON.stringify({ client_id: agentClient.clientMetadata().client_id }));
+    expect(ok.status).toBe(200);
+  });
+
+  test('a login post nested deep enough to overflow a recursive parser is 400, not a 500, and the page still signs in', async () => {
+    const before = errorLines().length;
+    const { agent, data } = await loginPage();
+    const res = await agent.fetch(new URL(data.loginUrl, issuer), {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', accept: 'application/json' },
+      body: '['.repeat(5000) + ']'.repeat(5000),
+    });
+    expect({ status: res.status, body: await res.json() }).toEqual({ status: 400, body: { error: 'invalid_request', error_description: 'the request body nests deeper than 16 levels' } });
+    expect(errorLines().slice(before)).toEqual([]);
+    const ok = await postLogin(agent, data, pageMessage(data, await pageNonce(agent, data)));
     expect(ok.status).toBe(200);
   });
 

@@ -49,3 +49,20 @@ export function forbiddenAddressReason(address: string): string | undefined {
   if (extraBlocked.check(parsed.toString(), 'ipv4')) return 'is in a special-purpose IPv4 block';
   return undefined;
 }
+
+/**
+ * Whether a URL's host (WHATWG `hostname`) is the machine the browser runs on: `localhost` or a `.localhost` name
+ * (RFC 6761 §6.3), with or without the trailing dot of a fully qualified name, or a loopback or unspecified IP address
+ * in any form a URL normalises to (127.0.0.0/8, `[::1]`, 0.0.0.0, `[::]`, and their IPv4-mapped IPv6 forms), all of
+ * which reach the local host.
+ */
+export function isOwnMachineHost(hostname: string): boolean {
+  const name = hostname.endsWith('.') ? hostname.slice(0, -1) : hostname;
+  if (name === 'localhost' || name.endsWith('.localhost')) return true;
+  const bare = name.startsWith('[') && name.endsWith(']') ? name.slice(1, -1) : name;
+  if (isIP(bare) === 0 || !ipaddr.isValid(bare)) return false;
+  let address = ipaddr.parse(bare);
+  if (address.kind() === 'ipv6' && (address as ipaddr.IPv6).isIPv4MappedAddress()) address = (address as ipaddr.IPv6).toIPv4Address();
+  const range = address.range();
+  return range === 'loopback' || range === 'unspecified';
+}

@@ -4,6 +4,7 @@ import type { RegistrationPolicy } from '../policies/registration.js';
 import { REGISTRATION_FIELD } from '../policies/registration.js';
 import { TIER_FIELD } from '../policies/tiers.js';
 import { jsonDepthExceeds, MAX_METADATA_DEPTH } from '../policies/json-depth.js';
+import { isOwnMachineHost } from './addresses.js';
 
 /** How agentauth records a client that identified itself with a metadata document (agentauth_registration). */
 export const METADATA_DOCUMENT_ORIGIN = 'client_id_metadata_document';
@@ -78,12 +79,10 @@ export function checkMetadataDocument(
   return { ...checked, client_id: clientId, [TIER_FIELD]: tier.name, [REGISTRATION_FIELD]: METADATA_DOCUMENT_ORIGIN };
 }
 
-const LOOPBACK = new Set(['localhost', '127.0.0.1', '[::1]']);
-
-/** Whether every redirect URI of a client is on the person's own machine (localhost or a loopback address). */
+/** Whether every redirect URI of a client is on the person's own machine (isOwnMachineHost: any spelling of it). */
 export function redirectsAllLoopback(redirectUris: readonly string[]): boolean {
   return redirectUris.length > 0 && redirectUris.every((u) => {
     const host = URL.parse(u)?.hostname;
-    return host !== undefined && (LOOPBACK.has(host) || host.endsWith('.localhost') || /^127\.\d+\.\d+\.\d+$/.test(host));
+    return host !== undefined && isOwnMachineHost(host);
   });
 }

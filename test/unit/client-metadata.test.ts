@@ -201,6 +201,13 @@ describe('client ID metadata documents: the document through the registration po
   test('localhost-only redirects are recognised', () => {
     expect(redirectsAllLoopback(['http://127.0.0.1:1/cb', 'http://localhost:2/cb', 'http://[::1]:3/cb'])).toBe(true);
     expect(redirectsAllLoopback(['http://127.0.0.1:1/cb', 'https://app.example/cb'])).toBe(false);
+    // Every other spelling of the person's own machine a normalised URL can carry is one too.
+    for (const uri of ['https://localhost./cb', 'https://app.localhost/cb', 'https://app.localhost./cb', 'https://127.3.2.1/cb', 'https://[::ffff:7f00:1]/cb', 'https://0.0.0.0/cb', 'https://[::]/cb', 'https://[::ffff:0:0]/cb']) {
+      expect({ uri, local: redirectsAllLoopback([uri]) }).toEqual({ uri, local: true });
+    }
+    for (const uri of ['https://192.168.1.10/cb', 'https://localhost.example.com/cb', 'https://[::2]/cb', 'https://[::ffff:c0a8:10a]/cb', 'https://10.0.0.1/cb', 'https://app.example/cb']) {
+      expect({ uri, local: redirectsAllLoopback([uri]) }).toEqual({ uri, local: false });
+    }
     expect(redirectsAllLoopback([])).toBe(false);
   });
 });

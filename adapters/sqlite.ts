@@ -87,6 +87,14 @@ CREATE TABLE IF NOT EXISTS audit_records (
 ) WITHOUT ROWID;
 `;
 
+/**
+ * The health ping's write: one row of the attempts table (no limit's key starts with `health:`), its expiry moved on.
+ * The sweep removes it a minute after the last server pinging this file stopped.
+ */
+const PING_WRITE = `INSERT INTO attempts (key, taken, expires_at) VALUES ('health:ping', 0, ?)
+  ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at`;
+const PING_ROW_TTL_MS = 60_000;
+
 /** Tables whose rows carry `expires_at`: the sweep's work list. */
 const EXPIRING = ['oidc_records', 'revoked_tokens', 'nonces', 'attempts'] as const;
 /** Rows one sweep statement deletes at most. */
@@ -854,10 +862,12 @@ export class SqliteStorage implements Storage {
 
   /**
    * Reads the schema from the file (fails when the file cannot be read or the store is not open), then, unless the
-   * store is read-only, has the writer thread take the write lock for a statement that writes nothing: riding in the
-   * next group commit, it costs no commit of its own, and it fails while another process holds the lock past
-   * busy_timeout or the thread does not answer (a hung disk). So /readyz and the health checks see a store that
-   * cannot be written to as down, not only one that cannot be read.
+   * store is read-only, has the writer thread write one row (PING_WRITE): riding in the next group commit, it costs no
+   * commit of its own, and it fails while another process holds the lock past busy_timeout, the thread does not
+   * answer (a hung disk), or the write itself fails (a full disk, a file made read-only or immutable, an I/O error).
+   * So /readyz and the health checks see a store that cannot be written to as down, not only one that cannot be read.
+   * A ping that only took the lock passed on a full disk: /readyz said ready while every write failed, and each failed
+   * write marked storage down until the next ping brought it "back" a second later, over and over.
    */
   async ping(): Promise<void> {
     const conn = this.#connection();
@@ -871,7 +881,7 @@ export class SqliteStorage implements Storage {
       );
     }
     conn.get('ping', 'SELECT count(*) AS n FROM sqlite_schema');
-    if (!this.#readOnly) await conn.writer.run('ping', [{ sql: 'SELECT 1 AS ok', params: [], read: true }]);
+    if (!this.#readOnly) await conn.writer.run('ping', [{ sql: PING_WRITE, params: [Date.now() + PING_ROW_TTL_MS], read: false }]);
   }
 
   async close(): Promise<void> {

@@ -215,8 +215,16 @@ export interface SqliteWriterOptions {
   timeoutMs: number;
 }
 
+/**
+ * What an operator does about a SQLite error code whose message does not say it: SQLITE_READONLY_DIRECTORY (1544)
+ * reads "attempt to write a readonly database" though the file is writable and its directory is not.
+ */
+export function sqliteErrorHint(errcode: number | undefined): string {
+  return errcode === 1544 ? '; the directory holding the store is not writable by this process, and SQLite creates its -wal and -shm files there' : '';
+}
+
 function failure(op: string, error: WorkerError): StorageUnavailableError {
-  const detail = error.errcode === undefined ? error.message : `SQLite error ${error.errcode}: ${error.message}`;
+  const detail = error.errcode === undefined ? error.message : `SQLite error ${error.errcode}: ${error.message}${sqliteErrorHint(error.errcode)}`;
   return new StorageUnavailableError(`SQLite ${op} failed (${detail})`);
 }
 

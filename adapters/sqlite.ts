@@ -4,7 +4,7 @@ import { DatabaseSync } from 'node:sqlite';
 import type { SQLInputValue, StatementSync } from 'node:sqlite';
 
 import { StorageUnavailableError } from './errors.js';
-import { SqliteWriter } from './sqlite-writer.js';
+import { SqliteWriter, sqliteErrorHint } from './sqlite-writer.js';
 import type { AdapterPayload, AuditRecord, AuditStore, Consumption, KeyStore, KeyTransition, ModelName, ModelStore, NonceStore, RevokedTokenStore, Storage, StoredKey } from './types.js';
 import { AUDIT_CHAIN_ID, DEFAULT_AUDIT_CHAIN, MODEL_NAMES, chainOf, undecodableRecord } from './types.js';
 import { checkKey, checkLookup, isValidKey } from './validate.js';
@@ -141,7 +141,7 @@ function whileBusy<T>(deadline: number, step: () => T): T {
 function unavailable(op: string, err: unknown): StorageUnavailableError {
   if (err instanceof StorageUnavailableError) return err;
   const e = err as SqliteError;
-  const detail = typeof e?.errcode === 'number' ? `SQLite error ${e.errcode}: ${e.message}` : err instanceof Error ? `${err.name}: ${err.message}` : String(err);
+  const detail = typeof e?.errcode === 'number' ? `SQLite error ${e.errcode}: ${e.message}${sqliteErrorHint(e.errcode)}` : err instanceof Error ? `${err.name}: ${err.message}` : String(err);
   return new StorageUnavailableError(`SQLite ${op} failed (${detail})`, { cause: err });
 }
 

@@ -1,9 +1,12 @@
+import { hash } from 'node:crypto';
+
 import { Provider, errors } from 'oidc-provider';
 import type { KoaContextWithOIDC } from 'oidc-provider';
 import { handler as builtinRefreshGrant } from 'oidc-provider/lib/actions/grants/refresh_token.js';
 import * as grantHelpers from 'oidc-provider/lib/helpers/grants.js';
 
-import { RefreshTokenRaceLost, failClosedInProvider } from '../../adapters/oidc-adapter.js';
+import { StorageUnavailableError } from '../../adapters/errors.js';
+import { RefreshTokenRaceLost, failClosedInProvider, isStorageOutage } from '../../adapters/oidc-adapter.js';
 import type { Consumption, ModelStore } from '../../adapters/types.js';
 import { bodyReceivedAt } from '../http/body-received.js';
 
@@ -22,6 +25,13 @@ import { bodyReceivedAt } from '../http/body-received.js';
  *   used) goes to oidc-provider's handler, which revokes the whole grant.
  * A concurrent use that loses the consume race (adapters/oidc-adapter.ts, deferRefreshTokenReuse) is run again: it
  * then sees the token consumed and meets the same decision.
+ *
+ * A rotation this process answered 503 (storage failed after the rotation was sent, or the tokens' audit record was
+ * refused) may still have been stored: the token is consumed and its successor recorded, and nobody received it. The
+ * client retries with the same token, as the 503 tells it to, often after the window (a database paused for seconds
+ * applies the rotation late; Retry-After alone is 5 s). Such a rotation is remembered here (UndeliveredRotations) and
+ * a reuse of its token gets the grace answer for UNDELIVERED_MS, not a revocation and a false theft alarm. Only this
+ * process knows: a retry that reaches another instance meets the window alone.
  */
 export interface RefreshGraceDeps {
   refreshTokens: Pick<ModelStore, 'consumption' | 'setSuccessor'>;
@@ -31,6 +41,35 @@ export interface RefreshGraceDeps {
   /** How long a reuse waits for the rotation's winner to record its successor (ms). */
   successorWaitMs?: number;
 }
+
+/** How long a rotation answered 503 keeps the grace answer for its token. */
+const UNDELIVERED_MS = 15 * 60_000;
+/** At most this many are remembered (the oldest go first). */
+const MAX_UNDELIVERED = 10_000;
+
+/** Rotations answered 503, by a hash of the consumed token (never the token itself), with when they stop counting. */
+class UndeliveredRotations {
+  readonly #until = new Map<string, number>();
+
+  add(jti: string): void {
+    const key = hash('sha256', jti, 'base64url');
+    this.#until.delete(key);
+    this.#until.set(key, Date.now() + UNDELIVERED_MS);
+    while (this.#until.size > MAX_UNDELIVERED) this.#until.delete(this.#until.keys().next().value!);
+  }
+
+  has(jti: string): boolean {
+    const key = hash('sha256', jti, 'base64url');
+    const until = this.#until.get(key);
+    if (until === undefined) return false;
+    if (until > Date.now()) return true;
+    this.#until.delete(key);
+    return false;
+  }
+}
+
+/** Errors that answer 503: storage unreachable or too slow, inside oidc-provider's pipeline or outside it. */
+const isOutage = (err: unknown): boolean => err instanceof StorageUnavailableError || isStorageOutage(err);
 
 interface RefreshState {
   /** The refresh token value the grace decision applies to in this request. */
@@ -43,6 +82,8 @@ interface RefreshState {
   replayChecked: boolean;
   /** A rotation whose consume waits for its successor's save (see consumeWithItsSuccessor below). */
   rotation?: PendingRotation;
+  /** The token this request set out to rotate (consumed, or about to be): remembered if the answer is a 503. */
+  rotated?: string;
 }
 
 interface PendingRotation {
@@ -74,7 +115,11 @@ export function isGraceReissue(ctx: object): boolean {
 }
 
 class GraceRedirect extends Error {
-  constructor(readonly successor: string) {
+  constructor(
+    readonly successor: string,
+    /** Re-issued outside the window, because this process answered the rotation 503. */
+    readonly undelivered: boolean,
+  ) {
     super('grace re-issue of a rotated refresh token');
   }
 }
@@ -91,15 +136,18 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 export function installRefreshGrace(provider: Provider, deps: RefreshGraceDeps): void {
   const failClosed = <T>(fn: () => Promise<T>) => failClosedInProvider(fn, deps.health);
   const waitMs = deps.successorWaitMs ?? 2000;
+  const undelivered = new UndeliveredRotations();
 
-  /** The successor a reuse of `token` may get, or undefined when the reuse must revoke. */
-  async function graceSuccessor(ctx: KoaContextWithOIDC, token: StoredRefreshToken, mark: Consumption): Promise<string | undefined> {
+  /** The successor a reuse of `token` may get (and whether only as an undelivered rotation), or undefined to revoke. */
+  async function graceSuccessor(ctx: KoaContextWithOIDC, token: StoredRefreshToken, mark: Consumption): Promise<{ successor: string; undelivered: boolean } | undefined> {
     const client = ctx.oidc.client;
     // Only for the client the token was issued to (a mismatch is refused by the handler's own check, with no revocation).
     if (!client || token.clientId !== client.clientId) return undefined;
     const grace = deps.graceSeconds(client);
     // Measured when this request's body (the token) was received, not when storage let the server get to it.
-    if (grace <= 0 || Math.floor(bodyReceivedAt(ctx.req) / 1000) - mark.at > grace) return undefined;
+    const late = Math.floor(bodyReceivedAt(ctx.req) / 1000) - mark.at > grace;
+    const answeredUnavailable = late && undelivered.has(token.jti);
+    if (grace <= 0 || (late && !answeredUnavailable)) return undefined;
     let successor = mark.successor;
     const until = Date.now() + waitMs;
     while (successor === undefined && Date.now() < until) {
@@ -110,7 +158,7 @@ export function installRefreshGrace(provider: Provider, deps: RefreshGraceDeps):
     }
     // The rotation's winner has not recorded its successor (it may have failed): refuse, but revoke nothing yet.
     if (successor === undefined) throw new errors.InvalidGrant('refresh token was rotated moments ago and its successor is not available; retry');
-    return successor;
+    return { successor, undelivered: answeredUnavailable };
   }
 
   // The handler looks its refresh token up through the model; for the token this request presents, the lookup also
@@ -128,8 +176,8 @@ export function installRefreshGrace(provider: Provider, deps: RefreshGraceDeps):
     token.consumed = mark.at;
     // The successor being re-issued has itself been used: no second hop, the handler revokes the grant.
     if (state.graceFrom !== undefined) return token;
-    const successor = await graceSuccessor(ctx, token, mark);
-    if (successor !== undefined) throw new GraceRedirect(successor);
+    const grace = await graceSuccessor(ctx, token, mark);
+    if (grace !== undefined) throw new GraceRedirect(grace.successor, grace.undelivered);
     return token;
   };
 
@@ -162,6 +210,18 @@ export function installRefreshGrace(provider: Provider, deps: RefreshGraceDeps):
     const state: RefreshState = { presented, rerun: false, replayChecked: false };
     states.set(ctx, state);
     try {
+      await decide(ctx, state, presented);
+    } catch (err) {
+      if (state.rotated !== undefined && isOutage(err)) undelivered.add(state.rotated);
+      throw err;
+    }
+    // The tokens' audit record, written after this (server/audit/trail.ts), can still turn the answer into a 503.
+    const rotated = state.rotated;
+    if (rotated !== undefined) ((ctx.state.auditRefused ??= []) as Array<() => void>).push(() => undelivered.add(rotated));
+  }
+
+  async function decide(ctx: KoaContextWithOIDC, state: RefreshState, presented: string): Promise<void> {
+    try {
       try {
         await run(ctx);
       } catch (err) {
@@ -176,8 +236,7 @@ export function installRefreshGrace(provider: Provider, deps: RefreshGraceDeps):
       state.rerun = false;
       (ctx.oidc.params as Record<string, unknown>).refresh_token = err.successor;
       await run(ctx);
-      ctx.state.refreshGrace = { grace: true };
-      return;
+      ctx.state.refreshGrace = err.undelivered ? { grace: true, after_unavailable: true } : { grace: true };
     }
   }
 
@@ -198,6 +257,7 @@ export function installRefreshGrace(provider: Provider, deps: RefreshGraceDeps):
     const client = ctx?.oidc.client;
     if (!state || !client || state.graceFrom !== undefined) return consume.call(this);
     state.rotation = { consumes: this.jti, token: this, recordSuccessor: deps.graceSeconds(client) > 0, stored: false };
+    state.rotated = this.jti;
   };
   prototype.save = async function saveCompletingRotation(this: RefreshTokenInstance, ...args: unknown[]): Promise<string> {
     const ctx = Provider.ctx as KoaContextWithOIDC | undefined;

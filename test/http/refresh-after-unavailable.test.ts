@@ -1,0 +1,84 @@
+import { join } from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
+
+import { Wallet } from 'ethers';
+
+import { baseConfig } from '../support/agent-server.js';
+import { publicRefreshed, signInPublic } from '../support/public-client.js';
+import { startConfigured } from '../support/server.js';
+import type { RunningServer } from '../support/server.js';
+
+const wallet = new Wallet('0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a');
+const GRACE = 1;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * A refresh answered 503 after its rotation was stored (here: the tokens' audit record refused, as a filling disk or a
+ * database that answers late leaves it) leaves a consumed token whose successor nobody received. The client retries
+ * with the same token, as the 503 says, and often after the refresh grace. That retry gets the stored successor, not a
+ * revocation of the grant and a false `refresh.reuse_detected`; a rotation that was answered keeps the window.
+ * The store refuses audit records through a SQLite trigger on the server's own file.
+ */
+describe('a refresh retried after its rotation was answered 503', () => {
+  let server: RunningServer;
+  let db: DatabaseSync;
+
+  beforeAll(async () => {
+    const tier = { accessTokenTTL: 300, refreshTokenIdleTTL: 3600, refreshTokenAbsoluteTTL: 86400, dpop: 'optional', dpopNonce: false, refreshGraceSeconds: GRACE };
+    const started = await startConfigured(baseConfig({ registration: { quota: { max: 1000 } }, tiers: { standard: tier } }));
+    server = started.server;
+    db = new DatabaseSync(join(started.env.AGENTAUTH_DATA_DIR!, 'agentauth.sqlite'));
+  });
+  afterAll(async () => {
+    db?.close();
+    await server?.stop();
+  });
+
+  const auditOf = (clientId: string) =>
+    (db.prepare('SELECT record FROM audit_records').all() as Array<{ record: string }>)
+      .map((r) => JSON.parse(r.record) as { type: string; client_id?: string; details?: Record<string, unknown> })
+      .filter((r) => r.client_id === clientId);
+
+  test('gets the stored successor after the grace window; a rotation that was answered is still reuse after it', async () => {
+    const refused = await signInPublic(server.url, wallet);
+    const answered = await signInPublic(server.url, wallet);
+
+    // The answered rotation: its old token is kept to be presented again after the window.
+    const first = await publicRefreshed(server.url, answered.clientId, answered.tokens.refresh_token!);
+    expect(first.status).toBe(200);
+
+    db.exec("CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_records BEGIN SELECT RAISE(ABORT, 'test: database or disk is full'); END;");
+    let unavailable;
+    try {
+      unavailable = await publicRefreshed(server.url, refused.clientId, refused.tokens.refresh_token!);
+    } finally {
+      db.exec('DROP TRIGGER refuse_audit;');
+    }
+    expect(unavailable.status).toBe(503);
+    expect(unavailable.body.error).toBe('temporarily_unavailable');
+    // The rotation itself was stored: the token is used up and a successor recorded.
+    const until = Date.now() + 5_000;
+    while ((await fetch(`${server.url}/readyz`)).status !== 200) {
+      if (Date.now() > until) throw new Error('storage did not come back');
+      await sleep(100);
+    }
+    await sleep((GRACE + 1.5) * 1000);
+
+    const retry = await publicRefreshed(server.url, refused.clientId, refused.tokens.refresh_token!);
+    expect(retry.status).toBe(200);
+    expect(typeof retry.body.refresh_token).toBe('string');
+    // The successor it got is a live token: it rotates normally.
+    expect((await publicRefreshed(server.url, refused.clientId, retry.body.refresh_token as string)).status).toBe(200);
+    const types = auditOf(refused.clientId).map((r) => r.type);
+    expect(types).not.toContain('refresh.reuse_detected');
+    expect(types).not.toContain('grant.revoked');
+    expect(auditOf(refused.clientId).find((r) => r.type === 'refresh.grace_reissued')?.details).toMatchObject({ grace: true, after_unavailable: true });
+
+    // The answered one: presented again after the window, it is reuse, and the grant goes.
+    const reuse = await publicRefreshed(server.url, answered.clientId, answered.tokens.refresh_token!);
+    expect(reuse.status).toBe(400);
+    expect(reuse.body.error).toBe('invalid_grant');
+    expect((await publicRefreshed(server.url, answered.clientId, first.body.refresh_token as string)).status).toBe(400);
+    expect(auditOf(answered.clientId).map((r) => r.type)).toContain('refresh.reuse_detected');
+  });
+});

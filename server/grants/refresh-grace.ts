@@ -226,6 +226,8 @@ export function installRefreshGrace(provider: Provider, deps: RefreshGraceDeps):
         await run(ctx);
       } catch (err) {
         if (!(err instanceof RefreshTokenRaceLost)) throw err;
+        // Another request rotated the token (and answered with its successor): this one's rotation was not stored.
+        state.rotated = undefined;
         state.rerun = true;
         await run(ctx);
       }

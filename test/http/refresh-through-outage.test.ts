@@ -38,7 +38,7 @@ describe('refresh chains through a database pause longer than the grace (own Fer
   });
 
   test(`${CHAINS} chains refreshing through a 6 s pause: none is revoked as a reuse`, async () => {
-    const clients = [];
+    const clients: Array<Awaited<ReturnType<typeof signInPublic>>> = [];
     for (let i = 0; i < CHAINS; i += 1) clients.push(await signInPublic(server.url, wallet));
     let stop = false;
     const ended: Array<{ chain: number; status: number; body: Record<string, unknown> }> = [];

@@ -27,6 +27,11 @@ export function isStorageOutage(err: unknown): boolean {
   return typeof err === 'object' && err !== null && OUTAGES.has(err);
 }
 
+/** Whether `err` is answered 503: storage failed (StorageUnavailableError) or an outage raised inside oidc-provider. */
+export function answersUnavailable(err: unknown): boolean {
+  return err instanceof StorageUnavailableError || isStorageOutage(err);
+}
+
 /**
  * Runs a storage call made inside oidc-provider's request pipeline (where any other error would render as a 500):
  * storage failures become 503 temporarily_unavailable, and mark storage down. While storage is known to be down the

@@ -4,7 +4,7 @@ import type { Provider } from 'oidc-provider';
 
 import type { StorageHealth } from '../adapters/health.js';
 import { StorageUnavailableError } from '../adapters/errors.js';
-import { isStorageOutage } from '../adapters/oidc-adapter.js';
+import { answersUnavailable } from '../adapters/oidc-adapter.js';
 import instance from 'oidc-provider/lib/helpers/weak_cache.js';
 import type { Keyring } from '../keys/keyring.js';
 import type { Logger } from './logger.js';
@@ -86,7 +86,7 @@ function errorShield(log: Logger, health: StorageHealth): Koa.Middleware {
     try {
       await next();
     } catch (err) {
-      if (err instanceof StorageUnavailableError || isStorageOutage(err)) {
+      if (answersUnavailable(err)) {
         if (err instanceof StorageUnavailableError) health.markDown(err);
         failed(ctx, 503);
       } else {

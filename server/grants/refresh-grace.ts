@@ -5,8 +5,7 @@ import type { KoaContextWithOIDC } from 'oidc-provider';
 import { handler as builtinRefreshGrant } from 'oidc-provider/lib/actions/grants/refresh_token.js';
 import * as grantHelpers from 'oidc-provider/lib/helpers/grants.js';
 
-import { StorageUnavailableError } from '../../adapters/errors.js';
-import { RefreshTokenRaceLost, failClosedInProvider, isStorageOutage } from '../../adapters/oidc-adapter.js';
+import { RefreshTokenRaceLost, answersUnavailable, failClosedInProvider } from '../../adapters/oidc-adapter.js';
 import type { Consumption, ModelStore } from '../../adapters/types.js';
 import { bodyReceivedAt } from '../http/body-received.js';
 
@@ -67,9 +66,6 @@ class UndeliveredRotations {
     return false;
   }
 }
-
-/** Errors that answer 503: storage unreachable or too slow, inside oidc-provider's pipeline or outside it. */
-const isOutage = (err: unknown): boolean => err instanceof StorageUnavailableError || isStorageOutage(err);
 
 interface RefreshState {
   /** The refresh token value the grace decision applies to in this request. */
@@ -212,7 +208,7 @@ export function installRefreshGrace(provider: Provider, deps: RefreshGraceDeps):
     try {
       await decide(ctx, state, presented);
     } catch (err) {
-      if (state.rotated !== undefined && isOutage(err)) undelivered.add(state.rotated);
+      if (state.rotated !== undefined && answersUnavailable(err)) undelivered.add(state.rotated);
       throw err;
     }
     // The tokens' audit record, written after this (server/audit/trail.ts), can still turn the answer into a 503.

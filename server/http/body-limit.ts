@@ -21,6 +21,12 @@ const hasBody = (ctx: Koa.Context): boolean => (ctx.request.length ?? 0) > 0 || 
 /** RFC 9112 §6.1: a transfer coding the server does not understand. */
 const NOT_IMPLEMENTED = 501;
 
+/** Answers the request with `status` and invalid_request: nothing of its body is read. */
+function refuse(ctx: Koa.Context, status: number, description: string): void {
+  ctx.status = status;
+  ctx.body = { error: 'invalid_request', error_description: description };
+}
+
 /**
  * What a request's headers say of its body, checked before any endpoint runs: 501 invalid_request for a transfer coding
  * other than chunked (gzip, deflate, ... before it: RFC 9112 §6.1), 415 invalid_request for a charset other than
@@ -34,43 +40,23 @@ export const declaredBodyLimit: Koa.Middleware = async (ctx, next) => {
   const te = ctx.get('transfer-encoding');
   const unknown = te === '' ? undefined : te.split(',').map((c) => c.trim().toLowerCase()).find((c) => c !== '' && c !== 'chunked');
   if (unknown !== undefined) {
-    ctx.status = NOT_IMPLEMENTED;
-    ctx.body = {
-      error: 'invalid_request',
-      error_description: `the request body has a transfer coding this server does not decode (Transfer-Encoding: ${JSON.stringify(unknown.slice(0, 50))}); send it with chunked alone or a Content-Length (RFC 9112 §6.1)`,
-    };
-    return;
+    return refuse(ctx, NOT_IMPLEMENTED, `the request body has a transfer coding this server does not decode (Transfer-Encoding: ${JSON.stringify(unknown.slice(0, 50))}); send it with chunked alone or a Content-Length (RFC 9112 §6.1)`);
   }
   // oidc-provider reads `ctx.charset`, which Koa 3's context does not have: every body was read as UTF-8 whatever its
   // Content-Type said. A body in another charset is refused instead of misread (RFC 6749 Appendix B: UTF-8).
   // Content-Type is parsed only when it names a parameter (most requests send none, or none at all).
   const charset = ctx.get('content-type').includes(';') ? ctx.request.charset.toLowerCase() : '';
   if (charset !== '' && !UTF8_CHARSETS.has(charset) && hasBody(ctx)) {
-    ctx.status = UNSUPPORTED_MEDIA_TYPE;
-    ctx.body = {
-      error: 'invalid_request',
-      error_description: `the request body's charset is not supported (charset=${JSON.stringify(charset.slice(0, 50))}): send it as utf-8`,
-    };
-    return;
+    return refuse(ctx, UNSUPPORTED_MEDIA_TYPE, `the request body's charset is not supported (charset=${JSON.stringify(charset.slice(0, 50))}): send it as utf-8`);
   }
   const encoding = ctx.get('content-encoding').trim().toLowerCase();
   if (encoding !== '' && encoding !== 'identity') {
-    ctx.status = UNSUPPORTED_MEDIA_TYPE;
     ctx.set('Accept-Encoding', 'identity');
-    ctx.body = {
-      error: 'invalid_request',
-      error_description: `the request body is encoded (Content-Encoding: ${JSON.stringify(encoding.slice(0, 50))}); this server accepts unencoded bodies only`,
-    };
-    return;
+    return refuse(ctx, UNSUPPORTED_MEDIA_TYPE, `the request body is encoded (Content-Encoding: ${JSON.stringify(encoding.slice(0, 50))}); this server accepts unencoded bodies only`);
   }
   const declared = ctx.request.length;
   if (declared !== undefined && declared > MAX_REQUEST_BODY) {
-    ctx.status = CONTENT_TOO_LARGE;
-    ctx.body = {
-      error: 'invalid_request',
-      error_description: `the request body (${declared} bytes) exceeds the ${MAX_REQUEST_BODY} bytes any endpoint of this server accepts`,
-    };
-    return;
+    return refuse(ctx, CONTENT_TOO_LARGE, `the request body (${declared} bytes) exceeds the ${MAX_REQUEST_BODY} bytes any endpoint of this server accepts`);
   }
   await next();
 };

@@ -2,7 +2,6 @@ import { isIPv6 } from 'node:net';
 import type Koa from 'koa';
 
 import { isProbeRequest } from './probe-paths.js';
-import { refusedTarget } from './request-target.js';
 
 /** RFC 3986 §3.2.2 reg-name characters (IPv4 addresses are a subset), without percent-encoding. */
 const REG_NAME = /^[A-Za-z0-9\-._~!$&'()*+,;=]{1,253}$/;
@@ -30,6 +29,17 @@ export function isValidHost(value: string): boolean {
   return URL.canParse(`http://${value}/`);
 }
 
+/** Why requests' targets were refused by requestTarget (request-target.ts), answered by requestOriginCheck. */
+const REFUSED_TARGETS = new WeakMap<object, string>();
+
+/**
+ * Records that `req`'s absolute-form target names no acceptable origin; requestOriginCheck answers it, after the
+ * layers that log, count and set the security headers.
+ */
+export function markRefusedTarget(req: object, reason: string): void {
+  REFUSED_TARGETS.set(req, reason);
+}
+
 const shown = (value: string) => JSON.stringify(value.length > 100 ? `${value.slice(0, 100)}…` : value);
 
 function refuse(ctx: Koa.Context, description: string): void {
@@ -50,7 +60,7 @@ function refuse(ctx: Koa.Context, description: string): void {
  *     such a request.
  */
 export const requestOriginCheck: Koa.Middleware = async (ctx, next) => {
-  const target = refusedTarget(ctx); // an absolute-form target that names no acceptable origin (request-target.ts)
+  const target = REFUSED_TARGETS.get(ctx.req); // an absolute-form target that names no acceptable origin (request-target.ts)
   if (target) return refuse(ctx, target);
   const header = ctx.get('host');
   // ctx.host: the Host header, or behind a trusted proxy X-Forwarded-Host (its first value), as URLs are built from it.

@@ -1,17 +1,9 @@
 import type Koa from 'koa';
 
-import { isValidHost } from './request-origin.js';
+import { isValidHost, markRefusedTarget } from './request-origin.js';
 
 /** scheme "://" authority, then the path and query as sent (RFC 9112 §3.2.2 absolute-form). */
 const ABSOLUTE_FORM = /^([A-Za-z][A-Za-z0-9+.-]*):\/\/([^/?#]*)([^#]*)$/;
-
-/** Why each request's target was refused, for requestOriginCheck to answer (after the layers that log and label). */
-const REFUSED = new WeakMap<object, string>();
-
-/** The reason a request's target was refused by requestTarget, if it was. */
-export function refusedTarget(ctx: Koa.Context): string | undefined {
-  return REFUSED.get(ctx.req);
-}
 
 /** Makes the request's target `path` as every layer sees it (Koa copies the target into originalUrl before any runs). */
 function retarget(ctx: Koa.Context, path: string): void {
@@ -33,14 +25,14 @@ function retarget(ctx: Koa.Context, path: string): void {
  * refused (RFC 9110 §4.2.4). The path and query are kept as sent, so that every check on them sees the same spelling
  * as in origin-form. A target that is neither origin-form nor such a URL (other than OPTIONS `*`) is refused.
  *
- * Refusals are recorded here and answered 400 by requestOriginCheck, so that they are logged, counted and carry the
- * security headers like any other refused request; until then the target reads as `/`.
+ * Refusals are recorded with markRefusedTarget and answered 400 by requestOriginCheck, so that they are logged,
+ * counted and carry the security headers like any other refused request; until then the target reads as `/`.
  */
 export const requestTarget: Koa.Middleware = async (ctx, next) => {
   const target = ctx.req.url ?? '';
   if (target.startsWith('/') || (target === '*' && ctx.method === 'OPTIONS')) return next();
   const refuse = (reason: string) => {
-    REFUSED.set(ctx.req, reason);
+    markRefusedTarget(ctx.req, reason);
     retarget(ctx, '/');
     return next();
   };

@@ -4,7 +4,7 @@ import { DatabaseSync } from 'node:sqlite';
 import { Wallet } from 'ethers';
 
 import { baseConfig } from '../support/agent-server.js';
-import { publicRefreshed, signInPublic } from '../support/public-client.js';
+import { publicRefreshed, publicTier, signInPublic } from '../support/public-client.js';
 import { startConfigured } from '../support/server.js';
 import type { RunningServer } from '../support/server.js';
 
@@ -24,8 +24,7 @@ describe('a refresh retried after its rotation was answered 503', () => {
   let db: DatabaseSync;
 
   beforeAll(async () => {
-    const tier = { accessTokenTTL: 300, refreshTokenIdleTTL: 3600, refreshTokenAbsoluteTTL: 86400, dpop: 'optional', dpopNonce: false, refreshGraceSeconds: GRACE };
-    const started = await startConfigured(baseConfig({ registration: { quota: { max: 1000 } }, tiers: { standard: tier } }));
+    const started = await startConfigured(baseConfig({ registration: { quota: { max: 1000 } }, tiers: { standard: publicTier(GRACE) } }));
     server = started.server;
     db = new DatabaseSync(join(started.env.AGENTAUTH_DATA_DIR!, 'agentauth.sqlite'));
   });

@@ -3,7 +3,7 @@ import { Wallet } from 'ethers';
 import { baseConfig } from '../support/agent-server.js';
 import { startFerretdb } from '../support/ferretdb.js';
 import type { FerretdbProcess } from '../support/ferretdb.js';
-import { publicRefreshed, signInPublic } from '../support/public-client.js';
+import { publicRefreshed, publicTier, signInPublic } from '../support/public-client.js';
 import { newKek, startServer, tempDir, uniqueDbName, writeConfig } from '../support/server.js';
 import type { RunningServer } from '../support/server.js';
 
@@ -28,8 +28,7 @@ describe('refresh chains through a database pause longer than the grace (own Fer
 
   beforeAll(async () => {
     db = await startFerretdb();
-    const tier = { accessTokenTTL: 300, refreshTokenIdleTTL: 3600, refreshTokenAbsoluteTTL: 86400, dpop: 'optional', dpopNonce: false, refreshGraceSeconds: GRACE };
-    const config = writeConfig(tempDir(), { ...baseConfig({ registration: { quota: { max: 1000 } }, tiers: { standard: tier } }), storage: { timeoutMs: 1000 } });
+    const config = writeConfig(tempDir(), { ...baseConfig({ registration: { quota: { max: 1000 } }, tiers: { standard: publicTier(GRACE) } }), storage: { timeoutMs: 1000 } });
     server = await startServer({ AGENTAUTH_CONFIG: config, MONGODB_URI: db.uri, MONGODB_DB: uniqueDbName('refreshpause'), AGENTAUTH_KEK: newKek() });
   });
   afterAll(async () => {

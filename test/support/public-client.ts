@@ -40,3 +40,8 @@ export async function publicRefreshed(issuer: string, clientId: string, token: s
   const res = await publicRefresh(issuer, clientId, token);
   return { status: res.status, body: (await res.json()) as Record<string, unknown> };
 }
+
+/** A `standard` tier for public clients without DPoP whose refresh grace is `graceSeconds` (long refresh lifetimes). */
+export const publicTier = (graceSeconds: number) => ({
+  accessTokenTTL: 300, refreshTokenIdleTTL: 3600, refreshTokenAbsoluteTTL: 86400, dpop: 'optional', dpopNonce: false, refreshGraceSeconds: graceSeconds,
+});

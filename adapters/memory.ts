@@ -4,7 +4,6 @@ import { checkKey, checkLookup, isValidKey } from './validate.js';
 import { FileAuditStore } from './file-audit.js';
 import { FileKeyStore } from './file-keys.js';
 import { jsonCopy } from './json-copy.js';
-import { rotateInOrder } from './rotation.js';
 
 interface Entry {
   payload: AdapterPayload;
@@ -91,8 +90,12 @@ class MemoryModelStore implements ModelStore {
     return true;
   }
 
-  rotate(consumedId: string, id: string, payload: AdapterPayload, expiresIn: number | undefined, recordSuccessor: boolean): Promise<boolean> {
-    return rotateInOrder(this, consumedId, id, payload, expiresIn, recordSuccessor);
+  /** In order, as nothing else runs between the steps here: the consume decides, and only its winner stores and records. */
+  async rotate(consumedId: string, id: string, payload: AdapterPayload, expiresIn: number | undefined, recordSuccessor: boolean): Promise<boolean> {
+    if (!(await this.consume(consumedId))) return false;
+    await this.upsert(id, payload, expiresIn);
+    if (recordSuccessor) await this.setSuccessor(consumedId, id);
+    return true;
   }
 
   async consumption(id: string): Promise<Consumption | undefined> {

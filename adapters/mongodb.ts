@@ -5,7 +5,6 @@ import type { Collection, Db, Filter } from 'mongodb';
 
 import { deadline, withDeadline } from './deadline.js';
 import { StorageUnavailableError } from './errors.js';
-import { rotateInOrder } from './rotation.js';
 import type { AdapterPayload, AuditRecord, Consumption, AuditStore, KeyStore, KeyTransition, ModelName, ModelStore, NonceStore, RevokedTokenStore, Storage, StoredKey } from './types.js';
 import { AUDIT_CHAIN_ID, DEFAULT_AUDIT_CHAIN, MODEL_NAMES, chainOf, undecodableRecord } from './types.js';
 import { checkKey, checkLookup, isValidKey } from './validate.js';
@@ -27,7 +26,10 @@ interface ConsumedDoc {
   _id: string;
   at: Date;
   expiresAt: Date;
-  /** On a successor marker (`<model>:<id>:successor`): the id of the record that replaced the consumed one. */
+  /**
+   * The id of the record that replaced the consumed one: on the marker itself when a rotation consumed it, on a
+   * second marker (`<model>:<id>:successor`) when setSuccessor recorded it afterwards.
+   */
   successor?: string;
 }
 
@@ -151,28 +153,37 @@ class MongoModelStore implements ModelStore {
     if (!isValidKey(id)) return false;
     const doc = live(await guard('consume', () => this.records.findOne({ _id: id })));
     if (!doc || doc.consumed !== undefined) return false;
+    return this.#mark('consume', id, doc, undefined);
+  }
+
+  /**
+   * The single-use decision: a unique insert of the record's marker, carrying the successor when there is one (so a
+   * rotation's decision and the record of what replaced the token are one write), then the record's own `consumed`
+   * field, which only the winner sets and which nothing decides on (consumption reads the marker).
+   */
+  async #mark(op: string, id: string, doc: RecordDoc, successor: string | undefined): Promise<boolean> {
     const at = new Date();
+    const marker: ConsumedDoc = { _id: `${this.model}:${id}`, at, expiresAt: doc.expiresAt ?? new Date(at.getTime() + 86_400_000) };
+    if (successor !== undefined) marker.successor = successor;
     try {
-      await this.consumed.insertOne({
-        _id: `${this.model}:${id}`,
-        at,
-        expiresAt: doc.expiresAt ?? new Date(at.getTime() + 86_400_000),
-      });
+      await this.consumed.insertOne(marker);
     } catch (err) {
       if (err instanceof MongoServerError && err.code === DUPLICATE_KEY) return false;
-      throw unavailable('consume', err);
+      throw unavailable(op, err);
     }
-    // Only the single winner of the insert gets here, so this plain update races with no one.
-    await guard('consume', () => this.records.updateOne({ _id: id }, { $set: { consumed: Math.floor(at.getTime() / 1000) } }));
+    await guard(op, () => this.records.updateOne({ _id: id }, { $set: { consumed: Math.floor(at.getTime() / 1000) } }));
     return true;
   }
 
-  /** A second marker, also a unique insert (updates are not atomic on FerretDB): the first successor recorded stays. */
+  /**
+   * A second marker, also a unique insert (updates are not atomic on FerretDB): the first successor recorded stays,
+   * whether by this call or by the rotation that consumed the record.
+   */
   async setSuccessor(id: string, successor: string): Promise<boolean> {
     if (!isValidKey(id)) return false;
     checkKey('successor', successor);
     const mark = live(await guard('setSuccessor', () => this.consumed.findOne({ _id: `${this.model}:${id}` })));
-    if (!mark) return false;
+    if (!mark || mark.successor !== undefined) return false;
     try {
       await this.consumed.insertOne({ _id: `${this.model}:${id}:successor`, at: new Date(), expiresAt: mark.expiresAt, successor });
       return true;
@@ -182,8 +193,22 @@ class MongoModelStore implements ModelStore {
     }
   }
 
-  rotate(consumedId: string, id: string, payload: AdapterPayload, expiresIn: number | undefined, recordSuccessor: boolean): Promise<boolean> {
-    return rotateInOrder(this, consumedId, id, payload, expiresIn, recordSuccessor);
+  /**
+   * The successor is stored before the consume, and the consume's marker records it: every write that can be cut
+   * (a timeout answered 503, then applied when the database resumes) leaves either the token unused (and the
+   * successor an orphan nobody holds, which expires) or the token used with its successor stored and recorded, which
+   * the refresh grant's grace can hand to a retry. Consuming first left a token used with no successor when the cut
+   * fell between the writes. A loser of the consume removes the successor it stored; if that removal fails too, the
+   * orphan is still unknown to any client.
+   */
+  async rotate(consumedId: string, id: string, payload: AdapterPayload, expiresIn: number | undefined, recordSuccessor: boolean): Promise<boolean> {
+    if (!isValidKey(consumedId)) return false;
+    const doc = live(await guard('rotate', () => this.records.findOne({ _id: consumedId })));
+    if (!doc || doc.consumed !== undefined) return false;
+    await this.upsert(id, payload, expiresIn);
+    if (await this.#mark('rotate', consumedId, doc, recordSuccessor ? id : undefined)) return true;
+    await this.records.deleteOne({ _id: id }).catch(() => undefined);
+    return false;
   }
 
   /** Read from the markers, which are the single-use decision (the record's own `consumed` field follows them). */
@@ -197,7 +222,7 @@ class MongoModelStore implements ModelStore {
     const record = live(await guard('consumption', () => this.records.findOne({ _id: id })), now);
     if (!record) return undefined;
     const at = Math.floor(mark.at.getTime() / 1000);
-    const successor = marks.find((m) => m._id === `${key}:successor` && live(m, now))?.successor;
+    const successor = mark.successor ?? marks.find((m) => m._id === `${key}:successor` && live(m, now))?.successor;
     return successor === undefined ? { at } : { at, successor };
   }
 

@@ -35,7 +35,9 @@ export interface ModelStore {
    * A rotation: consume `consumedId` and, only if this call consumed it, store `id` (as upsert would) and, with
    * `recordSuccessor`, record `id` as its successor (setSuccessor). True when this call consumed it; false (nothing
    * stored) otherwise, as consume. Single use is as atomic as consume's; on the embedded store the three writes are
-   * also one commit, on MongoDB they follow the consume in order.
+   * also one commit. On MongoDB the successor is stored first and the consume's marker records it, so a rotation cut
+   * between its writes leaves the token either unused or used with its successor recorded (a loser removes the
+   * successor it stored).
    */
   rotate(consumedId: string, id: string, payload: AdapterPayload, expiresIn: number | undefined, recordSuccessor: boolean): Promise<boolean>;
   /**

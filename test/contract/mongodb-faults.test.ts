@@ -73,6 +73,53 @@ describe('MongoStorage when its server hangs, or crashes and restarts', () => {
       db.resume();
     }
     expect(await storage.model('Grant').find('g1')).toMatchObject({ kind: 'Grant' });
+    // A ping that succeeds ends the streak of failed ones this pause began (the later tests count from their own).
+    await storage.ping();
+  });
+
+  test('rotations cut by a hung server leave each token unused, or used with its successor stored and recorded', async () => {
+    const store = storage.model('RefreshToken');
+    const chains = 30;
+    const cut: Array<{ token: string; next: string }> = [];
+    let rotated = 0;
+    const chain = async (c: number) => {
+      let token = `rt-cut-${c}-0`;
+      await store.upsert(token, { kind: 'RefreshToken', grantId: `g-cut-${c}` }, 600);
+      for (let n = 1; ; n += 1) {
+        const next = `rt-cut-${c}-${n}`;
+        try {
+          expect(await store.rotate(token, next, { kind: 'RefreshToken', grantId: `g-cut-${c}` }, 600, true)).toBe(true);
+          rotated += 1;
+          token = next;
+        } catch (err) {
+          expect(err).toBeInstanceOf(StorageUnavailableError);
+          cut.push({ token, next });
+          return;
+        }
+      }
+    };
+    const running = Array.from({ length: chains }, (_, c) => chain(c));
+    // Every chain rotates until a write is cut; pause once they have all been going for a while (not after a fixed
+    // time, which a slow host spends on the first rotations).
+    for (let waited = 0; rotated < chains * 3 && waited < 20_000; waited += 20) await sleep(20);
+    expect(rotated).toBeGreaterThanOrEqual(chains * 3);
+    await db.pause(); // every chain has a rotation in flight, cut at whichever of its writes it had reached
+    await sleep(TIMEOUT_MS * 3);
+    db.resume();
+    await Promise.all(running);
+    await sleep(1000); // what the database applies late, once it runs again
+    expect(cut).toHaveLength(chains);
+    for (const { token, next } of cut) {
+      const mark = await store.consumption(token);
+      if (mark === undefined) {
+        // Unused: still rotatable; a successor stored before the cut is an orphan nobody holds.
+        expect(await store.find(token)).toMatchObject({ kind: 'RefreshToken' });
+      } else {
+        // Used: the successor it was used for is both stored and recorded, for the refresh grace to hand out.
+        expect(mark).toEqual({ at: expect.any(Number), successor: next });
+        expect(await store.find(next)).toMatchObject({ kind: 'RefreshToken' });
+      }
+    }
   });
 
   test(`after pings have failed for ${REPLACE_AFTER_MS} ms the client is replaced, and the new one serves once the server is back`, async () => {

@@ -17,10 +17,10 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
  * pause is answered 503 when storage.timeoutMs runs out and applied by the database when it resumes, so the token is
  * used up and nobody received its successor. Each client retries the same token after every 503, as told. Before,
  * most chains ended there: the retry came after the window and revoked the grant as a reuse (11 of 12 in a run of
- * this test without the change; an operator pass saw the same on a 10 s pause). Now no grant is revoked. A chain
- * still ends when the pause cut its rotation between the consume and the successor's insert (MongoDB's rotation is
- * three writes in turn): the token is used up with no successor, and the answer is invalid_grant "retry", nothing
- * revoked (docs/operations.md, "Storage outages").
+ * this test without the change; an operator pass saw the same on a 10 s pause). Now no grant is revoked, and no chain
+ * ends: MongoDB's rotation stores the successor before the consume whose marker records it, so a pause that cuts it
+ * leaves the token unused or used with its successor recorded. When it consumed first, a cut between the consume and
+ * the successor's insert ended the chain with invalid_grant "retry" (0 to 5 of 12 per run).
  */
 describe('refresh chains through a database pause longer than the grace (own FerretDB)', () => {
   let db: FerretdbProcess;
@@ -36,7 +36,7 @@ describe('refresh chains through a database pause longer than the grace (own Fer
     await db?.stop();
   });
 
-  test(`${CHAINS} chains refreshing through a 6 s pause: none is revoked as a reuse`, async () => {
+  test(`${CHAINS} chains refreshing through a 6 s pause: none is revoked as a reuse, none ends`, async () => {
     const clients: Array<Awaited<ReturnType<typeof signInPublic>>> = [];
     for (let i = 0; i < CHAINS; i += 1) clients.push(await signInPublic(server.url, wallet));
     let stop = false;
@@ -55,8 +55,13 @@ describe('refresh chains through a database pause longer than the grace (own Fer
           return;
         }
       }
-      // The chain's token still works once storage is back.
-      const last = await publicRefreshed(server.url, clients[i]!.clientId, token);
+      // The chain's token still works once storage is back. A 503 here is retried as in the loop: a single slow
+      // write on a loaded host (1000 ms is this server's timeoutMs) marks storage down until the next ping.
+      let last = await publicRefreshed(server.url, clients[i]!.clientId, token);
+      for (let retries = 0; last.status === 503 && retries < 20; retries += 1) {
+        await sleep(500);
+        last = await publicRefreshed(server.url, clients[i]!.clientId, token);
+      }
       if (last.status !== 200) ended.push({ chain: i, ...last });
     };
     const running = clients.map((_, i) => chain(i));
@@ -69,10 +74,7 @@ describe('refresh chains through a database pause longer than the grace (own Fer
     stop = true;
     await Promise.all(running);
     expect(unavailable).toBeGreaterThan(0);
-    // Only the cut rotation's answer, never "refresh token already used" (a reuse, which revokes the grant).
-    for (const end of ended) {
-      expect(end).toEqual({ chain: end.chain, status: 400, body: { error: 'invalid_grant', error_description: 'refresh token was rotated moments ago and its successor is not available; retry' } });
-    }
-    expect(ended.length).toBeLessThan(CHAINS);
+    // Neither "refresh token already used" (a reuse, which revokes the grant) nor a token used up with no successor.
+    expect(ended).toEqual([]);
   });
 });

@@ -189,9 +189,21 @@ function checkDomain(msg: SiweOutline, rules: SiweRules, fail: Fail): void {
   }
 }
 
+/**
+ * A URI with an authority as RFC 3986 writes one: `scheme://`, then a non-empty authority up to the first `/`, `?` or
+ * `#`. A URL parser also reads `http:localhost:3400`, `http:///localhost:3400` and `http:\\localhost:3400` as
+ * `http://localhost:3400/`, but to RFC 3986, whose URIs EIP-4361 signs, they have no authority (a path such as
+ * "localhost:3400"): the origin checked must be the one the signed text names, however a parser repairs it.
+ */
+const URI_WITH_AUTHORITY = /^([A-Za-z][A-Za-z0-9+.-]*):\/\/([^/?#\\]+)(?:[/?#]|$)/;
+
 function checkUri(msg: SiweOutline, rules: SiweRules, fail: Fail): void {
+  const written = URI_WITH_AUTHORITY.exec(msg.uri);
+  if (!written) {
+    throw fail('uri', `URI "${msg.uri}" has no authority; write it as an absolute URL, scheme://host[:port] then the path, on one of: ${list(rules.origins)}`);
+  }
   const origin = originOf(msg.uri);
-  if (origin === undefined || !normalizedOrigins(rules).includes(origin)) {
+  if (origin === undefined || originOf(`${written[1]}://${written[2]}`) !== origin || !normalizedOrigins(rules).includes(origin)) {
     throw fail('uri', `URI "${msg.uri}" is not on an accepted origin (got ${origin ?? 'no origin'}); expected a URL on one of: ${list(rules.origins)}`);
   }
 }
@@ -213,6 +225,13 @@ function checkTimes(msg: SiweMessage, rules: SiweRules, now: Date, fail: Fail): 
       `Issued At ${msg.issuedAt.toISOString()} is more than ${rules.clockSkewSeconds} s after the server's time ` +
         `${now.toISOString()}; check the signing device's clock`,
     );
+  }
+  // A message whose validity ends before it begins is never valid, whatever the clock skew lets through.
+  if (msg.expirationTime && msg.expirationTime.getTime() <= issued) {
+    throw fail('expiration-time', `Expiration Time ${msg.expirationTime.toISOString()} is not after Issued At ${msg.issuedAt.toISOString()}`);
+  }
+  if (msg.expirationTime && msg.notBefore && msg.notBefore.getTime() >= msg.expirationTime.getTime()) {
+    throw fail('not-before', `Not Before ${msg.notBefore.toISOString()} is not before Expiration Time ${msg.expirationTime.toISOString()}`);
   }
   if (msg.expirationTime && t >= msg.expirationTime.getTime() + skew) {
     throw fail('expiration-time', `the message expired at ${msg.expirationTime.toISOString()} (server time ${now.toISOString()})`);

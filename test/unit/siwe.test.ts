@@ -310,6 +310,25 @@ describe('verifySiwe: one refusal per rule', () => {
     await expect(verifySiwe(s, rules, { nonces: s.nonces.store, now })).resolves.toMatchObject({ address: ALICE });
   });
 
+  test('uri: a spelling a URL parser repairs into an accepted origin but RFC 3986 reads without an authority, refused before the nonce is read', async () => {
+    const good = fields().uri;
+    for (const uri of ['https:auth.example.com/interaction/Xk2', 'https:/auth.example.com/interaction/Xk2', 'https:///auth.example.com/interaction/Xk2',
+      'https:\\\\auth.example.com/interaction/Xk2', 'https:/\\auth.example.com/interaction/Xk2', 'https://\\auth.example.com/interaction/Xk2',
+      'https://auth.example.com\\interaction/Xk2', 'https://']) {
+      expect(new URL(uri.length > 8 ? uri : good).origin).toBe('https://auth.example.com'); // what a URL parser makes of it
+      const text = buildSiweMessage(fields()).replace(`URI: ${good}`, `URI: ${uri}`);
+      const { message, signature, nonces } = signedText(text, fields().nonce);
+      const err = await refusal(verifySiwe({ message, signature, nonceBinding: BINDING }, rules, { nonces: nonces.store, now }), 'uri');
+      expect(err.message).toMatch(/has no authority|is not on an accepted origin/);
+      expect(nonces.lookups).toEqual([]);
+      expect(nonces.consumed).toEqual([]);
+    }
+    const text = buildSiweMessage(fields()).replace(`URI: ${good}`, 'URI: https:auth.example.com');
+    const { message, signature, nonces } = signedText(text, fields().nonce);
+    const err = await refusal(verifySiwe({ message, signature, nonceBinding: BINDING }, rules, { nonces: nonces.store, now }), 'uri');
+    expect(err.message).toBe('URI "https:auth.example.com" has no authority; write it as an absolute URL, scheme://host[:port] then the path, on one of: https://auth.example.com, http://localhost:3000');
+  });
+
   test('version: the grammar only admits "1", so another version is a message-format refusal (the version rule is unreachable through the parser)', async () => {
     const text = buildSiweMessage(fields()).replace('Version: 1', 'Version: 2');
     const { message, signature, nonces } = signedText(text, fields().nonce);
@@ -348,6 +367,22 @@ describe('verifySiwe: one refusal per rule', () => {
     const s = signed({ issuedAt: at(-200), expirationTime: at(-61) });
     const err = await refusal(verifySiwe(s, rules, { nonces: s.nonces.store, now }), 'expiration-time');
     expect(err.message).toContain('expired at 2025-06-01T11:58:59.000Z');
+  });
+
+  test('expiration-time: not after Issued At, refused even when the clock skew would let the time checks pass', async () => {
+    for (const expirationTime of [at(-10), at(-11)]) {
+      const s = signed({ issuedAt: at(-10), expirationTime });
+      const err = await refusal(verifySiwe(s, rules, { nonces: s.nonces.store, now }), 'expiration-time');
+      expect(err.message).toBe(`Expiration Time ${expirationTime.toISOString()} is not after Issued At ${at(-10).toISOString()}`);
+    }
+    const s = signed({ issuedAt: at(-10), expirationTime: at(-9) });
+    await expect(verifySiwe(s, rules, { nonces: s.nonces.store, now })).resolves.toMatchObject({ address: ALICE });
+  });
+
+  test('not-before: not before Expiration Time, a message never valid, refused even within the clock skew', async () => {
+    const s = signed({ issuedAt: at(-10), notBefore: at(20), expirationTime: at(20) });
+    const err = await refusal(verifySiwe(s, rules, { nonces: s.nonces.store, now }), 'not-before');
+    expect(err.message).toBe(`Not Before ${at(20).toISOString()} is not before Expiration Time ${at(20).toISOString()}`);
   });
 
   test('not-before: not reached (beyond the clock skew)', async () => {

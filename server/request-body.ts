@@ -51,7 +51,7 @@ const MAX_BODY_DEPTH = MAX_METADATA_DEPTH;
  * (RFC 8259 §4 leaves the outcome to each parser; I-JSON, RFC 7493 §2.3, forbids it): which of two values counts is
  * not for the server to guess, as with a form parameter sent twice.
  */
-export function parseJsonBody(text: string): unknown {
+export function parseJsonBody(text: string, options: { deepForCaller?: boolean } = {}): unknown {
   let value: unknown;
   try {
     value = JSON.parse(text) as unknown;
@@ -59,7 +59,11 @@ export function parseJsonBody(text: string): unknown {
     throw new errors.InvalidRequest('the request body is not valid JSON');
   }
   // Before the member-name check, whose parser recurses: a 10 KB body of nested arrays overflowed its stack (a 500).
-  if (jsonDepthExceeds(value, MAX_BODY_DEPTH)) throw new errors.InvalidRequest(`the request body nests deeper than ${MAX_BODY_DEPTH} levels`);
+  // With deepForCaller, such a body is handed on unchecked for names, to a caller whose own rule refuses it.
+  if (jsonDepthExceeds(value, MAX_BODY_DEPTH)) {
+    if (options.deepForCaller) return value;
+    throw new errors.InvalidRequest(`the request body nests deeper than ${MAX_BODY_DEPTH} levels`);
+  }
   const twice = nameGivenTwice(text);
   if (twice !== undefined) throw new errors.InvalidRequest(`the request body names ${JSON.stringify(twice.slice(0, 100))} twice in one object`);
   return value;

@@ -5,6 +5,7 @@ import * as registration from 'oidc-provider/lib/actions/registration.js';
 import type { AdapterPayload, ModelStore } from '../../adapters/types.js';
 import { failClosedInProvider } from '../../adapters/oidc-adapter.js';
 import { setBeforeClientWrite } from '../admin/client-write-hook.js';
+import { strictJsonBody } from './registration-body.js';
 import { auditLater } from '../audit/trail.js';
 import { ClientSecretHasher } from '../client-secrets.js';
 import type { RegistrationConfig } from '../config.js';
@@ -21,7 +22,8 @@ import type { TierLimits } from '../policies/tiers.js';
  * `client`, `client_update` and `client_delete` routes), so that every spelling of a request the router accepts
  * (`/reg`, `/REG`, `/Reg/`, any Authorization scheme case) meets the same rules: the per-IP quota and the metadata
  * policy at registration, single-use registration access tokens that rotate on every read and update, secrets that
- * are never returned once hashed, and revocation of everything a deleted client held.
+ * are never returned once hashed, revocation of everything a deleted client held, and a JSON body read strictly
+ * (registration-body.ts: no member named twice, UTF-8 only).
  *
  * The steps are inserted, by name, into the action lists oidc-provider 9.13.3 exports (pinned exactly;
  * test/unit/oidc-provider-internals.test.ts fails on upgrade); `prepareRegistrationSteps` refuses to start if a step
@@ -71,6 +73,11 @@ function indexOf(list: Step[], name: string, action: string): number {
     throw new Error(`oidc-provider's registration ${action} action no longer has a "${name}" step; agentauth's registration policy must be updated for this oidc-provider version`);
   }
   return i;
+}
+
+/** Puts `step` in place of the step named `anchor`. */
+function replace(list: Step[], anchor: string, step: Step, action: string): void {
+  list.splice(indexOf(list, anchor, action), 1, step);
 }
 
 /** Inserts `step` right after (or before) the step named `anchor`. */
@@ -235,6 +242,8 @@ export function prepareRegistrationSteps(): void {
   const marker = lists.post as unknown as Record<symbol, boolean>;
   if (marker[PATCHED]) return;
   insert(lists.post, 'bound selectiveBody', 'before', quotaStep, 'create');
+  replace(lists.post, 'bound selectiveBody', named('strictJsonBody', strictJsonBody), 'create');
+  replace(lists.put, 'bound selectiveBody', named('strictJsonBody', strictJsonBody), 'update');
   insert(lists.post, 'validateInitialAccessToken', 'after', registrationPolicyStep, 'create');
   insert(lists.get, 'clientReadResponse', 'before', readStep, 'read');
   insert(lists.put, 'validateJsonBody', 'after', updatePolicyStep, 'update');

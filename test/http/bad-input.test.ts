@@ -651,6 +651,51 @@ describe('bad input gets an RFC-shaped 4xx, never a 500, and changes nothing', (
       expect(read.status).toBe(200);
     });
 
+    test('a member named twice (in any spelling of the name, at any depth) is 400 invalid_request naming it, on every spelling of the route, and nothing is stored', async () => {
+      const body = JSON.stringify(valid).slice(0, -1);
+      const cases: Array<[string, string, string]> = [
+        // Which redirect URI would count is a parser's guess: oidc-provider's took the last.
+        ['/reg', `${body},"redirect_uris":["https://evil.example/cb"]}`, 'redirect_uris'],
+        ['/REG', `${body},"redirect\\u005furis":["https://evil.example/cb"]}`, 'redirect_uris'],
+        ['/Reg/', `${body},"token_endpoint_auth_method":"client_secret_basic"}`, 'token_endpoint_auth_method'],
+        ['/reg', `${JSON.stringify({ ...valid, token_endpoint_auth_method: 'private_key_jwt' }).slice(0, -1)},"jwks":{"keys":[{"kty":"EC","crv":"P-256","crv":"P-384"}]}}`, 'crv'],
+      ];
+      for (const [path, text, name] of cases) {
+        const before = await clients().countDocuments();
+        const res = await post(`${issuer}${path}`, 'POST', text);
+        expect({ path, text, ...res }).toEqual({ path, text, status: 400, body: { error: 'invalid_request', error_description: `the request body names "${name}" twice in one object` } });
+        expect(await clients().countDocuments()).toBe(before);
+      }
+    });
+
+    test('bytes that are not UTF-8 are 400 invalid_request saying so, not U+FFFD in a stored name', async () => {
+      const before = await clients().countDocuments();
+      for (const bytes of [[0xff], [0xc3], [0xed, 0xa0, 0x80]]) {
+        const text = JSON.stringify({ ...valid, client_name: 'Agent X' });
+        const at = Buffer.byteLength(text.slice(0, text.indexOf('X')));
+        const body = Buffer.concat([Buffer.from(text.slice(0, text.indexOf('X'))), Buffer.from(bytes), Buffer.from(text).subarray(at + 1)]);
+        const res = await fetch(`${issuer}/reg`, { method: 'POST', headers: { 'content-type': 'application/json' }, body });
+        expect({ bytes, status: res.status, body: (await res.json()) as unknown }).toEqual({ bytes, status: 400, body: { error: 'invalid_request', error_description: 'the request body is not valid UTF-8' } });
+      }
+      expect(await clients().countDocuments()).toBe(before);
+    });
+
+    test('an RFC 7592 update with a member named twice, or not UTF-8, is refused the same way, and its token still reads the registration', async () => {
+      const created = await register(issuer, valid);
+      expect(created.status).toBe(201);
+      const uri = created.body.registration_client_uri as string;
+      const token = created.body.registration_access_token as string;
+      const update = JSON.stringify({ ...valid, client_id: created.body.client_id }).slice(0, -1);
+      const twice = await post(uri, 'PUT', `${update},"redirect_uris":["https://evil.example/cb"]}`, token);
+      expect(twice).toEqual({ status: 400, body: { error: 'invalid_request', error_description: 'the request body names "redirect_uris" twice in one object' } });
+      const notUtf8 = await fetch(uri, { method: 'PUT', headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` }, body: Buffer.concat([Buffer.from(`${update},"client_name":"A`), Buffer.from([0xff]), Buffer.from('"}')]) });
+      expect(notUtf8.status).toBe(400);
+      expect(await notUtf8.json()).toEqual({ error: 'invalid_request', error_description: 'the request body is not valid UTF-8' });
+      expect((await storedClient(created.body.client_id as string))?.redirect_uris).toEqual([REDIRECT]);
+      const read = await fetch(uri, { headers: { authorization: `Bearer ${token}` } });
+      expect(read.status).toBe(200);
+    });
+
     test('field names Object.prototype has (constructor, toString, __proto__) are unsupported fields, named as such', async () => {
       for (const field of ['constructor', 'toString', 'valueOf', 'hasOwnProperty']) {
         const res = await post(`${issuer}/reg`, 'POST', `${JSON.stringify(valid).slice(0, -1)},${JSON.stringify(field)}:1}`);

@@ -18,7 +18,7 @@ export async function strictJsonBody(ctx: KoaContextWithOIDC, next: () => Promis
     const body = parseJsonBody(await readBodyText(ctx, PROVIDER_BODY_LIMIT), { deepForCaller: true });
     (ctx.oidc as { body?: unknown }).body = body;
   } else if (ctx.get('content-type')) {
-    throw new errors.InvalidRequest(`only application/json content-type bodies are supported on ${ctx.method} ${ctx.path}`);
+    throw new errors.InvalidRequest(`only application/json content-type bodies are supported on ${ctx.method} ${ctx.path.slice(0, 200)}`);
   } else {
     (ctx.oidc as { body?: unknown }).body = {};
   }

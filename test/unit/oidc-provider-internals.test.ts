@@ -58,10 +58,16 @@ describe('oidc-provider internals agentauth relies on', () => {
     prepareRegistrationSteps();
     const post = names(registration.post);
     expect(post.filter((n) => n === 'agentauthRegistrationQuota')).toHaveLength(1);
-    expect(post.indexOf('agentauthRegistrationQuota')).toBeLessThan(post.indexOf('bound selectiveBody'));
+    // oidc-provider's JSON body step is replaced by agentauth's strict one (server/http/registration-body.ts).
+    expect(post).not.toContain('bound selectiveBody');
+    expect(post.filter((n) => n === 'strictJsonBody')).toHaveLength(1);
+    expect(post.indexOf('agentauthRegistrationQuota')).toBe(post.indexOf('strictJsonBody') - 1);
+    expect(post.indexOf('strictJsonBody')).toBe(post.indexOf('validateJsonBody') - 1);
     expect(post.indexOf('agentauthRegistrationPolicy')).toBe(post.indexOf('validateInitialAccessToken') + 1);
     expect(names(registration.get).indexOf('agentauthRotateOnRead')).toBe(names(registration.get).indexOf('clientReadResponse') - 1);
     const put = names(registration.put);
+    expect(put).not.toContain('bound selectiveBody');
+    expect(put.indexOf('strictJsonBody')).toBe(put.indexOf('validateRegistrationAccessToken') + 1);
     expect(put.indexOf('agentauthUpdatePolicy')).toBeLessThan(put.indexOf('equalChecks'));
     expect(put.indexOf('agentauthRotateOnUpdate')).toBe(put.indexOf('clientUpdateResponse') - 1);
     expect(names(registration.del).indexOf('agentauthRevokeOnDelete')).toBe(names(registration.del).indexOf('clientRemoveResponse') - 1);

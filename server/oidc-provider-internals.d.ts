@@ -80,6 +80,12 @@ declare module 'oidc-provider/lib/helpers/weak_cache.js' {
     /** oidc-provider's router (lib/helpers/router.js): the route a method and path resolve to, as requests are routed. */
     router: { match(method: string, path: string): { route: { name: string; path: string }; params: Record<string, string> } | undefined };
     configuration: {
+      /** The algorithm lists oidc-provider checks client metadata against and advertises in discovery (server/signing-alg.ts). */
+      idTokenSigningAlgValues: string[];
+      userinfoSigningAlgValues: string[];
+      introspectionSigningAlgValues: string[];
+      authorizationSigningAlgValues: string[];
+      enabledJWA: Record<'idTokenSigningAlgValues' | 'userinfoSigningAlgValues' | 'introspectionSigningAlgValues' | 'authorizationSigningAlgValues', string[]>;
       features: {
         userinfo: unknown;
         resourceIndicators: { getResourceServerInfo(ctx: KoaContextWithOIDC, resource: string, client: unknown): Promise<unknown> };

@@ -102,13 +102,14 @@ function staticClients(config: Config, hasher: ClientSecretHasher): ClientMetada
   }));
 }
 
-/** The registration policy's inputs, from configuration (pure). */
-export function registrationPolicy(config: Config): RegistrationPolicy {
+/** The registration policy's inputs, from configuration, and the algorithms of the published keys when given. */
+export function registrationPolicy(config: Config, signingAlgs?: () => readonly string[]): RegistrationPolicy {
   return {
     allowedAuthMethods: config.registration.allowedAuthMethods,
     allowedGrantTypes: config.registration.allowedGrantTypes,
     knownScopes: new Set([...OIDC_SCOPES, ...config.resourceServers.flatMap((rs) => rs.scopes)]),
     anonymous: config.registration.anonymous,
+    ...(signingAlgs ? { signingAlgs } : {}),
   };
 }
 
@@ -394,12 +395,13 @@ export function createProvider(deps: ProviderDeps): Provider {
   prepareRegistrationSteps();
   prepareTokenLimitStep();
   const provider = new Provider(deps.config.issuer, providerConfiguration(deps));
+  const publishedAlgs = () => deps.keyring.keys.map((k) => k.alg);
   installCodeChecks(provider);
   explainBodyParseErrors(provider);
   registerTokenLimit(provider, { limit: new SharedWindowLimit(deps.storage.nonces, 'token', deps.config.limits.tokenRequestsPerClient), health: deps.health });
   registerRegistrationSteps(provider, {
     registration: deps.config.registration,
-    policy: registrationPolicy(deps.config),
+    policy: registrationPolicy(deps.config, publishedAlgs),
     limits: tierLimits(deps.config),
     hasher: deps.hasher,
     registrationAccessTokens: deps.storage.model('RegistrationAccessToken'),
@@ -413,7 +415,7 @@ export function createProvider(deps: ProviderDeps): Provider {
     const tierName = deps.config.registration.defaultTier;
     installClientMetadataDocuments(provider, {
       settings: deps.config.clientIdMetadataDocuments,
-      policy: registrationPolicy(deps.config),
+      policy: registrationPolicy(deps.config, publishedAlgs),
       tier: { name: tierName, settings: deps.config.tiers[tierName]! },
       staticClientIds: new Set(deps.config.clients.map((c) => c.client_id)),
       log: deps.log,

@@ -1,5 +1,6 @@
 import { decodeProtectedHeader } from 'jose';
 import type { Provider } from 'oidc-provider';
+import instance from 'oidc-provider/lib/helpers/weak_cache.js';
 
 /** The client properties oidc-provider reads to choose the key that signs an ID token or an introspection response. */
 const SIGNED_BY_THE_SERVER = new Set<PropertyKey>(['idTokenSignedResponseAlg', 'introspectionSignedResponseAlg']);
@@ -59,4 +60,45 @@ export function followActiveKeyAlg(provider: Provider, keys: { activeAlg(): stri
     }
     return typeof alg === 'string' && keys.publishedAlgs().includes(alg) ? validate(jwt, withAlg(client, () => alg as string)) : validate(jwt, client);
   };
+}
+
+/** The lists oidc-provider checks client metadata against and advertises, by the discovery member that shows each. */
+const SIGNING_ALG_LISTS = [
+  ['idTokenSigningAlgValues', 'id_token_signing_alg_values_supported'],
+  ['userinfoSigningAlgValues', 'userinfo_signing_alg_values_supported'],
+  ['introspectionSigningAlgValues', 'introspection_signing_alg_values_supported'],
+  ['authorizationSigningAlgValues', 'authorization_signing_alg_values_supported'],
+] as const;
+
+/**
+ * Clients keep loading across a rotation to another algorithm, restarts included; discovery names only what the
+ * published keys sign with.
+ *
+ * oidc-provider adds each key's algorithm to these lists when a keystore is built (lib/helpers/initialize_keystore.js)
+ * and checks every client it builds against them, on every load from storage too. Every registered client stores
+ * `id_token_signed_response_alg` and `introspection_signed_response_alg` (the defaults: the key's algorithm at the
+ * time). So after an ES256 → EdDSA rotation, once the ES256 key was archived and the server restarted, the lists held
+ * EdDSA alone and every client registered before the rotation failed to load: `400 invalid_client_metadata
+ * "id_token_signed_response_alg must be 'EdDSA'"` on its token, authorization and RFC 7592 requests. And until that
+ * restart, discovery still listed the archived key's algorithm.
+ *
+ * Now the lists are every algorithm agentauth signs with (enabledJWA, server/provider.ts), so any client loads
+ * (followActiveKeyAlg signs for one whose algorithm has no key left), and discovery's members are cut down, per request,
+ * to the algorithms of the published keys. Registration refuses an algorithm no published key has
+ * (server/policies/registration.ts), where oidc-provider refused it through the lists.
+ */
+export function advertisePublishedAlgs(provider: Provider, keys: { publishedAlgs(): readonly string[] }): void {
+  const { configuration } = instance(provider);
+  for (const [list] of SIGNING_ALG_LISTS) configuration[list] = [...configuration.enabledJWA[list]];
+  provider.use(async (ctx, next) => {
+    await next();
+    if (ctx.oidc?.route !== 'discovery') return;
+    const body = ctx.body as Record<string, unknown> | undefined;
+    if (!body || typeof body !== 'object') return;
+    const published = new Set(keys.publishedAlgs());
+    for (const [, member] of SIGNING_ALG_LISTS) {
+      const algs = body[member];
+      if (Array.isArray(algs)) body[member] = algs.filter((alg) => typeof alg === 'string' && (published.has(alg) || alg.startsWith('HS')));
+    }
+  });
 }

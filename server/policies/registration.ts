@@ -65,6 +65,11 @@ export interface RegistrationPolicy {
   knownScopes: ReadonlySet<string>;
   /** What anonymously registered clients may do without a person's consent (registration.anonymous). */
   anonymous: RegistrationConfig['anonymous'];
+  /**
+   * The algorithms of the published signing keys (what discovery advertises): an `id_token_signed_response_alg` must
+   * be one of them. Absent: any of ID_TOKEN_SIGNING_ALGS.
+   */
+  signingAlgs?: () => readonly string[];
 }
 
 /** Registration: how the client is being registered. Update: the client's current metadata (its read response). */
@@ -157,10 +162,16 @@ function checkHttpsUri(field: string, value: unknown): void {
  * can sign with (otherwise the client registers and then never authenticates: oidc-provider picks verification keys by
  * the assertion's alg).
  */
-function checkAlgorithms(body: Record<string, unknown>, method: string): void {
+function checkAlgorithms(body: Record<string, unknown>, method: string, policy: RegistrationPolicy, context: RegistrationRequestContext): void {
   const idTokenAlg = body.id_token_signed_response_alg;
   if (idTokenAlg !== undefined && (typeof idTokenAlg !== 'string' || !(ID_TOKEN_SIGNING_ALGS as readonly string[]).includes(idTokenAlg))) {
     throw metadataError('id_token_signed_response_alg', `must be one of ${ID_TOKEN_SIGNING_ALGS.join(', ')} (got ${JSON.stringify(idTokenAlg)?.slice(0, 100)})`);
+  }
+  // One no published key has: refused, unless an update echoes what the client already has (registered before the
+  // operator rotated to another algorithm; its ID tokens then come with the active key's, server/signing-alg.ts).
+  const published = policy.signingAlgs?.();
+  if (typeof idTokenAlg === 'string' && published && !published.includes(idTokenAlg) && !(context.update && context.current.id_token_signed_response_alg === idTokenAlg)) {
+    throw metadataError('id_token_signed_response_alg', `is ${idTokenAlg}, which none of this server's signing keys uses; use ${[...new Set(published)].join(' or ')} (id_token_signing_alg_values_supported)`);
   }
   const authAlg = body.token_endpoint_auth_signing_alg;
   if (authAlg === undefined) return;
@@ -311,7 +322,7 @@ export function checkRegistrationRequest(
     const problem = clientJwksProblem(body.jwks);
     if (problem) throw metadataError('jwks', problem);
   }
-  checkAlgorithms(body, method);
+  checkAlgorithms(body, method, policy, context);
 
   // Write the defaults back: oidc-provider's own defaults differ (response_types ["code"]).
   body.grant_types = grantTypes;

@@ -3,7 +3,7 @@ import { decodeProtectedHeader } from 'jose';
 import * as oidc from 'openid-client';
 
 import { clientCredentialsToken, fastKeysConfig, insecure, introspect, REDIRECT, RESOURCE, RS_CLIENT } from '../support/agent-server.js';
-import { runCli, startConfigured } from '../support/server.js';
+import { runCli, startConfigured, startServer } from '../support/server.js';
 import type { RunningServer } from '../support/server.js';
 import { authorizeWithWallet } from '../support/user-agent.js';
 
@@ -11,7 +11,10 @@ import { authorizeWithWallet } from '../support/user-agent.js';
  * A rotation to another algorithm (AGENTAUTH_KEY_ALG): access tokens move to the new key at once. ID tokens and signed
  * introspection responses (RFC 9701) follow the algorithm the client registered (or was built with), which clients
  * check: signed by the old key while it is published, then by the new one. They used to fail with a 500 once the old
- * key was archived. ID tokens presented back as `id_token_hint` verify with the key that signed them.
+ * key was archived. ID tokens presented back as `id_token_hint` verify with the key that signed them. Discovery names
+ * the published keys' algorithms only, registration refuses one no published key has, and a client registered before
+ * the rotation still loads after a restart (every client stores the algorithm of its day; it used to fail to load,
+ * `invalid_client_metadata`, once the restarted server knew only the new key's).
  */
 const CONFIG = fastKeysConfig(5, 1);
 const person = new Wallet('0x8b3a350cf5c34c9194ca85829a2df0ec3153be0318b5e2d3348e872092edffba');
@@ -54,12 +57,18 @@ async function idToken(client: oidc.Configuration): Promise<string> {
 }
 
 /** What the logout page makes of an ID token presented as id_token_hint (no session here): its form, or a refusal. */
+/** The signing algorithms discovery advertises. */
+async function advertised(): Promise<Record<string, unknown>> {
+  const meta = (await (await fetch(`${server.url}/.well-known/openid-configuration`)).json()) as Record<string, unknown>;
+  return { id: meta.id_token_signing_alg_values_supported, introspection: meta.introspection_signing_alg_values_supported };
+}
+
 async function logoutWithHint(hint: string): Promise<{ status: number; text: string }> {
   const res = await fetch(`${server.url}/session/end?${new URLSearchParams({ id_token_hint: hint })}`, { headers: { accept: 'text/html' } });
   return { status: res.status, text: await res.text() };
 }
 
-test('after an ES256 → EdDSA rotation: access tokens move at once; ID tokens and signed introspection follow once the old key is archived, never a 500; hints verify', async () => {
+test('after an ES256 → EdDSA rotation: access tokens move at once; ID tokens and signed introspection follow once the old key is archived, never a 500; hints verify; discovery and registration follow the published keys; the client still loads after a restart', async () => {
   const client = await oidc.dynamicClientRegistration(
     new URL(server.url),
     { client_name: 'OpenID agent', redirect_uris: [REDIRECT], grant_types: ['authorization_code'], response_types: ['code'], token_endpoint_auth_method: 'none', scope: 'openid read' },
@@ -67,6 +76,8 @@ test('after an ES256 → EdDSA rotation: access tokens move at once; ID tokens a
     insecure,
   );
   const registered = client.clientMetadata();
+  expect(registered.id_token_signed_response_alg).toBe('ES256');
+  expect(await advertised()).toEqual({ id: ['ES256'], introspection: ['ES256'] });
   const before = await signedBy();
   expect(before.token.alg).toBe('ES256');
   expect(before.introspection).toEqual(before.token);
@@ -84,6 +95,8 @@ test('after an ES256 → EdDSA rotation: access tokens move at once; ID tokens a
     after = await signedBy();
   }
   expect(after.token).toEqual({ alg: 'EdDSA', kid: newKid });
+  // Both keys are published: both algorithms are advertised.
+  expect(await advertised()).toEqual({ id: ['ES256', 'EdDSA'], introspection: ['ES256', 'EdDSA'] });
   // The client checks the algorithm it registered (ES256): while the old key is published, that key signs for it.
   expect(after.introspection).toEqual(before.token);
   expect(header(await idToken(client))).toEqual(before.token);
@@ -93,6 +106,17 @@ test('after an ES256 → EdDSA rotation: access tokens move at once; ID tokens a
   await new Promise((r) => setTimeout(r, 7000));
   const jwks = (await (await fetch(`${server.url}/jwks`)).json()) as { keys: Array<{ kid: string }> };
   expect(jwks.keys.map((k) => k.kid)).toEqual([newKid]);
+  // The archived key's algorithm leaves discovery at once (it used to stay until a restart), and registration.
+  expect(await advertised()).toEqual({ id: ['EdDSA'], introspection: ['EdDSA'] });
+  const refused = await fetch(`${server.url}/reg`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ redirect_uris: [REDIRECT], grant_types: ['authorization_code'], token_endpoint_auth_method: 'none', scope: 'openid read', id_token_signed_response_alg: 'ES256' }),
+  });
+  expect({ status: refused.status, body: await refused.json() }).toEqual({ status: 400, body: {
+    error: 'invalid_client_metadata',
+    error_description: "id_token_signed_response_alg is ES256, which none of this server's signing keys uses; use EdDSA (id_token_signing_alg_values_supported)",
+  } });
   expect((await signedBy()).introspection).toEqual({ alg: 'EdDSA', kid: newKid });
   const newIdToken = await idToken(client);
   expect(header(newIdToken)).toEqual({ alg: 'EdDSA', kid: newKid });
@@ -104,5 +128,24 @@ test('after an ES256 → EdDSA rotation: access tokens move at once; ID tokens a
   // The client's registration reads back as stored.
   const read = await fetch(registered.registration_client_uri as string, { headers: { authorization: `Bearer ${registered.registration_access_token as string}` } });
   expect(read.status).toBe(200);
-  expect(await read.json()).toMatchObject({ id_token_signed_response_alg: 'ES256' });
-}, 60_000);
+  const current = (await read.json()) as Record<string, unknown>;
+  expect(current).toMatchObject({ id_token_signed_response_alg: 'ES256' });
+  // An RFC 7592 update may echo the algorithm the client has, though no published key has it any more.
+  const { registration_access_token: token, registration_client_uri: uri, client_id_issued_at: _issuedAt, ...metadata } = current;
+  const updated = await fetch(uri as string, {
+    method: 'PUT',
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${token as string}` },
+    body: JSON.stringify({ ...metadata, client_name: 'OpenID agent, renamed' }),
+  });
+  const updatedBody = (await updated.json()) as Record<string, unknown>;
+  expect({ status: updated.status, alg: updatedBody.id_token_signed_response_alg, name: updatedBody.client_name }).toEqual({ status: 200, alg: 'ES256', name: 'OpenID agent, renamed' });
+
+  // Restarted (same port, same store) with only the EdDSA key left: the client registered with ES256 still loads.
+  await server.stop();
+  server = await startServer({ ...env, AGENTAUTH_KEY_ALG: 'EdDSA' }, server.port);
+  expect(await advertised()).toEqual({ id: ['EdDSA'], introspection: ['EdDSA'] });
+  expect(header(await idToken(client))).toEqual({ alg: 'EdDSA', kid: newKid });
+  const reread = await fetch(uri as string, { headers: { authorization: `Bearer ${updatedBody.registration_access_token as string}` } });
+  expect(reread.status).toBe(200);
+  expect(await reread.json()).toMatchObject({ id_token_signed_response_alg: 'ES256', client_name: 'OpenID agent, renamed' });
+}, 90_000);

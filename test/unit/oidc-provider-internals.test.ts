@@ -131,6 +131,21 @@ describe('oidc-provider internals agentauth relies on', () => {
     expect(initializeKeystore.length).toBe(1);
   });
 
+  test('the signing algorithm lists server/signing-alg.ts sets: built from the keys, read lazily by client validation and per request by discovery', () => {
+    const lib = join(dirname(createRequire(import.meta.url).resolve('oidc-provider')));
+    const read = (file: string) => readFileSync(join(lib, file), 'utf8');
+    // A keystore adds its keys' algorithms to the lists (never removes any): agentauth sets them to all it signs with.
+    expect(read('helpers/initialize_keystore.js')).toContain("'idTokenSigningAlgValues',");
+    expect(read('helpers/initialize_keystore.js')).toContain('configuration[prop] = [...new Set([...configuration[prop], ...signingAlgs])]');
+    // Every client built (registration, update, each load from storage) is checked against the list as it is then.
+    expect(read('helpers/client_schema.js')).toContain('id_token_signed_response_alg: () => configuration.idTokenSigningAlgValues,');
+    // Discovery reads the lists on each request; agentauth's post-middleware cuts them down to the published keys'.
+    const discovery = read('actions/discovery.js');
+    for (const member of ['id_token_signing_alg_values_supported = configuration.idTokenSigningAlgValues', 'introspection_signing_alg_values_supported = configuration.introspectionSigningAlgValues', 'userinfo_signing_alg_values_supported = configuration.userinfoSigningAlgValues', 'authorization_signing_alg_values_supported = configuration.authorizationSigningAlgValues']) {
+      expect(discovery).toContain(`ctx.body.${member};`);
+    }
+  });
+
   test('client ID metadata documents: the experimental flag, discovery, and every client lookup through Client.find (server/client-metadata/resolver.ts)', () => {
     const lib = join(dirname(createRequire(import.meta.url).resolve('oidc-provider')));
     const read = (file: string) => readFileSync(join(lib, file), 'utf8');

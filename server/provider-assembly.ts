@@ -5,7 +5,7 @@ import { installDisabledClientCheck } from './admin/disabled-clients.js';
 import { registerTokenExchangeGrant } from './grants/token-exchange.js';
 import { registerWalletGrant } from './grants/wallet-signature.js';
 import { createProvider } from './provider.js';
-import { advertisePublishedAlgs, followActiveKeyAlg } from './signing-alg.js';
+import { advertisePublishedAlgs, followActiveKeyAlg, publishedAlgsOf } from './signing-alg.js';
 import type { ProviderDeps } from './provider.js';
 
 /**
@@ -20,7 +20,7 @@ export function assembleProvider(deps: ProviderDeps & { wallet: WalletSignIn }):
   registerWalletGrant(provider, deps.wallet, deps.log, deps.health);
   registerTokenExchangeGrant(provider, { policy: deps.config.tokenExchange, clients: deps.storage.model('Client'), health: deps.health });
   installDisabledClientCheck(provider, deps.storage.model('Client'), deps.storage.nonces, deps.health);
-  const keys = { activeAlg: () => deps.keyring.active.alg, publishedAlgs: () => deps.keyring.keys.map((k) => k.alg) };
+  const keys = { activeAlg: () => deps.keyring.active.alg, publishedAlgs: publishedAlgsOf(deps.keyring) };
   followActiveKeyAlg(provider, keys);
   advertisePublishedAlgs(provider, keys);
   return provider;

@@ -39,6 +39,7 @@ import { NONCE_PATH } from '../interactions/routes.js';
 import { explainBodyParseErrors } from './http/body-parse-errors.js';
 import { whenRecorded } from './audit/trail.js';
 import { dpopHeaderProblem } from './http/dpop-header.js';
+import { publishedAlgsOf } from './signing-alg.js';
 
 /** How clients may authenticate, at the token, introspection and revocation endpoints alike. */
 const CLIENT_AUTH_METHODS = ['none', 'client_secret_basic', 'client_secret_post', 'private_key_jwt'] as const;
@@ -395,7 +396,7 @@ export function createProvider(deps: ProviderDeps): Provider {
   prepareRegistrationSteps();
   prepareTokenLimitStep();
   const provider = new Provider(deps.config.issuer, providerConfiguration(deps));
-  const publishedAlgs = () => deps.keyring.keys.map((k) => k.alg);
+  const publishedAlgs = publishedAlgsOf(deps.keyring);
   installCodeChecks(provider);
   explainBodyParseErrors(provider);
   registerTokenLimit(provider, { limit: new SharedWindowLimit(deps.storage.nonces, 'token', deps.config.limits.tokenRequestsPerClient), health: deps.health });

@@ -62,6 +62,9 @@ export function followActiveKeyAlg(provider: Provider, keys: { activeAlg(): stri
   };
 }
 
+/** The algorithms of the keyring's published keys, read at each call (the keyring follows rotations). */
+export const publishedAlgsOf = (keyring: { readonly keys: ReadonlyArray<{ alg: string }> }) => (): string[] => keyring.keys.map((k) => k.alg);
+
 /** The lists oidc-provider checks client metadata against and advertises, by the discovery member that shows each. */
 const SIGNING_ALG_LISTS = [
   ['idTokenSigningAlgValues', 'id_token_signing_alg_values_supported'],

@@ -5,7 +5,6 @@ import * as registration from 'oidc-provider/lib/actions/registration.js';
 import type { AdapterPayload, ModelStore } from '../../adapters/types.js';
 import { failClosedInProvider } from '../../adapters/oidc-adapter.js';
 import { setBeforeClientWrite } from '../admin/client-write-hook.js';
-import { strictJsonBody } from './registration-body.js';
 import { auditLater } from '../audit/trail.js';
 import { ClientSecretHasher } from '../client-secrets.js';
 import type { RegistrationConfig } from '../config.js';
@@ -13,6 +12,8 @@ import type { Logger } from '../logger.js';
 import { describeRefusal, limitError } from '../limits/refusal.js';
 import type { SharedWindowLimit } from '../limits/window.js';
 import { checkRegistrationRequest } from '../policies/registration.js';
+import { parseJsonBody, readBodyText } from '../request-body.js';
+import { PROVIDER_BODY_LIMIT } from './body-parse-errors.js';
 import type { RegistrationPolicy } from '../policies/registration.js';
 import { tierFromPolicies, tierOf } from '../policies/tiers.js';
 import type { TierLimits } from '../policies/tiers.js';
@@ -23,7 +24,7 @@ import type { TierLimits } from '../policies/tiers.js';
  * (`/reg`, `/REG`, `/Reg/`, any Authorization scheme case) meets the same rules: the per-IP quota and the metadata
  * policy at registration, single-use registration access tokens that rotate on every read and update, secrets that
  * are never returned once hashed, revocation of everything a deleted client held, and a JSON body read strictly
- * (registration-body.ts: no member named twice, UTF-8 only).
+ * (`strictJsonBody`: no member named twice, UTF-8 only).
  *
  * The steps are inserted, by name, into the action lists oidc-provider 9.13.3 exports (pinned exactly;
  * test/unit/oidc-provider-internals.test.ts fails on upgrade); `prepareRegistrationSteps` refuses to start if a step
@@ -128,9 +129,29 @@ async function rotatedRegistrationAccessToken(ctx: KoaContextWithOIDC): Promise<
 }
 
 /** Replaces the request body oidc-provider parsed (its later steps read `ctx.oidc.body`). */
-const setBody = (ctx: KoaContextWithOIDC, body: Record<string, unknown>) => {
+const setBody = (ctx: KoaContextWithOIDC, body: unknown) => {
   (ctx.oidc as unknown as { body: unknown }).body = body;
 };
+
+/**
+ * The body step of the create and update actions, in place of oidc-provider's JSON parser
+ * (lib/shared/selective_body.js), which took the last of two members with one name and turned bytes that are not
+ * UTF-8 into U+FFFD: client metadata is read as strictly as the interaction pages read theirs (server/request-body.ts):
+ * invalid UTF-8 and a member named twice in one object are `400 invalid_request` naming what is wrong, and nothing is
+ * stored (nesting past the metadata depth stays the registration policy's `invalid_client_metadata`). Otherwise as
+ * oidc-provider's step: the same 56 KiB limit (413), another content type refused, `{}` without one (the policy steps
+ * then ask for the metadata, `requireJsonBody`).
+ */
+const strictJsonBody = named('strictJsonBody', async (ctx, next) => {
+  if (ctx.is('application/json')) {
+    setBody(ctx, parseJsonBody(await readBodyText(ctx, PROVIDER_BODY_LIMIT), { deepForCaller: true }));
+  } else if (ctx.get('content-type')) {
+    throw new errors.InvalidRequest(`only application/json content-type bodies are supported on ${ctx.method} ${ctx.path.slice(0, 200)}`);
+  } else {
+    setBody(ctx, {});
+  }
+  await next();
+});
 
 const quotaStep = named('agentauthRegistrationQuota', async (ctx, next) => {
   const { deps } = stateFor(ctx);
@@ -144,15 +165,13 @@ const quotaStep = named('agentauthRegistrationQuota', async (ctx, next) => {
 });
 
 /**
- * oidc-provider reads a body without a Content-Type as no body at all (`{}`), so a client that left the header out
- * was told its metadata lacked redirect_uris. Registration and update need the metadata, as JSON.
+ * A body without a Content-Type is read as no body at all (`{}`, strictJsonBody), so a client that left the header
+ * out was told its metadata lacked redirect_uris. Registration and update need the metadata, as JSON (another
+ * content type is refused by strictJsonBody already).
  */
 function requireJsonBody(ctx: KoaContextWithOIDC): void {
   if (ctx.is('application/json')) return;
-  const sent = ctx.get('content-type');
-  throw new errors.InvalidRequest(sent
-    ? `only application/json content-type bodies are supported on ${ctx.method} ${ctx.path.slice(0, 200)}`
-    : 'send the client metadata as a JSON object with Content-Type: application/json (the request has no Content-Type or no body)');
+  throw new errors.InvalidRequest('send the client metadata as a JSON object with Content-Type: application/json (the request has no Content-Type or no body)');
 }
 
 const registrationPolicyStep = named('agentauthRegistrationPolicy', async (ctx, next) => {
@@ -242,8 +261,8 @@ export function prepareRegistrationSteps(): void {
   const marker = lists.post as unknown as Record<symbol, boolean>;
   if (marker[PATCHED]) return;
   insert(lists.post, 'bound selectiveBody', 'before', quotaStep, 'create');
-  replace(lists.post, 'bound selectiveBody', named('strictJsonBody', strictJsonBody), 'create');
-  replace(lists.put, 'bound selectiveBody', named('strictJsonBody', strictJsonBody), 'update');
+  replace(lists.post, 'bound selectiveBody', strictJsonBody, 'create');
+  replace(lists.put, 'bound selectiveBody', strictJsonBody, 'update');
   insert(lists.post, 'validateInitialAccessToken', 'after', registrationPolicyStep, 'create');
   insert(lists.get, 'clientReadResponse', 'before', readStep, 'read');
   insert(lists.put, 'validateJsonBody', 'after', updatePolicyStep, 'update');

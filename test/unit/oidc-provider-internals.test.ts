@@ -58,7 +58,7 @@ describe('oidc-provider internals agentauth relies on', () => {
     prepareRegistrationSteps();
     const post = names(registration.post);
     expect(post.filter((n) => n === 'agentauthRegistrationQuota')).toHaveLength(1);
-    // oidc-provider's JSON body step is replaced by agentauth's strict one (server/http/registration-body.ts).
+    // oidc-provider's JSON body step is replaced by agentauth's strict one (server/http/registration-steps.ts).
     expect(post).not.toContain('bound selectiveBody');
     expect(post.filter((n) => n === 'strictJsonBody')).toHaveLength(1);
     expect(post.indexOf('agentauthRegistrationQuota')).toBe(post.indexOf('strictJsonBody') - 1);

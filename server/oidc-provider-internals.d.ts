@@ -76,9 +76,15 @@ declare module 'oidc-provider/lib/helpers/resolve_resource.js' {
 }
 declare module 'oidc-provider/lib/helpers/weak_cache.js' {
   import type { KoaContextWithOIDC, Provider } from 'oidc-provider';
+  /** One route of oidc-provider's router: `run` is its composed middleware, what the router calls for a match. */
+  interface RouterRoute {
+    name: string;
+    path: string;
+    run(ctx: KoaContextWithOIDC, next: () => Promise<void>): Promise<void>;
+  }
   interface Internals {
     /** oidc-provider's router (lib/helpers/router.js): the route a method and path resolve to, as requests are routed. */
-    router: { match(method: string, path: string): { route: { name: string; path: string }; params: Record<string, string> } | undefined };
+    router: { match(method: string, path: string): { route: RouterRoute; params: Record<string, string> } | undefined };
     configuration: {
       /** The algorithm lists oidc-provider checks client metadata against and advertises in discovery (server/signing-alg.ts). */
       idTokenSigningAlgValues: string[];

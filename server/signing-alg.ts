@@ -87,21 +87,30 @@ const SIGNING_ALG_LISTS = [
  *
  * Now the lists are every algorithm agentauth signs with (enabledJWA, server/provider.ts), so any client loads
  * (followActiveKeyAlg signs for one whose algorithm has no key left), and discovery's members are cut down, per request,
- * to the algorithms of the published keys. Registration refuses an algorithm no published key has
+ * to the algorithms of the published keys (its route's handler wrapped). Registration refuses an algorithm no published key has
  * (server/policies/registration.ts), where oidc-provider refused it through the lists.
  */
 export function advertisePublishedAlgs(provider: Provider, keys: { publishedAlgs(): readonly string[] }): void {
-  const { configuration } = instance(provider);
+  const { configuration, router } = instance(provider);
   for (const [list] of SIGNING_ALG_LISTS) configuration[list] = [...configuration.enabledJWA[list]];
-  provider.use(async (ctx, next) => {
-    await next();
-    if (ctx.oidc?.route !== 'discovery') return;
-    const body = ctx.body as Record<string, unknown> | undefined;
-    if (!body || typeof body !== 'object') return;
-    const published = new Set(keys.publishedAlgs());
-    for (const [, member] of SIGNING_ALG_LISTS) {
-      const algs = body[member];
-      if (Array.isArray(algs)) body[member] = algs.filter((alg) => typeof alg === 'string' && (published.has(alg) || alg.startsWith('HS')));
-    }
-  });
+  // On the discovery routes alone (both well-known paths: the route objects oidc-provider's router runs for every
+  // spelling it matches), not as a layer every request walks.
+  for (const path of DISCOVERY_PATHS) {
+    const route = router.match('GET', path)?.route;
+    if (route?.name !== 'discovery') throw new Error(`oidc-provider no longer routes GET ${path} to discovery; server/signing-alg.ts must be updated`);
+    const run = route.run;
+    route.run = async (ctx, next) => {
+      await run(ctx, next);
+      const body = ctx.body as Record<string, unknown> | undefined;
+      if (!body || typeof body !== 'object') return;
+      const published = new Set(keys.publishedAlgs());
+      for (const [, member] of SIGNING_ALG_LISTS) {
+        const algs = body[member];
+        if (Array.isArray(algs)) body[member] = algs.filter((alg) => typeof alg === 'string' && (published.has(alg) || alg.startsWith('HS')));
+      }
+    };
+  }
 }
+
+/** The paths oidc-provider 9.13.3 serves its discovery document at (lib/helpers/initialize_app.js). */
+const DISCOVERY_PATHS = ['/.well-known/openid-configuration', '/.well-known/oauth-authorization-server'];

@@ -57,10 +57,18 @@ async function idToken(client: oidc.Configuration): Promise<string> {
 }
 
 /** What the logout page makes of an ID token presented as id_token_hint (no session here): its form, or a refusal. */
-/** The signing algorithms discovery advertises. */
+/** The signing algorithms discovery advertises, the same at every spelling of its two paths the router accepts. */
 async function advertised(): Promise<Record<string, unknown>> {
-  const meta = (await (await fetch(`${server.url}/.well-known/openid-configuration`)).json()) as Record<string, unknown>;
-  return { id: meta.id_token_signing_alg_values_supported, introspection: meta.introspection_signing_alg_values_supported };
+  const seen = [];
+  for (const path of ['/.well-known/openid-configuration', '/.WELL-KNOWN/OpenID-Configuration/', '/.well-known/oauth-authorization-server']) {
+    const res = await fetch(`${server.url}${path}`);
+    expect({ path, status: res.status }).toEqual({ path, status: 200 });
+    const meta = (await res.json()) as Record<string, unknown>;
+    seen.push({ id: meta.id_token_signing_alg_values_supported, introspection: meta.introspection_signing_alg_values_supported });
+  }
+  expect(seen[1]).toEqual(seen[0]);
+  expect(seen[2]).toEqual(seen[0]);
+  return seen[0]!;
 }
 
 async function logoutWithHint(hint: string): Promise<{ status: number; text: string }> {

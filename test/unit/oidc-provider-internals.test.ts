@@ -139,7 +139,13 @@ describe('oidc-provider internals agentauth relies on', () => {
     expect(read('helpers/initialize_keystore.js')).toContain('configuration[prop] = [...new Set([...configuration[prop], ...signingAlgs])]');
     // Every client built (registration, update, each load from storage) is checked against the list as it is then.
     expect(read('helpers/client_schema.js')).toContain('id_token_signed_response_alg: () => configuration.idTokenSigningAlgValues,');
-    // Discovery reads the lists on each request; agentauth's post-middleware cuts them down to the published keys'.
+    // Discovery reads the lists on each request; agentauth wraps the discovery routes' `run` (what the router calls for
+    // a match, on every spelling) to cut them down to the published keys'.
+    const router = read('helpers/router.js');
+    expect(router).toContain('const route = { name, path, run: compose(middleware) };');
+    expect(router).toContain('return matched.route.run(ctx, next);');
+    expect(read('helpers/initialize_app.js')).toContain("const oauthDiscoveryRoute = '/.well-known/oauth-authorization-server';\n  get('discovery', oauthDiscoveryRoute,");
+    expect(read('helpers/initialize_app.js')).toContain("const openidDiscoveryRoute = '/.well-known/openid-configuration';\n  get('discovery', openidDiscoveryRoute,");
     const discovery = read('actions/discovery.js');
     for (const member of ['id_token_signing_alg_values_supported = configuration.idTokenSigningAlgValues', 'introspection_signing_alg_values_supported = configuration.introspectionSigningAlgValues', 'userinfo_signing_alg_values_supported = configuration.userinfoSigningAlgValues', 'authorization_signing_alg_values_supported = configuration.authorizationSigningAlgValues']) {
       expect(discovery).toContain(`ctx.body.${member};`);

@@ -83,6 +83,12 @@ export interface AdapterOptions {
    * rotate call, and a lost consume throws RefreshTokenRaceLost (nothing stored).
    */
   refreshTokenRotation?: (id: string) => { consumes: string; recordSuccessor: boolean } | undefined;
+  /**
+   * Asked when a registration access token is stored: the token it replaces in the RFC 7592 request being handled, if
+   * any (server/http/registration-steps.ts). The store then consumes the old one, stores this one and records it as the
+   * successor in one rotate call; a lost consume throws RegistrationAccessTokenRaceLost (nothing stored).
+   */
+  registrationAccessTokenRotation?: (id: string) => { consumes: string } | undefined;
   /** Cascade revocation (server/revocation-lineage.ts): told of every revocation the adapter carries out. */
   revocation?: RevocationHooks;
 }
@@ -106,6 +112,13 @@ const ACCESS_TOKENS: ReadonlySet<ModelName> = new Set(['AccessToken', 'ClientCre
 export class RefreshTokenRaceLost extends errors.InvalidGrant {
   constructor() {
     super('refresh token already used');
+  }
+}
+
+/** A registration access token was used up by another request (or earlier) when this one rotated it; nothing was stored. */
+export class RegistrationAccessTokenRaceLost extends errors.InvalidToken {
+  constructor() {
+    super('registration access token already used');
   }
 }
 
@@ -139,6 +152,12 @@ export function oidcAdapterFactory(storage: Storage, health?: StorageHealth, opt
         if (rotation) {
           return failClosed(async () => {
             if (!(await store.rotate(rotation.consumes, id, payload, expiresIn, rotation.recordSuccessor))) throw new RefreshTokenRaceLost();
+          });
+        }
+        const replaces = name === 'RegistrationAccessToken' ? options.registrationAccessTokenRotation?.(id) : undefined;
+        if (replaces) {
+          return failClosed(async () => {
+            if (!(await store.rotate(replaces.consumes, id, payload, expiresIn, true))) throw new RegistrationAccessTokenRaceLost();
           });
         }
         return failClosed(() => store.upsert(id, payload, expiresIn));

@@ -23,7 +23,7 @@ const KEY_PREFIX = 'h1.';
  * whoever read one from the database would otherwise present it as the credential.
  */
 const unsealable = (id: string): boolean => !id.startsWith(KEY_PREFIX);
-/** A refresh token's or device code's own value, sealed, in its payload: what a reuse within the grace gets back as the successor, and what a device code found by its user code gets back as its `jti`. */
+/** A refresh token's, registration access token's or device code's own value, sealed, in its payload: what a reuse within the grace (or a retry after a 503) gets back as the successor, and what a device code found by its user code gets back as its `jti`. */
 const SEALED_VALUE = 'agentauth_sealed_value';
 /** What a device code's sealed value is bound to: the user code it is found by. */
 const userCodeBinding = (userCode: string): string => `user-code\0${userCode}`;
@@ -38,8 +38,9 @@ export const credentialFingerprint = (value: string): string => hash('sha256', v
  * the id itself, and keeps no copy of the id in the payload (`jti` is dropped when stored and put back when read).
  * A copy of the database, or a backup, then holds no token, code or registration access token that works: finding a
  * record needs the credential, and forging one needs the KEK. One value has to come back out: the successor a
- * rotated refresh token records, which a reuse within the grace hands back (server/grants/refresh-grace.ts). A refresh
- * token therefore carries its own value sealed (AES-256-GCM under another KEK-derived key, bound to its stored key).
+ * rotated refresh token or registration access token records, which a reuse within the grace, or a retry of a
+ * rotation answered 503, hands back (server/grants/refresh-grace.ts, server/http/registration-steps.ts). Those tokens
+ * therefore carry their own value sealed (AES-256-GCM under another KEK-derived key, bound to its stored key).
  *
  * Records stored before this (under the id itself) are still found, used up and destroyed under it while
  * `acceptUnsealed` holds, so an upgrade loses nothing; they go as they expire or are used (a registration access token
@@ -87,10 +88,11 @@ class SealedIdModelStore implements ModelStore {
     }
   }
 
-  /** The payload as stored: without the id, and for a refresh token with its value sealed. */
+  /** The payload as stored: without the id, and for a refresh or registration access token with its value sealed. */
   #stored(id: string, key: string, payload: AdapterPayload): AdapterPayload {
     const { jti: _jti, ...rest } = payload as AdapterPayload & { jti?: unknown };
-    if (this.name === 'RefreshToken') return { ...rest, [SEALED_VALUE]: this.#seal(id, key) };
+    // A rotated refresh token's or registration access token's successor is handed back to a retry (consumption()).
+    if (this.name === 'RefreshToken' || this.name === 'RegistrationAccessToken') return { ...rest, [SEALED_VALUE]: this.#seal(id, key) };
     // A device code is also looked up by its user code, which gives the payload and not the stored key: its value is
     // sealed to the user code instead, and findByUserCode checks it against the record stored under that value.
     if (this.name === 'DeviceCode' && typeof payload.userCode === 'string') return { ...rest, [SEALED_VALUE]: this.#seal(id, userCodeBinding(payload.userCode)) };

@@ -17,7 +17,7 @@ import { bindRotatedRefreshTokens } from './grants/refresh-binding.js';
 import { checkRefreshTarget } from './policies/refresh-request.js';
 import { TIER_FIELD, accessTokenLifetime, refreshTokenLifetime, tierOf } from './policies/tiers.js';
 import type { TierLimits } from './policies/tiers.js';
-import { prepareRegistrationSteps, registerRegistrationSteps } from './http/registration-steps.js';
+import { pendingRegistrationAccessTokenRotation, prepareRegistrationSteps, registerRegistrationSteps } from './http/registration-steps.js';
 import { prepareTokenLimitStep, registerTokenLimit } from './limits/token-steps.js';
 import { installCodeChecks } from './grants/code-checks.js';
 import { replayedProof, replayId } from './dpop-replay.js';
@@ -170,6 +170,7 @@ export function providerConfiguration(deps: ProviderDeps): Configuration {
       clientSecrets: hasher,
       deferRefreshTokenReuse: true,
       refreshTokenRotation: pendingRotation,
+      registrationAccessTokenRotation: pendingRegistrationAccessTokenRotation,
       // The request being handled (oidc-provider's async context) gets the same grant.revoked event a sequential
       // reuse emits, so the audit trail records the revocation either way.
       onGrantRevoked: (grantId) => {
@@ -278,7 +279,10 @@ export function providerConfiguration(deps: ProviderDeps): Configuration {
         issueRegistrationAccessToken: true,
         ...(config.registration.mode === 'token' ? { policies: tierPolicies } : {}),
       },
-      registrationManagement: { enabled: registrationOn, rotateRegistrationAccessToken: true },
+      // Registration access tokens rotate on every read and update, by agentauth's own steps (one store call, a retry
+      // after a 503 gets the successor: server/http/registration-steps.ts); oidc-provider's rotation on update
+      // (destroy, then save) would lose the token when an outage cut between the two.
+      registrationManagement: { enabled: registrationOn, rotateRegistrationAccessToken: false },
       // Advertised in discovery; resolution is agentauth's own (server/client-metadata/resolver.ts), so the built-in fetch is refused.
       clientIdMetadataDocument: { enabled: config.clientIdMetadataDocuments.enabled, ack: 'draft-02', allowFetch: async () => false },
       dPoP: {

@@ -1,5 +1,3 @@
-import { hash } from 'node:crypto';
-
 import { Provider, errors } from 'oidc-provider';
 import type { KoaContextWithOIDC } from 'oidc-provider';
 import { handler as builtinRefreshGrant } from 'oidc-provider/lib/actions/grants/refresh_token.js';
@@ -8,6 +6,7 @@ import * as grantHelpers from 'oidc-provider/lib/helpers/grants.js';
 import { RefreshTokenRaceLost, answersUnavailable, failClosedInProvider } from '../../adapters/oidc-adapter.js';
 import type { Consumption, ModelStore } from '../../adapters/types.js';
 import { bodyReceivedAt } from '../http/body-received.js';
+import { UndeliveredRotations } from '../undelivered-rotations.js';
 
 /**
  * The refresh_token grant with a reuse grace (RFC 9700 §4.14.2 leaves the reuse policy to the server).
@@ -28,8 +27,8 @@ import { bodyReceivedAt } from '../http/body-received.js';
  * A rotation this process answered 503 (storage failed after the rotation was sent, or the tokens' audit record was
  * refused) may still have been stored: the token is consumed and its successor recorded, and nobody received it. The
  * client retries with the same token, as the 503 tells it to, often after the window (a database paused for seconds
- * applies the rotation late; Retry-After alone is 5 s). Such a rotation is remembered here (UndeliveredRotations) and
- * a reuse of its token gets the grace answer for UNDELIVERED_MS, not a revocation and a false theft alarm. Only this
+ * applies the rotation late; Retry-After alone is 5 s). Such a rotation is remembered (server/undelivered-rotations.ts)
+ * and a reuse of its token gets the grace answer for 15 minutes, not a revocation and a false theft alarm. Only this
  * process knows: a retry that reaches another instance meets the window alone.
  */
 export interface RefreshGraceDeps {
@@ -39,32 +38,6 @@ export interface RefreshGraceDeps {
   health?: { markDown(err: unknown): void };
   /** How long a reuse waits for the rotation's winner to record its successor (ms). */
   successorWaitMs?: number;
-}
-
-/** How long a rotation answered 503 keeps the grace answer for its token. */
-const UNDELIVERED_MS = 15 * 60_000;
-/** At most this many are remembered (the oldest go first). */
-const MAX_UNDELIVERED = 10_000;
-
-/** Rotations answered 503, by a hash of the consumed token (never the token itself), with when they stop counting. */
-class UndeliveredRotations {
-  readonly #until = new Map<string, number>();
-
-  add(jti: string): void {
-    const key = hash('sha256', jti, 'base64url');
-    this.#until.delete(key);
-    this.#until.set(key, Date.now() + UNDELIVERED_MS);
-    while (this.#until.size > MAX_UNDELIVERED) this.#until.delete(this.#until.keys().next().value!);
-  }
-
-  has(jti: string): boolean {
-    const key = hash('sha256', jti, 'base64url');
-    const until = this.#until.get(key);
-    if (until === undefined) return false;
-    if (until > Date.now()) return true;
-    this.#until.delete(key);
-    return false;
-  }
 }
 
 interface RefreshState {

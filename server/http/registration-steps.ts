@@ -1,11 +1,11 @@
-import type { KoaContextWithOIDC, Provider } from 'oidc-provider';
-import { errors } from 'oidc-provider';
+import { Provider, errors } from 'oidc-provider';
+import type { KoaContextWithOIDC } from 'oidc-provider';
 import * as registration from 'oidc-provider/lib/actions/registration.js';
 
 import type { AdapterPayload, ModelStore } from '../../adapters/types.js';
-import { failClosedInProvider } from '../../adapters/oidc-adapter.js';
+import { RegistrationAccessTokenRaceLost, answersUnavailable, failClosedInProvider } from '../../adapters/oidc-adapter.js';
 import { setBeforeClientWrite } from '../admin/client-write-hook.js';
-import { auditLater } from '../audit/trail.js';
+import { auditLater, whenRecorded } from '../audit/trail.js';
 import { ClientSecretHasher } from '../client-secrets.js';
 import type { RegistrationConfig } from '../config.js';
 import type { Logger } from '../logger.js';
@@ -17,6 +17,7 @@ import { PROVIDER_BODY_LIMIT } from './body-parse-errors.js';
 import type { RegistrationPolicy } from '../policies/registration.js';
 import { tierFromPolicies, tierOf } from '../policies/tiers.js';
 import type { TierLimits } from '../policies/tiers.js';
+import { UndeliveredRotations } from '../undelivered-rotations.js';
 
 /**
  * agentauth's registration policy as steps of oidc-provider's own RFC 7591/7592 actions (the `registration`,
@@ -25,6 +26,14 @@ import type { TierLimits } from '../policies/tiers.js';
  * policy at registration, single-use registration access tokens that rotate on every read and update, secrets that
  * are never returned once hashed, revocation of everything a deleted client held, and a JSON body read strictly
  * (`strictJsonBody`: no member named twice, UTF-8 only).
+ *
+ * A rotation is one store call (ModelStore.rotate): the presented token is used up, its successor stored and recorded
+ * with it, atomically on the embedded store, and on MongoDB successor first so that a cut leaves the token unused or
+ * used with its successor recorded. A request this process answered 503 after sending the rotation (or the delete's
+ * consume) is remembered (server/undelivered-rotations.ts): one retry with the same token, the client doing what the
+ * 503 told it, gets the recorded successor (or, for a delete, goes on) instead of losing management of its
+ * registration. oidc-provider's own rotation on update (destroy, then save) is off (provider.ts); this module's runs
+ * where the update writes the client.
  *
  * The steps are inserted, by name, into the action lists oidc-provider 9.13.3 exports (pinned exactly;
  * test/unit/oidc-provider-internals.test.ts fails on upgrade); `prepareRegistrationSteps` refuses to start if a step
@@ -107,24 +116,123 @@ function invalidToken(description: string): Error {
   return err;
 }
 
-/**
- * Uses up the registration access token presented on this request: exactly one of any number of concurrent
- * requests with the same token gets past this step (one atomic insert on every store), the rest are `invalid_token`.
- */
-async function consumeRegistrationAccessToken(ctx: KoaContextWithOIDC, deps: RegistrationStepDeps): Promise<void> {
-  const rat = ctx.oidc.entities.RegistrationAccessToken as { jti: string; consumed?: unknown } | undefined;
+type PresentedToken = { jti: string; clientId?: string; consumed?: unknown; policies?: string[] };
+
+/** RFC 7592 requests this process answered 503 after their token's rotation or consume was sent. */
+const undelivered = new UndeliveredRotations();
+
+/** The registration access token a request presented, as validateRegistrationAccessToken found it. */
+function presentedToken(ctx: KoaContextWithOIDC): PresentedToken {
+  const rat = ctx.oidc.entities.RegistrationAccessToken as PresentedToken | undefined;
   if (!rat) throw invalidToken('registration access token not found');
-  const won = rat.consumed === undefined && (await failClosedInProvider(() => deps.registrationAccessTokens.consume(rat.jti), deps.health));
-  if (!won) throw invalidToken('registration access token already used: every read or update returns a new one');
+  return rat;
 }
 
-/** Issues the successor of the registration access token that this request used up, with the same policies. */
-async function rotatedRegistrationAccessToken(ctx: KoaContextWithOIDC): Promise<string> {
-  const { provider, client } = ctx.oidc;
-  const old = ctx.oidc.entities.RegistrationAccessToken as { policies?: string[]; destroy(): Promise<void> };
-  const RAT = provider.RegistrationAccessToken as unknown as new (init: { client: unknown; policies?: string[] }) => { save(): Promise<string> };
-  const value = await new RAT({ client, ...(old.policies ? { policies: old.policies } : {}) }).save();
-  await old.destroy();
+const ALREADY_USED = 'registration access token already used: every read or update returns a new one';
+
+/** Per request: the registration access token whose rotation (or a delete's consume) was sent to storage. */
+const SENT = 'agentauthRegistrationTokenSent';
+
+/**
+ * Marks `token` as sent to storage by this request, before the call: from here on a 503 (the store's, anything after
+ * it, or a refused audit record) leaves it remembered as undelivered.
+ */
+function markSent(ctx: KoaContextWithOIDC, token: PresentedToken): void {
+  if (ctx.state[SENT] === token.jti) return;
+  ctx.state[SENT] = token.jti;
+  ((ctx.state.auditRefused ??= []) as Array<() => void>).push(() => undelivered.add(token.jti));
+}
+
+/** Runs an RFC 7592 step; a 503 once the request's token was sent to storage remembers that token (markSent). */
+async function rememberingUndelivered(ctx: KoaContextWithOIDC, step: () => Promise<void>): Promise<void> {
+  try {
+    await step();
+  } catch (err) {
+    const sent = ctx.state[SENT];
+    if (typeof sent === 'string' && answersUnavailable(err)) undelivered.add(sent);
+    throw err;
+  }
+}
+
+/**
+ * Uses up the registration access token presented on a delete: exactly one of any number of concurrent requests with
+ * the same token gets past this step (one atomic insert on every store), the rest are `invalid_token`. A delete this
+ * process answered 503 after its consume was sent goes on once, without a consume, when retried with the same token.
+ */
+async function consumeRegistrationAccessToken(ctx: KoaContextWithOIDC, deps: RegistrationStepDeps): Promise<void> {
+  const rat = presentedToken(ctx);
+  markSent(ctx, rat);
+  const won = rat.consumed === undefined && (await failClosedInProvider(() => deps.registrationAccessTokens.consume(rat.jti), deps.health));
+  // Used up by this request, or by one this process answered 503 (taken: the retry goes on once).
+  if (!undelivered.take(rat.jti) && !won) throw invalidToken(ALREADY_USED);
+}
+
+/** Per request: the token the registration access token being saved replaces (the adapter's rotation hook reads it). */
+const rotations = new WeakMap<object, { consumes: string; stored: boolean }>();
+
+/**
+ * For the oidc adapter (registrationAccessTokenRotation): the token that storing registration access token `id`
+ * replaces in the request being handled, if any.
+ */
+export function pendingRegistrationAccessTokenRotation(id: string): { consumes: string } | undefined {
+  const ctx = Provider.ctx as KoaContextWithOIDC | undefined;
+  const rotation = ctx ? rotations.get(ctx) : undefined;
+  if (!rotation || rotation.stored || rotation.consumes === id) return undefined;
+  rotation.stored = true;
+  return { consumes: rotation.consumes };
+}
+
+/**
+ * The successor a retry of an undelivered rotation of `old` gets: the one recorded with it, if it is still unused
+ * and this client's. Otherwise (not answered 503 here, forgotten, or the successor gone) `invalid_token`.
+ */
+async function undeliveredSuccessor(ctx: KoaContextWithOIDC, deps: RegistrationStepDeps, old: PresentedToken): Promise<string> {
+  if (!undelivered.take(old.jti)) throw invalidToken(ALREADY_USED);
+  markSent(ctx, old); // taken: a 503 from here on gives it back
+  const store = deps.registrationAccessTokens;
+  const mark = await failClosedInProvider(() => store.consumption(old.jti), deps.health);
+  const successor = mark?.successor;
+  if (successor === undefined) throw invalidToken(ALREADY_USED);
+  const RAT = ctx.oidc.provider.RegistrationAccessToken as unknown as { find(value: string): Promise<PresentedToken | undefined> };
+  const current = await RAT.find(successor);
+  const used = current ? await failClosedInProvider(() => store.consumption(successor), deps.health) : undefined;
+  if (!current || current.clientId !== old.clientId || current.consumed !== undefined || used !== undefined) throw invalidToken(ALREADY_USED);
+  return successor;
+}
+
+/**
+ * Rotates the registration access token this request presented: its successor, with the same policies, is stored and
+ * the presented one used up in one rotate call, or, for a retry of a rotation this process answered 503, the recorded
+ * successor is handed back. Returns the value to answer with. The presented token's record goes once the answer's
+ * audit record is durable.
+ */
+async function rotateRegistrationAccessToken(ctx: KoaContextWithOIDC, deps: RegistrationStepDeps): Promise<string> {
+  const old = presentedToken(ctx);
+  let value: string;
+  if (old.consumed !== undefined) {
+    value = await undeliveredSuccessor(ctx, deps, old);
+  } else {
+    const { provider, client } = ctx.oidc;
+    const RAT = provider.RegistrationAccessToken as unknown as new (init: { client: unknown; policies?: string[] }) => { save(): Promise<string> };
+    rotations.set(ctx, { consumes: old.jti, stored: false });
+    markSent(ctx, old);
+    try {
+      value = await new RAT({ client, ...(old.policies ? { policies: old.policies } : {}) }).save();
+      undelivered.take(old.jti); // rotated now: an earlier 503 of it gives no later request the successor
+    } catch (err) {
+      if (!(err instanceof RegistrationAccessTokenRaceLost)) throw err;
+      // Used up by a concurrent request, or by a rotation of this process that was answered 503.
+      value = await undeliveredSuccessor(ctx, deps, old);
+    } finally {
+      rotations.delete(ctx);
+    }
+  }
+  whenRecorded(ctx, () => {
+    // Only once the successor was answered; used up already, so removing it only tidies the store (a failure leaves a
+    // used token that nothing accepts).
+    if (ctx.status >= 400) return;
+    deps.registrationAccessTokens.destroy(old.jti).catch((err: unknown) => deps.log.warn({ err: err instanceof Error ? err.message : String(err) }, 'could not remove a used registration access token'));
+  });
   return value;
 }
 
@@ -190,10 +298,13 @@ const readStep = named('agentauthRotateOnRead', async (ctx, next) => {
   // HEAD is GET without the content (oidc-provider's router answers it with the read): the token is checked, and
   // neither used up nor rotated, since a successor could never reach the client.
   if (ctx.method === 'HEAD') return next();
-  await consumeRegistrationAccessToken(ctx, deps);
+  const rat = presentedToken(ctx);
+  if (rat.consumed !== undefined && !undelivered.has(rat.jti)) throw invalidToken(ALREADY_USED);
   await next();
   const body = ctx.body as Record<string, unknown>;
-  ctx.body = { ...readView(body), registration_access_token: await rotatedRegistrationAccessToken(ctx) };
+  await rememberingUndelivered(ctx, async () => {
+    ctx.body = { ...readView(body), registration_access_token: await rotateRegistrationAccessToken(ctx, deps) };
+  });
 });
 
 const updatePolicyStep = named('agentauthUpdatePolicy', async (ctx, next) => {
@@ -233,12 +344,20 @@ const updateStep = named('agentauthRotateOnUpdate', async (ctx, next) => {
     client_secret: client!.clientSecret ?? SECRET_STAND_IN,
     ...(ctx.oidc.body as Record<string, unknown>),
   });
-  // Used up when the update holds the client's record, just before it writes (client-write-hook.ts).
-  setBeforeClientWrite(ctx, () => consumeRegistrationAccessToken(ctx, deps));
-  await next();
-  // oidc-provider rotates the token (rotateRegistrationAccessToken); a secret it generated for a new
-  // authentication method is returned once, a stored one never.
-  if (ctx.status === 200 && ctx.body && typeof ctx.body === 'object') ctx.body = readView(ctx.body as Record<string, unknown>);
+  const rat = presentedToken(ctx);
+  if (rat.consumed !== undefined && !undelivered.has(rat.jti)) throw invalidToken(ALREADY_USED);
+  // Rotated when the update holds the client's record, just before it writes (client-write-hook.ts).
+  let successor: string | undefined;
+  setBeforeClientWrite(ctx, async () => {
+    successor = await rotateRegistrationAccessToken(ctx, deps);
+  });
+  await rememberingUndelivered(ctx, next);
+  if (ctx.status === 200 && ctx.body && typeof ctx.body === 'object') {
+    // oidc-provider's answer carries the presented token (its own rotation is off): the successor replaces it. A
+    // secret it generated for a new authentication method is returned once, a stored one never.
+    if (successor === undefined) throw new Error('the RFC 7592 update wrote the client without rotating its registration access token');
+    ctx.body = { ...readView(ctx.body as Record<string, unknown>), registration_access_token: successor };
+  }
 });
 
 const deleteStep = named('agentauthRevokeOnDelete', async (ctx, next) => {
@@ -248,7 +367,7 @@ const deleteStep = named('agentauthRevokeOnDelete', async (ctx, next) => {
   const record = await failClosedInProvider(() => deps.clients.find(clientId), deps.health);
   // Used up when the delete holds the client's record, just before it removes it (client-write-hook.ts).
   setBeforeClientWrite(ctx, () => consumeRegistrationAccessToken(ctx, deps));
-  await next();
+  await rememberingUndelivered(ctx, next);
   if (ctx.status !== 204) return;
   const revoked = await failClosedInProvider(() => deps.revokeClient(clientId, record), deps.health);
   deps.log.info({ event: 'client.deleted', client_id: clientId }, 'client deleted; its grants and tokens are revoked');

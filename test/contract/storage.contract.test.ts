@@ -478,6 +478,23 @@ describe.each(FACTORIES)('storage contract: $name', (factory) => {
     for (let i = 0; i < 4; i += 1) expect(await storage.nonces.takeAttempt(key, 21, 60)).toBe(false);
   });
 
+  test('sealed registration access tokens: a rotation records its successor, which comes back as the token it is (never as stored); of 20 concurrent rotations one wins', async () => {
+    const kek = randomBytes(32);
+    const sealed = sealCredentialIds(storage, kek, { acceptUnsealed: false }).model('RegistrationAccessToken');
+    const old = rid();
+    await sealed.upsert(old, { jti: old, kind: 'RegistrationAccessToken', clientId: `c-${old}` });
+    const successors = Array.from({ length: 20 }, () => rid());
+    const results = await Promise.all(successors.map((next) => sealed.rotate(old, next, { jti: next, kind: 'RegistrationAccessToken', clientId: `c-${old}` }, undefined, true)));
+    expect(results.filter(Boolean)).toHaveLength(1);
+    const winner = successors[results.indexOf(true)]!;
+    expect(await sealed.consumption(old)).toEqual({ at: expect.any(Number), successor: winner });
+    expect(await sealed.find(winner)).toMatchObject({ jti: winner, clientId: `c-${old}` });
+    for (const loser of successors.filter((s) => s !== winner)) expect(await sealed.find(loser)).toBeUndefined();
+    // The store itself holds neither token under its value; another KEK gets no successor out of the record.
+    expect(await storage.model('RegistrationAccessToken').find(winner)).toBeUndefined();
+    expect((await sealCredentialIds(storage, randomBytes(32), { acceptUnsealed: false }).model('RegistrationAccessToken').consumption(old))?.successor).toBeUndefined();
+  });
+
   test('sealed device codes: found by user code with their jti back, under the stored key only; a sealed value moved to another record, or one sealed under another KEK, is not handed out', async () => {
     const kek = randomBytes(32);
     const sealed = sealCredentialIds(storage, kek, { acceptUnsealed: false }).model('DeviceCode');

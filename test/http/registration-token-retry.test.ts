@@ -1,0 +1,167 @@
+import { join } from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
+
+import { REDIRECT, baseConfig, register } from '../support/agent-server.js';
+import { startConfigured } from '../support/server.js';
+import type { RunningServer } from '../support/server.js';
+
+interface Answer {
+  status: number;
+  body: Record<string, unknown>;
+}
+
+/**
+ * RFC 7592 requests cut by a storage failure after the registration access token was sent to be rotated (or, for a
+ * delete, used up): the 503 tells the client to retry with the same token, and the retry must work once, with the
+ * successor that was stored, and never again. The failures are made by SQLite triggers the test adds to the server's
+ * own file (the embedded store) and removes again, standing for the store's recovery.
+ */
+describe('RFC 7592 requests retried after a 503 (embedded store)', () => {
+  let server: RunningServer;
+  let db: DatabaseSync;
+
+  beforeAll(async () => {
+    const started = await startConfigured(baseConfig());
+    server = started.server;
+    db = new DatabaseSync(join(started.env.AGENTAUTH_DATA_DIR!, 'agentauth.sqlite'));
+  });
+  afterAll(async () => {
+    db?.close();
+    await server?.stop();
+  });
+
+  async function whileRefusing<T>(triggers: string, fn: () => Promise<T>): Promise<T> {
+    const names = [...triggers.matchAll(/CREATE TRIGGER (\w+)/g)].map((m) => m[1]!);
+    db.exec(triggers);
+    try {
+      return await fn();
+    } finally {
+      db.exec(names.map((n) => `DROP TRIGGER ${n};`).join('\n'));
+      const until = Date.now() + 15_000;
+      while ((await fetch(`${server.url}/readyz`)).status !== 200) {
+        if (Date.now() > until) throw new Error('the server did not recover within 15 s of its store');
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
+  }
+  const refuse = (name: string, op: 'INSERT' | 'UPDATE' | 'DELETE', table: string, when = '') =>
+    `CREATE TRIGGER ${name} BEFORE ${op} ON ${table} ${when} BEGIN SELECT RAISE(ABORT, 'test: writes refused'); END;`;
+
+  /** The stored keys of the client's registration access tokens (sealed: HMACs of the tokens, never the tokens). */
+  const storedTokens = (clientId: string) =>
+    (db.prepare("SELECT id, consumed FROM oidc_records WHERE model = 'RegistrationAccessToken' AND payload LIKE ?").all(`%"clientId":"${clientId}"%`) as Array<{ id: string; consumed: number | null }>)
+      .map((r) => ({ id: r.id, used: r.consumed !== null }));
+
+  async function registered(): Promise<{ clientId: string; uri: string; token: string; metadata: Record<string, unknown> }> {
+    const created = await register(server.url, { redirect_uris: [REDIRECT], grant_types: ['authorization_code'], token_endpoint_auth_method: 'none', scope: 'read' });
+    expect(created.status).toBe(201);
+    const { registration_access_token: token, registration_client_uri: uri, client_id_issued_at: _i, ...metadata } = created.body;
+    return { clientId: created.body.client_id as string, uri: uri as string, token: token as string, metadata };
+  }
+
+  async function send(uri: string, token: string, method: 'GET' | 'PUT' | 'DELETE', body?: Record<string, unknown>): Promise<Answer> {
+    const res = await fetch(uri, {
+      method,
+      headers: { authorization: `Bearer ${token}`, ...(body ? { 'content-type': 'application/json' } : {}) },
+      ...(body ? { body: JSON.stringify(body) } : {}),
+    });
+    const text = await res.text();
+    return { status: res.status, body: text ? (JSON.parse(text) as Record<string, unknown>) : {} };
+  }
+
+  const usedUp = { status: 401, body: { error: 'invalid_token' } };
+
+  /**
+   * A change of a client whose write failed after it claimed the record blocks the next change of that client until
+   * the claim lapses, 60 s later (server/admin/client-writes.ts, "stopped halfway"): the claim is removed here to stand
+   * for that minute.
+   */
+  const claimLapses = () => db.exec("DELETE FROM attempts WHERE key LIKE 'client-rev:%'");
+
+  const storedClient = (clientId: string) =>
+    JSON.parse((db.prepare("SELECT payload FROM oidc_records WHERE model = 'Client' AND id = ?").get(clientId) as { payload: string }).payload) as Record<string, unknown>;
+
+  /** The client's stored tokens once the used one's record is gone (removed after the answer), within 5 s. */
+  async function settled(clientId: string): Promise<Array<{ id: string; used: boolean }>> {
+    const until = Date.now() + 5_000;
+    while (storedTokens(clientId).some((t) => t.used) && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
+    return storedTokens(clientId);
+  }
+
+  test('an update whose audit record is refused after its token rotated: 503; the retry gets the successor that was stored, once', async () => {
+    const c = await registered();
+    const failed = await whileRefusing(refuse('refuse_audit', 'INSERT', 'audit_records'), () => send(c.uri, c.token, 'PUT', { ...c.metadata, client_name: 'first try' }));
+    expect(failed).toMatchObject({ status: 503, body: { error: 'temporarily_unavailable' } });
+    // The token was used up and its successor stored: without the retry rule the client would have lost management.
+    const afterFailure = storedTokens(c.clientId);
+    expect(afterFailure.filter((t) => t.used)).toHaveLength(1);
+    expect(afterFailure.filter((t) => !t.used)).toHaveLength(1);
+
+    const retried = await send(c.uri, c.token, 'PUT', { ...c.metadata, client_name: 'first try' });
+    expect(retried).toMatchObject({ status: 200, body: { client_name: 'first try' } });
+    const successor = retried.body.registration_access_token as string;
+    expect(successor).not.toBe(c.token);
+    // The stored successor was handed back, not a new token minted; the used token's record goes after the answer.
+    const live = afterFailure.find((t) => !t.used)!;
+    expect(await settled(c.clientId)).toEqual([live]);
+
+    // Once: the same token again is refused, and the successor works.
+    expect(await send(c.uri, c.token, 'PUT', { ...c.metadata, client_name: 'again' })).toMatchObject(usedUp);
+    expect(await send(c.uri, c.token, 'GET')).toMatchObject(usedUp);
+    expect(await send(c.uri, successor, 'GET')).toMatchObject({ status: 200, body: { client_name: 'first try' } });
+  });
+
+  test('an update whose client write fails after its token rotated: 503, nothing changed; the retry writes the change and gets the successor', async () => {
+    const c = await registered();
+    const clientWrites = [
+      refuse('refuse_client_insert', 'INSERT', 'oidc_records', "WHEN NEW.model = 'Client'"),
+      refuse('refuse_client_update', 'UPDATE', 'oidc_records', "WHEN NEW.model = 'Client'"),
+    ].join('\n');
+    const failed = await whileRefusing(clientWrites, () => send(c.uri, c.token, 'PUT', { ...c.metadata, client_name: 'renamed' }));
+    expect(failed).toMatchObject({ status: 503, body: { error: 'temporarily_unavailable' } });
+    const afterFailure = storedTokens(c.clientId);
+    expect(afterFailure.filter((t) => t.used)).toHaveLength(1);
+    expect(storedClient(c.clientId).client_name).toBeUndefined();
+    claimLapses();
+
+    const retried = await send(c.uri, c.token, 'PUT', { ...c.metadata, client_name: 'renamed' });
+    expect(retried).toMatchObject({ status: 200, body: { client_name: 'renamed' } });
+    expect(await settled(c.clientId)).toEqual([afterFailure.find((t) => !t.used)!]);
+    expect(await send(c.uri, c.token, 'GET')).toMatchObject(usedUp);
+    expect(await send(c.uri, retried.body.registration_access_token as string, 'GET')).toMatchObject({ status: 200, body: { client_name: 'renamed' } });
+  });
+
+  test('a read whose rotation cannot be stored: 503 and nothing used up; the retry rotates, and the token is then refused', async () => {
+    const c = await registered();
+    const failed = await whileRefusing(refuse('refuse_rat', 'INSERT', 'oidc_records', "WHEN NEW.model = 'RegistrationAccessToken'"), () => send(c.uri, c.token, 'GET'));
+    expect(failed).toMatchObject({ status: 503, body: { error: 'temporarily_unavailable' } });
+    expect(storedTokens(c.clientId)).toEqual([{ id: expect.any(String), used: false }]);
+
+    const retried = await send(c.uri, c.token, 'GET');
+    expect(retried.status).toBe(200);
+    const successor = retried.body.registration_access_token as string;
+    // The 503 is forgotten once the retry rotated: the token now gets nothing, not the successor a second time.
+    await settled(c.clientId);
+    expect(await send(c.uri, c.token, 'GET')).toMatchObject(usedUp);
+    expect((await send(c.uri, successor, 'GET')).status).toBe(200);
+  });
+
+  test('a delete whose client removal fails after its token was used up: 503; the retry deletes the client', async () => {
+    const c = await registered();
+    const failed = await whileRefusing(refuse('refuse_client_delete', 'DELETE', 'oidc_records', "WHEN OLD.model = 'Client'"), () => send(c.uri, c.token, 'DELETE'));
+    expect(failed).toMatchObject({ status: 503, body: { error: 'temporarily_unavailable' } });
+    expect(storedTokens(c.clientId)).toEqual([{ id: expect.any(String), used: true }]);
+    claimLapses();
+
+    expect((await send(c.uri, c.token, 'DELETE')).status).toBe(204);
+    expect(await send(c.uri, c.token, 'GET')).toMatchObject(usedUp);
+    expect(db.prepare("SELECT count(*) AS n FROM oidc_records WHERE model = 'Client' AND id = ?").get(c.clientId)).toEqual({ n: 0 });
+  });
+
+  test('a token whose rotation was answered 200 gets nothing on reuse, however soon (no 503, no grace)', async () => {
+    const c = await registered();
+    const [a, b] = await Promise.all([send(c.uri, c.token, 'GET'), send(c.uri, c.token, 'GET')]);
+    expect([a.status, b.status].sort()).toEqual([200, 401]);
+    expect(await send(c.uri, c.token, 'GET')).toMatchObject(usedUp);
+  });
+});

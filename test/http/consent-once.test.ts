@@ -1,5 +1,4 @@
-import { join } from 'node:path';
-import { DatabaseSync } from 'node:sqlite';
+import type { DatabaseSync } from 'node:sqlite';
 
 import { Wallet } from 'ethers';
 import { MongoClient } from 'mongodb';
@@ -8,8 +7,9 @@ import * as oidc from 'openid-client';
 import { buildSiweMessage } from '../../interactions/siwe/message.js';
 import { baseConfig, insecure, REDIRECT, RESOURCE, startAgentServer } from '../support/agent-server.js';
 import type { AgentServer } from '../support/agent-server.js';
-import { startConfigured } from '../support/server.js';
 import type { RunningServer } from '../support/server.js';
+import { refuseModelWrites, startWithStoreFile, whileRefusing as refusing } from '../support/store-file.js';
+import type { ServerWithStoreFile } from '../support/store-file.js';
 import { mongoUri } from '../support/storages.js';
 import { openLoginPage } from '../support/user-agent.js';
 import type { UserAgent } from '../support/user-agent.js';
@@ -201,14 +201,14 @@ describe('consent is given once per authorization request', () => {
  * embedded store), and removed again to stand for the store's recovery.
  */
 describe('a consent decision whose writes fail is withdrawn, and the next one takes effect', () => {
+  let running: ServerWithStoreFile;
   let server: RunningServer;
   let db: DatabaseSync;
   let client: oidc.Configuration;
 
   beforeAll(async () => {
-    const started = await startConfigured(baseConfig());
-    server = started.server;
-    db = new DatabaseSync(join(started.env.AGENTAUTH_DATA_DIR!, 'agentauth.sqlite'));
+    running = await startWithStoreFile(baseConfig());
+    ({ server, db } = running);
     client = await oidc.dynamicClientRegistration(
       new URL(server.url),
       { redirect_uris: [REDIRECT], grant_types: ['authorization_code'], response_types: ['code'], token_endpoint_auth_method: 'none', scope: 'read' },
@@ -216,30 +216,10 @@ describe('a consent decision whose writes fail is withdrawn, and the next one ta
       insecure,
     );
   });
-  afterAll(async () => {
-    db?.close();
-    await server?.stop();
-  });
+  afterAll(() => running?.close());
 
-  /**
-   * Runs `fn` while the store refuses every write of records of `model` (as a store failing mid-request would), then
-   * lets it write again and waits until the server has seen it recover (a failed write has it answer 503 to
-   * everything until its next good ping: docs/operations.md, "Storage outages").
-   */
-  async function whileRefusing<T>(model: string, fn: () => Promise<T>): Promise<T> {
-    db.exec(`CREATE TRIGGER refuse_writes BEFORE INSERT ON oidc_records WHEN NEW.model = '${model}' BEGIN SELECT RAISE(ABORT, 'test: writes refused'); END;
-             CREATE TRIGGER refuse_updates BEFORE UPDATE ON oidc_records WHEN NEW.model = '${model}' BEGIN SELECT RAISE(ABORT, 'test: writes refused'); END;`);
-    try {
-      return await fn();
-    } finally {
-      db.exec('DROP TRIGGER refuse_writes; DROP TRIGGER refuse_updates;');
-      const until = Date.now() + 15_000;
-      while ((await fetch(`${server.url}/readyz`)).status !== 200) {
-        if (Date.now() > until) throw new Error('the server did not recover within 15 s of its store');
-        await new Promise((r) => setTimeout(r, 100));
-      }
-    }
-  }
+  /** Runs `fn` while the store refuses every write of records of `model` (as a store failing mid-request would). */
+  const whileRefusing = <T>(model: string, fn: () => Promise<T>) => refusing({ server, db }, refuseModelWrites(model), fn);
   const grants = () => (db.prepare("SELECT count(*) AS n FROM oidc_records WHERE model = 'Grant'").get() as { n: number }).n;
   const claims = () => (db.prepare("SELECT count(*) AS n FROM nonces WHERE nonce LIKE 'consent:%'").get() as { n: number }).n;
 

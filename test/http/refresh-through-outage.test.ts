@@ -2,6 +2,7 @@ import { Wallet } from 'ethers';
 
 import { baseConfig } from '../support/agent-server.js';
 import { startFerretdb } from '../support/ferretdb.js';
+import { throughPause } from '../support/pause.js';
 import type { FerretdbProcess } from '../support/ferretdb.js';
 import { publicRefreshed, publicTier, signInPublic } from '../support/public-client.js';
 import { newKek, startServer, tempDir, uniqueDbName, writeConfig } from '../support/server.js';
@@ -64,15 +65,8 @@ describe('refresh chains through a database pause longer than the grace (own Fer
       }
       if (last.status !== 200) ended.push({ chain: i, ...last });
     };
-    const running = clients.map((_, i) => chain(i));
-    await sleep(1500);
-    await db.pause();
-    await sleep(6000);
-    db.resume();
-    // Long enough for every chain's retries to come back past the window.
-    await sleep(6000);
-    stop = true;
-    await Promise.all(running);
+    // The 6 s after the pause are long enough for every chain's retries to come back past the window.
+    await throughPause(db, clients.map((_, i) => chain(i)), () => { stop = true; });
     expect(unavailable).toBeGreaterThan(0);
     // Neither "refresh token already used" (a reuse, which revokes the grant) nor a token used up with no successor.
     expect(ended).toEqual([]);

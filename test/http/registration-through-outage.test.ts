@@ -1,5 +1,6 @@
 import { REDIRECT, baseConfig, register } from '../support/agent-server.js';
 import { startFerretdb } from '../support/ferretdb.js';
+import { throughPause } from '../support/pause.js';
 import type { FerretdbProcess } from '../support/ferretdb.js';
 import { newKek, startServer, tempDir, uniqueDbName, writeConfig } from '../support/server.js';
 import type { RunningServer } from '../support/server.js';
@@ -105,14 +106,7 @@ describe('registration management through a database pause (own FerretDB)', () =
       }
       ended.push({ client: i, status: 503, body: { error: 'still 503 after 20 retries' } });
     };
-    const running = clients.map((_, i) => loop(i));
-    await sleep(1500);
-    await db.pause();
-    await sleep(6000);
-    db.resume();
-    await sleep(6000);
-    stop = true;
-    await Promise.all(running);
+    await throughPause(db, clients.map((_, i) => loop(i)), () => { stop = true; });
     expect(unavailable).toBeGreaterThan(0);
     expect(succeeded).toBeGreaterThan(CLIENTS);
     expect(ended).toEqual([]);

@@ -1,9 +1,5 @@
-import { join } from 'node:path';
-import { DatabaseSync } from 'node:sqlite';
-
 import { REDIRECT, baseConfig, register } from '../support/agent-server.js';
-import { startConfigured } from '../support/server.js';
-import type { RunningServer } from '../support/server.js';
+import { refuseWrites, serverWithStoreFile, whileRefusing as refusing } from '../support/store-file.js';
 
 interface Answer {
   status: number;
@@ -17,43 +13,18 @@ interface Answer {
  * own file (the embedded store) and removes again, standing for the store's recovery.
  */
 describe('RFC 7592 requests retried after a 503 (embedded store)', () => {
-  let server: RunningServer;
-  let db: DatabaseSync;
+  const running = serverWithStoreFile(baseConfig());
 
-  beforeAll(async () => {
-    const started = await startConfigured(baseConfig());
-    server = started.server;
-    db = new DatabaseSync(join(started.env.AGENTAUTH_DATA_DIR!, 'agentauth.sqlite'));
-  });
-  afterAll(async () => {
-    db?.close();
-    await server?.stop();
-  });
-
-  async function whileRefusing<T>(triggers: string, fn: () => Promise<T>): Promise<T> {
-    const names = [...triggers.matchAll(/CREATE TRIGGER (\w+)/g)].map((m) => m[1]!);
-    db.exec(triggers);
-    try {
-      return await fn();
-    } finally {
-      db.exec(names.map((n) => `DROP TRIGGER ${n};`).join('\n'));
-      const until = Date.now() + 15_000;
-      while ((await fetch(`${server.url}/readyz`)).status !== 200) {
-        if (Date.now() > until) throw new Error('the server did not recover within 15 s of its store');
-        await new Promise((r) => setTimeout(r, 100));
-      }
-    }
-  }
-  const refuse = (name: string, op: 'INSERT' | 'UPDATE' | 'DELETE', table: string, when = '') =>
-    `CREATE TRIGGER ${name} BEFORE ${op} ON ${table} ${when} BEGIN SELECT RAISE(ABORT, 'test: writes refused'); END;`;
+  const whileRefusing = <T>(triggers: string, fn: () => Promise<T>) => refusing(running, triggers, fn);
+  const refuse = refuseWrites;
 
   /** The stored keys of the client's registration access tokens (sealed: HMACs of the tokens, never the tokens). */
   const storedTokens = (clientId: string) =>
-    (db.prepare("SELECT id, consumed FROM oidc_records WHERE model = 'RegistrationAccessToken' AND payload LIKE ?").all(`%"clientId":"${clientId}"%`) as Array<{ id: string; consumed: number | null }>)
+    (running.db.prepare("SELECT id, consumed FROM oidc_records WHERE model = 'RegistrationAccessToken' AND payload LIKE ?").all(`%"clientId":"${clientId}"%`) as Array<{ id: string; consumed: number | null }>)
       .map((r) => ({ id: r.id, used: r.consumed !== null }));
 
   async function registered(): Promise<{ clientId: string; uri: string; token: string; metadata: Record<string, unknown> }> {
-    const created = await register(server.url, { redirect_uris: [REDIRECT], grant_types: ['authorization_code'], token_endpoint_auth_method: 'none', scope: 'read' });
+    const created = await register(running.server.url, { redirect_uris: [REDIRECT], grant_types: ['authorization_code'], token_endpoint_auth_method: 'none', scope: 'read' });
     expect(created.status).toBe(201);
     const { registration_access_token: token, registration_client_uri: uri, client_id_issued_at: _i, ...metadata } = created.body;
     return { clientId: created.body.client_id as string, uri: uri as string, token: token as string, metadata };
@@ -76,10 +47,10 @@ describe('RFC 7592 requests retried after a 503 (embedded store)', () => {
    * the claim lapses, 60 s later (server/admin/client-writes.ts, "stopped halfway"): the claim is removed here to stand
    * for that minute.
    */
-  const claimLapses = () => db.exec("DELETE FROM attempts WHERE key LIKE 'client-rev:%'");
+  const claimLapses = () => running.db.exec("DELETE FROM attempts WHERE key LIKE 'client-rev:%'");
 
   const storedClient = (clientId: string) =>
-    JSON.parse((db.prepare("SELECT payload FROM oidc_records WHERE model = 'Client' AND id = ?").get(clientId) as { payload: string }).payload) as Record<string, unknown>;
+    JSON.parse((running.db.prepare("SELECT payload FROM oidc_records WHERE model = 'Client' AND id = ?").get(clientId) as { payload: string }).payload) as Record<string, unknown>;
 
   /** The client's stored tokens once the used one's record is gone (removed after the answer), within 5 s. */
   async function settled(clientId: string): Promise<Array<{ id: string; used: boolean }>> {
@@ -155,7 +126,7 @@ describe('RFC 7592 requests retried after a 503 (embedded store)', () => {
 
     expect((await send(c.uri, c.token, 'DELETE')).status).toBe(204);
     expect(await send(c.uri, c.token, 'GET')).toMatchObject(usedUp);
-    expect(db.prepare("SELECT count(*) AS n FROM oidc_records WHERE model = 'Client' AND id = ?").get(c.clientId)).toEqual({ n: 0 });
+    expect(running.db.prepare("SELECT count(*) AS n FROM oidc_records WHERE model = 'Client' AND id = ?").get(c.clientId)).toEqual({ n: 0 });
   });
 
   test('a token whose rotation was answered 200 gets nothing on reuse, however soon (no 503, no grace)', async () => {

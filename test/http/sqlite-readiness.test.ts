@@ -1,9 +1,6 @@
-import { join } from 'node:path';
-import { DatabaseSync } from 'node:sqlite';
-
 import { baseConfig, RESOURCE, RS_CLIENT } from '../support/agent-server.js';
-import { logLines, startConfigured } from '../support/server.js';
-import type { RunningServer } from '../support/server.js';
+import { logLines } from '../support/server.js';
+import { serverWithStoreFile } from '../support/store-file.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -15,33 +12,22 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
  * again to stand for the space coming back.
  */
 describe('embedded store: readiness while writes fail', () => {
-  let server: RunningServer;
-  let db: DatabaseSync;
-
-  beforeAll(async () => {
-    const started = await startConfigured(baseConfig());
-    server = started.server;
-    db = new DatabaseSync(join(started.env.AGENTAUTH_DATA_DIR!, 'agentauth.sqlite'));
-  });
-  afterAll(async () => {
-    db?.close();
-    await server?.stop();
-  });
+  const running = serverWithStoreFile(baseConfig());
 
   const token = () =>
-    fetch(`${server.url}/token`, {
+    fetch(`${running.server.url}/token`, {
       method: 'POST',
       headers: { authorization: `Basic ${Buffer.from(`${RS_CLIENT.id}:${RS_CLIENT.secret}`).toString('base64')}`, 'content-type': 'application/x-www-form-urlencoded' },
       body: new URLSearchParams({ grant_type: 'client_credentials', resource: RESOURCE, scope: 'read' }),
     });
-  const ready = async () => (await fetch(`${server.url}/readyz`)).status;
+  const ready = async () => (await fetch(`${running.server.url}/readyz`)).status;
 
   test('/readyz answers 503 within the ping interval and stays 503 while no write succeeds; the log says so once; both come back by themselves', async () => {
     expect(await ready()).toBe(200);
     expect((await token()).status).toBe(200);
-    const mark = server.output().length;
+    const mark = running.server.output().length;
     const tables = ['oidc_records', 'attempts', 'audit_records', 'nonces', 'revoked_tokens'];
-    db.exec(tables.map((t) => `CREATE TRIGGER refuse_insert_${t} BEFORE INSERT ON ${t} BEGIN SELECT RAISE(ABORT, 'test: database or disk is full'); END;
+    running.db.exec(tables.map((t) => `CREATE TRIGGER refuse_insert_${t} BEFORE INSERT ON ${t} BEGIN SELECT RAISE(ABORT, 'test: database or disk is full'); END;
       CREATE TRIGGER refuse_update_${t} BEFORE UPDATE ON ${t} BEGIN SELECT RAISE(ABORT, 'test: database or disk is full'); END;`).join('\n'));
     try {
       // Requests keep coming, as they would: each fails its write.
@@ -51,18 +37,18 @@ describe('embedded store: readiness while writes fail', () => {
         expect((await token()).status).toBe(503);
         await sleep(50);
       }
-      const body = (await (await fetch(`${server.url}/readyz`)).json()) as Record<string, unknown>;
+      const body = (await (await fetch(`${running.server.url}/readyz`)).json()) as Record<string, unknown>;
       expect(body).toMatchObject({ status: 'unavailable', storage: 'unreachable' });
       // Three seconds of requests and polls: never ready, never served.
       for (const stop = Date.now() + 3_000; Date.now() < stop; await sleep(100)) {
         expect(await ready()).toBe(503);
         expect((await token()).status).toBe(503);
       }
-      const lines = logLines(server.output().slice(mark));
+      const lines = logLines(running.server.output().slice(mark));
       expect(lines.filter((l) => l.msg === 'storage reachable again')).toEqual([]);
       expect(lines.filter((l) => l.msg === 'storage unreachable').length).toBe(1);
     } finally {
-      db.exec(tables.map((t) => `DROP TRIGGER refuse_insert_${t}; DROP TRIGGER refuse_update_${t};`).join('\n'));
+      running.db.exec(tables.map((t) => `DROP TRIGGER refuse_insert_${t}; DROP TRIGGER refuse_update_${t};`).join('\n'));
     }
     const until = Date.now() + 5_000;
     while ((await ready()) !== 200) {

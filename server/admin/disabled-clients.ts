@@ -4,8 +4,11 @@ import type { KoaContextWithOIDC } from 'oidc-provider';
 import { failClosedInProvider } from '../../adapters/oidc-adapter.js';
 import type { AdapterPayload, ModelStore, NonceStore } from '../../adapters/types.js';
 import { isValidKey } from '../../adapters/validate.js';
+import { clientChangeEvent } from '../audit/provider-events.js';
+import { auditNow } from '../audit/trail.js';
 import { beforeClientWrite } from './client-write-hook.js';
 import { ClientChangeInProgress, ClientGone, ClientWrites } from './client-writes.js';
+import type { ClientDecision } from './client-writes.js';
 
 export { DISABLED_AT_FIELD, DISABLED_FIELD, REVOKED_BEFORE_FIELD, isDisabled, tokensRevokedBefore } from './client-fields.js';
 import { DISABLED_AT_FIELD, DISABLED_FIELD, REVOKED_BEFORE_FIELD, isDisabled } from './client-fields.js';
@@ -119,10 +122,23 @@ export function installDisabledClientCheck(provider: Provider, clients: ModelSto
   // (clientUpdateOnStored).
   hiding.upsert = async (id: string, payload: AdapterPayload, expiresIn?: number) => {
     const ctx = Provider.ctx as KoaContextWithOIDC | undefined;
-    if (ctx?.oidc?.route === 'registration') return inProvider(() => writes.create(id, payload, expiresIn), health);
+    // A registration and an RFC 7592 update are recorded in the audit log just before their write (as administrative
+    // changes are, server/admin/client-admin.ts): one the store applies after its request was answered 503 is still
+    // recorded, and one whose record cannot be written is not made.
+    if (ctx?.oidc?.route === 'registration') {
+      return inProvider(async () => {
+        await auditNow(ctx, clientChangeEvent('client.registered', id, payload));
+        await writes.create(id, payload, expiresIn);
+      }, health);
+    }
     const client = ctx?.oidc?.client;
     const read = client?.clientId === id ? { client_secret: client.clientSecret } : undefined;
-    return inProvider(() => writes.change(id, (stored) => ({ write: clientUpdateOnStored(payload, read, stored) }), beforeClientWrite(ctx)), health);
+    const before = beforeClientWrite(ctx);
+    const commit = async (_current: AdapterPayload, decision: ClientDecision) => {
+      if (ctx?.oidc?.route === 'client_update' && 'write' in decision) await auditNow(ctx, clientChangeEvent('client.updated', id, decision.write));
+      await before?.();
+    };
+    return inProvider(() => writes.change(id, (stored) => ({ write: clientUpdateOnStored(payload, read, stored) }), commit), health);
   };
   hiding.destroy = async (id: string) => {
     const before = beforeClientWrite(Provider.ctx as KoaContextWithOIDC | undefined);

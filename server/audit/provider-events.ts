@@ -3,6 +3,7 @@ import { Provider } from 'oidc-provider';
 import type { KoaContextWithOIDC } from 'oidc-provider';
 
 import { TIER_FIELD } from '../policies/tiers.js';
+import type { AuditEventInput } from './chain.js';
 import { auditLater } from './trail.js';
 
 const sha256 = (value: string) => hash('sha256', value, 'hex');
@@ -61,14 +62,15 @@ export function auditProviderEvents(provider: Provider): void {
     });
   }
 
-  const clientEvent = (type: string) => (ctx: KoaContextWithOIDC & { state: Record<string, unknown> }, client: { clientId: string; metadata(): Record<string, unknown> }) => {
-    const m = client.metadata();
-    auditLater(ctx, {
-      type,
-      client_id: client.clientId,
-      details: { tier: m[TIER_FIELD], token_endpoint_auth_method: m.token_endpoint_auth_method, grant_types: m.grant_types, scope: m.scope },
-    });
+  // client.registered and client.updated are recorded before the client is written (server/admin/disabled-clients.ts,
+  // clientChangeEvent), not after the answer: a registration or update applied after its 503 still has its record.
+}
+
+/** The audit event of a client registered or updated through RFC 7591/7592, from the metadata about to be stored. */
+export function clientChangeEvent(type: 'client.registered' | 'client.updated', clientId: string, m: Record<string, unknown>): AuditEventInput {
+  return {
+    type,
+    client_id: clientId,
+    details: { tier: m[TIER_FIELD], token_endpoint_auth_method: m.token_endpoint_auth_method, grant_types: m.grant_types, scope: m.scope },
   };
-  on('registration_create.success', clientEvent('client.registered'));
-  on('registration_update.success', clientEvent('client.updated'));
 }

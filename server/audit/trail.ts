@@ -1,5 +1,6 @@
 import { hash } from 'node:crypto';
 import type Koa from 'koa';
+import { errors } from 'oidc-provider';
 
 import type { AuditEventInput } from './chain.js';
 
@@ -22,6 +23,28 @@ export function auditLater(ctx: { state: Record<string, unknown> } | undefined, 
   if (!ctx) return;
   const list = (ctx.state.auditEvents ??= []) as AuditEventInput[];
   list.push(event);
+}
+
+/** Where auditTrail leaves its recorder for the request (auditNow). */
+const RECORD_NOW = 'agentauthRecordAudit';
+
+/**
+ * Writes `event` now and resolves once it is durable: for a change that must be recorded before it is made (a client
+ * registered or updated through RFC 7591/7592, recorded just before its write, as administrative changes are), so
+ * that a change applied after its request was answered 503 still has its record. A record that cannot be written
+ * throws 503 `temporarily_unavailable`, and the change is not made. Outside a request served through auditTrail (a
+ * provider built for `config check`) the event is queued as auditLater would.
+ */
+export async function auditNow(ctx: { state: Record<string, unknown> } | undefined, event: AuditEventInput): Promise<void> {
+  const record = ctx?.state[RECORD_NOW] as ((e: AuditEventInput) => Promise<unknown>) | undefined;
+  if (!record) return auditLater(ctx, event);
+  try {
+    await record(event);
+  } catch (cause) {
+    const err = new errors.TemporarilyUnavailable('the authorization server cannot record this request in its audit log; retry shortly');
+    Object.assign(err, { status: 503, statusCode: 503, cause });
+    throw err;
+  }
 }
 
 /**
@@ -84,6 +107,7 @@ export function tokenIssuedEvent(token: string, kind: 'access_token' | 'refresh_
  */
 export function auditTrail(recorder: AuditRecorder, log: AuditTrailLog): Koa.Middleware {
   return async (ctx, next) => {
+    ctx.state[RECORD_NOW] = (event: AuditEventInput) => recorder.record(event);
     await next();
     const events = ((ctx.state.auditEvents as AuditEventInput[] | undefined) ?? []).slice();
     // Bound to the route oidc-provider resolved (`token`), so /token, /TOKEN and /token/ are all recorded.

@@ -17,6 +17,9 @@ export interface ServerWithStoreFile {
 export async function startWithStoreFile(config: unknown): Promise<ServerWithStoreFile> {
   const started = await startConfigured(config);
   const db = new DatabaseSync(join(started.env.AGENTAUTH_DATA_DIR!, 'agentauth.sqlite'));
+  // The server's writer may hold the write lock when a trigger is added or dropped: wait for it, as the server's own
+  // connections do, rather than fail with "database is locked" (seen under CI load).
+  db.exec('PRAGMA busy_timeout = 10000');
   return {
     server: started.server,
     db,

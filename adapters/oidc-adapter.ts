@@ -10,8 +10,8 @@ import { MODEL_NAMES } from './types.js';
 const OUTAGES = new WeakSet<object>();
 
 /** 503 `temporarily_unavailable`: what a client sees while storage cannot be reached. */
-export function temporarilyUnavailable(): InstanceType<typeof errors.TemporarilyUnavailable> {
-  const err = new errors.TemporarilyUnavailable('the authorization server cannot reach its storage; retry shortly');
+export function temporarilyUnavailable(description = 'the authorization server cannot reach its storage; retry shortly'): InstanceType<typeof errors.TemporarilyUnavailable> {
+  const err = new errors.TemporarilyUnavailable(description);
   // Built as a 400 (so oidc-provider exposes it), then raised to 503 as RFC 6749 §5.2 practice and RFC 9110 suggest.
   Object.assign(err, { status: 503, statusCode: 503 });
   OUTAGES.add(err);
@@ -135,6 +135,19 @@ export async function revokeGrantFamily(storage: Pick<Storage, 'model'>, grantId
 
 const HASHED = /^hmac-sha256:/;
 
+/** The rotation that storing record `id` of `name` completes (a refresh or registration access token's), if any. */
+function rotationOf(name: ModelName, id: string, options: AdapterOptions): { consumes: string; recordSuccessor: boolean; lost(): Error } | undefined {
+  if (name === 'RefreshToken') {
+    const rotation = options.refreshTokenRotation?.(id);
+    return rotation && { ...rotation, lost: () => new RefreshTokenRaceLost() };
+  }
+  if (name === 'RegistrationAccessToken') {
+    const rotation = options.registrationAccessTokenRotation?.(id);
+    return rotation && { ...rotation, recordSuccessor: true, lost: () => new RegistrationAccessTokenRaceLost() };
+  }
+  return undefined;
+}
+
 export function oidcAdapterFactory(storage: Storage, health?: StorageHealth, options: AdapterOptions = {}): AdapterFactory {
   const failClosed = <T>(fn: () => Promise<T>) => failClosedInProvider(fn, health);
 
@@ -148,16 +161,10 @@ export function oidcAdapterFactory(storage: Storage, health?: StorageHealth, opt
         if (name === 'Client' && clientSecrets && typeof payload.client_secret === 'string' && !HASHED.test(payload.client_secret)) {
           payload = { ...payload, client_secret: clientSecrets.hash(payload.client_secret) };
         }
-        const rotation = name === 'RefreshToken' ? options.refreshTokenRotation?.(id) : undefined;
+        const rotation = rotationOf(name, id, options);
         if (rotation) {
           return failClosed(async () => {
-            if (!(await store.rotate(rotation.consumes, id, payload, expiresIn, rotation.recordSuccessor))) throw new RefreshTokenRaceLost();
-          });
-        }
-        const replaces = name === 'RegistrationAccessToken' ? options.registrationAccessTokenRotation?.(id) : undefined;
-        if (replaces) {
-          return failClosed(async () => {
-            if (!(await store.rotate(replaces.consumes, id, payload, expiresIn, true))) throw new RegistrationAccessTokenRaceLost();
+            if (!(await store.rotate(rotation.consumes, id, payload, expiresIn, rotation.recordSuccessor))) throw rotation.lost();
           });
         }
         return failClosed(() => store.upsert(id, payload, expiresIn));

@@ -1,7 +1,7 @@
 import { hash } from 'node:crypto';
 
 /** How long a rotation answered 503 keeps the grace answer for its token. */
-export const UNDELIVERED_MS = 15 * 60_000;
+const UNDELIVERED_MS = 15 * 60_000;
 /** At most this many are remembered (the oldest go first). */
 const MAX_UNDELIVERED = 10_000;
 

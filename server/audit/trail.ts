@@ -1,7 +1,7 @@
 import { hash } from 'node:crypto';
 import type Koa from 'koa';
-import { errors } from 'oidc-provider';
 
+import { temporarilyUnavailable } from '../../adapters/oidc-adapter.js';
 import type { AuditEventInput } from './chain.js';
 
 /** Anything that durably appends an audit event (server/audit/log.ts AuditLog). */
@@ -41,9 +41,7 @@ export async function auditNow(ctx: { state: Record<string, unknown> } | undefin
   try {
     await record(event);
   } catch (cause) {
-    const err = new errors.TemporarilyUnavailable('the authorization server cannot record this request in its audit log; retry shortly');
-    Object.assign(err, { status: 503, statusCode: 503, cause });
-    throw err;
+    throw Object.assign(temporarilyUnavailable('the authorization server cannot record this request in its audit log; retry shortly'), { cause });
   }
 }
 

@@ -134,13 +134,18 @@ const ALREADY_USED = 'registration access token already used: every read or upda
 const SENT = 'agentauthRegistrationTokenSent';
 
 /**
- * Marks `token` as sent to storage by this request, before the call: from here on a 503 (the store's, anything after
- * it, or a refused audit record) leaves it remembered as undelivered.
+ * Marks `token` as sent to storage by this request, before the call: from here on a 503 (the store's, or one from
+ * anything after it) leaves it remembered as undelivered (rememberingUndelivered). An update's audit record is written
+ * before its rotation (server/admin/disabled-clients.ts), so a refused record leaves nothing to remember.
  */
 function markSent(ctx: KoaContextWithOIDC, token: PresentedToken): void {
-  if (ctx.state[SENT] === token.jti) return;
   ctx.state[SENT] = token.jti;
-  ((ctx.state.auditRefused ??= []) as Array<() => void>).push(() => undelivered.add(token.jti));
+}
+
+/** Refuses a used token at once, unless this process answered a request with it 503 (rotateRegistrationAccessToken decides then). */
+function refuseUsedToken(ctx: KoaContextWithOIDC): void {
+  const rat = presentedToken(ctx);
+  if (rat.consumed !== undefined && !undelivered.has(rat.jti)) throw invalidToken(ALREADY_USED);
 }
 
 /** Runs an RFC 7592 step; a 503 once the request's token was sent to storage remembers that token (markSent). */
@@ -196,7 +201,7 @@ async function undeliveredSuccessor(ctx: KoaContextWithOIDC, deps: RegistrationS
   const RAT = ctx.oidc.provider.RegistrationAccessToken as unknown as { find(value: string): Promise<PresentedToken | undefined> };
   const current = await RAT.find(successor);
   const used = current ? await failClosedInProvider(() => store.consumption(successor), deps.health) : undefined;
-  if (!current || current.clientId !== old.clientId || current.consumed !== undefined || used !== undefined) throw invalidToken(ALREADY_USED);
+  if (!current || current.clientId !== old.clientId || used !== undefined) throw invalidToken(ALREADY_USED);
   return successor;
 }
 
@@ -298,8 +303,7 @@ const readStep = named('agentauthRotateOnRead', async (ctx, next) => {
   // HEAD is GET without the content (oidc-provider's router answers it with the read): the token is checked, and
   // neither used up nor rotated, since a successor could never reach the client.
   if (ctx.method === 'HEAD') return next();
-  const rat = presentedToken(ctx);
-  if (rat.consumed !== undefined && !undelivered.has(rat.jti)) throw invalidToken(ALREADY_USED);
+  refuseUsedToken(ctx);
   await next();
   const body = ctx.body as Record<string, unknown>;
   await rememberingUndelivered(ctx, async () => {
@@ -344,8 +348,7 @@ const updateStep = named('agentauthRotateOnUpdate', async (ctx, next) => {
     client_secret: client!.clientSecret ?? SECRET_STAND_IN,
     ...(ctx.oidc.body as Record<string, unknown>),
   });
-  const rat = presentedToken(ctx);
-  if (rat.consumed !== undefined && !undelivered.has(rat.jti)) throw invalidToken(ALREADY_USED);
+  refuseUsedToken(ctx);
   // Rotated when the update holds the client's record, just before it writes (client-write-hook.ts).
   let successor: string | undefined;
   setBeforeClientWrite(ctx, async () => {

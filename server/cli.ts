@@ -129,6 +129,9 @@ async function startPrimary(workers: number, log: ReturnType<typeof createLogger
     const { serveClusterMetrics } = await import('./metrics/cluster.js');
     serveClusterMetrics();
   }
+  // A refresh or RFC 7592 rotation a worker answered 503 is remembered here, so that its retry works on any worker.
+  const { serveUndeliveredRotations } = await import('./undelivered-rotations.js');
+  serveUndeliveredRotations();
   const listened = new Set<number>();
   cluster.on('message', (worker, message: unknown) => {
     if (message === WORKER_STARTED) listened.add(worker.id);

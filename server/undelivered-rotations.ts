@@ -1,41 +1,155 @@
+import cluster from 'node:cluster';
+import type { Worker } from 'node:cluster';
 import { hash } from 'node:crypto';
 
 /** How long a rotation answered 503 keeps the grace answer for its token. */
 const UNDELIVERED_MS = 15 * 60_000;
-/** At most this many are remembered (the oldest go first). */
+/** At most this many are remembered per kind of credential (the oldest go first). */
 const MAX_UNDELIVERED = 10_000;
+/** How long a worker waits for the primary's answer (an answer not come by then counts as "not remembered"). */
+export const PRIMARY_TIMEOUT_MS = 1000;
+
+/** The single-use credentials whose undelivered rotations are remembered, each in its own set. */
+export type RotatedCredential = 'refresh_token' | 'registration_access_token';
 
 /**
- * Rotations of a single-use credential that this process answered 503 (storage failed after the rotation was sent,
- * or the answer's audit record was refused): the credential may be used up and its recorded successor delivered to
- * nobody. A retry of such a credential may get that successor (server/grants/refresh-grace.ts for refresh tokens,
+ * Rotations of a single-use credential that were answered 503 (storage failed after the rotation was sent, or the
+ * answer's audit record was refused): the credential may be used up and its recorded successor delivered to nobody.
+ * A retry of such a credential may get that successor (server/grants/refresh-grace.ts for refresh tokens,
  * server/http/registration-steps.ts for RFC 7592 registration access tokens). Kept by a hash of the credential (never
- * the credential itself), for UNDELIVERED_MS, in this process only: a retry that reaches another instance is not
- * known there.
+ * the credential itself), for UNDELIVERED_MS.
+ *
+ * Held by the process that serves, or under `agentauth start --workers N` by the cluster's primary for every worker
+ * (a retry on a new connection reaches any worker): a worker asks the primary over the cluster's IPC channel, and a
+ * 503 is answered only once the primary has the rotation. A retry that reaches another instance (another host, or
+ * this one after a restart) is not known there.
  */
-export class UndeliveredRotations {
+export interface UndeliveredRotations {
+  /** Remembers `credential`'s rotation as answered 503; resolves once it is remembered (or could not be). */
+  add(credential: string): Promise<void>;
+  /** Whether `credential`'s rotation was answered 503 (within UNDELIVERED_MS). */
+  has(credential: string): Promise<boolean>;
+  /** Whether it was, forgetting it (at most one request gets the grace answer for one rotation). */
+  take(credential: string): Promise<boolean>;
+}
+
+type Op = 'add' | 'has' | 'take';
+
+/** The hash a rotation is remembered by: the credential itself never leaves the request (nor reaches the primary). */
+const keyOf = (credential: string) => hash('sha256', credential, 'base64url');
+
+/** One set of remembered rotations, by key (a credential's hash), bounded and expiring. */
+export class RememberedRotations {
   readonly #until = new Map<string, number>();
 
-  add(credential: string): void {
-    const key = hash('sha256', credential, 'base64url');
-    this.#until.delete(key);
-    this.#until.set(key, Date.now() + UNDELIVERED_MS);
-    while (this.#until.size > MAX_UNDELIVERED) this.#until.delete(this.#until.keys().next().value!);
-  }
-
-  has(credential: string): boolean {
-    const key = hash('sha256', credential, 'base64url');
+  apply(op: Op, key: string): boolean {
+    if (op === 'add') {
+      this.#until.delete(key);
+      this.#until.set(key, Date.now() + UNDELIVERED_MS);
+      while (this.#until.size > MAX_UNDELIVERED) this.#until.delete(this.#until.keys().next().value!);
+      return true;
+    }
     const until = this.#until.get(key);
     if (until === undefined) return false;
-    if (until > Date.now()) return true;
-    this.#until.delete(key);
-    return false;
+    if (until <= Date.now() || op === 'take') this.#until.delete(key);
+    return until > Date.now();
   }
+}
 
-  /** Whether `credential` is remembered, forgetting it (at most one request gets the grace answer for one rotation). */
-  take(credential: string): boolean {
-    const held = this.has(credential);
-    if (held) this.#until.delete(hash('sha256', credential, 'base64url'));
-    return held;
+/** This process's own sets: a server without workers, and the primary of one with workers. */
+const held = new Map<RotatedCredential, RememberedRotations>();
+const heldFor = (kind: RotatedCredential) => {
+  let set = held.get(kind);
+  if (!set) held.set(kind, (set = new RememberedRotations()));
+  return set;
+};
+
+const ASK = 'agentauth:undelivered';
+const ANSWER = 'agentauth:undelivered-answer';
+
+interface Ask {
+  type: typeof ASK;
+  id: number;
+  kind: RotatedCredential;
+  op: Op;
+  key: string;
+}
+
+interface Answer {
+  type: typeof ANSWER;
+  id: number;
+  value: boolean;
+}
+
+const KINDS: ReadonlySet<unknown> = new Set<RotatedCredential>(['refresh_token', 'registration_access_token']);
+const OPS: ReadonlySet<unknown> = new Set<Op>(['add', 'has', 'take']);
+
+function isAsk(message: unknown): message is Ask {
+  if (typeof message !== 'object' || message === null) return false;
+  const m = message as Partial<Ask>;
+  return m.type === ASK && typeof m.id === 'number' && KINDS.has(m.kind) && OPS.has(m.op) && typeof m.key === 'string' && m.key.length <= 64;
+}
+
+function isAnswer(message: unknown): message is Answer {
+  if (typeof message !== 'object' || message === null) return false;
+  const m = message as Partial<Answer>;
+  return m.type === ANSWER && typeof m.id === 'number' && typeof m.value === 'boolean';
+}
+
+/** In the primary of `start --workers N`: holds every worker's remembered rotations. Call once, before forking. */
+export function serveUndeliveredRotations(): void {
+  cluster.on('message', (worker: Worker, message: unknown) => {
+    if (!isAsk(message)) return;
+    const value = heldFor(message.kind).apply(message.op, message.key);
+    if (worker.isConnected()) worker.send({ type: ANSWER, id: message.id, value } satisfies Answer);
+  });
+}
+
+/** A worker's questions to the primary waiting for their answer. */
+const waiting = new Map<number, { resolve(value: boolean): void; timer: NodeJS.Timeout }>();
+let nextId = 0;
+let listening = false;
+
+function askPrimary(kind: RotatedCredential, op: Op, key: string): Promise<boolean> {
+  if (!listening) {
+    listening = true;
+    process.on('message', (message: unknown) => {
+      if (!isAnswer(message)) return;
+      const pending = waiting.get(message.id);
+      if (!pending) return;
+      waiting.delete(message.id);
+      clearTimeout(pending.timer);
+      pending.resolve(message.value);
+    });
   }
+  return new Promise<boolean>((resolve) => {
+    // The primary gone or not answering: nothing is remembered, and a retry is refused as a reuse would be (fail closed).
+    if (!process.send || !process.connected) {
+      resolve(false);
+      return;
+    }
+    const id = nextId++;
+    const timer = setTimeout(() => {
+      waiting.delete(id);
+      resolve(false);
+    }, PRIMARY_TIMEOUT_MS);
+    timer.unref();
+    waiting.set(id, { resolve, timer });
+    process.send({ type: ASK, id, kind, op, key } satisfies Ask);
+  });
+}
+
+/** The remembered rotations of `kind` for this process: its own, or in a cluster worker the primary's. */
+export function undeliveredRotations(kind: RotatedCredential): UndeliveredRotations {
+  const run = (op: Op, credential: string): Promise<boolean> => {
+    const key = keyOf(credential);
+    return cluster.isWorker ? askPrimary(kind, op, key) : Promise.resolve(heldFor(kind).apply(op, key));
+  };
+  return {
+    add: async (credential) => {
+      await run('add', credential);
+    },
+    has: (credential) => run('has', credential),
+    take: (credential) => run('take', credential),
+  };
 }

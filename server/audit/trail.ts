@@ -133,7 +133,7 @@ export function auditTrail(recorder: AuditRecorder, log: AuditTrailLog): Koa.Mid
       log.error({ err: err instanceof Error ? err.message : String(err), events: events.map((e) => e.type) }, 'audit events could not be written');
       if (ctx.status < 400) {
         // What the withheld answer leaves undelivered (a refresh token's rotation: server/grants/refresh-grace.ts).
-        for (const fn of (ctx.state.auditRefused as Array<() => void> | undefined) ?? []) fn();
+        await Promise.all(((ctx.state.auditRefused as Array<() => Promise<void>> | undefined) ?? []).map((fn) => fn()));
         ctx.status = 503;
         ctx.set('Retry-After', '5');
         ctx.body = { error: 'temporarily_unavailable', error_description: 'the authorization server cannot record this request in its audit log; retry shortly' };

@@ -6,7 +6,7 @@ import * as grantHelpers from 'oidc-provider/lib/helpers/grants.js';
 import { RefreshTokenRaceLost, answersUnavailable, failClosedInProvider } from '../../adapters/oidc-adapter.js';
 import type { Consumption, ModelStore } from '../../adapters/types.js';
 import { bodyReceivedAt } from '../http/body-received.js';
-import { UndeliveredRotations } from '../undelivered-rotations.js';
+import { undeliveredRotations } from '../undelivered-rotations.js';
 
 /**
  * The refresh_token grant with a reuse grace (RFC 9700 §4.14.2 leaves the reuse policy to the server).
@@ -105,7 +105,7 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 export function installRefreshGrace(provider: Provider, deps: RefreshGraceDeps): void {
   const failClosed = <T>(fn: () => Promise<T>) => failClosedInProvider(fn, deps.health);
   const waitMs = deps.successorWaitMs ?? 2000;
-  const undelivered = new UndeliveredRotations();
+  const undelivered = undeliveredRotations('refresh_token');
 
   /** The successor a reuse of `token` may get (and whether only as an undelivered rotation), or undefined to revoke. */
   async function graceSuccessor(ctx: KoaContextWithOIDC, token: StoredRefreshToken, mark: Consumption): Promise<{ successor: string; undelivered: boolean } | undefined> {
@@ -115,7 +115,7 @@ export function installRefreshGrace(provider: Provider, deps: RefreshGraceDeps):
     const grace = deps.graceSeconds(client);
     // Measured when this request's body (the token) was received, not when storage let the server get to it.
     const late = Math.floor(bodyReceivedAt(ctx.req) / 1000) - mark.at > grace;
-    const answeredUnavailable = late && undelivered.has(token.jti);
+    const answeredUnavailable = late && (await undelivered.has(token.jti));
     if (grace <= 0 || (late && !answeredUnavailable)) return undefined;
     let successor = mark.successor;
     const until = Date.now() + waitMs;
@@ -181,12 +181,12 @@ export function installRefreshGrace(provider: Provider, deps: RefreshGraceDeps):
     try {
       await decide(ctx, state, presented);
     } catch (err) {
-      if (state.rotated !== undefined && answersUnavailable(err)) undelivered.add(state.rotated);
+      if (state.rotated !== undefined && answersUnavailable(err)) await undelivered.add(state.rotated);
       throw err;
     }
     // The tokens' audit record, written after this (server/audit/trail.ts), can still turn the answer into a 503.
     const rotated = state.rotated;
-    if (rotated !== undefined) ((ctx.state.auditRefused ??= []) as Array<() => void>).push(() => undelivered.add(rotated));
+    if (rotated !== undefined) ((ctx.state.auditRefused ??= []) as Array<() => Promise<void>>).push(() => undelivered.add(rotated));
   }
 
   async function decide(ctx: KoaContextWithOIDC, state: RefreshState, presented: string): Promise<void> {

@@ -17,7 +17,7 @@ import { PROVIDER_BODY_LIMIT } from './body-parse-errors.js';
 import type { RegistrationPolicy } from '../policies/registration.js';
 import { tierFromPolicies, tierOf } from '../policies/tiers.js';
 import type { TierLimits } from '../policies/tiers.js';
-import { UndeliveredRotations } from '../undelivered-rotations.js';
+import { undeliveredRotations } from '../undelivered-rotations.js';
 
 /**
  * agentauth's registration policy as steps of oidc-provider's own RFC 7591/7592 actions (the `registration`,
@@ -119,7 +119,7 @@ function invalidToken(description: string): Error {
 type PresentedToken = { jti: string; clientId?: string; consumed?: unknown; policies?: string[] };
 
 /** RFC 7592 requests this process answered 503 after their token's rotation or consume was sent. */
-const undelivered = new UndeliveredRotations();
+const undelivered = undeliveredRotations('registration_access_token');
 
 /** The registration access token a request presented, as validateRegistrationAccessToken found it. */
 function presentedToken(ctx: KoaContextWithOIDC): PresentedToken {
@@ -143,9 +143,9 @@ function markSent(ctx: KoaContextWithOIDC, token: PresentedToken): void {
 }
 
 /** Refuses a used token at once, unless this process answered a request with it 503 (rotateRegistrationAccessToken decides then). */
-function refuseUsedToken(ctx: KoaContextWithOIDC): void {
+async function refuseUsedToken(ctx: KoaContextWithOIDC): Promise<void> {
   const rat = presentedToken(ctx);
-  if (rat.consumed !== undefined && !undelivered.has(rat.jti)) throw invalidToken(ALREADY_USED);
+  if (rat.consumed !== undefined && !(await undelivered.has(rat.jti))) throw invalidToken(ALREADY_USED);
 }
 
 /** Runs an RFC 7592 step; a 503 once the request's token was sent to storage remembers that token (markSent). */
@@ -154,7 +154,7 @@ async function rememberingUndelivered(ctx: KoaContextWithOIDC, step: () => Promi
     await step();
   } catch (err) {
     const sent = ctx.state[SENT];
-    if (typeof sent === 'string' && answersUnavailable(err)) undelivered.add(sent);
+    if (typeof sent === 'string' && answersUnavailable(err)) await undelivered.add(sent);
     throw err;
   }
 }
@@ -169,7 +169,7 @@ async function consumeRegistrationAccessToken(ctx: KoaContextWithOIDC, deps: Reg
   markSent(ctx, rat);
   const won = rat.consumed === undefined && (await failClosedInProvider(() => deps.registrationAccessTokens.consume(rat.jti), deps.health));
   // Used up by this request, or by one this process answered 503 (taken: the retry goes on once).
-  if (!undelivered.take(rat.jti) && !won) throw invalidToken(ALREADY_USED);
+  if (!(await undelivered.take(rat.jti)) && !won) throw invalidToken(ALREADY_USED);
 }
 
 /** Per request: the token the registration access token being saved replaces (the adapter's rotation hook reads it). */
@@ -192,7 +192,7 @@ export function pendingRegistrationAccessTokenRotation(id: string): { consumes: 
  * and this client's. Otherwise (not answered 503 here, forgotten, or the successor gone) `invalid_token`.
  */
 async function undeliveredSuccessor(ctx: KoaContextWithOIDC, deps: RegistrationStepDeps, old: PresentedToken): Promise<string> {
-  if (!undelivered.take(old.jti)) throw invalidToken(ALREADY_USED);
+  if (!(await undelivered.take(old.jti))) throw invalidToken(ALREADY_USED);
   markSent(ctx, old); // taken: a 503 from here on gives it back
   const store = deps.registrationAccessTokens;
   const mark = await failClosedInProvider(() => store.consumption(old.jti), deps.health);
@@ -223,7 +223,8 @@ async function rotateRegistrationAccessToken(ctx: KoaContextWithOIDC, deps: Regi
     markSent(ctx, old);
     try {
       value = await new RAT({ client, ...(old.policies ? { policies: old.policies } : {}) }).save();
-      undelivered.take(old.jti); // rotated now: an earlier 503 of it gives no later request the successor
+      // Rotated now: an earlier 503 of it gives no later request the successor (not waited for: nothing here depends on it).
+      void undelivered.take(old.jti);
     } catch (err) {
       if (!(err instanceof RegistrationAccessTokenRaceLost)) throw err;
       // Used up by a concurrent request, or by a rotation of this process that was answered 503.
@@ -303,7 +304,7 @@ const readStep = named('agentauthRotateOnRead', async (ctx, next) => {
   // HEAD is GET without the content (oidc-provider's router answers it with the read): the token is checked, and
   // neither used up nor rotated, since a successor could never reach the client.
   if (ctx.method === 'HEAD') return next();
-  refuseUsedToken(ctx);
+  await refuseUsedToken(ctx);
   await next();
   const body = ctx.body as Record<string, unknown>;
   await rememberingUndelivered(ctx, async () => {
@@ -348,7 +349,7 @@ const updateStep = named('agentauthRotateOnUpdate', async (ctx, next) => {
     client_secret: client!.clientSecret ?? SECRET_STAND_IN,
     ...(ctx.oidc.body as Record<string, unknown>),
   });
-  refuseUsedToken(ctx);
+  await refuseUsedToken(ctx);
   // Rotated when the update holds the client's record, just before it writes (client-write-hook.ts).
   let successor: string | undefined;
   setBeforeClientWrite(ctx, async () => {

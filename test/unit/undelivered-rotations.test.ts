@@ -1,0 +1,70 @@
+import { jest } from '@jest/globals';
+import { spawn } from 'node:child_process';
+import { join } from 'node:path';
+
+import { PRIMARY_TIMEOUT_MS, RememberedRotations } from '../../server/undelivered-rotations.js';
+import { ROOT } from '../support/server.js';
+
+/** Runs test/support/undelivered-cluster.mjs (a primary and two workers); its JSON lines. */
+function runCluster(env: Record<string, string> = {}): Promise<Array<Record<string, unknown>>> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [join(ROOT, 'test', 'support', 'undelivered-cluster.mjs')], { env: { PATH: process.env.PATH, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d: Buffer) => (out += d));
+    child.stderr.on('data', (d: Buffer) => (err += d));
+    const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
+    child.on('exit', (code) => {
+      clearTimeout(timer);
+      if (code !== 0) reject(new Error(`the cluster exited ${code}: ${err}`));
+      else resolve(out.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>));
+    });
+  });
+}
+
+describe('rotations answered 503, remembered for every worker by the primary', () => {
+  test('a worker remembers, the other worker takes it once; only a hash crosses the IPC channel', async () => {
+    const lines = await runCluster();
+    const { answers } = lines.find((l) => l.answers) as { answers: Record<string, Record<string, unknown>> };
+    expect(answers['1']).toMatchObject({ added: true, hasHere: true });
+    expect(answers['2']).toEqual({ otherKind: false, has: true, take: true, takeAgain: false, unknown: false });
+    const seen = lines.filter((l) => l.seen).map((l) => JSON.stringify(l.seen));
+    expect(seen.length).toBeGreaterThan(0);
+    for (const message of seen) expect(message).not.toContain('refresh-token-value');
+  });
+
+  test('a primary that does not answer: the add waits at most its timeout, and nothing counts as remembered (fail closed)', async () => {
+    const lines = await runCluster({ SILENT_PRIMARY: '1' });
+    const { answers } = lines.find((l) => l.answers) as { answers: Record<string, Record<string, unknown>> };
+    expect(answers['1']).toMatchObject({ added: true, hasHere: false });
+    expect(answers['1']!.addMs).toBeGreaterThanOrEqual(PRIMARY_TIMEOUT_MS - 50);
+    expect(answers['1']!.addMs).toBeLessThan(PRIMARY_TIMEOUT_MS * 3);
+    expect(answers['2']).toEqual({ otherKind: false, has: false, take: false, takeAgain: false, unknown: false });
+  }, 30_000);
+
+  test('a set: has keeps, take forgets, an add renews', () => {
+    const set = new RememberedRotations();
+    expect(set.apply('has', 'k')).toBe(false);
+    set.apply('add', 'k');
+    expect(set.apply('has', 'k')).toBe(true);
+    expect(set.apply('take', 'k')).toBe(true);
+    expect(set.apply('take', 'k')).toBe(false);
+    expect(set.apply('has', 'k')).toBe(false);
+  });
+
+  test('a set: expires after 15 minutes, and keeps at most 10,000 (the oldest go first)', () => {
+    const now = Date.now();
+    const clock = jest.spyOn(Date, 'now').mockReturnValue(now);
+    try {
+      const set = new RememberedRotations();
+      for (let i = 0; i <= 10_000; i += 1) set.apply('add', `k${i}`);
+      expect(set.apply('has', 'k0')).toBe(false);
+      expect(set.apply('has', 'k1')).toBe(true);
+      expect(set.apply('has', 'k10000')).toBe(true);
+      clock.mockReturnValue(now + 15 * 60_000 + 1);
+      expect(set.apply('has', 'k1')).toBe(false);
+    } finally {
+      clock.mockRestore();
+    }
+  });
+});

@@ -1,6 +1,6 @@
-import type { AdapterPayload, Consumption, KeyStore, ModelName, ModelStore, NonceStore, RevokedTokenStore, Storage } from './types.js';
+import type { AccountPage, AdapterPayload, Consumption, KeyStore, ModelName, ModelStore, NonceStore, RevokedTokenStore, Storage } from './types.js';
 import { MODEL_NAMES } from './types.js';
-import { checkKey, checkLookup, isValidKey } from './validate.js';
+import { checkKey, checkLookup, isAccountLookup, isValidKey } from './validate.js';
 import { FileAuditStore } from './file-audit.js';
 import { FileKeyStore } from './file-keys.js';
 import { jsonCopy } from './json-copy.js';
@@ -133,6 +133,17 @@ class MemoryModelStore implements ModelStore {
     // No await between the check and the set: atomic on the event loop.
     this.#put(id, payload, expiresIn);
     return true;
+  }
+
+  async idsByAccount(accountId: string, after: string | undefined, limit: number): Promise<AccountPage> {
+    if (!isAccountLookup(accountId) || limit < 1) return { ids: [] };
+    const t = now();
+    const ids = [...this.#entries.entries()]
+      .filter(([id, e]) => live(e, t) && e.payload.accountId === accountId && (after === undefined || id > after))
+      .map(([id]) => id)
+      .sort()
+      .slice(0, Math.max(0, limit));
+    return ids.length === limit ? { ids, next: ids.at(-1) } : { ids };
   }
 
   async list(after: string | undefined, limit: number): Promise<Array<{ id: string; payload: AdapterPayload }>> {

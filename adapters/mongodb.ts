@@ -5,9 +5,9 @@ import type { Collection, Db, Filter } from 'mongodb';
 
 import { deadline, withDeadline } from './deadline.js';
 import { StorageUnavailableError } from './errors.js';
-import type { AdapterPayload, AuditRecord, Consumption, AuditStore, KeyStore, KeyTransition, ModelName, ModelStore, NonceStore, RevokedTokenStore, Storage, StoredKey } from './types.js';
-import { AUDIT_CHAIN_ID, DEFAULT_AUDIT_CHAIN, MODEL_NAMES, chainOf, undecodableRecord } from './types.js';
-import { checkKey, checkLookup, isValidKey } from './validate.js';
+import type { AccountPage, AdapterPayload, AuditRecord, Consumption, AuditStore, KeyStore, KeyTransition, ModelName, ModelStore, NonceStore, RevokedTokenStore, Storage, StoredKey } from './types.js';
+import { ACCOUNT_INDEXED, AUDIT_CHAIN_ID, DEFAULT_AUDIT_CHAIN, MODEL_NAMES, chainOf, undecodableRecord } from './types.js';
+import { checkKey, checkLookup, isAccountLookup, isValidKey } from './validate.js';
 
 /** How a record sits in MongoDB. The payload is kept as JSON text: its maps are keyed by URLs (which hold `.`). */
 interface RecordDoc {
@@ -18,6 +18,11 @@ interface RecordDoc {
   uid?: string;
   userCode?: string;
   clientId?: string;
+  /**
+   * The payload's `accountId`, on Grant and Session records (ACCOUNT_INDEXED; '' when it has none), for
+   * idsByAccount. Records written before agentauth stored it have no such field.
+   */
+  accountId?: string;
   consumed?: number;
 }
 
@@ -92,6 +97,9 @@ class MongoModelStore implements ModelStore {
     if (payload.uid !== undefined) doc.uid = checkKey('uid', payload.uid);
     if (payload.userCode !== undefined) doc.userCode = checkKey('userCode', payload.userCode);
     if (payload.clientId !== undefined) doc.clientId = checkKey('clientId', payload.clientId);
+    // Stored, not looked up by: any string (a value, never a key or an operator); '' keeps records without an account
+    // out of the index's missing-field entries, which stand for records stored before the field was.
+    if (ACCOUNT_INDEXED.has(this.model)) doc.accountId = typeof payload.accountId === 'string' ? payload.accountId : '';
     if (typeof payload.consumed === 'number') doc.consumed = payload.consumed;
     return doc;
   }
@@ -234,6 +242,20 @@ class MongoModelStore implements ModelStore {
   async revokeByGrantId(grantId: string): Promise<void> {
     if (!isValidKey(grantId)) return;
     await guard('revokeByGrantId', () => this.records.deleteMany({ grantId }));
+  }
+
+  async idsByAccount(accountId: string, after: string | undefined, limit: number): Promise<AccountPage> {
+    if (!isAccountLookup(accountId) || limit < 1) return { ids: [] };
+    const now = new Date();
+    // Through the accountId index, with the records stored before the field was (no accountId: matched on their
+    // payload here), which expire with their grant or session. Other models have no field: every record is read.
+    const filter: Filter<RecordDoc> = {
+      ...(ACCOUNT_INDEXED.has(this.model) ? { $or: [{ accountId }, { accountId: { $exists: false } }] } : {}),
+      ...(after === undefined ? {} : { _id: { $gt: after } }),
+    };
+    const docs = await guard('idsByAccount', () => this.records.find(filter).sort({ _id: 1 }).limit(limit).toArray());
+    const ids = docs.filter((d) => live(d, now.getTime()) && (d.accountId ?? toPayload(d)!.accountId) === accountId).map((d) => d._id);
+    return docs.length === limit ? { ids, next: docs.at(-1)!._id } : { ids };
   }
 
   async list(after: string | undefined, limit: number): Promise<Array<{ id: string; payload: AdapterPayload }>> {
@@ -613,13 +635,13 @@ const EXPIRING = [...MODEL_NAMES.map(collectionName), CONSUMED, 'revoked_tokens'
 
 /** Index layout per collection: `expiresAt` everywhere (TTL where supported), plus the lookup fields a model uses. */
 const LOOKUP_INDEXES: Partial<Record<ModelName, Array<keyof RecordDoc>>> = {
-  Session: ['uid'],
+  Session: ['uid', 'accountId'],
   DeviceCode: ['userCode', 'grantId', 'clientId'],
   AccessToken: ['grantId', 'clientId'],
   AuthorizationCode: ['grantId', 'clientId'],
   RefreshToken: ['grantId', 'clientId'],
   BackchannelAuthenticationRequest: ['grantId', 'clientId'],
-  Grant: ['grantId', 'clientId'],
+  Grant: ['grantId', 'clientId', 'accountId'],
   ClientCredentials: ['clientId'],
   PushedAuthorizationRequest: ['clientId'],
   RegistrationAccessToken: ['clientId'],

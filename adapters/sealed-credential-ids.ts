@@ -4,7 +4,7 @@ import type { KeyObject } from 'node:crypto';
 import type { AdapterPayload } from 'oidc-provider';
 
 import { deriveKey } from '../keys/seal.js';
-import type { Consumption, ModelName, ModelStore, Storage } from './types.js';
+import type { AccountPage, Consumption, ModelName, ModelStore, Storage } from './types.js';
 
 /**
  * The models whose record id is the credential itself: an opaque access token, a refresh token, an authorization
@@ -176,6 +176,11 @@ class SealedIdModelStore implements ModelStore {
 
   revokeByClientId(clientId: string): Promise<void> {
     return this.inner.revokeByClientId(clientId);
+  }
+
+  /** Stored keys, as `list` gives them. */
+  idsByAccount(accountId: string, after: string | undefined, limit: number): Promise<AccountPage> {
+    return this.inner.idsByAccount(accountId, after, limit);
   }
 
   insertOnce(id: string, payload: AdapterPayload, expiresIn: number): Promise<boolean> {

@@ -11,6 +11,9 @@ export const MODEL_NAMES = [
 
 export type ModelName = (typeof MODEL_NAMES)[number];
 
+/** The models whose records are indexed by their payload's `accountId` (ModelStore.idsByAccount). */
+export const ACCOUNT_INDEXED: ReadonlySet<ModelName> = new Set<ModelName>(['Grant', 'Session']);
+
 /**
  * Storage for one oidc-provider model. Every method validates the values it is given before they reach a query
  * (see validate.ts); an invalid identifier finds nothing. Expired records are never returned.
@@ -55,8 +58,22 @@ export interface ModelStore {
    * returns true. Used for replay detection (DPoP proof and client assertion `jti`s).
    */
   insertOnce(id: string, payload: AdapterPayload, expiresIn: number): Promise<boolean>;
+  /**
+   * A page of the ids of the live records whose payload's `accountId` is `accountId`, in ascending order, after `after`
+   * (exclusive): one person's grants and sessions, for `agentauth subjects revoke`. `next` is where the following page
+   * starts, undefined on the last page; a page may hold fewer than `limit` ids (even none) and not be the last. Looked
+   * up through an index for Grant and Session (ACCOUNT_INDEXED); any other model is read through. Any string may be
+   * asked for; one that is no account finds nothing.
+   */
+  idsByAccount(accountId: string, after: string | undefined, limit: number): Promise<AccountPage>;
   /** Live records in ascending id order, ids after `after` (exclusive), at most `limit`: for administration (clients, IATs). */
   list(after: string | undefined, limit: number): Promise<Array<{ id: string; payload: AdapterPayload }>>;
+}
+
+/** A page of ModelStore.idsByAccount. */
+export interface AccountPage {
+  ids: string[];
+  next?: string;
 }
 
 /** A consumed record's single-use mark: when it was used up, and what replaced it. */

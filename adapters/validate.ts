@@ -28,6 +28,15 @@ export function checkKey(field: string, value: unknown): string {
   return value;
 }
 
+/**
+ * Whether a value may be looked up as an account (ModelStore.idsByAccount): a string of 1 to MAX_KEY_LENGTH
+ * characters without control characters, not starting with `$`. Wider than an identifier (an account is compared as a
+ * value, never used as a key), and like one it never reaches a query as anything but a string.
+ */
+export function isAccountLookup(value: unknown): value is string {
+  return typeof value === 'string' && value.length > 0 && value.length <= MAX_KEY_LENGTH && !value.startsWith('$') && !/[\u0000-\u001f\u007f]/.test(value);
+}
+
 /** True when the value would pass checkKey; used where an invalid value simply means "no such record". */
 export function isValidKey(value: unknown): value is string {
   try {

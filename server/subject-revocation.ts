@@ -40,14 +40,14 @@ export function parseSubject(sub: string): { sub: string } | { problem: string }
   return { sub: `${prefix}${checksummed}` };
 }
 
-/** Ids of the live records of `store` whose `accountId` is `sub`, read a page at a time. */
+/** Ids of the live records of `store` whose `accountId` is `sub`, a page at a time (through the store's account index). */
 async function recordsOf(store: ModelStore, sub: string): Promise<string[]> {
   const ids: string[] = [];
   for (let after: string | undefined; ; ) {
-    const page = await store.list(after, PAGE);
-    for (const { id, payload } of page) if (payload.accountId === sub) ids.push(id);
-    if (page.length < PAGE) return ids;
-    after = page.at(-1)!.id;
+    const page = await store.idsByAccount(sub, after, PAGE);
+    ids.push(...page.ids);
+    if (page.next === undefined) return ids;
+    after = page.next;
   }
 }
 
@@ -55,8 +55,8 @@ async function recordsOf(store: ModelStore, sub: string): Promise<string[]> {
  * Revokes everything person `sub` has granted, across every client: each grant whose account is `sub` goes with every
  * token and code issued from it (its revocation mark first, so that a JWT access token, or a token exchanged from one,
  * is refused at introspection from then on), and each of the person's sign-in sessions is ended, so that the next
- * authorization request asks them to sign in and consent again. Grants made after this are not touched. Finding them
- * reads every stored grant and session (an operator's command, not a request's path).
+ * authorization request asks them to sign in and consent again. Grants made after this are not touched. They are found
+ * through the store's index of grants and sessions by account, not by reading every one.
  *
  * `record` is called with what was found before anything changes (the audit record: if it cannot be written, nothing
  * is revoked). Returns undefined, having changed and recorded nothing, when the person has no grant and no session.

@@ -5,7 +5,7 @@ import type { Metrics } from './registry.js';
 /** Every async method of each store (checked against adapters/types.ts by the compiler). */
 const MODEL_OPS = [
   'upsert', 'find', 'findByUid', 'findByUserCode', 'consume', 'setSuccessor', 'rotate', 'consumption', 'destroy',
-  'revokeByGrantId', 'revokeByClientId', 'insertOnce',
+  'revokeByGrantId', 'revokeByClientId', 'insertOnce', 'idsByAccount',
 ] as const satisfies ReadonlyArray<keyof ModelStore>;
 const KEY_OPS = ['list', 'insert', 'transitions', 'addTransition', 'addKeyMac', 'addTransitionMac'] as const satisfies ReadonlyArray<keyof KeyStore>;
 const REVOKED_OPS = ['revoke', 'isRevoked', 'anyRevoked'] as const satisfies ReadonlyArray<keyof RevokedTokenStore>;

@@ -330,6 +330,75 @@ describe.each(FACTORIES)('storage contract: $name', (factory) => {
     expect(ids).toEqual(expect.arrayContaining([`${prefix}a`, `${prefix}b`, `${prefix}c`]));
   });
 
+  test('idsByAccount: one person\'s live grants and sessions, in id order, a page at a time; nobody else\'s, no expired one, and nothing for a hostile or empty account', async () => {
+    const account = `did:pkh:eip155:1:0x${randomBytes(20).toString('hex')}`;
+    const other = `${account}0`;
+    for (const model of ['Grant', 'Session'] as const) {
+      const store = storage.model(model);
+      const prefix = `A-${rid()}-`;
+      for (const suffix of ['c', 'a', 'b', 'd']) await store.upsert(`${prefix}${suffix}`, { kind: model, jti: `${prefix}${suffix}`, accountId: account, clientId: 'agent' }, 60);
+      await store.upsert(`${prefix}b0`, { kind: model, accountId: account }, 1);
+      await store.upsert(`${prefix}x`, { kind: model, accountId: other }, 60);
+      await store.upsert(`${prefix}y`, { kind: model }, 60);
+      await sleep(1100);
+      const all = async (limit: number) => {
+        const ids: string[] = [];
+        let pages = 0;
+        for (let after: string | undefined; ; pages += 1) {
+          const page = await store.idsByAccount(account, after, limit);
+          ids.push(...page.ids);
+          if (page.next === undefined) return { ids, pages: pages + 1 };
+          after = page.next;
+        }
+      };
+      expect((await all(500)).ids).toEqual([`${prefix}a`, `${prefix}b`, `${prefix}c`, `${prefix}d`]);
+      const paged = await all(2);
+      expect(paged.ids).toEqual([`${prefix}a`, `${prefix}b`, `${prefix}c`, `${prefix}d`]);
+      expect(paged.pages).toBeGreaterThanOrEqual(2);
+      expect((await store.idsByAccount(other, undefined, 500)).ids).toEqual([`${prefix}x`]);
+      await store.destroy(`${prefix}a`);
+      expect((await all(500)).ids).toEqual([`${prefix}b`, `${prefix}c`, `${prefix}d`]);
+      for (const bad of HOSTILE) expect((await store.idsByAccount(bad as string, undefined, 500)).ids).toEqual([]);
+    }
+  });
+
+  if (factory.name === 'mongodb') {
+    test('idsByAccount on MongoDB: grants and sessions stored before the accountId field are still found (matched on their payload)', async () => {
+      if (!(storage instanceof MongoStorage)) throw new Error('MongoDB store expected');
+      const account = `did:pkh:eip155:1:0x${randomBytes(20).toString('hex')}`;
+      const id = `legacy-${rid()}`;
+      await storage.db.collection('oidc_Grant').insertOne({ _id: id as never, payload: JSON.stringify({ kind: 'Grant', jti: id, accountId: account }), expiresAt: new Date(Date.now() + 60_000), grantId: id, clientId: 'agent' });
+      await storage.model('Grant').upsert(`${id}-new`, { kind: 'Grant', jti: `${id}-new`, accountId: account }, 60);
+      expect((await storage.model('Grant').idsByAccount(account, undefined, 500)).ids.sort()).toEqual([id, `${id}-new`].sort());
+      expect(await storage.db.collection('oidc_Grant').findOne({ _id: `${id}-new` as never })).toMatchObject({ accountId: account });
+      const indexes = await storage.db.collection('oidc_Session').indexes();
+      expect(indexes.map((i) => i.name)).toContain('accountId_1');
+    });
+  }
+
+  if (factory.name === 'sqlite') {
+    test('idsByAccount on SQLite: grants and sessions are read through their account index (named), not the whole table', async () => {
+      if (!(storage instanceof SqliteStorage)) throw new Error('SQLite store expected');
+      const account = `did:pkh:eip155:1:0x${randomBytes(20).toString('hex')}`;
+      for (const model of ['Grant', 'Session'] as const) {
+        const index = `oidc_records_${model.toLowerCase()}_account`;
+        const plan = (storage.db.prepare(`EXPLAIN QUERY PLAN SELECT id FROM oidc_records INDEXED BY ${index} WHERE model = '${model}' AND json_extract(payload, '$.accountId') = ? AND id > ? ORDER BY id LIMIT 1`).all('a', '') as Array<{ detail: string }>).map((r) => r.detail);
+        expect(plan.join(' ')).toContain(`USING INDEX ${index}`);
+        // The store's query names the index: without it, the lookup fails instead of reading every record.
+        await storage.model(model).upsert(`I-${rid()}`, { kind: model, accountId: account }, 60);
+        const { sql } = storage.db.prepare('SELECT sql FROM sqlite_schema WHERE name = ?').get(index) as { sql: string };
+        expect(sql).toContain(`WHERE model = '${model}'`);
+        storage.db.exec(`DROP INDEX ${index}`);
+        try {
+          await expect(storage.model(model).idsByAccount(account, undefined, 10)).rejects.toThrow(/no such index/);
+        } finally {
+          storage.db.exec(sql);
+        }
+        expect((await storage.model(model).idsByAccount(account, undefined, 10)).ids).toHaveLength(1);
+      }
+    });
+  }
+
   test('revoked-token denylist: idempotent revoke, kept until exp, unknown jti not revoked', async () => {
     const jti = rid();
     const exp = Math.floor(Date.now() / 1000) + 60;
@@ -535,6 +604,7 @@ describe.each(FACTORIES)('storage contract: $name', (factory) => {
       await store.destroy(bad as string);
       await store.revokeByGrantId(bad as string);
       await store.revokeByClientId(bad as string);
+      expect((await store.idsByAccount(bad as string, undefined, 10)).ids).toEqual([]);
       await expect(store.insertOnce(bad as string, { kind: 'AccessToken' }, 60)).rejects.toBeInstanceOf(InvalidStorageValueError);
       expect(await storage.revokedTokens.isRevoked(bad as string)).toBe(false);
       expect(await storage.nonces.consume(bad as string)).toBe(false);

@@ -22,7 +22,7 @@ import { prepareTokenLimitStep, registerTokenLimit } from './limits/token-steps.
 import { installCodeChecks } from './grants/code-checks.js';
 import { replayedProof, replayId } from './dpop-replay.js';
 import { SharedWindowLimit } from './limits/window.js';
-import { revokeClientRecords } from './client-revocation.js';
+import { markClientRevoked, removeClientRecords } from './client-revocation.js';
 import { tokensRevokedBefore } from './admin/disabled-clients.js';
 import { CLIENT_AUTH_SIGNING_ALGS, ID_TOKEN_SIGNING_ALGS, REGISTRATION_FIELD, registrationOrigin, unattendedScopes } from './policies/registration.js';
 import type { RegistrationPolicy } from './policies/registration.js';
@@ -410,8 +410,8 @@ export function createProvider(deps: ProviderDeps): Provider {
     limits: tierLimits(deps.config),
     hasher: deps.hasher,
     registrationAccessTokens: deps.storage.model('RegistrationAccessToken'),
-    clients: deps.storage.model('Client'),
-    revokeClient: (clientId, record) => revokeClientRecords(deps.storage, clientId, record),
+    markClientRevoked: (clientId, record) => markClientRevoked(deps.storage, clientId, record),
+    removeClientRecords: (clientId) => removeClientRecords(deps.storage, clientId),
     health: deps.health,
     log: deps.log,
     quota: new SharedWindowLimit(deps.storage.nonces, 'registration', deps.config.registration.quota),

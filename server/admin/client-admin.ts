@@ -4,7 +4,7 @@ import type { AdapterPayload, ModelName, Storage } from '../../adapters/types.js
 import { isValidKey } from '../../adapters/validate.js';
 import { credentialFingerprint, destroyListed, FINGERPRINT_FIELD } from '../../adapters/sealed-credential-ids.js';
 import type { AuditEventInput } from '../audit/chain.js';
-import { CLIENT_OWNED, revokeClientRecords } from '../client-revocation.js';
+import { CLIENT_OWNED, markClientRevoked, removeClientRecords } from '../client-revocation.js';
 import { RevocationMarks } from '../revocation-lineage.js';
 import type { ClientSecretHasher } from '../client-secrets.js';
 import type { StaticClientConfig } from '../config.js';
@@ -211,9 +211,13 @@ export class ClientAdmin {
     await this.#change(
       clientId,
       () => ({ destroy: true }),
-      // The type RFC 7592 DELETE records too: `agentauth verify` finds deleted clients by it.
-      () => this.#audit('client.deleted', clientId, actor, { revoked: [...CLIENT_OWNED] }),
-      async (change) => void (await revokeClientRecords(this.deps.storage, clientId, change.before)),
+      // The type RFC 7592 DELETE records too: `agentauth verify` finds deleted clients by it. Recorded and marked
+      // revoked before the record goes, so that no client is removed without both.
+      async (current) => {
+        await this.#audit('client.deleted', clientId, actor, { revoked: [...CLIENT_OWNED] });
+        await markClientRevoked(this.deps.storage, clientId, current);
+      },
+      () => removeClientRecords(this.deps.storage, clientId),
     );
   }
 

@@ -134,16 +134,16 @@ export function installDisabledClientCheck(provider: Provider, clients: ModelSto
     const client = ctx?.oidc?.client;
     const read = client?.clientId === id ? { client_secret: client.clientSecret } : undefined;
     const before = beforeClientWrite(ctx);
-    const commit = async (_current: AdapterPayload, decision: ClientDecision) => {
+    const commit = async (current: AdapterPayload, decision: ClientDecision) => {
       if (ctx?.oidc?.route === 'client_update' && 'write' in decision) await auditNow(ctx, clientChangeEvent('client.updated', id, decision.write));
-      await before?.();
+      await before?.(current);
     };
     return inProvider(() => writes.change(id, (stored) => ({ write: clientUpdateOnStored(payload, read, stored) }), commit), health);
   };
   hiding.destroy = async (id: string) => {
     const before = beforeClientWrite(Provider.ctx as KoaContextWithOIDC | undefined);
     return inProvider(
-      () => writes.change(id, () => ({ destroy: true }), before).catch(async (err: unknown) => {
+      () => writes.change(id, () => ({ destroy: true }), async (current) => before?.(current)).catch(async (err: unknown) => {
         if (!(err instanceof ClientGone)) throw err;
         // Deleted meanwhile, which is what was asked; but by this request only if its token is still unused (two
         // deletes sent with one token: one succeeds, the other is told the token was used).

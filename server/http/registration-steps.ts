@@ -5,7 +5,8 @@ import * as registration from 'oidc-provider/lib/actions/registration.js';
 import type { AdapterPayload, ModelStore } from '../../adapters/types.js';
 import { RegistrationAccessTokenRaceLost, answersUnavailable, failClosedInProvider } from '../../adapters/oidc-adapter.js';
 import { setBeforeClientWrite } from '../admin/client-write-hook.js';
-import { auditLater, whenRecorded } from '../audit/trail.js';
+import { auditNow, whenRecorded } from '../audit/trail.js';
+import { CLIENT_OWNED } from '../client-revocation.js';
 import { ClientSecretHasher } from '../client-secrets.js';
 import type { RegistrationConfig } from '../config.js';
 import type { Logger } from '../logger.js';
@@ -47,10 +48,10 @@ export interface RegistrationStepDeps {
   hasher: ClientSecretHasher;
   /** Registration access tokens: consumed atomically (one marker insert) so a token works exactly once. */
   registrationAccessTokens: ModelStore;
-  /** Stored client records, read before a delete (the revocation marks the generation the client was in). */
-  clients: Pick<ModelStore, 'find'>;
-  /** Revokes everything a deleted client held (server/client-revocation.ts); `record` is its record before the delete. */
-  revokeClient(clientId: string, record: AdapterPayload | undefined): Promise<readonly string[]>;
+  /** A deleted client's revocation mark, written before its record goes; `record` as the delete found it (server/client-revocation.ts). */
+  markClientRevoked(clientId: string, record: AdapterPayload): Promise<void>;
+  /** What a deleted client held, removed once it is gone. */
+  removeClientRecords(clientId: string): Promise<void>;
   health: { markDown(err: unknown): void };
   log: Logger;
   /** The per-IP registration quota, counted in the store (server/limits/). */
@@ -368,14 +369,22 @@ const deleteStep = named('agentauthRevokeOnDelete', async (ctx, next) => {
   const { deps } = stateFor(ctx);
   if (ctx.oidc.client?.noManage) return next();
   const clientId = ctx.oidc.client!.clientId;
-  const record = await failClosedInProvider(() => deps.clients.find(clientId), deps.health);
-  // Used up when the delete holds the client's record, just before it removes it (client-write-hook.ts).
-  setBeforeClientWrite(ctx, () => consumeRegistrationAccessToken(ctx, deps));
+  // When the delete holds the client's record, just before it removes it (client-write-hook.ts): the token used up,
+  // the delete recorded, and the client's revocation mark written. Any of them refused is a 503 with the client still
+  // there, and the retry with the same token goes on (rememberingUndelivered). A client deleted meanwhile (`current`
+  // undefined) was recorded and marked by whoever deleted it.
+  setBeforeClientWrite(ctx, async (current) => {
+    await consumeRegistrationAccessToken(ctx, deps);
+    if (current === undefined) return;
+    await auditNow(ctx, { type: 'client.deleted', client_id: clientId, details: { revoked: [...CLIENT_OWNED] } });
+    await failClosedInProvider(() => deps.markClientRevoked(clientId, current), deps.health);
+  });
   await rememberingUndelivered(ctx, next);
   if (ctx.status !== 204) return;
-  const revoked = await failClosedInProvider(() => deps.revokeClient(clientId, record), deps.health);
+  // The client is gone and its mark written: what it held is unusable now, and removed here (a failure leaves it to
+  // expire, refused meanwhile because its client is unknown).
+  await failClosedInProvider(() => deps.removeClientRecords(clientId), deps.health);
   deps.log.info({ event: 'client.deleted', client_id: clientId }, 'client deleted; its grants and tokens are revoked');
-  auditLater(ctx, { type: 'client.deleted', client_id: clientId, details: { revoked: [...revoked] } });
 });
 
 /** Patches oidc-provider's registration actions once per process (idempotent). Call before `new Provider(...)`. */

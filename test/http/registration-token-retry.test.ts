@@ -1,4 +1,5 @@
 import { REDIRECT, baseConfig, register } from '../support/agent-server.js';
+import { clientMark } from '../../server/revocation-lineage.js';
 import { refuseWrites, serverWithStoreFile, whileRefusing as refusing } from '../support/store-file.js';
 
 interface Answer {
@@ -141,6 +142,42 @@ describe('RFC 7592 requests retried after a 503 (embedded store)', () => {
     expect((await send(c.uri, c.token, 'DELETE')).status).toBe(204);
     expect(await send(c.uri, c.token, 'GET')).toMatchObject(usedUp);
     expect(running.db.prepare("SELECT count(*) AS n FROM oidc_records WHERE model = 'Client' AND id = ?").get(c.clientId)).toEqual({ n: 0 });
+  });
+
+  /** Whether the client's revocation mark (server/revocation-lineage.ts) is on the revoked-token list. */
+  const marked = (clientId: string) => running.db.prepare('SELECT count(*) AS n FROM revoked_tokens WHERE jti = ?').get(clientMark(clientId, 0)) as { n: number };
+  const exists = (clientId: string) => (running.db.prepare("SELECT count(*) AS n FROM oidc_records WHERE model = 'Client' AND id = ?").get(clientId) as { n: number }).n === 1;
+
+  test('a delete whose revocation mark cannot be written: 503 and the client is not deleted; the retry deletes, marks and records it', async () => {
+    const c = await registered();
+    const failed = await whileRefusing(refuse('refuse_marks', 'INSERT', 'revoked_tokens'), () => send(c.uri, c.token, 'DELETE'));
+    expect(failed).toMatchObject({ status: 503, body: { error: 'temporarily_unavailable' } });
+    // Nothing deleted without its revocation: the client is still there (the tokens exchanged from its tokens would
+    // otherwise stay active, and a retry could not find it to finish).
+    expect(exists(c.clientId)).toBe(true);
+    expect(marked(c.clientId)).toEqual({ n: 0 });
+    claimLapses();
+
+    expect((await send(c.uri, c.token, 'DELETE')).status).toBe(204);
+    expect(exists(c.clientId)).toBe(false);
+    expect(marked(c.clientId)).toEqual({ n: 1 });
+    expect(recorded('client.deleted', c.clientId).length).toBeGreaterThanOrEqual(1);
+    expect(await settled(c.clientId)).toEqual([]);
+    expect(await send(c.uri, c.token, 'GET')).toMatchObject({ status: 401 });
+  });
+
+  test('a delete whose audit record cannot be written: 503 and the client is not deleted; the retry deletes and records it once', async () => {
+    const c = await registered();
+    const failed = await whileRefusing(refuse('refuse_audit', 'INSERT', 'audit_records'), () => send(c.uri, c.token, 'DELETE'));
+    expect(failed).toMatchObject({ status: 503, body: { error: 'temporarily_unavailable' } });
+    expect(exists(c.clientId)).toBe(true);
+    expect(recorded('client.deleted', c.clientId)).toEqual([]);
+    claimLapses();
+
+    expect((await send(c.uri, c.token, 'DELETE')).status).toBe(204);
+    expect(exists(c.clientId)).toBe(false);
+    expect(marked(c.clientId)).toEqual({ n: 1 });
+    expect(recorded('client.deleted', c.clientId)).toHaveLength(1);
   });
 
   test('a token whose rotation was answered 200 gets nothing on reuse, however soon (no 503, no grace)', async () => {

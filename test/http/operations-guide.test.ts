@@ -23,14 +23,16 @@ import type { RunningServer } from '../support/server.js';
  * The only changes to the lines: the placeholders a reader fills in (`<client_id>`, `<id|token>`, `<kid>`) become
  * real ids, `/backups/` becomes a temporary directory, `[--force]` is run both without and with `--force`, and the
  * audit export's relative file name is written in a temporary working directory. The server is configured with
- * `keys.publishDelaySeconds` 2 and `keys.refreshIntervalSeconds` 1 (configuration.md's keys settings), so that a
- * routine rotation activates within seconds instead of the default 10 minutes.
+ * `keys.publishDelaySeconds` 8 and `keys.refreshIntervalSeconds` 1 (configuration.md's keys settings), so that a
+ * routine rotation activates within seconds instead of the default 10 minutes. Not fewer: the runbook runs `keys
+ * rotate`, `keys list` and `keys rotate` again before the new key activates, each a CLI process, and with 2 s a loaded
+ * CI machine took longer than that (the second rotate then found the first key active and scheduled another).
  */
 
 const DOC = 'operations.md';
 /** `agentauth` as docs/operations.md defines it for a checkout: `node dist/server/cli.js <command>`. */
 const SHIM = `agentauth() { node '${CLI}' "$@"; }`;
-const KEYS = { publishDelaySeconds: 2, refreshIntervalSeconds: 1 };
+const KEYS = { publishDelaySeconds: 8, refreshIntervalSeconds: 1 };
 
 const BLOCKS = {
   clients: guideShellBlock(DOC, "Run it with the server's environment: the same store settings, the same KEK, the same `AGENTAUTH_CONFIG`."),

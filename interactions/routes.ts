@@ -6,6 +6,7 @@ import { auditLater } from '../server/audit/trail.js';
 import { WALLET_GRANT_TYPE } from '../server/config.js';
 import { SECURITY_HEADERS } from '../server/http/security-headers.js';
 import { parseJsonBody, readBodyText } from '../server/request-body.js';
+import { refuseReplacedText } from '../server/http/form-body-utf8.js';
 import { asset } from './assets.js';
 import { SiweVerificationError } from './siwe/errors.js';
 import { consentPage, errorPage, loginPage } from './views.js';
@@ -54,6 +55,8 @@ async function readBody(ctx: Koa.Context): Promise<Record<string, unknown>> {
   if (!ctx.is('application/json')) {
     // RFC 6749 §3.1: a parameter is sent once. Which of two values would count is not for the server to guess.
     const params = new URLSearchParams(text);
+    // Bytes that are not UTF-8, raw or percent-encoded, which URLSearchParams reads as U+FFFD (server/http/form-body-utf8.ts).
+    refuseReplacedText(params);
     const seen = new Set<string>();
     for (const name of params.keys()) {
       if (seen.has(name)) throw new errors.InvalidRequest(`parameter ${JSON.stringify(name.slice(0, 100))} must not be provided twice`);

@@ -37,6 +37,7 @@ import { revocationHooks } from './revocation-lineage.js';
 import { logoutSource, postLogoutSuccessSource, renderError } from '../interactions/provider-pages.js';
 import { NONCE_PATH } from '../interactions/routes.js';
 import { explainBodyParseErrors } from './http/body-parse-errors.js';
+import { refuseReplacedFormValues } from './http/form-body-utf8.js';
 import { whenRecorded } from './audit/trail.js';
 import { dpopHeaderProblem } from './http/dpop-header.js';
 import { publishedAlgsOf } from './signing-alg.js';
@@ -403,6 +404,7 @@ export function createProvider(deps: ProviderDeps): Provider {
   const publishedAlgs = publishedAlgsOf(deps.keyring);
   installCodeChecks(provider);
   explainBodyParseErrors(provider);
+  refuseReplacedFormValues(provider);
   registerTokenLimit(provider, { limit: new SharedWindowLimit(deps.storage.nonces, 'token', deps.config.limits.tokenRequestsPerClient), health: deps.health });
   registerRegistrationSteps(provider, {
     registration: deps.config.registration,

@@ -2,6 +2,7 @@ import type { KoaContextWithOIDC, Provider } from 'oidc-provider';
 
 import { CONTENT_TOO_LARGE } from '../request-body.js';
 import { ERROR_EVENTS } from '../metrics/provider-events.js';
+import { NOT_UTF8, NotUtf8FormBody } from './form-body-utf8.js';
 
 /** oidc-provider 9.13.3's body limit (LIMIT in lib/shared/selective_body.js) on every route it parses a body for. */
 export const PROVIDER_BODY_LIMIT = 56 * 1024;
@@ -24,6 +25,7 @@ function explain(cause: unknown): { status?: number; description: string } | und
     return { description: 'the request body is not as long as its Content-Length header says' };
   }
   if (cause instanceof SyntaxError) return { description: 'the request body is not valid JSON' };
+  if (cause instanceof NotUtf8FormBody) return { description: NOT_UTF8 };
   if (cause instanceof RangeError) return { description: 'the request body\'s charset is not supported: send it as utf-8' };
   return undefined;
 }

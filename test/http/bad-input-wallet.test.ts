@@ -150,6 +150,12 @@ describe('bad input to the wallet sign-in', () => {
     const notUtf8 = await fetch(`${issuer}/wallet/nonce`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: Buffer.concat([Buffer.from('{"client_id":"'), Buffer.from([0xc3, 0x28]), Buffer.from('"}')]) });
     expect(notUtf8.status).toBe(400);
     expect(await notUtf8.json()).toEqual({ error: 'invalid_request', error_description: 'the request body is not valid UTF-8' });
+    // In a form, percent-escapes that decode to such bytes too (URLSearchParams read them as U+FFFD).
+    for (const type of ['application/x-www-form-urlencoded', 'Application/X-WWW-Form-Urlencoded; charset=utf-8']) {
+      const escaped = await post(type, `client_id=${id}%FF`);
+      expect(escaped.status).toBe(400);
+      expect(await escaped.json()).toEqual({ error: 'invalid_request', error_description: 'the request body is not valid UTF-8: a value decodes to U+FFFD, which replaces bytes that are not UTF-8 (send UTF-8, percent-encoding the bytes of each character: é is %C3%A9)' });
+    }
     // And the endpoint still serves a well-formed request, as a form and as JSON.
     expect((await post('application/x-www-form-urlencoded', `client_id=${agentClient.clientMetadata().client_id}`)).status).toBe(200);
     const ok = await post('application/json', JSON.stringify({ client_id: agentClient.clientMetadata().client_id }));

@@ -36,6 +36,11 @@ describe('oidc-provider internals agentauth relies on', () => {
     expect(source).toContain("throw new Error('request entity too large')");
     expect(source).toContain("throw new Error('request size did not match content length')");
     expect(source).toContain("throw new InvalidRequest('failed to parse the request body', undefined, { cause })");
+    // server/http/form-body-utf8.ts: a form is stored by assignment inside that try, through the context's `body`,
+    // which the request context does not declare as a field of its own (an accessor on its prototype sees it).
+    expect(source).toContain('ctx.oidc.body = querystring.parse(body.toString());');
+    const context = readFileSync(join(dirname(require.resolve('oidc-provider')), 'helpers', 'oidc_context.js'), 'utf8');
+    expect(context).not.toMatch(/^\s+(#?body\s*[;=]|this\.body\s*=)/m);
   });
 
   test('the introspection and revocation pipelines still have the steps that are replaced', () => {

@@ -73,12 +73,17 @@ function jwtParts(token: string): { header: Record<string, unknown>; claims: Rec
 }
 
 /** What an issued token looks like in the audit log: identifiers and a hash, never the token itself. */
-export function tokenIssuedEvent(token: string, kind: 'access_token' | 'refresh_token', context: { grant_type?: string; client_id?: string }): AuditEventInput {
+export function tokenIssuedEvent(token: string, kind: 'access_token' | 'refresh_token' | 'id_token', context: { grant_type?: string; client_id?: string }): AuditEventInput {
   const details: Record<string, unknown> = { token_type_issued: kind, sha256: sha256(token), grant_type: context.grant_type };
   let sub: string | undefined;
   let clientId = context.client_id;
-  const jwt = kind === 'access_token' ? jwtParts(token) : undefined;
-  if (jwt) {
+  const jwt = kind === 'refresh_token' ? undefined : jwtParts(token);
+  if (jwt && kind === 'id_token') {
+    // Who signed in, to which client, under which key, until when; the session (`sid`) logout ends.
+    const { header, claims } = jwt;
+    Object.assign(details, { format: 'jwt', aud: claims.aud, exp: claims.exp, kid: header.kid, sid: claims.sid, auth_time: claims.auth_time });
+    sub = typeof claims.sub === 'string' ? claims.sub : undefined;
+  } else if (jwt) {
     const { header, claims } = jwt;
     Object.assign(details, {
       format: 'jwt',
@@ -115,6 +120,7 @@ export function auditTrail(recorder: AuditRecorder, log: AuditTrailLog): Koa.Mid
       const context = { grant_type: String(oidc?.params?.grant_type ?? ''), client_id: oidc?.client?.clientId };
       if (typeof body.access_token === 'string') events.push(tokenIssuedEvent(body.access_token, 'access_token', context));
       if (typeof body.refresh_token === 'string') events.push(tokenIssuedEvent(body.refresh_token, 'refresh_token', context));
+      if (typeof body.id_token === 'string') events.push(tokenIssuedEvent(body.id_token, 'id_token', context));
       if (context.grant_type === 'refresh_token') {
         // A grace re-issue (server/grants/refresh-grace.ts) handed back an existing successor: no rotation happened.
         const grace = ctx.state.refreshGrace !== undefined;

@@ -13,6 +13,8 @@ import { runCli } from '../support/server.js';
 import { allAuditRecords } from '../support/audit.js';
 import { mongoUri } from '../support/storages.js';
 import { fetchNonce } from '../support/wallet.js';
+import { authorizeWithWallet } from '../support/user-agent.js';
+import { REDIRECT } from '../support/agent-server.js';
 
 const GRANT = 'urn:agentauth:params:oauth:grant-type:wallet-signature';
 const wallet = new Wallet('0x8b3a350cf5c34c9194ca85829a2df0ec3153be0318b5e2d3348e872092edffba');
@@ -89,5 +91,35 @@ describe('the audit trail records who got which token, and never a token', () =>
     const cli = await runCli(['audit', 'verify'], as.env);
     expect(cli.code).toBe(0);
     expect(cli.stdout).toMatch(/audit log OK/);
+  });
+
+  test('an ID token is recorded like the access and refresh tokens beside it: who signed in, to which client, under which key', async () => {
+    const issuer = as.server.url;
+    const created = await register(issuer, { redirect_uris: [REDIRECT], grant_types: ['authorization_code', 'refresh_token'], token_endpoint_auth_method: 'none', scope: 'openid read' });
+    expect(created.status).toBe(201);
+    const clientId = created.body.client_id as string;
+    const verifier = oidc.randomPKCECodeVerifier();
+    const url = new URL(`${issuer}/auth`);
+    const params = { client_id: clientId, response_type: 'code', redirect_uri: REDIRECT, scope: 'openid read', resource: RESOURCE, code_challenge: await oidc.calculatePKCECodeChallenge(verifier), code_challenge_method: 'S256' };
+    for (const [k, v] of Object.entries(params)) url.searchParams.set(k, v);
+    const { callback } = await authorizeWithWallet(url, REDIRECT, { wallet });
+    const redeem = async (body: Record<string, string>) => {
+      const res = await fetch(`${issuer}/token`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ client_id: clientId, resource: RESOURCE, ...body }) });
+      expect(res.status).toBe(200);
+      return (await res.json()) as { id_token?: string; access_token: string; refresh_token?: string };
+    };
+    const tokens = await redeem({ grant_type: 'authorization_code', code: callback.searchParams.get('code')!, code_verifier: verifier, redirect_uri: REDIRECT });
+    expect(typeof tokens.id_token).toBe('string');
+    const refreshed = await redeem({ grant_type: 'refresh_token', refresh_token: tokens.refresh_token! });
+
+    const records = await all();
+    const idTokens = records.filter((r) => r.type === 'token.issued' && r.details.token_type_issued === 'id_token' && r.client_id === clientId);
+    const [header, claims] = tokens.id_token!.split('.').slice(0, 2).map((p) => JSON.parse(Buffer.from(p, 'base64url').toString()) as Record<string, unknown>);
+    expect(idTokens.find((r) => r.details.sha256 === sha256(tokens.id_token!))).toMatchObject({
+      sub: `did:pkh:eip155:1:${wallet.address}`,
+      details: { format: 'jwt', aud: clientId, exp: claims!.exp, kid: header!.kid, grant_type: 'authorization_code' },
+    });
+    if (refreshed.id_token) expect(idTokens.map((r) => r.details.sha256)).toContain(sha256(refreshed.id_token));
+    expect(JSON.stringify(records)).not.toContain(tokens.id_token!);
   });
 });

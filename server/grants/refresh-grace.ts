@@ -24,12 +24,12 @@ import { undeliveredRotations } from '../undelivered-rotations.js';
  * A concurrent use that loses the consume race (adapters/oidc-adapter.ts, deferRefreshTokenReuse) is run again: it
  * then sees the token consumed and meets the same decision.
  *
- * A rotation this process answered 503 (storage failed after the rotation was sent, or the tokens' audit record was
+ * A rotation this instance answered 503 (storage failed after the rotation was sent, or the tokens' audit record was
  * refused) may still have been stored: the token is consumed and its successor recorded, and nobody received it. The
  * client retries with the same token, as the 503 tells it to, often after the window (a database paused for seconds
  * applies the rotation late; Retry-After alone is 5 s). Such a rotation is remembered (server/undelivered-rotations.ts)
  * and a reuse of its token gets the grace answer for 15 minutes, not a revocation and a false theft alarm. Only this
- * process knows: a retry that reaches another instance meets the window alone.
+ * instance knows (all its workers, through their primary): a retry that reaches another instance meets the window alone.
  */
 export interface RefreshGraceDeps {
   refreshTokens: Pick<ModelStore, 'consumption' | 'setSuccessor'>;
@@ -86,7 +86,7 @@ export function isGraceReissue(ctx: object): boolean {
 class GraceRedirect extends Error {
   constructor(
     readonly successor: string,
-    /** Re-issued outside the window, because this process answered the rotation 503. */
+    /** Re-issued outside the window, because this instance answered the rotation 503. */
     readonly undelivered: boolean,
   ) {
     super('grace re-issue of a rotated refresh token');

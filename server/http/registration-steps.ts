@@ -30,7 +30,7 @@ import { undeliveredRotations } from '../undelivered-rotations.js';
  *
  * A rotation is one store call (ModelStore.rotate): the presented token is used up, its successor stored and recorded
  * with it, atomically on the embedded store, and on MongoDB successor first so that a cut leaves the token unused or
- * used with its successor recorded. A request this process answered 503 after sending the rotation (or the delete's
+ * used with its successor recorded. A request this instance answered 503 after sending the rotation (or the delete's
  * consume) is remembered (server/undelivered-rotations.ts): one retry with the same token, the client doing what the
  * 503 told it, gets the recorded successor (or, for a delete, goes on) instead of losing management of its
  * registration. oidc-provider's own rotation on update (destroy, then save) is off (provider.ts); this module's runs
@@ -119,7 +119,7 @@ function invalidToken(description: string): Error {
 
 type PresentedToken = { jti: string; clientId?: string; consumed?: unknown; policies?: string[] };
 
-/** RFC 7592 requests this process answered 503 after their token's rotation or consume was sent. */
+/** RFC 7592 requests this instance answered 503 after their token's rotation or consume was sent. */
 const undelivered = undeliveredRotations('registration_access_token');
 
 /** The registration access token a request presented, as validateRegistrationAccessToken found it. */
@@ -143,7 +143,7 @@ function markSent(ctx: KoaContextWithOIDC, token: PresentedToken): void {
   ctx.state[SENT] = token.jti;
 }
 
-/** Refuses a used token at once, unless this process answered a request with it 503 (rotateRegistrationAccessToken decides then). */
+/** Refuses a used token at once, unless this instance answered a request with it 503 (rotateRegistrationAccessToken decides then). */
 async function refuseUsedToken(ctx: KoaContextWithOIDC): Promise<void> {
   const rat = presentedToken(ctx);
   if (rat.consumed !== undefined && !(await undelivered.has(rat.jti))) throw invalidToken(ALREADY_USED);
@@ -169,7 +169,7 @@ async function consumeRegistrationAccessToken(ctx: KoaContextWithOIDC, deps: Reg
   const rat = presentedToken(ctx);
   markSent(ctx, rat);
   const won = rat.consumed === undefined && (await failClosedInProvider(() => deps.registrationAccessTokens.consume(rat.jti), deps.health));
-  // Used up by this request, or by one this process answered 503 (taken: the retry goes on once).
+  // Used up by this request, or by one this instance answered 503 (taken: the retry goes on once).
   if (!(await undelivered.take(rat.jti)) && !won) throw invalidToken(ALREADY_USED);
 }
 
@@ -208,7 +208,7 @@ async function undeliveredSuccessor(ctx: KoaContextWithOIDC, deps: RegistrationS
 
 /**
  * Rotates the registration access token this request presented: its successor, with the same policies, is stored and
- * the presented one used up in one rotate call, or, for a retry of a rotation this process answered 503, the recorded
+ * the presented one used up in one rotate call, or, for a retry of a rotation this instance answered 503, the recorded
  * successor is handed back. Returns the value to answer with. The presented token's record goes once the answer's
  * audit record is durable.
  */
@@ -228,7 +228,7 @@ async function rotateRegistrationAccessToken(ctx: KoaContextWithOIDC, deps: Regi
       void undelivered.take(old.jti);
     } catch (err) {
       if (!(err instanceof RegistrationAccessTokenRaceLost)) throw err;
-      // Used up by a concurrent request, or by a rotation of this process that was answered 503.
+      // Used up by a concurrent request, or by a rotation this instance answered 503.
       value = await undeliveredSuccessor(ctx, deps, old);
     } finally {
       rotations.delete(ctx);

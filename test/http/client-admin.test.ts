@@ -9,7 +9,7 @@ import { baseConfig, OPAQUE_RESOURCE, RESOURCE, RS_CLIENT, register, startAgentS
 import type { AgentServer } from '../support/agent-server.js';
 import { newKek, runCli, startServer, tempDir, writeConfig } from '../support/server.js';
 import type { RunningServer } from '../support/server.js';
-import { refuseWrites } from '../support/store-file.js';
+import { refuseWrites, whileRefusing } from '../support/store-file.js';
 
 /**
  * Client administration (issue 13 item 1): the admin API on its own loopback listener and `agentauth clients ...`,
@@ -357,21 +357,10 @@ describe('client administration through the admin API', () => {
     const db = new DatabaseSync(join(env.AGENTAUTH_DATA_DIR!, 'agentauth.sqlite'));
     db.exec('PRAGMA busy_timeout = 10000');
     try {
-      db.exec(refuseWrites('refuse_marks', 'INSERT', 'revoked_tokens'));
-      let failed;
-      try {
-        failed = await admin(adminA, 'DELETE', clientPath(c));
-      } finally {
-        db.exec('DROP TRIGGER refuse_marks;');
-      }
+      const failed = await whileRefusing({ server: a, db }, refuseWrites('refuse_marks', 'INSERT', 'revoked_tokens'), () => admin(adminA, 'DELETE', clientPath(c)));
       expect(failed.status).toBe(503);
       // Not removed without its revocation mark (before, the record went first, and nothing could finish the revocation).
       expect(db.prepare("SELECT count(*) AS n FROM oidc_records WHERE model = 'Client' AND id = ?").get(c.id)).toEqual({ n: 1 });
-      const until = Date.now() + 15_000;
-      while ((await fetch(`${a.url}/readyz`)).status !== 200) {
-        if (Date.now() > until) throw new Error('the server did not recover within 15 s of its store');
-        await new Promise((r) => setTimeout(r, 100));
-      }
       // The claim of the failed delete on the client's record lapses after 60 s (server/admin/client-writes.ts): removed here.
       db.exec("DELETE FROM attempts WHERE key LIKE 'client-rev:%'");
       expect((await admin(adminA, 'DELETE', clientPath(c))).status).toBe(204);

@@ -10,7 +10,7 @@ import { baseConfig, register, REDIRECT } from '../support/agent-server.js';
 import { publicRefreshForm, publicTier, signInPublic } from '../support/public-client.js';
 import { logLines, newKek, startServer, tempDir, writeConfig } from '../support/server.js';
 import type { RunningServer } from '../support/server.js';
-import { refuseWrites } from '../support/store-file.js';
+import { refuseWrites, withTriggers } from '../support/store-file.js';
 
 const wallet = new Wallet('0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a');
 const GRACE = 1;
@@ -102,15 +102,7 @@ describe('a retry after a 503 reaching the other worker of agentauth start --wor
     throw new Error(`no connection reached worker ${worker} in 40 tries`);
   }
 
-  async function whileRefusing<T>(triggers: string, fn: () => Promise<T>): Promise<T> {
-    const names = [...triggers.matchAll(/CREATE TRIGGER (\w+)/g)].map((m) => m[1]!);
-    db.exec(triggers);
-    try {
-      return await fn();
-    } finally {
-      db.exec(names.map((n) => `DROP TRIGGER ${n};`).join('\n'));
-    }
-  }
+  const whileRefusing = <T>(triggers: string, fn: () => Promise<T>) => withTriggers(db, triggers, fn);
 
   /** Both workers serve again (each one's store health recovers at its own next ping). */
   async function bothReady(): Promise<void> {

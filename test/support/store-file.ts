@@ -41,17 +41,25 @@ export const refuseModelWrites = (model: string): string =>
     refuseWrites('refuse_updates', 'UPDATE', 'oidc_records', `WHEN NEW.model = '${model}'`),
   ].join('\n');
 
-/**
- * Runs `fn` while `triggers` are in the file, then removes them and waits until the server has seen its store recover
- * (a failed write has it answer 503 to everything until its next good ping: docs/operations.md, "Storage outages").
- */
-export async function whileRefusing<T>({ server, db }: Pick<ServerWithStoreFile, 'server' | 'db'>, triggers: string, fn: () => Promise<T>): Promise<T> {
+/** Runs `fn` while `triggers` are in the file `db`, and removes them again. */
+export async function withTriggers<T>(db: DatabaseSync, triggers: string, fn: () => Promise<T>): Promise<T> {
   const names = [...triggers.matchAll(/CREATE TRIGGER (\w+)/g)].map((m) => m[1]!);
   db.exec(triggers);
   try {
     return await fn();
   } finally {
     db.exec(names.map((n) => `DROP TRIGGER ${n};`).join('\n'));
+  }
+}
+
+/**
+ * Runs `fn` while `triggers` are in the file, then removes them and waits until the server has seen its store recover
+ * (a failed write has it answer 503 to everything until its next good ping: docs/operations.md, "Storage outages").
+ */
+export async function whileRefusing<T>({ server, db }: Pick<ServerWithStoreFile, 'server' | 'db'>, triggers: string, fn: () => Promise<T>): Promise<T> {
+  try {
+    return await withTriggers(db, triggers, fn);
+  } finally {
     const until = Date.now() + 15_000;
     while ((await fetch(`${server.url}/readyz`)).status !== 200) {
       if (Date.now() > until) throw new Error('the server did not recover within 15 s of its store');

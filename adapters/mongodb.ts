@@ -635,13 +635,13 @@ const EXPIRING = [...MODEL_NAMES.map(collectionName), CONSUMED, 'revoked_tokens'
 
 /** Index layout per collection: `expiresAt` everywhere (TTL where supported), plus the lookup fields a model uses. */
 const LOOKUP_INDEXES: Partial<Record<ModelName, Array<keyof RecordDoc>>> = {
-  Session: ['uid', 'accountId'],
+  Session: ['uid'],
   DeviceCode: ['userCode', 'grantId', 'clientId'],
   AccessToken: ['grantId', 'clientId'],
   AuthorizationCode: ['grantId', 'clientId'],
   RefreshToken: ['grantId', 'clientId'],
   BackchannelAuthenticationRequest: ['grantId', 'clientId'],
-  Grant: ['grantId', 'clientId', 'accountId'],
+  Grant: ['grantId', 'clientId'],
   ClientCredentials: ['clientId'],
   PushedAuthorizationRequest: ['clientId'],
   RegistrationAccessToken: ['clientId'],
@@ -731,6 +731,11 @@ export class MongoStorage implements Storage {
       for (const field of fields) {
         await guard('createIndex', () => this.db.collection(collectionName(model)).createIndex({ [field]: 1 }, { name: `${field}_1` }));
       }
+    }
+    // idsByAccount: equality on accountId, in _id order after a cursor; with _id in the index each $or branch comes out
+    // in _id order already (merged, not sorted), whatever the number of records.
+    for (const model of ACCOUNT_INDEXED) {
+      await guard('createIndex', () => this.db.collection(collectionName(model)).createIndex({ accountId: 1, _id: 1 }, { name: 'accountId_1__id_1' }));
     }
     await guard('createIndex', () => this.db.collection(KEYS).createIndex({ seq: 1 }, { name: 'seq_1', unique: true }));
     if (this.#ttlSupported === false && !this.#timer) {

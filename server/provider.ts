@@ -456,6 +456,7 @@ export function createProvider(deps: ProviderDeps): Provider {
     refreshTokens: storage.model('RefreshToken'),
     graceSeconds: (client) => tierOf(graceLimits, client as unknown as ClientLike).refreshGraceSeconds,
     health,
+    undelivered: storage.nonces,
   });
   // Secrets are stored as keyed hashes; compare the presented secret's hash in constant time.
   provider.Client.prototype.compareClientSecret = function compareClientSecret(this: { clientSecret?: string }, actual: string) {

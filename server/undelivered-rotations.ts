@@ -2,6 +2,8 @@ import cluster from 'node:cluster';
 import type { Worker } from 'node:cluster';
 import { hash } from 'node:crypto';
 
+import type { NonceStore } from '../adapters/types.js';
+
 /** How long a rotation answered 503 keeps the grace answer for its token. */
 const UNDELIVERED_MS = 15 * 60_000;
 /** At most this many are remembered per kind of credential (the oldest go first). */
@@ -151,5 +153,75 @@ export function undeliveredRotations(kind: RotatedCredential): UndeliveredRotati
     },
     has: (credential) => run('has', credential),
     take: (credential) => run('take', credential),
+  };
+}
+
+/** Where an instance records, for the others sharing its store, the refresh rotations it answered 503. */
+export type SharedRotationStore = Pick<NonceStore, 'claim' | 'boundTo'>;
+
+/** How long add() waits for the store to take the record before the 503 goes out (the rest is retried every second). */
+export const STORE_WAIT_MS = 250;
+const FLUSH_EVERY_MS = 1000;
+const STORED = 'answered-503';
+
+/**
+ * Refresh-token rotations answered 503, known to every instance that shares the store, not only the one that answered
+ * (behind a load balancer, the retry reaches any): remembered here as undeliveredRotations('refresh_token') does, and
+ * recorded in the store as a claim (NonceStore.claim, keyed `undelivered:refresh_token:<SHA-256 of the token>`, for
+ * what is left of the 15 minutes). The record is written at once when the store takes it (the 503 waits up to
+ * STORE_WAIT_MS for that), else retried every second while it is remembered: a store that failed the rotation's answer
+ * is usually back before the client's retry (Retry-After: 5). has() asks this instance, then the store.
+ *
+ * Only for refresh tokens, whose grace answer may be given more than once (the successor it hands back is itself single
+ * use). A registration access token's retry is taken once (take()), which a record in two places could not keep.
+ */
+export function sharedRefreshRotations(store: SharedRotationStore): Pick<UndeliveredRotations, 'add' | 'has'> {
+  const kind: RotatedCredential = 'refresh_token';
+  const local = undeliveredRotations(kind);
+  const storeKey = (key: string) => `undelivered:${kind}:${key}`;
+  /** Rotations not yet recorded in the store: key, and until when they are remembered. */
+  const pending = new Map<string, number>();
+  let flushing: Promise<void> | undefined;
+  let timer: NodeJS.Timeout | undefined;
+
+  const schedule = () => {
+    if (pending.size === 0 || timer) return;
+    timer = setTimeout(() => {
+      timer = undefined;
+      void flush();
+    }, FLUSH_EVERY_MS);
+    timer.unref();
+  };
+  const flush = (): Promise<void> =>
+    (flushing ??= (async () => {
+      try {
+        for (const [key, until] of pending) {
+          const ttl = Math.ceil((until - Date.now()) / 1000);
+          if (ttl > 0) await store.claim(storeKey(key), STORED, ttl);
+          pending.delete(key);
+        }
+      } catch {
+        // The store still fails: the timer tries again.
+      } finally {
+        flushing = undefined;
+        schedule();
+      }
+    })());
+
+  return {
+    async add(credential) {
+      await local.add(credential);
+      const key = keyOf(credential);
+      pending.delete(key);
+      pending.set(key, Date.now() + UNDELIVERED_MS);
+      while (pending.size > MAX_UNDELIVERED) pending.delete(pending.keys().next().value!);
+      let waited: NodeJS.Timeout | undefined;
+      await Promise.race([flush(), new Promise<void>((resolve) => (waited = setTimeout(resolve, STORE_WAIT_MS)))]);
+      clearTimeout(waited);
+    },
+    async has(credential) {
+      if (await local.has(credential)) return true;
+      return (await store.boundTo(storeKey(keyOf(credential)))) !== undefined;
+    },
   };
 }

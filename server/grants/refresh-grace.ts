@@ -6,7 +6,8 @@ import * as grantHelpers from 'oidc-provider/lib/helpers/grants.js';
 import { RefreshTokenRaceLost, answersUnavailable, failClosedInProvider } from '../../adapters/oidc-adapter.js';
 import type { Consumption, ModelStore } from '../../adapters/types.js';
 import { bodyReceivedAt } from '../http/body-received.js';
-import { undeliveredRotations } from '../undelivered-rotations.js';
+import { sharedRefreshRotations } from '../undelivered-rotations.js';
+import type { SharedRotationStore } from '../undelivered-rotations.js';
 
 /**
  * The refresh_token grant with a reuse grace (RFC 9700 §4.14.2 leaves the reuse policy to the server).
@@ -38,6 +39,8 @@ export interface RefreshGraceDeps {
   health?: { markDown(err: unknown): void };
   /** How long a reuse waits for the rotation's winner to record its successor (ms). */
   successorWaitMs?: number;
+  /** Where a rotation answered 503 is recorded for the other instances (server/undelivered-rotations.ts). */
+  undelivered: SharedRotationStore;
 }
 
 interface RefreshState {
@@ -105,7 +108,7 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 export function installRefreshGrace(provider: Provider, deps: RefreshGraceDeps): void {
   const failClosed = <T>(fn: () => Promise<T>) => failClosedInProvider(fn, deps.health);
   const waitMs = deps.successorWaitMs ?? 2000;
-  const undelivered = undeliveredRotations('refresh_token');
+  const undelivered = sharedRefreshRotations(deps.undelivered);
 
   /** The successor a reuse of `token` may get (and whether only as an undelivered rotation), or undefined to revoke. */
   async function graceSuccessor(ctx: KoaContextWithOIDC, token: StoredRefreshToken, mark: Consumption): Promise<{ successor: string; undelivered: boolean } | undefined> {
@@ -115,7 +118,7 @@ export function installRefreshGrace(provider: Provider, deps: RefreshGraceDeps):
     const grace = deps.graceSeconds(client);
     // Measured when this request's body (the token) was received, not when storage let the server get to it.
     const late = Math.floor(bodyReceivedAt(ctx.req) / 1000) - mark.at > grace;
-    const answeredUnavailable = late && (await undelivered.has(token.jti));
+    const answeredUnavailable = late && (await failClosed(() => undelivered.has(token.jti)));
     if (grace <= 0 || (late && !answeredUnavailable)) return undefined;
     let successor = mark.successor;
     const until = Date.now() + waitMs;

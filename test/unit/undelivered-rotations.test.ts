@@ -1,8 +1,9 @@
+import { createHash } from 'node:crypto';
 import { jest } from '@jest/globals';
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 
-import { PRIMARY_TIMEOUT_MS, RememberedRotations } from '../../server/undelivered-rotations.js';
+import { PRIMARY_TIMEOUT_MS, RememberedRotations, STORE_WAIT_MS, sharedRefreshRotations } from '../../server/undelivered-rotations.js';
 import { ROOT } from '../support/server.js';
 
 /** Runs test/support/undelivered-cluster.mjs (a primary and two workers); its JSON lines. */
@@ -66,5 +67,66 @@ describe('rotations answered 503, remembered for every worker by the primary', (
     } finally {
       clock.mockRestore();
     }
+  });
+});
+
+describe('refresh rotations answered 503, recorded in the store for the other instances', () => {
+  /** A store of claims that fails while `failing` is set, and can hang. */
+  function claims() {
+    const held = new Map<string, string>();
+    const state = { failing: false, hang: false, calls: 0 };
+    return {
+      state,
+      held,
+      store: {
+        async claim(key: string, value: string) {
+          state.calls += 1;
+          if (state.hang) await new Promise(() => undefined);
+          if (state.failing) throw new Error('store down');
+          if (!held.has(key)) held.set(key, value);
+          return held.get(key)!;
+        },
+        async boundTo(key: string) {
+          if (state.failing) throw new Error('store down');
+          return held.get(key);
+        },
+      },
+    };
+  }
+
+  test('recorded in the store at once when it can be, under a hash of the token; another instance finds it there', async () => {
+    const { store, held } = claims();
+    await sharedRefreshRotations(store).add('refresh-token-A');
+    expect([...held.keys()]).toEqual([expect.stringMatching(/^undelivered:refresh_token:[A-Za-z0-9_-]{43}$/)]);
+    expect(JSON.stringify([...held])).not.toContain('refresh-token-A');
+    // What another instance recorded (nothing of it in this process's memory) is found in the store.
+    held.set(`undelivered:refresh_token:${createHash('sha256').update('refresh-token-B').digest('base64url')}`, 'answered-503');
+    expect(await sharedRefreshRotations(store).has('refresh-token-B')).toBe(true);
+    expect(await sharedRefreshRotations(store).has('refresh-token-never')).toBe(false);
+  });
+
+  test('a store that fails: the 503 waits at most STORE_WAIT_MS, and the record is written once the store is back', async () => {
+    const { store, held, state } = claims();
+    state.failing = true;
+    const started = Date.now();
+    await sharedRefreshRotations(store).add('refresh-token-C');
+    expect(Date.now() - started).toBeLessThan(STORE_WAIT_MS + 200);
+    expect(held.size).toBe(0);
+    state.failing = false;
+    const until = Date.now() + 5_000;
+    while (held.size === 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
+    expect(held.size).toBe(1);
+    expect(await sharedRefreshRotations(store).has('refresh-token-C')).toBe(true);
+  });
+
+  test('a store that hangs: the 503 still waits at most STORE_WAIT_MS; a lookup that fails is an error, not a "no" (the caller answers 503)', async () => {
+    const { store, state } = claims();
+    state.hang = true;
+    const started = Date.now();
+    await sharedRefreshRotations(store).add('refresh-token-D');
+    expect(Date.now() - started).toBeLessThan(STORE_WAIT_MS + 200);
+    state.hang = false;
+    state.failing = true;
+    await expect(sharedRefreshRotations(store).has('refresh-token-E')).rejects.toThrow('store down');
   });
 });

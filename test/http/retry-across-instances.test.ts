@@ -1,0 +1,111 @@
+import { join } from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
+
+import { Wallet } from 'ethers';
+
+import { freePort } from '../support/ferretdb.js';
+import { baseConfig } from '../support/agent-server.js';
+import { publicRefreshForm, publicTier, signInPublic } from '../support/public-client.js';
+import { newKek, startServer, tempDir, writeConfig } from '../support/server.js';
+import type { RunningServer } from '../support/server.js';
+import { refuseWrites, withTriggers } from '../support/store-file.js';
+
+const wallet = new Wallet('0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a');
+const GRACE = 1;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * A refresh answered 503 after its rotation was stored, retried at another instance (two `agentauth start` on one
+ * store, as behind a load balancer): the instance that answered 503 records it in the store, so the retry gets the
+ * stored successor there too, after the grace window, instead of being taken for a reuse that revokes the grant.
+ * Recorded at once when the store takes it, and once it is back when it did not.
+ */
+describe('a refresh retried at another instance after a 503', () => {
+  let a: RunningServer;
+  let b: RunningServer;
+  let db: DatabaseSync;
+  let issuer: string;
+
+  beforeAll(async () => {
+    const [portA, portB] = [await freePort(), await freePort()];
+    issuer = `http://localhost:${portA}`;
+    const dir = tempDir();
+    const env = {
+      AGENTAUTH_CONFIG: writeConfig(dir, baseConfig({ registration: { quota: { max: 1000 } }, tiers: { standard: publicTier(GRACE) } })),
+      AGENTAUTH_DATA_DIR: join(dir, 'data'),
+      AGENTAUTH_KEK: newKek(),
+      ISSUER: issuer,
+      TRUST_PROXY: 'true',
+    };
+    [a, b] = await Promise.all([startServer(env, portA), startServer(env, portB)]);
+    db = new DatabaseSync(join(env.AGENTAUTH_DATA_DIR, 'agentauth.sqlite'));
+    db.exec('PRAGMA busy_timeout = 10000');
+  }, 60_000);
+  afterAll(async () => {
+    db?.close();
+    await Promise.all([a?.stop(), b?.stop()]);
+  });
+
+  /** A refresh at `server`, under the public issuer's name (B is reached as behind one proxy). */
+  async function refresh(server: RunningServer, clientId: string, token: string): Promise<{ status: number; body: Record<string, unknown> }> {
+    const res = await fetch(`${server.url}/token`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded', 'x-forwarded-host': new URL(issuer).host },
+      body: publicRefreshForm(clientId, token),
+    });
+    return { status: res.status, body: (await res.json()) as Record<string, unknown> };
+  }
+
+  async function ready(server: RunningServer): Promise<void> {
+    const until = Date.now() + 15_000;
+    while ((await fetch(`${server.url}/readyz`)).status !== 200) {
+      if (Date.now() > until) throw new Error('the server did not recover within 15 s of its store');
+      await sleep(100);
+    }
+  }
+
+  const auditOf = (clientId: string) =>
+    (db.prepare('SELECT record FROM audit_records').all() as Array<{ record: string }>)
+      .map((r) => JSON.parse(r.record) as { type: string; client_id?: string; details?: Record<string, unknown> })
+      .filter((r) => r.client_id === clientId);
+  const recorded = () => (db.prepare("SELECT nonce, binding FROM nonces WHERE nonce LIKE 'undelivered:%'").all() as Array<{ nonce: string; binding: string }>);
+
+  async function retriedAtB(failing: string): Promise<void> {
+    const { clientId, tokens } = await signInPublic(issuer, wallet);
+    const before = recorded().length;
+    const failed = await withTriggers(db, failing, () => refresh(a, clientId, tokens.refresh_token!));
+    expect(failed).toMatchObject({ status: 503, body: { error: 'temporarily_unavailable' } });
+    await ready(a);
+    await ready(b);
+    await sleep((GRACE + 1.5) * 1000);
+
+    const retried = await refresh(b, clientId, tokens.refresh_token!);
+    expect(retried).toMatchObject({ status: 200, body: { refresh_token: expect.any(String) } });
+    expect((await refresh(b, clientId, retried.body.refresh_token as string)).status).toBe(200);
+    const types = auditOf(clientId).map((r) => r.type);
+    expect(types).not.toContain('refresh.reuse_detected');
+    expect(types).not.toContain('grant.revoked');
+    expect(auditOf(clientId).find((r) => r.type === 'refresh.grace_reissued')?.details).toMatchObject({ grace: true, after_unavailable: true });
+    // What the store holds: a hash of the token, never the token.
+    const rows = recorded();
+    expect(rows.length).toBe(before + 1);
+    expect(JSON.stringify(rows)).not.toContain(tokens.refresh_token!);
+  }
+
+  test('its audit record refused (the store up): recorded before the 503, and the retry at B gets the successor', async () => {
+    await retriedAtB(refuseWrites('refuse_audit', 'INSERT', 'audit_records'));
+  });
+
+  test('its audit record and the store record both refused: recorded once the store is back, and the retry at B gets the successor', async () => {
+    await retriedAtB([refuseWrites('refuse_audit', 'INSERT', 'audit_records'), refuseWrites('refuse_nonces', 'INSERT', 'nonces')].join('\n'));
+  });
+
+  test('a rotation that was answered gets no such record: presented again at B after the window, it is reuse', async () => {
+    const { clientId, tokens } = await signInPublic(issuer, wallet);
+    expect((await refresh(a, clientId, tokens.refresh_token!)).status).toBe(200);
+    await sleep((GRACE + 1.5) * 1000);
+    const reuse = await refresh(b, clientId, tokens.refresh_token!);
+    expect(reuse).toMatchObject({ status: 400, body: { error: 'invalid_grant' } });
+    expect(auditOf(clientId).map((r) => r.type)).toContain('refresh.reuse_detected');
+  });
+});

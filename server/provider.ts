@@ -414,6 +414,7 @@ export function createProvider(deps: ProviderDeps): Provider {
     registrationAccessTokens: deps.storage.model('RegistrationAccessToken'),
     markClientRevoked: (clientId, record) => markClientRevoked(deps.storage, clientId, record),
     removeClientRecords: (clientId) => removeClientRecords(deps.storage, clientId),
+    undelivered: deps.storage.nonces,
     health: deps.health,
     log: deps.log,
     quota: new SharedWindowLimit(deps.storage.nonces, 'registration', deps.config.registration.quota),

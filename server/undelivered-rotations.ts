@@ -156,27 +156,38 @@ export function undeliveredRotations(kind: RotatedCredential): UndeliveredRotati
   };
 }
 
-/** Where an instance records, for the others sharing its store, the refresh rotations it answered 503. */
-export type SharedRotationStore = Pick<NonceStore, 'claim' | 'boundTo'>;
+/** Where an instance records, for the others sharing its store, the rotations it answered 503. */
+export type SharedRotationStore = Pick<NonceStore, 'claim' | 'boundTo' | 'consume'>;
 
 /** How long add() waits for the store to take the record before the 503 goes out (the rest is retried every second). */
 export const STORE_WAIT_MS = 250;
 const FLUSH_EVERY_MS = 1000;
 const STORED = 'answered-503';
 
+/** Rotations answered 503, known to every instance that shares the store (sharedRotations). */
+export interface SharedRotations extends UndeliveredRotations {
+  /**
+   * Forgets `credential`'s rotation after a rotation of it succeeded (its earlier 503 came before the rotation was
+   * stored): no later request gets that rotation's successor through it. Not waited for by the caller.
+   */
+  forget(credential: string): Promise<void>;
+}
+
 /**
- * Refresh-token rotations answered 503, known to every instance that shares the store, not only the one that answered
- * (behind a load balancer, the retry reaches any): remembered here as undeliveredRotations('refresh_token') does, and
- * recorded in the store as a claim (NonceStore.claim, keyed `undelivered:refresh_token:<SHA-256 of the token>`, for
- * what is left of the 15 minutes). The record is written at once when the store takes it (the 503 waits up to
- * STORE_WAIT_MS for that), else retried every second while it is remembered: a store that failed the rotation's answer
- * is usually back before the client's retry (Retry-After: 5). has() asks this instance, then the store.
+ * Rotations answered 503, known to every instance that shares the store, not only the one that answered (behind a
+ * load balancer, the retry reaches any): remembered here as undeliveredRotations(kind) does (this process, or the
+ * primary of `--workers N`), and recorded in the store as a claim (NonceStore.claim, keyed
+ * `undelivered:<kind>:<SHA-256 of the credential>`, for what is left of the 15 minutes; never the credential). The
+ * record is written at once when the store takes it (the 503 waits up to STORE_WAIT_MS for that), else retried every
+ * second while it is remembered: a store that failed the answer is usually back before the client's retry
+ * (Retry-After: 5).
  *
- * Only for refresh tokens, whose grace answer may be given more than once (the successor it hands back is itself single
- * use). A registration access token's retry is taken once (take()), which a record in two places could not keep.
+ * has() asks this instance, then the store. take() decides in the store, so that of any number of retries, at any
+ * instances, exactly one gets the successor: the instance that still remembers the rotation makes sure its record is
+ * there (a claim: idempotent) and every taker consumes it (NonceStore.consume: one winner). A record that is neither
+ * remembered here nor in the store (an instance restarted before it wrote it) is not known.
  */
-export function sharedRefreshRotations(store: SharedRotationStore): Pick<UndeliveredRotations, 'add' | 'has'> {
-  const kind: RotatedCredential = 'refresh_token';
+export function sharedRotations(kind: RotatedCredential, store: SharedRotationStore): SharedRotations {
   const local = undeliveredRotations(kind);
   const storeKey = (key: string) => `undelivered:${kind}:${key}`;
   /** Rotations not yet recorded in the store: key, and until when they are remembered. */
@@ -207,14 +218,16 @@ export function sharedRefreshRotations(store: SharedRotationStore): Pick<Undeliv
         schedule();
       }
     })());
+  const remember = (key: string) => {
+    pending.delete(key);
+    pending.set(key, Date.now() + UNDELIVERED_MS);
+    while (pending.size > MAX_UNDELIVERED) pending.delete(pending.keys().next().value!);
+  };
 
   return {
     async add(credential) {
       await local.add(credential);
-      const key = keyOf(credential);
-      pending.delete(key);
-      pending.set(key, Date.now() + UNDELIVERED_MS);
-      while (pending.size > MAX_UNDELIVERED) pending.delete(pending.keys().next().value!);
+      remember(keyOf(credential));
       let waited: NodeJS.Timeout | undefined;
       await Promise.race([flush(), new Promise<void>((resolve) => (waited = setTimeout(resolve, STORE_WAIT_MS)))]);
       clearTimeout(waited);
@@ -222,6 +235,33 @@ export function sharedRefreshRotations(store: SharedRotationStore): Pick<Undeliv
     async has(credential) {
       if (await local.has(credential)) return true;
       return (await store.boundTo(storeKey(keyOf(credential)))) !== undefined;
+    },
+    async take(credential) {
+      const key = keyOf(credential);
+      const mine = await local.take(credential);
+      // Not to be written by the flush from here on: whatever is in the store now, the consume below decides on.
+      const until = pending.get(key);
+      pending.delete(key);
+      await flushing;
+      try {
+        if (mine) await store.claim(storeKey(key), STORED, Math.max(1, Math.ceil(((until ?? Date.now() + UNDELIVERED_MS) - Date.now()) / 1000)));
+        return await store.consume(storeKey(key));
+      } catch (err) {
+        // Undecided (the store failed): still remembered here, for the next retry.
+        if (mine) {
+          await local.add(credential);
+          remember(key);
+          schedule();
+        }
+        throw err;
+      }
+    },
+    async forget(credential) {
+      const key = keyOf(credential);
+      await local.take(credential);
+      pending.delete(key);
+      await flushing;
+      if ((await store.boundTo(storeKey(key))) !== undefined) await store.consume(storeKey(key));
     },
   };
 }

@@ -6,7 +6,7 @@ import * as grantHelpers from 'oidc-provider/lib/helpers/grants.js';
 import { RefreshTokenRaceLost, answersUnavailable, failClosedInProvider } from '../../adapters/oidc-adapter.js';
 import type { Consumption, ModelStore } from '../../adapters/types.js';
 import { bodyReceivedAt } from '../http/body-received.js';
-import { sharedRefreshRotations } from '../undelivered-rotations.js';
+import { sharedRotations } from '../undelivered-rotations.js';
 import type { SharedRotationStore } from '../undelivered-rotations.js';
 
 /**
@@ -108,7 +108,7 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 export function installRefreshGrace(provider: Provider, deps: RefreshGraceDeps): void {
   const failClosed = <T>(fn: () => Promise<T>) => failClosedInProvider(fn, deps.health);
   const waitMs = deps.successorWaitMs ?? 2000;
-  const undelivered = sharedRefreshRotations(deps.undelivered);
+  const undelivered = sharedRotations('refresh_token', deps.undelivered);
 
   /** The successor a reuse of `token` may get (and whether only as an undelivered rotation), or undefined to revoke. */
   async function graceSuccessor(ctx: KoaContextWithOIDC, token: StoredRefreshToken, mark: Consumption): Promise<{ successor: string; undelivered: boolean } | undefined> {

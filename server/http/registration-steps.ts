@@ -18,7 +18,8 @@ import { PROVIDER_BODY_LIMIT } from './body-parse-errors.js';
 import type { RegistrationPolicy } from '../policies/registration.js';
 import { tierFromPolicies, tierOf } from '../policies/tiers.js';
 import type { TierLimits } from '../policies/tiers.js';
-import { undeliveredRotations } from '../undelivered-rotations.js';
+import { sharedRotations } from '../undelivered-rotations.js';
+import type { SharedRotationStore, SharedRotations } from '../undelivered-rotations.js';
 
 /**
  * agentauth's registration policy as steps of oidc-provider's own RFC 7591/7592 actions (the `registration`,
@@ -30,9 +31,9 @@ import { undeliveredRotations } from '../undelivered-rotations.js';
  *
  * A rotation is one store call (ModelStore.rotate): the presented token is used up, its successor stored and recorded
  * with it, atomically on the embedded store, and on MongoDB successor first so that a cut leaves the token unused or
- * used with its successor recorded. A request this instance answered 503 after sending the rotation (or the delete's
- * consume) is remembered (server/undelivered-rotations.ts): one retry with the same token, the client doing what the
- * 503 told it, gets the recorded successor (or, for a delete, goes on) instead of losing management of its
+ * used with its successor recorded. A request answered 503 after sending the rotation (or the delete's consume) is
+ * remembered, and recorded in the store for the other instances (server/undelivered-rotations.ts): one retry with the
+ * same token, at any instance, the client doing what the 503 told it, gets the recorded successor (or, for a delete, goes on) instead of losing management of its
  * registration. oidc-provider's own rotation on update (destroy, then save) is off (provider.ts); this module's runs
  * where the update writes the client.
  *
@@ -54,6 +55,8 @@ export interface RegistrationStepDeps {
   removeClientRecords(clientId: string): Promise<void>;
   health: { markDown(err: unknown): void };
   log: Logger;
+  /** Where a request answered 503 after its token was sent is recorded for the other instances (server/undelivered-rotations.ts). */
+  undelivered: SharedRotationStore;
   /** The per-IP registration quota, counted in the store (server/limits/). */
   quota: SharedWindowLimit;
 }
@@ -63,6 +66,8 @@ type Step = ((ctx: KoaContextWithOIDC, next: Next) => Promise<unknown>) & { name
 
 interface Registered {
   deps: RegistrationStepDeps;
+  /** RFC 7592 requests this instance, or another sharing its store, answered 503 after their token's rotation or consume was sent. */
+  undelivered: SharedRotations;
 }
 
 const SECRET_STAND_IN = 'x'.repeat(43);
@@ -119,9 +124,6 @@ function invalidToken(description: string): Error {
 
 type PresentedToken = { jti: string; clientId?: string; consumed?: unknown; policies?: string[] };
 
-/** RFC 7592 requests this instance answered 503 after their token's rotation or consume was sent. */
-const undelivered = undeliveredRotations('registration_access_token');
-
 /** The registration access token a request presented, as validateRegistrationAccessToken found it. */
 function presentedToken(ctx: KoaContextWithOIDC): PresentedToken {
   const rat = ctx.oidc.entities.RegistrationAccessToken as PresentedToken | undefined;
@@ -143,10 +145,24 @@ function markSent(ctx: KoaContextWithOIDC, token: PresentedToken): void {
   ctx.state[SENT] = token.jti;
 }
 
-/** Refuses a used token at once, unless this instance answered a request with it 503 (rotateRegistrationAccessToken decides then). */
+/** Refuses a used token at once, unless a request with it was answered 503 (rotateRegistrationAccessToken decides then). */
 async function refuseUsedToken(ctx: KoaContextWithOIDC): Promise<void> {
   const rat = presentedToken(ctx);
-  if (rat.consumed !== undefined && !(await undelivered.has(rat.jti))) throw invalidToken(ALREADY_USED);
+  if (rat.consumed === undefined) return;
+  const { deps, undelivered } = stateFor(ctx);
+  if (!(await failClosedInProvider(() => undelivered.has(rat.jti), deps.health))) throw invalidToken(ALREADY_USED);
+}
+
+/** Whether a request with `token` was answered 503 after it was sent, forgetting it: true for exactly one request. */
+function takeUndelivered(ctx: KoaContextWithOIDC, token: string): Promise<boolean> {
+  const { deps, undelivered } = stateFor(ctx);
+  return failClosedInProvider(() => undelivered.take(token), deps.health);
+}
+
+/** After `token` was used up by this request: an earlier 503 of it gives no later request anything (not waited for). */
+function forgetUndelivered(ctx: KoaContextWithOIDC, token: string): void {
+  const { deps, undelivered } = stateFor(ctx);
+  undelivered.forget(token).catch((err: unknown) => deps.log.warn({ err: err instanceof Error ? err.message : String(err) }, 'could not withdraw the record of a registration access token answered 503'));
 }
 
 /** Runs an RFC 7592 step; a 503 once the request's token was sent to storage remembers that token (markSent). */
@@ -155,22 +171,23 @@ async function rememberingUndelivered(ctx: KoaContextWithOIDC, step: () => Promi
     await step();
   } catch (err) {
     const sent = ctx.state[SENT];
-    if (typeof sent === 'string' && answersUnavailable(err)) await undelivered.add(sent);
+    if (typeof sent === 'string' && answersUnavailable(err)) await stateFor(ctx).undelivered.add(sent);
     throw err;
   }
 }
 
 /**
  * Uses up the registration access token presented on a delete: exactly one of any number of concurrent requests with
- * the same token gets past this step (one atomic insert on every store), the rest are `invalid_token`. A delete this
- * process answered 503 after its consume was sent goes on once, without a consume, when retried with the same token.
+ * the same token gets past this step (one atomic insert on every store), the rest are `invalid_token`. A delete answered
+ * 503 after its consume was sent goes on once, without a consume, when retried with the same token.
  */
 async function consumeRegistrationAccessToken(ctx: KoaContextWithOIDC, deps: RegistrationStepDeps): Promise<void> {
   const rat = presentedToken(ctx);
   markSent(ctx, rat);
   const won = rat.consumed === undefined && (await failClosedInProvider(() => deps.registrationAccessTokens.consume(rat.jti), deps.health));
-  // Used up by this request, or by one this instance answered 503 (taken: the retry goes on once).
-  if (!(await undelivered.take(rat.jti)) && !won) throw invalidToken(ALREADY_USED);
+  // Used up by this request, or by one answered 503 (taken: the retry goes on once).
+  if (won) forgetUndelivered(ctx, rat.jti);
+  else if (!(await takeUndelivered(ctx, rat.jti))) throw invalidToken(ALREADY_USED);
 }
 
 /** Per request: the token the registration access token being saved replaces (the adapter's rotation hook reads it). */
@@ -193,7 +210,7 @@ export function pendingRegistrationAccessTokenRotation(id: string): { consumes: 
  * and this client's. Otherwise (not answered 503 here, forgotten, or the successor gone) `invalid_token`.
  */
 async function undeliveredSuccessor(ctx: KoaContextWithOIDC, deps: RegistrationStepDeps, old: PresentedToken): Promise<string> {
-  if (!(await undelivered.take(old.jti))) throw invalidToken(ALREADY_USED);
+  if (!(await takeUndelivered(ctx, old.jti))) throw invalidToken(ALREADY_USED);
   markSent(ctx, old); // taken: a 503 from here on gives it back
   const store = deps.registrationAccessTokens;
   const mark = await failClosedInProvider(() => store.consumption(old.jti), deps.health);
@@ -208,7 +225,7 @@ async function undeliveredSuccessor(ctx: KoaContextWithOIDC, deps: RegistrationS
 
 /**
  * Rotates the registration access token this request presented: its successor, with the same policies, is stored and
- * the presented one used up in one rotate call, or, for a retry of a rotation this instance answered 503, the recorded
+ * the presented one used up in one rotate call, or, for a retry of a rotation answered 503 (here or at another instance), the recorded
  * successor is handed back. Returns the value to answer with. The presented token's record goes once the answer's
  * audit record is durable.
  */
@@ -224,11 +241,11 @@ async function rotateRegistrationAccessToken(ctx: KoaContextWithOIDC, deps: Regi
     markSent(ctx, old);
     try {
       value = await new RAT({ client, ...(old.policies ? { policies: old.policies } : {}) }).save();
-      // Rotated now: an earlier 503 of it gives no later request the successor (not waited for: nothing here depends on it).
-      void undelivered.take(old.jti);
+      // Rotated now: an earlier 503 of it gives no later request the successor.
+      forgetUndelivered(ctx, old.jti);
     } catch (err) {
       if (!(err instanceof RegistrationAccessTokenRaceLost)) throw err;
-      // Used up by a concurrent request, or by a rotation this instance answered 503.
+      // Used up by a concurrent request, or by a rotation answered 503.
       value = await undeliveredSuccessor(ctx, deps, old);
     } finally {
       rotations.delete(ctx);
@@ -404,5 +421,5 @@ export function prepareRegistrationSteps(): void {
 }
 
 export function registerRegistrationSteps(provider: Provider, deps: RegistrationStepDeps): void {
-  perProvider.set(provider, { deps });
+  perProvider.set(provider, { deps, undelivered: sharedRotations('registration_access_token', deps.undelivered) });
 }

@@ -3,7 +3,7 @@ import { jest } from '@jest/globals';
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 
-import { PRIMARY_TIMEOUT_MS, RememberedRotations, STORE_WAIT_MS, sharedRefreshRotations } from '../../server/undelivered-rotations.js';
+import { PRIMARY_TIMEOUT_MS, RememberedRotations, STORE_WAIT_MS, sharedRotations } from '../../server/undelivered-rotations.js';
 import { ROOT } from '../support/server.js';
 
 /** Runs test/support/undelivered-cluster.mjs (a primary and two workers); its JSON lines. */
@@ -74,6 +74,7 @@ describe('refresh rotations answered 503, recorded in the store for the other in
   /** A store of claims that fails while `failing` is set, and can hang. */
   function claims() {
     const held = new Map<string, string>();
+    const consumed = new Set<string>();
     const state = { failing: false, hang: false, calls: 0 };
     return {
       state,
@@ -90,43 +91,77 @@ describe('refresh rotations answered 503, recorded in the store for the other in
           if (state.failing) throw new Error('store down');
           return held.get(key);
         },
+        async consume(key: string) {
+          if (state.failing) throw new Error('store down');
+          if (!held.has(key) || consumed.has(key)) return false;
+          consumed.add(key);
+          return true;
+        },
       },
     };
   }
 
   test('recorded in the store at once when it can be, under a hash of the token; another instance finds it there', async () => {
     const { store, held } = claims();
-    await sharedRefreshRotations(store).add('refresh-token-A');
+    await sharedRotations('refresh_token', store).add('refresh-token-A');
     expect([...held.keys()]).toEqual([expect.stringMatching(/^undelivered:refresh_token:[A-Za-z0-9_-]{43}$/)]);
     expect(JSON.stringify([...held])).not.toContain('refresh-token-A');
     // What another instance recorded (nothing of it in this process's memory) is found in the store.
     held.set(`undelivered:refresh_token:${createHash('sha256').update('refresh-token-B').digest('base64url')}`, 'answered-503');
-    expect(await sharedRefreshRotations(store).has('refresh-token-B')).toBe(true);
-    expect(await sharedRefreshRotations(store).has('refresh-token-never')).toBe(false);
+    expect(await sharedRotations('refresh_token', store).has('refresh-token-B')).toBe(true);
+    expect(await sharedRotations('refresh_token', store).has('refresh-token-never')).toBe(false);
   });
 
   test('a store that fails: the 503 waits at most STORE_WAIT_MS, and the record is written once the store is back', async () => {
     const { store, held, state } = claims();
     state.failing = true;
     const started = Date.now();
-    await sharedRefreshRotations(store).add('refresh-token-C');
+    await sharedRotations('refresh_token', store).add('refresh-token-C');
     expect(Date.now() - started).toBeLessThan(STORE_WAIT_MS + 200);
     expect(held.size).toBe(0);
     state.failing = false;
     const until = Date.now() + 5_000;
     while (held.size === 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
     expect(held.size).toBe(1);
-    expect(await sharedRefreshRotations(store).has('refresh-token-C')).toBe(true);
+    expect(await sharedRotations('refresh_token', store).has('refresh-token-C')).toBe(true);
+  });
+
+  test('take: exactly one taker, here or at another instance; a store that fails leaves it remembered for the next try', async () => {
+    const { store, held, state } = claims();
+    const here = sharedRotations('registration_access_token', store);
+    await here.add('rat-1');
+    expect(await sharedRotations('registration_access_token', store).take('rat-1')).toBe(true);
+    expect(await here.take('rat-1')).toBe(false);
+    // Recorded by another instance only (nothing here): taken once, through the store.
+    held.set(`undelivered:registration_access_token:${createHash('sha256').update('rat-2').digest('base64url')}`, 'answered-503');
+    expect(await here.has('rat-2')).toBe(true);
+    expect((await Promise.all([here.take('rat-2'), here.take('rat-2'), here.take('rat-2')])).sort()).toEqual([false, false, true]);
+    // The store fails while deciding: an error (the request answers 503), and the rotation is still known.
+    await here.add('rat-3');
+    state.failing = true;
+    await expect(here.take('rat-3')).rejects.toThrow('store down');
+    state.failing = false;
+    expect(await here.take('rat-3')).toBe(true);
+    expect(await here.take('rat-3')).toBe(false);
+  });
+
+  test('forget: after a rotation succeeded, its earlier 503 gives nothing, here or elsewhere', async () => {
+    const { store } = claims();
+    const here = sharedRotations('registration_access_token', store);
+    await here.add('rat-4');
+    await here.forget('rat-4');
+    expect(await here.take('rat-4')).toBe(false);
+    expect(await sharedRotations('registration_access_token', store).take('rat-4')).toBe(false);
   });
 
   test('a store that hangs: the 503 still waits at most STORE_WAIT_MS; a lookup that fails is an error, not a "no" (the caller answers 503)', async () => {
     const { store, state } = claims();
     state.hang = true;
     const started = Date.now();
-    await sharedRefreshRotations(store).add('refresh-token-D');
+    await sharedRotations('refresh_token', store).add('refresh-token-D');
     expect(Date.now() - started).toBeLessThan(STORE_WAIT_MS + 200);
     state.hang = false;
     state.failing = true;
-    await expect(sharedRefreshRotations(store).has('refresh-token-E')).rejects.toThrow('store down');
+    await expect(sharedRotations('refresh_token', store).has('refresh-token-E')).rejects.toThrow('store down');
   });
 });

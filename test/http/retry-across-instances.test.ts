@@ -8,7 +8,7 @@ import { baseConfig, register, REDIRECT } from '../support/agent-server.js';
 import { publicRefreshForm, publicTier, signInPublic } from '../support/public-client.js';
 import { newKek, startServer, tempDir, writeConfig } from '../support/server.js';
 import type { RunningServer } from '../support/server.js';
-import { refuseWrites, withTriggers } from '../support/store-file.js';
+import { refuseWrites, untilReady, withTriggers } from '../support/store-file.js';
 
 const wallet = new Wallet('0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a');
 const GRACE = 1;
@@ -57,13 +57,7 @@ describe('a request retried at another instance after a 503', () => {
     return { status: res.status, body: (await res.json()) as Record<string, unknown> };
   }
 
-  async function ready(server: RunningServer): Promise<void> {
-    const until = Date.now() + 15_000;
-    while ((await fetch(`${server.url}/readyz`)).status !== 200) {
-      if (Date.now() > until) throw new Error('the server did not recover within 15 s of its store');
-      await sleep(100);
-    }
-  }
+  const ready = untilReady;
 
   const auditOf = (clientId: string) =>
     (db.prepare('SELECT record FROM audit_records').all() as Array<{ record: string }>)

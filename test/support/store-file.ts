@@ -60,11 +60,16 @@ export async function whileRefusing<T>({ server, db }: Pick<ServerWithStoreFile,
   try {
     return await withTriggers(db, triggers, fn);
   } finally {
-    const until = Date.now() + 15_000;
-    while ((await fetch(`${server.url}/readyz`)).status !== 200) {
-      if (Date.now() > until) throw new Error('the server did not recover within 15 s of its store');
-      await new Promise((r) => setTimeout(r, 100));
-    }
+    await untilReady(server);
+  }
+}
+
+/** Until `server` answers /readyz 200 again (its store recovered), for at most 15 s. */
+export async function untilReady(server: Pick<ServerWithStoreFile['server'], 'url'>): Promise<void> {
+  const until = Date.now() + 15_000;
+  while ((await fetch(`${server.url}/readyz`)).status !== 200) {
+    if (Date.now() > until) throw new Error('the server did not recover within 15 s of its store');
+    await new Promise((r) => setTimeout(r, 100));
   }
 }
 

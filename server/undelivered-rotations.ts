@@ -23,8 +23,8 @@ export type RotatedCredential = 'refresh_token' | 'registration_access_token';
  *
  * Held by the process that serves, or under `agentauth start --workers N` by the cluster's primary for every worker
  * (a retry on a new connection reaches any worker): a worker asks the primary over the cluster's IPC channel, and a
- * 503 is answered only once the primary has the rotation. A retry that reaches another instance (another host, or
- * this one after a restart) is not known there.
+ * 503 is answered only once the primary has the rotation. Another instance (another host, or this one after a
+ * restart) learns of it from the store: sharedRotations, below, records it there.
  */
 export interface UndeliveredRotations {
   /** Remembers `credential`'s rotation as answered 503; resolves once it is remembered (or could not be). */
@@ -37,7 +37,7 @@ export interface UndeliveredRotations {
 
 type Op = 'add' | 'has' | 'take';
 
-/** The hash a rotation is remembered by: the credential itself never leaves the request (nor reaches the primary). */
+/** The hash a rotation is remembered by: the credential itself never leaves the request (nor reaches the primary or the store). */
 const keyOf = (credential: string) => hash('sha256', credential, 'base64url');
 
 /** One set of remembered rotations, by key (a credential's hash), bounded and expiring. */

@@ -308,7 +308,18 @@ interface NonceDoc extends ExpiringDoc {
  * wins. Attempt slots are markers too (`attempt:<n>:<key>`, n = 1..limit): a unique insert per slot is atomic on
  * MongoDB and on FerretDB, where a filtered update (a counter) is not.
  */
+/** Most attempt ranges whose last taken slot a process remembers (MongoNonces.takeAttempt's hints). */
+const MAX_SLOT_HINTS = 10_000;
+
 class MongoNonces implements NonceStore {
+  /**
+   * Per attempt range of more than one slot (key and first slot), the highest slot this process saw taken, and until
+   * when: every slot up to it is taken (a range fills from its first slot upward, with no gap), so the next take here
+   * starts above it. Only ever a lower bound of what is taken (other processes take slots too), so a take never skips
+   * a free slot it needs; it lapses with the slots (the request limits' keys name their window anyway).
+   */
+  readonly #hints = new Map<string, { slot: number; until: number }>();
+
   constructor(
     private readonly issued: Collection<NonceDoc>,
     private readonly consumed: Collection<ConsumedDoc>,
@@ -392,11 +403,39 @@ class MongoNonces implements NonceStore {
     return false;
   }
 
-  /** Takes the first free slot of from..to (which fill in order, so the range is full when `to` is taken). */
+  /**
+   * Takes the first free slot of from..to (which fill in order, so the range is full when `to` is taken). A range this
+   * process has taken from before starts above its last taken slot, with an insert at once: the usual take (one
+   * process, or few) costs that one insert and no read; a range known full here costs nothing.
+   */
   async #takeIn(key: string, from: number, to: number, at: Date, expiresAt: Date): Promise<boolean> {
-    const taken = async (slot: number) => (await this.consumed.findOne({ _id: attemptId(slot, key) }, { projection: { _id: 1 } })) !== null;
-    let low = from;
-    if (to > from) {
+    const hintKey = to > from ? `${from}:${key}` : undefined;
+    const seen = (slot: number) => hintKey !== undefined && this.#hint(hintKey, slot, expiresAt.getTime());
+    const hinted = () => (hintKey === undefined ? undefined : this.#hinted(hintKey));
+    const insert = async (slot: number): Promise<boolean> => {
+      try {
+        await this.consumed.insertOne({ _id: attemptId(slot, key), at, expiresAt });
+        seen(slot);
+        return true;
+      } catch (err) {
+        if (!(err instanceof MongoServerError && err.code === DUPLICATE_KEY)) throw err;
+        seen(slot);
+        return false;
+      }
+    };
+    const hint = hinted();
+    if (hint !== undefined) {
+      if (hint >= to) return false;
+      if (await insert(hint + 1)) return true;
+    }
+    const taken = async (slot: number) => {
+      const found = (await this.consumed.findOne({ _id: attemptId(slot, key) }, { projection: { _id: 1 } })) !== null;
+      if (found) seen(slot);
+      return found;
+    };
+    let low = Math.max(from, (hinted() ?? from - 1) + 1);
+    if (low > to) return false;
+    if (to > low) {
       // Point reads (by _id) first: one says whether the range is full, and a binary search finds its first free slot
       // in about log2(range) more. Reads, because a failed insert is a write: walking with inserts cost a refused take
       // one failed insert per slot of every range.
@@ -409,15 +448,28 @@ class MongoNonces implements NonceStore {
       }
     }
     for (let slot = low; slot <= to; slot += 1) {
-      try {
-        await this.consumed.insertOne({ _id: attemptId(slot, key), at, expiresAt });
-        return true;
-      } catch (err) {
-        if (!(err instanceof MongoServerError && err.code === DUPLICATE_KEY)) throw err;
-      }
+      if (await insert(slot)) return true;
       // Slot taken. An expired marker that the sweep has not removed yet still counts: the count errs on refusing.
     }
     return false;
+  }
+
+  /** Remembers that `slot` of a range is taken, until `until` (the highest seen; the oldest ranges are forgotten first). */
+  #hint(hintKey: string, slot: number, until: number): void {
+    const held = this.#hinted(hintKey);
+    if (held !== undefined && held >= slot) return;
+    this.#hints.delete(hintKey);
+    this.#hints.set(hintKey, { slot, until });
+    while (this.#hints.size > MAX_SLOT_HINTS) this.#hints.delete(this.#hints.keys().next().value!);
+  }
+
+  /** The highest slot of a range known taken here, while that knowledge holds. */
+  #hinted(hintKey: string): number | undefined {
+    const hint = this.#hints.get(hintKey);
+    if (hint === undefined) return undefined;
+    if (hint.until > Date.now()) return hint.slot;
+    this.#hints.delete(hintKey);
+    return undefined;
   }
 }
 

@@ -547,6 +547,29 @@ describe.each(FACTORIES)('storage contract: $name', (factory) => {
     for (let i = 0; i < 4; i += 1) expect(await storage.nonces.takeAttempt(key, 21, 60)).toBe(false);
   });
 
+  if (factory.name === 'mongodb') {
+    test('attempt slots taken through two stores on one database (two processes, each with its own hints of the slots it saw taken): exactly the limit, sequential and at once', async () => {
+      if (!(storage instanceof MongoStorage)) throw new Error('MongoDB store expected');
+      const other = new MongoStorage({ uri: mongoUri(), dbName: storage.db.databaseName });
+      await other.init();
+      try {
+        for (let round = 0; round < 3; round += 1) {
+          const key = `limit:two:${rid()}`;
+          // Alternating, then each store again after the other moved on: neither may skip a free slot or take past the limit.
+          const sequential: boolean[] = [];
+          for (let i = 0; i < 30; i += 1) sequential.push(await (i % 3 === 0 ? other : storage).nonces.takeAttempt(key, 40, 60));
+          expect(sequential).toEqual(Array(30).fill(true));
+          const burst = await Promise.all(Array.from({ length: 30 }, (_, i) => (i % 2 === 0 ? other : storage).nonces.takeAttempt(key, 40, 60)));
+          expect(burst.filter(Boolean)).toHaveLength(10);
+          expect(await storage.nonces.takeAttempt(key, 40, 60)).toBe(false);
+          expect(await other.nonces.takeAttempt(key, 40, 60)).toBe(false);
+        }
+      } finally {
+        await other.close();
+      }
+    });
+  }
+
   test('sealed registration access tokens: a rotation records its successor, which comes back as the token it is (never as stored); of 20 concurrent rotations one wins', async () => {
     const kek = randomBytes(32);
     const sealed = sealCredentialIds(storage, kek, { acceptUnsealed: false }).model('RegistrationAccessToken');

@@ -56,6 +56,18 @@ export class RememberedRotations {
     if (until <= Date.now() || op === 'take') this.#until.delete(key);
     return until > Date.now();
   }
+
+  /** The keys still remembered, with until when (expired ones are dropped on the way). */
+  *live(): Generator<[string, number]> {
+    for (const [key, until] of this.#until) {
+      if (until > Date.now()) yield [key, until];
+      else this.#until.delete(key);
+    }
+  }
+
+  get size(): number {
+    return this.#until.size;
+  }
 }
 
 /** This process's own sets: a server without workers, and the primary of one with workers. */
@@ -190,8 +202,8 @@ export interface SharedRotations extends UndeliveredRotations {
 export function sharedRotations(kind: RotatedCredential, store: SharedRotationStore): SharedRotations {
   const local = undeliveredRotations(kind);
   const storeKey = (key: string) => `undelivered:${kind}:${key}`;
-  /** Rotations not yet recorded in the store: key, and until when they are remembered. */
-  const pending = new Map<string, number>();
+  /** Rotations not yet recorded in the store (a bounded, expiring set like the memory's own). */
+  const pending = new RememberedRotations();
   let flushing: Promise<void> | undefined;
   let timer: NodeJS.Timeout | undefined;
 
@@ -206,10 +218,9 @@ export function sharedRotations(kind: RotatedCredential, store: SharedRotationSt
   const flush = (): Promise<void> =>
     (flushing ??= (async () => {
       try {
-        for (const [key, until] of pending) {
-          const ttl = Math.ceil((until - Date.now()) / 1000);
-          if (ttl > 0) await store.claim(storeKey(key), STORED, ttl);
-          pending.delete(key);
+        for (const [key, until] of pending.live()) {
+          await store.claim(storeKey(key), STORED, Math.max(1, Math.ceil((until - Date.now()) / 1000)));
+          pending.apply('take', key);
         }
       } catch {
         // The store still fails: the timer tries again.
@@ -218,16 +229,11 @@ export function sharedRotations(kind: RotatedCredential, store: SharedRotationSt
         schedule();
       }
     })());
-  const remember = (key: string) => {
-    pending.delete(key);
-    pending.set(key, Date.now() + UNDELIVERED_MS);
-    while (pending.size > MAX_UNDELIVERED) pending.delete(pending.keys().next().value!);
-  };
 
   return {
     async add(credential) {
       await local.add(credential);
-      remember(keyOf(credential));
+      pending.apply('add', keyOf(credential));
       let waited: NodeJS.Timeout | undefined;
       await Promise.race([flush(), new Promise<void>((resolve) => (waited = setTimeout(resolve, STORE_WAIT_MS)))]);
       clearTimeout(waited);
@@ -240,17 +246,16 @@ export function sharedRotations(kind: RotatedCredential, store: SharedRotationSt
       const key = keyOf(credential);
       const mine = await local.take(credential);
       // Not to be written by the flush from here on: whatever is in the store now, the consume below decides on.
-      const until = pending.get(key);
-      pending.delete(key);
+      pending.apply('take', key);
       await flushing;
       try {
-        if (mine) await store.claim(storeKey(key), STORED, Math.max(1, Math.ceil(((until ?? Date.now() + UNDELIVERED_MS) - Date.now()) / 1000)));
+        if (mine) await store.claim(storeKey(key), STORED, UNDELIVERED_MS / 1000);
         return await store.consume(storeKey(key));
       } catch (err) {
         // Undecided (the store failed): still remembered here, for the next retry.
         if (mine) {
           await local.add(credential);
-          remember(key);
+          pending.apply('add', key);
           schedule();
         }
         throw err;
@@ -259,7 +264,7 @@ export function sharedRotations(kind: RotatedCredential, store: SharedRotationSt
     async forget(credential) {
       const key = keyOf(credential);
       await local.take(credential);
-      pending.delete(key);
+      pending.apply('take', key);
       await flushing;
       if ((await store.boundTo(storeKey(key))) !== undefined) await store.consume(storeKey(key));
     },

@@ -18,8 +18,11 @@ export type RotatedCredential = 'refresh_token' | 'registration_access_token';
  * Rotations of a single-use credential that were answered 503 (storage failed after the rotation was sent, or the
  * answer's audit record was refused): the credential may be used up and its recorded successor delivered to nobody.
  * A retry of such a credential may get that successor (server/grants/refresh-grace.ts for refresh tokens,
- * server/http/registration-steps.ts for RFC 7592 registration access tokens). Kept by a hash of the credential (never
- * the credential itself), for UNDELIVERED_MS.
+ * server/http/registration-steps.ts for RFC 7592 registration access tokens). Kept by a hash of the credential with the
+ * successor that rotation sent to be stored (never either value itself), for UNDELIVERED_MS: a retry asks with the
+ * successor the store recorded for the credential, so a 503 for a rotation that was never stored says nothing about
+ * the rotation that used the credential up later (answered to whoever made it). A delete's consume has no successor
+ * and is kept by the credential alone.
  *
  * Held by the process that serves, or under `agentauth start --workers N` by the cluster's primary for every worker
  * (a retry on a new connection reaches any worker): a worker asks the primary over the cluster's IPC channel, and a
@@ -27,18 +30,21 @@ export type RotatedCredential = 'refresh_token' | 'registration_access_token';
  * restart) learns of it from the store: sharedRotations, below, records it there.
  */
 export interface UndeliveredRotations {
-  /** Remembers `credential`'s rotation as answered 503; resolves once it is remembered (or could not be). */
-  add(credential: string): Promise<void>;
-  /** Whether `credential`'s rotation was answered 503 (within UNDELIVERED_MS). */
-  has(credential: string): Promise<boolean>;
+  /** Remembers the rotation of `credential` to `successor` as answered 503; resolves once it is remembered (or could not be). */
+  add(credential: string, successor?: string): Promise<void>;
+  /** Whether the rotation of `credential` to `successor` was answered 503 (within UNDELIVERED_MS). */
+  has(credential: string, successor?: string): Promise<boolean>;
   /** Whether it was, forgetting it (at most one request gets the grace answer for one rotation). */
-  take(credential: string): Promise<boolean>;
+  take(credential: string, successor?: string): Promise<boolean>;
 }
 
 type Op = 'add' | 'has' | 'take';
 
-/** The hash a rotation is remembered by: the credential itself never leaves the request (nor reaches the primary or the store). */
-const keyOf = (credential: string) => hash('sha256', credential, 'base64url');
+/**
+ * The hash a rotation is remembered by: neither the credential nor its successor leaves the request (nor reaches the
+ * primary or the store). Of a JSON array, so that no credential alone spells a pair.
+ */
+const keyOf = (credential: string, successor?: string) => hash('sha256', JSON.stringify(successor === undefined ? [credential] : [credential, successor]), 'base64url');
 
 /** One set of remembered rotations, by key (a credential's hash), bounded and expiring. */
 export class RememberedRotations {
@@ -155,16 +161,16 @@ function askPrimary(kind: RotatedCredential, op: Op, key: string): Promise<boole
 
 /** The remembered rotations of `kind` for this process: its own, or in a cluster worker the primary's. */
 export function undeliveredRotations(kind: RotatedCredential): UndeliveredRotations {
-  const run = (op: Op, credential: string): Promise<boolean> => {
-    const key = keyOf(credential);
+  const run = (op: Op, credential: string, successor?: string): Promise<boolean> => {
+    const key = keyOf(credential, successor);
     return cluster.isWorker ? askPrimary(kind, op, key) : Promise.resolve(heldFor(kind).apply(op, key));
   };
   return {
-    add: async (credential) => {
-      await run('add', credential);
+    add: async (credential, successor) => {
+      await run('add', credential, successor);
     },
-    has: (credential) => run('has', credential),
-    take: (credential) => run('take', credential),
+    has: (credential, successor) => run('has', credential, successor),
+    take: (credential, successor) => run('take', credential, successor),
   };
 }
 
@@ -179,8 +185,9 @@ const STORED = 'answered-503';
 /** Rotations answered 503, known to every instance that shares the store (sharedRotations). */
 export interface SharedRotations extends UndeliveredRotations {
   /**
-   * Forgets `credential`'s rotation after a rotation of it succeeded (its earlier 503 came before the rotation was
-   * stored): no later request gets that rotation's successor through it. Not waited for by the caller.
+   * Forgets a delete's consume of `credential` (remembered without a successor) after a consume of it succeeded (its
+   * earlier 503 came before the consume was stored). Not waited for by the caller. A rotation needs no forgetting:
+   * the one that succeeded stored another successor than the one a 503 remembered.
    */
   forget(credential: string): Promise<void>;
 }
@@ -189,7 +196,7 @@ export interface SharedRotations extends UndeliveredRotations {
  * Rotations answered 503, known to every instance that shares the store, not only the one that answered (behind a
  * load balancer, the retry reaches any): remembered here as undeliveredRotations(kind) does (this process, or the
  * primary of `--workers N`), and recorded in the store as a claim (NonceStore.claim, keyed
- * `undelivered:<kind>:<SHA-256 of the credential>`, for what is left of the 15 minutes; never the credential). The
+ * `undelivered:<kind>:<SHA-256 of the credential and its successor>`, for what is left of the 15 minutes; never the credential). The
  * record is written at once when the store takes it (the 503 waits up to STORE_WAIT_MS for that), else retried every
  * second while it is remembered: a store that failed the answer is usually back before the client's retry
  * (Retry-After: 5).
@@ -231,20 +238,20 @@ export function sharedRotations(kind: RotatedCredential, store: SharedRotationSt
     })());
 
   return {
-    async add(credential) {
-      await local.add(credential);
-      pending.apply('add', keyOf(credential));
+    async add(credential, successor) {
+      await local.add(credential, successor);
+      pending.apply('add', keyOf(credential, successor));
       let waited: NodeJS.Timeout | undefined;
       await Promise.race([flush(), new Promise<void>((resolve) => (waited = setTimeout(resolve, STORE_WAIT_MS)))]);
       clearTimeout(waited);
     },
-    async has(credential) {
-      if (await local.has(credential)) return true;
-      return (await store.boundTo(storeKey(keyOf(credential)))) !== undefined;
+    async has(credential, successor) {
+      if (await local.has(credential, successor)) return true;
+      return (await store.boundTo(storeKey(keyOf(credential, successor)))) !== undefined;
     },
-    async take(credential) {
-      const key = keyOf(credential);
-      const mine = await local.take(credential);
+    async take(credential, successor) {
+      const key = keyOf(credential, successor);
+      const mine = await local.take(credential, successor);
       // Not to be written by the flush from here on: whatever is in the store now, the consume below decides on.
       pending.apply('take', key);
       await flushing;
@@ -254,7 +261,7 @@ export function sharedRotations(kind: RotatedCredential, store: SharedRotationSt
       } catch (err) {
         // Undecided (the store failed): still remembered here, for the next retry.
         if (mine) {
-          await local.add(credential);
+          await local.add(credential, successor);
           pending.apply('add', key);
           schedule();
         }

@@ -29,8 +29,10 @@ import type { SharedRotationStore } from '../undelivered-rotations.js';
  * refused) may still have been stored: the token is consumed and its successor recorded, and nobody received it. The
  * client retries with the same token, as the 503 tells it to, often after the window (a database paused for seconds
  * applies the rotation late; Retry-After alone is 5 s). Such a rotation is remembered (server/undelivered-rotations.ts)
- * and a reuse of its token gets the grace answer for 15 minutes, not a revocation and a false theft alarm. Only this
- * instance knows (all its workers, through their primary): a retry that reaches another instance meets the window alone.
+ * and a reuse of its token gets the grace answer for 15 minutes, not a revocation and a false theft alarm, at any
+ * instance sharing the store. What is remembered is the rotation to the successor it sent to be stored: if that
+ * rotation never reached the store, the token stays unused, the retry rotates it, and a later reuse of the token is
+ * reuse as ever (the successor recorded then is not the one the 503 was for).
  */
 export interface RefreshGraceDeps {
   refreshTokens: Pick<ModelStore, 'consumption' | 'setSuccessor'>;
@@ -56,6 +58,8 @@ interface RefreshState {
   rotation?: PendingRotation;
   /** The token this request set out to rotate (consumed, or about to be): remembered if the answer is a 503. */
   rotated?: string;
+  /** The successor that rotation sent to be stored: a 503 is remembered for the rotation to this one only. */
+  rotatedTo?: string;
 }
 
 interface PendingRotation {
@@ -78,6 +82,7 @@ export function pendingRotation(id: string): { consumes: string; recordSuccessor
   if (!rotation || rotation.stored || (ctx!.oidc.entities as { RefreshToken?: { jti?: string } }).RefreshToken?.jti !== id) return undefined;
   if (id === rotation.consumes) return undefined;
   rotation.stored = true;
+  states.get(ctx!)!.rotatedTo = id;
   return { consumes: rotation.consumes, recordSuccessor: rotation.recordSuccessor };
 }
 
@@ -118,7 +123,9 @@ export function installRefreshGrace(provider: Provider, deps: RefreshGraceDeps):
     const grace = deps.graceSeconds(client);
     // Measured when this request's body (the token) was received, not when storage let the server get to it.
     const late = Math.floor(bodyReceivedAt(ctx.req) / 1000) - mark.at > grace;
-    const answeredUnavailable = late && (await failClosed(() => undelivered.has(token.jti)));
+    // Only the rotation that used the token up counts (the successor recorded with it): a 503 remembered for a rotation
+    // that was never stored says nothing about one a retry made later, answered to whoever made it.
+    const answeredUnavailable = late && mark.successor !== undefined && (await failClosed(() => undelivered.has(token.jti, mark.successor)));
     if (grace <= 0 || (late && !answeredUnavailable)) return undefined;
     let successor = mark.successor;
     const until = Date.now() + waitMs;
@@ -184,12 +191,12 @@ export function installRefreshGrace(provider: Provider, deps: RefreshGraceDeps):
     try {
       await decide(ctx, state, presented);
     } catch (err) {
-      if (state.rotated !== undefined && answersUnavailable(err)) await undelivered.add(state.rotated);
+      if (state.rotated !== undefined && state.rotatedTo !== undefined && answersUnavailable(err)) await undelivered.add(state.rotated, state.rotatedTo);
       throw err;
     }
     // The tokens' audit record, written after this (server/audit/trail.ts), can still turn the answer into a 503.
-    const rotated = state.rotated;
-    if (rotated !== undefined) ((ctx.state.auditRefused ??= []) as Array<() => Promise<void>>).push(() => undelivered.add(rotated));
+    const { rotated, rotatedTo } = state;
+    if (rotated !== undefined && rotatedTo !== undefined) ((ctx.state.auditRefused ??= []) as Array<() => Promise<void>>).push(() => undelivered.add(rotated, rotatedTo));
   }
 
   async function decide(ctx: KoaContextWithOIDC, state: RefreshState, presented: string): Promise<void> {
@@ -200,6 +207,7 @@ export function installRefreshGrace(provider: Provider, deps: RefreshGraceDeps):
         if (!(err instanceof RefreshTokenRaceLost)) throw err;
         // Another request rotated the token (and answered with its successor): this one's rotation was not stored.
         state.rotated = undefined;
+        state.rotatedTo = undefined;
         state.rerun = true;
         await run(ctx);
       }
@@ -246,6 +254,7 @@ export function installRefreshGrace(provider: Provider, deps: RefreshGraceDeps):
     }
     if (!rotation.stored) {
       // Not completed by the store (another token was saved first): consume the old way, then record the successor.
+      state.rotatedTo = this.jti;
       await consume.call(rotation.token);
       if (rotation.recordSuccessor) await failClosed(() => deps.refreshTokens.setSuccessor(rotation.consumes, this.jti));
       return value;

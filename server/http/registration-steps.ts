@@ -136,42 +136,70 @@ const ALREADY_USED = 'registration access token already used: every read or upda
 /** Per request: the registration access token whose rotation (or a delete's consume) was sent to storage. */
 const SENT = 'agentauthRegistrationTokenSent';
 
-/**
- * Marks `token` as sent to storage by this request, before the call: from here on a 503 (the store's, or one from
- * anything after it) leaves it remembered as undelivered (rememberingUndelivered). An update's audit record is written
- * before its rotation (server/admin/disabled-clients.ts), so a refused record leaves nothing to remember.
- */
-function markSent(ctx: KoaContextWithOIDC, token: PresentedToken): void {
-  ctx.state[SENT] = token.jti;
+interface Sent {
+  token: string;
+  /** Sent to be rotated (a delete's consume is not). */
+  rotation: boolean;
+  /** The successor the rotation sent to be stored, once it was (pendingRegistrationAccessTokenRotation). */
+  successor?: string;
 }
 
-/** Refuses a used token at once, unless a request with it was answered 503 (rotateRegistrationAccessToken decides then). */
+const sentBy = (ctx: KoaContextWithOIDC): Sent | undefined => ctx.state[SENT] as Sent | undefined;
+
+/**
+ * Marks `token` as sent to storage by this request (to be used up by a delete, or rotated to `successor`, which the
+ * adapter's hook fills in when the rotation reaches the store), before the call: from here on a 503 (the store's, or
+ * one from anything after it) leaves that rotation (or consume) remembered as undelivered (rememberingUndelivered). An
+ * update's audit record is written before its rotation (server/admin/disabled-clients.ts), so a refused record leaves
+ * nothing to remember.
+ */
+function markSent(ctx: KoaContextWithOIDC, token: PresentedToken, rotation: { successor?: string } | undefined): void {
+  ctx.state[SENT] = { token: token.jti, rotation: rotation !== undefined, successor: rotation?.successor } satisfies Sent;
+}
+
+/** The successor recorded for used-up token `jti`, if any (a rotation's; a delete records none). */
+async function recordedSuccessor(ctx: KoaContextWithOIDC, jti: string): Promise<string | undefined> {
+  const { deps } = stateFor(ctx);
+  return (await failClosedInProvider(() => deps.registrationAccessTokens.consumption(jti), deps.health))?.successor;
+}
+
+/**
+ * Refuses a used token at once, unless the rotation that used it up was answered 503 (rotateRegistrationAccessToken
+ * decides then): a 503 remembered for a rotation of the token that was never stored does not count.
+ */
 async function refuseUsedToken(ctx: KoaContextWithOIDC): Promise<void> {
   const rat = presentedToken(ctx);
   if (rat.consumed === undefined) return;
   const { deps, undelivered } = stateFor(ctx);
-  if (!(await failClosedInProvider(() => undelivered.has(rat.jti), deps.health))) throw invalidToken(ALREADY_USED);
+  const successor = await recordedSuccessor(ctx, rat.jti);
+  if (successor === undefined || !(await failClosedInProvider(() => undelivered.has(rat.jti, successor), deps.health))) throw invalidToken(ALREADY_USED);
 }
 
-/** Whether a request with `token` was answered 503 after it was sent, forgetting it: true for exactly one request. */
-function takeUndelivered(ctx: KoaContextWithOIDC, token: string): Promise<boolean> {
+/**
+ * Whether a request with `token` (rotated to `successor`, for a rotation) was answered 503 after it was sent,
+ * forgetting it: true for exactly one request.
+ */
+function takeUndelivered(ctx: KoaContextWithOIDC, token: string, successor?: string): Promise<boolean> {
   const { deps, undelivered } = stateFor(ctx);
-  return failClosedInProvider(() => undelivered.take(token), deps.health);
+  return failClosedInProvider(() => undelivered.take(token, successor), deps.health);
 }
 
-/** After `token` was used up by this request: an earlier 503 of it gives no later request anything (not waited for). */
+/** After a delete used `token` up: an earlier 503 of a delete with it gives no later request anything (not waited for). */
 function forgetUndelivered(ctx: KoaContextWithOIDC, token: string): void {
   const { deps, undelivered } = stateFor(ctx);
   undelivered.forget(token).catch((err: unknown) => deps.log.warn({ err: err instanceof Error ? err.message : String(err) }, 'could not withdraw the record of a registration access token answered 503'));
 }
 
-/** Runs an RFC 7592 step; a 503 once the request's token was sent to storage remembers that token (markSent). */
+/**
+ * Runs an RFC 7592 step; a 503 once the request's token was sent to storage remembers that token's consume, or its
+ * rotation to the successor sent with it (markSent). A rotation that never reached the store left nothing to remember.
+ */
 async function rememberingUndelivered(ctx: KoaContextWithOIDC, step: () => Promise<void>): Promise<void> {
   try {
     await step();
   } catch (err) {
-    const sent = ctx.state[SENT];
-    if (typeof sent === 'string' && answersUnavailable(err)) await stateFor(ctx).undelivered.add(sent);
+    const sent = sentBy(ctx);
+    if (sent && answersUnavailable(err) && (!sent.rotation || sent.successor !== undefined)) await stateFor(ctx).undelivered.add(sent.token, sent.successor);
     throw err;
   }
 }
@@ -183,7 +211,7 @@ async function rememberingUndelivered(ctx: KoaContextWithOIDC, step: () => Promi
  */
 async function consumeRegistrationAccessToken(ctx: KoaContextWithOIDC, deps: RegistrationStepDeps): Promise<void> {
   const rat = presentedToken(ctx);
-  markSent(ctx, rat);
+  markSent(ctx, rat, undefined);
   const won = rat.consumed === undefined && (await failClosedInProvider(() => deps.registrationAccessTokens.consume(rat.jti), deps.health));
   // Used up by this request, or by one answered 503 (taken: the retry goes on once).
   if (won) forgetUndelivered(ctx, rat.jti);
@@ -202,20 +230,21 @@ export function pendingRegistrationAccessTokenRotation(id: string): { consumes: 
   const rotation = ctx ? rotations.get(ctx) : undefined;
   if (!rotation || rotation.stored || rotation.consumes === id) return undefined;
   rotation.stored = true;
+  const sent = sentBy(ctx!);
+  if (sent?.token === rotation.consumes) sent.successor = id;
   return { consumes: rotation.consumes };
 }
 
 /**
- * The successor a retry of an undelivered rotation of `old` gets: the one recorded with it, if it is still unused
- * and this client's. Otherwise (not answered 503 here, forgotten, or the successor gone) `invalid_token`.
+ * The successor a retry of an undelivered rotation of `old` gets: the one recorded with it, if that rotation (to that
+ * successor) was answered 503 and the successor is still unused and this client's. Otherwise (the rotation that used
+ * `old` up was answered, a 503 was for a rotation never stored, forgotten, or the successor gone) `invalid_token`.
  */
 async function undeliveredSuccessor(ctx: KoaContextWithOIDC, deps: RegistrationStepDeps, old: PresentedToken): Promise<string> {
-  if (!(await takeUndelivered(ctx, old.jti))) throw invalidToken(ALREADY_USED);
-  markSent(ctx, old); // taken: a 503 from here on gives it back
   const store = deps.registrationAccessTokens;
-  const mark = await failClosedInProvider(() => store.consumption(old.jti), deps.health);
-  const successor = mark?.successor;
-  if (successor === undefined) throw invalidToken(ALREADY_USED);
+  const successor = await recordedSuccessor(ctx, old.jti);
+  if (successor === undefined || !(await takeUndelivered(ctx, old.jti, successor))) throw invalidToken(ALREADY_USED);
+  markSent(ctx, old, { successor }); // taken: a 503 from here on gives it back
   const RAT = ctx.oidc.provider.RegistrationAccessToken as unknown as { find(value: string): Promise<PresentedToken | undefined> };
   const current = await RAT.find(successor);
   const used = current ? await failClosedInProvider(() => store.consumption(successor), deps.health) : undefined;
@@ -238,11 +267,10 @@ async function rotateRegistrationAccessToken(ctx: KoaContextWithOIDC, deps: Regi
     const { provider, client } = ctx.oidc;
     const RAT = provider.RegistrationAccessToken as unknown as new (init: { client: unknown; policies?: string[] }) => { save(): Promise<string> };
     rotations.set(ctx, { consumes: old.jti, stored: false });
-    markSent(ctx, old);
+    markSent(ctx, old, {});
     try {
+      // Rotated (if this succeeds) to a successor no earlier 503 remembers: nothing is to be forgotten.
       value = await new RAT({ client, ...(old.policies ? { policies: old.policies } : {}) }).save();
-      // Rotated now: an earlier 503 of it gives no later request the successor.
-      forgetUndelivered(ctx, old.jti);
     } catch (err) {
       if (!(err instanceof RegistrationAccessTokenRaceLost)) throw err;
       // Used up by a concurrent request, or by a rotation answered 503.

@@ -80,4 +80,35 @@ describe('a refresh retried after its rotation was answered 503', () => {
     expect((await publicRefreshed(server.url, answered.clientId, first.body.refresh_token as string)).status).toBe(400);
     expect(auditOf(answered.clientId).map((r) => r.type)).toContain('refresh.reuse_detected');
   });
+  test('a rotation answered 503 that was not stored: once a retry rotated, the old token after the window is reuse, not a grace answer', async () => {
+    const victim = await signInPublic(server.url, wallet);
+    // The rotation's write is refused: the token stays unused, and this instance remembers the 503 for it.
+    db.exec("CREATE TRIGGER refuse_refresh BEFORE INSERT ON oidc_records WHEN NEW.model = 'RefreshToken' BEGIN SELECT RAISE(ABORT, 'test: database or disk is full'); END;");
+    let unavailable;
+    try {
+      unavailable = await publicRefreshed(server.url, victim.clientId, victim.tokens.refresh_token!);
+    } finally {
+      db.exec('DROP TRIGGER refuse_refresh;');
+    }
+    expect(unavailable.status).toBe(503);
+    const until = Date.now() + 5_000;
+    while ((await fetch(`${server.url}/readyz`)).status !== 200) {
+      if (Date.now() > until) throw new Error('storage did not come back');
+      await sleep(100);
+    }
+    // The client's retry rotates the token and is answered.
+    const retry = await publicRefreshed(server.url, victim.clientId, victim.tokens.refresh_token!);
+    expect(retry.status).toBe(200);
+    await sleep((GRACE + 1.5) * 1000);
+
+    // Whoever presents the old token now (a copy taken from the client) is a reuse: the 503 was for a rotation that
+    // never happened, so it hands out nothing, and the grant (with the client's live successor) is revoked.
+    const replay = await publicRefreshed(server.url, victim.clientId, victim.tokens.refresh_token!);
+    expect(replay.status).toBe(400);
+    expect(replay.body.error).toBe('invalid_grant');
+    expect((await publicRefreshed(server.url, victim.clientId, retry.body.refresh_token as string)).status).toBe(400);
+    const types = auditOf(victim.clientId).map((r) => r.type);
+    expect(types).toContain('refresh.reuse_detected');
+    expect(types).not.toContain('refresh.grace_reissued');
+  });
 });

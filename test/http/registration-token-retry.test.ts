@@ -132,6 +132,47 @@ describe('RFC 7592 requests retried after a 503 (embedded store)', () => {
     expect((await send(c.uri, successor, 'GET')).status).toBe(200);
   });
 
+  test('retries at once after a read whose rotation was not stored: exactly one gets a successor, and it is the only live token', async () => {
+    for (let round = 0; round < 3; round++) {
+      const c = await registered();
+      const failed = await whileRefusing(refuse('refuse_rat', 'INSERT', 'oidc_records', "WHEN NEW.model = 'RegistrationAccessToken'"), () => send(c.uri, c.token, 'GET'));
+      expect(failed).toMatchObject({ status: 503, body: { error: 'temporarily_unavailable' } });
+      expect(storedTokens(c.clientId)).toEqual([{ id: expect.any(String), used: false }]);
+
+      // The 503 is remembered for this token; the retries that lose the rotation to the one that wins must not take
+      // that memory for the winner's rotation and get its successor too.
+      const retries = await Promise.all(Array.from({ length: 10 }, () => send(c.uri, c.token, 'GET')));
+      const succeeded = retries.filter((r) => r.status === 200);
+      expect(succeeded).toHaveLength(1);
+      for (const r of retries.filter((r) => r.status !== 200)) expect(r).toMatchObject(usedUp);
+      const successor = succeeded[0]!.body.registration_access_token as string;
+      expect(await settled(c.clientId)).toEqual([{ id: expect.any(String), used: false }]);
+      expect((await send(c.uri, successor, 'GET')).status).toBe(200);
+    }
+  });
+
+  test('a read whose rotation was not stored, then rotated by its retry: the 503 gives the old token nothing later, even when nothing after the rotation could be tidied up', async () => {
+    const c = await registered();
+    const failed = await whileRefusing(refuse('refuse_rat', 'INSERT', 'oidc_records', "WHEN NEW.model = 'RegistrationAccessToken'"), () => send(c.uri, c.token, 'GET'));
+    expect(failed).toMatchObject({ status: 503, body: { error: 'temporarily_unavailable' } });
+    // As a client told Retry-After would: by then the 503 is recorded in the store as well (for the other instances).
+    await new Promise((r) => setTimeout(r, 1_500));
+    // The retry rotates while the store refuses what is tidied up after it (the used token's record removed, the 503's
+    // record withdrawn): a failure of either must not make the old token worth anything.
+    const tidying = [refuse('refuse_nonce_use', 'UPDATE', 'nonces'), refuse('refuse_rat_delete', 'DELETE', 'oidc_records', "WHEN OLD.model = 'RegistrationAccessToken'")].join('\n');
+    const retried = await whileRefusing(tidying, async () => {
+      const answer = await send(c.uri, c.token, 'GET');
+      await new Promise((r) => setTimeout(r, 500));
+      return answer;
+    });
+    expect(retried.status).toBe(200);
+    const successor = retried.body.registration_access_token as string;
+    // The old token (a copy taken from the client) gets nothing: the 503 was for a rotation that was never stored.
+    expect(await send(c.uri, c.token, 'GET')).toMatchObject(usedUp);
+    expect(await send(c.uri, c.token, 'PUT', { ...c.metadata, client_name: 'taken over' })).toMatchObject(usedUp);
+    expect((await send(c.uri, successor, 'GET')).status).toBe(200);
+  });
+
   test('a delete whose client removal fails after its token was used up: 503; the retry deletes the client', async () => {
     const c = await registered();
     const failed = await whileRefusing(refuse('refuse_client_delete', 'DELETE', 'oidc_records', "WHEN OLD.model = 'Client'"), () => send(c.uri, c.token, 'DELETE'));

@@ -107,7 +107,7 @@ describe('refresh rotations answered 503, recorded in the store for the other in
     expect([...held.keys()]).toEqual([expect.stringMatching(/^undelivered:refresh_token:[A-Za-z0-9_-]{43}$/)]);
     expect(JSON.stringify([...held])).not.toContain('refresh-token-A');
     // What another instance recorded (nothing of it in this process's memory) is found in the store.
-    held.set(`undelivered:refresh_token:${createHash('sha256').update('refresh-token-B').digest('base64url')}`, 'answered-503');
+    held.set(`undelivered:refresh_token:${createHash('sha256').update(JSON.stringify(['refresh-token-B'])).digest('base64url')}`, 'answered-503');
     expect(await sharedRotations('refresh_token', store).has('refresh-token-B')).toBe(true);
     expect(await sharedRotations('refresh_token', store).has('refresh-token-never')).toBe(false);
   });
@@ -133,7 +133,7 @@ describe('refresh rotations answered 503, recorded in the store for the other in
     expect(await sharedRotations('registration_access_token', store).take('rat-1')).toBe(true);
     expect(await here.take('rat-1')).toBe(false);
     // Recorded by another instance only (nothing here): taken once, through the store.
-    held.set(`undelivered:registration_access_token:${createHash('sha256').update('rat-2').digest('base64url')}`, 'answered-503');
+    held.set(`undelivered:registration_access_token:${createHash('sha256').update(JSON.stringify(['rat-2'])).digest('base64url')}`, 'answered-503');
     expect(await here.has('rat-2')).toBe(true);
     expect((await Promise.all([here.take('rat-2'), here.take('rat-2'), here.take('rat-2')])).sort()).toEqual([false, false, true]);
     // The store fails while deciding: an error (the request answers 503), and the rotation is still known.
@@ -145,7 +145,25 @@ describe('refresh rotations answered 503, recorded in the store for the other in
     expect(await here.take('rat-3')).toBe(false);
   });
 
-  test('forget: after a rotation succeeded, its earlier 503 gives nothing, here or elsewhere', async () => {
+  test('a rotation is remembered with its successor: a 503 for the rotation to one successor says nothing of a rotation to another', async () => {
+    const { store, held } = claims();
+    const here = sharedRotations('registration_access_token', store);
+    await here.add('rat-5', 'successor-never-stored');
+    // Keyed by a hash of both: neither value is in the store.
+    expect(JSON.stringify([...held])).not.toMatch(/rat-5|successor-never-stored/);
+    for (const asked of [here, sharedRotations('registration_access_token', store)]) {
+      expect(await asked.has('rat-5', 'successor-stored-later')).toBe(false);
+      expect(await asked.has('rat-5')).toBe(false);
+      expect(await asked.take('rat-5', 'successor-stored-later')).toBe(false);
+    }
+    expect(await sharedRotations('registration_access_token', store).has('rat-5', 'successor-never-stored')).toBe(true);
+    expect(await sharedRotations('registration_access_token', store).take('rat-5', 'successor-never-stored')).toBe(true);
+    // A token value that holds the successor's start cannot stand for the pair.
+    await here.add('rat-6', 'x');
+    expect(await here.has('rat-6\nx')).toBe(false);
+  });
+
+  test('forget: after a delete used the token up, an earlier 503 of a delete with it gives nothing, here or elsewhere', async () => {
     const { store } = claims();
     const here = sharedRotations('registration_access_token', store);
     await here.add('rat-4');

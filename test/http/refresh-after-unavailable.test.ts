@@ -6,6 +6,7 @@ import { Wallet } from 'ethers';
 import { baseConfig } from '../support/agent-server.js';
 import { publicRefreshed, publicTier, signInPublic } from '../support/public-client.js';
 import { startConfigured } from '../support/server.js';
+import { refuseWrites, whileRefusing } from '../support/store-file.js';
 import type { RunningServer } from '../support/server.js';
 
 const wallet = new Wallet('0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a');
@@ -17,7 +18,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
  * database that answers late leaves it) leaves a consumed token whose successor nobody received. The client retries
  * with the same token, as the 503 says, and often after the refresh grace. That retry gets the stored successor, not a
  * revocation of the grant and a false `refresh.reuse_detected`; a rotation that was answered keeps the window.
- * The store refuses audit records through a SQLite trigger on the server's own file.
+ * The store refuses writes through SQLite triggers on the server's own file.
  */
 describe('a refresh retried after its rotation was answered 503', () => {
   let server: RunningServer;
@@ -46,21 +47,11 @@ describe('a refresh retried after its rotation was answered 503', () => {
     const first = await publicRefreshed(server.url, answered.clientId, answered.tokens.refresh_token!);
     expect(first.status).toBe(200);
 
-    db.exec("CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_records BEGIN SELECT RAISE(ABORT, 'test: database or disk is full'); END;");
-    let unavailable;
-    try {
-      unavailable = await publicRefreshed(server.url, refused.clientId, refused.tokens.refresh_token!);
-    } finally {
-      db.exec('DROP TRIGGER refuse_audit;');
-    }
+    const unavailable = await whileRefusing({ server, db }, refuseWrites('refuse_audit', 'INSERT', 'audit_records'), () =>
+      publicRefreshed(server.url, refused.clientId, refused.tokens.refresh_token!));
     expect(unavailable.status).toBe(503);
     expect(unavailable.body.error).toBe('temporarily_unavailable');
     // The rotation itself was stored: the token is used up and a successor recorded.
-    const until = Date.now() + 5_000;
-    while ((await fetch(`${server.url}/readyz`)).status !== 200) {
-      if (Date.now() > until) throw new Error('storage did not come back');
-      await sleep(100);
-    }
     await sleep((GRACE + 1.5) * 1000);
 
     const retry = await publicRefreshed(server.url, refused.clientId, refused.tokens.refresh_token!);
@@ -83,19 +74,9 @@ describe('a refresh retried after its rotation was answered 503', () => {
   test('a rotation answered 503 that was not stored: once a retry rotated, the old token after the window is reuse, not a grace answer', async () => {
     const victim = await signInPublic(server.url, wallet);
     // The rotation's write is refused: the token stays unused, and this instance remembers the 503 for it.
-    db.exec("CREATE TRIGGER refuse_refresh BEFORE INSERT ON oidc_records WHEN NEW.model = 'RefreshToken' BEGIN SELECT RAISE(ABORT, 'test: database or disk is full'); END;");
-    let unavailable;
-    try {
-      unavailable = await publicRefreshed(server.url, victim.clientId, victim.tokens.refresh_token!);
-    } finally {
-      db.exec('DROP TRIGGER refuse_refresh;');
-    }
+    const unavailable = await whileRefusing({ server, db }, refuseWrites('refuse_refresh', 'INSERT', 'oidc_records', "WHEN NEW.model = 'RefreshToken'"), () =>
+      publicRefreshed(server.url, victim.clientId, victim.tokens.refresh_token!));
     expect(unavailable.status).toBe(503);
-    const until = Date.now() + 5_000;
-    while ((await fetch(`${server.url}/readyz`)).status !== 200) {
-      if (Date.now() > until) throw new Error('storage did not come back');
-      await sleep(100);
-    }
     // The client's retry rotates the token and is answered.
     const retry = await publicRefreshed(server.url, victim.clientId, victim.tokens.refresh_token!);
     expect(retry.status).toBe(200);

@@ -164,7 +164,8 @@ describe.each(backends)('DPoP proof replay at the token endpoint, %s', (_name, b
 /**
  * RFC 9449 §11.1: a proof is refused again for as long as it would be accepted. oidc-provider takes a proof without a
  * nonce while its `iat` is within 300 s of now either way, and used to keep its replay record for 300 s after the use:
- * a proof dated 290 s ahead was accepted again once its record expired. The record now lasts until `iat` + 300 s.
+ * a proof dated 290 s ahead was accepted again once its record expired. The record now lasts until `iat` + 300 s,
+ * also for a proof whose nonce is empty (which oidc-provider takes as none; it was accepted again 300 s after its use).
  */
 describe('DPoP replay record: kept while the proof would be accepted (embedded store)', () => {
   let server: RunningServer;
@@ -188,11 +189,19 @@ describe('DPoP replay record: kept while the proof would be accepted (embedded s
     return Math.floor(row!.expires_at / 1000);
   };
 
-  test.each([['dated now', 0], ['dated 290 s ahead', 290], ['dated 250 s ago', -250]])('a proof %s: its record lasts until max(use, iat) + 300 s', async (_label, offset) => {
+  // An empty nonce is no nonce to oidc-provider (`if (!payload.nonce)`): such a proof is accepted on its iat alone, as
+  // one without the member, and its record must last as long.
+  test.each([
+    ['dated now', 0, {}],
+    ['dated 290 s ahead', 290, {}],
+    ['dated 250 s ago', -250, {}],
+    ['dated 290 s ahead, with an empty nonce', 290, { nonce: '' }],
+    ['dated 250 s ago, with an empty nonce', -250, { nonce: '' }],
+  ])('a proof %s: its record lasts until max(use, iat) + 300 s', async (_label, offset, claims) => {
     const key = await dpopKey();
     const jti = randomUUID();
     const iat = Math.floor(Date.now() / 1000) + offset;
-    const proof = await new SignJWT({ htm: 'POST', htu: `${server.url}/token`, iat, jti }).setProtectedHeader({ alg: 'ES256', typ: 'dpop+jwt', jwk: key.jwk }).sign(key.privateKey);
+    const proof = await new SignJWT({ htm: 'POST', htu: `${server.url}/token`, iat, jti, ...claims }).setProtectedHeader({ alg: 'ES256', typ: 'dpop+jwt', jwk: key.jwk }).sign(key.privateKey);
     const send = () =>
       fetch(`${server.url}/token`, {
         method: 'POST',

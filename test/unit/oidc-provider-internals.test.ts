@@ -114,6 +114,8 @@ describe('oidc-provider internals agentauth relies on', () => {
     expect(challenge).toContain('export const CHALLENGE_OK_WINDOW = STEP * 5;');
     const dpop = readFileSync(join(lib, 'helpers', 'validate_dpop.js'), 'utf8');
     expect(dpop).toContain('const diff = Math.abs(now - payload.iat);');
+    // ... when it has no nonce, as oidc-provider reads that: an empty one counts as none.
+    expect(dpop).toContain('    if (!payload.nonce) {\n      const now = epochTime();');
     expect(dpop).toContain('export function getDpopJwt(provider, ctx) {');
     expect(typeof validateDpopModule.getDpopJwt).toBe('function');
     // A rotated refresh token takes the old one's binding, which server/grants/refresh-binding.ts fills in from the

@@ -142,7 +142,7 @@ export function interactionRoutes(deps: InteractionDeps): Koa.Middleware {
   /** True when the request is within `limit` for its client IP; otherwise answers 429 slow_down and returns false. */
   async function within(ctx: Koa.Context, limit: SharedWindowLimit | undefined, what: string): Promise<boolean> {
     if (!limit?.enabled) return true;
-    const decision = await limit.hit(ctx.ip);
+    const decision = await limit.hit(limit.address(ctx.ip));
     if (decision.allowed) return true;
     refuse(ctx, 'slow_down', describeRefusal(limit, `${what} from this address`, decision), decision.retryAfter);
     return false;

@@ -140,8 +140,8 @@ export async function boot(config: Config, log: Logger, options: BootOptions = {
     const inFlight = new HandlersInFlight();
     const app = createApp({ provider, health, keyring, cookieKeys, log, inFlight,
       interactions: { provider, wallet, issuer: config.issuer, oidcScopes: OIDC_SCOPES, log, limits: {
-        walletNonces: new SharedWindowLimit(storage.nonces, 'wallet-nonce', config.limits.walletNoncesPerAddress),
-        signInAttempts: new SharedWindowLimit(storage.nonces, 'sign-in', config.limits.signInAttemptsPerAddress),
+        walletNonces: new SharedWindowLimit(storage.nonces, 'wallet-nonce', config.limits.walletNoncesPerAddress, config.limits.ipv6PrefixLength),
+        signInAttempts: new SharedWindowLimit(storage.nonces, 'sign-in', config.limits.signInAttemptsPerAddress, config.limits.ipv6PrefixLength),
       },
       // Interactions live 600 s (server/provider.ts ttl.Interaction): the hour-long mark outlives the request it guards.
       consentClaim: consentClaims(storage.nonces, 3600) },

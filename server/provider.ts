@@ -406,7 +406,7 @@ export function createProvider(deps: ProviderDeps): Provider {
   installCodeChecks(provider);
   explainBodyParseErrors(provider);
   refuseReplacedFormValues(provider);
-  registerTokenLimit(provider, { limit: new SharedWindowLimit(deps.storage.nonces, 'token', deps.config.limits.tokenRequestsPerClient), health: deps.health });
+  registerTokenLimit(provider, { limit: new SharedWindowLimit(deps.storage.nonces, 'token', deps.config.limits.tokenRequestsPerClient, deps.config.limits.ipv6PrefixLength), health: deps.health });
   registerRegistrationSteps(provider, {
     registration: deps.config.registration,
     policy: registrationPolicy(deps.config, publishedAlgs),
@@ -418,7 +418,7 @@ export function createProvider(deps: ProviderDeps): Provider {
     undelivered: deps.storage.nonces,
     health: deps.health,
     log: deps.log,
-    quota: new SharedWindowLimit(deps.storage.nonces, 'registration', deps.config.registration.quota),
+    quota: new SharedWindowLimit(deps.storage.nonces, 'registration', deps.config.registration.quota, deps.config.limits.ipv6PrefixLength),
   });
   if (deps.config.clientIdMetadataDocuments.enabled) {
     const tierName = deps.config.registration.defaultTier;

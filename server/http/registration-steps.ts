@@ -316,7 +316,7 @@ const strictJsonBody = named('strictJsonBody', async (ctx, next) => {
 const quotaStep = named('agentauthRegistrationQuota', async (ctx, next) => {
   const { deps } = stateFor(ctx);
   if (deps.registration.mode === 'open') {
-    const decision = await failClosedInProvider(() => deps.quota.hit(ctx.ip), deps.health);
+    const decision = await failClosedInProvider(() => deps.quota.hit(deps.quota.address(ctx.ip)), deps.health);
     if (!decision.allowed) {
       throw limitError(ctx, 'temporarily_unavailable', describeRefusal(deps.quota, 'registration quota for this address', decision), decision.retryAfter);
     }

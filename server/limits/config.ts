@@ -1,5 +1,7 @@
 import { z } from 'zod';
 
+import { DEFAULT_IPV6_PREFIX_LENGTH } from './address.js';
+
 const windowSchema = (max: number, windowSeconds: number) =>
   z
     .strictObject({
@@ -24,6 +26,11 @@ export const limitsSchema = z.strictObject({
   walletNoncesPerAddress: windowSchema(60, 60),
   /** Wallet sign-in attempts per client IP on login pages (`POST /interaction/<uid>/login`): 429 slow_down. */
   signInAttemptsPerAddress: windowSchema(30, 60),
+  /**
+   * How many leading bits of an IPv6 client address the per-address limits (these, the registration quota, a public
+   * client's token requests) count as one address (server/limits/address.ts): a host commonly holds a whole /64.
+   */
+  ipv6PrefixLength: z.number().int().min(32).max(128).default(DEFAULT_IPV6_PREFIX_LENGTH),
 });
 
 export type LimitsConfig = z.infer<typeof limitsSchema>;

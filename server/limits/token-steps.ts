@@ -29,7 +29,7 @@ const tokenLimitStep = namedTokenStep('agentauthTokenRequestLimit', async (ctx: 
   const client = ctx.oidc.client;
   if (deps?.limit.enabled && client !== undefined) {
     const publicClient = client.clientAuthMethod === 'none';
-    const subject = publicClient ? `${client.clientId} ${ctx.ip}` : client.clientId;
+    const subject = publicClient ? `${client.clientId} ${deps.limit.address(ctx.ip)}` : client.clientId;
     const decision = await failClosedInProvider(() => deps.limit.hit(subject), deps.health);
     if (!decision.allowed) {
       const what = publicClient ? `token requests of public client ${client.clientId} from this address` : `token requests of client ${client.clientId}`;

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 
 import type { NonceStore } from '../../adapters/types.js';
+import { DEFAULT_IPV6_PREFIX_LENGTH, limitedAddress } from './address.js';
 
 /** A limit as configured: at most `max` hits per `windowSeconds`; `max: 0` turns the limit off. */
 export interface LimitSetting {
@@ -28,7 +29,14 @@ export class SharedWindowLimit {
     /** Names the counter in the store (`registration`, `token`, ...). */
     readonly name: string,
     readonly setting: LimitSetting,
+    /** How much of an IPv6 client address counts as one address (`limits.ipv6PrefixLength`). */
+    private readonly ipv6PrefixLength = DEFAULT_IPV6_PREFIX_LENGTH,
   ) {}
+
+  /** What client address `ip` is counted as (server/limits/address.ts): one IPv4 address, or one IPv6 prefix. */
+  address(ip: string): string {
+    return limitedAddress(ip, this.ipv6PrefixLength);
+  }
 
   get enabled(): boolean {
     return this.setting.max > 0;

@@ -190,12 +190,10 @@ function oauthError(refusal: DelegationRefusal, scope: string): Error {
       return new errors.InvalidTarget(refusal.message);
     case 'invalid_scope':
       return new errors.InvalidScope(refusal.message, scope);
-    case 'invalid_request':
-      return new errors.InvalidRequest(refusal.message);
     case 'unauthorized_client':
       return new errors.UnauthorizedClient(refusal.message);
-    default:
-      return new errors.InvalidGrant(refusal.message);
+    case 'invalid_request':
+      return new errors.InvalidRequest(refusal.message);
   }
 }
 
@@ -271,18 +269,18 @@ export function registerTokenExchangeGrant(provider: Provider, deps: TokenExchan
 
     // §2.1: the subject and actor tokens.
     const subject = await activeSubject(provider, subjectToken, deps);
-    if (!subject) throw new errors.InvalidGrant('subject_token is not an active access token of this server (expired, revoked, or not one)');
+    if (!subject) throw new errors.InvalidRequest('subject_token is not an active access token of this server (expired, revoked, or not one)');
     // Read after the checks above: a disable of the subject's client from now on marks this generation (and revokes
     // what is issued below); one that happened before shows here as a generation at or after the token's issue.
     const generation = clientGeneration(await failClosedInProvider(() => deps.clients.find(subject.clientId), deps.health));
-    if (generation > 0 && subject.iat <= generation) throw new errors.InvalidGrant('subject_token was revoked (its client was disabled)');
+    if (generation > 0 && subject.iat <= generation) throw new errors.InvalidRequest('subject_token was revoked (its client was disabled)');
     if (params.actor_token !== undefined) {
       if (!SUBJECT_TOKEN_TYPES.has(String(params.actor_token_type))) throw new errors.InvalidRequest(`actor_token_type must be ${ACCESS_TOKEN_TYPE} or ${JWT_TOKEN_TYPE}`);
       if (params.actor_token_type === JWT_TOKEN_TYPE && !isJwt(params.actor_token)) {
         throw new errors.InvalidRequest(`actor_token_type ${JWT_TOKEN_TYPE} names a JWT, and actor_token is not one; send an opaque access token with ${ACCESS_TOKEN_TYPE}`);
       }
       const actor = await activeSubject(provider, String(params.actor_token), deps);
-      if (!actor || actor.clientId !== client.clientId) throw new errors.InvalidGrant('actor_token is not an active access token issued to the exchanging client');
+      if (!actor || actor.clientId !== client.clientId) throw new errors.InvalidRequest('actor_token is not an active access token issued to the exchanging client');
     }
 
     // Policy: what may be issued for this hop.
@@ -304,7 +302,7 @@ export function registerTokenExchangeGrant(provider: Provider, deps: TokenExchan
     // The last refusals come before anything is stored, so that a refused request leaves no grant behind: a chain
     // too deep, then a replayed proof (whose check records the proof, the one write a refusal may leave).
     const lineage = childLineage({ ...subject, clientGeneration: generation });
-    if (lineage.length > MAX_LINEAGE) throw new errors.InvalidGrant('subject_token is too deep in its delegation chain to be exchanged again');
+    if (lineage.length > MAX_LINEAGE) throw new errors.InvalidRequest('subject_token is too deep in its delegation chain to be exchanged again');
     if (dPoP) await checkDpopReplay(provider, ctx, dPoP, client.clientId);
 
     // Issue: the access token, and a grant of exactly this hop for the exchanging client that lives as long as it.
@@ -335,7 +333,7 @@ export function registerTokenExchangeGrant(provider: Provider, deps: TokenExchan
     const dates = exchangedTokenDates(Math.floor(Date.now() / 1000), at.expiresIn, [subject.exp, subject.grantExp, (grant as unknown as { exp?: number }).exp]);
     if (!dates) {
       await grant.destroy(); // it exists for this token alone
-      throw new errors.InvalidGrant('subject_token expired while the exchange was being processed');
+      throw new errors.InvalidRequest('subject_token expired while the exchange was being processed');
     }
     at.iat = dates.iat;
     at.exp = dates.exp;

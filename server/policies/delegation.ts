@@ -28,7 +28,11 @@ export function exchangeResourcesProblem(value: unknown, known: ReadonlySet<stri
   return undefined;
 }
 
-export type DelegationErrorCode = 'invalid_request' | 'invalid_grant' | 'invalid_target' | 'invalid_scope' | 'unauthorized_client';
+/**
+ * RFC 8693 §2.2.2: a subject or actor token that is invalid, or unacceptable by policy, is `invalid_request` (a MUST);
+ * a target the server will not issue for is `invalid_target`.
+ */
+export type DelegationErrorCode = 'invalid_request' | 'invalid_target' | 'invalid_scope' | 'unauthorized_client';
 
 export class DelegationRefusal extends Error {
   constructor(readonly code: DelegationErrorCode, message: string) {
@@ -113,7 +117,7 @@ function nextActorOf(hop: TokenExchangeConfig['rules']): { client_id: string } |
   const named = [...new Set(hop.flatMap((r) => (r.nextActor === undefined ? [] : [r.nextActor])))];
   if (named.length > 1) {
     throw new DelegationRefusal(
-      'invalid_grant',
+      'invalid_request',
       `the tokenExchange rules that allow this hop name different next actors (${named.join(', ')}); one token can name only one, so none is issued until the operator makes the rules agree`,
     );
   }
@@ -131,15 +135,15 @@ export function decideExchange(
   // §4.4 may_act: when present, only the named party may act for the subject.
   if (subject.mayAct) {
     const named = (subject.mayAct.client_id !== undefined && subject.mayAct.client_id === exchanger.clientId) || (subject.mayAct.sub !== undefined && subject.mayAct.sub === exchanger.clientId);
-    if (!named) throw new DelegationRefusal('invalid_grant', `the subject token's may_act does not name client ${exchanger.clientId}`);
+    if (!named) throw new DelegationRefusal('invalid_request', `the subject token's may_act does not name client ${exchanger.clientId}`);
   }
   // A bound token stays with its key: its own holder may not re-bind it to a different key by exchanging it.
   if (subject.jkt && subject.clientId === exchanger.clientId && subject.jkt !== exchanger.jkt) {
-    throw new DelegationRefusal('invalid_grant', 'the subject token is DPoP-bound to another key: send the exchange request with a DPoP proof of the key the subject token is bound to');
+    throw new DelegationRefusal('invalid_request', 'the subject token is DPoP-bound to another key: send the exchange request with a DPoP proof of the key the subject token is bound to');
   }
   const fromRules = rulesFor(policy, exchanger).filter((r) => r.from.includes(subject.audience));
   if (fromRules.length === 0) {
-    throw new DelegationRefusal('invalid_grant', `client ${exchanger.clientId} may not act for tokens issued for ${subject.audience} (no tokenExchange rule names it with that resource in "from")`);
+    throw new DelegationRefusal('invalid_request', `client ${exchanger.clientId} may not act for tokens issued for ${subject.audience} (no tokenExchange rule names it with that resource in "from")`);
   }
   if (exchanger.resources && !exchanger.resources.includes(target.resource)) {
     throw new DelegationRefusal(
@@ -153,10 +157,10 @@ export function decideExchange(
   }
   const depth = chainDepth(subject.act) + 1;
   if (depth > policy.maxDepth) {
-    throw new DelegationRefusal('invalid_grant', `the delegation chain would be ${depth} actors deep; this server allows at most ${policy.maxDepth} (tokenExchange.maxDepth)`);
+    throw new DelegationRefusal('invalid_request', `the delegation chain would be ${depth} actors deep; this server allows at most ${policy.maxDepth} (tokenExchange.maxDepth)`);
   }
   if (exchanger.maxDepth !== undefined && depth > exchanger.maxDepth) {
-    throw new DelegationRefusal('invalid_grant', `the delegation chain would be ${depth} actors deep; client ${exchanger.clientId} takes part in chains of at most ${exchanger.maxDepth} (its token_exchange_max_depth)`);
+    throw new DelegationRefusal('invalid_request', `the delegation chain would be ${depth} actors deep; client ${exchanger.clientId} takes part in chains of at most ${exchanger.maxDepth} (its token_exchange_max_depth)`);
   }
   const hopScopes = new Set(hop.flatMap((r) => r.scopes ?? target.scopes));
   const subjectScopes = new Set(subject.scope);

@@ -119,7 +119,7 @@ describe.each(backends)('cascade revocation down an exchange chain on %s', (_nam
   }
 
   async function exchangeRefused(id: 'skill-a' | 'skill-b', subjectToken: string): Promise<void> {
-    await expect(exchange(id, subjectToken)).rejects.toMatchObject({ error: 'invalid_grant', error_description: expect.stringMatching(/not an active access token/) });
+    await expect(exchange(id, subjectToken)).rejects.toMatchObject({ error: 'invalid_request', error_description: expect.stringMatching(/not an active access token/) });
   }
 
   test('revoking the root token (a JWT, RFC 7009) makes both tokens below it inactive, and neither can be exchanged again', async () => {
@@ -176,7 +176,7 @@ describe.each(backends)('cascade revocation down an exchange chain on %s', (_nam
       expect(revokedAt).toBeLessThan(Infinity);
       const issued = settled.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
       const refused = settled.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
-      for (const r of refused) expect(r.reason).toMatchObject({ error: 'invalid_grant', error_description: expect.stringMatching(/not an active access token/) });
+      for (const r of refused) expect(r.reason).toMatchObject({ error: 'invalid_request', error_description: expect.stringMatching(/not an active access token/) });
       // At least the exchange that started the revocation got its token.
       expect(issued.length).toBeGreaterThan(0);
       for (const token of issued) expect(await active(token)).toBe(false);

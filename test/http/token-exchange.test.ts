@@ -150,7 +150,7 @@ describe.each(backends)('RFC 8693 token exchange on %s', (_name, storeEnv, openS
 
     // A third hop would make the chain three actors deep; this server allows two.
     const tooDeep = await refusal(exchange('skill-c', hop2.access_token, { resource: SKILL_A, scope: 'read' }));
-    expect(tooDeep).toMatchObject({ status: 400, error: 'invalid_grant', error_description: expect.stringMatching(/3 actors deep.*at most 2/) });
+    expect(tooDeep).toMatchObject({ status: 400, error: 'invalid_request', error_description: expect.stringMatching(/3 actors deep.*at most 2/) });
   });
 
   test('refusals: wider scope, audience not allowed, may_act, another key, revoked, expired, unknown token type', async () => {
@@ -169,12 +169,12 @@ describe.each(backends)('RFC 8693 token exchange on %s', (_name, storeEnv, openS
     // hop1 carries may_act { client_id: skill-b }: the rogue client is allowed that hop by policy but not named.
     expect((await introspect(hop1.access_token)).may_act).toEqual({ client_id: 'skill-b' });
     expect(await refusal(exchange('rogue', hop1.access_token, { resource: SKILL_C }))).toMatchObject({
-      status: 400, error: 'invalid_grant', error_description: expect.stringMatching(/may_act does not name client rogue/),
+      status: 400, error: 'invalid_request', error_description: expect.stringMatching(/may_act does not name client rogue/),
     });
     // The holder of a DPoP-bound token may not move it to another key by exchanging it.
     const other = await client('agent');
     expect(await refusal(exchange('agent', await agentToken(), { resource: SKILL_B }, other.dpop))).toMatchObject({
-      status: 400, error: 'invalid_grant', error_description: expect.stringMatching(/bound to another key/),
+      status: 400, error: 'invalid_request', error_description: expect.stringMatching(/bound to another key/),
     });
     // ...with its own key it may (its rule allows skill A → skill B).
     expect((await exchange('agent', await agentToken(), { resource: SKILL_B })).issued_token_type).toBe(AT_TYPE);
@@ -182,20 +182,35 @@ describe.each(backends)('RFC 8693 token exchange on %s', (_name, storeEnv, openS
     const revoked = await agentToken();
     await oidc.tokenRevocation(c('agent').config, revoked);
     expect(await refusal(exchange('skill-a', revoked, { resource: SKILL_B }))).toMatchObject({
-      status: 400, error: 'invalid_grant', error_description: expect.stringMatching(/not an active access token/),
+      status: 400, error: 'invalid_request', error_description: expect.stringMatching(/not an active access token/),
     });
     // A revoked opaque subject token.
     const opaque = await exchange('skill-a', await agentToken(), { resource: SKILL_B });
     await oidc.tokenRevocation(c('skill-a').config, opaque.access_token);
-    expect(await refusal(exchange('skill-b', opaque.access_token, { resource: SKILL_C }))).toMatchObject({ status: 400, error: 'invalid_grant' });
+    expect(await refusal(exchange('skill-b', opaque.access_token, { resource: SKILL_C }))).toMatchObject({ status: 400, error: 'invalid_request' });
     // An expired subject token (the SHORT resource's tokens live one second).
     const short = await agentToken(SHORT, 'read');
     await sleep(2100);
     expect(await refusal(exchange('skill-a', short, { resource: SKILL_B }))).toMatchObject({
-      status: 400, error: 'invalid_grant', error_description: expect.stringMatching(/expired, revoked, or not one/),
+      status: 400, error: 'invalid_request', error_description: expect.stringMatching(/expired, revoked, or not one/),
     });
     // Only access tokens are issued.
     expect(await refusal(exchange('skill-a', t0, { resource: SKILL_B, requested_token_type: 'urn:ietf:params:oauth:token-type:id_token' }))).toMatchObject({ status: 400, error: 'invalid_request' });
+  });
+
+  test('an actor_token must be an active access token of the exchanging client; any other is invalid_request (RFC 8693 §2.2.2)', async () => {
+    // skill A's own token (what it got from an earlier exchange) may stand for it as the actor.
+    const own = await exchange('skill-a', await agentToken(), { resource: SKILL_B });
+    const withActor = { resource: SKILL_B, actor_token: own.access_token, actor_token_type: AT_TYPE };
+    expect((await exchange('skill-a', await agentToken(), withActor)).issued_token_type).toBe(AT_TYPE);
+    // Another client's token, an unknown one, and a revoked one of its own are refused.
+    for (const actor of [await agentToken(SKILL_B, 'read'), 'not-a-token']) {
+      expect(await refusal(exchange('skill-a', await agentToken(), { ...withActor, actor_token: actor }))).toMatchObject({
+        status: 400, error: 'invalid_request', error_description: 'actor_token is not an active access token issued to the exchanging client',
+      });
+    }
+    await oidc.tokenRevocation(c('skill-a').config, own.access_token);
+    expect(await refusal(exchange('skill-a', await agentToken(), withActor))).toMatchObject({ status: 400, error: 'invalid_request' });
   });
 
   test('each exchange is audited as token.exchanged, linking the new token and its parent by hash', async () => {
@@ -400,7 +415,7 @@ describe.each(backends)('RFC 8693 token exchange on %s', (_name, storeEnv, openS
     // A token the agent exchanged for skill B already has one actor: skill D's hop would be the second.
     const hop1 = await exchange('agent', await agentToken(), { resource: SKILL_B });
     expect(await refusal(exchange('skill-d', hop1.access_token, { resource: SKILL_C }))).toMatchObject({
-      status: 400, error: 'invalid_grant', error_description: expect.stringMatching(/2 actors deep; client skill-d takes part in chains of at most 1/),
+      status: 400, error: 'invalid_request', error_description: expect.stringMatching(/2 actors deep; client skill-d takes part in chains of at most 1/),
     });
     const ok = await register(issuer, { grant_types: [EXCHANGE], response_types: [], redirect_uris: [], token_endpoint_auth_method: 'none', token_exchange_max_depth: 2 });
     expect(ok.status).toBe(201);

@@ -37,8 +37,8 @@ describe('delegation policy (RFC 8693 token exchange)', () => {
     expect([none.code, none.message]).toEqual(['unauthorized_client', 'no tokenExchange rule of this server names client x (by its id or its tier): it may not exchange tokens']);
     expect(refusal(() => checkExchanger(policy, { clientId: 'x', tier: 'standard' })).code).toBe('unauthorized_client');
     expect(() => checkExchanger(policy, { clientId: 'x', tier: 'partners' })).not.toThrow();
-    // Named by a rule, but not for tokens of this audience: invalid_grant.
-    expect(refusal(() => decideExchange(policy, { ...subject, audience: B }, { clientId: 'skill-a' }, target, undefined)).code).toBe('invalid_grant');
+    // Named by a rule, but not for tokens of this audience: invalid_request (RFC 8693 §2.2.2).
+    expect(refusal(() => decideExchange(policy, { ...subject, audience: B }, { clientId: 'skill-a' }, target, undefined)).code).toBe('invalid_request');
   });
 
   test('the chain nests the earlier actors and stops at maxDepth', () => {
@@ -46,7 +46,7 @@ describe('delegation policy (RFC 8693 token exchange)', () => {
     expect(d.act).toEqual({ client_id: 'skill-a', act: { client_id: 'first' } });
     expect(chainDepth(d.act)).toBe(2);
     const deep = refusal(() => decideExchange(policy, { ...subject, act: d.act }, { clientId: 'skill-a' }, target, undefined));
-    expect(deep.code).toBe('invalid_grant');
+    expect(deep.code).toBe('invalid_request');
     expect(deep.message).toMatch(/3 actors deep/);
   });
 
@@ -75,7 +75,7 @@ describe('delegation policy (RFC 8693 token exchange)', () => {
   test("the client's token_exchange_max_depth lowers the server's maxDepth for its hops", () => {
     expect(decideExchange(policy, subject, { clientId: 'skill-a', maxDepth: 1 }, target, undefined).depth).toBe(1);
     const deep = refusal(() => decideExchange(policy, { ...subject, act: { client_id: 'first' } }, { clientId: 'skill-a', maxDepth: 1 }, target, undefined));
-    expect(deep.code).toBe('invalid_grant');
+    expect(deep.code).toBe('invalid_request');
     expect(deep.message).toMatch(/2 actors deep; client skill-a takes part in chains of at most 1 \(its token_exchange_max_depth\)/);
     // It never raises the server's limit.
     expect(refusal(() => decideExchange(policy, { ...subject, act: { client_id: 'b', act: { client_id: 'a' } } }, { clientId: 'skill-a', maxDepth: 5 }, target, undefined)).message).toMatch(/tokenExchange\.maxDepth/);
@@ -116,7 +116,7 @@ describe('delegation policy (RFC 8693 token exchange)', () => {
     expect(decide([named(), tierRule()]).mayAct).toBeUndefined();
     // Different next actors: no token (issuing one without may_act would let anyone act next).
     const conflict = refusal(() => decide([named('skill-b'), tierRule('skill-c')]));
-    expect(conflict.code).toBe('invalid_grant');
+    expect(conflict.code).toBe('invalid_request');
     expect(conflict.message).toMatch(/name different next actors \(skill-b, skill-c\)/);
     // Rules for another hop or another client do not take part.
     expect(decideExchange({ ...policy, rules: [named('skill-b'), { ...tierRule('skill-c'), to: ['https://c.example.com'] }] }, subject, skillA, target, undefined).mayAct).toEqual({ client_id: 'skill-b' });

@@ -34,7 +34,7 @@ const SERVER_ASSIGNED = new Set([TIER_FIELD, REGISTRATION_FIELD]);
 const ECHO_ONLY = new Set(['registration_access_token', 'registration_client_uri', 'client_secret_expires_at', 'client_id_issued_at']);
 const WHY_NOT: Record<string, string> = {
   jwks_uri: 'is not supported: send the public keys inline as "jwks" (agentauth does not fetch client-supplied URLs)',
-  software_statement: 'is not supported',
+  software_statement: 'is not supported: this server approves no software statements; send the client metadata itself',
   sector_identifier_uri: 'is not supported (agentauth does not fetch client-supplied URLs)',
   request_uris: 'is not supported',
   [TIER_FIELD]: 'is assigned by the authorization server (registration policy or initial access token), not chosen by the client',
@@ -247,6 +247,8 @@ export function checkRegistrationRequest(
         continue;
       }
     }
+    // RFC 7591 §3.2.2: a software statement this server does not approve (it approves none) has its own code.
+    if (field === 'software_statement') throw new errors.UnapprovedSoftwareStatement(`software_statement ${WHY_NOT[field]}`);
     throw metadataError(field, (Object.hasOwn(WHY_NOT, field) ? WHY_NOT[field] : undefined) ?? 'is not a supported client metadata field');
   }
 

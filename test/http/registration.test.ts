@@ -37,7 +37,7 @@ describe('dynamic client registration (RFC 7591) under agentauth policy', () => 
     ['an unknown field', { ...valid, foo: 'bar' }, 'invalid_client_metadata', /^foo is not a supported client metadata field/],
     ['jwks_uri', { ...valid, jwks_uri: 'https://client.example.com/jwks' }, 'invalid_client_metadata', /^jwks_uri is not supported/],
     ['a self-chosen tier', { ...valid, agentauth_tier: 'strict' }, 'invalid_client_metadata', /^agentauth_tier is assigned by the authorization server/],
-    ['software_statement', { ...valid, software_statement: 'eyJ...' }, 'invalid_client_metadata', /^software_statement/],
+    ['software_statement', { ...valid, software_statement: 'eyJ...' }, 'unapproved_software_statement', /^software_statement is not supported: this server approves no software statements/],
     ['client_secret_jwt', { ...valid, token_endpoint_auth_method: 'client_secret_jwt' }, 'invalid_client_metadata', /^token_endpoint_auth_method must be one of none, private_key_jwt, client_secret_basic/],
     ['implicit', { ...valid, grant_types: ['implicit'] }, 'invalid_client_metadata', /^grant_types may only contain/],
     ['client_credentials for a public client', { ...valid, grant_types: ['client_credentials'], redirect_uris: [] }, 'invalid_client_metadata', /^grant_types client_credentials needs an authenticated client/],

@@ -69,8 +69,8 @@ export function parseJsonBody(text: string, options: { deepForCaller?: boolean }
   return value;
 }
 
-/** The first member name that an object of `text` (valid JSON) gives twice, if any. */
-function nameGivenTwice(text: string): string | undefined {
+/** The first member name that an object of `text` (valid JSON, within MAX_BODY_DEPTH) gives twice, if any. */
+export function nameGivenTwice(text: string): string | undefined {
   let found: string | undefined;
   traverse(parseJson(text, { mode: 'json' }), {
     enter(node) {

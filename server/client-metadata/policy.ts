@@ -5,6 +5,7 @@ import { REGISTRATION_FIELD } from '../policies/registration.js';
 import { TIER_FIELD } from '../policies/tiers.js';
 import { jsonDepthExceeds, MAX_METADATA_DEPTH } from '../policies/json-depth.js';
 import { isOwnMachineHost } from './addresses.js';
+import { nameGivenTwice } from '../request-body.js';
 
 /** How agentauth records a client that identified itself with a metadata document (agentauth_registration). */
 export const METADATA_DOCUMENT_ORIGIN = 'client_id_metadata_document';
@@ -49,6 +50,10 @@ export function checkMetadataDocument(
   }
   if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) throw new MetadataDocumentError('the client ID metadata document must be a JSON object');
   if (jsonDepthExceeds(doc, MAX_METADATA_DEPTH)) throw new MetadataDocumentError(`the client ID metadata document nests more than ${MAX_METADATA_DEPTH} levels deep; client metadata nests 4 at most`);
+  // As a registration's body is read (server/request-body.ts): a member named twice has no one meaning (JSON parsers
+  // differ on which value counts), so what is checked here might not be what another reader of the document sees.
+  const twice = nameGivenTwice(text);
+  if (twice !== undefined) throw new MetadataDocumentError(`the client ID metadata document names ${JSON.stringify(twice.slice(0, 100))} twice in one object`);
   const { client_id: documentId, ...metadata } = doc as Record<string, unknown>;
   if (documentId !== clientId) {
     throw new MetadataDocumentError(`the client_id in the document (${JSON.stringify(documentId)?.slice(0, 300)}) must equal the URL it is served from (${JSON.stringify(clientId)}) exactly`);

@@ -190,6 +190,9 @@ describe('client ID metadata documents: the document through the registration po
   test('not JSON, or not an object, is refused', () => {
     expect(() => checkMetadataDocument('{', ID, policy, tier)).toThrow(/not valid JSON/);
     expect(() => checkMetadataDocument('[]', ID, policy, tier)).toThrow(/must be a JSON object/);
+    // A member named twice (here or nested) is refused, as in a registration's body: which one counts is up to the parser.
+    expect(() => checkMetadataDocument(`{"client_id":${JSON.stringify(ID)},"redirect_uris":["https://agent.test/cb"],"token_endpoint_auth_method":"none","redirect_uris":["https://evil.test/cb"]}`, ID, policy, tier)).toThrow(/names "redirect_uris" twice in one object/);
+    expect(() => checkMetadataDocument(`{"client_id":${JSON.stringify(ID)},"token_endpoint_auth_method":"none","jwks":{"keys":[],"keys":[]}}`, ID, policy, tier)).toThrow(/names "keys" twice/);
     // A client_id (or any member) nested thousands deep is refused as such, not by a stack overflow (a 500).
     for (const field of ['client_id', 'grant_types', 'client_name']) {
       const text = `{"redirect_uris":["https://agent.test/cb"],${JSON.stringify(field)}:${'['.repeat(20_000)}${']'.repeat(20_000)}}`;

@@ -4,8 +4,8 @@ import { join } from 'node:path';
 
 import { StorageUnavailableError } from './errors.js';
 import { jsonCopy } from './json-copy.js';
-import { DEFAULT_AUDIT_CHAIN, chainOf } from './types.js';
-import type { AuditRecord, AuditStore } from './types.js';
+import { DEFAULT_AUDIT_CHAIN, chainOf, revokesOneOf } from './types.js';
+import type { AuditRecord, AuditStore, RevocationKeys } from './types.js';
 
 /**
  * The embedded store's audit log: an append-only JSON-lines file in the data directory (mode 0600). Only the heads
@@ -24,6 +24,11 @@ export class FileAuditStore implements AuditStore {
 
   constructor(private readonly dataDir: string) {
     this.#file = join(dataDir, 'audit.jsonl');
+  }
+
+  /** The file the log is kept in. */
+  get path(): string {
+    return this.#file;
   }
 
   async #readAll(): Promise<AuditRecord[]> {
@@ -111,5 +116,11 @@ export class FileAuditStore implements AuditStore {
       if (!(r.seq >= 1)) found.push(`record ${i + 1} of audit.jsonl (seq ${JSON.stringify(r.seq) ?? 'missing'})`);
     }
     return found;
+  }
+
+  async revocations(keys: RevocationKeys, limit: number): Promise<AuditRecord[]> {
+    // The throwaway store has no index: the file is read, as every reading of it is.
+    const found = (await this.#readAll()).filter((r) => r.seq >= 1 && revokesOneOf(r, keys));
+    return found.sort((a, b) => (chainOf(a) < chainOf(b) ? -1 : chainOf(a) > chainOf(b) ? 1 : a.seq - b.seq)).slice(0, limit);
   }
 }

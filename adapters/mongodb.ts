@@ -5,8 +5,8 @@ import type { Collection, Db, Filter } from 'mongodb';
 
 import { deadline, withDeadline } from './deadline.js';
 import { StorageUnavailableError } from './errors.js';
-import type { AccountPage, AdapterPayload, AuditRecord, Consumption, AuditStore, KeyStore, KeyTransition, ModelName, ModelStore, NonceStore, RevokedTokenStore, Storage, StoredKey } from './types.js';
-import { ACCOUNT_INDEXED, AUDIT_CHAIN_ID, DEFAULT_AUDIT_CHAIN, MODEL_NAMES, chainOf, undecodableRecord } from './types.js';
+import type { AccountPage, AdapterPayload, AuditRecord, Consumption, AuditStore, KeyStore, KeyTransition, ModelName, ModelStore, NonceStore, RevocationKeys, RevokedTokenStore, Storage, StoredKey } from './types.js';
+import { ACCOUNT_INDEXED, AUDIT_CHAIN_ID, DEFAULT_AUDIT_CHAIN, MODEL_NAMES, REVOCATION_RECORD_TYPES, chainOf, revocationLookups, revokedBy, revokesOneOf, undecodableRecord } from './types.js';
 import { checkKey, checkLookup, isAccountLookup, isValidKey } from './validate.js';
 
 /** How a record sits in MongoDB. The payload is kept as JSON text: its maps are keyed by URLs (which hold `.`). */
@@ -47,6 +47,7 @@ const DUPLICATE_KEY = 11000;
 const collectionName = (model: ModelName) => `oidc_${model}`;
 const CONSUMED = 'oidc_consumed';
 const KEYS = 'signing_keys';
+const AUDIT = 'audit_events';
 const REVOKED = 'revoked_tokens';
 const NONCES = 'nonces';
 
@@ -489,6 +490,11 @@ interface AuditDoc extends Omit<AuditRecord, 'seq' | 'details'> {
   seq?: number;
   /** JSON text: details may hold keys with "." (URLs), which stored documents cannot. */
   details: string;
+  /**
+   * Not part of the record (never read back into it): what a revocation record revokes (types.ts `revokedBy`), for the
+   * `type_1_revokes_1` index that AuditStore.revocations reads. Absent on other records and on records stored before it.
+   */
+  revokes?: string;
 }
 
 const SEQ_DIGITS = 15;
@@ -503,7 +509,7 @@ const auditId = (chain: string, seq: number): number | string =>
 class MongoAuditStore implements AuditStore {
   constructor(private readonly col: Collection<AuditDoc>) {}
 
-  static #toRecord({ _id, seq, details, ...rest }: AuditDoc): AuditRecord {
+  static #toRecord({ _id, seq, details, revokes: _index, ...rest }: AuditDoc): AuditRecord {
     // The seq of the key the record is stored under (as the SQLite store does with its row): paging goes by it.
     const keyed = typeof _id === 'number' ? _id : Number(String(_id).slice(String(_id).lastIndexOf('/') + 1));
     const at = Number.isSafeInteger(keyed) ? keyed : Number(seq);
@@ -530,7 +536,8 @@ class MongoAuditStore implements AuditStore {
     // always a prefix of the batch. A unique _id per chain and seq is the guarantee both MongoDB and FerretDB keep.
     const docs = records.map(({ seq, details, ...rest }) => {
       const chain = chainOf(rest);
-      return { _id: auditId(chain, seq), ...(chain === DEFAULT_AUDIT_CHAIN ? {} : { seq }), ...rest, details: JSON.stringify(details) };
+      const revokes = revokedBy({ ...rest, details });
+      return { _id: auditId(chain, seq), ...(chain === DEFAULT_AUDIT_CHAIN ? {} : { seq }), ...rest, details: JSON.stringify(details), ...(revokes === undefined ? {} : { revokes }) };
     });
     try {
       const res = await this.col.insertMany(docs, { ordered: true });
@@ -579,6 +586,32 @@ class MongoAuditStore implements AuditStore {
       await cursor.close().catch(() => undefined);
     }
     return found;
+  }
+
+  async revocations(keys: RevocationKeys, limit: number): Promise<AuditRecord[]> {
+    const lookups = revocationLookups(keys);
+    if (lookups.length === 0 || limit < 1) return [];
+    const type = { $in: [...REVOCATION_RECORD_TYPES] };
+    // Through the type_1_revokes_1 index: the records that carry what they revoke, and those stored before the field
+    // was (revokes missing: matched on their details here; the index's null range holds them, and no more are added).
+    const docs = await guard('audit.revocations', async () => {
+      const filter: Filter<AuditDoc> = { type, $or: [{ revokes: { $in: lookups } }, { revokes: { $exists: false } }] };
+      const cursor = this.col.find(filter).sort({ _id: 1 });
+      const found: AuditRecord[] = [];
+      try {
+        for await (const doc of cursor) {
+          const record = MongoAuditStore.#toRecord(doc);
+          const chain = chainOf(record);
+          if (record.undecodable !== undefined || !(record.seq >= 1) || !(chain === DEFAULT_AUDIT_CHAIN || AUDIT_CHAIN_ID.test(chain))) continue;
+          if (revokesOneOf(record, keys)) found.push(record);
+          if (found.length >= limit) break;
+        }
+      } finally {
+        await cursor.close().catch(() => undefined);
+      }
+      return found;
+    });
+    return docs.sort((a, b) => (chainOf(a) < chainOf(b) ? -1 : chainOf(a) > chainOf(b) ? 1 : a.seq - b.seq));
   }
 
   static #reached(id: unknown, chains: ReadonlySet<string>): boolean {
@@ -746,7 +779,7 @@ export class MongoStorage implements Storage {
       db,
       models: new Map(MODEL_NAMES.map((name) => [name, new MongoModelStore(name, db.collection<RecordDoc>(collectionName(name)), consumed)])),
       keys: new MongoKeyStore(db.collection<KeyDoc>(KEYS), db.collection<TransitionDoc>('key_transitions')),
-      audit: new MongoAuditStore(db.collection<AuditDoc>('audit_events')),
+      audit: new MongoAuditStore(db.collection<AuditDoc>(AUDIT)),
       revokedTokens: new MongoRevokedTokens(db.collection<ExpiringDoc>(REVOKED)),
       nonces: new MongoNonces(db.collection<NonceDoc>(NONCES), consumed),
     };
@@ -790,6 +823,8 @@ export class MongoStorage implements Storage {
       await guard('createIndex', () => this.db.collection(collectionName(model)).createIndex({ accountId: 1, _id: 1 }, { name: 'accountId_1__id_1' }));
     }
     await guard('createIndex', () => this.db.collection(KEYS).createIndex({ seq: 1 }, { name: 'seq_1', unique: true }));
+    // AuditStore.revocations: `agentauth verify` finds a token's revocation records without reading the log.
+    await guard('createIndex', () => this.db.collection(AUDIT).createIndex({ type: 1, revokes: 1 }, { name: 'type_1_revokes_1' }));
     if (this.#ttlSupported === false && !this.#timer) {
       this.#timer = setInterval(() => void this.sweep().catch(() => undefined), this.#sweepIntervalMs);
       this.#timer.unref();

@@ -5,8 +5,8 @@ import type { SQLInputValue, StatementSync } from 'node:sqlite';
 
 import { StorageUnavailableError } from './errors.js';
 import { SqliteWriter, sqliteErrorHint } from './sqlite-writer.js';
-import type { AccountPage, AdapterPayload, AuditRecord, AuditStore, Consumption, KeyStore, KeyTransition, ModelName, ModelStore, NonceStore, RevokedTokenStore, Storage, StoredKey } from './types.js';
-import { ACCOUNT_INDEXED, AUDIT_CHAIN_ID, DEFAULT_AUDIT_CHAIN, MODEL_NAMES, chainOf, undecodableRecord } from './types.js';
+import type { AccountPage, AdapterPayload, AuditRecord, AuditStore, Consumption, KeyStore, KeyTransition, ModelName, ModelStore, NonceStore, RevocationKeys, RevokedTokenStore, Storage, StoredKey } from './types.js';
+import { ACCOUNT_INDEXED, AUDIT_CHAIN_ID, DEFAULT_AUDIT_CHAIN, MODEL_NAMES, REVOCATION_RECORD_TYPES, chainOf, revocationLookups, revokesOneOf, undecodableRecord } from './types.js';
 import { checkKey, checkLookup, isAccountLookup, isValidKey } from './validate.js';
 
 /** The one database file in the data directory (plus SQLite's `-wal` and `-shm` beside it while it is open). */
@@ -14,6 +14,16 @@ export const SQLITE_FILE = 'agentauth.sqlite';
 
 /** The layout this code writes; a file with a higher `user_version` was written by a newer agentauth and is refused. */
 const SCHEMA_VERSION = 1;
+
+/**
+ * What an audit record revokes (types.ts `revokedBy`), as an expression over its JSON, and the condition that makes a
+ * row a revocation record: the `audit_records_revocations` index is on the one, for rows meeting the other, so that
+ * `agentauth verify` finds a token's revocations without reading the log. A query uses the index only when its WHERE
+ * holds both exactly as written here.
+ */
+const AUDIT_TYPE = "json_extract(record, '$.type')";
+const REVOKED_BY = `(CASE ${AUDIT_TYPE} WHEN 'token.revoked' THEN json_extract(record, '$.details.jti') WHEN 'grant.revoked' THEN json_extract(record, '$.details.grant_id') ELSE json_extract(record, '$.client_id') END)`;
+const IS_REVOCATION = `${AUDIT_TYPE} IN (${REVOCATION_RECORD_TYPES.map((t) => `'${t}'`).join(', ')})`;
 
 /**
  * The layout. Every payload is JSON text, as in the MongoDB store; the columns beside it are what is looked up or
@@ -87,6 +97,7 @@ CREATE TABLE IF NOT EXISTS audit_records (
   record TEXT NOT NULL,
   PRIMARY KEY (chain, seq)
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS audit_records_revocations ON audit_records ${REVOKED_BY} WHERE ${IS_REVOCATION};
 `;
 
 /**
@@ -641,6 +652,23 @@ class SqliteAuditStore implements AuditStore {
     // A row below seq 1 under an unknown chain name is found by both reads: it is named once.
     const places = rows.map(({ chain, seq }) => `${chain === DEFAULT_AUDIT_CHAIN ? '' : `chain ${JSON.stringify(String(chain))} `}seq ${String(seq)}`);
     return [...new Set(places)].slice(0, limit);
+  }
+
+  async revocations(keys: RevocationKeys, limit: number): Promise<AuditRecord[]> {
+    const lookups = revocationLookups(keys);
+    if (lookups.length === 0 || limit < 1) return [];
+    // Through the index, named: without it the lookup fails rather than reading the whole log.
+    const rows = this.conn().all<{ chain: string; seq: number; record: string }>(
+      'audit.revocations',
+      `SELECT chain, seq, record FROM audit_records INDEXED BY audit_records_revocations
+         WHERE ${IS_REVOCATION} AND ${REVOKED_BY} IN (${lookups.map(() => '?').join(', ')}) ORDER BY chain, seq LIMIT ?`,
+      ...lookups, limit,
+    );
+    // Only what a reading of the log reaches (a valid chain, seq from 1), decoded, and of the kind each key is for.
+    return rows
+      .filter((r) => typeof r.chain === 'string' && validChain(r.chain) && typeof r.seq === 'number' && r.seq >= 1)
+      .map((r) => SqliteAuditStore.#toRecord(r, r.chain))
+      .filter((r) => r.undecodable === undefined && revokesOneOf(r, keys));
   }
 }
 

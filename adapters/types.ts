@@ -231,7 +231,45 @@ export interface AuditStore {
    * record there, so each was edited or planted. At most `limit`, each named as the store names its place.
    */
   strays(limit: number): Promise<string[]>;
+  /**
+   * The revocation records that name one of `keys`, in any chain: `token.revoked` of that `details.jti`,
+   * `grant.revoked` of that `details.grant_id`, `client.deleted` and `client.disabled` of that `client_id`. Found
+   * through an index where the store has one (SQLite, MongoDB), not by reading the log; ordered by chain, then seq; at
+   * most `limit`. Records no reading of the log reaches (strays) are left out, as are undecodable ones.
+   */
+  revocations(keys: RevocationKeys, limit: number): Promise<AuditRecord[]>;
 }
+
+/** What `AuditStore.revocations` looks for: a token's jti, its grant, its client. */
+export interface RevocationKeys {
+  jti?: string;
+  grantId?: string;
+  clientId?: string;
+}
+
+/** The audit record types that revoke something, and the field of each that names what (AuditStore.revocations). */
+export const REVOCATION_RECORD_TYPES = ['token.revoked', 'grant.revoked', 'client.deleted', 'client.disabled'] as const;
+
+/**
+ * What revocation record `record` names (its jti, grant id or client id, by its type), or undefined for any other
+ * record. The stores index records by this value; `revocations` keeps only records whose value is one of the keys.
+ */
+export function revokedBy(record: Pick<AuditRecord, 'type' | 'client_id' | 'details'>): string | undefined {
+  const value = record.type === 'token.revoked' ? record.details?.jti : record.type === 'grant.revoked' ? record.details?.grant_id : record.type === 'client.deleted' || record.type === 'client.disabled' ? record.client_id : undefined;
+  return typeof value === 'string' ? value : undefined;
+}
+
+/** Whether `record` is a revocation record naming one of `keys` (see AuditStore.revocations). */
+export function revokesOneOf(record: AuditRecord, keys: RevocationKeys): boolean {
+  const value = revokedBy(record);
+  if (value === undefined) return false;
+  if (record.type === 'token.revoked') return value === keys.jti;
+  if (record.type === 'grant.revoked') return value === keys.grantId;
+  return value === keys.clientId;
+}
+
+/** The values `revocations` looks up: the keys given, each once. */
+export const revocationLookups = (keys: RevocationKeys): string[] => [...new Set([keys.jti, keys.grantId, keys.clientId].filter((k): k is string => typeof k === 'string'))];
 
 export interface Storage {
   readonly kind: 'mongodb' | 'embedded' | 'sqlite';

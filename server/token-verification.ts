@@ -1,6 +1,7 @@
 import { compactVerify, decodeJwt, decodeProtectedHeader, importJWK } from 'jose';
 import type { JWK } from 'jose';
 
+import { chainOf } from '../adapters/types.js';
 import type { Storage } from '../adapters/types.js';
 import type { ArchivedKey } from '../keys/keyring.js';
 import { LINEAGE_CLAIM, grantMark, lineageOf } from './revocation-lineage.js';
@@ -61,6 +62,9 @@ export async function verifyAgainstArchive(token: string, archive: readonly Arch
   };
 }
 
+/** Most revocation records `revocationFacts` reads for one token (one suffices; a client disabled again and again has many). */
+const REVOCATION_RECORDS_READ = 1000;
+
 /**
  * Whether storage says the token was revoked: the jti denylist (kept until exp), and the audit log, which keeps
  * token, grant and client revocations forever (so this still answers long after the token expired).
@@ -83,21 +87,19 @@ export async function revocationFacts(storage: Storage, claims: Record<string, u
   const lineage = lineageOf(claims[LINEAGE_CLAIM]);
   if (lineage === undefined) facts.push(`${LINEAGE_CLAIM} is malformed: the token counts as revoked`);
   else if (await storage.revokedTokens.anyRevoked(lineage)) facts.push('a token, grant or client this token was exchanged from (RFC 8693) was revoked: its lineage is marked');
-  for (const chain of await storage.audit.chains()) {
-    const where = (seq: number) => `audit ${chain ? `chain ${chain} ` : ''}seq ${seq}`;
-    for (let from = 1; ; ) {
-      const page = await storage.audit.list(from, 1000, chain);
-      for (const r of page) {
-        if (r.type === 'token.revoked' && jti && r.details.jti === jti) facts.push(`token revoked at ${r.time} (${where(r.seq)})`);
-        if (r.type === 'grant.revoked' && grantId && r.details.grant_id === grantId) facts.push(`grant ${grantId} revoked at ${r.time} (${where(r.seq)})`);
-        if (r.type === 'client.deleted' && clientId && r.client_id === clientId) facts.push(`client ${clientId} deleted at ${r.time} (${where(r.seq)})`);
-        if (r.type === 'client.disabled' && clientId && r.client_id === clientId && (iat ?? 0) <= Math.floor(Date.parse(r.time) / 1000)) {
-          facts.push(`client ${clientId} disabled at ${r.time}, after this token was issued (${where(r.seq)})`);
-        }
-      }
-      if (page.length < 1000) break;
-      from = page.at(-1)!.seq + 1;
+  // The audit log's revocation records of this jti, grant or client, found through the store's index (not by reading
+  // the log): a record of another kind that happens to name the same string is not among them.
+  const records = await storage.audit.revocations({ jti, grantId, clientId }, REVOCATION_RECORDS_READ);
+  for (const r of records) {
+    const chain = chainOf(r);
+    const where = `audit ${chain ? `chain ${chain} ` : ''}seq ${r.seq}`;
+    if (r.type === 'token.revoked') facts.push(`token revoked at ${r.time} (${where})`);
+    if (r.type === 'grant.revoked') facts.push(`grant ${grantId} revoked at ${r.time} (${where})`);
+    if (r.type === 'client.deleted') facts.push(`client ${clientId} deleted at ${r.time} (${where})`);
+    if (r.type === 'client.disabled' && (iat ?? 0) <= Math.floor(Date.parse(r.time) / 1000)) {
+      facts.push(`client ${clientId} disabled at ${r.time}, after this token was issued (${where})`);
     }
   }
+  if (records.length === REVOCATION_RECORDS_READ) facts.push(`the audit log holds more than ${REVOCATION_RECORDS_READ} revocation records for this token, its grant and its client: only the first ${REVOCATION_RECORDS_READ} were read`);
   return [...new Set(facts)];
 }

@@ -5,7 +5,7 @@ import { StorageUnavailableError } from '../../adapters/errors.js';
 import { FileAuditStore } from '../../adapters/file-audit.js';
 import { MongoStorage } from '../../adapters/mongodb.js';
 import { SqliteStorage } from '../../adapters/sqlite.js';
-import type { AuditRecord, AuditStore, Storage } from '../../adapters/types.js';
+import type { AuditRecord, AuditStore, RevocationKeys, Storage } from '../../adapters/types.js';
 import { InvalidAuditEventError, computeHash, verifyChain, verifyLog } from '../../server/audit/chain.js';
 import { AuditLog, AuditLogClosedError } from '../../server/audit/log.js';
 import { tempDir, uniqueDbName } from '../support/server.js';
@@ -49,6 +49,10 @@ class CountingStore implements AuditStore {
 
   strays(limit: number) {
     return this.inner.strays(limit);
+  }
+
+  revocations(keys: RevocationKeys, limit: number) {
+    return this.inner.revocations(keys, limit);
   }
 }
 
@@ -213,6 +217,60 @@ describe.each(FACTORIES)('AuditLog on $name storage', (factory) => {
     }
   });
 
+  test('revocations: the records that revoke a jti, a grant or a client, from every chain, and no other record naming the same string', async () => {
+    const a = new AuditLog(storage.audit, { chain: 'host-a#1' });
+    const b = new AuditLog(storage.audit, { chain: 'host-b#1' });
+    const plain = new AuditLog(storage.audit);
+    const want = [
+      await a.record({ type: 'token.revoked', client_id: 'c9', details: { jti: 'j1' } }),
+      await b.record({ type: 'grant.revoked', client_id: 'c9', details: { grant_id: 'g1' } }),
+      await b.record({ type: 'client.disabled', client_id: 'c1', details: {} }),
+      await plain.record({ type: 'client.deleted', client_id: 'c1', details: {} }),
+      await a.record({ type: 'client.disabled', client_id: 'c1', details: { again: true } }),
+    ];
+    // Records that name j1, g1 or c1 without revoking it: a different kind, a different field, another id.
+    await a.record({ type: 'token.issued', client_id: 'c1', details: { jti: 'j1', grant_id: 'g1' } });
+    await a.record({ type: 'token.revoked', client_id: 'c1', details: { jti: 'j2', grant_id: 'g1' } });
+    await b.record({ type: 'grant.revoked', client_id: 'c1', details: { grant_id: 'g2', jti: 'j1' } });
+    await b.record({ type: 'token.revoked', client_id: 'c9', details: { jti: 'c1' } });
+    await plain.record({ type: 'client.registered', client_id: 'c1', details: { grant_id: 'g1' } });
+    await plain.record({ type: 'client.disabled', client_id: 'c2', details: { jti: 'j1' } });
+    await Promise.all([a.close(), b.close(), plain.close()]);
+
+    const found = await storage.audit.revocations({ jti: 'j1', grantId: 'g1', clientId: 'c1' }, 100);
+    // Ordered by chain ('' first), then seq; each exactly as stored (the hash still holds).
+    const order = (r: AuditRecord) => [r.chain ?? '', r.seq] as const;
+    expect(found).toEqual([...want].sort((x, y) => (order(x)[0] < order(y)[0] ? -1 : order(x)[0] > order(y)[0] ? 1 : order(x)[1] - order(y)[1])));
+    for (const r of found) expect(computeHash(r)).toBe(r.hash);
+    // Each key alone; the limit; nothing asked, nothing found; hostile strings are values, not syntax.
+    expect((await storage.audit.revocations({ jti: 'j1' }, 100)).map((r) => r.type)).toEqual(['token.revoked']);
+    expect((await storage.audit.revocations({ grantId: 'g1' }, 100)).map((r) => r.details.grant_id)).toEqual(['g1']);
+    expect((await storage.audit.revocations({ clientId: 'c1' }, 100)).map((r) => r.type).sort()).toEqual(['client.deleted', 'client.disabled', 'client.disabled']);
+    expect(await storage.audit.revocations({ clientId: 'c1' }, 2)).toHaveLength(2);
+    expect(await storage.audit.revocations({}, 100)).toEqual([]);
+    for (const hostile of ["' OR 1=1 --", '%', '{"$ne":null}', 'j'.repeat(5000)]) {
+      expect(await storage.audit.revocations({ jti: hostile, grantId: hostile, clientId: hostile }, 100)).toEqual([]);
+    }
+  });
+
+  test('revocations leave out records no reading of the log reaches (a seq below 1, an unknown chain)', async () => {
+    const log = new AuditLog(storage.audit, { chain: 'host-a#1' });
+    const real = await log.record({ type: 'token.revoked', details: { jti: 'j1' } });
+    await log.close();
+    const planted = { ...real, seq: 0, hash: 'x' };
+    if (storage instanceof SqliteStorage) {
+      storage.db.prepare('INSERT INTO audit_records (chain, seq, record) VALUES (?, ?, ?)').run('host-a#1', 0, JSON.stringify(planted));
+      storage.db.prepare('INSERT INTO audit_records (chain, seq, record) VALUES (?, ?, ?)').run('bad/chain', 5, JSON.stringify({ ...real, chain: 'bad/chain', seq: 5 }));
+    } else if (storage instanceof MongoStorage) {
+      await storage.db.collection('audit_events').insertOne({ _id: 0 as never, ...planted, chain: undefined, details: JSON.stringify(planted.details), revokes: 'j1' });
+    } else if (storage.audit instanceof FileAuditStore) {
+      appendFileSync(storage.audit.path, `${JSON.stringify(planted)}\n`);
+    } else {
+      throw new Error(`no way to plant a record in the ${storage.kind} store`);
+    }
+    expect(await storage.audit.revocations({ jti: 'j1' }, 100)).toEqual([real]);
+  });
+
   test('invalid events are refused before anything is written', async () => {
     const log = new AuditLog(storage.audit);
     await expect(log.record({ type: 'Not A Type' })).rejects.toBeInstanceOf(InvalidAuditEventError);
@@ -229,6 +287,54 @@ describe.each(FACTORIES)('AuditLog on $name storage', (factory) => {
     await log.close();
     await expect(queued).resolves.toMatchObject({ seq: 1 });
     await expect(log.record({ type: 'token.issued' })).rejects.toBeInstanceOf(AuditLogClosedError);
+  });
+});
+
+describe('AuditStore.revocations reads an index, not the log', () => {
+  test('SQLite: through audit_records_revocations, named (without it the lookup fails instead of reading every record)', async () => {
+    const storage = new SqliteStorage({ dataDir: tempDir('agentauth-sqlite-') });
+    await storage.init();
+    try {
+      const log = new AuditLog(storage.audit);
+      await log.record({ type: 'grant.revoked', details: { grant_id: 'g1' } });
+      await log.close();
+      const { sql } = storage.db.prepare("SELECT sql FROM sqlite_schema WHERE name = 'audit_records_revocations'").get() as { sql: string };
+      const plan = (storage.db.prepare("EXPLAIN QUERY PLAN SELECT seq FROM audit_records INDEXED BY audit_records_revocations WHERE json_extract(record, '$.type') IN ('token.revoked', 'grant.revoked', 'client.deleted', 'client.disabled') AND (CASE json_extract(record, '$.type') WHEN 'token.revoked' THEN json_extract(record, '$.details.jti') WHEN 'grant.revoked' THEN json_extract(record, '$.details.grant_id') ELSE json_extract(record, '$.client_id') END) IN (?)").all('g1') as Array<{ detail: string }>).map((r) => r.detail);
+      expect(plan.join(' ')).toContain('USING INDEX audit_records_revocations');
+      storage.db.exec('DROP INDEX audit_records_revocations');
+      try {
+        await expect(storage.audit.revocations({ grantId: 'g1' }, 10)).rejects.toThrow(/no such index/);
+      } finally {
+        storage.db.exec(sql);
+      }
+      expect(await storage.audit.revocations({ grantId: 'g1' }, 10)).toHaveLength(1);
+    } finally {
+      await storage.close();
+    }
+  });
+
+  test('MongoDB: records carry what they revoke beside the record (never in it), under an index; records stored before the field are still found', async () => {
+    const storage = new MongoStorage({ uri: mongoUri(), dbName: uniqueDbName('revocations'), timeoutMs: 3000 });
+    await storage.init();
+    try {
+      const log = new AuditLog(storage.audit);
+      const revoked = await log.record({ type: 'token.revoked', details: { jti: 'j1' } });
+      const issued = await log.record({ type: 'token.issued', details: { jti: 'j1' } });
+      await log.close();
+      const col = storage.db.collection('audit_events');
+      expect(await col.findOne({ _id: revoked.seq as never })).toMatchObject({ revokes: 'j1' });
+      expect(await col.findOne({ _id: issued.seq as never })).not.toHaveProperty('revokes');
+      expect((await col.listIndexes().toArray()).map((i) => i.name)).toContain('type_1_revokes_1');
+      // Read back, the record is what was hashed: the index field is not part of it.
+      expect(await storage.audit.list(1, 10)).toEqual([revoked, issued]);
+      // A revocation stored by an earlier version (no revokes field) is matched on its details.
+      await col.updateOne({ _id: revoked.seq as never }, { $unset: { revokes: '' } });
+      expect(await storage.audit.revocations({ jti: 'j1' }, 10)).toEqual([revoked]);
+      expect(await storage.audit.revocations({ jti: 'j2' }, 10)).toEqual([]);
+    } finally {
+      await storage.db.dropDatabase().catch(() => undefined);
+      await storage.close();
+    }
   });
 });
 
@@ -267,6 +373,7 @@ describe('AuditLog when the store fails', () => {
       list: (from, limit) => inner.list(from, limit),
       chains: () => inner.chains(),
       strays: (limit) => inner.strays(limit),
+      revocations: (keys, limit) => inner.revocations(keys, limit),
     };
     const log = new AuditLog(flaky);
     const results = await Promise.allSettled([log.record({ type: 'token.issued' }), log.record({ type: 'token.issued' })]);
@@ -292,6 +399,7 @@ describe('AuditLog when the store fails', () => {
       list: (from, limit) => inner.list(from, limit),
       chains: () => inner.chains(),
       strays: (limit) => inner.strays(limit),
+      revocations: (keys, limit) => inner.revocations(keys, limit),
     };
     const log = new AuditLog(gated);
     let settled = false;
@@ -322,6 +430,7 @@ describe('AuditLog when the store fails', () => {
       list: (from, limit) => inner.list(from, limit),
       chains: () => inner.chains(),
       strays: (limit) => inner.strays(limit),
+      revocations: (keys, limit) => inner.revocations(keys, limit),
     };
     const log = new AuditLog(contended, { maxAttempts: 5 });
     await expect(log.record({ type: 'token.revoked' })).rejects.toThrow(StorageUnavailableError);
@@ -348,6 +457,7 @@ describe('AuditLog when the store fails', () => {
       list: (from, limit) => inner.list(from, limit),
       chains: () => inner.chains(),
       strays: (limit) => inner.strays(limit),
+      revocations: (keys, limit) => inner.revocations(keys, limit),
     };
     const log = new AuditLog(retried);
     const [a, b] = await Promise.all([log.record({ type: 'token.issued', details: { n: 1 } }), log.record({ type: 'token.issued', details: { n: 2 } })]);

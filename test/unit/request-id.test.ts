@@ -3,7 +3,8 @@ import { PassThrough } from 'node:stream';
 import Koa from 'koa';
 import request from 'supertest';
 
-import type { AuditRecord, AuditStore } from '../../adapters/types.js';
+import { revokesOneOf } from '../../adapters/types.js';
+import type { AuditRecord, AuditStore, RevocationKeys } from '../../adapters/types.js';
 import { chainRecords, computeHash, verifyChain } from '../../server/audit/chain.js';
 import { AuditLog } from '../../server/audit/log.js';
 import { currentRequest, requestId, requestIdFrom, traceIdOf } from '../../server/http/request-id.js';
@@ -27,6 +28,9 @@ class ArrayAuditStore implements AuditStore {
   }
   async strays() {
     return [];
+  }
+  async revocations(keys: RevocationKeys, limit: number) {
+    return this.records.filter((r) => revokesOneOf(r, keys)).slice(0, limit);
   }
 }
 

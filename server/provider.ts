@@ -258,7 +258,18 @@ export function providerConfiguration(deps: ProviderDeps): Configuration {
     features: {
       devInteractions: { enabled: false },
       clientCredentials: { enabled: true },
-      introspection: { enabled: true, allowedPolicy: async (ctx, client, token) => mayIntrospect(client, (token as { clientId?: string }).clientId) },
+      introspection: {
+        enabled: true,
+        allowedPolicy: async (ctx, client, token) => {
+          const { clientId: owner, accountId } = token as { clientId?: string; accountId?: string };
+          if (!mayIntrospect(client, owner)) return false;
+          // Next, for a person's token introspected by another client, oidc-provider reads the token's client (for a
+          // pairwise sub) and takes it as found: a client that is no longer one (a metadata document that can no
+          // longer be used; a client removed while its tokens remain) would be a 500. Its tokens are not active.
+          if (accountId !== undefined && owner !== undefined && owner !== client.clientId) return (await ctx.oidc.provider.Client.find(owner)) !== undefined;
+          return true;
+        },
+      },
       // RFC 7009 §2.1: only the client a token was issued to may revoke it. oidc-provider's default rule, stated here
       // (the default prints a "you SHOULD change it" line at the first revocation): a public caller's request is
       // answered 200 and changes nothing, a confidential caller is told; JWT access tokens alike (revokeJwt in

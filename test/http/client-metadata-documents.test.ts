@@ -12,7 +12,7 @@ import type { OAuthClientInformationMixed, OAuthTokens } from '@modelcontextprot
 import { Wallet } from 'ethers';
 import { createRemoteJWKSet, jwtVerify } from 'jose';
 
-import { baseConfig, introspect, REDIRECT, RESOURCE } from '../support/agent-server.js';
+import { baseConfig, introspect, OPAQUE_RESOURCE, REDIRECT, RESOURCE } from '../support/agent-server.js';
 import { guideBlock, guideDir, replaceExactly, toJavaScript, typeProblems } from '../support/guide.js';
 import { makeTestPki, startCimdServer, startDocumentServer, testSwitchFor } from '../support/metadata-documents.js';
 import type { DocumentServer, TestPki } from '../support/metadata-documents.js';
@@ -141,6 +141,34 @@ describe('client ID metadata documents (https client_id URLs) over HTTP', () => 
     expect(await introspect(on.url, token)).toEqual(expect.objectContaining({ active: true, client_id: clientId }));
     docs.serve(path, { status: 404 });
     expect(await introspect(on.url, token)).toEqual({ active: false });
+  });
+
+  test('so do its opaque tokens (an opaque resource\'s access token, its refresh token), introspected by a resource server', async () => {
+    // oidc-provider's own introspection reads the token's client for a person's token introspected by another client,
+    // and took it as found: a 500 server_error for a document that can no longer be used.
+    const path = '/opaque-introspected.json';
+    docs.serveJson(path, doc(path, { scope: 'files' }), { 'cache-control': 'no-store' });
+    const clientId = docs.url('agent.test', path);
+    const { verifier, challenge } = pkce();
+    const url = authorizationUrl(on.url, clientId, challenge);
+    url.searchParams.set('scope', 'files');
+    url.searchParams.set('resource', OPAQUE_RESOURCE);
+    const outcome = await authorizeWithWallet(url, REDIRECT, { wallet });
+    const res = await fetch(`${on.url}/token`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ grant_type: 'authorization_code', code: outcome.callback.searchParams.get('code')!, redirect_uri: REDIRECT, code_verifier: verifier, client_id: clientId, resource: OPAQUE_RESOURCE }),
+    });
+    const tokens = (await res.json()) as Record<string, string>;
+    expect(res.status).toBe(200);
+    expect(tokens.access_token).not.toContain('.');
+    for (const token of [tokens.access_token!, tokens.refresh_token!]) expect(await introspect(on.url, token)).toEqual(expect.objectContaining({ active: true, client_id: clientId }));
+    docs.serve(path, { status: 404 });
+    // introspect() throws on anything but a 200.
+    for (const token of [tokens.access_token!, tokens.refresh_token!]) expect(await introspect(on.url, token)).toEqual({ active: false });
+    // Served again, the client is one again, and so its tokens are active.
+    docs.serveJson(path, doc(path, { scope: 'files' }), { 'cache-control': 'no-store' });
+    expect(await introspect(on.url, tokens.access_token!)).toEqual(expect.objectContaining({ active: true }));
   });
 
   test('no-store documents are fetched again on every request; cacheable ones are not', async () => {

@@ -322,6 +322,11 @@ export function providerConfiguration(deps: ProviderDeps): Configuration {
         useGrantedResource: async () => true,
       },
     },
+    // Whenever oidc-provider revokes the tokens of a grant (a refresh token or an opaque access token revoked, reuse,
+    // logout), the grant goes too. Its default keeps the grant when an access token is revoked; the grant's
+    // revocation mark (server/revocation-lineage.ts) is written all the same, and the person's next authorization of
+    // the client reused the kept grant, so the JWT access tokens issued from it then were born revoked (70 minutes).
+    revokeGrantPolicy: () => true,
     pkce: { required: () => true },
     // RFC 6749 §4.1.3: redirect_uri at the token endpoint is required when the authorization request had it, and must
     // match. oidc-provider's default fills it in from a client's only registered URI, at /auth and at /token, so a code

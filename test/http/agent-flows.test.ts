@@ -286,6 +286,26 @@ describe('agents with openid-client v6: registration, authorization code + PKCE 
     return (await auditLog()).filter((e) => !seen.has(e.hash) && e.type === 'grant.revoked').map((e) => e.details);
   }
 
+  test('revoking an opaque access token revokes its grant; the person\'s next authorization starts a new grant, whose JWT access tokens are active', async () => {
+    // The same person, the same browser session, the same client: first an opaque resource's token, revoked by the client.
+    const first = await login(OPAQUE_RESOURCE, 'files');
+    const grantId = (await introspect(issuer, first.tokens.access_token)).grant_id as string;
+    expect(typeof grantId).toBe('string');
+    const before = await auditLog();
+    await oidc.tokenRevocation(config, first.tokens.access_token);
+    expect(await introspect(issuer, first.tokens.access_token)).toEqual({ active: false });
+    await expect(oidc.refreshTokenGrant(config, first.tokens.refresh_token!, { resource: OPAQUE_RESOURCE }, { DPoP: first.dpop })).rejects.toMatchObject({ error: 'invalid_grant' });
+    expect(await revokedSince(before)).toEqual([expect.objectContaining({ grant_id: grantId, route: 'revocation' })]);
+    // Asked again (the grant is gone), the person consents to a new grant: its JWT access token is active. Before, the
+    // kept grant was reused, and its revocation mark made every JWT access token issued from it inactive for 70 minutes.
+    const again = await login(RESOURCE, 'read', first.outcome.agent);
+    expect(again.outcome.pages.some((p) => p.includes('Allow access?'))).toBe(true);
+    const claims = decodeJwt(again.tokens.access_token);
+    expect(typeof claims.grant_id).toBe('string');
+    expect(claims.grant_id).not.toBe(grantId);
+    expect(await introspect(issuer, again.tokens.access_token)).toEqual(expect.objectContaining({ active: true, jti: claims.jti }));
+  });
+
   test('RP-initiated logout revokes the grant, JWT access tokens included; the audit record says logout', async () => {
     const { tokens, dpop, outcome } = await login(RESOURCE, 'read');
     const before = await auditLog();

@@ -5,7 +5,7 @@ import { isValidKey } from '../../adapters/validate.js';
 import { credentialFingerprint, destroyListed, FINGERPRINT_FIELD } from '../../adapters/sealed-credential-ids.js';
 import type { AuditEventInput } from '../audit/chain.js';
 import { CLIENT_OWNED, markClientRevoked, removeClientRecords } from '../client-revocation.js';
-import { RevocationMarks } from '../revocation-lineage.js';
+import { RevocationMarks, clientGeneration } from '../revocation-lineage.js';
 import type { ClientSecretHasher } from '../client-secrets.js';
 import type { StaticClientConfig } from '../config.js';
 import { REGISTRATION_FIELD } from '../policies/registration-origin.js';
@@ -173,8 +173,12 @@ export class ClientAdmin {
       (current) => {
         if (isDisabled(current)) return { keep: true };
         // Dated when decided (each round, right before the claim): JWT access tokens issued until then are refused.
+        // The date is also the client's generation, which the revocation mark below names (server/revocation-lineage.ts):
+        // it must move on with every disable, or a second disable within the same second would mark the generation the
+        // client's tokens take after the next enable (tokens exchanged from them then inactive from birth).
         const now = new Date();
-        return { write: { ...current, [DISABLED_FIELD]: true, [DISABLED_AT_FIELD]: now.toISOString(), [REVOKED_BEFORE_FIELD]: Math.floor(now.getTime() / 1000) } };
+        const revokedBefore = Math.max(Math.floor(now.getTime() / 1000), clientGeneration(current) + 1);
+        return { write: { ...current, [DISABLED_FIELD]: true, [DISABLED_AT_FIELD]: now.toISOString(), [REVOKED_BEFORE_FIELD]: revokedBefore } };
       },
       async (current, decision) => {
         const already = 'keep' in decision;

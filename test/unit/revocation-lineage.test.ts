@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -5,7 +6,9 @@ import { join } from 'node:path';
 import { jest } from '@jest/globals';
 
 import { EmbeddedStorage } from '../../adapters/memory.js';
+import { ClientAdmin } from '../../server/admin/client-admin.js';
 import { REVOKED_BEFORE_FIELD } from '../../server/admin/disabled-clients.js';
+import { ClientSecretHasher } from '../../server/client-secrets.js';
 import {
   MARK_TTL_SECONDS, MAX_LINEAGE, RevocationMarks, childLineage, clientGeneration, clientMark, grantMark, lineageActive, lineageOf, tokenMark,
 } from '../../server/revocation-lineage.js';
@@ -61,5 +64,50 @@ describe('revocation lineage (cascade revocation of exchanged tokens)', () => {
     await marks.client('agent', { [REVOKED_BEFORE_FIELD]: 7 });
     expect(await lineageActive(storage.revokedTokens, other)).toBe(false);
     await storage.close();
+  });
+});
+
+describe('a client disabled twice within one second (agentauth clients disable, enable, disable, enable)', () => {
+  afterEach(() => {
+    jest.useRealTimers();
+  });
+
+  /** After disable, enable, disable, enable (the second disable `later` ms after the first): is a token exchanged from the client's new tokens active? */
+  async function exchangedAfterReEnable(laterMs: number): Promise<{ active: boolean; generations: number[] }> {
+    // Only the clock is pinned (to the middle of one second); timers run as usual.
+    jest.useFakeTimers({ now: new Date('2031-05-05T10:00:00.400Z'), doNotFake: ['setTimeout', 'clearTimeout', 'setInterval', 'clearInterval', 'setImmediate', 'clearImmediate', 'nextTick', 'queueMicrotask', 'hrtime', 'performance'] });
+    const storage = new EmbeddedStorage({ dataDir: mkdtempSync(join(tmpdir(), 'agentauth-generation-')) });
+    await storage.init();
+    try {
+      const clients = storage.model('Client');
+      await clients.upsert('agent-1', { client_id: 'agent-1', token_endpoint_auth_method: 'none', grant_types: ['client_credentials'] });
+      const admin = new ClientAdmin({ storage, hasher: new ClientSecretHasher(randomBytes(32)), staticClients: [], audit: async () => undefined });
+      const generations: number[] = [];
+      for (const at of [0, laterMs]) {
+        jest.setSystemTime(new Date(Date.parse('2031-05-05T10:00:00.400Z') + at));
+        const before = clientGeneration(await clients.find('agent-1'));
+        // A token exchanged from one of the client's tokens of this generation, before it is disabled: revoked by it.
+        const old = childLineage({ lineage: [], jti: `before-${at}`, clientId: 'agent-1', clientGeneration: before });
+        await admin.disable('agent-1', { kind: 'cli' });
+        await admin.enable('agent-1', { kind: 'cli' });
+        expect(await lineageActive(storage.revokedTokens, old)).toBe(false);
+        generations.push(clientGeneration(await clients.find('agent-1')));
+      }
+      // The token-exchange grant gives a token exchanged after the enable the client's generation as it is now.
+      const child = childLineage({ lineage: [], jti: 'after', clientId: 'agent-1', clientGeneration: generations.at(-1)! });
+      return { active: await lineageActive(storage.revokedTokens, child), generations };
+    } finally {
+      await storage.close();
+    }
+  }
+
+  test('a second later: each disable is its own generation, and what is exchanged after the last enable is active', async () => {
+    const t = Date.parse('2031-05-05T10:00:00Z') / 1000;
+    expect(await exchangedAfterReEnable(1000)).toEqual({ active: true, generations: [t, t + 1] });
+  });
+
+  test('in the same second: the second disable still starts a new generation (the next second), so what is exchanged after the last enable is not born revoked', async () => {
+    const t = Date.parse('2031-05-05T10:00:00Z') / 1000;
+    expect(await exchangedAfterReEnable(100)).toEqual({ active: true, generations: [t, t + 1] });
   });
 });

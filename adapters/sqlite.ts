@@ -547,6 +547,19 @@ function recordText<T extends object>(record: T, ...columns: Array<keyof T>): st
   return JSON.stringify(rest);
 }
 
+/**
+ * A key or transition row's record, for the integrity check (keys/integrity.ts) to judge: text that is not JSON is
+ * read as a record saying so (StoredKey.unreadable), refused by its kid like any altered record, not thrown as a
+ * SyntaxError that would read as a storage outage.
+ */
+function keyRecord(text: string): object {
+  try {
+    return JSON.parse(text) as object;
+  } catch (err) {
+    return { unreadable: `its stored record is not JSON (${(err as Error).message})` };
+  }
+}
+
 class SqliteKeyStore implements KeyStore {
   constructor(private readonly conn: () => Connection) {}
 
@@ -554,7 +567,7 @@ class SqliteKeyStore implements KeyStore {
     // The row's own kid and seq (its keys) over whatever the record says: a record copied into another row is then
     // read as what it claims to be somewhere it is not, and its MAC refuses it.
     const rows = this.conn().all<{ kid: string; seq: number; record: string; mac: string | null }>('keys.list', 'SELECT kid, seq, record, mac FROM signing_keys ORDER BY seq');
-    return rows.map((r) => ({ ...(JSON.parse(r.record) as Omit<StoredKey, 'kid'>), kid: r.kid, seq: Number(r.seq), ...(r.mac === null ? {} : { mac: r.mac }) }));
+    return rows.map((r) => ({ ...(keyRecord(r.record) as Omit<StoredKey, 'kid'>), kid: r.kid, seq: Number(r.seq), ...(r.mac === null ? {} : { mac: r.mac }) }));
   }
 
   async insert(key: StoredKey): Promise<boolean> {
@@ -572,7 +585,7 @@ class SqliteKeyStore implements KeyStore {
 
   async transitions(): Promise<KeyTransition[]> {
     const rows = this.conn().all<{ kid: string; type: string; record: string; mac: string | null }>('keys.transitions', 'SELECT kid, type, record, mac FROM key_transitions ORDER BY rowid');
-    return rows.map((r) => ({ ...(JSON.parse(r.record) as KeyTransition), kid: r.kid, type: r.type as KeyTransition['type'], ...(r.mac === null ? {} : { mac: r.mac }) }));
+    return rows.map((r) => ({ ...(keyRecord(r.record) as KeyTransition), kid: r.kid, type: r.type as KeyTransition['type'], ...(r.mac === null ? {} : { mac: r.mac }) }));
   }
 
   async addTransition(t: KeyTransition): Promise<boolean> {

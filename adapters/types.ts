@@ -139,6 +139,11 @@ export interface StoredKey {
   sealed: SealedSecret;
   /** Integrity MAC under a KEK-derived key (keys/integrity.ts); absent only in stores written before it existed. */
   mac?: string;
+  /**
+   * Set by a store only, never written: the stored record could not be read back (not JSON), and this says why. The
+   * integrity check refuses such a key by its kid, as any altered record.
+   */
+  unreadable?: string;
 }
 
 export interface SealedSecret {
@@ -161,6 +166,8 @@ export interface KeyTransition {
   reason?: string;
   /** Integrity MAC under a KEK-derived key (keys/integrity.ts); absent only in stores written before it existed. */
   mac?: string;
+  /** As StoredKey.unreadable. */
+  unreadable?: string;
 }
 
 export interface KeyStore {

@@ -82,6 +82,7 @@ function checkKeyShape(raw: unknown): StoredKey {
   const kid = isRecord(raw) ? label(raw.kid) : '(not a record)';
   const bad = (what: string) => new KeyIntegrityError(`stored key ${kid} is refused: ${what}; the key store was altered (see docs/operations.md, "Integrity of the key store")`);
   if (!isRecord(raw) || !isString(k.kid) || k.kid.length === 0) throw bad('it has no kid');
+  if (k.unreadable !== undefined) throw bad(isString(k.unreadable) ? k.unreadable : 'it could not be read');
   if (!Number.isSafeInteger(k.seq) || k.seq! < 1) throw bad('its seq is not a positive integer');
   if (!SIGNING_ALGS.includes(k.alg as StoredKey['alg'])) throw bad(`its alg ${label(k.alg)} is not one agentauth uses`);
   if (k.state !== undefined && k.state !== 'active') throw bad('its legacy state is not "active"');
@@ -95,6 +96,7 @@ function checkTransitionShape(raw: unknown): KeyTransition {
   const t = raw as Partial<KeyTransition>;
   const id = isRecord(raw) ? `${label(raw.kid)}:${label(raw.type)}` : '(not a record)';
   const bad = (what: string) => new KeyIntegrityError(`key transition ${id} is refused: ${what}; the key store was altered (see docs/operations.md, "Integrity of the key store")`);
+  if (isRecord(raw) && raw.unreadable !== undefined) throw bad(isString(raw.unreadable) ? raw.unreadable : 'it could not be read');
   if (!isRecord(raw) || !isString(t.kid) || (t.type !== 'activate' && t.type !== 'retire' && t.type !== 'withdraw')) throw bad('it names no key or no known transition type');
   if (!isTime(t.at) || !isTime(t.recordedAt)) throw bad('its times are not times');
   if (t.reason !== undefined && !isString(t.reason)) throw bad('its reason is not text');

@@ -9,6 +9,8 @@ import { checkKeyPair, macKeyRecord, macTransition, readCheckedKeys } from '../.
 import { Keyring, newStoredKey } from '../../keys/keyring.js';
 import type { KeyringEvents } from '../../keys/keyring.js';
 import { retireKey, rotateKeys } from '../../keys/rotation.js';
+import type { KeysConfig } from '../../server/config.js';
+import { KeyWatcher } from '../../server/key-watcher.js';
 import { attackerKey, injectedKey, rawFileKeys, rawMongoKeys, rawSqliteKeys } from '../support/raw-keys.js';
 import type { RawKey, RawKeyStore, RawTransition } from '../support/raw-keys.js';
 import { tempDir, uniqueDbName } from '../support/server.js';
@@ -342,5 +344,46 @@ describe.each(BACKENDS)('key store integrity: $name', (backend) => {
     expect((await storage.keys.list()).map((k) => k.mac)).toEqual(['first']);
     expect((await storage.keys.transitions()).map((t) => [t.type, t.mac])).toEqual([['activate', 'one']]);
     expect((await raw.keys())[0]).toMatchObject({ ...key, mac: 'first' });
+  });
+});
+
+describe('SQLite key store: a record whose stored text is not JSON is refused as altered, by its kid, not taken for an outage', () => {
+  let storage: SqliteStorage;
+  let kek: Buffer;
+  let ring: Keyring;
+
+  beforeEach(async () => {
+    storage = new SqliteStorage({ dataDir: tempDir('agentauth-keys-json-') });
+    await storage.init();
+    kek = randomBytes(32);
+    ring = await Keyring.load(storage.keys, kek, 'ES256', policy);
+  });
+  afterEach(async () => {
+    await storage.close();
+  });
+
+  test('a key record: KeyIntegrityError naming the key, everywhere the key store is trusted; the running keyring keeps its keys', async () => {
+    const kid = ring.active.kid;
+    const before = ring.publicJwks();
+    storage.db.prepare('UPDATE signing_keys SET record = ? WHERE kid = ?').run('{"seq":1,', kid);
+    await expect(readCheckedKeys(storage.keys, kek)).rejects.toBeInstanceOf(KeyIntegrityError);
+    await expect(readCheckedKeys(storage.keys, kek)).rejects.toThrow(new RegExp(`stored key ${kid} is refused: its stored record is not JSON`));
+    await expect(Keyring.load(storage.keys, kek, 'ES256', policy)).rejects.toBeInstanceOf(KeyIntegrityError);
+    await expect(ring.refresh()).rejects.toThrow(kid);
+    expect(ring.publicJwks()).toBe(before);
+  });
+
+  test('a transition: KeyIntegrityError naming it', async () => {
+    storage.db.prepare('UPDATE key_transitions SET record = ?').run('not json');
+    await expect(readCheckedKeys(storage.keys, kek)).rejects.toThrow(new RegExp(`key transition ${ring.active.kid}:activate is refused: its stored record is not JSON`));
+  });
+
+  test('a running instance logs keys.refused (what operators alert on), not "could not refresh signing keys"', async () => {
+    storage.db.prepare('UPDATE signing_keys SET record = ? WHERE kid = ?').run('[', ring.active.kid);
+    const events: Array<{ event?: unknown; msg: string }> = [];
+    const log = { error: (o: { event?: unknown }, msg: string) => events.push({ event: o.event, msg }), warn: (o: { event?: unknown }, msg: string) => events.push({ event: o.event, msg }), info: () => undefined };
+    const watcher = new KeyWatcher({ keyring: ring, provider: {} as never, store: storage.keys, kek, policy, alg: 'ES256', keys: { refreshIntervalSeconds: 10 } as KeysConfig, log: log as never });
+    await watcher.tick();
+    expect(events).toEqual([{ event: 'keys.refused', msg: 'signing keys in storage failed their integrity check; keeping the current ones' }]);
   });
 });

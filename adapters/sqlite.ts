@@ -19,9 +19,10 @@ const SCHEMA_VERSION = 1;
  * What an audit record revokes (types.ts `revokedBy`), as an expression over its JSON, and the condition that makes a
  * row a revocation record: the `audit_records_revocations` index is on the one, for rows meeting the other, so that
  * `agentauth verify` finds a token's revocations without reading the log. A query uses the index only when its WHERE
- * holds both exactly as written here.
+ * holds both exactly as written here. A row whose text is not JSON (a damaged file) is no revocation: json_extract
+ * would fail on it, and with it the row's insert and the index's creation on a file that already holds one.
  */
-const AUDIT_TYPE = "json_extract(record, '$.type')";
+const AUDIT_TYPE = "(CASE WHEN json_valid(record) THEN json_extract(record, '$.type') END)";
 const REVOKED_BY = `(CASE ${AUDIT_TYPE} WHEN 'token.revoked' THEN json_extract(record, '$.details.jti') WHEN 'grant.revoked' THEN json_extract(record, '$.details.grant_id') ELSE json_extract(record, '$.client_id') END)`;
 const IS_REVOCATION = `${AUDIT_TYPE} IN (${REVOCATION_RECORD_TYPES.map((t) => `'${t}'`).join(', ')})`;
 

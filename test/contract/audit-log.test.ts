@@ -299,7 +299,7 @@ describe('AuditStore.revocations reads an index, not the log', () => {
       await log.record({ type: 'grant.revoked', details: { grant_id: 'g1' } });
       await log.close();
       const { sql } = storage.db.prepare("SELECT sql FROM sqlite_schema WHERE name = 'audit_records_revocations'").get() as { sql: string };
-      const plan = (storage.db.prepare("EXPLAIN QUERY PLAN SELECT seq FROM audit_records INDEXED BY audit_records_revocations WHERE json_extract(record, '$.type') IN ('token.revoked', 'grant.revoked', 'client.deleted', 'client.disabled') AND (CASE json_extract(record, '$.type') WHEN 'token.revoked' THEN json_extract(record, '$.details.jti') WHEN 'grant.revoked' THEN json_extract(record, '$.details.grant_id') ELSE json_extract(record, '$.client_id') END) IN (?)").all('g1') as Array<{ detail: string }>).map((r) => r.detail);
+      const plan = (storage.db.prepare("EXPLAIN QUERY PLAN SELECT seq FROM audit_records INDEXED BY audit_records_revocations WHERE (CASE WHEN json_valid(record) THEN json_extract(record, '$.type') END) IN ('token.revoked', 'grant.revoked', 'client.deleted', 'client.disabled') AND (CASE (CASE WHEN json_valid(record) THEN json_extract(record, '$.type') END) WHEN 'token.revoked' THEN json_extract(record, '$.details.jti') WHEN 'grant.revoked' THEN json_extract(record, '$.details.grant_id') ELSE json_extract(record, '$.client_id') END) IN (?)").all('g1') as Array<{ detail: string }>).map((r) => r.detail);
       expect(plan.join(' ')).toContain('USING INDEX audit_records_revocations');
       storage.db.exec('DROP INDEX audit_records_revocations');
       try {
@@ -310,6 +310,31 @@ describe('AuditStore.revocations reads an index, not the log', () => {
       expect(await storage.audit.revocations({ grantId: 'g1' }, 10)).toHaveLength(1);
     } finally {
       await storage.close();
+    }
+  });
+
+  test('SQLite: a row that is not JSON neither stops its insert nor the index being built on a file that holds one', async () => {
+    const dataDir = tempDir('agentauth-sqlite-');
+    const first = new SqliteStorage({ dataDir });
+    await first.init();
+    try {
+      const log = new AuditLog(first.audit);
+      await log.record({ type: 'grant.revoked', details: { grant_id: 'g1' } });
+      await log.close();
+      // Damage written while the index exists, and before it exists (a file from before it, reopened).
+      first.db.prepare('INSERT INTO audit_records (chain, seq, record) VALUES (?, ?, ?)').run('', 50, 'x');
+      first.db.exec('DROP INDEX audit_records_revocations');
+      first.db.prepare('INSERT INTO audit_records (chain, seq, record) VALUES (?, ?, ?)').run('', 60, '{"type":"grant.revoked"');
+    } finally {
+      await first.close();
+    }
+    const second = new SqliteStorage({ dataDir });
+    await second.init();
+    try {
+      expect(second.db.prepare("SELECT name FROM sqlite_schema WHERE name = 'audit_records_revocations'").get()).toBeDefined();
+      expect((await second.audit.revocations({ grantId: 'g1' }, 10)).map((r) => r.seq)).toEqual([1]);
+    } finally {
+      await second.close();
     }
   });
 

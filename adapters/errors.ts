@@ -20,3 +20,47 @@ export class InvalidStorageValueError extends Error {
     this.name = 'InvalidStorageValueError';
   }
 }
+
+/**
+ * A stored record whose payload is not a JSON object: the file or the database was damaged or edited outside the
+ * server. It is never handed to oidc-provider; its readers treat it as absent (fail closed: the token, code or client
+ * it was is refused) and say so. `id` is named only where a listing for an operator found it (stored ids of credential
+ * models are keyed hashes, adapters/sealed-credential-ids.ts, not credentials).
+ */
+export class UnreadableRecordError extends Error {
+  readonly code = 'unreadable_record';
+
+  constructor(readonly model: string, readonly id?: string) {
+    super(`a stored ${model} record${id === undefined ? '' : ` (id ${JSON.stringify(id)})`} is not a JSON object: the database was damaged or edited outside agentauth`);
+    this.name = 'UnreadableRecordError';
+  }
+}
+
+/** A stored oidc-provider payload, decoded: a JSON object, or UnreadableRecordError. */
+export function decodeStoredPayload<T extends object>(text: unknown, model: string, id?: string): T {
+  let value: unknown;
+  try {
+    value = typeof text === 'string' ? JSON.parse(text) : undefined;
+  } catch {
+    value = undefined;
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new UnreadableRecordError(model, id);
+  return value as T;
+}
+
+/** Told of a stored record a lookup found unreadable and answered as absent (a store's `onUnreadable` option). */
+export type UnreadableListener = (err: UnreadableRecordError) => void;
+
+/**
+ * A lookup's answer where the record found is not readable: absent (fail closed: whatever it was is refused as an
+ * unknown one is, never a 500, and storage is not marked down for it), with `listener` told.
+ */
+export function absentIfUnreadable<T>(read: () => T, listener: UnreadableListener | undefined): T | undefined {
+  try {
+    return read();
+  } catch (err) {
+    if (!(err instanceof UnreadableRecordError)) throw err;
+    listener?.(err);
+    return undefined;
+  }
+}

@@ -4,7 +4,8 @@ import { MongoBulkWriteError, MongoClient, MongoServerError } from 'mongodb';
 import type { Collection, Db, Filter } from 'mongodb';
 
 import { deadline, withDeadline } from './deadline.js';
-import { StorageUnavailableError } from './errors.js';
+import { StorageUnavailableError, UnreadableRecordError, absentIfUnreadable, decodeStoredPayload } from './errors.js';
+import type { UnreadableListener } from './errors.js';
 import type { AccountPage, AdapterPayload, AuditRecord, Consumption, AuditStore, KeyStore, KeyTransition, ModelName, ModelStore, NonceStore, RevocationKeys, RevokedTokenStore, Storage, StoredKey } from './types.js';
 import { ACCOUNT_INDEXED, AUDIT_CHAIN_ID, DEFAULT_AUDIT_CHAIN, MODEL_NAMES, REVOCATION_RECORD_TYPES, chainOf, revocationLookups, revokedBy, revokesOneOf, undecodableRecord } from './types.js';
 import { checkKey, checkLookup, isAccountLookup, isValidKey } from './validate.js';
@@ -76,11 +77,22 @@ async function guard<T>(op: string, fn: () => Promise<T>): Promise<T> {
 const live = <T extends { expiresAt?: Date }>(doc: T | null, now = Date.now()): T | null =>
   doc && (doc.expiresAt === undefined || doc.expiresAt.getTime() > now) ? doc : null;
 
-function toPayload(doc: RecordDoc | null): AdapterPayload | undefined {
+/** A document's payload as oidc-provider wrote it; UnreadableRecordError when it is not a JSON object's text. */
+function toPayload(doc: RecordDoc | null, model: ModelName, id?: string): AdapterPayload | undefined {
   if (!doc) return undefined;
-  const payload = JSON.parse(doc.payload) as AdapterPayload;
+  const payload = decodeStoredPayload<AdapterPayload>(doc.payload, model, id);
   if (doc.consumed !== undefined) payload.consumed = doc.consumed;
   return payload;
+}
+
+/** The account of a document stored without its `accountId` beside the payload; none when the payload is unreadable. */
+function accountOf(doc: RecordDoc, model: ModelName): unknown {
+  try {
+    return toPayload(doc, model)!.accountId;
+  } catch (err) {
+    if (err instanceof UnreadableRecordError) return undefined;
+    throw err;
+  }
 }
 
 class MongoModelStore implements ModelStore {
@@ -88,7 +100,13 @@ class MongoModelStore implements ModelStore {
     private readonly model: ModelName,
     private readonly records: Collection<RecordDoc>,
     private readonly consumed: Collection<ConsumedDoc>,
+    private readonly onUnreadable?: UnreadableListener,
   ) {}
+
+  /** A lookup's document decoded, if live; an unreadable one is absent (errors.ts `absentIfUnreadable`). */
+  #found(doc: RecordDoc | null): AdapterPayload | undefined {
+    return absentIfUnreadable(() => toPayload(live(doc), this.model), this.onUnreadable);
+  }
 
   #toDoc(id: string, payload: AdapterPayload, expiresIn?: number): RecordDoc {
     checkKey('id', id);
@@ -145,17 +163,17 @@ class MongoModelStore implements ModelStore {
 
   async find(id: string): Promise<AdapterPayload | undefined> {
     if (!isValidKey(id)) return undefined;
-    return toPayload(live(await guard('find', () => this.records.findOne({ _id: id }))));
+    return this.#found(await guard('find', () => this.records.findOne({ _id: id })));
   }
 
   async findByUid(uid: string): Promise<AdapterPayload | undefined> {
     if (!isValidKey(uid)) return undefined;
-    return toPayload(live(await guard('findByUid', () => this.records.findOne({ uid }))));
+    return this.#found(await guard('findByUid', () => this.records.findOne({ uid })));
   }
 
   async findByUserCode(userCode: string): Promise<AdapterPayload | undefined> {
     if (!isValidKey(userCode)) return undefined;
-    return toPayload(live(await guard('findByUserCode', () => this.records.findOne({ userCode }))));
+    return this.#found(await guard('findByUserCode', () => this.records.findOne({ userCode })));
   }
 
   async consume(id: string): Promise<boolean> {
@@ -255,7 +273,7 @@ class MongoModelStore implements ModelStore {
       ...(after === undefined ? {} : { _id: { $gt: after } }),
     };
     const docs = await guard('idsByAccount', () => this.records.find(filter).sort({ _id: 1 }).limit(limit).toArray());
-    const ids = docs.filter((d) => live(d, now.getTime()) && (d.accountId ?? toPayload(d)!.accountId) === accountId).map((d) => d._id);
+    const ids = docs.filter((d) => live(d, now.getTime()) && (d.accountId ?? accountOf(d, this.model)) === accountId).map((d) => d._id);
     return docs.length === limit ? { ids, next: docs.at(-1)!._id } : { ids };
   }
 
@@ -265,7 +283,7 @@ class MongoModelStore implements ModelStore {
     const now = new Date();
     const filter: Filter<RecordDoc> = { $or: [{ expiresAt: { $exists: false } }, { expiresAt: { $gt: now } }], ...(after === undefined ? {} : { _id: { $gt: after } }) };
     const docs = await guard('list', () => this.records.find(filter).sort({ _id: 1 }).limit(limit).toArray());
-    return docs.flatMap((d) => (live(d, now.getTime()) ? [{ id: d._id, payload: toPayload(d)! }] : []));
+    return docs.flatMap((d) => (live(d, now.getTime()) ? [{ id: d._id, payload: toPayload(d, this.model, d._id)! }] : []));
   }
 }
 
@@ -683,6 +701,8 @@ export interface MongoStorageOptions {
   sweepIntervalMs?: number;
   /** Called when the client is replaced after pings kept failing (see `ping`), with the last ping's error. */
   onReconnect?: (reason: string) => void;
+  /** Told of a record a lookup found unreadable (not a JSON object) and answered as absent. */
+  onUnreadable?: UnreadableListener;
   /** Called once at `init` when the server is FerretDB 1.x (see `ferretdbV1Version`), with its version. */
   onFerretdbV1?: (version: string) => void;
   /**
@@ -777,7 +797,7 @@ export class MongoStorage implements Storage {
     return {
       client,
       db,
-      models: new Map(MODEL_NAMES.map((name) => [name, new MongoModelStore(name, db.collection<RecordDoc>(collectionName(name)), consumed)])),
+      models: new Map(MODEL_NAMES.map((name) => [name, new MongoModelStore(name, db.collection<RecordDoc>(collectionName(name)), consumed, this.#options.onUnreadable)])),
       keys: new MongoKeyStore(db.collection<KeyDoc>(KEYS), db.collection<TransitionDoc>('key_transitions')),
       audit: new MongoAuditStore(db.collection<AuditDoc>(AUDIT)),
       revokedTokens: new MongoRevokedTokens(db.collection<ExpiringDoc>(REVOKED)),

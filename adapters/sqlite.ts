@@ -3,7 +3,8 @@ import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import type { SQLInputValue, StatementSync } from 'node:sqlite';
 
-import { StorageUnavailableError } from './errors.js';
+import { StorageUnavailableError, absentIfUnreadable, decodeStoredPayload } from './errors.js';
+import type { UnreadableListener } from './errors.js';
 import { SqliteWriter, sqliteErrorHint } from './sqlite-writer.js';
 import type { AccountPage, AdapterPayload, AuditRecord, AuditStore, Consumption, KeyStore, KeyTransition, ModelName, ModelStore, NonceStore, RevocationKeys, RevokedTokenStore, Storage, StoredKey } from './types.js';
 import { ACCOUNT_INDEXED, AUDIT_CHAIN_ID, DEFAULT_AUDIT_CHAIN, MODEL_NAMES, REVOCATION_RECORD_TYPES, chainOf, revocationLookups, revokesOneOf, undecodableRecord } from './types.js';
@@ -257,9 +258,10 @@ interface RecordRow {
  */
 const SUCCESSOR = '$.__agentauth_successor';
 
-function toPayload(row: RecordRow | undefined): AdapterPayload | undefined {
+/** A row's payload as oidc-provider wrote it; UnreadableRecordError when its text is not a JSON object. */
+function toPayload(row: RecordRow | undefined, model: ModelName, id?: string): AdapterPayload | undefined {
   if (!row) return undefined;
-  const payload = JSON.parse(row.payload) as AdapterPayload;
+  const payload = decodeStoredPayload<AdapterPayload>(row.payload, model, id);
   delete payload.__agentauth_successor;
   if (row.consumed !== null) payload.consumed = row.consumed;
   return payload;
@@ -283,7 +285,13 @@ class SqliteModelStore implements ModelStore {
   constructor(
     private readonly model: ModelName,
     private readonly conn: () => Connection,
+    private readonly onUnreadable?: UnreadableListener,
   ) {}
+
+  /** A lookup's row decoded; an unreadable one is absent (errors.ts `absentIfUnreadable`). */
+  #found(row: RecordRow | undefined): AdapterPayload | undefined {
+    return absentIfUnreadable(() => toPayload(row, this.model), this.onUnreadable);
+  }
 
   /** The row's values, validated: the id and the looked-up fields are identifiers (validate.ts) or absent. */
   #row(id: string, payload: AdapterPayload, expiresIn?: number): SQLInputValue[] {
@@ -326,7 +334,7 @@ class SqliteModelStore implements ModelStore {
 
   async find(id: string): Promise<AdapterPayload | undefined> {
     if (!isValidKey(id)) return undefined;
-    return toPayload(this.conn().get<RecordRow>('find', `SELECT payload, consumed FROM oidc_records WHERE model = ? AND id = ? AND ${LIVE}`, this.model, id, Date.now()));
+    return this.#found(this.conn().get<RecordRow>('find', `SELECT payload, consumed FROM oidc_records WHERE model = ? AND id = ? AND ${LIVE}`, this.model, id, Date.now()));
   }
 
   async list(after: string | undefined, limit: number): Promise<Array<{ id: string; payload: AdapterPayload }>> {
@@ -335,17 +343,17 @@ class SqliteModelStore implements ModelStore {
       `SELECT id, payload, consumed FROM oidc_records WHERE model = ? AND id > ? AND ${LIVE} ORDER BY id LIMIT ?`,
       this.model, after ?? '', Date.now(), Math.max(0, limit),
     );
-    return rows.map((r) => ({ id: r.id, payload: toPayload(r)! }));
+    return rows.map((r) => ({ id: r.id, payload: toPayload(r, this.model, r.id)! }));
   }
 
   async findByUid(uid: string): Promise<AdapterPayload | undefined> {
     if (!isValidKey(uid)) return undefined;
-    return toPayload(this.conn().get<RecordRow>('findByUid', `SELECT payload, consumed FROM oidc_records WHERE model = ? AND uid = ? AND ${LIVE} LIMIT 1`, this.model, uid, Date.now()));
+    return this.#found(this.conn().get<RecordRow>('findByUid', `SELECT payload, consumed FROM oidc_records WHERE model = ? AND uid = ? AND ${LIVE} LIMIT 1`, this.model, uid, Date.now()));
   }
 
   async findByUserCode(userCode: string): Promise<AdapterPayload | undefined> {
     if (!isValidKey(userCode)) return undefined;
-    return toPayload(
+    return this.#found(
       this.conn().get<RecordRow>('findByUserCode', `SELECT payload, consumed FROM oidc_records WHERE model = ? AND user_code = ? AND ${LIVE} LIMIT 1`, this.model, userCode, Date.now()),
     );
   }
@@ -713,6 +721,8 @@ export interface SqliteStorageOptions {
    * starts no writer thread and no sweep; every write fails with StorageUnavailableError.
    */
   readOnly?: boolean;
+  /** Told of a record a lookup found unreadable (not a JSON object) and answered as absent. */
+  onUnreadable?: UnreadableListener;
 }
 
 /**
@@ -749,7 +759,7 @@ export class SqliteStorage implements Storage {
     this.#synchronous = options.synchronous ?? 'full';
     this.#readOnly = options.readOnly ?? false;
     const conn = () => this.#connection();
-    for (const name of MODEL_NAMES) this.#models.set(name, new SqliteModelStore(name, conn));
+    for (const name of MODEL_NAMES) this.#models.set(name, new SqliteModelStore(name, conn, options.onUnreadable));
     this.keys = new SqliteKeyStore(conn);
     this.revokedTokens = new SqliteRevokedTokens(conn);
     this.nonces = new SqliteNonces(conn);

@@ -1,3 +1,4 @@
+import type { UnreadableRecordError } from '../adapters/errors.js';
 import { importLegacyLayout } from '../adapters/legacy-import.js';
 import { EmbeddedStorage } from '../adapters/memory.js';
 import { sealCredentialIds } from '../adapters/sealed-credential-ids.js';
@@ -27,6 +28,7 @@ export async function openStorage(config: Config, log?: Logger, opts: { readOnly
       timeoutMs: config.storage.timeoutMs,
       sweepIntervalMs: config.storage.sweepIntervalMs,
       readOnly,
+      onUnreadable: unreadableLogger(log),
       onReconnect: (reason) => log?.warn({ reason }, 'storage: pings kept failing; replaced the MongoDB client with a new one'),
       onFerretdbV1: (version) =>
         log?.warn(
@@ -44,8 +46,16 @@ export async function openStorage(config: Config, log?: Logger, opts: { readOnly
     sweepIntervalMs: config.storage.sweepIntervalMs,
     synchronous: config.storage.sqliteSynchronous,
     readOnly,
+    onUnreadable: unreadableLogger(log),
   });
 }
+
+/**
+ * What the server says of a stored record that is not readable (answered as absent): its model, never its id (a
+ * session's id is its cookie). docs/operations.md, "A stored record that is not readable", says how to find it.
+ */
+const unreadableLogger = (log: Logger | undefined) => (err: UnreadableRecordError) =>
+  log?.error({ event: 'storage.unreadable', model: err.model }, 'a stored record is not readable (not a JSON object); answered as absent');
 
 /**
  * Node 22 flags node:sqlite as experimental and says so on stderr once per process, in every CLI command too. The

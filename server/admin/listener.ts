@@ -3,7 +3,7 @@ import type { Server } from 'node:http';
 import Koa from 'koa';
 
 import type { StorageHealth } from '../../adapters/health.js';
-import { StorageUnavailableError } from '../../adapters/errors.js';
+import { StorageUnavailableError, UnreadableRecordError } from '../../adapters/errors.js';
 import { requestId } from '../http/request-id.js';
 import type { Logger } from '../logger.js';
 import type { AdminConfig } from './config.js';
@@ -98,6 +98,11 @@ export function createAdminApp({ token, routes, health, log }: AdminAppDeps): Ko
         ctx.status = 503;
         ctx.set('Retry-After', '5');
         ctx.body = { error: 'temporarily_unavailable', error_description: 'the authorization server cannot reach its storage; retry shortly' };
+      } else if (err instanceof UnreadableRecordError) {
+        // Damage an operator has to repair (docs/operations.md, "A stored record that is not readable"): named, not hidden.
+        log.error({ event: 'storage.unreadable', model: err.model, id: err.id }, 'admin API: a stored record is not readable');
+        ctx.status = 500;
+        ctx.body = { error: 'server_error', error_description: err.message };
       } else {
         log.error({ err }, 'admin API: unhandled error');
         ctx.status = 500;

@@ -1,4 +1,4 @@
-import { InvalidStorageValueError, StorageUnavailableError } from '../../adapters/errors.js';
+import { InvalidStorageValueError, StorageUnavailableError, UnreadableRecordError } from '../../adapters/errors.js';
 import type { AuditStore, KeyStore, ModelName, ModelStore, NonceStore, RevokedTokenStore, Storage } from '../../adapters/types.js';
 import type { Metrics } from './registry.js';
 
@@ -15,7 +15,7 @@ const STORAGE_OPS = ['init', 'ping', 'close'] as const satisfies ReadonlyArray<k
 
 /** The error kind label: the code of agentauth's storage errors, `other` for anything else. */
 export function storageErrorKind(err: unknown): string {
-  if (err instanceof StorageUnavailableError || err instanceof InvalidStorageValueError) return err.code;
+  if (err instanceof StorageUnavailableError || err instanceof InvalidStorageValueError || err instanceof UnreadableRecordError) return err.code;
   return 'other';
 }
 

@@ -1,13 +1,16 @@
 import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 
 import { REDIRECT, RS_CLIENT, OPAQUE_RESOURCE, baseConfig, basicAuth, introspect, register } from '../support/agent-server.js';
 import { freePort } from '../support/ferretdb.js';
-import { logLines, startConfigured } from '../support/server.js';
+import { ROOT, logLines, startConfigured } from '../support/server.js';
 import type { RunningServer } from '../support/server.js';
 
 const ADMIN_TOKEN = randomBytes(32).toString('base64url');
+/** The condition docs/operations.md gives for a record the server cannot read ("A stored record that is not readable"). */
+const UNREADABLE = "CASE WHEN json_valid(payload) THEN json_type(payload) <> 'object' ELSE 1 END";
 
 /**
  * A stored record whose payload is not a JSON object (the file damaged, or edited by hand) is answered as absent:
@@ -80,18 +83,20 @@ describe('a stored record that is not readable (embedded store)', () => {
   test('the admin API names the client record that is not readable, for the operator to repair; the query in the docs finds it', async () => {
     const created = await register(running.server.url, { redirect_uris: [REDIRECT], grant_types: ['authorization_code'], token_endpoint_auth_method: 'none', scope: 'read' });
     const clientId = created.body.client_id as string;
-    expect(damage('Client', 'id = ?', clientId)).toBe(1);
+    // JSON, but not an object: as unreadable to the server, and found by the same query.
+    expect(running.db.prepare("UPDATE oidc_records SET payload = '[1,2]' WHERE model = 'Client' AND id = ?").run(clientId).changes).toBe(1);
+    expect(readFileSync(join(ROOT, 'docs', 'operations.md'), 'utf8')).toContain(`UNREADABLE="${UNREADABLE}"`);
     const listed = await fetch(`${running.admin}/admin/clients`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });
     expect(listed.status).toBe(500);
     const body = (await listed.json()) as { error: string; error_description: string };
     expect(body.error).toBe('server_error');
     // The first one the listing reaches (the previous test's client too is damaged), by its id.
     const named = /^a stored Client record \(id "([^"]+)"\) is not a JSON object/.exec(body.error_description)?.[1];
-    const found = running.db.prepare('SELECT model, id FROM oidc_records WHERE NOT json_valid(payload)').all() as Array<{ model: string; id: string }>;
+    const found = running.db.prepare(`SELECT model, id FROM oidc_records WHERE ${UNREADABLE}`).all() as Array<{ model: string; id: string }>;
     expect(found).toContainEqual({ model: 'Client', id: clientId });
     expect(found).toContainEqual({ model: 'Client', id: named });
     // Removed as the docs say, the listing works again.
-    running.db.prepare("DELETE FROM oidc_records WHERE NOT json_valid(payload)").run();
+    running.db.prepare(`DELETE FROM oidc_records WHERE ${UNREADABLE}`).run();
     expect((await fetch(`${running.admin}/admin/clients`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })).status).toBe(200);
   });
 });

@@ -49,6 +49,11 @@ const WAIT_MS = 5_000;
 /** The waiting change reads the record after 20 ms, then at doubling intervals up to 250 ms. */
 const POLL_MS = 20;
 const MAX_POLL_MS = 250;
+/** A change whose write failed frees its record from 250 ms on, retrying at doubling intervals up to 2 s (#release). */
+const RELEASE_FIRST_MS = 250;
+const RELEASE_MAX_MS = 2_000;
+/** How long before its claim's lapse a failed change stops trying to free the record (at most a third of the claim's life). */
+const RELEASE_MARGIN_MS = 20_000;
 /** Changes of one client that can win before a waiting one gives up (a bound, not a queue position). */
 const MAX_ROUNDS = 100;
 
@@ -107,23 +112,29 @@ export class ClientWrites {
         await commit?.(before, decision);
         return { before, decision };
       }
+      const claimedAt = Date.now();
       if (await this.claims.takeAttempt(claimKey(clientId, revision), 1, this.#claimTtl)) {
         try {
           await commit?.(before, decision);
         } catch (err) {
           // Nothing is changed, but the record must not stay claimed: this change still holds it, so it writes the
-          // record back as it was, under a new revision (best effort: a store that refused the commit may refuse this
-          // too, and the claim then lapses).
-          await this.clients.upsert(clientId, { ...before, [REVISION_FIELD]: newRevision() }).catch(() => undefined);
+          // record back as it was, under a new revision (a store that refused the commit may refuse this too: then
+          // again in the background, as after a failed write).
+          await this.clients.upsert(clientId, { ...before, [REVISION_FIELD]: newRevision() }).catch(() => void this.#release(clientId, before, revision, claimedAt));
           throw err;
         }
-        if ('destroy' in decision) {
-          await this.clients.destroy(clientId);
-          return { before, decision };
+        const after = 'destroy' in decision ? undefined : { ...decision.write, [REVISION_FIELD]: newRevision() };
+        try {
+          if (after === undefined) await this.clients.destroy(clientId);
+          else await this.clients.upsert(clientId, after);
+        } catch (err) {
+          // The write failed (the store is down or timed out): the record stays claimed, which would hold every other
+          // change of this client until the claim lapses. This change still holds it, so once the store answers it
+          // puts the record back as it was, under a new revision, which frees it.
+          void this.#release(clientId, before, revision, claimedAt);
+          throw err;
         }
-        const after = { ...decision.write, [REVISION_FIELD]: newRevision() };
-        await this.clients.upsert(clientId, after);
-        return { before, decision, after };
+        return after === undefined ? { before, decision } : { before, decision, after };
       }
       await this.#waitPast(clientId, revision);
     }
@@ -133,6 +144,29 @@ export class ClientWrites {
   /** A record with no stored predecessor (a registration): written with its first revision. */
   async create(clientId: string, payload: AdapterPayload, expiresIn?: number): Promise<void> {
     await this.clients.upsert(clientId, { ...payload, [REVISION_FIELD]: newRevision() }, expiresIn);
+  }
+
+  /**
+   * After a change's write failed, in the background: the record written back as it was (`before`, a new revision),
+   * as soon as the store takes it, if it is still at the revision this change claimed. Not if it moved on or is gone:
+   * the failed write was applied after all (the 503 said it might be). Only while the claim certainly holds (a third of
+   * its life is left as margin for the read and the write themselves): once it may have lapsed, another change may hold
+   * the record, and the claim's lapse frees it anyway. The timers do not keep a process (the CLI) alive.
+   */
+  async #release(clientId: string, before: AdapterPayload, revision: string, claimedAt: number): Promise<void> {
+    const lifeMs = this.#claimTtl * 1000;
+    const until = claimedAt + lifeMs - Math.min(RELEASE_MARGIN_MS, lifeMs / 3);
+    for (let pause = RELEASE_FIRST_MS; Date.now() + pause < until; pause = Math.min(pause * 2, RELEASE_MAX_MS)) {
+      await sleep(pause, undefined, { ref: false });
+      try {
+        const now = await this.clients.find(clientId);
+        if (!now || revisionOf(now) !== revision || Date.now() >= until) return;
+        await this.clients.upsert(clientId, { ...before, [REVISION_FIELD]: newRevision() });
+        return;
+      } catch {
+        // The store still fails: try again after the next pause.
+      }
+    }
   }
 
   /** Until the record is no longer at `revision` (changed, or deleted); ClientChangeInProgress after the wait. */

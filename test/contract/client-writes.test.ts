@@ -1,3 +1,4 @@
+import { StorageUnavailableError } from '../../adapters/errors.js';
 import { MongoStorage } from '../../adapters/mongodb.js';
 import { SqliteStorage } from '../../adapters/sqlite.js';
 import type { AdapterPayload, Storage } from '../../adapters/types.js';
@@ -90,6 +91,37 @@ describe.each(FACTORIES)('ClientWrites on $name storage', (factory) => {
     const { [REVISION_FIELD]: _r0, ...was } = before!;
     expect(content).toEqual(was);
     await expect(writers[1]!.change('refused', (c) => ({ write: { ...c, marks: [2] } }))).resolves.toMatchObject({ after: { marks: [2] } });
+  });
+
+  test('a change whose write fails (the store down) frees the client once the store takes writes again, long before its claim lapses', async () => {
+    const clients = storage.model('Client');
+    let down = false;
+    const refused = () => Promise.reject(new StorageUnavailableError('test: the store is down'));
+    const flaky = { find: (id: string) => clients.find(id), upsert: (id: string, p: AdapterPayload) => (down ? refused() : clients.upsert(id, p)), destroy: (id: string) => (down ? refused() : clients.destroy(id)) };
+    const a = new ClientWrites(flaky, storage.nonces);
+    for (const [id, decide] of [['flaky-write', (c: AdapterPayload) => ({ write: { ...c, marks: [1] } })], ['flaky-delete', () => ({ destroy: true as const })]] as const) {
+      await a.create(id, { client_id: id, marks: [] });
+      down = true;
+      await expect(a.change(id, decide)).rejects.toBeInstanceOf(StorageUnavailableError);
+      // Still down for a while: the record stays as it was, claimed.
+      await new Promise((r) => setTimeout(r, 600));
+      expect(marks(await clients.find(id))).toEqual([]);
+      down = false;
+      // The claim lives 60 s; another process's change waits at most 5 s for the record to move on, and gets it.
+      await expect(writers[1]!.change(id, (c) => ({ write: { ...c, marks: [...marks(c), 2] } }))).resolves.toMatchObject({ after: { marks: [2] } });
+      expect(marks(await clients.find(id))).toEqual([2]);
+    }
+  });
+
+  test('a change whose write was applied though it failed (a timeout after the store took it) is kept, never written back', async () => {
+    const clients = storage.model('Client');
+    const late = { find: (id: string) => clients.find(id), upsert: async (id: string, p: AdapterPayload) => { await clients.upsert(id, p); throw new StorageUnavailableError('test: timed out after the write'); }, destroy: (id: string) => clients.destroy(id) };
+    await writers[0]!.create('late', { client_id: 'late', marks: [] });
+    await expect(new ClientWrites(late, storage.nonces).change('late', (c) => ({ write: { ...c, marks: [1] } }))).rejects.toBeInstanceOf(StorageUnavailableError);
+    await expect(writers[1]!.change('late', (c) => ({ write: { ...c, marks: [...marks(c), 2] } }))).resolves.toMatchObject({ after: { marks: [1, 2] } });
+    // Past every attempt the failed change would make to free the record: nothing it wrote back.
+    await new Promise((r) => setTimeout(r, 1_500));
+    expect(marks(await clients.find('late'))).toEqual([1, 2]);
   });
 
   test('a change that stops for good between its claim and its write (its process ended) writes nothing; others wait, are told, and the client is free again once the claim lapses', async () => {

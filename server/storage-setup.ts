@@ -18,7 +18,7 @@ import type { Logger } from './logger.js';
  * The configured store. The MongoDB driver (and BSON's 17 MB serialisation buffer) is loaded only when MongoDB is
  * configured: the embedded store does not pay for it in memory.
  */
-export async function openStorage(config: Config, log?: Logger, opts: { readOnly?: boolean } = {}): Promise<Storage> {
+export async function openStorage(config: Config, log?: Logger, opts: { readOnly?: boolean; onUnreadable?: (err: UnreadableRecordError) => void } = {}): Promise<Storage> {
   const readOnly = opts.readOnly === true;
   if (config.mongodb) {
     const { MongoStorage } = await import('../adapters/mongodb.js');
@@ -28,7 +28,7 @@ export async function openStorage(config: Config, log?: Logger, opts: { readOnly
       timeoutMs: config.storage.timeoutMs,
       sweepIntervalMs: config.storage.sweepIntervalMs,
       readOnly,
-      onUnreadable: unreadableLogger(log),
+      onUnreadable: unreadableLogger(log, opts.onUnreadable),
       onReconnect: (reason) => log?.warn({ reason }, 'storage: pings kept failing; replaced the MongoDB client with a new one'),
       onFerretdbV1: (version) =>
         log?.warn(
@@ -46,7 +46,7 @@ export async function openStorage(config: Config, log?: Logger, opts: { readOnly
     sweepIntervalMs: config.storage.sweepIntervalMs,
     synchronous: config.storage.sqliteSynchronous,
     readOnly,
-    onUnreadable: unreadableLogger(log),
+    onUnreadable: unreadableLogger(log, opts.onUnreadable),
   });
 }
 
@@ -54,8 +54,10 @@ export async function openStorage(config: Config, log?: Logger, opts: { readOnly
  * What the server says of a stored record that is not readable (answered as absent): its model, never its id (a
  * session's id is its cookie). docs/operations.md, "A stored record that is not readable", says how to find it.
  */
-const unreadableLogger = (log: Logger | undefined) => (err: UnreadableRecordError) =>
+const unreadableLogger = (log: Logger | undefined, also?: (err: UnreadableRecordError) => void) => (err: UnreadableRecordError) => {
   log?.error({ event: 'storage.unreadable', model: err.model }, 'a stored record is not readable (not a JSON object); answered as absent');
+  also?.(err);
+};
 
 /**
  * Node 22 flags node:sqlite as experimental and says so on stderr once per process, in every CLI command too. The

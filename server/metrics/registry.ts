@@ -71,7 +71,7 @@ export function createMetrics(): Metrics {
     }),
     storageErrors: new Counter({
       name: 'agentauth_storage_errors_total',
-      help: 'Storage calls that failed, by backend, store, operation and error kind (storage_unavailable, invalid_storage_value, other)',
+      help: 'Storage calls that failed, by backend, store, operation and error kind (storage_unavailable, invalid_storage_value, unreadable_record, other)',
       labelNames: ['backend', 'store', 'operation', 'error'],
       registers,
     }),

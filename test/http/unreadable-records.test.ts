@@ -5,6 +5,7 @@ import { DatabaseSync } from 'node:sqlite';
 
 import { REDIRECT, RS_CLIENT, OPAQUE_RESOURCE, baseConfig, basicAuth, introspect, register } from '../support/agent-server.js';
 import { freePort } from '../support/ferretdb.js';
+import { parseExposition, total } from '../support/metrics.js';
 import { ROOT, logLines, startConfigured } from '../support/server.js';
 import type { RunningServer } from '../support/server.js';
 
@@ -52,6 +53,9 @@ describe('a stored record that is not readable (embedded store)', () => {
     const logged = unreadableLogged().slice(before);
     expect(logged).toEqual([expect.objectContaining({ event: 'storage.unreadable', model: 'ClientCredentials' })]);
     expect(JSON.stringify(logged)).not.toContain(token);
+    // Counted in the storage error metric under its own kind.
+    const scraped = await fetch(`${running.admin}/metrics`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });
+    expect(total(parseExposition(await scraped.text()), 'agentauth_storage_errors_total', { backend: 'sqlite', store: 'ClientCredentials', operation: 'find', error: 'unreadable_record' })).toBe(1);
     // Storage is not marked down for it: the server stays ready.
     expect((await fetch(`${running.server.url}/readyz`)).status).toBe(200);
   });

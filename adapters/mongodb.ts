@@ -4,7 +4,7 @@ import { MongoBulkWriteError, MongoClient, MongoServerError } from 'mongodb';
 import type { Collection, Db, Filter } from 'mongodb';
 
 import { deadline, withDeadline } from './deadline.js';
-import { StorageUnavailableError, UnreadableRecordError, absentIfUnreadable, decodeStoredPayload } from './errors.js';
+import { StorageUnavailableError, absentIfUnreadable, decodeStoredPayload } from './errors.js';
 import type { UnreadableListener } from './errors.js';
 import type { AccountPage, AdapterPayload, AuditRecord, Consumption, AuditStore, KeyStore, KeyTransition, ModelName, ModelStore, NonceStore, RevocationKeys, RevokedTokenStore, Storage, StoredKey } from './types.js';
 import { ACCOUNT_INDEXED, AUDIT_CHAIN_ID, DEFAULT_AUDIT_CHAIN, MODEL_NAMES, REVOCATION_RECORD_TYPES, chainOf, revocationLookups, revokedBy, revokesOneOf, undecodableRecord } from './types.js';
@@ -86,14 +86,7 @@ function toPayload(doc: RecordDoc | null, model: ModelName, id?: string): Adapte
 }
 
 /** The account of a document stored without its `accountId` beside the payload; none when the payload is unreadable. */
-function accountOf(doc: RecordDoc, model: ModelName): unknown {
-  try {
-    return toPayload(doc, model)!.accountId;
-  } catch (err) {
-    if (err instanceof UnreadableRecordError) return undefined;
-    throw err;
-  }
-}
+const accountOf = (doc: RecordDoc, model: ModelName): unknown => absentIfUnreadable(() => toPayload(doc, model)?.accountId, undefined);
 
 class MongoModelStore implements ModelStore {
   constructor(

@@ -31,7 +31,7 @@ import { inlineSignaturesInstalled, installInlineSignatures, signaturesInline } 
 import { installPublicKeyImportCache } from './crypto/public-key-import-cache.js';
 import { installSyncDigest } from './crypto/sync-digest.js';
 import type { FetchTestOverrides } from './client-metadata/fetch.js';
-import type { UnreadableRecordError } from '../adapters/errors.js';
+import type { UnreadableListener } from '../adapters/errors.js';
 import { createMetrics } from './metrics/registry.js';
 import type { Metrics } from './metrics/registry.js';
 import { measuredStorage } from './metrics/storage.js';
@@ -85,9 +85,8 @@ export async function boot(config: Config, log: Logger, options: BootOptions = {
   if (config.clients.length > 0) await checkStaticClients(await scratchProvider(config, new EmbeddedStorage({ dataDir: config.dataDir })), config.clients);
   const metrics = createMetrics();
   // A lookup that found a record it cannot read answers it as absent and throws nothing: counted here, with the
-  // failures measuredStorage counts, under its own error kind.
-  const backend = config.mongodb ? 'mongodb' : config.store === 'memory' ? 'embedded' : 'sqlite';
-  const onUnreadable = (err: UnreadableRecordError) => metrics.storageErrors.inc({ backend, store: err.model, operation: 'find', error: err.code });
+  // failures measuredStorage counts, under its own error kind (only ever called once the store is open).
+  const onUnreadable: UnreadableListener = (err) => metrics.storageErrors.inc({ backend: storage.kind, store: err.model, operation: 'find', error: err.code });
   const storage = measuredStorage(await openStorage(config, log, { onUnreadable }), metrics);
   if (storage.kind === 'embedded') {
     log.warn(

@@ -1,4 +1,4 @@
-import type { UnreadableRecordError } from '../adapters/errors.js';
+import type { UnreadableListener } from '../adapters/errors.js';
 import { importLegacyLayout } from '../adapters/legacy-import.js';
 import { EmbeddedStorage } from '../adapters/memory.js';
 import { sealCredentialIds } from '../adapters/sealed-credential-ids.js';
@@ -18,7 +18,7 @@ import type { Logger } from './logger.js';
  * The configured store. The MongoDB driver (and BSON's 17 MB serialisation buffer) is loaded only when MongoDB is
  * configured: the embedded store does not pay for it in memory.
  */
-export async function openStorage(config: Config, log?: Logger, opts: { readOnly?: boolean; onUnreadable?: (err: UnreadableRecordError) => void } = {}): Promise<Storage> {
+export async function openStorage(config: Config, log?: Logger, opts: { readOnly?: boolean; onUnreadable?: UnreadableListener } = {}): Promise<Storage> {
   const readOnly = opts.readOnly === true;
   if (config.mongodb) {
     const { MongoStorage } = await import('../adapters/mongodb.js');
@@ -54,7 +54,7 @@ export async function openStorage(config: Config, log?: Logger, opts: { readOnly
  * What the server says of a stored record that is not readable (answered as absent): its model, never its id (a
  * session's id is its cookie). docs/operations.md, "A stored record that is not readable", says how to find it.
  */
-const unreadableLogger = (log: Logger | undefined, also?: (err: UnreadableRecordError) => void) => (err: UnreadableRecordError) => {
+const unreadableLogger = (log: Logger | undefined, also?: UnreadableListener): UnreadableListener => (err) => {
   log?.error({ event: 'storage.unreadable', model: err.model }, 'a stored record is not readable (not a JSON object); answered as absent');
   also?.(err);
 };

@@ -1,12 +1,11 @@
-import { join } from 'node:path';
-import { DatabaseSync } from 'node:sqlite';
+import type { DatabaseSync } from 'node:sqlite';
 
 import { Wallet } from 'ethers';
 
 import { baseConfig } from '../support/agent-server.js';
 import { publicRefreshed, publicTier, signInPublic } from '../support/public-client.js';
-import { startConfigured } from '../support/server.js';
-import { refuseWrites, whileRefusing } from '../support/store-file.js';
+import { refuseWrites, startWithStoreFile, whileRefusing } from '../support/store-file.js';
+import type { ServerWithStoreFile } from '../support/store-file.js';
 import type { RunningServer } from '../support/server.js';
 
 const wallet = new Wallet('0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a');
@@ -21,18 +20,17 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
  * The store refuses writes through SQLite triggers on the server's own file.
  */
 describe('a refresh retried after its rotation was answered 503', () => {
+  let running: ServerWithStoreFile | undefined;
   let server: RunningServer;
   let db: DatabaseSync;
 
+  // The file opened by the shared helper, which waits for the server's writer to release the write lock (a trigger
+  // dropped while the writer held it failed with "database is locked" under CI load).
   beforeAll(async () => {
-    const started = await startConfigured(baseConfig({ registration: { quota: { max: 1000 } }, tiers: { standard: publicTier(GRACE) } }));
-    server = started.server;
-    db = new DatabaseSync(join(started.env.AGENTAUTH_DATA_DIR!, 'agentauth.sqlite'));
+    running = await startWithStoreFile(baseConfig({ registration: { quota: { max: 1000 } }, tiers: { standard: publicTier(GRACE) } }));
+    ({ server, db } = running);
   });
-  afterAll(async () => {
-    db?.close();
-    await server?.stop();
-  });
+  afterAll(() => running?.close());
 
   const auditOf = (clientId: string) =>
     (db.prepare('SELECT record FROM audit_records').all() as Array<{ record: string }>)

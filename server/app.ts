@@ -15,6 +15,7 @@ import { errorPage, prefersPage, unavailablePage } from '../interactions/views.j
 import type { InteractionDeps } from '../interactions/routes.js';
 import { declaredBodyLimit, drainUnreadBody } from './http/body-limit.js';
 import { bodyReceiptClock } from './http/body-received.js';
+import { bindPublicOrigin } from './http/public-origin.js';
 import { requestOriginCheck } from './http/request-origin.js';
 import { requestTarget } from './http/request-target.js';
 import { dpopHeaderCheck } from './http/dpop-header.js';
@@ -39,6 +40,11 @@ export interface AppDeps {
   metrics?: Metrics;
   /** Handlers still running, for shutdown to wait for (server/http/in-flight.ts). */
   inFlight?: HandlersInFlight;
+  /**
+   * ISSUER's origin when ISSUER is set: every URL built from a request starts with it (server/http/public-origin.ts).
+   * Unset, URLs follow each request's Host (a development server reached as localhost or 127.0.0.1).
+   */
+  publicOrigin?: string;
 }
 
 /** Paths that never need storage: served even while storage is down, so resource servers can still verify tokens. */
@@ -158,8 +164,9 @@ const authorizationServerMetadata: Koa.Middleware = async (ctx, next) => {
   await next();
 };
 
-export function createApp({ provider, health, keyring, cookieKeys, log, interactions, audit, metrics, inFlight }: AppDeps): Koa {
+export function createApp({ provider, health, keyring, cookieKeys, log, interactions, audit, metrics, inFlight, publicOrigin }: AppDeps): Koa {
   const app = new Koa();
+  if (publicOrigin !== undefined) bindPublicOrigin(app, publicOrigin);
   // Same keys as the provider's cookies: required when the provider is mounted (see shared notes).
   app.keys = cookieKeys;
   // First: an absolute-form request target becomes the origin-form every layer reads (server/http/request-target.ts).

@@ -96,6 +96,12 @@ export async function boot(config: Config, log: Logger, options: BootOptions = {
   } else if (storage.kind === 'sqlite') {
     log.info({ store: 'sqlite', dataDir: config.dataDir }, 'storage: SQLite in the data directory');
   }
+  if (config.publicOrigin === undefined) {
+    log.warn(
+      { issuer: config.issuer },
+      `ISSUER is not set: tokens name ${config.issuer} as their issuer, and discovery's URLs (which DPoP proofs and client assertions are checked against) follow each request's Host header; set ISSUER to the URL clients use`,
+    );
+  }
   try {
     await initStorage(config, storage, log);
     const { kek, origin } = await resolveKek(config, storage, log);
@@ -151,6 +157,7 @@ export async function boot(config: Config, log: Logger, options: BootOptions = {
       consentClaim: consentClaims(storage.nonces, 3600) },
       audit,
       metrics,
+      publicOrigin: config.publicOrigin,
     });
     provider.proxy = config.trustProxy;
     app.proxy = config.trustProxy;

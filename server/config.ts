@@ -375,6 +375,11 @@ export interface Config {
   port: number;
   host: string | undefined;
   issuer: string;
+  /**
+   * The issuer's origin when ISSUER is set: every URL the server builds from a request (discovery, DPoP `htu`, client
+   * assertion audiences) starts with it. Undefined when ISSUER is unset: URLs follow each request's Host.
+   */
+  publicOrigin: string | undefined;
   /** Trust X-Forwarded-Proto/-Host/-For from a reverse proxy in front of agentauth. */
   trustProxy: boolean;
   mongodb: { uri: string; dbName: string } | undefined;
@@ -555,6 +560,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     port: listenPort,
     host: e.HOST,
     issuer: (e.ISSUER ?? `http://localhost:${listenPort}`).replace(/\/$/, ''),
+    publicOrigin: e.ISSUER === undefined ? undefined : new URL(e.ISSUER).origin,
     trustProxy: e.TRUST_PROXY === 'true',
     mongodb: e.MONGODB_URI ? { uri: e.MONGODB_URI, dbName: e.MONGODB_DB ?? databaseInUri(e.MONGODB_URI) ?? 'agentauth' } : undefined,
     store: e.MONGODB_URI ? 'mongodb' : (e.AGENTAUTH_STORE ?? 'sqlite'),

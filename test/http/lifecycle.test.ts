@@ -191,18 +191,30 @@ describe('start-up refusals', () => {
 });
 
 describe('behind a reverse proxy', () => {
-  test('X-Forwarded-Proto/-Host shape endpoint URLs only when TRUST_PROXY=true', async () => {
-    const forwarded = { 'x-forwarded-proto': 'https', 'x-forwarded-host': 'as.example.com' };
+  test('with ISSUER set, endpoint URLs are the issuer\'s with or without TRUST_PROXY, whatever X-Forwarded-Proto/-Host say', async () => {
     const env = { AGENTAUTH_DATA_DIR: join(tempDir(), 'data'), ISSUER: 'https://as.example.com' };
+    for (const extra of [{}, { TRUST_PROXY: 'true' }]) {
+      const server = await startServer({ ...env, ...extra });
+      for (const forwarded of [{}, { 'x-forwarded-proto': 'https', 'x-forwarded-host': 'as.example.com' }, { 'x-forwarded-proto': 'http', 'x-forwarded-host': 'other.example' }]) {
+        const meta = (await (await fetch(`${server.url}/.well-known/oauth-authorization-server`, { headers: forwarded })).json()) as Record<string, string>;
+        expect(meta.issuer).toBe('https://as.example.com');
+        expect(meta.token_endpoint).toBe('https://as.example.com/token');
+        expect(meta.jwks_uri).toBe('https://as.example.com/jwks');
+      }
+      await server.stop();
+    }
+  });
+
+  test('without ISSUER, X-Forwarded-Proto/-Host shape endpoint URLs only when TRUST_PROXY=true', async () => {
+    const forwarded = { 'x-forwarded-proto': 'https', 'x-forwarded-host': 'as.example.com' };
+    const env = { AGENTAUTH_DATA_DIR: join(tempDir(), 'data') };
     let server = await startServer(env);
     let meta = (await (await fetch(`${server.url}/.well-known/oauth-authorization-server`, { headers: forwarded })).json()) as Record<string, string>;
-    expect(meta.issuer).toBe('https://as.example.com');
     expect(meta.token_endpoint).toBe(`http://localhost:${server.port}/token`);
     await server.stop();
     server = await startServer({ ...env, TRUST_PROXY: 'true' });
     meta = (await (await fetch(`${server.url}/.well-known/oauth-authorization-server`, { headers: forwarded })).json()) as Record<string, string>;
     expect(meta.token_endpoint).toBe('https://as.example.com/token');
-    expect(meta.jwks_uri).toBe('https://as.example.com/jwks');
     await server.stop();
   });
 });

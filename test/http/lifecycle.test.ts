@@ -195,7 +195,7 @@ describe('behind a reverse proxy', () => {
     const env = { AGENTAUTH_DATA_DIR: join(tempDir(), 'data'), ISSUER: 'https://as.example.com' };
     for (const extra of [{}, { TRUST_PROXY: 'true' }]) {
       const server = await startServer({ ...env, ...extra });
-      for (const forwarded of [{}, { 'x-forwarded-proto': 'https', 'x-forwarded-host': 'as.example.com' }, { 'x-forwarded-proto': 'http', 'x-forwarded-host': 'other.example' }]) {
+      for (const forwarded of [{}, { 'x-forwarded-proto': 'https', 'x-forwarded-host': 'as.example.com' }, { 'x-forwarded-proto': 'http', 'x-forwarded-host': 'other.example' }] as Array<Record<string, string>>) {
         const meta = (await (await fetch(`${server.url}/.well-known/oauth-authorization-server`, { headers: forwarded })).json()) as Record<string, string>;
         expect(meta.issuer).toBe('https://as.example.com');
         expect(meta.token_endpoint).toBe('https://as.example.com/token');

@@ -64,3 +64,16 @@ export function absentIfUnreadable<T>(read: () => T, listener: UnreadableListene
     return undefined;
   }
 }
+
+/**
+ * A stored audit checkpoint (where a pruned chain starts) that is not what `agentauth audit prune` writes: a
+ * verification cannot know where the chain starts, so it fails rather than guess.
+ */
+export class AuditCheckpointError extends Error {
+  readonly code = 'audit_checkpoint_altered';
+
+  constructor(readonly chain: string) {
+    super(`the audit checkpoint of ${chain === '' ? 'the default chain' : `chain ${chain}`} is not what agentauth audit prune writes (edited, or damaged)`);
+    this.name = 'AuditCheckpointError';
+  }
+}

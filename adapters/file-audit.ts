@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { StorageUnavailableError } from './errors.js';
 import { jsonCopy } from './json-copy.js';
 import { DEFAULT_AUDIT_CHAIN, chainOf, revokesOneOf } from './types.js';
-import type { AuditRecord, AuditStore, RevocationKeys } from './types.js';
+import type { AuditCheckpoint, AuditRecord, AuditStore, RevocationKeys } from './types.js';
 
 /**
  * The embedded store's audit log: an append-only JSON-lines file in the data directory (mode 0600). Only the heads
@@ -116,6 +116,15 @@ export class FileAuditStore implements AuditStore {
       if (!(r.seq >= 1)) found.push(`record ${i + 1} of audit.jsonl (seq ${JSON.stringify(r.seq) ?? 'missing'})`);
     }
     return found;
+  }
+
+  /** The throwaway store's log is never pruned (`agentauth audit prune` refuses it): there are no checkpoints. */
+  async checkpoints(): Promise<AuditCheckpoint[]> {
+    return [];
+  }
+
+  async prune(_checkpoint: AuditCheckpoint, _batch: number): Promise<number> {
+    throw new StorageUnavailableError(`the memory store's audit log (${this.#file}) is not pruned: move the file aside while no server runs`);
   }
 
   async revocations(keys: RevocationKeys, limit: number): Promise<AuditRecord[]> {

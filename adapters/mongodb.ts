@@ -4,10 +4,10 @@ import { MongoBulkWriteError, MongoClient, MongoServerError } from 'mongodb';
 import type { Collection, Db, Filter } from 'mongodb';
 
 import { deadline, withDeadline } from './deadline.js';
-import { StorageUnavailableError, absentIfUnreadable, decodeStoredPayload } from './errors.js';
+import { AuditCheckpointError, StorageUnavailableError, absentIfUnreadable, decodeStoredPayload } from './errors.js';
 import type { UnreadableListener } from './errors.js';
-import type { AccountPage, AdapterPayload, AuditRecord, Consumption, AuditStore, KeyStore, KeyTransition, ModelName, ModelStore, NonceStore, RevocationKeys, RevokedTokenStore, Storage, StoredKey } from './types.js';
-import { ACCOUNT_INDEXED, AUDIT_CHAIN_ID, DEFAULT_AUDIT_CHAIN, MODEL_NAMES, REVOCATION_RECORD_TYPES, chainOf, revocationLookups, revokedBy, revokesOneOf, undecodableRecord } from './types.js';
+import type { AccountPage, AdapterPayload, AuditCheckpoint, AuditRecord, Consumption, AuditStore, KeyStore, KeyTransition, ModelName, ModelStore, NonceStore, RevocationKeys, RevokedTokenStore, Storage, StoredKey } from './types.js';
+import { ACCOUNT_INDEXED, AUDIT_CHAIN_ID, DEFAULT_AUDIT_CHAIN, MODEL_NAMES, REVOCATION_RECORD_TYPES, chainOf, checkpointFrom, revocationLookups, revokedBy, revokesOneOf, undecodableRecord } from './types.js';
 import { checkKey, checkLookup, isAccountLookup, isValidKey } from './validate.js';
 
 /** How a record sits in MongoDB. The payload is kept as JSON text: its maps are keyed by URLs (which hold `.`). */
@@ -49,6 +49,7 @@ const collectionName = (model: ModelName) => `oidc_${model}`;
 const CONSUMED = 'oidc_consumed';
 const KEYS = 'signing_keys';
 const AUDIT = 'audit_events';
+const AUDIT_CHECKPOINTS = 'audit_checkpoints';
 const REVOKED = 'revoked_tokens';
 const NONCES = 'nonces';
 
@@ -508,9 +509,23 @@ interface AuditDoc extends Omit<AuditRecord, 'seq' | 'details'> {
   revokes?: string;
 }
 
+/**
+ * Where a pruned chain starts (AuditStore.checkpoints): one document per prune, `_id` `<chain>/<padded seq>` (the
+ * default chain's starts with `/`), so that each prune inserts and the chain's checkpoint is its highest document.
+ */
+interface CheckpointDoc {
+  _id: string;
+  chain: string;
+  seq: number;
+  hash: string;
+  time: string;
+  pruned_at: string;
+}
+
 const SEQ_DIGITS = 15;
 const auditId = (chain: string, seq: number): number | string =>
   chain === DEFAULT_AUDIT_CHAIN ? seq : `${chain}/${String(seq).padStart(SEQ_DIGITS, '0')}`;
+const checkpointId = (chain: string, seq: number): string => `${chain}/${String(seq).padStart(SEQ_DIGITS, '0')}`;
 
 /**
  * Audit records, one document per record, keyed so that one chain is one `_id` range: the default chain's numeric
@@ -518,7 +533,10 @@ const auditId = (chain: string, seq: number): number | string =>
  * no `/`, so `[chain/, chain0)` holds exactly that chain, in seq order). Uniqueness per chain and seq is `_id`'s own.
  */
 class MongoAuditStore implements AuditStore {
-  constructor(private readonly col: Collection<AuditDoc>) {}
+  constructor(
+    private readonly col: Collection<AuditDoc>,
+    private readonly checkpointsCol: Collection<CheckpointDoc>,
+  ) {}
 
   static #toRecord({ _id, seq, details, revokes: _index, ...rest }: AuditDoc): AuditRecord {
     // The seq of the key the record is stored under (as the SQLite store does with its row): paging goes by it.
@@ -623,6 +641,50 @@ class MongoAuditStore implements AuditStore {
       return found;
     });
     return docs.sort((a, b) => (chainOf(a) < chainOf(b) ? -1 : chainOf(a) > chainOf(b) ? 1 : a.seq - b.seq));
+  }
+
+  async checkpoints(): Promise<AuditCheckpoint[]> {
+    const docs = await guard('audit.checkpoints', () => this.checkpointsCol.find({}).sort({ _id: 1 }).toArray());
+    // Each prune inserted its own document: a chain's checkpoint is its highest.
+    const highest = new Map<string, CheckpointDoc>();
+    for (const doc of docs) {
+      const chain = typeof doc.chain === 'string' ? doc.chain : String(doc._id).slice(0, Math.max(0, String(doc._id).lastIndexOf('/')));
+      const seen = highest.get(chain);
+      if (!seen || !(Number(seen.seq) >= Number(doc.seq))) highest.set(chain, doc);
+    }
+    return [...highest.entries()]
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+      .map(([chain, { _id, ...rest }]) => {
+        if (_id !== checkpointId(chain, Number(rest.seq))) throw new AuditCheckpointError(chain);
+        return checkpointFrom(chain, Number(rest.seq), rest);
+      });
+  }
+
+  async prune(checkpoint: AuditCheckpoint, batch: number): Promise<number> {
+    const { chain, seq } = checkpoint;
+    // Insert only (a unique _id per chain and seq), never an update: a chain's checkpoint is the highest of its
+    // documents, so of two prunes racing the higher stays whatever order they land in, also on FerretDB, whose
+    // conditional updates are not atomic (a test of 50 racing prunes caught one lowering the checkpoint).
+    try {
+      await this.checkpointsCol.insertOne({ _id: checkpointId(chain, seq), ...checkpoint });
+    } catch (err) {
+      if (!(err instanceof MongoServerError && err.code === DUPLICATE_KEY)) throw unavailable('audit.checkpoint', err);
+    }
+    const range = { $gte: `${chain}/`, $lt: `${chain}0` };
+    const top = await guard('audit.checkpoints', () => this.checkpointsCol.find({ _id: range }).sort({ _id: -1 }).limit(1).next());
+    const through = top ? Number(top.seq) : seq;
+    // The lower ones are no longer read (removing them never removes the highest).
+    await guard('audit.checkpoints', () => this.checkpointsCol.deleteMany({ _id: { $gte: `${chain}/`, $lt: checkpointId(chain, through) } }));
+    const first = await guard('audit.prune', () => this.col.find(MongoAuditStore.#range(chain, 0)).sort({ _id: 1 }).limit(1).project<{ _id: number | string }>({ _id: 1 }).next());
+    let removed = 0;
+    if (!first) return 0;
+    const firstSeq = typeof first._id === 'number' ? first._id : Number(first._id.slice(first._id.lastIndexOf('/') + 1));
+    for (let from = Math.max(0, firstSeq); from <= through; from += batch) {
+      const to = Math.min(through, from + batch - 1);
+      const res = await guard('audit.prune', () => this.col.deleteMany({ _id: { $gte: auditId(chain, from), $lte: auditId(chain, to) } }));
+      removed += res.deletedCount;
+    }
+    return removed;
   }
 
   static #reached(id: unknown, chains: ReadonlySet<string>): boolean {
@@ -792,7 +854,7 @@ export class MongoStorage implements Storage {
       db,
       models: new Map(MODEL_NAMES.map((name) => [name, new MongoModelStore(name, db.collection<RecordDoc>(collectionName(name)), consumed, this.#options.onUnreadable)])),
       keys: new MongoKeyStore(db.collection<KeyDoc>(KEYS), db.collection<TransitionDoc>('key_transitions')),
-      audit: new MongoAuditStore(db.collection<AuditDoc>(AUDIT)),
+      audit: new MongoAuditStore(db.collection<AuditDoc>(AUDIT), db.collection<CheckpointDoc>(AUDIT_CHECKPOINTS)),
       revokedTokens: new MongoRevokedTokens(db.collection<ExpiringDoc>(REVOKED)),
       nonces: new MongoNonces(db.collection<NonceDoc>(NONCES), consumed),
     };

@@ -6,8 +6,8 @@ import type { SQLInputValue, StatementSync } from 'node:sqlite';
 import { StorageUnavailableError, absentIfUnreadable, decodeStoredPayload } from './errors.js';
 import type { UnreadableListener } from './errors.js';
 import { SqliteWriter, sqliteErrorHint } from './sqlite-writer.js';
-import type { AccountPage, AdapterPayload, AuditRecord, AuditStore, Consumption, KeyStore, KeyTransition, ModelName, ModelStore, NonceStore, RevocationKeys, RevokedTokenStore, Storage, StoredKey } from './types.js';
-import { ACCOUNT_INDEXED, AUDIT_CHAIN_ID, DEFAULT_AUDIT_CHAIN, MODEL_NAMES, REVOCATION_RECORD_TYPES, chainOf, revocationLookups, revokesOneOf, undecodableRecord } from './types.js';
+import type { AccountPage, AdapterPayload, AuditCheckpoint, AuditRecord, AuditStore, Consumption, KeyStore, KeyTransition, ModelName, ModelStore, NonceStore, RevocationKeys, RevokedTokenStore, Storage, StoredKey } from './types.js';
+import { ACCOUNT_INDEXED, AUDIT_CHAIN_ID, DEFAULT_AUDIT_CHAIN, MODEL_NAMES, REVOCATION_RECORD_TYPES, chainOf, checkpointFrom, revocationLookups, revokesOneOf, undecodableRecord } from './types.js';
 import { checkKey, checkLookup, isAccountLookup, isValidKey } from './validate.js';
 
 /** The one database file in the data directory (plus SQLite's `-wal` and `-shm` beside it while it is open). */
@@ -100,6 +100,12 @@ CREATE TABLE IF NOT EXISTS audit_records (
   PRIMARY KEY (chain, seq)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS audit_records_revocations ON audit_records ${REVOKED_BY} WHERE ${IS_REVOCATION};
+
+CREATE TABLE IF NOT EXISTS audit_checkpoints (
+  chain TEXT PRIMARY KEY,
+  seq INTEGER NOT NULL,
+  record TEXT NOT NULL
+) WITHOUT ROWID;
 `;
 
 /**
@@ -691,6 +697,42 @@ class SqliteAuditStore implements AuditStore {
       .filter((r) => typeof r.chain === 'string' && validChain(r.chain) && typeof r.seq === 'number' && r.seq >= 1)
       .map((r) => SqliteAuditStore.#toRecord(r, r.chain))
       .filter((r) => r.undecodable === undefined && revokesOneOf(r, keys));
+  }
+
+  async checkpoints(): Promise<AuditCheckpoint[]> {
+    const conn = this.conn();
+    // A file written before pruning existed has no such table until a server opens it (a read-only CLI does not).
+    if (!conn.get('audit.checkpoints', "SELECT 1 AS found FROM sqlite_schema WHERE type = 'table' AND name = 'audit_checkpoints'")) return [];
+    const rows = conn.all<{ chain: string; seq: number; record: string }>('audit.checkpoints', 'SELECT chain, seq, record FROM audit_checkpoints ORDER BY chain');
+    return rows.map((r) => {
+      let value: unknown;
+      try {
+        value = JSON.parse(r.record);
+      } catch {
+        value = undefined;
+      }
+      return checkpointFrom(r.chain, Number(r.seq), value);
+    });
+  }
+
+  async prune(checkpoint: AuditCheckpoint, batch: number): Promise<number> {
+    const conn = this.conn();
+    const { chain } = checkpoint;
+    // One conditional upsert: of two prunes racing, the higher checkpoint stays whatever order they commit in.
+    await conn.write(
+      'audit.checkpoint',
+      'INSERT INTO audit_checkpoints (chain, seq, record) VALUES (?, ?, ?) ON CONFLICT (chain) DO UPDATE SET seq = excluded.seq, record = excluded.record WHERE excluded.seq > audit_checkpoints.seq',
+      chain, checkpoint.seq, JSON.stringify(checkpoint),
+    );
+    const through = conn.get<{ seq: number }>('audit.checkpoints', 'SELECT seq FROM audit_checkpoints WHERE chain = ?', chain)?.seq ?? checkpoint.seq;
+    let removed = 0;
+    let from = conn.get<{ seq: number | null }>('audit.prune', 'SELECT min(seq) AS seq FROM audit_records WHERE chain = ?', chain)?.seq ?? null;
+    while (from !== null && from <= through) {
+      const to = Math.min(Number(through), Number(from) + batch - 1);
+      removed += await conn.write('audit.prune', 'DELETE FROM audit_records WHERE chain = ? AND seq >= ? AND seq <= ?', chain, from, to);
+      from = to + 1;
+    }
+    return removed;
   }
 }
 

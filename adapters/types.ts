@@ -1,4 +1,5 @@
 import type { AdapterPayload } from 'oidc-provider';
+import { AuditCheckpointError } from './errors.js';
 
 export type { AdapterPayload };
 
@@ -219,6 +220,30 @@ export function undecodableRecord(chain: string, seq: number, err: unknown): Aud
 /** The chain a record belongs to ('' for the default chain). */
 export const chainOf = (record: { chain?: unknown }): string => (typeof record.chain === 'string' ? record.chain : DEFAULT_AUDIT_CHAIN);
 
+/**
+ * Where a chain starts after `agentauth audit prune`: the last record removed (its seq, hash and time), so that the
+ * records kept are verified as a chain continuing from it, and when that was done.
+ */
+export interface AuditCheckpoint {
+  chain: string;
+  seq: number;
+  hash: string;
+  time: string;
+  pruned_at: string;
+}
+
+/** A stored checkpoint as agentauth wrote it; anything else is refused (AuditCheckpointError), not trusted. */
+export function checkpointFrom(chain: string, seq: number, value: unknown): AuditCheckpoint {
+  const c = (typeof value === 'object' && value !== null ? value : {}) as Partial<Record<keyof AuditCheckpoint, unknown>>;
+  const ok =
+    c.chain === chain && c.seq === seq && Number.isSafeInteger(seq) && seq >= 1 &&
+    typeof c.hash === 'string' && /^[0-9a-f]{64}$/.test(c.hash) &&
+    typeof c.time === 'string' && !Number.isNaN(Date.parse(c.time)) &&
+    typeof c.pruned_at === 'string' && !Number.isNaN(Date.parse(c.pruned_at));
+  if (!ok) throw new AuditCheckpointError(chain);
+  return { chain, seq, hash: c.hash as string, time: c.time as string, pruned_at: c.pruned_at as string };
+}
+
 export interface AuditStore {
   /** The record with the highest seq in `chain` (default: the default chain), or undefined when it is empty. */
   head(chain?: string): Promise<AuditRecord | undefined>;
@@ -245,6 +270,15 @@ export interface AuditStore {
    * most `limit`. Records no reading of the log reaches (strays) are left out, as are undecodable ones.
    */
   revocations(keys: RevocationKeys, limit: number): Promise<AuditRecord[]>;
+  /** The checkpoint of every pruned chain, sorted by chain (none for a log never pruned). */
+  checkpoints(): Promise<AuditCheckpoint[]>;
+  /**
+   * Records `checkpoint` as where its chain now starts (unless a checkpoint at a higher seq is already recorded:
+   * atomically, so two prunes racing keep the higher), then removes the chain's records with seq at or below the
+   * recorded checkpoint's, `batch` at a time, each batch its own write so that writers are never held up for long.
+   * Returns how many records were removed. The caller checks that the head stays (seq below the head's).
+   */
+  prune(checkpoint: AuditCheckpoint, batch: number): Promise<number>;
 }
 
 /** What `AuditStore.revocations` looks for: a token's jti, its grant, its client. */

@@ -6,11 +6,13 @@ import { createInterface } from 'node:readline';
 import { InvalidArgumentError } from 'commander';
 import type { Command } from 'commander';
 
-import { StorageUnavailableError } from '../adapters/errors.js';
-import { DEFAULT_AUDIT_CHAIN } from '../adapters/types.js';
-import type { AuditRecord, AuditStore } from '../adapters/types.js';
-import { GENESIS_HASH, LogVerifier } from './audit/chain.js';
+import { AuditCheckpointError, StorageUnavailableError } from '../adapters/errors.js';
+import { DEFAULT_AUDIT_CHAIN, chainOf, checkpointFrom } from '../adapters/types.js';
+import type { AuditCheckpoint, AuditRecord, AuditStore } from '../adapters/types.js';
+import { ChainVerifier, GENESIS_HASH, LogVerifier } from './audit/chain.js';
 import type { LogVerification } from './audit/chain.js';
+import { AuditLog } from './audit/log.js';
+import { writerChain } from './audit/writer-chain.js';
 import { answer, checkOutFile, CliUsageError, EXIT, withJson, withStore } from './cli-context.js';
 import type { CliContext } from './cli-context.js';
 
@@ -48,6 +50,14 @@ async function* records(store: AuditStore, chain: string, from = 1): AsyncGenera
 function recordLine(record: AuditRecord): string {
   const { chain, seq, time, type, client_id: clientId, sub, details, prev_hash: prevHash, hash, ...extra } = record;
   return `${JSON.stringify({ chain, seq, time, type, client_id: clientId, sub, details, prev_hash: prevHash, hash, ...extra })}\n`;
+}
+
+/**
+ * The export line of a pruned chain, before its records: the last record removed (`audit prune`), which the first
+ * record kept links to. It has no `seq` of its own, so no reader takes it for a record.
+ */
+function prunedLine({ chain, seq, hash, time, pruned_at: prunedAt }: AuditCheckpoint): string {
+  return `${JSON.stringify({ chain, pruned_through: { seq, hash, time, pruned_at: prunedAt } })}\n`;
 }
 
 async function write(out: NodeJS.WritableStream, text: string): Promise<void> {
@@ -106,10 +116,13 @@ async function exportLog(opts: { out?: string; json?: boolean }): Promise<void> 
     const heads: Head[] = [];
     try {
       if (file) await once(file, 'open');
-      // Chain after chain, each in seq order.
+      const checkpoints = new Map((await store.checkpoints()).map((c) => [c.chain, c]));
+      // Chain after chain, each in seq order; a pruned chain opens with the line saying where it starts.
       for (const chain of await store.chains()) {
         let last: AuditRecord | undefined;
-        for await (const record of records(store, chain)) {
+        const checkpoint = checkpoints.get(chain);
+        if (checkpoint) await write(out, prunedLine(checkpoint));
+        for await (const record of records(store, chain, checkpoint ? checkpoint.seq + 1 : 1)) {
           await write(out, recordLine(record));
           count += 1;
           last = record;
@@ -136,7 +149,16 @@ async function exportLog(opts: { out?: string; json?: boolean }): Promise<void> 
   });
 }
 
-function report(result: LogVerification, unreadable: string[], json: boolean, source: Record<string, unknown>): void {
+/** Where a pruned chain starts: after `seq` (the records up to it were removed by `audit prune`). */
+interface PrunedStart {
+  chain: string;
+  seq: number;
+}
+
+const prunedText = (pruned: PrunedStart[]) =>
+  pruned.length === 0 ? '' : `; pruned: ${pruned.map((p) => `${p.chain || '(default)'} starts after seq ${p.seq}`).join(', ')}`;
+
+function report(result: LogVerification, unreadable: string[], json: boolean, source: Record<string, unknown>, pruned: PrunedStart[] = []): void {
   const heads = result.chains.map((c) => ({ chain: c.chain, seq: c.verification.headSeq, hash: c.verification.headHash }));
   const named = result.chains.some((c) => c.chain !== DEFAULT_AUDIT_CHAIN);
   const ok = result.ok && unreadable.length === 0;
@@ -146,11 +168,11 @@ function report(result: LogVerification, unreadable: string[], json: boolean, so
       ...unreadable.map((detail) => ({ detail })),
       ...result.chains.flatMap(({ chain, verification }) => verification.problems.map((p) => ({ chain, seq: p.seq, kind: p.kind, detail: p.detail }))),
     ];
-    answer(true, undefined, { ok, records: result.checked, heads, problems, source }, () => '');
+    answer(true, undefined, { ok, records: result.checked, heads, pruned, problems, source }, () => '');
     return;
   }
   if (ok) {
-    process.stdout.write(`audit log OK: ${result.checked} records${chainsCount(result.chains.length, named)}, ${headsText(heads)}\n`);
+    process.stdout.write(`audit log OK: ${result.checked} records${chainsCount(result.chains.length, named)}, ${headsText(heads)}${prunedText(pruned)}\n`);
     return;
   }
   for (const line of unreadable) process.stdout.write(`${line}\n`);
@@ -163,21 +185,32 @@ function report(result: LogVerification, unreadable: string[], json: boolean, so
   }
   const count = problems + unreadable.length;
   process.stdout.write(
-    `audit log FAILED: ${count} problem${count === 1 ? '' : 's'} in ${result.checked} records${chainsCount(result.chains.length, named)}, ${headsText(heads)}\n`,
+    `audit log FAILED: ${count} problem${count === 1 ? '' : 's'} in ${result.checked} records${chainsCount(result.chains.length, named)}, ${headsText(heads)}${prunedText(pruned)}\n`,
   );
 }
 
-async function verifyFile(path: string, json: boolean): Promise<void> {
-  process.stderr.write(`agentauth: audit verify: the file ${path} (no store)\n`);
+/** An export file, read through: its verdict, and what `audit prune` checks an archive for. */
+interface ExportFileReading {
+  result: LogVerification;
+  unreadable: string[];
+  /** Per chain in the file: the seq its records start after (0: from seq 1; else the pruned-chain line's). */
+  starts: Map<string, number>;
+  /** The hash of each record asked for (`want`: chain → seq), by `${chain}\n${seq}`. */
+  found: Map<string, string>;
+}
+
+async function readExportFile(path: string, want: ReadonlyMap<string, number> = new Map()): Promise<ExportFileReading> {
   const verifier = new LogVerifier();
   const unreadable: string[] = [];
+  const starts = new Map<string, number>();
+  const found = new Map<string, string>();
   const input = createReadStream(path, { encoding: 'utf8' });
   const opened = once(input, 'open');
   opened.catch(() => undefined);
   try {
     await opened;
   } catch (err) {
-    throw new CliUsageError(`audit verify --file: cannot read ${path} (${(err as NodeJS.ErrnoException).code ?? String(err)})`);
+    throw new CliUsageError(`cannot read ${path} (${(err as NodeJS.ErrnoException).code ?? String(err)})`);
   }
   let lineNo = 0;
   for await (const line of createInterface({ input, crlfDelay: Infinity })) {
@@ -194,9 +227,44 @@ async function verifyFile(path: string, json: boolean): Promise<void> {
       unreadable.push(`line ${lineNo}: edited: not a JSON object`);
       continue;
     }
-    verifier.push(parsed as AuditRecord);
+    if ('pruned_through' in parsed) {
+      const { chain, pruned_through: through } = parsed as { chain?: unknown; pruned_through: unknown };
+      const name = typeof chain === 'string' ? chain : DEFAULT_AUDIT_CHAIN;
+      let checkpoint: AuditCheckpoint;
+      try {
+        const fields = typeof through === 'object' && through !== null ? through : {};
+        checkpoint = checkpointFrom(name, Number((fields as { seq?: unknown }).seq), { ...fields, chain });
+      } catch {
+        unreadable.push(`line ${lineNo}: edited: a pruned-chain line that is not what audit export writes`);
+        continue;
+      }
+      if (starts.has(name) || !verifier.startAfter(name, checkpoint.seq, checkpoint.hash)) {
+        unreadable.push(`line ${lineNo}: edited: the pruned-chain line of ${name || 'the default chain'} is not the first line of that chain`);
+        continue;
+      }
+      starts.set(name, checkpoint.seq);
+      continue;
+    }
+    const record = parsed as AuditRecord;
+    const chain = chainOf(record);
+    if (!starts.has(chain)) starts.set(chain, 0);
+    if (want.get(chain) === record.seq && typeof record.hash === 'string') found.set(`${chain}\n${record.seq}`, record.hash);
+    verifier.push(record);
   }
-  report(verifier.result(), unreadable, json, { file: path });
+  return { result: verifier.result(), unreadable, starts, found };
+}
+
+async function verifyFile(path: string, json: boolean): Promise<void> {
+  process.stderr.write(`agentauth: audit verify: the file ${path} (no store)\n`);
+  let reading: ExportFileReading;
+  try {
+    reading = await readExportFile(path);
+  } catch (err) {
+    if (err instanceof CliUsageError) throw new CliUsageError(`audit verify --file: ${err.message}`);
+    throw err;
+  }
+  const pruned = [...reading.starts].filter(([, seq]) => seq > 0).map(([chain, seq]) => ({ chain, seq }));
+  report(reading.result, reading.unreadable, json, { file: path }, pruned);
 }
 
 /**
@@ -210,8 +278,8 @@ class Undecodable {
   ) {}
 }
 
-async function* decodable(store: AuditStore, chain: string): AsyncGenerator<AuditRecord | Undecodable> {
-  let next = 1;
+async function* decodable(store: AuditStore, chain: string, from = 1): AsyncGenerator<AuditRecord | Undecodable> {
+  let next = from;
   for (;;) {
     let page: AuditRecord[];
     try {
@@ -244,8 +312,16 @@ async function verify(opts: { file?: string; json?: boolean }): Promise<void> {
   await withAuditStore('audit verify', async (store, ctx) => {
     const verifier = new LogVerifier();
     const unreadable: string[] = [];
-    for (const chain of await store.chains()) {
-      for await (const item of decodable(store, chain)) {
+    const checkpoints = await storedCheckpoints(store, unreadable);
+    const chains = await store.chains();
+    for (const c of checkpoints.values()) {
+      verifier.startAfter(c.chain, c.seq, c.hash);
+      // A prune always keeps a chain's newest record: a pruned chain with none left was deleted after it.
+      if (!chains.includes(c.chain)) unreadable.push(`${c.chain ? `chain ${c.chain} ` : ''}seq ${c.seq + 1}: deleted: the chain was pruned through seq ${c.seq} but holds no record now`);
+    }
+    for (const chain of chains) {
+      const checkpoint = checkpoints.get(chain);
+      for await (const item of decodable(store, chain, checkpoint ? checkpoint.seq + 1 : 1)) {
         if (item instanceof Undecodable) unreadable.push(`${chain ? `chain ${chain} ` : ''}seq ${item.seq}: edited: cannot be decoded (${item.error})`);
         else verifier.push(item);
       }
@@ -254,7 +330,146 @@ async function verify(opts: { file?: string; json?: boolean }): Promise<void> {
     const strays = await store.strays(MAX_STRAYS + 1);
     for (const place of strays.slice(0, MAX_STRAYS)) unreadable.push(`${place}: edited: stored outside every chain (seq below 1, or a chain name agentauth does not write); no reading of the log reaches it`);
     if (strays.length > MAX_STRAYS) unreadable.push(`more records are stored outside every chain: only the first ${MAX_STRAYS} are named`);
-    report(verifier.result(), unreadable, opts.json === true, { ...ctx });
+    report(verifier.result(), unreadable, opts.json === true, { ...ctx }, [...checkpoints.values()].map(({ chain, seq }) => ({ chain, seq })));
+  });
+}
+
+/** The stored checkpoints by chain; an altered one is reported (in `problems`) and its chain read from seq 1. */
+async function storedCheckpoints(store: AuditStore, problems: string[]): Promise<Map<string, AuditCheckpoint>> {
+  try {
+    return new Map((await store.checkpoints()).map((c) => [c.chain, c]));
+  } catch (err) {
+    if (!(err instanceof AuditCheckpointError)) throw err;
+    problems.push(`${err.chain ? `chain ${err.chain} ` : ''}checkpoint: edited: ${err.message}; every chain is read from seq 1`);
+    return new Map();
+  }
+}
+
+/** Records removed per write when pruning: each batch is its own short write, so servers' writes wait little. */
+const PRUNE_BATCH = 5000;
+
+/** What `audit prune` removes from one chain: from `from` through `through`, the last record before the cut-off. */
+interface PrunePlan {
+  chain: string;
+  from: number;
+  through: AuditRecord;
+  count: number;
+}
+
+/**
+ * Per chain, the records older than `cutoff` (time strictly before it), from where the chain starts now up to, never
+ * including, its newest record (which writers continue from). Each chain's prefix is verified on the way: a chain
+ * that does not verify up to the cut-off is not pruned at all (its problems are returned), since pruning would remove
+ * the evidence.
+ */
+async function planPrune(store: AuditStore, cutoff: number, checkpoints: ReadonlyMap<string, AuditCheckpoint>): Promise<{ plans: PrunePlan[]; problems: string[] }> {
+  const plans: PrunePlan[] = [];
+  const problems: string[] = [];
+  for (const chain of await store.chains()) {
+    const head = await store.head(chain);
+    if (!head) continue;
+    const checkpoint = checkpoints.get(chain);
+    const from = checkpoint ? checkpoint.seq + 1 : 1;
+    const verifier = new ChainVerifier(checkpoint ? { startSeq: from, startPrevHash: checkpoint.hash } : {});
+    const name = chain ? `chain ${chain} ` : '';
+    let last: AuditRecord | undefined;
+    let count = 0;
+    for await (const item of decodable(store, chain, from)) {
+      if (item instanceof Undecodable) {
+        problems.push(`${name}seq ${item.seq}: edited: cannot be decoded (${item.error})`);
+        break;
+      }
+      if (item.seq >= head.seq || !(Date.parse(item.time) < cutoff)) break;
+      verifier.push(item);
+      last = item;
+      count += 1;
+    }
+    for (const p of verifier.result().problems) problems.push(`${name}seq ${p.seq}: ${p.kind}: ${p.detail}`);
+    if (last && problems.length === 0) plans.push({ chain, from, through: last, count });
+  }
+  return { plans, problems };
+}
+
+/** `--older-than <N>d` or `--before <date-time>`, as a time in ms; a usage error otherwise. */
+function cutoffOf(opts: { before?: string; olderThan?: string }, now: number): number {
+  if ((opts.before === undefined) === (opts.olderThan === undefined)) throw new CliUsageError('audit prune: give exactly one of --before <date-time> and --older-than <days>d');
+  if (opts.olderThan !== undefined) {
+    const days = /^([1-9][0-9]{0,5})d$/.exec(opts.olderThan)?.[1];
+    if (days === undefined) throw new CliUsageError(`audit prune: --older-than must be a whole number of days followed by d, e.g. 90d (got ${JSON.stringify(opts.olderThan.slice(0, 40))})`);
+    return now - Number(days) * 86_400_000;
+  }
+  const before = opts.before!;
+  const at = /^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2}))?$/.test(before) ? Date.parse(before) : Number.NaN;
+  if (Number.isNaN(at)) throw new CliUsageError(`audit prune: --before must be an ISO 8601 date or date-time with its offset, e.g. 2026-01-01 or 2026-01-01T00:00:00Z (got ${JSON.stringify(before.slice(0, 40))})`);
+  if (at > now) throw new CliUsageError(`audit prune: --before ${before} is in the future`);
+  return at;
+}
+
+/** Why `archive` does not hold what `plans` would remove, or undefined when it does (a verified export reaching each). */
+async function archiveProblem(archive: string, plans: PrunePlan[]): Promise<string | undefined> {
+  const reading = await readExportFile(archive, new Map(plans.map((p) => [p.chain, p.through.seq])));
+  if (!reading.result.ok || reading.unreadable.length > 0) return `the archive ${archive} does not verify (run agentauth audit verify --file ${archive})`;
+  for (const p of plans) {
+    const name = p.chain || 'the default chain';
+    const start = reading.starts.get(p.chain);
+    if (start === undefined) return `the archive ${archive} holds no record of ${name}`;
+    if (start >= p.from) return `the archive ${archive} holds ${name} only after seq ${start}, not from seq ${p.from}`;
+    if (reading.found.get(`${p.chain}\n${p.through.seq}`) !== p.through.hash) {
+      return `the archive ${archive} does not hold ${name} up to seq ${p.through.seq} as stored (export again, then prune)`;
+    }
+  }
+  return undefined;
+}
+
+async function prune(opts: { before?: string; olderThan?: string; archive?: string; discard?: boolean; json?: boolean }): Promise<void> {
+  const now = Date.now();
+  const cutoff = cutoffOf(opts, now);
+  if ((opts.archive === undefined) === (opts.discard !== true)) {
+    throw new CliUsageError('audit prune: give --archive <file> (an `audit export` holding the records to remove) or, to remove them unarchived, --discard');
+  }
+  await withStore({ command: 'audit prune' }, async (storage, _config, ctx) => {
+    if (ctx.store === 'memory') {
+      throw new CliUsageError(`audit prune: the memory store's audit log is the file ${ctx.data_dir}/audit.jsonl, which is not pruned; move it aside while no server runs`);
+    }
+    const store = storage.audit;
+    const checkpoints = new Map((await store.checkpoints()).map((c) => [c.chain, c]));
+    const { plans, problems } = await planPrune(store, cutoff, checkpoints);
+    const before = new Date(cutoff).toISOString();
+    if (problems.length > 0) {
+      process.exitCode = EXIT.negative;
+      answer(opts.json === true, ctx, { ok: false, before, pruned: [], problems }, () =>
+        [...problems, `audit prune FAILED: the log does not verify up to ${before}; nothing was removed (run agentauth audit verify)`].join('\n'),
+      );
+      return;
+    }
+    if (opts.archive !== undefined && plans.length > 0) {
+      const problem = await archiveProblem(opts.archive, plans);
+      if (problem) throw new CliUsageError(`audit prune: ${problem}; nothing was removed`);
+    }
+    const prunedAt = new Date(now).toISOString();
+    const pruned: Array<{ chain: string; from_seq: number; through_seq: number; through_time: string; removed: number }> = [];
+    for (const p of plans) {
+      const removed = await store.prune({ chain: p.chain, seq: p.through.seq, hash: p.through.hash, time: p.through.time, pruned_at: prunedAt }, PRUNE_BATCH);
+      pruned.push({ chain: p.chain, from_seq: p.from, through_seq: p.through.seq, through_time: p.through.time, removed });
+    }
+    if (pruned.length > 0) {
+      // The prune itself is on the record, in the CLI's own chain.
+      const log = new AuditLog(store, { chain: writerChain('cli') });
+      try {
+        await log.record({ type: 'audit.pruned', details: { before, archive: opts.archive ?? null, chains: pruned.map(({ chain, through_seq: seq, removed }) => ({ chain, through_seq: seq, removed })) } });
+      } finally {
+        await log.close();
+      }
+    }
+    const removed = pruned.reduce((n, p) => n + p.removed, 0);
+    answer(opts.json === true, ctx, { ok: true, before, archive: opts.archive ?? null, pruned }, () =>
+      pruned.length === 0
+        ? `nothing to prune: no audit record before ${before} (each chain's newest record is always kept)`
+        : [
+            ...pruned.map((p) => `${p.chain ? `chain ${p.chain}` : 'default chain'}: removed ${p.removed} records, seq ${p.from_seq}–${p.through_seq} (up to ${p.through_time}); it now starts after seq ${p.through_seq}`),
+            `audit prune: removed ${removed} records before ${before} from ${pruned.length} chain${pruned.length === 1 ? '' : 's'}${opts.archive ? `, all of them in ${opts.archive}` : ' (not archived: --discard)'}`,
+          ].join('\n'),
+    );
   });
 }
 
@@ -262,7 +477,7 @@ async function verify(opts: { file?: string; json?: boolean }): Promise<void> {
 export function registerAuditCommands(program: Command): void {
   const audit = program
     .command('audit')
-    .description('read, export and verify the hash-chained audit log (from the configured store: MongoDB, SQLite in the data directory, or audit.jsonl with the memory store)');
+    .description('read, export, verify and prune the hash-chained audit log (from the configured store: MongoDB, SQLite in the data directory, or audit.jsonl with the memory store)');
 
   withJson(audit.command('tail'))
     .description('print the newest audit records as JSON lines, oldest first')
@@ -278,4 +493,12 @@ export function registerAuditCommands(program: Command): void {
     .description('check every hash chain: exit 0 with the heads when intact, exit 1 listing each problem otherwise')
     .option('--file <file>', 'verify a file written by `audit export` instead of the stored log (no storage needed)')
     .action(verify);
+
+  withJson(audit.command('prune'))
+    .description('remove audit records older than a cut-off (each chain keeps its newest record); the chains still verify, from where they now start')
+    .option('--older-than <days>', 'remove records older than this many days, e.g. 90d')
+    .option('--before <date-time>', 'remove records from before this ISO 8601 date or date-time')
+    .option('--archive <file>', 'an `audit export` file holding every record to remove: checked (it must verify and match the store) before anything is removed')
+    .option('--discard', 'remove the records without checking that they were archived')
+    .action(prune);
 }

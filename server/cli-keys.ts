@@ -14,7 +14,7 @@ import { answer, checkOutFile, CliUsageError, EXIT, requireInitialised, withJson
 import type { CliContext } from './cli-context.js';
 import type { Config } from './config.js';
 import { createLogger } from './logger.js';
-import { revocationFacts, verifyAgainstArchive } from './token-verification.js';
+import { prunedRevocations, revocationFacts, verifyAgainstArchive } from './token-verification.js';
 import type { Storage } from '../adapters/types.js';
 import { AuditLog } from './audit/log.js';
 import { writerChain } from './audit/writer-chain.js';
@@ -225,7 +225,8 @@ export function registerKeyCommands(program: Command): void {
           const checked = checkedAgainst(ctx, undefined, archive);
           if (r.signature !== 'valid' || !r.claims) return [r, checked];
           const revocation = await revocationFacts(storage, r.claims);
-          return [{ ...r, revoked: revocation.length > 0, revocation }, checked];
+          const pruned = await prunedRevocations(storage, r.claims);
+          return [{ ...r, revoked: revocation.length > 0, revocation, ...(pruned ? { revocation_note: pruned } : {}) }, checked];
         });
       }
       const hint = issuerHint(token, (against.issuer as string | null) ?? null);

@@ -62,12 +62,26 @@ export async function verifyAgainstArchive(token: string, archive: readonly Arch
   };
 }
 
+/**
+ * Whether `audit prune` may have removed revocation records of this token: it did if any chain was pruned up to a
+ * record written at or after the token was issued (a revocation is recorded after issuance; records are removed in
+ * time order). Says since when, or undefined when nothing of the token's lifetime was pruned.
+ */
+export async function prunedRevocations(storage: Storage, claims: Record<string, unknown>): Promise<string | undefined> {
+  const iat = typeof claims.iat === 'number' ? claims.iat : undefined;
+  let latest: string | undefined;
+  for (const c of await storage.audit.checkpoints()) if (latest === undefined || Date.parse(c.time) > Date.parse(latest)) latest = c.time;
+  if (latest === undefined || (iat !== undefined && iat * 1000 > Date.parse(latest))) return undefined;
+  return `the audit log was pruned up to ${latest} (agentauth audit prune): a revocation of this token, its grant or its client recorded by then is no longer in it; look in the archive exported before the prune`;
+}
+
 /** Most revocation records `revocationFacts` reads for one token (one suffices; a client disabled again and again has many). */
 const REVOCATION_RECORDS_READ = 1000;
 
 /**
  * Whether storage says the token was revoked: the jti denylist (kept until exp), and the audit log, which keeps
- * token, grant and client revocations forever (so this still answers long after the token expired).
+ * token, grant and client revocations until `audit prune` removes them (so this still answers long after the token
+ * expired; prunedRevocations says when it no longer can).
  */
 export async function revocationFacts(storage: Storage, claims: Record<string, unknown>): Promise<string[]> {
   const facts: string[] = [];

@@ -422,7 +422,7 @@ export class ChainVerifier {
   #link(origin: number, seq: number, prevHash: string): void {
     if (origin === this.#startSeq) {
       if (this.#startPrevHash !== undefined && prevHash !== this.#startPrevHash) {
-        this.#problem(seq, 'broken-link', `prev_hash is not ${this.#startPrevHash === GENESIS_HASH ? 'the genesis hash' : 'the expected start hash'}`);
+        this.#problem(seq, 'broken-link', `prev_hash is not ${this.#startPrevHash === GENESIS_HASH ? 'the genesis hash' : 'the hash of the last record pruned (the checkpoint of the chain)'}`);
       }
       return;
     }
@@ -508,13 +508,29 @@ export interface LogVerification {
  */
 export class LogVerifier {
   readonly #chains = new Map<string, ChainVerifier>();
+  /** Where pruned chains start: the last record removed (`agentauth audit prune`), by chain. */
+  readonly #starts = new Map<string, { seq: number; hash: string }>();
   #checked = 0;
+
+  /**
+   * Verifies `chain` as continuing after the record at `seq` with `hash` (a pruned chain's checkpoint) instead of
+   * from seq 1. Given before any record of that chain; returns false (and changes nothing) after one.
+   */
+  startAfter(chain: string, seq: number, hash: string): boolean {
+    if (this.#chains.has(chain)) return false;
+    this.#starts.set(chain, { seq, hash });
+    return true;
+  }
 
   push(record: AuditRecord): void {
     this.#checked += 1;
     const chain = chainOf(record);
     let verifier = this.#chains.get(chain);
-    if (!verifier) this.#chains.set(chain, (verifier = new ChainVerifier()));
+    if (!verifier) {
+      const start = this.#starts.get(chain);
+      verifier = new ChainVerifier(start ? { startSeq: start.seq + 1, startPrevHash: start.hash } : {});
+      this.#chains.set(chain, verifier);
+    }
     verifier.push(record);
   }
 

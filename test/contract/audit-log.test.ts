@@ -5,7 +5,7 @@ import { StorageUnavailableError } from '../../adapters/errors.js';
 import { FileAuditStore } from '../../adapters/file-audit.js';
 import { MongoStorage } from '../../adapters/mongodb.js';
 import { SqliteStorage } from '../../adapters/sqlite.js';
-import type { AuditRecord, AuditStore, RevocationKeys, Storage } from '../../adapters/types.js';
+import type { AuditCheckpoint, AuditRecord, AuditStore, RevocationKeys, Storage } from '../../adapters/types.js';
 import { InvalidAuditEventError, computeHash, verifyChain, verifyLog } from '../../server/audit/chain.js';
 import { AuditLog, AuditLogClosedError } from '../../server/audit/log.js';
 import { tempDir, uniqueDbName } from '../support/server.js';
@@ -53,6 +53,14 @@ class CountingStore implements AuditStore {
 
   revocations(keys: RevocationKeys, limit: number) {
     return this.inner.revocations(keys, limit);
+  }
+
+  checkpoints() {
+    return this.inner.checkpoints();
+  }
+
+  prune(checkpoint: AuditCheckpoint, batch: number) {
+    return this.inner.prune(checkpoint, batch);
   }
 }
 
@@ -399,6 +407,8 @@ describe('AuditLog when the store fails', () => {
       chains: () => inner.chains(),
       strays: (limit) => inner.strays(limit),
       revocations: (keys, limit) => inner.revocations(keys, limit),
+      checkpoints: () => inner.checkpoints(),
+      prune: (checkpoint, batch) => inner.prune(checkpoint, batch),
     };
     const log = new AuditLog(flaky);
     const results = await Promise.allSettled([log.record({ type: 'token.issued' }), log.record({ type: 'token.issued' })]);
@@ -425,6 +435,8 @@ describe('AuditLog when the store fails', () => {
       chains: () => inner.chains(),
       strays: (limit) => inner.strays(limit),
       revocations: (keys, limit) => inner.revocations(keys, limit),
+      checkpoints: () => inner.checkpoints(),
+      prune: (checkpoint, batch) => inner.prune(checkpoint, batch),
     };
     const log = new AuditLog(gated);
     let settled = false;
@@ -456,6 +468,8 @@ describe('AuditLog when the store fails', () => {
       chains: () => inner.chains(),
       strays: (limit) => inner.strays(limit),
       revocations: (keys, limit) => inner.revocations(keys, limit),
+      checkpoints: () => inner.checkpoints(),
+      prune: (checkpoint, batch) => inner.prune(checkpoint, batch),
     };
     const log = new AuditLog(contended, { maxAttempts: 5 });
     await expect(log.record({ type: 'token.revoked' })).rejects.toThrow(StorageUnavailableError);
@@ -483,6 +497,8 @@ describe('AuditLog when the store fails', () => {
       chains: () => inner.chains(),
       strays: (limit) => inner.strays(limit),
       revocations: (keys, limit) => inner.revocations(keys, limit),
+      checkpoints: () => inner.checkpoints(),
+      prune: (checkpoint, batch) => inner.prune(checkpoint, batch),
     };
     const log = new AuditLog(retried);
     const [a, b] = await Promise.all([log.record({ type: 'token.issued', details: { n: 1 } }), log.record({ type: 'token.issued', details: { n: 2 } })]);

@@ -32,6 +32,12 @@ class ArrayAuditStore implements AuditStore {
   async revocations(keys: RevocationKeys, limit: number) {
     return this.records.filter((r) => revokesOneOf(r, keys)).slice(0, limit);
   }
+  async checkpoints() {
+    return [];
+  }
+  async prune(): Promise<number> {
+    throw new Error('not pruned');
+  }
 }
 
 describe('requestIdFrom', () => {

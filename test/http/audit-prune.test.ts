@@ -1,0 +1,198 @@
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
+
+import { baseConfig, basicAuth, RESOURCE, RS_CLIENT } from '../support/agent-server.js';
+import { runCli, startServer, tempDir, uniqueDbName, writeConfig } from '../support/server.js';
+import type { RunningServer } from '../support/server.js';
+import { mongoUri } from '../support/storages.js';
+
+/**
+ * `agentauth audit prune`: removes audit records older than a cut-off while servers run, never a chain's newest, only
+ * what a verified archive holds (or with --discard), never from a log that does not verify; what is left verifies
+ * from the checkpoint, exports say where each pruned chain starts, and `agentauth verify` says when a revocation may
+ * have been pruned.
+ */
+
+async function token(url: string): Promise<string> {
+  const res = await fetch(`${url}/token`, {
+    method: 'POST',
+    headers: { authorization: basicAuth(RS_CLIENT.id, RS_CLIENT.secret), 'content-type': 'application/x-www-form-urlencoded' },
+    body: new URLSearchParams({ grant_type: 'client_credentials', resource: RESOURCE, scope: 'read' }),
+  });
+  expect(res.status).toBe(200);
+  return ((await res.json()) as { access_token: string }).access_token;
+}
+
+async function revoke(url: string, t: string): Promise<void> {
+  const res = await fetch(`${url}/token/revocation`, {
+    method: 'POST',
+    headers: { authorization: basicAuth(RS_CLIENT.id, RS_CLIENT.secret), 'content-type': 'application/x-www-form-urlencoded' },
+    body: new URLSearchParams({ token: t }),
+  });
+  expect(res.status).toBe(200);
+}
+
+const exportLines = (file: string) => readFileSync(file, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+describe.each([
+  ['SQLite', () => ({})],
+  ['MongoDB (FerretDB)', () => ({ MONGODB_URI: mongoUri(), MONGODB_DB: uniqueDbName('auditprune') })],
+] as const)('agentauth audit prune on %s, with the server running', (store, storeEnv) => {
+  const dir = tempDir('agentauth-prune-');
+  let env: Record<string, string>;
+  let server: RunningServer;
+  let revoked: string;
+  const cli = (...args: string[]) => runCli(args, env, 60_000);
+
+  beforeAll(async () => {
+    env = { AGENTAUTH_CONFIG: writeConfig(dir, baseConfig()), AGENTAUTH_DATA_DIR: join(dir, 'data'), AGENTAUTH_KEK: 'q'.repeat(43) + '=', ...storeEnv() };
+    server = await startServer(env);
+    revoked = await token(server.url);
+    for (let i = 0; i < 5; i += 1) await token(server.url);
+    await revoke(server.url, revoked);
+  });
+  afterAll(async () => {
+    await server.stop();
+  });
+
+  test.each([
+    [[], /give exactly one of --before <date-time> and --older-than <days>d/],
+    [['--before', '2026-01-01', '--older-than', '90d', '--discard'], /give exactly one of --before/],
+    [['--older-than', '90', '--discard'], /--older-than must be a whole number of days followed by d, e.g. 90d \(got "90"\)/],
+    [['--older-than', '0d', '--discard'], /--older-than must be a whole number of days/],
+    [['--before', 'yesterday', '--discard'], /--before must be an ISO 8601 date or date-time/],
+    [['--before', '2026-01-01T00:00:00', '--discard'], /--before must be an ISO 8601 date or date-time with its offset/],
+    [['--before', '2999-01-01', '--discard'], /--before 2999-01-01 is in the future/],
+    [['--older-than', '1d'], /give --archive <file> .* or, to remove them unarchived, --discard/],
+    [['--older-than', '1d', '--archive', 'x.jsonl', '--discard'], /give --archive <file>/],
+  ])('usage errors exit 2 and remove nothing: %j', async (args, message) => {
+    const before = await cli('audit', 'verify', '--json');
+    const res = await cli('audit', 'prune', ...args);
+    expect(res.code).toBe(2);
+    expect(res.stderr).toMatch(message);
+    expect((await cli('audit', 'verify', '--json')).stdout).toBe(before.stdout);
+  });
+
+  test('nothing older than the cut-off: nothing is removed', async () => {
+    const res = await cli('audit', 'prune', '--older-than', '1d', '--discard');
+    expect(res.code).toBe(0);
+    expect(res.stdout).toMatch(/^nothing to prune: no audit record before \S+ \(each chain's newest record is always kept\)\n$/);
+  });
+
+  test('prune checks its archive, removes what it holds, and the log, exports and verify still agree', async () => {
+    const stale = join(dir, `stale-${store.length}.jsonl`);
+    expect((await cli('audit', 'export', '--out', stale)).code).toBe(0);
+    // Two records the stale export does not hold: the newest stays (a chain's newest is never removed), the other would go.
+    await token(server.url);
+    await token(server.url);
+    await pause(20);
+    const cutoff = new Date().toISOString();
+    const countBefore = (JSON.parse((await cli('audit', 'verify', '--json')).stdout) as { records: number }).records;
+
+    // An archive that stops short of what would be removed is refused, and nothing is removed.
+    let res = await cli('audit', 'prune', '--before', cutoff, '--archive', stale);
+    expect(res.code).toBe(2);
+    expect(res.stderr).toMatch(/does not hold .* up to seq \d+ as stored \(export again, then prune\); nothing was removed/);
+    // So is one that does not verify (one record edited).
+    const edited = join(dir, `edited-${store.length}.jsonl`);
+    const lines = readFileSync(stale, 'utf8').split('\n');
+    lines[1] = lines[1]!.replace('"token.issued"', '"token.revoked"');
+    writeFileSync(edited, lines.join('\n'));
+    res = await cli('audit', 'prune', '--before', cutoff, '--archive', edited);
+    expect(res.code).toBe(2);
+    expect(res.stderr).toMatch(/the archive .* does not verify \(run agentauth audit verify --file/);
+    expect((JSON.parse((await cli('audit', 'verify', '--json')).stdout) as { records: number }).records).toBe(countBefore);
+
+    // A fresh export is accepted: everything before the cut-off goes, except each chain's newest record.
+    const archive = join(dir, `archive-${store.length}.jsonl`);
+    expect((await cli('audit', 'export', '--out', archive)).code).toBe(0);
+    res = await cli('audit', 'prune', '--before', cutoff, '--archive', archive, '--json');
+    expect(res.code).toBe(0);
+    const answer = JSON.parse(res.stdout) as { ok: boolean; pruned: Array<{ chain: string; from_seq: number; through_seq: number; removed: number }> };
+    expect(answer.ok).toBe(true);
+    expect(answer.pruned.length).toBeGreaterThan(0);
+    const removed = answer.pruned.reduce((n, p) => n + p.removed, 0);
+    for (const p of answer.pruned) expect(p.removed).toBe(p.through_seq - p.from_seq + 1);
+
+    // The stored log verifies from its checkpoints, and says where each pruned chain starts.
+    const verified = JSON.parse((await cli('audit', 'verify', '--json')).stdout) as { ok: boolean; records: number; pruned: Array<{ chain: string; seq: number }> };
+    expect(verified.ok).toBe(true);
+    expect(verified.pruned).toEqual(expect.arrayContaining(answer.pruned.map((p) => ({ chain: p.chain, seq: p.through_seq }))));
+    // What is left: the records before, less those removed, plus the prune's own record.
+    expect(verified.records).toBe(countBefore - removed + 1);
+    const text = await cli('audit', 'verify');
+    expect(text.stdout).toMatch(/^audit log OK: .*; pruned: .* starts after seq \d+/);
+
+    // The prune is on the record, in the command line's chain.
+    const tail = (await cli('audit', 'tail', '-n', '5')).stdout.trim().split('\n').map((l) => JSON.parse(l) as { type: string; details: Record<string, unknown> });
+    expect(tail.at(-1)).toMatchObject({ type: 'audit.pruned', details: { before: cutoff, archive } });
+
+    // An export made now opens each pruned chain with where it starts, and verifies by itself.
+    const after = join(dir, `after-${store.length}.jsonl`);
+    expect((await cli('audit', 'export', '--out', after)).code).toBe(0);
+    const exported = exportLines(after);
+    for (const p of answer.pruned) expect(exported).toContainEqual({ chain: p.chain, pruned_through: expect.objectContaining({ seq: p.through_seq }) });
+    const fileVerify = await cli('audit', 'verify', '--file', after, '--json');
+    expect(fileVerify.code).toBe(0);
+    expect(JSON.parse(fileVerify.stdout)).toMatchObject({ ok: true, records: verified.records });
+    // Its pruned-chain lines are checked too: one moved after its chain's records is refused.
+    const moved = exported.filter((l) => !('pruned_through' in l)).concat(exported.filter((l) => 'pruned_through' in l));
+    writeFileSync(after, moved.map((l) => JSON.stringify(l)).join('\n'));
+    expect((await cli('audit', 'verify', '--file', after)).code).toBe(1);
+
+    // The server kept running throughout and still records.
+    await token(server.url);
+    expect(JSON.parse((await cli('audit', 'verify', '--json')).stdout)).toMatchObject({ ok: true, records: verified.records + 1 });
+
+    // A token issued before the cut-off: verify says its revocation may have been pruned.
+    const v = JSON.parse((await cli('verify', revoked, '--json')).stdout) as { signature: string; revocation_note?: string };
+    expect(v.signature).toBe('valid');
+    expect(v.revocation_note).toMatch(/^the audit log was pruned up to \S+ \(agentauth audit prune\): a revocation of this token/);
+    // One issued after it has no such note.
+    const fresh = await token(server.url);
+    expect(JSON.parse((await cli('verify', fresh, '--json')).stdout)).not.toHaveProperty('revocation_note');
+
+    // A second prune with the later export continues from the checkpoint.
+    await pause(20);
+    const later = join(dir, `later-${store.length}.jsonl`);
+    expect((await cli('audit', 'export', '--out', later)).code).toBe(0);
+    res = await cli('audit', 'prune', '--before', new Date().toISOString(), '--archive', later);
+    expect(res.code).toBe(0);
+    expect(res.stdout).toMatch(/audit prune: removed \d+ records before .* from \d+ chains?, all of them in /);
+    expect(JSON.parse((await cli('audit', 'verify', '--json')).stdout)).toMatchObject({ ok: true });
+  });
+});
+
+test('a log that does not verify up to the cut-off is not pruned (the evidence stays)', async () => {
+  const dir = tempDir('agentauth-prune-');
+  const env = { AGENTAUTH_CONFIG: writeConfig(dir, baseConfig()), AGENTAUTH_DATA_DIR: join(dir, 'data'), AGENTAUTH_KEK: 'r'.repeat(43) + '=' };
+  const server = await startServer(env);
+  try {
+    for (let i = 0; i < 4; i += 1) await token(server.url);
+  } finally {
+    await server.stop();
+  }
+  const db = new DatabaseSync(join(dir, 'data', 'agentauth.sqlite'));
+  db.prepare("UPDATE audit_records SET record = json_set(record, '$.client_id', 'someone-else') WHERE seq = 2 AND json_extract(record, '$.type') = 'token.issued'").run();
+  const rows = Number((db.prepare('SELECT count(*) AS n FROM audit_records').get() as { n: number }).n);
+  db.close();
+  const res = await runCli(['audit', 'prune', '--before', new Date().toISOString(), '--discard'], env);
+  expect(res.code).toBe(1);
+  expect(res.stdout).toMatch(/seq 2: edited: /);
+  expect(res.stdout).toMatch(/audit prune FAILED: the log does not verify up to \S+; nothing was removed \(run agentauth audit verify\)\n$/);
+  const after = new DatabaseSync(join(dir, 'data', 'agentauth.sqlite'));
+  expect(Number((after.prepare('SELECT count(*) AS n FROM audit_records').get() as { n: number }).n)).toBe(rows);
+  after.close();
+});
+
+test('the memory store\'s audit file is not pruned', async () => {
+  const dir = tempDir('agentauth-prune-');
+  const env = { AGENTAUTH_DATA_DIR: join(dir, 'data'), AGENTAUTH_STORE: 'memory', AGENTAUTH_KEK: 's'.repeat(43) + '=' };
+  const server = await startServer(env);
+  await server.stop();
+  const res = await runCli(['audit', 'prune', '--older-than', '1d', '--discard'], env);
+  expect(res.code).toBe(2);
+  expect(res.stderr).toMatch(/the memory store's audit log is the file .*audit\.jsonl, which is not pruned/);
+});

@@ -421,7 +421,7 @@ async function archiveProblem(archive: string, plans: PrunePlan[]): Promise<stri
   return undefined;
 }
 
-async function prune(opts: { before?: string; olderThan?: string; archive?: string; discard?: boolean; json?: boolean }): Promise<void> {
+async function prune(opts: { before?: string; olderThan?: string; archive?: string; discard?: boolean; dryRun?: boolean; json?: boolean }): Promise<void> {
   const now = Date.now();
   const cutoff = cutoffOf(opts, now);
   if ((opts.archive === undefined) === (opts.discard !== true)) {
@@ -445,6 +445,19 @@ async function prune(opts: { before?: string; olderThan?: string; archive?: stri
     if (opts.archive !== undefined && plans.length > 0) {
       const problem = await archiveProblem(opts.archive, plans);
       if (problem) throw new CliUsageError(`audit prune: ${problem}; nothing was removed`);
+    }
+    if (opts.dryRun) {
+      // Everything checked as for the real run (the log up to the cut-off, the archive); nothing removed or recorded.
+      const plan = plans.map((p) => ({ chain: p.chain, from_seq: p.from, through_seq: p.through.seq, through_time: p.through.time, records: p.count }));
+      answer(opts.json === true, ctx, { ok: true, dry_run: true, before, archive: opts.archive ?? null, would_prune: plan }, () =>
+        plan.length === 0
+          ? `nothing to prune: no audit record before ${before} (each chain's newest record is always kept)`
+          : [
+              ...plan.map((p) => `${p.chain ? `chain ${p.chain}` : 'default chain'}: would remove ${p.records} records, seq ${p.from_seq}–${p.through_seq} (up to ${p.through_time})`),
+              `audit prune --dry-run: would remove ${plan.reduce((n, p) => n + p.records, 0)} records before ${before}; nothing was removed`,
+            ].join('\n'),
+      );
+      return;
     }
     const prunedAt = new Date(now).toISOString();
     const pruned: Array<{ chain: string; from_seq: number; through_seq: number; through_time: string; removed: number }> = [];
@@ -500,5 +513,6 @@ export function registerAuditCommands(program: Command): void {
     .option('--before <date-time>', 'remove records from before this ISO 8601 date or date-time')
     .option('--archive <file>', 'an `audit export` file holding every record to remove: checked (it must verify and match the store) before anything is removed')
     .option('--discard', 'remove the records without checking that they were archived')
+    .option('--dry-run', 'check everything and say what would be removed, removing nothing')
     .action(prune);
 }

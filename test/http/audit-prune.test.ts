@@ -108,6 +108,15 @@ describe.each([
     // A fresh export is accepted: everything before the cut-off goes, except each chain's newest record.
     const archive = join(dir, `archive-${store.length}.jsonl`);
     expect((await cli('audit', 'export', '--out', archive)).code).toBe(0);
+    // A dry run checks the same and says what would go, removing nothing.
+    res = await cli('audit', 'prune', '--before', cutoff, '--archive', archive, '--dry-run', '--json');
+    expect(res.code).toBe(0);
+    const dry = JSON.parse(res.stdout) as { dry_run: boolean; would_prune: Array<{ chain: string; through_seq: number; records: number }> };
+    expect(dry.dry_run).toBe(true);
+    expect(dry.would_prune.length).toBeGreaterThan(0);
+    expect((JSON.parse((await cli('audit', 'verify', '--json')).stdout) as { records: number; pruned: unknown[] })).toMatchObject({ records: countBefore, pruned: [] });
+    expect((await cli('audit', 'prune', '--before', cutoff, '--archive', stale, '--dry-run')).code).toBe(2);
+
     res = await cli('audit', 'prune', '--before', cutoff, '--archive', archive, '--json');
     expect(res.code).toBe(0);
     const answer = JSON.parse(res.stdout) as { ok: boolean; pruned: Array<{ chain: string; from_seq: number; through_seq: number; removed: number }> };
@@ -115,6 +124,8 @@ describe.each([
     expect(answer.pruned.length).toBeGreaterThan(0);
     const removed = answer.pruned.reduce((n, p) => n + p.removed, 0);
     for (const p of answer.pruned) expect(p.removed).toBe(p.through_seq - p.from_seq + 1);
+    // The dry run named exactly what went.
+    expect(answer.pruned.map((p) => ({ chain: p.chain, through_seq: p.through_seq, records: p.removed }))).toEqual(dry.would_prune.map(({ chain, through_seq: seq, records }) => ({ chain, through_seq: seq, records })));
 
     // The stored log verifies from its checkpoints, and says where each pruned chain starts.
     const verified = JSON.parse((await cli('audit', 'verify', '--json')).stdout) as { ok: boolean; records: number; pruned: Array<{ chain: string; seq: number }> };

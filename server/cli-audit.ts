@@ -316,8 +316,11 @@ async function verify(opts: { file?: string; json?: boolean }): Promise<void> {
     const chains = await store.chains();
     for (const c of checkpoints.values()) {
       verifier.startAfter(c.chain, c.seq, c.hash);
+      const name = c.chain ? `chain ${c.chain} ` : '';
       // A prune always keeps a chain's newest record: a pruned chain with none left was deleted after it.
-      if (!chains.includes(c.chain)) unreadable.push(`${c.chain ? `chain ${c.chain} ` : ''}seq ${c.seq + 1}: deleted: the chain was pruned through seq ${c.seq} but holds no record now`);
+      if (!chains.includes(c.chain)) unreadable.push(`${name}seq ${c.seq + 1}: deleted: the chain was pruned through seq ${c.seq} but holds no record now`);
+      const below = await belowCheckpoint(store, c);
+      if (below > 0) unreadable.push(`${name}seq ${c.seq}: edited: ${below} record${below === 1 ? ' is' : 's are'} stored at or below the checkpoint (seq ${c.seq}), where no verification reads: left by an interrupted audit prune (running it again removes them), or planted`);
     }
     for (const chain of chains) {
       const checkpoint = checkpoints.get(chain);
@@ -332,6 +335,16 @@ async function verify(opts: { file?: string; json?: boolean }): Promise<void> {
     if (strays.length > MAX_STRAYS) unreadable.push(`more records are stored outside every chain: only the first ${MAX_STRAYS} are named`);
     report(verifier.result(), unreadable, opts.json === true, { ...ctx }, [...checkpoints.values()].map(({ chain, seq }) => ({ chain, seq })));
   });
+}
+
+/** How many records of the checkpoint's chain are stored at or below it (an interrupted prune leaves some). */
+async function belowCheckpoint(store: AuditStore, checkpoint: AuditCheckpoint): Promise<number> {
+  let count = 0;
+  for await (const record of records(store, checkpoint.chain)) {
+    if (record.seq > checkpoint.seq) break;
+    count += 1;
+  }
+  return count;
 }
 
 /** The stored checkpoints by chain; an altered one is reported (in `problems`) and its chain read from seq 1. */
@@ -433,6 +446,14 @@ async function prune(opts: { before?: string; olderThan?: string; archive?: stri
     }
     const store = storage.audit;
     const checkpoints = new Map((await store.checkpoints()).map((c) => [c.chain, c]));
+    // Records left at or below a checkpoint by an interrupted prune: no verification reads them, so they go first.
+    let leftovers = 0;
+    for (const c of checkpoints.values()) {
+      const below = await belowCheckpoint(store, c);
+      if (below > 0 && !opts.dryRun) leftovers += await store.prune(c, PRUNE_BATCH);
+      else leftovers += below;
+    }
+    if (leftovers > 0) process.stderr.write(`agentauth: audit prune: ${leftovers} record${leftovers === 1 ? '' : 's'} left at or below a checkpoint by an earlier prune ${opts.dryRun ? 'would be' : leftovers === 1 ? 'was' : 'were'} removed\n`);
     const { plans, problems } = await planPrune(store, cutoff, checkpoints);
     const before = new Date(cutoff).toISOString();
     if (problems.length > 0) {

@@ -207,3 +207,45 @@ test('the memory store\'s audit file is not pruned', async () => {
   expect(res.code).toBe(2);
   expect(res.stderr).toMatch(/the memory store's audit log is the file .*audit\.jsonl, which is not pruned/);
 });
+
+test('records at or below a checkpoint (an interrupted prune\'s, or planted) fail verify, count for no revocation, and the next prune removes them', async () => {
+  const dir = tempDir('agentauth-prune-');
+  const env = { AGENTAUTH_CONFIG: writeConfig(dir, baseConfig()), AGENTAUTH_DATA_DIR: join(dir, 'data'), AGENTAUTH_KEK: 't'.repeat(43) + '=' };
+  const server = await startServer(env);
+  let revoked: string;
+  try {
+    revoked = await token(server.url);
+    await revoke(server.url, revoked);
+    for (let i = 0; i < 3; i += 1) await token(server.url);
+  } finally {
+    await server.stop();
+  }
+  await pause(20);
+  const archive = join(dir, 'archive.jsonl');
+  expect((await runCli(['audit', 'export', '--out', archive], env)).code).toBe(0);
+  expect((await runCli(['audit', 'prune', '--before', new Date().toISOString(), '--archive', archive], env)).code).toBe(0);
+  const revocation = exportLines(archive).find((l) => l.type === 'token.revoked')!;
+  // Before: the revocation is gone from the store, and verify says so.
+  let facts = JSON.parse((await runCli(['verify', revoked, '--json'], env)).stdout) as { revocation: string[]; revocation_note?: string };
+  expect(facts.revocation.some((f) => f.startsWith('token revoked at'))).toBe(false);
+  expect(facts.revocation_note).toMatch(/^the audit log was pruned up to/);
+
+  // The removed record put back where it was, below the checkpoint.
+  const db = new DatabaseSync(join(dir, 'data', 'agentauth.sqlite'));
+  db.prepare('INSERT INTO audit_records (chain, seq, record) VALUES (?, ?, ?)').run(String(revocation.chain ?? ''), Number(revocation.seq), JSON.stringify(revocation));
+  db.close();
+  const res = await runCli(['audit', 'verify'], env);
+  expect(res.code).toBe(1);
+  expect(res.stdout).toMatch(/edited: 1 record is stored at or below the checkpoint \(seq \d+\), where no verification reads: left by an interrupted audit prune \(running it again removes them\), or planted/);
+  facts = JSON.parse((await runCli(['verify', revoked, '--json'], env)).stdout) as { revocation: string[] };
+  expect(facts.revocation.some((f) => f.startsWith('token revoked at'))).toBe(false);
+
+  // A dry run says it would remove it; a prune with nothing else to do removes it, and the log verifies again.
+  const dry = await runCli(['audit', 'prune', '--older-than', '1d', '--discard', '--dry-run'], env);
+  expect(dry.stderr).toMatch(/1 record left at or below a checkpoint by an earlier prune would be removed/);
+  expect((await runCli(['audit', 'verify'], env)).code).toBe(1);
+  const again = await runCli(['audit', 'prune', '--older-than', '1d', '--discard'], env);
+  expect(again.code).toBe(0);
+  expect(again.stderr).toMatch(/1 record left at or below a checkpoint by an earlier prune was removed/);
+  expect((await runCli(['audit', 'verify'], env)).code).toBe(0);
+});

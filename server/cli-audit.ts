@@ -1,5 +1,7 @@
 import { once } from 'node:events';
-import { createReadStream, createWriteStream, renameSync, rmSync } from 'node:fs';
+import { createReadStream, createWriteStream, existsSync, renameSync, rmSync } from 'node:fs';
+import { link, open } from 'node:fs/promises';
+import { dirname, resolve } from 'node:path';
 import type { WriteStream } from 'node:fs';
 import { createInterface } from 'node:readline';
 
@@ -434,13 +436,61 @@ async function archiveProblem(archive: string, plans: PrunePlan[]): Promise<stri
   return undefined;
 }
 
-async function prune(opts: { before?: string; olderThan?: string; archive?: string; discard?: boolean; dryRun?: boolean; json?: boolean }): Promise<void> {
+/**
+ * Writes the records `plans` will remove, each chain opening with its current checkpoint's line, to `path`: a new file
+ * (mode 0600, never one that exists), synced to disk and linked into place, its directory synced, before anything is
+ * removed.
+ */
+async function writePruneArchive(store: AuditStore, path: string, plans: PrunePlan[], checkpoints: ReadonlyMap<string, AuditCheckpoint>): Promise<number> {
+  const tmp = `${path}.tmp-${process.pid}`;
+  const handle = await open(tmp, 'wx', 0o600);
+  let count = 0;
+  try {
+    let buffer = '';
+    for (const p of plans) {
+      const checkpoint = checkpoints.get(p.chain);
+      if (checkpoint) buffer += prunedLine(checkpoint);
+      for await (const record of records(store, p.chain, p.from)) {
+        if (record.seq > p.through.seq) break;
+        buffer += recordLine(record);
+        count += 1;
+        if (buffer.length >= 1 << 20) {
+          await handle.write(buffer);
+          buffer = '';
+        }
+      }
+    }
+    await handle.write(buffer);
+    await handle.sync();
+    await handle.close();
+    // link, not rename: an archive someone wrote there meanwhile is never replaced.
+    await link(tmp, path);
+  } catch (err) {
+    await handle.close().catch(() => undefined);
+    throw (err as NodeJS.ErrnoException).code === 'EEXIST' ? new CliUsageError(`audit prune: --archive-to ${path} exists; nothing was removed`) : err;
+  } finally {
+    rmSync(tmp, { force: true });
+  }
+  const dir = await open(dirname(resolve(path)), 'r');
+  try {
+    await dir.sync();
+  } finally {
+    await dir.close();
+  }
+  return count;
+}
+
+async function prune(opts: { before?: string; olderThan?: string; archive?: string; archiveTo?: string; discard?: boolean; dryRun?: boolean; json?: boolean }): Promise<void> {
   const now = Date.now();
   const cutoff = cutoffOf(opts, now);
-  if ((opts.archive === undefined) === (opts.discard !== true)) {
-    throw new CliUsageError('audit prune: give --archive <file> (an `audit export` holding the records to remove) or, to remove them unarchived, --discard');
+  if ([opts.archive !== undefined, opts.archiveTo !== undefined, opts.discard === true].filter(Boolean).length !== 1) {
+    throw new CliUsageError('audit prune: give one of --archive-to <new file> (write the records to remove there first), --archive <file> (an `audit export` holding them) or, to remove them unarchived, --discard');
   }
-  await withStore({ command: 'audit prune' }, async (storage, _config, ctx) => {
+  await withStore({ command: 'audit prune' }, async (storage, config, ctx) => {
+    if (opts.archiveTo !== undefined) {
+      checkOutFile(opts.archiveTo, config, '--archive-to');
+      if (existsSync(opts.archiveTo)) throw new CliUsageError(`audit prune: --archive-to ${opts.archiveTo} exists; name a new file (archives are never replaced)`);
+    }
     if (ctx.store === 'memory') {
       throw new CliUsageError(`audit prune: the memory store's audit log is the file ${ctx.data_dir}/audit.jsonl, which is not pruned; move it aside while no server runs`);
     }
@@ -467,10 +517,18 @@ async function prune(opts: { before?: string; olderThan?: string; archive?: stri
       const problem = await archiveProblem(opts.archive, plans);
       if (problem) throw new CliUsageError(`audit prune: ${problem}; nothing was removed`);
     }
+    if (opts.archiveTo !== undefined && plans.length > 0 && !opts.dryRun) {
+      const written = await writePruneArchive(store, opts.archiveTo, plans, checkpoints);
+      // Read back as any archive is: it must verify and hold every record to go, as stored.
+      const problem = await archiveProblem(opts.archiveTo, plans);
+      if (problem) throw new Error(`audit prune: ${problem}; nothing was removed`);
+      process.stderr.write(`agentauth: audit prune: wrote ${written} records to ${opts.archiveTo} (synced to disk)\n`);
+    }
+    const archive = opts.archive ?? opts.archiveTo ?? null;
     if (opts.dryRun) {
       // Everything checked as for the real run (the log up to the cut-off, the archive); nothing removed or recorded.
       const plan = plans.map((p) => ({ chain: p.chain, from_seq: p.from, through_seq: p.through.seq, through_time: p.through.time, records: p.count }));
-      answer(opts.json === true, ctx, { ok: true, dry_run: true, before, archive: opts.archive ?? null, would_prune: plan }, () =>
+      answer(opts.json === true, ctx, { ok: true, dry_run: true, before, archive, would_prune: plan }, () =>
         plan.length === 0
           ? `nothing to prune: no audit record before ${before} (each chain's newest record is always kept)`
           : [
@@ -490,18 +548,18 @@ async function prune(opts: { before?: string; olderThan?: string; archive?: stri
       // The prune itself is on the record, in the CLI's own chain.
       const log = new AuditLog(store, { chain: writerChain('cli') });
       try {
-        await log.record({ type: 'audit.pruned', details: { before, archive: opts.archive ?? null, chains: pruned.map(({ chain, through_seq: seq, removed }) => ({ chain, through_seq: seq, removed })) } });
+        await log.record({ type: 'audit.pruned', details: { before, archive, chains: pruned.map(({ chain, through_seq: seq, removed }) => ({ chain, through_seq: seq, removed })) } });
       } finally {
         await log.close();
       }
     }
     const removed = pruned.reduce((n, p) => n + p.removed, 0);
-    answer(opts.json === true, ctx, { ok: true, before, archive: opts.archive ?? null, pruned }, () =>
+    answer(opts.json === true, ctx, { ok: true, before, archive, pruned }, () =>
       pruned.length === 0
         ? `nothing to prune: no audit record before ${before} (each chain's newest record is always kept)`
         : [
             ...pruned.map((p) => `${p.chain ? `chain ${p.chain}` : 'default chain'}: removed ${p.removed} records, seq ${p.from_seq}–${p.through_seq} (up to ${p.through_time}); it now starts after seq ${p.through_seq}`),
-            `audit prune: removed ${removed} records before ${before} from ${pruned.length} chain${pruned.length === 1 ? '' : 's'}${opts.archive ? `, all of them in ${opts.archive}` : ' (not archived: --discard)'}`,
+            `audit prune: removed ${removed} records before ${before} from ${pruned.length} chain${pruned.length === 1 ? '' : 's'}${archive ? `, all of them in ${archive}` : ' (not archived: --discard)'}`,
           ].join('\n'),
     );
   });
@@ -533,6 +591,7 @@ export function registerAuditCommands(program: Command): void {
     .option('--older-than <days>', 'remove records older than this many days, e.g. 90d')
     .option('--before <date-time>', 'remove records from before this ISO 8601 date or date-time')
     .option('--archive <file>', 'an `audit export` file holding every record to remove: checked (it must verify and match the store) before anything is removed')
+    .option('--archive-to <file>', 'write the records to remove to this new file first (synced, read back and checked), then remove them')
     .option('--discard', 'remove the records without checking that they were archived')
     .option('--dry-run', 'check everything and say what would be removed, removing nothing')
     .action(prune);

@@ -1,4 +1,4 @@
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 
@@ -65,8 +65,9 @@ describe.each([
     [['--before', 'yesterday', '--discard'], /--before must be an ISO 8601 date or date-time/],
     [['--before', '2026-01-01T00:00:00', '--discard'], /--before must be an ISO 8601 date or date-time with its offset/],
     [['--before', '2999-01-01', '--discard'], /--before 2999-01-01 is in the future/],
-    [['--older-than', '1d'], /give --archive <file> .* or, to remove them unarchived, --discard/],
-    [['--older-than', '1d', '--archive', 'x.jsonl', '--discard'], /give --archive <file>/],
+    [['--older-than', '1d'], /give one of --archive-to <new file> .*, --archive <file> .* or, to remove them unarchived, --discard/],
+    [['--older-than', '1d', '--archive', 'x.jsonl', '--discard'], /give one of --archive-to/],
+    [['--older-than', '1d', '--archive', 'x.jsonl', '--archive-to', 'y.jsonl'], /give one of --archive-to/],
   ])('usage errors exit 2 and remove nothing: %j', async (args, message) => {
     const before = await cli('audit', 'verify', '--json');
     const res = await cli('audit', 'prune', ...args);
@@ -248,4 +249,52 @@ test('records at or below a checkpoint (an interrupted prune\'s, or planted) fai
   expect(again.code).toBe(0);
   expect(again.stderr).toMatch(/1 record left at or below a checkpoint by an earlier prune was removed/);
   expect((await runCli(['audit', 'verify'], env)).code).toBe(0);
+});
+
+test('--archive-to writes exactly what goes to a new file, synced and checked, before removing it; archives chain across prunes', async () => {
+  const dir = tempDir('agentauth-prune-');
+  const env = { AGENTAUTH_CONFIG: writeConfig(dir, baseConfig()), AGENTAUTH_DATA_DIR: join(dir, 'data'), AGENTAUTH_KEK: 'u'.repeat(43) + '=' };
+  const server = await startServer(env);
+  try {
+    for (let i = 0; i < 4; i += 1) await token(server.url);
+    await pause(20);
+    const first = join(dir, 'first.jsonl');
+    let res = await runCli(['audit', 'prune', '--before', new Date().toISOString(), '--archive-to', first, '--json'], env);
+    expect(res.code).toBe(0);
+    expect(res.stderr).toMatch(/wrote \d+ records to .*first\.jsonl \(synced to disk\)/);
+    const answer = JSON.parse(res.stdout) as { archive: string; pruned: Array<{ chain: string; from_seq: number; through_seq: number; removed: number }> };
+    expect(answer.archive).toBe(first);
+    // The file holds exactly the records removed, and verifies by itself.
+    const lines = exportLines(first);
+    expect(lines).toHaveLength(answer.pruned.reduce((n, p) => n + p.removed, 0));
+    expect(lines.map((l) => [l.chain ?? '', l.seq])).toEqual(answer.pruned.flatMap((p) => Array.from({ length: p.removed }, (_, i) => [p.chain, p.from_seq + i])));
+    expect((await runCli(['audit', 'verify', '--file', first], env)).code).toBe(0);
+    expect((await runCli(['audit', 'verify'], env)).code).toBe(0);
+
+    // An existing file is never replaced: refused before anything is read or removed.
+    const before = (await runCli(['audit', 'verify', '--json'], env)).stdout;
+    res = await runCli(['audit', 'prune', '--older-than', '1d', '--archive-to', first], env);
+    expect(res.code).toBe(2);
+    expect(res.stderr).toMatch(/--archive-to .*first\.jsonl exists; name a new file \(archives are never replaced\)/);
+    // Nor the store's own files.
+    res = await runCli(['audit', 'prune', '--older-than', '1d', '--archive-to', join(dir, 'data', 'agentauth.sqlite')], env);
+    expect(res.code).toBe(2);
+    expect((await runCli(['audit', 'verify', '--json'], env)).stdout).toBe(before);
+
+    // The next archive opens each chain with where the previous one ended, and verifies by itself too.
+    for (let i = 0; i < 3; i += 1) await token(server.url);
+    await pause(20);
+    const second = join(dir, 'second.jsonl');
+    res = await runCli(['audit', 'prune', '--before', new Date().toISOString(), '--archive-to', second], env);
+    expect(res.code).toBe(0);
+    const next = exportLines(second);
+    const serverChain = answer.pruned.find((p) => p.removed > 1)!;
+    expect(next).toContainEqual({ chain: serverChain.chain, pruned_through: expect.objectContaining({ seq: serverChain.through_seq }) });
+    expect((await runCli(['audit', 'verify', '--file', second], env)).code).toBe(0);
+    expect((await runCli(['audit', 'verify'], env)).code).toBe(0);
+    // No temporary file is left behind.
+    expect(readdirSync(dir).filter((f) => f.includes('.tmp-'))).toEqual([]);
+  } finally {
+    await server.stop();
+  }
 });

@@ -1,3 +1,5 @@
+import { misshapenField } from './payload-shape.js';
+
 /**
  * Storage could not be read or written (unreachable, timed out, or answered with an error we cannot act on).
  * Callers fail closed on it: nothing is issued or accepted, and HTTP answers 503 `temporarily_unavailable`.
@@ -22,7 +24,8 @@ export class InvalidStorageValueError extends Error {
 }
 
 /**
- * A stored record whose payload is not a JSON object: the file or the database was damaged or edited outside the
+ * A stored record whose payload is not a JSON object, or a token or code whose `field` is not of the type
+ * oidc-provider writes it as (adapters/payload-shape.ts): the file or the database was damaged or edited outside the
  * server. It is never handed to oidc-provider; its readers treat it as absent (fail closed: the token, code or client
  * it was is refused) and say so. `id` is named only where a listing for an operator found it (stored ids of credential
  * models are keyed hashes, adapters/sealed-credential-ids.ts, not credentials).
@@ -30,8 +33,10 @@ export class InvalidStorageValueError extends Error {
 export class UnreadableRecordError extends Error {
   readonly code = 'unreadable_record';
 
-  constructor(readonly model: string, readonly id?: string) {
-    super(`a stored ${model} record${id === undefined ? '' : ` (id ${JSON.stringify(id)})`} is not a JSON object: the database was damaged or edited outside agentauth`);
+  constructor(readonly model: string, readonly id?: string, readonly field?: string) {
+    super(
+      `a stored ${model} record${id === undefined ? '' : ` (id ${JSON.stringify(id)})`} ${field === undefined ? 'is not a JSON object' : `has a ${JSON.stringify(field)} of the wrong type`}: the database was damaged or edited outside agentauth`,
+    );
     this.name = 'UnreadableRecordError';
   }
 }
@@ -45,6 +50,9 @@ export function decodeStoredPayload<T extends object>(text: unknown, model: stri
     value = undefined;
   }
   if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new UnreadableRecordError(model, id);
+  // A token whose fields are not of the types oidc-provider writes would be echoed as they are (introspection).
+  const field = misshapenField(model, value as Record<string, unknown>);
+  if (field !== undefined) throw new UnreadableRecordError(model, id, field);
   return value as T;
 }
 

@@ -55,7 +55,7 @@ export async function openStorage(config: Config, log?: Logger, opts: { readOnly
  * session's id is its cookie). docs/operations.md, "A stored record that is not readable", says how to find it.
  */
 const unreadableLogger = (log: Logger | undefined, also?: UnreadableListener): UnreadableListener => (err) => {
-  log?.error({ event: 'storage.unreadable', model: err.model }, 'a stored record is not readable (not a JSON object); answered as absent');
+  log?.error({ event: 'storage.unreadable', model: err.model, ...(err.field === undefined ? {} : { field: err.field }) }, 'a stored record is not readable (not a JSON object, or a field of the wrong type); answered as absent');
   also?.(err);
 };
 

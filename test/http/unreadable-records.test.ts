@@ -60,6 +60,28 @@ describe('a stored record that is not readable (embedded store)', () => {
     expect((await fetch(`${running.server.url}/readyz`)).status).toBe(200);
   });
 
+  test.each([
+    ['scope', '5'],
+    ['clientId', "json('{}')"],
+    ['exp', "'soon'"],
+    ['aud', "json('[1]')"],
+    ['extra', "'x'"],
+  ])('an opaque token whose %s is of the wrong type is refused, never echoed into an introspection answer', async (field, value) => {
+    const issued = await fetch(`${running.server.url}/token`, {
+      method: 'POST',
+      headers: { authorization: basicAuth(RS_CLIENT.id, RS_CLIENT.secret), 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ grant_type: 'client_credentials', resource: OPAQUE_RESOURCE, scope: 'files' }),
+    });
+    const { access_token: token } = (await issued.json()) as { access_token: string };
+    expect(await introspect(running.server.url, token)).toMatchObject({ active: true, scope: 'files', client_id: RS_CLIENT.id });
+    const before = unreadableLogged().length;
+    // Every live client-credentials token of the test gets the edit (the one just issued among them).
+    const edited = running.db.prepare(`UPDATE oidc_records SET payload = json_set(payload, '$.${field}', ${value}) WHERE model = 'ClientCredentials' AND json_valid(payload)`).run().changes;
+    expect(edited).toBeGreaterThanOrEqual(1);
+    expect(await introspect(running.server.url, token)).toEqual({ active: false });
+    expect(unreadableLogged().slice(before)).toEqual([expect.objectContaining({ event: 'storage.unreadable', model: 'ClientCredentials', field })]);
+  });
+
   test('a registered client: its token requests are invalid_client and its registration access token is refused, never a 500', async () => {
     const created = await register(running.server.url, { redirect_uris: [REDIRECT], grant_types: ['authorization_code'], token_endpoint_auth_method: 'none', scope: 'read' });
     expect(created.status).toBe(201);

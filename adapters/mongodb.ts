@@ -523,9 +523,9 @@ interface CheckpointDoc {
 }
 
 const SEQ_DIGITS = 15;
-const auditId = (chain: string, seq: number): number | string =>
-  chain === DEFAULT_AUDIT_CHAIN ? seq : `${chain}/${String(seq).padStart(SEQ_DIGITS, '0')}`;
+/** `<chain>/<seq, 15 digits>`: one chain is one `_id` range, in seq order (a named chain's records, every checkpoint). */
 const checkpointId = (chain: string, seq: number): string => `${chain}/${String(seq).padStart(SEQ_DIGITS, '0')}`;
+const auditId = (chain: string, seq: number): number | string => (chain === DEFAULT_AUDIT_CHAIN ? seq : checkpointId(chain, seq));
 
 /**
  * Audit records, one document per record, keyed so that one chain is one `_id` range: the default chain's numeric

@@ -496,14 +496,15 @@ async function prune(opts: { before?: string; olderThan?: string; archive?: stri
     }
     const store = storage.audit;
     const checkpoints = new Map((await store.checkpoints()).map((c) => [c.chain, c]));
-    // Records left at or below a checkpoint by an interrupted prune: no verification reads them, so they go first.
+    // Records left at or below a checkpoint by an interrupted prune: no verification reads them. Removed (first) only
+    // once every check below has passed, so that a refused prune removes nothing.
+    const leftBehind: AuditCheckpoint[] = [];
     let leftovers = 0;
     for (const c of checkpoints.values()) {
       const below = await belowCheckpoint(store, c);
-      if (below > 0 && !opts.dryRun) leftovers += await store.prune(c, PRUNE_BATCH);
-      else leftovers += below;
+      if (below > 0) leftBehind.push(c);
+      leftovers += below;
     }
-    if (leftovers > 0) process.stderr.write(`agentauth: audit prune: ${leftovers} record${leftovers === 1 ? '' : 's'} left at or below a checkpoint by an earlier prune ${opts.dryRun ? 'would be' : leftovers === 1 ? 'was' : 'were'} removed\n`);
     const { plans, problems } = await planPrune(store, cutoff, checkpoints);
     const before = new Date(cutoff).toISOString();
     if (problems.length > 0) {
@@ -524,8 +525,13 @@ async function prune(opts: { before?: string; olderThan?: string; archive?: stri
       if (problem) throw new Error(`audit prune: ${problem}; nothing was removed`);
       process.stderr.write(`agentauth: audit prune: wrote ${written} records to ${opts.archiveTo} (synced to disk)\n`);
     }
-    const archive = opts.archive ?? opts.archiveTo ?? null;
+    // The file named is one that holds the records (an --archive-to with nothing to prune writes none).
+    const archive = opts.archive ?? (plans.length > 0 ? opts.archiveTo : undefined) ?? null;
+    const leftoverLine = (verb: string) => {
+      if (leftovers > 0) process.stderr.write(`agentauth: audit prune: ${leftovers} record${leftovers === 1 ? '' : 's'} left at or below a checkpoint by an earlier prune ${verb} removed\n`);
+    };
     if (opts.dryRun) {
+      leftoverLine('would be');
       // Everything checked as for the real run (the log up to the cut-off, the archive); nothing removed or recorded.
       const plan = plans.map((p) => ({ chain: p.chain, from_seq: p.from, through_seq: p.through.seq, through_time: p.through.time, records: p.count }));
       answer(opts.json === true, ctx, { ok: true, dry_run: true, before, archive, would_prune: plan }, () =>
@@ -538,6 +544,8 @@ async function prune(opts: { before?: string; olderThan?: string; archive?: stri
       );
       return;
     }
+    for (const c of leftBehind) await store.prune(c, PRUNE_BATCH);
+    leftoverLine(leftovers === 1 ? 'was' : 'were');
     const prunedAt = new Date(now).toISOString();
     const pruned: Array<{ chain: string; from_seq: number; through_seq: number; through_time: string; removed: number }> = [];
     for (const p of plans) {

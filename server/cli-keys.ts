@@ -224,8 +224,10 @@ export function registerKeyCommands(program: Command): void {
           const r: typeof report = { ...(await verifyAgainstArchive(token, archive)) };
           const checked = checkedAgainst(ctx, undefined, archive);
           if (r.signature !== 'valid' || !r.claims) return [r, checked];
-          const revocation = await revocationFacts(storage, r.claims);
-          const pruned = await prunedRevocations(storage, r.claims);
+          // The pruned chains' checkpoints, read once: which records still count, and whether any may be gone.
+          const checkpoints = await storage.audit.checkpoints();
+          const revocation = await revocationFacts(storage, r.claims, checkpoints);
+          const pruned = prunedRevocations(checkpoints, r.claims);
           return [{ ...r, revoked: revocation.length > 0, revocation, ...(pruned ? { revocation_note: pruned } : {}) }, checked];
         });
       }

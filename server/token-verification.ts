@@ -2,7 +2,7 @@ import { compactVerify, decodeJwt, decodeProtectedHeader, importJWK } from 'jose
 import type { JWK } from 'jose';
 
 import { chainOf } from '../adapters/types.js';
-import type { Storage } from '../adapters/types.js';
+import type { AuditCheckpoint, Storage } from '../adapters/types.js';
 import type { ArchivedKey } from '../keys/keyring.js';
 import { LINEAGE_CLAIM, grantMark, lineageOf } from './revocation-lineage.js';
 import { tokensRevokedBefore } from './admin/client-fields.js';
@@ -67,10 +67,10 @@ export async function verifyAgainstArchive(token: string, archive: readonly Arch
  * record written at or after the token was issued (a revocation is recorded after issuance; records are removed in
  * time order). Says since when, or undefined when nothing of the token's lifetime was pruned.
  */
-export async function prunedRevocations(storage: Storage, claims: Record<string, unknown>): Promise<string | undefined> {
+export function prunedRevocations(checkpoints: readonly AuditCheckpoint[], claims: Record<string, unknown>): string | undefined {
   const iat = typeof claims.iat === 'number' ? claims.iat : undefined;
   let latest: string | undefined;
-  for (const c of await storage.audit.checkpoints()) if (latest === undefined || Date.parse(c.time) > Date.parse(latest)) latest = c.time;
+  for (const c of checkpoints) if (latest === undefined || Date.parse(c.time) > Date.parse(latest)) latest = c.time;
   if (latest === undefined || (iat !== undefined && iat * 1000 > Date.parse(latest))) return undefined;
   return `the audit log was pruned up to ${latest} (agentauth audit prune): a revocation of this token, its grant or its client recorded by then is no longer in it; look in the archive exported before the prune`;
 }
@@ -83,7 +83,7 @@ const REVOCATION_RECORDS_READ = 1000;
  * token, grant and client revocations until `audit prune` removes them (so this still answers long after the token
  * expired; prunedRevocations says when it no longer can).
  */
-export async function revocationFacts(storage: Storage, claims: Record<string, unknown>): Promise<string[]> {
+export async function revocationFacts(storage: Storage, claims: Record<string, unknown>, checkpoints: readonly AuditCheckpoint[]): Promise<string[]> {
   const facts: string[] = [];
   const jti = typeof claims.jti === 'string' ? claims.jti : undefined;
   const grantId = typeof claims.grant_id === 'string' ? claims.grant_id : undefined;
@@ -106,8 +106,8 @@ export async function revocationFacts(storage: Storage, claims: Record<string, u
   const found = await storage.audit.revocations({ jti, grantId, clientId }, REVOCATION_RECORDS_READ);
   // Records at or below a pruned chain's checkpoint are outside every verification (left by an interrupted prune, or
   // planted): not taken as facts.
-  const checkpoints = new Map((await storage.audit.checkpoints()).map((c) => [c.chain, c.seq]));
-  const records = found.filter((r) => !(r.seq <= (checkpoints.get(chainOf(r)) ?? 0)));
+  const prunedThrough = new Map(checkpoints.map((c) => [c.chain, c.seq]));
+  const records = found.filter((r) => !(r.seq <= (prunedThrough.get(chainOf(r)) ?? 0)));
   for (const r of records) {
     const chain = chainOf(r);
     const where = `audit ${chain ? `chain ${chain} ` : ''}seq ${r.seq}`;

@@ -140,9 +140,11 @@ export async function withStore<T>(opts: StoreOptions & { issuer?: string }, fn:
 export async function requireInitialised(storage: Storage, ctx: CliContext, opts: StoreOptions): Promise<void> {
   if (opts.init) return;
   if ((await storage.keys.list()).length > 0) return;
+  // Only `keys rotate` takes --init: every other command names it, rather than an option it does not have.
+  const what = ctx.store === 'mongodb' ? 'the first key' : 'a key-encryption key and the first key';
+  const create = opts.command === 'keys rotate' ? `pass --init to create ${what} here` : `run \`agentauth keys rotate --init\` to create ${what} here`;
   throw new CliUsageError(
-    `${opts.command}: the store ${ctx.location} holds no signing keys (no agentauth server has run on it); check AGENTAUTH_DATA_DIR / MONGODB_URI / MONGODB_DB, ` +
-      `or pass --init to create ${ctx.store === 'mongodb' ? 'the first key' : 'a key-encryption key and the first key'} here`,
+    `${opts.command}: the store ${ctx.location} holds no signing keys (no agentauth server has run on it); check AGENTAUTH_DATA_DIR / MONGODB_URI / MONGODB_DB, or ${create}`,
   );
 }
 

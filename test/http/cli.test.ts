@@ -83,6 +83,15 @@ describe('commands that change keys refuse to create a store or KEK without --in
     const refused = await runCli(['keys', 'rotate'], env);
     expect(refused.code).toBe(2);
     expect(refused.stderr).toMatch(/keys rotate: the store mongodb:\/\/\S+\/t_cli_empty_\w+ holds no signing keys/);
+    expect(refused.stderr).toContain('pass --init to create the first key here');
+    // A command without --init names the one that has it, not an option it would refuse as unknown.
+    for (const args of [['keys', 'export', '--public'], ['verify', 'x.y.z'], ['keys', 'withdraw', 'abc'], ['subjects', 'revoke', 'alice']]) {
+      const other = await runCli(args, { ...env, ISSUER });
+      expect(other.code).toBe(2);
+      expect(other.stderr).toContain('holds no signing keys');
+      expect(other.stderr).toContain('run `agentauth keys rotate --init` to create the first key here');
+      expect(other.stderr).not.toContain('pass --init');
+    }
     const listed = await runCli(['keys', 'list', '--json'], env);
     expect(listed.code).toBe(0);
     expect(json(listed.stdout).keys).toEqual([]);

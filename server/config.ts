@@ -441,14 +441,23 @@ function databaseInUri(uri: string): string | undefined {
   return name ? decodeURIComponent(name) : undefined;
 }
 
+/** `a.b[0].c`: a path inside the configuration, as the messages name it. */
+const settingPath = (path: readonly PropertyKey[]): string =>
+  path.reduce<string>((acc, seg) => (typeof seg === 'number' ? `${acc}[${seg}]` : acc ? `${acc}.${String(seg)}` : String(seg)), '');
+
+/**
+ * One line per problem, each naming its setting: an unknown member by its own path (not its parent's), a record key
+ * (a tier name, a chain id) with the rule it breaks rather than zod's "Invalid key in record".
+ */
 function describe(prefix: string, error: z.ZodError): string {
+  const line = (path: readonly PropertyKey[], message: string) => `${prefix}${settingPath(path)}`.trimEnd() + `: ${message}`;
   return error.issues
-    .map((issue) => {
-      const path = issue.path.reduce<string>(
-        (acc, seg) => (typeof seg === 'number' ? `${acc}[${seg}]` : acc ? `${acc}.${String(seg)}` : String(seg)),
-        '',
-      );
-      return `${prefix}${path}: ${issue.message}`;
+    .flatMap((issue) => {
+      if (issue.code === 'unrecognized_keys') {
+        return issue.keys.map((key) => line([...issue.path, key], 'not a setting agentauth knows (check its spelling against docs/configuration.md)'));
+      }
+      if (issue.code === 'invalid_key') return [line(issue.path, issue.issues.map((i) => i.message).join('; '))];
+      return [line(issue.path, issue.message)];
     })
     .join('; ');
 }

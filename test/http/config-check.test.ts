@@ -261,7 +261,7 @@ describe('agentauth config check: every refusal is start\'s own, with its exit c
     ['an invalid environment variable', async () => ({ env: { PORT: 'x' }, check: 'configuration', line: /^invalid configuration: PORT: must be an integer/ })],
     [
       'an unknown member in the configuration file',
-      async () => ({ env: { AGENTAUTH_CONFIG: writeConfig(tempDir(), { resourceServer: [] }), AGENTAUTH_DATA_DIR: join(tempDir(), 'd') }, check: 'configuration', line: /^invalid configuration: AGENTAUTH_CONFIG : Unrecognized key: "resourceServer"/ }),
+      async () => ({ env: { AGENTAUTH_CONFIG: writeConfig(tempDir(), { resourceServer: [] }), AGENTAUTH_DATA_DIR: join(tempDir(), 'd') }, check: 'configuration', line: /^invalid configuration: AGENTAUTH_CONFIG resourceServer: not a setting agentauth knows/ }),
     ],
     [
       'a client of the file with a scope no resource server has (refused by oidc-provider, not by the file schema)',

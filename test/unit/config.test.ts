@@ -135,7 +135,11 @@ describe('loadConfig', () => {
     [{ clients: [{ client_id: 'c', token_endpoint_auth_method: 'none', grant_types: ['client_credentials'] }] }, /clients\[0\]\.grant_types: client_credentials needs an authenticated client/],
     [{ clients: [{ client_id: 'c', token_endpoint_auth_method: 'none', grant_types: ['authorization_code'] }] }, /clients\[0\]\.redirect_uris: are required/],
     [{ clients: [{ client_id: 'c', token_endpoint_auth_method: 'none', grant_types: ['authorization_code'], redirect_uris: ['http://example.com/cb'] }] }, /clients\[0\]\.redirect_uris\[0\]: must be an exact https URI/],
-    [{ unknownSetting: true }, /AGENTAUTH_CONFIG : Unrecognized key|unknownSetting/],
+    [{ unknownSetting: true }, /^AGENTAUTH_CONFIG unknownSetting: not a setting agentauth knows/],
+    [{ storage: { timeout: 5 } }, /^AGENTAUTH_CONFIG storage\.timeout: not a setting agentauth knows/],
+    // A record's key (a tier name, a chain id) is refused with its rule, not zod's "Invalid key in record".
+    [{ tiers: { Gold: {} } }, /^AGENTAUTH_CONFIG tiers\.Gold: tier names are 1-32 of a-z 0-9 _ -$/],
+    [{ wallet: { chains: { '01': {} } } }, /^AGENTAUTH_CONFIG wallet\.chains\.01: chain ids are positive integers$/],
     [{ storage: { timeoutMs: 5 } }, /storage\.timeoutMs/],
     [{ resourceServers: [{ identifier: 'https://a.example.com', scopes: ['r'] }], tokenExchange: { rules: [{ clients: ['x'], from: ['https://a.example.com'], to: ['https://nowhere.example.com'] }] } }, /tokenExchange\.rules\[0\]\.to: https:\/\/nowhere\.example\.com is not a configured resource server/],
     [{ resourceServers: [{ identifier: 'https://a.example.com', scopes: ['r'] }], tokenExchange: { rules: [{ from: ['https://a.example.com'], to: ['https://a.example.com'] }] } }, /tokenExchange\.rules\[0\]: name the clients or the tiers/],

@@ -16,8 +16,8 @@ import { ROOT, startOnLoopback } from '../support/server.js';
  * environment but PATH. The answers are checked against what the guides say comes back, including the JSON they show.
  *
  * The only changes to the blocks: the guide's issuer https://auth.example.com becomes this test's agentauth (plain
- * http on 127.0.0.1, which the server is configured with as its ISSUER), and the PUT body's example client_id becomes
- * the one the registration returned, as the guide's reader must do too. agentauth is configured with the guide's own
+ * http on 127.0.0.1, which the server is configured with as its ISSUER). The PUT body names the client by
+ * `$CLIENT_ID`, which the shell fills in from the registration's answer, as for the reader. agentauth is configured with the guide's own
  * resource servers (docs/resource-servers.md, "Declaring the resource server"), so https://api.example.com and its
  * scopes stay as written. `agentauth ...` is run from this checkout, as docs/operations.md says
  * (`node dist/server/cli.js <command>`), with the server's own environment.
@@ -192,9 +192,10 @@ test('read (RFC 7592): 200, the current metadata without client_secret and clien
 });
 
 test('update (RFC 7592), with the reader\'s own client_id in the body: 200, client_name changed and nothing else, no client_secret; a read then shows the new name', async () => {
-  // The guide's body names its example client; its reader puts in their own client_id, as this does.
-  const block = replaceExactly(at(as, BLOCKS.update, 'update', 0), `"client_id": "${EXAMPLE_CLIENT_ID}"`, `"client_id": "${reader.CLIENT_ID}"`, 'docs/agents.md\'s update block');
-  const sent = JSON.parse(/-d '([^']*)'/.exec(block)![1]!) as Json;
+  // The guide's body is a here-document naming the client as "$CLIENT_ID", which the shell expands as it does for the reader.
+  const block = at(as, BLOCKS.update, 'update', 0);
+  const sent = JSON.parse(/<<EOF\n([\s\S]*?)\nEOF/.exec(block)![1]!.replace('$CLIENT_ID', reader.CLIENT_ID!)) as Json;
+  expect(sent.client_id).toBe(reader.CLIENT_ID);
   expect(sent.client_name).not.toBe(lastRead.client_name);
   const answer = await runCurl(block, reader);
   expect(answer.status).toBe(200);

@@ -93,4 +93,22 @@ export class FileKeyStore implements KeyStore {
   addTransitionMac(kid: string, type: KeyTransition['type'], mac: string): Promise<void> {
     return this.#addMac<KeyTransition>(this.#transitionsFile, (t) => t.kid === kid && t.type === type, mac);
   }
+
+  replaceKey(key: StoredKey, expectedMac: string): Promise<boolean> {
+    return this.#change<StoredKey>(this.#file, (keys) => {
+      const i = keys.findIndex((k) => k.kid === key.kid && k.seq === key.seq && k.mac === expectedMac);
+      if (i < 0) return false;
+      keys[i] = key;
+      return true;
+    });
+  }
+
+  replaceTransitionMac(kid: string, type: KeyTransition['type'], expectedMac: string, mac: string): Promise<boolean> {
+    return this.#change<KeyTransition>(this.#transitionsFile, (all) => {
+      const t = all.find((x) => x.kid === kid && x.type === type && x.mac === expectedMac);
+      if (!t) return false;
+      t.mac = mac;
+      return true;
+    });
+  }
 }

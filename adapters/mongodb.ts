@@ -742,6 +742,19 @@ class MongoKeyStore implements KeyStore {
   async addTransitionMac(kid: string, type: KeyTransition['type'], mac: string): Promise<void> {
     await guard('keys.addTransitionMac', () => this.transitionsCol.updateOne({ _id: `${kid}:${type}`, mac: { $exists: false } }, { $set: { mac } }));
   }
+
+  async replaceKey(key: StoredKey, expectedMac: string): Promise<boolean> {
+    const { kid, ...rest } = key;
+    // A whole-document replacement: whichever of several racing writers stands, the record is one writer's (FerretDB
+    // does not make the filter and the write one step).
+    const result = await guard('keys.replaceKey', () => this.keys.replaceOne({ _id: kid, seq: key.seq, mac: expectedMac }, rest));
+    return result.modifiedCount === 1;
+  }
+
+  async replaceTransitionMac(kid: string, type: KeyTransition['type'], expectedMac: string, mac: string): Promise<boolean> {
+    const result = await guard('keys.replaceTransitionMac', () => this.transitionsCol.updateOne({ _id: `${kid}:${type}`, mac: expectedMac }, { $set: { mac } }));
+    return result.modifiedCount === 1;
+  }
 }
 
 export interface MongoStorageOptions {

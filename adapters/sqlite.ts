@@ -622,6 +622,24 @@ class SqliteKeyStore implements KeyStore {
   async addTransitionMac(kid: string, type: KeyTransition['type'], mac: string): Promise<void> {
     await this.conn().write('keys.addTransitionMac', 'UPDATE key_transitions SET mac = ? WHERE kid = ? AND type = ? AND mac IS NULL', mac, kid, type);
   }
+
+  async replaceKey(key: StoredKey, expectedMac: string): Promise<boolean> {
+    const changed = await this.conn().write(
+      'keys.replaceKey',
+      'UPDATE signing_keys SET record = ?, mac = ? WHERE kid = ? AND seq = ? AND mac = ?',
+      recordText(key, 'kid', 'mac'),
+      key.mac ?? null,
+      key.kid,
+      key.seq,
+      expectedMac,
+    );
+    return changed === 1;
+  }
+
+  async replaceTransitionMac(kid: string, type: KeyTransition['type'], expectedMac: string, mac: string): Promise<boolean> {
+    const changed = await this.conn().write('keys.replaceTransitionMac', 'UPDATE key_transitions SET mac = ? WHERE kid = ? AND type = ? AND mac = ?', mac, kid, type, expectedMac);
+    return changed === 1;
+  }
 }
 
 class SqliteAuditStore implements AuditStore {

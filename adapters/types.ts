@@ -182,6 +182,14 @@ export interface KeyStore {
   addKeyMac(kid: string, mac: string): Promise<void>;
   /** Sets the MAC of a transition stored without one; a transition that has a MAC keeps it. */
   addTransitionMac(kid: string, type: KeyTransition['type'], mac: string): Promise<void>;
+  /**
+   * Replaces the stored record of `key.kid` (same seq) with `key`, MAC included, only while its stored MAC is
+   * `expectedMac`: a key re-sealed under a new KEK (keys/kek-rotation.ts). False when the key is gone, has another seq
+   * or another MAC (another process re-sealed it first: whichever write stands is a whole record of one writer).
+   */
+  replaceKey(key: StoredKey, expectedMac: string): Promise<boolean>;
+  /** Replaces a transition's MAC only while it is `expectedMac` (a transition re-MACed under a new KEK). */
+  replaceTransitionMac(kid: string, type: KeyTransition['type'], expectedMac: string, mac: string): Promise<boolean>;
 }
 
 /**

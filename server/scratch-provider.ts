@@ -53,6 +53,20 @@ export class ScratchKeys implements KeyStore {
     const t = this.#transitions.find((x) => x.kid === kid && x.type === type);
     if (t && t.mac === undefined) t.mac = mac;
   }
+
+  async replaceKey(key: StoredKey, expectedMac: string): Promise<boolean> {
+    const i = this.#keys.findIndex((k) => k.kid === key.kid && k.seq === key.seq && k.mac === expectedMac);
+    if (i < 0) return false;
+    this.#keys[i] = key;
+    return true;
+  }
+
+  async replaceTransitionMac(kid: string, type: KeyTransition['type'], expectedMac: string, mac: string): Promise<boolean> {
+    const t = this.#transitions.find((x) => x.kid === kid && x.type === type && x.mac === expectedMac);
+    if (!t) return false;
+    t.mac = mac;
+    return true;
+  }
 }
 
 /**
@@ -70,7 +84,7 @@ export async function scratchProvider(config: Config, store: Storage): Promise<P
     health: new StorageHealth(store),
     keyring,
     cookieKeys: [deriveKey(kek, 'cookies').toString('base64url')],
-    hasher: new ClientSecretHasher(deriveKey(kek, 'client-secrets')),
+    hasher: new ClientSecretHasher(kek),
     dpopNonceSecret: deriveKey(kek, 'dpop-nonce'),
     log: createLogger('silent'),
     wallet: createWalletSignIn(config.wallet, config.issuer, store.nonces),

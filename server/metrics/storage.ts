@@ -7,7 +7,7 @@ const MODEL_OPS = [
   'upsert', 'find', 'findByUid', 'findByUserCode', 'consume', 'setSuccessor', 'rotate', 'consumption', 'destroy',
   'revokeByGrantId', 'revokeByClientId', 'insertOnce', 'idsByAccount',
 ] as const satisfies ReadonlyArray<keyof ModelStore>;
-const KEY_OPS = ['list', 'insert', 'transitions', 'addTransition', 'addKeyMac', 'addTransitionMac'] as const satisfies ReadonlyArray<keyof KeyStore>;
+const KEY_OPS = ['list', 'insert', 'transitions', 'addTransition', 'addKeyMac', 'addTransitionMac', 'replaceKey', 'replaceTransitionMac'] as const satisfies ReadonlyArray<keyof KeyStore>;
 const REVOKED_OPS = ['revoke', 'isRevoked', 'anyRevoked'] as const satisfies ReadonlyArray<keyof RevokedTokenStore>;
 const NONCE_OPS = ['issue', 'boundTo', 'consume', 'takeAttempt', 'claim'] as const satisfies ReadonlyArray<keyof NonceStore>;
 const AUDIT_OPS = ['head', 'insertBatch', 'list', 'chains', 'strays'] as const satisfies ReadonlyArray<keyof AuditStore>;

@@ -42,6 +42,8 @@ describe.each(FACTORIES)('first start on empty storage, several instances at onc
       addTransition: (t) => real.addTransition(t),
       addKeyMac: (kid, mac) => real.addKeyMac(kid, mac),
       addTransitionMac: (kid, type, mac) => real.addTransitionMac(kid, type, mac),
+      replaceKey: (key, expectedMac) => real.replaceKey(key, expectedMac),
+      replaceTransitionMac: (kid, type, expectedMac, mac) => real.replaceTransitionMac(kid, type, expectedMac, mac),
     };
     const generated: string[] = [];
     const ring = await Keyring.load(racing, kek, 'ES256', policy, { generated: (kid) => generated.push(kid) });

@@ -82,6 +82,8 @@ describe.each(FACTORIES)('keyring refresh: $name', (factory) => {
       addTransition: (t) => storage.keys.addTransition(t),
       addKeyMac: (kid, mac) => storage.keys.addKeyMac(kid, mac),
       addTransitionMac: (kid, type, mac) => storage.keys.addTransitionMac(kid, type, mac),
+      replaceKey: (key, expectedMac) => storage.keys.replaceKey(key, expectedMac),
+      replaceTransitionMac: (kid, type, expectedMac, mac) => storage.keys.replaceTransitionMac(kid, type, expectedMac, mac),
     };
     const ring = await Keyring.load(keys, kek, 'ES256', policy);
     const published = ring.publicJwks();

@@ -54,6 +54,8 @@ class SealedIdModelStore implements ModelStore {
     private readonly ids: KeyObject,
     private readonly values: Buffer,
     private readonly acceptUnsealed: boolean,
+    /** The keys of the KEK being rotated away from (AGENTAUTH_KEK_FALLBACK): records stored under them are still found. */
+    private readonly fallback: CredentialKeys | undefined,
   ) {}
 
   /** Whether `id` is looked up under itself as well: a record stored before ids were sealed, while those are accepted. */
@@ -63,7 +65,17 @@ class SealedIdModelStore implements ModelStore {
 
   /** The key a record with this id is stored under. */
   keyOf(id: string): string {
-    return KEY_PREFIX + createHmac('sha256', this.ids).update(`${this.name}\0${id}`).digest('base64url');
+    return storedKey(this.ids, this.name, id);
+  }
+
+  /**
+   * Where a record with this id may have been stored before this process wrote it: under the fallback KEK's key
+   * (during a rotation of the KEK), and under the id itself (before ids were sealed). Never where it is written.
+   */
+  #older(id: string): string[] {
+    const keys = this.fallback ? [storedKey(this.fallback.ids, this.name, id)] : [];
+    if (this.#legacy(id)) keys.push(id);
+    return keys;
   }
 
   #seal(value: string, key: string): string {
@@ -75,11 +87,15 @@ class SealedIdModelStore implements ModelStore {
   }
 
   #unseal(sealed: unknown, key: string): string | undefined {
+    return this.#unsealWith(this.values, sealed, key) ?? (this.fallback ? this.#unsealWith(this.fallback.values, sealed, key) : undefined);
+  }
+
+  #unsealWith(values: Buffer, sealed: unknown, key: string): string | undefined {
     if (typeof sealed !== 'string') return undefined;
     const [iv, ciphertext, tag] = sealed.split('.').map((p) => Buffer.from(p, 'base64url'));
     if (!iv || !ciphertext || !tag) return undefined;
     try {
-      const decipher = createDecipheriv('aes-256-gcm', this.values, iv);
+      const decipher = createDecipheriv('aes-256-gcm', values, iv);
       decipher.setAAD(Buffer.from(key));
       decipher.setAuthTag(tag);
       return Buffer.concat([decipher.update(ciphertext), decipher.final()]).toString('utf8');
@@ -115,7 +131,12 @@ class SealedIdModelStore implements ModelStore {
   async find(id: string): Promise<AdapterPayload | undefined> {
     const found = await this.inner.find(this.keyOf(id));
     if (found) return this.#read(id, found);
-    return this.#legacy(id) ? this.inner.find(id) : undefined; // stored before ids were sealed
+    for (const key of this.#older(id)) {
+      const older = await this.inner.find(key);
+      // Under the fallback KEK's key: as stored under the KEK's. Under the id itself (before ids were sealed): as is.
+      if (older) return key === id ? older : this.#read(id, older);
+    }
+    return undefined;
   }
 
   findByUid(uid: string): Promise<AdapterPayload | undefined> {
@@ -136,25 +157,32 @@ class SealedIdModelStore implements ModelStore {
     return found?.userCode === userCode ? found : undefined;
   }
 
-  async consume(id: string): Promise<boolean> {
-    return (await this.inner.consume(this.keyOf(id))) || (this.#legacy(id) && this.inner.consume(id));
+  /** `op` under the key the record is written under, then under each older one, until one answers true. */
+  async #firstOf(id: string, op: (key: string) => Promise<boolean>): Promise<boolean> {
+    if (await op(this.keyOf(id))) return true;
+    for (const key of this.#older(id)) if (await op(key)) return true;
+    return false;
   }
 
-  async setSuccessor(id: string, successor: string): Promise<boolean> {
+  consume(id: string): Promise<boolean> {
+    return this.#firstOf(id, (key) => this.inner.consume(key));
+  }
+
+  setSuccessor(id: string, successor: string): Promise<boolean> {
     const recorded = this.keyOf(successor);
-    return (await this.inner.setSuccessor(this.keyOf(id), recorded)) || (this.#legacy(id) && this.inner.setSuccessor(id, recorded));
+    return this.#firstOf(id, (key) => this.inner.setSuccessor(key, recorded));
   }
 
-  async rotate(consumedId: string, id: string, payload: AdapterPayload, expiresIn: number | undefined, recordSuccessor: boolean): Promise<boolean> {
+  rotate(consumedId: string, id: string, payload: AdapterPayload, expiresIn: number | undefined, recordSuccessor: boolean): Promise<boolean> {
     const key = this.keyOf(id);
     const stored = this.#stored(id, key, payload);
-    return (await this.inner.rotate(this.keyOf(consumedId), key, stored, expiresIn, recordSuccessor))
-      || (this.#legacy(consumedId) && this.inner.rotate(consumedId, key, stored, expiresIn, recordSuccessor));
+    return this.#firstOf(consumedId, (consumed) => this.inner.rotate(consumed, key, stored, expiresIn, recordSuccessor));
   }
 
   /** The successor comes back as the token it is (unsealed from its own record), or not at all. */
   async consumption(id: string): Promise<Consumption | undefined> {
-    const mark = (await this.inner.consumption(this.keyOf(id))) ?? (this.#legacy(id) ? await this.inner.consumption(id) : undefined);
+    let mark = await this.inner.consumption(this.keyOf(id));
+    for (const key of this.#older(id)) mark ??= await this.inner.consumption(key);
     if (!mark?.successor?.startsWith(KEY_PREFIX)) return mark; // none recorded yet, or recorded before ids were sealed
     const value = this.#unseal((await this.inner.find(mark.successor))?.[SEALED_VALUE], mark.successor);
     return value === undefined ? { at: mark.at } : { at: mark.at, successor: value };
@@ -162,7 +190,7 @@ class SealedIdModelStore implements ModelStore {
 
   async destroy(id: string): Promise<void> {
     await this.inner.destroy(this.keyOf(id));
-    if (this.#legacy(id)) await this.inner.destroy(id);
+    for (const key of this.#older(id)) await this.inner.destroy(key);
   }
 
   /** Destroys the record stored under `key`, a key as `list` gives it (administration revoking a listed record). */
@@ -197,6 +225,18 @@ class SealedIdModelStore implements ModelStore {
   }
 }
 
+/** The two keys a KEK gives this module: one keys the stored ids, the other seals the values kept in payloads. */
+interface CredentialKeys {
+  ids: KeyObject;
+  values: Buffer;
+}
+
+function credentialKeys(kek: Buffer): CredentialKeys {
+  return { ids: createSecretKey(deriveKey(kek, 'credential-ids')), values: deriveKey(kek, 'credential-values') };
+}
+
+const storedKey = (ids: KeyObject, name: ModelName, id: string): string => KEY_PREFIX + createHmac('sha256', ids).update(`${name}\0${id}`).digest('base64url');
+
 /** The stored key of a credential record, when `store` keeps them sealed (what `list` shows for it). */
 export function storedKeyOf(store: ModelStore, id: string): string {
   return store instanceof SealedIdModelStore ? store.keyOf(id) : id;
@@ -211,15 +251,15 @@ export function destroyListed(store: ModelStore, listedId: string): Promise<void
  * The same storage, with the credential models' records kept under keyed hashes of their ids (see SealedIdModelStore).
  * Every other store, and what each store does, is unchanged.
  */
-export function sealCredentialIds(storage: Storage, kek: Buffer, { acceptUnsealed }: { acceptUnsealed: boolean }): Storage {
-  const ids = createSecretKey(deriveKey(kek, 'credential-ids'));
-  const values = deriveKey(kek, 'credential-values');
+export function sealCredentialIds(storage: Storage, kek: Buffer, { acceptUnsealed, fallback }: { acceptUnsealed: boolean; fallback?: Buffer | undefined }): Storage {
+  const { ids, values } = credentialKeys(kek);
+  const older = fallback ? credentialKeys(fallback) : undefined;
   const models = new Map<ModelName, ModelStore>();
   const model = (name: ModelName): ModelStore => {
     if (!CREDENTIAL_MODELS.has(name)) return storage.model(name);
     let store = models.get(name);
     if (!store) {
-      store = new SealedIdModelStore(storage.model(name), name, ids, values, acceptUnsealed);
+      store = new SealedIdModelStore(storage.model(name), name, ids, values, acceptUnsealed, older);
       models.set(name, store);
     }
     return store;

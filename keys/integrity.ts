@@ -19,7 +19,7 @@ import type { JWK } from 'jose';
 import type { KeyStore, KeyTransition, SealedSecret, StoredKey } from '../adapters/types.js';
 import { KeyIntegrityError } from './errors.js';
 import { SIGNING_ALGS } from './generate.js';
-import { assertSealedUnder, deriveKey, unseal } from './seal.js';
+import { assertSealedUnder, deriveKey, kekId, unseal } from './seal.js';
 
 const KEY_RECORD_V1 = 'agentauth/key-record/v1';
 const TRANSITION_V1 = 'agentauth/key-transition/v1';
@@ -31,6 +31,14 @@ const KEY_TYPE: Record<StoredKey['alg'], { kty: string; crv: string }> = { ES256
 const macKey = (kek: Buffer): Buffer => deriveKey(kek, 'key-integrity');
 const hmac = (kek: Buffer, text: string): string => createHmac('sha256', macKey(kek)).update(text, 'utf8').digest('base64url');
 const transitionId = (t: Pick<KeyTransition, 'kid' | 'type'>): string => `${t.kid}:${t.type}`;
+
+/**
+ * The KEK a key record is judged under: the fallback (the KEK being rotated away from, keys/kek-rotation.ts) when its
+ * sealed private key names that one, else the KEK. A record of any third KEK is refused under the KEK, naming both.
+ */
+export function sealingKek(kek: Buffer, sealed: SealedSecret, fallback: Buffer | undefined): Buffer {
+  return fallback !== undefined && sealed.kekId === kekId(fallback) ? fallback : kek;
+}
 
 /** The canonical text a key record's MAC covers: a versioned array of its fields in fixed order, the JWK's members sorted. */
 export function keyRecordText(k: StoredKey): string {
@@ -51,6 +59,11 @@ export function macKeyRecord(kek: Buffer, k: StoredKey): StoredKey {
 
 export function macTransition(kek: Buffer, t: KeyTransition): KeyTransition {
   return { ...trustedTransition(t), mac: hmac(kek, transitionText(t)) };
+}
+
+/** Whether a stored transition's MAC verifies under `kek` (constant time). */
+export function transitionMacVerifies(kek: Buffer, t: KeyTransition): boolean {
+  return macMatches(kek, transitionText(t), t.mac);
 }
 
 function macMatches(kek: Buffer, text: string, mac: unknown): boolean {
@@ -108,7 +121,8 @@ function checkTransitionShape(raw: unknown): KeyTransition {
  * KEK sealed it for this `kid`), derives the public key, and compares; the `kid` must be the RFC 7638 thumbprint of
  * the public JWK, and the key type must be the one its `alg` needs. Returns the private JWK.
  */
-export async function checkKeyPair(kek: Buffer, k: StoredKey): Promise<JWK> {
+export async function checkKeyPair(current: Buffer, k: StoredKey, fallback?: Buffer): Promise<JWK> {
+  const kek = sealingKek(current, k.sealed, fallback);
   const refuse = (what: string) =>
     new KeyIntegrityError(`stored key ${k.kid} is refused: ${what}; the key store was altered (see docs/operations.md, "Integrity of the key store")`);
   const present = PRIVATE_MEMBERS.filter((m) => m in k.publicJwk);
@@ -157,9 +171,10 @@ export interface VerifiedKeySet {
  * Checks every record's shape and MAC under `kek`; throws a KeyIntegrityError naming the first record refused. Key
  * pairs are not unsealed here: callers run {@link checkKeyPair} on keys they have not checked before.
  */
-export function verifyKeySet(kek: Buffer, keys: readonly unknown[], transitions: readonly unknown[]): VerifiedKeySet {
+export function verifyKeySet(current: Buffer, keys: readonly unknown[], transitions: readonly unknown[], fallback?: Buffer): VerifiedKeySet {
   const trustedKeys = keys.map((raw) => {
     const k = checkKeyShape(raw);
+    const kek = sealingKek(current, k.sealed, fallback);
     // The usual cause of a MAC that does not verify is a KEK that is not the one the store was written with: say so.
     if (k.mac !== undefined) assertSealedUnder(kek, k.sealed, k.kid);
     if (!macMatches(kek, keyRecordText(k), k.mac)) {
@@ -172,7 +187,8 @@ export function verifyKeySet(kek: Buffer, keys: readonly unknown[], transitions:
   });
   const trustedTransitions = transitions.map((raw) => {
     const t = checkTransitionShape(raw);
-    if (!macMatches(kek, transitionText(t), t.mac)) {
+    const text = transitionText(t);
+    if (!macMatches(current, text, t.mac) && !(fallback !== undefined && macMatches(fallback, text, t.mac))) {
       throw new KeyIntegrityError(
         `key transition ${transitionId(t)} is refused: ${t.mac === undefined ? 'it carries no integrity MAC' : 'its integrity MAC does not verify under this KEK'}; ` +
           'the key store was altered, or written under another KEK (see docs/operations.md, "Integrity of the key store")',
@@ -194,15 +210,15 @@ export function verifyKeySet(kek: Buffer, keys: readonly unknown[], transitions:
 }
 
 /** Reads the key store and verifies every record's MAC (no key pair is unsealed). */
-export async function readVerifiedKeys(store: KeyStore, kek: Buffer): Promise<VerifiedKeySet> {
+export async function readVerifiedKeys(store: KeyStore, kek: Buffer, fallback?: Buffer): Promise<VerifiedKeySet> {
   const [keys, transitions] = await Promise.all([store.list(), store.transitions()]);
-  return verifyKeySet(kek, keys, transitions);
+  return verifyKeySet(kek, keys, transitions, fallback);
 }
 
 /** Reads the key store, verifies every record's MAC and every key pair: what the CLI trusts. */
-export async function readCheckedKeys(store: KeyStore, kek: Buffer): Promise<VerifiedKeySet> {
-  const set = await readVerifiedKeys(store, kek);
-  for (const k of set.keys) await checkKeyPair(kek, k);
+export async function readCheckedKeys(store: KeyStore, kek: Buffer, fallback?: Buffer): Promise<VerifiedKeySet> {
+  const set = await readVerifiedKeys(store, kek, fallback);
+  for (const k of set.keys) await checkKeyPair(kek, k, fallback);
   return set;
 }
 

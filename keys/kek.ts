@@ -89,6 +89,30 @@ export async function configuredKek(source: KekSource): Promise<ResolvedKek | un
   return undefined;
 }
 
+export interface FallbackKekSource {
+  /** AGENTAUTH_KEK_FALLBACK: base64 of 32 bytes. */
+  kekFallback?: string | undefined;
+  /** AGENTAUTH_KEK_FALLBACK_FILE: a file holding base64 of 32 bytes. */
+  kekFallbackFile?: string | undefined;
+}
+
+/**
+ * The KEK being rotated away from (AGENTAUTH_KEK_FALLBACK or _FILE), if one is configured: what was sealed, hashed or
+ * keyed under it is still read; nothing new is written under it (docs/operations.md, "Rotating the KEK"). Refused when
+ * it is the KEK itself, which would make a rotation that changes nothing look like one in progress.
+ */
+export async function fallbackKek(source: FallbackKekSource, kek: Buffer): Promise<Buffer | undefined> {
+  let fallback: Buffer | undefined;
+  let setting = 'AGENTAUTH_KEK_FALLBACK';
+  if (source.kekFallback !== undefined) fallback = decodeKek(source.kekFallback, setting);
+  else if (source.kekFallbackFile !== undefined) {
+    setting = 'AGENTAUTH_KEK_FALLBACK_FILE';
+    fallback = await readKekFile(source.kekFallbackFile, setting);
+  }
+  if (fallback?.equals(kek)) throw new KeyMaterialError(`${setting} is the KEK itself: it names the KEK being rotated away from, which must be another one`);
+  return fallback;
+}
+
 /** The data directory's KEK file (`<dataDir>/kek`), used when no KEK is configured. */
 export function dataDirKekPath(dataDir: string): string {
   return join(dataDir, 'kek');

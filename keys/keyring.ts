@@ -8,6 +8,8 @@ import { deriveKeyView, publishedKids } from './lifecycle.js';
 import type { KeyTimeline, KeyView, LifecyclePolicy } from './lifecycle.js';
 import { checkKeyPair, keyRecordText, macKeyRecord, macTransition, readVerifiedKeys, transitionText, upgradeKeyStore } from './integrity.js';
 import type { UpgradeReport } from './integrity.js';
+import { resealKeyStore } from './kek-rotation.js';
+import type { ResealReport } from './kek-rotation.js';
 import { seal } from './seal.js';
 
 /** Why a keyring with no key signing now cannot serve (start refuses with it; `config check` says the same). */
@@ -25,6 +27,16 @@ export interface KeyringEvents {
   generated?: (kid: string, alg: SigningAlg) => void;
   /** A store from before key records carried integrity MACs was upgraded (keys/integrity.ts). */
   upgraded?: (report: UpgradeReport) => void;
+  /** Records under the fallback KEK were written again under the KEK (keys/kek-rotation.ts). */
+  resealed?: (report: ResealReport) => void;
+}
+
+export interface KeyringOptions {
+  /**
+   * The KEK being rotated away from (AGENTAUTH_KEK_FALLBACK): records sealed or MACed under it are read, and the load
+   * re-seals them under the KEK. Nothing is ever written under it.
+   */
+  fallback?: Buffer | undefined;
 }
 
 /** A key as auditors see it: its public JWK and the window in which it signed and was published. */
@@ -90,6 +102,8 @@ export class Keyring {
     private readonly store: KeyStore,
     private readonly kek: Buffer,
     private readonly policy: LifecyclePolicy,
+    /** The KEK being rotated away from: records another process has not re-sealed yet are still read under it. */
+    private readonly fallback: Buffer | undefined,
   ) {}
 
   #cache: { view: KeyView; until: number; publicJwks?: { keys: JWK[] } } | undefined;
@@ -150,7 +164,7 @@ export class Keyring {
 
   /** `refresh`; `requireSigner: false` on load, where a store without a signer is refused by `active` (NO_ACTIVE_KEY). */
   async #read(requireSigner: boolean): Promise<void> {
-    const { keys: stored, transitions } = await readVerifiedKeys(this.store, this.kek);
+    const { keys: stored, transitions } = await readVerifiedKeys(this.store, this.kek, this.fallback);
     const view = deriveKeyView(stored, transitions, new Date(), this.policy);
     // A read with no signing key (an empty store, keys without their transitions: a store being restored or written
     // by hand, read between two of its writes) is not adopted: this process would stop signing and publish nothing.
@@ -179,7 +193,7 @@ export class Keyring {
         if (held && published.has(s.kid)) unsealed.set(s.kid, held);
         continue;
       }
-      const privateJwk = await checkKeyPair(this.kek, s);
+      const privateJwk = await checkKeyPair(this.kek, s, this.fallback);
       if (published.has(s.kid)) unsealed.set(s.kid, { kid: s.kid, alg: s.alg, seq: s.seq, publicJwk: s.publicJwk as JWK, privateJwk });
     }
     if (view.signer && (!newest || view.signer.seq > newest.seq)) this.#newestSigner = { kid: view.signer.kid, seq: view.signer.seq };
@@ -200,11 +214,16 @@ export class Keyring {
    * Loads the keys and unseals the published ones under `kek`. On empty storage one key is generated and activated
    * (reported through `events.generated`); if another instance wins that race, its key is used. A store written
    * before records carried MACs is upgraded first (`events.upgraded`). Keys sealed under another KEK, or any record
-   * altered, refuse the load: a replacement is never generated silently.
+   * altered, refuse the load: a replacement is never generated silently. With `options.fallback`, records under that
+   * KEK are accepted and re-sealed under `kek` first (`events.resealed`).
    */
-  static async load(store: KeyStore, kek: Buffer, alg: SigningAlg, policy: LifecyclePolicy, events: KeyringEvents = {}): Promise<Keyring> {
+  static async load(store: KeyStore, kek: Buffer, alg: SigningAlg, policy: LifecyclePolicy, events: KeyringEvents = {}, options: KeyringOptions = {}): Promise<Keyring> {
     const upgraded = await upgradeKeyStore(store, kek);
     if (upgraded.keys.length > 0 || upgraded.transitions.length > 0) events.upgraded?.(upgraded);
+    if (options.fallback) {
+      const resealed = await resealKeyStore(store, kek, options.fallback);
+      if (resealed.keys.length > 0 || resealed.transitions.length > 0) events.resealed?.(resealed);
+    }
     if ((await store.list()).length === 0) {
       const record = await newStoredKey(kek, alg, 1);
       if (await store.insert(record)) events.generated?.(record.kid, alg);
@@ -218,7 +237,7 @@ export class Keyring {
     if (stored.length === 1 && first?.seq === 1 && transitions.length === 0) {
       await store.addTransition(macTransition(kek, { kid: first.kid, type: 'activate', at: first.createdAt, recordedAt: new Date().toISOString(), reason: 'first key' }));
     }
-    const ring = new Keyring(store, kek, policy);
+    const ring = new Keyring(store, kek, policy, options.fallback);
     await ring.#read(false);
     // #read() has checked every key, archived ones included, against its sealed private key under this KEK.
     if (ring.#stored.length === 0) throw new KeyMaterialError('a signing key was stored but cannot be read back');

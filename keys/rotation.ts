@@ -22,6 +22,8 @@ export interface RotateOptions {
   immediately?: boolean;
   reason?: string;
   now?: Date;
+  /** The KEK being rotated away from: records another process has not re-sealed yet are read under it. */
+  fallback?: Buffer | undefined;
 }
 
 /**
@@ -31,7 +33,7 @@ export interface RotateOptions {
  */
 export async function rotateKeys(store: KeyStore, kek: Buffer, policy: LifecyclePolicy, opts: RotateOptions): Promise<RotationResult> {
   const now = opts.now ?? new Date();
-  const { keys, transitions } = await readVerifiedKeys(store, kek);
+  const { keys, transitions } = await readVerifiedKeys(store, kek, opts.fallback);
   const view = deriveKeyView(keys, transitions, now, policy);
   const pending = view.timelines.filter((t) => t.state === 'next');
   if (!opts.immediately) {

@@ -34,7 +34,7 @@ export function assertSealedUnder(kek: Buffer, sealed: SealedSecret, aad: string
   if (sealed.kekId !== kekId(kek)) {
     throw new KeyMaterialError(
       `key ${aad} was sealed under another key-encryption key (kekId ${sealed.kekId}, configured ${kekId(kek)}); ` +
-        'set AGENTAUTH_KEK or AGENTAUTH_KEK_FILE to the key it was created with',
+        'set AGENTAUTH_KEK or AGENTAUTH_KEK_FILE to the key it was created with (to rotate the KEK, set AGENTAUTH_KEK_FALLBACK to that key and AGENTAUTH_KEK to the new one)',
     );
   }
 }

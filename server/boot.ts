@@ -7,6 +7,7 @@ import { EmbeddedStorage } from '../adapters/memory.js';
 import { StorageHealth } from '../adapters/health.js';
 import type { Storage } from '../adapters/types.js';
 import type { UpgradeReport } from '../keys/integrity.js';
+import type { ResealReport } from '../keys/kek-rotation.js';
 import { Keyring } from '../keys/keyring.js';
 import { deriveKey } from '../keys/seal.js';
 import { createApp } from './app.js';
@@ -104,13 +105,20 @@ export async function boot(config: Config, log: Logger, options: BootOptions = {
   }
   try {
     await initStorage(config, storage, log);
-    const { kek, origin } = await resolveKek(config, storage, log);
+    const { kek, origin, fallback } = await resolveKek(config, storage, log);
+    if (fallback) {
+      log.warn(
+        { event: 'kek.rotating' },
+        'AGENTAUTH_KEK_FALLBACK is set: what was sealed, hashed or keyed under it is still read, and moved to the KEK as it is met; `agentauth config check` says what still needs it (docs/operations.md, "Rotating the KEK")',
+      );
+    }
     // Tokens, codes and registration access tokens are kept under keyed hashes of their values (adapters/sealed-credential-ids.ts).
-    const credentials = credentialStorage(config, storage, kek);
+    const credentials = credentialStorage(config, storage, kek, fallback);
     const policy = { retireGraceSeconds: retireGraceSeconds(config) };
     const audit = measuredAudit(new AuditLog(storage.audit, { chain: writerChain({ server: { port: config.port } }, config.auditChain) }), metrics);
     let generated: { kid: string; alg: string } | undefined;
     let upgraded: UpgradeReport | undefined;
+    let resealed: ResealReport | undefined;
     const keyring = await Keyring.load(storage.keys, kek, config.keyAlg, policy, {
       generated: (kid, alg) => {
         generated = { kid, alg };
@@ -120,15 +128,21 @@ export async function boot(config: Config, log: Logger, options: BootOptions = {
         upgraded = report;
         log.warn({ event: 'keys.integrity_upgraded', ...report }, 'key store upgraded: integrity MACs written for records stored without one (keys checked against their sealed private keys)');
       },
-    });
+      resealed: (report) => {
+        resealed = report;
+        log.warn({ event: 'keys.resealed', ...report }, 'key store re-sealed: records under the fallback KEK written again under the KEK');
+      },
+    }, { fallback });
     if (upgraded) await audit.record({ type: 'key.integrity_upgraded', details: { ...upgraded } });
+    if (resealed) await audit.record({ type: 'key.resealed', details: { ...resealed } });
     if (generated) await audit.record({ type: 'key.generated', details: { ...generated, reason: 'first start on empty storage' } });
     observeKeyStates(keyring, metrics);
     log.info({ kid: keyring.active.kid, alg: keyring.active.alg, keys: keyring.keys.length, kek: origin, store: storage.kind }, 'signing keys loaded');
 
     checkResourceServerAlgs(config.resourceServers, keyring.keys.map((k) => k.alg));
-    const cookieKeys = [deriveKey(kek, 'cookies').toString('base64url')];
-    const hasher = new ClientSecretHasher(deriveKey(kek, 'client-secrets'));
+    // Cookies are signed with the KEK's key and, during a rotation of the KEK, still accepted under the fallback's.
+    const cookieKeys = [kek, ...(fallback ? [fallback] : [])].map((k) => deriveKey(k, 'cookies').toString('base64url'));
+    const hasher = new ClientSecretHasher(kek, fallback);
     // Identical on every instance that shares the KEK (or set explicitly in the config file).
     const dpopNonceSecret = config.dpopNonceSecret ? Buffer.from(config.dpopNonceSecret, 'base64') : deriveKey(kek, 'dpop-nonce');
     const health = new StorageHealth(storage, 1000, config.storage.timeoutMs);
@@ -143,7 +157,7 @@ export async function boot(config: Config, log: Logger, options: BootOptions = {
       throw err;
     });
     const watcher = new KeyWatcher({
-      keyring, provider, store: storage.keys, kek, policy, keys: config.keys, alg: config.keyAlg, log,
+      keyring, provider, store: storage.keys, kek, fallback, policy, keys: config.keys, alg: config.keyAlg, log,
       audit: (type, details) => audit.record({ type, details }),
     });
     watcher.start();

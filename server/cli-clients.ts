@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 
 import type { Storage } from '../adapters/types.js';
 import { readCheckedKeys } from '../keys/integrity.js';
-import { upgradeKeyStoreRecorded } from './key-store-upgrade.js';
+import { prepareKeyStore } from './key-store-upgrade.js';
 import { deriveKey } from '../keys/seal.js';
 import { AuditLog } from './audit/log.js';
 import { writerChain } from './audit/writer-chain.js';
@@ -41,14 +41,14 @@ async function withClientAdmin(fn: (admin: ClientAdmin) => Promise<void>): Promi
       if ((await storage.keys.list()).length === 0) {
         throw new ConfigError(`the ${where(config, storage)} holds no signing keys: it is not the store of a server that has started (check AGENTAUTH_DATA_DIR or MONGODB_URI)`);
       }
-      const { kek } = await resolveKek(config, storage, createLogger('warn', process.stderr));
-      await upgradeKeyStoreRecorded(storage, kek, createLogger('warn', process.stderr));
+      const { kek, fallback } = await resolveKek(config, storage, createLogger('warn', process.stderr));
+      await prepareKeyStore(storage, kek, fallback, createLogger('warn', process.stderr));
       await readCheckedKeys(storage.keys, kek);
       note(`using the ${where(config, storage)} (issuer ${config.issuer})`);
       const admin = new ClientAdmin({
         // Initial access tokens are stored under keyed hashes, as the server stores them (adapters/sealed-credential-ids.ts).
-        storage: credentialStorage(config, storage, kek),
-        hasher: new ClientSecretHasher(deriveKey(kek, 'client-secrets')),
+        storage: credentialStorage(config, storage, kek, fallback),
+        hasher: new ClientSecretHasher(kek, fallback),
         staticClients: config.clients,
         audit: (event) => audit.record(event),
       });

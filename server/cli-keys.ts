@@ -3,7 +3,7 @@ import { decodeJwt } from 'jose';
 import type { Command } from 'commander';
 
 import { readCheckedKeys } from '../keys/integrity.js';
-import { upgradeKeyStoreRecorded } from './key-store-upgrade.js';
+import { prepareKeyStore } from './key-store-upgrade.js';
 import { archiveView } from '../keys/keyring.js';
 import type { ArchivedKey } from '../keys/keyring.js';
 import { deriveKeyView } from '../keys/lifecycle.js';
@@ -21,13 +21,14 @@ import { writerChain } from './audit/writer-chain.js';
 import type { AuditEventInput } from './audit/chain.js';
 
 /**
- * The KEK, once the key store has had its one-time integrity upgrade (keys/integrity.ts; a no-op once done). Every
- * command that reads or writes keys holds it: without it, no key record can be told from one written by someone else.
+ * The KEK, once the key store has had its one-time integrity upgrade (keys/integrity.ts; a no-op once done) and, during
+ * a rotation of the KEK, its records under the fallback re-sealed (keys/kek-rotation.ts). Every command that reads or
+ * writes keys holds it: without it, no key record can be told from one written by someone else.
  */
 async function keyKek(storage: Storage, config: Config): Promise<Buffer> {
   const log = createLogger('warn', process.stderr);
-  const { kek } = await resolveKek(config, storage, log);
-  await upgradeKeyStoreRecorded(storage, kek, log);
+  const { kek, fallback } = await resolveKek(config, storage, log);
+  await prepareKeyStore(storage, kek, fallback, log);
   return kek;
 }
 

@@ -9,7 +9,9 @@ import { LEGACY_FILES, twoKeySetsMessage } from '../adapters/legacy-import.js';
 import { EmbeddedStorage } from '../adapters/memory.js';
 import type { KeyStore, Storage } from '../adapters/types.js';
 import { KeyMaterialError } from '../keys/errors.js';
-import { configuredKek, dataDirKekPath, missingKekMessage, readDataDirKek } from '../keys/kek.js';
+import { configuredKek, dataDirKekPath, fallbackKek, missingKekMessage, readDataDirKek } from '../keys/kek.js';
+import { keysUnderFallback } from '../keys/kek-rotation.js';
+import { ClientSecretHasher } from './client-secrets.js';
 import type { ResolvedKek } from '../keys/kek.js';
 import { readCheckedKeys, upgradeKeyStore } from '../keys/integrity.js';
 import { Keyring, NO_ACTIVE_KEY } from '../keys/keyring.js';
@@ -122,7 +124,8 @@ export async function checkConfiguration(env: NodeJS.ProcessEnv, options: CheckO
   const storage = await checkStore(config, add);
   try {
     const kek = await checkKek(config, storage, add);
-    const algs = await checkKeys(config, storage, kek, add);
+    const fallback = kek ? await checkKekFallback(config, kek.kek, add) : undefined;
+    const algs = await checkKeys(config, storage, kek, fallback, add);
     if (algs) {
       try {
         checkResourceServerAlgs(config.resourceServers, algs);
@@ -132,6 +135,7 @@ export async function checkConfiguration(env: NodeJS.ProcessEnv, options: CheckO
       }
     }
     await checkClients(config, storage, add);
+    if (kek && fallback) await checkFallbackUse(storage, kek.kek, fallback, add);
   } finally {
     await storage.store?.close().catch(() => undefined);
   }
@@ -301,7 +305,7 @@ async function checkKek(config: Config, storage: StoreState, add: Add): Promise<
  * the algorithms of the keys start would sign with (the configured one when the store has none yet), or undefined
  * when the keys could not be read.
  */
-async function checkKeys(config: Config, storage: StoreState, kek: ResolvedKek | undefined, add: Add): Promise<string[] | undefined> {
+async function checkKeys(config: Config, storage: StoreState, kek: ResolvedKek | undefined, fallback: Buffer | undefined, add: Add): Promise<string[] | undefined> {
   if (storage.state === 'failed') return undefined;
   if (!storage.keys) {
     add('signing keys', 'ok', `none yet: the first start generates an ${config.keyAlg} key`);
@@ -319,7 +323,7 @@ async function checkKeys(config: Config, storage: StoreState, kek: ResolvedKek |
     // the store is left as it is.
     const copy = new ScratchKeys(stored, await storage.keys.transitions());
     const upgraded = await upgradeKeyStore(copy, kek.kek);
-    const set = await readCheckedKeys(copy, kek.kek);
+    const set = await readCheckedKeys(copy, kek.kek, fallback);
     const view = deriveKeyView(set.keys, set.transitions, new Date(), { retireGraceSeconds: retireGraceSeconds(config) });
     // Keyring.load activates a lone first key stored without transitions (a start that died between the two writes).
     const lone = set.keys.length === 1 && set.keys[0]!.seq === 1 && set.transitions.length === 0;
@@ -329,7 +333,7 @@ async function checkKeys(config: Config, storage: StoreState, kek: ResolvedKek |
     add(
       'signing keys',
       upgrade > 0 ? 'warn' : 'ok',
-      `${plural(set.keys.length, 'key')}, ${plural(set.transitions.length, 'transition')}: every record's MAC and every key pair verified under the KEK; signing with ${signer}` +
+      `${plural(set.keys.length, 'key')}, ${plural(set.transitions.length, 'transition')}: every record's MAC and every key pair verified under the KEK${fallback ? ' or its fallback' : ''}; signing with ${signer}` +
         (upgrade > 0 ? `; ${plural(upgrade, 'record')} stored before records carried integrity MACs: the next start writes them` : ''),
     );
     // What start checks resourceServers[].signingAlg against: the published keys (next, active, retired).
@@ -338,6 +342,57 @@ async function checkKeys(config: Config, storage: StoreState, kek: ResolvedKek |
   } catch (err) {
     add('signing keys', 'fail', startLine(err));
     return undefined;
+  }
+}
+
+/** AGENTAUTH_KEK_FALLBACK(_FILE), read as start reads it: undefined when none is configured or it cannot be had (said why). */
+async function checkKekFallback(config: Config, kek: Buffer, add: Add): Promise<Buffer | undefined> {
+  try {
+    return await fallbackKek(config, kek);
+  } catch (err) {
+    add('kek fallback', 'fail', startLine(err));
+    return undefined;
+  }
+}
+
+/**
+ * What still needs the fallback KEK, so that an operator knows when it can be removed: key records not yet re-sealed
+ * under the KEK (the next start, or any `agentauth keys` command, does it), and registered clients whose secret is not
+ * known to be hashed under the KEK (each is at its next authentication). Tokens, codes and registration access tokens
+ * stored under the fallback's keys cannot be told apart (their stored keys are keyed hashes): they are found until they
+ * expire or are used. A warning while any of it is left, since a rotation in progress is a state to finish.
+ */
+async function checkFallbackUse(storage: StoreState, kek: Buffer, fallback: Buffer, add: Add): Promise<void> {
+  if (!storage.store) {
+    add('kek fallback', 'warn', 'set, and there is no store yet: nothing was sealed under it; remove AGENTAUTH_KEK_FALLBACK');
+    return;
+  }
+  try {
+    const keys = await keysUnderFallback(storage.store.keys, kek, fallback);
+    const hasher = new ClientSecretHasher(kek, fallback);
+    let clients = 0;
+    const named: string[] = [];
+    for (let after: string | undefined; ; ) {
+      const page = await storage.store.model('Client').list(after, CLIENT_PAGE);
+      for (const { id, payload } of page) {
+        if (!ClientSecretHasher.isHashed(payload.client_secret) || hasher.isCurrent(payload.client_secret)) continue;
+        clients += 1;
+        if (named.length < NAMED_REFUSALS) named.push(id);
+      }
+      if (page.length < CLIENT_PAGE) break;
+      after = page.at(-1)!.id;
+    }
+    const records = keys.keys.length + keys.transitions.length;
+    add(
+      'kek fallback',
+      'warn',
+      `a rotation of the KEK is in progress: ${plural(keys.keys.length, 'key')} and ${plural(keys.transitions.length, 'key transition')} still under the fallback` +
+        `${records > 0 ? ' (the next start re-seals them)' : ''}; ${plural(clients, 'registered client')} whose secret is not yet hashed under the KEK` +
+        `${clients > 0 ? ` (each is at its next authentication: ${named.join(', ')}${clients > named.length ? `, and ${clients - named.length} more` : ''})` : ''}; ` +
+        'tokens and codes issued before the KEK changed are found under the fallback until they expire or are used; remove AGENTAUTH_KEK_FALLBACK once none of these needs it (docs/operations.md, "Rotating the KEK")',
+    );
+  } catch (err) {
+    add('kek fallback', 'fail', startLine(err));
   }
 }
 

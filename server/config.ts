@@ -351,6 +351,9 @@ const envSchema = z.object({
   AGENTAUTH_STORE: z.enum(['sqlite', 'memory']).optional(),
   AGENTAUTH_KEK: z.string().min(1).optional(),
   AGENTAUTH_KEK_FILE: z.string().min(1).optional(),
+  /** A second KEK, during a rotation of the KEK: what was sealed, hashed or keyed under it is still read, nothing new is written under it. */
+  AGENTAUTH_KEK_FALLBACK: z.string().min(1).optional(),
+  AGENTAUTH_KEK_FALLBACK_FILE: z.string().min(1).optional(),
   AGENTAUTH_KEY_ALG: z.enum(['ES256', 'EdDSA']).optional(),
   AGENTAUTH_AUDIT_CHAIN: z.string().regex(AUDIT_CHAIN_ID, 'must be 1-100 letters, digits, ".", "_", ":", "#" or "-"').optional(),
   TRUST_PROXY: z.enum(['true', 'false']).optional(),
@@ -388,6 +391,9 @@ export interface Config {
   dataDir: string;
   kek: string | undefined;
   kekFile: string | undefined;
+  /** AGENTAUTH_KEK_FALLBACK(_FILE): the KEK being rotated away from (keys/kek.ts, docs/operations.md "Rotating the KEK"). */
+  kekFallback: string | undefined;
+  kekFallbackFile: string | undefined;
   keyAlg: 'ES256' | 'EdDSA';
   /** This server process's audit chain (default: server/audit/writer-chain.ts). */
   auditChain: string | undefined;
@@ -488,6 +494,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if (e.AGENTAUTH_KEK && e.AGENTAUTH_KEK_FILE) {
     throw new ConfigError('AGENTAUTH_KEK_FILE: set either AGENTAUTH_KEK or AGENTAUTH_KEK_FILE, not both');
   }
+  if (e.AGENTAUTH_KEK_FALLBACK && e.AGENTAUTH_KEK_FALLBACK_FILE) {
+    throw new ConfigError('AGENTAUTH_KEK_FALLBACK_FILE: set either AGENTAUTH_KEK_FALLBACK or AGENTAUTH_KEK_FALLBACK_FILE, not both');
+  }
+
 
   const configFile = e.AGENTAUTH_CONFIG ? resolve(e.AGENTAUTH_CONFIG) : undefined;
   const parsedFile = fileSchema.safeParse(configFile ? readConfigFile(configFile) : {});
@@ -576,6 +586,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     dataDir: resolve(e.AGENTAUTH_DATA_DIR ?? '.agentauth'),
     kek: e.AGENTAUTH_KEK,
     kekFile: e.AGENTAUTH_KEK_FILE,
+    kekFallback: e.AGENTAUTH_KEK_FALLBACK,
+    kekFallbackFile: e.AGENTAUTH_KEK_FALLBACK_FILE,
     keyAlg: e.AGENTAUTH_KEY_ALG ?? 'ES256',
     auditChain: e.AGENTAUTH_AUDIT_CHAIN,
     logLevel: e.LOG_LEVEL ?? 'info',

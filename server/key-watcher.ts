@@ -15,6 +15,8 @@ export interface KeyWatcherDeps {
   provider: Provider;
   store: KeyStore;
   kek: Buffer;
+  /** AGENTAUTH_KEK_FALLBACK: records not yet re-sealed by whichever process does it are read under it. */
+  fallback?: Buffer | undefined;
   policy: LifecyclePolicy;
   keys: KeysConfig;
   alg: SigningAlg;
@@ -109,7 +111,7 @@ export class KeyWatcher {
     if (since === undefined || Date.now() - since < keys.rotationIntervalSeconds * 1000) return;
     if (view.timelines.some((t) => t.state === 'next' && t.activatesAt)) return;
     try {
-      const result = await rotateKeys(store, kek, policy, { alg, publishDelaySeconds: keys.publishDelaySeconds, reason: 'automatic rotation' });
+      const result = await rotateKeys(store, kek, policy, { alg, publishDelaySeconds: keys.publishDelaySeconds, reason: 'automatic rotation', fallback: this.deps.fallback });
       if (result.status === 'scheduled') {
         log.info({ event: 'key.rotated', kid: result.kid, activates_at: result.activatesAt, replaces: result.replaces }, 'automatic key rotation scheduled');
         await audit?.('key.rotated', { kid: result.kid, activates_at: result.activatesAt.toISOString(), replaces: result.replaces, reason: 'automatic' });

@@ -41,6 +41,7 @@ import { refuseReplacedFormValues } from './http/form-body-utf8.js';
 import { whenRecorded } from './audit/trail.js';
 import { dpopHeaderProblem } from './http/dpop-header.js';
 import { publishedAlgsOf } from './signing-alg.js';
+import { secretRehasher } from './client-secret-rehash.js';
 
 /** How clients may authenticate, at the token, introspection and revocation endpoints alike. */
 const CLIENT_AUTH_METHODS = ['none', 'client_secret_basic', 'client_secret_post', 'private_key_jwt'] as const;
@@ -476,9 +477,14 @@ export function createProvider(deps: ProviderDeps): Provider {
     health,
     undelivered: storage.nonces,
   });
-  // Secrets are stored as keyed hashes; compare the presented secret's hash in constant time.
-  provider.Client.prototype.compareClientSecret = function compareClientSecret(this: { clientSecret?: string }, actual: string) {
-    return hasher.matches(actual, this.clientSecret);
+  // Secrets are stored as keyed hashes; compare the presented secret's hash in constant time. During a rotation of the
+  // KEK, a secret that matched a hash not (known to be) under the KEK's pepper is stored again under it (a client of
+  // the configuration file is hashed at every start under the KEK, so never is).
+  const rehash = hasher.rotating ? secretRehasher({ clients: storage.model('Client'), nonces: storage.nonces, hasher, log }) : undefined;
+  provider.Client.prototype.compareClientSecret = function compareClientSecret(this: { clientId: string; clientSecret?: string }, actual: string) {
+    const matched = hasher.match(actual, this.clientSecret);
+    if (matched !== undefined && rehash && !hasher.isCurrent(this.clientSecret)) rehash(this.clientId, this.clientSecret!, actual);
+    return matched !== undefined;
   } as never;
 
   // oidc-provider's replay check is find-then-save; make it one atomic insert so two concurrent uses of a DPoP

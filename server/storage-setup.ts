@@ -4,7 +4,7 @@ import { EmbeddedStorage } from '../adapters/memory.js';
 import { sealCredentialIds } from '../adapters/sealed-credential-ids.js';
 import type { Storage } from '../adapters/types.js';
 import { KeyMaterialError } from '../keys/errors.js';
-import { configuredKek, embeddedKek } from '../keys/kek.js';
+import { configuredKek, embeddedKek, fallbackKek } from '../keys/kek.js';
 import type { ResolvedKek } from '../keys/kek.js';
 import type { Config } from './config.js';
 import type { Logger } from './logger.js';
@@ -91,7 +91,14 @@ export async function initStorage(config: Config, storage: Storage, log?: { warn
 /** Why a MongoDB store cannot start without a configured KEK (start and `config check` say the same). */
 export const MONGODB_NEEDS_KEK = 'AGENTAUTH_KEK or AGENTAUTH_KEK_FILE is required with MONGODB_URI: every instance must unseal the same shared keys';
 
-export async function resolveKek(config: Config, storage: Storage, log: Logger): Promise<ResolvedKek> {
+/** The KEK, and the one being rotated away from when AGENTAUTH_KEK_FALLBACK(_FILE) names it. */
+export async function resolveKek(config: Config, storage: Storage, log: Logger): Promise<ResolvedKek & { fallback?: Buffer }> {
+  const kek = await resolveCurrentKek(config, storage, log);
+  const fallback = await fallbackKek(config, kek.kek);
+  return fallback ? { ...kek, fallback } : kek;
+}
+
+async function resolveCurrentKek(config: Config, storage: Storage, log: Logger): Promise<ResolvedKek> {
   const source = { kek: config.kek, kekFile: config.kekFile };
   if (storage.kind === 'mongodb') {
     const kek = await configuredKek(source);
@@ -115,6 +122,6 @@ export async function resolveKek(config: Config, storage: Storage, log: Logger):
  * `storage.unsealedCredentials` is `accept`. The server and the CLI both open credentials through this, so the two
  * never disagree on which stored ids they accept.
  */
-export function credentialStorage(config: Pick<Config, 'storage'>, storage: Storage, kek: Buffer): Storage {
-  return sealCredentialIds(storage, kek, { acceptUnsealed: config.storage.unsealedCredentials === 'accept' });
+export function credentialStorage(config: Pick<Config, 'storage'>, storage: Storage, kek: Buffer, fallback?: Buffer): Storage {
+  return sealCredentialIds(storage, kek, { acceptUnsealed: config.storage.unsealedCredentials === 'accept', fallback });
 }

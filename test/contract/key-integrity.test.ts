@@ -8,6 +8,7 @@ import { KeyIntegrityError } from '../../keys/errors.js';
 import { checkKeyPair, macKeyRecord, macTransition, readCheckedKeys } from '../../keys/integrity.js';
 import { Keyring, newStoredKey } from '../../keys/keyring.js';
 import type { KeyringEvents } from '../../keys/keyring.js';
+import { keysUnderFallback, resealKeyStore } from '../../keys/kek-rotation.js';
 import { retireKey, rotateKeys } from '../../keys/rotation.js';
 import type { KeysConfig } from '../../server/config.js';
 import { KeyWatcher } from '../../server/key-watcher.js';
@@ -344,6 +345,88 @@ describe.each(BACKENDS)('key store integrity: $name', (backend) => {
     expect((await storage.keys.list()).map((k) => k.mac)).toEqual(['first']);
     expect((await storage.keys.transitions()).map((t) => [t.type, t.mac])).toEqual([['activate', 'one']]);
     expect((await raw.keys())[0]).toMatchObject({ ...key, mac: 'first' });
+  });
+
+  test('replaceKey and replaceTransitionMac replace a record only while its MAC is the one expected', async () => {
+    const { storage } = await rotated();
+    const [one, two] = await storage.keys.list();
+    const replacement = { ...one!, createdAt: new Date(0).toISOString(), mac: 'replaced' };
+    expect(await storage.keys.replaceKey(replacement, 'not-its-mac')).toBe(false);
+    expect(await storage.keys.replaceKey({ ...replacement, kid: 'no-such-kid' }, one!.mac!)).toBe(false);
+    expect(await storage.keys.replaceKey({ ...replacement, seq: 99 }, one!.mac!)).toBe(false); // a key is replaced in its own place only
+    expect(await storage.keys.list()).toEqual([one, two]);
+    expect(await storage.keys.replaceKey(replacement, one!.mac!)).toBe(true);
+    expect(await storage.keys.replaceKey({ ...replacement, mac: 'again' }, one!.mac!)).toBe(false); // its MAC is no longer that one
+    expect(await storage.keys.list()).toEqual([replacement, two]);
+
+    const [t] = await storage.keys.transitions();
+    expect(await storage.keys.replaceTransitionMac(t!.kid, t!.type, 'not-its-mac', 'x')).toBe(false);
+    expect(await storage.keys.replaceTransitionMac(t!.kid, t!.type, t!.mac!, 'new-mac')).toBe(true);
+    expect(await storage.keys.replaceTransitionMac(t!.kid, t!.type, t!.mac!, 'newer-mac')).toBe(false);
+    expect((await storage.keys.transitions()).find((x) => x.kid === t!.kid && x.type === t!.type)?.mac).toBe('new-mac');
+  });
+
+  describe('rotating the KEK (keys/kek-rotation.ts)', () => {
+    test('records of the old KEK are read with it as fallback, re-sealed under the new one, and then need no fallback', async () => {
+      const { storage, kek: old, first, second } = await rotated();
+      const next = randomBytes(32);
+      const before = await readCheckedKeys(storage.keys, old);
+      await expect(readCheckedKeys(storage.keys, next)).rejects.toThrow(/sealed under another key-encryption key/);
+      // With the old KEK as fallback, every record verifies, and all of it is reported as still needing it.
+      expect((await readCheckedKeys(storage.keys, next, old)).keys.map((k) => k.kid)).toEqual([first, second]);
+      const needing = await keysUnderFallback(storage.keys, next, old);
+      expect(needing.keys.sort()).toEqual([first, second].sort());
+      expect(needing.transitions.length).toBe(before.transitions.length);
+
+      const report = await resealKeyStore(storage.keys, next, old);
+      expect(report.keys.sort()).toEqual([first, second].sort());
+      expect(report.transitions.length).toBe(before.transitions.length);
+      // Under the new KEK alone now; the old one opens nothing any more; the same keys, windows and private keys.
+      const after = await readCheckedKeys(storage.keys, next);
+      expect(after.transitions).toEqual(before.transitions);
+      expect(after.keys.map((k) => ({ ...k, sealed: undefined }))).toEqual(before.keys.map((k) => ({ ...k, sealed: undefined })));
+      for (const k of after.keys) expect(await checkKeyPair(next, k)).toEqual(await checkKeyPair(old, before.keys.find((b) => b.kid === k.kid)!));
+      await expect(readCheckedKeys(storage.keys, old)).rejects.toThrow(/sealed under another key-encryption key/);
+      expect(await keysUnderFallback(storage.keys, next, old)).toEqual({ keys: [], transitions: [] });
+      // A second run finds nothing to do; a keyring loaded with the fallback signs with the same key.
+      expect(await resealKeyStore(storage.keys, next, old)).toEqual({ keys: [], transitions: [] });
+      const ring = await Keyring.load(storage.keys, next, 'ES256', policy, {}, { fallback: old });
+      expect(ring.active.kid).toBe(second);
+    });
+
+    test('a keyring that reads with the fallback follows records another process re-sealed, and a keyring load re-seals', async () => {
+      const { storage, kek: old, second } = await rotated();
+      const next = randomBytes(32);
+      // A process still on the old KEK that holds the new one as its fallback (the first step of a rolling rotation).
+      const stillOld = await Keyring.load(storage.keys, old, 'ES256', policy, {}, { fallback: next });
+      const resealed: string[] = [];
+      const moved = await Keyring.load(storage.keys, next, 'ES256', policy, { resealed: (r) => resealed.push(...r.keys) }, { fallback: old });
+      expect(resealed).toHaveLength(2);
+      expect(moved.active.kid).toBe(second);
+      await stillOld.refresh(); // reads the records now sealed under its fallback
+      expect(stillOld.active.kid).toBe(second);
+      expect(stillOld.publicJwks()).toEqual(moved.publicJwks());
+    });
+
+    test('a record of a third KEK refuses the re-sealing, and nothing is written', async () => {
+      const { storage, raw, kek: old } = await rotated();
+      const third = randomBytes(32);
+      const foreign = await newStoredKey(third, 'ES256', 3);
+      await raw.writeKeys([...(await raw.keys()), foreign as unknown as RawKey]);
+      const stored = await storage.keys.list();
+      await expect(resealKeyStore(storage.keys, randomBytes(32), old)).rejects.toThrow(/sealed under another key-encryption key/);
+      expect(await storage.keys.list()).toEqual(stored);
+    });
+
+    test('twenty processes re-sealing at once leave every record whole and verifying under the new KEK', async () => {
+      const { storage, kek: old, first, second } = await rotated();
+      const next = randomBytes(32);
+      const reports = await Promise.all(Array.from({ length: 20 }, () => resealKeyStore(storage.keys, next, old)));
+      // Each key was written by at least one of them; whichever write stands is a whole record of one writer.
+      expect(new Set(reports.flatMap((r) => r.keys))).toEqual(new Set([first, second]));
+      expect((await readCheckedKeys(storage.keys, next)).keys.map((k) => k.kid)).toEqual([first, second]);
+      expect(await keysUnderFallback(storage.keys, next, old)).toEqual({ keys: [], transitions: [] });
+    });
   });
 });
 

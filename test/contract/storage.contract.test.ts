@@ -587,6 +587,34 @@ describe.each(FACTORIES)('storage contract: $name', (factory) => {
     expect((await sealCredentialIds(storage, randomBytes(32), { acceptUnsealed: false }).model('RegistrationAccessToken').consumption(old))?.successor).toBeUndefined();
   });
 
+  test('during a rotation of the KEK, credentials stored under the fallback KEK are found, used once (of 50 concurrent rotations one wins, three times) and succeeded under the new KEK; without the fallback they are not found', async () => {
+    const [old, next] = [randomBytes(32), randomBytes(32)];
+    const before = sealCredentialIds(storage, old, { acceptUnsealed: false });
+    const rotating = sealCredentialIds(storage, next, { acceptUnsealed: false, fallback: old });
+    const after = sealCredentialIds(storage, next, { acceptUnsealed: false });
+    const [opaque, doomed] = [rid(), rid()];
+    await before.model('ClientCredentials').upsert(opaque, { jti: opaque, kind: 'ClientCredentials', clientId: 'c' }, 600);
+    await before.model('ClientCredentials').upsert(doomed, { jti: doomed, kind: 'ClientCredentials', clientId: 'c' }, 600);
+    expect(await after.model('ClientCredentials').find(opaque)).toBeUndefined();
+    expect(await rotating.model('ClientCredentials').find(opaque)).toMatchObject({ jti: opaque, clientId: 'c' });
+    await rotating.model('ClientCredentials').destroy(doomed);
+    expect(await before.model('ClientCredentials').find(doomed)).toBeUndefined();
+
+    for (let round = 0; round < 3; round += 1) {
+      const token = rid();
+      await before.model('RefreshToken').upsert(token, { jti: token, kind: 'RefreshToken', grantId: `g-${token}` }, 600);
+      const successors = Array.from({ length: 50 }, () => rid());
+      const results = await Promise.all(successors.map((s) => rotating.model('RefreshToken').rotate(token, s, { jti: s, kind: 'RefreshToken', grantId: `g-${token}` }, 600, true)));
+      expect(results.filter(Boolean)).toHaveLength(1);
+      const winner = successors[results.indexOf(true)]!;
+      // The successor is stored under the new KEK's key only, and comes back from the old token's consumption mark.
+      expect(await after.model('RefreshToken').find(winner)).toMatchObject({ jti: winner });
+      expect(await before.model('RefreshToken').find(winner)).toBeUndefined();
+      expect(await rotating.model('RefreshToken').consumption(token)).toEqual({ at: expect.any(Number), successor: winner });
+      expect(await rotating.model('RefreshToken').consume(token)).toBe(false); // used once
+    }
+  });
+
   test('sealed device codes: found by user code with their jti back, under the stored key only; a sealed value moved to another record, or one sealed under another KEK, is not handed out', async () => {
     const kek = randomBytes(32);
     const sealed = sealCredentialIds(storage, kek, { acceptUnsealed: false }).model('DeviceCode');

@@ -117,6 +117,7 @@ describe('loadConfig', () => {
     [{ AGENTAUTH_KEY_ALG: 'RS256' }, /^AGENTAUTH_KEY_ALG: /],
     [{ AGENTAUTH_AUDIT_CHAIN: 'has/slash' }, /^AGENTAUTH_AUDIT_CHAIN: must be 1-100 letters/],
     [{ AGENTAUTH_AUDIT_CHAIN: 'x'.repeat(101) }, /^AGENTAUTH_AUDIT_CHAIN: /],
+    [{ AGENTAUTH_KEK_FALLBACK: 'a', AGENTAUTH_KEK_FALLBACK_FILE: '/x' }, /^AGENTAUTH_KEK_FALLBACK_FILE: set either AGENTAUTH_KEK_FALLBACK or AGENTAUTH_KEK_FALLBACK_FILE, not both$/],
     [{ LOG_LEVEL: 'loud' }, /^LOG_LEVEL: /],
   ])('%j is refused by name', (env, pattern) => {
     expect(message(env)).toMatch(pattern);

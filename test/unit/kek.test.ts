@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 
-import { embeddedKek } from '../../keys/kek.js';
+import { embeddedKek, fallbackKek } from '../../keys/kek.js';
 import { ROOT } from '../support/server.js';
 
 const run = promisify(execFile);
@@ -97,5 +97,28 @@ describe('the embedded store generates its key-encryption key once, whoever star
   test('a malformed kek file is refused with what it must hold', async () => {
     await writeFile(join(dir, 'kek'), 'not a key\n');
     await expect(embeddedKek({}, dir, false)).rejects.toThrow(/must be 32 bytes encoded as base64/);
+  });
+});
+
+describe('the fallback KEK of a rotation (AGENTAUTH_KEK_FALLBACK, AGENTAUTH_KEK_FALLBACK_FILE)', () => {
+  const kek = Buffer.alloc(32, 1);
+  const other = Buffer.alloc(32, 2);
+
+  test('none configured: none; from the variable or from a file: that key', async () => {
+    expect(await fallbackKek({}, kek)).toBeUndefined();
+    expect(await fallbackKek({ kekFallback: other.toString('base64') }, kek)).toEqual(other);
+    const dir = await mkdtemp(join(tmpdir(), 'agentauth-kek-fallback-'));
+    try {
+      await writeFile(join(dir, 'old-kek'), `${other.toString('base64')}\n`, { mode: 0o600 });
+      expect(await fallbackKek({ kekFallbackFile: join(dir, 'old-kek') }, kek)).toEqual(other);
+      await expect(fallbackKek({ kekFallbackFile: join(dir, 'missing') }, kek)).rejects.toThrow(/^AGENTAUTH_KEK_FALLBACK_FILE: cannot read .*missing \(ENOENT\)/);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('refused, naming the setting: not 32 bytes of base64, or the KEK itself', async () => {
+    await expect(fallbackKek({ kekFallback: 'c2hvcnQ=' }, kek)).rejects.toThrow(/^AGENTAUTH_KEK_FALLBACK must be 32 bytes encoded as base64/);
+    await expect(fallbackKek({ kekFallback: kek.toString('base64') }, kek)).rejects.toThrow(/^AGENTAUTH_KEK_FALLBACK is the KEK itself/);
   });
 });

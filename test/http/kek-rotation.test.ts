@@ -7,7 +7,7 @@ import { MongoStorage } from '../../adapters/mongodb.js';
 import { SqliteStorage } from '../../adapters/sqlite.js';
 import type { Storage } from '../../adapters/types.js';
 import { kekId } from '../../keys/seal.js';
-import { baseConfig, basicAuth, introspect, OPAQUE_RESOURCE, register, RS_CLIENT } from '../support/agent-server.js';
+import { baseConfig, basicAuth, introspect, OPAQUE_RESOURCE, REDIRECT, register, RESOURCE, RS_CLIENT } from '../support/agent-server.js';
 import { publicRefreshed, signInPublic } from '../support/public-client.js';
 import { logLines, runCli, startServer, tempDir, uniqueDbName, writeConfig } from '../support/server.js';
 import type { RunningServer } from '../support/server.js';
@@ -154,6 +154,34 @@ describe.each(backends)('rotating the KEK on %s', (_name, storeEnv, openStorage)
     expect((await introspect(done, opaque)).active).toBe(false); // issued before, under the old KEK's key
     const noFallback = await runCli(['config', 'check', '--json'], after);
     expect((JSON.parse(noFallback.stdout) as { checks: Array<{ check: string }> }).checks.some((c) => c.check === 'kek fallback')).toBe(false);
+  });
+
+  test('a sign-in interaction begun under the old KEK goes on under the new one with the old as fallback, and not without it', async () => {
+    const dir = tempDir('agentauth-kek-cookies-');
+    const env = { AGENTAUTH_CONFIG: writeConfig(dir, baseConfig()), AGENTAUTH_DATA_DIR: join(dir, 'data'), ...storeEnv() };
+    const [first, second] = [newKek(), newKek()];
+    server = await startServer({ ...env, AGENTAUTH_KEK: b64(first) });
+    const client = await register(server.url, { redirect_uris: [REDIRECT], grant_types: ['authorization_code', 'refresh_token'], token_endpoint_auth_method: 'none', scope: 'read' });
+    const auth = new URL(`${server.url}/auth`);
+    const params = { client_id: String(client.body.client_id), response_type: 'code', redirect_uri: REDIRECT, scope: 'read', resource: RESOURCE, code_challenge: 'E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM', code_challenge_method: 'S256' };
+    for (const [k, v] of Object.entries(params)) auth.searchParams.set(k, v);
+    const started = await fetch(auth, { redirect: 'manual' });
+    expect(started.status).toBe(303);
+    const page = new URL(started.headers.get('location')!, server.url).pathname; // /interaction/<uid>
+    // The signed interaction cookie (and its signature), as a browser would send them back.
+    const cookie = started.headers.getSetCookie().map((c) => c.split(';')[0]).join('; ');
+    expect(cookie).toMatch(/_interaction=[^;]+; _interaction\.sig=/);
+    const show = (issuer: string) => fetch(`${issuer}${page}`, { headers: { cookie }, redirect: 'manual' });
+    expect((await show(server.url)).status).toBe(200);
+    await server.stop();
+
+    server = await startServer({ ...env, AGENTAUTH_KEK: b64(second), AGENTAUTH_KEK_FALLBACK: b64(first) });
+    expect((await show(server.url)).status).toBe(200); // signed under the old KEK's cookie key: accepted
+    await server.stop();
+    server = await startServer({ ...env, AGENTAUTH_KEK: b64(second) });
+    const refused = await show(server.url);
+    expect(refused.status).toBe(400); // its signature no longer verifies: the interaction cannot be found
+    expect(await refused.text()).toContain('<title>Sign-in expired</title>'); // what the person is shown: begin again
   });
 
   test('a fallback that is neither KEK the keys were sealed under is refused at start, and the store is left as it was', async () => {

@@ -8,7 +8,7 @@ import { MongoStorage } from '../../adapters/mongodb.js';
 import { SqliteStorage } from '../../adapters/sqlite.js';
 import { sealCredentialIds } from '../../adapters/sealed-credential-ids.js';
 import type { Storage } from '../../adapters/types.js';
-import { baseConfig, basicAuth, introspect, OPAQUE_RESOURCE, register, RS_CLIENT } from '../support/agent-server.js';
+import { baseConfig, introspect, opaqueToken, register } from '../support/agent-server.js';
 import { publicRefreshed, signInPublic } from '../support/public-client.js';
 import { startConfigured, uniqueDbName } from '../support/server.js';
 import type { RunningServer } from '../support/server.js';
@@ -63,16 +63,6 @@ async function plant(env: Env, openStorage: (env: Env) => Storage, model: 'Clien
   } finally {
     await storage.close();
   }
-}
-
-/** An opaque access token (client_credentials for the opaque resource). */
-async function opaqueToken(issuer: string): Promise<string> {
-  const cc = await fetch(`${issuer}/token`, {
-    method: 'POST',
-    headers: { authorization: basicAuth(RS_CLIENT.id, RS_CLIENT.secret), 'content-type': 'application/x-www-form-urlencoded' },
-    body: new URLSearchParams({ grant_type: 'client_credentials', resource: OPAQUE_RESOURCE, scope: 'files' }),
-  });
-  return ((await cc.json()) as { access_token: string }).access_token;
 }
 
 /** Moves a registration access token's record back to the layout of earlier versions: the token as the id, its jti in the payload. */

@@ -7,7 +7,7 @@ import { MongoStorage } from '../../adapters/mongodb.js';
 import { SqliteStorage } from '../../adapters/sqlite.js';
 import type { Storage } from '../../adapters/types.js';
 import { kekId } from '../../keys/seal.js';
-import { baseConfig, basicAuth, introspect, OPAQUE_RESOURCE, REDIRECT, register, RESOURCE, RS_CLIENT } from '../support/agent-server.js';
+import { baseConfig, basicAuth, introspect, opaqueToken, REDIRECT, register, RESOURCE } from '../support/agent-server.js';
 import { publicRefreshed, signInPublic } from '../support/public-client.js';
 import { logLines, runCli, startServer, tempDir, uniqueDbName, writeConfig } from '../support/server.js';
 import type { RunningServer } from '../support/server.js';
@@ -40,15 +40,6 @@ async function authenticates(issuer: string, id: string, secret: string): Promis
     body: new URLSearchParams({ token: 'not-a-token-of-this-server' }),
   });
   return res.status;
-}
-
-async function opaqueToken(issuer: string): Promise<string> {
-  const res = await fetch(`${issuer}/token`, {
-    method: 'POST',
-    headers: { authorization: basicAuth(RS_CLIENT.id, RS_CLIENT.secret), 'content-type': 'application/x-www-form-urlencoded' },
-    body: new URLSearchParams({ grant_type: 'client_credentials', resource: OPAQUE_RESOURCE, scope: 'files' }),
-  });
-  return ((await res.json()) as { access_token: string }).access_token;
 }
 
 const jwksKids = async (issuer: string) => ((await (await fetch(`${issuer}/jwks`)).json()) as { keys: Array<{ kid: string }> }).keys.map((k) => k.kid).sort();

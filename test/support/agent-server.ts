@@ -76,6 +76,16 @@ export async function introspect(issuer: string, token: string, accept = 'applic
 /** HTTP Basic client authentication, with id and secret form-encoded first (RFC 6749 §2.3.1). */
 export const basicAuth = (id: string, secret: string) => `Basic ${Buffer.from(`${encodeURIComponent(id)}:${encodeURIComponent(secret)}`).toString('base64')}`;
 
+/** An opaque access token: client_credentials for OPAQUE_RESOURCE, as the resource server's client of baseConfig. */
+export async function opaqueToken(issuer: string): Promise<string> {
+  const res = await fetch(`${issuer}/token`, {
+    method: 'POST',
+    headers: { authorization: basicAuth(RS_CLIENT.id, RS_CLIENT.secret), 'content-type': 'application/x-www-form-urlencoded' },
+    body: new URLSearchParams({ grant_type: 'client_credentials', resource: OPAQUE_RESOURCE, scope: 'files' }),
+  });
+  return ((await res.json()) as { access_token: string }).access_token;
+}
+
 /** A client_credentials token request for RESOURCE with scope `read`, authenticated with HTTP Basic. */
 export async function clientCredentialsToken(issuer: string, id: string, secret: string): Promise<{ status: number; body: Record<string, unknown> }> {
   const res = await fetch(`${issuer}/token`, {

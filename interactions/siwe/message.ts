@@ -86,7 +86,8 @@ export function parseSiweMessage(message: unknown, outline?: SiweOutline): SiweM
   try {
     parsed = new ParsedMessage(text);
   } catch (err) {
-    throw formatError(`the message is not a valid EIP-4361 message: ${describeParserError(err)}`);
+    // The address line as written (the outline's): it passed the line check only, so it may not be checksummed.
+    throw formatError(`the message is not a valid EIP-4361 message: ${describeParserError(err)}`, lines.address);
   }
   // The outline read these fields off the same lines; the cheap checks relied on them, so they must agree.
   if (parsed.domain !== lines.domain || parsed.uri !== lines.uri || parsed.nonce !== lines.nonce || parsed.scheme !== lines.scheme ||

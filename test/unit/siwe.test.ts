@@ -284,6 +284,8 @@ describe('verifySiwe: one refusal per rule', () => {
     const { message, signature, nonces } = signedText(text, fields().nonce);
     const err = await refusal(verifySiwe({ message, signature, nonceBinding: BINDING }, rules, { nonces: nonces.store, now }), 'message-format');
     expect(err.message).toMatch(/line 2: invalid EIP-55 address/);
+    // The address line as written goes with the refusal (login.failed's `address`, docs/wallet-sign-in.md), unchecksummed.
+    expect(err.address).toBe(ALICE.toLowerCase());
     expect(nonces.consumed).toEqual([]);
   });
 

@@ -23,6 +23,8 @@ const KEY_PREFIX = 'h1.';
  * whoever read one from the database would otherwise present it as the credential.
  */
 const unsealable = (id: string): boolean => !id.startsWith(KEY_PREFIX);
+/** No older place to look. */
+const NONE: readonly string[] = [];
 /** A refresh token's, registration access token's or device code's own value, sealed, in its payload: what a reuse within the grace (or a retry after a 503) gets back as the successor, and what a device code found by its user code gets back as its `jti`. */
 const SEALED_VALUE = 'agentauth_sealed_value';
 /** What a device code's sealed value is bound to: the user code it is found by. */
@@ -72,9 +74,11 @@ class SealedIdModelStore implements ModelStore {
    * Where a record with this id may have been stored before this process wrote it: under the fallback KEK's key
    * (during a rotation of the KEK), and under the id itself (before ids were sealed). Never where it is written.
    */
-  #older(id: string): string[] {
-    const keys = this.fallback ? [storedKey(this.fallback.ids, this.name, id)] : [];
-    if (this.#legacy(id)) keys.push(id);
+  #older(id: string): readonly string[] {
+    const legacy = this.#legacy(id);
+    if (!this.fallback) return legacy ? [id] : NONE; // no rotation of the KEK: at most the id itself, as before
+    const keys = [storedKey(this.fallback.ids, this.name, id)];
+    if (legacy) keys.push(id);
     return keys;
   }
 

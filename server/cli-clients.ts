@@ -3,7 +3,6 @@ import type { Command } from 'commander';
 import type { Storage } from '../adapters/types.js';
 import { readCheckedKeys } from '../keys/integrity.js';
 import { prepareKeyStore } from './key-store-upgrade.js';
-import { deriveKey } from '../keys/seal.js';
 import { AuditLog } from './audit/log.js';
 import { writerChain } from './audit/writer-chain.js';
 import { credentialStorage, resolveKek } from './storage-setup.js';

@@ -23,6 +23,13 @@ describe('agentauth --version and usage errors', () => {
     expect(res).toMatchObject({ code: 0, stdout: `${VERSION}\n` });
   });
 
+  test('help <command> prints that command\'s usage and exits 0, as --help does (docs/operations.md)', async () => {
+    const res = await runCli(['help', 'clients'], {});
+    expect(res.code).toBe(0);
+    expect(res.stdout).toContain('Usage: agentauth clients');
+    expect(res.stdout).toBe((await runCli(['clients', '--help'], {})).stdout);
+  });
+
   test('an unknown command or option is a usage error: exit 2; under --json the error is JSON on stdout', async () => {
     expect((await runCli(['frobnicate'], {})).code).toBe(2);
     const res = await runCli(['keys', 'list', '--nope', '--json'], {});

@@ -91,6 +91,17 @@ export interface AdapterOptions {
   registrationAccessTokenRotation?: (id: string) => { consumes: string } | undefined;
   /** Cascade revocation (server/revocation-lineage.ts): told of every revocation the adapter carries out. */
   revocation?: RevocationHooks;
+  /**
+   * The registration policies this server configures (oidc-provider `features.registration.policies`: initial access
+   * tokens' tiers). oidc-provider throws a TypeError, answered 500, for a stored token naming a policy it does not
+   * know, which a change of settings makes of every earlier token: `registration.mode` from `token` to `open` (no
+   * policies at all) or a tier taken out of `tiers`. So an initial access token naming a policy not in this set is not
+   * found (401 invalid_token, `onUnconfiguredPolicy` told), and a registration access token is read without its
+   * policies, in every mode: they would only assign the tier again on an RFC 7592 update, which takes the tier from
+   * the client's stored record instead (server/provider.ts, the `agentauth_tier` validator).
+   */
+  registrationPolicies?: ReadonlySet<string>;
+  onUnconfiguredPolicy?: (policy: string) => void;
 }
 
 /**
@@ -148,6 +159,20 @@ function rotationOf(name: ModelName, id: string, options: AdapterOptions): { con
   return undefined;
 }
 
+/** A registration or initial access token as this server can use it (AdapterOptions `registrationPolicies`). */
+function withConfiguredPolicies(name: 'RegistrationAccessToken' | 'InitialAccessToken', payload: AdapterPayload, options: AdapterOptions): AdapterPayload | undefined {
+  const { policies } = payload as { policies?: unknown };
+  if (policies === undefined) return payload;
+  if (name === 'RegistrationAccessToken') {
+    const { policies: _unused, ...rest } = payload as AdapterPayload & { policies?: unknown };
+    return rest;
+  }
+  const unconfigured = Array.isArray(policies) ? policies.find((p) => typeof p !== 'string' || !options.registrationPolicies?.has(p)) : policies;
+  if (unconfigured === undefined) return payload;
+  options.onUnconfiguredPolicy?.(String(unconfigured));
+  return undefined;
+}
+
 export function oidcAdapterFactory(storage: Storage, health?: StorageHealth, options: AdapterOptions = {}): AdapterFactory {
   const failClosed = <T>(fn: () => Promise<T>) => failClosedInProvider(fn, health);
 
@@ -172,6 +197,7 @@ export function oidcAdapterFactory(storage: Storage, health?: StorageHealth, opt
       find: (id: string) =>
         failClosed(async () => {
           const payload = await store.find(id);
+          if (payload && (name === 'RegistrationAccessToken' || name === 'InitialAccessToken')) return withConfiguredPolicies(name, payload, options);
           if (!payload || !hooks || !ACCESS_TOKENS.has(name)) return payload;
           return (await hooks.accessTokenActive(payload)) ? payload : undefined;
         }),

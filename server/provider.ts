@@ -180,6 +180,9 @@ export function providerConfiguration(deps: ProviderDeps): Configuration {
         if (ctx?.oidc) ctx.oidc.provider.emit('grant.revoked', ctx, grantId);
       },
       revocation: revocationHooks(storage.revokedTokens),
+      registrationPolicies: new Set(config.registration.mode === 'token' ? Object.keys(tierPolicies) : []),
+      onUnconfiguredPolicy: (policy) =>
+        deps.log.warn({ policy }, `an initial access token names ${policy}, which this configuration does not have (registration.mode ${config.registration.mode}, tiers ${Object.keys(config.tiers).join(', ')}): refused`),
     }),
     clients: staticClients(config, hasher),
     jwks: keyring.providerJwks() as Configuration['jwks'],

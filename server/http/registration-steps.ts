@@ -122,7 +122,7 @@ function invalidToken(description: string): Error {
   return err;
 }
 
-type PresentedToken = { jti: string; clientId?: string; consumed?: unknown; policies?: string[] };
+type PresentedToken = { jti: string; clientId?: string; consumed?: unknown };
 
 /** The registration access token a request presented, as validateRegistrationAccessToken found it. */
 function presentedToken(ctx: KoaContextWithOIDC): PresentedToken {
@@ -253,7 +253,8 @@ async function undeliveredSuccessor(ctx: KoaContextWithOIDC, deps: RegistrationS
 }
 
 /**
- * Rotates the registration access token this request presented: its successor, with the same policies, is stored and
+ * Rotates the registration access token this request presented: its successor (without the policies of the initial
+ * access token, which the adapter never hands out: adapters/oidc-adapter.ts `registrationPolicies`) is stored and
  * the presented one used up in one rotate call, or, for a retry of a rotation answered 503 (here or at another instance), the recorded
  * successor is handed back. Returns the value to answer with. The presented token's record goes once the answer's
  * audit record is durable.
@@ -265,12 +266,12 @@ async function rotateRegistrationAccessToken(ctx: KoaContextWithOIDC, deps: Regi
     value = await undeliveredSuccessor(ctx, deps, old);
   } else {
     const { provider, client } = ctx.oidc;
-    const RAT = provider.RegistrationAccessToken as unknown as new (init: { client: unknown; policies?: string[] }) => { save(): Promise<string> };
+    const RAT = provider.RegistrationAccessToken as unknown as new (init: { client: unknown }) => { save(): Promise<string> };
     rotations.set(ctx, { consumes: old.jti, stored: false });
     markSent(ctx, old, {});
     try {
       // Rotated (if this succeeds) to a successor no earlier 503 remembers: nothing is to be forgotten.
-      value = await new RAT({ client, ...(old.policies ? { policies: old.policies } : {}) }).save();
+      value = await new RAT({ client }).save();
     } catch (err) {
       if (!(err instanceof RegistrationAccessTokenRaceLost)) throw err;
       // Used up by a concurrent request, or by a rotation answered 503.

@@ -300,13 +300,21 @@ const setBody = (ctx: KoaContextWithOIDC, body: unknown) => {
  * UTF-8 into U+FFFD: client metadata is read as strictly as the interaction pages read theirs (server/request-body.ts):
  * invalid UTF-8 and a member named twice in one object are `400 invalid_request` naming what is wrong, and nothing is
  * stored (nesting past the metadata depth stays the registration policy's `invalid_client_metadata`). Otherwise as
- * oidc-provider's step: the same 56 KiB limit (413), another content type refused, `{}` without one (the policy steps
- * then ask for the metadata, `requireJsonBody`).
+ * oidc-provider's step: the same 56 KiB limit (413), a body of another content type refused, `{}` without a body
+ * (none, or an empty one) or without its Content-Type (the policy steps then ask for the metadata, `requireJsonBody`).
+ * Koa's `is` answers null for a request without a body whatever its Content-Type says, false for a body of another
+ * type.
  */
+/** Set by strictJsonBody when the request's body was a JSON document (requireJsonBody). */
+const METADATA_SENT = 'agentauthMetadataSent';
+
 const strictJsonBody = named('strictJsonBody', async (ctx, next) => {
-  if (ctx.is('application/json')) {
-    setBody(ctx, parseJsonBody(await readBodyText(ctx, PROVIDER_BODY_LIMIT), { deepForCaller: true }));
-  } else if (ctx.get('content-type')) {
+  const json = ctx.is('application/json');
+  const text = json ? await readBodyText(ctx, PROVIDER_BODY_LIMIT) : '';
+  if (text !== '') {
+    setBody(ctx, parseJsonBody(text, { deepForCaller: true }));
+    ctx.state[METADATA_SENT] = true;
+  } else if (json === false && ctx.get('content-type')) {
     throw new errors.InvalidRequest(`only application/json content-type bodies are supported on ${ctx.method} ${ctx.path.slice(0, 200)}`);
   } else {
     setBody(ctx, {});
@@ -331,7 +339,7 @@ const quotaStep = named('agentauthRegistrationQuota', async (ctx, next) => {
  * content type is refused by strictJsonBody already).
  */
 function requireJsonBody(ctx: KoaContextWithOIDC): void {
-  if (ctx.is('application/json')) return;
+  if (ctx.state[METADATA_SENT] === true) return;
   throw new errors.InvalidRequest('send the client metadata as a JSON object with Content-Type: application/json (the request has no Content-Type or no body)');
 }
 

@@ -144,6 +144,23 @@ describe('dynamic client registration (RFC 7591) under agentauth policy', () => 
     expect(((await put.json()) as { error_description: string }).error_description).toMatch(/^send the client metadata as a JSON object/);
   });
 
+  test('Content-Type: application/json with no body is told to send the metadata (it was told only JSON bodies are supported), and so is a PUT', async () => {
+    const before = await clientCount();
+    const expected = { error: 'invalid_request', error_description: 'send the client metadata as a JSON object with Content-Type: application/json (the request has no Content-Type or no body)' };
+    const res = await fetch(`${issuer}/reg`, { method: 'POST', headers: { 'content-type': 'application/json' } });
+    expect([res.status, await res.json()]).toEqual([400, expected]);
+    expect(await clientCount()).toBe(before);
+    const created = await register(issuer, valid);
+    const put = await fetch(created.body.registration_client_uri as string, { method: 'PUT', headers: { authorization: `Bearer ${created.body.registration_access_token as string}`, 'content-type': 'application/json' } });
+    expect([put.status, await put.json()]).toEqual([400, expected]);
+    // The token was not used up by the refused update.
+    const read = await fetch(created.body.registration_client_uri as string, { headers: { authorization: `Bearer ${created.body.registration_access_token as string}` } });
+    expect(read.status).toBe(200);
+    // A body of another type is still refused as such.
+    const text = await fetch(`${issuer}/reg`, { method: 'POST', headers: { 'content-type': 'text/plain' }, body: JSON.stringify(valid) });
+    expect([text.status, ((await text.json()) as { error_description: string }).error_description]).toEqual([400, 'only application/json content-type bodies are supported on POST /reg']);
+  });
+
   test('all resource-server scopes are registrable', async () => {
     const res = await register(issuer, { ...valid, scope: 'read write files' });
     expect(res.status).toBe(201);

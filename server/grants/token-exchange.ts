@@ -202,7 +202,8 @@ function oauthError(refusal: DelegationRefusal, scope: string): Error {
  * the next resource: the same subject, the exchanging client as the current actor (`act`, nesting the earlier ones),
  * scopes no wider than the subject token's and the hop's policy, DPoP-bound to the exchanging client's key when it
  * sends a proof. Who may exchange what is the operator's `tokenExchange` policy (server/policies/delegation.ts).
- * Public clients may exchange only with a DPoP proof, so the new token is never a bearer token held by nobody.
+ * Public clients may exchange only with a DPoP proof, so the new token is never a bearer token held by nobody, and only
+ * a DPoP-bound subject token whose key that proof is of: nothing else tells them from whoever copied the token.
  */
 export function registerTokenExchangeGrant(provider: Provider, deps: TokenExchangeDeps): void {
   async function handler(ctx: KoaContextWithOIDC): Promise<void> {
@@ -259,6 +260,7 @@ export function registerTokenExchangeGrant(provider: Provider, deps: TokenExchan
       ...(Array.isArray(metadata[EXCHANGE_RESOURCES_FIELD]) ? { resources: metadata[EXCHANGE_RESOURCES_FIELD] as string[] } : {}),
       ...(typeof metadata[EXCHANGE_MAX_DEPTH_FIELD] === 'number' ? { maxDepth: metadata[EXCHANGE_MAX_DEPTH_FIELD] } : {}),
       ...(dPoP ? { jkt: dPoP.thumbprint } : {}),
+      ...(client.clientAuthMethod === 'none' ? { public: true } : {}),
     };
     try {
       checkExchanger(deps.policy, exchanger);

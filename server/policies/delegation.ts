@@ -66,6 +66,8 @@ export interface ExchangerFacts {
   registration?: string;
   /** Thumbprint of the DPoP key the exchange request proves, if any. */
   jkt?: string;
+  /** The client does not authenticate (`token_endpoint_auth_method: none`): anyone can send its client_id. */
+  public?: boolean;
   /** `token_exchange_resources` of the client's metadata: the only targets it may exchange into, when present. */
   resources?: readonly string[];
   /** `token_exchange_max_depth` of the client's metadata: lowers tokenExchange.maxDepth for its hops. */
@@ -137,8 +139,18 @@ export function decideExchange(
     const named = (subject.mayAct.client_id !== undefined && subject.mayAct.client_id === exchanger.clientId) || (subject.mayAct.sub !== undefined && subject.mayAct.sub === exchanger.clientId);
     if (!named) throw new DelegationRefusal('invalid_request', `the subject token's may_act does not name client ${exchanger.clientId}`);
   }
-  // A bound token stays with its key: its own holder may not re-bind it to a different key by exchanging it.
-  if (subject.jkt && subject.clientId === exchanger.clientId && subject.jkt !== exchanger.jkt) {
+  // RFC 8693 §2.1: without client authentication, anyone holding a token could have it exchanged under the public
+  // client's name, and the new token bound to their own key. A public client proves possession instead: it may
+  // exchange only a DPoP-bound token, with a proof of that token's key.
+  if (exchanger.public && !subject.jkt) {
+    throw new DelegationRefusal(
+      'invalid_request',
+      'a public client may exchange only a DPoP-bound subject token, proving its key; to exchange tokens it received, the client must authenticate (client_secret_basic, client_secret_post or private_key_jwt)',
+    );
+  }
+  // A bound token stays with its key: its own holder may not re-bind it to a different key by exchanging it, nor may
+  // a client that cannot be told from anyone else.
+  if (subject.jkt && (subject.clientId === exchanger.clientId || exchanger.public) && subject.jkt !== exchanger.jkt) {
     throw new DelegationRefusal('invalid_request', 'the subject token is DPoP-bound to another key: send the exchange request with a DPoP proof of the key the subject token is bound to');
   }
   const fromRules = rulesFor(policy, exchanger).filter((r) => r.from.includes(subject.audience));

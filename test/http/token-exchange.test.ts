@@ -45,6 +45,8 @@ const CONFIG = {
     { ...staticClient('skill-d', [EXCHANGE]), token_exchange_max_depth: 1 },
     // Registered for the grant, but no rule names it.
     staticClient('norule', [EXCHANGE]),
+    // A public client (no authentication): anyone can send its client_id.
+    { client_id: 'skill-pub', token_endpoint_auth_method: 'none', grant_types: [EXCHANGE], tier: 'bound' },
   ],
   tokenExchange: {
     maxDepth: 2,
@@ -57,6 +59,7 @@ const CONFIG = {
       { clients: ['skill-n'], from: [SKILL_A], to: [SKILL_B] },
       { clients: ['skill-x'], from: [SKILL_A], to: [SKILL_B, SKILL_C] },
       { clients: ['skill-d'], from: [SKILL_B], to: [SKILL_C] },
+      { clients: ['skill-pub'], from: [SKILL_A], to: [SKILL_C] },
     ],
   },
 };
@@ -262,6 +265,32 @@ describe.each(backends)('RFC 8693 token exchange on %s', (_name, storeEnv, openS
     } finally {
       await storage.close();
     }
+  });
+
+  test('a public exchanger must prove the subject token\'s key: a copied token cannot be re-bound to the copier\'s key through it (RFC 8693 §2.1)', async () => {
+    const pub = new oidc.Configuration(meta, 'skill-pub', undefined, oidc.None());
+    oidc.allowInsecureRequests(pub);
+    const agentKeys = await oidc.randomDPoPKeyPair('ES256');
+    const agentConfig = c('agent').config;
+    const t0 = (await oidc.clientCredentialsGrant(agentConfig, { resource: SKILL_A, scope: 'read' }, { DPoP: oidc.getDPoPHandle(agentConfig, agentKeys) })).access_token;
+    const send = (subject: string, keys: oidc.CryptoKeyPair) =>
+      oidc.genericGrantRequest(pub, EXCHANGE, { subject_token: subject, subject_token_type: AT_TYPE, resource: SKILL_C }, { DPoP: oidc.getDPoPHandle(pub, keys) });
+    // Whoever copied t0 sends it under the public client's name with a key of their own: refused.
+    const copier = await oidc.randomDPoPKeyPair('ES256', { extractable: true });
+    expect(await refusal(send(t0, copier))).toEqual({
+      status: 400,
+      error: 'invalid_request',
+      error_description: 'the subject token is DPoP-bound to another key: send the exchange request with a DPoP proof of the key the subject token is bound to',
+    });
+    // A bearer subject token proves nothing about who sends it: refused too.
+    const rs = new oidc.Configuration(meta, RS.id, RS.secret, oidc.ClientSecretBasic(RS.secret));
+    oidc.allowInsecureRequests(rs);
+    const bearer = (await oidc.clientCredentialsGrant(rs, { resource: SKILL_A, scope: 'read' })).access_token;
+    expect(await refusal(send(bearer, copier))).toMatchObject({ status: 400, error: 'invalid_request', error_description: expect.stringMatching(/^a public client may exchange only a DPoP-bound subject token, proving its key/) });
+    // The holder of t0's key may: the new token is bound to that key.
+    const issued = await send(t0, agentKeys);
+    const jkt = await calculateJwkThumbprint(await exportJWK(agentKeys.publicKey));
+    expect(decodeJwt(issued.access_token)).toMatchObject({ aud: SKILL_C, act: { client_id: 'skill-pub' }, cnf: { jkt } });
   });
 
   test('a client registered anonymously may not exchange (tokenExchange.allowAnonymous is off)', async () => {

@@ -63,6 +63,25 @@ describe('delegation policy (RFC 8693 token exchange)', () => {
     expect(decideExchange(policy, bound, { clientId: 'skill-a', jkt: 'k1' }, target, undefined).scope).toEqual(['read']);
   });
 
+  test('a public exchanger proves possession: only a DPoP-bound subject token, with a proof of its key (RFC 8693 §2.1)', () => {
+    // Issued to another client and received by the public one: an authenticated exchanger proves its own key...
+    const received = { ...subject, clientId: 'agent', jkt: 'agent-key' };
+    expect(decideExchange(policy, received, { clientId: 'skill-a', jkt: 'skill-key' }, target, undefined).scope).toEqual(['read']);
+    // ...a public one cannot be told from whoever copied the token: its proof must be of the token's key.
+    expect(refusal(() => decideExchange(policy, received, { clientId: 'skill-a', jkt: 'skill-key', public: true }, target, undefined))).toMatchObject({
+      code: 'invalid_request',
+      message: expect.stringMatching(/bound to another key/),
+    });
+    expect(decideExchange(policy, received, { clientId: 'skill-a', jkt: 'agent-key', public: true }, target, undefined).scope).toEqual(['read']);
+    // A bearer subject token proves nothing: refused for a public exchanger, its own token included.
+    for (const clientId of ['agent', 'skill-a']) {
+      expect(refusal(() => decideExchange(policy, { ...subject, clientId }, { clientId: 'skill-a', jkt: 'skill-key', public: true }, target, undefined))).toMatchObject({
+        code: 'invalid_request',
+        message: expect.stringMatching(/^a public client may exchange only a DPoP-bound subject token/),
+      });
+    }
+  });
+
   test("the client's token_exchange_resources narrow the rules (never widen them)", () => {
     expect(decideExchange(policy, subject, { clientId: 'skill-a', resources: [B] }, target, undefined).scope).toEqual(['read']);
     const narrowed = refusal(() => decideExchange(policy, subject, { clientId: 'skill-a', resources: ['https://c.example.com'] }, target, undefined));

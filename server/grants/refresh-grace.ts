@@ -2,6 +2,7 @@ import { Provider, errors } from 'oidc-provider';
 import type { KoaContextWithOIDC } from 'oidc-provider';
 import { handler as builtinRefreshGrant } from 'oidc-provider/lib/actions/grants/refresh_token.js';
 import * as grantHelpers from 'oidc-provider/lib/helpers/grants.js';
+import validateDpop from 'oidc-provider/lib/helpers/validate_dpop.js';
 
 import { RefreshTokenRaceLost, answersUnavailable, failClosedInProvider } from '../../adapters/oidc-adapter.js';
 import type { Consumption, ModelStore } from '../../adapters/types.js';
@@ -105,6 +106,8 @@ interface StoredRefreshToken {
   jti: string;
   clientId?: string;
   consumed?: number;
+  /** The DPoP key thumbprint the token is bound to. */
+  jkt?: string;
 }
 type FindRefreshToken = (value: string, options?: object) => Promise<StoredRefreshToken | undefined>;
 
@@ -140,6 +143,20 @@ export function installRefreshGrace(provider: Provider, deps: RefreshGraceDeps):
     return { successor, undelivered: answeredUnavailable };
   }
 
+  /**
+   * RFC 9449 §5: a refresh token issued to a public client that presents a DPoP proof MUST be bound to its key. A grace
+   * re-issue hands back the successor as it was stored, without rotating it (refresh-binding.ts binds only what is
+   * saved): a successor the first request rotated without a proof is a bearer token, and cannot be the answer to a
+   * request that sends one. Refused, revoking nothing, as a grace request with another key is by the handler.
+   */
+  async function refuseUnboundForAProof(ctx: KoaContextWithOIDC, successor: StoredRefreshToken): Promise<void> {
+    if (successor.jkt !== undefined || ctx.oidc.client?.clientAuthMethod !== 'none') return;
+    if (!(await validateDpop(provider, ctx))) return;
+    throw new errors.InvalidGrant(
+      'refresh token was rotated moments ago by a request without a DPoP proof: its successor is not bound to a key and is not handed to a request with one (RFC 9449 §5); use the successor the first request received',
+    );
+  }
+
   // The handler looks its refresh token up through the model; for the token this request presents, the lookup also
   // applies the grace decision (before the handler's own "already used" branch revokes the grant).
   const model = provider.RefreshToken as unknown as { find: FindRefreshToken };
@@ -149,6 +166,7 @@ export function installRefreshGrace(provider: Provider, deps: RefreshGraceDeps):
     const ctx = Provider.ctx as KoaContextWithOIDC | undefined;
     const state = ctx && states.get(ctx);
     if (!ctx || !token || !state || value !== state.presented) return token;
+    if (state.graceFrom !== undefined) await refuseUnboundForAProof(ctx, token);
     if (token.consumed === undefined && !state.rerun && state.graceFrom === undefined) return token;
     const mark = await failClosed(() => deps.refreshTokens.consumption(token.jti));
     if (!mark) return token;

@@ -175,6 +175,24 @@ describe.each<[Store]>([['sqlite'], ['mongodb']])('public clients without DPoP o
       expect((await introspect(srv.issuer, next.refresh_token!)).cnf).toEqual(stored.cnf);
     });
 
+    test('a grace reuse with a DPoP proof of a token rotated without one is refused, revoking nothing: the successor it would get is a bearer token (RFC 9449 §5)', async () => {
+      const { clientId, tokens } = await signIn(srv.issuer);
+      const first = await refreshed(srv.issuer, clientId, tokens.refresh_token!);
+      expect(first.status).toBe(200);
+      const config = await oidc.discovery(new URL(srv.issuer), clientId, undefined, oidc.None(), insecure);
+      const key = oidc.getDPoPHandle(config, await oidc.randomDPoPKeyPair('ES256'));
+      await expect(oidc.refreshTokenGrant(config, tokens.refresh_token!, { resource: RESOURCE }, { DPoP: key })).rejects.toMatchObject({
+        error: 'invalid_grant',
+        error_description: expect.stringMatching(/^refresh token was rotated moments ago by a request without a DPoP proof/),
+      });
+      // The successor is still the first request's, unbound and unused; the grace still serves a request like the first.
+      const retry = await refreshed(srv.issuer, clientId, tokens.refresh_token!);
+      expect([retry.status, retry.body.refresh_token]).toEqual([200, first.body.refresh_token]);
+      const next = await oidc.refreshTokenGrant(config, first.body.refresh_token as string, { resource: RESOURCE }, { DPoP: key });
+      expect(next.token_type.toLowerCase()).toBe('dpop');
+      expect((await introspect(srv.issuer, next.refresh_token!)).cnf).toEqual({ jkt: expect.any(String) });
+    });
+
     test('the idle lifetime bounds each refresh token, the absolute lifetime bounds the rotated ones', async () => {
       const { clientId, tokens } = await signIn(srv.issuer);
       const original = await introspect(srv.issuer, tokens.refresh_token!);

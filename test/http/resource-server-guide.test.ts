@@ -1,10 +1,11 @@
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 
-import { decodeJwt, errors } from 'jose';
+import { calculateJwkThumbprint, decodeJwt, EmbeddedJWK, errors, exportJWK, generateKeyPair, jwtVerify, SignJWT } from 'jose';
 import * as oidc from 'openid-client';
 
 import { basicAuth, baseConfig, clientCredentialsToken, insecure, introspect, RESOURCE, RS_CLIENT } from '../support/agent-server.js';
@@ -156,6 +157,44 @@ describe.each([
       expect(challenges).not.toContain('error=');
     }
   });
+});
+
+/**
+ * RFC 9449 §11.1, as the guide says: "Keep a replay cache for as long as a proof is accepted". The guide's
+ * `authenticate`, loaded as written, is given a proof dated the clock skew ahead (the latest it accepts); its replay
+ * cache must keep the jti until jose stops accepting that proof. It used to forget it up to a second before (70 s
+ * after the first use, where jose, comparing whole seconds, took the proof until the 71st).
+ */
+test('the guide\'s replay cache keeps a proof\'s jti for as long as the guide accepts the proof', async () => {
+  const block = guideBlock('resource-servers.md', '(`protect.ts`');
+  const setting = (name: string) => Number(new RegExp(`const ${name} = (\\d+);`).exec(block)?.[1]);
+  const [maxAge, skew] = [setting('PROOF_MAX_AGE'), setting('CLOCK_SKEW')];
+  expect([maxAge, skew]).toEqual([expect.any(Number), expect.any(Number)]);
+  const jsFile = join(dir, 'protect-replay.js');
+  writeFileSync(jsFile, toJavaScript(block));
+  type Guide = {
+    authenticate(req: { method: string; url: string; authorization: string; dpop: string[] }, replay: { addOnce(key: string, ttl: number): Promise<boolean> }, check: (t: string) => Promise<object>): Promise<unknown>;
+  };
+  const { authenticate } = (await import(pathToFileURL(jsFile).href)) as Guide;
+  const { publicKey, privateKey } = await generateKeyPair('ES256');
+  const jwk = await exportJWK(publicKey);
+  const token = 'an-access-token';
+  // Sent just after a second begins, when the gap was widest.
+  while (Date.now() % 1000 > 50) await new Promise((r) => setTimeout(r, 5));
+  const firstUse = Date.now();
+  const iat = Math.floor(firstUse / 1000) + skew;
+  const proof = await new SignJWT({ htm: 'GET', htu: 'https://api.example.com/data', iat, jti: 'one', ath: createHash('sha256').update(token).digest('base64url') })
+    .setProtectedHeader({ alg: 'ES256', typ: 'dpop+jwt', jwk })
+    .sign(privateKey);
+  const remembered: number[] = [];
+  const replay = { addOnce: async (_key: string, ttl: number) => (remembered.push(ttl), true) };
+  await authenticate({ method: 'GET', url: 'https://api.example.com/data', authorization: `DPoP ${token}`, dpop: [proof] }, replay, async () => ({ cnf: { jkt: await calculateJwkThumbprint(jwk) } }));
+  expect(remembered).toHaveLength(1);
+  // The last instant jose accepts the proof: while floor(now) - iat - skew <= maxAge.
+  const acceptedUntil = (iat + maxAge + skew + 1) * 1000;
+  const accepted = (at: number) => jwtVerify(proof, EmbeddedJWK, { typ: 'dpop+jwt', maxTokenAge: maxAge, clockTolerance: skew, currentDate: new Date(at) }).then(() => true, () => false);
+  expect([await accepted(acceptedUntil - 1), await accepted(acceptedUntil)]).toEqual([true, false]);
+  expect(firstUse + remembered[0]! * 1000).toBeGreaterThanOrEqual(acceptedUntil);
 });
 
 /**

@@ -11,6 +11,7 @@ import { ClientSecretHasher } from './client-secrets.js';
 import { MAX_EXCHANGE_RESOURCES, longestSignedTokenLifetime } from './config.js';
 import type { Config } from './config.js';
 import type { Logger } from './logger.js';
+import { interactionPolicyRefusingUngrantableScope } from './policies/authorization-scope.js';
 import { shouldIssueRefreshToken } from './policies/refresh.js';
 import { installRefreshGrace, isGraceReissue, pendingRotation } from './grants/refresh-grace.js';
 import { bindRotatedRefreshTokens } from './grants/refresh-binding.js';
@@ -372,6 +373,7 @@ export function providerConfiguration(deps: ProviderDeps): Configuration {
     },
     interactions: {
       url: (_ctx, interaction) => `/interaction/${interaction.uid}`,
+      policy: interactionPolicyRefusingUngrantableScope(),
     },
     findAccount: async (_ctx, sub) => ({ accountId: sub, claims: async () => ({ sub }) }),
     renderError,

@@ -43,6 +43,19 @@ describe('oidc-provider internals agentauth relies on', () => {
     expect(context).not.toMatch(/^\s+(#?body\s*[;=]|this\.body\s*=)/m);
   });
 
+  test('a grant that ends with no scope is access_denied, on the condition server/policies/authorization-scope.ts refuses first', () => {
+    const require = createRequire(import.meta.url);
+    const lib = dirname(require.resolve('oidc-provider'));
+    const source = readFileSync(join(lib, 'actions', 'authorization', 'interactions.js'), 'utf8');
+    expect(source).toContain('!oidc.grant.getOIDCScopeFiltered(oidc.requestParamOIDCScopes)');
+    expect(source).toContain('(resource) => !oidc.grant.getResourceScopeFiltered(resource, oidc.requestParamScopes),');
+    expect(source).toContain("'authorization request resolved without requesting interactions but no scope was granted'");
+    // The consent checks grant what the request names of the OpenID scopes and of each resource server's scopes.
+    const consent = readFileSync(join(lib, 'helpers', 'interaction_policy', 'prompts', 'consent.js'), 'utf8');
+    expect(consent).toContain('for (const scope of oidc.requestParamOIDCScopes) {');
+    expect(consent).toContain('if (availableScopes.has(scope) && !encounteredScopes.has(scope)) {');
+  });
+
   test('the introspection and revocation pipelines still have the steps that are replaced', () => {
     const names = (list: Array<{ name: string }>) => list.map((h) => h.name);
     // After patching (a Provider was built in this process or not), the replaced steps keep their names.

@@ -101,3 +101,10 @@ declare module 'oidc-provider/lib/helpers/weak_cache.js' {
   /** The provider's internal state (its resolved configuration among it). */
   export default function instance(provider: Provider): Internals;
 }
+declare module 'oidc-provider/lib/shared/client_auth.js' {
+  import type { KoaContextWithOIDC } from 'oidc-provider';
+  type Handler = ((ctx: KoaContextWithOIDC, next: () => Promise<void>) => unknown) & { name: string };
+  /** Client authentication's steps, spread into the token, introspection and revocation actions and used by PAR's. */
+  const handlers: Handler[];
+  export default handlers;
+}

@@ -11,6 +11,7 @@ import { ClientSecretHasher } from './client-secrets.js';
 import { MAX_EXCHANGE_RESOURCES, longestSignedTokenLifetime } from './config.js';
 import type { Config } from './config.js';
 import type { Logger } from './logger.js';
+import { prepareClientAuthErrors } from './http/client-auth-errors.js';
 import { interactionPolicyRefusingUngrantableScope } from './policies/authorization-scope.js';
 import { shouldIssueRefreshToken } from './policies/refresh.js';
 import { installRefreshGrace, isGraceReissue, pendingRotation } from './grants/refresh-grace.js';
@@ -425,6 +426,7 @@ export function createProvider(deps: ProviderDeps): Provider {
   prepareStructuredTokenSupport();
   prepareRegistrationSteps();
   prepareTokenLimitStep();
+  prepareClientAuthErrors();
   const provider = new Provider(deps.config.issuer, providerConfiguration(deps));
   const publishedAlgs = publishedAlgsOf(deps.keyring);
   installCodeChecks(provider);

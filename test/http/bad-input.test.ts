@@ -202,7 +202,8 @@ describe('bad input gets an RFC-shaped 4xx, never a 500, and changes nothing', (
       expect(token.status).toBeLessThan(500);
       expect(typeof JSON.parse(token.body).error).toBe('string');
       const basic = await raw(port, 'POST', '/token', { 'content-type': 'application/x-www-form-urlencoded', authorization: 'Basic JVpaOiVaWg==' }, 'grant_type=client_credentials');
-      expectOAuthError(basic, 400, 'invalid_request', /not properly encoded/);
+      // RFC 6749 §5.2: credentials in the Authorization header the server cannot read fail client authentication.
+      expectOAuthError(basic, 401, 'invalid_client', /must each be application\/x-www-form-urlencoded before base64/);
     });
   });
 

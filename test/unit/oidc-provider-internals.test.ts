@@ -43,6 +43,21 @@ describe('oidc-provider internals agentauth relies on', () => {
     expect(context).not.toMatch(/^\s+(#?body\s*[;=]|this\.body\s*=)/m);
   });
 
+  test('client authentication refuses missing and unreadable credentials with the descriptions server/http/client-auth-errors.ts maps', () => {
+    const require = createRequire(import.meta.url);
+    const source = readFileSync(join(dirname(require.resolve('oidc-provider')), 'shared', 'client_auth.js'), 'utf8');
+    for (const description of [
+      'no client authentication mechanism provided',
+      'invalid authorization header value format',
+      'client_id and client_secret in the authorization header are not properly encoded',
+      'client_secret must be provided in the Authorization header',
+    ]) {
+      expect(source).toMatch(new RegExp(`throw new InvalidRequest\\(\\s*'${description}'`));
+    }
+    expect(source).toContain('export default [rejectClientAuthDupes, setWWWAuthenticateHeader, authenticateClient];');
+    expect(source).toContain("if (err.statusCode === 401 && ctx.headers.authorization !== undefined) {");
+  });
+
   test('a grant that ends with no scope is access_denied, on the condition server/policies/authorization-scope.ts refuses first', () => {
     const require = createRequire(import.meta.url);
     const lib = dirname(require.resolve('oidc-provider'));

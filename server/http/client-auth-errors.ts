@@ -1,0 +1,73 @@
+import { errors } from 'oidc-provider';
+import type { KoaContextWithOIDC } from 'oidc-provider';
+import introspectionSteps from 'oidc-provider/lib/actions/introspection.js';
+import revocationSteps from 'oidc-provider/lib/actions/revocation.js';
+import tokenSteps from 'oidc-provider/lib/actions/token.js';
+import clientAuthSteps from 'oidc-provider/lib/shared/client_auth.js';
+
+/**
+ * RFC 6749 §5.2: a request that includes no client authentication, or whose Authorization header is not one the server
+ * can read, fails client authentication: `401 invalid_client`, with a `WWW-Authenticate` challenge when the client used
+ * the Authorization header ("MUST"). oidc-provider answers these `400 invalid_request` (lib/shared/client_auth.js), at
+ * the token, introspection, revocation and pushed authorization request endpoints alike. Its `authenticateClient` step
+ * is wrapped in each of those actions: the refusals below, thrown by the step itself (not by a later step it calls),
+ * become oidc-provider's own 401 InvalidClientAuth, which its setWWWAuthenticateHeader step around it answers with
+ * `WWW-Authenticate: Basic` when an Authorization header was sent. Every other refusal is unchanged: credentials sent
+ * two ways at once stay `invalid_request`, as §5.2 lists them.
+ */
+const NOT_AUTHENTICATED = new Map<string, string>([
+  [
+    'no client authentication mechanism provided',
+    'the request does not authenticate the client: send client_id and client_secret with HTTP Basic (or client_secret_post), a private_key_jwt client_assertion, or client_id alone for a public client',
+  ],
+  ['invalid authorization header value format', 'the Authorization header must be HTTP Basic with base64(client_id:client_secret) (RFC 6749 §2.3.1)'],
+  [
+    'client_id and client_secret in the authorization header are not properly encoded',
+    'client_id and client_secret in the Authorization header must each be application/x-www-form-urlencoded before base64 (RFC 6749 §2.3.1)',
+  ],
+  ['client_secret must be provided in the Authorization header', 'the Authorization header carries no client_secret after client_id:'],
+]);
+
+type Step = ((ctx: KoaContextWithOIDC, next: () => Promise<void>) => unknown) & { name: string };
+const STEP = 'authenticateClient';
+const WRAPPED = Symbol.for('agentauth.client-auth-errors');
+
+function invalidClient(description: string): Error {
+  const err = new errors.InvalidClientAuth(description) as Error & { error_description: string };
+  err.error_description = description;
+  return err;
+}
+
+function wrap(authenticate: Step): Step {
+  const step = async (ctx: KoaContextWithOIDC, next: () => Promise<void>) => {
+    let authenticated = false;
+    try {
+      return await authenticate(ctx, async () => {
+        authenticated = true;
+        await next();
+      });
+    } catch (err) {
+      const described = !authenticated && err instanceof errors.InvalidRequest ? NOT_AUTHENTICATED.get(String(err.error_description)) : undefined;
+      throw described === undefined ? err : invalidClient(described);
+    }
+  };
+  return Object.defineProperties(step, { name: { value: STEP }, [WRAPPED]: { value: true } }) as Step;
+}
+
+/**
+ * Wraps the step in each action list, once per process. Throws, when an upgrade of oidc-provider removed it, naming
+ * the list. Call before `new Provider(...)` (PAR's action list is built from `clientAuthSteps` then).
+ */
+export function prepareClientAuthErrors(): void {
+  const lists: Array<[string, Step[]]> = [
+    ['client authentication', clientAuthSteps],
+    ['token', tokenSteps],
+    ['introspection', introspectionSteps],
+    ['revocation', revocationSteps],
+  ];
+  for (const [name, list] of lists) {
+    const i = list.findIndex((s) => s.name === STEP);
+    if (i < 0) throw new Error(`oidc-provider's ${name} steps no longer have an "${STEP}" step; server/http/client-auth-errors.ts must be updated for this oidc-provider version`);
+    if (!(WRAPPED in list[i]!)) list[i] = wrap(list[i]!);
+  }
+}

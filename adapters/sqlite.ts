@@ -652,7 +652,13 @@ class SqliteAuditStore implements AuditStore {
    */
   static #toRecord(row: { seq: number; record: string }, chain: string): AuditRecord {
     try {
-      return { ...(JSON.parse(row.record) as AuditRecord), seq: Number(row.seq) };
+      const value = JSON.parse(row.record) as AuditRecord;
+      // The text must be exactly what insertBatch wrote (JSON.stringify of the record). A member named twice, which
+      // JSON.parse reads as its last and the revocation index's json_extract as its first, could otherwise make a
+      // record verify under its hash while the index reads another type: a revocation hidden from `agentauth verify`
+      // in a log `audit verify` called intact.
+      if (JSON.stringify(value) !== row.record) throw new Error('its stored text is not the JSON agentauth wrote (a member named twice, or the text edited)');
+      return { ...value, seq: Number(row.seq) };
     } catch (err) {
       return undecodableRecord(chain, Number(row.seq), err);
     }

@@ -357,6 +357,21 @@ describe('agentauth audit on the embedded store', () => {
     expect(tail.stdout.trim().split('\n').map((l) => (JSON.parse(l) as AuditRecord).type)).toEqual(['key.generated', 'token.issued', 'token.issued']);
   });
 
+  test('a record whose stored text names a member twice fails verify: its hash would hold (JSON.parse reads the last) while the revocation index reads the first', async () => {
+    const { dir, env, issue } = embeddedSetup();
+    const server = await startServer(env);
+    expect((await issue(server.url)).status).toBe(200);
+    expect(await server.stop()).toBe(0);
+    expect((await runCli(['audit', 'verify'], env)).code).toBe(0);
+    await withSqlite(join(dir, 'data'), (db) => {
+      const changed = db.prepare("UPDATE audit_records SET record = '{\"type\":\"x.y\",' || substr(record, 2) WHERE seq = 2 AND json_extract(record, '$.type') = 'token.issued'").run().changes;
+      expect(changed).toBe(1);
+    });
+    const verified = await runCli(['audit', 'verify'], env);
+    expect(verified.code).toBe(1);
+    expect(verified.stdout + verified.stderr).toMatch(/seq 2[^\n]*its stored text is not the JSON agentauth wrote \(a member named twice, or the text edited\)/);
+  });
+
   /** Edits the details of the server chain's record at seq 2, leaving its hash: returns the record as edited. */
   type EditServerRecord = (dataDir: string) => Promise<AuditRecord>;
   const editInSqlite: EditServerRecord = (dataDir) =>

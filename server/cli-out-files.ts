@@ -17,6 +17,8 @@ export function operatorFiles(config: Config, sqliteFile?: string): Array<{ path
   const files = [db, `${db}-wal`, `${db}-shm`, `${db}-journal`].map((path) => ({ path, what: 'the live store itself' }));
   files.push({ path: dataDirKekPath(config.dataDir), what: 'the key-encryption key (KEK)' });
   if (config.kekFile) files.push({ path: config.kekFile, what: 'the key-encryption key (KEK)' });
+  // During a KEK rotation the previous KEK may be the only key to what is still sealed under it.
+  if (config.kekFallbackFile) files.push({ path: config.kekFallbackFile, what: 'the previous key-encryption key (AGENTAUTH_KEK_FALLBACK_FILE)' });
   if (config.configFile) files.push({ path: config.configFile, what: 'the configuration file (AGENTAUTH_CONFIG)' });
   if (config.admin.tokenFile) files.push({ path: config.admin.tokenFile, what: 'the admin token file' });
   return files;

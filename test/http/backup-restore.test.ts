@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { chmodSync, copyFileSync, existsSync, linkSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
@@ -252,6 +253,18 @@ describe('agentauth backup on the SQLite store, and a restore as docs/operations
       expect(readFileSync(kek).equals(before.kek)).toBe(true);
       expect(readFileSync(config).equals(before.config)).toBe(true);
       rmSync(link);
+      // During a KEK rotation, the previous KEK's file is refused too (it could be the only key to what is sealed under
+      // it; it used to be overwritten, exit 0).
+      const fallback = join(refusalDir, 'old.kek');
+      writeFileSync(fallback, `${randomBytes(32).toString('base64')}\n`, { mode: 0o600 });
+      const fallbackBefore = readFileSync(fallback);
+      for (const args of [['audit', 'export', '--out', fallback], ['backup', '--out', fallback, '--force']]) {
+        const res = await runCli(args, { ...env, AGENTAUTH_KEK_FALLBACK_FILE: fallback });
+        expect({ args, code: res.code, stdout: res.stdout }).toEqual({ args, code: 2, stdout: '' });
+        expect(res.stderr).toContain(`--out ${fallback} is the previous key-encryption key (AGENTAUTH_KEK_FALLBACK_FILE) (${fallback}); write somewhere else\n`);
+      }
+      expect(readFileSync(fallback).equals(fallbackBefore)).toBe(true);
+      rmSync(fallback);
       // Elsewhere they still write.
       const elsewhere = await runCli(['audit', 'export', '--out', join(refusalDir, 'audit.jsonl')], env);
       expect(elsewhere.code).toBe(0);

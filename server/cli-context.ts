@@ -9,6 +9,7 @@ import { initStorage, openStorage } from './storage-setup.js';
 import { loadConfig } from './config.js';
 import type { Config } from './config.js';
 import { operatorFileProblem, operatorFiles } from './cli-out-files.js';
+import { mongoUriParts } from './mongodb-uri.js';
 
 /**
  * What every CLI command shares: which store, data directory and issuer it used (said on stderr, and in the JSON
@@ -46,8 +47,9 @@ export interface CliContext {
   issuer_source: 'ISSUER' | '--issuer' | 'default';
 }
 
+/** Where a MongoDB store is, never with credentials: its hosts as the driver reads them, and the database. */
 function mongoLocation(uri: string, dbName: string): string {
-  const hosts = /^mongodb(?:\+srv)?:\/\/(?:[^@/]*@)?([^/?]+)/.exec(uri)?.[1] ?? '?';
+  const hosts = mongoUriParts(uri)?.hosts.join(',') ?? '?';
   return `mongodb://${hosts}/${dbName}`;
 }
 

@@ -254,8 +254,10 @@ async function checkStore(config: Config, add: Add): Promise<StoreState> {
   if (config.store === 'sqlite') return checkSqliteStore(config, add);
   // MongoDB: the client connects on its first command; no index or collection is created (that is init's work).
   const { MongoStorage } = await import('../adapters/mongodb.js');
-  const store = await openStorage(config);
+  let store: Storage | undefined;
   try {
+    // Inside: the driver refuses some connection strings as the client is made (an option it does not know).
+    store = await openStorage(config);
     if (!(store instanceof MongoStorage)) throw new Error(`MONGODB_URI is set but the store is ${store.kind}`);
     await store.connect();
     const version = await store.ferretdbV1();
@@ -266,7 +268,7 @@ async function checkStore(config: Config, add: Add): Promise<StoreState> {
     }
     return { state: 'open', store, keys: store.keys };
   } catch (err) {
-    await store.close().catch(() => undefined);
+    await store?.close().catch(() => undefined);
     add('store', 'fail', startLine(err));
     return { state: 'failed' };
   }

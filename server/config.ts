@@ -4,6 +4,7 @@ import { z } from 'zod';
 
 import { AUDIT_CHAIN_ID } from '../adapters/types.js';
 import { HOST_PATTERN } from './client-metadata/host-policy.js';
+import { mongoUriParts, mongoUriProblem } from './mongodb-uri.js';
 import { limitsSchema } from './limits/config.js';
 import type { LimitsConfig } from './limits/config.js';
 import { adminSchema } from './admin/config.js';
@@ -343,7 +344,15 @@ const envSchema = z.object({
   PORT: port.optional(),
   HOST: z.string().min(1).optional(),
   ISSUER: issuerUrl.optional(),
-  MONGODB_URI: z.string().regex(/^mongodb(\+srv)?:\/\//, 'must start with mongodb:// or mongodb+srv://').optional(),
+  MONGODB_URI: z
+    .string()
+    .regex(/^mongodb(\+srv)?:\/\//, 'must start with mongodb:// or mongodb+srv://')
+    .superRefine((uri, ctx) => {
+      if (!/^mongodb(\+srv)?:\/\//.test(uri)) return;
+      const problem = mongoUriProblem(uri);
+      if (problem) ctx.addIssue({ code: 'custom', message: problem });
+    })
+    .optional(),
   MONGODB_DB: z.string().regex(/^[A-Za-z0-9_-]{1,63}$/, 'must be 1-63 letters, digits, "_" or "-"').optional(),
   AGENTAUTH_CONFIG: z.string().min(1).optional(),
   AGENTAUTH_DATA_DIR: z.string().min(1).optional(),
@@ -442,9 +451,7 @@ export function longestSignedTokenLifetime(config: Pick<Config, 'tiers' | 'resou
 
 /** The database named in the path of a mongodb:// URI, if any. */
 function databaseInUri(uri: string): string | undefined {
-  const afterHosts = uri.replace(/^mongodb(\+srv)?:\/\/[^/]*/, '');
-  const name = afterHosts.replace(/^\//, '').split('?')[0];
-  return name ? decodeURIComponent(name) : undefined;
+  return mongoUriParts(uri)?.database;
 }
 
 /** `a.b[0].c`: a path inside the configuration, as the messages name it. */

@@ -6,6 +6,7 @@ import type { Storage } from '../adapters/types.js';
 import { KeyMaterialError } from '../keys/errors.js';
 import { configuredKek, embeddedKek, fallbackKek } from '../keys/kek.js';
 import type { ResolvedKek } from '../keys/kek.js';
+import { ConfigError } from './config.js';
 import type { Config } from './config.js';
 import type { Logger } from './logger.js';
 
@@ -22,20 +23,28 @@ export async function openStorage(config: Config, log?: Logger, opts: { readOnly
   const readOnly = opts.readOnly === true;
   if (config.mongodb) {
     const { MongoStorage } = await import('../adapters/mongodb.js');
-    return new MongoStorage({
-      uri: config.mongodb.uri,
-      dbName: config.mongodb.dbName,
-      timeoutMs: config.storage.timeoutMs,
-      sweepIntervalMs: config.storage.sweepIntervalMs,
-      readOnly,
-      onUnreadable: unreadableLogger(log, opts.onUnreadable),
-      onReconnect: (reason) => log?.warn({ reason }, 'storage: pings kept failing; replaced the MongoDB client with a new one'),
-      onFerretdbV1: (version) =>
-        log?.warn(
-          { event: 'storage.ferretdb_v1', version },
-          'storage: the MongoDB-wire server is FerretDB v1, whose SQLite backend reads a whole collection for every lookup: fine for tests, not for production volumes (docs/operations.md, "FerretDB v1 is for tests")',
-        ),
-    });
+    try {
+      return new MongoStorage({
+        uri: config.mongodb.uri,
+        dbName: config.mongodb.dbName,
+        timeoutMs: config.storage.timeoutMs,
+        sweepIntervalMs: config.storage.sweepIntervalMs,
+        readOnly,
+        onUnreadable: unreadableLogger(log, opts.onUnreadable),
+        onReconnect: (reason) => log?.warn({ reason }, 'storage: pings kept failing; replaced the MongoDB client with a new one'),
+        onFerretdbV1: (version) =>
+          log?.warn(
+            { event: 'storage.ferretdb_v1', version },
+            'storage: the MongoDB-wire server is FerretDB v1, whose SQLite backend reads a whole collection for every lookup: fine for tests, not for production volumes (docs/operations.md, "FerretDB v1 is for tests")',
+          ),
+      });
+    } catch (err) {
+      // An option the driver refuses as its client is made (`?tls=maybe`, `?foo=bar`): a configuration error naming
+      // its setting. The user name and password were checked with the configuration (server/mongodb-uri.ts), and the
+      // driver's option messages quote neither.
+      if (err instanceof Error && err.name.startsWith('Mongo')) throw new ConfigError(`MONGODB_URI: ${err.message}`);
+      throw err;
+    }
   }
   if (config.store === 'memory') return new EmbeddedStorage({ dataDir: config.dataDir, sweepIntervalMs: config.storage.sweepIntervalMs });
   quietSqliteWarning();

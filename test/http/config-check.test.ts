@@ -333,6 +333,18 @@ describe('agentauth config check: every refusal is start\'s own, with its exit c
       'a resource server whose signingAlg no key has',
       async () => ({ env: await sqliteStore({ AGENTAUTH_CONFIG: writeConfig(tempDir(), { resourceServers: [{ ...RS, signingAlg: 'EdDSA' }] }) }), check: 'resource servers', line: /^cannot start: resourceServers\[0\]\.signingAlg is EdDSA but the signing keys are ES256/ }),
     ],
+    [
+      'a MONGODB_URI whose password is not percent-encoded (it used to be printed, and the check to crash)',
+      async () => ({
+        env: { MONGODB_URI: 'mongodb://agentauth:Zm9v/YmFy+cXV4@127.0.0.1:27017/prod', AGENTAUTH_KEK: newKek() },
+        check: 'configuration',
+        line: /^invalid configuration: MONGODB_URI: the user name or password has characters that must be percent-encoded/,
+      }),
+    ],
+    [
+      'a MONGODB_URI option the driver refuses (it escaped the check uncaught)',
+      async () => ({ env: { MONGODB_URI: 'mongodb://127.0.0.1:27017/prod?tls=maybe', AGENTAUTH_KEK: newKek() }, check: 'store', line: /^invalid configuration: MONGODB_URI: tls\/ssl must be either "true" or "false"/ }),
+    ],
     ['MongoDB without a configured KEK', async () => ({ env: { MONGODB_URI: mongoUri(), MONGODB_DB: uniqueDbName('cfgcheck') }, check: 'kek', line: /^cannot start: AGENTAUTH_KEK or AGENTAUTH_KEK_FILE is required with MONGODB_URI/ })],
     [
       'MongoDB that does not answer',
@@ -356,7 +368,10 @@ describe('agentauth config check: every refusal is start\'s own, with its exit c
     expect(res.stderr).toContain(`agentauth: ${failure!.detail}\n`);
     expect(res.stderr).toContain('agentauth: config check: 1 problem; `agentauth start` would exit 2');
 
+    // No credential of a connection string is ever shown.
+    expect(res.stdout + res.stderr).not.toMatch(/Zm9v|YmFy/);
     const started = await startRefuses(env, ...args);
+    expect(started.stdout + started.stderr).not.toMatch(/Zm9v|YmFy/);
     // The same line, except where the driver's own wording of a refused connection carries its timing.
     const expected = name === 'store' ? failure!.detail.slice(0, failure!.detail.indexOf('(')) : failure!.detail;
     expect(started.stderr).toContain(`agentauth: ${expected}`);

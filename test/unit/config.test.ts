@@ -2,6 +2,7 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
+import { describeContext } from '../../server/cli-context.js';
 import { ConfigError, loadConfig } from '../../server/config.js';
 
 function withFile(content: unknown): string {
@@ -79,6 +80,23 @@ describe('loadConfig', () => {
     expect(loadConfig({ MONGODB_URI: 'mongodb://u:p@h1,h2/prod?replicaSet=rs0' }).mongodb?.dbName).toBe('prod');
     expect(loadConfig({ MONGODB_URI: 'mongodb+srv://cluster.example.net/?retryWrites=true' }).mongodb?.dbName).toBe('agentauth');
     expect(loadConfig({ MONGODB_URI: 'mongodb://h' }).mongodb?.dbName).toBe('agentauth');
+  });
+
+  test('MONGODB_URI: a string the driver would refuse is refused with the configuration, quoting none of it; the store is named without credentials', () => {
+    for (const [uri, rule] of [
+      ['mongodb://agentauth:Zm9v/YmFy+cXV4@127.0.0.1:27017/prod', /^MONGODB_URI: the user name or password has characters that must be percent-encoded/],
+      ['mongodb://alice@S3CRET@db.example.com/prod', /^MONGODB_URI: the user name or password has characters that must be percent-encoded/],
+      ['mongodb://alice:pa:ss@db.example.com/prod', /^MONGODB_URI: the user name or password has characters that must be percent-encoded/],
+      ['mongodb://', /^MONGODB_URI: is not a MongoDB connection string the driver accepts/],
+    ] as const) {
+      const text = message({ MONGODB_URI: uri });
+      expect({ uri, text }).toEqual({ uri, text: expect.stringMatching(rule) });
+      for (const secret of ['Zm9v', 'YmFy', 'S3CRET', 'pa:ss']) expect(text).not.toContain(secret);
+    }
+    // Percent-encoded, the same password is accepted; the database is the path's, and the store's name has no credentials.
+    const config = loadConfig({ MONGODB_URI: `mongodb://agentauth:${encodeURIComponent('Zm9v/YmFy+cXV4')}@h1:27017,h2/prod%2Db` });
+    expect(config.mongodb?.dbName).toBe('prod-b');
+    expect(describeContext(config).location).toBe('mongodb://h1:27017,h2/prod-b');
   });
 
   test('TRUST_PROXY is off unless set to true', () => {

@@ -153,7 +153,7 @@ export function installRefreshGrace(provider: Provider, deps: RefreshGraceDeps):
     if (successor.jkt !== undefined || ctx.oidc.client?.clientAuthMethod !== 'none') return;
     if (!(await validateDpop(provider, ctx))) return;
     throw new errors.InvalidGrant(
-      'refresh token was rotated moments ago by a request without a DPoP proof: its successor is not bound to a key and is not handed to a request with one (RFC 9449 §5); use the successor the first request received',
+      'refresh token was rotated moments ago by a request without a DPoP proof: its successor is not bound to a key and is not handed to a request with one (RFC 9449 section 5); use the successor the first request received',
     );
   }
 

@@ -40,7 +40,7 @@ export const declaredBodyLimit: Koa.Middleware = async (ctx, next) => {
   const te = ctx.get('transfer-encoding');
   const unknown = te === '' ? undefined : te.split(',').map((c) => c.trim().toLowerCase()).find((c) => c !== '' && c !== 'chunked');
   if (unknown !== undefined) {
-    return refuse(ctx, NOT_IMPLEMENTED, `the request body has a transfer coding this server does not decode (Transfer-Encoding: ${JSON.stringify(unknown.slice(0, 50))}); send it with chunked alone or a Content-Length (RFC 9112 §6.1)`);
+    return refuse(ctx, NOT_IMPLEMENTED, `the request body has a transfer coding this server does not decode (Transfer-Encoding: ${JSON.stringify(unknown.slice(0, 50))}); send it with chunked alone or a Content-Length (RFC 9112 section 6.1)`);
   }
   // oidc-provider reads `ctx.charset`, which Koa 3's context does not have: every body was read as UTF-8 whatever its
   // Content-Type said. A body in another charset is refused instead of misread (RFC 6749 Appendix B: UTF-8).

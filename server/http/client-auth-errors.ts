@@ -20,10 +20,10 @@ const NOT_AUTHENTICATED = new Map<string, string>([
     'no client authentication mechanism provided',
     'the request does not authenticate the client: send client_id and client_secret with HTTP Basic (or client_secret_post), a private_key_jwt client_assertion, or client_id alone for a public client',
   ],
-  ['invalid authorization header value format', 'the Authorization header must be HTTP Basic with base64(client_id:client_secret) (RFC 6749 §2.3.1)'],
+  ['invalid authorization header value format', 'the Authorization header must be HTTP Basic with base64(client_id:client_secret) (RFC 6749 section 2.3.1)'],
   [
     'client_id and client_secret in the authorization header are not properly encoded',
-    'client_id and client_secret in the Authorization header must each be application/x-www-form-urlencoded before base64 (RFC 6749 §2.3.1)',
+    'client_id and client_secret in the Authorization header must each be application/x-www-form-urlencoded before base64 (RFC 6749 section 2.3.1)',
   ],
   ['client_secret must be provided in the Authorization header', 'the Authorization header carries no client_secret after client_id:'],
 ]);

@@ -26,8 +26,8 @@ export const dpopHeaderCheck: Koa.Middleware = (ctx, next) => {
   const raw = ctx.req.rawHeaders;
   for (let i = 0; i < raw.length; i += 2) if (raw[i]!.length === 4 && raw[i]!.toLowerCase() === 'dpop') fields += 1;
   const problem = fields > 1
-    ? `the request has ${fields} DPoP header fields: send one DPoP proof JWT (RFC 9449 §4.3)`
-    : String(value).trim() === '' ? 'the DPoP header is empty: send one DPoP proof JWT, or no DPoP header (RFC 9449 §4.3)' : undefined;
+    ? `the request has ${fields} DPoP header fields: send one DPoP proof JWT (RFC 9449 section 4.3)`
+    : String(value).trim() === '' ? 'the DPoP header is empty: send one DPoP proof JWT, or no DPoP header (RFC 9449 section 4.3)' : undefined;
   if (problem !== undefined) {
     PROBLEMS.set(ctx.req, problem);
     ctx.req.headers.dpop = NOT_A_PROOF;

@@ -25,7 +25,7 @@ export class NotUtf8FormBody extends errors.InvalidRequest {
 }
 
 export const NOT_UTF8 =
-  'the request body is not valid UTF-8: a value decodes to U+FFFD, which replaces bytes that are not UTF-8 (send UTF-8, percent-encoding the bytes of each character: é is %C3%A9)';
+  'the request body is not valid UTF-8: a value decodes to U+FFFD, which replaces bytes that are not UTF-8 (send UTF-8, percent-encoding the bytes of each character: U+00E9 is %C3%A9)';
 
 const REPLACEMENT = '\uFFFD';
 

@@ -40,7 +40,7 @@ export function markRefusedTarget(req: object, reason: string): void {
   REFUSED_TARGETS.set(req, reason);
 }
 
-const shown = (value: string) => JSON.stringify(value.length > 100 ? `${value.slice(0, 100)}…` : value);
+const shown = (value: string) => JSON.stringify(value.length > 100 ? `${value.slice(0, 100)}...` : value);
 
 function refuse(ctx: Koa.Context, description: string): void {
   ctx.status = 400;
@@ -65,7 +65,7 @@ export const requestOriginCheck: Koa.Middleware = async (ctx, next) => {
   const header = ctx.get('host');
   // ctx.host: the Host header, or behind a trusted proxy X-Forwarded-Host (its first value), as URLs are built from it.
   if (ctx.host === '' && !isProbeRequest(ctx)) {
-    return refuse(ctx, 'the Host header must name this server (RFC 9112 §3.2): the request has none, or an empty one (or, behind a trusted proxy, an X-Forwarded-Host whose first value is empty)');
+    return refuse(ctx, 'the Host header must name this server (RFC 9112 section 3.2): the request has none, or an empty one (or, behind a trusted proxy, an X-Forwarded-Host whose first value is empty)');
   }
   for (const [name, value] of [['Host', header], ['X-Forwarded-Host', ctx.host !== header ? ctx.host : '']] as const) {
     if (value !== '' && !isValidHost(value)) {

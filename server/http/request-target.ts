@@ -22,7 +22,7 @@ function retarget(ctx: Koa.Context, path: string): void {
  * As RFC 9112 §3.2.2 requires, the target's authority replaces the Host header; it is held to the same rules as a
  * Host header (requestOriginCheck). The scheme must be the connection's (a server on http does not answer for an
  * https URL, which would otherwise be the URL a DPoP proof's `htu` is checked against), and user information is
- * refused (RFC 9110 §4.2.4). The path and query are kept as sent, so that every check on them sees the same spelling
+ * refused (RFC 9110 section 4.2.4). The path and query are kept as sent, so that every check on them sees the same spelling
  * as in origin-form. A target that is neither origin-form nor such a URL (other than OPTIONS `*`) is refused.
  *
  * Refusals are recorded with markRefusedTarget and answered 400 by requestOriginCheck, so that they are logged,
@@ -37,13 +37,13 @@ export const requestTarget: Koa.Middleware = async (ctx, next) => {
     return next();
   };
   const parts = ABSOLUTE_FORM.exec(target);
-  if (!parts) return refuse('the request target must be a path, or an absolute http(s) URL of this server (RFC 9112 §3.2)');
+  if (!parts) return refuse('the request target must be a path, or an absolute http(s) URL of this server (RFC 9112 section 3.2)');
   const [, scheme, authority, rest] = parts as unknown as [string, string, string, string];
   const connection = ctx.protocol; // the socket's, or X-Forwarded-Proto's behind a trusted proxy
   if (scheme.toLowerCase() !== connection.toLowerCase()) {
     return refuse(`the request target's scheme must be this connection's (${connection}), got ${JSON.stringify(scheme.slice(0, 20))}`);
   }
-  if (authority.includes('@')) return refuse('the request target must not carry user information (RFC 9110 §4.2.4)');
+  if (authority.includes('@')) return refuse('the request target must not carry user information (RFC 9110 section 4.2.4)');
   if (!isValidHost(authority)) return refuse('the request target must name a host name or IP address with an optional port');
   ctx.req.headers.host = authority;
   retarget(ctx, rest.startsWith('/') ? rest : `/${rest}`);

@@ -154,7 +154,7 @@ describe('bad input to the wallet sign-in', () => {
     for (const type of ['application/x-www-form-urlencoded', 'Application/X-WWW-Form-Urlencoded; charset=utf-8']) {
       const escaped = await post(type, `client_id=${id}%FF`);
       expect(escaped.status).toBe(400);
-      expect(await escaped.json()).toEqual({ error: 'invalid_request', error_description: 'the request body is not valid UTF-8: a value decodes to U+FFFD, which replaces bytes that are not UTF-8 (send UTF-8, percent-encoding the bytes of each character: é is %C3%A9)' });
+      expect(await escaped.json()).toEqual({ error: 'invalid_request', error_description: 'the request body is not valid UTF-8: a value decodes to U+FFFD, which replaces bytes that are not UTF-8 (send UTF-8, percent-encoding the bytes of each character: U+00E9 is %C3%A9)' });
     }
     // And the endpoint still serves a well-formed request, as a form and as JSON.
     expect((await post('application/x-www-form-urlencoded', `client_id=${agentClient.clientMetadata().client_id}`)).status).toBe(200);

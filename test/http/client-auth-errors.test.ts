@@ -34,10 +34,10 @@ describe('client authentication refusals are 401 invalid_client', () => {
   const b64 = (s: string) => Buffer.from(s).toString('base64');
 
   const HEADER_CASES: Array<[string, string, string]> = [
-    ['another scheme', 'Bearer abc', 'the Authorization header must be HTTP Basic with base64(client_id:client_secret) (RFC 6749 §2.3.1)'],
-    ['Basic that is not base64', 'Basic !!!!', 'the Authorization header must be HTTP Basic with base64(client_id:client_secret) (RFC 6749 §2.3.1)'],
-    ['Basic without a colon', `Basic ${b64(RS_CLIENT.id)}`, 'the Authorization header must be HTTP Basic with base64(client_id:client_secret) (RFC 6749 §2.3.1)'],
-    ['Basic with a bad percent-encoding', `Basic ${b64(`${RS_CLIENT.id}:%zz`)}`, 'client_id and client_secret in the Authorization header must each be application/x-www-form-urlencoded before base64 (RFC 6749 §2.3.1)'],
+    ['another scheme', 'Bearer abc', 'the Authorization header must be HTTP Basic with base64(client_id:client_secret) (RFC 6749 section 2.3.1)'],
+    ['Basic that is not base64', 'Basic !!!!', 'the Authorization header must be HTTP Basic with base64(client_id:client_secret) (RFC 6749 section 2.3.1)'],
+    ['Basic without a colon', `Basic ${b64(RS_CLIENT.id)}`, 'the Authorization header must be HTTP Basic with base64(client_id:client_secret) (RFC 6749 section 2.3.1)'],
+    ['Basic with a bad percent-encoding', `Basic ${b64(`${RS_CLIENT.id}:%zz`)}`, 'client_id and client_secret in the Authorization header must each be application/x-www-form-urlencoded before base64 (RFC 6749 section 2.3.1)'],
     ['Basic with an empty secret', `Basic ${b64(`${RS_CLIENT.id}:`)}`, 'the Authorization header carries no client_secret after client_id:'],
   ];
 

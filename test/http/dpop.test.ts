@@ -149,7 +149,7 @@ describe('DPoP (RFC 9449) at the token and userinfo endpoints', () => {
   test('an empty DPoP header is refused with invalid_dpop_proof saying so, not read as no proof (which got a bearer token)', async () => {
     for (const empty of ['', ' ']) {
       const res = await withDpopFields([empty]);
-      expect(res).toEqual({ status: 400, body: { error: 'invalid_dpop_proof', error_description: 'the DPoP header is empty: send one DPoP proof JWT, or no DPoP header (RFC 9449 §4.3)' } });
+      expect(res).toEqual({ status: 400, body: { error: 'invalid_dpop_proof', error_description: 'the DPoP header is empty: send one DPoP proof JWT, or no DPoP header (RFC 9449 section 4.3)' } });
     }
     // Without the header at all, this client still gets its bearer token.
     expect((await withDpopFields([])).status).toBe(200);
@@ -158,7 +158,7 @@ describe('DPoP (RFC 9449) at the token and userinfo endpoints', () => {
   test('two DPoP header fields are refused with invalid_dpop_proof saying so, even when each holds a valid proof', async () => {
     const key = await keyPair();
     const res = await withDpopFields([await proof(key, { htu: `${url}/token` }), await proof(key, { htu: `${url}/token` })]);
-    expect(res).toEqual({ status: 400, body: { error: 'invalid_dpop_proof', error_description: 'the request has 2 DPoP header fields: send one DPoP proof JWT (RFC 9449 §4.3)' } });
+    expect(res).toEqual({ status: 400, body: { error: 'invalid_dpop_proof', error_description: 'the request has 2 DPoP header fields: send one DPoP proof JWT (RFC 9449 section 4.3)' } });
     expect((await withDpopFields([await proof(key, { htu: `${url}/token` })])).body.token_type).toBe('DPoP');
   });
 
@@ -404,6 +404,33 @@ describe('DPoP (RFC 9449) at the token and userinfo endpoints', () => {
       expect(replay.status).toBe(401);
       expect(await replay.json()).toEqual({ error: 'invalid_dpop_proof', error_description: 'DPoP proof JWT replay detected: each proof (its jti) may be used once' });
       expect(replay.headers.get('www-authenticate')).toMatch(/^DPoP .*error="invalid_dpop_proof"/);
+    });
+
+    test('userinfo: the challenge says what the body says, in ASCII, for a proof jose refuses and for two DPoP header fields', async () => {
+      const { tokens, keys } = await codeFlow('openid');
+      const jwk = await exportJWK(keys.publicKey);
+      const ath = createHash('sha256').update(tokens.access_token).digest('base64url');
+      const fresh = () => rawProof(keys.privateKey, { alg: 'ES256', typ: 'dpop+jwt', jwk }, { htm: 'GET', htu: `${url}/me`, iat: now(), jti: randomUUID(), ath });
+      const challenged = async (dpop: string | string[]) => {
+        // fetch joins repeated fields into one; node:http sends each as its own field.
+        const headers = ['host', new URL(url).host, 'authorization', `DPoP ${tokens.access_token}`, ...[dpop].flat().flatMap((v) => ['DPoP', v])];
+        const res = await new Promise<{ status: number; body: { error_description: string }; challenge: string }>((resolve, reject) => {
+          const req = httpRequest(`${url}/me`, { headers }, (r) => {
+            let text = '';
+            r.setEncoding('utf8').on('data', (c: string) => (text += c)).on('end', () => resolve({ status: r.statusCode!, body: JSON.parse(text) as { error_description: string }, challenge: String(r.headers['www-authenticate']) }));
+          });
+          req.on('error', reject);
+          req.end();
+        });
+        expect(res.status).toBe(401);
+        return res;
+      };
+      for (const res of [await challenged([await fresh(), await fresh()]), await challenged(`${(await fresh()).slice(0, -4)}AAAA`)]) {
+        expect(res.body.error_description).not.toBe('invalid DPoP key binding');
+        // RFC 6749 §5.2 and RFC 6750 §3: printable ASCII only (a "§" arrived as "Â§" in the header).
+        expect(res.body.error_description).toMatch(/^[\x20-\x7e]+$/);
+        expect(res.challenge).toContain(`error_description="${res.body.error_description.replace(/"/g, '\\"')}"`);
+      }
     });
   });
 });

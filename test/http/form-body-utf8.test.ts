@@ -11,7 +11,7 @@ import type { RunningServer } from '../support/server.js';
  */
 const FORM_TYPES = ['application/x-www-form-urlencoded', 'APPLICATION/X-WWW-FORM-URLENCODED', 'application/x-www-form-urlencoded; charset=UTF-8'];
 
-const REFUSED = { error: 'invalid_request', error_description: 'the request body is not valid UTF-8: a value decodes to U+FFFD, which replaces bytes that are not UTF-8 (send UTF-8, percent-encoding the bytes of each character: é is %C3%A9)' };
+const REFUSED = { error: 'invalid_request', error_description: 'the request body is not valid UTF-8: a value decodes to U+FFFD, which replaces bytes that are not UTF-8 (send UTF-8, percent-encoding the bytes of each character: U+00E9 is %C3%A9)' };
 
 /** Values that are not UTF-8 once decoded: raw bytes, and escapes of such bytes (a lone lead, a surrogate, overlong, 0xFF). */
 const NOT_UTF8: Array<[string, Buffer]> = [

@@ -38,18 +38,18 @@ function invalidClient(description: string): Error {
   return err;
 }
 
+/** The step, with the refusals above mapped; no async frame of its own around the rest of the request. */
 function wrap(authenticate: Step): Step {
-  const step = async (ctx: KoaContextWithOIDC, next: () => Promise<void>) => {
+  const step = (ctx: KoaContextWithOIDC, next: () => Promise<void>) => {
     let authenticated = false;
-    try {
-      return await authenticate(ctx, async () => {
-        authenticated = true;
-        await next();
-      });
-    } catch (err) {
+    const onward = () => {
+      authenticated = true;
+      return next();
+    };
+    return Promise.resolve(authenticate(ctx, onward)).catch((err: unknown) => {
       const described = !authenticated && err instanceof errors.InvalidRequest ? NOT_AUTHENTICATED.get(String(err.error_description)) : undefined;
       throw described === undefined ? err : invalidClient(described);
-    }
+    });
   };
   return Object.defineProperties(step, { name: { value: STEP }, [WRAPPED]: { value: true } }) as Step;
 }

@@ -42,6 +42,7 @@ export interface FetchedDocument {
   cacheControl: string | undefined;
   expires: string | undefined;
   date: string | undefined;
+  age: string | undefined;
 }
 
 async function resolveHost(hostname: string, test: FetchTestOverrides | undefined): Promise<LookupAddress[]> {
@@ -133,6 +134,7 @@ export async function fetchMetadataDocument(url: URL, limits: FetchLimits, test?
           cacheControl: header(res.headers['cache-control']),
           expires: header(res.headers.expires),
           date: header(res.headers.date),
+          age: header(res.headers.age),
         });
       });
     });

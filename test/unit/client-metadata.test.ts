@@ -115,6 +115,20 @@ describe('client ID metadata documents: cache lifetime from HTTP headers', () =>
     expect(cacheLifetime({}, bounds, now)).toBe(300);
   });
 
+  test('RFC 9111: the first of two max-age directives counts, an invalid one means stale, and Age is taken off', () => {
+    expect(cacheLifetime({ cacheControl: 'max-age=0, max-age=600' }, bounds, now)).toBe(0);
+    expect(cacheLifetime({ cacheControl: 'max-age=600, max-age=0' }, bounds, now)).toBe(600);
+    expect(cacheLifetime({ cacheControl: 'max-age=-1' }, bounds, now)).toBe(0);
+    expect(cacheLifetime({ cacheControl: 'max-age' }, bounds, now)).toBe(0);
+    // A shared cache held it for 590 of its 600 s: 10 s are left (then raised to minTTL).
+    expect(cacheLifetime({ cacheControl: 'max-age=600', age: '590' }, bounds, now)).toBe(30);
+    expect(cacheLifetime({ cacheControl: 'max-age=600', age: '100' }, bounds, now)).toBe(500);
+    expect(cacheLifetime({ cacheControl: 'max-age=600', age: '600' }, bounds, now)).toBe(0);
+    expect(cacheLifetime({ expires: 'Thu, 01 Jan 2026 01:00:00 GMT', age: '600' }, bounds, now)).toBe(3000);
+    // An Age that is not a number is ignored (RFC 9111 §5.1).
+    expect(cacheLifetime({ cacheControl: 'max-age=600', age: 'soon' }, bounds, now)).toBe(600);
+  });
+
   test('the LRU drops expired entries and the least recently used beyond its size', () => {
     const lru = new ExpiringLru<string>(2);
     lru.set('a', 'A', 10, 0);

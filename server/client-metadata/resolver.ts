@@ -29,13 +29,30 @@ interface ClientClass {
 }
 
 /**
- * Routes where the client looked up is the owner of a token being checked, not the caller: there a document that can
- * no longer be used makes the client unknown (the token is inactive, userinfo refuses it), not the caller's error.
+ * Whether the client looked up is the owner of a token being checked rather than the caller: at userinfo (which has
+ * no calling client), and wherever a client has already authenticated and another one is looked up (the owner of a
+ * token introspected, revoked, or exchanged as a subject token). There a document that can no longer be used makes
+ * the client unknown (the token is inactive), not the caller's error.
  */
-const TOKEN_OWNER_ROUTES = new Set(['introspection', 'revocation', 'userinfo']);
+function ownerLookup(ctx: { oidc?: { route?: string; client?: { clientId: string } } }, id: string): boolean {
+  if (ctx.oidc?.route === 'userinfo') return true;
+  const caller = ctx.oidc?.client;
+  return caller !== undefined && caller.clientId !== id;
+}
 
 const refuse = (clientId: string, reason: string) =>
   new errors.InvalidClient(`client_id ${clientId.slice(0, 300)} is a client ID metadata document URL that cannot be used: ${reason}`);
+
+/**
+ * RFC 6749 §5.2: a client that tried to authenticate with the Authorization header is answered 401 with a challenge.
+ * oidc-provider turns only its own 401 errors into one (client authentication's setWWWAuthenticateHeader step), so the
+ * refusal keeps its description and becomes that error.
+ */
+function asAuthenticationFailure(err: InstanceType<typeof errors.InvalidClient>): Error {
+  const failed = new errors.InvalidClientAuth(err.error_description) as Error & { error_description?: string };
+  failed.error_description = err.error_description;
+  return failed;
+}
 
 /**
  * Client ID metadata documents (draft-ietf-oauth-client-id-metadata-document): a client_id that is an https URL is
@@ -104,16 +121,19 @@ export function installClientMetadataDocuments(provider: Provider, deps: ClientM
 
   Client.find = async (id: unknown) => {
     if (typeof id !== 'string' || !looksLikeMetadataUrl(id) || deps.staticClientIds.has(id)) return builtinFind(id);
-    const ctx = Provider.ctx as { oidc?: { route?: string } } | undefined;
+    const ctx = Provider.ctx as { oidc?: { route?: string; client?: { clientId: string } }; headers?: Record<string, unknown> } | undefined;
     if (!ctx) return resolve(id);
     let seen = thisRequest.get(ctx);
     if (!seen) thisRequest.set(ctx, (seen = new Map()));
     let result = seen.get(id);
     if (!result) seen.set(id, (result = resolve(id)));
-    if (!TOKEN_OWNER_ROUTES.has(ctx.oidc?.route ?? '')) return result;
+    const owner = ownerLookup(ctx, id);
+    const withHeader = !owner && ctx.headers?.authorization !== undefined;
+    if (!owner && !withHeader) return result;
     return result.catch((err: unknown) => {
-      if (err instanceof errors.InvalidClient) return undefined;
-      throw err;
+      if (!(err instanceof errors.InvalidClient)) throw err;
+      if (owner) return undefined;
+      throw asAuthenticationFailure(err);
     });
   };
 }

@@ -12,7 +12,7 @@ import type { OAuthClientInformationMixed, OAuthTokens } from '@modelcontextprot
 import { Wallet } from 'ethers';
 import { createRemoteJWKSet, jwtVerify } from 'jose';
 
-import { baseConfig, introspect, OPAQUE_RESOURCE, REDIRECT, RESOURCE } from '../support/agent-server.js';
+import { baseConfig, basicAuth, introspect, OPAQUE_RESOURCE, REDIRECT, RESOURCE, RS_CLIENT } from '../support/agent-server.js';
 import { guideBlock, guideDir, replaceExactly, toJavaScript, typeProblems } from '../support/guide.js';
 import { makeTestPki, startCimdServer, startDocumentServer, testSwitchFor } from '../support/metadata-documents.js';
 import type { DocumentServer, TestPki } from '../support/metadata-documents.js';
@@ -23,6 +23,10 @@ import { authorizeWithWallet, openLoginPage } from '../support/user-agent.js';
 // Client ID metadata documents end to end: agentauth started through the test-only entry point
 // (test/support/cimd-server.mjs) that hands the fetcher a test CA, a resolver for made-up names and permission to
 // connect to 127.0.0.1; the documents come from a local https server.
+
+const EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
+const EXCHANGER = { id: 'exchanger', secret: 'exchanger-secret-0123456789abcdefghijklmn' };
+const RS_CLIENT_CONFIG = { client_id: RS_CLIENT.id, client_secret: RS_CLIENT.secret, grant_types: ['client_credentials'] };
 
 const wallet = new Wallet('0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d');
 
@@ -74,7 +78,16 @@ describe('client ID metadata documents (https client_id URLs) over HTTP', () => 
     const testSwitch = testSwitchFor(pki);
     const limits = { timeoutMs: 1000, deniedHosts: ['denied.test'] };
     [on, off, allowList] = await Promise.all([
-      startCimdServer(baseConfig({ clientIdMetadataDocuments: limits }), testSwitch, docs.port),
+      startCimdServer(
+        baseConfig({
+          clientIdMetadataDocuments: limits,
+          // A resource server's own client that exchanges the tokens it receives (RFC 8693).
+          clients: [RS_CLIENT_CONFIG, { client_id: EXCHANGER.id, client_secret: EXCHANGER.secret, grant_types: [EXCHANGE] }],
+          tokenExchange: { rules: [{ clients: [EXCHANGER.id], from: [RESOURCE], to: [RESOURCE] }] },
+        }),
+        testSwitch,
+        docs.port,
+      ),
       startCimdServer(baseConfig({ clientIdMetadataDocuments: { enabled: false } }), testSwitch, docs.port),
       startCimdServer(baseConfig({ clientIdMetadataDocuments: { allowedHosts: ['*.allowed.test'] } }), testSwitch, docs.port),
     ]);
@@ -141,6 +154,56 @@ describe('client ID metadata documents (https client_id URLs) over HTTP', () => 
     expect(await introspect(on.url, token)).toEqual(expect.objectContaining({ active: true, client_id: clientId }));
     docs.serve(path, { status: 404 });
     expect(await introspect(on.url, token)).toEqual({ active: false });
+  });
+
+  /** A metadata-document client's access token for RESOURCE, through the code flow; the document is served no-store. */
+  async function documentClientToken(path: string): Promise<string> {
+    docs.serveJson(path, doc(path), { 'cache-control': 'no-store' });
+    const clientId = docs.url('agent.test', path);
+    const { verifier, challenge } = pkce();
+    const outcome = await authorizeWithWallet(authorizationUrl(on.url, clientId, challenge), REDIRECT, { wallet });
+    const res = await fetch(`${on.url}/token`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ grant_type: 'authorization_code', code: outcome.callback.searchParams.get('code')!, redirect_uri: REDIRECT, code_verifier: verifier, client_id: clientId, resource: RESOURCE }),
+    });
+    expect(res.status).toBe(200);
+    return String(((await res.json()) as Record<string, unknown>).access_token);
+  }
+
+  test('exchanged as a subject token (RFC 8693), a token whose client\'s document can no longer be used is inactive, not the exchanger\'s invalid_client', async () => {
+    const path = '/exchanged.json';
+    const token = await documentClientToken(path);
+    const exchange = async () => {
+      const res = await fetch(`${on.url}/token`, {
+        method: 'POST',
+        headers: { authorization: basicAuth(EXCHANGER.id, EXCHANGER.secret), 'content-type': 'application/x-www-form-urlencoded' },
+        body: new URLSearchParams({ grant_type: EXCHANGE, subject_token: token, subject_token_type: 'urn:ietf:params:oauth:token-type:access_token', resource: RESOURCE }),
+      });
+      return { status: res.status, body: (await res.json()) as Record<string, unknown> };
+    };
+    expect((await exchange()).status).toBe(200);
+    docs.serve(path, { status: 404 });
+    expect(await exchange()).toEqual({ status: 400, body: { error: 'invalid_request', error_description: 'subject_token is not an active access token of this server (expired, revoked, or not one)' } });
+  });
+
+  test('a refused document is the caller\'s invalid_client naming why: 401 with a Basic challenge when it came in an Authorization header (RFC 6749 §5.2), also at introspection', async () => {
+    const clientId = docs.url('agent.test', '/nowhere.json');
+    docs.serve('/nowhere.json', { status: 404 });
+    const reason = `client_id ${clientId} is a client ID metadata document URL that cannot be used: fetching the client ID metadata document answered HTTP 404, not 200`;
+    for (const path of ['/token', '/token/introspection']) {
+      const form: Record<string, string> = path === '/token' ? { grant_type: 'client_credentials' } : { token: 'x' };
+      const basic = await fetch(`${on.url}${path}`, {
+        method: 'POST',
+        headers: { authorization: basicAuth(clientId, 'secret'), 'content-type': 'application/x-www-form-urlencoded' },
+        body: new URLSearchParams(form),
+      });
+      expect([path, basic.status, await basic.json()]).toEqual([path, 401, { error: 'invalid_client', error_description: reason }]);
+      expect(basic.headers.get('www-authenticate')).toMatch(/^Basic realm="[^"]+", error="invalid_client"/);
+      // Named in the body (a public client): 400, still naming why (it was a bare 401 at introspection).
+      const named = await fetch(`${on.url}${path}`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ ...form, client_id: clientId }) });
+      expect([path, named.status, await named.json()]).toEqual([path, 400, { error: 'invalid_client', error_description: reason }]);
+    }
   });
 
   test('so do its opaque tokens (an opaque resource\'s access token, its refresh token), introspected by a resource server', async () => {

@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 
 import { calculateJwkThumbprint, decodeJwt, EmbeddedJWK, errors, exportJWK, generateKeyPair, jwtVerify, SignJWT } from 'jose';
+import { extractWWWAuthenticateParams } from '@modelcontextprotocol/sdk/client/auth.js';
 import * as oidc from 'openid-client';
 
 import { basicAuth, baseConfig, clientCredentialsToken, insecure, introspect, RESOURCE, RS_CLIENT } from '../support/agent-server.js';
@@ -155,6 +156,8 @@ describe.each([
       expect(challenges).toContain(`DPoP resource_metadata="${rsUrl}/.well-known/oauth-protected-resource"`);
       expect(challenges).toContain(`Bearer resource_metadata="${rsUrl}/.well-known/oauth-protected-resource"`);
       expect(challenges).not.toContain('error=');
+      // The MCP SDK finds the metadata and the scope in it (it reads the first challenge, and only a Bearer one).
+      expect(extractWWWAuthenticateParams(res)).toEqual({ resourceMetadataUrl: new URL(`${rsUrl}/.well-known/oauth-protected-resource`), scope: expect.any(String), error: undefined });
     }
   });
 });

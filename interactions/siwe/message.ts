@@ -95,7 +95,9 @@ export function parseSiweMessage(message: unknown, outline?: SiweOutline): SiweM
     throw formatError('the message parses to other domain, URI, nonce or Request ID values than its lines show', parsed.address);
   }
   if (!Number.isSafeInteger(parsed.chainId)) {
-    throw formatError(`Chain ID ${parsed.chainId} is not a usable chain id`, parsed.address);
+    // As signed: the parser's number is already rounded (9007199254740993 reads as ...992).
+    const written = /^Chain ID: (\S{1,40})$/m.exec(text)?.[1] ?? String(parsed.chainId);
+    throw formatError(`Chain ID ${written} is not a usable chain id (at most ${Number.MAX_SAFE_INTEGER})`, parsed.address);
   }
   const issuedAt = toDate('Issued At', parsed.issuedAt, parsed.address);
   const out: SiweMessage = {

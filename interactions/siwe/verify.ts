@@ -206,6 +206,23 @@ function checkUri(msg: SiweOutline, rules: SiweRules, fail: Fail): void {
   if (origin === undefined || originOf(`${written[1]}://${written[2]}`) !== origin || !normalizedOrigins(rules).includes(origin)) {
     throw fail('uri', `URI "${msg.uri}" is not on an accepted origin (got ${origin ?? 'no origin'}); expected a URL on one of: ${list(rules.origins)}`);
   }
+  // The authority as written, not only as a URL parser repairs it: WHATWG URL reads 2130706433, 0x7f.0.0.1, 127.1 and
+  // 127.0.0.1. (registered names under RFC 3986 §3.2.2) as 127.0.0.1, so the wallet would show one host and the server
+  // check another. Written, it must be the origin's host itself (in any letter case, with or without the default port).
+  if (!sameAuthority(written[1]!, written[2]!, origin)) {
+    throw fail('uri', `URI "${msg.uri}" writes its host as ${JSON.stringify(written[2])}, not as ${new URL(origin).host} itself; write the origin exactly: ${list(rules.origins)}`);
+  }
+}
+
+const DEFAULT_PORTS: Record<string, string> = { http: '80', https: '443' };
+
+/** Whether `scheme://authority`, as written, names `origin` (a serialized origin) without a parser's repairs. */
+function sameAuthority(scheme: string, authority: string, origin: string): boolean {
+  const expected = new URL(origin).host;
+  let host = authority.toLowerCase();
+  const port = DEFAULT_PORTS[scheme.toLowerCase()];
+  if (port !== undefined && host.endsWith(`:${port}`)) host = host.slice(0, -(port.length + 1));
+  return host === expected;
 }
 
 function checkTimes(msg: SiweMessage, rules: SiweRules, now: Date, fail: Fail): void {

@@ -331,11 +331,33 @@ describe('verifySiwe: one refusal per rule', () => {
     expect(err.message).toBe('URI "https:auth.example.com" has no authority; write it as an absolute URL, scheme://host[:port] then the path, on one of: https://auth.example.com, http://localhost:3000');
   });
 
+  test('uri: an IPv4 host a URL parser rewrites (RFC 3986 reads these as other names) is refused; the address as written, or its default port, is not', async () => {
+    const ipRules: SiweRules = { ...rules, origins: [...rules.origins, 'http://127.0.0.1:3000', 'http://127.0.0.1'] };
+    for (const uri of ['http://2130706433:3000/', 'http://0x7f.0.0.1:3000/', 'http://127.1:3000/', 'http://127.0.0.1.:3000/', 'http://0177.0.0.1:3000/']) {
+      expect(new URL(uri).origin).toBe('http://127.0.0.1:3000'); // what a URL parser makes of it
+      const s = signed({ uri });
+      const err = await refusal(verifySiwe(s, ipRules, { nonces: s.nonces.store, now }), 'uri');
+      expect(err.message).toContain(`writes its host as "${uri.split('/')[2]}", not as 127.0.0.1:3000 itself`);
+      expect(s.nonces.consumed).toEqual([]);
+    }
+    for (const uri of ['http://127.0.0.1:3000/interaction/Xk2', 'http://127.0.0.1:80/x', 'http://LOCALHOST:3000/']) {
+      const s = signed({ uri });
+      await expect(verifySiwe(s, ipRules, { nonces: s.nonces.store, now })).resolves.toMatchObject({ address: ALICE });
+    }
+  });
+
   test('version: the grammar only admits "1", so another version is a message-format refusal (the version rule is unreachable through the parser)', async () => {
     const text = buildSiweMessage(fields()).replace('Version: 1', 'Version: 2');
     const { message, signature, nonces } = signedText(text, fields().nonce);
     const err = await refusal(verifySiwe({ message, signature, nonceBinding: BINDING }, rules, { nonces: nonces.store, now }), 'message-format');
     expect(err.message).toContain('invalid version');
+  });
+
+  test('message-format: a Chain ID beyond 2^53 is refused naming the number as signed, not as JavaScript rounds it', async () => {
+    const text = buildSiweMessage(fields()).replace('Chain ID: 1', 'Chain ID: 9007199254740993');
+    const { message, signature, nonces } = signedText(text, fields().nonce);
+    const err = await refusal(verifySiwe({ message, signature, nonceBinding: BINDING }, rules, { nonces: nonces.store, now }), 'message-format');
+    expect(err.message).toBe('Chain ID 9007199254740993 is not a usable chain id (at most 9007199254740991)');
   });
 
   test('chain-id: a chain the server does not accept', async () => {

@@ -150,6 +150,16 @@ export function registerKeyCommands(program: Command): void {
       }),
     );
 
+  /**
+   * Retire and withdraw refuse a scheduled key this close to its activation (keys/rotation.ts KeyCommandPolicy): an
+   * instance switches to it at its activation by its own clock, and reads a retire only at its next key refresh, after a
+   * write that may take up to the storage timeout.
+   */
+  const keyCommandPolicy = (config: Config) => ({
+    retireGraceSeconds: retireGraceSeconds(config),
+    activationMarginSeconds: config.keys.refreshIntervalSeconds + Math.ceil(config.storage.timeoutMs / 1000),
+  });
+
   withJson(keys.command('retire <kid>'))
     // Key ids are base64url thumbprints and may begin with '-': read them as the argument, not as an option.
     .allowUnknownOption()
@@ -157,7 +167,7 @@ export function registerKeyCommands(program: Command): void {
     .action((kid: string, opts: JsonOpt) =>
       withStore({ command: 'keys retire' }, async (storage, config, ctx) => {
         if (!(await knownKid(storage, ctx, 'retire', kid, opts))) return;
-        await retireKey(storage.keys, await keyKek(storage, config), kid, { retireGraceSeconds: retireGraceSeconds(config) }, 'operator');
+        await retireKey(storage.keys, await keyKek(storage, config), kid, keyCommandPolicy(config), 'operator');
         await recordAudit(storage, { type: 'key.retired', details: { kid, by: 'cli' } });
         answer(opts.json === true, ctx, { retired: kid }, () => `retired ${kid}`);
       }),
@@ -169,7 +179,7 @@ export function registerKeyCommands(program: Command): void {
     .action((kid: string, opts: JsonOpt) =>
       withStore({ command: 'keys withdraw' }, async (storage, config, ctx) => {
         if (!(await knownKid(storage, ctx, 'withdraw', kid, opts))) return;
-        const changed = await withdrawKey(storage.keys, await keyKek(storage, config), kid, { retireGraceSeconds: retireGraceSeconds(config) }, 'operator');
+        const changed = await withdrawKey(storage.keys, await keyKek(storage, config), kid, keyCommandPolicy(config), 'operator');
         if (changed) await recordAudit(storage, { type: 'key.withdrawn', details: { kid, by: 'cli' } });
         const within = config.keys.refreshIntervalSeconds;
         answer(opts.json === true, ctx, { withdrawn: kid, changed, refresh_interval_seconds: within }, () =>

@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import type { KeyStore, Storage } from '../../adapters/types.js';
 import { Keyring } from '../../keys/keyring.js';
 import { KeyMaterialError } from '../../keys/errors.js';
-import { rotateKeys, withdrawKey } from '../../keys/rotation.js';
+import { retireKey, rotateKeys, withdrawKey } from '../../keys/rotation.js';
 import { FACTORIES } from '../support/storages.js';
 
 const policy = { retireGraceSeconds: 3600 };
@@ -66,6 +66,53 @@ describe.each(FACTORIES)('keyring refresh: $name', (factory) => {
     // Another instance starting on this store reads the withdraw transition (MAC and all) the same way.
     const other = await Keyring.load(storage.keys, kek, 'ES256', policy);
     expect(other.keys.map((k) => k.kid)).toEqual([rotated.kid]);
+  });
+
+  test('a rotation that finds a key another rotation stored a moment ago, still without its activation, stores none; a key left so by a crash stops counting after a minute', async () => {
+    const storage = factory.create('keyring-refresh');
+    opened.push(storage);
+    await storage.init();
+    const kek = randomBytes(32);
+    await Keyring.load(storage.keys, kek, 'ES256', policy);
+    // A rotation caught between its two writes: the key is stored, its activation not yet.
+    const between: KeyStore = {
+      ...storage.keys,
+      list: () => storage.keys.list(),
+      transitions: () => storage.keys.transitions(),
+      insert: (k) => storage.keys.insert(k),
+      addTransition: async () => {
+        throw new Error('the process stopped here');
+      },
+      addKeyMac: (kid, mac) => storage.keys.addKeyMac(kid, mac),
+      addTransitionMac: (kid, type, mac) => storage.keys.addTransitionMac(kid, type, mac),
+      replaceKey: (key, expectedMac) => storage.keys.replaceKey(key, expectedMac),
+      replaceTransitionMac: (kid, type, expectedMac, mac) => storage.keys.replaceTransitionMac(kid, type, expectedMac, mac),
+    };
+    await expect(rotateKeys(between, kek, policy, { alg: 'ES256', publishDelaySeconds: 3600 })).rejects.toThrow('the process stopped here');
+    const stored = (await storage.keys.list()).length;
+    await expect(rotateKeys(storage.keys, kek, policy, { alg: 'ES256', publishDelaySeconds: 3600 })).rejects.toThrow(/^another rotation is storing key \S+ right now/);
+    expect((await storage.keys.list()).length).toBe(stored);
+    // A minute on, it is a key a crash left behind, and rotating goes ahead.
+    const later = new Date(Date.now() + 61_000);
+    await expect(rotateKeys(storage.keys, kek, policy, { alg: 'ES256', publishDelaySeconds: 3600, now: later })).resolves.toMatchObject({ status: 'scheduled' });
+  });
+
+  test('retire and withdraw refuse a scheduled key within the activation margin (instances may sign with it already), and change nothing', async () => {
+    const storage = factory.create('keyring-refresh');
+    opened.push(storage);
+    await storage.init();
+    const kek = randomBytes(32);
+    await Keyring.load(storage.keys, kek, 'ES256', policy);
+    const rotated = await rotateKeys(storage.keys, kek, policy, { alg: 'ES256', publishDelaySeconds: 5 });
+    const near = { ...policy, activationMarginSeconds: 10 };
+    const transitions = (await storage.keys.transitions()).length;
+    await expect(retireKey(storage.keys, kek, rotated.kid, near)).rejects.toThrow(new RegExp(`^${rotated.kid} activates at \\S+, within 10 s .*wait until it signs, then run \`agentauth keys rotate\``));
+    await expect(withdrawKey(storage.keys, kek, rotated.kid, near)).rejects.toThrow(/some instances may already sign with it; run `agentauth keys rotate --immediately` first/);
+    expect((await storage.keys.transitions()).length).toBe(transitions);
+    // Further from its activation than the margin, retiring it cancels the rotation as before.
+    await retireKey(storage.keys, kek, rotated.kid, { ...policy, activationMarginSeconds: 2 });
+    const ring = await Keyring.load(storage.keys, kek, 'ES256', policy);
+    expect(ring.archive().find((k) => k.kid === rotated.kid)).toMatchObject({ state: 'retired' });
   });
 
   test('a read with no signing key (an empty store, keys without transitions: a store read between two writes) is refused; the keys in use stay', async () => {

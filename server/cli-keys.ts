@@ -46,8 +46,10 @@ function readArchiveFile(file: string): { issuer: unknown; keys: ArchivedKey[] }
   } catch (err) {
     throw new ConfigError(`--archive: cannot read ${file} as JSON (${(err as Error).message})`);
   }
+  const shape = `--archive: ${file} must hold {"keys": [...]}, each key an object, as written by \`agentauth keys export --public\``;
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new ConfigError(shape);
   const keys = (parsed as { keys?: unknown }).keys;
-  if (!Array.isArray(keys)) throw new ConfigError(`--archive: ${file} must hold {"keys": [...]} as written by \`agentauth keys export --public\``);
+  if (!Array.isArray(keys) || keys.some((k) => typeof k !== 'object' || k === null || Array.isArray(k))) throw new ConfigError(shape);
   return { issuer: (parsed as { issuer?: unknown }).issuer, keys: keys as ArchivedKey[] };
 }
 

@@ -238,6 +238,17 @@ describe('every command says where it looked; --json answers are JSON only', () 
     expect((await runCli(['verify', token, '--archive', file], {})).stdout).toContain(`checked against: archive ${file}, issuer ${ISSUER}, keys ${ownKid}\n`);
   });
 
+  test('verify --archive on a file that is JSON but not an archive (null, a list, a null key) is exit 2 saying what it must hold, not a TypeError', async () => {
+    const file = join(tempDir(), 'keys.json');
+    for (const content of ['null', '[]', '{"keys":[null]}', '{"keys":[1]}', '{"keys":{}}']) {
+      writeFileSync(file, content);
+      const res = await runCli(['verify', 'a.b.c', '--archive', file], {});
+      expect({ content, code: res.code }).toEqual({ content, code: 2 });
+      expect(res.stderr).toContain(`--archive: ${file} must hold {"keys": [...]}, each key an object, as written by \`agentauth keys export --public\``);
+      expect(res.stderr).not.toMatch(/TypeError|Cannot read properties/);
+    }
+  });
+
   test('verify says which store, issuer and keys it checked; a token of another issuer is invalid (exit 1) with a hint', async () => {
     const { privateKey } = await generateKeyPair('ES256');
     const foreign = await new SignJWT({ sub: 'x' }).setProtectedHeader({ alg: 'ES256', kid }).setIssuer('https://elsewhere.example.com').setExpirationTime('5m').sign(privateKey);

@@ -68,12 +68,18 @@ describe.each(FACTORIES)('keyring refresh: $name', (factory) => {
     expect(other.keys.map((k) => k.kid)).toEqual([rotated.kid]);
   });
 
-  test('a rotation that finds a key another rotation stored a moment ago, still without its activation, stores none; a key left so by a crash stops counting after a minute', async () => {
+  /** A store of this kind holding one signing key (as a first start leaves it), and its KEK. */
+  async function storeWithKey(): Promise<{ storage: Storage; kek: Buffer }> {
     const storage = factory.create('keyring-refresh');
     opened.push(storage);
     await storage.init();
     const kek = randomBytes(32);
     await Keyring.load(storage.keys, kek, 'ES256', policy);
+    return { storage, kek };
+  }
+
+  test('a rotation that finds a key another rotation stored a moment ago, still without its activation, stores none; a key left so by a crash stops counting after a minute', async () => {
+    const { storage, kek } = await storeWithKey();
     // A rotation caught between its two writes: the key is stored, its activation not yet.
     const between: KeyStore = {
       ...storage.keys,
@@ -98,11 +104,7 @@ describe.each(FACTORIES)('keyring refresh: $name', (factory) => {
   });
 
   test('retire and withdraw refuse a scheduled key within the activation margin (instances may sign with it already), and change nothing', async () => {
-    const storage = factory.create('keyring-refresh');
-    opened.push(storage);
-    await storage.init();
-    const kek = randomBytes(32);
-    await Keyring.load(storage.keys, kek, 'ES256', policy);
+    const { storage, kek } = await storeWithKey();
     const rotated = await rotateKeys(storage.keys, kek, policy, { alg: 'ES256', publishDelaySeconds: 5 });
     const near = { ...policy, activationMarginSeconds: 10 };
     const transitions = (await storage.keys.transitions()).length;

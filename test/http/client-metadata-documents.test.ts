@@ -138,24 +138,6 @@ describe('client ID metadata documents (https client_id URLs) over HTTP', () => 
     expect(fetched).toEqual([expect.objectContaining({ cache_seconds: 600 })]);
   });
 
-  test('a token of a client whose document can no longer be used introspects as inactive (200), not as an error', async () => {
-    const path = '/introspected.json';
-    docs.serveJson(path, doc(path), { 'cache-control': 'no-store' });
-    const clientId = docs.url('agent.test', path);
-    const { verifier, challenge } = pkce();
-    const outcome = await authorizeWithWallet(authorizationUrl(on.url, clientId, challenge), REDIRECT, { wallet });
-    const res = await fetch(`${on.url}/token`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/x-www-form-urlencoded' },
-      body: new URLSearchParams({ grant_type: 'authorization_code', code: outcome.callback.searchParams.get('code')!, redirect_uri: REDIRECT, code_verifier: verifier, client_id: clientId, resource: RESOURCE }),
-    });
-    expect(res.status).toBe(200);
-    const token = String(((await res.json()) as Record<string, unknown>).access_token);
-    expect(await introspect(on.url, token)).toEqual(expect.objectContaining({ active: true, client_id: clientId }));
-    docs.serve(path, { status: 404 });
-    expect(await introspect(on.url, token)).toEqual({ active: false });
-  });
-
   /** A metadata-document client's access token for RESOURCE, through the code flow; the document is served no-store. */
   async function documentClientToken(path: string): Promise<string> {
     docs.serveJson(path, doc(path), { 'cache-control': 'no-store' });
@@ -170,6 +152,15 @@ describe('client ID metadata documents (https client_id URLs) over HTTP', () => 
     expect(res.status).toBe(200);
     return String(((await res.json()) as Record<string, unknown>).access_token);
   }
+
+  test('a token of a client whose document can no longer be used introspects as inactive (200), not as an error', async () => {
+    const path = '/introspected.json';
+    const clientId = docs.url('agent.test', path);
+    const token = await documentClientToken(path);
+    expect(await introspect(on.url, token)).toEqual(expect.objectContaining({ active: true, client_id: clientId }));
+    docs.serve(path, { status: 404 });
+    expect(await introspect(on.url, token)).toEqual({ active: false });
+  });
 
   test('exchanged as a subject token (RFC 8693), a token whose client\'s document can no longer be used is inactive, not the exchanger\'s invalid_client', async () => {
     const path = '/exchanged.json';

@@ -26,14 +26,14 @@ export interface RotateOptions {
   fallback?: Buffer | undefined;
 }
 
+/** How long a key stored without its activation counts as a rotation still in progress (rotateKeys). */
+const IN_PROGRESS_MS = 60_000;
+
 /**
  * Zero-downtime rotation: a new key is published now and activates after `publishDelaySeconds`; the current key
  * is retired at that moment by the activation itself (keys/lifecycle.ts). Writes are inserts with unique ids, so
  * concurrent rotations (two operators, or every instance's automatic rotation) create one new key, not several.
  */
-/** How long a key stored without its activation counts as a rotation still in progress (rotateKeys). */
-const IN_PROGRESS_MS = 60_000;
-
 export async function rotateKeys(store: KeyStore, kek: Buffer, policy: LifecyclePolicy, opts: RotateOptions): Promise<RotationResult> {
   const now = opts.now ?? new Date();
   const { keys, transitions } = await readVerifiedKeys(store, kek, opts.fallback);

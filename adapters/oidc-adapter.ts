@@ -98,7 +98,8 @@ export interface AdapterOptions {
    * policies at all) or a tier taken out of `tiers`. So an initial access token naming a policy not in this set is not
    * found (401 invalid_token, `onUnconfiguredPolicy` told), and a registration access token is read without its
    * policies, in every mode: they would only assign the tier again on an RFC 7592 update, which takes the tier from
-   * the client's stored record instead (server/provider.ts, the `agentauth_tier` validator).
+   * the client's stored record instead (server/provider.ts, the `agentauth_tier` validator). Unset, no policy is
+   * configured (every initial access token with a policy is refused: fail closed).
    */
   registrationPolicies?: ReadonlySet<string>;
   onUnconfiguredPolicy?: (policy: string) => void;

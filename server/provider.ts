@@ -401,9 +401,9 @@ const DPOP_IAT_WINDOW_SECONDS = 300;
  * Until when (epoch s, exclusive) the DPoP proof on the request being handled would still be accepted, when `jti` is
  * its jti and it carries no nonce: oidc-provider compares whole seconds (|floor(now) - iat| <= the window), so it takes
  * the proof until the second `iat` + the window + 1 begins. (A record ending at `iat` + the window, a fraction of a
- * second after that second began, left up to a second in which the proof was accepted again.) oidc-provider keeps a proof's replay record until use + the window, so a
- * proof dated up to the window ahead would outlive its record and could be used again once it expired (RFC 9449 §11.1
- * wants it refused for as long as it is accepted). A proof with a nonce is bounded by the nonce's shorter life. "No
+ * second after that second began, left up to a second in which the proof was accepted again.) oidc-provider keeps a
+ * proof's replay record until use + the window, so a proof dated up to the window ahead would outlive its record and
+ * could be used again once it expired (RFC 9449 §11.1 wants it refused for as long as it is accepted). A proof with a nonce is bounded by the nonce's shorter life. "No
  * nonce" as oidc-provider reads it (lib/helpers/validate_dpop.js, `if (!payload.nonce)`): an empty nonce is none.
  */
 function dpopProofAcceptedUntil(payload: Record<string, unknown>): number | undefined {

@@ -294,6 +294,9 @@ const setBody = (ctx: KoaContextWithOIDC, body: unknown) => {
   (ctx.oidc as unknown as { body: unknown }).body = body;
 };
 
+/** Set by strictJsonBody when the request's body was a JSON document (requireJsonBody). */
+const METADATA_SENT = 'agentauthMetadataSent';
+
 /**
  * The body step of the create and update actions, in place of oidc-provider's JSON parser
  * (lib/shared/selective_body.js), which took the last of two members with one name and turned bytes that are not
@@ -305,9 +308,6 @@ const setBody = (ctx: KoaContextWithOIDC, body: unknown) => {
  * Koa's `is` answers null for a request without a body whatever its Content-Type says, false for a body of another
  * type.
  */
-/** Set by strictJsonBody when the request's body was a JSON document (requireJsonBody). */
-const METADATA_SENT = 'agentauthMetadataSent';
-
 const strictJsonBody = named('strictJsonBody', async (ctx, next) => {
   const json = ctx.is('application/json');
   const text = json ? await readBodyText(ctx, PROVIDER_BODY_LIMIT) : '';

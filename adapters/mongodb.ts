@@ -1,7 +1,7 @@
 import { randomInt } from 'node:crypto';
 
-import { MongoBulkWriteError, MongoClient, MongoServerError } from 'mongodb';
-import type { Collection, Db, Filter } from 'mongodb';
+import { BSON, MongoBulkWriteError, MongoClient, MongoServerError } from 'mongodb';
+import type { Collection, Db, Filter, FindCursor } from 'mongodb';
 
 import { deadline, withDeadline } from './deadline.js';
 import { AuditCheckpointError, StorageUnavailableError, absentIfUnreadable, decodeStoredPayload } from './errors.js';
@@ -526,6 +526,35 @@ const SEQ_DIGITS = 15;
 /** `<chain>/<seq, 15 digits>`: one chain is one `_id` range, in seq order (a named chain's records, every checkpoint). */
 const checkpointId = (chain: string, seq: number): string => `${chain}/${String(seq).padStart(SEQ_DIGITS, '0')}`;
 const auditId = (chain: string, seq: number): number | string => (chain === DEFAULT_AUDIT_CHAIN ? seq : checkpointId(chain, seq));
+/** A cursor opened with `{ raw: true }`: the driver hands back each document's bytes, whatever its type says. */
+const raw = (cursor: FindCursor<unknown>): FindCursor<Uint8Array> => cursor as unknown as FindCursor<Uint8Array>;
+const sameBytes = (a: Uint8Array, b: Uint8Array): boolean => Buffer.compare(a, b) === 0;
+
+/**
+ * A stored document, read as the bytes the server returned (MongoAuditStore's cursors are `raw`). It is a record only if
+ * those bytes are exactly what the driver writes for the document they decode to, and if its `revokes` (not hashed)
+ * names what its content revokes. Either way round, a record could keep its hash while the server's queries read
+ * it otherwise: a field named twice (which MongoDB stores as sent, and FerretDB refuses) decodes as its last here
+ * and may match a query as its first; a `revokes` edited to another value takes a revocation out of the
+ * `type_1_revokes_1` index that `agentauth verify` reads. Both would hide a revocation in a log `audit verify` calls
+ * intact, as a member named twice did on SQLite.
+ */
+export function auditRecordFromBytes(bytes: Uint8Array): AuditRecord {
+  const doc = BSON.deserialize(bytes) as AuditDoc;
+  const { _id, seq, details, revokes: index, ...rest } = doc;
+  // The seq of the key the record is stored under (as the SQLite store does with its row): paging goes by it.
+  const keyed = typeof _id === 'number' ? _id : Number(String(_id).slice(String(_id).lastIndexOf('/') + 1));
+  const at = Number.isSafeInteger(keyed) ? keyed : Number(seq);
+  const chain = typeof _id === 'number' ? DEFAULT_AUDIT_CHAIN : String(_id).slice(0, String(_id).lastIndexOf('/'));
+  try {
+    if (!sameBytes(BSON.serialize(doc), bytes)) throw new Error('its stored document is not the one agentauth wrote (a field named twice, or a value stored as another BSON type)');
+    const record = { ...rest, seq: at, details: JSON.parse(details) as Record<string, unknown> } as AuditRecord;
+    if (index !== undefined && index !== revokedBy(record)) throw new Error('its revokes field does not name what the record revokes');
+    return record;
+  } catch (err) {
+    return undecodableRecord(chain, at, err);
+  }
+}
 
 /**
  * Audit records, one document per record, keyed so that one chain is one `_id` range: the default chain's numeric
@@ -538,25 +567,14 @@ class MongoAuditStore implements AuditStore {
     private readonly checkpointsCol: Collection<CheckpointDoc>,
   ) {}
 
-  static #toRecord({ _id, seq, details, revokes: _index, ...rest }: AuditDoc): AuditRecord {
-    // The seq of the key the record is stored under (as the SQLite store does with its row): paging goes by it.
-    const keyed = typeof _id === 'number' ? _id : Number(String(_id).slice(String(_id).lastIndexOf('/') + 1));
-    const at = Number.isSafeInteger(keyed) ? keyed : Number(seq);
-    try {
-      return { ...rest, seq: at, details: JSON.parse(details) as Record<string, unknown> } as AuditRecord;
-    } catch (err) {
-      return undecodableRecord(typeof _id === 'number' ? DEFAULT_AUDIT_CHAIN : String(_id).slice(0, String(_id).lastIndexOf('/')), at, err);
-    }
-  }
-
   static #range(chain: string, fromSeq: number): Filter<AuditDoc> {
     if (chain === DEFAULT_AUDIT_CHAIN) return { _id: { $gte: fromSeq } };
     return { _id: { $gte: auditId(chain, Math.max(0, fromSeq)), $lt: `${chain}0` } };
   }
 
   async head(chain: string = DEFAULT_AUDIT_CHAIN): Promise<AuditRecord | undefined> {
-    const doc = await guard('audit.head', () => this.col.find(MongoAuditStore.#range(chain, 0)).sort({ _id: -1 }).limit(1).next());
-    return doc ? MongoAuditStore.#toRecord(doc) : undefined;
+    const doc = await guard('audit.head', () => raw(this.col.find(MongoAuditStore.#range(chain, 0), { raw: true })).sort({ _id: -1 }).limit(1).next());
+    return doc ? auditRecordFromBytes(doc) : undefined;
   }
 
   async insertBatch(records: AuditRecord[]): Promise<number> {
@@ -584,8 +602,8 @@ class MongoAuditStore implements AuditStore {
   }
 
   async list(fromSeq: number, limit: number, chain: string = DEFAULT_AUDIT_CHAIN): Promise<AuditRecord[]> {
-    const docs = await guard('audit.list', () => this.col.find(MongoAuditStore.#range(chain, fromSeq)).sort({ _id: 1 }).limit(limit).toArray());
-    return docs.map((d) => MongoAuditStore.#toRecord(d));
+    const docs = await guard('audit.list', () => raw(this.col.find(MongoAuditStore.#range(chain, fromSeq), { raw: true })).sort({ _id: 1 }).limit(limit).toArray());
+    return docs.map((d) => auditRecordFromBytes(d));
   }
 
   async chains(): Promise<string[]> {
@@ -625,11 +643,11 @@ class MongoAuditStore implements AuditStore {
     // was (revokes missing: matched on their details here; the index's null range holds them, and no more are added).
     const docs = await guard('audit.revocations', async () => {
       const filter: Filter<AuditDoc> = { type, $or: [{ revokes: { $in: lookups } }, { revokes: { $exists: false } }] };
-      const cursor = this.col.find(filter).sort({ _id: 1 });
+      const cursor = raw(this.col.find(filter, { raw: true })).sort({ _id: 1 });
       const found: AuditRecord[] = [];
       try {
         for await (const doc of cursor) {
-          const record = MongoAuditStore.#toRecord(doc);
+          const record = auditRecordFromBytes(doc);
           const chain = chainOf(record);
           if (record.undecodable !== undefined || !(record.seq >= 1) || !(chain === DEFAULT_AUDIT_CHAIN || AUDIT_CHAIN_ID.test(chain))) continue;
           if (revokesOneOf(record, keys)) found.push(record);

@@ -1,9 +1,11 @@
 import { appendFileSync } from 'node:fs';
 import { join } from 'node:path';
 
+import { BSON } from 'mongodb';
+
 import { StorageUnavailableError } from '../../adapters/errors.js';
 import { FileAuditStore } from '../../adapters/file-audit.js';
-import { MongoStorage } from '../../adapters/mongodb.js';
+import { MongoStorage, auditRecordFromBytes } from '../../adapters/mongodb.js';
 import { SqliteStorage } from '../../adapters/sqlite.js';
 import type { AuditCheckpoint, AuditRecord, AuditStore, RevocationKeys, Storage } from '../../adapters/types.js';
 import { InvalidAuditEventError, computeHash, verifyChain, verifyLog } from '../../server/audit/chain.js';
@@ -364,6 +366,48 @@ describe('AuditStore.revocations reads an index, not the log', () => {
       await col.updateOne({ _id: revoked.seq as never }, { $unset: { revokes: '' } });
       expect(await storage.audit.revocations({ jti: 'j1' }, 10)).toEqual([revoked]);
       expect(await storage.audit.revocations({ jti: 'j2' }, 10)).toEqual([]);
+    } finally {
+      await storage.db.dropDatabase().catch(() => undefined);
+      await storage.close();
+    }
+  });
+
+  test('MongoDB: a revokes field edited to another value (not hashed) makes the record undecodable, so audit verify fails it', async () => {
+    const storage = new MongoStorage({ uri: mongoUri(), dbName: uniqueDbName('revokesedit'), timeoutMs: 3000 });
+    await storage.init();
+    try {
+      const log = new AuditLog(storage.audit);
+      const revoked = await log.record({ type: 'token.revoked', details: { jti: 'j1' } });
+      const issued = await log.record({ type: 'token.issued', details: { jti: 'j1' } });
+      await log.close();
+      const col = storage.db.collection('audit_events');
+      // Edited, the index no longer leads agentauth verify to the revocation, while the record's hash still holds:
+      // reading the record is what must fail.
+      await col.updateOne({ _id: revoked.seq as never }, { $set: { revokes: 'another' } });
+      expect(await storage.audit.revocations({ jti: 'j1' }, 10)).toEqual([]);
+      const [first, second] = await storage.audit.list(1, 10);
+      expect(first).toMatchObject({ seq: revoked.seq, undecodable: 'its revokes field does not name what the record revokes' });
+      expect(second).toEqual(issued);
+      // Planted on a record that revokes nothing, the same.
+      await col.updateOne({ _id: revoked.seq as never }, { $set: { revokes: 'j1' } });
+      await col.updateOne({ _id: issued.seq as never }, { $set: { revokes: 'j1' } });
+      expect(await storage.audit.list(1, 10)).toEqual([revoked, expect.objectContaining({ seq: issued.seq, undecodable: 'its revokes field does not name what the record revokes' })]);
+
+      // A field named twice: FerretDB refuses to store one (MongoDB stores what it is sent), so the bytes the server
+      // hands back are made here from the record as stored: its _id, then a second "type" before the hashed one.
+      await col.updateOne({ _id: issued.seq as never }, { $unset: { revokes: '' } });
+      const stored = Buffer.from((await col.findOne({ _id: issued.seq as never }, { raw: true })) as unknown as Uint8Array);
+      expect(auditRecordFromBytes(stored)).toEqual(issued);
+      const idElement = BSON.serialize({ _id: issued.seq }).subarray(4, -1);
+      expect(stored.subarray(4, 4 + idElement.length)).toEqual(idElement);
+      const typeElement = BSON.serialize({ type: 'x.y' }).subarray(4, -1);
+      const doubled = Buffer.concat([Buffer.alloc(4), stored.subarray(4, 4 + idElement.length), typeElement, stored.subarray(4 + idElement.length)]);
+      doubled.writeInt32LE(doubled.length, 0);
+      expect(BSON.deserialize(doubled)).toMatchObject({ type: 'token.issued' }); // the driver reads the last
+      expect(auditRecordFromBytes(doubled)).toMatchObject({
+        seq: issued.seq,
+        undecodable: 'its stored document is not the one agentauth wrote (a field named twice, or a value stored as another BSON type)',
+      });
     } finally {
       await storage.db.dropDatabase().catch(() => undefined);
       await storage.close();

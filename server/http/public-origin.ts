@@ -14,12 +14,17 @@ const HTTP_URL_PREFIX = /^https?:\/\//i;
  * with `Host: evil.example`, so a server that receives a client's assertions could obtain tokens as that client.
  *
  * Koa reads `href` and `URL` from the request prototype of `app` (every context's request is created from it, and
- * koa-mount hands oidc-provider the same context), so defining them there costs nothing per request. `host`,
- * `protocol` and `secure` still describe the request as sent: cookies are marked Secure by the connection, and
- * requestOriginCheck still refuses a malformed Host.
+ * koa-mount hands oidc-provider the same context), so defining them there costs nothing per request. `host` and
+ * `protocol` still describe the request as sent (requestOriginCheck still refuses a malformed Host).
+ *
+ * `secure` follows the origin when it is https: the cookies Koa and oidc-provider set (the session, the interaction
+ * cookies, the sign-in cookie) are then always marked Secure. Following the connection, they were not whenever TLS
+ * ended at a proxy that agentauth does not trust for X-Forwarded-Proto (TRUST_PROXY unset), so a browser sent the
+ * 30-day session cookie to whoever answered a plain-http request for the issuer's host.
  */
 export function bindPublicOrigin(app: Koa, origin: string): void {
   const base = new URL(origin).origin; // scheme://host[:port], as a URL serialises it
+  if (base.startsWith('https:')) Object.defineProperty(app.request, 'secure', { configurable: true, get: () => true });
   Object.defineProperties(app.request, {
     href: {
       configurable: true,

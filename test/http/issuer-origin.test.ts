@@ -55,6 +55,7 @@ describe('ISSUER binds every URL the server builds or checks', () => {
     const config = baseConfig();
     config.clients = [
       ...(config.clients as unknown[]),
+      { client_id: 'web-agent', token_endpoint_auth_method: 'none', grant_types: ['authorization_code'], redirect_uris: ['http://127.0.0.1:65000/callback'], scope: 'read' },
       { client_id: CLIENT_ID, token_endpoint_auth_method: 'private_key_jwt', jwks: { keys: [{ ...(await exportJWK(clientPublic)), alg: 'ES256', use: 'sig' }] }, grant_types: ['client_credentials'] },
     ];
     const port = await freePort();
@@ -182,6 +183,35 @@ describe('ISSUER binds every URL the server builds or checks', () => {
 
     test('the server says at start that URLs follow the request until ISSUER is set', () => {
       expect(logLines(server.output()).some((l) => l.level === 'warn' && /ISSUER is not set/.test(String(l.msg)))).toBe(true);
+    });
+  });
+
+  describe('cookies', () => {
+    /** The Set-Cookie lines of an authorization request sent over plain http (TLS ended at a proxy agentauth does not trust). */
+    async function cookiesOfAuthorization(issuer: string): Promise<string[]> {
+      const server = await start(issuer);
+      const params = new URLSearchParams({
+        client_id: 'web-agent', response_type: 'code', redirect_uri: 'http://127.0.0.1:65000/callback', scope: 'read',
+        resource: RESOURCE, code_challenge: 'E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM', code_challenge_method: 'S256', state: 's',
+      });
+      const res = await new Promise<{ status: number; cookies: string[] }>((resolve, reject) => {
+        httpRequest({ host: '127.0.0.1', port: server.port, path: `/auth?${params}`, headers: { host: 'as.example.test' } }, (r) => {
+          r.resume().on('end', () => resolve({ status: r.statusCode!, cookies: r.headers['set-cookie'] ?? [] }));
+        }).on('error', reject).end();
+      });
+      expect(res.status).toBe(303);
+      expect(res.cookies.length).toBeGreaterThan(0);
+      return res.cookies;
+    }
+
+    test('with an https ISSUER, every cookie is Secure, whatever the connection (no TRUST_PROXY)', async () => {
+      const cookies = await cookiesOfAuthorization('https://as.example.test');
+      for (const cookie of cookies) expect(cookie).toMatch(/; secure(;|$)/i);
+    });
+
+    test('with an http ISSUER (a development server), none is', async () => {
+      const cookies = await cookiesOfAuthorization('http://127.0.0.1:<port>');
+      for (const cookie of cookies) expect(cookie).not.toMatch(/; secure(;|$)/i);
     });
   });
 });

@@ -42,6 +42,7 @@ import { explainBodyParseErrors } from './http/body-parse-errors.js';
 import { refuseReplacedFormValues } from './http/form-body-utf8.js';
 import { whenRecorded } from './audit/trail.js';
 import { dpopHeaderProblem } from './http/dpop-header.js';
+import { replaceDescription } from './http/error-description.js';
 import { publishedAlgsOf } from './signing-alg.js';
 import { secretRehasher } from './client-secret-rehash.js';
 
@@ -143,7 +144,7 @@ function checkUnattendedAccess(ctx: KoaContextWithOIDC, anonymous: Config['regis
   const requested = String(params.scope ?? '').split(' ').filter(Boolean);
   const refused = requested.filter((s) => !allowed.has(s));
   if (refused.length > 0) {
-    throw new errors.InvalidScope(`clients registered without an initial access token may not receive ${refused.join(' ')} through client_credentials`, refused.join(' '));
+    throw new errors.InvalidScope(`clients registered without an initial access token may not receive ${refused.join(' ').slice(0, 200)} through client_credentials`, refused.join(' '));
   }
 }
 
@@ -536,28 +537,20 @@ export function createProvider(deps: ProviderDeps): Provider {
   // A DPoP proof that fails jose's checks (its typ, alg, embedded key, signature) is answered "invalid DPoP key
   // binding" whatever failed; the check that failed (jose's message, about the proof only) is what a developer needs.
   // The description is said twice where oidc-provider sent a challenge (userinfo: RFC 9449 §7.1): in the body and in
-  // WWW-Authenticate, which oidc-provider wrote first. Both are rewritten, so they never disagree.
-  const describe = (ctx: KoaContextWithOIDC, body: Record<string, unknown>, description: string) => {
-    const quote = (v: string) => `error_description="${v.replace(/\\/g, '\\\\').replace(/"/g, '\\"')}"`;
-    const challenge = ctx.response.headers['www-authenticate'];
-    const from = typeof body.error_description === 'string' ? quote(body.error_description) : undefined;
-    if (from !== undefined && typeof challenge === 'string') ctx.set('WWW-Authenticate', challenge.replace(from, quote(description)));
-    if (from !== undefined && Array.isArray(challenge)) ctx.set('WWW-Authenticate', challenge.map((c) => c.replace(from, quote(description))));
-    body.error_description = description;
-  };
+  // WWW-Authenticate, which oidc-provider wrote first. Both are rewritten (replaceDescription), so they never disagree.
   for (const event of ['grant.error', 'userinfo.error', 'pushed_authorization_request.error']) {
     (provider as unknown as NodeJS.EventEmitter).on(event, (ctx: KoaContextWithOIDC, err: { cause?: unknown }) => {
       const body = ctx.body as Record<string, unknown> | undefined;
       // An empty DPoP header, or several (server/http/dpop-header.ts): what is wrong is the header, not a proof.
       const header = dpopHeaderProblem(ctx.req);
       if (header !== undefined && body && typeof body === 'object' && body.error === 'invalid_dpop_proof') {
-        describe(ctx, body, header);
+        replaceDescription(ctx, body, header);
         return;
       }
       const cause = err.cause as { code?: unknown; message?: unknown } | undefined;
       if (body && typeof body === 'object' && body.error === 'invalid_dpop_proof' && body.error_description === 'invalid DPoP key binding'
         && typeof cause?.code === 'string' && cause.code.startsWith('ERR_J') && typeof cause.message === 'string') {
-        describe(ctx, body, `invalid DPoP proof: ${cause.message.slice(0, 200)}`);
+        replaceDescription(ctx, body, `invalid DPoP proof: ${cause.message.slice(0, 200)}`);
       }
     });
   }

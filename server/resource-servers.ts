@@ -48,7 +48,7 @@ export class ResourceServerRegistry {
 
   info(identifier: string): ResourceServer {
     const rs = this.#byId.get(identifier);
-    if (!rs) throw new errors.InvalidTarget(`unknown resource: ${identifier} is not a resource server of this authorization server`);
+    if (!rs) throw new errors.InvalidTarget(`unknown resource: ${identifier.slice(0, 200)} is not a resource server of this authorization server`);
     return {
       scope: rs.scopes.join(' '),
       audience: rs.identifier,

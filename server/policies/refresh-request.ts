@@ -26,7 +26,7 @@ export function checkRefreshTarget({ requested, granted, oidcScopesOnly }: Refre
   }
   const [resource] = asked;
   if (resource !== undefined && !covered.includes(resource)) {
-    throw new errors.InvalidTarget(`resource ${resource} was not granted to this refresh token; it covers ${coveredText}`);
+    throw new errors.InvalidTarget(`resource ${resource.slice(0, 200)} was not granted to this refresh token; it covers ${coveredText}`);
   }
   if (resource === undefined && covered.length > 1 && !oidcScopesOnly) {
     throw new errors.InvalidTarget(`this refresh token covers several resources (${coveredText}): name one with the resource parameter`);

@@ -112,6 +112,14 @@ describe.each(backends)('tokens on the %s store', (_name, storeEnv) => {
     const unknown = await clientCredentials(server.url, { resource: 'https://evil.example.com', scope: 'read' });
     expect(unknown.status).toBe(400);
     expect(unknown.body.error).toBe('invalid_target');
+    // The description echoes the resource in RFC 6749 section 5.2's characters, bounded: a tab, a line feed, a quote,
+    // a backslash and a non-ASCII letter are percent-escaped (the quote becomes '), and a long value is cut.
+    const odd = await clientCredentials(server.url, { resource: 'https://x.example.com/\t\n"\\\u00fc', scope: 'read' });
+    expect(odd).toMatchObject({ status: 400, body: { error: 'invalid_target', error_description: "unknown resource: https://x.example.com/%09%0A'%5C%C3%BC is not a resource server of this authorization server" } });
+    const long = await clientCredentials(server.url, { resource: `https://x.example.com/${'\u00fc'.repeat(3000)}`, scope: 'read' });
+    const description = String(long.body.error_description);
+    expect({ status: long.status, error: long.body.error, ascii: /^[\x20\x21\x23-\x5b\x5d-\x7e]*$/.test(description), length: description.length, end: description.slice(-3) })
+      .toEqual({ status: 400, error: 'invalid_target', ascii: true, length: 600, end: '...' });
     const none = await clientCredentials(server.url, { scope: 'read' });
     expect(none.status).toBe(400);
     expect(none.body.error).toBe('invalid_target');

@@ -148,6 +148,24 @@ function checkUnattendedAccess(ctx: KoaContextWithOIDC, anonymous: Config['regis
   }
 }
 
+/**
+ * RFC 8707 §2: a resource is refused (invalid_target) when the server does not consider it acceptable for the client.
+ * For client_credentials, a resource server is acceptable only if the client may receive at least one of its scopes:
+ * a client limited to scopes (its registered `scope`, or the anonymous allowlist) was otherwise handed a token for
+ * any resource server, carrying no scope, which a resource server that checks only the audience accepts. A client
+ * limited by neither (static, or registered with an initial access token and no `scope`) may name any.
+ */
+function checkMachineAudience(ctx: KoaContextWithOIDC, identifier: string, rsScopes: string, anonymous: Config['registration']['anonymous']): void {
+  const { client, params, route } = ctx.oidc;
+  if (route !== 'token' || params?.grant_type !== 'client_credentials' || !client) return;
+  const registered = typeof client.scope === 'string' ? new Set(client.scope.split(' ')) : undefined;
+  const unattended = unattendedScopes(originOf(client), anonymous);
+  if (registered === undefined && unattended === 'any') return;
+  const scopes = rsScopes.split(' ');
+  if (scopes.some((s) => (registered === undefined || registered.has(s)) && (unattended === 'any' || unattended?.has(s) === true))) return;
+  throw new errors.InvalidTarget(`this client may receive none of the scopes of ${identifier} (${scopes.join(' ')}), so it gets no token for it`);
+}
+
 export function providerConfiguration(deps: ProviderDeps): Configuration {
   const { config, storage, health, keyring, cookieKeys, hasher } = deps;
   const limits = tierLimits(config);
@@ -324,7 +342,9 @@ export function providerConfiguration(deps: ProviderDeps): Configuration {
         },
         getResourceServerInfo: async (ctx, identifier) => {
           checkUnattendedAccess(ctx, config.registration.anonymous);
-          return resources.info(identifier);
+          const info = resources.info(identifier);
+          checkMachineAudience(ctx, identifier, info.scope ?? '', config.registration.anonymous);
+          return info;
         },
         useGrantedResource: async () => true,
       },

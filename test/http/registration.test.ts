@@ -2,7 +2,7 @@ import { Wallet } from 'ethers';
 import { MongoClient } from 'mongodb';
 import * as oidc from 'openid-client';
 
-import { baseConfig, insecure, introspect, register, REDIRECT, RESOURCE, startAgentServer } from '../support/agent-server.js';
+import { baseConfig, insecure, introspect, OPAQUE_RESOURCE, register, REDIRECT, RESOURCE, RS_CLIENT, startAgentServer } from '../support/agent-server.js';
 import type { AgentServer } from '../support/agent-server.js';
 import { runCli, startServer, tempDir, writeConfig } from '../support/server.js';
 import type { RunningServer } from '../support/server.js';
@@ -461,6 +461,48 @@ describe('default registration policy: anonymous clients get no machine access n
     const wide = await token('read write');
     expect(wide.status).toBe(400);
     expect(await wide.json()).toMatchObject({ error: 'invalid_scope' });
+  });
+
+  test('client_credentials for a resource server none of whose scopes the client may receive is invalid_target, whichever limit applies', async () => {
+    await as?.server.stop();
+    const limited = { client_id: 'limited-svc', client_secret: 'limited-svc-secret-0123456789abcdefgh', grant_types: ['client_credentials'], scope: 'read' };
+    as = await startAgentServer(baseConfig({
+      registration: { quota: { max: 100 }, anonymous: { clientCredentials: true, clientCredentialsScopes: ['read'] } },
+      clients: [{ client_id: RS_CLIENT.id, client_secret: RS_CLIENT.secret, grant_types: ['client_credentials'] }, limited],
+    }));
+    issuer = as.server.url;
+    // Anonymous, registered with the opaque resource server's scope too: the allowlist holds none of that server's scopes.
+    const anonymous = await register(issuer, { redirect_uris: [REDIRECT], grant_types: ['authorization_code', 'client_credentials'], token_endpoint_auth_method: 'client_secret_basic', scope: 'read files' });
+    expect(anonymous.status).toBe(201);
+    const token = (id: string, secret: string, params: Record<string, string>) =>
+      fetch(`${issuer}/token`, {
+        method: 'POST',
+        headers: { authorization: `Basic ${Buffer.from(`${id}:${secret}`).toString('base64')}`, 'content-type': 'application/x-www-form-urlencoded' },
+        body: new URLSearchParams({ grant_type: 'client_credentials', ...params }),
+      });
+    const callers: Array<[string, string, string]> = [
+      ['an anonymous client (allowlist: read)', String(anonymous.body.client_id), String(anonymous.body.client_secret)],
+      ['a static client registered with scope read', limited.client_id, limited.client_secret],
+    ];
+    for (const [who, id, secret] of callers) {
+      // Asked with no scope, with a scope of another resource server, with the resource server's own scope.
+      for (const scope of [undefined, 'read', 'files']) {
+        const res = await token(id, secret, { resource: OPAQUE_RESOURCE, ...(scope === undefined ? {} : { scope }) });
+        const body = (await res.json()) as Record<string, unknown>;
+        expect({ who, scope, status: res.status, body }).toMatchObject({
+          status: 400,
+          // The anonymous client's scope outside its allowlist is named as such first (invalid_scope).
+          body: scope === 'files' && who.startsWith('an anonymous')
+            ? { error: 'invalid_scope', error_description: 'clients registered without an initial access token may not receive files through client_credentials' }
+            : { error: 'invalid_target', error_description: `this client may receive none of the scopes of ${OPAQUE_RESOURCE} (files), so it gets no token for it` },
+        });
+      }
+      // Where it may receive a scope, it still gets its token.
+      expect((await token(id, secret, { resource: RESOURCE, scope: 'read' })).status).toBe(200);
+    }
+    // A client limited by nothing (static, no scope) names any resource server.
+    const open = await token(RS_CLIENT.id, RS_CLIENT.secret, { resource: OPAQUE_RESOURCE });
+    expect(open.status).toBe(200);
   });
 });
 

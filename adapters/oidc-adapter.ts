@@ -113,8 +113,11 @@ export interface AdapterOptions {
 export interface RevocationHooks {
   tokenRevoked(jti: string): Promise<void>;
   grantRevoked(grantId: string): Promise<void>;
-  /** Whether a stored access token may be handed to oidc-provider (false: a token it was derived from is revoked). */
-  accessTokenActive(payload: AdapterPayload): Promise<boolean>;
+  /**
+   * Whether a stored access token (of `model`) may be handed to oidc-provider: false when a token it was derived from
+   * is revoked, or (client_credentials) its client no longer holds it.
+   */
+  accessTokenActive(payload: AdapterPayload, model: ModelName): Promise<boolean>;
 }
 
 /** The models whose records are access tokens (opaque ones are stored; JWTs are not). */
@@ -200,7 +203,7 @@ export function oidcAdapterFactory(storage: Storage, health?: StorageHealth, opt
           const payload = await store.find(id);
           if (payload && (name === 'RegistrationAccessToken' || name === 'InitialAccessToken')) return withConfiguredPolicies(name, payload, options);
           if (!payload || !hooks || !ACCESS_TOKENS.has(name)) return payload;
-          return (await hooks.accessTokenActive(payload)) ? payload : undefined;
+          return (await hooks.accessTokenActive(payload, name)) ? payload : undefined;
         }),
       findByUid: (uid: string) => failClosed(() => store.findByUid(uid)),
       findByUserCode: (userCode: string) => failClosed(() => store.findByUserCode(userCode)),

@@ -200,7 +200,7 @@ export function providerConfiguration(deps: ProviderDeps): Configuration {
         const ctx = Provider.ctx as KoaContextWithOIDC | undefined;
         if (ctx?.oidc) ctx.oidc.provider.emit('grant.revoked', ctx, grantId);
       },
-      revocation: revocationHooks(storage.revokedTokens),
+      revocation: revocationHooks(storage.revokedTokens, storage.model('Client'), new Set(config.clients.map((c) => c.client_id))),
       registrationPolicies: new Set(config.registration.mode === 'token' ? Object.keys(tierPolicies) : []),
       onUnconfiguredPolicy: (policy) =>
         deps.log.warn({ policy }, `an initial access token names ${policy}, which this configuration does not have (registration.mode ${config.registration.mode}, tiers ${Object.keys(config.tiers).join(', ')}): refused`),

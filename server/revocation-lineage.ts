@@ -1,9 +1,9 @@
 import { hash } from 'node:crypto';
 
 import type { RevocationHooks } from '../adapters/oidc-adapter.js';
-import type { AdapterPayload, RevokedTokenStore } from '../adapters/types.js';
+import type { AdapterPayload, ModelStore, RevokedTokenStore } from '../adapters/types.js';
 import { MAX_REVOKED_LOOKUP } from '../adapters/types.js';
-import { REVOKED_BEFORE_FIELD } from './admin/client-fields.js';
+import { REVOKED_BEFORE_FIELD, isDisabled } from './admin/client-fields.js';
 import { MAX_ACCESS_TOKEN_TTL } from './config.js';
 
 /**
@@ -104,16 +104,38 @@ export async function lineageActive(revoked: Pick<RevokedTokenStore, 'anyRevoked
   return lineage.length === 0 || !(await revoked.anyRevoked(lineage));
 }
 
+/**
+ * Whether an opaque client_credentials token's client still holds it: its record exists, is not disabled, and was not
+ * disabled at or after the token's `iat`. Disabling a client deletes its opaque tokens; a token request that had
+ * authenticated the client before the disable saves its token after that delete, and a client_credentials token has
+ * no grant that the disable removed with it, so this is where such a token is found out (as REVOKED_BEFORE_FIELD
+ * finds the JWTs). Clients of the configuration file cannot be disabled and are not in the store.
+ */
+async function clientHoldsToken(clients: Pick<ModelStore, 'find'>, staticClientIds: ReadonlySet<string>, payload: AdapterPayload): Promise<boolean> {
+  const { clientId, iat } = payload as { clientId?: unknown; iat?: unknown };
+  if (typeof clientId !== 'string') return false;
+  if (staticClientIds.has(clientId)) return true;
+  const client = await clients.find(clientId);
+  if (!client || isDisabled(client)) return false;
+  const revokedBefore = client[REVOKED_BEFORE_FIELD];
+  return !(typeof revokedBefore === 'number' && (typeof iat === 'number' ? iat : 0) <= revokedBefore);
+}
+
 /** The adapter's revocation hooks (adapters/oidc-adapter.ts) for these stores. */
-export function revocationHooks(revoked: Pick<RevokedTokenStore, 'revoke' | 'anyRevoked'>): RevocationHooks {
+export function revocationHooks(
+  revoked: Pick<RevokedTokenStore, 'revoke' | 'anyRevoked'>,
+  clients: Pick<ModelStore, 'find'>,
+  staticClientIds: ReadonlySet<string>,
+): RevocationHooks {
   const marks = new RevocationMarks(revoked);
   return {
     tokenRevoked: (jti) => marks.token(jti),
     grantRevoked: (grantId) => marks.grant(grantId),
-    accessTokenActive: async (payload) => {
+    accessTokenActive: async (payload, model) => {
       const extra = payload.extra && typeof payload.extra === 'object' ? (payload.extra as Record<string, unknown>) : {};
       const lineage = lineageOf(extra[LINEAGE_CLAIM]);
-      return lineage !== undefined && (await lineageActive(revoked, lineage));
+      if (lineage === undefined || !(await lineageActive(revoked, lineage))) return false;
+      return model !== 'ClientCredentials' || clientHoldsToken(clients, staticClientIds, payload);
     },
   };
 }

@@ -206,7 +206,7 @@ describe.each(backends)('cascade revocation down an exchange chain on %s', (_nam
       );
       expect(reg.status).toBe(201);
       const id = reg.body.client_id as string;
-      return { id, rat: reg.body.registration_access_token as string, ...(await handle(id, reg.body.client_secret as string)) };
+      return { id, secret: reg.body.client_secret as string, rat: reg.body.registration_access_token as string, ...(await handle(id, reg.body.client_secret as string)) };
     }
 
     test('disabling the agent (agentauth clients disable) cascades; after enable, new chains are active and the old stay revoked', async () => {
@@ -222,6 +222,32 @@ describe.each(backends)('cascade revocation down an exchange chain on %s', (_nam
       expect(await states(after)).toEqual([true, true, true]);
       expect(await states(before)).toEqual([false, false, false]);
     });
+
+    test.each([1, 2, 3])('a disable racing client_credentials requests (JWT and opaque) leaves none of their tokens active, those answered after it included (round %i)', async () => {
+      const agent = await registeredAgent();
+      const { secret } = agent;
+      const request = (i: number) =>
+        fetch(`${issuer}/token`, {
+          method: 'POST',
+          headers: { authorization: `Basic ${Buffer.from(`${agent.id}:${secret}`).toString('base64')}`, 'content-type': 'application/x-www-form-urlencoded' },
+          body: new URLSearchParams({ grant_type: 'client_credentials', resource: i % 2 ? SKILL_B : SKILL_A, scope: 'read' }),
+        }).then(async (r) => ({ status: r.status, body: (await r.json()) as Record<string, unknown> }));
+      // Waves of 10 requests while the CLI disables the client, and one wave after: 50 or more in all.
+      let done = false;
+      const disabled = runCli(['clients', 'disable', agent.id], env).then((r) => {
+        done = true;
+        return r;
+      });
+      const answers: Array<{ status: number; body: Record<string, unknown> }> = [];
+      for (let wave = 0; (!done || answers.length < 50) && wave < 40; wave += 1) answers.push(...(await Promise.all(Array.from({ length: 10 }, (_, i) => request(i)))));
+      expect((await disabled).code).toBe(0);
+      answers.push(...(await Promise.all(Array.from({ length: 10 }, (_, i) => request(i)))));
+      const issued = answers.filter((a) => a.status === 200).map((a) => a.body.access_token as string);
+      expect(issued.length).toBeGreaterThan(0);
+      expect(answers.filter((a) => a.status !== 200).every((a) => a.status === 401 && a.body.error === 'invalid_client')).toBe(true);
+      const stillActive = (await Promise.all(issued.map(async (t) => ((await active(t)) ? t.length : 0)))).filter(Boolean);
+      expect({ issued: issued.length, stillActive: stillActive.length }).toEqual({ issued: issued.length, stillActive: 0 });
+    }, 60_000);
 
     test('deleting the agent (RFC 7592 DELETE) cascades', async () => {
       const agent = await registeredAgent();

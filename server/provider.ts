@@ -40,6 +40,7 @@ import { logoutSource, postLogoutSuccessSource, renderError } from '../interacti
 import { NONCE_PATH } from '../interactions/routes.js';
 import { explainBodyParseErrors } from './http/body-parse-errors.js';
 import { refuseReplacedFormValues } from './http/form-body-utf8.js';
+import { refuseTruncatedForms } from './http/form-parameter-count.js';
 import { whenRecorded } from './audit/trail.js';
 import { dpopHeaderProblem } from './http/dpop-header.js';
 import { replaceDescription } from './http/error-description.js';
@@ -453,6 +454,7 @@ export function createProvider(deps: ProviderDeps): Provider {
   installCodeChecks(provider);
   explainBodyParseErrors(provider);
   refuseReplacedFormValues(provider);
+  refuseTruncatedForms();
   registerTokenLimit(provider, { limit: new SharedWindowLimit(deps.storage.nonces, 'token', deps.config.limits.tokenRequestsPerClient, deps.config.limits.ipv6PrefixLength), health: deps.health });
   registerRegistrationSteps(provider, {
     registration: deps.config.registration,

@@ -3,6 +3,7 @@ import type { KoaContextWithOIDC, Provider } from 'oidc-provider';
 import { CONTENT_TOO_LARGE } from '../request-body.js';
 import { ERROR_EVENTS } from '../metrics/provider-events.js';
 import { NOT_UTF8, NotUtf8FormBody } from './form-body-utf8.js';
+import { MAX_FORM_PARAMETERS, TooManyFormParameters } from './form-parameter-count.js';
 
 /** oidc-provider 9.13.3's body limit (LIMIT in lib/shared/selective_body.js) on every route it parses a body for. */
 export const PROVIDER_BODY_LIMIT = 56 * 1024;
@@ -26,6 +27,7 @@ function explain(cause: unknown): { status?: number; description: string } | und
   }
   if (cause instanceof SyntaxError) return { description: 'the request body is not valid JSON' };
   if (cause instanceof NotUtf8FormBody) return { description: NOT_UTF8 };
+  if (cause instanceof TooManyFormParameters) return { description: `the request body has more than ${MAX_FORM_PARAMETERS} parameters, the most this server reads: send each parameter once, and nothing else` };
   if (cause instanceof RangeError) return { description: 'the request body\'s charset is not supported: send it as utf-8' };
   return undefined;
 }

@@ -813,6 +813,8 @@ export class SqliteStorage implements Storage {
   readonly #synchronous: 'full' | 'normal';
   readonly #readOnly: boolean;
   #conn: Connection | undefined;
+  /** Why the store can no longer be used by this process (its file removed or replaced under it), once ping saw it. */
+  #lost: string | undefined;
   #timer: NodeJS.Timeout | undefined;
   #sweeping = false;
 
@@ -834,6 +836,7 @@ export class SqliteStorage implements Storage {
 
   #connection(): Connection {
     if (!this.#conn) throw new StorageUnavailableError(`SQLite store ${this.file} is not open (init() not called, or closed)`);
+    if (this.#lost !== undefined) throw new StorageUnavailableError(this.#lost);
     return this.#conn;
   }
 
@@ -1012,11 +1015,13 @@ export class SqliteStorage implements Storage {
     // An open file whose name was removed or now leads to another file (the data directory deleted, a backup copied
     // over a running server's store) still answers every read and write, and everything written from then on is lost
     // with the process: storage counts as down until the process is restarted on the file as it is now.
+    // From then on every read and write of this process fails too, not only the ping: a path that does not wait for
+    // the health check (the admin listener's) would otherwise answer reads from the lost file and acknowledge writes
+    // that a restart undoes (a client deleted, then back).
     const now = statSync(this.file, { throwIfNoEntry: false });
     if (conn.opened && (!now || now.dev !== conn.opened.dev || now.ino !== conn.opened.ino)) {
-      throw new StorageUnavailableError(
-        `SQLite store ${this.file} was ${now ? 'replaced by another file' : 'removed'} while this process had it open (what it writes now would be lost): restart agentauth on the store as it is now`,
-      );
+      this.#lost = `SQLite store ${this.file} was ${now ? 'replaced by another file' : 'removed'} while this process had it open (what it writes now would be lost): restart agentauth on the store as it is now`;
+      throw new StorageUnavailableError(this.#lost);
     }
     conn.get('ping', 'SELECT count(*) AS n FROM sqlite_schema');
     if (!this.#readOnly) await conn.writer.run('ping', [{ sql: PING_WRITE, params: [Date.now() + PING_ROW_TTL_MS], read: false }]);

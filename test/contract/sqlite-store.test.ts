@@ -285,6 +285,11 @@ describe('SQLite store: fails closed', () => {
       }
       await expect(storage.ping()).rejects.toThrow(new RegExp(`SQLite store .*${SQLITE_FILE} was ${how === 'removed' ? 'removed' : 'replaced by another file'} while this process had it open`));
       await expect(storage.ping()).rejects.toBeInstanceOf(StorageUnavailableError);
+      // Every read and write of this process fails from then on, not only the ping: what it wrote would be lost, and
+      // what it read is the lost file.
+      await expect(storage.model('Session').upsert(rid(), { kind: 'Session' }, 60)).rejects.toBeInstanceOf(StorageUnavailableError);
+      await expect(storage.model('Client').find('anything')).rejects.toBeInstanceOf(StorageUnavailableError);
+      await expect(storage.model('Client').destroy('anything')).rejects.toThrow(/while this process had it open/);
     }
   });
 

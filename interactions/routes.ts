@@ -35,6 +35,8 @@ export interface InteractionDeps {
   wallet: WalletSignIn;
   issuer: string;
   oidcScopes: readonly string[];
+  /** Each resource server's identifier and the scopes it defines (the configuration's resourceServers). */
+  resourceScopes: ReadonlyMap<string, readonly string[]>;
   log: InteractionLog;
   /** Per client IP, counted in the store (server/limits/): nonces issued, and login attempts. */
   limits?: { walletNonces: SharedWindowLimit; signInAttempts: SharedWindowLimit };
@@ -88,9 +90,12 @@ export function interactionRoutes(deps: InteractionDeps): Koa.Middleware {
     if (!client) throw new errors.InvalidClient('the client of this request no longer exists');
     const scopes = toArray(typeof params.scope === 'string' ? params.scope.split(' ') : []).filter((s) => !deps.oidcScopes.includes(s));
     const missing = (details.prompt.details as { missingResourceScopes?: Record<string, string[]> }).missingResourceScopes;
+    // Each resource server with the requested scopes it defines, and no others: the request's `scope` is the client's
+    // own text, and a scope no token for that server can carry (another server's, or one no server defines) would be
+    // shown to the person, and written into the message their wallet signs, as if it were granted.
     const resources = missing
       ? Object.entries(missing).map(([resource, s]) => ({ resource, scopes: s }))
-      : toArray(params.resource).map((resource) => ({ resource, scopes }));
+      : toArray(params.resource).map((resource) => ({ resource, scopes: scopes.filter((s) => deps.resourceScopes.get(resource)?.includes(s) === true) }));
     const meta = client.metadata();
     return {
       clientName: shownClientName(meta.client_name, client.clientId),

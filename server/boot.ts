@@ -163,7 +163,7 @@ export async function boot(config: Config, log: Logger, options: BootOptions = {
     watcher.start();
     const inFlight = new HandlersInFlight();
     const app = createApp({ provider, health, keyring, cookieKeys, log, inFlight,
-      interactions: { provider, wallet, issuer: config.issuer, oidcScopes: OIDC_SCOPES, log, limits: {
+      interactions: { provider, wallet, issuer: config.issuer, oidcScopes: OIDC_SCOPES, resourceScopes: new Map(config.resourceServers.map((rs) => [rs.identifier, rs.scopes])), log, limits: {
         walletNonces: new SharedWindowLimit(storage.nonces, 'wallet-nonce', config.limits.walletNoncesPerAddress, config.limits.ipv6PrefixLength),
         signInAttempts: new SharedWindowLimit(storage.nonces, 'sign-in', config.limits.signInAttemptsPerAddress, config.limits.ipv6PrefixLength),
       },

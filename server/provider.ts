@@ -396,7 +396,7 @@ export function providerConfiguration(deps: ProviderDeps): Configuration {
     },
     interactions: {
       url: (_ctx, interaction) => `/interaction/${interaction.uid}`,
-      policy: interactionPolicyRefusingUngrantableScope(),
+      policy: interactionPolicyRefusingUngrantableScope(OIDC_SCOPES),
     },
     findAccount: async (_ctx, sub) => ({ accountId: sub, claims: async () => ({ sub }) }),
     renderError,
@@ -577,6 +577,13 @@ export function createProvider(deps: ProviderDeps): Provider {
     });
   }
   provider.on('server_error', (_ctx, err) => log.error({ event: 'server_error', err }, 'server error'));
+  // RFC 6749 §3.3 and agents.md: a token with no scope has no `scope` member. oidc-provider answers `"scope": ""` when
+  // the grant has scopes and none of them is the token's resource server's (an authorization for openid alone, then a
+  // token for a resource server; a refresh of such a grant).
+  provider.on('grant.success', (ctx) => {
+    const body = ctx.body as Record<string, unknown> | undefined;
+    if (body && typeof body === 'object' && body.scope === '') delete body.scope;
+  });
   // Logged once the token's audit record is durable: a token whose record could not be written is answered 503, not issued.
   provider.on('grant.success', (ctx) => {
     const fields = { event: 'grant.success', client_id: ctx.oidc.client?.clientId, grant_type: ctx.oidc.params?.grant_type };

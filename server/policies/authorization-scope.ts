@@ -5,17 +5,19 @@ import type { KoaContextWithOIDC } from 'oidc-provider';
  * RFC 6749 §3.3: a request whose scope cannot be granted fails "indicating an invalid scope". oidc-provider only finds
  * out once every interaction is done: a grant that ended with no scope at all is `access_denied` ("no scope was
  * granted", lib/actions/authorization/interactions.js), sent back after the person had signed in, and read by the
- * client as the person saying no. The scopes consent can grant are exactly those the request names that are in this
- * server's `scopes` (requestParamOIDCScopes: the OpenID scopes and every resource server's) or scopes of a requested
- * resource server (the consent prompt's op_scopes_missing and rs_scopes_missing checks): when there are none, the
- * request is refused with invalid_scope before the sign-in, on oidc-provider's own condition. It runs as the first check of the login prompt, so on every authorization request (and its
- * resumption), after oidc-provider resolved the client, redirect_uri, scope and resources.
+ * client as the person saying no. A scope that can be granted is an OpenID scope (`oidcScopes`) or a scope of a
+ * requested resource server: when the request names none, it is refused with invalid_scope before the sign-in. A
+ * scope of another resource server does not count: oidc-provider knows every resource server's scopes as its own
+ * `scopes` (requestParamOIDCScopes), so consent would store it on the grant, but no token for the requested resource
+ * server can carry it (the token came back with `"scope": ""`), and the person would have been shown it. It runs as
+ * the first check of the login prompt, so on every authorization request (and its resumption), after oidc-provider
+ * resolved the client, redirect_uri, scope and resources.
  */
-export function refuseUngrantableScope(ctx: KoaContextWithOIDC): void {
+export function refuseUngrantableScope(ctx: KoaContextWithOIDC, oidcScopes: readonly string[]): void {
   const { oidc } = ctx;
   if (oidc.params?.authorization_details !== undefined) return;
-  if (oidc.requestParamOIDCScopes.size > 0) return;
   const requested = oidc.requestParamScopes;
+  if (oidcScopes.some((s) => requested.has(s))) return;
   const servers = Object.entries(oidc.resourceServers ?? {});
   if (servers.some(([, rs]) => [...requested].some((s) => rs.scopes.has(s)))) return;
   const offered = servers.map(([id, rs]) => `${id}: ${[...rs.scopes].join(' ') || '(none)'}`).join('; ');
@@ -27,13 +29,13 @@ export function refuseUngrantableScope(ctx: KoaContextWithOIDC): void {
 }
 
 /** oidc-provider's interaction policy, with refuseUngrantableScope first. */
-export function interactionPolicyRefusingUngrantableScope(): interactionPolicy.Prompt[] {
+export function interactionPolicyRefusingUngrantableScope(oidcScopes: readonly string[]): interactionPolicy.Prompt[] {
   const policy = interactionPolicy.base();
   const login = policy.get('login');
   if (!login) throw new Error('oidc-provider\'s interaction policy has no login prompt');
   login.checks.add(
     new interactionPolicy.Check('agentauth_scope_grantable', 'no requested scope can be granted', (ctx) => {
-      refuseUngrantableScope(ctx);
+      refuseUngrantableScope(ctx, oidcScopes);
       return interactionPolicy.Check.NO_NEED_TO_PROMPT;
     }),
     0,

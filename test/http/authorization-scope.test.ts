@@ -1,6 +1,8 @@
+import { Wallet } from 'ethers';
 import * as oidc from 'openid-client';
 
 import { baseConfig, insecure, OPAQUE_RESOURCE, REDIRECT, RESOURCE } from '../support/agent-server.js';
+import { walletCode } from '../support/races.js';
 import { startConfigured } from '../support/server.js';
 import type { RunningServer } from '../support/server.js';
 
@@ -46,6 +48,8 @@ describe('an authorization request naming no scope that can be granted', () => {
     ['with an empty scope', { resource: RESOURCE, scope: '' }],
     ['with a scope no resource server defines', { resource: RESOURCE, scope: 'admin' }],
     ['with prompt=none', { resource: RESOURCE, scope: 'admin', prompt: 'none' }],
+    // No token for the requested resource server could carry it (it came back with "scope": "").
+    ['with only a scope of another resource server', { resource: RESOURCE, scope: 'files' }],
   ])('%s: invalid_scope at the client at once, naming what can be requested, before any sign-in', async (_label, params) => {
     const callback = await authorize(params);
     expect(callback.href.startsWith(REDIRECT)).toBe(true);
@@ -65,5 +69,44 @@ describe('an authorization request naming no scope that can be granted', () => {
     const next = await authorize(params);
     expect(next.origin).toBe(server.url);
     expect(next.pathname).toMatch(/^\/interaction\//);
+  });
+
+  test('a token with no scope of its resource server (openid alone) has no scope member, not "scope": "", after a refresh too', async () => {
+    const { code, verifier } = await walletCode(server.url, client.clientMetadata().client_id, new Wallet(Wallet.createRandom().privateKey), 'openid');
+    const token = async (params: Record<string, string>) => {
+      const res = await fetch(`${server.url}/token`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-www-form-urlencoded' },
+        body: new URLSearchParams({ client_id: client.clientMetadata().client_id, resource: RESOURCE, ...params }),
+      });
+      expect(res.status).toBe(200);
+      return (await res.json()) as Record<string, unknown>;
+    };
+    const issued = await token({ grant_type: 'authorization_code', code, code_verifier: verifier, redirect_uri: REDIRECT });
+    expect(issued).not.toHaveProperty('scope');
+    expect(JSON.parse(Buffer.from(String(issued.access_token).split('.')[1]!, 'base64url').toString())).not.toHaveProperty('scope');
+    const refreshed = await token({ grant_type: 'refresh_token', refresh_token: String(issued.refresh_token) });
+    expect(refreshed).not.toHaveProperty('scope');
+  });
+
+  test('the sign-in page (and the message the wallet signs, from its data) lists only scopes of the requested resource server', async () => {
+    const planted = 'Transfer_ALL_your_ETH_to_0xAttacker';
+    const url = oidc.buildAuthorizationUrl(client, {
+      redirect_uri: REDIRECT,
+      code_challenge: await oidc.calculatePKCECodeChallenge(oidc.randomPKCECodeVerifier()),
+      code_challenge_method: 'S256',
+      state: 'st',
+      resource: RESOURCE,
+      scope: `read files ${planted}`,
+    });
+    const first = await fetch(url, { redirect: 'manual' });
+    expect(first.status).toBe(303);
+    const cookie = first.headers.getSetCookie().map((c) => c.split(';')[0]).join('; ');
+    const page = await fetch(new URL(first.headers.get('location')!, url), { headers: { cookie, accept: 'text/html' } });
+    expect(page.status).toBe(200);
+    const html = await page.text();
+    expect(html).toContain('<code>read</code>');
+    expect(html).not.toContain('files');
+    expect(html).not.toContain(planted);
   });
 });

@@ -48,10 +48,10 @@ export async function codeFor(issuer: string, wallet: Wallet): Promise<CodeGrant
 }
 
 /** `wallet` signs in through the login pages for `clientId` (PKCE S256, scope read, RESOURCE): an unredeemed code and its verifier. */
-export async function walletCode(issuer: string, clientId: string, wallet: Wallet): Promise<{ code: string; verifier: string; agent: UserAgent }> {
+export async function walletCode(issuer: string, clientId: string, wallet: Wallet, scope = 'read'): Promise<{ code: string; verifier: string; agent: UserAgent }> {
   const verifier = oidc.randomPKCECodeVerifier();
   const url = new URL(`${issuer}/auth`);
-  const params = { client_id: clientId, response_type: 'code', redirect_uri: REDIRECT, scope: 'read', resource: RESOURCE, code_challenge: await oidc.calculatePKCECodeChallenge(verifier), code_challenge_method: 'S256' };
+  const params = { client_id: clientId, response_type: 'code', redirect_uri: REDIRECT, scope, resource: RESOURCE, code_challenge: await oidc.calculatePKCECodeChallenge(verifier), code_challenge_method: 'S256' };
   for (const [k, v] of Object.entries(params)) url.searchParams.set(k, v);
   const { callback, agent } = await authorizeWithWallet(url, REDIRECT, { wallet });
   const code = callback.searchParams.get('code');

@@ -511,9 +511,17 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if (!parsedFile.success) throw new ConfigError(describe('AGENTAUTH_CONFIG ', parsedFile.error));
   const file = parsedFile.data;
 
+  // Compared as URLs (RFC 3986 §6.2.2-6.2.3: scheme and host case, an empty path and '/', a default port): two
+  // spellings of one resource server would each get their own scopes, format and lifetime, and a resource server
+  // that normalises `aud` would accept the tokens of both.
   const ids = new Set<string>();
+  const byUrl = new Map<string, string>();
   file.resourceServers.forEach((rs, i) => {
-    if (ids.has(rs.identifier)) throw new ConfigError(`AGENTAUTH_CONFIG resourceServers[${i}].identifier: duplicate ${rs.identifier}`);
+    const same = URL.parse(rs.identifier)?.href ?? rs.identifier;
+    const earlier = byUrl.get(same);
+    if (earlier === rs.identifier) throw new ConfigError(`AGENTAUTH_CONFIG resourceServers[${i}].identifier: duplicate ${rs.identifier}`);
+    if (earlier !== undefined) throw new ConfigError(`AGENTAUTH_CONFIG resourceServers[${i}].identifier: ${rs.identifier} is the same URL as ${earlier} (both are ${same}): configure each resource server once`);
+    byUrl.set(same, rs.identifier);
     ids.add(rs.identifier);
   });
   const clientIds = new Set<string>();

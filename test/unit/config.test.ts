@@ -147,6 +147,9 @@ describe('loadConfig', () => {
     [{ resourceServers: [{ identifier: 'https://a.example', scopes: ['bad scope'] }] }, /resourceServers\[0\]\.scopes\[0\]/],
     [{ resourceServers: [{ identifier: 'https://a.example', scopes: ['a'], accessTokenTTL: 86400 }] }, /accessTokenTTL/],
     [{ resourceServers: [{ identifier: 'https://a.example', scopes: ['a'] }, { identifier: 'https://a.example', scopes: ['b'] }] }, /resourceServers\[1\]\.identifier: duplicate/],
+    // The same URL spelled another way (RFC 3986 section 6.2.2-6.2.3): host case, '/' for an empty path, a default port.
+    [{ resourceServers: [{ identifier: 'https://a.example', scopes: ['a'] }, { identifier: 'https://A.example/', scopes: ['b'] }] }, /^AGENTAUTH_CONFIG resourceServers\[1\]\.identifier: https:\/\/A\.example\/ is the same URL as https:\/\/a\.example \(both are https:\/\/a\.example\/\)/],
+    [{ resourceServers: [{ identifier: 'HTTPS://a.example:443/api', scopes: ['a'] }, { identifier: 'https://a.example/api', scopes: ['b'] }] }, /resourceServers\[1\]\.identifier: https:\/\/a\.example\/api is the same URL as HTTPS:\/\/a\.example:443\/api/],
     [{ clients: [{ client_id: '$bad', client_secret: 'x'.repeat(32) }] }, /clients\[0\]\.client_id/],
     [{ clients: [{ client_id: 'c' }] }, /clients\[0\]\.client_secret: is required for client_secret_basic/],
     [{ clients: [{ client_id: 'c', token_endpoint_auth_method: 'private_key_jwt' }] }, /clients\[0\]\.jwks: is required for private_key_jwt/],

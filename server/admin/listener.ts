@@ -60,21 +60,11 @@ export function createAdminApp({ token, routes, health, log }: AdminAppDeps): Ko
     const logged = loggedPath(routes, ctx.path);
     try {
       ctx.set('Cache-Control', 'no-store');
-      if (!isDecodable(ctx.path)) {
-        ctx.status = 400;
-        ctx.body = { error: 'invalid_request', error_description: 'the path has a malformed percent-encoding' };
-        return;
-      }
-      const { match, allowed } = matchRoute(routes, ctx.method, ctx.path);
-      if (!match) {
-        ctx.status = allowed.length > 0 ? 405 : 404;
-        if (allowed.length > 0) ctx.set('Allow', allowed.join(', '));
-        ctx.body = allowed.length > 0
-          ? { error: 'invalid_request', error_description: `${ctx.method} is not allowed on ${logged} (allowed: ${allowed.join(', ')})` }
-          : { error: 'not_found', error_description: `no admin route ${logged}` };
-        return;
-      }
-      if (match.route.auth === 'admin') {
+      const decodable = isDecodable(ctx.path);
+      const { match, allowed } = decodable ? matchRoute(routes, ctx.method, ctx.path) : { match: undefined, allowed: [] };
+      // The token first, for every request but the open routes' (/admin/health): without it, a caller learns nothing,
+      // not even which paths and methods exist (a 404 or a 405 with Allow answered before would tell).
+      if (!match || match.route.auth !== 'none') {
         const presented = bearerCredential(ctx.get('Authorization'));
         if (presented === undefined || !check.matches(presented)) {
           ctx.status = 401;
@@ -86,6 +76,19 @@ export function createAdminApp({ token, routes, health, log }: AdminAppDeps): Ko
           log.warn({ event: 'admin.refused', method: ctx.method, path: logged, remote_address: ctx.ip }, 'admin request refused: no valid admin token');
           return;
         }
+      }
+      if (!decodable) {
+        ctx.status = 400;
+        ctx.body = { error: 'invalid_request', error_description: 'the path has a malformed percent-encoding' };
+        return;
+      }
+      if (!match) {
+        ctx.status = allowed.length > 0 ? 405 : 404;
+        if (allowed.length > 0) ctx.set('Allow', allowed.join(', '));
+        ctx.body = allowed.length > 0
+          ? { error: 'invalid_request', error_description: `${ctx.method} is not allowed on ${logged} (allowed: ${allowed.join(', ')})` }
+          : { error: 'not_found', error_description: `no admin route ${logged}` };
+        return;
       }
       ctx.params = match.params;
       await match.route.handle(ctx);
@@ -100,7 +103,8 @@ export function createAdminApp({ token, routes, health, log }: AdminAppDeps): Ko
         ctx.body = { error: 'temporarily_unavailable', error_description: 'the authorization server cannot reach its storage; retry shortly' };
       } else if (err instanceof UnreadableRecordError) {
         // Damage an operator has to repair (docs/operations.md, "A stored record that is not readable"): named, not hidden.
-        log.error({ event: 'storage.unreadable', model: err.model, id: err.id }, 'admin API: a stored record is not readable');
+        // The model only, as on the public side: a record stored before ids were sealed has the credential as its id.
+        log.error({ event: 'storage.unreadable', model: err.model }, 'admin API: a stored record is not readable');
         ctx.status = 500;
         ctx.body = { error: 'server_error', error_description: err.message };
       } else {

@@ -148,7 +148,9 @@ describe('the admin listener', () => {
     ['a wrong token', `${ADMIN_TOKEN.slice(0, -2)}xx`, 'invalid_token', 'Bearer realm="agentauth-admin", error="invalid_token"'],
     ['a token of another length', 'short', 'invalid_token', 'Bearer realm="agentauth-admin", error="invalid_token"'],
   ])('refuses %s with 401 and WWW-Authenticate, on every admin route', async (_name, token, error, challenge) => {
-    for (const [method, path] of [['GET', '/admin/clients'], ['GET', '/admin/clients/x'], ['POST', '/admin/clients/x/disable'], ['POST', '/admin/clients/x/enable'], ['POST', '/admin/clients/x/rotate-secret'], ['DELETE', '/admin/clients/x'], ['GET', '/admin/iats'], ['DELETE', '/admin/iats/x']] as const) {
+    // Paths and methods no route serves too (a 404 or a 405 with Allow would map the routes for a caller without the
+    // token), and a path that cannot be decoded.
+    for (const [method, path] of [['GET', '/admin/clients'], ['GET', '/admin/clients/x'], ['POST', '/admin/clients/x/disable'], ['POST', '/admin/clients/x/enable'], ['POST', '/admin/clients/x/rotate-secret'], ['DELETE', '/admin/clients/x'], ['GET', '/admin/iats'], ['DELETE', '/admin/iats/x'], ['GET', '/admin/nothing'], ['OPTIONS', '/admin/clients'], ['PUT', '/admin/clients'], ['POST', '/admin/health'], ['GET', '/admin/%ZZ']] as const) {
       const r = await admin(adminA, method, path, token);
       expect([path, r.status]).toEqual([path, 401]);
       expect(r.headers.get('www-authenticate')).toBe(challenge);
@@ -175,7 +177,8 @@ describe('the admin listener', () => {
     expect(text).toMatch(/^process_cpu_user_seconds_total /m);
   });
 
-  test('unknown routes are 404, a known path with another method 405 with Allow', async () => {
+  test('with the token: unknown routes are 404, a known path with another method 405 with Allow; /admin/health needs none', async () => {
+    expect((await admin(adminA, 'GET', '/admin/health', null)).status).toBe(200);
     expect((await admin(adminA, 'GET', '/admin/nothing')).status).toBe(404);
     const r = await admin(adminA, 'PUT', '/admin/clients');
     expect(r.status).toBe(405);

@@ -6,7 +6,7 @@ import { dirname, join } from 'node:path';
 
 const STYLE = `
 :root { font-family: system-ui, sans-serif; color: #1b1f24; background: #f6f7f9; }
-main { max-width: 34rem; margin: 3rem auto; padding: 2rem; background: #fff; border-radius: 8px; box-shadow: 0 1px 4px rgba(0,0,0,.08); }
+main { max-width: 34rem; margin: 3rem auto; padding: 2rem; background: #fff; border-radius: 8px; box-shadow: 0 1px 4px rgba(0,0,0,.08); overflow-wrap: anywhere; }
 h1 { font-size: 1.4rem; margin-top: 0; }
 ul.resources { padding-left: 1.2rem; } .resource { font-family: ui-monospace, monospace; word-break: break-all; }
 ul.scopes { margin: .25rem 0 .5rem; } .muted { color: #6a737d; }

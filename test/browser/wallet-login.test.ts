@@ -22,6 +22,8 @@ const SCREENSHOT_LOGIN = '/tmp/agentauth-browser-login.png';
 const SCREENSHOT_CONSENT = '/tmp/agentauth-browser-consent.png';
 const SCREENSHOT_NO_WALLET = '/tmp/agentauth-browser-no-wallet.png';
 const SCREENSHOT_REJECTED = '/tmp/agentauth-browser-rejected.png';
+const SCREENSHOT_LOGIN_PHONE = '/tmp/agentauth-browser-login-375.png';
+const SCREENSHOT_CONSENT_PHONE = '/tmp/agentauth-browser-consent-375.png';
 
 interface Session {
   context: BrowserContext;
@@ -248,6 +250,27 @@ describe('browser: wallet login and consent in headless Chromium, authorization 
     const statement = s.wallet!.signed[0]!.split('\n')[3]!;
     expect(statement.length).toBeLessThanOrEqual(200);
     expect(statement).toMatch(new RegExp(`^Sign in to ${new URL(issuer).host.replace('.', '\\.')} and allow the application 'Acme, only to verify .*\\.\\.\\.' to access ${RESOURCE.replace(/[.]/g, '\\.')} with scopes read write\\.$`));
+  });
+
+  test('on a 375 px phone, a long unbroken client name and the client ID wrap: neither the login nor the consent page is wider than the screen', async () => {
+    const longName = `Agent${'X'.repeat(190)}`;
+    const other = await oidc.dynamicClientRegistration(
+      new URL(issuer),
+      { client_name: longName, redirect_uris: [redirectUri], grant_types: ['authorization_code'], response_types: ['code'], token_endpoint_auth_method: 'none', scope: 'read write' },
+      oidc.None(),
+      insecure,
+    );
+    const s = await newSession();
+    await s.page.setViewportSize({ width: 375, height: 812 });
+    const url = oidc.buildAuthorizationUrl(other, { redirect_uri: redirectUri, scope: 'read write', resource: RESOURCE, state: oidc.randomState(), code_challenge: await oidc.calculatePKCECodeChallenge(oidc.randomPKCECodeVerifier()), code_challenge_method: 'S256' });
+    await s.page.goto(url.href);
+    const width = () => s.page.evaluate<number>('document.documentElement.scrollWidth');
+    expect(await width()).toBeLessThanOrEqual(375);
+    await s.page.screenshot({ path: SCREENSHOT_LOGIN_PHONE, fullPage: true });
+    await signIn(s.page);
+    expect(await s.page.locator('body').innerText()).toContain(other.clientMetadata().client_id);
+    expect(await width()).toBeLessThanOrEqual(375);
+    await s.page.screenshot({ path: SCREENSHOT_CONSENT_PHONE, fullPage: true });
   });
 
   test('a client name with no character a SIWE statement can hold (not ASCII) is named by its client_id instead', async () => {

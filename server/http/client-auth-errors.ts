@@ -5,6 +5,8 @@ import revocationSteps from 'oidc-provider/lib/actions/revocation.js';
 import tokenSteps from 'oidc-provider/lib/actions/token.js';
 import clientAuthSteps from 'oidc-provider/lib/shared/client_auth.js';
 
+import { challengeParameter } from './error-description.js';
+
 /**
  * RFC 6749 §5.2: a request that includes no client authentication, or whose Authorization header is not one the server
  * can read, fails client authentication: `401 invalid_client`, with a `WWW-Authenticate` challenge when the client used
@@ -38,6 +40,19 @@ function invalidClient(description: string): Error {
   return err;
 }
 
+/**
+ * RFC 9110 §15.5.2: a 401 carries at least one challenge. oidc-provider writes `WWW-Authenticate: Basic` on a client
+ * authentication refusal only when the request had an Authorization header; a request with none (no credentials, or a
+ * wrong client_secret_post) was a 401 without one. It gets the same challenge, in the same form (realm, error and
+ * error_description, as lib/shared/client_auth.js writes them).
+ */
+function challengeWithoutAuthorizationHeader(ctx: KoaContextWithOIDC, err: unknown): void {
+  const e = err as { statusCode?: unknown; message?: unknown; error_description?: unknown };
+  if (e.statusCode !== 401 || ctx.headers.authorization !== undefined) return;
+  const fields = [`realm="${ctx.oidc.provider.issuer}"`, `error="${String(e.message)}"`, ...(typeof e.error_description === 'string' ? [challengeParameter(e.error_description)] : [])];
+  ctx.append('WWW-Authenticate', `Basic ${fields.join(', ')}`);
+}
+
 /** The step, with the refusals above mapped; no async frame of its own around the rest of the request. */
 function wrap(authenticate: Step): Step {
   const step = (ctx: KoaContextWithOIDC, next: () => Promise<void>) => {
@@ -48,7 +63,9 @@ function wrap(authenticate: Step): Step {
     };
     return Promise.resolve(authenticate(ctx, onward)).catch((err: unknown) => {
       const described = !authenticated && err instanceof errors.InvalidRequest ? NOT_AUTHENTICATED.get(String(err.error_description)) : undefined;
-      throw described === undefined ? err : invalidClient(described);
+      const refusal = described === undefined ? err : invalidClient(described);
+      if (!authenticated) challengeWithoutAuthorizationHeader(ctx, refusal);
+      throw refusal;
     });
   };
   return Object.defineProperties(step, { name: { value: STEP }, [WRAPPED]: { value: true } }) as Step;

@@ -52,6 +52,8 @@ describe('client authentication refusals are 401 invalid_client', () => {
   test.each(ENDPOINTS)('%s: no client authentication at all is 401 invalid_client; credentials sent two ways stay 400 invalid_request', async (path, form) => {
     const none = await send(path, form);
     expect([none.status, await none.json()]).toEqual([401, { error: 'invalid_client', error_description: expect.stringMatching(/^the request does not authenticate the client: send client_id and client_secret/) }]);
+    // RFC 9110 section 15.5.2: a 401 carries a challenge, though no Authorization header was sent.
+    expect(none.headers.get('www-authenticate')).toMatch(/^Basic realm="[^"]+", error="invalid_client", error_description="the request does not authenticate the client: /);
     const twice = await send(path, { ...form, client_secret: RS_CLIENT.secret }, basicAuth(RS_CLIENT.id, RS_CLIENT.secret));
     expect([twice.status, ((await twice.json()) as { error: string }).error]).toEqual([400, 'invalid_request']);
   });
@@ -61,5 +63,10 @@ describe('client authentication refusals are 401 invalid_client', () => {
     expect(ok.status).toBe(200);
     const wrong = await send('/token', ENDPOINTS[0]![1], basicAuth(RS_CLIENT.id, 'wrong'));
     expect([wrong.status, await wrong.json()]).toEqual([401, { error: 'invalid_client', error_description: 'client authentication failed' }]);
+    // One challenge, whichever way the wrong secret came (client_secret_post: no Authorization header).
+    expect(wrong.headers.get('www-authenticate')).toMatch(/^Basic realm="[^"]+", error="invalid_client", error_description="client authentication failed"$/);
+    const posted = await send('/token', { ...ENDPOINTS[0]![1], client_id: RS_CLIENT.id, client_secret: 'wrong' });
+    expect(posted.status).toBe(401);
+    expect(posted.headers.get('www-authenticate')).toMatch(/^Basic realm="[^"]+", error="invalid_client", error_description="client authentication failed"$/);
   });
 });

@@ -17,7 +17,7 @@ import type { ProviderDeps } from './provider.js';
  */
 export function assembleProvider(deps: ProviderDeps & { wallet: WalletSignIn }): Provider {
   const provider = createProvider(deps);
-  registerWalletGrant(provider, deps.wallet, deps.log, deps.health);
+  registerWalletGrant(provider, deps.wallet, deps.log, deps.health, deps.storage.revokedTokens);
   registerTokenExchangeGrant(provider, { policy: deps.config.tokenExchange, clients: deps.storage.model('Client'), health: deps.health });
   installDisabledClientCheck(provider, deps.storage.model('Client'), deps.storage.nonces, deps.health);
   const keys = { activeAlg: () => deps.keyring.active.alg, publishedAlgs: publishedAlgsOf(deps.keyring) };

@@ -28,7 +28,7 @@ export const MARK_TTL_SECONDS = MAX_ACCESS_TOKEN_TTL + 600;
 
 /** A mark: kind, then 128 bits of SHA-256 (base64url); hashed so that an opaque token's value is never stored or signed. */
 const MARK = /^[tgc]:[A-Za-z0-9_-]{22}$/;
-const mark = (kind: 't' | 'g' | 'c', ...parts: string[]): string => `${kind}:${hash('sha256', [kind, ...parts].join('\0'), 'base64url').slice(0, 22)}`;
+const mark = (kind: 't' | 'g' | 'c' | 's', ...parts: string[]): string => `${kind}:${hash('sha256', [kind, ...parts].join('\0'), 'base64url').slice(0, 22)}`;
 
 export const tokenMark = (jti: string): string => mark('t', jti);
 export const grantMark = (grantId: string): string => mark('g', grantId);
@@ -37,6 +37,12 @@ export const grantMark = (grantId: string): string => mark('g', grantId);
  * force, so tokens issued under it are revoked and those issued after the client is enabled again are not.
  */
 export const clientMark = (clientId: string, generation: number): string => mark('c', clientId, String(generation));
+
+/**
+ * A revocation of person `sub` (server/subject-revocation.ts) in progress during time slot `slot`: a grant stored
+ * for `sub` by a request received before it is refused (never in a token's lineage).
+ */
+export const subjectMark = (sub: string, slot: number): string => mark('s', sub, String(slot));
 
 export function clientGeneration(client: AdapterPayload | undefined): number {
   const value = client?.[REVOKED_BEFORE_FIELD];

@@ -1,7 +1,8 @@
 import { revokeGrantFamily } from '../adapters/oidc-adapter.js';
 import { checksumAddress } from '../interactions/siwe/eth.js';
-import type { ModelStore, Storage } from '../adapters/types.js';
-import { RevocationMarks } from './revocation-lineage.js';
+import type { ModelStore, RevokedTokenStore, Storage } from '../adapters/types.js';
+import { MAX_REVOKED_LOOKUP } from '../adapters/types.js';
+import { RevocationMarks, subjectMark } from './revocation-lineage.js';
 
 /** Records read per page while looking for a person's grants and sessions. */
 const PAGE = 500;
@@ -51,12 +52,35 @@ async function recordsOf(store: ModelStore, sub: string): Promise<string[]> {
   }
 }
 
+/** How long a subject mark is kept: longer than any request that could store a grant after the revocation read. */
+const SUBJECT_MARK_TTL_SECONDS = 600;
+/** Listings after the first: each finds what requests in flight stored meanwhile; the marks cover what comes later. */
+const MAX_RELISTS = 10;
+
+/**
+ * The marks' time slots: a grant stored after a revocation's last listing is refused when its request was received
+ * before the slot of the last mark ended, give or take one slot (up to 200 ms after the revocation answered: a person
+ * who signs in again at once may be asked to once more).
+ */
+const SLOT_MS = 100;
+/** How far back from now a stored grant looks for marks: longer than any request is served. */
+const LOOKBACK_MS = 120_000;
+
+const slot = (ms: number): number => Math.floor(ms / SLOT_MS);
+
 /**
  * Revokes everything person `sub` has granted, across every client: each grant whose account is `sub` goes with every
  * token and code issued from it (its revocation mark first, so that a JWT access token, or a token exchanged from one,
  * is refused at introspection from then on), and each of the person's sign-in sessions is ended, so that the next
- * authorization request asks them to sign in and consent again. Grants made after this are not touched. They are found
- * through the store's index of grants and sessions by account, not by reading every one.
+ * authorization request asks them to sign in and consent again. They are found through the store's index of grants
+ * and sessions by account, not by reading every one.
+ *
+ * A request in flight (a wallet-signature grant, a consent) can store a grant for `sub` after a listing read: the
+ * grants are listed again until a listing finds none, and before each listing a mark for the current time slot is
+ * written (subjectMark). A wallet-signature grant stored after the last listing, by a request received before the
+ * slot of a mark ended, finds it and is refused (revokedWhileServed): nothing a wallet-signature request received
+ * before the revocation answered is left standing. A consent given in the moment between the last listing and the
+ * answer is not checked (its sign-in came before, in another request): what it grants stands.
  *
  * `record` is called with what was found before anything changes (the audit record: if it cannot be written, nothing
  * is revoked). Returns undefined, having changed and recorded nothing, when the person has no grant and no session.
@@ -65,13 +89,42 @@ export async function revokeSubject(
   storage: Pick<Storage, 'model' | 'revokedTokens'>,
   sub: string,
   record: (found: { grants: number; sessions: number }) => Promise<unknown>,
+  now: () => number = Date.now,
 ): Promise<SubjectRevocation | undefined> {
-  const grants = await recordsOf(storage.model('Grant'), sub);
-  const sessions = await recordsOf(storage.model('Session'), sub);
+  let grants = await recordsOf(storage.model('Grant'), sub);
+  let sessions = await recordsOf(storage.model('Session'), sub);
   if (grants.length === 0 && sessions.length === 0) return undefined;
   await record({ grants: grants.length, sessions: sessions.length });
   const marks = new RevocationMarks(storage.revokedTokens);
-  for (const grantId of grants) await revokeGrantFamily(storage, grantId, { grantRevoked: (id) => marks.grant(id) });
-  for (const id of sessions) await storage.model('Session').destroy(id);
-  return { grants, sessions: sessions.length };
+  const revoked: string[] = [];
+  let ended = 0;
+  for (let listing = 1; ; listing += 1) {
+    for (const grantId of grants) await revokeGrantFamily(storage, grantId, { grantRevoked: (id) => marks.grant(id) });
+    for (const id of sessions) await storage.model('Session').destroy(id);
+    revoked.push(...grants);
+    ended += sessions.length;
+    if (listing > MAX_RELISTS) break;
+    await storage.revokedTokens.revoke(subjectMark(sub, slot(now())), Math.floor(now() / 1000) + SUBJECT_MARK_TTL_SECONDS);
+    grants = await recordsOf(storage.model('Grant'), sub);
+    sessions = await recordsOf(storage.model('Session'), sub);
+    if (grants.length === 0 && sessions.length === 0) break;
+  }
+  return { grants: revoked, sessions: ended };
+}
+
+/**
+ * Whether person `sub` was revoked while a request received at `receivedAtMs` was being served: a subject mark in any
+ * slot from the one before receipt to now (at most LOOKBACK_MS back, MAX_REVOKED_LOOKUP slots per lookup; one lookup
+ * for a request served in under 6 s). Called after the request stored its grant: true means the revocation's last
+ * listing may have missed it, and the grant must go.
+ */
+export async function revokedWhileServed(revoked: Pick<RevokedTokenStore, 'anyRevoked'>, sub: string, receivedAtMs: number, now: () => number = Date.now): Promise<boolean> {
+  const last = slot(now());
+  const first = Math.max(slot(receivedAtMs) - 1, slot(now() - LOOKBACK_MS));
+  for (let from = last; from >= first; from -= MAX_REVOKED_LOOKUP) {
+    const ids: string[] = [];
+    for (let s = from; s > from - MAX_REVOKED_LOOKUP && s >= first; s -= 1) ids.push(subjectMark(sub, s));
+    if (await revoked.anyRevoked(ids)) return true;
+  }
+  return false;
 }

@@ -11,6 +11,9 @@ import {
 } from 'oidc-provider/lib/helpers/grants.js';
 
 import { failClosedInProvider } from '../../adapters/oidc-adapter.js';
+import type { RevokedTokenStore } from '../../adapters/types.js';
+import { bodyReceivedAt } from '../http/body-received.js';
+import { revokedWhileServed } from '../subject-revocation.js';
 import { auditLater } from '../audit/trail.js';
 import { shouldIssueRefreshToken } from '../policies/refresh.js';
 import { SiweVerificationError } from '../../interactions/siwe/errors.js';
@@ -43,7 +46,13 @@ interface TokenModel {
  * `resources` must list the requested resource, and every scope granted must be signed there as
  * `urn:agentauth:scope:<scope>` (RFC 6749 §5.2 invalid_scope otherwise: there is no consent page to widen it).
  */
-export function registerWalletGrant(provider: Provider, wallet: WalletSignIn, log: WalletGrantLog, health?: { markDown(err: unknown): void }): void {
+export function registerWalletGrant(
+  provider: Provider,
+  wallet: WalletSignIn,
+  log: WalletGrantLog,
+  health?: { markDown(err: unknown): void },
+  revocations?: Pick<RevokedTokenStore, 'anyRevoked'>,
+): void {
   async function handler(ctx: KoaContextWithOIDC): Promise<void> {
     const client = ctx.oidc.client!;
     const params = ctx.oidc.params as Record<string, unknown>;
@@ -86,6 +95,12 @@ export function registerWalletGrant(provider: Provider, wallet: WalletSignIn, lo
     const grant = newGrant(provider, { accountId: sub, client });
     if (scope) grant.addResourceScope(resource, scope);
     const grantId = await grant.save();
+    // The operator revoked this person (`agentauth subjects revoke`) while this request was served, perhaps after its
+    // last look at the person's grants: the grant goes, and no token is issued from it.
+    if (revocations && (await failClosedInProvider(() => revokedWhileServed(revocations, sub, bodyReceivedAt(ctx.req)), health))) {
+      await grant.destroy();
+      throw new errors.InvalidGrant('the account\'s grants were revoked by the operator while this request was served: sign a new message');
+    }
 
     const AccessToken = provider.AccessToken as unknown as new (init: Record<string, unknown>) => TokenModel;
     const at = new AccessToken({ accountId: sub, client, grantId, gty: WALLET_GRANT_TYPE, scope });

@@ -11,6 +11,7 @@ import { mongoUri } from '../support/storages.js';
 import { runCli, startConfigured, uniqueDbName } from '../support/server.js';
 import type { RunningServer } from '../support/server.js';
 import { UserAgent, authorizeWithWallet } from '../support/user-agent.js';
+import { fetchNonce, signedSiwe } from '../support/wallet.js';
 
 /**
  * `agentauth subjects revoke <sub>`: everything one person granted, across every client, goes at once (each grant with
@@ -26,6 +27,7 @@ const carol = new Wallet('0x7c852118294e51e653712a81e05800f419141751be58f605c371
 const dave = new Wallet('0x47e179ec197488593b187f80a00eb0da91f1b9d0b13f8733639f19c30a34926a');
 const subOf = (w: Wallet) => `did:pkh:eip155:1:${w.address}`;
 const ADMIN_TOKEN = randomBytes(32).toString('base64url');
+const WALLET_GRANT = 'urn:agentauth:params:oauth:grant-type:wallet-signature';
 
 const CONFIG = {
   resourceServers: [{ identifier: API, scopes: ['read', 'write'] }],
@@ -131,6 +133,48 @@ describe.each(backends)('agentauth subjects revoke <sub> on %s', (_name, storeEn
     const events = await revocationEvents();
     expect(events.map((e) => ({ sub: e.sub, details: e.details }))).toEqual([{ sub: subOf(alice), details: { grants: 2, sessions: 2, actor: 'cli' } }]);
   });
+
+  test.each([1, 2, 3])('a revocation racing wallet-signature grants leaves none of their tokens standing, those answered before it included (round %i)', async () => {
+    const person = new Wallet(Wallet.createRandom().privateKey);
+    const iat = await runCli(['clients', 'iat', 'create'], env);
+    const reg = await fetch(`${server.url}/reg`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${iat.stdout.trim()}` },
+      body: JSON.stringify({ grant_types: [WALLET_GRANT, 'refresh_token'], response_types: [], token_endpoint_auth_method: 'client_secret_basic', scope: 'read' }),
+    });
+    expect(reg.status).toBe(201);
+    const client = (await reg.json()) as { client_id: string; client_secret: string };
+    const basic = `Basic ${Buffer.from(`${client.client_id}:${client.client_secret}`).toString('base64')}`;
+    const token = (params: Record<string, string>) =>
+      fetch(`${server.url}/token`, { method: 'POST', headers: { authorization: basic, 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams(params) })
+        .then(async (r) => ({ status: r.status, body: (await r.json()) as Record<string, string>, at: Date.now() }));
+    const walletGrant = async (signed: { message: string; signature: string }) => token({ grant_type: WALLET_GRANT, ...signed, resource: API, scope: 'read' });
+    const sign = async () => signedSiwe(server.url, person, { address: person.address, nonce: await fetchNonce(server.url, client.client_id) });
+    // One grant before, so that the revocation has something to find; then eight grants in flight while it runs.
+    expect((await walletGrant(await sign())).status).toBe(200);
+    const messages = await Promise.all(Array.from({ length: 8 }, sign));
+    let answeredAt = 0;
+    const revocation = (async () => {
+      await new Promise((resolve) => setTimeout(resolve, Math.floor(Math.random() * 30)));
+      const res = await fetch(`${adminUrl}/admin/subjects/${encodeURIComponent(subOf(person))}/revoke`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });
+      answeredAt = Date.now();
+      return res.status;
+    })();
+    const answers = await Promise.all(messages.map(walletGrant));
+    expect(await revocation).toBe(200);
+    const standing: string[] = [];
+    for (const a of answers) {
+      if (a.status !== 200) {
+        expect(a.body).toMatchObject({ error: 'invalid_grant' });
+        continue;
+      }
+      const stillActive = await active(a.body.access_token!);
+      const refreshed = (await token({ grant_type: 'refresh_token', refresh_token: a.body.refresh_token!, resource: API })).status;
+      // Answered before the revocation answered: revoked. After it: a grant of its own, which may stand.
+      if (a.at <= answeredAt && (stillActive || refreshed === 200)) standing.push(`answered ${answeredAt - a.at} ms before the revocation: active ${stillActive}, refresh ${refreshed}`);
+    }
+    expect(standing).toEqual([]);
+  }, 60_000);
 
   test('the admin API does the same: POST /admin/subjects/<sub>/revoke (admin token), 404 when nothing is found, 400 for a malformed subject', async () => {
     const c = await signIn(apps[1]!, carol);

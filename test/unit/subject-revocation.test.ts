@@ -1,0 +1,67 @@
+import { EmbeddedStorage } from '../../adapters/memory.js';
+import type { ModelStore, Storage } from '../../adapters/types.js';
+import { revokeSubject, revokedWhileServed } from '../../server/subject-revocation.js';
+import { tempDir } from '../support/server.js';
+
+const SUB = 'did:pkh:eip155:1:0x0000000000000000000000000000000000000001';
+
+async function storageWithGrants(ids: string[]): Promise<EmbeddedStorage> {
+  const storage = new EmbeddedStorage({ dataDir: tempDir('agentauth-subject-') });
+  await storage.init();
+  for (const id of ids) await storage.model('Grant').upsert(id, { kind: 'Grant', accountId: SUB, clientId: 'c' }, 600);
+  return storage;
+}
+
+describe('revoking a person while requests store grants for them', () => {
+  test('grants stored while the revocation runs are found by listing again, until a listing finds none', async () => {
+    const storage = await storageWithGrants(['g1']);
+    // A request in flight stores a grant just after each of the first two listings read.
+    let listings = 0;
+    const grants = storage.model('Grant');
+    const racing: Pick<Storage, 'model' | 'revokedTokens'> = {
+      revokedTokens: storage.revokedTokens,
+      model: (name) => (name !== 'Grant' ? storage.model(name) : ({
+        ...grants,
+        idsByAccount: async (...args: Parameters<ModelStore['idsByAccount']>) => {
+          const page = await grants.idsByAccount(...args);
+          listings += 1;
+          if (listings <= 2) await grants.upsert(`late${listings}`, { kind: 'Grant', accountId: SUB, clientId: 'c' }, 600);
+          return page;
+        },
+        revokeByGrantId: grants.revokeByGrantId.bind(grants),
+        destroy: grants.destroy.bind(grants),
+      } as ModelStore)),
+    };
+    const result = await revokeSubject(racing, SUB, async () => undefined);
+    expect(result?.grants.sort()).toEqual(['g1', 'late1', 'late2']);
+    expect((await grants.idsByAccount(SUB, undefined, 10)).ids).toEqual([]);
+    await storage.close();
+  });
+
+  test('a grant stored after the last listing, by a request received before it, finds the mark; one received later does not', async () => {
+    const storage = await storageWithGrants(['g1']);
+    let clock = Date.now();
+    const now = () => clock;
+    await revokeSubject(storage, SUB, async () => undefined, now);
+    // Received 5 s before the revocation, stored 50 ms after it: refused.
+    clock += 50;
+    expect(await revokedWhileServed(storage.revokedTokens, SUB, clock - 5_050, now)).toBe(true);
+    // Received 90 s before (more than one lookup of slots back): refused.
+    expect(await revokedWhileServed(storage.revokedTokens, SUB, clock - 90_000, now)).toBe(true);
+    // Another person: not.
+    expect(await revokedWhileServed(storage.revokedTokens, `${SUB.slice(0, -1)}2`, clock - 5_050, now)).toBe(false);
+    // Received a second after the revocation: a grant of its own.
+    clock += 1_000;
+    expect(await revokedWhileServed(storage.revokedTokens, SUB, clock - 10, now)).toBe(false);
+    await storage.close();
+  });
+
+  test('nothing to revoke: no record, no mark', async () => {
+    const storage = await storageWithGrants([]);
+    let recorded = 0;
+    expect(await revokeSubject(storage, SUB, async () => { recorded += 1; })).toBeUndefined();
+    expect(recorded).toBe(0);
+    expect(await revokedWhileServed(storage.revokedTokens, SUB, Date.now() - 1_000)).toBe(false);
+    await storage.close();
+  });
+});

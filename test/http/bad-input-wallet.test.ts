@@ -119,24 +119,24 @@ describe('bad input to the wallet sign-in', () => {
     for (const [type, body] of [['text/plain', `client_id=${agentClient.clientMetadata().client_id}`], ['multipart/form-data; boundary=x', `--x\r\nContent-Disposition: form-data; name="client_id"\r\n\r\n${agentClient.clientMetadata().client_id}\r\n--x--\r\n`]] as const) {
       const res = await post(type, body);
       expect(res.status).toBe(415);
-      expect(await res.json()).toEqual({ error: 'invalid_request', error_description: `send client_id in an application/x-www-form-urlencoded or application/json body (got ${JSON.stringify(type)})` });
+      expect(await res.json()).toEqual({ error: 'invalid_request', error_description: `send client_id in an application/x-www-form-urlencoded or application/json body (got '${type}')` });
     }
     // No body at all is not a body of the wrong type: the answer says what is missing.
     const bare = await fetch(`${issuer}/wallet/nonce`, { method: 'POST' });
     expect(bare.status).toBe(400);
-    expect(((await bare.json()) as { error_description: string }).error_description).toMatch(/^missing required parameter "client_id"/);
+    expect(((await bare.json()) as { error_description: string }).error_description).toMatch(/^missing required parameter 'client_id'/);
     // A parameter given twice (RFC 6749 §3.1), even with the same value, is refused rather than one of them picked.
     const id = agentClient.clientMetadata().client_id;
     for (const body of [`client_id=${id}&client_id=${id}`, `client_id=someone-else&client_id=${id}`]) {
       const twice = await post('application/x-www-form-urlencoded', body);
       expect(twice.status).toBe(400);
-      expect(await twice.json()).toEqual({ error: 'invalid_request', error_description: 'parameter "client_id" must not be provided twice' });
+      expect(await twice.json()).toEqual({ error: 'invalid_request', error_description: "parameter 'client_id' must not be provided twice" });
     }
     // The same in JSON (RFC 7493 §2.3): a member named twice, however spelled, is refused, not one of them picked.
     for (const body of [`{"client_id":"someone-else","client_id":"${id}"}`, `{"client_id":"someone-else","client\\u005fid":"${id}"}`]) {
       const twice = await post('application/json', body);
       expect({ body, status: twice.status }).toEqual({ body, status: 400 });
-      expect(await twice.json()).toEqual({ error: 'invalid_request', error_description: 'the request body names "client_id" twice in one object' });
+      expect(await twice.json()).toEqual({ error: 'invalid_request', error_description: "the request body names 'client_id' twice in one object" });
     }
     // Nesting deep enough to overflow a recursive parser (10 KB of brackets) is refused, not a 500; 16 levels are read.
     for (const body of ['['.repeat(5000) + ']'.repeat(5000), `{"client_id":${'{"a":'.repeat(3000)}1${'}'.repeat(3000)}}`, `{"client_id":"x","a":${'['.repeat(17)}${']'.repeat(17)}}`]) {

@@ -575,12 +575,12 @@ describe('bad input gets an RFC-shaped 4xx, never a 500, and changes nothing', (
     test.each([
       ['a trailing newline', 'https://client.example.com/cb\n', /printable ASCII.*U\+000A/],
       ['a NUL character', 'https://client.example.com/c\u0000b', /printable ASCII.*U\+0000/],
-      ['a malformed percent-escape', 'https://client.example.com/%ZZ', /malformed percent-escape at "%ZZ"/],
+      ['a malformed percent-escape', 'https://client.example.com/%ZZ', /malformed percent-escape at '%ZZ'/],
       ['full-width host characters', 'https://\uff43\uff4c\uff49\uff45\uff4e\uff54.example.com/cb', /printable ASCII.*U\+FF43/],
-      ['an upper-case host', 'https://CLIENT.example.com/cb', /normalised form: register "https:\/\/client\.example\.com\/cb"/],
+      ['an upper-case host', 'https://CLIENT.example.com/cb', /normalised form: register 'https:\/\/client\.example\.com\/cb'/],
       ['the default port', 'https://client.example.com:443/cb', /normalised form/],
-      ['no path', 'https://client.example.com', /normalised form: register "https:\/\/client\.example\.com\/"/],
-      ['dot segments', 'http://127.0.0.1:65000/x/../callback', /normalised form: register "http:\/\/127\.0\.0\.1:65000\/callback"/],
+      ['no path', 'https://client.example.com', /normalised form: register 'https:\/\/client\.example\.com\/'/],
+      ['dot segments', 'http://127.0.0.1:65000/x/../callback', /normalised form: register 'http:\/\/127\.0\.0\.1:65000\/callback'/],
       ['2,001 characters', `https://client.example.com/${'a'.repeat(2001 - 'https://client.example.com/'.length)}`, /must contain URIs of at most 2000 characters \(one has 2001\)/],
       ['50,000 characters', `https://client.example.com/${'a'.repeat(50_000)}`, /must contain URIs of at most 2000 characters/],
     ])('%s is refused with invalid_redirect_uri naming the problem, and nothing is stored', async (_label, uri, description) => {
@@ -664,7 +664,7 @@ describe('bad input gets an RFC-shaped 4xx, never a 500, and changes nothing', (
       for (const [path, text, name] of cases) {
         const before = await clients().countDocuments();
         const res = await post(`${issuer}${path}`, 'POST', text);
-        expect({ path, text, ...res }).toEqual({ path, text, status: 400, body: { error: 'invalid_request', error_description: `the request body names "${name}" twice in one object` } });
+        expect({ path, text, ...res }).toEqual({ path, text, status: 400, body: { error: 'invalid_request', error_description: `the request body names '${name}' twice in one object` } });
         expect(await clients().countDocuments()).toBe(before);
       }
     });
@@ -688,7 +688,7 @@ describe('bad input gets an RFC-shaped 4xx, never a 500, and changes nothing', (
       const token = created.body.registration_access_token as string;
       const update = JSON.stringify({ ...valid, client_id: created.body.client_id }).slice(0, -1);
       const twice = await post(uri, 'PUT', `${update},"redirect_uris":["https://evil.example/cb"]}`, token);
-      expect(twice).toEqual({ status: 400, body: { error: 'invalid_request', error_description: 'the request body names "redirect_uris" twice in one object' } });
+      expect(twice).toEqual({ status: 400, body: { error: 'invalid_request', error_description: "the request body names 'redirect_uris' twice in one object" } });
       const notUtf8 = await fetch(uri, { method: 'PUT', headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` }, body: Buffer.concat([Buffer.from(`${update},"client_name":"A`), Buffer.from([0xff]), Buffer.from('"}')]) });
       expect(notUtf8.status).toBe(400);
       expect(await notUtf8.json()).toEqual({ error: 'invalid_request', error_description: 'the request body is not valid UTF-8' });

@@ -296,7 +296,7 @@ describe('client ID metadata documents (https client_id URLs) over HTTP', () => 
     const { status, body } = await tokenEndpoint(on.url, docs.url('agent.test', '/mismatch.json'));
     expect(status).toBe(400);
     expect(body.error).toBe('invalid_client');
-    expect(body.error_description).toMatch(/the client_id in the document \(".*\/other\.json"\) must equal the URL it is served from/);
+    expect(body.error_description).toMatch(/the client_id in the document \('.*\/other\.json'\) must equal the URL it is served from/);
   });
 
   test('the authorization endpoint answers a refused document with a 400 page naming the reason (no redirect, no 500)', async () => {
@@ -313,9 +313,9 @@ describe('client ID metadata documents (https client_id URLs) over HTTP', () => 
     ['client_credentials', { grant_types: ['client_credentials'], response_types: [], redirect_uris: [] }, /grant_types may only contain authorization_code and refresh_token/],
     ['client_secret_basic', { token_endpoint_auth_method: 'client_secret_basic' }, /client_secret_basic uses a shared secret/],
     ['a client_secret', { client_secret: 's'.repeat(40) }, /client_secret must not appear/],
-    ['private_key_jwt', { token_endpoint_auth_method: 'private_key_jwt', jwks: { keys: [{ kty: 'EC', crv: 'P-256', x: 'a', y: 'b' }] } }, /must be "none"/],
+    ['private_key_jwt', { token_endpoint_auth_method: 'private_key_jwt', jwks: { keys: [{ kty: 'EC', crv: 'P-256', x: 'a', y: 'b' }] } }, /must be 'none'/],
     ['an http redirect off loopback', { redirect_uris: ['http://agent.test/cb'] }, /redirect_uris must use https, or http on a loopback host/],
-    ['an unknown scope', { scope: 'admin' }, /scope contains "admin", which no resource server/],
+    ['an unknown scope', { scope: 'admin' }, /scope contains 'admin', which no resource server/],
   ])('a document asking for %s is refused by the registration policy', async (what, extra, reason) => {
     const path = `/policy-${what.replace(/\W+/g, '-')}.json`;
     docs.serveJson(path, doc(path, extra));

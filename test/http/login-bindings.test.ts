@@ -194,7 +194,7 @@ describe('login route bindings', () => {
     const body = new URLSearchParams(await signedFor(data, await pageNonce(agent, data))).toString();
     const plain = await agent.fetch(new URL(data.loginUrl, issuer), { method: 'POST', headers: { 'content-type': 'text/plain', accept: 'application/json' }, body });
     expect(plain.status).toBe(415);
-    expect(((await plain.json()) as { error_description: string }).error_description).toMatch(/^send message and signature as application\/json or application\/x-www-form-urlencoded \(got "text\/plain"\)/);
+    expect(((await plain.json()) as { error_description: string }).error_description).toMatch(/^send message and signature as application\/json or application\/x-www-form-urlencoded \(got 'text\/plain'\)/);
     // The nonce was not used: the same message as a form signs in.
     const form = await agent.fetch(new URL(data.loginUrl, issuer), { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded', accept: 'application/json' }, body });
     expect(form.status).toBe(200);

@@ -378,7 +378,7 @@ describe.each(backends)('RFC 8693 token exchange on %s', (_name, storeEnv, openS
     };
     const refusals: Array<[Record<string, unknown>, RegExp]> = [
       [{ token_exchange_max_depth: 2 }, /^token_exchange_resources cannot be removed by an update/],
-      [{ token_exchange_resources: [SKILL_B, SKILL_C, SKILL_A], token_exchange_max_depth: 2 }, /^token_exchange_resources can only be narrowed by an update: \["https:\/\/skill-a\.example\.com"\] is not in/],
+      [{ token_exchange_resources: [SKILL_B, SKILL_C, SKILL_A], token_exchange_max_depth: 2 }, /^token_exchange_resources can only be narrowed by an update: \['https:\/\/skill-a\.example\.com'\] is not in/],
       [{ token_exchange_resources: [SKILL_A], token_exchange_max_depth: 2 }, /^token_exchange_resources can only be narrowed/],
       [{ token_exchange_resources: [SKILL_B] }, /^token_exchange_max_depth cannot be removed by an update/],
       [{ token_exchange_resources: [SKILL_B], token_exchange_max_depth: 3 }, /^token_exchange_max_depth can only be lowered by an update \(from 2, not raised to 3\)/],

@@ -92,11 +92,11 @@ describe('headless wallet-signature grant, driven by openid-client', () => {
       fetch(`${issuer}/wallet/nonce`, { method: 'POST', headers: { 'content-type': type }, body }).then(async (r) => ({ status: r.status, body: (await r.json()) as Record<string, string> }));
     await expect(post('')).resolves.toEqual({
       status: 400,
-      body: { error: 'invalid_request', error_description: expect.stringMatching(/^missing required parameter "client_id"/) },
+      body: { error: 'invalid_request', error_description: expect.stringMatching(/^missing required parameter 'client_id'/) },
     });
     await expect(post('client_id=no-such-client')).resolves.toEqual({
       status: 400,
-      body: { error: 'invalid_client', error_description: 'client_id "no-such-client" is not a registered client' },
+      body: { error: 'invalid_client', error_description: "client_id 'no-such-client' is not a registered client" },
     });
     const codeOnly = await register(issuer, { redirect_uris: [REDIRECT], grant_types: ['authorization_code'], response_types: ['code'], token_endpoint_auth_method: 'none' });
     const codeClientId = codeOnly.body.client_id as string;

@@ -13,10 +13,27 @@ import { createLogger } from './logger.js';
 import { ClientAdmin } from './admin/client-admin.js';
 import type { AdminActor } from './admin/client-admin.js';
 import { AdminError } from './admin/errors.js';
+import { MAX_PAGE_SIZE } from './admin/client-routes.js';
 import { answer, EXIT, withStore } from './cli-context.js';
 
 const CLI: AdminActor = { kind: 'cli' };
 const out = (value: unknown): void => void process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
+
+/**
+ * Every client, page by page as the admin API serves them, written as one JSON array as `out` would write it: the
+ * store may hold more clients than one process should hold in one string.
+ */
+async function outEveryClient(admin: ClientAdmin): Promise<void> {
+  let written = 0;
+  process.stdout.write('[');
+  for (let after: string | undefined, more = true; more; ) {
+    const page = await admin.listPage(after, MAX_PAGE_SIZE);
+    for (const view of page.clients) process.stdout.write(`${written++ === 0 ? '\n' : ',\n'}${JSON.stringify(view, null, 2).replace(/^/gm, '  ')}`);
+    after = page.next;
+    more = page.next !== undefined;
+  }
+  process.stdout.write(written === 0 ? ']\n' : '\n]\n');
+}
 const note = (text: string): void => void process.stderr.write(`agentauth: ${text}\n`);
 
 function where(config: Config, storage: Storage): string {
@@ -82,7 +99,7 @@ function subcommand(parent: Command, spec: string): Command {
 export function registerClientCommands(clients: Command, iat: Command): void {
   subcommand(clients, 'list')
     .description('list clients: registered ones and those of the configuration file (no secrets)')
-    .action(() => withClientAdmin(async (admin) => out(await admin.list())));
+    .action(() => withClientAdmin((admin) => outEveryClient(admin)));
   subcommand(clients, 'show <client_id>')
     .description("show one client's metadata and state (no secrets)")
     .action((id: string) => withClientAdmin(async (admin) => out(await admin.show(id))));

@@ -147,16 +147,33 @@ export class ClientAdmin {
     });
   }
 
-  async list(): Promise<ClientView[]> {
-    const views = this.deps.staticClients.map(staticView);
+  /**
+   * One page of clients: on the first (no `after`), the configuration file's, then up to `limit` registered clients in
+   * id order after `after`; `next` is the id to ask for the page after, absent on the last. Registered clients never
+   * expire and anyone may register some, so no answer holds them all: every client in one answer put hundreds of
+   * megabytes in one string and held the event loop for seconds.
+   */
+  async listPage(after: string | undefined, limit: number): Promise<{ clients: ClientView[]; next?: string }> {
+    if (after !== undefined) checkClientId(after);
+    const views = after === undefined ? this.deps.staticClients.map(staticView) : [];
     const store = this.deps.storage.model('Client');
-    for (let after: string | undefined; ; ) {
-      const page = await store.list(after, PAGE);
-      for (const { id, payload } of page) if (!this.#static(id)) views.push(registeredView(id, payload));
-      if (page.length < PAGE) break;
-      after = page.at(-1)!.id;
+    // Reads one more than asked for, to know whether a page follows; static ids found in the store are skipped.
+    let cursor = after;
+    let last: string | undefined;
+    let registered = 0;
+    for (;;) {
+      const wanted = Math.min(PAGE, limit + 1 - registered);
+      const page = await store.list(cursor, wanted);
+      for (const { id, payload } of page) {
+        cursor = id;
+        if (this.#static(id)) continue;
+        if (registered === limit) return { clients: views, next: last! };
+        registered += 1;
+        last = id;
+        views.push(registeredView(id, payload));
+      }
+      if (page.length < wanted) return { clients: views };
     }
-    return views;
   }
 
   async show(clientId: string): Promise<ClientView> {

@@ -187,6 +187,36 @@ describe('the admin listener', () => {
 });
 
 describe('client administration through the admin API', () => {
+  test('the list comes in pages (limit, after, next): every client once, the configuration file\'s on the first page; bad paging is 400', async () => {
+    for (let i = 0; i < 3; i += 1) await registerClient({ client_name: `paged agent ${i}` });
+    const seen: string[] = [];
+    let pages = 0;
+    for (let after: string | undefined; ; ) {
+      const page = await admin(adminA, 'GET', `/admin/clients?limit=2${after === undefined ? '' : `&after=${encodeURIComponent(after)}`}`);
+      expect(page.status).toBe(200);
+      const views = page.body.clients as Array<{ client_id: string; source: string }>;
+      expect(views.filter((v) => v.source === 'registered').length).toBeLessThanOrEqual(2);
+      if (pages > 0) expect(views.some((v) => v.source === 'configuration')).toBe(false);
+      seen.push(...views.map((v) => v.client_id));
+      pages += 1;
+      if (page.body.next === undefined) break;
+      expect(page.body.next).toBe(views.at(-1)!.client_id);
+      after = page.body.next as string;
+    }
+    const all = (await admin(adminA, 'GET', '/admin/clients?limit=1000')).body.clients as Array<{ client_id: string }>;
+    expect(seen).toEqual(all.map((v) => v.client_id));
+    expect(new Set(seen).size).toBe(seen.length);
+    expect(pages).toBeGreaterThan(1);
+    // The CLI writes every page, as one JSON array.
+    const listed = await runCli(['clients', 'list'], env);
+    expect(listed.code).toBe(0);
+    expect((JSON.parse(listed.stdout) as Array<{ client_id: string }>).map((v) => v.client_id)).toEqual(seen);
+    for (const query of ['limit=0', 'limit=1001', 'limit=abc', 'limit=01', 'limit=1&limit=2', 'after=a&after=b', 'offset=3', 'after=%24x']) {
+      const r = await admin(adminA, 'GET', `/admin/clients?${query}`);
+      expect({ query, status: r.status, error: r.body.error }).toEqual({ query, status: 400, error: 'invalid_request' });
+    }
+  });
+
   test('list and show give metadata and state, never a secret or its hash', async () => {
     const c = await registerClient({ client_name: 'listed agent' });
     const list = await admin(adminA, 'GET', '/admin/clients');

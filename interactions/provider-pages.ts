@@ -14,23 +14,44 @@ type RpInitiatedLogout = NonNullable<NonNullable<Configuration['features']>['rpI
 
 const clientName = (ctx: KoaContextWithOIDC) => (ctx.oidc.client ? shownClientName(ctx.oidc.client.clientName, ctx.oidc.client.clientId) : undefined);
 
+/**
+ * The confirmation page. The `client_id` in its URL is anyone's to write: the page names the client (and offers to
+ * sign out of it only) only when this browser's session holds a sign-in for it; otherwise it is "an application".
+ */
 export const logoutSource: NonNullable<RpInitiatedLogout['logoutSource']> = (ctx, form) => {
+  const { client, session } = ctx.oidc;
   ctx.type = 'html';
-  ctx.body = logoutPage(form, clientName(ctx));
+  ctx.body = logoutPage(form, client && session?.authorizations?.[client.clientId] ? clientName(ctx) : undefined);
 };
+
+/** Set by markClientSignOut, read once by the success page: which client this browser was just signed out of. */
+export const SIGNED_OUT_COOKIE = '_agentauth_signed_out';
+const SIGNED_OUT_PATH = '/session/end/success';
+
+/**
+ * On oidc-provider's `end_session.success`: after "Sign out of <client> only" (a confirmation without `logout`), a
+ * signed cookie of one minute naming the client, for the success page the browser is sent to next.
+ */
+export function markClientSignOut(ctx: KoaContextWithOIDC): void {
+  const { client, params } = ctx.oidc;
+  if (!client || params?.logout) return;
+  ctx.cookies.set(SIGNED_OUT_COOKIE, client.clientId, { signed: true, httpOnly: true, sameSite: 'lax', maxAge: 60_000, path: SIGNED_OUT_PATH, overwrite: true });
+}
 
 /**
  * The page after a logout. oidc-provider names the client by the `client_id` in the URL, which anyone can link to, so
- * the page goes by this browser's session instead: signed in here (a session with an account) and holding no sign-in
- * for the named client, as after "Sign out of <client> only", it names the client; signed in otherwise (a link, not
- * a logout), it says nothing was signed out; not signed in, it says so.
+ * the page goes by this browser instead: signed in here (a session with an account), it names the client only when
+ * this browser was just signed out of that client (markClientSignOut's cookie) and holds no sign-in for it any more;
+ * signed in otherwise (a link, not a logout), it says nothing was signed out; not signed in, it says so.
  */
 export const postLogoutSuccessSource: NonNullable<RpInitiatedLogout['postLogoutSuccessSource']> = async (ctx) => {
   const { client } = ctx.oidc;
   const session = await ctx.oidc.provider.Session.get(ctx);
   const name = clientName(ctx);
+  const signedOut = ctx.cookies.get(SIGNED_OUT_COOKIE, { signed: true });
+  if (signedOut !== undefined) ctx.cookies.set(SIGNED_OUT_COOKIE, null, { path: SIGNED_OUT_PATH, overwrite: true });
   let outcome: Parameters<typeof loggedOutPage>[0] = 'signed out';
-  if (session.accountId) outcome = client && name && !session.authorizations?.[client.clientId] ? { signedOutOf: name } : 'still signed in';
+  if (session.accountId) outcome = client && name && signedOut === client.clientId && !session.authorizations?.[client.clientId] ? { signedOutOf: name } : 'still signed in';
   ctx.type = 'html';
   ctx.body = loggedOutPage(outcome);
 };

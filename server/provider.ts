@@ -36,7 +36,7 @@ import { prepareStructuredTokenSupport, registerStructuredTokenSupport } from '.
 import { delegationClaims } from './grants/token-exchange.js';
 import { EXCHANGE_MAX_DEPTH_FIELD, EXCHANGE_RESOURCES_FIELD, exchangeMaxDepthProblem, exchangeResourcesProblem } from './policies/delegation.js';
 import { revocationHooks } from './revocation-lineage.js';
-import { logoutSource, postLogoutSuccessSource, renderError } from '../interactions/provider-pages.js';
+import { logoutSource, markClientSignOut, postLogoutSuccessSource, renderError } from '../interactions/provider-pages.js';
 import { NONCE_PATH } from '../interactions/routes.js';
 import { explainBodyParseErrors } from './http/body-parse-errors.js';
 import { refuseReplacedFormValues } from './http/form-body-utf8.js';
@@ -577,6 +577,7 @@ export function createProvider(deps: ProviderDeps): Provider {
     });
   }
   provider.on('server_error', (_ctx, err) => log.error({ event: 'server_error', err }, 'server error'));
+  (provider as unknown as NodeJS.EventEmitter).on('end_session.success', (ctx: KoaContextWithOIDC) => markClientSignOut(ctx));
   // RFC 6749 §3.3 and agents.md: a token with no scope has no `scope` member. oidc-provider answers `"scope": ""` when
   // the grant has scopes and none of them is the token's resource server's (an authorization for openid alone, then a
   // token for a resource server; a refresh of such a grant).

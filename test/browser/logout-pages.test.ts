@@ -126,6 +126,27 @@ describe('logout and error pages in a browser, under the CSP', () => {
     }
   });
 
+  test('a link naming a client this browser never signed in to: the confirmation does not say that client asks, and the success page does not say it was signed out of', async () => {
+    const { context } = await signedIn('Signed in agent');
+    const other = await register(issuer, { client_name: 'Totally Trusted Bank', redirect_uris: [REDIRECT], grant_types: ['authorization_code'], response_types: ['code'], token_endpoint_auth_method: 'none', scope: 'read' });
+    expect(other.status).toBe(201);
+    const otherId = encodeURIComponent(other.body.client_id as string);
+    try {
+      const { page, problems } = await watchedPage(context);
+      await page.goto(`${issuer}/session/end?client_id=${otherId}`);
+      await expect(page.locator('main').textContent()).resolves.toContain('An application asks to sign you out.');
+      await expect(page.locator('main').textContent()).resolves.not.toContain('Totally Trusted Bank');
+      await expect(page.getByRole('button').allTextContents()).resolves.toEqual(['Sign out everywhere']);
+      await page.screenshot({ path: '/tmp/agentauth-browser-logout-other-client.png', fullPage: true });
+      await page.goto(`${issuer}/session/end/success?client_id=${otherId}`);
+      await expect(page.locator('h1').textContent()).resolves.toBe('Still signed in');
+      await expect(page.locator('main').textContent()).resolves.not.toContain('Totally Trusted Bank');
+      expect(problems).toEqual([]);
+    } finally {
+      await context.close();
+    }
+  });
+
   test("oidc-provider's error page is agentauth's, styled, and says what went wrong", async () => {
     const context = await browser.newContext();
     try {

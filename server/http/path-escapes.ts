@@ -24,5 +24,29 @@ export const percentEscapeCheck: Koa.Middleware = async (ctx, next) => {
     };
     return;
   }
+  const query = ctx.querystring;
+  if (query.includes('%') && !queryEscapesDecode(query)) {
+    ctx.status = 400;
+    ctx.body = { error: 'invalid_request', error_description: QUERY_NOT_UTF8 };
+    return;
+  }
   await next();
 };
+
+const QUERY_NOT_UTF8 = 'the query string holds percent-escapes that do not decode to UTF-8: percent-encode the UTF-8 bytes of each character (U+00E9 is %C3%A9)';
+
+/**
+ * Whether the escapes of a query string decode to UTF-8 (RFC 3986 §2.5; OpenID Connect and RFC 6749 Appendix B: the
+ * parameters are UTF-8). The parsers (URLSearchParams, for Koa and the pages) read escapes of bytes that are not UTF-8
+ * as U+FFFD, so `state=ab%FFcd` came back to the client as `ab%EF%BF%BDcd`, not the exact value it sent (RFC 6749
+ * §4.1.2), where the same parameter in a form body is refused. A `%` that starts no escape is read as itself, and is
+ * left alone here.
+ */
+function queryEscapesDecode(query: string): boolean {
+  try {
+    decodeURIComponent(query.replace(/%(?![0-9A-Fa-f]{2})/g, '%25'));
+    return true;
+  } catch {
+    return false;
+  }
+}

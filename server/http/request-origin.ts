@@ -29,6 +29,25 @@ export function isValidHost(value: string): boolean {
   return URL.canParse(`http://${value}/`);
 }
 
+/**
+ * RFC 9112 §3.2: a request with more than one Host field is answered 400; Node keeps the first. Node keeps the first
+ * Authorization field as well and drops the others, so which credentials count was the order they came in (a good
+ * one first and a bad one after was a token, the other way round a 401). Both are refused, naming the field: one
+ * pass over the raw fields, comparing lengths first.
+ */
+function repeatedSingleField(raw: readonly string[]): string | undefined {
+  let hosts = 0;
+  let authorizations = 0;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!;
+    if (name.length === 4 && name.toLowerCase() === 'host') hosts += 1;
+    else if (name.length === 13 && name.toLowerCase() === 'authorization') authorizations += 1;
+  }
+  if (hosts > 1) return `the request has ${hosts} Host header fields: send exactly one (RFC 9112 section 3.2)`;
+  if (authorizations > 1) return `the request has ${authorizations} Authorization header fields: send the credentials once, in one field`;
+  return undefined;
+}
+
 /** Why requests' targets were refused by requestTarget (request-target.ts), answered by requestOriginCheck. */
 const REFUSED_TARGETS = new WeakMap<object, string>();
 
@@ -62,6 +81,8 @@ function refuse(ctx: Koa.Context, description: string): void {
 export const requestOriginCheck: Koa.Middleware = async (ctx, next) => {
   const target = REFUSED_TARGETS.get(ctx.req); // an absolute-form target that names no acceptable origin (request-target.ts)
   if (target) return refuse(ctx, target);
+  const repeated = repeatedSingleField(ctx.req.rawHeaders);
+  if (repeated !== undefined) return refuse(ctx, repeated);
   const header = ctx.get('host');
   // ctx.host: the Host header, or behind a trusted proxy X-Forwarded-Host (its first value), as URLs are built from it.
   if (ctx.host === '' && !isProbeRequest(ctx)) {

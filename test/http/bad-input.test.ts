@@ -6,7 +6,7 @@ import { MongoClient } from 'mongodb';
 import * as oidc from 'openid-client';
 
 import { authorizeWithWallet, UserAgent } from '../support/user-agent.js';
-import { baseConfig, insecure, introspect, OPAQUE_RESOURCE, REDIRECT, register, RESOURCE, startAgentServer } from '../support/agent-server.js';
+import { baseConfig, insecure, introspect, OPAQUE_RESOURCE, REDIRECT, register, RESOURCE, RS_CLIENT, startAgentServer } from '../support/agent-server.js';
 import type { AgentServer } from '../support/agent-server.js';
 import { logLines } from '../support/server.js';
 import { mongoUri } from '../support/storages.js';
@@ -229,6 +229,42 @@ describe('bad input gets an RFC-shaped 4xx, never a 500, and changes nothing', (
       for (const path of ['/nope', '/interaction-assets/nope.js', '/token/x']) {
         expectOAuthError(await raw(port, 'GET', path), 404, 'not_found', /^there is no endpoint at GET \//);
       }
+    });
+  });
+
+  describe('header fields that must come once, and query strings that are not UTF-8', () => {
+    const send = async (head: string) => {
+      const conn = new RawConnection(port);
+      try {
+        conn.write(head);
+        return await conn.response();
+      } finally {
+        conn.destroy();
+      }
+    };
+
+    test('two Host fields (RFC 9112 section 3.2) are 400 invalid_request, on every kind of endpoint', async () => {
+      for (const path of ['/.well-known/openid-configuration', '/jwks', '/auth', '/session/end']) {
+        const res = await send(`GET ${path} HTTP/1.1\r\nHost: localhost:${port}\r\nHost: evil.example\r\n\r\n`);
+        expectOAuthError(res, 400, 'invalid_request', /^the request has 2 Host header fields: send exactly one/);
+      }
+    });
+
+    test('two Authorization fields are 400 invalid_request whichever comes first (Node kept the first), and no token is issued', async () => {
+      const body = `grant_type=client_credentials&resource=${encodeURIComponent(RESOURCE)}&scope=read`;
+      const good = `Basic ${Buffer.from(`${RS_CLIENT.id}:${RS_CLIENT.secret}`).toString('base64')}`;
+      const bad = `Basic ${Buffer.from(`${RS_CLIENT.id}:wrong`).toString('base64')}`;
+      for (const [first, second] of [[good, bad], [bad, good]]) {
+        const res = await send(`POST /token HTTP/1.1\r\nHost: localhost:${port}\r\nContent-Type: application/x-www-form-urlencoded\r\nAuthorization: ${first}\r\nAuthorization: ${second}\r\nContent-Length: ${body.length}\r\n\r\n${body}`);
+        expectOAuthError(res, 400, 'invalid_request', /^the request has 2 Authorization header fields/);
+      }
+    });
+
+    test('a query string whose escapes are not UTF-8 is 400 (state would not come back as sent); a % that starts no escape is left alone', async () => {
+      for (const path of ['/auth?client_id=x&state=ab%FFcd', '/session/end?state=%FF', '/.well-known/openid-configuration?x=%C3', '/interaction/x?y=%ED%A0%80']) {
+        expectOAuthError(await raw(port, 'GET', path), 400, 'invalid_request', /^the query string holds percent-escapes that do not decode to UTF-8/);
+      }
+      expect((await raw(port, 'GET', '/.well-known/openid-configuration?x=%ZZ&y=100%&z=%C3%A9')).status).toBe(200);
     });
   });
 

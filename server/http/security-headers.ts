@@ -17,8 +17,13 @@ export const SECURITY_HEADERS: Readonly<Record<string, string>> = Object.freeze(
   'X-Content-Type-Options': 'nosniff',
 });
 
-/** Sets SECURITY_HEADERS before anything runs (oidc-provider reads the CSP to extend it). */
+/**
+ * Sets SECURITY_HEADERS before anything runs (oidc-provider reads the CSP to extend it), and, on an error answer that
+ * set no caching rule of its own, `Cache-Control: no-store`: the refusals made before any route runs (a body too
+ * large, a malformed path or Host) had none, and a cache could have kept one for the next request.
+ */
 export const securityHeaders: Koa.Middleware = async (ctx, next) => {
   ctx.set(SECURITY_HEADERS);
   await next();
+  if (ctx.status >= 400 && ctx.res.getHeader('Cache-Control') === undefined) ctx.set('Cache-Control', 'no-store');
 };

@@ -243,10 +243,11 @@ describe('bad input gets an RFC-shaped 4xx, never a 500, and changes nothing', (
       }
     };
 
-    test('two Host fields (RFC 9112 section 3.2) are 400 invalid_request, on every kind of endpoint', async () => {
+    test('two Host fields (RFC 9112 section 3.2) are 400 invalid_request, on every kind of endpoint, and not cacheable', async () => {
       for (const path of ['/.well-known/openid-configuration', '/jwks', '/auth', '/session/end']) {
         const res = await send(`GET ${path} HTTP/1.1\r\nHost: localhost:${port}\r\nHost: evil.example\r\n\r\n`);
         expectOAuthError(res, 400, 'invalid_request', /^the request has 2 Host header fields: send exactly one/);
+        expect(res.headers['cache-control']).toBe('no-store');
       }
     });
 

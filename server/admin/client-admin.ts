@@ -53,6 +53,8 @@ const HIDDEN = new Set(['client_secret', 'registration_access_token']);
 /** What disabling removes: everything the client holds except its registration access token (kept for after enable). */
 const DISABLE_REVOKES: readonly ModelName[] = CLIENT_OWNED.filter((m) => m !== 'RegistrationAccessToken');
 const PAGE = 500;
+/** The per-key queue's key for initial access token revocations (a client id never has this form). */
+const IAT_REVOCATIONS = '\u0000iat';
 const SECRET_AUTH_METHODS = new Set(['client_secret_basic', 'client_secret_post']);
 
 /** The handle an initial access token is listed and revoked by: a SHA-256 fingerprint (the token's id is the token). */
@@ -280,33 +282,39 @@ export class ClientAdmin {
     return views;
   }
 
-  /** Revokes an initial access token by its fingerprint (as listed) or by the token itself. */
+  /**
+   * Revokes an initial access token by its fingerprint (as listed) or by the token itself. Revocations run one at a
+   * time in this process, each looking the token up once its turn comes: of several sent at once, the first records
+   * and revokes, the others answer 404 as a retry does (each recorded one before).
+   */
   async revokeIat(idOrToken: string, actor: AdminActor): Promise<IatView> {
     if (!/^[A-Za-z0-9_-]{1,256}$/.test(idOrToken)) {
       throw invalidRequest('an initial access token id is the fingerprint `clients iat list` shows (base64url)');
     }
-    const store = this.deps.storage.model('InitialAccessToken');
-    // Found by its fingerprint, or by the token (whose fingerprint it is): records are stored under a keyed hash of
-    // the token (adapters/sealed-credential-ids.ts), so the listing is searched either way.
-    const asToken = credentialFingerprint(idOrToken);
-    let found: { id: string; payload: AdapterPayload } | undefined;
-    for (let after: string | undefined; found === undefined; ) {
-      const page = await store.list(after, PAGE);
-      found = page.find((r) => iatFingerprintOf(r) === idOrToken || iatFingerprintOf(r) === asToken);
-      if (page.length < PAGE) break;
-      after = page.at(-1)!.id;
-    }
-    if (found === undefined) throw notFound('no initial access token has that id (the fingerprint `clients iat list` shows) or is that token');
-    const { id: tokenId, payload } = found;
-    const view: IatView = {
-      id: iatFingerprintOf(found),
-      tier: tierFromPolicies(Array.isArray(payload.policies) ? (payload.policies as string[]) : undefined),
-      issued_at: iso(payload.iat),
-      expires_at: iso(payload.exp),
-    };
-    await this.#audit('registration.iat_revoked', undefined, actor, { iat_id: view.id, ...(view.tier ? { tier: view.tier } : {}) });
-    await destroyListed(store, tokenId);
-    return view;
+    return this.#changes.run(IAT_REVOCATIONS, async () => {
+      const store = this.deps.storage.model('InitialAccessToken');
+      // Found by its fingerprint, or by the token (whose fingerprint it is): records are stored under a keyed hash of
+      // the token (adapters/sealed-credential-ids.ts), so the listing is searched either way.
+      const asToken = credentialFingerprint(idOrToken);
+      let found: { id: string; payload: AdapterPayload } | undefined;
+      for (let after: string | undefined; found === undefined; ) {
+        const page = await store.list(after, PAGE);
+        found = page.find((r) => iatFingerprintOf(r) === idOrToken || iatFingerprintOf(r) === asToken);
+        if (page.length < PAGE) break;
+        after = page.at(-1)!.id;
+      }
+      if (found === undefined) throw notFound('no initial access token has that id (the fingerprint `clients iat list` shows) or is that token');
+      const { id: tokenId, payload } = found;
+      const view: IatView = {
+        id: iatFingerprintOf(found),
+        tier: tierFromPolicies(Array.isArray(payload.policies) ? (payload.policies as string[]) : undefined),
+        issued_at: iso(payload.iat),
+        expires_at: iso(payload.exp),
+      };
+      await this.#audit('registration.iat_revoked', undefined, actor, { iat_id: view.id, ...(view.tier ? { tier: view.tier } : {}) });
+      await destroyListed(store, tokenId);
+      return view;
+    });
   }
 
   /**

@@ -503,6 +503,14 @@ describe('client administration through the admin API', () => {
     expect((await admin(adminA, 'DELETE', '/admin/iats/not%20an%20id')).status).toBe(400);
   });
 
+  test('eight revocations of one initial access token at once: one revokes and is recorded, the others are 404', async () => {
+    const token = await newIat();
+    const answers = await Promise.all(Array.from({ length: 8 }, () => admin(adminA, 'DELETE', `/admin/iats/${token}`)));
+    expect(answers.map((r) => r.status).sort()).toEqual([200, 404, 404, 404, 404, 404, 404, 404]);
+    const id = answers.find((r) => r.status === 200)!.body.id as string;
+    expect((await auditRecords()).filter((r) => r.type === 'registration.iat_revoked' && (r.details as { iat_id?: string }).iat_id === id)).toHaveLength(1);
+  });
+
   test('an initial access token revoked by value through the admin API appears in no log line and no answer', async () => {
     const token = await newIat();
     const spellings = [token, encodeURIComponent(token).replace(/-/g, '%2D')];

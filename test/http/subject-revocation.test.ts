@@ -192,6 +192,13 @@ describe.each(backends)('agentauth subjects revoke <sub> on %s', (_name, storeEn
     const event = (await revocationEvents()).find((e) => e.sub === subOf(carol));
     expect(event?.details).toMatchObject({ grants: 1, sessions: 1, actor: 'admin_api', remote_address: expect.any(String) });
 
+    // Six at once for one person: one revokes and is recorded, the others find nothing.
+    await signIn(apps[1]!, carol);
+    const recordedBefore = (await revocationEvents()).filter((e) => e.sub === subOf(carol)).length;
+    const racing = await Promise.all(Array.from({ length: 6 }, () => post(subOf(carol))));
+    expect(racing.map((r) => r.status).sort()).toEqual([200, 404, 404, 404, 404, 404]);
+    expect((await revocationEvents()).filter((e) => e.sub === subOf(carol))).toHaveLength(recordedBefore + 1);
+
     const none = await post(subOf(carol));
     expect(none.status).toBe(404);
     expect(await none.json()).toEqual({ error: 'not_found', error_description: `no grant or session of ${JSON.stringify(subOf(carol))}` });

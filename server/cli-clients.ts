@@ -10,7 +10,7 @@ import { ClientSecretHasher } from './client-secrets.js';
 import { ConfigError, loadConfig } from './config.js';
 import type { Config } from './config.js';
 import { createLogger } from './logger.js';
-import { ClientAdmin } from './admin/client-admin.js';
+import { ClientAdmin, checkClientId, checkIatId } from './admin/client-admin.js';
 import type { AdminActor } from './admin/client-admin.js';
 import { AdminError } from './admin/errors.js';
 import { MAX_PAGE_SIZE } from './admin/client-routes.js';
@@ -36,6 +36,14 @@ async function outEveryClient(admin: ClientAdmin): Promise<void> {
 }
 const note = (text: string): void => void process.stderr.write(`agentauth: ${text}\n`);
 
+/** A refusal: one line, and under --json the answer. Naming nothing (not found, not changeable) is a negative answer (1); malformed input a usage error (2). */
+function refused(err: AdminError): void {
+  note(err.message);
+  const exitCode = err.code === 'invalid_request' ? EXIT.usage : 1;
+  if (process.argv.includes('--json')) answer(true, undefined, { error: err.code, error_description: err.message, exit_code: exitCode }, () => '');
+  process.exitCode = exitCode;
+}
+
 function where(config: Config, storage: Storage): string {
   if (storage.kind === 'mongodb') return `MongoDB database ${config.mongodb!.dbName}`;
   return `${storage.kind === 'sqlite' ? 'SQLite' : 'embedded'} store in ${config.dataDir}`;
@@ -46,7 +54,15 @@ function where(config: Config, storage: Storage): string {
  * store must already hold signing keys (a server started on it) and the KEK must verify them (keys/integrity.ts),
  * so a wrong or missing KEK, or a wrong data directory, changes nothing. The KEK also keys the client-secret hashes.
  */
-async function withClientAdmin(fn: (admin: ClientAdmin) => Promise<void>): Promise<void> {
+async function withClientAdmin(fn: (admin: ClientAdmin) => Promise<void>, checkArgument?: () => void): Promise<void> {
+  // A malformed id is a usage error, said before any store is opened (docs/operations.md, "The command line").
+  try {
+    checkArgument?.();
+  } catch (err) {
+    if (!(err instanceof AdminError)) throw err;
+    refused(err);
+    return;
+  }
   if (loadConfig().store === 'memory') {
     throw new ConfigError('AGENTAUTH_STORE: clients of the memory store live inside the server process; administer them through its admin API');
   }
@@ -71,11 +87,7 @@ async function withClientAdmin(fn: (admin: ClientAdmin) => Promise<void>): Promi
       await fn(admin);
     } catch (err) {
       if (!(err instanceof AdminError)) throw err;
-      note(err.message);
-      // A request that names nothing (not found, not changeable) is a negative answer; malformed input is a usage error.
-      const exitCode = err.code === 'invalid_request' ? EXIT.usage : 1;
-      if (process.argv.includes('--json')) answer(true, undefined, { error: err.code, error_description: err.message, exit_code: exitCode }, () => '');
-      process.exitCode = exitCode;
+      refused(err);
     } finally {
       await audit.close();
     }
@@ -102,14 +114,14 @@ export function registerClientCommands(clients: Command, iat: Command): void {
     .action(() => withClientAdmin((admin) => outEveryClient(admin)));
   subcommand(clients, 'show <client_id>')
     .description("show one client's metadata and state (no secrets)")
-    .action((id: string) => withClientAdmin(async (admin) => out(await admin.show(id))));
+    .action((id: string) => withClientAdmin(async (admin) => out(await admin.show(id)), () => checkClientId(id)));
   subcommand(clients, 'disable <client_id>')
     .description('stop token issuance to a client at once, on every instance, and revoke its grants and tokens')
     .action((id: string) =>
       withClientAdmin(async (admin) => {
         out(await admin.disable(id, CLI));
         note(`client ${id} disabled; its grants and tokens are revoked`);
-      }),
+      }, () => checkClientId(id)),
     );
   subcommand(clients, 'enable <client_id>')
     .description('let a disabled client obtain tokens again (tokens revoked by the disable stay revoked)')
@@ -117,7 +129,7 @@ export function registerClientCommands(clients: Command, iat: Command): void {
       withClientAdmin(async (admin) => {
         out(await admin.enable(id, CLI));
         note(`client ${id} enabled`);
-      }),
+      }, () => checkClientId(id)),
     );
   subcommand(clients, 'delete <client_id>')
     .description('delete a registered client and revoke everything it held')
@@ -125,7 +137,7 @@ export function registerClientCommands(clients: Command, iat: Command): void {
       withClientAdmin(async (admin) => {
         await admin.delete(id, CLI);
         note(`client ${id} deleted; its grants, tokens and registration access tokens are revoked`);
-      }),
+      }, () => checkClientId(id)),
     );
   subcommand(clients, 'rotate-secret <client_id>')
     .description('give a confidential client a new secret (printed once; the old one stops working at once)')
@@ -134,7 +146,7 @@ export function registerClientCommands(clients: Command, iat: Command): void {
         const { client, clientSecret } = await admin.rotateSecret(id, CLI);
         out({ ...client, client_secret: clientSecret });
         note(`client ${id}: new secret printed once above; it is stored only as a hash`);
-      }),
+      }, () => checkClientId(id)),
     );
   subcommand(iat, 'list')
     .description('list live initial access tokens by fingerprint (the tokens themselves are never shown)')
@@ -145,6 +157,6 @@ export function registerClientCommands(clients: Command, iat: Command): void {
       withClientAdmin(async (admin) => {
         out(await admin.revokeIat(id, CLI));
         note('initial access token revoked');
-      }),
+      }, () => checkIatId(id)),
     );
 }

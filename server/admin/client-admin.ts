@@ -64,7 +64,12 @@ const iatFingerprintOf = (record: { id: string; payload: AdapterPayload }): stri
 
 const iso = (epochSeconds: unknown) => (typeof epochSeconds === 'number' ? new Date(epochSeconds * 1000).toISOString() : undefined);
 
-function checkClientId(clientId: string): void {
+/** An initial access token is named by its fingerprint (`clients iat list`) or by itself: base64url either way. */
+export function checkIatId(idOrToken: string): void {
+  if (!/^[A-Za-z0-9_-]{1,256}$/.test(idOrToken)) throw invalidRequest('an initial access token id is the fingerprint `clients iat list` shows (base64url)');
+}
+
+export function checkClientId(clientId: string): void {
   if (!isValidKey(clientId)) throw invalidRequest('client id must be 1-2048 visible ASCII characters, not starting with "$"');
 }
 
@@ -288,9 +293,7 @@ export class ClientAdmin {
    * and revokes, the others answer 404 as a retry does (each recorded one before).
    */
   async revokeIat(idOrToken: string, actor: AdminActor): Promise<IatView> {
-    if (!/^[A-Za-z0-9_-]{1,256}$/.test(idOrToken)) {
-      throw invalidRequest('an initial access token id is the fingerprint `clients iat list` shows (base64url)');
-    }
+    checkIatId(idOrToken);
     return this.#changes.run(IAT_REVOCATIONS, async () => {
       const store = this.deps.storage.model('InitialAccessToken');
       // Found by its fingerprint, or by the token (whose fingerprint it is): records are stored under a keyed hash of

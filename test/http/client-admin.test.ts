@@ -636,6 +636,11 @@ describe('agentauth clients (CLI) on the same store', () => {
     const malformed = await runCli(['clients', 'disable', '$ne'], env);
     expect(malformed.code).toBe(2);
     expect(malformed.stderr).toMatch(/client id must be/);
+    // A usage error is said before any store is opened: the same with no store at all, and no store line.
+    for (const args of [['clients', 'show', '$x'], ['clients', 'rotate-secret', '$x'], ['clients', 'iat', 'revoke', 'a/b']]) {
+      const early = await runCli(args, { AGENTAUTH_DATA_DIR: join(tempDir(), 'nothing-here') });
+      expect({ args, code: early.code, stderr: early.stderr }).toEqual({ args, code: 2, stderr: expect.stringMatching(/^agentauth: (client id must be|an initial access token id is)[^\n]*\n$/) });
+    }
     const configured = await runCli(['clients', 'delete', RS_CLIENT.id], env);
     expect(configured.code).toBe(1);
     expect(configured.stderr).toMatch(/declared in the configuration file/);

@@ -229,6 +229,13 @@ export function interactionRoutes(deps: InteractionDeps): Koa.Middleware {
     const [, uid, action] = m as unknown as [string, string, string | undefined];
     ctx.set('Cache-Control', 'no-store');
     ctx.set(SECURITY_HEADERS);
+    // The page is read, its actions are posted (RFC 9110 section 15.5.6: 405 with Allow, as a page or JSON); said
+    // before the interaction is looked up, so it does not depend on the cookie.
+    const allowed = action ? 'POST' : 'GET, HEAD';
+    if (!allowed.split(', ').includes(ctx.method)) {
+      ctx.set('Allow', allowed);
+      return fail(ctx, 405, 'Method not allowed', 'invalid_request', `${ctx.method} is not accepted at this address: use ${action ? 'POST (the page submits it)' : 'GET'}`);
+    }
 
     let details: Details;
     try {
@@ -255,7 +262,7 @@ export function interactionRoutes(deps: InteractionDeps): Koa.Middleware {
         }
         return;
       }
-      if (ctx.method !== 'POST' || !action) return next();
+      if (!action) return next();
       // The pages post only to themselves. A browser says where a post comes from: Fetch Metadata (Sec-Fetch-Site,
       // which no page's script can set) and Origin, which the pages' Referrer-Policy (same-origin) has browsers fill
       // with this origin on their own submissions ("null" only where a browser's Fetch Metadata vouches for the post).

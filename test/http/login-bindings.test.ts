@@ -182,6 +182,27 @@ describe('login route bindings', () => {
     expect(next.searchParams.get('code')).toBeNull();
   });
 
+  test('a method an interaction address does not take is 405 with Allow (a page for a browser, JSON otherwise), with or without the cookie', async () => {
+    const { url } = await authorizationUrl();
+    const { agent, data } = await openLoginPage(url);
+    const stranger = globalThis.fetch;
+    for (const action of ['login', 'confirm', 'nonce', 'abort']) {
+      const path = new URL(`/interaction/${data.uid}/${action}`, issuer);
+      for (const send of [(init: RequestInit) => agent.fetch(path, init), (init: RequestInit) => stranger(path, init)]) {
+        const page = await send({ method: 'GET' });
+        expect({ action, status: page.status, allow: page.headers.get('allow'), type: page.headers.get('content-type') }).toEqual({ action, status: 405, allow: 'POST', type: expect.stringMatching(/^text\/html/) });
+        const json = await send({ method: 'PUT', headers: { accept: 'application/json' } });
+        expect({ action, status: json.status, allow: json.headers.get('allow'), body: await json.json() }).toEqual({
+          action, status: 405, allow: 'POST', body: { error: 'invalid_request', error_description: 'PUT is not accepted at this address: use POST (the page submits it)' },
+        });
+      }
+    }
+    const post = await agent.fetch(new URL(`/interaction/${data.uid}`, issuer), { method: 'POST', headers: { accept: 'application/json' } });
+    expect({ status: post.status, allow: post.headers.get('allow') }).toEqual({ status: 405, allow: 'GET, HEAD' });
+    // The page itself still opens.
+    expect((await agent.fetch(new URL(`/interaction/${data.uid}`, issuer))).status).toBe(200);
+  });
+
   test('HEAD answers as GET on the interaction page and its assets; a login body that is neither JSON nor a form is 415', async () => {
     const { url } = await authorizationUrl();
     const { agent, data } = await openLoginPage(url);

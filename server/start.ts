@@ -9,7 +9,7 @@ import { startAdmin } from './admin/start-admin.js';
 import { adminListenerToken } from './admin/token.js';
 import { listen } from './http/listen.js';
 import type { AdminRoute } from './admin/routes.js';
-import { answerParseErrors } from './http/client-error.js';
+import { answerExpectations, answerParseErrors } from './http/client-error.js';
 
 export interface Running {
   agentauth: Agentauth;
@@ -28,8 +28,10 @@ export async function start(config: Config, log: Logger, options: BootOptions & 
   });
   // An HTTP/1.1 request without Host is refused by requestOriginCheck (server/http/request-origin.ts) with a JSON
   // error naming the header, like an empty one; Node's own check answered a bare 400.
-  const server = createServer({ requireHostHeader: false }, agentauth.app.callback());
+  const handler = agentauth.app.callback();
+  const server = createServer({ requireHostHeader: false }, handler);
   answerParseErrors(server);
+  answerExpectations(server, handler);
   server.keepAliveTimeout = 5000;
   try {
     await listen(server, config.port, config.host, { port: 'PORT', host: 'HOST' });

@@ -1,5 +1,7 @@
-import type { Server } from 'node:http';
+import type { IncomingMessage, RequestListener, Server, ServerResponse } from 'node:http';
 import { maxHeaderSize } from 'node:http';
+
+import { MAX_REQUEST_BODY } from './body-limit.js';
 import type { Duplex } from 'node:stream';
 
 import { SECURITY_HEADERS } from './security-headers.js';
@@ -49,5 +51,35 @@ export function answerParseErrors(server: Server): void {
       Connection: 'close',
     };
     socket.end(`HTTP/1.1 ${status} ${text}\r\n${Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join('')}\r\n${body}`);
+  });
+}
+
+const EXPECTATION_FAILED = JSON.stringify({
+  error: 'invalid_request',
+  error_description: 'the Expect header names an expectation this server does not meet: only 100-continue is supported (RFC 9110 section 10.1.1)',
+});
+
+/**
+ * RFC 9110 §10.1.1, `Expect`. Node answers an expectation other than 100-continue with a bare 417, and sends
+ * `100 Continue` to any 100-continue request before the application sees it: a client declaring a body larger than
+ * any endpoint takes was told to send it, only to be refused 413 once it had. Now the 417 is an RFC 6749-shaped JSON
+ * error with the security headers, and a declared body over MAX_REQUEST_BODY gets no 100 (its 413 comes at once, and
+ * the connection closes, since the body was never sent).
+ */
+export function answerExpectations(server: Server, handler: RequestListener): void {
+  server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => {
+    if (Number(req.headers['content-length'] ?? 0) > MAX_REQUEST_BODY) res.setHeader('Connection', 'close');
+    else res.writeContinue();
+    handler(req, res);
+  });
+  server.on('checkExpectation', (_req: IncomingMessage, res: ServerResponse) => {
+    res.writeHead(417, {
+      'Content-Type': 'application/json; charset=utf-8',
+      'Content-Length': String(Buffer.byteLength(EXPECTATION_FAILED)),
+      'Cache-Control': 'no-store',
+      ...SECURITY_HEADERS,
+      Connection: 'close',
+    });
+    res.end(EXPECTATION_FAILED);
   });
 }

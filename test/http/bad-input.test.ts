@@ -261,6 +261,32 @@ describe('bad input gets an RFC-shaped 4xx, never a 500, and changes nothing', (
       }
     });
 
+    test('Expect: an unknown expectation is a JSON 417; 100-continue gets its 100 only for a body an endpoint could take', async () => {
+      const unknown = await raw(port, 'POST', '/token', { expect: 'x-anything', 'content-type': 'application/x-www-form-urlencoded' }, 'grant_type=client_credentials');
+      expectOAuthError(unknown, 417, 'invalid_request', /^the Expect header names an expectation this server does not meet/);
+      expect(unknown.headers['content-security-policy']).toBeDefined();
+
+      const tooLarge = new RawConnection(port);
+      try {
+        tooLarge.write(`POST /token HTTP/1.1\r\nHost: localhost:${port}\r\nContent-Type: application/x-www-form-urlencoded\r\nExpect: 100-continue\r\nContent-Length: 100000\r\n\r\n`);
+        // No 100 Continue: the refusal comes first, and the body is never sent.
+        expectOAuthError(await tooLarge.response(), 413, 'invalid_request');
+      } finally {
+        tooLarge.destroy();
+      }
+
+      const body = `grant_type=client_credentials&resource=${encodeURIComponent(RESOURCE)}&scope=read`;
+      const fine = new RawConnection(port);
+      try {
+        fine.write(`POST /token HTTP/1.1\r\nHost: localhost:${port}\r\nContent-Type: application/x-www-form-urlencoded\r\nAuthorization: Basic ${Buffer.from(`${RS_CLIENT.id}:${RS_CLIENT.secret}`).toString('base64')}\r\nExpect: 100-continue\r\nContent-Length: ${body.length}\r\n\r\n`);
+        expect((await fine.response()).status).toBe(100);
+        fine.write(body);
+        expect((await fine.response()).status).toBe(200);
+      } finally {
+        fine.destroy();
+      }
+    });
+
     test('a query string whose escapes are not UTF-8 is 400 (state would not come back as sent); a % that starts no escape is left alone', async () => {
       for (const path of ['/auth?client_id=x&state=ab%FFcd', '/session/end?state=%FF', '/.well-known/openid-configuration?x=%C3', '/interaction/x?y=%ED%A0%80']) {
         expectOAuthError(await raw(port, 'GET', path), 400, 'invalid_request', /^the query string holds percent-escapes that do not decode to UTF-8/);

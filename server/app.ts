@@ -19,7 +19,6 @@ import { bindPublicOrigin } from './http/public-origin.js';
 import { requestOriginCheck } from './http/request-origin.js';
 import { requestTarget } from './http/request-target.js';
 import { dpopHeaderCheck } from './http/dpop-header.js';
-import { keepDescriptionInRfc6749Characters } from './http/error-description.js';
 import { unmatchedRequests } from './http/unmatched.js';
 import { isProbeRequest, LIVENESS_PATH, READINESS_PATH } from './http/probe-paths.js';
 import { requestId } from './http/request-id.js';
@@ -87,10 +86,7 @@ function requestLog(log: Logger): Koa.Middleware {
   };
 }
 
-/**
- * Last line of defence for agentauth's own routes: RFC-shaped JSON errors, never a stack trace, and descriptions in
- * RFC 6749's characters (server/http/error-description.ts).
- */
+/** Last line of defence for agentauth's own routes: RFC-shaped JSON errors, never a stack trace. */
 function errorShield(log: Logger, health: StorageHealth): Koa.Middleware {
   return async (ctx, next) => {
     try {
@@ -104,7 +100,6 @@ function errorShield(log: Logger, health: StorageHealth): Koa.Middleware {
         failed(ctx, 500);
       }
     }
-    if (ctx.status >= 400) keepDescriptionInRfc6749Characters(ctx);
     if (ctx.status === 503) ctx.set('Retry-After', RETRY_AFTER_SECONDS);
   };
 }

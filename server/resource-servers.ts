@@ -4,6 +4,7 @@ import type { ResourceServer } from 'oidc-provider';
 import { KeyMaterialError } from '../keys/errors.js';
 import type { SigningAlg } from '../keys/generate.js';
 import type { ResourceServerConfig } from './config.js';
+import { rfc6749Description } from './http/error-description.js';
 
 /** Longest life of an access token that is not sender-constrained (design invariant 3). */
 export const MAX_BEARER_TTL = 300;
@@ -48,7 +49,9 @@ export class ResourceServerRegistry {
 
   info(identifier: string): ResourceServer {
     const rs = this.#byId.get(identifier);
-    if (!rs) throw new errors.InvalidTarget(`unknown resource: ${identifier.slice(0, 200)} is not a resource server of this authorization server`);
+    // In RFC 6749's characters here, where it is made: at the authorization endpoint it goes back to the client in its
+    // redirect, which no layer of agentauth rewrites.
+    if (!rs) throw new errors.InvalidTarget(rfc6749Description(`unknown resource: ${identifier.slice(0, 200)} is not a resource server of this authorization server`));
     return {
       scope: rs.scopes.join(' '),
       audience: rs.identifier,

@@ -132,7 +132,7 @@ export async function verifySiwe(input: SiweInput, rules: SiweRules, deps: SiweD
     throw fail('nonce', `nonce ${msg.nonce} was already used; request a new nonce and sign again`);
   }
 
-  if (msg.version !== '1') throw fail('version', `Version is "${msg.version}"; expected "1"`);
+  if (msg.version !== '1') throw fail('version', `Version is '${msg.version}'; expected '1'`);
   if (!rules.chainIds.includes(msg.chainId)) {
     throw fail('chain-id', `Chain ID ${msg.chainId} is not accepted; expected one of: ${list(rules.chainIds.map(String))}`);
   }
@@ -179,12 +179,12 @@ type Fail = (rule: SiweRule, message: string) => SiweVerificationError;
 function checkDomain(msg: SiweOutline, rules: SiweRules, fail: Fail): void {
   const allowed = rules.domains.map((d) => d.toLowerCase());
   if (!allowed.includes(msg.domain.toLowerCase())) {
-    throw fail('domain', `domain "${msg.domain}" is not accepted by this server; expected one of: ${list(rules.domains)}`);
+    throw fail('domain', `domain '${msg.domain}' is not accepted by this server; expected one of: ${list(rules.domains)}`);
   }
   if (msg.scheme !== undefined) {
     const origin = originOf(`${msg.scheme}://${msg.domain}`);
     if (origin === undefined || !normalizedOrigins(rules).includes(origin)) {
-      throw fail('domain', `"${msg.scheme}://${msg.domain}" (scheme and domain) is not an accepted origin; expected one of: ${list(rules.origins)}`);
+      throw fail('domain', `'${msg.scheme}://${msg.domain}' (scheme and domain) is not an accepted origin; expected one of: ${list(rules.origins)}`);
     }
   }
 }
@@ -200,17 +200,17 @@ const URI_WITH_AUTHORITY = /^([A-Za-z][A-Za-z0-9+.-]*):\/\/([^/?#\\]+)(?:[/?#]|$
 function checkUri(msg: SiweOutline, rules: SiweRules, fail: Fail): void {
   const written = URI_WITH_AUTHORITY.exec(msg.uri);
   if (!written) {
-    throw fail('uri', `URI "${msg.uri}" has no authority; write it as an absolute URL, scheme://host[:port] then the path, on one of: ${list(rules.origins)}`);
+    throw fail('uri', `URI '${msg.uri}' has no authority; write it as an absolute URL, scheme://host[:port] then the path, on one of: ${list(rules.origins)}`);
   }
   const origin = originOf(msg.uri);
   if (origin === undefined || originOf(`${written[1]}://${written[2]}`) !== origin || !normalizedOrigins(rules).includes(origin)) {
-    throw fail('uri', `URI "${msg.uri}" is not on an accepted origin (got ${origin ?? 'no origin'}); expected a URL on one of: ${list(rules.origins)}`);
+    throw fail('uri', `URI '${msg.uri}' is not on an accepted origin (got ${origin ?? 'no origin'}); expected a URL on one of: ${list(rules.origins)}`);
   }
   // The authority as written, not only as a URL parser repairs it: WHATWG URL reads 2130706433, 0x7f.0.0.1, 127.1 and
   // 127.0.0.1. (registered names under RFC 3986 §3.2.2) as 127.0.0.1, so the wallet would show one host and the server
   // check another. Written, it must be the origin's host itself (in any letter case, with or without the default port).
   if (!sameAuthority(written[1]!, written[2]!, origin)) {
-    throw fail('uri', `URI "${msg.uri}" writes its host as ${JSON.stringify(written[2])}, not as ${new URL(origin).host} itself; write the origin exactly: ${list(rules.origins)}`);
+    throw fail('uri', `URI '${msg.uri}' writes its host as '${written[2]}', not as ${new URL(origin).host} itself; write the origin exactly: ${list(rules.origins)}`);
   }
 }
 

@@ -4,6 +4,7 @@ import { CONTENT_TOO_LARGE } from '../request-body.js';
 import { ERROR_EVENTS } from '../metrics/provider-events.js';
 import { NOT_UTF8, NotUtf8FormBody } from './form-body-utf8.js';
 import { MAX_FORM_PARAMETERS, TooManyFormParameters } from './form-parameter-count.js';
+import { replaceDescription } from './error-description.js';
 
 /** oidc-provider 9.13.3's body limit (LIMIT in lib/shared/selective_body.js) on every route it parses a body for. */
 export const PROVIDER_BODY_LIMIT = 56 * 1024;
@@ -46,7 +47,8 @@ export function explainBodyParseErrors(provider: Provider): void {
       if (!why) return;
       if (why.status !== undefined) ctx.status = why.status;
       const body = ctx.body as Record<string, unknown> | undefined;
-      if (body && typeof body === 'object' && !Buffer.isBuffer(body) && body.error_description === PARSE_FAILURE) body.error_description = why.description;
+      // The challenge too, where the route wrote one first (userinfo: a Bearer challenge around its body parser).
+      if (body && typeof body === 'object' && !Buffer.isBuffer(body) && body.error_description === PARSE_FAILURE) replaceDescription(ctx as never, body, why.description);
     });
   }
 }

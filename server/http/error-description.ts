@@ -41,14 +41,17 @@ export function replaceDescription(ctx: Koa.Context, body: Record<string, unknow
   const description = rfc6749Description(text);
   const challenge = ctx.response.headers['www-authenticate'];
   const from = typeof body.error_description === 'string' ? challengeParameter(body.error_description) : undefined;
-  if (from !== undefined && typeof challenge === 'string') ctx.set('WWW-Authenticate', challenge.replace(from, challengeParameter(description)));
-  if (from !== undefined && Array.isArray(challenge)) ctx.set('WWW-Authenticate', challenge.map((c) => c.replace(from, challengeParameter(description))));
+  // A function as the replacement: a string one would expand `$&`, `$'` and `` $` `` found in the description.
+  const to = () => challengeParameter(description);
+  if (from !== undefined && typeof challenge === 'string') ctx.set('WWW-Authenticate', challenge.replace(from, to));
+  if (from !== undefined && Array.isArray(challenge)) ctx.set('WWW-Authenticate', challenge.map((c) => c.replace(from, to)));
   body.error_description = description;
 }
 
 /**
- * Called on every answered error (status 400 and above) by the error shield (server/app.ts): a JSON error body whose
- * description is outside RFC 6749's characters, or too long, is rewritten by rfc6749Description, challenge included.
+ * Called on every answered error (status 400 and above) by the security-headers layer (server/http/security-headers.ts),
+ * which wraps every other: a JSON error body whose description is outside RFC 6749's characters, or too long, is
+ * rewritten by rfc6749Description, challenge included.
  */
 export function keepDescriptionInRfc6749Characters(ctx: Koa.Context): void {
   const { body } = ctx;

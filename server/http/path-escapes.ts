@@ -1,5 +1,7 @@
 import type Koa from 'koa';
 
+import { errorPage, prefersPage } from '../../interactions/views.js';
+
 /** Whether every percent-escape in `path` is well formed and the escapes decode to UTF-8 (RFC 3986 §2.1, §2.5). */
 export function hasWellFormedEscapes(path: string): boolean {
   try {
@@ -27,7 +29,12 @@ export const percentEscapeCheck: Koa.Middleware = async (ctx, next) => {
   const query = ctx.querystring;
   if (query.includes('%') && !queryEscapesDecode(query)) {
     ctx.status = 400;
-    ctx.body = { error: 'invalid_request', error_description: QUERY_NOT_UTF8 };
+    // A browser (a person sent to /auth, or to a page) gets a page saying so; the error cannot go to the client,
+    // whose parameters are what is unreadable.
+    if (prefersPage(ctx)) {
+      ctx.type = 'html';
+      ctx.body = errorPage('Request refused', `The link that brought you here is malformed: ${QUERY_NOT_UTF8}. Go back to the application and start again.`);
+    } else ctx.body = { error: 'invalid_request', error_description: QUERY_NOT_UTF8 };
     return;
   }
   await next();

@@ -1,5 +1,7 @@
 import type Koa from 'koa';
 
+import { keepDescriptionInRfc6749Characters } from './error-description.js';
+
 /**
  * Headers every response carries, so that every HTML page agentauth serves (login, consent, logout, error pages,
  * and any page oidc-provider renders) has them whichever route, spelling or error path produced it:
@@ -18,12 +20,16 @@ export const SECURITY_HEADERS: Readonly<Record<string, string>> = Object.freeze(
 });
 
 /**
- * Sets SECURITY_HEADERS before anything runs (oidc-provider reads the CSP to extend it), and, on an error answer that
- * set no caching rule of its own, `Cache-Control: no-store`: the refusals made before any route runs (a body too
- * large, a malformed path or Host) had none, and a cache could have kept one for the next request.
+ * Sets SECURITY_HEADERS before anything runs (oidc-provider reads the CSP to extend it). On an error answer, whichever
+ * layer made it (the refusals made before any route runs included: a body too large, a malformed path or Host):
+ * `Cache-Control: no-store` if it set no caching rule of its own, and its description in RFC 6749's characters
+ * (server/http/error-description.ts).
  */
 export const securityHeaders: Koa.Middleware = async (ctx, next) => {
   ctx.set(SECURITY_HEADERS);
   await next();
-  if (ctx.status >= 400 && ctx.res.getHeader('Cache-Control') === undefined) ctx.set('Cache-Control', 'no-store');
+  if (ctx.status >= 400) {
+    if (ctx.res.getHeader('Cache-Control') === undefined) ctx.set('Cache-Control', 'no-store');
+    keepDescriptionInRfc6749Characters(ctx);
+  }
 };

@@ -261,6 +261,32 @@ describe('bad input gets an RFC-shaped 4xx, never a 500, and changes nothing', (
       }
     });
 
+    test('descriptions in RFC 6749 section 5.2 characters from every layer: refusals made before any route, a userinfo challenge, an error redirect', async () => {
+      const RFC6749 = /^[\x20\x21\x23-\x5b\x5d-\x7e]*$/;
+      const early = [
+        await raw(port, 'POST', '/token', { 'content-type': 'application/x-www-form-urlencoded', 'content-encoding': 'gzip' }, 'x=1'),
+        await raw(port, 'POST', '/token', { 'content-type': 'application/x-www-form-urlencoded; charset="a\\b"' }, 'x=1'),
+        await raw(port, 'GET', '/jwks', { host: 'a"b' }),
+        await raw(port, 'GET', '/jwks', { host: 'caf\u00e9' }),
+      ];
+      for (const res of early) {
+        const body = JSON.parse(res.body) as { error_description: string };
+        expect({ status: res.status, description: body.error_description, ok: RFC6749.test(body.error_description) }).toMatchObject({ ok: true });
+        expect(res.headers['cache-control']).toBe('no-store');
+      }
+      // userinfo writes a Bearer challenge around its body parser: it says what the body says.
+      const me = await fetch(`${issuer}/me`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: `access_token=abc${'&'.repeat(1000)}` });
+      const meBody = (await me.json()) as { error_description: string };
+      expect(meBody.error_description).toMatch(/^the request body has more than 1000 parameters/);
+      expect(me.headers.get('www-authenticate')).toContain(`error_description="${meBody.error_description}"`);
+      // At /auth the error goes back to the client's redirect URI, with the description in those characters too.
+      const created = await register(issuer, { redirect_uris: [REDIRECT], token_endpoint_auth_method: 'none', scope: 'read' });
+      const auth = await fetch(`${issuer}/auth?${new URLSearchParams({ client_id: created.body.client_id as string, response_type: 'code', redirect_uri: REDIRECT, scope: 'read', code_challenge: 'E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM', code_challenge_method: 'S256', resource: 'https://x.example/"\n\u00fc' })}`, { redirect: 'manual' });
+      const sent = new URL(auth.headers.get('location')!);
+      expect(sent.searchParams.get('error')).toBe('invalid_target');
+      expect(RFC6749.test(sent.searchParams.get('error_description')!)).toBe(true);
+    });
+
     test('Expect: an unknown expectation is a JSON 417; 100-continue gets its 100 only for a body an endpoint could take', async () => {
       const unknown = await raw(port, 'POST', '/token', { expect: 'x-anything', 'content-type': 'application/x-www-form-urlencoded' }, 'grant_type=client_credentials');
       expectOAuthError(unknown, 417, 'invalid_request', /^the Expect header names an expectation this server does not meet/);
@@ -292,6 +318,10 @@ describe('bad input gets an RFC-shaped 4xx, never a 500, and changes nothing', (
         expectOAuthError(await raw(port, 'GET', path), 400, 'invalid_request', /^the query string holds percent-escapes that do not decode to UTF-8/);
       }
       expect((await raw(port, 'GET', '/.well-known/openid-configuration?x=%ZZ&y=100%&z=%C3%A9')).status).toBe(200);
+      // A person's browser at /auth gets a page saying so.
+      const page = await raw(port, 'GET', '/auth?client_id=x&state=%E9', { accept: 'text/html' });
+      expect({ status: page.status, type: page.headers['content-type'] }).toEqual({ status: 400, type: expect.stringMatching(/^text\/html/) });
+      expect(page.body).toContain('do not decode to UTF-8');
     });
   });
 
@@ -355,7 +385,7 @@ describe('bad input gets an RFC-shaped 4xx, never a 500, and changes nothing', (
       test.each([
         ['X-Forwarded-Host', { 'x-forwarded-host': 'a b' }, /^the X-Forwarded-Host header must be a host name/],
         ['X-Forwarded-Host', { 'x-forwarded-host': 'evil.example:http, auth.example.com' }, /^the X-Forwarded-Host header must be a host name/],
-        ['X-Forwarded-Proto', { 'x-forwarded-proto': 'a b' }, /^the X-Forwarded-Proto header must be http or https \(got "a b"\)/],
+        ['X-Forwarded-Proto', { 'x-forwarded-proto': 'a b' }, /^the X-Forwarded-Proto header must be http or https \(got 'a b'\)/],
         ['X-Forwarded-Proto', { 'x-forwarded-proto': 'javascript' }, /^the X-Forwarded-Proto header must be http or https/],
       ])('a malformed %s is 400 invalid_request', async (_name, headers, description) => {
         const res = await raw(proxied.server.port, 'GET', '/session/end', headers);
@@ -423,8 +453,8 @@ describe('bad input gets an RFC-shaped 4xx, never a 500, and changes nothing', (
       ['a port out of range', 'GET', '/.well-known/openid-configuration', () => 'http://evil.example:70000/.well-known/openid-configuration', /^the request target must name a host name or IP address/],
       ['no host', 'GET', '/.well-known/openid-configuration', () => 'http:///.well-known/openid-configuration', /^the request target must name a host name or IP address/],
       ['user information', 'GET', '/.well-known/openid-configuration', (p: number) => `http://user:pw@localhost:${p}/.well-known/openid-configuration`, /^the request target must not carry user information/],
-      ['another scheme', 'POST', '/token', () => 'ftp://evil.example/token', /^the request target's scheme must be this connection's \(http\), got "ftp"/],
-      ['https, on a server reached over http', 'POST', '/token', (p: number) => `https://localhost:${p}/token`, /^the request target's scheme must be this connection's \(http\), got "https"/],
+      ['another scheme', 'POST', '/token', () => 'ftp://evil.example/token', /^the request target's scheme must be this connection's \(http\), got 'ftp'/],
+      ['https, on a server reached over http', 'POST', '/token', (p: number) => `https://localhost:${p}/token`, /^the request target's scheme must be this connection's \(http\), got 'https'/],
     ])('with %s is 400 invalid_request, not a 500 (%s %s)', async (_label, method, _path, target, description) => {
       const res = await raw(port, method, target(port), {}, method === 'POST' ? 'grant_type=client_credentials' : '');
       expectOAuthError(res, 400, 'invalid_request', description);
@@ -528,7 +558,7 @@ describe('bad input gets an RFC-shaped 4xx, never a 500, and changes nothing', (
     ] as const)('a body with Content-Encoding to %s (%s, %s) gets 415 with Accept-Encoding: identity, and nothing is stored', async (path, type, encoding, body) => {
       const before = await clients().countDocuments();
       const res = await raw(port, 'POST', path, { 'content-type': type, 'content-encoding': encoding }, body);
-      expectOAuthError(res, 415, 'invalid_request', new RegExp(`^the request body is encoded \\(Content-Encoding: "${encoding}"\\); this server accepts unencoded bodies only$`));
+      expectOAuthError(res, 415, 'invalid_request', new RegExp(`^the request body is encoded \\(Content-Encoding: '${encoding}'\\); this server accepts unencoded bodies only$`));
       expect(res.headers['accept-encoding']).toBe('identity');
       expect(await clients().countDocuments()).toBe(before);
     });
@@ -544,7 +574,7 @@ describe('bad input gets an RFC-shaped 4xx, never a 500, and changes nothing', (
         const chunk = Buffer.from(body);
         conn.write(`POST ${path} HTTP/1.1\r\nhost: localhost:${port}\r\ncontent-type: ${type}\r\ntransfer-encoding: ${codings}\r\n\r\n${chunk.length.toString(16)}\r\n${body}\r\n0\r\n\r\n`);
         const res = await conn.response();
-        expectOAuthError(res, 501, 'invalid_request', /^the request body has a transfer coding this server does not decode \(Transfer-Encoding: "(gzip|deflate|foo)"\); send it with chunked alone or a Content-Length \(RFC 9112 section 6\.1\)$/);
+        expectOAuthError(res, 501, 'invalid_request', /^the request body has a transfer coding this server does not decode \(Transfer-Encoding: '(gzip|deflate|foo)'\); send it with chunked alone or a Content-Length \(RFC 9112 section 6\.1\)$/);
         await sameConnectionServes(conn);
       } finally {
         conn.destroy();
@@ -563,7 +593,7 @@ describe('bad input gets an RFC-shaped 4xx, never a 500, and changes nothing', (
       try {
         const bytes = Buffer.from(body);
         conn.write(Buffer.concat([Buffer.from(`POST ${path} HTTP/1.1\r\nhost: localhost:${port}\r\ncontent-type: ${type}\r\ncontent-length: ${bytes.length}\r\n\r\n`), bytes]));
-        expectOAuthError(await conn.response(), 415, 'invalid_request', /^the request body's charset is not supported \(charset="[a-z0-9-]+"\): send it as utf-8$/);
+        expectOAuthError(await conn.response(), 415, 'invalid_request', /^the request body's charset is not supported \(charset='[a-z0-9-]+'\): send it as utf-8$/);
       } finally {
         conn.destroy();
       }

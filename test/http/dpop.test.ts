@@ -434,7 +434,7 @@ describe('DPoP (RFC 9449) at the token and userinfo endpoints', () => {
         const signature = await crypto.subtle.sign({ name: 'ECDSA', hash: 'SHA-256' }, keys.privateKey as Parameters<typeof crypto.subtle.sign>[1], Buffer.from(input));
         return `${input}.${Buffer.from(signature).toString('base64url')}`;
       };
-      const crits = await Promise.all(['\u2028', 'a\r\nb', '\u{1F600}', '\u00e9'].map(async (c) => challenged(await withCrit(c))));
+      const crits = await Promise.all(['\u2028', 'a\r\nb', '\u{1F600}', '\u00e9', '$&"', "$'x"].map(async (c) => challenged(await withCrit(c))));
       for (const res of [await challenged([await fresh(), await fresh()]), await challenged(`${(await fresh()).slice(0, -4)}AAAA`), ...crits]) {
         expect(res.body.error_description).not.toBe('invalid DPoP key binding');
         // RFC 6749 §5.2 and RFC 6750 §3: printable ASCII without " and \ (a "§" arrived as "Â§" in the header).

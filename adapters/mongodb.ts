@@ -540,7 +540,14 @@ const sameBytes = (a: Uint8Array, b: Uint8Array): boolean => Buffer.compare(a, b
  * intact, as a member named twice did on SQLite.
  */
 export function auditRecordFromBytes(bytes: Uint8Array): AuditRecord {
-  const doc = BSON.deserialize(bytes) as AuditDoc;
+  let doc: AuditDoc;
+  try {
+    doc = BSON.deserialize(bytes) as AuditDoc;
+  } catch (err) {
+    // Not even a document (a string that is not UTF-8, which MongoDB stores as sent): read at its _id alone.
+    const id = BSON.deserialize(bytes, { validation: { utf8: false } })._id as unknown;
+    return undecodableRecord(typeof id === 'number' ? DEFAULT_AUDIT_CHAIN : String(id).slice(0, Math.max(0, String(id).lastIndexOf('/'))), typeof id === 'number' ? id : Number(String(id).slice(String(id).lastIndexOf('/') + 1)), err);
+  }
   const { _id, seq, details, revokes: index, ...rest } = doc;
   // The seq of the key the record is stored under (as the SQLite store does with its row): paging goes by it.
   const keyed = typeof _id === 'number' ? _id : Number(String(_id).slice(String(_id).lastIndexOf('/') + 1));

@@ -25,9 +25,10 @@ const out = (value: unknown): void => void process.stdout.write(`${JSON.stringif
  */
 async function outEveryClient(admin: ClientAdmin): Promise<void> {
   let written = 0;
-  process.stdout.write('[');
+  // Nothing is written before the first page is read: a store that fails at once leaves no half array on stdout.
   for (let after: string | undefined, more = true; more; ) {
     const page = await admin.listPage(after, MAX_PAGE_SIZE);
+    if (after === undefined) process.stdout.write('[');
     for (const view of page.clients) process.stdout.write(`${written++ === 0 ? '\n' : ',\n'}${JSON.stringify(view, null, 2).replace(/^/gm, '  ')}`);
     after = page.next;
     more = page.next !== undefined;

@@ -82,8 +82,10 @@ const slot = (ms: number): number => Math.floor(ms / SLOT_MS);
  * before the revocation answered is left standing. A consent given in the moment between the last listing and the
  * answer is not checked (its sign-in came before, in another request): what it grants stands.
  *
- * `record` is called with what was found before anything changes (the audit record: if it cannot be written, nothing
- * is revoked). Returns undefined, having changed and recorded nothing, when the person has no grant and no session.
+ * `record` is called with what the first listing found, before anything is revoked (the audit record: if it cannot be
+ * written, nothing is revoked); what later listings find is revoked too, and is in the answer, not in the record.
+ * Returns undefined, having revoked and recorded nothing (only the first mark is written), when the person has no
+ * grant and no session.
  */
 export async function revokeSubject(
   storage: Pick<Storage, 'model' | 'revokedTokens'>,
@@ -91,6 +93,10 @@ export async function revokeSubject(
   record: (found: { grants: number; sessions: number }) => Promise<unknown>,
   now: () => number = Date.now,
 ): Promise<SubjectRevocation | undefined> {
+  const mark = () => storage.revokedTokens.revoke(subjectMark(sub, slot(now())), Math.floor(now() / 1000) + SUBJECT_MARK_TTL_SECONDS);
+  // A mark before the first listing too: a person with nothing stored yet may have a sign-in in flight, which stores
+  // its grant after this read and is refused by the mark (the answer is still "nothing found").
+  await mark();
   let grants = await recordsOf(storage.model('Grant'), sub);
   let sessions = await recordsOf(storage.model('Session'), sub);
   if (grants.length === 0 && sessions.length === 0) return undefined;
@@ -104,7 +110,7 @@ export async function revokeSubject(
     revoked.push(...grants);
     ended += sessions.length;
     if (listing > MAX_RELISTS) break;
-    await storage.revokedTokens.revoke(subjectMark(sub, slot(now())), Math.floor(now() / 1000) + SUBJECT_MARK_TTL_SECONDS);
+    await mark();
     grants = await recordsOf(storage.model('Grant'), sub);
     sessions = await recordsOf(storage.model('Session'), sub);
     if (grants.length === 0 && sessions.length === 0) break;

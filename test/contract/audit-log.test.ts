@@ -404,6 +404,10 @@ describe('AuditStore.revocations reads an index, not the log', () => {
       const doubled = Buffer.concat([Buffer.alloc(4), stored.subarray(4, 4 + idElement.length), typeElement, stored.subarray(4 + idElement.length)]);
       doubled.writeInt32LE(doubled.length, 0);
       expect(BSON.deserialize(doubled)).toMatchObject({ type: 'token.issued' }); // the driver reads the last
+      // A string that is not UTF-8 (MongoDB stores what it is sent): undecodable, read at its _id, not a thrown error.
+      const notUtf8 = Buffer.from(stored);
+      notUtf8[notUtf8.indexOf('token.issued')] = 0xff;
+      expect(auditRecordFromBytes(notUtf8)).toMatchObject({ seq: issued.seq, undecodable: expect.any(String) });
       expect(auditRecordFromBytes(doubled)).toMatchObject({
         seq: issued.seq,
         undecodable: 'its stored document is not the one agentauth wrote (a field named twice, or a value stored as another BSON type)',

@@ -56,12 +56,19 @@ describe('revoking a person while requests store grants for them', () => {
     await storage.close();
   });
 
-  test('nothing to revoke: no record, no mark', async () => {
+  test('nothing to revoke: no record, and a mark all the same, for a sign-in in flight that has stored nothing yet', async () => {
     const storage = await storageWithGrants([]);
     let recorded = 0;
-    expect(await revokeSubject(storage, SUB, async () => { recorded += 1; })).toBeUndefined();
+    let clock = Date.now();
+    const now = () => clock;
+    expect(await revokeSubject(storage, SUB, async () => { recorded += 1; }, now)).toBeUndefined();
     expect(recorded).toBe(0);
-    expect(await revokedWhileServed(storage.revokedTokens, SUB, Date.now() - 1_000)).toBe(false);
+    clock += 50;
+    // Received before the revocation, its grant stored after the listing found nothing: refused.
+    expect(await revokedWhileServed(storage.revokedTokens, SUB, clock - 1_000, now)).toBe(true);
+    // Received a second later: not.
+    clock += 1_000;
+    expect(await revokedWhileServed(storage.revokedTokens, SUB, clock - 10, now)).toBe(false);
     await storage.close();
   });
 });

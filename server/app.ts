@@ -20,7 +20,7 @@ import { requestOriginCheck } from './http/request-origin.js';
 import { requestTarget } from './http/request-target.js';
 import { dpopHeaderCheck } from './http/dpop-header.js';
 import { unmatchedRequests } from './http/unmatched.js';
-import { isProbeRequest, LIVENESS_PATH, READINESS_PATH } from './http/probe-paths.js';
+import { isProbeRequest, KEY_ARCHIVE_PATH, LIVENESS_PATH, READINESS_PATH } from './http/probe-paths.js';
 import { requestId } from './http/request-id.js';
 import type { HandlersInFlight } from './http/in-flight.js';
 import { percentEscapeCheck } from './http/path-escapes.js';
@@ -47,8 +47,9 @@ export interface AppDeps {
   publicOrigin?: string;
 }
 
+export { KEY_ARCHIVE_PATH };
+
 /** Paths that never need storage: served even while storage is down, so resource servers can still verify tokens. */
-export const KEY_ARCHIVE_PATH = '/keys';
 const STORAGE_FREE = new Set([LIVENESS_PATH, READINESS_PATH, '/jwks', KEY_ARCHIVE_PATH, '/.well-known/openid-configuration', '/.well-known/oauth-authorization-server']);
 
 const RETRY_AFTER_SECONDS = '5';

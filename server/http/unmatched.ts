@@ -2,7 +2,11 @@ import type Koa from 'koa';
 import type { Provider } from 'oidc-provider';
 import instance from 'oidc-provider/lib/helpers/weak_cache.js';
 
+import { KEY_ARCHIVE_PATH, LIVENESS_PATH, READINESS_PATH } from './probe-paths.js';
+
 const METHODS = ['GET', 'POST', 'PUT', 'DELETE', 'OPTIONS'] as const;
+/** agentauth's own paths that answer GET and HEAD only, exactly as spelled (server/app.ts probes): 405 for the rest. */
+const AGENTAUTH_GET_PATHS: ReadonlySet<string> = new Set([LIVENESS_PATH, READINESS_PATH, KEY_ARCHIVE_PATH]);
 
 /**
  * What a request no route answered gets: JSON, not Koa's `404 text/plain "Not Found"`. When oidc-provider's own router
@@ -18,8 +22,10 @@ export function unmatchedRequests(provider: Provider): Koa.Middleware {
     const sent = ctx.path;
     await next();
     if (ctx.status !== 404 || ctx.body != null) return;
-    const allowed: string[] = METHODS.filter((m) => m !== ctx.method && router.match(m, ctx.path) !== undefined);
-    // oidc-provider's router answers HEAD wherever it answers GET.
+    const allowed: string[] = AGENTAUTH_GET_PATHS.has(ctx.path)
+      ? ['GET']
+      : METHODS.filter((m) => m !== ctx.method && router.match(m, ctx.path) !== undefined);
+    // oidc-provider's router answers HEAD wherever it answers GET, and so do agentauth's probes and key archive.
     if (allowed.includes('GET') && ctx.method !== 'HEAD') allowed.splice(allowed.indexOf('GET') + 1, 0, 'HEAD');
     if (allowed.length > 0) {
       ctx.status = 405;

@@ -218,7 +218,11 @@ describe('bad input gets an RFC-shaped 4xx, never a 500, and changes nothing', (
       ['GET', '/token/revocation/', 'POST, OPTIONS'],
       ['POST', '/.well-known/openid-configuration', 'GET, HEAD, OPTIONS'],
       ['POST', '/.well-known/oauth-authorization-server', 'GET, HEAD, OPTIONS'],
-    ])('%s %s: 405 invalid_request as JSON, Allow naming what oidc-provider routes there (%s)', async (method, path, allow) => {
+      // agentauth's own: the probes and the key archive.
+      ['POST', '/healthz', 'GET, HEAD'],
+      ['DELETE', '/readyz', 'GET, HEAD'],
+      ['PUT', '/keys', 'GET, HEAD'],
+    ])('%s %s: 405 invalid_request as JSON, Allow naming what is served there (%s)', async (method, path, allow) => {
       const res = await raw(port, method, path);
       const body = expectOAuthError(res, 405, 'invalid_request', new RegExp(`^${method} is not accepted at ${path.replace(/[.]/g, '\\.')}; use `));
       expect(res.headers.allow).toBe(allow);
@@ -226,7 +230,7 @@ describe('bad input gets an RFC-shaped 4xx, never a 500, and changes nothing', (
     });
 
     test('a path nothing routes: 404 not_found as JSON, not a text page', async () => {
-      for (const path of ['/nope', '/interaction-assets/nope.js', '/token/x']) {
+      for (const path of ['/nope', '/interaction-assets/nope.js', '/token/x', '/healthz/']) {
         expectOAuthError(await raw(port, 'GET', path), 404, 'not_found', /^there is no endpoint at GET \//);
       }
     });

@@ -27,7 +27,9 @@ const WALLET_SUBJECT = /^(did:pkh:eip155:[0-9]{1,20}:)(0x[0-9a-fA-F]{40})$/;
  * exactly, as it appears in the tokens' `sub` claim.
  */
 export function parseSubject(sub: string): { sub: string } | { problem: string } {
-  if (sub.length === 0 || sub.length > MAX_SUB_LENGTH || /[\u0000-\u001f\u007f]/.test(sub)) {
+  // Control characters of either set (C0, DEL, C1) and the line and paragraph separators: nothing agentauth issues
+  // as a sub has them, and in a log line or a terminal they would break the line.
+  if (sub.length === 0 || sub.length > MAX_SUB_LENGTH || /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/.test(sub)) {
     return { problem: `the subject must be 1 to ${MAX_SUB_LENGTH} characters without control characters, as it appears in the tokens' sub claim` };
   }
   const wallet = WALLET_SUBJECT.exec(sub);

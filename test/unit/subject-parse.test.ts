@@ -30,7 +30,7 @@ describe('parseSubject', () => {
   });
 
   test('an empty, oversized or control-character subject is refused', () => {
-    for (const sub of ['', 'a'.repeat(MAX_SUB_LENGTH + 1), 'a\nb', 'a\u007fb']) {
+    for (const sub of ['', 'a'.repeat(MAX_SUB_LENGTH + 1), 'a\nb', 'a\u007fb', 'a\u0085b', 'a\u2028b', 'a\u2029b']) {
       expect(parseSubject(sub)).toEqual({ problem: expect.stringContaining('without control characters') });
     }
     expect(parseSubject('a'.repeat(MAX_SUB_LENGTH))).toEqual({ sub: 'a'.repeat(MAX_SUB_LENGTH) });

@@ -12,7 +12,7 @@ import { SiweVerificationError } from './siwe/errors.js';
 import { consentPage, errorPage, loginPage } from './views.js';
 import type { AccessRequest } from './views.js';
 import { METADATA_DOCUMENT_ORIGIN, redirectsAllLoopback } from '../server/client-metadata/policy.js';
-import { REGISTRATION_FIELD } from '../server/policies/registration.js';
+import { REGISTRATION_FIELD, registrationOrigin } from '../server/policies/registration.js';
 import { shownClientName } from '../server/policies/display-text.js';
 import type { WalletSignIn } from './wallet-signin.js';
 import type { ConsentClaim, ConsentDecision } from './consent-claim.js';
@@ -70,10 +70,17 @@ async function readBody(ctx: Koa.Context): Promise<Record<string, unknown>> {
   return parsed && typeof parsed === 'object' && !Array.isArray(parsed) ? (parsed as Record<string, unknown>) : {};
 }
 
-/** For a client identified by a metadata document: the host that published it, and whether it redirects only to localhost. */
-function metadataDocumentFacts(clientId: string, meta: Record<string, unknown>): Pick<AccessRequest, 'documentHost' | 'loopbackOnly'> {
-  if (meta[REGISTRATION_FIELD] !== METADATA_DOCUMENT_ORIGIN) return {};
+/**
+ * Who vouches for the client, for the pages: for a client identified by a metadata document, the host that published
+ * it; for one that registered itself, no one; and, for either, whether it redirects only to localhost.
+ */
+function vouchingFacts(clientId: string, meta: Record<string, unknown>): Pick<AccessRequest, 'documentHost' | 'loopbackOnly' | 'selfRegistered'> {
   const redirects = Array.isArray(meta.redirect_uris) ? (meta.redirect_uris as string[]) : [];
+  // Registered without an initial access token (stored records from before the field count as such, as everywhere).
+  if (registrationOrigin(meta) === 'anonymous') {
+    return { selfRegistered: true, loopbackOnly: redirectsAllLoopback(redirects) };
+  }
+  if (meta[REGISTRATION_FIELD] !== METADATA_DOCUMENT_ORIGIN) return {};
   return { documentHost: URL.parse(clientId)?.host ?? clientId, loopbackOnly: redirectsAllLoopback(redirects) };
 }
 
@@ -100,7 +107,7 @@ export function interactionRoutes(deps: InteractionDeps): Koa.Middleware {
     return {
       clientName: shownClientName(meta.client_name, client.clientId),
       clientId: client.clientId,
-      ...metadataDocumentFacts(client.clientId, meta),
+      ...vouchingFacts(client.clientId, meta),
       redirectHost: URL.parse(String(params.redirect_uri))?.host ?? '',
       resources,
       dpopBound: Boolean(params.dpop_jkt) || meta.dpop_bound_access_tokens === true,

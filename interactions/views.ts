@@ -33,8 +33,21 @@ export interface AccessRequest {
   dpopBound: boolean;
   /** Client identified by a client ID metadata document: the host of its client_id URL (who published it). */
   documentHost?: string | undefined;
-  /** Every redirect URI of that document is on localhost / a loopback address. */
+  /** Every redirect URI of that document, or of that self-registered client, is on localhost / a loopback address. */
   loopbackOnly?: boolean | undefined;
+  /** Registered by itself, without an initial access token (open registration): no one vouched for its name. */
+  selfRegistered?: boolean | undefined;
+}
+
+/**
+ * A client that registered itself (open registration, no initial access token) chose its own name, as a metadata
+ * document does, and anyone can register one whose redirects all go to localhost: said in the same words.
+ */
+function selfRegisteredNotice(req: AccessRequest): string {
+  const source = '<p class="client-source">This application registered itself with this server. The name above is what it says; no one has verified it.</p>';
+  if (!req.loopbackOnly) return source;
+  return `${source}
+<p class="warning" role="alert" id="localhost-warning"><strong>Warning:</strong> this application sends you back only to <code>localhost</code>, a program on this computer. Anyone can register such an application under any name; continue only if you just started this application yourself, on this device.</p>`;
 }
 
 /**
@@ -43,7 +56,7 @@ export interface AccessRequest {
  * any program on the person's machine, so that is said plainly.
  */
 function documentNotice(req: AccessRequest): string {
-  if (!req.documentHost) return '';
+  if (!req.documentHost) return req.selfRegistered ? selfRegisteredNotice(req) : '';
   const source = `<p class="client-source">This application identifies itself with a document published by <strong class="client-host">${esc(req.documentHost)}</strong>. The name above is what that document says; only the host is verified.</p>`;
   if (!req.loopbackOnly) return source;
   return `${source}

@@ -16,7 +16,9 @@ describe('an authorization request naming no scope that can be granted', () => {
   let client: oidc.Configuration;
 
   beforeAll(async () => {
-    ({ server } = await startConfigured(baseConfig()));
+    const config = baseConfig();
+    config.clients = [...(config.clients as unknown[]), { client_id: 'static-web', token_endpoint_auth_method: 'none', grant_types: ['authorization_code'], redirect_uris: [REDIRECT], scope: 'read' }];
+    ({ server } = await startConfigured(config));
     client = await oidc.dynamicClientRegistration(
       new URL(server.url),
       { redirect_uris: [REDIRECT], grant_types: ['authorization_code', 'refresh_token'], token_endpoint_auth_method: 'none' },
@@ -108,5 +110,21 @@ describe('an authorization request naming no scope that can be granted', () => {
     expect(html).toContain('<code>read</code>');
     expect(html).not.toContain('files');
     expect(html).not.toContain(planted);
+    // The client registered itself (open registration) and redirects only to a loopback address: the page says
+    // that no one verified its name, and warns as it does for a metadata document's.
+    expect(html).toContain('This application registered itself with this server.');
+    expect(html).toContain('id="localhost-warning"');
+  });
+
+  test('a client of the configuration file gets no such notice', async () => {
+    const url = new URL(`${server.url}/auth`);
+    for (const [k, v] of Object.entries({ client_id: 'static-web', response_type: 'code', redirect_uri: REDIRECT, scope: 'read', resource: RESOURCE, code_challenge: 'E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM', code_challenge_method: 'S256' })) url.searchParams.set(k, v);
+    const first = await fetch(url, { redirect: 'manual' });
+    expect(first.status).toBe(303);
+    const cookie = first.headers.getSetCookie().map((c) => c.split(';')[0]).join('; ');
+    const html = await (await fetch(new URL(first.headers.get('location')!, url), { headers: { cookie, accept: 'text/html' } })).text();
+    expect(html).toContain('<code>read</code>');
+    expect(html).not.toContain('registered itself');
+    expect(html).not.toContain('localhost-warning');
   });
 });

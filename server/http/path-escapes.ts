@@ -15,7 +15,7 @@ export function hasWellFormedEscapes(path: string): boolean {
 /**
  * Refuses a request whose path holds a malformed percent-escape (`%ZZ`, a lone `%`, or escapes that are not UTF-8)
  * with 400 invalid_request, before any route decodes it. No endpoint has such a path, and no route below has to
- * handle a decoding failure.
+ * handle a decoding failure. Refuses too a query string whose escapes do not decode to UTF-8 (queryEscapesDecode).
  */
 export const percentEscapeCheck: Koa.Middleware = async (ctx, next) => {
   if (!hasWellFormedEscapes(ctx.path)) {

@@ -112,18 +112,33 @@ describe('refresh rotations answered 503, recorded in the store for the other in
     expect(await sharedRotations('refresh_token', store).has('refresh-token-never')).toBe(false);
   });
 
+  /** Whether `promise` has settled, after letting every ready callback run. */
+  async function settled(promise: Promise<unknown>): Promise<boolean> {
+    let done = false;
+    void promise.then(() => (done = true), () => (done = true));
+    await jest.advanceTimersByTimeAsync(0);
+    return done;
+  }
+
+  // The store's waits run on fake timers: how long the 503 waits is then exact, whatever the machine's load (on real
+  // timers, a loaded CI machine fired the 250 ms timer late enough to fail a bound of 450 ms).
   test('a store that fails: the 503 waits at most STORE_WAIT_MS, and the record is written once the store is back', async () => {
-    const { store, held, state } = claims();
-    state.failing = true;
-    const started = Date.now();
-    await sharedRotations('refresh_token', store).add('refresh-token-C');
-    expect(Date.now() - started).toBeLessThan(STORE_WAIT_MS + 200);
-    expect(held.size).toBe(0);
-    state.failing = false;
-    const until = Date.now() + 5_000;
-    while (held.size === 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
-    expect(held.size).toBe(1);
-    expect(await sharedRotations('refresh_token', store).has('refresh-token-C')).toBe(true);
+    jest.useFakeTimers();
+    try {
+      const { store, held, state } = claims();
+      state.failing = true;
+      const adding = sharedRotations('refresh_token', store).add('refresh-token-C');
+      await jest.advanceTimersByTimeAsync(STORE_WAIT_MS);
+      expect(await settled(adding)).toBe(true);
+      expect(held.size).toBe(0);
+      state.failing = false;
+      // Retried every second while remembered.
+      await jest.advanceTimersByTimeAsync(1_000);
+      expect(held.size).toBe(1);
+      expect(await sharedRotations('refresh_token', store).has('refresh-token-C')).toBe(true);
+    } finally {
+      jest.useRealTimers();
+    }
   });
 
   test('take: exactly one taker, here or at another instance; a store that fails leaves it remembered for the next try', async () => {
@@ -173,13 +188,20 @@ describe('refresh rotations answered 503, recorded in the store for the other in
   });
 
   test('a store that hangs: the 503 still waits at most STORE_WAIT_MS; a lookup that fails is an error, not a "no" (the caller answers 503)', async () => {
-    const { store, state } = claims();
-    state.hang = true;
-    const started = Date.now();
-    await sharedRotations('refresh_token', store).add('refresh-token-D');
-    expect(Date.now() - started).toBeLessThan(STORE_WAIT_MS + 200);
-    state.hang = false;
-    state.failing = true;
-    await expect(sharedRotations('refresh_token', store).has('refresh-token-E')).rejects.toThrow('store down');
+    jest.useFakeTimers();
+    try {
+      const { store, state } = claims();
+      state.hang = true;
+      const adding = sharedRotations('refresh_token', store).add('refresh-token-D');
+      await jest.advanceTimersByTimeAsync(STORE_WAIT_MS - 1);
+      expect(await settled(adding)).toBe(false);
+      await jest.advanceTimersByTimeAsync(1);
+      expect(await settled(adding)).toBe(true);
+      state.hang = false;
+      state.failing = true;
+      await expect(sharedRotations('refresh_token', store).has('refresh-token-E')).rejects.toThrow('store down');
+    } finally {
+      jest.useRealTimers();
+    }
   });
 });

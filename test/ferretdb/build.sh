@@ -11,6 +11,8 @@ bin="$cache/ferretdb-test-$stamp"
 if [ ! -x "$bin" ]; then
   command -v go >/dev/null || { echo "build.sh: Go is required to build the FerretDB test server (or set MONGODB_URI to a running MongoDB)" >&2; exit 1; }
   echo "building FerretDB test server into $bin (first time: a few minutes)" >&2
-  (cd "$here" && go build -trimpath -ldflags=-checklinkname=0 -o "$bin.tmp" . && mv "$bin.tmp" "$bin")
+  # A temporary name of this build's own: two builds at once (a test run started while CI builds) each finish, and
+  # the last rename wins with the same binary.
+  (cd "$here" && go build -trimpath -ldflags=-checklinkname=0 -o "$bin.$$.tmp" . && mv -f "$bin.$$.tmp" "$bin")
 fi
 echo "$bin"

@@ -19,6 +19,7 @@ import { bindPublicOrigin } from './http/public-origin.js';
 import { requestOriginCheck } from './http/request-origin.js';
 import { requestTarget } from './http/request-target.js';
 import { dpopHeaderCheck } from './http/dpop-header.js';
+import { earlyRefusalCors } from './http/early-refusal-cors.js';
 import { unmatchedRequests } from './http/unmatched.js';
 import { isProbeRequest, KEY_ARCHIVE_PATH, LIVENESS_PATH, READINESS_PATH } from './http/probe-paths.js';
 import { requestId } from './http/request-id.js';
@@ -133,8 +134,14 @@ function probes(health: StorageHealth, keyring: Keyring): Koa.Middleware {
   };
 }
 
-/** oidc-provider's routes that need no storage: discovery (both well-known paths) and the JWKS, with their CORS preflights. */
-const STORAGE_FREE_ROUTES = new Set(['discovery', 'jwks', 'cors.discovery', 'cors.jwks']);
+/** oidc-provider's routes that need no storage: discovery (both well-known paths) and the JWKS. */
+const STORAGE_FREE_ROUTES = new Set(['discovery', 'jwks']);
+
+/**
+ * Whether a route is a CORS preflight (`cors.token`, `cors.introspection`, ...): oidc-provider answers it from the
+ * request's headers alone, so a browser-based client can still send the request and read its 503 while storage is down.
+ */
+const isPreflightRoute = (name: string) => name.startsWith('cors.');
 
 /**
  * Fail closed: while storage is down, nothing that issues or accepts a credential runs. What is served anyway is
@@ -148,7 +155,7 @@ function storageGate(health: StorageHealth, provider: Provider): Koa.Middleware 
     // The pages' stylesheet and scripts, so that the page saying storage is down (and any page already open) is styled.
     if ((ctx.method === 'GET' || ctx.method === 'HEAD') && ASSET_PATH.test(ctx.path)) return true;
     const name = router.match(ctx.method === 'HEAD' ? 'GET' : ctx.method, ctx.path)?.route.name;
-    return name !== undefined && STORAGE_FREE_ROUTES.has(name);
+    return name !== undefined && (STORAGE_FREE_ROUTES.has(name) || isPreflightRoute(name));
   };
   return async (ctx, next) => {
     if (!health.up && !storageFree(ctx)) {
@@ -180,6 +187,8 @@ export function createApp({ provider, health, keyring, cookieKeys, log, interact
   app.use(drainUnreadBody);
   // The time each body was fully received, for windows measured at receipt (server/http/body-received.ts).
   app.use(bodyReceiptClock);
+  // A refusal made before oidc-provider's route, on a route it serves cross-origin, is readable cross-origin too.
+  app.use(earlyRefusalCors(provider));
   app.use(securityHeaders);
   // Malformed requests end here, before any route or oidc-provider sees them (4xx, never a 500).
   app.use(requestOriginCheck);

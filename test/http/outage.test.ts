@@ -97,6 +97,18 @@ describe('MongoDB outage and recovery (a dedicated FerretDB stopped and restarte
       expect({ method, path, status: (await fetch(`${server.url}${path}`, { method })).status }).toEqual({ method, path, status: 200 });
     }
     expect((await fetch(`${server.url}/interaction-assets/style.css`, { method: 'POST' })).status).toBe(503);
+    // A browser-based client: its preflight needs no storage (it was a 503, which a browser reports as a network error,
+    // not as the outage), and the 503 itself is readable cross-origin, Retry-After included.
+    const origin = 'https://agent-ui.example';
+    for (const path of ['/token', '/TOKEN', '/token/introspection/']) {
+      const preflight = await fetch(`${server.url}${path}`, { method: 'OPTIONS', headers: { origin, 'access-control-request-method': 'POST' } });
+      expect({ path, status: preflight.status, allow: preflight.headers.get('access-control-allow-origin') }).toEqual({ path, status: 204, allow: origin });
+    }
+    const crossOrigin = await fetch(`${server.url}/token`, { method: 'POST', headers: { origin, 'content-type': 'application/x-www-form-urlencoded' }, body: 'grant_type=client_credentials' });
+    expect(crossOrigin.status).toBe(503);
+    expect(crossOrigin.headers.get('access-control-allow-origin')).toBe(origin);
+    expect(crossOrigin.headers.get('access-control-expose-headers')).toContain('Retry-After');
+    expect(crossOrigin.headers.get('retry-after')).toBe('5');
 
     // Same port, same files: the server comes back and agentauth recovers on its own.
     db = await startFerretdb({ port: db.port, dir: db.dir });

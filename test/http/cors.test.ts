@@ -57,11 +57,11 @@ describe('CORS on refusals made before the route', () => {
     expect(large.headers.get('access-control-allow-origin')).toBe(ORIGIN);
   });
 
-  test('no Origin, no CORS; an endpoint not served cross-origin (authorization, registration, logout) gets none on its refusals', async () => {
+  test('no Origin, no CORS; an endpoint not served cross-origin (authorization, registration, logout, the wallet nonce) gets none on its refusals', async () => {
     const plain = await send('POST', '/token?x=%FF', { 'content-type': 'application/x-www-form-urlencoded' }, 'grant_type=client_credentials');
     expect(plain.status).toBe(400);
     expect(plain.headers.get('access-control-allow-origin')).toBeNull();
-    for (const [method, path] of [['GET', '/auth?x=%FF'], ['POST', '/reg?x=%FF'], ['GET', '/session/end?x=%FF']] as const) {
+    for (const [method, path] of [['GET', '/auth?x=%FF'], ['POST', '/reg?x=%FF'], ['GET', '/session/end?x=%FF'], ['POST', '/wallet/nonce?x=%FF']] as const) {
       const res = await send(method, path, { origin: ORIGIN, accept: 'application/json', 'content-type': 'application/json' }, method === 'POST' ? '{}' : undefined);
       expect({ path, status: res.status, allow: res.headers.get('access-control-allow-origin') }).toEqual({ path, status: 400, allow: null });
     }

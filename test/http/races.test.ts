@@ -4,7 +4,7 @@ import { MongoStorage } from '../../adapters/mongodb.js';
 import { allAuditRecords } from '../support/audit.js';
 import { baseConfig, STRICT_REFRESH_TIERS, introspect, register, REDIRECT, RESOURCE, RS_CLIENT, startAgentServer } from '../support/agent-server.js';
 import type { AgentServer } from '../support/agent-server.js';
-import { all, basic, codeFor as signedInCode, form, oneDpopProof, redemption, refreshing, statuses } from '../support/races.js';
+import { all, basic, codeFor as signedInCode, form, oneDpopProof, redemption, refreshing, refusals, statuses } from '../support/races.js';
 import type { CodeGrant } from '../support/races.js';
 import { mongoUri } from '../support/storages.js';
 import { fetchNonce, signedSiwe } from '../support/wallet.js';
@@ -25,7 +25,11 @@ describe(`single use under ${CONCURRENCY} concurrent requests, ${ROUNDS} rounds,
   let storage: MongoStorage;
 
   beforeAll(async () => {
-    as = await startAgentServer(baseConfig({ registration: { quota: { max: 1000 } }, tiers: STRICT_REFRESH_TIERS }));
+    // What is checked is who wins, not how fast: a storage call FerretDB answers late on a loaded CI machine (past the
+    // default storage.timeoutMs, 2 s) is a 503 in place of a loser's refusal, the one other answer a loser can get.
+    // Once in CI a registration access token read's losers were not all 401; each assertion now prints the refusals it
+    // saw. Latency bounds are storage-faults.test.ts's.
+    as = await startAgentServer(baseConfig({ registration: { quota: { max: 1000 } }, tiers: STRICT_REFRESH_TIERS, storage: { timeoutMs: 10_000 } }));
     issuer = as.server.url;
     storage = new MongoStorage({ uri: mongoUri(), dbName: as.dbName });
     await storage.init();
@@ -71,7 +75,7 @@ describe(`single use under ${CONCURRENCY} concurrent requests, ${ROUNDS} rounds,
     const results = await all(CONCURRENCY, () => refresh(c.clientId, c.secret, first.refresh_token));
     const winners = results.filter((r) => r.status === 200);
     expect(winners).toHaveLength(1);
-    expect(results.filter((r) => r.status !== 200).every((r) => r.status === 400 && r.body.error === 'invalid_grant')).toBe(true);
+    expect(refusals(results).filter((r) => r !== '400 invalid_grant')).toEqual([]);
     const won = winners[0]!.body as { access_token: string; refresh_token: string };
     expect(await introspect(issuer, first.access_token)).toEqual({ active: false });
     expect(await introspect(issuer, won.access_token)).toEqual({ active: false });
@@ -93,7 +97,7 @@ describe(`single use under ${CONCURRENCY} concurrent requests, ${ROUNDS} rounds,
     const results = await all(CONCURRENCY, () => fetch(uri, { headers: { authorization: `Bearer ${rat}` } }));
     const winners = results.filter((r) => r.status === 200);
     expect(winners).toHaveLength(1);
-    expect(results.filter((r) => r.status !== 200).every((r) => r.status === 401 && r.body.error === 'invalid_token')).toBe(true);
+    expect(refusals(results).filter((r) => r !== '401 invalid_token')).toEqual([]);
     // A loser is told why: its token was used up by another request at the same moment, or is already gone (rotated).
     const said = new Set(results.filter((r) => r.status !== 200).map((r) => r.body.error_description));
     for (const description of said) expect(['registration access token already used: every read or update returns a new one', 'invalid token provided']).toContain(description);
@@ -116,7 +120,7 @@ describe(`single use under ${CONCURRENCY} concurrent requests, ${ROUNDS} rounds,
     );
     const winners = results.filter((r) => r.status === 200);
     expect(winners).toHaveLength(1);
-    expect(results.filter((r) => r.status !== 200).every((r) => r.status === 401 && r.body.error === 'invalid_token')).toBe(true);
+    expect(refusals(results).filter((r) => r !== '401 invalid_token')).toEqual([]);
     // Only the winner's update was applied.
     const successor = winners[0]!.body.registration_access_token as string;
     const read = (await (await fetch(uri, { headers: { authorization: `Bearer ${successor}` } })).json()) as Record<string, unknown>;
@@ -136,7 +140,7 @@ describe(`single use under ${CONCURRENCY} concurrent requests, ${ROUNDS} rounds,
       }),
     );
     expect(results.filter((r) => r.status === 200)).toHaveLength(1);
-    expect(results.filter((r) => r.status !== 200).every((r) => r.status === 400 && r.body.error === 'invalid_grant')).toBe(true);
+    expect(refusals(results).filter((r) => r !== '400 invalid_grant')).toEqual([]);
   });
 
   test.each(Array.from({ length: ROUNDS }, (_, i) => [i + 1]))('DPoP proof jti, round %i: one token for one proof', async () => {
@@ -149,6 +153,6 @@ describe(`single use under ${CONCURRENCY} concurrent requests, ${ROUNDS} rounds,
       }),
     );
     expect(results.filter((r) => r.status === 200)).toHaveLength(1);
-    expect(results.filter((r) => r.status !== 200).every((r) => r.status === 400 && r.body.error === 'invalid_dpop_proof')).toBe(true);
+    expect(refusals(results).filter((r) => r !== '400 invalid_dpop_proof')).toEqual([]);
   });
 });

@@ -27,6 +27,8 @@ export async function all(n: number, fire: (i: number) => Promise<Response>): Pr
 }
 
 export const statuses = (results: Array<{ status: number }>) => results.map((r) => r.status).sort().join(',');
+/** The refusals among `results`, each as `<status> <error>`: an assertion on them shows what came back. */
+export const refusals = (results: RaceResult[]) => results.filter((r) => r.status !== 200).map((r) => `${r.status} ${String(r.body.error)}`);
 
 export interface CodeGrant {
   clientId: string;

@@ -188,8 +188,7 @@ export function createApp({ provider, health, keyring, cookieKeys, log, interact
   // The time each body was fully received, for windows measured at receipt (server/http/body-received.ts).
   app.use(bodyReceiptClock);
   // A refusal made before oidc-provider's route, on a route it serves cross-origin, is readable cross-origin too.
-  app.use(earlyRefusalCors(provider));
-  app.use(securityHeaders);
+  app.use(securityHeaders(earlyRefusalCors(provider)));
   // Malformed requests end here, before any route or oidc-provider sees them (4xx, never a 500).
   app.use(requestOriginCheck);
   app.use(percentEscapeCheck);

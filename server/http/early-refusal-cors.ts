@@ -20,12 +20,12 @@ const EXPOSED = 'Retry-After, WWW-Authenticate';
  * gets what oidc-provider gives an error made before the client is known: `Access-Control-Allow-Origin` echoing the
  * request's Origin. An answer made by oidc-provider's route (it defines `ctx.oidc` on every request it routes) is left
  * as the route made it: where `clientBasedCORS` removed the header for a client's disallowed origin, it stays removed.
- * Only error answers (4xx, 5xx) to requests with an Origin are looked at, so a successful request pays nothing.
+ * Only error answers (4xx, 5xx) to requests with an Origin are looked at: securityHeaders calls it on every error
+ * answer once the layers inside it are done, so a successful request pays nothing, not even a layer.
  */
-export function earlyRefusalCors(provider: Provider): Koa.Middleware {
+export function earlyRefusalCors(provider: Provider): (ctx: Koa.Context) => void {
   const { router } = instance(provider);
-  return async (ctx, next) => {
-    await next();
+  return (ctx) => {
     if (ctx.status < 400 || ctx.method === 'OPTIONS') return;
     const origin = ctx.get('Origin');
     if (origin === '' || ctx.res.hasHeader('Access-Control-Allow-Origin')) return;

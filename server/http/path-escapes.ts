@@ -27,7 +27,9 @@ export const percentEscapeCheck: Koa.Middleware = async (ctx, next) => {
     return;
   }
   const query = ctx.querystring;
-  if (query.includes('%') && !queryEscapesDecode(query)) {
+  // A CORS preflight reads no query (oidc-provider answers it from its headers): let it through, so that a page's
+  // request is sent and the page can read this refusal of it (server/http/early-refusal-cors.ts).
+  if (query.includes('%') && !isPreflight(ctx) && !queryEscapesDecode(query)) {
     ctx.status = 400;
     // A browser (a person sent to /auth, or to a page) gets a page saying so; the error cannot go to the client,
     // whose parameters are what is unreadable.
@@ -39,6 +41,9 @@ export const percentEscapeCheck: Koa.Middleware = async (ctx, next) => {
   }
   await next();
 };
+
+/** A CORS preflight (Fetch §3.2.2): OPTIONS with Access-Control-Request-Method. */
+const isPreflight = (ctx: Koa.Context) => ctx.method === 'OPTIONS' && ctx.get('Access-Control-Request-Method') !== '';
 
 const QUERY_NOT_UTF8 = 'the query string holds percent-escapes that do not decode to UTF-8: percent-encode the UTF-8 bytes of each character (U+00E9 is %C3%A9)';
 

@@ -22,14 +22,18 @@ export const SECURITY_HEADERS: Readonly<Record<string, string>> = Object.freeze(
 /**
  * Sets SECURITY_HEADERS before anything runs (oidc-provider reads the CSP to extend it). On an error answer, whichever
  * layer made it (the refusals made before any route runs included: a body too large, a malformed path or Host):
- * `Cache-Control: no-store` if it set no caching rule of its own, and its description in RFC 6749's characters
- * (server/http/error-description.ts).
+ * `Cache-Control: no-store` if it set no caching rule of its own, its description in RFC 6749's characters
+ * (server/http/error-description.ts), then `onErrorAnswer` (server/app.ts: CORS on refusals made before oidc-provider's
+ * route, server/http/early-refusal-cors.ts).
  */
-export const securityHeaders: Koa.Middleware = async (ctx, next) => {
-  ctx.set(SECURITY_HEADERS);
-  await next();
-  if (ctx.status >= 400) {
-    if (ctx.res.getHeader('Cache-Control') === undefined) ctx.set('Cache-Control', 'no-store');
-    keepDescriptionInRfc6749Characters(ctx);
-  }
-};
+export function securityHeaders(onErrorAnswer?: (ctx: Koa.Context) => void): Koa.Middleware {
+  return async (ctx, next) => {
+    ctx.set(SECURITY_HEADERS);
+    await next();
+    if (ctx.status >= 400) {
+      if (ctx.res.getHeader('Cache-Control') === undefined) ctx.set('Cache-Control', 'no-store');
+      keepDescriptionInRfc6749Characters(ctx);
+      onErrorAnswer?.(ctx);
+    }
+  };
+}

@@ -6,14 +6,13 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 
 import { Wallet } from 'ethers';
-import * as oidc from 'openid-client';
 import type { Browser, Page } from 'playwright-core';
 
 import { baseConfig, register, RESOURCE } from '../support/agent-server.js';
 import { launchChromium } from '../support/browser.js';
+import { walletCode } from '../support/races.js';
 import { startOnLoopback } from '../support/server.js';
 import type { RunningServer } from '../support/server.js';
-import { authorizeWithWallet } from '../support/user-agent.js';
 
 /**
  * An agent running in a web page (a public client whose redirect URI is on the page's origin) gets DPoP-bound tokens
@@ -96,12 +95,7 @@ describe('an agent in a web page (CORS, DPoP by WebCrypto)', () => {
     const created = await register(issuer, { redirect_uris: [redirect], grant_types: ['authorization_code', 'refresh_token'], token_endpoint_auth_method: 'none', scope: 'read' });
     expect(created.status).toBe(201);
     const clientId = created.body.client_id as string;
-    const verifier = oidc.randomPKCECodeVerifier();
-    const authorize = new URL(`${issuer}/auth`);
-    const params = { client_id: clientId, response_type: 'code', redirect_uri: redirect, scope: 'read', resource: RESOURCE, code_challenge: await oidc.calculatePKCECodeChallenge(verifier), code_challenge_method: 'S256' };
-    for (const [k, v] of Object.entries(params)) authorize.searchParams.set(k, v);
-    const { callback } = await authorizeWithWallet(authorize, redirect, { wallet: new Wallet(Wallet.createRandom().privateKey) });
-    const code = callback.searchParams.get('code')!;
+    const { code, verifier } = await walletCode(issuer, clientId, new Wallet(Wallet.createRandom().privateKey), 'read', redirect);
 
     const page = await browser.newPage();
     await page.goto(`${spa.origin}/app`);

@@ -49,13 +49,13 @@ export async function codeFor(issuer: string, wallet: Wallet): Promise<CodeGrant
   return { clientId, secret, ...(await walletCode(issuer, clientId, wallet)) };
 }
 
-/** `wallet` signs in through the login pages for `clientId` (PKCE S256, scope read, RESOURCE): an unredeemed code and its verifier. */
-export async function walletCode(issuer: string, clientId: string, wallet: Wallet, scope = 'read'): Promise<{ code: string; verifier: string; agent: UserAgent }> {
+/** `wallet` signs in through the login pages for `clientId` (PKCE S256, scope read, RESOURCE, REDIRECT unless told): an unredeemed code and its verifier. */
+export async function walletCode(issuer: string, clientId: string, wallet: Wallet, scope = 'read', redirect = REDIRECT): Promise<{ code: string; verifier: string; agent: UserAgent }> {
   const verifier = oidc.randomPKCECodeVerifier();
   const url = new URL(`${issuer}/auth`);
-  const params = { client_id: clientId, response_type: 'code', redirect_uri: REDIRECT, scope, resource: RESOURCE, code_challenge: await oidc.calculatePKCECodeChallenge(verifier), code_challenge_method: 'S256' };
+  const params = { client_id: clientId, response_type: 'code', redirect_uri: redirect, scope, resource: RESOURCE, code_challenge: await oidc.calculatePKCECodeChallenge(verifier), code_challenge_method: 'S256' };
   for (const [k, v] of Object.entries(params)) url.searchParams.set(k, v);
-  const { callback, agent } = await authorizeWithWallet(url, REDIRECT, { wallet });
+  const { callback, agent } = await authorizeWithWallet(url, redirect, { wallet });
   const code = callback.searchParams.get('code');
   if (!code) throw new Error(`no code in ${callback.href}`);
   // The browser stand-in that signed in: its cookies are the person's sign-in session here.

@@ -86,7 +86,7 @@ const LAYERS = {
   'request-log': 'requestLog(log)',
   metrics: 'requestMetrics(metrics)',
   drain: 'drainUnreadBody',
-  'security-headers': 'securityHeaders',
+  'security-headers': 'securityHeaders(earlyRefusalCors(provider))',
   origin: 'requestOriginCheck',
   escapes: 'percentEscapeCheck',
   'body-limit': 'declaredBodyLimit',

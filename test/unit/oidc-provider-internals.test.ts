@@ -156,6 +156,23 @@ describe('oidc-provider internals agentauth relies on', () => {
     expect(code.indexOf("await consumeGrantSource(ctx, code, 'authorization code');")).toBeLessThan(code.indexOf('await issueTokens('));
   });
 
+  test('CORS: what server/http/early-refusal-cors.ts and the storage gate read of it', () => {
+    const lib = dirname(createRequire(import.meta.url).resolve('oidc-provider'));
+    const app = readFileSync(join(lib, 'helpers', 'initialize_app.js'), 'utf8');
+    // Every routed request gets ctx.oidc as an own property, before any CORS step: an answer with it is the route's.
+    expect(app).toContain("Object.defineProperty(ctx, 'oidc', {");
+    expect(app).toContain('router.post(name, route, ensureOIDC, ensureSessionSave, ...stack);');
+    // A route served cross-origin has a `cors.<name>` preflight route on the same path, answered by the CORS step alone.
+    expect(app).toContain("post('token', routes.token, error('grant.error'), CORS.clientWithDPoP, ...token);");
+    expect(app).toContain("options('cors.token', routes.token, CORS.clientWithDPoP, CORS.respond);");
+    expect(app).toContain('respond: () => {},');
+    // oidc-provider's own CORS step: skipped when a CORS header is set already, and removes the header it set for a
+    // client's disallowed origin (which the early-refusal check must then leave removed).
+    const cors = readFileSync(join(lib, 'shared', 'cors.js'), 'utf8');
+    expect(cors).toContain("if (headers.find((x) => x.toLowerCase().startsWith('access-control-'))) {");
+    expect(cors).toContain("ctx.remove('Access-Control-Allow-Origin');");
+  });
+
   test('the grant helpers and the keystore initialiser have the shapes called', () => {
     for (const fn of ['validateDpop', 'checkDpopRequired', 'checkDpopReplay', 'resolveRequestedResources', 'validateClientScope', 'applyRefreshTokenBindings', 'buildTokenResponse'] as const) {
       expect(typeof grants[fn]).toBe('function');
@@ -167,7 +184,7 @@ describe('oidc-provider internals agentauth relies on', () => {
   });
 
   test('the signing algorithm lists server/signing-alg.ts sets: built from the keys, read lazily by client validation and per request by discovery', () => {
-    const lib = join(dirname(createRequire(import.meta.url).resolve('oidc-provider')));
+    const lib = dirname(createRequire(import.meta.url).resolve('oidc-provider'));
     const read = (file: string) => readFileSync(join(lib, file), 'utf8');
     // A keystore adds its keys' algorithms to the lists (never removes any): agentauth sets them to all it signs with.
     expect(read('helpers/initialize_keystore.js')).toContain("'idTokenSigningAlgValues',");
@@ -188,7 +205,7 @@ describe('oidc-provider internals agentauth relies on', () => {
   });
 
   test('client ID metadata documents: the experimental flag, discovery, and every client lookup through Client.find (server/client-metadata/resolver.ts)', () => {
-    const lib = join(dirname(createRequire(import.meta.url).resolve('oidc-provider')));
+    const lib = dirname(createRequire(import.meta.url).resolve('oidc-provider'));
     const read = (file: string) => readFileSync(join(lib, file), 'utf8');
     // The acknowledged version in server/provider.ts (ack: 'draft-02'); a new draft changes it and the ack must be re-checked.
     expect(read('helpers/features.js')).toMatch(/clientIdMetadataDocument: \{\s+name: 'OAuth Client ID Metadata Document',\s+version: 'draft-02',/);

@@ -12,6 +12,8 @@ export interface RotationResult {
   activatesAt: Date;
   /** The key that stops signing when `kid` activates. */
   replaces?: string | undefined;
+  /** Keys an interrupted rotation left without an activation (never signed, never to sign), retired by this one. */
+  abandoned?: string[];
 }
 
 export interface RotateOptions {
@@ -28,6 +30,8 @@ export interface RotateOptions {
 
 /** How long a key stored without its activation counts as a rotation still in progress (rotateKeys). */
 const IN_PROGRESS_MS = 60_000;
+/** The reason recorded with the retirement of a key an interrupted rotation left without an activation. */
+const ABANDONED = 'never activated: left without an activation by an interrupted rotation';
 
 /**
  * Zero-downtime rotation: a new key is published now and activates after `publishDelaySeconds`; the current key
@@ -65,7 +69,14 @@ export async function rotateKeys(store: KeyStore, kek: Buffer, policy: Lifecycle
     for (const p of pending) await store.addTransition(macTransition(kek, { kid: p.kid, type: 'retire', at: now.toISOString(), ...stamp }));
   }
   await store.addTransition(macTransition(kek, { kid: record.kid, type: 'activate', at: activatesAt.toISOString(), ...stamp }));
-  return { status: immediately ? 'activated' : 'scheduled', kid: record.kid, activatesAt, replaces: view.signer?.kid };
+  // Keys a crashed rotation left without an activation (past IN_PROGRESS_MS: the check above let this rotation go on)
+  // never signed and nothing will activate them: retired now, they leave the JWKS after the grace instead of being
+  // published as next for ever, one more after every such crash. (An immediate rotation retired them above.)
+  const abandoned = immediately ? [] : pending.filter((t) => t.activatesAt === undefined).map((t) => t.kid);
+  for (const kid of abandoned) {
+    await store.addTransition(macTransition(kek, { kid, type: 'retire', at: now.toISOString(), recordedAt: now.toISOString(), reason: ABANDONED }));
+  }
+  return { status: immediately ? 'activated' : 'scheduled', kid: record.kid, activatesAt, replaces: view.signer?.kid, ...(abandoned.length > 0 ? { abandoned } : {}) };
 }
 
 /** Key `kid` as the verified store has it at `now`, and whether it signs then; KeyMaterialError when there is none. */

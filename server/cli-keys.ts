@@ -140,14 +140,14 @@ export function registerKeyCommands(program: Command): void {
         if (result.status !== 'already-scheduled') {
           await recordAudit(storage, {
             type: 'key.rotated',
-            details: { kid: result.kid, activates_at: result.activatesAt.toISOString(), replaces: result.replaces, immediately: result.status === 'activated', by: 'cli' },
+            details: { kid: result.kid, activates_at: result.activatesAt.toISOString(), replaces: result.replaces, immediately: result.status === 'activated', by: 'cli', ...(result.abandoned ? { retires_abandoned: result.abandoned } : {}) },
           });
         }
         const value = { ...result, activatesAt: result.activatesAt.toISOString() };
         answer(opts.json === true, ctx, value, () =>
           result.status === 'already-scheduled'
             ? `a rotation is already scheduled: key ${result.kid} activates at ${value.activatesAt} (nothing changed)`
-            : `new key ${result.kid} (${config.keyAlg}) activates at ${value.activatesAt}${result.replaces ? `, replacing ${String(result.replaces)}` : ''}`,
+            : `new key ${result.kid} (${config.keyAlg}) activates at ${value.activatesAt}${result.replaces ? `, replacing ${String(result.replaces)}` : ''}${result.abandoned ? `; retired ${result.abandoned.join(', ')}, left without an activation by an interrupted rotation` : ''}`,
         );
       }),
     );

@@ -113,8 +113,9 @@ export class KeyWatcher {
     try {
       const result = await rotateKeys(store, kek, policy, { alg, publishDelaySeconds: keys.publishDelaySeconds, reason: 'automatic rotation', fallback: this.deps.fallback });
       if (result.status === 'scheduled') {
-        log.info({ event: 'key.rotated', kid: result.kid, activates_at: result.activatesAt, replaces: result.replaces }, 'automatic key rotation scheduled');
-        await audit?.('key.rotated', { kid: result.kid, activates_at: result.activatesAt.toISOString(), replaces: result.replaces, reason: 'automatic' });
+        const abandoned = result.abandoned ? { retires_abandoned: result.abandoned } : {};
+        log.info({ event: 'key.rotated', kid: result.kid, activates_at: result.activatesAt, replaces: result.replaces, ...abandoned }, 'automatic key rotation scheduled');
+        await audit?.('key.rotated', { kid: result.kid, activates_at: result.activatesAt.toISOString(), replaces: result.replaces, reason: 'automatic', ...abandoned });
       }
     } catch (err) {
       // Another instance rotated at the same moment: its key is picked up on the next refresh.

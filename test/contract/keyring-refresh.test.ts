@@ -3,6 +3,8 @@ import { randomBytes } from 'node:crypto';
 import type { KeyStore, Storage } from '../../adapters/types.js';
 import { Keyring } from '../../keys/keyring.js';
 import { KeyMaterialError } from '../../keys/errors.js';
+import { readVerifiedKeys } from '../../keys/integrity.js';
+import { deriveKeyView } from '../../keys/lifecycle.js';
 import { retireKey, rotateKeys, withdrawKey } from '../../keys/rotation.js';
 import { FACTORIES } from '../support/storages.js';
 
@@ -94,13 +96,25 @@ describe.each(FACTORIES)('keyring refresh: $name', (factory) => {
       replaceKey: (key, expectedMac) => storage.keys.replaceKey(key, expectedMac),
       replaceTransitionMac: (kid, type, expectedMac, mac) => storage.keys.replaceTransitionMac(kid, type, expectedMac, mac),
     };
+    const before = (await storage.keys.list()).map((k) => k.kid);
     await expect(rotateKeys(between, kek, policy, { alg: 'ES256', publishDelaySeconds: 3600 })).rejects.toThrow('the process stopped here');
     const stored = (await storage.keys.list()).length;
     await expect(rotateKeys(storage.keys, kek, policy, { alg: 'ES256', publishDelaySeconds: 3600 })).rejects.toThrow(/^another rotation is storing key \S+ right now/);
     expect((await storage.keys.list()).length).toBe(stored);
-    // A minute on, it is a key a crash left behind, and rotating goes ahead.
+    // A minute on, it is a key a crash left behind, and rotating goes ahead: the abandoned key (never activated) is
+    // retired by it, so that it is not published as next for ever.
+    const abandoned = (await storage.keys.list()).map((k) => k.kid).filter((kid) => !before.includes(kid));
+    expect(abandoned).toHaveLength(1);
     const later = new Date(Date.now() + 61_000);
-    await expect(rotateKeys(storage.keys, kek, policy, { alg: 'ES256', publishDelaySeconds: 3600, now: later })).resolves.toMatchObject({ status: 'scheduled' });
+    const rotated = await rotateKeys(storage.keys, kek, policy, { alg: 'ES256', publishDelaySeconds: 3600, now: later });
+    expect(rotated).toMatchObject({ status: 'scheduled', abandoned });
+    const verified = await readVerifiedKeys(storage.keys, kek);
+    const view = deriveKeyView(verified.keys, verified.transitions, new Date(later.getTime() + 1000), policy);
+    expect(view.timelines.find((t) => t.kid === abandoned[0])).toMatchObject({ state: 'retired' });
+    expect(view.timelines.find((t) => t.kid === rotated.kid)).toMatchObject({ state: 'next', activatesAt: new Date(later.getTime() + 3_600_000) });
+    expect((await storage.keys.transitions()).find((t) => t.kid === abandoned[0] && t.type === 'retire')).toMatchObject({ reason: 'never activated: left without an activation by an interrupted rotation' });
+    // A rotation with a key in the minute of its storing retires nothing of it (the test above); nor does one after.
+    await expect(rotateKeys(storage.keys, kek, policy, { alg: 'ES256', publishDelaySeconds: 3600, now: new Date(later.getTime() + 1000) })).resolves.toMatchObject({ status: 'already-scheduled' });
   });
 
   test('retire and withdraw refuse a scheduled key within the activation margin (instances may sign with it already), and change nothing', async () => {

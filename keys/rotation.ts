@@ -73,9 +73,7 @@ export async function rotateKeys(store: KeyStore, kek: Buffer, policy: Lifecycle
   // never signed and nothing will activate them: retired now, they leave the JWKS after the grace instead of being
   // published as next for ever, one more after every such crash. (An immediate rotation retired them above.)
   const abandoned = immediately ? [] : pending.filter((t) => t.activatesAt === undefined).map((t) => t.kid);
-  for (const kid of abandoned) {
-    await store.addTransition(macTransition(kek, { kid, type: 'retire', at: now.toISOString(), recordedAt: now.toISOString(), reason: ABANDONED }));
-  }
+  for (const kid of abandoned) await addTransitionNow(store, kek, kid, 'retire', now, ABANDONED);
   return { status: immediately ? 'activated' : 'scheduled', kid: record.kid, activatesAt, replaces: view.signer?.kid, ...(abandoned.length > 0 ? { abandoned } : {}) };
 }
 

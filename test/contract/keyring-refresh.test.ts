@@ -113,7 +113,7 @@ describe.each(FACTORIES)('keyring refresh: $name', (factory) => {
     expect(view.timelines.find((t) => t.kid === abandoned[0])).toMatchObject({ state: 'retired' });
     expect(view.timelines.find((t) => t.kid === rotated.kid)).toMatchObject({ state: 'next', activatesAt: new Date(later.getTime() + 3_600_000) });
     expect((await storage.keys.transitions()).find((t) => t.kid === abandoned[0] && t.type === 'retire')).toMatchObject({ reason: 'never activated: left without an activation by an interrupted rotation' });
-    // A rotation with a key in the minute of its storing retires nothing of it (the test above); nor does one after.
+    // The next rotation finds the one just scheduled and changes nothing.
     await expect(rotateKeys(storage.keys, kek, policy, { alg: 'ES256', publishDelaySeconds: 3600, now: new Date(later.getTime() + 1000) })).resolves.toMatchObject({ status: 'already-scheduled' });
   });
 

@@ -32,14 +32,25 @@ export interface AdminAppDeps {
   log: Logger;
 }
 
-/** `GET /admin/health`: the admin listener answers (no credential needed; says nothing but whether storage is up). */
+/**
+ * `GET /admin/health`: whether the server can serve, as the storage gate sees it (no credential needed; says nothing
+ * but whether storage is up). While storage is down it is a 503 with Retry-After, as every request that needs storage
+ * is then: a monitor that checks only the status code sees the outage. It reads the health monitor's state (pinged
+ * every second), never storage itself, so an open route costs storage nothing however often it is asked.
+ */
 export function adminHealthRoute(health: Pick<StorageHealth, 'up'>): AdminRoute {
   return {
     method: 'GET',
     path: '/admin/health',
     auth: 'none',
     handle(ctx) {
-      ctx.body = { status: 'ok', storage: health.up ? 'ok' : 'unreachable' };
+      if (health.up) {
+        ctx.body = { status: 'ok', storage: 'ok' };
+        return;
+      }
+      ctx.status = 503;
+      ctx.set('Retry-After', '5');
+      ctx.body = { status: 'unavailable', storage: 'unreachable' };
     },
   };
 }

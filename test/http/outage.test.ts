@@ -1,4 +1,6 @@
-import { startFerretdb } from '../support/ferretdb.js';
+import { randomBytes } from 'node:crypto';
+
+import { freePort, startFerretdb } from '../support/ferretdb.js';
 import type { FerretdbProcess } from '../support/ferretdb.js';
 import { startOnOwnDatabase } from '../support/own-database.js';
 import type { RunningServer } from '../support/server.js';
@@ -32,6 +34,12 @@ async function readyz(url: string) {
   return { status: res.status, body: (await res.json()) as Record<string, unknown> };
 }
 
+/** The admin listener's open health route: no credential, the same answer a monitor polling it gets. */
+async function adminHealth(adminUrl: string) {
+  const res = await fetch(`${adminUrl}/admin/health`, { signal: AbortSignal.timeout(30_000) });
+  return { status: res.status, retryAfter: res.headers.get('retry-after'), body: (await res.json()) as Record<string, unknown> };
+}
+
 async function until<T>(what: string, fn: () => Promise<T>, ok: (v: T) => boolean, withinMs: number): Promise<{ value: T; ms: number }> {
   const started = Date.now();
   for (;;) {
@@ -45,9 +53,12 @@ async function until<T>(what: string, fn: () => Promise<T>, ok: (v: T) => boolea
 describe('MongoDB outage and recovery (a dedicated FerretDB stopped and restarted inside the test)', () => {
   let db: FerretdbProcess;
   let server: RunningServer;
+  let adminUrl: string;
 
   beforeAll(async () => {
-    ({ db, server } = await startOnOwnDatabase('outage', SECRET, STORAGE_TIMEOUT_MS));
+    const adminPort = await freePort();
+    adminUrl = `http://127.0.0.1:${adminPort}`;
+    ({ db, server } = await startOnOwnDatabase('outage', SECRET, STORAGE_TIMEOUT_MS, { port: adminPort, token: randomBytes(32).toString('base64url') }));
   });
 
   afterAll(async () => {
@@ -57,6 +68,7 @@ describe('MongoDB outage and recovery (a dedicated FerretDB stopped and restarte
 
   test('503 within storage.timeoutMs + 1 s once the server is down, never 200, and recovery without a restart', async () => {
     expect((await readyz(server.url)).status).toBe(200);
+    expect(await adminHealth(adminUrl)).toEqual({ status: 200, retryAfter: null, body: { status: 'ok', storage: 'ok' } });
     expect((await tokenRequest(server.url)).status).toBe(200);
 
     await db.stop();
@@ -79,6 +91,9 @@ describe('MongoDB outage and recovery (a dedicated FerretDB stopped and restarte
     const ready = await readyz(server.url);
     expect(ready.status).toBe(503);
     expect(ready.body).toMatchObject({ status: 'unavailable', storage: 'unreachable' });
+    // The admin listener's health route says so too, in its status code: it answered 200 "status":"ok" (with
+    // "storage":"unreachable" in the body), so a monitor checking the code saw no outage.
+    expect(await adminHealth(adminUrl)).toEqual({ status: 503, retryAfter: '5', body: { status: 'unavailable', storage: 'unreachable' } });
 
     // While it stays down, every answer is a prompt 503: never a 200, never a 500, never a hang.
     for (let i = 0; i < 5; i += 1) {
@@ -114,6 +129,7 @@ describe('MongoDB outage and recovery (a dedicated FerretDB stopped and restarte
     db = await startFerretdb({ port: db.port, dir: db.dir });
     await until('readyz 200', () => readyz(server.url), (r) => r.status === 200, 15_000);
     await until('token 200', () => tokenRequest(server.url), (r) => r.status === 200, 15_000);
+    expect(await adminHealth(adminUrl)).toEqual({ status: 200, retryAfter: null, body: { status: 'ok', storage: 'ok' } });
     expect(server.child.exitCode).toBeNull();
     expect(server.output()).toContain('storage reachable again');
   });

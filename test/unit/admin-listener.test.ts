@@ -5,7 +5,7 @@ import request from 'supertest';
 
 import { ConfigError } from '../../server/config.js';
 import { createLogger } from '../../server/logger.js';
-import { createAdminApp } from '../../server/admin/listener.js';
+import { adminHealthRoute, createAdminApp } from '../../server/admin/listener.js';
 import { loggedPath, matchRoute } from '../../server/admin/routes.js';
 import type { AdminRoute } from '../../server/admin/routes.js';
 import { AdminTokenCheck, bearerCredential, resolveAdminToken } from '../../server/admin/token.js';
@@ -132,5 +132,23 @@ describe('admin app', () => {
     const boom = await request(app).get('/boom').set('Authorization', `Bearer ${TOKEN}`);
     expect(boom.status).toBe(500);
     expect(JSON.stringify(boom.body)).not.toContain('internal detail');
+  });
+});
+
+describe('GET /admin/health', () => {
+  const health = { up: true, markDown: () => undefined };
+  const app = createAdminApp({ token: TOKEN, log, health, routes: [adminHealthRoute(health)] }).callback();
+
+  test('200 ok while storage is up; 503 with Retry-After and "unavailable" while it is down, with no credential either way', async () => {
+    health.up = true;
+    const up = await request(app).get('/admin/health');
+    expect([up.status, up.body, up.headers['retry-after']]).toEqual([200, { status: 'ok', storage: 'ok' }, undefined]);
+    health.up = false;
+    const down = await request(app).get('/admin/health');
+    // It was a 200 with "status":"ok": a monitor reading the status code saw no outage.
+    expect([down.status, down.body, down.headers['retry-after'], down.headers['cache-control']]).toEqual([503, { status: 'unavailable', storage: 'unreachable' }, '5', 'no-store']);
+    expect((await request(app).head('/admin/health')).status).toBe(503);
+    health.up = true;
+    expect((await request(app).get('/admin/health')).status).toBe(200);
   });
 });

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 import type { AdapterPayload, ModelName, Storage } from '../../adapters/types.js';
 import { isValidKey } from '../../adapters/validate.js';
@@ -46,6 +47,8 @@ export interface ClientAdminDeps {
   staticClients: readonly StaticClientConfig[];
   /** Writes one audit record; resolves once it is stored (fail closed: a refused record fails the action). */
   audit(event: AuditEventInput): Promise<unknown>;
+  /** How an enable waits for the last disable's second to pass (tests with a pinned clock move the clock). */
+  wait?: (ms: number) => Promise<void>;
 }
 
 /** Never shown: the secret's hash, and anything that grants access. */
@@ -56,6 +59,26 @@ const PAGE = 500;
 /** The per-key queue's key for initial access token revocations (a client id never has this form). */
 const IAT_REVOCATIONS = '\u0000iat';
 const SECRET_AUTH_METHODS = new Set(['client_secret_basic', 'client_secret_post']);
+/** The longest an enable waits for the last disable's revocation second to pass (see ClientAdmin.enable). */
+const ENABLE_WAIT_LIMIT_MS = 10_000;
+/** Waits an enable makes at most (each after a disable that came during the one before). */
+const ENABLE_ROUNDS = 5;
+
+/** An enable decided before the last disable's revocation second passed: tried again from `notBefore` (epoch ms). */
+class EnableTooSoon extends Error {
+  constructor(readonly notBefore: number) {
+    super('the client cannot be enabled yet');
+  }
+}
+
+/**
+ * The first instant a client may be enabled: tokens are dated in whole seconds, and those dated up to its last
+ * disable's REVOKED_BEFORE_FIELD second (included) are revoked, so only from the next second is a token issued alive.
+ */
+function enableNotBefore(current: AdapterPayload): number {
+  const revokedBefore = current[REVOKED_BEFORE_FIELD];
+  return typeof revokedBefore === 'number' && Number.isFinite(revokedBefore) ? (revokedBefore + 1) * 1000 : 0;
+}
 
 /** The handle an initial access token is listed and revoked by: a SHA-256 fingerprint (the token's id is the token). */
 /** The fingerprint an initial access token is listed by: kept with it, or (stored before it was) the SHA-256 of its id, the token. */
@@ -218,20 +241,44 @@ export class ClientAdmin {
     return registeredView(clientId, change.after ?? change.before);
   }
 
-  /** Restores issuance. Grants and tokens revoked by the disable stay revoked. */
+  /**
+   * Restores issuance. Grants and tokens revoked by the disable stay revoked.
+   *
+   * Not before the second that the last disable revoked tokens up to (REVOKED_BEFORE_FIELD, whole seconds, tokens of
+   * that second included) has passed: a token issued in it would be answered and inactive from its first use. So an
+   * enable right after a disable waits for the next second (up to a second). A longer wait than ENABLE_WAIT_LIMIT_MS
+   * (a disable dated ahead by a host whose clock runs ahead of this one's) is refused (409) with the time from which
+   * the enable can be made. The wait runs before the change is claimed, so nothing is held meanwhile; a disable made
+   * during it moves the time on, and the enable waits again.
+   */
   async enable(clientId: string, actor: AdminActor): Promise<ClientView> {
-    const change = await this.#change(
-      clientId,
-      (current) => {
-        if (!isDisabled(current)) return { keep: true };
-        const enabled = { ...current };
-        delete enabled[DISABLED_FIELD];
-        delete enabled[DISABLED_AT_FIELD];
-        return { write: enabled };
-      },
-      (_current, decision) => this.#audit('client.enabled', clientId, actor, 'keep' in decision ? { already_enabled: true } : {}),
-    );
-    return registeredView(clientId, change.after ?? change.before);
+    for (let round = 1; ; round += 1) {
+      try {
+        const change = await this.#change(
+          clientId,
+          (current) => {
+            if (!isDisabled(current)) return { keep: true };
+            const notBefore = enableNotBefore(current);
+            if (Date.now() < notBefore) throw new EnableTooSoon(notBefore);
+            const enabled = { ...current };
+            delete enabled[DISABLED_FIELD];
+            delete enabled[DISABLED_AT_FIELD];
+            return { write: enabled };
+          },
+          (_current, decision) => this.#audit('client.enabled', clientId, actor, 'keep' in decision ? { already_enabled: true } : {}),
+        );
+        return registeredView(clientId, change.after ?? change.before);
+      } catch (err) {
+        if (!(err instanceof EnableTooSoon)) throw err;
+        const waitMs = err.notBefore - Date.now();
+        if (waitMs > ENABLE_WAIT_LIMIT_MS || round === ENABLE_ROUNDS) {
+          throw conflict(
+            `client ${clientId} was disabled repeatedly: its tokens are revoked up to ${new Date(err.notBefore).toISOString()}, so it can be enabled from then on (a token issued earlier would be inactive); retry then`,
+          );
+        }
+        if (waitMs > 0) await (this.deps.wait ?? sleep)(waitMs);
+      }
+    }
   }
 
   /** Removes the client and revokes everything it held (server/client-revocation.ts), registration access tokens included. */

@@ -81,10 +81,12 @@ describe('a client disabled twice within one second (agentauth clients disable, 
     try {
       const clients = storage.model('Client');
       await clients.upsert('agent-1', { client_id: 'agent-1', token_endpoint_auth_method: 'none', grant_types: ['client_credentials'] });
-      const admin = new ClientAdmin({ storage, hasher: new ClientSecretHasher(randomBytes(32)), staticClients: [], audit: async () => undefined });
+      // An enable waits for the disable's second to pass (ClientAdmin.enable): here that moves the pinned clock.
+      const admin = new ClientAdmin({ storage, hasher: new ClientSecretHasher(randomBytes(32)), staticClients: [], audit: async () => undefined, wait: async (ms) => void jest.setSystemTime(Date.now() + ms) });
       const generations: number[] = [];
       for (const at of [0, laterMs]) {
-        jest.setSystemTime(new Date(Date.parse('2031-05-05T10:00:00.400Z') + at));
+        // Never back in time: the first enable already waited into the next second.
+        jest.setSystemTime(new Date(Math.max(Date.now(), Date.parse('2031-05-05T10:00:00.400Z') + at)));
         const before = clientGeneration(await clients.find('agent-1'));
         // A token exchanged from one of the client's tokens of this generation, before it is disabled: revoked by it.
         const old = childLineage({ lineage: [], jti: `before-${at}`, clientId: 'agent-1', clientGeneration: before });
@@ -106,8 +108,59 @@ describe('a client disabled twice within one second (agentauth clients disable, 
     expect(await exchangedAfterReEnable(1000)).toEqual({ active: true, generations: [t, t + 1] });
   });
 
-  test('in the same second: the second disable still starts a new generation (the next second), so what is exchanged after the last enable is not born revoked', async () => {
+  test('asked for in the same second: the second disable still starts a new generation (the next second, which the enable waited for), so what is exchanged after the last enable is not born revoked', async () => {
     const t = Date.parse('2031-05-05T10:00:00Z') / 1000;
     expect(await exchangedAfterReEnable(100)).toEqual({ active: true, generations: [t, t + 1] });
+  });
+});
+
+describe('an enable right after a disable (ClientAdmin.enable)', () => {
+  afterEach(() => {
+    jest.useRealTimers();
+  });
+
+  async function withAdmin(fn: (admin: ClientAdmin, clients: ReturnType<EmbeddedStorage['model']>, waits: number[]) => Promise<void>): Promise<void> {
+    jest.useFakeTimers({ now: new Date('2031-05-05T10:00:00.400Z'), doNotFake: ['setTimeout', 'clearTimeout', 'setInterval', 'clearInterval', 'setImmediate', 'clearImmediate', 'nextTick', 'queueMicrotask', 'hrtime', 'performance'] });
+    const storage = new EmbeddedStorage({ dataDir: mkdtempSync(join(tmpdir(), 'agentauth-enable-')) });
+    await storage.init();
+    const waits: number[] = [];
+    try {
+      const clients = storage.model('Client');
+      await clients.upsert('agent-1', { client_id: 'agent-1', token_endpoint_auth_method: 'none', grant_types: ['client_credentials'] });
+      const admin = new ClientAdmin({
+        storage, hasher: new ClientSecretHasher(randomBytes(32)), staticClients: [], audit: async () => undefined,
+        wait: async (ms) => void (waits.push(ms), jest.setSystemTime(Date.now() + ms)),
+      });
+      await fn(admin, clients, waits);
+    } finally {
+      await storage.close();
+    }
+  }
+
+  test('waits for the next second, so that a token issued once it is enabled is not dated in the revoked second', async () => {
+    await withAdmin(async (admin, clients, waits) => {
+      await admin.disable('agent-1', { kind: 'cli' });
+      const revokedBefore = (await clients.find('agent-1'))![REVOKED_BEFORE_FIELD] as number;
+      expect(revokedBefore).toBe(Date.parse('2031-05-05T10:00:00Z') / 1000);
+      expect((await admin.enable('agent-1', { kind: 'cli' })).disabled).toBe(false);
+      // Without the wait the client was enabled at .400 of the revoked second: a token issued then (iat is the second)
+      // was answered and inactive from its first use.
+      expect(waits).toEqual([600]);
+      expect(Math.floor(Date.now() / 1000)).toBeGreaterThan(revokedBefore);
+      // Enabled already: nothing to wait for.
+      expect((await admin.enable('agent-1', { kind: 'cli' })).disabled).toBe(false);
+      expect(waits).toEqual([600]);
+    });
+  });
+
+  test('a revoked second further away than the limit (clocks of two hosts apart): 409 with the time it can be enabled, no wait, still disabled', async () => {
+    await withAdmin(async (admin, clients, waits) => {
+      await admin.disable('agent-1', { kind: 'cli' });
+      const ahead = Math.floor(Date.now() / 1000) + 60;
+      await clients.upsert('agent-1', { ...(await clients.find('agent-1'))!, [REVOKED_BEFORE_FIELD]: ahead });
+      await expect(admin.enable('agent-1', { kind: 'cli' })).rejects.toMatchObject({ status: 409, code: 'conflict', message: expect.stringContaining(new Date((ahead + 1) * 1000).toISOString()) });
+      expect(waits).toEqual([]);
+      expect((await admin.show('agent-1')).disabled).toBe(true);
+    });
   });
 });

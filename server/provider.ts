@@ -215,11 +215,14 @@ export function providerConfiguration(deps: ProviderDeps): Configuration {
     clientAuthMethods: [...CLIENT_AUTH_METHODS],
     // RFC 8414 metadata oidc-provider does not write itself. The introspection and revocation endpoints take the same
     // client authentication as the token endpoint (one clientAuthMethods for all three); without these keys a client
-    // would have to assume client_secret_basic only (RFC 8414 §2). The wallet nonce endpoint is agentauth's own: the
-    // wallet-signature grant needs a nonce from it (docs/agents.md).
+    // would have to assume client_secret_basic only (RFC 8414 §2). Since they list private_key_jwt, RFC 8414 §2 makes
+    // their signing algorithms required too: the token endpoint's (one clientAuthSigningAlgValues for all three). The
+    // wallet nonce endpoint is agentauth's own: the wallet-signature grant needs a nonce from it (docs/agents.md).
     discovery: {
       introspection_endpoint_auth_methods_supported: [...CLIENT_AUTH_METHODS],
+      introspection_endpoint_auth_signing_alg_values_supported: [...CLIENT_AUTH_SIGNING_ALGS],
       revocation_endpoint_auth_methods_supported: [...CLIENT_AUTH_METHODS],
+      revocation_endpoint_auth_signing_alg_values_supported: [...CLIENT_AUTH_SIGNING_ALGS],
       agentauth_wallet_nonce_endpoint: new URL(NONCE_PATH, `${config.issuer}/`).href,
     },
     clientDefaults: {

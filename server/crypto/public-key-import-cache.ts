@@ -13,7 +13,7 @@ import type { webcrypto } from 'node:crypto';
  * oidc-provider still checks `htm`, `htu`, `iat`, `jti`, the nonce, `ath` and replay.
  *
  * What is cached: only `importKey('jwk', keyData, algorithm, extractable, usages)` where `keyData` is an asymmetric
- * public key (`kty` EC, OKP, RSA or AKP and none of the private members), and only a result whose `type` is
+ * public key (`kty` EC, OKP or AKP and none of the private members), and only a result whose `type` is
  * `public`. The cache key is every argument, canonicalised (object members sorted; all members of the JWK, not only
  * those of its RFC 7638 thumbprint), so a hit returns the key the same call would have imported. Secret and private
  * keys never enter it; failed imports are not cached (the same input fails again, with the same error).
@@ -28,7 +28,13 @@ type CryptoKey = webcrypto.CryptoKey;
 /** Distinct public keys kept. An agent's DPoP key is one entry (measured for P-256: ≈ 0.9 KB of heap, ≈ 6 KB of RSS with its native key); 1,000 ≈ 6 MB at most. */
 export const PUBLIC_KEY_CACHE_SIZE = 1000;
 
-const CACHEABLE_KTY = new Set(['EC', 'OKP', 'RSA', 'AKP']);
+/**
+ * Not RSA: an RSA key's `algorithm` holds `publicExponent`, a Uint8Array, which cannot be frozen, so a cached RSA key
+ * could not be shared safely; freezing it threw, and every RSA import through the cache failed (oidc-provider reports
+ * that as a bad signature: private_key_jwt with RS256 or PS256 was always invalid_client). DPoP proofs, the reason for
+ * this cache, are never RSA here (dpop_signing_alg_values_supported), and a client's RSA keys are imported as before.
+ */
+const CACHEABLE_KTY = new Set(['EC', 'OKP', 'AKP']);
 /** JWK members that carry private or secret key material (RFC 7518 §6.2.2, §6.3.2, §6.4; RFC 8037; AKP `priv`). */
 const PRIVATE_MEMBERS = new Set(['d', 'p', 'q', 'dp', 'dq', 'qi', 'oth', 'r', 't', 'k', 'priv']);
 

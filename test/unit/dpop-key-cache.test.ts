@@ -1,4 +1,4 @@
-import { createPrivateKey, generateKeyPairSync, randomUUID, sign } from 'node:crypto';
+import { constants, createPrivateKey, generateKeyPairSync, randomUUID, sign } from 'node:crypto';
 import type { KeyObject, webcrypto } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:http';
@@ -200,6 +200,27 @@ describe('what the cache keys on and what it keeps out', () => {
     for (let i = 0; i < 5; i += 1) await subtle.importKey('jwk', ecKey().jwk, ecdsa, true, ['verify']);
     expect(own.size).toBe(4);
     expect(own.misses).toBe(6);
+  });
+
+  test('an RSA public key (RS256, PS256: private_key_jwt) is imported, never cached, and verifies', async () => {
+    const subtle = Object.create(Object.getPrototypeOf(globalThis.crypto.subtle) as object) as webcrypto.SubtleCrypto;
+    Object.defineProperty(subtle, 'importKey', { value: globalThis.crypto.subtle.importKey.bind(globalThis.crypto.subtle), writable: true, configurable: true });
+    const own = installPublicKeyImportCache(subtle, 4);
+    const { publicKey, privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+    const rsaJwk = publicKey.export({ format: 'jwk' });
+    expect(importCacheKey(['jwk', rsaJwk, { name: 'RSASSA-PKCS1-v1_5', hash: 'SHA-256' }, true, ['verify']])).toBeUndefined();
+    const data = Buffer.from('client assertion');
+    for (const [algorithm, signature] of [
+      [{ name: 'RSASSA-PKCS1-v1_5', hash: 'SHA-256' }, sign('sha256', data, privateKey)],
+      [{ name: 'RSA-PSS', hash: 'SHA-256' }, sign('sha256', data, { key: privateKey, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: 32 })],
+    ] as const) {
+      // Before, the cache froze the key's algorithm, whose publicExponent (a Uint8Array) cannot be frozen: this import threw.
+      const key = await subtle.importKey('jwk', rsaJwk, algorithm, true, ['verify']);
+      expect(key.type).toBe('public');
+      expect(await globalThis.crypto.subtle.verify({ name: algorithm.name, saltLength: 32 }, key, signature, data)).toBe(true);
+      expect(await subtle.importKey('jwk', rsaJwk, algorithm, true, ['verify'])).not.toBe(key);
+    }
+    expect([own.size, own.hits, own.misses]).toEqual([0, 0, 0]);
   });
 
   test('LruMap keeps the most recently used entries', () => {

@@ -5,18 +5,16 @@
  * Node. Usage: `node dist/server/healthcheck.js [/healthz|/readyz]` (default /healthz: the process serves HTTP).
  * It reads PORT and HOST as the server does; a wildcard or unset HOST is reached on the loopback address.
  */
-const PROBES = new Set(['/healthz', '/readyz']);
-const WILDCARDS = new Set(['', '0.0.0.0', '::', '[::]']);
+import { LIVENESS_PATH, READINESS_PATH, probeUrl } from './http/probe-paths.js';
 
-const probe = process.argv[2] ?? '/healthz';
+const PROBES = new Set([LIVENESS_PATH, READINESS_PATH]);
+
+const probe = process.argv[2] ?? LIVENESS_PATH;
 if (!PROBES.has(probe)) {
   process.stderr.write(`healthcheck: the probe must be /healthz or /readyz (got ${JSON.stringify(probe)})\n`);
   process.exit(2);
 }
-const port = process.env.PORT ?? '3000';
-const host = process.env.HOST ?? '';
-const target = WILDCARDS.has(host) ? '127.0.0.1' : host.includes(':') && !host.startsWith('[') ? `[${host}]` : host;
-const url = `http://${target}:${port}${probe}`;
+const url = probeUrl(process.env, probe);
 
 try {
   const res = await fetch(url, { signal: AbortSignal.timeout(3000), headers: { 'x-request-id': 'healthcheck' } });

@@ -22,6 +22,26 @@ const message = (env: NodeJS.ProcessEnv) => {
 };
 
 describe('loadConfig', () => {
+  test('a file that is not JSON: where the first error is and what it is, never a piece of the file (it holds secrets)', () => {
+    const secret = 'S3cr3t-S3cr3t-S3cr3t-0123456789';
+    for (const [text, where] of [
+      [`{"clients":[{"client_id":"a","client_secret":'${secret}'}]}`, /at line 1, column 46 \(a value JSON does not have: strings take double quotes/],
+      [`{\n  "clients": [{"client_id": "a", "client_secret": "${secret}"}],\n  "x": tru\n}`, /at line 3, column 8 \(a value JSON does not have/],
+      [`{"client_secret": "${secret}",}`, /at line 1, column \d+ \(a member name in double quotes expected; JSON allows no comma after the last member\)$/],
+      [`{"client_secret": "${secret}"\n"tier": "x"}`, /at line 2, column 1 \(',' expected\)$/],
+      [`{"client_secret": "${secret}"} // ${secret}`, /at line 1, column \d+ \(a comment \(JSON has none\)\)$/],
+      [`{"client_secret": "${secret.slice(0, 6)}\n${secret.slice(6)}"}`, /at line 1, column 19 \(a string not closed on its line/],
+      ['', /at line 1, column 1 \(a value expected/],
+    ] as const) {
+      const said = message({ AGENTAUTH_CONFIG: withFile(text) });
+      expect(said).toMatch(/^AGENTAUTH_CONFIG: .*c\.json is not valid JSON at line/);
+      expect(said).toMatch(where);
+      // JSON.parse's own message quoted the text around the error: here the secret, or a piece of it.
+      for (const piece of [secret.slice(0, 6), secret.slice(6, 12), secret.slice(-6)]) expect({ text, said: said.includes(piece) }).toEqual({ text, said: false });
+      expect(said).not.toContain('\n');
+    }
+  });
+
   test('defaults: port 3000, issuer http://localhost:3000, SQLite store in ./.agentauth, ES256', () => {
     const c = loadConfig({});
     expect(c).toMatchObject({ port: 3000, issuer: 'http://localhost:3000', mongodb: undefined, store: 'sqlite', keyAlg: 'ES256', logLevel: 'info', shutdownTimeoutMs: 10_000 });

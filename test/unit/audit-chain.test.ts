@@ -370,6 +370,18 @@ describe('writer chains', () => {
     for (const id of [server, cli]) expect(id).toMatch(AUDIT_CHAIN_ID);
   });
 
+  test('under --workers each worker has a chain of its own, AGENTAUTH_AUDIT_CHAIN set or not', async () => {
+    const { writerChain } = await import('../../server/audit/writer-chain.js');
+    const { AUDIT_CHAIN_ID } = await import('../../adapters/types.js');
+    expect(writerChain({ server: { port: 3000 } }, undefined, 2)).toMatch(/^[A-Za-z0-9._-]+:3000#2$/);
+    // All workers read one AGENTAUTH_AUDIT_CHAIN: each appended to the same chain, and all but one lost every race for its head.
+    expect([1, 2].map((w) => writerChain({ server: { port: 3000 } }, 'api-1', w))).toEqual(['api-1#1', 'api-1#2']);
+    const long = 'a'.repeat(100);
+    const [w1, w12] = [1, 12].map((w) => writerChain({ server: { port: 3000 } }, long, w));
+    expect([w1, w12]).toEqual([`${'a'.repeat(98)}#1`, `${'a'.repeat(97)}#12`]);
+    for (const id of [w1!, w12!]) expect(id).toMatch(AUDIT_CHAIN_ID);
+  });
+
   test('chainRecords refuses an invalid chain id', () => {
     expect(() => chainRecords(undefined, events(1), clock(), 'a/b')).toThrow(InvalidAuditEventError);
   });

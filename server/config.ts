@@ -598,6 +598,18 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if (!tiers[file.registration.defaultTier]) {
     throw new ConfigError(`AGENTAUTH_CONFIG registration.defaultTier: no tier named ${file.registration.defaultTier} (tiers: ${Object.keys(tiers).join(', ')})`);
   }
+  // A rule naming a tier or a scope that does not exist would never match or never carry it, silently.
+  file.tokenExchange.rules.forEach((rule, i) => {
+    const unknownTier = rule.tiers?.find((t) => !tiers[t]);
+    if (unknownTier !== undefined) {
+      throw new ConfigError(`AGENTAUTH_CONFIG tokenExchange.rules[${i}].tiers: no tier named ${unknownTier} (tiers: ${Object.keys(tiers).join(', ')})`);
+    }
+    const targetScopes = new Set(file.resourceServers.filter((rs) => rule.to.includes(rs.identifier)).flatMap((rs) => rs.scopes));
+    const unknownScope = rule.scopes?.find((scope) => !targetScopes.has(scope));
+    if (unknownScope !== undefined) {
+      throw new ConfigError(`AGENTAUTH_CONFIG tokenExchange.rules[${i}].scopes: ${JSON.stringify(unknownScope)} is not a scope of any resource server in the rule's "to"`);
+    }
+  });
   file.clients.forEach((c, i) => {
     if (c.tier !== undefined && !tiers[c.tier]) {
       throw new ConfigError(`AGENTAUTH_CONFIG clients[${i}].tier: no tier named ${c.tier} (tiers: ${Object.keys(tiers).join(', ')})`);

@@ -433,7 +433,8 @@ export type TokenExchangeConfig = z.infer<typeof fileSchema>['tokenExchange'];
  * memory store. Throws ConfigError (exit 2) otherwise.
  */
 export function workersCount(value: string | undefined, config: Pick<Config, 'store'>): number {
-  const workers = value === undefined ? 1 : Number(value);
+  // Decimal digits only, as --expires-in and -n take them: Number() also read 0x2, 2e0, 1.0 and ' 2' as whole numbers.
+  const workers = value === undefined ? 1 : /^[0-9]{1,2}$/.test(value) ? Number(value) : Number.NaN;
   if (!Number.isInteger(workers) || workers < 1 || workers > 64) throw new ConfigError('--workers: must be a whole number from 1 to 64');
   if (workers > 1 && config.store === 'memory') {
     throw new ConfigError('--workers: several workers need a shared store (SQLite, the default, or MONGODB_URI); AGENTAUTH_STORE=memory lives inside one process');

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import { describeContext } from '../../server/cli-context.js';
-import { ConfigError, loadConfig } from '../../server/config.js';
+import { ConfigError, loadConfig, workersCount } from '../../server/config.js';
 
 function withFile(content: unknown): string {
   const path = join(mkdtempSync(join(tmpdir(), 'cfg-')), 'c.json');
@@ -20,6 +20,18 @@ const message = (env: NodeJS.ProcessEnv) => {
   }
   throw new Error('expected a ConfigError');
 };
+
+describe('start --workers N', () => {
+  test('1 to 64 in decimal digits; anything else is refused (0x2, 2e0, 1.0 and " 2" were read as numbers)', () => {
+    const sqlite = { store: 'sqlite' as const };
+    expect(workersCount(undefined, sqlite)).toBe(1);
+    expect(['1', '2', '64', '08'].map((v) => workersCount(v, sqlite))).toEqual([1, 2, 64, 8]);
+    for (const v of ['0', '65', '0x2', '2e0', '1.0', ' 2', '2 ', '+2', '-1', '', 'two', '002']) {
+      expect({ v, thrown: (() => { try { workersCount(v, sqlite); return undefined; } catch (err) { return (err as Error).message; } })() })
+        .toEqual({ v, thrown: '--workers: must be a whole number from 1 to 64' });
+    }
+  });
+});
 
 describe('loadConfig', () => {
   test('a file that is not JSON: where the first error is and what it is, never a piece of the file (it holds secrets)', () => {

@@ -42,7 +42,7 @@ import { explainBodyParseErrors } from './http/body-parse-errors.js';
 import { refuseReplacedFormValues } from './http/form-body-utf8.js';
 import { refuseTruncatedForms } from './http/form-parameter-count.js';
 import { whenRecorded } from './audit/trail.js';
-import { dpopHeaderProblem } from './http/dpop-header.js';
+import { dpopHeaderProblem, dpopProofAlg } from './http/dpop-header.js';
 import { replaceDescription } from './http/error-description.js';
 import { publishedAlgsOf } from './signing-alg.js';
 import { secretRehasher } from './client-secret-rehash.js';
@@ -572,10 +572,17 @@ export function createProvider(deps: ProviderDeps): Provider {
         replaceDescription(ctx, body, header);
         return;
       }
-      const cause = err.cause as { code?: unknown; message?: unknown } | undefined;
-      if (body && typeof body === 'object' && body.error === 'invalid_dpop_proof' && body.error_description === 'invalid DPoP key binding'
-        && typeof cause?.code === 'string' && cause.code.startsWith('ERR_J') && typeof cause.message === 'string') {
+      const cause = err.cause as { code?: unknown; message?: unknown; name?: unknown } | undefined;
+      if (!body || typeof body !== 'object' || body.error !== 'invalid_dpop_proof' || body.error_description !== 'invalid DPoP key binding') return;
+      if (typeof cause?.code === 'string' && cause.code.startsWith('ERR_J') && typeof cause.message === 'string') {
         replaceDescription(ctx, body, `invalid DPoP proof: ${cause.message.slice(0, 200)}`);
+        return;
+      }
+      // WebCrypto refused to import the embedded key (jose's EmbeddedJWK: a point off the curve, a member missing,
+      // another curve than the alg's): a DOMException, whose message ("Invalid keyData") names no JWT member.
+      if (cause instanceof DOMException && (cause.name === 'DataError' || cause.name === 'NotSupportedError')) {
+        const alg = dpopProofAlg(ctx.req);
+        replaceDescription(ctx, body, `invalid DPoP proof: the 'jwk' header is not a public key usable with the proof's alg${alg ? ` (${alg})` : ''}`);
       }
     });
   }

@@ -16,7 +16,7 @@ interface ParseError extends Error {
 function answerFor(err: ParseError): { status: number; text: string; description: string } {
   switch (err.code) {
     case 'HPE_HEADER_OVERFLOW':
-      return { status: 431, text: 'Request Header Fields Too Large', description: `the request line and header fields exceed the ${maxHeaderSize} bytes this server reads: send long parameters in a POST body (or in a pushed authorization request, RFC 9126)` };
+      return { status: 431, text: 'Request Header Fields Too Large', description: `the request line and header fields exceed the ${maxHeaderSize} bytes this server reads: send long parameters in a POST body (for an authorization request, which /auth takes by GET only: in a pushed authorization request, RFC 9126)` };
     case 'ERR_HTTP_REQUEST_TIMEOUT':
       return { status: 408, text: 'Request Timeout', description: 'the request was not received in time' };
     default: {

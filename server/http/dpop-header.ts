@@ -1,4 +1,5 @@
 import type { IncomingMessage } from 'node:http';
+import { decodeProtectedHeader } from 'jose';
 import type Koa from 'koa';
 
 /** What an empty or repeated DPoP header field reaches oidc-provider as: no JWT, so every route that reads one refuses it. */
@@ -10,6 +11,21 @@ const PROBLEMS = new WeakMap<IncomingMessage, string>();
 /** The problem dpopHeaderCheck found with this request's DPoP header fields, if any. */
 export function dpopHeaderProblem(req: IncomingMessage): string | undefined {
   return PROBLEMS.get(req);
+}
+
+/**
+ * The `alg` of the request's DPoP proof as its header says, for an error description (only on a refusal): undefined
+ * when the header is not a JWT or its `alg` is not a short algorithm name (nothing else of the request is echoed).
+ */
+export function dpopProofAlg(req: IncomingMessage): string | undefined {
+  const value = req.headers.dpop;
+  if (typeof value !== 'string') return undefined;
+  try {
+    const { alg } = decodeProtectedHeader(value);
+    return typeof alg === 'string' && /^[A-Za-z0-9-]{1,20}$/.test(alg) ? alg : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /**

@@ -104,6 +104,10 @@ describe('DPoP (RFC 9449) at the token and userinfo endpoints', () => {
     ['a private key in the jwk header', (k, u) => proof(k, { htu: `${u}/token`, jwk: k.privateJwk })],
     ['signed by a key other than the one in the header', async (k, u) => proof({ privateKey: (await keyPair()).privateKey, jwk: k.jwk }, { htu: `${u}/token` })],
     ['a malformed proof', async () => 'not.a.jwt'],
+    // A key WebCrypto cannot import (jose's EmbeddedJWK): a point off the curve, a member missing, another curve.
+    ['a jwk whose point is off the curve', (k, u) => proof(k, { htu: `${u}/token`, jwk: { ...k.jwk, y: k.jwk.x } })],
+    ['a jwk without its y', (k, u) => proof(k, { htu: `${u}/token`, jwk: { kty: 'EC', crv: 'P-256', x: k.jwk.x } as JWK })],
+    ['a P-384 jwk under ES256', async (k, u) => proof(k, { htu: `${u}/token`, jwk: (await exportJWK((await generateKeyPair('ES384', { extractable: true })).publicKey)) })],
   ];
 
   test.each(bad)('%s is refused with invalid_dpop_proof, saying which check failed', async (label, make) => {
@@ -123,6 +127,10 @@ describe('DPoP (RFC 9449) at the token and userinfo endpoints', () => {
     'a private key in the jwk header': "invalid DPoP proof: 'jwk' (JSON Web Key) Header Parameter must be a public key",
     'signed by a key other than the one in the header': 'invalid DPoP proof: signature verification failed',
     'a malformed proof': 'invalid DPoP proof: JWS Protected Header is invalid',
+    // These were the bare "invalid DPoP key binding".
+    'a jwk whose point is off the curve': "invalid DPoP proof: the 'jwk' header is not a public key usable with the proof's alg (ES256)",
+    'a jwk without its y': "invalid DPoP proof: the 'jwk' header is not a public key usable with the proof's alg (ES256)",
+    'a P-384 jwk under ES256': "invalid DPoP proof: the 'jwk' header is not a public key usable with the proof's alg (ES256)",
   };
 
   /** A client_credentials request with exactly these DPoP header fields (fetch drops an empty one and joins repeats). */

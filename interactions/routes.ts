@@ -194,9 +194,13 @@ export function interactionRoutes(deps: InteractionDeps): Koa.Middleware {
       const clientId = body.client_id;
       if (typeof clientId !== 'string' || clientId === '') {
         ctx.status = 400;
+        // Sent but not a string (a JSON number, array or object; a JSON body that is not an object): said as such.
+        const sent = clientId !== undefined && clientId !== '';
         ctx.body = {
           error: 'invalid_request',
-          error_description: `missing required parameter "client_id": a nonce from ${NONCE_PATH} is bound to the client that will redeem it through the wallet-signature grant`,
+          error_description: sent
+            ? `client_id must be a string (got a JSON ${Array.isArray(clientId) ? 'array' : clientId === null ? 'null' : typeof clientId})`
+            : `missing required parameter "client_id": a nonce from ${NONCE_PATH} is bound to the client that will redeem it through the wallet-signature grant`,
         };
         return;
       }

@@ -94,6 +94,10 @@ describe('headless wallet-signature grant, driven by openid-client', () => {
       status: 400,
       body: { error: 'invalid_request', error_description: expect.stringMatching(/^missing required parameter 'client_id'/) },
     });
+    // Sent, but not a string: said as such (it was "missing required parameter").
+    for (const [json, got] of [['{"client_id":5}', 'number'], ['{"client_id":["a"]}', 'array'], ['{"client_id":null}', 'null'], ['{"client_id":{}}', 'object']] as const) {
+      await expect(post(json, 'application/json')).resolves.toEqual({ status: 400, body: { error: 'invalid_request', error_description: `client_id must be a string (got a JSON ${got})` } });
+    }
     await expect(post('client_id=no-such-client')).resolves.toEqual({
       status: 400,
       body: { error: 'invalid_client', error_description: "client_id 'no-such-client' is not a registered client" },

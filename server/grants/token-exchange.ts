@@ -234,13 +234,20 @@ export function registerTokenExchangeGrant(provider: Provider, deps: TokenExchan
     // RFC 8693 §2.1 and RFC 8707 allow several `resource` and `audience` parameters; this grant issues a token for one.
     if (Array.isArray(params.resource)) throw new errors.InvalidTarget('name exactly one resource: this grant issues a token for one resource server');
     const { audience } = params;
+    const viaAudience = audience !== undefined && params.resource === undefined;
     if (audience !== undefined) {
       if (typeof audience !== 'string') throw new errors.InvalidTarget('name exactly one audience: this grant issues a token for one resource server');
       if (params.resource !== undefined && params.resource !== audience) throw new errors.InvalidTarget('resource and audience name different targets; name exactly one');
       params.resource = audience;
     }
     if (params.resource === undefined) throw new errors.InvalidTarget('name the next resource with "resource" (or "audience")');
-    const resourceServers = await resolveRequestedResources(provider, ctx);
+    const resourceServers = await resolveRequestedResources(provider, ctx).catch((err: unknown) => {
+      // The target came as `audience`: oidc-provider's refusal names the resource indicator the client never sent.
+      if (viaAudience && err instanceof errors.InvalidTarget && typeof err.error_description === 'string') {
+        throw new errors.InvalidTarget(`audience: ${err.error_description.replace(/^resource indicator /, 'the audience ')}`);
+      }
+      throw err;
+    });
     if (resourceServers.length !== 1) throw new errors.InvalidTarget('exactly one resource must be requested with this grant');
     const resourceServer = resourceServers[0]!;
     const resource = resourceServer.identifier();

@@ -339,6 +339,11 @@ describe.each(backends)('RFC 8693 token exchange on %s', (_name, storeEnv, openS
     }
     // One of each naming the same resource is one resource.
     expect((await send([['resource', SKILL_C], ['audience', SKILL_C]])).issued_token_type).toBe(AT_TYPE);
+    // A malformed audience is named as the audience (it was "resource indicator must ...", a parameter not sent).
+    for (const [audience, says] of [['nope', 'audience: the audience must be an absolute URI'], [`${SKILL_C}#part`, 'audience: the audience must not contain a fragment component']] as const) {
+      const r = await refusal(send([['audience', audience]]));
+      expect({ audience, status: r.status, error: r.error, says: r.error_description }).toEqual({ audience, status: 400, error: 'invalid_target', says });
+    }
   });
 
   test('an exchanged token\'s grant lives as long as the token, not a refresh lifetime', async () => {

@@ -553,10 +553,16 @@ export function createProvider(deps: ProviderDeps): Provider {
   }
   // Token-endpoint errors carry their reason only in error_detail ("grant request is invalid" otherwise);
   // client developers need it to act ("PKCE verification failed", "DPoP proof JWT not provided", ...).
-  (provider as unknown as NodeJS.EventEmitter).on('grant.error', (ctx: KoaContextWithOIDC, err: { error_detail?: unknown }) => {
+  (provider as unknown as NodeJS.EventEmitter).on('grant.error', (ctx: KoaContextWithOIDC, err: { error_detail?: unknown; scope?: unknown }) => {
     const body = ctx.body as Record<string, unknown> | undefined;
     if (body && typeof body === 'object' && typeof err.error_detail === 'string' && body.error_description === 'grant request is invalid') {
       body.error_description = err.error_detail;
+    }
+    // oidc-provider names the refused scope only in a member of its own (`scope`); the description says which, and what
+    // the client may ask for (its own registered scope: it has authenticated).
+    if (body && typeof body === 'object' && body.error === 'invalid_scope' && body.error_description === 'requested scope is not allowed' && typeof err.scope === 'string') {
+      const allowed = ctx.oidc.client?.scope;
+      replaceDescription(ctx, body, `requested scope ${err.scope.slice(0, 100)} is not allowed for this client${allowed ? ` (it may ask for: ${allowed.slice(0, 300)})` : ''}`);
     }
   });
   // A DPoP proof that fails jose's checks (its typ, alg, embedded key, signature) is answered "invalid DPoP key

@@ -252,6 +252,13 @@ describe('client administration through the admin API', () => {
     expect(configured.body.error_description).toMatch(/configuration file/);
   });
 
+  test('a client asking for a scope outside its registered scope is told which, and what it may ask for (invalid_scope)', async () => {
+    const c = await registerClient();
+    const wide = await tokenRequest(a.url, c, RESOURCE, 'read write');
+    // oidc-provider said "requested scope is not allowed", naming the scope only in a member of its own.
+    expect([wide.status, wide.body.error, wide.body.error_description]).toEqual([400, 'invalid_scope', 'requested scope write is not allowed for this client (it may ask for: read files)']);
+  });
+
   test('a token asked for the moment an enable answers is active: JWT and opaque, in both processes, three rounds of disable and enable', async () => {
     const c = await registerClient();
     for (let round = 1; round <= 3; round += 1) {

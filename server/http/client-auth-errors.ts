@@ -28,7 +28,27 @@ const NOT_AUTHENTICATED = new Map<string, string>([
     'client_id and client_secret in the Authorization header must each be application/x-www-form-urlencoded before base64 (RFC 6749 section 2.3.1)',
   ],
   ['client_secret must be provided in the Authorization header', 'the Authorization header carries no client_secret after client_id:'],
+  // RFC 7523 §3.2: a client assertion that is not valid is invalid_client.
+  ['invalid client_assertion format', 'client_assertion: not a JWT (RFC 7523 section 3)'],
 ]);
+
+/**
+ * A private_key_jwt refusal says what is wrong with the client_assertion (oidc-provider keeps it in error_detail and
+ * answers "client authentication failed" whatever it was): the claims RFC 7523 §3 requires (exp, jti, iss, aud; an
+ * expired assertion, one used twice), its alg, its signature. None of this helps a caller without the client's key:
+ * the requirements are public, and a signature is refused whatever the claims. Kept generic: an unknown client, and a
+ * client that authenticates another way (which would tell an unauthenticated caller its registered method).
+ */
+const KEPT_GENERIC = new Set(['client not found', 'the provided authentication mechanism does not match the registered client authentication method']);
+
+function assertionRefusal(ctx: KoaContextWithOIDC, err: unknown): Error | undefined {
+  if (!(err instanceof errors.InvalidClientAuth) || ctx.oidc.client === undefined) return undefined;
+  if ((ctx.oidc.params as Record<string, unknown> | undefined)?.client_assertion === undefined) return undefined;
+  const detail = (err as { error_detail?: unknown }).error_detail;
+  if (typeof detail !== 'string' || detail === '' || KEPT_GENERIC.has(detail)) return undefined;
+  const said = detail === 'alg mismatch' ? "its alg is not one accepted for this client (its token_endpoint_auth_signing_alg, else token_endpoint_auth_signing_alg_values_supported)" : detail.slice(0, 200);
+  return invalidClient(`client_assertion: ${said}`);
+}
 
 type Step = ((ctx: KoaContextWithOIDC, next: () => Promise<void>) => unknown) & { name: string };
 const STEP = 'authenticateClient';
@@ -63,7 +83,7 @@ function wrap(authenticate: Step): Step {
     };
     return Promise.resolve(authenticate(ctx, onward)).catch((err: unknown) => {
       const described = !authenticated && err instanceof errors.InvalidRequest ? NOT_AUTHENTICATED.get(String(err.error_description)) : undefined;
-      const refusal = described === undefined ? err : invalidClient(described);
+      const refusal = described !== undefined ? invalidClient(described) : (!authenticated && assertionRefusal(ctx, err)) || err;
       if (!authenticated) challengeWithoutAuthorizationHeader(ctx, refusal);
       throw refusal;
     });

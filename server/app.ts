@@ -19,6 +19,7 @@ import { bindPublicOrigin } from './http/public-origin.js';
 import { requestOriginCheck } from './http/request-origin.js';
 import { requestTarget } from './http/request-target.js';
 import { dpopHeaderCheck } from './http/dpop-header.js';
+import { formBodyContentType } from './http/form-body-content-type.js';
 import { earlyRefusalCors } from './http/early-refusal-cors.js';
 import { unmatchedRequests } from './http/unmatched.js';
 import { isProbeRequest, KEY_ARCHIVE_PATH, LIVENESS_PATH, READINESS_PATH } from './http/probe-paths.js';
@@ -194,6 +195,7 @@ export function createApp({ provider, health, keyring, cookieKeys, log, interact
   app.use(percentEscapeCheck);
   app.use(dpopHeaderCheck);
   app.use(declaredBodyLimit);
+  app.use(formBodyContentType(provider));
   app.use(errorShield(log, health));
   app.use(auditTrail(audit, log));
   app.use(probes(health, keyring));

@@ -236,6 +236,37 @@ describe('bad input gets an RFC-shaped 4xx, never a 500, and changes nothing', (
     });
   });
 
+  describe('a form body sent without a Content-Type', () => {
+    const basic = `Basic ${Buffer.from(`${RS_CLIENT.id}:${RS_CLIENT.secret}`).toString('base64')}`;
+    const form = `grant_type=client_credentials&resource=${encodeURIComponent(RESOURCE)}&scope=read`;
+
+    test('is 400 saying to send its Content-Type, on every route that reads a form and every spelling of it; nothing is issued', async () => {
+      // oidc-provider read such a body as none, and named a parameter that had been sent ("missing required parameter 'grant_type'").
+      for (const path of ['/token', '/TOKEN', '/token/', '/token/introspection', '/Token/Introspection/', '/token/revocation', '/request', '/me']) {
+        const res = await raw(port, 'POST', path, { authorization: basic }, path.toLowerCase().startsWith('/token') && !path.toLowerCase().includes('/token/') ? form : 'token=x&client_id=x');
+        expect({ path, ...expectOAuthError(res, 400, 'invalid_request') }).toMatchObject({ path, error_description: expect.stringMatching(/^the request body has no Content-Type header: send it as application\/x-www-form-urlencoded/) });
+      }
+      // The same body with its Content-Type is served; one with no body and no Content-Type gets the route's own answer.
+      expect((await raw(port, 'POST', '/token', { authorization: basic, 'content-type': 'application/x-www-form-urlencoded' }, form)).status).toBe(200);
+      expectOAuthError(await raw(port, 'POST', '/token', { authorization: basic, 'content-length': '0' }), 400, 'invalid_request', /grant_type/);
+      // A chunked body without a Content-Type is refused the same way.
+      const conn = new RawConnection(port);
+      try {
+        conn.write(`POST /token HTTP/1.1\r\nhost: localhost:${port}\r\nauthorization: ${basic}\r\ntransfer-encoding: chunked\r\n\r\n${form.length.toString(16)}\r\n${form}\r\n0\r\n\r\n`);
+        expectOAuthError(await conn.response(), 400, 'invalid_request', /^the request body has no Content-Type header/);
+      } finally {
+        conn.destroy();
+      }
+    });
+
+    test('other routes are left to their own rules: registration names the JSON it wants, a path nothing routes is 404', async () => {
+      const reg = await raw(port, 'POST', '/reg', {}, '{"redirect_uris":["https://a.example/cb"]}');
+      expect(reg.status).toBe(400);
+      expect(JSON.parse(reg.body).error_description).not.toMatch(/x-www-form-urlencoded/);
+      expect((await raw(port, 'POST', '/nowhere', {}, 'a=b')).status).toBe(404);
+    });
+  });
+
   describe('header fields that must come once, and query strings that are not UTF-8', () => {
     const send = async (head: string) => {
       const conn = new RawConnection(port);

@@ -173,6 +173,19 @@ describe('oidc-provider internals agentauth relies on', () => {
     expect(cors).toContain("ctx.remove('Access-Control-Allow-Origin');");
   });
 
+  test('form bodies: the POST routes server/http/form-body-content-type.ts names read a form, and a body with no type as none', async () => {
+    const { FORM_BODY_ROUTES } = await import('../../server/http/form-body-content-type.js');
+    const lib = dirname(createRequire(import.meta.url).resolve('oidc-provider'));
+    const app = readFileSync(join(lib, 'helpers', 'initialize_app.js'), 'utf8');
+    for (const name of FORM_BODY_ROUTES) expect({ name, routed: app.includes(`post('${name}', `) }).toEqual({ name, routed: true });
+    const body = readFileSync(join(lib, 'shared', 'selective_body.js'), 'utf8');
+    expect(body).toContain("  } else if (ctx.get('content-type')) {");
+    expect(body).toContain('    ctx.oidc.body = {};');
+    for (const action of ['token', 'introspection', 'revocation', 'userinfo', 'end_session']) {
+      expect(readFileSync(join(lib, 'actions', `${action}.js`), 'utf8')).toContain("import { urlencoded as parseBody } from '../shared/selective_body.js';");
+    }
+  });
+
   test('the grant helpers and the keystore initialiser have the shapes called', () => {
     for (const fn of ['validateDpop', 'checkDpopRequired', 'checkDpopReplay', 'resolveRequestedResources', 'validateClientScope', 'applyRefreshTokenBindings', 'buildTokenResponse'] as const) {
       expect(typeof grants[fn]).toBe('function');

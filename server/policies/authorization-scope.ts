@@ -28,11 +28,33 @@ export function refuseUngrantableScope(ctx: KoaContextWithOIDC, oidcScopes: read
   );
 }
 
-/** oidc-provider's interaction policy, with refuseUngrantableScope first. */
+/** A JWK SHA-256 thumbprint (RFC 7638) in base64url without padding: 43 characters. */
+const JWK_THUMBPRINT = /^[A-Za-z0-9_-]{43}$/;
+
+/**
+ * RFC 9449 §10: `dpop_jkt` is the JWK SHA-256 thumbprint of the key the code will be redeemed with. oidc-provider
+ * takes any value (at /auth and at PAR) and compares it only at the token endpoint, so a malformed one let the person
+ * sign in and consent to a code that could never be redeemed ("DPoP proof key thumbprint does not match dpop_jkt").
+ * Refused before the sign-in, as the scope check is, for a pushed request too (its parameters are the request's here).
+ */
+export function refuseMalformedDpopJkt(ctx: KoaContextWithOIDC): void {
+  const jkt = ctx.oidc.params?.dpop_jkt;
+  if (jkt === undefined || (typeof jkt === 'string' && JWK_THUMBPRINT.test(jkt))) return;
+  throw new errors.InvalidRequest('dpop_jkt must be the base64url SHA-256 JWK thumbprint (RFC 7638) of the DPoP key that will redeem the code: 43 characters (RFC 9449 section 10)');
+}
+
+/** oidc-provider's interaction policy, with refuseUngrantableScope and refuseMalformedDpopJkt first. */
 export function interactionPolicyRefusingUngrantableScope(oidcScopes: readonly string[]): interactionPolicy.Prompt[] {
   const policy = interactionPolicy.base();
   const login = policy.get('login');
   if (!login) throw new Error('oidc-provider\'s interaction policy has no login prompt');
+  login.checks.add(
+    new interactionPolicy.Check('agentauth_dpop_jkt_wellformed', 'dpop_jkt is not a JWK thumbprint', (ctx) => {
+      refuseMalformedDpopJkt(ctx);
+      return interactionPolicy.Check.NO_NEED_TO_PROMPT;
+    }),
+    0,
+  );
   login.checks.add(
     new interactionPolicy.Check('agentauth_scope_grantable', 'no requested scope can be granted', (ctx) => {
       refuseUngrantableScope(ctx, oidcScopes);

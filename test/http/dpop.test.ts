@@ -349,6 +349,29 @@ describe('DPoP (RFC 9449) at the token and userinfo endpoints', () => {
       });
     });
 
+    test('a dpop_jkt that is no JWK thumbprint is refused before the sign-in (invalid_request to the redirect URI), pushed or not', async () => {
+      const params = async (jkt: string) => ({
+        redirect_uri: REDIRECT, scope: 'read', resource: RESOURCE, code_challenge: await oidc.calculatePKCECodeChallenge(oidc.randomPKCECodeVerifier()), code_challenge_method: 'S256', dpop_jkt: jkt, state: 's1',
+      });
+      const refusedAt = async (authUrl: URL) => {
+        const res = await fetch(authUrl, { redirect: 'manual' });
+        const location = new URL(res.headers.get('location') ?? '', url);
+        return { status: res.status, to: `${location.origin}${location.pathname}`, error: location.searchParams.get('error'), description: location.searchParams.get('error_description'), state: location.searchParams.get('state') };
+      };
+      const expected = { status: 303, to: REDIRECT, error: 'invalid_request', description: expect.stringMatching(/^dpop_jkt must be the base64url SHA-256 JWK thumbprint/), state: 's1' };
+      // Before, the person signed in and consented to a code no key could redeem.
+      for (const jkt of ['abc', 'x'.repeat(44), `${'a'.repeat(42)}=`, `${'a'.repeat(42)}+`]) {
+        expect({ jkt, ...(await refusedAt(oidc.buildAuthorizationUrl(config, await params(jkt)))) }).toEqual({ jkt, ...expected });
+      }
+      // Pushed (PAR, RFC 9126): the pushed parameters are checked when the request is used at /auth.
+      const pushed = await fetch(`${url}/request`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ client_id: config.clientMetadata().client_id, response_type: 'code', ...(await params('abc')) }) });
+      expect(pushed.status).toBe(201);
+      const { request_uri: requestUri } = (await pushed.json()) as { request_uri: string };
+      const viaPar = new URL(`${url}/auth`);
+      viaPar.search = new URLSearchParams({ client_id: config.clientMetadata().client_id, request_uri: requestUri }).toString();
+      expect(await refusedAt(viaPar)).toEqual(expected);
+    });
+
     test('a code bound with dpop_jkt is redeemed by its own key, and the tokens are bound to that key', async () => {
       const bound = await oidc.randomDPoPKeyPair('ES256');
       const jkt = await calculateJwkThumbprint(await exportJWK(bound.publicKey));

@@ -5,6 +5,7 @@ import resolveResource from 'oidc-provider/lib/helpers/resolve_resource.js';
 import instance from 'oidc-provider/lib/helpers/weak_cache.js';
 
 import { replayedProof, replayId } from '../dpop-replay.js';
+import { checkCodeTarget } from '../policies/refresh-request.js';
 
 /**
  * An authorization code is refused before it is used up, for what oidc-provider only finds after using it up.
@@ -26,6 +27,7 @@ import { replayedProof, replayId } from '../dpop-replay.js';
 interface CodeLike {
   clientId?: string;
   dpopJkt?: string;
+  resourceIndicators?: Set<string>;
   consume(): Promise<unknown>;
 }
 
@@ -38,6 +40,8 @@ async function checkBeforeConsume(ctx: KoaContextWithOIDC, code: CodeLike): Prom
     if (await provider.ReplayDetection.find(replayId(client.clientId, dPoP.jti))) throw replayedProof();
     if (code.dpopJkt && code.dpopJkt !== dPoP.thumbprint) throw new errors.InvalidGrant('DPoP proof key thumbprint does not match dpop_jkt');
   }
+  // The resources the code may be exchanged for: the set resolve_resource checks a requested one against.
+  checkCodeTarget({ requested: (ctx.oidc.params as Record<string, unknown> | undefined)?.resource as string | string[] | undefined, granted: [...(code.resourceIndicators ?? [])] });
   const { userinfo, resourceIndicators } = instance(provider).configuration.features;
   const resource = await resolveResource(ctx, code, { userinfo, resourceIndicators });
   if (resource) await resourceIndicators.getResourceServerInfo(ctx, resource, client);

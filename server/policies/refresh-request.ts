@@ -32,3 +32,22 @@ export function checkRefreshTarget({ requested, granted, oidcScopesOnly }: Refre
     throw new errors.InvalidTarget(`this refresh token covers several resources (${coveredText}): name one with the resource parameter`);
   }
 }
+
+/**
+ * The same for an authorization code at the token endpoint, before the code is used up (server/grants/code-checks.ts):
+ * several resources, or one the code was not issued for, are refused naming what the code covers. oidc-provider said
+ * "resource indicator is missing, or unknown" for a resource it knows, and "the resource parameter is required" for
+ * two that were sent. A request naming none is left to oidc-provider (it picks the code's own).
+ */
+export function checkCodeTarget({ requested, granted }: Omit<RefreshTarget, 'oidcScopesOnly'>): void {
+  const asked = list(requested);
+  const covered = list(granted);
+  const coveredText = covered.length ? covered.join(', ') : 'no resource';
+  if (asked.length > 1) {
+    throw new errors.InvalidTarget(`name one resource per token request (got ${asked.length}); this authorization code covers ${coveredText}`);
+  }
+  const [resource] = asked;
+  if (resource !== undefined && !covered.includes(resource)) {
+    throw new errors.InvalidTarget(`resource ${resource.slice(0, 200)} was not part of the authorization request; this authorization code covers ${coveredText}`);
+  }
+}

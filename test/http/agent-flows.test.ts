@@ -106,12 +106,12 @@ describe('agents with openid-client v6: registration, authorization code + PKCE 
           ...resources.map((r): [string, string] => ['resource', r]),
         ]),
       });
-    // Another configured resource server, an unknown one, and one that is not a URL: each refused as oidc-provider
-    // words it, none using the code up.
+    // Another configured resource server, an unknown one, and one that is not a URL: each refused naming what the code
+    // covers (oidc-provider said "resource indicator is missing, or unknown"), none using the code up.
     for (const wrong of [OPAQUE_RESOURCE, 'https://elsewhere.example.com', 'urn:x']) {
       const refused = await exchange(wrong);
       expect(refused.status).toBe(400);
-      expect(await refused.json()).toEqual({ error: 'invalid_target', error_description: 'resource indicator is missing, or unknown' });
+      expect(await refused.json()).toEqual({ error: 'invalid_target', error_description: `resource ${wrong} was not part of the authorization request; this authorization code covers ${RESOURCE}` });
     }
     // Two faults at once get the error oidc-provider gives first (its PKCE check, before any check of the resource).
     const twoFaults = await fetch(`${issuer}/token`, {
@@ -123,7 +123,8 @@ describe('agents with openid-client v6: registration, authorization code + PKCE 
     // The resource repeated (oidc-provider accepts the parameter more than once, then cannot pick one): refused too.
     const repeated = await exchange(RESOURCE, OPAQUE_RESOURCE);
     expect(repeated.status).toBe(400);
-    expect(((await repeated.json()) as { error: string }).error).toBe('invalid_target');
+    // It said "the resource parameter is required", of a parameter sent twice.
+    expect(await repeated.json()).toEqual({ error: 'invalid_target', error_description: `name one resource per token request (got 2); this authorization code covers ${RESOURCE}` });
     const tokens = await oidc.authorizationCodeGrant(config, callback, { pkceCodeVerifier: verifier, expectedState: state }, { resource: RESOURCE }, { DPoP: dpop });
     expect(decodeJwt(tokens.access_token).aud).toBe(RESOURCE);
     // Used once, the code is then spent as usual.

@@ -236,7 +236,7 @@ describe('every spelling of the token endpoint refuses a code\'s wrong resource 
       });
     const refused = await exchange('https://elsewhere.example.com');
     expect(refused.status).toBe(400);
-    expect(await refused.json()).toEqual({ error: 'invalid_target', error_description: 'resource indicator is missing, or unknown' });
+    expect(await refused.json()).toEqual({ error: 'invalid_target', error_description: `resource https://elsewhere.example.com was not part of the authorization request; this authorization code covers ${RESOURCE}` });
     const ok = await exchange(RESOURCE);
     expect(ok.status).toBe(200);
     expect(((await ok.json()) as { access_token?: string }).access_token).toEqual(expect.any(String));

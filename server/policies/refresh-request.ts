@@ -12,24 +12,39 @@ export interface RefreshTarget {
 
 const list = (v: string | readonly string[] | undefined): string[] => (v === undefined ? [] : typeof v === 'string' ? [v] : [...v]);
 
+/** What a refusal says of the credential a target is checked against. */
+interface Wording {
+  /** "refresh request", "token request" */
+  request: string;
+  /** "this refresh token", "this authorization code" */
+  holder: string;
+  /** Of a resource it does not cover: "was not granted to this refresh token; it covers" ... */
+  notCovered: string;
+}
+
+/**
+ * The resource asked for, if it is one the credential covers; refused with invalid_target (naming what it covers) when
+ * several are asked for or one it does not cover. Undefined when none is asked for.
+ */
+function coveredResource(requested: RefreshTarget['requested'], covered: string[], words: Wording): string | undefined {
+  const asked = list(requested);
+  const coveredText = covered.length ? covered.join(', ') : 'no resource';
+  if (asked.length > 1) throw new errors.InvalidTarget(`name one resource per ${words.request} (got ${asked.length}); ${words.holder} covers ${coveredText}`);
+  const [resource] = asked;
+  if (resource !== undefined && !covered.includes(resource)) throw new errors.InvalidTarget(`resource ${resource.slice(0, 200)} ${words.notCovered} ${coveredText}`);
+  return resource;
+}
+
 /**
  * Refuses, with invalid_target, a refresh request whose resource the refresh token cannot serve (RFC 8707 §2.2: the
  * requested resource must be one the grant covers; one access token is for one resource). Pure; it is called before
  * the refresh token is used up, so a refused request leaves the token usable and its retry is not a reuse.
  */
 export function checkRefreshTarget({ requested, granted, oidcScopesOnly }: RefreshTarget): void {
-  const asked = list(requested);
   const covered = list(granted);
-  const coveredText = covered.length ? covered.join(', ') : 'no resource';
-  if (asked.length > 1) {
-    throw new errors.InvalidTarget(`name one resource per refresh request (got ${asked.length}); this refresh token covers ${coveredText}`);
-  }
-  const [resource] = asked;
-  if (resource !== undefined && !covered.includes(resource)) {
-    throw new errors.InvalidTarget(`resource ${resource.slice(0, 200)} was not granted to this refresh token; it covers ${coveredText}`);
-  }
-  if (resource === undefined && covered.length > 1 && !oidcScopesOnly) {
-    throw new errors.InvalidTarget(`this refresh token covers several resources (${coveredText}): name one with the resource parameter`);
+  const words = { request: 'refresh request', holder: 'this refresh token', notCovered: 'was not granted to this refresh token; it covers' };
+  if (coveredResource(requested, covered, words) === undefined && covered.length > 1 && !oidcScopesOnly) {
+    throw new errors.InvalidTarget(`this refresh token covers several resources (${covered.join(', ')}): name one with the resource parameter`);
   }
 }
 
@@ -40,14 +55,9 @@ export function checkRefreshTarget({ requested, granted, oidcScopesOnly }: Refre
  * two that were sent. A request naming none is left to oidc-provider (it picks the code's own).
  */
 export function checkCodeTarget({ requested, granted }: Omit<RefreshTarget, 'oidcScopesOnly'>): void {
-  const asked = list(requested);
-  const covered = list(granted);
-  const coveredText = covered.length ? covered.join(', ') : 'no resource';
-  if (asked.length > 1) {
-    throw new errors.InvalidTarget(`name one resource per token request (got ${asked.length}); this authorization code covers ${coveredText}`);
-  }
-  const [resource] = asked;
-  if (resource !== undefined && !covered.includes(resource)) {
-    throw new errors.InvalidTarget(`resource ${resource.slice(0, 200)} was not part of the authorization request; this authorization code covers ${coveredText}`);
-  }
+  coveredResource(requested, list(granted), {
+    request: 'token request',
+    holder: 'this authorization code',
+    notCovered: 'was not part of the authorization request; this authorization code covers',
+  });
 }

@@ -5,6 +5,7 @@ import type { SQLInputValue, StatementSync } from 'node:sqlite';
 
 import { StorageUnavailableError, absentIfUnreadable, decodeStoredPayload } from './errors.js';
 import type { UnreadableListener } from './errors.js';
+import { describeJsonError } from './json-syntax-error.js';
 import { SqliteWriter, sqliteErrorHint } from './sqlite-writer.js';
 import type { AccountPage, AdapterPayload, AuditCheckpoint, AuditRecord, AuditStore, Consumption, KeyStore, KeyTransition, ModelName, ModelStore, NonceStore, RevocationKeys, RevokedTokenStore, Storage, StoredKey } from './types.js';
 import { ACCOUNT_INDEXED, AUDIT_CHAIN_ID, DEFAULT_AUDIT_CHAIN, MODEL_NAMES, REVOCATION_RECORD_TYPES, chainOf, checkpointFrom, revocationLookups, revokesOneOf, undecodableRecord } from './types.js';
@@ -570,8 +571,8 @@ function recordText<T extends object>(record: T, ...columns: Array<keyof T>): st
 function keyRecord(text: string): object {
   try {
     return JSON.parse(text) as object;
-  } catch (err) {
-    return { unreadable: `its stored record is not JSON (${(err as Error).message})` };
+  } catch {
+    return { unreadable: `its stored record is not JSON${describeJsonError(text)}` };
   }
 }
 

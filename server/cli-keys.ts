@@ -16,6 +16,7 @@ import type { Config } from './config.js';
 import { createLogger } from './logger.js';
 import { prunedRevocations, revocationFacts, verifyAgainstArchive } from './token-verification.js';
 import type { Storage } from '../adapters/types.js';
+import { describeJsonError } from '../adapters/json-syntax-error.js';
 import { AuditLog } from './audit/log.js';
 import { writerChain } from './audit/writer-chain.js';
 import type { AuditEventInput } from './audit/chain.js';
@@ -41,10 +42,17 @@ async function archiveFromStorage(storage: Storage, config: Config): Promise<Arc
 
 function readArchiveFile(file: string): { issuer: unknown; keys: ArchivedKey[] } {
   let parsed: unknown;
+  let text: string;
   try {
-    parsed = JSON.parse(readFileSync(file, 'utf8'));
+    text = readFileSync(file, 'utf8');
   } catch (err) {
-    throw new ConfigError(`--archive: cannot read ${file} as JSON (${(err as Error).message})`);
+    throw new ConfigError(`--archive: cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
+  }
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    // Never JSON.parse's message: it quotes the file (pointed at a KEK file by mistake, its first ten characters).
+    throw new ConfigError(`--archive: ${file} is not JSON${describeJsonError(text)}`);
   }
   const shape = `--archive: ${file} must hold {"keys": [...]}, each key an object, as written by \`agentauth keys export --public\``;
   if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new ConfigError(shape);

@@ -1,10 +1,9 @@
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { parse as parseJsonc, printParseErrorCode } from 'jsonc-parser';
-import type { ParseError } from 'jsonc-parser';
 import { z } from 'zod';
 
 import { AUDIT_CHAIN_ID } from '../adapters/types.js';
+import { describeJsonError } from '../adapters/json-syntax-error.js';
 import { HOST_PATTERN } from './client-metadata/host-policy.js';
 import { mongoUriParts, mongoUriProblem } from './mongodb-uri.js';
 import { limitsSchema } from './limits/config.js';
@@ -485,6 +484,8 @@ function readConfigFile(path: string): unknown {
   } catch (err) {
     throw new ConfigError(`AGENTAUTH_CONFIG: cannot read ${path} (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
   }
+  // A byte order mark (what some Windows editors write first) is not JSON's, and RFC 8259 §8.1 lets a parser ignore it.
+  if (text.startsWith('\uFEFF')) text = text.slice(1);
   try {
     return JSON.parse(text) as unknown;
   } catch {
@@ -492,42 +493,6 @@ function readConfigFile(path: string): unknown {
   }
 }
 
-/** What jsonc-parser's error codes mean, in words a person editing the file can act on. */
-const JSON_ERRORS: Partial<Record<string, string>> = {
-  InvalidSymbol: 'a value JSON does not have: strings take double quotes; true, false, null and numbers are written bare',
-  InvalidNumberFormat: 'a number JSON does not accept',
-  PropertyNameExpected: 'a member name in double quotes expected; JSON allows no comma after the last member',
-  ValueExpected: 'a value expected; JSON allows no comma after the last element, and a file holds one value',
-  ColonExpected: "':' expected",
-  CommaExpected: "',' expected",
-  CloseBraceExpected: "'}' expected",
-  CloseBracketExpected: "']' expected",
-  EndOfFileExpected: 'text after the end of the JSON document',
-  InvalidCommentToken: 'a comment (JSON has none)',
-  UnexpectedEndOfComment: 'a comment (JSON has none)',
-  UnexpectedEndOfString: 'a string not closed on its line (or a control character in it)',
-  UnexpectedEndOfNumber: 'a number cut short',
-  InvalidUnicode: 'a malformed \\u escape',
-  InvalidEscapeCharacter: 'a backslash escape JSON does not have',
-  InvalidCharacter: 'a control character inside a string',
-};
-
-/**
- * Where the first JSON error is, as ` at line L, column C (what is wrong)`: never a piece of the file. JSON.parse's own
- * message quotes the text around the error, and the file holds client secrets (configuration.md: secrets are never
- * echoed in these messages); jsonc-parser finds the offset (strict: no comments, no trailing commas).
- */
-function describeJsonError(text: string): string {
-  const errors: ParseError[] = [];
-  parseJsonc(text, errors, { disallowComments: true, allowTrailingComma: false, allowEmptyContent: false });
-  const first = errors[0];
-  if (!first) return '';
-  const before = text.slice(0, first.offset);
-  const line = before.split('\n').length;
-  const column = first.offset - (before.lastIndexOf('\n') + 1) + 1;
-  const what = JSON_ERRORS[printParseErrorCode(first.error)];
-  return ` at line ${line}, column ${column}${what ? ` (${what})` : ''}`;
-}
 
 /** Reads and validates configuration once: environment variables, then the JSON file AGENTAUTH_CONFIG names. */
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {

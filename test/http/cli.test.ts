@@ -249,6 +249,19 @@ describe('every command says where it looked; --json answers are JSON only', () 
     }
   });
 
+  test('verify --archive on a file that is not JSON (a KEK file, by mistake) says where it stops being JSON, never what it holds', async () => {
+    const file = join(tempDir(), 'kek');
+    const kek = 'Tf3xQ9pLmZ2vB7nK4wR8yE1uI6oA5sD0gH3jC9kV2b8=';
+    writeFileSync(file, `${kek}\n`);
+    for (const extra of [[], ['--json']]) {
+      const res = await runCli(['verify', 'a.b.c', '--archive', file, ...extra], {});
+      expect(res.code).toBe(2);
+      expect(res.stderr).toContain(`--archive: ${file} is not JSON at line 1, column 1 (`);
+      // JSON.parse's message quoted the file's first ten characters.
+      for (const piece of [kek.slice(0, 6), kek.slice(4, 10), kek.slice(-8)]) expect({ piece, out: `${res.stdout}${res.stderr}`.includes(piece) }).toEqual({ piece, out: false });
+    }
+  });
+
   test('verify says which store, issuer and keys it checked; a token of another issuer is invalid (exit 1) with a hint', async () => {
     const { privateKey } = await generateKeyPair('ES256');
     const foreign = await new SignJWT({ sub: 'x' }).setProtectedHeader({ alg: 'ES256', kid }).setIssuer('https://elsewhere.example.com').setExpirationTime('5m').sign(privateKey);

@@ -34,6 +34,10 @@ describe('start --workers N', () => {
 });
 
 describe('loadConfig', () => {
+  test('a file that starts with a byte order mark is read (RFC 8259 section 8.1)', () => {
+    expect(loadConfig({ AGENTAUTH_CONFIG: withFile('\uFEFF{"storage":{"timeoutMs":3000}}') }).storage.timeoutMs).toBe(3000);
+  });
+
   test('a file that is not JSON: where the first error is and what it is, never a piece of the file (it holds secrets)', () => {
     const secret = 'S3cr3t-S3cr3t-S3cr3t-0123456789';
     for (const [text, where] of [

@@ -39,3 +39,16 @@ export function describeJsonError(text: string): string {
   const what = JSON_ERRORS[printParseErrorCode(first.error)];
   return ` at line ${line}, column ${column}${what ? ` (${what})` : ''}`;
 }
+
+/**
+ * JSON text as a person's file holds it: a leading byte order mark (some Windows editors write one; RFC 8259 §8.1 lets
+ * a parser ignore it) dropped, then parsed. On failure `error` says where, as describeJsonError does, never the text.
+ */
+export function parseJsonFileText(text: string): { value: unknown } | { error: string } {
+  const json = text.startsWith('\uFEFF') ? text.slice(1) : text;
+  try {
+    return { value: JSON.parse(json) as unknown };
+  } catch {
+    return { error: `is not valid JSON${describeJsonError(json)}` };
+  }
+}

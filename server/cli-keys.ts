@@ -16,7 +16,7 @@ import type { Config } from './config.js';
 import { createLogger } from './logger.js';
 import { prunedRevocations, revocationFacts, verifyAgainstArchive } from './token-verification.js';
 import type { Storage } from '../adapters/types.js';
-import { describeJsonError } from '../adapters/json-syntax-error.js';
+import { parseJsonFileText } from '../adapters/json-syntax-error.js';
 import { AuditLog } from './audit/log.js';
 import { writerChain } from './audit/writer-chain.js';
 import type { AuditEventInput } from './audit/chain.js';
@@ -48,12 +48,10 @@ function readArchiveFile(file: string): { issuer: unknown; keys: ArchivedKey[] }
   } catch (err) {
     throw new ConfigError(`--archive: cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
   }
-  try {
-    parsed = JSON.parse(text);
-  } catch {
-    // Never JSON.parse's message: it quotes the file (pointed at a KEK file by mistake, its first ten characters).
-    throw new ConfigError(`--archive: ${file} is not JSON${describeJsonError(text)}`);
-  }
+  // Never JSON.parse's message: it quotes the file (pointed at a KEK file by mistake, its first ten characters).
+  const read = parseJsonFileText(text);
+  if ('error' in read) throw new ConfigError(`--archive: ${file} ${read.error}`);
+  parsed = read.value;
   const shape = `--archive: ${file} must hold {"keys": [...]}, each key an object, as written by \`agentauth keys export --public\``;
   if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new ConfigError(shape);
   const keys = (parsed as { keys?: unknown }).keys;

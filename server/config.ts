@@ -3,7 +3,7 @@ import { resolve } from 'node:path';
 import { z } from 'zod';
 
 import { AUDIT_CHAIN_ID } from '../adapters/types.js';
-import { describeJsonError } from '../adapters/json-syntax-error.js';
+import { parseJsonFileText } from '../adapters/json-syntax-error.js';
 import { HOST_PATTERN } from './client-metadata/host-policy.js';
 import { mongoUriParts, mongoUriProblem } from './mongodb-uri.js';
 import { limitsSchema } from './limits/config.js';
@@ -484,13 +484,9 @@ function readConfigFile(path: string): unknown {
   } catch (err) {
     throw new ConfigError(`AGENTAUTH_CONFIG: cannot read ${path} (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
   }
-  // A byte order mark (what some Windows editors write first) is not JSON's, and RFC 8259 §8.1 lets a parser ignore it.
-  if (text.startsWith('\uFEFF')) text = text.slice(1);
-  try {
-    return JSON.parse(text) as unknown;
-  } catch {
-    throw new ConfigError(`AGENTAUTH_CONFIG: ${path} is not valid JSON${describeJsonError(text)}`);
-  }
+  const parsed = parseJsonFileText(text);
+  if ('error' in parsed) throw new ConfigError(`AGENTAUTH_CONFIG: ${path} ${parsed.error}`);
+  return parsed.value;
 }
 
 
@@ -561,14 +557,15 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   }
 
   const tiers: Record<string, TierConfig> = { ...DEFAULT_TIERS, ...file.tiers };
+  const noTier = (setting: string, name: string) => new ConfigError(`AGENTAUTH_CONFIG ${setting}: no tier named ${name} (tiers: ${Object.keys(tiers).join(', ')})`);
   if (!tiers[file.registration.defaultTier]) {
-    throw new ConfigError(`AGENTAUTH_CONFIG registration.defaultTier: no tier named ${file.registration.defaultTier} (tiers: ${Object.keys(tiers).join(', ')})`);
+    throw noTier('registration.defaultTier', file.registration.defaultTier);
   }
   // A rule naming a tier or a scope that does not exist would never match or never carry it, silently.
   file.tokenExchange.rules.forEach((rule, i) => {
     const unknownTier = rule.tiers?.find((t) => !tiers[t]);
     if (unknownTier !== undefined) {
-      throw new ConfigError(`AGENTAUTH_CONFIG tokenExchange.rules[${i}].tiers: no tier named ${unknownTier} (tiers: ${Object.keys(tiers).join(', ')})`);
+      throw noTier(`tokenExchange.rules[${i}].tiers`, unknownTier);
     }
     const targetScopes = new Set(file.resourceServers.filter((rs) => rule.to.includes(rs.identifier)).flatMap((rs) => rs.scopes));
     const unknownScope = rule.scopes?.find((scope) => !targetScopes.has(scope));
@@ -578,7 +575,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   });
   file.clients.forEach((c, i) => {
     if (c.tier !== undefined && !tiers[c.tier]) {
-      throw new ConfigError(`AGENTAUTH_CONFIG clients[${i}].tier: no tier named ${c.tier} (tiers: ${Object.keys(tiers).join(', ')})`);
+      throw noTier(`clients[${i}].tier`, c.tier);
     }
     const unknown = c.token_exchange_resources?.find((id) => !ids.has(id));
     if (unknown !== undefined) throw new ConfigError(`AGENTAUTH_CONFIG clients[${i}].token_exchange_resources: ${unknown} is not a configured resource server identifier`);

@@ -59,6 +59,11 @@ const PAGE = 500;
 /** The per-key queue's key for initial access token revocations (a client id never has this form). */
 const IAT_REVOCATIONS = '\u0000iat';
 const SECRET_AUTH_METHODS = new Set(['client_secret_basic', 'client_secret_post']);
+/**
+ * Past the revoked second, how much longer an enable waits: tokens are dated by the clock of whichever instance issues
+ * them, and one whose clock is behind this one's by up to this much still dates its tokens after the revoked second.
+ */
+const CLOCK_MARGIN_MS = 250;
 /** The longest an enable waits for the last disable's revocation second to pass (see ClientAdmin.enable). */
 const ENABLE_WAIT_LIMIT_MS = 10_000;
 /** Waits an enable makes at most (each after a disable that came during the one before). */
@@ -77,7 +82,7 @@ class EnableTooSoon extends Error {
  */
 function enableNotBefore(current: AdapterPayload): number {
   const revokedBefore = current[REVOKED_BEFORE_FIELD];
-  return typeof revokedBefore === 'number' && Number.isFinite(revokedBefore) ? (revokedBefore + 1) * 1000 : 0;
+  return typeof revokedBefore === 'number' && Number.isFinite(revokedBefore) ? (revokedBefore + 1) * 1000 + CLOCK_MARGIN_MS : 0;
 }
 
 /** The handle an initial access token is listed and revoked by: a SHA-256 fingerprint (the token's id is the token). */
@@ -245,8 +250,8 @@ export class ClientAdmin {
    * Restores issuance. Grants and tokens revoked by the disable stay revoked.
    *
    * Not before the second that the last disable revoked tokens up to (REVOKED_BEFORE_FIELD, whole seconds, tokens of
-   * that second included) has passed: a token issued in it would be answered and inactive from its first use. So an
-   * enable right after a disable waits for the next second (up to a second). A longer wait than ENABLE_WAIT_LIMIT_MS
+   * that second included) has passed, and CLOCK_MARGIN_MS more: a token issued in it would be answered and inactive from
+   * its first use. So an enable right after a disable waits for the next second (up to 1.25 s). A longer wait than ENABLE_WAIT_LIMIT_MS
    * (a disable dated ahead by a host whose clock runs ahead of this one's) is refused (409) with the time from which
    * the enable can be made. The wait runs before the change is claimed, so nothing is held meanwhile; a disable made
    * during it moves the time on, and the enable waits again.
@@ -273,7 +278,7 @@ export class ClientAdmin {
         const waitMs = err.notBefore - Date.now();
         if (waitMs > ENABLE_WAIT_LIMIT_MS || round === ENABLE_ROUNDS) {
           throw conflict(
-            `client ${clientId} was disabled repeatedly: its tokens are revoked up to ${new Date(err.notBefore).toISOString()}, so it can be enabled from then on (a token issued earlier would be inactive); retry then`,
+            `client ${clientId} cannot be enabled before ${new Date(err.notBefore).toISOString()}: its last disable revoked its tokens up to then, later than this host's clock says now (a disable dated by a host whose clock runs ahead), and a token issued earlier would be inactive; retry then`,
           );
         }
         if (waitMs > 0) await (this.deps.wait ?? sleep)(waitMs);

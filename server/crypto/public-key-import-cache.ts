@@ -113,6 +113,17 @@ export function importCacheKey(args: readonly unknown[]): string | undefined {
   return canonicalJson([keyData, algorithm, extractable, usages]);
 }
 
+/**
+ * Whether deepFreeze can freeze all of `value`: a typed array with elements cannot be frozen (Object.freeze throws), so
+ * a key whose algorithm holds one (an RSA key's publicExponent) is returned to its caller uncached, never shared, and
+ * its import never fails because of the cache.
+ */
+function freezable(value: unknown): boolean {
+  if (typeof value !== 'object' || value === null) return true;
+  if (ArrayBuffer.isView(value) || value instanceof ArrayBuffer) return false;
+  return Object.values(value).every(freezable);
+}
+
 function deepFreeze(value: unknown): void {
   if (typeof value !== 'object' || value === null || Object.isFrozen(value)) return;
   Object.freeze(value);
@@ -157,7 +168,7 @@ export function installPublicKeyImportCache(subtle: Subtle = globalThis.crypto.s
     // a member changed meanwhile) can differ from the cache key.
     const [keyData, algorithm, extractable, usages] = JSON.parse(cacheKey) as [unknown, unknown, boolean, unknown[]];
     const key = await original(args[0], keyData, algorithm, extractable, usages);
-    if (key.type === 'public') {
+    if (key.type === 'public' && freezable(key.algorithm)) {
       // One key object is now shared by every caller: its algorithm and usages (plain JS objects in Node) are frozen
       // so that no caller can change them for the others.
       deepFreeze(key.algorithm);

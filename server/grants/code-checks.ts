@@ -27,7 +27,8 @@ import { checkCodeTarget } from '../policies/refresh-request.js';
 interface CodeLike {
   clientId?: string;
   dpopJkt?: string;
-  resourceIndicators?: Set<string>;
+  /** Holds undefined for a code of no resource (an authorization for openid alone). */
+  resourceIndicators?: Set<string | undefined>;
   consume(): Promise<unknown>;
 }
 
@@ -41,7 +42,7 @@ async function checkBeforeConsume(ctx: KoaContextWithOIDC, code: CodeLike): Prom
     if (code.dpopJkt && code.dpopJkt !== dPoP.thumbprint) throw new errors.InvalidGrant('DPoP proof key thumbprint does not match dpop_jkt');
   }
   // The resources the code may be exchanged for: the set resolve_resource checks a requested one against.
-  checkCodeTarget({ requested: (ctx.oidc.params as Record<string, unknown> | undefined)?.resource as string | string[] | undefined, granted: [...(code.resourceIndicators ?? [])] });
+  checkCodeTarget({ requested: (ctx.oidc.params as Record<string, unknown> | undefined)?.resource as string | string[] | undefined, granted: [...(code.resourceIndicators ?? [])].filter((r): r is string => typeof r === 'string') });
   const { userinfo, resourceIndicators } = instance(provider).configuration.features;
   const resource = await resolveResource(ctx, code, { userinfo, resourceIndicators });
   if (resource) await resourceIndicators.getResourceServerInfo(ctx, resource, client);

@@ -1,3 +1,5 @@
+import { compactVerify, createLocalJWKSet } from 'jose';
+import type { JSONWebKeySet } from 'jose';
 import { errors } from 'oidc-provider';
 import type { KoaContextWithOIDC } from 'oidc-provider';
 import introspectionSteps from 'oidc-provider/lib/actions/introspection.js';
@@ -35,17 +37,34 @@ const NOT_AUTHENTICATED = new Map<string, string>([
 /**
  * A private_key_jwt refusal says what is wrong with the client_assertion (oidc-provider keeps it in error_detail and
  * answers "client authentication failed" whatever it was): the claims RFC 7523 §3 requires (exp, jti, iss, aud; an
- * expired assertion, one used twice), its alg, its signature. None of this helps a caller without the client's key:
- * the requirements are public, and a signature is refused whatever the claims. Kept generic: an unknown client, and a
- * client that authenticates another way (which would tell an unauthenticated caller its registered method).
+ * expired assertion, one used twice), its alg. Only to the holder of the client's key: oidc-provider checks the alg
+ * and several claims before the signature, so a detail given for any assertion would tell a caller without the key
+ * that the client exists, authenticates with private_key_jwt, and which algorithms and keys it has. The detail is
+ * given when the assertion's signature verifies under one of the client's own registered keys (checked here, on the
+ * refusal path only); otherwise, and for an unknown client or one registered for another method, it stays
+ * "client authentication failed".
  */
 const KEPT_GENERIC = new Set(['client not found', 'the provided authentication mechanism does not match the registered client authentication method']);
 
-function assertionRefusal(ctx: KoaContextWithOIDC, err: unknown): Error | undefined {
+/** Whether `assertion` is signed by one of the client's registered public keys (its `jwks`; jose's own key selection). */
+async function signedByClient(ctx: KoaContextWithOIDC, assertion: string): Promise<boolean> {
+  const jwks = (ctx.oidc.client?.metadata() as { jwks?: unknown } | undefined)?.jwks as JSONWebKeySet | undefined;
+  if (!jwks || !Array.isArray(jwks.keys)) return false;
+  try {
+    await compactVerify(assertion, createLocalJWKSet(jwks));
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function assertionRefusal(ctx: KoaContextWithOIDC, err: unknown): Promise<Error | undefined> {
   if (!(err instanceof errors.InvalidClientAuth) || ctx.oidc.client === undefined) return undefined;
-  if ((ctx.oidc.params as Record<string, unknown> | undefined)?.client_assertion === undefined) return undefined;
+  const assertion = (ctx.oidc.params as Record<string, unknown> | undefined)?.client_assertion;
+  if (typeof assertion !== 'string') return undefined;
   const detail = (err as { error_detail?: unknown }).error_detail;
   if (typeof detail !== 'string' || detail === '' || KEPT_GENERIC.has(detail)) return undefined;
+  if (!(await signedByClient(ctx, assertion))) return undefined;
   const said = detail === 'alg mismatch' ? "its alg is not one accepted for this client (its token_endpoint_auth_signing_alg, else token_endpoint_auth_signing_alg_values_supported)" : detail.slice(0, 200);
   return invalidClient(`client_assertion: ${said}`);
 }
@@ -81,9 +100,9 @@ function wrap(authenticate: Step): Step {
       authenticated = true;
       return next();
     };
-    return Promise.resolve(authenticate(ctx, onward)).catch((err: unknown) => {
+    return Promise.resolve(authenticate(ctx, onward)).catch(async (err: unknown) => {
       const described = !authenticated && err instanceof errors.InvalidRequest ? NOT_AUTHENTICATED.get(String(err.error_description)) : undefined;
-      const refusal = described !== undefined ? invalidClient(described) : (!authenticated && assertionRefusal(ctx, err)) || err;
+      const refusal = described !== undefined ? invalidClient(described) : (!authenticated && (await assertionRefusal(ctx, err))) || err;
       if (!authenticated) challengeWithoutAuthorizationHeader(ctx, refusal);
       throw refusal;
     });

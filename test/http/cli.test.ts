@@ -256,7 +256,7 @@ describe('every command says where it looked; --json answers are JSON only', () 
     for (const extra of [[], ['--json']]) {
       const res = await runCli(['verify', 'a.b.c', '--archive', file, ...extra], {});
       expect(res.code).toBe(2);
-      expect(res.stderr).toContain(`--archive: ${file} is not JSON at line 1, column 1 (`);
+      expect(res.stderr).toContain(`--archive: ${file} is not valid JSON at line 1, column 1 (`);
       // JSON.parse's message quoted the file's first ten characters.
       for (const piece of [kek.slice(0, 6), kek.slice(4, 10), kek.slice(-8)]) expect({ piece, out: `${res.stdout}${res.stderr}`.includes(piece) }).toEqual({ piece, out: false });
     }

@@ -223,6 +223,26 @@ describe('what the cache keys on and what it keeps out', () => {
     expect([own.size, own.hits, own.misses]).toEqual([0, 0, 0]);
   });
 
+  test('a public key whose algorithm holds bytes (which cannot be frozen) is returned uncached, not an error', async () => {
+    const subtle = Object.create(Object.getPrototypeOf(globalThis.crypto.subtle) as object) as webcrypto.SubtleCrypto;
+    // An import whose key, like an RSA key, has a byte array in its algorithm, for a kind of key the cache takes.
+    const made: unknown[] = [];
+    const importKey = async () => {
+      const key = { type: 'public', algorithm: { name: 'ECDSA', namedCurve: 'P-256', extra: new Uint8Array([1, 0, 1]) }, usages: ['verify'], extractable: true };
+      made.push(key);
+      return key;
+    };
+    Object.defineProperty(subtle, 'importKey', { value: importKey, writable: true, configurable: true });
+    const own = installPublicKeyImportCache(subtle, 4);
+    const { jwk } = ecKey();
+    const first = await subtle.importKey('jwk', jwk, { name: 'ECDSA', namedCurve: 'P-256' }, true, ['verify']);
+    const second = await subtle.importKey('jwk', jwk, { name: 'ECDSA', namedCurve: 'P-256' }, true, ['verify']);
+    expect(first).not.toBe(second);
+    expect(made).toHaveLength(2);
+    expect(own.size).toBe(0);
+    expect(Object.isFrozen(first.algorithm)).toBe(false);
+  });
+
   test('LruMap keeps the most recently used entries', () => {
     const lru = new LruMap<string, number>(2);
     lru.set('a', 1);

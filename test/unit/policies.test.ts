@@ -11,7 +11,7 @@ import type { RegistrationPolicy } from '../../server/policies/registration.js';
 import { accessTokenLifetime, refreshTokenLifetime, tierOf } from '../../server/policies/tiers.js';
 import { EmbeddedStorage } from '../../adapters/memory.js';
 import { SharedWindowLimit } from '../../server/limits/window.js';
-import { checkRefreshTarget } from '../../server/policies/refresh-request.js';
+import { checkCodeTarget, checkRefreshTarget } from '../../server/policies/refresh-request.js';
 import { shouldIssueRefreshToken } from '../../server/policies/refresh.js';
 
 const limits = { tiers: DEFAULT_TIERS, defaultTier: 'standard', maxBearerTokenTTL: 300 };
@@ -282,6 +282,15 @@ describe('refresh request target (pure)', () => {
       `invalid_target: resource ${B} was not granted to this refresh token; it covers ${A}`,
     );
     expect(refusal(() => checkRefreshTarget({ requested: A, granted: undefined, oidcScopesOnly: false }))).toMatch(/covers no resource$/);
+  });
+
+  test('a code exchange: one resource the code covers, or none; another, or several, are refused naming what it covers', () => {
+    expect(() => checkCodeTarget({ requested: A, granted: [A, B] })).not.toThrow();
+    expect(() => checkCodeTarget({ requested: undefined, granted: [A, B] })).not.toThrow();
+    expect(refusal(() => checkCodeTarget({ requested: B, granted: [A] }))).toBe(`invalid_target: resource ${B} was not part of the authorization request; this authorization code covers ${A}`);
+    // A code of no resource (openid alone): said so, not an empty list.
+    expect(refusal(() => checkCodeTarget({ requested: A, granted: [] }))).toMatch(/this authorization code covers no resource$/);
+    expect(refusal(() => checkCodeTarget({ requested: [A, A], granted: [A] }))).toBe(`invalid_target: name one resource per token request (got 2); this authorization code covers ${A}`);
   });
 
   test('more than one resource in one refresh is invalid_target', () => {

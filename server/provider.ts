@@ -12,7 +12,7 @@ import { MAX_EXCHANGE_RESOURCES, longestSignedTokenLifetime } from './config.js'
 import type { Config } from './config.js';
 import type { Logger } from './logger.js';
 import { prepareClientAuthErrors } from './http/client-auth-errors.js';
-import { interactionPolicyRefusingUngrantableScope } from './policies/authorization-scope.js';
+import { installPushedRequestChecks, interactionPolicyRefusingUngrantableScope } from './policies/authorization-scope.js';
 import { shouldIssueRefreshToken } from './policies/refresh.js';
 import { installRefreshGrace, isGraceReissue, pendingRotation } from './grants/refresh-grace.js';
 import { bindRotatedRefreshTokens } from './grants/refresh-binding.js';
@@ -455,6 +455,7 @@ export function createProvider(deps: ProviderDeps): Provider {
   const provider = new Provider(deps.config.issuer, providerConfiguration(deps));
   const publishedAlgs = publishedAlgsOf(deps.keyring);
   installCodeChecks(provider);
+  installPushedRequestChecks(provider, OIDC_SCOPES);
   explainBodyParseErrors(provider);
   refuseReplacedFormValues(provider);
   refuseTruncatedForms();

@@ -1,4 +1,4 @@
-import { errors, interactionPolicy } from 'oidc-provider';
+import { errors, interactionPolicy, Provider } from 'oidc-provider';
 import type { KoaContextWithOIDC } from 'oidc-provider';
 
 /**
@@ -63,4 +63,24 @@ export function interactionPolicyRefusingUngrantableScope(oidcScopes: readonly s
     0,
   );
   return policy;
+}
+
+/**
+ * RFC 9126 §2.1: a pushed authorization request is validated as the authorization endpoint would validate it. The two
+ * checks above run in oidc-provider's interaction policy, which PAR does not reach: a request naming no grantable scope,
+ * or a malformed dpop_jkt, was pushed (201) and refused only when used at /auth, in the browser, where the client that
+ * pushed it cannot read the error. They run again when the PAR endpoint saves the request (its last step, after every
+ * check of its own, resources resolved), so the client gets the 400. Pinned by test/unit/oidc-provider-internals.test.ts.
+ */
+export function installPushedRequestChecks(provider: Provider, oidcScopes: readonly string[]): void {
+  const proto = provider.PushedAuthorizationRequest.prototype as unknown as { save(...args: unknown[]): Promise<unknown> };
+  const save = proto.save;
+  proto.save = async function saveAfterChecks(this: unknown, ...args: unknown[]) {
+    const ctx = Provider.ctx as KoaContextWithOIDC | undefined;
+    if (ctx?.oidc?.route === 'pushed_authorization_request') {
+      refuseMalformedDpopJkt(ctx);
+      refuseUngrantableScope(ctx, oidcScopes);
+    }
+    return save.apply(this, args);
+  };
 }

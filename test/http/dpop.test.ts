@@ -349,7 +349,7 @@ describe('DPoP (RFC 9449) at the token and userinfo endpoints', () => {
       });
     });
 
-    test('a dpop_jkt that is no JWK thumbprint is refused before the sign-in (invalid_request to the redirect URI), pushed or not', async () => {
+    test('a dpop_jkt that is no JWK thumbprint is refused before the sign-in: at /auth to the redirect URI, at PAR to the client', async () => {
       const params = async (jkt: string) => ({
         redirect_uri: REDIRECT, scope: 'read', resource: RESOURCE, code_challenge: await oidc.calculatePKCECodeChallenge(oidc.randomPKCECodeVerifier()), code_challenge_method: 'S256', dpop_jkt: jkt, state: 's1',
       });
@@ -363,13 +363,22 @@ describe('DPoP (RFC 9449) at the token and userinfo endpoints', () => {
       for (const jkt of ['abc', 'x'.repeat(44), `${'a'.repeat(42)}=`, `${'a'.repeat(42)}+`]) {
         expect({ jkt, ...(await refusedAt(oidc.buildAuthorizationUrl(config, await params(jkt)))) }).toEqual({ jkt, ...expected });
       }
-      // Pushed (PAR, RFC 9126): the pushed parameters are checked when the request is used at /auth.
-      const pushed = await fetch(`${url}/request`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ client_id: config.clientMetadata().client_id, response_type: 'code', ...(await params('abc')) }) });
+      // Pushed (PAR): refused by the PAR endpoint itself, as /auth would (RFC 9126 section 2.1), to the client that
+      // pushed it; it was pushed (201) and refused only in the browser. So is a request naming no grantable scope.
+      const push = async (extra: Record<string, string>) => {
+        const res = await fetch(`${url}/request`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ client_id: config.clientMetadata().client_id, response_type: 'code', ...(await params(jkt43)), ...extra }) });
+        return { status: res.status, body: (await res.json()) as Record<string, unknown> };
+      };
+      const jkt43 = await calculateJwkThumbprint(await exportJWK((await oidc.randomDPoPKeyPair('ES256')).publicKey));
+      expect(await push({ dpop_jkt: 'abc' })).toEqual({ status: 400, body: { error: 'invalid_request', error_description: expect.stringMatching(/^dpop_jkt must be the base64url SHA-256 JWK thumbprint/) } });
+      expect(await push({ scope: 'zzz' })).toEqual({ status: 400, body: { error: 'invalid_scope', error_description: expect.stringMatching(/^the request names no scope this server can grant/) } });
+      const pushed = await push({});
       expect(pushed.status).toBe(201);
-      const { request_uri: requestUri } = (await pushed.json()) as { request_uri: string };
+      // A well-formed pushed request goes on to the sign-in.
       const viaPar = new URL(`${url}/auth`);
-      viaPar.search = new URLSearchParams({ client_id: config.clientMetadata().client_id, request_uri: requestUri }).toString();
-      expect(await refusedAt(viaPar)).toEqual(expected);
+      viaPar.search = new URLSearchParams({ client_id: config.clientMetadata().client_id, request_uri: pushed.body.request_uri as string }).toString();
+      const started = await fetch(viaPar, { redirect: 'manual' });
+      expect([started.status, new URL(started.headers.get('location')!, url).pathname]).toEqual([303, expect.stringMatching(/^\/interaction\//)]);
     });
 
     test('a code bound with dpop_jkt is redeemed by its own key, and the tokens are bound to that key', async () => {

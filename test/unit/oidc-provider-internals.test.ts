@@ -173,6 +173,15 @@ describe('oidc-provider internals agentauth relies on', () => {
     expect(cors).toContain("ctx.remove('Access-Control-Allow-Origin');");
   });
 
+  test('PAR: the request is saved by its last step, after checkResource (server/policies/authorization-scope.ts checks it there)', () => {
+    const lib = dirname(createRequire(import.meta.url).resolve('oidc-provider'));
+    const stack = readFileSync(join(lib, 'actions', 'authorization', 'index.js'), 'utf8');
+    const at = (step: string) => stack.indexOf(`use(${step},`);
+    expect(at('checkResource')).toBeGreaterThan(0);
+    expect(at('checkResource')).toBeLessThan(at('pushedAuthorizationRequestResponse'));
+    expect(readFileSync(join(lib, 'actions', 'authorization', 'pushed_authorization_requests.js'), 'utf8')).toContain('  const id = await requestObject.save(ttl);');
+  });
+
   test('form bodies: the POST routes server/http/form-body-content-type.ts names read a form, and a body with no type as none', async () => {
     const { FORM_BODY_ROUTES } = await import('../../server/http/form-body-content-type.js');
     const lib = dirname(createRequire(import.meta.url).resolve('oidc-provider'));

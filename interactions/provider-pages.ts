@@ -62,6 +62,13 @@ export const postLogoutSuccessSource: NonNullable<RpInitiatedLogout['postLogoutS
  * RFC 6749 JSON error body.
  */
 export const renderError: NonNullable<Configuration['renderError']> = (ctx, out) => {
+  // oidc-provider says "client is invalid" only of a client_id it did not find (lib/actions/authorization/client.js,
+  // end_session.js): said so, naming it, as /wallet/nonce does. The id is the caller's own input, escaped on the page
+  // and kept to RFC 6749's characters in JSON by the security-headers layer.
+  const clientId = (ctx.oidc?.params as Record<string, unknown> | undefined)?.client_id;
+  if (out.error === 'invalid_client' && out.error_description === 'client is invalid' && typeof clientId === 'string' && clientId !== '') {
+    out = { ...out, error_description: `no client is registered with client_id '${clientId.slice(0, 200)}' on this authorization server` };
+  }
   if (!prefersPage(ctx)) {
     ctx.type = 'json';
     ctx.body = out;

@@ -558,6 +558,12 @@ export function createProvider(deps: ProviderDeps): Provider {
     const body = ctx.body as Record<string, unknown> | undefined;
     if (body && typeof body === 'object' && typeof err.error_detail === 'string' && body.error_description === 'grant request is invalid') {
       body.error_description = err.error_detail;
+      // A DPoP-bound refresh token (RFC 9449 §5) used without a proof, or with another key's: said which.
+      if (err.error_detail === 'failed jkt verification' && ctx.oidc.params?.grant_type === 'refresh_token') {
+        body.error_description = ctx.get('DPoP')
+          ? "the refresh token is bound to another DPoP key: send a DPoP proof made with the key it was issued to (RFC 9449 section 5)"
+          : 'the refresh token is bound to a DPoP key: send a DPoP proof made with that key (RFC 9449 section 5)';
+      }
     }
     // oidc-provider names the refused scope only in a member of its own (`scope`); the description says which, and what
     // the client may ask for (its own registered scope: it has authenticated).

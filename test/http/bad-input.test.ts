@@ -236,6 +236,17 @@ describe('bad input gets an RFC-shaped 4xx, never a 500, and changes nothing', (
     });
   });
 
+  test('an authorization request for a client_id that does not exist says so, naming it, on the page and in JSON', async () => {
+    const path = `/auth?${new URLSearchParams({ client_id: 'nobody-<b>', response_type: 'code', scope: 'openid', redirect_uri: REDIRECT })}`;
+    const page = await fetch(`${issuer}${path}`, { headers: { accept: 'text/html' } });
+    expect(page.status).toBe(400);
+    const html = await page.text();
+    // It said "Client is invalid". The id is escaped on the page.
+    expect(html).toContain('No client is registered with client_id &#39;nobody-&lt;b&gt;&#39; on this authorization server (invalid_client).');
+    const json = await fetch(`${issuer}${path}`, { headers: { accept: 'application/json' } });
+    expect(await json.json()).toEqual({ error: 'invalid_client', error_description: "no client is registered with client_id 'nobody-<b>' on this authorization server", iss: issuer });
+  });
+
   describe('a form body sent without a Content-Type', () => {
     const basic = `Basic ${Buffer.from(`${RS_CLIENT.id}:${RS_CLIENT.secret}`).toString('base64')}`;
     const form = `grant_type=client_credentials&resource=${encodeURIComponent(RESOURCE)}&scope=read`;

@@ -331,6 +331,20 @@ describe('DPoP (RFC 9449) at the token and userinfo endpoints', () => {
       await expect(oidc.refreshTokenGrant(config, tokens.refresh_token!, { resource: RESOURCE }, { DPoP: dpop })).resolves.toBeDefined();
     });
 
+    test('a DPoP-bound refresh token sent without a proof, or with another key\'s, is told so (it said "failed jkt verification")', async () => {
+      const { tokens } = await codeFlow('read', RESOURCE);
+      const refresh = async (proof?: string) => {
+        const res = await fetch(`${url}/token`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/x-www-form-urlencoded', ...(proof ? { dpop: proof } : {}) },
+          body: new URLSearchParams({ grant_type: 'refresh_token', refresh_token: tokens.refresh_token!, client_id: config.clientMetadata().client_id, resource: RESOURCE }),
+        });
+        return [res.status, ((await res.json()) as Record<string, unknown>).error_description];
+      };
+      expect(await refresh()).toEqual([400, 'the refresh token is bound to a DPoP key: send a DPoP proof made with that key (RFC 9449 section 5)']);
+      expect(await refresh(await proof(await keyPair(), { htu: `${url}/token` }))).toEqual([400, 'the refresh token is bound to another DPoP key: send a DPoP proof made with the key it was issued to (RFC 9449 section 5)']);
+    });
+
     test('dpop_jkt on the authorization request binds the code to that key: another key cannot redeem it', async () => {
       const bound = await oidc.randomDPoPKeyPair('ES256');
       const other = oidc.getDPoPHandle(config, await oidc.randomDPoPKeyPair('ES256'));

@@ -1,3 +1,5 @@
+import { readFileSync } from 'node:fs';
+
 import { parse as parseJsonc, printParseErrorCode } from 'jsonc-parser';
 import type { ParseError } from 'jsonc-parser';
 
@@ -51,4 +53,19 @@ export function parseJsonFileText(text: string): { value: unknown } | { error: s
   } catch {
     return { error: `is not valid JSON${describeJsonError(json)}` };
   }
+}
+
+/**
+ * A person's JSON file (the configuration file, a key archive) read and parsed, or why not, in one phrase that names
+ * the file and never quotes it: `cannot read FILE (ENOENT)`, `FILE is not valid JSON at line L, column C (...)`.
+ */
+export function readJsonFile(path: string): { value: unknown } | { error: string } {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    return { error: `cannot read ${path} (${(err as NodeJS.ErrnoException).code ?? 'error'})` };
+  }
+  const parsed = parseJsonFileText(text);
+  return 'error' in parsed ? { error: `${path} ${parsed.error}` } : parsed;
 }

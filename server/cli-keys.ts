@@ -1,4 +1,4 @@
-import { readFileSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { decodeJwt } from 'jose';
 import type { Command } from 'commander';
 
@@ -16,7 +16,7 @@ import type { Config } from './config.js';
 import { createLogger } from './logger.js';
 import { prunedRevocations, revocationFacts, verifyAgainstArchive } from './token-verification.js';
 import type { Storage } from '../adapters/types.js';
-import { parseJsonFileText } from '../adapters/json-syntax-error.js';
+import { readJsonFile } from '../adapters/json-syntax-error.js';
 import { AuditLog } from './audit/log.js';
 import { writerChain } from './audit/writer-chain.js';
 import type { AuditEventInput } from './audit/chain.js';
@@ -41,17 +41,10 @@ async function archiveFromStorage(storage: Storage, config: Config): Promise<Arc
 }
 
 function readArchiveFile(file: string): { issuer: unknown; keys: ArchivedKey[] } {
-  let parsed: unknown;
-  let text: string;
-  try {
-    text = readFileSync(file, 'utf8');
-  } catch (err) {
-    throw new ConfigError(`--archive: cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
-  }
   // Never JSON.parse's message: it quotes the file (pointed at a KEK file by mistake, its first ten characters).
-  const read = parseJsonFileText(text);
-  if ('error' in read) throw new ConfigError(`--archive: ${file} ${read.error}`);
-  parsed = read.value;
+  const read = readJsonFile(file);
+  if ('error' in read) throw new ConfigError(`--archive: ${read.error}`);
+  const parsed = read.value;
   const shape = `--archive: ${file} must hold {"keys": [...]}, each key an object, as written by \`agentauth keys export --public\``;
   if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new ConfigError(shape);
   const keys = (parsed as { keys?: unknown }).keys;

@@ -1,9 +1,8 @@
-import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { z } from 'zod';
 
 import { AUDIT_CHAIN_ID } from '../adapters/types.js';
-import { parseJsonFileText } from '../adapters/json-syntax-error.js';
+import { readJsonFile } from '../adapters/json-syntax-error.js';
 import { HOST_PATTERN } from './client-metadata/host-policy.js';
 import { mongoUriParts, mongoUriProblem } from './mongodb-uri.js';
 import { limitsSchema } from './limits/config.js';
@@ -478,17 +477,10 @@ function describe(prefix: string, error: z.ZodError): string {
 }
 
 function readConfigFile(path: string): unknown {
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch (err) {
-    throw new ConfigError(`AGENTAUTH_CONFIG: cannot read ${path} (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
-  }
-  const parsed = parseJsonFileText(text);
-  if ('error' in parsed) throw new ConfigError(`AGENTAUTH_CONFIG: ${path} ${parsed.error}`);
-  return parsed.value;
+  const read = readJsonFile(path);
+  if ('error' in read) throw new ConfigError(`AGENTAUTH_CONFIG: ${read.error}`);
+  return read.value;
 }
-
 
 /** Reads and validates configuration once: environment variables, then the JSON file AGENTAUTH_CONFIG names. */
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {

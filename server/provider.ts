@@ -585,7 +585,7 @@ export function createProvider(deps: ProviderDeps): Provider {
         replaceDescription(ctx, body, header);
         return;
       }
-      const cause = err.cause as { code?: unknown; message?: unknown; name?: unknown } | undefined;
+      const cause = err.cause as { code?: unknown; message?: unknown } | undefined;
       if (!body || typeof body !== 'object' || body.error !== 'invalid_dpop_proof' || body.error_description !== 'invalid DPoP key binding') return;
       if (typeof cause?.code === 'string' && cause.code.startsWith('ERR_J') && typeof cause.message === 'string') {
         replaceDescription(ctx, body, `invalid DPoP proof: ${cause.message.slice(0, 200)}`);

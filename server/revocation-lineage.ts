@@ -3,7 +3,7 @@ import { hash } from 'node:crypto';
 import type { RevocationHooks } from '../adapters/oidc-adapter.js';
 import type { AdapterPayload, ModelStore, RevokedTokenStore } from '../adapters/types.js';
 import { MAX_REVOKED_LOOKUP } from '../adapters/types.js';
-import { REVOKED_BEFORE_FIELD, isDisabled } from './admin/client-fields.js';
+import { REVOKED_BEFORE_FIELD, isDisabled, revokedBeforeOf, revokedByDisable } from './admin/client-fields.js';
 import { MAX_ACCESS_TOKEN_TTL } from './config.js';
 
 /**
@@ -123,8 +123,7 @@ async function clientHoldsToken(clients: Pick<ModelStore, 'find'>, staticClientI
   if (staticClientIds.has(clientId)) return true;
   const client = await clients.find(clientId);
   if (!client || isDisabled(client)) return false;
-  const revokedBefore = client[REVOKED_BEFORE_FIELD];
-  return !(typeof revokedBefore === 'number' && (typeof iat === 'number' ? iat : 0) <= revokedBefore);
+  return !revokedByDisable(iat, revokedBeforeOf(client));
 }
 
 /** The adapter's revocation hooks (adapters/oidc-adapter.ts) for these stores. */

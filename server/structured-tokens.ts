@@ -11,6 +11,7 @@ import { failClosedInProvider } from '../adapters/oidc-adapter.js';
 import { ExpiringLru } from './client-metadata/cache.js';
 import type { RevokedTokenStore } from '../adapters/types.js';
 import { LINEAGE_CLAIM, grantMark, lineageOf, tokenMark } from './revocation-lineage.js';
+import { revokedByDisable } from './admin/client-fields.js';
 
 /**
  * oidc-provider answers `unsupported_token_type` when a JWT access token is introspected or revoked, because it does
@@ -161,7 +162,7 @@ async function activeClaims(provider: Provider, token: string, deps: StructuredT
   if (await failClosedInProvider(() => deps.revoked.anyRevoked(marks), deps.health)) return undefined;
   if (!(await provider.Client.find(claims.client_id))) return undefined;
   const revokedBefore = deps.tokensRevokedBefore && (await failClosedInProvider(() => deps.tokensRevokedBefore!(claims.client_id), deps.health));
-  if (revokedBefore !== undefined && (claims.iat ?? 0) <= revokedBefore) return undefined;
+  if (revokedByDisable(claims.iat, revokedBefore)) return undefined;
   if (claims.grant_id !== undefined) {
     const grant = await provider.Grant.find(claims.grant_id, { ignoreExpiration: true });
     if (!grant || grant.isExpired || grant.clientId !== claims.client_id || grant.accountId !== claims.sub) return undefined;

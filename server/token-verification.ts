@@ -5,7 +5,7 @@ import { chainOf } from '../adapters/types.js';
 import type { AuditCheckpoint, Storage } from '../adapters/types.js';
 import type { ArchivedKey } from '../keys/keyring.js';
 import { LINEAGE_CLAIM, grantMark, lineageOf } from './revocation-lineage.js';
-import { tokensRevokedBefore } from './admin/client-fields.js';
+import { revokedByDisable, tokensRevokedBefore } from './admin/client-fields.js';
 
 export interface VerificationReport {
   signature: 'valid' | 'invalid';
@@ -93,7 +93,7 @@ export async function revocationFacts(storage: Storage, claims: Record<string, u
   // A disable revokes every token the client was issued up to it (server/admin/client-admin.ts), also after an enable.
   if (clientId) {
     const revokedBefore = await tokensRevokedBefore(storage.model('Client'))(clientId);
-    if (revokedBefore !== undefined && (iat ?? 0) <= revokedBefore) {
+    if (revokedBefore !== undefined && revokedByDisable(iat, revokedBefore)) {
       facts.push(`client ${clientId} was disabled at ${new Date(revokedBefore * 1000).toISOString()}, after this token was issued: its tokens up to then are revoked`);
     }
   }

@@ -11,7 +11,7 @@ import type { ClientSecretHasher } from '../client-secrets.js';
 import type { StaticClientConfig } from '../config.js';
 import { REGISTRATION_FIELD } from '../policies/registration-origin.js';
 import { tierFromPolicies } from '../policies/tiers.js';
-import { DISABLED_AT_FIELD, DISABLED_FIELD, REVOKED_BEFORE_FIELD, isDisabled } from './client-fields.js';
+import { DISABLED_AT_FIELD, DISABLED_FIELD, REVOKED_BEFORE_FIELD, isDisabled, revokedBeforeOf } from './client-fields.js';
 import { ClientChangeInProgress, ClientGone, ClientWrites, REVISION_FIELD } from './client-writes.js';
 import type { ClientChange, ClientDecision } from './client-writes.js';
 import { conflict, invalidRequest, notFound } from './errors.js';
@@ -81,8 +81,8 @@ class EnableTooSoon extends Error {
  * disable's REVOKED_BEFORE_FIELD second (included) are revoked, so only from the next second is a token issued alive.
  */
 function enableNotBefore(current: AdapterPayload): number {
-  const revokedBefore = current[REVOKED_BEFORE_FIELD];
-  return typeof revokedBefore === 'number' && Number.isFinite(revokedBefore) ? (revokedBefore + 1) * 1000 + CLOCK_MARGIN_MS : 0;
+  const revokedBefore = revokedBeforeOf(current);
+  return revokedBefore !== undefined && Number.isFinite(revokedBefore) ? (revokedBefore + 1) * 1000 + CLOCK_MARGIN_MS : 0;
 }
 
 /** The handle an initial access token is listed and revoked by: a SHA-256 fingerprint (the token's id is the token). */

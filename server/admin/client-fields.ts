@@ -15,12 +15,24 @@ export const DISABLED_AT_FIELD = 'agentauth_disabled_at';
  */
 export const REVOKED_BEFORE_FIELD = 'agentauth_tokens_revoked_before';
 
+/** The second up to which (included) the client's last disable revoked its tokens; undefined if it was never disabled. */
+export function revokedBeforeOf(client: AdapterPayload | undefined): number | undefined {
+  const value = client?.[REVOKED_BEFORE_FIELD];
+  return typeof value === 'number' && !Number.isNaN(value) ? value : undefined;
+}
+
+/**
+ * Whether a token issued at `iat` (epoch seconds; a token without one counts as issued at 0) is revoked by a disable
+ * that revoked tokens up to `revokedBefore` (revokedBeforeOf): the one reading of the field for every check that
+ * refuses such a token (introspection, opaque tokens' lookups, `agentauth verify`) and for the enable that waits it out.
+ */
+export function revokedByDisable(iat: unknown, revokedBefore: number | undefined): boolean {
+  return revokedBefore !== undefined && (typeof iat === 'number' ? iat : 0) <= revokedBefore;
+}
+
 /** For JWT introspection (server/structured-tokens.ts): when the client's tokens were last revoked by a disable. */
 export function tokensRevokedBefore(clients: Pick<ModelStore, 'find'>): (clientId: string) => Promise<number | undefined> {
-  return async (clientId) => {
-    const value = (await clients.find(clientId))?.[REVOKED_BEFORE_FIELD];
-    return typeof value === 'number' ? value : undefined;
-  };
+  return async (clientId) => revokedBeforeOf(await clients.find(clientId));
 }
 
 export const isDisabled = (payload: AdapterPayload | undefined): boolean => payload?.[DISABLED_FIELD] === true;

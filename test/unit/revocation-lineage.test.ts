@@ -7,6 +7,7 @@ import { jest } from '@jest/globals';
 
 import { EmbeddedStorage } from '../../adapters/memory.js';
 import { ClientAdmin } from '../../server/admin/client-admin.js';
+import { revokedBeforeOf, revokedByDisable } from '../../server/admin/client-fields.js';
 import { REVOKED_BEFORE_FIELD } from '../../server/admin/disabled-clients.js';
 import { ClientSecretHasher } from '../../server/client-secrets.js';
 import {
@@ -43,6 +44,21 @@ describe('revocation lineage (cascade revocation of exchanged tokens)', () => {
     expect(clientGeneration({})).toBe(0);
     expect(clientGeneration({ [REVOKED_BEFORE_FIELD]: 1700000000 })).toBe(1700000000);
     expect(clientGeneration({ [REVOKED_BEFORE_FIELD]: '1700000000' })).toBe(0);
+  });
+
+  test('revokedByDisable: a token dated up to the disable second (included) is revoked, one dated after it is not; no iat counts as 0', () => {
+    const client = { [REVOKED_BEFORE_FIELD]: 1_700_000_000 };
+    expect(revokedBeforeOf(client)).toBe(1_700_000_000);
+    expect(revokedByDisable(1_699_999_999, revokedBeforeOf(client))).toBe(true);
+    expect(revokedByDisable(1_700_000_000, revokedBeforeOf(client))).toBe(true);
+    expect(revokedByDisable(1_700_000_001, revokedBeforeOf(client))).toBe(false);
+    expect(revokedByDisable(undefined, revokedBeforeOf(client))).toBe(true);
+    expect(revokedByDisable('1700000001', revokedBeforeOf(client))).toBe(true);
+    // Never disabled, or a field that is not a number: nothing is revoked by a disable.
+    expect(revokedBeforeOf({})).toBeUndefined();
+    expect(revokedBeforeOf(undefined)).toBeUndefined();
+    expect(revokedBeforeOf({ [REVOKED_BEFORE_FIELD]: '1700000000' })).toBeUndefined();
+    expect(revokedByDisable(0, undefined)).toBe(false);
   });
 
   test('a written mark makes every lineage holding it inactive, and only those; marks live MARK_TTL_SECONDS', async () => {

@@ -27,6 +27,7 @@ import { requestId } from './http/request-id.js';
 import type { HandlersInFlight } from './http/in-flight.js';
 import { percentEscapeCheck } from './http/path-escapes.js';
 import { securityHeaders } from './http/security-headers.js';
+import { RETRY_AFTER_SECONDS } from './http/unavailable.js';
 import { requestMetrics } from './metrics/http.js';
 import type { Metrics } from './metrics/registry.js';
 
@@ -53,8 +54,6 @@ export { KEY_ARCHIVE_PATH };
 
 /** Paths that never need storage: served even while storage is down, so resource servers can still verify tokens. */
 const STORAGE_FREE = new Set([LIVENESS_PATH, READINESS_PATH, '/jwks', KEY_ARCHIVE_PATH, '/.well-known/openid-configuration', '/.well-known/oauth-authorization-server']);
-
-const RETRY_AFTER_SECONDS = '5';
 
 /**
  * Answers a request agentauth cannot serve now (503) or could not serve (500): the RFC 6749 JSON error body, or, for a
@@ -103,7 +102,7 @@ function errorShield(log: Logger, health: StorageHealth): Koa.Middleware {
         failed(ctx, 500);
       }
     }
-    if (ctx.status === 503) ctx.set('Retry-After', RETRY_AFTER_SECONDS);
+    if (ctx.status === 503) ctx.set('Retry-After', String(RETRY_AFTER_SECONDS));
   };
 }
 

@@ -13,6 +13,7 @@ import type { AdminRoute } from './routes.js';
 import { AdminTokenCheck, bearerCredential } from './token.js';
 import { listen } from '../http/listen.js';
 import { answerParseErrors } from '../http/client-error.js';
+import { answerUnavailable } from '../http/unavailable.js';
 
 const REALM = 'Bearer realm="agentauth-admin"';
 
@@ -48,9 +49,7 @@ export function adminHealthRoute(health: Pick<StorageHealth, 'up'>): AdminRoute 
         ctx.body = { status: 'ok', storage: 'ok' };
         return;
       }
-      ctx.status = 503;
-      ctx.set('Retry-After', '5');
-      ctx.body = { status: 'unavailable', storage: 'unreachable' };
+      answerUnavailable(ctx, { status: 'unavailable', storage: 'unreachable' });
     },
   };
 }
@@ -109,9 +108,7 @@ export function createAdminApp({ token, routes, health, log }: AdminAppDeps): Ko
         ctx.body = { error: err.code, error_description: err.message };
       } else if (err instanceof StorageUnavailableError) {
         health.markDown(err);
-        ctx.status = 503;
-        ctx.set('Retry-After', '5');
-        ctx.body = { error: 'temporarily_unavailable', error_description: 'the authorization server cannot reach its storage; retry shortly' };
+        answerUnavailable(ctx, { error: 'temporarily_unavailable', error_description: 'the authorization server cannot reach its storage; retry shortly' });
       } else if (err instanceof UnreadableRecordError) {
         // Damage an operator has to repair (docs/operations.md, "A stored record that is not readable"): named, not hidden.
         // The model only, as on the public side: a record stored before ids were sealed has the credential as its id.

@@ -2,6 +2,7 @@ import { hash } from 'node:crypto';
 import type Koa from 'koa';
 
 import { temporarilyUnavailable } from '../../adapters/oidc-adapter.js';
+import { answerUnavailable } from '../http/unavailable.js';
 import type { AuditEventInput } from './chain.js';
 
 /** Anything that durably appends an audit event (server/audit/log.ts AuditLog). */
@@ -140,9 +141,7 @@ export function auditTrail(recorder: AuditRecorder, log: AuditTrailLog): Koa.Mid
       if (ctx.status < 400) {
         // What the withheld answer leaves undelivered (a refresh token's rotation: server/grants/refresh-grace.ts).
         await Promise.all(((ctx.state.auditRefused as Array<() => Promise<void>> | undefined) ?? []).map((fn) => fn()));
-        ctx.status = 503;
-        ctx.set('Retry-After', '5');
-        ctx.body = { error: 'temporarily_unavailable', error_description: 'the authorization server cannot record this request in its audit log; retry shortly' };
+        answerUnavailable(ctx, { error: 'temporarily_unavailable', error_description: 'the authorization server cannot record this request in its audit log; retry shortly' });
       }
     }
   };

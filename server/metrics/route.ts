@@ -2,6 +2,7 @@ import type { Registry } from 'prom-client';
 
 import type { AdminRoute } from '../admin/routes.js';
 import { MetricsGatherError } from './cluster.js';
+import { answerUnavailable } from '../http/unavailable.js';
 
 /**
  * GET /metrics on the admin listener: the registry in Prometheus text format. Needs the admin credential unless
@@ -20,9 +21,7 @@ export function metricsRoute(registry: Registry, options: { auth?: AdminRoute['a
         text = options.gather ? await options.gather() : await registry.metrics();
       } catch (err) {
         if (!(err instanceof MetricsGatherError)) throw err;
-        ctx.status = 503;
-        ctx.set('Retry-After', '5');
-        ctx.body = { error: err.code, error_description: err.message };
+        answerUnavailable(ctx, { error: err.code, error_description: err.message });
         return;
       }
       ctx.status = 200;

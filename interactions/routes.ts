@@ -19,6 +19,7 @@ import type { ConsentClaim, ConsentDecision } from './consent-claim.js';
 import { describeRefusal, refuse } from '../server/limits/refusal.js';
 import type { SharedWindowLimit } from '../server/limits/window.js';
 import { newGrant } from '../server/grants/new-grant.js';
+import { withoutUserinfo } from '../server/logger.js';
 
 export const NONCE_PATH = '/wallet/nonce';
 /** The pages' stylesheet and scripts: built in, so served whether or not storage answers. */
@@ -345,8 +346,10 @@ export function interactionRoutes(deps: InteractionDeps): Koa.Middleware {
           return await finish(ctx, { login: { accountId: verified.sub, amr: ['eip4361'], ts: Math.floor(Date.now() / 1000) } });
         } catch (err) {
           if (!(err instanceof SiweVerificationError)) throw err;
-          log.warn({ event: 'login.failed', rule: err.rule, address: err.address, reason: err.message }, 'wallet sign-in refused');
-          auditLater(ctx, { type: 'login.failed', client_id: String(details.params.client_id), details: { address: err.address, rule: err.rule, reason: err.message, via: 'interaction' } });
+          // The reason may quote the message's URI: a password in its userinfo is neither logged nor audited.
+          const reason = withoutUserinfo(err.message);
+          log.warn({ event: 'login.failed', rule: err.rule, address: err.address, reason }, 'wallet sign-in refused');
+          auditLater(ctx, { type: 'login.failed', client_id: String(details.params.client_id), details: { address: err.address, rule: err.rule, reason, via: 'interaction' } });
           const description = `${err.rule}: ${err.message}`;
           if (wantsJson(ctx)) {
             ctx.status = 400;

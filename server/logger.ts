@@ -44,3 +44,16 @@ export function createLogger(level: string, destination?: NodeJS.WritableStream)
     destination ?? process.stdout,
   );
 }
+
+/** A URL's scheme and `//`, then its userinfo up to the last `@` of its authority (backslashes read as the WHATWG parser reads them). */
+const URL_USERINFO = /([A-Za-z][A-Za-z0-9+.-]*:[\\/]{2})[^/\\?#\s]*@/g;
+
+/**
+ * `text` with the userinfo of every URL in it replaced by `[redacted]`: for log fields that carry what a client sent
+ * (a `resource`, a client ID metadata document URL, an error description quoting either), where `user:password@` is a
+ * credential the sender put in the wrong place. Field-path redaction (createLogger) cannot see inside a string.
+ */
+export function withoutUserinfo<T extends string | undefined>(text: T): T {
+  return (typeof text === 'string' && text.includes('@') ? text.replace(URL_USERINFO, '$1[redacted]@') : text) as T;
+}
+

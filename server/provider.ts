@@ -11,6 +11,7 @@ import { ClientSecretHasher } from './client-secrets.js';
 import { MAX_EXCHANGE_RESOURCES, longestSignedTokenLifetime } from './config.js';
 import type { Config } from './config.js';
 import type { Logger } from './logger.js';
+import { withoutUserinfo } from './logger.js';
 import { prepareClientAuthErrors } from './http/client-auth-errors.js';
 import { installPushedRequestChecks, interactionPolicyRefusingUngrantableScope } from './policies/authorization-scope.js';
 import { shouldIssueRefreshToken } from './policies/refresh.js';
@@ -547,7 +548,8 @@ export function createProvider(deps: ProviderDeps): Provider {
 
   const detail = (err: unknown) => {
     const e = err as { error?: string; error_description?: string; error_detail?: string; status?: number };
-    return { error: e.error, error_description: e.error_description, error_detail: e.error_detail, status: e.status };
+    // A description may quote what the client sent (a resource URL): a password in a URL's userinfo is not logged.
+    return { error: e.error, error_description: withoutUserinfo(e.error_description), error_detail: withoutUserinfo(e.error_detail), status: e.status };
   };
   for (const event of ['grant.error', 'registration_create.error', 'registration_update.error', 'introspection.error', 'revocation.error', 'userinfo.error', 'authorization.error']) {
     (provider as unknown as NodeJS.EventEmitter).on(event, (_ctx: unknown, err: unknown) => log.info({ event, ...detail(err) }, 'request refused'));

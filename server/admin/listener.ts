@@ -68,6 +68,9 @@ export function createAdminApp({ token, routes, health, log }: AdminAppDeps): Ko
     const started = process.hrtime.bigint();
     // What the log lines and error answers show of the path: a secret path parameter (an initial access token) never.
     const logged = loggedPath(routes, ctx.path);
+    // A path parameter that named nothing (404 from the route: no such client or key) is logged as the route's pattern:
+    // what was sent there may be a credential pasted into the wrong place, not an id.
+    let withParams: string | undefined;
     try {
       ctx.set('Cache-Control', 'no-store');
       const decodable = isDecodable(ctx.path);
@@ -101,6 +104,7 @@ export function createAdminApp({ token, routes, health, log }: AdminAppDeps): Ko
         return;
       }
       ctx.params = match.params;
+      if (Object.keys(match.params).length > 0) withParams = match.route.path;
       await match.route.handle(ctx);
     } catch (err) {
       if (err instanceof AdminError) {
@@ -122,7 +126,8 @@ export function createAdminApp({ token, routes, health, log }: AdminAppDeps): Ko
       }
     } finally {
       const ms = Number(process.hrtime.bigint() - started) / 1e6;
-      log.info({ listener: 'admin', method: ctx.method, path: logged, status: ctx.status, ms: Math.round(ms * 100) / 100 }, 'admin request');
+      const shown = ctx.status === 404 && withParams !== undefined ? withParams : logged;
+      log.info({ listener: 'admin', method: ctx.method, path: shown, status: ctx.status, ms: Math.round(ms * 100) / 100 }, 'admin request');
     }
   });
   return app;

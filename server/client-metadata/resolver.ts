@@ -2,6 +2,7 @@ import { errors, Provider } from 'oidc-provider';
 
 import type { ClientMetadataDocumentsConfig, TierConfig } from '../config.js';
 import type { Logger } from '../logger.js';
+import { withoutUserinfo } from '../logger.js';
 import type { RegistrationPolicy } from '../policies/registration.js';
 import { cacheLifetime, ExpiringLru } from './cache.js';
 import { checkClientIdUrl, looksLikeMetadataUrl } from './client-id-url.js';
@@ -94,7 +95,7 @@ export function installClientMetadataDocuments(provider: Provider, deps: ClientM
       return client;
     } catch (err) {
       if (err instanceof MetadataFetchError || err instanceof MetadataDocumentError) {
-        log.info({ event: 'client_metadata_document.refused', client_id: clientId, reason: err.reason }, 'client ID metadata document refused');
+        log.info({ event: 'client_metadata_document.refused', client_id: withoutUserinfo(clientId), reason: withoutUserinfo(err.reason) }, 'client ID metadata document refused');
         throw refuse(clientId, err.reason);
       }
       throw err;
@@ -108,7 +109,7 @@ export function installClientMetadataDocuments(provider: Provider, deps: ClientM
     if ('problem' in checked) throw refuse(clientId, `the URL ${checked.problem}`);
     const hostProblem = urlRefusal(checked.url, settings);
     if (hostProblem) {
-      log.info({ event: 'client_metadata_document.refused', client_id: clientId, reason: hostProblem }, 'client ID metadata document refused');
+      log.info({ event: 'client_metadata_document.refused', client_id: withoutUserinfo(clientId), reason: withoutUserinfo(hostProblem) }, 'client ID metadata document refused');
       throw refuse(clientId, hostProblem);
     }
     let pending = inflight.get(clientId);

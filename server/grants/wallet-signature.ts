@@ -21,6 +21,7 @@ import type { WalletSignIn } from '../../interactions/wallet-signin.js';
 
 import { WALLET_GRANT_TYPE } from '../config.js';
 import { newGrant } from './new-grant.js';
+import { withoutUserinfo } from '../logger.js';
 
 export { WALLET_GRANT_TYPE };
 
@@ -85,8 +86,10 @@ export function registerWalletGrant(
       auditLater(ctx as never, { type: 'login.succeeded', sub, client_id: client.clientId, details: { address: verified.address, chain_id: verified.chainId, method: verified.method, via: 'grant' } });
     } catch (err) {
       if (!(err instanceof SiweVerificationError)) throw err;
-      log.warn({ event: 'login.failed', rule: err.rule, address: err.address, client_id: client.clientId, reason: err.message }, 'wallet sign-in refused');
-      auditLater(ctx as never, { type: 'login.failed', client_id: client.clientId, details: { address: err.address, rule: err.rule, reason: err.message, via: 'grant' } });
+      // The reason may quote the message's URI: a password in its userinfo is neither logged nor audited.
+      const reason = withoutUserinfo(err.message);
+      log.warn({ event: 'login.failed', rule: err.rule, address: err.address, client_id: client.clientId, reason }, 'wallet sign-in refused');
+      auditLater(ctx as never, { type: 'login.failed', client_id: client.clientId, details: { address: err.address, rule: err.rule, reason, via: 'grant' } });
       if (err.rule === 'scope') throw new errors.InvalidScope(`scope: ${err.message}`, scope ?? '');
       throw new errors.InvalidGrant(`${err.rule}: ${err.message}`);
     }

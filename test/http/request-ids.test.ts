@@ -72,6 +72,21 @@ describe('request ids (single process, SQLite store)', () => {
     expect(refusedId).toMatch(UUID);
     expect((await linesOf(server, refusedId)).map((l) => l.msg)).toEqual(expect.arrayContaining(['request refused', 'request']));
 
+    // A refusal quoting what the client sent: a URL's userinfo (a password in the wrong place) is not logged.
+    const withPassword = await fetch(`${server.url}/token`, {
+      method: 'POST',
+      headers: { authorization: `Basic ${Buffer.from(`svc:${SECRET}`).toString('base64')}`, 'content-type': 'application/x-www-form-urlencoded' },
+      body: `grant_type=client_credentials&scope=read&resource=${encodeURIComponent('https://user:hunter2@api.example.com')}`,
+    });
+    const refusal = (await withPassword.json()) as { error: string; error_description: string };
+    expect(withPassword.status).toBe(400);
+    const passwordLines = await linesOf(server, withPassword.headers.get('x-request-id')!);
+    const refusedLine = passwordLines.find((l) => l.msg === 'request refused');
+    expect(refusedLine).toMatchObject({ error: refusal.error });
+    expect(JSON.stringify(passwordLines)).not.toContain('hunter2');
+    // The answer to the client itself may quote it back (the sender knows it); the log line names the URL without it.
+    expect(String(refusedLine?.error_description ?? refusedLine?.error_detail ?? '')).toBe(refusal.error_description.replace('user:hunter2@', '[redacted]@'));
+
     // The audit records of the token request (written before the response left) carry its id; the chains verify.
     const storage = new SqliteStorage({ dataDir });
     await storage.init();

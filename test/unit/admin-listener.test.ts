@@ -1,9 +1,11 @@
 import { mkdtempSync, writeFileSync } from 'node:fs';
+import { PassThrough } from 'node:stream';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import request from 'supertest';
 
 import { ConfigError } from '../../server/config.js';
+import { notFound } from '../../server/admin/errors.js';
 import { createLogger } from '../../server/logger.js';
 import { adminHealthRoute, createAdminApp } from '../../server/admin/listener.js';
 import { loggedPath, matchRoute } from '../../server/admin/routes.js';
@@ -132,6 +134,38 @@ describe('admin app', () => {
     const boom = await request(app).get('/boom').set('Authorization', `Bearer ${TOKEN}`);
     expect(boom.status).toBe(500);
     expect(JSON.stringify(boom.body)).not.toContain('internal detail');
+  });
+});
+
+describe('the admin request log line', () => {
+  const out = new PassThrough();
+  let text = '';
+  out.on('data', (d: Buffer) => (text += d));
+  const known = new Set(['agent-1']);
+  const app = createAdminApp({
+    token: TOKEN,
+    log: createLogger('info', out),
+    health: { up: true, markDown: () => undefined },
+    routes: [{
+      method: 'GET', path: '/admin/clients/:id', auth: 'admin',
+      handle: (ctx) => {
+        const { id } = ctx.params as { id: string };
+        if (!known.has(id)) throw notFound(`no client ${id}`);
+        ctx.body = { client_id: id };
+      },
+    }],
+  }).callback();
+  const paths = () => text.trim().split('\n').map((l) => JSON.parse(l) as { msg: string; path?: string }).filter((l) => l.msg === 'admin request').map((l) => l.path);
+
+  test('a path parameter that named nothing (404) is logged as the route pattern; one that named a client, as sent', async () => {
+    // An access token pasted where a client id goes: answered 404, and never written to the log.
+    const pasted = 'eyJhbGciOiJFUzI1NiJ9.c2VjcmV0LXRva2Vu.c2ln';
+    const missing = await request(app).get(`/admin/clients/${pasted}`).set('Authorization', `Bearer ${TOKEN}`);
+    expect([missing.status, missing.body.error]).toEqual([404, 'not_found']);
+    const found = await request(app).get('/admin/clients/agent-1').set('Authorization', `Bearer ${TOKEN}`);
+    expect(found.status).toBe(200);
+    expect(paths()).toEqual(['/admin/clients/:id', '/admin/clients/agent-1']);
+    expect(text).not.toContain(pasted);
   });
 });
 

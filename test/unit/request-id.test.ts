@@ -8,7 +8,7 @@ import type { AuditRecord, AuditStore, RevocationKeys } from '../../adapters/typ
 import { chainRecords, computeHash, verifyChain } from '../../server/audit/chain.js';
 import { AuditLog } from '../../server/audit/log.js';
 import { currentRequest, requestId, requestIdFrom, traceIdOf } from '../../server/http/request-id.js';
-import { createLogger } from '../../server/logger.js';
+import { createLogger, withoutUserinfo } from '../../server/logger.js';
 
 /** The smallest AuditStore: one chain in an array. */
 class ArrayAuditStore implements AuditStore {
@@ -165,3 +165,16 @@ describe('the requestId middleware, the logger and the audit log', () => {
     expect(computeHash({ ...forged[2]!, hash: undefined })).not.toBe(store.records[2]!.hash);
   });
 });
+
+describe('withoutUserinfo (log fields quoting what a client sent)', () => {
+  test('the userinfo of every URL is redacted, up to the authority\'s last @, however the slashes are spelled; nothing else changes', () => {
+    expect(withoutUserinfo("unknown resource: https://user:hunter2@api.example.com is not a resource server")).toBe('unknown resource: https://[redacted]@api.example.com is not a resource server');
+    expect(withoutUserinfo('https://a@b:c@host/x and HTTP://u@h2/')).toBe('https://[redacted]@host/x and HTTP://[redacted]@h2/');
+    expect(withoutUserinfo('https:\\\\u:p@host/ and https:/\\u:p@host/')).toBe('https:\\\\[redacted]@host/ and https:/\\[redacted]@host/');
+    expect(withoutUserinfo("URI 'https://u:p@app.example'")).toBe("URI 'https://[redacted]@app.example'");
+    // An @ in a path, a query or an address is not userinfo.
+    for (const text of ['https://host/path@x', 'https://host?who=a@b', 'mailto:a@b.example', 'admin@agent.test', 'no url here']) expect(withoutUserinfo(text)).toBe(text);
+    expect(withoutUserinfo(undefined)).toBeUndefined();
+  });
+});
+

@@ -222,6 +222,14 @@ describe('headless wallet-signature grant, driven by openid-client', () => {
     expect(failed).toEqual([expect.objectContaining({ event: 'login.failed', rule, client_id: publicId() })]);
   });
 
+  test('a URI with a password in its userinfo: the client is told its URI, the log line gives it without the password', async () => {
+    const params = { ...(await signed(agentKey, { uri: 'https://user:hunter2@evil.example.com/' })), resource: RESOURCE };
+    const { error, failed } = await refusedOnce(publicClient, params);
+    expect(error).toMatchObject({ error: 'invalid_grant', error_description: expect.stringContaining("URI 'https://user:hunter2@evil.example.com/'") });
+    expect(failed).toEqual([expect.objectContaining({ event: 'login.failed', rule: 'uri', reason: expect.stringContaining("URI 'https://[redacted]@evil.example.com/'") })]);
+    expect(JSON.stringify(failed)).not.toContain('hunter2');
+  });
+
   test('cross-client: a message whose nonce was issued for client A is refused for client B (nonce-binding) and stays usable by A', async () => {
     const forA = await signed(agentKey, { resources: [RESOURCE, scopeResource('read'), scopeResource('write')] });
     const otherId = otherClient.clientMetadata().client_id;

@@ -6,7 +6,7 @@ import { createRemoteJWKSet, decodeProtectedHeader, jwtVerify } from 'jose';
 import { SqliteStorage } from '../../adapters/sqlite.js';
 import { rawSqliteKeys } from '../support/raw-keys.js';
 import { mongoUri } from '../support/storages.js';
-import { newKek, runCli, startServer, tempDir, uniqueDbName, writeConfig } from '../support/server.js';
+import { newKek, runCli, spawnCli, startServer, tempDir, uniqueDbName, writeConfig } from '../support/server.js';
 import { tokenRequestAcrossSignal } from '../support/drain.js';
 import { freePort, startFerretdb } from '../support/ferretdb.js';
 
@@ -60,6 +60,30 @@ describe('SIGTERM', () => {
     const out = server.output();
     expect(out).toContain('"signal received while starting; stopping once started"');
     // Started all the way (keys, storage), then drained and closed like any other stop.
+    expect(out.indexOf('"agentauth listening"')).toBeGreaterThan(out.indexOf('"signal received while starting; stopping once started"'));
+    expect(out).toContain('"stopped"');
+  });
+
+  test('a SIGTERM while the server\'s modules are still loading (before any log line) is caught too: exit 0 once started, not killed by the signal', async () => {
+    const dir = tempDir();
+    const child = spawnCli(['start'], { AGENTAUTH_CONFIG: writeConfig(dir, CONFIG), AGENTAUTH_DATA_DIR: join(dir, 'data'), PORT: String(await freePort()) });
+    let out = '';
+    child.stdout!.on('data', (d: Buffer) => (out += d));
+    child.stderr!.on('data', (d: Buffer) => (out += d));
+    const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+    // Once the process has re-executed itself with the async-context flag (server/async-context.ts), and a moment
+    // more for its first module (server/cli-preflight.ts): loading the rest takes several times as long. The signal
+    // used to kill it here (exit 143, nothing logged).
+    const deadline = Date.now() + 10_000;
+    while (!readFileSync(`/proc/${child.pid}/cmdline`, 'utf8').includes('--experimental-async-context-frame') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+    await new Promise((r) => setTimeout(r, 100));
+    const atKill = out;
+    child.kill('SIGTERM');
+    expect(atKill).not.toContain('"agentauth listening"');
+    expect(await exited).toBe(0);
+    expect(child.signalCode).toBeNull();
+    // Held (or delivered to start's own handler, had they taken over meanwhile): start finishes, then stops.
+    expect(out).toContain('"signal received while starting; stopping once started"');
     expect(out.indexOf('"agentauth listening"')).toBeGreaterThan(out.indexOf('"signal received while starting; stopping once started"'));
     expect(out).toContain('"stopped"');
   });

@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 import { checkConfiguration } from '../../server/config-check.js';
+import { nodeVersionProblem } from '../../server/cli-preflight.js';
 
 /**
  * The Node.js version is judged first (server/config-check.ts): on a Node older than 22, start cannot run (node:sqlite,
@@ -29,3 +30,16 @@ test.each([
   ]);
   expect(report.ok).toBe(false);
 });
+
+describe('the CLI on an older Node.js (server/cli-preflight.ts)', () => {
+  test('Node 20 and 18 are refused with a line naming the version and how to run on Node 22; Node 22 and later are not', () => {
+    for (const version of ['v20.20.2', 'v18.19.0', '21.7.3']) {
+      const problem = nodeVersionProblem(version);
+      expect(problem).toContain(`this is ${version}`);
+      expect(problem).toContain('Node.js 22 is required');
+      expect(problem).toContain('npx agentauth');
+    }
+    for (const version of ['v22.13.0', 'v22.23.3', 'v24.1.0']) expect(nodeVersionProblem(version)).toBeUndefined();
+  });
+});
+

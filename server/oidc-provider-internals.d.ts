@@ -108,3 +108,12 @@ declare module 'oidc-provider/lib/shared/client_auth.js' {
   const handlers: Handler[];
   export default handlers;
 }
+declare module 'oidc-provider/lib/actions/authorization/index.js' {
+  import type { KoaContextWithOIDC } from 'oidc-provider';
+  type Handler = ((ctx: KoaContextWithOIDC, next: () => Promise<void>) => unknown) & { name: string };
+  /**
+   * The steps of one authorization route (`authorization`, `resume`, `pushed_authorization_request`, ...), built once
+   * per process and cached: the list returned is the one the routes are built from (server/http/request-object-errors.ts).
+   */
+  export default function authorizationAction(endpoint: string): Handler[];
+}

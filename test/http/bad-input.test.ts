@@ -1029,6 +1029,102 @@ describe('bad input gets an RFC-shaped 4xx, never a 500, and changes nothing', (
     });
   });
 
+  describe('request objects and request_uri values this server does not take', () => {
+    let clientId: string;
+    let basic: string;
+    let par: string;
+    const pushed = () => mongo.db(as.dbName).collection('oidc_PushedAuthorizationRequest');
+    const params = (extra: Record<string, string>) => ({
+      client_id: clientId,
+      response_type: 'code',
+      scope: 'read',
+      resource: RESOURCE,
+      redirect_uri: REDIRECT,
+      code_challenge: 'E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM',
+      code_challenge_method: 'S256',
+      state: 'st',
+      ...extra,
+    });
+    const REQUEST_OBJECT = 'eyJhbGciOiJub25lIn0.eyJzY29wZSI6InJlYWQifQ.';
+    const FOREIGN_URI = 'https://client.example/request.jwt';
+    const NOT_SUPPORTED = /^request objects \(the request parameter\) are not supported by this authorization server: send the authorization parameters themselves, or push them to the pushed authorization request endpoint (\S+) and send the request_uri it returns \(RFC 9126\)$/;
+    const URI_NOT_SUPPORTED = /^request_uri must be one issued by this server's pushed authorization request endpoint (\S+) \(RFC 9126\): a request_uri pointing to a request object elsewhere is not supported \(request_uri_parameter_supported is false\)$/;
+
+    beforeAll(async () => {
+      const created = await register(issuer, { redirect_uris: [REDIRECT], token_endpoint_auth_method: 'client_secret_basic', scope: 'read' });
+      clientId = created.body.client_id as string;
+      basic = `Basic ${Buffer.from(`${clientId}:${created.body.client_secret as string}`).toString('base64')}`;
+      const discovery = (await (await fetch(`${issuer}/.well-known/oauth-authorization-server`)).json()) as Record<string, unknown>;
+      // What the descriptions below point to is what discovery advertises: PAR on, request objects off, no foreign request_uri.
+      par = discovery.pushed_authorization_request_endpoint as string;
+      expect(par).toBe(`${issuer}/request`);
+      expect(discovery.request_parameter_supported).not.toBe(true);
+      expect(discovery.request_uri_parameter_supported).toBe(false);
+    });
+
+    // (POST /auth is not routed: oidc-provider's enableHttpPostMethods is off.)
+    test.each([
+      ['/auth', 'request', 'request_not_supported', REQUEST_OBJECT, NOT_SUPPORTED],
+      ['/AUTH/', 'request', 'request_not_supported', REQUEST_OBJECT, NOT_SUPPORTED],
+      ['/auth', 'request_uri', 'request_uri_not_supported', FOREIGN_URI, URI_NOT_SUPPORTED],
+      ['/Auth/', 'request_uri', 'request_uri_not_supported', FOREIGN_URI, URI_NOT_SUPPORTED],
+    ])('GET %s with %s: redirected to the client with %s and a description naming the PAR endpoint', async (path, name, error, value, description) => {
+      const res = await fetch(`${issuer}${path}?${new URLSearchParams(params({ [name]: value }))}`, { redirect: 'manual' });
+      expect(res.status).toBe(303);
+      const location = new URL(res.headers.get('location')!);
+      expect(`${location.origin}${location.pathname}`).toBe(REDIRECT);
+      // It said only error=request_not_supported (or request_uri_not_supported).
+      expect(location.searchParams.get('error')).toBe(error);
+      expect(location.searchParams.get('state')).toBe('st');
+      const said = location.searchParams.get('error_description') ?? '';
+      expect(said).toMatch(description);
+      expect(description.exec(said)![1]).toBe(par);
+    });
+
+    test('without a client to redirect to, the description is in the JSON body and on the page', async () => {
+      const path = `/auth?${new URLSearchParams({ client_id: 'nobody', response_type: 'code', request: REQUEST_OBJECT })}`;
+      const json = await fetch(`${issuer}${path}`, { headers: { accept: 'application/json' } });
+      expect(json.status).toBe(400);
+      expect(await json.json()).toEqual({ error: 'request_not_supported', error_description: expect.stringMatching(NOT_SUPPORTED), iss: issuer });
+      const page = await fetch(`${issuer}${path}`, { headers: { accept: 'text/html' } });
+      expect(page.status).toBe(400);
+      // It said "The request was refused (request_not_supported)."
+      expect(await page.text()).toContain(`Request objects (the request parameter) are not supported by this authorization server: send the authorization parameters themselves, or push them to the pushed authorization request endpoint ${par} and send the request_uri it returns (RFC 9126) (request_not_supported).`);
+      // A request_uri is looked at after the client (an unknown one is invalid_client): a known client, no redirect_uri.
+      const uri = await fetch(`${issuer}/auth?${new URLSearchParams({ client_id: clientId, response_type: 'code', request_uri: FOREIGN_URI })}`, { headers: { accept: 'application/json' } });
+      expect(uri.status).toBe(400);
+      expect(await uri.json()).toEqual({ error: 'request_uri_not_supported', error_description: expect.stringMatching(URI_NOT_SUPPORTED), iss: issuer });
+    });
+
+    test.each([
+      ['request', REQUEST_OBJECT, 'request_not_supported', 'request objects (the request parameter) are not supported by this authorization server: push the authorization parameters themselves, as form parameters of this request (RFC 9126 section 2.1)'],
+      ['request_uri', 'urn:ietf:params:oauth:request_uri:abc', 'request_uri_not_supported', 'request_uri is not accepted at the pushed authorization request endpoint: push the authorization parameters themselves; this endpoint answers with the request_uri to send to the authorization endpoint (RFC 9126 section 2.1)'],
+      ['request_uri', FOREIGN_URI, 'request_uri_not_supported', 'request_uri is not accepted at the pushed authorization request endpoint: push the authorization parameters themselves; this endpoint answers with the request_uri to send to the authorization endpoint (RFC 9126 section 2.1)'],
+    ])('PAR with %s (%s) is 400 %s saying what to push instead, and nothing is pushed', async (name, value, error, description) => {
+      const before = await pushed().countDocuments();
+      for (const path of ['/request', '/REQUEST/']) {
+        const res = await fetch(`${issuer}${path}`, { method: 'POST', headers: { authorization: basic, 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams(params({ [name]: value })) });
+        expect(res.status).toBe(400);
+        // It said only { error }.
+        expect(await res.json()).toEqual({ error, error_description: description });
+      }
+      expect(await pushed().countDocuments()).toBe(before);
+    });
+
+    test('what PAR issues is still taken at /auth, and a PAR request_uri that is unknown is still invalid_request_uri', async () => {
+      const res = await fetch(`${issuer}/request`, { method: 'POST', headers: { authorization: basic, 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams(params({})) });
+      expect(res.status).toBe(201);
+      const { request_uri: requestUri } = (await res.json()) as { request_uri: string };
+      const used = await fetch(`${issuer}/auth?${new URLSearchParams({ client_id: clientId, request_uri: requestUri })}`, { redirect: 'manual' });
+      expect(used.status).toBe(303);
+      expect(used.headers.get('location')).toMatch(/^\/interaction\//);
+      const unknown = await fetch(`${issuer}/auth?${new URLSearchParams({ client_id: clientId, request_uri: 'urn:ietf:params:oauth:request_uri:unknown', redirect_uri: REDIRECT })}`, { redirect: 'manual' });
+      const location = new URL(unknown.headers.get('location')!);
+      expect(location.searchParams.get('error')).toBe('invalid_request_uri');
+      expect(location.searchParams.get('error_description')).toBe('request_uri is invalid, expired, or was already used');
+    });
+  });
+
   describe('a refresh request the refresh token cannot serve leaves the token usable', () => {
     let client: oidc.Configuration;
 

@@ -10,9 +10,12 @@ import * as grants from 'oidc-provider/lib/helpers/grants.js';
 import initializeKeystore from 'oidc-provider/lib/helpers/initialize_keystore.js';
 import * as validateDpopModule from 'oidc-provider/lib/helpers/validate_dpop.js';
 import tokenSteps from 'oidc-provider/lib/actions/token.js';
+import authorizationAction from 'oidc-provider/lib/actions/authorization/index.js';
+import { errors } from 'oidc-provider';
 
 import { PROVIDER_BODY_LIMIT } from '../../server/http/body-parse-errors.js';
 import { prepareRegistrationSteps } from '../../server/http/registration-steps.js';
+import { prepareRequestObjectErrors } from '../../server/http/request-object-errors.js';
 import { prepareTokenLimitStep } from '../../server/limits/token-steps.js';
 
 /**
@@ -180,6 +183,28 @@ describe('oidc-provider internals agentauth relies on', () => {
     expect(at('checkResource')).toBeGreaterThan(0);
     expect(at('checkResource')).toBeLessThan(at('pushedAuthorizationRequestResponse'));
     expect(readFileSync(join(lib, 'actions', 'authorization', 'pushed_authorization_requests.js'), 'utf8')).toContain('  const id = await requestObject.save(ttl);');
+  });
+
+  test('request objects: the refusals server/http/request-object-errors.ts describes, and the step it goes in front of', () => {
+    // Both come without a description of their own (the step gives one only where there is none).
+    expect(new errors.RequestNotSupported().error_description).toBeUndefined();
+    expect(new errors.RequestUriNotSupported().error_description).toBeUndefined();
+    const names = (endpoint: string) => authorizationAction(endpoint).map((h) => h.name);
+    // The request_uri of another origin is refused after rejectUnsupported, by loadPushedAuthorizationRequest (at /auth).
+    expect(names('authorization').indexOf('rejectUnsupported')).toBeLessThan(names('authorization').indexOf('loadPushedAuthorizationRequest'));
+    prepareRequestObjectErrors();
+    prepareRequestObjectErrors();
+    for (const endpoint of ['authorization', 'pushed_authorization_request']) {
+      const list = names(endpoint);
+      expect(list.filter((n) => n === 'describeRequestObjectRefusals')).toHaveLength(1);
+      expect(list.indexOf('describeRequestObjectRefusals')).toBe(list.indexOf('rejectUnsupported') - 1);
+    }
+    // The same (cached) list is what the routes are built from.
+    const lib = dirname(createRequire(import.meta.url).resolve('oidc-provider'));
+    const app = readFileSync(join(lib, 'helpers', 'initialize_app.js'), 'utf8');
+    expect(app).toContain("const authorization = getAuthorization('authorization');");
+    expect(app).toContain("const pushedAuthorizationRequests = getAuthorization('pushed_authorization_request');");
+    expect(readFileSync(join(lib, 'actions', 'authorization', 'index.js'), 'utf8')).toContain('stacks.set(endpoint, stack);');
   });
 
   test('form bodies: the POST routes server/http/form-body-content-type.ts names read a form, and a body with no type as none', async () => {

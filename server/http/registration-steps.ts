@@ -15,6 +15,7 @@ import type { SharedWindowLimit } from '../limits/window.js';
 import { checkRegistrationRequest } from '../policies/registration.js';
 import { parseJsonBody, readBodyText } from '../request-body.js';
 import { PROVIDER_BODY_LIMIT } from './body-parse-errors.js';
+import { challengeParameter } from './error-description.js';
 import type { RegistrationPolicy } from '../policies/registration.js';
 import { tierFromPolicies, tierOf } from '../policies/tiers.js';
 import type { TierLimits } from '../policies/tiers.js';
@@ -322,6 +323,44 @@ const strictJsonBody = named('strictJsonBody', async (ctx, next) => {
   await next();
 });
 
+/**
+ * RFC 6750 §3: a request refused for the form of its bearer credential (an Authorization header of another scheme, or
+ * none after it, the token in the query, the token sent two ways) is `400 invalid_request` with a challenge,
+ * `WWW-Authenticate: Bearer realm=..., error="invalid_request", error_description=...`. oidc-provider reads the
+ * registration access token (RFC 7592) and the initial access token (RFC 7591 §3, token mode) with
+ * `ctx.oidc.getAccessToken()`, which throws these, and its setWWWAuthenticateHeader step around the registration
+ * actions writes a challenge for 401s only: the 400s had none. This step, inside that one, answers them with the
+ * challenge, in the form and realm (the issuer) of the route's 401 challenges. Only what `getAccessToken` itself
+ * threw gets it: another 400 of these routes (the metadata) says nothing about the credential.
+ */
+const bearerFormChallenge = named('agentauthBearerFormChallenge', async (ctx, next) => {
+  const oidc = ctx.oidc as unknown as { getAccessToken(...args: unknown[]): string };
+  const read = oidc.getAccessToken;
+  let refused: unknown;
+  oidc.getAccessToken = function getAccessToken(this: unknown, ...args: unknown[]) {
+    try {
+      return read.apply(this, args);
+    } catch (err) {
+      refused = err;
+      throw err;
+    }
+  };
+  try {
+    await next();
+  } catch (err) {
+    if (err === refused && err instanceof errors.InvalidRequest) {
+      // Registration access tokens and initial access tokens are bearer tokens: oidc-provider said "`DPoP` header not
+      // provided" to an Authorization: DPoP header, whether a DPoP proof was sent or not.
+      if (err.error_description === '`DPoP` header not provided') {
+        err.error_description = 'registration access tokens and initial access tokens are bearer tokens: send Authorization: Bearer <token> (RFC 6750 section 2.1), without DPoP';
+      }
+      const fields = [`realm="${ctx.oidc.issuer}"`, 'error="invalid_request"', ...(typeof err.error_description === 'string' ? [challengeParameter(err.error_description)] : [])];
+      ctx.append('WWW-Authenticate', `Bearer ${fields.join(', ')}`);
+    }
+    throw err;
+  }
+});
+
 const quotaStep = named('agentauthRegistrationQuota', async (ctx, next) => {
   const { deps } = stateFor(ctx);
   if (deps.registration.mode === 'open') {
@@ -454,6 +493,10 @@ export function prepareRegistrationSteps(): void {
   insert(lists.put, 'validateJsonBody', 'after', updatePolicyStep, 'update');
   insert(lists.put, 'clientUpdateResponse', 'before', updateStep, 'update');
   insert(lists.del, 'clientRemoveResponse', 'before', deleteStep, 'delete');
+  insert(lists.post, 'setWWWAuthenticateHeader', 'after', bearerFormChallenge, 'create');
+  insert(lists.get, 'setWWWAuthenticateHeader', 'after', bearerFormChallenge, 'read');
+  insert(lists.put, 'setWWWAuthenticateHeader', 'after', bearerFormChallenge, 'update');
+  insert(lists.del, 'setWWWAuthenticateHeader', 'after', bearerFormChallenge, 'delete');
   marker[PATCHED] = true;
 }
 

@@ -258,6 +258,62 @@ describe('dynamic client registration (RFC 7591) under agentauth policy', () => 
     expect((await read(id)).status).toBe(200);
   });
 
+  describe('RFC 6750 §3: a registration access token in a form the server does not take', () => {
+    const forms: Array<[string, (rat: string) => { query?: string; headers?: Record<string, string> }, RegExp]> = [
+      ['an Authorization header of another scheme', (rat) => ({ headers: { authorization: `Basic ${rat}` } }), /^authorization header scheme must be `Bearer`$/],
+      ['the token in the query', (rat) => ({ query: `access_token=${rat}` }), /^access tokens must not be provided via query parameter$/],
+      ['the token in the query and in the header', (rat) => ({ query: `access_token=${rat}`, headers: { authorization: `Bearer ${rat}` } }), /^access token must only be provided using one mechanism$/],
+      ['Bearer and no token', () => ({ headers: { authorization: 'Bearer' } }), /^invalid authorization header value format$/],
+      // It said "`DPoP` header not provided", with a DPoP header sent.
+      ['the DPoP scheme, with a DPoP header', (rat) => ({ headers: { authorization: `DPoP ${rat}`, dpop: 'x.y.z' } }), /^registration access tokens and initial access tokens are bearer tokens: send Authorization: Bearer <token>/],
+    ];
+
+    test.each(forms)('%s: 400 invalid_request with a Bearer challenge at GET, PUT and DELETE, every spelling; the token is not used up and nothing changes', async (_label, form, description) => {
+      const created = await register(issuer, valid);
+      const id = created.body.client_id as string;
+      const rat = created.body.registration_access_token as string;
+      const { query, headers } = form(rat);
+      for (const method of ['GET', 'PUT', 'DELETE']) {
+        for (const path of [`/reg/${id}`, `/REG/${id}/`]) {
+          const res = await fetch(`${issuer}${path}${query ? `?${query}` : ''}`, {
+            method,
+            headers: { ...headers, ...(method === 'PUT' ? { 'content-type': 'application/json' } : {}) },
+            ...(method === 'PUT' ? { body: JSON.stringify({ ...valid, client_id: id, client_name: 'changed' }) } : {}),
+          });
+          expect({ method, path, status: res.status }).toEqual({ method, path, status: 400 });
+          const body = (await res.json()) as { error: string; error_description: string };
+          expect(body.error).toBe('invalid_request');
+          expect(body.error_description).toMatch(description);
+          // It had no WWW-Authenticate.
+          expect(res.headers.get('www-authenticate')).toBe(`Bearer realm="${issuer}", error="invalid_request", error_description="${body.error_description}"`);
+        }
+      }
+      // Neither used up nor rotated, and the client neither changed nor deleted.
+      const read = await fetch(`${issuer}/reg/${id}`, { headers: { authorization: `Bearer ${rat}` } });
+      expect(read.status).toBe(200);
+      expect(((await read.json()) as Record<string, unknown>).client_name).toBeUndefined();
+    });
+
+    test('a refusal of the metadata, or a 401 for the token itself, keeps its own answer: no invalid_request challenge', async () => {
+      const created = await register(issuer, valid);
+      const id = created.body.client_id as string;
+      const rat = created.body.registration_access_token as string;
+      const metadata = await fetch(`${issuer}/reg/${id}`, { method: 'PUT', headers: { authorization: `Bearer ${rat}`, 'content-type': 'application/json' }, body: '{"redirect_uris": [' });
+      expect(metadata.status).toBe(400);
+      expect(((await metadata.json()) as { error: string }).error).toBe('invalid_request');
+      expect(metadata.headers.get('www-authenticate')).toBeNull();
+      const notJson = await fetch(`${issuer}/reg`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"redirect_uris": [' });
+      expect(notJson.status).toBe(400);
+      expect(notJson.headers.get('www-authenticate')).toBeNull();
+      const unknown = await fetch(`${issuer}/reg/${id}`, { headers: { authorization: 'Bearer not-a-registration-token' } });
+      expect(unknown.status).toBe(401);
+      expect(unknown.headers.get('www-authenticate')).toBe(`Bearer realm="${issuer}", error="invalid_token", error_description="invalid token provided"`);
+      const none = await fetch(`${issuer}/reg/${id}`);
+      expect(none.status).toBe(401);
+      expect(none.headers.get('www-authenticate')).toBe(`Bearer realm="${issuer}"`);
+    });
+  });
+
   test('RFC 7592 update reveals nothing about a client until its registration access token is valid', async () => {
     const created = await register(issuer, { grant_types: ['client_credentials'], token_endpoint_auth_method: 'client_secret_basic' });
     const uri = created.body.registration_client_uri as string;
@@ -574,6 +630,31 @@ describe('token mode: initial access tokens assign tiers', () => {
     const res = await register(as.server.url, confidential);
     expect(res.status).toBe(401);
     expect(res.body.error).toBe('invalid_token');
+  });
+
+  test('an initial access token in a form the server does not take: 400 invalid_request with a Bearer challenge (RFC 6750 §3), and no client', async () => {
+    const iat = (await cli(['--expires-in', '600'])).stdout.trim();
+    const clients = async () => {
+      const mongo = await new MongoClient(mongoUri()).connect();
+      try {
+        return await mongo.db(as.dbName).collection('oidc_Client').countDocuments();
+      } finally {
+        await mongo.close();
+      }
+    };
+    const before = await clients();
+    for (const path of ['/reg', '/REG/']) {
+      for (const [query, headers] of [['', { authorization: `Basic ${iat}` }], [`?access_token=${iat}`, {}], [`?access_token=${iat}`, { authorization: `Bearer ${iat}` }]] as const) {
+        const res = await fetch(`${as.server.url}${path}${query}`, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify(confidential) });
+        expect(res.status).toBe(400);
+        const body = (await res.json()) as { error: string; error_description: string };
+        expect(body.error).toBe('invalid_request');
+        expect(res.headers.get('www-authenticate')).toBe(`Bearer realm="${as.server.url}", error="invalid_request", error_description="${body.error_description}"`);
+      }
+    }
+    expect(await clients()).toBe(before);
+    // The initial access token was not used up by the refusals.
+    expect((await register(as.server.url, confidential, { headers: { authorization: `Bearer ${iat}` } })).status).toBe(201);
   });
 
   test('an IAT for the strict tier: DPoP required, server nonces required', async () => {

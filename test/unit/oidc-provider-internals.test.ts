@@ -107,6 +107,22 @@ describe('oidc-provider internals agentauth relies on', () => {
     expect(put.indexOf('agentauthUpdatePolicy')).toBeLessThan(put.indexOf('equalChecks'));
     expect(put.indexOf('agentauthRotateOnUpdate')).toBe(put.indexOf('clientUpdateResponse') - 1);
     expect(names(registration.del).indexOf('agentauthRevokeOnDelete')).toBe(names(registration.del).indexOf('clientRemoveResponse') - 1);
+    // The Bearer challenge for a credential in the wrong form sits inside oidc-provider's challenge step (which answers
+    // 401s only), before the step that reads the token with ctx.oidc.getAccessToken.
+    for (const [list, reads] of [[registration.post, 'validateInitialAccessToken'], [registration.get, 'validateRegistrationAccessToken'], [registration.put, 'validateRegistrationAccessToken'], [registration.del, 'validateRegistrationAccessToken']] as const) {
+      const steps = names(list);
+      expect(steps.filter((n) => n === 'agentauthBearerFormChallenge')).toHaveLength(1);
+      expect(steps.indexOf('agentauthBearerFormChallenge')).toBe(steps.indexOf('setWWWAuthenticateHeader') + 1);
+      expect(steps.indexOf('agentauthBearerFormChallenge')).toBeLessThan(steps.indexOf(reads));
+    }
+    const lib = dirname(createRequire(import.meta.url).resolve('oidc-provider'));
+    const actions = readFileSync(join(lib, 'actions', 'registration.js'), 'utf8');
+    expect(actions).toContain('const setWWWAuthenticate = getSetWWWAuthenticateHeader({ dpop: false });');
+    expect(readFileSync(join(lib, 'shared', 'set_www_authenticate_header.js'), 'utf8')).toContain("if (!err.expose || (dpop === false && err.statusCode !== 401)) throw err;");
+    // getAccessToken is a method of the context's class (the step wraps it per request), and says this of a DPoP scheme.
+    const context = readFileSync(join(lib, 'helpers', 'oidc_context.js'), 'utf8');
+    expect(context).toMatch(/^ {4}getAccessToken\(\{$/m);
+    expect(context).toContain("throw new InvalidRequest('`DPoP` header not provided');");
   });
 
   test('the token action and the authorization code grant: where agentauth\'s token limit step (server/limits/token-steps.ts) and code checks (server/grants/code-checks.ts) go', () => {

@@ -117,3 +117,10 @@ declare module 'oidc-provider/lib/actions/authorization/index.js' {
    */
   export default function authorizationAction(endpoint: string): Handler[];
 }
+declare module 'oidc-provider/lib/actions/userinfo.js' {
+  import type { KoaContextWithOIDC } from 'oidc-provider';
+  type Handler = ((ctx: KoaContextWithOIDC, next: () => Promise<void>) => unknown) & { name: string };
+  /** The userinfo action's steps (server/http/userinfo-errors.ts inserts one). */
+  const handlers: Handler[];
+  export default handlers;
+}

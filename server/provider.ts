@@ -14,6 +14,7 @@ import type { Logger } from './logger.js';
 import { withoutUserinfo } from './logger.js';
 import { prepareClientAuthErrors } from './http/client-auth-errors.js';
 import { prepareRequestObjectErrors } from './http/request-object-errors.js';
+import { prepareUserinfoErrors } from './http/userinfo-errors.js';
 import { installPushedRequestChecks, interactionPolicyRefusingUngrantableScope } from './policies/authorization-scope.js';
 import { shouldIssueRefreshToken } from './policies/refresh.js';
 import { installRefreshGrace, isGraceReissue, pendingRotation } from './grants/refresh-grace.js';
@@ -455,6 +456,7 @@ export function createProvider(deps: ProviderDeps): Provider {
   prepareTokenLimitStep();
   prepareClientAuthErrors();
   prepareRequestObjectErrors();
+  prepareUserinfoErrors();
   const provider = new Provider(deps.config.issuer, providerConfiguration(deps));
   const publishedAlgs = publishedAlgsOf(deps.keyring);
   installCodeChecks(provider);

@@ -178,6 +178,18 @@ export async function activeJwtAccessToken(provider: Provider, token: string): P
   return activeClaims(provider, token, deps);
 }
 
+/**
+ * For the userinfo refusals (server/http/userinfo-errors.ts): the claims of `token` if it is a JWT access token that
+ * agentauth signed and that has not expired (signature, typ, issuer, exp: what anyone can check against the published
+ * JWKS); undefined otherwise. Whether it was revoked is not looked at: this says what kind of token it is, never
+ * whether it is still good.
+ */
+export async function signedJwtAccessToken(provider: Provider, token: unknown): Promise<Readonly<JwtAccessTokenClaims> | undefined> {
+  const deps = perProvider.get(provider);
+  if (!deps || !isJwt(token)) return undefined;
+  return verifyAccessToken(token, deps);
+}
+
 async function introspectJwt(ctx: KoaContextWithOIDC, deps: StructuredTokenDeps): Promise<Record<string, unknown>> {
   const inactive = { active: false };
   const { provider, client } = ctx.oidc;

@@ -7,7 +7,7 @@ import type { JWK } from 'jose';
 type SigningKey = Parameters<SignJWT['sign']>[0];
 import * as oidc from 'openid-client';
 
-import { baseConfig, insecure, REDIRECT, RESOURCE, RS_CLIENT, startAgentServer } from '../support/agent-server.js';
+import { baseConfig, insecure, OPAQUE_RESOURCE, REDIRECT, RESOURCE, RS_CLIENT, startAgentServer } from '../support/agent-server.js';
 import type { AgentServer } from '../support/agent-server.js';
 import { startServer } from '../support/server.js';
 import type { RunningServer } from '../support/server.js';
@@ -427,6 +427,82 @@ describe('DPoP (RFC 9449) at the token and userinfo endpoints', () => {
         headers: { authorization: `DPoP ${tokens.access_token}`, dpop: await proof(k, { htm: 'GET', htu: `${url}/me`, ath }) },
       });
       expect(stranger.status).toBe(401);
+    });
+
+    describe('userinfo refusals say which of their three causes it was', () => {
+      const athOf = (token: string) => createHash('sha256').update(token).digest('base64url');
+      const userinfo = async (token: string, keys?: oidc.CryptoKeyPair) => {
+        const headers: Record<string, string> = keys
+          ? { authorization: `DPoP ${token}`, dpop: await rawProof(keys.privateKey as SigningKey, { alg: 'ES256', typ: 'dpop+jwt', jwk: await exportJWK(keys.publicKey) }, { htm: 'GET', htu: `${url}/me`, iat: now(), jti: randomUUID(), ath: athOf(token) }) }
+          : { authorization: `Bearer ${token}` };
+        const res = await fetch(`${url}/me`, { headers });
+        const body = (await res.json()) as Record<string, unknown>;
+        const challenge = res.headers.get('www-authenticate') ?? '';
+        // The challenge says what the body says.
+        if (res.status === 401) expect(challenge).toContain(`error_description="${String(body.error_description)}"`);
+        return { status: res.status, body, challenge };
+      };
+      const invalid = (description: string) => ({ status: 401, body: { error: 'invalid_token', error_description: description } });
+      const GENERIC = 'invalid token provided';
+      const FOR_A_RESOURCE_SERVER = 'the access token is for a resource server, not for the userinfo endpoint: /me takes an access token requested with OpenID scopes only (scope=openid) and no resource, from an authorization code or refresh token request';
+
+      test('a token that does not verify, or no longer: the generic invalid_token, as before', async () => {
+        const { tokens } = await codeFlow('openid read', RESOURCE);
+        const jwt = tokens.access_token;
+        expect(jwt.split('.')).toHaveLength(3);
+        for (const token of ['not-a-token', `${jwt.slice(0, -4)}AAAA`, `${jwt.split('.').slice(0, 2).join('.')}.`]) {
+          expect(await userinfo(token)).toMatchObject(invalid(GENERIC));
+        }
+        // An opaque userinfo token once revoked (its refresh token revoked with the grant).
+        const opaque = await codeFlow('openid');
+        expect((await userinfo(opaque.tokens.access_token, opaque.keys)).status).toBe(200);
+        await oidc.tokenRevocation(config, opaque.tokens.refresh_token!);
+        expect(await userinfo(opaque.tokens.access_token, opaque.keys)).toMatchObject(invalid(GENERIC));
+      });
+
+      test('a resource server\'s JWT access token: said to be for a resource server (an opaque one: insufficient_scope, as before)', async () => {
+        const { tokens, keys } = await codeFlow('openid read', RESOURCE);
+        // With its proof, and without (a JWT is never looked up: what the published keys verify is said, nothing more).
+        expect(await userinfo(tokens.access_token, keys)).toMatchObject(invalid(FOR_A_RESOURCE_SERVER));
+        expect(await userinfo(tokens.access_token)).toMatchObject(invalid(FOR_A_RESOURCE_SERVER));
+        // An opaque resource server's token, asked for with openid.
+        const files = await oidc.dynamicClientRegistration(
+          new URL(url),
+          { redirect_uris: [REDIRECT], grant_types: ['authorization_code', 'refresh_token'], token_endpoint_auth_method: 'none', scope: 'openid files' },
+          oidc.None(),
+          insecure,
+        );
+        const verifier = oidc.randomPKCECodeVerifier();
+        const authorize = oidc.buildAuthorizationUrl(files, { redirect_uri: REDIRECT, scope: 'openid files', resource: OPAQUE_RESOURCE, code_challenge: await oidc.calculatePKCECodeChallenge(verifier), code_challenge_method: 'S256' });
+        const { callback } = await authorizeWithWallet(authorize, REDIRECT, { wallet });
+        const bearer = await oidc.authorizationCodeGrant(files, callback, { pkceCodeVerifier: verifier }, { resource: OPAQUE_RESOURCE });
+        expect(bearer.access_token.split('.')).toHaveLength(1);
+        // A resource server's token carries only that server's scopes: oidc-provider's scope check, before its audience
+        // check, answers it (403, as before).
+        expect(await userinfo(bearer.access_token)).toMatchObject({ status: 403, body: { error: 'insufficient_scope', error_description: 'access token missing openid scope' } });
+      });
+
+      test('a DPoP-bound token without its key\'s proof, or a bearer token with a proof: said which, and what to send', async () => {
+        const { tokens } = await codeFlow('openid');
+        const other = await oidc.randomDPoPKeyPair('ES256');
+        expect(await userinfo(tokens.access_token)).toMatchObject(invalid('the access token is DPoP-bound: send it as Authorization: DPoP <token> with a DPoP proof made with its key (RFC 9449 section 7.1)'));
+        expect(await userinfo(tokens.access_token, other)).toMatchObject(invalid('the access token is bound to another DPoP key: send a DPoP proof made with the key it was issued to (RFC 9449 section 7.1)'));
+        // A bearer token (no proof at the code exchange) sent with a proof.
+        const verifier = oidc.randomPKCECodeVerifier();
+        const authorize = oidc.buildAuthorizationUrl(config, { redirect_uri: REDIRECT, scope: 'openid', code_challenge: await oidc.calculatePKCECodeChallenge(verifier), code_challenge_method: 'S256' });
+        const { callback } = await authorizeWithWallet(authorize, REDIRECT, { wallet });
+        const bearer = await oidc.authorizationCodeGrant(config, callback, { pkceCodeVerifier: verifier });
+        expect(bearer.token_type).toBe('bearer');
+        expect(await userinfo(bearer.access_token, other)).toMatchObject(invalid('the access token is not DPoP-bound: send it as Authorization: Bearer <token>, without a DPoP header'));
+        // Each still works the way it is meant to be sent.
+        expect((await userinfo(bearer.access_token)).status).toBe(200);
+      });
+
+      test('no token keeps its own answer', async () => {
+        const none = await fetch(`${url}/me`);
+        expect(none.status).toBe(401);
+        expect(await none.json()).toEqual({ error: 'invalid_token', error_description: 'no access token provided' });
+      });
     });
 
     test("userinfo, with the key already used at the token endpoint: a proof whose ath is another token's hash is refused, the right one accepted", async () => {

@@ -11,11 +11,13 @@ import initializeKeystore from 'oidc-provider/lib/helpers/initialize_keystore.js
 import * as validateDpopModule from 'oidc-provider/lib/helpers/validate_dpop.js';
 import tokenSteps from 'oidc-provider/lib/actions/token.js';
 import authorizationAction from 'oidc-provider/lib/actions/authorization/index.js';
+import userinfoSteps from 'oidc-provider/lib/actions/userinfo.js';
 import { errors } from 'oidc-provider';
 
 import { PROVIDER_BODY_LIMIT } from '../../server/http/body-parse-errors.js';
 import { prepareRegistrationSteps } from '../../server/http/registration-steps.js';
 import { prepareRequestObjectErrors } from '../../server/http/request-object-errors.js';
+import { prepareUserinfoErrors } from '../../server/http/userinfo-errors.js';
 import { prepareTokenLimitStep } from '../../server/limits/token-steps.js';
 
 /**
@@ -221,6 +223,27 @@ describe('oidc-provider internals agentauth relies on', () => {
     expect(app).toContain("const authorization = getAuthorization('authorization');");
     expect(app).toContain("const pushedAuthorizationRequests = getAuthorization('pushed_authorization_request');");
     expect(readFileSync(join(lib, 'actions', 'authorization', 'index.js'), 'utf8')).toContain('stacks.set(endpoint, stack);');
+  });
+
+  test('userinfo: the refusals server/http/userinfo-errors.ts tells apart, and the challenge step its step goes inside', () => {
+    const names = () => userinfoSteps.map((h) => h.name);
+    prepareUserinfoErrors();
+    prepareUserinfoErrors();
+    expect(names().filter((n) => n === 'describeUserinfoRefusals')).toHaveLength(1);
+    expect(names().indexOf('describeUserinfoRefusals')).toBe(names().indexOf('setWWWAuthenticateHeader') + 1);
+    expect(names().indexOf('describeUserinfoRefusals')).toBeLessThan(names().indexOf('validateAccessToken'));
+    const lib = dirname(createRequire(import.meta.url).resolve('oidc-provider'));
+    const shared = readFileSync(join(lib, 'shared', 'access_token.js'), 'utf8');
+    // The details it maps (InvalidToken keeps its constructor argument as error_detail, and says "invalid token provided").
+    expect(shared).toContain("ctx.assert(accessToken, new InvalidToken('access token not found'));");
+    expect(shared).toContain("throw new InvalidToken('failed jkt verification');");
+    expect(shared).toContain("'access token is not sender-constrained but proof of possession was provided',");
+    // The scope check runs before the binding is checked: a token without openid is 403 whoever sends it.
+    expect(shared.indexOf('await afterFind?.(ctx, accessToken);')).toBeLessThan(shared.indexOf("throw new InvalidToken('failed jkt verification');"));
+    expect(readFileSync(join(lib, 'actions', 'userinfo.js'), 'utf8')).toContain("throw new InvalidToken('token audience prevents accessing the userinfo endpoint');");
+    const token = new errors.InvalidToken('access token not found') as Error & { error_description?: string; error_detail?: string };
+    expect(token.error_description).toBe('invalid token provided');
+    expect(token.error_detail).toBe('access token not found');
   });
 
   test('form bodies: the POST routes server/http/form-body-content-type.ts names read a form, and a body with no type as none', async () => {

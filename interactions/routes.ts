@@ -9,6 +9,7 @@ import { parseJsonBody, readBodyText } from '../server/request-body.js';
 import { refuseReplacedText } from '../server/http/form-body-utf8.js';
 import { asset } from './assets.js';
 import { SiweVerificationError } from './siwe/errors.js';
+import { signatureFormProblem } from './siwe/verify.js';
 import { consentPage, errorPage, loginPage } from './views.js';
 import type { AccessRequest } from './views.js';
 import { METADATA_DOCUMENT_ORIGIN, redirectsAllLoopback } from '../server/client-metadata/policy.js';
@@ -336,6 +337,10 @@ export function interactionRoutes(deps: InteractionDeps): Koa.Middleware {
         if (typeof message !== 'string' || typeof signature !== 'string') {
           return fail(ctx, 400, 'Sign-in failed', 'invalid_request', 'message and signature are required');
         }
+        // A signature that cannot be one is a malformed request, as a missing one is: refused before the sign-in is
+        // tried, so it uses none of this page's attempts and no nonce.
+        const malformed = signatureFormProblem(signature);
+        if (malformed !== undefined) return fail(ctx, 400, 'Sign-in failed', 'invalid_request', malformed);
         const required = toArray((details.params as Record<string, unknown>).resource);
         try {
           // The nonce must come from this page, and a Request ID must name it (another sign-in's message does not log in this one).

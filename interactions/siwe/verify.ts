@@ -269,10 +269,28 @@ function checkNotReserved(address: string | undefined, fail: Fail): void {
   }
 }
 
+/** What every signature this server can check looks like: EIP-191 (65 bytes) and EIP-1271 (any bytes) alike. */
+export const SIGNATURE_FORM = `0x-prefixed hex bytes (65 bytes for an account key's EIP-191 signature, at most ${MAX_SIGNATURE_BYTES} for a contract wallet's EIP-1271 signature)`;
+
+/**
+ * Why `signature` cannot be a signature, as its sender can fix it; undefined when it has the form of one (`0x`, then
+ * one to MAX_SIGNATURE_BYTES whole bytes in hex digits of either case). Whose key made it is another matter (rule
+ * `signature` in verifySiwe). Never quotes the signature.
+ */
+export function signatureFormProblem(signature: unknown): string | undefined {
+  let why: string | undefined;
+  if (typeof signature !== 'string') why = 'it is not a string';
+  else if (HEX_BYTES.test(signature)) why = signature.length > 2 + 2 * MAX_SIGNATURE_BYTES ? `it is ${(signature.length - 2) / 2} bytes long` : undefined;
+  else if (!signature.startsWith('0x')) why = 'it does not start with 0x';
+  else if (signature.length === 2) why = 'it has no hex digits after 0x';
+  else if (!/^0x[0-9a-fA-F]*$/.test(signature)) why = 'it holds a character that is not a hex digit (0-9, a-f, A-F) after 0x';
+  else why = `it has an odd number of hex digits (${signature.length - 2}); each byte is two`;
+  return why === undefined ? undefined : `the signature must be ${SIGNATURE_FORM}; ${why}`;
+}
+
 function checkSignatureForm(signature: unknown, fail: Fail): asserts signature is string {
-  if (typeof signature !== 'string' || !HEX_BYTES.test(signature) || signature.length > 2 + 2 * MAX_SIGNATURE_BYTES) {
-    throw fail('signature', `the signature must be 0x-prefixed hex bytes (65 bytes for an account key, at most ${MAX_SIGNATURE_BYTES} for a contract wallet)`);
-  }
+  const problem = signatureFormProblem(signature);
+  if (problem !== undefined) throw fail('signature', problem);
 }
 
 /** Whose the signature is (its form and the address were checked first, in verifySiwe's step 1). */

@@ -17,6 +17,7 @@ import { revokedWhileServed } from '../subject-revocation.js';
 import { auditLater } from '../audit/trail.js';
 import { shouldIssueRefreshToken } from '../policies/refresh.js';
 import { SiweVerificationError } from '../../interactions/siwe/errors.js';
+import { signatureFormProblem } from '../../interactions/siwe/verify.js';
 import type { WalletSignIn } from '../../interactions/wallet-signin.js';
 
 import { WALLET_GRANT_TYPE } from '../config.js';
@@ -64,6 +65,11 @@ export function registerWalletGrant(
     const signature = params.signature;
     if (typeof message !== 'string' || !message) throw new errors.InvalidRequest('missing required parameter "message" (an EIP-4361 message)');
     if (typeof signature !== 'string' || !signature) throw new errors.InvalidRequest('missing required parameter "signature" (0x-prefixed hex)');
+    // RFC 6749 §5.2: a parameter that cannot be what it names is a malformed request (invalid_request), refused before
+    // the sign-in is tried (no nonce or attempt used, nothing logged as a failed sign-in); invalid_grant is for a
+    // well-formed signature that does not verify.
+    const malformed = signatureFormProblem(signature);
+    if (malformed !== undefined) throw new errors.InvalidRequest(malformed);
 
     const resourceServers = await resolveRequestedResources(provider, ctx);
     if (resourceServers.length !== 1) throw new errors.InvalidTarget('exactly one resource must be requested with this grant');

@@ -237,6 +237,69 @@ describe('bad input to the wallet sign-in', () => {
     expect((await postLogin(agent, data, pageMessage(data, nonce))).body.rule).toBe('attempts');
   });
 
+  describe('a signature that is not 0x-prefixed hex bytes is a malformed request, not a refused sign-in', () => {
+    const FORM = "the signature must be 0x-prefixed hex bytes (65 bytes for an account key's EIP-191 signature, at most 16384 for a contract wallet's EIP-1271 signature); ";
+    const malformed: Array<[string, string, string]> = [
+      ['not hex at all', 'zz', 'it does not start with 0x'],
+      ['65 bytes of hex without 0x', 'ab'.repeat(65), 'it does not start with 0x'],
+      ['0x alone', '0x', 'it has no hex digits after 0x'],
+      ['a character that is not a hex digit', `0x${'ab'.repeat(64)}zz`, 'it holds a character that is not a hex digit (0-9, a-f, A-F) after 0x'],
+      ['an odd number of hex digits', '0xabc', 'it has an odd number of hex digits (3); each byte is two'],
+      ['over 16 KiB', `0x${'ab'.repeat(16 * 1024 + 1)}`, 'it is 16385 bytes long'],
+    ];
+    const failedSignIns = (mark: number) => logLines(as.server.output().slice(mark)).filter((l) => l.event === 'login.failed');
+
+    test('at the grant: 400 invalid_request saying what is wrong (it was invalid_grant), the nonce unused and no failed sign-in logged', async () => {
+      const agentId = agentClient.clientMetadata().client_id;
+      const signed = await signedSiwe(issuer, wallet, { address: wallet.address, nonce: await fetchNonce(issuer, agentId) });
+      const mark = as.server.output().length;
+      for (const [label, signature, why] of malformed) {
+        const res = await fetch(`${issuer}/token`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/x-www-form-urlencoded' },
+          body: new URLSearchParams({ grant_type: GRANT, client_id: agentId, message: signed.message, signature, resource: RESOURCE, scope: 'read' }),
+        });
+        expect({ label, status: res.status, body: await res.json() }).toEqual({ label, status: 400, body: { error: 'invalid_request', error_description: `${FORM}${why}` } });
+      }
+      expect(failedSignIns(mark)).toEqual([]);
+      // More refusals than a nonce has attempts, and the message signs in with its real signature.
+      await expect(oidc.genericGrantRequest(agentClient, GRANT, { ...signed, resource: RESOURCE, scope: 'read' })).resolves.toMatchObject({ scope: 'read' });
+    });
+
+    test('at the grant, a well-formed signature that does not verify stays invalid_grant', async () => {
+      const agentId = agentClient.clientMetadata().client_id;
+      const other = new Wallet(Wallet.createRandom().privateKey);
+      for (const signature of ['0x00', async (message: string) => other.signMessage(message)]) {
+        const signed = await signedSiwe(issuer, wallet, { address: wallet.address, nonce: await fetchNonce(issuer, agentId) });
+        const sent = typeof signature === 'string' ? signature : await signature(signed.message);
+        await expect(oidc.genericGrantRequest(agentClient, GRANT, { message: signed.message, signature: sent, resource: RESOURCE, scope: 'read' })).rejects.toMatchObject({
+          error: 'invalid_grant',
+          error_description: expect.stringMatching(/^signature: the signature (was not made by|does not belong to) /),
+        });
+      }
+    });
+
+    test('on the login page: 400 invalid_request saying what is wrong (it was access_denied), using none of the page\'s attempts and not the nonce', async () => {
+      const { agent, data } = await loginPage();
+      const message = pageMessage(data, await pageNonce(agent, data));
+      const mark = as.server.output().length;
+      // More malformed posts (6) than the page has attempts (5).
+      for (const [label, signature, why] of malformed) {
+        const refused = await postLogin(agent, data, message, signature);
+        expect({ label, ...refused }).toEqual({ label, status: 400, body: { error: 'invalid_request', error_description: `${FORM}${why}` } });
+      }
+      expect(failedSignIns(mark)).toEqual([]);
+      // A well-formed signature by another key is still a refused sign-in (rule signature), and uses an attempt...
+      const other = new Wallet(Wallet.createRandom().privateKey);
+      const wrong = pageMessage(data, await pageNonce(agent, data));
+      await expect(postLogin(agent, data, wrong, await other.signMessage(wrong))).resolves.toMatchObject({ status: 400, body: { error: 'access_denied', rule: 'signature' } });
+      // ...and the first message, its nonce unused, signs in.
+      const ok = await postLogin(agent, data, message);
+      expect(ok.status).toBe(200);
+      expect(ok.body.redirect_to).toEqual(expect.any(String));
+    });
+  });
+
   test('cross-bound nonces: a grant nonce on the login page and a login-page nonce at the grant are refused as nonce-binding', async () => {
     const { agent, data } = await loginPage();
     const agentId = agentClient.clientMetadata().client_id;

@@ -4,7 +4,7 @@ import type { NonceStore } from '../../adapters/types.js';
 import { buildSiweMessage, parseSiweMessage } from '../../interactions/siwe/message.js';
 import type { SiweMessageFields } from '../../interactions/siwe/message.js';
 import { NONCE_LENGTH, generateNonce } from '../../interactions/siwe/nonce.js';
-import { SiweVerificationError, verifySiwe } from '../../interactions/siwe/verify.js';
+import { MAX_SIGNATURE_BYTES, SiweVerificationError, signatureFormProblem, verifySiwe } from '../../interactions/siwe/verify.js';
 import type { Eip1271Verifier, SiweRule, SiweRules } from '../../interactions/siwe/verify.js';
 
 // Hardhat's well-known development accounts #0 and #1: fixed keys, so signatures are deterministic (RFC 6979).
@@ -525,6 +525,29 @@ describe('verifySiwe: the nonce is burnt by any attempt that gets past parsing',
     await refusal(verifySiwe(attempt, rules, { nonces: attempt.nonces.store, now }), rule);
     const retry = signed();
     await refusal(verifySiwe(retry, rules, { nonces: attempt.nonces.store, now }), 'nonce');
+  });
+
+  test('signatureFormProblem: what the grant and the login page refuse as a malformed request, and what they leave to the signature check', () => {
+    const form = "the signature must be 0x-prefixed hex bytes (65 bytes for an account key's EIP-191 signature, at most 16384 for a contract wallet's EIP-1271 signature); ";
+    const { signature } = signed();
+    // The form of a signature: EIP-191's 65 bytes, and the any bytes (up to the limit) EIP-1271 hands to the contract.
+    for (const ok of [signature, signature.toUpperCase().replace(/^0X/, '0x'), '0x00', `0x${'ab'.repeat(MAX_SIGNATURE_BYTES)}`]) expect(signatureFormProblem(ok)).toBeUndefined();
+    for (const [bad, why] of [
+      ['zz', 'it does not start with 0x'],
+      [signature.slice(2), 'it does not start with 0x'],
+      [`0X${signature.slice(2)}`, 'it does not start with 0x'],
+      ['', 'it does not start with 0x'],
+      ['0x', 'it has no hex digits after 0x'],
+      ['0xzz', 'it holds a character that is not a hex digit (0-9, a-f, A-F) after 0x'],
+      [`${signature} `, 'it holds a character that is not a hex digit (0-9, a-f, A-F) after 0x'],
+      [signature.slice(0, -1), 'it has an odd number of hex digits (129); each byte is two'],
+      [`0x${'ab'.repeat(MAX_SIGNATURE_BYTES + 1)}`, `it is ${MAX_SIGNATURE_BYTES + 1} bytes long`],
+      [42, 'it is not a string'],
+    ] as const) {
+      expect(signatureFormProblem(bad)).toBe(`${form}${why}`);
+    }
+    // Never quoting what was sent.
+    expect(signatureFormProblem(signature.slice(0, -1))).not.toContain(signature.slice(2, 20));
   });
 
   test('a signature that cannot be one (not hex, odd length, over 16 KiB, not a string) uses neither the nonce nor an attempt', async () => {

@@ -1,5 +1,5 @@
 import { closeSync, existsSync, mkdirSync, openSync, statSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import type { SQLInputValue, StatementSync } from 'node:sqlite';
 
@@ -793,6 +793,24 @@ export interface SqliteStorageOptions {
 }
 
 /**
+ * Why the store's file cannot be created in `dataDir`, where a look at the file system can tell: the directory, or the
+ * nearest of its parents that exists, is not a directory (AGENTAUTH_DATA_DIR naming a file, say). Undefined otherwise.
+ */
+export function dataDirProblem(dataDir: string): string | undefined {
+  for (let path = dataDir; ; path = dirname(path)) {
+    let isDirectory: boolean;
+    try {
+      isDirectory = statSync(path).isDirectory();
+    } catch {
+      if (dirname(path) === path) return undefined;
+      continue;
+    }
+    if (isDirectory) return undefined;
+    return path === dataDir ? `the data directory ${dataDir} is a file, not a directory` : `the data directory ${dataDir} cannot be created: ${path} is a file, not a directory`;
+  }
+}
+
+/**
  * The embedded store on SQLite (`node:sqlite`, built into Node 22): one database file in the data directory, WAL
  * journal, writes on a thread of their own, every commit fsynced before it is acknowledged (see Connection and
  * SqliteWriter). Several processes may open the same file (server workers, the CLI); SQLite lets one write at a time
@@ -901,6 +919,8 @@ export class SqliteStorage implements Storage {
   }
 
   #open(): Connection {
+    const misplaced = dataDirProblem(this.dataDir);
+    if (misplaced) throw new StorageUnavailableError(`SQLite open ${this.file} failed (${misplaced})`);
     let db: DatabaseSync;
     try {
       mkdirSync(this.dataDir, { recursive: true, mode: 0o700 });

@@ -194,9 +194,10 @@ function nearestExisting(path: string): string {
 async function checkSqliteStore(config: Config, add: Add): Promise<StoreState> {
   const file = describeContext(config).location;
   let SqliteStorage: typeof import('../adapters/sqlite.js').SqliteStorage;
+  let dataDirProblem: typeof import('../adapters/sqlite.js').dataDirProblem;
   try {
     quietSqliteWarning();
-    ({ SqliteStorage } = await import('../adapters/sqlite.js'));
+    ({ SqliteStorage, dataDirProblem } = await import('../adapters/sqlite.js'));
   } catch (err) {
     // This Node has no node:sqlite: start fails the same way, with this message.
     add('store', 'fail', err instanceof Error ? err.message : String(err));
@@ -213,6 +214,11 @@ async function checkSqliteStore(config: Config, add: Add): Promise<StoreState> {
       return { state: 'failed' };
     }
   } else {
+    const misplaced = dataDirProblem(config.dataDir);
+    if (misplaced) {
+      add('store', 'fail', `cannot start: SQLite open ${file} failed (${misplaced})`);
+      return { state: 'failed' };
+    }
     const dir = nearestExisting(config.dataDir);
     try {
       accessSync(dir, constants.W_OK | constants.X_OK);

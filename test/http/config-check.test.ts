@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { copyFileSync, existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { copyFileSync, existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 
@@ -285,6 +285,22 @@ describe('agentauth config check: every refusal is start\'s own, with its exit c
     [
       'an admin listener without an admin token',
       async () => ({ env: { AGENTAUTH_CONFIG: writeConfig(tempDir(), { admin: { port: await freePort() } }), AGENTAUTH_DATA_DIR: join(tempDir(), 'd') }, check: 'admin', line: /^invalid configuration: AGENTAUTH_CONFIG admin\.port: the admin listener needs an admin token/ }),
+    ],
+    [
+      'a data directory that is a file (the store cannot be created there)',
+      async () => {
+        const file = join(tempDir(), 'afile');
+        writeFileSync(file, 'not a directory');
+        return { env: { AGENTAUTH_DATA_DIR: file }, check: 'store', line: new RegExp(`^cannot start: SQLite open \\S+ failed \\(the data directory ${file} is a file, not a directory\\)$`) };
+      },
+    ],
+    [
+      'a data directory under a file',
+      async () => {
+        const file = join(tempDir(), 'afile');
+        writeFileSync(file, 'not a directory');
+        return { env: { AGENTAUTH_DATA_DIR: join(file, 'data') }, check: 'store', line: new RegExp(`^cannot start: SQLite open \\S+ failed \\(the data directory ${file}/data cannot be created: ${file} is a file, not a directory\\)$`) };
+      },
     ],
     ['AGENTAUTH_HEAP_GROWTH_PERCENT out of range', async () => ({ env: { AGENTAUTH_HEAP_GROWTH_PERCENT: '500', AGENTAUTH_DATA_DIR: join(tempDir(), 'd') }, check: 'start options', line: /^invalid configuration: AGENTAUTH_HEAP_GROWTH_PERCENT: must be a whole number from 0 to 300/ })],
     ['AGENTAUTH_ASYNC_CONTEXT unknown', async () => ({ env: { AGENTAUTH_ASYNC_CONTEXT: 'threads', AGENTAUTH_DATA_DIR: join(tempDir(), 'd') }, check: 'start options', line: /^invalid configuration: AGENTAUTH_ASYNC_CONTEXT: must be "frame"/ })],

@@ -67,6 +67,11 @@ export interface BootOptions {
   clientMetadataTest?: FetchTestOverrides;
   /** How many agentauth processes serve on this machine (`--workers N`; 1 if not given): decides where signatures are computed. */
   processes?: number;
+  /**
+   * False for a command that boots agentauth to use it, not to serve (`clients iat create`): the warning about serving
+   * without ISSUER is left out, as the command's context line already says which issuer it uses.
+   */
+  serving?: boolean;
 }
 
 /** Builds a ready-to-serve agentauth: storage initialised, keys loaded (or generated once), provider and app composed. */
@@ -97,7 +102,7 @@ export async function boot(config: Config, log: Logger, options: BootOptions = {
   } else if (storage.kind === 'sqlite') {
     log.info({ store: 'sqlite', dataDir: config.dataDir }, 'storage: SQLite in the data directory');
   }
-  if (config.publicOrigin === undefined) {
+  if (config.publicOrigin === undefined && options.serving !== false) {
     log.warn(
       { issuer: config.issuer },
       `ISSUER is not set: tokens name ${config.issuer} as their issuer, and discovery's URLs (which DPoP proofs and client assertions are checked against) follow each request's Host header; set ISSUER to the URL clients use`,

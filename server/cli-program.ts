@@ -196,7 +196,7 @@ withJson(iat.command('create'))
     });
     const log = createLogger('warn', process.stderr);
     const { boot } = await import('./boot.js');
-    const agentauth = await boot(config, log);
+    const agentauth = await boot(config, log, { serving: false });
     try {
       const { token, expiresIn, tier } = await createInitialAccessToken(agentauth, request);
       answer(opts.json === true, ctx, { initial_access_token: token, tier, expires_in: expiresIn }, () => token);

@@ -132,6 +132,14 @@ describe('every command says where it looked; --json answers are JSON only', () 
     kid = json(res.stdout).kid as string;
   });
 
+  test('clients iat create without ISSUER: the context line says so, and no log line of the server it boots is printed', async () => {
+    const res = await runCli(['clients', 'iat', 'create'], { AGENTAUTH_DATA_DIR: dataDir, AGENTAUTH_CONFIG: writeConfig(tempDir(), { registration: { mode: 'token' } }) });
+    expect(res.code).toBe(0);
+    const lines = res.stderr.trim().split('\n');
+    expect(lines).toEqual([expect.stringContaining('(default: ISSUER is not set)'), expect.stringMatching(/^initial access token for tier \S+, expires in \d+ s;/)]);
+    expect(res.stderr).not.toContain('"level"');
+  });
+
   test.each([
     [['keys', 'list', '--json']],
     [['keys', 'rotate', '--json']],

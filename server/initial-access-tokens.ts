@@ -17,7 +17,9 @@ export interface InitialAccessTokenRequest {
 /** Checks a request before anything is opened (so a refused run never touches storage or generates keys). */
 export function checkInitialAccessTokenRequest(config: Config, opts: { tier?: string | undefined; expiresIn?: string | undefined }): InitialAccessTokenRequest {
   if (config.registration.mode !== 'token') {
-    throw new ConfigError(`registration.mode: initial access tokens are only used in "token" mode (it is "${config.registration.mode}")`);
+    // Without a configuration file the mode is the default: the likely mistake is a command run without the server's AGENTAUTH_CONFIG.
+    const where = config.configFile === undefined ? ', the default: AGENTAUTH_CONFIG is not set, so no configuration file was read; run the command with the server\'s AGENTAUTH_CONFIG' : ` in ${config.configFile}`;
+    throw new ConfigError(`registration.mode: initial access tokens are only used in "token" mode (it is "${config.registration.mode}"${where})`);
   }
   if (config.store === 'memory') {
     throw new ConfigError('AGENTAUTH_STORE: initial access tokens must be stored where the server reads them; the memory store lives inside the server process');

@@ -132,6 +132,16 @@ describe('every command says where it looked; --json answers are JSON only', () 
     kid = json(res.stdout).kid as string;
   });
 
+  test('clients iat create without AGENTAUTH_CONFIG: refused naming the missing file; with a file in open mode, naming the file', async () => {
+    const missing = await runCli(['clients', 'iat', 'create'], env);
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toContain('agentauth: invalid configuration: registration.mode: initial access tokens are only used in "token" mode (it is "open", the default: AGENTAUTH_CONFIG is not set, so no configuration file was read');
+    const file = writeConfig(tempDir(), { registration: { mode: 'open' } });
+    const open = await runCli(['clients', 'iat', 'create'], { ...env, AGENTAUTH_CONFIG: file });
+    expect(open.code).toBe(2);
+    expect(open.stderr).toContain(`(it is "open" in ${file})`);
+  });
+
   test('clients iat create without ISSUER: the context line says so, and no log line of the server it boots is printed', async () => {
     const res = await runCli(['clients', 'iat', 'create'], { AGENTAUTH_DATA_DIR: dataDir, AGENTAUTH_CONFIG: writeConfig(tempDir(), { registration: { mode: 'token' } }) });
     expect(res.code).toBe(0);

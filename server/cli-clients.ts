@@ -120,16 +120,18 @@ export function registerClientCommands(clients: Command, iat: Command): void {
     .description('stop token issuance to a client at once, on every instance, and revoke its grants and tokens')
     .action((id: string) =>
       withClientAdmin(async (admin) => {
-        out(await admin.disable(id, CLI));
-        note(`client ${id} disabled; its grants and tokens are revoked`);
+        const view = await admin.disable(id, CLI);
+        out(view);
+        note(view.already_disabled ? `client ${id} was disabled already (since ${view.disabled_at ?? 'an earlier disable'}): it stays disabled, and its grants and tokens stay revoked` : `client ${id} disabled; its grants and tokens are revoked`);
       }, () => checkClientId(id)),
     );
   subcommand(clients, 'enable <client_id>')
     .description('let a disabled client obtain tokens again (tokens revoked by the disable stay revoked)')
     .action((id: string) =>
       withClientAdmin(async (admin) => {
-        out(await admin.enable(id, CLI));
-        note(`client ${id} enabled`);
+        const view = await admin.enable(id, CLI);
+        out(view);
+        note(view.already_enabled ? `client ${id} was not disabled; nothing changed` : `client ${id} enabled`);
       }, () => checkClientId(id)),
     );
   subcommand(clients, 'delete <client_id>')

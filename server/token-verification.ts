@@ -114,7 +114,8 @@ export async function revocationFacts(storage: Storage, claims: Record<string, u
     if (r.type === 'token.revoked') facts.push(`token revoked at ${r.time} (${where})`);
     if (r.type === 'grant.revoked') facts.push(`grant ${grantId} revoked at ${r.time} (${where})`);
     if (r.type === 'client.deleted') facts.push(`client ${clientId} deleted at ${r.time} (${where})`);
-    if (r.type === 'client.disabled' && (iat ?? 0) <= Math.floor(Date.parse(r.time) / 1000)) {
+    // A disable of a client that was disabled already changed nothing (already_disabled): the earlier one is the fact.
+    if (r.type === 'client.disabled' && r.details.already_disabled !== true && (iat ?? 0) <= Math.floor(Date.parse(r.time) / 1000)) {
       facts.push(`client ${clientId} disabled at ${r.time}, after this token was issued (${where})`);
     }
   }

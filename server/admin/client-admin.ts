@@ -30,6 +30,10 @@ export interface ClientView {
   disabled_at?: string;
   has_secret: boolean;
   metadata: Record<string, unknown>;
+  /** On the answer to a disable of a client that was disabled already: nothing changed (its audit record says the same). */
+  already_disabled?: true;
+  /** On the answer to an enable of a client that was not disabled: nothing changed. */
+  already_enabled?: true;
 }
 
 /** An initial access token as administration shows it: a fingerprint of the token, never the token. */
@@ -243,7 +247,8 @@ export class ClientAdmin {
         for (const model of DISABLE_REVOKES) await this.deps.storage.model(model).revokeByClientId(clientId);
       },
     );
-    return registeredView(clientId, change.after ?? change.before);
+    const view = registeredView(clientId, change.after ?? change.before);
+    return 'keep' in change.decision ? { ...view, already_disabled: true } : view;
   }
 
   /**
@@ -272,7 +277,8 @@ export class ClientAdmin {
           },
           (_current, decision) => this.#audit('client.enabled', clientId, actor, 'keep' in decision ? { already_enabled: true } : {}),
         );
-        return registeredView(clientId, change.after ?? change.before);
+        const view = registeredView(clientId, change.after ?? change.before);
+        return 'keep' in change.decision ? { ...view, already_enabled: true } : view;
       } catch (err) {
         if (!(err instanceof EnableTooSoon)) throw err;
         const waitMs = err.notBefore - Date.now();

@@ -626,6 +626,16 @@ describe('agentauth clients (CLI) on the same store', () => {
     expect((await tokenRequestAtB(c)).status).toBe(401);
     expect((await tokenRequest(a.url, c)).status).toBe(401);
     expect((await introspectAtB(jwt)).active).toBe(false);
+    // Asked again: the answer says it was disabled already, and the line says nothing changed rather than "disabled".
+    const again = await runCli(['clients', 'disable', c.id], env);
+    expect(again.code).toBe(0);
+    expect(JSON.parse(again.stdout)).toMatchObject({ client_id: c.id, disabled: true, already_disabled: true });
+    expect(again.stderr.trim().split('\n').at(-1)).toMatch(new RegExp(`^agentauth: client ${c.id} was disabled already \\(since \\S+\\): it stays disabled`));
+    expect(JSON.parse(disabled.stdout)).not.toHaveProperty('already_disabled');
+    // verify names the disable that revoked the token once, not the repeat that changed nothing.
+    const verified = await runCli(['verify', jwt, '--json'], env);
+    const facts = (JSON.parse(verified.stdout) as { revocation?: string[]; facts?: string[] });
+    expect(JSON.stringify(facts).match(new RegExp(`client ${c.id} disabled at`, 'g'))).toHaveLength(1);
 
     const shown = await runCli(['clients', 'show', c.id], env);
     expect(shown.code).toBe(0);
@@ -634,6 +644,9 @@ describe('agentauth clients (CLI) on the same store', () => {
 
     expect((await runCli(['clients', 'enable', c.id], env)).code).toBe(0);
     expect((await tokenRequestAtB(c)).status).toBe(200);
+    const enabledAgain = await runCli(['clients', 'enable', c.id], env);
+    expect(JSON.parse(enabledAgain.stdout)).toMatchObject({ client_id: c.id, disabled: false, already_enabled: true });
+    expect(enabledAgain.stderr.trim().split('\n').at(-1)).toBe(`agentauth: client ${c.id} was not disabled; nothing changed`);
 
     const rotated = await runCli(['clients', 'rotate-secret', c.id], env);
     expect(rotated.code).toBe(0);

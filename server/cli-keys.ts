@@ -77,9 +77,18 @@ async function knownKid(storage: Storage, ctx: CliContext, verb: 'retire' | 'wit
   return false;
 }
 
+/**
+ * A key retired before its scheduled activation never signed (`keys retire` of a `next` key cancels its rotation): its
+ * line says `activates cancelled`, not the time it was scheduled for, which the JSON answer keeps (`activates_at`).
+ */
+function activation(k: ArchivedKey): string {
+  if (!k.activates_at) return '-';
+  return k.retired_at && Date.parse(k.retired_at) <= Date.parse(k.activates_at) ? 'cancelled' : k.activates_at;
+}
+
 function keyLine(k: ArchivedKey): string {
   return [
-    k.kid, k.alg, k.state.padEnd(8), `created ${k.created_at}`, `activates ${k.activates_at ?? '-'}`, `retired ${k.retired_at ?? '-'}`, `published until ${k.published_until ?? '-'}`,
+    k.kid, k.alg, k.state.padEnd(8), `created ${k.created_at}`, `activates ${activation(k)}`, `retired ${k.retired_at ?? '-'}`, `published until ${k.published_until ?? '-'}`,
     ...(k.withdrawn_at ? [`withdrawn ${k.withdrawn_at}`] : []),
   ].join('  ');
 }

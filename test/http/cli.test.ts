@@ -83,6 +83,16 @@ describe('commands that change keys refuse to create a store or KEK without --in
     // With a key signing, a rotation is published first and activates after keys.publishDelaySeconds (600 s).
     expect(json(again.stdout)).toMatchObject({ status: 'scheduled', replaces: created.kid });
     expect(Date.parse(json(again.stdout).activatesAt as string)).toBeGreaterThan(Date.now() + 590_000);
+    // Retiring that next key cancels its rotation: keys list says it never activates, not the time it was scheduled
+    // for (later than its retirement); the JSON keeps both times.
+    const next = json(again.stdout).kid as string;
+    expect((await runCli(['keys', 'retire', next], { AGENTAUTH_DATA_DIR: dataDir, ISSUER })).code).toBe(0);
+    const lines = (await runCli(['keys', 'list'], { AGENTAUTH_DATA_DIR: dataDir, ISSUER })).stdout.trim().split('\n');
+    expect(lines.find((l) => l.startsWith(next))).toMatch(/ {2}retired +created \S+ {2}activates cancelled {2}retired \S+ {2}published until \S+$/);
+    expect(lines.find((l) => l.startsWith(created.kid as string))).toMatch(/ {2}active +created \S+ {2}activates \d{4}-\S+ {2}retired - {2}/);
+    const listed = json((await runCli(['keys', 'list', '--json'], { AGENTAUTH_DATA_DIR: dataDir, ISSUER })).stdout).keys as Array<{ kid: string; activates_at: string; retired_at: string }>;
+    const cancelled = listed.find((k) => k.kid === next)!;
+    expect(Date.parse(cancelled.activates_at)).toBeGreaterThan(Date.parse(cancelled.retired_at));
   });
 
   test('keys rotate on a MongoDB database where no server has run: exit 2, no key written; --init writes one', async () => {

@@ -107,9 +107,9 @@ async function tail(opts: { lines: number; json?: boolean }): Promise<void> {
   });
 }
 
-async function exportLog(opts: { out?: string; json?: boolean }): Promise<void> {
+async function exportLog(opts: { out?: string; force?: boolean; json?: boolean }): Promise<void> {
   await withStore({ command: 'audit export', readOnly: true }, async ({ audit: store }, config, ctx) => {
-    if (opts.out !== undefined) checkOutFile(opts.out, config);
+    if (opts.out !== undefined) checkOutFile(opts.out, config, '--out', { force: opts.force === true });
     // A file is written under a temporary name and renamed when complete: a failed export leaves no partial file.
     const tmp = opts.out ? `${opts.out}.tmp-${process.pid}` : undefined;
     const file: WriteStream | undefined = tmp ? createWriteStream(tmp, { flags: 'wx', mode: 0o600 }) : undefined;
@@ -587,6 +587,7 @@ export function registerAuditCommands(program: Command): void {
   withJson(audit.command('export'))
     .description('write every audit record as JSON lines, chain after chain in seq order; prints the heads (keep them to detect truncation later)')
     .option('--out <file>', 'write to this file instead of stdout (written in full, then renamed into place)')
+    .option('--force', 'replace the --out file if it exists')
     .action(exportLog);
 
   withJson(audit.command('verify'))

@@ -24,12 +24,17 @@ export class CliUsageError extends Error {
   readonly code = 'usage';
 }
 
-/** Refuses an output file the command could not write, before anything is read or written (usage error, exit 2). */
-export function checkOutFile(path: string, config: Config, flag = '--out'): void {
+/**
+ * Refuses an output file the command could not write, before anything is read or written (usage error, exit 2): one
+ * of the store's own files, a directory, a missing directory, and, unless `force` (`--force`), a file that exists: an
+ * export kept for the record is not replaced by a mistyped name (as `backup` does).
+ */
+export function checkOutFile(path: string, config: Config, flag = '--out', opts: { force?: boolean } = {}): void {
   const dir = dirname(resolve(path));
   const replaces = operatorFileProblem(path, flag, operatorFiles(config));
   if (replaces) throw new CliUsageError(replaces);
   if (existsSync(path) && statSync(path).isDirectory()) throw new CliUsageError(`${flag} ${path} is a directory; name the file to write`);
+  if (opts.force !== undefined && !opts.force && existsSync(path)) throw new CliUsageError(`${flag} ${path} already exists; pass --force to replace it`);
   if (!existsSync(dir)) throw new CliUsageError(`${flag}: directory ${dir} does not exist`);
   if (!statSync(dir).isDirectory()) throw new CliUsageError(`${flag}: ${dir} is not a directory`);
 }

@@ -204,14 +204,15 @@ export function registerKeyCommands(program: Command): void {
     .description('write the public key archive (every key ever used, with its windows), as served at GET /keys')
     .requiredOption('--public', 'required: public keys only (the only kind that is ever exported)')
     .option('--out <file>', 'write to this file instead of standard output')
+    .option('--force', 'replace the --out file if it exists')
     .option('--issuer <url>', 'the issuer to write into the archive (default: ISSUER; one of the two is required)')
-    .action((opts: JsonOpt & { out?: string; issuer?: string }) => {
+    .action((opts: JsonOpt & { out?: string; force?: boolean; issuer?: string }) => {
       // The rule ISSUER follows: an archive naming an issuer no server can have would verify nothing (refused before
       // any store is opened).
       const problem = opts.issuer !== undefined ? issuerProblem(opts.issuer) : undefined;
       if (problem !== undefined) throw new CliUsageError(`keys export --issuer ${opts.issuer}: ${problem}`);
       return withStore({ command: 'keys export', ...(opts.issuer !== undefined ? { issuer: opts.issuer.replace(/\/$/, '') } : {}) }, async (storage, config, ctx) => {
-        if (opts.out !== undefined) checkOutFile(opts.out, config);
+        if (opts.out !== undefined) checkOutFile(opts.out, config, '--out', { force: opts.force === true });
         if (ctx.issuer_source === 'default') {
           throw new CliUsageError(`keys export: ISSUER is not set; the archive names the issuer of the tokens it verifies, so set ISSUER (or --issuer) to the server's issuer rather than the default ${ctx.issuer}`);
         }

@@ -142,6 +142,20 @@ describe('every command says where it looked; --json answers are JSON only', () 
     kid = json(res.stdout).kid as string;
   });
 
+  test('audit export and keys export --out refuse a file that exists (exit 2, the file untouched) unless --force', async () => {
+    for (const args of [['audit', 'export'], ['keys', 'export', '--public']]) {
+      const out = join(tempDir(), 'kept.json');
+      writeFileSync(out, 'an export kept for the record\n');
+      const refused = await runCli([...args, '--out', out], env);
+      expect([refused.code, refused.stderr.trim().split('\n').at(-1)]).toEqual([2, `agentauth: --out ${out} already exists; pass --force to replace it`]);
+      expect(readFileSync(out, 'utf8')).toBe('an export kept for the record\n');
+      const forced = await runCli([...args, '--out', out, '--force'], env);
+      expect(forced.code).toBe(0);
+      expect(readFileSync(out, 'utf8')).not.toContain('an export kept for the record');
+      expect(readFileSync(out, 'utf8').length).toBeGreaterThan(10);
+    }
+  });
+
   test('clients iat create without AGENTAUTH_CONFIG: refused naming the missing file; with a file in open mode, naming the file', async () => {
     const missing = await runCli(['clients', 'iat', 'create'], env);
     expect(missing.code).toBe(2);

@@ -358,7 +358,8 @@ export function interactionRoutes(deps: InteractionDeps): Koa.Middleware {
           const description = `${err.rule}: ${err.message}`;
           if (wantsJson(ctx)) {
             ctx.status = 400;
-            ctx.body = { error: 'access_denied', error_description: description, rule: err.rule };
+            // A message that is not an EIP-4361 message is a malformed request (RFC 6749 §5.2), not a refused sign-in.
+            ctx.body = { error: err.rule === 'message-format' ? 'invalid_request' : 'access_denied', error_description: description, rule: err.rule };
           } else {
             const request = await accessRequest(details);
             ctx.status = 400;

@@ -97,6 +97,8 @@ export function registerWalletGrant(
       log.warn({ event: 'login.failed', rule: err.rule, address: err.address, client_id: client.clientId, reason }, 'wallet sign-in refused');
       auditLater(ctx as never, { type: 'login.failed', client_id: client.clientId, details: { address: err.address, rule: err.rule, reason, via: 'grant' } });
       if (err.rule === 'scope') throw new errors.InvalidScope(`scope: ${err.message}`, scope ?? '');
+      // A message that is not an EIP-4361 message is a malformed parameter (RFC 6749 §5.2), not a grant that failed.
+      if (err.rule === 'message-format') throw new errors.InvalidRequest(`${err.rule}: ${err.message}`);
       throw new errors.InvalidGrant(`${err.rule}: ${err.message}`);
     }
 

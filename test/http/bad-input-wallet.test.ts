@@ -185,14 +185,15 @@ describe('bad input to the wallet sign-in', () => {
     await expect(postLogin(agent, data, huge, '0x00')).resolves.toEqual({
       status: 400,
       body: {
-        error: 'access_denied',
+        // Not an EIP-4361 message: a malformed parameter (RFC 6749 §5.2), not a refused sign-in.
+        error: 'invalid_request',
         rule: 'message-format',
         error_description: `message-format: the message is ${huge.length} characters long; at most ${MAX_MESSAGE_LENGTH} are accepted`,
       },
     });
-    // The same refusal at the grant, as invalid_grant.
+    // The same refusal at the grant, as invalid_request.
     await expect(oidc.genericGrantRequest(agentClient, GRANT, { message: huge, signature: '0x00', resource: RESOURCE })).rejects.toMatchObject({
-      error: 'invalid_grant',
+      error: 'invalid_request',
       error_description: expect.stringMatching(/^message-format: the message is \d+ characters long; at most 4096 are accepted$/),
     });
     const ok = await postLogin(agent, data, valid);
@@ -207,7 +208,7 @@ describe('bad input to the wallet sign-in', () => {
     await expect(postLogin(agent, data, crlf)).resolves.toEqual({
       status: 400,
       body: {
-        error: 'access_denied',
+        error: 'invalid_request',
         rule: 'message-format',
         error_description: 'message-format: the message may contain only printable ASCII characters and LF line ends (no CR, tabs or non-ASCII text)',
       },

@@ -215,10 +215,10 @@ describe('headless wallet-signature grant, driven by openid-client', () => {
     }, 'message-format'],
   ];
 
-  test.each(refused)('refused: %s (invalid_grant naming the rule, one login.failed record with that rule)', async (_label, make, rule) => {
+  test.each(refused)('refused: %s (invalid_grant naming the rule, invalid_request for a message that is not one, one login.failed record with that rule)', async (_label, make, rule) => {
     const params = { ...(await make()), resource: RESOURCE };
     const { error, failed } = await refusedOnce(publicClient, params);
-    expect(error).toMatchObject({ error: 'invalid_grant', error_description: expect.stringMatching(new RegExp(`^${rule}: `)) });
+    expect(error).toMatchObject({ error: rule === 'message-format' ? 'invalid_request' : 'invalid_grant', error_description: expect.stringMatching(new RegExp(`^${rule}: `)) });
     expect(failed).toEqual([expect.objectContaining({ event: 'login.failed', rule, client_id: publicId() })]);
   });
 
@@ -261,7 +261,7 @@ describe('headless wallet-signature grant, driven by openid-client', () => {
     const malformed = { ...valid, message: valid.message.replace('Chain ID: 1', 'Chain ID: one') };
     for (let i = 0; i < 5; i += 1) {
       const { error } = await refusedOnce(publicClient, { ...malformed, resource: RESOURCE });
-      expect(error).toMatchObject({ error_description: expect.stringMatching(/^message-format: /) });
+      expect(error).toMatchObject({ error: 'invalid_request', error_description: expect.stringMatching(/^message-format: /) });
     }
     const { error, failed } = await refusedOnce(publicClient, { ...valid, resource: RESOURCE, scope: 'read' });
     expect(error).toMatchObject({ error: 'invalid_grant', error_description: expect.stringMatching(/^attempts: nonce \w+ has been tried 5 times and is now used up/) });

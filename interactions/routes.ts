@@ -112,7 +112,11 @@ export function interactionRoutes(deps: InteractionDeps): Koa.Middleware {
       ...vouchingFacts(client.clientId, meta),
       redirectHost: URL.parse(String(params.redirect_uri))?.host ?? '',
       resources,
-      dpopBound: Boolean(params.dpop_jkt) || meta.dpop_bound_access_tokens === true,
+      // Every token of the grant is bound only where every token request must prove the key: a client registered with
+      // dpop_bound_access_tokens (its tier's dpop "required" sets it), or a public client whose code is bound with
+      // dpop_jkt (its refresh token is then bound to that key too). A confidential client's refresh tokens are not
+      // bound (RFC 9449 section 5: client authentication constrains them), so its refreshes may ask for bearer tokens.
+      dpopBound: meta.dpop_bound_access_tokens === true || (Boolean(params.dpop_jkt) && meta.token_endpoint_auth_method === 'none'),
     };
   }
 

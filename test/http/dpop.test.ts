@@ -407,10 +407,35 @@ describe('DPoP (RFC 9449) at the token and userinfo endpoints', () => {
         code_challenge_method: 'S256',
         dpop_jkt: jkt,
       });
-      const { callback } = await authorizeWithWallet(url, REDIRECT, { wallet });
+      const { callback, pages } = await authorizeWithWallet(url, REDIRECT, { wallet });
+      // A public client's code and refresh token are both bound to the key: the consent page says every token is.
+      expect(pages.at(-1)).toContain('Tokens will be <strong>DPoP-bound</strong>');
       const tokens = await oidc.authorizationCodeGrant(config, callback, { pkceCodeVerifier: verifier }, { resource: RESOURCE }, { DPoP: oidc.getDPoPHandle(config, bound) });
       expect(tokens.token_type).toBe('dpop');
       expect((decodeJwt(tokens.access_token).cnf as { jkt: string }).jkt).toBe(jkt);
+    });
+
+    test('a confidential client\'s code bound with dpop_jkt: its refresh token is not bound (RFC 9449 section 5), so the consent page does not promise DPoP-bound tokens', async () => {
+      const confidential = await oidc.dynamicClientRegistration(
+        new URL(url),
+        { redirect_uris: [REDIRECT], grant_types: ['authorization_code', 'refresh_token'], token_endpoint_auth_method: 'client_secret_basic', scope: 'read' },
+        undefined,
+        insecure,
+      );
+      const bound = await oidc.randomDPoPKeyPair('ES256');
+      const verifier = oidc.randomPKCECodeVerifier();
+      const authUrl = oidc.buildAuthorizationUrl(confidential, {
+        redirect_uri: REDIRECT, scope: 'read', resource: RESOURCE, code_challenge: await oidc.calculatePKCECodeChallenge(verifier), code_challenge_method: 'S256',
+        dpop_jkt: await calculateJwkThumbprint(await exportJWK(bound.publicKey)),
+      });
+      const { callback, pages } = await authorizeWithWallet(authUrl, REDIRECT, { wallet });
+      // It said "Tokens will be DPoP-bound", and a refresh without a proof then got a bearer token.
+      expect(pages.at(-1)).not.toContain('Tokens will be <strong>DPoP-bound</strong>');
+      expect(pages.at(-1)).toContain('Tokens are DPoP-bound only if the application proves possession of its key');
+      const tokens = await oidc.authorizationCodeGrant(confidential, callback, { pkceCodeVerifier: verifier }, { resource: RESOURCE }, { DPoP: oidc.getDPoPHandle(confidential, bound) });
+      expect(tokens.token_type).toBe('dpop');
+      const refreshed = await oidc.refreshTokenGrant(confidential, tokens.refresh_token!, { resource: RESOURCE });
+      expect(refreshed.token_type).toBe('bearer');
     });
 
     test('userinfo: the DPoP-bound token works with its proof and is refused when presented as Bearer', async () => {

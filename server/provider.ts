@@ -119,6 +119,7 @@ export function registrationPolicy(config: Config, signingAlgs?: () => readonly 
     allowedGrantTypes: config.registration.allowedGrantTypes,
     knownScopes: new Set([...OIDC_SCOPES, ...config.resourceServers.flatMap((rs) => rs.scopes)]),
     anonymous: config.registration.anonymous,
+    anonymousTokenExchange: config.tokenExchange.allowAnonymous,
     ...(signingAlgs ? { signingAlgs } : {}),
   };
 }

@@ -1,6 +1,6 @@
 import { errors } from 'oidc-provider';
 
-import { WALLET_GRANT_TYPE } from '../config.js';
+import { TOKEN_EXCHANGE_GRANT_TYPE, WALLET_GRANT_TYPE } from '../config.js';
 import type { RegistrationConfig, TierConfig } from '../config.js';
 import { TIER_FIELD } from './tiers.js';
 import { algsFor, clientJwksProblem } from './client-keys.js';
@@ -65,6 +65,11 @@ export interface RegistrationPolicy {
   knownScopes: ReadonlySet<string>;
   /** What anonymously registered clients may do without a person's consent (registration.anonymous). */
   anonymous: RegistrationConfig['anonymous'];
+  /**
+   * Whether anonymously registered clients may exchange tokens (tokenExchange.allowAnonymous): where they may not, the
+   * token-exchange grant type is refused at their registration rather than registered and refused at every exchange.
+   */
+  anonymousTokenExchange?: boolean;
   /**
    * The algorithms of the published signing keys (what discovery advertises): an `id_token_signed_response_alg` must
    * be one of them. Absent: any of ID_TOKEN_SIGNING_ALGS.
@@ -269,6 +274,9 @@ export function checkRegistrationRequest(
   }
   if (grantTypes.includes('client_credentials') && unattendedScopes(origin, policy.anonymous) === undefined) {
     throw metadataError('grant_types', 'client_credentials is not available to clients registered without an initial access token on this server (the operator enables it with registration.anonymous.clientCredentials); use authorization_code, or ask the operator for an initial access token');
+  }
+  if (grantTypes.includes(TOKEN_EXCHANGE_GRANT_TYPE) && origin === 'anonymous' && policy.anonymousTokenExchange !== true) {
+    throw metadataError('grant_types', `${TOKEN_EXCHANGE_GRANT_TYPE} is not available to clients registered without an initial access token on this server (the operator enables it with tokenExchange.allowAnonymous); leave it out, or ask the operator for an initial access token`);
   }
   if (grantTypes.includes('refresh_token') && !grantTypes.some((g) => g === 'authorization_code' || g === WALLET_GRANT_TYPE)) {
     throw metadataError('grant_types', `refresh_token is only issued with authorization_code or ${WALLET_GRANT_TYPE}`);

@@ -50,6 +50,9 @@ const CONFIG = {
   ],
   tokenExchange: {
     maxDepth: 2,
+    // So that the tests of registration metadata (token_exchange_resources, ...) can register clients for the grant
+    // through open registration; the refusal of anonymous registrations without it has a server of its own below.
+    allowAnonymous: true,
     rules: [
       { clients: ['skill-a'], from: [SKILL_A, SHORT], to: [SKILL_B], nextActor: 'skill-b' },
       { clients: ['skill-b'], from: [SKILL_B], to: [SKILL_C], scopes: ['read'] },
@@ -293,15 +296,29 @@ describe.each(backends)('RFC 8693 token exchange on %s', (_name, storeEnv, openS
     expect(decodeJwt(issued.access_token)).toMatchObject({ aud: SKILL_C, act: { client_id: 'skill-pub' }, cnf: { jkt } });
   });
 
-  test('a client registered anonymously may not exchange (tokenExchange.allowAnonymous is off)', async () => {
-    const reg = await register(issuer, { grant_types: [EXCHANGE], response_types: [], redirect_uris: [], token_endpoint_auth_method: 'none' });
-    expect(reg.status).toBe(201);
-    const anon = new oidc.Configuration(meta, reg.body.client_id as string, undefined, oidc.None());
-    oidc.allowInsecureRequests(anon);
-    const dpop = oidc.getDPoPHandle(anon, await oidc.randomDPoPKeyPair('ES256'));
-    const err = await refusal(oidc.genericGrantRequest(anon, EXCHANGE, { subject_token: await agentToken(), subject_token_type: AT_TYPE, resource: SKILL_B }, { DPoP: dpop }));
-    expect(err).toMatchObject({ status: 400, error: 'unauthorized_client', error_description: expect.stringMatching(/registered anonymously may not exchange/) });
+  test('a client registering anonymously may not register the token-exchange grant (tokenExchange.allowAnonymous is off), neither at registration nor by an RFC 7592 update', async () => {
+    const strict = await startConfigured({ ...CONFIG, tokenExchange: { ...CONFIG.tokenExchange, allowAnonymous: false } }, storeEnv());
+    try {
+      await anonymousExchangeRegistrationRefused(strict.server.url);
+    } finally {
+      await strict.server.stop();
+    }
   });
+
+  async function anonymousExchangeRegistrationRefused(issuer: string): Promise<void> {
+    // It was registered (201) and then refused at every exchange with unauthorized_client.
+    const reg = await register(issuer, { grant_types: [EXCHANGE], response_types: [], redirect_uris: [], token_endpoint_auth_method: 'none' });
+    expect(reg).toMatchObject({ status: 400, body: { error: 'invalid_client_metadata', error_description: expect.stringContaining(`${EXCHANGE} is not available to clients registered without an initial access token on this server (the operator enables it with tokenExchange.allowAnonymous)`) } });
+    // An anonymous client adding it later is refused the same way, and keeps what it had.
+    const plain = await register(issuer, { grant_types: ['authorization_code'], redirect_uris: ['http://127.0.0.1:8765/callback'], token_endpoint_auth_method: 'none' });
+    expect(plain.status).toBe(201);
+    const update = await fetch(plain.body.registration_client_uri as string, {
+      method: 'PUT',
+      headers: { authorization: `Bearer ${plain.body.registration_access_token as string}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ client_id: plain.body.client_id, grant_types: ['authorization_code', EXCHANGE], redirect_uris: ['http://127.0.0.1:8765/callback'], token_endpoint_auth_method: 'none' }),
+    });
+    expect([update.status, ((await update.json()) as { error: string }).error]).toEqual([400, 'invalid_client_metadata']);
+  }
 
   test('a client that may not exchange learns nothing about the token it presents: the same refusal for a live one and garbage', async () => {
     const live = await agentToken();
@@ -311,15 +328,6 @@ describe.each(backends)('RFC 8693 token exchange on %s', (_name, storeEnv, openS
     for (const a of answers) {
       expect(a).toEqual({ status: 400, error: 'unauthorized_client', error_description: 'no tokenExchange rule of this server names client norule (by its id or its tier): it may not exchange tokens' });
     }
-    // The anonymous client's refusal does not depend on the token either.
-    const reg = await register(issuer, { grant_types: [EXCHANGE], response_types: [], redirect_uris: [], token_endpoint_auth_method: 'none' });
-    const anon = new oidc.Configuration(meta, reg.body.client_id as string, undefined, oidc.None());
-    oidc.allowInsecureRequests(anon);
-    const dpop = oidc.getDPoPHandle(anon, await oidc.randomDPoPKeyPair('ES256'));
-    const anonAnswers = [];
-    for (const token of [live, 'not-a-token']) anonAnswers.push(await refusal(oidc.genericGrantRequest(anon, EXCHANGE, { subject_token: token, subject_token_type: AT_TYPE, resource: SKILL_B }, { DPoP: dpop })));
-    expect(anonAnswers[0]).toEqual(anonAnswers[1]);
-    expect(anonAnswers[0]!.error).toBe('unauthorized_client');
   });
 
   test('several resources or audiences are invalid_target (RFC 8693 §2.2.2), whichever way they are spelled', async () => {

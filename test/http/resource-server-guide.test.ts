@@ -9,7 +9,7 @@ import { calculateJwkThumbprint, decodeJwt, EmbeddedJWK, errors, exportJWK, gene
 import { extractWWWAuthenticateParams } from '@modelcontextprotocol/sdk/client/auth.js';
 import * as oidc from 'openid-client';
 
-import { basicAuth, baseConfig, clientCredentialsToken, insecure, introspect, RESOURCE, RS_CLIENT } from '../support/agent-server.js';
+import { basicAuth, baseConfig, clientCredentialsToken, insecure, introspect, OPAQUE_RESOURCE, opaqueToken, RESOURCE, RS_CLIENT } from '../support/agent-server.js';
 import { freePort } from '../support/ferretdb.js';
 import { guideBlock, guideDir, toJavaScript, typeProblems } from '../support/guide.js';
 import { startConfigured } from '../support/server.js';
@@ -198,6 +198,37 @@ test('the guide\'s replay cache keeps a proof\'s jti for as long as the guide ac
   const accepted = (at: number) => jwtVerify(proof, EmbeddedJWK, { typ: 'dpop+jwt', maxTokenAge: maxAge, clockTolerance: skew, currentDate: new Date(at) }).then(() => true, () => false);
   expect([await accepted(acceptedUntil - 1), await accepted(acceptedUntil)]).toEqual([true, false]);
   expect(firstUse + remembered[0]! * 1000).toBeGreaterThanOrEqual(acceptedUntil);
+});
+
+/**
+ * The guide's protect.ts and introspect.ts, loaded as written for the opaque resource server of this agentauth
+ * (ISSUER, RESOURCE and the resource server's client read at import).
+ */
+describe('the guide\'s introspection, for the opaque resource server', () => {
+  let introspectGuide: (token: string) => Promise<Record<string, unknown>>;
+
+  beforeAll(async () => {
+    const jsDir = join(dir, 'js-opaque');
+    mkdirSync(jsDir, { recursive: true });
+    for (const name of ['protect', 'introspect']) writeFileSync(join(jsDir, `${name}.js`), toJavaScript(readFileSync(join(dir, `${name}.ts`), 'utf8')));
+    const settings = { ISSUER: as.url, RESOURCE: OPAQUE_RESOURCE, RS_CLIENT_ID: RS_CLIENT.id, RS_CLIENT_SECRET: RS_CLIENT.secret };
+    const saved = Object.fromEntries(Object.keys(settings).map((name) => [name, process.env[name]]));
+    Object.assign(process.env, settings);
+    try {
+      ({ introspect: introspectGuide } = (await import(pathToFileURL(join(jsDir, 'introspect.js')).href)) as { introspect: typeof introspectGuide });
+    } finally {
+      for (const [name, value] of Object.entries(saved)) {
+        if (value === undefined) delete process.env[name];
+        else process.env[name] = value;
+      }
+    }
+  });
+
+  test('introspecting an opaque client credentials token: accepted, without sub; the machine is client_id', async () => {
+    const claims = await introspectGuide(await opaqueToken(as.url));
+    expect(claims).toMatchObject({ active: true, client_id: RS_CLIENT.id, aud: OPAQUE_RESOURCE, token_type: 'Bearer' });
+    expect(claims).not.toHaveProperty('sub');
+  });
 });
 
 /**

@@ -204,7 +204,12 @@ test('the guide\'s replay cache keeps a proof\'s jti for as long as the guide ac
  * The guide's protect.ts and introspect.ts, loaded as written for the opaque resource server of this agentauth
  * (ISSUER, RESOURCE and the resource server's client read at import).
  */
-describe('the guide\'s introspection, for the opaque resource server', () => {
+describe('the guide\'s checks, for the opaque resource server', () => {
+  type Guide = {
+    authenticate(req: { method: string; url: string; authorization: string; dpop: string[] }, replay: { addOnce(key: string, ttl: number): Promise<boolean> }, check: (t: string) => Promise<object>): Promise<unknown>;
+    verifyLocally(token: string): Promise<Record<string, unknown>>;
+  };
+  let guide: Guide;
   let introspectGuide: (token: string) => Promise<Record<string, unknown>>;
 
   beforeAll(async () => {
@@ -215,6 +220,7 @@ describe('the guide\'s introspection, for the opaque resource server', () => {
     const saved = Object.fromEntries(Object.keys(settings).map((name) => [name, process.env[name]]));
     Object.assign(process.env, settings);
     try {
+      guide = (await import(pathToFileURL(join(jsDir, 'protect.js')).href)) as Guide;
       ({ introspect: introspectGuide } = (await import(pathToFileURL(join(jsDir, 'introspect.js')).href)) as { introspect: typeof introspectGuide });
     } finally {
       for (const [name, value] of Object.entries(saved)) {
@@ -222,6 +228,28 @@ describe('the guide\'s introspection, for the opaque resource server', () => {
         else process.env[name] = value;
       }
     }
+  });
+
+  test('a refused claim is named in the message, with jose\'s reason', async () => {
+    // A JWT access token agentauth issued for another resource server.
+    const { body } = await clientCredentialsToken(as.url, RS_CLIENT.id, RS_CLIENT.secret);
+    await expect(guide.verifyLocally(body.access_token as string)).rejects.toMatchObject({ error: 'invalid_token', message: 'access token rejected (ERR_JWT_CLAIM_VALIDATION_FAILED: claim aud check_failed)' });
+
+    const { publicKey, privateKey } = await generateKeyPair('ES256');
+    const jwk = await exportJWK(publicKey);
+    const token = 'an-access-token';
+    const ath = createHash('sha256').update(token).digest('base64url');
+    const now = Math.floor(Date.now() / 1000);
+    const call = async (claims: Record<string, unknown>) => {
+      const proof = await new SignJWT(claims).setProtectedHeader({ alg: 'ES256', typ: 'dpop+jwt', jwk }).sign(privateKey);
+      const replay = { addOnce: async () => true };
+      return guide.authenticate({ method: 'GET', url: 'https://api.example.com/data', authorization: `DPoP ${token}`, dpop: [proof] }, replay, async () => ({ cnf: { jkt: await calculateJwkThumbprint(jwk) } }))
+        .then(() => undefined, (err: unknown) => err as { error: string; message: string });
+    };
+    const proof = { htm: 'GET', htu: 'https://api.example.com/data', iat: now, jti: 'one', ath };
+    expect(await call({ ...proof, ath: undefined })).toMatchObject({ error: 'invalid_dpop_proof', message: 'DPoP proof rejected (ERR_JWT_CLAIM_VALIDATION_FAILED: claim ath missing)' });
+    expect(await call({ ...proof, iat: now - 3600 })).toMatchObject({ error: 'invalid_dpop_proof', message: 'DPoP proof rejected (ERR_JWT_EXPIRED: claim iat check_failed)' });
+    expect(await call(proof)).toBeUndefined();
   });
 
   test('introspecting an opaque client credentials token: accepted, without sub; the machine is client_id', async () => {

@@ -244,7 +244,7 @@ export function providerConfiguration(deps: ProviderDeps): Configuration {
       // Asymmetric only: client_secret_jwt would need the secret in plaintext, and secrets are stored hashed.
       clientAuthSigningAlgValues: [...CLIENT_AUTH_SIGNING_ALGS],
       // Ed25519 is the fully-specified name for EdDSA over Ed25519 (RFC 9864); openid-client v6 uses it.
-      dPoPSigningAlgValues: ['ES256', 'EdDSA', 'Ed25519'],
+      dPoPSigningAlgValues: [...DPOP_SIGNING_ALGS],
     },
     extraClientMetadata: {
       // software_id and software_version (RFC 7591 §2) are not oidc-provider's own: listed here, or it drops them.
@@ -439,6 +439,22 @@ function dpopProofAcceptedUntil(payload: Record<string, unknown>): number | unde
   return !payload.nonce && typeof payload.iat === 'number' ? payload.iat + DPOP_IAT_WINDOW_SECONDS + 1 : undefined;
 }
 
+/** The algorithms a DPoP proof may be signed with (enabledJWA.dPoPSigningAlgValues; discovery's dpop_signing_alg_values_supported). */
+export const DPOP_SIGNING_ALGS = ['ES256', 'EdDSA', 'Ed25519'] as const;
+
+/**
+ * The URL oidc-provider compares a DPoP proof's `htu` with on this request (lib/helpers/validate_dpop.js: the URL of
+ * the route it resolved, `new URL(ctx.oidc.urlFor(ctx.oidc.route)).href`), or undefined if it cannot be said.
+ */
+function dpopExpectedHtu(ctx: KoaContextWithOIDC): string | undefined {
+  try {
+    const route = ctx.oidc?.route;
+    return typeof route === 'string' ? new URL(ctx.oidc.urlFor(route)).href : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /**
  * The DPoP proof oidc-provider verified on the request being handled, when `jti` is its jti (not a client
  * assertion's), and the route it was sent to.
@@ -592,8 +608,21 @@ export function createProvider(deps: ProviderDeps): Provider {
         replaceDescription(ctx, body, header);
         return;
       }
+      // oidc-provider says only "htu mismatch": the URL it compared the proof's htu with (lib/helpers/validate_dpop.js,
+      // the endpoint URL it resolved for this request, query and fragment ignored) is what the client must send.
+      if (body && typeof body === 'object' && body.error === 'invalid_dpop_proof' && body.error_description === 'DPoP proof htu mismatch') {
+        const expected = dpopExpectedHtu(ctx);
+        if (expected !== undefined) replaceDescription(ctx, body, `DPoP proof htu mismatch: the proof's htu must be ${expected} (RFC 9449 section 4.3)`);
+        return;
+      }
       const cause = err.cause as { code?: unknown; message?: unknown } | undefined;
       if (!body || typeof body !== 'object' || body.error !== 'invalid_dpop_proof' || body.error_description !== 'invalid DPoP key binding') return;
+      // An alg outside the list: the list (discovery's dpop_signing_alg_values_supported) is what the client can use.
+      if (cause?.code === 'ERR_JOSE_ALG_NOT_ALLOWED') {
+        const alg = dpopProofAlg(ctx.req);
+        replaceDescription(ctx, body, `invalid DPoP proof: 'alg' (Algorithm) Header Parameter value not allowed${alg ? ` (${alg})` : ''}: sign the proof with one of ${DPOP_SIGNING_ALGS.join(', ')} (dpop_signing_alg_values_supported, RFC 9449 section 5.1)`);
+        return;
+      }
       if (typeof cause?.code === 'string' && cause.code.startsWith('ERR_J') && typeof cause.message === 'string') {
         replaceDescription(ctx, body, `invalid DPoP proof: ${cause.message.slice(0, 200)}`);
         return;

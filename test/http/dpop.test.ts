@@ -115,15 +115,16 @@ describe('DPoP (RFC 9449) at the token and userinfo endpoints', () => {
     expect(res.status).toBe(400);
     expect(res.body.error).toBe('invalid_dpop_proof');
     // Never the bare "invalid DPoP key binding": the check that failed is named.
-    expect({ label, description: res.body.error_description }).toEqual({ label, description: SAYS[label] });
+    expect({ label, description: res.body.error_description }).toEqual({ label, description: SAYS[label]!.replace('<url>', url) });
   });
   const SAYS: Record<string, string> = {
     'wrong htm': 'DPoP proof htm mismatch',
-    'wrong htu': 'DPoP proof htu mismatch',
-    'htu of another server': 'DPoP proof htu mismatch',
+    // These said only "DPoP proof htu mismatch", and the alg refusals not which algorithms are accepted.
+    'wrong htu': `DPoP proof htu mismatch: the proof's htu must be <url>/token (RFC 9449 section 4.3)`,
+    'htu of another server': `DPoP proof htu mismatch: the proof's htu must be <url>/token (RFC 9449 section 4.3)`,
     'wrong typ': "invalid DPoP proof: unexpected 'typ' JWT header value",
-    'alg none': "invalid DPoP proof: 'alg' (Algorithm) Header Parameter value not allowed",
-    'HS256 (a symmetric key)': "invalid DPoP proof: 'alg' (Algorithm) Header Parameter value not allowed",
+    'alg none': "invalid DPoP proof: 'alg' (Algorithm) Header Parameter value not allowed (none): sign the proof with one of ES256, EdDSA, Ed25519 (dpop_signing_alg_values_supported, RFC 9449 section 5.1)",
+    'HS256 (a symmetric key)': "invalid DPoP proof: 'alg' (Algorithm) Header Parameter value not allowed (HS256): sign the proof with one of ES256, EdDSA, Ed25519 (dpop_signing_alg_values_supported, RFC 9449 section 5.1)",
     'a private key in the jwk header': "invalid DPoP proof: 'jwk' (JSON Web Key) Header Parameter must be a public key",
     'signed by a key other than the one in the header': 'invalid DPoP proof: signature verification failed',
     'a malformed proof': 'invalid DPoP proof: JWS Protected Header is invalid',
@@ -239,7 +240,7 @@ describe('DPoP (RFC 9449) at the token and userinfo endpoints', () => {
 
     test('alg: an algorithm outside the allowed list is refused', async () => {
       const [, payload] = (await proof(key, { htu: `${url}/token` })).split('.');
-      await refused(`${b64(JSON.stringify({ alg: 'ES512', typ: 'dpop+jwt', jwk: key.jwk }))}.${payload}.AAAA`, /^invalid DPoP proof: 'alg' \(Algorithm\) Header Parameter value not allowed$/);
+      await refused(`${b64(JSON.stringify({ alg: 'ES512', typ: 'dpop+jwt', jwk: key.jwk }))}.${payload}.AAAA`, /^invalid DPoP proof: 'alg' \(Algorithm\) Header Parameter value not allowed \(ES512\): sign the proof with one of ES256, EdDSA, Ed25519 \(dpop_signing_alg_values_supported/);
     });
 
     test('the embedded key must be public: the same key sent with its private member is refused', async () => {
@@ -260,7 +261,9 @@ describe('DPoP (RFC 9449) at the token and userinfo endpoints', () => {
     });
 
     test('htu: a proof for another URL is refused', async () => {
-      await refused(await proof(key, { htu: `${url}/token/introspection` }), /htu mismatch/);
+      await refused(await proof(key, { htu: `${url}/token/introspection` }), /^DPoP proof htu mismatch: the proof's htu must be http:\/\/[^ ]+\/token \(RFC 9449 section 4\.3\)$/);
+      // A query or fragment on the htu is ignored, as oidc-provider compares it: such a proof is accepted.
+      expect((await ccRequest(url, await proof(key, { htu: `${url}/token?x=1#f` }))).status).toBe(200);
     });
 
     test('iat: a proof 10 minutes old is refused (use_dpop_nonce), and one without iat is invalid', async () => {
@@ -559,6 +562,49 @@ describe('DPoP (RFC 9449) at the token and userinfo endpoints', () => {
       expect(replay.status).toBe(401);
       expect(await replay.json()).toEqual({ error: 'invalid_dpop_proof', error_description: 'DPoP proof JWT replay detected: each proof (its jti) may be used once' });
       expect(replay.headers.get('www-authenticate')).toMatch(/^DPoP .*error="invalid_dpop_proof"/);
+    });
+
+    test('userinfo and PAR: a proof for another URL names the URL expected, and a refused alg names those accepted', async () => {
+      const { tokens, keys } = await codeFlow('openid');
+      const jwk = await exportJWK(keys.publicKey);
+      const ath = createHash('sha256').update(tokens.access_token).digest('base64url');
+      const algs = 'sign the proof with one of ES256, EdDSA, Ed25519 (dpop_signing_alg_values_supported, RFC 9449 section 5.1)';
+      const atUserinfo = async (dpop: string) => {
+        const res = await fetch(`${url}/me`, { headers: { authorization: `DPoP ${tokens.access_token}`, dpop } });
+        const body = (await res.json()) as Record<string, unknown>;
+        // The challenge (RFC 9449 section 7.1) says what the body says.
+        if (res.status === 401) expect(res.headers.get('www-authenticate')).toContain(`error_description="${String(body.error_description)}"`);
+        return { status: res.status, body };
+      };
+      const claims = (htu: string, htm = 'GET') => ({ htm, htu, iat: now(), jti: randomUUID(), ath });
+      expect(await atUserinfo(await rawProof(keys.privateKey as SigningKey, { alg: 'ES256', typ: 'dpop+jwt', jwk }, claims(`${url}/token`)))).toEqual({
+        status: 401, body: { error: 'invalid_dpop_proof', error_description: `DPoP proof htu mismatch: the proof's htu must be ${url}/me (RFC 9449 section 4.3)` },
+      });
+      const [, payload] = (await rawProof(keys.privateKey as SigningKey, { alg: 'ES256', typ: 'dpop+jwt', jwk }, claims(`${url}/me`))).split('.');
+      expect(await atUserinfo(`${b64(JSON.stringify({ alg: 'ES512', typ: 'dpop+jwt', jwk }))}.${payload}.AAAA`)).toEqual({
+        status: 401, body: { error: 'invalid_dpop_proof', error_description: `invalid DPoP proof: 'alg' (Algorithm) Header Parameter value not allowed (ES512): ${algs}` },
+      });
+      // The right proof is still accepted.
+      expect((await atUserinfo(await rawProof(keys.privateKey as SigningKey, { alg: 'ES256', typ: 'dpop+jwt', jwk }, claims(`${url}/me`)))).status).toBe(200);
+
+      // PAR takes a DPoP proof (RFC 9449 section 10.1): the same checks, the same descriptions, at /request.
+      const push = async (dpop: string) => {
+        const res = await fetch(`${url}/request`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/x-www-form-urlencoded', dpop },
+          body: new URLSearchParams({ client_id: config.clientMetadata().client_id, response_type: 'code', redirect_uri: REDIRECT, scope: 'read', resource: RESOURCE, code_challenge: await oidc.calculatePKCECodeChallenge(oidc.randomPKCECodeVerifier()), code_challenge_method: 'S256' }),
+        });
+        return { status: res.status, body: (await res.json()) as Record<string, unknown> };
+      };
+      const parClaims = (htu: string) => ({ htm: 'POST', htu, iat: now(), jti: randomUUID() });
+      expect(await push(await rawProof(keys.privateKey as SigningKey, { alg: 'ES256', typ: 'dpop+jwt', jwk }, parClaims(`${url}/token`)))).toEqual({
+        status: 400, body: { error: 'invalid_dpop_proof', error_description: `DPoP proof htu mismatch: the proof's htu must be ${url}/request (RFC 9449 section 4.3)` },
+      });
+      const [, parPayload] = (await rawProof(keys.privateKey as SigningKey, { alg: 'ES256', typ: 'dpop+jwt', jwk }, parClaims(`${url}/request`))).split('.');
+      expect(await push(`${b64(JSON.stringify({ alg: 'HS256', typ: 'dpop+jwt', jwk }))}.${parPayload}.AAAA`)).toEqual({
+        status: 400, body: { error: 'invalid_dpop_proof', error_description: `invalid DPoP proof: 'alg' (Algorithm) Header Parameter value not allowed (HS256): ${algs}` },
+      });
+      expect((await push(await rawProof(keys.privateKey as SigningKey, { alg: 'ES256', typ: 'dpop+jwt', jwk }, parClaims(`${url}/request`)))).status).toBe(201);
     });
 
     test('userinfo: the challenge says what the body says, in ASCII, for a proof jose refuses and for two DPoP header fields', async () => {

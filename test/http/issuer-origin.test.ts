@@ -134,7 +134,8 @@ describe('ISSUER binds every URL the server builds or checks', () => {
       const other = name === 'X-Forwarded-Host and -Proto' ? 'https://evil.example/token' : `http://${headers.host ?? headers['x-forwarded-host']}/token`;
       const res = await tokenRequest(server.port, { host: `127.0.0.1:${server.port}`, ...headers }, issuer, await dpopProof(proofKey, other));
       expect(res.status).toBe(400);
-      expect(res.body).toMatchObject({ error: 'invalid_dpop_proof', error_description: 'DPoP proof htu mismatch' });
+      // The URL named is the issuer's token endpoint, never one built from the request's Host or X-Forwarded-* fields.
+      expect(res.body).toMatchObject({ error: 'invalid_dpop_proof', error_description: `DPoP proof htu mismatch: the proof's htu must be ${issuer}/token (RFC 9449 section 4.3)` });
     });
 
     test('an absolute-form target naming another host builds no URL from it', async () => {

@@ -166,6 +166,11 @@ describe('oidc-provider internals agentauth relies on', () => {
     // ... when it has no nonce, as oidc-provider reads that: an empty one counts as none.
     expect(dpop).toContain('    if (!payload.nonce) {\n      const now = epochTime();');
     expect(dpop).toContain('export function getDpopJwt(provider, ctx) {');
+    // server/provider.ts names the URL a refused htu was compared with (dpopExpectedHtu) as validateDpop computes it,
+    // and lists the accepted algorithms when jose refuses the proof's alg against that list (ERR_JOSE_ALG_NOT_ALLOWED).
+    expect(dpop).toContain('const expected = new URL(ctx.oidc.urlFor(ctx.oidc.route)).href;');
+    expect(dpop).toContain("throw new InvalidDpopProof('DPoP proof htu mismatch');");
+    expect(dpop).toContain("jwt = await jwtVerify(proof, EmbeddedJWK, { algorithms: dPoPSigningAlgValues, typ: 'dpop+jwt' });");
     expect(typeof validateDpopModule.getDpopJwt).toBe('function');
     // A rotated refresh token takes the old one's binding, which server/grants/refresh-binding.ts fills in from the
     // proof validateDpop verified (its default export, answering from the per-request cache above).

@@ -439,6 +439,9 @@ function dpopProofAcceptedUntil(payload: Record<string, unknown>): number | unde
   return !payload.nonce && typeof payload.iat === 'number' ? payload.iat + DPOP_IAT_WINDOW_SECONDS + 1 : undefined;
 }
 
+/** What a reused refresh token is told (the grant.error listener below). */
+export const REFRESH_TOKEN_REUSED = 'refresh token already used: it was rotated by an earlier refresh, and presenting it again is treated as token theft (refresh token reuse detection, RFC 9700 section 4.14.2), so its grant is revoked with every access and refresh token issued from it; obtain a new authorization (the user signs in again for a new authorization code, or a new wallet-signature grant)';
+
 /** The algorithms a DPoP proof may be signed with (enabledJWA.dPoPSigningAlgValues; discovery's dpop_signing_alg_values_supported). */
 export const DPOP_SIGNING_ALGS = ['ES256', 'EdDSA', 'Ed25519'] as const;
 
@@ -586,6 +589,12 @@ export function createProvider(deps: ProviderDeps): Provider {
         body.error_description = ctx.get('DPoP')
           ? "the refresh token is bound to another DPoP key: send a DPoP proof made with the key it was issued to (RFC 9449 section 5)"
           : 'the refresh token is bound to a DPoP key: send a DPoP proof made with that key (RFC 9449 section 5)';
+      }
+      // A rotated refresh token presented again outside the refresh grace (server/grants/refresh-grace.ts lets one
+      // within it through): oidc-provider has revoked the grant, as reuse of a possibly stolen token; said so, and what
+      // the client must do, since every token it holds from that grant is now refused.
+      if (err.error_detail === 'refresh token already used' && ctx.oidc.params?.grant_type === 'refresh_token') {
+        body.error_description = REFRESH_TOKEN_REUSED;
       }
     }
     // oidc-provider names the refused scope only in a member of its own (`scope`); the description says which, and what

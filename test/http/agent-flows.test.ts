@@ -206,8 +206,15 @@ describe('agents with openid-client v6: registration, authorization code + PKCE 
     expect(second.refresh_token).not.toBe(tokens.refresh_token);
     expect((await introspect(issuer, second.access_token)).active).toBe(true);
 
-    await expect(oidc.refreshTokenGrant(config, tokens.refresh_token!, { resource: RESOURCE }, { DPoP: dpop })).rejects.toMatchObject({ error: 'invalid_grant' });
-    await expect(oidc.refreshTokenGrant(config, second.refresh_token!, { resource: RESOURCE }, { DPoP: dpop })).rejects.toMatchObject({ error: 'invalid_grant' });
+    // The reuse is told what happened and what to do (it said only "refresh token already used").
+    await expect(oidc.refreshTokenGrant(config, tokens.refresh_token!, { resource: RESOURCE }, { DPoP: dpop })).rejects.toMatchObject({
+      error: 'invalid_grant',
+      error_description: 'refresh token already used: it was rotated by an earlier refresh, and presenting it again is treated as token theft (refresh token reuse detection, RFC 9700 section 4.14.2), so its grant is revoked with every access and refresh token issued from it; obtain a new authorization (the user signs in again for a new authorization code, or a new wallet-signature grant)',
+    });
+    // The successor, revoked with its grant, is no reuse: it is not told so.
+    const revoked = await oidc.refreshTokenGrant(config, second.refresh_token!, { resource: RESOURCE }, { DPoP: dpop }).catch((e: unknown) => e);
+    expect(revoked).toMatchObject({ error: 'invalid_grant' });
+    expect((revoked as { error_description?: string }).error_description).not.toMatch(/already used/);
     expect(await introspect(issuer, second.access_token)).toEqual({ active: false });
     expect(await introspect(issuer, tokens.access_token)).toEqual({ active: false });
   });

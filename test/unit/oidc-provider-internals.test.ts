@@ -328,6 +328,9 @@ describe('oidc-provider internals agentauth relies on', () => {
     const at = (s: string) => source.indexOf(s);
     expect(at('await RefreshToken.find(refreshTokenValue')).toBeGreaterThan(-1);
     expect(at('await RefreshToken.find(refreshTokenValue')).toBeLessThan(at('if (refreshToken.consumed)'));
+    // server/provider.ts rewrites the reuse's error_detail (REFRESH_TOKEN_REUSED) to say the grant was revoked: the
+    // branch revokes the grant, then throws that detail.
+    expect(source).toContain("      revoke(ctx, refreshToken.grantId),\n    ]);\n    throw new InvalidGrant('refresh token already used');");
     expect(at('checkDpopReplay(ctx')).toBeLessThan(at('if (refreshToken.consumed)'));
     expect(at('rotateRefreshToken(ctx)')).toBeLessThan(at('await refreshToken.consume()'));
     expect(at('ctx.oidc.entity(\'RotatedRefreshToken\', refreshToken)')).toBeGreaterThan(at('await refreshToken.consume()'));

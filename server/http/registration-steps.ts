@@ -410,6 +410,12 @@ const updatePolicyStep = named('agentauthUpdatePolicy', async (ctx, next) => {
   const { deps } = stateFor(ctx);
   requireJsonBody(ctx);
   const client = ctx.oidc.client!;
+  // oidc-provider's equalChecks step (after this one) answers a body without client_id as one naming another client
+  // ("provided client_id does not match the authenticated client's one"); what is wrong is that it is missing. The
+  // client has authenticated with its registration access token, and its id is in the URL: it is named.
+  if ((ctx.oidc.body as Record<string, unknown>).client_id === undefined) {
+    throw new errors.InvalidRequest(`client_id is required in the body of an update and must equal the registered client_id (${client.clientId}) (RFC 7592 section 2.2)`);
+  }
   const metadata = client.metadata() as Record<string, unknown>;
   // What the client may send back unchanged: its read response, and the registration response's
   // client_secret_expires_at, which reads leave out with the secret (RFC 7592 §2.2 allows echoing either response).

@@ -926,6 +926,35 @@ describe('bad input gets an RFC-shaped 4xx, never a 500, and changes nothing', (
       expect(html).toContain(`"clientName":"${id}"`);
     });
 
+    test('an RFC 7592 update without client_id in the body is told it is required; a wrong one keeps the mismatch; neither changes anything', async () => {
+      const created = await register(issuer, { ...valid, client_name: 'Agent' });
+      expect(created.status).toBe(201);
+      const id = created.body.client_id as string;
+      const token = created.body.registration_access_token as string;
+      const put = async (body: Record<string, unknown>) => {
+        const res = await fetch(created.body.registration_client_uri as string, {
+          method: 'PUT',
+          headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+          body: JSON.stringify(body),
+        });
+        return { status: res.status, body: (await res.json()) as Record<string, unknown> };
+      };
+      // It said "provided client_id does not match the authenticated client's one", as if it named another client.
+      expect(await put({ ...valid, client_name: 'Renamed' })).toEqual({
+        status: 400,
+        body: { error: 'invalid_request', error_description: `client_id is required in the body of an update and must equal the registered client_id (${id}) (RFC 7592 section 2.2)` },
+      });
+      expect(await put({ client_id: 'another-client', ...valid, client_name: 'Renamed' })).toEqual({
+        status: 400,
+        body: { error: 'invalid_request', error_description: "provided client_id does not match the authenticated client's one" },
+      });
+      expect((await storedClient(id))?.client_name).toBe('Agent');
+      // The registration access token was not used up by either: the same token makes the update.
+      const ok = await put({ client_id: id, ...valid, client_name: 'Renamed' });
+      expect(ok.status).toBe(200);
+      expect(ok.body.client_name).toBe('Renamed');
+    });
+
     test('an RFC 7592 update to a name with a control character is refused and the stored name stays', async () => {
       const created = await register(issuer, { ...valid, client_name: 'Agent' });
       expect(created.status).toBe(201);

@@ -33,6 +33,17 @@ export function recoveryPath(): RecoveryPath {
 }
 
 /**
+ * Whether a 65-byte signature with an account key's `v` (27, 28, 0 or 1) has its `s` in the upper half of the curve
+ * order (n/2 < s < n): the malleable twin of a valid signature, which EIP-2's low-s rule (and ethers, and this server)
+ * refuses. Some signers (cloud KMS, HSMs) produce it; the signer's own low-s form is s' = n - s with v flipped.
+ */
+export function hasHighS(signature: string): boolean {
+  if (!SIGNATURE_65.test(signature) || recoveryId(Number.parseInt(signature.slice(130), 16)) === -1) return false;
+  const s = BigInt(`0x${signature.slice(66, 130)}`);
+  return s > HALF_N && s < 2n * HALF_N + 1n;
+}
+
+/**
  * The recovery id a personal_sign `v` stands for: 27/28 as wallets send it, 0/1 as some hardware wallets do; -1 for
  * anything else. ethers would also take EIP-155 transaction values (35 + 2 × chain id + parity, any chain id), so one
  * signature would have unboundedly many spellings; a message signature has no chain id in its `v`, and a 65-byte

@@ -2,7 +2,7 @@
 import type { NonceStore } from '../../adapters/types.js';
 import { SiweVerificationError } from './errors.js';
 import { checksumAddress, eip191Digest, toHex } from './eth.js';
-import { NonCanonicalV, recoverSigner } from './recover.js';
+import { hasHighS, NonCanonicalV, recoverSigner } from './recover.js';
 import type { SiweRule } from './errors.js';
 import { describeBinding, signedScopes } from './binding.js';
 import { parseSiweMessage } from './message.js';
@@ -293,6 +293,11 @@ function checkSignatureForm(signature: unknown, fail: Fail): asserts signature i
   if (problem !== undefined) throw fail('signature', problem);
 }
 
+/** What a high-s account-key signature is told (checkSignature). */
+export const HIGH_S =
+  "the signature's s is in the upper half of the secp256k1 curve order (s > n/2), which the low-s rule (EIP-2) refuses as malleable; " +
+  'normalise it (s = n - s, and flip v between 27 and 28) and send it again';
+
 /** Whose the signature is (its form and the address were checked first, in verifySiwe's step 1). */
 async function checkSignature(
   message: string,
@@ -306,7 +311,11 @@ async function checkSignature(
   let notAnAccountKey = '';
   /** What was found about the signature as an account key's, for a refusal that comes from the contract-wallet step. */
   const found = () => (recovered ? `it was made by ${recovered}` : notAnAccountKey.slice(2, -1));
-  if (EOA_SIGNATURE.test(signature)) {
+  // A high-s signature (EIP-2) recovers to no one this server accepts: it is told so, not that another key made it.
+  const highS = hasHighS(signature);
+  if (highS) {
+    if (!eip1271) throw fail('signature', HIGH_S);
+  } else if (EOA_SIGNATURE.test(signature)) {
     try {
       recovered = await recoverSigner(message, signature);
     } catch (err) {
@@ -329,6 +338,7 @@ async function checkSignature(
     valid = await eip1271(msg.chainId, checksumAddress(msg.address), toHex(eip191Digest(message)), signature);
   } catch (err) {
     if (err instanceof SiweVerificationError) {
+      if (highS && err.rule === 'signature') throw fail('signature', HIGH_S);
       // A refusal of the signature itself (no endpoint for the chain, say) keeps what the account-key check found.
       const detail = err.rule === 'signature' && found() ? `; ${found()}` : '';
       throw new SiweVerificationError(err.rule, `${err.message}${detail}`, msg.address, { cause: err.cause });
@@ -341,6 +351,7 @@ async function checkSignature(
     );
   }
   if (!valid) {
+    if (highS) throw fail('signature', `${HIGH_S}; the contract wallet at ${msg.address} on chain ${msg.chainId} did not accept it either (EIP-1271)`);
     throw fail(
       'signature',
       `the signature is not valid for ${msg.address}: it is not that account's key signature` +

@@ -278,6 +278,16 @@ describe('bad input to the wallet sign-in', () => {
           error_description: expect.stringMatching(/^signature: the signature (was not made by|does not belong to) /),
         });
       }
+      // The holder's own signature in its high-s form (s > n/2, as some KMS signers give it): it said "was not made by
+      // <address>'s key", which is false; it says what is wrong and how to normalise it.
+      const N = 0xfffffffffffffffffffffffffffffffebaaedce6af48a03bbfd25e8cd0364141n;
+      const signed = await signedSiwe(issuer, wallet, { address: wallet.address, nonce: await fetchNonce(issuer, agentId) });
+      const low = signed.signature;
+      const highS = `${low.slice(0, 66)}${(N - BigInt(`0x${low.slice(66, 130)}`)).toString(16).padStart(64, '0')}${low.slice(130) === '1b' ? '1c' : '1b'}`;
+      await expect(oidc.genericGrantRequest(agentClient, GRANT, { message: signed.message, signature: highS, resource: RESOURCE, scope: 'read' })).rejects.toMatchObject({
+        error: 'invalid_grant',
+        error_description: "signature: the signature's s is in the upper half of the secp256k1 curve order (s > n/2), which the low-s rule (EIP-2) refuses as malleable; normalise it (s = n - s, and flip v between 27 and 28) and send it again",
+      });
     });
 
     test('on the login page: 400 invalid_request saying what is wrong (it was access_denied), using none of the page\'s attempts and not the nonce', async () => {

@@ -455,6 +455,37 @@ describe('verifySiwe: one refusal per rule', () => {
     expect(eip1271.calls).toEqual([[1, ALICE, hashMessage(t.message), safeStyle]]);
   });
 
+  test('signature: the holder\'s own signature in its high-s form (EIP-2) is told so and how to normalise it, not that another key made it', async () => {
+    const N = 0xfffffffffffffffffffffffffffffffebaaedce6af48a03bbfd25e8cd0364141n;
+    const highOf = (low: string) => `${low.slice(0, 66)}${(N - BigInt(`0x${low.slice(66, 130)}`)).toString(16).padStart(64, '0')}${low.slice(130) === '1b' ? '1c' : '1b'}`;
+    const HIGH = "the signature's s is in the upper half of the secp256k1 curve order (s > n/2), which the low-s rule (EIP-2) refuses as malleable; normalise it (s = n - s, and flip v between 27 and 28) and send it again";
+    // No contract-wallet check configured.
+    const a = signed();
+    expect((await refusal(verifySiwe({ ...a, signature: highOf(a.signature) }, rules, { nonces: a.nonces.store, now }), 'signature')).message).toBe(HIGH);
+    // v as 0/1 too.
+    const b = signed();
+    const high01 = `${highOf(b.signature).slice(0, 130)}${highOf(b.signature).slice(130) === '1b' ? '00' : '01'}`;
+    expect((await refusal(verifySiwe({ ...b, signature: high01 }, rules, { nonces: b.nonces.store, now }), 'signature')).message).toBe(HIGH);
+    // No endpoint for the chain (it said "the signature was not made by <address>'s key").
+    const noEndpoint: Eip1271Verifier = async (chainId, address) => {
+      throw new SiweVerificationError('signature', `the signature was not made by ${address}'s key (EIP-191); no JSON-RPC endpoint is configured for chain ${chainId}`, address);
+    };
+    const c = signed();
+    expect((await refusal(verifySiwe({ ...c, signature: highOf(c.signature) }, rules, { nonces: c.nonces.store, now, eip1271: noEndpoint }), 'signature')).message).toBe(HIGH);
+    // A contract wallet that refuses it: said too; one that accepts it signs in (its own check, EIP-1271).
+    const d = signed();
+    expect((await refusal(verifySiwe({ ...d, signature: highOf(d.signature) }, rules, { nonces: d.nonces.store, now, eip1271: eip1271Stub(false).verifier }), 'signature')).message)
+      .toBe(`${HIGH}; the contract wallet at ${ALICE} on chain 1 did not accept it either (EIP-1271)`);
+    const e = signed();
+    await expect(verifySiwe({ ...e, signature: highOf(e.signature) }, rules, { nonces: e.nonces.store, now, eip1271: eip1271Stub(true).verifier })).resolves.toMatchObject({ method: 'eip1271' });
+    // Normalised (the low-s form), it signs in; another key's low-s signature keeps its message.
+    const f = signed();
+    await expect(verifySiwe({ ...f, signature: highOf(highOf(f.signature)) }, rules, { nonces: f.nonces.store, now })).resolves.toMatchObject({ method: 'eip191' });
+    const g = signed({}, bob);
+    const other = await refusal(verifySiwe({ ...g, signature: bob.signMessageSync(g.message) }, rules, { nonces: g.nonces.store, now }), 'signature');
+    expect(other.message).toMatch(new RegExp(`^the signature does not belong to ${ALICE} \\(it was made by ${BOB}\\)`));
+  });
+
   test('signature: when the contract-wallet step refuses the signature itself (no endpoint for the chain), the refusal keeps what the account-key check found', async () => {
     const noEndpoint: Eip1271Verifier = async (chainId, address) => {
       throw new SiweVerificationError('signature', `the signature was not made by ${address}'s key (EIP-191); no JSON-RPC endpoint is configured for chain ${chainId}`, address);

@@ -14,6 +14,7 @@ import type { Logger } from './logger.js';
 import { withoutUserinfo } from './logger.js';
 import { prepareClientAuthErrors } from './http/client-auth-errors.js';
 import { prepareRequestObjectErrors } from './http/request-object-errors.js';
+import { prepareScopeErrors, SCOPE_NOT_ALLOWED, scopeNotAllowed } from './http/scope-errors.js';
 import { prepareUserinfoErrors } from './http/userinfo-errors.js';
 import { installPushedRequestChecks, interactionPolicyRefusingUngrantableScope } from './policies/authorization-scope.js';
 import { shouldIssueRefreshToken } from './policies/refresh.js';
@@ -476,6 +477,7 @@ export function createProvider(deps: ProviderDeps): Provider {
   prepareTokenLimitStep();
   prepareClientAuthErrors();
   prepareRequestObjectErrors();
+  prepareScopeErrors();
   prepareUserinfoErrors();
   const provider = new Provider(deps.config.issuer, providerConfiguration(deps));
   const publishedAlgs = publishedAlgsOf(deps.keyring);
@@ -599,9 +601,8 @@ export function createProvider(deps: ProviderDeps): Provider {
     }
     // oidc-provider names the refused scope only in a member of its own (`scope`); the description says which, and what
     // the client may ask for (its own registered scope: it has authenticated).
-    if (body && typeof body === 'object' && body.error === 'invalid_scope' && body.error_description === 'requested scope is not allowed' && typeof err.scope === 'string') {
-      const allowed = ctx.oidc.client?.scope;
-      replaceDescription(ctx, body, `requested scope ${err.scope.slice(0, 100)} is not allowed for this client${allowed ? ` (it may ask for: ${allowed.slice(0, 300)})` : ''}`);
+    if (body && typeof body === 'object' && body.error === 'invalid_scope' && body.error_description === SCOPE_NOT_ALLOWED && typeof err.scope === 'string') {
+      replaceDescription(ctx, body, scopeNotAllowed(err.scope, ctx.oidc.client?.scope));
     }
   });
   // A DPoP proof that fails jose's checks (its typ, alg, embedded key, signature) is answered "invalid DPoP key

@@ -116,6 +116,31 @@ describe('an authorization request naming no scope that can be granted', () => {
     expect(html).toContain('id="localhost-warning"');
   });
 
+  test('a scope outside the client\'s registered scope names the scope and what it may ask for, as the token endpoint does: in the redirect and at PAR', async () => {
+    // It said "requested scope is not allowed", naming neither.
+    const said = `requested scope write is not allowed for this client (it may ask for: read)`;
+    const params = (scope: string, extra: Record<string, string> = {}) => ({ client_id: 'static-web', response_type: 'code', scope, resource: RESOURCE, code_challenge: 'E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM', code_challenge_method: 'S256', ...extra });
+    const auth = (p: Record<string, string>) => {
+      const url = new URL(`${server.url}/auth`);
+      url.search = new URLSearchParams(p).toString();
+      return fetch(url, { redirect: 'manual' });
+    };
+    const redirected = await auth(params('read write', { redirect_uri: REDIRECT, state: 'st' }));
+    expect(redirected.status).toBe(303);
+    const callback = new URL(redirected.headers.get('location')!);
+    expect(`${callback.origin}${callback.pathname}`).toBe(REDIRECT);
+    // oidc-provider's own member naming the scope (scope=write) stays.
+    expect(Object.fromEntries(callback.searchParams)).toEqual({ error: 'invalid_scope', error_description: said, scope: 'write', state: 'st', iss: server.url });
+    // (Without a redirect_uri, the request is refused for that first: invalid_scope never reaches the JSON or the page
+    // answer of /auth. The description is the error's own, so it would go there alike.)
+    // Pushed (RFC 9126): the same.
+    const pushed = await fetch(`${server.url}/request`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams(params('read write', { redirect_uri: REDIRECT })) });
+    expect([pushed.status, await pushed.json()]).toEqual([400, { error: 'invalid_scope', error_description: said, scope: 'write' }]);
+    // Within its registered scope, the request goes on to the sign-in.
+    const ok = await auth(params('read', { redirect_uri: REDIRECT }));
+    expect([ok.status, new URL(ok.headers.get('location')!, server.url).pathname]).toEqual([303, expect.stringMatching(/^\/interaction\//)]);
+  });
+
   test('a client of the configuration file gets no such notice', async () => {
     const url = new URL(`${server.url}/auth`);
     for (const [k, v] of Object.entries({ client_id: 'static-web', response_type: 'code', redirect_uri: REDIRECT, scope: 'read', resource: RESOURCE, code_challenge: 'E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM', code_challenge_method: 'S256' })) url.searchParams.set(k, v);

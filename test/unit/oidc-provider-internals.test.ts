@@ -17,6 +17,7 @@ import { errors } from 'oidc-provider';
 import { PROVIDER_BODY_LIMIT } from '../../server/http/body-parse-errors.js';
 import { prepareRegistrationSteps } from '../../server/http/registration-steps.js';
 import { prepareRequestObjectErrors } from '../../server/http/request-object-errors.js';
+import { prepareScopeErrors, SCOPE_NOT_ALLOWED } from '../../server/http/scope-errors.js';
 import { prepareUserinfoErrors } from '../../server/http/userinfo-errors.js';
 import { prepareTokenLimitStep } from '../../server/limits/token-steps.js';
 
@@ -228,6 +229,23 @@ describe('oidc-provider internals agentauth relies on', () => {
     expect(app).toContain("const authorization = getAuthorization('authorization');");
     expect(app).toContain("const pushedAuthorizationRequests = getAuthorization('pushed_authorization_request');");
     expect(readFileSync(join(lib, 'actions', 'authorization', 'index.js'), 'utf8')).toContain('stacks.set(endpoint, stack);');
+  });
+
+  test('scope: the refusal server/http/scope-errors.ts describes, and the step it goes in front of', () => {
+    const names = (endpoint: string) => authorizationAction(endpoint).map((h) => h.name);
+    prepareScopeErrors();
+    prepareScopeErrors();
+    for (const endpoint of ['authorization', 'pushed_authorization_request']) {
+      const list = names(endpoint);
+      expect(list.filter((n) => n === 'describeScopeNotAllowed')).toHaveLength(1);
+      expect(list.indexOf('describeScopeNotAllowed')).toBe(list.indexOf('checkScope') - 1);
+    }
+    // checkScope throws the description the step (and the grant.error listener, for the token endpoint) rewrites, with
+    // the refused scope as the error's `scope`.
+    const lib = dirname(createRequire(import.meta.url).resolve('oidc-provider'));
+    expect(readFileSync(join(lib, 'actions', 'authorization', 'scopes.js'), 'utf8')).toContain("throw new InvalidScope('requested scope is not allowed', scope);");
+    expect(readFileSync(join(lib, 'helpers', 'grant_authorization.js'), 'utf8')).toContain("throw new InvalidScope('requested scope is not allowed', scope);");
+    expect(new errors.InvalidScope(SCOPE_NOT_ALLOWED, 'write')).toMatchObject({ error_description: SCOPE_NOT_ALLOWED, scope: 'write' });
   });
 
   test('userinfo: the refusals server/http/userinfo-errors.ts tells apart, and the challenge step its step goes inside', () => {

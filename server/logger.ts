@@ -45,8 +45,12 @@ export function createLogger(level: string, destination?: NodeJS.WritableStream)
   );
 }
 
-/** A URL's scheme and `//`, then its userinfo up to the last `@` of its authority (backslashes read as the WHATWG parser reads them). */
-const URL_USERINFO = /([A-Za-z][A-Za-z0-9+.-]*:[\\/]{2})[^/\\?#\s]*@/g;
+/**
+ * A URL's scheme and slashes, then its userinfo up to the last `@` of its authority, read as the WHATWG parser reads
+ * it: after a special scheme (http, https, ws, wss, ftp) any number of slashes or backslashes, none included
+ * (`https:u:p@host`, `https:///u:p@host`); after any other scheme exactly two.
+ */
+const URL_USERINFO = /((?:\b(?:https?|wss?|ftp):[\\/]*)|(?:[A-Za-z][A-Za-z0-9+.-]*:[\\/]{2}))[^/\\?#\s]*@/gi;
 
 /**
  * `text` with the userinfo of every URL in it replaced by `[redacted]`: for log fields that carry what a client sent

@@ -172,6 +172,11 @@ describe('withoutUserinfo (log fields quoting what a client sent)', () => {
     expect(withoutUserinfo('https://a@b:c@host/x and HTTP://u@h2/')).toBe('https://[redacted]@host/x and HTTP://[redacted]@h2/');
     expect(withoutUserinfo('https:\\\\u:p@host/ and https:/\\u:p@host/')).toBe('https:\\\\[redacted]@host/ and https:/\\[redacted]@host/');
     expect(withoutUserinfo("URI 'https://u:p@app.example'")).toBe("URI 'https://[redacted]@app.example'");
+    // Spellings the WHATWG parser reads as userinfo too (after a special scheme, any number of slashes, none included).
+    for (const text of ['https:///u:hunter2@api.example.com', 'https:/u:hunter2@h', 'https:u:hunter2@h', 'HTTPS:u:hunter2@h/x', 'wss:u:hunter2@h', 'ftp:\\\\\\u:hunter2@h']) {
+      expect(new URL(text).password).toBe('hunter2');
+      expect({ text, logged: withoutUserinfo(text) }).toEqual({ text, logged: expect.not.stringContaining('hunter2') });
+    }
     // An @ in a path, a query or an address is not userinfo.
     for (const text of ['https://host/path@x', 'https://host?who=a@b', 'mailto:a@b.example', 'admin@agent.test', 'no url here']) expect(withoutUserinfo(text)).toBe(text);
     expect(withoutUserinfo(undefined)).toBeUndefined();

@@ -1,6 +1,6 @@
-// Evaluated by server/cli.ts once the process is settled: Node version checked, signals held for `start`, the
-// async-context re-execution done and the heap policy applied (those modules are loaded before this one).
-import { takeHeldSignal } from './cli-preflight.js';
+// Evaluated by server/cli.ts once the process is settled: Node version checked, the async-context re-execution done,
+// signals held for `start` and the heap policy applied (those modules are loaded before this one).
+import { takeHeldSignal } from './signal-hold.js';
 import { ASYNC_CONTEXT_FLAG, asyncContext } from './async-context.js';
 import { heapPolicy } from './heap-policy.js';
 import cluster from 'node:cluster';
@@ -94,7 +94,7 @@ async function startCommand(opts: { workers?: string }): Promise<void> {
   // `on`, not `once`: a second signal (systemd sends one to every process of the group) must not kill a draining process.
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
-  // One that arrived while the modules were loading (server/cli-preflight.ts held it): acted on as if it came now.
+  // One that arrived while the modules were loading (server/signal-hold.ts held it): acted on as if it came now.
   const held = takeHeldSignal();
   if (held) onSignal(held);
   logAsyncContext(log);

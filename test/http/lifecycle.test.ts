@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
@@ -71,12 +72,16 @@ describe('SIGTERM', () => {
     child.stdout!.on('data', (d: Buffer) => (out += d));
     child.stderr!.on('data', (d: Buffer) => (out += d));
     const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
-    // Once the process has re-executed itself with the async-context flag (server/async-context.ts), and a moment
-    // more for its first module (server/cli-preflight.ts): loading the rest takes several times as long. The signal
-    // used to kill it here (exit 143, nothing logged).
+    // Once the process has re-executed itself with the async-context flag (server/async-context.ts), and as long again
+    // as a bare Node takes to start on this machine now (twice, at least 100 ms): by then its first modules
+    // (server/signal-hold.ts) have run, and loading the rest takes several times as long. The signal used to kill it
+    // here (exit 143, nothing logged).
+    const bootStarted = performance.now();
+    spawnSync(process.execPath, ['-e', '']);
+    const boot = Math.max(100, 2 * (performance.now() - bootStarted));
     const deadline = Date.now() + 10_000;
     while (!readFileSync(`/proc/${child.pid}/cmdline`, 'utf8').includes('--experimental-async-context-frame') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
-    await new Promise((r) => setTimeout(r, 100));
+    await new Promise((r) => setTimeout(r, boot));
     const atKill = out;
     child.kill('SIGTERM');
     expect(atKill).not.toContain('"agentauth listening"');

@@ -275,7 +275,9 @@ export function checkRegistrationRequest(
   if (grantTypes.includes('client_credentials') && unattendedScopes(origin, policy.anonymous) === undefined) {
     throw metadataError('grant_types', 'client_credentials is not available to clients registered without an initial access token on this server (the operator enables it with registration.anonymous.clientCredentials); use authorization_code, or ask the operator for an initial access token');
   }
-  if (grantTypes.includes(TOKEN_EXCHANGE_GRANT_TYPE) && origin === 'anonymous' && policy.anonymousTokenExchange !== true) {
+  // An update keeps what the client already has (it must send its whole metadata, RFC 7592 §2.2): only adding the grant is refused.
+  const hadExchange = context.update && Array.isArray(context.current.grant_types) && context.current.grant_types.includes(TOKEN_EXCHANGE_GRANT_TYPE);
+  if (grantTypes.includes(TOKEN_EXCHANGE_GRANT_TYPE) && origin === 'anonymous' && policy.anonymousTokenExchange !== true && !hadExchange) {
     throw metadataError('grant_types', `${TOKEN_EXCHANGE_GRANT_TYPE} is not available to clients registered without an initial access token on this server (the operator enables it with tokenExchange.allowAnonymous); leave it out, or ask the operator for an initial access token`);
   }
   if (grantTypes.includes('refresh_token') && !grantTypes.some((g) => g === 'authorization_code' || g === WALLET_GRANT_TYPE)) {

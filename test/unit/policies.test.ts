@@ -104,6 +104,21 @@ describe('registration policy (pure)', () => {
     expect(refusal(() => checkRegistrationRequest({ ...cc, client_id: 'x' }, policy, DEFAULT_TIERS.standard, { update: true, current }))).toMatch(/client_credentials is not available/);
   });
 
+  test('the token-exchange grant: refused to anonymous registrations unless tokenExchange.allowAnonymous; an update keeps it where the client has it', () => {
+    const EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
+    const withExchange = { ...policy, allowedGrantTypes: [...policy.allowedGrantTypes, EXCHANGE] as RegistrationPolicy['allowedGrantTypes'] };
+    const body = { redirect_uris: [], response_types: [], grant_types: [EXCHANGE], token_endpoint_auth_method: 'none' };
+    expect(refusal(() => checkRegistrationRequest(body, withExchange, DEFAULT_TIERS.standard, anon))).toMatch(/^invalid_client_metadata: grant_types urn:ietf:params:oauth:grant-type:token-exchange is not available to clients registered without an initial access token on this server \(the operator enables it with tokenExchange.allowAnonymous\)/);
+    expect(checkRegistrationRequest(body, { ...withExchange, anonymousTokenExchange: true }, DEFAULT_TIERS.standard, anon).grant_types).toEqual([EXCHANGE]);
+    expect(checkRegistrationRequest(body, withExchange, DEFAULT_TIERS.standard, vouched).grant_types).toEqual([EXCHANGE]);
+    // An anonymous client may not add it by an update; one that has it (registered while it was allowed) keeps it when
+    // it sends its metadata back to change something else (RFC 7592 section 2.2).
+    const without = { redirect_uris: [], token_endpoint_auth_method: 'none', grant_types: ['authorization_code'], agentauth_registration: 'anonymous' };
+    expect(refusal(() => checkRegistrationRequest({ ...body, client_id: 'x' }, withExchange, DEFAULT_TIERS.standard, { update: true, current: without }))).toMatch(/token-exchange is not available/);
+    const had = { ...without, response_types: [], grant_types: [EXCHANGE] };
+    expect(checkRegistrationRequest({ ...body, client_id: 'x' }, withExchange, DEFAULT_TIERS.standard, { update: true, current: had }).grant_types).toEqual([EXCHANGE]);
+  });
+
   test('unattended scopes: any for vouched clients, the allowlist for anonymous ones if enabled, else none', () => {
     expect(unattendedScopes('operator', policy.anonymous)).toBe('any');
     expect(unattendedScopes('initial_access_token', policy.anonymous)).toBe('any');

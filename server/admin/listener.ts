@@ -68,13 +68,14 @@ export function createAdminApp({ token, routes, health, log }: AdminAppDeps): Ko
     const started = process.hrtime.bigint();
     // What the log lines and error answers show of the path: a secret path parameter (an initial access token) never.
     const logged = loggedPath(routes, ctx.path);
-    // A path parameter that named nothing (404 from the route: no such client or key) is logged as the route's pattern:
-    // what was sent there may be a credential pasted into the wrong place, not an id.
+    // A request with a path parameter that was not answered 2xx (no such client or key, a malformed one, no admin
+    // token) is logged with the route's pattern: what was sent there may be a credential pasted into the wrong place.
     let withParams: string | undefined;
     try {
       ctx.set('Cache-Control', 'no-store');
       const decodable = isDecodable(ctx.path);
       const { match, allowed } = decodable ? matchRoute(routes, ctx.method, ctx.path) : { match: undefined, allowed: [] };
+      if (match && Object.keys(match.params).length > 0) withParams = match.route.path;
       // The token first, for every request but the open routes' (/admin/health): without it, a caller learns nothing,
       // not even which paths and methods exist (a 404 or a 405 with Allow answered before would tell).
       if (!match || match.route.auth !== 'none') {
@@ -86,7 +87,7 @@ export function createAdminApp({ token, routes, health, log }: AdminAppDeps): Ko
             error: presented === undefined ? 'invalid_request' : 'invalid_token',
             error_description: presented === undefined ? 'the admin API needs Authorization: Bearer <admin token>' : 'the admin token is not valid',
           };
-          log.warn({ event: 'admin.refused', method: ctx.method, path: logged, remote_address: ctx.ip }, 'admin request refused: no valid admin token');
+          log.warn({ event: 'admin.refused', method: ctx.method, path: withParams ?? logged, remote_address: ctx.ip }, 'admin request refused: no valid admin token');
           return;
         }
       }
@@ -104,7 +105,6 @@ export function createAdminApp({ token, routes, health, log }: AdminAppDeps): Ko
         return;
       }
       ctx.params = match.params;
-      if (Object.keys(match.params).length > 0) withParams = match.route.path;
       await match.route.handle(ctx);
     } catch (err) {
       if (err instanceof AdminError) {
@@ -126,7 +126,7 @@ export function createAdminApp({ token, routes, health, log }: AdminAppDeps): Ko
       }
     } finally {
       const ms = Number(process.hrtime.bigint() - started) / 1e6;
-      const shown = ctx.status === 404 && withParams !== undefined ? withParams : logged;
+      const shown = (ctx.status < 200 || ctx.status >= 300) && withParams !== undefined ? withParams : logged;
       log.info({ listener: 'admin', method: ctx.method, path: shown, status: ctx.status, ms: Math.round(ms * 100) / 100 }, 'admin request');
     }
   });

@@ -166,6 +166,11 @@ describe('the admin request log line', () => {
     expect(found.status).toBe(200);
     expect(paths()).toEqual(['/admin/clients/:id', '/admin/clients/agent-1']);
     expect(text).not.toContain(pasted);
+    // Without the admin token, nothing is looked up and the id may be anything: the pattern on both lines.
+    const refused = await request(app).get(`/admin/clients/${pasted}`);
+    expect(refused.status).toBe(401);
+    expect(paths().at(-1)).toBe('/admin/clients/:id');
+    expect(text).not.toContain(pasted);
   });
 });
 

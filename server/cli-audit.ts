@@ -1,5 +1,5 @@
 import { once } from 'node:events';
-import { createReadStream, createWriteStream, existsSync, renameSync, rmSync } from 'node:fs';
+import { createReadStream, createWriteStream, existsSync, linkSync, renameSync, rmSync } from 'node:fs';
 import { link, open } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import type { WriteStream } from 'node:fs';
@@ -134,7 +134,18 @@ async function exportLog(opts: { out?: string; force?: boolean; json?: boolean }
       if (file) {
         file.end();
         await once(file, 'close');
-        renameSync(tmp!, opts.out!);
+        if (opts.force) renameSync(tmp!, opts.out!);
+        else {
+          // Without --force, a file that appeared at the name while the export ran is not replaced either: a hard link
+          // fails where a rename would overwrite.
+          try {
+            linkSync(tmp!, opts.out!);
+          } catch (err) {
+            if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw new CliUsageError(`--out ${opts.out!} already exists; pass --force to replace it`);
+            throw err;
+          }
+          rmSync(tmp!, { force: true });
+        }
       }
     } catch (err) {
       if (file) {

@@ -219,7 +219,13 @@ export function registerKeyCommands(program: Command): void {
         await requireInitialised(storage, ctx, { command: 'keys export' });
         const archive = { issuer: ctx.issuer, exported_at: new Date().toISOString(), keys: await archiveFromStorage(storage, config) };
         if (opts.out) {
-          writeFileSync(opts.out, `${JSON.stringify(archive, null, 2)}\n`);
+          try {
+            // Without --force, never over a file (one that appeared since the check included).
+            writeFileSync(opts.out, `${JSON.stringify(archive, null, 2)}\n`, { flag: opts.force ? 'w' : 'wx' });
+          } catch (err) {
+            if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw new CliUsageError(`--out ${opts.out} already exists; pass --force to replace it`);
+            throw err;
+          }
           answer(opts.json === true, ctx, { out: opts.out, issuer: archive.issuer, keys: archive.keys.length }, () => `wrote ${archive.keys.length} public keys of ${archive.issuer} to ${opts.out}`);
         } else {
           // The archive itself is the answer (text or --json alike): the context went to stderr.

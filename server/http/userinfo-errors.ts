@@ -7,8 +7,11 @@ import { signedJwtAccessToken } from '../structured-tokens.js';
 /**
  * oidc-provider's userinfo endpoint (`/me`) answers `401 invalid_token` "invalid token provided" for three different
  * causes, keeping which one only in its log (error_detail):
- *   1. the token is not one it knows: unknown, expired or revoked, its grant, client or account gone. It stays
- *      "invalid token provided": a caller holding no valid token learns nothing more.
+ *   1. the token is not one it knows: unknown or expired (or revoked, its grant, client or account gone, where that is
+ *      found before its DPoP binding is checked). It stays "invalid token provided": a caller holding no valid token
+ *      learns nothing more. oidc-provider checks a bound token's DPoP binding before its grant, client and account, so
+ *      a revoked bound token sent without its proof is told about the proof (cause 3), as the challenge's scheme
+ *      already tells.
  *   2. the token is for a resource server, not for userinfo: a JWT access token (always a resource server's:
  *      oidc-provider does not look them up, "access token not found"), or an opaque token with an audience ("token
  *      audience prevents accessing the userinfo endpoint"; today an opaque resource server's token carries only that

@@ -47,6 +47,9 @@ export function outlineSiweMessage(message: unknown): SiweOutline {
   if (!PRINTABLE_ASCII_LINES.test(message)) {
     throw formatError('the message may contain only printable ASCII characters and LF line ends (no CR, tabs or non-ASCII text)');
   }
+  if (message.endsWith('\n')) {
+    throw formatError('the message ends with a newline: an EIP-4361 message ends with its last line; remove the trailing newline');
+  }
   const lines = message.split('\n');
   let i = 0;
   const line = (): string | undefined => lines[i];
@@ -75,7 +78,13 @@ export function outlineSiweMessage(message: unknown): SiweOutline {
   if (line() !== '') throw fail('an empty line after the address');
   i += 1;
   if (line() !== '') {
-    i += 1; // the statement, one line; its characters are the grammar's to judge
+    // The statement, one line, of the characters the grammar's `statement` rule allows (siwe-parser's ABNF: letters,
+    // digits, space and !#$&'()*+,-./:;=?@[]_~): named here, where the parser would only say the message does not match.
+    const refused = STATEMENT_REFUSED.exec(line()!);
+    if (refused) {
+      throw formatError(`line ${i + 1}: the statement holds ${JSON.stringify(refused[0])}, which EIP-4361 does not allow in a statement (only letters, digits, spaces and ! # $ & ' ( ) * + , - . / : ; = ? @ [ ] _ ~)`);
+    }
+    i += 1;
     if (line() !== '') throw fail('an empty line after the statement (the statement is one line)');
   }
   i += 1;
@@ -117,6 +126,9 @@ export function outlineSiweMessage(message: unknown): SiweOutline {
   if (requestId !== undefined) out.requestId = requestId;
   return out;
 }
+
+/** A character the EIP-4361 grammar does not allow in a statement (the printable ASCII ones outside its `statement` rule). */
+const STATEMENT_REFUSED = /[^A-Za-z0-9 !#$&'()*+,\-./:;=?@[\]_~]/;
 
 function formatError(message: string): SiweVerificationError {
   return new SiweVerificationError('message-format', message);

@@ -5,6 +5,8 @@ import { Wallet } from 'ethers';
 
 import type { NonceStore } from '../../adapters/types.js';
 import { SCOPE_RESOURCE_PREFIX, scopeResource, signedScopes } from '../../interactions/siwe/binding.js';
+import { ParsedMessage } from '@spruceid/siwe-parser';
+
 import { buildSiweMessage, parseSiweMessage } from '../../interactions/siwe/message.js';
 import type { SiweMessageFields } from '../../interactions/siwe/message.js';
 import { MAX_DOMAIN_LENGTH, MAX_MESSAGE_LENGTH, MAX_RESOURCES, outlineSiweMessage } from '../../interactions/siwe/outline.js';
@@ -145,7 +147,10 @@ describe('line structure (cheap, before any parse or storage access)', () => {
   const cases: Array<[string, string, RegExp]> = [
     ['CRLF line ends', good.replaceAll('\n', '\r\n'), /printable ASCII characters and LF/],
     ['non-ASCII text', good.replace('Sign in', 'Sígn in'), /printable ASCII/],
-    ['a trailing newline', `${good}\n`, /line 13: expected "- \.\.\."/],
+    ['a trailing newline', `${good}\n`, /^the message ends with a newline: an EIP-4361 message ends with its last line; remove the trailing newline$/],
+    ['a statement with a double quote', good.replace('Sign in to agentauth.', 'Sign in to "agentauth".'), /^line 4: the statement holds "\\"", which EIP-4361 does not allow in a statement \(only letters, digits, spaces and/],
+    ['a statement with a percent sign', good.replace('Sign in to agentauth.', 'Sign in 100%'), /^line 4: the statement holds "%"/],
+    ['a statement with a brace', good.replace('Sign in to agentauth.', 'Sign in {now}'), /^line 4: the statement holds "\{"/],
     ['no preamble', good.replace(' wants you to sign in', ' would like you to sign in'), /line 1: expected "<domain> wants you/],
     ['a bad scheme', good.replace('auth.example.com wants', '1http://auth.example.com wants'), /line 1: expected a URI scheme/],
     ['an overlong domain', good.replace('auth.example.com wants', `${'a'.repeat(MAX_DOMAIN_LENGTH + 1)} wants`), /line 1: expected a domain of 1 to 260/],
@@ -164,6 +169,31 @@ describe('line structure (cheap, before any parse or storage access)', () => {
     const err = await refusal(verifySiwe(input(message), rules, { nonces: store, now }), 'message-format');
     expect(err.message).toMatch(reason);
     expect(calls).toEqual([]);
+  });
+
+  test('every character the grammar allows in a statement passes the outline and the parse', () => {
+    const allowed = "Aa Zz 09 !#$&'()*+,-./:;=?@[]_~";
+    const message = buildSiweMessage(fields({ statement: allowed }));
+    expect(() => outlineSiweMessage(message)).not.toThrow();
+    // And every printable ASCII character the outline refuses, the parser refuses too.
+    for (let code = 32; code < 127; code += 1) {
+      const ch = String.fromCharCode(code);
+      const text = good.replace('Sign in to agentauth.', `Sign in ${ch} now`);
+      let outlined = true;
+      try {
+        outlineSiweMessage(text);
+      } catch {
+        outlined = false;
+      }
+      // The grammar itself (siwe-parser), not parseSiweMessage, which runs the outline first.
+      let parsed = true;
+      try {
+        new ParsedMessage(text);
+      } catch {
+        parsed = false;
+      }
+      expect({ ch, outlined }).toEqual({ ch, outlined: parsed });
+    }
   });
 
   test('the outline reads the fields the cheap checks use', () => {

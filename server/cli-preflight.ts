@@ -10,19 +10,26 @@
 
 /** The oldest Node.js major version agentauth runs on (package.json engines). */
 export const MIN_NODE_MAJOR = 22;
+/** The first Node.js 22 whose node:sqlite (the embedded store, and every command that opens it) needs no flag. */
+const SQLITE_UNFLAGGED_MINOR = 13;
 
-/** Why this Node.js cannot run agentauth's commands, or undefined when it can. */
-export function nodeVersionProblem(version: string): string | undefined {
-  const major = Number(/^v?(\d+)\./.exec(version)?.[1] ?? 0);
-  if (major >= MIN_NODE_MAJOR) return undefined;
-  return (
-    `Node.js ${MIN_NODE_MAJOR} is required; this is ${version}. From a checkout run \`npx agentauth <command>\` ` +
-    `(or \`npm start\`), which use the project's node@${MIN_NODE_MAJOR} devDependency, or install Node.js ${MIN_NODE_MAJOR}`
-  );
+/**
+ * Why this Node.js cannot run agentauth's commands, or undefined when it can: older than 22, or a Node 22 before 22.13
+ * started without `--experimental-sqlite` (its node:sqlite is behind that flag). `options` is the Node options text
+ * (the command line's and NODE_OPTIONS).
+ */
+export function nodeVersionProblem(version: string, options = ''): string | undefined {
+  const [major = 0, minor = 0] = (/^v?(\d+)\.(\d+)/.exec(version) ?? []).slice(1).map(Number);
+  const run = `From a checkout run \`npx agentauth <command>\` (or \`npm start\`), which use the project's node@${MIN_NODE_MAJOR} devDependency, or install Node.js ${MIN_NODE_MAJOR}`;
+  if (major < MIN_NODE_MAJOR) return `Node.js ${MIN_NODE_MAJOR} is required; this is ${version}. ${run}`;
+  if (major === MIN_NODE_MAJOR && minor < SQLITE_UNFLAGGED_MINOR && !/(^|\s)--experimental-sqlite(\s|$)/.test(options)) {
+    return `Node.js ${MIN_NODE_MAJOR}.${SQLITE_UNFLAGGED_MINOR} or later is required (node:sqlite, the embedded store, needs no flag from there); this is ${version}. ${run}.${SQLITE_UNFLAGGED_MINOR}`;
+  }
+  return undefined;
 }
 
 const command = process.argv[2];
-const problem = command === 'config' ? undefined : nodeVersionProblem(process.version);
+const problem = command === 'config' ? undefined : nodeVersionProblem(process.version, `${process.execArgv.join(' ')} ${process.env.NODE_OPTIONS ?? ''}`);
 if (problem !== undefined) {
   process.stderr.write(`agentauth: ${problem}\n`);
   if (process.argv.includes('--json')) process.stdout.write(`${JSON.stringify({ error: 'failed', error_description: problem, exit_code: 2 })}\n`);

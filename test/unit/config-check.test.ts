@@ -40,6 +40,10 @@ describe('the CLI on an older Node.js (server/cli-preflight.ts)', () => {
       expect(problem).toContain('npx agentauth');
     }
     for (const version of ['v22.13.0', 'v22.23.3', 'v24.1.0']) expect(nodeVersionProblem(version)).toBeUndefined();
+    // A Node 22 before 22.13 has node:sqlite only behind --experimental-sqlite: refused without it, taken with it.
+    expect(nodeVersionProblem('v22.12.0')).toMatch(/^Node\.js 22\.13 or later is required \(node:sqlite, the embedded store, needs no flag from there\); this is v22\.12\.0\. .*install Node\.js 22\.13$/);
+    expect(nodeVersionProblem('v22.12.0', '--experimental-sqlite')).toBeUndefined();
+    expect(nodeVersionProblem('v22.5.1', ' --max-old-space-size=512 --experimental-sqlite')).toBeUndefined();
   });
 });
 

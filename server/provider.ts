@@ -393,7 +393,7 @@ export function providerConfiguration(deps: ProviderDeps): Configuration {
       // client id only, where the request's client is the grant's.
       Grant: ((ctx: KoaContextWithOIDC | undefined, grant: { clientId?: string }, client: ClientLike | undefined) =>
         tierFor(client ?? (ctx?.oidc?.client?.clientId === grant.clientId ? ctx?.oidc?.client : undefined)).refreshTokenAbsoluteTTL) as never,
-      AuthorizationCode: 60,
+      AuthorizationCode: AUTHORIZATION_CODE_TTL_SECONDS,
       Interaction: 600,
       // Code-flow tokens end with their sign-in session (so RP-initiated logout revokes them); the session record
       // therefore lives as long as the longest refresh lifetime any tier allows. The tier still caps each token.
@@ -440,8 +440,14 @@ function dpopProofAcceptedUntil(payload: Record<string, unknown>): number | unde
   return !payload.nonce && typeof payload.iat === 'number' ? payload.iat + DPOP_IAT_WINDOW_SECONDS + 1 : undefined;
 }
 
+/** How long an authorization code lives (RFC 6749 §4.1.2: a maximum of 10 minutes is recommended; one is plenty). */
+const AUTHORIZATION_CODE_TTL_SECONDS = 60;
+
 /** What a reused refresh token is told (the grant.error listener below). */
 export const REFRESH_TOKEN_REUSED = 'refresh token already used: it was rotated by an earlier refresh, and presenting it again is treated as token theft (refresh token reuse detection, RFC 9700 section 4.14.2), so its grant is revoked with every access and refresh token issued from it; obtain a new authorization (the user signs in again for a new authorization code, or a new wallet-signature grant)';
+
+/** What an authorization code that is unknown or expired is told (the grant.error listener below). */
+export const CODE_NOT_FOUND = `authorization code not found: it is not a code this server issued, or it has expired (codes live ${AUTHORIZATION_CODE_TTL_SECONDS} s); exchange a code as soon as the redirect brings it, or start a new authorization request`;
 
 /** The algorithms a DPoP proof may be signed with (enabledJWA.dPoPSigningAlgValues; discovery's dpop_signing_alg_values_supported). */
 export const DPOP_SIGNING_ALGS = ['ES256', 'EdDSA', 'Ed25519'] as const;
@@ -597,6 +603,10 @@ export function createProvider(deps: ProviderDeps): Provider {
       // the client must do, since every token it holds from that grant is now refused.
       if (err.error_detail === 'refresh token already used' && ctx.oidc.params?.grant_type === 'refresh_token') {
         body.error_description = REFRESH_TOKEN_REUSED;
+      }
+      // Not found is unknown or expired (an expired code is never read back from the store): both, and what to do.
+      if (err.error_detail === 'authorization code not found' && ctx.oidc.params?.grant_type === 'authorization_code') {
+        body.error_description = CODE_NOT_FOUND;
       }
     }
     // oidc-provider names the refused scope only in a member of its own (`scope`); the description says which, and what

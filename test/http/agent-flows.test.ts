@@ -131,6 +131,13 @@ describe('agents with openid-client v6: registration, authorization code + PKCE 
     const again = await exchange(RESOURCE);
     expect(again.status).toBe(400);
     expect(((await again.json()) as { error: string }).error).toBe('invalid_grant');
+    // A code this server never issued (or one expired and gone) is told both, and what to do (it said only "not found").
+    const unknown = await fetch(`${issuer}/token`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ grant_type: 'authorization_code', client_id: config.clientMetadata().client_id, code: 'x'.repeat(43), code_verifier: verifier, redirect_uri: REDIRECT, resource: RESOURCE }),
+    });
+    expect([unknown.status, await unknown.json()]).toEqual([400, { error: 'invalid_grant', error_description: 'authorization code not found: it is not a code this server issued, or it has expired (codes live 60 s); exchange a code as soon as the redirect brings it, or start a new authorization request' }]);
   });
 
   describe('a code refused for its DPoP proof is not used up: the corrected request gets the tokens', () => {

@@ -176,6 +176,12 @@ function report(result: LogVerification, unreadable: string[], json: boolean, so
   const named = result.chains.some((c) => c.chain !== DEFAULT_AUDIT_CHAIN);
   const ok = result.ok && unreadable.length === 0;
   if (!ok) process.exitCode = EXIT.negative;
+  // Nothing to verify is not evidence of an intact log: an auditor pointed at the wrong store (a mistyped MONGODB_DB,
+  // another data directory) is told so on stderr, whatever the format; the answer stays "ok" with 0 records, exit 0.
+  if (ok && result.checked === 0 && pruned.length === 0) {
+    const where = typeof source.location === 'string' ? ` in ${source.location}` : typeof source.file === 'string' ? ` in ${source.file}` : '';
+    process.stderr.write(`agentauth: the audit log${where} holds no records: nothing was verified; is this the server's store (AGENTAUTH_DATA_DIR, MONGODB_URI, MONGODB_DB) or its export?\n`);
+  }
   if (json) {
     const problems = [
       ...unreadable.map((detail) => ({ detail })),

@@ -9,12 +9,11 @@ import { credentialStorage, resolveKek } from './storage-setup.js';
 import { ClientSecretHasher } from './client-secrets.js';
 import { ConfigError, loadConfig } from './config.js';
 import type { Config } from './config.js';
-import { createLogger } from './logger.js';
 import { ClientAdmin, checkClientId, checkIatId } from './admin/client-admin.js';
 import type { AdminActor } from './admin/client-admin.js';
 import { AdminError } from './admin/errors.js';
 import { MAX_PAGE_SIZE } from './admin/client-routes.js';
-import { answer, EXIT, withStore } from './cli-context.js';
+import { answer, cliLogger, EXIT, requireInitialised, withStore } from './cli-context.js';
 
 const CLI: AdminActor = { kind: 'cli' };
 const out = (value: unknown): void => void process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
@@ -68,14 +67,14 @@ async function withClientAdmin(fn: (admin: ClientAdmin) => Promise<void>, checkA
     throw new ConfigError('AGENTAUTH_STORE: clients of the memory store live inside the server process; administer them through its admin API');
   }
   // As every command: says which store it uses, and refuses (creating nothing) where there is none.
-  await withStore({ command: 'clients' }, async (storage, config) => {
+  await withStore({ command: 'clients' }, async (storage, config, ctx) => {
     const audit = new AuditLog(storage.audit, { chain: writerChain('cli') });
     try {
-      if ((await storage.keys.list()).length === 0) {
-        throw new ConfigError(`the ${where(config, storage)} holds no signing keys: it is not the store of a server that has started (check AGENTAUTH_DATA_DIR or MONGODB_URI)`);
-      }
-      const { kek, fallback } = await resolveKek(config, storage, createLogger('warn', process.stderr));
-      await prepareKeyStore(storage, kek, fallback, createLogger('warn', process.stderr));
+      // The refusal every command gives a store no server has run on (naming the variables to check and --init).
+      await requireInitialised(storage, ctx, { command: 'clients' });
+      const log = cliLogger();
+      const { kek, fallback } = await resolveKek(config, storage, log);
+      await prepareKeyStore(storage, kek, fallback, log);
       await readCheckedKeys(storage.keys, kek);
       note(`using the ${where(config, storage)} (issuer ${config.issuer})`);
       const admin = new ClientAdmin({

@@ -1,6 +1,7 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { Writable } from 'node:stream';
 
 import type { Command } from 'commander';
 
@@ -9,6 +10,8 @@ import { initStorage, openStorage } from './storage-setup.js';
 import { loadConfig } from './config.js';
 import type { Config } from './config.js';
 import { operatorFileProblem, operatorFiles } from './cli-out-files.js';
+import { createLogger } from './logger.js';
+import type { Logger } from './logger.js';
 import { mongoUriParts } from './mongodb-uri.js';
 
 /**
@@ -118,6 +121,11 @@ export interface StoreOptions {
    * import of an old data-directory layout), so a read-only database user is enough.
    */
   readOnly?: boolean;
+  /**
+   * The command has an answer for a store that holds no signing keys, and gives it reading only: on MongoDB, such a
+   * database is handed to it opened read-only (nothing created) instead of being refused.
+   */
+  emptyOk?: boolean;
 }
 
 /**
@@ -130,6 +138,19 @@ export async function withStore<T>(opts: StoreOptions & { issuer?: string }, fn:
   announce(ctx);
   refuseMissingStore(ctx, opts);
   const readOnly = opts.readOnly === true;
+  // A MongoDB database comes into being with its first write, the indexes a store creates at open included: a command
+  // that may not create a store first checks, only reading, that the database is one a server has run on. A mistyped
+  // MONGODB_DB then gets the refusal below and no new database.
+  if (ctx.store === 'mongodb' && !readOnly && !opts.init) {
+    const probe = await openStorage(config, undefined, { readOnly: true });
+    try {
+      await probe.init();
+      if (opts.emptyOk && (await probe.keys.list()).length === 0) return await fn(probe, config, ctx);
+      await requireInitialised(probe, ctx, opts);
+    } finally {
+      await probe.close();
+    }
+  }
   const storage = await openStorage(config, undefined, { readOnly });
   try {
     if (readOnly) await storage.init();
@@ -153,6 +174,29 @@ export async function requireInitialised(storage: Storage, ctx: CliContext, opts
   throw new CliUsageError(
     `${opts.command}: the store ${ctx.location} holds no signing keys (no agentauth server has run on it); check AGENTAUTH_DATA_DIR / MONGODB_URI / MONGODB_DB, or ${create}`,
   );
+}
+
+/**
+ * The logger a command hands to server code it runs (key loading, a booted provider): its warnings and errors as the
+ * command's own `agentauth: <message>` lines on stderr, never the server's JSON log lines.
+ */
+export function cliLogger(): Logger {
+  const lines = new Writable({
+    write(chunk: Buffer, _encoding, done) {
+      for (const line of chunk.toString('utf8').split('\n')) {
+        if (line === '') continue;
+        let msg: unknown;
+        try {
+          msg = (JSON.parse(line) as { msg?: unknown }).msg;
+        } catch {
+          msg = line;
+        }
+        process.stderr.write(`agentauth: ${String(msg)}\n`);
+      }
+      done();
+    },
+  });
+  return createLogger('warn', lines);
 }
 
 /** `--json` on a command: its answer as one JSON document on stdout (JSON lines for `audit tail|export`), nothing else. */

@@ -9,11 +9,10 @@ import type { ArchivedKey } from '../keys/keyring.js';
 import { deriveKeyView } from '../keys/lifecycle.js';
 import { retireKey, rotateKeys, withdrawKey } from '../keys/rotation.js';
 import { resolveKek } from './storage-setup.js';
-import { ConfigError, issuerProblem, retireGraceSeconds } from './config.js';
-import { answer, checkOutFile, CliUsageError, EXIT, requireInitialised, withJson, withStore } from './cli-context.js';
+import { ConfigError, issuerProblem, loadConfig, retireGraceSeconds } from './config.js';
+import { answer, checkOutFile, CliUsageError, cliLogger, EXIT, requireInitialised, withJson, withStore } from './cli-context.js';
 import type { CliContext } from './cli-context.js';
 import type { Config } from './config.js';
-import { createLogger } from './logger.js';
 import { prunedRevocations, revocationFacts, verifyAgainstArchive } from './token-verification.js';
 import type { Storage } from '../adapters/types.js';
 import { readJsonFile } from '../adapters/json-syntax-error.js';
@@ -27,7 +26,7 @@ import type { AuditEventInput } from './audit/chain.js';
  * writes keys holds it: without it, no key record can be told from one written by someone else.
  */
 async function keyKek(storage: Storage, config: Config): Promise<Buffer> {
-  const log = createLogger('warn', process.stderr);
+  const log = cliLogger();
   const { kek, fallback } = await resolveKek(config, storage, log);
   await prepareKeyStore(storage, kek, fallback, log);
   return kek;
@@ -124,7 +123,8 @@ export function registerKeyCommands(program: Command): void {
   withJson(keys.command('list'))
     .description('every key with its state (next, active, retired, archived, withdrawn) and windows')
     .action((opts: JsonOpt) =>
-      withStore({ command: 'keys list' }, async (storage, config, ctx) => {
+      // A store with no keys is answered with none, reading only (a mistyped MONGODB_DB gets no new database).
+      withStore({ command: 'keys list', emptyOk: true }, async (storage, config, ctx) => {
         const list = await archiveFromStorage(storage, config);
         if (list.length === 0) process.stderr.write(`agentauth: no signing keys in ${ctx.location}\n`);
         answer(opts.json === true, ctx, { keys: list }, () => list.map(keyLine).join('\n'));
@@ -211,8 +211,9 @@ export function registerKeyCommands(program: Command): void {
       // any store is opened).
       const problem = opts.issuer !== undefined ? issuerProblem(opts.issuer) : undefined;
       if (problem !== undefined) throw new CliUsageError(`keys export --issuer ${opts.issuer}: ${problem}`);
+      // An --out that cannot be written is a usage error, before any store is opened.
+      if (opts.out !== undefined) checkOutFile(opts.out, loadConfig(), '--out', { force: opts.force === true });
       return withStore({ command: 'keys export', ...(opts.issuer !== undefined ? { issuer: opts.issuer.replace(/\/$/, '') } : {}) }, async (storage, config, ctx) => {
-        if (opts.out !== undefined) checkOutFile(opts.out, config, '--out', { force: opts.force === true });
         if (ctx.issuer_source === 'default') {
           throw new CliUsageError(`keys export: ISSUER is not set; the archive names the issuer of the tokens it verifies, so set ISSUER (or --issuer) to the server's issuer rather than the default ${ctx.issuer}`);
         }

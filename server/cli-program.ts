@@ -18,7 +18,7 @@ import { registerConfigCommands } from './cli-config.js';
 import { registerClientCommands } from './cli-clients.js';
 import { registerSubjectCommands } from './cli-subjects.js';
 import { checkInitialAccessTokenRequest, createInitialAccessToken } from './initial-access-tokens.js';
-import { answer, CliUsageError, EXIT, packageVersion, requireInitialised, withJson, withStore } from './cli-context.js';
+import { answer, CliUsageError, cliLogger, EXIT, packageVersion, requireInitialised, withJson, withStore } from './cli-context.js';
 
 /** What a worker of `start --workers N` tells the primary once it serves (both listeners listening). */
 const WORKER_STARTED = 'agentauth:worker-started';
@@ -194,7 +194,7 @@ withJson(iat.command('create'))
       await requireInitialised(storage, c, { command: 'clients iat create' });
       return c;
     });
-    const log = createLogger('warn', process.stderr);
+    const log = cliLogger();
     const { boot } = await import('./boot.js');
     const agentauth = await boot(config, log, { serving: false });
     try {

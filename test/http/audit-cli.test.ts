@@ -10,7 +10,7 @@ import { SqliteStorage } from '../../adapters/sqlite.js';
 import type { AuditRecord } from '../../adapters/types.js';
 import { computeHash } from '../../server/audit/chain.js';
 import { AuditLog } from '../../server/audit/log.js';
-import { runCli, startServer, tempDir, uniqueDbName, writeConfig } from '../support/server.js';
+import { newKek, runCli, startServer, tempDir, uniqueDbName, writeConfig } from '../support/server.js';
 import { mongoUri } from '../support/storages.js';
 
 /** How MongoAuditStore keeps a record: _id = seq, details as JSON text. */
@@ -520,7 +520,10 @@ describe('agentauth audit only reads: it creates nothing in the store (a read-on
       expect({ code: exported.code, lines: exported.stdout.trim().split('\n').length }).toEqual({ code: 0, lines: 3 });
       expect(await shape()).toEqual(before);
       // A command that writes still prepares the store as the server does (the contrast that makes the above mean something).
+      // (keys list no longer does: on a database with no signing keys it answers an empty list, reading only.)
       expect((await runCli(['keys', 'list'], env)).code).toBe(0);
+      expect(await shape()).toEqual(before);
+      expect((await runCli(['keys', 'rotate', '--init'], { ...env, AGENTAUTH_KEK: newKek() })).code).toBe(0);
       expect(Object.keys(await shape()).length).toBeGreaterThan(1);
     } finally {
       await writer.db.dropDatabase().catch(() => undefined);

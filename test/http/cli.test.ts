@@ -2,6 +2,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 
 import { join } from 'node:path';
 
 import { calculateJwkThumbprint, exportJWK, generateKeyPair, SignJWT } from 'jose';
+import { MongoClient } from 'mongodb';
 
 import { newKek, runCli, ROOT, tempDir, uniqueDbName, writeConfig } from '../support/server.js';
 import { mongoUri } from '../support/storages.js';
@@ -112,8 +113,32 @@ describe('commands that change keys refuse to create a store or KEK without --in
     const listed = await runCli(['keys', 'list', '--json'], env);
     expect(listed.code).toBe(0);
     expect(json(listed.stdout).keys).toEqual([]);
+    // clients (it said "invalid configuration: ... check AGENTAUTH_DATA_DIR or MONGODB_URI") refuses as the others do.
+    const clients = await runCli(['clients', 'list'], { ...env, ISSUER });
+    expect(clients.code).toBe(2);
+    expect(clients.stderr).toContain('holds no signing keys');
+    expect(clients.stderr).toContain('MONGODB_DB');
+    // An audit verify there finds nothing to verify: still exit 0, and told so (it said only "audit log OK: 0 records").
+    const audit = await runCli(['audit', 'verify'], { ...env, ISSUER });
+    expect([audit.code, audit.stdout.trim()]).toEqual([0, expect.stringMatching(/^audit log OK: 0 records/)]);
+    expect(audit.stderr).toMatch(/agentauth: the audit log in mongodb:\/\/\S+ holds no records: nothing was verified; is this the server's store/);
+    // None of these created the database: each checked, reading only, before any write (its indexes included); a
+    // mistyped MONGODB_DB used to be created with every collection and index.
+    const mongo = new MongoClient(mongoUri());
+    try {
+      expect(await mongo.db(env.MONGODB_DB).listCollections().toArray()).toEqual([]);
+    } finally {
+      await mongo.close();
+    }
     expect((await runCli(['keys', 'rotate', '--init'], env)).code).toBe(0);
     expect((json((await runCli(['keys', 'list', '--json'], env)).stdout).keys as unknown[]).length).toBe(1);
+    // clients iat create boots a server to mint the token: what that server warns of (FerretDB v1 here) comes as the
+    // command's own `agentauth: ...` line, never as a JSON log line among them.
+    const iat = await runCli(['clients', 'iat', 'create'], { ...env, ISSUER, AGENTAUTH_CONFIG: writeConfig(tempDir(), { registration: { mode: 'token' } }) });
+    expect(iat.code).toBe(0);
+    expect(iat.stderr).not.toContain('"level"');
+    expect(iat.stderr).toContain('agentauth: storage: the MongoDB-wire server is FerretDB v1');
+    for (const line of iat.stderr.trim().split('\n')) expect(line).toMatch(/^(agentauth: |initial access token for tier )/);
   });
 
   test('keys retire: an empty store is exit 2, an unknown kid in a real store is a negative answer (exit 1)', async () => {

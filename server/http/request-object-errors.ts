@@ -1,6 +1,5 @@
 import { errors } from 'oidc-provider';
-import type { KoaContextWithOIDC } from 'oidc-provider';
-import authorizationAction from 'oidc-provider/lib/actions/authorization/index.js';
+import { describingStep, insertBeforeInAuthorizationActions } from './authorization-steps.js';
 
 /**
  * oidc-provider refuses a `request` parameter (request objects are off: discovery has no
@@ -16,12 +15,7 @@ import authorizationAction from 'oidc-provider/lib/actions/authorization/index.j
  * it, so the description goes wherever the error goes: the JSON body, the error page, and the redirect to the client.
  */
 
-type Step = ((ctx: KoaContextWithOIDC, next: () => Promise<void>) => unknown) & { name: string };
-
 const ANCHOR = 'rejectUnsupported';
-const STEP = 'describeRequestObjectRefusals';
-/** The action lists of oidc-provider's authorization routes that run `rejectUnsupported` and are enabled here. */
-const ENDPOINTS = ['authorization', 'pushed_authorization_request'] as const;
 
 /** The description for a request_not_supported or request_uri_not_supported refusal at `ctx.oidc.route`. */
 export function requestObjectRefusal(route: string | undefined, error: 'request_not_supported' | 'request_uri_not_supported', parUrl: string): string {
@@ -36,34 +30,18 @@ export function requestObjectRefusal(route: string | undefined, error: 'request_
     : `request_uri must be one issued by this server's pushed authorization request endpoint ${parUrl} (RFC 9126): a request_uri pointing to a request object elsewhere is not supported (request_uri_parameter_supported is false)`;
 }
 
-const describe = Object.defineProperty(
-  async (ctx: KoaContextWithOIDC, next: () => Promise<void>) => {
-    try {
-      await next();
-    } catch (err) {
-      const e = err as { error_description?: unknown };
-      if (e.error_description === undefined && (err instanceof errors.RequestNotSupported || err instanceof errors.RequestUriNotSupported)) {
-        const code = err instanceof errors.RequestNotSupported ? 'request_not_supported' : 'request_uri_not_supported';
-        e.error_description = requestObjectRefusal(ctx.oidc.route, code, ctx.oidc.urlFor('pushed_authorization_request'));
-      }
-      throw err;
-    }
-  },
-  'name',
-  { value: STEP },
-) as Step;
+const describe = describingStep('describeRequestObjectRefusals', (ctx, err) => {
+  const e = err as { error_description?: unknown };
+  if (e.error_description === undefined && (err instanceof errors.RequestNotSupported || err instanceof errors.RequestUriNotSupported)) {
+    const code = err instanceof errors.RequestNotSupported ? 'request_not_supported' : 'request_uri_not_supported';
+    e.error_description = requestObjectRefusal(ctx.oidc.route, code, ctx.oidc.urlFor('pushed_authorization_request'));
+  }
+});
 
 /**
- * Puts the step in front of `rejectUnsupported` in the authorization and PAR action lists, once per process. Throws,
- * naming the list, when an upgrade of oidc-provider removed the anchor. Call before `new Provider(...)` (the routes
- * are built from these lists then).
+ * Puts the step in front of `rejectUnsupported` in the authorization and PAR action lists, once per process (throws
+ * when an upgrade of oidc-provider removed it). Call before `new Provider(...)`.
  */
 export function prepareRequestObjectErrors(): void {
-  for (const endpoint of ENDPOINTS) {
-    const list = authorizationAction(endpoint) as Step[];
-    if (list.some((s) => s.name === STEP)) continue;
-    const i = list.findIndex((s) => s.name === ANCHOR);
-    if (i < 0) throw new Error(`oidc-provider's ${endpoint} action no longer has a "${ANCHOR}" step; server/http/request-object-errors.ts must be updated for this oidc-provider version`);
-    list.splice(i, 0, describe);
-  }
+  insertBeforeInAuthorizationActions(ANCHOR, describe, 'server/http/request-object-errors.ts');
 }

@@ -1,6 +1,5 @@
 import { errors } from 'oidc-provider';
-import type { KoaContextWithOIDC } from 'oidc-provider';
-import authorizationAction from 'oidc-provider/lib/actions/authorization/index.js';
+import { describingStep, insertBeforeInAuthorizationActions } from './authorization-steps.js';
 
 /**
  * oidc-provider refuses a scope outside the client's registered `scope` with invalid_scope "requested scope is not
@@ -15,43 +14,23 @@ export function scopeNotAllowed(scope: string, allowed: string | undefined): str
   return `requested scope ${scope.slice(0, 100)} is not allowed for this client${allowed ? ` (it may ask for: ${allowed.slice(0, 300)})` : ''}`;
 }
 
-type Step = ((ctx: KoaContextWithOIDC, next: () => Promise<void>) => unknown) & { name: string };
-
 const ANCHOR = 'checkScope';
-const STEP = 'describeScopeNotAllowed';
-/** The action lists of oidc-provider's authorization routes that run `checkScope` and are enabled here. */
-const ENDPOINTS = ['authorization', 'pushed_authorization_request'] as const;
 
 /**
  * In front of `checkScope`: gives its refusal the description before the route's error handler reads it, so the
  * description goes wherever the error goes (the redirect to the client, the JSON body, the error page).
  */
-const describe = Object.defineProperty(
-  async (ctx: KoaContextWithOIDC, next: () => Promise<void>) => {
-    try {
-      await next();
-    } catch (err) {
-      const e = err as { error_description?: unknown; scope?: unknown };
-      if (err instanceof errors.InvalidScope && e.error_description === SCOPE_NOT_ALLOWED && typeof e.scope === 'string') {
-        e.error_description = scopeNotAllowed(e.scope, ctx.oidc.client?.scope);
-      }
-      throw err;
-    }
-  },
-  'name',
-  { value: STEP },
-) as Step;
+const describe = describingStep('describeScopeNotAllowed', (ctx, err) => {
+  const e = err as { error_description?: unknown; scope?: unknown };
+  if (err instanceof errors.InvalidScope && e.error_description === SCOPE_NOT_ALLOWED && typeof e.scope === 'string') {
+    e.error_description = scopeNotAllowed(e.scope, ctx.oidc.client?.scope);
+  }
+});
 
 /**
- * Puts the step in front of `checkScope` in the authorization and PAR action lists, once per process. Throws, naming
- * the list, when an upgrade of oidc-provider removed the anchor. Call before `new Provider(...)`.
+ * Puts the step in front of `checkScope` in the authorization and PAR action lists, once per process (throws when an
+ * upgrade of oidc-provider removed it). Call before `new Provider(...)`.
  */
 export function prepareScopeErrors(): void {
-  for (const endpoint of ENDPOINTS) {
-    const list = authorizationAction(endpoint) as Step[];
-    if (list.some((s) => s.name === STEP)) continue;
-    const i = list.findIndex((s) => s.name === ANCHOR);
-    if (i < 0) throw new Error(`oidc-provider's ${endpoint} action no longer has a "${ANCHOR}" step; server/http/scope-errors.ts must be updated for this oidc-provider version`);
-    list.splice(i, 0, describe);
-  }
+  insertBeforeInAuthorizationActions(ANCHOR, describe, 'server/http/scope-errors.ts');
 }

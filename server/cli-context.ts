@@ -176,23 +176,32 @@ export async function requireInitialised(storage: Storage, ctx: CliContext, opts
   );
 }
 
+/** Members of every log line (server/logger.ts), left out of a command's line: what is left is what the line is about. */
+const LOG_LINE_MEMBERS = new Set(['level', 'time', 'service', 'pid', 'worker', 'msg', 'event', 'request_id', 'ip']);
+
+/** A JSON log line as a command's line: its message, then its own members (`model=oidc_Client, keys=2`). */
+export function cliLine(line: string): string {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(line);
+  } catch {
+    return line;
+  }
+  if (typeof parsed !== 'object' || parsed === null) return line;
+  const { msg } = parsed as { msg?: unknown };
+  const members = Object.entries(parsed).filter(([k]) => !LOG_LINE_MEMBERS.has(k)).map(([k, v]) => `${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`);
+  return `${String(msg ?? '')}${members.length > 0 ? ` (${members.join(', ')})` : ''}`;
+}
+
 /**
  * The logger a command hands to server code it runs (key loading, a booted provider): its warnings and errors as the
- * command's own `agentauth: <message>` lines on stderr, never the server's JSON log lines.
+ * command's own `agentauth: <message> (<members>)` lines on stderr, never the server's JSON log lines. The logger's
+ * redaction applies as on the server's lines.
  */
 export function cliLogger(): Logger {
   const lines = new Writable({
     write(chunk: Buffer, _encoding, done) {
-      for (const line of chunk.toString('utf8').split('\n')) {
-        if (line === '') continue;
-        let msg: unknown;
-        try {
-          msg = (JSON.parse(line) as { msg?: unknown }).msg;
-        } catch {
-          msg = line;
-        }
-        process.stderr.write(`agentauth: ${String(msg)}\n`);
-      }
+      for (const line of chunk.toString('utf8').split('\n')) if (line !== '') process.stderr.write(`agentauth: ${cliLine(line)}\n`);
       done();
     },
   });

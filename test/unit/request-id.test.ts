@@ -9,6 +9,7 @@ import { chainRecords, computeHash, verifyChain } from '../../server/audit/chain
 import { AuditLog } from '../../server/audit/log.js';
 import { currentRequest, requestId, requestIdFrom, traceIdOf } from '../../server/http/request-id.js';
 import { createLogger, withoutUserinfo } from '../../server/logger.js';
+import { cliLine } from '../../server/cli-context.js';
 
 /** The smallest AuditStore: one chain in an array. */
 class ArrayAuditStore implements AuditStore {
@@ -180,6 +181,20 @@ describe('withoutUserinfo (log fields quoting what a client sent)', () => {
     // An @ in a path, a query or an address is not userinfo.
     for (const text of ['https://host/path@x', 'https://host?who=a@b', 'mailto:a@b.example', 'admin@agent.test', 'no url here']) expect(withoutUserinfo(text)).toBe(text);
     expect(withoutUserinfo(undefined)).toBeUndefined();
+  });
+});
+
+describe('cliLine (server warnings a command passes on, as its own lines)', () => {
+  test('the message, then the members that say what it is about; the members every line has are left out; the redaction kept', () => {
+    const out = new PassThrough();
+    let text = '';
+    out.on('data', (d: Buffer) => (text += d));
+    const log = createLogger('info', out);
+    log.warn({ event: 'keys.resealed', keys: 2, transitions: 1, details: { client_secret: 's3cr3t' } }, 'key store re-sealed');
+    log.warn('storage: the MongoDB-wire server is FerretDB v1');
+    const lines = text.trim().split('\n').map(cliLine);
+    expect(lines).toEqual(['key store re-sealed (keys=2, transitions=1, details={"client_secret":"[redacted]"})', 'storage: the MongoDB-wire server is FerretDB v1']);
+    expect(cliLine('not json')).toBe('not json');
   });
 });
 

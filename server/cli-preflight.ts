@@ -4,8 +4,9 @@
  *
  * A Node.js older than 22 stops the command with one line that says so and how to run it on the project's Node 22
  * (exit 2), instead of failing later on whatever it meets first (`node:sqlite` missing, a Node option it does not
- * know). `config check` is left to report it in its own check list (server/config-check.ts), which also warns about a
- * Node 22 older than 22.13 (whose node:sqlite needs a flag); this check refuses what config check refuses.
+ * know); so is a Node 22 before 22.13 started without `--experimental-sqlite`. `config check` is left to report the
+ * version in its own check list (server/config-check.ts: older than 22 fails, outside package.json's engines warns;
+ * a missing node:sqlite fails its store check).
  */
 
 /** The oldest Node.js major version agentauth runs on (package.json engines). */
@@ -20,10 +21,12 @@ const SQLITE_UNFLAGGED_MINOR = 13;
  */
 export function nodeVersionProblem(version: string, options = ''): string | undefined {
   const [major = 0, minor = 0] = (/^v?(\d+)\.(\d+)/.exec(version) ?? []).slice(1).map(Number);
-  const run = `From a checkout run \`npx agentauth <command>\` (or \`npm start\`), which use the project's node@${MIN_NODE_MAJOR} devDependency, or install Node.js ${MIN_NODE_MAJOR}`;
-  if (major < MIN_NODE_MAJOR) return `Node.js ${MIN_NODE_MAJOR} is required; this is ${version}. ${run}`;
+  const run = (install: string) =>
+    `From a checkout run \`npx agentauth <command>\` (or \`npm start\`), which use the project's node@${MIN_NODE_MAJOR} devDependency, or install Node.js ${install}`;
+  if (major < MIN_NODE_MAJOR) return `Node.js ${MIN_NODE_MAJOR} is required; this is ${version}. ${run(String(MIN_NODE_MAJOR))}`;
   if (major === MIN_NODE_MAJOR && minor < SQLITE_UNFLAGGED_MINOR && !/(^|\s)--experimental-sqlite(\s|$)/.test(options)) {
-    return `Node.js ${MIN_NODE_MAJOR}.${SQLITE_UNFLAGGED_MINOR} or later is required (node:sqlite, the embedded store, needs no flag from there); this is ${version}. ${run}.${SQLITE_UNFLAGGED_MINOR}`;
+    const first = `${MIN_NODE_MAJOR}.${SQLITE_UNFLAGGED_MINOR}`;
+    return `Node.js ${first} or later is required (node:sqlite, the embedded store, needs no flag from there); this is ${version}. ${run(first)}`;
   }
   return undefined;
 }

@@ -15,7 +15,7 @@ import { ChainVerifier, GENESIS_HASH, LogVerifier } from './audit/chain.js';
 import type { LogVerification } from './audit/chain.js';
 import { AuditLog } from './audit/log.js';
 import { writerChain } from './audit/writer-chain.js';
-import { answer, checkOutFile, CliUsageError, EXIT, withJson, withStore } from './cli-context.js';
+import { answer, checkOutFile, CliUsageError, EXIT, storeDescription, withJson, withStore } from './cli-context.js';
 import type { CliContext } from './cli-context.js';
 
 /** Records read from storage per round trip. */
@@ -99,7 +99,7 @@ async function tail(opts: { lines: number; json?: boolean }): Promise<void> {
     }
     if (newest.length === 0) {
       // Nothing on stdout (JSON lines: zero lines), and where it looked on stderr.
-      process.stderr.write(`agentauth: the audit log in ${ctx.location} is empty (store ${ctx.store}, data directory ${ctx.data_dir})\n`);
+      process.stderr.write(`agentauth: the audit log in ${ctx.location} is empty (${storeDescription(ctx)})\n`);
       return;
     }
     newest.sort((a, b) => (a.time < b.time ? -1 : a.time > b.time ? 1 : (a.chain ?? '').localeCompare(b.chain ?? '') || a.seq - b.seq));
@@ -509,7 +509,7 @@ async function prune(opts: { before?: string; olderThan?: string; archive?: stri
       if (existsSync(opts.archiveTo)) throw new CliUsageError(`audit prune: --archive-to ${opts.archiveTo} exists; name a new file (archives are never replaced)`);
     }
     if (ctx.store === 'memory') {
-      throw new CliUsageError(`audit prune: the memory store's audit log is the file ${ctx.data_dir}/audit.jsonl, which is not pruned; move it aside while no server runs`);
+      throw new CliUsageError(`audit prune: the memory store's audit log is the file ${ctx.location}/audit.jsonl, which is not pruned; move it aside while no server runs`);
     }
     const store = storage.audit;
     const checkpoints = new Map((await store.checkpoints()).map((c) => [c.chain, c]));

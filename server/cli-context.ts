@@ -49,7 +49,8 @@ export interface CliContext {
   store: 'sqlite' | 'mongodb' | 'memory';
   /** The SQLite file, `mongodb://<hosts>/<db>` (never credentials), or the memory store's data directory. */
   location: string;
-  data_dir: string;
+  /** The data directory, or null on MongoDB: nothing of a MongoDB store lives in AGENTAUTH_DATA_DIR. */
+  data_dir: string | null;
   issuer: string;
   /** Where the issuer came from: ISSUER, --issuer, or the default (ISSUER unset: it may not be the server's). */
   issuer_source: 'ISSUER' | '--issuer' | 'default';
@@ -68,12 +69,18 @@ export function describeContext(config: Config, issuerOverride?: string): CliCon
       ? config.dataDir
       : join(config.dataDir, SQLITE_FILE);
   const issuer_source = issuerOverride !== undefined ? '--issuer' : process.env.ISSUER ? 'ISSUER' : 'default';
-  return { store: config.store, location, data_dir: config.dataDir, issuer: issuerOverride ?? config.issuer, issuer_source };
+  const data_dir = config.mongodb ? null : config.dataDir;
+  return { store: config.store, location, data_dir, issuer: issuerOverride ?? config.issuer, issuer_source };
+}
+
+/** `store <kind> <location>`, with the data directory where the store uses one (not on MongoDB). */
+export function storeDescription(ctx: CliContext): string {
+  return `store ${ctx.store} ${ctx.location}${ctx.data_dir === null ? '' : `, data directory ${ctx.data_dir}`}`;
 }
 
 export function contextLine(ctx: CliContext): string {
   const issuer = ctx.issuer_source === 'default' ? `${ctx.issuer} (default: ISSUER is not set)` : ctx.issuer;
-  return `agentauth: store ${ctx.store} ${ctx.location}, data directory ${ctx.data_dir}, issuer ${issuer}\n`;
+  return `agentauth: ${storeDescription(ctx)}, issuer ${issuer}\n`;
 }
 
 /** Says on stderr which store, data directory and issuer the command uses (in every mode: stdout stays the answer). */
@@ -95,7 +102,7 @@ export function answer(json: boolean, ctx: CliContext | undefined, value: Record
  * directory); a MongoDB database is judged by its contents (see `requireInitialised`).
  */
 function storeMissing(ctx: CliContext): string | undefined {
-  if (ctx.store === 'mongodb') return undefined;
+  if (ctx.store === 'mongodb' || ctx.data_dir === null) return undefined;
   const path = ctx.store === 'sqlite' ? ctx.location : ctx.data_dir;
   return existsSync(path) ? undefined : path;
 }

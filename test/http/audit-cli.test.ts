@@ -77,9 +77,23 @@ describe('agentauth audit tail|export|verify against MongoDB', () => {
 
   test('verify: an intact log exits 0 with the OK line and its head; stderr only says which store it read', async () => {
     const res = await verify();
-    expect(res.stderr).toBe(`agentauth: store mongodb ${mongoUri().replace(/\/[^/]*$/, '')}/${dbName}, data directory ${join(process.cwd(), '.agentauth')}, issuer http://localhost:3000 (default: ISSUER is not set)\n`);
+    // No data directory: nothing of a MongoDB store lives in AGENTAUTH_DATA_DIR.
+    expect(res.stderr).toBe(`agentauth: store mongodb ${mongoUri().replace(/\/[^/]*$/, '')}/${dbName}, issuer http://localhost:3000 (default: ISSUER is not set)\n`);
     expect(res.stdout).toBe(okLine(6, 6, head().hash));
     expect(res.code).toBe(0);
+  });
+
+  test('the context of a MongoDB store names no data directory (data_dir null): nothing of it is in AGENTAUTH_DATA_DIR', async () => {
+    const res = await runCli(['keys', 'list', '--json'], env());
+    expect(res.code).toBe(0);
+    expect((JSON.parse(res.stdout) as { context: unknown }).context).toEqual({
+      store: 'mongodb',
+      location: `${mongoUri().replace(/\/[^/]*$/, '')}/${dbName}`,
+      data_dir: null,
+      issuer: 'http://localhost:3000',
+      issuer_source: 'default',
+    });
+    expect(res.stderr).not.toContain('data directory');
   });
 
   test('tail -n 2 prints the last two records as JSON lines; the default prints up to 20', async () => {

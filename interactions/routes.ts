@@ -7,6 +7,7 @@ import { WALLET_GRANT_TYPE } from '../server/config.js';
 import { SECURITY_HEADERS } from '../server/http/security-headers.js';
 import { parseJsonBody, readBodyText } from '../server/request-body.js';
 import { refuseReplacedText } from '../server/http/form-body-utf8.js';
+import { bodyReceivedAt } from '../server/http/body-received.js';
 import { asset } from './assets.js';
 import { SiweVerificationError } from './siwe/errors.js';
 import { signatureFormProblem } from './siwe/verify.js';
@@ -48,9 +49,18 @@ export interface InteractionDeps {
    * taken as first (the test set-ups that build no store).
    */
   consentClaim?: (uid: string, decision: ConsentDecision) => Promise<ConsentClaim>;
+  /**
+   * Whether the operator revoked person `sub` (`agentauth subjects revoke`) while a request received at `receivedAtMs`
+   * was served (server/subject-revocation.ts revokedWhileServed). Asked after an approval stored its grant: the
+   * revocation's last listing may have missed that grant. Without it no approval is checked (test set-ups).
+   */
+  subjectRevokedWhileServed?: (sub: string, receivedAtMs: number) => Promise<boolean>;
 }
 
 type Details = Awaited<ReturnType<Provider['interactionDetails']>>;
+
+/** What the application is told of an approval given while the operator revoked the person's access. */
+export const SUBJECT_REVOKED_DURING_CONSENT = "the account's access was revoked by the operator while this request was approved: the person must sign in again";
 
 const toArray = (v: unknown): string[] => (Array.isArray(v) ? v.map(String) : typeof v === 'string' && v ? [v] : []);
 
@@ -410,6 +420,15 @@ export function interactionRoutes(deps: InteractionDeps): Koa.Middleware {
       for (const [resource, scopes] of Object.entries(missing.missingResourceScopes ?? {})) grant.addResourceScope(resource, scopes.join(' '));
       return await decide(claim, async () => {
         const grantId = await grant.save();
+        // The operator revoked this person while the approval was served, perhaps after the revocation's last look at
+        // their grants: the grant goes (a grant found before the revocation deleted it was just written back), and
+        // the application is told access_denied instead of receiving a code.
+        if (deps.subjectRevokedWhileServed && (await deps.subjectRevokedWhileServed(accountId, bodyReceivedAt(ctx.req)))) {
+          await grant.destroy();
+          log.warn({ event: 'consent.revoked', sub: accountId, client_id: clientId }, 'consent refused: the person was revoked by the operator while it was given');
+          await finish(ctx, { error: 'access_denied', error_description: SUBJECT_REVOKED_DURING_CONSENT });
+          return;
+        }
         log.info({ event: 'consent.given', sub: accountId, client_id: clientId }, 'consent given');
         await finish(ctx, { consent: details.grantId ? {} : { grantId } });
       });

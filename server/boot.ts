@@ -28,6 +28,8 @@ import { assembleProvider } from './provider-assembly.js';
 import { checkResourceServerAlgs } from './resource-servers.js';
 import { scratchProvider } from './scratch-provider.js';
 import { checkStaticClients } from './static-clients.js';
+import { revokedWhileServed } from './subject-revocation.js';
+import { failClosedInProvider } from '../adapters/oidc-adapter.js';
 import { inlineSignaturesInstalled, installInlineSignatures, signaturesInline } from './crypto/inline-signatures.js';
 import { installPublicKeyImportCache } from './crypto/public-key-import-cache.js';
 import { installSyncDigest } from './crypto/sync-digest.js';
@@ -173,7 +175,8 @@ export async function boot(config: Config, log: Logger, options: BootOptions = {
         signInAttempts: new SharedWindowLimit(storage.nonces, 'sign-in', config.limits.signInAttemptsPerAddress, config.limits.ipv6PrefixLength),
       },
       // Interactions live 600 s (server/provider.ts ttl.Interaction): the hour-long mark outlives the request it guards.
-      consentClaim: consentClaims(storage.nonces, 3600) },
+      consentClaim: consentClaims(storage.nonces, 3600),
+      subjectRevokedWhileServed: (sub, receivedAtMs) => failClosedInProvider(() => revokedWhileServed(storage.revokedTokens, sub, receivedAtMs), health) },
       audit,
       metrics,
       publicOrigin: config.publicOrigin,

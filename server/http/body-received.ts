@@ -16,14 +16,25 @@ function bodyEnded(this: IncomingMessage): void {
   received.set(this, Date.now());
 }
 
-/** Records the end of the body of every request that has one (the listener only watches; it reads nothing). */
+/** Whether more of `req` is to come after its head: a body declared by Transfer-Encoding or a non-zero Content-Length. */
+function bodyToCome(req: IncomingMessage): boolean {
+  if (req.complete) return false;
+  const length = req.headers['content-length'];
+  return req.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0');
+}
+
+/**
+ * Records the end of the body of every request that has one (the listener only watches; it reads nothing), and the
+ * arrival of one without a body (a GET, an empty form post): it was all received when its head was.
+ */
 export const bodyReceiptClock: Koa.Middleware = (ctx, next) => {
   const { req } = ctx;
-  if (!req.complete) req.on('end', bodyEnded);
+  if (bodyToCome(req)) req.on('end', bodyEnded);
+  else received.set(req, Date.now());
   return next();
 };
 
-/** The time (ms since the epoch) `req`'s body was fully received; now, when no receipt was recorded. */
+/** The time (ms since the epoch) `req` was fully received; now, when no receipt was recorded (a body not read yet). */
 export function bodyReceivedAt(req: IncomingMessage): number {
   return received.get(req) ?? Date.now();
 }

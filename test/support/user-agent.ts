@@ -28,6 +28,8 @@ export interface WalletLoginOptions {
   wallet: Wallet;
   chainId?: number;
   consent?: 'approve' | 'deny';
+  /** Called with the consent page open, before its decision is posted (to make something happen meanwhile). */
+  beforeConsent?: () => Promise<void>;
   /** Change the message before it is signed (to test refusals). */
   tamper?: (fields: Parameters<typeof buildSiweMessage>[0]) => Parameters<typeof buildSiweMessage>[0];
   agent?: UserAgent;
@@ -148,6 +150,7 @@ export async function authorizeWithWallet(authorizationUrl: URL, redirectUri: st
     const approve = /action="([^"]+\/confirm)"/.exec(html);
     const deny = /action="([^"]+\/abort)"/.exec(html);
     if (approve && deny) {
+      await opts.beforeConsent?.();
       next = { url: new URL((opts.consent === 'deny' ? deny : approve)[1]!, next.url), init: { method: 'POST' } };
       continue;
     }

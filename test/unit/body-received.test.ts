@@ -3,10 +3,11 @@ import { Readable } from 'node:stream';
 
 import { bodyReceiptClock, bodyReceivedAt } from '../../server/http/body-received.js';
 
-/** A request stream whose body has not arrived yet (as IncomingMessage before its last chunk). */
-function pendingRequest(): IncomingMessage {
+/** A request stream whose body has not arrived yet (as IncomingMessage before its last chunk), with a body declared. */
+function pendingRequest(headers: IncomingMessage['headers'] = { 'content-length': '40' }): IncomingMessage {
   const req = new Readable({ read() {} }) as unknown as IncomingMessage;
   req.complete = false;
+  req.headers = headers;
   return req;
 }
 
@@ -55,10 +56,39 @@ describe('bodyReceivedAt (server/http/body-received.ts)', () => {
     expect(bodyReceivedAt(other)).toBeGreaterThanOrEqual(now);
   });
 
-  test('a request already complete when the layer runs gets no listener', async () => {
+  test('a request already complete when the layer runs gets no listener, and is dated then', async () => {
     const req = pendingRequest();
     req.complete = true;
+    const before = Date.now();
     await bodyReceiptClock({ req } as never, () => Promise.resolve());
     expect((req as unknown as Readable).listenerCount('end')).toBe(0);
+    await sleep(120);
+    expect(bodyReceivedAt(req)).toBeLessThanOrEqual(before + 50);
+  });
+
+  test.each([
+    ['a GET (no Content-Length, no Transfer-Encoding)', {}],
+    ['an empty form post (Content-Length: 0)', { 'content-length': '0' }],
+  ])('%s is dated when the layer runs, though its stream never ends (nothing reads it)', async (_name, headers) => {
+    const req = pendingRequest(headers);
+    const before = Date.now();
+    await bodyReceiptClock({ req } as never, () => Promise.resolve());
+    const after = Date.now();
+    expect((req as unknown as Readable).listenerCount('end')).toBe(0);
+    await sleep(120);
+    const at = bodyReceivedAt(req);
+    expect(at).toBeGreaterThanOrEqual(before);
+    expect(at).toBeLessThanOrEqual(after);
+  });
+
+  test('a chunked body (Transfer-Encoding, no Content-Length) is dated at its end', async () => {
+    const req = pendingRequest({ 'transfer-encoding': 'chunked' });
+    await bodyReceiptClock({ req } as never, () => Promise.resolve());
+    expect((req as unknown as Readable).listenerCount('end')).toBe(1);
+    await sleep(120);
+    const before = Date.now();
+    (req as unknown as Readable).push(null);
+    await readToEnd(req);
+    expect(bodyReceivedAt(req)).toBeGreaterThanOrEqual(before);
   });
 });

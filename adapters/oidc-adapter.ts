@@ -103,6 +103,13 @@ export interface AdapterOptions {
    */
   registrationPolicies?: ReadonlySet<string>;
   onUnconfiguredPolicy?: (policy: string) => void;
+  /**
+   * Asked before a sign-in session of person `accountId` is stored: whether the operator revoked that person while
+   * the request storing it was served (server/subject-revocation.ts). oidc-provider stores a session at the end of
+   * every request that read it, so a request in flight during `agentauth subjects revoke` would write back the
+   * session the revocation just ended. True: the session is deleted instead, and the person's next request signs in.
+   */
+  sessionRevoked?: (accountId: string) => Promise<boolean>;
 }
 
 /**
@@ -194,6 +201,14 @@ export function oidcAdapterFactory(storage: Storage, health?: StorageHealth, opt
         if (rotation) {
           return failClosed(async () => {
             if (!(await store.rotate(rotation.consumes, id, payload, expiresIn, rotation.recordSuccessor))) throw rotation.lost();
+          });
+        }
+        const { sessionRevoked } = options;
+        if (name === 'Session' && sessionRevoked && typeof payload.accountId === 'string') {
+          const accountId = payload.accountId;
+          return failClosed(async () => {
+            if (await sessionRevoked(accountId)) await store.destroy(id);
+            else await store.upsert(id, payload, expiresIn);
           });
         }
         return failClosed(() => store.upsert(id, payload, expiresIn));

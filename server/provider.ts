@@ -50,6 +50,8 @@ import { dpopHeaderProblem, dpopProofAlg } from './http/dpop-header.js';
 import { replaceDescription } from './http/error-description.js';
 import { publishedAlgsOf } from './signing-alg.js';
 import { secretRehasher } from './client-secret-rehash.js';
+import { bodyReceivedAt } from './http/body-received.js';
+import { revokedWhileServed } from './subject-revocation.js';
 
 /** How clients may authenticate, at the token, introspection and revocation endpoints alike. */
 const CLIENT_AUTH_METHODS = ['none', 'client_secret_basic', 'client_secret_post', 'private_key_jwt'] as const;
@@ -207,6 +209,12 @@ export function providerConfiguration(deps: ProviderDeps): Configuration {
         if (ctx?.oidc) ctx.oidc.provider.emit('grant.revoked', ctx, grantId);
       },
       revocation: revocationHooks(storage.revokedTokens, storage.model('Client'), new Set(config.clients.map((c) => c.client_id))),
+      // A session written back by a request served while its person was revoked is deleted instead, dated by that
+      // request's receipt (the same check as the consent page's and the wallet-signature grant's).
+      sessionRevoked: (accountId) => {
+        const ctx = Provider.ctx as KoaContextWithOIDC | undefined;
+        return revokedWhileServed(storage.revokedTokens, accountId, ctx ? bodyReceivedAt(ctx.req) : Date.now());
+      },
       registrationPolicies: new Set(config.registration.mode === 'token' ? Object.keys(tierPolicies) : []),
       onUnconfiguredPolicy: (policy) =>
         deps.log.warn({ policy }, `an initial access token names ${policy}, which this configuration does not have (registration.mode ${config.registration.mode}, tiers ${Object.keys(config.tiers).join(', ')}): refused`),

@@ -82,7 +82,8 @@ const slot = (ms: number): number => Math.floor(ms / SLOT_MS);
  * written (subjectMark). A wallet-signature grant stored after the last listing, by a request received before the
  * slot of a mark ended, finds it and is refused (revokedWhileServed): nothing a wallet-signature request received
  * before the revocation answered is left standing. An approval on the consent page is checked the same way after it
- * stores its grant (interactions/routes.ts): the grant goes, and the application is told access_denied.
+ * stores its grant (interactions/routes.ts): the grant goes, and the application is told access_denied. So is a
+ * sign-in session a request in flight writes back (adapters/oidc-adapter.ts `sessionRevoked`): it is deleted instead.
  *
  * `record` is called with what the first listing found, before anything is revoked (the audit record: if it cannot be
  * written, nothing is revoked); what later listings find is revoked too, and is in the answer, not in the record.

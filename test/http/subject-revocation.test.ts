@@ -214,15 +214,43 @@ describe.each(backends)('agentauth subjects revoke <sub> on %s', (_name, storeEn
       error_description: "the account's access was revoked by the operator while this request was approved: the person must sign in again",
     });
     expect(outcome.callback.searchParams.has('code')).toBe(false);
-    // The approval's grant went: the person's one session remains to be ended, and no grant.
+    // The approval's grant went, and the session the request's resume wrote back too: nothing of the person is left.
     const r = await runCli(['subjects', 'revoke', subOf(person), '--json'], env);
-    expect(r.code).toBe(0);
-    expect(JSON.parse(r.stdout)).toMatchObject({ sub: subOf(person), grants: [], sessions: 1 });
+    expect(r.code).toBe(1);
+    expect(JSON.parse(r.stdout)).toMatchObject({ sub: subOf(person), grants: [], sessions: 0 });
 
     // The same approval without a revocation mark stands (a code, and tokens from it).
     const other = new Wallet(Wallet.createRandom().privateKey);
     const approved = await signIn(apps[1]!, other);
     expect(decodeJwt(approved.tokens.access_token).sub).toBe(subOf(other));
+  });
+
+  test('a sign-in session written back by a request in flight while the person is revoked is deleted: the next authorization request asks them to sign in', async () => {
+    const person = new Wallet(Wallet.createRandom().privateKey);
+    const first = await signIn(apps[0]!, person);
+    // Signed in: another authorization request goes straight to the consent page, without the login page.
+    const approvedAgain = await signIn(apps[1]!, person, first.agent);
+    expect(approvedAgain.pages.some((p) => p.includes('id="login-data"'))).toBe(false);
+    // The interleaving, made to happen: an authorization request in flight read the session before a revocation's
+    // listing ended it, and stores it back (oidc-provider stores the session at the end of every request that read
+    // it) after the revocation wrote its mark for this moment. Here only the mark is written; the request that
+    // follows is the one in flight.
+    const storage = await openStore();
+    try {
+      await storage.revokedTokens.revoke(subjectMark(subOf(person), Math.floor(Date.now() / 100)), Math.floor(Date.now() / 1000) + 600);
+    } finally {
+      await storage.close();
+    }
+    const inFlight = oidc.buildAuthorizationUrl(apps[0]!, {
+      redirect_uri: REDIRECT, scope: 'read', resource: API, state: 'st',
+      code_challenge: await oidc.calculatePKCECodeChallenge(oidc.randomPKCECodeVerifier()), code_challenge_method: 'S256',
+    });
+    expect((await first.agent.fetch(inFlight)).status).toBe(303);
+    // Its session was not stored back: past the revocation's slot, the person's next request shows the login page.
+    await pastRevocationSlot();
+    const after = await signIn(apps[0]!, person, first.agent);
+    expect(after.pages[0]).toContain('id="login-data"');
+    expect(decodeJwt(after.tokens.access_token).sub).toBe(subOf(person));
   });
 
   test('the admin API does the same: POST /admin/subjects/<sub>/revoke (admin token), 404 when nothing is found, 400 for a malformed subject', async () => {

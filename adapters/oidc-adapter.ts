@@ -104,10 +104,11 @@ export interface AdapterOptions {
   registrationPolicies?: ReadonlySet<string>;
   onUnconfiguredPolicy?: (policy: string) => void;
   /**
-   * Asked before a sign-in session of person `accountId` is stored: whether the operator revoked that person while
+   * Asked when a sign-in session of person `accountId` is stored: whether the operator revoked that person while
    * the request storing it was served (server/subject-revocation.ts). oidc-provider stores a session at the end of
    * every request that read it, so a request in flight during `agentauth subjects revoke` would write back the
-   * session the revocation just ended. True: the session is deleted instead, and the person's next request signs in.
+   * session the revocation just ended. Asked once the session is stored; true: it is deleted again, and the person's
+   * next request signs in.
    */
   sessionRevoked?: (accountId: string) => Promise<boolean>;
 }
@@ -206,9 +207,10 @@ export function oidcAdapterFactory(storage: Storage, health?: StorageHealth, opt
         const { sessionRevoked } = options;
         if (name === 'Session' && sessionRevoked && typeof payload.accountId === 'string') {
           const accountId = payload.accountId;
+          // Stored, then checked: a session stored after a revocation's last listing finds the mark written before it.
           return failClosed(async () => {
+            await store.upsert(id, payload, expiresIn);
             if (await sessionRevoked(accountId)) await store.destroy(id);
-            else await store.upsert(id, payload, expiresIn);
           });
         }
         return failClosed(() => store.upsert(id, payload, expiresIn));

@@ -60,7 +60,7 @@ export interface InteractionDeps {
 type Details = Awaited<ReturnType<Provider['interactionDetails']>>;
 
 /** What the application is told of an approval given while the operator revoked the person's access. */
-export const SUBJECT_REVOKED_DURING_CONSENT = "the account's access was revoked by the operator while this request was approved: the person must sign in again";
+const SUBJECT_REVOKED_DURING_CONSENT = "the account's access was revoked by the operator while this request was approved: the person must sign in again";
 
 const toArray = (v: unknown): string[] => (Array.isArray(v) ? v.map(String) : typeof v === 'string' && v ? [v] : []);
 

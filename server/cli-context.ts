@@ -102,7 +102,7 @@ export function answer(json: boolean, ctx: CliContext | undefined, value: Record
  * directory); a MongoDB database is judged by its contents (see `requireInitialised`).
  */
 function storeMissing(ctx: CliContext): string | undefined {
-  if (ctx.store === 'mongodb' || ctx.data_dir === null) return undefined;
+  if (ctx.data_dir === null) return undefined; // MongoDB
   const path = ctx.store === 'sqlite' ? ctx.location : ctx.data_dir;
   return existsSync(path) ? undefined : path;
 }

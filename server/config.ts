@@ -4,7 +4,7 @@ import { z } from 'zod';
 import { AUDIT_CHAIN_ID } from '../adapters/types.js';
 import { readJsonFile } from '../adapters/json-syntax-error.js';
 import { HOST_PATTERN } from './client-metadata/host-policy.js';
-import { mongoUriParts, mongoUriProblem } from './mongodb-uri.js';
+import { mongoClientProblem, mongoUriParts, mongoUriProblem } from './mongodb-uri.js';
 import { limitsSchema } from './limits/config.js';
 import type { LimitsConfig } from './limits/config.js';
 import { adminSchema } from './admin/config.js';
@@ -349,7 +349,7 @@ const envSchema = z.object({
     .regex(/^mongodb(\+srv)?:\/\//, 'must start with mongodb:// or mongodb+srv://')
     .superRefine((uri, ctx) => {
       if (!/^mongodb(\+srv)?:\/\//.test(uri)) return;
-      const problem = mongoUriProblem(uri);
+      const problem = mongoUriProblem(uri) ?? mongoClientProblem(uri);
       if (problem) ctx.addIssue({ code: 'custom', message: problem });
     })
     .optional(),

@@ -1,4 +1,9 @@
+import { createRequire } from 'node:module';
+
 import { ConnectionString } from 'mongodb-connection-string-url';
+import type { MongoClient as MongoClientClass } from 'mongodb';
+
+const require = createRequire(import.meta.url);
 
 /**
  * MONGODB_URI read as the MongoDB driver reads it (its own parser, mongodb-connection-string-url), so that a string
@@ -38,4 +43,20 @@ export function mongoUriParts(uri: string): { hosts: string[]; database: string 
     database = undefined;
   }
   return { hosts: parsed.hosts, database };
+}
+
+/**
+ * Why the driver refuses `uri`'s hosts or options as its client is made (`?foo=bar`, `?tls=maybe`, a port out of
+ * range), in the driver's words, or undefined. The client is only constructed (nothing connects), with the driver
+ * loaded only when MONGODB_URI is set (a CommonJS require: the configuration is read synchronously). Called once
+ * `mongoUriProblem` passed: the user name and password are readable, and the driver's option messages quote neither.
+ */
+export function mongoClientProblem(uri: string): string | undefined {
+  const { MongoClient } = require('mongodb') as { MongoClient: typeof MongoClientClass };
+  try {
+    new MongoClient(uri);
+    return undefined;
+  } catch (err) {
+    return err instanceof Error && err.name.startsWith('Mongo') ? err.message : 'is not a MongoDB connection string the driver accepts';
+  }
 }

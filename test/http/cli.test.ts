@@ -44,6 +44,15 @@ describe('agentauth --version and usage errors', () => {
     expect(res.code).toBe(2);
     expect(res.stderr).toMatch(/^agentauth: invalid configuration: PORT/);
   });
+
+  test.each([
+    ['an option the driver does not know', 'mongodb://127.0.0.1/prod?foo=bar', 'option foo is not supported'],
+    ['an option value the driver refuses', 'mongodb://127.0.0.1/prod?tls=maybe', 'tls/ssl must be either "true" or "false"'],
+    ['a port out of range', 'mongodb://127.0.0.1:99999/prod', 'Unable to parse 127.0.0.1:99999 with URL'],
+  ])('a MONGODB_URI with %s is an invalid configuration: one line, before any store is named or opened', async (_name, uri, reason) => {
+    const res = await runCli(['keys', 'list'], { MONGODB_URI: uri });
+    expect({ code: res.code, stderr: res.stderr }).toEqual({ code: 2, stderr: `agentauth: invalid configuration: MONGODB_URI: ${reason}\n` });
+  });
 });
 
 describe('commands that change keys refuse to create a store or KEK without --init', () => {

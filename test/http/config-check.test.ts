@@ -358,8 +358,8 @@ describe('agentauth config check: every refusal is start\'s own, with its exit c
       }),
     ],
     [
-      'a MONGODB_URI option the driver refuses (it escaped the check uncaught)',
-      async () => ({ env: { MONGODB_URI: 'mongodb://127.0.0.1:27017/prod?tls=maybe', AGENTAUTH_KEK: newKek() }, check: 'store', line: /^invalid configuration: MONGODB_URI: tls\/ssl must be either "true" or "false"/ }),
+      'a MONGODB_URI option the driver refuses (it escaped the check uncaught, then was found only when the store opened)',
+      async () => ({ env: { MONGODB_URI: 'mongodb://127.0.0.1:27017/prod?tls=maybe', AGENTAUTH_KEK: newKek() }, check: 'configuration', line: /^invalid configuration: MONGODB_URI: tls\/ssl must be either "true" or "false"/ }),
     ],
     ['MongoDB without a configured KEK', async () => ({ env: { MONGODB_URI: mongoUri(), MONGODB_DB: uniqueDbName('cfgcheck') }, check: 'kek', line: /^cannot start: AGENTAUTH_KEK or AGENTAUTH_KEK_FILE is required with MONGODB_URI/ })],
     [

@@ -124,6 +124,11 @@ describe('loadConfig', () => {
       ['mongodb://alice@S3CRET@db.example.com/prod', /^MONGODB_URI: the user name or password has characters that must be percent-encoded/],
       ['mongodb://alice:pa:ss@db.example.com/prod', /^MONGODB_URI: the user name or password has characters that must be percent-encoded/],
       ['mongodb://', /^MONGODB_URI: is not a MongoDB connection string the driver accepts/],
+      // Hosts and options the driver refuses as its client is made (nothing connects), in its words.
+      ['mongodb://alice:Zm9v@db.example.com/prod?foo=bar', /^MONGODB_URI: option foo is not supported$/],
+      ['mongodb://alice:Zm9v@db.example.com/prod?tls=maybe', /^MONGODB_URI: tls\/ssl must be either "true" or "false"$/],
+      ['mongodb://alice:Zm9v@db.example.com:99999/prod', /^MONGODB_URI: Unable to parse db.example.com:99999 with URL$/],
+      ['mongodb+srv://alice:Zm9v@cluster.example.net:27017/', /^MONGODB_URI: /],
     ] as const) {
       const text = message({ MONGODB_URI: uri });
       expect({ uri, text }).toEqual({ uri, text: expect.stringMatching(rule) });

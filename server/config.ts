@@ -185,6 +185,8 @@ const clientMetadataDocumentsSchema = z.strictObject({
   maxBytes: z.number().int().min(256).max(65_536).default(5120),
   /** The whole fetch (DNS, connect, TLS, body) must finish within this. */
   timeoutMs: z.number().int().min(100).max(10_000).default(3000),
+  /** Documents fetched at once, per process; a request that needs one more is answered 503 temporarily_unavailable. */
+  maxConcurrentFetches: z.number().int().min(1).max(1000).default(16),
   cache: z
     .strictObject({
       defaultTTL: z.number().int().min(0).max(7 * 86_400).default(300),

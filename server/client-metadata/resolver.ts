@@ -1,5 +1,6 @@
 import { errors, Provider } from 'oidc-provider';
 
+import { temporarilyUnavailable } from '../../adapters/oidc-adapter.js';
 import type { ClientMetadataDocumentsConfig, TierConfig } from '../config.js';
 import type { Logger } from '../logger.js';
 import { withoutUserinfo } from '../logger.js';
@@ -40,6 +41,9 @@ function ownerLookup(ctx: { oidc?: { route?: string; client?: { clientId: string
   const caller = ctx.oidc?.client;
   return caller !== undefined && caller.clientId !== id;
 }
+
+/** What a client is told when its document would be one fetch more than the server makes at once. */
+const FETCHES_BUSY = 'the authorization server is fetching as many client ID metadata documents as it allows at once; retry shortly';
 
 const refuse = (clientId: string, reason: string) =>
   new errors.InvalidClient(`client_id ${clientId.slice(0, 300)} is a client ID metadata document URL that cannot be used: ${reason}`);
@@ -114,6 +118,12 @@ export function installClientMetadataDocuments(provider: Provider, deps: ClientM
     }
     let pending = inflight.get(clientId);
     if (!pending) {
+      // Anyone can name a URL as a client_id: the fetches one process makes at once are bounded, each by timeoutMs
+      // and maxBytes and together by maxConcurrentFetches. A request sharing a fetch already made waits for it.
+      if (inflight.size >= settings.maxConcurrentFetches) {
+        log.warn({ event: 'client_metadata_document.busy', client_id: withoutUserinfo(clientId), fetching: inflight.size }, 'client ID metadata document not fetched: as many are being fetched as clientIdMetadataDocuments.maxConcurrentFetches allows');
+        throw temporarilyUnavailable(FETCHES_BUSY);
+      }
       pending = fetchAndBuild(clientId, checked.url).finally(() => inflight.delete(clientId));
       inflight.set(clientId, pending);
     }

@@ -291,6 +291,51 @@ describe('client ID metadata documents (https client_id URLs) over HTTP', () => 
     expect(body.error_description).toMatch(/took longer than 1000 ms/);
   });
 
+  test('fetches at once are bounded (maxConcurrentFetches): one more is answered 503 without a fetch, a request for a document being fetched shares it, and fetching resumes when they end', async () => {
+    const busy = await startCimdServer(baseConfig({ clientIdMetadataDocuments: { timeoutMs: 1000, maxConcurrentFetches: 2 } }), testSwitchFor(pki), docs.port);
+    try {
+      // Two documents trickled past the time limit hold both fetches for a second.
+      const slow = (path: string) => {
+        docs.serve(path, { body: JSON.stringify(doc(path)), trickleMs: 40 });
+        return docs.url('agent.test', path);
+      };
+      const [a, b] = [slow('/busy/a.json'), slow('/busy/b.json')];
+      docs.serveJson('/busy/c.json', doc('/busy/c.json'));
+      const c = docs.url('agent.test', '/busy/c.json');
+      const held = [tokenEndpoint(busy.url, a), tokenEndpoint(busy.url, b)];
+      for (let i = 0; i < 100 && (docs.hits('/busy/a.json') === 0 || docs.hits('/busy/b.json') === 0); i += 1) await new Promise((r) => setTimeout(r, 10));
+      expect([docs.hits('/busy/a.json'), docs.hits('/busy/b.json')]).toEqual([1, 1]);
+
+      const res = await fetch(`${busy.url}/token`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-www-form-urlencoded' },
+        body: new URLSearchParams({ grant_type: 'authorization_code', code: 'not-a-code', redirect_uri: REDIRECT, code_verifier: 'x'.repeat(43), client_id: c }),
+      });
+      expect({ status: res.status, retryAfter: res.headers.get('retry-after'), body: await res.json() }).toEqual({
+        status: 503,
+        retryAfter: expect.stringMatching(/^[1-9][0-9]*$/),
+        body: { error: 'temporarily_unavailable', error_description: 'the authorization server is fetching as many client ID metadata documents as it allows at once; retry shortly' },
+      });
+      expect(docs.hits('/busy/c.json')).toBe(0);
+      // A request naming a document already being fetched waits for that fetch (no second one, no refusal).
+      const shared = tokenEndpoint(busy.url, a);
+      const answers = await Promise.all([...held, shared]);
+      for (const answer of answers) {
+        expect(answer.status).toBe(400);
+        expect(answer.body.error_description).toMatch(/took longer than 1000 ms/);
+      }
+      expect(docs.hits('/busy/a.json')).toBe(1);
+      expect(logLines(busy.output()).filter((l) => l.event === 'client_metadata_document.busy')).toHaveLength(1);
+
+      // Both fetches ended: the next document is fetched (its client is known; the made-up code is what is refused).
+      const after = await tokenEndpoint(busy.url, c);
+      expect(after.body.error).toBe('invalid_grant');
+      expect(docs.hits('/busy/c.json')).toBe(1);
+    } finally {
+      await busy.stop();
+    }
+  });
+
   test('a document whose client_id differs from its URL is refused', async () => {
     docs.serveJson('/mismatch.json', doc('/other.json'));
     const { status, body } = await tokenEndpoint(on.url, docs.url('agent.test', '/mismatch.json'));

@@ -331,7 +331,7 @@ describe('client ID metadata documents: configuration', () => {
 
   test('on by default with open registration, off by default with token or no registration; an explicit setting wins', () => {
     expect(load({})).toEqual({
-      enabled: true, allowedHosts: [], deniedHosts: [], allowedPorts: [443], maxBytes: 5120, timeoutMs: 3000,
+      enabled: true, allowedHosts: [], deniedHosts: [], allowedPorts: [443], maxBytes: 5120, timeoutMs: 3000, maxConcurrentFetches: 16,
       cache: { defaultTTL: 300, minTTL: 30, maxTTL: 86_400, maxEntries: 1000 },
     });
     expect(load({ registration: { mode: 'token' } }).enabled).toBe(false);
@@ -358,6 +358,9 @@ describe('client ID metadata documents: configuration', () => {
   test('limits are bounded and minTTL may not exceed maxTTL', () => {
     expect(() => load({ clientIdMetadataDocuments: { maxBytes: 10_000_000 } })).toThrow(/clientIdMetadataDocuments\.maxBytes/);
     expect(() => load({ clientIdMetadataDocuments: { timeoutMs: 60_000 } })).toThrow(/clientIdMetadataDocuments\.timeoutMs/);
+    expect(() => load({ clientIdMetadataDocuments: { maxConcurrentFetches: 0 } })).toThrow(/clientIdMetadataDocuments\.maxConcurrentFetches/);
+    expect(() => load({ clientIdMetadataDocuments: { maxConcurrentFetches: 1001 } })).toThrow(/clientIdMetadataDocuments\.maxConcurrentFetches/);
+    expect(() => load({ clientIdMetadataDocuments: { maxConcurrentFetches: 1.5 } })).toThrow(/clientIdMetadataDocuments\.maxConcurrentFetches/);
     expect(() => load({ clientIdMetadataDocuments: { cache: { minTTL: 600, maxTTL: 60 } } })).toThrow(/cache\.minTTL: must not exceed maxTTL/);
   });
 });

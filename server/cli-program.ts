@@ -186,7 +186,8 @@ withJson(iat.command('create'))
   .description('create an initial access token and print it (registration mode "token")')
   .option('--tier <tier>', 'token tier assigned to the client that registers with it')
   .option('--expires-in <seconds>', 'lifetime in seconds (default: registration.initialAccessTokenTTL)')
-  .action(async (opts: { tier?: string; expiresIn?: string; json?: boolean }) => {
+  .option('--uses <n>', 'registrations it allows, 1 to 1000 (default: any number until it expires)')
+  .action(async (opts: { tier?: string; expiresIn?: string; uses?: string; json?: boolean }) => {
     const config = loadConfig();
     const request = checkInitialAccessTokenRequest(config, opts);
     // The store must be one a server has run on: boot() would otherwise create a store, a KEK and a first key.
@@ -198,9 +199,10 @@ withJson(iat.command('create'))
     const { boot } = await import('./boot.js');
     const agentauth = await boot(config, log, { serving: false });
     try {
-      const { token, expiresIn, tier } = await createInitialAccessToken(agentauth, request);
-      answer(opts.json === true, ctx, { initial_access_token: token, tier, expires_in: expiresIn }, () => token);
-      process.stderr.write(`initial access token for tier ${tier}, expires in ${expiresIn} s; register with: Authorization: Bearer <token>\n`);
+      const { token, expiresIn, tier, uses } = await createInitialAccessToken(agentauth, request);
+      answer(opts.json === true, ctx, { initial_access_token: token, tier, expires_in: expiresIn, uses: uses ?? null }, () => token);
+      const allows = uses === undefined ? '' : `, allows ${uses} registration${uses === 1 ? '' : 's'}`;
+      process.stderr.write(`initial access token for tier ${tier}, expires in ${expiresIn} s${allows}; register with: Authorization: Bearer <token>\n`);
     } finally {
       await agentauth.close();
     }

@@ -2,20 +2,24 @@ import type { Agentauth } from './boot.js';
 import { ConfigError } from './config.js';
 import type { Config } from './config.js';
 import { tierPolicyName } from './policies/tiers.js';
+import { initialAccessTokenFingerprint, MAX_INITIAL_ACCESS_TOKEN_USES, recordUseLimit } from './initial-access-token-uses.js';
 
 export interface CreatedInitialAccessToken {
   token: string;
   expiresIn: number;
   tier: string;
+  /** How many registrations it allows; undefined for any number. */
+  uses?: number;
 }
 
 export interface InitialAccessTokenRequest {
   tier: string;
   expiresIn: number;
+  uses?: number;
 }
 
 /** Checks a request before anything is opened (so a refused run never touches storage or generates keys). */
-export function checkInitialAccessTokenRequest(config: Config, opts: { tier?: string | undefined; expiresIn?: string | undefined }): InitialAccessTokenRequest {
+export function checkInitialAccessTokenRequest(config: Config, opts: { tier?: string | undefined; expiresIn?: string | undefined; uses?: string | undefined }): InitialAccessTokenRequest {
   if (config.registration.mode !== 'token') {
     // Without a configuration file the mode is the default: the likely mistake is a command run without the server's AGENTAUTH_CONFIG.
     const where = config.configFile === undefined ? ', the default: AGENTAUTH_CONFIG is not set, so no configuration file was read; run the command with the server\'s AGENTAUTH_CONFIG' : ` in ${config.configFile}`;
@@ -30,15 +34,32 @@ export function checkInitialAccessTokenRequest(config: Config, opts: { tier?: st
   if (!Number.isInteger(expiresIn) || expiresIn < 1 || expiresIn > 30 * 86400) {
     throw new ConfigError('--expires-in: must be a whole number of seconds from 1 to 2592000 (30 days)');
   }
-  return { tier, expiresIn };
+  if (opts.uses === undefined) return { tier, expiresIn };
+  const uses = /^[0-9]{1,4}$/.test(opts.uses) ? Number(opts.uses) : NaN;
+  if (!Number.isInteger(uses) || uses < 1 || uses > MAX_INITIAL_ACCESS_TOKEN_USES) {
+    throw new ConfigError(`--uses: must be a whole number of registrations from 1 to ${MAX_INITIAL_ACCESS_TOKEN_USES}`);
+  }
+  return { tier, expiresIn, uses };
 }
 
-/** Mints an initial access token (RFC 7591 §3) that expires, and assigns its client a tier. */
+/**
+ * Mints an initial access token (RFC 7591 §3) that expires, assigns its client a tier and, with `uses`, allows that many
+ * registrations. The limit is recorded after the token is stored: if that fails, the token is deleted again and never
+ * returned, so no one holds a token that should have had a limit.
+ */
 export async function createInitialAccessToken(
-  agentauth: Pick<Agentauth, 'provider'>,
-  { tier, expiresIn }: InitialAccessTokenRequest,
+  agentauth: Pick<Agentauth, 'provider' | 'storage'>,
+  { tier, expiresIn, uses }: InitialAccessTokenRequest,
 ): Promise<CreatedInitialAccessToken> {
-  const IAT = agentauth.provider.InitialAccessToken as unknown as new (init: { expiresIn: number; policies: string[] }) => { save(): Promise<string> };
-  const token = await new IAT({ expiresIn, policies: [tierPolicyName(tier)] }).save();
-  return { token, expiresIn, tier };
+  const IAT = agentauth.provider.InitialAccessToken as unknown as new (init: { expiresIn: number; policies: string[] }) => { save(): Promise<string>; destroy(): Promise<void> };
+  const iat = new IAT({ expiresIn, policies: [tierPolicyName(tier)] });
+  const token = await iat.save();
+  if (uses === undefined) return { token, expiresIn, tier };
+  try {
+    await recordUseLimit(agentauth.storage.nonces, initialAccessTokenFingerprint(token), uses, expiresIn);
+  } catch (err) {
+    await iat.destroy().catch(() => undefined);
+    throw err;
+  }
+  return { token, expiresIn, tier, uses };
 }

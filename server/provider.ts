@@ -513,6 +513,7 @@ export function createProvider(deps: ProviderDeps): Provider {
     health: deps.health,
     log: deps.log,
     quota: new SharedWindowLimit(deps.storage.nonces, 'registration', deps.config.registration.quota, deps.config.limits.ipv6PrefixLength),
+    nonces: deps.storage.nonces,
   });
   if (deps.config.clientIdMetadataDocuments.enabled) {
     const tierName = deps.config.registration.defaultTier;

@@ -4,6 +4,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { AdapterPayload, ModelName, Storage } from '../../adapters/types.js';
 import { isValidKey } from '../../adapters/validate.js';
 import { credentialFingerprint, destroyListed, FINGERPRINT_FIELD } from '../../adapters/sealed-credential-ids.js';
+import { useLimitOf } from '../initial-access-token-uses.js';
 import type { AuditEventInput } from '../audit/chain.js';
 import { CLIENT_OWNED, markClientRevoked, removeClientRecords } from '../client-revocation.js';
 import { RevocationMarks, clientGeneration } from '../revocation-lineage.js';
@@ -42,6 +43,8 @@ export interface IatView {
   tier: string | undefined;
   issued_at: string | undefined;
   expires_at: string | undefined;
+  /** How many registrations it allows (`clients iat create --uses`); null for any number. */
+  uses: number | null;
 }
 
 export interface ClientAdminDeps {
@@ -332,12 +335,7 @@ export class ClientAdmin {
       const page = await store.list(after, PAGE);
       for (const record of page) {
         const { payload } = record;
-        views.push({
-          id: iatFingerprintOf(record),
-          tier: tierFromPolicies(Array.isArray(payload.policies) ? (payload.policies as string[]) : undefined),
-          issued_at: iso(payload.iat),
-          expires_at: iso(payload.exp),
-        });
+        views.push(await this.#iatView(record));
       }
       if (page.length < PAGE) break;
       after = page.at(-1)!.id;
@@ -365,17 +363,25 @@ export class ClientAdmin {
         after = page.at(-1)!.id;
       }
       if (found === undefined) throw notFound('no initial access token has that id (the fingerprint `clients iat list` shows) or is that token');
-      const { id: tokenId, payload } = found;
-      const view: IatView = {
-        id: iatFingerprintOf(found),
-        tier: tierFromPolicies(Array.isArray(payload.policies) ? (payload.policies as string[]) : undefined),
-        issued_at: iso(payload.iat),
-        expires_at: iso(payload.exp),
-      };
+      const { id: tokenId } = found;
+      const view = await this.#iatView(found);
       await this.#audit('registration.iat_revoked', undefined, actor, { iat_id: view.id, ...(view.tier ? { tier: view.tier } : {}) });
       await destroyListed(store, tokenId);
       return view;
     });
+  }
+
+  /** An initial access token as listed: its fingerprint, tier, times, and the registrations it allows. */
+  async #iatView(record: { id: string; payload: AdapterPayload }): Promise<IatView> {
+    const { payload } = record;
+    const id = iatFingerprintOf(record);
+    return {
+      id,
+      tier: tierFromPolicies(Array.isArray(payload.policies) ? (payload.policies as string[]) : undefined),
+      issued_at: iso(payload.iat),
+      expires_at: iso(payload.exp),
+      uses: (await useLimitOf(this.deps.storage.nonces, id)) ?? null,
+    };
   }
 
   /**

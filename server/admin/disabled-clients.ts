@@ -127,6 +127,8 @@ export function installDisabledClientCheck(provider: Provider, clients: ModelSto
     // recorded, and one whose record cannot be written is not made.
     if (ctx?.oidc?.route === 'registration') {
       return inProvider(async () => {
+        // A step of the registration's own (one use of its initial access token) runs first: refused, nothing is recorded.
+        await beforeClientWrite(ctx)?.();
         await auditNow(ctx, clientChangeEvent('client.registered', id, payload));
         await writes.create(id, payload, expiresIn);
       }, health);

@@ -2,7 +2,7 @@ import { Provider, errors } from 'oidc-provider';
 import type { KoaContextWithOIDC } from 'oidc-provider';
 import * as registration from 'oidc-provider/lib/actions/registration.js';
 
-import type { AdapterPayload, ModelStore } from '../../adapters/types.js';
+import type { AdapterPayload, ModelStore, NonceStore } from '../../adapters/types.js';
 import { RegistrationAccessTokenRaceLost, answersUnavailable, failClosedInProvider } from '../../adapters/oidc-adapter.js';
 import { setBeforeClientWrite } from '../admin/client-write-hook.js';
 import { auditNow, whenRecorded } from '../audit/trail.js';
@@ -20,6 +20,7 @@ import type { RegistrationPolicy } from '../policies/registration.js';
 import { tierFromPolicies, tierOf } from '../policies/tiers.js';
 import type { TierLimits } from '../policies/tiers.js';
 import { sharedRotations } from '../undelivered-rotations.js';
+import { initialAccessTokenFingerprint, takeUse } from '../initial-access-token-uses.js';
 import type { SharedRotationStore, SharedRotations } from '../undelivered-rotations.js';
 
 /**
@@ -60,6 +61,8 @@ export interface RegistrationStepDeps {
   undelivered: SharedRotationStore;
   /** The per-IP registration quota, counted in the store (server/limits/). */
   quota: SharedWindowLimit;
+  /** Where initial access tokens' registration limits are kept and counted (server/initial-access-token-uses.ts). */
+  nonces: Pick<NonceStore, 'boundTo' | 'takeAttempt'>;
 }
 
 type Next = () => Promise<void>;
@@ -385,12 +388,23 @@ function requireJsonBody(ctx: KoaContextWithOIDC): void {
 const registrationPolicyStep = named('agentauthRegistrationPolicy', async (ctx, next) => {
   const { deps } = stateFor(ctx);
   requireJsonBody(ctx);
-  const iat = ctx.oidc.entities.InitialAccessToken as { policies?: string[] } | undefined;
+  const iat = ctx.oidc.entities.InitialAccessToken as { policies?: string[]; jti: string; exp?: number } | undefined;
   const tierName = tierFromPolicies(iat?.policies) ?? deps.registration.defaultTier;
   const tier = deps.limits.tiers[tierName] ?? tierOf(deps.limits, undefined);
   setBody(ctx, checkRegistrationRequest(ctx.oidc.body, deps.policy, tier, { update: false, origin: iat ? 'initial_access_token' : 'anonymous' }));
+  // One of the token's registrations is taken just before the client is written (server/admin/disabled-clients.ts):
+  // a registration refused before then uses none.
+  if (iat) setBeforeClientWrite(ctx, () => takeInitialAccessTokenUse(deps, iat));
   await next();
 });
+
+async function takeInitialAccessTokenUse(deps: RegistrationStepDeps, iat: { jti: string; exp?: number }): Promise<void> {
+  const expiresAt = iat.exp ?? Math.floor(Date.now() / 1000);
+  const { taken, limit } = await failClosedInProvider(() => takeUse(deps.nonces, initialAccessTokenFingerprint(iat.jti), expiresAt), deps.health);
+  if (!taken) {
+    throw invalidToken(`the initial access token allowed ${limit} registration${limit === 1 ? '' : 's'}, and all of them have been made: ask the operator for a new one`);
+  }
+}
 
 const readStep = named('agentauthRotateOnRead', async (ctx, next) => {
   const { deps } = stateFor(ctx);

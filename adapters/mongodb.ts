@@ -53,9 +53,18 @@ const AUDIT_CHECKPOINTS = 'audit_checkpoints';
 const REVOKED = 'revoked_tokens';
 const NONCES = 'nonces';
 
+/**
+ * A driver error's message as logged: without the " (undefinedms)" the driver (mongodb 7.9) puts in "Timed out during
+ * socket read" when it has no duration to name.
+ */
+export function driverMessage(err: unknown): string {
+  const message = err instanceof Error ? err.message : String(err);
+  return message.replaceAll(' (undefinedms)', '');
+}
+
 function unavailable(op: string, err: unknown): StorageUnavailableError {
   if (err instanceof StorageUnavailableError) return err;
-  const reason = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
+  const reason = err instanceof Error ? `${err.name}: ${driverMessage(err)}` : String(err);
   return new StorageUnavailableError(`MongoDB ${op} failed (${reason})`, { cause: err });
 }
 
@@ -1009,7 +1018,7 @@ export class MongoStorage implements Storage {
       this.#failingSince ??= now;
       if (now - this.#failingSince >= this.#reconnectAfterMs) {
         this.#failingSince = now;
-        this.#reconnect(err instanceof Error ? err.message : String(err));
+        this.#reconnect(driverMessage(err));
       }
       throw err;
     }

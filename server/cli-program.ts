@@ -18,6 +18,8 @@ import { registerConfigCommands } from './cli-config.js';
 import { registerClientCommands } from './cli-clients.js';
 import { registerSubjectCommands } from './cli-subjects.js';
 import { checkInitialAccessTokenRequest, createInitialAccessToken } from './initial-access-tokens.js';
+import { AuditLog } from './audit/log.js';
+import { writerChain } from './audit/writer-chain.js';
 import { answer, CliUsageError, cliLogger, EXIT, packageVersion, requireInitialised, withJson, withStore } from './cli-context.js';
 
 /** What a worker of `start --workers N` tells the primary once it serves (both listeners listening). */
@@ -199,7 +201,10 @@ withJson(iat.command('create'))
     const { boot } = await import('./boot.js');
     const agentauth = await boot(config, log, { serving: false });
     try {
-      const { token, expiresIn, tier, uses } = await createInitialAccessToken(agentauth, request);
+      // Recorded on the CLI's own chain, as the other commands' administrative actions are.
+      const audit = new AuditLog(agentauth.storage.audit, { chain: writerChain('cli') });
+      const created = await createInitialAccessToken(agentauth, request, (event) => audit.record(event)).finally(() => audit.close());
+      const { token, expiresIn, tier, uses } = created;
       answer(opts.json === true, ctx, { initial_access_token: token, tier, expires_in: expiresIn, uses: uses ?? null }, () => token);
       const allows = uses === undefined ? '' : `, allows ${uses} registration${uses === 1 ? '' : 's'}`;
       process.stderr.write(`initial access token for tier ${tier}, expires in ${expiresIn} s${allows}; register with: Authorization: Bearer <token>\n`);

@@ -1,3 +1,4 @@
+import type { AuditEventInput } from './audit/chain.js';
 import type { Agentauth } from './boot.js';
 import { ConfigError } from './config.js';
 import type { Config } from './config.js';
@@ -44,22 +45,30 @@ export function checkInitialAccessTokenRequest(config: Config, opts: { tier?: st
 
 /**
  * Mints an initial access token (RFC 7591 §3) that expires, assigns its client a tier and, with `uses`, allows that many
- * registrations. The limit is recorded after the token is stored: if that fails, the token is deleted again and never
- * returned, so no one holds a token that should have had a limit.
+ * registrations, and records `registration.iat_created` (by its fingerprint, never the token) through `record`. The
+ * limit and the record are written after the token is stored (its fingerprint is the token's): if either fails, the
+ * token is deleted again and never returned, so no one holds a token that is unrecorded or should have had a limit.
  */
 export async function createInitialAccessToken(
   agentauth: Pick<Agentauth, 'provider' | 'storage'>,
   { tier, expiresIn, uses }: InitialAccessTokenRequest,
+  record: (event: AuditEventInput) => Promise<unknown>,
 ): Promise<CreatedInitialAccessToken> {
-  const IAT = agentauth.provider.InitialAccessToken as unknown as new (init: { expiresIn: number; policies: string[] }) => { save(): Promise<string>; destroy(): Promise<void> };
+  const IAT = agentauth.provider.InitialAccessToken as unknown as new (init: { expiresIn: number; policies: string[] }) => {
+    save(): Promise<string>;
+    destroy(): Promise<void>;
+    exp?: number;
+  };
   const iat = new IAT({ expiresIn, policies: [tierPolicyName(tier)] });
   const token = await iat.save();
-  if (uses === undefined) return { token, expiresIn, tier };
+  const fingerprint = initialAccessTokenFingerprint(token);
   try {
-    await recordUseLimit(agentauth.storage.nonces, initialAccessTokenFingerprint(token), uses, expiresIn);
+    if (uses !== undefined) await recordUseLimit(agentauth.storage.nonces, fingerprint, uses, expiresIn);
+    const expiresAt = new Date((iat.exp ?? Math.floor(Date.now() / 1000) + expiresIn) * 1000).toISOString();
+    await record({ type: 'registration.iat_created', details: { actor: 'cli', iat_id: fingerprint, tier, expires_at: expiresAt, uses: uses ?? null } });
   } catch (err) {
     await iat.destroy().catch(() => undefined);
     throw err;
   }
-  return { token, expiresIn, tier, uses };
+  return uses === undefined ? { token, expiresIn, tier } : { token, expiresIn, tier, uses };
 }

@@ -1,3 +1,5 @@
+import { createHash } from 'node:crypto';
+
 import type { AuditRecord } from '../../adapters/types.js';
 import { all, statuses } from '../support/races.js';
 import { mongoUri } from '../support/storages.js';
@@ -34,11 +36,13 @@ describe.each(backends)('initial access tokens limited to N registrations, on %s
   /** Clients registered so far in this describe, as the audit log should show them. */
   let registeredSoFar = 0;
 
-  async function registeredEvents(): Promise<AuditRecord[]> {
+  async function auditEvents(): Promise<AuditRecord[]> {
     const r = await runCli(['audit', 'export'], env);
     expect(r.code).toBe(0);
-    return r.stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as AuditRecord).filter((e) => e.type === 'client.registered');
+    return r.stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as AuditRecord);
   }
+
+  const registeredEvents = async () => (await auditEvents()).filter((e) => e.type === 'client.registered');
 
   async function createIat(...args: string[]): Promise<string> {
     const r = await runCli(['clients', 'iat', 'create', ...args], env);
@@ -73,6 +77,11 @@ describe.each(backends)('initial access tokens limited to N registrations, on %s
     const iat = await createIat('--uses', '1', '--json');
     const token = (JSON.parse(iat) as { initial_access_token: string; uses: number }).initial_access_token;
     expect(JSON.parse(iat)).toMatchObject({ uses: 1 });
+    // Its creation is recorded on the CLI's chain, by fingerprint: never the token.
+    const fingerprint = createHash('sha256').update(token).digest('base64url').slice(0, 22);
+    const created = (await auditEvents()).filter((e) => e.type === 'registration.iat_created' && e.details.iat_id === fingerprint);
+    expect(created.map((e) => e.details)).toEqual([{ actor: 'cli', iat_id: fingerprint, tier: 'standard', expires_at: expect.stringMatching(/^\d{4}-\d\d-\d\dT/), uses: 1 }]);
+    expect(JSON.stringify(await auditEvents())).not.toContain(token);
     const refused = await register(token, { ...METADATA, grant_types: ['password'] });
     expect(refused.status).toBe(400);
     expect((await register(token)).status).toBe(201);

@@ -210,7 +210,15 @@ export function oidcAdapterFactory(storage: Storage, health?: StorageHealth, opt
           // Stored, then checked: a session stored after a revocation's last listing finds the mark written before it.
           return failClosed(async () => {
             await store.upsert(id, payload, expiresIn);
-            if (await sessionRevoked(accountId)) await store.destroy(id);
+            let revoked: boolean;
+            try {
+              revoked = await sessionRevoked(accountId);
+            } catch (err) {
+              // Not known: deleted (best effort) before the 503, rather than left standing if a revocation ended it.
+              await store.destroy(id).catch(() => undefined);
+              throw err;
+            }
+            if (revoked) await store.destroy(id);
           });
         }
         return failClosed(() => store.upsert(id, payload, expiresIn));

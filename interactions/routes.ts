@@ -7,7 +7,8 @@ import { WALLET_GRANT_TYPE } from '../server/config.js';
 import { SECURITY_HEADERS } from '../server/http/security-headers.js';
 import { parseJsonBody, readBodyText } from '../server/request-body.js';
 import { refuseReplacedText } from '../server/http/form-body-utf8.js';
-import { bodyReceivedAt } from '../server/http/body-received.js';
+import { requestArrivedAt } from '../server/http/body-received.js';
+import { revokedOrUnknown } from '../server/subject-revocation.js';
 import { asset } from './assets.js';
 import { SiweVerificationError } from './siwe/errors.js';
 import { signatureFormProblem } from './siwe/verify.js';
@@ -420,10 +421,11 @@ export function interactionRoutes(deps: InteractionDeps): Koa.Middleware {
       for (const [resource, scopes] of Object.entries(missing.missingResourceScopes ?? {})) grant.addResourceScope(resource, scopes.join(' '));
       return await decide(claim, async () => {
         const grantId = await grant.save();
-        // The operator revoked this person while the approval was served, perhaps after the revocation's last look at
-        // their grants: the grant goes (a grant found before the revocation deleted it was just written back), and
-        // the application is told access_denied instead of receiving a code.
-        if (deps.subjectRevokedWhileServed && (await deps.subjectRevokedWhileServed(accountId, bodyReceivedAt(ctx.req)))) {
+        // The operator revoked this person while the approval was served (from its arrival: its session was read
+        // then), perhaps after the revocation's last look at their grants: the grant goes (a grant found before the
+        // revocation deleted it was just written back), and the application is told access_denied instead of
+        // receiving a code. A check that cannot be made deletes the grant too, before its 503.
+        if (deps.subjectRevokedWhileServed && (await revokedOrUnknown(() => deps.subjectRevokedWhileServed!(accountId, requestArrivedAt(ctx.req)), () => grant.destroy()))) {
           await grant.destroy();
           log.warn({ event: 'consent.revoked', sub: accountId, client_id: clientId }, 'consent refused: the person was revoked by the operator while it was given');
           await finish(ctx, { error: 'access_denied', error_description: SUBJECT_REVOKED_DURING_CONSENT });

@@ -50,7 +50,7 @@ import { dpopHeaderProblem, dpopProofAlg } from './http/dpop-header.js';
 import { replaceDescription } from './http/error-description.js';
 import { publishedAlgsOf } from './signing-alg.js';
 import { secretRehasher } from './client-secret-rehash.js';
-import { bodyReceivedAt } from './http/body-received.js';
+import { requestArrivedAt } from './http/body-received.js';
 import { revokedWhileServed } from './subject-revocation.js';
 
 /** How clients may authenticate, at the token, introspection and revocation endpoints alike. */
@@ -209,11 +209,11 @@ export function providerConfiguration(deps: ProviderDeps): Configuration {
         if (ctx?.oidc) ctx.oidc.provider.emit('grant.revoked', ctx, grantId);
       },
       revocation: revocationHooks(storage.revokedTokens, storage.model('Client'), new Set(config.clients.map((c) => c.client_id))),
-      // A session written back by a request served while its person was revoked is deleted instead, dated by that
-      // request's receipt (the same check as the consent page's and the wallet-signature grant's).
+      // A session written back by a request served while its person was revoked is deleted instead. The request read
+      // the session when it arrived, before any body: the check starts at its arrival, however slowly a body follows.
       sessionRevoked: (accountId) => {
         const ctx = Provider.ctx as KoaContextWithOIDC | undefined;
-        return revokedWhileServed(storage.revokedTokens, accountId, ctx ? bodyReceivedAt(ctx.req) : Date.now());
+        return revokedWhileServed(storage.revokedTokens, accountId, ctx ? requestArrivedAt(ctx.req) : Date.now());
       },
       registrationPolicies: new Set(config.registration.mode === 'token' ? Object.keys(tierPolicies) : []),
       onUnconfiguredPolicy: (policy) =>

@@ -65,8 +65,13 @@ const MAX_RELISTS = 10;
  * who signs in again at once may be asked to once more).
  */
 const SLOT_MS = 100;
-/** How far back from now a stored grant looks for marks: longer than any request is served. */
-const LOOKBACK_MS = 120_000;
+/**
+ * How far back from now a stored grant or session looks for marks: longer than any request is served. Node's HTTP
+ * server ends a request that has not been received in full after `requestTimeout` (300 s by default, which agentauth
+ * keeps; test/unit/subject-revocation.test.ts checks it): a request whose body trickles in for that long still finds
+ * a revocation made when it arrived. Marks live longer (SUBJECT_MARK_TTL_SECONDS).
+ */
+export const LOOKBACK_MS = 310_000;
 
 const slot = (ms: number): number => Math.floor(ms / SLOT_MS);
 
@@ -96,7 +101,7 @@ export async function revokeSubject(
   record: (found: { grants: number; sessions: number }) => Promise<unknown>,
   now: () => number = Date.now,
 ): Promise<SubjectRevocation | undefined> {
-  const mark = () => storage.revokedTokens.revoke(subjectMark(sub, slot(now())), Math.floor(now() / 1000) + SUBJECT_MARK_TTL_SECONDS);
+  const mark = (at = now()) => storage.revokedTokens.revoke(subjectMark(sub, slot(at)), Math.floor(at / 1000) + SUBJECT_MARK_TTL_SECONDS);
   // A mark before the first listing too: a person with nothing stored yet may have a sign-in in flight, which stores
   // its grant after this read and is refused by the mark (the answer is still "nothing found").
   await mark();
@@ -113,10 +118,15 @@ export async function revokeSubject(
     revoked.push(...grants);
     ended += sessions.length;
     if (listing > MAX_RELISTS) break;
-    await mark();
+    const markedAt = now();
+    await mark(markedAt);
     grants = await recordsOf(storage.model('Grant'), sub);
     sessions = await recordsOf(storage.model('Session'), sub);
-    if (grants.length === 0 && sessions.length === 0) break;
+    // A listing that finds nothing ends the revocation only when it finished within a slot of its mark. A request that
+    // arrived while a slower listing ran, and stored after the listing read, would come too late for that mark's slot
+    // (revokedWhileServed looks back one slot from arrival) and be missed by the listing: a fresh mark and listing
+    // cover it.
+    if (grants.length === 0 && sessions.length === 0 && now() - markedAt < SLOT_MS) break;
   }
   return { grants: revoked, sessions: ended };
 }
@@ -136,4 +146,18 @@ export async function revokedWhileServed(revoked: Pick<RevokedTokenStore, 'anyRe
     if (await revoked.anyRevoked(ids)) return true;
   }
   return false;
+}
+
+/**
+ * Runs a revokedWhileServed check made after a record was written back: a check that fails (storage) undoes the write
+ * with `undo` (best effort) before the error goes on, so that a storage hiccup at that moment does not leave behind
+ * what a revocation may have ended.
+ */
+export async function revokedOrUnknown(check: () => Promise<boolean>, undo: () => Promise<unknown>): Promise<boolean> {
+  try {
+    return await check();
+  } catch (err) {
+    await undo().catch(() => undefined);
+    throw err;
+  }
 }

@@ -1,7 +1,7 @@
 import type { IncomingMessage } from 'node:http';
 import { Readable } from 'node:stream';
 
-import { bodyReceiptClock, bodyReceivedAt } from '../../server/http/body-received.js';
+import { bodyReceiptClock, bodyReceivedAt, requestArrivedAt } from '../../server/http/body-received.js';
 
 /** A request stream whose body has not arrived yet (as IncomingMessage before its last chunk), with a body declared. */
 function pendingRequest(headers: IncomingMessage['headers'] = { 'content-length': '40' }): IncomingMessage {
@@ -42,6 +42,24 @@ describe('bodyReceivedAt (server/http/body-received.ts)', () => {
     (req as unknown as Readable).push(null);
     await readToEnd(req);
     expect(bodyReceivedAt(req) - started).toBeGreaterThanOrEqual(100);
+  });
+
+  test('arrival is when the layer ran, whenever the body ends: what the request read before its body is that old', async () => {
+    const req = pendingRequest();
+    const before = Date.now();
+    await bodyReceiptClock({ req } as never, () => Promise.resolve());
+    const after = Date.now();
+    (req as unknown as Readable).push('grant_type=');
+    await sleep(120);
+    (req as unknown as Readable).push(null);
+    await readToEnd(req);
+    expect(requestArrivedAt(req)).toBeGreaterThanOrEqual(before);
+    expect(requestArrivedAt(req)).toBeLessThanOrEqual(after);
+    expect(bodyReceivedAt(req) - requestArrivedAt(req)).toBeGreaterThanOrEqual(100);
+    // A request the layer never saw: now.
+    const other = pendingRequest();
+    await sleep(20);
+    expect(requestArrivedAt(other)).toBeGreaterThanOrEqual(Date.now() - 5);
   });
 
   test('without a recorded receipt (no layer, or a body never read) it is now', async () => {

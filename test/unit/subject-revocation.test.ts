@@ -1,6 +1,9 @@
+import { readFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+
 import { EmbeddedStorage } from '../../adapters/memory.js';
 import type { ModelStore, Storage } from '../../adapters/types.js';
-import { revokeSubject, revokedWhileServed } from '../../server/subject-revocation.js';
+import { LOOKBACK_MS, revokeSubject, revokedWhileServed } from '../../server/subject-revocation.js';
 import { tempDir } from '../support/server.js';
 
 const SUB = 'did:pkh:eip155:1:0x0000000000000000000000000000000000000001';
@@ -53,6 +56,53 @@ describe('revoking a person while requests store grants for them', () => {
     // Received a second after the revocation: a grant of its own.
     clock += 1_000;
     expect(await revokedWhileServed(storage.revokedTokens, SUB, clock - 10, now)).toBe(false);
+    await storage.close();
+  });
+
+  test('a listing that finds nothing but ends more than a slot after its mark is followed by a fresh mark and listing', async () => {
+    const storage = await storageWithGrants(['g1']);
+    let clock = Date.now();
+    const now = () => clock;
+    const grants = storage.model('Grant');
+    const markSlots: number[] = [];
+    let listings = 0;
+    const slow: Pick<Storage, 'model' | 'revokedTokens'> = {
+      revokedTokens: { ...storage.revokedTokens, revoke: async (id: string, exp: number) => { if (id.startsWith('s:')) markSlots.push(Math.floor(clock / 100)); await storage.revokedTokens.revoke(id, exp); } } as Storage['revokedTokens'],
+      model: (name) => (name !== 'Grant' ? storage.model(name) : ({
+        ...grants,
+        // The first three listings take 150 ms each (more than a slot); later ones 20 ms.
+        idsByAccount: async (...args: Parameters<ModelStore['idsByAccount']>) => {
+          listings += 1;
+          clock += listings <= 3 ? 150 : 20;
+          return grants.idsByAccount(...args);
+        },
+        revokeByGrantId: grants.revokeByGrantId.bind(grants),
+        destroy: grants.destroy.bind(grants),
+      } as ModelStore)),
+    };
+    const result = await revokeSubject(slow, SUB, async () => undefined, now);
+    expect(result?.grants).toEqual(['g1']);
+    // The first listing found g1; the second and third found nothing but were slow; the fourth was quick: it ends.
+    expect(listings).toBe(4);
+    // Its subject marks: one before each listing.
+    expect(markSlots).toHaveLength(4);
+    // A request that arrived while the third listing ran (after the second mark's slot) and stored after it read finds
+    // the third mark, written before the fourth listing.
+    expect(await revokedWhileServed(storage.revokedTokens, SUB, clock - 30, now)).toBe(true);
+    await storage.close();
+  });
+
+  test('a request whose body trickled in for as long as the HTTP server allows still finds a revocation made when it arrived', async () => {
+    // Node ends a request not received in full after requestTimeout; agentauth keeps the default (start.ts sets none).
+    expect(createServer().requestTimeout + 10_000).toBeLessThanOrEqual(LOOKBACK_MS);
+    expect(readFileSync(new URL('../../server/start.ts', import.meta.url), 'utf8')).not.toMatch(/requestTimeout\s*=/);
+    const storage = await storageWithGrants(['g1']);
+    let clock = Date.now();
+    const now = () => clock;
+    const arrived = clock;
+    await revokeSubject(storage, SUB, async () => undefined, now);
+    clock += 299_000;
+    expect(await revokedWhileServed(storage.revokedTokens, SUB, arrived, now)).toBe(true);
     await storage.close();
   });
 

@@ -4,7 +4,8 @@ import type { NonceStore } from '../adapters/types.js';
 /**
  * How many registrations an initial access token allows (`agentauth clients iat create --uses N`), counted in the store
  * so that every instance shares the count. The limit is recorded beside the token, keyed by its fingerprint (never by
- * the token), before the token is stored: a token stored without its limit would allow any number. Each registration
+ * the token), once the token is stored and before it is handed out: a token whose limit could not be recorded is
+ * deleted again (server/initial-access-tokens.ts), since without one it would allow any number. Each registration
  * takes one of the limit's slots just before its client is written (NonceStore.takeAttempt: one atomic statement on
  * SQLite, a unique insert per slot on MongoDB): of any number of registrations at once, exactly the limit succeed.
  * A registration whose write then fails has used its slot. A token created without `--uses` allows any number, as

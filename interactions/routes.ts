@@ -51,11 +51,11 @@ export interface InteractionDeps {
    */
   consentClaim?: (uid: string, decision: ConsentDecision) => Promise<ConsentClaim>;
   /**
-   * Whether the operator revoked person `sub` (`agentauth subjects revoke`) while a request received at `receivedAtMs`
-   * was served (server/subject-revocation.ts revokedWhileServed). Asked after an approval stored its grant: the
-   * revocation's last listing may have missed that grant. Without it no approval is checked (test set-ups).
+   * Whether the operator revoked person `sub` (`agentauth subjects revoke`) while a request that arrived at
+   * `arrivedAtMs` was served (server/subject-revocation.ts revokedWhileServed). Asked after an approval stored its
+   * grant: the revocation's last listing may have missed that grant. Without it no approval is checked (test set-ups).
    */
-  subjectRevokedWhileServed?: (sub: string, receivedAtMs: number) => Promise<boolean>;
+  subjectRevokedWhileServed?: (sub: string, arrivedAtMs: number) => Promise<boolean>;
 }
 
 type Details = Awaited<ReturnType<Provider['interactionDetails']>>;

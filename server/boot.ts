@@ -176,7 +176,7 @@ export async function boot(config: Config, log: Logger, options: BootOptions = {
       },
       // Interactions live 600 s (server/provider.ts ttl.Interaction): the hour-long mark outlives the request it guards.
       consentClaim: consentClaims(storage.nonces, 3600),
-      subjectRevokedWhileServed: (sub, receivedAtMs) => failClosedInProvider(() => revokedWhileServed(storage.revokedTokens, sub, receivedAtMs), health) },
+      subjectRevokedWhileServed: (sub, arrivedAtMs) => failClosedInProvider(() => revokedWhileServed(storage.revokedTokens, sub, arrivedAtMs), health) },
       audit,
       metrics,
       publicOrigin: config.publicOrigin,

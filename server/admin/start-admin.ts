@@ -6,6 +6,7 @@ import { clusterMetricsGatherer } from '../metrics/cluster.js';
 import { metricsRoute } from '../metrics/route.js';
 import { ClientAdmin } from './client-admin.js';
 import { clientAdminRoutes } from './client-routes.js';
+import { iatCreateRoute } from './iat-routes.js';
 import { subjectAdminRoutes } from './subject-routes.js';
 import { adminHealthRoute, createAdminApp, startAdminListener } from './listener.js';
 import type { AdminListener } from './listener.js';
@@ -30,6 +31,7 @@ export async function startAdmin(agentauth: Agentauth, log: Logger, token: strin
     routes: [
       adminHealthRoute(agentauth.health),
       ...clientAdminRoutes(clients),
+      iatCreateRoute(agentauth),
       ...subjectAdminRoutes({ storage: agentauth.storage, audit: (event) => agentauth.audit.record(event) }),
       // A worker of `start --workers N` serves every worker's metrics, gathered by the primary (server/metrics/cluster.ts).
       metricsRoute(agentauth.metrics.registry, cluster.isWorker ? { gather: clusterMetricsGatherer(agentauth.metrics.registry) } : {}),

@@ -1,7 +1,8 @@
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 
 import type { AuditRecord } from '../../adapters/types.js';
 import { all, statuses } from '../support/races.js';
+import { freePort } from '../support/ferretdb.js';
 import { mongoUri } from '../support/storages.js';
 import { runCli, startConfigured, uniqueDbName } from '../support/server.js';
 import type { RunningServer } from '../support/server.js';
@@ -12,6 +13,7 @@ import type { RunningServer } from '../support/server.js';
  * every store.
  */
 
+const ADMIN_TOKEN = randomBytes(32).toString('base64url');
 const CONFIG = { registration: { mode: 'token' }, resourceServers: [{ identifier: 'https://api.example.com', scopes: ['read'] }] };
 const METADATA = { grant_types: ['client_credentials'], response_types: [], token_endpoint_auth_method: 'client_secret_basic', scope: 'read' };
 
@@ -25,8 +27,12 @@ describe.each(backends)('initial access tokens limited to N registrations, on %s
   let env: Env;
   let server: RunningServer;
 
+  let adminUrl: string;
+
   beforeAll(async () => {
-    ({ env, server } = await startConfigured(CONFIG, storeEnv()));
+    const adminPort = await freePort();
+    adminUrl = `http://127.0.0.1:${adminPort}`;
+    ({ env, server } = await startConfigured({ ...CONFIG, admin: { port: adminPort } }, { ...storeEnv(), AGENTAUTH_ADMIN_TOKEN: ADMIN_TOKEN }));
   });
 
   afterAll(async () => {
@@ -100,6 +106,53 @@ describe.each(backends)('initial access tokens limited to N registrations, on %s
     expect(again.some((t) => t.uses === null)).toBe(true);
   });
 
+  const admin = (method: string, path: string, body?: string, headers: Record<string, string> = { 'content-type': 'application/json' }) =>
+    fetch(`${adminUrl}${path}`, { method, headers: { authorization: `Bearer ${ADMIN_TOKEN}`, ...headers }, ...(body === undefined ? {} : { body }) });
+
+  test('the admin API makes them too: POST /admin/iats with tier, expires_in and uses, recorded with its caller', async () => {
+    const res = await admin('POST', '/admin/iats', JSON.stringify({ tier: 'standard', expires_in: 600, uses: 2 }));
+    expect(res.status).toBe(201);
+    expect(res.headers.get('cache-control')).toBe('no-store');
+    const created = (await res.json()) as { initial_access_token: string; id: string };
+    expect(created).toEqual({ initial_access_token: expect.stringMatching(/^[A-Za-z0-9_-]{43}$/), id: createHash('sha256').update(created.initial_access_token).digest('base64url').slice(0, 22), tier: 'standard', expires_in: 600, uses: 2 });
+    expect(statuses(await all(4, () => register(created.initial_access_token)))).toBe('201,201,401,401');
+    registeredSoFar += 2;
+    const listed = (await (await admin('GET', '/admin/iats')).json()) as { initial_access_tokens: Array<{ id: string; uses: number | null }> };
+    expect(listed.initial_access_tokens.find((t) => t.id === created.id)).toMatchObject({ tier: 'standard', uses: 2 });
+    const record = (await auditEvents()).find((e) => e.type === 'registration.iat_created' && e.details.iat_id === created.id);
+    expect(record?.details).toEqual({ actor: 'admin_api', remote_address: expect.any(String), request_id: expect.any(String), iat_id: created.id, tier: 'standard', expires_at: expect.any(String), uses: 2 });
+    // No body: the defaults (the configured tier and lifetime, any number of registrations).
+    const defaults = await admin('POST', '/admin/iats', undefined, {});
+    expect(defaults.status).toBe(201);
+    expect(await defaults.json()).toMatchObject({ tier: 'standard', expires_in: 86_400, uses: null });
+  });
+
+  test.each([
+    ['uses out of range', JSON.stringify({ uses: 0 }), 'application/json', 'uses: must be a whole number of registrations from 1 to 1000'],
+    ['uses as a string', JSON.stringify({ uses: '2' }), 'application/json', 'uses must be a whole number'],
+    ['expires_in too long', JSON.stringify({ expires_in: 40 * 86_400 }), 'application/json', 'expires_in: must be a whole number of seconds from 1 to 2592000 (30 days)'],
+    ['an unknown tier', JSON.stringify({ tier: 'gold' }), 'application/json', 'tier: no tier named gold (tiers: '],
+    ['an unknown member', JSON.stringify({ scope: 'read' }), 'application/json', 'unknown member "scope": POST /admin/iats takes tier, expires_in and uses'],
+    ['not an object', '[1]', 'application/json', 'the request body must be a JSON object'],
+    ['not JSON', '{uses: 2', 'application/json', 'the request body is not valid JSON'],
+    ['not sent as JSON', 'uses=2', 'application/x-www-form-urlencoded', 'send the settings as a JSON object with Content-Type: application/json'],
+    ['too large', JSON.stringify({ tier: 'x'.repeat(2000) }), 'application/json', 'the request body exceeds the 1024 bytes this endpoint accepts'],
+  ])('POST /admin/iats with %s is 400 invalid_request saying so, and makes no token', async (_name, body, type, description) => {
+    const before = ((await (await admin('GET', '/admin/iats')).json()) as { initial_access_tokens: unknown[] }).initial_access_tokens.length;
+    const res = await admin('POST', '/admin/iats', body, { 'content-type': type });
+    expect(res.status).toBe(400);
+    const answer = (await res.json()) as { error: string; error_description: string };
+    expect(answer.error).toBe('invalid_request');
+    expect(answer.error_description.startsWith(description)).toBe(true);
+    expect(((await (await admin('GET', '/admin/iats')).json()) as { initial_access_tokens: unknown[] }).initial_access_tokens).toHaveLength(before);
+  });
+
+  test('POST /admin/iats without the admin token is 401, and makes no token', async () => {
+    const res = await fetch(`${adminUrl}/admin/iats`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
+    expect(res.status).toBe(401);
+    expect((await res.json()) as unknown).toMatchObject({ error: 'invalid_request' });
+  });
+
   test('--uses must be a whole number from 1 to 1000: anything else is a usage error and stores nothing', async () => {
     const before = JSON.parse((await runCli(['clients', 'iat', 'list'], env)).stdout) as unknown[];
     for (const bad of ['0', '1001', 'x', '-1', '1.5', '']) {
@@ -108,5 +161,25 @@ describe.each(backends)('initial access tokens limited to N registrations, on %s
       expect(r.stderr).toContain('--uses: must be a whole number of registrations from 1 to 1000');
     }
     expect(JSON.parse((await runCli(['clients', 'iat', 'list'], env)).stdout)).toHaveLength(before.length);
+  });
+});
+
+describe('POST /admin/iats on the memory store (the server stores the token itself, which the CLI cannot)', () => {
+  test('a token made through the admin API registers a client; the CLI refuses the memory store', async () => {
+    const adminPort = await freePort();
+    const { env, server } = await startConfigured({ ...CONFIG, admin: { port: adminPort } }, { AGENTAUTH_STORE: 'memory', AGENTAUTH_ADMIN_TOKEN: ADMIN_TOKEN });
+    try {
+      const res = await fetch(`http://127.0.0.1:${adminPort}/admin/iats`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' }, body: JSON.stringify({ uses: 1 }) });
+      expect(res.status).toBe(201);
+      const { initial_access_token: iat } = (await res.json()) as { initial_access_token: string };
+      const reg = (n: number) => fetch(`${server.url}/reg`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${iat}` }, body: JSON.stringify({ ...METADATA, client_name: `c${n}` }) });
+      expect((await reg(1)).status).toBe(201);
+      expect((await reg(2)).status).toBe(401);
+      const cli = await runCli(['clients', 'iat', 'create'], env);
+      expect(cli.code).toBe(2);
+      expect(cli.stderr).toContain('the memory store lives inside the server process');
+    } finally {
+      await server.stop();
+    }
   });
 });

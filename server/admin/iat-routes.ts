@@ -1,0 +1,75 @@
+import type { Context } from 'koa';
+import { errors } from 'oidc-provider';
+
+import type { Agentauth } from '../boot.js';
+import { ConfigError } from '../config.js';
+import { checkInitialAccessTokenRequest, createInitialAccessToken } from '../initial-access-tokens.js';
+import { readBodyText } from '../request-body.js';
+import { invalidRequest } from './errors.js';
+import type { AdminRoute } from './routes.js';
+
+/** Largest body POST /admin/iats reads: three short members. */
+const BODY_LIMIT = 1024;
+const MEMBERS = new Set(['tier', 'expires_in', 'uses']);
+
+/** The request's JSON object, or an AdminError saying what to send. */
+async function requestObject(ctx: Context): Promise<Record<string, unknown>> {
+  let text: string;
+  try {
+    text = await readBodyText(ctx, BODY_LIMIT);
+  } catch (err) {
+    if (err instanceof errors.OIDCProviderError) throw invalidRequest((err as { error_description?: string }).error_description ?? err.message);
+    throw err;
+  }
+  if (text.trim() === '') return {};
+  if (!ctx.is('application/json')) throw invalidRequest('send the settings as a JSON object with Content-Type: application/json (or no body for the defaults)');
+  let value: unknown;
+  try {
+    value = JSON.parse(text) as unknown;
+  } catch {
+    throw invalidRequest('the request body is not valid JSON');
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw invalidRequest('the request body must be a JSON object: {"tier", "expires_in", "uses"}, each optional');
+  const unknown = Object.keys(value).find((k) => !MEMBERS.has(k));
+  if (unknown !== undefined) throw invalidRequest(`unknown member ${JSON.stringify(unknown.slice(0, 40))}: POST /admin/iats takes tier, expires_in and uses`);
+  return value as Record<string, unknown>;
+}
+
+/** A member that must be a string (`tier`) or a whole number (`expires_in`, `uses`), as the CLI's option would be written. */
+function asOption(body: Record<string, unknown>, name: string, kind: 'string' | 'integer'): string | undefined {
+  const value = body[name];
+  if (value === undefined) return undefined;
+  if (kind === 'string' ? typeof value !== 'string' : !Number.isSafeInteger(value)) throw invalidRequest(`${name} must be ${kind === 'string' ? 'a string' : 'a whole number'}`);
+  return String(value);
+}
+
+/**
+ * POST /admin/iats: an initial access token made by the server process itself, as `agentauth clients iat create` makes
+ * one (the same checks, the same `registration.iat_created` record, with `actor: admin_api`). Answered 201 with the
+ * token, once; `Cache-Control: no-store` (the listener sets it on every answer).
+ */
+export function iatCreateRoute(agentauth: Pick<Agentauth, 'config' | 'provider' | 'storage' | 'audit'>): AdminRoute {
+  return {
+    method: 'POST',
+    path: '/admin/iats',
+    auth: 'admin',
+    handle: async (ctx) => {
+      const body = await requestObject(ctx);
+      let request;
+      try {
+        request = checkInitialAccessTokenRequest(
+          agentauth.config,
+          { tier: asOption(body, 'tier', 'string'), expiresIn: asOption(body, 'expires_in', 'integer'), uses: asOption(body, 'uses', 'integer') },
+          { names: { tier: 'tier', expiresIn: 'expires_in', uses: 'uses' }, inProcess: true },
+        );
+      } catch (err) {
+        if (err instanceof ConfigError) throw invalidRequest(err.message);
+        throw err;
+      }
+      const actor = { actor: 'admin_api', remote_address: ctx.request.ip || ctx.req.socket.remoteAddress || 'unknown' };
+      const created = await createInitialAccessToken(agentauth, request, (event) => agentauth.audit.record(event), actor);
+      ctx.status = 201;
+      ctx.body = { initial_access_token: created.token, id: created.id, tier: created.tier, expires_in: created.expiresIn, uses: created.uses ?? null };
+    },
+  };
+}

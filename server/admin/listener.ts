@@ -4,6 +4,7 @@ import Koa from 'koa';
 
 import type { StorageHealth } from '../../adapters/health.js';
 import { StorageUnavailableError, UnreadableRecordError } from '../../adapters/errors.js';
+import { answersUnavailable } from '../../adapters/oidc-adapter.js';
 import { requestId } from '../http/request-id.js';
 import type { Logger } from '../logger.js';
 import type { AdminConfig } from './config.js';
@@ -110,8 +111,10 @@ export function createAdminApp({ token, routes, health, log }: AdminAppDeps): Ko
       if (err instanceof AdminError) {
         ctx.status = err.status;
         ctx.body = { error: err.code, error_description: err.message };
-      } else if (err instanceof StorageUnavailableError) {
-        health.markDown(err);
+      } else if (answersUnavailable(err)) {
+        // StorageUnavailableError from a store call, or the 503 oidc-provider's adapter raised for one (an initial
+        // access token saved through the provider, POST /admin/iats), which marked storage down itself.
+        if (err instanceof StorageUnavailableError) health.markDown(err);
         answerUnavailable(ctx, { error: 'temporarily_unavailable', error_description: 'the authorization server cannot reach its storage; retry shortly' });
       } else if (err instanceof UnreadableRecordError) {
         // Damage an operator has to repair (docs/operations.md, "A stored record that is not readable"): named, not hidden.

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import request from 'supertest';
 
+import { temporarilyUnavailable } from '../../adapters/oidc-adapter.js';
 import { ConfigError } from '../../server/config.js';
 import { notFound } from '../../server/admin/errors.js';
 import { createLogger } from '../../server/logger.js';
@@ -114,6 +115,8 @@ describe('admin app', () => {
       { method: 'GET', path: '/open', auth: 'none', handle: (ctx) => void (ctx.body = { ok: true }) },
       { method: 'GET', path: '/x/:id', auth: 'admin', handle: (ctx) => void (seen.push((ctx.params as { id: string }).id), (ctx.body = { id: (ctx.params as { id: string }).id })) },
       { method: 'GET', path: '/boom', auth: 'admin', handle: () => { throw new Error('internal detail'); } },
+      // What oidc-provider's adapter raises for a storage outage (an initial access token saved through the provider).
+      { method: 'GET', path: '/outage', auth: 'admin', handle: () => { throw temporarilyUnavailable(); } },
     ],
   }).callback();
 
@@ -134,6 +137,12 @@ describe('admin app', () => {
     const boom = await request(app).get('/boom').set('Authorization', `Bearer ${TOKEN}`);
     expect(boom.status).toBe(500);
     expect(JSON.stringify(boom.body)).not.toContain('internal detail');
+  });
+
+  test('a storage outage raised through oidc-provider is a 503 with Retry-After, not a 500', async () => {
+    const res = await request(app).get('/outage').set('Authorization', `Bearer ${TOKEN}`);
+    expect([res.status, res.body]).toEqual([503, { error: 'temporarily_unavailable', error_description: 'the authorization server cannot reach its storage; retry shortly' }]);
+    expect(res.headers['retry-after']).toMatch(/^[1-9][0-9]*$/);
   });
 });
 

@@ -4,33 +4,33 @@ import { errors } from 'oidc-provider';
 import type { Agentauth } from '../boot.js';
 import { ConfigError } from '../config.js';
 import { checkInitialAccessTokenRequest, createInitialAccessToken } from '../initial-access-tokens.js';
-import { readBodyText } from '../request-body.js';
-import { invalidRequest } from './errors.js';
+import { CONTENT_TOO_LARGE, parseJsonBody, readBodyText } from '../request-body.js';
+import { invalidRequest, tooLarge } from './errors.js';
 import type { AdminRoute } from './routes.js';
 
 /** Largest body POST /admin/iats reads: three short members. */
 const BODY_LIMIT = 1024;
 const MEMBERS = new Set(['tier', 'expires_in', 'uses']);
+/** How tiers are named (server/config.ts). */
+const TIER_NAME = /^[a-z0-9][a-z0-9_-]{0,31}$/;
 
 /** The request's JSON object, or an AdminError saying what to send. */
 async function requestObject(ctx: Context): Promise<Record<string, unknown>> {
   let text: string;
-  try {
-    text = await readBodyText(ctx, BODY_LIMIT);
-  } catch (err) {
-    if (err instanceof errors.OIDCProviderError) throw invalidRequest((err as { error_description?: string }).error_description ?? err.message);
-    throw err;
-  }
-  if (text.trim() === '') return {};
-  if (!ctx.is('application/json')) throw invalidRequest('send the settings as a JSON object with Content-Type: application/json (or no body for the defaults)');
   let value: unknown;
   try {
-    value = JSON.parse(text) as unknown;
-  } catch {
-    throw invalidRequest('the request body is not valid JSON');
+    text = await readBodyText(ctx, BODY_LIMIT);
+    if (text.trim() === '') return {};
+    if (!ctx.is('application/json')) throw invalidRequest('send the settings as a JSON object with Content-Type: application/json (or no body for the defaults)');
+    // As every JSON body the server reads: a member given twice is refused (RFC 7493), not settled by the last one.
+    value = parseJsonBody(text);
+  } catch (err) {
+    if (!(err instanceof errors.OIDCProviderError)) throw err;
+    const description = (err as { error_description?: string }).error_description ?? err.message;
+    throw err.statusCode === CONTENT_TOO_LARGE ? tooLarge(description) : invalidRequest(description);
   }
   if (typeof value !== 'object' || value === null || Array.isArray(value)) throw invalidRequest('the request body must be a JSON object: {"tier", "expires_in", "uses"}, each optional');
-  const unknown = Object.keys(value).find((k) => !MEMBERS.has(k));
+  const unknown = Object.keys(value as object).find((k) => !MEMBERS.has(k));
   if (unknown !== undefined) throw invalidRequest(`unknown member ${JSON.stringify(unknown.slice(0, 40))}: POST /admin/iats takes tier, expires_in and uses`);
   return value as Record<string, unknown>;
 }
@@ -40,6 +40,8 @@ function asOption(body: Record<string, unknown>, name: string, kind: 'string' | 
   const value = body[name];
   if (value === undefined) return undefined;
   if (kind === 'string' ? typeof value !== 'string' : !Number.isSafeInteger(value)) throw invalidRequest(`${name} must be ${kind === 'string' ? 'a string' : 'a whole number'}`);
+  // A tier name, as the configuration's tiers are named: anything else is refused without being echoed.
+  if (kind === 'string' && !TIER_NAME.test(value as string)) throw invalidRequest(`${name} must be a tier name (1 to 32 of a-z, 0-9, _ and -)`);
   return String(value);
 }
 

@@ -136,11 +136,13 @@ describe.each(backends)('initial access tokens limited to N registrations, on %s
     ['not an object', '[1]', 'application/json', 'the request body must be a JSON object'],
     ['not JSON', '{uses: 2', 'application/json', 'the request body is not valid JSON'],
     ['not sent as JSON', 'uses=2', 'application/x-www-form-urlencoded', 'send the settings as a JSON object with Content-Type: application/json'],
-    ['too large', JSON.stringify({ tier: 'x'.repeat(2000) }), 'application/json', 'the request body exceeds the 1024 bytes this endpoint accepts'],
-  ])('POST /admin/iats with %s is 400 invalid_request saying so, and makes no token', async (_name, body, type, description) => {
+    ['a member given twice', '{"uses": 1, "uses": 1000}', 'application/json', 'the request body names "uses" twice in one object'],
+    ['a tier that cannot be a tier name (not echoed)', JSON.stringify({ tier: 'x\u0000"y' }), 'application/json', 'tier must be a tier name (1 to 32 of a-z, 0-9, _ and -)'],
+    ['too large (413)', JSON.stringify({ tier: 'x'.repeat(2000) }), 'application/json', 'the request body exceeds the 1024 bytes this endpoint accepts'],
+  ])('POST /admin/iats with %s is refused with invalid_request saying so, and makes no token', async (name, body, type, description) => {
     const before = ((await (await admin('GET', '/admin/iats')).json()) as { initial_access_tokens: unknown[] }).initial_access_tokens.length;
     const res = await admin('POST', '/admin/iats', body, { 'content-type': type });
-    expect(res.status).toBe(400);
+    expect(res.status).toBe(name.endsWith('(413)') ? 413 : 400);
     const answer = (await res.json()) as { error: string; error_description: string };
     expect(answer.error).toBe('invalid_request');
     expect(answer.error_description.startsWith(description)).toBe(true);

@@ -167,6 +167,9 @@ const registrationSchema = z.strictObject({
 
 const hostPattern = z.string().transform((v) => v.toLowerCase()).pipe(z.string().regex(HOST_PATTERN, 'must be a host name (agent.example.com) or a suffix pattern (*.example.com)'));
 
+/** How a tier is named (the keys of `tiers`; an initial access token names one). */
+export const TIER_NAME = /^[a-z0-9][a-z0-9_-]{0,31}$/;
+
 /** Client ID metadata documents (https URLs as client_id); docs/configuration.md and server/client-metadata/. */
 const clientMetadataDocumentsSchema = z.strictObject({
   /** Default: on when registration.mode is "open" (anyone may already become a client), off otherwise. */
@@ -239,7 +242,7 @@ const fileSchema = z.strictObject({
   shutdownTimeoutMs: z.number().int().min(0).max(300_000).default(10_000),
   registration: registrationSchema.prefault({}),
   clientIdMetadataDocuments: clientMetadataDocumentsSchema.prefault({}),
-  tiers: z.record(z.string().regex(/^[a-z0-9][a-z0-9_-]{0,31}$/, 'tier names are 1-32 of a-z 0-9 _ -'), tierSchema).default({}),
+  tiers: z.record(z.string().regex(TIER_NAME, 'tier names are 1-32 of a-z 0-9 _ -'), tierSchema).default({}),
   /** Cap for access tokens that are not sender-constrained; may only be lowered from 300 s. */
   maxBearerTokenTTL: z.number().int().min(1).max(300, 'may only be lowered: a bearer access token never lives more than 300 s').default(300),
   wallet: walletSchema.prefault({}),

@@ -2,7 +2,7 @@ import type { Context } from 'koa';
 import { errors } from 'oidc-provider';
 
 import type { Agentauth } from '../boot.js';
-import { ConfigError } from '../config.js';
+import { ConfigError, TIER_NAME } from '../config.js';
 import { checkInitialAccessTokenRequest, createInitialAccessToken } from '../initial-access-tokens.js';
 import { CONTENT_TOO_LARGE, parseJsonBody, readBodyText } from '../request-body.js';
 import { invalidRequest, tooLarge } from './errors.js';
@@ -11,8 +11,6 @@ import type { AdminRoute } from './routes.js';
 /** Largest body POST /admin/iats reads: three short members. */
 const BODY_LIMIT = 1024;
 const MEMBERS = new Set(['tier', 'expires_in', 'uses']);
-/** How tiers are named (server/config.ts). */
-const TIER_NAME = /^[a-z0-9][a-z0-9_-]{0,31}$/;
 
 /** The request's JSON object, or an AdminError saying what to send. */
 async function requestObject(ctx: Context): Promise<Record<string, unknown>> {

@@ -52,6 +52,20 @@ export async function failClosedInProvider<T>(fn: () => Promise<T>, health?: { m
   }
 }
 
+/**
+ * Runs a check made after a record was written back (was its person revoked meanwhile?): a check that fails (storage)
+ * undoes the write with `undo`, best effort, before the error goes on, so that a storage hiccup at that moment does
+ * not leave behind what a revocation may have ended.
+ */
+export async function checkedOrUndone(check: () => Promise<boolean>, undo: () => Promise<unknown>): Promise<boolean> {
+  try {
+    return await check();
+  } catch (err) {
+    await undo().catch(() => undefined);
+    throw err;
+  }
+}
+
 const USED: Partial<Record<ModelName, string>> = {
   AuthorizationCode: 'authorization code already used',
   RefreshToken: 'refresh token already used',
@@ -210,15 +224,7 @@ export function oidcAdapterFactory(storage: Storage, health?: StorageHealth, opt
           // Stored, then checked: a session stored after a revocation's last listing finds the mark written before it.
           return failClosed(async () => {
             await store.upsert(id, payload, expiresIn);
-            let revoked: boolean;
-            try {
-              revoked = await sessionRevoked(accountId);
-            } catch (err) {
-              // Not known: deleted (best effort) before the 503, rather than left standing if a revocation ended it.
-              await store.destroy(id).catch(() => undefined);
-              throw err;
-            }
-            if (revoked) await store.destroy(id);
+            if (await checkedOrUndone(() => sessionRevoked(accountId), () => store.destroy(id))) await store.destroy(id);
           });
         }
         return failClosed(() => store.upsert(id, payload, expiresIn));

@@ -7,8 +7,8 @@ import { WALLET_GRANT_TYPE } from '../server/config.js';
 import { SECURITY_HEADERS } from '../server/http/security-headers.js';
 import { parseJsonBody, readBodyText } from '../server/request-body.js';
 import { refuseReplacedText } from '../server/http/form-body-utf8.js';
+import { checkedOrUndone } from '../adapters/oidc-adapter.js';
 import { requestArrivedAt } from '../server/http/body-received.js';
-import { revokedOrUnknown } from '../server/subject-revocation.js';
 import { asset } from './assets.js';
 import { SiweVerificationError } from './siwe/errors.js';
 import { signatureFormProblem } from './siwe/verify.js';
@@ -425,7 +425,7 @@ export function interactionRoutes(deps: InteractionDeps): Koa.Middleware {
         // then), perhaps after the revocation's last look at their grants: the grant goes (a grant found before the
         // revocation deleted it was just written back), and the application is told access_denied instead of
         // receiving a code. A check that cannot be made deletes the grant too, before its 503.
-        if (deps.subjectRevokedWhileServed && (await revokedOrUnknown(() => deps.subjectRevokedWhileServed!(accountId, requestArrivedAt(ctx.req)), () => grant.destroy()))) {
+        if (deps.subjectRevokedWhileServed && (await checkedOrUndone(() => deps.subjectRevokedWhileServed!(accountId, requestArrivedAt(ctx.req)), () => grant.destroy()))) {
           await grant.destroy();
           log.warn({ event: 'consent.revoked', sub: accountId, client_id: clientId }, 'consent refused: the person was revoked by the operator while it was given');
           await finish(ctx, { error: 'access_denied', error_description: SUBJECT_REVOKED_DURING_CONSENT });

@@ -155,17 +155,3 @@ export async function revokedWhileServed(revoked: Pick<RevokedTokenStore, 'anyRe
   }
   return false;
 }
-
-/**
- * Runs a revokedWhileServed check made after a record was written back: a check that fails (storage) undoes the write
- * with `undo` (best effort) before the error goes on, so that a storage hiccup at that moment does not leave behind
- * what a revocation may have ended.
- */
-export async function revokedOrUnknown(check: () => Promise<boolean>, undo: () => Promise<unknown>): Promise<boolean> {
-  try {
-    return await check();
-  } catch (err) {
-    await undo().catch(() => undefined);
-    throw err;
-  }
-}

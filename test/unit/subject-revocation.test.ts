@@ -15,26 +15,38 @@ async function storageWithGrants(ids: string[]): Promise<EmbeddedStorage> {
   return storage;
 }
 
+/**
+ * `storage` as revokeSubject sees it, with each listing of grants going through `listing` (given the listing's number,
+ * from 1, and the real listing to call), and `revokedTokens` replaced where given.
+ */
+function withGrantListing(
+  storage: EmbeddedStorage,
+  listing: (n: number, list: () => ReturnType<ModelStore['idsByAccount']>) => ReturnType<ModelStore['idsByAccount']>,
+  revokedTokens: Storage['revokedTokens'] = storage.revokedTokens,
+): Pick<Storage, 'model' | 'revokedTokens'> {
+  const grants = storage.model('Grant');
+  let n = 0;
+  return {
+    revokedTokens,
+    model: (name) => (name !== 'Grant' ? storage.model(name) : ({
+      ...grants,
+      idsByAccount: async (...args: Parameters<ModelStore['idsByAccount']>) => listing((n += 1), () => grants.idsByAccount(...args)),
+      revokeByGrantId: grants.revokeByGrantId.bind(grants),
+      destroy: grants.destroy.bind(grants),
+    } as ModelStore)),
+  };
+}
+
 describe('revoking a person while requests store grants for them', () => {
   test('grants stored while the revocation runs are found by listing again, until a listing finds none', async () => {
     const storage = await storageWithGrants(['g1']);
     // A request in flight stores a grant just after each of the first two listings read.
-    let listings = 0;
     const grants = storage.model('Grant');
-    const racing: Pick<Storage, 'model' | 'revokedTokens'> = {
-      revokedTokens: storage.revokedTokens,
-      model: (name) => (name !== 'Grant' ? storage.model(name) : ({
-        ...grants,
-        idsByAccount: async (...args: Parameters<ModelStore['idsByAccount']>) => {
-          const page = await grants.idsByAccount(...args);
-          listings += 1;
-          if (listings <= 2) await grants.upsert(`late${listings}`, { kind: 'Grant', accountId: SUB, clientId: 'c' }, 600);
-          return page;
-        },
-        revokeByGrantId: grants.revokeByGrantId.bind(grants),
-        destroy: grants.destroy.bind(grants),
-      } as ModelStore)),
-    };
+    const racing = withGrantListing(storage, async (listing, list) => {
+      const page = await list();
+      if (listing <= 2) await grants.upsert(`late${listing}`, { kind: 'Grant', accountId: SUB, clientId: 'c' }, 600);
+      return page;
+    });
     const result = await revokeSubject(racing, SUB, async () => undefined);
     expect(result?.grants.sort()).toEqual(['g1', 'late1', 'late2']);
     expect((await grants.idsByAccount(SUB, undefined, 10)).ids).toEqual([]);
@@ -63,23 +75,15 @@ describe('revoking a person while requests store grants for them', () => {
     const storage = await storageWithGrants(['g1']);
     let clock = Date.now();
     const now = () => clock;
-    const grants = storage.model('Grant');
     const markSlots: number[] = [];
     let listings = 0;
-    const slow: Pick<Storage, 'model' | 'revokedTokens'> = {
-      revokedTokens: { ...storage.revokedTokens, revoke: async (id: string, exp: number) => { if (id.startsWith('s:')) markSlots.push(Math.floor(clock / 100)); await storage.revokedTokens.revoke(id, exp); } } as Storage['revokedTokens'],
-      model: (name) => (name !== 'Grant' ? storage.model(name) : ({
-        ...grants,
-        // The first three listings take 150 ms each (more than a slot); later ones 20 ms.
-        idsByAccount: async (...args: Parameters<ModelStore['idsByAccount']>) => {
-          listings += 1;
-          clock += listings <= 3 ? 150 : 20;
-          return grants.idsByAccount(...args);
-        },
-        revokeByGrantId: grants.revokeByGrantId.bind(grants),
-        destroy: grants.destroy.bind(grants),
-      } as ModelStore)),
-    };
+    const marking = { ...storage.revokedTokens, revoke: async (id: string, exp: number) => { if (id.startsWith('s:')) markSlots.push(Math.floor(clock / 100)); await storage.revokedTokens.revoke(id, exp); } } as Storage['revokedTokens'];
+    // The first three listings take 150 ms each (more than a slot); later ones 20 ms.
+    const slow = withGrantListing(storage, (listing, list) => {
+      listings = listing;
+      clock += listing <= 3 ? 150 : 20;
+      return list();
+    }, marking);
     const result = await revokeSubject(slow, SUB, async () => undefined, now);
     expect(result?.grants).toEqual(['g1']);
     // The first listing found g1; the second and third found nothing but were slow; the fourth was quick: it ends.
@@ -115,30 +119,20 @@ describe('revoking a person while requests store grants for them', () => {
     let clock = Date.now();
     const now = () => clock;
     const grants = storage.model('Grant');
-    let listings = 0;
     let arrivedDuringFirst = 0;
-    const slow: Pick<Storage, 'model' | 'revokedTokens'> = {
-      revokedTokens: storage.revokedTokens,
-      model: (name) => (name !== 'Grant' ? storage.model(name) : ({
-        ...grants,
-        // The first listing takes 250 ms; a sign-in arrives 200 ms into it and stores its grant just after it read.
-        idsByAccount: async (...args: Parameters<ModelStore['idsByAccount']>) => {
-          listings += 1;
-          if (listings === 1) {
-            clock += 200;
-            arrivedDuringFirst = clock;
-            const page = await grants.idsByAccount(...args);
-            clock += 50;
-            await grants.upsert('late', { kind: 'Grant', accountId: SUB, clientId: 'c' }, 600);
-            return page;
-          }
-          clock += 10;
-          return grants.idsByAccount(...args);
-        },
-        revokeByGrantId: grants.revokeByGrantId.bind(grants),
-        destroy: grants.destroy.bind(grants),
-      } as ModelStore)),
-    };
+    // The first listing takes 250 ms; a sign-in arrives 200 ms into it and stores its grant just after it read.
+    const slow = withGrantListing(storage, async (listing, list) => {
+      if (listing > 1) {
+        clock += 10;
+        return list();
+      }
+      clock += 200;
+      arrivedDuringFirst = clock;
+      const page = await list();
+      clock += 50;
+      await grants.upsert('late', { kind: 'Grant', accountId: SUB, clientId: 'c' }, 600);
+      return page;
+    });
     const result = await revokeSubject(slow, SUB, async () => undefined, now);
     // The second listing (after a fresh mark) finds the late grant and revokes it.
     expect(result?.grants).toEqual(['late']);

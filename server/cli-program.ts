@@ -189,7 +189,9 @@ withJson(iat.command('create'))
   .option('--tier <tier>', 'token tier assigned to the client that registers with it')
   .option('--expires-in <seconds>', 'lifetime in seconds (default: registration.initialAccessTokenTTL)')
   .option('--uses <n>', 'registrations it allows, 1 to 1000 (default: any number until it expires)')
-  .action(async (opts: { tier?: string; expiresIn?: string; uses?: string; json?: boolean }) => {
+  .option('--grant-types <list>', 'the only grant types its clients may register, separated by commas (default: any registration.allowedGrantTypes allows)')
+  .option('--scope <scopes>', 'the only scopes its clients may register, separated by spaces; a client that registers without scope gets these (default: any)')
+  .action(async (opts: { tier?: string; expiresIn?: string; uses?: string; grantTypes?: string; scope?: string; json?: boolean }) => {
     const config = loadConfig();
     const request = checkInitialAccessTokenRequest(config, opts);
     // The store must be one a server has run on: boot() would otherwise create a store, a KEK and a first key.
@@ -204,9 +206,11 @@ withJson(iat.command('create'))
       // Recorded on the CLI's own chain, as the other commands' administrative actions are.
       const audit = new AuditLog(agentauth.storage.audit, { chain: writerChain('cli') });
       const created = await createInitialAccessToken(agentauth, request, (event) => audit.record(event)).finally(() => audit.close());
-      const { token, expiresIn, tier, uses } = created;
-      answer(opts.json === true, ctx, { initial_access_token: token, tier, expires_in: expiresIn, uses: uses ?? null }, () => token);
-      const allows = uses === undefined ? '' : `, allows ${uses} registration${uses === 1 ? '' : 's'}`;
+      const { token, expiresIn, tier, uses, limits } = created;
+      const view = { initial_access_token: token, tier, expires_in: expiresIn, uses: uses ?? null, grant_types: limits?.grant_types ?? null, scope: limits?.scope ?? null };
+      answer(opts.json === true, ctx, view, () => token);
+      const only = [limits?.grant_types && `grant types ${limits.grant_types.join(', ')}`, limits?.scope && `scope ${limits.scope}`].filter(Boolean);
+      const allows = (uses === undefined ? '' : `, allows ${uses} registration${uses === 1 ? '' : 's'}`) + (only.length > 0 ? `, clients limited to ${only.join(' and ')}` : '');
       process.stderr.write(`initial access token for tier ${tier}, expires in ${expiresIn} s${allows}; register with: Authorization: Bearer <token>\n`);
     } finally {
       await agentauth.close();

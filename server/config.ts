@@ -167,6 +167,14 @@ const registrationSchema = z.strictObject({
 
 const hostPattern = z.string().transform((v) => v.toLowerCase()).pipe(z.string().regex(HOST_PATTERN, 'must be a host name (agent.example.com) or a suffix pattern (*.example.com)'));
 
+/** The OpenID Connect scopes agentauth serves, besides the resource servers' own. */
+export const OIDC_SCOPES: readonly string[] = ['openid'];
+
+/** Every scope a client may register or a token may carry: the resource servers' and the OpenID ones. */
+export function knownScopes(config: Pick<Config, 'resourceServers'>): ReadonlySet<string> {
+  return new Set([...OIDC_SCOPES, ...config.resourceServers.flatMap((rs) => rs.scopes)]);
+}
+
 /** How a tier is named (the keys of `tiers`; an initial access token names one). */
 export const TIER_NAME = /^[a-z0-9][a-z0-9_-]{0,31}$/;
 

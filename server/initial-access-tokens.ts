@@ -2,8 +2,11 @@ import type { AuditEventInput } from './audit/chain.js';
 import type { Agentauth } from './boot.js';
 import { ConfigError } from './config.js';
 import type { Config } from './config.js';
+import { knownScopes } from './config.js';
 import { tierPolicyName } from './policies/tiers.js';
+import type { RegistrationLimits } from './policies/registration-limits.js';
 import { initialAccessTokenFingerprint, MAX_INITIAL_ACCESS_TOKEN_USES, recordUseLimit } from './initial-access-token-uses.js';
+import { MAX_LIMITS_LENGTH, recordRegistrationLimits } from './initial-access-token-limits.js';
 
 export interface CreatedInitialAccessToken {
   token: string;
@@ -13,12 +16,15 @@ export interface CreatedInitialAccessToken {
   tier: string;
   /** How many registrations it allows; undefined for any number. */
   uses?: number;
+  /** The grant types and scopes its clients may register; undefined for any the server allows. */
+  limits?: RegistrationLimits;
 }
 
 export interface InitialAccessTokenRequest {
   tier: string;
   expiresIn: number;
   uses?: number;
+  limits?: RegistrationLimits;
 }
 
 /** How a request names its settings in refusals: the CLI's options, or the admin API's JSON members. */
@@ -26,9 +32,50 @@ export interface RequestNames {
   tier: string;
   expiresIn: string;
   uses: string;
+  grantTypes: string;
+  scope: string;
 }
 
-const CLI_NAMES: RequestNames = { tier: '--tier', expiresIn: '--expires-in', uses: '--uses' };
+const CLI_NAMES: RequestNames = { tier: '--tier', expiresIn: '--expires-in', uses: '--uses', grantTypes: '--grant-types', scope: '--scope' };
+
+/** A list for a refusal: the first few entries, and how many more. */
+const listed = (values: readonly string[], max = 10) => values.slice(0, max).join(', ') + (values.length > max ? ` and ${values.length - max} more` : '');
+
+/**
+ * The limits a request asks for: `grantTypes` (the CLI's comma-separated list, or the admin API's array) among the
+ * grant types `registration.allowedGrantTypes` lets clients register, `scope` (space-separated) among the scopes this
+ * server defines. Undefined when it asks for none.
+ */
+function checkLimits(config: Config, grantTypes: string | readonly string[] | undefined, scope: string | undefined, names: RequestNames): RegistrationLimits | undefined {
+  const limits: RegistrationLimits = {};
+  if (grantTypes !== undefined) {
+    const list = typeof grantTypes === 'string' ? grantTypes.split(',').map((g) => g.trim()) : [...grantTypes];
+    if (list.length === 0 || list.some((g) => g === '')) throw new ConfigError(`${names.grantTypes}: name one or more grant types${typeof grantTypes === 'string' ? ', separated by commas' : ''}`);
+    const allowed: readonly string[] = config.registration.allowedGrantTypes;
+    const unknown = list.find((g) => !allowed.includes(g));
+    if (unknown !== undefined) {
+      throw new ConfigError(`${names.grantTypes}: ${JSON.stringify(unknown.slice(0, 100))} is not a grant type clients may register here (registration.allowedGrantTypes: ${allowed.join(', ')})`);
+    }
+    const twice = list.find((g, i) => list.indexOf(g) !== i);
+    if (twice !== undefined) throw new ConfigError(`${names.grantTypes}: names ${twice} twice`);
+    limits.grant_types = list;
+  }
+  if (scope !== undefined) {
+    const scopes = scope.split(' ');
+    const known = knownScopes(config);
+    if (scopes.some((s) => s === '')) throw new ConfigError(`${names.scope}: name one or more scopes, separated by single spaces`);
+    const unknown = scopes.find((s) => !known.has(s));
+    if (unknown !== undefined) {
+      throw new ConfigError(`${names.scope}: ${JSON.stringify(unknown.slice(0, 100))} is not a scope of this server (scopes: ${listed([...known])})`);
+    }
+    const twice = scopes.find((s, i) => scopes.indexOf(s) !== i);
+    if (twice !== undefined) throw new ConfigError(`${names.scope}: names ${twice} twice`);
+    limits.scope = scope;
+  }
+  if (limits.grant_types === undefined && limits.scope === undefined) return undefined;
+  if (JSON.stringify(limits).length > MAX_LIMITS_LENGTH) throw new ConfigError(`${names.scope}: the limits are too long to store (at most ${MAX_LIMITS_LENGTH} characters as JSON)`);
+  return limits;
+}
 
 /**
  * Checks a request before anything is opened (so a refused run never touches storage or generates keys). `inProcess`:
@@ -36,7 +83,13 @@ const CLI_NAMES: RequestNames = { tier: '--tier', expiresIn: '--expires-in', use
  */
 export function checkInitialAccessTokenRequest(
   config: Config,
-  opts: { tier?: string | undefined; expiresIn?: string | undefined; uses?: string | undefined },
+  opts: {
+    tier?: string | undefined;
+    expiresIn?: string | undefined;
+    uses?: string | undefined;
+    grantTypes?: string | readonly string[] | undefined;
+    scope?: string | undefined;
+  },
   { names = CLI_NAMES, inProcess = false }: { names?: RequestNames; inProcess?: boolean } = {},
 ): InitialAccessTokenRequest {
   if (config.registration.mode !== 'token') {
@@ -54,23 +107,27 @@ export function checkInitialAccessTokenRequest(
   if (!Number.isInteger(expiresIn) || expiresIn < 1 || expiresIn > 30 * 86400) {
     throw new ConfigError(`${names.expiresIn}: must be a whole number of seconds from 1 to 2592000 (30 days)`);
   }
-  if (opts.uses === undefined) return { tier, expiresIn };
-  const uses = /^[0-9]{1,4}$/.test(opts.uses) ? Number(opts.uses) : NaN;
-  if (!Number.isInteger(uses) || uses < 1 || uses > MAX_INITIAL_ACCESS_TOKEN_USES) {
-    throw new ConfigError(`${names.uses}: must be a whole number of registrations from 1 to ${MAX_INITIAL_ACCESS_TOKEN_USES}`);
+  let uses: number | undefined;
+  if (opts.uses !== undefined) {
+    uses = /^[0-9]{1,4}$/.test(opts.uses) ? Number(opts.uses) : NaN;
+    if (!Number.isInteger(uses) || uses < 1 || uses > MAX_INITIAL_ACCESS_TOKEN_USES) {
+      throw new ConfigError(`${names.uses}: must be a whole number of registrations from 1 to ${MAX_INITIAL_ACCESS_TOKEN_USES}`);
+    }
   }
-  return { tier, expiresIn, uses };
+  const limits = checkLimits(config, opts.grantTypes, opts.scope, names);
+  return { tier, expiresIn, ...(uses === undefined ? {} : { uses }), ...(limits === undefined ? {} : { limits }) };
 }
 
 /**
- * Mints an initial access token (RFC 7591 §3) that expires, assigns its client a tier and, with `uses`, allows that many
- * registrations, and records `registration.iat_created` (by its fingerprint, never the token) through `record`. The
- * limit and the record are written after the token is stored (its fingerprint is the token's): if either fails, the
- * token is deleted again and never returned, so no one holds a token that is unrecorded or should have had a limit.
+ * Mints an initial access token (RFC 7591 §3) that expires, assigns its client a tier, with `uses` allows that many
+ * registrations and with `limits` holds its clients to those grant types and scopes, and records
+ * `registration.iat_created` (by its fingerprint, never the token) through `record`. The limits and the record are
+ * written after the token is stored (its fingerprint is the token's): if any fails, the token is deleted again and
+ * never returned, so no one holds a token that is unrecorded or should have had a limit.
  */
 export async function createInitialAccessToken(
   agentauth: Pick<Agentauth, 'provider' | 'storage'>,
-  { tier, expiresIn, uses }: InitialAccessTokenRequest,
+  { tier, expiresIn, uses, limits }: InitialAccessTokenRequest,
   record: (event: AuditEventInput) => Promise<unknown>,
   actor: Record<string, unknown> = { actor: 'cli' },
 ): Promise<CreatedInitialAccessToken> {
@@ -84,11 +141,13 @@ export async function createInitialAccessToken(
   const fingerprint = initialAccessTokenFingerprint(token);
   try {
     if (uses !== undefined) await recordUseLimit(agentauth.storage.nonces, fingerprint, uses, expiresIn);
+    if (limits !== undefined) await recordRegistrationLimits(agentauth.storage.nonces, fingerprint, limits, expiresIn);
     const expiresAt = new Date((iat.exp ?? Math.floor(Date.now() / 1000) + expiresIn) * 1000).toISOString();
-    await record({ type: 'registration.iat_created', details: { ...actor, iat_id: fingerprint, tier, expires_at: expiresAt, uses: uses ?? null } });
+    const details = { ...actor, iat_id: fingerprint, tier, expires_at: expiresAt, uses: uses ?? null, grant_types: limits?.grant_types ?? null, scope: limits?.scope ?? null };
+    await record({ type: 'registration.iat_created', details });
   } catch (err) {
     await iat.destroy().catch(() => undefined);
     throw err;
   }
-  return uses === undefined ? { token, id: fingerprint, expiresIn, tier } : { token, id: fingerprint, expiresIn, tier, uses };
+  return { token, id: fingerprint, expiresIn, tier, ...(uses === undefined ? {} : { uses }), ...(limits === undefined ? {} : { limits }) };
 }

@@ -8,7 +8,7 @@ import { oidcAdapterFactory, temporarilyUnavailable } from '../adapters/oidc-ada
 import type { Storage } from '../adapters/types.js';
 import type { Keyring } from '../keys/keyring.js';
 import { ClientSecretHasher } from './client-secrets.js';
-import { MAX_EXCHANGE_RESOURCES, longestSignedTokenLifetime } from './config.js';
+import { MAX_EXCHANGE_RESOURCES, OIDC_SCOPES, knownScopes, longestSignedTokenLifetime } from './config.js';
 import type { Config } from './config.js';
 import type { Logger } from './logger.js';
 import { withoutUserinfo } from './logger.js';
@@ -21,6 +21,7 @@ import { shouldIssueRefreshToken } from './policies/refresh.js';
 import { installRefreshGrace, isGraceReissue, pendingRotation } from './grants/refresh-grace.js';
 import { bindRotatedRefreshTokens } from './grants/refresh-binding.js';
 import { checkRefreshTarget } from './policies/refresh-request.js';
+import { LIMITS_FIELD, registrationLimitsProblem, requestLimits } from './policies/registration-limits.js';
 import { TIER_FIELD, accessTokenLifetime, refreshTokenLifetime, tierOf } from './policies/tiers.js';
 import type { TierLimits } from './policies/tiers.js';
 import { pendingRegistrationAccessTokenRotation, prepareRegistrationSteps, registerRegistrationSteps } from './http/registration-steps.js';
@@ -68,9 +69,6 @@ export interface ProviderDeps {
   /** Test-only fetch overrides for client ID metadata documents (server/client-metadata/fetch.ts); never from configuration. */
   clientMetadataTest?: FetchTestOverrides | undefined;
 }
-
-/** Scopes of OpenID Connect itself; everything else belongs to a resource server. */
-export const OIDC_SCOPES = ['openid'];
 
 /** A request for OpenID scopes only (userinfo) names no resource. */
 function asksOidcScopesOnly(ctx: KoaContextWithOIDC): boolean {
@@ -120,7 +118,7 @@ export function registrationPolicy(config: Config, signingAlgs?: () => readonly 
   return {
     allowedAuthMethods: config.registration.allowedAuthMethods,
     allowedGrantTypes: config.registration.allowedGrantTypes,
-    knownScopes: new Set([...OIDC_SCOPES, ...config.resourceServers.flatMap((rs) => rs.scopes)]),
+    knownScopes: knownScopes(config),
     anonymous: config.registration.anonymous,
     anonymousTokenExchange: config.tokenExchange.allowAnonymous,
     ...(signingAlgs ? { signingAlgs } : {}),
@@ -178,7 +176,7 @@ export function providerConfiguration(deps: ProviderDeps): Configuration {
   const { config, storage, health, keyring, cookieKeys, hasher } = deps;
   const limits = tierLimits(config);
   const resources = new ResourceServerRegistry(config.resourceServers, () => keyring.active);
-  const allScopes = [...new Set([...OIDC_SCOPES, ...config.resourceServers.flatMap((rs) => rs.scopes)])];
+  const allScopes = [...knownScopes(config)];
   const resourceIdentifiers = new Set(config.resourceServers.map((rs) => rs.identifier));
   const alg = keyring.active.alg;
   const tierFor = (client: unknown) => tierOf(limits, client as ClientLike | undefined);
@@ -257,7 +255,7 @@ export function providerConfiguration(deps: ProviderDeps): Configuration {
     },
     extraClientMetadata: {
       // software_id and software_version (RFC 7591 §2) are not oidc-provider's own: listed here, or it drops them.
-      properties: [TIER_FIELD, REGISTRATION_FIELD, EXCHANGE_RESOURCES_FIELD, EXCHANGE_MAX_DEPTH_FIELD, 'software_id', 'software_version'],
+      properties: [TIER_FIELD, REGISTRATION_FIELD, LIMITS_FIELD, EXCHANGE_RESOURCES_FIELD, EXCHANGE_MAX_DEPTH_FIELD, 'software_id', 'software_version'],
       // Runs whenever client metadata is built: at registration, on update, and on every load from storage.
       validator(ctx, key, value, metadata) {
         if (key === EXCHANGE_RESOURCES_FIELD) {
@@ -278,6 +276,21 @@ export function providerConfiguration(deps: ProviderDeps): Configuration {
           if (oidc?.route === 'registration') m[REGISTRATION_FIELD] = oidc.entities.InitialAccessToken ? 'initial_access_token' : 'anonymous';
           else if (oidc?.route === 'client_update') m[REGISTRATION_FIELD] = registrationOrigin((oidc.client?.metadata() ?? {}) as Record<string, unknown>);
           else m[REGISTRATION_FIELD] = registrationOrigin({ [REGISTRATION_FIELD]: value });
+          return;
+        }
+        if (key === LIMITS_FIELD) {
+          // Recorded from the initial access token the registration presented (as the registration step read its limits
+          // from the store), kept as it was by an update, never taken from what the client sent.
+          const oidc = (ctx as KoaContextWithOIDC | undefined)?.oidc;
+          const m = metadata as unknown as Record<string, unknown>;
+          const limits = oidc?.route === 'registration' ? requestLimits(ctx as object) : oidc?.route === 'client_update' ? oidc.client?.metadata()[LIMITS_FIELD] : value;
+          if (limits === undefined) {
+            delete m[LIMITS_FIELD];
+            return;
+          }
+          const problem = registrationLimitsProblem(limits);
+          if (problem) throw new errors.InvalidClientMetadata(`${LIMITS_FIELD} ${problem}`);
+          m[LIMITS_FIELD] = limits;
           return;
         }
         if (key !== TIER_FIELD) return;

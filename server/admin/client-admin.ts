@@ -5,6 +5,8 @@ import type { AdapterPayload, ModelName, Storage } from '../../adapters/types.js
 import { isValidKey } from '../../adapters/validate.js';
 import { credentialFingerprint, destroyListed, FINGERPRINT_FIELD } from '../../adapters/sealed-credential-ids.js';
 import { useLimitOf } from '../initial-access-token-uses.js';
+import { registrationLimitsOf } from '../initial-access-token-limits.js';
+import type { RegistrationLimits } from '../policies/registration-limits.js';
 import type { AuditEventInput } from '../audit/chain.js';
 import { CLIENT_OWNED, markClientRevoked, removeClientRecords } from '../client-revocation.js';
 import { RevocationMarks, clientGeneration } from '../revocation-lineage.js';
@@ -45,6 +47,10 @@ export interface IatView {
   expires_at: string | undefined;
   /** How many registrations it allows (`clients iat create --uses`); null for any number. */
   uses: number | null;
+  /** The only grant types its clients may register (`--grant-types`); null for any. `[]`: its limits cannot be read, so it registers none. */
+  grant_types: string[] | null;
+  /** The only scopes its clients may register (`--scope`); null for any. */
+  scope: string | null;
 }
 
 export interface ClientAdminDeps {
@@ -131,6 +137,12 @@ function staticView(c: StaticClientConfig): ClientView {
  * (server/admin/client-routes.ts). Registered clients only: clients of the configuration file are listed and shown
  * but changed in the file (a change here would be undone by the next start of any instance).
  */
+/** A token's limits as listed: null for none; a record that cannot be read allows no grant type (fail closed). */
+function limitsView(limits: RegistrationLimits | 'damaged' | undefined): Pick<IatView, 'grant_types' | 'scope'> {
+  if (limits === 'damaged') return { grant_types: [], scope: null };
+  return { grant_types: limits?.grant_types ?? null, scope: limits?.scope ?? null };
+}
+
 export class ClientAdmin {
   /**
    * Changes of one client made here, one after another (they would otherwise only wait for each other's claims).
@@ -381,6 +393,7 @@ export class ClientAdmin {
       issued_at: iso(payload.iat),
       expires_at: iso(payload.exp),
       uses: (await useLimitOf(this.deps.storage.nonces, id)) ?? null,
+      ...limitsView(await registrationLimitsOf(this.deps.storage.nonces, id)),
     };
   }
 

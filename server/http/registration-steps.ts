@@ -21,6 +21,8 @@ import { tierFromPolicies, tierOf } from '../policies/tiers.js';
 import type { TierLimits } from '../policies/tiers.js';
 import { sharedRotations } from '../undelivered-rotations.js';
 import { initialAccessTokenFingerprint, takeUse } from '../initial-access-token-uses.js';
+import { registrationLimitsOf } from '../initial-access-token-limits.js';
+import { setRequestLimits } from '../policies/registration-limits.js';
 import type { SharedRotationStore, SharedRotations } from '../undelivered-rotations.js';
 
 /**
@@ -391,7 +393,12 @@ const registrationPolicyStep = named('agentauthRegistrationPolicy', async (ctx, 
   const iat = ctx.oidc.entities.InitialAccessToken as { policies?: string[]; jti: string; exp?: number } | undefined;
   const tierName = tierFromPolicies(iat?.policies) ?? deps.registration.defaultTier;
   const tier = deps.limits.tiers[tierName] ?? tierOf(deps.limits, undefined);
-  setBody(ctx, checkRegistrationRequest(ctx.oidc.body, deps.policy, tier, { update: false, origin: iat ? 'initial_access_token' : 'anonymous' }));
+  // The grant types and scopes the token's clients may register (`clients iat create --grant-types/--scope`).
+  const limits = iat ? await failClosedInProvider(() => registrationLimitsOf(deps.nonces, initialAccessTokenFingerprint(iat.jti)), deps.health) : undefined;
+  if (limits === 'damaged') throw invalidToken('the limits recorded for this initial access token cannot be read, so it registers no client: ask the operator for a new one');
+  setBody(ctx, checkRegistrationRequest(ctx.oidc.body, deps.policy, tier, { update: false, origin: iat ? 'initial_access_token' : 'anonymous', limits }));
+  // Recorded on the client by the metadata validator (server/provider.ts), from here and never from the body.
+  if (limits !== undefined) setRequestLimits(ctx, limits);
   // One of the token's registrations is taken just before the client is written (server/admin/disabled-clients.ts):
   // a registration refused before then uses none.
   if (iat) setBeforeClientWrite(ctx, () => takeInitialAccessTokenUse(deps, iat));

@@ -3,6 +3,8 @@ import { errors } from 'oidc-provider';
 import { TOKEN_EXCHANGE_GRANT_TYPE, WALLET_GRANT_TYPE } from '../config.js';
 import type { RegistrationConfig, TierConfig } from '../config.js';
 import { TIER_FIELD } from './tiers.js';
+import { LIMITS_FIELD, limitsOfClient } from './registration-limits.js';
+import type { RegistrationLimits } from './registration-limits.js';
 import { algsFor, clientJwksProblem } from './client-keys.js';
 import { displayTextProblem } from './display-text.js';
 import { jsonDepthExceeds, MAX_METADATA_DEPTH } from './json-depth.js';
@@ -29,7 +31,7 @@ import type { RegistrationOrigin } from './registration-origin.js';
  * RFC 7592 §2.2: an update carries every field the server returned. These the server sets itself; the client may
  * echo them unchanged (they are then left as they are) but never change them.
  */
-const SERVER_ASSIGNED = new Set([TIER_FIELD, REGISTRATION_FIELD]);
+const SERVER_ASSIGNED = new Set([TIER_FIELD, REGISTRATION_FIELD, LIMITS_FIELD]);
 /** RFC 7592 §2.2 says the client MUST NOT send these; an unchanged echo of the read response is tolerated and dropped. */
 const ECHO_ONLY = new Set(['registration_access_token', 'registration_client_uri', 'client_secret_expires_at', 'client_id_issued_at']);
 const WHY_NOT: Record<string, string> = {
@@ -39,6 +41,7 @@ const WHY_NOT: Record<string, string> = {
   request_uris: 'is not supported',
   [TIER_FIELD]: 'is assigned by the authorization server (registration policy or initial access token), not chosen by the client',
   [REGISTRATION_FIELD]: 'is recorded by the authorization server, not chosen by the client',
+  [LIMITS_FIELD]: 'is set by the authorization server from the initial access token, not chosen by the client',
 };
 
 /** contacts: e-mail addresses (RFC 7591 §2), at most 320 characters each (RFC 3696 errata's 64 + 1 + 255). */
@@ -77,9 +80,12 @@ export interface RegistrationPolicy {
   signingAlgs?: () => readonly string[];
 }
 
-/** Registration: how the client is being registered. Update: the client's current metadata (its read response). */
+/**
+ * Registration: how the client is being registered, and the limits of its initial access token if it has any.
+ * Update: the client's current metadata (its read response), which carries the limits it registered under.
+ */
 export type RegistrationRequestContext =
-  | { update: false; origin: RegistrationOrigin }
+  | { update: false; origin: RegistrationOrigin; limits?: RegistrationLimits | undefined }
   | { update: true; current: Record<string, unknown>; presentedToken?: string; clientUri?: string };
 
 /**
@@ -269,6 +275,16 @@ export function checkRegistrationRequest(
       throw metadataError('grant_types', `may only contain ${policy.allowedGrantTypes.join(', ')} (got ${JSON.stringify(g)})`);
     }
   }
+  const limits = context.update ? limitsOfClient(context.current) : context.limits;
+  if (limits === 'damaged') throw metadataError(LIMITS_FIELD, 'stored for this client cannot be read, so its metadata cannot change: ask the operator of this server');
+  const tokenSays = `the initial access token this client ${context.update ? 'registered' : 'registers'} with allows only`;
+  if (limits?.grant_types !== undefined) {
+    const outside = grantTypes.find((g) => !limits.grant_types!.includes(g));
+    if (outside !== undefined) {
+      const defaulted = body.grant_types === undefined ? ', the default when grant_types is left out' : '';
+      throw metadataError('grant_types', `may only contain ${limits.grant_types.join(', ')}: ${tokenSays} those (got ${JSON.stringify(outside)}${defaulted})`);
+    }
+  }
   if (grantTypes.includes('client_credentials') && method === 'none') {
     throw metadataError('grant_types', 'client_credentials needs an authenticated client: a token_endpoint_auth_method other than none');
   }
@@ -300,6 +316,20 @@ export function checkRegistrationRequest(
     for (const uri of uris) checkRedirectUri(field, uri);
   }
 
+  if (limits?.scope !== undefined) {
+    const allowed = limits.scope.split(' ');
+    if (body.scope === undefined) {
+      // A client without scope may request any scope this server defines: it gets the ones it is allowed (those still defined).
+      const defined = allowed.filter((s) => policy.knownScopes.has(s));
+      if (defined.length === 0) throw metadataError('scope', `cannot be given: ${tokenSays} ${limits.scope}, and no resource server of this authorization server defines any of those any more`);
+      body.scope = defined.join(' ');
+    } else if (typeof body.scope === 'string') {
+      const outside = [...new Set(body.scope.split(' ').filter((s) => !allowed.includes(s)))];
+      if (outside.length > 0) {
+        throw metadataError('scope', `contains ${outside.slice(0, 10).map((s) => JSON.stringify(s.slice(0, 100))).join(', ')}: ${tokenSays} ${limits.scope} (leave scope out to get all of those)`);
+      }
+    }
+  }
   if (body.scope !== undefined) {
     if (typeof body.scope !== 'string') throw metadataError('scope', 'must be a space-separated string');
     for (const s of body.scope.split(' ')) {

@@ -86,7 +86,7 @@ describe.each(backends)('initial access tokens limited to N registrations, on %s
     // Its creation is recorded on the CLI's chain, by fingerprint: never the token.
     const fingerprint = createHash('sha256').update(token).digest('base64url').slice(0, 22);
     const created = (await auditEvents()).filter((e) => e.type === 'registration.iat_created' && e.details.iat_id === fingerprint);
-    expect(created.map((e) => e.details)).toEqual([{ actor: 'cli', iat_id: fingerprint, tier: 'standard', expires_at: expect.stringMatching(/^\d{4}-\d\d-\d\dT/), uses: 1 }]);
+    expect(created.map((e) => e.details)).toEqual([{ actor: 'cli', iat_id: fingerprint, tier: 'standard', expires_at: expect.stringMatching(/^\d{4}-\d\d-\d\dT/), uses: 1, grant_types: null, scope: null }]);
     expect(JSON.stringify(await auditEvents())).not.toContain(token);
     const refused = await register(token, { ...METADATA, grant_types: ['password'] });
     expect(refused.status).toBe(400);
@@ -114,13 +114,13 @@ describe.each(backends)('initial access tokens limited to N registrations, on %s
     expect(res.status).toBe(201);
     expect(res.headers.get('cache-control')).toBe('no-store');
     const created = (await res.json()) as { initial_access_token: string; id: string };
-    expect(created).toEqual({ initial_access_token: expect.stringMatching(/^[A-Za-z0-9_-]{43}$/), id: createHash('sha256').update(created.initial_access_token).digest('base64url').slice(0, 22), tier: 'standard', expires_in: 600, uses: 2 });
+    expect(created).toEqual({ initial_access_token: expect.stringMatching(/^[A-Za-z0-9_-]{43}$/), id: createHash('sha256').update(created.initial_access_token).digest('base64url').slice(0, 22), tier: 'standard', expires_in: 600, uses: 2, grant_types: null, scope: null });
     expect(statuses(await all(4, () => register(created.initial_access_token)))).toBe('201,201,401,401');
     registeredSoFar += 2;
     const listed = (await (await admin('GET', '/admin/iats')).json()) as { initial_access_tokens: Array<{ id: string; uses: number | null }> };
     expect(listed.initial_access_tokens.find((t) => t.id === created.id)).toMatchObject({ tier: 'standard', uses: 2 });
     const record = (await auditEvents()).find((e) => e.type === 'registration.iat_created' && e.details.iat_id === created.id);
-    expect(record?.details).toEqual({ actor: 'admin_api', remote_address: expect.any(String), request_id: expect.any(String), iat_id: created.id, tier: 'standard', expires_at: expect.any(String), uses: 2 });
+    expect(record?.details).toEqual({ actor: 'admin_api', remote_address: expect.any(String), request_id: expect.any(String), iat_id: created.id, tier: 'standard', expires_at: expect.any(String), uses: 2, grant_types: null, scope: null });
     // No body: the defaults (the configured tier and lifetime, any number of registrations).
     const defaults = await admin('POST', '/admin/iats', undefined, {});
     expect(defaults.status).toBe(201);
@@ -132,13 +132,13 @@ describe.each(backends)('initial access tokens limited to N registrations, on %s
     ['uses as a string', JSON.stringify({ uses: '2' }), 'application/json', 'uses must be a whole number'],
     ['expires_in too long', JSON.stringify({ expires_in: 40 * 86_400 }), 'application/json', 'expires_in: must be a whole number of seconds from 1 to 2592000 (30 days)'],
     ['an unknown tier', JSON.stringify({ tier: 'gold' }), 'application/json', 'tier: no tier named gold (tiers: '],
-    ['an unknown member', JSON.stringify({ scope: 'read' }), 'application/json', 'unknown member "scope": POST /admin/iats takes tier, expires_in and uses'],
+    ['an unknown member', JSON.stringify({ client_name: 'x' }), 'application/json', 'unknown member "client_name": POST /admin/iats takes tier, expires_in, uses, grant_types and scope'],
     ['not an object', '[1]', 'application/json', 'the request body must be a JSON object'],
     ['not JSON', '{uses: 2', 'application/json', 'the request body is not valid JSON'],
     ['not sent as JSON', 'uses=2', 'application/x-www-form-urlencoded', 'send the settings as a JSON object with Content-Type: application/json'],
     ['a member given twice', '{"uses": 1, "uses": 1000}', 'application/json', 'the request body names "uses" twice in one object'],
     ['a tier that cannot be a tier name (not echoed)', JSON.stringify({ tier: 'x\u0000"y' }), 'application/json', 'tier must be a tier name (1 to 32 of a-z, 0-9, _ and -)'],
-    ['too large (413)', JSON.stringify({ tier: 'x'.repeat(2000) }), 'application/json', 'the request body exceeds the 1024 bytes this endpoint accepts'],
+    ['too large (413)', JSON.stringify({ tier: 'x'.repeat(5000) }), 'application/json', 'the request body exceeds the 4096 bytes this endpoint accepts'],
   ])('POST /admin/iats with %s is refused with invalid_request saying so, and makes no token', async (name, body, type, description) => {
     const before = ((await (await admin('GET', '/admin/iats')).json()) as { initial_access_tokens: unknown[] }).initial_access_tokens.length;
     const res = await admin('POST', '/admin/iats', body, { 'content-type': type });

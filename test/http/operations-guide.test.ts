@@ -322,7 +322,7 @@ describe('Client administration: the CLI block', () => {
     const entries = json(r) as Json[];
     const fingerprints = tokens.map((t) => createHash('sha256').update(t).digest('base64url').slice(0, 22));
     for (const fp of fingerprints) {
-      expect(entries).toContainEqual({ id: fp, tier: 'standard', issued_at: expect.anything() as unknown, expires_at: expect.anything() as unknown, uses: null });
+      expect(entries).toContainEqual({ id: fp, tier: 'standard', issued_at: expect.anything() as unknown, expires_at: expect.anything() as unknown, uses: null, grant_types: null, scope: null });
     }
     for (const t of tokens) expect(r.stdout).not.toContain(t);
   });

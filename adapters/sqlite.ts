@@ -14,8 +14,14 @@ import { checkKey, checkLookup, isAccountLookup, isValidKey } from './validate.j
 /** The one database file in the data directory (plus SQLite's `-wal` and `-shm` beside it while it is open). */
 export const SQLITE_FILE = 'agentauth.sqlite';
 
-/** The layout this code writes; a file with a higher `user_version` was written by a newer agentauth and is refused. */
-const SCHEMA_VERSION = 1;
+/**
+ * The layout this code writes, as the file's `user_version`; a file with a higher one was written by a newer agentauth
+ * and is refused. A file at this version has every table and index of SCHEMA: SCHEMA runs (in a write transaction)
+ * only on a file whose version is lower, so that an open, a server's or a command's, takes no write lock on a store
+ * already set up. Every change to SCHEMA bumps it (test/unit/sqlite-schema-version.test.ts fails until it does).
+ * 1: the first layout, and three later additions (indexes and tables) made without a bump; 2: all of them.
+ */
+export const SCHEMA_VERSION = 2;
 
 /**
  * What an audit record revokes (types.ts `revokedBy`), as an expression over its JSON, and the condition that makes a
@@ -37,7 +43,7 @@ const IS_REVOCATION = `${AUDIT_TYPE} IN (${REVOCATION_RECORD_TYPES.map((t) => `'
  * - `signing_keys`, `key_transitions`: insert-only; `seq` unique (the single-writer guard), MACs set at most once.
  * - `audit_records`: one row per record, unique per (chain, seq); the default chain is ''.
  */
-const SCHEMA = `
+export const SCHEMA = `
 CREATE TABLE IF NOT EXISTS oidc_records (
   model TEXT NOT NULL,
   id TEXT NOT NULL,
@@ -945,14 +951,22 @@ export class SqliteStorage implements Storage {
         new SqliteWriter({ file: this.file, busyTimeoutMs: this.#busyTimeoutMs, synchronous: this.#synchronous, timeoutMs: this.#writeTimeoutMs }),
         this.file,
       );
-      whileBusy(deadline, () => conn.transaction('create tables', () => {
+      const schemaVersion = () => {
         const version = Number((db.prepare('PRAGMA user_version').get() as { user_version: number }).user_version);
         if (version > SCHEMA_VERSION) {
           throw new Error(`${this.file} has schema version ${version}, newer than this agentauth understands (${SCHEMA_VERSION}); upgrade agentauth`);
         }
-        db.exec(SCHEMA);
-        if (version < SCHEMA_VERSION) db.exec(`PRAGMA user_version = ${SCHEMA_VERSION}`);
-      }));
+        return version;
+      };
+      // Read first, without a lock: a file already at this version is left as it is. Otherwise the layout is created
+      // (or completed) in one write transaction, which reads the version again (another process may have done it).
+      if (whileBusy(deadline, schemaVersion) < SCHEMA_VERSION) {
+        whileBusy(deadline, () => conn.transaction('create tables', () => {
+          if (schemaVersion() === SCHEMA_VERSION) return;
+          db.exec(SCHEMA);
+          db.exec(`PRAGMA user_version = ${SCHEMA_VERSION}`);
+        }));
+      }
       return conn;
     } catch (err) {
       try {

@@ -334,6 +334,7 @@ describe('AuditStore.revocations reads an index, not the log', () => {
       // Damage written while the index exists, and before it exists (a file from before it, reopened).
       first.db.prepare('INSERT INTO audit_records (chain, seq, record) VALUES (?, ?, ?)').run('', 50, 'x');
       first.db.exec('DROP INDEX audit_records_revocations');
+      first.db.exec('PRAGMA user_version = 1'); // as a file from before the index was
       first.db.prepare('INSERT INTO audit_records (chain, seq, record) VALUES (?, ?, ?)').run('', 60, '{"type":"grant.revoked"');
     } finally {
       await first.close();

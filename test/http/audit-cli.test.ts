@@ -559,6 +559,7 @@ describe('agentauth audit only reads: it creates nothing in the store (a read-on
     const drop = () => {
       const db = new DatabaseSync(join(dataDir, 'agentauth.sqlite'));
       db.exec('DROP TABLE nonces');
+      db.exec('PRAGMA user_version = 1'); // as a file from before the table was
       const left = (db.prepare("SELECT name FROM sqlite_schema WHERE type = 'table' AND name = 'nonces'").all() as unknown[]).length;
       db.close();
       return left;

@@ -1,9 +1,9 @@
 import type { AuditEventInput } from './audit/chain.js';
 import type { Agentauth } from './boot.js';
-import { ConfigError } from './config.js';
+import { ConfigError, WALLET_GRANT_TYPE, knownScopes } from './config.js';
 import type { Config } from './config.js';
-import { knownScopes } from './config.js';
 import { tierPolicyName } from './policies/tiers.js';
+import { MAX_LIMIT_SCOPES, registrationLimitsProblem } from './policies/registration-limits.js';
 import type { RegistrationLimits } from './policies/registration-limits.js';
 import { initialAccessTokenFingerprint, MAX_INITIAL_ACCESS_TOKEN_USES, recordUseLimit } from './initial-access-token-uses.js';
 import { MAX_LIMITS_LENGTH, recordRegistrationLimits } from './initial-access-token-limits.js';
@@ -58,6 +58,10 @@ function checkLimits(config: Config, grantTypes: string | readonly string[] | un
     }
     const twice = list.find((g, i) => list.indexOf(g) !== i);
     if (twice !== undefined) throw new ConfigError(`${names.grantTypes}: names ${twice} twice`);
+    // What registration refuses whatever the token (server/policies/registration.ts): such a token could register nothing.
+    if (list.includes('refresh_token') && !list.some((g) => g === 'authorization_code' || g === WALLET_GRANT_TYPE)) {
+      throw new ConfigError(`${names.grantTypes}: refresh_token is only registered with authorization_code or ${WALLET_GRANT_TYPE}: name one of them too`);
+    }
     limits.grant_types = list;
   }
   if (scope !== undefined) {
@@ -70,10 +74,14 @@ function checkLimits(config: Config, grantTypes: string | readonly string[] | un
     }
     const twice = scopes.find((s, i) => scopes.indexOf(s) !== i);
     if (twice !== undefined) throw new ConfigError(`${names.scope}: names ${twice} twice`);
+    if (scopes.length > MAX_LIMIT_SCOPES) throw new ConfigError(`${names.scope}: names ${scopes.length} scopes; at most ${MAX_LIMIT_SCOPES}`);
     limits.scope = scope;
   }
   if (limits.grant_types === undefined && limits.scope === undefined) return undefined;
   if (JSON.stringify(limits).length > MAX_LIMITS_LENGTH) throw new ConfigError(`${names.scope}: the limits are too long to store (at most ${MAX_LIMITS_LENGTH} characters as JSON)`);
+  // Whatever registration will read back must pass its check here, or the token would be made and never register.
+  const problem = registrationLimitsProblem(limits);
+  if (problem !== undefined) throw new ConfigError(`the limits cannot be recorded: ${problem}`);
   return limits;
 }
 

@@ -132,17 +132,17 @@ function staticView(c: StaticClientConfig): ClientView {
   return { client_id: c.client_id, source: 'configuration', disabled: false, has_secret: c.client_secret !== undefined, metadata: { ...metadata, [REGISTRATION_FIELD]: 'operator' } };
 }
 
-/**
- * Client administration on the configured store, shared by the CLI (server/cli-clients.ts) and the admin API
- * (server/admin/client-routes.ts). Registered clients only: clients of the configuration file are listed and shown
- * but changed in the file (a change here would be undone by the next start of any instance).
- */
 /** A token's limits as listed: null for none; a record that cannot be read allows no grant type (fail closed). */
 function limitsView(limits: RegistrationLimits | 'damaged' | undefined): Pick<IatView, 'grant_types' | 'scope'> {
   if (limits === 'damaged') return { grant_types: [], scope: null };
   return { grant_types: limits?.grant_types ?? null, scope: limits?.scope ?? null };
 }
 
+/**
+ * Client administration on the configured store, shared by the CLI (server/cli-clients.ts) and the admin API
+ * (server/admin/client-routes.ts). Registered clients only: clients of the configuration file are listed and shown
+ * but changed in the file (a change here would be undone by the next start of any instance).
+ */
 export class ClientAdmin {
   /**
    * Changes of one client made here, one after another (they would otherwise only wait for each other's claims).

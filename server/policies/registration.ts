@@ -100,7 +100,15 @@ export function unattendedScopes(origin: RegistrationOrigin, anonymous: Registra
   return anonymous.clientCredentials ? new Set(anonymous.clientCredentialsScopes) : undefined;
 }
 
-const sameJson = (a: unknown, b: unknown): boolean => JSON.stringify(a) === JSON.stringify(b);
+/** JSON text with every object's members in code-point order, so that an echo whose library reordered them still matches. */
+function canonicalJson(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
+  if (typeof value === 'object' && value !== null) {
+    return `{${Object.keys(value).sort().map((k) => `${JSON.stringify(k)}:${canonicalJson((value as Record<string, unknown>)[k])}`).join(',')}}`;
+  }
+  return JSON.stringify(value) ?? 'undefined';
+}
+const sameJson = (a: unknown, b: unknown): boolean => canonicalJson(a) === canonicalJson(b);
 
 const metadataError = (field: string, problem: string) => new errors.InvalidClientMetadata(`${field} ${problem}`);
 // RFC 7591 §3.2.2 invalid_redirect_uri (oidc-provider's InvalidRedirectUri is the authorization-endpoint variant with a fixed text).
@@ -276,6 +284,8 @@ export function checkRegistrationRequest(
     }
   }
   const limits = context.update ? limitsOfClient(context.current) : context.limits;
+  // (A client loaded with damaged limits is refused by the metadata validator first, server/provider.ts: this is for
+  // a caller that hands in metadata it did not load through oidc-provider.)
   if (limits === 'damaged') throw metadataError(LIMITS_FIELD, 'stored for this client cannot be read, so its metadata cannot change: ask the operator of this server');
   const tokenSays = `the initial access token this client ${context.update ? 'registered' : 'registers'} with allows only`;
   if (limits?.grant_types !== undefined) {

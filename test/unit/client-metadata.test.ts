@@ -195,6 +195,7 @@ describe('client ID metadata documents: the document through the registration po
     expect(refusal({ ...good, jwks_uri: 'https://agent.test/jwks' })).toMatch(/^jwks_uri is not supported/);
     expect(refusal({ ...good, agentauth_tier: 'bound' })).toMatch(/^agentauth_tier is assigned by the authorization server/);
     expect(refusal({ ...good, agentauth_registration: 'operator' })).toMatch(/^agentauth_registration is recorded/);
+    expect(refusal({ ...good, agentauth_registration_limits: { scope: 'read' } })).toMatch(/^agentauth_registration_limits is set by the authorization server from the initial access token/);
     expect(refusal({ ...good, redirect_uris: [] })).toMatch(/required for the authorization_code grant/);
     // A document's name is what the consent page and the wallet's sign-in message show.
     expect(refusal({ ...good, client_name: 'Bank\u202Etneilc' })).toMatch(/^client_name must not contain .*U\+202E/);

@@ -277,3 +277,22 @@ describe('docs/configuration.md', () => {
   });
 });
 
+
+describe('initial access token limits are checked as registration will read them back', () => {
+  const manyScopes = Array.from({ length: 120 }, (_, i) => `s${i}`);
+  const config = () => loadConfig({ AGENTAUTH_CONFIG: withFile({ registration: { mode: 'token' }, resourceServers: [{ identifier: 'https://api.example.com', scopes: manyScopes }] }) });
+
+  test('more scopes than a limits record holds are refused at creation, not made into a token that registers nothing', async () => {
+    const { checkInitialAccessTokenRequest } = await import('../../server/initial-access-tokens.js');
+    expect(checkInitialAccessTokenRequest(config(), { scope: manyScopes.slice(0, 100).join(' ') }, { inProcess: true }).limits?.scope?.split(' ')).toHaveLength(100);
+    expect(() => checkInitialAccessTokenRequest(config(), { scope: manyScopes.slice(0, 101).join(' ') }, { inProcess: true })).toThrow('--scope: names 101 scopes; at most 100');
+  });
+
+  test('refresh_token without a grant it is registered with is refused at creation', async () => {
+    const { checkInitialAccessTokenRequest } = await import('../../server/initial-access-tokens.js');
+    expect(() => checkInitialAccessTokenRequest(config(), { grantTypes: 'refresh_token' }, { inProcess: true })).toThrow(
+      '--grant-types: refresh_token is only registered with authorization_code or urn:agentauth:params:oauth:grant-type:wallet-signature: name one of them too',
+    );
+    expect(checkInitialAccessTokenRequest(config(), { grantTypes: 'authorization_code,refresh_token' }, { inProcess: true }).limits).toEqual({ grant_types: ['authorization_code', 'refresh_token'] });
+  });
+});

@@ -194,6 +194,49 @@ describe('registration policy (pure)', () => {
   });
 });
 
+describe('registration policy: an initial access token\'s limits (pure)', () => {
+  const FIELD = 'agentauth_registration_limits';
+  const machine = { grant_types: ['client_credentials'], token_endpoint_auth_method: 'client_secret_basic' };
+  const code = { grant_types: ['authorization_code', 'refresh_token'], redirect_uris: ['https://client.example.com/cb'], token_endpoint_auth_method: 'none' };
+  const limited = (grantTypes: string[] | undefined, scope: string | undefined) => ({
+    ...vouched,
+    limits: { ...(grantTypes ? { grant_types: grantTypes } : {}), ...(scope ? { scope } : {}) },
+  });
+
+  test('grant types outside the limits are refused by name, each grant of a list (refresh_token too)', () => {
+    expect(refusal(() => checkRegistrationRequest(code, policy, DEFAULT_TIERS.standard, limited(['authorization_code'], undefined)))).toBe(
+      "invalid_client_metadata: grant_types may only contain authorization_code: the initial access token this client registers with allows only those (got \"refresh_token\")",
+    );
+    expect(checkRegistrationRequest(code, policy, DEFAULT_TIERS.standard, limited(['authorization_code', 'refresh_token'], undefined)).grant_types).toEqual(['authorization_code', 'refresh_token']);
+  });
+
+  test('a registration without scope gets the limits\' scopes (only those this server still defines); one with scope stays within them', () => {
+    expect(checkRegistrationRequest(machine, policy, DEFAULT_TIERS.standard, limited(undefined, 'read write')).scope).toBe('read write');
+    expect(checkRegistrationRequest(machine, policy, DEFAULT_TIERS.standard, limited(undefined, 'read gone')).scope).toBe('read');
+    expect(refusal(() => checkRegistrationRequest(machine, policy, DEFAULT_TIERS.standard, limited(undefined, 'gone')))).toMatch(/^invalid_client_metadata: scope cannot be given: .* no resource server of this authorization server defines any of those any more$/);
+    expect(checkRegistrationRequest({ ...machine, scope: 'write' }, policy, DEFAULT_TIERS.standard, limited(undefined, 'read write')).scope).toBe('write');
+    expect(refusal(() => checkRegistrationRequest({ ...machine, scope: 'read write' }, policy, DEFAULT_TIERS.standard, limited(undefined, 'read')))).toMatch(/scope contains "write": the initial access token this client registers with allows only read/);
+  });
+
+  test('an update is held to the limits stored on the client; a reordered echo of them is the same value, a changed one is refused', () => {
+    const current = { ...machine, scope: 'read', agentauth_registration: 'initial_access_token', [FIELD]: { grant_types: ['client_credentials'], scope: 'read' } };
+    const update = (body: Record<string, unknown>) => checkRegistrationRequest(body, policy, DEFAULT_TIERS.standard, { update: true, current });
+    const echoed = update({ ...machine, scope: 'read', [FIELD]: { scope: 'read', grant_types: ['client_credentials'] } });
+    expect(echoed).not.toHaveProperty(FIELD); // kept as stored, never from the body
+    expect(update({ ...machine }).scope).toBe('read'); // left out: the limits' scope, not "any"
+    expect(refusal(() => update({ ...machine, scope: 'read write' }))).toMatch(/the initial access token this client registered with allows only read/);
+    expect(refusal(() => update({ ...machine, [FIELD]: { grant_types: ['client_credentials'], scope: 'read write' } }))).toMatch(/is assigned by the authorization server and cannot be changed/);
+    expect(refusal(() => checkRegistrationRequest(machine, policy, DEFAULT_TIERS.standard, { update: true, current: { ...current, [FIELD]: { grant_types: 'x' } } }))).toMatch(
+      /^invalid_client_metadata: agentauth_registration_limits stored for this client cannot be read/,
+    );
+  });
+
+  test('the client never names limits of its own, and a client without limits gets none', () => {
+    expect(refusal(() => checkRegistrationRequest({ ...machine, [FIELD]: { scope: 'read' } }, policy, DEFAULT_TIERS.standard, vouched))).toMatch(/is set by the authorization server from the initial access token/);
+    expect(checkRegistrationRequest(machine, policy, DEFAULT_TIERS.standard, vouched)).not.toHaveProperty(FIELD);
+  });
+});
+
 describe('registration policy: types, URLs, algorithms and lists (pure)', () => {
   const ok = { redirect_uris: ['https://client.example.com/cb'], token_endpoint_auth_method: 'none' };
   const check = (body: Record<string, unknown>) => checkRegistrationRequest({ ...ok, ...body }, policy, DEFAULT_TIERS.standard, anon);

@@ -20,7 +20,7 @@ import { installPushedRequestChecks, interactionPolicyRefusingUngrantableScope }
 import { shouldIssueRefreshToken } from './policies/refresh.js';
 import { installRefreshGrace, isGraceReissue, pendingRotation } from './grants/refresh-grace.js';
 import { bindRotatedRefreshTokens } from './grants/refresh-binding.js';
-import { checkRefreshTarget } from './policies/refresh-request.js';
+import { checkRefreshScope, checkRefreshTarget } from './policies/refresh-request.js';
 import { LIMITS_FIELD, registrationLimitsProblem, requestLimits } from './policies/registration-limits.js';
 import { TIER_FIELD, accessTokenLifetime, refreshTokenLifetime, tierOf } from './policies/tiers.js';
 import type { TierLimits } from './policies/tiers.js';
@@ -178,6 +178,7 @@ export function providerConfiguration(deps: ProviderDeps): Configuration {
   const resources = new ResourceServerRegistry(config.resourceServers, () => keyring.active);
   const allScopes = [...knownScopes(config)];
   const resourceIdentifiers = new Set(config.resourceServers.map((rs) => rs.identifier));
+  const resourceScopesById = new Map(config.resourceServers.map((rs) => [rs.identifier, rs.scopes]));
   const alg = keyring.active.alg;
   const tierFor = (client: unknown) => tierOf(limits, client as ClientLike | undefined);
 
@@ -394,8 +395,18 @@ export function providerConfiguration(deps: ProviderDeps): Configuration {
     // Called by the refresh grant just before it uses up the refresh token: a target the token cannot serve is refused
     // here, leaving the token usable (its retry is then not a reuse that revokes the grant).
     rotateRefreshToken: (ctx) => {
-      const token = ctx.oidc.entities.RefreshToken as { resource?: string | string[] } | undefined;
-      checkRefreshTarget({ requested: ctx.oidc.params?.resource as string | string[] | undefined, granted: token?.resource, oidcScopesOnly: asksOidcScopesOnly(ctx) });
+      const token = ctx.oidc.entities.RefreshToken as { resource?: string | string[]; scopes?: Set<string> } | undefined;
+      const requestedResource = ctx.oidc.params?.resource as string | string[] | undefined;
+      const oidcScopesOnly = asksOidcScopesOnly(ctx);
+      checkRefreshTarget({ requested: requestedResource, granted: token?.resource, oidcScopesOnly });
+      // The resource the token will be for (the one named, or the refresh token's only one), and what it would carry.
+      const resource = typeof requestedResource === 'string' ? requestedResource : typeof token?.resource === 'string' ? token.resource : token?.resource?.length === 1 ? token.resource[0] : undefined;
+      const grant = ctx.oidc.entities.Grant as { getResourceScope(resource: string): string } | undefined;
+      const resourceScopes = resource === undefined ? undefined : resourceScopesById.get(resource);
+      if (!oidcScopesOnly && resource !== undefined && grant && resourceScopes) {
+        const requested = ctx.oidc.params?.scope ? ctx.oidc.requestParamScopes : (token?.scopes ?? new Set<string>());
+        checkRefreshScope({ resource, requested, resourceScopes, granted: grant.getResourceScope(resource).split(' ').filter(Boolean) });
+      }
       // A grace re-issue hands back the existing successor as it is: the caller that rotated holds it too, and rotating
       // it here would turn that caller's next use into a reuse.
       return !isGraceReissue(ctx);

@@ -28,6 +28,27 @@ export function refuseUngrantableScope(ctx: KoaContextWithOIDC, oidcScopes: read
   );
 }
 
+/**
+ * RFC 8707 §2 (a resource the server does not find acceptable is invalid_target) and RFC 9700 §2.3 (least privilege):
+ * each resource an authorization request names must be one it asks the person to grant a scope of. oidc-provider asks
+ * consent for scopes only: a resource named beside another, with none of its own scopes, went into the code all the
+ * same, was never shown on the consent page, and gave the client the person's token for it, audience-bound with no
+ * scope (which a resource server that checks only the audience accepts); silently too, once the person had consented
+ * to the other (prompt=none). Refused before the sign-in, naming the resource and its scopes. An OpenID-only request
+ * (userinfo) names no resource.
+ */
+export function refuseUnscopedResource(ctx: KoaContextWithOIDC): void {
+  const { oidc } = ctx;
+  if (oidc.params?.authorization_details !== undefined) return;
+  const requested = oidc.requestParamScopes;
+  for (const [id, rs] of Object.entries(oidc.resourceServers ?? {})) {
+    if ([...requested].some((s) => rs.scopes.has(s))) continue;
+    throw new errors.InvalidTarget(
+      `the request names no scope of ${id.slice(0, 200)} (${[...rs.scopes].join(' ')}): request one of them, or leave that resource out (an OpenID-only request names no resource)`,
+    );
+  }
+}
+
 /** A JWK SHA-256 thumbprint (RFC 7638) in base64url without padding: 43 characters. */
 const JWK_THUMBPRINT = /^[A-Za-z0-9_-]{43}$/;
 
@@ -43,7 +64,7 @@ export function refuseMalformedDpopJkt(ctx: KoaContextWithOIDC): void {
   throw new errors.InvalidRequest('dpop_jkt must be the base64url SHA-256 JWK thumbprint (RFC 7638) of the DPoP key that will redeem the code: 43 characters (RFC 9449 section 10)');
 }
 
-/** oidc-provider's interaction policy, with refuseUngrantableScope and refuseMalformedDpopJkt first. */
+/** oidc-provider's interaction policy, with refuseUngrantableScope, refuseUnscopedResource and refuseMalformedDpopJkt first. */
 export function interactionPolicyRefusingUngrantableScope(oidcScopes: readonly string[]): interactionPolicy.Prompt[] {
   const policy = interactionPolicy.base();
   const login = policy.get('login');
@@ -58,6 +79,7 @@ export function interactionPolicyRefusingUngrantableScope(oidcScopes: readonly s
   login.checks.add(
     new interactionPolicy.Check('agentauth_scope_grantable', 'no requested scope can be granted', (ctx) => {
       refuseUngrantableScope(ctx, oidcScopes);
+      refuseUnscopedResource(ctx);
       return interactionPolicy.Check.NO_NEED_TO_PROMPT;
     }),
     0,
@@ -80,6 +102,7 @@ export function installPushedRequestChecks(provider: Provider, oidcScopes: reado
     if (ctx?.oidc?.route === 'pushed_authorization_request') {
       refuseMalformedDpopJkt(ctx);
       refuseUngrantableScope(ctx, oidcScopes);
+      refuseUnscopedResource(ctx);
     }
     return save.apply(this, args);
   };

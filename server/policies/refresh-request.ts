@@ -61,3 +61,33 @@ export function checkCodeTarget({ requested, granted }: Omit<RefreshTarget, 'oid
     notCovered: 'was not part of the authorization request; this authorization code covers',
   });
 }
+
+/** What a refresh would carry to its resource: the scopes it asks for, the resource server's, and the grant's there. */
+export interface RefreshScope {
+  resource: string;
+  /** The request's `scope`, or the refresh token's when it names none (what oidc-provider narrows the token to). */
+  requested: Iterable<string>;
+  /** The resource server's scopes. */
+  resourceScopes: readonly string[];
+  /** The scopes of `resource` the person granted (the grant's, less any it rejected). */
+  granted: readonly string[];
+}
+
+/**
+ * Refuses, with invalid_scope, a refresh whose access token for `resource` would carry no scope: oidc-provider issues
+ * it with the requested scopes the resource server defines and the grant holds there, and with none of those it was
+ * issued all the same, audience-bound and scopeless (a resource server that checks only the audience accepts it). A
+ * refresh asking for another resource server's scopes, or a grant for OpenID alone that named a resource. Pure; called
+ * with checkRefreshTarget, before the refresh token is used up.
+ */
+export function checkRefreshScope({ resource, requested, resourceScopes, granted }: RefreshScope): void {
+  const asked = [...requested];
+  const carried = asked.filter((s) => resourceScopes.includes(s) && granted.includes(s));
+  if (carried.length > 0) return;
+  const heldThere = granted.filter((s) => resourceScopes.includes(s));
+  throw new errors.InvalidScope(
+    `an access token for ${resource.slice(0, 200)} from this refresh would carry no scope: the request asks for ${asked.join(' ').slice(0, 200) || '(none)'}, ` +
+      `and the person granted ${heldThere.length > 0 ? heldThere.join(' ') : 'none of its scopes'} there`,
+    undefined as unknown as string,
+  );
+}

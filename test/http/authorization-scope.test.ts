@@ -3,6 +3,7 @@ import * as oidc from 'openid-client';
 
 import { baseConfig, insecure, OPAQUE_RESOURCE, REDIRECT, RESOURCE } from '../support/agent-server.js';
 import { walletCode } from '../support/races.js';
+import { authorizeWithWallet } from '../support/user-agent.js';
 import { startConfigured } from '../support/server.js';
 import type { RunningServer } from '../support/server.js';
 
@@ -65,7 +66,7 @@ describe('an authorization request naming no scope that can be granted', () => {
 
   test.each([
     ['a scope of the requested resource server', { resource: RESOURCE, scope: 'read admin' }],
-    ['openid alone', { resource: RESOURCE, scope: 'openid' }],
+    ['openid alone, naming no resource', { scope: 'openid' }],
     ['a scope of the other resource server, requesting it', { resource: OPAQUE_RESOURCE, scope: 'files' }],
   ])('%s: the sign-in page', async (_label, params) => {
     const next = await authorize(params);
@@ -73,22 +74,78 @@ describe('an authorization request naming no scope that can be granted', () => {
     expect(next.pathname).toMatch(/^\/interaction\//);
   });
 
-  test('a token with no scope of its resource server (openid alone) has no scope member, not "scope": "", after a refresh too', async () => {
-    const { code, verifier } = await walletCode(server.url, client.clientMetadata().client_id, new Wallet(Wallet.createRandom().privateKey), 'openid');
+  /** An authorization URL for this client (PKCE S256), with `resource` repeated for each of `resources`. */
+  async function authorizationUrl(resources: string[], scope: string, extra: Record<string, string> = {}): Promise<{ url: URL; verifier: string }> {
+    const verifier = oidc.randomPKCECodeVerifier();
+    const url = new URL(`${server.url}/auth`);
+    const params = { client_id: client.clientMetadata().client_id, response_type: 'code', redirect_uri: REDIRECT, scope, state: 'st', code_challenge: await oidc.calculatePKCECodeChallenge(verifier), code_challenge_method: 'S256', ...extra };
+    for (const [k, v] of Object.entries(params)) url.searchParams.set(k, v);
+    for (const r of resources) url.searchParams.append('resource', r);
+    return { url, verifier };
+  }
+
+  const unscoped = (resource: string, scopes: string) => `the request names no scope of ${resource} (${scopes}): request one of them, or leave that resource out (an OpenID-only request names no resource)`;
+
+  test.each([
+    ['openid alone, naming a resource', [RESOURCE], 'openid', RESOURCE, 'read write'],
+    ['two resources, with scopes of one only', [RESOURCE, OPAQUE_RESOURCE], 'read', OPAQUE_RESOURCE, 'files'],
+    ['two resources, with scopes of the other only', [RESOURCE, OPAQUE_RESOURCE], 'openid files', RESOURCE, 'read write'],
+  ])('%s: invalid_target at the client at once, naming the resource no scope was asked of (no token could be consented for it)', async (_label, resources, scope, named, scopes) => {
+    const { url } = await authorizationUrl(resources, scope);
+    const res = await fetch(url, { redirect: 'manual' });
+    expect(res.status).toBe(303);
+    const callback = new URL(res.headers.get('location')!);
+    expect(callback.href.startsWith(REDIRECT)).toBe(true);
+    expect(Object.fromEntries(callback.searchParams)).toEqual({ error: 'invalid_target', error_description: unscoped(named, scopes), state: 'st', iss: server.url });
+  });
+
+  test('a pushed request (PAR) naming a resource with none of its scopes is refused at the push, where the client reads it', async () => {
+    const body = new URLSearchParams({ client_id: client.clientMetadata().client_id, response_type: 'code', redirect_uri: REDIRECT, scope: 'read', code_challenge: await oidc.calculatePKCECodeChallenge(oidc.randomPKCECodeVerifier()), code_challenge_method: 'S256' });
+    body.append('resource', RESOURCE);
+    body.append('resource', OPAQUE_RESOURCE);
+    const pushed = await fetch(`${server.url}/request`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body });
+    expect([pushed.status, await pushed.json()]).toEqual([400, { error: 'invalid_target', error_description: unscoped(OPAQUE_RESOURCE, 'files') }]);
+  });
+
+  test('a person signed in and consenting to one resource: a silent request (prompt=none) adding another, with none of its scopes, gets no code for it', async () => {
+    const { agent } = await walletCode(server.url, client.clientMetadata().client_id, new Wallet(Wallet.createRandom().privateKey), 'read');
+    const { url } = await authorizationUrl([RESOURCE, OPAQUE_RESOURCE], 'read', { prompt: 'none' });
+    const res = await agent.fetch(url, { redirect: 'manual' });
+    const callback = new URL(res.headers.get('location')!);
+    expect(callback.searchParams.get('code')).toBeNull();
+    expect(Object.fromEntries(callback.searchParams)).toMatchObject({ error: 'invalid_target', error_description: unscoped(OPAQUE_RESOURCE, 'files') });
+    // The same session asking only for what it was granted gets its code without a page: the refusal is the resource's.
+    const { url: granted } = await authorizationUrl([RESOURCE], 'read', { prompt: 'none' });
+    const again = new URL((await agent.fetch(granted, { redirect: 'manual' })).headers.get('location')!);
+    expect(again.searchParams.get('code')).toEqual(expect.any(String));
+  });
+
+  test('a grant of two resources: each token carries that resource\'s scopes; a refresh for one asking only for the other\'s scopes is refused, not answered with a scopeless token', async () => {
+    const { url, verifier } = await authorizationUrl([RESOURCE, OPAQUE_RESOURCE], 'read files');
+    const { callback } = await authorizeWithWallet(url, REDIRECT, { wallet: new Wallet(Wallet.createRandom().privateKey) });
+    const code = callback.searchParams.get('code');
+    expect(code).toEqual(expect.any(String));
     const token = async (params: Record<string, string>) => {
       const res = await fetch(`${server.url}/token`, {
         method: 'POST',
         headers: { 'content-type': 'application/x-www-form-urlencoded' },
-        body: new URLSearchParams({ client_id: client.clientMetadata().client_id, resource: RESOURCE, ...params }),
+        body: new URLSearchParams({ client_id: client.clientMetadata().client_id, ...params }),
       });
-      expect(res.status).toBe(200);
-      return (await res.json()) as Record<string, unknown>;
+      return { status: res.status, body: (await res.json()) as Record<string, unknown> };
     };
-    const issued = await token({ grant_type: 'authorization_code', code, code_verifier: verifier, redirect_uri: REDIRECT });
-    expect(issued).not.toHaveProperty('scope');
-    expect(JSON.parse(Buffer.from(String(issued.access_token).split('.')[1]!, 'base64url').toString())).not.toHaveProperty('scope');
-    const refreshed = await token({ grant_type: 'refresh_token', refresh_token: String(issued.refresh_token) });
-    expect(refreshed).not.toHaveProperty('scope');
+    const issued = await token({ grant_type: 'authorization_code', code: code!, code_verifier: verifier, redirect_uri: REDIRECT, resource: RESOURCE });
+    expect(issued).toMatchObject({ status: 200, body: { scope: 'read' } });
+    const refreshToken = String(issued.body.refresh_token);
+    const refused = await token({ grant_type: 'refresh_token', refresh_token: refreshToken, resource: OPAQUE_RESOURCE, scope: 'read' });
+    expect(refused).toEqual({
+      status: 400,
+      body: { error: 'invalid_scope', error_description: `an access token for ${OPAQUE_RESOURCE} from this refresh would carry no scope: the request asks for read, and the person granted files there` },
+    });
+    // Refused before the refresh token was used: it still refreshes, for either resource, each with its own scopes.
+    const files = await token({ grant_type: 'refresh_token', refresh_token: refreshToken, resource: OPAQUE_RESOURCE });
+    expect(files).toMatchObject({ status: 200, body: { scope: 'files' } });
+    const read = await token({ grant_type: 'refresh_token', refresh_token: String(files.body.refresh_token), resource: RESOURCE });
+    expect(read).toMatchObject({ status: 200, body: { scope: 'read' } });
   });
 
   test('the sign-in page (and the message the wallet signs, from its data) lists only scopes of the requested resource server', async () => {

@@ -78,6 +78,12 @@ export function registerWalletGrant(
     const requested = [...validateClientScope(provider, ctx)];
     const allowed = new Set(resourceServer.scope.split(' '));
     const scope = requested.filter((s) => allowed.has(s)).join(' ') || undefined;
+    // A person's token for a resource server carries one of its scopes, as the code flow's (authorization-scope.ts): a
+    // scopeless one is accepted by a resource server that checks only the audience. Refused before the message is
+    // checked, so the nonce stays usable.
+    if (scope === undefined) {
+      throw new errors.InvalidScope(`request at least one scope of ${resource.slice(0, 200)} (${resourceServer.scope}) that the message signs: a token for it carries at least one`, undefined as unknown as string);
+    }
 
     // A replayed proof is refused before anything changes: the nonce is not used up, no grant is stored and no
     // sign-in is logged or audited (oidc-provider's refresh grant checks it before consuming the token, too).

@@ -54,7 +54,7 @@ describe('the audit trail records who got which token, and never a token', () =>
       return { message, signature: await signer.signMessage(message) };
     };
     const tokens = await oidc.genericGrantRequest(config, GRANT, { ...(await signIn()), resource: RESOURCE, scope: 'read' }, { DPoP: dpop });
-    await expect(oidc.genericGrantRequest(config, GRANT, { ...(await signIn(new Wallet(Wallet.createRandom().privateKey))), resource: RESOURCE })).rejects.toMatchObject({ error: 'invalid_grant' });
+    await expect(oidc.genericGrantRequest(config, GRANT, { ...(await signIn(new Wallet(Wallet.createRandom().privateKey))), resource: RESOURCE, scope: 'read' })).rejects.toMatchObject({ error: 'invalid_grant' });
     const rotated = await oidc.refreshTokenGrant(config, tokens.refresh_token!, { resource: RESOURCE }, { DPoP: dpop });
     await expect(oidc.refreshTokenGrant(config, tokens.refresh_token!, { resource: RESOURCE }, { DPoP: dpop })).rejects.toMatchObject({ error: 'invalid_grant' });
     const second = await oidc.genericGrantRequest(config, GRANT, { ...(await signIn()), resource: RESOURCE, scope: 'read' }, { DPoP: dpop });

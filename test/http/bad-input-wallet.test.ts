@@ -192,7 +192,7 @@ describe('bad input to the wallet sign-in', () => {
       },
     });
     // The same refusal at the grant, as invalid_request.
-    await expect(oidc.genericGrantRequest(agentClient, GRANT, { message: huge, signature: '0x00', resource: RESOURCE })).rejects.toMatchObject({
+    await expect(oidc.genericGrantRequest(agentClient, GRANT, { message: huge, signature: '0x00', resource: RESOURCE, scope: 'read' })).rejects.toMatchObject({
       error: 'invalid_request',
       error_description: expect.stringMatching(/^message-format: the message is \d+ characters long; at most 4096 are accepted$/),
     });

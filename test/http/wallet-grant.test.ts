@@ -195,7 +195,7 @@ describe('headless wallet-signature grant, driven by openid-client', () => {
       'a replayed nonce',
       async () => {
         const once = await signed(agentKey);
-        await oidc.genericGrantRequest(publicClient, GRANT, { ...once, resource: RESOURCE });
+        await oidc.genericGrantRequest(publicClient, GRANT, { ...once, resource: RESOURCE, scope: 'read' });
         return once;
       },
       'nonce',
@@ -216,14 +216,14 @@ describe('headless wallet-signature grant, driven by openid-client', () => {
   ];
 
   test.each(refused)('refused: %s (invalid_grant naming the rule, invalid_request for a message that is not one, one login.failed record with that rule)', async (_label, make, rule) => {
-    const params = { ...(await make()), resource: RESOURCE };
+    const params = { ...(await make()), resource: RESOURCE, scope: 'read' };
     const { error, failed } = await refusedOnce(publicClient, params);
     expect(error).toMatchObject({ error: rule === 'message-format' ? 'invalid_request' : 'invalid_grant', error_description: expect.stringMatching(new RegExp(`^${rule}: `)) });
     expect(failed).toEqual([expect.objectContaining({ event: 'login.failed', rule, client_id: publicId() })]);
   });
 
   test('a URI with a password in its userinfo: the client is told its URI, the log line gives it without the password', async () => {
-    const params = { ...(await signed(agentKey, { uri: 'https://user:hunter2@evil.example.com/' })), resource: RESOURCE };
+    const params = { ...(await signed(agentKey, { uri: 'https://user:hunter2@evil.example.com/' })), resource: RESOURCE, scope: 'read' };
     const { error, failed } = await refusedOnce(publicClient, params);
     expect(error).toMatchObject({ error: 'invalid_grant', error_description: expect.stringContaining("URI 'https://user:hunter2@evil.example.com/'") });
     expect(failed).toEqual([expect.objectContaining({ event: 'login.failed', rule: 'uri', reason: expect.stringContaining("URI 'https://[redacted]@evil.example.com/'") })]);
@@ -249,18 +249,22 @@ describe('headless wallet-signature grant, driven by openid-client', () => {
     const { error, failed } = await refusedOnce(publicClient, { ...readOnly, resource: RESOURCE, scope: 'read write' });
     expect(error).toMatchObject({ error: 'invalid_scope', error_description: expect.stringMatching(/^scope: the message does not sign scope write: /) });
     expect(failed).toEqual([expect.objectContaining({ rule: 'scope' })]);
-    // A message that signs no scope gets a token without scope only.
+    // A request naming no scope gets no token: a token for a resource server carries one of its scopes. Refused before
+    // the message is checked, so its nonce is still there for the request that names a scope it signs.
+    const signsRead = await signed(agentKey);
+    const none = await oidc.genericGrantRequest(publicClient, GRANT, { ...signsRead, resource: RESOURCE }).then(() => undefined, (e: unknown) => e as Record<string, unknown>);
+    expect(none).toMatchObject({ error: 'invalid_scope', error_description: `request at least one scope of ${RESOURCE} (read write) that the message signs: a token for it carries at least one` });
+    expect((await oidc.genericGrantRequest(publicClient, GRANT, { ...signsRead, resource: RESOURCE, scope: 'read' })).scope).toBe('read');
+    // A message that signs no scope cannot give a token for a scope.
     const noScope = await signed(agentKey, { resources: [RESOURCE] });
     expect((await refusedOnce(publicClient, { ...noScope, resource: RESOURCE, scope: 'read' })).error).toMatchObject({ error: 'invalid_scope' });
-    const none = await oidc.genericGrantRequest(publicClient, GRANT, { ...(await signed(agentKey, { resources: [RESOURCE] })), resource: RESOURCE });
-    expect(none.scope).toBeUndefined();
   });
 
   test('too many failed attempts: after 5 attempts on one nonce it is used up, even for a valid message', async () => {
     const valid = await signed(agentKey);
     const malformed = { ...valid, message: valid.message.replace('Chain ID: 1', 'Chain ID: one') };
     for (let i = 0; i < 5; i += 1) {
-      const { error } = await refusedOnce(publicClient, { ...malformed, resource: RESOURCE });
+      const { error } = await refusedOnce(publicClient, { ...malformed, resource: RESOURCE, scope: 'read' });
       expect(error).toMatchObject({ error: 'invalid_request', error_description: expect.stringMatching(/^message-format: /) });
     }
     const { error, failed } = await refusedOnce(publicClient, { ...valid, resource: RESOURCE, scope: 'read' });

@@ -1,6 +1,8 @@
 import { errors, interactionPolicy, Provider } from 'oidc-provider';
 import type { KoaContextWithOIDC } from 'oidc-provider';
 
+import { isOwnMachineHost } from '../client-metadata/addresses.js';
+
 /**
  * RFC 6749 §3.3: a request whose scope cannot be granted fails "indicating an invalid scope". oidc-provider only finds
  * out once every interaction is done: a grant that ended with no scope at all is `access_denied` ("no scope was
@@ -64,7 +66,27 @@ export function refuseMalformedDpopJkt(ctx: KoaContextWithOIDC): void {
   throw new errors.InvalidRequest('dpop_jkt must be the base64url SHA-256 JWK thumbprint (RFC 7638) of the DPoP key that will redeem the code: 43 characters (RFC 9449 section 10)');
 }
 
-/** oidc-provider's interaction policy, with refuseUngrantableScope, refuseUnscopedResource and refuseMalformedDpopJkt first. */
+/**
+ * RFC 8252 §8.6 and RFC 9700 §2.1: a request is not approved automatically, without the person, where the client's
+ * identity cannot be assured, "including the case where the user has previously approved an authorization request for
+ * a given client id". A public client's code sent to a loopback redirect goes to whatever process listens on that
+ * port, and the code is all it needs: oidc-provider asks again each time for `application_type: native` clients only,
+ * and a public `web` client with a loopback redirect (the default type; a client ID metadata document's too) was
+ * re-authorized silently after its first approval. Consent is asked on every such request (an error for
+ * `prompt=none`: `interaction_required`). A confidential client's code is of no use without its credentials.
+ */
+export function loopbackConsentNeeded(ctx: KoaContextWithOIDC): boolean {
+  const { oidc } = ctx;
+  if (oidc.client?.clientAuthMethod !== 'none' || oidc.params?.response_type === 'none' || oidc.result?.consent) return false;
+  // Any spelling of the person's own machine (127.0.0.0/8, [::1], localhost and .localhost names, ...), over http or https.
+  const host = typeof oidc.params?.redirect_uri === 'string' ? URL.parse(oidc.params.redirect_uri)?.hostname : undefined;
+  return host !== undefined && isOwnMachineHost(host);
+}
+
+/**
+ * oidc-provider's interaction policy, with refuseUngrantableScope, refuseUnscopedResource and refuseMalformedDpopJkt
+ * first, and loopbackConsentNeeded among the consent checks.
+ */
 export function interactionPolicyRefusingUngrantableScope(oidcScopes: readonly string[]): interactionPolicy.Prompt[] {
   const policy = interactionPolicy.base();
   const login = policy.get('login');
@@ -82,6 +104,14 @@ export function interactionPolicyRefusingUngrantableScope(oidcScopes: readonly s
       refuseUnscopedResource(ctx);
       return interactionPolicy.Check.NO_NEED_TO_PROMPT;
     }),
+    0,
+  );
+  const consent = policy.get('consent');
+  if (!consent) throw new Error('oidc-provider\'s interaction policy has no consent prompt');
+  consent.checks.add(
+    new interactionPolicy.Check('agentauth_loopback_public_client', 'a public client with a loopback redirect needs the person each time', 'interaction_required', (ctx) =>
+      loopbackConsentNeeded(ctx) ? interactionPolicy.Check.REQUEST_PROMPT : interactionPolicy.Check.NO_NEED_TO_PROMPT,
+    ),
     0,
   );
   return policy;

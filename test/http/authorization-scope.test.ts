@@ -114,10 +114,40 @@ describe('an authorization request naming no scope that can be granted', () => {
     const callback = new URL(res.headers.get('location')!);
     expect(callback.searchParams.get('code')).toBeNull();
     expect(Object.fromEntries(callback.searchParams)).toMatchObject({ error: 'invalid_target', error_description: unscoped(OPAQUE_RESOURCE, 'files') });
-    // The same session asking only for what it was granted gets its code without a page: the refusal is the resource's.
+    // The same session asking only for what it was granted is refused otherwise: the invalid_target was the resource's.
+    // (This public client's redirect is a loopback one: it gets no code without the person, see below.)
     const { url: granted } = await authorizationUrl([RESOURCE], 'read', { prompt: 'none' });
     const again = new URL((await agent.fetch(granted, { redirect: 'manual' })).headers.get('location')!);
-    expect(again.searchParams.get('code')).toEqual(expect.any(String));
+    expect(again.searchParams.get('error')).toBe('interaction_required');
+  });
+
+  test('a public client with a loopback redirect is asked each time (RFC 8252 section 8.6: any local process may listen there); a confidential one is not', async () => {
+    const wallet = new Wallet(Wallet.createRandom().privateKey);
+    const publicId = client.clientMetadata().client_id;
+    const { agent } = await walletCode(server.url, publicId, wallet, 'read');
+    const silent = async (clientId: string, agentToUse: typeof agent) => {
+      const { url } = await authorizationUrl([RESOURCE], 'read', { prompt: 'none', client_id: clientId });
+      return new URL((await agentToUse.fetch(url, { redirect: 'manual' })).headers.get('location')!, server.url);
+    };
+    // Public: no code without the person, even with the grant in place; without prompt=none, the consent page (not the sign-in).
+    const refused = await silent(publicId, agent);
+    expect(Object.fromEntries(refused.searchParams)).toMatchObject({ error: 'interaction_required', state: 'st' });
+    expect(refused.searchParams.get('code')).toBeNull();
+    const { url } = await authorizationUrl([RESOURCE], 'read');
+    const { pages, callback } = await authorizeWithWallet(url, REDIRECT, { wallet, agent });
+    expect(pages.some((p) => p.includes('Allow access?'))).toBe(true);
+    expect(pages.some((p) => p.includes('Connect wallet'))).toBe(false);
+    expect(callback.searchParams.get('code')).toEqual(expect.any(String));
+
+    // Confidential (its code is of no use without its secret): approved once, then silently.
+    const confidential = await fetch(`${server.url}/reg`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ redirect_uris: [REDIRECT], grant_types: ['authorization_code'], token_endpoint_auth_method: 'client_secret_basic' }),
+    });
+    const confidentialId = ((await confidential.json()) as { client_id: string }).client_id;
+    const { agent: other } = await walletCode(server.url, confidentialId, wallet, 'read');
+    expect((await silent(confidentialId, other)).searchParams.get('code')).toEqual(expect.any(String));
   });
 
   test('a grant of two resources: each token carries that resource\'s scopes; a refresh for one asking only for the other\'s scopes is refused, not answered with a scopeless token', async () => {

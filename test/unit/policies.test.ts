@@ -402,3 +402,28 @@ describe('names shown to people (pure)', () => {
     }
   });
 });
+
+describe('a public client sending its code to the person\'s own machine is approved each time (pure)', () => {
+  const ctx = (redirect: string, method = 'none', consent?: object) =>
+    ({ oidc: { client: { clientAuthMethod: method }, params: { redirect_uri: redirect, response_type: 'code' }, result: consent ? { consent } : undefined } }) as never;
+
+  test.each([
+    'http://127.0.0.1:65000/callback',
+    'http://[::1]:8080/cb',
+    'http://localhost/cb',
+    'https://127.0.0.2:8443/cb',
+    'https://agent.localhost/cb',
+    'http://localhost./cb',
+  ])('%s: asked', async (redirect) => {
+    const { loopbackConsentNeeded } = await import('../../server/policies/authorization-scope.js');
+    expect(loopbackConsentNeeded(ctx(redirect))).toBe(true);
+  });
+
+  test('not for a redirect elsewhere, a confidential client, or a request whose consent was just given', async () => {
+    const { loopbackConsentNeeded } = await import('../../server/policies/authorization-scope.js');
+    expect(loopbackConsentNeeded(ctx('https://agent.example.com/cb'))).toBe(false);
+    expect(loopbackConsentNeeded(ctx('http://127.0.0.1:65000/callback', 'client_secret_basic'))).toBe(false);
+    expect(loopbackConsentNeeded(ctx('http://127.0.0.1:65000/callback', 'private_key_jwt'))).toBe(false);
+    expect(loopbackConsentNeeded(ctx('http://127.0.0.1:65000/callback', 'none', { grantId: 'g' }))).toBe(false);
+  });
+});

@@ -12,6 +12,7 @@ ul.resources { padding-left: 1.2rem; } .resource { font-family: ui-monospace, mo
 ul.scopes { margin: .25rem 0 .5rem; } .muted { color: #6a737d; }
 button { font: inherit; padding: .6rem 1.1rem; border-radius: 6px; border: 1px solid #0b5fff; background: #0b5fff; color: #fff; cursor: pointer; margin: .25rem .5rem .25rem 0; }
 button.secondary { background: #fff; color: #0b5fff; } button:disabled { opacity: .5; cursor: default; }
+a.button { display: inline-block; padding: .6rem 1.1rem; border-radius: 6px; border: 1px solid #0b5fff; color: #0b5fff; text-decoration: none; margin: .25rem .5rem .25rem 0; overflow-wrap: anywhere; }
 form { display: inline; } .actions { margin-top: 1rem; }
 .error { color: #b3261e; } .info { color: #1b1f24; } code { word-break: break-all; }
 .client-source { font-size: .95rem; } .client-host { font-family: ui-monospace, monospace; overflow-wrap: anywhere; }

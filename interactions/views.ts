@@ -142,6 +142,28 @@ export function errorPage(title: string, message: string): string {
   return layout(title, `<h1>${esc(title)}</h1><p class="error">${esc(message)}</p>`);
 }
 
+/** Where a person may go back to an application: a link (query and fragment responses), or a form (form_post). */
+export type WayBack = { href: string } | { action: string; fields: Record<string, string> };
+
+/**
+ * An authorization error for an application that registered itself (RFC 9700 §4.11.2): its redirect URI is no one's
+ * word but its own, so the browser is not sent there at once (which made this server a redirector for whoever
+ * registers); the person reads what went wrong and follows the way back, or not.
+ */
+export function refusedRequestPage(host: string, message: string, back: WayBack): string {
+  const label = `Return to ${host}`;
+  const action = 'href' in back
+    ? `<a class="button" href="${esc(back.href)}">${esc(label)}</a>`
+    : `<form method="post" action="${esc(back.action)}">${Object.entries(back.fields).map(([k, v]) => `<input type="hidden" name="${esc(k)}" value="${esc(v)}">`).join('')}<button type="submit">${esc(label)}</button></form>`;
+  return layout(
+    'Request refused',
+    `<h1>Request refused</h1>
+<p class="error">${esc(message)}</p>
+<p>The application that sent you here registered itself with this server, so this server does not send you back to it on its own: <span class="client-host">${esc(host)}</span> is its own address, which no one has verified. Go back only if you started this from that application.</p>
+<div class="actions">${action}</div>`,
+  );
+}
+
 /**
  * Whether the caller asked for a page rather than JSON: a browser loading a page prefers `text/html`, while API
  * clients (no `Accept`, any type, or JSON) keep the RFC-shaped JSON error body. One rule for every error answer.

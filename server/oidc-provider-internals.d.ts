@@ -85,6 +85,11 @@ declare module 'oidc-provider/lib/helpers/weak_cache.js' {
   interface Internals {
     /** oidc-provider's router (lib/helpers/router.js): the route a method and path resolve to, as requests are routed. */
     router: { match(method: string, path: string): { route: RouterRoute; params: Record<string, string> } | undefined };
+    /**
+     * The response modes (`query`, `fragment`, `form_post`, ...) by name, each sending an authorization response or error
+     * to a redirect URI (lib/response_modes/, registered by lib/helpers/initialize_app.js; server/http/untrusted-redirects.ts).
+     */
+    responseModes: Map<string, (ctx: KoaContextWithOIDC, redirectUri: string, payload: Record<string, string>) => unknown>;
     configuration: {
       /** The algorithm lists oidc-provider checks client metadata against and advertises in discovery (server/signing-alg.ts). */
       idTokenSigningAlgValues: string[];
@@ -100,6 +105,10 @@ declare module 'oidc-provider/lib/helpers/weak_cache.js' {
   }
   /** The provider's internal state (its resolved configuration among it). */
   export default function instance(provider: Provider): Internals;
+}
+declare module 'oidc-provider/lib/helpers/redirect_uri.js' {
+  /** `uri` with `payload` added as its query (mode query) or as its fragment (mode fragment). */
+  export default function redirectUri(uri: string, payload: Record<string, string>, mode: 'query' | 'fragment'): string;
 }
 declare module 'oidc-provider/lib/shared/client_auth.js' {
   import type { KoaContextWithOIDC } from 'oidc-provider';

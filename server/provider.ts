@@ -17,6 +17,7 @@ import { prepareRequestObjectErrors } from './http/request-object-errors.js';
 import { prepareScopeErrors, SCOPE_NOT_ALLOWED, scopeNotAllowed } from './http/scope-errors.js';
 import { prepareUserinfoErrors } from './http/userinfo-errors.js';
 import { installPushedRequestChecks, interactionPolicyRefusingUngrantableScope } from './policies/authorization-scope.js';
+import { installUntrustedErrorPages, installUntrustedLogoutRedirects } from './http/untrusted-redirects.js';
 import { shouldIssueRefreshToken } from './policies/refresh.js';
 import { installRefreshGrace, isGraceReissue, pendingRotation } from './grants/refresh-grace.js';
 import { bindRotatedRefreshTokens } from './grants/refresh-binding.js';
@@ -521,6 +522,8 @@ export function createProvider(deps: ProviderDeps): Provider {
   const publishedAlgs = publishedAlgsOf(deps.keyring);
   installCodeChecks(provider);
   installPushedRequestChecks(provider, OIDC_SCOPES);
+  installUntrustedErrorPages(provider);
+  installUntrustedLogoutRedirects(provider);
   explainBodyParseErrors(provider);
   refuseReplacedFormValues(provider);
   refuseTruncatedForms();

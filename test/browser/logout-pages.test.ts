@@ -163,4 +163,40 @@ describe('logout and error pages in a browser, under the CSP', () => {
       await context.close();
     }
   });
+
+  test('an error for a client that registered itself is a page with the way back (RFC 9700 section 4.11.2), not a redirect; the person follows it or not', async () => {
+    const created = await register(issuer, { client_name: 'Self-registered agent', redirect_uris: [REDIRECT], grant_types: ['authorization_code'], response_types: ['code'], token_endpoint_auth_method: 'none', scope: 'read' });
+    expect(created.status).toBe(201);
+    const context = await browser.newContext();
+    try {
+      const { page, problems } = await watchedPage(context);
+      const url = new URL(`${issuer}/auth`);
+      // No PKCE: refused at once; before, the browser was sent to the redirect URI with the error.
+      for (const [k, v] of Object.entries({ client_id: created.body.client_id as string, response_type: 'code', redirect_uri: REDIRECT, scope: 'read', resource: 'https://api.example.com', state: 'st' })) url.searchParams.set(k, v);
+      const res = await page.goto(url.href);
+      expect(res?.status()).toBe(400);
+      expect(page.url()).toBe(url.href);
+      await expect(page.locator('h1').textContent()).resolves.toBe('Request refused');
+      await expect(page.locator('p.error').textContent()).resolves.toMatch(/requires PKCE.*\(invalid_request\)\.$/);
+      await expect(page.locator('.client-host').textContent()).resolves.toBe('127.0.0.1:65000');
+      const back = new URL((await page.locator('a.button').getAttribute('href'))!);
+      expect(`${back.origin}${back.pathname}`).toBe(REDIRECT);
+      expect(back.searchParams.get('error')).toBe('invalid_request');
+      await expect(page.locator('a.button').textContent()).resolves.toBe('Return to 127.0.0.1:65000');
+      await expect(mainMaxWidth(page)).resolves.toBe('544px');
+      await page.screenshot({ path: '/tmp/agentauth-browser-refused-request.png', fullPage: true });
+      expect(problems).toEqual([`400: ${url.href}`]);
+
+      // response_mode=form_post: a form with a button, which the CSP lets the person submit (nothing submits it alone).
+      url.searchParams.set('response_mode', 'form_post');
+      const posted = await page.goto(url.href);
+      expect(posted?.status()).toBe(400);
+      await page.waitForTimeout(300);
+      expect(page.url()).toBe(url.href);
+      await expect(page.locator('form button[type=submit]').textContent()).resolves.toBe('Return to 127.0.0.1:65000');
+      expect(problems).toEqual([`400: ${url.href.replace('&response_mode=form_post', '')}`, `400: ${url.href}`]);
+    } finally {
+      await context.close();
+    }
+  });
 });

@@ -8,6 +8,7 @@ import { runCli, startServer, tempDir, writeConfig } from '../support/server.js'
 import type { RunningServer } from '../support/server.js';
 import { mongoUri } from '../support/storages.js';
 import { walletCode } from '../support/races.js';
+import { sentBack } from '../support/sent-back.js';
 
 const codeWallet = new Wallet('0x4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318');
 
@@ -437,9 +438,8 @@ describe('dynamic client registration (RFC 7591) under agentauth policy', () => 
     const authorize = async (params: Record<string, string>) => {
       const url = new URL(`${issuer}/auth`);
       for (const [k, v] of Object.entries({ client_id: clientId, redirect_uri: REDIRECT, response_type: 'code', scope: 'read', ...params })) url.searchParams.set(k, v);
-      const res = await fetch(url, { redirect: 'manual' });
-      expect(res.status).toBe(303);
-      return new URL(res.headers.get('location')!);
+      // This client registered itself: the way back is the refused-request page's link (server/http/untrusted-redirects.ts).
+      return sentBack(await fetch(url, { redirect: 'manual' }));
     };
     let cb = await authorize({ code_challenge: 'x'.repeat(43), code_challenge_method: 'plain', resource: RESOURCE });
     expect(cb.searchParams.get('error')).toBe('invalid_request');

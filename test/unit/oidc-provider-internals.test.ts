@@ -359,4 +359,19 @@ describe('oidc-provider internals agentauth relies on', () => {
     expect(between).not.toMatch(/\bawait\b/);
     expect(between).toContain("ctx.oidc.entity('RefreshToken', refreshToken);");
   });
+
+  test('errors of the authorization endpoint reach a redirect URI only through the response modes server/http/untrusted-redirects.ts wraps, and end_session checks post_logout_redirect_uri after validating id_token_hint', () => {
+    const require = createRequire(import.meta.url);
+    const lib = dirname(require.resolve('oidc-provider'));
+    const handler = readFileSync(join(lib, 'shared', 'authorization_error_handler.js'), 'utf8');
+    expect(handler).toContain('const handler = instance(provider).responseModes.get(mode);');
+    expect(handler.match(/ctx\.redirect\(/g)).toBeNull();
+    const respond = readFileSync(join(lib, 'actions', 'authorization', 'respond.js'), 'utf8');
+    expect(respond).toContain('instance(ctx.oidc.provider).responseModes.get(responseMode);');
+    const app = readFileSync(join(lib, 'helpers', 'initialize_app.js'), 'utf8');
+    expect(app).toContain("this.registerResponseMode('form_post', responseModes.form_post);");
+    const endSession = readFileSync(join(lib, 'actions', 'end_session.js'), 'utf8');
+    expect(endSession.indexOf('await ctx.oidc.provider.IdToken.validate(params.id_token_hint, client);')).toBeLessThan(endSession.indexOf('client.postLogoutRedirectUriAllowed(params.post_logout_redirect_uri)'));
+    expect(endSession.indexOf('sessionMiddleware')).toBeLessThan(endSession.indexOf('async function endSessionChecks'));
+  });
 });

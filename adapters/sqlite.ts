@@ -19,9 +19,10 @@ export const SQLITE_FILE = 'agentauth.sqlite';
  * and is refused. A file at this version has every table and index of SCHEMA: SCHEMA runs (in a write transaction)
  * only on a file whose version is lower, so that an open, a server's or a command's, takes no write lock on a store
  * already set up. Every change to SCHEMA bumps it (test/unit/sqlite-schema-version.test.ts fails until it does).
- * 1: the first layout, and three later additions (indexes and tables) made without a bump; 2: all of them.
+ * 1: the first layout, and three later additions (indexes and tables) made without a bump; 2: all of them;
+ * 3: `audit_records_revocations` also indexes `subject.revoked` records by their `sub` (rebuilt: UPGRADES).
  */
-export const SCHEMA_VERSION = 2;
+export const SCHEMA_VERSION = 3;
 
 /**
  * What an audit record revokes (types.ts `revokedBy`), as an expression over its JSON, and the condition that makes a
@@ -31,7 +32,7 @@ export const SCHEMA_VERSION = 2;
  * would fail on it, and with it the row's insert and the index's creation on a file that already holds one.
  */
 const AUDIT_TYPE = "(CASE WHEN json_valid(record) THEN json_extract(record, '$.type') END)";
-const REVOKED_BY = `(CASE ${AUDIT_TYPE} WHEN 'token.revoked' THEN json_extract(record, '$.details.jti') WHEN 'grant.revoked' THEN json_extract(record, '$.details.grant_id') ELSE json_extract(record, '$.client_id') END)`;
+const REVOKED_BY = `(CASE ${AUDIT_TYPE} WHEN 'token.revoked' THEN json_extract(record, '$.details.jti') WHEN 'grant.revoked' THEN json_extract(record, '$.details.grant_id') WHEN 'subject.revoked' THEN json_extract(record, '$.sub') ELSE json_extract(record, '$.client_id') END)`;
 const IS_REVOCATION = `${AUDIT_TYPE} IN (${REVOCATION_RECORD_TYPES.map((t) => `'${t}'`).join(', ')})`;
 
 /**
@@ -114,6 +115,9 @@ CREATE TABLE IF NOT EXISTS audit_checkpoints (
   record TEXT NOT NULL
 ) WITHOUT ROWID;
 `;
+
+/** Statements run before SCHEMA on a file below a version (in the same transaction): [version, statement]. */
+const UPGRADES: ReadonlyArray<readonly [number, string]> = [[3, 'DROP INDEX IF EXISTS audit_records_revocations']];
 
 /**
  * The health ping's write: one row of the attempts table (no limit's key starts with `health:`), its expiry moved on.
@@ -962,7 +966,10 @@ export class SqliteStorage implements Storage {
       // (or completed) in one write transaction, which reads the version again (another process may have done it).
       if (whileBusy(deadline, schemaVersion) < SCHEMA_VERSION) {
         whileBusy(deadline, () => conn.transaction('create tables', () => {
-          if (schemaVersion() === SCHEMA_VERSION) return;
+          const version = schemaVersion();
+          if (version === SCHEMA_VERSION) return;
+          // What SCHEMA's IF NOT EXISTS cannot change: an index whose expression is new is dropped, to be built again.
+          for (const [below, sql] of UPGRADES) if (version < below) db.exec(sql);
           db.exec(SCHEMA);
           db.exec(`PRAGMA user_version = ${SCHEMA_VERSION}`);
         }));

@@ -289,22 +289,28 @@ export interface AuditStore {
   prune(checkpoint: AuditCheckpoint, batch: number): Promise<number>;
 }
 
-/** What `AuditStore.revocations` looks for: a token's jti, its grant, its client. */
+/** What `AuditStore.revocations` looks for: a token's jti, its grant, its client, the person it is for. */
 export interface RevocationKeys {
   jti?: string;
   grantId?: string;
   clientId?: string;
+  /** A person's subject (`subjects revoke`): given only for a token of a person, never a client's own (its sub is its id). */
+  sub?: string;
 }
 
 /** The audit record types that revoke something, and the field of each that names what (AuditStore.revocations). */
-export const REVOCATION_RECORD_TYPES = ['token.revoked', 'grant.revoked', 'client.deleted', 'client.disabled'] as const;
+export const REVOCATION_RECORD_TYPES = ['token.revoked', 'grant.revoked', 'client.deleted', 'client.disabled', 'subject.revoked'] as const;
 
 /**
  * What revocation record `record` names (its jti, grant id or client id, by its type), or undefined for any other
  * record. The stores index records by this value; `revocations` keeps only records whose value is one of the keys.
  */
-export function revokedBy(record: Pick<AuditRecord, 'type' | 'client_id' | 'details'>): string | undefined {
-  const value = record.type === 'token.revoked' ? record.details?.jti : record.type === 'grant.revoked' ? record.details?.grant_id : record.type === 'client.deleted' || record.type === 'client.disabled' ? record.client_id : undefined;
+export function revokedBy(record: Pick<AuditRecord, 'type' | 'client_id' | 'details' | 'sub'>): string | undefined {
+  const value = record.type === 'token.revoked' ? record.details?.jti
+    : record.type === 'grant.revoked' ? record.details?.grant_id
+    : record.type === 'client.deleted' || record.type === 'client.disabled' ? record.client_id
+    : record.type === 'subject.revoked' ? record.sub
+    : undefined;
   return typeof value === 'string' ? value : undefined;
 }
 
@@ -314,11 +320,12 @@ export function revokesOneOf(record: AuditRecord, keys: RevocationKeys): boolean
   if (value === undefined) return false;
   if (record.type === 'token.revoked') return value === keys.jti;
   if (record.type === 'grant.revoked') return value === keys.grantId;
+  if (record.type === 'subject.revoked') return value === keys.sub;
   return value === keys.clientId;
 }
 
 /** The values `revocations` looks up: the keys given, each once. */
-export const revocationLookups = (keys: RevocationKeys): string[] => [...new Set([keys.jti, keys.grantId, keys.clientId].filter((k): k is string => typeof k === 'string'))];
+export const revocationLookups = (keys: RevocationKeys): string[] => [...new Set([keys.jti, keys.grantId, keys.clientId, keys.sub].filter((k): k is string => typeof k === 'string'))];
 
 export interface Storage {
   readonly kind: 'mongodb' | 'embedded' | 'sqlite';

@@ -103,7 +103,10 @@ export async function revocationFacts(storage: Storage, claims: Record<string, u
   else if (await storage.revokedTokens.anyRevoked(lineage)) facts.push('a token, grant or client this token was exchanged from (RFC 8693) was revoked: its lineage is marked');
   // The audit log's revocation records of this jti, grant or client, found through the store's index (not by reading
   // the log): a record of another kind that happens to name the same string is not among them.
-  const found = await storage.audit.revocations({ jti, grantId, clientId }, REVOCATION_RECORDS_READ);
+  // A person's token (its sub is not its client's own id: a client's token is about itself) is revoked by a revocation
+  // of the person (`subjects revoke`) made after it was issued; one exchanged from it (RFC 8693) keeps the person's sub.
+  const sub = typeof claims.sub === 'string' && claims.sub !== clientId ? claims.sub : undefined;
+  const found = await storage.audit.revocations({ jti, grantId, clientId, sub }, REVOCATION_RECORDS_READ);
   // Records at or below a pruned chain's checkpoint are outside every verification (left by an interrupted prune, or
   // planted): not taken as facts.
   const prunedThrough = new Map(checkpoints.map((c) => [c.chain, c.seq]));
@@ -114,6 +117,9 @@ export async function revocationFacts(storage: Storage, claims: Record<string, u
     if (r.type === 'token.revoked') facts.push(`token revoked at ${r.time} (${where})`);
     if (r.type === 'grant.revoked') facts.push(`grant ${grantId} revoked at ${r.time} (${where})`);
     if (r.type === 'client.deleted') facts.push(`client ${clientId} deleted at ${r.time} (${where})`);
+    if (r.type === 'subject.revoked' && (iat ?? 0) <= Math.floor(Date.parse(r.time) / 1000)) {
+      facts.push(`the access of ${sub} was revoked at ${r.time}, after this token was issued (${where})`);
+    }
     // A disable of a client that was disabled already changed nothing (already_disabled): the earlier one is the fact.
     if (r.type === 'client.disabled' && r.details.already_disabled !== true && (iat ?? 0) <= Math.floor(Date.parse(r.time) / 1000)) {
       facts.push(`client ${clientId} disabled at ${r.time}, after this token was issued (${where})`);

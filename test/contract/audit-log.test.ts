@@ -258,8 +258,16 @@ describe.each(FACTORIES)('AuditLog on $name storage', (factory) => {
     expect((await storage.audit.revocations({ clientId: 'c1' }, 100)).map((r) => r.type).sort()).toEqual(['client.deleted', 'client.disabled', 'client.disabled']);
     expect(await storage.audit.revocations({ clientId: 'c1' }, 2)).toHaveLength(2);
     expect(await storage.audit.revocations({}, 100)).toEqual([]);
+    // A person's revocation (subjects revoke), found by the sub it names, and not by a client id or jti of that text.
+    const person = new AuditLog(storage.audit, { chain: 'host-c#1' });
+    const revokedPerson = await person.record({ type: 'subject.revoked', sub: 'did:pkh:eip155:1:0xAbC', details: { grants: 1, sessions: 0 } });
+    await person.record({ type: 'login.succeeded', sub: 'did:pkh:eip155:1:0xAbC', details: {} });
+    await person.close();
+    expect(await storage.audit.revocations({ sub: 'did:pkh:eip155:1:0xAbC' }, 100)).toEqual([revokedPerson]);
+    expect(await storage.audit.revocations({ jti: 'did:pkh:eip155:1:0xAbC', clientId: 'did:pkh:eip155:1:0xAbC' }, 100)).toEqual([]);
+    expect(await storage.audit.revocations({ sub: 'did:pkh:eip155:1:0xabc' }, 100)).toEqual([]);
     for (const hostile of ["' OR 1=1 --", '%', '{"$ne":null}', 'j'.repeat(5000)]) {
-      expect(await storage.audit.revocations({ jti: hostile, grantId: hostile, clientId: hostile }, 100)).toEqual([]);
+      expect(await storage.audit.revocations({ jti: hostile, grantId: hostile, clientId: hostile, sub: hostile }, 100)).toEqual([]);
     }
   });
 
@@ -309,7 +317,7 @@ describe('AuditStore.revocations reads an index, not the log', () => {
       await log.record({ type: 'grant.revoked', details: { grant_id: 'g1' } });
       await log.close();
       const { sql } = storage.db.prepare("SELECT sql FROM sqlite_schema WHERE name = 'audit_records_revocations'").get() as { sql: string };
-      const plan = (storage.db.prepare("EXPLAIN QUERY PLAN SELECT seq FROM audit_records INDEXED BY audit_records_revocations WHERE (CASE WHEN json_valid(record) THEN json_extract(record, '$.type') END) IN ('token.revoked', 'grant.revoked', 'client.deleted', 'client.disabled') AND (CASE (CASE WHEN json_valid(record) THEN json_extract(record, '$.type') END) WHEN 'token.revoked' THEN json_extract(record, '$.details.jti') WHEN 'grant.revoked' THEN json_extract(record, '$.details.grant_id') ELSE json_extract(record, '$.client_id') END) IN (?)").all('g1') as Array<{ detail: string }>).map((r) => r.detail);
+      const plan = (storage.db.prepare("EXPLAIN QUERY PLAN SELECT seq FROM audit_records INDEXED BY audit_records_revocations WHERE (CASE WHEN json_valid(record) THEN json_extract(record, '$.type') END) IN ('token.revoked', 'grant.revoked', 'client.deleted', 'client.disabled', 'subject.revoked') AND (CASE (CASE WHEN json_valid(record) THEN json_extract(record, '$.type') END) WHEN 'token.revoked' THEN json_extract(record, '$.details.jti') WHEN 'grant.revoked' THEN json_extract(record, '$.details.grant_id') WHEN 'subject.revoked' THEN json_extract(record, '$.sub') ELSE json_extract(record, '$.client_id') END) IN (?)").all('g1') as Array<{ detail: string }>).map((r) => r.detail);
       expect(plan.join(' ')).toContain('USING INDEX audit_records_revocations');
       storage.db.exec('DROP INDEX audit_records_revocations');
       try {

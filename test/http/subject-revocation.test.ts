@@ -152,6 +152,36 @@ describe.each(backends)('agentauth subjects revoke <sub> on %s', (_name, storeEn
     expect(events.map((e) => ({ sub: e.sub, details: e.details }))).toEqual([{ sub: subOf(alice), details: { grants: 2, sessions: 2, actor: 'cli' } }]);
   });
 
+  test('agentauth verify reports a revoked person\'s token as revoked from the audit log, after the revocation marks have expired; a token of a later sign-in is not', async () => {
+    const person = new Wallet(Wallet.createRandom().privateKey);
+    const before = await signIn(apps[0]!, person);
+    expect((await runCli(['subjects', 'revoke', subOf(person)], env)).code).toBe(0);
+    const verify = async (token: string) => JSON.parse((await runCli(['verify', token, '--json'], env)).stdout) as { revoked: boolean; revocation: string[] };
+    expect((await verify(before.tokens.access_token)).revoked).toBe(true);
+    // The marks live 70 minutes (server/revocation-lineage.ts); here they are made to have expired.
+    if (env.MONGODB_URI) {
+      const { MongoClient } = await import('mongodb');
+      const client = new MongoClient(env.MONGODB_URI);
+      try {
+        await client.db(env.MONGODB_DB).collection('revoked_tokens').updateMany({}, { $set: { expiresAt: new Date(1000) } });
+      } finally {
+        await client.close();
+      }
+    } else {
+      const { DatabaseSync } = await import('node:sqlite');
+      const db = new DatabaseSync(`${env.AGENTAUTH_DATA_DIR!}/agentauth.sqlite`);
+      db.exec('UPDATE revoked_tokens SET expires_at = 1');
+      db.close();
+    }
+    const after = await verify(before.tokens.access_token);
+    expect(after.revoked).toBe(true);
+    expect(after.revocation).toEqual([expect.stringMatching(new RegExp(`^the access of ${subOf(person)} was revoked at \\S+, after this token was issued \\(audit chain \\S+ seq \\d+\\)$`))]);
+    // A sign-in after the revocation (in a later second than the record's) is the person's new access: not revoked.
+    await new Promise((resolve) => setTimeout(resolve, 1100));
+    const later = await signIn(apps[0]!, person);
+    expect(await verify(later.tokens.access_token)).toMatchObject({ revoked: false, revocation: [] });
+  });
+
   test.each([1, 2, 3])('a revocation racing wallet-signature grants leaves none of their tokens standing, those answered before it included (round %i)', async () => {
     const person = new Wallet(Wallet.createRandom().privateKey);
     const iat = await runCli(['clients', 'iat', 'create'], env);

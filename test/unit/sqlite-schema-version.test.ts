@@ -22,8 +22,8 @@ const version = (file: string) => {
 
 test('the layout is pinned to its version: a change to SCHEMA fails here until SCHEMA_VERSION is bumped (and this hash updated)', () => {
   expect({ version: SCHEMA_VERSION, sha256: createHash('sha256').update(SCHEMA).digest('hex') }).toEqual({
-    version: 2,
-    sha256: '8d23c870ad725121db9578c966d6121c65f82fb0b8d0478512a4a1e47fb1d858',
+    version: 3,
+    sha256: 'edb3c45b4422a7d50def1d80c85a58212c3c155111bafb68b603c3a1ec639da5',
   });
 });
 
@@ -85,4 +85,29 @@ test('a file at an older version waits for the lock to create its layout, and sa
     other.close();
   }
   expect(version(join(dataDir, SQLITE_FILE))).toBe(1);
+});
+
+test('a version-2 file gets its revocation index built again with the expression this code queries (subject.revoked by sub)', async () => {
+  const dataDir = tempDir('agentauth-sqlite-version-');
+  const first = new SqliteStorage({ dataDir });
+  await first.init();
+  const { sql } = first.db.prepare("SELECT sql FROM sqlite_schema WHERE name = 'audit_records_revocations'").get() as { sql: string };
+  expect(sql).toContain("WHEN 'subject.revoked' THEN json_extract(record, '$.sub')");
+  // The index as version 2 built it: without the subject branch.
+  first.db.exec('DROP INDEX audit_records_revocations');
+  first.db.exec(sql.replace(" WHEN 'subject.revoked' THEN json_extract(record, '$.sub')", '').replace(", 'subject.revoked'", ''));
+  first.db.exec('PRAGMA user_version = 2');
+  await first.close();
+
+  const second = new SqliteStorage({ dataDir });
+  await second.init();
+  try {
+    const { sql: rebuilt } = second.db.prepare("SELECT sql FROM sqlite_schema WHERE name = 'audit_records_revocations'").get() as { sql: string };
+    expect(rebuilt).toBe(sql);
+    await second.audit.insertBatch([{ seq: 1, time: new Date().toISOString(), type: 'subject.revoked', sub: 'did:pkh:eip155:1:0xabc', details: {}, prev_hash: 'p', hash: 'h' }]);
+    expect((await second.audit.revocations({ sub: 'did:pkh:eip155:1:0xabc' }, 10)).map((r) => r.type)).toEqual(['subject.revoked']);
+  } finally {
+    await second.close();
+  }
+  expect(version(join(dataDir, SQLITE_FILE))).toBe(SCHEMA_VERSION);
 });

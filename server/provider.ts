@@ -71,10 +71,15 @@ export interface ProviderDeps {
   clientMetadataTest?: FetchTestOverrides | undefined;
 }
 
-/** A request for OpenID scopes only (userinfo) names no resource. */
-function asksOidcScopesOnly(ctx: KoaContextWithOIDC): boolean {
+/**
+ * A request that names scopes, none of them a resource server's (`openid`, and the OpenID scopes a library sends by
+ * default, `profile email`, which this server grants nothing for): it is for the person's sign-in and userinfo, and
+ * names no resource. Otherwise the only resource server would be taken for it (defaultResource) and the person's
+ * token for it would carry none of its scopes.
+ */
+function asksOidcScopesOnly(ctx: KoaContextWithOIDC, resourceScopes: ReadonlySet<string>): boolean {
   const scope = String(ctx.oidc.params?.scope ?? '');
-  return Boolean(scope) && scope.split(' ').every((s) => OIDC_SCOPES.includes(s));
+  return Boolean(scope) && scope.split(' ').every((s) => !resourceScopes.has(s));
 }
 
 interface TokenLike {
@@ -180,6 +185,7 @@ export function providerConfiguration(deps: ProviderDeps): Configuration {
   const allScopes = [...knownScopes(config)];
   const resourceIdentifiers = new Set(config.resourceServers.map((rs) => rs.identifier));
   const resourceScopesById = new Map(config.resourceServers.map((rs) => [rs.identifier, rs.scopes]));
+  const resourceScopes: ReadonlySet<string> = new Set(config.resourceServers.flatMap((rs) => rs.scopes));
   const alg = keyring.active.alg;
   const tierFor = (client: unknown) => tierOf(limits, client as ClientLike | undefined);
 
@@ -369,7 +375,7 @@ export function providerConfiguration(deps: ProviderDeps): Configuration {
           // A request for OpenID scopes only (userinfo, a person's) names no resource; any other request needs exactly
           // one. client_credentials has no person for userinfo to describe: its token is always for a resource server
           // (an `openid`-only request took an opaque token with no audience that any resource server would accept).
-          if (asksOidcScopesOnly(ctx) && ctx.oidc.params?.grant_type !== 'client_credentials') return undefined;
+          if (asksOidcScopesOnly(ctx, resourceScopes) && ctx.oidc.params?.grant_type !== 'client_credentials') return undefined;
           return resources.defaultResource();
         },
         getResourceServerInfo: async (ctx, identifier) => {
@@ -378,7 +384,9 @@ export function providerConfiguration(deps: ProviderDeps): Configuration {
           checkMachineAudience(ctx, identifier, info.scope ?? '', config.registration.anonymous);
           return info;
         },
-        useGrantedResource: async () => true,
+        // The resource a code or refresh token was granted is the token's, unless the request asks for OpenID scopes
+        // only (a refresh with scope=openid): that is a userinfo token, not a token for the resource with no scope.
+        useGrantedResource: async (ctx) => !asksOidcScopesOnly(ctx, resourceScopes),
       },
     },
     // Whenever oidc-provider revokes the tokens of a grant (a refresh token or an opaque access token revoked, reuse,
@@ -398,15 +406,17 @@ export function providerConfiguration(deps: ProviderDeps): Configuration {
     rotateRefreshToken: (ctx) => {
       const token = ctx.oidc.entities.RefreshToken as { resource?: string | string[]; scopes?: Set<string> } | undefined;
       const requestedResource = ctx.oidc.params?.resource as string | string[] | undefined;
-      const oidcScopesOnly = asksOidcScopesOnly(ctx);
+      const oidcScopesOnly = asksOidcScopesOnly(ctx, resourceScopes);
       checkRefreshTarget({ requested: requestedResource, granted: token?.resource, oidcScopesOnly });
-      // The resource the token will be for (the one named, or the refresh token's only one), and what it would carry.
-      const resource = typeof requestedResource === 'string' ? requestedResource : typeof token?.resource === 'string' ? token.resource : token?.resource?.length === 1 ? token.resource[0] : undefined;
+      // The resource the token will be for (the one named; else, unless it asks for OpenID scopes only, the refresh
+      // token's only one), and what it would carry: a resource named with OpenID scopes alone is refused too.
+      const granted = oidcScopesOnly ? undefined : typeof token?.resource === 'string' ? token.resource : token?.resource?.length === 1 ? token.resource[0] : undefined;
+      const resource = typeof requestedResource === 'string' ? requestedResource : granted;
       const grant = ctx.oidc.entities.Grant as { getResourceScope(resource: string): string } | undefined;
-      const resourceScopes = resource === undefined ? undefined : resourceScopesById.get(resource);
-      if (!oidcScopesOnly && resource !== undefined && grant && resourceScopes) {
+      const serverScopes = resource === undefined ? undefined : resourceScopesById.get(resource);
+      if (resource !== undefined && grant && serverScopes) {
         const requested = ctx.oidc.params?.scope ? ctx.oidc.requestParamScopes : (token?.scopes ?? new Set<string>());
-        checkRefreshScope({ resource, requested, resourceScopes, granted: grant.getResourceScope(resource).split(' ').filter(Boolean) });
+        checkRefreshScope({ resource, requested, resourceScopes: serverScopes, granted: grant.getResourceScope(resource).split(' ').filter(Boolean) });
       }
       // A grace re-issue hands back the existing successor as it is: the caller that rotated holds it too, and rotating
       // it here would turn that caller's next use into a reuse.

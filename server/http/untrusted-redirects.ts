@@ -1,4 +1,4 @@
-import { errors, Provider } from 'oidc-provider';
+import { Provider } from 'oidc-provider';
 import type { KoaContextWithOIDC } from 'oidc-provider';
 import formatUri from 'oidc-provider/lib/helpers/redirect_uri.js';
 import instance from 'oidc-provider/lib/helpers/weak_cache.js';
@@ -48,9 +48,11 @@ function showInstead(ctx: KoaContextWithOIDC, payload: Record<string, string>): 
  * redirection unless the OP has other means of confirming the legitimacy of the post-logout redirection target".
  * oidc-provider takes a `client_id` alone, and for a browser with no session it confirms the logout by itself (a
  * self-submitting form): `/session/end?client_id=<its own>&post_logout_redirect_uri=<its own>` sent anyone there
- * from this server's origin. For a client that registered itself, the URI is accepted only with an ID token of that
- * client as the hint (oidc-provider has validated it by then), or from a browser whose session holds a sign-in for it;
- * otherwise the request is refused, saying so. Clients the operator vouched for are unchanged.
+ * from this server's origin. An `id_token_hint` confirms nothing for a client that registered itself: whoever
+ * registered it signs in to it once and holds one of its ID tokens (valid as a hint after it expires). So for such a
+ * client the URI is followed only from a browser whose session holds a sign-in for that client (the person used it
+ * here); otherwise the logout goes on without it and ends on this server's own page. oidc-provider reads the URI from
+ * the request's parameters after this check, so it is removed there. Clients the operator vouched for are unchanged.
  */
 export function installUntrustedLogoutRedirects(provider: Provider): void {
   const proto = provider.Client.prototype as unknown as { postLogoutRedirectUriAllowed(uri: string): boolean; clientId: string; metadata(): Record<string, unknown> };
@@ -59,10 +61,8 @@ export function installUntrustedLogoutRedirects(provider: Provider): void {
     if (!allowed.call(this, uri)) return false;
     const ctx = Provider.ctx as KoaContextWithOIDC | undefined;
     if (ctx?.oidc?.route !== 'end_session' || !SELF_REGISTERED.has(registrationOrigin(this.metadata()))) return true;
-    if (ctx.oidc.entities.IdTokenHint !== undefined) return true;
     if (ctx.oidc.session?.authorizations?.[this.clientId] !== undefined) return true;
-    throw new errors.InvalidRequest(
-      'post_logout_redirect_uri: an application that registered itself is sent back after a logout only when the request carries id_token_hint (an ID token it was issued) or comes from a browser signed in to it (OpenID Connect RP-Initiated Logout 1.0, section 3)',
-    );
+    (ctx.oidc.params as Record<string, unknown>).post_logout_redirect_uri = undefined;
+    return true;
   };
 }

@@ -68,6 +68,8 @@ describe('an authorization request naming no scope that can be granted', () => {
   test.each([
     ['a scope of the requested resource server', { resource: RESOURCE, scope: 'read admin' }],
     ['openid alone, naming no resource', { scope: 'openid' }],
+    // OpenID scopes a library sends by default, this server granting nothing for profile and email: no resource taken.
+    ['openid profile email, naming no resource', { scope: 'openid profile email' }],
     ['a scope of the other resource server, requesting it', { resource: OPAQUE_RESOURCE, scope: 'files' }],
   ])('%s: the sign-in page', async (_label, params) => {
     const next = await authorize(params);
@@ -175,6 +177,24 @@ describe('an authorization request naming no scope that can be granted', () => {
     expect(files).toMatchObject({ status: 200, body: { scope: 'files' } });
     const read = await token({ grant_type: 'refresh_token', refresh_token: String(files.body.refresh_token), resource: RESOURCE });
     expect(read).toMatchObject({ status: 200, body: { scope: 'read' } });
+  });
+
+  test('a refresh asking for OpenID scopes only gets a userinfo token, not a token for the granted resource without scope; naming the resource with them is refused', async () => {
+    const { code, verifier } = await walletCode(server.url, client.clientMetadata().client_id, new Wallet(Wallet.createRandom().privateKey), 'openid read');
+    const token = async (params: Record<string, string>) => {
+      const res = await fetch(`${server.url}/token`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ client_id: client.clientMetadata().client_id, ...params }) });
+      return { status: res.status, body: (await res.json()) as Record<string, unknown> };
+    };
+    const issued = await token({ grant_type: 'authorization_code', code, code_verifier: verifier, redirect_uri: REDIRECT, resource: RESOURCE });
+    expect(issued).toMatchObject({ status: 200, body: { scope: 'read', id_token: expect.any(String) } });
+    const named = await token({ grant_type: 'refresh_token', refresh_token: String(issued.body.refresh_token), scope: 'openid', resource: RESOURCE });
+    expect(named).toEqual({ status: 400, body: { error: 'invalid_scope', error_description: `an access token for ${RESOURCE} from this refresh would carry no scope: the request asks for openid, and the person granted read there` } });
+    const userinfo = await token({ grant_type: 'refresh_token', refresh_token: String(issued.body.refresh_token), scope: 'openid' });
+    expect(userinfo.status).toBe(200);
+    // Opaque (not a JWT for the resource server), and what the userinfo endpoint takes.
+    expect(String(userinfo.body.access_token).split('.')).toHaveLength(1);
+    const me = await fetch(`${server.url}/me`, { headers: { authorization: `Bearer ${String(userinfo.body.access_token)}` } });
+    expect(me.status).toBe(200);
   });
 
   test('the sign-in page (and the message the wallet signs, from its data) lists only scopes of the requested resource server', async () => {

@@ -4,6 +4,7 @@ import { baseConfig, REDIRECT, register, RESOURCE } from '../support/agent-serve
 import { walletCode } from '../support/races.js';
 import { sentBack } from '../support/sent-back.js';
 import { startConfigured } from '../support/server.js';
+import { UserAgent } from '../support/user-agent.js';
 import type { RunningServer } from '../support/server.js';
 
 /**
@@ -107,17 +108,26 @@ describe('errors and logouts for a client that registered itself are not automat
     expect(at.searchParams.get('error')).toBe('access_denied');
   });
 
-  test('logout: without id_token_hint and without a sign-in to it here, a self-registered client\'s post_logout_redirect_uri is refused, saying why', async () => {
-    const res = await fetch(`${server.url}/session/end?${new URLSearchParams({ client_id: selfRegistered, post_logout_redirect_uri: BYE })}`, { redirect: 'manual', headers: { accept: 'application/json' } });
-    expect(res.status).toBe(400);
-    expect(await res.json()).toMatchObject({
-      error: 'invalid_request',
-      error_description: expect.stringMatching(/^post_logout_redirect_uri: an application that registered itself is sent back after a logout only when the request carries id_token_hint/),
+  /** A logout request's outcome: where the browser ends up, following the self-submitting form or the confirmation. */
+  async function logoutLandsAt(agent: UserAgent, params: Record<string, string>): Promise<string> {
+    const page = await agent.fetch(`${server.url}/session/end?${new URLSearchParams(params)}`, { headers: { accept: 'text/html' } });
+    expect(page.status).toBe(200);
+    const html = await page.text();
+    const action = /<form[^>]* action="([^"]+)"/.exec(html)?.[1];
+    const xsrf = /name="xsrf" value="([^"]+)"/.exec(html)?.[1];
+    expect({ action, xsrf }).toEqual({ action: expect.any(String), xsrf: expect.any(String) });
+    const confirmed = await agent.fetch(new URL(action!, server.url), {
+      method: 'POST',
+      redirect: 'manual',
+      headers: { 'content-type': 'application/x-www-form-urlencoded', origin: server.url, 'sec-fetch-site': 'same-origin' },
+      body: new URLSearchParams({ xsrf: xsrf!, logout: 'yes' }).toString(),
     });
-    // Nothing was signed out or changed: the same request with the hint or from a signed-in browser is taken (below).
-  });
+    expect(confirmed.status).toBe(303);
+    const to = new URL(confirmed.headers.get('location')!, server.url);
+    return `${to.origin}${to.pathname}`;
+  }
 
-  test('logout: with an ID token of the client as id_token_hint, or from a browser signed in to it, the redirect is taken', async () => {
+  test('logout: a self-registered client\'s post_logout_redirect_uri is followed only from a browser signed in to it; otherwise the logout ends on this server\'s page, with or without id_token_hint', async () => {
     const { code, verifier, agent } = await walletCode(server.url, selfRegistered, new Wallet(Wallet.createRandom().privateKey), 'openid read');
     const tokens = await fetch(`${server.url}/token`, {
       method: 'POST',
@@ -127,13 +137,12 @@ describe('errors and logouts for a client that registered itself are not automat
     expect(tokens.status).toBe(200);
     const { id_token: idToken } = (await tokens.json()) as { id_token: string };
     expect(idToken).toEqual(expect.any(String));
-    // A fresh browser (no session) with the hint: the self-submitting confirmation, as for any client.
-    const hinted = await fetch(`${server.url}/session/end?${new URLSearchParams({ id_token_hint: idToken, post_logout_redirect_uri: BYE })}`, { redirect: 'manual' });
-    expect(hinted.status).toBe(200);
-    expect(await hinted.text()).toContain('<form method="post"');
-    // The signed-in browser without the hint: the confirmation page.
-    const signedIn = await agent.fetch(`${server.url}/session/end?${new URLSearchParams({ client_id: selfRegistered, post_logout_redirect_uri: BYE })}`, { headers: { accept: 'text/html' } });
-    expect(signedIn.status).toBe(200);
-    expect(await signedIn.text()).toContain('Sign out?');
+    const success = `${server.url}/session/end/success`;
+    // A fresh browser: with client_id alone, and with an ID token of the client as the hint (whoever registered the
+    // client can hold one): the logout goes on, and ends here.
+    expect(await logoutLandsAt(new UserAgent(), { client_id: selfRegistered, post_logout_redirect_uri: BYE })).toBe(success);
+    expect(await logoutLandsAt(new UserAgent(), { id_token_hint: idToken, post_logout_redirect_uri: BYE })).toBe(success);
+    // The browser signed in to the client: sent back to it.
+    expect(await logoutLandsAt(agent, { client_id: selfRegistered, post_logout_redirect_uri: BYE })).toBe(BYE);
   });
 });

@@ -102,39 +102,36 @@ export async function revokeSubject(
   record: (found: { grants: number; sessions: number }) => Promise<unknown>,
   now: () => number = Date.now,
 ): Promise<SubjectRevocation | undefined> {
-  const mark = (at = now()) => storage.revokedTokens.revoke(subjectMark(sub, slot(at)), Math.floor(at / 1000) + SUBJECT_MARK_TTL_SECONDS);
-  // A mark before the first listing too: a person with nothing stored yet may have a sign-in in flight, which stores
-  // its grant after this read and is refused by the mark (the answer is still "nothing found"). A first listing that
-  // finds nothing but took longer than a slot is marked and made again, as later ones are (below).
-  let grants: string[] = [];
-  let sessions: string[] = [];
-  for (let listing = 0; listing <= MAX_RELISTS; listing += 1) {
+  /**
+   * A mark for the slot of now, then a listing of the person's grants and sessions. A listing that finds nothing ends
+   * the revocation only when it finished within a slot of its mark (`done`): a request that arrived while a slower
+   * listing ran, and stored after the listing read, would come too late for that mark's slot (revokedWhileServed looks
+   * back one slot from arrival) and be missed by the listing, so a fresh mark and listing cover it.
+   */
+  const markAndList = async () => {
     const markedAt = now();
-    await mark(markedAt);
-    grants = await recordsOf(storage.model('Grant'), sub);
-    sessions = await recordsOf(storage.model('Session'), sub);
-    if (grants.length > 0 || sessions.length > 0 || now() - markedAt < SLOT_MS) break;
-  }
-  if (grants.length === 0 && sessions.length === 0) return undefined;
-  await record({ grants: grants.length, sessions: sessions.length });
+    await storage.revokedTokens.revoke(subjectMark(sub, slot(markedAt)), Math.floor(markedAt / 1000) + SUBJECT_MARK_TTL_SECONDS);
+    const found = { grants: await recordsOf(storage.model('Grant'), sub), sessions: await recordsOf(storage.model('Session'), sub) };
+    const empty = found.grants.length === 0 && found.sessions.length === 0;
+    return { ...found, empty, done: empty && now() - markedAt < SLOT_MS };
+  };
+  // A mark before the first listing too: a person with nothing stored yet may have a sign-in in flight, which stores
+  // its grant after this read and is refused by the mark (the answer is still "nothing found").
+  let listed = await markAndList();
+  for (let listing = 1; listed.empty && !listed.done && listing <= MAX_RELISTS; listing += 1) listed = await markAndList();
+  if (listed.empty) return undefined;
+  await record({ grants: listed.grants.length, sessions: listed.sessions.length });
   const marks = new RevocationMarks(storage.revokedTokens);
   const revoked: string[] = [];
   let ended = 0;
   for (let listing = 1; ; listing += 1) {
-    for (const grantId of grants) await revokeGrantFamily(storage, grantId, { grantRevoked: (id) => marks.grant(id) });
-    for (const id of sessions) await storage.model('Session').destroy(id);
-    revoked.push(...grants);
-    ended += sessions.length;
+    for (const grantId of listed.grants) await revokeGrantFamily(storage, grantId, { grantRevoked: (id) => marks.grant(id) });
+    for (const id of listed.sessions) await storage.model('Session').destroy(id);
+    revoked.push(...listed.grants);
+    ended += listed.sessions.length;
     if (listing > MAX_RELISTS) break;
-    const markedAt = now();
-    await mark(markedAt);
-    grants = await recordsOf(storage.model('Grant'), sub);
-    sessions = await recordsOf(storage.model('Session'), sub);
-    // A listing that finds nothing ends the revocation only when it finished within a slot of its mark. A request that
-    // arrived while a slower listing ran, and stored after the listing read, would come too late for that mark's slot
-    // (revokedWhileServed looks back one slot from arrival) and be missed by the listing: a fresh mark and listing
-    // cover it.
-    if (grants.length === 0 && sessions.length === 0 && now() - markedAt < SLOT_MS) break;
+    listed = await markAndList();
+    if (listed.done) break;
   }
   return { grants: revoked, sessions: ended };
 }

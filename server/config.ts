@@ -23,7 +23,8 @@ export class ConfigError extends Error {
 }
 
 const vschar = /^[\x20-\x7e]+$/;
-const scopeToken = /^[\x21\x23-\x5b\x5d-\x7e]+$/; // RFC 6749 §3.3 scope-token (NQCHAR)
+/** RFC 6749 §3.3 scope-token (NQCHAR). */
+export const SCOPE_TOKEN = /^[\x21\x23-\x5b\x5d-\x7e]+$/;
 
 const absoluteUri = z.string().refine((v) => {
   const u = URL.parse(v);
@@ -39,7 +40,7 @@ export const MAX_ACCESS_TOKEN_TTL = 3600;
 const resourceServerSchema = z.strictObject({
   identifier: absoluteUri,
   name: z.string().min(1).optional(),
-  scopes: z.array(z.string().regex(scopeToken, 'must be an RFC 6749 scope-token')).min(1),
+  scopes: z.array(z.string().regex(SCOPE_TOKEN, 'must be an RFC 6749 scope-token')).min(1),
   accessTokenTTL: z.number().int().min(1).max(MAX_ACCESS_TOKEN_TTL).default(300),
   accessTokenFormat: z.enum(['jwt', 'opaque']).default('jwt'),
   signingAlg: z.enum(['ES256', 'EdDSA']).optional(),

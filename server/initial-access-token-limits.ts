@@ -1,6 +1,6 @@
 import type { NonceStore } from '../adapters/types.js';
 import { MAX_KEY_LENGTH } from '../adapters/validate.js';
-import { registrationLimitsProblem } from './policies/registration-limits.js';
+import { asRegistrationLimits } from './policies/registration-limits.js';
 import type { RegistrationLimits } from './policies/registration-limits.js';
 
 /**
@@ -28,11 +28,9 @@ export async function recordRegistrationLimits(nonces: Pick<NonceStore, 'issue'>
 export async function registrationLimitsOf(nonces: Pick<NonceStore, 'boundTo'>, fingerprint: string): Promise<RegistrationLimits | 'damaged' | undefined> {
   const text = await nonces.boundTo(limitsKey(fingerprint));
   if (text === undefined) return undefined;
-  let value: unknown;
   try {
-    value = JSON.parse(text);
+    return asRegistrationLimits(JSON.parse(text)) ?? 'damaged';
   } catch {
     return 'damaged';
   }
-  return registrationLimitsProblem(value) === undefined ? (value as RegistrationLimits) : 'damaged';
 }

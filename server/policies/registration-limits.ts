@@ -1,4 +1,4 @@
-import { REGISTRABLE_GRANT_TYPES } from '../config.js';
+import { REGISTRABLE_GRANT_TYPES, SCOPE_TOKEN } from '../config.js';
 
 /**
  * What the clients an initial access token registers may become: which grant types they may register and which scopes
@@ -19,8 +19,6 @@ export interface RegistrationLimits {
   scope?: string;
 }
 
-/** RFC 6749 §3.3 scope-token (NQCHAR), as config.ts checks resource servers' scopes. */
-const SCOPE_TOKEN = /^[\x21\x23-\x5b\x5d-\x7e]+$/;
 /** Most scopes one token's limits may list. */
 export const MAX_LIMIT_SCOPES = 100;
 
@@ -48,12 +46,14 @@ export function registrationLimitsProblem(value: unknown): string | undefined {
   return undefined;
 }
 
-/** The limits stored on a client (its metadata), if it has any; `'damaged'` for a value this server never writes. */
-export function limitsOfClient(metadata: Record<string, unknown>): RegistrationLimits | 'damaged' | undefined {
-  const value = metadata[LIMITS_FIELD];
+/** `value` as limits, undefined for none, `'damaged'` for anything this server never writes (read as allowing nothing). */
+export function asRegistrationLimits(value: unknown): RegistrationLimits | 'damaged' | undefined {
   if (value === undefined) return undefined;
   return registrationLimitsProblem(value) === undefined ? (value as RegistrationLimits) : 'damaged';
 }
+
+/** The limits stored on a client (its metadata), if it has any. */
+export const limitsOfClient = (metadata: Record<string, unknown>): RegistrationLimits | 'damaged' | undefined => asRegistrationLimits(metadata[LIMITS_FIELD]);
 
 /**
  * The limits a registration request's initial access token carries, as the registration step read them from the

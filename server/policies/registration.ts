@@ -2,6 +2,7 @@ import { errors } from 'oidc-provider';
 
 import { TOKEN_EXCHANGE_GRANT_TYPE, WALLET_GRANT_TYPE } from '../config.js';
 import type { RegistrationConfig, TierConfig } from '../config.js';
+import { canonicalJson } from '../audit/chain.js';
 import { TIER_FIELD } from './tiers.js';
 import { LIMITS_FIELD, limitsOfClient } from './registration-limits.js';
 import type { RegistrationLimits } from './registration-limits.js';
@@ -100,15 +101,17 @@ export function unattendedScopes(origin: RegistrationOrigin, anonymous: Registra
   return anonymous.clientCredentials ? new Set(anonymous.clientCredentialsScopes) : undefined;
 }
 
-/** JSON text with every object's members in code-point order, so that an echo whose library reordered them still matches. */
-function canonicalJson(value: unknown): string {
-  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
-  if (typeof value === 'object' && value !== null) {
-    return `{${Object.keys(value).sort().map((k) => `${JSON.stringify(k)}:${canonicalJson((value as Record<string, unknown>)[k])}`).join(',')}}`;
+/**
+ * The same JSON data, whatever the order of object members (the audit log's canonical form): an echo whose library
+ * reordered them still matches. Values that are not JSON data (never in a parsed body or stored metadata) differ.
+ */
+function sameJson(a: unknown, b: unknown): boolean {
+  try {
+    return canonicalJson(a) === canonicalJson(b);
+  } catch {
+    return false;
   }
-  return JSON.stringify(value) ?? 'undefined';
 }
-const sameJson = (a: unknown, b: unknown): boolean => canonicalJson(a) === canonicalJson(b);
 
 const metadataError = (field: string, problem: string) => new errors.InvalidClientMetadata(`${field} ${problem}`);
 // RFC 7591 §3.2.2 invalid_redirect_uri (oidc-provider's InvalidRedirectUri is the authorization-endpoint variant with a fixed text).

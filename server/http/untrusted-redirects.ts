@@ -5,11 +5,10 @@ import instance from 'oidc-provider/lib/helpers/weak_cache.js';
 
 import { refusedRequestPage } from '../../interactions/views.js';
 import type { WayBack } from '../../interactions/views.js';
-import { METADATA_DOCUMENT_ORIGIN } from '../client-metadata/policy.js';
-import { registrationOrigin } from '../policies/registration-origin.js';
+import { registrationOrigin, vouchedByOperator } from '../policies/registration-origin.js';
 
-/** Registrations no one vouched for: their redirect URIs are their own word (open registration, metadata documents). */
-const SELF_REGISTERED = new Set<string>(['anonymous', METADATA_DOCUMENT_ORIGIN]);
+/** A client no one vouched for: its redirect URIs are its own word (open registration, metadata documents). */
+const selfRegistered = (client: { metadata(): unknown }): boolean => !vouchedByOperator(registrationOrigin(client.metadata() as Record<string, unknown>));
 
 /**
  * RFC 9700 §4.11.2: an authorization server sends the browser back with an error automatically only to a redirect URI
@@ -39,8 +38,7 @@ export function installUntrustedErrorPages(provider: Provider): void {
 
 function showInstead(ctx: KoaContextWithOIDC, payload: Record<string, string>): boolean {
   if (payload.error === undefined || ctx.oidc?.route !== 'authorization') return false;
-  const client = ctx.oidc.client;
-  return client !== undefined && SELF_REGISTERED.has(registrationOrigin(client.metadata() as Record<string, unknown>));
+  return ctx.oidc.client !== undefined && selfRegistered(ctx.oidc.client);
 }
 
 /**
@@ -60,7 +58,7 @@ export function installUntrustedLogoutRedirects(provider: Provider): void {
   proto.postLogoutRedirectUriAllowed = function allowedFromHere(this: typeof proto, uri: string): boolean {
     if (!allowed.call(this, uri)) return false;
     const ctx = Provider.ctx as KoaContextWithOIDC | undefined;
-    if (ctx?.oidc?.route !== 'end_session' || !SELF_REGISTERED.has(registrationOrigin(this.metadata()))) return true;
+    if (ctx?.oidc?.route !== 'end_session' || !selfRegistered(this)) return true;
     if (ctx.oidc.session?.authorizations?.[this.clientId] !== undefined) return true;
     (ctx.oidc.params as Record<string, unknown>).post_logout_redirect_uri = undefined;
     return true;

@@ -8,6 +8,13 @@ export const REGISTRATION_FIELD = 'agentauth_registration';
 export const REGISTRATION_ORIGINS = ['anonymous', 'initial_access_token', 'operator', 'client_id_metadata_document'] as const;
 export type RegistrationOrigin = (typeof REGISTRATION_ORIGINS)[number];
 
+/**
+ * Whether the operator vouched for a client registered this way (its configuration file, an initial access token it
+ * minted): its redirect URIs are then the operator's word. Anyone can register the others (open registration, a
+ * metadata document), any URI included.
+ */
+export const vouchedByOperator = (origin: RegistrationOrigin): boolean => origin === 'operator' || origin === 'initial_access_token';
+
 /** How a stored client was registered; a client stored before the field existed is treated as anonymous (fail closed). */
 export function registrationOrigin(metadata: Record<string, unknown>): RegistrationOrigin {
   const v = metadata[REGISTRATION_FIELD];

@@ -3,7 +3,7 @@ import type { Agentauth } from './boot.js';
 import { ConfigError, WALLET_GRANT_TYPE, knownScopes } from './config.js';
 import type { Config } from './config.js';
 import { tierPolicyName } from './policies/tiers.js';
-import { MAX_LIMIT_SCOPES, registrationLimitsProblem } from './policies/registration-limits.js';
+import { MAX_LIMIT_SCOPES, refreshTokenAlone, registrationLimitsProblem } from './policies/registration-limits.js';
 import type { RegistrationLimits } from './policies/registration-limits.js';
 import { initialAccessTokenFingerprint, MAX_INITIAL_ACCESS_TOKEN_USES, recordUseLimit } from './initial-access-token-uses.js';
 import { MAX_LIMITS_LENGTH, recordRegistrationLimits } from './initial-access-token-limits.js';
@@ -59,7 +59,7 @@ function checkLimits(config: Config, grantTypes: string | readonly string[] | un
     const twice = list.find((g, i) => list.indexOf(g) !== i);
     if (twice !== undefined) throw new ConfigError(`${names.grantTypes}: names ${twice} twice`);
     // What registration refuses whatever the token (server/policies/registration.ts): such a token could register nothing.
-    if (list.includes('refresh_token') && !list.some((g) => g === 'authorization_code' || g === WALLET_GRANT_TYPE)) {
+    if (refreshTokenAlone(list)) {
       throw new ConfigError(`${names.grantTypes}: refresh_token is only registered with authorization_code or ${WALLET_GRANT_TYPE}: name one of them too`);
     }
     limits.grant_types = list;

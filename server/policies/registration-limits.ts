@@ -1,4 +1,4 @@
-import { REGISTRABLE_GRANT_TYPES, SCOPE_TOKEN } from '../config.js';
+import { REGISTRABLE_GRANT_TYPES, SCOPE_TOKEN, WALLET_GRANT_TYPE } from '../config.js';
 
 /**
  * What the clients an initial access token registers may become: which grant types they may register and which scopes
@@ -21,6 +21,13 @@ export interface RegistrationLimits {
 
 /** Most scopes one token's limits may list. */
 export const MAX_LIMIT_SCOPES = 100;
+
+/**
+ * Whether a list of grant types names refresh_token without a grant it is issued with (authorization_code, the wallet
+ * grant): a registration refuses it (server/policies/registration.ts), so limits naming it so could register nothing.
+ */
+export const refreshTokenAlone = (grantTypes: readonly string[]): boolean =>
+  grantTypes.includes('refresh_token') && !grantTypes.some((g) => g === 'authorization_code' || g === WALLET_GRANT_TYPE);
 
 /** Why `value` is not limits this module could have written (shape only: not whether this server knows the values). */
 export function registrationLimitsProblem(value: unknown): string | undefined {

@@ -4,7 +4,7 @@ import { TOKEN_EXCHANGE_GRANT_TYPE, WALLET_GRANT_TYPE } from '../config.js';
 import type { RegistrationConfig, TierConfig } from '../config.js';
 import { canonicalJson } from '../audit/chain.js';
 import { TIER_FIELD } from './tiers.js';
-import { LIMITS_FIELD, limitsOfClient } from './registration-limits.js';
+import { LIMITS_FIELD, limitsOfClient, refreshTokenAlone } from './registration-limits.js';
 import type { RegistrationLimits } from './registration-limits.js';
 import { algsFor, clientJwksProblem } from './client-keys.js';
 import { displayTextProblem } from './display-text.js';
@@ -309,7 +309,7 @@ export function checkRegistrationRequest(
   if (grantTypes.includes(TOKEN_EXCHANGE_GRANT_TYPE) && origin === 'anonymous' && policy.anonymousTokenExchange !== true && !hadExchange) {
     throw metadataError('grant_types', `${TOKEN_EXCHANGE_GRANT_TYPE} is not available to clients registered without an initial access token on this server (the operator enables it with tokenExchange.allowAnonymous); leave it out, or ask the operator for an initial access token`);
   }
-  if (grantTypes.includes('refresh_token') && !grantTypes.some((g) => g === 'authorization_code' || g === WALLET_GRANT_TYPE)) {
+  if (refreshTokenAlone(grantTypes)) {
     throw metadataError('grant_types', `refresh_token is only issued with authorization_code or ${WALLET_GRANT_TYPE}`);
   }
 
